@@ -51,6 +51,8 @@ void vs_error_print(const vs_error *err, const char *prog);
 /* ------------------------------------------------------------- cleanup */
 
 static inline void vs_freep(void *p) { free(*(void **)p); }
+/* cleanup handlers take a pointer to the variable, so the parameter cannot be const */
+// NOLINTNEXTLINE(readability-non-const-parameter)
 static inline void vs_closep(int *fd) {
   if (*fd >= 0)
     close(*fd);

@@ -73,7 +73,7 @@ static int wrong_type(const char *field, const char *expected, const json_t *fou
 
 int vs_json_get_string(const json_t *obj, const char *field, bool required, const char **out,
                        vs_error **err) {
-  json_t *v;
+  json_t *v = NULL;
   int r = lookup(obj, field, required, &v, err);
   if (r <= 0)
     return r;
@@ -85,7 +85,7 @@ int vs_json_get_string(const json_t *obj, const char *field, bool required, cons
 
 int vs_json_get_int(const json_t *obj, const char *field, bool required, int64_t *out,
                     vs_error **err) {
-  json_t *v;
+  json_t *v = NULL;
   int r = lookup(obj, field, required, &v, err);
   if (r <= 0)
     return r;
@@ -97,7 +97,7 @@ int vs_json_get_int(const json_t *obj, const char *field, bool required, int64_t
 
 int vs_json_get_uint64(const json_t *obj, const char *field, bool required, uint64_t *out,
                        vs_error **err) {
-  json_t *v;
+  json_t *v = NULL;
   int r = lookup(obj, field, required, &v, err);
   if (r <= 0)
     return r;
@@ -113,7 +113,7 @@ int vs_json_get_uint64(const json_t *obj, const char *field, bool required, uint
 
 int vs_json_get_bool(const json_t *obj, const char *field, bool required, bool *out,
                      vs_error **err) {
-  json_t *v;
+  json_t *v = NULL;
   int r = lookup(obj, field, required, &v, err);
   if (r <= 0)
     return r;
@@ -125,7 +125,7 @@ int vs_json_get_bool(const json_t *obj, const char *field, bool required, bool *
 
 int vs_json_get_array(const json_t *obj, const char *field, bool required, json_t **out,
                       vs_error **err) {
-  json_t *v;
+  json_t *v = NULL;
   int r = lookup(obj, field, required, &v, err);
   if (r <= 0)
     return r;
@@ -137,7 +137,7 @@ int vs_json_get_array(const json_t *obj, const char *field, bool required, json_
 
 int vs_json_get_object(const json_t *obj, const char *field, bool required, json_t **out,
                        vs_error **err) {
-  json_t *v;
+  json_t *v = NULL;
   int r = lookup(obj, field, required, &v, err);
   if (r <= 0)
     return r;

@@ -2,6 +2,7 @@
 #include "base-internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
@@ -111,10 +112,16 @@ int vs_openat_in_root_walk(int rootfd, const char *path, int flags, mode_t mode,
       after++;
     bool last = *after == '\0';
     bool trailing_slash = *end == '/';
-    _cleanup_free_ char *comp = strndup(p, (size_t)(end - p));
-    _cleanup_free_ char *rest = vs_strdup(after);
-    if (!comp)
-      abort();
+    size_t clen = (size_t)(end - p);
+    if (clen > NAME_MAX) {
+      vs_error_set(err, ENAMETOOLONG, "open %s in root: a component is longer than %d bytes", path,
+                   NAME_MAX);
+      break;
+    }
+    char comp[NAME_MAX + 1];
+    memcpy(comp, p, clen);
+    comp[clen] = '\0';
+    const char *rest = after; /* points into todo: consume it before todo changes */
 
     if (comp[0] == '\0' || !strcmp(comp, ".") || !strcmp(comp, "..")) {
       if (!strcmp(comp, "..") && st.depth > 1)
@@ -125,8 +132,7 @@ int vs_openat_in_root_walk(int rootfd, const char *path, int flags, mode_t mode,
           vs_error_set(err, errno, "open %s in root", path);
         break;
       }
-      free(todo);
-      todo = steal_pointer(&rest);
+      memmove(todo, after, strlen(after) + 1);
       continue;
     }
 
@@ -165,8 +171,7 @@ int vs_openat_in_root_walk(int rootfd, const char *path, int flags, mode_t mode,
       break;
     }
     dir_stack_push(&st, fd);
-    free(todo);
-    todo = steal_pointer(&rest);
+    memmove(todo, after, strlen(after) + 1);
   }
   free(todo);
   dir_stack_clear(&st);

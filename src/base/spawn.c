@@ -143,7 +143,7 @@ int vs_wait_pid(pid_t pid, int *status, vs_error **err) {
 }
 
 int vs_run_command(char *const argv[], int *status, vs_error **err) {
-  pid_t pid;
+  pid_t pid = -1;
   if (vs_spawn(argv, NULL, &pid, err) < 0)
     return -1;
   return vs_wait_pid(pid, status, err);
