@@ -125,7 +125,8 @@ void vs_log(vs_log_level level, const char *fmt, ...) __attribute__((format(prin
 
 /* Read a whole file into a new NUL-terminated buffer (*out, free()); *len (if non-NULL) gets the
  * length without the NUL. Files larger than max_len bytes are refused with an error naming the
- * limit, so untrusted files cannot make us allocate without bound. */
+ * limit, so untrusted files cannot make us allocate without bound. FIFOs and sockets are refused
+ * (without blocking in open). */
 int vs_read_file(const char *path, size_t max_len, char **out, size_t *len, vs_error **err);
 
 /* Write all of buf to fd, retrying on EINTR and short writes. */
@@ -141,7 +142,9 @@ int vs_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 int vs_mkdir_p(const char *path, mode_t mode, vs_error **err);
 
 /* rm -rf: remove path and everything below it. Symbolic links are removed, never followed;
- * read-only directories are made writable first. A missing path is not an error. */
+ * read-only directories are made writable first. A missing path is not an error. Mount points
+ * below path are never entered: finding one is an error (EBUSY) naming it, so a forgotten bind
+ * mount cannot take its source with it. */
 int vs_rm_rf(const char *path, vs_error **err);
 
 /* Open path inside the directory rootfd as if rootfd were "/": "..", absolute paths and symbolic
@@ -164,6 +167,10 @@ static inline void vs_json_decrefp(json_t **j) {
     json_decref(*j);
 }
 #define _cleanup_json_ _cleanup_(vs_json_decrefp)
+
+/* Write j to path atomically (vs_write_file_atomic) as indented JSON with sorted keys and a
+ * final newline. */
+int vs_json_write_file(const char *path, const json_t *j, mode_t mode, vs_error **err);
 
 /* Parse a file of at most max_len bytes. */
 json_t *vs_json_load_file(const char *path, size_t max_len, vs_error **err);
@@ -218,14 +225,19 @@ int vs_sha256_file(const char *path, char out[VS_SHA256_HEX_LEN + 1], vs_error *
 
 #define VS_SPAWN_INHERIT (-1) /* the child keeps our stdin/stdout/stderr */
 #define VS_SPAWN_DEVNULL (-2) /* the child gets /dev/null */
+#define VS_SPAWN_MAX_EXTRA_FDS 64
 
 typedef struct vs_spawn_opts {
   int stdin_fd; /* fd to become the child's 0, or VS_SPAWN_INHERIT / VS_SPAWN_DEVNULL */
   int stdout_fd;
   int stderr_fd;
-  char *const *env; /* environment for the child; NULL keeps ours */
+  char *const *env; /* environment for the child; NULL keeps ours (PATH search uses ours) */
   const char *cwd;  /* working directory for the child; NULL keeps ours */
   bool new_session; /* setsid() in the child */
+  /* Descriptors the child gets as 3, 4, ... (extra_fds[i] becomes 3 + i). Every other fd above
+   * 2 is closed on exec in the child, CLOEXEC or not, so nothing leaks by accident. */
+  const int *extra_fds;
+  size_t n_extra_fds;
 } vs_spawn_opts;
 
 /* Initialise with this: the fd fields must not default to 0 (which is a real fd). */
@@ -250,14 +262,15 @@ char *vs_wait_status_str(int status);
 #define VS_MAX_PASS_FDS 253 /* the kernel's SCM_MAX_FD */
 
 /* Bind a SOCK_STREAM unix socket at path with permission bits mode (applied to the socket
- * before bind, so the file never exists with wider permissions) and listen. */
+ * before bind, so the file never exists with wider permissions) and listen. An existing file at
+ * path is an error (EADDRINUSE): remove a stale socket first. */
 int vs_unix_listen(const char *path, mode_t mode, vs_error **err);
 int vs_unix_connect(const char *path, vs_error **err);
 /* Send all len (>= 1) bytes of buf, with nfds (<= VS_MAX_PASS_FDS) descriptors attached to the
  * first byte via SCM_RIGHTS. Never raises SIGPIPE. */
 int vs_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds, vs_error **err);
-/* Receive up to cap bytes and up to max_fds descriptors (close-on-exec) into fds_out; *nfds gets
- * the number received. Returns the byte count (0 at end of stream). If the peer sent more
+/* Receive up to cap (>= 1) bytes and up to max_fds descriptors (close-on-exec) into fds_out; *nfds
+ * gets the number received. Returns the byte count (0 at end of stream). If the peer sent more
  * descriptors than fit (MSG_CTRUNC) everything received is closed and an error says so. */
 ssize_t vs_recv_fds(int sock, void *buf, size_t cap, int *fds_out, size_t max_fds, size_t *nfds,
                     vs_error **err);

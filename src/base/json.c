@@ -26,6 +26,17 @@ json_t *vs_json_load_file(const char *path, size_t max_len, vs_error **err) {
   return vs_json_loads(text, len, path, err);
 }
 
+int vs_json_write_file(const char *path, const json_t *j, mode_t mode, vs_error **err) {
+  _cleanup_free_ char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+  if (!text)
+    return vs_error_set(err, EINVAL, "write %s: cannot serialise the JSON value", path);
+  size_t n = strlen(text);
+  text = vs_realloc(text, n + 2);
+  text[n] = '\n';
+  text[n + 1] = '\0';
+  return vs_write_file_atomic(path, text, n + 1, mode, err);
+}
+
 const char *vs_json_type_name(const json_t *j) {
   if (!j)
     return "nothing";
