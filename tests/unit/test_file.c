@@ -266,11 +266,12 @@ TEST(rm_rf_refuses_to_enter_mount_points) {
   int status;
   CHECK_EQ(waitpid(pid, &status, 0), pid);
   CHECK(WIFEXITED(status));
-  /* 2: no privilege for a mount namespace here; the check cannot run, and must not fail */
-  CHECK(WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 2);
   _cleanup_error_ vs_error *err = NULL;
-  CHECK_EQ(vs_rm_rf(dir, &err), 0); /* unmounted now: removable */
+  CHECK_EQ(vs_rm_rf(dir, &err), 0); /* the namespace is gone, so is the mount: removable */
   CHECK(!test_exists(dir));
+  if (WEXITSTATUS(status) == 2)
+    SKIP("no privilege to create a mount namespace and mount tmpfs");
+  CHECK_EQ(WEXITSTATUS(status), 0);
 }
 
 int main(void) { return tap_run(); }
