@@ -157,6 +157,15 @@ int vs_openat_in_root(int rootfd, const char *path, int flags, mode_t mode, vs_e
 /* mkdir -p inside a root: every component is resolved as vs_openat_in_root does. */
 int vs_mkdir_p_in_root(int rootfd, const char *path, mode_t mode, vs_error **err);
 
+/* --------------------------------------------------------------- parsing */
+
+/* Strict unsigned decimal (or 0x hex) number: the whole string, no sign, no spaces, no
+ * overflow. `what` names the value in errors ("--cpus"). */
+int vs_parse_u64(const char *s, const char *what, uint64_t *out, vs_error **err);
+/* A size with an optional binary suffix: "4096", "512K", "512M", "2G", "1T" (also "KiB", "MiB",
+ * "GiB", "TiB"); overflow is an error. */
+int vs_parse_size(const char *s, const char *what, uint64_t *out, vs_error **err);
+
 /* ------------------------------------------------------------------ JSON */
 
 /* vessel's JSON is jansson's json_t; these wrappers turn jansson's errors into vs_error values
@@ -197,6 +206,12 @@ int vs_json_get_array(const json_t *obj, const char *field, bool required, json_
                       vs_error **err);
 int vs_json_get_object(const json_t *obj, const char *field, bool required, json_t **out,
                        vs_error **err);
+/* An array of strings (OCI args, env): *out gets a new NULL-terminated array of borrowed strings
+ * (free() the array, not the strings) and *n (if non-NULL) its length. An element of another
+ * type is an error naming the field and index: "field \"args\"[2]: expected string, found
+ * integer". Same return values as the getters above. */
+int vs_json_get_string_array(const json_t *obj, const char *field, bool required, const char ***out,
+                             size_t *n, vs_error **err);
 /* "object", "array", "string", "integer", "real", "boolean", "null" */
 const char *vs_json_type_name(const json_t *j);
 

@@ -157,3 +157,26 @@ int vs_json_get_object(const json_t *obj, const char *field, bool required, json
   *out = v;
   return 1;
 }
+
+int vs_json_get_string_array(const json_t *obj, const char *field, bool required, const char ***out,
+                             size_t *n, vs_error **err) {
+  json_t *arr = NULL;
+  int r = vs_json_get_array(obj, field, required, &arr, err);
+  if (r <= 0)
+    return r;
+  size_t len = json_array_size(arr);
+  const char **v = vs_malloc0((len + 1) * sizeof(*v));
+  for (size_t i = 0; i < len; i++) {
+    json_t *e = json_array_get(arr, i);
+    if (!json_is_string(e)) {
+      free((void *)v);
+      return vs_error_set(err, 0, "field \"%s\"[%zu]: expected string, found %s", field, i,
+                          vs_json_type_name(e));
+    }
+    v[i] = json_string_value(e);
+  }
+  *out = v;
+  if (n)
+    *n = len;
+  return 1;
+}

@@ -194,4 +194,32 @@ TEST(write_file_round_trips) {
   CHECK_EQ(vs_rm_rf(dir, &err), 0);
 }
 
+TEST(string_array_getter) {
+  _cleanup_error_ vs_error *err = NULL;
+  _cleanup_json_ json_t *j = parse("{\"args\":[\"sh\",\"-c\",\"true\"],\"bad\":[\"a\",1],"
+                                   "\"empty\":[],\"s\":\"x\"}",
+                                   &err);
+  const char **v = NULL;
+  size_t n = 0;
+  CHECK_EQ(vs_json_get_string_array(j, "args", true, &v, &n, &err), 1);
+  CHECK_EQ(n, 3);
+  CHECK_STREQ(v[0], "sh");
+  CHECK_STREQ(v[2], "true");
+  CHECK(v[3] == NULL);
+  free((void *)v);
+  v = NULL;
+  CHECK_EQ(vs_json_get_string_array(j, "empty", true, &v, &n, &err), 1);
+  CHECK_EQ(n, 0);
+  CHECK(v[0] == NULL);
+  free((void *)v);
+  v = NULL;
+  CHECK_EQ(vs_json_get_string_array(j, "missing", false, &v, &n, &err), 0);
+  CHECK(v == NULL);
+  CHECK_EQ(vs_json_get_string_array(j, "bad", true, &v, &n, &err), -1);
+  CHECK_STREQ(err->msg, "field \"bad\"[1]: expected string, found integer");
+  CHECK_EQ(vs_json_get_string_array(j, "s", true, &v, &n, &err), -1);
+  CHECK_STREQ(err->msg, "field \"s\": expected array, found string");
+  CHECK(v == NULL);
+}
+
 int main(void) { return tap_run(); }
