@@ -245,7 +245,9 @@ static int rm_dir_contents(int dfd, const char *path, vs_error **err) {
 }
 
 int vs_rm_rf(const char *path, vs_error **err) {
-  struct stat st;
+  if (!*path)
+    return vs_error_set(err, EINVAL, "rm -rf: empty path");
+  struct stat st, root;
   if (lstat(path, &st) < 0) {
     if (errno == ENOENT)
       return 0;
@@ -256,6 +258,8 @@ int vs_rm_rf(const char *path, vs_error **err) {
       return vs_error_set(err, errno, "unlink %s", path);
     return 0;
   }
+  if (stat("/", &root) == 0 && root.st_dev == st.st_dev && root.st_ino == st.st_ino)
+    return vs_error_set(err, EPERM, "rm -rf %s: refusing to remove the root directory", path);
   int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0 && errno == EACCES && chmod(path, (st.st_mode & 07777) | S_IRWXU) == 0)
     dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -202,6 +202,17 @@ TEST(rm_rf_handles_read_only_dirs) {
   CHECK(!test_exists(dir));
 }
 
+TEST(rm_rf_refuses_root_and_empty_path) {
+  _cleanup_error_ vs_error *err = NULL;
+  CHECK_EQ(vs_rm_rf("/", &err), -1);
+  CHECK_EQ(err->errnum, EPERM);
+  CHECK_CONTAINS(err->msg, "refusing to remove the root directory");
+  CHECK_EQ(vs_rm_rf("/usr/..", &err), -1);
+  CHECK_EQ(err->errnum, EPERM);
+  CHECK_EQ(vs_rm_rf("", &err), -1);
+  CHECK_EQ(err->errnum, EINVAL);
+}
+
 TEST(rm_rf_missing_is_ok_and_file_is_removed) {
   _cleanup_error_ vs_error *err = NULL;
   CHECK_EQ(vs_rm_rf("/nonexistent/vessel/x", &err), 0);
