@@ -134,7 +134,8 @@ int vs_write_all(int fd, const void *buf, size_t len, vs_error **err);
 
 /* Replace path with data atomically: write a temporary file in the same directory, fsync it,
  * rename it over path and fsync the directory. Readers see the old or the new content, never a
- * mix, and a crash leaves no partial file under path. mode is the new file's permission bits. */
+ * mix, and a crash leaves no partial file under path. mode is the new file's permission bits
+ * (the umask does not apply). A symlink at path is replaced by the file, not written through. */
 int vs_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                          vs_error **err);
 
@@ -151,10 +152,12 @@ int vs_rm_rf(const char *path, vs_error **err);
  * links (absolute or relative) never leave the root, and magic links (/proc/self/fd/N) are
  * refused. Uses openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) and falls back to an equivalent
  * component-by-component walk with O_NOFOLLOW when the kernel lacks openat2. flags and mode are
- * those of openat(2); O_CLOEXEC is always added. Returns the new fd. */
+ * those of openat(2); O_CLOEXEC is always added. rootfd must be an open directory (O_PATH is
+ * enough), not AT_FDCWD. Returns the new fd. */
 int vs_openat_in_root(int rootfd, const char *path, int flags, mode_t mode, vs_error **err);
 
-/* mkdir -p inside a root: every component is resolved as vs_openat_in_root does. */
+/* mkdir -p inside a root: every component is resolved as vs_openat_in_root does, so symlinks in
+ * the path are followed inside the root. Returns 0 when path is (now) a directory. */
 int vs_mkdir_p_in_root(int rootfd, const char *path, mode_t mode, vs_error **err);
 
 /* --------------------------------------------------------------- parsing */
