@@ -39,8 +39,8 @@ int ctr_caps_validate(json_t *caps, const char *what, vs_error **err) {
       if (!json_is_string(e))
         return vs_error_set(err, 0, "%s.%s[%zu]: must be a string", what, cap_sets[s], i);
       if (ctr_cap_from_name(json_string_value(e)) < 0)
-        return vs_error_set(err, 0, "%s.%s[%zu]: unknown capability \"%.64s\"", what,
-                            cap_sets[s], i, json_string_value(e));
+        return vs_error_set(err, 0, "%s.%s[%zu]: unknown capability \"%.64s\"", what, cap_sets[s],
+                            i, json_string_value(e));
     }
   }
   return 0;
@@ -79,8 +79,7 @@ int ctr_caps_keep_across_user_switch(vs_error **err) {
   return 0;
 }
 
-static int set_proc_caps(uint64_t eff, uint64_t perm, uint64_t inh, int last_cap,
-                         vs_error **err) {
+static int set_proc_caps(uint64_t eff, uint64_t perm, uint64_t inh, int last_cap, vs_error **err) {
   cap_t c = cap_init();
   if (!c)
     return vs_error_set(err, errno, "cap_init");

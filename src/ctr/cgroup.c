@@ -64,8 +64,8 @@ static int validate_memory(json_t *mem, vs_error **err) {
       sj_int(mem, "swap", what, false, -1, INT64_MAX, &swap, err) > 0 && limit > 0 && swap > 0 &&
       swap < limit)
     return vs_error_set(err, 0,
-                        "%s.swap: %lld is below memory.limit %lld (swap is memory plus swap)",
-                        what, (long long)swap, (long long)limit);
+                        "%s.swap: %lld is below memory.limit %lld (swap is memory plus swap)", what,
+                        (long long)swap, (long long)limit);
   return 0;
 }
 
@@ -194,8 +194,7 @@ static int validate_hugetlb(json_t *arr, vs_error **err) {
         sj_int(e, "limit", what, true, 0, INT64_MAX, &v, err) < 0)
       return -1;
     if (!cg_hugepage_size_valid(size))
-      return vs_error_set(err, 0, "%s.pageSize: \"%.32s\" is not a size like \"2MB\"", what,
-                          size);
+      return vs_error_set(err, 0, "%s.pageSize: \"%.32s\" is not a size like \"2MB\"", what, size);
   }
   return 0;
 }
@@ -462,8 +461,8 @@ static int make_dirs(cg_dir *d, const char *inner, bool cpuset, vs_error **err) 
  * hybrid host only those that no v1 hierarchy has. */
 static char *unified_controllers(const cg_layout *l, const cg_hier *h) {
   _cleanup_free_ char *avail = NULL;
-  _cleanup_free_ char *dir = vs_asprintf("%s%s", h->mountpoint,
-                                         strcmp(self_relative(h), "/") ? self_relative(h) : "");
+  _cleanup_free_ char *dir =
+      vs_asprintf("%s%s", h->mountpoint, strcmp(self_relative(h), "/") ? self_relative(h) : "");
   if (cg_read(dir, "cgroup.controllers", &avail, NULL) < 0)
     return vs_strdup("");
   for (char *p = avail; *p; p++)
@@ -489,8 +488,8 @@ static bool layout_is_pure_v2(const cg_layout *l) {
 
 static int apply_resources(ctr_cgroup *cg, json_t *r, bool creating, vs_error **err);
 
-int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resources,
-                      ctr_cgroup **out, vs_error **err) {
+int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resources, ctr_cgroup **out,
+                      vs_error **err) {
   if (ctr_cgroup_validate_resources(resources, err) < 0)
     return -1;
   if (cgroups_path && validate_cgroups_path(cgroups_path, err) < 0)
@@ -547,7 +546,7 @@ out:
 
 /* runc's default device rules, appended after the spec's own rules. */
 static const char *const default_device_rules[] = {
-    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm",   "c 1:7 rwm",   "c 5:0 rwm",
+    "c *:* m",   "b *:* m",   "c 1:3 rwm", "c 1:8 rwm",   "c 1:7 rwm", "c 5:0 rwm",
     "c 1:5 rwm", "c 1:9 rwm", "c 5:1 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm",
 };
 
@@ -848,8 +847,8 @@ static int dir_from_json(json_t *j, size_t i, cg_dir *d, vs_error **err) {
   size_t ml = strlen(mount);
   if (mount[0] != '/' || strncmp(path, mount, ml) != 0 || path[ml] != '/' || strstr(path, "/../") ||
       strlen(path) > CG_PATH_MAX + 256)
-    return vs_error_set(err, 0, "%s.path: \"%s\" is not below its mount point \"%s\"", what,
-                        path, mount);
+    return vs_error_set(err, 0, "%s.path: \"%s\" is not below its mount point \"%s\"", what, path,
+                        mount);
   d->name = vs_strdup(name);
   d->controllers = vs_strdup(ctrls);
   d->unified = unified;

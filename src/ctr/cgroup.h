@@ -27,8 +27,8 @@ int ctr_cgroup_validate_resources(json_t *resources, vs_error **err);
  * cgroups_path: the spec's `linux.cgroupsPath` or NULL. Absolute = relative to each hierarchy's
  * root; relative = under the calling process's cgroup in each hierarchy; NULL = "/vessel/<id>".
  * On failure everything created so far is removed again. *out is freed with ctr_cgroup_free(). */
-int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resources,
-                      ctr_cgroup **out, vs_error **err);
+int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resources, ctr_cgroup **out,
+                      vs_error **err);
 
 /* v1 devices controller: add allow rules ("c 1:3 rwm") for the spec's `linux.devices` entries,
  * like runc does (call right after create; a no-op where there is no devices controller). */

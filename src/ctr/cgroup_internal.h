@@ -10,7 +10,7 @@ typedef struct cg_hier {
   char *mount_root;  /* root of the mount inside the hierarchy, usually "/" */
   char *controllers; /* v1: "cpu,cpuacct", "name=systemd"; v2: "" (read cgroup.controllers) */
   bool unified;
-  char *self_path;   /* the caller's cgroup in this hierarchy, from /proc/self/cgroup */
+  char *self_path; /* the caller's cgroup in this hierarchy, from /proc/self/cgroup */
 } cg_hier;
 
 typedef struct cg_layout {
@@ -20,8 +20,7 @@ typedef struct cg_layout {
 
 /* Parse the text of /proc/self/mountinfo and /proc/self/cgroup. Pure: touches nothing else.
  * A hierarchy mounted twice is kept once (first mount wins). */
-int cg_layout_parse(const char *mountinfo, const char *proc_cgroup, cg_layout *out,
-                    vs_error **err);
+int cg_layout_parse(const char *mountinfo, const char *proc_cgroup, cg_layout *out, vs_error **err);
 /* Same, reading the calling process's files. */
 int cg_layout_load(cg_layout *out, vs_error **err);
 void cg_layout_clear(cg_layout *l);
@@ -39,9 +38,9 @@ typedef struct cg_dir {
   char *name;        /* see cg_hier_name(); "" for a pure v2 host */
   char *controllers; /* v1: the hierarchy's controllers; v2: those this container uses there */
   bool unified;
-  char *mount;       /* the hierarchy's mount point on the host */
-  char *path;        /* absolute directory on the host, below `mount` */
-  int created;       /* how many trailing path components the runtime created (removed on destroy) */
+  char *mount; /* the hierarchy's mount point on the host */
+  char *path;  /* absolute directory on the host, below `mount` */
+  int created; /* how many trailing path components the runtime created (removed on destroy) */
 } cg_dir;
 
 struct ctr_cgroup {

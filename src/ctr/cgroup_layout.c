@@ -10,9 +10,11 @@
 
 /* Mount options of a v1 cgroup mount that are not controller names. */
 static bool is_v1_non_controller_option(const char *opt) {
-  static const char *const skip[] = {"rw",    "ro",          "noprefix",        "clone_children",
-                                     "xattr", "cpuset_v2_mode", "favordynmods", "nofavordynmods",
-                                     "none",  "all"};
+  static const char *const skip[] = {"rw",           "ro",
+                                     "noprefix",     "clone_children",
+                                     "xattr",        "cpuset_v2_mode",
+                                     "favordynmods", "nofavordynmods",
+                                     "none",         "all"};
   for (size_t i = 0; i < ARRAY_SIZE(skip); i++)
     if (strcmp(opt, skip[i]) == 0)
       return true;

@@ -47,8 +47,8 @@ static json_t *v1_mem_entry(const char *dir, const char *prefix) {
 static void memory_stats(cg_dir *d, json_t *data) {
   json_t *mem = json_object();
   _cleanup_free_ char *stat = NULL, *oom = NULL;
-  json_t *raw = cg_read(d->path, "memory.stat", &stat, NULL) == 0 ? keyed_to_json(stat)
-                                                                   : json_object();
+  json_t *raw =
+      cg_read(d->path, "memory.stat", &stat, NULL) == 0 ? keyed_to_json(stat) : json_object();
   uint64_t v = 0;
   if (!d->unified) {
     json_object_set_new(mem, "usage", v1_mem_entry(d->path, "memory"));
@@ -203,9 +203,10 @@ static void blkio_stats(cg_dir *d, json_t *data) {
     v2_io_stats(d, blkio);
   } else {
     bool bfq = cg_file_exists(d->path, "blkio.bfq.io_service_bytes_recursive");
-    json_object_set_new(blkio, "ioServiceBytesRecursive",
-                        v1_blkio_entries(d->path, bfq ? "blkio.bfq.io_service_bytes_recursive"
-                                                      : "blkio.throttle.io_service_bytes_recursive"));
+    json_object_set_new(
+        blkio, "ioServiceBytesRecursive",
+        v1_blkio_entries(d->path, bfq ? "blkio.bfq.io_service_bytes_recursive"
+                                      : "blkio.throttle.io_service_bytes_recursive"));
     json_object_set_new(blkio, "ioServicedRecursive",
                         v1_blkio_entries(d->path, bfq ? "blkio.bfq.io_serviced_recursive"
                                                       : "blkio.throttle.io_serviced_recursive"));

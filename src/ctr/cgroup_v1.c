@@ -74,15 +74,17 @@ int cg_v1_cpu(cg_dir *d, json_t *cpu, vs_error **err) {
     return vs_error_wrap(err, "linux.resources.cpu.burst");
   if (get_int(cpu, "realtimePeriod", &v) && v != 0) {
     if (!cg_file_exists(d->path, "cpu.rt_period_us"))
-      return vs_error_set(err, 0, "linux.resources.cpu.realtimePeriod: the kernel has no "
-                                  "realtime group scheduling (cpu.rt_period_us)");
+      return vs_error_set(err, 0,
+                          "linux.resources.cpu.realtimePeriod: the kernel has no "
+                          "realtime group scheduling (cpu.rt_period_us)");
     if (cg_writef(d->path, "cpu.rt_period_us", err, "%lld", (long long)v) < 0)
       return vs_error_wrap(err, "linux.resources.cpu.realtimePeriod");
   }
   if (get_int(cpu, "realtimeRuntime", &v) && v != 0) {
     if (!cg_file_exists(d->path, "cpu.rt_runtime_us"))
-      return vs_error_set(err, 0, "linux.resources.cpu.realtimeRuntime: the kernel has no "
-                                  "realtime group scheduling (cpu.rt_runtime_us)");
+      return vs_error_set(err, 0,
+                          "linux.resources.cpu.realtimeRuntime: the kernel has no "
+                          "realtime group scheduling (cpu.rt_runtime_us)");
     if (cg_writef(d->path, "cpu.rt_runtime_us", err, "%lld", (long long)v) < 0)
       return vs_error_wrap(err, "linux.resources.cpu.realtimeRuntime");
   }
@@ -159,8 +161,9 @@ int cg_v1_blkio(cg_dir *d, json_t *bio, vs_error **err) {
   }
   if (get_int(bio, "leafWeight", &v) && v != 0) {
     if (!cg_file_exists(d->path, "blkio.leaf_weight"))
-      return vs_error_set(err, 0, "linux.resources.blockIO.leafWeight: this host has no "
-                                  "blkio.leaf_weight");
+      return vs_error_set(err, 0,
+                          "linux.resources.blockIO.leafWeight: this host has no "
+                          "blkio.leaf_weight");
     if (cg_writef(d->path, "blkio.leaf_weight", err, "%lld", (long long)v) < 0)
       return vs_error_wrap(err, "linux.resources.blockIO.leafWeight");
   }
@@ -194,8 +197,8 @@ int cg_hugetlb(cg_dir *d, json_t *limits, vs_error **err) {
     const char *size = json_string_value(json_object_get(e, "pageSize"));
     int64_t limit = 0;
     get_int(e, "limit", &limit);
-    _cleanup_free_ char *file = vs_asprintf(d->unified ? "hugetlb.%s.max" : "hugetlb.%s.limit_in_bytes",
-                                            size);
+    _cleanup_free_ char *file =
+        vs_asprintf(d->unified ? "hugetlb.%s.max" : "hugetlb.%s.limit_in_bytes", size);
     if (!cg_file_exists(d->path, file))
       return vs_error_set(err, 0,
                           "linux.resources.hugepageLimits[%zu].pageSize: huge page size %s is "

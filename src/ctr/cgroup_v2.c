@@ -48,11 +48,13 @@ int cg_v2_memory(cg_dir *d, json_t *mem, vs_error **err) {
   bool has_swap = get_int(mem, "swap", &swap) && swap != 0;
   if (has_swap) {
     if (!cg_file_exists(d->path, "memory.swap.max"))
-      return vs_error_set(err, 0, "linux.resources.memory.swap: no swap accounting on this "
-                                  "kernel (memory.swap.max)");
+      return vs_error_set(err, 0,
+                          "linux.resources.memory.swap: no swap accounting on this "
+                          "kernel (memory.swap.max)");
     if (swap > 0 && !(has_limit && limit > 0))
-      return vs_error_set(err, 0, "linux.resources.memory.swap: needs memory.limit as well on "
-                                  "cgroup v2 (swap is memory plus swap)");
+      return vs_error_set(err, 0,
+                          "linux.resources.memory.swap: needs memory.limit as well on "
+                          "cgroup v2 (swap is memory plus swap)");
   }
   /* Lower the swap allowance before the limit and raise it after, so memory+swap never
    * exceeds what was asked at any step; order only matters for the sum, so do limit first. */
@@ -96,10 +98,10 @@ int cg_v2_cpu(cg_dir *d, json_t *cpu, vs_error **err) {
       const char *sp = strchr(cur, ' ');
       period = sp ? strtoll(sp + 1, NULL, 10) : 100000;
     }
-    int rc = (has_quota && quota > 0)
-                 ? cg_writef(d->path, "cpu.max", err, "%lld %lld", (long long)quota,
-                             (long long)period)
-                 : cg_writef(d->path, "cpu.max", err, "max %lld", (long long)period);
+    int rc =
+        (has_quota && quota > 0)
+            ? cg_writef(d->path, "cpu.max", err, "%lld %lld", (long long)quota, (long long)period)
+            : cg_writef(d->path, "cpu.max", err, "max %lld", (long long)period);
     if (rc < 0)
       return vs_error_wrap(err, "linux.resources.cpu.quota/period");
   }
@@ -108,8 +110,9 @@ int cg_v2_cpu(cg_dir *d, json_t *cpu, vs_error **err) {
     return vs_error_wrap(err, "linux.resources.cpu.burst");
   if ((get_int(cpu, "realtimeRuntime", &v) && v != 0) ||
       (get_int(cpu, "realtimePeriod", &v) && v != 0))
-    return vs_error_set(err, 0, "linux.resources.cpu.realtimeRuntime/realtimePeriod: not "
-                                "supported by cgroup v2");
+    return vs_error_set(err, 0,
+                        "linux.resources.cpu.realtimeRuntime/realtimePeriod: not "
+                        "supported by cgroup v2");
   if (get_int(cpu, "idle", &v) && cg_file_exists(d->path, "cpu.idle") &&
       cg_writef(d->path, "cpu.idle", err, "%lld", (long long)v) < 0)
     return vs_error_wrap(err, "linux.resources.cpu.idle");
@@ -127,8 +130,7 @@ int cg_v2_cpuset(cg_dir *d, json_t *cpu, vs_error **err) {
   return 0;
 }
 
-static int write_io_max(cg_dir *d, json_t *bio, const char *key, const char *name,
-                        vs_error **err) {
+static int write_io_max(cg_dir *d, json_t *bio, const char *key, const char *name, vs_error **err) {
   json_t *arr = json_object_get(bio, key), *e;
   size_t i;
   if (!json_is_array(arr))
@@ -138,8 +140,8 @@ static int write_io_max(cg_dir *d, json_t *bio, const char *key, const char *nam
     get_int(e, "major", &maj);
     get_int(e, "minor", &min);
     get_int(e, "rate", &rate);
-    if (cg_writef(d->path, "io.max", err, "%lld:%lld %s=%lld", (long long)maj, (long long)min,
-                  name, (long long)rate) < 0)
+    if (cg_writef(d->path, "io.max", err, "%lld:%lld %s=%lld", (long long)maj, (long long)min, name,
+                  (long long)rate) < 0)
       return vs_error_wrap(err, "linux.resources.blockIO.%s[%zu]", key, i);
   }
   return 0;
@@ -148,12 +150,13 @@ static int write_io_max(cg_dir *d, json_t *bio, const char *key, const char *nam
 int cg_v2_io(cg_dir *d, json_t *bio, vs_error **err) {
   int64_t v;
   const char *wfile = cg_file_exists(d->path, "io.bfq.weight") ? "io.bfq.weight"
-                      : cg_file_exists(d->path, "io.weight") ? "io.weight"
-                                                              : NULL;
+                      : cg_file_exists(d->path, "io.weight")   ? "io.weight"
+                                                               : NULL;
   if (get_int(bio, "weight", &v) && v != 0) {
     if (!wfile)
-      return vs_error_set(err, 0, "linux.resources.blockIO.weight: the io controller on this "
-                                  "host has no weight file (io.weight / io.bfq.weight)");
+      return vs_error_set(err, 0,
+                          "linux.resources.blockIO.weight: the io controller on this "
+                          "host has no weight file (io.weight / io.bfq.weight)");
     /* blkio weights are 10..1000, io.weight 1..10000: the same conversion as runc. */
     uint64_t w = 1 + ((uint64_t)v - 10) * 9999 / 990;
     if (cg_writef(d->path, wfile, err, "default %llu", (unsigned long long)w) < 0)
@@ -168,8 +171,10 @@ int cg_v2_io(cg_dir *d, json_t *bio, vs_error **err) {
     if (!get_int(e, "weight", &w) || w == 0)
       continue;
     if (!wfile)
-      return vs_error_set(err, 0, "linux.resources.blockIO.weightDevice[%zu]: no io weight "
-                                  "file on this host", i);
+      return vs_error_set(err, 0,
+                          "linux.resources.blockIO.weightDevice[%zu]: no io weight "
+                          "file on this host",
+                          i);
     if (cg_writef(d->path, wfile, err, "%lld:%lld %lld", (long long)maj, (long long)min,
                   (long long)w) < 0)
       return vs_error_wrap(err, "linux.resources.blockIO.weightDevice[%zu]", i);

@@ -29,15 +29,18 @@ static const struct {
   const char *name;
   enum scmp_compare op;
 } ops[] = {
-    {"SCMP_CMP_NE", SCMP_CMP_NE}, {"SCMP_CMP_LT", SCMP_CMP_LT},
-    {"SCMP_CMP_LE", SCMP_CMP_LE}, {"SCMP_CMP_EQ", SCMP_CMP_EQ},
-    {"SCMP_CMP_GE", SCMP_CMP_GE}, {"SCMP_CMP_GT", SCMP_CMP_GT},
+    {"SCMP_CMP_NE", SCMP_CMP_NE},
+    {"SCMP_CMP_LT", SCMP_CMP_LT},
+    {"SCMP_CMP_LE", SCMP_CMP_LE},
+    {"SCMP_CMP_EQ", SCMP_CMP_EQ},
+    {"SCMP_CMP_GE", SCMP_CMP_GE},
+    {"SCMP_CMP_GT", SCMP_CMP_GT},
     {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ},
 };
 
-static const char *const known_flags[] = {
-    "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
-    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"};
+static const char *const known_flags[] = {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+                                          "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                                          "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"};
 
 static int find_action(const char *name) {
   for (size_t i = 0; i < ARRAY_SIZE(actions); i++)
@@ -146,8 +149,8 @@ int ctr_seccomp_validate(json_t *seccomp, const char *what, vs_error **err) {
     if (!json_is_string(e))
       return vs_error_set(err, 0, "%s.architectures[%zu]: must be a string", what, i);
     if (arch_token(json_string_value(e)) == 0)
-      return vs_error_set(err, 0, "%s.architectures[%zu]: unknown architecture \"%.64s\"", what,
-                          i, json_string_value(e));
+      return vs_error_set(err, 0, "%s.architectures[%zu]: unknown architecture \"%.64s\"", what, i,
+                          json_string_value(e));
   }
   if (sj_array(seccomp, "flags", what, false, &arr, err) < 0)
     return -1;
@@ -250,8 +253,8 @@ static int build_filter(json_t *seccomp, scmp_filter_ctx *out, vs_error **err) {
     else if (strcmp(f, "SECCOMP_FILTER_FLAG_SPEC_ALLOW") == 0)
       rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_SSB, 1);
     else
-      vs_log_debug("linux.seccomp.flags[%zu]: %s is not supported by this libseccomp; ignored",
-                   i, f);
+      vs_log_debug("linux.seccomp.flags[%zu]: %s is not supported by this libseccomp; ignored", i,
+                   f);
     if (rc < 0) {
       seccomp_release(ctx);
       return vs_error_set(err, -rc, "linux.seccomp.flags[%zu]: %s", i, f);

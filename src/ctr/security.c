@@ -30,8 +30,8 @@ static int field(json_t *obj, const char *key, const char *what, bool required, 
   return 1;
 }
 
-int sj_int(json_t *obj, const char *key, const char *what, bool required, int64_t min,
-           int64_t max, int64_t *out, vs_error **err) {
+int sj_int(json_t *obj, const char *key, const char *what, bool required, int64_t min, int64_t max,
+           int64_t *out, vs_error **err) {
   json_t *v = NULL;
   int r = field(obj, key, what, required, &v, err);
   if (r <= 0)
@@ -49,6 +49,7 @@ int sj_int(json_t *obj, const char *key, const char *what, bool required, int64_
 int sj_string(json_t *obj, const char *key, const char *what, bool required, const char **out,
               vs_error **err) {
   json_t *v = NULL;
+  *out = NULL;
   int r = field(obj, key, what, required, &v, err);
   if (r <= 0)
     return r;
@@ -177,8 +178,9 @@ int ctr_oom_score_adj_apply(int score, vs_error **err) {
   snprintf(buf, sizeof(buf), "%d", score);
   if (write_proc_attr("/proc/self/oom_score_adj", buf, err) < 0) {
     if (errno == EACCES || errno == EPERM)
-      return vs_error_wrap(err, "process.oomScoreAdj: lowering the score to %d needs "
-                                "CAP_SYS_RESOURCE",
+      return vs_error_wrap(err,
+                           "process.oomScoreAdj: lowering the score to %d needs "
+                           "CAP_SYS_RESOURCE",
                            score);
     return vs_error_wrap(err, "process.oomScoreAdj");
   }

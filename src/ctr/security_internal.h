@@ -10,9 +10,10 @@
 #include "base/base.h"
 
 /* Each returns 1 if the field is present and valid (stored in *out), 0 if absent or JSON null
+ * (then *out is untouched, except sj_string/sj_array/sj_object which set it to NULL)
  * and not required, -1 with *err set otherwise. `obj` must be an object. */
-int sj_int(json_t *obj, const char *key, const char *what, bool required, int64_t min,
-           int64_t max, int64_t *out, vs_error **err);
+int sj_int(json_t *obj, const char *key, const char *what, bool required, int64_t min, int64_t max,
+           int64_t *out, vs_error **err);
 int sj_string(json_t *obj, const char *key, const char *what, bool required, const char **out,
               vs_error **err);
 int sj_bool(json_t *obj, const char *key, const char *what, bool required, bool *out,
