@@ -8,6 +8,10 @@
 
 int ctr_write_file(const char *path, const char *data, vs_error **err);
 /* mkdir -p inside the root; returns an O_PATH fd of the final directory. */
+/* Atomic replace (temporary file + rename) without fsync: the state lives in /run, which does
+ * not survive a reboot anyway, and fsync costs more than a whole container start. */
+int ctr_write_file_replace(const char *path, const char *data, size_t len, mode_t mode,
+                           vs_error **err);
 int ctr_mkdir_p_in_root(int rootfd, const char *path, mode_t mode, vs_error **err);
 
 char **ctr_strv_dup(char *const *v);

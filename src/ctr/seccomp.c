@@ -286,6 +286,16 @@ static int build_filter(json_t *seccomp, scmp_filter_ctx *out, vs_error **err) {
   return 0;
 }
 
+int ctr_seccomp_compile_only(json_t *seccomp, vs_error **err) {
+  if (ctr_seccomp_validate(seccomp, "linux.seccomp", err) < 0)
+    return -1;
+  scmp_filter_ctx ctx = NULL;
+  if (build_filter(seccomp, &ctx, err) < 0)
+    return -1;
+  seccomp_release(ctx);
+  return 0;
+}
+
 int ctr_seccomp_load(json_t *seccomp, vs_error **err) {
   if (!seccomp || json_is_null(seccomp))
     return 0;

@@ -25,6 +25,10 @@ int sj_object(json_t *obj, const char *key, const char *what, bool required, jso
 /* `value` must be an object: "<what>: must be an object". */
 int sj_expect_object(json_t *value, const char *what, vs_error **err);
 
+/* Validate linux.seccomp and compile it with libseccomp without loading it (for tests and the
+ * fuzzer: exercises the same code as ctr_seccomp_load up to the kernel call). */
+int ctr_seccomp_compile_only(json_t *seccomp, vs_error **err);
+
 /* Capability name ("CAP_CHOWN") to number, or -1. */
 int ctr_cap_from_name(const char *name);
 

@@ -118,7 +118,7 @@ int ctr_state_save(const ctr_runtime *rt, const ctr_state *st, vs_error **err) {
   json_t *j = ctr_state_to_json(st);
   char *text = json_dumps(j, JSON_COMPACT);
   json_decref(j);
-  int r = vs_write_file_atomic(path, text, strlen(text), 0600, err);
+  int r = ctr_write_file_replace(path, text, strlen(text), 0600, err);
   free(text);
   return r;
 }

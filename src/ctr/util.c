@@ -148,3 +148,23 @@ int ctr_recv_fd(int sock, vs_error **err) {
   memcpy(&fd, CMSG_DATA(c), sizeof(int));
   return fd;
 }
+
+int ctr_write_file_replace(const char *path, const char *data, size_t len, mode_t mode,
+                           vs_error **err) {
+  _cleanup_free_ char *tmp = vs_asprintf("%s.tmp.%d", path, (int)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0)
+    return vs_error_set(err, errno, "create %s", tmp);
+  if (vs_write_all(fd, data, len, err) < 0) {
+    close(fd);
+    unlink(tmp);
+    return vs_error_wrap(err, "write %s", tmp);
+  }
+  close(fd);
+  if (rename(tmp, path) < 0) {
+    int e = errno;
+    unlink(tmp);
+    return vs_error_set(err, e, "rename %s to %s", tmp, path);
+  }
+  return 0;
+}
