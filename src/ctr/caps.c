@@ -143,16 +143,18 @@ int ctr_caps_apply(json_t *caps, bool no_new_privileges, vs_error **err) {
     return vs_error_set(err, errno, "prctl(PR_SET_KEEPCAPS, 0)");
   if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
     return vs_error_set(err, errno, "clear the ambient capabilities");
+  /* Ambient raising is best effort, as in runc: `runc spec` lists ambient capabilities without
+   * an inheritable set, and the kernel only allows ambient caps that are permitted and
+   * inheritable. */
   for (int i = 0; i <= last_cap && i < 64; i++) {
     if (!(amb & (1ull << i)))
       continue;
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) < 0) {
-      int saved = errno;
+    if (!(perm & inh & (1ull << i)) ||
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) < 0) {
       _cleanup_free_ char *name = cap_name(i);
-      return vs_error_set(err, saved,
-                          "process.capabilities.ambient: raise %s (it must also be permitted "
-                          "and inheritable)",
-                          name);
+      vs_log_debug("process.capabilities.ambient: %s not raised (it must also be permitted and "
+                   "inheritable)",
+                   name);
     }
   }
   if (no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
