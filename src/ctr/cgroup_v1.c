@@ -27,20 +27,29 @@ int cg_v1_memory(cg_dir *d, json_t *mem, vs_error **err) {
     return vs_error_set(err, 0,
                         "linux.resources.memory.swap: this kernel has no swap accounting "
                         "(memory.memsw.limit_in_bytes)");
-  /* memsw must stay >= limit at every step: raise memsw first when it grows. */
-  bool swap_first = false;
-  if (has_swap && memsw && swap != 0) {
-    uint64_t cur = 0;
-    if (cg_read_u64(d->path, "memory.memsw.limit_in_bytes", &cur, err) < 0)
-      return -1;
-    swap_first = swap < 0 || (uint64_t)swap > cur;
+  has_limit = has_limit && limit != 0;
+  has_swap = has_swap && swap != 0 && memsw;
+  /* A new limit without a swap value keeps the swap allowance the container had (memsw minus
+   * limit), so `update --memory` works on a container created with a memory+swap limit. */
+  uint64_t cur_limit = 0, cur_memsw = 0;
+  if (memsw && (has_limit || has_swap) &&
+      (cg_read_u64(d->path, "memory.limit_in_bytes", &cur_limit, err) < 0 ||
+       cg_read_u64(d->path, "memory.memsw.limit_in_bytes", &cur_memsw, err) < 0))
+    return -1;
+  const uint64_t unlimited = 1ull << 62;
+  if (has_limit && !has_swap && memsw && cur_memsw < unlimited) {
+    has_swap = true;
+    swap = limit < 0
+               ? -1
+               : limit + (int64_t)(cur_memsw - (cur_memsw > cur_limit ? cur_limit : cur_memsw));
   }
+  /* memsw must stay >= limit at every step: raise memsw first when it grows. */
+  bool swap_first = has_swap && (swap < 0 || (uint64_t)swap > cur_memsw);
   if (swap_first && write_mem_value(d, "memory.memsw.limit_in_bytes", swap, err) < 0)
     return vs_error_wrap(err, "linux.resources.memory.swap");
-  if (has_limit && limit != 0 && write_mem_value(d, "memory.limit_in_bytes", limit, err) < 0)
+  if (has_limit && write_mem_value(d, "memory.limit_in_bytes", limit, err) < 0)
     return vs_error_wrap(err, "linux.resources.memory.limit");
-  if (has_swap && memsw && swap != 0 && !swap_first &&
-      write_mem_value(d, "memory.memsw.limit_in_bytes", swap, err) < 0)
+  if (has_swap && !swap_first && write_mem_value(d, "memory.memsw.limit_in_bytes", swap, err) < 0)
     return vs_error_wrap(err, "linux.resources.memory.swap");
   if (get_int(mem, "reservation", &v) && v != 0 &&
       write_mem_value(d, "memory.soft_limit_in_bytes", v, err) < 0)

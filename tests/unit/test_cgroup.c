@@ -196,6 +196,17 @@ TEST(create_limit_join_freeze_update_destroy) {
     CHECK_STREQ(max, "7\n");
   }
 
+  /* Raising only the limit keeps the swap allowance (here none): memsw follows. */
+  upd = parse("{\"memory\":{\"limit\":100663296}}");
+  CHECK_EQ(ctr_cgroup_update(cg2, upd, &err), 0);
+  json_decref(upd);
+  if (!mem->unified && cg_file_exists(mem->path, "memory.memsw.limit_in_bytes")) {
+    _cleanup_free_ char *limit = read_text(mem->path, "memory.limit_in_bytes");
+    CHECK_STREQ(limit, "100663296\n");
+    _cleanup_free_ char *sw = read_text(mem->path, "memory.memsw.limit_in_bytes");
+    CHECK_STREQ(sw, "100663296\n");
+  }
+
   CHECK_EQ(ctr_cgroup_freeze(cg2, true, &err), 0);
   CHECK_EQ(ctr_cgroup_kill(cg2, SIGKILL, &err), 0);
   int st = 0;
