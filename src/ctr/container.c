@@ -260,7 +260,8 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   st->config = json_incref(s->json);
   if (ctr_state_save(rt, st, err) < 0)
     goto fail;
-  if (mkfifo(fifo, 0622) < 0) {
+  /* 0622 whatever the umask: a user-namespaced init reopens it as an unmapped "other". */
+  if (mkfifo(fifo, 0622) < 0 || chmod(fifo, 0622) < 0) {
     vs_error_set(err, errno, "mkfifo %s", fifo);
     goto fail;
   }

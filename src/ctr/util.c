@@ -19,11 +19,15 @@ int ctr_write_file(const char *path, const char *data, vs_error **err) {
   return 0;
 }
 
-int ctr_mkdir_p_in_root(int rootfd, const char *path, mode_t mode, vs_error **err) {
+static int mkdir_p_in_root_depth(int rootfd, const char *path, mode_t mode, int depth,
+                                 vs_error **err) {
+  if (depth > 40)
+    return vs_error_set(err, ELOOP, "mkdir %s in the container root", path);
   _cleanup_free_ char *p = vs_strdup(path);
   size_t len = strlen(p);
   /* Walk prefixes: each one is resolved inside the root, so a symlinked component can only
-   * lead to another place inside the root. */
+   * lead to another place inside the root. A dangling symlink is followed (inside the root) and
+   * its target created, as runc does. */
   for (size_t i = 1; i <= len; i++) {
     if (p[i] != '/' && p[i] != 0)
       continue;
@@ -34,25 +38,42 @@ int ctr_mkdir_p_in_root(int rootfd, const char *path, mode_t mode, vs_error **er
       if (saved == 0)
         return fd;
       close(fd);
-    } else {
-      char *slash = strrchr(p, '/');
-      const char *base = slash ? slash + 1 : p;
-      _cleanup_free_ char *parent = slash ? strndup(p, (size_t)(slash - p)) : vs_strdup(".");
-      int pfd = vs_openat_in_root(rootfd, *parent ? parent : "/", O_PATH | O_DIRECTORY, 0, err);
-      if (pfd < 0)
-        return vs_error_wrap(err, "mkdir %s", path);
-      if (mkdirat(pfd, base, mode) < 0 && errno != EEXIST) {
-        int e = errno;
-        close(pfd);
-        return vs_error_set(err, e, "mkdir %s in the container root", p);
-      }
-      close(pfd);
-      if (saved == 0)
-        return vs_openat_in_root(rootfd, p, O_PATH | O_DIRECTORY, 0, err);
+      p[i] = saved;
+      continue;
     }
+    if (errno != ENOENT)
+      return vs_error_set(err, errno, "mkdir %s in the container root", p);
+    char *slash = strrchr(p, '/');
+    const char *base = slash ? slash + 1 : p;
+    _cleanup_free_ char *parent = slash ? strndup(p, (size_t)(slash - p)) : vs_strdup("/");
+    _cleanup_close_ int pfd =
+        vs_openat_in_root(rootfd, *parent ? parent : "/", O_PATH | O_DIRECTORY, 0, err);
+    if (pfd < 0)
+      return vs_error_wrap(err, "mkdir %s", path);
+    if (mkdirat(pfd, base, mode) < 0) {
+      if (errno != EEXIST)
+        return vs_error_set(err, errno, "mkdir %s in the container root", p);
+      char target[4096];
+      ssize_t n = readlinkat(pfd, base, target, sizeof(target) - 1);
+      if (n < 0)
+        return vs_error_set(err, errno, "mkdir %s in the container root", p);
+      target[n] = 0;
+      _cleanup_free_ char *next =
+          target[0] == '/' ? vs_strdup(target) : vs_asprintf("%s/%s", parent, target);
+      int tfd = mkdir_p_in_root_depth(rootfd, next, mode, depth + 1, err);
+      if (tfd < 0)
+        return -1;
+      close(tfd);
+    }
+    if (saved == 0)
+      return vs_openat_in_root(rootfd, p, O_PATH | O_DIRECTORY, 0, err);
     p[i] = saved;
   }
   return vs_openat_in_root(rootfd, path, O_PATH | O_DIRECTORY, 0, err);
+}
+
+int ctr_mkdir_p_in_root(int rootfd, const char *path, mode_t mode, vs_error **err) {
+  return mkdir_p_in_root_depth(rootfd, path, mode, 0, err);
 }
 
 size_t ctr_strv_len(char *const *v) {
