@@ -72,7 +72,7 @@ static int clean_path(const char *in, char **out, vs_error **err) {
       break;
     if (len == 2 && p[0] == '.' && p[1] == '.') {
       free(o);
-      return vs_error_set(err, EPERM, "entry \"%.200s\": \"..\" would leave the layer", in);
+      return vs_error_set(err, 0, "entry \"%.200s\": \"..\" would leave the layer", in);
     }
     if (!(len == 1 && p[0] == '.')) {
       if (on)
@@ -187,9 +187,9 @@ static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size,
     if (r == ARCHIVE_EOF)
       break;
     if (r < ARCHIVE_WARN)
-      return vs_error_set(err, EIO, "read data: %s", archive_error_string(ar));
+      return vs_error_set(err, 0, "read data: %s", archive_error_string(ar));
     if (off < 0 || (uint64_t)off + len > a->max_bytes || a->bytes + len > a->max_bytes)
-      return vs_error_set(err, EFBIG, "layer data exceeds the limit of %llu bytes",
+      return vs_error_set(err, 0, "layer data exceeds the limit of %llu bytes",
                           (unsigned long long)a->max_bytes);
     a->bytes += len;
     const char *p = block;
@@ -259,7 +259,7 @@ static int apply_hardlink(applier *a, int parent, const char *base, const char *
   if (clean_path(target, &t, err) < 0)
     return vs_error_wrap(err, "hardlink target");
   if (!*t)
-    return vs_error_set(err, EPERM, "hardlink to the layer root");
+    return vs_error_set(err, 0, "hardlink to the layer root");
   const char *tdir, *tbase;
   split_path(t, &tdir, &tbase);
   _cleanup_close_ int tparent = openat2_in_root(a->rootfd, tdir, O_RDONLY | O_DIRECTORY);
@@ -269,7 +269,7 @@ static int apply_hardlink(applier *a, int parent, const char *base, const char *
   if (fstatat(tparent, tbase, &st, AT_SYMLINK_NOFOLLOW) < 0)
     return vs_error_set(err, errno, "hardlink target %.200s", target);
   if (S_ISDIR(st.st_mode))
-    return vs_error_set(err, EPERM, "hardlink to directory %.200s", target);
+    return vs_error_set(err, 0, "hardlink to directory %.200s", target);
   if (make_room(parent, base, false, err) < 0)
     return -1;
   /* No AT_SYMLINK_FOLLOW: a symlink target is linked as the symlink itself. */
@@ -328,8 +328,7 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
   case AE_IFREG: {
     la_int64_t size = archive_entry_size(ae);
     if (size < 0 || (uint64_t)size > a->max_bytes || a->bytes + (uint64_t)size > a->max_bytes)
-      return vs_error_set(err, EFBIG, "file of %lld bytes exceeds the layer limit",
-                          (long long)size);
+      return vs_error_set(err, 0, "file of %lld bytes exceeds the layer limit", (long long)size);
     _cleanup_close_ int fd =
         openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -372,7 +371,7 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
   case AE_IFBLK:
   case AE_IFIFO: {
     if (type != AE_IFIFO && !a->allow_devices)
-      return vs_error_set(err, EPERM, "device nodes are not allowed here");
+      return vs_error_set(err, 0, "device nodes are not allowed here");
     dev_t dev =
         type == AE_IFIFO ? 0 : makedev(archive_entry_rdevmajor(ae), archive_entry_rdevminor(ae));
     if (mknodat(parent, base, type | perm, dev) < 0)
@@ -402,13 +401,13 @@ static la_ssize_t inner_read(struct archive *ar, void *ctx, const void **buf) {
   (void)ar;
   la_ssize_t n = archive_read_data(a->raw, a->buf, a->buf_size);
   if (n < 0) {
-    vs_error_set(&a->read_err, EIO, "decompress: %s", archive_error_string(a->raw));
+    vs_error_set(&a->read_err, 0, "decompress: %s", archive_error_string(a->raw));
     return -1;
   }
   a->raw_bytes += (uint64_t)n;
   /* Headers and padding count too: a stream of empty blocks is a bomb as well. */
   if (a->raw_bytes > a->max_bytes + (a->max_entries + 16) * 1024) {
-    vs_error_set(&a->read_err, EFBIG, "uncompressed layer exceeds the size limit");
+    vs_error_set(&a->read_err, 0, "uncompressed layer exceeds the size limit");
     return -1;
   }
   vs_hasher_update(a->hasher, a->buf, (size_t)n);
@@ -470,8 +469,7 @@ int vs_layer_apply(int fd, int dirfd, const vs_layer_limits *lim, char diff_id_o
       goto out;
     }
     if (++a.entries > a.max_entries) {
-      vs_error_set(err, EFBIG, "layer has more than %llu entries",
-                   (unsigned long long)a.max_entries);
+      vs_error_set(err, 0, "layer has more than %llu entries", (unsigned long long)a.max_entries);
       goto out;
     }
     if (apply_entry(&a, inner, ae, err) < 0) {

@@ -32,19 +32,19 @@ static bool layer_type_known(const char *mt) {
 
 static int descriptor_parse(json_t *j, const char *what, vs_descriptor *d, vs_error **err) {
   if (!json_is_object(j))
-    return vs_error_set(err, EINVAL, "%s: not an object", what);
+    return vs_error_set(err, 0, "%s: not an object", what);
   json_t *mt = json_object_get(j, "mediaType");
   json_t *dg = json_object_get(j, "digest");
   json_t *sz = json_object_get(j, "size");
   if (mt && !json_is_string(mt))
-    return vs_error_set(err, EINVAL, "%s: mediaType is not a string", what);
+    return vs_error_set(err, 0, "%s: mediaType is not a string", what);
   if (!json_is_string(dg))
-    return vs_error_set(err, EINVAL, "%s: missing digest", what);
+    return vs_error_set(err, 0, "%s: missing digest", what);
   if (!vs_digest_valid(json_string_value(dg)))
-    return vs_error_set(err, EINVAL, "%s: unsupported or malformed digest \"%.80s\"", what,
+    return vs_error_set(err, 0, "%s: unsupported or malformed digest \"%.80s\"", what,
                         json_string_value(dg));
   if (!json_is_integer(sz) || json_integer_value(sz) < 0)
-    return vs_error_set(err, EINVAL, "%s: missing or negative size", what);
+    return vs_error_set(err, 0, "%s: missing or negative size", what);
   d->media_type = vs_strdup(mt ? json_string_value(mt) : "");
   d->digest = vs_strdup(json_string_value(dg));
   d->size = json_integer_value(sz);
@@ -82,10 +82,10 @@ static int parse_image_manifest(json_t *root, vs_manifest *m, vs_error **err) {
     return -1;
   json_t *layers = json_object_get(root, "layers");
   if (!json_is_array(layers))
-    return vs_error_set(err, EINVAL, "missing layers array");
+    return vs_error_set(err, 0, "missing layers array");
   size_t n = json_array_size(layers);
   if (n > MAX_DESCRIPTORS)
-    return vs_error_set(err, EINVAL, "too many layers (%zu)", n);
+    return vs_error_set(err, 0, "too many layers (%zu)", n);
   m->layers = vs_malloc0(sizeof(vs_descriptor) * (n ? n : 1));
   for (size_t i = 0; i < n; i++) {
     char what[32];
@@ -94,7 +94,7 @@ static int parse_image_manifest(json_t *root, vs_manifest *m, vs_error **err) {
       return -1;
     m->n_layers++;
     if (!layer_type_known(m->layers[i].media_type))
-      return vs_error_set(err, EINVAL, "layer %zu: unsupported media type \"%.100s\"", i,
+      return vs_error_set(err, 0, "layer %zu: unsupported media type \"%.100s\"", i,
                           m->layers[i].media_type);
   }
   return 0;
@@ -104,10 +104,10 @@ static int parse_index(json_t *root, vs_manifest *m, vs_error **err) {
   m->kind = VS_MANIFEST_INDEX;
   json_t *list = json_object_get(root, "manifests");
   if (!json_is_array(list))
-    return vs_error_set(err, EINVAL, "missing manifests array");
+    return vs_error_set(err, 0, "missing manifests array");
   size_t n = json_array_size(list);
   if (n > MAX_DESCRIPTORS)
-    return vs_error_set(err, EINVAL, "too many manifests (%zu)", n);
+    return vs_error_set(err, 0, "too many manifests (%zu)", n);
   m->manifests = vs_malloc0(sizeof(vs_descriptor) * (n ? n : 1));
   for (size_t i = 0; i < n; i++) {
     char what[32];
@@ -125,15 +125,15 @@ int vs_manifest_parse(const char *data, size_t len, const char *media_type, vs_m
   json_error_t je;
   json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
   if (!root)
-    return vs_error_set(err, EINVAL, "malformed manifest JSON: %s (line %d)", je.text, je.line);
+    return vs_error_set(err, 0, "malformed manifest JSON: %s (line %d)", je.text, je.line);
   int r = -1;
   if (!json_is_object(root)) {
-    vs_error_set(err, EINVAL, "manifest is not a JSON object");
+    vs_error_set(err, 0, "manifest is not a JSON object");
     goto out;
   }
   json_t *sv = json_object_get(root, "schemaVersion");
   if (!json_is_integer(sv) || json_integer_value(sv) != 2) {
-    vs_error_set(err, EINVAL, "unsupported manifest schemaVersion (want 2)");
+    vs_error_set(err, 0, "unsupported manifest schemaVersion (want 2)");
     goto out;
   }
   json_t *mt = json_object_get(root, "mediaType");
@@ -146,7 +146,7 @@ int vs_manifest_parse(const char *data, size_t len, const char *media_type, vs_m
   else if (!strcmp(type, VS_MT_OCI_INDEX) || !strcmp(type, VS_MT_DOCKER_LIST))
     r = parse_index(root, out, err);
   else
-    vs_error_set(err, EINVAL, "unsupported manifest media type \"%.100s\"", type);
+    vs_error_set(err, 0, "unsupported manifest media type \"%.100s\"", type);
 out:
   json_decref(root);
   if (r < 0)
@@ -158,7 +158,7 @@ const vs_descriptor *vs_index_select(const vs_manifest *idx, const char *platfor
   _cleanup_free_ char *p = vs_strdup(platform ? platform : "linux/amd64");
   char *os = p, *arch = strchr(p, '/'), *variant = NULL;
   if (!arch) {
-    vs_error_set(err, EINVAL, "bad platform \"%s\" (want os/arch[/variant])", p);
+    vs_error_set(err, 0, "bad platform \"%s\" (want os/arch[/variant])", p);
     return NULL;
   }
   *arch++ = 0;
@@ -177,8 +177,8 @@ const vs_descriptor *vs_index_select(const vs_manifest *idx, const char *platfor
   }
   if (fallback)
     return fallback;
-  vs_error_set(err, ENOENT, "no image for platform %s/%s%s%s in the index", os, arch,
-               variant ? "/" : "", variant ? variant : "");
+  vs_error_set(err, 0, "no image for platform %s/%s%s%s in the index", os, arch, variant ? "/" : "",
+               variant ? variant : "");
   return NULL;
 }
 
@@ -198,35 +198,35 @@ int vs_image_config_parse(const char *data, size_t len, vs_image_config *out, vs
   json_error_t je;
   out->root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
   if (!out->root)
-    return vs_error_set(err, EINVAL, "malformed image config JSON: %s (line %d)", je.text, je.line);
+    return vs_error_set(err, 0, "malformed image config JSON: %s (line %d)", je.text, je.line);
   if (!json_is_object(out->root)) {
     vs_image_config_clear(out);
-    return vs_error_set(err, EINVAL, "image config is not a JSON object");
+    return vs_error_set(err, 0, "image config is not a JSON object");
   }
   json_t *rootfs = json_object_get(out->root, "rootfs");
   json_t *ids = json_object_get(rootfs, "diff_ids");
   if (!json_is_array(ids)) {
     vs_image_config_clear(out);
-    return vs_error_set(err, EINVAL, "image config: missing rootfs.diff_ids");
+    return vs_error_set(err, 0, "image config: missing rootfs.diff_ids");
   }
   size_t n = json_array_size(ids);
   if (n > MAX_DESCRIPTORS) {
     vs_image_config_clear(out);
-    return vs_error_set(err, EINVAL, "image config: too many diff_ids");
+    return vs_error_set(err, 0, "image config: too many diff_ids");
   }
   out->diff_ids = vs_malloc0(sizeof(char *) * (n ? n : 1));
   for (size_t i = 0; i < n; i++) {
     const char *d = json_string_value(json_array_get(ids, i));
     if (!vs_digest_valid(d)) {
       vs_image_config_clear(out);
-      return vs_error_set(err, EINVAL, "image config: diff_id %zu is not a sha256 digest", i);
+      return vs_error_set(err, 0, "image config: diff_id %zu is not a sha256 digest", i);
     }
     out->diff_ids[out->n_diff_ids++] = vs_strdup(d);
   }
   json_t *cfg = json_object_get(out->root, "config");
   if (cfg && !json_is_object(cfg) && !json_is_null(cfg)) {
     vs_image_config_clear(out);
-    return vs_error_set(err, EINVAL, "image config: \"config\" is not an object");
+    return vs_error_set(err, 0, "image config: \"config\" is not an object");
   }
   const char *s;
   if ((s = json_string_value(json_object_get(out->root, "os"))))

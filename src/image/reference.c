@@ -100,15 +100,15 @@ void vs_image_ref_clear(vs_image_ref *r) {
 int vs_image_ref_parse(const char *input, vs_image_ref *out, vs_error **err) {
   memset(out, 0, sizeof(*out));
   if (!input || !*input)
-    return vs_error_set(err, EINVAL, "empty image reference");
+    return vs_error_set(err, 0, "empty image reference");
   if (strlen(input) > 1024)
-    return vs_error_set(err, EINVAL, "image reference too long");
+    return vs_error_set(err, 0, "image reference too long");
   _cleanup_free_ char *s = vs_strdup(input);
   char *at = strrchr(s, '@');
   if (at) {
     *at = 0;
     if (!vs_digest_valid(at + 1))
-      return vs_error_set(err, EINVAL, "invalid reference %s: bad digest %s", input, at + 1);
+      return vs_error_set(err, 0, "invalid reference %s: bad digest %s", input, at + 1);
     out->digest = vs_strdup(at + 1);
   }
   char *slash = strrchr(s, '/');
@@ -117,7 +117,7 @@ int vs_image_ref_parse(const char *input, vs_image_ref *out, vs_error **err) {
     *colon = 0;
     if (!tag_valid(colon + 1)) {
       vs_image_ref_clear(out);
-      return vs_error_set(err, EINVAL, "invalid reference %s: bad tag \"%s\"", input, colon + 1);
+      return vs_error_set(err, 0, "invalid reference %s: bad tag \"%s\"", input, colon + 1);
     }
     out->tag = vs_strdup(colon + 1);
   }
@@ -129,7 +129,7 @@ int vs_image_ref_parse(const char *input, vs_image_ref *out, vs_error **err) {
         strpbrk(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ")) {
       if (!domain_valid(s)) {
         vs_image_ref_clear(out);
-        return vs_error_set(err, EINVAL, "invalid reference %s: bad registry \"%s\"", input, s);
+        return vs_error_set(err, 0, "invalid reference %s: bad registry \"%s\"", input, s);
       }
       out->registry = vs_strdup(!strcmp(s, "index.docker.io") ? "docker.io" : s);
       name = first + 1;
@@ -146,7 +146,7 @@ int vs_image_ref_parse(const char *input, vs_image_ref *out, vs_error **err) {
   if (!repository_valid(out->repository)) {
     int upper = strpbrk(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != NULL;
     vs_image_ref_clear(out);
-    return vs_error_set(err, EINVAL, "invalid reference %s: %s", input,
+    return vs_error_set(err, 0, "invalid reference %s: %s", input,
                         upper ? "repository name must be lowercase" : "bad repository name");
   }
   if (!out->tag && !out->digest)

@@ -118,7 +118,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx) {
   if (r->writer) {
     if (r->status >= 200 && r->status < 300) {
       if (r->expect_size >= 0 && vs_blob_writer_size(r->writer) + n > (uint64_t)r->expect_size) {
-        vs_error_set(&r->write_err, EFBIG, "registry sent more data than the blob's size");
+        vs_error_set(&r->write_err, 0, "registry sent more data than the blob's size");
         return 0;
       }
       if (vs_blob_writer_write(r->writer, data, n, &r->write_err) < 0)
@@ -321,7 +321,7 @@ static int fetch_token(reg_client *c, json_t *ch, vs_error **err) {
   const char *realm = json_string_value(json_object_get(ch, "realm"));
   const char *service = json_string_value(json_object_get(ch, "service"));
   if (!realm || strncmp(realm, "http", 4))
-    return vs_error_set(err, EPROTO, "%s: registry sent a Bearer challenge without a usable realm",
+    return vs_error_set(err, 0, "%s: registry sent a Bearer challenge without a usable realm",
                         c->display);
   CURL *h = curl_easy_init();
   _cleanup_free_ char *scope = vs_asprintf("repository:%s:%s", c->ref.repository, c->actions);
@@ -343,17 +343,17 @@ static int fetch_token(reg_client *c, json_t *ch, vs_error **err) {
   curl_easy_cleanup(h);
   int ret = -1;
   if (cc != CURLE_OK) {
-    vs_error_set(err, EIO, "%s: token server %s: %s", c->display, realm, curl_easy_strerror(cc));
+    vs_error_set(err, 0, "%s: token server %s: %s", c->display, realm, curl_easy_strerror(cc));
   } else if (r.status != 200) {
-    vs_error_set(err, EACCES, "%s: token server %s refused (HTTP %ld)%s", c->display, realm,
-                 r.status, c->basic ? "" : ": no credentials (vessel login)");
+    vs_error_set(err, 0, "%s: token server %s refused (HTTP %ld)%s", c->display, realm, r.status,
+                 c->basic ? "" : ": no credentials (vessel login)");
   } else {
     json_t *j = json_loadb(r.body ? r.body : "", r.len, 0, NULL);
     const char *tok = json_string_value(json_object_get(j, "token"));
     if (!tok)
       tok = json_string_value(json_object_get(j, "access_token"));
     if (!tok || !*tok || strpbrk(tok, "\r\n")) {
-      vs_error_set(err, EPROTO, "%s: token server reply has no token", c->display);
+      vs_error_set(err, 0, "%s: token server reply has no token", c->display);
     } else {
       free(c->auth);
       c->auth = vs_asprintf("Authorization: Bearer %s", tok);
@@ -368,7 +368,7 @@ static int fetch_token(reg_client *c, json_t *ch, vs_error **err) {
 /* React to a 401 challenge; returns 0 when a retry makes sense. */
 static int authenticate(reg_client *c, const char *www_auth, vs_error **err) {
   if (!www_auth)
-    return vs_error_set(err, EACCES, "%s: registry requires authentication", c->display);
+    return vs_error_set(err, 0, "%s: registry requires authentication", c->display);
   _cleanup_free_ char *scheme = NULL;
   json_t *ch = parse_challenge(www_auth, &scheme);
   int r;
@@ -376,7 +376,7 @@ static int authenticate(reg_client *c, const char *www_auth, vs_error **err) {
     r = fetch_token(c, ch, err);
   } else if (scheme && !strcasecmp(scheme, "Basic")) {
     if (!c->basic || (c->auth && strstr(c->auth, "Basic"))) {
-      r = vs_error_set(err, EACCES, "%s: registry requires a login (vessel login %s)", c->display,
+      r = vs_error_set(err, 0, "%s: registry requires a login (vessel login %s)", c->display,
                        c->ref.registry);
     } else {
       free(c->auth);
@@ -384,7 +384,7 @@ static int authenticate(reg_client *c, const char *www_auth, vs_error **err) {
       r = 0;
     }
   } else {
-    r = vs_error_set(err, EPROTO, "%s: unsupported authentication scheme \"%s\"", c->display,
+    r = vs_error_set(err, 0, "%s: unsupported authentication scheme \"%s\"", c->display,
                      scheme ? scheme : "");
   }
   json_decref(ch);
@@ -443,14 +443,13 @@ static int reg_request(reg_client *c, const char *method, const char *url, struc
         return -1;
       }
       if (r->too_big)
-        return vs_error_set(err, EFBIG, "%s: reply to %s %s is too large", c->display, method, url);
+        return vs_error_set(err, 0, "%s: reply to %s %s is too large", c->display, method, url);
       if (idempotent && attempt + 1 < ATTEMPTS) {
         vs_log_warn("%s: %s (retrying)", c->display, curl_easy_strerror(cc));
         backoff(attempt);
         continue;
       }
-      return vs_error_set(err, EIO, "%s: %s %s: %s", c->display, method, url,
-                          curl_easy_strerror(cc));
+      return vs_error_set(err, 0, "%s: %s %s: %s", c->display, method, url, curl_easy_strerror(cc));
     }
     if (r->status == 401 && !auth_tried) {
       auth_tried = true;
@@ -624,12 +623,12 @@ static int fetch_manifest(reg_client *c, const char *reference, char **body, siz
   char got[VS_DIGEST_MAX];
   vs_digest_buffer(r.body ? r.body : "", r.len, got);
   if (vs_digest_valid(reference) && strcmp(reference, got)) {
-    vs_error_set(err, EBADMSG, "%s: manifest %s does not match its digest (content is %s)",
-                 c->display, reference, got);
+    vs_error_set(err, 0, "%s: manifest %s does not match its digest (content is %s)", c->display,
+                 reference, got);
     goto out;
   }
   if (r.digest && vs_digest_valid(r.digest) && strcmp(r.digest, got)) {
-    vs_error_set(err, EBADMSG,
+    vs_error_set(err, 0,
                  "%s: manifest digest %s announced by the registry does not match "
                  "its content (%s)",
                  c->display, r.digest, got);
@@ -651,7 +650,7 @@ static int fetch_small_blob(reg_client *c, vs_store *s, const vs_descriptor *d, 
   if (vs_store_has_blob(s, d->digest))
     return 0;
   if (d->size > (int64_t)MAX_MANIFEST)
-    return vs_error_set(err, EFBIG, "%s: config blob of %lld bytes is too large", c->display,
+    return vs_error_set(err, 0, "%s: config blob of %lld bytes is too large", c->display,
                         (long long)d->size);
   _cleanup_free_ char *url =
       vs_asprintf("%s/v2/%s/blobs/%s", c->base, c->ref.repository, d->digest);
@@ -751,7 +750,7 @@ static int finish_download(layer_job *j, CURLcode cc, bool *retry, vs_error **er
                   curl_easy_strerror(cc));
       *retry = true;
     } else {
-      vs_error_set(err, EIO, "%s: layer %s: download failed: %s", j->c->display, j->desc->digest,
+      vs_error_set(err, 0, "%s: layer %s: download failed: %s", j->c->display, j->desc->digest,
                    curl_easy_strerror(cc));
     }
   } else if (r->status == 401 && j->attempts < ATTEMPTS &&
@@ -763,7 +762,7 @@ static int finish_download(layer_job *j, CURLcode cc, bool *retry, vs_error **er
     else if (r->status != 401)
       http_status_error(j->c, r, j->desc->digest, err);
   } else if (vs_blob_writer_size(r->writer) != (uint64_t)j->desc->size) {
-    vs_error_set(err, EBADMSG, "%s: layer %s: got %llu bytes, manifest says %lld", j->c->display,
+    vs_error_set(err, 0, "%s: layer %s: got %llu bytes, manifest says %lld", j->c->display,
                  j->desc->digest, (unsigned long long)vs_blob_writer_size(r->writer),
                  (long long)j->desc->size);
   } else if (vs_blob_writer_commit(r->writer, j->desc->digest, NULL, err) < 0) {
@@ -1200,7 +1199,7 @@ int vs_registry_login(const char *registry, const char *user, const char *passwo
   http_reply r = {.max = MAX_SMALL_REPLY, .expect_size = -1};
   int ret = reg_request(&c, "GET", url, NULL, NULL, 0, NULL, &r, err);
   if (ret == 0 && r.status == 401)
-    ret = vs_error_set(err, EACCES, "%s: login failed: credentials rejected", registry);
+    ret = vs_error_set(err, 0, "%s: login failed: credentials rejected", registry);
   else if (ret == 0 && r.status != 200)
     ret = http_status_error(&c, &r, "login", err);
   if (ret == 0)

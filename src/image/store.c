@@ -128,7 +128,7 @@ int vs_blob_writer_commit(vs_blob_writer *w, const char *expected, char digest_o
     memcpy(digest_out, got, VS_DIGEST_MAX);
   if (expected && strcmp(expected, got) != 0) {
     unlink(w->tmp_path);
-    return vs_error_set(err, EBADMSG, "digest mismatch: expected %s, content is %s", expected, got);
+    return vs_error_set(err, 0, "digest mismatch: expected %s, content is %s", expected, got);
   }
   _cleanup_free_ char *dst = vs_store_blob_path(w->store, got);
   if (rename(w->tmp_path, dst) < 0) {
@@ -157,7 +157,7 @@ int vs_store_put_blob(vs_store *s, const char *expected, const void *data, size_
   if (digest_out)
     memcpy(digest_out, got, VS_DIGEST_MAX);
   if (expected && strcmp(expected, got) != 0)
-    return vs_error_set(err, EBADMSG, "digest mismatch: expected %s, content is %s", expected, got);
+    return vs_error_set(err, 0, "digest mismatch: expected %s, content is %s", expected, got);
   if (vs_store_has_blob(s, got))
     return 0;
   vs_blob_writer *w = vs_blob_writer_new(s, err);
@@ -206,8 +206,7 @@ int vs_store_unpack_layer(vs_store *s, const char *blob_digest, const char *diff
   } else if (vs_layer_apply(fd, dirfd, &lim, got, err) < 0) {
     vs_error_wrap(err, "unpack layer %.19s", blob_digest);
   } else if (strcmp(got, diff_id) != 0) {
-    vs_error_set(err, EBADMSG,
-                 "unpack layer %.19s: uncompressed digest %s does not match diff_id %s",
+    vs_error_set(err, 0, "unpack layer %.19s: uncompressed digest %s does not match diff_id %s",
                  blob_digest, got, diff_id);
   } else {
     _cleanup_free_ char *dst = vs_store_layer_path(s, diff_id);
