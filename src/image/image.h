@@ -191,11 +191,35 @@ typedef struct vs_gc_stats {
 } vs_gc_stats;
 int vs_store_gc(vs_store *s, vs_gc_stats *stats, vs_error **err);
 
-/* Store one image assembled locally (import, commit): writes config + manifest blobs and tags it.
- */
-int vs_store_add_image(vs_store *s, const char *name, json_t *config, char **layer_digests,
-                       char **diff_ids, int64_t *layer_sizes, size_t n,
-                       char digest_out[VS_DIGEST_MAX], vs_error **err);
+/* Store a manifest for an image assembled locally (import, commit, load): the config and layer
+ * blobs must already be in the store. Tags it as `name` (full name) when name is non-NULL. */
+int vs_store_add_image(vs_store *s, const char *name, const char *config_digest,
+                       const vs_descriptor *layers, size_t n, char digest_out[VS_DIGEST_MAX],
+                       vs_error **err);
+
+/* Like vs_store_unpack_layer, for a blob whose diff_id is not known yet (diff_id NULL): the
+ * diff_id found while unpacking goes to diff_id_out. */
+int vs_store_unpack_layer_any(vs_store *s, const char *blob_digest, const char *diff_id,
+                              char diff_id_out[VS_DIGEST_MAX], vs_error **err);
+
+/* ---------------------------------------------------------- moving images in and out */
+
+/* vessel import: a root file system tarball (plain, gzip or zstd) becomes a one-layer image. */
+int vs_image_import(vs_store *s, const char *tar_path, const char *name, json_t *config,
+                    char digest_out[VS_DIGEST_MAX], vs_error **err);
+/* vessel commit: the overlay upper directory becomes a new gzip layer on top of base (overlay
+ * whiteouts and opaque dirs turned back into .wh. entries); config_changes (may be NULL) are
+ * merged into the image's "config" object. */
+int vs_image_commit(vs_store *s, const vs_image *base, const char *upper_dir, const char *name,
+                    json_t *config_changes, const char *comment, char digest_out[VS_DIGEST_MAX],
+                    vs_error **err);
+/* vessel image load: a docker-archive (docker save) or OCI layout tar. Names of the loaded images
+ * go to *names (a JSON array, caller decrefs). */
+int vs_image_load(vs_store *s, const char *path, const char *fallback_name, json_t **names,
+                  vs_error **err);
+/* vessel image save: images (any names users type) to a docker-archive or oci-archive tar. */
+int vs_image_save(vs_store *s, char **images, size_t n, const char *format, const char *path,
+                  vs_error **err);
 
 /* ---------------------------------------------------------- root file systems */
 

@@ -183,12 +183,15 @@ bool vs_store_has_layer(const vs_store *s, const char *diff_id) {
   return access(p, F_OK) == 0;
 }
 
-int vs_store_unpack_layer(vs_store *s, const char *blob_digest, const char *diff_id,
-                          vs_error **err) {
-  if (!vs_digest_valid(diff_id))
-    return vs_error_set(err, EINVAL, "bad diff_id");
-  if (vs_store_has_layer(s, diff_id))
+int vs_store_unpack_layer_any(vs_store *s, const char *blob_digest, const char *diff_id,
+                              char diff_id_out[VS_DIGEST_MAX], vs_error **err) {
+  if (diff_id && !vs_digest_valid(diff_id))
+    return vs_error_set(err, 0, "bad diff_id");
+  if (diff_id && vs_store_has_layer(s, diff_id)) {
+    if (diff_id_out)
+      snprintf(diff_id_out, VS_DIGEST_MAX, "%s", diff_id);
     return 0;
+  }
   _cleanup_free_ char *blob = vs_store_blob_path(s, blob_digest);
   _cleanup_close_ int fd = open(blob, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -205,22 +208,29 @@ int vs_store_unpack_layer(vs_store *s, const char *blob_digest, const char *diff
     vs_error_set(err, errno, "open %s", tmp);
   } else if (vs_layer_apply(fd, dirfd, &lim, got, err) < 0) {
     vs_error_wrap(err, "unpack layer %.19s", blob_digest);
-  } else if (strcmp(got, diff_id) != 0) {
+  } else if (diff_id && strcmp(got, diff_id) != 0) {
     vs_error_set(err, 0, "unpack layer %.19s: uncompressed digest %s does not match diff_id %s",
                  blob_digest, got, diff_id);
   } else {
-    _cleanup_free_ char *dst = vs_store_layer_path(s, diff_id);
+    if (diff_id_out)
+      memcpy(diff_id_out, got, VS_DIGEST_MAX);
+    _cleanup_free_ char *dst = vs_store_layer_path(s, got);
     if (rename(tmp, dst) == 0)
       return 0;
     if (errno == EEXIST || errno == ENOTEMPTY)
       r = 0; /* another pull unpacked the same layer first */
     else
-      vs_error_set(err, errno, "store layer %s", diff_id);
+      vs_error_set(err, errno, "store layer %s", got);
   }
   vs_error *e2 = NULL;
   vs_rm_rf(tmp, &e2);
   vs_error_free(e2);
   return r;
+}
+
+int vs_store_unpack_layer(vs_store *s, const char *blob_digest, const char *diff_id,
+                          vs_error **err) {
+  return vs_store_unpack_layer_any(s, blob_digest, diff_id, NULL, err);
 }
 
 /* ---------------------------------------------------------------- tags */
@@ -500,26 +510,21 @@ int vs_store_gc(vs_store *s, vs_gc_stats *stats, vs_error **err) {
 
 /* ---------------------------------------------------------------- local images */
 
-int vs_store_add_image(vs_store *s, const char *name, json_t *config, char **layer_digests,
-                       char **diff_ids, int64_t *layer_sizes, size_t n,
-                       char digest_out[VS_DIGEST_MAX], vs_error **err) {
-  json_t *rootfs = json_pack("{s:s, s:[]}", "type", "layers", "diff_ids");
-  json_t *ids = json_object_get(rootfs, "diff_ids");
+int vs_store_add_image(vs_store *s, const char *name, const char *config_digest,
+                       const vs_descriptor *layers, size_t n, char digest_out[VS_DIGEST_MAX],
+                       vs_error **err) {
+  struct stat st;
+  _cleanup_free_ char *cpath = vs_store_blob_path(s, config_digest);
+  if (stat(cpath, &st) < 0)
+    return vs_error_set(err, errno, "config blob %s", config_digest);
+  json_t *ls = json_array();
   for (size_t i = 0; i < n; i++)
-    json_array_append_new(ids, json_string(diff_ids[i]));
-  json_object_set_new(config, "rootfs", rootfs);
-  _cleanup_free_ char *cfg_text = json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS);
-  char cfg_digest[VS_DIGEST_MAX];
-  if (vs_store_put_blob(s, NULL, cfg_text, strlen(cfg_text), cfg_digest, err) < 0)
-    return -1;
-  json_t *layers = json_array();
-  for (size_t i = 0; i < n; i++)
-    json_array_append_new(layers,
-                          json_pack("{s:s, s:s, s:I}", "mediaType", VS_MT_OCI_LAYER_GZIP, "digest",
-                                    layer_digests[i], "size", (json_int_t)layer_sizes[i]));
+    json_array_append_new(ls,
+                          json_pack("{s:s, s:s, s:I}", "mediaType", layers[i].media_type, "digest",
+                                    layers[i].digest, "size", (json_int_t)layers[i].size));
   json_t *m = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:o}", "schemaVersion", 2, "mediaType",
                         VS_MT_OCI_MANIFEST, "config", "mediaType", VS_MT_OCI_CONFIG, "digest",
-                        cfg_digest, "size", (json_int_t)strlen(cfg_text), "layers", layers);
+                        config_digest, "size", (json_int_t)st.st_size, "layers", ls);
   _cleanup_free_ char *mtext = json_dumps(m, JSON_COMPACT);
   json_decref(m);
   char md[VS_DIGEST_MAX];

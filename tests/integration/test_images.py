@@ -304,3 +304,56 @@ def test_concurrent_pulls_share_layers(vessel, registry, seeded):
     store = pathlib.Path(vessel.root)
     assert len(list((store / "layers/sha256").iterdir())) == 3
     assert list((store / "tmp").iterdir()) == []
+
+
+def test_import_commit_and_run(vessel, tmp_path):
+    if not shutil.which("runc"):
+        pytest.skip("runc missing")
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(oi.busybox_layer().file("hello", "imported\n").dir("data")
+                       .file("data/old", "o").tar())
+    vessel("import", "--change", 'CMD ["/bin/sh"]', str(rootfs), "imp:1")
+    assert vessel("run", "--rm", "--runtime", "runc", "imp:1", "cat", "/hello").stdout == "imported\n"
+    vessel("run", "--name", "c1", "--runtime", "runc", "imp:1", "sh", "-c",
+           "echo changed > /hello; rm /bin/ls; rm -r /data; mkdir /data; echo n > /data/new")
+    vessel("commit", "-m", "test", "c1", "committed:1")
+    vessel("rm", "c1")
+    p = vessel("run", "--rm", "--runtime", "runc", "committed:1", "sh", "-c",
+               "cat /hello; test -e /bin/ls || echo ls-gone; ls /data")
+    assert p.stdout.split() == ["changed", "ls-gone", "new"]
+    info = json.loads(vessel("image", "inspect", "committed:1").stdout)[0]
+    assert len(info["RootFS"]["Layers"]) == 2
+
+
+@pytest.mark.skipif(not shutil.which("podman"), reason="podman missing")
+def test_load_save_round_trip_with_podman(vessel, tmp_path):
+    import tempfile
+    ptmp = pathlib.Path(tempfile.mkdtemp(prefix="vp", dir="/tmp"))
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(oi.busybox_layer().file("hello", "saved\n").tar())
+    vessel("import", str(rootfs), "saveme:1")
+    ours = json.loads(vessel("image", "inspect", "saveme:1").stdout)[0]["Id"]
+    try:
+        for fmt in ("docker-archive", "oci-archive"):
+            out = tmp_path / f"{fmt}.tar"
+            vessel("save", "--format", fmt, "-o", str(out), "saveme:1")
+            podman(ptmp, "load", "-i", str(out))
+            theirs = json.loads(podman(ptmp, "image", "inspect", "saveme:1").stdout)[0]["Id"]
+            assert "sha256:" + theirs == ours or theirs == ours
+            podman(ptmp, "rmi", "-a", "-f")
+        podman(ptmp, "import", str(rootfs), "localhost/frompodman:2")
+        for fmt in ("docker-archive", "oci-archive"):
+            out = tmp_path / f"podman-{fmt}.tar"
+            podman(ptmp, "save", "--format", fmt, "-o", str(out), "localhost/frompodman:2")
+            store = tmp_path / f"store-{fmt}"
+            v2 = Vessel(pathlib.Path(vessel.bin).parent, store)
+            assert "frompodman:2" in v2("load", "-i", str(out)).stdout
+            cid, root = mount_image(v2, "localhost/frompodman:2")
+            assert (root / "hello").read_text() == "saved\n"
+            v2("rm", cid)
+    finally:
+        subprocess.run(["podman", "--root", str(ptmp / "proot"), "--runroot", str(ptmp / "prun"),
+                        "--storage-driver", "vfs", "system", "reset", "-f"],
+                       env=dict(os.environ, CONTAINERS_CONF=str(ptmp / "containers.conf")),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(ptmp, ignore_errors=True)

@@ -32,11 +32,16 @@ int cmd_ps(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_rm(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_import(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_commit(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
+int cmd_load(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
+int cmd_save(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_mount(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 
 /* Parse the registry options shared by pull/push/login: --tls-verify, --authfile, --platform,
  * -q. Returns the index of the first operand or -1 with *err set. */
 int vessel_registry_args(int argc, char **argv, vs_registry_opts *o, vs_error **err);
+
+/* A container by name, full ID or unique ID prefix; returns its full ID (caller frees). */
+char *vessel_container_find(vessel_ctx *ctx, const char *what, vs_error **err);
 
 /* "3 minutes ago" style, from an RFC 3339 time. */
 char *vessel_human_time(const char *rfc3339);

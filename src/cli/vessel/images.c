@@ -310,7 +310,8 @@ int cmd_image(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     vessel_cmd_fn fn;
   } sub[] = {{"ls", cmd_images}, {"list", cmd_images}, {"inspect", cmd_inspect},
              {"rm", cmd_rmi},    {"prune", cmd_prune}, {"tag", cmd_tag},
-             {"pull", cmd_pull}, {"push", cmd_push},   {"mount", cmd_mount}};
+             {"pull", cmd_pull}, {"push", cmd_push},   {"import", cmd_import},
+             {"load", cmd_load}, {"save", cmd_save},   {"mount", cmd_mount}};
   if (argc < 2)
     return vs_error_set(err, EINVAL, "usage: vessel image ls|inspect|rm|prune|tag|pull|push"), 125;
   for (size_t i = 0; i < ARRAY_SIZE(sub); i++)

@@ -22,6 +22,10 @@ static const struct {
     {"run", cmd_run, "run a command in a new container"},
     {"ps", cmd_ps, "list containers"},
     {"rm", cmd_rm, "remove containers"},
+    {"import", cmd_import, "create an image from a root file system tarball"},
+    {"commit", cmd_commit, "create an image from a container's changes"},
+    {"load", cmd_load, "load images from a docker-archive or OCI layout tar"},
+    {"save", cmd_save, "save images to a docker-archive or OCI layout tar"},
     {"mount", cmd_mount, "mount an image's root file system (overlay) at a directory"},
 };
 

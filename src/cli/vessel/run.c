@@ -52,7 +52,7 @@ static int container_save(vessel_ctx *ctx, json_t *c, vs_error **err) {
 }
 
 /* Find a container by name, full ID or ID prefix; returns its full ID. */
-static char *container_find(vessel_ctx *ctx, const char *what, vs_error **err) {
+char *vessel_container_find(vessel_ctx *ctx, const char *what, vs_error **err) {
   _cleanup_free_ char *dir = vs_asprintf("%s/containers", ctx->root);
   DIR *d = opendir(dir);
   char *found = NULL;
@@ -338,7 +338,7 @@ static char *create_container(vessel_ctx *ctx, vs_store *s, const vs_image *img,
                               json_t *command, vs_error **err) {
   if (name) {
     vs_error *e = NULL;
-    char *other = container_find(ctx, name, &e);
+    char *other = vessel_container_find(ctx, name, &e);
     vs_error_free(e);
     if (other) {
       free(other);
@@ -633,7 +633,7 @@ int cmd_rm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     return vs_error_set(err, EINVAL, "usage: vessel rm [-f] CONTAINER..."), 125;
   for (int i = first; i < argc; i++) {
     vs_error *e = NULL;
-    _cleanup_free_ char *id = container_find(ctx, argv[i], &e);
+    _cleanup_free_ char *id = vessel_container_find(ctx, argv[i], &e);
     json_t *rec = id ? container_load(ctx, id) : NULL;
     const char *status = json_string_value(json_object_get(rec, "Status"));
     if (id && !force && status && !strcmp(status, "running") && pid_alive(rec))
