@@ -19,7 +19,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 /* ---------------------------------------------------------------- errors */
 
@@ -48,6 +51,8 @@ void vs_error_print(const vs_error *err, const char *prog);
 /* ------------------------------------------------------------- cleanup */
 
 static inline void vs_freep(void *p) { free(*(void **)p); }
+/* cleanup handlers take a pointer to the variable, so the parameter cannot be const */
+// NOLINTNEXTLINE(readability-non-const-parameter)
 static inline void vs_closep(int *fd) {
   if (*fd >= 0)
     close(*fd);
@@ -115,5 +120,146 @@ void vs_log(vs_log_level level, const char *fmt, ...) __attribute__((format(prin
 #define vs_log_warn(...) vs_log(VS_LOG_WARN, __VA_ARGS__)
 #define vs_log_info(...) vs_log(VS_LOG_INFO, __VA_ARGS__)
 #define vs_log_debug(...) vs_log(VS_LOG_DEBUG, __VA_ARGS__)
+
+/* ----------------------------------------------------------------- files */
+
+/* Read a whole file into a new NUL-terminated buffer (*out, free()); *len (if non-NULL) gets the
+ * length without the NUL. Files larger than max_len bytes are refused with an error naming the
+ * limit, so untrusted files cannot make us allocate without bound. */
+int vs_read_file(const char *path, size_t max_len, char **out, size_t *len, vs_error **err);
+
+/* Write all of buf to fd, retrying on EINTR and short writes. */
+int vs_write_all(int fd, const void *buf, size_t len, vs_error **err);
+
+/* Replace path with data atomically: write a temporary file in the same directory, fsync it,
+ * rename it over path and fsync the directory. Readers see the old or the new content, never a
+ * mix, and a crash leaves no partial file under path. mode is the new file's permission bits. */
+int vs_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                         vs_error **err);
+
+/* mkdir -p: create path and its missing parents with mode; existing directories are fine. */
+int vs_mkdir_p(const char *path, mode_t mode, vs_error **err);
+
+/* rm -rf: remove path and everything below it. Symbolic links are removed, never followed;
+ * read-only directories are made writable first. A missing path is not an error. */
+int vs_rm_rf(const char *path, vs_error **err);
+
+/* Open path inside the directory rootfd as if rootfd were "/": "..", absolute paths and symbolic
+ * links (absolute or relative) never leave the root, and magic links (/proc/self/fd/N) are
+ * refused. Uses openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) and falls back to an equivalent
+ * component-by-component walk with O_NOFOLLOW when the kernel lacks openat2. flags and mode are
+ * those of openat(2); O_CLOEXEC is always added. Returns the new fd. */
+int vs_openat_in_root(int rootfd, const char *path, int flags, mode_t mode, vs_error **err);
+
+/* mkdir -p inside a root: every component is resolved as vs_openat_in_root does. */
+int vs_mkdir_p_in_root(int rootfd, const char *path, mode_t mode, vs_error **err);
+
+/* ------------------------------------------------------------------ JSON */
+
+/* vessel's JSON is jansson's json_t; these wrappers turn jansson's errors into vs_error values
+ * that name the source, line and column, and the getters name the field and the expected type.
+ * Duplicate object keys are rejected and strings may not contain NUL. Free with json_decref(). */
+static inline void vs_json_decrefp(json_t **j) {
+  if (*j)
+    json_decref(*j);
+}
+#define _cleanup_json_ _cleanup_(vs_json_decrefp)
+
+/* Parse a file of at most max_len bytes. */
+json_t *vs_json_load_file(const char *path, size_t max_len, vs_error **err);
+/* Parse len bytes of text; `what` names the source in errors ("config.json", "registry reply"). */
+json_t *vs_json_loads(const char *text, size_t len, const char *what, vs_error **err);
+
+/* Typed getters: look up obj[field] and check its type.
+ *   returns 1 and sets *out if the field is present with the right type;
+ *   returns 0 and leaves *out untouched if it is absent (or JSON null) and not required;
+ *   returns -1 with an error naming the field if it is missing but required, has the wrong type
+ *   ("field \"args\": expected array, found string") or an out-of-range value, or obj is not an
+ *   object.
+ * Strings and containers are borrowed from obj (no new reference). */
+int vs_json_get_string(const json_t *obj, const char *field, bool required, const char **out,
+                       vs_error **err);
+int vs_json_get_int(const json_t *obj, const char *field, bool required, int64_t *out,
+                    vs_error **err);
+/* Non-negative integers up to INT64_MAX (jansson's integer range). */
+int vs_json_get_uint64(const json_t *obj, const char *field, bool required, uint64_t *out,
+                       vs_error **err);
+int vs_json_get_bool(const json_t *obj, const char *field, bool required, bool *out,
+                     vs_error **err);
+int vs_json_get_array(const json_t *obj, const char *field, bool required, json_t **out,
+                      vs_error **err);
+int vs_json_get_object(const json_t *obj, const char *field, bool required, json_t **out,
+                       vs_error **err);
+/* "object", "array", "string", "integer", "real", "boolean", "null" */
+const char *vs_json_type_name(const json_t *j);
+
+/* --------------------------------------------------------------- SHA-256 */
+
+#define VS_SHA256_HEX_LEN 64 /* hex digits; buffers are VS_SHA256_HEX_LEN + 1 */
+
+/* Incremental SHA-256 (OpenSSL libcrypto EVP). init allocates; final (or abandon) frees. */
+typedef struct vs_sha256_ctx {
+  void *md; /* EVP_MD_CTX */
+} vs_sha256_ctx;
+
+void vs_sha256_init(vs_sha256_ctx *ctx);
+void vs_sha256_update(vs_sha256_ctx *ctx, const void *data, size_t len);
+/* Lowercase hex digest, NUL-terminated. */
+void vs_sha256_final(vs_sha256_ctx *ctx, char out[VS_SHA256_HEX_LEN + 1]);
+void vs_sha256_final_raw(vs_sha256_ctx *ctx, uint8_t out[32]);
+/* Free a context without finishing it. */
+void vs_sha256_abandon(vs_sha256_ctx *ctx);
+
+void vs_sha256_hex(const void *data, size_t len, char out[VS_SHA256_HEX_LEN + 1]);
+int vs_sha256_fd(int fd, char out[VS_SHA256_HEX_LEN + 1], vs_error **err);
+int vs_sha256_file(const char *path, char out[VS_SHA256_HEX_LEN + 1], vs_error **err);
+
+/* ------------------------------------------------------------- processes */
+
+#define VS_SPAWN_INHERIT (-1) /* the child keeps our stdin/stdout/stderr */
+#define VS_SPAWN_DEVNULL (-2) /* the child gets /dev/null */
+
+typedef struct vs_spawn_opts {
+  int stdin_fd; /* fd to become the child's 0, or VS_SPAWN_INHERIT / VS_SPAWN_DEVNULL */
+  int stdout_fd;
+  int stderr_fd;
+  char *const *env; /* environment for the child; NULL keeps ours */
+  const char *cwd;  /* working directory for the child; NULL keeps ours */
+  bool new_session; /* setsid() in the child */
+} vs_spawn_opts;
+
+/* Initialise with this: the fd fields must not default to 0 (which is a real fd). */
+#define VS_SPAWN_OPTS_INIT                                                                         \
+  { .stdin_fd = VS_SPAWN_INHERIT, .stdout_fd = VS_SPAWN_INHERIT, .stderr_fd = VS_SPAWN_INHERIT }
+
+/* Start argv[0] (searched in PATH if it has no '/') with argv. opts may be NULL (inherit all).
+ * The child starts with default signal dispositions and an empty signal mask. A failure in the
+ * child before exec (chdir, dup2, exec itself) is reported here with what failed, not as an
+ * exit status. */
+int vs_spawn(char *const argv[], const vs_spawn_opts *opts, pid_t *pid, vs_error **err);
+/* waitpid, retrying on EINTR; *status gets the raw wait status (WIFEXITED, WEXITSTATUS...). */
+int vs_wait_pid(pid_t pid, int *status, vs_error **err);
+/* Spawn with inherited stdio and wait. Returns 0 when the program ran (whatever its exit);
+ * *status is the raw wait status, so `status == 0` means it exited with 0. */
+int vs_run_command(char *const argv[], int *status, vs_error **err);
+/* "exited with status 3", "killed by signal 9 (Killed)"; returns a new string. */
+char *vs_wait_status_str(int status);
+
+/* ----------------------------------------------------------- unix sockets */
+
+#define VS_MAX_PASS_FDS 253 /* the kernel's SCM_MAX_FD */
+
+/* Bind a SOCK_STREAM unix socket at path with permission bits mode (applied to the socket
+ * before bind, so the file never exists with wider permissions) and listen. */
+int vs_unix_listen(const char *path, mode_t mode, vs_error **err);
+int vs_unix_connect(const char *path, vs_error **err);
+/* Send all len (>= 1) bytes of buf, with nfds (<= VS_MAX_PASS_FDS) descriptors attached to the
+ * first byte via SCM_RIGHTS. Never raises SIGPIPE. */
+int vs_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds, vs_error **err);
+/* Receive up to cap bytes and up to max_fds descriptors (close-on-exec) into fds_out; *nfds gets
+ * the number received. Returns the byte count (0 at end of stream). If the peer sent more
+ * descriptors than fit (MSG_CTRUNC) everything received is closed and an error says so. */
+ssize_t vs_recv_fds(int sock, void *buf, size_t cap, int *fds_out, size_t max_fds, size_t *nfds,
+                    vs_error **err);
 
 #endif

@@ -56,6 +56,7 @@ void vs_log(vs_log_level level, const char *fmt, ...) {
   char msg[2048];
   va_list ap;
   va_start(ap, fmt);
+  // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): clang 14 false positive after va_start
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
 

@@ -32,11 +32,11 @@ struct tap_state {
 
 static struct tap_state tap;
 
-#define TEST(tname)                                                                                 \
-  static void test_##tname(void);                                                                   \
-  __attribute__((constructor)) static void register_##tname(void) {                                 \
-    tap.tests[tap.count].name = #tname;                                                             \
-    tap.tests[tap.count].fn = test_##tname;                                                         \
+#define TEST(tname)                                                                                \
+  static void test_##tname(void);                                                                  \
+  __attribute__((constructor)) static void register_##tname(void) {                                \
+    tap.tests[tap.count].name = #tname;                                                            \
+    tap.tests[tap.count].fn = test_##tname;                                                        \
     tap.count++;                                                                                   \
   }                                                                                                \
   static void test_##tname(void)

@@ -1,0 +1,148 @@
+/* JSON on jansson: parse errors that name their source and position, typed field getters. */
+#include "base.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* No duplicate keys (which of two "args" would win is a classic smuggling trick) and no NUL in
+ * strings (we hand strings out as C strings). */
+#define VS_JSON_LOAD_FLAGS JSON_REJECT_DUPLICATES
+
+json_t *vs_json_loads(const char *text, size_t len, const char *what, vs_error **err) {
+  json_error_t je;
+  json_t *j = json_loadb(text, len, VS_JSON_LOAD_FLAGS, &je);
+  if (!j) {
+    vs_error_set(err, 0, "parse %s: line %d, column %d: %s", what, je.line, je.column, je.text);
+    return NULL;
+  }
+  return j;
+}
+
+json_t *vs_json_load_file(const char *path, size_t max_len, vs_error **err) {
+  _cleanup_free_ char *text = NULL;
+  size_t len;
+  if (vs_read_file(path, max_len, &text, &len, err) < 0)
+    return NULL;
+  return vs_json_loads(text, len, path, err);
+}
+
+const char *vs_json_type_name(const json_t *j) {
+  if (!j)
+    return "nothing";
+  switch (json_typeof(j)) {
+  case JSON_OBJECT:
+    return "object";
+  case JSON_ARRAY:
+    return "array";
+  case JSON_STRING:
+    return "string";
+  case JSON_INTEGER:
+    return "integer";
+  case JSON_REAL:
+    return "real";
+  case JSON_TRUE:
+  case JSON_FALSE:
+    return "boolean";
+  case JSON_NULL:
+    return "null";
+  }
+  return "unknown";
+}
+
+/* Look up obj[field]: 1 with *val set, 0 if absent (or null) and optional, -1 on error. */
+static int lookup(const json_t *obj, const char *field, bool required, json_t **val,
+                  vs_error **err) {
+  if (!json_is_object(obj))
+    return vs_error_set(err, 0, "field \"%s\": expected an object to hold it, found %s", field,
+                        vs_json_type_name(obj));
+  json_t *v = json_object_get(obj, field);
+  if (!v || json_is_null(v)) {
+    if (required)
+      return vs_error_set(err, 0, "missing required field \"%s\"", field);
+    return 0;
+  }
+  *val = v;
+  return 1;
+}
+
+static int wrong_type(const char *field, const char *expected, const json_t *found,
+                      vs_error **err) {
+  return vs_error_set(err, 0, "field \"%s\": expected %s, found %s", field, expected,
+                      vs_json_type_name(found));
+}
+
+int vs_json_get_string(const json_t *obj, const char *field, bool required, const char **out,
+                       vs_error **err) {
+  json_t *v = NULL;
+  int r = lookup(obj, field, required, &v, err);
+  if (r <= 0)
+    return r;
+  if (!json_is_string(v))
+    return wrong_type(field, "string", v, err);
+  *out = json_string_value(v);
+  return 1;
+}
+
+int vs_json_get_int(const json_t *obj, const char *field, bool required, int64_t *out,
+                    vs_error **err) {
+  json_t *v = NULL;
+  int r = lookup(obj, field, required, &v, err);
+  if (r <= 0)
+    return r;
+  if (!json_is_integer(v))
+    return wrong_type(field, "integer", v, err);
+  *out = (int64_t)json_integer_value(v);
+  return 1;
+}
+
+int vs_json_get_uint64(const json_t *obj, const char *field, bool required, uint64_t *out,
+                       vs_error **err) {
+  json_t *v = NULL;
+  int r = lookup(obj, field, required, &v, err);
+  if (r <= 0)
+    return r;
+  if (!json_is_integer(v))
+    return wrong_type(field, "non-negative integer", v, err);
+  json_int_t i = json_integer_value(v);
+  if (i < 0)
+    return vs_error_set(err, 0, "field \"%s\": expected a non-negative integer, found %lld", field,
+                        (long long)i);
+  *out = (uint64_t)i;
+  return 1;
+}
+
+int vs_json_get_bool(const json_t *obj, const char *field, bool required, bool *out,
+                     vs_error **err) {
+  json_t *v = NULL;
+  int r = lookup(obj, field, required, &v, err);
+  if (r <= 0)
+    return r;
+  if (!json_is_boolean(v))
+    return wrong_type(field, "boolean", v, err);
+  *out = json_is_true(v);
+  return 1;
+}
+
+int vs_json_get_array(const json_t *obj, const char *field, bool required, json_t **out,
+                      vs_error **err) {
+  json_t *v = NULL;
+  int r = lookup(obj, field, required, &v, err);
+  if (r <= 0)
+    return r;
+  if (!json_is_array(v))
+    return wrong_type(field, "array", v, err);
+  *out = v;
+  return 1;
+}
+
+int vs_json_get_object(const json_t *obj, const char *field, bool required, json_t **out,
+                       vs_error **err) {
+  json_t *v = NULL;
+  int r = lookup(obj, field, required, &v, err);
+  if (r <= 0)
+    return r;
+  if (!json_is_object(v))
+    return wrong_type(field, "object", v, err);
+  *out = v;
+  return 1;
+}
