@@ -266,7 +266,7 @@ static void rv_extract(uint32_t raw, int format, rv_insn *d) {
   d->rm = (raw >> 12) & 7;
   switch (format) {
   case FMT_I: d->imm = (int32_t)raw >> 20; break;
-  case FMT_S: d->imm = ((int32_t)raw >> 25 << 5) | ((raw >> 7) & 31); break;
+  case FMT_S: d->imm = sext(((raw >> 25) << 5) | ((raw >> 7) & 31), 12); break;
   case FMT_B:
     d->imm = sext(((raw >> 31) << 12) | (((raw >> 7) & 1) << 11) | (((raw >> 25) & 63) << 5) |
                       (((raw >> 8) & 15) << 1),
