@@ -12,6 +12,10 @@ _start:
   li t0, (1 << 13)          /* mstatus.FS = initial: enable the FPU */
   csrs mstatus, t0
   csrwi fcsr, 0
+  li t0, -1                 /* PMP: let S and U access all memory (NAPOT, RWX) */
+  csrw pmpaddr0, t0
+  li t0, 0x1f
+  csrw pmpcfg0, t0
   call main
   call test_exit
 1: j 1b

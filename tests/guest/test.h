@@ -37,6 +37,7 @@ struct trap_record {
 extern volatile struct trap_record last_trap;
 /* If non-zero, the next trap resumes here instead of after the faulting instruction. */
 extern volatile uint64_t trap_resume_at;
+#define TRAP_RESUME_AT_RA 1 /* resume at the faulting code's return address (fetch faults) */
 /* Called for interrupts (after recording): must clear the source. */
 extern void (*volatile irq_hook)(uint64_t cause, int s_mode);
 

@@ -5,7 +5,10 @@ volatile struct trap_record last_trap;
 volatile uint64_t trap_resume_at;
 void (*volatile irq_hook)(uint64_t cause, int s_mode);
 
+/* t_vm runs user code from an alias of RAM at 0xc000_0000; M-mode reads it through RAM. */
 static unsigned insn_len(uint64_t pc) {
+  if (pc >= 0xc0000000ul && pc < 0x100000000ul)
+    pc -= 0x40000000ul;
   uint16_t lo = *(volatile uint16_t *)pc;
   return (lo & 3) == 3 ? 4 : 2;
 }
@@ -39,6 +42,8 @@ void trap_handler(uint64_t *regs, int s_mode) {
     return;
   }
   uint64_t next = trap_resume_at;
+  if (next == TRAP_RESUME_AT_RA)
+    next = regs[1];
   if (!next)
     next = epc + insn_len(epc);
   trap_resume_at = 0;

@@ -52,7 +52,7 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
   h->priv = priv;
   h->fflags = h->frm = 0;
   h->misa = MISA_RV64IMAFDCSU;
-  h->mstatus = MSTATUS_UXL | MSTATUS_SXL;
+  h->mstatus = (2ull << 32) | (2ull << 34); /* UXL = SXL = 64 bits */
   h->medeleg = h->mideleg = h->mie = h->mip = 0;
   h->mtvec = h->mscratch = h->mepc = h->mcause = h->mtval = 0;
   h->mcounteren = h->menvcfg = h->mcountinhibit = 0;
