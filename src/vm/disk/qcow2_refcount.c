@@ -468,9 +468,11 @@ int qcow2_refcount_flush(qcow2 *q, vs_error **err) {
     uint64_t last = (f->offset + f->len - 1) >> q->cluster_bits;
     r = free_clusters_now(q, first, last - first + 1, err);
   }
-  /* Keep what was not applied (an error), drop the rest. */
+  /* Keep what was not tried; a range that failed half-way is dropped (at worst a leak, never a
+   * second decrement). */
   size_t left = q->n_pending_free - i;
-  memmove(q->pending_free, q->pending_free + i, left * sizeof(*q->pending_free));
+  if (left)
+    memmove(q->pending_free, q->pending_free + i, left * sizeof(*q->pending_free));
   q->n_pending_free = left;
   return r;
 }
