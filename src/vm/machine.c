@@ -412,10 +412,34 @@ static void vm_service(vm *m, int64_t sleep_ns) {
   rtc_update(&m->rtc);
 }
 
+/* --trace: a line per hart every few seconds, to see where a stuck guest is. */
+static void vm_trace_harts(vm *m, int64_t *next_ns) {
+  int64_t now_ns = monotonic_ns();
+  if (now_ns < *next_ns)
+    return;
+  *next_ns = now_ns + 5000000000ll;
+  uint64_t now = vm_read_mtime(m);
+  for (unsigned h = 0; h < m->nharts; h++) {
+    const rv_hart *t = &m->harts[h];
+    uint64_t st = rv_hart_next_timer(t);
+    fprintf(stderr,
+            "vmm: hart %u hsm=%d priv=%d pc=0x%llx wfi=%d mie=0x%llx mip=0x%llx ext=0x%llx "
+            "mstatus=0x%llx stimecmp%+lld mtimecmp%+lld insns=%llu\n",
+            h, m->hsm[h], t->priv, (unsigned long long)t->pc, t->wfi, (unsigned long long)t->mie,
+            (unsigned long long)t->mip, (unsigned long long)t->ext_mip,
+            (unsigned long long)t->mstatus, st == UINT64_MAX ? 0ll : (long long)(st - now),
+            m->aclint.mtimecmp[h] == UINT64_MAX ? 0ll : (long long)(m->aclint.mtimecmp[h] - now),
+            (unsigned long long)t->minstret);
+  }
+}
+
 int vm_run(vm *m, int *exit_code, vs_error **err) {
   (void)err;
   const uint64_t slice = m->nharts > 1 ? VM_SLICE_SMP : VM_SLICE_UP;
+  int64_t next_trace_ns = 0;
   while (!m->stop) {
+    if (m->cfg.trace)
+      vm_trace_harts(m, &next_trace_ns);
     bool busy = false;
     for (unsigned h = 0; h < m->nharts && !m->stop; h++) {
       if (!vm_hart_runnable(m, h))
