@@ -576,7 +576,7 @@ int ctr_cgroup_allow_devices(ctr_cgroup *cg, json_t *devs, vs_error **err) {
     json_t *maj = json_object_get(e, "major"), *min = json_object_get(e, "minor");
     if (!type || !json_is_integer(maj) || !json_is_integer(min))
       continue; /* the spec parser reports malformed devices; "p" fifos need no rule */
-    char t = type[0] == 'u' ? 'c' : type[0];
+    char t = (char)(type[0] == 'u' ? 'c' : type[0]);
     if (t != 'c' && t != 'b')
       continue;
     if (cg_writef(d->path, "devices.allow", err, "%c %lld:%lld rwm", t,
@@ -658,10 +658,10 @@ static int apply_resources(ctr_cgroup *cg, json_t *r, bool creating, vs_error **
     if (cg_hugetlb(d, v, err) < 0)
       return -1;
   }
-  if (nonempty(v = json_object_get(r, "network")))
-    vs_log_warn("linux.resources.network: net_cls/net_prio are not mounted on this host; "
+  if (nonempty(json_object_get(r, "network")))
+    vs_log_warn("linux.resources.network: net_cls/net_prio are not managed by vessel-runtime; "
                 "ignored");
-  if (nonempty(v = json_object_get(r, "rdma")))
+  if (nonempty(json_object_get(r, "rdma")))
     vs_log_warn("linux.resources.rdma: no rdma controller on this host; ignored");
   if (nonempty(v = json_object_get(r, "unified"))) {
     cg_dir *u = unified_dir(cg);

@@ -206,8 +206,8 @@ static int add_syscall_rules(scmp_filter_ctx ctx, int nr, uint32_t action, json_
   unsigned seen = 0;
   for (size_t i = 0; i < n; i++) {
     fill_arg(json_array_get(args, i), &cmp[i]);
-    repeated = repeated || (seen & (1u << cmp[i].arg));
-    seen |= 1u << cmp[i].arg;
+    repeated = repeated || (seen & (1U << cmp[i].arg));
+    seen |= 1U << cmp[i].arg;
   }
   int rc;
   if (!repeated || n == 0) {
@@ -231,6 +231,10 @@ static int build_filter(json_t *seccomp, scmp_filter_ctx *out, vs_error **err) {
     return vs_error_set(err, EINVAL, "linux.seccomp: seccomp_init");
   /* no_new_privs is the runtime's decision (process.noNewPrivileges), not libseccomp's. */
   int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+  if (rc < 0) {
+    seccomp_release(ctx);
+    return vs_error_set(err, -rc, "linux.seccomp: turn off libseccomp's no_new_privs");
+  }
   json_t *arr = json_object_get(seccomp, "architectures"), *e;
   size_t i;
   json_array_foreach(arr, i, e) {
