@@ -360,7 +360,10 @@ pid_t ctr_create(const ctr_runtime *rt, const char *id, const ctr_create_opts *o
 
 /* ------------------------------------------------------------------ start */
 
-static int open_spec_of(const ctr_state *st, ctr_spec **spec, vs_error **err) {
+static int saved_spec_with_hooks(const ctr_state *st, ctr_spec **spec, vs_error **err) {
+  *spec = NULL;
+  if (!json_object_get(st->config, "hooks"))
+    return -1; /* callers only want the hooks */
   char *text = json_dumps(st->config, JSON_COMPACT);
   if (!text)
     return vs_error_set(err, 0, "container %s: no saved config", st->id);
@@ -406,7 +409,7 @@ static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err)
   if (ctr_state_save(rt, st, err) < 0)
     return -1;
   ctr_spec *spec = NULL;
-  if (open_spec_of(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTART]) {
+  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTART]) {
     _cleanup_free_ char *text = oci_state_text(rt, st, NULL);
     vs_error *e = NULL;
     if (ctr_hooks_run(spec, CTR_HOOK_POSTSTART, text, &e) < 0) {
@@ -451,19 +454,22 @@ static int destroy_container(const ctr_runtime *rt, ctr_state *st, bool run_post
   ctr_cgroup *cg = NULL;
   if (st->cgroup && open_cgroup_of(st, &cg, err) < 0)
     return -1;
-  if (cg) {
+  size_t left = 0;
+  pid_t *pids = NULL;
+  if (cg && ctr_cgroup_pids(cg, &pids, &left, NULL) == 0 && left) {
     bool frozen = false;
     ctr_cgroup_is_frozen(cg, &frozen, NULL);
     ctr_cgroup_kill(cg, SIGKILL, NULL);
     if (frozen)
       ctr_cgroup_freeze(cg, false, NULL);
   }
+  free(pids);
   if (ctr_pid_alive(st->pid, st->pid_start))
     kill(st->pid, SIGKILL);
   wait_gone(st, cg);
   if (run_poststop && st->started) {
     ctr_spec *spec = NULL;
-    if (open_spec_of(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
+    if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
       _cleanup_free_ char *text = oci_state_text(rt, st, "stopped");
       vs_error *e = NULL;
       if (ctr_hooks_run(spec, CTR_HOOK_POSTSTOP, text, &e) < 0) {
