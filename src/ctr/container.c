@@ -545,14 +545,18 @@ static void resize_from(int from, int master) {
 }
 
 /* Forward signals to the container and pump the terminal until the init exits. */
+static void forwarded_signals(sigset_t *set) {
+  sigfillset(set);
+  sigdelset(set, SIGSEGV);
+  sigdelset(set, SIGBUS);
+  sigdelset(set, SIGILL);
+  sigdelset(set, SIGFPE);
+}
+
+/* The signals are blocked by the caller (before the container could start) so none is lost. */
 static int wait_foreground(pid_t pid, int master, vs_error **err) {
-  sigset_t set, old;
-  sigfillset(&set);
-  sigdelset(&set, SIGSEGV);
-  sigdelset(&set, SIGBUS);
-  sigdelset(&set, SIGILL);
-  sigdelset(&set, SIGFPE);
-  sigprocmask(SIG_BLOCK, &set, &old);
+  sigset_t set;
+  forwarded_signals(&set);
   _cleanup_close_ int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0)
     return vs_error_set(err, errno, "signalfd");
@@ -599,7 +603,6 @@ static int wait_foreground(pid_t pid, int master, vs_error **err) {
   }
   if (raw)
     tcsetattr(0, TCSANOW, &saved);
-  sigprocmask(SIG_SETMASK, &old, NULL);
   if (WIFEXITED(status))
     return WEXITSTATUS(status);
   if (WIFSIGNALED(status))
@@ -608,27 +611,32 @@ static int wait_foreground(pid_t pid, int master, vs_error **err) {
 }
 
 int ctr_run(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_error **err) {
+  sigset_t set, old;
+  forwarded_signals(&set);
+  if (o->foreground)
+    sigprocmask(SIG_BLOCK, &set, &old);
   create_result r;
-  if (create_container(rt, id, o, &r, err) < 0) {
-    create_result_clear(&r);
-    return -1;
-  }
+  int status = -1;
+  if (create_container(rt, id, o, &r, err) < 0)
+    goto out;
   if (start_container(rt, r.state, err) < 0) {
     destroy_container(rt, r.state, false, NULL);
-    create_result_clear(&r);
-    return -1;
+    goto out;
   }
   if (!o->foreground) {
-    create_result_clear(&r);
-    return 0;
+    status = 0;
+    goto out;
   }
-  int status = wait_foreground(r.pid, r.tty_master, err);
+  status = wait_foreground(r.pid, r.tty_master, err);
   vs_error *e = NULL;
   if (destroy_container(rt, r.state, true, &e) < 0) {
     vs_log_warn("%s", e->msg);
     vs_error_free(e);
   }
+out:
   create_result_clear(&r);
+  if (o->foreground)
+    sigprocmask(SIG_SETMASK, &old, NULL);
   return status;
 }
 
