@@ -592,6 +592,25 @@ static bool nonempty(json_t *v) {
           (json_is_array(v) && json_array_size(v) > 0));
 }
 
+/* Every pageSize must be one the kernel has (checked before enabling hugetlb on cgroup2). */
+static int check_hugepage_sizes(json_t *limits, vs_error **err) {
+  size_t i;
+  json_t *e;
+  json_array_foreach(limits, i, e) {
+    const char *size = json_string_value(json_object_get(e, "pageSize"));
+    char *unit;
+    unsigned long n = strtoul(size, &unit, 10);
+    unsigned long kb = n << (strcmp(unit, "GB") == 0 ? 20 : strcmp(unit, "MB") == 0 ? 10 : 0);
+    _cleanup_free_ char *dir = vs_asprintf("/sys/kernel/mm/hugepages/hugepages-%lukB", kb);
+    if (access(dir, F_OK) < 0)
+      return vs_error_set(err, 0,
+                          "linux.resources.hugepageLimits[%zu].pageSize: huge page size %s is "
+                          "not supported on this host",
+                          i, size);
+  }
+  return 0;
+}
+
 static int need(ctr_cgroup *cg, const char *controller, const char *field, cg_dir **d,
                 vs_error **err) {
   *d = cg_dir_for(cg, controller);
@@ -652,6 +671,8 @@ static int apply_resources(ctr_cgroup *cg, json_t *r, bool creating, vs_error **
   }
   if (nonempty(v = json_object_get(r, "hugepageLimits"))) {
     if (need(cg, "hugetlb", "linux.resources.hugepageLimits", &d, err) < 0)
+      return -1;
+    if (check_hugepage_sizes(v, err) < 0)
       return -1;
     if (d->unified && cg_v2_enable(d, "hugetlb", err) < 0)
       return vs_error_wrap(err, "linux.resources.hugepageLimits");
