@@ -167,7 +167,7 @@ static void create_rollback(const ctr_runtime *rt, const char *id, pid_t pid, ct
 }
 
 /* The SYNC_TTY message carries an fd: it has to be received with recvmsg. Peek first. */
-static int maybe_recv_tty(int sync_fd, int *master, vs_error **err) {
+int ctr_maybe_recv_tty(int sync_fd, int *master, vs_error **err) {
   char c;
   ssize_t n = recv(sync_fd, &c, 1, MSG_PEEK);
   if (n == 1 && c == SYNC_TTY) {
@@ -180,7 +180,7 @@ static int maybe_recv_tty(int sync_fd, int *master, vs_error **err) {
 static int run_parent_side(const ctr_runtime *rt, create_result *r, int sync_fd, vs_error **err) {
   char msg[4096];
   for (;;) {
-    int t = maybe_recv_tty(sync_fd, &r->tty_master, err);
+    int t = ctr_maybe_recv_tty(sync_fd, &r->tty_master, err);
     if (t < 0)
       return -1;
     if (t > 0)
@@ -514,7 +514,6 @@ static void set_raw(int fd, struct termios *saved, bool *was_set) {
     return;
   t = *saved;
   cfmakeraw(&t);
-  t.c_oflag |= OPOST;
   if (tcsetattr(fd, TCSANOW, &t) == 0)
     *was_set = true;
 }
@@ -545,7 +544,7 @@ static void resize_from(int from, int master) {
 }
 
 /* Forward signals to the container and pump the terminal until the init exits. */
-static void forwarded_signals(sigset_t *set) {
+void ctr_forwarded_signals(sigset_t *set) {
   sigfillset(set);
   sigdelset(set, SIGSEGV);
   sigdelset(set, SIGBUS);
@@ -554,9 +553,9 @@ static void forwarded_signals(sigset_t *set) {
 }
 
 /* The signals are blocked by the caller (before the container could start) so none is lost. */
-static int wait_foreground(pid_t pid, int master, vs_error **err) {
+int ctr_wait_foreground(pid_t pid, int master, vs_error **err) {
   sigset_t set;
-  forwarded_signals(&set);
+  ctr_forwarded_signals(&set);
   _cleanup_close_ int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0)
     return vs_error_set(err, errno, "signalfd");
@@ -569,6 +568,10 @@ static int wait_foreground(pid_t pid, int master, vs_error **err) {
   int status = 0;
   for (;;) {
     pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w < 0 && errno == ECHILD) {
+      status = 255 << 8;
+      break;
+    }
     if (w == pid && !out_open)
       break;
     if (w == pid) {
@@ -612,7 +615,7 @@ static int wait_foreground(pid_t pid, int master, vs_error **err) {
 
 int ctr_run(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_error **err) {
   sigset_t set, old;
-  forwarded_signals(&set);
+  ctr_forwarded_signals(&set);
   if (o->foreground)
     sigprocmask(SIG_BLOCK, &set, &old);
   create_result r;
@@ -627,7 +630,7 @@ int ctr_run(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_
     status = 0;
     goto out;
   }
-  status = wait_foreground(r.pid, r.tty_master, err);
+  status = ctr_wait_foreground(r.pid, r.tty_master, err);
   vs_error *e = NULL;
   if (destroy_container(rt, r.state, true, &e) < 0) {
     vs_log_warn("%s", e->msg);
