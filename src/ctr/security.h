@@ -58,4 +58,8 @@ int ctr_caps_apply(json_t *caps, bool no_new_privileges, vs_error **err);
 /* Build the filter from linux.seccomp with libseccomp and load it (NULL = no filter). */
 int ctr_seccomp_load(json_t *seccomp, vs_error **err);
 
+/* For `features`: set "capabilities", "seccomp" (actions, operators, archs, knownFlags,
+ * supportedFlags), "apparmor" and "selinux" ({"enabled": host has it}) in the `linux` object. */
+void ctr_security_features(json_t *linux_features);
+
 #endif
