@@ -432,7 +432,7 @@ static int cpuset_init_from_parent(const char *dir, vs_error **err) {
   return 0;
 }
 
-static int make_dirs(cg_dir *d, const char *inner, bool cpuset, vs_error **err) {
+static int make_dirs_once(cg_dir *d, const char *inner, bool cpuset, vs_error **err) {
   _cleanup_free_ char *walk = vs_strdup(d->mount);
   _cleanup_free_ char *copy = vs_strdup(inner);
   char *save = NULL;
@@ -450,6 +450,20 @@ static int make_dirs(cg_dir *d, const char *inner, bool cpuset, vs_error **err) 
     } else if (errno != EEXIST) {
       return vs_error_set(err, errno, "create cgroup %s", walk);
     }
+  }
+  return 0;
+}
+
+static int make_dirs(cg_dir *d, const char *inner, bool cpuset, vs_error **err) {
+  /* Another container's delete may remove a shared parent (/vessel) between our mkdirs. */
+  for (int attempt = 0;; attempt++) {
+    d->created = 0;
+    if (make_dirs_once(d, inner, cpuset, err) == 0)
+      break;
+    if (attempt >= 4 || !err || !*err || (*err)->errnum != ENOENT)
+      return -1;
+    vs_error_free(*err);
+    *err = NULL;
   }
   /* The container's own directory belongs to it even when it existed already. */
   if (d->created == 0)
@@ -519,6 +533,10 @@ int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resource
     }
     if (make_dirs(d, inner, !h->unified && cg_list_has(h->controllers, "cpuset"), err) < 0)
       goto out;
+    /* The default parent /vessel is the runtime's own: whoever deletes the last container in it
+     * removes it, even if another container's create made it. */
+    if ((!cgroups_path || !*cgroups_path) && d->created < 2)
+      d->created = 2;
     if (h->unified && pure_v2) {
       /* Enable every controller we manage so later `update`s can use them. */
       _cleanup_free_ char *ctrls = vs_strdup(d->controllers);
