@@ -425,3 +425,44 @@ def test_update_changes_limits(rt):
         time.sleep(0.05)
     rt.ok("delete", cid)
     assert_nothing_left(rt, cid)
+
+
+def test_joined_namespace_time_offsets_devices_sysctls(rt):
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "1000"])
+    try:
+        netns = f"/proc/{holder.pid}/ns/net"
+        for _ in range(100):
+            if os.readlink(netns) != os.readlink("/proc/self/ns/net"):
+                break
+            time.sleep(0.02)
+        c = rt.config()
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"]
+                                    if n["type"] not in ("network", "cgroup")]
+        c["linux"]["namespaces"] += [{"type": "network", "path": netns}, {"type": "time"},
+                                     {"type": "cgroup"}]
+        c["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365, "nanosecs": 0}}
+        c["linux"]["devices"] = [{"type": "c", "path": "/dev/vnull", "major": 1, "minor": 3,
+                                  "fileMode": 0o666, "uid": 0, "gid": 0}]
+        c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        c["domainname"] = "example.test"
+        c["process"]["args"] = ["sh", "-c",
+                                "readlink /proc/self/ns/net; cut -d. -f1 /proc/uptime; "
+                                "echo x > /dev/vnull && echo dev-ok; cat /proc/sys/net/ipv4/ip_forward; "
+                                "cat /proc/sys/kernel/domainname; cut -d: -f3 /proc/self/cgroup | sort -u"]
+        rt.write_config(c)
+        cid = new_id()
+        r = rt.cmd("run", "--bundle", str(rt.bundle), cid)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.split("\n")
+        assert out[0] == os.readlink(netns), "did not join the given network namespace"
+        assert int(out[1]) >= 86400 * 365, "boottime offset not applied"
+        assert out[2] == "dev-ok"
+        assert out[3] == "1"
+        assert out[4] == "example.test"
+        assert out[5] == "/", "cgroup namespace root is not the container's cgroup"
+        # the sysctl went to the joined namespace only
+        assert pathlib.Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() in ("0", "1")
+        assert_nothing_left(rt, cid)
+    finally:
+        holder.kill()
+        holder.wait()
