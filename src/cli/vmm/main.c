@@ -1,0 +1,248 @@
+/* vessel-vmm: run a RISC-V virtual machine with its console on stdin/stdout. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "vm/vm.h"
+
+/* Exit statuses (documented in --help) */
+enum {
+  EXIT_POWEROFF = 0,
+  EXIT_VMM_ERROR = 1,
+  EXIT_USAGE = 2,
+  EXIT_GUEST_RESET = 3,
+  EXIT_GUEST_FAILURE = 4,
+};
+
+static const char usage_text[] =
+    "Usage: vessel-vmm --kernel PATH [OPTIONS]\n"
+    "       vessel-vmm img SUBCOMMAND ...   (disk images, see 'vessel-vmm img --help')\n"
+    "\n"
+    "Run a RISC-V (RV64GC) virtual machine compatible with QEMU's 'virt' machine. The guest\n"
+    "console (ns16550a UART, ttyS0) is on stdin/stdout; on a terminal it is put in raw mode and\n"
+    "Ctrl-A x quits, Ctrl-A h lists the other console commands.\n"
+    "\n"
+    "Options:\n"
+    "  --kernel PATH     kernel: a RISC-V Linux Image (with or without EFI/PE header, may be\n"
+    "                    gzip-compressed) or an ELF executable (required)\n"
+    "  --initrd PATH     initial ramdisk (cpio archive, compressed or not)\n"
+    "  --append STR      kernel command line (default: \"console=ttyS0\")\n"
+    "  --bios KIND       firmware: 'builtin' (default; the VMM implements SBI 2.0 and starts the\n"
+    "                    kernel in S-mode), 'none' (start the kernel in M-mode), or the PATH of "
+    "an\n"
+    "                    M-mode firmware such as OpenSBI's fw_dynamic.bin or fw_jump.bin\n"
+    "  --htif            bare-metal test mode (needs --bios none and an ELF kernel): HTIF through\n"
+    "                    the program's tohost/fromhost symbols; tohost=1 exits with status 0, any\n"
+    "                    other odd value v exits with status v>>1\n"
+    "  --mem SIZE        guest RAM, e.g. 512M or 2G (suffix K, M, G, T; a plain number is MiB);\n"
+    "                    default 512M, at most 64G\n"
+    "  --smp N           number of harts, 1 to 8 (default 1)\n"
+    "  --trace           print SBI calls and accesses to unmapped addresses on stderr\n"
+    "                    (also enabled by VESSEL_TRACE=1)\n"
+    "  -h, --help        show this help\n"
+    "\n"
+    "Exit status:\n"
+    "  0  the guest powered off (or Ctrl-A x)\n"
+    "  1  the VMM failed: unusable kernel, initrd or firmware, out of memory, internal error\n"
+    "  2  bad command line\n"
+    "  3  the guest asked for a reboot\n"
+    "  4  the guest reported a failure (SBI system reset with failure reason, test device)\n"
+    "  N  with --htif: the test program's exit code (tohost >> 1)\n";
+
+enum {
+  OPT_KERNEL = 256,
+  OPT_INITRD,
+  OPT_APPEND,
+  OPT_BIOS,
+  OPT_HTIF,
+  OPT_MEM,
+  OPT_SMP,
+  OPT_TRACE,
+};
+
+static const struct option long_options[] = {
+    {"kernel", required_argument, NULL, OPT_KERNEL},
+    {"initrd", required_argument, NULL, OPT_INITRD},
+    {"append", required_argument, NULL, OPT_APPEND},
+    {"bios", required_argument, NULL, OPT_BIOS},
+    {"htif", no_argument, NULL, OPT_HTIF},
+    {"mem", required_argument, NULL, OPT_MEM},
+    {"smp", required_argument, NULL, OPT_SMP},
+    {"trace", no_argument, NULL, OPT_TRACE},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "vessel-vmm: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\nTry 'vessel-vmm --help'.\n");
+  va_end(ap);
+  return EXIT_USAGE;
+}
+
+static int parse_smp(const char *s, unsigned *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (end == s || *end || errno || v < 1 || v > VM_MAX_SMP)
+    return -1;
+  *out = (unsigned)v;
+  return 0;
+}
+
+/* Parse the command line into cfg. Returns -1 to continue, or an exit status. */
+static int parse_args(int argc, char **argv, vm_config *cfg) {
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_KERNEL:
+      cfg->kernel = optarg;
+      break;
+    case OPT_INITRD:
+      cfg->initrd = optarg;
+      break;
+    case OPT_APPEND:
+      cfg->append = optarg;
+      break;
+    case OPT_BIOS:
+      if (strcmp(optarg, "builtin") == 0) {
+        cfg->bios = VM_BIOS_BUILTIN;
+      } else if (strcmp(optarg, "none") == 0) {
+        cfg->bios = VM_BIOS_NONE;
+      } else if (*optarg) {
+        cfg->bios = VM_BIOS_FILE;
+        cfg->bios_path = optarg;
+      } else {
+        return usage_error("--bios needs 'builtin', 'none' or a firmware path");
+      }
+      break;
+    case OPT_HTIF:
+      cfg->htif = true;
+      break;
+    case OPT_MEM: {
+      _cleanup_error_ vs_error *err = NULL;
+      if (vm_parse_mem_size(optarg, &cfg->mem_size, &err) < 0)
+        return usage_error("--mem: %s", err->msg);
+      break;
+    }
+    case OPT_SMP:
+      if (parse_smp(optarg, &cfg->smp) < 0)
+        return usage_error("--smp '%s': expected a number of harts from 1 to 8", optarg);
+      break;
+    case OPT_TRACE:
+      cfg->trace = true;
+      break;
+    case 'h':
+      fputs(usage_text, stdout);
+      return 0;
+    case ':':
+      return usage_error("option '%s' needs an argument", argv[optind - 1]);
+    default:
+      return usage_error("unknown option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind < argc)
+    return usage_error("unexpected argument '%s'", argv[optind]);
+  if (!cfg->kernel)
+    return usage_error("no kernel given: use --kernel PATH");
+  if (cfg->htif && cfg->bios != VM_BIOS_NONE)
+    return usage_error("--htif needs --bios none");
+  return -1;
+}
+
+/* ------------------------------------------------------------------ terminal */
+
+/* The terminal state to restore, kept for the signal handler (which can only reach statics). */
+static struct termios saved_tty;
+static bool tty_raw;
+
+static void tty_restore(void) {
+  if (tty_raw)
+    tcsetattr(STDIN_FILENO, TCSANOW, &saved_tty);
+}
+
+static void fatal_signal(int sig) {
+  tty_restore();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+/* Raw input like QEMU's stdio console: keys (Ctrl-C included) go to the guest; output keeps
+ * its newline translation. */
+static void tty_make_raw(void) {
+  if (tcgetattr(STDIN_FILENO, &saved_tty) < 0)
+    return;
+  struct termios t = saved_tty;
+  t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+  t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+  t.c_cflag &= ~(tcflag_t)(CSIZE | PARENB);
+  t.c_cflag |= CS8;
+  t.c_cc[VMIN] = 1;
+  t.c_cc[VTIME] = 0;
+  if (tcsetattr(STDIN_FILENO, TCSANOW, &t) < 0)
+    return;
+  tty_raw = true;
+  atexit(tty_restore);
+  signal(SIGTERM, fatal_signal);
+  signal(SIGHUP, fatal_signal);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static int exit_status(vm_exit_reason reason, int code, bool htif) {
+  switch (reason) {
+  case VM_EXIT_POWEROFF:
+  case VM_EXIT_QUIT:
+    return EXIT_POWEROFF;
+  case VM_EXIT_RESET:
+    return EXIT_GUEST_RESET;
+  case VM_EXIT_FAIL:
+    return htif ? code : EXIT_GUEST_FAILURE;
+  }
+  return EXIT_VMM_ERROR;
+}
+
+int main(int argc, char **argv) {
+  vs_log_configure("vessel-vmm", VS_LOG_WARN, VS_LOG_FORMAT_TEXT, 2);
+  vm_config cfg;
+  vm_config_init(&cfg);
+  const char *trace_env = getenv("VESSEL_TRACE");
+  cfg.trace = trace_env && *trace_env && strcmp(trace_env, "0") != 0;
+  int rc = parse_args(argc, argv, &cfg);
+  if (rc >= 0)
+    return rc;
+
+  signal(SIGPIPE, SIG_IGN); /* a closed console must not kill the VM */
+  bool tty = isatty(STDIN_FILENO);
+  cfg.console_in = STDIN_FILENO;
+  cfg.console_out = STDOUT_FILENO;
+  cfg.console_escape = tty;
+
+  _cleanup_error_ vs_error *err = NULL;
+  vm *m = vm_create(&cfg, &err);
+  if (!m) {
+    vs_error_print(err, "vessel-vmm");
+    return EXIT_VMM_ERROR;
+  }
+  if (tty)
+    tty_make_raw();
+  int code = 0;
+  int reason = vm_run(m, &code, &err);
+  vm_destroy(m);
+  tty_restore();
+  if (reason < 0) {
+    vs_error_print(err, "vessel-vmm");
+    return EXIT_VMM_ERROR;
+  }
+  return exit_status((vm_exit_reason)reason, code, cfg.htif);
+}

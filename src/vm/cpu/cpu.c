@@ -1,0 +1,517 @@
+/* Hart lifecycle, the execution loop, traps and interrupts, CSRs. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm/cpu/cpu_internal.h"
+
+#define MISA_RV64IMAFDCSU                                                                          \
+  ((2ull << 62) | (1u << ('A' - 'A')) | (1u << ('C' - 'A')) | (1u << ('D' - 'A')) |                \
+   (1u << ('F' - 'A')) | (1u << ('I' - 'A')) | (1u << ('M' - 'A')) | (1u << ('S' - 'A')) |         \
+   (1u << ('U' - 'A')))
+
+/* Interrupts S-mode may see and delegate; M-level bits are never delegated here. */
+#define MIP_S_MASK (RV_MIP_SSIP | RV_MIP_STIP | RV_MIP_SEIP)
+#define MIP_ALL (MIP_S_MASK | RV_MIP_MSIP | RV_MIP_MTIP | RV_MIP_MEIP)
+
+#define MSTATUS_WRITABLE                                                                           \
+  (MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SPIE | MSTATUS_MPIE | MSTATUS_SPP | MSTATUS_MPP |           \
+   MSTATUS_FS | MSTATUS_MPRV | MSTATUS_SUM | MSTATUS_MXR | MSTATUS_TVM | MSTATUS_TW | MSTATUS_TSR)
+#define SSTATUS_MASK                                                                               \
+  (MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_FS | MSTATUS_SUM | MSTATUS_MXR |             \
+   MSTATUS_UXL | MSTATUS_SD)
+
+/* medeleg bits that can be set: everything but ECALL from M (11) and reserved causes. */
+#define MEDELEG_MASK 0xb3ffull
+
+int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
+  memset(h, 0, sizeof(*h));
+  if (!bus || !bus->ram || bus->ram_size == 0 || (bus->ram_size & 0xfff) || (bus->ram_base & 0xfff))
+    return vs_error_set(err, EINVAL, "hart %u: RAM must be a non-empty page-aligned region", hartid);
+  if (!bus->read_mtime)
+    return vs_error_set(err, EINVAL, "hart %u: the bus has no mtime source", hartid);
+  h->icache = calloc(1, sizeof(*h->icache));
+  if (!h->icache)
+    return vs_error_set(err, ENOMEM, "hart %u: allocate the decoded-instruction cache", hartid);
+  rv_decode_index(h->icache);
+  h->bus = bus;
+  h->mhartid = hartid;
+  rv_hart_reset(h, bus->ram_base, RV_PRIV_M);
+  return 0;
+}
+
+void rv_hart_destroy(rv_hart *h) {
+  free(h->icache);
+  h->icache = NULL;
+}
+
+void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
+  memset(h->x, 0, sizeof(h->x));
+  memset(h->f, 0, sizeof(h->f));
+  h->pc = pc;
+  h->priv = priv;
+  h->fflags = h->frm = 0;
+  h->misa = MISA_RV64IMAFDCSU;
+  h->mstatus = (2ull << 32) | (2ull << 34); /* UXL = SXL = 64 bits */
+  h->medeleg = h->mideleg = h->mie = h->mip = 0;
+  h->mtvec = h->mscratch = h->mepc = h->mcause = h->mtval = 0;
+  h->mcounteren = h->menvcfg = h->mcountinhibit = 0;
+  h->stvec = h->sscratch = h->sepc = h->scause = h->stval = 0;
+  h->scounteren = h->senvcfg = h->satp = 0;
+  h->stimecmp = UINT64_MAX;
+  memset(h->pmpcfg, 0, sizeof(h->pmpcfg));
+  memset(h->pmpaddr, 0, sizeof(h->pmpaddr));
+  h->minstret = 0;
+  h->reservation_valid = false;
+  h->wfi = false;
+  __atomic_store_n(&h->ext_mip, 0, __ATOMIC_RELAXED);
+  if (priv == RV_PRIV_S) {
+    /* What M-mode firmware leaves behind before entering the kernel. */
+    h->mcounteren = 7;
+    h->menvcfg = MENVCFG_STCE;
+    h->mideleg = MIP_S_MASK;
+    h->medeleg = (1u << EXC_INSN_MISALIGNED) | (1u << EXC_BREAKPOINT) | (1u << EXC_ECALL_U) |
+                 (1u << EXC_INSN_PAGE) | (1u << EXC_LOAD_PAGE) | (1u << EXC_STORE_PAGE) |
+                 (1u << EXC_ILLEGAL) | (1u << EXC_LOAD_MISALIGNED) |
+                 (1u << EXC_STORE_MISALIGNED) | (1u << EXC_INSN_ACCESS) |
+                 (1u << EXC_LOAD_ACCESS) | (1u << EXC_STORE_ACCESS);
+    h->mstatus |= (uint64_t)RV_PRIV_S << MSTATUS_MPP_SHIFT;
+  }
+  rv_hart_flush_tlb(h);
+  if (h->icache)
+    rv_hart_flush_icache(h);
+}
+
+void rv_hart_flush_tlb(rv_hart *h) {
+  for (int s = 0; s < 3; s++)
+    for (int a = 0; a < 3; a++)
+      for (int i = 0; i < RV_TLB_SIZE; i++)
+        h->tlb[s][a][i].vpn = UINT64_MAX;
+  rv_update_modes(h);
+}
+
+void rv_hart_flush_icache(rv_hart *h) {
+  for (unsigned i = 0; i < RV_ICACHE_SIZE; i++)
+    h->icache->e[i].key = 0;
+}
+
+void rv_hart_clear_reservation(rv_hart *h) { h->reservation_valid = false; }
+
+uint64_t rv_hart_next_timer(const rv_hart *h) { return h->stimecmp; }
+
+void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level) {
+  mip_bit &= RV_MIP_MSIP | RV_MIP_MTIP | RV_MIP_MEIP | RV_MIP_SEIP;
+  if (level)
+    __atomic_or_fetch(&h->ext_mip, mip_bit, __ATOMIC_SEQ_CST);
+  else
+    __atomic_and_fetch(&h->ext_mip, ~mip_bit, __ATOMIC_SEQ_CST);
+  h->check_irq = true;
+}
+
+void rv_update_modes(rv_hart *h) {
+  bool paging = (h->satp >> 60) != 0;
+  int data_priv = h->priv;
+  if (h->priv == RV_PRIV_M && (h->mstatus & MSTATUS_MPRV))
+    data_priv = (int)((h->mstatus & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT);
+  h->ld_tlb = h->st_tlb = (!paging || data_priv == RV_PRIV_M) ? TLB_BARE : data_priv;
+  h->fetch_tlb = (!paging || h->priv == RV_PRIV_M) ? TLB_BARE : h->priv;
+  h->fetch_vpn = UINT64_MAX;
+}
+
+void rv_mark_fs_dirty(rv_hart *h) { h->mstatus |= MSTATUS_FS_DIRTY; }
+
+/* ---------------------------------------------------------------- traps */
+
+static void rv_take_trap(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
+  uint64_t epc = h->pc;
+  uint64_t deleg = irq ? h->mideleg : h->medeleg;
+  h->reservation_valid = false;
+  if (h->priv <= RV_PRIV_S && ((deleg >> cause) & 1)) {
+    h->scause = cause | ((uint64_t)irq << 63);
+    h->sepc = epc;
+    h->stval = tval;
+    uint64_t s = h->mstatus;
+    s = (s & ~MSTATUS_SPIE) | ((s & MSTATUS_SIE) ? MSTATUS_SPIE : 0);
+    s &= ~MSTATUS_SIE;
+    s = (s & ~MSTATUS_SPP) | (h->priv == RV_PRIV_S ? MSTATUS_SPP : 0);
+    h->mstatus = s;
+    h->priv = RV_PRIV_S;
+    uint64_t base = h->stvec & ~3ull;
+    h->next_pc = ((h->stvec & 1) && irq) ? base + 4 * cause : base;
+  } else {
+    h->mcause = cause | ((uint64_t)irq << 63);
+    h->mepc = epc;
+    h->mtval = tval;
+    uint64_t s = h->mstatus;
+    s = (s & ~MSTATUS_MPIE) | ((s & MSTATUS_MIE) ? MSTATUS_MPIE : 0);
+    s &= ~MSTATUS_MIE;
+    s = (s & ~MSTATUS_MPP) | ((uint64_t)h->priv << MSTATUS_MPP_SHIFT);
+    h->mstatus = s;
+    h->priv = RV_PRIV_M;
+    uint64_t base = h->mtvec & ~3ull;
+    h->next_pc = ((h->mtvec & 1) && irq) ? base + 4 * cause : base;
+  }
+  rv_update_modes(h);
+  h->check_irq = true;
+}
+
+void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval) {
+  h->trapped = true;
+  rv_take_trap(h, cause, tval, false);
+}
+
+void rv_illegal(rv_hart *h, const rv_insn *d) { rv_raise(h, EXC_ILLEGAL, d->raw); }
+
+uint64_t rv_read_mip(rv_hart *h) {
+  uint64_t mip = h->mip | __atomic_load_n(&h->ext_mip, __ATOMIC_RELAXED);
+  if (h->stimecmp != UINT64_MAX && h->bus->read_mtime(h->bus->opaque) >= h->stimecmp)
+    mip |= RV_MIP_STIP;
+  return mip;
+}
+
+bool rv_hart_irq_pending(rv_hart *h) { return (rv_read_mip(h) & h->mie) != 0; }
+
+/* Take the highest-priority enabled interrupt, if any. */
+static bool rv_check_interrupts(rv_hart *h) {
+  uint64_t pending = rv_read_mip(h) & h->mie;
+  if (likely(!pending))
+    return false;
+  uint64_t m = pending & ~h->mideleg;
+  uint64_t s = pending & h->mideleg;
+  uint64_t take = 0;
+  if (m && (h->priv < RV_PRIV_M || (h->mstatus & MSTATUS_MIE)))
+    take = m;
+  else if (s && (h->priv < RV_PRIV_S || (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_SIE))))
+    take = s;
+  if (!take)
+    return false;
+  static const uint8_t order[] = {11, 3, 7, 9, 1, 5};
+  for (size_t i = 0; i < sizeof(order); i++) {
+    if (take & (1ull << order[i])) {
+      h->wfi = false;
+      rv_take_trap(h, order[i], 0, true);
+      h->pc = h->next_pc;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* ---------------------------------------------------------------- execution loop */
+
+static inline void rv_step(rv_hart *h) {
+  uint64_t pc = h->pc;
+  uint8_t *host;
+  if (likely((pc >> 12) == h->fetch_vpn)) {
+    host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend);
+  } else {
+    host = rv_fetch_slow(h, pc);
+    if (!host) {
+      h->pc = h->next_pc;
+      return;
+    }
+  }
+  uint32_t raw;
+  if (likely((pc & 0xfff) <= 0xffc)) {
+    memcpy(&raw, host, 4);
+  } else {
+    uint16_t lo;
+    memcpy(&lo, host, 2);
+    raw = lo;
+    if ((lo & 3) == 3) {
+      /* A 32-bit instruction straddling two pages: fetch the upper half separately. */
+      uint8_t *hi_host = rv_fetch_slow(h, pc + 2);
+      if (!hi_host) {
+        h->pc = h->next_pc;
+        return;
+      }
+      uint16_t hi;
+      memcpy(&hi, hi_host, 2);
+      raw |= (uint32_t)hi << 16;
+      h->fetch_vpn = UINT64_MAX;
+    }
+  }
+  if ((raw & 3) != 3)
+    raw &= 0xffff;
+  rv_insn *d = &h->icache->e[((uintptr_t)host >> 1) & (RV_ICACHE_SIZE - 1)];
+  if (unlikely(d->key != (uintptr_t)host || d->raw != raw)) {
+    rv_decode(h->icache, raw, d);
+    d->key = (uintptr_t)host;
+  }
+  h->next_pc = pc + d->len;
+  d->fn(h, d);
+  h->x[0] = 0;
+  h->pc = h->next_pc;
+}
+
+#define RV_BLOCK 256
+
+uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
+  uint64_t done = 0;
+  if (h->wfi) {
+    if (!rv_hart_irq_pending(h))
+      return 0;
+    h->wfi = false;
+  }
+  while (done < max_insns && !h->stop_request) {
+    h->check_irq = false;
+    rv_check_interrupts(h);
+    uint64_t n = max_insns - done < RV_BLOCK ? max_insns - done : RV_BLOCK;
+    uint64_t i = 0;
+    while (i < n) {
+      h->trapped = false;
+      rv_step(h);
+      i++;
+      if (unlikely(h->check_irq))
+        break;
+    }
+    done += i;
+    h->minstret += i;
+    if (h->wfi)
+      break;
+  }
+  return done;
+}
+
+/* ---------------------------------------------------------------- CSRs */
+
+enum {
+  CSR_FFLAGS = 0x001, CSR_FRM = 0x002, CSR_FCSR = 0x003,
+  CSR_CYCLE = 0xc00, CSR_TIME = 0xc01, CSR_INSTRET = 0xc02,
+  CSR_SSTATUS = 0x100, CSR_SIE = 0x104, CSR_STVEC = 0x105, CSR_SCOUNTEREN = 0x106,
+  CSR_SENVCFG = 0x10a, CSR_SSCRATCH = 0x140, CSR_SEPC = 0x141, CSR_SCAUSE = 0x142,
+  CSR_STVAL = 0x143, CSR_SIP = 0x144, CSR_STIMECMP = 0x14d, CSR_SATP = 0x180,
+  CSR_MVENDORID = 0xf11, CSR_MARCHID = 0xf12, CSR_MIMPID = 0xf13, CSR_MHARTID = 0xf14,
+  CSR_MCONFIGPTR = 0xf15,
+  CSR_MSTATUS = 0x300, CSR_MISA = 0x301, CSR_MEDELEG = 0x302, CSR_MIDELEG = 0x303,
+  CSR_MIE = 0x304, CSR_MTVEC = 0x305, CSR_MCOUNTEREN = 0x306, CSR_MENVCFG = 0x30a,
+  CSR_MCOUNTINHIBIT = 0x320, CSR_MSCRATCH = 0x340, CSR_MEPC = 0x341, CSR_MCAUSE = 0x342,
+  CSR_MTVAL = 0x343, CSR_MIP = 0x344, CSR_MTINST = 0x34a, CSR_MTVAL2 = 0x34b,
+  CSR_PMPCFG0 = 0x3a0, CSR_PMPADDR0 = 0x3b0,
+  CSR_MCYCLE = 0xb00, CSR_MINSTRET = 0xb02,
+};
+
+static uint64_t rv_sstatus_view(uint64_t mstatus) {
+  uint64_t s = mstatus & SSTATUS_MASK;
+  if ((mstatus & MSTATUS_FS) == MSTATUS_FS_DIRTY)
+    s |= MSTATUS_SD;
+  return s;
+}
+
+/* Counter access from S/U is gated by mcounteren (and scounteren for U). */
+static bool rv_counter_allowed(rv_hart *h, unsigned idx) {
+  if (h->priv < RV_PRIV_M && !((h->mcounteren >> idx) & 1))
+    return false;
+  if (h->priv < RV_PRIV_S && !((h->scounteren >> idx) & 1))
+    return false;
+  return true;
+}
+
+static bool rv_fp_csr_allowed(rv_hart *h) { return (h->mstatus & MSTATUS_FS) != 0; }
+
+static bool rv_stimecmp_allowed(rv_hart *h) {
+  if (h->priv == RV_PRIV_M)
+    return true;
+  return (h->menvcfg & MENVCFG_STCE) && (h->mcounteren & 2);
+}
+
+bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
+  if (((csr >> 8) & 3) > (unsigned)h->priv)
+    return false;
+  switch (csr) {
+  case CSR_FFLAGS: if (!rv_fp_csr_allowed(h)) return false; *val = h->fflags; return true;
+  case CSR_FRM: if (!rv_fp_csr_allowed(h)) return false; *val = h->frm; return true;
+  case CSR_FCSR: if (!rv_fp_csr_allowed(h)) return false; *val = (h->frm << 5) | h->fflags; return true;
+  case CSR_CYCLE:
+  case CSR_INSTRET:
+    if (!rv_counter_allowed(h, csr & 31))
+      return false;
+    *val = h->minstret;
+    return true;
+  case CSR_TIME:
+    if (!rv_counter_allowed(h, 1))
+      return false;
+    *val = h->bus->read_mtime(h->bus->opaque);
+    return true;
+  case CSR_SSTATUS: *val = rv_sstatus_view(h->mstatus); return true;
+  case CSR_SIE: *val = h->mie & h->mideleg; return true;
+  case CSR_STVEC: *val = h->stvec; return true;
+  case CSR_SCOUNTEREN: *val = h->scounteren; return true;
+  case CSR_SENVCFG: *val = h->senvcfg; return true;
+  case CSR_SSCRATCH: *val = h->sscratch; return true;
+  case CSR_SEPC: *val = h->sepc; return true;
+  case CSR_SCAUSE: *val = h->scause; return true;
+  case CSR_STVAL: *val = h->stval; return true;
+  case CSR_SIP: *val = rv_read_mip(h) & h->mideleg; return true;
+  case CSR_STIMECMP: if (!rv_stimecmp_allowed(h)) return false; *val = h->stimecmp; return true;
+  case CSR_SATP:
+    if (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))
+      return false;
+    *val = h->satp;
+    return true;
+  case CSR_MVENDORID: case CSR_MARCHID: case CSR_MIMPID: case CSR_MCONFIGPTR: *val = 0; return true;
+  case CSR_MHARTID: *val = h->mhartid; return true;
+  case CSR_MSTATUS: {
+    uint64_t s = h->mstatus;
+    if ((s & MSTATUS_FS) == MSTATUS_FS_DIRTY)
+      s |= MSTATUS_SD;
+    *val = s;
+    return true;
+  }
+  case CSR_MISA: *val = h->misa; return true;
+  case CSR_MEDELEG: *val = h->medeleg; return true;
+  case CSR_MIDELEG: *val = h->mideleg; return true;
+  case CSR_MIE: *val = h->mie; return true;
+  case CSR_MTVEC: *val = h->mtvec; return true;
+  case CSR_MCOUNTEREN: *val = h->mcounteren; return true;
+  case CSR_MENVCFG: *val = h->menvcfg; return true;
+  case CSR_MCOUNTINHIBIT: *val = h->mcountinhibit; return true;
+  case CSR_MSCRATCH: *val = h->mscratch; return true;
+  case CSR_MEPC: *val = h->mepc; return true;
+  case CSR_MCAUSE: *val = h->mcause; return true;
+  case CSR_MTVAL: *val = h->mtval; return true;
+  case CSR_MIP: *val = rv_read_mip(h); return true;
+  case CSR_MTINST: case CSR_MTVAL2: *val = 0; return true;
+  case CSR_MCYCLE: case CSR_MINSTRET: *val = h->minstret; return true;
+  default: break;
+  }
+  if (csr >= CSR_PMPCFG0 && csr < CSR_PMPCFG0 + 16) {
+    if (csr & 1)
+      return false; /* odd pmpcfg registers do not exist on RV64 */
+    *val = h->pmpcfg[csr - CSR_PMPCFG0];
+    return true;
+  }
+  if (csr >= CSR_PMPADDR0 && csr < CSR_PMPADDR0 + 64) {
+    *val = h->pmpaddr[csr - CSR_PMPADDR0];
+    return true;
+  }
+  /* Zihpm: hpmcounter3..31 (user view), mhpmcounter3..31, mhpmevent3..31 read zero. */
+  if (csr >= 0xc03 && csr <= 0xc1f) {
+    if (!rv_counter_allowed(h, csr & 31))
+      return false;
+    *val = 0;
+    return true;
+  }
+  if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f)) {
+    *val = 0;
+    return true;
+  }
+  return false;
+}
+
+static void rv_write_mstatus(rv_hart *h, uint64_t val) {
+  uint64_t old = h->mstatus;
+  uint64_t s = (old & ~MSTATUS_WRITABLE) | (val & MSTATUS_WRITABLE);
+  /* MPP is WARL: the reserved value 2 keeps the old setting. */
+  if (((s & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT) == 2)
+    s = (s & ~MSTATUS_MPP) | (old & MSTATUS_MPP);
+  h->mstatus = s;
+  if ((old ^ s) & (MSTATUS_SUM | MSTATUS_MXR))
+    rv_hart_flush_tlb(h);
+  else
+    rv_update_modes(h);
+}
+
+static void rv_write_satp(rv_hart *h, uint64_t val) {
+  uint64_t mode = val >> 60;
+  if (mode != 0 && mode != 8 && mode != 9 && mode != 10)
+    return; /* WARL: unsupported modes leave satp unchanged */
+  if (mode == 0)
+    val = 0;
+  h->satp = val;
+  rv_hart_flush_tlb(h);
+}
+
+bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
+  if (((csr >> 8) & 3) > (unsigned)h->priv || (csr >> 10) == 3)
+    return false;
+  h->check_irq = true;
+  switch (csr) {
+  case CSR_FFLAGS:
+    if (!rv_fp_csr_allowed(h)) return false;
+    h->fflags = val & 0x1f;
+    rv_mark_fs_dirty(h);
+    return true;
+  case CSR_FRM:
+    if (!rv_fp_csr_allowed(h)) return false;
+    h->frm = val & 7;
+    rv_mark_fs_dirty(h);
+    return true;
+  case CSR_FCSR:
+    if (!rv_fp_csr_allowed(h)) return false;
+    h->fflags = val & 0x1f;
+    h->frm = (val >> 5) & 7;
+    rv_mark_fs_dirty(h);
+    return true;
+  case CSR_SSTATUS:
+    rv_write_mstatus(h, (h->mstatus & ~SSTATUS_MASK) | (val & SSTATUS_MASK));
+    return true;
+  case CSR_SIE: h->mie = (h->mie & ~h->mideleg) | (val & h->mideleg); return true;
+  case CSR_STVEC: h->stvec = val & ~2ull; return true;
+  case CSR_SCOUNTEREN: h->scounteren = val & 0xffffffff; return true;
+  case CSR_SENVCFG: h->senvcfg = val & 1; return true; /* FIOM only */
+  case CSR_SSCRATCH: h->sscratch = val; return true;
+  case CSR_SEPC: h->sepc = val & ~1ull; return true;
+  case CSR_SCAUSE: h->scause = val; return true;
+  case CSR_STVAL: h->stval = val; return true;
+  case CSR_SIP: {
+    uint64_t m = h->mideleg & RV_MIP_SSIP;
+    h->mip = (h->mip & ~m) | (val & m);
+    return true;
+  }
+  case CSR_STIMECMP: if (!rv_stimecmp_allowed(h)) return false; h->stimecmp = val; return true;
+  case CSR_SATP:
+    if (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))
+      return false;
+    rv_write_satp(h, val);
+    return true;
+  case CSR_MSTATUS: rv_write_mstatus(h, val); return true;
+  case CSR_MISA: return true; /* WARL, fixed */
+  case CSR_MEDELEG: h->medeleg = val & MEDELEG_MASK; return true;
+  case CSR_MIDELEG: h->mideleg = val & MIP_S_MASK; return true;
+  case CSR_MIE: h->mie = val & MIP_ALL; return true;
+  case CSR_MTVEC: h->mtvec = val & ~2ull; return true;
+  case CSR_MCOUNTEREN: h->mcounteren = val & 0xffffffff; return true;
+  case CSR_MENVCFG: h->menvcfg = val & (MENVCFG_STCE | 1); return true;
+  case CSR_MCOUNTINHIBIT: h->mcountinhibit = val & 0xfffffffd; return true;
+  case CSR_MSCRATCH: h->mscratch = val; return true;
+  case CSR_MEPC: h->mepc = val & ~1ull; return true;
+  case CSR_MCAUSE: h->mcause = val; return true;
+  case CSR_MTVAL: h->mtval = val; return true;
+  case CSR_MIP: {
+    /* With Sstc enabled, STIP is driven by stimecmp only. */
+    uint64_t m = RV_MIP_SSIP | RV_MIP_SEIP | RV_MIP_STIP;
+    if (h->menvcfg & MENVCFG_STCE)
+      m &= ~RV_MIP_STIP;
+    h->mip = (h->mip & ~m) | (val & m);
+    return true;
+  }
+  case CSR_MTINST: case CSR_MTVAL2: return true;
+  case CSR_MCYCLE: case CSR_MINSTRET: h->minstret = val; return true;
+  default: break;
+  }
+  if (csr >= CSR_PMPCFG0 && csr < CSR_PMPCFG0 + 16) {
+    if (csr & 1)
+      return false;
+    uint64_t cur = h->pmpcfg[csr - CSR_PMPCFG0], next = 0;
+    for (int i = 0; i < 8; i++) {
+      uint64_t b = (cur >> (8 * i)) & 0xff, nb = (val >> (8 * i)) & 0xff;
+      if (b & 0x80)
+        nb = b; /* locked entry */
+      else if ((nb & 3) == 2)
+        nb &= ~3ull; /* R=0 W=1 is reserved */
+      next |= (nb & 0x9f) << (8 * i);
+    }
+    h->pmpcfg[csr - CSR_PMPCFG0] = next;
+    return true;
+  }
+  if (csr >= CSR_PMPADDR0 && csr < CSR_PMPADDR0 + 64) {
+    unsigned i = csr - CSR_PMPADDR0;
+    if (!((h->pmpcfg[(i / 8) * 2] >> (8 * (i % 8))) & 0x80))
+      h->pmpaddr[i] = val & ((1ull << 54) - 1);
+    return true;
+  }
+  if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f))
+    return true; /* Zihpm counters and events: hard-wired zero */
+  return false;
+}

@@ -1,0 +1,119 @@
+/* The RISC-V hart of vessel-vmm: an RV64IMAFDC interpreter with the privileged architecture 1.12
+ * (M/S/U, Sv39/Sv48/Sv57, Sstc).
+ *
+ * The machine owns the bus (RAM + MMIO callbacks) and calls rv_hart_run() with an instruction
+ * budget. All architectural state lives in struct rv_hart so it can be saved and restored; the
+ * TLB and the decoded-instruction cache are derived state and are rebuilt after a restore
+ * (call rv_hart_flush_tlb() and rv_hart_flush_icache()).
+ */
+#ifndef VESSEL_VM_CPU_H
+#define VESSEL_VM_CPU_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
+/* The ISA string for the device tree: exactly what this hart implements. */
+#define RV_ISA_STRING "rv64imafdc_zicntr_zicsr_zifencei_zihpm_zba_zbb_zbs_sstc"
+
+typedef struct rv_hart rv_hart;
+
+typedef struct rv_bus {
+  uint8_t *ram;      /* host mapping of guest RAM */
+  uint64_t ram_base; /* 0x8000_0000 */
+  uint64_t ram_size;
+  void *opaque; /* the machine */
+  /* Physical accesses outside RAM (size 1,2,4,8). Return false = access fault for the guest. */
+  bool (*mmio_read)(void *opaque, uint64_t paddr, unsigned size, uint64_t *val);
+  bool (*mmio_write)(void *opaque, uint64_t paddr, unsigned size, uint64_t val);
+  /* --bios builtin: ECALL from S-mode is an SBI call served by the machine. Return true if the
+   * machine handled it (it set a0/a1 in hart->x[] and the hart continues at pc+4); false = trap
+   * as usual. NULL when real M-mode firmware runs. */
+  bool (*sbi_call)(void *opaque, rv_hart *hart);
+  /* mtime: 10 MHz timebase (time CSR, Sstc stimecmp). */
+  uint64_t (*read_mtime)(void *opaque);
+} rv_bus;
+
+/* Privilege levels */
+#define RV_PRIV_U 0
+#define RV_PRIV_S 1
+#define RV_PRIV_M 3
+
+/* mip/mie bits */
+#define RV_MIP_SSIP (1ull << 1)
+#define RV_MIP_MSIP (1ull << 3)
+#define RV_MIP_STIP (1ull << 5)
+#define RV_MIP_MTIP (1ull << 7)
+#define RV_MIP_SEIP (1ull << 9)
+#define RV_MIP_MEIP (1ull << 11)
+
+#define RV_TLB_SIZE 256
+
+/* One TLB entry maps a virtual page straight to host memory (RAM only):
+ * host address = vaddr + addend. */
+typedef struct rv_tlb_entry {
+  uint64_t vpn; /* vaddr >> 12, or UINT64_MAX when empty */
+  uintptr_t addend;
+} rv_tlb_entry;
+
+struct rv_icache; /* decoded-instruction cache, private to the cpu */
+
+struct rv_hart {
+  /* ---- architectural state (saved/restored) */
+  uint64_t x[32];
+  uint64_t f[32]; /* NaN-boxed single values in the low 32 bits */
+  uint64_t pc;
+  int priv;
+  uint32_t fflags, frm;
+  uint64_t mhartid;
+  uint64_t mstatus, misa, medeleg, mideleg, mie, mip; /* mip: bits written by software */
+  uint64_t mtvec, mscratch, mepc, mcause, mtval, mcounteren, menvcfg, mcountinhibit;
+  uint64_t stvec, sscratch, sepc, scause, stval, scounteren, senvcfg, satp, stimecmp;
+  uint64_t pmpcfg[16]; /* only even indices are used on RV64 */
+  uint64_t pmpaddr[64];
+  uint64_t minstret; /* also serves as mcycle */
+  uint64_t mcycle_offset;
+  uint64_t reservation; /* LR/SC reserved physical address */
+  bool reservation_valid;
+  bool wfi;                  /* WFI executed with nothing pending: the machine may sleep */
+  volatile bool stop_request; /* set by the machine (another thread) to leave rv_hart_run */
+  uint64_t ext_mip;          /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+
+  /* ---- derived state (rebuilt; not saved) */
+  rv_bus *bus;
+  uint64_t next_pc;
+  bool check_irq; /* leave the inner block loop and re-check interrupts */
+  bool trapped;   /* the current instruction raised an exception */
+  int ld_tlb, st_tlb, fetch_tlb; /* which TLB set serves data/fetch: 0 U, 1 S, 2 bare */
+  uint64_t fetch_vpn;            /* one-entry fetch cache */
+  uintptr_t fetch_addend;
+  rv_tlb_entry tlb[3][3][RV_TLB_SIZE]; /* [set][read, write, exec][index] */
+  struct rv_icache *icache;
+};
+
+int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err);
+void rv_hart_destroy(rv_hart *h);
+
+/* Reset into `priv` at `pc`. Resetting into S-mode (built-in SBI) also sets up what M-mode
+ * firmware would have: counters enabled for S/U, Sstc enabled, the usual traps delegated to S. */
+void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
+
+/* Run until max_insns retired, WFI with nothing pending (h->wfi = true), or h->stop_request.
+ * Returns the number of instructions executed. */
+uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
+
+/* Devices raise/lower MSIP, MTIP, MEIP, SEIP. Thread-safe; wakes the hart from WFI. */
+void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level);
+
+/* Interrupts pending and enabled in mie (ignoring global enables): WFI wakes on these. */
+bool rv_hart_irq_pending(rv_hart *h);
+
+void rv_hart_flush_tlb(rv_hart *h);
+void rv_hart_flush_icache(rv_hart *h);
+void rv_hart_clear_reservation(rv_hart *h);
+
+/* The Sstc/SBI supervisor timer deadline (stimecmp), in mtime ticks. */
+uint64_t rv_hart_next_timer(const rv_hart *h);
+
+#endif

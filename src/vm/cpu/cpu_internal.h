@@ -1,0 +1,163 @@
+/* Private to src/vm/cpu: decoded instructions, the decode table, traps, memory access paths. */
+#ifndef VESSEL_VM_CPU_INTERNAL_H
+#define VESSEL_VM_CPU_INTERNAL_H
+
+#include <string.h>
+
+#include "vm/cpu/cpu.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* ---------------------------------------------------------------- decoded instructions */
+
+typedef struct rv_insn rv_insn;
+typedef void (*rv_exec_fn)(rv_hart *h, const rv_insn *d);
+
+struct rv_insn {
+  rv_exec_fn fn;
+  uintptr_t key; /* host address of the instruction's first byte (unique per physical address) */
+  int64_t imm;
+  uint32_t raw; /* the instruction bits (16 or 32) it was decoded from */
+  uint8_t rd, rs1, rs2, rs3;
+  uint8_t len; /* 2 or 4 */
+  uint8_t rm;  /* funct3 */
+};
+
+/* Operand layouts of the decode table (how fields are extracted into rv_insn). */
+enum rv_format { FMT_NONE, FMT_R, FMT_I, FMT_S, FMT_B, FMT_U, FMT_J, FMT_R4, FMT_SHIFT, FMT_CSR };
+
+typedef struct rv_op {
+  uint32_t mask, match;
+  rv_exec_fn fn;
+  uint8_t format;
+  const char *name;
+} rv_op;
+
+#define RV_ICACHE_BITS 14
+#define RV_ICACHE_SIZE (1u << RV_ICACHE_BITS)
+
+struct rv_icache {
+  rv_insn e[RV_ICACHE_SIZE];
+  uint16_t order[512]; /* decode table indices grouped by major opcode */
+  uint16_t first[32];  /* start of each opcode's group in order[] */
+  uint16_t count[32];
+};
+
+/* decode.c */
+void rv_decode_index(struct rv_icache *ic);
+/* Decode `raw` (a 16-bit compressed or 32-bit instruction) into d; unknown -> illegal handler. */
+void rv_decode(const struct rv_icache *ic, uint32_t raw, rv_insn *d);
+/* Expand a 16-bit compressed instruction to its 32-bit equivalent; 0 if reserved/illegal. */
+uint32_t rv_expand_compressed(uint16_t c);
+const rv_op *rv_decode_table(size_t *n);
+
+/* ---------------------------------------------------------------- CSR bits */
+
+#define MSTATUS_SIE (1ull << 1)
+#define MSTATUS_MIE (1ull << 3)
+#define MSTATUS_SPIE (1ull << 5)
+#define MSTATUS_MPIE (1ull << 7)
+#define MSTATUS_SPP (1ull << 8)
+#define MSTATUS_MPP_SHIFT 11
+#define MSTATUS_MPP (3ull << 11)
+#define MSTATUS_FS (3ull << 13)
+#define MSTATUS_FS_DIRTY (3ull << 13)
+#define MSTATUS_MPRV (1ull << 17)
+#define MSTATUS_SUM (1ull << 18)
+#define MSTATUS_MXR (1ull << 19)
+#define MSTATUS_TVM (1ull << 20)
+#define MSTATUS_TW (1ull << 21)
+#define MSTATUS_TSR (1ull << 22)
+#define MSTATUS_UXL (3ull << 32)
+#define MSTATUS_SXL (3ull << 34)
+#define MSTATUS_SD (1ull << 63)
+
+#define MENVCFG_STCE (1ull << 63)
+
+/* exception causes */
+enum {
+  EXC_INSN_MISALIGNED = 0,
+  EXC_INSN_ACCESS = 1,
+  EXC_ILLEGAL = 2,
+  EXC_BREAKPOINT = 3,
+  EXC_LOAD_MISALIGNED = 4,
+  EXC_LOAD_ACCESS = 5,
+  EXC_STORE_MISALIGNED = 6,
+  EXC_STORE_ACCESS = 7,
+  EXC_ECALL_U = 8,
+  EXC_ECALL_S = 9,
+  EXC_ECALL_M = 11,
+  EXC_INSN_PAGE = 12,
+  EXC_LOAD_PAGE = 13,
+  EXC_STORE_PAGE = 15,
+};
+
+enum { ACC_READ = 0, ACC_WRITE = 1, ACC_EXEC = 2 };
+enum { TLB_U = 0, TLB_S = 1, TLB_BARE = 2 };
+
+/* ---------------------------------------------------------------- cpu.c */
+
+/* Raise an exception for the current instruction (at h->pc). */
+void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval);
+void rv_illegal(rv_hart *h, const rv_insn *d);
+/* Recompute which TLB sets serve fetch and data accesses (after priv/mstatus/satp changes). */
+void rv_update_modes(rv_hart *h);
+bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val);
+bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val);
+uint64_t rv_read_mip(rv_hart *h);
+void rv_mark_fs_dirty(rv_hart *h);
+
+/* ---------------------------------------------------------------- mmu.c */
+
+/* Translate va for an access through TLB set `set`; returns 0 and *pa, or an exception cause. */
+int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa);
+bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out);
+bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val);
+/* Host pointer for an aligned atomic access (LR: ACC_READ, SC/AMO: ACC_WRITE) in RAM, or NULL
+ * after raising the exception. *pa receives the physical address. */
+void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t *pa);
+/* Host pointer of the instruction at h->pc (fills the fetch cache), or NULL after raising. */
+uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc);
+
+static inline bool rv_ram_contains(const rv_bus *bus, uint64_t pa, uint64_t size) {
+  return pa >= bus->ram_base && pa - bus->ram_base < bus->ram_size &&
+         size <= bus->ram_size - (pa - bus->ram_base);
+}
+
+static inline unsigned rv_tlb_index(uint64_t va) { return (va >> 12) & (RV_TLB_SIZE - 1); }
+
+static inline bool rv_load(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
+  const rv_tlb_entry *e = &h->tlb[h->ld_tlb][ACC_READ][rv_tlb_index(va)];
+  if (likely(e->vpn == (va >> 12) && (va & 0xfff) <= 4096 - size)) {
+    const void *p = (const void *)(uintptr_t)(va + e->addend);
+    switch (size) {
+    case 1: *out = *(const uint8_t *)p; return true;
+    case 2: { uint16_t v; memcpy(&v, p, 2); *out = v; return true; }
+    case 4: { uint32_t v; memcpy(&v, p, 4); *out = v; return true; }
+    default: { uint64_t v; memcpy(&v, p, 8); *out = v; return true; }
+    }
+  }
+  return rv_load_slow(h, va, size, out);
+}
+
+static inline bool rv_store(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
+  const rv_tlb_entry *e = &h->tlb[h->st_tlb][ACC_WRITE][rv_tlb_index(va)];
+  if (likely(e->vpn == (va >> 12) && (va & 0xfff) <= 4096 - size)) {
+    void *p = (void *)(uintptr_t)(va + e->addend);
+    switch (size) {
+    case 1: *(uint8_t *)p = (uint8_t)val; return true;
+    case 2: { uint16_t v = (uint16_t)val; memcpy(p, &v, 2); return true; }
+    case 4: { uint32_t v = (uint32_t)val; memcpy(p, &v, 4); return true; }
+    default: memcpy(p, &val, 8); return true;
+    }
+  }
+  return rv_store_slow(h, va, size, val);
+}
+
+/* ---------------------------------------------------------------- exec.c / fpu.c handlers */
+
+#define RV_HANDLER(name) void name(rv_hart *h, const rv_insn *d)
+#include "vm/cpu/handlers.h"
+
+#endif

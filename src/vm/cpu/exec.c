@@ -1,0 +1,382 @@
+/* Execution of the integer instructions: RV64I, M, A, Zba/Zbb/Zbs, Zicsr, Zifencei, system. */
+#include "vm/cpu/cpu_internal.h"
+
+#define X(r) (h->x[r])
+#define RS1 X(d->rs1)
+#define RS2 X(d->rs2)
+#define RD X(d->rd)
+#define SX32(v) ((uint64_t)(int64_t)(int32_t)(v))
+
+/* ---------------------------------------------------------------- RV64I */
+
+RV_HANDLER(op_lui) { RD = (uint64_t)d->imm; }
+RV_HANDLER(op_auipc) { RD = h->pc + (uint64_t)d->imm; }
+RV_HANDLER(op_jal) {
+  RD = h->pc + d->len;
+  h->next_pc = h->pc + (uint64_t)d->imm;
+}
+RV_HANDLER(op_jalr) {
+  uint64_t target = (RS1 + (uint64_t)d->imm) & ~1ull;
+  RD = h->pc + d->len;
+  h->next_pc = target;
+}
+
+#define BRANCH(name, cond)                                                                         \
+  RV_HANDLER(name) {                                                                               \
+    if (cond)                                                                                      \
+      h->next_pc = h->pc + (uint64_t)d->imm;                                                       \
+  }
+BRANCH(op_beq, RS1 == RS2)
+BRANCH(op_bne, RS1 != RS2)
+BRANCH(op_blt, (int64_t)RS1 < (int64_t)RS2)
+BRANCH(op_bge, (int64_t)RS1 >= (int64_t)RS2)
+BRANCH(op_bltu, RS1 < RS2)
+BRANCH(op_bgeu, RS1 >= RS2)
+
+#define LOAD(name, size, conv)                                                                     \
+  RV_HANDLER(name) {                                                                               \
+    uint64_t v;                                                                                    \
+    if (likely(rv_load(h, RS1 + (uint64_t)d->imm, size, &v)))                                      \
+      RD = conv;                                                                                   \
+  }
+LOAD(op_lb, 1, (uint64_t)(int64_t)(int8_t)v)
+LOAD(op_lh, 2, (uint64_t)(int64_t)(int16_t)v)
+LOAD(op_lw, 4, SX32(v))
+LOAD(op_ld, 8, v)
+LOAD(op_lbu, 1, v)
+LOAD(op_lhu, 2, v)
+LOAD(op_lwu, 4, v)
+
+#define STORE(name, size)                                                                          \
+  RV_HANDLER(name) { rv_store(h, RS1 + (uint64_t)d->imm, size, RS2); }
+STORE(op_sb, 1)
+STORE(op_sh, 2)
+STORE(op_sw, 4)
+STORE(op_sd, 8)
+
+#define ALU_I(name, expr)                                                                          \
+  RV_HANDLER(name) {                                                                               \
+    uint64_t a = RS1, b = (uint64_t)d->imm;                                                        \
+    (void)b;                                                                                       \
+    RD = (expr);                                                                                   \
+  }
+#define ALU_R(name, expr)                                                                          \
+  RV_HANDLER(name) {                                                                               \
+    uint64_t a = RS1, b = RS2;                                                                     \
+    RD = (expr);                                                                                   \
+  }
+
+ALU_I(op_addi, a + b)
+ALU_I(op_slti, (int64_t)a < (int64_t)b)
+ALU_I(op_sltiu, a < b)
+ALU_I(op_xori, a ^ b)
+ALU_I(op_ori, a | b)
+ALU_I(op_andi, a &b)
+ALU_I(op_slli, a << (b & 63))
+ALU_I(op_srli, a >> (b & 63))
+ALU_I(op_srai, (uint64_t)((int64_t)a >> (b & 63)))
+ALU_I(op_addiw, SX32(a + b))
+ALU_I(op_slliw, SX32((uint32_t)a << (b & 31)))
+ALU_I(op_srliw, SX32((uint32_t)a >> (b & 31)))
+ALU_I(op_sraiw, SX32((int32_t)a >> (b & 31)))
+
+ALU_R(op_add, a + b)
+ALU_R(op_sub, a - b)
+ALU_R(op_sll, a << (b & 63))
+ALU_R(op_slt, (int64_t)a < (int64_t)b)
+ALU_R(op_sltu, a < b)
+ALU_R(op_xor, a ^ b)
+ALU_R(op_srl, a >> (b & 63))
+ALU_R(op_sra, (uint64_t)((int64_t)a >> (b & 63)))
+ALU_R(op_or, a | b)
+ALU_R(op_and, a &b)
+ALU_R(op_addw, SX32(a + b))
+ALU_R(op_subw, SX32(a - b))
+ALU_R(op_sllw, SX32((uint32_t)a << (b & 31)))
+ALU_R(op_srlw, SX32((uint32_t)a >> (b & 31)))
+ALU_R(op_sraw, SX32((int32_t)a >> (b & 31)))
+
+/* ---------------------------------------------------------------- M */
+
+static uint64_t mulhu64(uint64_t a, uint64_t b) { return (uint64_t)(((unsigned __int128)a * b) >> 64); }
+static uint64_t mulh64(int64_t a, int64_t b) { return (uint64_t)(((__int128)a * b) >> 64); }
+static uint64_t mulhsu64(int64_t a, uint64_t b) {
+  return (uint64_t)(((__int128)a * (unsigned __int128)b) >> 64);
+}
+static uint64_t div64(int64_t a, int64_t b) {
+  if (b == 0)
+    return UINT64_MAX;
+  if (a == INT64_MIN && b == -1)
+    return (uint64_t)a;
+  return (uint64_t)(a / b);
+}
+static uint64_t rem64(int64_t a, int64_t b) {
+  if (b == 0)
+    return (uint64_t)a;
+  if (a == INT64_MIN && b == -1)
+    return 0;
+  return (uint64_t)(a % b);
+}
+static uint32_t div32(int32_t a, int32_t b) {
+  if (b == 0)
+    return UINT32_MAX;
+  if (a == INT32_MIN && b == -1)
+    return (uint32_t)a;
+  return (uint32_t)(a / b);
+}
+static uint32_t rem32(int32_t a, int32_t b) {
+  if (b == 0)
+    return (uint32_t)a;
+  if (a == INT32_MIN && b == -1)
+    return 0;
+  return (uint32_t)(a % b);
+}
+
+ALU_R(op_mul, a *b)
+ALU_R(op_mulh, mulh64((int64_t)a, (int64_t)b))
+ALU_R(op_mulhsu, mulhsu64((int64_t)a, b))
+ALU_R(op_mulhu, mulhu64(a, b))
+ALU_R(op_div, div64((int64_t)a, (int64_t)b))
+ALU_R(op_divu, b ? a / b : UINT64_MAX)
+ALU_R(op_rem, rem64((int64_t)a, (int64_t)b))
+ALU_R(op_remu, b ? a % b : a)
+ALU_R(op_mulw, SX32((uint32_t)a * (uint32_t)b))
+ALU_R(op_divw, SX32(div32((int32_t)a, (int32_t)b)))
+ALU_R(op_divuw, SX32((uint32_t)b ? (uint32_t)a / (uint32_t)b : UINT32_MAX))
+ALU_R(op_remw, SX32(rem32((int32_t)a, (int32_t)b)))
+ALU_R(op_remuw, SX32((uint32_t)b ? (uint32_t)a % (uint32_t)b : (uint32_t)a))
+
+/* ---------------------------------------------------------------- Zba / Zbb / Zbs */
+
+static uint64_t rol64(uint64_t a, unsigned s) { return s ? (a << s) | (a >> (64 - s)) : a; }
+static uint64_t ror64(uint64_t a, unsigned s) { return s ? (a >> s) | (a << (64 - s)) : a; }
+static uint32_t rol32(uint32_t a, unsigned s) { return s ? (a << s) | (a >> (32 - s)) : a; }
+static uint32_t ror32(uint32_t a, unsigned s) { return s ? (a >> s) | (a << (32 - s)) : a; }
+static uint64_t orc_b(uint64_t a) {
+  uint64_t r = 0;
+  for (int i = 0; i < 8; i++)
+    if ((a >> (8 * i)) & 0xff)
+      r |= 0xffull << (8 * i);
+  return r;
+}
+
+ALU_R(op_sh1add, (a << 1) + b)
+ALU_R(op_sh2add, (a << 2) + b)
+ALU_R(op_sh3add, (a << 3) + b)
+ALU_R(op_add_uw, (uint64_t)(uint32_t)a + b)
+ALU_R(op_sh1add_uw, ((uint64_t)(uint32_t)a << 1) + b)
+ALU_R(op_sh2add_uw, ((uint64_t)(uint32_t)a << 2) + b)
+ALU_R(op_sh3add_uw, ((uint64_t)(uint32_t)a << 3) + b)
+ALU_I(op_slli_uw, (uint64_t)(uint32_t)a << (b & 63))
+
+ALU_R(op_andn, a & ~b)
+ALU_R(op_orn, a | ~b)
+ALU_R(op_xnor, ~(a ^ b))
+ALU_R(op_max, (int64_t)a > (int64_t)b ? a : b)
+ALU_R(op_maxu, a > b ? a : b)
+ALU_R(op_min, (int64_t)a < (int64_t)b ? a : b)
+ALU_R(op_minu, a < b ? a : b)
+ALU_R(op_rol, rol64(a, b & 63))
+ALU_R(op_ror, ror64(a, b & 63))
+ALU_R(op_rolw, SX32(rol32((uint32_t)a, b & 31)))
+ALU_R(op_rorw, SX32(ror32((uint32_t)a, b & 31)))
+ALU_I(op_rori, ror64(a, b & 63))
+ALU_I(op_roriw, SX32(ror32((uint32_t)a, b & 31)))
+ALU_I(op_clz, a ? (uint64_t)__builtin_clzll(a) : 64)
+ALU_I(op_ctz, a ? (uint64_t)__builtin_ctzll(a) : 64)
+ALU_I(op_cpop, (uint64_t)__builtin_popcountll(a))
+ALU_I(op_clzw, (uint32_t)a ? (uint64_t)__builtin_clz((uint32_t)a) : 32)
+ALU_I(op_ctzw, (uint32_t)a ? (uint64_t)__builtin_ctz((uint32_t)a) : 32)
+ALU_I(op_cpopw, (uint64_t)__builtin_popcount((uint32_t)a))
+ALU_I(op_sext_b, (uint64_t)(int64_t)(int8_t)a)
+ALU_I(op_sext_h, (uint64_t)(int64_t)(int16_t)a)
+ALU_I(op_zext_h, (uint64_t)(uint16_t)a)
+ALU_I(op_orc_b, orc_b(a))
+ALU_I(op_rev8, __builtin_bswap64(a))
+
+ALU_R(op_bclr, a & ~(1ull << (b & 63)))
+ALU_R(op_bset, a | (1ull << (b & 63)))
+ALU_R(op_binv, a ^ (1ull << (b & 63)))
+ALU_R(op_bext, (a >> (b & 63)) & 1)
+ALU_I(op_bclri, a & ~(1ull << (b & 63)))
+ALU_I(op_bseti, a | (1ull << (b & 63)))
+ALU_I(op_binvi, a ^ (1ull << (b & 63)))
+ALU_I(op_bexti, (a >> (b & 63)) & 1)
+
+/* ---------------------------------------------------------------- A */
+
+RV_HANDLER(op_lr_w) {
+  uint64_t pa;
+  int32_t *p = rv_atomic_ptr(h, RS1, 4, ACC_READ, &pa);
+  if (!p)
+    return;
+  RD = SX32(__atomic_load_n(p, __ATOMIC_SEQ_CST));
+  h->reservation = pa;
+  h->reservation_valid = true;
+}
+RV_HANDLER(op_lr_d) {
+  uint64_t pa;
+  uint64_t *p = rv_atomic_ptr(h, RS1, 8, ACC_READ, &pa);
+  if (!p)
+    return;
+  RD = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  h->reservation = pa;
+  h->reservation_valid = true;
+}
+RV_HANDLER(op_sc_w) {
+  uint64_t pa;
+  uint32_t *p = rv_atomic_ptr(h, RS1, 4, ACC_WRITE, &pa);
+  if (!p)
+    return;
+  if (h->reservation_valid && h->reservation == pa) {
+    __atomic_store_n(p, (uint32_t)RS2, __ATOMIC_SEQ_CST);
+    RD = 0;
+  } else {
+    RD = 1;
+  }
+  h->reservation_valid = false;
+}
+RV_HANDLER(op_sc_d) {
+  uint64_t pa;
+  uint64_t *p = rv_atomic_ptr(h, RS1, 8, ACC_WRITE, &pa);
+  if (!p)
+    return;
+  if (h->reservation_valid && h->reservation == pa) {
+    __atomic_store_n(p, RS2, __ATOMIC_SEQ_CST);
+    RD = 0;
+  } else {
+    RD = 1;
+  }
+  h->reservation_valid = false;
+}
+
+/* AMOs run as a compare-and-swap loop on host memory, so they are atomic across host threads. */
+#define AMO(name, type, stype, expr)                                                               \
+  RV_HANDLER(name) {                                                                               \
+    uint64_t pa;                                                                                   \
+    type *p = rv_atomic_ptr(h, RS1, sizeof(type), ACC_WRITE, &pa);                                 \
+    if (!p)                                                                                        \
+      return;                                                                                      \
+    type b = (type)RS2;                                                                            \
+    type a = __atomic_load_n(p, __ATOMIC_RELAXED);                                                 \
+    type n;                                                                                        \
+    do {                                                                                           \
+      n = (expr);                                                                                  \
+    } while (!__atomic_compare_exchange_n(p, &a, n, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));  \
+    RD = (uint64_t)(int64_t)(stype)a;                                                              \
+  }
+#define AMO_BOTH(suffix, expr32, expr64)                                                           \
+  AMO(op_amo##suffix##_w, uint32_t, int32_t, expr32)                                               \
+  AMO(op_amo##suffix##_d, uint64_t, int64_t, expr64)
+AMO_BOTH(swap, b, b)
+AMO_BOTH(add, a + b, a + b)
+AMO_BOTH(xor, a ^ b, a ^ b)
+AMO_BOTH(and, a &b, a &b)
+AMO_BOTH(or, a | b, a | b)
+AMO_BOTH(min, (int32_t)a < (int32_t)b ? a : b, (int64_t)a < (int64_t)b ? a : b)
+AMO_BOTH(max, (int32_t)a > (int32_t)b ? a : b, (int64_t)a > (int64_t)b ? a : b)
+AMO_BOTH(minu, a < b ? a : b, a < b ? a : b)
+AMO_BOTH(maxu, a > b ? a : b, a > b ? a : b)
+
+/* ---------------------------------------------------------------- fences */
+
+RV_HANDLER(op_fence) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+RV_HANDLER(op_fence_i) {
+  /* Decoded instructions are verified against memory on every fetch, so the cache never holds
+   * stale code; dropping it here keeps its contents bounded to what runs after the fence. */
+  (void)d;
+  h->fetch_vpn = UINT64_MAX;
+}
+
+/* ---------------------------------------------------------------- Zicsr */
+
+static void csr_op(rv_hart *h, const rv_insn *d, uint64_t src, int kind, bool writes) {
+  unsigned csr = (unsigned)d->imm;
+  uint64_t old = 0;
+  bool reads = !(kind == 0 && d->rd == 0); /* csrrw with rd=x0 does not read */
+  if (reads && !rv_csr_read(h, csr, &old)) {
+    rv_illegal(h, d);
+    return;
+  }
+  if (writes) {
+    uint64_t nv = kind == 0 ? src : kind == 1 ? (old | src) : (old & ~src);
+    if (!rv_csr_write(h, csr, nv)) {
+      rv_illegal(h, d);
+      return;
+    }
+  }
+  RD = old;
+}
+
+RV_HANDLER(op_csrrw) { csr_op(h, d, RS1, 0, true); }
+RV_HANDLER(op_csrrs) { csr_op(h, d, RS1, 1, d->rs1 != 0); }
+RV_HANDLER(op_csrrc) { csr_op(h, d, RS1, 2, d->rs1 != 0); }
+RV_HANDLER(op_csrrwi) { csr_op(h, d, d->rs1, 0, true); }
+RV_HANDLER(op_csrrsi) { csr_op(h, d, d->rs1, 1, d->rs1 != 0); }
+RV_HANDLER(op_csrrci) { csr_op(h, d, d->rs1, 2, d->rs1 != 0); }
+
+/* ---------------------------------------------------------------- system */
+
+RV_HANDLER(op_ecall) {
+  if (h->priv == RV_PRIV_S && h->bus->sbi_call && h->bus->sbi_call(h->bus->opaque, h)) {
+    h->check_irq = true; /* the SBI call may have changed timers, IPIs or hart state */
+    return;
+  }
+  rv_raise(h, EXC_ECALL_U + (uint64_t)h->priv, 0);
+}
+RV_HANDLER(op_ebreak) { rv_raise(h, EXC_BREAKPOINT, h->pc); }
+
+RV_HANDLER(op_mret) {
+  if (h->priv < RV_PRIV_M) {
+    rv_illegal(h, d);
+    return;
+  }
+  uint64_t s = h->mstatus;
+  int mpp = (int)((s & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT);
+  s = (s & ~MSTATUS_MIE) | ((s & MSTATUS_MPIE) ? MSTATUS_MIE : 0);
+  s |= MSTATUS_MPIE;
+  s &= ~MSTATUS_MPP; /* MPP <- U */
+  if (mpp != RV_PRIV_M)
+    s &= ~MSTATUS_MPRV;
+  h->mstatus = s;
+  h->priv = mpp;
+  h->next_pc = h->mepc;
+  rv_update_modes(h);
+  h->check_irq = true;
+}
+
+RV_HANDLER(op_sret) {
+  if (h->priv < RV_PRIV_S || (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TSR))) {
+    rv_illegal(h, d);
+    return;
+  }
+  uint64_t s = h->mstatus;
+  int spp = (s & MSTATUS_SPP) ? RV_PRIV_S : RV_PRIV_U;
+  s = (s & ~MSTATUS_SIE) | ((s & MSTATUS_SPIE) ? MSTATUS_SIE : 0);
+  s |= MSTATUS_SPIE;
+  s &= ~MSTATUS_SPP;
+  s &= ~MSTATUS_MPRV; /* SPP is never M */
+  h->mstatus = s;
+  h->priv = spp;
+  h->next_pc = h->sepc;
+  rv_update_modes(h);
+  h->check_irq = true;
+}
+
+RV_HANDLER(op_wfi) {
+  if (h->priv == RV_PRIV_U || (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TW))) {
+    rv_illegal(h, d);
+    return;
+  }
+  h->check_irq = true;
+  if (!rv_hart_irq_pending(h))
+    h->wfi = true;
+}
+
+RV_HANDLER(op_sfence_vma) {
+  if (h->priv == RV_PRIV_U || (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))) {
+    rv_illegal(h, d);
+    return;
+  }
+  rv_hart_flush_tlb(h);
+}

@@ -1,0 +1,218 @@
+/* Address translation (Sv39/Sv48/Sv57), the TLB, and the slow paths of memory accesses. */
+#include "vm/cpu/cpu_internal.h"
+
+#define PTE_V (1ull << 0)
+#define PTE_R (1ull << 1)
+#define PTE_W (1ull << 2)
+#define PTE_X (1ull << 3)
+#define PTE_U (1ull << 4)
+#define PTE_A (1ull << 6)
+#define PTE_D (1ull << 7)
+#define PTE_PPN_MASK ((1ull << 44) - 1)
+
+static int rv_fault_cause(int access, bool page) {
+  static const int page_cause[3] = {EXC_LOAD_PAGE, EXC_STORE_PAGE, EXC_INSN_PAGE};
+  static const int access_cause[3] = {EXC_LOAD_ACCESS, EXC_STORE_ACCESS, EXC_INSN_ACCESS};
+  return page ? page_cause[access] : access_cause[access];
+}
+
+int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
+  if (set == TLB_BARE) {
+    *pa = va;
+    return 0;
+  }
+  unsigned mode = h->satp >> 60;
+  int levels = mode == 8 ? 3 : mode == 9 ? 4 : 5;
+  int va_bits = 12 + 9 * levels;
+  if ((uint64_t)((int64_t)(va << (64 - va_bits)) >> (64 - va_bits)) != va)
+    return rv_fault_cause(access, true);
+  uint64_t table = (h->satp & PTE_PPN_MASK) << 12;
+  const rv_bus *bus = h->bus;
+  for (int level = levels - 1; level >= 0; level--) {
+    uint64_t pte_addr = table + ((va >> (12 + 9 * level)) & 511) * 8;
+    if (!rv_ram_contains(bus, pte_addr, 8))
+      return rv_fault_cause(access, false);
+    uint64_t *pte_host = (uint64_t *)(bus->ram + (pte_addr - bus->ram_base));
+    uint64_t pte = __atomic_load_n(pte_host, __ATOMIC_RELAXED);
+    if (!(pte & PTE_V) || ((pte & (PTE_R | PTE_W)) == PTE_W) || (pte >> 54))
+      return rv_fault_cause(access, true);
+    uint64_t ppn = (pte >> 10) & PTE_PPN_MASK;
+    if (!(pte & (PTE_R | PTE_X))) {
+      if (level == 0 || (pte & (PTE_A | PTE_D | PTE_U)))
+        return rv_fault_cause(access, true);
+      table = ppn << 12;
+      continue;
+    }
+    /* Leaf: privilege and permission checks. */
+    if (set == TLB_U) {
+      if (!(pte & PTE_U))
+        return rv_fault_cause(access, true);
+    } else if (pte & PTE_U) {
+      if (access == ACC_EXEC || !(h->mstatus & MSTATUS_SUM))
+        return rv_fault_cause(access, true);
+    }
+    bool ok;
+    if (access == ACC_EXEC)
+      ok = pte & PTE_X;
+    else if (access == ACC_WRITE)
+      ok = pte & PTE_W;
+    else
+      ok = (pte & PTE_R) || ((h->mstatus & MSTATUS_MXR) && (pte & PTE_X));
+    if (!ok)
+      return rv_fault_cause(access, true);
+    uint64_t span_mask = (1ull << (9 * level)) - 1;
+    if (ppn & span_mask)
+      return rv_fault_cause(access, true); /* misaligned superpage */
+    uint64_t need = PTE_A | (access == ACC_WRITE ? PTE_D : 0);
+    if ((pte & need) != need) {
+      /* Hardware A/D update: atomically, and only if the PTE did not change meanwhile. */
+      uint64_t expected = pte;
+      if (!__atomic_compare_exchange_n(pte_host, &expected, pte | need, false, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST))
+        return rv_translate(h, va, access, set, pa);
+    }
+    uint64_t off_mask = (1ull << (12 + 9 * level)) - 1;
+    *pa = ((ppn << 12) & ~off_mask) | (va & off_mask);
+    return 0;
+  }
+  return rv_fault_cause(access, true);
+}
+
+/* Map va's page to host RAM in the TLB when the whole physical page is RAM. */
+static void rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t pa) {
+  const rv_bus *bus = h->bus;
+  uint64_t ppage = pa & ~0xfffull;
+  if (!rv_ram_contains(bus, ppage, 4096))
+    return;
+  rv_tlb_entry *e = &h->tlb[set][access][rv_tlb_index(va)];
+  e->vpn = va >> 12;
+  e->addend = (uintptr_t)(bus->ram + (ppage - bus->ram_base)) - (va & ~0xfffull);
+}
+
+static bool rv_load_bytewise(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
+  uint64_t v = 0;
+  for (unsigned i = 0; i < size; i++) {
+    uint64_t b;
+    if (!rv_load(h, va + i, 1, &b))
+      return false;
+    v |= b << (8 * i);
+  }
+  *out = v;
+  return true;
+}
+
+bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
+  if ((va & 0xfff) + size > 4096)
+    return rv_load_bytewise(h, va, size, out);
+  uint64_t pa;
+  int cause = rv_translate(h, va, ACC_READ, h->ld_tlb, &pa);
+  if (cause) {
+    rv_raise(h, cause, va);
+    return false;
+  }
+  const rv_bus *bus = h->bus;
+  if (rv_ram_contains(bus, pa, size)) {
+    rv_tlb_fill(h, h->ld_tlb, ACC_READ, va, pa);
+    const uint8_t *p = bus->ram + (pa - bus->ram_base);
+    uint64_t v = 0;
+    memcpy(&v, p, size);
+    *out = v;
+    return true;
+  }
+  if (va & (size - 1)) {
+    rv_raise(h, EXC_LOAD_MISALIGNED, va);
+    return false;
+  }
+  uint64_t v = 0;
+  if (!bus->mmio_read || !bus->mmio_read(bus->opaque, pa, size, &v)) {
+    rv_raise(h, EXC_LOAD_ACCESS, va);
+    return false;
+  }
+  if (size < 8)
+    v &= (1ull << (8 * size)) - 1;
+  *out = v;
+  return true;
+}
+
+static bool rv_store_bytewise(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
+  /* Check every byte first so a fault leaves memory unchanged. */
+  for (unsigned i = 0; i < size; i++) {
+    uint64_t pa;
+    int cause = rv_translate(h, va + i, ACC_WRITE, h->st_tlb, &pa);
+    if (cause) {
+      rv_raise(h, cause, va + i);
+      return false;
+    }
+  }
+  for (unsigned i = 0; i < size; i++)
+    if (!rv_store(h, va + i, 1, (val >> (8 * i)) & 0xff))
+      return false;
+  return true;
+}
+
+bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
+  if ((va & 0xfff) + size > 4096)
+    return rv_store_bytewise(h, va, size, val);
+  uint64_t pa;
+  int cause = rv_translate(h, va, ACC_WRITE, h->st_tlb, &pa);
+  if (cause) {
+    rv_raise(h, cause, va);
+    return false;
+  }
+  const rv_bus *bus = h->bus;
+  if (rv_ram_contains(bus, pa, size)) {
+    rv_tlb_fill(h, h->st_tlb, ACC_WRITE, va, pa);
+    memcpy(bus->ram + (pa - bus->ram_base), &val, size);
+    return true;
+  }
+  if (va & (size - 1)) {
+    rv_raise(h, EXC_STORE_MISALIGNED, va);
+    return false;
+  }
+  if (!bus->mmio_write || !bus->mmio_write(bus->opaque, pa, size, val)) {
+    rv_raise(h, EXC_STORE_ACCESS, va);
+    return false;
+  }
+  return true;
+}
+
+void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t *pa) {
+  if (va & (size - 1)) {
+    rv_raise(h, access == ACC_READ ? EXC_LOAD_MISALIGNED : EXC_STORE_MISALIGNED, va);
+    return NULL;
+  }
+  int set = access == ACC_READ ? h->ld_tlb : h->st_tlb;
+  int cause = rv_translate(h, va, access, set, pa);
+  if (cause) {
+    rv_raise(h, cause, va);
+    return NULL;
+  }
+  const rv_bus *bus = h->bus;
+  if (!rv_ram_contains(bus, *pa, size)) {
+    rv_raise(h, access == ACC_READ ? EXC_LOAD_ACCESS : EXC_STORE_ACCESS, va);
+    return NULL;
+  }
+  rv_tlb_fill(h, set, access, va, *pa);
+  return bus->ram + (*pa - bus->ram_base);
+}
+
+uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc) {
+  rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(pc)];
+  if (e->vpn != pc >> 12) {
+    uint64_t pa;
+    int cause = rv_translate(h, pc, ACC_EXEC, h->fetch_tlb, &pa);
+    if (cause) {
+      rv_raise(h, cause, pc);
+      return NULL;
+    }
+    /* Instructions execute from RAM only; anything else (device memory) is an access fault. */
+    if (!rv_ram_contains(h->bus, pa & ~0xfffull, 4096)) {
+      rv_raise(h, EXC_INSN_ACCESS, pc);
+      return NULL;
+    }
+    rv_tlb_fill(h, h->fetch_tlb, ACC_EXEC, pc, pa);
+  }
+  h->fetch_vpn = pc >> 12;
+  h->fetch_addend = e->addend;
+  return (uint8_t *)(uintptr_t)(pc + e->addend);
+}

@@ -1,0 +1,439 @@
+/* The machine, assembled in one place: guest RAM, the physical address map of the devices, the
+ * clock, the console, and the run loop that drives the harts.
+ *
+ * Harts run round-robin on the calling thread, each for a slice of instructions. When every
+ * running hart waits in WFI the loop sleeps in ppoll() on the console until the earliest timer
+ * deadline, so an idle guest costs (nearly) no host CPU.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vm/machine.h"
+
+/* Instructions a hart runs before the loop looks at devices, timers and other harts. Small
+ * enough that IPIs between harts and console input are served within a fraction of a
+ * millisecond, large enough that the loop's own cost does not show. */
+#define VM_SLICE_SMP 20000
+#define VM_SLICE_UP 100000
+/* Longest single sleep when idle: bounds the latency of anything we do not poll for. */
+#define VM_MAX_SLEEP_NS 100000000ll
+
+#define CTRL_A 0x01
+
+/* ------------------------------------------------------------------ clock */
+
+static int64_t monotonic_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+uint64_t vm_read_mtime(void *opaque) {
+  vm *m = opaque;
+  return (uint64_t)(monotonic_ns() - m->mtime_epoch_ns) / (1000000000 / VM_TIMEBASE_HZ);
+}
+
+static void vm_write_mtime(void *opaque, uint64_t val) {
+  vm *m = opaque;
+  m->mtime_epoch_ns = monotonic_ns() - (int64_t)(val * (1000000000 / VM_TIMEBASE_HZ));
+}
+
+/* ------------------------------------------------------------------ memory map */
+
+bool vm_ram_range_ok(const vm *m, uint64_t paddr, uint64_t len) {
+  return paddr >= VM_RAM_BASE && paddr - VM_RAM_BASE <= m->ram_size &&
+         len <= m->ram_size - (paddr - VM_RAM_BASE);
+}
+
+static void vm_map_device(vm *m, const char *name, uint64_t base, uint64_t size, void *dev,
+                          dev_read_fn read, dev_write_fn write) {
+  /* the table is sized for every device the machine has; overflowing it is a programming error */
+  if (m->num_regions == VM_MAX_REGIONS)
+    abort();
+  m->regions[m->num_regions++] = (dev_region){name, base, size, dev, read, write};
+}
+
+static const dev_region *vm_find_region(const vm *m, uint64_t paddr, unsigned size) {
+  for (unsigned i = 0; i < m->num_regions; i++) {
+    const dev_region *r = &m->regions[i];
+    if (paddr >= r->base && paddr - r->base < r->size && size <= r->size - (paddr - r->base))
+      return r;
+  }
+  return NULL;
+}
+
+static bool vm_mmio_read(void *opaque, uint64_t paddr, unsigned size, uint64_t *val) {
+  vm *m = opaque;
+  const dev_region *r = vm_find_region(m, paddr, size);
+  if (!r) {
+    if (m->cfg.trace)
+      fprintf(stderr, "vmm: read of unmapped address 0x%llx (%u bytes)\n",
+              (unsigned long long)paddr, size);
+    return false;
+  }
+  return r->read(r->dev, paddr - r->base, size, val);
+}
+
+static void vm_check_syscon(vm *m) {
+  switch (m->syscon.request) {
+  case SYSCON_NONE:
+    return;
+  case SYSCON_REQ_POWEROFF:
+    vm_request_exit(m, VM_EXIT_POWEROFF, 0);
+    break;
+  case SYSCON_REQ_RESET:
+    vm_request_exit(m, VM_EXIT_RESET, 0);
+    break;
+  case SYSCON_REQ_FAIL:
+    vm_request_exit(m, VM_EXIT_FAIL, (int)m->syscon.fail_code);
+    break;
+  }
+  m->syscon.request = SYSCON_NONE;
+}
+
+static bool vm_mmio_write(void *opaque, uint64_t paddr, unsigned size, uint64_t val) {
+  vm *m = opaque;
+  const dev_region *r = vm_find_region(m, paddr, size);
+  if (!r) {
+    if (m->cfg.trace)
+      fprintf(stderr, "vmm: write of unmapped address 0x%llx (%u bytes)\n",
+              (unsigned long long)paddr, size);
+    return false;
+  }
+  bool ok = r->write(r->dev, paddr - r->base, size, val);
+  if (r->dev == &m->syscon)
+    vm_check_syscon(m);
+  return ok;
+}
+
+/* ------------------------------------------------------------------ interrupts and exits */
+
+static void vm_set_hart_irq(void *machine, unsigned hart, uint64_t mip_bit, bool level) {
+  vm *m = machine;
+  if (hart < m->nharts)
+    rv_hart_set_irq(&m->harts[hart], mip_bit, level);
+}
+
+void vm_request_exit(vm *m, vm_exit_reason reason, int code) {
+  if (m->stop)
+    return; /* the first reason wins */
+  m->stop = true;
+  m->exit_reason = reason;
+  m->exit_code = code;
+  for (unsigned h = 0; h < m->nharts; h++)
+    m->harts[h].stop_request = true;
+}
+
+/* ------------------------------------------------------------------ construction */
+
+void vm_config_init(vm_config *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->bios = VM_BIOS_BUILTIN;
+  cfg->mem_size = VM_DEFAULT_MEM;
+  cfg->smp = 1;
+  cfg->console_in = 0;
+  cfg->console_out = 1;
+}
+
+int vm_parse_mem_size(const char *s, uint64_t *out, vs_error **err) {
+  if (!s || !*s)
+    return vs_error_set(err, 0, "memory size is empty");
+  errno = 0;
+  char *end;
+  if (*s == '-')
+    return vs_error_set(err, 0, "memory size '%s' is negative", s);
+  unsigned long long v = strtoull(s, &end, 10);
+  if (end == s || errno)
+    return vs_error_set(err, 0, "memory size '%s' is not a number", s);
+  unsigned shift = 20; /* a plain number means MiB, as in QEMU's -m */
+  switch (*end) {
+  case 'k':
+  case 'K':
+    shift = 10;
+    end++;
+    break;
+  case 'm':
+  case 'M':
+    shift = 20;
+    end++;
+    break;
+  case 'g':
+  case 'G':
+    shift = 30;
+    end++;
+    break;
+  case 't':
+  case 'T':
+    shift = 40;
+    end++;
+    break;
+  case 'b':
+  case 'B':
+    shift = 0;
+    end++;
+    break;
+  default:
+    break;
+  }
+  if (shift && (*end == 'i' || *end == 'I') && (end[1] == 'b' || end[1] == 'B'))
+    end += 2;
+  else if (shift && (*end == 'b' || *end == 'B'))
+    end++;
+  if (*end)
+    return vs_error_set(err, 0, "memory size '%s' has an unknown suffix (use K, M, G or T)", s);
+  if (v == 0)
+    return vs_error_set(err, 0, "memory size '%s' is zero", s);
+  if (v > (VM_MAX_MEM >> shift))
+    return vs_error_set(err, 0, "memory size '%s' is larger than the maximum of %llu GiB", s,
+                        (unsigned long long)(VM_MAX_MEM >> 30));
+  v <<= shift;
+  if (v < VM_MIN_MEM)
+    return vs_error_set(err, 0, "memory size '%s' is smaller than the minimum of %llu MiB", s,
+                        (unsigned long long)(VM_MIN_MEM >> 20));
+  if (v & 0xfff)
+    return vs_error_set(err, 0, "memory size '%s' is not a multiple of 4 KiB", s);
+  *out = v;
+  return 0;
+}
+
+static int vm_check_config(const vm_config *cfg, vs_error **err) {
+  if (!cfg->kernel)
+    return vs_error_set(err, 0, "no kernel given (--kernel PATH)");
+  if (cfg->smp < 1 || cfg->smp > VM_MAX_SMP)
+    return vs_error_set(err, 0, "number of harts %u is out of range 1..%d", cfg->smp, VM_MAX_SMP);
+  if (cfg->mem_size < VM_MIN_MEM || cfg->mem_size > VM_MAX_MEM || (cfg->mem_size & 0xfff))
+    return vs_error_set(err, 0, "memory size %llu bytes is out of range or not page aligned",
+                        (unsigned long long)cfg->mem_size);
+  if (cfg->bios == VM_BIOS_FILE && !cfg->bios_path)
+    return vs_error_set(err, 0, "no firmware path given");
+  if (cfg->htif && cfg->bios != VM_BIOS_NONE)
+    return vs_error_set(err, 0, "--htif needs --bios none (bare-metal test programs)");
+  return 0;
+}
+
+static void vm_wire_devices(vm *m) {
+  dev_hart_irq hart_irq = {vm_set_hart_irq, m};
+  plic_init(&m->plic, m->nharts, hart_irq);
+  uart_init(&m->uart, (dev_irq_line){plic_set_irq, &m->plic, VM_UART_IRQ}, m->cfg.console_out);
+  aclint_init(&m->aclint, m->nharts, hart_irq, vm_read_mtime, vm_write_mtime);
+  syscon_init(&m->syscon);
+  rtc_init(&m->rtc, (dev_irq_line){plic_set_irq, &m->plic, VM_RTC_IRQ});
+
+  /* most frequently accessed first: the lookup is a linear scan */
+  vm_map_device(m, "uart", VM_UART_BASE, VM_UART_SIZE, &m->uart, uart_read, uart_write);
+  vm_map_device(m, "plic", VM_PLIC_BASE, PLIC_SIZE, &m->plic, plic_read, plic_write);
+  vm_map_device(m, "clint", VM_ACLINT_BASE, ACLINT_SIZE, &m->aclint, aclint_read, aclint_write);
+  vm_map_device(m, "rtc", VM_RTC_BASE, RTC_SIZE, &m->rtc, rtc_read, rtc_write);
+  vm_map_device(m, "syscon", VM_SYSCON_BASE, SYSCON_SIZE, &m->syscon, syscon_read, syscon_write);
+}
+
+vm *vm_create(const vm_config *cfg, vs_error **err) {
+  if (vm_check_config(cfg, err) < 0)
+    return NULL;
+  vm *m = vs_malloc0(sizeof(*m));
+  m->cfg = *cfg;
+  m->nharts = cfg->smp;
+  m->ram_size = cfg->mem_size;
+  m->mtime_epoch_ns = monotonic_ns();
+
+  /* Anonymous memory is zero and only backed by host pages once the guest touches it. */
+  void *ram = mmap(NULL, m->ram_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (ram == MAP_FAILED) {
+    vs_error_set(err, errno, "allocate %llu MiB of guest RAM",
+                 (unsigned long long)(m->ram_size >> 20));
+    free(m);
+    return NULL;
+  }
+  m->ram = ram;
+
+  m->bus = (rv_bus){
+      .ram = m->ram,
+      .ram_base = VM_RAM_BASE,
+      .ram_size = m->ram_size,
+      .opaque = m,
+      .mmio_read = vm_mmio_read,
+      .mmio_write = vm_mmio_write,
+      .sbi_call = cfg->bios == VM_BIOS_BUILTIN ? vm_sbi_call : NULL,
+      .read_mtime = vm_read_mtime,
+  };
+  for (unsigned h = 0; h < m->nharts; h++) {
+    if (rv_hart_init(&m->harts[h], h, &m->bus, err) < 0) {
+      m->nharts = h;
+      vm_destroy(m);
+      return NULL;
+    }
+  }
+  vm_wire_devices(m);
+
+  if (vm_boot_load(m, err) < 0) {
+    vm_destroy(m);
+    return NULL;
+  }
+  vm_boot_reset_harts(m);
+  return m;
+}
+
+void vm_destroy(vm *m) {
+  if (!m)
+    return;
+  for (unsigned h = 0; h < m->nharts; h++)
+    rv_hart_destroy(&m->harts[h]);
+  if (m->ram)
+    munmap(m->ram, m->ram_size);
+  free(m->bootargs);
+  free(m);
+}
+
+/* ------------------------------------------------------------------ console */
+
+static void vm_console_help(vm *m) {
+  static const char help[] = "\r\nC-a h    print this help\r\n"
+                             "C-a x    exit the VMM\r\n"
+                             "C-a C-a  send C-a to the guest\r\n";
+  if (write(m->cfg.console_out, help, sizeof(help) - 1) < 0) {
+    /* nothing to do: the console is gone */
+  }
+}
+
+/* Feed console input to the UART, interpreting the Ctrl-A escapes on a terminal. */
+static void vm_console_input(vm *m, const uint8_t *buf, size_t len) {
+  for (size_t i = 0; i < len && !m->stop; i++) {
+    uint8_t c = buf[i];
+    if (!m->cfg.console_escape) {
+      uart_rx_push(&m->uart, &c, 1);
+      continue;
+    }
+    if (m->escape_pending) {
+      m->escape_pending = false;
+      if (c == 'x' || c == 'X') {
+        static const char msg[] = "\r\nvessel-vmm: terminated\r\n";
+        if (write(m->cfg.console_out, msg, sizeof(msg) - 1) < 0) {
+          /* console gone */
+        }
+        vm_request_exit(m, VM_EXIT_QUIT, 0);
+      } else if (c == 'h' || c == 'H' || c == '?') {
+        vm_console_help(m);
+      } else if (c == CTRL_A || c == 'a') {
+        uint8_t a = CTRL_A;
+        uart_rx_push(&m->uart, &a, 1);
+      }
+      continue;
+    }
+    if (c == CTRL_A)
+      m->escape_pending = true;
+    else
+      uart_rx_push(&m->uart, &c, 1);
+  }
+}
+
+static bool vm_console_wants_input(const vm *m) {
+  return m->cfg.console_in >= 0 && !m->console_eof && uart_rx_space(&m->uart) > 0;
+}
+
+static void vm_console_read(vm *m) {
+  uint8_t buf[UART_FIFO_SIZE];
+  size_t want = uart_rx_space(&m->uart);
+  if (want == 0)
+    return;
+  ssize_t n = read(m->cfg.console_in, buf, want);
+  if (n > 0)
+    vm_console_input(m, buf, (size_t)n);
+  else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+    m->console_eof = true; /* input closed: the guest keeps running without it */
+}
+
+/* ------------------------------------------------------------------ run loop */
+
+/* HTIF lives in RAM: the test program writes tohost and waits; looking after each slice is
+ * enough (programs spin on fromhost or keep running until we stop them). */
+static void vm_poll_htif(vm *m) {
+  int code = 0;
+  if (!htif_poll(&m->htif, m->ram, VM_RAM_BASE, m->ram_size, m->cfg.console_out, &code))
+    return;
+  if (code == 0)
+    vm_request_exit(m, VM_EXIT_POWEROFF, 0);
+  else
+    vm_request_exit(m, VM_EXIT_FAIL, code);
+}
+
+/* Would this hart do anything if run now? */
+static bool vm_hart_runnable(vm *m, unsigned h) {
+  if (m->hsm[h] != HSM_STARTED)
+    return false;
+  return !m->harts[h].wfi || rv_hart_irq_pending(&m->harts[h]);
+}
+
+/* Nanoseconds until the next event that can wake an idle hart: a timer of a started hart or the
+ * RTC alarm. */
+static int64_t vm_ns_until_next_event(vm *m) {
+  uint64_t now = vm_read_mtime(m);
+  uint64_t deadline = UINT64_MAX;
+  for (unsigned h = 0; h < m->nharts; h++) {
+    if (m->hsm[h] != HSM_STARTED)
+      continue;
+    uint64_t mie = m->harts[h].mie;
+    if ((mie & RV_MIP_MTIP) && m->aclint.mtimecmp[h] < deadline)
+      deadline = m->aclint.mtimecmp[h];
+    uint64_t st = rv_hart_next_timer(&m->harts[h]);
+    if ((mie & RV_MIP_STIP) && st < deadline)
+      deadline = st;
+  }
+  int64_t ns = VM_MAX_SLEEP_NS;
+  if (deadline != UINT64_MAX) {
+    if (deadline <= now)
+      return 0;
+    uint64_t ticks = deadline - now;
+    if (ticks < (uint64_t)VM_MAX_SLEEP_NS / (1000000000 / VM_TIMEBASE_HZ))
+      ns = (int64_t)ticks * (1000000000 / VM_TIMEBASE_HZ);
+  }
+  int64_t rtc = rtc_ns_until_alarm(&m->rtc);
+  return rtc < ns ? rtc : ns;
+}
+
+/* Devices and console between slices; sleeps up to `sleep_ns` waiting for console input. */
+static void vm_service(vm *m, int64_t sleep_ns) {
+  if (m->uart.tx_len)
+    uart_flush(&m->uart);
+  struct pollfd pfd = {.fd = m->cfg.console_in, .events = POLLIN};
+  int nfds = vm_console_wants_input(m) ? 1 : 0;
+  if (nfds || sleep_ns > 0) {
+    struct timespec ts = {sleep_ns / 1000000000, sleep_ns % 1000000000};
+    int r = ppoll(nfds ? &pfd : NULL, (nfds_t)nfds, &ts, NULL);
+    if (r > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+      vm_console_read(m);
+  }
+  aclint_update_timers(&m->aclint, vm_read_mtime(m));
+  rtc_update(&m->rtc);
+}
+
+int vm_run(vm *m, int *exit_code, vs_error **err) {
+  (void)err;
+  const uint64_t slice = m->nharts > 1 ? VM_SLICE_SMP : VM_SLICE_UP;
+  while (!m->stop) {
+    bool busy = false;
+    for (unsigned h = 0; h < m->nharts && !m->stop; h++) {
+      if (!vm_hart_runnable(m, h))
+        continue;
+      rv_hart *hart = &m->harts[h];
+      /* a store by another hart since this hart's LR must make its SC fail */
+      if (m->nharts > 1)
+        rv_hart_clear_reservation(hart);
+      rv_hart_run(hart, slice);
+      if (m->htif_enabled)
+        vm_poll_htif(m);
+      busy |= vm_hart_runnable(m, h);
+    }
+    if (m->stop)
+      break;
+    vm_service(m, busy ? 0 : vm_ns_until_next_event(m));
+  }
+  uart_flush(&m->uart);
+  *exit_code = m->exit_code;
+  return (int)m->exit_reason;
+}

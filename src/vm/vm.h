@@ -1,0 +1,68 @@
+/* vessel vm: a RISC-V (RV64GC) virtual machine compatible with QEMU's `virt` memory map.
+ *
+ * This is the module's one public header: what src/cli/vmm (and later the daemon) may use.
+ *
+ *     vm_config cfg;
+ *     vm_config_init(&cfg);
+ *     cfg.kernel = "Image";
+ *     vm *m = vm_create(&cfg, &err);       // RAM, devices, device tree, kernel/firmware loaded
+ *     vm_exit_reason r = vm_run(m, &err);  // runs until poweroff, reset, HTIF exit or quit
+ *     vm_destroy(m);
+ */
+#ifndef VESSEL_VM_H
+#define VESSEL_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
+#define VM_RAM_BASE 0x80000000ull
+#define VM_MAX_SMP 8
+#define VM_MIN_MEM (1ull << 20)
+#define VM_MAX_MEM (64ull << 30)
+#define VM_DEFAULT_MEM (512ull << 20)
+
+typedef enum {
+  VM_BIOS_BUILTIN = 0, /* the VMM's own SBI; the kernel starts in S-mode */
+  VM_BIOS_NONE,        /* no firmware: the kernel (an ELF test program) starts in M-mode */
+  VM_BIOS_FILE,        /* an M-mode firmware image (OpenSBI fw_dynamic/fw_jump) */
+} vm_bios_kind;
+
+typedef struct vm_config {
+  const char *kernel; /* Linux Image (with or without PE header) or ELF; required */
+  const char *initrd; /* optional */
+  const char *append; /* kernel command line; NULL = default */
+  vm_bios_kind bios;
+  const char *bios_path; /* for VM_BIOS_FILE */
+  bool htif;             /* bare-metal test mode: tohost/fromhost from the ELF's symbols */
+  uint64_t mem_size;     /* bytes */
+  unsigned smp;          /* number of harts, 1..VM_MAX_SMP */
+  int console_in;        /* guest console input (-1: none) */
+  int console_out;       /* guest console output */
+  bool console_escape;   /* Ctrl-A x quits, Ctrl-A a sends Ctrl-A (on a TTY) */
+  bool trace;            /* print traps and device events to stderr */
+} vm_config;
+
+typedef enum {
+  VM_EXIT_POWEROFF = 0, /* guest powered off (syscon, SBI SRST shutdown) */
+  VM_EXIT_RESET,        /* guest asked for a reboot */
+  VM_EXIT_FAIL,         /* guest reported failure (SRST with failure reason, syscon FAIL, HTIF) */
+  VM_EXIT_QUIT,         /* the user quit from the console (Ctrl-A x) */
+} vm_exit_reason;
+
+typedef struct vm vm;
+
+void vm_config_init(vm_config *cfg);
+
+/* Parse a memory size such as "512M", "2G", "1048576" (suffixes K, M, G, T; optional "iB"/"B").
+ * Checks the range VM_MIN_MEM..VM_MAX_MEM. */
+int vm_parse_mem_size(const char *s, uint64_t *out, vs_error **err);
+
+vm *vm_create(const vm_config *cfg, vs_error **err);
+/* Run until the guest stops. Returns the exit reason (>= 0) or -1 with *err set on an internal
+ * error. *exit_code receives the guest's failure code for VM_EXIT_FAIL (HTIF: tohost >> 1). */
+int vm_run(vm *m, int *exit_code, vs_error **err);
+void vm_destroy(vm *m);
+
+#endif

@@ -1,0 +1,177 @@
+/* Paging: Sv39, Sv48 and Sv57 with A/D updates, permission checks, SUM, MXR, MPRV, superpages,
+ * page-fault causes (12/13/15) and stval, non-canonical addresses, sfence.vma. */
+#include "test.h"
+
+#define PTE_V 0x1ul
+#define PTE_R 0x2ul
+#define PTE_W 0x4ul
+#define PTE_X 0x8ul
+#define PTE_U 0x10ul
+#define PTE_A 0x40ul
+#define PTE_D 0x80ul
+
+static uint64_t tables[24][512] __attribute__((aligned(4096)));
+static unsigned tables_used;
+static uint8_t data_page[4096] __attribute__((aligned(4096)));
+static uint8_t data_page2[4096] __attribute__((aligned(4096)));
+static uint32_t code_page[1024] __attribute__((aligned(4096)));
+
+static int levels;
+static uint64_t *root;
+
+static uint64_t *new_table(void) {
+  if (tables_used >= 24)
+    test_exit(999);
+  uint64_t *t = tables[tables_used++];
+  for (int i = 0; i < 512; i++)
+    t[i] = 0;
+  return t;
+}
+
+/* Map va -> pa with a leaf at `leaf_level` (0 = 4 KiB, 1 = 2 MiB, 2 = 1 GiB). Returns the PTE. */
+static volatile uint64_t *map(uint64_t va, uint64_t pa, int leaf_level, uint64_t flags) {
+  uint64_t *t = root;
+  for (int l = levels - 1; l > leaf_level; l--) {
+    unsigned idx = (va >> (12 + 9 * l)) & 511;
+    if (!(t[idx] & PTE_V)) {
+      uint64_t *n = new_table();
+      t[idx] = (((uint64_t)n >> 12) << 10) | PTE_V;
+    }
+    t = (uint64_t *)((t[idx] >> 10) << 12);
+  }
+  unsigned idx = (va >> (12 + 9 * leaf_level)) & 511;
+  t[idx] = ((pa >> 12) << 10) | flags | PTE_V;
+  return &t[idx];
+}
+
+#define VA_BASE 0x40000000ul /* test pages live here */
+#define U_ALIAS 0xc0000000ul /* RAM mapped again as user pages */
+
+static volatile uint64_t *pte_rw, *pte_ro, *pte_u, *pte_x, *pte_code, *pte_nx;
+static volatile uint64_t s_val;
+
+static void s_body(void) {
+  volatile uint64_t *rw = (volatile uint64_t *)VA_BASE;
+  /* A then D are set by the hardware */
+  s_val = *rw;
+  if (!(*pte_rw & PTE_A) || (*pte_rw & PTE_D))
+    test_exit(__LINE__);
+  *rw = 0x5a5a;
+  if (!(*pte_rw & PTE_D) || ((uint64_t *)data_page)[0] != 0x5a5a)
+    test_exit(__LINE__);
+  /* store to a read-only page: 15 */
+  reset_trap();
+  *(volatile uint64_t *)(VA_BASE + 0x1000) = 1;
+  if (last_trap.cause != 15 || last_trap.tval != VA_BASE + 0x1000)
+    test_exit(__LINE__);
+  /* load from an unmapped page: 13 */
+  reset_trap();
+  s_val = *(volatile uint64_t *)(VA_BASE + 0x2008);
+  if (last_trap.cause != 13 || last_trap.tval != VA_BASE + 0x2008)
+    test_exit(__LINE__);
+  /* user page from S without SUM: 13; with SUM: allowed */
+  reset_trap();
+  s_val = *(volatile uint64_t *)(VA_BASE + 0x3000);
+  if (last_trap.cause != 13)
+    test_exit(__LINE__);
+  CSRS(sstatus, MSTATUS_SUM);
+  reset_trap();
+  s_val = *(volatile uint64_t *)(VA_BASE + 0x3000);
+  if (last_trap.count != 0)
+    test_exit(__LINE__);
+  CSRC(sstatus, MSTATUS_SUM);
+  /* execute-only page: loads fault unless MXR */
+  reset_trap();
+  s_val = *(volatile uint64_t *)(VA_BASE + 0x4000);
+  if (last_trap.cause != 13)
+    test_exit(__LINE__);
+  CSRS(sstatus, MSTATUS_MXR);
+  reset_trap();
+  s_val = *(volatile uint32_t *)(VA_BASE + 0x4000);
+  if (last_trap.count != 0 || s_val != code_page[0])
+    test_exit(__LINE__);
+  CSRC(sstatus, MSTATUS_MXR);
+  /* execute from the code page (li a0, 42; ret) */
+  long (*fn)(void) = (long (*)(void))(VA_BASE + 0x5000);
+  if (fn() != 42)
+    test_exit(__LINE__);
+  /* execute from a non-executable page: 12 */
+  reset_trap();
+  trap_resume_at = TRAP_RESUME_AT_RA;
+  ((long (*)(void))(VA_BASE + 0x6000))();
+  if (last_trap.cause != 12 || last_trap.tval != VA_BASE + 0x6000)
+    test_exit(__LINE__);
+  /* non-canonical address: page fault */
+  uint64_t bad = 1ul << (12 + 9 * levels);
+  reset_trap();
+  s_val = *(volatile uint64_t *)bad;
+  if (last_trap.cause != 13 || last_trap.tval != bad)
+    test_exit(__LINE__);
+  /* remap after sfence.vma */
+  *pte_ro = (((uint64_t)data_page2 >> 12) << 10) | PTE_V | PTE_R | PTE_A;
+  __asm__ volatile("sfence.vma" ::: "memory");
+  if (*(volatile uint64_t *)(VA_BASE + 0x1000) != 0x2222)
+    test_exit(__LINE__);
+  back_to_m();
+}
+
+static void u_body(void) {
+  /* user code runs from the U alias of RAM; the user page is accessible, S pages are not */
+  s_val = *(volatile uint64_t *)(VA_BASE + 0x3000);
+  reset_trap();
+  s_val = *(volatile uint64_t *)VA_BASE;
+  if (last_trap.cause != 13)
+    test_exit(__LINE__);
+  back_to_m();
+}
+
+static void run_mode(int lv, uint64_t satp_mode) {
+  levels = lv;
+  tables_used = 0;
+  root = new_table();
+  /* identity map RAM for S as a 1 GiB page; a U alias for user code */
+  map(0x80000000ul, 0x80000000ul, 2, PTE_R | PTE_W | PTE_X | PTE_A | PTE_D);
+  map(U_ALIAS, 0x80000000ul, 2, PTE_R | PTE_W | PTE_X | PTE_U | PTE_A | PTE_D);
+  pte_rw = map(VA_BASE, (uint64_t)data_page, 0, PTE_R | PTE_W);
+  pte_ro = map(VA_BASE + 0x1000, (uint64_t)data_page, 0, PTE_R | PTE_A);
+  pte_u = map(VA_BASE + 0x3000, (uint64_t)data_page, 0, PTE_R | PTE_W | PTE_U | PTE_A | PTE_D);
+  pte_x = map(VA_BASE + 0x4000, (uint64_t)code_page, 0, PTE_X | PTE_A);
+  pte_code = map(VA_BASE + 0x5000, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A);
+  pte_nx = map(VA_BASE + 0x6000, (uint64_t)code_page, 0, PTE_R | PTE_W | PTE_A | PTE_D);
+  ((uint64_t *)data_page)[0] = 0x1111;
+  ((uint64_t *)data_page2)[0] = 0x2222;
+  code_page[0] = 0x02a00513; /* li a0, 42 */
+  code_page[1] = 0x00008067; /* ret */
+  __asm__ volatile("fence.i");
+  CSRW(satp, (satp_mode << 60) | ((uint64_t)root >> 12));
+  __asm__ volatile("sfence.vma" ::: "memory");
+  CHECK((CSRR(satp) >> 60) == satp_mode);
+  enter_mode(1, s_body);
+  CHECK(s_val == 0x2222 || s_val != 0); /* s_body reached its end */
+  enter_mode(0, (void (*)(void))((uint64_t)u_body - 0x80000000ul + U_ALIAS));
+
+  /* MPRV: M-mode loads and stores translate with MPP's privilege */
+  CSRC(mstatus, MSTATUS_MPP);
+  CSRS(mstatus, 1ul << 11); /* MPP = S */
+  CSRS(mstatus, MSTATUS_MPRV);
+  uint64_t v = *(volatile uint64_t *)VA_BASE;
+  CSRC(mstatus, MSTATUS_MPRV);
+  CHECK(v == 0x5a5a);
+
+  /* a misaligned superpage (2 MiB leaf with a non-aligned PPN) faults */
+  map(VA_BASE + 0x200000, (uint64_t)data_page, 1, PTE_R | PTE_W | PTE_A | PTE_D);
+  __asm__ volatile("sfence.vma" ::: "memory");
+  CSRS(mstatus, MSTATUS_MPRV);
+  reset_trap();
+  v = *(volatile uint64_t *)(VA_BASE + 0x200000);
+  CSRC(mstatus, MSTATUS_MPRV);
+  CHECK(last_trap.count == 1 && last_trap.cause == 13);
+  CSRW(satp, 0);
+}
+
+int main(void) {
+  run_mode(3, 8);  /* Sv39 */
+  run_mode(4, 9);  /* Sv48 */
+  run_mode(5, 10); /* Sv57 */
+  return 0;
+}
