@@ -189,7 +189,7 @@ class AuthProxy:
     """A front for a Registry that demands Bearer tokens (issued by its own /token endpoint for
     basic credentials user:secret) and can inject faults: `faults` maps a path substring to a
     list of actions consumed one per matching request: "429", "500", "drop" (close the
-    connection halfway through the body)."""
+    connection halfway through the body), "stall" (pause 5 s halfway through the body)."""
 
     def __init__(self, upstream, user="user", password="secret"):
         import base64
@@ -262,6 +262,10 @@ class AuthProxy:
                 self.end_headers()
                 if self.command == "HEAD":
                     return
+                if fault == "stall":
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    time.sleep(5)
                 if fault == "drop":
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()

@@ -408,3 +408,61 @@ def test_chunked_push(vessel, registry, seeded):
     out = pathlib.Path(vessel.root).parent / "chk"
     subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{dest}",
                     f"oci:{out}:x"], check=True)
+
+
+def test_killed_pull_leaves_nothing_trusted(vessel, auth_proxy, seeded, tmp_path):
+    import signal
+    import time
+    authfile = tmp_path / "auth.json"
+    vessel("login", "--authfile", str(authfile), "-u", "user", "-p", "secret", auth_proxy.host)
+    m = json.loads((seeded["layout"] / "blobs/sha256" / seeded["bb"]["digest"][7:]).read_text())
+    big = m["layers"][0]["digest"]
+    auth_proxy.faults = {big: ["stall"]}
+    img = f"{auth_proxy.host}/test/bb:latest"
+    p = subprocess.Popen([vessel.bin, "--root", vessel.root, "pull", "--authfile", str(authfile),
+                          img], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = pathlib.Path(vessel.root)
+    for _ in range(100):  # wait until the stalled download has started writing
+        if (store / "tmp").is_dir() and any((store / "tmp").iterdir()):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (store / "blobs/sha256" / big[7:]).exists()
+    assert not (store / "repositories.json").exists() or "test/bb" not in \
+        (store / "repositories.json").read_text()
+    assert vessel("images", "-q").stdout.strip() == ""
+    vessel("image", "prune")
+    assert list((store / "tmp").iterdir()) == []
+    vessel("pull", "--authfile", str(authfile), img)
+    cid, root = mount_image(vessel, img)
+    assert (root / "etc/hello").read_text() == "hello\n"
+    vessel("rm", cid)
+
+
+def test_pull_during_prune_and_rmi(vessel, registry, seeded):
+    img = f"{registry.host}/test/bb:latest"
+    for _ in range(3):
+        pulls = [subprocess.Popen([vessel.bin, "--root", vessel.root, "pull", "-q", img],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+        prune = subprocess.Popen([vessel.bin, "--root", vessel.root, "image", "prune"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for p in pulls + [prune]:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+        cid, root = mount_image(vessel, img)
+        assert (root / "etc/hello").read_text() == "hello\n"
+        vessel("rm", cid)
+        rmi = subprocess.Popen([vessel.bin, "--root", vessel.root, "rmi", img],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        pull = subprocess.Popen([vessel.bin, "--root", vessel.root, "pull", "-q", img],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        rmi.communicate(timeout=300)
+        _, err = pull.communicate(timeout=300)
+        assert pull.returncode == 0, err
+        # whichever finished last, the store is consistent: a tagged image has all its layers
+        if img.split("/", 1)[1] in vessel("images").stdout:
+            cid, root = mount_image(vessel, img)
+            vessel("rm", cid)
