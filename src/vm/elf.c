@@ -104,8 +104,8 @@ static int elf_load_segments(const uint8_t *buf, size_t len, const Elf64_Ehdr *e
 }
 
 /* Look up tohost/fromhost in the symbol table, if there is one (stripped files have none). */
-static int elf_find_symbols(const uint8_t *buf, size_t len, const Elf64_Ehdr *eh,
-                            rv_elf_image *out, vs_error **err) {
+static int elf_find_symbols(const uint8_t *buf, size_t len, const Elf64_Ehdr *eh, rv_elf_image *out,
+                            vs_error **err) {
   if (eh->e_shoff == 0 || eh->e_shnum == 0)
     return 0;
   if (eh->e_shentsize != sizeof(Elf64_Shdr))

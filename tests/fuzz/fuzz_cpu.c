@@ -55,8 +55,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       return 0;
     ram = m + 4096;
     mprotect(ram, RAM_SIZE, PROT_READ | PROT_WRITE);
-    bus = (rv_bus){.ram = ram, .ram_base = RAM_BASE, .ram_size = RAM_SIZE,
-                   .mmio_read = fz_mmio_read, .mmio_write = fz_mmio_write,
+    bus = (rv_bus){.ram = ram,
+                   .ram_base = RAM_BASE,
+                   .ram_size = RAM_SIZE,
+                   .mmio_read = fz_mmio_read,
+                   .mmio_write = fz_mmio_write,
                    .read_mtime = fz_mtime};
     if (rv_hart_init(&hart, 0, &bus, NULL) < 0)
       return 0;

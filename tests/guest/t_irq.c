@@ -14,11 +14,20 @@ static volatile uint64_t irqs_seen;
 static void clear_source(uint64_t cause, int s_mode) {
   irqs_seen |= 1ul << cause;
   switch (cause) {
-  case 1: CSRC(sip, MIP_SSIP); break;
-  case 3: *CLINT_MSIP = 0; break;
-  case 5: CSRW(stimecmp, ~0ul); break;
-  case 7: *CLINT_MTIMECMP = ~0ul; break;
-  default: test_exit(900 + (long)cause);
+  case 1:
+    CSRC(sip, MIP_SSIP);
+    break;
+  case 3:
+    *CLINT_MSIP = 0;
+    break;
+  case 5:
+    CSRW(stimecmp, ~0ul);
+    break;
+  case 7:
+    *CLINT_MTIMECMP = ~0ul;
+    break;
+  default:
+    test_exit(900 + (long)cause);
   }
 }
 

@@ -28,7 +28,8 @@ int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   memset(h, 0, sizeof(*h));
   h->tlb_tag = UINT64_MAX << 52; /* the first flush wraps and clears the table */
   if (!bus || !bus->ram || bus->ram_size == 0 || (bus->ram_size & 0xfff) || (bus->ram_base & 0xfff))
-    return vs_error_set(err, EINVAL, "hart %u: RAM must be a non-empty page-aligned region", hartid);
+    return vs_error_set(err, EINVAL, "hart %u: RAM must be a non-empty page-aligned region",
+                        hartid);
   if (!bus->read_mtime)
     return vs_error_set(err, EINVAL, "hart %u: the bus has no mtime source", hartid);
   h->icache = calloc(1, sizeof(*h->icache));
@@ -73,9 +74,8 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
     h->mideleg = MIP_S_MASK;
     h->medeleg = (1u << EXC_INSN_MISALIGNED) | (1u << EXC_BREAKPOINT) | (1u << EXC_ECALL_U) |
                  (1u << EXC_INSN_PAGE) | (1u << EXC_LOAD_PAGE) | (1u << EXC_STORE_PAGE) |
-                 (1u << EXC_ILLEGAL) | (1u << EXC_LOAD_MISALIGNED) |
-                 (1u << EXC_STORE_MISALIGNED) | (1u << EXC_INSN_ACCESS) |
-                 (1u << EXC_LOAD_ACCESS) | (1u << EXC_STORE_ACCESS);
+                 (1u << EXC_ILLEGAL) | (1u << EXC_LOAD_MISALIGNED) | (1u << EXC_STORE_MISALIGNED) |
+                 (1u << EXC_INSN_ACCESS) | (1u << EXC_LOAD_ACCESS) | (1u << EXC_STORE_ACCESS);
     h->mstatus |= (uint64_t)RV_PRIV_S << MSTATUS_MPP_SHIFT;
   }
   rv_hart_flush_tlb(h);
@@ -162,9 +162,7 @@ static void rv_take_trap(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
   h->check_irq = true;
 }
 
-void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval) {
-  rv_take_trap(h, cause, tval, false);
-}
+void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval) { rv_take_trap(h, cause, tval, false); }
 
 void rv_illegal(rv_hart *h, const rv_insn *d) { rv_raise(h, EXC_ILLEGAL, d->raw); }
 
@@ -274,6 +272,10 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     h->minstret += i;
     if (h->wfi)
       break;
+    if (h->yield) {
+      h->yield = false;
+      break;
+    }
   }
   return done;
 }
@@ -281,19 +283,49 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
 /* ---------------------------------------------------------------- CSRs */
 
 enum {
-  CSR_FFLAGS = 0x001, CSR_FRM = 0x002, CSR_FCSR = 0x003,
-  CSR_CYCLE = 0xc00, CSR_TIME = 0xc01, CSR_INSTRET = 0xc02,
-  CSR_SSTATUS = 0x100, CSR_SIE = 0x104, CSR_STVEC = 0x105, CSR_SCOUNTEREN = 0x106,
-  CSR_SENVCFG = 0x10a, CSR_SSCRATCH = 0x140, CSR_SEPC = 0x141, CSR_SCAUSE = 0x142,
-  CSR_STVAL = 0x143, CSR_SIP = 0x144, CSR_STIMECMP = 0x14d, CSR_SATP = 0x180,
-  CSR_MVENDORID = 0xf11, CSR_MARCHID = 0xf12, CSR_MIMPID = 0xf13, CSR_MHARTID = 0xf14,
+  CSR_FFLAGS = 0x001,
+  CSR_FRM = 0x002,
+  CSR_FCSR = 0x003,
+  CSR_CYCLE = 0xc00,
+  CSR_TIME = 0xc01,
+  CSR_INSTRET = 0xc02,
+  CSR_SSTATUS = 0x100,
+  CSR_SIE = 0x104,
+  CSR_STVEC = 0x105,
+  CSR_SCOUNTEREN = 0x106,
+  CSR_SENVCFG = 0x10a,
+  CSR_SSCRATCH = 0x140,
+  CSR_SEPC = 0x141,
+  CSR_SCAUSE = 0x142,
+  CSR_STVAL = 0x143,
+  CSR_SIP = 0x144,
+  CSR_STIMECMP = 0x14d,
+  CSR_SATP = 0x180,
+  CSR_MVENDORID = 0xf11,
+  CSR_MARCHID = 0xf12,
+  CSR_MIMPID = 0xf13,
+  CSR_MHARTID = 0xf14,
   CSR_MCONFIGPTR = 0xf15,
-  CSR_MSTATUS = 0x300, CSR_MISA = 0x301, CSR_MEDELEG = 0x302, CSR_MIDELEG = 0x303,
-  CSR_MIE = 0x304, CSR_MTVEC = 0x305, CSR_MCOUNTEREN = 0x306, CSR_MENVCFG = 0x30a,
-  CSR_MCOUNTINHIBIT = 0x320, CSR_MSCRATCH = 0x340, CSR_MEPC = 0x341, CSR_MCAUSE = 0x342,
-  CSR_MTVAL = 0x343, CSR_MIP = 0x344, CSR_MTINST = 0x34a, CSR_MTVAL2 = 0x34b,
-  CSR_PMPCFG0 = 0x3a0, CSR_PMPADDR0 = 0x3b0,
-  CSR_MCYCLE = 0xb00, CSR_MINSTRET = 0xb02,
+  CSR_MSTATUS = 0x300,
+  CSR_MISA = 0x301,
+  CSR_MEDELEG = 0x302,
+  CSR_MIDELEG = 0x303,
+  CSR_MIE = 0x304,
+  CSR_MTVEC = 0x305,
+  CSR_MCOUNTEREN = 0x306,
+  CSR_MENVCFG = 0x30a,
+  CSR_MCOUNTINHIBIT = 0x320,
+  CSR_MSCRATCH = 0x340,
+  CSR_MEPC = 0x341,
+  CSR_MCAUSE = 0x342,
+  CSR_MTVAL = 0x343,
+  CSR_MIP = 0x344,
+  CSR_MTINST = 0x34a,
+  CSR_MTVAL2 = 0x34b,
+  CSR_PMPCFG0 = 0x3a0,
+  CSR_PMPADDR0 = 0x3b0,
+  CSR_MCYCLE = 0xb00,
+  CSR_MINSTRET = 0xb02,
 };
 
 static uint64_t rv_sstatus_view(uint64_t mstatus) {
@@ -324,9 +356,21 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
   if (((csr >> 8) & 3) > (unsigned)h->priv)
     return false;
   switch (csr) {
-  case CSR_FFLAGS: if (!rv_fp_csr_allowed(h)) return false; *val = h->fflags; return true;
-  case CSR_FRM: if (!rv_fp_csr_allowed(h)) return false; *val = h->frm; return true;
-  case CSR_FCSR: if (!rv_fp_csr_allowed(h)) return false; *val = (h->frm << 5) | h->fflags; return true;
+  case CSR_FFLAGS:
+    if (!rv_fp_csr_allowed(h))
+      return false;
+    *val = h->fflags;
+    return true;
+  case CSR_FRM:
+    if (!rv_fp_csr_allowed(h))
+      return false;
+    *val = h->frm;
+    return true;
+  case CSR_FCSR:
+    if (!rv_fp_csr_allowed(h))
+      return false;
+    *val = (h->frm << 5) | h->fflags;
+    return true;
   case CSR_CYCLE:
   case CSR_INSTRET:
     if (!rv_counter_allowed(h, csr & 31))
@@ -338,24 +382,55 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
       return false;
     *val = h->bus->read_mtime(h->bus->opaque);
     return true;
-  case CSR_SSTATUS: *val = rv_sstatus_view(h->mstatus); return true;
-  case CSR_SIE: *val = h->mie & h->mideleg; return true;
-  case CSR_STVEC: *val = h->stvec; return true;
-  case CSR_SCOUNTEREN: *val = h->scounteren; return true;
-  case CSR_SENVCFG: *val = h->senvcfg; return true;
-  case CSR_SSCRATCH: *val = h->sscratch; return true;
-  case CSR_SEPC: *val = h->sepc; return true;
-  case CSR_SCAUSE: *val = h->scause; return true;
-  case CSR_STVAL: *val = h->stval; return true;
-  case CSR_SIP: *val = rv_read_mip(h) & h->mideleg; return true;
-  case CSR_STIMECMP: if (!rv_stimecmp_allowed(h)) return false; *val = h->stimecmp; return true;
+  case CSR_SSTATUS:
+    *val = rv_sstatus_view(h->mstatus);
+    return true;
+  case CSR_SIE:
+    *val = h->mie & h->mideleg;
+    return true;
+  case CSR_STVEC:
+    *val = h->stvec;
+    return true;
+  case CSR_SCOUNTEREN:
+    *val = h->scounteren;
+    return true;
+  case CSR_SENVCFG:
+    *val = h->senvcfg;
+    return true;
+  case CSR_SSCRATCH:
+    *val = h->sscratch;
+    return true;
+  case CSR_SEPC:
+    *val = h->sepc;
+    return true;
+  case CSR_SCAUSE:
+    *val = h->scause;
+    return true;
+  case CSR_STVAL:
+    *val = h->stval;
+    return true;
+  case CSR_SIP:
+    *val = rv_read_mip(h) & h->mideleg;
+    return true;
+  case CSR_STIMECMP:
+    if (!rv_stimecmp_allowed(h))
+      return false;
+    *val = h->stimecmp;
+    return true;
   case CSR_SATP:
     if (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))
       return false;
     *val = h->satp;
     return true;
-  case CSR_MVENDORID: case CSR_MARCHID: case CSR_MIMPID: case CSR_MCONFIGPTR: *val = 0; return true;
-  case CSR_MHARTID: *val = h->mhartid; return true;
+  case CSR_MVENDORID:
+  case CSR_MARCHID:
+  case CSR_MIMPID:
+  case CSR_MCONFIGPTR:
+    *val = 0;
+    return true;
+  case CSR_MHARTID:
+    *val = h->mhartid;
+    return true;
   case CSR_MSTATUS: {
     uint64_t s = h->mstatus;
     if ((s & MSTATUS_FS) == MSTATUS_FS_DIRTY)
@@ -363,22 +438,55 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
     *val = s;
     return true;
   }
-  case CSR_MISA: *val = h->misa; return true;
-  case CSR_MEDELEG: *val = h->medeleg; return true;
-  case CSR_MIDELEG: *val = h->mideleg; return true;
-  case CSR_MIE: *val = h->mie; return true;
-  case CSR_MTVEC: *val = h->mtvec; return true;
-  case CSR_MCOUNTEREN: *val = h->mcounteren; return true;
-  case CSR_MENVCFG: *val = h->menvcfg; return true;
-  case CSR_MCOUNTINHIBIT: *val = h->mcountinhibit; return true;
-  case CSR_MSCRATCH: *val = h->mscratch; return true;
-  case CSR_MEPC: *val = h->mepc; return true;
-  case CSR_MCAUSE: *val = h->mcause; return true;
-  case CSR_MTVAL: *val = h->mtval; return true;
-  case CSR_MIP: *val = rv_read_mip(h); return true;
-  case CSR_MTINST: case CSR_MTVAL2: *val = 0; return true;
-  case CSR_MCYCLE: case CSR_MINSTRET: *val = h->minstret; return true;
-  default: break;
+  case CSR_MISA:
+    *val = h->misa;
+    return true;
+  case CSR_MEDELEG:
+    *val = h->medeleg;
+    return true;
+  case CSR_MIDELEG:
+    *val = h->mideleg;
+    return true;
+  case CSR_MIE:
+    *val = h->mie;
+    return true;
+  case CSR_MTVEC:
+    *val = h->mtvec;
+    return true;
+  case CSR_MCOUNTEREN:
+    *val = h->mcounteren;
+    return true;
+  case CSR_MENVCFG:
+    *val = h->menvcfg;
+    return true;
+  case CSR_MCOUNTINHIBIT:
+    *val = h->mcountinhibit;
+    return true;
+  case CSR_MSCRATCH:
+    *val = h->mscratch;
+    return true;
+  case CSR_MEPC:
+    *val = h->mepc;
+    return true;
+  case CSR_MCAUSE:
+    *val = h->mcause;
+    return true;
+  case CSR_MTVAL:
+    *val = h->mtval;
+    return true;
+  case CSR_MIP:
+    *val = rv_read_mip(h);
+    return true;
+  case CSR_MTINST:
+  case CSR_MTVAL2:
+    *val = 0;
+    return true;
+  case CSR_MCYCLE:
+  case CSR_MINSTRET:
+    *val = h->minstret;
+    return true;
+  default:
+    break;
   }
   if (csr >= CSR_PMPCFG0 && csr < CSR_PMPCFG0 + 16) {
     if (csr & 1)
@@ -433,17 +541,20 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
   h->check_irq = true;
   switch (csr) {
   case CSR_FFLAGS:
-    if (!rv_fp_csr_allowed(h)) return false;
+    if (!rv_fp_csr_allowed(h))
+      return false;
     h->fflags = val & 0x1f;
     rv_mark_fs_dirty(h);
     return true;
   case CSR_FRM:
-    if (!rv_fp_csr_allowed(h)) return false;
+    if (!rv_fp_csr_allowed(h))
+      return false;
     h->frm = val & 7;
     rv_mark_fs_dirty(h);
     return true;
   case CSR_FCSR:
-    if (!rv_fp_csr_allowed(h)) return false;
+    if (!rv_fp_csr_allowed(h))
+      return false;
     h->fflags = val & 0x1f;
     h->frm = (val >> 5) & 7;
     rv_mark_fs_dirty(h);
@@ -451,38 +562,83 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
   case CSR_SSTATUS:
     rv_write_mstatus(h, (h->mstatus & ~SSTATUS_MASK) | (val & SSTATUS_MASK));
     return true;
-  case CSR_SIE: h->mie = (h->mie & ~h->mideleg) | (val & h->mideleg); return true;
-  case CSR_STVEC: h->stvec = val & ~2ull; return true;
-  case CSR_SCOUNTEREN: h->scounteren = val & 0xffffffff; return true;
-  case CSR_SENVCFG: h->senvcfg = val & 1; return true; /* FIOM only */
-  case CSR_SSCRATCH: h->sscratch = val; return true;
-  case CSR_SEPC: h->sepc = val & ~1ull; return true;
-  case CSR_SCAUSE: h->scause = val; return true;
-  case CSR_STVAL: h->stval = val; return true;
+  case CSR_SIE:
+    h->mie = (h->mie & ~h->mideleg) | (val & h->mideleg);
+    return true;
+  case CSR_STVEC:
+    h->stvec = val & ~2ull;
+    return true;
+  case CSR_SCOUNTEREN:
+    h->scounteren = val & 0xffffffff;
+    return true;
+  case CSR_SENVCFG:
+    h->senvcfg = val & 1;
+    return true; /* FIOM only */
+  case CSR_SSCRATCH:
+    h->sscratch = val;
+    return true;
+  case CSR_SEPC:
+    h->sepc = val & ~1ull;
+    return true;
+  case CSR_SCAUSE:
+    h->scause = val;
+    return true;
+  case CSR_STVAL:
+    h->stval = val;
+    return true;
   case CSR_SIP: {
     uint64_t m = h->mideleg & RV_MIP_SSIP;
     h->mip = (h->mip & ~m) | (val & m);
     return true;
   }
-  case CSR_STIMECMP: if (!rv_stimecmp_allowed(h)) return false; h->stimecmp = val; return true;
+  case CSR_STIMECMP:
+    if (!rv_stimecmp_allowed(h))
+      return false;
+    h->stimecmp = val;
+    return true;
   case CSR_SATP:
     if (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))
       return false;
     rv_write_satp(h, val);
     return true;
-  case CSR_MSTATUS: rv_write_mstatus(h, val); return true;
-  case CSR_MISA: return true; /* WARL, fixed */
-  case CSR_MEDELEG: h->medeleg = val & MEDELEG_MASK; return true;
-  case CSR_MIDELEG: h->mideleg = val & MIP_S_MASK; return true;
-  case CSR_MIE: h->mie = val & MIP_ALL; return true;
-  case CSR_MTVEC: h->mtvec = val & ~2ull; return true;
-  case CSR_MCOUNTEREN: h->mcounteren = val & 0xffffffff; return true;
-  case CSR_MENVCFG: h->menvcfg = val & (MENVCFG_STCE | 1); return true;
-  case CSR_MCOUNTINHIBIT: h->mcountinhibit = val & 0xfffffffd; return true;
-  case CSR_MSCRATCH: h->mscratch = val; return true;
-  case CSR_MEPC: h->mepc = val & ~1ull; return true;
-  case CSR_MCAUSE: h->mcause = val; return true;
-  case CSR_MTVAL: h->mtval = val; return true;
+  case CSR_MSTATUS:
+    rv_write_mstatus(h, val);
+    return true;
+  case CSR_MISA:
+    return true; /* WARL, fixed */
+  case CSR_MEDELEG:
+    h->medeleg = val & MEDELEG_MASK;
+    return true;
+  case CSR_MIDELEG:
+    h->mideleg = val & MIP_S_MASK;
+    return true;
+  case CSR_MIE:
+    h->mie = val & MIP_ALL;
+    return true;
+  case CSR_MTVEC:
+    h->mtvec = val & ~2ull;
+    return true;
+  case CSR_MCOUNTEREN:
+    h->mcounteren = val & 0xffffffff;
+    return true;
+  case CSR_MENVCFG:
+    h->menvcfg = val & (MENVCFG_STCE | 1);
+    return true;
+  case CSR_MCOUNTINHIBIT:
+    h->mcountinhibit = val & 0xfffffffd;
+    return true;
+  case CSR_MSCRATCH:
+    h->mscratch = val;
+    return true;
+  case CSR_MEPC:
+    h->mepc = val & ~1ull;
+    return true;
+  case CSR_MCAUSE:
+    h->mcause = val;
+    return true;
+  case CSR_MTVAL:
+    h->mtval = val;
+    return true;
   case CSR_MIP: {
     /* With Sstc enabled, STIP is driven by stimecmp only. */
     uint64_t m = RV_MIP_SSIP | RV_MIP_SEIP | RV_MIP_STIP;
@@ -491,9 +647,15 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
     h->mip = (h->mip & ~m) | (val & m);
     return true;
   }
-  case CSR_MTINST: case CSR_MTVAL2: return true;
-  case CSR_MCYCLE: case CSR_MINSTRET: h->minstret = val; return true;
-  default: break;
+  case CSR_MTINST:
+  case CSR_MTVAL2:
+    return true;
+  case CSR_MCYCLE:
+  case CSR_MINSTRET:
+    h->minstret = val;
+    return true;
+  default:
+    break;
   }
   if (csr >= CSR_PMPCFG0 && csr < CSR_PMPCFG0 + 16) {
     if (csr & 1)

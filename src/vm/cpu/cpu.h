@@ -76,14 +76,16 @@ struct rv_hart {
   uint64_t mcycle_offset;
   uint64_t reservation; /* LR/SC reserved physical address */
   bool reservation_valid;
-  bool wfi;                  /* WFI executed with nothing pending: the machine may sleep */
+  bool wfi;                   /* WFI executed with nothing pending: the machine may sleep */
   volatile bool stop_request; /* set by the machine (another thread) to leave rv_hart_run */
-  uint64_t ext_mip;          /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+  uint64_t ext_mip;           /* device interrupt lines, updated atomically (rv_hart_set_irq) */
 
   /* ---- derived state (rebuilt; not saved) */
   rv_bus *bus;
   uint64_t next_pc;
   bool check_irq; /* leave the inner block loop and re-check interrupts */
+  bool yield;     /* the hart is spinning: end rv_hart_run early */
+  unsigned spin_hints;
   int ld_tlb, st_tlb, fetch_tlb; /* which TLB set serves data/fetch: 0 U, 1 S, 2 bare */
   uint64_t tlb_tag;              /* flush generation in bits 52..63 (vpn needs only 52 bits) */
   uint64_t fetch_vpn;            /* one-entry fetch cache */
@@ -99,8 +101,9 @@ void rv_hart_destroy(rv_hart *h);
  * firmware would have: counters enabled for S/U, Sstc enabled, the usual traps delegated to S. */
 void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
 
-/* Run until max_insns retired, WFI with nothing pending (h->wfi = true), or h->stop_request.
- * Returns the number of instructions executed. */
+/* Run until max_insns retired, WFI with nothing pending (h->wfi = true), h->stop_request, or
+ * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early so the
+ * machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
 
 /* Devices raise/lower MSIP, MTIP, MEIP, SEIP. Thread-safe; wakes the hart from WFI. */

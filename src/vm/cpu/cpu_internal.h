@@ -132,10 +132,27 @@ static inline bool rv_load(rv_hart *h, uint64_t va, unsigned size, uint64_t *out
   if (likely(e->vpn == ((va >> 12) | h->tlb_tag) && (va & 0xfff) <= 4096 - size)) {
     const void *p = (const void *)(uintptr_t)(va + e->addend);
     switch (size) {
-    case 1: *out = *(const uint8_t *)p; return true;
-    case 2: { uint16_t v; memcpy(&v, p, 2); *out = v; return true; }
-    case 4: { uint32_t v; memcpy(&v, p, 4); *out = v; return true; }
-    default: { uint64_t v; memcpy(&v, p, 8); *out = v; return true; }
+    case 1:
+      *out = *(const uint8_t *)p;
+      return true;
+    case 2: {
+      uint16_t v;
+      memcpy(&v, p, 2);
+      *out = v;
+      return true;
+    }
+    case 4: {
+      uint32_t v;
+      memcpy(&v, p, 4);
+      *out = v;
+      return true;
+    }
+    default: {
+      uint64_t v;
+      memcpy(&v, p, 8);
+      *out = v;
+      return true;
+    }
     }
   }
   return rv_load_slow(h, va, size, out);
@@ -146,10 +163,22 @@ static inline bool rv_store(rv_hart *h, uint64_t va, unsigned size, uint64_t val
   if (likely(e->vpn == ((va >> 12) | h->tlb_tag) && (va & 0xfff) <= 4096 - size)) {
     void *p = (void *)(uintptr_t)(va + e->addend);
     switch (size) {
-    case 1: *(uint8_t *)p = (uint8_t)val; return true;
-    case 2: { uint16_t v = (uint16_t)val; memcpy(p, &v, 2); return true; }
-    case 4: { uint32_t v = (uint32_t)val; memcpy(p, &v, 4); return true; }
-    default: memcpy(p, &val, 8); return true;
+    case 1:
+      *(uint8_t *)p = (uint8_t)val;
+      return true;
+    case 2: {
+      uint16_t v = (uint16_t)val;
+      memcpy(p, &v, 2);
+      return true;
+    }
+    case 4: {
+      uint32_t v = (uint32_t)val;
+      memcpy(p, &v, 4);
+      return true;
+    }
+    default:
+      memcpy(p, &val, 8);
+      return true;
     }
   }
   return rv_store_slow(h, va, size, val);

@@ -98,7 +98,9 @@ ALU_R(op_sraw, SX32((int32_t)a >> (b & 31)))
 
 /* ---------------------------------------------------------------- M */
 
-static uint64_t mulhu64(uint64_t a, uint64_t b) { return (uint64_t)(((unsigned __int128)a * b) >> 64); }
+static uint64_t mulhu64(uint64_t a, uint64_t b) {
+  return (uint64_t)(((unsigned __int128)a * b) >> 64);
+}
 static uint64_t mulh64(int64_t a, int64_t b) { return (uint64_t)(((__int128)a * b) >> 64); }
 static uint64_t mulhsu64(int64_t a, uint64_t b) {
   return (uint64_t)(((__int128)a * (unsigned __int128)b) >> 64);
@@ -136,11 +138,21 @@ ALU_R(op_mul, a *b)
 ALU_R(op_mulh, mulh64((int64_t)a, (int64_t)b))
 ALU_R(op_mulhsu, mulhsu64((int64_t)a, b))
 ALU_R(op_mulhu, mulhu64(a, b))
-ALU_R(op_div, div64((int64_t)a, (int64_t)b))
+/* Linux's cpu_relax() is "div rd, rd, zero": a hart spinning on a lock or on another hart. After
+ * a few of them the hart gives up the rest of its slice so the machine runs the other harts. */
+RV_HANDLER(op_div) {
+  uint64_t a = RS1, b = RS2;
+  if (unlikely(b == 0) && d->rd == d->rs1 && ++h->spin_hints >= 16) {
+    h->spin_hints = 0;
+    h->yield = true;
+    h->check_irq = true;
+  }
+  RD = div64((int64_t)a, (int64_t)b);
+}
 ALU_R(op_divu, b ? a / b : UINT64_MAX)
 ALU_R(op_rem, rem64((int64_t)a, (int64_t)b))
 ALU_R(op_remu, b ? a % b : a)
-ALU_R(op_mulw, SX32((uint32_t)a * (uint32_t)b))
+ALU_R(op_mulw, SX32((uint32_t)a *(uint32_t)b))
 ALU_R(op_divw, SX32(div32((int32_t)a, (int32_t)b)))
 ALU_R(op_divuw, SX32((uint32_t)b ? (uint32_t)a / (uint32_t)b : UINT32_MAX))
 ALU_R(op_remw, SX32(rem32((int32_t)a, (int32_t)b)))
@@ -262,7 +274,7 @@ RV_HANDLER(op_sc_d) {
     type n;                                                                                        \
     do {                                                                                           \
       n = (expr);                                                                                  \
-    } while (!__atomic_compare_exchange_n(p, &a, n, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));  \
+    } while (!__atomic_compare_exchange_n(p, &a, n, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));   \
     RD = (uint64_t)(int64_t)(stype)a;                                                              \
   }
 #define AMO_BOTH(suffix, expr32, expr64)                                                           \

@@ -29,12 +29,30 @@ static inline uint32_t unbox_s(uint64_t v) {
   return (v >> 32) == 0xffffffffu ? (uint32_t)v : CANON_S;
 }
 static inline uint64_t box_s(uint32_t v) { return 0xffffffff00000000ull | v; }
-static inline float as_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-static inline uint32_t f_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline double as_d(uint64_t u) { double f; memcpy(&f, &u, 8); return f; }
-static inline uint64_t d_bits(double f) { uint64_t u; memcpy(&u, &f, 8); return u; }
+static inline float as_f(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+static inline uint32_t f_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+static inline double as_d(uint64_t u) {
+  double f;
+  memcpy(&f, &u, 8);
+  return f;
+}
+static inline uint64_t d_bits(double f) {
+  uint64_t u;
+  memcpy(&u, &f, 8);
+  return u;
+}
 
-static inline bool is_nan_s(uint32_t u) { return (u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffff); }
+static inline bool is_nan_s(uint32_t u) {
+  return (u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffff);
+}
 static inline bool is_snan_s(uint32_t u) { return is_nan_s(u) && !(u & 0x400000u); }
 static inline bool is_nan_d(uint64_t u) {
   return (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull && (u & 0xfffffffffffffull);
@@ -73,8 +91,7 @@ static bool fp_rm(rv_hart *h, const rv_insn *d, int *rm) {
 }
 
 static void fp_host_enter(int rm) {
-  static const int host_rm[5] = {FE_TONEAREST, FE_TOWARDZERO, FE_DOWNWARD, FE_UPWARD,
-                                 FE_TONEAREST};
+  static const int host_rm[5] = {FE_TONEAREST, FE_TOWARDZERO, FE_DOWNWARD, FE_UPWARD, FE_TONEAREST};
   feclearexcept(FE_ALL_EXCEPT);
   if (rm != RM_RNE && rm != RM_RMM)
     fesetround(host_rm[rm]);
@@ -85,11 +102,16 @@ static unsigned fp_host_leave(int rm) {
   if (rm != RM_RNE && rm != RM_RMM)
     fesetround(FE_TONEAREST);
   unsigned f = 0;
-  if (e & FE_INEXACT) f |= FF_NX;
-  if (e & FE_UNDERFLOW) f |= FF_UF;
-  if (e & FE_OVERFLOW) f |= FF_OF;
-  if (e & FE_DIVBYZERO) f |= FF_DZ;
-  if (e & FE_INVALID) f |= FF_NV;
+  if (e & FE_INEXACT)
+    f |= FF_NX;
+  if (e & FE_UNDERFLOW)
+    f |= FF_UF;
+  if (e & FE_OVERFLOW)
+    f |= FF_OF;
+  if (e & FE_DIVBYZERO)
+    f |= FF_DZ;
+  if (e & FE_INVALID)
+    f |= FF_NV;
   return f;
 }
 
@@ -166,11 +188,27 @@ static float rmm_single(double (*op)(double, double, double), float a, float b, 
   unsigned hf = fp_host_leave(RM_RTZ);
   return rmm_from_odd_double(x, hf, fl);
 }
-static double d_add(double a, double b, double c) { (void)c; return a + b; }
-static double d_sub(double a, double b, double c) { (void)c; return a - b; }
-static double d_mul(double a, double b, double c) { (void)c; return a * b; }
-static double d_div(double a, double b, double c) { (void)c; return a / b; }
-static double d_sqrt(double a, double b, double c) { (void)b; (void)c; return sqrt(a); }
+static double d_add(double a, double b, double c) {
+  (void)c;
+  return a + b;
+}
+static double d_sub(double a, double b, double c) {
+  (void)c;
+  return a - b;
+}
+static double d_mul(double a, double b, double c) {
+  (void)c;
+  return a * b;
+}
+static double d_div(double a, double b, double c) {
+  (void)c;
+  return a / b;
+}
+static double d_sqrt(double a, double b, double c) {
+  (void)b;
+  (void)c;
+  return sqrt(a);
+}
 static double d_fma(double a, double b, double c) { return fma(a, b, c); }
 
 /* For double precision the rounding error of +, -, * and / is exactly representable: RNE and
@@ -303,7 +341,7 @@ FMA_D(op_fnmadd_d, 1, 1)
     if (!fp_on(h, d))                                                                              \
       return;                                                                                      \
     __typeof__(get(d->rs1)) a = get(d->rs1), b = get(d->rs2), sb = signbit;                        \
-    h->f[d->rd] = put((a & ~sb) | ((expr) & sb));                                                  \
+    h->f[d->rd] = put((a & ~sb) | ((expr)&sb));                                                    \
     rv_mark_fs_dirty(h);                                                                           \
   }
 #define GET_S(r) unbox_s(h->f[r])
@@ -344,10 +382,30 @@ static uint64_t minmax_d(rv_hart *h, uint64_t a, uint64_t b, bool max) {
     return max ? (a & b) : (a | b);
   return (max ? fa > fb : fa < fb) ? a : b;
 }
-RV_HANDLER(op_fmin_s) { if (fp_on(h, d)) { h->f[d->rd] = box_s(minmax_s(h, FS1, FS2, false)); rv_mark_fs_dirty(h); } }
-RV_HANDLER(op_fmax_s) { if (fp_on(h, d)) { h->f[d->rd] = box_s(minmax_s(h, FS1, FS2, true)); rv_mark_fs_dirty(h); } }
-RV_HANDLER(op_fmin_d) { if (fp_on(h, d)) { h->f[d->rd] = minmax_d(h, FD1, FD2, false); rv_mark_fs_dirty(h); } }
-RV_HANDLER(op_fmax_d) { if (fp_on(h, d)) { h->f[d->rd] = minmax_d(h, FD1, FD2, true); rv_mark_fs_dirty(h); } }
+RV_HANDLER(op_fmin_s) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = box_s(minmax_s(h, FS1, FS2, false));
+    rv_mark_fs_dirty(h);
+  }
+}
+RV_HANDLER(op_fmax_s) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = box_s(minmax_s(h, FS1, FS2, true));
+    rv_mark_fs_dirty(h);
+  }
+}
+RV_HANDLER(op_fmin_d) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = minmax_d(h, FD1, FD2, false);
+    rv_mark_fs_dirty(h);
+  }
+}
+RV_HANDLER(op_fmax_d) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = minmax_d(h, FD1, FD2, true);
+    rv_mark_fs_dirty(h);
+  }
+}
 
 /* ---------------------------------------------------------------- comparisons, classify */
 
@@ -401,20 +459,41 @@ RV_HANDLER(op_fclass_d) {
 
 /* ---------------------------------------------------------------- moves */
 
-RV_HANDLER(op_fmv_x_w) { if (fp_on(h, d)) h->x[d->rd] = (uint64_t)(int64_t)(int32_t)(uint32_t)h->f[d->rs1]; }
-RV_HANDLER(op_fmv_x_d) { if (fp_on(h, d)) h->x[d->rd] = h->f[d->rs1]; }
-RV_HANDLER(op_fmv_w_x) { if (fp_on(h, d)) { h->f[d->rd] = box_s((uint32_t)h->x[d->rs1]); rv_mark_fs_dirty(h); } }
-RV_HANDLER(op_fmv_d_x) { if (fp_on(h, d)) { h->f[d->rd] = h->x[d->rs1]; rv_mark_fs_dirty(h); } }
+RV_HANDLER(op_fmv_x_w) {
+  if (fp_on(h, d))
+    h->x[d->rd] = (uint64_t)(int64_t)(int32_t)(uint32_t)h->f[d->rs1];
+}
+RV_HANDLER(op_fmv_x_d) {
+  if (fp_on(h, d))
+    h->x[d->rd] = h->f[d->rs1];
+}
+RV_HANDLER(op_fmv_w_x) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = box_s((uint32_t)h->x[d->rs1]);
+    rv_mark_fs_dirty(h);
+  }
+}
+RV_HANDLER(op_fmv_d_x) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = h->x[d->rs1];
+    rv_mark_fs_dirty(h);
+  }
+}
 
 /* ---------------------------------------------------------------- conversions */
 
 static double round_by_mode(double x, int rm) {
   switch (rm) {
-  case RM_RTZ: return trunc(x);
-  case RM_RDN: return floor(x);
-  case RM_RUP: return ceil(x);
-  case RM_RMM: return round(x);
-  default: return nearbyint(x); /* the host runs in round-to-nearest-even */
+  case RM_RTZ:
+    return trunc(x);
+  case RM_RDN:
+    return floor(x);
+  case RM_RUP:
+    return ceil(x);
+  case RM_RMM:
+    return round(x);
+  default:
+    return nearbyint(x); /* the host runs in round-to-nearest-even */
   }
 }
 
@@ -463,7 +542,7 @@ static uint64_t fcvt_to_int(double x, bool nan, int rm, bool is_signed, int bits
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
-    unsigned fl;                                                                               \
+    unsigned fl;                                                                                   \
     h->x[d->rd] = fcvt_to_int(getd, isnan_fn(getbits), rm, sgn, bits, &fl);                        \
     if (fl)                                                                                        \
       fp_done(h, fl);                                                                              \

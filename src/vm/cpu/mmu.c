@@ -115,10 +115,27 @@ bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
     rv_tlb_fill(h, h->ld_tlb, ACC_READ, va, pa);
     const uint8_t *p = bus->ram + (pa - bus->ram_base);
     switch (size) {
-    case 1: *out = *p; break;
-    case 2: { uint16_t v; memcpy(&v, p, 2); *out = v; break; }
-    case 4: { uint32_t v; memcpy(&v, p, 4); *out = v; break; }
-    default: { uint64_t v; memcpy(&v, p, 8); *out = v; break; }
+    case 1:
+      *out = *p;
+      break;
+    case 2: {
+      uint16_t v;
+      memcpy(&v, p, 2);
+      *out = v;
+      break;
+    }
+    case 4: {
+      uint32_t v;
+      memcpy(&v, p, 4);
+      *out = v;
+      break;
+    }
+    default: {
+      uint64_t v;
+      memcpy(&v, p, 8);
+      *out = v;
+      break;
+    }
     }
     return true;
   }
@@ -167,10 +184,22 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
     rv_tlb_fill(h, h->st_tlb, ACC_WRITE, va, pa);
     uint8_t *p = bus->ram + (pa - bus->ram_base);
     switch (size) {
-    case 1: *p = (uint8_t)val; break;
-    case 2: { uint16_t v = (uint16_t)val; memcpy(p, &v, 2); break; }
-    case 4: { uint32_t v = (uint32_t)val; memcpy(p, &v, 4); break; }
-    default: memcpy(p, &val, 8); break;
+    case 1:
+      *p = (uint8_t)val;
+      break;
+    case 2: {
+      uint16_t v = (uint16_t)val;
+      memcpy(p, &v, 2);
+      break;
+    }
+    case 4: {
+      uint32_t v = (uint32_t)val;
+      memcpy(p, &v, 4);
+      break;
+    }
+    default:
+      memcpy(p, &val, 8);
+      break;
     }
     return true;
   }
