@@ -125,7 +125,8 @@ void vs_log(vs_log_level level, const char *fmt, ...) __attribute__((format(prin
 
 /* Read a whole file into a new NUL-terminated buffer (*out, free()); *len (if non-NULL) gets the
  * length without the NUL. Files larger than max_len bytes are refused with an error naming the
- * limit, so untrusted files cannot make us allocate without bound. */
+ * limit, so untrusted files cannot make us allocate without bound. FIFOs and sockets are refused
+ * (without blocking in open). */
 int vs_read_file(const char *path, size_t max_len, char **out, size_t *len, vs_error **err);
 
 /* Write all of buf to fd, retrying on EINTR and short writes. */
@@ -133,7 +134,8 @@ int vs_write_all(int fd, const void *buf, size_t len, vs_error **err);
 
 /* Replace path with data atomically: write a temporary file in the same directory, fsync it,
  * rename it over path and fsync the directory. Readers see the old or the new content, never a
- * mix, and a crash leaves no partial file under path. mode is the new file's permission bits. */
+ * mix, and a crash leaves no partial file under path. mode is the new file's permission bits
+ * (the umask does not apply). A symlink at path is replaced by the file, not written through. */
 int vs_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                          vs_error **err);
 
@@ -141,18 +143,31 @@ int vs_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 int vs_mkdir_p(const char *path, mode_t mode, vs_error **err);
 
 /* rm -rf: remove path and everything below it. Symbolic links are removed, never followed;
- * read-only directories are made writable first. A missing path is not an error. */
+ * read-only directories are made writable first. A missing path is not an error. Mount points
+ * below path are never entered: finding one is an error (EBUSY) naming it, so a forgotten bind
+ * mount cannot take its source with it. */
 int vs_rm_rf(const char *path, vs_error **err);
 
 /* Open path inside the directory rootfd as if rootfd were "/": "..", absolute paths and symbolic
  * links (absolute or relative) never leave the root, and magic links (/proc/self/fd/N) are
  * refused. Uses openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) and falls back to an equivalent
  * component-by-component walk with O_NOFOLLOW when the kernel lacks openat2. flags and mode are
- * those of openat(2); O_CLOEXEC is always added. Returns the new fd. */
+ * those of openat(2); O_CLOEXEC is always added. rootfd must be an open directory (O_PATH is
+ * enough), not AT_FDCWD. Returns the new fd. */
 int vs_openat_in_root(int rootfd, const char *path, int flags, mode_t mode, vs_error **err);
 
-/* mkdir -p inside a root: every component is resolved as vs_openat_in_root does. */
+/* mkdir -p inside a root: every component is resolved as vs_openat_in_root does, so symlinks in
+ * the path are followed inside the root. Returns 0 when path is (now) a directory. */
 int vs_mkdir_p_in_root(int rootfd, const char *path, mode_t mode, vs_error **err);
+
+/* --------------------------------------------------------------- parsing */
+
+/* Strict unsigned decimal (or 0x hex) number: the whole string, no sign, no spaces, no
+ * overflow. `what` names the value in errors ("--cpus"). */
+int vs_parse_u64(const char *s, const char *what, uint64_t *out, vs_error **err);
+/* A size with an optional binary suffix: "4096", "512K", "512M", "2G", "1T" (also "KiB", "MiB",
+ * "GiB", "TiB"); overflow is an error. */
+int vs_parse_size(const char *s, const char *what, uint64_t *out, vs_error **err);
 
 /* ------------------------------------------------------------------ JSON */
 
@@ -164,6 +179,10 @@ static inline void vs_json_decrefp(json_t **j) {
     json_decref(*j);
 }
 #define _cleanup_json_ _cleanup_(vs_json_decrefp)
+
+/* Write j to path atomically (vs_write_file_atomic) as indented JSON with sorted keys and a
+ * final newline. */
+int vs_json_write_file(const char *path, const json_t *j, mode_t mode, vs_error **err);
 
 /* Parse a file of at most max_len bytes. */
 json_t *vs_json_load_file(const char *path, size_t max_len, vs_error **err);
@@ -190,6 +209,12 @@ int vs_json_get_array(const json_t *obj, const char *field, bool required, json_
                       vs_error **err);
 int vs_json_get_object(const json_t *obj, const char *field, bool required, json_t **out,
                        vs_error **err);
+/* An array of strings (OCI args, env): *out gets a new NULL-terminated array of borrowed strings
+ * (free() the array, not the strings) and *n (if non-NULL) its length. An element of another
+ * type is an error naming the field and index: "field \"args\"[2]: expected string, found
+ * integer". Same return values as the getters above. */
+int vs_json_get_string_array(const json_t *obj, const char *field, bool required, const char ***out,
+                             size_t *n, vs_error **err);
 /* "object", "array", "string", "integer", "real", "boolean", "null" */
 const char *vs_json_type_name(const json_t *j);
 
@@ -218,14 +243,19 @@ int vs_sha256_file(const char *path, char out[VS_SHA256_HEX_LEN + 1], vs_error *
 
 #define VS_SPAWN_INHERIT (-1) /* the child keeps our stdin/stdout/stderr */
 #define VS_SPAWN_DEVNULL (-2) /* the child gets /dev/null */
+#define VS_SPAWN_MAX_EXTRA_FDS 64
 
 typedef struct vs_spawn_opts {
   int stdin_fd; /* fd to become the child's 0, or VS_SPAWN_INHERIT / VS_SPAWN_DEVNULL */
   int stdout_fd;
   int stderr_fd;
-  char *const *env; /* environment for the child; NULL keeps ours */
+  char *const *env; /* environment for the child; NULL keeps ours (PATH search uses ours) */
   const char *cwd;  /* working directory for the child; NULL keeps ours */
   bool new_session; /* setsid() in the child */
+  /* Descriptors the child gets as 3, 4, ... (extra_fds[i] becomes 3 + i). Every other fd above
+   * 2 is closed on exec in the child, CLOEXEC or not, so nothing leaks by accident. */
+  const int *extra_fds;
+  size_t n_extra_fds;
 } vs_spawn_opts;
 
 /* Initialise with this: the fd fields must not default to 0 (which is a real fd). */
@@ -250,14 +280,15 @@ char *vs_wait_status_str(int status);
 #define VS_MAX_PASS_FDS 253 /* the kernel's SCM_MAX_FD */
 
 /* Bind a SOCK_STREAM unix socket at path with permission bits mode (applied to the socket
- * before bind, so the file never exists with wider permissions) and listen. */
+ * before bind, so the file never exists with wider permissions) and listen. An existing file at
+ * path is an error (EADDRINUSE): remove a stale socket first. */
 int vs_unix_listen(const char *path, mode_t mode, vs_error **err);
 int vs_unix_connect(const char *path, vs_error **err);
 /* Send all len (>= 1) bytes of buf, with nfds (<= VS_MAX_PASS_FDS) descriptors attached to the
  * first byte via SCM_RIGHTS. Never raises SIGPIPE. */
 int vs_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds, vs_error **err);
-/* Receive up to cap bytes and up to max_fds descriptors (close-on-exec) into fds_out; *nfds gets
- * the number received. Returns the byte count (0 at end of stream). If the peer sent more
+/* Receive up to cap (>= 1) bytes and up to max_fds descriptors (close-on-exec) into fds_out; *nfds
+ * gets the number received. Returns the byte count (0 at end of stream). If the peer sent more
  * descriptors than fit (MSG_CTRUNC) everything received is closed and an error says so. */
 ssize_t vs_recv_fds(int sock, void *buf, size_t cap, int *fds_out, size_t max_fds, size_t *nfds,
                     vs_error **err);

@@ -71,9 +71,18 @@ static int read_fd_bounded(int fd, const char *path, size_t max_len, char **out,
 }
 
 int vs_read_file(const char *path, size_t max_len, char **out, size_t *len, vs_error **err) {
-  _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  /* O_NONBLOCK so that a FIFO planted where a file was expected cannot block us in open() */
+  _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0)
     return vs_error_set(err, errno, "open %s", path);
+  struct stat st;
+  if (fstat(fd, &st) < 0)
+    return vs_error_set(err, errno, "stat %s", path);
+  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+    return vs_error_set(err, EINVAL, "read %s: not a regular file (a FIFO or socket)", path);
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+    return vs_error_set(err, errno, "fcntl %s", path);
   return read_fd_bounded(fd, path, max_len, out, len, err);
 }
 
@@ -151,6 +160,17 @@ int vs_mkdir_p(const char *path, mode_t mode, vs_error **err) {
   return mkdir_one(p, mode, err);
 }
 
+/* Is dirfd/name the root of a mount? rm -rf must never descend into one: a bind mount left in
+ * a container's rootfs would otherwise have its (host) contents deleted. */
+static bool is_mount_root(int dirfd, const char *name, dev_t parent_dev) {
+  struct statx stx;
+  if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE, &stx) == 0 &&
+      (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT))
+    return (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
+  struct stat st; /* kernels before 5.8: a different device is certainly another mount */
+  return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev != parent_dev;
+}
+
 /* Remove everything inside the directory dfd (which this function closes). */
 static int rm_dir_contents(int dfd, const char *path, vs_error **err) {
   DIR *d = fdopendir(dfd);
@@ -158,6 +178,12 @@ static int rm_dir_contents(int dfd, const char *path, vs_error **err) {
     int e = errno;
     close(dfd);
     return vs_error_set(err, e, "opendir %s", path);
+  }
+  struct stat parent;
+  if (fstat(dirfd(d), &parent) < 0) {
+    int e = errno;
+    closedir(d);
+    return vs_error_set(err, e, "stat %s", path);
   }
   int rc = 0;
   for (;;) {
@@ -185,6 +211,11 @@ static int rm_dir_contents(int dfd, const char *path, vs_error **err) {
       continue;
     }
     _cleanup_free_ char *sub = vs_asprintf("%s/%s", path, de->d_name);
+    if (is_mount_root(dirfd(d), de->d_name, parent.st_dev)) {
+      rc = vs_error_set(err, EBUSY, "remove %s: a filesystem is mounted there; unmount it first",
+                        sub);
+      break;
+    }
     int sfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (sfd < 0 && errno == EACCES) {
       /* An unreadable directory: make it ours to read (it is a directory, checked above). */
@@ -214,7 +245,9 @@ static int rm_dir_contents(int dfd, const char *path, vs_error **err) {
 }
 
 int vs_rm_rf(const char *path, vs_error **err) {
-  struct stat st;
+  if (!*path)
+    return vs_error_set(err, EINVAL, "rm -rf: empty path");
+  struct stat st, root;
   if (lstat(path, &st) < 0) {
     if (errno == ENOENT)
       return 0;
@@ -225,6 +258,8 @@ int vs_rm_rf(const char *path, vs_error **err) {
       return vs_error_set(err, errno, "unlink %s", path);
     return 0;
   }
+  if (stat("/", &root) == 0 && root.st_dev == st.st_dev && root.st_ino == st.st_ino)
+    return vs_error_set(err, EPERM, "rm -rf %s: refusing to remove the root directory", path);
   int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0 && errno == EACCES && chmod(path, (st.st_mode & 07777) | S_IRWXU) == 0)
     dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

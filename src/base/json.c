@@ -26,6 +26,17 @@ json_t *vs_json_load_file(const char *path, size_t max_len, vs_error **err) {
   return vs_json_loads(text, len, path, err);
 }
 
+int vs_json_write_file(const char *path, const json_t *j, mode_t mode, vs_error **err) {
+  _cleanup_free_ char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+  if (!text)
+    return vs_error_set(err, EINVAL, "write %s: cannot serialise the JSON value", path);
+  size_t n = strlen(text);
+  text = vs_realloc(text, n + 2);
+  text[n] = '\n';
+  text[n + 1] = '\0';
+  return vs_write_file_atomic(path, text, n + 1, mode, err);
+}
+
 const char *vs_json_type_name(const json_t *j) {
   if (!j)
     return "nothing";
@@ -144,5 +155,28 @@ int vs_json_get_object(const json_t *obj, const char *field, bool required, json
   if (!json_is_object(v))
     return wrong_type(field, "object", v, err);
   *out = v;
+  return 1;
+}
+
+int vs_json_get_string_array(const json_t *obj, const char *field, bool required, const char ***out,
+                             size_t *n, vs_error **err) {
+  json_t *arr = NULL;
+  int r = vs_json_get_array(obj, field, required, &arr, err);
+  if (r <= 0)
+    return r;
+  size_t len = json_array_size(arr);
+  const char **v = vs_malloc0((len + 1) * sizeof(*v));
+  for (size_t i = 0; i < len; i++) {
+    json_t *e = json_array_get(arr, i);
+    if (!json_is_string(e)) {
+      free((void *)v);
+      return vs_error_set(err, 0, "field \"%s\"[%zu]: expected string, found %s", field, i,
+                          vs_json_type_name(e));
+    }
+    v[i] = json_string_value(e);
+  }
+  *out = v;
+  if (n)
+    *n = len;
   return 1;
 }

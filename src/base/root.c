@@ -94,6 +94,8 @@ static int follow_link(dir_stack *st, int linkfd, char **todo, const char *rest,
 }
 
 int vs_openat_in_root_walk(int rootfd, const char *path, int flags, mode_t mode, vs_error **err) {
+  if (!*path) /* as openat2 and openat: an empty path names nothing */
+    return vs_error_set(err, ENOENT, "open \"\" in root");
   dir_stack st = {0};
   int root = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
   if (root < 0)
@@ -145,6 +147,11 @@ int vs_openat_in_root_walk(int rootfd, const char *path, int flags, mode_t mode,
     if (fd >= 0 && fstat(fd, &sb) < 0) {
       vs_error_set(err, errno, "open %s in root: stat %s", path, comp);
       close(fd);
+      break;
+    }
+    if (fd >= 0 && S_ISLNK(sb.st_mode) && last && (flags & O_CREAT) && (flags & O_EXCL)) {
+      close(fd); /* O_EXCL never creates through a symlink, dangling or not */
+      vs_error_set(err, EEXIST, "open %s in root", path);
       break;
     }
     if (fd >= 0 && S_ISLNK(sb.st_mode) && !(last && !trailing_slash && (flags & O_NOFOLLOW))) {

@@ -46,26 +46,35 @@ __attribute__((noreturn)) static void child_exec(int errfd, char *const argv[],
   if (o->new_session && setsid() < 0)
     child_fail(errfd, STAGE_SETSID);
 
-  /* Move everything out of 0..2 first, so that e.g. stdout=2, stderr=1 swaps correctly. */
-  if (errfd < 3) {
-    errfd = fcntl(errfd, F_DUPFD_CLOEXEC, 3);
+  /* Targets are 0..2 and 3..first_free-1. Copy every source (and the report pipe) above them
+   * before the first dup2, so that no dup2 overwrites a source still needed (stdout=2,
+   * stderr=1, or an extra fd that sits where another one must go). */
+  int first_free = 3 + (int)o->n_extra_fds;
+  if (errfd < first_free) {
+    errfd = fcntl(errfd, F_DUPFD_CLOEXEC, first_free);
     if (errfd < 0)
       _exit(127);
   }
+  int src[3 + VS_SPAWN_MAX_EXTRA_FDS];
   int want[3] = {o->stdin_fd, o->stdout_fd, o->stderr_fd};
-  int high[3];
-  for (int i = 0; i < 3; i++) {
-    high[i] = -1;
-    if (want[i] == VS_SPAWN_INHERIT)
+  for (int i = 0; i < first_free; i++) {
+    int from = i < 3 ? want[i] : o->extra_fds[i - 3];
+    if (from == VS_SPAWN_INHERIT) {
+      src[i] = -1;
       continue;
-    int src = want[i] == VS_SPAWN_DEVNULL ? devnull : want[i];
-    high[i] = fcntl(src, F_DUPFD_CLOEXEC, 3);
-    if (high[i] < 0)
+    }
+    if (from == VS_SPAWN_DEVNULL)
+      from = devnull;
+    src[i] = fcntl(from, F_DUPFD_CLOEXEC, first_free);
+    if (src[i] < 0)
       child_fail(errfd, STAGE_DUP);
   }
-  for (int i = 0; i < 3; i++)
-    if (high[i] >= 0 && dup2(high[i], i) < 0)
+  for (int i = 0; i < first_free; i++)
+    if (src[i] >= 0 && dup2(src[i], i) < 0) /* dup2 clears CLOEXEC on the target */
       child_fail(errfd, STAGE_DUP);
+  /* Nothing else crosses exec: not our copies, not fds someone forgot to make CLOEXEC. Kernels
+   * before 5.11 lack CLOSE_RANGE_CLOEXEC; there only CLOEXEC discipline protects. */
+  (void)close_range((unsigned)first_free, ~0U, CLOSE_RANGE_CLOEXEC);
 
   if (o->cwd && chdir(o->cwd) < 0)
     child_fail(errfd, STAGE_CHDIR);
@@ -82,6 +91,12 @@ int vs_spawn(char *const argv[], const vs_spawn_opts *opts, pid_t *pid, vs_error
   const vs_spawn_opts *o = opts ? opts : &defaults;
   if (!argv || !argv[0])
     return vs_error_set(err, EINVAL, "spawn: empty command");
+  if (o->n_extra_fds > VS_SPAWN_MAX_EXTRA_FDS)
+    return vs_error_set(err, EINVAL, "spawn %s: %zu extra fds, the limit is %d", argv[0],
+                        o->n_extra_fds, VS_SPAWN_MAX_EXTRA_FDS);
+  for (size_t i = 0; i < o->n_extra_fds; i++)
+    if (o->extra_fds[i] < 0)
+      return vs_error_set(err, EBADF, "spawn %s: extra fd %zu is %d", argv[0], i, o->extra_fds[i]);
 
   _cleanup_close_ int devnull = -1;
   if (o->stdin_fd == VS_SPAWN_DEVNULL || o->stdout_fd == VS_SPAWN_DEVNULL ||

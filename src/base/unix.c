@@ -2,6 +2,7 @@
 #include "base.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -36,7 +37,7 @@ int vs_unix_listen(const char *path, mode_t mode, vs_error **err) {
     return vs_error_set(err, errno, "bind %s", path);
   /* The umask may have removed bits the caller asked for; fix the file to exactly mode. It can
    * only gain bits the caller wanted, so no window of wider access exists. */
-  if (chmod(path, mode) < 0)
+  if (fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW) < 0) /* never through a symlink */
     return vs_error_set(err, errno, "chmod %s", path);
   if (listen(fd, SOMAXCONN) < 0)
     return vs_error_set(err, errno, "listen on %s", path);
@@ -106,6 +107,8 @@ static void close_fds(int *fds, size_t n) {
 ssize_t vs_recv_fds(int sock, void *buf, size_t cap, int *fds_out, size_t max_fds, size_t *nfds,
                     vs_error **err) {
   *nfds = 0;
+  if (cap == 0)
+    return vs_error_set(err, EINVAL, "recvmsg: a zero-byte buffer cannot tell data from EOF");
   if (max_fds > VS_MAX_PASS_FDS)
     max_fds = VS_MAX_PASS_FDS;
   union {

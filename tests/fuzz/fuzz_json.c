@@ -21,6 +21,13 @@ static void try_getters(const json_t *obj, const char *key) {
     vs_json_get_bool(obj, key, required, &b, &err);
     vs_json_get_array(obj, key, required, &j, &err);
     vs_json_get_object(obj, key, required, &j, &err);
+    const char **strv = NULL;
+    size_t n = 0;
+    if (vs_json_get_string_array(obj, key, required, &strv, &n, &err) == 1) {
+      if (strv[n] != NULL)
+        abort(); /* NULL-terminated */
+      free((void *)strv);
+    }
     if (err && !err->msg)
       abort(); /* every error carries a message */
     vs_error_free(err);

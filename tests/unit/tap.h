@@ -5,6 +5,8 @@
  *
  * Each TEST registers itself; tap_run() runs them in order and prints one "ok"/"not ok" line each.
  * A failed CHECK records the file, line and expression and ends that test.
+ * SKIP("no /dev/net/tun here") ends a test as skipped ("ok N - name # SKIP reason"): only for
+ * what the machine cannot provide, never to hide a failure.
  */
 #ifndef VESSEL_TAP_H
 #define VESSEL_TAP_H
@@ -13,6 +15,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef void (*tap_fn)(void);
@@ -30,11 +33,15 @@ struct tap_state {
   int checks;
 };
 
+enum { TAP_FAILED = 1, TAP_SKIPPED = 2 };
+
 static struct tap_state tap;
 
 #define TEST(tname)                                                                                \
   static void test_##tname(void);                                                                  \
   __attribute__((constructor)) static void register_##tname(void) {                                \
+    if (tap.count == (int)(sizeof(tap.tests) / sizeof(tap.tests[0])))                              \
+      abort(); /* too many tests in one file: split it */                                          \
     tap.tests[tap.count].name = #tname;                                                            \
     tap.tests[tap.count].fn = test_##tname;                                                        \
     tap.count++;                                                                                   \
@@ -46,9 +53,15 @@ __attribute__((format(printf, 1, 2), noreturn)) static void tap_fail(const char 
   va_start(ap, fmt);
   vsnprintf(tap.fail_msg, sizeof(tap.fail_msg), fmt, ap);
   va_end(ap);
-  longjmp(tap.fail_jmp, 1);
+  longjmp(tap.fail_jmp, TAP_FAILED);
 }
 #define TAP_FAIL(...) tap_fail(__VA_ARGS__)
+
+__attribute__((noreturn)) static inline void tap_skip(const char *reason) {
+  snprintf(tap.fail_msg, sizeof(tap.fail_msg), "%s", reason);
+  longjmp(tap.fail_jmp, TAP_SKIPPED);
+}
+#define SKIP(reason) tap_skip(reason)
 
 #define CHECK(cond)                                                                                \
   do {                                                                                             \
@@ -99,7 +112,8 @@ static inline int tap_run(void) {
   for (volatile int i = 0; i < tap.count; i++) {
     tap.fail_msg[0] = '\0';
     tap.checks = 0;
-    if (setjmp(tap.fail_jmp) == 0) {
+    switch (setjmp(tap.fail_jmp)) { /* setjmp may only appear in contexts like this one */
+    case 0:
       tap.tests[i].fn();
       if (tap.checks == 0) {
         printf("not ok %d - %s # the test checked nothing\n", i + 1, tap.tests[i].name);
@@ -107,9 +121,14 @@ static inline int tap_run(void) {
       } else {
         printf("ok %d - %s\n", i + 1, tap.tests[i].name);
       }
-    } else {
+      break;
+    case TAP_SKIPPED:
+      printf("ok %d - %s # SKIP %s\n", i + 1, tap.tests[i].name, tap.fail_msg);
+      break;
+    default:
       printf("not ok %d - %s\n# %s\n", i + 1, tap.tests[i].name, tap.fail_msg);
       failed++;
+      break;
     }
     fflush(stdout);
   }

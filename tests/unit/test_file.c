@@ -3,7 +3,10 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 TEST(read_file_returns_nul_terminated_content) {
   _cleanup_free_ char *dir = test_tmpdir();
@@ -199,6 +202,17 @@ TEST(rm_rf_handles_read_only_dirs) {
   CHECK(!test_exists(dir));
 }
 
+TEST(rm_rf_refuses_root_and_empty_path) {
+  _cleanup_error_ vs_error *err = NULL;
+  CHECK_EQ(vs_rm_rf("/", &err), -1);
+  CHECK_EQ(err->errnum, EPERM);
+  CHECK_CONTAINS(err->msg, "refusing to remove the root directory");
+  CHECK_EQ(vs_rm_rf("/usr/..", &err), -1);
+  CHECK_EQ(err->errnum, EPERM);
+  CHECK_EQ(vs_rm_rf("", &err), -1);
+  CHECK_EQ(err->errnum, EINVAL);
+}
+
 TEST(rm_rf_missing_is_ok_and_file_is_removed) {
   _cleanup_error_ vs_error *err = NULL;
   CHECK_EQ(vs_rm_rf("/nonexistent/vessel/x", &err), 0);
@@ -223,6 +237,52 @@ TEST(write_all_reports_errors) {
   close(p[1]);
   CHECK_EQ(vs_write_all(p[1], "abc", 3, &err), -1);
   CHECK_EQ(err->errnum, EBADF);
+}
+
+TEST(read_file_refuses_fifo_without_blocking) {
+  _cleanup_free_ char *dir = test_tmpdir();
+  _cleanup_free_ char *p = vs_asprintf("%s/fifo", dir);
+  CHECK_EQ(mkfifo(p, 0600), 0);
+  _cleanup_free_ char *buf = NULL;
+  _cleanup_error_ vs_error *err = NULL;
+  CHECK_EQ(vs_read_file(p, 100, &buf, NULL, &err), -1);
+  CHECK_CONTAINS(err->msg, "not a regular file");
+  vs_error_freep(&err);
+  CHECK_EQ(vs_rm_rf(dir, &err), 0);
+}
+
+/* Runs in a child in its own mount namespace: 0 = passed, 1 = failed, 2 = could not set up. */
+static int rm_rf_mount_child(const char *dir) {
+  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    return 2;
+  _cleanup_free_ char *mnt = vs_asprintf("%s/rootfs/proc-like", dir);
+  vs_error *err = NULL;
+  if (vs_mkdir_p(mnt, 0755, &err) < 0 || mount("tmpfs", mnt, "tmpfs", 0, NULL) < 0)
+    return 2;
+  _cleanup_free_ char *f = vs_asprintf("%s/precious", mnt);
+  test_write(f, "x");
+  int r = vs_rm_rf(dir, &err);
+  bool ok = r == -1 && err->errnum == EBUSY && strstr(err->msg, "proc-like") && test_exists(f);
+  vs_error_free(err);
+  umount2(mnt, MNT_DETACH);
+  return ok ? 0 : 1;
+}
+
+TEST(rm_rf_refuses_to_enter_mount_points) {
+  _cleanup_free_ char *dir = test_tmpdir();
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0)
+    _exit(rm_rf_mount_child(dir));
+  int status;
+  CHECK_EQ(waitpid(pid, &status, 0), pid);
+  CHECK(WIFEXITED(status));
+  _cleanup_error_ vs_error *err = NULL;
+  CHECK_EQ(vs_rm_rf(dir, &err), 0); /* the namespace is gone, so is the mount: removable */
+  CHECK(!test_exists(dir));
+  if (WEXITSTATUS(status) == 2)
+    SKIP("no privilege to create a mount namespace and mount tmpfs");
+  CHECK_EQ(WEXITSTATUS(status), 0);
 }
 
 int main(void) { return tap_run(); }

@@ -177,4 +177,49 @@ TEST(load_file_names_path_and_enforces_limit) {
   CHECK_EQ(vs_rm_rf(dir, &err), 0);
 }
 
+TEST(write_file_round_trips) {
+  _cleanup_free_ char *dir = test_tmpdir();
+  _cleanup_free_ char *p = vs_asprintf("%s/state.json", dir);
+  _cleanup_error_ vs_error *err = NULL;
+  _cleanup_json_ json_t *j = json_pack("{s:s, s:i, s:[b]}", "id", "c1", "pid", 42, "x", 1);
+  CHECK(j != NULL);
+  CHECK_EQ(vs_json_write_file(p, j, 0600, &err), 0);
+  _cleanup_free_ char *text = NULL;
+  CHECK_EQ(vs_read_file(p, 4096, &text, NULL, &err), 0);
+  CHECK(text[strlen(text) - 1] == '\n');
+  CHECK(strstr(text, "\"id\"") < strstr(text, "\"pid\"")); /* sorted keys */
+  _cleanup_json_ json_t *back = vs_json_load_file(p, 4096, &err);
+  CHECK(back != NULL);
+  CHECK(json_equal(j, back));
+  CHECK_EQ(vs_rm_rf(dir, &err), 0);
+}
+
+TEST(string_array_getter) {
+  _cleanup_error_ vs_error *err = NULL;
+  _cleanup_json_ json_t *j = parse("{\"args\":[\"sh\",\"-c\",\"true\"],\"bad\":[\"a\",1],"
+                                   "\"empty\":[],\"s\":\"x\"}",
+                                   &err);
+  const char **v = NULL;
+  size_t n = 0;
+  CHECK_EQ(vs_json_get_string_array(j, "args", true, &v, &n, &err), 1);
+  CHECK_EQ(n, 3);
+  CHECK_STREQ(v[0], "sh");
+  CHECK_STREQ(v[2], "true");
+  CHECK(v[3] == NULL);
+  free((void *)v);
+  v = NULL;
+  CHECK_EQ(vs_json_get_string_array(j, "empty", true, &v, &n, &err), 1);
+  CHECK_EQ(n, 0);
+  CHECK(v[0] == NULL);
+  free((void *)v);
+  v = NULL;
+  CHECK_EQ(vs_json_get_string_array(j, "missing", false, &v, &n, &err), 0);
+  CHECK(v == NULL);
+  CHECK_EQ(vs_json_get_string_array(j, "bad", true, &v, &n, &err), -1);
+  CHECK_STREQ(err->msg, "field \"bad\"[1]: expected string, found integer");
+  CHECK_EQ(vs_json_get_string_array(j, "s", true, &v, &n, &err), -1);
+  CHECK_STREQ(err->msg, "field \"s\": expected array, found string");
+  CHECK(v == NULL);
+}
+
 int main(void) { return tap_run(); }

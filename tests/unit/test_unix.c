@@ -145,6 +145,10 @@ TEST(send_argument_checks) {
   int fds[1] = {0};
   CHECK_EQ(vs_send_fds(0, "", 0, fds, 1, &err), -1);
   CHECK_CONTAINS(err->msg, "at least one byte");
+  char b[1];
+  size_t n;
+  CHECK_EQ(vs_recv_fds(0, b, 0, fds, 1, &n, &err), -1);
+  CHECK_CONTAINS(err->msg, "zero-byte buffer");
   CHECK_EQ(vs_send_fds(0, "x", 1, fds, 300, &err), -1);
   CHECK_CONTAINS(err->msg, "limit is 253");
   int sv[2];

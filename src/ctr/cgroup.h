@@ -1,0 +1,84 @@
+/* vessel-runtime cgroups: one container's cgroup across every hierarchy of the host.
+ *
+ * Internal to src/ctr. Works on cgroup v1, v2 and the hybrid layout (v1 controllers each mounted
+ * on their own plus a cgroup2 hierarchy at /sys/fs/cgroup/unified). The layout is detected per
+ * controller from /proc/self/mountinfo and /proc/self/cgroup; nothing assumes one path for all.
+ *
+ * The `resources` arguments are the OCI spec's `linux.resources` object, as parsed JSON.
+ * Every function that can fail takes `vs_error **err` last (see base.h).
+ */
+#ifndef VESSEL_CTR_CGROUP_H
+#define VESSEL_CTR_CGROUP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "base/base.h"
+
+typedef struct ctr_cgroup ctr_cgroup;
+
+/* Check `linux.resources` without touching the host (types, ranges, device rules, cpuset
+ * syntax). Errors name the field: "linux.resources.memory.limit: must be an integer".
+ * ctr_cgroup_create() calls this itself; it is public so `create` can refuse early. */
+int ctr_cgroup_validate_resources(json_t *resources, vs_error **err);
+
+/* Create the container's cgroup in every hierarchy and apply `resources` (may be NULL).
+ * cgroups_path: the spec's `linux.cgroupsPath` or NULL. Absolute = relative to each hierarchy's
+ * root; relative = under the calling process's cgroup in each hierarchy; NULL = "/vessel/<id>".
+ * On failure everything created so far is removed again. *out is freed with ctr_cgroup_free(). */
+int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resources, ctr_cgroup **out,
+                      vs_error **err);
+
+/* v1 devices controller: add allow rules ("c 1:3 rwm") for the spec's `linux.devices` entries,
+ * like runc does (call right after create; a no-op where there is no devices controller). */
+int ctr_cgroup_allow_devices(ctr_cgroup *cg, json_t *devs, vs_error **err);
+
+/* Move `pid` into the container's cgroup in every hierarchy. Call before the container's init
+ * unshares its cgroup namespace so that its namespace root is the container's cgroup. */
+int ctr_cgroup_add_pid(ctr_cgroup *cg, pid_t pid, vs_error **err);
+
+/* Serialise for the state file / reopen from it (later commands: kill, pause, update, delete). */
+json_t *ctr_cgroup_to_json(const ctr_cgroup *cg);
+int ctr_cgroup_from_json(json_t *saved, ctr_cgroup **out, vs_error **err);
+
+/* Freeze (pause) or thaw (resume) every process of the container; waits until the freezer
+ * reports the new state. */
+int ctr_cgroup_freeze(ctr_cgroup *cg, bool freeze, vs_error **err);
+/* Whether the container is frozen now (for `state` to report "paused"). */
+int ctr_cgroup_is_frozen(ctr_cgroup *cg, bool *frozen, vs_error **err);
+
+/* Apply new resources to a running container (`update`); only the fields present change. */
+int ctr_cgroup_update(ctr_cgroup *cg, json_t *resources, vs_error **err);
+
+/* Every pid in the container's cgroup (`ps`, `kill --all`, `delete --force`). *pids is
+ * malloc'ed, sorted ascending; free() it. */
+int ctr_cgroup_pids(ctr_cgroup *cg, pid_t **pids, size_t *n, vs_error **err);
+
+/* Send `sig` to every process in the cgroup (thawing a frozen cgroup first for SIGKILL). */
+int ctr_cgroup_kill(ctr_cgroup *cg, int sig, vs_error **err);
+
+/* Statistics in the shape of runc's `events --stats` "data" object:
+ * {"cpu":{"usage":{...},"throttling":{...}},"memory":{"usage":{...},"swap":{...},"raw":{...}},
+ *  "pids":{"current":N,"limit":N},"blkio":{...},"hugetlb":{...}}. Also reports the OOM-kill
+ * count in memory.oom_kill / "oom_kill" where the kernel has it. New reference or NULL. */
+json_t *ctr_cgroup_stats(ctr_cgroup *cg, vs_error **err);
+
+/* Remove every directory the runtime created for this container in every hierarchy (retries
+ * rmdir on EBUSY while exiting processes leave). The processes must be gone already. */
+int ctr_cgroup_destroy(ctr_cgroup *cg, vs_error **err);
+
+void ctr_cgroup_free(ctr_cgroup *cg);
+
+/* The hierarchies the container's cgroup spans, for mounting a `cgroup` filesystem inside the
+ * container (bind-mount `host_path` at /sys/fs/cgroup/`name`, or at /sys/fs/cgroup when
+ * `name` is "" on a pure v2 host). */
+typedef struct ctr_cgroup_hierarchy {
+  const char *name;      /* "memory", "cpu,cpuacct", "name=systemd" -> "systemd", "unified", "" */
+  const char *host_path; /* the container's cgroup directory on the host */
+  bool unified;          /* cgroup2 */
+} ctr_cgroup_hierarchy;
+size_t ctr_cgroup_hierarchy_count(const ctr_cgroup *cg);
+bool ctr_cgroup_hierarchy_get(const ctr_cgroup *cg, size_t i, ctr_cgroup_hierarchy *out);
+
+#endif

@@ -1,0 +1,102 @@
+/* The default config.json (`spec`) and the runtime's feature list (`features`). */
+#include "internal.h"
+#include "security.h"
+
+#include <string.h>
+
+static const char default_spec[] =
+    "{\"ociVersion\":\"" CTR_OCI_VERSION "\","
+    "\"process\":{\"terminal\":true,\"user\":{\"uid\":0,\"gid\":0},\"args\":[\"sh\"],"
+    "\"env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\","
+    "\"TERM=xterm\"],\"cwd\":\"/\","
+    "\"capabilities\":{\"bounding\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],"
+    "\"effective\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],"
+    "\"permitted\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],"
+    "\"ambient\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"]},"
+    "\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024}],"
+    "\"noNewPrivileges\":true},"
+    "\"root\":{\"path\":\"rootfs\",\"readonly\":true},"
+    "\"hostname\":\"vessel\","
+    "\"mounts\":["
+    "{\"destination\":\"/proc\",\"type\":\"proc\",\"source\":\"proc\"},"
+    "{\"destination\":\"/dev\",\"type\":\"tmpfs\",\"source\":\"tmpfs\","
+    "\"options\":[\"nosuid\",\"strictatime\",\"mode=755\",\"size=65536k\"]},"
+    "{\"destination\":\"/dev/pts\",\"type\":\"devpts\",\"source\":\"devpts\","
+    "\"options\":[\"nosuid\",\"noexec\",\"newinstance\",\"ptmxmode=0666\",\"mode=0620\",\"gid=5\"]},"
+    "{\"destination\":\"/dev/shm\",\"type\":\"tmpfs\",\"source\":\"shm\","
+    "\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"mode=1777\",\"size=65536k\"]},"
+    "{\"destination\":\"/dev/mqueue\",\"type\":\"mqueue\",\"source\":\"mqueue\","
+    "\"options\":[\"nosuid\",\"noexec\",\"nodev\"]},"
+    "{\"destination\":\"/sys\",\"type\":\"sysfs\",\"source\":\"sysfs\","
+    "\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"ro\"]},"
+    "{\"destination\":\"/sys/fs/cgroup\",\"type\":\"cgroup\",\"source\":\"cgroup\","
+    "\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"relatime\",\"ro\"]}],"
+    "\"linux\":{\"resources\":{\"devices\":[{\"allow\":false,\"access\":\"rwm\"}]},"
+    "\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"network\"},{\"type\":\"ipc\"},"
+    "{\"type\":\"uts\"},{\"type\":\"mount\"},{\"type\":\"cgroup\"}],"
+    "\"maskedPaths\":[\"/proc/acpi\",\"/proc/asound\",\"/proc/kcore\",\"/proc/keys\","
+    "\"/proc/latency_stats\",\"/proc/timer_list\",\"/proc/timer_stats\",\"/proc/sched_debug\","
+    "\"/sys/firmware\",\"/proc/scsi\"],"
+    "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\","
+    "\"/proc/sysrq-trigger\"]}}";
+
+json_t *ctr_default_spec(bool rootless) {
+  json_t *j = json_loads(default_spec, 0, NULL);
+  if (!j)
+    abort();
+  if (rootless) {
+    json_t *l = json_object_get(j, "linux");
+    json_t *ns = json_pack("[{s:s},{s:s},{s:s},{s:s},{s:s},{s:s}]", "type", "pid", "type", "ipc",
+                           "type", "uts", "type", "mount", "type", "cgroup", "type", "user");
+    json_object_set_new(l, "namespaces", ns);
+    json_object_set_new(l, "uidMappings",
+                        json_pack("[{s:i,s:i,s:i}]", "containerID", 0, "hostID", (int)getuid(),
+                                  "size", 1));
+    json_object_set_new(l, "gidMappings",
+                        json_pack("[{s:i,s:i,s:i}]", "containerID", 0, "hostID", (int)getgid(),
+                                  "size", 1));
+    json_object_del(l, "resources");
+    json_t *mounts = json_object_get(j, "mounts");
+    size_t i;
+    json_t *m;
+    json_array_foreach(mounts, i, m) {
+      const char *dest = json_string_value(json_object_get(m, "destination"));
+      if (dest && !strcmp(dest, "/sys")) {
+        json_object_set_new(m, "type", json_string("none"));
+        json_object_set_new(m, "source", json_string("/sys"));
+        json_object_set_new(m, "options",
+                            json_pack("[s,s,s,s,s]", "rbind", "nosuid", "noexec", "nodev", "ro"));
+      }
+      if (dest && !strcmp(dest, "/dev/pts")) {
+        json_t *o = json_object_get(m, "options");
+        json_array_remove(o, json_array_size(o) - 1); /* gid=5 is not mapped */
+      }
+    }
+  }
+  return j;
+}
+
+static const char features[] =
+    "{\"ociVersionMin\":\"1.0.0\",\"ociVersionMax\":\"" CTR_OCI_VERSION "\","
+    "\"hooks\":[\"prestart\",\"createRuntime\",\"createContainer\",\"startContainer\","
+    "\"poststart\",\"poststop\"],"
+    "\"mountOptions\":[\"async\",\"atime\",\"bind\",\"defaults\",\"dev\",\"diratime\",\"dirsync\","
+    "\"exec\",\"loud\",\"mand\",\"noatime\",\"nodev\",\"nodiratime\",\"noexec\",\"nomand\","
+    "\"norelatime\",\"nostrictatime\",\"nosuid\",\"private\",\"rbind\",\"relatime\",\"remount\","
+    "\"ro\",\"rprivate\",\"rshared\",\"rslave\",\"runbindable\",\"rw\",\"shared\",\"silent\","
+    "\"slave\",\"strictatime\",\"suid\",\"sync\",\"unbindable\"],"
+    "\"linux\":{\"namespaces\":[\"cgroup\",\"ipc\",\"mount\",\"network\",\"pid\",\"time\","
+    "\"user\",\"uts\"],"
+    "\"cgroup\":{\"v1\":true,\"v2\":true,\"systemd\":false,\"systemdUser\":false},"
+    "\"intelRdt\":{\"enabled\":false},"
+    "\"mountExtensions\":{\"idmap\":{\"enabled\":false}}},"
+    "\"annotations\":{\"org.opencontainers.runc.checkpoint.enabled\":\"false\"}}";
+
+json_t *ctr_features(void) {
+  json_t *j = json_loads(features, 0, NULL);
+  if (!j)
+    abort();
+  /* capabilities, seccomp, apparmor, selinux: what this build and host have */
+  ctr_security_features(json_object_get(j, "linux"));
+  return j;
+}

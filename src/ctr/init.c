@@ -1,0 +1,341 @@
+/* The container's init: runs in the child of clone(), sets up namespaces and the root file
+ * system, waits on exec.fifo for `start`, then becomes the container's process. */
+#include "init.h"
+#include "security.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
+#include <linux/keyctl.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <termios.h>
+
+int ctr_sync_send(int fd, char type, const char *payload) {
+  char buf[4096];
+  size_t n = payload ? strnlen(payload, sizeof(buf) - 2) : 0;
+  buf[0] = type;
+  if (n)
+    memcpy(buf + 1, payload, n);
+  buf[1 + n] = 0;
+  ssize_t w;
+  do
+    w = send(fd, buf, n + 1, MSG_NOSIGNAL);
+  while (w < 0 && errno == EINTR);
+  return w < 0 ? -1 : 0;
+}
+
+int ctr_sync_recv(int fd, char *payload, size_t size) {
+  char buf[4096];
+  ssize_t r;
+  do
+    r = recv(fd, buf, sizeof(buf) - 1, 0);
+  while (r < 0 && errno == EINTR);
+  if (r < 0)
+    return -1;
+  if (r == 0)
+    return 0;
+  buf[r] = 0;
+  if (payload && size) {
+    snprintf(payload, size, "%s", buf + 1);
+  }
+  return (unsigned char)buf[0];
+}
+
+__attribute__((noreturn)) static void init_fail(ctr_init_ctx *c, vs_error *e) {
+  if (c->sync_fd >= 0 && ctr_sync_send(c->sync_fd, SYNC_ERROR, e ? e->msg : "failed") == 0)
+    _exit(1);
+  vs_error_print(e, "vessel-runtime");
+  _exit(1);
+}
+
+/* ------------------------------------------------------------------ terminal */
+
+int ctr_setup_terminal(const ctr_process *p, int console_fd, int runtime_fd, bool bind_console,
+                       vs_error **err) {
+  _cleanup_close_ int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0)
+    return vs_error_set(err, errno, "open /dev/ptmx");
+  if (unlockpt(master) < 0)
+    return vs_error_set(err, errno, "unlockpt");
+  char name[128];
+  if (ptsname_r(master, name, sizeof(name)) != 0)
+    return vs_error_set(err, errno, "ptsname");
+  _cleanup_close_ int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (slave < 0)
+    return vs_error_set(err, errno, "open %s", name);
+  if (p->console_height || p->console_width) {
+    struct winsize ws = {.ws_row = (unsigned short)p->console_height,
+                         .ws_col = (unsigned short)p->console_width};
+    ioctl(slave, TIOCSWINSZ, &ws);
+  }
+  if (fchown(slave, p->uid, p->gid) < 0 && errno != EINVAL && errno != EPERM)
+    return vs_error_set(err, errno, "chown %s", name);
+  if (bind_console) {
+    int fd = open("/dev/console", O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0)
+      close(fd);
+    if (fd >= 0 && mount(name, "/dev/console", NULL, MS_BIND, NULL) < 0)
+      return vs_error_set(err, errno, "bind %s on /dev/console", name);
+  }
+  if (console_fd >= 0) {
+    if (ctr_send_fd(console_fd, master, "/dev/ptmx", err) < 0)
+      return vs_error_wrap(err, "send the pty to the console socket");
+  } else if (runtime_fd >= 0) {
+    char msg[2] = {SYNC_TTY, 0};
+    if (ctr_send_fd(runtime_fd, master, msg, err) < 0)
+      return vs_error_wrap(err, "send the pty to the runtime");
+  }
+  if (setsid() < 0 && errno != EPERM)
+    return vs_error_set(err, errno, "setsid");
+  if (ioctl(slave, TIOCSCTTY, 0) < 0)
+    return vs_error_set(err, errno, "make %s the controlling terminal", name);
+  for (int fd = 0; fd < 3; fd++)
+    if (dup2(slave, fd) < 0)
+      return vs_error_set(err, errno, "dup2 pty");
+  return 0;
+}
+
+/* ------------------------------------------------------------------ exec */
+
+static const char *env_get(char *const *env, const char *name) {
+  size_t n = strlen(name);
+  for (size_t i = 0; env && env[i]; i++)
+    if (!strncmp(env[i], name, n) && env[i][n] == '=')
+      return env[i] + n + 1;
+  return NULL;
+}
+
+char *ctr_find_executable(const ctr_process *p, vs_error **err) {
+  const char *a = p->args[0];
+  if (strchr(a, '/')) {
+    if (access(a, X_OK) < 0)
+      return vs_error_set(err, errno, "exec %s", a), NULL;
+    return vs_strdup(a);
+  }
+  const char *path = env_get(p->env, "PATH");
+  if (!path)
+    path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  _cleanup_free_ char *dirs = vs_strdup(path);
+  char *save = NULL;
+  for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    char *cand = vs_asprintf("%s/%s", *d ? d : ".", a);
+    struct stat sb;
+    if (stat(cand, &sb) == 0 && S_ISREG(sb.st_mode) && access(cand, X_OK) == 0)
+      return cand;
+    free(cand);
+  }
+  vs_error_set(err, 0, "exec \"%s\": executable file not found in $PATH", a);
+  return NULL;
+}
+
+/* Stdio that is a pipe or socket (conmon's) goes to the container user so it can reopen
+ * /proc/self/fd/N; device nodes (the host's /dev/null) are never touched. */
+static void chown_stdio(const ctr_process *p) {
+  if (p->uid == 0 && p->gid == 0)
+    return;
+  for (int fd = 0; fd < 3; fd++) {
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && (S_ISFIFO(sb.st_mode) || S_ISSOCK(sb.st_mode)))
+      if (fchown(fd, p->uid, p->gid) < 0) {
+        /* best effort, as runc */
+      }
+  }
+}
+
+int ctr_process_exec(const ctr_process *p, json_t *linux_json, const char *exe, int preserve_fds,
+                     vs_error **err) {
+  json_t *pj = p->json;
+  json_t *seccomp = linux_json ? json_object_get(linux_json, "seccomp") : NULL;
+  if (ctr_rlimits_apply(json_object_get(pj, "rlimits"), err) < 0)
+    return -1;
+  json_t *oom = json_object_get(pj, "oomScoreAdj");
+  if (json_is_integer(oom) && ctr_oom_score_adj_apply((int)json_integer_value(oom), err) < 0)
+    return -1;
+  if (ctr_lsm_apply(pj, err) < 0)
+    return -1;
+  chown_stdio(p);
+  if (chdir(p->cwd) < 0)
+    return vs_error_set(err, errno, "chdir to process.cwd %s", p->cwd);
+  if (!p->no_new_privileges && ctr_seccomp_load(seccomp, err) < 0)
+    return -1;
+  if (ctr_caps_keep_across_user_switch(err) < 0)
+    return -1;
+  if (setgroups(p->n_additional_gids, p->additional_gids) < 0 &&
+      !(errno == EPERM && p->n_additional_gids == 0))
+    return vs_error_set(err, errno, "setgroups (process.user.additionalGids)");
+  if (setresgid(p->gid, p->gid, p->gid) < 0)
+    return vs_error_set(err, errno, "setresgid %u (process.user.gid)", p->gid);
+  if (setresuid(p->uid, p->uid, p->uid) < 0)
+    return vs_error_set(err, errno, "setresuid %u (process.user.uid)", p->uid);
+  if (ctr_caps_apply(json_object_get(pj, "capabilities"), p->no_new_privileges, err) < 0)
+    return -1;
+  if (p->umask >= 0)
+    umask((mode_t)p->umask);
+  else
+    umask(022);
+  if (preserve_fds >= 0)
+    syscall(SYS_close_range, 3 + preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC);
+  for (int fd = 3; fd < 3 + preserve_fds; fd++) {
+    int fl = fcntl(fd, F_GETFD);
+    if (fl >= 0)
+      fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  if (p->no_new_privileges && ctr_seccomp_load(seccomp, err) < 0)
+    return -1;
+  execve(exe, p->args, p->env);
+  return vs_error_set(err, errno, "exec %s", exe);
+}
+
+/* ------------------------------------------------------------------ init */
+
+static const int ns_flags[CTR_NS_COUNT] = {
+    [CTR_NS_PID] = CLONE_NEWPID,   [CTR_NS_NET] = CLONE_NEWNET,   [CTR_NS_MNT] = CLONE_NEWNS,
+    [CTR_NS_IPC] = CLONE_NEWIPC,   [CTR_NS_UTS] = CLONE_NEWUTS,   [CTR_NS_USER] = CLONE_NEWUSER,
+    [CTR_NS_CGROUP] = CLONE_NEWCGROUP, [CTR_NS_TIME] = CLONE_NEWTIME,
+};
+
+static int join_namespace(const ctr_spec *s, int t, vs_error **err) {
+  _cleanup_close_ int fd = open(s->ns[t].path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return vs_error_set(err, errno, "linux.namespaces: open %s namespace %s", ctr_ns_name(t),
+                        s->ns[t].path);
+  if (setns(fd, ns_flags[t]) < 0)
+    return vs_error_set(err, errno, "linux.namespaces: join %s namespace %s", ctr_ns_name(t),
+                        s->ns[t].path);
+  return 0;
+}
+
+static int enter_namespaces(const ctr_spec *s, vs_error **err) {
+  /* The user namespace first: the others we join or create then belong to it. */
+  if (s->ns[CTR_NS_USER].present && s->ns[CTR_NS_USER].path &&
+      join_namespace(s, CTR_NS_USER, err) < 0)
+    return -1;
+  int unshare_flags = 0;
+  for (int t = 0; t < CTR_NS_COUNT; t++) {
+    if (!s->ns[t].present || t == CTR_NS_USER || t == CTR_NS_PID || t == CTR_NS_TIME)
+      continue;
+    if (s->ns[t].path) {
+      if (join_namespace(s, t, err) < 0)
+        return -1;
+    } else {
+      unshare_flags |= ns_flags[t];
+    }
+  }
+  if (unshare_flags && unshare(unshare_flags) < 0)
+    return vs_error_set(err, errno, "unshare namespaces (0x%x)", unshare_flags);
+  return 0;
+}
+
+static int wait_for_start(ctr_init_ctx *c, vs_error **err) {
+  char p[64];
+  snprintf(p, sizeof(p), "/proc/self/fd/%d", c->fifo_fd);
+  int fd = open(p, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return vs_error_set(err, errno, "open exec.fifo");
+  ssize_t w;
+  do
+    w = write(fd, "0", 1);
+  while (w < 0 && errno == EINTR);
+  close(fd);
+  close(c->fifo_fd);
+  if (w != 1)
+    return vs_error_set(err, errno, "write exec.fifo");
+  return 0;
+}
+
+static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
+  const ctr_spec *s = c->spec;
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+    return vs_error_set(err, errno, "prctl PR_SET_PDEATHSIG");
+  char buf[256];
+  int m = ctr_sync_recv(c->sync_fd, buf, sizeof(buf));
+  if (m != SYNC_GO)
+    _exit(1); /* the runtime gave up; it reports why */
+  if (s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path) {
+    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+      return vs_error_set(err, errno, "become root in the user namespace (is 0 mapped?)");
+  }
+  if (enter_namespaces(s, err) < 0)
+    return -1;
+  /* The host's session keyring must not be reachable from the container. */
+  if (c->new_keyring && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 &&
+      errno != ENOSYS)
+    return vs_error_set(err, errno, "join a new session keyring");
+  umask(0);
+  if (s->ns[CTR_NS_UTS].present && !s->ns[CTR_NS_UTS].path) {
+    if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0)
+      return vs_error_set(err, errno, "hostname: sethostname");
+    if (s->domainname && setdomainname(s->domainname, strlen(s->domainname)) < 0)
+      return vs_error_set(err, errno, "domainname: setdomainname");
+  }
+  bool own_mnt = s->ns[CTR_NS_MNT].present;
+  if (own_mnt && ctr_rootfs_setup(c, err) < 0)
+    return -1;
+  /* The runtime runs prestart/createRuntime now; no round trip when there are none. */
+  if (s->n_hooks[CTR_HOOK_PRESTART] || s->n_hooks[CTR_HOOK_CREATE_RUNTIME]) {
+    if (ctr_sync_send(c->sync_fd, SYNC_HOOKS, NULL) < 0)
+      return vs_error_set(err, errno, "sync with the runtime");
+    m = ctr_sync_recv(c->sync_fd, buf, sizeof(buf));
+    if (m != SYNC_HOOKS_DONE)
+      _exit(1);
+  }
+  if (s->n_hooks[CTR_HOOK_CREATE_CONTAINER]) {
+    _cleanup_free_ char *st = vs_asprintf("{\"ociVersion\":\"%s\",\"status\":\"creating\","
+                                          "\"pid\":%d,\"bundle\":\"%s\"}",
+                                          CTR_OCI_VERSION, 1, c->bundle);
+    if (ctr_hooks_run(s, CTR_HOOK_CREATE_CONTAINER, st, err) < 0)
+      return -1;
+  }
+  if (own_mnt && ctr_rootfs_pivot(c, err) < 0)
+    return -1;
+  if (!own_mnt && (chroot(c->rootfs) < 0 || chdir("/") < 0))
+    return vs_error_set(err, errno, "chroot %s", c->rootfs);
+  if (c->process->terminal &&
+      ctr_setup_terminal(c->process, c->console_fd, c->tty_to_runtime ? c->sync_fd : -1,
+                         own_mnt, err) < 0)
+    return -1;
+  if (c->console_fd >= 0)
+    close(c->console_fd);
+  if (own_mnt && ctr_rootfs_finish(c, err) < 0)
+    return -1;
+  *exe = ctr_find_executable(c->process, err);
+  if (!*exe)
+    return -1;
+  return 0;
+}
+
+void ctr_init_main(ctr_init_ctx *c) {
+  vs_error *e = NULL;
+  char *exe = NULL;
+  if (init_setup(c, &exe, &e) < 0)
+    init_fail(c, e);
+  /* Created: the runtime may exit now without taking us with it. */
+  prctl(PR_SET_PDEATHSIG, 0);
+  if (ctr_sync_send(c->sync_fd, SYNC_READY, NULL) < 0)
+    _exit(1);
+  close(c->sync_fd);
+  c->sync_fd = -1;
+  if (c->fifo_fd >= 0 && wait_for_start(c, &e) < 0)
+    init_fail(c, e);
+  if (c->spec->n_hooks[CTR_HOOK_START_CONTAINER]) {
+    _cleanup_free_ char *st = vs_asprintf("{\"ociVersion\":\"%s\",\"status\":\"running\","
+                                          "\"pid\":1,\"bundle\":\"%s\"}",
+                                          CTR_OCI_VERSION, c->bundle);
+    if (ctr_hooks_run(c->spec, CTR_HOOK_START_CONTAINER, st, &e) < 0)
+      init_fail(c, e);
+  }
+  ctr_process_exec(c->process, c->spec->linux_json, exe, c->preserve_fds, &e);
+  init_fail(c, e);
+}

@@ -1,0 +1,260 @@
+/* vessel image: OCI image store, layer application, overlay root file systems, registry client.
+ *
+ * This is the module's one public header.
+ *
+ * Store layout under the root directory (default /var/lib/vessel):
+ *   blobs/sha256/<hex>        content-addressed blobs; a blob only appears here (by rename) after
+ *                             its content was hashed and matched its digest
+ *   layers/sha256/<diffhex>/  one unpacked layer per diff_id, shared by every image using it; it
+ *                             appears (by rename) only after a complete, verified unpack
+ *   repositories.json         tags: "registry/repository:tag" -> manifest digest
+ *   containers/<id>/          containers made by `vessel run`
+ *   tmp/                      partial downloads and unpacks; nothing here is ever trusted
+ *   lock                      flock: shared by pulls/runs, exclusive for garbage collection
+ */
+#ifndef VESSEL_IMAGE_H
+#define VESSEL_IMAGE_H
+
+#include "base/base.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------- digests */
+
+#define VS_DIGEST_MAX 72 /* "sha256:" + 64 hex + NUL */
+
+/* True when s is "sha256:" followed by exactly 64 lowercase hex digits. */
+bool vs_digest_valid(const char *s);
+/* sha256 of data as "sha256:<hex>" into out. */
+void vs_digest_buffer(const void *data, size_t len, char out[VS_DIGEST_MAX]);
+
+typedef struct vs_hasher vs_hasher;
+vs_hasher *vs_hasher_new(void);
+void vs_hasher_update(vs_hasher *h, const void *data, size_t len);
+/* Writes "sha256:<hex>" and frees the hasher. */
+void vs_hasher_finish(vs_hasher *h, char out[VS_DIGEST_MAX]);
+void vs_hasher_free(vs_hasher *h);
+
+/* ---------------------------------------------------------- references */
+
+/* A parsed image reference, normalised the way docker does:
+ * "busybox" -> registry "docker.io", repository "library/busybox", tag "latest". */
+typedef struct vs_image_ref {
+  char *registry;   /* "docker.io", "localhost:5000", ... */
+  char *repository; /* "library/busybox" */
+  char *tag;        /* NULL when only a digest was given */
+  char *digest;     /* NULL unless "@sha256:..." was given */
+} vs_image_ref;
+
+int vs_image_ref_parse(const char *s, vs_image_ref *out, vs_error **err);
+void vs_image_ref_clear(vs_image_ref *r);
+/* "registry/repository:tag" (or "@digest" when there is no tag); caller frees. */
+char *vs_image_ref_string(const vs_image_ref *r);
+/* "registry/repository" */
+char *vs_image_ref_name(const vs_image_ref *r);
+/* The short form users type: "busybox:latest" for docker.io/library/busybox:latest. */
+char *vs_image_name_familiar(const char *full);
+
+/* ---------------------------------------------------- manifests, configs */
+
+#define VS_MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define VS_MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define VS_MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
+#define VS_MT_OCI_LAYER "application/vnd.oci.image.layer.v1.tar"
+#define VS_MT_OCI_LAYER_GZIP "application/vnd.oci.image.layer.v1.tar+gzip"
+#define VS_MT_OCI_LAYER_ZSTD "application/vnd.oci.image.layer.v1.tar+zstd"
+#define VS_MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define VS_MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define VS_MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+#define VS_MT_DOCKER_LAYER_GZIP "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+typedef struct vs_descriptor {
+  char *media_type;
+  char *digest;
+  int64_t size;
+  char *os, *arch, *variant; /* platform, index entries only */
+} vs_descriptor;
+
+typedef enum { VS_MANIFEST_IMAGE = 1, VS_MANIFEST_INDEX = 2 } vs_manifest_kind;
+
+typedef struct vs_manifest {
+  vs_manifest_kind kind;
+  char *media_type;
+  vs_descriptor config;  /* image manifests */
+  vs_descriptor *layers; /* image manifests */
+  size_t n_layers;
+  vs_descriptor *manifests; /* indexes */
+  size_t n_manifests;
+} vs_manifest;
+
+/* Parse an image manifest or index. media_type (from the Content-Type of a registry reply, may
+ * be NULL) is used when the document has no mediaType field. Every descriptor is checked: valid
+ * digest, non-negative size, known media types for layers. */
+int vs_manifest_parse(const char *data, size_t len, const char *media_type, vs_manifest *out,
+                      vs_error **err);
+void vs_manifest_clear(vs_manifest *m);
+/* Pick the manifest for "os/arch[/variant]" from an index; NULL with an error if none fits. */
+const vs_descriptor *vs_index_select(const vs_manifest *idx, const char *platform, vs_error **err);
+
+typedef struct vs_image_config {
+  json_t *root;    /* the whole document (kept for inspect and run) */
+  char **diff_ids; /* rootfs.diff_ids */
+  size_t n_diff_ids;
+  char *os, *arch, *created;
+} vs_image_config;
+
+int vs_image_config_parse(const char *data, size_t len, vs_image_config *out, vs_error **err);
+void vs_image_config_clear(vs_image_config *c);
+
+/* ---------------------------------------------------------- layers */
+
+typedef struct vs_layer_limits {
+  uint64_t max_bytes;   /* total uncompressed file data; 0 = default (64 GiB) */
+  uint64_t max_entries; /* 0 = default (4 million) */
+  bool allow_devices;   /* create char/block device nodes (true for image layers as root) */
+} vs_layer_limits;
+
+/* Apply a layer tar (plain, gzip or zstd; detected from the content) read from fd into the
+ * directory dirfd. Every path is resolved inside dirfd: entries with "..", absolute paths,
+ * symlinks that lead out and hardlinks to outside targets never touch anything outside.
+ * Whiteouts become overlayfs whiteouts (char 0/0) and opaque dirs get trusted.overlay.opaque=y.
+ * diff_id_out (may be NULL) receives the sha256 of the uncompressed tar. */
+int vs_layer_apply(int fd, int dirfd, const vs_layer_limits *lim, char diff_id_out[VS_DIGEST_MAX],
+                   vs_error **err);
+
+/* ---------------------------------------------------------- store */
+
+typedef struct vs_store vs_store;
+
+vs_store *vs_store_open(const char *root, vs_error **err);
+void vs_store_close(vs_store *s);
+const char *vs_store_root(const vs_store *s);
+/* flock on <root>/lock: shared for pulls and runs, exclusive for garbage collection. */
+int vs_store_lock(vs_store *s, bool exclusive, vs_error **err);
+void vs_store_unlock(vs_store *s);
+
+char *vs_store_blob_path(const vs_store *s, const char *digest);
+bool vs_store_has_blob(const vs_store *s, const char *digest);
+int vs_store_read_blob(const vs_store *s, const char *digest, size_t max, char **data, size_t *len,
+                       vs_error **err);
+/* Store data under its digest after checking it matches expected (NULL: just compute it). */
+int vs_store_put_blob(vs_store *s, const char *expected, const void *data, size_t len,
+                      char digest_out[VS_DIGEST_MAX], vs_error **err);
+
+/* A blob being written: data goes to a temp file in tmp/, hashed on the way; commit checks the
+ * digest and renames it into blobs/ (or deletes it on mismatch). */
+typedef struct vs_blob_writer vs_blob_writer;
+vs_blob_writer *vs_blob_writer_new(vs_store *s, vs_error **err);
+int vs_blob_writer_write(vs_blob_writer *w, const void *data, size_t len, vs_error **err);
+uint64_t vs_blob_writer_size(const vs_blob_writer *w);
+int vs_blob_writer_commit(vs_blob_writer *w, const char *expected, char digest_out[VS_DIGEST_MAX],
+                          vs_error **err);
+/* Drop the partial blob (also fine after commit). */
+void vs_blob_writer_free(vs_blob_writer *w);
+
+/* layers/sha256/<hex> of a diff_id, and whether it is present (complete). */
+char *vs_store_layer_path(const vs_store *s, const char *diff_id);
+bool vs_store_has_layer(const vs_store *s, const char *diff_id);
+/* Unpack blob `blob_digest` as the layer `diff_id` unless it is already there. */
+int vs_store_unpack_layer(vs_store *s, const char *blob_digest, const char *diff_id,
+                          vs_error **err);
+
+/* Tags: full names "registry/repository:tag" or "registry/repository@digest". */
+int vs_store_tag_set(vs_store *s, const char *name, const char *manifest_digest, vs_error **err);
+int vs_store_tag_remove(vs_store *s, const char *name, vs_error **err);
+/* Returns the tags object (name -> digest); caller json_decref()s. */
+json_t *vs_store_tags(vs_store *s, vs_error **err);
+
+/* A stored image: its manifest and config, loaded from the store. */
+typedef struct vs_image {
+  char manifest_digest[VS_DIGEST_MAX];
+  char *manifest_raw;
+  size_t manifest_len;
+  vs_manifest manifest;
+  vs_image_config config;
+  char *config_raw;
+  size_t config_len;
+} vs_image;
+
+/* Find an image by name (any form users type), full digest or image-ID prefix. */
+int vs_store_resolve(vs_store *s, const char *what, vs_image *out, vs_error **err);
+int vs_store_load_image(vs_store *s, const char *manifest_digest, vs_image *out, vs_error **err);
+void vs_image_clear(vs_image *img);
+/* Total size of an image's layers (compressed, as in the manifest). */
+int64_t vs_image_size(const vs_image *img);
+
+/* Remove unreferenced blobs, layers and stale temp files. Takes the exclusive lock. */
+typedef struct vs_gc_stats {
+  uint64_t blobs_removed, layers_removed, bytes_freed;
+} vs_gc_stats;
+int vs_store_gc(vs_store *s, vs_gc_stats *stats, vs_error **err);
+
+/* Store a manifest for an image assembled locally (import, commit, load): the config and layer
+ * blobs must already be in the store. Tags it as `name` (full name) when name is non-NULL. */
+int vs_store_add_image(vs_store *s, const char *name, const char *config_digest,
+                       const vs_descriptor *layers, size_t n, char digest_out[VS_DIGEST_MAX],
+                       vs_error **err);
+
+/* Like vs_store_unpack_layer, for a blob whose diff_id is not known yet (diff_id NULL): the
+ * diff_id found while unpacking goes to diff_id_out. */
+int vs_store_unpack_layer_any(vs_store *s, const char *blob_digest, const char *diff_id,
+                              char diff_id_out[VS_DIGEST_MAX], vs_error **err);
+
+/* ---------------------------------------------------------- moving images in and out */
+
+/* vessel import: a root file system tarball (plain, gzip or zstd) becomes a one-layer image. */
+int vs_image_import(vs_store *s, const char *tar_path, const char *name, json_t *config,
+                    char digest_out[VS_DIGEST_MAX], vs_error **err);
+/* vessel commit: the overlay upper directory becomes a new gzip layer on top of base (overlay
+ * whiteouts and opaque dirs turned back into .wh. entries); config_changes (may be NULL) are
+ * merged into the image's "config" object. */
+int vs_image_commit(vs_store *s, const vs_image *base, const char *upper_dir, const char *name,
+                    json_t *config_changes, const char *comment, char digest_out[VS_DIGEST_MAX],
+                    vs_error **err);
+/* vessel image load: a docker-archive (docker save) or OCI layout tar. Names of the loaded images
+ * go to *names (a JSON array, caller decrefs). */
+int vs_image_load(vs_store *s, const char *path, const char *fallback_name, json_t **names,
+                  vs_error **err);
+/* vessel image save: images (any names users type) to a docker-archive or oci-archive tar. */
+int vs_image_save(vs_store *s, char **images, size_t n, const char *format, const char *path,
+                  vs_error **err);
+
+/* ---------------------------------------------------------- root file systems */
+
+/* Mount an overlay of the image's layers (top first) with upperdir/workdir at target. Works for
+ * any number of layers (short relative lowerdir names from a link directory). */
+int vs_rootfs_mount(vs_store *s, const vs_image *img, const char *container_dir, const char *target,
+                    vs_error **err);
+
+/* ---------------------------------------------------------- registry */
+
+typedef struct vs_registry_opts {
+  int tls_verify;        /* 1 default; 0 = plain http / no verification */
+  const char *auth_file; /* NULL: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+                            ~/.docker/config.json */
+  const char *platform;  /* "linux/amd64" default */
+  int parallel;          /* concurrent blob transfers (default 4) */
+  uint64_t chunk_size;   /* push: PATCH chunks of this size; 0 = monolithic up to 64 MiB */
+  bool quiet;
+  int progress_fd; /* where progress goes (stderr) */
+} vs_registry_opts;
+
+/* Pull ref into the store and tag it. manifest_digest_out receives the image manifest digest. */
+int vs_image_pull(vs_store *s, const char *ref, const vs_registry_opts *o,
+                  char manifest_digest_out[VS_DIGEST_MAX], vs_error **err);
+/* Push the stored image `local` to `dest` (a reference). */
+int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_registry_opts *o,
+                  vs_error **err);
+/* Check credentials against the registry and save them to the auth file. */
+int vs_registry_login(const char *registry, const char *user, const char *password,
+                      const vs_registry_opts *o, vs_error **err);
+int vs_registry_logout(const char *registry, const vs_registry_opts *o, vs_error **err);
+
+/* ---------------------------------------------------------- small helpers */
+
+/* Disk usage of a directory tree in bytes (allocated blocks). */
+uint64_t vs_img_du(const char *path);
+
+#endif

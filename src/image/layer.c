@@ -1,0 +1,514 @@
+/* Applying layer tars into a directory, safely.
+ *
+ * The compressed stream is decompressed by one libarchive reader in "raw" mode; a second reader
+ * parses the tar from that stream, so the uncompressed bytes can be hashed on the way (the
+ * diff_id) without a second pass. Every path is resolved with openat2(RESOLVE_IN_ROOT) against
+ * the layer directory and the last component is always handled with *at() calls on the parent
+ * fd without following symlinks, so nothing in the tar can make us write outside the layer. */
+#include "image/image.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+
+#define DEFAULT_MAX_BYTES (64ULL << 30)
+#define DEFAULT_MAX_ENTRIES 4000000ULL
+#define WHITEOUT_PREFIX ".wh."
+#define OPAQUE_MARKER ".wh..wh..opq"
+
+typedef struct dir_time {
+  char *path;
+  struct timespec ts[2];
+} dir_time;
+
+typedef struct applier {
+  int rootfd;
+  uint64_t max_bytes, max_entries, bytes, entries;
+  bool allow_devices;
+  struct archive *raw; /* decompressor */
+  vs_hasher *hasher;
+  char *buf;
+  size_t buf_size;
+  uint64_t raw_bytes;
+  dir_time *dirs;
+  size_t n_dirs, cap_dirs;
+  vs_error *read_err;
+} applier;
+
+static int openat2_in_root(int rootfd, const char *path, int flags) {
+  struct open_how how = {
+      .flags = (uint64_t)(flags | O_CLOEXEC),
+      .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+  };
+  long r;
+  do
+    r = syscall(SYS_openat2, rootfd, *path ? path : ".", &how, sizeof(how));
+  while (r < 0 && errno == EAGAIN);
+  return (int)r;
+}
+
+/* Normalise a tar path: strip leading "/" and "./", drop "." components; refuse "..". */
+static int clean_path(const char *in, char **out, vs_error **err) {
+  size_t n = strlen(in);
+  if (n >= PATH_MAX)
+    return vs_error_set(err, ENAMETOOLONG, "entry path too long");
+  char *o = vs_malloc0(n + 1);
+  size_t on = 0;
+  const char *p = in;
+  while (*p) {
+    while (*p == '/')
+      p++;
+    const char *e = strchr(p, '/');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len == 0)
+      break;
+    if (len == 2 && p[0] == '.' && p[1] == '.') {
+      free(o);
+      return vs_error_set(err, 0, "entry \"%.200s\": \"..\" would leave the layer", in);
+    }
+    if (!(len == 1 && p[0] == '.')) {
+      if (on)
+        o[on++] = '/';
+      memcpy(o + on, p, len);
+      on += len;
+    }
+    p += len;
+  }
+  o[on] = 0;
+  *out = o;
+  return 0;
+}
+
+/* Open (creating as needed, mode 0755) the directory `path` inside the root. */
+static int ensure_dir(int rootfd, const char *path, vs_error **err) {
+  int fd = openat2_in_root(rootfd, path, O_RDONLY | O_DIRECTORY);
+  if (fd >= 0 || errno != ENOENT) {
+    if (fd < 0)
+      return vs_error_set(err, errno, "open directory %.200s", path);
+    return fd;
+  }
+  _cleanup_free_ char *dup = vs_strdup(path);
+  char *slash = strrchr(dup, '/');
+  const char *base = dup;
+  _cleanup_close_ int parent = -1;
+  if (slash) {
+    *slash = 0;
+    base = slash + 1;
+    parent = ensure_dir(rootfd, dup, err);
+  } else {
+    parent = openat2_in_root(rootfd, "", O_RDONLY | O_DIRECTORY);
+  }
+  if (parent < 0)
+    return -1;
+  if (mkdirat(parent, base, 0755) < 0 && errno != EEXIST)
+    return vs_error_set(err, errno, "mkdir %.200s", path);
+  fd = openat2_in_root(rootfd, path, O_RDONLY | O_DIRECTORY);
+  if (fd < 0)
+    return vs_error_set(err, errno, "open directory %.200s", path);
+  return fd;
+}
+
+static void split_path(char *path, const char **dir, const char **base) {
+  char *slash = strrchr(path, '/');
+  if (slash) {
+    *slash = 0;
+    *dir = path;
+    *base = slash + 1;
+  } else {
+    *dir = "";
+    *base = path;
+  }
+}
+
+static int rm_at(int dirfd, const char *name) {
+  if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
+    return 0;
+  if (errno != EISDIR)
+    return -1;
+  vs_error *e = NULL;
+  _cleanup_close_ int fd = openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  _cleanup_free_ char *p = vs_asprintf("/proc/self/fd/%d", fd);
+  char real[PATH_MAX];
+  ssize_t n = readlink(p, real, sizeof(real) - 1);
+  if (n < 0)
+    return -1;
+  real[n] = 0;
+  int r = vs_rm_rf(real, &e);
+  vs_error_free(e);
+  return r;
+}
+
+/* Remove whatever is at parent/base unless both it and the new entry are directories. */
+static int make_room(int parent, const char *base, bool new_is_dir, vs_error **err) {
+  struct stat st;
+  if (fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
+    return errno == ENOENT ? 0 : vs_error_set(err, errno, "stat");
+  if (new_is_dir && S_ISDIR(st.st_mode))
+    return 0;
+  if (rm_at(parent, base) < 0)
+    return vs_error_set(err, errno, "remove existing entry");
+  return 0;
+}
+
+static int apply_xattrs(struct archive_entry *ae, int fd, vs_error **err) {
+  const char *name;
+  const void *value;
+  size_t size;
+  archive_entry_xattr_reset(ae);
+  while (archive_entry_xattr_next(ae, &name, &value, &size) == ARCHIVE_OK) {
+    if (!name || !*name)
+      continue;
+    /* overlayfs' own xattrs would let a layer redirect lookups into other layers. */
+    if (!strncmp(name, "trusted.overlay.", 16))
+      continue;
+    if (fsetxattr(fd, name, value, size, 0) < 0 && errno != ENOTSUP && errno != EOPNOTSUPP)
+      return vs_error_set(err, errno, "set xattr %.100s", name);
+  }
+  return 0;
+}
+
+static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size, vs_error **err) {
+  const void *block;
+  size_t len;
+  la_int64_t off;
+  int64_t end = 0;
+  for (;;) {
+    int r = archive_read_data_block(ar, &block, &len, &off);
+    if (r == ARCHIVE_EOF)
+      break;
+    if (r < ARCHIVE_WARN)
+      return vs_error_set(err, 0, "read data: %s", archive_error_string(ar));
+    if (off < 0 || (uint64_t)off + len > a->max_bytes || a->bytes + len > a->max_bytes)
+      return vs_error_set(err, 0, "layer data exceeds the limit of %llu bytes",
+                          (unsigned long long)a->max_bytes);
+    a->bytes += len;
+    const char *p = block;
+    size_t left = len;
+    while (left) {
+      ssize_t w = pwrite(fd, p, left, off);
+      if (w < 0) {
+        if (errno == EINTR)
+          continue;
+        return vs_error_set(err, errno, "write");
+      }
+      p += w;
+      off += w;
+      left -= (size_t)w;
+    }
+    if (off > end)
+      end = off;
+  }
+  if (size > end && ftruncate(fd, size) < 0)
+    return vs_error_set(err, errno, "truncate");
+  return 0;
+}
+
+static void entry_times(struct archive_entry *ae, struct timespec ts[2]) {
+  ts[1].tv_sec = archive_entry_mtime(ae);
+  ts[1].tv_nsec = archive_entry_mtime_is_set(ae) ? archive_entry_mtime_nsec(ae) : 0;
+  if (archive_entry_atime_is_set(ae)) {
+    ts[0].tv_sec = archive_entry_atime(ae);
+    ts[0].tv_nsec = archive_entry_atime_nsec(ae);
+  } else {
+    ts[0] = ts[1];
+  }
+  if (ts[0].tv_nsec < 0 || ts[0].tv_nsec > 999999999)
+    ts[0].tv_nsec = 0;
+  if (ts[1].tv_nsec < 0 || ts[1].tv_nsec > 999999999)
+    ts[1].tv_nsec = 0;
+}
+
+static int entry_owner(struct archive_entry *ae, uid_t *uid, gid_t *gid, vs_error **err) {
+  la_int64_t u = archive_entry_uid(ae), g = archive_entry_gid(ae);
+  if (u < 0 || g < 0 || u >= (la_int64_t)UINT32_MAX || g >= (la_int64_t)UINT32_MAX)
+    return vs_error_set(err, EINVAL, "bad owner %lld:%lld", (long long)u, (long long)g);
+  *uid = (uid_t)u;
+  *gid = (gid_t)g;
+  return 0;
+}
+
+static int apply_whiteout(int parent, const char *base, vs_error **err) {
+  if (!strcmp(base, OPAQUE_MARKER)) {
+    if (fsetxattr(parent, "trusted.overlay.opaque", "y", 1, 0) < 0)
+      return vs_error_set(err, errno, "mark directory opaque");
+    return 0;
+  }
+  const char *name = base + strlen(WHITEOUT_PREFIX);
+  if (!*name || !strcmp(name, ".") || !strcmp(name, ".."))
+    return vs_error_set(err, EINVAL, "bad whiteout name");
+  if (make_room(parent, name, false, err) < 0)
+    return -1;
+  if (mknodat(parent, name, S_IFCHR | 0, makedev(0, 0)) < 0)
+    return vs_error_set(err, errno, "create whiteout for %.200s", name);
+  return 0;
+}
+
+static int apply_hardlink(applier *a, int parent, const char *base, const char *target,
+                          vs_error **err) {
+  _cleanup_free_ char *t = NULL;
+  if (clean_path(target, &t, err) < 0)
+    return vs_error_wrap(err, "hardlink target");
+  if (!*t)
+    return vs_error_set(err, 0, "hardlink to the layer root");
+  const char *tdir, *tbase;
+  split_path(t, &tdir, &tbase);
+  _cleanup_close_ int tparent = openat2_in_root(a->rootfd, tdir, O_RDONLY | O_DIRECTORY);
+  if (tparent < 0)
+    return vs_error_set(err, errno, "hardlink target %.200s", target);
+  struct stat st;
+  if (fstatat(tparent, tbase, &st, AT_SYMLINK_NOFOLLOW) < 0)
+    return vs_error_set(err, errno, "hardlink target %.200s", target);
+  if (S_ISDIR(st.st_mode))
+    return vs_error_set(err, 0, "hardlink to directory %.200s", target);
+  if (make_room(parent, base, false, err) < 0)
+    return -1;
+  /* No AT_SYMLINK_FOLLOW: a symlink target is linked as the symlink itself. */
+  if (linkat(tparent, tbase, parent, base, 0) < 0)
+    return vs_error_set(err, errno, "link to %.200s", target);
+  return 0;
+}
+
+static int remember_dir(applier *a, const char *path, struct archive_entry *ae) {
+  if (a->n_dirs == a->cap_dirs) {
+    a->cap_dirs = a->cap_dirs ? a->cap_dirs * 2 : 64;
+    a->dirs = vs_realloc(a->dirs, a->cap_dirs * sizeof(dir_time));
+  }
+  a->dirs[a->n_dirs].path = vs_strdup(path);
+  entry_times(ae, a->dirs[a->n_dirs].ts);
+  a->n_dirs++;
+  return 0;
+}
+
+static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae, vs_error **err) {
+  const char *raw_path = archive_entry_pathname(ae);
+  if (!raw_path)
+    return vs_error_set(err, EINVAL, "entry without a name");
+  _cleanup_free_ char *path = NULL;
+  if (clean_path(raw_path, &path, err) < 0)
+    return -1;
+  if (!*path)
+    return 0; /* the layer root itself: keep the store's own directory */
+  _cleanup_free_ char *full = vs_strdup(path);
+  const char *dir, *base;
+  split_path(path, &dir, &base);
+  _cleanup_close_ int parent = ensure_dir(a->rootfd, dir, err);
+  if (parent < 0)
+    return -1;
+
+  if (!strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)))
+    return apply_whiteout(parent, base, err);
+
+  const char *hardlink = archive_entry_hardlink(ae);
+  if (hardlink)
+    return apply_hardlink(a, parent, base, hardlink, err);
+
+  uid_t uid = 0;
+  gid_t gid = 0;
+  if (entry_owner(ae, &uid, &gid, err) < 0)
+    return -1;
+  mode_t perm = archive_entry_perm(ae) & 07777;
+  struct timespec ts[2];
+  entry_times(ae, ts);
+  mode_t type = archive_entry_filetype(ae);
+
+  if (make_room(parent, base, type == AE_IFDIR, err) < 0)
+    return -1;
+
+  switch (type) {
+  case AE_IFREG: {
+    la_int64_t size = archive_entry_size(ae);
+    if (size < 0 || (uint64_t)size > a->max_bytes || a->bytes + (uint64_t)size > a->max_bytes)
+      return vs_error_set(err, 0, "file of %lld bytes exceeds the layer limit", (long long)size);
+    _cleanup_close_ int fd =
+        openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+      return vs_error_set(err, errno, "create");
+    if (write_file_data(a, ar, fd, size, err) < 0)
+      return -1;
+    if (fchown(fd, uid, gid) < 0 || fchmod(fd, perm) < 0)
+      return vs_error_set(err, errno, "set owner/mode");
+    if (apply_xattrs(ae, fd, err) < 0)
+      return -1;
+    if (futimens(fd, ts) < 0)
+      return vs_error_set(err, errno, "set times");
+    return 0;
+  }
+  case AE_IFDIR: {
+    if (mkdirat(parent, base, 0700) < 0 && errno != EEXIST)
+      return vs_error_set(err, errno, "mkdir");
+    _cleanup_close_ int fd = openat(parent, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+      return vs_error_set(err, errno, "open directory");
+    if (fchown(fd, uid, gid) < 0 || fchmod(fd, perm) < 0)
+      return vs_error_set(err, errno, "set owner/mode");
+    if (apply_xattrs(ae, fd, err) < 0)
+      return -1;
+    return remember_dir(a, full, ae);
+  }
+  case AE_IFLNK: {
+    const char *target = archive_entry_symlink(ae);
+    if (!target || !*target || strlen(target) >= PATH_MAX)
+      return vs_error_set(err, EINVAL, "bad symlink target");
+    if (symlinkat(target, parent, base) < 0)
+      return vs_error_set(err, errno, "symlink");
+    if (fchownat(parent, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+      return vs_error_set(err, errno, "set owner");
+    if (utimensat(parent, base, ts, AT_SYMLINK_NOFOLLOW) < 0)
+      return vs_error_set(err, errno, "set times");
+    return 0;
+  }
+  case AE_IFCHR:
+  case AE_IFBLK:
+  case AE_IFIFO: {
+    if (type != AE_IFIFO && !a->allow_devices)
+      return vs_error_set(err, 0, "device nodes are not allowed here");
+    dev_t dev =
+        type == AE_IFIFO ? 0 : makedev(archive_entry_rdevmajor(ae), archive_entry_rdevminor(ae));
+    if (mknodat(parent, base, type | perm, dev) < 0)
+      return vs_error_set(err, errno, "mknod");
+    /* The node was just created by us, so it is not a symlink: O_PATH open without following. */
+    _cleanup_close_ int fd = openat(parent, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+      return vs_error_set(err, errno, "open node");
+    if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0)
+      return vs_error_set(err, errno, "set owner");
+    _cleanup_free_ char *proc = vs_asprintf("/proc/self/fd/%d", fd);
+    if (chmod(proc, perm) < 0)
+      return vs_error_set(err, errno, "set mode");
+    if (utimensat(parent, base, ts, AT_SYMLINK_NOFOLLOW) < 0)
+      return vs_error_set(err, errno, "set times");
+    return 0;
+  }
+  case AE_IFSOCK:
+    return 0; /* sockets in layers are meaningless; docker skips them too */
+  default:
+    return vs_error_set(err, EINVAL, "unknown entry type 0%o", (unsigned)type);
+  }
+}
+
+static la_ssize_t inner_read(struct archive *ar, void *ctx, const void **buf) {
+  applier *a = ctx;
+  (void)ar;
+  la_ssize_t n = archive_read_data(a->raw, a->buf, a->buf_size);
+  if (n < 0) {
+    vs_error_set(&a->read_err, 0, "decompress: %s", archive_error_string(a->raw));
+    return -1;
+  }
+  a->raw_bytes += (uint64_t)n;
+  /* Headers and padding count too: a stream of empty blocks is a bomb as well. */
+  if (a->raw_bytes > a->max_bytes + (a->max_entries + 16) * 1024) {
+    vs_error_set(&a->read_err, 0, "uncompressed layer exceeds the size limit");
+    return -1;
+  }
+  vs_hasher_update(a->hasher, a->buf, (size_t)n);
+  *buf = a->buf;
+  return n;
+}
+
+static void set_dir_times(applier *a) {
+  for (size_t i = a->n_dirs; i-- > 0;) {
+    _cleanup_close_ int fd = openat2_in_root(a->rootfd, a->dirs[i].path, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0)
+      futimens(fd, a->dirs[i].ts);
+  }
+}
+
+int vs_layer_apply(int fd, int dirfd, const vs_layer_limits *lim, char diff_id_out[VS_DIGEST_MAX],
+                   vs_error **err) {
+  applier a = {
+      .rootfd = dirfd,
+      .max_bytes = lim && lim->max_bytes ? lim->max_bytes : DEFAULT_MAX_BYTES,
+      .max_entries = lim && lim->max_entries ? lim->max_entries : DEFAULT_MAX_ENTRIES,
+      .allow_devices = lim ? lim->allow_devices : true,
+      .buf_size = 256 * 1024,
+  };
+  a.buf = vs_malloc0(a.buf_size);
+  a.hasher = vs_hasher_new();
+  struct archive *inner = NULL;
+  int r = -1;
+
+  a.raw = archive_read_new();
+  archive_read_support_filter_all(a.raw);
+  archive_read_support_format_raw(a.raw);
+  struct archive_entry *ae;
+  if (archive_read_open_fd(a.raw, fd, 256 * 1024) != ARCHIVE_OK ||
+      archive_read_next_header(a.raw, &ae) != ARCHIVE_OK) {
+    vs_error_set(err, EINVAL, "not a readable layer: %s", archive_error_string(a.raw));
+    goto out;
+  }
+  inner = archive_read_new();
+  archive_read_support_format_tar(inner);
+  archive_read_support_format_gnutar(inner);
+  if (archive_read_open(inner, &a, NULL, inner_read, NULL) != ARCHIVE_OK) {
+    if (a.read_err) {
+      vs_error_set(err, a.read_err->errnum, "%s", a.read_err->msg);
+    } else {
+      vs_error_set(err, EINVAL, "not a tar archive: %s", archive_error_string(inner));
+    }
+    goto out;
+  }
+  for (;;) {
+    int h = archive_read_next_header(inner, &ae);
+    if (h == ARCHIVE_EOF)
+      break;
+    if (h < ARCHIVE_WARN) {
+      if (a.read_err)
+        vs_error_set(err, a.read_err->errnum, "%s", a.read_err->msg);
+      else
+        vs_error_set(err, EINVAL, "bad tar: %s", archive_error_string(inner));
+      goto out;
+    }
+    if (++a.entries > a.max_entries) {
+      vs_error_set(err, 0, "layer has more than %llu entries", (unsigned long long)a.max_entries);
+      goto out;
+    }
+    if (apply_entry(&a, inner, ae, err) < 0) {
+      const char *p = archive_entry_pathname(ae);
+      vs_error_wrap(err, "layer entry \"%.200s\"", p ? p : "?");
+      if (a.read_err && (!*err || !(*err)->errnum || (*err)->errnum == EIO)) {
+        vs_error_free(*err);
+        *err = NULL;
+        vs_error_set(err, a.read_err->errnum, "%s", a.read_err->msg);
+      }
+      goto out;
+    }
+  }
+  /* Whatever follows the end-of-archive blocks is part of the diff_id too. */
+  for (;;) {
+    const void *b;
+    la_ssize_t n = inner_read(inner, &a, &b);
+    if (n < 0) {
+      vs_error_set(err, a.read_err->errnum, "%s", a.read_err->msg);
+      goto out;
+    }
+    if (n == 0)
+      break;
+  }
+  set_dir_times(&a);
+  if (diff_id_out) {
+    vs_hasher_finish(a.hasher, diff_id_out);
+    a.hasher = NULL;
+  }
+  r = 0;
+out:
+  if (inner)
+    archive_read_free(inner);
+  archive_read_free(a.raw);
+  vs_hasher_free(a.hasher);
+  for (size_t i = 0; i < a.n_dirs; i++)
+    free(a.dirs[i].path);
+  free(a.dirs);
+  free(a.buf);
+  vs_error_free(a.read_err);
+  return r;
+}
