@@ -6,9 +6,9 @@
 #include "vm/cpu/cpu_internal.h"
 
 #define MISA_RV64IMAFDCSU                                                                          \
-  ((2ull << 62) | (1u << ('A' - 'A')) | (1u << ('C' - 'A')) | (1u << ('D' - 'A')) |                \
-   (1u << ('F' - 'A')) | (1u << ('I' - 'A')) | (1u << ('M' - 'A')) | (1u << ('S' - 'A')) |         \
-   (1u << ('U' - 'A')))
+  ((2ULL << 62) | (1U << ('A' - 'A')) | (1U << ('C' - 'A')) | (1U << ('D' - 'A')) |                \
+   (1U << ('F' - 'A')) | (1U << ('I' - 'A')) | (1U << ('M' - 'A')) | (1U << ('S' - 'A')) |         \
+   (1U << ('U' - 'A')))
 
 /* Interrupts S-mode may see and delegate; M-level bits are never delegated here. */
 #define MIP_S_MASK (RV_MIP_SSIP | RV_MIP_STIP | RV_MIP_SEIP)
@@ -22,7 +22,7 @@
    MSTATUS_UXL | MSTATUS_SD)
 
 /* medeleg bits that can be set: everything but ECALL from M (11) and reserved causes. */
-#define MEDELEG_MASK 0xb3ffull
+#define MEDELEG_MASK 0xb3ffULL
 
 int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   memset(h, 0, sizeof(*h));
@@ -54,7 +54,7 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
   h->priv = priv;
   h->fflags = h->frm = 0;
   h->misa = MISA_RV64IMAFDCSU;
-  h->mstatus = (2ull << 32) | (2ull << 34); /* UXL = SXL = 64 bits */
+  h->mstatus = (2ULL << 32) | (2ULL << 34); /* UXL = SXL = 64 bits */
   h->medeleg = h->mideleg = h->mie = h->mip = 0;
   h->mtvec = h->mscratch = h->mepc = h->mcause = h->mtval = 0;
   h->mcounteren = h->menvcfg = h->mcountinhibit = 0;
@@ -72,10 +72,10 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
     h->mcounteren = 7;
     h->menvcfg = MENVCFG_STCE;
     h->mideleg = MIP_S_MASK;
-    h->medeleg = (1u << EXC_INSN_MISALIGNED) | (1u << EXC_BREAKPOINT) | (1u << EXC_ECALL_U) |
-                 (1u << EXC_INSN_PAGE) | (1u << EXC_LOAD_PAGE) | (1u << EXC_STORE_PAGE) |
-                 (1u << EXC_ILLEGAL) | (1u << EXC_LOAD_MISALIGNED) | (1u << EXC_STORE_MISALIGNED) |
-                 (1u << EXC_INSN_ACCESS) | (1u << EXC_LOAD_ACCESS) | (1u << EXC_STORE_ACCESS);
+    h->medeleg = (1U << EXC_INSN_MISALIGNED) | (1U << EXC_BREAKPOINT) | (1U << EXC_ECALL_U) |
+                 (1U << EXC_INSN_PAGE) | (1U << EXC_LOAD_PAGE) | (1U << EXC_STORE_PAGE) |
+                 (1U << EXC_ILLEGAL) | (1U << EXC_LOAD_MISALIGNED) | (1U << EXC_STORE_MISALIGNED) |
+                 (1U << EXC_INSN_ACCESS) | (1U << EXC_LOAD_ACCESS) | (1U << EXC_STORE_ACCESS);
     h->mstatus |= (uint64_t)RV_PRIV_S << MSTATUS_MPP_SHIFT;
   }
   rv_hart_flush_tlb(h);
@@ -86,13 +86,13 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
 /* A flush only advances the generation tag; the table is really cleared when the 12-bit tag
  * wraps around, so a stale entry can never match. */
 void rv_hart_flush_tlb(rv_hart *h) {
-  h->tlb_tag += 1ull << 52;
+  h->tlb_tag += 1ULL << 52;
   if (h->tlb_tag == 0) {
     for (int s = 0; s < 3; s++)
       for (int a = 0; a < 3; a++)
         for (int i = 0; i < RV_TLB_SIZE; i++)
           h->tlb[s][a][i].vpn = UINT64_MAX;
-    h->tlb_tag = 1ull << 52;
+    h->tlb_tag = 1ULL << 52;
   }
   rv_update_modes(h);
 }
@@ -143,7 +143,7 @@ static void rv_take_trap(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
     s = (s & ~MSTATUS_SPP) | (h->priv == RV_PRIV_S ? MSTATUS_SPP : 0);
     h->mstatus = s;
     h->priv = RV_PRIV_S;
-    uint64_t base = h->stvec & ~3ull;
+    uint64_t base = h->stvec & ~3ULL;
     h->next_pc = ((h->stvec & 1) && irq) ? base + 4 * cause : base;
   } else {
     h->mcause = cause | ((uint64_t)irq << 63);
@@ -155,7 +155,7 @@ static void rv_take_trap(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
     s = (s & ~MSTATUS_MPP) | ((uint64_t)h->priv << MSTATUS_MPP_SHIFT);
     h->mstatus = s;
     h->priv = RV_PRIV_M;
-    uint64_t base = h->mtvec & ~3ull;
+    uint64_t base = h->mtvec & ~3ULL;
     h->next_pc = ((h->mtvec & 1) && irq) ? base + 4 * cause : base;
   }
   rv_update_modes(h);
@@ -191,7 +191,7 @@ static bool rv_check_interrupts(rv_hart *h) {
     return false;
   static const uint8_t order[] = {11, 3, 7, 9, 1, 5};
   for (size_t i = 0; i < sizeof(order); i++) {
-    if (take & (1ull << order[i])) {
+    if (take & (1ULL << order[i])) {
       h->wfi = false;
       rv_take_trap(h, order[i], 0, true);
       h->pc = h->next_pc;
@@ -207,7 +207,7 @@ static inline void rv_step(rv_hart *h) {
   uint64_t pc = h->pc;
   uint8_t *host;
   if (likely((pc >> 12) == h->fetch_vpn)) {
-    host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend);
+    host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
   } else {
     host = rv_fetch_slow(h, pc);
     if (!host) {
@@ -566,7 +566,7 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
     h->mie = (h->mie & ~h->mideleg) | (val & h->mideleg);
     return true;
   case CSR_STVEC:
-    h->stvec = val & ~2ull;
+    h->stvec = val & ~2ULL;
     return true;
   case CSR_SCOUNTEREN:
     h->scounteren = val & 0xffffffff;
@@ -578,7 +578,7 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
     h->sscratch = val;
     return true;
   case CSR_SEPC:
-    h->sepc = val & ~1ull;
+    h->sepc = val & ~1ULL;
     return true;
   case CSR_SCAUSE:
     h->scause = val;
@@ -616,7 +616,7 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
     h->mie = val & MIP_ALL;
     return true;
   case CSR_MTVEC:
-    h->mtvec = val & ~2ull;
+    h->mtvec = val & ~2ULL;
     return true;
   case CSR_MCOUNTEREN:
     h->mcounteren = val & 0xffffffff;
@@ -631,7 +631,7 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
     h->mscratch = val;
     return true;
   case CSR_MEPC:
-    h->mepc = val & ~1ull;
+    h->mepc = val & ~1ULL;
     return true;
   case CSR_MCAUSE:
     h->mcause = val;
@@ -666,7 +666,7 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
       if (b & 0x80)
         nb = b; /* locked entry */
       else if ((nb & 3) == 2)
-        nb &= ~3ull; /* R=0 W=1 is reserved */
+        nb &= ~3ULL; /* R=0 W=1 is reserved */
       next |= (nb & 0x9f) << (8 * i);
     }
     h->pmpcfg[csr - CSR_PMPCFG0] = next;
@@ -674,8 +674,8 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
   }
   if (csr >= CSR_PMPADDR0 && csr < CSR_PMPADDR0 + 64) {
     unsigned i = csr - CSR_PMPADDR0;
-    if (!((h->pmpcfg[(i / 8) * 2] >> (8 * (i % 8))) & 0x80))
-      h->pmpaddr[i] = val & ((1ull << 54) - 1);
+    if (!((h->pmpcfg[(size_t)(i / 8) * 2] >> (8 * (i % 8))) & 0x80))
+      h->pmpaddr[i] = val & ((1ULL << 54) - 1);
     return true;
   }
   if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f))

@@ -41,12 +41,12 @@ typedef struct rv_bus {
 #define RV_PRIV_M 3
 
 /* mip/mie bits */
-#define RV_MIP_SSIP (1ull << 1)
-#define RV_MIP_MSIP (1ull << 3)
-#define RV_MIP_STIP (1ull << 5)
-#define RV_MIP_MTIP (1ull << 7)
-#define RV_MIP_SEIP (1ull << 9)
-#define RV_MIP_MEIP (1ull << 11)
+#define RV_MIP_SSIP (1ULL << 1)
+#define RV_MIP_MSIP (1ULL << 3)
+#define RV_MIP_STIP (1ULL << 5)
+#define RV_MIP_MTIP (1ULL << 7)
+#define RV_MIP_SEIP (1ULL << 9)
+#define RV_MIP_MEIP (1ULL << 11)
 
 #define RV_TLB_SIZE 256
 

@@ -4,21 +4,21 @@
 #include "vm/cpu/cpu_internal.h"
 
 /* Masks for the common encodings. */
-#define M_OPC 0x0000007fu   /* opcode only (U, J) */
-#define M_F3 0x0000707fu    /* opcode + funct3 (I, S, B) */
-#define M_F7 0xfe00707fu    /* opcode + funct3 + funct7 (R) */
-#define M_F6 0xfc00707fu    /* RV64 shift-immediate: funct6 */
-#define M_RS2 0xfff0707fu   /* R with fixed rs2 (unary) */
-#define M_FP 0xfe00007fu    /* OP-FP with a rounding mode */
-#define M_FPRS2 0xfff0007fu /* OP-FP with a rounding mode and a fixed rs2 */
-#define M_R4 0x0600007fu    /* fused multiply-add: fmt + opcode */
-#define M_AMO 0xf800707fu   /* funct5 + funct3 + opcode (aq/rl ignored) */
-#define M_LR 0xf9f0707fu    /* LR: rs2 must be zero */
-#define M_ALL 0xffffffffu
+#define M_OPC 0x0000007fU   /* opcode only (U, J) */
+#define M_F3 0x0000707fU    /* opcode + funct3 (I, S, B) */
+#define M_F7 0xfe00707fU    /* opcode + funct3 + funct7 (R) */
+#define M_F6 0xfc00707fU    /* RV64 shift-immediate: funct6 */
+#define M_RS2 0xfff0707fU   /* R with fixed rs2 (unary) */
+#define M_FP 0xfe00007fU    /* OP-FP with a rounding mode */
+#define M_FPRS2 0xfff0007fU /* OP-FP with a rounding mode and a fixed rs2 */
+#define M_R4 0x0600007fU    /* fused multiply-add: fmt + opcode */
+#define M_AMO 0xf800707fU   /* funct5 + funct3 + opcode (aq/rl ignored) */
+#define M_LR 0xf9f0707fU    /* LR: rs2 must be zero */
+#define M_ALL 0xffffffffU
 
 #define ENC(opc, f3, f7) ((uint32_t)(opc) | ((uint32_t)(f3) << 12) | ((uint32_t)(f7) << 25))
 #define ENC_RS2(opc, f3, f7, rs2) (ENC(opc, f3, f7) | ((uint32_t)(rs2) << 20))
-#define ENC_AMO(f5, f3) (0x2fu | ((uint32_t)(f3) << 12) | ((uint32_t)(f5) << 27))
+#define ENC_AMO(f5, f3) (0x2fU | ((uint32_t)(f3) << 12) | ((uint32_t)(f5) << 27))
 
 #define OP(mask, match, fn, fmt)                                                                   \
   { mask, match, fn, fmt, #fn }
@@ -81,7 +81,7 @@ static const rv_op rv_ops[] = {
     OP(M_ALL, 0x10200073, op_sret, FMT_NONE),
     OP(M_ALL, 0x30200073, op_mret, FMT_NONE),
     OP(M_ALL, 0x10500073, op_wfi, FMT_NONE),
-    OP(0xfe007fffu, 0x12000073, op_sfence_vma, FMT_R),
+    OP(0xfe007fffU, 0x12000073, op_sfence_vma, FMT_R),
     OP(M_F3, ENC(0x73, 1, 0), op_csrrw, FMT_CSR),
     OP(M_F3, ENC(0x73, 2, 0), op_csrrs, FMT_CSR),
     OP(M_F3, ENC(0x73, 3, 0), op_csrrc, FMT_CSR),
@@ -183,10 +183,10 @@ static const rv_op rv_ops[] = {
     OP(M_R4, 0x47, op_fmsub_s, FMT_R4),
     OP(M_R4, 0x4b, op_fnmsub_s, FMT_R4),
     OP(M_R4, 0x4f, op_fnmadd_s, FMT_R4),
-    OP(M_R4, 0x43 | (1u << 25), op_fmadd_d, FMT_R4),
-    OP(M_R4, 0x47 | (1u << 25), op_fmsub_d, FMT_R4),
-    OP(M_R4, 0x4b | (1u << 25), op_fnmsub_d, FMT_R4),
-    OP(M_R4, 0x4f | (1u << 25), op_fnmadd_d, FMT_R4),
+    OP(M_R4, 0x43 | (1U << 25), op_fmadd_d, FMT_R4),
+    OP(M_R4, 0x47 | (1U << 25), op_fmsub_d, FMT_R4),
+    OP(M_R4, 0x4b | (1U << 25), op_fnmsub_d, FMT_R4),
+    OP(M_R4, 0x4f | (1U << 25), op_fnmadd_d, FMT_R4),
     OP(M_FP, ENC(0x53, 0, 0x00), op_fadd_s, FMT_R),
     OP(M_FP, ENC(0x53, 0, 0x01), op_fadd_d, FMT_R),
     OP(M_FP, ENC(0x53, 0, 0x04), op_fsub_s, FMT_R),
@@ -278,7 +278,7 @@ static void rv_extract(uint32_t raw, int format, rv_insn *d) {
                            13);
     break;
   case FMT_U:
-    d->imm = (int32_t)(raw & 0xfffff000u);
+    d->imm = (int32_t)(raw & 0xfffff000U);
     break;
   case FMT_J:
     d->imm = (int32_t)sext(((raw >> 31) << 20) | (((raw >> 21) & 0x3ff) << 1) |
@@ -352,7 +352,7 @@ static uint32_t enc_j(uint32_t rd, int32_t imm) {
          (((u >> 1) & 0x3ff) << 21) | (((u >> 20) & 1) << 31);
 }
 
-static uint32_t bits(uint32_t c, int hi, int lo) { return (c >> lo) & ((1u << (hi - lo + 1)) - 1); }
+static uint32_t bits(uint32_t c, int hi, int lo) { return (c >> lo) & ((1U << (hi - lo + 1)) - 1); }
 static uint32_t c_rd(uint32_t c) { return bits(c, 11, 7); }
 static uint32_t c_rs2(uint32_t c) { return bits(c, 6, 2); }
 static uint32_t c_rdp(uint32_t c) { return 8 + bits(c, 4, 2); } /* rd' / rs2' */

@@ -16,7 +16,7 @@ RV_HANDLER(op_jal) {
   h->next_pc = h->pc + (uint64_t)d->imm;
 }
 RV_HANDLER(op_jalr) {
-  uint64_t target = (RS1 + (uint64_t)d->imm) & ~1ull;
+  uint64_t target = (RS1 + (uint64_t)d->imm) & ~1ULL;
   RD = h->pc + d->len;
   h->next_pc = target;
 }
@@ -168,7 +168,7 @@ static uint64_t orc_b(uint64_t a) {
   uint64_t r = 0;
   for (int i = 0; i < 8; i++)
     if ((a >> (8 * i)) & 0xff)
-      r |= 0xffull << (8 * i);
+      r |= 0xffULL << (8 * i);
   return r;
 }
 
@@ -206,13 +206,13 @@ ALU_I(op_zext_h, (uint64_t)(uint16_t)a)
 ALU_I(op_orc_b, orc_b(a))
 ALU_I(op_rev8, __builtin_bswap64(a))
 
-ALU_R(op_bclr, a & ~(1ull << (b & 63)))
-ALU_R(op_bset, a | (1ull << (b & 63)))
-ALU_R(op_binv, a ^ (1ull << (b & 63)))
+ALU_R(op_bclr, a & ~(1ULL << (b & 63)))
+ALU_R(op_bset, a | (1ULL << (b & 63)))
+ALU_R(op_binv, a ^ (1ULL << (b & 63)))
 ALU_R(op_bext, (a >> (b & 63)) & 1)
-ALU_I(op_bclri, a & ~(1ull << (b & 63)))
-ALU_I(op_bseti, a | (1ull << (b & 63)))
-ALU_I(op_binvi, a ^ (1ull << (b & 63)))
+ALU_I(op_bclri, a & ~(1ULL << (b & 63)))
+ALU_I(op_bseti, a | (1ULL << (b & 63)))
+ALU_I(op_binvi, a ^ (1ULL << (b & 63)))
 ALU_I(op_bexti, (a >> (b & 63)) & 1)
 
 /* ---------------------------------------------------------------- A */
@@ -266,7 +266,7 @@ RV_HANDLER(op_sc_d) {
 #define AMO(name, type, stype, expr)                                                               \
   RV_HANDLER(name) {                                                                               \
     uint64_t pa;                                                                                   \
-    type *p = rv_atomic_ptr(h, RS1, sizeof(type), ACC_WRITE, &pa);                                 \
+    type *p = rv_atomic_ptr(h, RS1, sizeof(type), ACC_WRITE, &pa); /* NOLINT */                    \
     if (!p)                                                                                        \
       return;                                                                                      \
     type b = (type)RS2;                                                                            \

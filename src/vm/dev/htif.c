@@ -6,7 +6,7 @@
 
 #define HTIF_DEV(v) ((v) >> 56)
 #define HTIF_CMD(v) (((v) >> 48) & 0xff)
-#define HTIF_PAYLOAD(v) ((v)&0xffffffffffffull)
+#define HTIF_PAYLOAD(v) ((v)&0xffffffffffffULL)
 
 void htif_init(htif *ht, uint64_t tohost, bool has_fromhost, uint64_t fromhost) {
   ht->tohost = tohost;
