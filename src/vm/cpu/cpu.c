@@ -265,11 +265,11 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     while (i < n) {
       rv_step(h);
       i++;
+      h->minstret++; /* per instruction, so counter CSR reads are exact */
       if (unlikely(h->check_irq))
         break;
     }
     done += i;
-    h->minstret += i;
     if (h->wfi)
       break;
     if (h->yield) {
@@ -652,7 +652,7 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
     return true;
   case CSR_MCYCLE:
   case CSR_MINSTRET:
-    h->minstret = val;
+    h->minstret = val - 1; /* the written value wins over this instruction's own increment */
     return true;
   default:
     break;
