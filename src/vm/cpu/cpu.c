@@ -79,8 +79,8 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
     h->mstatus |= (uint64_t)RV_PRIV_S << MSTATUS_MPP_SHIFT;
   }
   rv_hart_flush_tlb(h);
-  if (h->icache)
-    rv_hart_flush_icache(h);
+  /* The decode cache needs no flush: an entry is only used when its host address and
+   * instruction bits both match the fetched ones. */
 }
 
 /* A flush only advances the generation tag; the table is really cleared when the 12-bit tag

@@ -3,8 +3,10 @@
  *
  * The machine owns the bus (RAM + MMIO callbacks) and calls rv_hart_run() with an instruction
  * budget. All architectural state lives in struct rv_hart so it can be saved and restored; the
- * TLB and the decoded-instruction cache are derived state and are rebuilt after a restore
- * (call rv_hart_flush_tlb() and rv_hart_flush_icache()).
+ * TLB and the decoded-instruction cache are derived state: after restoring the architectural
+ * fields into a live hart (keeping its bus and icache pointers) call rv_hart_flush_tlb(). The
+ * decode cache never needs flushing for correctness (entries are checked against the fetched
+ * instruction bits); rv_hart_flush_icache() only drops its contents.
  */
 #ifndef VESSEL_VM_CPU_H
 #define VESSEL_VM_CPU_H

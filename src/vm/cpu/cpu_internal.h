@@ -34,7 +34,7 @@ typedef struct rv_op {
   const char *name;
 } rv_op;
 
-#define RV_ICACHE_BITS 15
+#define RV_ICACHE_BITS 17
 #define RV_ICACHE_SIZE (1U << RV_ICACHE_BITS)
 
 struct rv_icache {
