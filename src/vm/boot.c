@@ -112,7 +112,7 @@ static int read_file_maybe_gz(const char *path, const char *what, uint64_t max, 
       cap = cap * 2 > max ? (size_t)max + 1 : cap * 2;
       buf = vs_realloc(buf, cap);
     }
-    int n = gzread(gzf, buf + len, (unsigned)(cap - len > (1u << 30) ? (1u << 30) : cap - len));
+    int n = gzread(gzf, buf + len, (unsigned)(cap - len > (1U << 30) ? (1U << 30) : cap - len));
     if (n < 0) {
       int errnum;
       const char *msg = gzerror(gzf, &errnum);
@@ -168,11 +168,11 @@ static int image_check_pe(const char *path, const uint8_t *buf, size_t len, vs_e
                         path);
   for (uint64_t i = 0; i < nsections; i++) {
     const uint8_t *s = buf + sections + 40 * i;
-    uint64_t raw_size = rd_le(s + 16, 4), raw_ptr = rd_le(s + 20, 4);
-    if (raw_ptr + raw_size > len)
+    uint64_t raw_end = rd_le(s + 16, 4) + rd_le(s + 20, 4); /* SizeOfRawData + PointerToRawData */
+    if (raw_end > len)
       return vs_error_set(err, 0,
                           "kernel %s is truncated: section %.8s needs %llu bytes, file has %zu",
-                          path, (const char *)s, (unsigned long long)(raw_ptr + raw_size), len);
+                          path, (const char *)s, (unsigned long long)raw_end, len);
   }
   return 0;
 }
@@ -227,11 +227,13 @@ static bool is_elf(const uint8_t *buf, size_t len) {
 static int load_firmware(vm *m, vs_error **err) {
   const char *path = m->cfg.bios_path;
   _cleanup_free_ uint8_t *buf = NULL;
-  size_t len;
+  size_t len = 0;
   if (read_file_maybe_gz(path, "firmware", VM_KERNEL_OFFSET, &buf, &len, err) < 0)
     return -1;
+  if (!buf || len == 0)
+    return vs_error_set(err, 0, "firmware %s is empty", path);
   if (is_elf(buf, len)) {
-    uint64_t entry, lo, hi;
+    uint64_t entry = 0, lo = 0, hi = 0;
     if (load_elf_into_ram(m, "firmware", path, buf, len, &entry, &lo, &hi, err) < 0)
       return -1;
     if (hi > VM_RAM_BASE + VM_KERNEL_OFFSET)
@@ -250,11 +252,11 @@ static int load_firmware(vm *m, vs_error **err) {
 static int load_kernel(vm *m, vs_error **err) {
   const char *path = m->cfg.kernel;
   _cleanup_free_ uint8_t *buf = NULL;
-  size_t len;
+  size_t len = 0;
   if (read_file_maybe_gz(path, "kernel", m->ram_size, &buf, &len, err) < 0)
     return -1;
   if (is_elf(buf, len)) {
-    uint64_t entry, lo, hi;
+    uint64_t entry = 0, lo = 0, hi = 0;
     if (load_elf_into_ram(m, "kernel", path, buf, len, &entry, &lo, &hi, err) < 0)
       return -1;
     if (hi > m->fdt_addr)
@@ -296,7 +298,7 @@ static int load_initrd(vm *m, vs_error **err) {
                         "%llu MiB free above the kernel",
                         path, (unsigned long long)(size >> 20),
                         (unsigned long long)(m->ram_size >> 20), (unsigned long long)(room >> 20));
-  uint64_t start = (m->fdt_addr - size) & ~0xfffull;
+  uint64_t start = (m->fdt_addr - size) & ~0xfffULL;
   if (start < m->kernel_end)
     return vs_error_set(err, 0, "initrd %s does not fit in RAM above the kernel", path);
   uint8_t *dst = vm_ram_ptr(m, start);

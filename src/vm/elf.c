@@ -89,7 +89,7 @@ static int elf_load_segments(const uint8_t *buf, size_t len, const Elf64_Ehdr *e
                           "ELF segment %u (0x%llx, 0x%llx bytes) lies outside guest RAM "
                           "0x%llx-0x%llx",
                           i, (unsigned long long)ph.p_paddr, (unsigned long long)ph.p_memsz,
-                          (unsigned long long)ram_base, (unsigned long long)(ram_base + ram_size));
+                          (unsigned long long)ram_base, (unsigned long long)ram_base + ram_size);
     uint8_t *dst = ram + (ph.p_paddr - ram_base);
     memcpy(dst, buf + ph.p_offset, ph.p_filesz);
     memset(dst + ph.p_filesz, 0, ph.p_memsz - ph.p_filesz);
@@ -104,8 +104,8 @@ static int elf_load_segments(const uint8_t *buf, size_t len, const Elf64_Ehdr *e
 }
 
 /* Look up tohost/fromhost in the symbol table, if there is one (stripped files have none). */
-static int elf_find_symbols(const uint8_t *buf, size_t len, const Elf64_Ehdr *eh,
-                            rv_elf_image *out, vs_error **err) {
+static int elf_find_symbols(const uint8_t *buf, size_t len, const Elf64_Ehdr *eh, rv_elf_image *out,
+                            vs_error **err) {
   if (eh->e_shoff == 0 || eh->e_shnum == 0)
     return 0;
   if (eh->e_shentsize != sizeof(Elf64_Shdr))

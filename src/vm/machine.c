@@ -454,7 +454,7 @@ static void vm_trace_harts(vm *m, int64_t *next_ns) {
   int64_t now_ns = monotonic_ns();
   if (now_ns < *next_ns)
     return;
-  *next_ns = now_ns + 5000000000ll;
+  *next_ns = now_ns + 5000000000LL;
   uint64_t now = vm_read_mtime(m);
   for (unsigned h = 0; h < m->nharts; h++) {
     const rv_hart *t = &m->harts[h];
@@ -464,8 +464,8 @@ static void vm_trace_harts(vm *m, int64_t *next_ns) {
             "mstatus=0x%llx stimecmp%+lld mtimecmp%+lld insns=%llu\n",
             h, m->hsm[h], t->priv, (unsigned long long)t->pc, t->wfi, (unsigned long long)t->mie,
             (unsigned long long)t->mip, (unsigned long long)t->ext_mip,
-            (unsigned long long)t->mstatus, st == UINT64_MAX ? 0ll : (long long)(st - now),
-            m->aclint.mtimecmp[h] == UINT64_MAX ? 0ll : (long long)(m->aclint.mtimecmp[h] - now),
+            (unsigned long long)t->mstatus, st == UINT64_MAX ? 0LL : (long long)(st - now),
+            m->aclint.mtimecmp[h] == UINT64_MAX ? 0LL : (long long)(m->aclint.mtimecmp[h] - now),
             (unsigned long long)t->minstret);
   }
 }
@@ -488,8 +488,10 @@ int vm_run(vm *m, int *exit_code, vs_error **err) {
       rv_hart_run(hart, slice);
       if (m->htif_enabled)
         vm_poll_htif(m);
-      busy |= vm_hart_runnable(m, h);
     }
+    /* after the round: a hart may have woken one that was skipped (an IPI through the CLINT) */
+    for (unsigned h = 0; h < m->nharts && !busy; h++)
+      busy = vm_hart_runnable(m, h);
     if (m->stop)
       break;
     vm_service(m, busy ? 0 : vm_ns_until_next_event(m));

@@ -13,22 +13,22 @@
 #include "vm/vm.h"
 
 /* Memory map (QEMU virt compatible) */
-#define VM_SYSCON_BASE 0x00100000ull
-#define VM_RTC_BASE 0x00101000ull
-#define VM_ACLINT_BASE 0x02000000ull
-#define VM_PLIC_BASE 0x0c000000ull
-#define VM_UART_BASE 0x10000000ull
-#define VM_UART_SIZE 0x100ull
+#define VM_SYSCON_BASE 0x00100000ULL
+#define VM_RTC_BASE 0x00101000ULL
+#define VM_ACLINT_BASE 0x02000000ULL
+#define VM_PLIC_BASE 0x0c000000ULL
+#define VM_UART_BASE 0x10000000ULL
+#define VM_UART_SIZE 0x100ULL
 #define VM_VIRTIO_BASE 0x10001000ull
-#define VM_VIRTIO_SIZE 0x1000ull
+#define VM_VIRTIO_SIZE 0x1000ULL
 #define VM_MAX_VIRTIO 8
 
 #define VM_UART_IRQ 10
 #define VM_RTC_IRQ 11
 #define VM_VIRTIO_IRQ_FIRST 1
 
-#define VM_TIMEBASE_HZ 10000000u
-#define VM_UART_CLOCK_HZ 3686400u
+#define VM_TIMEBASE_HZ 10000000U
+#define VM_UART_CLOCK_HZ 3686400U
 /* the largest paging mode the hart implements (it has Sv39, Sv48 and Sv57) */
 #define VM_MMU_TYPE "riscv,sv57"
 

@@ -61,7 +61,7 @@ static void sbi_kick(rv_hart *h) { h->check_irq = true; }
 /* The set of harts named by (hart_mask, hart_mask_base); base == -1 means all harts. */
 static int sbi_hart_set(const vm *m, uint64_t mask, uint64_t base, uint32_t *out) {
   if (base == UINT64_MAX) {
-    *out = (1u << m->nharts) - 1;
+    *out = (1U << m->nharts) - 1;
     return 0;
   }
   uint32_t set = 0;
@@ -70,7 +70,7 @@ static int sbi_hart_set(const vm *m, uint64_t mask, uint64_t base, uint32_t *out
       continue;
     if (base + i < base || base + i >= m->nharts)
       return -1;
-    set |= 1u << (base + i);
+    set |= 1U << (base + i);
   }
   *out = set;
   return 0;
@@ -121,7 +121,7 @@ static sbi_ret sbi_ipi(vm *m, uint64_t fid, const uint64_t *a) {
   if (sbi_hart_set(m, a[0], a[1], &set) < 0)
     return sbi_err(SBI_ERR_INVALID_PARAM);
   for (unsigned h = 0; h < m->nharts; h++) {
-    if (!(set & (1u << h)))
+    if (!(set & (1U << h)))
       continue;
     /* SSIP is a software-writable bit of mip: the guest clears it through sip */
     m->harts[h].mip |= RV_MIP_SSIP;
@@ -137,7 +137,7 @@ static sbi_ret sbi_rfence(vm *m, uint64_t fid, const uint64_t *a) {
   if (sbi_hart_set(m, a[0], a[1], &set) < 0)
     return sbi_err(SBI_ERR_INVALID_PARAM);
   for (unsigned h = 0; h < m->nharts; h++) {
-    if (!(set & (1u << h)))
+    if (!(set & (1U << h)))
       continue;
     /* the harts run on this thread, so the remote fence completes before the call returns */
     if (fid == 0)
@@ -194,7 +194,7 @@ static sbi_ret sbi_srst(vm *m, uint64_t fid, const uint64_t *a) {
   if (fid != 0)
     return sbi_err(SBI_ERR_NOT_SUPPORTED);
   uint32_t type = (uint32_t)a[0], reason = (uint32_t)a[1];
-  if (type > SRST_WARM_REBOOT && type < 0xf0000000u)
+  if (type > SRST_WARM_REBOOT && type < 0xf0000000U)
     return sbi_err(SBI_ERR_INVALID_PARAM);
   if (type > SRST_WARM_REBOOT)
     return sbi_err(SBI_ERR_NOT_SUPPORTED); /* vendor-specific types */

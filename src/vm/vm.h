@@ -17,7 +17,7 @@
 
 #include "base/base.h"
 
-#define VM_RAM_BASE 0x80000000ull
+#define VM_RAM_BASE 0x80000000ULL
 #define VM_MAX_SMP 8
 #define VM_MIN_MEM (1ull << 20)
 #define VM_MAX_MEM (64ull << 30)

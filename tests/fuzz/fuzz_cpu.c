@@ -8,7 +8,7 @@
 #include "vm/cpu/cpu.h"
 
 #define RAM_BASE 0x80000000ull
-#define RAM_SIZE (1u << 20)
+#define RAM_SIZE (1u << 18)
 
 static uint64_t fake_mtime;
 
@@ -55,8 +55,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       return 0;
     ram = m + 4096;
     mprotect(ram, RAM_SIZE, PROT_READ | PROT_WRITE);
-    bus = (rv_bus){.ram = ram, .ram_base = RAM_BASE, .ram_size = RAM_SIZE,
-                   .mmio_read = fz_mmio_read, .mmio_write = fz_mmio_write,
+    bus = (rv_bus){.ram = ram,
+                   .ram_base = RAM_BASE,
+                   .ram_size = RAM_SIZE,
+                   .mmio_read = fz_mmio_read,
+                   .mmio_write = fz_mmio_write,
                    .read_mtime = fz_mtime};
     if (rv_hart_init(&hart, 0, &bus, NULL) < 0)
       return 0;
@@ -76,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   hart.mstatus = (hart.mstatus & ~0x7e19aaull) | (mstatus & 0x7e19aaull);
   hart.mstatus |= (mstatus & 1) ? (1ull << 13) : 0; /* FS on */
   static const uint64_t modes[4] = {0, 8, 9, 10};
-  hart.satp = (modes[(sel >> 2) & 3] << 60) | ((RAM_BASE >> 12) + (satp_ppn & 0xff));
+  hart.satp = (modes[(sel >> 2) & 3] << 60) | ((RAM_BASE >> 12) + (satp_ppn & 0x7f));
   hart.medeleg = deleg & 0xb3ff;
   hart.mideleg = (deleg >> 32) & 0x222;
   hart.mie = (deleg >> 16) & 0xaaa;

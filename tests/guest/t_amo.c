@@ -7,7 +7,10 @@ static volatile uint32_t mem32[4] __attribute__((aligned(64)));
 #define AMO(op, addr, val)                                                                         \
   ({                                                                                               \
     uint64_t _old;                                                                                 \
-    __asm__ volatile(op " %0, %2, (%1)" : "=r"(_old) : "r"(addr), "r"((uint64_t)(val)) : "memory"); \
+    __asm__ volatile(op " %0, %2, (%1)"                                                            \
+                     : "=r"(_old)                                                                  \
+                     : "r"(addr), "r"((uint64_t)(val))                                             \
+                     : "memory");                                                                  \
     _old;                                                                                          \
   })
 
@@ -46,14 +49,19 @@ int main(void) {
   /* LR/SC */
   uint64_t v, fail;
   *d = 42;
-  __asm__ volatile("lr.d %0, (%2)\n sc.d %1, %3, (%2)" : "=&r"(v), "=&r"(fail) : "r"(d), "r"(43ull) : "memory");
+  __asm__ volatile("lr.d %0, (%2)\n sc.d %1, %3, (%2)"
+                   : "=&r"(v), "=&r"(fail)
+                   : "r"(d), "r"(43ull)
+                   : "memory");
   CHECK(v == 42 && fail == 0 && *d == 43);
   /* a second SC without a new LR fails */
   __asm__ volatile("sc.d %0, %2, (%1)" : "=r"(fail) : "r"(d), "r"(44ull) : "memory");
   CHECK(fail != 0 && *d == 43);
   /* SC to another address than the reservation fails */
   __asm__ volatile("lr.d %0, (%2)\n sc.d %1, %3, (%4)"
-                   : "=&r"(v), "=&r"(fail) : "r"(d), "r"(1ull), "r"(d + 1) : "memory");
+                   : "=&r"(v), "=&r"(fail)
+                   : "r"(d), "r"(1ull), "r"(d + 1)
+                   : "memory");
   CHECK(fail != 0 && d[1] == 0);
   /* an exception between LR and SC (trap entry) clears the reservation */
   __asm__ volatile("lr.w %0, (%1)" : "=r"(v) : "r"(w) : "memory");
@@ -63,12 +71,16 @@ int main(void) {
   CHECK(fail != 0 && *w == 0);
   /* LR.W sign-extends; SC.W stores 32 bits */
   *w = 0x80000001u;
-  __asm__ volatile("lr.w %0, (%2)\n sc.w %1, %3, (%2)" : "=&r"(v), "=&r"(fail) : "r"(w), "r"(0x1ffffffffull) : "memory");
+  __asm__ volatile("lr.w %0, (%2)\n sc.w %1, %3, (%2)"
+                   : "=&r"(v), "=&r"(fail)
+                   : "r"(w), "r"(0x1ffffffffull)
+                   : "memory");
   CHECK(v == 0xffffffff80000001ull && fail == 0 && *w == 0xffffffffu && w[1] == 0x1234);
   /* misaligned AMO and LR raise store/AMO (6) and load (4) misaligned exceptions */
   reset_trap();
   AMO("amoadd.w", (volatile char *)w + 2, 1);
-  CHECK(last_trap.count == 1 && (last_trap.cause == 6 || last_trap.cause == 7) && last_trap.tval == (uint64_t)w + 2);
+  CHECK(last_trap.count == 1 && (last_trap.cause == 6 || last_trap.cause == 7) &&
+        last_trap.tval == (uint64_t)w + 2);
   reset_trap();
   __asm__ volatile("lr.d %0, (%1)" : "=r"(v) : "r"((volatile char *)d + 4) : "memory");
   CHECK(last_trap.count == 1 && (last_trap.cause == 4 || last_trap.cause == 5));

@@ -58,6 +58,13 @@ int main(void) {
     ;
   uint64_t c2 = CSRR(mcycle), i2 = CSRR(minstret);
   CHECK(c2 > c1 && i2 - i1 >= 100);
+  /* instret is exact: back-to-back reads differ by one; a written value is what is read next */
+  __asm__ volatile("csrr %0, minstret\n csrr %1, minstret" : "=r"(i1), "=r"(i2));
+  CHECK(i2 - i1 == 1);
+  __asm__ volatile("csrw minstret, %2\n csrr %0, minstret\n csrr %1, minstret"
+                   : "=&r"(i1), "=&r"(i2)
+                   : "r"(1000ul));
+  CHECK(i1 == 1000 && i2 == 1001);
   uint64_t t1, t2;
   __asm__ volatile("rdtime %0" : "=r"(t1));
   for (volatile int i = 0; i < 20000; i++)

@@ -17,11 +17,12 @@ static uint64_t flags;
 #define FP3(insn, a, b, c)                                                                         \
   ({                                                                                               \
     uint64_t _r;                                                                                   \
-    __asm__ volatile("csrwi fflags, 0\n fmv.d.x ft0, %2\n fmv.d.x ft1, %3\n fmv.d.x ft3, %4\n"      \
-                     insn "\n fmv.x.d %0, ft2\n csrr %1, fflags"                                   \
-                     : "=r"(_r), "=r"(flags)                                                       \
-                     : "r"((uint64_t)(a)), "r"((uint64_t)(b)), "r"((uint64_t)(c))                  \
-                     : "ft0", "ft1", "ft2", "ft3");                                                \
+    __asm__ volatile(                                                                              \
+        "csrwi fflags, 0\n fmv.d.x ft0, %2\n fmv.d.x ft1, %3\n fmv.d.x ft3, %4\n" insn             \
+        "\n fmv.x.d %0, ft2\n csrr %1, fflags"                                                     \
+        : "=r"(_r), "=r"(flags)                                                                    \
+        : "r"((uint64_t)(a)), "r"((uint64_t)(b)), "r"((uint64_t)(c))                               \
+        : "ft0", "ft1", "ft2", "ft3");                                                             \
     _r;                                                                                            \
   })
 #define FP(insn, a, b) FP3(insn, a, b, 0)
@@ -105,7 +106,9 @@ int main(void) {
         flags == NV);
   /* fflags accrue until cleared */
   __asm__ volatile("csrwi fflags, 0\n fmv.w.x ft0, zero\n fdiv.s ft1, ft0, ft0\n fmv.w.x ft3, %0\n"
-                   " fdiv.s ft2, ft3, ft0\n csrr %1, fflags" ::"r"(0x3f800000ull), "r"(flags) : "ft0", "ft1", "ft2", "ft3");
+                   " fdiv.s ft2, ft3, ft0\n csrr %1, fflags" ::"r"(0x3f800000ull),
+                   "r"(flags)
+                   : "ft0", "ft1", "ft2", "ft3");
   __asm__ volatile("csrr %0, fflags" : "=r"(flags));
   CHECK(flags == (NV | DZ));
 

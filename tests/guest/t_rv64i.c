@@ -57,11 +57,16 @@ int main(void) {
   __asm__ volatile("la t0, 1f\n addi t0, t0, 1\n jalr %0, 0(t0)\n 1: nop" : "=r"(link)::"t0");
   /* branches */
   int taken = 0;
-  if ((int64_t)A < 0) taken++;
-  if (A > ONE) taken++;
-  if ((int64_t)NEG >= -5) taken++;
-  if ((uint64_t)NEG >= ONE) taken++;
-  if (A != B) taken++;
+  if ((int64_t)A < 0)
+    taken++;
+  if (A > ONE)
+    taken++;
+  if ((int64_t)NEG >= -5)
+    taken++;
+  if ((uint64_t)NEG >= ONE)
+    taken++;
+  if (A != B)
+    taken++;
   CHECK(taken == 5);
   /* loads and stores of every width, sign extension */
   for (int i = 0; i < 64; i++)

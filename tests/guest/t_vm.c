@@ -14,6 +14,8 @@ static uint64_t tables[24][512] __attribute__((aligned(4096)));
 static unsigned tables_used;
 static uint8_t data_page[4096] __attribute__((aligned(4096)));
 static uint8_t data_page2[4096] __attribute__((aligned(4096)));
+static uint8_t data_page3[4096] __attribute__((aligned(4096)));
+static uint8_t data_page4[4096] __attribute__((aligned(4096)));
 static uint32_t code_page[1024] __attribute__((aligned(4096)));
 
 static int levels;
@@ -107,6 +109,19 @@ static void s_body(void) {
   s_val = *(volatile uint64_t *)bad;
   if (last_trap.cause != 13 || last_trap.tval != bad)
     test_exit(__LINE__);
+  /* a misaligned load that crosses into an unmapped page faults with the address of the bytes
+   * that are not mapped (the first page is mapped, the access still happens as a whole or not) */
+  reset_trap();
+  s_val = 0;
+  s_val = *(volatile uint64_t *)(VA_BASE + 0x6ffc);
+  if (last_trap.count != 1 || last_trap.cause != 13 || last_trap.tval < VA_BASE + 0x6ffc ||
+      last_trap.tval > VA_BASE + 0x7000)
+    test_exit(__LINE__);
+  /* a misaligned store across two mapped pages works */
+  *(volatile uint64_t *)(VA_BASE + 0x8ffc) = 0x0102030405060708ul;
+  if (*(volatile uint64_t *)(VA_BASE + 0x8ffc) != 0x0102030405060708ul || data_page4[0] != 0x04 ||
+      data_page3[4095] != 0x05)
+    test_exit(__LINE__);
   /* remap after sfence.vma */
   *pte_ro = (((uint64_t)data_page2 >> 12) << 10) | PTE_V | PTE_R | PTE_A;
   __asm__ volatile("sfence.vma" ::: "memory");
@@ -138,6 +153,8 @@ static void run_mode(int lv, uint64_t satp_mode) {
   pte_x = map(VA_BASE + 0x4000, (uint64_t)code_page, 0, PTE_X | PTE_A);
   pte_code = map(VA_BASE + 0x5000, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A);
   pte_nx = map(VA_BASE + 0x6000, (uint64_t)code_page, 0, PTE_R | PTE_W | PTE_A | PTE_D);
+  map(VA_BASE + 0x8000, (uint64_t)data_page3, 0, PTE_R | PTE_W | PTE_A | PTE_D);
+  map(VA_BASE + 0x9000, (uint64_t)data_page4, 0, PTE_R | PTE_W | PTE_A | PTE_D);
   ((uint64_t *)data_page)[0] = 0x1111;
   ((uint64_t *)data_page2)[0] = 0x2222;
   code_page[0] = 0x02a00513; /* li a0, 42 */

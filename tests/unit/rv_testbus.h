@@ -98,7 +98,9 @@ static inline int tb_run(testbus *tb, uint64_t max_insns) {
   if (getenv("RV_TRACE")) {
     /* Debug aid: one instruction at a time, printing each pc. */
     for (; total < max_insns && total < 2000000; total++) {
-      fprintf(stderr, "pc=%llx priv=%d mcause=%llx mtval=%llx\n", (unsigned long long)tb->hart.pc, tb->hart.priv, (unsigned long long)tb->hart.mcause, (unsigned long long)tb->hart.mtval);
+      fprintf(stderr, "pc=%llx priv=%d mcause=%llx mtval=%llx\n", (unsigned long long)tb->hart.pc,
+              tb->hart.priv, (unsigned long long)tb->hart.mcause,
+              (unsigned long long)tb->hart.mtval);
       rv_hart_run(&tb->hart, 1);
       int code;
       if (tb->has_htif &&

@@ -159,11 +159,11 @@ TEST(sv39_translation_sets_accessed_and_dirty) {
   uint64_t page = TB_RAM_BASE + 0x20000;
   uint64_t *r = (uint64_t *)(ram + 0x10000), *t1 = (uint64_t *)(ram + 0x11000),
            *t0 = (uint64_t *)(ram + 0x12000);
-  r[1] = ((l1 >> 12) << 10) | 1;                       /* va 0x4000_0000 */
+  r[1] = ((l1 >> 12) << 10) | 1; /* va 0x4000_0000 */
   t1[0] = ((l0 >> 12) << 10) | 1;
-  t0[0] = ((page >> 12) << 10) | 0x7;                  /* V R W, A=D=0 */
-  t0[1] = ((page >> 12) << 10) | 0x3;                  /* V R */
-  t0[2] = ((page >> 12) << 10) | 0x5;                  /* W without R: reserved */
+  t0[0] = ((page >> 12) << 10) | 0x7; /* V R W, A=D=0 */
+  t0[1] = ((page >> 12) << 10) | 0x3; /* V R */
+  t0[2] = ((page >> 12) << 10) | 0x5; /* W without R: reserved */
   h->satp = (8ull << 60) | (root >> 12);
   h->priv = RV_PRIV_S;
   rv_update_modes(h);
@@ -178,7 +178,8 @@ TEST(sv39_translation_sets_accessed_and_dirty) {
   CHECK_EQ(rv_translate(h, 0x40002000, ACC_READ, TLB_S, &pa), EXC_LOAD_PAGE);
   CHECK_EQ(rv_translate(h, 0x40003000, ACC_READ, TLB_S, &pa), EXC_LOAD_PAGE); /* invalid */
   CHECK_EQ(rv_translate(h, 0x40000000, ACC_READ, TLB_U, &pa), EXC_LOAD_PAGE); /* not U */
-  CHECK_EQ(rv_translate(h, 0x8000000000ull, ACC_READ, TLB_S, &pa), EXC_LOAD_PAGE); /* non-canonical */
+  CHECK_EQ(rv_translate(h, 0x8000000000ull, ACC_READ, TLB_S, &pa),
+           EXC_LOAD_PAGE); /* non-canonical */
   /* a page table outside RAM is an access fault */
   h->satp = (8ull << 60) | (0x1000000ull >> 12);
   CHECK_EQ(rv_translate(h, 0x0, ACC_READ, TLB_S, &pa), EXC_LOAD_ACCESS);
@@ -219,19 +220,30 @@ static size_t make_elf(void) {
   uint32_t u32;
   uint64_t u64;
 #define PUT(off, v) (memcpy(b + (off), &(v), sizeof(v)))
-  u16 = 2; PUT(16, u16);   /* ET_EXEC */
-  u16 = 243; PUT(18, u16); /* EM_RISCV */
-  u64 = TB_RAM_BASE; PUT(24, u64);
-  u64 = 64; PUT(32, u64);  /* phoff */
-  u16 = 56; PUT(54, u16);  /* phentsize */
-  u16 = 1; PUT(56, u16);   /* phnum */
+  u16 = 2;
+  PUT(16, u16); /* ET_EXEC */
+  u16 = 243;
+  PUT(18, u16); /* EM_RISCV */
+  u64 = TB_RAM_BASE;
+  PUT(24, u64);
+  u64 = 64;
+  PUT(32, u64); /* phoff */
+  u16 = 56;
+  PUT(54, u16); /* phentsize */
+  u16 = 1;
+  PUT(56, u16); /* phnum */
   /* PT_LOAD: 16 bytes from offset 0x100 to RAM base, 32 bytes in memory */
-  u32 = 1; PUT(64, u32);
-  u64 = 0x100; PUT(64 + 8, u64);
-  u64 = TB_RAM_BASE; PUT(64 + 16, u64);
+  u32 = 1;
+  PUT(64, u32);
+  u64 = 0x100;
+  PUT(64 + 8, u64);
+  u64 = TB_RAM_BASE;
+  PUT(64 + 16, u64);
   PUT(64 + 24, u64);
-  u64 = 16; PUT(64 + 32, u64);
-  u64 = 32; PUT(64 + 40, u64);
+  u64 = 16;
+  PUT(64 + 32, u64);
+  u64 = 32;
+  PUT(64 + 40, u64);
   memset(b + 0x100, 0xab, 16);
 #undef PUT
   return 0x200;

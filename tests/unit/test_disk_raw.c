@@ -150,6 +150,34 @@ TEST(open_missing_file_names_it) {
   vs_error_free(err);
 }
 
+TEST(raw_vectored_io) {
+  for (int direct = 0; direct < 2; direct++) {
+    vm_disk *d = create_and_open(direct ? "v1.img" : "v0.img", 1 << 20,
+                                 direct ? VM_DISK_CACHE_NONE : VM_DISK_CACHE_WRITEBACK);
+    static uint8_t w[3][5000], r[3][5000];
+    struct iovec wi[3], ri[3];
+    for (int i = 0; i < 3; i++) {
+      fill(w[i], sizeof(w[i]), (unsigned)i + 20);
+      wi[i] = (struct iovec){w[i], sizeof(w[i]) - (size_t)i};
+      ri[i] = (struct iovec){r[i], sizeof(r[i]) - (size_t)i};
+    }
+    vs_error *err = NULL;
+    CHECK_EQ(vm_disk_writev(d, wi, 3, 4096 * 3 + 7, &err), 0);
+    CHECK_EQ(vm_disk_readv(d, ri, 3, 4096 * 3 + 7, &err), 0);
+    for (int i = 0; i < 3; i++)
+      CHECK(memcmp(w[i], r[i], sizeof(w[i]) - (size_t)i) == 0);
+    /* the same bytes through the plain path */
+    static uint8_t flat[15000];
+    CHECK_EQ(vm_disk_read(d, flat, 4096 * 3 + 7, 14997, &err), 0);
+    CHECK(memcmp(flat, w[0], 5000) == 0 && memcmp(flat + 5000, w[1], 4999) == 0);
+    /* a vector that runs past the end of the disk is refused whole */
+    struct iovec big[2] = {{r[0], 5000}, {r[1], 1 << 20}};
+    CHECK_EQ(vm_disk_readv(d, big, 2, 0, &err), -1);
+    vs_error_free(err);
+    vm_disk_close(d, NULL);
+  }
+}
+
 TEST(disk_spec_parsing) {
   char *path = NULL, *serial = NULL;
   vm_disk_opts o;

@@ -85,13 +85,14 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...) {
+  char msg[512];
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "vessel-vmm: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\nTry 'vessel-vmm --help'.\n");
+  vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
+  fprintf(stderr, "vessel-vmm: %s\nTry 'vessel-vmm --help'.\n", msg);
   return EXIT_USAGE;
 }
 
@@ -129,7 +130,7 @@ static int parse_args(int argc, char **argv, vm_config *cfg) {
         cfg->bios = VM_BIOS_FILE;
         cfg->bios_path = optarg;
       } else {
-        return usage_error("--bios needs 'builtin', 'none' or a firmware path");
+        return usage_error("%s", "--bios needs 'builtin', 'none' or a firmware path");
       }
       break;
     case OPT_HTIF:
@@ -165,9 +166,9 @@ static int parse_args(int argc, char **argv, vm_config *cfg) {
   if (optind < argc)
     return usage_error("unexpected argument '%s'", argv[optind]);
   if (!cfg->kernel)
-    return usage_error("no kernel given: use --kernel PATH");
+    return usage_error("%s", "no kernel given: use --kernel PATH");
   if (cfg->htif && cfg->bios != VM_BIOS_NONE)
-    return usage_error("--htif needs --bios none");
+    return usage_error("%s", "--htif needs --bios none");
   return -1;
 }
 

@@ -6,9 +6,9 @@
 #include "vm/cpu/cpu_internal.h"
 
 #define MISA_RV64IMAFDCSU                                                                          \
-  ((2ull << 62) | (1u << ('A' - 'A')) | (1u << ('C' - 'A')) | (1u << ('D' - 'A')) |                \
-   (1u << ('F' - 'A')) | (1u << ('I' - 'A')) | (1u << ('M' - 'A')) | (1u << ('S' - 'A')) |         \
-   (1u << ('U' - 'A')))
+  ((2ULL << 62) | (1U << ('A' - 'A')) | (1U << ('C' - 'A')) | (1U << ('D' - 'A')) |                \
+   (1U << ('F' - 'A')) | (1U << ('I' - 'A')) | (1U << ('M' - 'A')) | (1U << ('S' - 'A')) |         \
+   (1U << ('U' - 'A')))
 
 /* Interrupts S-mode may see and delegate; M-level bits are never delegated here. */
 #define MIP_S_MASK (RV_MIP_SSIP | RV_MIP_STIP | RV_MIP_SEIP)
@@ -22,13 +22,14 @@
    MSTATUS_UXL | MSTATUS_SD)
 
 /* medeleg bits that can be set: everything but ECALL from M (11) and reserved causes. */
-#define MEDELEG_MASK 0xb3ffull
+#define MEDELEG_MASK 0xb3ffULL
 
 int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   memset(h, 0, sizeof(*h));
   h->tlb_tag = UINT64_MAX << 52; /* the first flush wraps and clears the table */
   if (!bus || !bus->ram || bus->ram_size == 0 || (bus->ram_size & 0xfff) || (bus->ram_base & 0xfff))
-    return vs_error_set(err, EINVAL, "hart %u: RAM must be a non-empty page-aligned region", hartid);
+    return vs_error_set(err, EINVAL, "hart %u: RAM must be a non-empty page-aligned region",
+                        hartid);
   if (!bus->read_mtime)
     return vs_error_set(err, EINVAL, "hart %u: the bus has no mtime source", hartid);
   h->icache = calloc(1, sizeof(*h->icache));
@@ -53,7 +54,7 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
   h->priv = priv;
   h->fflags = h->frm = 0;
   h->misa = MISA_RV64IMAFDCSU;
-  h->mstatus = (2ull << 32) | (2ull << 34); /* UXL = SXL = 64 bits */
+  h->mstatus = (2ULL << 32) | (2ULL << 34); /* UXL = SXL = 64 bits */
   h->medeleg = h->mideleg = h->mie = h->mip = 0;
   h->mtvec = h->mscratch = h->mepc = h->mcause = h->mtval = 0;
   h->mcounteren = h->menvcfg = h->mcountinhibit = 0;
@@ -71,28 +72,27 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
     h->mcounteren = 7;
     h->menvcfg = MENVCFG_STCE;
     h->mideleg = MIP_S_MASK;
-    h->medeleg = (1u << EXC_INSN_MISALIGNED) | (1u << EXC_BREAKPOINT) | (1u << EXC_ECALL_U) |
-                 (1u << EXC_INSN_PAGE) | (1u << EXC_LOAD_PAGE) | (1u << EXC_STORE_PAGE) |
-                 (1u << EXC_ILLEGAL) | (1u << EXC_LOAD_MISALIGNED) |
-                 (1u << EXC_STORE_MISALIGNED) | (1u << EXC_INSN_ACCESS) |
-                 (1u << EXC_LOAD_ACCESS) | (1u << EXC_STORE_ACCESS);
+    h->medeleg = (1U << EXC_INSN_MISALIGNED) | (1U << EXC_BREAKPOINT) | (1U << EXC_ECALL_U) |
+                 (1U << EXC_INSN_PAGE) | (1U << EXC_LOAD_PAGE) | (1U << EXC_STORE_PAGE) |
+                 (1U << EXC_ILLEGAL) | (1U << EXC_LOAD_MISALIGNED) | (1U << EXC_STORE_MISALIGNED) |
+                 (1U << EXC_INSN_ACCESS) | (1U << EXC_LOAD_ACCESS) | (1U << EXC_STORE_ACCESS);
     h->mstatus |= (uint64_t)RV_PRIV_S << MSTATUS_MPP_SHIFT;
   }
   rv_hart_flush_tlb(h);
-  if (h->icache)
-    rv_hart_flush_icache(h);
+  /* The decode cache needs no flush: an entry is only used when its host address and
+   * instruction bits both match the fetched ones. */
 }
 
 /* A flush only advances the generation tag; the table is really cleared when the 12-bit tag
  * wraps around, so a stale entry can never match. */
 void rv_hart_flush_tlb(rv_hart *h) {
-  h->tlb_tag += 1ull << 52;
+  h->tlb_tag += 1ULL << 52;
   if (h->tlb_tag == 0) {
     for (int s = 0; s < 3; s++)
       for (int a = 0; a < 3; a++)
         for (int i = 0; i < RV_TLB_SIZE; i++)
           h->tlb[s][a][i].vpn = UINT64_MAX;
-    h->tlb_tag = 1ull << 52;
+    h->tlb_tag = 1ULL << 52;
   }
   rv_update_modes(h);
 }
@@ -143,7 +143,7 @@ static void rv_take_trap(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
     s = (s & ~MSTATUS_SPP) | (h->priv == RV_PRIV_S ? MSTATUS_SPP : 0);
     h->mstatus = s;
     h->priv = RV_PRIV_S;
-    uint64_t base = h->stvec & ~3ull;
+    uint64_t base = h->stvec & ~3ULL;
     h->next_pc = ((h->stvec & 1) && irq) ? base + 4 * cause : base;
   } else {
     h->mcause = cause | ((uint64_t)irq << 63);
@@ -155,16 +155,14 @@ static void rv_take_trap(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
     s = (s & ~MSTATUS_MPP) | ((uint64_t)h->priv << MSTATUS_MPP_SHIFT);
     h->mstatus = s;
     h->priv = RV_PRIV_M;
-    uint64_t base = h->mtvec & ~3ull;
+    uint64_t base = h->mtvec & ~3ULL;
     h->next_pc = ((h->mtvec & 1) && irq) ? base + 4 * cause : base;
   }
   rv_update_modes(h);
   h->check_irq = true;
 }
 
-void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval) {
-  rv_take_trap(h, cause, tval, false);
-}
+void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval) { rv_take_trap(h, cause, tval, false); }
 
 void rv_illegal(rv_hart *h, const rv_insn *d) { rv_raise(h, EXC_ILLEGAL, d->raw); }
 
@@ -193,7 +191,7 @@ static bool rv_check_interrupts(rv_hart *h) {
     return false;
   static const uint8_t order[] = {11, 3, 7, 9, 1, 5};
   for (size_t i = 0; i < sizeof(order); i++) {
-    if (take & (1ull << order[i])) {
+    if (take & (1ULL << order[i])) {
       h->wfi = false;
       rv_take_trap(h, order[i], 0, true);
       h->pc = h->next_pc;
@@ -209,7 +207,7 @@ static inline void rv_step(rv_hart *h) {
   uint64_t pc = h->pc;
   uint8_t *host;
   if (likely((pc >> 12) == h->fetch_vpn)) {
-    host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend);
+    host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
   } else {
     host = rv_fetch_slow(h, pc);
     if (!host) {
@@ -267,13 +265,17 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     while (i < n) {
       rv_step(h);
       i++;
+      h->minstret++; /* per instruction, so counter CSR reads are exact */
       if (unlikely(h->check_irq))
         break;
     }
     done += i;
-    h->minstret += i;
     if (h->wfi)
       break;
+    if (h->yield) {
+      h->yield = false;
+      break;
+    }
   }
   return done;
 }
@@ -281,19 +283,49 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
 /* ---------------------------------------------------------------- CSRs */
 
 enum {
-  CSR_FFLAGS = 0x001, CSR_FRM = 0x002, CSR_FCSR = 0x003,
-  CSR_CYCLE = 0xc00, CSR_TIME = 0xc01, CSR_INSTRET = 0xc02,
-  CSR_SSTATUS = 0x100, CSR_SIE = 0x104, CSR_STVEC = 0x105, CSR_SCOUNTEREN = 0x106,
-  CSR_SENVCFG = 0x10a, CSR_SSCRATCH = 0x140, CSR_SEPC = 0x141, CSR_SCAUSE = 0x142,
-  CSR_STVAL = 0x143, CSR_SIP = 0x144, CSR_STIMECMP = 0x14d, CSR_SATP = 0x180,
-  CSR_MVENDORID = 0xf11, CSR_MARCHID = 0xf12, CSR_MIMPID = 0xf13, CSR_MHARTID = 0xf14,
+  CSR_FFLAGS = 0x001,
+  CSR_FRM = 0x002,
+  CSR_FCSR = 0x003,
+  CSR_CYCLE = 0xc00,
+  CSR_TIME = 0xc01,
+  CSR_INSTRET = 0xc02,
+  CSR_SSTATUS = 0x100,
+  CSR_SIE = 0x104,
+  CSR_STVEC = 0x105,
+  CSR_SCOUNTEREN = 0x106,
+  CSR_SENVCFG = 0x10a,
+  CSR_SSCRATCH = 0x140,
+  CSR_SEPC = 0x141,
+  CSR_SCAUSE = 0x142,
+  CSR_STVAL = 0x143,
+  CSR_SIP = 0x144,
+  CSR_STIMECMP = 0x14d,
+  CSR_SATP = 0x180,
+  CSR_MVENDORID = 0xf11,
+  CSR_MARCHID = 0xf12,
+  CSR_MIMPID = 0xf13,
+  CSR_MHARTID = 0xf14,
   CSR_MCONFIGPTR = 0xf15,
-  CSR_MSTATUS = 0x300, CSR_MISA = 0x301, CSR_MEDELEG = 0x302, CSR_MIDELEG = 0x303,
-  CSR_MIE = 0x304, CSR_MTVEC = 0x305, CSR_MCOUNTEREN = 0x306, CSR_MENVCFG = 0x30a,
-  CSR_MCOUNTINHIBIT = 0x320, CSR_MSCRATCH = 0x340, CSR_MEPC = 0x341, CSR_MCAUSE = 0x342,
-  CSR_MTVAL = 0x343, CSR_MIP = 0x344, CSR_MTINST = 0x34a, CSR_MTVAL2 = 0x34b,
-  CSR_PMPCFG0 = 0x3a0, CSR_PMPADDR0 = 0x3b0,
-  CSR_MCYCLE = 0xb00, CSR_MINSTRET = 0xb02,
+  CSR_MSTATUS = 0x300,
+  CSR_MISA = 0x301,
+  CSR_MEDELEG = 0x302,
+  CSR_MIDELEG = 0x303,
+  CSR_MIE = 0x304,
+  CSR_MTVEC = 0x305,
+  CSR_MCOUNTEREN = 0x306,
+  CSR_MENVCFG = 0x30a,
+  CSR_MCOUNTINHIBIT = 0x320,
+  CSR_MSCRATCH = 0x340,
+  CSR_MEPC = 0x341,
+  CSR_MCAUSE = 0x342,
+  CSR_MTVAL = 0x343,
+  CSR_MIP = 0x344,
+  CSR_MTINST = 0x34a,
+  CSR_MTVAL2 = 0x34b,
+  CSR_PMPCFG0 = 0x3a0,
+  CSR_PMPADDR0 = 0x3b0,
+  CSR_MCYCLE = 0xb00,
+  CSR_MINSTRET = 0xb02,
 };
 
 static uint64_t rv_sstatus_view(uint64_t mstatus) {
@@ -324,9 +356,21 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
   if (((csr >> 8) & 3) > (unsigned)h->priv)
     return false;
   switch (csr) {
-  case CSR_FFLAGS: if (!rv_fp_csr_allowed(h)) return false; *val = h->fflags; return true;
-  case CSR_FRM: if (!rv_fp_csr_allowed(h)) return false; *val = h->frm; return true;
-  case CSR_FCSR: if (!rv_fp_csr_allowed(h)) return false; *val = (h->frm << 5) | h->fflags; return true;
+  case CSR_FFLAGS:
+    if (!rv_fp_csr_allowed(h))
+      return false;
+    *val = h->fflags;
+    return true;
+  case CSR_FRM:
+    if (!rv_fp_csr_allowed(h))
+      return false;
+    *val = h->frm;
+    return true;
+  case CSR_FCSR:
+    if (!rv_fp_csr_allowed(h))
+      return false;
+    *val = (h->frm << 5) | h->fflags;
+    return true;
   case CSR_CYCLE:
   case CSR_INSTRET:
     if (!rv_counter_allowed(h, csr & 31))
@@ -338,24 +382,55 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
       return false;
     *val = h->bus->read_mtime(h->bus->opaque);
     return true;
-  case CSR_SSTATUS: *val = rv_sstatus_view(h->mstatus); return true;
-  case CSR_SIE: *val = h->mie & h->mideleg; return true;
-  case CSR_STVEC: *val = h->stvec; return true;
-  case CSR_SCOUNTEREN: *val = h->scounteren; return true;
-  case CSR_SENVCFG: *val = h->senvcfg; return true;
-  case CSR_SSCRATCH: *val = h->sscratch; return true;
-  case CSR_SEPC: *val = h->sepc; return true;
-  case CSR_SCAUSE: *val = h->scause; return true;
-  case CSR_STVAL: *val = h->stval; return true;
-  case CSR_SIP: *val = rv_read_mip(h) & h->mideleg; return true;
-  case CSR_STIMECMP: if (!rv_stimecmp_allowed(h)) return false; *val = h->stimecmp; return true;
+  case CSR_SSTATUS:
+    *val = rv_sstatus_view(h->mstatus);
+    return true;
+  case CSR_SIE:
+    *val = h->mie & h->mideleg;
+    return true;
+  case CSR_STVEC:
+    *val = h->stvec;
+    return true;
+  case CSR_SCOUNTEREN:
+    *val = h->scounteren;
+    return true;
+  case CSR_SENVCFG:
+    *val = h->senvcfg;
+    return true;
+  case CSR_SSCRATCH:
+    *val = h->sscratch;
+    return true;
+  case CSR_SEPC:
+    *val = h->sepc;
+    return true;
+  case CSR_SCAUSE:
+    *val = h->scause;
+    return true;
+  case CSR_STVAL:
+    *val = h->stval;
+    return true;
+  case CSR_SIP:
+    *val = rv_read_mip(h) & h->mideleg;
+    return true;
+  case CSR_STIMECMP:
+    if (!rv_stimecmp_allowed(h))
+      return false;
+    *val = h->stimecmp;
+    return true;
   case CSR_SATP:
     if (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))
       return false;
     *val = h->satp;
     return true;
-  case CSR_MVENDORID: case CSR_MARCHID: case CSR_MIMPID: case CSR_MCONFIGPTR: *val = 0; return true;
-  case CSR_MHARTID: *val = h->mhartid; return true;
+  case CSR_MVENDORID:
+  case CSR_MARCHID:
+  case CSR_MIMPID:
+  case CSR_MCONFIGPTR:
+    *val = 0;
+    return true;
+  case CSR_MHARTID:
+    *val = h->mhartid;
+    return true;
   case CSR_MSTATUS: {
     uint64_t s = h->mstatus;
     if ((s & MSTATUS_FS) == MSTATUS_FS_DIRTY)
@@ -363,22 +438,55 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
     *val = s;
     return true;
   }
-  case CSR_MISA: *val = h->misa; return true;
-  case CSR_MEDELEG: *val = h->medeleg; return true;
-  case CSR_MIDELEG: *val = h->mideleg; return true;
-  case CSR_MIE: *val = h->mie; return true;
-  case CSR_MTVEC: *val = h->mtvec; return true;
-  case CSR_MCOUNTEREN: *val = h->mcounteren; return true;
-  case CSR_MENVCFG: *val = h->menvcfg; return true;
-  case CSR_MCOUNTINHIBIT: *val = h->mcountinhibit; return true;
-  case CSR_MSCRATCH: *val = h->mscratch; return true;
-  case CSR_MEPC: *val = h->mepc; return true;
-  case CSR_MCAUSE: *val = h->mcause; return true;
-  case CSR_MTVAL: *val = h->mtval; return true;
-  case CSR_MIP: *val = rv_read_mip(h); return true;
-  case CSR_MTINST: case CSR_MTVAL2: *val = 0; return true;
-  case CSR_MCYCLE: case CSR_MINSTRET: *val = h->minstret; return true;
-  default: break;
+  case CSR_MISA:
+    *val = h->misa;
+    return true;
+  case CSR_MEDELEG:
+    *val = h->medeleg;
+    return true;
+  case CSR_MIDELEG:
+    *val = h->mideleg;
+    return true;
+  case CSR_MIE:
+    *val = h->mie;
+    return true;
+  case CSR_MTVEC:
+    *val = h->mtvec;
+    return true;
+  case CSR_MCOUNTEREN:
+    *val = h->mcounteren;
+    return true;
+  case CSR_MENVCFG:
+    *val = h->menvcfg;
+    return true;
+  case CSR_MCOUNTINHIBIT:
+    *val = h->mcountinhibit;
+    return true;
+  case CSR_MSCRATCH:
+    *val = h->mscratch;
+    return true;
+  case CSR_MEPC:
+    *val = h->mepc;
+    return true;
+  case CSR_MCAUSE:
+    *val = h->mcause;
+    return true;
+  case CSR_MTVAL:
+    *val = h->mtval;
+    return true;
+  case CSR_MIP:
+    *val = rv_read_mip(h);
+    return true;
+  case CSR_MTINST:
+  case CSR_MTVAL2:
+    *val = 0;
+    return true;
+  case CSR_MCYCLE:
+  case CSR_MINSTRET:
+    *val = h->minstret;
+    return true;
+  default:
+    break;
   }
   if (csr >= CSR_PMPCFG0 && csr < CSR_PMPCFG0 + 16) {
     if (csr & 1)
@@ -433,17 +541,20 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
   h->check_irq = true;
   switch (csr) {
   case CSR_FFLAGS:
-    if (!rv_fp_csr_allowed(h)) return false;
+    if (!rv_fp_csr_allowed(h))
+      return false;
     h->fflags = val & 0x1f;
     rv_mark_fs_dirty(h);
     return true;
   case CSR_FRM:
-    if (!rv_fp_csr_allowed(h)) return false;
+    if (!rv_fp_csr_allowed(h))
+      return false;
     h->frm = val & 7;
     rv_mark_fs_dirty(h);
     return true;
   case CSR_FCSR:
-    if (!rv_fp_csr_allowed(h)) return false;
+    if (!rv_fp_csr_allowed(h))
+      return false;
     h->fflags = val & 0x1f;
     h->frm = (val >> 5) & 7;
     rv_mark_fs_dirty(h);
@@ -451,38 +562,83 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
   case CSR_SSTATUS:
     rv_write_mstatus(h, (h->mstatus & ~SSTATUS_MASK) | (val & SSTATUS_MASK));
     return true;
-  case CSR_SIE: h->mie = (h->mie & ~h->mideleg) | (val & h->mideleg); return true;
-  case CSR_STVEC: h->stvec = val & ~2ull; return true;
-  case CSR_SCOUNTEREN: h->scounteren = val & 0xffffffff; return true;
-  case CSR_SENVCFG: h->senvcfg = val & 1; return true; /* FIOM only */
-  case CSR_SSCRATCH: h->sscratch = val; return true;
-  case CSR_SEPC: h->sepc = val & ~1ull; return true;
-  case CSR_SCAUSE: h->scause = val; return true;
-  case CSR_STVAL: h->stval = val; return true;
+  case CSR_SIE:
+    h->mie = (h->mie & ~h->mideleg) | (val & h->mideleg);
+    return true;
+  case CSR_STVEC:
+    h->stvec = val & ~2ULL;
+    return true;
+  case CSR_SCOUNTEREN:
+    h->scounteren = val & 0xffffffff;
+    return true;
+  case CSR_SENVCFG:
+    h->senvcfg = val & 1;
+    return true; /* FIOM only */
+  case CSR_SSCRATCH:
+    h->sscratch = val;
+    return true;
+  case CSR_SEPC:
+    h->sepc = val & ~1ULL;
+    return true;
+  case CSR_SCAUSE:
+    h->scause = val;
+    return true;
+  case CSR_STVAL:
+    h->stval = val;
+    return true;
   case CSR_SIP: {
     uint64_t m = h->mideleg & RV_MIP_SSIP;
     h->mip = (h->mip & ~m) | (val & m);
     return true;
   }
-  case CSR_STIMECMP: if (!rv_stimecmp_allowed(h)) return false; h->stimecmp = val; return true;
+  case CSR_STIMECMP:
+    if (!rv_stimecmp_allowed(h))
+      return false;
+    h->stimecmp = val;
+    return true;
   case CSR_SATP:
     if (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))
       return false;
     rv_write_satp(h, val);
     return true;
-  case CSR_MSTATUS: rv_write_mstatus(h, val); return true;
-  case CSR_MISA: return true; /* WARL, fixed */
-  case CSR_MEDELEG: h->medeleg = val & MEDELEG_MASK; return true;
-  case CSR_MIDELEG: h->mideleg = val & MIP_S_MASK; return true;
-  case CSR_MIE: h->mie = val & MIP_ALL; return true;
-  case CSR_MTVEC: h->mtvec = val & ~2ull; return true;
-  case CSR_MCOUNTEREN: h->mcounteren = val & 0xffffffff; return true;
-  case CSR_MENVCFG: h->menvcfg = val & (MENVCFG_STCE | 1); return true;
-  case CSR_MCOUNTINHIBIT: h->mcountinhibit = val & 0xfffffffd; return true;
-  case CSR_MSCRATCH: h->mscratch = val; return true;
-  case CSR_MEPC: h->mepc = val & ~1ull; return true;
-  case CSR_MCAUSE: h->mcause = val; return true;
-  case CSR_MTVAL: h->mtval = val; return true;
+  case CSR_MSTATUS:
+    rv_write_mstatus(h, val);
+    return true;
+  case CSR_MISA:
+    return true; /* WARL, fixed */
+  case CSR_MEDELEG:
+    h->medeleg = val & MEDELEG_MASK;
+    return true;
+  case CSR_MIDELEG:
+    h->mideleg = val & MIP_S_MASK;
+    return true;
+  case CSR_MIE:
+    h->mie = val & MIP_ALL;
+    return true;
+  case CSR_MTVEC:
+    h->mtvec = val & ~2ULL;
+    return true;
+  case CSR_MCOUNTEREN:
+    h->mcounteren = val & 0xffffffff;
+    return true;
+  case CSR_MENVCFG:
+    h->menvcfg = val & (MENVCFG_STCE | 1);
+    return true;
+  case CSR_MCOUNTINHIBIT:
+    h->mcountinhibit = val & 0xfffffffd;
+    return true;
+  case CSR_MSCRATCH:
+    h->mscratch = val;
+    return true;
+  case CSR_MEPC:
+    h->mepc = val & ~1ULL;
+    return true;
+  case CSR_MCAUSE:
+    h->mcause = val;
+    return true;
+  case CSR_MTVAL:
+    h->mtval = val;
+    return true;
   case CSR_MIP: {
     /* With Sstc enabled, STIP is driven by stimecmp only. */
     uint64_t m = RV_MIP_SSIP | RV_MIP_SEIP | RV_MIP_STIP;
@@ -491,9 +647,15 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
     h->mip = (h->mip & ~m) | (val & m);
     return true;
   }
-  case CSR_MTINST: case CSR_MTVAL2: return true;
-  case CSR_MCYCLE: case CSR_MINSTRET: h->minstret = val; return true;
-  default: break;
+  case CSR_MTINST:
+  case CSR_MTVAL2:
+    return true;
+  case CSR_MCYCLE:
+  case CSR_MINSTRET:
+    h->minstret = val - 1; /* the written value wins over this instruction's own increment */
+    return true;
+  default:
+    break;
   }
   if (csr >= CSR_PMPCFG0 && csr < CSR_PMPCFG0 + 16) {
     if (csr & 1)
@@ -504,7 +666,7 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
       if (b & 0x80)
         nb = b; /* locked entry */
       else if ((nb & 3) == 2)
-        nb &= ~3ull; /* R=0 W=1 is reserved */
+        nb &= ~3ULL; /* R=0 W=1 is reserved */
       next |= (nb & 0x9f) << (8 * i);
     }
     h->pmpcfg[csr - CSR_PMPCFG0] = next;
@@ -512,8 +674,8 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
   }
   if (csr >= CSR_PMPADDR0 && csr < CSR_PMPADDR0 + 64) {
     unsigned i = csr - CSR_PMPADDR0;
-    if (!((h->pmpcfg[(i / 8) * 2] >> (8 * (i % 8))) & 0x80))
-      h->pmpaddr[i] = val & ((1ull << 54) - 1);
+    if (!((h->pmpcfg[(size_t)(i / 8) * 2] >> (8 * (i % 8))) & 0x80))
+      h->pmpaddr[i] = val & ((1ULL << 54) - 1);
     return true;
   }
   if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f))

@@ -3,8 +3,10 @@
  *
  * The machine owns the bus (RAM + MMIO callbacks) and calls rv_hart_run() with an instruction
  * budget. All architectural state lives in struct rv_hart so it can be saved and restored; the
- * TLB and the decoded-instruction cache are derived state and are rebuilt after a restore
- * (call rv_hart_flush_tlb() and rv_hart_flush_icache()).
+ * TLB and the decoded-instruction cache are derived state: after restoring the architectural
+ * fields into a live hart (keeping its bus and icache pointers) call rv_hart_flush_tlb(). The
+ * decode cache never needs flushing for correctness (entries are checked against the fetched
+ * instruction bits); rv_hart_flush_icache() only drops its contents.
  */
 #ifndef VESSEL_VM_CPU_H
 #define VESSEL_VM_CPU_H
@@ -41,12 +43,12 @@ typedef struct rv_bus {
 #define RV_PRIV_M 3
 
 /* mip/mie bits */
-#define RV_MIP_SSIP (1ull << 1)
-#define RV_MIP_MSIP (1ull << 3)
-#define RV_MIP_STIP (1ull << 5)
-#define RV_MIP_MTIP (1ull << 7)
-#define RV_MIP_SEIP (1ull << 9)
-#define RV_MIP_MEIP (1ull << 11)
+#define RV_MIP_SSIP (1ULL << 1)
+#define RV_MIP_MSIP (1ULL << 3)
+#define RV_MIP_STIP (1ULL << 5)
+#define RV_MIP_MTIP (1ULL << 7)
+#define RV_MIP_SEIP (1ULL << 9)
+#define RV_MIP_MEIP (1ULL << 11)
 
 #define RV_TLB_SIZE 256
 
@@ -76,14 +78,16 @@ struct rv_hart {
   uint64_t mcycle_offset;
   uint64_t reservation; /* LR/SC reserved physical address */
   bool reservation_valid;
-  bool wfi;                  /* WFI executed with nothing pending: the machine may sleep */
+  bool wfi;                   /* WFI executed with nothing pending: the machine may sleep */
   volatile bool stop_request; /* set by the machine (another thread) to leave rv_hart_run */
-  uint64_t ext_mip;          /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+  uint64_t ext_mip;           /* device interrupt lines, updated atomically (rv_hart_set_irq) */
 
   /* ---- derived state (rebuilt; not saved) */
   rv_bus *bus;
   uint64_t next_pc;
   bool check_irq; /* leave the inner block loop and re-check interrupts */
+  bool yield;     /* the hart is spinning: end rv_hart_run early */
+  unsigned spin_hints;
   int ld_tlb, st_tlb, fetch_tlb; /* which TLB set serves data/fetch: 0 U, 1 S, 2 bare */
   uint64_t tlb_tag;              /* flush generation in bits 52..63 (vpn needs only 52 bits) */
   uint64_t fetch_vpn;            /* one-entry fetch cache */
@@ -99,8 +103,9 @@ void rv_hart_destroy(rv_hart *h);
  * firmware would have: counters enabled for S/U, Sstc enabled, the usual traps delegated to S. */
 void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
 
-/* Run until max_insns retired, WFI with nothing pending (h->wfi = true), or h->stop_request.
- * Returns the number of instructions executed. */
+/* Run until max_insns retired, WFI with nothing pending (h->wfi = true), h->stop_request, or
+ * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early so the
+ * machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
 
 /* Devices raise/lower MSIP, MTIP, MEIP, SEIP. Thread-safe; wakes the hart from WFI. */

@@ -34,8 +34,8 @@ typedef struct rv_op {
   const char *name;
 } rv_op;
 
-#define RV_ICACHE_BITS 15
-#define RV_ICACHE_SIZE (1u << RV_ICACHE_BITS)
+#define RV_ICACHE_BITS 17
+#define RV_ICACHE_SIZE (1U << RV_ICACHE_BITS)
 
 struct rv_icache {
   rv_insn e[RV_ICACHE_SIZE];
@@ -54,26 +54,26 @@ const rv_op *rv_decode_table(size_t *n);
 
 /* ---------------------------------------------------------------- CSR bits */
 
-#define MSTATUS_SIE (1ull << 1)
-#define MSTATUS_MIE (1ull << 3)
-#define MSTATUS_SPIE (1ull << 5)
-#define MSTATUS_MPIE (1ull << 7)
-#define MSTATUS_SPP (1ull << 8)
+#define MSTATUS_SIE (1ULL << 1)
+#define MSTATUS_MIE (1ULL << 3)
+#define MSTATUS_SPIE (1ULL << 5)
+#define MSTATUS_MPIE (1ULL << 7)
+#define MSTATUS_SPP (1ULL << 8)
 #define MSTATUS_MPP_SHIFT 11
-#define MSTATUS_MPP (3ull << 11)
-#define MSTATUS_FS (3ull << 13)
-#define MSTATUS_FS_DIRTY (3ull << 13)
-#define MSTATUS_MPRV (1ull << 17)
-#define MSTATUS_SUM (1ull << 18)
-#define MSTATUS_MXR (1ull << 19)
-#define MSTATUS_TVM (1ull << 20)
-#define MSTATUS_TW (1ull << 21)
-#define MSTATUS_TSR (1ull << 22)
-#define MSTATUS_UXL (3ull << 32)
-#define MSTATUS_SXL (3ull << 34)
-#define MSTATUS_SD (1ull << 63)
+#define MSTATUS_MPP (3ULL << 11)
+#define MSTATUS_FS (3ULL << 13)
+#define MSTATUS_FS_DIRTY (3ULL << 13)
+#define MSTATUS_MPRV (1ULL << 17)
+#define MSTATUS_SUM (1ULL << 18)
+#define MSTATUS_MXR (1ULL << 19)
+#define MSTATUS_TVM (1ULL << 20)
+#define MSTATUS_TW (1ULL << 21)
+#define MSTATUS_TSR (1ULL << 22)
+#define MSTATUS_UXL (3ULL << 32)
+#define MSTATUS_SXL (3ULL << 34)
+#define MSTATUS_SD (1ULL << 63)
 
-#define MENVCFG_STCE (1ull << 63)
+#define MENVCFG_STCE (1ULL << 63)
 
 /* exception causes */
 enum {
@@ -130,12 +130,29 @@ static inline unsigned rv_tlb_index(uint64_t va) { return (va >> 12) & (RV_TLB_S
 static inline bool rv_load(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
   const rv_tlb_entry *e = &h->tlb[h->ld_tlb][ACC_READ][rv_tlb_index(va)];
   if (likely(e->vpn == ((va >> 12) | h->tlb_tag) && (va & 0xfff) <= 4096 - size)) {
-    const void *p = (const void *)(uintptr_t)(va + e->addend);
+    const void *p = (const void *)(uintptr_t)(va + e->addend); // NOLINT(performance-no-int-to-ptr)
     switch (size) {
-    case 1: *out = *(const uint8_t *)p; return true;
-    case 2: { uint16_t v; memcpy(&v, p, 2); *out = v; return true; }
-    case 4: { uint32_t v; memcpy(&v, p, 4); *out = v; return true; }
-    default: { uint64_t v; memcpy(&v, p, 8); *out = v; return true; }
+    case 1:
+      *out = *(const uint8_t *)p;
+      return true;
+    case 2: {
+      uint16_t v;
+      memcpy(&v, p, 2);
+      *out = v;
+      return true;
+    }
+    case 4: {
+      uint32_t v;
+      memcpy(&v, p, 4);
+      *out = v;
+      return true;
+    }
+    default: {
+      uint64_t v;
+      memcpy(&v, p, 8);
+      *out = v;
+      return true;
+    }
     }
   }
   return rv_load_slow(h, va, size, out);
@@ -144,12 +161,24 @@ static inline bool rv_load(rv_hart *h, uint64_t va, unsigned size, uint64_t *out
 static inline bool rv_store(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
   const rv_tlb_entry *e = &h->tlb[h->st_tlb][ACC_WRITE][rv_tlb_index(va)];
   if (likely(e->vpn == ((va >> 12) | h->tlb_tag) && (va & 0xfff) <= 4096 - size)) {
-    void *p = (void *)(uintptr_t)(va + e->addend);
+    void *p = (void *)(uintptr_t)(va + e->addend); // NOLINT(performance-no-int-to-ptr)
     switch (size) {
-    case 1: *(uint8_t *)p = (uint8_t)val; return true;
-    case 2: { uint16_t v = (uint16_t)val; memcpy(p, &v, 2); return true; }
-    case 4: { uint32_t v = (uint32_t)val; memcpy(p, &v, 4); return true; }
-    default: memcpy(p, &val, 8); return true;
+    case 1:
+      *(uint8_t *)p = (uint8_t)val;
+      return true;
+    case 2: {
+      uint16_t v = (uint16_t)val;
+      memcpy(p, &v, 2);
+      return true;
+    }
+    case 4: {
+      uint32_t v = (uint32_t)val;
+      memcpy(p, &v, 4);
+      return true;
+    }
+    default:
+      memcpy(p, &val, 8);
+      return true;
     }
   }
   return rv_store_slow(h, va, size, val);

@@ -4,23 +4,24 @@
 #include "vm/cpu/cpu_internal.h"
 
 /* Masks for the common encodings. */
-#define M_OPC 0x0000007fu   /* opcode only (U, J) */
-#define M_F3 0x0000707fu    /* opcode + funct3 (I, S, B) */
-#define M_F7 0xfe00707fu    /* opcode + funct3 + funct7 (R) */
-#define M_F6 0xfc00707fu    /* RV64 shift-immediate: funct6 */
-#define M_RS2 0xfff0707fu   /* R with fixed rs2 (unary) */
-#define M_FP 0xfe00007fu    /* OP-FP with a rounding mode */
-#define M_FPRS2 0xfff0007fu /* OP-FP with a rounding mode and a fixed rs2 */
-#define M_R4 0x0600007fu    /* fused multiply-add: fmt + opcode */
-#define M_AMO 0xf800707fu   /* funct5 + funct3 + opcode (aq/rl ignored) */
-#define M_LR 0xf9f0707fu    /* LR: rs2 must be zero */
-#define M_ALL 0xffffffffu
+#define M_OPC 0x0000007fU   /* opcode only (U, J) */
+#define M_F3 0x0000707fU    /* opcode + funct3 (I, S, B) */
+#define M_F7 0xfe00707fU    /* opcode + funct3 + funct7 (R) */
+#define M_F6 0xfc00707fU    /* RV64 shift-immediate: funct6 */
+#define M_RS2 0xfff0707fU   /* R with fixed rs2 (unary) */
+#define M_FP 0xfe00007fU    /* OP-FP with a rounding mode */
+#define M_FPRS2 0xfff0007fU /* OP-FP with a rounding mode and a fixed rs2 */
+#define M_R4 0x0600007fU    /* fused multiply-add: fmt + opcode */
+#define M_AMO 0xf800707fU   /* funct5 + funct3 + opcode (aq/rl ignored) */
+#define M_LR 0xf9f0707fU    /* LR: rs2 must be zero */
+#define M_ALL 0xffffffffU
 
 #define ENC(opc, f3, f7) ((uint32_t)(opc) | ((uint32_t)(f3) << 12) | ((uint32_t)(f7) << 25))
 #define ENC_RS2(opc, f3, f7, rs2) (ENC(opc, f3, f7) | ((uint32_t)(rs2) << 20))
-#define ENC_AMO(f5, f3) (0x2fu | ((uint32_t)(f3) << 12) | ((uint32_t)(f5) << 27))
+#define ENC_AMO(f5, f3) (0x2fU | ((uint32_t)(f3) << 12) | ((uint32_t)(f5) << 27))
 
-#define OP(mask, match, fn, fmt) {mask, match, fn, fmt, #fn}
+#define OP(mask, match, fn, fmt)                                                                   \
+  { mask, match, fn, fmt, #fn }
 
 static const rv_op rv_ops[] = {
     /* RV64I */
@@ -80,7 +81,7 @@ static const rv_op rv_ops[] = {
     OP(M_ALL, 0x10200073, op_sret, FMT_NONE),
     OP(M_ALL, 0x30200073, op_mret, FMT_NONE),
     OP(M_ALL, 0x10500073, op_wfi, FMT_NONE),
-    OP(0xfe007fffu, 0x12000073, op_sfence_vma, FMT_R),
+    OP(0xfe007fffU, 0x12000073, op_sfence_vma, FMT_R),
     OP(M_F3, ENC(0x73, 1, 0), op_csrrw, FMT_CSR),
     OP(M_F3, ENC(0x73, 2, 0), op_csrrs, FMT_CSR),
     OP(M_F3, ENC(0x73, 3, 0), op_csrrc, FMT_CSR),
@@ -182,10 +183,10 @@ static const rv_op rv_ops[] = {
     OP(M_R4, 0x47, op_fmsub_s, FMT_R4),
     OP(M_R4, 0x4b, op_fnmsub_s, FMT_R4),
     OP(M_R4, 0x4f, op_fnmadd_s, FMT_R4),
-    OP(M_R4, 0x43 | (1u << 25), op_fmadd_d, FMT_R4),
-    OP(M_R4, 0x47 | (1u << 25), op_fmsub_d, FMT_R4),
-    OP(M_R4, 0x4b | (1u << 25), op_fnmsub_d, FMT_R4),
-    OP(M_R4, 0x4f | (1u << 25), op_fnmadd_d, FMT_R4),
+    OP(M_R4, 0x43 | (1U << 25), op_fmadd_d, FMT_R4),
+    OP(M_R4, 0x47 | (1U << 25), op_fmsub_d, FMT_R4),
+    OP(M_R4, 0x4b | (1U << 25), op_fnmsub_d, FMT_R4),
+    OP(M_R4, 0x4f | (1U << 25), op_fnmadd_d, FMT_R4),
     OP(M_FP, ENC(0x53, 0, 0x00), op_fadd_s, FMT_R),
     OP(M_FP, ENC(0x53, 0, 0x01), op_fadd_d, FMT_R),
     OP(M_FP, ENC(0x53, 0, 0x04), op_fsub_s, FMT_R),
@@ -265,22 +266,34 @@ static void rv_extract(uint32_t raw, int format, rv_insn *d) {
   d->rs3 = (raw >> 27) & 31;
   d->rm = (raw >> 12) & 7;
   switch (format) {
-  case FMT_I: d->imm = (int32_t)raw >> 20; break;
-  case FMT_S: d->imm = (int32_t)sext(((raw >> 25) << 5) | ((raw >> 7) & 31), 12); break;
+  case FMT_I:
+    d->imm = (int32_t)raw >> 20;
+    break;
+  case FMT_S:
+    d->imm = (int32_t)sext(((raw >> 25) << 5) | ((raw >> 7) & 31), 12);
+    break;
   case FMT_B:
-    d->imm = (int32_t)sext(((raw >> 31) << 12) | (((raw >> 7) & 1) << 11) | (((raw >> 25) & 63) << 5) |
-                      (((raw >> 8) & 15) << 1),
-                  13);
+    d->imm = (int32_t)sext(((raw >> 31) << 12) | (((raw >> 7) & 1) << 11) |
+                               (((raw >> 25) & 63) << 5) | (((raw >> 8) & 15) << 1),
+                           13);
     break;
-  case FMT_U: d->imm = (int32_t)(raw & 0xfffff000u); break;
+  case FMT_U:
+    d->imm = (int32_t)(raw & 0xfffff000U);
+    break;
   case FMT_J:
-    d->imm = (int32_t)sext(((raw >> 31) << 20) | (((raw >> 21) & 0x3ff) << 1) | (((raw >> 20) & 1) << 11) |
-                      (((raw >> 12) & 0xff) << 12),
-                  21);
+    d->imm = (int32_t)sext(((raw >> 31) << 20) | (((raw >> 21) & 0x3ff) << 1) |
+                               (((raw >> 20) & 1) << 11) | (((raw >> 12) & 0xff) << 12),
+                           21);
     break;
-  case FMT_SHIFT: d->imm = (int32_t)((raw >> 20) & 63); break;
-  case FMT_CSR: d->imm = (int32_t)(raw >> 20); break;
-  default: d->imm = 0; break;
+  case FMT_SHIFT:
+    d->imm = (int32_t)((raw >> 20) & 63);
+    break;
+  case FMT_CSR:
+    d->imm = (int32_t)(raw >> 20);
+    break;
+  default:
+    d->imm = 0;
+    break;
   }
 }
 
@@ -339,12 +352,14 @@ static uint32_t enc_j(uint32_t rd, int32_t imm) {
          (((u >> 1) & 0x3ff) << 21) | (((u >> 20) & 1) << 31);
 }
 
-static uint32_t bits(uint32_t c, int hi, int lo) { return (c >> lo) & ((1u << (hi - lo + 1)) - 1); }
+static uint32_t bits(uint32_t c, int hi, int lo) { return (c >> lo) & ((1U << (hi - lo + 1)) - 1); }
 static uint32_t c_rd(uint32_t c) { return bits(c, 11, 7); }
 static uint32_t c_rs2(uint32_t c) { return bits(c, 6, 2); }
 static uint32_t c_rdp(uint32_t c) { return 8 + bits(c, 4, 2); } /* rd' / rs2' */
 static uint32_t c_rs1p(uint32_t c) { return 8 + bits(c, 9, 7); }
-static int32_t c_imm6(uint32_t c) { return (int32_t)sext((bits(c, 12, 12) << 5) | bits(c, 6, 2), 6); }
+static int32_t c_imm6(uint32_t c) {
+  return (int32_t)sext((bits(c, 12, 12) << 5) | bits(c, 6, 2), 6);
+}
 static uint32_t c_uimm_d(uint32_t c) { return (bits(c, 12, 10) << 3) | (bits(c, 6, 5) << 6); }
 static uint32_t c_uimm_w(uint32_t c) {
   return (bits(c, 12, 10) << 3) | (bits(c, 6, 6) << 2) | (bits(c, 5, 5) << 6);
@@ -353,16 +368,28 @@ static uint32_t c_uimm_w(uint32_t c) {
 typedef uint32_t (*rv_expand_fn)(uint32_t c);
 
 static uint32_t x_addi4spn(uint32_t c) {
-  uint32_t imm = (bits(c, 12, 11) << 4) | (bits(c, 10, 7) << 6) | (bits(c, 6, 6) << 2) |
-                 (bits(c, 5, 5) << 3);
+  uint32_t imm =
+      (bits(c, 12, 11) << 4) | (bits(c, 10, 7) << 6) | (bits(c, 6, 6) << 2) | (bits(c, 5, 5) << 3);
   return imm ? enc_i(0x13, 0, c_rdp(c), 2, (int32_t)imm) : 0;
 }
-static uint32_t x_fld(uint32_t c) { return enc_i(0x07, 3, c_rdp(c), c_rs1p(c), (int32_t)c_uimm_d(c)); }
-static uint32_t x_lw(uint32_t c) { return enc_i(0x03, 2, c_rdp(c), c_rs1p(c), (int32_t)c_uimm_w(c)); }
-static uint32_t x_ld(uint32_t c) { return enc_i(0x03, 3, c_rdp(c), c_rs1p(c), (int32_t)c_uimm_d(c)); }
-static uint32_t x_fsd(uint32_t c) { return enc_s(0x27, 3, c_rs1p(c), c_rdp(c), (int32_t)c_uimm_d(c)); }
-static uint32_t x_sw(uint32_t c) { return enc_s(0x23, 2, c_rs1p(c), c_rdp(c), (int32_t)c_uimm_w(c)); }
-static uint32_t x_sd(uint32_t c) { return enc_s(0x23, 3, c_rs1p(c), c_rdp(c), (int32_t)c_uimm_d(c)); }
+static uint32_t x_fld(uint32_t c) {
+  return enc_i(0x07, 3, c_rdp(c), c_rs1p(c), (int32_t)c_uimm_d(c));
+}
+static uint32_t x_lw(uint32_t c) {
+  return enc_i(0x03, 2, c_rdp(c), c_rs1p(c), (int32_t)c_uimm_w(c));
+}
+static uint32_t x_ld(uint32_t c) {
+  return enc_i(0x03, 3, c_rdp(c), c_rs1p(c), (int32_t)c_uimm_d(c));
+}
+static uint32_t x_fsd(uint32_t c) {
+  return enc_s(0x27, 3, c_rs1p(c), c_rdp(c), (int32_t)c_uimm_d(c));
+}
+static uint32_t x_sw(uint32_t c) {
+  return enc_s(0x23, 2, c_rs1p(c), c_rdp(c), (int32_t)c_uimm_w(c));
+}
+static uint32_t x_sd(uint32_t c) {
+  return enc_s(0x23, 3, c_rs1p(c), c_rdp(c), (int32_t)c_uimm_d(c));
+}
 static uint32_t x_addi(uint32_t c) { return enc_i(0x13, 0, c_rd(c), c_rd(c), c_imm6(c)); }
 static uint32_t x_addiw(uint32_t c) {
   return c_rd(c) ? enc_i(0x1b, 0, c_rd(c), c_rd(c), c_imm6(c)) : 0;
@@ -370,10 +397,10 @@ static uint32_t x_addiw(uint32_t c) {
 static uint32_t x_li(uint32_t c) { return enc_i(0x13, 0, c_rd(c), 0, c_imm6(c)); }
 static uint32_t x_lui_addi16sp(uint32_t c) {
   if (c_rd(c) == 2) {
-    int32_t imm = (int32_t)sext((bits(c, 12, 12) << 9) | (bits(c, 6, 6) << 4) |
-                                    (bits(c, 5, 5) << 6) | (bits(c, 4, 3) << 7) |
-                                    (bits(c, 2, 2) << 5),
-                                10);
+    int32_t imm =
+        (int32_t)sext((bits(c, 12, 12) << 9) | (bits(c, 6, 6) << 4) | (bits(c, 5, 5) << 6) |
+                          (bits(c, 4, 3) << 7) | (bits(c, 2, 2) << 5),
+                      10);
     return imm ? enc_i(0x13, 0, 2, 2, imm) : 0;
   }
   int32_t imm = c_imm6(c);
@@ -385,18 +412,25 @@ static uint32_t x_misc_alu(uint32_t c) {
   uint32_t rd = c_rs1p(c), rs2 = c_rdp(c);
   uint32_t shamt = (bits(c, 12, 12) << 5) | bits(c, 6, 2);
   switch (bits(c, 11, 10)) {
-  case 0: return enc_i(0x13, 5, rd, rd, (int32_t)shamt);
-  case 1: return enc_i(0x13, 5, rd, rd, (int32_t)(shamt | 0x400));
-  case 2: return enc_i(0x13, 7, rd, rd, c_imm6(c));
-  default: break;
+  case 0:
+    return enc_i(0x13, 5, rd, rd, (int32_t)shamt);
+  case 1:
+    return enc_i(0x13, 5, rd, rd, (int32_t)(shamt | 0x400));
+  case 2:
+    return enc_i(0x13, 7, rd, rd, c_imm6(c));
+  default:
+    break;
   }
   static const uint32_t f3[4] = {0, 4, 6, 7};
   if (!bits(c, 12, 12))
     return enc_r(0x33, f3[bits(c, 6, 5)], bits(c, 6, 5) == 0 ? 0x20 : 0, rd, rd, rs2);
   switch (bits(c, 6, 5)) {
-  case 0: return enc_r(0x3b, 0, 0x20, rd, rd, rs2); /* subw */
-  case 1: return enc_r(0x3b, 0, 0, rd, rd, rs2);    /* addw */
-  default: return 0;
+  case 0:
+    return enc_r(0x3b, 0, 0x20, rd, rd, rs2); /* subw */
+  case 1:
+    return enc_r(0x3b, 0, 0, rd, rd, rs2); /* addw */
+  default:
+    return 0;
   }
 }
 static int32_t c_jimm(uint32_t c) {
@@ -436,7 +470,7 @@ static uint32_t x_jr_mv_add(uint32_t c) {
   }
   if (rs2 == 0)
     return rd ? enc_i(0x67, 0, 1, rd, 0) : 0x00100073; /* c.jalr / c.ebreak */
-  return enc_r(0x33, 0, 0, rd, rd, rs2);                /* c.add */
+  return enc_r(0x33, 0, 0, rd, rd, rs2);               /* c.add */
 }
 static uint32_t c_uimm_sdsp(uint32_t c) { return (bits(c, 12, 10) << 3) | (bits(c, 9, 7) << 6); }
 static uint32_t x_fsdsp(uint32_t c) { return enc_s(0x27, 3, 2, c_rs2(c), (int32_t)c_uimm_sdsp(c)); }
@@ -453,14 +487,14 @@ typedef struct rv_cop {
 
 /* Indexed by quadrant (bits 1:0) and funct3 (bits 15:13). */
 static const rv_cop rv_cops[] = {
-    {0xe003, 0x0000, x_addi4spn}, {0xe003, 0x2000, x_fld},   {0xe003, 0x4000, x_lw},
-    {0xe003, 0x6000, x_ld},       {0xe003, 0xa000, x_fsd},   {0xe003, 0xc000, x_sw},
-    {0xe003, 0xe000, x_sd},       {0xe003, 0x0001, x_addi},  {0xe003, 0x2001, x_addiw},
-    {0xe003, 0x4001, x_li},       {0xe003, 0x6001, x_lui_addi16sp},
-    {0xe003, 0x8001, x_misc_alu}, {0xe003, 0xa001, x_j},     {0xe003, 0xc001, x_beqz},
-    {0xe003, 0xe001, x_bnez},     {0xe003, 0x0002, x_slli},  {0xe003, 0x2002, x_fldsp},
-    {0xe003, 0x4002, x_lwsp},     {0xe003, 0x6002, x_ldsp},  {0xe003, 0x8002, x_jr_mv_add},
-    {0xe003, 0xa002, x_fsdsp},    {0xe003, 0xc002, x_swsp},  {0xe003, 0xe002, x_sdsp},
+    {0xe003, 0x0000, x_addi4spn}, {0xe003, 0x2000, x_fld},          {0xe003, 0x4000, x_lw},
+    {0xe003, 0x6000, x_ld},       {0xe003, 0xa000, x_fsd},          {0xe003, 0xc000, x_sw},
+    {0xe003, 0xe000, x_sd},       {0xe003, 0x0001, x_addi},         {0xe003, 0x2001, x_addiw},
+    {0xe003, 0x4001, x_li},       {0xe003, 0x6001, x_lui_addi16sp}, {0xe003, 0x8001, x_misc_alu},
+    {0xe003, 0xa001, x_j},        {0xe003, 0xc001, x_beqz},         {0xe003, 0xe001, x_bnez},
+    {0xe003, 0x0002, x_slli},     {0xe003, 0x2002, x_fldsp},        {0xe003, 0x4002, x_lwsp},
+    {0xe003, 0x6002, x_ldsp},     {0xe003, 0x8002, x_jr_mv_add},    {0xe003, 0xa002, x_fsdsp},
+    {0xe003, 0xc002, x_swsp},     {0xe003, 0xe002, x_sdsp},
 };
 
 uint32_t rv_expand_compressed(uint16_t c) {

@@ -16,7 +16,7 @@ RV_HANDLER(op_jal) {
   h->next_pc = h->pc + (uint64_t)d->imm;
 }
 RV_HANDLER(op_jalr) {
-  uint64_t target = (RS1 + (uint64_t)d->imm) & ~1ull;
+  uint64_t target = (RS1 + (uint64_t)d->imm) & ~1ULL;
   RD = h->pc + d->len;
   h->next_pc = target;
 }
@@ -98,7 +98,9 @@ ALU_R(op_sraw, SX32((int32_t)a >> (b & 31)))
 
 /* ---------------------------------------------------------------- M */
 
-static uint64_t mulhu64(uint64_t a, uint64_t b) { return (uint64_t)(((unsigned __int128)a * b) >> 64); }
+static uint64_t mulhu64(uint64_t a, uint64_t b) {
+  return (uint64_t)(((unsigned __int128)a * b) >> 64);
+}
 static uint64_t mulh64(int64_t a, int64_t b) { return (uint64_t)(((__int128)a * b) >> 64); }
 static uint64_t mulhsu64(int64_t a, uint64_t b) {
   return (uint64_t)(((__int128)a * (unsigned __int128)b) >> 64);
@@ -136,11 +138,21 @@ ALU_R(op_mul, a *b)
 ALU_R(op_mulh, mulh64((int64_t)a, (int64_t)b))
 ALU_R(op_mulhsu, mulhsu64((int64_t)a, b))
 ALU_R(op_mulhu, mulhu64(a, b))
-ALU_R(op_div, div64((int64_t)a, (int64_t)b))
+/* Linux's cpu_relax() is "div rd, rd, zero": a hart spinning on a lock or on another hart. After
+ * a few of them the hart gives up the rest of its slice so the machine runs the other harts. */
+RV_HANDLER(op_div) {
+  uint64_t a = RS1, b = RS2;
+  if (unlikely(b == 0) && d->rd == d->rs1 && ++h->spin_hints >= 16) {
+    h->spin_hints = 0;
+    h->yield = true;
+    h->check_irq = true;
+  }
+  RD = div64((int64_t)a, (int64_t)b);
+}
 ALU_R(op_divu, b ? a / b : UINT64_MAX)
 ALU_R(op_rem, rem64((int64_t)a, (int64_t)b))
 ALU_R(op_remu, b ? a % b : a)
-ALU_R(op_mulw, SX32((uint32_t)a * (uint32_t)b))
+ALU_R(op_mulw, SX32((uint32_t)a *(uint32_t)b))
 ALU_R(op_divw, SX32(div32((int32_t)a, (int32_t)b)))
 ALU_R(op_divuw, SX32((uint32_t)b ? (uint32_t)a / (uint32_t)b : UINT32_MAX))
 ALU_R(op_remw, SX32(rem32((int32_t)a, (int32_t)b)))
@@ -156,7 +168,7 @@ static uint64_t orc_b(uint64_t a) {
   uint64_t r = 0;
   for (int i = 0; i < 8; i++)
     if ((a >> (8 * i)) & 0xff)
-      r |= 0xffull << (8 * i);
+      r |= 0xffULL << (8 * i);
   return r;
 }
 
@@ -194,13 +206,13 @@ ALU_I(op_zext_h, (uint64_t)(uint16_t)a)
 ALU_I(op_orc_b, orc_b(a))
 ALU_I(op_rev8, __builtin_bswap64(a))
 
-ALU_R(op_bclr, a & ~(1ull << (b & 63)))
-ALU_R(op_bset, a | (1ull << (b & 63)))
-ALU_R(op_binv, a ^ (1ull << (b & 63)))
+ALU_R(op_bclr, a & ~(1ULL << (b & 63)))
+ALU_R(op_bset, a | (1ULL << (b & 63)))
+ALU_R(op_binv, a ^ (1ULL << (b & 63)))
 ALU_R(op_bext, (a >> (b & 63)) & 1)
-ALU_I(op_bclri, a & ~(1ull << (b & 63)))
-ALU_I(op_bseti, a | (1ull << (b & 63)))
-ALU_I(op_binvi, a ^ (1ull << (b & 63)))
+ALU_I(op_bclri, a & ~(1ULL << (b & 63)))
+ALU_I(op_bseti, a | (1ULL << (b & 63)))
+ALU_I(op_binvi, a ^ (1ULL << (b & 63)))
 ALU_I(op_bexti, (a >> (b & 63)) & 1)
 
 /* ---------------------------------------------------------------- A */
@@ -254,7 +266,7 @@ RV_HANDLER(op_sc_d) {
 #define AMO(name, type, stype, expr)                                                               \
   RV_HANDLER(name) {                                                                               \
     uint64_t pa;                                                                                   \
-    type *p = rv_atomic_ptr(h, RS1, sizeof(type), ACC_WRITE, &pa);                                 \
+    type *p = rv_atomic_ptr(h, RS1, sizeof(type), ACC_WRITE, &pa); /* NOLINT */                    \
     if (!p)                                                                                        \
       return;                                                                                      \
     type b = (type)RS2;                                                                            \
@@ -262,7 +274,7 @@ RV_HANDLER(op_sc_d) {
     type n;                                                                                        \
     do {                                                                                           \
       n = (expr);                                                                                  \
-    } while (!__atomic_compare_exchange_n(p, &a, n, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));  \
+    } while (!__atomic_compare_exchange_n(p, &a, n, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));   \
     RD = (uint64_t)(int64_t)(stype)a;                                                              \
   }
 #define AMO_BOTH(suffix, expr32, expr64)                                                           \

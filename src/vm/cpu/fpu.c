@@ -7,11 +7,11 @@
 
 #include "vm/cpu/cpu_internal.h"
 
-#define FF_NX 1u
-#define FF_UF 2u
-#define FF_OF 4u
-#define FF_DZ 8u
-#define FF_NV 16u
+#define FF_NX 1U
+#define FF_UF 2U
+#define FF_OF 4U
+#define FF_DZ 8U
+#define FF_NV 16U
 
 #define RM_RNE 0
 #define RM_RTZ 1
@@ -19,27 +19,45 @@
 #define RM_RUP 3
 #define RM_RMM 4
 
-#define CANON_S 0x7fc00000u
-#define CANON_D 0x7ff8000000000000ull
+#define CANON_S 0x7fc00000U
+#define CANON_D 0x7ff8000000000000ULL
 
 /* Keep the compiler from moving arithmetic across the fenv calls around it. */
 #define FP_BARRIER(v) __asm__ volatile("" : "+m"(v)::"memory")
 
 static inline uint32_t unbox_s(uint64_t v) {
-  return (v >> 32) == 0xffffffffu ? (uint32_t)v : CANON_S;
+  return (v >> 32) == 0xffffffffU ? (uint32_t)v : CANON_S;
 }
-static inline uint64_t box_s(uint32_t v) { return 0xffffffff00000000ull | v; }
-static inline float as_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-static inline uint32_t f_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline double as_d(uint64_t u) { double f; memcpy(&f, &u, 8); return f; }
-static inline uint64_t d_bits(double f) { uint64_t u; memcpy(&u, &f, 8); return u; }
+static inline uint64_t box_s(uint32_t v) { return 0xffffffff00000000ULL | v; }
+static inline float as_f(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+static inline uint32_t f_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+static inline double as_d(uint64_t u) {
+  double f;
+  memcpy(&f, &u, 8);
+  return f;
+}
+static inline uint64_t d_bits(double f) {
+  uint64_t u;
+  memcpy(&u, &f, 8);
+  return u;
+}
 
-static inline bool is_nan_s(uint32_t u) { return (u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffff); }
-static inline bool is_snan_s(uint32_t u) { return is_nan_s(u) && !(u & 0x400000u); }
-static inline bool is_nan_d(uint64_t u) {
-  return (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull && (u & 0xfffffffffffffull);
+static inline bool is_nan_s(uint32_t u) {
+  return (u & 0x7f800000U) == 0x7f800000U && (u & 0x7fffff);
 }
-static inline bool is_snan_d(uint64_t u) { return is_nan_d(u) && !(u & 0x8000000000000ull); }
+static inline bool is_snan_s(uint32_t u) { return is_nan_s(u) && !(u & 0x400000U); }
+static inline bool is_nan_d(uint64_t u) {
+  return (u & 0x7ff0000000000000ULL) == 0x7ff0000000000000ULL && (u & 0xfffffffffffffULL);
+}
+static inline bool is_snan_d(uint64_t u) { return is_nan_d(u) && !(u & 0x8000000000000ULL); }
 
 static inline uint32_t canon_s(float f) { return isnan(f) ? CANON_S : f_bits(f); }
 static inline uint64_t canon_d(double f) { return isnan(f) ? CANON_D : d_bits(f); }
@@ -73,8 +91,7 @@ static bool fp_rm(rv_hart *h, const rv_insn *d, int *rm) {
 }
 
 static void fp_host_enter(int rm) {
-  static const int host_rm[5] = {FE_TONEAREST, FE_TOWARDZERO, FE_DOWNWARD, FE_UPWARD,
-                                 FE_TONEAREST};
+  static const int host_rm[5] = {FE_TONEAREST, FE_TOWARDZERO, FE_DOWNWARD, FE_UPWARD, FE_TONEAREST};
   feclearexcept(FE_ALL_EXCEPT);
   if (rm != RM_RNE && rm != RM_RMM)
     fesetround(host_rm[rm]);
@@ -85,11 +102,16 @@ static unsigned fp_host_leave(int rm) {
   if (rm != RM_RNE && rm != RM_RMM)
     fesetround(FE_TONEAREST);
   unsigned f = 0;
-  if (e & FE_INEXACT) f |= FF_NX;
-  if (e & FE_UNDERFLOW) f |= FF_UF;
-  if (e & FE_OVERFLOW) f |= FF_OF;
-  if (e & FE_DIVBYZERO) f |= FF_DZ;
-  if (e & FE_INVALID) f |= FF_NV;
+  if (e & FE_INEXACT)
+    f |= FF_NX;
+  if (e & FE_UNDERFLOW)
+    f |= FF_UF;
+  if (e & FE_OVERFLOW)
+    f |= FF_OF;
+  if (e & FE_DIVBYZERO)
+    f |= FF_DZ;
+  if (e & FE_INVALID)
+    f |= FF_NV;
   return f;
 }
 
@@ -166,11 +188,27 @@ static float rmm_single(double (*op)(double, double, double), float a, float b, 
   unsigned hf = fp_host_leave(RM_RTZ);
   return rmm_from_odd_double(x, hf, fl);
 }
-static double d_add(double a, double b, double c) { (void)c; return a + b; }
-static double d_sub(double a, double b, double c) { (void)c; return a - b; }
-static double d_mul(double a, double b, double c) { (void)c; return a * b; }
-static double d_div(double a, double b, double c) { (void)c; return a / b; }
-static double d_sqrt(double a, double b, double c) { (void)b; (void)c; return sqrt(a); }
+static double d_add(double a, double b, double c) {
+  (void)c;
+  return a + b;
+}
+static double d_sub(double a, double b, double c) {
+  (void)c;
+  return a - b;
+}
+static double d_mul(double a, double b, double c) {
+  (void)c;
+  return a * b;
+}
+static double d_div(double a, double b, double c) {
+  (void)c;
+  return a / b;
+}
+static double d_sqrt(double a, double b, double c) {
+  (void)b;
+  (void)c;
+  return sqrt(a);
+}
 static double d_fma(double a, double b, double c) { return fma(a, b, c); }
 
 /* For double precision the rounding error of +, -, * and / is exactly representable: RNE and
@@ -303,18 +341,18 @@ FMA_D(op_fnmadd_d, 1, 1)
     if (!fp_on(h, d))                                                                              \
       return;                                                                                      \
     __typeof__(get(d->rs1)) a = get(d->rs1), b = get(d->rs2), sb = signbit;                        \
-    h->f[d->rd] = put((a & ~sb) | ((expr) & sb));                                                  \
+    h->f[d->rd] = put((a & ~sb) | ((expr)&sb));                                                    \
     rv_mark_fs_dirty(h);                                                                           \
   }
 #define GET_S(r) unbox_s(h->f[r])
 #define GET_D(r) (h->f[r])
 #define PUT_D(v) (v)
-SGNJ(op_fsgnj_s, GET_S, box_s, 0x80000000u, b)
-SGNJ(op_fsgnjn_s, GET_S, box_s, 0x80000000u, ~b)
-SGNJ(op_fsgnjx_s, GET_S, box_s, 0x80000000u, a ^ b)
-SGNJ(op_fsgnj_d, GET_D, PUT_D, 0x8000000000000000ull, b)
-SGNJ(op_fsgnjn_d, GET_D, PUT_D, 0x8000000000000000ull, ~b)
-SGNJ(op_fsgnjx_d, GET_D, PUT_D, 0x8000000000000000ull, a ^ b)
+SGNJ(op_fsgnj_s, GET_S, box_s, 0x80000000U, b)
+SGNJ(op_fsgnjn_s, GET_S, box_s, 0x80000000U, ~b)
+SGNJ(op_fsgnjx_s, GET_S, box_s, 0x80000000U, a ^ b)
+SGNJ(op_fsgnj_d, GET_D, PUT_D, 0x8000000000000000ULL, b)
+SGNJ(op_fsgnjn_d, GET_D, PUT_D, 0x8000000000000000ULL, ~b)
+SGNJ(op_fsgnjx_d, GET_D, PUT_D, 0x8000000000000000ULL, a ^ b)
 
 static uint32_t minmax_s(rv_hart *h, uint32_t a, uint32_t b, bool max) {
   if (is_snan_s(a) || is_snan_s(b))
@@ -344,10 +382,30 @@ static uint64_t minmax_d(rv_hart *h, uint64_t a, uint64_t b, bool max) {
     return max ? (a & b) : (a | b);
   return (max ? fa > fb : fa < fb) ? a : b;
 }
-RV_HANDLER(op_fmin_s) { if (fp_on(h, d)) { h->f[d->rd] = box_s(minmax_s(h, FS1, FS2, false)); rv_mark_fs_dirty(h); } }
-RV_HANDLER(op_fmax_s) { if (fp_on(h, d)) { h->f[d->rd] = box_s(minmax_s(h, FS1, FS2, true)); rv_mark_fs_dirty(h); } }
-RV_HANDLER(op_fmin_d) { if (fp_on(h, d)) { h->f[d->rd] = minmax_d(h, FD1, FD2, false); rv_mark_fs_dirty(h); } }
-RV_HANDLER(op_fmax_d) { if (fp_on(h, d)) { h->f[d->rd] = minmax_d(h, FD1, FD2, true); rv_mark_fs_dirty(h); } }
+RV_HANDLER(op_fmin_s) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = box_s(minmax_s(h, FS1, FS2, false));
+    rv_mark_fs_dirty(h);
+  }
+}
+RV_HANDLER(op_fmax_s) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = box_s(minmax_s(h, FS1, FS2, true));
+    rv_mark_fs_dirty(h);
+  }
+}
+RV_HANDLER(op_fmin_d) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = minmax_d(h, FD1, FD2, false);
+    rv_mark_fs_dirty(h);
+  }
+}
+RV_HANDLER(op_fmax_d) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = minmax_d(h, FD1, FD2, true);
+    rv_mark_fs_dirty(h);
+  }
+}
 
 /* ---------------------------------------------------------------- comparisons, classify */
 
@@ -376,14 +434,14 @@ CMP(op_fle_d, uint64_t, GET_D, is_nan_d, is_snan_d, as_d, <=, true)
 
 static uint64_t fclass_bits(bool neg, bool inf, bool nan, bool snan, bool zero, bool subnormal) {
   if (nan)
-    return snan ? 1u << 8 : 1u << 9;
+    return snan ? 1U << 8 : 1U << 9;
   if (inf)
-    return neg ? 1u << 0 : 1u << 7;
+    return neg ? 1U << 0 : 1U << 7;
   if (zero)
-    return neg ? 1u << 3 : 1u << 4;
+    return neg ? 1U << 3 : 1U << 4;
   if (subnormal)
-    return neg ? 1u << 2 : 1u << 5;
-  return neg ? 1u << 1 : 1u << 6;
+    return neg ? 1U << 2 : 1U << 5;
+  return neg ? 1U << 1 : 1U << 6;
 }
 RV_HANDLER(op_fclass_s) {
   if (!fp_on(h, d))
@@ -394,27 +452,48 @@ RV_HANDLER(op_fclass_s) {
 RV_HANDLER(op_fclass_d) {
   if (!fp_on(h, d))
     return;
-  uint64_t u = FD1, e = (u >> 52) & 0x7ff, m = u & 0xfffffffffffffull;
+  uint64_t u = FD1, e = (u >> 52) & 0x7ff, m = u & 0xfffffffffffffULL;
   h->x[d->rd] =
       fclass_bits(u >> 63, e == 0x7ff && !m, is_nan_d(u), is_snan_d(u), !e && !m, !e && m);
 }
 
 /* ---------------------------------------------------------------- moves */
 
-RV_HANDLER(op_fmv_x_w) { if (fp_on(h, d)) h->x[d->rd] = (uint64_t)(int64_t)(int32_t)(uint32_t)h->f[d->rs1]; }
-RV_HANDLER(op_fmv_x_d) { if (fp_on(h, d)) h->x[d->rd] = h->f[d->rs1]; }
-RV_HANDLER(op_fmv_w_x) { if (fp_on(h, d)) { h->f[d->rd] = box_s((uint32_t)h->x[d->rs1]); rv_mark_fs_dirty(h); } }
-RV_HANDLER(op_fmv_d_x) { if (fp_on(h, d)) { h->f[d->rd] = h->x[d->rs1]; rv_mark_fs_dirty(h); } }
+RV_HANDLER(op_fmv_x_w) {
+  if (fp_on(h, d))
+    h->x[d->rd] = (uint64_t)(int64_t)(int32_t)(uint32_t)h->f[d->rs1];
+}
+RV_HANDLER(op_fmv_x_d) {
+  if (fp_on(h, d))
+    h->x[d->rd] = h->f[d->rs1];
+}
+RV_HANDLER(op_fmv_w_x) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = box_s((uint32_t)h->x[d->rs1]);
+    rv_mark_fs_dirty(h);
+  }
+}
+RV_HANDLER(op_fmv_d_x) {
+  if (fp_on(h, d)) {
+    h->f[d->rd] = h->x[d->rs1];
+    rv_mark_fs_dirty(h);
+  }
+}
 
 /* ---------------------------------------------------------------- conversions */
 
 static double round_by_mode(double x, int rm) {
   switch (rm) {
-  case RM_RTZ: return trunc(x);
-  case RM_RDN: return floor(x);
-  case RM_RUP: return ceil(x);
-  case RM_RMM: return round(x);
-  default: return nearbyint(x); /* the host runs in round-to-nearest-even */
+  case RM_RTZ:
+    return trunc(x);
+  case RM_RDN:
+    return floor(x);
+  case RM_RUP:
+    return ceil(x);
+  case RM_RMM:
+    return round(x);
+  default:
+    return nearbyint(x); /* the host runs in round-to-nearest-even */
   }
 }
 
@@ -426,17 +505,14 @@ static uint64_t fcvt_to_int(double x, bool nan, int rm, bool is_signed, int bits
   if (is_signed) {
     lo = -ldexp(1.0, bits - 1);
     hi_excl = ldexp(1.0, bits - 1);
-    min_v = (uint64_t)1 << (bits - 1); /* bit pattern of the minimum, sign-extended below */
     max_v = ((uint64_t)1 << (bits - 1)) - 1;
-    if (bits == 64)
-      min_v = 0x8000000000000000ull;
-    else
-      min_v = (uint64_t)(int64_t)(int32_t)0x80000000u;
+    /* the minimum's bit pattern, sign-extended to 64 bits for the W forms */
+    min_v = bits == 64 ? 0x8000000000000000ULL : (uint64_t)(int64_t)(int32_t)0x80000000U;
   } else {
     lo = 0;
     hi_excl = ldexp(1.0, bits);
     min_v = 0;
-    max_v = bits == 64 ? UINT64_MAX : 0xffffffffull;
+    max_v = bits == 64 ? UINT64_MAX : 0xffffffffULL;
   }
   if (nan) {
     *fl = FF_NV;
@@ -463,7 +539,7 @@ static uint64_t fcvt_to_int(double x, bool nan, int rm, bool is_signed, int bits
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
-    unsigned fl;                                                                               \
+    unsigned fl;                                                                                   \
     h->x[d->rd] = fcvt_to_int(getd, isnan_fn(getbits), rm, sgn, bits, &fl);                        \
     if (fl)                                                                                        \
       fp_done(h, fl);                                                                              \

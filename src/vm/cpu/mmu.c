@@ -1,14 +1,14 @@
 /* Address translation (Sv39/Sv48/Sv57), the TLB, and the slow paths of memory accesses. */
 #include "vm/cpu/cpu_internal.h"
 
-#define PTE_V (1ull << 0)
-#define PTE_R (1ull << 1)
-#define PTE_W (1ull << 2)
-#define PTE_X (1ull << 3)
-#define PTE_U (1ull << 4)
-#define PTE_A (1ull << 6)
-#define PTE_D (1ull << 7)
-#define PTE_PPN_MASK ((1ull << 44) - 1)
+#define PTE_V (1ULL << 0)
+#define PTE_R (1ULL << 1)
+#define PTE_W (1ULL << 2)
+#define PTE_X (1ULL << 3)
+#define PTE_U (1ULL << 4)
+#define PTE_A (1ULL << 6)
+#define PTE_D (1ULL << 7)
+#define PTE_PPN_MASK ((1ULL << 44) - 1)
 
 static int rv_fault_cause(int access, bool page) {
   static const int page_cause[3] = {EXC_LOAD_PAGE, EXC_STORE_PAGE, EXC_INSN_PAGE};
@@ -60,7 +60,7 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
       ok = (pte & PTE_R) || ((h->mstatus & MSTATUS_MXR) && (pte & PTE_X));
     if (!ok)
       return rv_fault_cause(access, true);
-    uint64_t span_mask = (1ull << (9 * level)) - 1;
+    uint64_t span_mask = (1ULL << (9 * level)) - 1;
     if (ppn & span_mask)
       return rv_fault_cause(access, true); /* misaligned superpage */
     uint64_t need = PTE_A | (access == ACC_WRITE ? PTE_D : 0);
@@ -71,7 +71,7 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
                                        __ATOMIC_SEQ_CST))
         return rv_translate(h, va, access, set, pa);
     }
-    uint64_t off_mask = (1ull << (12 + 9 * level)) - 1;
+    uint64_t off_mask = (1ULL << (12 + 9 * level)) - 1;
     *pa = ((ppn << 12) & ~off_mask) | (va & off_mask);
     return 0;
   }
@@ -81,12 +81,12 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
 /* Map va's page to host RAM in the TLB when the whole physical page is RAM. */
 static void rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t pa) {
   const rv_bus *bus = h->bus;
-  uint64_t ppage = pa & ~0xfffull;
+  uint64_t ppage = pa & ~0xfffULL;
   if (!rv_ram_contains(bus, ppage, 4096))
     return;
   rv_tlb_entry *e = &h->tlb[set][access][rv_tlb_index(va)];
   e->vpn = (va >> 12) | h->tlb_tag;
-  e->addend = (uintptr_t)(bus->ram + (ppage - bus->ram_base)) - (va & ~0xfffull);
+  e->addend = (uintptr_t)(bus->ram + (ppage - bus->ram_base)) - (va & ~0xfffULL);
 }
 
 static bool rv_load_bytewise(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
@@ -115,10 +115,27 @@ bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
     rv_tlb_fill(h, h->ld_tlb, ACC_READ, va, pa);
     const uint8_t *p = bus->ram + (pa - bus->ram_base);
     switch (size) {
-    case 1: *out = *p; break;
-    case 2: { uint16_t v; memcpy(&v, p, 2); *out = v; break; }
-    case 4: { uint32_t v; memcpy(&v, p, 4); *out = v; break; }
-    default: { uint64_t v; memcpy(&v, p, 8); *out = v; break; }
+    case 1:
+      *out = *p;
+      break;
+    case 2: {
+      uint16_t v;
+      memcpy(&v, p, 2);
+      *out = v;
+      break;
+    }
+    case 4: {
+      uint32_t v;
+      memcpy(&v, p, 4);
+      *out = v;
+      break;
+    }
+    default: {
+      uint64_t v;
+      memcpy(&v, p, 8);
+      *out = v;
+      break;
+    }
     }
     return true;
   }
@@ -132,7 +149,7 @@ bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
     return false;
   }
   if (size < 8)
-    v &= (1ull << (8 * size)) - 1;
+    v &= (1ULL << (8 * size)) - 1;
   *out = v;
   return true;
 }
@@ -167,10 +184,22 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
     rv_tlb_fill(h, h->st_tlb, ACC_WRITE, va, pa);
     uint8_t *p = bus->ram + (pa - bus->ram_base);
     switch (size) {
-    case 1: *p = (uint8_t)val; break;
-    case 2: { uint16_t v = (uint16_t)val; memcpy(p, &v, 2); break; }
-    case 4: { uint32_t v = (uint32_t)val; memcpy(p, &v, 4); break; }
-    default: memcpy(p, &val, 8); break;
+    case 1:
+      *p = (uint8_t)val;
+      break;
+    case 2: {
+      uint16_t v = (uint16_t)val;
+      memcpy(p, &v, 2);
+      break;
+    }
+    case 4: {
+      uint32_t v = (uint32_t)val;
+      memcpy(p, &v, 4);
+      break;
+    }
+    default:
+      memcpy(p, &val, 8);
+      break;
     }
     return true;
   }
@@ -208,14 +237,14 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
 uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc) {
   rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(pc)];
   if (e->vpn != ((pc >> 12) | h->tlb_tag)) {
-    uint64_t pa;
+    uint64_t pa = 0;
     int cause = rv_translate(h, pc, ACC_EXEC, h->fetch_tlb, &pa);
     if (cause) {
       rv_raise(h, cause, pc);
       return NULL;
     }
     /* Instructions execute from RAM only; anything else (device memory) is an access fault. */
-    if (!rv_ram_contains(h->bus, pa & ~0xfffull, 4096)) {
+    if (!rv_ram_contains(h->bus, pa & ~0xfffULL, 4096)) {
       rv_raise(h, EXC_INSN_ACCESS, pc);
       return NULL;
     }
@@ -223,5 +252,5 @@ uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc) {
   }
   h->fetch_vpn = pc >> 12;
   h->fetch_addend = e->addend;
-  return (uint8_t *)(uintptr_t)(pc + e->addend);
+  return (uint8_t *)(uintptr_t)(pc + e->addend); // NOLINT(performance-no-int-to-ptr)
 }

@@ -42,7 +42,7 @@ bool aclint_read(void *dev, uint64_t off, unsigned size, uint64_t *val) {
     *val = c->msip[off / 4] & 1;
     return true;
   }
-  if (off >= ACLINT_MTIMECMP_OFF && off < ACLINT_MTIMECMP_OFF + 8ull * c->num_harts) {
+  if (off >= ACLINT_MTIMECMP_OFF && off < ACLINT_MTIMECMP_OFF + 8ULL * c->num_harts) {
     uint64_t rel = off - ACLINT_MTIMECMP_OFF;
     *val = dev_extract(c->mtimecmp[rel / 8], (unsigned)(rel % 8), size);
     return true;
@@ -65,7 +65,7 @@ bool aclint_write(void *dev, uint64_t off, unsigned size, uint64_t val) {
     c->out.set(c->out.machine, h, DEV_MIP_MSIP, c->msip[h] != 0);
     return true;
   }
-  if (off >= ACLINT_MTIMECMP_OFF && off < ACLINT_MTIMECMP_OFF + 8ull * c->num_harts) {
+  if (off >= ACLINT_MTIMECMP_OFF && off < ACLINT_MTIMECMP_OFF + 8ULL * c->num_harts) {
     uint64_t rel = off - ACLINT_MTIMECMP_OFF;
     unsigned h = (unsigned)(rel / 8);
     c->mtimecmp[h] = dev_deposit(c->mtimecmp[h], (unsigned)(rel % 8), size, val);

@@ -60,10 +60,10 @@ typedef struct dev_hart_irq {
 /* Little-endian access helpers for register files wider than one access. */
 static inline uint64_t dev_extract(uint64_t reg, unsigned byte_off, unsigned size) {
   uint64_t v = reg >> (8 * byte_off);
-  return size >= 8 ? v : v & ((1ull << (8 * size)) - 1);
+  return size >= 8 ? v : v & ((1ULL << (8 * size)) - 1);
 }
 static inline uint64_t dev_deposit(uint64_t reg, unsigned byte_off, unsigned size, uint64_t val) {
-  uint64_t mask = size >= 8 ? ~0ull : ((1ull << (8 * size)) - 1);
+  uint64_t mask = size >= 8 ? ~0ULL : ((1ULL << (8 * size)) - 1);
   mask <<= 8 * byte_off;
   return (reg & ~mask) | ((val << (8 * byte_off)) & mask);
 }
@@ -105,7 +105,7 @@ size_t uart_console_read(uart_state *u, uint8_t *buf, size_t len);
 #define PLIC_NUM_SOURCES 64 /* source 0 does not exist; 1..63 usable */
 #define PLIC_MAX_CONTEXTS (2 * VM_MAX_HARTS)
 #define PLIC_SIZE 0x4000000ull
-#define PLIC_DT_SIZE 0x600000ull
+#define PLIC_DT_SIZE 0x600000ULL
 
 typedef struct plic_state {
   uint32_t priority[PLIC_NUM_SOURCES];
@@ -126,7 +126,7 @@ void plic_set_irq(void *dev, unsigned irq, bool level);
 
 /* ------------------------------------------------------------------ ACLINT / CLINT */
 
-#define ACLINT_SIZE 0x10000ull
+#define ACLINT_SIZE 0x10000ULL
 #define ACLINT_MTIMECMP_OFF 0x4000u
 #define ACLINT_MTIME_OFF 0xbff8u
 
@@ -150,9 +150,9 @@ uint64_t aclint_next_deadline(const aclint_state *c);
 
 /* ------------------------------------------------------------------ syscon (poweroff/reboot) */
 
-#define SYSCON_SIZE 0x1000ull
-#define SYSCON_POWEROFF 0x5555u
-#define SYSCON_RESET 0x7777u
+#define SYSCON_SIZE 0x1000ULL
+#define SYSCON_POWEROFF 0x5555U
+#define SYSCON_RESET 0x7777U
 #define SYSCON_FAIL 0x3333u /* sifive,test0: FAIL with exit code in bits 31:16 */
 
 typedef enum {
@@ -173,7 +173,7 @@ bool syscon_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 
 /* ------------------------------------------------------------------ goldfish RTC */
 
-#define RTC_SIZE 0x1000ull
+#define RTC_SIZE 0x1000ULL
 
 typedef struct rtc_state {
   int64_t offset_ns; /* guest time = host CLOCK_REALTIME + offset */

@@ -6,7 +6,7 @@
 
 #define HTIF_DEV(v) ((v) >> 56)
 #define HTIF_CMD(v) (((v) >> 48) & 0xff)
-#define HTIF_PAYLOAD(v) ((v) & 0xffffffffffffull)
+#define HTIF_PAYLOAD(v) ((v)&0xffffffffffffULL)
 
 void htif_init(htif *ht, uint64_t tohost, bool has_fromhost, uint64_t fromhost) {
   ht->tohost = tohost;
@@ -46,8 +46,7 @@ bool htif_poll(htif *ht, uint8_t *ram, uint64_t ram_base, uint64_t ram_size, int
       /* a closed console must not stop the guest */
     }
   }
-  uint64_t *from =
-      ht->has_fromhost ? htif_word(ram, ram_base, ram_size, ht->fromhost) : NULL;
+  uint64_t *from = ht->has_fromhost ? htif_word(ram, ram_base, ram_size, ht->fromhost) : NULL;
   if (from)
     __atomic_store_n(from, (HTIF_DEV(v) << 56) | (HTIF_CMD(v) << 48), __ATOMIC_RELEASE);
   return false;

@@ -53,7 +53,7 @@ void plic_set_irq(void *dev, unsigned irq, bool level) {
   plic_state *p = dev;
   if (irq == 0 || irq >= PLIC_NUM_SOURCES)
     return;
-  uint64_t bit = 1ull << irq;
+  uint64_t bit = 1ULL << irq;
   bool was = (p->level & bit) != 0;
   if (was == level)
     return;
@@ -70,19 +70,19 @@ void plic_set_irq(void *dev, unsigned irq, bool level) {
 static uint32_t plic_claim(plic_state *p, unsigned ctx) {
   unsigned src = plic_best_source(p, ctx);
   if (src) {
-    p->pending &= ~(1ull << src);
-    p->claimed |= 1ull << src;
+    p->pending &= ~(1ULL << src);
+    p->claimed |= 1ULL << src;
     plic_update(p);
   }
   return src;
 }
 
 static void plic_complete(plic_state *p, unsigned ctx, uint32_t src) {
-  if (src == 0 || src >= PLIC_NUM_SOURCES || !(p->enable[ctx] & (1ull << src)))
+  if (src == 0 || src >= PLIC_NUM_SOURCES || !(p->enable[ctx] & (1ULL << src)))
     return; /* the spec ignores completions for sources not enabled in this context */
-  p->claimed &= ~(1ull << src);
-  if (p->level & (1ull << src))
-    p->pending |= 1ull << src; /* still asserted: a new request */
+  p->claimed &= ~(1ULL << src);
+  if (p->level & (1ULL << src))
+    p->pending |= 1ULL << src; /* still asserted: a new request */
   plic_update(p);
 }
 
@@ -135,7 +135,7 @@ static bool plic_write32(plic_state *p, uint64_t off, uint32_t val) {
     if (ctx >= p->num_contexts)
       return false;
     if (word < PLIC_NUM_SOURCES / 32) {
-      uint64_t mask = 0xffffffffull << (32 * word);
+      uint64_t mask = 0xffffffffULL << (32 * word);
       uint64_t bits = ((uint64_t)val << (32 * word)) & PLIC_VALID_SOURCES;
       p->enable[ctx] = (p->enable[ctx] & ~mask) | bits;
       plic_update(p);

@@ -220,6 +220,10 @@ int vm_disk_readv(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t offs
     return -1;
   pthread_mutex_lock(&d->lock);
   int r = 0;
+  if (d->ops->readv) {
+    r = d->ops->readv(d, iov, iovcnt, offset, err);
+    iovcnt = 0;
+  }
   for (int i = 0; i < iovcnt && r == 0; i++) {
     if (iov[i].iov_len)
       r = d->ops->read(d, iov[i].iov_base, offset, iov[i].iov_len, err);
@@ -236,6 +240,10 @@ int vm_disk_writev(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t off
     return -1;
   pthread_mutex_lock(&d->lock);
   int r = 0;
+  if (d->ops->writev) {
+    r = d->ops->writev(d, iov, iovcnt, offset, err);
+    iovcnt = 0;
+  }
   for (int i = 0; i < iovcnt && r == 0; i++) {
     if (iov[i].iov_len)
       r = d->ops->write(d, iov[i].iov_base, offset, iov[i].iov_len, err);

@@ -29,6 +29,11 @@ int disk_file_read(disk_file *f, void *buf, size_t len, uint64_t off, vs_error *
 /* Read len bytes; the part beyond end of file reads as zeros. */
 int disk_file_read_zfill(disk_file *f, void *buf, size_t len, uint64_t off, vs_error **err);
 int disk_file_write(disk_file *f, const void *buf, size_t len, uint64_t off, vs_error **err);
+/* Vectored transfers (one syscall for many guest buffers); reads past end of file give zeros. */
+int disk_file_readv(disk_file *f, const struct iovec *iov, int iovcnt, uint64_t off,
+                    vs_error **err);
+int disk_file_writev(disk_file *f, const struct iovec *iov, int iovcnt, uint64_t off,
+                     vs_error **err);
 int disk_file_sync(disk_file *f, vs_error **err);
 /* Deallocate a range (keeps the size); 0 if done, 1 if the file system cannot, -1 on error. */
 int disk_file_punch_hole(disk_file *f, uint64_t off, uint64_t len, vs_error **err);
@@ -48,6 +53,9 @@ typedef struct disk_ops {
   /* Offsets and lengths are already checked against the disk size. */
   int (*read)(vm_disk *d, void *buf, uint64_t off, size_t len, vs_error **err);
   int (*write)(vm_disk *d, const void *buf, uint64_t off, size_t len, vs_error **err);
+  /* Optional: scatter/gather in one go (else read/write per buffer). */
+  int (*readv)(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t off, vs_error **err);
+  int (*writev)(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t off, vs_error **err);
   int (*flush)(vm_disk *d, vs_error **err);
   int (*discard)(vm_disk *d, uint64_t off, uint64_t len, vs_error **err);
   int (*write_zeroes)(vm_disk *d, uint64_t off, uint64_t len, vs_error **err);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <limits.h>
 #include <linux/fs.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -177,6 +178,69 @@ int disk_file_write(disk_file *f, const void *buf, size_t len, uint64_t off, vs_
   if (pwrite_all(f->fd, bounce, end - start, start) < 0)
     return vs_error_set(err, errno, "write %s at offset %" PRIu64, f->path, start);
   return 0;
+}
+
+static bool iov_aligned(const struct iovec *iov, int iovcnt, uint64_t off) {
+  if (off & (DISK_DIRECT_ALIGN - 1))
+    return false;
+  for (int i = 0; i < iovcnt; i++)
+    if (!is_aligned(iov[i].iov_base, iov[i].iov_len, 0))
+      return false;
+  return true;
+}
+
+/* One buffer at a time: the O_DIRECT bounce path and the rest of a partial transfer. */
+static int file_rw_each(disk_file *f, bool write, const struct iovec *iov, int iovcnt, size_t skip,
+                        uint64_t off, vs_error **err) {
+  for (int i = 0; i < iovcnt; i++) {
+    if (skip >= iov[i].iov_len) {
+      skip -= iov[i].iov_len;
+      continue;
+    }
+    char *base = (char *)iov[i].iov_base + skip;
+    size_t len = iov[i].iov_len - skip;
+    skip = 0;
+    int r = write ? disk_file_write(f, base, len, off, err)
+                  : disk_file_read_zfill(f, base, len, off, err);
+    if (r < 0)
+      return -1;
+    off += len;
+  }
+  return 0;
+}
+
+static int file_rwv(disk_file *f, bool write, const struct iovec *iov, int iovcnt, uint64_t off,
+                    vs_error **err) {
+  if (write && f->readonly)
+    return vs_error_set(err, EROFS, "write %s", f->path);
+  if ((f->direct && !iov_aligned(iov, iovcnt, off)) || iovcnt > IOV_MAX)
+    return file_rw_each(f, write, iov, iovcnt, 0, off, err);
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
+  if (!offset_range_ok(off, total))
+    return vs_error_set(err, EIO, "%s: transfer at offset %" PRIu64 " out of range", f->path, off);
+  ssize_t n;
+  do {
+    n = write ? pwritev(f->fd, iov, iovcnt, (off_t)off) : preadv(f->fd, iov, iovcnt, (off_t)off);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return vs_error_set(err, errno, "%s %s at offset %" PRIu64, write ? "write" : "read", f->path,
+                        off);
+  if ((size_t)n == total)
+    return 0;
+  /* Short transfer (end of file, signal): finish buffer by buffer. */
+  return file_rw_each(f, write, iov, iovcnt, (size_t)n, off + (uint64_t)n, err);
+}
+
+int disk_file_readv(disk_file *f, const struct iovec *iov, int iovcnt, uint64_t off,
+                    vs_error **err) {
+  return file_rwv(f, false, iov, iovcnt, off, err);
+}
+
+int disk_file_writev(disk_file *f, const struct iovec *iov, int iovcnt, uint64_t off,
+                     vs_error **err) {
+  return file_rwv(f, true, iov, iovcnt, off, err);
 }
 
 int disk_file_sync(disk_file *f, vs_error **err) {

@@ -14,6 +14,16 @@ static int raw_write(vm_disk *d, const void *buf, uint64_t off, size_t len, vs_e
   return disk_file_write(&d->file, buf, len, off, err);
 }
 
+static int raw_readv(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t off,
+                     vs_error **err) {
+  return disk_file_readv(&d->file, iov, iovcnt, off, err);
+}
+
+static int raw_writev(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t off,
+                      vs_error **err) {
+  return disk_file_writev(&d->file, iov, iovcnt, off, err);
+}
+
 static int raw_flush(vm_disk *d, vs_error **err) { return disk_file_sync(&d->file, err); }
 
 static int raw_discard(vm_disk *d, uint64_t off, uint64_t len, vs_error **err) {
@@ -31,6 +41,8 @@ static const disk_ops raw_ops = {
     .name = "raw",
     .read = raw_read,
     .write = raw_write,
+    .readv = raw_readv,
+    .writev = raw_writev,
     .flush = raw_flush,
     .discard = raw_discard,
     .write_zeroes = raw_write_zeroes,
