@@ -2,6 +2,7 @@
  * join, freeze/thaw, stats, update, kill, destroy; validation errors; undo on failure. */
 #include <errno.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -427,6 +428,32 @@ TEST(hybrid_hugetlb_lives_on_the_unified_hierarchy) {
   CHECK(was_enabled || !unified_root_has(uroot, "hugetlb"));
 }
 
+/* errno of open(path) by a process that joined cg first (0 = it opened). */
+static int open_errno_in_cgroup(ctr_cgroup *cg, const char *path) {
+  int pfd[2];
+  if (pipe(pfd) < 0)
+    return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    char c;
+    close(pfd[1]);
+    if (read(pfd[0], &c, 1) != 1)
+      _exit(255);
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    _exit(fd < 0 ? errno : 0);
+  }
+  close(pfd[0]);
+  vs_error *err = NULL;
+  int rc = ctr_cgroup_add_pid(cg, pid, &err);
+  vs_error_free(err);
+  if (write(pfd[1], "g", 1) != 1)
+    rc = -1;
+  close(pfd[1]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return rc < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* In a private mount namespace with only cgroup2 mounted at /sys/fs/cgroup, the runtime sees a
  * pure v2 host: create, join, freeze through cgroup.freeze, kill, destroy. */
 static int child_pure_v2(void) {
@@ -452,9 +479,28 @@ static int child_pure_v2(void) {
   _cleanup_free_ char *top = vs_asprintf("/sys/fs/cgroup/vessel-unit-v2-%d", (int)getpid());
   if (dir_exists(top))
     return 14;
-  if (ctr_cgroup_create("v2", path, NULL, &cg, &err) < 0 || cg->n != 1 || !cg->d[0].unified ||
-      strcmp(cg->d[0].name, "") != 0)
+  /* Devices: an eBPF filter emulates the v1 controller (deny all, then runc's defaults). */
+  res = json_loads("{\"devices\":[{\"allow\":false,\"access\":\"rwm\"}]}", 0, NULL);
+  if (ctr_cgroup_create("v2", path, res, &cg, &err) < 0 || cg->n != 1 || !cg->d[0].unified ||
+      strcmp(cg->d[0].name, "") != 0) {
+    fprintf(stderr, "# %s\n", err ? err->msg : "?");
     return 15;
+  }
+  json_decref(res);
+  if (access("/dev/kmsg", F_OK) == 0) {
+    if (open_errno_in_cgroup(cg, "/dev/null") != 0)
+      return 30;
+    if (open_errno_in_cgroup(cg, "/dev/kmsg") != EPERM)
+      return 31;
+    json_t *devs = json_loads("[{\"path\":\"/dev/kmsg\",\"type\":\"c\",\"major\":1,"
+                              "\"minor\":11}]",
+                              0, NULL);
+    if (ctr_cgroup_allow_devices(cg, devs, &err) < 0)
+      return 32;
+    json_decref(devs);
+    if (open_errno_in_cgroup(cg, "/dev/kmsg") != 0)
+      return 33;
+  }
   pid_t child = fork();
   if (child == 0) {
     for (;;)
