@@ -217,7 +217,7 @@ static int join_namespace(const ctr_spec *s, int t, vs_error **err) {
   return 0;
 }
 
-static int enter_namespaces(const ctr_spec *s, vs_error **err) {
+static int enter_namespaces(const ctr_spec *s, bool defer_new_cgroup, vs_error **err) {
   /* The user namespace first: the others we join or create then belong to it. */
   if (s->ns[CTR_NS_USER].present && s->ns[CTR_NS_USER].path &&
       join_namespace(s, CTR_NS_USER, err) < 0)
@@ -229,7 +229,7 @@ static int enter_namespaces(const ctr_spec *s, vs_error **err) {
     if (s->ns[t].path) {
       if (join_namespace(s, t, err) < 0)
         return -1;
-    } else {
+    } else if (!(t == CTR_NS_CGROUP && defer_new_cgroup)) {
       unshare_flags |= ns_flags[t];
     }
   }
@@ -260,14 +260,20 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
     return vs_error_set(err, errno, "prctl PR_SET_PDEATHSIG");
   char buf[256];
-  int m = ctr_sync_recv(c->sync_fd, buf, sizeof(buf));
-  if (m != SYNC_GO)
-    _exit(1); /* the runtime gave up; it reports why */
-  if (s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path) {
+  int m;
+  /* GO means: we are in the container's cgroups and our id maps are written. Without a new
+   * user namespace we need it only before unsharing the cgroup namespace, so the root file
+   * system is set up while the runtime is still busy with the cgroups. */
+  bool new_user = s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path;
+  bool have_go = false;
+  if (new_user) {
+    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
+      _exit(1); /* the runtime gave up; it reports why */
+    have_go = true;
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
       return vs_error_set(err, errno, "become root in the user namespace (is 0 mapped?)");
   }
-  if (enter_namespaces(s, err) < 0)
+  if (enter_namespaces(s, !have_go, err) < 0)
     return -1;
   /* The host's session keyring must not be reachable from the container. */
   if (c->new_keyring && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 &&
@@ -283,6 +289,13 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   bool own_mnt = s->ns[CTR_NS_MNT].present;
   if (own_mnt && ctr_rootfs_setup(c, err) < 0)
     return -1;
+  if (!have_go) {
+    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
+      _exit(1);
+    if (s->ns[CTR_NS_CGROUP].present && !s->ns[CTR_NS_CGROUP].path &&
+        unshare(CLONE_NEWCGROUP) < 0)
+      return vs_error_set(err, errno, "unshare the cgroup namespace");
+  }
   /* The runtime runs prestart/createRuntime now; no round trip when there are none. */
   if (s->n_hooks[CTR_HOOK_PRESTART] || s->n_hooks[CTR_HOOK_CREATE_RUNTIME]) {
     if (ctr_sync_send(c->sync_fd, SYNC_HOOKS, NULL) < 0)
