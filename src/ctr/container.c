@@ -297,7 +297,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (pid == 0) {
     close(sp[0]);
     ctr_init_ctx c = {
-        .spec = s, .process = &s->process, .bundle = bundle, .rootfs = rootfs,
+        .id = id, .spec = s, .process = &s->process, .bundle = bundle, .rootfs = rootfs,
         .sync_fd = sp[1], .fifo_fd = fifo_fd, .console_fd = console_fd,
         .tty_to_runtime = s->process.terminal && !o->console_socket, .no_pivot = o->no_pivot, .new_keyring = !o->no_new_keyring,
         .preserve_fds = o->preserve_fds, .cg = r->cg,

@@ -255,6 +255,17 @@ static int wait_for_start(ctr_init_ctx *c, vs_error **err) {
   return 0;
 }
 
+/* The state document for hooks run by the init itself (createContainer, startContainer). */
+static char *hook_state(const ctr_init_ctx *c, const char *status) {
+  json_t *ann = c->spec->annotations ? json_incref(c->spec->annotations) : json_object();
+  json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:s,s:o}", "ociVersion", CTR_OCI_VERSION, "id", c->id,
+                        "status", status, "pid", (int)getpid(), "bundle", c->bundle,
+                        "annotations", ann);
+  char *text = json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  return text;
+}
+
 static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   const ctr_spec *s = c->spec;
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
@@ -305,9 +316,7 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
       _exit(1);
   }
   if (s->n_hooks[CTR_HOOK_CREATE_CONTAINER]) {
-    _cleanup_free_ char *st = vs_asprintf("{\"ociVersion\":\"%s\",\"status\":\"creating\","
-                                          "\"pid\":%d,\"bundle\":\"%s\"}",
-                                          CTR_OCI_VERSION, 1, c->bundle);
+    _cleanup_free_ char *st = hook_state(c, "creating");
     if (ctr_hooks_run(s, CTR_HOOK_CREATE_CONTAINER, st, err) < 0)
       return -1;
   }
@@ -343,9 +352,7 @@ void ctr_init_main(ctr_init_ctx *c) {
   if (c->fifo_fd >= 0 && wait_for_start(c, &e) < 0)
     init_fail(c, e);
   if (c->spec->n_hooks[CTR_HOOK_START_CONTAINER]) {
-    _cleanup_free_ char *st = vs_asprintf("{\"ociVersion\":\"%s\",\"status\":\"running\","
-                                          "\"pid\":1,\"bundle\":\"%s\"}",
-                                          CTR_OCI_VERSION, c->bundle);
+    _cleanup_free_ char *st = hook_state(c, "running");
     if (ctr_hooks_run(c->spec, CTR_HOOK_START_CONTAINER, st, &e) < 0)
       init_fail(c, e);
   }

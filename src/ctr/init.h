@@ -18,6 +18,7 @@ enum {
 };
 
 typedef struct ctr_init_ctx {
+  const char *id;
   const ctr_spec *spec;
   const ctr_process *process;
   const char *bundle; /* absolute */

@@ -295,8 +295,10 @@ static int create_devices(const ctr_init_ctx *c, int rootfd, vs_error **err) {
 
 int ctr_rootfs_setup(const ctr_init_ctx *c, vs_error **err) {
   const ctr_spec *s = c->spec;
-  /* Nothing we mount may propagate back to the host. */
-  unsigned long prop = s->rootfs_propagation ? s->rootfs_propagation : MS_SLAVE | MS_REC;
+  /* Nothing we mount may propagate back to the host: slave (or private) first; the spec's
+   * rootfsPropagation is applied to the new root after pivot_root. */
+  unsigned long prop = (s->rootfs_propagation & MS_PRIVATE) ? MS_PRIVATE | MS_REC
+                                                           : MS_SLAVE | MS_REC;
   if (mount(NULL, "/", NULL, prop, NULL) < 0)
     return vs_error_set(err, errno, "set propagation of /");
   if (mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
@@ -344,6 +346,9 @@ int ctr_rootfs_pivot(const ctr_init_ctx *c, vs_error **err) {
 done:
   if (chdir("/") < 0)
     return vs_error_set(err, errno, "chdir /");
+  if (c->spec->rootfs_propagation &&
+      mount(NULL, "/", NULL, c->spec->rootfs_propagation, NULL) < 0)
+    return vs_error_set(err, errno, "linux.rootfsPropagation");
   return 0;
 }
 

@@ -352,13 +352,29 @@ def test_hooks_get_the_state_on_stdin(rt, tmp_path):
     c["process"]["args"] = ["true"]
     c["hooks"] = {k: [{"path": str(hook), "timeout": 10}]
                   for k in ("prestart", "createRuntime", "poststart", "poststop")}
+    # createContainer runs in the container's namespaces before pivot_root: the host path works
+    c["hooks"]["createContainer"] = [{"path": str(hook)}]
     rt.write_config(c)
     cid = new_id()
     rt.ok("run", "--bundle", str(rt.bundle), cid)
     states = [json.loads(l) for l in out.read_text().splitlines() if l.strip()]
-    assert len(states) == 4
+    assert len(states) == 5
     assert all(s["id"] == cid for s in states)
-    assert [s["status"] for s in states] == ["creating", "creating", "running", "stopped"]
+    assert [s["status"] for s in states] == ["creating", "creating", "creating", "running",
+                                             "stopped"]
+    # a failing hook fails create and leaves nothing behind
+    c["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
+    rt.write_config(c)
+    r = rt.cmd("run", "--bundle", str(rt.bundle), cid)
+    assert r.returncode != 0 and "createRuntime hook 0" in r.stderr
+    assert_nothing_left(rt, cid)
+    # a hook that hangs is killed at its timeout
+    c["hooks"] = {"prestart": [{"path": "/bin/sleep", "args": ["sleep", "100"], "timeout": 1}]}
+    rt.write_config(c)
+    started = time.monotonic()
+    r = rt.cmd("run", "--bundle", str(rt.bundle), cid)
+    assert r.returncode != 0 and "timed out" in r.stderr
+    assert time.monotonic() - started < 30
     assert_nothing_left(rt, cid)
 
 
