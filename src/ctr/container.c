@@ -55,8 +55,7 @@ static int connect_console(const char *path, vs_error **err) {
   return fd;
 }
 
-static int write_id_map(pid_t pid, const char *file, const ctr_idmap *m, size_t n,
-                        vs_error **err) {
+static int write_id_map(pid_t pid, const char *file, const ctr_idmap *m, size_t n, vs_error **err) {
   char buf[340 * 40];
   size_t off = 0;
   for (size_t i = 0; i < n; i++)
@@ -232,8 +231,9 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (!S_ISDIR(sb.st_mode))
     return vs_error_set(err, ENOTDIR, "root.path %s", rootfs);
   if (s->process.terminal && !o->console_socket && !o->foreground)
-    return vs_error_set(err, 0, "process.terminal needs --console-socket when the runtime does "
-                                "not stay in the foreground");
+    return vs_error_set(err, 0,
+                        "process.terminal needs --console-socket when the runtime does "
+                        "not stay in the foreground");
   if (vs_mkdir_p(rt->root, 0700, err) < 0)
     return vs_error_wrap(err, "runtime root");
   _cleanup_free_ char *dir = ctr_state_dir(rt, id);
@@ -297,10 +297,19 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (pid == 0) {
     close(sp[0]);
     ctr_init_ctx c = {
-        .id = id, .spec = s, .process = &s->process, .bundle = bundle, .rootfs = rootfs,
-        .sync_fd = sp[1], .fifo_fd = fifo_fd, .console_fd = console_fd,
-        .tty_to_runtime = s->process.terminal && !o->console_socket, .no_pivot = o->no_pivot, .new_keyring = !o->no_new_keyring,
-        .preserve_fds = o->preserve_fds, .cg = r->cg,
+        .id = id,
+        .spec = s,
+        .process = &s->process,
+        .bundle = bundle,
+        .rootfs = rootfs,
+        .sync_fd = sp[1],
+        .fifo_fd = fifo_fd,
+        .console_fd = console_fd,
+        .tty_to_runtime = s->process.terminal && !o->console_socket,
+        .no_pivot = o->no_pivot,
+        .new_keyring = !o->no_new_keyring,
+        .preserve_fds = o->preserve_fds,
+        .cg = r->cg,
     };
     ctr_init_main(&c);
   }

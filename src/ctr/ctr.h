@@ -54,8 +54,8 @@ typedef struct ctr_idmap {
 
 typedef struct ctr_mount {
   char *destination;
-  char *type;   /* may be NULL for bind mounts */
-  char *source; /* may be NULL */
+  char *type;                /* may be NULL for bind mounts */
+  char *source;              /* may be NULL */
   unsigned long flags;       /* MS_* flags to set */
   unsigned long propagation; /* MS_SHARED/MS_SLAVE/MS_PRIVATE/MS_UNBINDABLE (| MS_REC), 0 = none */
   bool bind, recursive;
@@ -163,7 +163,7 @@ const char *ctr_status_name(ctr_status s);
 /* The persisted record of one container (state.json in its state directory). */
 typedef struct ctr_state {
   char *id;
-  pid_t pid;                   /* 0 while creating */
+  pid_t pid;                    /* 0 while creating */
   unsigned long long pid_start; /* /proc/<pid>/stat starttime, guards against pid reuse */
   char *bundle;
   char *rootfs;

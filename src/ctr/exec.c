@@ -34,8 +34,8 @@ static const struct {
   const char *name;
   int flag;
 } exec_ns[] = {
-    {"cgroup", CLONE_NEWCGROUP}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
-    {"net", CLONE_NEWNET},       {"pid", CLONE_NEWPID}, {"time", CLONE_NEWTIME},
+    {"cgroup", CLONE_NEWCGROUP}, {"ipc", CLONE_NEWIPC},   {"uts", CLONE_NEWUTS},
+    {"net", CLONE_NEWNET},       {"pid", CLONE_NEWPID},   {"time", CLONE_NEWTIME},
     {"mnt", CLONE_NEWNS},        {"user", CLONE_NEWUSER},
 };
 
@@ -197,8 +197,11 @@ int ctr_exec(const ctr_runtime *rt, const char *id, const ctr_exec_opts *o, vs_e
   }
   if (mid == 0) {
     close(sp[0]);
-    exec_child c = {.process = &pspec->process, .linux_json = cspec->linux_json,
-                    .ns_fds = nsfds, .sync_fd = sp[1], .console_fd = console_fd,
+    exec_child c = {.process = &pspec->process,
+                    .linux_json = cspec->linux_json,
+                    .ns_fds = nsfds,
+                    .sync_fd = sp[1],
+                    .console_fd = console_fd,
                     .tty_to_runtime = pspec->process.terminal && !o->console_socket,
                     .preserve_fds = o->preserve_fds,
                     .init_pid = st->pid};

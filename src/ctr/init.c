@@ -201,8 +201,8 @@ int ctr_process_exec(const ctr_process *p, json_t *linux_json, const char *exe, 
 /* ------------------------------------------------------------------ init */
 
 static const int ns_flags[CTR_NS_COUNT] = {
-    [CTR_NS_PID] = CLONE_NEWPID,   [CTR_NS_NET] = CLONE_NEWNET,   [CTR_NS_MNT] = CLONE_NEWNS,
-    [CTR_NS_IPC] = CLONE_NEWIPC,   [CTR_NS_UTS] = CLONE_NEWUTS,   [CTR_NS_USER] = CLONE_NEWUSER,
+    [CTR_NS_PID] = CLONE_NEWPID,       [CTR_NS_NET] = CLONE_NEWNET,   [CTR_NS_MNT] = CLONE_NEWNS,
+    [CTR_NS_IPC] = CLONE_NEWIPC,       [CTR_NS_UTS] = CLONE_NEWUTS,   [CTR_NS_USER] = CLONE_NEWUSER,
     [CTR_NS_CGROUP] = CLONE_NEWCGROUP, [CTR_NS_TIME] = CLONE_NEWTIME,
 };
 
@@ -258,9 +258,9 @@ static int wait_for_start(ctr_init_ctx *c, vs_error **err) {
 /* The state document for hooks run by the init itself (createContainer, startContainer). */
 static char *hook_state(const ctr_init_ctx *c, const char *status) {
   json_t *ann = c->spec->annotations ? json_incref(c->spec->annotations) : json_object();
-  json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:s,s:o}", "ociVersion", CTR_OCI_VERSION, "id", c->id,
-                        "status", status, "pid", (int)getpid(), "bundle", c->bundle,
-                        "annotations", ann);
+  json_t *j =
+      json_pack("{s:s,s:s,s:s,s:i,s:s,s:o}", "ociVersion", CTR_OCI_VERSION, "id", c->id, "status",
+                status, "pid", (int)getpid(), "bundle", c->bundle, "annotations", ann);
   char *text = json_dumps(j, JSON_COMPACT);
   json_decref(j);
   return text;
@@ -303,8 +303,7 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   if (!have_go) {
     if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
       _exit(1);
-    if (s->ns[CTR_NS_CGROUP].present && !s->ns[CTR_NS_CGROUP].path &&
-        unshare(CLONE_NEWCGROUP) < 0)
+    if (s->ns[CTR_NS_CGROUP].present && !s->ns[CTR_NS_CGROUP].path && unshare(CLONE_NEWCGROUP) < 0)
       return vs_error_set(err, errno, "unshare the cgroup namespace");
   }
   /* The runtime runs prestart/createRuntime now; no round trip when there are none. */
@@ -325,8 +324,8 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   if (!own_mnt && (chroot(c->rootfs) < 0 || chdir("/") < 0))
     return vs_error_set(err, errno, "chroot %s", c->rootfs);
   if (c->process->terminal &&
-      ctr_setup_terminal(c->process, c->console_fd, c->tty_to_runtime ? c->sync_fd : -1,
-                         own_mnt, err) < 0)
+      ctr_setup_terminal(c->process, c->console_fd, c->tty_to_runtime ? c->sync_fd : -1, own_mnt,
+                         err) < 0)
     return -1;
   if (c->console_fd >= 0)
     close(c->console_fd);

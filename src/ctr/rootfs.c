@@ -246,7 +246,7 @@ static const struct {
   const char *path;
   int major, minor;
 } default_devices[] = {
-    {"/dev/null", 1, 3},    {"/dev/zero", 1, 5},    {"/dev/full", 1, 7},
+    {"/dev/null", 1, 3},   {"/dev/zero", 1, 5},    {"/dev/full", 1, 7},
     {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0},
 };
 
@@ -262,8 +262,10 @@ static int create_devices(const ctr_init_ctx *c, int rootfd, vs_error **err) {
   for (size_t i = 0; i < ARRAY_SIZE(default_devices); i++) {
     if (spec_has_device(c->spec, default_devices[i].path))
       continue;
-    ctr_device d = {.type = 'c', .path = (char *)default_devices[i].path,
-                    .major = default_devices[i].major, .minor = default_devices[i].minor,
+    ctr_device d = {.type = 'c',
+                    .path = (char *)default_devices[i].path,
+                    .major = default_devices[i].major,
+                    .minor = default_devices[i].minor,
                     .mode = 0666};
     if (make_device(rootfd, &d, userns, err) < 0)
       return -1;
@@ -275,9 +277,8 @@ static int create_devices(const ctr_init_ctx *c, int rootfd, vs_error **err) {
   if (dev < 0)
     return -1;
   static const char *const links[][2] = {
-      {"/proc/self/fd", "fd"},          {"/proc/self/fd/0", "stdin"},
-      {"/proc/self/fd/1", "stdout"},    {"/proc/self/fd/2", "stderr"},
-      {"/proc/kcore", "core"},
+      {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+      {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"},
   };
   for (size_t i = 0; i < ARRAY_SIZE(links); i++)
     if (symlinkat(links[i][0], dev, links[i][1]) < 0 && errno != EEXIST)
@@ -297,8 +298,8 @@ int ctr_rootfs_setup(const ctr_init_ctx *c, vs_error **err) {
   const ctr_spec *s = c->spec;
   /* Nothing we mount may propagate back to the host: slave (or private) first; the spec's
    * rootfsPropagation is applied to the new root after pivot_root. */
-  unsigned long prop = (s->rootfs_propagation & MS_PRIVATE) ? MS_PRIVATE | MS_REC
-                                                           : MS_SLAVE | MS_REC;
+  unsigned long prop =
+      (s->rootfs_propagation & MS_PRIVATE) ? MS_PRIVATE | MS_REC : MS_SLAVE | MS_REC;
   if (mount(NULL, "/", NULL, prop, NULL) < 0)
     return vs_error_set(err, errno, "set propagation of /");
   if (mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
@@ -346,8 +347,7 @@ int ctr_rootfs_pivot(const ctr_init_ctx *c, vs_error **err) {
 done:
   if (chdir("/") < 0)
     return vs_error_set(err, errno, "chdir /");
-  if (c->spec->rootfs_propagation &&
-      mount(NULL, "/", NULL, c->spec->rootfs_propagation, NULL) < 0)
+  if (c->spec->rootfs_propagation && mount(NULL, "/", NULL, c->spec->rootfs_propagation, NULL) < 0)
     return vs_error_set(err, errno, "linux.rootfsPropagation");
   return 0;
 }

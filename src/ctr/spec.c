@@ -9,8 +9,8 @@
 #include <sys/mount.h>
 
 static const char *const ns_names[CTR_NS_COUNT] = {
-    [CTR_NS_PID] = "pid",   [CTR_NS_NET] = "network", [CTR_NS_MNT] = "mount",
-    [CTR_NS_IPC] = "ipc",   [CTR_NS_UTS] = "uts",     [CTR_NS_USER] = "user",
+    [CTR_NS_PID] = "pid",       [CTR_NS_NET] = "network", [CTR_NS_MNT] = "mount",
+    [CTR_NS_IPC] = "ipc",       [CTR_NS_UTS] = "uts",     [CTR_NS_USER] = "user",
     [CTR_NS_CGROUP] = "cgroup", [CTR_NS_TIME] = "time",
 };
 
@@ -30,14 +30,21 @@ const char *ctr_hook_name(enum ctr_hook_kind k) { return k < CTR_HOOK_COUNT ? ho
 
 static const char *json_type_name(const json_t *j) {
   switch (json_typeof(j)) {
-  case JSON_OBJECT: return "an object";
-  case JSON_ARRAY: return "an array";
-  case JSON_STRING: return "a string";
-  case JSON_INTEGER: return "an integer";
-  case JSON_REAL: return "a number";
+  case JSON_OBJECT:
+    return "an object";
+  case JSON_ARRAY:
+    return "an array";
+  case JSON_STRING:
+    return "a string";
+  case JSON_INTEGER:
+    return "an integer";
+  case JSON_REAL:
+    return "a number";
   case JSON_TRUE:
-  case JSON_FALSE: return "a boolean";
-  default: return "null";
+  case JSON_FALSE:
+    return "a boolean";
+  default:
+    return "null";
   }
 }
 
@@ -159,8 +166,10 @@ static int parse_version(const char *v, vs_error **err) {
   if (n < 3 || (n == 4 && tail != '-' && tail != '+'))
     return vs_error_set(err, 0, "ociVersion: \"%s\" is not a version (MAJOR.MINOR.PATCH)", v);
   if (major != 1)
-    return vs_error_set(err, 0, "ociVersion: version %s is not supported (this runtime implements "
-                        "1.x, up to %s)", v, CTR_OCI_VERSION);
+    return vs_error_set(err, 0,
+                        "ociVersion: version %s is not supported (this runtime implements "
+                        "1.x, up to %s)",
+                        v, CTR_OCI_VERSION);
   return 0;
 }
 
@@ -255,18 +264,30 @@ struct mount_opt {
 };
 
 static const struct mount_opt mount_opts[] = {
-    {"ro", false, MS_RDONLY},         {"rw", true, MS_RDONLY},
-    {"nosuid", false, MS_NOSUID},     {"suid", true, MS_NOSUID},
-    {"nodev", false, MS_NODEV},       {"dev", true, MS_NODEV},
-    {"noexec", false, MS_NOEXEC},     {"exec", true, MS_NOEXEC},
-    {"sync", false, MS_SYNCHRONOUS},  {"async", true, MS_SYNCHRONOUS},
-    {"dirsync", false, MS_DIRSYNC},   {"remount", false, MS_REMOUNT},
-    {"mand", false, MS_MANDLOCK},     {"nomand", true, MS_MANDLOCK},
-    {"atime", true, MS_NOATIME},      {"noatime", false, MS_NOATIME},
-    {"diratime", true, MS_NODIRATIME}, {"nodiratime", false, MS_NODIRATIME},
-    {"relatime", false, MS_RELATIME}, {"norelatime", true, MS_RELATIME},
-    {"strictatime", false, MS_STRICTATIME}, {"nostrictatime", true, MS_STRICTATIME},
-    {"silent", false, MS_SILENT},     {"loud", true, MS_SILENT},
+    {"ro", false, MS_RDONLY},
+    {"rw", true, MS_RDONLY},
+    {"nosuid", false, MS_NOSUID},
+    {"suid", true, MS_NOSUID},
+    {"nodev", false, MS_NODEV},
+    {"dev", true, MS_NODEV},
+    {"noexec", false, MS_NOEXEC},
+    {"exec", true, MS_NOEXEC},
+    {"sync", false, MS_SYNCHRONOUS},
+    {"async", true, MS_SYNCHRONOUS},
+    {"dirsync", false, MS_DIRSYNC},
+    {"remount", false, MS_REMOUNT},
+    {"mand", false, MS_MANDLOCK},
+    {"nomand", true, MS_MANDLOCK},
+    {"atime", true, MS_NOATIME},
+    {"noatime", false, MS_NOATIME},
+    {"diratime", true, MS_NODIRATIME},
+    {"nodiratime", false, MS_NODIRATIME},
+    {"relatime", false, MS_RELATIME},
+    {"norelatime", true, MS_RELATIME},
+    {"strictatime", false, MS_STRICTATIME},
+    {"nostrictatime", true, MS_STRICTATIME},
+    {"silent", false, MS_SILENT},
+    {"loud", true, MS_SILENT},
     {"defaults", false, 0},
 };
 
@@ -274,9 +295,9 @@ static const struct {
   const char *name;
   unsigned long flags;
 } propagation_opts[] = {
-    {"shared", MS_SHARED},   {"rshared", MS_SHARED | MS_REC},
-    {"slave", MS_SLAVE},     {"rslave", MS_SLAVE | MS_REC},
-    {"private", MS_PRIVATE}, {"rprivate", MS_PRIVATE | MS_REC},
+    {"shared", MS_SHARED},         {"rshared", MS_SHARED | MS_REC},
+    {"slave", MS_SLAVE},           {"rslave", MS_SLAVE | MS_REC},
+    {"private", MS_PRIVATE},       {"rprivate", MS_PRIVATE | MS_REC},
     {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
 };
 
@@ -369,7 +390,8 @@ static int parse_namespaces(ctr_spec *s, json_t *a, vs_error **err) {
       return vs_error_set(err, 0, "%s: must be an object", w);
     _cleanup_free_ char *type = NULL;
     char *path = NULL;
-    if (get_string(n, w, "type", true, &type, err) < 0 || get_string(n, w, "path", false, &path, err) < 0)
+    if (get_string(n, w, "type", true, &type, err) < 0 ||
+        get_string(n, w, "path", false, &path, err) < 0)
       return -1;
     int t = -1;
     for (int k = 0; k < CTR_NS_COUNT; k++)
@@ -496,11 +518,13 @@ static int parse_linux(ctr_spec *s, json_t *l, vs_error **err) {
     return -1;
   bool new_user = s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path;
   if ((s->n_uid_maps || s->n_gid_maps) && !new_user)
-    return vs_error_set(err, 0, "linux.uidMappings: mappings need a new user namespace in "
-                                "linux.namespaces");
+    return vs_error_set(err, 0,
+                        "linux.uidMappings: mappings need a new user namespace in "
+                        "linux.namespaces");
   if (new_user && (!s->n_uid_maps || !s->n_gid_maps))
-    return vs_error_set(err, 0, "linux.uidMappings/gidMappings: a new user namespace needs both "
-                                "uid and gid mappings");
+    return vs_error_set(err, 0,
+                        "linux.uidMappings/gidMappings: a new user namespace needs both "
+                        "uid and gid mappings");
   if (get_field(l, w, "devices", JSON_ARRAY, false, &v, err) < 0)
     return -1;
   if (v && parse_devices(s, v, err) < 0)
@@ -654,7 +678,8 @@ static int spec_from_json(ctr_spec *s, bool need_process, vs_error **err) {
   return 0;
 }
 
-int ctr_spec_parse(const char *text, size_t len, bool need_process, ctr_spec **out, vs_error **err) {
+int ctr_spec_parse(const char *text, size_t len, bool need_process, ctr_spec **out,
+                   vs_error **err) {
   json_error_t je;
   ctr_spec *s = vs_malloc0(sizeof(*s));
   s->json = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);

@@ -135,8 +135,8 @@ int ctr_send_fd(int sock, int fd, const char *msg, vs_error **err) {
   char cbuf[CMSG_SPACE(sizeof(int))];
   memset(cbuf, 0, sizeof(cbuf));
   struct iovec iov = {.iov_base = (void *)msg, .iov_len = strlen(msg) + 1};
-  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                      .msg_controllen = sizeof(cbuf)};
+  struct msghdr mh = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
   struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
@@ -154,8 +154,8 @@ int ctr_send_fd(int sock, int fd, const char *msg, vs_error **err) {
 int ctr_recv_fd(int sock, vs_error **err) {
   char cbuf[CMSG_SPACE(sizeof(int))], data[256];
   struct iovec iov = {.iov_base = data, .iov_len = sizeof(data)};
-  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                      .msg_controllen = sizeof(cbuf)};
+  struct msghdr mh = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
   ssize_t r;
   do
     r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);

@@ -35,8 +35,13 @@ TEST(state_round_trip) {
   ctr_runtime rt = {.root = root};
   char *dir = ctr_state_dir(&rt, "c1");
   CHECK_EQ(mkdir(dir, 0700), 0);
-  ctr_state st = {.id = "c1", .pid = getpid(), .bundle = "/b", .rootfs = "/b/rootfs",
-                  .created = "2026-01-01T00:00:00Z", .owner = "", .stored = CTR_STATUS_RUNNING};
+  ctr_state st = {.id = "c1",
+                  .pid = getpid(),
+                  .bundle = "/b",
+                  .rootfs = "/b/rootfs",
+                  .created = "2026-01-01T00:00:00Z",
+                  .owner = "",
+                  .stored = CTR_STATUS_RUNNING};
   st.pid_start = 0;
   st.annotations = json_pack("{s:s}", "k", "v");
   CHECK_EQ(ctr_state_save(&rt, &st, NULL), 0);
@@ -78,8 +83,13 @@ TEST(live_process_is_running_or_created) {
   char *p = strrchr(buf, ')') + 2;
   for (int i = 3; i < 22; i++)
     p = strchr(p, ' ') + 1;
-  ctr_state st = {.id = "c2", .pid = getpid(), .pid_start = strtoull(p, NULL, 10),
-                  .bundle = "", .rootfs = "", .created = "", .owner = "",
+  ctr_state st = {.id = "c2",
+                  .pid = getpid(),
+                  .pid_start = strtoull(p, NULL, 10),
+                  .bundle = "",
+                  .rootfs = "",
+                  .created = "",
+                  .owner = "",
                   .stored = CTR_STATUS_CREATED};
   CHECK_EQ(ctr_state_status(&rt, &st), CTR_STATUS_RUNNING);
   snprintf(path, sizeof(path), "%s/c2/exec.fifo", root);

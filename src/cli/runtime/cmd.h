@@ -37,7 +37,9 @@ int rt_create_opt(int c, ctr_create_opts *o, vs_error **err);
 #define RT_CREATE_LONGOPTS                                                                         \
   {"bundle", required_argument, NULL, 'b'}, {"pid-file", required_argument, NULL, 'p'},            \
       {"console-socket", required_argument, NULL, 'c'}, {"no-pivot", no_argument, NULL, 'N'},      \
-      {"preserve-fds", required_argument, NULL, 'F'},                                              \
-      {"no-new-keyring", no_argument, NULL, 'K'}, {"no-subreaper", no_argument, NULL, 'S'}
+      {"preserve-fds", required_argument, NULL, 'F'}, {"no-new-keyring", no_argument, NULL, 'K'},  \
+  {                                                                                                \
+    "no-subreaper", no_argument, NULL, 'S'                                                         \
+  }
 
 #endif

@@ -11,11 +11,11 @@ static const struct {
   rt_cmd_fn fn;
   bool sealed; /* spawns processes inside a container: run from the sealed copy */
 } commands[] = {
-    {"create", cmd_create, true},   {"start", cmd_start, false},   {"run", cmd_run, true},
-    {"state", cmd_state, false},    {"kill", cmd_kill, false},     {"delete", cmd_delete, false},
-    {"exec", cmd_exec, true},       {"pause", cmd_pause, false},   {"resume", cmd_resume, false},
-    {"ps", cmd_ps, false},          {"list", cmd_list, false},     {"update", cmd_update, false},
-    {"events", cmd_events, false},  {"features", cmd_features, false}, {"spec", cmd_spec, false},
+    {"create", cmd_create, true},  {"start", cmd_start, false},       {"run", cmd_run, true},
+    {"state", cmd_state, false},   {"kill", cmd_kill, false},         {"delete", cmd_delete, false},
+    {"exec", cmd_exec, true},      {"pause", cmd_pause, false},       {"resume", cmd_resume, false},
+    {"ps", cmd_ps, false},         {"list", cmd_list, false},         {"update", cmd_update, false},
+    {"events", cmd_events, false}, {"features", cmd_features, false}, {"spec", cmd_spec, false},
 };
 
 int rt_usage_error(vs_error **err, const char *cmd, const char *fmt, ...) {
@@ -48,12 +48,23 @@ int rt_print_json(json_t *j, bool pretty) {
 
 int rt_create_opt(int c, ctr_create_opts *o, vs_error **err) {
   switch (c) {
-  case 'b': o->bundle = optarg; return 1;
-  case 'p': o->pid_file = optarg; return 1;
-  case 'c': o->console_socket = optarg; return 1;
-  case 'N': o->no_pivot = true; return 1;
-  case 'K': o->no_new_keyring = true; return 1;
-  case 'S': return 1;
+  case 'b':
+    o->bundle = optarg;
+    return 1;
+  case 'p':
+    o->pid_file = optarg;
+    return 1;
+  case 'c':
+    o->console_socket = optarg;
+    return 1;
+  case 'N':
+    o->no_pivot = true;
+    return 1;
+  case 'K':
+    o->no_new_keyring = true;
+    return 1;
+  case 'S':
+    return 1;
   case 'F': {
     char *end;
     long n = strtol(optarg, &end, 10);
@@ -64,7 +75,8 @@ int rt_create_opt(int c, ctr_create_opts *o, vs_error **err) {
     o->preserve_fds = (int)n;
     return 1;
   }
-  default: return 0;
+  default:
+    return 0;
   }
 }
 
@@ -82,18 +94,22 @@ int main(int argc, char **argv) {
   vs_log_level level = VS_LOG_WARN;
   _cleanup_error_ vs_error *err = NULL;
   static const struct option opts[] = {
-      {"root", required_argument, NULL, 'r'},      {"log", required_argument, NULL, 'l'},
+      {"root", required_argument, NULL, 'r'},       {"log", required_argument, NULL, 'l'},
       {"log-format", required_argument, NULL, 'f'}, {"debug", no_argument, NULL, 'd'},
-      {"systemd-cgroup", no_argument, NULL, 's'},  {"rootless", required_argument, NULL, 'R'},
-      {"criu", required_argument, NULL, 'C'},      {"help", no_argument, NULL, 'h'},
-      {"version", no_argument, NULL, 'v'},         {NULL, 0, NULL, 0},
+      {"systemd-cgroup", no_argument, NULL, 's'},   {"rootless", required_argument, NULL, 'R'},
+      {"criu", required_argument, NULL, 'C'},       {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'v'},          {NULL, 0, NULL, 0},
   };
   int c;
   /* "+": stop at the command name; its options are the command's. */
   while ((c = getopt_long(argc, argv, "+hv", opts, NULL)) != -1) {
     switch (c) {
-    case 'r': root = optarg; break;
-    case 'l': log_path = optarg; break;
+    case 'r':
+      root = optarg;
+      break;
+    case 'l':
+      log_path = optarg;
+      break;
     case 'f':
       if (!strcmp(optarg, "json"))
         fmt = VS_LOG_FORMAT_JSON;
@@ -102,16 +118,25 @@ int main(int argc, char **argv) {
         return 2;
       }
       break;
-    case 'd': level = VS_LOG_DEBUG; break;
+    case 'd':
+      level = VS_LOG_DEBUG;
+      break;
     case 's':
       fprintf(stderr, "vessel-runtime: --systemd-cgroup is not supported: use the cgroupfs "
                       "cgroup manager\n");
       return 2;
     case 'R':
-    case 'C': break;
-    case 'v': printf("vessel-runtime version 0.1.0\nspec: %s\n", CTR_OCI_VERSION); return 0;
-    case 'h': usage(); return 0;
-    default: usage(); return 2;
+    case 'C':
+      break;
+    case 'v':
+      printf("vessel-runtime version 0.1.0\nspec: %s\n", CTR_OCI_VERSION);
+      return 0;
+    case 'h':
+      usage();
+      return 0;
+    default:
+      usage();
+      return 2;
     }
   }
   if (log_path && log_path[0]) {
