@@ -519,6 +519,10 @@ static int child_pure_v2(void) {
   size_t n = 0;
   if (ctr_cgroup_pids(cg, &pids, &n, &err) < 0 || n != 1 || pids[0] != child)
     return 19;
+  json_t *stats = ctr_cgroup_stats(cg, &err);
+  if (!stats || !json_is_object(json_object_get(stats, "cpu")))
+    return 22;
+  json_decref(stats);
   free(pids);
   if (ctr_cgroup_kill(cg, SIGKILL, &err) < 0 || waitpid(child, NULL, 0) != child)
     return 20;
