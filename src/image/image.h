@@ -236,6 +236,7 @@ typedef struct vs_registry_opts {
                             ~/.docker/config.json */
   const char *platform;  /* "linux/amd64" default */
   int parallel;          /* concurrent blob transfers (default 4) */
+  uint64_t chunk_size;   /* push: PATCH chunks of this size; 0 = monolithic up to 64 MiB */
   bool quiet;
   int progress_fd; /* where progress goes (stderr) */
 } vs_registry_opts;

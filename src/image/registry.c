@@ -269,11 +269,7 @@ static int http_status_error(reg_client *c, const http_reply *r, const char *wha
                      : r->status == 429 ? "too many requests (rate limited)"
                      : r->status >= 500 ? "registry server error"
                                         : "unexpected reply";
-  return vs_error_set(err,
-                      r->status == 404   ? ENOENT
-                      : r->status == 401 ? EACCES
-                                         : EIO,
-                      "%s: %s: %s (HTTP %ld)%s%s", c->display, what, kind, r->status,
+  return vs_error_set(err, 0, "%s: %s: %s (HTTP %ld)%s%s", c->display, what, kind, r->status,
                       detail ? ": " : "", detail ? detail : "");
 }
 
@@ -1026,10 +1022,11 @@ static int push_blob(reg_client *c, vs_store *s, const char *digest, const char 
   _cleanup_free_ char *loc = absolute_location(c, r.location);
   reply_clear(&r);
   uint64_t size = (uint64_t)st.st_size;
-  if (size > CHUNK_THRESHOLD) {
+  uint64_t chunk = c->o->chunk_size ? c->o->chunk_size : CHUNK_SIZE;
+  if (size > (c->o->chunk_size ? c->o->chunk_size : CHUNK_THRESHOLD)) {
     /* Chunked: PATCH pieces in order, each reply tells where the next one goes. */
     for (uint64_t off = 0; off < size;) {
-      uint64_t n = size - off < CHUNK_SIZE ? size - off : CHUNK_SIZE;
+      uint64_t n = size - off < chunk ? size - off : chunk;
       lseek(fd, (off_t)off, SEEK_SET);
       upload_src src = {.fd = fd, .left = n};
       _cleanup_free_ char *range = vs_asprintf("Content-Range: %llu-%llu", (unsigned long long)off,
@@ -1168,7 +1165,7 @@ static int save_auth(const vs_registry_opts *o, const char *registry, const char
     json_object_set_new(auths, registry, json_pack("{s:s}", "auth", b64));
   else if (json_object_del(auths, registry) < 0) {
     json_decref(j);
-    return vs_error_set(err, ENOENT, "not logged in to %s", registry);
+    return vs_error_set(err, 0, "not logged in to %s", registry);
   }
   _cleanup_free_ char *dir = vs_strdup(file);
   char *slash = strrchr(dir, '/');

@@ -183,3 +183,103 @@ http:
 def skopeo_push(layout, tag, dest, extra=()):
     subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", *extra,
                     f"oci:{layout}:{tag}", f"docker://{dest}"], check=True)
+
+
+class AuthProxy:
+    """A front for a Registry that demands Bearer tokens (issued by its own /token endpoint for
+    basic credentials user:secret) and can inject faults: `faults` maps a path substring to a
+    list of actions consumed one per matching request: "429", "500", "drop" (close the
+    connection halfway through the body), "stall" (pause 5 s halfway through the body)."""
+
+    def __init__(self, upstream, user="user", password="secret"):
+        import base64
+        import http.client
+        import http.server
+        import threading
+
+        self.upstream = upstream
+        self.faults = {}
+        self.token_requests = []
+        proxy = self
+        good_basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _fault(self):
+                for key, actions in proxy.faults.items():
+                    if key in self.path and actions:
+                        return actions.pop(0)
+                return None
+
+            def _reply(self, code, body=b"", headers=()):
+                self.send_response(code)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _handle(self):
+                if self.path.startswith("/token"):
+                    proxy.token_requests.append(self.path)
+                    if self.headers.get("Authorization") != good_basic:
+                        return self._reply(401, b'{"details":"bad credentials"}')
+                    return self._reply(200, b'{"token":"tok-123"}')
+                if self.headers.get("Authorization") != "Bearer tok-123":
+                    scope = ""
+                    parts = self.path.split("/")
+                    if len(parts) > 4:
+                        scope = f',scope="repository:{"/".join(parts[2:-2])}:pull"'
+                    return self._reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}', [
+                        ("WWW-Authenticate",
+                         f'Bearer realm="http://{proxy.host}/token",service="test"{scope}'),
+                        ("Content-Type", "application/json")])
+                fault = self._fault()
+                if fault in ("429", "500"):
+                    return self._reply(int(fault), b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}')
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                c = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                hdrs = {k: v for k, v in self.headers.items()
+                        if k.lower() not in ("authorization", "host", "connection")}
+                c.request(self.command, self.path, body=body, headers=hdrs)
+                r = c.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        if k.lower() == "location":
+                            v = v.replace(proxy.upstream, proxy.host)
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                if fault == "stall":
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    time.sleep(5)
+                if fault == "drop":
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -357,3 +357,112 @@ def test_load_save_round_trip_with_podman(vessel, tmp_path):
                        env=dict(os.environ, CONTAINERS_CONF=str(ptmp / "containers.conf")),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(ptmp, ignore_errors=True)
+
+
+@pytest.fixture
+def auth_proxy(registry, seeded):
+    p = oi.AuthProxy(registry.host)
+    yield p
+    p.stop()
+
+
+def test_bearer_auth_login_and_logout(vessel, auth_proxy, tmp_path):
+    authfile = tmp_path / "auth.json"
+    img = f"{auth_proxy.host}/test/bb:latest"
+    p = vessel("pull", "--authfile", str(authfile), img, check=False)
+    assert p.returncode != 0 and img in p.stderr and "token server" in p.stderr
+    p = vessel("login", "--authfile", str(authfile), "-u", "user", "-p", "wrong",
+               auth_proxy.host, check=False)
+    assert p.returncode != 0
+    vessel("login", "--authfile", str(authfile), "-u", "user", "-p", "secret", auth_proxy.host)
+    assert auth_proxy.host in json.loads(authfile.read_text())["auths"]
+    vessel("pull", "--authfile", str(authfile), img)
+    assert any("scope=repository%3Atest%2Fbb%3Apull" in r for r in auth_proxy.token_requests)
+    vessel("logout", "--authfile", str(authfile), auth_proxy.host)
+    assert auth_proxy.host not in authfile.read_text()
+
+
+def test_transient_registry_errors_are_retried(vessel, auth_proxy, seeded, tmp_path):
+    authfile = tmp_path / "auth.json"
+    vessel("login", "--authfile", str(authfile), "-u", "user", "-p", "secret", auth_proxy.host)
+    m = json.loads((seeded["layout"] / "blobs/sha256" / seeded["bb"]["digest"][7:]).read_text())
+    big = m["layers"][0]["digest"]
+    auth_proxy.faults = {"/manifests/": ["429", "500"], big: ["drop"]}
+    p = vessel("pull", "--authfile", str(authfile), f"{auth_proxy.host}/test/bb:latest")
+    assert "retrying" in p.stderr
+    assert (pathlib.Path(vessel.root) / "blobs/sha256" / big[7:]).exists()
+    # errors that persist are reported with the image and the problem
+    auth_proxy.faults = {"/manifests/": ["500"] * 5}
+    p = vessel("pull", "--authfile", str(authfile), f"{auth_proxy.host}/test/bb:v9", check=False)
+    assert p.returncode != 0 and "test/bb:v9" in p.stderr and "HTTP 500" in p.stderr
+
+
+def test_chunked_push(vessel, registry, seeded):
+    img = f"{registry.host}/test/bb:latest"
+    vessel("pull", "-q", img)
+    dest = f"{registry.host}/chunked/copy:v1"
+    vessel("push", "--chunk-size", "100000", img, dest)
+    raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{dest}"],
+                         check=True, stdout=subprocess.PIPE).stdout
+    assert oi.sha(raw) == seeded["bb"]["digest"]
+    out = pathlib.Path(vessel.root).parent / "chk"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{dest}",
+                    f"oci:{out}:x"], check=True)
+
+
+def test_killed_pull_leaves_nothing_trusted(vessel, auth_proxy, seeded, tmp_path):
+    import signal
+    import time
+    authfile = tmp_path / "auth.json"
+    vessel("login", "--authfile", str(authfile), "-u", "user", "-p", "secret", auth_proxy.host)
+    m = json.loads((seeded["layout"] / "blobs/sha256" / seeded["bb"]["digest"][7:]).read_text())
+    big = m["layers"][0]["digest"]
+    auth_proxy.faults = {big: ["stall"]}
+    img = f"{auth_proxy.host}/test/bb:latest"
+    p = subprocess.Popen([vessel.bin, "--root", vessel.root, "pull", "--authfile", str(authfile),
+                          img], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = pathlib.Path(vessel.root)
+    for _ in range(100):  # wait until the stalled download has started writing
+        if (store / "tmp").is_dir() and any((store / "tmp").iterdir()):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (store / "blobs/sha256" / big[7:]).exists()
+    assert not (store / "repositories.json").exists() or "test/bb" not in \
+        (store / "repositories.json").read_text()
+    assert vessel("images", "-q").stdout.strip() == ""
+    vessel("image", "prune")
+    assert list((store / "tmp").iterdir()) == []
+    vessel("pull", "--authfile", str(authfile), img)
+    cid, root = mount_image(vessel, img)
+    assert (root / "etc/hello").read_text() == "hello\n"
+    vessel("rm", cid)
+
+
+def test_pull_during_prune_and_rmi(vessel, registry, seeded):
+    img = f"{registry.host}/test/bb:latest"
+    for _ in range(3):
+        pulls = [subprocess.Popen([vessel.bin, "--root", vessel.root, "pull", "-q", img],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+        prune = subprocess.Popen([vessel.bin, "--root", vessel.root, "image", "prune"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for p in pulls + [prune]:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+        cid, root = mount_image(vessel, img)
+        assert (root / "etc/hello").read_text() == "hello\n"
+        vessel("rm", cid)
+        rmi = subprocess.Popen([vessel.bin, "--root", vessel.root, "rmi", img],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        pull = subprocess.Popen([vessel.bin, "--root", vessel.root, "pull", "-q", img],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        rmi.communicate(timeout=300)
+        _, err = pull.communicate(timeout=300)
+        assert pull.returncode == 0, err
+        # whichever finished last, the store is consistent: a tagged image has all its layers
+        if img.split("/", 1)[1] in vessel("images").stdout:
+            cid, root = mount_image(vessel, img)
+            vessel("rm", cid)

@@ -7,15 +7,12 @@
 #include <termios.h>
 
 int vessel_registry_args(int argc, char **argv, vs_registry_opts *o, vs_error **err) {
-  static const struct option opts[] = {{"tls-verify", optional_argument, 0, 't'},
-                                       {"authfile", required_argument, 0, 'a'},
-                                       {"platform", required_argument, 0, 'p'},
-                                       {"quiet", no_argument, 0, 'q'},
-                                       {"username", required_argument, 0, 'u'},
-                                       {"password", required_argument, 0, 'P'},
-                                       {"password-stdin", no_argument, 0, 'S'},
-                                       {"jobs", required_argument, 0, 'j'},
-                                       {0, 0, 0, 0}};
+  static const struct option opts[] = {
+      {"tls-verify", optional_argument, 0, 't'}, {"authfile", required_argument, 0, 'a'},
+      {"platform", required_argument, 0, 'p'},   {"quiet", no_argument, 0, 'q'},
+      {"username", required_argument, 0, 'u'},   {"password", required_argument, 0, 'P'},
+      {"password-stdin", no_argument, 0, 'S'},   {"jobs", required_argument, 0, 'j'},
+      {"chunk-size", required_argument, 0, 'C'}, {0, 0, 0, 0}};
   *o = (vs_registry_opts){.tls_verify = 1, .platform = "linux/amd64", .progress_fd = 2};
   int c;
   optind = 1;
@@ -36,6 +33,9 @@ int vessel_registry_args(int argc, char **argv, vs_registry_opts *o, vs_error **
       break;
     case 'j':
       o->parallel = atoi(optarg);
+      break;
+    case 'C':
+      o->chunk_size = strtoull(optarg, NULL, 10);
       break;
     case 'u':
     case 'P':
