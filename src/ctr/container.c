@@ -40,18 +40,9 @@ static char *oci_state_text(const ctr_runtime *rt, const ctr_state *st, const ch
 }
 
 static int connect_console(const char *path, vs_error **err) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(sa.sun_path))
-    return vs_error_set(err, ENAMETOOLONG, "--console-socket %s", path);
-  strcpy(sa.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = vs_unix_connect(path, err);
   if (fd < 0)
-    return vs_error_set(err, errno, "socket");
-  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-    int e = errno;
-    close(fd);
-    return vs_error_set(err, e, "connect to --console-socket %s", path);
-  }
+    return vs_error_wrap(err, "--console-socket");
   return fd;
 }
 
@@ -418,7 +409,7 @@ static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err)
   if (ctr_state_save(rt, st, err) < 0)
     return -1;
   ctr_spec *spec = NULL;
-  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTART]) {
+  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTART]) {
     _cleanup_free_ char *text = oci_state_text(rt, st, NULL);
     vs_error *e = NULL;
     if (ctr_hooks_run(spec, CTR_HOOK_POSTSTART, text, &e) < 0) {
@@ -453,7 +444,7 @@ static void wait_gone(ctr_state *st, ctr_cgroup *cg) {
       return;
     /* Reap it if it is our child (run, or create's rollback). */
     waitpid(st->pid, NULL, WNOHANG);
-    struct timespec ts = {0, 10 * 1000 * 1000};
+    struct timespec ts = {0, 10L * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
 }
@@ -478,7 +469,7 @@ static int destroy_container(const ctr_runtime *rt, ctr_state *st, bool run_post
   wait_gone(st, cg);
   if (run_poststop && st->started) {
     ctr_spec *spec = NULL;
-    if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
+    if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
       _cleanup_free_ char *text = oci_state_text(rt, st, "stopped");
       vs_error *e = NULL;
       if (ctr_hooks_run(spec, CTR_HOOK_POSTSTOP, text, &e) < 0) {
@@ -629,7 +620,7 @@ int ctr_run(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_
     sigprocmask(SIG_BLOCK, &set, &old);
   create_result r;
   int status = -1;
-  if (create_container(rt, id, o, &r, err) < 0)
+  if (create_container(rt, id, o, &r, err) < 0 || !r.state)
     goto out;
   if (start_container(rt, r.state, err) < 0) {
     destroy_container(rt, r.state, false, NULL);

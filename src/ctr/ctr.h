@@ -17,7 +17,7 @@
 #define CTR_DEFAULT_ROOT "/run/vessel-runtime"
 #define CTR_OCI_VERSION "1.2.0"
 #define CTR_ID_MAX 255
-#define CTR_SPEC_MAX_BYTES (4u << 20)
+#define CTR_SPEC_MAX_BYTES (4U << 20)
 
 /* ------------------------------------------------------------------ spec */
 

@@ -154,6 +154,8 @@ static void chown_stdio(const ctr_process *p) {
 int ctr_process_exec(const ctr_process *p, json_t *linux_json, const char *exe, int preserve_fds,
                      vs_error **err) {
   json_t *pj = p->json;
+  if (!exe || !p->args)
+    return vs_error_set(err, EINVAL, "exec: no program");
   json_t *seccomp = linux_json ? json_object_get(linux_json, "seccomp") : NULL;
   if (ctr_rlimits_apply(json_object_get(pj, "rlimits"), err) < 0)
     return -1;
@@ -194,7 +196,8 @@ int ctr_process_exec(const ctr_process *p, json_t *linux_json, const char *exe, 
   sigprocmask(SIG_SETMASK, &none, NULL);
   if (p->no_new_privileges && ctr_seccomp_load(seccomp, err) < 0)
     return -1;
-  execve(exe, p->args, p->env);
+  char *const no_env[] = {NULL};
+  execve(exe, p->args, p->env ? p->env : no_env);
   return vs_error_set(err, errno, "exec %s", exe);
 }
 

@@ -150,6 +150,8 @@ static bool path_has_dotdot(const char *p) {
 }
 
 static int check_abs_path(const char *where, const char *p, vs_error **err) {
+  if (!p)
+    return vs_error_set(err, 0, "%s: required field is missing", where);
   if (p[0] != '/')
     return vs_error_set(err, 0, "%s: \"%s\" must be an absolute path", where, p);
   if (path_has_dotdot(p))
@@ -159,11 +161,26 @@ static int check_abs_path(const char *where, const char *p, vs_error **err) {
   return 0;
 }
 
+static bool parse_version_number(const char **s, unsigned long *out) {
+  if (**s < '0' || **s > '9')
+    return false;
+  char *end;
+  errno = 0;
+  *out = strtoul(*s, &end, 10);
+  if (errno)
+    return false;
+  *s = end;
+  return true;
+}
+
 static int parse_version(const char *v, vs_error **err) {
-  unsigned major, minor, patch;
-  char tail;
-  int n = sscanf(v, "%u.%u.%u%c", &major, &minor, &patch, &tail);
-  if (n < 3 || (n == 4 && tail != '-' && tail != '+'))
+  if (!v)
+    return vs_error_set(err, 0, "ociVersion: required field is missing");
+  unsigned long major, minor, patch;
+  const char *s = v;
+  bool ok = parse_version_number(&s, &major) && *s++ == '.' && parse_version_number(&s, &minor) &&
+            *s++ == '.' && parse_version_number(&s, &patch) && (*s == 0 || *s == '-' || *s == '+');
+  if (!ok)
     return vs_error_set(err, 0, "ociVersion: \"%s\" is not a version (MAJOR.MINOR.PATCH)", v);
   if (major != 1)
     return vs_error_set(err, 0,
@@ -230,11 +247,11 @@ static int parse_process(json_t *j, ctr_process *p, vs_error **err) {
       p->additional_gids[i] = (gid_t)json_integer_value(g);
     }
   }
-  if (get_string(j, w, "cwd", true, &p->cwd, err) < 0)
+  if (get_string(j, w, "cwd", true, &p->cwd, err) < 0 || !p->cwd)
     return -1;
   if (p->cwd[0] != '/')
     return vs_error_set(err, 0, "process.cwd: \"%s\" must be an absolute path", p->cwd);
-  if (get_strv(j, w, "args", true, &p->args, err) < 0)
+  if (get_strv(j, w, "args", true, &p->args, err) < 0 || !p->args)
     return -1;
   if (!p->args[0] || !p->args[0][0])
     return vs_error_set(err, 0, "process.args: must name the program to run (empty)");
@@ -350,7 +367,7 @@ static int parse_mount(json_t *j, size_t idx, ctr_mount *m, vs_error **err) {
       continue;
     }
     for (size_t k = 0; k < ARRAY_SIZE(mount_opts); k++) {
-      if (strcmp(o, mount_opts[k].name))
+      if (strcmp(o, mount_opts[k].name) != 0)
         continue;
       known = true;
       if (mount_opts[k].clear)
@@ -604,7 +621,7 @@ static int parse_hooks(ctr_spec *s, json_t *h, vs_error **err) {
       if (get_string(e, w, "path", true, &hk->path, err) < 0 ||
           get_strv(e, w, "args", false, &hk->args, err) < 0 ||
           get_strv(e, w, "env", false, &hk->env, err) < 0 ||
-          get_int_range(e, w, "timeout", false, 1, 86400, &t, NULL, err) < 0)
+          get_int_range(e, w, "timeout", false, 1, 86400, &t, NULL, err) < 0 || !hk->path)
         return -1;
       if (hk->path[0] != '/')
         return vs_error_set(err, 0, "%s.path: \"%s\" must be an absolute path", w, hk->path);
@@ -628,7 +645,7 @@ static int spec_from_json(ctr_spec *s, bool need_process, vs_error **err) {
     return -1;
   if (root) {
     if (get_string(root, "root", "path", true, &s->root_path, err) < 0 ||
-        get_bool(root, "root", "readonly", &s->root_readonly, err) < 0)
+        get_bool(root, "root", "readonly", &s->root_readonly, err) < 0 || !s->root_path)
       return -1;
     if (!s->root_path[0])
       return vs_error_set(err, 0, "root.path: must not be empty");

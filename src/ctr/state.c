@@ -134,7 +134,7 @@ int ctr_state_load(const ctr_runtime *rt, const char *id, ctr_state **out, vs_er
                         id);
   _cleanup_free_ char *text = NULL;
   size_t len;
-  if (vs_read_file(path, 64u << 20, &text, &len, err) < 0)
+  if (vs_read_file(path, 64U << 20, &text, &len, err) < 0)
     return vs_error_wrap(err, "container %s", id);
   json_error_t je;
   json_t *j = json_loadb(text, len, 0, &je);

@@ -45,7 +45,9 @@ static int mkdir_p_in_root_depth(int rootfd, const char *path, mode_t mode, int 
       return vs_error_set(err, errno, "mkdir %s in the container root", p);
     char *slash = strrchr(p, '/');
     const char *base = slash ? slash + 1 : p;
-    _cleanup_free_ char *parent = slash ? strndup(p, (size_t)(slash - p)) : vs_strdup("/");
+    _cleanup_free_ char *parent = vs_strdup(slash ? p : "/");
+    if (slash)
+      parent[slash - p] = 0;
     _cleanup_close_ int pfd =
         vs_openat_in_root(rootfd, *parent ? parent : "/", O_PATH | O_DIRECTORY, 0, err);
     if (pfd < 0)

@@ -62,9 +62,7 @@ TEST(state_round_trip) {
   CHECK(ids && ids[0] && !strcmp(ids[0], "c1") && !ids[1]);
   ctr_strv_free(ids);
   json_decref(st.annotations);
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
-  CHECK_EQ(system(cmd), 0);
+  CHECK_EQ(vs_rm_rf(root, NULL), 0);
   free(dir);
 }
 
@@ -97,9 +95,7 @@ TEST(live_process_is_running_or_created) {
   CHECK_EQ(ctr_state_status(&rt, &st), CTR_STATUS_CREATED);
   st.stored = CTR_STATUS_CREATING;
   CHECK_EQ(ctr_state_status(&rt, &st), CTR_STATUS_CREATING);
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
-  CHECK_EQ(system(cmd), 0);
+  CHECK_EQ(vs_rm_rf(root, NULL), 0);
 }
 
 TEST(corrupt_state_is_an_error) {
@@ -122,9 +118,7 @@ TEST(corrupt_state_is_an_error) {
   CHECK(ctr_state_load(&rt, "nope", &st, &e) < 0);
   CHECK_CONTAINS(e->msg, "does not exist");
   vs_error_free(e);
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
-  CHECK_EQ(system(cmd), 0);
+  CHECK_EQ(vs_rm_rf(root, NULL), 0);
 }
 
 int main(void) { return tap_run(); }

@@ -78,7 +78,8 @@ int cmd_exec(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
       process_file = optarg;
       break;
     case PRESERVE:
-      o.preserve_fds = atoi(optarg);
+      if (rt_parse_count(optarg, "--preserve-fds", &o.preserve_fds, err) < 0)
+        goto out;
       break;
     case 't':
       tty = true;
@@ -92,9 +93,13 @@ int cmd_exec(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
     case 'u':
       user = optarg;
       break;
-    case 'g':
-      json_array_append_new(gids, json_integer(atoll(optarg)));
+    case 'g': {
+      int gid;
+      if (rt_parse_count(optarg, "--additional-gids", &gid, err) < 0)
+        goto out;
+      json_array_append_new(gids, json_integer(gid));
       break;
+    }
     case 'd':
       o.detach = true;
       break;

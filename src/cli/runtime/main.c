@@ -46,6 +46,16 @@ int rt_print_json(json_t *j, bool pretty) {
   return 0;
 }
 
+int rt_parse_count(const char *s, const char *option, int *out, vs_error **err) {
+  char *end;
+  errno = 0;
+  long n = strtol(s, &end, 10);
+  if (errno || end == s || *end || n < 0 || n > INT32_MAX)
+    return vs_error_set(err, 0, "%s: \"%s\" is not a non-negative number", option, s);
+  *out = (int)n;
+  return 0;
+}
+
 int rt_create_opt(int c, ctr_create_opts *o, vs_error **err) {
   switch (c) {
   case 'b':
@@ -65,16 +75,8 @@ int rt_create_opt(int c, ctr_create_opts *o, vs_error **err) {
     return 1;
   case 'S':
     return 1;
-  case 'F': {
-    char *end;
-    long n = strtol(optarg, &end, 10);
-    if (*end || n < 0 || n > 1 << 20) {
-      vs_error_set(err, 0, "--preserve-fds: \"%s\" is not a count of descriptors", optarg);
-      return -1;
-    }
-    o->preserve_fds = (int)n;
-    return 1;
-  }
+  case 'F':
+    return rt_parse_count(optarg, "--preserve-fds", &o->preserve_fds, err) < 0 ? -1 : 1;
   default:
     return 0;
   }
@@ -113,7 +115,7 @@ int main(int argc, char **argv) {
     case 'f':
       if (!strcmp(optarg, "json"))
         fmt = VS_LOG_FORMAT_JSON;
-      else if (strcmp(optarg, "text")) {
+      else if (strcmp(optarg, "text") != 0) {
         fprintf(stderr, "vessel-runtime: --log-format: \"%s\" is not text or json\n", optarg);
         return 2;
       }
@@ -156,7 +158,7 @@ int main(int argc, char **argv) {
   int cargc = argc - optind;
   char **cargv = argv + optind;
   for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
-    if (strcmp(cargv[0], commands[i].name))
+    if (strcmp(cargv[0], commands[i].name) != 0)
       continue;
     if (commands[i].sealed && ctr_reexec_sealed(argv, &err) < 0) {
       vs_error_print(err, "vessel-runtime");
