@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
+#include <sys/syscall.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -429,7 +431,7 @@ TEST(hybrid_hugetlb_lives_on_the_unified_hierarchy) {
 }
 
 /* errno of open(path) by a process that joined cg first (0 = it opened). */
-static int open_errno_in_cgroup(ctr_cgroup *cg, const char *path) {
+static int open_errno_in_cgroup(ctr_cgroup *cg, const char *path, int flags) {
   int pfd[2];
   if (pipe(pfd) < 0)
     return -1;
@@ -439,7 +441,7 @@ static int open_errno_in_cgroup(ctr_cgroup *cg, const char *path) {
     close(pfd[1]);
     if (read(pfd[0], &c, 1) != 1)
       _exit(255);
-    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    int fd = open(path, flags | O_NONBLOCK);
     _exit(fd < 0 ? errno : 0);
   }
   close(pfd[0]);
@@ -488,9 +490,9 @@ static int child_pure_v2(void) {
   }
   json_decref(res);
   if (access("/dev/kmsg", F_OK) == 0) {
-    if (open_errno_in_cgroup(cg, "/dev/null") != 0)
+    if (open_errno_in_cgroup(cg, "/dev/null", O_RDONLY) != 0)
       return 30;
-    if (open_errno_in_cgroup(cg, "/dev/kmsg") != EPERM)
+    if (open_errno_in_cgroup(cg, "/dev/kmsg", O_RDONLY) != EPERM)
       return 31;
     json_t *devs = json_loads("[{\"path\":\"/dev/kmsg\",\"type\":\"c\",\"major\":1,"
                               "\"minor\":11}]",
@@ -498,8 +500,39 @@ static int child_pure_v2(void) {
     if (ctr_cgroup_allow_devices(cg, devs, &err) < 0)
       return 32;
     json_decref(devs);
-    if (open_errno_in_cgroup(cg, "/dev/kmsg") != 0)
+    if (open_errno_in_cgroup(cg, "/dev/kmsg", O_RDONLY) != 0)
       return 33;
+    /* Later rules win: read allowed, write denied again for the same device. */
+    json_t *later = json_loads("[{\"allow\":false,\"access\":\"rwm\"},"
+                               "{\"allow\":true,\"type\":\"c\",\"major\":1,\"minor\":11,"
+                               "\"access\":\"rw\"},"
+                               "{\"allow\":false,\"type\":\"c\",\"major\":1,\"minor\":11,"
+                               "\"access\":\"w\"}]",
+                               0, NULL);
+    int prog_fd = -1;
+    if (cg_v2_devices_attach(&cg->d[0], later, NULL, &prog_fd, &err) < 0)
+      return 34;
+    /* Both filters are attached now (all must allow): drop the wider one from create. */
+    int first = cg->bpf_fd;
+    cg->bpf_fd = prog_fd;
+    json_decref(later);
+    if (first >= 0) {
+      union bpf_attr attr;
+      memset(&attr, 0, sizeof(attr));
+      _cleanup_close_ int cgfd = open(cg->d[0].path, O_RDONLY | O_DIRECTORY);
+      attr.target_fd = (uint32_t)cgfd;
+      attr.attach_bpf_fd = (uint32_t)first;
+      attr.attach_type = BPF_CGROUP_DEVICE;
+      if (syscall(SYS_bpf, BPF_PROG_DETACH, &attr, sizeof(attr)) < 0)
+        return 35;
+      close(first);
+    }
+    if (open_errno_in_cgroup(cg, "/dev/kmsg", O_RDONLY) != 0)
+      return 36;
+    if (open_errno_in_cgroup(cg, "/dev/kmsg", O_WRONLY) != EPERM)
+      return 37;
+    if (open_errno_in_cgroup(cg, "/dev/zero", O_RDONLY) != 0) /* runc's defaults */
+      return 38;
   }
   pid_t child = fork();
   if (child == 0) {
