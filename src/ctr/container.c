@@ -319,7 +319,9 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
     goto fail;
   if ((flags & CLONE_NEWUSER) && write_id_maps(pid, s, err) < 0)
     goto fail;
-  if (ctr_sync_send(sp[0], SYNC_GO, NULL) < 0) {
+  /* The init may have failed already (it sets up its root before waiting for GO): then the
+   * send fails and its error message is what run_parent_side() reads next. */
+  if (ctr_sync_send(sp[0], SYNC_GO, NULL) < 0 && errno != EPIPE && errno != ECONNRESET) {
     vs_error_set(err, errno, "sync with the container init");
     goto fail;
   }
