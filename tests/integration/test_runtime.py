@@ -152,6 +152,8 @@ def test_create_start_state_kill_delete(rt):
     rt.detached("create", "--bundle", str(rt.bundle), "--pid-file", str(rt.bundle / "pid"), cid)
     st = rt.state(cid)
     assert st["status"] == "created"
+    # the waiting init runs from the sealed memfd copy, not from the binary on disk
+    assert os.readlink(f"/proc/{st['pid']}/exe").startswith("/memfd:vessel-runtime")
     assert st["id"] == cid and st["bundle"] == str(rt.bundle)
     assert int((rt.bundle / "pid").read_text()) == st["pid"]
     assert cgroup_dirs(cid), "no cgroup for the created container"
