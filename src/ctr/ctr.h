@@ -59,7 +59,8 @@ typedef struct ctr_mount {
   unsigned long flags;       /* MS_* flags to set */
   unsigned long propagation; /* MS_SHARED/MS_SLAVE/MS_PRIVATE/MS_UNBINDABLE (| MS_REC), 0 = none */
   bool bind, recursive;
-  char *data; /* file-system specific options, comma separated; NULL if none */
+  bool tmpcopyup; /* tmpfs starts with a copy of what the image has at the destination */
+  char *data;     /* file-system specific options, comma separated; NULL if none */
 } ctr_mount;
 
 typedef struct ctr_device {

@@ -352,9 +352,12 @@ static int parse_mount(json_t *j, size_t idx, ctr_mount *m, vs_error **err) {
   for (size_t i = 0; opts && opts[i]; i++) {
     const char *o = opts[i];
     bool known = false;
-    /* runc/crun extensions that are not kernel options: tmpcopyup would copy the image's
-     * files into the tmpfs; we mount it empty (podman's read-only tmpfs mounts). */
-    if (!strcmp(o, "tmpcopyup") || !strcmp(o, "notmpcopyup") || !strcmp(o, "copy-symlink"))
+    /* runc/crun extensions that are not kernel options (podman uses tmpcopyup) */
+    if (!strcmp(o, "tmpcopyup") || !strcmp(o, "notmpcopyup")) {
+      m->tmpcopyup = o[0] == 't';
+      continue;
+    }
+    if (!strcmp(o, "copy-symlink"))
       continue;
     if (!strcmp(o, "bind") || !strcmp(o, "rbind")) {
       m->bind = true;

@@ -484,3 +484,21 @@ def test_joined_namespace_time_offsets_devices_sysctls(rt):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_tmpfs_copy_up(rt):
+    (rt.bundle / "rootfs/etc/sub").mkdir()
+    (rt.bundle / "rootfs/etc/sub/file").write_text("from-image\n")
+    os.symlink("sub/file", rt.bundle / "rootfs/etc/link")
+    c = rt.config()
+    c["mounts"].append({"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+                        "options": ["rw", "nosuid", "tmpcopyup"]})
+    c["process"]["args"] = ["sh", "-c", "cat /etc/link; echo new > /etc/new; "
+                                        "grep ' /etc ' /proc/self/mountinfo | grep -c tmpfs"]
+    rt.write_config(c)
+    cid = new_id()
+    r = rt.cmd("run", "--bundle", str(rt.bundle), cid)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["from-image", "1"]
+    assert not (rt.bundle / "rootfs/etc/new").exists(), "wrote through to the image"
+    assert_nothing_left(rt, cid)
