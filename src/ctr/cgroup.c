@@ -315,6 +315,9 @@ void ctr_cgroup_free(ctr_cgroup *cg) {
     free(cg->d[i].path);
   }
   free(cg->d);
+  json_decref(cg->dev_rules);
+  if (cg->bpf_fd >= 0)
+    close(cg->bpf_fd);
   free(cg);
 }
 
@@ -515,6 +518,7 @@ int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resource
     return -1;
   bool pure_v2 = layout_is_pure_v2(&l);
   ctr_cgroup *cg = vs_malloc0(sizeof(*cg));
+  cg->bpf_fd = -1;
   cg->d = vs_malloc0(l.n * sizeof(*cg->d));
   int rc = -1;
   for (size_t i = 0; i < l.n; i++) {
@@ -571,8 +575,16 @@ static const char *const default_device_rules[] = {
 static int apply_devices(ctr_cgroup *cg, json_t *rules, vs_error **err) {
   cg_dir *d = cg_dir_for(cg, "devices");
   if (!d) {
-    vs_log_debug("linux.resources.devices: no devices cgroup (cgroup2 needs an eBPF device "
-                 "filter, which vessel-runtime does not install); rules not enforced");
+    cg_dir *u = unified_dir(cg);
+    if (!u) {
+      vs_log_warn("linux.resources.devices: no devices controller and no cgroup2 here; device "
+                  "rules are not enforced");
+      return 0;
+    }
+    if (cg_v2_devices_attach(u, rules, NULL, &cg->bpf_fd, err) < 0)
+      return vs_error_wrap(err, "linux.resources.devices");
+    json_decref(cg->dev_rules);
+    cg->dev_rules = json_incref(rules);
     return 0;
   }
   if (cg_v1_devices(d, rules, err) < 0)
@@ -585,7 +597,15 @@ static int apply_devices(ctr_cgroup *cg, json_t *rules, vs_error **err) {
 
 int ctr_cgroup_allow_devices(ctr_cgroup *cg, json_t *devs, vs_error **err) {
   cg_dir *d = cg_dir_for(cg, "devices");
-  if (!d || d->unified || !devs || !json_is_array(devs))
+  if (!devs || !json_is_array(devs) || json_array_size(devs) == 0)
+    return 0;
+  if (!d && cg->dev_rules) {
+    cg_dir *u = unified_dir(cg);
+    if (u && cg_v2_devices_attach(u, cg->dev_rules, devs, &cg->bpf_fd, err) < 0)
+      return vs_error_wrap(err, "linux.devices");
+    return 0;
+  }
+  if (!d || d->unified)
     return 0;
   size_t i;
   json_t *e;
@@ -905,6 +925,7 @@ int ctr_cgroup_from_json(json_t *saved, ctr_cgroup **out, vs_error **err) {
       sj_array(saved, "dirs", "cgroup", true, &dirs, err) < 0)
     return -1;
   ctr_cgroup *cg = vs_malloc0(sizeof(*cg));
+  cg->bpf_fd = -1;
   cg->d = vs_malloc0((json_array_size(dirs) + 1) * sizeof(*cg->d));
   size_t i;
   json_t *e;

@@ -46,6 +46,10 @@ typedef struct cg_dir {
 struct ctr_cgroup {
   cg_dir *d;
   size_t n;
+  /* cgroup2 only, within the creating process: the device rules and the attached filter, so
+   * ctr_cgroup_allow_devices() can replace the filter with a wider one. */
+  json_t *dev_rules;
+  int bpf_fd;
 };
 
 /* The directory that serves `controller` ("memory", "cpu", "hugetlb", "freezer", ...): the v1
@@ -80,6 +84,11 @@ int cg_v1_blkio(cg_dir *d, json_t *bio, vs_error **err);
 int cg_v2_io(cg_dir *d, json_t *bio, vs_error **err);
 int cg_hugetlb(cg_dir *d, json_t *limits, vs_error **err);
 int cg_v1_devices(cg_dir *d, json_t *rules, vs_error **err);
+/* cgroup2: build an eBPF device filter from `rules` (linux.resources.devices), runc's default
+ * devices and `linux_devices` (may be NULL), attach it to d, and detach *prog_fd's filter if
+ * one was attached before; *prog_fd becomes the new program. */
+int cg_v2_devices_attach(cg_dir *d, json_t *rules, json_t *linux_devices, int *prog_fd,
+                         vs_error **err);
 int cg_v1_freeze(cg_dir *d, bool freeze, vs_error **err);
 int cg_v2_freeze(cg_dir *d, bool freeze, vs_error **err);
 /* Fill runc's stats "data" object from whichever hierarchies serve each controller. */

@@ -40,23 +40,13 @@ static char *oci_state_text(const ctr_runtime *rt, const ctr_state *st, const ch
 }
 
 static int connect_console(const char *path, vs_error **err) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(sa.sun_path))
-    return vs_error_set(err, ENAMETOOLONG, "--console-socket %s", path);
-  strcpy(sa.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = vs_unix_connect(path, err);
   if (fd < 0)
-    return vs_error_set(err, errno, "socket");
-  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-    int e = errno;
-    close(fd);
-    return vs_error_set(err, e, "connect to --console-socket %s", path);
-  }
+    return vs_error_wrap(err, "--console-socket");
   return fd;
 }
 
-static int write_id_map(pid_t pid, const char *file, const ctr_idmap *m, size_t n,
-                        vs_error **err) {
+static int write_id_map(pid_t pid, const char *file, const ctr_idmap *m, size_t n, vs_error **err) {
   char buf[340 * 40];
   size_t off = 0;
   for (size_t i = 0; i < n; i++)
@@ -232,8 +222,9 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (!S_ISDIR(sb.st_mode))
     return vs_error_set(err, ENOTDIR, "root.path %s", rootfs);
   if (s->process.terminal && !o->console_socket && !o->foreground)
-    return vs_error_set(err, 0, "process.terminal needs --console-socket when the runtime does "
-                                "not stay in the foreground");
+    return vs_error_set(err, 0,
+                        "process.terminal needs --console-socket when the runtime does "
+                        "not stay in the foreground");
   if (vs_mkdir_p(rt->root, 0700, err) < 0)
     return vs_error_wrap(err, "runtime root");
   _cleanup_free_ char *dir = ctr_state_dir(rt, id);
@@ -297,10 +288,19 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (pid == 0) {
     close(sp[0]);
     ctr_init_ctx c = {
-        .spec = s, .process = &s->process, .bundle = bundle, .rootfs = rootfs,
-        .sync_fd = sp[1], .fifo_fd = fifo_fd, .console_fd = console_fd,
-        .tty_to_runtime = s->process.terminal && !o->console_socket, .no_pivot = o->no_pivot, .new_keyring = !o->no_new_keyring,
-        .preserve_fds = o->preserve_fds, .cg = r->cg,
+        .id = id,
+        .spec = s,
+        .process = &s->process,
+        .bundle = bundle,
+        .rootfs = rootfs,
+        .sync_fd = sp[1],
+        .fifo_fd = fifo_fd,
+        .console_fd = console_fd,
+        .tty_to_runtime = s->process.terminal && !o->console_socket,
+        .no_pivot = o->no_pivot,
+        .new_keyring = !o->no_new_keyring,
+        .preserve_fds = o->preserve_fds,
+        .cg = r->cg,
     };
     ctr_init_main(&c);
   }
@@ -319,7 +319,9 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
     goto fail;
   if ((flags & CLONE_NEWUSER) && write_id_maps(pid, s, err) < 0)
     goto fail;
-  if (ctr_sync_send(sp[0], SYNC_GO, NULL) < 0) {
+  /* The init may have failed already (it sets up its root before waiting for GO): then the
+   * send fails and its error message is what run_parent_side() reads next. */
+  if (ctr_sync_send(sp[0], SYNC_GO, NULL) < 0 && errno != EPIPE && errno != ECONNRESET) {
     vs_error_set(err, errno, "sync with the container init");
     goto fail;
   }
@@ -409,7 +411,7 @@ static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err)
   if (ctr_state_save(rt, st, err) < 0)
     return -1;
   ctr_spec *spec = NULL;
-  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTART]) {
+  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTART]) {
     _cleanup_free_ char *text = oci_state_text(rt, st, NULL);
     vs_error *e = NULL;
     if (ctr_hooks_run(spec, CTR_HOOK_POSTSTART, text, &e) < 0) {
@@ -444,7 +446,7 @@ static void wait_gone(ctr_state *st, ctr_cgroup *cg) {
       return;
     /* Reap it if it is our child (run, or create's rollback). */
     waitpid(st->pid, NULL, WNOHANG);
-    struct timespec ts = {0, 10 * 1000 * 1000};
+    struct timespec ts = {0, 10L * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
 }
@@ -469,7 +471,7 @@ static int destroy_container(const ctr_runtime *rt, ctr_state *st, bool run_post
   wait_gone(st, cg);
   if (run_poststop && st->started) {
     ctr_spec *spec = NULL;
-    if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
+    if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
       _cleanup_free_ char *text = oci_state_text(rt, st, "stopped");
       vs_error *e = NULL;
       if (ctr_hooks_run(spec, CTR_HOOK_POSTSTOP, text, &e) < 0) {
@@ -620,7 +622,7 @@ int ctr_run(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_
     sigprocmask(SIG_BLOCK, &set, &old);
   create_result r;
   int status = -1;
-  if (create_container(rt, id, o, &r, err) < 0)
+  if (create_container(rt, id, o, &r, err) < 0 || !r.state)
     goto out;
   if (start_container(rt, r.state, err) < 0) {
     destroy_container(rt, r.state, false, NULL);

@@ -17,7 +17,7 @@
 #define CTR_DEFAULT_ROOT "/run/vessel-runtime"
 #define CTR_OCI_VERSION "1.2.0"
 #define CTR_ID_MAX 255
-#define CTR_SPEC_MAX_BYTES (4u << 20)
+#define CTR_SPEC_MAX_BYTES (4U << 20)
 
 /* ------------------------------------------------------------------ spec */
 
@@ -54,12 +54,13 @@ typedef struct ctr_idmap {
 
 typedef struct ctr_mount {
   char *destination;
-  char *type;   /* may be NULL for bind mounts */
-  char *source; /* may be NULL */
+  char *type;                /* may be NULL for bind mounts */
+  char *source;              /* may be NULL */
   unsigned long flags;       /* MS_* flags to set */
   unsigned long propagation; /* MS_SHARED/MS_SLAVE/MS_PRIVATE/MS_UNBINDABLE (| MS_REC), 0 = none */
   bool bind, recursive;
-  char *data; /* file-system specific options, comma separated; NULL if none */
+  bool tmpcopyup; /* tmpfs starts with a copy of what the image has at the destination */
+  char *data;     /* file-system specific options, comma separated; NULL if none */
 } ctr_mount;
 
 typedef struct ctr_device {
@@ -163,7 +164,7 @@ const char *ctr_status_name(ctr_status s);
 /* The persisted record of one container (state.json in its state directory). */
 typedef struct ctr_state {
   char *id;
-  pid_t pid;                   /* 0 while creating */
+  pid_t pid;                    /* 0 while creating */
   unsigned long long pid_start; /* /proc/<pid>/stat starttime, guards against pid reuse */
   char *bundle;
   char *rootfs;

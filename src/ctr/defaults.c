@@ -22,7 +22,8 @@ static const char default_spec[] =
     "{\"destination\":\"/dev\",\"type\":\"tmpfs\",\"source\":\"tmpfs\","
     "\"options\":[\"nosuid\",\"strictatime\",\"mode=755\",\"size=65536k\"]},"
     "{\"destination\":\"/dev/pts\",\"type\":\"devpts\",\"source\":\"devpts\","
-    "\"options\":[\"nosuid\",\"noexec\",\"newinstance\",\"ptmxmode=0666\",\"mode=0620\",\"gid=5\"]},"
+    "\"options\":[\"nosuid\",\"noexec\",\"newinstance\",\"ptmxmode=0666\",\"mode=0620\",\"gid=5\"]}"
+    ","
     "{\"destination\":\"/dev/shm\",\"type\":\"tmpfs\",\"source\":\"shm\","
     "\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"mode=1777\",\"size=65536k\"]},"
     "{\"destination\":\"/dev/mqueue\",\"type\":\"mqueue\",\"source\":\"mqueue\","
@@ -49,12 +50,12 @@ json_t *ctr_default_spec(bool rootless) {
     json_t *ns = json_pack("[{s:s},{s:s},{s:s},{s:s},{s:s},{s:s}]", "type", "pid", "type", "ipc",
                            "type", "uts", "type", "mount", "type", "cgroup", "type", "user");
     json_object_set_new(l, "namespaces", ns);
-    json_object_set_new(l, "uidMappings",
-                        json_pack("[{s:i,s:i,s:i}]", "containerID", 0, "hostID", (int)getuid(),
-                                  "size", 1));
-    json_object_set_new(l, "gidMappings",
-                        json_pack("[{s:i,s:i,s:i}]", "containerID", 0, "hostID", (int)getgid(),
-                                  "size", 1));
+    json_object_set_new(
+        l, "uidMappings",
+        json_pack("[{s:i,s:i,s:i}]", "containerID", 0, "hostID", (int)getuid(), "size", 1));
+    json_object_set_new(
+        l, "gidMappings",
+        json_pack("[{s:i,s:i,s:i}]", "containerID", 0, "hostID", (int)getgid(), "size", 1));
     json_object_del(l, "resources");
     json_t *mounts = json_object_get(j, "mounts");
     size_t i;

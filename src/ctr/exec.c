@@ -34,8 +34,8 @@ static const struct {
   const char *name;
   int flag;
 } exec_ns[] = {
-    {"cgroup", CLONE_NEWCGROUP}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
-    {"net", CLONE_NEWNET},       {"pid", CLONE_NEWPID}, {"time", CLONE_NEWTIME},
+    {"cgroup", CLONE_NEWCGROUP}, {"ipc", CLONE_NEWIPC},   {"uts", CLONE_NEWUTS},
+    {"net", CLONE_NEWNET},       {"pid", CLONE_NEWPID},   {"time", CLONE_NEWTIME},
     {"mnt", CLONE_NEWNS},        {"user", CLONE_NEWUSER},
 };
 
@@ -124,17 +124,9 @@ __attribute__((noreturn)) static void exec_intermediate(exec_child *c) {
 }
 
 static int connect_socket(const char *path, vs_error **err) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(sa.sun_path))
-    return vs_error_set(err, ENAMETOOLONG, "--console-socket %s", path);
-  strcpy(sa.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-    int e = errno;
-    if (fd >= 0)
-      close(fd);
-    return vs_error_set(err, e, "connect to --console-socket %s", path);
-  }
+  int fd = vs_unix_connect(path, err);
+  if (fd < 0)
+    return vs_error_wrap(err, "--console-socket");
   return fd;
 }
 
@@ -197,8 +189,11 @@ int ctr_exec(const ctr_runtime *rt, const char *id, const ctr_exec_opts *o, vs_e
   }
   if (mid == 0) {
     close(sp[0]);
-    exec_child c = {.process = &pspec->process, .linux_json = cspec->linux_json,
-                    .ns_fds = nsfds, .sync_fd = sp[1], .console_fd = console_fd,
+    exec_child c = {.process = &pspec->process,
+                    .linux_json = cspec->linux_json,
+                    .ns_fds = nsfds,
+                    .sync_fd = sp[1],
+                    .console_fd = console_fd,
                     .tty_to_runtime = pspec->process.terminal && !o->console_socket,
                     .preserve_fds = o->preserve_fds,
                     .init_pid = st->pid};
@@ -217,7 +212,13 @@ int ctr_exec(const ctr_runtime *rt, const char *id, const ctr_exec_opts *o, vs_e
     vs_error_set(err, 0, "exec: the helper process died");
     goto out;
   }
-  pid = (pid_t)atoi(msg);
+  char *end;
+  long child = strtol(msg, &end, 10);
+  if (*end || child <= 0) {
+    vs_error_set(err, EPROTO, "exec: bad pid from the helper process");
+    goto out;
+  }
+  pid = (pid_t)child;
   if (cg && ctr_cgroup_add_pid(cg, pid, err) < 0)
     goto out;
   if (ctr_sync_send(sp[0], SYNC_GO, NULL) < 0) {

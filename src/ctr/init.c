@@ -154,6 +154,8 @@ static void chown_stdio(const ctr_process *p) {
 int ctr_process_exec(const ctr_process *p, json_t *linux_json, const char *exe, int preserve_fds,
                      vs_error **err) {
   json_t *pj = p->json;
+  if (!exe || !p->args)
+    return vs_error_set(err, EINVAL, "exec: no program");
   json_t *seccomp = linux_json ? json_object_get(linux_json, "seccomp") : NULL;
   if (ctr_rlimits_apply(json_object_get(pj, "rlimits"), err) < 0)
     return -1;
@@ -194,15 +196,16 @@ int ctr_process_exec(const ctr_process *p, json_t *linux_json, const char *exe, 
   sigprocmask(SIG_SETMASK, &none, NULL);
   if (p->no_new_privileges && ctr_seccomp_load(seccomp, err) < 0)
     return -1;
-  execve(exe, p->args, p->env);
+  char *const no_env[] = {NULL};
+  execve(exe, p->args, p->env ? p->env : no_env);
   return vs_error_set(err, errno, "exec %s", exe);
 }
 
 /* ------------------------------------------------------------------ init */
 
 static const int ns_flags[CTR_NS_COUNT] = {
-    [CTR_NS_PID] = CLONE_NEWPID,   [CTR_NS_NET] = CLONE_NEWNET,   [CTR_NS_MNT] = CLONE_NEWNS,
-    [CTR_NS_IPC] = CLONE_NEWIPC,   [CTR_NS_UTS] = CLONE_NEWUTS,   [CTR_NS_USER] = CLONE_NEWUSER,
+    [CTR_NS_PID] = CLONE_NEWPID,       [CTR_NS_NET] = CLONE_NEWNET,   [CTR_NS_MNT] = CLONE_NEWNS,
+    [CTR_NS_IPC] = CLONE_NEWIPC,       [CTR_NS_UTS] = CLONE_NEWUTS,   [CTR_NS_USER] = CLONE_NEWUSER,
     [CTR_NS_CGROUP] = CLONE_NEWCGROUP, [CTR_NS_TIME] = CLONE_NEWTIME,
 };
 
@@ -217,7 +220,7 @@ static int join_namespace(const ctr_spec *s, int t, vs_error **err) {
   return 0;
 }
 
-static int enter_namespaces(const ctr_spec *s, vs_error **err) {
+static int enter_namespaces(const ctr_spec *s, bool defer_new_cgroup, vs_error **err) {
   /* The user namespace first: the others we join or create then belong to it. */
   if (s->ns[CTR_NS_USER].present && s->ns[CTR_NS_USER].path &&
       join_namespace(s, CTR_NS_USER, err) < 0)
@@ -229,7 +232,7 @@ static int enter_namespaces(const ctr_spec *s, vs_error **err) {
     if (s->ns[t].path) {
       if (join_namespace(s, t, err) < 0)
         return -1;
-    } else {
+    } else if (!(t == CTR_NS_CGROUP && defer_new_cgroup)) {
       unshare_flags |= ns_flags[t];
     }
   }
@@ -255,19 +258,36 @@ static int wait_for_start(ctr_init_ctx *c, vs_error **err) {
   return 0;
 }
 
+/* The state document for hooks run by the init itself (createContainer, startContainer). */
+static char *hook_state(const ctr_init_ctx *c, const char *status) {
+  json_t *ann = c->spec->annotations ? json_incref(c->spec->annotations) : json_object();
+  json_t *j =
+      json_pack("{s:s,s:s,s:s,s:i,s:s,s:o}", "ociVersion", CTR_OCI_VERSION, "id", c->id, "status",
+                status, "pid", (int)getpid(), "bundle", c->bundle, "annotations", ann);
+  char *text = json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  return text;
+}
+
 static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   const ctr_spec *s = c->spec;
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
     return vs_error_set(err, errno, "prctl PR_SET_PDEATHSIG");
   char buf[256];
-  int m = ctr_sync_recv(c->sync_fd, buf, sizeof(buf));
-  if (m != SYNC_GO)
-    _exit(1); /* the runtime gave up; it reports why */
-  if (s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path) {
+  int m;
+  /* GO means: we are in the container's cgroups and our id maps are written. Without a new
+   * user namespace we need it only before unsharing the cgroup namespace, so the root file
+   * system is set up while the runtime is still busy with the cgroups. */
+  bool new_user = s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path;
+  bool have_go = false;
+  if (new_user) {
+    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
+      _exit(1); /* the runtime gave up; it reports why */
+    have_go = true;
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
       return vs_error_set(err, errno, "become root in the user namespace (is 0 mapped?)");
   }
-  if (enter_namespaces(s, err) < 0)
+  if (enter_namespaces(s, !have_go, err) < 0)
     return -1;
   /* The host's session keyring must not be reachable from the container. */
   if (c->new_keyring && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 &&
@@ -283,6 +303,12 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   bool own_mnt = s->ns[CTR_NS_MNT].present;
   if (own_mnt && ctr_rootfs_setup(c, err) < 0)
     return -1;
+  if (!have_go) {
+    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
+      _exit(1);
+    if (s->ns[CTR_NS_CGROUP].present && !s->ns[CTR_NS_CGROUP].path && unshare(CLONE_NEWCGROUP) < 0)
+      return vs_error_set(err, errno, "unshare the cgroup namespace");
+  }
   /* The runtime runs prestart/createRuntime now; no round trip when there are none. */
   if (s->n_hooks[CTR_HOOK_PRESTART] || s->n_hooks[CTR_HOOK_CREATE_RUNTIME]) {
     if (ctr_sync_send(c->sync_fd, SYNC_HOOKS, NULL) < 0)
@@ -292,9 +318,7 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
       _exit(1);
   }
   if (s->n_hooks[CTR_HOOK_CREATE_CONTAINER]) {
-    _cleanup_free_ char *st = vs_asprintf("{\"ociVersion\":\"%s\",\"status\":\"creating\","
-                                          "\"pid\":%d,\"bundle\":\"%s\"}",
-                                          CTR_OCI_VERSION, 1, c->bundle);
+    _cleanup_free_ char *st = hook_state(c, "creating");
     if (ctr_hooks_run(s, CTR_HOOK_CREATE_CONTAINER, st, err) < 0)
       return -1;
   }
@@ -303,8 +327,8 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   if (!own_mnt && (chroot(c->rootfs) < 0 || chdir("/") < 0))
     return vs_error_set(err, errno, "chroot %s", c->rootfs);
   if (c->process->terminal &&
-      ctr_setup_terminal(c->process, c->console_fd, c->tty_to_runtime ? c->sync_fd : -1,
-                         own_mnt, err) < 0)
+      ctr_setup_terminal(c->process, c->console_fd, c->tty_to_runtime ? c->sync_fd : -1, own_mnt,
+                         err) < 0)
     return -1;
   if (c->console_fd >= 0)
     close(c->console_fd);
@@ -330,9 +354,7 @@ void ctr_init_main(ctr_init_ctx *c) {
   if (c->fifo_fd >= 0 && wait_for_start(c, &e) < 0)
     init_fail(c, e);
   if (c->spec->n_hooks[CTR_HOOK_START_CONTAINER]) {
-    _cleanup_free_ char *st = vs_asprintf("{\"ociVersion\":\"%s\",\"status\":\"running\","
-                                          "\"pid\":1,\"bundle\":\"%s\"}",
-                                          CTR_OCI_VERSION, c->bundle);
+    _cleanup_free_ char *st = hook_state(c, "running");
     if (ctr_hooks_run(c->spec, CTR_HOOK_START_CONTAINER, st, &e) < 0)
       init_fail(c, e);
   }

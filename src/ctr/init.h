@@ -8,23 +8,24 @@
 
 /* Messages on the SOCK_SEQPACKET sync socket between the runtime and the init. */
 enum {
-  SYNC_GO = 'G',          /* runtime -> init: cgroup joined, id maps written */
-  SYNC_HOOKS = 'h',       /* init -> runtime: run prestart/createRuntime now */
-  SYNC_HOOKS_DONE = 'H',  /* runtime -> init */
-  SYNC_READY = 'R',       /* init -> runtime: created, now waiting on exec.fifo */
-  SYNC_TTY = 'T',         /* init -> runtime: pty master attached (foreground run) */
-  SYNC_PID = 'P',         /* exec: intermediate -> runtime: pid of the process */
-  SYNC_ERROR = 'E',       /* init -> runtime: "E<message>" */
+  SYNC_GO = 'G',         /* runtime -> init: cgroup joined, id maps written */
+  SYNC_HOOKS = 'h',      /* init -> runtime: run prestart/createRuntime now */
+  SYNC_HOOKS_DONE = 'H', /* runtime -> init */
+  SYNC_READY = 'R',      /* init -> runtime: created, now waiting on exec.fifo */
+  SYNC_TTY = 'T',        /* init -> runtime: pty master attached (foreground run) */
+  SYNC_PID = 'P',        /* exec: intermediate -> runtime: pid of the process */
+  SYNC_ERROR = 'E',      /* init -> runtime: "E<message>" */
 };
 
 typedef struct ctr_init_ctx {
+  const char *id;
   const ctr_spec *spec;
   const ctr_process *process;
   const char *bundle; /* absolute */
   const char *rootfs; /* absolute */
   int sync_fd;
-  int fifo_fd;    /* O_PATH of exec.fifo; -1 for none */
-  int console_fd; /* connected --console-socket; -1 for none */
+  int fifo_fd;         /* O_PATH of exec.fifo; -1 for none */
+  int console_fd;      /* connected --console-socket; -1 for none */
   bool tty_to_runtime; /* foreground run: send the pty master over sync_fd */
   bool no_pivot;
   bool new_keyring; /* join a fresh session keyring (runc's default; --no-new-keyring) */

@@ -11,7 +11,9 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mount.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -149,12 +151,83 @@ static int mount_cgroup(const ctr_init_ctx *c, int rootfd, const ctr_mount *m, v
   return 0;
 }
 
+/* Copy a directory tree (regular files, directories, symlinks) from one directory fd to
+ * another, keeping modes and owners. Both are inside the container's root; nothing is followed. */
+static int copy_tree(int from, int to, int depth, vs_error **err) {
+  if (depth > 64)
+    return vs_error_set(err, ELOOP, "tmpcopyup: directory tree too deep");
+  int dup_fd = dup(from);
+  DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+  if (!d) {
+    if (dup_fd >= 0)
+      close(dup_fd);
+    return vs_error_set(err, errno, "tmpcopyup: read directory");
+  }
+  struct dirent *de;
+  int r = 0;
+  while (r == 0 && (de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+      continue;
+    struct stat sb;
+    if (fstatat(from, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+      continue;
+    if (S_ISDIR(sb.st_mode)) {
+      if (mkdirat(to, de->d_name, sb.st_mode & 07777) < 0 && errno != EEXIST) {
+        r = vs_error_set(err, errno, "tmpcopyup: mkdir %s", de->d_name);
+        break;
+      }
+      _cleanup_close_ int sub_from =
+          openat(from, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      _cleanup_close_ int sub_to =
+          openat(to, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub_from < 0 || sub_to < 0) {
+        r = vs_error_set(err, errno, "tmpcopyup: open %s", de->d_name);
+        break;
+      }
+      r = copy_tree(sub_from, sub_to, depth + 1, err);
+    } else if (S_ISLNK(sb.st_mode)) {
+      char target[4096];
+      ssize_t n = readlinkat(from, de->d_name, target, sizeof(target) - 1);
+      if (n < 0)
+        continue;
+      target[n] = 0;
+      if (symlinkat(target, to, de->d_name) < 0 && errno != EEXIST)
+        r = vs_error_set(err, errno, "tmpcopyup: symlink %s", de->d_name);
+    } else if (S_ISREG(sb.st_mode)) {
+      _cleanup_close_ int in = openat(from, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      _cleanup_close_ int out = openat(
+          to, de->d_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, sb.st_mode & 07777);
+      if (in < 0 || out < 0) {
+        r = vs_error_set(err, errno, "tmpcopyup: copy %s", de->d_name);
+        break;
+      }
+      for (off_t left = sb.st_size; left > 0;) {
+        ssize_t c = sendfile(out, in, NULL, (size_t)left);
+        if (c <= 0)
+          break;
+        left -= c;
+      }
+    } else {
+      continue; /* devices, fifos, sockets are not copied */
+    }
+    if (r == 0 && fchownat(to, de->d_name, sb.st_uid, sb.st_gid, AT_SYMLINK_NOFOLLOW) < 0 &&
+        errno != EPERM && errno != EINVAL)
+      r = vs_error_set(err, errno, "tmpcopyup: chown %s", de->d_name);
+  }
+  closedir(d);
+  return r;
+}
+
 static int mount_fs(const ctr_init_ctx *c, int rootfd, const ctr_mount *m, vs_error **err) {
   _cleanup_close_ int fd = make_mountpoint(rootfd, m->destination, false, err);
   if (fd < 0)
     return -1;
   char p[64];
   FD_PATH(p, fd);
+  /* What the image has under the mount point, before the tmpfs hides it. */
+  _cleanup_close_ int below = -1;
+  if (m->tmpcopyup && m->type && !strcmp(m->type, "tmpfs"))
+    below = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   unsigned long f = m->flags & ~(MS_REMOUNT | MS_BIND | MS_REC);
   const char *src = m->source && m->source[0] ? m->source : m->type;
   if (mount(src, p, m->type, f, m->data) == 0)
@@ -187,6 +260,12 @@ static int mount_fs(const ctr_init_ctx *c, int rootfd, const ctr_mount *m, vs_er
   }
   return vs_error_set(err, e, "mount %s (%s) on %s", src, m->type, m->destination);
 mounted:
+  if (below >= 0) {
+    _cleanup_close_ int nfd = reopen(rootfd, m->destination, p, sizeof(p), err);
+    _cleanup_close_ int top = nfd < 0 ? -1 : open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (top < 0 || copy_tree(below, top, 0, err) < 0)
+      return vs_error_wrap(err, "mount %s", m->destination);
+  }
   if (m->propagation) {
     _cleanup_close_ int nfd = reopen(rootfd, m->destination, p, sizeof(p), err);
     if (nfd < 0 || mount(NULL, p, NULL, m->propagation, NULL) < 0)
@@ -246,7 +325,7 @@ static const struct {
   const char *path;
   int major, minor;
 } default_devices[] = {
-    {"/dev/null", 1, 3},    {"/dev/zero", 1, 5},    {"/dev/full", 1, 7},
+    {"/dev/null", 1, 3},   {"/dev/zero", 1, 5},    {"/dev/full", 1, 7},
     {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0},
 };
 
@@ -262,8 +341,10 @@ static int create_devices(const ctr_init_ctx *c, int rootfd, vs_error **err) {
   for (size_t i = 0; i < ARRAY_SIZE(default_devices); i++) {
     if (spec_has_device(c->spec, default_devices[i].path))
       continue;
-    ctr_device d = {.type = 'c', .path = (char *)default_devices[i].path,
-                    .major = default_devices[i].major, .minor = default_devices[i].minor,
+    ctr_device d = {.type = 'c',
+                    .path = (char *)default_devices[i].path,
+                    .major = default_devices[i].major,
+                    .minor = default_devices[i].minor,
                     .mode = 0666};
     if (make_device(rootfd, &d, userns, err) < 0)
       return -1;
@@ -275,9 +356,8 @@ static int create_devices(const ctr_init_ctx *c, int rootfd, vs_error **err) {
   if (dev < 0)
     return -1;
   static const char *const links[][2] = {
-      {"/proc/self/fd", "fd"},          {"/proc/self/fd/0", "stdin"},
-      {"/proc/self/fd/1", "stdout"},    {"/proc/self/fd/2", "stderr"},
-      {"/proc/kcore", "core"},
+      {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+      {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"},
   };
   for (size_t i = 0; i < ARRAY_SIZE(links); i++)
     if (symlinkat(links[i][0], dev, links[i][1]) < 0 && errno != EEXIST)
@@ -295,8 +375,10 @@ static int create_devices(const ctr_init_ctx *c, int rootfd, vs_error **err) {
 
 int ctr_rootfs_setup(const ctr_init_ctx *c, vs_error **err) {
   const ctr_spec *s = c->spec;
-  /* Nothing we mount may propagate back to the host. */
-  unsigned long prop = s->rootfs_propagation ? s->rootfs_propagation : MS_SLAVE | MS_REC;
+  /* Nothing we mount may propagate back to the host: slave (or private) first; the spec's
+   * rootfsPropagation is applied to the new root after pivot_root. */
+  unsigned long prop =
+      (s->rootfs_propagation & MS_PRIVATE) ? MS_PRIVATE | MS_REC : MS_SLAVE | MS_REC;
   if (mount(NULL, "/", NULL, prop, NULL) < 0)
     return vs_error_set(err, errno, "set propagation of /");
   if (mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
@@ -344,6 +426,8 @@ int ctr_rootfs_pivot(const ctr_init_ctx *c, vs_error **err) {
 done:
   if (chdir("/") < 0)
     return vs_error_set(err, errno, "chdir /");
+  if (c->spec->rootfs_propagation && mount(NULL, "/", NULL, c->spec->rootfs_propagation, NULL) < 0)
+    return vs_error_set(err, errno, "linux.rootfsPropagation");
   return 0;
 }
 

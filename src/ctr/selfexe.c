@@ -44,7 +44,6 @@ int ctr_reexec_sealed(char **argv, vs_error **err) {
   }
   if (fcntl(mfd, F_ADD_SEALS, SEALS) < 0)
     return vs_error_set(err, errno, "seal the runtime copy");
-  extern char **environ;
   fexecve(mfd, argv, environ);
   return vs_error_set(err, errno, "re-execute from the sealed copy");
 }

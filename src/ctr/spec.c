@@ -9,8 +9,8 @@
 #include <sys/mount.h>
 
 static const char *const ns_names[CTR_NS_COUNT] = {
-    [CTR_NS_PID] = "pid",   [CTR_NS_NET] = "network", [CTR_NS_MNT] = "mount",
-    [CTR_NS_IPC] = "ipc",   [CTR_NS_UTS] = "uts",     [CTR_NS_USER] = "user",
+    [CTR_NS_PID] = "pid",       [CTR_NS_NET] = "network", [CTR_NS_MNT] = "mount",
+    [CTR_NS_IPC] = "ipc",       [CTR_NS_UTS] = "uts",     [CTR_NS_USER] = "user",
     [CTR_NS_CGROUP] = "cgroup", [CTR_NS_TIME] = "time",
 };
 
@@ -30,14 +30,21 @@ const char *ctr_hook_name(enum ctr_hook_kind k) { return k < CTR_HOOK_COUNT ? ho
 
 static const char *json_type_name(const json_t *j) {
   switch (json_typeof(j)) {
-  case JSON_OBJECT: return "an object";
-  case JSON_ARRAY: return "an array";
-  case JSON_STRING: return "a string";
-  case JSON_INTEGER: return "an integer";
-  case JSON_REAL: return "a number";
+  case JSON_OBJECT:
+    return "an object";
+  case JSON_ARRAY:
+    return "an array";
+  case JSON_STRING:
+    return "a string";
+  case JSON_INTEGER:
+    return "an integer";
+  case JSON_REAL:
+    return "a number";
   case JSON_TRUE:
-  case JSON_FALSE: return "a boolean";
-  default: return "null";
+  case JSON_FALSE:
+    return "a boolean";
+  default:
+    return "null";
   }
 }
 
@@ -143,6 +150,8 @@ static bool path_has_dotdot(const char *p) {
 }
 
 static int check_abs_path(const char *where, const char *p, vs_error **err) {
+  if (!p)
+    return vs_error_set(err, 0, "%s: required field is missing", where);
   if (p[0] != '/')
     return vs_error_set(err, 0, "%s: \"%s\" must be an absolute path", where, p);
   if (path_has_dotdot(p))
@@ -152,15 +161,32 @@ static int check_abs_path(const char *where, const char *p, vs_error **err) {
   return 0;
 }
 
+static bool parse_version_number(const char **s, unsigned long *out) {
+  if (**s < '0' || **s > '9')
+    return false;
+  char *end;
+  errno = 0;
+  *out = strtoul(*s, &end, 10);
+  if (errno)
+    return false;
+  *s = end;
+  return true;
+}
+
 static int parse_version(const char *v, vs_error **err) {
-  unsigned major, minor, patch;
-  char tail;
-  int n = sscanf(v, "%u.%u.%u%c", &major, &minor, &patch, &tail);
-  if (n < 3 || (n == 4 && tail != '-' && tail != '+'))
+  if (!v)
+    return vs_error_set(err, 0, "ociVersion: required field is missing");
+  unsigned long major, minor, patch;
+  const char *s = v;
+  bool ok = parse_version_number(&s, &major) && *s++ == '.' && parse_version_number(&s, &minor) &&
+            *s++ == '.' && parse_version_number(&s, &patch) && (*s == 0 || *s == '-' || *s == '+');
+  if (!ok)
     return vs_error_set(err, 0, "ociVersion: \"%s\" is not a version (MAJOR.MINOR.PATCH)", v);
   if (major != 1)
-    return vs_error_set(err, 0, "ociVersion: version %s is not supported (this runtime implements "
-                        "1.x, up to %s)", v, CTR_OCI_VERSION);
+    return vs_error_set(err, 0,
+                        "ociVersion: version %s is not supported (this runtime implements "
+                        "1.x, up to %s)",
+                        v, CTR_OCI_VERSION);
   return 0;
 }
 
@@ -221,11 +247,11 @@ static int parse_process(json_t *j, ctr_process *p, vs_error **err) {
       p->additional_gids[i] = (gid_t)json_integer_value(g);
     }
   }
-  if (get_string(j, w, "cwd", true, &p->cwd, err) < 0)
+  if (get_string(j, w, "cwd", true, &p->cwd, err) < 0 || !p->cwd)
     return -1;
   if (p->cwd[0] != '/')
     return vs_error_set(err, 0, "process.cwd: \"%s\" must be an absolute path", p->cwd);
-  if (get_strv(j, w, "args", true, &p->args, err) < 0)
+  if (get_strv(j, w, "args", true, &p->args, err) < 0 || !p->args)
     return -1;
   if (!p->args[0] || !p->args[0][0])
     return vs_error_set(err, 0, "process.args: must name the program to run (empty)");
@@ -255,18 +281,30 @@ struct mount_opt {
 };
 
 static const struct mount_opt mount_opts[] = {
-    {"ro", false, MS_RDONLY},         {"rw", true, MS_RDONLY},
-    {"nosuid", false, MS_NOSUID},     {"suid", true, MS_NOSUID},
-    {"nodev", false, MS_NODEV},       {"dev", true, MS_NODEV},
-    {"noexec", false, MS_NOEXEC},     {"exec", true, MS_NOEXEC},
-    {"sync", false, MS_SYNCHRONOUS},  {"async", true, MS_SYNCHRONOUS},
-    {"dirsync", false, MS_DIRSYNC},   {"remount", false, MS_REMOUNT},
-    {"mand", false, MS_MANDLOCK},     {"nomand", true, MS_MANDLOCK},
-    {"atime", true, MS_NOATIME},      {"noatime", false, MS_NOATIME},
-    {"diratime", true, MS_NODIRATIME}, {"nodiratime", false, MS_NODIRATIME},
-    {"relatime", false, MS_RELATIME}, {"norelatime", true, MS_RELATIME},
-    {"strictatime", false, MS_STRICTATIME}, {"nostrictatime", true, MS_STRICTATIME},
-    {"silent", false, MS_SILENT},     {"loud", true, MS_SILENT},
+    {"ro", false, MS_RDONLY},
+    {"rw", true, MS_RDONLY},
+    {"nosuid", false, MS_NOSUID},
+    {"suid", true, MS_NOSUID},
+    {"nodev", false, MS_NODEV},
+    {"dev", true, MS_NODEV},
+    {"noexec", false, MS_NOEXEC},
+    {"exec", true, MS_NOEXEC},
+    {"sync", false, MS_SYNCHRONOUS},
+    {"async", true, MS_SYNCHRONOUS},
+    {"dirsync", false, MS_DIRSYNC},
+    {"remount", false, MS_REMOUNT},
+    {"mand", false, MS_MANDLOCK},
+    {"nomand", true, MS_MANDLOCK},
+    {"atime", true, MS_NOATIME},
+    {"noatime", false, MS_NOATIME},
+    {"diratime", true, MS_NODIRATIME},
+    {"nodiratime", false, MS_NODIRATIME},
+    {"relatime", false, MS_RELATIME},
+    {"norelatime", true, MS_RELATIME},
+    {"strictatime", false, MS_STRICTATIME},
+    {"nostrictatime", true, MS_STRICTATIME},
+    {"silent", false, MS_SILENT},
+    {"loud", true, MS_SILENT},
     {"defaults", false, 0},
 };
 
@@ -274,9 +312,9 @@ static const struct {
   const char *name;
   unsigned long flags;
 } propagation_opts[] = {
-    {"shared", MS_SHARED},   {"rshared", MS_SHARED | MS_REC},
-    {"slave", MS_SLAVE},     {"rslave", MS_SLAVE | MS_REC},
-    {"private", MS_PRIVATE}, {"rprivate", MS_PRIVATE | MS_REC},
+    {"shared", MS_SHARED},         {"rshared", MS_SHARED | MS_REC},
+    {"slave", MS_SLAVE},           {"rslave", MS_SLAVE | MS_REC},
+    {"private", MS_PRIVATE},       {"rprivate", MS_PRIVATE | MS_REC},
     {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
 };
 
@@ -314,9 +352,12 @@ static int parse_mount(json_t *j, size_t idx, ctr_mount *m, vs_error **err) {
   for (size_t i = 0; opts && opts[i]; i++) {
     const char *o = opts[i];
     bool known = false;
-    /* runc/crun extensions that are not kernel options: tmpcopyup would copy the image's
-     * files into the tmpfs; we mount it empty (podman's read-only tmpfs mounts). */
-    if (!strcmp(o, "tmpcopyup") || !strcmp(o, "notmpcopyup") || !strcmp(o, "copy-symlink"))
+    /* runc/crun extensions that are not kernel options (podman uses tmpcopyup) */
+    if (!strcmp(o, "tmpcopyup") || !strcmp(o, "notmpcopyup")) {
+      m->tmpcopyup = o[0] == 't';
+      continue;
+    }
+    if (!strcmp(o, "copy-symlink"))
       continue;
     if (!strcmp(o, "bind") || !strcmp(o, "rbind")) {
       m->bind = true;
@@ -329,7 +370,7 @@ static int parse_mount(json_t *j, size_t idx, ctr_mount *m, vs_error **err) {
       continue;
     }
     for (size_t k = 0; k < ARRAY_SIZE(mount_opts); k++) {
-      if (strcmp(o, mount_opts[k].name))
+      if (strcmp(o, mount_opts[k].name) != 0)
         continue;
       known = true;
       if (mount_opts[k].clear)
@@ -369,7 +410,8 @@ static int parse_namespaces(ctr_spec *s, json_t *a, vs_error **err) {
       return vs_error_set(err, 0, "%s: must be an object", w);
     _cleanup_free_ char *type = NULL;
     char *path = NULL;
-    if (get_string(n, w, "type", true, &type, err) < 0 || get_string(n, w, "path", false, &path, err) < 0)
+    if (get_string(n, w, "type", true, &type, err) < 0 ||
+        get_string(n, w, "path", false, &path, err) < 0)
       return -1;
     int t = -1;
     for (int k = 0; k < CTR_NS_COUNT; k++)
@@ -496,11 +538,13 @@ static int parse_linux(ctr_spec *s, json_t *l, vs_error **err) {
     return -1;
   bool new_user = s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path;
   if ((s->n_uid_maps || s->n_gid_maps) && !new_user)
-    return vs_error_set(err, 0, "linux.uidMappings: mappings need a new user namespace in "
-                                "linux.namespaces");
+    return vs_error_set(err, 0,
+                        "linux.uidMappings: mappings need a new user namespace in "
+                        "linux.namespaces");
   if (new_user && (!s->n_uid_maps || !s->n_gid_maps))
-    return vs_error_set(err, 0, "linux.uidMappings/gidMappings: a new user namespace needs both "
-                                "uid and gid mappings");
+    return vs_error_set(err, 0,
+                        "linux.uidMappings/gidMappings: a new user namespace needs both "
+                        "uid and gid mappings");
   if (get_field(l, w, "devices", JSON_ARRAY, false, &v, err) < 0)
     return -1;
   if (v && parse_devices(s, v, err) < 0)
@@ -580,7 +624,7 @@ static int parse_hooks(ctr_spec *s, json_t *h, vs_error **err) {
       if (get_string(e, w, "path", true, &hk->path, err) < 0 ||
           get_strv(e, w, "args", false, &hk->args, err) < 0 ||
           get_strv(e, w, "env", false, &hk->env, err) < 0 ||
-          get_int_range(e, w, "timeout", false, 1, 86400, &t, NULL, err) < 0)
+          get_int_range(e, w, "timeout", false, 1, 86400, &t, NULL, err) < 0 || !hk->path)
         return -1;
       if (hk->path[0] != '/')
         return vs_error_set(err, 0, "%s.path: \"%s\" must be an absolute path", w, hk->path);
@@ -604,7 +648,7 @@ static int spec_from_json(ctr_spec *s, bool need_process, vs_error **err) {
     return -1;
   if (root) {
     if (get_string(root, "root", "path", true, &s->root_path, err) < 0 ||
-        get_bool(root, "root", "readonly", &s->root_readonly, err) < 0)
+        get_bool(root, "root", "readonly", &s->root_readonly, err) < 0 || !s->root_path)
       return -1;
     if (!s->root_path[0])
       return vs_error_set(err, 0, "root.path: must not be empty");
@@ -654,7 +698,8 @@ static int spec_from_json(ctr_spec *s, bool need_process, vs_error **err) {
   return 0;
 }
 
-int ctr_spec_parse(const char *text, size_t len, bool need_process, ctr_spec **out, vs_error **err) {
+int ctr_spec_parse(const char *text, size_t len, bool need_process, ctr_spec **out,
+                   vs_error **err) {
   json_error_t je;
   ctr_spec *s = vs_malloc0(sizeof(*s));
   s->json = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);

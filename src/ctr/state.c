@@ -134,7 +134,7 @@ int ctr_state_load(const ctr_runtime *rt, const char *id, ctr_state **out, vs_er
                         id);
   _cleanup_free_ char *text = NULL;
   size_t len;
-  if (vs_read_file(path, 64u << 20, &text, &len, err) < 0)
+  if (vs_read_file(path, 64U << 20, &text, &len, err) < 0)
     return vs_error_wrap(err, "container %s", id);
   json_error_t je;
   json_t *j = json_loadb(text, len, 0, &je);
@@ -150,7 +150,7 @@ int ctr_state_load(const ctr_runtime *rt, const char *id, ctr_state **out, vs_er
 ctr_status ctr_state_status(const ctr_runtime *rt, const ctr_state *st) {
   if (st->stored == CTR_STATUS_CREATING)
     return st->pid > 0 && !ctr_pid_alive(st->pid, st->pid_start) ? CTR_STATUS_STOPPED
-                                                                   : CTR_STATUS_CREATING;
+                                                                 : CTR_STATUS_CREATING;
   if (!ctr_pid_alive(st->pid, st->pid_start))
     return CTR_STATUS_STOPPED;
   if (st->cgroup) {
@@ -180,7 +180,8 @@ json_t *ctr_state_oci_json(const ctr_runtime *rt, const ctr_state *st) {
   json_object_set_new(j, "rootfs", json_string(st->rootfs));
   json_object_set_new(j, "created", json_string(st->created));
   json_object_set_new(j, "owner", json_string(st->owner));
-  json_object_set_new(j, "annotations", st->annotations ? json_copy(st->annotations) : json_object());
+  json_object_set_new(j, "annotations",
+                      st->annotations ? json_copy(st->annotations) : json_object());
   return j;
 }
 

@@ -45,7 +45,9 @@ static int mkdir_p_in_root_depth(int rootfd, const char *path, mode_t mode, int 
       return vs_error_set(err, errno, "mkdir %s in the container root", p);
     char *slash = strrchr(p, '/');
     const char *base = slash ? slash + 1 : p;
-    _cleanup_free_ char *parent = slash ? strndup(p, (size_t)(slash - p)) : vs_strdup("/");
+    _cleanup_free_ char *parent = vs_strdup(slash ? p : "/");
+    if (slash)
+      parent[slash - p] = 0;
     _cleanup_close_ int pfd =
         vs_openat_in_root(rootfd, *parent ? parent : "/", O_PATH | O_DIRECTORY, 0, err);
     if (pfd < 0)
@@ -135,8 +137,8 @@ int ctr_send_fd(int sock, int fd, const char *msg, vs_error **err) {
   char cbuf[CMSG_SPACE(sizeof(int))];
   memset(cbuf, 0, sizeof(cbuf));
   struct iovec iov = {.iov_base = (void *)msg, .iov_len = strlen(msg) + 1};
-  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                      .msg_controllen = sizeof(cbuf)};
+  struct msghdr mh = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
   struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
@@ -154,8 +156,8 @@ int ctr_send_fd(int sock, int fd, const char *msg, vs_error **err) {
 int ctr_recv_fd(int sock, vs_error **err) {
   char cbuf[CMSG_SPACE(sizeof(int))], data[256];
   struct iovec iov = {.iov_base = data, .iov_len = sizeof(data)};
-  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                      .msg_controllen = sizeof(cbuf)};
+  struct msghdr mh = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
   ssize_t r;
   do
     r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);

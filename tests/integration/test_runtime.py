@@ -152,6 +152,8 @@ def test_create_start_state_kill_delete(rt):
     rt.detached("create", "--bundle", str(rt.bundle), "--pid-file", str(rt.bundle / "pid"), cid)
     st = rt.state(cid)
     assert st["status"] == "created"
+    # the waiting init runs from the sealed memfd copy, not from the binary on disk
+    assert os.readlink(f"/proc/{st['pid']}/exe").startswith("/memfd:vessel-runtime")
     assert st["id"] == cid and st["bundle"] == str(rt.bundle)
     assert int((rt.bundle / "pid").read_text()) == st["pid"]
     assert cgroup_dirs(cid), "no cgroup for the created container"
@@ -352,13 +354,29 @@ def test_hooks_get_the_state_on_stdin(rt, tmp_path):
     c["process"]["args"] = ["true"]
     c["hooks"] = {k: [{"path": str(hook), "timeout": 10}]
                   for k in ("prestart", "createRuntime", "poststart", "poststop")}
+    # createContainer runs in the container's namespaces before pivot_root: the host path works
+    c["hooks"]["createContainer"] = [{"path": str(hook)}]
     rt.write_config(c)
     cid = new_id()
     rt.ok("run", "--bundle", str(rt.bundle), cid)
     states = [json.loads(l) for l in out.read_text().splitlines() if l.strip()]
-    assert len(states) == 4
+    assert len(states) == 5
     assert all(s["id"] == cid for s in states)
-    assert [s["status"] for s in states] == ["creating", "creating", "running", "stopped"]
+    assert [s["status"] for s in states] == ["creating", "creating", "creating", "running",
+                                             "stopped"]
+    # a failing hook fails create and leaves nothing behind
+    c["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
+    rt.write_config(c)
+    r = rt.cmd("run", "--bundle", str(rt.bundle), cid)
+    assert r.returncode != 0 and "createRuntime hook 0" in r.stderr
+    assert_nothing_left(rt, cid)
+    # a hook that hangs is killed at its timeout
+    c["hooks"] = {"prestart": [{"path": "/bin/sleep", "args": ["sleep", "100"], "timeout": 1}]}
+    rt.write_config(c)
+    started = time.monotonic()
+    r = rt.cmd("run", "--bundle", str(rt.bundle), cid)
+    assert r.returncode != 0 and "timed out" in r.stderr
+    assert time.monotonic() - started < 30
     assert_nothing_left(rt, cid)
 
 
@@ -466,3 +484,21 @@ def test_joined_namespace_time_offsets_devices_sysctls(rt):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_tmpfs_copy_up(rt):
+    (rt.bundle / "rootfs/etc/sub").mkdir()
+    (rt.bundle / "rootfs/etc/sub/file").write_text("from-image\n")
+    os.symlink("sub/file", rt.bundle / "rootfs/etc/link")
+    c = rt.config()
+    c["mounts"].append({"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+                        "options": ["rw", "nosuid", "tmpcopyup"]})
+    c["process"]["args"] = ["sh", "-c", "cat /etc/link; echo new > /etc/new; "
+                                        "grep ' /etc ' /proc/self/mountinfo | grep -c tmpfs"]
+    rt.write_config(c)
+    cid = new_id()
+    r = rt.cmd("run", "--bundle", str(rt.bundle), cid)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["from-image", "1"]
+    assert not (rt.bundle / "rootfs/etc/new").exists(), "wrote through to the image"
+    assert_nothing_left(rt, cid)

@@ -2,6 +2,9 @@
  * join, freeze/thaw, stats, update, kill, destroy; validation errors; undo on failure. */
 #include <errno.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <sys/syscall.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -427,6 +430,32 @@ TEST(hybrid_hugetlb_lives_on_the_unified_hierarchy) {
   CHECK(was_enabled || !unified_root_has(uroot, "hugetlb"));
 }
 
+/* errno of open(path) by a process that joined cg first (0 = it opened). */
+static int open_errno_in_cgroup(ctr_cgroup *cg, const char *path, int flags) {
+  int pfd[2];
+  if (pipe(pfd) < 0)
+    return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    char c;
+    close(pfd[1]);
+    if (read(pfd[0], &c, 1) != 1)
+      _exit(255);
+    int fd = open(path, flags | O_NONBLOCK);
+    _exit(fd < 0 ? errno : 0);
+  }
+  close(pfd[0]);
+  vs_error *err = NULL;
+  int rc = ctr_cgroup_add_pid(cg, pid, &err);
+  vs_error_free(err);
+  if (write(pfd[1], "g", 1) != 1)
+    rc = -1;
+  close(pfd[1]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return rc < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* In a private mount namespace with only cgroup2 mounted at /sys/fs/cgroup, the runtime sees a
  * pure v2 host: create, join, freeze through cgroup.freeze, kill, destroy. */
 static int child_pure_v2(void) {
@@ -452,9 +481,59 @@ static int child_pure_v2(void) {
   _cleanup_free_ char *top = vs_asprintf("/sys/fs/cgroup/vessel-unit-v2-%d", (int)getpid());
   if (dir_exists(top))
     return 14;
-  if (ctr_cgroup_create("v2", path, NULL, &cg, &err) < 0 || cg->n != 1 || !cg->d[0].unified ||
-      strcmp(cg->d[0].name, "") != 0)
+  /* Devices: an eBPF filter emulates the v1 controller (deny all, then runc's defaults). */
+  res = json_loads("{\"devices\":[{\"allow\":false,\"access\":\"rwm\"}]}", 0, NULL);
+  if (ctr_cgroup_create("v2", path, res, &cg, &err) < 0 || cg->n != 1 || !cg->d[0].unified ||
+      strcmp(cg->d[0].name, "") != 0) {
+    fprintf(stderr, "# %s\n", err ? err->msg : "?");
     return 15;
+  }
+  json_decref(res);
+  if (access("/dev/kmsg", F_OK) == 0) {
+    if (open_errno_in_cgroup(cg, "/dev/null", O_RDONLY) != 0)
+      return 30;
+    if (open_errno_in_cgroup(cg, "/dev/kmsg", O_RDONLY) != EPERM)
+      return 31;
+    json_t *devs = json_loads("[{\"path\":\"/dev/kmsg\",\"type\":\"c\",\"major\":1,"
+                              "\"minor\":11}]",
+                              0, NULL);
+    if (ctr_cgroup_allow_devices(cg, devs, &err) < 0)
+      return 32;
+    json_decref(devs);
+    if (open_errno_in_cgroup(cg, "/dev/kmsg", O_RDONLY) != 0)
+      return 33;
+    /* Later rules win: read allowed, write denied again for the same device. */
+    json_t *later = json_loads("[{\"allow\":false,\"access\":\"rwm\"},"
+                               "{\"allow\":true,\"type\":\"c\",\"major\":1,\"minor\":11,"
+                               "\"access\":\"rw\"},"
+                               "{\"allow\":false,\"type\":\"c\",\"major\":1,\"minor\":11,"
+                               "\"access\":\"w\"}]",
+                               0, NULL);
+    int prog_fd = -1;
+    if (cg_v2_devices_attach(&cg->d[0], later, NULL, &prog_fd, &err) < 0)
+      return 34;
+    /* Both filters are attached now (all must allow): drop the wider one from create. */
+    int first = cg->bpf_fd;
+    cg->bpf_fd = prog_fd;
+    json_decref(later);
+    if (first >= 0) {
+      union bpf_attr attr;
+      memset(&attr, 0, sizeof(attr));
+      _cleanup_close_ int cgfd = open(cg->d[0].path, O_RDONLY | O_DIRECTORY);
+      attr.target_fd = (uint32_t)cgfd;
+      attr.attach_bpf_fd = (uint32_t)first;
+      attr.attach_type = BPF_CGROUP_DEVICE;
+      if (syscall(SYS_bpf, BPF_PROG_DETACH, &attr, sizeof(attr)) < 0)
+        return 35;
+      close(first);
+    }
+    if (open_errno_in_cgroup(cg, "/dev/kmsg", O_RDONLY) != 0)
+      return 36;
+    if (open_errno_in_cgroup(cg, "/dev/kmsg", O_WRONLY) != EPERM)
+      return 37;
+    if (open_errno_in_cgroup(cg, "/dev/zero", O_RDONLY) != 0) /* runc's defaults */
+      return 38;
+  }
   pid_t child = fork();
   if (child == 0) {
     for (;;)
@@ -473,6 +552,10 @@ static int child_pure_v2(void) {
   size_t n = 0;
   if (ctr_cgroup_pids(cg, &pids, &n, &err) < 0 || n != 1 || pids[0] != child)
     return 19;
+  json_t *stats = ctr_cgroup_stats(cg, &err);
+  if (!stats || !json_is_object(json_object_get(stats, "cpu")))
+    return 22;
+  json_decref(stats);
   free(pids);
   if (ctr_cgroup_kill(cg, SIGKILL, &err) < 0 || waitpid(child, NULL, 0) != child)
     return 20;

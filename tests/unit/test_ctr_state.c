@@ -35,8 +35,13 @@ TEST(state_round_trip) {
   ctr_runtime rt = {.root = root};
   char *dir = ctr_state_dir(&rt, "c1");
   CHECK_EQ(mkdir(dir, 0700), 0);
-  ctr_state st = {.id = "c1", .pid = getpid(), .bundle = "/b", .rootfs = "/b/rootfs",
-                  .created = "2026-01-01T00:00:00Z", .owner = "", .stored = CTR_STATUS_RUNNING};
+  ctr_state st = {.id = "c1",
+                  .pid = getpid(),
+                  .bundle = "/b",
+                  .rootfs = "/b/rootfs",
+                  .created = "2026-01-01T00:00:00Z",
+                  .owner = "",
+                  .stored = CTR_STATUS_RUNNING};
   st.pid_start = 0;
   st.annotations = json_pack("{s:s}", "k", "v");
   CHECK_EQ(ctr_state_save(&rt, &st, NULL), 0);
@@ -57,9 +62,7 @@ TEST(state_round_trip) {
   CHECK(ids && ids[0] && !strcmp(ids[0], "c1") && !ids[1]);
   ctr_strv_free(ids);
   json_decref(st.annotations);
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
-  CHECK_EQ(system(cmd), 0);
+  CHECK_EQ(vs_rm_rf(root, NULL), 0);
   free(dir);
 }
 
@@ -78,8 +81,13 @@ TEST(live_process_is_running_or_created) {
   char *p = strrchr(buf, ')') + 2;
   for (int i = 3; i < 22; i++)
     p = strchr(p, ' ') + 1;
-  ctr_state st = {.id = "c2", .pid = getpid(), .pid_start = strtoull(p, NULL, 10),
-                  .bundle = "", .rootfs = "", .created = "", .owner = "",
+  ctr_state st = {.id = "c2",
+                  .pid = getpid(),
+                  .pid_start = strtoull(p, NULL, 10),
+                  .bundle = "",
+                  .rootfs = "",
+                  .created = "",
+                  .owner = "",
                   .stored = CTR_STATUS_CREATED};
   CHECK_EQ(ctr_state_status(&rt, &st), CTR_STATUS_RUNNING);
   snprintf(path, sizeof(path), "%s/c2/exec.fifo", root);
@@ -87,9 +95,7 @@ TEST(live_process_is_running_or_created) {
   CHECK_EQ(ctr_state_status(&rt, &st), CTR_STATUS_CREATED);
   st.stored = CTR_STATUS_CREATING;
   CHECK_EQ(ctr_state_status(&rt, &st), CTR_STATUS_CREATING);
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
-  CHECK_EQ(system(cmd), 0);
+  CHECK_EQ(vs_rm_rf(root, NULL), 0);
 }
 
 TEST(corrupt_state_is_an_error) {
@@ -112,9 +118,7 @@ TEST(corrupt_state_is_an_error) {
   CHECK(ctr_state_load(&rt, "nope", &st, &e) < 0);
   CHECK_CONTAINS(e->msg, "does not exist");
   vs_error_free(e);
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
-  CHECK_EQ(system(cmd), 0);
+  CHECK_EQ(vs_rm_rf(root, NULL), 0);
 }
 
 int main(void) { return tap_run(); }

@@ -67,7 +67,7 @@ TEST(missing_required_fields_are_named) {
                  "root: required field is missing");
   CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"}}"),
                  "process: required field is missing");
-  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{},"  MIN_PROCESS "}"),
+  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{}," MIN_PROCESS "}"),
                  "root.path: required field is missing");
   CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"},"
                              "\"process\":{\"user\":{\"uid\":0,\"gid\":0},\"cwd\":\"/\"}}"),
@@ -76,37 +76,49 @@ TEST(missing_required_fields_are_named) {
 
 TEST(wrong_types_are_named) {
   CHECK_CONTAINS(parse_error("{\"ociVersion\":1}"), "ociVersion: must be a string, not an integer");
-  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\",\"readonly\":\"yes\"},"
-                             MIN_PROCESS "}"),
-                 "root.readonly: must be a boolean");
-  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"},"
-                             "\"process\":{\"user\":{\"uid\":-1,\"gid\":0},\"cwd\":\"/\",\"args\":[\"sh\"]}}"),
-                 "process.user.uid: -1 is out of range");
-  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"},"
-                             "\"process\":{\"user\":{\"uid\":0,\"gid\":0},\"cwd\":\"/\",\"args\":[\"sh\",3]}}"),
-                 "process.args[1]: must be a string");
-  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"},"
-                             "\"process\":{\"user\":{\"uid\":0,\"gid\":0},\"cwd\":\"rel\",\"args\":[\"sh\"]}}"),
-                 "process.cwd: \"rel\" must be an absolute path");
-  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"},"
-                             "\"process\":{\"user\":{\"uid\":0,\"gid\":0},\"cwd\":\"/\",\"args\":[\"sh\"],"
-                             "\"env\":[\"NOEQUALS\"]}}"),
-                 "process.env[0]: \"NOEQUALS\" is not NAME=VALUE");
+  CHECK_CONTAINS(
+      parse_error(
+          "{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\",\"readonly\":\"yes\"}," MIN_PROCESS
+          "}"),
+      "root.readonly: must be a boolean");
+  CHECK_CONTAINS(
+      parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"},"
+                  "\"process\":{\"user\":{\"uid\":-1,\"gid\":0},\"cwd\":\"/\",\"args\":[\"sh\"]}}"),
+      "process.user.uid: -1 is out of range");
+  CHECK_CONTAINS(
+      parse_error(
+          "{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"},"
+          "\"process\":{\"user\":{\"uid\":0,\"gid\":0},\"cwd\":\"/\",\"args\":[\"sh\",3]}}"),
+      "process.args[1]: must be a string");
+  CHECK_CONTAINS(
+      parse_error(
+          "{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"},"
+          "\"process\":{\"user\":{\"uid\":0,\"gid\":0},\"cwd\":\"rel\",\"args\":[\"sh\"]}}"),
+      "process.cwd: \"rel\" must be an absolute path");
+  CHECK_CONTAINS(
+      parse_error("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"r\"},"
+                  "\"process\":{\"user\":{\"uid\":0,\"gid\":0},\"cwd\":\"/\",\"args\":[\"sh\"],"
+                  "\"env\":[\"NOEQUALS\"]}}"),
+      "process.env[0]: \"NOEQUALS\" is not NAME=VALUE");
 }
 
 TEST(unsupported_versions_are_refused) {
-  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"2.0.0\",\"root\":{\"path\":\"r\"}," MIN_PROCESS "}"),
-                 "ociVersion: version 2.0.0 is not supported");
-  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"banana\",\"root\":{\"path\":\"r\"}," MIN_PROCESS "}"),
-                 "is not a version");
-  CHECK(parse_error("{\"ociVersion\":\"1.0.2-dev\",\"root\":{\"path\":\"r\"}," MIN_PROCESS "}") == NULL);
+  CHECK_CONTAINS(
+      parse_error("{\"ociVersion\":\"2.0.0\",\"root\":{\"path\":\"r\"}," MIN_PROCESS "}"),
+      "ociVersion: version 2.0.0 is not supported");
+  CHECK_CONTAINS(
+      parse_error("{\"ociVersion\":\"banana\",\"root\":{\"path\":\"r\"}," MIN_PROCESS "}"),
+      "is not a version");
+  CHECK(parse_error("{\"ociVersion\":\"1.0.2-dev\",\"root\":{\"path\":\"r\"}," MIN_PROCESS "}") ==
+        NULL);
 }
 
 #define DOC(extra) "{\"ociVersion\":\"1.2.0\",\"root\":{\"path\":\"r\"}," MIN_PROCESS "," extra "}"
 
 TEST(bad_mount_destinations_are_refused) {
-  CHECK_CONTAINS(parse_error(DOC("\"mounts\":[{\"destination\":\"/a/../../etc\",\"type\":\"tmpfs\"}]")),
-                 "mounts[0].destination: \"/a/../../etc\" must not contain \"..\"");
+  CHECK_CONTAINS(
+      parse_error(DOC("\"mounts\":[{\"destination\":\"/a/../../etc\",\"type\":\"tmpfs\"}]")),
+      "mounts[0].destination: \"/a/../../etc\" must not contain \"..\"");
   CHECK_CONTAINS(parse_error(DOC("\"mounts\":[{\"destination\":\"/ok\",\"type\":\"tmpfs\"},"
                                  "{\"destination\":\"rel\",\"type\":\"tmpfs\"}]")),
                  "mounts[1].destination: \"rel\" must be an absolute path");
@@ -140,18 +152,23 @@ TEST(bad_devices_are_refused) {
 }
 
 TEST(namespaces_are_checked) {
-  CHECK_CONTAINS(parse_error(DOC("\"linux\":{\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"pid\"}]}")),
-                 "namespace \"pid\" is listed twice");
+  CHECK_CONTAINS(
+      parse_error(DOC("\"linux\":{\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"pid\"}]}")),
+      "namespace \"pid\" is listed twice");
   CHECK_CONTAINS(parse_error(DOC("\"linux\":{\"namespaces\":[{\"type\":\"bogus\"}]}")),
                  "unknown namespace type \"bogus\"");
   CHECK_CONTAINS(parse_error(DOC("\"linux\":{\"namespaces\":[{\"type\":\"user\"}]}")),
                  "needs both uid and gid mappings");
-  CHECK_CONTAINS(parse_error(DOC("\"linux\":{\"uidMappings\":[{\"containerID\":0,\"hostID\":1000,\"size\":1}]}")),
-                 "need a new user namespace");
-  CHECK_CONTAINS(parse_error(DOC("\"linux\":{\"namespaces\":[{\"type\":\"net\",\"path\":\"rel\"}]}")),
-                 "unknown namespace type \"net\"");
-  CHECK_CONTAINS(parse_error(DOC("\"linux\":{\"namespaces\":[{\"type\":\"network\",\"path\":\"rel\"}]}")),
-                 "linux.namespaces[0].path: must be an absolute path");
+  CHECK_CONTAINS(
+      parse_error(
+          DOC("\"linux\":{\"uidMappings\":[{\"containerID\":0,\"hostID\":1000,\"size\":1}]}")),
+      "need a new user namespace");
+  CHECK_CONTAINS(
+      parse_error(DOC("\"linux\":{\"namespaces\":[{\"type\":\"net\",\"path\":\"rel\"}]}")),
+      "unknown namespace type \"net\"");
+  CHECK_CONTAINS(
+      parse_error(DOC("\"linux\":{\"namespaces\":[{\"type\":\"network\",\"path\":\"rel\"}]}")),
+      "linux.namespaces[0].path: must be an absolute path");
 }
 
 TEST(user_namespace_maps_parse) {
@@ -179,7 +196,8 @@ TEST(hooks_parse_and_validate) {
 }
 
 TEST(duplicate_keys_are_refused) {
-  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.0\",\"ociVersion\":\"1.0.0\"}"), "invalid JSON");
+  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.0.0\",\"ociVersion\":\"1.0.0\"}"),
+                 "invalid JSON");
 }
 
 int main(void) { return tap_run(); }

@@ -32,12 +32,16 @@ int rt_usage_error(vs_error **err, const char *cmd, const char *fmt, ...)
 /* Exactly one positional argument: the container id. */
 int rt_one_id(int argc, char **argv, const char **id, vs_error **err);
 int rt_print_json(json_t *j, bool pretty);
+/* A non-negative decimal number (descriptor counts, ids); the error names the option. */
+int rt_parse_count(const char *s, const char *option, int *out, vs_error **err);
 /* The create/run options shared by both. Returns 1 when handled. */
 int rt_create_opt(int c, ctr_create_opts *o, vs_error **err);
 #define RT_CREATE_LONGOPTS                                                                         \
   {"bundle", required_argument, NULL, 'b'}, {"pid-file", required_argument, NULL, 'p'},            \
       {"console-socket", required_argument, NULL, 'c'}, {"no-pivot", no_argument, NULL, 'N'},      \
-      {"preserve-fds", required_argument, NULL, 'F'},                                              \
-      {"no-new-keyring", no_argument, NULL, 'K'}, {"no-subreaper", no_argument, NULL, 'S'}
+      {"preserve-fds", required_argument, NULL, 'F'}, {"no-new-keyring", no_argument, NULL, 'K'},  \
+  {                                                                                                \
+    "no-subreaper", no_argument, NULL, 'S'                                                         \
+  }
 
 #endif

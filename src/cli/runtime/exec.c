@@ -68,20 +68,55 @@ int cmd_exec(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
   /* "+": the container command's own options are not ours. */
   while ((c = getopt_long(argc, argv, "+p:tw:e:u:g:dc:", opts, NULL)) != -1) {
     switch (c) {
-    case CONSOLE: o.console_socket = optarg; break;
-    case PIDFILE: o.pid_file = optarg; break;
-    case 'p': process_file = optarg; break;
-    case PRESERVE: o.preserve_fds = atoi(optarg); break;
-    case 't': tty = true; break;
-    case 'w': cwd = optarg; break;
-    case 'e': json_array_append_new(envs, json_string(optarg)); break;
-    case 'u': user = optarg; break;
-    case 'g': json_array_append_new(gids, json_integer(atoll(optarg))); break;
-    case 'd': o.detach = true; break;
-    case NNP: nnp = true; break;
-    case 'c': json_array_append_new(caps, json_string(optarg)); break;
-    case APPARMOR: case LABEL: case CGROUP: case IGNORE: break;
-    default: rt_usage_error(err, "exec", "unknown option"); goto out;
+    case CONSOLE:
+      o.console_socket = optarg;
+      break;
+    case PIDFILE:
+      o.pid_file = optarg;
+      break;
+    case 'p':
+      process_file = optarg;
+      break;
+    case PRESERVE:
+      if (rt_parse_count(optarg, "--preserve-fds", &o.preserve_fds, err) < 0)
+        goto out;
+      break;
+    case 't':
+      tty = true;
+      break;
+    case 'w':
+      cwd = optarg;
+      break;
+    case 'e':
+      json_array_append_new(envs, json_string(optarg));
+      break;
+    case 'u':
+      user = optarg;
+      break;
+    case 'g': {
+      int gid;
+      if (rt_parse_count(optarg, "--additional-gids", &gid, err) < 0)
+        goto out;
+      json_array_append_new(gids, json_integer(gid));
+      break;
+    }
+    case 'd':
+      o.detach = true;
+      break;
+    case NNP:
+      nnp = true;
+      break;
+    case 'c':
+      json_array_append_new(caps, json_string(optarg));
+      break;
+    case APPARMOR:
+    case LABEL:
+    case CGROUP:
+    case IGNORE:
+      break;
+    default:
+      rt_usage_error(err, "exec", "unknown option");
+      goto out;
     }
   }
   if (argc - optind < 1) {

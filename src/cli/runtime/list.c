@@ -18,7 +18,7 @@ int cmd_list(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
     else
       return rt_usage_error(err, "list", "unknown option");
   }
-  if (strcmp(format, "table") && strcmp(format, "json"))
+  if (strcmp(format, "table") != 0 && strcmp(format, "json") != 0)
     return rt_usage_error(err, "list", "--format: \"%s\" is not table or json", format);
   char **ids = ctr_list_ids(rt, err);
   if (!ids)

@@ -1,8 +1,81 @@
 /* ps [--format table|json] ID [ps options]: the container's processes. */
 #include "cmd.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/wait.h>
+
+static bool is_container_pid(const char *line, int pid_col, const pid_t *pids, size_t n) {
+  char copy[4096];
+  snprintf(copy, sizeof(copy), "%s", line);
+  char *save = NULL, *t = strtok_r(copy, " \t\n", &save);
+  for (int col = 0; t && col < pid_col; col++)
+    t = strtok_r(NULL, " \t\n", &save);
+  long pid = t ? strtol(t, NULL, 10) : -1;
+  for (size_t i = 0; i < n; i++)
+    if (pids[i] == pid)
+      return true;
+  return false;
+}
+
+static int ps_table(int nopts, char **opts, const pid_t *pids, size_t n, vs_error **err) {
+  char **av = vs_malloc0((size_t)(nopts + 3) * sizeof(char *));
+  size_t k = 0;
+  av[k++] = "ps";
+  for (int i = 0; i < nopts; i++)
+    av[k++] = opts[i];
+  if (k == 1)
+    av[k++] = "-ef";
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) < 0) {
+    free(av);
+    return vs_error_set(err, errno, "ps: pipe"), 1;
+  }
+  fflush(stdout);
+  pid_t child = fork();
+  if (child == 0) {
+    dup2(out[1], 1);
+    execvp("ps", av);
+    _exit(127);
+  }
+  free(av);
+  close(out[1]);
+  if (child < 0) {
+    close(out[0]);
+    return vs_error_set(err, errno, "ps: fork"), 1;
+  }
+  FILE *f = fdopen(out[0], "r");
+  char line[4096];
+  int pid_col = -1;
+  bool header = true;
+  while (f && fgets(line, sizeof(line), f)) {
+    if (header) {
+      fputs(line, stdout);
+      char copy[4096];
+      snprintf(copy, sizeof(copy), "%s", line);
+      char *save = NULL, *t = strtok_r(copy, " \t\n", &save);
+      for (int col = 0; t; t = strtok_r(NULL, " \t\n", &save), col++)
+        if (!strcmp(t, "PID"))
+          pid_col = col;
+      header = false;
+      if (pid_col < 0) {
+        vs_error_set(err, 0, "ps: the ps output has no PID column");
+        break;
+      }
+      continue;
+    }
+    if (is_container_pid(line, pid_col, pids, n))
+      fputs(line, stdout);
+  }
+  if (f)
+    fclose(f);
+  int status;
+  waitpid(child, &status, 0);
+  if (*err)
+    return 1;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
 
 int cmd_ps(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
   static const struct option opts[] = {{"format", required_argument, NULL, 'f'},
@@ -14,7 +87,7 @@ int cmd_ps(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
       return rt_usage_error(err, "ps", "unknown option");
     format = optarg;
   }
-  if (strcmp(format, "table") && strcmp(format, "json"))
+  if (strcmp(format, "table") != 0 && strcmp(format, "json") != 0)
     return rt_usage_error(err, "ps", "--format: \"%s\" is not table or json", format);
   if (argc - optind < 1)
     return rt_usage_error(err, "ps", "expects a container id");
@@ -32,63 +105,8 @@ int cmd_ps(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
     free(pids);
     return 0;
   }
-  /* The table: like runc, ps(1) filtered to the container's pids. */
-  fflush(stdout);
-  char **av = vs_malloc0((size_t)(argc - optind + 4) * sizeof(char *));
-  size_t k = 0;
-  av[k++] = "ps";
-  for (int i = optind + 1; i < argc; i++)
-    av[k++] = argv[i];
-  if (k == 1)
-    av[k++] = "-ef";
-  int status;
-  FILE *p = NULL;
-  _cleanup_free_ char *cmd = NULL;
-  {
-    size_t len = 0;
-    for (size_t i = 0; i < k; i++)
-      len += strlen(av[i]) + 3;
-    cmd = vs_malloc0(len + 1);
-    for (size_t i = 0; i < k; i++) {
-      if (strchr(av[i], '\''))
-        return rt_usage_error(err, "ps", "ps options must not contain quotes");
-      strcat(cmd, "'");
-      strcat(cmd, av[i]);
-      strcat(cmd, "' ");
-    }
-  }
-  free(av);
-  p = popen(cmd, "r");
-  if (!p) {
-    free(pids);
-    return vs_error_set(err, 0, "run ps"), 1;
-  }
-  char line[4096];
-  int pid_col = -1;
-  bool header = true;
-  while (fgets(line, sizeof(line), p)) {
-    if (header) {
-      fputs(line, stdout);
-      char *save = NULL, *t = strtok_r(line, " \t\n", &save);
-      for (int col = 0; t; t = strtok_r(NULL, " \t\n", &save), col++)
-        if (!strcmp(t, "PID"))
-          pid_col = col;
-      header = false;
-      continue;
-    }
-    char copy[4096];
-    snprintf(copy, sizeof(copy), "%s", line);
-    char *save = NULL, *t = strtok_r(copy, " \t\n", &save);
-    for (int col = 0; t && col < pid_col; col++)
-      t = strtok_r(NULL, " \t\n", &save);
-    long pid = t ? strtol(t, NULL, 10) : -1;
-    for (size_t i = 0; i < n; i++)
-      if (pids[i] == pid) {
-        fputs(line, stdout);
-        break;
-      }
-  }
-  status = pclose(p);
+  /* The table: like runc, ps(1) (with the given ps options) filtered to the container's pids. */
+  int status = ps_table(argc - optind - 1, argv + optind + 1, pids, n, err);
   free(pids);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+  return status;
 }

@@ -2,8 +2,10 @@
 #include "cmd.h"
 
 int cmd_run(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
-  static const struct option opts[] = {RT_CREATE_LONGOPTS, {"detach", no_argument, NULL, 'd'},
-                                       {"keep", no_argument, NULL, 'k'}, {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {RT_CREATE_LONGOPTS,
+                                       {"detach", no_argument, NULL, 'd'},
+                                       {"keep", no_argument, NULL, 'k'},
+                                       {NULL, 0, NULL, 0}};
   ctr_create_opts o = {.bundle = ".", .foreground = true};
   int c;
   while ((c = getopt_long(argc, argv, "b:d", opts, NULL)) != -1) {

@@ -13,11 +13,25 @@ static int parse_size(const char *s, int64_t *out) {
     return -1;
   long long mul = 1;
   switch (*end) {
-  case 0: break;
-  case 'k': case 'K': mul = 1LL << 10; end++; break;
-  case 'm': case 'M': mul = 1LL << 20; end++; break;
-  case 'g': case 'G': mul = 1LL << 30; end++; break;
-  default: return -1;
+  case 0:
+    break;
+  case 'k':
+  case 'K':
+    mul = 1LL << 10;
+    end++;
+    break;
+  case 'm':
+  case 'M':
+    mul = 1LL << 20;
+    end++;
+    break;
+  case 'g':
+  case 'G':
+    mul = 1LL << 30;
+    end++;
+    break;
+  default:
+    return -1;
   }
   if (*end == 'b' || *end == 'B')
     end++;
@@ -37,8 +51,22 @@ static json_t *section(json_t *res, const char *name) {
 }
 
 int cmd_update(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
-  enum { MEM = 1000, MEMRES, MEMSWAP, KMEM, CPUSHARES, CPUQUOTA, CPUPERIOD, CPURTP, CPURTR,
-         CPUSETCPUS, CPUSETMEMS, PIDS, BLKIOW, CPUIDLE };
+  enum {
+    MEM = 1000,
+    MEMRES,
+    MEMSWAP,
+    KMEM,
+    CPUSHARES,
+    CPUQUOTA,
+    CPUPERIOD,
+    CPURTP,
+    CPURTR,
+    CPUSETCPUS,
+    CPUSETMEMS,
+    PIDS,
+    BLKIOW,
+    CPUIDLE
+  };
   static const struct option opts[] = {
       {"resources", required_argument, NULL, 'r'},
       {"memory", required_argument, NULL, MEM},
@@ -65,32 +93,75 @@ int cmd_update(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
     const char *key = NULL, *sec = NULL;
     bool size = false;
     switch (c) {
-    case 'r': file = optarg; continue;
-    case MEM: sec = "memory"; key = "limit"; size = true; break;
-    case MEMRES: sec = "memory"; key = "reservation"; size = true; break;
-    case MEMSWAP: sec = "memory"; key = "swap"; size = true; break;
-    case KMEM: sec = "memory"; key = "kernel"; size = true; break;
-    case CPUSHARES: sec = "cpu"; key = "shares"; break;
-    case CPUQUOTA: sec = "cpu"; key = "quota"; break;
-    case CPUPERIOD: sec = "cpu"; key = "period"; break;
-    case CPURTP: sec = "cpu"; key = "realtimePeriod"; break;
-    case CPURTR: sec = "cpu"; key = "realtimeRuntime"; break;
-    case CPUIDLE: sec = "cpu"; key = "idle"; break;
+    case 'r':
+      file = optarg;
+      continue;
+    case MEM:
+      sec = "memory";
+      key = "limit";
+      size = true;
+      break;
+    case MEMRES:
+      sec = "memory";
+      key = "reservation";
+      size = true;
+      break;
+    case MEMSWAP:
+      sec = "memory";
+      key = "swap";
+      size = true;
+      break;
+    case KMEM:
+      sec = "memory";
+      key = "kernel";
+      size = true;
+      break;
+    case CPUSHARES:
+      sec = "cpu";
+      key = "shares";
+      break;
+    case CPUQUOTA:
+      sec = "cpu";
+      key = "quota";
+      break;
+    case CPUPERIOD:
+      sec = "cpu";
+      key = "period";
+      break;
+    case CPURTP:
+      sec = "cpu";
+      key = "realtimePeriod";
+      break;
+    case CPURTR:
+      sec = "cpu";
+      key = "realtimeRuntime";
+      break;
+    case CPUIDLE:
+      sec = "cpu";
+      key = "idle";
+      break;
     case CPUSETCPUS:
       json_object_set_new(section(res, "cpu"), "cpus", json_string(optarg));
       continue;
     case CPUSETMEMS:
       json_object_set_new(section(res, "cpu"), "mems", json_string(optarg));
       continue;
-    case PIDS: sec = "pids"; key = "limit"; break;
-    case BLKIOW: sec = "blockIO"; key = "weight"; break;
-    default: rt_usage_error(err, "update", "unknown option"); goto out;
+    case PIDS:
+      sec = "pids";
+      key = "limit";
+      break;
+    case BLKIOW:
+      sec = "blockIO";
+      key = "weight";
+      break;
+    default:
+      rt_usage_error(err, "update", "unknown option");
+      goto out;
     }
     char *end;
     errno = 0;
     if (size ? parse_size(optarg, &v) < 0 : ((v = strtoll(optarg, &end, 10)), errno || *end)) {
-      rt_usage_error(err, "update", "--%s: \"%s\" is not a number", opts[c - MEM + 1].name,
-                     optarg);
+      rt_usage_error(err, "update", "--%s: \"%s\" is not a number", opts[c - MEM + 1].name, optarg);
       goto out;
     }
     json_object_set_new(section(res, sec), key, json_integer(v));
@@ -99,8 +170,8 @@ int cmd_update(ctr_runtime *rt, int argc, char **argv, vs_error **err) {
   if (rt_one_id(argc, argv, &id, err))
     goto out;
   if (file) {
-    json_t *j = !strcmp(file, "-") ? json_loadf(stdin, 0, NULL)
-                                   : vs_json_load_file(file, 1 << 20, err);
+    json_t *j =
+        !strcmp(file, "-") ? json_loadf(stdin, 0, NULL) : vs_json_load_file(file, 1 << 20, err);
     if (!j) {
       if (!*err)
         vs_error_set(err, 0, "update: -r -: invalid JSON on stdin");
