@@ -60,7 +60,7 @@ static uint64_t set_mask(json_t *caps, const char *set, int last_cap) {
                    name ? name : "?");
       continue;
     }
-    m |= 1ull << c;
+    m |= 1ULL << c;
   }
   return m;
 }
@@ -85,11 +85,11 @@ static int set_proc_caps(uint64_t eff, uint64_t perm, uint64_t inh, int last_cap
     return vs_error_set(err, errno, "cap_init");
   for (int i = 0; i <= last_cap && i < 64; i++) {
     cap_value_t v = i;
-    if (eff & (1ull << i))
+    if (eff & (1ULL << i))
       cap_set_flag(c, CAP_EFFECTIVE, 1, &v, CAP_SET);
-    if (perm & (1ull << i))
+    if (perm & (1ULL << i))
       cap_set_flag(c, CAP_PERMITTED, 1, &v, CAP_SET);
-    if (inh & (1ull << i))
+    if (inh & (1ULL << i))
       cap_set_flag(c, CAP_INHERITABLE, 1, &v, CAP_SET);
   }
   int rc = cap_set_proc(c);
@@ -108,7 +108,7 @@ static uint64_t current_permitted(int last_cap) {
   for (int i = 0; i <= last_cap && i < 64; i++) {
     cap_flag_value_t f = CAP_CLEAR;
     if (cap_get_flag(c, i, CAP_PERMITTED, &f) == 0 && f == CAP_SET)
-      m |= 1ull << i;
+      m |= 1ULL << i;
   }
   cap_free(c);
   return m;
@@ -128,7 +128,7 @@ int ctr_caps_apply(json_t *caps, bool no_new_privileges, vs_error **err) {
   if (set_proc_caps(have, have, 0, last_cap, err) < 0)
     return vs_error_wrap(err, "raise the permitted capabilities");
   for (int i = 0; i <= last_cap && i < 64; i++) {
-    if (bounding & (1ull << i))
+    if (bounding & (1ULL << i))
       continue;
     if (prctl(PR_CAPBSET_DROP, i, 0, 0, 0) < 0 && errno != EINVAL) {
       int saved = errno;
@@ -147,10 +147,9 @@ int ctr_caps_apply(json_t *caps, bool no_new_privileges, vs_error **err) {
    * an inheritable set, and the kernel only allows ambient caps that are permitted and
    * inheritable. */
   for (int i = 0; i <= last_cap && i < 64; i++) {
-    if (!(amb & (1ull << i)))
+    if (!(amb & (1ULL << i)))
       continue;
-    if (!(perm & inh & (1ull << i)) ||
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) < 0) {
+    if (!(perm & inh & (1ULL << i)) || prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) < 0) {
       _cleanup_free_ char *name = cap_name(i);
       vs_log_debug("process.capabilities.ambient: %s not raised (it must also be permitted and "
                    "inheritable)",

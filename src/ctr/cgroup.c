@@ -432,7 +432,7 @@ static int cpuset_init_from_parent(const char *dir, vs_error **err) {
   return 0;
 }
 
-static int make_dirs(cg_dir *d, const char *inner, bool cpuset, vs_error **err) {
+static int make_dirs_once(cg_dir *d, const char *inner, bool cpuset, vs_error **err) {
   _cleanup_free_ char *walk = vs_strdup(d->mount);
   _cleanup_free_ char *copy = vs_strdup(inner);
   char *save = NULL;
@@ -450,6 +450,20 @@ static int make_dirs(cg_dir *d, const char *inner, bool cpuset, vs_error **err) 
     } else if (errno != EEXIST) {
       return vs_error_set(err, errno, "create cgroup %s", walk);
     }
+  }
+  return 0;
+}
+
+static int make_dirs(cg_dir *d, const char *inner, bool cpuset, vs_error **err) {
+  /* Another container's delete may remove a shared parent (/vessel) between our mkdirs. */
+  for (int attempt = 0;; attempt++) {
+    d->created = 0;
+    if (make_dirs_once(d, inner, cpuset, err) == 0)
+      break;
+    if (attempt >= 4 || !err || !*err || (*err)->errnum != ENOENT)
+      return -1;
+    vs_error_free(*err);
+    *err = NULL;
   }
   /* The container's own directory belongs to it even when it existed already. */
   if (d->created == 0)
@@ -519,6 +533,10 @@ int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resource
     }
     if (make_dirs(d, inner, !h->unified && cg_list_has(h->controllers, "cpuset"), err) < 0)
       goto out;
+    /* The default parent /vessel is the runtime's own: whoever deletes the last container in it
+     * removes it, even if another container's create made it. */
+    if ((!cgroups_path || !*cgroups_path) && d->created < 2)
+      d->created = 2;
     if (h->unified && pure_v2) {
       /* Enable every controller we manage so later `update`s can use them. */
       _cleanup_free_ char *ctrls = vs_strdup(d->controllers);
@@ -576,7 +594,7 @@ int ctr_cgroup_allow_devices(ctr_cgroup *cg, json_t *devs, vs_error **err) {
     json_t *maj = json_object_get(e, "major"), *min = json_object_get(e, "minor");
     if (!type || !json_is_integer(maj) || !json_is_integer(min))
       continue; /* the spec parser reports malformed devices; "p" fifos need no rule */
-    char t = type[0] == 'u' ? 'c' : type[0];
+    char t = (char)(type[0] == 'u' ? 'c' : type[0]);
     if (t != 'c' && t != 'b')
       continue;
     if (cg_writef(d->path, "devices.allow", err, "%c %lld:%lld rwm", t,
@@ -590,6 +608,25 @@ static bool nonempty(json_t *v) {
   return v && !json_is_null(v) &&
          ((json_is_object(v) && json_object_size(v) > 0) ||
           (json_is_array(v) && json_array_size(v) > 0));
+}
+
+/* Every pageSize must be one the kernel has (checked before enabling hugetlb on cgroup2). */
+static int check_hugepage_sizes(json_t *limits, vs_error **err) {
+  size_t i;
+  json_t *e;
+  json_array_foreach(limits, i, e) {
+    const char *size = json_string_value(json_object_get(e, "pageSize"));
+    char *unit;
+    unsigned long n = strtoul(size, &unit, 10);
+    unsigned long kb = n << (strcmp(unit, "GB") == 0 ? 20 : strcmp(unit, "MB") == 0 ? 10 : 0);
+    _cleanup_free_ char *dir = vs_asprintf("/sys/kernel/mm/hugepages/hugepages-%lukB", kb);
+    if (access(dir, F_OK) < 0)
+      return vs_error_set(err, 0,
+                          "linux.resources.hugepageLimits[%zu].pageSize: huge page size %s is "
+                          "not supported on this host",
+                          i, size);
+  }
+  return 0;
 }
 
 static int need(ctr_cgroup *cg, const char *controller, const char *field, cg_dir **d,
@@ -653,15 +690,17 @@ static int apply_resources(ctr_cgroup *cg, json_t *r, bool creating, vs_error **
   if (nonempty(v = json_object_get(r, "hugepageLimits"))) {
     if (need(cg, "hugetlb", "linux.resources.hugepageLimits", &d, err) < 0)
       return -1;
+    if (check_hugepage_sizes(v, err) < 0)
+      return -1;
     if (d->unified && cg_v2_enable(d, "hugetlb", err) < 0)
       return vs_error_wrap(err, "linux.resources.hugepageLimits");
     if (cg_hugetlb(d, v, err) < 0)
       return -1;
   }
-  if (nonempty(v = json_object_get(r, "network")))
-    vs_log_warn("linux.resources.network: net_cls/net_prio are not mounted on this host; "
+  if (nonempty(json_object_get(r, "network")))
+    vs_log_warn("linux.resources.network: net_cls/net_prio are not managed by vessel-runtime; "
                 "ignored");
-  if (nonempty(v = json_object_get(r, "rdma")))
+  if (nonempty(json_object_get(r, "rdma")))
     vs_log_warn("linux.resources.rdma: no rdma controller on this host; ignored");
   if (nonempty(v = json_object_get(r, "unified"))) {
     cg_dir *u = unified_dir(cg);

@@ -32,7 +32,7 @@ int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resource
 
 /* v1 devices controller: add allow rules ("c 1:3 rwm") for the spec's `linux.devices` entries,
  * like runc does (call right after create; a no-op where there is no devices controller). */
-int ctr_cgroup_allow_devices(ctr_cgroup *cg, json_t *linux_devices, vs_error **err);
+int ctr_cgroup_allow_devices(ctr_cgroup *cg, json_t *devs, vs_error **err);
 
 /* Move `pid` into the container's cgroup in every hierarchy. Call before the container's init
  * unshares its cgroup namespace so that its namespace root is the container's cgroup. */

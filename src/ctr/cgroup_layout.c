@@ -35,20 +35,30 @@ bool cg_list_has(const char *list, const char *item) {
   return false;
 }
 
+static size_t list_count(const char *list) {
+  size_t n = 0;
+  for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+    n++;
+  return n;
+}
+
 /* Two comma lists name the same set of controllers. */
 static bool same_set(const char *a, const char *b) {
-  size_t na = 0, nb = 0;
+  if (list_count(a) != list_count(b))
+    return false;
   for (const char *p = a; p && *p;) {
     const char *c = strchr(p, ',');
-    _cleanup_free_ char *item = c ? strndup(p, (size_t)(c - p)) : vs_strdup(p);
+    size_t len = c ? (size_t)(c - p) : strlen(p);
+    char item[128];
+    if (len >= sizeof(item))
+      return false;
+    memcpy(item, p, len);
+    item[len] = 0;
     if (!cg_list_has(b, item))
       return false;
-    na++;
     p = c ? c + 1 : NULL;
   }
-  for (const char *p = b; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
-    nb++;
-  return na == nb;
+  return true;
 }
 
 /* mountinfo escapes space, tab, newline and backslash as \ooo. */
@@ -176,7 +186,7 @@ static int read_small_file(const char *path, char **out, vs_error **err) {
   _cleanup_free_ char *buf = vs_malloc0(cap + 1);
   for (;;) {
     if (len == cap) {
-      if (cap >= (16u << 20))
+      if (cap >= (16U << 20))
         return vs_error_set(err, EFBIG, "read %s: larger than 16 MiB", path);
       cap *= 2;
       buf = vs_realloc(buf, cap + 1);
@@ -270,7 +280,7 @@ bool cg_file_exists(const char *dir, const char *file) {
 
 int cg_read_u64(const char *dir, const char *file, uint64_t *out, vs_error **err) {
   _cleanup_free_ char *text = NULL;
-  if (cg_read(dir, file, &text, err) < 0)
+  if (cg_read(dir, file, &text, err) < 0 || !text)
     return -1;
   if (strncmp(text, "max", 3) == 0) {
     *out = UINT64_MAX;

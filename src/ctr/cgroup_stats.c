@@ -30,6 +30,25 @@ static json_t *keyed_to_json(const char *text) {
   return o;
 }
 
+/* v * unit as a JSON integer (nanoseconds from ticks or microseconds). */
+static json_t *scaled(uint64_t v, uint64_t unit) {
+  uint64_t product = v * unit;
+  return json_integer((json_int_t)product);
+}
+
+/* "8:0" at *p: major and minor numbers; advances *p past them. */
+static bool parse_devnum(const char **p, unsigned long *maj, unsigned long *min) {
+  char *end;
+  if (**p < '0' || **p > '9')
+    return false;
+  *maj = strtoul(*p, &end, 10);
+  if (*end != ':' || end[1] < '0' || end[1] > '9')
+    return false;
+  *min = strtoul(end + 1, &end, 10);
+  *p = end;
+  return true;
+}
+
 static json_t *mem_entry(uint64_t usage, uint64_t max, uint64_t failcnt, uint64_t limit) {
   return json_pack("{s:I, s:I, s:I, s:I}", "usage", (json_int_t)usage, "max", (json_int_t)max,
                    "failcnt", (json_int_t)failcnt, "limit", (json_int_t)limit);
@@ -108,11 +127,11 @@ static void cpu_stats(ctr_cgroup *cg, json_t *data) {
     json_object_set_new(usage, "percpu", percpu);
     if (cg_read(acct->path, "cpuacct.stat", &text, NULL) == 0) {
       long hz = sysconf(_SC_CLK_TCK);
-      uint64_t ns_per_tick = hz > 0 ? 1000000000ull / (uint64_t)hz : 10000000ull;
+      uint64_t ns_per_tick = hz > 0 ? 1000000000ULL / (uint64_t)hz : 10000000ULL;
       if (cg_keyed_get(text, "user", &v))
-        json_object_set_new(usage, "user", json_integer((json_int_t)(v * ns_per_tick)));
+        json_object_set_new(usage, "user", scaled(v, ns_per_tick));
       if (cg_keyed_get(text, "system", &v))
-        json_object_set_new(usage, "kernel", json_integer((json_int_t)(v * ns_per_tick)));
+        json_object_set_new(usage, "kernel", scaled(v, ns_per_tick));
     }
   }
   if (cpu) {
@@ -120,13 +139,13 @@ static void cpu_stats(ctr_cgroup *cg, json_t *data) {
     if (cg_read(cpu->path, "cpu.stat", &st, NULL) == 0) {
       if (cpu->unified) {
         if (cg_keyed_get(st, "usage_usec", &v))
-          json_object_set_new(usage, "total", json_integer((json_int_t)(v * 1000)));
+          json_object_set_new(usage, "total", scaled(v, 1000));
         if (cg_keyed_get(st, "user_usec", &v))
-          json_object_set_new(usage, "user", json_integer((json_int_t)(v * 1000)));
+          json_object_set_new(usage, "user", scaled(v, 1000));
         if (cg_keyed_get(st, "system_usec", &v))
-          json_object_set_new(usage, "kernel", json_integer((json_int_t)(v * 1000)));
+          json_object_set_new(usage, "kernel", scaled(v, 1000));
         if (cg_keyed_get(st, "throttled_usec", &v))
-          json_object_set_new(thr, "throttledTime", json_integer((json_int_t)(v * 1000)));
+          json_object_set_new(thr, "throttledTime", scaled(v, 1000));
       } else if (cg_keyed_get(st, "throttled_time", &v)) {
         json_object_set_new(thr, "throttledTime", json_integer((json_int_t)v));
       }
@@ -154,12 +173,19 @@ static json_t *v1_blkio_entries(const char *dir, const char *file) {
     return arr;
   char *save = NULL;
   for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-    unsigned maj, min;
-    char op[32];
-    unsigned long long value;
-    if (sscanf(line, "%u:%u %31s %llu", &maj, &min, op, &value) == 4)
-      json_array_append_new(arr, json_pack("{s:i, s:i, s:s, s:I}", "major", (int)maj, "minor",
-                                           (int)min, "op", op, "value", (json_int_t)value));
+    unsigned long maj, min;
+    const char *p = line;
+    if (!parse_devnum(&p, &maj, &min) || *p != ' ')
+      continue;
+    char *op = (char *)p + 1, *sp = strchr(op, ' '), *end;
+    if (!sp)
+      continue;
+    *sp = 0;
+    unsigned long long value = strtoull(sp + 1, &end, 10);
+    if (end == sp + 1)
+      continue;
+    json_array_append_new(arr, json_pack("{s:I, s:I, s:s, s:I}", "major", (json_int_t)maj, "minor",
+                                         (json_int_t)min, "op", op, "value", (json_int_t)value));
   }
   return arr;
 }
@@ -171,9 +197,9 @@ static void v2_io_stats(cg_dir *d, json_t *blkio) {
   if (cg_read(d->path, "io.stat", &text, NULL) == 0) {
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-      unsigned maj, min;
-      int off = 0;
-      if (sscanf(line, "%u:%u%n", &maj, &min, &off) != 2)
+      unsigned long maj, min;
+      const char *rest = line;
+      if (!parse_devnum(&rest, &maj, &min))
         continue;
       static const struct {
         const char *key, *op;
@@ -183,12 +209,12 @@ static void v2_io_stats(cg_dir *d, json_t *blkio) {
                  {"rios=", "Read", false},
                  {"wios=", "Write", false}};
       for (size_t i = 0; i < ARRAY_SIZE(map); i++) {
-        const char *p = strstr(line + off, map[i].key);
+        const char *p = strstr(rest, map[i].key);
         if (!p)
           continue;
         json_array_append_new(map[i].bytes ? bytes : ios,
-                              json_pack("{s:i, s:i, s:s, s:I}", "major", (int)maj, "minor",
-                                        (int)min, "op", map[i].op, "value",
+                              json_pack("{s:I, s:I, s:s, s:I}", "major", (json_int_t)maj, "minor",
+                                        (json_int_t)min, "op", map[i].op, "value",
                                         (json_int_t)strtoull(p + strlen(map[i].key), NULL, 10)));
       }
     }
@@ -216,10 +242,13 @@ static void blkio_stats(cg_dir *d, json_t *data) {
 
 /* "hugepages-2048kB" -> "2MB". */
 static bool hugepage_dir_to_size(const char *name, char out[32]) {
-  unsigned long kb;
-  if (sscanf(name, "hugepages-%lukB", &kb) != 1)
+  if (strncmp(name, "hugepages-", 10) != 0 || name[10] < '0' || name[10] > '9')
     return false;
-  if (kb >= (1ul << 20) && kb % (1ul << 20) == 0)
+  char *end;
+  unsigned long kb = strtoul(name + 10, &end, 10);
+  if (strcmp(end, "kB") != 0)
+    return false;
+  if (kb >= (1UL << 20) && kb % (1UL << 20) == 0)
     snprintf(out, 32, "%luGB", kb >> 20);
   else if (kb >= 1024 && kb % 1024 == 0)
     snprintf(out, 32, "%luMB", kb >> 10);

@@ -36,7 +36,7 @@ int cg_v1_memory(cg_dir *d, json_t *mem, vs_error **err) {
       (cg_read_u64(d->path, "memory.limit_in_bytes", &cur_limit, err) < 0 ||
        cg_read_u64(d->path, "memory.memsw.limit_in_bytes", &cur_memsw, err) < 0))
     return -1;
-  const uint64_t unlimited = 1ull << 62;
+  const uint64_t unlimited = 1ULL << 62;
   if (has_limit && !has_swap && memsw && cur_memsw < unlimited) {
     has_swap = true;
     swap = limit < 0

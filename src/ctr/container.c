@@ -167,7 +167,7 @@ static void create_rollback(const ctr_runtime *rt, const char *id, pid_t pid, ct
 }
 
 /* The SYNC_TTY message carries an fd: it has to be received with recvmsg. Peek first. */
-static int maybe_recv_tty(int sync_fd, int *master, vs_error **err) {
+int ctr_maybe_recv_tty(int sync_fd, int *master, vs_error **err) {
   char c;
   ssize_t n = recv(sync_fd, &c, 1, MSG_PEEK);
   if (n == 1 && c == SYNC_TTY) {
@@ -180,7 +180,7 @@ static int maybe_recv_tty(int sync_fd, int *master, vs_error **err) {
 static int run_parent_side(const ctr_runtime *rt, create_result *r, int sync_fd, vs_error **err) {
   char msg[4096];
   for (;;) {
-    int t = maybe_recv_tty(sync_fd, &r->tty_master, err);
+    int t = ctr_maybe_recv_tty(sync_fd, &r->tty_master, err);
     if (t < 0)
       return -1;
     if (t > 0)
@@ -299,7 +299,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
     ctr_init_ctx c = {
         .spec = s, .process = &s->process, .bundle = bundle, .rootfs = rootfs,
         .sync_fd = sp[1], .fifo_fd = fifo_fd, .console_fd = console_fd,
-        .tty_to_runtime = s->process.terminal && !o->console_socket, .no_pivot = o->no_pivot,
+        .tty_to_runtime = s->process.terminal && !o->console_socket, .no_pivot = o->no_pivot, .new_keyring = !o->no_new_keyring,
         .preserve_fds = o->preserve_fds, .cg = r->cg,
     };
     ctr_init_main(&c);
@@ -360,7 +360,10 @@ pid_t ctr_create(const ctr_runtime *rt, const char *id, const ctr_create_opts *o
 
 /* ------------------------------------------------------------------ start */
 
-static int open_spec_of(const ctr_state *st, ctr_spec **spec, vs_error **err) {
+static int saved_spec_with_hooks(const ctr_state *st, ctr_spec **spec, vs_error **err) {
+  *spec = NULL;
+  if (!json_object_get(st->config, "hooks"))
+    return -1; /* callers only want the hooks */
   char *text = json_dumps(st->config, JSON_COMPACT);
   if (!text)
     return vs_error_set(err, 0, "container %s: no saved config", st->id);
@@ -406,7 +409,7 @@ static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err)
   if (ctr_state_save(rt, st, err) < 0)
     return -1;
   ctr_spec *spec = NULL;
-  if (open_spec_of(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTART]) {
+  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTART]) {
     _cleanup_free_ char *text = oci_state_text(rt, st, NULL);
     vs_error *e = NULL;
     if (ctr_hooks_run(spec, CTR_HOOK_POSTSTART, text, &e) < 0) {
@@ -451,19 +454,22 @@ static int destroy_container(const ctr_runtime *rt, ctr_state *st, bool run_post
   ctr_cgroup *cg = NULL;
   if (st->cgroup && open_cgroup_of(st, &cg, err) < 0)
     return -1;
-  if (cg) {
+  size_t left = 0;
+  pid_t *pids = NULL;
+  if (cg && ctr_cgroup_pids(cg, &pids, &left, NULL) == 0 && left) {
     bool frozen = false;
     ctr_cgroup_is_frozen(cg, &frozen, NULL);
     ctr_cgroup_kill(cg, SIGKILL, NULL);
     if (frozen)
       ctr_cgroup_freeze(cg, false, NULL);
   }
+  free(pids);
   if (ctr_pid_alive(st->pid, st->pid_start))
     kill(st->pid, SIGKILL);
   wait_gone(st, cg);
   if (run_poststop && st->started) {
     ctr_spec *spec = NULL;
-    if (open_spec_of(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
+    if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
       _cleanup_free_ char *text = oci_state_text(rt, st, "stopped");
       vs_error *e = NULL;
       if (ctr_hooks_run(spec, CTR_HOOK_POSTSTOP, text, &e) < 0) {
@@ -508,7 +514,6 @@ static void set_raw(int fd, struct termios *saved, bool *was_set) {
     return;
   t = *saved;
   cfmakeraw(&t);
-  t.c_oflag |= OPOST;
   if (tcsetattr(fd, TCSANOW, &t) == 0)
     *was_set = true;
 }
@@ -539,14 +544,18 @@ static void resize_from(int from, int master) {
 }
 
 /* Forward signals to the container and pump the terminal until the init exits. */
-static int wait_foreground(pid_t pid, int master, vs_error **err) {
-  sigset_t set, old;
-  sigfillset(&set);
-  sigdelset(&set, SIGSEGV);
-  sigdelset(&set, SIGBUS);
-  sigdelset(&set, SIGILL);
-  sigdelset(&set, SIGFPE);
-  sigprocmask(SIG_BLOCK, &set, &old);
+void ctr_forwarded_signals(sigset_t *set) {
+  sigfillset(set);
+  sigdelset(set, SIGSEGV);
+  sigdelset(set, SIGBUS);
+  sigdelset(set, SIGILL);
+  sigdelset(set, SIGFPE);
+}
+
+/* The signals are blocked by the caller (before the container could start) so none is lost. */
+int ctr_wait_foreground(pid_t pid, int master, vs_error **err) {
+  sigset_t set;
+  ctr_forwarded_signals(&set);
   _cleanup_close_ int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0)
     return vs_error_set(err, errno, "signalfd");
@@ -559,6 +568,10 @@ static int wait_foreground(pid_t pid, int master, vs_error **err) {
   int status = 0;
   for (;;) {
     pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w < 0 && errno == ECHILD) {
+      status = 255 << 8;
+      break;
+    }
     if (w == pid && !out_open)
       break;
     if (w == pid) {
@@ -593,7 +606,6 @@ static int wait_foreground(pid_t pid, int master, vs_error **err) {
   }
   if (raw)
     tcsetattr(0, TCSANOW, &saved);
-  sigprocmask(SIG_SETMASK, &old, NULL);
   if (WIFEXITED(status))
     return WEXITSTATUS(status);
   if (WIFSIGNALED(status))
@@ -602,27 +614,32 @@ static int wait_foreground(pid_t pid, int master, vs_error **err) {
 }
 
 int ctr_run(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_error **err) {
+  sigset_t set, old;
+  ctr_forwarded_signals(&set);
+  if (o->foreground)
+    sigprocmask(SIG_BLOCK, &set, &old);
   create_result r;
-  if (create_container(rt, id, o, &r, err) < 0) {
-    create_result_clear(&r);
-    return -1;
-  }
+  int status = -1;
+  if (create_container(rt, id, o, &r, err) < 0)
+    goto out;
   if (start_container(rt, r.state, err) < 0) {
     destroy_container(rt, r.state, false, NULL);
-    create_result_clear(&r);
-    return -1;
+    goto out;
   }
   if (!o->foreground) {
-    create_result_clear(&r);
-    return 0;
+    status = 0;
+    goto out;
   }
-  int status = wait_foreground(r.pid, r.tty_master, err);
+  status = ctr_wait_foreground(r.pid, r.tty_master, err);
   vs_error *e = NULL;
   if (destroy_container(rt, r.state, true, &e) < 0) {
     vs_log_warn("%s", e->msg);
     vs_error_free(e);
   }
+out:
   create_result_clear(&r);
+  if (o->foreground)
+    sigprocmask(SIG_SETMASK, &old, NULL);
   return status;
 }
 

@@ -1,5 +1,6 @@
 /* The default config.json (`spec`) and the runtime's feature list (`features`). */
 #include "internal.h"
+#include "security.h"
 
 #include <string.h>
 
@@ -87,8 +88,7 @@ static const char features[] =
     "\"linux\":{\"namespaces\":[\"cgroup\",\"ipc\",\"mount\",\"network\",\"pid\",\"time\","
     "\"user\",\"uts\"],"
     "\"cgroup\":{\"v1\":true,\"v2\":true,\"systemd\":false,\"systemdUser\":false},"
-    "\"seccomp\":{\"enabled\":true},\"apparmor\":{\"enabled\":false},"
-    "\"selinux\":{\"enabled\":false},\"intelRdt\":{\"enabled\":false},"
+    "\"intelRdt\":{\"enabled\":false},"
     "\"mountExtensions\":{\"idmap\":{\"enabled\":false}}},"
     "\"annotations\":{\"org.opencontainers.runc.checkpoint.enabled\":\"false\"}}";
 
@@ -96,5 +96,7 @@ json_t *ctr_features(void) {
   json_t *j = json_loads(features, 0, NULL);
   if (!j)
     abort();
+  /* capabilities, seccomp, apparmor, selinux: what this build and host have */
+  ctr_security_features(json_object_get(j, "linux"));
   return j;
 }

@@ -83,7 +83,7 @@ __attribute__((noreturn)) static void exec_final(exec_child *c) {
   if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
     _exit(1);
   /* Without a console socket the process keeps the caller's stdio (its terminal, if any). */
-  if (c->process->terminal && c->console_fd >= 0 &&
+  if (c->process->terminal && (c->console_fd >= 0 || c->tty_to_runtime) &&
       ctr_setup_terminal(c->process, c->console_fd, c->tty_to_runtime ? c->sync_fd : -1, false,
                          &e) < 0)
     exec_fail(c->sync_fd, e);
@@ -138,36 +138,6 @@ static int connect_socket(const char *path, vs_error **err) {
   return fd;
 }
 
-static int wait_exec(pid_t pid, vs_error **err) {
-  sigset_t set, old;
-  sigfillset(&set);
-  sigdelset(&set, SIGSEGV);
-  sigdelset(&set, SIGBUS);
-  sigprocmask(SIG_BLOCK, &set, &old);
-  _cleanup_close_ int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (sfd < 0)
-    return vs_error_set(err, errno, "signalfd");
-  int status = 0;
-  for (;;) {
-    pid_t w = waitpid(pid, &status, WNOHANG);
-    if (w == pid)
-      break;
-    if (w < 0 && errno == ECHILD)
-      return vs_error_set(err, ECHILD, "lost the exec'd process");
-    struct pollfd p = {.fd = sfd, .events = POLLIN};
-    if (poll(&p, 1, -1) > 0) {
-      struct signalfd_siginfo si;
-      while (read(sfd, &si, sizeof(si)) == sizeof(si))
-        if (si.ssi_signo != SIGCHLD && si.ssi_signo != SIGWINCH)
-          kill(pid, (int)si.ssi_signo);
-    }
-  }
-  sigprocmask(SIG_SETMASK, &old, NULL);
-  if (WIFEXITED(status))
-    return WEXITSTATUS(status);
-  return 128 + WTERMSIG(status);
-}
-
 int ctr_exec(const ctr_runtime *rt, const char *id, const ctr_exec_opts *o, vs_error **err) {
   ctr_state *st = NULL;
   ctr_spec *pspec = NULL, *cspec = NULL;
@@ -175,7 +145,11 @@ int ctr_exec(const ctr_runtime *rt, const char *id, const ctr_exec_opts *o, vs_e
   int nsfds[ARRAY_SIZE(exec_ns)];
   for (size_t i = 0; i < ARRAY_SIZE(exec_ns); i++)
     nsfds[i] = -1;
-  int sp[2] = {-1, -1}, console_fd = -1, ret = -1;
+  int sp[2] = {-1, -1}, console_fd = -1, master = -1, ret = -1;
+  sigset_t sigs, old_sigs;
+  ctr_forwarded_signals(&sigs);
+  if (!o->detach)
+    sigprocmask(SIG_BLOCK, &sigs, &old_sigs);
   pid_t mid = -1, pid = -1;
   if (ctr_state_load(rt, id, &st, err) < 0)
     return -1;
@@ -225,7 +199,8 @@ int ctr_exec(const ctr_runtime *rt, const char *id, const ctr_exec_opts *o, vs_e
     close(sp[0]);
     exec_child c = {.process = &pspec->process, .linux_json = cspec->linux_json,
                     .ns_fds = nsfds, .sync_fd = sp[1], .console_fd = console_fd,
-                    .tty_to_runtime = false, .preserve_fds = o->preserve_fds,
+                    .tty_to_runtime = pspec->process.terminal && !o->console_socket,
+                    .preserve_fds = o->preserve_fds,
                     .init_pid = st->pid};
     exec_intermediate(&c);
   }
@@ -249,6 +224,10 @@ int ctr_exec(const ctr_runtime *rt, const char *id, const ctr_exec_opts *o, vs_e
     vs_error_set(err, errno, "sync with the exec'd process");
     goto out;
   }
+  while ((m = ctr_maybe_recv_tty(sp[0], &master, err)) == 1)
+    ;
+  if (m < 0)
+    goto out;
   m = ctr_sync_recv(sp[0], msg, sizeof(msg));
   if (m == SYNC_ERROR) {
     vs_error_set(err, 0, "%s", msg);
@@ -265,7 +244,7 @@ int ctr_exec(const ctr_runtime *rt, const char *id, const ctr_exec_opts *o, vs_e
     ret = 0;
     goto out;
   }
-  ret = wait_exec(pid, err);
+  ret = ctr_wait_foreground(pid, master, err);
   pid = -1;
 out:
   if (ret < 0 && pid > 0) {
@@ -281,6 +260,10 @@ out:
     close(sp[1]);
   if (console_fd >= 0)
     close(console_fd);
+  if (master >= 0)
+    close(master);
+  if (!o->detach)
+    sigprocmask(SIG_SETMASK, &old_sigs, NULL);
   ctr_cgroup_free(cg);
   ctr_spec_free(pspec);
   ctr_spec_free(cspec);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
+#include <linux/keyctl.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -268,6 +269,10 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   }
   if (enter_namespaces(s, err) < 0)
     return -1;
+  /* The host's session keyring must not be reachable from the container. */
+  if (c->new_keyring && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 &&
+      errno != ENOSYS)
+    return vs_error_set(err, errno, "join a new session keyring");
   umask(0);
   if (s->ns[CTR_NS_UTS].present && !s->ns[CTR_NS_UTS].path) {
     if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0)
@@ -278,11 +283,14 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   bool own_mnt = s->ns[CTR_NS_MNT].present;
   if (own_mnt && ctr_rootfs_setup(c, err) < 0)
     return -1;
-  if (ctr_sync_send(c->sync_fd, SYNC_HOOKS, NULL) < 0)
-    return vs_error_set(err, errno, "sync with the runtime");
-  m = ctr_sync_recv(c->sync_fd, buf, sizeof(buf));
-  if (m != SYNC_HOOKS_DONE)
-    _exit(1);
+  /* The runtime runs prestart/createRuntime now; no round trip when there are none. */
+  if (s->n_hooks[CTR_HOOK_PRESTART] || s->n_hooks[CTR_HOOK_CREATE_RUNTIME]) {
+    if (ctr_sync_send(c->sync_fd, SYNC_HOOKS, NULL) < 0)
+      return vs_error_set(err, errno, "sync with the runtime");
+    m = ctr_sync_recv(c->sync_fd, buf, sizeof(buf));
+    if (m != SYNC_HOOKS_DONE)
+      _exit(1);
+  }
   if (s->n_hooks[CTR_HOOK_CREATE_CONTAINER]) {
     _cleanup_free_ char *st = vs_asprintf("{\"ociVersion\":\"%s\",\"status\":\"creating\","
                                           "\"pid\":%d,\"bundle\":\"%s\"}",

@@ -27,6 +27,7 @@ typedef struct ctr_init_ctx {
   int console_fd; /* connected --console-socket; -1 for none */
   bool tty_to_runtime; /* foreground run: send the pty master over sync_fd */
   bool no_pivot;
+  bool new_keyring; /* join a fresh session keyring (runc's default; --no-new-keyring) */
   int preserve_fds;
   ctr_cgroup *cg;
 } ctr_init_ctx;

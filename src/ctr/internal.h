@@ -30,4 +30,13 @@ int ctr_hooks_run(const ctr_spec *spec, enum ctr_hook_kind k, const char *state_
 int ctr_send_fd(int sock, int fd, const char *msg, vs_error **err);
 int ctr_recv_fd(int sock, vs_error **err);
 
+/* Foreground processes (run, exec): the signals we forward, and the loop that forwards them,
+ * copies the terminal (master >= 0) and returns the exit status (128+N for signal N). The
+ * caller blocks ctr_forwarded_signals() before the process starts. */
+#include <signal.h>
+void ctr_forwarded_signals(sigset_t *set);
+int ctr_wait_foreground(pid_t pid, int master, vs_error **err);
+/* If the next sync message carries a pty master, receive it (1); 0 if it is another message. */
+int ctr_maybe_recv_tty(int sync_fd, int *master, vs_error **err);
+
 #endif

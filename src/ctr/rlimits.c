@@ -73,15 +73,15 @@ int ctr_rlimits_validate(json_t *rlimits, const char *what, vs_error **err) {
   json_array_foreach(rlimits, i, e) {
     _cleanup_free_ char *w = vs_asprintf("%s[%zu]", what, i);
     const char *type;
-    rlim_t soft, hard;
+    rlim_t soft = 0, hard = 0;
     if (sj_expect_object(e, w, err) < 0 || sj_string(e, "type", w, true, &type, err) < 0)
       return -1;
     int res = rlimit_resource(type);
     if (res < 0)
       return vs_error_set(err, 0, "%s.type: unknown rlimit \"%.64s\"", w, type);
-    if (seen & (1u << res))
+    if (seen & (1U << res))
       return vs_error_set(err, 0, "%s.type: %s is given twice", w, type);
-    seen |= 1u << res;
+    seen |= 1U << res;
     if (rlimit_value(e, "soft", w, &soft, err) < 0 || rlimit_value(e, "hard", w, &hard, err) < 0)
       return -1;
     char b1[32], b2[32];

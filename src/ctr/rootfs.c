@@ -382,12 +382,7 @@ int ctr_rootfs_finish(const ctr_init_ctx *c, vs_error **err) {
   _cleanup_close_ int rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (rootfd < 0)
     return vs_error_set(err, errno, "open /");
-  for (size_t i = 0; s->masked_paths && s->masked_paths[i]; i++)
-    if (mask_path(rootfd, s->masked_paths[i], err) < 0)
-      return -1;
-  for (size_t i = 0; s->readonly_paths && s->readonly_paths[i]; i++)
-    if (readonly_path(rootfd, s->readonly_paths[i], err) < 0)
-      return -1;
+  /* sysctls first: /proc/sys is usually one of the read-only paths */
   for (size_t i = 0; i < s->n_sysctls; i++) {
     _cleanup_free_ char *p = vs_asprintf("/proc/sys/%s", s->sysctls[i].key);
     for (char *q = p + 10; *q; q++)
@@ -396,6 +391,12 @@ int ctr_rootfs_finish(const ctr_init_ctx *c, vs_error **err) {
     if (ctr_write_file(p, s->sysctls[i].value, err) < 0)
       return vs_error_wrap(err, "linux.sysctl.%s", s->sysctls[i].key);
   }
+  for (size_t i = 0; s->masked_paths && s->masked_paths[i]; i++)
+    if (mask_path(rootfd, s->masked_paths[i], err) < 0)
+      return -1;
+  for (size_t i = 0; s->readonly_paths && s->readonly_paths[i]; i++)
+    if (readonly_path(rootfd, s->readonly_paths[i], err) < 0)
+      return -1;
   if (s->root_readonly && remount_bind("/", MS_RDONLY, err) < 0)
     return vs_error_wrap(err, "make the root read-only");
   return 0;

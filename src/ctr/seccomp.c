@@ -206,8 +206,8 @@ static int add_syscall_rules(scmp_filter_ctx ctx, int nr, uint32_t action, json_
   unsigned seen = 0;
   for (size_t i = 0; i < n; i++) {
     fill_arg(json_array_get(args, i), &cmp[i]);
-    repeated = repeated || (seen & (1u << cmp[i].arg));
-    seen |= 1u << cmp[i].arg;
+    repeated = repeated || (seen & (1U << cmp[i].arg));
+    seen |= 1U << cmp[i].arg;
   }
   int rc;
   if (!repeated || n == 0) {
@@ -231,6 +231,10 @@ static int build_filter(json_t *seccomp, scmp_filter_ctx *out, vs_error **err) {
     return vs_error_set(err, EINVAL, "linux.seccomp: seccomp_init");
   /* no_new_privs is the runtime's decision (process.noNewPrivileges), not libseccomp's. */
   int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+  if (rc < 0) {
+    seccomp_release(ctx);
+    return vs_error_set(err, -rc, "linux.seccomp: turn off libseccomp's no_new_privs");
+  }
   json_t *arr = json_object_get(seccomp, "architectures"), *e;
   size_t i;
   json_array_foreach(arr, i, e) {
@@ -284,6 +288,34 @@ static int build_filter(json_t *seccomp, scmp_filter_ctx *out, vs_error **err) {
   }
   *out = ctx;
   return 0;
+}
+
+static const char *const feature_archs[] = {
+    "SCMP_ARCH_X86",     "SCMP_ARCH_X86_64",   "SCMP_ARCH_X32",         "SCMP_ARCH_ARM",
+    "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS",     "SCMP_ARCH_MIPS64",      "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL",  "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64",   "SCMP_ARCH_PPC64LE",  "SCMP_ARCH_S390",        "SCMP_ARCH_S390X",
+    "SCMP_ARCH_PARISC",  "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64",     "SCMP_ARCH_LOONGARCH64",
+    "SCMP_ARCH_M68K",    "SCMP_ARCH_SH",       "SCMP_ARCH_SHEB"};
+
+json_t *ctr_seccomp_features(void) {
+  json_t *acts = json_array(), *opsj = json_array(), *archs = json_array();
+  json_t *known = json_array(), *supported = json_array();
+  for (size_t i = 0; i < ARRAY_SIZE(actions); i++)
+    if (actions[i].kind != ACT_NOTIFY)
+      json_array_append_new(acts, json_string(actions[i].name));
+  for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
+    json_array_append_new(opsj, json_string(ops[i].name));
+  for (size_t i = 0; i < ARRAY_SIZE(feature_archs); i++)
+    if (arch_token(feature_archs[i]) != 0)
+      json_array_append_new(archs, json_string(feature_archs[i]));
+  for (size_t i = 0; i < ARRAY_SIZE(known_flags); i++) {
+    json_array_append_new(known, json_string(known_flags[i]));
+    if (strcmp(known_flags[i], "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV") != 0)
+      json_array_append_new(supported, json_string(known_flags[i]));
+  }
+  return json_pack("{s:b, s:o, s:o, s:o, s:o, s:o}", "enabled", 1, "actions", acts, "operators",
+                   opsj, "archs", archs, "knownFlags", known, "supportedFlags", supported);
 }
 
 int ctr_seccomp_compile_only(json_t *seccomp, vs_error **err) {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <string.h>
+#include <sys/capability.h>
 #include <sys/stat.h>
 
 #include "ctr/security.h"
@@ -219,4 +220,23 @@ int ctr_security_validate(json_t *process, json_t *linux_section, vs_error **err
     linux_section = NULL;
   }
   return validate_lsm(process, linux_section, err);
+}
+
+void ctr_security_features(json_t *linux_features) {
+  json_t *caps = json_array();
+  for (int c = 0; c <= (int)cap_max_bits() - 1; c++) {
+    char *name = cap_to_name(c);
+    if (name && strncmp(name, "cap_", 4) == 0) {
+      _cleanup_free_ char *upper = vs_strdup(name);
+      for (char *p = upper; *p; p++)
+        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+      json_array_append_new(caps, json_string(upper));
+    }
+    cap_free(name);
+  }
+  json_object_set_new(linux_features, "capabilities", caps);
+  json_object_set_new(linux_features, "seccomp", ctr_seccomp_features());
+  json_object_set_new(linux_features, "apparmor",
+                      json_pack("{s:b}", "enabled", apparmor_enabled()));
+  json_object_set_new(linux_features, "selinux", json_pack("{s:b}", "enabled", selinux_enabled()));
 }

@@ -34,7 +34,7 @@ int ctr_security_validate(json_t *process, json_t *linux_section, vs_error **err
 /* Split out so each can be checked (and fuzzed) on its own; `what` is the field path used in
  * messages, e.g. "linux.seccomp". */
 int ctr_seccomp_validate(json_t *seccomp, const char *what, vs_error **err);
-int ctr_caps_validate(json_t *capabilities, const char *what, vs_error **err);
+int ctr_caps_validate(json_t *caps, const char *what, vs_error **err);
 int ctr_rlimits_validate(json_t *rlimits, const char *what, vs_error **err);
 
 /* setrlimit() each entry of process.rlimits (NULL = nothing). */
@@ -52,10 +52,14 @@ int ctr_caps_keep_across_user_switch(vs_error **err);
 
 /* After the user switch: drop the bounding set to process.capabilities.bounding, set effective,
  * permitted and inheritable, clear keep-caps, raise the ambient set, and set no_new_privs if
- * asked. capabilities == NULL means "no capabilities at all" (every set empty), as in runc. */
-int ctr_caps_apply(json_t *capabilities, bool no_new_privileges, vs_error **err);
+ * asked. caps == NULL means "no capabilities at all" (every set empty), as in runc. */
+int ctr_caps_apply(json_t *caps, bool no_new_privileges, vs_error **err);
 
 /* Build the filter from linux.seccomp with libseccomp and load it (NULL = no filter). */
 int ctr_seccomp_load(json_t *seccomp, vs_error **err);
+
+/* For `features`: set "capabilities", "seccomp" (actions, operators, archs, knownFlags,
+ * supportedFlags), "apparmor" and "selinux" ({"enabled": host has it}) in the `linux` object. */
+void ctr_security_features(json_t *linux_features);
 
 #endif

@@ -29,6 +29,9 @@ int sj_expect_object(json_t *value, const char *what, vs_error **err);
  * fuzzer: exercises the same code as ctr_seccomp_load up to the kernel call). */
 int ctr_seccomp_compile_only(json_t *seccomp, vs_error **err);
 
+/* The "seccomp" object of `features`. */
+json_t *ctr_seccomp_features(void);
+
 /* Capability name ("CAP_CHOWN") to number, or -1. */
 int ctr_cap_from_name(const char *name);
 

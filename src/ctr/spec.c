@@ -341,9 +341,9 @@ static int parse_mount(json_t *j, size_t idx, ctr_mount *m, vs_error **err) {
       /* idmapped mounts and recursive attributes ("rro", "idmap") are kernel-version specific:
        * refuse them rather than pass them to the file system as data. */
       if (!strcmp(o, "idmap") || !strcmp(o, "ridmap")) {
+        vs_error_set(err, 0, "%s.options: \"%s\" (idmapped mounts) is not supported", w, o);
         ctr_strv_free(opts);
-        return vs_error_set(err, 0, "%s.options: \"%s\" (idmapped mounts) is not supported", w,
-                            o);
+        return -1;
       }
       append_data(&m->data, o);
     }

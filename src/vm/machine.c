@@ -211,6 +211,8 @@ static int vm_check_config(const vm_config *cfg, vs_error **err) {
                         (unsigned long long)cfg->mem_size);
   if (cfg->bios == VM_BIOS_FILE && !cfg->bios_path)
     return vs_error_set(err, 0, "no firmware path given");
+  if (cfg->ndisks > VM_MAX_DISKS)
+    return vs_error_set(err, 0, "too many disks (%u, at most %d)", cfg->ndisks, VM_MAX_DISKS);
   if (cfg->htif && cfg->bios != VM_BIOS_NONE)
     return vs_error_set(err, 0, "--htif needs --bios none (bare-metal test programs)");
   return 0;
@@ -230,6 +232,32 @@ static void vm_wire_devices(vm *m) {
   vm_map_device(m, "clint", VM_ACLINT_BASE, ACLINT_SIZE, &m->aclint, aclint_read, aclint_write);
   vm_map_device(m, "rtc", VM_RTC_BASE, RTC_SIZE, &m->rtc, rtc_read, rtc_write);
   vm_map_device(m, "syscon", VM_SYSCON_BASE, SYSCON_SIZE, &m->syscon, syscon_read, syscon_write);
+}
+
+/* Disk i becomes virtio-mmio slot i, so the guest sees them as /dev/vda, vdb, ... in order. */
+static int vm_add_disks(vm *m, vs_error **err) {
+  for (unsigned i = 0; i < m->cfg.ndisks; i++) {
+    _cleanup_free_ char *path = NULL;
+    _cleanup_free_ char *serial = NULL;
+    vm_disk_opts opts;
+    if (vm_disk_parse_spec(m->cfg.disks[i], &path, &opts, &serial, err) < 0 ||
+        vm_disk_open(path, &opts, &m->disk[i], err) < 0)
+      return vs_error_wrap(err, "disk %u", i);
+    if (m->num_virtio == VM_MAX_VIRTIO)
+      return vs_error_set(err, 0, "disk %u: no free virtio-mmio slot", i);
+    uint64_t base = VM_VIRTIO_BASE + (uint64_t)m->num_virtio * VM_VIRTIO_SIZE;
+    unsigned irq = VM_VIRTIO_IRQ_FIRST + m->num_virtio;
+    char id[21];
+    snprintf(id, sizeof(id), "vessel-vd%c", 'a' + i);
+    m->blk[i] = vs_malloc0(sizeof(virtio_blk));
+    virtio_blk_init(m->blk[i], m->disk[i], serial ? serial : id,
+                    (virtio_mem){m->ram, VM_RAM_BASE, m->ram_size},
+                    (dev_irq_line){plic_set_irq, &m->plic, irq});
+    vm_map_device(m, "virtio-blk", base, VM_VIRTIO_SIZE, &m->blk[i]->mmio, virtio_mmio_read,
+                  virtio_mmio_write);
+    m->virtio[m->num_virtio++] = (vm_virtio_slot){base, irq};
+  }
+  return 0;
 }
 
 vm *vm_create(const vm_config *cfg, vs_error **err) {
@@ -270,6 +298,10 @@ vm *vm_create(const vm_config *cfg, vs_error **err) {
     }
   }
   vm_wire_devices(m);
+  if (vm_add_disks(m, err) < 0) {
+    vm_destroy(m);
+    return NULL;
+  }
 
   if (vm_boot_load(m, err) < 0) {
     vm_destroy(m);
@@ -284,6 +316,11 @@ void vm_destroy(vm *m) {
     return;
   for (unsigned h = 0; h < m->nharts; h++)
     rv_hart_destroy(&m->harts[h]);
+  for (unsigned i = 0; i < VM_MAX_DISKS; i++) {
+    free(m->blk[i]);
+    if (m->disk[i])
+      vm_disk_close(m->disk[i], NULL); /* flushes; qcow2 returns clusters reserved ahead */
+  }
   if (m->ram)
     munmap(m->ram, m->ram_size);
   free(m->bootargs);
@@ -412,10 +449,34 @@ static void vm_service(vm *m, int64_t sleep_ns) {
   rtc_update(&m->rtc);
 }
 
+/* --trace: a line per hart every few seconds, to see where a stuck guest is. */
+static void vm_trace_harts(vm *m, int64_t *next_ns) {
+  int64_t now_ns = monotonic_ns();
+  if (now_ns < *next_ns)
+    return;
+  *next_ns = now_ns + 5000000000ll;
+  uint64_t now = vm_read_mtime(m);
+  for (unsigned h = 0; h < m->nharts; h++) {
+    const rv_hart *t = &m->harts[h];
+    uint64_t st = rv_hart_next_timer(t);
+    fprintf(stderr,
+            "vmm: hart %u hsm=%d priv=%d pc=0x%llx wfi=%d mie=0x%llx mip=0x%llx ext=0x%llx "
+            "mstatus=0x%llx stimecmp%+lld mtimecmp%+lld insns=%llu\n",
+            h, m->hsm[h], t->priv, (unsigned long long)t->pc, t->wfi, (unsigned long long)t->mie,
+            (unsigned long long)t->mip, (unsigned long long)t->ext_mip,
+            (unsigned long long)t->mstatus, st == UINT64_MAX ? 0ll : (long long)(st - now),
+            m->aclint.mtimecmp[h] == UINT64_MAX ? 0ll : (long long)(m->aclint.mtimecmp[h] - now),
+            (unsigned long long)t->minstret);
+  }
+}
+
 int vm_run(vm *m, int *exit_code, vs_error **err) {
   (void)err;
   const uint64_t slice = m->nharts > 1 ? VM_SLICE_SMP : VM_SLICE_UP;
+  int64_t next_trace_ns = 0;
   while (!m->stop) {
+    if (m->cfg.trace)
+      vm_trace_harts(m, &next_trace_ns);
     bool busy = false;
     for (unsigned h = 0; h < m->nharts && !m->stop; h++) {
       if (!vm_hart_runnable(m, h))

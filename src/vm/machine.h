@@ -8,6 +8,8 @@
 #include "vm/cpu/cpu.h"
 #include "vm/dev/dev.h"
 #include "vm/dev/htif.h"
+#include "vm/dev/virtio.h"
+#include "vm/disk/disk.h"
 #include "vm/vm.h"
 
 /* Memory map (QEMU virt compatible) */
@@ -80,6 +82,8 @@ struct vm {
   bool htif_enabled;
   vm_virtio_slot virtio[VM_MAX_VIRTIO];
   unsigned num_virtio;
+  vm_disk *disk[VM_MAX_DISKS];
+  virtio_blk *blk[VM_MAX_DISKS]; /* on the heap: each holds a large scratch element */
 
   /* clock: mtime = (CLOCK_MONOTONIC - mtime_epoch_ns) at 10 MHz */
   int64_t mtime_epoch_ns;

@@ -22,6 +22,7 @@
 #define VM_MIN_MEM (1ull << 20)
 #define VM_MAX_MEM (64ull << 30)
 #define VM_DEFAULT_MEM (512ull << 20)
+#define VM_MAX_DISKS 8
 
 typedef enum {
   VM_BIOS_BUILTIN = 0, /* the VMM's own SBI; the kernel starts in S-mode */
@@ -42,6 +43,8 @@ typedef struct vm_config {
   int console_out;       /* guest console output */
   bool console_escape;   /* Ctrl-A x quits, Ctrl-A a sends Ctrl-A (on a TTY) */
   bool trace;            /* print traps and device events to stderr */
+  const char *disks[VM_MAX_DISKS]; /* --disk specs (vm_disk_parse_spec syntax) */
+  unsigned ndisks;
 } vm_config;
 
 typedef enum {

@@ -64,6 +64,16 @@ int main(void) {
   CHECK(FP("fdiv.d ft2, ft0, ft1, rne", ONE_D, THREE_D) == 0x3fd5555555555555ull && flags == NX);
   CHECK(FP("fdiv.d ft2, ft0, ft1, rup", ONE_D, THREE_D) == 0x3fd5555555555556ull);
   CHECK(FP("fdiv.d ft2, ft0, ft1, rtz", ONE_D, THREE_D) == 0x3fd5555555555555ull);
+  /* ties: RNE goes to even, RMM away from zero */
+  CHECK(FP("fadd.s ft2, ft0, ft1, rne", ONE_S, S(0x33800000)) == ONE_S && flags == NX);
+  CHECK(FP("fadd.s ft2, ft0, ft1, rmm", ONE_S, S(0x33800000)) == S(0x3f800001) && flags == NX);
+  CHECK(FP("fsub.s ft2, ft0, ft1, rmm", S(0xbf800000), S(0x33800000)) == S(0xbf800001));
+  CHECK(FP("fadd.d ft2, ft0, ft1, rne", ONE_D, 0x3ca0000000000000ull) == ONE_D);
+  CHECK(FP("fadd.d ft2, ft0, ft1, rmm", ONE_D, 0x3ca0000000000000ull) == 0x3ff0000000000001ull &&
+        flags == NX);
+  CHECK(FP("fmul.s ft2, ft0, ft1, rmm", S(0x3f800001), S(0x3fc00000)) == S(0x3fc00002));
+  CHECK(FP("fmul.s ft2, ft0, ft1, rmm", S(0x7f7fffff), S(0x40000000)) == S(0x7f800000) &&
+        flags == (OF | NX));
   /* dynamic rounding mode from frm */
   __asm__ volatile("fsrmi 3");
   CHECK(FP("fdiv.d ft2, ft0, ft1", ONE_D, THREE_D) == 0x3fd5555555555556ull);

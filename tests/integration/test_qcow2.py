@@ -24,13 +24,8 @@ pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img (qemu-utils) 
 def img(build_dir):
     """argv prefix for `vessel-vmm img`."""
     vmm = build_dir / "vessel-vmm"
-    if vmm.exists() and subprocess.run([str(vmm), "img", "--help"],
-                                       capture_output=True).returncode == 0:
-        return [str(vmm), "img"]
-    # Until vessel-vmm dispatches `img`, the disk code's stand-alone build of the same command.
-    tool = build_dir / "src/vm/disk/vessel-vmm-img"
-    assert tool.exists(), f"neither {vmm} img nor {tool} is built"
-    return [str(tool)]
+    assert vmm.exists(), f"{vmm} is not built"
+    return [str(vmm), "img"]
 
 
 def run(argv, check=True, **kw):

@@ -369,3 +369,100 @@ def test_features_and_spec(rt):
     assert r.returncode != 0, "spec must not overwrite an existing config.json"
     r = rt.cmd("--systemd-cgroup", "list")
     assert r.returncode != 0 and "systemd" in r.stderr
+
+
+def run_in_pty(argv, cwd, typed):
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        os.execv(argv[0], argv)
+    os.write(fd, typed)
+    out = b""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+def test_foreground_terminal_run_and_exec(rt):
+    rt.set_process(["sh"], terminal=True)
+    cid = new_id()
+    out, code = run_in_pty([rt.binary, "--root", rt.root, "run", cid], rt.bundle,
+                           b"tty; echo typed-$((6*7))\nexit 4\n")
+    assert code == 4, out
+    assert "/dev/pts/0" in out and "typed-42" in out
+    assert_nothing_left(rt, cid)
+    rt.set_process(["sleep", "1000"], terminal=False)
+    rt.detached("run", "-d", "--bundle", str(rt.bundle), cid)
+    out, code = run_in_pty([rt.binary, "--root", rt.root, "exec", "-t", cid, "sh"], rt.bundle,
+                           b"tty; echo typed-$((6*7))\nexit 3\n")
+    assert code == 3, out
+    assert "/dev/pts/" in out and "typed-42" in out
+    rt.ok("delete", "--force", cid)
+    assert_nothing_left(rt, cid)
+
+
+def test_update_changes_limits(rt):
+    rt.set_process(["sleep", "1000"])
+    cid = new_id()
+    rt.detached("run", "-d", "--bundle", str(rt.bundle), cid)
+    rt.ok("update", "--pids-limit", "77", "--memory", "96m", cid)
+    r = rt.ok("exec", cid, "cat", "/sys/fs/cgroup/pids/pids.max",
+              "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert r.stdout.split() == ["77", str(96 << 20)]
+    rt.ok("kill", "--all", cid, "KILL")
+    for _ in range(100):
+        if rt.state(cid)["status"] == "stopped":
+            break
+        time.sleep(0.05)
+    rt.ok("delete", cid)
+    assert_nothing_left(rt, cid)
+
+
+def test_joined_namespace_time_offsets_devices_sysctls(rt):
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "1000"])
+    try:
+        netns = f"/proc/{holder.pid}/ns/net"
+        for _ in range(100):
+            if os.readlink(netns) != os.readlink("/proc/self/ns/net"):
+                break
+            time.sleep(0.02)
+        c = rt.config()
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"]
+                                    if n["type"] not in ("network", "cgroup")]
+        c["linux"]["namespaces"] += [{"type": "network", "path": netns}, {"type": "time"},
+                                     {"type": "cgroup"}]
+        c["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365, "nanosecs": 0}}
+        c["linux"]["devices"] = [{"type": "c", "path": "/dev/vnull", "major": 1, "minor": 3,
+                                  "fileMode": 0o666, "uid": 0, "gid": 0}]
+        c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        c["domainname"] = "example.test"
+        c["process"]["args"] = ["sh", "-c",
+                                "readlink /proc/self/ns/net; cut -d. -f1 /proc/uptime; "
+                                "echo x > /dev/vnull && echo dev-ok; cat /proc/sys/net/ipv4/ip_forward; "
+                                "cat /proc/sys/kernel/domainname; cut -d: -f3 /proc/self/cgroup | sort -u"]
+        rt.write_config(c)
+        cid = new_id()
+        r = rt.cmd("run", "--bundle", str(rt.bundle), cid)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.split("\n")
+        assert out[0] == os.readlink(netns), "did not join the given network namespace"
+        assert int(out[1]) >= 86400 * 365, "boottime offset not applied"
+        assert out[2] == "dev-ok"
+        assert out[3] == "1"
+        assert out[4] == "example.test"
+        assert out[5] == "/", "cgroup namespace root is not the container's cgroup"
+        # the sysctl went to the joined namespace only
+        assert pathlib.Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() in ("0", "1")
+        assert_nothing_left(rt, cid)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -150,6 +150,39 @@ TEST(open_missing_file_names_it) {
   vs_error_free(err);
 }
 
+TEST(disk_spec_parsing) {
+  char *path = NULL, *serial = NULL;
+  vm_disk_opts o;
+  vs_error *err = NULL;
+  CHECK_EQ(vm_disk_parse_spec("a,,b.img,format=qcow2,readonly=on,cache=none,serial=xyz", &path, &o,
+                              &serial, &err),
+           0);
+  CHECK_STREQ(path, "a,b.img");
+  CHECK_STREQ(serial, "xyz");
+  CHECK_EQ(o.format, VM_DISK_FORMAT_QCOW2);
+  CHECK(o.readonly);
+  CHECK_EQ(o.cache, VM_DISK_CACHE_NONE);
+  free(path);
+  free(serial);
+  CHECK_EQ(vm_disk_parse_spec("/x.raw", &path, &o, &serial, &err), 0);
+  CHECK_STREQ(path, "/x.raw");
+  CHECK(serial == NULL);
+  CHECK_EQ(o.format, VM_DISK_FORMAT_AUTO);
+  CHECK(!o.readonly);
+  free(path);
+  CHECK_EQ(vm_disk_parse_spec("x.img,format=vmdk", &path, &o, &serial, &err), -1);
+  CHECK_CONTAINS(err->msg, "unknown disk format 'vmdk'");
+  vs_error_free(err);
+  err = NULL;
+  CHECK_EQ(vm_disk_parse_spec("x.img,bogus=1", &path, &o, &serial, &err), -1);
+  CHECK_CONTAINS(err->msg, "unknown disk option 'bogus'");
+  vs_error_free(err);
+  err = NULL;
+  CHECK_EQ(vm_disk_parse_spec(",format=raw", &path, &o, &serial, &err), -1);
+  CHECK_CONTAINS(err->msg, "no image path");
+  vs_error_free(err);
+}
+
 static void cleanup(void) {
   if (tmpdir[0]) {
     char cmd[128];

@@ -313,4 +313,33 @@ static int child_oom_score(void) {
 
 TEST(oom_score_adj_applies) { CHECK_EQ(in_child(child_oom_score), 0); }
 
+static bool array_has(json_t *arr, const char *s) {
+  size_t i;
+  json_t *e;
+  json_array_foreach(arr, i,
+                     e) if (json_is_string(e) && strcmp(json_string_value(e), s) == 0) return true;
+  return false;
+}
+
+TEST(features_list_what_the_validator_accepts) {
+  json_t *lin = json_object();
+  ctr_security_features(lin);
+  CHECK(array_has(json_object_get(lin, "capabilities"), "CAP_CHOWN"));
+  CHECK(array_has(json_object_get(lin, "capabilities"), "CAP_SYS_ADMIN"));
+  json_t *sc = json_object_get(lin, "seccomp");
+  CHECK(json_is_true(json_object_get(sc, "enabled")));
+  CHECK(array_has(json_object_get(sc, "actions"), "SCMP_ACT_ERRNO"));
+  CHECK(!array_has(json_object_get(sc, "actions"), "SCMP_ACT_NOTIFY"));
+  CHECK(array_has(json_object_get(sc, "operators"), "SCMP_CMP_MASKED_EQ"));
+  CHECK(array_has(json_object_get(sc, "archs"), "SCMP_ARCH_X86_64"));
+  CHECK(array_has(json_object_get(sc, "supportedFlags"), "SECCOMP_FILTER_FLAG_LOG"));
+  CHECK(json_is_boolean(json_object_get(json_object_get(lin, "apparmor"), "enabled")));
+  /* Every listed capability passes validation. */
+  json_t *caps = json_pack("{s:O}", "bounding", json_object_get(lin, "capabilities"));
+  vs_error *err = NULL;
+  CHECK_EQ(ctr_caps_validate(caps, "process.capabilities", &err), 0);
+  json_decref(caps);
+  json_decref(lin);
+}
+
 int main(void) { return tap_run(); }

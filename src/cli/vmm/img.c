@@ -3,11 +3,11 @@
  *   img create [-f raw|qcow2] [-b BACKING [-F raw|qcow2]] [-o OPT,...] FILE [SIZE]
  *   img info [-f FMT] [--output=json] FILE
  * Debugging and test helpers (they drive the same code the VM uses):
- *   img read [-f FMT] FILE OUT          the whole virtual disk as raw bytes into OUT ("-": stdout)
- *   img io [-f FMT] [--data DATA] FILE  requests from stdin, one per line:
- *        write OFFSET LENGTH DATA_OFFSET   LENGTH bytes taken from DATA at DATA_OFFSET
- *        zero OFFSET LENGTH | discard OFFSET LENGTH | flush
- *        crash                             end the process at once, without flush or close
+ *   img read [-f FMT] [-t CACHE] FILE OUT          the whole virtual disk as raw bytes into OUT
+ * ("-": stdout) img io [-f FMT] [--data DATA] FILE  requests from stdin, one per line: write OFFSET
+ * LENGTH DATA_OFFSET   LENGTH bytes taken from DATA at DATA_OFFSET zero OFFSET LENGTH | discard
+ * OFFSET LENGTH | flush crash                             end the process at once, without flush or
+ * close
  */
 #include "cli/vmm/img.h"
 #include "vm/disk/disk.h"
@@ -31,9 +31,9 @@ static const char img_usage[] =
     "      Show format, virtual size, file size, cluster size, backing file.\n"
     "\n"
     "  Debugging helpers (used by the tests):\n"
-    "  read [-f FMT] FILE OUT\n"
+    "  read [-f FMT] [-t none|writeback] FILE OUT\n"
     "      Write the whole virtual disk as raw bytes to OUT ('-' for stdout).\n"
-    "  io [-f FMT] [--data DATAFILE] FILE\n"
+    "  io [-f FMT] [-t none|writeback] [--data DATAFILE] FILE\n"
     "      Apply requests read from stdin, one per line: 'write OFF LEN DATAOFF' (bytes from\n"
     "      DATAFILE), 'zero OFF LEN', 'discard OFF LEN', 'flush', 'crash' (exit at once\n"
     "      without flushing or closing: what a killed VMM leaves behind).\n";
@@ -175,11 +175,19 @@ static int open_for_cmd(int argc, char **argv, bool readonly, const char *cmd, i
   static const struct option longopts[] = {
       {"data", required_argument, NULL, 'd'}, {"output", required_argument, NULL, 'O'}, {0}};
   int c;
-  while ((c = getopt_long(argc, argv, "+f:h", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "+f:t:h", longopts, NULL)) != -1) {
     switch (c) {
     case 'f':
       if (parse_format_arg(optarg, &o.format))
         return 2;
+      break;
+    case 't':
+      if (strcmp(optarg, "none") == 0)
+        o.cache = VM_DISK_CACHE_NONE;
+      else if (strcmp(optarg, "writeback") == 0)
+        o.cache = VM_DISK_CACHE_WRITEBACK;
+      else
+        return usage_error("%s: -t takes none or writeback", cmd);
       break;
     case 'd':
       if (strcmp(cmd, "io") != 0)

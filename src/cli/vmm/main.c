@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "cli/vmm/img.h"
 #include "vm/vm.h"
 
 /* Exit statuses (documented in --help) */
@@ -43,6 +44,9 @@ static const char usage_text[] =
     "  --mem SIZE        guest RAM, e.g. 512M or 2G (suffix K, M, G, T; a plain number is MiB);\n"
     "                    default 512M, at most 64G\n"
     "  --smp N           number of harts, 1 to 8 (default 1)\n"
+    "  --disk SPEC       a virtio-blk disk (repeatable, up to 8: /dev/vda, vdb, ... in order);\n"
+    "                    SPEC is PATH[,format=raw|qcow2][,readonly=on|off]\n"
+    "                    [,cache=writeback|none][,serial=ID]\n"
     "  --trace           print SBI calls and accesses to unmapped addresses on stderr\n"
     "                    (also enabled by VESSEL_TRACE=1)\n"
     "  -h, --help        show this help\n"
@@ -64,6 +68,7 @@ enum {
   OPT_MEM,
   OPT_SMP,
   OPT_TRACE,
+  OPT_DISK,
 };
 
 static const struct option long_options[] = {
@@ -75,6 +80,7 @@ static const struct option long_options[] = {
     {"mem", required_argument, NULL, OPT_MEM},
     {"smp", required_argument, NULL, OPT_SMP},
     {"trace", no_argument, NULL, OPT_TRACE},
+    {"disk", required_argument, NULL, OPT_DISK},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -141,6 +147,11 @@ static int parse_args(int argc, char **argv, vm_config *cfg) {
       break;
     case OPT_TRACE:
       cfg->trace = true;
+      break;
+    case OPT_DISK:
+      if (cfg->ndisks == VM_MAX_DISKS)
+        return usage_error("too many --disk options (at most %d)", VM_MAX_DISKS);
+      cfg->disks[cfg->ndisks++] = optarg;
       break;
     case 'h':
       fputs(usage_text, stdout);
@@ -213,6 +224,8 @@ static int exit_status(vm_exit_reason reason, int code, bool htif) {
 }
 
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "img") == 0)
+    return vmm_img_main(argc - 1, argv + 1);
   vs_log_configure("vessel-vmm", VS_LOG_WARN, VS_LOG_FORMAT_TEXT, 2);
   vm_config cfg;
   vm_config_init(&cfg);

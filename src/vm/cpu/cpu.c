@@ -26,6 +26,7 @@
 
 int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   memset(h, 0, sizeof(*h));
+  h->tlb_tag = UINT64_MAX << 52; /* the first flush wraps and clears the table */
   if (!bus || !bus->ram || bus->ram_size == 0 || (bus->ram_size & 0xfff) || (bus->ram_base & 0xfff))
     return vs_error_set(err, EINVAL, "hart %u: RAM must be a non-empty page-aligned region", hartid);
   if (!bus->read_mtime)
@@ -82,11 +83,17 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
     rv_hart_flush_icache(h);
 }
 
+/* A flush only advances the generation tag; the table is really cleared when the 12-bit tag
+ * wraps around, so a stale entry can never match. */
 void rv_hart_flush_tlb(rv_hart *h) {
-  for (int s = 0; s < 3; s++)
-    for (int a = 0; a < 3; a++)
-      for (int i = 0; i < RV_TLB_SIZE; i++)
-        h->tlb[s][a][i].vpn = UINT64_MAX;
+  h->tlb_tag += 1ull << 52;
+  if (h->tlb_tag == 0) {
+    for (int s = 0; s < 3; s++)
+      for (int a = 0; a < 3; a++)
+        for (int i = 0; i < RV_TLB_SIZE; i++)
+          h->tlb[s][a][i].vpn = UINT64_MAX;
+    h->tlb_tag = 1ull << 52;
+  }
   rv_update_modes(h);
 }
 
@@ -156,7 +163,6 @@ static void rv_take_trap(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
 }
 
 void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval) {
-  h->trapped = true;
   rv_take_trap(h, cause, tval, false);
 }
 
@@ -259,7 +265,6 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     uint64_t n = max_insns - done < RV_BLOCK ? max_insns - done : RV_BLOCK;
     uint64_t i = 0;
     while (i < n) {
-      h->trapped = false;
       rv_step(h);
       i++;
       if (unlikely(h->check_irq))

@@ -53,7 +53,7 @@ typedef struct rv_bus {
 /* One TLB entry maps a virtual page straight to host memory (RAM only):
  * host address = vaddr + addend. */
 typedef struct rv_tlb_entry {
-  uint64_t vpn; /* vaddr >> 12, or UINT64_MAX when empty */
+  uint64_t vpn; /* (vaddr >> 12) | tlb_tag; entries with an older tag are empty */
   uintptr_t addend;
 } rv_tlb_entry;
 
@@ -84,8 +84,8 @@ struct rv_hart {
   rv_bus *bus;
   uint64_t next_pc;
   bool check_irq; /* leave the inner block loop and re-check interrupts */
-  bool trapped;   /* the current instruction raised an exception */
   int ld_tlb, st_tlb, fetch_tlb; /* which TLB set serves data/fetch: 0 U, 1 S, 2 bare */
+  uint64_t tlb_tag;              /* flush generation in bits 52..63 (vpn needs only 52 bits) */
   uint64_t fetch_vpn;            /* one-entry fetch cache */
   uintptr_t fetch_addend;
   rv_tlb_entry tlb[3][3][RV_TLB_SIZE]; /* [set][read, write, exec][index] */

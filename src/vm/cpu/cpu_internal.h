@@ -17,7 +17,7 @@ typedef void (*rv_exec_fn)(rv_hart *h, const rv_insn *d);
 struct rv_insn {
   rv_exec_fn fn;
   uintptr_t key; /* host address of the instruction's first byte (unique per physical address) */
-  int64_t imm;
+  int32_t imm;
   uint32_t raw; /* the instruction bits (16 or 32) it was decoded from */
   uint8_t rd, rs1, rs2, rs3;
   uint8_t len; /* 2 or 4 */
@@ -34,7 +34,7 @@ typedef struct rv_op {
   const char *name;
 } rv_op;
 
-#define RV_ICACHE_BITS 14
+#define RV_ICACHE_BITS 15
 #define RV_ICACHE_SIZE (1u << RV_ICACHE_BITS)
 
 struct rv_icache {
@@ -129,7 +129,7 @@ static inline unsigned rv_tlb_index(uint64_t va) { return (va >> 12) & (RV_TLB_S
 
 static inline bool rv_load(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
   const rv_tlb_entry *e = &h->tlb[h->ld_tlb][ACC_READ][rv_tlb_index(va)];
-  if (likely(e->vpn == (va >> 12) && (va & 0xfff) <= 4096 - size)) {
+  if (likely(e->vpn == ((va >> 12) | h->tlb_tag) && (va & 0xfff) <= 4096 - size)) {
     const void *p = (const void *)(uintptr_t)(va + e->addend);
     switch (size) {
     case 1: *out = *(const uint8_t *)p; return true;
@@ -143,7 +143,7 @@ static inline bool rv_load(rv_hart *h, uint64_t va, unsigned size, uint64_t *out
 
 static inline bool rv_store(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
   const rv_tlb_entry *e = &h->tlb[h->st_tlb][ACC_WRITE][rv_tlb_index(va)];
-  if (likely(e->vpn == (va >> 12) && (va & 0xfff) <= 4096 - size)) {
+  if (likely(e->vpn == ((va >> 12) | h->tlb_tag) && (va & 0xfff) <= 4096 - size)) {
     void *p = (void *)(uintptr_t)(va + e->addend);
     switch (size) {
     case 1: *(uint8_t *)p = (uint8_t)val; return true;

@@ -266,20 +266,20 @@ static void rv_extract(uint32_t raw, int format, rv_insn *d) {
   d->rm = (raw >> 12) & 7;
   switch (format) {
   case FMT_I: d->imm = (int32_t)raw >> 20; break;
-  case FMT_S: d->imm = sext(((raw >> 25) << 5) | ((raw >> 7) & 31), 12); break;
+  case FMT_S: d->imm = (int32_t)sext(((raw >> 25) << 5) | ((raw >> 7) & 31), 12); break;
   case FMT_B:
-    d->imm = sext(((raw >> 31) << 12) | (((raw >> 7) & 1) << 11) | (((raw >> 25) & 63) << 5) |
+    d->imm = (int32_t)sext(((raw >> 31) << 12) | (((raw >> 7) & 1) << 11) | (((raw >> 25) & 63) << 5) |
                       (((raw >> 8) & 15) << 1),
                   13);
     break;
   case FMT_U: d->imm = (int32_t)(raw & 0xfffff000u); break;
   case FMT_J:
-    d->imm = sext(((raw >> 31) << 20) | (((raw >> 21) & 0x3ff) << 1) | (((raw >> 20) & 1) << 11) |
+    d->imm = (int32_t)sext(((raw >> 31) << 20) | (((raw >> 21) & 0x3ff) << 1) | (((raw >> 20) & 1) << 11) |
                       (((raw >> 12) & 0xff) << 12),
                   21);
     break;
-  case FMT_SHIFT: d->imm = (raw >> 20) & 63; break;
-  case FMT_CSR: d->imm = raw >> 20; break;
+  case FMT_SHIFT: d->imm = (int32_t)((raw >> 20) & 63); break;
+  case FMT_CSR: d->imm = (int32_t)(raw >> 20); break;
   default: d->imm = 0; break;
   }
 }

@@ -125,13 +125,81 @@ RV_HANDLER(op_fsd) {
 
 /* ---------------------------------------------------------------- arithmetic */
 
-#define ARITH_S(name, expr)                                                                        \
+/* Round-to-nearest-max-magnitude has no host rounding mode. For single precision the operation is
+ * done in double with round-toward-zero and a sticky last bit ("round to odd": double has more
+ * than 2*24+2 bits, so rounding that once more to float is exact), then rounded to float by
+ * looking at the midpoint between the two float neighbours. */
+static float rmm_from_odd_double(double x, unsigned host_flags, unsigned *fl) {
+  *fl = host_flags & (FF_NV | FF_DZ);
+  if (isnan(x) || isinf(x))
+    return (float)x;
+  if (host_flags & FF_NX) {
+    uint64_t u = d_bits(x) | 1;
+    x = as_d(u);
+  }
+  fesetround(FE_TOWARDZERO);
+  double xb = x;
+  FP_BARRIER(xb);
+  float t = (float)xb;
+  FP_BARRIER(t);
+  fesetround(FE_TONEAREST);
+  if ((double)t == x)
+    return t;
+  float next = nextafterf(t, signbit(x) ? -INFINITY : INFINITY);
+  double mid = isinf(next) ? copysign(0x1.ffffffp127, x) : ((double)t + (double)next) / 2;
+  float r = fabs(x) >= fabs(mid) ? next : t;
+  *fl |= FF_NX;
+  if (isinf(r))
+    *fl |= FF_OF;
+  if (fabs(x) < 0x1p-126)
+    *fl |= FF_UF;
+  return r;
+}
+
+static float rmm_single(double (*op)(double, double, double), float a, float b, float c,
+                        unsigned *fl) {
+  double da = a, db = b, dc = c;
+  fp_host_enter(RM_RTZ);
+  FP_BARRIER(da);
+  double x = op(da, db, dc);
+  FP_BARRIER(x);
+  unsigned hf = fp_host_leave(RM_RTZ);
+  return rmm_from_odd_double(x, hf, fl);
+}
+static double d_add(double a, double b, double c) { (void)c; return a + b; }
+static double d_sub(double a, double b, double c) { (void)c; return a - b; }
+static double d_mul(double a, double b, double c) { (void)c; return a * b; }
+static double d_div(double a, double b, double c) { (void)c; return a / b; }
+static double d_sqrt(double a, double b, double c) { (void)b; (void)c; return sqrt(a); }
+static double d_fma(double a, double b, double c) { return fma(a, b, c); }
+
+/* For double precision the rounding error of +, -, * and / is exactly representable: RNE and
+ * RMM differ only on an exact tie, where RMM moves one step away from zero. */
+static double rmm_fix_tie(double r, double err) {
+  if (err == 0 || isnan(r) || isinf(r) || signbit(err) != signbit(r))
+    return r;
+  double up = nextafter(r, copysign(INFINITY, r));
+  return fabs(err) * 2 == fabs(up - r) ? up : r;
+}
+static double two_sum_err(double a, double b, double s) {
+  double bb = s - a;
+  return (a - (s - bb)) + (b - bb);
+}
+
+#define ARITH_S(name, expr, dop)                                                                   \
   RV_HANDLER(name) {                                                                               \
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
     float a = as_f(FS1), b = as_f(FS2);                                                            \
     (void)b;                                                                                       \
+    if (rm == RM_RMM) {                                                                            \
+      unsigned fl;                                                                                 \
+      float r = rmm_single(dop, a, b, 0, &fl);                                                     \
+      h->f[d->rd] = box_s(canon_s(r));                                                             \
+      fp_done(h, fl);                                                                              \
+      return;                                                                                      \
+    }                                                                                              \
     fp_host_enter(rm);                                                                             \
     FP_BARRIER(a);                                                                                 \
     FP_BARRIER(b);                                                                                 \
@@ -141,7 +209,7 @@ RV_HANDLER(op_fsd) {
     h->f[d->rd] = box_s(canon_s(r));                                                               \
     fp_done(h, fl);                                                                                \
   }
-#define ARITH_D(name, expr)                                                                        \
+#define ARITH_D(name, expr, err_expr)                                                              \
   RV_HANDLER(name) {                                                                               \
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
@@ -154,20 +222,23 @@ RV_HANDLER(op_fsd) {
     double r = (expr);                                                                             \
     FP_BARRIER(r);                                                                                 \
     unsigned fl = fp_host_leave(rm);                                                               \
+    if (rm == RM_RMM && (fl & FF_NX))                                                              \
+      r = rmm_fix_tie(r, (err_expr));                                                              \
     h->f[d->rd] = canon_d(r);                                                                      \
     fp_done(h, fl);                                                                                \
   }
 
-ARITH_S(op_fadd_s, a + b)
-ARITH_S(op_fsub_s, a - b)
-ARITH_S(op_fmul_s, a *b)
-ARITH_S(op_fdiv_s, a / b)
-ARITH_S(op_fsqrt_s, sqrtf(a))
-ARITH_D(op_fadd_d, a + b)
-ARITH_D(op_fsub_d, a - b)
-ARITH_D(op_fmul_d, a *b)
-ARITH_D(op_fdiv_d, a / b)
-ARITH_D(op_fsqrt_d, sqrt(a))
+ARITH_S(op_fadd_s, a + b, d_add)
+ARITH_S(op_fsub_s, a - b, d_sub)
+ARITH_S(op_fmul_s, a *b, d_mul)
+ARITH_S(op_fdiv_s, a / b, d_div)
+ARITH_S(op_fsqrt_s, sqrtf(a), d_sqrt)
+/* The error terms: exact for +/- (TwoSum), * (fma) and / (remainder scaled by the divisor). */
+ARITH_D(op_fadd_d, a + b, two_sum_err(a, b, r))
+ARITH_D(op_fsub_d, a - b, two_sum_err(a, -b, r))
+ARITH_D(op_fmul_d, a *b, fma(a, b, -r))
+ARITH_D(op_fdiv_d, a / b, -fma(r, b, -a) / b)
+ARITH_D(op_fsqrt_d, sqrt(a), 0.0) /* a square root is never exactly halfway */
 
 /* a*b+c with optional negation of the product and of c; inf*0 is invalid even when c is a
  * quiet NaN (the host may not flag it). */
@@ -182,6 +253,13 @@ ARITH_D(op_fsqrt_d, sqrt(a))
       a = -a;                                                                                      \
     if (neg_c)                                                                                     \
       c = -c;                                                                                      \
+    if (rm == RM_RMM) {                                                                            \
+      unsigned fl;                                                                                 \
+      float r = rmm_single(d_fma, a, b, c, &fl);                                                   \
+      h->f[d->rd] = box_s(canon_s(r));                                                             \
+      fp_done(h, fl | extra);                                                                      \
+      return;                                                                                      \
+    }                                                                                              \
     fp_host_enter(rm);                                                                             \
     FP_BARRIER(a);                                                                                 \
     float r = fmaf(a, b, c);                                                                       \

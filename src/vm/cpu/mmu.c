@@ -85,7 +85,7 @@ static void rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t p
   if (!rv_ram_contains(bus, ppage, 4096))
     return;
   rv_tlb_entry *e = &h->tlb[set][access][rv_tlb_index(va)];
-  e->vpn = va >> 12;
+  e->vpn = (va >> 12) | h->tlb_tag;
   e->addend = (uintptr_t)(bus->ram + (ppage - bus->ram_base)) - (va & ~0xfffull);
 }
 
@@ -114,9 +114,12 @@ bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
   if (rv_ram_contains(bus, pa, size)) {
     rv_tlb_fill(h, h->ld_tlb, ACC_READ, va, pa);
     const uint8_t *p = bus->ram + (pa - bus->ram_base);
-    uint64_t v = 0;
-    memcpy(&v, p, size);
-    *out = v;
+    switch (size) {
+    case 1: *out = *p; break;
+    case 2: { uint16_t v; memcpy(&v, p, 2); *out = v; break; }
+    case 4: { uint32_t v; memcpy(&v, p, 4); *out = v; break; }
+    default: { uint64_t v; memcpy(&v, p, 8); *out = v; break; }
+    }
     return true;
   }
   if (va & (size - 1)) {
@@ -162,7 +165,13 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
   const rv_bus *bus = h->bus;
   if (rv_ram_contains(bus, pa, size)) {
     rv_tlb_fill(h, h->st_tlb, ACC_WRITE, va, pa);
-    memcpy(bus->ram + (pa - bus->ram_base), &val, size);
+    uint8_t *p = bus->ram + (pa - bus->ram_base);
+    switch (size) {
+    case 1: *p = (uint8_t)val; break;
+    case 2: { uint16_t v = (uint16_t)val; memcpy(p, &v, 2); break; }
+    case 4: { uint32_t v = (uint32_t)val; memcpy(p, &v, 4); break; }
+    default: memcpy(p, &val, 8); break;
+    }
     return true;
   }
   if (va & (size - 1)) {
@@ -198,7 +207,7 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
 
 uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc) {
   rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(pc)];
-  if (e->vpn != pc >> 12) {
+  if (e->vpn != ((pc >> 12) | h->tlb_tag)) {
     uint64_t pa;
     int cause = rv_translate(h, pc, ACC_EXEC, h->fetch_tlb, &pa);
     if (cause) {

@@ -28,6 +28,82 @@ int vm_disk_format_parse(const char *name, vm_disk_format *out) {
   return 0;
 }
 
+static int parse_bool(const char *v, bool *out) {
+  if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1"))
+    *out = true;
+  else if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0"))
+    *out = false;
+  else
+    return -1;
+  return 0;
+}
+
+static int parse_disk_option(const char *kv, vm_disk_opts *opts, char **serial, vs_error **err) {
+  const char *eq = strchr(kv, '=');
+  if (!eq)
+    return vs_error_set(err, EINVAL, "disk option '%s' needs a value (name=value)", kv);
+  size_t klen = (size_t)(eq - kv);
+  const char *v = eq + 1;
+  if (klen == 6 && !strncmp(kv, "format", 6)) {
+    if (vm_disk_format_parse(v, &opts->format) < 0)
+      return vs_error_set(err, EINVAL, "unknown disk format '%s' (raw or qcow2)", v);
+  } else if (klen == 8 && !strncmp(kv, "readonly", 8)) {
+    if (parse_bool(v, &opts->readonly) < 0)
+      return vs_error_set(err, EINVAL, "readonly=%s: expected on or off", v);
+  } else if (klen == 5 && !strncmp(kv, "cache", 5)) {
+    if (!strcmp(v, "writeback"))
+      opts->cache = VM_DISK_CACHE_WRITEBACK;
+    else if (!strcmp(v, "none"))
+      opts->cache = VM_DISK_CACHE_NONE;
+    else
+      return vs_error_set(err, EINVAL, "cache=%s: expected writeback or none", v);
+  } else if (klen == 6 && !strncmp(kv, "serial", 6)) {
+    if (strlen(v) > 20)
+      return vs_error_set(err, EINVAL, "serial '%s' is longer than 20 characters", v);
+    free(*serial);
+    *serial = vs_strdup(v);
+  } else {
+    return vs_error_set(err, EINVAL,
+                        "unknown disk option '%.*s' (format, readonly, cache, "
+                        "serial)",
+                        (int)klen, kv);
+  }
+  return 0;
+}
+
+int vm_disk_parse_spec(const char *spec, char **path, vm_disk_opts *opts, char **serial,
+                       vs_error **err) {
+  *opts = (vm_disk_opts){0};
+  *serial = NULL;
+  size_t n = strlen(spec);
+  _cleanup_free_ char *p = vs_malloc0(n + 1);
+  size_t i = 0, k = 0;
+  for (; i < n; i++) {
+    if (spec[i] == ',') {
+      if (spec[i + 1] != ',')
+        break;
+      i++; /* ",," is a literal comma */
+    }
+    p[k++] = spec[i];
+  }
+  if (k == 0)
+    return vs_error_set(err, EINVAL, "disk '%s': no image path", spec);
+  while (i < n) {
+    const char *opt = spec + i + 1;
+    size_t len = strcspn(opt, ",");
+    _cleanup_free_ char *kv = vs_malloc0(len + 1);
+    memcpy(kv, opt, len);
+    if (parse_disk_option(kv, opts, serial, err) < 0) {
+      free(*serial);
+      *serial = NULL;
+      return vs_error_wrap(err, "disk '%s'", spec);
+    }
+    i += 1 + len;
+  }
+  *path = steal_pointer(&p);
+  return 0;
+}
+
 static int probe_format(disk_file *f, vm_disk_format *fmt, vs_error **err) {
   uint8_t magic[4];
   if (disk_file_read_zfill(f, magic, sizeof(magic), 0, err) < 0)

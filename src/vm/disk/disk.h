@@ -97,6 +97,12 @@ typedef struct vm_disk_create_opts {
 /* Create a new image at PATH (fails if it exists). */
 int vm_disk_create(const char *path, const vm_disk_create_opts *opts, vs_error **err);
 
+/* Parse a --disk argument: "PATH[,format=raw|qcow2][,readonly=on|off][,cache=writeback|none]
+ * [,serial=ID]" (",," in PATH stands for a comma, as in QEMU). *path and *serial (NULL if not
+ * given) are allocated; the caller frees them. */
+int vm_disk_parse_spec(const char *spec, char **path, vm_disk_opts *opts, char **serial,
+                       vs_error **err);
+
 const char *vm_disk_format_name(vm_disk_format f);
 /* "raw" / "qcow2" -> format; returns -1 for anything else. */
 int vm_disk_format_parse(const char *name, vm_disk_format *out);

@@ -60,6 +60,18 @@ static int l2_get_for_write(qcow2 *q, uint64_t guest, qcow2_cache_slot **out, vs
     return vs_error_set(err, EIO, "guest offset 0x%" PRIx64 " beyond the L1 table", guest);
   uint64_t e = q->l1[l1i];
   if (e & QCOW2_OFFSET_MASK) {
+    uint64_t rc = 0;
+    if (!(e & QCOW2_OFLAG_COPIED) &&
+        qcow2_refcount_get(q, (e & QCOW2_OFFSET_MASK) >> q->cluster_bits, &rc, err) < 0)
+      return -1;
+    if (!(e & QCOW2_OFLAG_COPIED) && rc == 1) {
+      /* Only this L1 entry uses the table: the flag was just not set. */
+      uint8_t ent[8];
+      qcow2_put_be64(ent, e | QCOW2_OFLAG_COPIED);
+      if (disk_file_write(q->file, ent, 8, q->l1_offset + l1i * 8, err) < 0)
+        return vs_error_wrap(err, "write L1 entry");
+      e = q->l1[l1i] = e | QCOW2_OFLAG_COPIED;
+    }
     if (!(e & QCOW2_OFLAG_COPIED))
       return vs_error_set(err, EIO,
                           "L2 table at 0x%" PRIx64 " is shared (internal snapshot): "

@@ -46,6 +46,7 @@
 /* Clusters whose refcounts are raised ahead of use in one go, so that one fdatasync orders the
  * refcount updates of many allocations before the L2 entries that point to them. */
 #define QCOW2_RESERVE_CLUSTERS 64
+#define QCOW2_RESERVE_MAX 1024 /* what a crash may leak at most */
 
 typedef struct qcow2_cache_slot {
   uint64_t offset; /* host offset of the cached table; 0 = empty */
@@ -101,6 +102,7 @@ typedef struct qcow2 {
   uint64_t free_hint;     /* no free cluster below this index */
   uint64_t reserve_next;  /* reserved clusters [reserve_next, reserve_next+reserve_count) */
   uint64_t reserve_count;
+  uint64_t reserve_size;   /* size of the next reserve */
   bool refcounts_unsynced; /* refcount raises not yet ordered by an fdatasync */
   qcow2_free_range *pending_free;
   size_t n_pending_free, cap_pending_free;

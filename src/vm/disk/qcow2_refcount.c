@@ -370,7 +370,13 @@ static bool cluster_is_free(qcow2 *q, uint64_t c, bool *is_free, vs_error **err)
 /* Reserve a run of free clusters (refcount 1 each), starting at the first free one. */
 static int reserve_clusters(qcow2 *q, vs_error **err) {
   uint64_t max_cluster = QCOW2_OFFSET_MASK >> q->cluster_bits;
-  uint64_t want = QCOW2_RESERVE_CLUSTERS;
+  /* Sequential writers use up reserves quickly: double the next one, so the number of
+   * ordering fdatasyncs stays small. */
+  if (q->reserve_size < QCOW2_RESERVE_CLUSTERS)
+    q->reserve_size = QCOW2_RESERVE_CLUSTERS;
+  uint64_t want = q->reserve_size;
+  if (q->reserve_size < QCOW2_RESERVE_MAX)
+    q->reserve_size *= 2;
   if (want > q->rb_entries / 2)
     want = q->rb_entries / 2;
   uint64_t s = q->free_hint;
@@ -468,9 +474,11 @@ int qcow2_refcount_flush(qcow2 *q, vs_error **err) {
     uint64_t last = (f->offset + f->len - 1) >> q->cluster_bits;
     r = free_clusters_now(q, first, last - first + 1, err);
   }
-  /* Keep what was not applied (an error), drop the rest. */
+  /* Keep what was not tried; a range that failed half-way is dropped (at worst a leak, never a
+   * second decrement). */
   size_t left = q->n_pending_free - i;
-  memmove(q->pending_free, q->pending_free + i, left * sizeof(*q->pending_free));
+  if (left)
+    memmove(q->pending_free, q->pending_free + i, left * sizeof(*q->pending_free));
   q->n_pending_free = left;
   return r;
 }

@@ -1,0 +1,293 @@
+/* Unit tests of the hart's pieces: the decode table, compressed expansion, CSRs, traps, the MMU,
+ * interrupts and WFI, and the ELF loader's handling of hostile files. */
+#include "tap.h"
+
+#include "rv_testbus.h"
+#include "vm/cpu/cpu_internal.h"
+
+/* Put 32-bit instructions at the RAM base and reset the hart there in `priv`. */
+static void load_program(testbus *tb, const uint32_t *insns, size_t n, int priv) {
+  memcpy(tb->bus.ram, insns, n * 4);
+  rv_hart_reset(&tb->hart, TB_RAM_BASE, priv);
+}
+
+static testbus *new_bus(void) {
+  static testbus tb;
+  _cleanup_error_ vs_error *err = NULL;
+  if (tb_init(&tb, 16 << 20, &err) < 0)
+    TAP_FAIL("tb_init: %s", err->msg);
+  return &tb;
+}
+
+TEST(decode_table_entries_are_reachable) {
+  /* Every entry's own match pattern must decode to that entry: no earlier, overlapping entry may
+   * shadow it, and the per-opcode index must contain it. */
+  struct rv_icache *ic = calloc(1, sizeof(*ic));
+  rv_decode_index(ic);
+  size_t n;
+  const rv_op *ops = rv_decode_table(&n);
+  CHECK(n > 150);
+  for (size_t i = 0; i < n; i++) {
+    rv_insn d;
+    uint32_t raw = ops[i].match | 3; /* all 32-bit encodings have low bits 11 */
+    rv_decode(ic, raw, &d);
+    if (d.fn != ops[i].fn)
+      TAP_FAIL("entry %zu (%s, 0x%08x) decodes to another handler", i, ops[i].name, raw);
+    CHECK_EQ(d.len, 4);
+  }
+  rv_insn d;
+  rv_decode(ic, 0xffffffff, &d);
+  CHECK(d.fn == rv_illegal);
+  rv_decode(ic, 0x0000007f, &d);
+  CHECK(d.fn == rv_illegal);
+  free(ic);
+}
+
+TEST(decode_immediates) {
+  struct rv_icache *ic = calloc(1, sizeof(*ic));
+  rv_decode_index(ic);
+  rv_insn d;
+  rv_decode(ic, 0xfe010113, &d); /* addi sp, sp, -32 */
+  CHECK_EQ(d.imm, -32);
+  CHECK_EQ(d.rd, 2);
+  rv_decode(ic, 0xfe113c23, &d); /* sd ra, -8(sp) */
+  CHECK_EQ(d.imm, -8);
+  rv_decode(ic, 0xfe0718e3, &d); /* bnez a4, -16 */
+  CHECK_EQ(d.imm, -16);
+  rv_decode(ic, 0xff5ff0ef, &d); /* jal ra, -12 */
+  CHECK_EQ(d.imm, -12);
+  rv_decode(ic, 0x800002b7, &d); /* lui t0, 0x80000 */
+  CHECK_EQ(d.imm, (int32_t)0x80000000);
+  free(ic);
+}
+
+TEST(compressed_expansion) {
+  CHECK_U64(rv_expand_compressed(0x4501), 0x00000513); /* c.li a0, 0 */
+  CHECK_U64(rv_expand_compressed(0x8082), 0x00008067); /* c.ret */
+  CHECK_U64(rv_expand_compressed(0x9002), 0x00100073); /* c.ebreak */
+  CHECK_U64(rv_expand_compressed(0xe406), 0x00113423); /* c.sdsp ra, 8(sp) */
+  CHECK_U64(rv_expand_compressed(0x1141), 0xff010113); /* c.addi sp, sp, -16 */
+  CHECK_U64(rv_expand_compressed(0x0000), 0);          /* reserved: illegal */
+  CHECK_U64(rv_expand_compressed(0x8d0d), 0x40b50533); /* c.sub a0, a1 */
+  CHECK_U64(rv_expand_compressed(0x6510), 0x00853603); /* c.ld a2, 8(a0) */
+  CHECK_U64(rv_expand_compressed(0x67c1), 0x000107b7); /* c.lui a5, 0x10 */
+  CHECK_U64(rv_expand_compressed(0x7139), 0xfc010113); /* c.addi16sp sp, -64 */
+  CHECK_U64(rv_expand_compressed(0xa021), 0x0080006f); /* c.j +8 */
+  CHECK_U64(rv_expand_compressed(0xdd75), 0xfe050ee3); /* c.beqz a0, -4 */
+}
+
+TEST(csr_access_rules) {
+  testbus *tb = new_bus();
+  rv_hart *h = &tb->hart;
+  uint64_t v;
+  h->priv = RV_PRIV_M;
+  CHECK(rv_csr_read(h, 0xf11, &v) && v == 0); /* mvendorid */
+  CHECK(!rv_csr_write(h, 0xf11, 1));          /* read-only */
+  CHECK(!rv_csr_read(h, 0x7c0, &v));          /* does not exist */
+  h->priv = RV_PRIV_S;
+  CHECK(!rv_csr_read(h, 0x300, &v)); /* mstatus from S */
+  CHECK(rv_csr_read(h, 0x100, &v));  /* sstatus */
+  h->mstatus |= MSTATUS_TVM;
+  CHECK(!rv_csr_read(h, 0x180, &v)); /* satp under TVM */
+  h->mstatus &= ~MSTATUS_TVM;
+  CHECK(!rv_csr_read(h, 0x14d, &v)); /* stimecmp without STCE */
+  h->priv = RV_PRIV_M;
+  CHECK(rv_csr_write(h, 0x30a, MENVCFG_STCE));
+  CHECK(rv_csr_write(h, 0x306, 2));
+  h->priv = RV_PRIV_S;
+  CHECK(rv_csr_read(h, 0x14d, &v));
+  h->priv = RV_PRIV_M;
+  CHECK(rv_csr_write(h, 0x180, 5ull << 60)); /* unsupported mode: ignored */
+  CHECK(rv_csr_read(h, 0x180, &v) && v == 0);
+  tb_destroy(tb);
+}
+
+TEST(illegal_instruction_traps_with_encoding) {
+  testbus *tb = new_bus();
+  static const uint32_t prog[] = {0xffffffff};
+  load_program(tb, prog, 1, RV_PRIV_M);
+  tb->hart.mtvec = TB_RAM_BASE + 0x100;
+  rv_hart_run(&tb->hart, 1);
+  CHECK_U64(tb->hart.mcause, 2);
+  CHECK_U64(tb->hart.mtval, 0xffffffff);
+  CHECK_U64(tb->hart.mepc, TB_RAM_BASE);
+  CHECK_U64(tb->hart.pc, TB_RAM_BASE + 0x100);
+  tb_destroy(tb);
+}
+
+TEST(fetch_from_device_memory_is_an_access_fault) {
+  testbus *tb = new_bus();
+  rv_hart_reset(&tb->hart, 0x10000000, RV_PRIV_M);
+  tb->hart.mtvec = TB_RAM_BASE;
+  memset(tb->bus.ram, 0, 8); /* the handler: illegal instructions (stays in bounds) */
+  rv_hart_run(&tb->hart, 1);
+  CHECK_U64(tb->hart.mcause, 1);
+  CHECK_U64(tb->hart.mtval, 0x10000000);
+  tb_destroy(tb);
+}
+
+TEST(wfi_stops_the_run_until_an_interrupt) {
+  testbus *tb = new_bus();
+  static const uint32_t prog[] = {0x10500073, 0x00000013}; /* wfi; nop */
+  load_program(tb, prog, 2, RV_PRIV_M);
+  uint64_t n = rv_hart_run(&tb->hart, 1000);
+  CHECK(tb->hart.wfi);
+  CHECK(n <= 2);
+  CHECK_EQ(rv_hart_run(&tb->hart, 1000), 0);
+  tb->hart.mie = RV_MIP_MSIP;
+  rv_hart_set_irq(&tb->hart, RV_MIP_MSIP, true);
+  CHECK(rv_hart_irq_pending(&tb->hart));
+  /* MIE is off: WFI resumes without taking the interrupt */
+  tb->hart.mtvec = TB_RAM_BASE + 0x100;
+  rv_hart_run(&tb->hart, 1);
+  CHECK(!tb->hart.wfi);
+  CHECK_U64(tb->hart.pc, TB_RAM_BASE + 8);
+  /* with MIE set the interrupt is taken (the handler starts with a nop) */
+  static const uint32_t nop = 0x00000013;
+  memcpy(tb->bus.ram + 0x100, &nop, 4);
+  tb->hart.mstatus |= MSTATUS_MIE;
+  rv_hart_run(&tb->hart, 1);
+  CHECK_U64(tb->hart.mcause, (1ull << 63) | 3);
+  tb_destroy(tb);
+}
+
+TEST(sv39_translation_sets_accessed_and_dirty) {
+  testbus *tb = new_bus();
+  rv_hart *h = &tb->hart;
+  uint8_t *ram = tb->bus.ram;
+  uint64_t root = TB_RAM_BASE + 0x10000, l1 = root + 0x1000, l0 = root + 0x2000;
+  uint64_t page = TB_RAM_BASE + 0x20000;
+  uint64_t *r = (uint64_t *)(ram + 0x10000), *t1 = (uint64_t *)(ram + 0x11000),
+           *t0 = (uint64_t *)(ram + 0x12000);
+  r[1] = ((l1 >> 12) << 10) | 1;                       /* va 0x4000_0000 */
+  t1[0] = ((l0 >> 12) << 10) | 1;
+  t0[0] = ((page >> 12) << 10) | 0x7;                  /* V R W, A=D=0 */
+  t0[1] = ((page >> 12) << 10) | 0x3;                  /* V R */
+  t0[2] = ((page >> 12) << 10) | 0x5;                  /* W without R: reserved */
+  h->satp = (8ull << 60) | (root >> 12);
+  h->priv = RV_PRIV_S;
+  rv_update_modes(h);
+  uint64_t pa;
+  CHECK_EQ(rv_translate(h, 0x40000123, ACC_READ, TLB_S, &pa), 0);
+  CHECK_U64(pa, page + 0x123);
+  CHECK((t0[0] & 0x40) && !(t0[0] & 0x80));
+  CHECK_EQ(rv_translate(h, 0x40000008, ACC_WRITE, TLB_S, &pa), 0);
+  CHECK(t0[0] & 0x80);
+  CHECK_EQ(rv_translate(h, 0x40001000, ACC_WRITE, TLB_S, &pa), EXC_STORE_PAGE);
+  CHECK_EQ(rv_translate(h, 0x40001000, ACC_EXEC, TLB_S, &pa), EXC_INSN_PAGE);
+  CHECK_EQ(rv_translate(h, 0x40002000, ACC_READ, TLB_S, &pa), EXC_LOAD_PAGE);
+  CHECK_EQ(rv_translate(h, 0x40003000, ACC_READ, TLB_S, &pa), EXC_LOAD_PAGE); /* invalid */
+  CHECK_EQ(rv_translate(h, 0x40000000, ACC_READ, TLB_U, &pa), EXC_LOAD_PAGE); /* not U */
+  CHECK_EQ(rv_translate(h, 0x8000000000ull, ACC_READ, TLB_S, &pa), EXC_LOAD_PAGE); /* non-canonical */
+  /* a page table outside RAM is an access fault */
+  h->satp = (8ull << 60) | (0x1000000ull >> 12);
+  CHECK_EQ(rv_translate(h, 0x0, ACC_READ, TLB_S, &pa), EXC_LOAD_ACCESS);
+  tb_destroy(tb);
+}
+
+TEST(loads_through_the_tlb_see_stores) {
+  testbus *tb = new_bus();
+  rv_hart *h = &tb->hart;
+  rv_hart_reset(h, TB_RAM_BASE, RV_PRIV_M);
+  CHECK(rv_store(h, TB_RAM_BASE + 0x1003, 8, 0x1122334455667788ull)); /* misaligned: in RAM */
+  uint64_t v;
+  CHECK(rv_load(h, TB_RAM_BASE + 0x1003, 8, &v));
+  CHECK_U64(v, 0x1122334455667788ull);
+  CHECK(rv_store(h, TB_RAM_BASE + 0xffd, 8, 0xa1a2a3a4a5a6a7a8ull)); /* crosses a page */
+  CHECK(rv_load(h, TB_RAM_BASE + 0xffd, 8, &v));
+  CHECK_U64(v, 0xa1a2a3a4a5a6a7a8ull);
+  /* the last bytes of RAM, and one past it */
+  CHECK(rv_load(h, TB_RAM_BASE + tb->bus.ram_size - 8, 8, &v));
+  h->mtvec = TB_RAM_BASE;
+  CHECK(!rv_load(h, TB_RAM_BASE + tb->bus.ram_size - 4, 8, &v));
+  CHECK_U64(h->mcause, EXC_LOAD_ACCESS);
+  tb_destroy(tb);
+}
+
+/* ---- ELF loader with hostile files */
+
+static uint8_t elf_buf[8192];
+
+static size_t make_elf(void) {
+  memset(elf_buf, 0, sizeof(elf_buf));
+  uint8_t *b = elf_buf;
+  memcpy(b, "\177ELF", 4);
+  b[4] = 2; /* 64-bit */
+  b[5] = 1; /* little endian */
+  b[6] = 1;
+  uint16_t u16;
+  uint32_t u32;
+  uint64_t u64;
+#define PUT(off, v) (memcpy(b + (off), &(v), sizeof(v)))
+  u16 = 2; PUT(16, u16);   /* ET_EXEC */
+  u16 = 243; PUT(18, u16); /* EM_RISCV */
+  u64 = TB_RAM_BASE; PUT(24, u64);
+  u64 = 64; PUT(32, u64);  /* phoff */
+  u16 = 56; PUT(54, u16);  /* phentsize */
+  u16 = 1; PUT(56, u16);   /* phnum */
+  /* PT_LOAD: 16 bytes from offset 0x100 to RAM base, 32 bytes in memory */
+  u32 = 1; PUT(64, u32);
+  u64 = 0x100; PUT(64 + 8, u64);
+  u64 = TB_RAM_BASE; PUT(64 + 16, u64);
+  PUT(64 + 24, u64);
+  u64 = 16; PUT(64 + 32, u64);
+  u64 = 32; PUT(64 + 40, u64);
+  memset(b + 0x100, 0xab, 16);
+#undef PUT
+  return 0x200;
+}
+
+TEST(elf_loader_accepts_a_minimal_file) {
+  testbus *tb = new_bus();
+  size_t len = make_elf();
+  memset(tb->bus.ram, 0xff, 64);
+  rv_elf_image img;
+  _cleanup_error_ vs_error *err = NULL;
+  CHECK_EQ(rv_elf_load(elf_buf, len, tb->bus.ram, TB_RAM_BASE, tb->bus.ram_size, &img, &err), 0);
+  CHECK_U64(img.entry, TB_RAM_BASE);
+  CHECK(tb->bus.ram[0] == 0xab && tb->bus.ram[15] == 0xab && tb->bus.ram[16] == 0 &&
+        tb->bus.ram[31] == 0 && tb->bus.ram[32] == 0xff);
+  CHECK(!img.has_tohost);
+  tb_destroy(tb);
+}
+
+static const char *elf_error(size_t len) {
+  static char msg[256];
+  testbus *tb = new_bus();
+  rv_elf_image img;
+  _cleanup_error_ vs_error *err = NULL;
+  int r = rv_elf_load(elf_buf, len, tb->bus.ram, TB_RAM_BASE, tb->bus.ram_size, &img, &err);
+  snprintf(msg, sizeof(msg), "%s", r < 0 && err ? err->msg : "(loaded)");
+  tb_destroy(tb);
+  return msg;
+}
+
+TEST(elf_loader_rejects_hostile_files) {
+  size_t len = make_elf();
+  CHECK_CONTAINS(elf_error(10), "truncated");
+  elf_buf[0] = 'X';
+  CHECK_CONTAINS(elf_error(len), "not an ELF");
+  len = make_elf();
+  elf_buf[18] = 62; /* x86-64 */
+  CHECK_CONTAINS(elf_error(len), "not RISC-V");
+  len = make_elf();
+  uint64_t big = 0xffffffffffffff00ull;
+  memcpy(elf_buf + 32, &big, 8); /* phoff */
+  CHECK_CONTAINS(elf_error(len), "program headers lie outside");
+  len = make_elf();
+  memcpy(elf_buf + 64 + 8, &big, 8); /* p_offset */
+  CHECK_CONTAINS(elf_error(len), "outside the file");
+  len = make_elf();
+  uint64_t addr = 0x1000;
+  memcpy(elf_buf + 64 + 24, &addr, 8); /* p_paddr below RAM */
+  CHECK_CONTAINS(elf_error(len), "outside guest RAM");
+  len = make_elf();
+  memcpy(elf_buf + 64 + 40, &big, 8); /* p_memsz huge */
+  CHECK_CONTAINS(elf_error(len), "outside guest RAM");
+  len = make_elf();
+  uint64_t sz = 64;
+  memcpy(elf_buf + 64 + 32, &sz, 8); /* filesz > memsz */
+  CHECK_CONTAINS(elf_error(len), "file size exceeds memory size");
+}
+
+int main(void) { return tap_run(); }
