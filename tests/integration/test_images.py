@@ -466,3 +466,15 @@ def test_pull_during_prune_and_rmi(vessel, registry, seeded):
         if img.split("/", 1)[1] in vessel("images").stdout:
             cid, root = mount_image(vessel, img)
             vessel("rm", cid)
+
+
+def test_run_with_vessel_runtime(vessel, registry, seeded, build_dir):
+    if not (build_dir / "vessel-runtime").exists():
+        pytest.skip("vessel-runtime not built")
+    img = f"{registry.host}/test/bb:latest"
+    vessel("pull", "-q", img)
+    p = vessel("run", "--rm", "-u", "nobody", img, "sh", "-c", "id -u; cat /etc/hello; exit 3",
+               check=False)
+    assert p.returncode == 3, p.stderr
+    assert p.stdout.split() == ["65534", "hello"]
+    assert vessel("ps", "-aq").stdout.strip() == ""
