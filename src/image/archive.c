@@ -206,7 +206,8 @@ static int tar_upper(struct archive *out, struct archive *disk,
     names[n++] = vs_strdup(de->d_name);
   }
   closedir(d);
-  qsort(names, n, sizeof(char *), cmp_names);
+  if (n)
+    qsort(names, n, sizeof(char *), cmp_names);
   int r = 0;
   for (size_t i = 0; i < n && r == 0; i++) {
     _cleanup_free_ char *path = *rel ? vs_asprintf("%s/%s", rel, names[i]) : vs_strdup(names[i]);
@@ -239,7 +240,7 @@ static int tar_upper(struct archive *out, struct archive *disk,
     size_t xs;
     archive_entry_xattr_reset(e);
     while (archive_entry_xattr_next(e, &xn, &xv, &xs) == ARCHIVE_OK)
-      if (strncmp(xn, "trusted.overlay.", 16))
+      if (strncmp(xn, "trusted.overlay.", 16) != 0)
         archive_entry_xattr_add_entry(clean, xn, xv, xs);
     archive_entry_free(e);
     struct archive_entry *sparse = NULL;
@@ -554,9 +555,9 @@ static int load_oci_layout(vs_store *s, loaded *l, const char *fallback, json_t 
   const char *key;
   json_t *val;
   json_object_foreach(l->blobs, key, val) {
-    if (strncmp(key, "blobs/sha256/", 13))
+    if (strncmp(key, "blobs/sha256/", 13) != 0)
       continue;
-    if (strcmp(key + 13, json_string_value(val) + 7))
+    if (strcmp(key + 13, json_string_value(val) + 7) != 0)
       return vs_error_set(err, 0, "%s: content does not match its digest (%s)", key,
                           json_string_value(val));
   }
@@ -873,7 +874,7 @@ static int save_oci(vs_store *s, struct archive *out, vs_image *imgs, size_t n, 
 int vs_image_save(vs_store *s, char **images, size_t n, const char *format, const char *path,
                   vs_error **err) {
   bool oci = format && (!strcmp(format, "oci-archive") || !strcmp(format, "oci"));
-  if (format && !oci && strcmp(format, "docker-archive"))
+  if (format && !oci && strcmp(format, "docker-archive") != 0)
     return vs_error_set(err, 0, "unknown format \"%s\" (docker-archive or oci-archive)", format);
   vs_image *imgs = vs_malloc0(sizeof(vs_image) * (n ? n : 1));
   size_t loaded_n = 0;

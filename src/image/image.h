@@ -48,7 +48,7 @@ typedef struct vs_image_ref {
   char *digest;     /* NULL unless "@sha256:..." was given */
 } vs_image_ref;
 
-int vs_image_ref_parse(const char *s, vs_image_ref *out, vs_error **err);
+int vs_image_ref_parse(const char *input, vs_image_ref *out, vs_error **err);
 void vs_image_ref_clear(vs_image_ref *r);
 /* "registry/repository:tag" (or "@digest" when there is no tag); caller frees. */
 char *vs_image_ref_string(const vs_image_ref *r);
@@ -180,7 +180,7 @@ typedef struct vs_image {
 
 /* Find an image by name (any form users type), full digest or image-ID prefix. */
 int vs_store_resolve(vs_store *s, const char *what, vs_image *out, vs_error **err);
-int vs_store_load_image(vs_store *s, const char *manifest_digest, vs_image *out, vs_error **err);
+int vs_store_load_image(vs_store *s, const char *digest, vs_image *img, vs_error **err);
 void vs_image_clear(vs_image *img);
 /* Total size of an image's layers (compressed, as in the manifest). */
 int64_t vs_image_size(const vs_image *img);
@@ -205,7 +205,7 @@ int vs_store_unpack_layer_any(vs_store *s, const char *blob_digest, const char *
 /* ---------------------------------------------------------- moving images in and out */
 
 /* vessel import: a root file system tarball (plain, gzip or zstd) becomes a one-layer image. */
-int vs_image_import(vs_store *s, const char *tar_path, const char *name, json_t *config,
+int vs_image_import(vs_store *s, const char *tar_path, const char *name, json_t *changes,
                     char digest_out[VS_DIGEST_MAX], vs_error **err);
 /* vessel commit: the overlay upper directory becomes a new gzip layer on top of base (overlay
  * whiteouts and opaque dirs turned back into .wh. entries); config_changes (may be NULL) are
@@ -254,6 +254,8 @@ int vs_registry_logout(const char *registry, const vs_registry_opts *o, vs_error
 
 /* ---------------------------------------------------------- small helpers */
 
+/* strndup that aborts on out-of-memory, like vs_strdup. */
+char *vs_img_strndup(const char *s, size_t n);
 /* Disk usage of a directory tree in bytes (allocated blocks). */
 uint64_t vs_img_du(const char *path);
 

@@ -171,7 +171,7 @@ static int apply_xattrs(struct archive_entry *ae, int fd, vs_error **err) {
     /* overlayfs' own xattrs would let a layer redirect lookups into other layers. */
     if (!strncmp(name, "trusted.overlay.", 16))
       continue;
-    if (fsetxattr(fd, name, value, size, 0) < 0 && errno != ENOTSUP && errno != EOPNOTSUPP)
+    if (fsetxattr(fd, name, value, size, 0) < 0 && errno != ENOTSUP)
       return vs_error_set(err, errno, "set xattr %.100s", name);
   }
   return 0;
@@ -294,7 +294,7 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
   if (!raw_path)
     return vs_error_set(err, EINVAL, "entry without a name");
   _cleanup_free_ char *path = NULL;
-  if (clean_path(raw_path, &path, err) < 0)
+  if (clean_path(raw_path, &path, err) < 0 || !path)
     return -1;
   if (!*path)
     return 0; /* the layer root itself: keep the store's own directory */
@@ -430,7 +430,7 @@ int vs_layer_apply(int fd, int dirfd, const vs_layer_limits *lim, char diff_id_o
       .max_bytes = lim && lim->max_bytes ? lim->max_bytes : DEFAULT_MAX_BYTES,
       .max_entries = lim && lim->max_entries ? lim->max_entries : DEFAULT_MAX_ENTRIES,
       .allow_devices = lim ? lim->allow_devices : true,
-      .buf_size = 256 * 1024,
+      .buf_size = (size_t)256 << 10,
   };
   a.buf = vs_malloc0(a.buf_size);
   a.hasher = vs_hasher_new();
@@ -441,7 +441,7 @@ int vs_layer_apply(int fd, int dirfd, const vs_layer_limits *lim, char diff_id_o
   archive_read_support_filter_all(a.raw);
   archive_read_support_format_raw(a.raw);
   struct archive_entry *ae;
-  if (archive_read_open_fd(a.raw, fd, 256 * 1024) != ARCHIVE_OK ||
+  if (archive_read_open_fd(a.raw, fd, (size_t)256 << 10) != ARCHIVE_OK ||
       archive_read_next_header(a.raw, &ae) != ARCHIVE_OK) {
     vs_error_set(err, EINVAL, "not a readable layer: %s", archive_error_string(a.raw));
     goto out;

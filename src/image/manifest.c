@@ -168,7 +168,7 @@ const vs_descriptor *vs_index_select(const vs_manifest *idx, const char *platfor
   const vs_descriptor *fallback = NULL;
   for (size_t i = 0; i < idx->n_manifests; i++) {
     const vs_descriptor *d = &idx->manifests[i];
-    if (!d->os || !d->arch || strcmp(d->os, os) || strcmp(d->arch, arch))
+    if (!d->os || !d->arch || strcmp(d->os, os) != 0 || strcmp(d->arch, arch) != 0)
       continue;
     if (!variant || (d->variant && !strcmp(d->variant, variant)))
       return d;

@@ -139,7 +139,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx) {
 
 static char *header_value(const char *line, size_t n, const char *name) {
   size_t k = strlen(name);
-  if (n <= k + 1 || strncasecmp(line, name, k) || line[k] != ':')
+  if (n <= k + 1 || strncasecmp(line, name, k) != 0 || line[k] != ':')
     return NULL;
   const char *v = line + k + 1;
   const char *end = line + n;
@@ -147,7 +147,7 @@ static char *header_value(const char *line, size_t n, const char *name) {
     v++;
   while (end > v && isspace((unsigned char)end[-1]))
     end--;
-  return strndup(v, (size_t)(end - v));
+  return vs_img_strndup(v, (size_t)(end - v));
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *ctx) {
@@ -227,7 +227,7 @@ static void setup_easy(reg_client *c, CURL *h, const char *method, const char *u
   curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
   if (!strcmp(method, "HEAD"))
     curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-  else if (strcmp(method, "GET"))
+  else if (strcmp(method, "GET") != 0)
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
   if (headers)
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
@@ -278,7 +278,7 @@ static json_t *parse_challenge(const char *h, char **scheme) {
   const char *p = h;
   while (*p && !isspace((unsigned char)*p))
     p++;
-  *scheme = strndup(h, (size_t)(p - h));
+  *scheme = vs_img_strndup(h, (size_t)(p - h));
   json_t *o = json_object();
   while (*p) {
     while (*p && (isspace((unsigned char)*p) || *p == ','))
@@ -288,7 +288,7 @@ static json_t *parse_challenge(const char *h, char **scheme) {
       p++;
     if (!*p)
       break;
-    _cleanup_free_ char *key = strndup(k, (size_t)(p - k));
+    _cleanup_free_ char *key = vs_img_strndup(k, (size_t)(p - k));
     p++;
     char val[2048];
     size_t vn = 0;
@@ -316,7 +316,7 @@ static json_t *parse_challenge(const char *h, char **scheme) {
 static int fetch_token(reg_client *c, json_t *ch, vs_error **err) {
   const char *realm = json_string_value(json_object_get(ch, "realm"));
   const char *service = json_string_value(json_object_get(ch, "service"));
-  if (!realm || strncmp(realm, "http", 4))
+  if (!realm || strncmp(realm, "http", 4) != 0)
     return vs_error_set(err, 0, "%s: registry sent a Bearer challenge without a usable realm",
                         c->display);
   CURL *h = curl_easy_init();
@@ -427,7 +427,7 @@ static int reg_request(reg_client *c, const char *method, const char *url, struc
       curl_easy_setopt(c->curl, CURLOPT_READDATA, upload);
       curl_easy_setopt(c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)upload_len);
       curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
-    } else if (body || (strcmp(method, "GET") && strcmp(method, "HEAD"))) {
+    } else if (body || (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) {
       curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body ? body : "");
       curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     }
@@ -532,7 +532,7 @@ static void progress_line(progress *p, size_t i, char *buf, size_t cap) {
     int fill = (int)(p->done[i] * (uint64_t)width / p->total[i]);
     char bar[64];
     for (int k = 0; k < width; k++)
-      bar[k] = k < fill ? '=' : (k == fill ? '>' : ' ');
+      bar[k] = (char)(k < fill ? '=' : (k == fill ? '>' : ' '));
     bar[width] = 0;
     snprintf(buf, cap, "%.12s: %-12s [%s] %6.1f/%.1f MB\033[K\n", p->names[i], p->state[i], bar,
              (double)p->done[i] / 1e6, (double)p->total[i] / 1e6);
@@ -618,12 +618,12 @@ static int fetch_manifest(reg_client *c, const char *reference, char **body, siz
   }
   char got[VS_DIGEST_MAX];
   vs_digest_buffer(r.body ? r.body : "", r.len, got);
-  if (vs_digest_valid(reference) && strcmp(reference, got)) {
+  if (reference && vs_digest_valid(reference) && strcmp(reference, got) != 0) {
     vs_error_set(err, 0, "%s: manifest %s does not match its digest (content is %s)", c->display,
                  reference, got);
     goto out;
   }
-  if (r.digest && vs_digest_valid(r.digest) && strcmp(r.digest, got)) {
+  if (r.digest && vs_digest_valid(r.digest) && strcmp(r.digest, got) != 0) {
     vs_error_set(err, 0,
                  "%s: manifest digest %s announced by the registry does not match "
                  "its content (%s)",
@@ -1081,12 +1081,12 @@ static char *mount_source(vs_store *s, reg_client *c, const char *manifest_diges
   json_t *val;
   char *found = NULL;
   json_object_foreach(tags, key, val) {
-    if (found || strcmp(json_string_value(val), manifest_digest))
+    if (found || strcmp(json_string_value(val), manifest_digest) != 0)
       continue;
     vs_image_ref r;
     if (vs_image_ref_parse(key, &r, NULL) < 0)
       continue;
-    if (!strcmp(r.registry, c->ref.registry) && strcmp(r.repository, c->ref.repository))
+    if (!strcmp(r.registry, c->ref.registry) && strcmp(r.repository, c->ref.repository) != 0)
       found = vs_strdup(r.repository);
     vs_image_ref_clear(&r);
   }
@@ -1129,7 +1129,7 @@ int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_reg
       reply_clear(&r);
       goto unlock;
     }
-    if (r.digest && strcmp(r.digest, img.manifest_digest))
+    if (r.digest && strcmp(r.digest, img.manifest_digest) != 0)
       vs_log_warn("%s: registry reports manifest digest %s, expected %s", c.display, r.digest,
                   img.manifest_digest);
     reply_clear(&r);

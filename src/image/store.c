@@ -254,7 +254,7 @@ static json_t *tags_load(vs_store *s, vs_error **err) {
     return json_object();
   _cleanup_free_ char *data = NULL;
   size_t len;
-  if (vs_read_file(p, 64u << 20, &data, &len, err) < 0)
+  if (vs_read_file(p, 64U << 20, &data, &len, err) < 0)
     return NULL;
   json_error_t je;
   json_t *j = json_loadb(data, len, 0, &je);
@@ -403,6 +403,10 @@ int vs_store_resolve(vs_store *s, const char *what, vs_image *out, vs_error **er
       vs_image img;
       if (!md || vs_store_load_image(s, md, &img, NULL) < 0)
         continue;
+      if (!img.manifest.config.digest) {
+        vs_image_clear(&img);
+        continue;
+      }
       if (!strncmp(img.manifest.config.digest + 7, id, strlen(id)) ||
           !strncmp(md + 7, id, strlen(id))) {
         *out = img;

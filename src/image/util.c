@@ -67,6 +67,13 @@ void vs_digest_buffer(const void *data, size_t len, char out[VS_DIGEST_MAX]) {
   vs_hasher_finish(h, out);
 }
 
+char *vs_img_strndup(const char *s, size_t n) {
+  size_t len = strnlen(s, n);
+  char *d = vs_malloc0(len + 1);
+  memcpy(d, s, len);
+  return d;
+}
+
 static uint64_t du_at(int parent, const char *name) {
   struct stat st;
   if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -84,7 +91,7 @@ static uint64_t du_at(int parent, const char *name) {
   }
   struct dirent *de;
   while ((de = readdir(d)))
-    if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+    if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
       total += du_at(dirfd(d), de->d_name);
   closedir(d);
   return total;

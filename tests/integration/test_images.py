@@ -466,3 +466,33 @@ def test_pull_during_prune_and_rmi(vessel, registry, seeded):
         if img.split("/", 1)[1] in vessel("images").stdout:
             cid, root = mount_image(vessel, img)
             vessel("rm", cid)
+
+
+def test_run_with_vessel_runtime(vessel, registry, seeded, build_dir):
+    if not (build_dir / "vessel-runtime").exists():
+        pytest.skip("vessel-runtime not built")
+    img = f"{registry.host}/test/bb:latest"
+    vessel("pull", "-q", img)
+    p = vessel("run", "--rm", "-u", "nobody", img, "sh", "-c", "id -u; cat /etc/hello; exit 3",
+               check=False)
+    assert p.returncode == 3, p.stderr
+    assert p.stdout.split() == ["65534", "hello"]
+    assert vessel("ps", "-aq").stdout.strip() == ""
+
+
+def test_docker_schema2_image(vessel, registry, seeded):
+    dest = f"{registry.host}/test/v2s2:latest"
+    oi.skopeo_push(seeded["layout"], "bb", dest, extra=["--format", "v2s2"])
+    vessel("pull", dest)
+    info = json.loads(vessel("image", "inspect", dest).stdout)[0]
+    assert info["ManifestMediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    cid, root = mount_image(vessel, dest)
+    assert (root / "etc/hello").read_text() == "hello\n"
+    assert not (root / "etc/todelete").exists()
+    vessel("rm", cid)
+    # and it pushes back byte for byte
+    vessel("push", dest, f"{registry.host}/test/v2s2-copy:1")
+    raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                          f"docker://{registry.host}/test/v2s2-copy:1"],
+                         check=True, stdout=subprocess.PIPE).stdout
+    assert oi.sha(raw) == info["Digest"]

@@ -19,7 +19,7 @@ static int apply_change(json_t *changes, const char *c, vs_error **err) {
   const char *sp = strchr(c, ' ');
   if (!sp)
     return vs_error_set(err, 0, "bad --change \"%s\"", c);
-  _cleanup_free_ char *key = strndup(c, (size_t)(sp - c));
+  _cleanup_free_ char *key = vs_img_strndup(c, (size_t)(sp - c));
   const char *val = sp + 1;
   json_t *arr = NULL;
   if (val[0] == '[') {

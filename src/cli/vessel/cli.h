@@ -44,7 +44,7 @@ int vessel_registry_args(int argc, char **argv, vs_registry_opts *o, vs_error **
 char *vessel_container_find(vessel_ctx *ctx, const char *what, vs_error **err);
 
 /* "3 minutes ago" style, from an RFC 3339 time. */
-char *vessel_human_time(const char *rfc3339);
+char *vessel_human_time(const char *t);
 char *vessel_human_size(uint64_t bytes);
 
 #endif

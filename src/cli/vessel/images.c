@@ -31,11 +31,11 @@ char *vessel_human_time(const char *t) {
     return vs_asprintf("%ld minutes ago", d / 60);
   if (d < 86400)
     return vs_asprintf("%ld hours ago", d / 3600);
-  if (d < 86400 * 60)
+  if (d < 86400L * 60)
     return vs_asprintf("%ld days ago", d / 86400);
-  if (d < 86400 * 365 * 2)
-    return vs_asprintf("%ld months ago", d / (86400 * 30));
-  return vs_asprintf("%ld years ago", d / (86400 * 365));
+  if (d < 86400L * 365 * 2)
+    return vs_asprintf("%ld months ago", d / (86400L * 30));
+  return vs_asprintf("%ld years ago", d / (86400L * 365));
 }
 
 static int images_list(vessel_ctx *ctx, bool quiet, bool no_trunc, bool digests, vs_error **err) {
@@ -197,7 +197,7 @@ static json_t *inspect_one(vs_store *s, const vs_image *img, json_t *tags) {
   const char *key;
   json_t *val;
   json_object_foreach(tags, key, val) {
-    if (strcmp(json_string_value(val), img->manifest_digest))
+    if (strcmp(json_string_value(val), img->manifest_digest) != 0)
       continue;
     if (strchr(key, '@'))
       continue;

@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
   }
   const char *name = argv[i];
   for (size_t k = 0; k < ARRAY_SIZE(commands); k++) {
-    if (strcmp(commands[k].name, name))
+    if (strcmp(commands[k].name, name) != 0)
       continue;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     vs_error *err = NULL;

@@ -32,10 +32,10 @@ int vessel_registry_args(int argc, char **argv, vs_registry_opts *o, vs_error **
       o->quiet = true;
       break;
     case 'j':
-      o->parallel = atoi(optarg);
+      o->parallel = optarg ? (int)strtol(optarg, NULL, 10) : 0;
       break;
     case 'C':
-      o->chunk_size = strtoull(optarg, NULL, 10);
+      o->chunk_size = optarg ? strtoull(optarg, NULL, 10) : 0;
       break;
     case 'u':
     case 'P':

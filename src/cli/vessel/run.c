@@ -31,7 +31,7 @@ static char *random_id(void) {
   close(fd);
   char *s = vs_malloc0(65);
   for (int i = 0; i < 32; i++)
-    sprintf(s + 2 * i, "%02x", b[i]);
+    snprintf(s + (size_t)i * 2, 3, "%02x", b[i]);
   return s;
 }
 
