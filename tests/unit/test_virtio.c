@@ -332,6 +332,30 @@ TEST(status_handshake_out_of_order) {
   mmio_w(0x044, 1);
   CHECK_EQ(mmio_r(0x044), 0);
   CHECK(mmio_r(0x070) & VIRTIO_STATUS_NEEDS_RESET);
+  /* queue sizes that are not a power of two, or above QueueNumMax: the queue never goes live */
+  for (int k = 0; k < 2; k++) {
+    mmio_w(0x070, 0);
+    mmio_w(0x070, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+    mmio_w(0x038, k ? 12 : VIRTQ_MAX_SIZE * 2);
+    mmio_w(0x080, (uint32_t)DESC);
+    mmio_w(0x090, (uint32_t)AVAIL);
+    mmio_w(0x0a0, (uint32_t)USED);
+    mmio_w(0x044, 1);
+    CHECK_EQ(mmio_r(0x044), 0);
+    CHECK(mmio_r(0x070) & VIRTIO_STATUS_NEEDS_RESET);
+  }
+  /* a notification before DRIVER_OK does nothing */
+  mmio_w(0x070, 0);
+  w16(AVAIL + 2, 1);
+  mmio_w(0x050, 0);
+  CHECK_EQ(r16(USED + 2), 0);
+  /* configuration space: capacity readable in pieces, beyond its end reads zero */
+  uint64_t lo = 0, hi = 0, past = 1;
+  CHECK(virtio_mmio_read(&blk.mmio, 0x100, 4, &lo));
+  CHECK(virtio_mmio_read(&blk.mmio, 0x104, 4, &hi));
+  CHECK_U64(lo | hi << 32, 2048);
+  CHECK(virtio_mmio_read(&blk.mmio, 0x100 + VIRTIO_BLK_CONFIG_SIZE, 4, &past));
+  CHECK_EQ(past, 0);
   /* odd-sized accesses and unknown registers are harmless */
   uint64_t v;
   CHECK(virtio_mmio_read(&blk.mmio, 0x001, 1, &v));
