@@ -115,6 +115,22 @@ TEST(illegal_instruction_traps_with_encoding) {
   tb_destroy(tb);
 }
 
+TEST(csrrs_on_mip_does_not_latch_the_external_interrupt) {
+  testbus *tb = new_bus();
+  static const uint32_t prog[] = {0x3445a573}; /* csrrs a0, mip, a1 */
+  load_program(tb, prog, 1, RV_PRIV_M);
+  tb->hart.x[11] = RV_MIP_SSIP;
+  rv_hart_set_irq(&tb->hart, RV_MIP_SEIP, true);
+  rv_hart_run(&tb->hart, 1);
+  CHECK(tb->hart.x[10] & RV_MIP_SEIP); /* the read shows the line */
+  CHECK(tb->hart.mip & RV_MIP_SSIP);
+  CHECK(!(tb->hart.mip & RV_MIP_SEIP)); /* but it is not written back as the software bit */
+  rv_hart_set_irq(&tb->hart, RV_MIP_SEIP, false);
+  uint64_t v;
+  CHECK(rv_csr_read(&tb->hart, 0x344, &v) && !(v & RV_MIP_SEIP));
+  tb_destroy(tb);
+}
+
 TEST(fetch_from_device_memory_is_an_access_fault) {
   testbus *tb = new_bus();
   rv_hart_reset(&tb->hart, 0x10000000, RV_PRIV_M);

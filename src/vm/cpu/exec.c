@@ -311,7 +311,10 @@ static void csr_op(rv_hart *h, const rv_insn *d, uint64_t src, int kind, bool wr
     return;
   }
   if (writes) {
-    uint64_t nv = kind == 0 ? src : kind == 1 ? (old | src) : (old & ~src);
+    /* CSRRS/CSRRC on mip/sip modify the software-written bits only: the interrupt lines (e.g. the
+     * PLIC's SEIP, the Sstc STIP) that a read ORs in must not be latched into them (priv 3.1.9). */
+    uint64_t base = (csr == 0x344 || csr == 0x144) ? h->mip : old;
+    uint64_t nv = kind == 0 ? src : kind == 1 ? (base | src) : (base & ~src);
     if (!rv_csr_write(h, csr, nv)) {
       rv_illegal(h, d);
       return;
