@@ -77,15 +77,8 @@ def vmm(build_dir):
     return str(build_dir / "vessel-vmm")
 
 
-# OpenSBI on 4 harts can live-lock a hart: the hart's CSRRS on mip (OpenSBI's IPI handler) copies
-# the PLIC's SEIP into the software-writable bit, which then never clears (a cpu bug reported to
-# its owner; priv spec 3.1.9). Marked until the cpu fix lands; XPASS once it does.
-OPENSBI_SMP_BUG = pytest.mark.xfail(reason="cpu: CSRRS/CSRRC on mip latches external SEIP",
-                                    strict=False)
-
-
 @pytest.mark.parametrize("bios,smp", [("builtin", 1), ("builtin", 4), ("opensbi", 1),
-                                      pytest.param("opensbi", 4, marks=OPENSBI_SMP_BUG)])
+                                      ("opensbi", 4)])
 def test_boot_to_shell_and_power_off(build_dir, guest_assets, bios, smp):
     argv = [vmm(build_dir), "--kernel", str(guest_assets / "Image"),
             "--initrd", str(guest_assets / "initrd.img"),
