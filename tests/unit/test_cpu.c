@@ -221,6 +221,27 @@ TEST(loads_through_the_tlb_see_stores) {
   tb_destroy(tb);
 }
 
+/* Found by fuzz_cpu: after the TLB generation tag wrapped, cleared entries matched the top page
+ * of the address space under the last generation and sent the access to a stale host pointer. */
+TEST(tlb_generation_wrap_leaves_no_matching_entry) {
+  testbus *tb = new_bus();
+  rv_hart *h = &tb->hart;
+  rv_hart_reset(h, TB_RAM_BASE, RV_PRIV_M);
+  h->mtvec = TB_RAM_BASE;
+  uint64_t v;
+  CHECK(rv_load(h, TB_RAM_BASE + 0x2000, 8, &v)); /* fills an entry */
+  for (int i = 0; i < 2 * 4096 + 7; i++) {
+    rv_hart_flush_tlb(h);
+    if ((h->tlb_tag >> 52) == 0xfff) {
+      h->mcause = 0;
+      CHECK(!rv_load(h, 0xfffffffffffff000ull, 8, &v)); /* no RAM there: an access fault */
+      CHECK_U64(h->mcause, EXC_LOAD_ACCESS);
+    }
+  }
+  CHECK(rv_load(h, TB_RAM_BASE + 0x2000, 8, &v));
+  tb_destroy(tb);
+}
+
 /* ---- ELF loader with hostile files */
 
 static uint8_t elf_buf[8192];

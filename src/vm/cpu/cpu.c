@@ -84,14 +84,15 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
 }
 
 /* A flush only advances the generation tag; the table is really cleared when the 12-bit tag
- * wraps around, so a stale entry can never match. */
+ * wraps around, so a stale entry can never match. Cleared entries get vpn 0: a live tag is never
+ * 0, so no address matches them (all ones would match the top page under tag 0xfff). */
 void rv_hart_flush_tlb(rv_hart *h) {
   h->tlb_tag += 1ULL << 52;
   if (h->tlb_tag == 0) {
     for (int s = 0; s < 3; s++)
       for (int a = 0; a < 3; a++)
         for (int i = 0; i < RV_TLB_SIZE; i++)
-          h->tlb[s][a][i].vpn = UINT64_MAX;
+          h->tlb[s][a][i].vpn = 0;
     h->tlb_tag = 1ULL << 52;
   }
   rv_update_modes(h);
