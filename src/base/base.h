@@ -32,16 +32,28 @@ typedef struct vs_error {
 } vs_error;
 
 /* Set *err (if err is non-NULL) to a new error; appends ": strerror(errnum)" when errnum != 0.
- * Always returns -1 so it can be used as `return vs_error_set(...)`. If *err is already set the
+ * Evaluates to -1 so it can be used as `return vs_error_set(...)`. If *err is already set the
  * old error is freed first. */
-int vs_error_set(vs_error **err, int errnum, const char *fmt, ...)
+#define vs_error_set(err, errnum, ...)                                                             \
+  ({                                                                                               \
+    vs_error_set_msg((err), (errnum), __VA_ARGS__);                                                \
+    -1;                                                                                            \
+  })
+/* Prefix the existing error with context: "context: old message". Evaluates to -1. If *err is
+ * NULL (the callee failed without setting it) a new error with just the context is created. */
+#define vs_error_wrap(err, ...)                                                                    \
+  ({                                                                                               \
+    vs_error_wrap_msg((err), __VA_ARGS__);                                                         \
+    -1;                                                                                            \
+  })
+/* vs_error_set and vs_error_wrap are macros so that the -1 is visible where they are used: the
+ * compiler and static analysers then know that `return vs_error_wrap(...)` is a failure path
+ * (out-parameters are not set on it). Call these functions directly only through the macros. */
+void vs_error_set_msg(vs_error **err, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+void vs_error_wrap_msg(vs_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int vs_error_setv(vs_error **err, int errnum, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
-
-/* Prefix the existing error with context: "context: old message". Returns -1. If *err is NULL
- * (the callee failed without setting it) a new error with just the context is created. */
-int vs_error_wrap(vs_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 void vs_error_free(vs_error *err);
 void vs_error_freep(vs_error **err);
@@ -85,10 +97,11 @@ static inline int steal_fd(int *fd) {
 
 /* Allocation that cannot fail from the caller's point of view: aborts on out-of-memory, like
  * glib's g_malloc. Out-of-memory is not an error vessel can report usefully. */
-void *vs_malloc0(size_t n);
-void *vs_realloc(void *p, size_t n);
-char *vs_strdup(const char *s);
-char *vs_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void *vs_malloc0(size_t n) __attribute__((returns_nonnull, malloc));
+void *vs_realloc(void *p, size_t n) __attribute__((returns_nonnull));
+char *vs_strdup(const char *s) __attribute__((returns_nonnull, malloc));
+char *vs_asprintf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), returns_nonnull, malloc));
 
 /* --------------------------------------------------------------- logging */
 

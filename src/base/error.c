@@ -55,17 +55,16 @@ int vs_error_setv(vs_error **err, int errnum, const char *fmt, va_list ap) {
   return -1;
 }
 
-int vs_error_set(vs_error **err, int errnum, const char *fmt, ...) {
+void vs_error_set_msg(vs_error **err, int errnum, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vs_error_setv(err, errnum, fmt, ap);
   va_end(ap);
-  return -1;
 }
 
-int vs_error_wrap(vs_error **err, const char *fmt, ...) {
+void vs_error_wrap_msg(vs_error **err, const char *fmt, ...) {
   if (!err)
-    return -1;
+    return;
   va_list ap;
   va_start(ap, fmt);
   char *ctx;
@@ -75,13 +74,12 @@ int vs_error_wrap(vs_error **err, const char *fmt, ...) {
   if (!*err) {
     *err = vs_malloc0(sizeof(**err));
     (*err)->msg = ctx;
-    return -1;
+    return;
   }
   char *msg = vs_asprintf("%s: %s", ctx, (*err)->msg);
   free(ctx);
   free((*err)->msg);
   (*err)->msg = msg;
-  return -1;
 }
 
 void vs_error_free(vs_error *err) {

@@ -30,6 +30,7 @@ TEST(error_wrap_puts_context_first) {
 TEST(error_wrap_without_error_creates_one) {
   _cleanup_error_ vs_error *err = NULL;
   CHECK_EQ(vs_error_wrap(&err, "context %d", 7), -1);
+  CHECK(err != NULL);
   CHECK_STREQ(err->msg, "context 7");
   CHECK_EQ(err->errnum, 0);
 }

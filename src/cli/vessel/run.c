@@ -350,7 +350,6 @@ static char *create_container(vessel_ctx *ctx, vs_store *s, const vs_image *img,
   _cleanup_free_ char *dir = container_dir(ctx, id);
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
   _cleanup_free_ char *created = now_rfc3339();
-  _cleanup_free_ char *iname = NULL;
   if (vs_mkdir_p(dir, 0700, err) < 0 || write_text(dir, "image", img->manifest_digest, err) < 0)
     goto fail;
   json_t *c = json_pack("{s:s, s:s?, s:s, s:s, s:O, s:s, s:s}", "Id", id, "Name", name, "Image",

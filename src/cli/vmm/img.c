@@ -38,16 +38,22 @@ static const char img_usage[] =
     "      DATAFILE), 'zero OFF LEN', 'discard OFF LEN', 'flush', 'crash' (exit at once\n"
     "      without flushing or closing: what a killed VMM leaves behind).\n";
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
+static void print_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void print_usage_error(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "vessel-vmm img: ");
   vfprintf(stderr, fmt, ap);
   fprintf(stderr, "\nTry 'vessel-vmm img --help'.\n");
   va_end(ap);
-  return 2;
 }
+/* A macro so that the exit status 2 is visible at the call site (static analysers do not follow
+ * variadic calls, and then assume a usage error may return 0). */
+#define usage_error(...)                                                                           \
+  ({                                                                                               \
+    print_usage_error(__VA_ARGS__);                                                                \
+    2;                                                                                             \
+  })
 
 static int fail(vs_error *err) {
   vs_error_print(err, "vessel-vmm img");
@@ -195,7 +201,7 @@ static int open_for_cmd(int argc, char **argv, bool readonly, const char *cmd, i
       *data_path = optarg;
       break;
     case 'O':
-      if (strcmp(cmd, "info") != 0 || (strcmp(optarg, "json") && strcmp(optarg, "human")))
+      if (strcmp(cmd, "info") != 0 || (strcmp(optarg, "json") != 0 && strcmp(optarg, "human") != 0))
         return usage_error("%s: bad --output", cmd);
       *data_path = strcmp(optarg, "json") == 0 ? "json" : NULL;
       break;
@@ -208,10 +214,10 @@ static int open_for_cmd(int argc, char **argv, bool readonly, const char *cmd, i
   }
   if (argc - optind != nargs)
     return usage_error("%s: expected %d argument%s", cmd, nargs, nargs == 1 ? "" : "s");
+  *rest = argv + optind + 1;
   vs_error *err = NULL;
   if (vm_disk_open(argv[optind], &o, out, &err) < 0)
     return fail(err);
-  *rest = argv + optind + 1;
   return 0;
 }
 
@@ -228,7 +234,7 @@ static void print_size(const char *label, uint64_t v) {
 
 static int cmd_info(int argc, char **argv) {
   vm_disk *d = NULL;
-  char **rest;
+  char **rest = NULL;
   const char *output = NULL;
   int r = open_for_cmd(argc, argv, true, "info", 1, &output, &d, &rest);
   if (r)
@@ -285,7 +291,7 @@ static int cmd_info(int argc, char **argv) {
 
 static int cmd_read(int argc, char **argv) {
   vm_disk *d = NULL;
-  char **rest;
+  char **rest = NULL;
   int r = open_for_cmd(argc, argv, true, "read", 2, NULL, &d, &rest);
   if (r)
     return r < 0 ? 0 : r;
@@ -331,7 +337,10 @@ static int cmd_read(int argc, char **argv) {
 static int run_io_line(vm_disk *d, int data_fd, const char *line, vs_error **err) {
   char op[16];
   uint64_t a = 0, b = 0, c = 0;
-  int n = sscanf(line, "%15s %" SCNu64 " %" SCNu64 " %" SCNu64, op, &a, &b, &c);
+  /* The io script is a debugging format written by the tests; a malformed number only makes the
+   * request fail its range check, so sscanf's silent conversion is acceptable here. */
+  int n = sscanf(line, "%15s %" SCNu64 " %" SCNu64 " %" SCNu64, op, &a, &b, // NOLINT(cert-err34-c)
+                 &c);
   if (n < 1)
     return 0;
   if (strcmp(op, "write") == 0 && n == 4) {
@@ -358,7 +367,7 @@ static int run_io_line(vm_disk *d, int data_fd, const char *line, vs_error **err
 
 static int cmd_io(int argc, char **argv) {
   vm_disk *d = NULL;
-  char **rest;
+  char **rest = NULL;
   const char *data_path = NULL;
   int r = open_for_cmd(argc, argv, false, "io", 1, &data_path, &d, &rest);
   if (r)

@@ -145,7 +145,7 @@ int virtq_pop(virtq *vq, const virtio_mem *mem, virtq_elem *e, vs_error **err) {
                         avail_idx, pending, vq->num);
   /* Read the ring entry only after the index that published it. */
   __atomic_thread_fence(__ATOMIC_ACQUIRE);
-  uint16_t head = rd16(avail + 4 + 2 * (vq->last_avail % vq->num));
+  uint16_t head = rd16(avail + 4 + (size_t)2 * (vq->last_avail % vq->num));
   if (head >= vq->num)
     return vs_error_set(err, EINVAL, "available ring entry %u out of range (queue size %u)", head,
                         vq->num);
@@ -184,7 +184,7 @@ int virtq_push(virtq *vq, const virtio_mem *mem, uint16_t head, uint32_t written
   uint8_t *used = virtio_mem_ptr(mem, vq->used, used_bytes(vq->num));
   if (!vq->ready || !used)
     return vs_error_set(err, EINVAL, "used ring is outside guest RAM");
-  uint8_t *ent = used + 4 + 8 * (vq->used_idx % vq->num);
+  uint8_t *ent = used + 4 + (size_t)8 * (vq->used_idx % vq->num);
   wr32(ent, head);
   wr32(ent + 4, written);
   /* The entry must be visible before the index that publishes it. */
@@ -202,7 +202,7 @@ bool virtq_should_notify(virtq *vq, const virtio_mem *mem) {
   if (!vq->event_idx)
     return !(rd16(avail) & VRING_AVAIL_F_NO_INTERRUPT);
   /* Event index (2.7.10): interrupt if used_event lies in (old, new]. */
-  uint16_t event = rd16(avail + 4 + 2 * vq->num);
+  uint16_t event = rd16(avail + 4 + (size_t)2 * vq->num);
   uint16_t new_idx = vq->used_idx, old = vq->signalled_used;
   bool valid = vq->signalled_valid;
   vq->signalled_used = new_idx;
@@ -217,7 +217,7 @@ void virtq_update_avail_event(virtq *vq, const virtio_mem *mem) {
     return;
   uint8_t *used = virtio_mem_ptr(mem, vq->used, used_bytes(vq->num));
   if (used)
-    wr16(used + 4 + 8 * vq->num, vq->last_avail);
+    wr16(used + 4 + (size_t)8 * vq->num, vq->last_avail);
 }
 
 size_t iov_copy_from(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len) {

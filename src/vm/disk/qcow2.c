@@ -46,7 +46,7 @@ static int l2_entry_get(qcow2 *q, uint64_t guest, uint64_t *entry, vs_error **er
     *entry = 0;
     return 0;
   }
-  qcow2_cache_slot *s;
+  qcow2_cache_slot *s = NULL;
   if (l2_load(q, l1i, &s, err) < 0)
     return -1;
   *entry = be64toh(s->data[cluster % q->l2_entries]);
@@ -239,7 +239,7 @@ static int read_from_backing(qcow2 *q, void *buf, uint64_t guest, size_t len, vs
 /* Read [in, in+len) of the guest cluster that starts at `guest` and is mapped by `entry`. */
 static int read_cluster_part(qcow2 *q, uint64_t entry, uint64_t guest, uint64_t in, size_t len,
                              void *buf, vs_error **err) {
-  uint64_t host;
+  uint64_t host = 0;
   switch (classify(q, entry)) {
   case CL_UNALLOCATED:
     if (entry & QCOW2_OFLAG_COPIED)
@@ -269,17 +269,17 @@ static int qcow2_read(vm_disk *d, void *buf, uint64_t off, size_t len, vs_error 
   while (len > 0) {
     uint64_t in = off & (q->cluster_size - 1);
     size_t n = q->cluster_size - in < len ? (size_t)(q->cluster_size - in) : len;
-    uint64_t entry;
+    uint64_t entry = 0;
     if (l2_entry_get(q, off, &entry, err) < 0)
       return -1;
-    uint64_t host;
+    uint64_t host = 0;
     if (classify(q, entry) == CL_NORMAL) {
       if (data_cluster_offset(q, entry, off - in, &host, err) < 0)
         return -1;
       /* Extend over the following clusters while they are contiguous in the file. */
       size_t run = n;
       while (run < len) {
-        uint64_t next, nhost;
+        uint64_t next = 0, nhost = 0;
         size_t m = len - run < q->cluster_size ? len - run : (size_t)q->cluster_size;
         if (l2_entry_get(q, off + run, &next, err) < 0)
           return -1;
@@ -346,7 +346,7 @@ static int cow_write_cluster(qcow2 *q, uint64_t entry, uint64_t guest, uint64_t 
   qcow2_cache_slot *l2;
   if (l2_get_for_write(q, guest, &l2, err) < 0)
     return -1;
-  uint64_t host;
+  uint64_t host = 0;
   if (qcow2_alloc_cluster(q, &host, err) < 0)
     return -1;
   if (disk_file_write(q->file, src, q->cluster_size, host, err) < 0)
@@ -365,10 +365,10 @@ static int write_range(qcow2 *q, const void *data, uint64_t off, uint64_t len, v
   while (len > 0) {
     uint64_t in = off & (q->cluster_size - 1);
     size_t n = q->cluster_size - in < len ? (size_t)(q->cluster_size - in) : (size_t)len;
-    uint64_t entry;
+    uint64_t entry = 0;
     if (l2_entry_get(q, off, &entry, err) < 0)
       return -1;
-    uint64_t host;
+    uint64_t host = 0;
     if (classify(q, entry) == CL_NORMAL && (entry & QCOW2_OFLAG_COPIED)) {
       if (data_cluster_offset(q, entry, off - in, &host, err) < 0)
         return -1;
@@ -400,7 +400,7 @@ static int qcow2_write(vm_disk *d, const void *buf, uint64_t off, size_t len, vs
  * partial clusters at either end are left to the caller. */
 static int unmap_clusters(qcow2 *q, uint64_t off, uint64_t len, bool zeroes, vs_error **err) {
   for (; len > 0; off += q->cluster_size, len -= q->cluster_size) {
-    uint64_t entry;
+    uint64_t entry = 0;
     if (l2_entry_get(q, off, &entry, err) < 0)
       return -1;
     cluster_kind kind = classify(q, entry);
@@ -420,7 +420,7 @@ static int unmap_clusters(qcow2 *q, uint64_t off, uint64_t len, bool zeroes, vs_
     }
     if (new_entry == entry || (kind == CL_UNALLOCATED && new_entry == 0))
       continue;
-    qcow2_cache_slot *l2;
+    qcow2_cache_slot *l2 = NULL;
     if (l2_get_for_write(q, off, &l2, err) < 0)
       return -1;
     if (l2_entry_set(q, l2, off, new_entry, err) < 0)
@@ -706,7 +706,7 @@ static int parse_backing_name(qcow2 *q, const uint8_t *hdr, vs_error **err) {
 
 static int load_l1(qcow2 *q, uint64_t file_size, vs_error **err) {
   uint64_t cs = q->cluster_size;
-  q->l1 = vs_malloc0(((size_t)q->l1_size ? q->l1_size : 1) * 8);
+  q->l1 = vs_malloc0((q->l1_size ? (size_t)q->l1_size : 1) * 8);
   if (q->l1_size && disk_file_read(q->file, q->l1, (size_t)q->l1_size * 8, q->l1_offset, err) < 0)
     return vs_error_wrap(err, "read L1 table");
   for (uint32_t i = 0; i < q->l1_size; i++) {
