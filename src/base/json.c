@@ -76,20 +76,25 @@ static int lookup(const json_t *obj, const char *field, bool required, json_t **
   return 1;
 }
 
-static int wrong_type(const char *field, const char *expected, const json_t *found,
-                      vs_error **err) {
-  return vs_error_set(err, 0, "field \"%s\": expected %s, found %s", field, expected,
-                      vs_json_type_name(found));
+/* lookup() and a type check: `want` is a jansson type, JSON_TRUE standing for any boolean. */
+static int lookup_typed(const json_t *obj, const char *field, bool required, json_type want,
+                        const char *want_name, json_t **val, vs_error **err) {
+  int r = lookup(obj, field, required, val, err);
+  if (r <= 0)
+    return r;
+  bool ok = want == JSON_TRUE ? json_is_boolean(*val) : json_typeof(*val) == want;
+  if (!ok)
+    return vs_error_set(err, 0, "field \"%s\": expected %s, found %s", field, want_name,
+                        vs_json_type_name(*val));
+  return 1;
 }
 
 int vs_json_get_string(const json_t *obj, const char *field, bool required, const char **out,
                        vs_error **err) {
   json_t *v = NULL;
-  int r = lookup(obj, field, required, &v, err);
+  int r = lookup_typed(obj, field, required, JSON_STRING, "string", &v, err);
   if (r <= 0)
     return r;
-  if (!json_is_string(v))
-    return wrong_type(field, "string", v, err);
   *out = json_string_value(v);
   return 1;
 }
@@ -97,11 +102,9 @@ int vs_json_get_string(const json_t *obj, const char *field, bool required, cons
 int vs_json_get_int(const json_t *obj, const char *field, bool required, int64_t *out,
                     vs_error **err) {
   json_t *v = NULL;
-  int r = lookup(obj, field, required, &v, err);
+  int r = lookup_typed(obj, field, required, JSON_INTEGER, "integer", &v, err);
   if (r <= 0)
     return r;
-  if (!json_is_integer(v))
-    return wrong_type(field, "integer", v, err);
   *out = (int64_t)json_integer_value(v);
   return 1;
 }
@@ -109,11 +112,9 @@ int vs_json_get_int(const json_t *obj, const char *field, bool required, int64_t
 int vs_json_get_uint64(const json_t *obj, const char *field, bool required, uint64_t *out,
                        vs_error **err) {
   json_t *v = NULL;
-  int r = lookup(obj, field, required, &v, err);
+  int r = lookup_typed(obj, field, required, JSON_INTEGER, "non-negative integer", &v, err);
   if (r <= 0)
     return r;
-  if (!json_is_integer(v))
-    return wrong_type(field, "non-negative integer", v, err);
   json_int_t i = json_integer_value(v);
   if (i < 0)
     return vs_error_set(err, 0, "field \"%s\": expected a non-negative integer, found %lld", field,
@@ -125,11 +126,9 @@ int vs_json_get_uint64(const json_t *obj, const char *field, bool required, uint
 int vs_json_get_bool(const json_t *obj, const char *field, bool required, bool *out,
                      vs_error **err) {
   json_t *v = NULL;
-  int r = lookup(obj, field, required, &v, err);
+  int r = lookup_typed(obj, field, required, JSON_TRUE, "boolean", &v, err);
   if (r <= 0)
     return r;
-  if (!json_is_boolean(v))
-    return wrong_type(field, "boolean", v, err);
   *out = json_is_true(v);
   return 1;
 }
@@ -137,11 +136,9 @@ int vs_json_get_bool(const json_t *obj, const char *field, bool required, bool *
 int vs_json_get_array(const json_t *obj, const char *field, bool required, json_t **out,
                       vs_error **err) {
   json_t *v = NULL;
-  int r = lookup(obj, field, required, &v, err);
+  int r = lookup_typed(obj, field, required, JSON_ARRAY, "array", &v, err);
   if (r <= 0)
     return r;
-  if (!json_is_array(v))
-    return wrong_type(field, "array", v, err);
   *out = v;
   return 1;
 }
@@ -149,11 +146,9 @@ int vs_json_get_array(const json_t *obj, const char *field, bool required, json_
 int vs_json_get_object(const json_t *obj, const char *field, bool required, json_t **out,
                        vs_error **err) {
   json_t *v = NULL;
-  int r = lookup(obj, field, required, &v, err);
+  int r = lookup_typed(obj, field, required, JSON_OBJECT, "object", &v, err);
   if (r <= 0)
     return r;
-  if (!json_is_object(v))
-    return wrong_type(field, "object", v, err);
   *out = v;
   return 1;
 }
