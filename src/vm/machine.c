@@ -2,8 +2,9 @@
  * clock, the console, and the run loop that drives the harts.
  *
  * Harts run round-robin on the calling thread, each for a slice of instructions. When every
- * running hart waits in WFI the loop sleeps in ppoll() on the console until the earliest timer
- * deadline, so an idle guest costs (nearly) no host CPU.
+ * running hart waits in WFI the loop sleeps in ppoll() on its I/O sources (console, network
+ * backends, control socket) until the earliest timer deadline, so an idle guest costs (nearly)
+ * no host CPU.
  */
 #include <errno.h>
 #include <poll.h>
@@ -24,6 +25,9 @@
 #define VM_MAX_SLEEP_NS 100000000ll
 
 #define CTRL_A 0x01
+
+static void vm_console_prepare(void *opaque, vm_pollset *ps);
+static void vm_console_dispatch(void *opaque, const vm_pollset *ps);
 
 /* ------------------------------------------------------------------ clock */
 
@@ -234,28 +238,41 @@ static void vm_wire_devices(vm *m) {
   vm_map_device(m, "syscon", VM_SYSCON_BASE, SYSCON_SIZE, &m->syscon, syscon_read, syscon_write);
 }
 
+int vm_virtio_claim(vm *m, const char *what, vm_virtio_slot *slot, vs_error **err) {
+  if (m->num_virtio == VM_MAX_VIRTIO)
+    return vs_error_set(err, 0, "%s: no free virtio-mmio slot (at most %d devices)", what,
+                        VM_MAX_VIRTIO);
+  slot->base = VM_VIRTIO_BASE + (uint64_t)m->num_virtio * VM_VIRTIO_SIZE;
+  slot->irq = VM_VIRTIO_IRQ_FIRST + m->num_virtio;
+  m->virtio[m->num_virtio++] = *slot;
+  return 0;
+}
+
+dev_irq_line vm_virtio_irq(vm *m, const vm_virtio_slot *slot) {
+  return (dev_irq_line){plic_set_irq, &m->plic, slot->irq};
+}
+
+void vm_virtio_map(vm *m, const vm_virtio_slot *slot, const char *name, virtio_mmio *mmio) {
+  vm_map_device(m, name, slot->base, VM_VIRTIO_SIZE, mmio, virtio_mmio_read, virtio_mmio_write);
+}
+
 /* Disk i becomes virtio-mmio slot i, so the guest sees them as /dev/vda, vdb, ... in order. */
 static int vm_add_disks(vm *m, vs_error **err) {
   for (unsigned i = 0; i < m->cfg.ndisks; i++) {
     _cleanup_free_ char *path = NULL;
     _cleanup_free_ char *serial = NULL;
     vm_disk_opts opts;
+    vm_virtio_slot slot;
     if (vm_disk_parse_spec(m->cfg.disks[i], &path, &opts, &serial, err) < 0 ||
-        vm_disk_open(path, &opts, &m->disk[i], err) < 0)
+        vm_disk_open(path, &opts, &m->disk[i], err) < 0 ||
+        vm_virtio_claim(m, "virtio-blk", &slot, err) < 0)
       return vs_error_wrap(err, "disk %u", i);
-    if (m->num_virtio == VM_MAX_VIRTIO)
-      return vs_error_set(err, 0, "disk %u: no free virtio-mmio slot", i);
-    uint64_t base = VM_VIRTIO_BASE + (uint64_t)m->num_virtio * VM_VIRTIO_SIZE;
-    unsigned irq = VM_VIRTIO_IRQ_FIRST + m->num_virtio;
     char id[21];
     snprintf(id, sizeof(id), "vessel-vd%c", 'a' + i);
     m->blk[i] = vs_malloc0(sizeof(virtio_blk));
     virtio_blk_init(m->blk[i], m->disk[i], serial ? serial : id,
-                    (virtio_mem){m->ram, VM_RAM_BASE, m->ram_size},
-                    (dev_irq_line){plic_set_irq, &m->plic, irq});
-    vm_map_device(m, "virtio-blk", base, VM_VIRTIO_SIZE, &m->blk[i]->mmio, virtio_mmio_read,
-                  virtio_mmio_write);
-    m->virtio[m->num_virtio++] = (vm_virtio_slot){base, irq};
+                    (virtio_mem){m->ram, VM_RAM_BASE, m->ram_size}, vm_virtio_irq(m, &slot));
+    vm_virtio_map(m, &slot, "virtio-blk", &m->blk[i]->mmio);
   }
   return 0;
 }
@@ -298,7 +315,8 @@ vm *vm_create(const vm_config *cfg, vs_error **err) {
     }
   }
   vm_wire_devices(m);
-  if (vm_add_disks(m, err) < 0) {
+  vm_io_source console = {"console", vm_console_prepare, vm_console_dispatch, m};
+  if (vm_add_io_source(m, &console, err) < 0 || vm_add_disks(m, err) < 0) {
     vm_destroy(m);
     return NULL;
   }
@@ -385,6 +403,48 @@ static void vm_console_read(vm *m) {
     m->console_eof = true; /* input closed: the guest keeps running without it */
 }
 
+static void vm_console_prepare(void *opaque, vm_pollset *ps) {
+  vm *m = opaque;
+  if (m->uart.tx_len)
+    uart_flush(&m->uart);
+  m->console_poll_idx =
+      vm_console_wants_input(m) ? vm_pollset_add(ps, m->cfg.console_in, POLLIN) : -1;
+}
+
+static void vm_console_dispatch(void *opaque, const vm_pollset *ps) {
+  vm *m = opaque;
+  if (vm_pollset_revents(ps, m->console_poll_idx) & (POLLIN | POLLHUP | POLLERR))
+    vm_console_read(m);
+}
+
+/* ------------------------------------------------------------------ I/O sources */
+
+int vm_pollset_add(vm_pollset *ps, int fd, short events) {
+  if (ps->n == VM_MAX_POLLFDS)
+    return -1;
+  ps->fds[ps->n] = (struct pollfd){.fd = fd, .events = events};
+  return (int)ps->n++;
+}
+
+short vm_pollset_revents(const vm_pollset *ps, int idx) {
+  return idx >= 0 && (unsigned)idx < ps->n ? ps->fds[idx].revents : 0;
+}
+
+void vm_pollset_wake_within(vm_pollset *ps, int64_t ns) {
+  if (ns < 0)
+    ns = 0;
+  if (ns < ps->timeout_ns)
+    ps->timeout_ns = ns;
+}
+
+int vm_add_io_source(vm *m, const vm_io_source *src, vs_error **err) {
+  if (m->num_io_sources == VM_MAX_IO_SOURCES)
+    return vs_error_set(err, 0, "%s: too many I/O sources (at most %d)", src->name,
+                        VM_MAX_IO_SOURCES);
+  m->io_sources[m->num_io_sources++] = *src;
+  return 0;
+}
+
 /* ------------------------------------------------------------------ run loop */
 
 /* HTIF lives in RAM: the test program writes tohost and waits; looking after each slice is
@@ -433,18 +493,21 @@ static int64_t vm_ns_until_next_event(vm *m) {
   return rtc < ns ? rtc : ns;
 }
 
-/* Devices and console between slices; sleeps up to `sleep_ns` waiting for console input. */
+/* Between slices: let every I/O source add its descriptors, wait up to `sleep_ns` (0: just look)
+ * for any of them, let the sources handle what is ready, then advance the timers. */
 static void vm_service(vm *m, int64_t sleep_ns) {
-  if (m->uart.tx_len)
-    uart_flush(&m->uart);
-  struct pollfd pfd = {.fd = m->cfg.console_in, .events = POLLIN};
-  int nfds = vm_console_wants_input(m) ? 1 : 0;
-  if (nfds || sleep_ns > 0) {
-    struct timespec ts = {sleep_ns / 1000000000, sleep_ns % 1000000000};
-    int r = ppoll(nfds ? &pfd : NULL, (nfds_t)nfds, &ts, NULL);
-    if (r > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
-      vm_console_read(m);
+  vm_pollset *ps = &m->pollset;
+  ps->n = 0;
+  ps->timeout_ns = sleep_ns;
+  for (unsigned i = 0; i < m->num_io_sources; i++)
+    m->io_sources[i].prepare(m->io_sources[i].opaque, ps);
+  if (ps->n || ps->timeout_ns > 0) {
+    struct timespec ts = {ps->timeout_ns / 1000000000, ps->timeout_ns % 1000000000};
+    if (ppoll(ps->n ? ps->fds : NULL, ps->n, &ts, NULL) <= 0)
+      ps->n = 0; /* timeout or signal: nothing to dispatch */
   }
+  for (unsigned i = 0; i < m->num_io_sources && ps->n; i++)
+    m->io_sources[i].dispatch(m->io_sources[i].opaque, ps);
   aclint_update_timers(&m->aclint, vm_read_mtime(m));
   rtc_update(&m->rtc);
 }

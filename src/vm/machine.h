@@ -2,6 +2,7 @@
 #ifndef VESSEL_VM_MACHINE_H
 #define VESSEL_VM_MACHINE_H
 
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -55,6 +56,36 @@ typedef struct vm_virtio_slot {
   unsigned irq;
 } vm_virtio_slot;
 
+/* ------------------------------------------------------------------ I/O sources
+ *
+ * Everything the run loop waits for between CPU slices, apart from the timers: console input, a
+ * network backend, the control socket. Before the loop polls, each source adds its descriptors to
+ * the poll set (and may shorten the wait, e.g. for a slirp timer); afterwards it handles those
+ * that became ready. The loop itself knows no device and no backend. */
+#define VM_MAX_POLLFDS 64
+#define VM_MAX_IO_SOURCES 16
+
+typedef struct vm_pollset {
+  struct pollfd fds[VM_MAX_POLLFDS];
+  unsigned n;
+  int64_t timeout_ns; /* the loop's wait; sources can only shorten it */
+} vm_pollset;
+
+/* Adds fd and returns its index for vm_pollset_revents, or -1 when the set is full (the source
+ * then simply is not polled this round). */
+int vm_pollset_add(vm_pollset *ps, int fd, short events);
+/* The events that fired for index idx; 0 for an index that vm_pollset_add refused. */
+short vm_pollset_revents(const vm_pollset *ps, int idx);
+/* Make the loop wait at most ns nanoseconds this round. */
+void vm_pollset_wake_within(vm_pollset *ps, int64_t ns);
+
+typedef struct vm_io_source {
+  const char *name;
+  void (*prepare)(void *opaque, vm_pollset *ps);
+  void (*dispatch)(void *opaque, const vm_pollset *ps);
+  void *opaque;
+} vm_io_source;
+
 struct vm {
   vm_config cfg;
 
@@ -100,6 +131,12 @@ struct vm {
   /* console input escape state (Ctrl-A prefix) */
   bool escape_pending;
   bool console_eof;
+  int console_poll_idx;
+
+  /* what the run loop polls between slices */
+  vm_io_source io_sources[VM_MAX_IO_SOURCES];
+  unsigned num_io_sources;
+  vm_pollset pollset;
 
   /* why the run loop stopped */
   bool stop;
@@ -110,6 +147,14 @@ struct vm {
 /* machine.c */
 uint64_t vm_read_mtime(void *opaque);
 void vm_request_exit(vm *m, vm_exit_reason reason, int code);
+/* Register an I/O source with the run loop (see vm_io_source). */
+int vm_add_io_source(vm *m, const vm_io_source *src, vs_error **err);
+/* Reserve the next virtio-mmio window (base address and PLIC line). The caller initialises its
+ * device with vm_virtio_irq(m, slot) and then maps it with vm_virtio_map. Windows are handed out
+ * in order, so the guest enumerates devices in the order the machine adds them. */
+int vm_virtio_claim(vm *m, const char *what, vm_virtio_slot *slot, vs_error **err);
+dev_irq_line vm_virtio_irq(vm *m, const vm_virtio_slot *slot);
+void vm_virtio_map(vm *m, const vm_virtio_slot *slot, const char *name, virtio_mmio *mmio);
 /* Guest physical memory access for the machine's own use (SBI DBCN, loaders): false if the
  * range is not entirely inside RAM. */
 bool vm_ram_range_ok(const vm *m, uint64_t paddr, uint64_t len);
