@@ -198,8 +198,10 @@ static int run_parent_side(const ctr_runtime *rt, create_result *r, int sync_fd,
   }
 }
 
+/* start_now (run): the init does not wait on exec.fifo for a separate `start`; the container
+ * is recorded as running once and the init let go through the sync socket. */
 static int create_container(const ctr_runtime *rt, const char *id, const ctr_create_opts *o,
-                            create_result *r, vs_error **err) {
+                            bool start_now, create_result *r, vs_error **err) {
   memset(r, 0, sizeof(*r));
   r->tty_master = -1;
   if (ctr_id_validate(id, err) < 0)
@@ -252,12 +254,11 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (ctr_state_save(rt, st, err) < 0)
     goto fail;
   /* 0622 whatever the umask: a user-namespaced init reopens it as an unmapped "other". */
-  if (mkfifo(fifo, 0622) < 0 || chmod(fifo, 0622) < 0) {
+  if (!start_now && (mkfifo(fifo, 0622) < 0 || chmod(fifo, 0622) < 0)) {
     vs_error_set(err, errno, "mkfifo %s", fifo);
     goto fail;
   }
-  fifo_fd = open(fifo, O_PATH | O_CLOEXEC);
-  if (fifo_fd < 0) {
+  if (!start_now && (fifo_fd = open(fifo, O_PATH | O_CLOEXEC)) < 0) {
     vs_error_set(err, errno, "open %s", fifo);
     goto fail;
   }
@@ -295,6 +296,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
         .rootfs = rootfs,
         .sync_fd = sp[1],
         .fifo_fd = fifo_fd,
+        .start_on_sync = start_now,
         .console_fd = console_fd,
         .tty_to_runtime = s->process.terminal && !o->console_socket,
         .no_pivot = o->no_pivot,
@@ -327,9 +329,8 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   }
   if (run_parent_side(rt, r, sp[0], err) < 0)
     goto fail;
-  close(sp[0]);
-  sp[0] = -1;
-  st->stored = CTR_STATUS_CREATED;
+  st->stored = start_now ? CTR_STATUS_RUNNING : CTR_STATUS_CREATED;
+  st->started = start_now;
   if (ctr_state_save(rt, st, err) < 0)
     goto fail;
   if (o->pid_file) {
@@ -338,6 +339,13 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
     if (vs_write_file_atomic(o->pid_file, buf, (size_t)n, 0644, err) < 0)
       goto fail;
   }
+  /* The init is blocked in recv: it only fails to get this if it was killed meanwhile. */
+  if (start_now && ctr_sync_send(sp[0], SYNC_START, NULL) < 0) {
+    vs_error_set(err, errno, "start the container init");
+    goto fail;
+  }
+  close(sp[0]);
+  sp[0] = -1;
   r->pid = pid;
   return 0;
 fail:
@@ -351,7 +359,7 @@ fail:
 
 pid_t ctr_create(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_error **err) {
   create_result r;
-  if (create_container(rt, id, o, &r, err) < 0) {
+  if (create_container(rt, id, o, false, &r, err) < 0) {
     create_result_clear(&r);
     return -1;
   }
@@ -379,6 +387,20 @@ static int open_cgroup_of(const ctr_state *st, ctr_cgroup **cg, vs_error **err) 
   if (!st->cgroup)
     return vs_error_set(err, 0, "container %s has no cgroup", st->id);
   return ctr_cgroup_from_json(st->cgroup, cg, err);
+}
+
+/* Failures of poststart hooks are logged, not fatal (runc). */
+static void run_poststart_hooks(const ctr_runtime *rt, const ctr_state *st) {
+  ctr_spec *spec = NULL;
+  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTART]) {
+    _cleanup_free_ char *text = oci_state_text(rt, st, NULL);
+    vs_error *e = NULL;
+    if (ctr_hooks_run(spec, CTR_HOOK_POSTSTART, text, &e) < 0) {
+      vs_log_warn("%s", e->msg);
+      vs_error_free(e);
+    }
+  }
+  ctr_spec_free(spec);
 }
 
 static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err) {
@@ -410,16 +432,7 @@ static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err)
   st->stored = CTR_STATUS_RUNNING;
   if (ctr_state_save(rt, st, err) < 0)
     return -1;
-  ctr_spec *spec = NULL;
-  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTART]) {
-    _cleanup_free_ char *text = oci_state_text(rt, st, NULL);
-    vs_error *e = NULL;
-    if (ctr_hooks_run(spec, CTR_HOOK_POSTSTART, text, &e) < 0) {
-      vs_log_warn("%s", e->msg);
-      vs_error_free(e);
-    }
-  }
-  ctr_spec_free(spec);
+  run_poststart_hooks(rt, st);
   return 0;
 }
 
@@ -622,12 +635,9 @@ int ctr_run(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_
     sigprocmask(SIG_BLOCK, &set, &old);
   create_result r;
   int status = -1;
-  if (create_container(rt, id, o, &r, err) < 0 || !r.state)
+  if (create_container(rt, id, o, true, &r, err) < 0 || !r.state)
     goto out;
-  if (start_container(rt, r.state, err) < 0) {
-    destroy_container(rt, r.state, false, NULL);
-    goto out;
-  }
+  run_poststart_hooks(rt, r.state);
   if (!o->foreground) {
     status = 0;
     goto out;

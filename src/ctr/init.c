@@ -349,6 +349,11 @@ void ctr_init_main(ctr_init_ctx *c) {
   prctl(PR_SET_PDEATHSIG, 0);
   if (ctr_sync_send(c->sync_fd, SYNC_READY, NULL) < 0)
     _exit(1);
+  if (c->start_on_sync) {
+    char buf[64];
+    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_START)
+      _exit(1); /* the runtime gave up (it removes the container) */
+  }
   close(c->sync_fd);
   c->sync_fd = -1;
   if (c->fifo_fd >= 0 && wait_for_start(c, &e) < 0)
