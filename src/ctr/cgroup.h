@@ -34,8 +34,9 @@ int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resource
  * like runc does (call right after create; a no-op where there is no devices controller). */
 int ctr_cgroup_allow_devices(ctr_cgroup *cg, json_t *devs, vs_error **err);
 
-/* Move `pid` into the container's cgroup in every hierarchy. Call before the container's init
- * unshares its cgroup namespace so that its namespace root is the container's cgroup. */
+/* Move `pid` (0: the calling process) into the container's cgroup in every hierarchy. Call
+ * before the container's init unshares its cgroup namespace so that its namespace root is the
+ * container's cgroup. */
 int ctr_cgroup_add_pid(ctr_cgroup *cg, pid_t pid, vs_error **err);
 
 /* Serialise for the state file / reopen from it (later commands: kill, pause, update, delete). */

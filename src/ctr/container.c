@@ -198,8 +198,9 @@ static int run_parent_side(const ctr_runtime *rt, create_result *r, int sync_fd,
   }
 }
 
-/* start_now (run): the init does not wait on exec.fifo for a separate `start`; the container
- * is recorded as running once and the init let go through the sync socket. */
+/* start_now (run): the init does not wait on exec.fifo for a separate `start` but goes on to
+ * execute the process once it is ready, while the runtime records the container as running
+ * (until then `state` says creating). */
 static int create_container(const ctr_runtime *rt, const char *id, const ctr_create_opts *o,
                             bool start_now, create_result *r, vs_error **err) {
   memset(r, 0, sizeof(*r));
@@ -296,7 +297,6 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
         .rootfs = rootfs,
         .sync_fd = sp[1],
         .fifo_fd = fifo_fd,
-        .start_on_sync = start_now,
         .console_fd = console_fd,
         .tty_to_runtime = s->process.terminal && !o->console_socket,
         .no_pivot = o->no_pivot,
@@ -317,13 +317,14 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   }
   st->pid = pid;
   st->pid_start = ctr_pid_start_time(pid);
-  if (ctr_cgroup_add_pid(r->cg, pid, err) < 0)
+  /* Without a new user namespace the init joins its cgroups itself (init.c). */
+  if ((flags & CLONE_NEWUSER) &&
+      (ctr_cgroup_add_pid(r->cg, pid, err) < 0 || write_id_maps(pid, s, err) < 0))
     goto fail;
-  if ((flags & CLONE_NEWUSER) && write_id_maps(pid, s, err) < 0)
-    goto fail;
-  /* The init may have failed already (it sets up its root before waiting for GO): then the
-   * send fails and its error message is what run_parent_side() reads next. */
-  if (ctr_sync_send(sp[0], SYNC_GO, NULL) < 0 && errno != EPIPE && errno != ECONNRESET) {
+  /* The init may have failed already: then the send fails and its error message is what
+   * run_parent_side() reads next. */
+  if ((flags & CLONE_NEWUSER) && ctr_sync_send(sp[0], SYNC_GO, NULL) < 0 && errno != EPIPE &&
+      errno != ECONNRESET) {
     vs_error_set(err, errno, "sync with the container init");
     goto fail;
   }
@@ -338,11 +339,6 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
     int n = snprintf(buf, sizeof(buf), "%d", (int)pid);
     if (vs_write_file_atomic(o->pid_file, buf, (size_t)n, 0644, err) < 0)
       goto fail;
-  }
-  /* The init is blocked in recv: it only fails to get this if it was killed meanwhile. */
-  if (start_now && ctr_sync_send(sp[0], SYNC_START, NULL) < 0) {
-    vs_error_set(err, errno, "start the container init");
-    goto fail;
   }
   close(sp[0]);
   sp[0] = -1;

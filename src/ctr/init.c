@@ -220,7 +220,7 @@ static int join_namespace(const ctr_spec *s, int t, vs_error **err) {
   return 0;
 }
 
-static int enter_namespaces(const ctr_spec *s, bool defer_new_cgroup, vs_error **err) {
+static int enter_namespaces(const ctr_spec *s, vs_error **err) {
   /* The user namespace first: the others we join or create then belong to it. */
   if (s->ns[CTR_NS_USER].present && s->ns[CTR_NS_USER].path &&
       join_namespace(s, CTR_NS_USER, err) < 0)
@@ -232,7 +232,7 @@ static int enter_namespaces(const ctr_spec *s, bool defer_new_cgroup, vs_error *
     if (s->ns[t].path) {
       if (join_namespace(s, t, err) < 0)
         return -1;
-    } else if (!(t == CTR_NS_CGROUP && defer_new_cgroup)) {
+    } else {
       unshare_flags |= ns_flags[t];
     }
   }
@@ -275,19 +275,20 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
     return vs_error_set(err, errno, "prctl PR_SET_PDEATHSIG");
   char buf[256];
   int m;
-  /* GO means: we are in the container's cgroups and our id maps are written. Without a new
-   * user namespace we need it only before unsharing the cgroup namespace, so the root file
-   * system is set up while the runtime is still busy with the cgroups. */
+  /* In a new user namespace we are nobody until the runtime has written our id maps, and so
+   * cannot enter our cgroups either: the runtime does both and then sends GO. Otherwise we join
+   * the cgroups ourselves, and the runtime has nothing to do until we are ready: no round
+   * trip. Either way the cgroup namespace is made after joining, so its root is ours. */
   bool new_user = s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path;
-  bool have_go = false;
   if (new_user) {
     if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
       _exit(1); /* the runtime gave up; it reports why */
-    have_go = true;
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
       return vs_error_set(err, errno, "become root in the user namespace (is 0 mapped?)");
+  } else if (c->cg && ctr_cgroup_add_pid(c->cg, 0, err) < 0) {
+    return vs_error_wrap(err, "join the container's cgroups");
   }
-  if (enter_namespaces(s, !have_go, err) < 0)
+  if (enter_namespaces(s, err) < 0)
     return -1;
   /* The host's session keyring must not be reachable from the container. */
   if (c->new_keyring && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 &&
@@ -303,12 +304,6 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   bool own_mnt = s->ns[CTR_NS_MNT].present;
   if (own_mnt && ctr_rootfs_setup(c, err) < 0)
     return -1;
-  if (!have_go) {
-    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
-      _exit(1);
-    if (s->ns[CTR_NS_CGROUP].present && !s->ns[CTR_NS_CGROUP].path && unshare(CLONE_NEWCGROUP) < 0)
-      return vs_error_set(err, errno, "unshare the cgroup namespace");
-  }
   /* The runtime runs prestart/createRuntime now; no round trip when there are none. */
   if (s->n_hooks[CTR_HOOK_PRESTART] || s->n_hooks[CTR_HOOK_CREATE_RUNTIME]) {
     if (ctr_sync_send(c->sync_fd, SYNC_HOOKS, NULL) < 0)
@@ -349,11 +344,6 @@ void ctr_init_main(ctr_init_ctx *c) {
   prctl(PR_SET_PDEATHSIG, 0);
   if (ctr_sync_send(c->sync_fd, SYNC_READY, NULL) < 0)
     _exit(1);
-  if (c->start_on_sync) {
-    char buf[64];
-    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_START)
-      _exit(1); /* the runtime gave up (it removes the container) */
-  }
   close(c->sync_fd);
   c->sync_fd = -1;
   if (c->fifo_fd >= 0 && wait_for_start(c, &e) < 0)

@@ -8,11 +8,10 @@
 
 /* Messages on the SOCK_SEQPACKET sync socket between the runtime and the init. */
 enum {
-  SYNC_GO = 'G',         /* runtime -> init: cgroup joined, id maps written */
+  SYNC_GO = 'G',         /* runtime -> init (new user namespace): cgroups joined, id maps written */
   SYNC_HOOKS = 'h',      /* init -> runtime: run prestart/createRuntime now */
   SYNC_HOOKS_DONE = 'H', /* runtime -> init */
-  SYNC_READY = 'R',      /* init -> runtime: created, now waiting on exec.fifo or START */
-  SYNC_START = 'S',      /* runtime -> init (run): recorded as running, go */
+  SYNC_READY = 'R',      /* init -> runtime: created; waits on exec.fifo (run: goes on) */
   SYNC_TTY = 'T',        /* init -> runtime: pty master attached (foreground run) */
   SYNC_PID = 'P',        /* exec: intermediate -> runtime: pid of the process */
   SYNC_ERROR = 'E',      /* init -> runtime: "E<message>" */
@@ -25,8 +24,7 @@ typedef struct ctr_init_ctx {
   const char *bundle; /* absolute */
   const char *rootfs; /* absolute */
   int sync_fd;
-  int fifo_fd;         /* O_PATH of exec.fifo (create); -1 for none */
-  bool start_on_sync;  /* run: wait for SYNC_START on sync_fd instead of exec.fifo */
+  int fifo_fd;         /* O_PATH of exec.fifo (create); -1: run, start once ready */
   int console_fd;      /* connected --console-socket; -1 for none */
   bool tty_to_runtime; /* foreground run: send the pty master over sync_fd */
   bool no_pivot;
