@@ -317,9 +317,13 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   }
   st->pid = pid;
   st->pid_start = ctr_pid_start_time(pid);
-  /* Without a new user namespace the init joins its cgroups itself (init.c). */
-  if ((flags & CLONE_NEWUSER) &&
-      (ctr_cgroup_add_pid(r->cg, pid, err) < 0 || write_id_maps(pid, s, err) < 0))
+  /* Without a new user namespace the init joins its cgroups itself (init.c) and that is what
+   * counts; we do it too, meanwhile. The first move into a v1 cgroup after a while waits for
+   * an RCU grace period (the cgroup threadgroup lock), which this way passes while the init
+   * is still starting, and then its own writes are quick. */
+  if (!(flags & CLONE_NEWUSER))
+    ctr_cgroup_add_pid(r->cg, pid, NULL);
+  else if (ctr_cgroup_add_pid(r->cg, pid, err) < 0 || write_id_maps(pid, s, err) < 0)
     goto fail;
   /* The init may have failed already: then the send fails and its error message is what
    * run_parent_side() reads next. */
