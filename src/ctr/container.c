@@ -22,11 +22,8 @@
 static char *now_rfc3339(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
   char buf[64];
-  size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + n, sizeof(buf) - n, ".%09ldZ", ts.tv_nsec);
+  vs_utc_rfc3339(&ts, buf, sizeof(buf));
   return vs_strdup(buf);
 }
 
