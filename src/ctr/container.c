@@ -31,6 +31,9 @@ static char *oci_state_text(const ctr_runtime *rt, const ctr_state *st, const ch
   json_t *j = ctr_state_oci_json(rt, st);
   if (status)
     json_object_set_new(j, "status", json_string(status));
+  /* A status we state (a hook's) is not the one derived from a process that may be gone. */
+  if (status && strcmp(status, "stopped") != 0)
+    json_object_set_new(j, "pid", json_integer(st->pid));
   char *s = json_dumps(j, JSON_COMPACT);
   json_decref(j);
   return s;
@@ -386,11 +389,12 @@ static int open_cgroup_of(const ctr_state *st, ctr_cgroup **cg, vs_error **err) 
   return ctr_cgroup_from_json(st->cgroup, cg, err);
 }
 
-/* Failures of poststart hooks are logged, not fatal (runc). */
+/* Failures of poststart hooks are logged, not fatal (runc). The state they get says running,
+ * as the process has been started, even when a short one has already exited by now. */
 static void run_poststart_hooks(const ctr_runtime *rt, const ctr_state *st) {
   ctr_spec *spec = NULL;
   if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTART]) {
-    _cleanup_free_ char *text = oci_state_text(rt, st, NULL);
+    _cleanup_free_ char *text = oci_state_text(rt, st, "running");
     vs_error *e = NULL;
     if (ctr_hooks_run(spec, CTR_HOOK_POSTSTART, text, &e) < 0) {
       vs_log_warn("%s", e->msg);

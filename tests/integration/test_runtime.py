@@ -405,6 +405,8 @@ def test_hooks_get_the_state_on_stdin(rt, tmp_path):
     assert all(s["id"] == cid for s in states)
     assert [s["status"] for s in states] == ["creating", "creating", "creating", "running",
                                              "stopped"]
+    # poststart: running with its pid, even when `true` has exited before the hook ran
+    assert states[3]["pid"] > 0
     # a failing hook fails create and leaves nothing behind
     c["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
     rt.write_config(c)
