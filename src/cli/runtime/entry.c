@@ -88,6 +88,7 @@ INLINE bool exe_is_protected(void) {
   const long all_seals = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
   long seals = raw_syscall(SYS_fcntl, fd, F_GET_SEALS, 0, 0, 0);
   struct statfs sf;
+  sf.f_flags = 0; /* no "= {0}": that may become a call to memset, not resolved yet */
   long r = raw_syscall(SYS_fstatfs, fd, (long)&sf, 0, 0, 0);
   raw_syscall(SYS_close, fd, 0, 0, 0, 0);
   if (seals >= 0 && (seals & all_seals) == all_seals)
