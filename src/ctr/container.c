@@ -252,8 +252,6 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (s->annotations)
     st->annotations = json_incref(s->annotations);
   st->config = json_incref(s->json);
-  if (ctr_state_save(rt, st, err) < 0)
-    goto fail;
   /* 0622 whatever the umask: a user-namespaced init reopens it as an unmapped "other". */
   if (!start_now && (mkfifo(fifo, 0622) < 0 || chmod(fifo, 0622) < 0)) {
     vs_error_set(err, errno, "mkfifo %s", fifo);
@@ -263,12 +261,11 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
     vs_error_set(err, errno, "open %s", fifo);
     goto fail;
   }
-  if (ctr_cgroup_create(id, s->cgroups_path, s->resources, &r->cg, err) < 0)
+  /* The cgroup directories are decided now and made after clone, while the init enters its
+   * namespaces and mounts its root: the init needs them only for the cgroup mount and for
+   * joining, and waits for GO before either (init.c). */
+  if (ctr_cgroup_plan(id, s->cgroups_path, &r->cg, err) < 0)
     goto fail;
-  if (s->linux_json &&
-      ctr_cgroup_allow_devices(r->cg, json_object_get(s->linux_json, "devices"), err) < 0)
-    goto fail;
-  st->cgroup = ctr_cgroup_to_json(r->cg);
   if (s->process.terminal && o->console_socket) {
     console_fd = connect_console(o->console_socket, err);
     if (console_fd < 0)
@@ -289,6 +286,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
   if (pid == 0) {
     close(sp[0]);
+    bool have_go = false;
     ctr_init_ctx c = {
         .id = id,
         .spec = s,
@@ -303,6 +301,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
         .new_keyring = !o->no_new_keyring,
         .preserve_fds = o->preserve_fds,
         .cg = r->cg,
+        .have_go = &have_go,
     };
     ctr_init_main(&c);
   }
@@ -317,21 +316,21 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   }
   st->pid = pid;
   st->pid_start = ctr_pid_start_time(pid);
-  /* Without a new user namespace the init joins its cgroups itself (init.c) and that is what
-   * counts; we do it too, meanwhile. The first move into a v1 cgroup after a while waits for
-   * an RCU grace period (the cgroup threadgroup lock), which this way passes while the init
-   * is still starting, and then its own writes are quick. */
-  if (!(flags & CLONE_NEWUSER))
-    ctr_cgroup_add_pid(r->cg, pid, NULL);
-  else if (ctr_cgroup_add_pid(r->cg, pid, err) < 0 || write_id_maps(pid, s, err) < 0)
+  if (ctr_cgroup_make(r->cg, s->resources, err) < 0 ||
+      (s->linux_json &&
+       ctr_cgroup_allow_devices(r->cg, json_object_get(s->linux_json, "devices"), err) < 0) ||
+      ctr_cgroup_add_pid(r->cg, pid, err) < 0 ||
+      ((flags & CLONE_NEWUSER) && write_id_maps(pid, s, err) < 0))
     goto fail;
+  st->cgroup = ctr_cgroup_to_json(r->cg);
   /* The init may have failed already: then the send fails and its error message is what
    * run_parent_side() reads next. */
-  if ((flags & CLONE_NEWUSER) && ctr_sync_send(sp[0], SYNC_GO, NULL) < 0 && errno != EPIPE &&
-      errno != ECONNRESET) {
+  if (ctr_sync_send(sp[0], SYNC_GO, NULL) < 0 && errno != EPIPE && errno != ECONNRESET) {
     vs_error_set(err, errno, "sync with the container init");
     goto fail;
   }
+  if (ctr_state_save(rt, st, err) < 0)
+    goto fail;
   if (run_parent_side(rt, r, sp[0], err) < 0)
     goto fail;
   st->stored = start_now ? CTR_STATUS_RUNNING : CTR_STATUS_CREATED;

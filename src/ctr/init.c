@@ -220,7 +220,16 @@ static int join_namespace(const ctr_spec *s, int t, vs_error **err) {
   return 0;
 }
 
-static int enter_namespaces(const ctr_spec *s, vs_error **err) {
+void ctr_init_await_go(const ctr_init_ctx *c) {
+  if (*c->have_go)
+    return;
+  char buf[64];
+  if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
+    _exit(1); /* the runtime gave up; it reports why */
+  *c->have_go = true;
+}
+
+static int enter_namespaces(const ctr_spec *s, bool defer_new_cgroup, vs_error **err) {
   /* The user namespace first: the others we join or create then belong to it. */
   if (s->ns[CTR_NS_USER].present && s->ns[CTR_NS_USER].path &&
       join_namespace(s, CTR_NS_USER, err) < 0)
@@ -232,7 +241,7 @@ static int enter_namespaces(const ctr_spec *s, vs_error **err) {
     if (s->ns[t].path) {
       if (join_namespace(s, t, err) < 0)
         return -1;
-    } else {
+    } else if (!(t == CTR_NS_CGROUP && defer_new_cgroup)) {
       unshare_flags |= ns_flags[t];
     }
   }
@@ -275,20 +284,20 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
     return vs_error_set(err, errno, "prctl PR_SET_PDEATHSIG");
   char buf[256];
   int m;
-  /* In a new user namespace we are nobody until the runtime has written our id maps, and so
-   * cannot enter our cgroups either: the runtime does both and then sends GO. Otherwise we join
-   * the cgroups ourselves, and the runtime has nothing to do until we are ready: no round
-   * trip. Either way the cgroup namespace is made after joining, so its root is ours. */
+  /* GO: the runtime has made our cgroups, moved us into them and written our id maps; it does
+   * that while we go on. In a new user namespace we are nobody until then, and from a user or
+   * mount namespace we join the host's cgroup files may be out of reach: there we wait for GO
+   * first. Otherwise only the cgroup mount and the cgroup namespace need it (below, and
+   * mount_cgroup() in rootfs.c). The cgroup namespace is made after joining, so that its root
+   * is ours. */
   bool new_user = s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path;
-  if (new_user) {
-    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
-      _exit(1); /* the runtime gave up; it reports why */
-    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
-      return vs_error_set(err, errno, "become root in the user namespace (is 0 mapped?)");
-  } else if (c->cg && ctr_cgroup_add_pid(c->cg, 0, err) < 0) {
-    return vs_error_wrap(err, "join the container's cgroups");
-  }
-  if (enter_namespaces(s, err) < 0)
+  bool go_first =
+      s->ns[CTR_NS_USER].present || (s->ns[CTR_NS_MNT].present && s->ns[CTR_NS_MNT].path);
+  if (go_first)
+    ctr_init_await_go(c);
+  if (new_user && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+    return vs_error_set(err, errno, "become root in the user namespace (is 0 mapped?)");
+  if (enter_namespaces(s, !go_first, err) < 0)
     return -1;
   /* The host's session keyring must not be reachable from the container. */
   if (c->new_keyring && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 &&
@@ -304,6 +313,11 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   bool own_mnt = s->ns[CTR_NS_MNT].present;
   if (own_mnt && ctr_rootfs_setup(c, err) < 0)
     return -1;
+  if (!go_first) {
+    ctr_init_await_go(c);
+    if (s->ns[CTR_NS_CGROUP].present && !s->ns[CTR_NS_CGROUP].path && unshare(CLONE_NEWCGROUP) < 0)
+      return vs_error_set(err, errno, "unshare the cgroup namespace");
+  }
   /* The runtime runs prestart/createRuntime now; no round trip when there are none. */
   if (s->n_hooks[CTR_HOOK_PRESTART] || s->n_hooks[CTR_HOOK_CREATE_RUNTIME]) {
     if (ctr_sync_send(c->sync_fd, SYNC_HOOKS, NULL) < 0)

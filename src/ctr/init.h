@@ -8,7 +8,7 @@
 
 /* Messages on the SOCK_SEQPACKET sync socket between the runtime and the init. */
 enum {
-  SYNC_GO = 'G',         /* runtime -> init (new user namespace): cgroups joined, id maps written */
+  SYNC_GO = 'G',         /* runtime -> init: cgroups made and joined, id maps written */
   SYNC_HOOKS = 'h',      /* init -> runtime: run prestart/createRuntime now */
   SYNC_HOOKS_DONE = 'H', /* runtime -> init */
   SYNC_READY = 'R',      /* init -> runtime: created; waits on exec.fifo (run: goes on) */
@@ -30,8 +30,13 @@ typedef struct ctr_init_ctx {
   bool no_pivot;
   bool new_keyring; /* join a fresh session keyring (runc's default; --no-new-keyring) */
   int preserve_fds;
-  ctr_cgroup *cg;
+  ctr_cgroup *cg; /* planned (ctr_cgroup_plan); made by the runtime before it sends GO */
+  bool *have_go;  /* the init has received GO */
 } ctr_init_ctx;
+
+/* In the init: wait for the runtime's GO unless it came already (exits if the runtime gave
+ * up, which reports why). */
+void ctr_init_await_go(const ctr_init_ctx *c);
 
 /* The init after clone(): never returns. */
 __attribute__((noreturn)) void ctr_init_main(ctr_init_ctx *c);
