@@ -126,6 +126,11 @@ typedef struct vs_logger {
   const char *prog;
 } vs_logger;
 
+/* "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ" (RFC 3339, UTC) into buf (at least 40 bytes). Unlike
+ * gmtime_r, it never loads the time zone database (/etc/localtime): a container start is
+ * short enough for those seven system calls to show. */
+void vs_utc_rfc3339(const struct timespec *ts, char *buf, size_t size);
+
 vs_logger *vs_log_get(void);
 void vs_log_configure(const char *prog, vs_log_level level, vs_log_format format, int fd);
 void vs_log(vs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

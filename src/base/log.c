@@ -10,6 +10,32 @@ static vs_logger process_logger = {
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
 
+/* Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil
+ * inverted): exact for every year the 64-bit seconds of a timespec can name here. */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
+  z += 719468;
+  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  unsigned doe = (unsigned)(z - era * 146097);
+  unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  unsigned mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+void vs_utc_rfc3339(const struct timespec *ts, char *buf, size_t size) {
+  int64_t secs = ts->tv_sec;
+  int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+  int64_t rem = secs - days * 86400;
+  int64_t y;
+  unsigned m, d;
+  civil_from_days(days, &y, &m, &d);
+  snprintf(buf, size, "%04lld-%02u-%02uT%02u:%02u:%02u.%09ldZ", (long long)y, m, d,
+           (unsigned)(rem / 3600), (unsigned)(rem / 60 % 60), (unsigned)(rem % 60),
+           (long)ts->tv_nsec);
+}
+
 vs_logger *vs_log_get(void) { return &process_logger; }
 
 void vs_log_configure(const char *prog, vs_log_level level, vs_log_format format, int fd) {
@@ -67,12 +93,10 @@ void vs_log(vs_log_level level, const char *fmt, ...) {
     json_escape(esc, sizeof(esc), msg);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
     char when[64];
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    len = snprintf(line, sizeof(line), "{\"level\":\"%s\",\"msg\":\"%s\",\"time\":\"%s.%09ldZ\"}\n",
-                   level_names[level], esc, when, ts.tv_nsec);
+    vs_utc_rfc3339(&ts, when, sizeof(when));
+    len = snprintf(line, sizeof(line), "{\"level\":\"%s\",\"msg\":\"%s\",\"time\":\"%s\"}\n",
+                   level_names[level], esc, when);
   } else {
     len = snprintf(line, sizeof(line), "%s: %s: %s\n", lg->prog, level_names[level], msg);
   }

@@ -359,7 +359,8 @@ static int remove_tree(const char *path, int depth, vs_error **err) {
 static int destroy_dir(cg_dir *d, vs_error **err) {
   if (d->created <= 0)
     return 0;
-  if (remove_tree(d->path, 0, err) < 0)
+  /* Usually the container made no sub-cgroups and its tasks are gone: one rmdir does it. */
+  if (rmdir(d->path) < 0 && errno != ENOENT && remove_tree(d->path, 0, err) < 0)
     return -1;
   /* Ancestors we created (e.g. /vessel) go too, unless other containers still use them. */
   _cleanup_free_ char *p = vs_strdup(d->path);
@@ -505,10 +506,7 @@ static bool layout_is_pure_v2(const cg_layout *l) {
 
 static int apply_resources(ctr_cgroup *cg, json_t *r, bool creating, vs_error **err);
 
-int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resources, ctr_cgroup **out,
-                      vs_error **err) {
-  if (ctr_cgroup_validate_resources(resources, err) < 0)
-    return -1;
+int ctr_cgroup_plan(const char *id, const char *cgroups_path, ctr_cgroup **out, vs_error **err) {
   if (cgroups_path && validate_cgroups_path(cgroups_path, err) < 0)
     return -1;
   if (!cgroups_path && (!id || !*id || strchr(id, '/') || strcmp(id, "..") == 0))
@@ -516,11 +514,12 @@ int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resource
   cg_layout l = {0};
   if (cg_layout_load(&l, err) < 0)
     return -1;
-  bool pure_v2 = layout_is_pure_v2(&l);
   ctr_cgroup *cg = vs_malloc0(sizeof(*cg));
   cg->bpf_fd = -1;
   cg->d = vs_malloc0(l.n * sizeof(*cg->d));
-  int rc = -1;
+  cg->pure_v2 = layout_is_pure_v2(&l);
+  cg->default_path = !cgroups_path || !*cgroups_path;
+  int rc = 0;
   for (size_t i = 0; i < l.n; i++) {
     const cg_hier *h = &l.h[i];
     cg_dir *d = &cg->d[cg->n];
@@ -532,16 +531,34 @@ int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resource
     d->path = vs_asprintf("%s%s", h->mountpoint, inner);
     cg->n++;
     if (strlen(d->path) > CG_PATH_MAX + 256) {
-      vs_error_set(err, 0, "cgroup path %s is too long", d->path);
-      goto out;
+      rc = vs_error_set(err, 0, "cgroup path %s is too long", d->path);
+      break;
     }
-    if (make_dirs(d, inner, !h->unified && cg_list_has(h->controllers, "cpuset"), err) < 0)
+  }
+  cg_layout_clear(&l);
+  if (rc < 0) {
+    ctr_cgroup_free(cg);
+    return vs_error_wrap(err, "cgroup for container %s", id ? id : "");
+  }
+  *out = cg;
+  return 0;
+}
+
+int ctr_cgroup_make(ctr_cgroup *cg, json_t *resources, vs_error **err) {
+  if (ctr_cgroup_validate_resources(resources, err) < 0)
+    return -1;
+  int rc = -1;
+  for (size_t i = 0; i < cg->n; i++) {
+    cg_dir *d = &cg->d[i];
+    const char *inner = d->path + strlen(d->mount);
+    if (make_dirs(d, inner, !d->unified && cg_list_has(d->controllers, "cpuset"), err) < 0)
       goto out;
-    /* The default parent /vessel is the runtime's own: whoever deletes the last container in it
-     * removes it, even if another container's create made it. */
-    if ((!cgroups_path || !*cgroups_path) && d->created < 2)
-      d->created = 2;
-    if (h->unified && pure_v2) {
+    /* The default parent /vessel stays between containers, as runc leaves the parents of its
+     * cgroups: making and removing it (and initialising its v1 cpuset) on every container
+     * cost about a tenth of a container start on a hybrid host with ten hierarchies. */
+    if (cg->default_path && d->created > 1)
+      d->created = 1;
+    if (d->unified && cg->pure_v2) {
       /* Enable every controller we manage so later `update`s can use them. */
       _cleanup_free_ char *ctrls = vs_strdup(d->controllers);
       char *save = NULL;
@@ -554,9 +571,21 @@ int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resource
     goto out;
   rc = 0;
 out:
-  cg_layout_clear(&l);
   if (rc < 0) {
     ctr_cgroup_destroy(cg, NULL);
+    return vs_error_wrap(err, "create cgroup %s", cg->n ? cg->d[0].path : "");
+  }
+  return 0;
+}
+
+int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resources, ctr_cgroup **out,
+                      vs_error **err) {
+  if (ctr_cgroup_validate_resources(resources, err) < 0)
+    return -1;
+  ctr_cgroup *cg;
+  if (ctr_cgroup_plan(id, cgroups_path, &cg, err) < 0)
+    return -1;
+  if (ctr_cgroup_make(cg, resources, err) < 0) {
     ctr_cgroup_free(cg);
     return vs_error_wrap(err, "create cgroup for container %s", id ? id : "");
   }

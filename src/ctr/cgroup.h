@@ -29,13 +29,19 @@ int ctr_cgroup_validate_resources(json_t *resources, vs_error **err);
  * On failure everything created so far is removed again. *out is freed with ctr_cgroup_free(). */
 int ctr_cgroup_create(const char *id, const char *cgroups_path, json_t *resources, ctr_cgroup **out,
                       vs_error **err);
+/* ctr_cgroup_create() in two steps: plan decides the directories (nothing on the host changes:
+ * a process cloned afterwards knows them), make creates them and applies `resources`, removing
+ * what it made when it fails (the plan is still freed by the caller). */
+int ctr_cgroup_plan(const char *id, const char *cgroups_path, ctr_cgroup **out, vs_error **err);
+int ctr_cgroup_make(ctr_cgroup *cg, json_t *resources, vs_error **err);
 
 /* v1 devices controller: add allow rules ("c 1:3 rwm") for the spec's `linux.devices` entries,
  * like runc does (call right after create; a no-op where there is no devices controller). */
 int ctr_cgroup_allow_devices(ctr_cgroup *cg, json_t *devs, vs_error **err);
 
-/* Move `pid` into the container's cgroup in every hierarchy. Call before the container's init
- * unshares its cgroup namespace so that its namespace root is the container's cgroup. */
+/* Move `pid` (0: the calling process) into the container's cgroup in every hierarchy. Call
+ * before the container's init unshares its cgroup namespace so that its namespace root is the
+ * container's cgroup. */
 int ctr_cgroup_add_pid(ctr_cgroup *cg, pid_t pid, vs_error **err);
 
 /* Serialise for the state file / reopen from it (later commands: kill, pause, update, delete). */

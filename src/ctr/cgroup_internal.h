@@ -50,6 +50,8 @@ struct ctr_cgroup {
    * ctr_cgroup_allow_devices() can replace the filter with a wider one. */
   json_t *dev_rules;
   int bpf_fd;
+  bool pure_v2;      /* planned on a host with cgroup2 only */
+  bool default_path; /* under the runtime's own /vessel parent */
 };
 
 /* The directory that serves `controller` ("memory", "cpu", "hugetlb", "freezer", ...): the v1

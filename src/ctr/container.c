@@ -22,11 +22,8 @@
 static char *now_rfc3339(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
   char buf[64];
-  size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + n, sizeof(buf) - n, ".%09ldZ", ts.tv_nsec);
+  vs_utc_rfc3339(&ts, buf, sizeof(buf));
   return vs_strdup(buf);
 }
 
@@ -34,6 +31,9 @@ static char *oci_state_text(const ctr_runtime *rt, const ctr_state *st, const ch
   json_t *j = ctr_state_oci_json(rt, st);
   if (status)
     json_object_set_new(j, "status", json_string(status));
+  /* A status we state (a hook's) is not the one derived from a process that may be gone. */
+  if (status && strcmp(status, "stopped") != 0)
+    json_object_set_new(j, "pid", json_integer(st->pid));
   char *s = json_dumps(j, JSON_COMPACT);
   json_decref(j);
   return s;
@@ -198,8 +198,11 @@ static int run_parent_side(const ctr_runtime *rt, create_result *r, int sync_fd,
   }
 }
 
+/* start_now (run): the init does not wait on exec.fifo for a separate `start` but goes on to
+ * execute the process once it is ready, while the runtime records the container as running
+ * (until then `state` says creating). */
 static int create_container(const ctr_runtime *rt, const char *id, const ctr_create_opts *o,
-                            create_result *r, vs_error **err) {
+                            bool start_now, create_result *r, vs_error **err) {
   memset(r, 0, sizeof(*r));
   r->tty_master = -1;
   if (ctr_id_validate(id, err) < 0)
@@ -249,24 +252,20 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (s->annotations)
     st->annotations = json_incref(s->annotations);
   st->config = json_incref(s->json);
-  if (ctr_state_save(rt, st, err) < 0)
-    goto fail;
   /* 0622 whatever the umask: a user-namespaced init reopens it as an unmapped "other". */
-  if (mkfifo(fifo, 0622) < 0 || chmod(fifo, 0622) < 0) {
+  if (!start_now && (mkfifo(fifo, 0622) < 0 || chmod(fifo, 0622) < 0)) {
     vs_error_set(err, errno, "mkfifo %s", fifo);
     goto fail;
   }
-  fifo_fd = open(fifo, O_PATH | O_CLOEXEC);
-  if (fifo_fd < 0) {
+  if (!start_now && (fifo_fd = open(fifo, O_PATH | O_CLOEXEC)) < 0) {
     vs_error_set(err, errno, "open %s", fifo);
     goto fail;
   }
-  if (ctr_cgroup_create(id, s->cgroups_path, s->resources, &r->cg, err) < 0)
+  /* The cgroup directories are decided now and made after clone, while the init enters its
+   * namespaces and mounts its root: the init needs them only for the cgroup mount and for
+   * joining, and waits for GO before either (init.c). */
+  if (ctr_cgroup_plan(id, s->cgroups_path, &r->cg, err) < 0)
     goto fail;
-  if (s->linux_json &&
-      ctr_cgroup_allow_devices(r->cg, json_object_get(s->linux_json, "devices"), err) < 0)
-    goto fail;
-  st->cgroup = ctr_cgroup_to_json(r->cg);
   if (s->process.terminal && o->console_socket) {
     console_fd = connect_console(o->console_socket, err);
     if (console_fd < 0)
@@ -287,6 +286,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
   if (pid == 0) {
     close(sp[0]);
+    bool have_go = false;
     ctr_init_ctx c = {
         .id = id,
         .spec = s,
@@ -301,6 +301,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
         .new_keyring = !o->no_new_keyring,
         .preserve_fds = o->preserve_fds,
         .cg = r->cg,
+        .have_go = &have_go,
     };
     ctr_init_main(&c);
   }
@@ -315,21 +316,25 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   }
   st->pid = pid;
   st->pid_start = ctr_pid_start_time(pid);
-  if (ctr_cgroup_add_pid(r->cg, pid, err) < 0)
+  if (ctr_cgroup_make(r->cg, s->resources, err) < 0 ||
+      (s->linux_json &&
+       ctr_cgroup_allow_devices(r->cg, json_object_get(s->linux_json, "devices"), err) < 0) ||
+      ctr_cgroup_add_pid(r->cg, pid, err) < 0 ||
+      ((flags & CLONE_NEWUSER) && write_id_maps(pid, s, err) < 0))
     goto fail;
-  if ((flags & CLONE_NEWUSER) && write_id_maps(pid, s, err) < 0)
-    goto fail;
-  /* The init may have failed already (it sets up its root before waiting for GO): then the
-   * send fails and its error message is what run_parent_side() reads next. */
+  st->cgroup = ctr_cgroup_to_json(r->cg);
+  /* The init may have failed already: then the send fails and its error message is what
+   * run_parent_side() reads next. */
   if (ctr_sync_send(sp[0], SYNC_GO, NULL) < 0 && errno != EPIPE && errno != ECONNRESET) {
     vs_error_set(err, errno, "sync with the container init");
     goto fail;
   }
+  if (ctr_state_save(rt, st, err) < 0)
+    goto fail;
   if (run_parent_side(rt, r, sp[0], err) < 0)
     goto fail;
-  close(sp[0]);
-  sp[0] = -1;
-  st->stored = CTR_STATUS_CREATED;
+  st->stored = start_now ? CTR_STATUS_RUNNING : CTR_STATUS_CREATED;
+  st->started = start_now;
   if (ctr_state_save(rt, st, err) < 0)
     goto fail;
   if (o->pid_file) {
@@ -338,6 +343,8 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
     if (vs_write_file_atomic(o->pid_file, buf, (size_t)n, 0644, err) < 0)
       goto fail;
   }
+  close(sp[0]);
+  sp[0] = -1;
   r->pid = pid;
   return 0;
 fail:
@@ -351,7 +358,7 @@ fail:
 
 pid_t ctr_create(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_error **err) {
   create_result r;
-  if (create_container(rt, id, o, &r, err) < 0) {
+  if (create_container(rt, id, o, false, &r, err) < 0) {
     create_result_clear(&r);
     return -1;
   }
@@ -379,6 +386,21 @@ static int open_cgroup_of(const ctr_state *st, ctr_cgroup **cg, vs_error **err) 
   if (!st->cgroup)
     return vs_error_set(err, 0, "container %s has no cgroup", st->id);
   return ctr_cgroup_from_json(st->cgroup, cg, err);
+}
+
+/* Failures of poststart hooks are logged, not fatal (runc). The state they get says running,
+ * as the process has been started, even when a short one has already exited by now. */
+static void run_poststart_hooks(const ctr_runtime *rt, const ctr_state *st) {
+  ctr_spec *spec = NULL;
+  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTART]) {
+    _cleanup_free_ char *text = oci_state_text(rt, st, "running");
+    vs_error *e = NULL;
+    if (ctr_hooks_run(spec, CTR_HOOK_POSTSTART, text, &e) < 0) {
+      vs_log_warn("%s", e->msg);
+      vs_error_free(e);
+    }
+  }
+  ctr_spec_free(spec);
 }
 
 static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err) {
@@ -410,16 +432,7 @@ static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err)
   st->stored = CTR_STATUS_RUNNING;
   if (ctr_state_save(rt, st, err) < 0)
     return -1;
-  ctr_spec *spec = NULL;
-  if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTART]) {
-    _cleanup_free_ char *text = oci_state_text(rt, st, NULL);
-    vs_error *e = NULL;
-    if (ctr_hooks_run(spec, CTR_HOOK_POSTSTART, text, &e) < 0) {
-      vs_log_warn("%s", e->msg);
-      vs_error_free(e);
-    }
-  }
-  ctr_spec_free(spec);
+  run_poststart_hooks(rt, st);
   return 0;
 }
 
@@ -622,12 +635,9 @@ int ctr_run(const ctr_runtime *rt, const char *id, const ctr_create_opts *o, vs_
     sigprocmask(SIG_BLOCK, &set, &old);
   create_result r;
   int status = -1;
-  if (create_container(rt, id, o, &r, err) < 0 || !r.state)
+  if (create_container(rt, id, o, true, &r, err) < 0 || !r.state)
     goto out;
-  if (start_container(rt, r.state, err) < 0) {
-    destroy_container(rt, r.state, false, NULL);
-    goto out;
-  }
+  run_poststart_hooks(rt, r.state);
   if (!o->foreground) {
     status = 0;
     goto out;

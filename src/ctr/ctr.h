@@ -230,8 +230,9 @@ json_t *ctr_exec_default_process(const ctr_runtime *rt, const char *id, vs_error
 int ctr_exec(const ctr_runtime *rt, const char *id, const ctr_exec_opts *o, vs_error **err);
 
 /* Protection against a container overwriting the runtime binary through /proc/<pid>/exe:
- * re-executes the program from a sealed memfd copy (once). Returns only on failure or when
- * already running from one. */
+ * re-executes the program (once) from a private read-only bind mount of itself, or from a
+ * sealed memfd copy where that cannot be made (selfexe.c). Returns only on failure or when
+ * already running from a file nobody can write to. */
 int ctr_reexec_sealed(char **argv, vs_error **err);
 
 #endif

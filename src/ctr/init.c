@@ -220,6 +220,15 @@ static int join_namespace(const ctr_spec *s, int t, vs_error **err) {
   return 0;
 }
 
+void ctr_init_await_go(const ctr_init_ctx *c) {
+  if (*c->have_go)
+    return;
+  char buf[64];
+  if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
+    _exit(1); /* the runtime gave up; it reports why */
+  *c->have_go = true;
+}
+
 static int enter_namespaces(const ctr_spec *s, bool defer_new_cgroup, vs_error **err) {
   /* The user namespace first: the others we join or create then belong to it. */
   if (s->ns[CTR_NS_USER].present && s->ns[CTR_NS_USER].path &&
@@ -275,19 +284,20 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
     return vs_error_set(err, errno, "prctl PR_SET_PDEATHSIG");
   char buf[256];
   int m;
-  /* GO means: we are in the container's cgroups and our id maps are written. Without a new
-   * user namespace we need it only before unsharing the cgroup namespace, so the root file
-   * system is set up while the runtime is still busy with the cgroups. */
+  /* GO: the runtime has made our cgroups, moved us into them and written our id maps; it does
+   * that while we go on. In a new user namespace we are nobody until then, and from a user or
+   * mount namespace we join the host's cgroup files may be out of reach: there we wait for GO
+   * first. Otherwise only the cgroup mount and the cgroup namespace need it (below, and
+   * mount_cgroup() in rootfs.c). The cgroup namespace is made after joining, so that its root
+   * is ours. */
   bool new_user = s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path;
-  bool have_go = false;
-  if (new_user) {
-    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
-      _exit(1); /* the runtime gave up; it reports why */
-    have_go = true;
-    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
-      return vs_error_set(err, errno, "become root in the user namespace (is 0 mapped?)");
-  }
-  if (enter_namespaces(s, !have_go, err) < 0)
+  bool go_first =
+      s->ns[CTR_NS_USER].present || (s->ns[CTR_NS_MNT].present && s->ns[CTR_NS_MNT].path);
+  if (go_first)
+    ctr_init_await_go(c);
+  if (new_user && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+    return vs_error_set(err, errno, "become root in the user namespace (is 0 mapped?)");
+  if (enter_namespaces(s, !go_first, err) < 0)
     return -1;
   /* The host's session keyring must not be reachable from the container. */
   if (c->new_keyring && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 &&
@@ -303,9 +313,8 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   bool own_mnt = s->ns[CTR_NS_MNT].present;
   if (own_mnt && ctr_rootfs_setup(c, err) < 0)
     return -1;
-  if (!have_go) {
-    if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
-      _exit(1);
+  if (!go_first) {
+    ctr_init_await_go(c);
     if (s->ns[CTR_NS_CGROUP].present && !s->ns[CTR_NS_CGROUP].path && unshare(CLONE_NEWCGROUP) < 0)
       return vs_error_set(err, errno, "unshare the cgroup namespace");
   }

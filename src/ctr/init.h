@@ -8,10 +8,10 @@
 
 /* Messages on the SOCK_SEQPACKET sync socket between the runtime and the init. */
 enum {
-  SYNC_GO = 'G',         /* runtime -> init: cgroup joined, id maps written */
+  SYNC_GO = 'G',         /* runtime -> init: cgroups made and joined, id maps written */
   SYNC_HOOKS = 'h',      /* init -> runtime: run prestart/createRuntime now */
   SYNC_HOOKS_DONE = 'H', /* runtime -> init */
-  SYNC_READY = 'R',      /* init -> runtime: created, now waiting on exec.fifo */
+  SYNC_READY = 'R',      /* init -> runtime: created; waits on exec.fifo (run: goes on) */
   SYNC_TTY = 'T',        /* init -> runtime: pty master attached (foreground run) */
   SYNC_PID = 'P',        /* exec: intermediate -> runtime: pid of the process */
   SYNC_ERROR = 'E',      /* init -> runtime: "E<message>" */
@@ -24,14 +24,19 @@ typedef struct ctr_init_ctx {
   const char *bundle; /* absolute */
   const char *rootfs; /* absolute */
   int sync_fd;
-  int fifo_fd;         /* O_PATH of exec.fifo; -1 for none */
+  int fifo_fd;         /* O_PATH of exec.fifo (create); -1: run, start once ready */
   int console_fd;      /* connected --console-socket; -1 for none */
   bool tty_to_runtime; /* foreground run: send the pty master over sync_fd */
   bool no_pivot;
   bool new_keyring; /* join a fresh session keyring (runc's default; --no-new-keyring) */
   int preserve_fds;
-  ctr_cgroup *cg;
+  ctr_cgroup *cg; /* planned (ctr_cgroup_plan); made by the runtime before it sends GO */
+  bool *have_go;  /* the init has received GO */
 } ctr_init_ctx;
+
+/* In the init: wait for the runtime's GO unless it came already (exits if the runtime gave
+ * up, which reports why). */
+void ctr_init_await_go(const ctr_init_ctx *c);
 
 /* The init after clone(): never returns. */
 __attribute__((noreturn)) void ctr_init_main(ctr_init_ctx *c);

@@ -100,6 +100,7 @@ static int mount_bind(const ctr_init_ctx *c, int rootfd, const ctr_mount *m, vs_
 }
 
 static int mount_cgroup(const ctr_init_ctx *c, int rootfd, const ctr_mount *m, vs_error **err) {
+  ctr_init_await_go(c); /* the runtime makes the directories we bind meanwhile */
   _cleanup_close_ int fd = make_mountpoint(rootfd, m->destination, false, err);
   if (fd < 0)
     return -1;

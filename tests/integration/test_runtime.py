@@ -3,6 +3,8 @@
 Every test uses its own runtime root and bundle in a temporary directory and checks that nothing
 is left behind: no state directory, cgroup, mount or process.
 """
+import errno
+import fcntl
 import glob
 import json
 import os
@@ -145,6 +147,47 @@ def test_run_returns_the_container_exit_status(rt):
     assert_nothing_left(rt, cid)
 
 
+@pytest.mark.parametrize("seal", ["default", "memfd"])
+def test_init_image_cannot_be_written_through(rt, seal):
+    """CVE-2019-5736: a container process holding /proc/<init>/exe must not be able to write the
+    runtime's binary once the runtime has let go of it: the init runs from a read-only mount of
+    the binary (default) or from a sealed memfd copy (the fallback, forced here)."""
+    rt.set_process(["sleep", "1000"])
+    cid = new_id()
+    env = dict(os.environ)
+    if seal == "memfd":
+        env["VESSEL_RUNTIME_SEAL"] = "memfd"
+    errf = rt.bundle.parent / "create.err"
+    with open(errf, "w+") as err:
+        r = subprocess.run([rt.binary, "--root", rt.root, "create", "--bundle", str(rt.bundle),
+                            cid], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=err, timeout=60, env=env)
+    assert r.returncode == 0, errf.read_text()
+    pid = rt.state(cid)["pid"]
+    before = pathlib.Path(rt.binary).read_bytes()
+    handle = os.open(f"/proc/{pid}/exe", os.O_PATH)
+    try:
+        rt.ok("delete", "--force", cid)
+        try:
+            w = os.open(f"/proc/self/fd/{handle}", os.O_WRONLY)
+        except OSError as e:
+            assert seal == "default" and e.errno == errno.EROFS, e
+        else:
+            # only a memfd may be opened for writing, and its seals refuse the write
+            try:
+                assert seal == "memfd", "the runtime binary itself is writable through /proc/pid/exe"
+                seals = fcntl.fcntl(w, fcntl.F_GET_SEALS)
+                assert seals & fcntl.F_SEAL_WRITE, f"memfd not sealed: {seals:#x}"
+                with pytest.raises(PermissionError):
+                    os.write(w, b"x")
+            finally:
+                os.close(w)
+    finally:
+        os.close(handle)
+    assert pathlib.Path(rt.binary).read_bytes() == before
+    assert_nothing_left(rt, cid)
+
+
 def test_create_start_state_kill_delete(rt):
     marker = "marker-" + uuid.uuid4().hex[:8]
     rt.set_process(["sh", "-c", f"sleep 1000; echo {marker}"])
@@ -152,8 +195,6 @@ def test_create_start_state_kill_delete(rt):
     rt.detached("create", "--bundle", str(rt.bundle), "--pid-file", str(rt.bundle / "pid"), cid)
     st = rt.state(cid)
     assert st["status"] == "created"
-    # the waiting init runs from the sealed memfd copy, not from the binary on disk
-    assert os.readlink(f"/proc/{st['pid']}/exe").startswith("/memfd:vessel-runtime")
     assert st["id"] == cid and st["bundle"] == str(rt.bundle)
     assert int((rt.bundle / "pid").read_text()) == st["pid"]
     assert cgroup_dirs(cid), "no cgroup for the created container"
@@ -366,6 +407,8 @@ def test_hooks_get_the_state_on_stdin(rt, tmp_path):
     assert all(s["id"] == cid for s in states)
     assert [s["status"] for s in states] == ["creating", "creating", "creating", "running",
                                              "stopped"]
+    # poststart: running with its pid, even when `true` has exited before the hook ran
+    assert states[3]["pid"] > 0
     # a failing hook fails create and leaves nothing behind
     c["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
     rt.write_config(c)

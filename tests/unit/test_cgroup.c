@@ -250,6 +250,42 @@ TEST(failure_midway_leaves_nothing) {
   cg_layout_clear(&l);
 }
 
+/* plan decides the directories without touching the host (the runtime clones the init in
+ * between); make creates them; a failing make leaves nothing. */
+TEST(plan_then_make) {
+  if (!can_manage_cgroups()) {
+    printf("# cannot manage cgroups here: skipped\n");
+    CHECK(true);
+    return;
+  }
+  _cleanup_error_ vs_error *err = NULL;
+  _cleanup_free_ char *path = vs_asprintf("/vessel-unit-plan-%d/c1", (int)getpid());
+  ctr_cgroup *cg = NULL;
+  CHECK_EQ(ctr_cgroup_plan("unit", path, &cg, &err), 0);
+  CHECK(cg->n > 0);
+  for (size_t i = 0; i < cg->n; i++)
+    CHECK(!dir_exists(cg->d[i].path));
+  CHECK_EQ(ctr_cgroup_make(cg, NULL, &err), 0);
+  for (size_t i = 0; i < cg->n; i++)
+    CHECK(dir_exists(cg->d[i].path));
+  CHECK_EQ(ctr_cgroup_destroy(cg, &err), 0);
+  for (size_t i = 0; i < cg->n; i++)
+    CHECK(!dir_exists(cg->d[i].path));
+  ctr_cgroup_free(cg);
+
+  json_t *res = parse("{\"hugepageLimits\":[{\"pageSize\":\"64KB\",\"limit\":0}]}");
+  CHECK_EQ(ctr_cgroup_plan("unit", path, &cg, &err), 0);
+  CHECK_EQ(ctr_cgroup_make(cg, res, &err), -1);
+  CHECK_CONTAINS(err->msg, "hugepageLimits");
+  for (size_t i = 0; i < cg->n; i++) {
+    CHECK(!dir_exists(cg->d[i].path));
+    _cleanup_free_ char *top = vs_asprintf("%s/vessel-unit-plan-%d", cg->d[i].mount, (int)getpid());
+    CHECK(!dir_exists(top));
+  }
+  ctr_cgroup_free(cg);
+  json_decref(res);
+}
+
 TEST(default_and_relative_paths) {
   if (!can_manage_cgroups()) {
     printf("# cannot manage cgroups here: skipped\n");
