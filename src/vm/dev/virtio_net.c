@@ -1,0 +1,385 @@
+/* virtio-net (virtio 1.2, section 5.1): one receive and one transmit queue, a MAC address, link
+ * status, an MTU, checksum offload both ways and mergeable receive buffers.
+ *
+ * Every buffer starts with the 12-byte struct virtio_net_hdr (VERSION_1: num_buffers is always
+ * there): {u8 flags, u8 gso_type, le16 hdr_len, le16 gso_size, le16 csum_start,
+ * le16 csum_offset, le16 num_buffers}.
+ *
+ * Transmit: the guest's frame follows the header. With VIRTIO_NET_F_CSUM the guest may leave the
+ * TCP/UDP checksum to us (NEEDS_CSUM); we complete it so that backends only ever see finished
+ * frames. No segmentation offload is offered, so a frame longer than MTU + Ethernet header, a GSO
+ * request or a checksum position outside the frame is dropped.
+ *
+ * Receive: the header and the frame are written into the guest's buffers; with MRG_RXBUF a frame
+ * may span several chains (num_buffers says how many). When the guest has posted too few buffers
+ * the frame waits in a small queue (VIRTIO_NET_PENDING_FRAMES) until it posts more; beyond that,
+ * frames are dropped, as a NIC would, and TCP recovers. The loop never waits for the guest.
+ *
+ * A chain that breaks the ring protocol (or a merged receive buffer smaller than the header, which
+ * 5.1.6.3.1 forbids) puts the device in DEVICE_NEEDS_RESET; any other bad packet is dropped.
+ */
+#include "vm/dev/virtio.h"
+
+#include <endian.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VIRTIO_NET_F_CSUM (1ull << 0)
+#define VIRTIO_NET_F_GUEST_CSUM (1ull << 1)
+#define VIRTIO_NET_F_MTU (1ull << 3)
+#define VIRTIO_NET_F_MAC (1ull << 5)
+#define VIRTIO_NET_F_MRG_RXBUF (1ull << 15)
+#define VIRTIO_NET_F_STATUS (1ull << 16)
+
+#define VIRTIO_NET_S_LINK_UP 1
+
+#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
+#define VIRTIO_NET_HDR_F_DATA_VALID 2
+#define VIRTIO_NET_HDR_GSO_NONE 0
+
+#define ETH_HEADER 14
+
+typedef struct net_hdr {
+  uint8_t flags, gso_type;
+  uint16_t csum_start, csum_offset;
+} net_hdr;
+
+static virtio_net *net_of(virtio_mmio *t) { return (virtio_net *)t; }
+
+static size_t max_frame(const virtio_net *n) { return n->st.mtu + VIRTIO_NET_LINK_OVERHEAD; }
+
+static bool negotiated(const virtio_net *n, uint64_t feature) {
+  return (n->mmio.driver_features & feature) != 0;
+}
+
+static bool device_live(const virtio_net *n) {
+  return (n->mmio.status & VIRTIO_STATUS_DRIVER_OK) &&
+         !(n->mmio.status & VIRTIO_STATUS_NEEDS_RESET);
+}
+
+static uint16_t get_le16(const uint8_t *p) {
+  uint16_t v;
+  memcpy(&v, p, 2);
+  return le16toh(v);
+}
+static void put_le16(uint8_t *p, uint16_t v) {
+  v = htole16(v);
+  memcpy(p, &v, 2);
+}
+
+/* ------------------------------------------------------------------ checksum offload */
+
+/* RFC 1071 ones' complement sum of bytes, added to sum. */
+static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len) {
+  uint64_t acc = sum;
+  size_t i = 0;
+  for (; i + 1 < len; i += 2)
+    acc += (uint32_t)p[i] << 8 | p[i + 1];
+  if (i < len)
+    acc += (uint32_t)p[i] << 8;
+  while (acc >> 16)
+    acc = (acc & 0xffff) + (acc >> 16);
+  return (uint32_t)acc;
+}
+
+/* NEEDS_CSUM: the guest put the pseudo-header sum at csum_start + csum_offset; the checksum is
+ * the complement of the sum from csum_start to the end of the frame. As in Linux, a result of 0
+ * is sent as 0xffff (the same value in ones' complement, and "no checksum" to UDP). */
+static bool complete_checksum(uint8_t *frame, size_t len, const net_hdr *h) {
+  size_t start = h->csum_start, field = (size_t)h->csum_start + h->csum_offset;
+  if (start >= len || field + 2 > len)
+    return false;
+  uint16_t sum = (uint16_t)~csum_add(0, frame + start, len - start);
+  if (sum == 0)
+    sum = 0xffff;
+  frame[field] = (uint8_t)(sum >> 8);
+  frame[field + 1] = (uint8_t)sum;
+  return true;
+}
+
+/* ------------------------------------------------------------------ transmit */
+
+/* One chain from the transmit queue: header and frame in its readable buffers. Returns false
+ * when the packet is dropped. */
+static bool transmit_chain(virtio_net *n, const virtq_elem *e) {
+  if (e->out_len < VIRTIO_NET_HDR_SIZE || e->out_len - VIRTIO_NET_HDR_SIZE > max_frame(n) ||
+      e->out_len - VIRTIO_NET_HDR_SIZE < ETH_HEADER)
+    return false;
+  uint8_t raw[VIRTIO_NET_HDR_SIZE];
+  iov_copy_from(e->out, e->out_num, 0, raw, sizeof(raw));
+  net_hdr h = {raw[0], raw[1], get_le16(raw + 6), get_le16(raw + 8)};
+  if (h.gso_type != VIRTIO_NET_HDR_GSO_NONE)
+    return false; /* no segmentation offload was offered */
+  size_t len = e->out_len - VIRTIO_NET_HDR_SIZE;
+  iov_copy_from(e->out, e->out_num, VIRTIO_NET_HDR_SIZE, n->tx_frame, len);
+  if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+    if (!negotiated(n, VIRTIO_NET_F_CSUM) || !complete_checksum(n->tx_frame, len, &h))
+      return false;
+  }
+  if (n->link.send)
+    n->link.send(n->link.opaque, n->tx_frame, len);
+  return true;
+}
+
+static void transmit(virtio_net *n) {
+  virtio_mmio *t = &n->mmio;
+  virtq *q = &t->queues[VIRTIO_NET_TX_QUEUE];
+  bool pushed = false;
+  for (;;) {
+    vs_error *err = NULL;
+    int r = virtq_pop(q, &t->mem, &n->tx_elem, &err);
+    if (r == 0)
+      break;
+    if (r < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      break;
+    }
+    if (transmit_chain(n, &n->tx_elem))
+      n->st.tx_frames++;
+    else
+      n->st.tx_dropped++;
+    if (virtq_push(q, &t->mem, n->tx_elem.head, 0, &err) < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      break;
+    }
+    pushed = true;
+  }
+  virtq_update_avail_event(q, &t->mem);
+  if (pushed)
+    virtio_mmio_notify_used(t, VIRTIO_NET_TX_QUEUE);
+}
+
+/* ------------------------------------------------------------------ receive */
+
+/* The iovecs that hold the first `len` bytes of a list (the header, which a hostile driver may
+ * split over several buffers); returns how many. dst has room for len entries. */
+static unsigned iov_prefix(const struct iovec *src, unsigned n, size_t len, struct iovec *dst) {
+  unsigned k = 0;
+  for (unsigned i = 0; i < n && len; i++) {
+    size_t take = src[i].iov_len < len ? src[i].iov_len : len;
+    dst[k++] = (struct iovec){src[i].iov_base, take};
+    len -= take;
+  }
+  return k;
+}
+
+typedef enum {
+  RX_DELIVERED,
+  RX_NO_BUFFERS, /* keep the frame until the guest posts more */
+  RX_DROPPED,
+} rx_result;
+
+/* Copy the part [done, done + room) of the stream header||frame into one chain. */
+static size_t rx_fill_chain(const virtq_elem *e, const uint8_t *hdr, const uint8_t *frame,
+                            size_t len, size_t done) {
+  size_t total = VIRTIO_NET_HDR_SIZE + len, wrote = 0;
+  if (done < VIRTIO_NET_HDR_SIZE)
+    wrote = iov_copy_to(e->in, e->in_num, 0, hdr + done, VIRTIO_NET_HDR_SIZE - done);
+  size_t pos = done + wrote;
+  if (pos >= VIRTIO_NET_HDR_SIZE && pos < total)
+    wrote += iov_copy_to(e->in, e->in_num, wrote, frame + (pos - VIRTIO_NET_HDR_SIZE), total - pos);
+  return wrote;
+}
+
+/* Return the chains taken for one frame; false if the used ring is unusable. */
+static bool rx_push_chains(virtio_net *n, unsigned count) {
+  virtio_mmio *t = &n->mmio;
+  virtq *q = &t->queues[VIRTIO_NET_RX_QUEUE];
+  for (unsigned i = 0; i < count; i++) {
+    vs_error *err = NULL;
+    if (virtq_push(q, &t->mem, n->rx_heads[i], n->rx_lens[i], &err) < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      return false;
+    }
+  }
+  return true;
+}
+
+static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len) {
+  virtio_mmio *t = &n->mmio;
+  virtq *q = &t->queues[VIRTIO_NET_RX_QUEUE];
+  if (!device_live(n) || !q->ready)
+    return RX_DROPPED;
+  bool merge = negotiated(n, VIRTIO_NET_F_MRG_RXBUF);
+  uint8_t hdr[VIRTIO_NET_HDR_SIZE] = {0};
+  if (negotiated(n, VIRTIO_NET_F_GUEST_CSUM) && n->link.rx_csum_valid)
+    hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+  put_le16(hdr + 10, 1);
+  struct iovec hdr_iov[VIRTIO_NET_HDR_SIZE];
+  unsigned hdr_n = 0, count = 0;
+  size_t total = VIRTIO_NET_HDR_SIZE + len, done = 0;
+  while (done < total) {
+    vs_error *err = NULL;
+    int r = count < q->num ? virtq_pop(q, &t->mem, &n->rx_elem, &err) : 0;
+    if (r < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      return RX_DROPPED;
+    }
+    if (r == 0) {
+      virtq_unpop(q, (uint16_t)count); /* too little room yet: wait for more buffers */
+      return RX_NO_BUFFERS;
+    }
+    if (merge && n->rx_elem.in_len < VIRTIO_NET_HDR_SIZE) {
+      virtio_mmio_set_needs_reset(t, "merged receive buffer smaller than the header");
+      return RX_DROPPED;
+    }
+    if (count == 0)
+      hdr_n = iov_prefix(n->rx_elem.in, n->rx_elem.in_num, VIRTIO_NET_HDR_SIZE, hdr_iov);
+    size_t wrote = rx_fill_chain(&n->rx_elem, hdr, frame, len, done);
+    n->rx_heads[count] = n->rx_elem.head;
+    n->rx_lens[count] = (uint32_t)wrote;
+    count++;
+    done += wrote;
+    if (!merge && done < total) {
+      /* a single buffer too small for the frame: hand it back empty, as a dropped packet */
+      n->rx_lens[0] = 0;
+      rx_push_chains(n, 1);
+      return RX_DROPPED;
+    }
+  }
+  if (count > 1) {
+    put_le16(hdr + 10, (uint16_t)count);
+    iov_copy_to(hdr_iov, hdr_n, 10, hdr + 10, 2);
+  }
+  return rx_push_chains(n, count) ? RX_DELIVERED : RX_DROPPED;
+}
+
+static void rx_finish(virtio_net *n) {
+  virtio_mmio *t = &n->mmio;
+  virtq_update_avail_event(&t->queues[VIRTIO_NET_RX_QUEUE], &t->mem);
+  virtio_mmio_notify_used(t, VIRTIO_NET_RX_QUEUE);
+}
+
+static void pending_drop_all(virtio_net *n) {
+  while (n->pending_count) {
+    free(n->pending[n->pending_head].data);
+    n->pending[n->pending_head] = (virtio_net_pending){0};
+    n->pending_head = (n->pending_head + 1) % VIRTIO_NET_PENDING_FRAMES;
+    n->pending_count--;
+  }
+}
+
+/* Deliver waiting frames in order while the guest has room; true if any went in. */
+static bool rx_flush_pending(virtio_net *n) {
+  bool delivered = false;
+  while (n->pending_count) {
+    virtio_net_pending *p = &n->pending[n->pending_head];
+    rx_result r = rx_deliver(n, p->data, p->len);
+    if (r == RX_NO_BUFFERS)
+      break;
+    if (r == RX_DELIVERED) {
+      n->st.rx_frames++;
+      delivered = true;
+    } else {
+      n->st.rx_dropped++;
+    }
+    free(p->data);
+    *p = (virtio_net_pending){0};
+    n->pending_head = (n->pending_head + 1) % VIRTIO_NET_PENDING_FRAMES;
+    n->pending_count--;
+  }
+  return delivered;
+}
+
+static void rx_enqueue(virtio_net *n, const uint8_t *frame, size_t len) {
+  if (n->pending_count == VIRTIO_NET_PENDING_FRAMES) {
+    n->st.rx_dropped++;
+    return;
+  }
+  unsigned slot = (n->pending_head + n->pending_count) % VIRTIO_NET_PENDING_FRAMES;
+  n->pending[slot].data = vs_malloc0(len);
+  memcpy(n->pending[slot].data, frame, len);
+  n->pending[slot].len = len;
+  n->pending_count++;
+}
+
+bool virtio_net_can_receive(void *opaque) {
+  virtio_net *n = opaque;
+  if (!device_live(n))
+    return true; /* frames are dropped at once: no reason to hold the backend back */
+  if (n->pending_count)
+    return n->pending_count < VIRTIO_NET_PENDING_FRAMES / 2;
+  const virtio_mmio *t = &n->mmio;
+  return virtq_has_avail(&t->queues[VIRTIO_NET_RX_QUEUE], &t->mem);
+}
+
+void virtio_net_receive(void *opaque, const uint8_t *frame, size_t len) {
+  virtio_net *n = opaque;
+  if (len < ETH_HEADER || len > max_frame(n)) {
+    n->st.rx_dropped++;
+    return;
+  }
+  /* Frames keep their order: a new one waits behind those already waiting. */
+  bool delivered = n->pending_count ? rx_flush_pending(n) : false;
+  if (n->pending_count) {
+    rx_enqueue(n, frame, len);
+  } else {
+    switch (rx_deliver(n, frame, len)) {
+    case RX_DELIVERED:
+      n->st.rx_frames++;
+      delivered = true;
+      break;
+    case RX_NO_BUFFERS:
+      rx_enqueue(n, frame, len);
+      break;
+    case RX_DROPPED:
+      n->st.rx_dropped++;
+      break;
+    }
+  }
+  if (delivered)
+    rx_finish(n);
+}
+
+/* ------------------------------------------------------------------ transport hooks */
+
+static void net_notify(virtio_mmio *t, unsigned q) {
+  virtio_net *n = net_of(t);
+  if (q == VIRTIO_NET_TX_QUEUE)
+    transmit(n);
+  else if (q == VIRTIO_NET_RX_QUEUE && rx_flush_pending(n))
+    rx_finish(n);
+}
+
+static const uint8_t *net_config(virtio_mmio *t, size_t *len) {
+  virtio_net *n = net_of(t);
+  *len = sizeof(n->config);
+  return n->config;
+}
+
+static void net_reset(virtio_mmio *t) { pending_drop_all(net_of(t)); }
+
+static const virtio_device_ops net_ops = {
+    .notify = net_notify,
+    .config = net_config,
+    .reset = net_reset,
+};
+
+void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_mem mem,
+                     dev_irq_line irq, virtio_net_link link) {
+  memset(n, 0, sizeof(*n));
+  if (mtu < VIRTIO_NET_MIN_MTU)
+    mtu = VIRTIO_NET_MIN_MTU;
+  memcpy(n->st.mac, mac, 6);
+  n->st.mtu = mtu;
+  n->link = link;
+  n->tx_frame = vs_malloc0(max_frame(n));
+  uint64_t features = VIRTIO_F_RING_INDIRECT_DESC | VIRTIO_F_RING_EVENT_IDX | VIRTIO_NET_F_CSUM |
+                      VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC |
+                      VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_STATUS;
+  virtio_mmio_init(&n->mmio, VIRTIO_ID_NET, features, 2, mem, irq, &net_ops);
+  memcpy(n->config, mac, 6);                     /* mac */
+  put_le16(n->config + 6, VIRTIO_NET_S_LINK_UP); /* status */
+  put_le16(n->config + 8, 1);                    /* max_virtqueue_pairs */
+  put_le16(n->config + 10, mtu);                 /* mtu */
+}
+
+void virtio_net_destroy(virtio_net *n) {
+  pending_drop_all(n);
+  free(n->tx_frame);
+  n->tx_frame = NULL;
+}
