@@ -114,7 +114,7 @@ static int cb_add_poll(int fd, int events, void *opaque) {
 
 static int cb_get_revents(int idx, void *opaque) {
   netdev_user *u = opaque;
-  short rev = u->poll_ps ? vm_pollset_revents(u->poll_ps, idx) : 0;
+  int rev = u->poll_ps ? vm_pollset_revents(u->poll_ps, idx) : 0;
   int ev = 0;
   if (rev & POLLIN)
     ev |= SLIRP_POLL_IN;
