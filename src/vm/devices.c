@@ -42,7 +42,7 @@ static int add_net(vm *m, unsigned i, vs_error **err) {
   if (!nd)
     return -1;
   m->netdev[i] = nd;
-  virtio_net_link link = {net_send, nd, nd->rx_csum_valid};
+  virtio_net_link link = {net_send, nd, nd->rx_csum_valid, nd->accepts_tso};
   uint16_t mtu = (uint16_t)(o.mtu ? o.mtu : VIRTIO_NET_DEFAULT_MTU);
   virtio_net_init(n, mac, mtu, vm_guest_mem(m), vm_virtio_irq(m, &slot), link);
   vm_virtio_map(m, &slot, "virtio-net", &n->mmio);

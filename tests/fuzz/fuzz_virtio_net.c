@@ -2,7 +2,7 @@
  * to the first NUL), then 24 bytes choosing features and ring addresses, then the guest RAM
  * image (rings, descriptors, headers, frames: all hostile). The device transmits whatever the
  * rings say and receives frames cut from the input; it must never crash, hang, hand the backend
- * a frame longer than the MTU allows, or touch memory outside the fake guest RAM. */
+ * a frame longer than a TSO packet, or touch memory outside the fake guest RAM. */
 #include "vm/dev/virtio.h"
 #include "vm/netdev/netdev.h"
 
@@ -16,7 +16,7 @@
 static void irq_set(void *ctrl, unsigned irq, bool level) {}
 
 static void check_send(void *opaque, const uint8_t *frame, size_t len) {
-  if (len > MTU + VIRTIO_NET_LINK_OVERHEAD)
+  if (len > VIRTIO_NET_MAX_GSO_FRAME)
     abort();
   volatile uint8_t sink = 0;
   for (size_t i = 0; i < len; i++)
@@ -62,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t *ram = calloc(1, RAM_SIZE);
   memcpy(ram, data + off, size - off < RAM_SIZE ? size - off : RAM_SIZE);
   static const uint8_t mac[6] = {0x52, 0x54, 0, 0x12, 0x34, 0x56};
-  virtio_net_link link = {check_send, NULL, w[5] & 1};
+  virtio_net_link link = {check_send, NULL, w[5] & 1, w[5] & 2};
   virtio_net_init(&net, mac, MTU, (virtio_mem){ram, RAM_BASE, RAM_SIZE},
                   (dev_irq_line){.set = irq_set}, link);
   virtio_mmio *t = &net.mmio;

@@ -22,6 +22,8 @@
 #define F_GUEST_CSUM (1u << 1)
 #define F_MTU (1u << 3)
 #define F_MAC (1u << 5)
+#define F_HOST_TSO4 (1u << 11)
+#define F_HOST_TSO6 (1u << 12)
 #define F_MRG_RXBUF (1u << 15)
 #define F_STATUS (1u << 16)
 
@@ -35,6 +37,8 @@ static uint16_t avail_idx[2];
 static uint8_t sent[70000];
 static size_t sent_len;
 static unsigned sent_count;
+
+static bool link_tso; /* the fake backend takes TSO packets */
 
 static void irq_set(void *ctrl, unsigned irq, bool level) { irq_level = level; }
 
@@ -124,7 +128,7 @@ static void setup_net(uint32_t features_lo, uint16_t mtu, bool csum_valid) {
   virtio_net_destroy(&net);
   static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
   dev_irq_line line = {.set = irq_set, .irq = 1};
-  virtio_net_link link = {fake_send, NULL, csum_valid};
+  virtio_net_link link = {fake_send, NULL, csum_valid, link_tso};
   virtio_net_init(&net, mac, mtu, (virtio_mem){ram, RAM_BASE, RAM_SIZE}, line, link);
   dev = &net.mmio;
   sent_len = sent_count = 0;
@@ -278,6 +282,36 @@ TEST(net_tx_bad_packets_are_dropped) {
   CHECK(!needs_reset());
 }
 
+TEST(net_tx_tso_packets_pass_whole_to_a_backend_that_takes_them) {
+  link_tso = true;
+  setup_net(F_MAC | F_CSUM | F_HOST_TSO4, 1500, true);
+  mmio_w(0x014, 0);
+  CHECK(mmio_r(0x010) & F_HOST_TSO4);
+  CHECK(mmio_r(0x010) & F_HOST_TSO6);
+  static uint8_t f[30000];
+  fill_frame(f, sizeof(f), 31);
+  make_tx(1, 1 /* TCPV4 */, 34, 16, f, sizeof(f));
+  kick(1, 0);
+  CHECK_EQ(sent_count, 1);
+  CHECK_EQ(sent_len, sizeof(f));
+  make_tx(0, 1, 34, 16, f, sizeof(f)); /* TSO without NEEDS_CSUM */
+  kick(1, 0);
+  make_tx(1, 4 /* TCPV6: not negotiated */, 54, 16, f, sizeof(f));
+  kick(1, 0);
+  make_tx(1, 3 /* UDP */, 34, 6, f, sizeof(f));
+  kick(1, 0);
+  make_tx(1, 0x81 /* TCPV4 | ECN */, 34, 16, f, sizeof(f));
+  kick(1, 0);
+  make_tx(1, 0, 34, 16, f, sizeof(f)); /* no GSO: the MTU still applies */
+  kick(1, 0);
+  CHECK_EQ(sent_count, 1);
+  CHECK_EQ(net.st.tx_dropped, 5);
+  link_tso = false;
+  setup_net(F_MAC | F_CSUM, 1500, true);
+  mmio_w(0x014, 0);
+  CHECK(!(mmio_r(0x010) & F_HOST_TSO4)); /* not offered for a backend that needs frames */
+}
+
 TEST(net_tx_checksum_position_outside_frame_dropped) {
   setup_net(F_MAC | F_CSUM, 1500, true);
   uint8_t f[100];
@@ -427,7 +461,7 @@ TEST(net_frames_before_driver_ok_are_dropped) {
   fresh_ram();
   virtio_net_destroy(&net);
   static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0, 0, 1};
-  virtio_net_link link = {fake_send, NULL, true};
+  virtio_net_link link = {fake_send, NULL, true, false};
   virtio_net_init(&net, mac, 1500, (virtio_mem){ram, RAM_BASE, RAM_SIZE},
                   (dev_irq_line){.set = irq_set}, link);
   uint8_t f[64];

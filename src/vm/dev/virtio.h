@@ -186,6 +186,8 @@ void virtio_blk_init(virtio_blk *b, vm_disk *disk, const char *serial, virtio_me
 #define VIRTIO_NET_DEFAULT_MTU 1500
 /* Ethernet header with one VLAN tag: a frame is at most MTU + this long. */
 #define VIRTIO_NET_LINK_OVERHEAD 18
+/* A TCP segmentation offload frame: one IP packet of at most 64 KiB (IPv6: payload) */
+#define VIRTIO_NET_MAX_GSO_FRAME (65535 + 40 + VIRTIO_NET_LINK_OVERHEAD)
 /* Frames from the backend held for a guest that has no receive buffers right now. */
 #define VIRTIO_NET_PENDING_FRAMES 128
 
@@ -196,6 +198,9 @@ typedef struct virtio_net_link {
   void *opaque;
   /* Frames from this backend carry correct checksums (the guest need not verify them). */
   bool rx_csum_valid;
+  /* The backend takes TCP packets of up to 64 KiB whatever the MTU (libslirp does: it is a TCP
+   * endpoint, not a link): the guest may then hand over unsegmented TCP (HOST_TSO4/6). */
+  bool accepts_tso;
 } virtio_net_link;
 
 /* The device's own state, plain values only (what save/restore of issue 5 keeps). */

@@ -7,8 +7,11 @@
  *
  * Transmit: the guest's frame follows the header. With VIRTIO_NET_F_CSUM the guest may leave the
  * TCP/UDP checksum to us (NEEDS_CSUM); we complete it so that backends only ever see finished
- * frames. No segmentation offload is offered, so a frame longer than MTU + Ethernet header, a GSO
- * request or a checksum position outside the frame is dropped.
+ * frames. A backend that is itself a TCP endpoint (libslirp) takes whole unsegmented TCP packets
+ * of up to 64 KiB, so for it HOST_TSO4/6 are offered and such a packet goes over as it is: the
+ * guest's TCP stack then handles one packet where it would handle 45, which is what the guest's
+ * (software) CPU spends its time on. A frame longer than the MTU allows (or than 64 KiB for TSO),
+ * a GSO type not negotiated, or a checksum position outside the frame is dropped.
  *
  * Receive: the header and the frame are written into the guest's buffers; with MRG_RXBUF a frame
  * may span several chains (num_buffers says how many). When the guest has posted too few buffers
@@ -28,6 +31,8 @@
 #define VIRTIO_NET_F_GUEST_CSUM (1ull << 1)
 #define VIRTIO_NET_F_MTU (1ull << 3)
 #define VIRTIO_NET_F_MAC (1ull << 5)
+#define VIRTIO_NET_F_HOST_TSO4 (1ull << 11)
+#define VIRTIO_NET_F_HOST_TSO6 (1ull << 12)
 #define VIRTIO_NET_F_MRG_RXBUF (1ull << 15)
 #define VIRTIO_NET_F_STATUS (1ull << 16)
 
@@ -36,6 +41,8 @@
 #define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
 #define VIRTIO_NET_HDR_F_DATA_VALID 2
 #define VIRTIO_NET_HDR_GSO_NONE 0
+#define VIRTIO_NET_HDR_GSO_TCPV4 1
+#define VIRTIO_NET_HDR_GSO_TCPV6 4
 
 #define ETH_HEADER 14
 
@@ -47,6 +54,12 @@ typedef struct net_hdr {
 static virtio_net *net_of(virtio_mmio *t) { return (virtio_net *)t; }
 
 static size_t max_frame(const virtio_net *n) { return n->st.mtu + VIRTIO_NET_LINK_OVERHEAD; }
+
+/* The transmit buffer: a TSO packet when the backend takes them, else one MTU's frame. */
+static size_t max_tx_frame(const virtio_net *n) {
+  return n->link.accepts_tso && max_frame(n) < VIRTIO_NET_MAX_GSO_FRAME ? VIRTIO_NET_MAX_GSO_FRAME
+                                                                        : max_frame(n);
+}
 
 static bool negotiated(const virtio_net *n, uint64_t feature) {
   return (n->mmio.driver_features & feature) != 0;
@@ -101,16 +114,34 @@ static bool complete_checksum(uint8_t *frame, size_t len, const net_hdr *h) {
 
 /* One chain from the transmit queue: header and frame in its readable buffers. Returns false
  * when the packet is dropped. */
+/* The largest frame allowed with this GSO type, or 0 if the type was not negotiated (an ECN
+ * flag included: HOST_ECN is not offered). TSO needs the checksum left to us, as Linux does. */
+static size_t tx_limit(const virtio_net *n, const net_hdr *h) {
+  switch (h->gso_type) {
+  case VIRTIO_NET_HDR_GSO_NONE:
+    return max_frame(n);
+  case VIRTIO_NET_HDR_GSO_TCPV4:
+    return negotiated(n, VIRTIO_NET_F_HOST_TSO4) && (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+               ? max_tx_frame(n)
+               : 0;
+  case VIRTIO_NET_HDR_GSO_TCPV6:
+    return negotiated(n, VIRTIO_NET_F_HOST_TSO6) && (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+               ? max_tx_frame(n)
+               : 0;
+  default:
+    return 0;
+  }
+}
+
 static bool transmit_chain(virtio_net *n, const virtq_elem *e) {
-  if (e->out_len < VIRTIO_NET_HDR_SIZE || e->out_len - VIRTIO_NET_HDR_SIZE > max_frame(n) ||
-      e->out_len - VIRTIO_NET_HDR_SIZE < ETH_HEADER)
+  if (e->out_len < VIRTIO_NET_HDR_SIZE + ETH_HEADER)
     return false;
   uint8_t raw[VIRTIO_NET_HDR_SIZE];
   iov_copy_from(e->out, e->out_num, 0, raw, sizeof(raw));
   net_hdr h = {raw[0], raw[1], get_le16(raw + 6), get_le16(raw + 8)};
-  if (h.gso_type != VIRTIO_NET_HDR_GSO_NONE)
-    return false; /* no segmentation offload was offered */
   size_t len = e->out_len - VIRTIO_NET_HDR_SIZE;
+  if (len > tx_limit(n, &h))
+    return false;
   iov_copy_from(e->out, e->out_num, VIRTIO_NET_HDR_SIZE, n->tx_frame, len);
   if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
     if (!negotiated(n, VIRTIO_NET_F_CSUM) || !complete_checksum(n->tx_frame, len, &h))
@@ -367,10 +398,12 @@ void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_m
   memcpy(n->st.mac, mac, 6);
   n->st.mtu = mtu;
   n->link = link;
-  n->tx_frame = vs_malloc0(max_frame(n));
+  n->tx_frame = vs_malloc0(max_tx_frame(n));
   uint64_t features = VIRTIO_F_RING_INDIRECT_DESC | VIRTIO_F_RING_EVENT_IDX | VIRTIO_NET_F_CSUM |
                       VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC |
                       VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_STATUS;
+  if (link.accepts_tso)
+    features |= VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6;
   virtio_mmio_init(&n->mmio, VIRTIO_ID_NET, features, 2, mem, irq, &net_ops);
   memcpy(n->config, mac, 6);                     /* mac */
   put_le16(n->config + 6, VIRTIO_NET_S_LINK_UP); /* status */

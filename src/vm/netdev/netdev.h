@@ -81,6 +81,7 @@ struct netdev {
   netdev_peer peer;
   const char *name;   /* "user", "tap" */
   bool rx_csum_valid; /* the frames it delivers carry correct checksums */
+  bool accepts_tso;   /* it takes TCP packets of up to 64 KiB whatever the MTU */
   uint64_t tx_dropped;
 };
 
