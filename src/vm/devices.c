@@ -21,8 +21,18 @@ static virtio_mem vm_guest_mem(vm *m) { return (virtio_mem){m->ram, VM_RAM_BASE,
 static void net_send(void *opaque, const uint8_t *frame, size_t len) {
   netdev_send(opaque, frame, len);
 }
-static void net_prepare(void *opaque, vm_pollset *ps) { netdev_prepare(opaque, ps); }
-static void net_dispatch(void *opaque, const vm_pollset *ps) { netdev_dispatch(opaque, ps); }
+/* The I/O source of a NIC (opaque: the device, whose link leads to its backend): the backend,
+ * then the frames it produced go to the guest together. */
+static void net_prepare(void *opaque, vm_pollset *ps) {
+  virtio_net *n = opaque;
+  netdev_prepare(n->link.opaque, ps);
+  virtio_net_flush(n);
+}
+static void net_dispatch(void *opaque, const vm_pollset *ps) {
+  virtio_net *n = opaque;
+  netdev_dispatch(n->link.opaque, ps);
+  virtio_net_flush(n);
+}
 
 static int add_net(vm *m, unsigned i, vs_error **err) {
   netdev_opts o;
@@ -46,7 +56,7 @@ static int add_net(vm *m, unsigned i, vs_error **err) {
   uint16_t mtu = (uint16_t)(o.mtu ? o.mtu : VIRTIO_NET_DEFAULT_MTU);
   virtio_net_init(n, mac, mtu, vm_guest_mem(m), vm_virtio_irq(m, &slot), link);
   vm_virtio_map(m, &slot, "virtio-net", &n->mmio);
-  vm_io_source src = {nd->name, net_prepare, net_dispatch, nd};
+  vm_io_source src = {nd->name, net_prepare, net_dispatch, n};
   return vm_add_io_source(m, &src, err);
 }
 

@@ -82,6 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t flen = (w[5] >> (8 * (i & 3))) % (size - off + 1);
     virtio_net_can_receive(&net);
     virtio_net_receive(&net, data + off, flen);
+    if (i & 1)
+      virtio_net_flush(&net);
     virtio_mmio_write(t, 0x050, 4, 0);
     uint64_t v;
     virtio_mmio_read(t, 0x060, 4, &v);

@@ -21,6 +21,7 @@
 #define F_CSUM (1u << 0)
 #define F_GUEST_CSUM (1u << 1)
 #define F_MTU (1u << 3)
+#define F_GUEST_TSO4 (1u << 7)
 #define F_MAC (1u << 5)
 #define F_HOST_TSO4 (1u << 11)
 #define F_HOST_TSO6 (1u << 12)
@@ -396,6 +397,92 @@ TEST(net_rx_mergeable_spans_buffers) {
   CHECK_EQ(net.pending_count, 0);
   CHECK_EQ(used_idx(0), 6);
   CHECK_EQ(used_id(0, 3), 3);
+}
+
+/* An Ethernet + IPv4 + TCP segment of `payload` bytes from seq, flags ACK (| PSH). */
+static size_t make_tcp_segment(uint8_t *f, uint16_t sport, uint32_t seq, size_t payload, bool psh) {
+  memset(f, 0, 54);
+  memcpy(f, "\x52\x54\x00\x12\x34\x56\x52\x55\x0a\x00\x02\x02\x08\x00", 14);
+  uint8_t *ip = f + 14, *tcp = ip + 20;
+  size_t tot = 40 + payload;
+  ip[0] = 0x45;
+  ip[2] = (uint8_t)(tot >> 8);
+  ip[3] = (uint8_t)tot;
+  ip[8] = 64;
+  ip[9] = 6;
+  memcpy(ip + 12, "\x0a\x00\x02\x02\x0a\x00\x02\x0f", 8);
+  tcp[0] = (uint8_t)(sport >> 8);
+  tcp[1] = (uint8_t)sport;
+  tcp[3] = 80;
+  tcp[4] = (uint8_t)(seq >> 24);
+  tcp[5] = (uint8_t)(seq >> 16);
+  tcp[6] = (uint8_t)(seq >> 8);
+  tcp[7] = (uint8_t)seq;
+  tcp[11] = 1; /* ack */
+  tcp[12] = 5 << 4;
+  tcp[13] = psh ? 0x18 : 0x10;
+  tcp[14] = 0xff;
+  for (size_t i = 0; i < payload; i++)
+    f[54 + i] = (uint8_t)(seq + i);
+  return 54 + payload;
+}
+
+TEST(net_rx_coalesces_tcp_segments_for_guest_tso) {
+  setup_net(F_MAC | F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4, 1500, true);
+  for (unsigned i = 0; i < 8; i++) {
+    set_desc(0, i, BUFS + 0x1000 * i, 4096, VIRTQ_DESC_F_WRITE, 0);
+    post_rx((uint16_t)i);
+  }
+  static uint8_t f[1600];
+  uint32_t seq = 1000;
+  for (int i = 0; i < 3; i++, seq += 1000)
+    virtio_net_receive(&net, f, make_tcp_segment(f, 5555, seq, 1000, i == 2));
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, seq, 1000, false)); /* after PSH */
+  virtio_net_receive(&net, f, make_tcp_segment(f, 6666, 1, 500, false));    /* another flow */
+  CHECK_EQ(used_idx(0), 0); /* they wait for the end of the burst */
+  virtio_net_flush(&net);
+  CHECK_EQ(used_idx(0), 3);
+  /* the first three as one 3000-byte TCP packet with gso_size 1000 */
+  CHECK_EQ(used_len(0, 0), VIRTIO_NET_HDR_SIZE + 54 + 3000);
+  uint8_t *h = gp(BUFS);
+  CHECK_EQ(h[0], 2); /* DATA_VALID */
+  CHECK_EQ(h[1], 1); /* GSO_TCPV4 */
+  CHECK_EQ(r16(BUFS + 2), 54);
+  CHECK_EQ(r16(BUFS + 4), 1000);
+  const uint8_t *ip = h + VIRTIO_NET_HDR_SIZE + 14;
+  CHECK_EQ(ip[2] << 8 | ip[3], 40 + 3000);
+  CHECK_EQ(sum16(ip, 20, 0), 0xffff); /* a valid header checksum */
+  CHECK_EQ(ip[20 + 13], 0x18);        /* the last segment's PSH */
+  for (int i = 0; i < 3000; i++)
+    if (ip[40 + i] != (uint8_t)(1000 + i)) {
+      CHECK(!"payload out of order");
+      break;
+    }
+  CHECK_EQ(used_len(0, 1), VIRTIO_NET_HDR_SIZE + 54 + 1000);
+  CHECK_EQ(*gp(BUFS + 0x1000 + 1), 0); /* a single segment: no GSO */
+  CHECK_EQ(used_len(0, 2), VIRTIO_NET_HDR_SIZE + 54 + 500);
+  CHECK_EQ(net.st.rx_frames, 5);
+}
+
+TEST(net_rx_no_coalescing_across_gaps_or_without_the_feature) {
+  setup_net(F_MAC | F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4, 1500, true);
+  for (unsigned i = 0; i < 8; i++) {
+    set_desc(0, i, BUFS + 0x1000 * i, 4096, VIRTQ_DESC_F_WRITE, 0);
+    post_rx((uint16_t)i);
+  }
+  static uint8_t f[1600];
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, 0, 1000, false));
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, 2000, 1000, false)); /* a gap */
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, 3000, 1200, false)); /* larger */
+  virtio_net_flush(&net);
+  CHECK_EQ(used_idx(0), 3);
+  /* without GUEST_TSO4 every frame goes at once, as it is */
+  setup_net(F_MAC | F_MRG_RXBUF | F_GUEST_CSUM, 1500, true);
+  set_desc(0, 0, BUFS, 4096, VIRTQ_DESC_F_WRITE, 0);
+  post_rx(0);
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, 0, 1000, false));
+  CHECK_EQ(used_idx(0), 1);
+  CHECK_EQ(*gp(BUFS + 1), 0);
 }
 
 TEST(net_rx_header_split_over_buffers) {

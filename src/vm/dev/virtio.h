@@ -223,7 +223,8 @@ typedef struct virtio_net {
   virtio_net_link link;
   virtio_net_pending pending[VIRTIO_NET_PENDING_FRAMES];
   unsigned pending_head, pending_count;
-  uint8_t *tx_frame; /* one frame being transmitted (max frame size) */
+  uint8_t *tx_frame;  /* one frame being transmitted (max frame size) */
+  uint8_t *rx_merged; /* coalesced TCP segments for the guest (64 KiB), or NULL */
   /* chains being served; separate because a backend may deliver a frame for the guest while
    * it takes one from the guest (slirp answers ARP from within slirp_input) */
   virtq_elem tx_elem, rx_elem;
@@ -240,6 +241,9 @@ void virtio_net_destroy(virtio_net *n);
  * is posted or there is room to hold the frame), and a frame for the guest (copied). */
 bool virtio_net_can_receive(void *opaque);
 void virtio_net_receive(void *opaque, const uint8_t *frame, size_t len);
+/* The end of a backend's burst: deliver what waits (merging TCP segments, see virtio_net.c).
+ * The machine calls it after the backend's prepare and dispatch. */
+void virtio_net_flush(virtio_net *n);
 
 /* ------------------------------------------------------------------ virtio-console */
 

@@ -30,6 +30,7 @@
 #define VIRTIO_NET_F_CSUM (1ull << 0)
 #define VIRTIO_NET_F_GUEST_CSUM (1ull << 1)
 #define VIRTIO_NET_F_MTU (1ull << 3)
+#define VIRTIO_NET_F_GUEST_TSO4 (1ull << 7)
 #define VIRTIO_NET_F_MAC (1ull << 5)
 #define VIRTIO_NET_F_HOST_TSO4 (1ull << 11)
 #define VIRTIO_NET_F_HOST_TSO6 (1ull << 12)
@@ -229,7 +230,9 @@ static bool rx_push_chains(virtio_net *n, unsigned count) {
   return true;
 }
 
-static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len) {
+/* Receive one frame; gso_size != 0 marks a coalesced TCP packet (see rx_coalesce). */
+static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len, uint16_t gso_size,
+                            uint16_t gso_hdr_len) {
   virtio_mmio *t = &n->mmio;
   virtq *q = &t->queues[VIRTIO_NET_RX_QUEUE];
   if (!device_live(n) || !q->ready)
@@ -238,6 +241,11 @@ static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len) {
   uint8_t hdr[VIRTIO_NET_HDR_SIZE] = {0};
   if (negotiated(n, VIRTIO_NET_F_GUEST_CSUM) && n->link.rx_csum_valid)
     hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+  if (gso_size) {
+    hdr[1] = VIRTIO_NET_HDR_GSO_TCPV4;
+    put_le16(hdr + 2, gso_hdr_len);
+    put_le16(hdr + 4, gso_size);
+  }
   put_le16(hdr + 10, 1);
   struct iovec hdr_iov[VIRTIO_NET_HDR_SIZE];
   unsigned hdr_n = 0, count = 0;
@@ -285,6 +293,136 @@ static void rx_finish(virtio_net *n) {
   virtio_mmio_notify_used(t, VIRTIO_NET_RX_QUEUE);
 }
 
+/* ------------------------------------------------------------------ receive coalescing
+ *
+ * With GUEST_TSO4 (and checksums the backend vouches for), consecutive in-order TCP/IPv4 data
+ * segments of one connection that wait together are handed to the guest as one large packet
+ * (gso_type TCPV4, gso_size = the first segment's payload), like a NIC's LRO. The guest's
+ * (software) CPU then runs its TCP receive path once per batch instead of once per 1460 bytes.
+ * Only plain segments merge: IPv4 without options or fragments, flags ACK (PSH on the last), the
+ * same headers apart from sequence number, IP id and checksums. The IP checksum is recomputed;
+ * the TCP checksum is not, since the header says DATA_VALID. */
+
+#define ETH_P_IPV4_HI 0x08
+#define TCP_FLAG_PSH 0x08
+#define TCP_FLAG_ACK 0x10
+#define IPV4_MAX_PACKET 65535u
+
+typedef struct tcp_seg {
+  size_t hdr_len; /* Ethernet + IPv4 + TCP with options */
+  size_t payload;
+  uint32_t seq;
+  uint8_t flags;
+} tcp_seg;
+
+static uint32_t get_be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static uint16_t get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static bool parse_tcp4_segment(const uint8_t *f, size_t len, tcp_seg *s) {
+  if (len < ETH_HEADER + 40 || f[12] != ETH_P_IPV4_HI || f[13] != 0)
+    return false;
+  const uint8_t *ip = f + ETH_HEADER;
+  size_t tot = get_be16(ip + 2);
+  if (ip[0] != 0x45 || ip[9] != 6 || (get_be16(ip + 6) & 0x3fff) || tot < 40 ||
+      ETH_HEADER + tot > len)
+    return false;
+  const uint8_t *tcp = ip + 20;
+  size_t thl = (size_t)(tcp[12] >> 4) * 4;
+  if (thl < 20 || 20 + thl > tot)
+    return false;
+  s->flags = tcp[13];
+  if (!(s->flags & TCP_FLAG_ACK) || (s->flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)))
+    return false;
+  s->hdr_len = ETH_HEADER + 20 + thl;
+  s->payload = tot - 20 - thl;
+  s->seq = get_be32(tcp + 4);
+  return s->payload > 0;
+}
+
+/* Same connection and same headers apart from the fields that differ between segments. */
+static bool same_flow(const uint8_t *a, const tcp_seg *sa, const uint8_t *b, const tcp_seg *sb) {
+  const uint8_t *ta = a + ETH_HEADER + 20, *tb = b + ETH_HEADER + 20;
+  return sa->hdr_len == sb->hdr_len && memcmp(a, b, ETH_HEADER) == 0 &&
+         a[ETH_HEADER + 1] == b[ETH_HEADER + 1] && a[ETH_HEADER + 8] == b[ETH_HEADER + 8] &&
+         memcmp(a + ETH_HEADER + 12, b + ETH_HEADER + 12, 8) == 0 &&        /* addresses */
+         memcmp(ta, tb, 4) == 0 &&                                          /* ports */
+         memcmp(ta + 8, tb + 8, 5) == 0 &&                                  /* ack, data offset */
+         memcmp(ta + 14, tb + 14, 2) == 0 &&                                /* window */
+         memcmp(ta + 18, tb + 18, sa->hdr_len - ETH_HEADER - 20 - 18) == 0; /* urg, options */
+}
+
+static const virtio_net_pending *pending_at(const virtio_net *n, unsigned k) {
+  return &n->pending[(n->pending_head + k) % VIRTIO_NET_PENDING_FRAMES];
+}
+
+/* How many waiting frames from the head form one run of segments (at least 1), and its MSS. */
+static unsigned coalesce_run_length(const virtio_net *n, tcp_seg *first) {
+  const virtio_net_pending *p0 = pending_at(n, 0);
+  if (!parse_tcp4_segment(p0->data, p0->len, first))
+    return 1;
+  size_t total = first->hdr_len - ETH_HEADER + first->payload, last_payload = first->payload;
+  uint32_t next_seq = first->seq + (uint32_t)first->payload;
+  uint8_t last_flags = first->flags;
+  unsigned k = 1;
+  for (; k < n->pending_count; k++) {
+    const virtio_net_pending *p = pending_at(n, k);
+    tcp_seg s;
+    if ((last_flags & TCP_FLAG_PSH) || last_payload != first->payload ||
+        !parse_tcp4_segment(p->data, p->len, &s) || !same_flow(p0->data, first, p->data, &s) ||
+        s.seq != next_seq || s.payload > first->payload || total + s.payload > IPV4_MAX_PACKET)
+      break;
+    total += s.payload;
+    next_seq += (uint32_t)s.payload;
+    last_payload = s.payload;
+    last_flags = s.flags;
+  }
+  return k;
+}
+
+static uint16_t ipv4_header_checksum(const uint8_t *ip) {
+  uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2)
+    if (i != 10)
+      sum += (uint32_t)ip[i] << 8 | ip[i + 1];
+  while (sum >> 16)
+    sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)~sum;
+}
+
+/* Build the large packet of the first `count` waiting frames in n->rx_merged; its length. */
+static size_t coalesce_build(virtio_net *n, unsigned count, const tcp_seg *first) {
+  uint8_t *out = n->rx_merged;
+  memcpy(out, pending_at(n, 0)->data, first->hdr_len);
+  size_t len = first->hdr_len;
+  uint8_t flags = first->flags;
+  for (unsigned k = 0; k < count; k++) {
+    const virtio_net_pending *p = pending_at(n, k);
+    tcp_seg s;
+    parse_tcp4_segment(p->data, p->len, &s);
+    memcpy(out + len, p->data + s.hdr_len, s.payload);
+    len += s.payload;
+    flags = s.flags;
+  }
+  uint8_t *ip = out + ETH_HEADER;
+  size_t tot = len - ETH_HEADER;
+  ip[2] = (uint8_t)(tot >> 8);
+  ip[3] = (uint8_t)tot;
+  uint16_t c = ipv4_header_checksum(ip);
+  ip[10] = (uint8_t)(c >> 8);
+  ip[11] = (uint8_t)c;
+  ip[20 + 13] = flags;
+  return len;
+}
+
+static bool coalescing(const virtio_net *n) {
+  return n->rx_merged && n->link.rx_csum_valid && negotiated(n, VIRTIO_NET_F_GUEST_TSO4) &&
+         negotiated(n, VIRTIO_NET_F_GUEST_CSUM);
+}
+
+/* ------------------------------------------------------------------ receive queue */
+
 static void pending_drop_all(virtio_net *n) {
   while (n->pending_count) {
     free(n->pending[n->pending_head].data);
@@ -294,24 +432,39 @@ static void pending_drop_all(virtio_net *n) {
   }
 }
 
-/* Deliver waiting frames in order while the guest has room; true if any went in. */
-static bool rx_flush_pending(virtio_net *n) {
-  bool delivered = false;
-  while (n->pending_count) {
+static void pending_pop(virtio_net *n, unsigned count) {
+  for (unsigned k = 0; k < count; k++) {
     virtio_net_pending *p = &n->pending[n->pending_head];
-    rx_result r = rx_deliver(n, p->data, p->len);
-    if (r == RX_NO_BUFFERS)
-      break;
-    if (r == RX_DELIVERED) {
-      n->st.rx_frames++;
-      delivered = true;
-    } else {
-      n->st.rx_dropped++;
-    }
     free(p->data);
     *p = (virtio_net_pending){0};
     n->pending_head = (n->pending_head + 1) % VIRTIO_NET_PENDING_FRAMES;
     n->pending_count--;
+  }
+}
+
+/* Deliver waiting frames in order while the guest has room; true if any went in. */
+static bool rx_flush_pending(virtio_net *n) {
+  bool delivered = false, lro = coalescing(n);
+  while (n->pending_count) {
+    tcp_seg first;
+    unsigned count = lro ? coalesce_run_length(n, &first) : 1;
+    rx_result r;
+    if (count > 1) {
+      size_t len = coalesce_build(n, count, &first);
+      r = rx_deliver(n, n->rx_merged, len, (uint16_t)first.payload, (uint16_t)first.hdr_len);
+    } else {
+      const virtio_net_pending *p = pending_at(n, 0);
+      r = rx_deliver(n, p->data, p->len, 0, 0);
+    }
+    if (r == RX_NO_BUFFERS)
+      break;
+    if (r == RX_DELIVERED) {
+      n->st.rx_frames += count;
+      delivered = true;
+    } else {
+      n->st.rx_dropped += count;
+    }
+    pending_pop(n, count);
   }
   return delivered;
 }
@@ -338,41 +491,32 @@ bool virtio_net_can_receive(void *opaque) {
   return virtq_has_avail(&t->queues[VIRTIO_NET_RX_QUEUE], &t->mem);
 }
 
+void virtio_net_flush(virtio_net *n) {
+  if (n->pending_count && rx_flush_pending(n))
+    rx_finish(n);
+}
+
 void virtio_net_receive(void *opaque, const uint8_t *frame, size_t len) {
   virtio_net *n = opaque;
-  if (len < ETH_HEADER || len > max_frame(n)) {
+  if (len < ETH_HEADER || len > max_frame(n) || !device_live(n)) {
     n->st.rx_dropped++;
     return;
   }
-  /* Frames keep their order: a new one waits behind those already waiting. */
-  bool delivered = n->pending_count ? rx_flush_pending(n) : false;
-  if (n->pending_count) {
-    rx_enqueue(n, frame, len);
-  } else {
-    switch (rx_deliver(n, frame, len)) {
-    case RX_DELIVERED:
-      n->st.rx_frames++;
-      delivered = true;
-      break;
-    case RX_NO_BUFFERS:
-      rx_enqueue(n, frame, len);
-      break;
-    case RX_DROPPED:
-      n->st.rx_dropped++;
-      break;
-    }
-  }
-  if (delivered)
-    rx_finish(n);
+  /* Frames keep their order: a new one waits behind those already waiting. While coalescing,
+   * frames wait for the end of the backend's burst (virtio_net_flush) to be merged. */
+  rx_enqueue(n, frame, len);
+  if (!coalescing(n))
+    virtio_net_flush(n);
 }
 
 /* ------------------------------------------------------------------ transport hooks */
 
 static void net_notify(virtio_mmio *t, unsigned q) {
   virtio_net *n = net_of(t);
-  if (q == VIRTIO_NET_TX_QUEUE)
+  if (q == VIRTIO_NET_TX_QUEUE) {
     transmit(n);
-  else if (q == VIRTIO_NET_RX_QUEUE && rx_flush_pending(n))
+    virtio_net_flush(n); /* what the backend answered at once (slirp: ARP, the next segments) */
+  } else if (q == VIRTIO_NET_RX_QUEUE && rx_flush_pending(n))
     rx_finish(n);
 }
 
@@ -404,6 +548,10 @@ void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_m
                       VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_STATUS;
   if (link.accepts_tso)
     features |= VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6;
+  if (link.rx_csum_valid) { /* coalescing relies on the backend's checksums */
+    features |= VIRTIO_NET_F_GUEST_TSO4;
+    n->rx_merged = vs_malloc0(ETH_HEADER + IPV4_MAX_PACKET);
+  }
   virtio_mmio_init(&n->mmio, VIRTIO_ID_NET, features, 2, mem, irq, &net_ops);
   memcpy(n->config, mac, 6);                     /* mac */
   put_le16(n->config + 6, VIRTIO_NET_S_LINK_UP); /* status */
@@ -415,4 +563,6 @@ void virtio_net_destroy(virtio_net *n) {
   pending_drop_all(n);
   free(n->tx_frame);
   n->tx_frame = NULL;
+  free(n->rx_merged);
+  n->rx_merged = NULL;
 }
