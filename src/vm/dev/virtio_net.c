@@ -113,8 +113,6 @@ static bool complete_checksum(uint8_t *frame, size_t len, const net_hdr *h) {
 
 /* ------------------------------------------------------------------ transmit */
 
-/* One chain from the transmit queue: header and frame in its readable buffers. Returns false
- * when the packet is dropped. */
 /* The largest frame allowed with this GSO type, or 0 if the type was not negotiated (an ECN
  * flag included: HOST_ECN is not offered). TSO needs the checksum left to us, as Linux does. */
 static size_t tx_limit(const virtio_net *n, const net_hdr *h) {
@@ -134,6 +132,8 @@ static size_t tx_limit(const virtio_net *n, const net_hdr *h) {
   }
 }
 
+/* One chain from the transmit queue: header and frame in its readable buffers. Returns false
+ * when the packet is dropped. */
 static bool transmit_chain(virtio_net *n, const virtq_elem *e) {
   if (e->out_len < VIRTIO_NET_HDR_SIZE + ETH_HEADER)
     return false;
