@@ -1,6 +1,7 @@
 """vessel-vmm --net, --console virtio and virtio-rng with Debian's kernel and busybox:
 
-- user networking (libslirp): the guest gets 10.0.2.15 by DHCP, fetches a page from an HTTP
+- user networking (libslirp), from the initramfs and from an ext4 root disk: the guest gets
+  10.0.2.15 by DHCP, fetches a page from an HTTP
   server this test runs on host loopback (through the gateway 10.0.2.2), a DNS query over UDP
   reaches a server on host loopback, hostfwd reaches a server inside the guest (TCP; a UDP
   forward holds its host port); a second NIC gets the MAC it was given;
@@ -152,6 +153,30 @@ def test_user_network_dhcp_gateway_and_hostfwd(build_dir, guest_assets, tmp_path
                 pytest.raises(OSError):
             s.bind(("127.0.0.1", udp_port))
 
+        vm.sendline("poweroff")
+        assert vm.wait(300) == 0
+
+
+def test_root_disk_gets_network_too(build_dir, guest_assets, top, tmp_path):
+    """scripts/build-rootfs's ext4 disk: after switch_root the NIC is configured as well."""
+    out = tmp_path / "rootfs"
+    r = subprocess.run(["bash", str(top / "scripts/build-rootfs"), "--guest", str(guest_assets),
+                        "-o", str(out), "--size", "128M"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    token = uuid.uuid4().hex
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "token.txt").write_text(token + "\n")
+    cmd = vmm_cmd(build_dir, guest_assets, "--disk", f"{out / 'rootfs.img'},format=raw",
+                  "--net", "user", append="console=ttyS0 root=/dev/vda")
+    with http_server(tmp_path / "www") as port, \
+            GuestConsole(cmd, log_path=tmp_path / "console.log") as vm:
+        vm.expect("vessel-init: switching to root /dev/vda")
+        vm.expect("udhcpc: eth0 10.0.2.15/24 router 10.0.2.2 dns 10.0.2.3")
+        vm.expect(PROMPT)
+        assert "/dev/vda / ext4" in vm.run("grep ' / ' /proc/mounts")
+        out = vm.run(f"wget -q -O - http://10.0.2.2:{port}/token.txt")
+        assert token in out, out
         vm.sendline("poweroff")
         assert vm.wait(300) == 0
 
