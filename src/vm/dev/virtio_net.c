@@ -400,7 +400,8 @@ static size_t coalesce_build(virtio_net *n, unsigned count, const tcp_seg *first
   for (unsigned k = 0; k < count; k++) {
     const virtio_net_pending *p = pending_at(n, k);
     tcp_seg s;
-    parse_tcp4_segment(p->data, p->len, &s);
+    if (!parse_tcp4_segment(p->data, p->len, &s))
+      break; /* cannot happen: coalesce_run_length parsed the same frames */
     memcpy(out + len, p->data + s.hdr_len, s.payload);
     len += s.payload;
     flags = s.flags;
