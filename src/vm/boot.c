@@ -36,6 +36,7 @@
 #define FW_DYNAMIC_NEXT_MODE_S 1ull
 
 #define DEFAULT_BOOTARGS "console=ttyS0"
+#define DEFAULT_BOOTARGS_HVC "console=hvc0"
 
 static uint64_t rd_le(const uint8_t *p, unsigned n) {
   uint64_t v = 0;
@@ -348,7 +349,9 @@ int vm_boot_load(vm *m, vs_error **err) {
                         (unsigned long long)(m->ram_size >> 10),
                         (unsigned long long)(2 * VM_FDT_WINDOW >> 10));
   m->fdt_addr = ram_end(m) - VM_FDT_WINDOW;
-  m->bootargs = vs_strdup(m->cfg.append ? m->cfg.append : DEFAULT_BOOTARGS);
+  const char *console_args =
+      m->cfg.console == VM_CONSOLE_VIRTIO ? DEFAULT_BOOTARGS_HVC : DEFAULT_BOOTARGS;
+  m->bootargs = vs_strdup(m->cfg.append ? m->cfg.append : console_args);
 
   if (m->cfg.bios == VM_BIOS_FILE && load_firmware(m, err) < 0)
     return -1;

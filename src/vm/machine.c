@@ -25,6 +25,8 @@
 #define VM_MAX_SLEEP_NS 100000000ll
 
 #define CTRL_A 0x01
+/* Console input read at once (the UART takes 16 bytes, virtio-console more) */
+#define VM_CONSOLE_READ_MAX 256
 
 static void vm_console_prepare(void *opaque, vm_pollset *ps);
 static void vm_console_dispatch(void *opaque, const vm_pollset *ps);
@@ -316,7 +318,8 @@ vm *vm_create(const vm_config *cfg, vs_error **err) {
   }
   vm_wire_devices(m);
   vm_io_source console = {"console", vm_console_prepare, vm_console_dispatch, m};
-  if (vm_add_io_source(m, &console, err) < 0 || vm_add_disks(m, err) < 0) {
+  if (vm_add_io_source(m, &console, err) < 0 || vm_add_disks(m, err) < 0 ||
+      vm_add_io_devices(m, err) < 0) {
     vm_destroy(m);
     return NULL;
   }
@@ -334,6 +337,7 @@ void vm_destroy(vm *m) {
     return;
   for (unsigned h = 0; h < m->nharts; h++)
     rv_hart_destroy(&m->harts[h]);
+  vm_destroy_io_devices(m);
   for (unsigned i = 0; i < VM_MAX_DISKS; i++) {
     free(m->blk[i]);
     if (m->disk[i])
@@ -356,12 +360,29 @@ static void vm_console_help(vm *m) {
   }
 }
 
-/* Feed console input to the UART, interpreting the Ctrl-A escapes on a terminal. */
+/* Console input goes to the UART, or to virtio-console with --console virtio. */
+static unsigned vm_console_room(const vm *m) {
+  return m->vconsole ? virtio_console_rx_space(m->vconsole) : uart_rx_space(&m->uart);
+}
+
+static void vm_console_deliver(vm *m, const uint8_t *buf, size_t len) {
+  if (len == 0)
+    return;
+  if (m->vconsole)
+    virtio_console_rx_push(m->vconsole, buf, len);
+  else
+    uart_rx_push(&m->uart, buf, len);
+}
+
+/* Feed console input to the guest, interpreting the Ctrl-A escapes on a terminal. len is at
+ * most VM_CONSOLE_READ_MAX. */
 static void vm_console_input(vm *m, const uint8_t *buf, size_t len) {
-  for (size_t i = 0; i < len && !m->stop; i++) {
+  uint8_t out[VM_CONSOLE_READ_MAX];
+  size_t n = 0;
+  for (size_t i = 0; i < len && i < sizeof(out) && !m->stop; i++) {
     uint8_t c = buf[i];
     if (!m->cfg.console_escape) {
-      uart_rx_push(&m->uart, &c, 1);
+      out[n++] = c;
       continue;
     }
     if (m->escape_pending) {
@@ -375,25 +396,27 @@ static void vm_console_input(vm *m, const uint8_t *buf, size_t len) {
       } else if (c == 'h' || c == 'H' || c == '?') {
         vm_console_help(m);
       } else if (c == CTRL_A || c == 'a') {
-        uint8_t a = CTRL_A;
-        uart_rx_push(&m->uart, &a, 1);
+        out[n++] = CTRL_A;
       }
       continue;
     }
     if (c == CTRL_A)
       m->escape_pending = true;
     else
-      uart_rx_push(&m->uart, &c, 1);
+      out[n++] = c;
   }
+  vm_console_deliver(m, out, n);
 }
 
 static bool vm_console_wants_input(const vm *m) {
-  return m->cfg.console_in >= 0 && !m->console_eof && uart_rx_space(&m->uart) > 0;
+  return m->cfg.console_in >= 0 && !m->console_eof && vm_console_room(m) > 0;
 }
 
 static void vm_console_read(vm *m) {
-  uint8_t buf[UART_FIFO_SIZE];
-  size_t want = uart_rx_space(&m->uart);
+  uint8_t buf[VM_CONSOLE_READ_MAX];
+  size_t want = vm_console_room(m);
+  if (want > sizeof(buf))
+    want = sizeof(buf);
   if (want == 0)
     return;
   ssize_t n = read(m->cfg.console_in, buf, want);

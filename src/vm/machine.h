@@ -114,6 +114,11 @@ struct vm {
   unsigned num_virtio;
   vm_disk *disk[VM_MAX_DISKS];
   virtio_blk *blk[VM_MAX_DISKS]; /* on the heap: each holds a large scratch element */
+  /* network, console and entropy devices (devices.c) */
+  virtio_net *net[VM_MAX_NICS];
+  struct netdev *netdev[VM_MAX_NICS];
+  virtio_console *vconsole; /* --console virtio: console input goes here instead of the UART */
+  virtio_rng *rng;
 
   /* clock: mtime = (CLOCK_MONOTONIC - mtime_epoch_ns) at 10 MHz */
   int64_t mtime_epoch_ns;
@@ -159,6 +164,10 @@ void vm_virtio_map(vm *m, const vm_virtio_slot *slot, const char *name, virtio_m
  * range is not entirely inside RAM. */
 bool vm_ram_range_ok(const vm *m, uint64_t paddr, uint64_t len);
 static inline uint8_t *vm_ram_ptr(vm *m, uint64_t paddr) { return m->ram + (paddr - VM_RAM_BASE); }
+
+/* devices.c: virtio-net with its backends, virtio-console, virtio-rng (after the disks) */
+int vm_add_io_devices(vm *m, vs_error **err);
+void vm_destroy_io_devices(vm *m);
 
 /* fdt.c */
 int vm_fdt_build(vm *m, void *buf, size_t bufsize, vs_error **err);

@@ -23,12 +23,25 @@
 #define VM_MAX_MEM (64ull << 30)
 #define VM_DEFAULT_MEM (512ull << 20)
 #define VM_MAX_DISKS 8
+#define VM_MAX_NICS 4
 
 typedef enum {
   VM_BIOS_BUILTIN = 0, /* the VMM's own SBI; the kernel starts in S-mode */
   VM_BIOS_NONE,        /* no firmware: the kernel (an ELF test program) starts in M-mode */
   VM_BIOS_FILE,        /* an M-mode firmware image (OpenSBI fw_dynamic/fw_jump) */
 } vm_bios_kind;
+
+/* Which device the console's input goes to; both print to console_out. */
+typedef enum {
+  VM_CONSOLE_UART = 0, /* the ns16550a UART: the guest's ttyS0 */
+  VM_CONSOLE_VIRTIO,   /* virtio-console: the guest's hvc0 (default command line console=hvc0) */
+} vm_console_device;
+
+typedef enum {
+  VM_RNG_AUTO = 0, /* a virtio-rng device if a virtio-mmio slot is left */
+  VM_RNG_ON,
+  VM_RNG_OFF,
+} vm_rng_mode;
 
 typedef struct vm_config {
   const char *kernel; /* Linux Image (with or without PE header) or ELF; required */
@@ -45,6 +58,10 @@ typedef struct vm_config {
   bool trace;            /* print traps and device events to stderr */
   const char *disks[VM_MAX_DISKS]; /* --disk specs (vm_disk_parse_spec syntax) */
   unsigned ndisks;
+  const char *nets[VM_MAX_NICS]; /* --net specs (vm_net_check_spec syntax) */
+  unsigned nnets;
+  vm_console_device console;
+  vm_rng_mode rng;
 } vm_config;
 
 typedef enum {
@@ -61,6 +78,10 @@ void vm_config_init(vm_config *cfg);
 /* Parse a memory size such as "512M", "2G", "1048576" (suffixes K, M, G, T; optional "iB"/"B").
  * Checks the range VM_MIN_MEM..VM_MAX_MEM. */
 int vm_parse_mem_size(const char *s, uint64_t *out, vs_error **err);
+
+/* Check a --net spec: user[,hostfwd=[tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT]...
+ * [,mac=MAC][,mtu=N] or tap=IFNAME[,mac=MAC][,mtu=N]; the error names what is wrong. */
+int vm_net_check_spec(const char *spec, vs_error **err);
 
 vm *vm_create(const vm_config *cfg, vs_error **err);
 /* Run until the guest stops. Returns the exit reason (>= 0) or -1 with *err set on an internal

@@ -26,8 +26,9 @@ static const char usage_text[] =
     "       vessel-vmm img SUBCOMMAND ...   (disk images, see 'vessel-vmm img --help')\n"
     "\n"
     "Run a RISC-V (RV64GC) virtual machine compatible with QEMU's 'virt' machine. The guest\n"
-    "console (ns16550a UART, ttyS0) is on stdin/stdout; on a terminal it is put in raw mode and\n"
-    "Ctrl-A x quits, Ctrl-A h lists the other console commands.\n"
+    "console (ns16550a UART, ttyS0; or virtio-console, hvc0, with --console virtio) is on\n"
+    "stdin/stdout; on a terminal it is put in raw mode and Ctrl-A x quits, Ctrl-A h lists the\n"
+    "other console commands.\n"
     "\n"
     "Options:\n"
     "  --kernel PATH     kernel: a RISC-V Linux Image (with or without EFI/PE header, may be\n"
@@ -47,6 +48,21 @@ static const char usage_text[] =
     "  --disk SPEC       a virtio-blk disk (repeatable, up to 8: /dev/vda, vdb, ... in order);\n"
     "                    SPEC is PATH[,format=raw|qcow2][,readonly=on|off]\n"
     "                    [,cache=writeback|none][,serial=ID]\n"
+    "  --net SPEC        a virtio-net NIC (repeatable, up to 4: eth0, eth1, ...); SPEC is\n"
+    "                    user[,hostfwd=[tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT]...\n"
+    "                         user-mode networking (libslirp, no privileges): network\n"
+    "                         10.0.2.0/24, DHCP from 10.0.2.15, the host (and its loopback)\n"
+    "                         at 10.0.2.2, DNS at 10.0.2.3; hostfwd forwards a host port\n"
+    "                         into the guest (HOSTADDR default 0.0.0.0, GUESTADDR 10.0.2.15)\n"
+    "                    tap=IFNAME      the host tap interface IFNAME (CAP_NET_ADMIN, or a\n"
+    "                                    tap made for the user)\n"
+    "                    either with [,mac=52:54:00:12:34:56][,mtu=1500] (default MAC\n"
+    "                    52:54:00:12:34:56 for the first NIC, ...:57 for the second, ...)\n"
+    "  --console DEV     the device console input goes to: 'uart' (default; the guest's ttyS0)\n"
+    "                    or 'virtio' (virtio-console, the guest's hvc0; the default command\n"
+    "                    line becomes \"console=hvc0\"). The other device's output still shows.\n"
+    "  --rng on|off      a virtio-rng device fed from the host's getrandom() (default: on when\n"
+    "                    a virtio slot is left after the disks, NICs and console)\n"
     "  --trace           print SBI calls and accesses to unmapped addresses on stderr\n"
     "                    (also enabled by VESSEL_TRACE=1)\n"
     "  -h, --help        show this help\n"
@@ -69,6 +85,9 @@ enum {
   OPT_SMP,
   OPT_TRACE,
   OPT_DISK,
+  OPT_NET,
+  OPT_CONSOLE,
+  OPT_RNG,
 };
 
 static const struct option long_options[] = {
@@ -81,6 +100,9 @@ static const struct option long_options[] = {
     {"smp", required_argument, NULL, OPT_SMP},
     {"trace", no_argument, NULL, OPT_TRACE},
     {"disk", required_argument, NULL, OPT_DISK},
+    {"net", required_argument, NULL, OPT_NET},
+    {"console", required_argument, NULL, OPT_CONSOLE},
+    {"rng", required_argument, NULL, OPT_RNG},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -153,6 +175,31 @@ static int parse_args(int argc, char **argv, vm_config *cfg) {
       if (cfg->ndisks == VM_MAX_DISKS)
         return usage_error("too many --disk options (at most %d)", VM_MAX_DISKS);
       cfg->disks[cfg->ndisks++] = optarg;
+      break;
+    case OPT_NET: {
+      _cleanup_error_ vs_error *err = NULL;
+      if (cfg->nnets == VM_MAX_NICS)
+        return usage_error("too many --net options (at most %d)", VM_MAX_NICS);
+      if (vm_net_check_spec(optarg, &err) < 0)
+        return usage_error("--net: %s", err->msg);
+      cfg->nets[cfg->nnets++] = optarg;
+      break;
+    }
+    case OPT_CONSOLE:
+      if (strcmp(optarg, "uart") == 0 || strcmp(optarg, "ttyS0") == 0)
+        cfg->console = VM_CONSOLE_UART;
+      else if (strcmp(optarg, "virtio") == 0 || strcmp(optarg, "hvc0") == 0)
+        cfg->console = VM_CONSOLE_VIRTIO;
+      else
+        return usage_error("--console '%s': expected 'uart' or 'virtio'", optarg);
+      break;
+    case OPT_RNG:
+      if (strcmp(optarg, "on") == 0)
+        cfg->rng = VM_RNG_ON;
+      else if (strcmp(optarg, "off") == 0)
+        cfg->rng = VM_RNG_OFF;
+      else
+        return usage_error("--rng '%s': expected 'on' or 'off'", optarg);
       break;
     case 'h':
       fputs(usage_text, stdout);

@@ -70,6 +70,10 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
   if (priv == RV_PRIV_S) {
     /* What M-mode firmware leaves behind before entering the kernel. */
     h->mcounteren = 7;
+    /* OpenSBI opens cycle, time and instret to U-mode as well; Linux writes scounteren only
+     * from its SBI PMU driver, which the built-in SBI does not serve, so without this every
+     * vDSO clock_gettime (rdtime) in user space traps (busybox udhcpc died of SIGILL). */
+    h->scounteren = 7;
     h->menvcfg = MENVCFG_STCE;
     h->mideleg = MIP_S_MASK;
     h->medeleg = (1U << EXC_INSN_MISALIGNED) | (1U << EXC_BREAKPOINT) | (1U << EXC_ECALL_U) |

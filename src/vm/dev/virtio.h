@@ -1,5 +1,6 @@
 /* virtio for vessel-vmm (internal to the vm module): the virtio-mmio version 2 transport, split
- * virtqueues (indirect descriptors, event index) and the devices behind them (virtio-blk).
+ * virtqueues (indirect descriptors, event index) and the devices behind them: virtio-blk,
+ * virtio-net, virtio-console and virtio-rng.
  * Reference: OASIS "Virtual I/O Device (VIRTIO) Version 1.2".
  *
  * The guest is hostile: every address, length, index and chain it hands us is checked against
@@ -82,6 +83,12 @@ bool virtq_should_notify(virtq *vq, const virtio_mem *mem);
 /* With event index: ask the driver to notify when it adds beyond what we consumed. */
 void virtq_update_avail_event(virtq *vq, const virtio_mem *mem);
 void virtq_reset(virtq *vq);
+/* Whether the driver has made chains available that we have not taken (false if the rings are
+ * unusable). */
+bool virtq_has_avail(const virtq *vq, const virtio_mem *mem);
+/* Give back the last n chains taken by virtq_pop and not pushed: a device that found it cannot
+ * use them after all (too little room for a frame) takes them again later. */
+void virtq_unpop(virtq *vq, uint16_t n);
 
 /* Copy up to len bytes out of / into an iovec list starting at byte `skip`; returns bytes done. */
 size_t iov_copy_from(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len);
@@ -166,5 +173,113 @@ typedef struct virtio_blk {
 /* serial may be NULL (then "vessel-vd<N>" style ids are up to the caller). */
 void virtio_blk_init(virtio_blk *b, vm_disk *disk, const char *serial, virtio_mem mem,
                      dev_irq_line irq);
+
+/* ------------------------------------------------------------------ virtio-net */
+
+#define VIRTIO_ID_NET 1
+#define VIRTIO_NET_HDR_SIZE 12 /* struct virtio_net_hdr with num_buffers (VERSION_1) */
+#define VIRTIO_NET_CONFIG_SIZE 0x14
+#define VIRTIO_NET_RX_QUEUE 0
+#define VIRTIO_NET_TX_QUEUE 1
+#define VIRTIO_NET_MIN_MTU 68
+#define VIRTIO_NET_MAX_MTU 65521 /* libslirp's largest; the IP datagram limit in practice */
+#define VIRTIO_NET_DEFAULT_MTU 1500
+/* Ethernet header with one VLAN tag: a frame is at most MTU + this long. */
+#define VIRTIO_NET_LINK_OVERHEAD 18
+/* A TCP segmentation offload frame: one IP packet of at most 64 KiB (IPv6: payload) */
+#define VIRTIO_NET_MAX_GSO_FRAME (65535 + 40 + VIRTIO_NET_LINK_OVERHEAD)
+/* Frames from the backend held for a guest that has no receive buffers right now. */
+#define VIRTIO_NET_PENDING_FRAMES 128
+
+/* Where the device's transmitted frames go (the machine wires a network backend here). */
+typedef struct virtio_net_link {
+  /* One Ethernet frame from the guest, checksums complete; the backend may drop it. */
+  void (*send)(void *opaque, const uint8_t *frame, size_t len);
+  void *opaque;
+  /* Frames from this backend carry correct checksums (the guest need not verify them). */
+  bool rx_csum_valid;
+  /* The backend takes TCP packets of up to 64 KiB whatever the MTU (libslirp does: it is a TCP
+   * endpoint, not a link): the guest may then hand over unsegmented TCP (HOST_TSO4/6). */
+  bool accepts_tso;
+} virtio_net_link;
+
+/* The device's own state, plain values only (what save/restore of issue 5 keeps). */
+typedef struct virtio_net_state {
+  uint8_t mac[6];
+  uint16_t mtu;
+  uint64_t rx_frames, rx_dropped, tx_frames, tx_dropped;
+} virtio_net_state;
+
+typedef struct virtio_net_pending {
+  uint8_t *data; /* malloc'd copy of the frame */
+  size_t len;
+} virtio_net_pending;
+
+typedef struct virtio_net {
+  virtio_mmio mmio; /* first: the MMIO handlers get a pointer to it */
+  virtio_net_state st;
+  uint8_t config[VIRTIO_NET_CONFIG_SIZE];
+  /* host side: the backend, frames waiting for guest buffers, scratch space */
+  virtio_net_link link;
+  virtio_net_pending pending[VIRTIO_NET_PENDING_FRAMES];
+  unsigned pending_head, pending_count;
+  uint8_t *tx_frame;  /* one frame being transmitted (max frame size) */
+  uint8_t *rx_merged; /* coalesced TCP segments for the guest (64 KiB), or NULL */
+  /* chains being served; separate because a backend may deliver a frame for the guest while
+   * it takes one from the guest (slirp answers ARP from within slirp_input) */
+  virtq_elem tx_elem, rx_elem;
+  uint16_t rx_heads[VIRTQ_MAX_SIZE]; /* chains taken for one merged receive */
+  uint32_t rx_lens[VIRTQ_MAX_SIZE];
+} virtio_net;
+
+/* mac: the guest's address; mtu: VIRTIO_NET_MIN_MTU..VIRTIO_NET_MAX_MTU. */
+void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_mem mem,
+                     dev_irq_line irq, virtio_net_link link);
+/* Frees the frames still waiting; the struct itself belongs to the caller. */
+void virtio_net_destroy(virtio_net *n);
+/* The backend side (opaque = the virtio_net): can the guest take a frame now (a receive buffer
+ * is posted or there is room to hold the frame), and a frame for the guest (copied). */
+bool virtio_net_can_receive(void *opaque);
+void virtio_net_receive(void *opaque, const uint8_t *frame, size_t len);
+/* The end of a backend's burst: deliver what waits (merging TCP segments, see virtio_net.c).
+ * The machine calls it after the backend's prepare and dispatch. */
+void virtio_net_flush(virtio_net *n);
+
+/* ------------------------------------------------------------------ virtio-console */
+
+#define VIRTIO_ID_CONSOLE 3
+#define VIRTIO_CONSOLE_CONFIG_SIZE 12
+#define VIRTIO_CONSOLE_RX_BUF 4096
+
+/* Port 0 only (no MULTIPORT): the guest's hvc0. Input waits in rx until the guest posts
+ * buffers; output is written to out_fd as the guest sends it. */
+typedef struct virtio_console {
+  virtio_mmio mmio; /* first */
+  uint8_t config[VIRTIO_CONSOLE_CONFIG_SIZE];
+  uint8_t rx[VIRTIO_CONSOLE_RX_BUF];
+  unsigned rx_head, rx_count;
+  uint64_t rx_bytes, tx_bytes;
+  int out_fd;
+  virtq_elem elem;
+} virtio_console;
+
+void virtio_console_init(virtio_console *c, int out_fd, virtio_mem mem, dev_irq_line irq);
+/* Room for console input, and feeding it (bytes beyond the room are dropped). */
+unsigned virtio_console_rx_space(const virtio_console *c);
+void virtio_console_rx_push(virtio_console *c, const uint8_t *buf, size_t len);
+
+/* ------------------------------------------------------------------ virtio-rng */
+
+#define VIRTIO_ID_RNG 4
+/* The most random bytes one request gets (the guest asks again for more). */
+#define VIRTIO_RNG_MAX_REQUEST 65536u
+
+typedef struct virtio_rng {
+  virtio_mmio mmio; /* first */
+  uint64_t bytes;
+  virtq_elem elem;
+} virtio_rng;
+
+void virtio_rng_init(virtio_rng *r, virtio_mem mem, dev_irq_line irq);
 
 #endif

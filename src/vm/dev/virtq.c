@@ -56,6 +56,15 @@ bool virtq_rings_valid(const virtq *vq, const virtio_mem *mem) {
 
 void virtq_reset(virtq *vq) { memset(vq, 0, sizeof(*vq)); }
 
+bool virtq_has_avail(const virtq *vq, const virtio_mem *mem) {
+  if (!vq->ready || !virtq_rings_valid(vq, mem))
+    return false;
+  const uint8_t *avail = virtio_mem_ptr(mem, vq->avail, avail_bytes(vq->num));
+  return rd16(avail + 2) != vq->last_avail;
+}
+
+void virtq_unpop(virtq *vq, uint16_t n) { vq->last_avail = (uint16_t)(vq->last_avail - n); }
+
 typedef struct vdesc {
   uint64_t addr;
   uint32_t len;

@@ -1,0 +1,569 @@
+/* virtio-net (virtio 1.2, section 5.1): one receive and one transmit queue, a MAC address, link
+ * status, an MTU, checksum offload both ways and mergeable receive buffers.
+ *
+ * Every buffer starts with the 12-byte struct virtio_net_hdr (VERSION_1: num_buffers is always
+ * there): {u8 flags, u8 gso_type, le16 hdr_len, le16 gso_size, le16 csum_start,
+ * le16 csum_offset, le16 num_buffers}.
+ *
+ * Transmit: the guest's frame follows the header. With VIRTIO_NET_F_CSUM the guest may leave the
+ * TCP/UDP checksum to us (NEEDS_CSUM); we complete it so that backends only ever see finished
+ * frames. A backend that is itself a TCP endpoint (libslirp) takes whole unsegmented TCP packets
+ * of up to 64 KiB, so for it HOST_TSO4/6 are offered and such a packet goes over as it is: the
+ * guest's TCP stack then handles one packet where it would handle 45, which is what the guest's
+ * (software) CPU spends its time on. A frame longer than the MTU allows (or than 64 KiB for TSO),
+ * a GSO type not negotiated, or a checksum position outside the frame is dropped.
+ *
+ * Receive: the header and the frame are written into the guest's buffers; with MRG_RXBUF a frame
+ * may span several chains (num_buffers says how many). When the guest has posted too few buffers
+ * the frame waits in a small queue (VIRTIO_NET_PENDING_FRAMES) until it posts more; beyond that,
+ * frames are dropped, as a NIC would, and TCP recovers. The loop never waits for the guest.
+ *
+ * A chain that breaks the ring protocol (or a merged receive buffer smaller than the header, which
+ * 5.1.6.3.1 forbids) puts the device in DEVICE_NEEDS_RESET; any other bad packet is dropped.
+ */
+#include "vm/dev/virtio.h"
+
+#include <endian.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VIRTIO_NET_F_CSUM (1ull << 0)
+#define VIRTIO_NET_F_GUEST_CSUM (1ull << 1)
+#define VIRTIO_NET_F_MTU (1ull << 3)
+#define VIRTIO_NET_F_GUEST_TSO4 (1ull << 7)
+#define VIRTIO_NET_F_MAC (1ull << 5)
+#define VIRTIO_NET_F_HOST_TSO4 (1ull << 11)
+#define VIRTIO_NET_F_HOST_TSO6 (1ull << 12)
+#define VIRTIO_NET_F_MRG_RXBUF (1ull << 15)
+#define VIRTIO_NET_F_STATUS (1ull << 16)
+
+#define VIRTIO_NET_S_LINK_UP 1
+
+#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
+#define VIRTIO_NET_HDR_F_DATA_VALID 2
+#define VIRTIO_NET_HDR_GSO_NONE 0
+#define VIRTIO_NET_HDR_GSO_TCPV4 1
+#define VIRTIO_NET_HDR_GSO_TCPV6 4
+
+#define ETH_HEADER 14
+
+typedef struct net_hdr {
+  uint8_t flags, gso_type;
+  uint16_t csum_start, csum_offset;
+} net_hdr;
+
+static virtio_net *net_of(virtio_mmio *t) { return (virtio_net *)t; }
+
+static size_t max_frame(const virtio_net *n) { return n->st.mtu + VIRTIO_NET_LINK_OVERHEAD; }
+
+/* The transmit buffer: a TSO packet when the backend takes them, else one MTU's frame. */
+static size_t max_tx_frame(const virtio_net *n) {
+  return n->link.accepts_tso && max_frame(n) < VIRTIO_NET_MAX_GSO_FRAME ? VIRTIO_NET_MAX_GSO_FRAME
+                                                                        : max_frame(n);
+}
+
+static bool negotiated(const virtio_net *n, uint64_t feature) {
+  return (n->mmio.driver_features & feature) != 0;
+}
+
+static bool device_live(const virtio_net *n) {
+  return (n->mmio.status & VIRTIO_STATUS_DRIVER_OK) &&
+         !(n->mmio.status & VIRTIO_STATUS_NEEDS_RESET);
+}
+
+static uint16_t get_le16(const uint8_t *p) {
+  uint16_t v;
+  memcpy(&v, p, 2);
+  return le16toh(v);
+}
+static void put_le16(uint8_t *p, uint16_t v) {
+  v = htole16(v);
+  memcpy(p, &v, 2);
+}
+
+/* ------------------------------------------------------------------ checksum offload */
+
+/* RFC 1071 ones' complement sum of bytes, added to sum. */
+static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len) {
+  uint64_t acc = sum;
+  size_t i = 0;
+  for (; i + 1 < len; i += 2)
+    acc += (uint32_t)p[i] << 8 | p[i + 1];
+  if (i < len)
+    acc += (uint32_t)p[i] << 8;
+  while (acc >> 16)
+    acc = (acc & 0xffff) + (acc >> 16);
+  return (uint32_t)acc;
+}
+
+/* NEEDS_CSUM: the guest put the pseudo-header sum at csum_start + csum_offset; the checksum is
+ * the complement of the sum from csum_start to the end of the frame. As in Linux, a result of 0
+ * is sent as 0xffff (the same value in ones' complement, and "no checksum" to UDP). */
+static bool complete_checksum(uint8_t *frame, size_t len, const net_hdr *h) {
+  size_t start = h->csum_start, field = (size_t)h->csum_start + h->csum_offset;
+  if (start >= len || field + 2 > len)
+    return false;
+  uint16_t sum = (uint16_t)~csum_add(0, frame + start, len - start);
+  if (sum == 0)
+    sum = 0xffff;
+  frame[field] = (uint8_t)(sum >> 8);
+  frame[field + 1] = (uint8_t)sum;
+  return true;
+}
+
+/* ------------------------------------------------------------------ transmit */
+
+/* The largest frame allowed with this GSO type, or 0 if the type was not negotiated (an ECN
+ * flag included: HOST_ECN is not offered). TSO needs the checksum left to us, as Linux does. */
+static size_t tx_limit(const virtio_net *n, const net_hdr *h) {
+  switch (h->gso_type) {
+  case VIRTIO_NET_HDR_GSO_NONE:
+    return max_frame(n);
+  case VIRTIO_NET_HDR_GSO_TCPV4:
+    return negotiated(n, VIRTIO_NET_F_HOST_TSO4) && (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+               ? max_tx_frame(n)
+               : 0;
+  case VIRTIO_NET_HDR_GSO_TCPV6:
+    return negotiated(n, VIRTIO_NET_F_HOST_TSO6) && (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+               ? max_tx_frame(n)
+               : 0;
+  default:
+    return 0;
+  }
+}
+
+/* One chain from the transmit queue: header and frame in its readable buffers. Returns false
+ * when the packet is dropped. */
+static bool transmit_chain(virtio_net *n, const virtq_elem *e) {
+  if (e->out_len < VIRTIO_NET_HDR_SIZE + ETH_HEADER)
+    return false;
+  uint8_t raw[VIRTIO_NET_HDR_SIZE];
+  iov_copy_from(e->out, e->out_num, 0, raw, sizeof(raw));
+  net_hdr h = {raw[0], raw[1], get_le16(raw + 6), get_le16(raw + 8)};
+  size_t len = e->out_len - VIRTIO_NET_HDR_SIZE;
+  if (len > tx_limit(n, &h))
+    return false;
+  iov_copy_from(e->out, e->out_num, VIRTIO_NET_HDR_SIZE, n->tx_frame, len);
+  if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+    if (!negotiated(n, VIRTIO_NET_F_CSUM) || !complete_checksum(n->tx_frame, len, &h))
+      return false;
+  }
+  if (n->link.send)
+    n->link.send(n->link.opaque, n->tx_frame, len);
+  return true;
+}
+
+static void transmit(virtio_net *n) {
+  virtio_mmio *t = &n->mmio;
+  virtq *q = &t->queues[VIRTIO_NET_TX_QUEUE];
+  bool pushed = false;
+  for (;;) {
+    vs_error *err = NULL;
+    int r = virtq_pop(q, &t->mem, &n->tx_elem, &err);
+    if (r == 0)
+      break;
+    if (r < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      break;
+    }
+    if (transmit_chain(n, &n->tx_elem))
+      n->st.tx_frames++;
+    else
+      n->st.tx_dropped++;
+    if (virtq_push(q, &t->mem, n->tx_elem.head, 0, &err) < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      break;
+    }
+    pushed = true;
+  }
+  virtq_update_avail_event(q, &t->mem);
+  if (pushed)
+    virtio_mmio_notify_used(t, VIRTIO_NET_TX_QUEUE);
+}
+
+/* ------------------------------------------------------------------ receive */
+
+/* The iovecs that hold the first `len` bytes of a list (the header, which a hostile driver may
+ * split over several buffers); returns how many. dst has room for len entries. */
+static unsigned iov_prefix(const struct iovec *src, unsigned n, size_t len, struct iovec *dst) {
+  unsigned k = 0;
+  for (unsigned i = 0; i < n && len; i++) {
+    size_t take = src[i].iov_len < len ? src[i].iov_len : len;
+    dst[k++] = (struct iovec){src[i].iov_base, take};
+    len -= take;
+  }
+  return k;
+}
+
+typedef enum {
+  RX_DELIVERED,
+  RX_NO_BUFFERS, /* keep the frame until the guest posts more */
+  RX_DROPPED,
+} rx_result;
+
+/* Copy the part [done, done + room) of the stream header||frame into one chain. */
+static size_t rx_fill_chain(const virtq_elem *e, const uint8_t *hdr, const uint8_t *frame,
+                            size_t len, size_t done) {
+  size_t total = VIRTIO_NET_HDR_SIZE + len, wrote = 0;
+  if (done < VIRTIO_NET_HDR_SIZE)
+    wrote = iov_copy_to(e->in, e->in_num, 0, hdr + done, VIRTIO_NET_HDR_SIZE - done);
+  size_t pos = done + wrote;
+  if (pos >= VIRTIO_NET_HDR_SIZE && pos < total)
+    wrote += iov_copy_to(e->in, e->in_num, wrote, frame + (pos - VIRTIO_NET_HDR_SIZE), total - pos);
+  return wrote;
+}
+
+/* Return the chains taken for one frame; false if the used ring is unusable. */
+static bool rx_push_chains(virtio_net *n, unsigned count) {
+  virtio_mmio *t = &n->mmio;
+  virtq *q = &t->queues[VIRTIO_NET_RX_QUEUE];
+  for (unsigned i = 0; i < count; i++) {
+    vs_error *err = NULL;
+    if (virtq_push(q, &t->mem, n->rx_heads[i], n->rx_lens[i], &err) < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Receive one frame; gso_size != 0 marks a coalesced TCP packet (see rx_coalesce). */
+static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len, uint16_t gso_size,
+                            uint16_t gso_hdr_len) {
+  virtio_mmio *t = &n->mmio;
+  virtq *q = &t->queues[VIRTIO_NET_RX_QUEUE];
+  if (!device_live(n) || !q->ready)
+    return RX_DROPPED;
+  bool merge = negotiated(n, VIRTIO_NET_F_MRG_RXBUF);
+  uint8_t hdr[VIRTIO_NET_HDR_SIZE] = {0};
+  if (negotiated(n, VIRTIO_NET_F_GUEST_CSUM) && n->link.rx_csum_valid)
+    hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+  if (gso_size) {
+    hdr[1] = VIRTIO_NET_HDR_GSO_TCPV4;
+    put_le16(hdr + 2, gso_hdr_len);
+    put_le16(hdr + 4, gso_size);
+  }
+  put_le16(hdr + 10, 1);
+  struct iovec hdr_iov[VIRTIO_NET_HDR_SIZE];
+  unsigned hdr_n = 0, count = 0;
+  size_t total = VIRTIO_NET_HDR_SIZE + len, done = 0;
+  while (done < total) {
+    vs_error *err = NULL;
+    int r = count < q->num ? virtq_pop(q, &t->mem, &n->rx_elem, &err) : 0;
+    if (r < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      return RX_DROPPED;
+    }
+    if (r == 0) {
+      virtq_unpop(q, (uint16_t)count); /* too little room yet: wait for more buffers */
+      return RX_NO_BUFFERS;
+    }
+    if (merge && n->rx_elem.in_len < VIRTIO_NET_HDR_SIZE) {
+      virtio_mmio_set_needs_reset(t, "merged receive buffer smaller than the header");
+      return RX_DROPPED;
+    }
+    if (count == 0)
+      hdr_n = iov_prefix(n->rx_elem.in, n->rx_elem.in_num, VIRTIO_NET_HDR_SIZE, hdr_iov);
+    size_t wrote = rx_fill_chain(&n->rx_elem, hdr, frame, len, done);
+    n->rx_heads[count] = n->rx_elem.head;
+    n->rx_lens[count] = (uint32_t)wrote;
+    count++;
+    done += wrote;
+    if (!merge && done < total) {
+      /* a single buffer too small for the frame: hand it back empty, as a dropped packet */
+      n->rx_lens[0] = 0;
+      rx_push_chains(n, 1);
+      return RX_DROPPED;
+    }
+  }
+  if (count > 1) {
+    put_le16(hdr + 10, (uint16_t)count);
+    iov_copy_to(hdr_iov, hdr_n, 10, hdr + 10, 2);
+  }
+  return rx_push_chains(n, count) ? RX_DELIVERED : RX_DROPPED;
+}
+
+static void rx_finish(virtio_net *n) {
+  virtio_mmio *t = &n->mmio;
+  virtq_update_avail_event(&t->queues[VIRTIO_NET_RX_QUEUE], &t->mem);
+  virtio_mmio_notify_used(t, VIRTIO_NET_RX_QUEUE);
+}
+
+/* ------------------------------------------------------------------ receive coalescing
+ *
+ * With GUEST_TSO4 (and checksums the backend vouches for), consecutive in-order TCP/IPv4 data
+ * segments of one connection that wait together are handed to the guest as one large packet
+ * (gso_type TCPV4, gso_size = the first segment's payload), like a NIC's LRO. The guest's
+ * (software) CPU then runs its TCP receive path once per batch instead of once per 1460 bytes.
+ * Only plain segments merge: IPv4 without options or fragments, flags ACK (PSH on the last), the
+ * same headers apart from sequence number, IP id and checksums. The IP checksum is recomputed;
+ * the TCP checksum is not, since the header says DATA_VALID. */
+
+#define ETH_P_IPV4_HI 0x08
+#define TCP_FLAG_PSH 0x08
+#define TCP_FLAG_ACK 0x10
+#define IPV4_MAX_PACKET 65535u
+
+typedef struct tcp_seg {
+  size_t hdr_len; /* Ethernet + IPv4 + TCP with options */
+  size_t payload;
+  uint32_t seq;
+  uint8_t flags;
+} tcp_seg;
+
+static uint32_t get_be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static uint16_t get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static bool parse_tcp4_segment(const uint8_t *f, size_t len, tcp_seg *s) {
+  if (len < ETH_HEADER + 40 || f[12] != ETH_P_IPV4_HI || f[13] != 0)
+    return false;
+  const uint8_t *ip = f + ETH_HEADER;
+  size_t tot = get_be16(ip + 2);
+  if (ip[0] != 0x45 || ip[9] != 6 || (get_be16(ip + 6) & 0x3fff) || tot < 40 ||
+      ETH_HEADER + tot > len)
+    return false;
+  const uint8_t *tcp = ip + 20;
+  size_t thl = (size_t)(tcp[12] >> 4) * 4;
+  if (thl < 20 || 20 + thl > tot)
+    return false;
+  s->flags = tcp[13];
+  if (!(s->flags & TCP_FLAG_ACK) || (s->flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)))
+    return false;
+  s->hdr_len = ETH_HEADER + 20 + thl;
+  s->payload = tot - 20 - thl;
+  s->seq = get_be32(tcp + 4);
+  return s->payload > 0;
+}
+
+/* Same connection and same headers apart from the fields that differ between segments. */
+static bool same_flow(const uint8_t *a, const tcp_seg *sa, const uint8_t *b, const tcp_seg *sb) {
+  const uint8_t *ta = a + ETH_HEADER + 20, *tb = b + ETH_HEADER + 20;
+  return sa->hdr_len == sb->hdr_len && memcmp(a, b, ETH_HEADER) == 0 &&
+         a[ETH_HEADER + 1] == b[ETH_HEADER + 1] && a[ETH_HEADER + 8] == b[ETH_HEADER + 8] &&
+         memcmp(a + ETH_HEADER + 12, b + ETH_HEADER + 12, 8) == 0 &&        /* addresses */
+         memcmp(ta, tb, 4) == 0 &&                                          /* ports */
+         memcmp(ta + 8, tb + 8, 5) == 0 &&                                  /* ack, data offset */
+         memcmp(ta + 14, tb + 14, 2) == 0 &&                                /* window */
+         memcmp(ta + 18, tb + 18, sa->hdr_len - ETH_HEADER - 20 - 18) == 0; /* urg, options */
+}
+
+static const virtio_net_pending *pending_at(const virtio_net *n, unsigned k) {
+  return &n->pending[(n->pending_head + k) % VIRTIO_NET_PENDING_FRAMES];
+}
+
+/* How many waiting frames from the head form one run of segments (at least 1), and its MSS. */
+static unsigned coalesce_run_length(const virtio_net *n, tcp_seg *first) {
+  const virtio_net_pending *p0 = pending_at(n, 0);
+  if (!parse_tcp4_segment(p0->data, p0->len, first))
+    return 1;
+  size_t total = first->hdr_len - ETH_HEADER + first->payload, last_payload = first->payload;
+  uint32_t next_seq = first->seq + (uint32_t)first->payload;
+  uint8_t last_flags = first->flags;
+  unsigned k = 1;
+  for (; k < n->pending_count; k++) {
+    const virtio_net_pending *p = pending_at(n, k);
+    tcp_seg s;
+    if ((last_flags & TCP_FLAG_PSH) || last_payload != first->payload ||
+        !parse_tcp4_segment(p->data, p->len, &s) || !same_flow(p0->data, first, p->data, &s) ||
+        s.seq != next_seq || s.payload > first->payload || total + s.payload > IPV4_MAX_PACKET)
+      break;
+    total += s.payload;
+    next_seq += (uint32_t)s.payload;
+    last_payload = s.payload;
+    last_flags = s.flags;
+  }
+  return k;
+}
+
+static uint16_t ipv4_header_checksum(const uint8_t *ip) {
+  uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2)
+    if (i != 10)
+      sum += (uint32_t)ip[i] << 8 | ip[i + 1];
+  while (sum >> 16)
+    sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)~sum;
+}
+
+/* Build the large packet of the first `count` waiting frames in n->rx_merged; its length. */
+static size_t coalesce_build(virtio_net *n, unsigned count, const tcp_seg *first) {
+  uint8_t *out = n->rx_merged;
+  memcpy(out, pending_at(n, 0)->data, first->hdr_len);
+  size_t len = first->hdr_len;
+  uint8_t flags = first->flags;
+  for (unsigned k = 0; k < count; k++) {
+    const virtio_net_pending *p = pending_at(n, k);
+    tcp_seg s;
+    if (!parse_tcp4_segment(p->data, p->len, &s))
+      break; /* cannot happen: coalesce_run_length parsed the same frames */
+    memcpy(out + len, p->data + s.hdr_len, s.payload);
+    len += s.payload;
+    flags = s.flags;
+  }
+  uint8_t *ip = out + ETH_HEADER;
+  size_t tot = len - ETH_HEADER;
+  ip[2] = (uint8_t)(tot >> 8);
+  ip[3] = (uint8_t)tot;
+  uint16_t c = ipv4_header_checksum(ip);
+  ip[10] = (uint8_t)(c >> 8);
+  ip[11] = (uint8_t)c;
+  ip[20 + 13] = flags;
+  return len;
+}
+
+static bool coalescing(const virtio_net *n) {
+  return n->rx_merged && n->link.rx_csum_valid && negotiated(n, VIRTIO_NET_F_GUEST_TSO4) &&
+         negotiated(n, VIRTIO_NET_F_GUEST_CSUM);
+}
+
+/* ------------------------------------------------------------------ receive queue */
+
+static void pending_drop_all(virtio_net *n) {
+  while (n->pending_count) {
+    free(n->pending[n->pending_head].data);
+    n->pending[n->pending_head] = (virtio_net_pending){0};
+    n->pending_head = (n->pending_head + 1) % VIRTIO_NET_PENDING_FRAMES;
+    n->pending_count--;
+  }
+}
+
+static void pending_pop(virtio_net *n, unsigned count) {
+  for (unsigned k = 0; k < count; k++) {
+    virtio_net_pending *p = &n->pending[n->pending_head];
+    free(p->data);
+    *p = (virtio_net_pending){0};
+    n->pending_head = (n->pending_head + 1) % VIRTIO_NET_PENDING_FRAMES;
+    n->pending_count--;
+  }
+}
+
+/* Deliver waiting frames in order while the guest has room; true if any went in. */
+static bool rx_flush_pending(virtio_net *n) {
+  bool delivered = false, lro = coalescing(n);
+  while (n->pending_count) {
+    tcp_seg first;
+    unsigned count = lro ? coalesce_run_length(n, &first) : 1;
+    rx_result r;
+    if (count > 1) {
+      size_t len = coalesce_build(n, count, &first);
+      r = rx_deliver(n, n->rx_merged, len, (uint16_t)first.payload, (uint16_t)first.hdr_len);
+    } else {
+      const virtio_net_pending *p = pending_at(n, 0);
+      r = rx_deliver(n, p->data, p->len, 0, 0);
+    }
+    if (r == RX_NO_BUFFERS)
+      break;
+    if (r == RX_DELIVERED) {
+      n->st.rx_frames += count;
+      delivered = true;
+    } else {
+      n->st.rx_dropped += count;
+    }
+    pending_pop(n, count);
+  }
+  return delivered;
+}
+
+static void rx_enqueue(virtio_net *n, const uint8_t *frame, size_t len) {
+  if (n->pending_count == VIRTIO_NET_PENDING_FRAMES) {
+    n->st.rx_dropped++;
+    return;
+  }
+  unsigned slot = (n->pending_head + n->pending_count) % VIRTIO_NET_PENDING_FRAMES;
+  n->pending[slot].data = vs_malloc0(len);
+  memcpy(n->pending[slot].data, frame, len);
+  n->pending[slot].len = len;
+  n->pending_count++;
+}
+
+bool virtio_net_can_receive(void *opaque) {
+  virtio_net *n = opaque;
+  if (!device_live(n))
+    return true; /* frames are dropped at once: no reason to hold the backend back */
+  if (n->pending_count)
+    return n->pending_count < VIRTIO_NET_PENDING_FRAMES / 2;
+  const virtio_mmio *t = &n->mmio;
+  return virtq_has_avail(&t->queues[VIRTIO_NET_RX_QUEUE], &t->mem);
+}
+
+void virtio_net_flush(virtio_net *n) {
+  if (n->pending_count && rx_flush_pending(n))
+    rx_finish(n);
+}
+
+void virtio_net_receive(void *opaque, const uint8_t *frame, size_t len) {
+  virtio_net *n = opaque;
+  if (len < ETH_HEADER || len > max_frame(n) || !device_live(n)) {
+    n->st.rx_dropped++;
+    return;
+  }
+  /* Frames keep their order: a new one waits behind those already waiting. While coalescing,
+   * frames wait for the end of the backend's burst (virtio_net_flush) to be merged. */
+  rx_enqueue(n, frame, len);
+  if (!coalescing(n))
+    virtio_net_flush(n);
+}
+
+/* ------------------------------------------------------------------ transport hooks */
+
+static void net_notify(virtio_mmio *t, unsigned q) {
+  virtio_net *n = net_of(t);
+  if (q == VIRTIO_NET_TX_QUEUE) {
+    transmit(n);
+    virtio_net_flush(n); /* what the backend answered at once (slirp: ARP, the next segments) */
+  } else if (q == VIRTIO_NET_RX_QUEUE && rx_flush_pending(n))
+    rx_finish(n);
+}
+
+static const uint8_t *net_config(virtio_mmio *t, size_t *len) {
+  virtio_net *n = net_of(t);
+  *len = sizeof(n->config);
+  return n->config;
+}
+
+static void net_reset(virtio_mmio *t) { pending_drop_all(net_of(t)); }
+
+static const virtio_device_ops net_ops = {
+    .notify = net_notify,
+    .config = net_config,
+    .reset = net_reset,
+};
+
+void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_mem mem,
+                     dev_irq_line irq, virtio_net_link link) {
+  memset(n, 0, sizeof(*n));
+  if (mtu < VIRTIO_NET_MIN_MTU)
+    mtu = VIRTIO_NET_MIN_MTU;
+  memcpy(n->st.mac, mac, 6);
+  n->st.mtu = mtu;
+  n->link = link;
+  n->tx_frame = vs_malloc0(max_tx_frame(n));
+  uint64_t features = VIRTIO_F_RING_INDIRECT_DESC | VIRTIO_F_RING_EVENT_IDX | VIRTIO_NET_F_CSUM |
+                      VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC |
+                      VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_STATUS;
+  if (link.accepts_tso)
+    features |= VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6;
+  if (link.rx_csum_valid) { /* coalescing relies on the backend's checksums */
+    features |= VIRTIO_NET_F_GUEST_TSO4;
+    n->rx_merged = vs_malloc0(ETH_HEADER + IPV4_MAX_PACKET);
+  }
+  virtio_mmio_init(&n->mmio, VIRTIO_ID_NET, features, 2, mem, irq, &net_ops);
+  memcpy(n->config, mac, 6);                     /* mac */
+  put_le16(n->config + 6, VIRTIO_NET_S_LINK_UP); /* status */
+  put_le16(n->config + 8, 1);                    /* max_virtqueue_pairs */
+  put_le16(n->config + 10, mtu);                 /* mtu */
+}
+
+void virtio_net_destroy(virtio_net *n) {
+  pending_drop_all(n);
+  free(n->tx_frame);
+  n->tx_frame = NULL;
+  free(n->rx_merged);
+  n->rx_merged = NULL;
+}

@@ -1,0 +1,62 @@
+/* virtio-rng (virtio 1.2, section 5.4): one request queue; each chain's writable buffers are
+ * filled with bytes from the host kernel's CSPRNG (getrandom), at most VIRTIO_RNG_MAX_REQUEST
+ * per request so that a guest asking for gigabytes cannot stall the loop. */
+#include "vm/dev/virtio.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+static virtio_rng *rng_of(virtio_mmio *t) { return (virtio_rng *)t; }
+
+/* Fill up to `want` bytes of the iovecs; returns how many were filled. */
+static size_t fill_random(const struct iovec *iov, unsigned n, size_t want) {
+  size_t done = 0;
+  for (unsigned i = 0; i < n && done < want; i++) {
+    size_t len = iov[i].iov_len < want - done ? iov[i].iov_len : want - done;
+    size_t got = 0;
+    while (got < len) {
+      ssize_t r = getrandom((uint8_t *)iov[i].iov_base + got, len - got, 0);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0)
+        return done + got;
+      got += (size_t)r;
+    }
+    done += got;
+  }
+  return done;
+}
+
+static void rng_notify(virtio_mmio *t, unsigned qi) {
+  virtio_rng *r = rng_of(t);
+  virtq *q = &t->queues[qi];
+  bool pushed = false;
+  for (;;) {
+    vs_error *err = NULL;
+    int got = virtq_pop(q, &t->mem, &r->elem, &err);
+    if (got == 0)
+      break;
+    size_t n = got > 0 ? fill_random(r->elem.in, r->elem.in_num, VIRTIO_RNG_MAX_REQUEST) : 0;
+    if (got < 0 || virtq_push(q, &t->mem, r->elem.head, (uint32_t)n, &err) < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      break;
+    }
+    r->bytes += n;
+    pushed = true;
+  }
+  virtq_update_avail_event(q, &t->mem);
+  if (pushed)
+    virtio_mmio_notify_used(t, qi);
+}
+
+static const virtio_device_ops rng_ops = {
+    .notify = rng_notify,
+};
+
+void virtio_rng_init(virtio_rng *r, virtio_mem mem, dev_irq_line irq) {
+  memset(r, 0, sizeof(*r));
+  virtio_mmio_init(&r->mmio, VIRTIO_ID_RNG, VIRTIO_F_RING_INDIRECT_DESC | VIRTIO_F_RING_EVENT_IDX,
+                   1, mem, irq, &rng_ops);
+}

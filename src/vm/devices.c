@@ -1,0 +1,111 @@
+/* The machine's network, console and entropy devices: virtio-net with its backend (one per --net),
+ * virtio-console (--console virtio) and virtio-rng. They take the virtio-mmio slots after the
+ * disks, in that order; each network backend is an I/O source of the run loop.
+ */
+#include <string.h>
+
+#include "vm/machine.h"
+#include "vm/netdev/netdev.h"
+
+/* QEMU's first NIC address; the n-th NIC gets ...:56 + n (locally administered, unicast). */
+static const uint8_t default_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+
+int vm_net_check_spec(const char *spec, vs_error **err) {
+  netdev_opts o;
+  return netdev_parse_spec(spec, &o, err);
+}
+
+static virtio_mem vm_guest_mem(vm *m) { return (virtio_mem){m->ram, VM_RAM_BASE, m->ram_size}; }
+
+/* virtio_net_link.send and the backend's I/O source hooks. */
+static void net_send(void *opaque, const uint8_t *frame, size_t len) {
+  netdev_send(opaque, frame, len);
+}
+/* The I/O source of a NIC (opaque: the device, whose link leads to its backend): the backend,
+ * then the frames it produced go to the guest together. */
+static void net_prepare(void *opaque, vm_pollset *ps) {
+  virtio_net *n = opaque;
+  netdev_prepare(n->link.opaque, ps);
+  virtio_net_flush(n);
+}
+static void net_dispatch(void *opaque, const vm_pollset *ps) {
+  virtio_net *n = opaque;
+  netdev_dispatch(n->link.opaque, ps);
+  virtio_net_flush(n);
+}
+
+static int add_net(vm *m, unsigned i, vs_error **err) {
+  netdev_opts o;
+  vm_virtio_slot slot;
+  if (netdev_parse_spec(m->cfg.nets[i], &o, err) < 0 ||
+      vm_virtio_claim(m, "virtio-net", &slot, err) < 0)
+    return -1;
+  uint8_t mac[6];
+  memcpy(mac, default_mac, sizeof(mac));
+  mac[5] = (uint8_t)(mac[5] + i);
+  if (o.mac_set)
+    memcpy(mac, o.mac, sizeof(mac));
+  virtio_net *n = vs_malloc0(sizeof(*n));
+  m->net[i] = n;
+  netdev_peer peer = {virtio_net_can_receive, virtio_net_receive, n};
+  netdev *nd = netdev_open(&o, peer, err);
+  if (!nd)
+    return -1;
+  m->netdev[i] = nd;
+  virtio_net_link link = {net_send, nd, nd->rx_csum_valid, nd->accepts_tso};
+  uint16_t mtu = (uint16_t)(o.mtu ? o.mtu : VIRTIO_NET_DEFAULT_MTU);
+  virtio_net_init(n, mac, mtu, vm_guest_mem(m), vm_virtio_irq(m, &slot), link);
+  vm_virtio_map(m, &slot, "virtio-net", &n->mmio);
+  vm_io_source src = {nd->name, net_prepare, net_dispatch, n};
+  return vm_add_io_source(m, &src, err);
+}
+
+static int add_console(vm *m, vs_error **err) {
+  if (m->cfg.console != VM_CONSOLE_VIRTIO)
+    return 0;
+  vm_virtio_slot slot;
+  if (vm_virtio_claim(m, "virtio-console", &slot, err) < 0)
+    return -1;
+  m->vconsole = vs_malloc0(sizeof(*m->vconsole));
+  virtio_console_init(m->vconsole, m->cfg.console_out, vm_guest_mem(m), vm_virtio_irq(m, &slot));
+  vm_virtio_map(m, &slot, "virtio-console", &m->vconsole->mmio);
+  return 0;
+}
+
+/* The default (VM_RNG_AUTO) gives way to devices the user asked for when the slots run out. */
+static int add_rng(vm *m, vs_error **err) {
+  if (m->cfg.rng == VM_RNG_OFF || (m->cfg.rng == VM_RNG_AUTO && m->num_virtio == VM_MAX_VIRTIO))
+    return 0;
+  vm_virtio_slot slot;
+  if (vm_virtio_claim(m, "virtio-rng", &slot, err) < 0)
+    return -1;
+  m->rng = vs_malloc0(sizeof(*m->rng));
+  virtio_rng_init(m->rng, vm_guest_mem(m), vm_virtio_irq(m, &slot));
+  vm_virtio_map(m, &slot, "virtio-rng", &m->rng->mmio);
+  return 0;
+}
+
+int vm_add_io_devices(vm *m, vs_error **err) {
+  if (m->cfg.nnets > VM_MAX_NICS)
+    return vs_error_set(err, 0, "too many network devices (%u, at most %d)", m->cfg.nnets,
+                        VM_MAX_NICS);
+  for (unsigned i = 0; i < m->cfg.nnets; i++)
+    if (add_net(m, i, err) < 0)
+      return vs_error_wrap(err, "network device %u", i);
+  return add_console(m, err) < 0 || add_rng(m, err) < 0 ? -1 : 0;
+}
+
+void vm_destroy_io_devices(vm *m) {
+  for (unsigned i = 0; i < VM_MAX_NICS; i++) {
+    netdev_close(m->netdev[i]);
+    m->netdev[i] = NULL;
+    if (m->net[i])
+      virtio_net_destroy(m->net[i]);
+    free(m->net[i]);
+    m->net[i] = NULL;
+  }
+  free(m->vconsole);
+  m->vconsole = NULL;
+  free(m->rng);
+  m->rng = NULL;
+}

@@ -1,0 +1,101 @@
+/* Network backends of vessel-vmm (internal to the vm module): what carries a virtio-net device's
+ * frames to the outside world.
+ *
+ *   user  libslirp, a TCP/IP stack inside the VMM: DHCP, DNS, the guest's TCP/UDP connections
+ *         made from host sockets (the host's loopback is 10.0.2.2), port forwards into the guest.
+ *         Needs no privileges.
+ *   tap   a host tap interface (/dev/net/tun): the guest's frames appear on IFNAME, for a bridge
+ *         or routing set up by the host (needs CAP_NET_ADMIN, or a tap made for the user).
+ *
+ * A backend is polled by the machine's run loop through an I/O source (prepare adds its
+ * descriptors and shortens the wait for its timers, dispatch handles what became ready); it
+ * hands received frames to its peer, the device. Nothing in a backend blocks.
+ *
+ * The --net option (QEMU's syntax where there is one):
+ *   user[,hostfwd=[tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT]...[,mac=MAC][,mtu=N]
+ *   tap=IFNAME[,mac=MAC][,mtu=N]         (also: tap,ifname=IFNAME)
+ */
+#ifndef VESSEL_VM_NETDEV_H
+#define VESSEL_VM_NETDEV_H
+
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
+typedef struct vm_pollset vm_pollset; /* machine.h */
+
+#define NETDEV_MAX_HOSTFWD 16
+/* The guest address that user networking's DHCP hands out first (hostfwd's default target). */
+#define NETDEV_USER_GUEST_ADDR "10.0.2.15"
+
+typedef enum { NETDEV_USER = 0, NETDEV_TAP } netdev_kind;
+
+typedef struct netdev_hostfwd {
+  bool udp;
+  struct in_addr host_addr; /* INADDR_ANY when the spec leaves it empty, as in QEMU */
+  uint16_t host_port;
+  struct in_addr guest_addr;
+  uint16_t guest_port;
+} netdev_hostfwd;
+
+typedef struct netdev_opts {
+  netdev_kind kind;
+  bool mac_set;
+  uint8_t mac[6];
+  unsigned mtu; /* 0: the default (1500) */
+  char ifname[IFNAMSIZ];
+  netdev_hostfwd hostfwd[NETDEV_MAX_HOSTFWD];
+  unsigned nhostfwd;
+} netdev_opts;
+
+/* Parse a --net spec; errors name the part that is wrong. */
+int netdev_parse_spec(const char *spec, netdev_opts *out, vs_error **err);
+/* "52:54:00:12:34:56" -> 6 bytes; rejects multicast addresses (a NIC cannot have one). */
+int netdev_parse_mac(const char *s, uint8_t mac[6], vs_error **err);
+
+/* The device a backend delivers to. */
+typedef struct netdev_peer {
+  /* Can the device take a frame now? A backend that can leave frames where they are (tap) does
+   * not read while it cannot; one that cannot (slirp) delivers anyway and the device drops. */
+  bool (*can_receive)(void *opaque);
+  /* A frame for the guest: Ethernet header and payload, no FCS. The device copies it. */
+  void (*receive)(void *opaque, const uint8_t *frame, size_t len);
+  void *opaque;
+} netdev_peer;
+
+typedef struct netdev netdev;
+
+typedef struct netdev_ops {
+  void (*send)(netdev *nd, const uint8_t *frame, size_t len);
+  void (*prepare)(netdev *nd, vm_pollset *ps);
+  void (*dispatch)(netdev *nd, const vm_pollset *ps);
+  void (*destroy)(netdev *nd);
+} netdev_ops;
+
+struct netdev {
+  const netdev_ops *ops;
+  netdev_peer peer;
+  const char *name;   /* "user", "tap" */
+  bool rx_csum_valid; /* the frames it delivers carry correct checksums */
+  bool accepts_tso;   /* it takes TCP packets of up to 64 KiB whatever the MTU */
+  uint64_t tx_dropped;
+};
+
+/* Open the backend opts describes; frames for the guest go to peer. */
+netdev *netdev_open(const netdev_opts *opts, netdev_peer peer, vs_error **err);
+/* A frame from the guest (checksums complete); dropped if the backend cannot take it now. */
+void netdev_send(netdev *nd, const uint8_t *frame, size_t len);
+/* For the machine's I/O source of this backend. */
+void netdev_prepare(netdev *nd, vm_pollset *ps);
+void netdev_dispatch(netdev *nd, const vm_pollset *ps);
+void netdev_close(netdev *nd);
+
+/* The backends (netdev_open picks one). */
+netdev *netdev_user_open(const netdev_opts *opts, netdev_peer peer, vs_error **err);
+netdev *netdev_tap_open(const netdev_opts *opts, netdev_peer peer, vs_error **err);
+
+#endif

@@ -1,0 +1,732 @@
+/* virtio-net with a fake backend, virtio-console, virtio-rng and the --net option parser, driven
+ * through the MMIO registers like a guest driver would, with a fake guest RAM. Hostile chains
+ * must put the device in DEVICE_NEEDS_RESET or drop the packet, never crash. */
+#include "tap.h"
+#include "vm/dev/virtio.h"
+#include "vm/netdev/netdev.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define RAM_BASE 0x80000000ull
+#define RAM_SIZE (4u << 20)
+#define QSIZE 16
+/* rings of queue q at RING(q) + {0, 0x1000, 0x2000} */
+#define RING(q) (RAM_BASE + 0x1000 + 0x4000ull * (q))
+#define BUFS (RAM_BASE + 0x20000)
+
+#define F_CSUM (1u << 0)
+#define F_GUEST_CSUM (1u << 1)
+#define F_MTU (1u << 3)
+#define F_GUEST_TSO4 (1u << 7)
+#define F_MAC (1u << 5)
+#define F_HOST_TSO4 (1u << 11)
+#define F_HOST_TSO6 (1u << 12)
+#define F_MRG_RXBUF (1u << 15)
+#define F_STATUS (1u << 16)
+
+static uint8_t *ram;
+static virtio_mmio *dev; /* the device under test */
+static virtio_net net;
+static int irq_level;
+static uint16_t avail_idx[2];
+
+/* the fake backend: the last frame the device sent */
+static uint8_t sent[70000];
+static size_t sent_len;
+static unsigned sent_count;
+
+static bool link_tso; /* the fake backend takes TSO packets */
+
+static void irq_set(void *ctrl, unsigned irq, bool level) { irq_level = level; }
+
+static void fake_send(void *opaque, const uint8_t *frame, size_t len) {
+  memcpy(sent, frame, len);
+  sent_len = len;
+  sent_count++;
+}
+
+static uint8_t *gp(uint64_t gpa) { return ram + (gpa - RAM_BASE); }
+static void w16(uint64_t gpa, uint16_t v) {
+  v = htole16(v);
+  memcpy(gp(gpa), &v, 2);
+}
+static void w32(uint64_t gpa, uint32_t v) {
+  v = htole32(v);
+  memcpy(gp(gpa), &v, 4);
+}
+static void w64(uint64_t gpa, uint64_t v) {
+  v = htole64(v);
+  memcpy(gp(gpa), &v, 8);
+}
+static uint16_t r16(uint64_t gpa) {
+  uint16_t v;
+  memcpy(&v, gp(gpa), 2);
+  return le16toh(v);
+}
+static uint32_t r32(uint64_t gpa) {
+  uint32_t v;
+  memcpy(&v, gp(gpa), 4);
+  return le32toh(v);
+}
+
+static uint32_t mmio_r(uint64_t off) {
+  uint64_t v = 0;
+  CHECK(virtio_mmio_read(dev, off, 4, &v));
+  return (uint32_t)v;
+}
+static void mmio_w(uint64_t off, uint32_t v) { CHECK(virtio_mmio_write(dev, off, 4, v)); }
+
+static void set_desc(unsigned q, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
+                     uint16_t next) {
+  uint64_t d = RING(q) + 16ull * i;
+  w64(d, addr);
+  w32(d + 8, len);
+  w16(d + 12, flags);
+  w16(d + 14, next);
+}
+
+static void setup_queue(unsigned q) {
+  mmio_w(0x030, q);
+  mmio_w(0x038, QSIZE);
+  mmio_w(0x080, (uint32_t)RING(q));
+  mmio_w(0x084, (uint32_t)(RING(q) >> 32));
+  mmio_w(0x090, (uint32_t)(RING(q) + 0x1000));
+  mmio_w(0x094, 0);
+  mmio_w(0x0a0, (uint32_t)(RING(q) + 0x2000));
+  mmio_w(0x0a4, 0);
+  mmio_w(0x044, 1);
+}
+
+/* The driver's side of the handshake with the given feature bits (low word). */
+static void bring_up(uint32_t features_lo, unsigned nqueues) {
+  avail_idx[0] = avail_idx[1] = 0;
+  irq_level = 0;
+  mmio_w(0x070, VIRTIO_STATUS_ACKNOWLEDGE);
+  mmio_w(0x070, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+  mmio_w(0x024, 0);
+  mmio_w(0x020, features_lo);
+  mmio_w(0x024, 1);
+  mmio_w(0x020, 1); /* VERSION_1 */
+  mmio_w(0x070, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
+  CHECK(mmio_r(0x070) & VIRTIO_STATUS_FEATURES_OK);
+  for (unsigned q = 0; q < nqueues; q++)
+    setup_queue(q);
+  mmio_w(0x070, mmio_r(0x070) | VIRTIO_STATUS_DRIVER_OK);
+}
+
+static void fresh_ram(void) {
+  if (!ram)
+    ram = aligned_alloc(4096, RAM_SIZE);
+  memset(ram, 0, RAM_SIZE);
+}
+
+static void setup_net(uint32_t features_lo, uint16_t mtu, bool csum_valid) {
+  fresh_ram();
+  virtio_net_destroy(&net);
+  static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+  dev_irq_line line = {.set = irq_set, .irq = 1};
+  virtio_net_link link = {fake_send, NULL, csum_valid, link_tso};
+  virtio_net_init(&net, mac, mtu, (virtio_mem){ram, RAM_BASE, RAM_SIZE}, line, link);
+  dev = &net.mmio;
+  sent_len = sent_count = 0;
+  CHECK_EQ(mmio_r(0x008), VIRTIO_ID_NET);
+  bring_up(features_lo, 2);
+}
+
+/* Publish head on queue q and notify. */
+static void kick(unsigned q, uint16_t head) {
+  w16(RING(q) + 0x1000 + 4 + 2 * (avail_idx[q] % QSIZE), head);
+  avail_idx[q]++;
+  w16(RING(q) + 0x1000 + 2, avail_idx[q]);
+  mmio_w(0x050, q);
+}
+
+/* Publish head on the receive queue without a notification (a NAPI-polling driver). */
+static void post_rx(uint16_t head) {
+  w16(RING(0) + 0x1000 + 4 + 2 * (avail_idx[0] % QSIZE), head);
+  avail_idx[0]++;
+  w16(RING(0) + 0x1000 + 2, avail_idx[0]);
+}
+
+static uint16_t used_idx(unsigned q) { return r16(RING(q) + 0x2000 + 2); }
+static uint32_t used_id(unsigned q, uint16_t i) {
+  return r32(RING(q) + 0x2000 + 4 + 8 * (i % QSIZE));
+}
+static uint32_t used_len(unsigned q, uint16_t i) {
+  return r32(RING(q) + 0x2000 + 4 + 8 * (i % QSIZE) + 4);
+}
+
+static bool needs_reset(void) { return mmio_r(0x070) & VIRTIO_STATUS_NEEDS_RESET; }
+
+/* A transmit chain at BUFS: header (flags, gso, csum_start, csum_offset) + frame. */
+static void make_tx(uint8_t flags, uint8_t gso, uint16_t cstart, uint16_t coff,
+                    const uint8_t *frame, size_t len) {
+  uint8_t *h = gp(BUFS);
+  memset(h, 0, VIRTIO_NET_HDR_SIZE);
+  h[0] = flags;
+  h[1] = gso;
+  w16(BUFS + 6, cstart);
+  w16(BUFS + 8, coff);
+  memcpy(gp(BUFS + 0x100), frame, len);
+  set_desc(1, 0, BUFS, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, 1);
+  set_desc(1, 1, BUFS + 0x100, (uint32_t)len, 0, 0);
+}
+
+static void fill_frame(uint8_t *f, size_t len, uint8_t seed) {
+  for (size_t i = 0; i < len; i++)
+    f[i] = (uint8_t)(seed + i * 13);
+  f[12] = 0x08; /* ethertype IPv4 */
+  f[13] = 0x00;
+}
+
+TEST(net_config_space) {
+  setup_net(F_MAC | F_STATUS | F_MTU, 1500, true);
+  uint64_t v = 0;
+  uint8_t mac[6];
+  for (int i = 0; i < 6; i++) {
+    CHECK(virtio_mmio_read(dev, 0x100 + i, 1, &v));
+    mac[i] = (uint8_t)v;
+  }
+  CHECK(memcmp(mac, "\x52\x54\x00\x12\x34\x56", 6) == 0);
+  CHECK(virtio_mmio_read(dev, 0x106, 2, &v));
+  CHECK_EQ(v, 1); /* link up */
+  CHECK(virtio_mmio_read(dev, 0x10a, 2, &v));
+  CHECK_EQ(v, 1500);
+  mmio_w(0x014, 0); /* DeviceFeaturesSel = 0 */
+  uint32_t f = mmio_r(0x010);
+  CHECK(f & F_MAC);
+  CHECK(f & F_MRG_RXBUF);
+  CHECK(f & F_CSUM);
+}
+
+TEST(net_tx_sends_the_frame) {
+  setup_net(F_MAC, 1500, true);
+  uint8_t frame[600];
+  fill_frame(frame, sizeof(frame), 1);
+  make_tx(0, 0, 0, 0, frame, sizeof(frame));
+  kick(1, 0);
+  CHECK_EQ(sent_count, 1);
+  CHECK_EQ(sent_len, sizeof(frame));
+  CHECK(memcmp(sent, frame, sizeof(frame)) == 0);
+  CHECK_EQ(used_idx(1), 1);
+  CHECK_EQ(used_id(1, 0), 0);
+  CHECK_EQ(irq_level, 1);
+  CHECK_EQ(net.st.tx_frames, 1);
+}
+
+/* RFC 1071 sum for the checks below */
+static uint16_t sum16(const uint8_t *p, size_t len, uint32_t acc) {
+  for (size_t i = 0; i + 1 < len; i += 2)
+    acc += (uint32_t)p[i] << 8 | p[i + 1];
+  if (len & 1)
+    acc += (uint32_t)p[len - 1] << 8;
+  while (acc >> 16)
+    acc = (acc & 0xffff) + (acc >> 16);
+  return (uint16_t)acc;
+}
+
+TEST(net_tx_completes_partial_checksum) {
+  setup_net(F_MAC | F_CSUM, 1500, true);
+  /* Ethernet + IPv4 (20) + UDP (8) + 101 bytes of payload */
+  uint8_t f[14 + 20 + 8 + 101] = {0};
+  fill_frame(f, sizeof(f), 3);
+  uint8_t *ip = f + 14, *udp = ip + 20;
+  memset(ip, 0, 20);
+  ip[0] = 0x45;
+  ip[9] = 17;
+  memcpy(ip + 12, "\x0a\x00\x02\x0f\x0a\x00\x02\x02", 8);
+  uint16_t udp_len = 8 + 101;
+  udp[4] = (uint8_t)(udp_len >> 8);
+  udp[5] = (uint8_t)udp_len;
+  /* the driver leaves the pseudo-header sum in the checksum field */
+  uint8_t pseudo[12];
+  memcpy(pseudo, ip + 12, 8);
+  pseudo[8] = 0;
+  pseudo[9] = 17;
+  pseudo[10] = (uint8_t)(udp_len >> 8);
+  pseudo[11] = (uint8_t)udp_len;
+  uint16_t ps = sum16(pseudo, sizeof(pseudo), 0);
+  udp[6] = (uint8_t)(ps >> 8);
+  udp[7] = (uint8_t)ps;
+  make_tx(1 /* NEEDS_CSUM */, 0, 14 + 20, 6, f, sizeof(f));
+  kick(1, 0);
+  CHECK_EQ(sent_count, 1);
+  /* the receiver's check: pseudo header + segment sums to 0xffff */
+  const uint8_t *sudp = sent + 14 + 20;
+  uint16_t total = sum16(sudp, udp_len, sum16(pseudo, sizeof(pseudo), 0));
+  CHECK_EQ(total, 0xffff);
+  CHECK(sudp[6] || sudp[7]);
+}
+
+TEST(net_tx_bad_packets_are_dropped) {
+  setup_net(F_MAC, 1500, true);
+  static uint8_t big[1600];
+  fill_frame(big, sizeof(big), 5);
+  make_tx(0, 0, 0, 0, big, 1500 + 19); /* beyond MTU + Ethernet + VLAN */
+  kick(1, 0);
+  CHECK_EQ(sent_count, 0);
+  CHECK_EQ(used_idx(1), 1); /* the chain still comes back */
+  make_tx(0, 1 /* GSO_TCPV4 */, 0, 0, big, 100);
+  kick(1, 0);
+  CHECK_EQ(sent_count, 0);
+  make_tx(1, 0, 90, 20, big, 100); /* NEEDS_CSUM without the feature and beyond the frame */
+  kick(1, 0);
+  CHECK_EQ(sent_count, 0);
+  set_desc(1, 0, BUFS, 4, 0, 0); /* shorter than the header */
+  kick(1, 0);
+  CHECK_EQ(sent_count, 0);
+  CHECK_EQ(net.st.tx_dropped, 4);
+  CHECK(!needs_reset());
+}
+
+TEST(net_tx_tso_packets_pass_whole_to_a_backend_that_takes_them) {
+  link_tso = true;
+  setup_net(F_MAC | F_CSUM | F_HOST_TSO4, 1500, true);
+  mmio_w(0x014, 0);
+  CHECK(mmio_r(0x010) & F_HOST_TSO4);
+  CHECK(mmio_r(0x010) & F_HOST_TSO6);
+  static uint8_t f[30000];
+  fill_frame(f, sizeof(f), 31);
+  make_tx(1, 1 /* TCPV4 */, 34, 16, f, sizeof(f));
+  kick(1, 0);
+  CHECK_EQ(sent_count, 1);
+  CHECK_EQ(sent_len, sizeof(f));
+  make_tx(0, 1, 34, 16, f, sizeof(f)); /* TSO without NEEDS_CSUM */
+  kick(1, 0);
+  make_tx(1, 4 /* TCPV6: not negotiated */, 54, 16, f, sizeof(f));
+  kick(1, 0);
+  make_tx(1, 3 /* UDP */, 34, 6, f, sizeof(f));
+  kick(1, 0);
+  make_tx(1, 0x81 /* TCPV4 | ECN */, 34, 16, f, sizeof(f));
+  kick(1, 0);
+  make_tx(1, 0, 34, 16, f, sizeof(f)); /* no GSO: the MTU still applies */
+  kick(1, 0);
+  CHECK_EQ(sent_count, 1);
+  CHECK_EQ(net.st.tx_dropped, 5);
+  link_tso = false;
+  setup_net(F_MAC | F_CSUM, 1500, true);
+  mmio_w(0x014, 0);
+  CHECK(!(mmio_r(0x010) & F_HOST_TSO4)); /* not offered for a backend that needs frames */
+}
+
+TEST(net_tx_checksum_position_outside_frame_dropped) {
+  setup_net(F_MAC | F_CSUM, 1500, true);
+  uint8_t f[100];
+  fill_frame(f, sizeof(f), 7);
+  make_tx(1, 0, 99, 0, f, sizeof(f)); /* the 2-byte field would end past the frame */
+  kick(1, 0);
+  make_tx(1, 0, 0xffff, 0xffff, f, sizeof(f));
+  kick(1, 0);
+  CHECK_EQ(sent_count, 0);
+  CHECK_EQ(net.st.tx_dropped, 2);
+}
+
+TEST(net_tx_hostile_chain_needs_reset) {
+  setup_net(F_MAC, 1500, true);
+  set_desc(1, 0, RAM_BASE + RAM_SIZE - 8, 64, 0, 0); /* outside guest RAM */
+  kick(1, 0);
+  CHECK(needs_reset());
+  CHECK_EQ(sent_count, 0);
+  CHECK_EQ(irq_level, 1); /* configuration change interrupt */
+}
+
+TEST(net_rx_waits_for_buffers_then_delivers) {
+  setup_net(F_MAC | F_GUEST_CSUM, 1500, true);
+  CHECK(!virtio_net_can_receive(&net));
+  uint8_t f[300];
+  fill_frame(f, sizeof(f), 9);
+  virtio_net_receive(&net, f, sizeof(f));
+  CHECK_EQ(net.pending_count, 1);
+  CHECK_EQ(used_idx(0), 0);
+  set_desc(0, 3, BUFS, 2048, VIRTQ_DESC_F_WRITE, 0);
+  kick(0, 3);
+  CHECK_EQ(net.pending_count, 0);
+  CHECK_EQ(used_idx(0), 1);
+  CHECK_EQ(used_id(0, 0), 3);
+  CHECK_EQ(used_len(0, 0), VIRTIO_NET_HDR_SIZE + sizeof(f));
+  CHECK_EQ(*gp(BUFS), 2); /* DATA_VALID */
+  CHECK_EQ(r16(BUFS + 10), 1);
+  CHECK(memcmp(gp(BUFS + VIRTIO_NET_HDR_SIZE), f, sizeof(f)) == 0);
+  CHECK_EQ(irq_level, 1);
+  CHECK_EQ(net.st.rx_frames, 1);
+}
+
+TEST(net_rx_no_data_valid_from_unverified_backend) {
+  setup_net(F_MAC | F_GUEST_CSUM, 1500, false);
+  set_desc(0, 0, BUFS, 2048, VIRTQ_DESC_F_WRITE, 0);
+  post_rx(0);
+  CHECK(virtio_net_can_receive(&net));
+  uint8_t f[64];
+  fill_frame(f, sizeof(f), 11);
+  virtio_net_receive(&net, f, sizeof(f));
+  CHECK_EQ(used_idx(0), 1);
+  CHECK_EQ(*gp(BUFS), 0);
+}
+
+TEST(net_rx_mergeable_spans_buffers) {
+  setup_net(F_MAC | F_MRG_RXBUF | F_MTU, 9000, true);
+  for (unsigned i = 0; i < 4; i++) {
+    set_desc(0, i, BUFS + 0x1000 * i, 1024, VIRTQ_DESC_F_WRITE, 0);
+    post_rx((uint16_t)i);
+  }
+  static uint8_t f[2500];
+  fill_frame(f, sizeof(f), 13);
+  virtio_net_receive(&net, f, sizeof(f));
+  CHECK_EQ(used_idx(0), 3); /* 12 + 2500 bytes in three 1024-byte buffers */
+  CHECK_EQ(r16(BUFS + 10), 3);
+  CHECK_EQ(used_len(0, 0), 1024);
+  CHECK_EQ(used_len(0, 1), 1024);
+  CHECK_EQ(used_len(0, 2), VIRTIO_NET_HDR_SIZE + sizeof(f) - 2048);
+  CHECK(memcmp(gp(BUFS + VIRTIO_NET_HDR_SIZE), f, 1024 - VIRTIO_NET_HDR_SIZE) == 0);
+  CHECK(memcmp(gp(BUFS + 0x1000), f + 1024 - VIRTIO_NET_HDR_SIZE, 1024) == 0);
+  CHECK(memcmp(gp(BUFS + 0x2000), f + 2048 - VIRTIO_NET_HDR_SIZE,
+               sizeof(f) - 2048 + VIRTIO_NET_HDR_SIZE) == 0);
+  /* one buffer left is too little for another such frame: it waits, none is consumed */
+  virtio_net_receive(&net, f, sizeof(f));
+  CHECK_EQ(used_idx(0), 3);
+  CHECK_EQ(net.pending_count, 1);
+  for (unsigned i = 4; i < 6; i++) {
+    set_desc(0, i, BUFS + 0x1000 * i, 1024, VIRTQ_DESC_F_WRITE, 0);
+    post_rx((uint16_t)i);
+  }
+  mmio_w(0x050, 0);
+  CHECK_EQ(net.pending_count, 0);
+  CHECK_EQ(used_idx(0), 6);
+  CHECK_EQ(used_id(0, 3), 3);
+}
+
+/* An Ethernet + IPv4 + TCP segment of `payload` bytes from seq, flags ACK (| PSH). */
+static size_t make_tcp_segment(uint8_t *f, uint16_t sport, uint32_t seq, size_t payload, bool psh) {
+  memset(f, 0, 54);
+  memcpy(f, "\x52\x54\x00\x12\x34\x56\x52\x55\x0a\x00\x02\x02\x08\x00", 14);
+  uint8_t *ip = f + 14, *tcp = ip + 20;
+  size_t tot = 40 + payload;
+  ip[0] = 0x45;
+  ip[2] = (uint8_t)(tot >> 8);
+  ip[3] = (uint8_t)tot;
+  ip[8] = 64;
+  ip[9] = 6;
+  memcpy(ip + 12, "\x0a\x00\x02\x02\x0a\x00\x02\x0f", 8);
+  tcp[0] = (uint8_t)(sport >> 8);
+  tcp[1] = (uint8_t)sport;
+  tcp[3] = 80;
+  tcp[4] = (uint8_t)(seq >> 24);
+  tcp[5] = (uint8_t)(seq >> 16);
+  tcp[6] = (uint8_t)(seq >> 8);
+  tcp[7] = (uint8_t)seq;
+  tcp[11] = 1; /* ack */
+  tcp[12] = 5 << 4;
+  tcp[13] = psh ? 0x18 : 0x10;
+  tcp[14] = 0xff;
+  for (size_t i = 0; i < payload; i++)
+    f[54 + i] = (uint8_t)(seq + i);
+  return 54 + payload;
+}
+
+TEST(net_rx_coalesces_tcp_segments_for_guest_tso) {
+  setup_net(F_MAC | F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4, 1500, true);
+  for (unsigned i = 0; i < 8; i++) {
+    set_desc(0, i, BUFS + 0x1000 * i, 4096, VIRTQ_DESC_F_WRITE, 0);
+    post_rx((uint16_t)i);
+  }
+  static uint8_t f[1600];
+  uint32_t seq = 1000;
+  for (int i = 0; i < 3; i++, seq += 1000)
+    virtio_net_receive(&net, f, make_tcp_segment(f, 5555, seq, 1000, i == 2));
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, seq, 1000, false)); /* after PSH */
+  virtio_net_receive(&net, f, make_tcp_segment(f, 6666, 1, 500, false));    /* another flow */
+  CHECK_EQ(used_idx(0), 0); /* they wait for the end of the burst */
+  virtio_net_flush(&net);
+  CHECK_EQ(used_idx(0), 3);
+  /* the first three as one 3000-byte TCP packet with gso_size 1000 */
+  CHECK_EQ(used_len(0, 0), VIRTIO_NET_HDR_SIZE + 54 + 3000);
+  uint8_t *h = gp(BUFS);
+  CHECK_EQ(h[0], 2); /* DATA_VALID */
+  CHECK_EQ(h[1], 1); /* GSO_TCPV4 */
+  CHECK_EQ(r16(BUFS + 2), 54);
+  CHECK_EQ(r16(BUFS + 4), 1000);
+  const uint8_t *ip = h + VIRTIO_NET_HDR_SIZE + 14;
+  CHECK_EQ(ip[2] << 8 | ip[3], 40 + 3000);
+  CHECK_EQ(sum16(ip, 20, 0), 0xffff); /* a valid header checksum */
+  CHECK_EQ(ip[20 + 13], 0x18);        /* the last segment's PSH */
+  for (int i = 0; i < 3000; i++)
+    if (ip[40 + i] != (uint8_t)(1000 + i)) {
+      CHECK(!"payload out of order");
+      break;
+    }
+  CHECK_EQ(used_len(0, 1), VIRTIO_NET_HDR_SIZE + 54 + 1000);
+  CHECK_EQ(*gp(BUFS + 0x1000 + 1), 0); /* a single segment: no GSO */
+  CHECK_EQ(used_len(0, 2), VIRTIO_NET_HDR_SIZE + 54 + 500);
+  CHECK_EQ(net.st.rx_frames, 5);
+}
+
+TEST(net_rx_no_coalescing_across_gaps_or_without_the_feature) {
+  setup_net(F_MAC | F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4, 1500, true);
+  for (unsigned i = 0; i < 8; i++) {
+    set_desc(0, i, BUFS + 0x1000 * i, 4096, VIRTQ_DESC_F_WRITE, 0);
+    post_rx((uint16_t)i);
+  }
+  static uint8_t f[1600];
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, 0, 1000, false));
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, 2000, 1000, false)); /* a gap */
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, 3000, 1200, false)); /* larger */
+  virtio_net_flush(&net);
+  CHECK_EQ(used_idx(0), 3);
+  /* without GUEST_TSO4 every frame goes at once, as it is */
+  setup_net(F_MAC | F_MRG_RXBUF | F_GUEST_CSUM, 1500, true);
+  set_desc(0, 0, BUFS, 4096, VIRTQ_DESC_F_WRITE, 0);
+  post_rx(0);
+  virtio_net_receive(&net, f, make_tcp_segment(f, 5555, 0, 1000, false));
+  CHECK_EQ(used_idx(0), 1);
+  CHECK_EQ(*gp(BUFS + 1), 0);
+}
+
+TEST(net_rx_header_split_over_buffers) {
+  setup_net(F_MAC, 1500, true);
+  /* a hostile but legal layout: the header in 5 + 7 bytes, then the frame */
+  set_desc(0, 0, BUFS, 5, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+  set_desc(0, 1, BUFS + 0x100, 7, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
+  set_desc(0, 2, BUFS + 0x200, 1600, VIRTQ_DESC_F_WRITE, 0);
+  post_rx(0);
+  uint8_t f[100];
+  fill_frame(f, sizeof(f), 17);
+  virtio_net_receive(&net, f, sizeof(f));
+  CHECK_EQ(used_idx(0), 1);
+  CHECK_EQ(used_len(0, 0), VIRTIO_NET_HDR_SIZE + sizeof(f));
+  CHECK_EQ(r16(BUFS + 0x100 + 5), 1); /* num_buffers at header offset 10 */
+  CHECK(memcmp(gp(BUFS + 0x200), f, sizeof(f)) == 0);
+}
+
+TEST(net_rx_small_buffer_without_merging_drops_frame) {
+  setup_net(F_MAC, 1500, true);
+  set_desc(0, 0, BUFS, 100, VIRTQ_DESC_F_WRITE, 0);
+  post_rx(0);
+  uint8_t f[500];
+  fill_frame(f, sizeof(f), 19);
+  virtio_net_receive(&net, f, sizeof(f));
+  CHECK_EQ(used_idx(0), 1);
+  CHECK_EQ(used_len(0, 0), 0);
+  CHECK_EQ(net.st.rx_dropped, 1);
+  CHECK(!needs_reset());
+}
+
+TEST(net_rx_merged_buffer_below_header_needs_reset) {
+  setup_net(F_MAC | F_MRG_RXBUF, 1500, true);
+  set_desc(0, 0, BUFS, 8, VIRTQ_DESC_F_WRITE, 0);
+  post_rx(0);
+  uint8_t f[60];
+  fill_frame(f, sizeof(f), 21);
+  virtio_net_receive(&net, f, sizeof(f));
+  CHECK(needs_reset());
+  /* a device that needs a reset takes no more frames and never blocks its backend */
+  virtio_net_receive(&net, f, sizeof(f));
+  CHECK(virtio_net_can_receive(&net));
+}
+
+TEST(net_rx_oversized_runt_and_overflow_dropped) {
+  setup_net(F_MAC, 1500, true);
+  static uint8_t f[2000];
+  fill_frame(f, sizeof(f), 23);
+  virtio_net_receive(&net, f, 1500 + 19); /* beyond MTU */
+  virtio_net_receive(&net, f, 10);        /* shorter than an Ethernet header */
+  CHECK_EQ(net.st.rx_dropped, 2);
+  CHECK_EQ(net.pending_count, 0);
+  for (int i = 0; i < VIRTIO_NET_PENDING_FRAMES + 5; i++)
+    virtio_net_receive(&net, f, 100);
+  CHECK_EQ(net.pending_count, VIRTIO_NET_PENDING_FRAMES);
+  CHECK_EQ(net.st.rx_dropped, 2 + 5);
+  CHECK(!virtio_net_can_receive(&net)); /* tap stops reading */
+  mmio_w(0x070, 0);                     /* reset drops what waits */
+  CHECK_EQ(net.pending_count, 0);
+}
+
+TEST(net_frames_before_driver_ok_are_dropped) {
+  fresh_ram();
+  virtio_net_destroy(&net);
+  static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0, 0, 1};
+  virtio_net_link link = {fake_send, NULL, true, false};
+  virtio_net_init(&net, mac, 1500, (virtio_mem){ram, RAM_BASE, RAM_SIZE},
+                  (dev_irq_line){.set = irq_set}, link);
+  uint8_t f[64];
+  fill_frame(f, sizeof(f), 29);
+  virtio_net_receive(&net, f, sizeof(f));
+  CHECK_EQ(net.pending_count, 0);
+  CHECK_EQ(net.st.rx_dropped, 1);
+}
+
+/* ------------------------------------------------------------------ virtio-console */
+
+static virtio_console con;
+
+TEST(console_input_and_output) {
+  fresh_ram();
+  int p[2];
+  CHECK_EQ(pipe2(p, O_NONBLOCK), 0);
+  virtio_console_init(&con, p[1], (virtio_mem){ram, RAM_BASE, RAM_SIZE},
+                      (dev_irq_line){.set = irq_set, .irq = 2});
+  dev = &con.mmio;
+  CHECK_EQ(mmio_r(0x008), VIRTIO_ID_CONSOLE);
+  bring_up(0, 2);
+  /* input before the guest posts buffers waits */
+  CHECK_EQ(virtio_console_rx_space(&con), VIRTIO_CONSOLE_RX_BUF);
+  virtio_console_rx_push(&con, (const uint8_t *)"hello", 5);
+  CHECK_EQ(virtio_console_rx_space(&con), VIRTIO_CONSOLE_RX_BUF - 5);
+  set_desc(0, 0, BUFS, 3, VIRTQ_DESC_F_WRITE, 0);
+  set_desc(0, 1, BUFS + 0x100, 64, VIRTQ_DESC_F_WRITE, 0);
+  post_rx(0);
+  post_rx(1);
+  mmio_w(0x050, 0);
+  CHECK_EQ(used_idx(0), 2);
+  CHECK_EQ(used_len(0, 0), 3);
+  CHECK_EQ(used_len(0, 1), 2);
+  CHECK(memcmp(gp(BUFS), "hel", 3) == 0);
+  CHECK(memcmp(gp(BUFS + 0x100), "lo", 2) == 0);
+  CHECK_EQ(virtio_console_rx_space(&con), VIRTIO_CONSOLE_RX_BUF);
+  /* output */
+  memcpy(gp(BUFS + 0x200), "guest says", 10);
+  set_desc(1, 0, BUFS + 0x200, 6, VIRTQ_DESC_F_NEXT, 1);
+  set_desc(1, 1, BUFS + 0x206, 4, 0, 0);
+  kick(1, 0);
+  char buf[32] = {0};
+  CHECK_EQ(read(p[0], buf, sizeof(buf)), 10);
+  CHECK_STREQ(buf, "guest says");
+  CHECK_EQ(used_idx(1), 1);
+  /* a hostile chain */
+  set_desc(1, 0, 0x1000, 16, 0, 0);
+  kick(1, 0);
+  CHECK(needs_reset());
+  close(p[0]);
+  close(p[1]);
+}
+
+TEST(console_input_beyond_room_is_dropped) {
+  fresh_ram();
+  virtio_console_init(&con, -1, (virtio_mem){ram, RAM_BASE, RAM_SIZE},
+                      (dev_irq_line){.set = irq_set});
+  dev = &con.mmio;
+  static uint8_t lots[VIRTIO_CONSOLE_RX_BUF + 100];
+  memset(lots, 'x', sizeof(lots));
+  virtio_console_rx_push(&con, lots, sizeof(lots));
+  CHECK_EQ(virtio_console_rx_space(&con), 0);
+}
+
+/* ------------------------------------------------------------------ virtio-rng */
+
+static virtio_rng rng;
+
+TEST(rng_fills_buffers_and_caps_requests) {
+  fresh_ram();
+  virtio_rng_init(&rng, (virtio_mem){ram, RAM_BASE, RAM_SIZE}, (dev_irq_line){.set = irq_set});
+  dev = &rng.mmio;
+  CHECK_EQ(mmio_r(0x008), VIRTIO_ID_RNG);
+  bring_up(0, 1);
+  set_desc(0, 0, BUFS, 64, VIRTQ_DESC_F_WRITE, 0);
+  kick(0, 0);
+  CHECK_EQ(used_idx(0), 1);
+  CHECK_EQ(used_len(0, 0), 64);
+  int nonzero = 0;
+  for (int i = 0; i < 64; i++)
+    nonzero += *gp(BUFS + i) != 0;
+  CHECK(nonzero > 32);
+  set_desc(0, 1, BUFS, 1u << 20, VIRTQ_DESC_F_WRITE, 0);
+  kick(0, 1);
+  CHECK_EQ(used_len(0, 1), VIRTIO_RNG_MAX_REQUEST);
+  set_desc(0, 2, BUFS, 16, 0, 0); /* nothing writable: an empty answer, not an error */
+  kick(0, 2);
+  CHECK_EQ(used_len(0, 2), 0);
+  CHECK(!needs_reset());
+  set_desc(0, 3, BUFS, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 3); /* loops */
+  kick(0, 3);
+  CHECK(needs_reset());
+}
+
+/* ------------------------------------------------------------------ --net */
+
+TEST(net_spec_user_with_forwards) {
+  netdev_opts o;
+  vs_error *err = NULL;
+  CHECK_EQ(netdev_parse_spec("user,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp::5353-10.0.2.20:53,"
+                             "mac=52:54:00:AB:cd:01,mtu=9000",
+                             &o, &err),
+           0);
+  CHECK_EQ(o.kind, NETDEV_USER);
+  CHECK_EQ(o.nhostfwd, 2);
+  CHECK(!o.hostfwd[0].udp);
+  CHECK_EQ(o.hostfwd[0].host_addr.s_addr, htonl(0x7f000001));
+  CHECK_EQ(o.hostfwd[0].host_port, 2222);
+  CHECK_EQ(o.hostfwd[0].guest_addr.s_addr, htonl(0x0a00020f)); /* 10.0.2.15 */
+  CHECK_EQ(o.hostfwd[0].guest_port, 22);
+  CHECK(o.hostfwd[1].udp);
+  CHECK_EQ(o.hostfwd[1].host_addr.s_addr, htonl(INADDR_ANY));
+  CHECK_EQ(o.hostfwd[1].guest_addr.s_addr, htonl(0x0a000214));
+  CHECK(o.mac_set);
+  CHECK(memcmp(o.mac, "\x52\x54\x00\xab\xcd\x01", 6) == 0);
+  CHECK_EQ(o.mtu, 9000);
+  CHECK_EQ(netdev_parse_spec("user", &o, &err), 0);
+  CHECK_EQ(o.nhostfwd, 0);
+  CHECK(!o.mac_set);
+  CHECK_EQ(netdev_parse_spec("user,hostfwd=:127.0.0.1:80-:8080", &o, &err), 0);
+  CHECK(!o.hostfwd[0].udp);
+}
+
+TEST(net_spec_tap_forms) {
+  netdev_opts o;
+  CHECK_EQ(netdev_parse_spec("tap=vtap0,mac=02:00:00:00:00:01", &o, NULL), 0);
+  CHECK_EQ(o.kind, NETDEV_TAP);
+  CHECK_STREQ(o.ifname, "vtap0");
+  CHECK_EQ(netdev_parse_spec("tap,ifname=tap15", &o, NULL), 0);
+  CHECK_STREQ(o.ifname, "tap15");
+  CHECK_EQ(netdev_parse_spec("tap=123456789012345", &o, NULL), 0);
+  CHECK_EQ(netdev_parse_spec("tap=1234567890123456", &o, NULL), -1);
+  CHECK_EQ(netdev_parse_spec("tap=../x", &o, NULL), -1);
+}
+
+TEST(net_spec_errors_name_the_problem) {
+  static const struct {
+    const char *spec, *msg;
+  } cases[] = {
+      {"", "empty"},
+      {",", "empty"},
+      {"vde", "unknown network type 'vde'"},
+      {"user,hostfwd=tcp::1-:", "no guest port"},
+      {"user,hostfwd=tcp:1.2.3.4.5:1-:1", "host address '1.2.3.4.5'"},
+      {"user,hostfwd=tcp::-:1", "no host port"},
+      {"user,hostfwd=tcp::65536-:1", "host port '65536'"},
+      {"user,hostfwd=tcp::1-:1x", "guest port '1x'"},
+      {"user,mac=zz:54:00:12:34:56", "not six hex bytes"},
+      {"user,mac=52:54:00:12:34:56:78", "extra characters"},
+      {"user,mtu=70000", "mtu '70000'"},
+      {"user,mtu=", "mtu ''"},
+      {"user,=x", "unknown option ''"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    netdev_opts o;
+    vs_error *err = NULL;
+    CHECK_EQ(netdev_parse_spec(cases[i].spec, &o, &err), -1);
+    CHECK(err != NULL);
+    if (err) {
+      CHECK_CONTAINS(err->msg, cases[i].msg);
+      vs_error_free(err);
+    }
+  }
+  /* more forwards than there is room for */
+  char spec[2048] = "user";
+  for (int i = 0; i <= NETDEV_MAX_HOSTFWD; i++)
+    snprintf(spec + strlen(spec), sizeof(spec) - strlen(spec), ",hostfwd=tcp::%d-:1", 1000 + i);
+  netdev_opts o;
+  vs_error *err = NULL;
+  CHECK_EQ(netdev_parse_spec(spec, &o, &err), -1);
+  CHECK_CONTAINS(err->msg, "too many hostfwd");
+  vs_error_free(err);
+}
+
+int main(void) {
+  int r = tap_run();
+  virtio_net_destroy(&net);
+  free(ram);
+  return r;
+}
