@@ -184,6 +184,25 @@ static inline bool rv_store(rv_hart *h, uint64_t va, unsigned size, uint64_t val
   return rv_store_slow(h, va, size, val);
 }
 
+/* ---------------------------------------------------------------- softfp.c */
+
+/* fflags bits and rounding modes (frm / the rm field) */
+#define RV_FF_NX 1U
+#define RV_FF_UF 2U
+#define RV_FF_OF 4U
+#define RV_FF_DZ 8U
+#define RV_FF_NV 16U
+enum { RV_RM_RNE, RV_RM_RTZ, RV_RM_RDN, RV_RM_RUP, RV_RM_RMM };
+enum { RV_FP_S, RV_FP_D };
+
+/* Exact IEEE 754 operations in software, in any of the five rounding modes, on raw bits of the
+ * format (RV_FP_S: the low 32 bits). Flags are ORed into *flags; NaN results are canonical. */
+uint64_t rv_softfp_fma(int fmt, uint64_t a, uint64_t b, uint64_t c, int rm, unsigned *flags);
+uint64_t rv_softfp_div(int fmt, uint64_t a, uint64_t b, int rm, unsigned *flags);
+uint64_t rv_softfp_from_int(int fmt, bool negative, uint64_t magnitude, int rm, unsigned *flags);
+/* binary64 -> binary32 */
+uint64_t rv_softfp_narrow(uint64_t d, int rm, unsigned *flags);
+
 /* ---------------------------------------------------------------- exec.c / fpu.c handlers */
 
 #define RV_HANDLER(name) void name(rv_hart *h, const rv_insn *d)
