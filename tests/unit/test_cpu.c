@@ -175,6 +175,8 @@ TEST(sv39_translation_sets_accessed_and_dirty) {
   uint64_t page = TB_RAM_BASE + 0x20000;
   uint64_t *r = (uint64_t *)(ram + 0x10000), *t1 = (uint64_t *)(ram + 0x11000),
            *t0 = (uint64_t *)(ram + 0x12000);
+  /* PMP: S-mode (and its page-table walks) may access everything */
+  CHECK(rv_csr_write(h, 0x3b0, UINT64_MAX) && rv_csr_write(h, 0x3a0, 0x1f));
   r[1] = ((l1 >> 12) << 10) | 1; /* va 0x4000_0000 */
   t1[0] = ((l0 >> 12) << 10) | 1;
   t0[0] = ((page >> 12) << 10) | 0x7; /* V R W, A=D=0 */
@@ -196,9 +198,52 @@ TEST(sv39_translation_sets_accessed_and_dirty) {
   CHECK_EQ(rv_translate(h, 0x40000000, ACC_READ, TLB_U, &pa), EXC_LOAD_PAGE); /* not U */
   CHECK_EQ(rv_translate(h, 0x8000000000ull, ACC_READ, TLB_S, &pa),
            EXC_LOAD_PAGE); /* non-canonical */
+  /* a page table PMP denies to S-mode is an access fault of the access's own type */
+  h->priv = RV_PRIV_M;
+  CHECK(rv_csr_write(h, 0x3b0, (root + 0x2000) >> 2)); /* TOR [0, l0): the last level is out */
+  CHECK(rv_csr_write(h, 0x3a0, 0x0f));
+  h->priv = RV_PRIV_S;
+  CHECK_EQ(rv_translate(h, 0x40000123, ACC_READ, TLB_S, &pa), EXC_LOAD_ACCESS);
+  CHECK_EQ(rv_translate(h, 0x40000123, ACC_EXEC, TLB_S, &pa), EXC_INSN_ACCESS);
   /* a page table outside RAM is an access fault */
   h->satp = (8ull << 60) | (0x1000000ull >> 12);
-  CHECK_EQ(rv_translate(h, 0x0, ACC_READ, TLB_S, &pa), EXC_LOAD_ACCESS);
+  CHECK_EQ(rv_translate(h, 0x0, ACC_WRITE, TLB_S, &pa), EXC_STORE_ACCESS);
+  tb_destroy(tb);
+}
+
+TEST(pmp_lowest_matching_entry_decides) {
+  testbus *tb = new_bus();
+  rv_hart *h = &tb->hart;
+  rv_hart_reset(h, TB_RAM_BASE, RV_PRIV_M);
+  uint64_t base = 0x80000000;
+  /* 0: NA4 at base+0x100, R only; 1: TOR [base, base+0x2000) RW; 2: NAPOT base..+64K RWX */
+  CHECK(rv_csr_write(h, 0x3b0, (base + 0x100) >> 2));
+  CHECK(rv_csr_write(h, 0x3b1, base >> 2)); /* lower bound of entry 2's TOR */
+  CHECK(rv_csr_write(h, 0x3b2, (base + 0x2000) >> 2));
+  CHECK(rv_csr_write(h, 0x3b3, (base >> 2) | 0x1fff)); /* 2^(13+3) = 64 KiB */
+  CHECK(rv_csr_write(h, 0x3a0, 0x1fULL << 24 | 0x0bULL << 16 | 0x00ULL << 8 | 0x11));
+  CHECK_EQ(h->pmp_count, 4u);
+  CHECK(rv_pmp_check(h, base + 0x100, 4, ACC_READ, RV_PRIV_S));
+  CHECK(!rv_pmp_check(h, base + 0x100, 4, ACC_WRITE, RV_PRIV_S));
+  CHECK(!rv_pmp_check(h, base + 0xfe, 4, ACC_READ, RV_PRIV_S)); /* straddles entry 0's edge */
+  CHECK(rv_pmp_check(h, base + 0x200, 8, ACC_WRITE, RV_PRIV_U));
+  CHECK(!rv_pmp_check(h, base + 0x200, 4, ACC_EXEC, RV_PRIV_S));
+  CHECK(rv_pmp_check(h, base + 0x2000, 4, ACC_EXEC, RV_PRIV_S));
+  CHECK(!rv_pmp_check(h, base + 0x10000, 4, ACC_READ, RV_PRIV_S)); /* no match */
+  CHECK(rv_pmp_check(h, base + 0x100, 4, ACC_WRITE, RV_PRIV_M));   /* unlocked: M passes */
+  CHECK(!rv_pmp_page_allows(h, base, ACC_READ, RV_PRIV_S));        /* split page */
+  CHECK(rv_pmp_page_allows(h, base + 0x1000, ACC_WRITE, RV_PRIV_S));
+  /* locking entry 0 binds M-mode and freezes the entry until reset */
+  CHECK(rv_csr_write(h, 0x3a0, 0x1fULL << 24 | 0x0bULL << 16 | 0x91));
+  CHECK(!rv_pmp_check(h, base + 0x100, 4, ACC_WRITE, RV_PRIV_M));
+  CHECK(rv_pmp_check(h, base + 0x104, 4, ACC_WRITE, RV_PRIV_M));
+  CHECK(rv_csr_write(h, 0x3b0, 0) && h->pmpaddr[0] == (base + 0x100) >> 2);
+  CHECK(rv_csr_write(h, 0x3a0, 0) && (h->pmpcfg[0] & 0xff) == 0x91);
+  /* a locked TOR entry also freezes the address below it */
+  CHECK(rv_csr_write(h, 0x3a0, 0x1fULL << 24 | 0x8bULL << 16 | 0x91));
+  CHECK(rv_csr_write(h, 0x3b1, 0) && h->pmpaddr[1] == base >> 2);
+  rv_hart_reset(h, TB_RAM_BASE, RV_PRIV_M);
+  CHECK(h->pmpcfg[0] == 0 && h->pmp_count == 0 && !h->pmp_locked);
   tb_destroy(tb);
 }
 

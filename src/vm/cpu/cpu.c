@@ -21,6 +21,10 @@
   (MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_FS | MSTATUS_SUM | MSTATUS_MXR |             \
    MSTATUS_UXL | MSTATUS_SD)
 
+#define RV_PMPADDR_MASK ((1ULL << 54) - 1) /* physical address bits 55:2 */
+#define PMP_CFG_NAPOT_RWX 0x1fULL
+#define PMP_CFG_LOCK 0x80ULL
+
 /* medeleg bits that can be set: everything but ECALL from M (11) and reserved causes. */
 #define MEDELEG_MASK 0xb3ffULL
 
@@ -63,6 +67,11 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
   h->stimecmp = UINT64_MAX;
   memset(h->pmpcfg, 0, sizeof(h->pmpcfg));
   memset(h->pmpaddr, 0, sizeof(h->pmpaddr));
+  if (priv != RV_PRIV_M) {
+    /* Firmware grants S and U all of memory with one NAPOT entry (no match = no access). */
+    h->pmpaddr[0] = RV_PMPADDR_MASK;
+    h->pmpcfg[0] = PMP_CFG_NAPOT_RWX;
+  }
   h->minstret = 0;
   h->reservation_valid = false;
   h->wfi = false;
@@ -95,6 +104,7 @@ void rv_hart_flush_tlb(rv_hart *h) {
           h->tlb[s][a][i].vpn = 0;
     h->tlb_tag = 1ULL << 52;
   }
+  rv_pmp_update(h);
   rv_update_modes(h);
 }
 
@@ -116,13 +126,15 @@ void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level) {
   h->check_irq = true;
 }
 
+/* The TLB sets follow the effective privilege even without paging: PMP treats M-mode apart. */
+static int rv_tlb_set(int priv) { return priv == RV_PRIV_M ? TLB_M : priv; }
+
 void rv_update_modes(rv_hart *h) {
-  bool paging = (h->satp >> 60) != 0;
   int data_priv = h->priv;
   if (h->priv == RV_PRIV_M && (h->mstatus & MSTATUS_MPRV))
     data_priv = (int)((h->mstatus & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT);
-  h->ld_tlb = h->st_tlb = (!paging || data_priv == RV_PRIV_M) ? TLB_BARE : data_priv;
-  h->fetch_tlb = (!paging || h->priv == RV_PRIV_M) ? TLB_BARE : h->priv;
+  h->ld_tlb = h->st_tlb = rv_tlb_set(data_priv);
+  h->fetch_tlb = rv_tlb_set(h->priv);
   h->fetch_vpn = UINT64_MAX;
 }
 
@@ -664,19 +676,22 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
     uint64_t cur = h->pmpcfg[csr - CSR_PMPCFG0], next = 0;
     for (int i = 0; i < 8; i++) {
       uint64_t b = (cur >> (8 * i)) & 0xff, nb = (val >> (8 * i)) & 0xff;
-      if (b & 0x80)
-        nb = b; /* locked entry */
+      if (b & PMP_CFG_LOCK)
+        nb = b; /* locked until reset */
       else if ((nb & 3) == 2)
         nb &= ~3ULL; /* R=0 W=1 is reserved */
       next |= (nb & 0x9f) << (8 * i);
     }
     h->pmpcfg[csr - CSR_PMPCFG0] = next;
+    rv_hart_flush_tlb(h); /* cached pages carry the old PMP decisions */
     return true;
   }
   if (csr >= CSR_PMPADDR0 && csr < CSR_PMPADDR0 + 64) {
     unsigned i = csr - CSR_PMPADDR0;
-    if (!((h->pmpcfg[(size_t)(i / 8) * 2] >> (8 * (i % 8))) & 0x80))
-      h->pmpaddr[i] = val & ((1ULL << 54) - 1);
+    if (rv_pmp_addr_writable(h, i)) {
+      h->pmpaddr[i] = val & RV_PMPADDR_MASK;
+      rv_hart_flush_tlb(h);
+    }
     return true;
   }
   if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f))

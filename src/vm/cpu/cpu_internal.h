@@ -94,7 +94,7 @@ enum {
 };
 
 enum { ACC_READ = 0, ACC_WRITE = 1, ACC_EXEC = 2 };
-enum { TLB_U = 0, TLB_S = 1, TLB_BARE = 2 };
+enum { TLB_U = 0, TLB_S = 1, TLB_M = 2 };
 
 /* ---------------------------------------------------------------- cpu.c */
 
@@ -107,6 +107,18 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val);
 bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val);
 uint64_t rv_read_mip(rv_hart *h);
 void rv_mark_fs_dirty(rv_hart *h);
+
+/* ---------------------------------------------------------------- pmp.c */
+
+unsigned rv_pmp_cfg(const rv_hart *h, unsigned i);
+/* Recompute the derived PMP summary (pmp_count, pmp_locked) after pmpcfg changes. */
+void rv_pmp_update(rv_hart *h);
+/* pmpaddr[i] is writable: its entry is not locked, nor is a TOR entry above it. */
+bool rv_pmp_addr_writable(const rv_hart *h, unsigned i);
+/* Whether an access of size bytes at physical address pa is allowed at privilege priv. */
+bool rv_pmp_check(const rv_hart *h, uint64_t pa, unsigned size, int access, int priv);
+/* Whether the whole 4 KiB page has one PMP decision and it allows the access (TLB fill). */
+bool rv_pmp_page_allows(const rv_hart *h, uint64_t ppage, int access, int priv);
 
 /* ---------------------------------------------------------------- mmu.c */
 
