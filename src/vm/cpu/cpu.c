@@ -108,9 +108,16 @@ void rv_hart_flush_tlb(rv_hart *h) {
   rv_update_modes(h);
 }
 
+static void rv_blocks_clear(struct rv_icache *ic) {
+  for (unsigned i = 0; i < RV_BLOCK_SLOTS; i++)
+    ic->blocks[i].key = 0;
+  ic->pool_used = 0;
+}
+
 void rv_hart_flush_icache(rv_hart *h) {
   for (unsigned i = 0; i < RV_ICACHE_SIZE; i++)
     h->icache->e[i].key = 0;
+  rv_blocks_clear(h->icache);
 }
 
 void rv_hart_clear_reservation(rv_hart *h) { h->reservation_valid = false; }
@@ -261,6 +268,109 @@ static inline void rv_step(rv_hart *h) {
   h->pc = h->next_pc;
 }
 
+/* ---------------------------------------------------------------- decoded blocks */
+
+static bool rv_insn_current(const rv_insn *d) {
+  const uint8_t *p = (const uint8_t *)d->key; // NOLINT(performance-no-int-to-ptr)
+  if (d->len == 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w == d->raw;
+  }
+  uint16_t w;
+  memcpy(&w, p, 2);
+  return w == d->raw;
+}
+
+/* Decode the block that starts at host address `host` (guest pc `pc`) into the pool. */
+static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t pc) {
+  struct rv_icache *ic = h->icache;
+  if (ic->pool_used + RV_BLOCK_MAX > RV_POOL_SIZE)
+    rv_blocks_clear(ic);
+  rv_insn *first = &ic->pool[ic->pool_used];
+  unsigned n = 0, off = pc & 0xfff;
+  while (n < RV_BLOCK_MAX && off <= 0xffe) {
+    uint16_t lo;
+    memcpy(&lo, host, 2);
+    uint32_t raw = lo;
+    if ((lo & 3) == 3) {
+      if (off > 0xffc)
+        break; /* crosses the page: fetched on its own by rv_step */
+      memcpy(&raw, host, 4);
+    }
+    rv_insn *d = &first[n++];
+    rv_decode(ic, raw, d);
+    d->key = (uintptr_t)host;
+    if (d->ends_block)
+      break;
+    host += d->len;
+    off += d->len;
+  }
+  if (!n)
+    return NULL;
+  b->key = (uintptr_t)first->key;
+  b->start = ic->pool_used;
+  b->n = n;
+  ic->pool_used += n;
+  return b;
+}
+
+/* The block at h->pc when its page is the current fetch page (translated, executable, one PMP
+ * decision for the whole page); NULL sends the instruction through rv_step. */
+static rv_block *rv_block_lookup(rv_hart *h) {
+  uint64_t pc = h->pc;
+  if (unlikely((pc >> 12) != h->fetch_vpn))
+    return NULL;
+  uint8_t *host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
+  rv_block *b = &h->icache->blocks[((uintptr_t)host >> 1) & (RV_BLOCK_SLOTS - 1)];
+  if (likely(b->key == (uintptr_t)host))
+    return b;
+  return rv_block_build(h, b, host, pc);
+}
+
+/* One instruction of a block; true when it trapped or asked to leave the block loop. */
+static inline bool rv_block_exec(rv_hart *h, const rv_insn *d, uint64_t *pc) {
+  h->pc = *pc;
+  h->next_pc = *pc + d->len;
+  d->fn(h, d);
+  h->x[0] = 0;
+  *pc = h->next_pc;
+  return h->check_irq;
+}
+
+/* Run a block; returns the instructions executed (all of them unless one trapped, asked to leave
+ * or had changed in memory: then the block is dropped and h->pc is that instruction). minstret
+ * counts every instruction; it is brought up to date before the block's last one, the only one
+ * that can read a counter CSR. */
+static unsigned rv_block_run(rv_hart *h, rv_block *b) {
+  const rv_insn *d = &h->icache->pool[b->start];
+  unsigned last = b->n - 1, i;
+  uint64_t pc = h->pc;
+  for (i = 0; i < last; i++) {
+    if (unlikely(!rv_insn_current(&d[i])))
+      goto stale;
+    if (unlikely(rv_block_exec(h, &d[i], &pc))) {
+      i++;
+      goto out;
+    }
+  }
+  if (unlikely(!rv_insn_current(&d[last])))
+    goto stale;
+  h->minstret += last;
+  rv_block_exec(h, &d[last], &pc);
+  h->pc = pc;
+  h->minstret++;
+  return last + 1;
+stale:
+  b->key = 0;
+out:
+  h->pc = pc;
+  h->minstret += i;
+  return i;
+}
+
+/* ---------------------------------------------------------------- the run loop */
+
 #define RV_BLOCK 256
 
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
@@ -276,9 +386,14 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     uint64_t n = max_insns - done < RV_BLOCK ? max_insns - done : RV_BLOCK;
     uint64_t i = 0;
     while (i < n) {
-      rv_step(h);
-      i++;
-      h->minstret++; /* per instruction, so counter CSR reads are exact */
+      rv_block *b = rv_block_lookup(h);
+      if (likely(b && b->n <= n - i)) {
+        i += rv_block_run(h, b);
+      } else {
+        rv_step(h);
+        i++;
+        h->minstret++; /* per instruction, so counter CSR reads are exact */
+      }
       if (unlikely(h->check_irq))
         break;
     }

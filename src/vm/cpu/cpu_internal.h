@@ -20,8 +20,9 @@ struct rv_insn {
   int32_t imm;
   uint32_t raw; /* the instruction bits (16 or 32) it was decoded from */
   uint8_t rd, rs1, rs2, rs3;
-  uint8_t len; /* 2 or 4 */
-  uint8_t rm;  /* funct3 */
+  uint8_t len;        /* 2 or 4 */
+  uint8_t rm;         /* funct3 */
+  uint8_t ends_block; /* control transfer, system or fence: the last instruction of a block */
 };
 
 /* Operand layouts of the decode table (how fields are extracted into rv_insn). */
@@ -34,11 +35,31 @@ typedef struct rv_op {
   const char *name;
 } rv_op;
 
-#define RV_ICACHE_BITS 17
+/* Single instructions (the fallback for fetches that cannot use a block). */
+#define RV_ICACHE_BITS 12
 #define RV_ICACHE_SIZE (1U << RV_ICACHE_BITS)
+
+/* Decoded blocks: straight-line runs of instructions inside one page, ending after a control
+ * transfer, system instruction or fence, at the page end or at RV_BLOCK_MAX instructions. A
+ * block is found by the host address of its first instruction (so by physical address) and its
+ * instructions live in a pool that is emptied when full. Every instruction is still compared with
+ * the bytes in memory before it runs, so code that changed never runs stale. */
+#define RV_BLOCK_MAX 32
+#define RV_BLOCK_BITS 14
+#define RV_BLOCK_SLOTS (1U << RV_BLOCK_BITS)
+#define RV_POOL_SIZE (1U << 17)
+
+typedef struct rv_block {
+  uintptr_t key;  /* host address of the first instruction; 0 = empty */
+  uint32_t start; /* index of the first instruction in the pool */
+  uint32_t n;     /* instructions, 1..RV_BLOCK_MAX */
+} rv_block;
 
 struct rv_icache {
   rv_insn e[RV_ICACHE_SIZE];
+  rv_block blocks[RV_BLOCK_SLOTS];
+  rv_insn pool[RV_POOL_SIZE];
+  uint32_t pool_used;
   uint16_t order[512]; /* decode table indices grouped by major opcode */
   uint16_t first[32];  /* start of each opcode's group in order[] */
   uint16_t count[32];

@@ -297,8 +297,16 @@ static void rv_extract(uint32_t raw, int format, rv_insn *d) {
   }
 }
 
+/* Major opcodes (bits 6:2) after which execution may not continue in a straight line or whose
+ * effects (CSRs, privilege, translation, fences) must be seen before the next fetch: BRANCH, JAL,
+ * JALR, SYSTEM, MISC-MEM. */
+static bool rv_opcode_ends_block(unsigned opc) {
+  return opc == 0x18 || opc == 0x1b || opc == 0x19 || opc == 0x1c || opc == 0x03;
+}
+
 static void rv_decode32(const struct rv_icache *ic, uint32_t raw, rv_insn *d) {
   unsigned opc = (raw >> 2) & 31;
+  d->ends_block = rv_opcode_ends_block(opc);
   for (unsigned k = 0; k < ic->count[opc]; k++) {
     const rv_op *op = &rv_ops[ic->order[ic->first[opc] + k]];
     if ((raw & op->mask) == op->match) {
@@ -323,6 +331,7 @@ void rv_decode(const struct rv_icache *ic, uint32_t raw, rv_insn *d) {
   if (full == 0) {
     rv_extract(0, FMT_NONE, d);
     d->fn = rv_illegal;
+    d->ends_block = true;
     return;
   }
   rv_decode32(ic, full, d);
