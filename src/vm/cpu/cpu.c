@@ -315,14 +315,26 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   return b;
 }
 
+/* Blocks start anywhere in megabytes of kernel code: fold the higher address bits in. */
+static unsigned rv_block_slot(uintptr_t host) {
+  return (unsigned)((host >> 1) ^ (host >> (1 + RV_BLOCK_BITS))) & (RV_BLOCK_SLOTS - 1);
+}
+
 /* The block at h->pc when its page is the current fetch page (translated, executable, one PMP
  * decision for the whole page); NULL sends the instruction through rv_step. */
 static rv_block *rv_block_lookup(rv_hart *h) {
   uint64_t pc = h->pc;
-  if (unlikely((pc >> 12) != h->fetch_vpn))
-    return NULL;
+  if (unlikely((pc >> 12) != h->fetch_vpn)) {
+    /* Another page: the fetch TLB holds it if it was fetched before (and PMP allows all of it);
+     * otherwise rv_step translates it and raises any fault. */
+    const rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(pc)];
+    if (e->vpn != ((pc >> 12) | h->tlb_tag))
+      return NULL;
+    h->fetch_vpn = pc >> 12;
+    h->fetch_addend = e->addend;
+  }
   uint8_t *host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
-  rv_block *b = &h->icache->blocks[((uintptr_t)host >> 1) & (RV_BLOCK_SLOTS - 1)];
+  rv_block *b = &h->icache->blocks[rv_block_slot((uintptr_t)host)];
   if (likely(b->key == (uintptr_t)host))
     return b;
   return rv_block_build(h, b, host, pc);
@@ -383,11 +395,14 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
   while (done < max_insns && !h->stop_request) {
     h->check_irq = false;
     rv_check_interrupts(h);
-    uint64_t n = max_insns - done < RV_BLOCK ? max_insns - done : RV_BLOCK;
+    /* Interrupts are checked every RV_BLOCK instructions (a block may run past that) and
+     * whenever an instruction asks for it; max_insns is never exceeded. */
+    uint64_t left = max_insns - done;
+    uint64_t n = left < RV_BLOCK ? left : RV_BLOCK;
     uint64_t i = 0;
     while (i < n) {
       rv_block *b = rv_block_lookup(h);
-      if (likely(b && b->n <= n - i)) {
+      if (likely(b && b->n <= left - i)) {
         i += rv_block_run(h, b);
       } else {
         rv_step(h);

@@ -45,9 +45,9 @@ typedef struct rv_op {
  * instructions live in a pool that is emptied when full. Every instruction is still compared with
  * the bytes in memory before it runs, so code that changed never runs stale. */
 #define RV_BLOCK_MAX 32
-#define RV_BLOCK_BITS 14
+#define RV_BLOCK_BITS 16
 #define RV_BLOCK_SLOTS (1U << RV_BLOCK_BITS)
-#define RV_POOL_SIZE (1U << 17)
+#define RV_POOL_SIZE (1U << 18)
 
 typedef struct rv_block {
   uintptr_t key;  /* host address of the first instruction; 0 = empty */
