@@ -340,45 +340,122 @@ static rv_block *rv_block_lookup(rv_hart *h) {
   return rv_block_build(h, b, host, pc);
 }
 
-/* One instruction of a block; true when it trapped or asked to leave the block loop. */
-static inline bool rv_block_exec(rv_hart *h, const rv_insn *d, uint64_t *pc) {
-  h->pc = *pc;
-  h->next_pc = *pc + d->len;
-  d->fn(h, d);
-  h->x[0] = 0;
-  *pc = h->next_pc;
-  return h->check_irq;
-}
-
 /* Run a block; returns the instructions executed (all of them unless one trapped, asked to leave
- * or had changed in memory: then the block is dropped and h->pc is that instruction). minstret
- * counts every instruction; it is brought up to date before the block's last one, the only one
- * that can read a counter CSR. */
-static unsigned rv_block_run(rv_hart *h, rv_block *b) {
-  const rv_insn *d = &h->icache->pool[b->start];
-  unsigned last = b->n - 1, i;
+ * or had changed in memory: then the block is dropped and h->pc is that instruction).
+ *
+ * Threaded code: every instruction but the last jumps straight to the next one's code, through
+ * its own indirect jump. Loads, stores and base ALU operations (cpu_internal.h) run inline with pc
+ * in a local; the rest, and always the last instruction, go through their handlers with h->pc
+ * and h->next_pc set. minstret counts every instruction; it is brought up to date before the
+ * last one, the only one that can read a counter CSR. */
+static unsigned rv_block_run(rv_hart *h, rv_block *blk) {
+#define RV_LABEL(name, ...) [RV_FAST_##name] = &&fast_##name,
+  static const void *const inline_code[RV_FAST_COUNT] = {
+      [RV_FAST_CALL] = &&call,
+      RV_STORE_OPS(RV_LABEL) RV_LOAD_OPS(RV_LABEL) RV_ALU_I_OPS(RV_LABEL) RV_ALU_R_OPS(RV_LABEL)};
+#undef RV_LABEL
+  const rv_insn *first = &h->icache->pool[blk->start], *last = first + blk->n - 1, *d = first;
+  uint64_t *x = h->x;
   uint64_t pc = h->pc;
-  for (i = 0; i < last; i++) {
-    if (unlikely(!rv_insn_current(&d[i])))
-      goto stale;
-    if (unlikely(rv_block_exec(h, &d[i], &pc))) {
-      i++;
-      goto out;
-    }
+  unsigned n;
+
+#define DISPATCH()                                                                                 \
+  do {                                                                                             \
+    if (d == last)                                                                                 \
+      goto run_last;                                                                               \
+    if (unlikely(!rv_insn_current(d)))                                                             \
+      goto stale;                                                                                  \
+    goto *inline_code[d->fast];                                                                    \
+  } while (0)
+#define NEXT()                                                                                     \
+  do {                                                                                             \
+    pc += d->len;                                                                                  \
+    d++;                                                                                           \
+    DISPATCH();                                                                                    \
+  } while (0)
+/* Loads and stores may trap or make a device raise an interrupt. */
+#define LEAVE_IF_ASKED()                                                                           \
+  do {                                                                                             \
+    if (unlikely(h->check_irq))                                                                    \
+      goto left;                                                                                   \
+  } while (0)
+
+  DISPATCH();
+
+call:
+  h->pc = pc;
+  h->next_pc = pc + d->len;
+  d->fn(h, d);
+  x[0] = 0;
+  LEAVE_IF_ASKED();
+  NEXT();
+
+#define RV_INLINE_LOAD(name, size, conv)                                                           \
+  fast_##name : {                                                                                  \
+    uint64_t v;                                                                                    \
+    h->pc = pc;                                                                                    \
+    h->next_pc = pc + d->len;                                                                      \
+    if (likely(rv_load(h, x[d->rs1] + (uint64_t)d->imm, size, &v)))                                \
+      x[d->rd] = conv;                                                                             \
+    LEAVE_IF_ASKED();                                                                              \
+    NEXT();                                                                                        \
   }
-  if (unlikely(!rv_insn_current(&d[last])))
+#define RV_INLINE_STORE(name, size)                                                                \
+  fast_##name : {                                                                                  \
+    h->pc = pc;                                                                                    \
+    h->next_pc = pc + d->len;                                                                      \
+    rv_store(h, x[d->rs1] + (uint64_t)d->imm, size, x[d->rs2]);                                    \
+    LEAVE_IF_ASKED();                                                                              \
+    NEXT();                                                                                        \
+  }
+#define RV_INLINE_ALU_I(name, expr)                                                                \
+  fast_##name : {                                                                                  \
+    uint64_t a = x[d->rs1], b = (uint64_t)d->imm;                                                  \
+    (void)a;                                                                                       \
+    x[d->rd] = (expr);                                                                             \
+    NEXT();                                                                                        \
+  }
+#define RV_INLINE_ALU_R(name, expr)                                                                \
+  fast_##name : {                                                                                  \
+    uint64_t a = x[d->rs1], b = x[d->rs2];                                                         \
+    x[d->rd] = (expr);                                                                             \
+    NEXT();                                                                                        \
+  }
+  RV_LOAD_OPS(RV_INLINE_LOAD)
+  RV_STORE_OPS(RV_INLINE_STORE)
+  RV_ALU_I_OPS(RV_INLINE_ALU_I)
+  RV_ALU_R_OPS(RV_INLINE_ALU_R)
+#undef RV_INLINE_LOAD
+#undef RV_INLINE_STORE
+#undef RV_INLINE_ALU_I
+#undef RV_INLINE_ALU_R
+#undef DISPATCH
+#undef NEXT
+#undef LEAVE_IF_ASKED
+
+run_last:
+  if (unlikely(!rv_insn_current(d)))
     goto stale;
-  h->minstret += last;
-  rv_block_exec(h, &d[last], &pc);
+  n = (unsigned)(d - first);
+  h->minstret += n;
   h->pc = pc;
+  h->next_pc = pc + d->len;
+  d->fn(h, d);
+  x[0] = 0;
+  h->pc = h->next_pc;
   h->minstret++;
-  return last + 1;
+  return n + 1;
+left: /* d trapped or asked to leave: it ran */
+  pc = h->next_pc;
+  d++;
+  goto out;
 stale:
-  b->key = 0;
+  blk->key = 0;
 out:
+  n = (unsigned)(d - first);
   h->pc = pc;
-  h->minstret += i;
-  return i;
+  h->minstret += n;
+  return n;
 }
 
 /* ---------------------------------------------------------------- the run loop */

@@ -9,6 +9,64 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
+/* ---------------------------------------------------------------- instruction semantics */
+
+/* The loads, stores and base ALU operations as lists: exec.c makes their handlers from them and
+ * the block runner (cpu.c) executes them inline, so each meaning is written once. ALU operands
+ * are a = rs1 and b = rs2 or the immediate, both uint64_t. */
+#define RV_SX32(v) ((uint64_t)(int64_t)(int32_t)(v))
+#define RV_LOAD_OPS(X)                                                                             \
+  X(lb, 1, (uint64_t)(int64_t)(int8_t)v)                                                           \
+  X(lh, 2, (uint64_t)(int64_t)(int16_t)v)                                                          \
+  X(lw, 4, RV_SX32(v))                                                                             \
+  X(ld, 8, v)                                                                                      \
+  X(lbu, 1, v)                                                                                     \
+  X(lhu, 2, v)                                                                                     \
+  X(lwu, 4, v)
+#define RV_STORE_OPS(X) X(sb, 1) X(sh, 2) X(sw, 4) X(sd, 8)
+#define RV_ALU_I_OPS(X)                                                                            \
+  X(addi, a + b)                                                                                   \
+  X(slti, (int64_t)a < (int64_t)b)                                                                 \
+  X(sltiu, a < b)                                                                                  \
+  X(xori, a ^ b)                                                                                   \
+  X(ori, a | b)                                                                                    \
+  X(andi, a &b)                                                                                    \
+  X(slli, a << (b & 63))                                                                           \
+  X(srli, a >> (b & 63))                                                                           \
+  X(srai, (uint64_t)((int64_t)a >> (b & 63)))                                                      \
+  X(addiw, RV_SX32(a + b))                                                                         \
+  X(slliw, RV_SX32((uint32_t)a << (b & 31)))                                                       \
+  X(srliw, RV_SX32((uint32_t)a >> (b & 31)))                                                       \
+  X(sraiw, RV_SX32((int32_t)a >> (b & 31)))                                                        \
+  X(lui, b)
+#define RV_ALU_R_OPS(X)                                                                            \
+  X(add, a + b)                                                                                    \
+  X(sub, a - b)                                                                                    \
+  X(sll, a << (b & 63))                                                                            \
+  X(slt, (int64_t)a < (int64_t)b)                                                                  \
+  X(sltu, a < b)                                                                                   \
+  X(xor, a ^ b)                                                                                    \
+  X(srl, a >> (b & 63))                                                                            \
+  X(sra, (uint64_t)((int64_t)a >> (b & 63)))                                                       \
+  X(or, a | b)                                                                                     \
+  X(and, a &b)                                                                                     \
+  X(addw, RV_SX32(a + b))                                                                          \
+  X(subw, RV_SX32(a - b))                                                                          \
+  X(sllw, RV_SX32((uint32_t)a << (b & 31)))                                                        \
+  X(srlw, RV_SX32((uint32_t)a >> (b & 31)))                                                        \
+  X(sraw, RV_SX32((int32_t)a >> (b & 31)))                                                         \
+  X(mul, a *b)                                                                                     \
+  X(mulw, RV_SX32((uint32_t)a *(uint32_t)b))
+
+/* How the block runner executes a decoded instruction: through its handler, or inline. Stores
+ * come first: they are the inline kinds that have no rd. */
+#define RV_FAST_ENUM(name, ...) RV_FAST_##name,
+enum rv_fast {
+  RV_FAST_CALL,
+  RV_STORE_OPS(RV_FAST_ENUM) RV_FAST_LAST_STORE = RV_FAST_sd,
+  RV_LOAD_OPS(RV_FAST_ENUM) RV_ALU_I_OPS(RV_FAST_ENUM) RV_ALU_R_OPS(RV_FAST_ENUM) RV_FAST_COUNT
+};
+
 /* ---------------------------------------------------------------- decoded instructions */
 
 typedef struct rv_insn rv_insn;
@@ -23,6 +81,7 @@ struct rv_insn {
   uint8_t len;        /* 2 or 4 */
   uint8_t rm;         /* funct3 */
   uint8_t ends_block; /* control transfer, system or fence: the last instruction of a block */
+  uint8_t fast;       /* enum rv_fast */
 };
 
 /* Operand layouts of the decode table (how fields are extracted into rv_insn). */
@@ -60,8 +119,9 @@ struct rv_icache {
   rv_block blocks[RV_BLOCK_SLOTS];
   rv_insn pool[RV_POOL_SIZE];
   uint32_t pool_used;
-  uint16_t order[512]; /* decode table indices grouped by major opcode */
-  uint16_t first[32];  /* start of each opcode's group in order[] */
+  uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
+  uint16_t order[512];  /* decode table indices grouped by major opcode */
+  uint16_t first[32];   /* start of each opcode's group in order[] */
   uint16_t count[32];
 };
 
