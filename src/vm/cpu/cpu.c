@@ -348,7 +348,14 @@ static rv_block *rv_block_lookup(rv_hart *h) {
  * in a local; the rest, and always the last instruction, go through their handlers with h->pc
  * and h->next_pc set. minstret counts every instruction; it is brought up to date before the
  * last one, the only one that can read a counter CSR. */
-static unsigned rv_block_run(rv_hart *h, rv_block *blk) {
+/* GCC would merge the copies of the dispatch jump into one, which predicts worse. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define RV_KEEP_DISPATCH_COPIES __attribute__((optimize("no-crossjumping", "no-gcse")))
+#else
+#define RV_KEEP_DISPATCH_COPIES
+#endif
+
+RV_KEEP_DISPATCH_COPIES static unsigned rv_block_run(rv_hart *h, rv_block *blk) {
 #define RV_LABEL(name, ...) [RV_FAST_##name] = &&fast_##name,
   static const void *const inline_code[RV_FAST_COUNT] = {
       [RV_FAST_CALL] = &&call,
@@ -460,7 +467,7 @@ out:
 
 /* ---------------------------------------------------------------- the run loop */
 
-#define RV_BLOCK 256
+#define RV_BLOCK 1024
 
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
   uint64_t done = 0;
