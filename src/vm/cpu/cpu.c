@@ -357,14 +357,25 @@ static rv_block *rv_block_lookup(rv_hart *h) {
 
 RV_KEEP_DISPATCH_COPIES static unsigned rv_block_run(rv_hart *h, rv_block *blk) {
 #define RV_LABEL(name, ...) [RV_FAST_##name] = &&fast_##name,
+#define RV_CALL_LABEL(name, ...) [RV_FAST_##name] = &&call,
   static const void *const inline_code[RV_FAST_COUNT] = {
       [RV_FAST_CALL] = &&call,
-      RV_STORE_OPS(RV_LABEL) RV_LOAD_OPS(RV_LABEL) RV_ALU_I_OPS(RV_LABEL) RV_ALU_R_OPS(RV_LABEL)};
+      [RV_FAST_jal] = &&call,
+      [RV_FAST_jalr] = &&call,
+      RV_BRANCH_OPS(RV_CALL_LABEL) RV_STORE_OPS(RV_LABEL) RV_LOAD_OPS(RV_LABEL)
+          RV_ALU_I_OPS(RV_LABEL) RV_ALU_R_OPS(RV_LABEL)};
+  /* Jumps end blocks: they run inline as the last instruction. */
+#define RV_JUMP_LABEL(name, ...) [RV_FAST_##name - RV_FAST_FIRST_JUMP] = &&last_##name,
+  static const void *const jump_code[RV_FAST_LAST_JUMP - RV_FAST_FIRST_JUMP + 1] = {
+      RV_BRANCH_OPS(RV_JUMP_LABEL)[RV_FAST_jal - RV_FAST_FIRST_JUMP] = &&last_jal,
+      [RV_FAST_jalr - RV_FAST_FIRST_JUMP] = &&last_jalr};
 #undef RV_LABEL
+#undef RV_CALL_LABEL
+#undef RV_JUMP_LABEL
   const rv_insn *first = &h->icache->pool[blk->start], *last = first + blk->n - 1, *d = first;
   uint64_t *x = h->x;
   uint64_t pc = h->pc;
-  unsigned n;
+  unsigned n = 0;
 
 #define DISPATCH()                                                                                 \
   do {                                                                                             \
@@ -444,6 +455,8 @@ run_last:
   if (unlikely(!rv_insn_current(d)))
     goto stale;
   n = (unsigned)(d - first);
+  if (d->fast >= RV_FAST_FIRST_JUMP && d->fast <= RV_FAST_LAST_JUMP)
+    goto *jump_code[d->fast - RV_FAST_FIRST_JUMP];
   h->minstret += n;
   h->pc = pc;
   h->next_pc = pc + d->len;
@@ -451,6 +464,29 @@ run_last:
   x[0] = 0;
   h->pc = h->next_pc;
   h->minstret++;
+  return n + 1;
+#define RV_INLINE_BRANCH(name, cond)                                                               \
+  last_##name : {                                                                                  \
+    uint64_t a = x[d->rs1], b = x[d->rs2];                                                         \
+    pc += (cond) ? (uint64_t)d->imm : d->len;                                                      \
+    goto jumped;                                                                                   \
+  }
+  RV_BRANCH_OPS(RV_INLINE_BRANCH)
+#undef RV_INLINE_BRANCH
+last_jal: /* as op_jal and op_jalr (exec.c) */
+  x[d->rd] = pc + d->len;
+  x[0] = 0;
+  pc += (uint64_t)d->imm;
+  goto jumped;
+last_jalr : {
+  uint64_t target = (x[d->rs1] + (uint64_t)d->imm) & ~1ULL;
+  x[d->rd] = pc + d->len;
+  x[0] = 0;
+  pc = target;
+}
+jumped:
+  h->pc = pc;
+  h->minstret += n + 1;
   return n + 1;
 left: /* d trapped or asked to leave: it ran */
   pc = h->next_pc;

@@ -24,6 +24,14 @@
   X(lhu, 2, v)                                                                                     \
   X(lwu, 4, v)
 #define RV_STORE_OPS(X) X(sb, 1) X(sh, 2) X(sw, 4) X(sd, 8)
+/* Conditional branches: taken when the condition on a = rs1, b = rs2 holds. */
+#define RV_BRANCH_OPS(X)                                                                           \
+  X(beq, a == b)                                                                                   \
+  X(bne, a != b)                                                                                   \
+  X(blt, (int64_t)a < (int64_t)b)                                                                  \
+  X(bge, (int64_t)a >= (int64_t)b)                                                                 \
+  X(bltu, a < b)                                                                                   \
+  X(bgeu, a >= b)
 #define RV_ALU_I_OPS(X)                                                                            \
   X(addi, a + b)                                                                                   \
   X(slti, (int64_t)a < (int64_t)b)                                                                 \
@@ -59,11 +67,16 @@
   X(mulw, RV_SX32((uint32_t)a *(uint32_t)b))
 
 /* How the block runner executes a decoded instruction: through its handler, or inline. Stores
- * come first: they are the inline kinds that have no rd. */
+ * and jumps come first: they are the inline kinds that write no rd or may write x0. Jumps only
+ * end blocks. */
 #define RV_FAST_ENUM(name, ...) RV_FAST_##name,
 enum rv_fast {
   RV_FAST_CALL,
-  RV_STORE_OPS(RV_FAST_ENUM) RV_FAST_LAST_STORE = RV_FAST_sd,
+  RV_STORE_OPS(RV_FAST_ENUM) RV_BRANCH_OPS(RV_FAST_ENUM) RV_FAST_jal,
+  RV_FAST_jalr,
+  RV_FAST_FIRST_JUMP = RV_FAST_beq,
+  RV_FAST_LAST_JUMP = RV_FAST_jalr,
+  RV_FAST_LAST_STORE = RV_FAST_jalr, /* the last kind that may have rd = x0 */
   RV_LOAD_OPS(RV_FAST_ENUM) RV_ALU_I_OPS(RV_FAST_ENUM) RV_ALU_R_OPS(RV_FAST_ENUM) RV_FAST_COUNT
 };
 

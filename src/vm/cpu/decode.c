@@ -252,7 +252,9 @@ static const struct {
   uint8_t fast;
 } rv_inline_ops[] = {
 #define RV_INLINE(name, ...) {op_##name, RV_FAST_##name},
-    RV_STORE_OPS(RV_INLINE) RV_LOAD_OPS(RV_INLINE) RV_ALU_I_OPS(RV_INLINE) RV_ALU_R_OPS(RV_INLINE)
+    RV_STORE_OPS(RV_INLINE) RV_BRANCH_OPS(RV_INLINE) RV_LOAD_OPS(RV_INLINE) RV_ALU_I_OPS(RV_INLINE)
+        RV_ALU_R_OPS(RV_INLINE){op_jal, RV_FAST_jal},
+    {op_jalr, RV_FAST_jalr},
 #undef RV_INLINE
 };
 
@@ -332,7 +334,7 @@ static void rv_decode32(const struct rv_icache *ic, uint32_t raw, rv_insn *d) {
     if ((raw & op->mask) == op->match) {
       rv_extract(raw, op->format, d);
       d->fn = op->fn;
-      /* Inline results go straight to x[rd]: writes to x0 go through the handler. */
+      /* Inline ALU and load results go straight to x[rd]: writes to x0 go through the handler. */
       d->fast = ic->fast_of[idx];
       if (d->fast > RV_FAST_LAST_STORE && d->rd == 0)
         d->fast = RV_FAST_CALL;

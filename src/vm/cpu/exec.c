@@ -21,16 +21,12 @@ RV_HANDLER(op_jalr) {
 }
 
 #define BRANCH(name, cond)                                                                         \
-  RV_HANDLER(name) {                                                                               \
+  RV_HANDLER(op_##name) {                                                                          \
+    uint64_t a = RS1, b = RS2;                                                                     \
     if (cond)                                                                                      \
       h->next_pc = h->pc + (uint64_t)d->imm;                                                       \
   }
-BRANCH(op_beq, RS1 == RS2)
-BRANCH(op_bne, RS1 != RS2)
-BRANCH(op_blt, (int64_t)RS1 < (int64_t)RS2)
-BRANCH(op_bge, (int64_t)RS1 >= (int64_t)RS2)
-BRANCH(op_bltu, RS1 < RS2)
-BRANCH(op_bgeu, RS1 >= RS2)
+RV_BRANCH_OPS(BRANCH)
 
 /* The semantics of the loads, stores and ALU operations are the lists in cpu_internal.h, which
  * the block runner (cpu.c) also executes inline. */
