@@ -110,7 +110,7 @@ void rv_hart_flush_tlb(rv_hart *h) {
 
 static void rv_blocks_clear(struct rv_icache *ic) {
   for (unsigned i = 0; i < RV_BLOCK_SLOTS; i++)
-    ic->blocks[i].key = 0;
+    ic->blocks[i] = 0;
   ic->pool_used = 0;
 }
 
@@ -270,6 +270,8 @@ static inline void rv_step(rv_hart *h) {
 
 /* ---------------------------------------------------------------- decoded blocks */
 
+static unsigned rv_block_len(rv_block b) { return b & ((1U << RV_BLOCK_N_BITS) - 1); }
+
 static bool rv_insn_current(const rv_insn *d) {
   const uint8_t *p = (const uint8_t *)d->key; // NOLINT(performance-no-int-to-ptr)
   if (d->len == 4) {
@@ -308,9 +310,7 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   }
   if (!n)
     return NULL;
-  b->key = (uintptr_t)first->key;
-  b->start = ic->pool_used;
-  b->n = n;
+  *b = (ic->pool_used << RV_BLOCK_N_BITS) | n;
   ic->pool_used += n;
   return b;
 }
@@ -335,7 +335,7 @@ static rv_block *rv_block_lookup(rv_hart *h) {
   }
   uint8_t *host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
   rv_block *b = &h->icache->blocks[rv_block_slot((uintptr_t)host)];
-  if (likely(b->key == (uintptr_t)host))
+  if (likely(*b && h->icache->pool[*b >> RV_BLOCK_N_BITS].key == (uintptr_t)host))
     return b;
   return rv_block_build(h, b, host, pc);
 }
@@ -372,7 +372,8 @@ RV_KEEP_DISPATCH_COPIES static unsigned rv_block_run(rv_hart *h, rv_block *blk) 
 #undef RV_LABEL
 #undef RV_CALL_LABEL
 #undef RV_JUMP_LABEL
-  const rv_insn *first = &h->icache->pool[blk->start], *last = first + blk->n - 1, *d = first;
+  const rv_insn *first = &h->icache->pool[*blk >> RV_BLOCK_N_BITS], *d = first;
+  const rv_insn *last = first + rv_block_len(*blk) - 1;
   uint64_t *x = h->x;
   uint64_t pc = h->pc;
   unsigned n = 0;
@@ -493,7 +494,7 @@ left: /* d trapped or asked to leave: it ran */
   d++;
   goto out;
 stale:
-  blk->key = 0;
+  *blk = 0;
 out:
   n = (unsigned)(d - first);
   h->pc = pc;
@@ -522,7 +523,7 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     uint64_t i = 0;
     while (i < n) {
       rv_block *b = rv_block_lookup(h);
-      if (likely(b && b->n <= left - i)) {
+      if (likely(b && rv_block_len(*b) <= left - i)) {
         i += rv_block_run(h, b);
       } else {
         rv_step(h);

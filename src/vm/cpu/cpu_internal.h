@@ -121,15 +121,17 @@ typedef struct rv_op {
 #define RV_BLOCK_SLOTS (1U << RV_BLOCK_BITS)
 #define RV_POOL_SIZE (1U << 18)
 
-typedef struct rv_block {
-  uintptr_t key;  /* host address of the first instruction; 0 = empty */
-  uint32_t start; /* index of the first instruction in the pool */
-  uint32_t n;     /* instructions, 1..RV_BLOCK_MAX */
-} rv_block;
+/* A block table slot: (index of the first instruction in the pool << 6) | instruction count
+ * (1..RV_BLOCK_MAX); 0 = empty. The first instruction's key tells which block it is. Slots are
+ * small so that the table stays in the host's caches. */
+typedef uint32_t rv_block;
+#define RV_BLOCK_N_BITS 6
 
 struct rv_icache {
   rv_insn e[RV_ICACHE_SIZE];
   rv_block blocks[RV_BLOCK_SLOTS];
+  /* pool indices must fit in a slot */
+  _Static_assert(RV_POOL_SIZE <= (1ULL << (32 - RV_BLOCK_N_BITS)), "pool too large");
   rv_insn pool[RV_POOL_SIZE];
   uint32_t pool_used;
   uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
