@@ -206,7 +206,10 @@ void rv_mark_fs_dirty(rv_hart *h);
 
 /* ---------------------------------------------------------------- pmp.c */
 
-unsigned rv_pmp_cfg(const rv_hart *h, unsigned i);
+static inline unsigned rv_pmp_cfg(const rv_hart *h, unsigned i) {
+  /* RV64 packs eight entries into each even-numbered pmpcfg register. */
+  return (h->pmpcfg[(size_t)(i / 8) * 2] >> (8 * (i % 8))) & 0xff;
+}
 /* Recompute the derived PMP summary (pmp_count, pmp_locked) after pmpcfg changes. */
 void rv_pmp_update(rv_hart *h);
 /* pmpaddr[i] is writable: its entry is not locked, nor is a TOR entry above it. */

@@ -14,11 +14,6 @@
 
 enum { PMP_OFF, PMP_TOR, PMP_NA4, PMP_NAPOT };
 
-unsigned rv_pmp_cfg(const rv_hart *h, unsigned i) {
-  /* RV64 packs eight entries into each even-numbered pmpcfg register. */
-  return (h->pmpcfg[(size_t)(i / 8) * 2] >> (8 * (i % 8))) & 0xff;
-}
-
 void rv_pmp_update(rv_hart *h) {
   h->pmp_count = 0;
   h->pmp_locked = false;
