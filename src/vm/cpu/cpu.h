@@ -3,10 +3,11 @@
  *
  * The machine owns the bus (RAM + MMIO callbacks) and calls rv_hart_run() with an instruction
  * budget. All architectural state lives in struct rv_hart so it can be saved and restored; the
- * TLB and the decoded-instruction cache are derived state: after restoring the architectural
- * fields into a live hart (keeping its bus and icache pointers) call rv_hart_flush_tlb(). The
- * decode cache never needs flushing for correctness (entries are checked against the fetched
- * instruction bits); rv_hart_flush_icache() only drops its contents.
+ * TLB, the PMP summary and the decoded-instruction cache are derived state: after restoring the
+ * architectural fields into a live hart (keeping its bus and icache pointers) call
+ * rv_hart_flush_tlb(). The decode cache (decoded blocks) never needs flushing for correctness
+ * (every instruction is checked against the bytes in memory before it runs);
+ * rv_hart_flush_icache() only drops its contents.
  */
 #ifndef VESSEL_VM_CPU_H
 #define VESSEL_VM_CPU_H
