@@ -340,14 +340,17 @@ static rv_block *rv_block_lookup(rv_hart *h) {
   return rv_block_build(h, b, host, pc);
 }
 
-/* Run a block; returns the instructions executed (all of them unless one trapped, asked to leave
- * or had changed in memory: then the block is dropped and h->pc is that instruction).
+/* Run blk and the blocks that follow it while fewer than `chunk` instructions have run, the next
+ * block fits in `left` and no instruction asked to leave; returns the instructions executed. A
+ * block stops early when an instruction trapped or asked to leave (it counts), or had changed in
+ * memory (the block is dropped and h->pc is that instruction).
  *
- * Threaded code: every instruction but the last jumps straight to the next one's code, through
- * its own indirect jump. Loads, stores and base ALU operations (cpu_internal.h) run inline with pc
- * in a local; the rest, and always the last instruction, go through their handlers with h->pc
- * and h->next_pc set. minstret counts every instruction; it is brought up to date before the
- * last one, the only one that can read a counter CSR. */
+ * Threaded code: every instruction jumps straight to the next one's code, through its own
+ * indirect jump. Loads, stores, base ALU operations and the branch or jump that ends a block
+ * (cpu_internal.h) run inline with pc in a local; the rest go through their handlers with h->pc
+ * and h->next_pc set. minstret counts every instruction; it is brought up to date before a
+ * block's last instruction when that one calls its handler, the only place a counter CSR can be
+ * read. */
 /* GCC would merge the copies of the dispatch jump into one, which predicts worse. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define RV_KEEP_DISPATCH_COPIES __attribute__((optimize("no-crossjumping", "no-gcse")))
@@ -355,7 +358,8 @@ static rv_block *rv_block_lookup(rv_hart *h) {
 #define RV_KEEP_DISPATCH_COPIES
 #endif
 
-RV_KEEP_DISPATCH_COPIES static unsigned rv_block_run(rv_hart *h, rv_block *blk) {
+RV_KEEP_DISPATCH_COPIES static uint64_t rv_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk,
+                                                      uint64_t left) {
 #define RV_LABEL(name, ...) [RV_FAST_##name] = &&fast_##name,
 #define RV_CALL_LABEL(name, ...) [RV_FAST_##name] = &&call,
   static const void *const inline_code[RV_FAST_COUNT] = {
@@ -377,6 +381,7 @@ RV_KEEP_DISPATCH_COPIES static unsigned rv_block_run(rv_hart *h, rv_block *blk) 
   uint64_t *x = h->x;
   uint64_t pc = h->pc;
   unsigned n = 0;
+  uint64_t total = 0;
 
 #define DISPATCH()                                                                                 \
   do {                                                                                             \
@@ -448,7 +453,6 @@ call:
 #undef RV_INLINE_STORE
 #undef RV_INLINE_ALU_I
 #undef RV_INLINE_ALU_R
-#undef DISPATCH
 #undef NEXT
 #undef LEAVE_IF_ASKED
 
@@ -465,7 +469,10 @@ run_last:
   x[0] = 0;
   h->pc = h->next_pc;
   h->minstret++;
-  return n + 1;
+  total += n + 1;
+  if (unlikely(h->check_irq))
+    return total;
+  goto chain;
 #define RV_INLINE_BRANCH(name, cond)                                                               \
   last_##name : {                                                                                  \
     uint64_t a = x[d->rs1], b = x[d->rs2];                                                         \
@@ -488,7 +495,17 @@ last_jalr : {
 jumped:
   h->pc = pc;
   h->minstret += n + 1;
-  return n + 1;
+  total += n + 1;
+chain: /* on to the next block, while the chunk lasts and it fits in the budget */
+  if (total >= chunk)
+    return total;
+  blk = rv_block_lookup(h);
+  if (!blk || rv_block_len(*blk) > left - total)
+    return total;
+  first = d = &h->icache->pool[*blk >> RV_BLOCK_N_BITS];
+  last = first + rv_block_len(*blk) - 1;
+  pc = h->pc;
+  DISPATCH();
 left: /* d trapped or asked to leave: it ran */
   pc = h->next_pc;
   d++;
@@ -499,7 +516,8 @@ out:
   n = (unsigned)(d - first);
   h->pc = pc;
   h->minstret += n;
-  return n;
+  return total + n;
+#undef DISPATCH
 }
 
 /* ---------------------------------------------------------------- the run loop */
@@ -524,7 +542,7 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     while (i < n) {
       rv_block *b = rv_block_lookup(h);
       if (likely(b && rv_block_len(*b) <= left - i)) {
-        i += rv_block_run(h, b);
+        i += rv_blocks_run(h, b, n - i, left - i);
       } else {
         rv_step(h);
         i++;
