@@ -266,6 +266,45 @@ TEST(loads_through_the_tlb_see_stores) {
   tb_destroy(tb);
 }
 
+/* Decoded blocks: the budget is exact, and code changed in memory (by a store of the block
+ * itself, or from outside after the block was decoded) runs as it is now. */
+TEST(blocks_keep_the_budget_and_see_changed_code) {
+  testbus *tb = new_bus();
+  rv_hart *h = &tb->hart;
+  const uint32_t addi_x1_1 = 0x00100093, inc_x1 = 0x00108093, add100_x1 = 0x06408093;
+  const uint32_t prog[] = {addi_x1_1, inc_x1, inc_x1, inc_x1, 0x0000006f /* j . */};
+  load_program(tb, prog, 5, RV_PRIV_M);
+  h->mtvec = TB_RAM_BASE + 0x800;
+  CHECK_U64(rv_hart_run(h, 3), 3);
+  CHECK_U64(h->x[1], 3);
+  CHECK_U64(h->pc, TB_RAM_BASE + 12);
+  CHECK_U64(h->minstret, 3);
+  CHECK_U64(rv_hart_run(h, 2), 2);
+  CHECK_U64(h->x[1], 4);
+  CHECK_U64(h->pc, TB_RAM_BASE + 16);
+  /* changed from outside: the third instruction now adds 100 */
+  memcpy(tb->bus.ram + 8, &add100_x1, 4);
+  h->pc = TB_RAM_BASE;
+  CHECK_U64(rv_hart_run(h, 5), 5);
+  CHECK_U64(h->x[1], 103);
+  /* changed by a store of the block itself, ahead of where it runs */
+  const uint32_t smc[] = {0x0021a623 /* sw x2, 12(x3) */, addi_x1_1, inc_x1, inc_x1, 0x0000006f};
+  load_program(tb, smc, 5, RV_PRIV_M);
+  h->mtvec = TB_RAM_BASE + 0x800;
+  h->x[2] = inc_x1;
+  h->x[3] = TB_RAM_BASE;
+  CHECK_U64(rv_hart_run(h, 5), 5); /* decodes the block with the old fourth instruction */
+  CHECK_U64(h->x[1], 3);
+  h->pc = TB_RAM_BASE;
+  h->x[1] = 0;
+  h->x[2] = add100_x1;
+  h->x[3] = TB_RAM_BASE;
+  CHECK_U64(rv_hart_run(h, 5), 5);
+  CHECK_U64(h->x[1], 102);
+  CHECK_U64(h->minstret, 10);
+  tb_destroy(tb);
+}
+
 /* Found by fuzz_cpu: after the TLB generation tag wrapped, cleared entries matched the top page
  * of the address space under the last generation and sent the access to a stale host pointer. */
 TEST(tlb_generation_wrap_leaves_no_matching_entry) {
