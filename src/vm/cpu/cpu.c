@@ -358,6 +358,9 @@ static rv_block *rv_block_lookup(rv_hart *h) {
 #define RV_KEEP_DISPATCH_COPIES
 #endif
 
+/* One function by necessity: computed goto cannot leave it, so every inline operation is a label
+ * in it. */
+// NOLINTNEXTLINE(readability-function-size)
 RV_KEEP_DISPATCH_COPIES static uint64_t rv_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk,
                                                       uint64_t left) {
 #define RV_LABEL(name, ...) [RV_FAST_##name] = &&fast_##name,

@@ -224,7 +224,7 @@ ARITH_D(op_fsqrt_d, sqrt(a), NULL)
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
-    uint32_t ua = FS1 ^ (neg_prod ? 0x80000000U : 0), uc = FS3 ^ (neg_c ? 0x80000000U : 0);        \
+    uint32_t ua = FS1 ^ ((neg_prod) ? 0x80000000U : 0), uc = FS3 ^ ((neg_c) ? 0x80000000U : 0);    \
     if (rm == RV_RM_RMM) {                                                                         \
       unsigned fl = 0;                                                                             \
       h->f[d->rd] = box_s((uint32_t)rv_softfp_fma(RV_FP_S, ua, FS2, uc, rm, &fl));                 \
@@ -246,7 +246,7 @@ ARITH_D(op_fsqrt_d, sqrt(a), NULL)
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
-    uint64_t ua = FD1 ^ (neg_prod ? 1ULL << 63 : 0), uc = FD3 ^ (neg_c ? 1ULL << 63 : 0);          \
+    uint64_t ua = FD1 ^ ((neg_prod) ? 1ULL << 63 : 0), uc = FD3 ^ ((neg_c) ? 1ULL << 63 : 0);      \
     if (rm == RV_RM_RMM) {                                                                         \
       unsigned fl = 0;                                                                             \
       h->f[d->rd] = rv_softfp_fma(RV_FP_D, ua, FD2, uc, rm, &fl);                                  \
@@ -504,7 +504,7 @@ CVT_TO_INT(op_fcvt_lu_d, as_d(FD1), is_nan_d, FD1, false, 64)
       bool neg = (sgn) && (ext >> 63);                                                             \
       uint64_t mag = neg ? 0 - ext : ext;                                                          \
       uint64_t bits = rv_softfp_from_int(fmt, neg, mag, rm, &fl);                                  \
-      h->f[d->rd] = fmt == RV_FP_S ? box_s((uint32_t)bits) : bits;                                 \
+      h->f[d->rd] = (fmt) == RV_FP_S ? box_s((uint32_t)bits) : bits;                               \
       fp_done(h, fl);                                                                              \
       return;                                                                                      \
     }                                                                                              \
