@@ -53,6 +53,352 @@ static uint64_t flags;
 #define ONE_D 0x3ff0000000000000ull
 #define THREE_D 0x4008000000000000ull
 
+/* Fused multiply-add rounding in every mode, static and dynamic (frm), on exact ties (where RNE
+ * and RMM differ), just above and below a tie (the sticky bits of the exact sum), a subnormal
+ * tie (UF) and an overflowing tie (OF). Expected values and flags come from exact rational
+ * arithmetic (Python's fractions), not from this emulator. */
+struct fma_result {
+  uint64_t value;
+  uint64_t flags;
+};
+struct fma_case {
+  int op; /* fmadd, fmsub, fnmsub, fnmadd */
+  uint64_t a, b, c;
+  struct fma_result want[5]; /* rne, rtz, rdn, rup, rmm */
+};
+typedef uint64_t (*fma_fn)(uint64_t a, uint64_t b, uint64_t c);
+
+#define FMA_FN(name, insn, rm)                                                                     \
+  static uint64_t name(uint64_t a, uint64_t b, uint64_t c) {                                       \
+    return FP3(insn " ft2, ft0, ft1, ft3, " rm, a, b, c);                                          \
+  }
+#define FMA_FNS(op, fmt)                                                                           \
+  FMA_FN(op##_##fmt##_rne, #op "." #fmt, "rne")                                                    \
+  FMA_FN(op##_##fmt##_rtz, #op "." #fmt, "rtz")                                                    \
+  FMA_FN(op##_##fmt##_rdn, #op "." #fmt, "rdn")                                                    \
+  FMA_FN(op##_##fmt##_rup, #op "." #fmt, "rup")                                                    \
+  FMA_FN(op##_##fmt##_rmm, #op "." #fmt, "rmm")                                                    \
+  FMA_FN(op##_##fmt##_dyn, #op "." #fmt, "dyn")
+#define FMA_ROW(op, fmt)                                                                           \
+  {                                                                                                \
+    op##_##fmt##_rne, op##_##fmt##_rtz, op##_##fmt##_rdn, op##_##fmt##_rup, op##_##fmt##_rmm,      \
+        op##_##fmt##_dyn                                                                           \
+  }
+FMA_FNS(fmadd, s)
+FMA_FNS(fmsub, s)
+FMA_FNS(fnmsub, s)
+FMA_FNS(fnmadd, s)
+FMA_FNS(fmadd, d)
+FMA_FNS(fmsub, d)
+FMA_FNS(fnmsub, d)
+FMA_FNS(fnmadd, d)
+/* [op][rm], rm 5 = dynamic */
+static const fma_fn fma_s_fns[4][6] = {FMA_ROW(fmadd, s), FMA_ROW(fmsub, s), FMA_ROW(fnmsub, s),
+                                       FMA_ROW(fnmadd, s)};
+static const fma_fn fma_d_fns[4][6] = {FMA_ROW(fmadd, d), FMA_ROW(fmsub, d), FMA_ROW(fnmsub, d),
+                                       FMA_ROW(fnmadd, d)};
+
+static const struct fma_case fma_s_cases[] = {
+    {0,
+     0x3f800800,
+     0x3f800800,
+     0x0,
+     {{0x3f801000, 1}, {0x3f801000, 1}, {0x3f801000, 1}, {0x3f801001, 1}, {0x3f801001, 1}}},
+    {1,
+     0x3f800800,
+     0x3f800800,
+     0x0,
+     {{0x3f801000, 1}, {0x3f801000, 1}, {0x3f801000, 1}, {0x3f801001, 1}, {0x3f801001, 1}}},
+    {2,
+     0x3f800800,
+     0x3f800800,
+     0x0,
+     {{0xbf801000, 1}, {0xbf801000, 1}, {0xbf801001, 1}, {0xbf801000, 1}, {0xbf801001, 1}}},
+    {3,
+     0x3f800800,
+     0x3f800800,
+     0x0,
+     {{0xbf801000, 1}, {0xbf801000, 1}, {0xbf801001, 1}, {0xbf801000, 1}, {0xbf801001, 1}}},
+    {0,
+     0x3f800800,
+     0x3f800800,
+     0x2b800000,
+     {{0x3f801001, 1}, {0x3f801000, 1}, {0x3f801000, 1}, {0x3f801001, 1}, {0x3f801001, 1}}},
+    {1,
+     0x3f800800,
+     0x3f800800,
+     0x2b800000,
+     {{0x3f801000, 1}, {0x3f801000, 1}, {0x3f801000, 1}, {0x3f801001, 1}, {0x3f801000, 1}}},
+    {2,
+     0x3f800800,
+     0x3f800800,
+     0x2b800000,
+     {{0xbf801000, 1}, {0xbf801000, 1}, {0xbf801001, 1}, {0xbf801000, 1}, {0xbf801000, 1}}},
+    {3,
+     0x3f800800,
+     0x3f800800,
+     0x2b800000,
+     {{0xbf801001, 1}, {0xbf801000, 1}, {0xbf801001, 1}, {0xbf801000, 1}, {0xbf801001, 1}}},
+    {0,
+     0x3f800800,
+     0x3f800800,
+     0xab800000,
+     {{0x3f801000, 1}, {0x3f801000, 1}, {0x3f801000, 1}, {0x3f801001, 1}, {0x3f801000, 1}}},
+    {1,
+     0x3f800800,
+     0x3f800800,
+     0xab800000,
+     {{0x3f801001, 1}, {0x3f801000, 1}, {0x3f801000, 1}, {0x3f801001, 1}, {0x3f801001, 1}}},
+    {2,
+     0x3f800800,
+     0x3f800800,
+     0xab800000,
+     {{0xbf801001, 1}, {0xbf801000, 1}, {0xbf801001, 1}, {0xbf801000, 1}, {0xbf801001, 1}}},
+    {3,
+     0x3f800800,
+     0x3f800800,
+     0xab800000,
+     {{0xbf801000, 1}, {0xbf801000, 1}, {0xbf801001, 1}, {0xbf801000, 1}, {0xbf801000, 1}}},
+    {0,
+     0x800001,
+     0x3f000000,
+     0x0,
+     {{0x400000, 3}, {0x400000, 3}, {0x400000, 3}, {0x400001, 3}, {0x400001, 3}}},
+    {1,
+     0x800001,
+     0x3f000000,
+     0x0,
+     {{0x400000, 3}, {0x400000, 3}, {0x400000, 3}, {0x400001, 3}, {0x400001, 3}}},
+    {2,
+     0x800001,
+     0x3f000000,
+     0x0,
+     {{0x80400000, 3}, {0x80400000, 3}, {0x80400001, 3}, {0x80400000, 3}, {0x80400001, 3}}},
+    {3,
+     0x800001,
+     0x3f000000,
+     0x0,
+     {{0x80400000, 3}, {0x80400000, 3}, {0x80400001, 3}, {0x80400000, 3}, {0x80400001, 3}}},
+    {0,
+     0x7f7fffff,
+     0x3f800000,
+     0x73000000,
+     {{0x7f800000, 5}, {0x7f7fffff, 1}, {0x7f7fffff, 1}, {0x7f800000, 5}, {0x7f800000, 5}}},
+    {1,
+     0x7f7fffff,
+     0x3f800000,
+     0x73000000,
+     {{0x7f7ffffe, 1}, {0x7f7ffffe, 1}, {0x7f7ffffe, 1}, {0x7f7fffff, 1}, {0x7f7fffff, 1}}},
+    {2,
+     0x7f7fffff,
+     0x3f800000,
+     0x73000000,
+     {{0xff7ffffe, 1}, {0xff7ffffe, 1}, {0xff7fffff, 1}, {0xff7ffffe, 1}, {0xff7fffff, 1}}},
+    {3,
+     0x7f7fffff,
+     0x3f800000,
+     0x73000000,
+     {{0xff800000, 5}, {0xff7fffff, 1}, {0xff800000, 5}, {0xff7fffff, 1}, {0xff800000, 5}}},
+};
+static const struct fma_case fma_d_cases[] = {
+    {0,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0x0,
+     {{0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000001, 1},
+      {0x3ff0000006000001, 1}}},
+    {1,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0x0,
+     {{0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000001, 1},
+      {0x3ff0000006000001, 1}}},
+    {2,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0x0,
+     {{0xbff0000006000000, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1}}},
+    {3,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0x0,
+     {{0xbff0000006000000, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1}}},
+    {0,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0x3af0000000000000,
+     {{0x3ff0000006000001, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000001, 1},
+      {0x3ff0000006000001, 1}}},
+    {1,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0x3af0000000000000,
+     {{0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000001, 1},
+      {0x3ff0000006000000, 1}}},
+    {2,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0x3af0000000000000,
+     {{0xbff0000006000000, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000000, 1}}},
+    {3,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0x3af0000000000000,
+     {{0xbff0000006000001, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1}}},
+    {0,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0xbaf0000000000000,
+     {{0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000001, 1},
+      {0x3ff0000006000000, 1}}},
+    {1,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0xbaf0000000000000,
+     {{0x3ff0000006000001, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000000, 1},
+      {0x3ff0000006000001, 1},
+      {0x3ff0000006000001, 1}}},
+    {2,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0xbaf0000000000000,
+     {{0xbff0000006000001, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1}}},
+    {3,
+     0x3ff0000004000000,
+     0x3ff0000002000000,
+     0xbaf0000000000000,
+     {{0xbff0000006000000, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000001, 1},
+      {0xbff0000006000000, 1},
+      {0xbff0000006000000, 1}}},
+    {0,
+     0x10000000000001,
+     0x3fe0000000000000,
+     0x0,
+     {{0x8000000000000, 3},
+      {0x8000000000000, 3},
+      {0x8000000000000, 3},
+      {0x8000000000001, 3},
+      {0x8000000000001, 3}}},
+    {1,
+     0x10000000000001,
+     0x3fe0000000000000,
+     0x0,
+     {{0x8000000000000, 3},
+      {0x8000000000000, 3},
+      {0x8000000000000, 3},
+      {0x8000000000001, 3},
+      {0x8000000000001, 3}}},
+    {2,
+     0x10000000000001,
+     0x3fe0000000000000,
+     0x0,
+     {{0x8008000000000000, 3},
+      {0x8008000000000000, 3},
+      {0x8008000000000001, 3},
+      {0x8008000000000000, 3},
+      {0x8008000000000001, 3}}},
+    {3,
+     0x10000000000001,
+     0x3fe0000000000000,
+     0x0,
+     {{0x8008000000000000, 3},
+      {0x8008000000000000, 3},
+      {0x8008000000000001, 3},
+      {0x8008000000000000, 3},
+      {0x8008000000000001, 3}}},
+    {0,
+     0x7fefffffffffffff,
+     0x3ff0000000000000,
+     0x7c90000000000000,
+     {{0x7ff0000000000000, 5},
+      {0x7fefffffffffffff, 1},
+      {0x7fefffffffffffff, 1},
+      {0x7ff0000000000000, 5},
+      {0x7ff0000000000000, 5}}},
+    {1,
+     0x7fefffffffffffff,
+     0x3ff0000000000000,
+     0x7c90000000000000,
+     {{0x7feffffffffffffe, 1},
+      {0x7feffffffffffffe, 1},
+      {0x7feffffffffffffe, 1},
+      {0x7fefffffffffffff, 1},
+      {0x7fefffffffffffff, 1}}},
+    {2,
+     0x7fefffffffffffff,
+     0x3ff0000000000000,
+     0x7c90000000000000,
+     {{0xffeffffffffffffe, 1},
+      {0xffeffffffffffffe, 1},
+      {0xffefffffffffffff, 1},
+      {0xffeffffffffffffe, 1},
+      {0xffefffffffffffff, 1}}},
+    {3,
+     0x7fefffffffffffff,
+     0x3ff0000000000000,
+     0x7c90000000000000,
+     {{0xfff0000000000000, 5},
+      {0xffefffffffffffff, 1},
+      {0xfff0000000000000, 5},
+      {0xffefffffffffffff, 1},
+      {0xfff0000000000000, 5}}},
+};
+
+static void check_fma_cases(const struct fma_case *cases, unsigned n, const fma_fn (*fns)[6],
+                            uint64_t box) {
+  for (unsigned i = 0; i < n; i++) {
+    const struct fma_case *t = &cases[i];
+    for (int rm = 0; rm < 5; rm++) {
+      uint64_t want = t->want[rm].value | box;
+      CHECK(fns[t->op][rm](t->a | box, t->b | box, t->c | box) == want &&
+            flags == t->want[rm].flags);
+      CSRW(frm, rm);
+      CHECK(fns[t->op][5](t->a | box, t->b | box, t->c | box) == want &&
+            flags == t->want[rm].flags);
+      CSRW(frm, 0);
+    }
+  }
+}
+
 int main(void) {
   /* rounding modes on 1/3 and -1/3 */
   CHECK(FP("fdiv.s ft2, ft0, ft1, rne", ONE_S, THREE_S) == S(0x3eaaaaab) && flags == NX);
@@ -210,6 +556,9 @@ int main(void) {
   /* one rounding only: (1+2^-52)*(1-2^-53) - 1 = 2^-53 - 2^-105 exactly */
   CHECK(FP3("fmadd.d ft2, ft0, ft1, ft3", 0x3ff0000000000001ull, 0x3fefffffffffffffull,
             0xbff0000000000000ull) == 0x3c9ffffffffffffeull);
+  check_fma_cases(fma_s_cases, sizeof(fma_s_cases) / sizeof(fma_s_cases[0]), fma_s_fns,
+                  0xffffffff00000000ull);
+  check_fma_cases(fma_d_cases, sizeof(fma_d_cases) / sizeof(fma_d_cases[0]), fma_d_fns, 0);
 
   /* FS: the state is dirty after FP writes; with FS off every FP instruction is illegal */
   CHECK((CSRR(mstatus) & MSTATUS_FS) == MSTATUS_FS && (int64_t)CSRR(mstatus) < 0);

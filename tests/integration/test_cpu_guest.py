@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-PROGRAMS = ["rv64i", "rv64m", "amo", "rvc", "zb", "fp", "csr", "traps", "irq", "vm"]
+PROGRAMS = ["rv64i", "rv64m", "amo", "rvc", "zb", "fp", "csr", "traps", "irq", "vm", "pmp"]
 
 
 def _elf(build_dir, name):

@@ -175,6 +175,8 @@ TEST(sv39_translation_sets_accessed_and_dirty) {
   uint64_t page = TB_RAM_BASE + 0x20000;
   uint64_t *r = (uint64_t *)(ram + 0x10000), *t1 = (uint64_t *)(ram + 0x11000),
            *t0 = (uint64_t *)(ram + 0x12000);
+  /* PMP: S-mode (and its page-table walks) may access everything */
+  CHECK(rv_csr_write(h, 0x3b0, UINT64_MAX) && rv_csr_write(h, 0x3a0, 0x1f));
   r[1] = ((l1 >> 12) << 10) | 1; /* va 0x4000_0000 */
   t1[0] = ((l0 >> 12) << 10) | 1;
   t0[0] = ((page >> 12) << 10) | 0x7; /* V R W, A=D=0 */
@@ -196,9 +198,52 @@ TEST(sv39_translation_sets_accessed_and_dirty) {
   CHECK_EQ(rv_translate(h, 0x40000000, ACC_READ, TLB_U, &pa), EXC_LOAD_PAGE); /* not U */
   CHECK_EQ(rv_translate(h, 0x8000000000ull, ACC_READ, TLB_S, &pa),
            EXC_LOAD_PAGE); /* non-canonical */
+  /* a page table PMP denies to S-mode is an access fault of the access's own type */
+  h->priv = RV_PRIV_M;
+  CHECK(rv_csr_write(h, 0x3b0, (root + 0x2000) >> 2)); /* TOR [0, l0): the last level is out */
+  CHECK(rv_csr_write(h, 0x3a0, 0x0f));
+  h->priv = RV_PRIV_S;
+  CHECK_EQ(rv_translate(h, 0x40000123, ACC_READ, TLB_S, &pa), EXC_LOAD_ACCESS);
+  CHECK_EQ(rv_translate(h, 0x40000123, ACC_EXEC, TLB_S, &pa), EXC_INSN_ACCESS);
   /* a page table outside RAM is an access fault */
   h->satp = (8ull << 60) | (0x1000000ull >> 12);
-  CHECK_EQ(rv_translate(h, 0x0, ACC_READ, TLB_S, &pa), EXC_LOAD_ACCESS);
+  CHECK_EQ(rv_translate(h, 0x0, ACC_WRITE, TLB_S, &pa), EXC_STORE_ACCESS);
+  tb_destroy(tb);
+}
+
+TEST(pmp_lowest_matching_entry_decides) {
+  testbus *tb = new_bus();
+  rv_hart *h = &tb->hart;
+  rv_hart_reset(h, TB_RAM_BASE, RV_PRIV_M);
+  uint64_t base = 0x80000000;
+  /* 0: NA4 at base+0x100, R only; 1: TOR [base, base+0x2000) RW; 2: NAPOT base..+64K RWX */
+  CHECK(rv_csr_write(h, 0x3b0, (base + 0x100) >> 2));
+  CHECK(rv_csr_write(h, 0x3b1, base >> 2)); /* lower bound of entry 2's TOR */
+  CHECK(rv_csr_write(h, 0x3b2, (base + 0x2000) >> 2));
+  CHECK(rv_csr_write(h, 0x3b3, (base >> 2) | 0x1fff)); /* 2^(13+3) = 64 KiB */
+  CHECK(rv_csr_write(h, 0x3a0, 0x1fULL << 24 | 0x0bULL << 16 | 0x00ULL << 8 | 0x11));
+  CHECK_EQ(h->pmp_count, 4u);
+  CHECK(rv_pmp_check(h, base + 0x100, 4, ACC_READ, RV_PRIV_S));
+  CHECK(!rv_pmp_check(h, base + 0x100, 4, ACC_WRITE, RV_PRIV_S));
+  CHECK(!rv_pmp_check(h, base + 0xfe, 4, ACC_READ, RV_PRIV_S)); /* straddles entry 0's edge */
+  CHECK(rv_pmp_check(h, base + 0x200, 8, ACC_WRITE, RV_PRIV_U));
+  CHECK(!rv_pmp_check(h, base + 0x200, 4, ACC_EXEC, RV_PRIV_S));
+  CHECK(rv_pmp_check(h, base + 0x2000, 4, ACC_EXEC, RV_PRIV_S));
+  CHECK(!rv_pmp_check(h, base + 0x10000, 4, ACC_READ, RV_PRIV_S)); /* no match */
+  CHECK(rv_pmp_check(h, base + 0x100, 4, ACC_WRITE, RV_PRIV_M));   /* unlocked: M passes */
+  CHECK(!rv_pmp_page_allows(h, base, ACC_READ, RV_PRIV_S));        /* split page */
+  CHECK(rv_pmp_page_allows(h, base + 0x1000, ACC_WRITE, RV_PRIV_S));
+  /* locking entry 0 binds M-mode and freezes the entry until reset */
+  CHECK(rv_csr_write(h, 0x3a0, 0x1fULL << 24 | 0x0bULL << 16 | 0x91));
+  CHECK(!rv_pmp_check(h, base + 0x100, 4, ACC_WRITE, RV_PRIV_M));
+  CHECK(rv_pmp_check(h, base + 0x104, 4, ACC_WRITE, RV_PRIV_M));
+  CHECK(rv_csr_write(h, 0x3b0, 0) && h->pmpaddr[0] == (base + 0x100) >> 2);
+  CHECK(rv_csr_write(h, 0x3a0, 0) && (h->pmpcfg[0] & 0xff) == 0x91);
+  /* a locked TOR entry also freezes the address below it */
+  CHECK(rv_csr_write(h, 0x3a0, 0x1fULL << 24 | 0x8bULL << 16 | 0x91));
+  CHECK(rv_csr_write(h, 0x3b1, 0) && h->pmpaddr[1] == base >> 2);
+  rv_hart_reset(h, TB_RAM_BASE, RV_PRIV_M);
+  CHECK(h->pmpcfg[0] == 0 && h->pmp_count == 0 && !h->pmp_locked);
   tb_destroy(tb);
 }
 
@@ -218,6 +263,45 @@ TEST(loads_through_the_tlb_see_stores) {
   h->mtvec = TB_RAM_BASE;
   CHECK(!rv_load(h, TB_RAM_BASE + tb->bus.ram_size - 4, 8, &v));
   CHECK_U64(h->mcause, EXC_LOAD_ACCESS);
+  tb_destroy(tb);
+}
+
+/* Decoded blocks: the budget is exact, and code changed in memory (by a store of the block
+ * itself, or from outside after the block was decoded) runs as it is now. */
+TEST(blocks_keep_the_budget_and_see_changed_code) {
+  testbus *tb = new_bus();
+  rv_hart *h = &tb->hart;
+  const uint32_t addi_x1_1 = 0x00100093, inc_x1 = 0x00108093, add100_x1 = 0x06408093;
+  const uint32_t prog[] = {addi_x1_1, inc_x1, inc_x1, inc_x1, 0x0000006f /* j . */};
+  load_program(tb, prog, 5, RV_PRIV_M);
+  h->mtvec = TB_RAM_BASE + 0x800;
+  CHECK_U64(rv_hart_run(h, 3), 3);
+  CHECK_U64(h->x[1], 3);
+  CHECK_U64(h->pc, TB_RAM_BASE + 12);
+  CHECK_U64(h->minstret, 3);
+  CHECK_U64(rv_hart_run(h, 2), 2);
+  CHECK_U64(h->x[1], 4);
+  CHECK_U64(h->pc, TB_RAM_BASE + 16);
+  /* changed from outside: the third instruction now adds 100 */
+  memcpy(tb->bus.ram + 8, &add100_x1, 4);
+  h->pc = TB_RAM_BASE;
+  CHECK_U64(rv_hart_run(h, 5), 5);
+  CHECK_U64(h->x[1], 103);
+  /* changed by a store of the block itself, ahead of where it runs */
+  const uint32_t smc[] = {0x0021a623 /* sw x2, 12(x3) */, addi_x1_1, inc_x1, inc_x1, 0x0000006f};
+  load_program(tb, smc, 5, RV_PRIV_M);
+  h->mtvec = TB_RAM_BASE + 0x800;
+  h->x[2] = inc_x1;
+  h->x[3] = TB_RAM_BASE;
+  CHECK_U64(rv_hart_run(h, 5), 5); /* decodes the block with the old fourth instruction */
+  CHECK_U64(h->x[1], 3);
+  h->pc = TB_RAM_BASE;
+  h->x[1] = 0;
+  h->x[2] = add100_x1;
+  h->x[3] = TB_RAM_BASE;
+  CHECK_U64(rv_hart_run(h, 5), 5);
+  CHECK_U64(h->x[1], 102);
+  CHECK_U64(h->minstret, 10);
   tb_destroy(tb);
 }
 

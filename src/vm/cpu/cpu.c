@@ -21,6 +21,10 @@
   (MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_FS | MSTATUS_SUM | MSTATUS_MXR |             \
    MSTATUS_UXL | MSTATUS_SD)
 
+#define RV_PMPADDR_MASK ((1ULL << 54) - 1) /* physical address bits 55:2 */
+#define PMP_CFG_NAPOT_RWX 0x1fULL
+#define PMP_CFG_LOCK 0x80ULL
+
 /* medeleg bits that can be set: everything but ECALL from M (11) and reserved causes. */
 #define MEDELEG_MASK 0xb3ffULL
 
@@ -63,6 +67,11 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
   h->stimecmp = UINT64_MAX;
   memset(h->pmpcfg, 0, sizeof(h->pmpcfg));
   memset(h->pmpaddr, 0, sizeof(h->pmpaddr));
+  if (priv != RV_PRIV_M) {
+    /* Firmware grants S and U all of memory with one NAPOT entry (no match = no access). */
+    h->pmpaddr[0] = RV_PMPADDR_MASK;
+    h->pmpcfg[0] = PMP_CFG_NAPOT_RWX;
+  }
   h->minstret = 0;
   h->reservation_valid = false;
   h->wfi = false;
@@ -99,12 +108,20 @@ void rv_hart_flush_tlb(rv_hart *h) {
           h->tlb[s][a][i].vpn = 0;
     h->tlb_tag = 1ULL << 52;
   }
+  rv_pmp_update(h);
   rv_update_modes(h);
+}
+
+static void rv_blocks_clear(struct rv_icache *ic) {
+  for (unsigned i = 0; i < RV_BLOCK_SLOTS; i++)
+    ic->blocks[i] = 0;
+  ic->pool_used = 0;
 }
 
 void rv_hart_flush_icache(rv_hart *h) {
   for (unsigned i = 0; i < RV_ICACHE_SIZE; i++)
     h->icache->e[i].key = 0;
+  rv_blocks_clear(h->icache);
 }
 
 void rv_hart_clear_reservation(rv_hart *h) { h->reservation_valid = false; }
@@ -120,13 +137,15 @@ void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level) {
   h->check_irq = true;
 }
 
+/* The TLB sets follow the effective privilege even without paging: PMP treats M-mode apart. */
+static int rv_tlb_set(int priv) { return priv == RV_PRIV_M ? TLB_M : priv; }
+
 void rv_update_modes(rv_hart *h) {
-  bool paging = (h->satp >> 60) != 0;
   int data_priv = h->priv;
   if (h->priv == RV_PRIV_M && (h->mstatus & MSTATUS_MPRV))
     data_priv = (int)((h->mstatus & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT);
-  h->ld_tlb = h->st_tlb = (!paging || data_priv == RV_PRIV_M) ? TLB_BARE : data_priv;
-  h->fetch_tlb = (!paging || h->priv == RV_PRIV_M) ? TLB_BARE : h->priv;
+  h->ld_tlb = h->st_tlb = rv_tlb_set(data_priv);
+  h->fetch_tlb = rv_tlb_set(h->priv);
   h->fetch_vpn = UINT64_MAX;
 }
 
@@ -253,7 +272,264 @@ static inline void rv_step(rv_hart *h) {
   h->pc = h->next_pc;
 }
 
-#define RV_BLOCK 256
+/* ---------------------------------------------------------------- decoded blocks */
+
+static unsigned rv_block_len(rv_block b) { return b & ((1U << RV_BLOCK_N_BITS) - 1); }
+
+static bool rv_insn_current(const rv_insn *d) {
+  const uint8_t *p = (const uint8_t *)d->key; // NOLINT(performance-no-int-to-ptr)
+  if (d->len == 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w == d->raw;
+  }
+  uint16_t w;
+  memcpy(&w, p, 2);
+  return w == d->raw;
+}
+
+/* Decode the block that starts at host address `host` (guest pc `pc`) into the pool. */
+static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t pc) {
+  struct rv_icache *ic = h->icache;
+  if (ic->pool_used + RV_BLOCK_MAX > RV_POOL_SIZE)
+    rv_blocks_clear(ic);
+  rv_insn *first = &ic->pool[ic->pool_used];
+  unsigned n = 0, off = pc & 0xfff;
+  while (n < RV_BLOCK_MAX && off <= 0xffe) {
+    uint16_t lo;
+    memcpy(&lo, host, 2);
+    uint32_t raw = lo;
+    if ((lo & 3) == 3) {
+      if (off > 0xffc)
+        break; /* crosses the page: fetched on its own by rv_step */
+      memcpy(&raw, host, 4);
+    }
+    rv_insn *d = &first[n++];
+    rv_decode(ic, raw, d);
+    d->key = (uintptr_t)host;
+    if (d->ends_block)
+      break;
+    host += d->len;
+    off += d->len;
+  }
+  if (!n)
+    return NULL;
+  *b = (ic->pool_used << RV_BLOCK_N_BITS) | n;
+  ic->pool_used += n;
+  return b;
+}
+
+/* Blocks start anywhere in megabytes of kernel code: fold the higher address bits in. */
+static unsigned rv_block_slot(uintptr_t host) {
+  return (unsigned)((host >> 1) ^ (host >> (1 + RV_BLOCK_BITS))) & (RV_BLOCK_SLOTS - 1);
+}
+
+/* The block at h->pc when its page is the current fetch page (translated, executable, one PMP
+ * decision for the whole page); NULL sends the instruction through rv_step. */
+static rv_block *rv_block_lookup(rv_hart *h) {
+  uint64_t pc = h->pc;
+  if (unlikely((pc >> 12) != h->fetch_vpn)) {
+    /* Another page: the fetch TLB holds it if it was fetched before (and PMP allows all of it);
+     * otherwise rv_step translates it and raises any fault. */
+    const rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(pc)];
+    if (e->vpn != ((pc >> 12) | h->tlb_tag))
+      return NULL;
+    h->fetch_vpn = pc >> 12;
+    h->fetch_addend = e->addend;
+  }
+  uint8_t *host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
+  rv_block *b = &h->icache->blocks[rv_block_slot((uintptr_t)host)];
+  if (likely(*b && h->icache->pool[*b >> RV_BLOCK_N_BITS].key == (uintptr_t)host))
+    return b;
+  return rv_block_build(h, b, host, pc);
+}
+
+/* Run blk and the blocks that follow it while fewer than `chunk` instructions have run, the next
+ * block fits in `left` and no instruction asked to leave; returns the instructions executed. A
+ * block stops early when an instruction trapped or asked to leave (it counts), or had changed in
+ * memory (the block is dropped and h->pc is that instruction).
+ *
+ * Threaded code: every instruction jumps straight to the next one's code, through its own
+ * indirect jump. Loads, stores, base ALU operations and the branch or jump that ends a block
+ * (cpu_internal.h) run inline with pc in a local; the rest go through their handlers with h->pc
+ * and h->next_pc set. minstret counts every instruction; it is brought up to date before a
+ * block's last instruction when that one calls its handler, the only place a counter CSR can be
+ * read. */
+/* GCC would merge the copies of the dispatch jump into one, which predicts worse. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define RV_KEEP_DISPATCH_COPIES __attribute__((optimize("no-crossjumping", "no-gcse")))
+#else
+#define RV_KEEP_DISPATCH_COPIES
+#endif
+
+/* One function by necessity: computed goto cannot leave it, so every inline operation is a label
+ * in it. */
+// NOLINTNEXTLINE(readability-function-size)
+RV_KEEP_DISPATCH_COPIES static uint64_t rv_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk,
+                                                      uint64_t left) {
+#define RV_LABEL(name, ...) [RV_FAST_##name] = &&fast_##name,
+#define RV_CALL_LABEL(name, ...) [RV_FAST_##name] = &&call,
+  static const void *const inline_code[RV_FAST_COUNT] = {
+      [RV_FAST_CALL] = &&call,
+      [RV_FAST_jal] = &&call,
+      [RV_FAST_jalr] = &&call,
+      RV_BRANCH_OPS(RV_CALL_LABEL) RV_STORE_OPS(RV_LABEL) RV_LOAD_OPS(RV_LABEL)
+          RV_ALU_I_OPS(RV_LABEL) RV_ALU_R_OPS(RV_LABEL)};
+  /* Jumps end blocks: they run inline as the last instruction. */
+#define RV_JUMP_LABEL(name, ...) [RV_FAST_##name - RV_FAST_FIRST_JUMP] = &&last_##name,
+  static const void *const jump_code[RV_FAST_LAST_JUMP - RV_FAST_FIRST_JUMP + 1] = {
+      RV_BRANCH_OPS(RV_JUMP_LABEL)[RV_FAST_jal - RV_FAST_FIRST_JUMP] = &&last_jal,
+      [RV_FAST_jalr - RV_FAST_FIRST_JUMP] = &&last_jalr};
+#undef RV_LABEL
+#undef RV_CALL_LABEL
+#undef RV_JUMP_LABEL
+  const rv_insn *first = &h->icache->pool[*blk >> RV_BLOCK_N_BITS], *d = first;
+  const rv_insn *last = first + rv_block_len(*blk) - 1;
+  uint64_t *x = h->x;
+  uint64_t pc = h->pc;
+  unsigned n = 0;
+  uint64_t total = 0;
+
+#define DISPATCH()                                                                                 \
+  do {                                                                                             \
+    if (d == last)                                                                                 \
+      goto run_last;                                                                               \
+    if (unlikely(!rv_insn_current(d)))                                                             \
+      goto stale;                                                                                  \
+    goto *inline_code[d->fast];                                                                    \
+  } while (0)
+#define NEXT()                                                                                     \
+  do {                                                                                             \
+    pc += d->len;                                                                                  \
+    d++;                                                                                           \
+    DISPATCH();                                                                                    \
+  } while (0)
+/* Loads and stores may trap or make a device raise an interrupt. */
+#define LEAVE_IF_ASKED()                                                                           \
+  do {                                                                                             \
+    if (unlikely(h->check_irq))                                                                    \
+      goto left;                                                                                   \
+  } while (0)
+
+  DISPATCH();
+
+call:
+  h->pc = pc;
+  h->next_pc = pc + d->len;
+  d->fn(h, d);
+  x[0] = 0;
+  LEAVE_IF_ASKED();
+  NEXT();
+
+#define RV_INLINE_LOAD(name, size, conv)                                                           \
+  fast_##name : {                                                                                  \
+    uint64_t v;                                                                                    \
+    h->pc = pc;                                                                                    \
+    h->next_pc = pc + d->len;                                                                      \
+    if (likely(rv_load(h, x[d->rs1] + (uint64_t)d->imm, size, &v)))                                \
+      x[d->rd] = conv;                                                                             \
+    LEAVE_IF_ASKED();                                                                              \
+    NEXT();                                                                                        \
+  }
+#define RV_INLINE_STORE(name, size)                                                                \
+  fast_##name : {                                                                                  \
+    h->pc = pc;                                                                                    \
+    h->next_pc = pc + d->len;                                                                      \
+    rv_store(h, x[d->rs1] + (uint64_t)d->imm, size, x[d->rs2]);                                    \
+    LEAVE_IF_ASKED();                                                                              \
+    NEXT();                                                                                        \
+  }
+#define RV_INLINE_ALU_I(name, expr)                                                                \
+  fast_##name : {                                                                                  \
+    uint64_t a = x[d->rs1], b = (uint64_t)d->imm;                                                  \
+    (void)a;                                                                                       \
+    x[d->rd] = (expr);                                                                             \
+    NEXT();                                                                                        \
+  }
+#define RV_INLINE_ALU_R(name, expr)                                                                \
+  fast_##name : {                                                                                  \
+    uint64_t a = x[d->rs1], b = x[d->rs2];                                                         \
+    x[d->rd] = (expr);                                                                             \
+    NEXT();                                                                                        \
+  }
+  RV_LOAD_OPS(RV_INLINE_LOAD)
+  RV_STORE_OPS(RV_INLINE_STORE)
+  RV_ALU_I_OPS(RV_INLINE_ALU_I)
+  RV_ALU_R_OPS(RV_INLINE_ALU_R)
+#undef RV_INLINE_LOAD
+#undef RV_INLINE_STORE
+#undef RV_INLINE_ALU_I
+#undef RV_INLINE_ALU_R
+#undef NEXT
+#undef LEAVE_IF_ASKED
+
+run_last:
+  if (unlikely(!rv_insn_current(d)))
+    goto stale;
+  n = (unsigned)(d - first);
+  if (d->fast >= RV_FAST_FIRST_JUMP && d->fast <= RV_FAST_LAST_JUMP)
+    goto *jump_code[d->fast - RV_FAST_FIRST_JUMP];
+  h->minstret += n;
+  h->pc = pc;
+  h->next_pc = pc + d->len;
+  d->fn(h, d);
+  x[0] = 0;
+  h->pc = h->next_pc;
+  h->minstret++;
+  total += n + 1;
+  if (unlikely(h->check_irq))
+    return total;
+  goto chain;
+#define RV_INLINE_BRANCH(name, cond)                                                               \
+  last_##name : {                                                                                  \
+    uint64_t a = x[d->rs1], b = x[d->rs2];                                                         \
+    pc += (cond) ? (uint64_t)d->imm : d->len;                                                      \
+    goto jumped;                                                                                   \
+  }
+  RV_BRANCH_OPS(RV_INLINE_BRANCH)
+#undef RV_INLINE_BRANCH
+last_jal: /* as op_jal and op_jalr (exec.c) */
+  x[d->rd] = pc + d->len;
+  x[0] = 0;
+  pc += (uint64_t)d->imm;
+  goto jumped;
+last_jalr : {
+  uint64_t target = (x[d->rs1] + (uint64_t)d->imm) & ~1ULL;
+  x[d->rd] = pc + d->len;
+  x[0] = 0;
+  pc = target;
+}
+jumped:
+  h->pc = pc;
+  h->minstret += n + 1;
+  total += n + 1;
+chain: /* on to the next block, while the chunk lasts and it fits in the budget */
+  if (total >= chunk)
+    return total;
+  blk = rv_block_lookup(h);
+  if (!blk || rv_block_len(*blk) > left - total)
+    return total;
+  first = d = &h->icache->pool[*blk >> RV_BLOCK_N_BITS];
+  last = first + rv_block_len(*blk) - 1;
+  pc = h->pc;
+  DISPATCH();
+left: /* d trapped or asked to leave: it ran */
+  pc = h->next_pc;
+  d++;
+  goto out;
+stale:
+  *blk = 0;
+out:
+  n = (unsigned)(d - first);
+  h->pc = pc;
+  h->minstret += n;
+  return total + n;
+#undef DISPATCH
+}
+
+/* ---------------------------------------------------------------- the run loop */
+
+#define RV_BLOCK 1024
 
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
   uint64_t done = 0;
@@ -265,12 +541,20 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
   while (done < max_insns && !h->stop_request) {
     h->check_irq = false;
     rv_check_interrupts(h);
-    uint64_t n = max_insns - done < RV_BLOCK ? max_insns - done : RV_BLOCK;
+    /* Interrupts are checked every RV_BLOCK instructions (a block may run past that) and
+     * whenever an instruction asks for it; max_insns is never exceeded. */
+    uint64_t left = max_insns - done;
+    uint64_t n = left < RV_BLOCK ? left : RV_BLOCK;
     uint64_t i = 0;
     while (i < n) {
-      rv_step(h);
-      i++;
-      h->minstret++; /* per instruction, so counter CSR reads are exact */
+      rv_block *b = rv_block_lookup(h);
+      if (likely(b && rv_block_len(*b) <= left - i)) {
+        i += rv_blocks_run(h, b, n - i, left - i);
+      } else {
+        rv_step(h);
+        i++;
+        h->minstret++; /* per instruction, so counter CSR reads are exact */
+      }
       if (unlikely(h->check_irq))
         break;
     }
@@ -668,19 +952,22 @@ bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
     uint64_t cur = h->pmpcfg[csr - CSR_PMPCFG0], next = 0;
     for (int i = 0; i < 8; i++) {
       uint64_t b = (cur >> (8 * i)) & 0xff, nb = (val >> (8 * i)) & 0xff;
-      if (b & 0x80)
-        nb = b; /* locked entry */
+      if (b & PMP_CFG_LOCK)
+        nb = b; /* locked until reset */
       else if ((nb & 3) == 2)
         nb &= ~3ULL; /* R=0 W=1 is reserved */
       next |= (nb & 0x9f) << (8 * i);
     }
     h->pmpcfg[csr - CSR_PMPCFG0] = next;
+    rv_hart_flush_tlb(h); /* cached pages carry the old PMP decisions */
     return true;
   }
   if (csr >= CSR_PMPADDR0 && csr < CSR_PMPADDR0 + 64) {
     unsigned i = csr - CSR_PMPADDR0;
-    if (!((h->pmpcfg[(size_t)(i / 8) * 2] >> (8 * (i % 8))) & 0x80))
-      h->pmpaddr[i] = val & ((1ULL << 54) - 1);
+    if (rv_pmp_addr_writable(h, i)) {
+      h->pmpaddr[i] = val & RV_PMPADDR_MASK;
+      rv_hart_flush_tlb(h);
+    }
     return true;
   }
   if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f))

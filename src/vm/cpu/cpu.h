@@ -3,10 +3,11 @@
  *
  * The machine owns the bus (RAM + MMIO callbacks) and calls rv_hart_run() with an instruction
  * budget. All architectural state lives in struct rv_hart so it can be saved and restored; the
- * TLB and the decoded-instruction cache are derived state: after restoring the architectural
- * fields into a live hart (keeping its bus and icache pointers) call rv_hart_flush_tlb(). The
- * decode cache never needs flushing for correctness (entries are checked against the fetched
- * instruction bits); rv_hart_flush_icache() only drops its contents.
+ * TLB, the PMP summary and the decoded-instruction cache are derived state: after restoring the
+ * architectural fields into a live hart (keeping its bus and icache pointers) call
+ * rv_hart_flush_tlb(). The decode cache (decoded blocks) never needs flushing for correctness
+ * (every instruction is checked against the bytes in memory before it runs);
+ * rv_hart_flush_icache() only drops its contents.
  */
 #ifndef VESSEL_VM_CPU_H
 #define VESSEL_VM_CPU_H
@@ -51,6 +52,7 @@ typedef struct rv_bus {
 #define RV_MIP_MEIP (1ULL << 11)
 
 #define RV_TLB_SIZE 256
+#define RV_PMP_ENTRIES 64
 
 /* One TLB entry maps a virtual page straight to host memory (RAM only):
  * host address = vaddr + addend. */
@@ -73,7 +75,7 @@ struct rv_hart {
   uint64_t mtvec, mscratch, mepc, mcause, mtval, mcounteren, menvcfg, mcountinhibit;
   uint64_t stvec, sscratch, sepc, scause, stval, scounteren, senvcfg, satp, stimecmp;
   uint64_t pmpcfg[16]; /* only even indices are used on RV64 */
-  uint64_t pmpaddr[64];
+  uint64_t pmpaddr[RV_PMP_ENTRIES];
   uint64_t minstret; /* also serves as mcycle */
   uint64_t mcycle_offset;
   uint64_t reservation; /* LR/SC reserved physical address */
@@ -88,11 +90,15 @@ struct rv_hart {
   bool check_irq; /* leave the inner block loop and re-check interrupts */
   bool yield;     /* the hart is spinning: end rv_hart_run early */
   unsigned spin_hints;
-  int ld_tlb, st_tlb, fetch_tlb; /* which TLB set serves data/fetch: 0 U, 1 S, 2 bare */
+  int ld_tlb, st_tlb, fetch_tlb; /* which TLB set serves data/fetch: the effective privilege
+                                   (0 U, 1 S, 2 M: no translation) */
+  unsigned pmp_count;            /* PMP entries up to the last one that is not OFF */
+  bool pmp_locked;               /* some PMP entry is locked: M-mode accesses are checked too */
   uint64_t tlb_tag;              /* flush generation in bits 52..63 (vpn needs only 52 bits) */
   uint64_t fetch_vpn;            /* one-entry fetch cache */
   uintptr_t fetch_addend;
-  rv_tlb_entry tlb[3][3][RV_TLB_SIZE]; /* [set][read, write, exec][index] */
+  rv_tlb_entry tlb[3][3][RV_TLB_SIZE]; /* [set][read, write, exec][index]; only pages one PMP
+                                          decision covers */
   struct rv_icache *icache;
 };
 

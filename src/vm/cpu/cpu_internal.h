@@ -9,6 +9,77 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
+/* ---------------------------------------------------------------- instruction semantics */
+
+/* The loads, stores and base ALU operations as lists: exec.c makes their handlers from them and
+ * the block runner (cpu.c) executes them inline, so each meaning is written once. ALU operands
+ * are a = rs1 and b = rs2 or the immediate, both uint64_t. */
+#define RV_SX32(v) ((uint64_t)(int64_t)(int32_t)(v))
+#define RV_LOAD_OPS(X)                                                                             \
+  X(lb, 1, (uint64_t)(int64_t)(int8_t)v)                                                           \
+  X(lh, 2, (uint64_t)(int64_t)(int16_t)v)                                                          \
+  X(lw, 4, RV_SX32(v))                                                                             \
+  X(ld, 8, v)                                                                                      \
+  X(lbu, 1, v)                                                                                     \
+  X(lhu, 2, v)                                                                                     \
+  X(lwu, 4, v)
+#define RV_STORE_OPS(X) X(sb, 1) X(sh, 2) X(sw, 4) X(sd, 8)
+/* Conditional branches: taken when the condition on a = rs1, b = rs2 holds. */
+#define RV_BRANCH_OPS(X)                                                                           \
+  X(beq, a == b)                                                                                   \
+  X(bne, a != b)                                                                                   \
+  X(blt, (int64_t)a < (int64_t)b)                                                                  \
+  X(bge, (int64_t)a >= (int64_t)b)                                                                 \
+  X(bltu, a < b)                                                                                   \
+  X(bgeu, a >= b)
+#define RV_ALU_I_OPS(X)                                                                            \
+  X(addi, a + b)                                                                                   \
+  X(slti, (int64_t)a < (int64_t)b)                                                                 \
+  X(sltiu, a < b)                                                                                  \
+  X(xori, a ^ b)                                                                                   \
+  X(ori, a | b)                                                                                    \
+  X(andi, a &b)                                                                                    \
+  X(slli, a << (b & 63))                                                                           \
+  X(srli, a >> (b & 63))                                                                           \
+  X(srai, (uint64_t)((int64_t)a >> (b & 63)))                                                      \
+  X(addiw, RV_SX32(a + b))                                                                         \
+  X(slliw, RV_SX32((uint32_t)a << (b & 31)))                                                       \
+  X(srliw, RV_SX32((uint32_t)a >> (b & 31)))                                                       \
+  X(sraiw, RV_SX32((int32_t)a >> (b & 31)))                                                        \
+  X(lui, b)
+#define RV_ALU_R_OPS(X)                                                                            \
+  X(add, a + b)                                                                                    \
+  X(sub, a - b)                                                                                    \
+  X(sll, a << (b & 63))                                                                            \
+  X(slt, (int64_t)a < (int64_t)b)                                                                  \
+  X(sltu, a < b)                                                                                   \
+  X(xor, a ^ b)                                                                                    \
+  X(srl, a >> (b & 63))                                                                            \
+  X(sra, (uint64_t)((int64_t)a >> (b & 63)))                                                       \
+  X(or, a | b)                                                                                     \
+  X(and, a &b)                                                                                     \
+  X(addw, RV_SX32(a + b))                                                                          \
+  X(subw, RV_SX32(a - b))                                                                          \
+  X(sllw, RV_SX32((uint32_t)a << (b & 31)))                                                        \
+  X(srlw, RV_SX32((uint32_t)a >> (b & 31)))                                                        \
+  X(sraw, RV_SX32((int32_t)a >> (b & 31)))                                                         \
+  X(mul, a *b)                                                                                     \
+  X(mulw, RV_SX32((uint32_t)a *(uint32_t)b))
+
+/* How the block runner executes a decoded instruction: through its handler, or inline. Stores
+ * and jumps come first: they are the inline kinds that write no rd or may write x0. Jumps only
+ * end blocks. */
+#define RV_FAST_ENUM(name, ...) RV_FAST_##name,
+enum rv_fast {
+  RV_FAST_CALL,
+  RV_STORE_OPS(RV_FAST_ENUM) RV_BRANCH_OPS(RV_FAST_ENUM) RV_FAST_jal,
+  RV_FAST_jalr,
+  RV_FAST_FIRST_JUMP = RV_FAST_beq,
+  RV_FAST_LAST_JUMP = RV_FAST_jalr,
+  RV_FAST_LAST_STORE = RV_FAST_jalr, /* the last kind that may have rd = x0 */
+  RV_LOAD_OPS(RV_FAST_ENUM) RV_ALU_I_OPS(RV_FAST_ENUM) RV_ALU_R_OPS(RV_FAST_ENUM) RV_FAST_COUNT
+};
+
 /* ---------------------------------------------------------------- decoded instructions */
 
 typedef struct rv_insn rv_insn;
@@ -20,8 +91,10 @@ struct rv_insn {
   int32_t imm;
   uint32_t raw; /* the instruction bits (16 or 32) it was decoded from */
   uint8_t rd, rs1, rs2, rs3;
-  uint8_t len; /* 2 or 4 */
-  uint8_t rm;  /* funct3 */
+  uint8_t len;        /* 2 or 4 */
+  uint8_t rm;         /* funct3 */
+  uint8_t ends_block; /* control transfer, system or fence: the last instruction of a block */
+  uint8_t fast;       /* enum rv_fast */
 };
 
 /* Operand layouts of the decode table (how fields are extracted into rv_insn). */
@@ -34,13 +107,36 @@ typedef struct rv_op {
   const char *name;
 } rv_op;
 
-#define RV_ICACHE_BITS 17
+/* Single instructions (the fallback for fetches that cannot use a block). */
+#define RV_ICACHE_BITS 12
 #define RV_ICACHE_SIZE (1U << RV_ICACHE_BITS)
+
+/* Decoded blocks: straight-line runs of instructions inside one page, ending after a control
+ * transfer, system instruction or fence, at the page end or at RV_BLOCK_MAX instructions. A
+ * block is found by the host address of its first instruction (so by physical address) and its
+ * instructions live in a pool that is emptied when full. Every instruction is still compared with
+ * the bytes in memory before it runs, so code that changed never runs stale. */
+#define RV_BLOCK_MAX 32
+#define RV_BLOCK_BITS 16
+#define RV_BLOCK_SLOTS (1U << RV_BLOCK_BITS)
+#define RV_POOL_SIZE (1U << 18)
+
+/* A block table slot: (index of the first instruction in the pool << 6) | instruction count
+ * (1..RV_BLOCK_MAX); 0 = empty. The first instruction's key tells which block it is. Slots are
+ * small so that the table stays in the host's caches. */
+typedef uint32_t rv_block;
+#define RV_BLOCK_N_BITS 6
 
 struct rv_icache {
   rv_insn e[RV_ICACHE_SIZE];
-  uint16_t order[512]; /* decode table indices grouped by major opcode */
-  uint16_t first[32];  /* start of each opcode's group in order[] */
+  rv_block blocks[RV_BLOCK_SLOTS];
+  /* pool indices must fit in a slot */
+  _Static_assert(RV_POOL_SIZE <= (1ULL << (32 - RV_BLOCK_N_BITS)), "pool too large");
+  rv_insn pool[RV_POOL_SIZE];
+  uint32_t pool_used;
+  uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
+  uint16_t order[512];  /* decode table indices grouped by major opcode */
+  uint16_t first[32];   /* start of each opcode's group in order[] */
   uint16_t count[32];
 };
 
@@ -94,7 +190,7 @@ enum {
 };
 
 enum { ACC_READ = 0, ACC_WRITE = 1, ACC_EXEC = 2 };
-enum { TLB_U = 0, TLB_S = 1, TLB_BARE = 2 };
+enum { TLB_U = 0, TLB_S = 1, TLB_M = 2 };
 
 /* ---------------------------------------------------------------- cpu.c */
 
@@ -107,6 +203,21 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val);
 bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val);
 uint64_t rv_read_mip(rv_hart *h);
 void rv_mark_fs_dirty(rv_hart *h);
+
+/* ---------------------------------------------------------------- pmp.c */
+
+static inline unsigned rv_pmp_cfg(const rv_hart *h, unsigned i) {
+  /* RV64 packs eight entries into each even-numbered pmpcfg register. */
+  return (h->pmpcfg[(size_t)(i / 8) * 2] >> (8 * (i % 8))) & 0xff;
+}
+/* Recompute the derived PMP summary (pmp_count, pmp_locked) after pmpcfg changes. */
+void rv_pmp_update(rv_hart *h);
+/* pmpaddr[i] is writable: its entry is not locked, nor is a TOR entry above it. */
+bool rv_pmp_addr_writable(const rv_hart *h, unsigned i);
+/* Whether an access of size bytes at physical address pa is allowed at privilege priv. */
+bool rv_pmp_check(const rv_hart *h, uint64_t pa, unsigned size, int access, int priv);
+/* Whether the whole 4 KiB page has one PMP decision and it allows the access (TLB fill). */
+bool rv_pmp_page_allows(const rv_hart *h, uint64_t ppage, int access, int priv);
 
 /* ---------------------------------------------------------------- mmu.c */
 
@@ -183,6 +294,25 @@ static inline bool rv_store(rv_hart *h, uint64_t va, unsigned size, uint64_t val
   }
   return rv_store_slow(h, va, size, val);
 }
+
+/* ---------------------------------------------------------------- softfp.c */
+
+/* fflags bits and rounding modes (frm / the rm field) */
+#define RV_FF_NX 1U
+#define RV_FF_UF 2U
+#define RV_FF_OF 4U
+#define RV_FF_DZ 8U
+#define RV_FF_NV 16U
+enum { RV_RM_RNE, RV_RM_RTZ, RV_RM_RDN, RV_RM_RUP, RV_RM_RMM };
+enum { RV_FP_S, RV_FP_D };
+
+/* Exact IEEE 754 operations in software, in any of the five rounding modes, on raw bits of the
+ * format (RV_FP_S: the low 32 bits). Flags are ORed into *flags; NaN results are canonical. */
+uint64_t rv_softfp_fma(int fmt, uint64_t a, uint64_t b, uint64_t c, int rm, unsigned *flags);
+uint64_t rv_softfp_div(int fmt, uint64_t a, uint64_t b, int rm, unsigned *flags);
+uint64_t rv_softfp_from_int(int fmt, bool negative, uint64_t magnitude, int rm, unsigned *flags);
+/* binary64 -> binary32 */
+uint64_t rv_softfp_narrow(uint64_t d, int rm, unsigned *flags);
 
 /* ---------------------------------------------------------------- exec.c / fpu.c handlers */
 

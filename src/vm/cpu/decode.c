@@ -246,7 +246,28 @@ const rv_op *rv_decode_table(size_t *n) {
 
 /* Group the table by major opcode (bits 6:2) so a decode miss scans only that opcode's entries,
  * keeping the table's order inside each group (order decides between overlapping encodings). */
+/* The handlers the block runner can execute inline, and how. */
+static const struct {
+  rv_exec_fn fn;
+  uint8_t fast;
+} rv_inline_ops[] = {
+#define RV_INLINE(name, ...) {op_##name, RV_FAST_##name},
+    RV_STORE_OPS(RV_INLINE) RV_BRANCH_OPS(RV_INLINE) RV_LOAD_OPS(RV_INLINE) RV_ALU_I_OPS(RV_INLINE)
+        RV_ALU_R_OPS(RV_INLINE){op_jal, RV_FAST_jal},
+    {op_jalr, RV_FAST_jalr},
+#undef RV_INLINE
+};
+
+static uint8_t rv_fast_kind(rv_exec_fn fn) {
+  for (size_t i = 0; i < ARRAY_SIZE(rv_inline_ops); i++)
+    if (rv_inline_ops[i].fn == fn)
+      return rv_inline_ops[i].fast;
+  return RV_FAST_CALL;
+}
+
 void rv_decode_index(struct rv_icache *ic) {
+  for (size_t i = 0; i < ARRAY_SIZE(rv_ops); i++)
+    ic->fast_of[i] = rv_fast_kind(rv_ops[i].fn);
   size_t n = 0;
   for (unsigned opc = 0; opc < 32; opc++) {
     ic->first[opc] = (uint16_t)n;
@@ -297,18 +318,32 @@ static void rv_extract(uint32_t raw, int format, rv_insn *d) {
   }
 }
 
+/* Major opcodes (bits 6:2) after which execution may not continue in a straight line or whose
+ * effects (CSRs, privilege, translation, fences) must be seen before the next fetch: BRANCH, JAL,
+ * JALR, SYSTEM, MISC-MEM. */
+static bool rv_opcode_ends_block(unsigned opc) {
+  return opc == 0x18 || opc == 0x1b || opc == 0x19 || opc == 0x1c || opc == 0x03;
+}
+
 static void rv_decode32(const struct rv_icache *ic, uint32_t raw, rv_insn *d) {
   unsigned opc = (raw >> 2) & 31;
+  d->ends_block = rv_opcode_ends_block(opc);
   for (unsigned k = 0; k < ic->count[opc]; k++) {
-    const rv_op *op = &rv_ops[ic->order[ic->first[opc] + k]];
+    unsigned idx = ic->order[ic->first[opc] + k];
+    const rv_op *op = &rv_ops[idx];
     if ((raw & op->mask) == op->match) {
       rv_extract(raw, op->format, d);
       d->fn = op->fn;
+      /* Inline ALU and load results go straight to x[rd]: writes to x0 go through the handler. */
+      d->fast = ic->fast_of[idx];
+      if (d->fast > RV_FAST_LAST_STORE && d->rd == 0)
+        d->fast = RV_FAST_CALL;
       return;
     }
   }
   rv_extract(raw, FMT_NONE, d);
   d->fn = rv_illegal;
+  d->fast = RV_FAST_CALL;
 }
 
 void rv_decode(const struct rv_icache *ic, uint32_t raw, rv_insn *d) {
@@ -323,6 +358,8 @@ void rv_decode(const struct rv_icache *ic, uint32_t raw, rv_insn *d) {
   if (full == 0) {
     rv_extract(0, FMT_NONE, d);
     d->fn = rv_illegal;
+    d->fast = RV_FAST_CALL;
+    d->ends_block = true;
     return;
   }
   rv_decode32(ic, full, d);

@@ -9,7 +9,6 @@
 
 /* ---------------------------------------------------------------- RV64I */
 
-RV_HANDLER(op_lui) { RD = (uint64_t)d->imm; }
 RV_HANDLER(op_auipc) { RD = h->pc + (uint64_t)d->imm; }
 RV_HANDLER(op_jal) {
   RD = h->pc + d->len;
@@ -22,79 +21,41 @@ RV_HANDLER(op_jalr) {
 }
 
 #define BRANCH(name, cond)                                                                         \
-  RV_HANDLER(name) {                                                                               \
+  RV_HANDLER(op_##name) {                                                                          \
+    uint64_t a = RS1, b = RS2;                                                                     \
     if (cond)                                                                                      \
       h->next_pc = h->pc + (uint64_t)d->imm;                                                       \
   }
-BRANCH(op_beq, RS1 == RS2)
-BRANCH(op_bne, RS1 != RS2)
-BRANCH(op_blt, (int64_t)RS1 < (int64_t)RS2)
-BRANCH(op_bge, (int64_t)RS1 >= (int64_t)RS2)
-BRANCH(op_bltu, RS1 < RS2)
-BRANCH(op_bgeu, RS1 >= RS2)
+RV_BRANCH_OPS(BRANCH)
 
+/* The semantics of the loads, stores and ALU operations are the lists in cpu_internal.h, which
+ * the block runner (cpu.c) also executes inline. */
 #define LOAD(name, size, conv)                                                                     \
-  RV_HANDLER(name) {                                                                               \
+  RV_HANDLER(op_##name) {                                                                          \
     uint64_t v;                                                                                    \
     if (likely(rv_load(h, RS1 + (uint64_t)d->imm, size, &v)))                                      \
       RD = conv;                                                                                   \
   }
-LOAD(op_lb, 1, (uint64_t)(int64_t)(int8_t)v)
-LOAD(op_lh, 2, (uint64_t)(int64_t)(int16_t)v)
-LOAD(op_lw, 4, SX32(v))
-LOAD(op_ld, 8, v)
-LOAD(op_lbu, 1, v)
-LOAD(op_lhu, 2, v)
-LOAD(op_lwu, 4, v)
+RV_LOAD_OPS(LOAD)
 
 #define STORE(name, size)                                                                          \
-  RV_HANDLER(name) { rv_store(h, RS1 + (uint64_t)d->imm, size, RS2); }
-STORE(op_sb, 1)
-STORE(op_sh, 2)
-STORE(op_sw, 4)
-STORE(op_sd, 8)
+  RV_HANDLER(op_##name) { rv_store(h, RS1 + (uint64_t)d->imm, size, RS2); }
+RV_STORE_OPS(STORE)
 
 #define ALU_I(name, expr)                                                                          \
-  RV_HANDLER(name) {                                                                               \
+  RV_HANDLER(op_##name) {                                                                          \
     uint64_t a = RS1, b = (uint64_t)d->imm;                                                        \
+    (void)a;                                                                                       \
     (void)b;                                                                                       \
     RD = (expr);                                                                                   \
   }
 #define ALU_R(name, expr)                                                                          \
-  RV_HANDLER(name) {                                                                               \
+  RV_HANDLER(op_##name) {                                                                          \
     uint64_t a = RS1, b = RS2;                                                                     \
     RD = (expr);                                                                                   \
   }
-
-ALU_I(op_addi, a + b)
-ALU_I(op_slti, (int64_t)a < (int64_t)b)
-ALU_I(op_sltiu, a < b)
-ALU_I(op_xori, a ^ b)
-ALU_I(op_ori, a | b)
-ALU_I(op_andi, a &b)
-ALU_I(op_slli, a << (b & 63))
-ALU_I(op_srli, a >> (b & 63))
-ALU_I(op_srai, (uint64_t)((int64_t)a >> (b & 63)))
-ALU_I(op_addiw, SX32(a + b))
-ALU_I(op_slliw, SX32((uint32_t)a << (b & 31)))
-ALU_I(op_srliw, SX32((uint32_t)a >> (b & 31)))
-ALU_I(op_sraiw, SX32((int32_t)a >> (b & 31)))
-
-ALU_R(op_add, a + b)
-ALU_R(op_sub, a - b)
-ALU_R(op_sll, a << (b & 63))
-ALU_R(op_slt, (int64_t)a < (int64_t)b)
-ALU_R(op_sltu, a < b)
-ALU_R(op_xor, a ^ b)
-ALU_R(op_srl, a >> (b & 63))
-ALU_R(op_sra, (uint64_t)((int64_t)a >> (b & 63)))
-ALU_R(op_or, a | b)
-ALU_R(op_and, a &b)
-ALU_R(op_addw, SX32(a + b))
-ALU_R(op_subw, SX32(a - b))
-ALU_R(op_sllw, SX32((uint32_t)a << (b & 31)))
-ALU_R(op_srlw, SX32((uint32_t)a >> (b & 31)))
-ALU_R(op_sraw, SX32((int32_t)a >> (b & 31)))
+RV_ALU_I_OPS(ALU_I)
+RV_ALU_R_OPS(ALU_R)
 
 /* ---------------------------------------------------------------- M */
 
@@ -134,10 +95,9 @@ static uint32_t rem32(int32_t a, int32_t b) {
   return (uint32_t)(a % b);
 }
 
-ALU_R(op_mul, a *b)
-ALU_R(op_mulh, mulh64((int64_t)a, (int64_t)b))
-ALU_R(op_mulhsu, mulhsu64((int64_t)a, b))
-ALU_R(op_mulhu, mulhu64(a, b))
+ALU_R(mulh, mulh64((int64_t)a, (int64_t)b))
+ALU_R(mulhsu, mulhsu64((int64_t)a, b))
+ALU_R(mulhu, mulhu64(a, b))
 /* Linux's cpu_relax() is "div rd, rd, zero": a hart spinning on a lock or on another hart. After
  * a few of them the hart gives up the rest of its slice so the machine runs the other harts. */
 RV_HANDLER(op_div) {
@@ -149,14 +109,13 @@ RV_HANDLER(op_div) {
   }
   RD = div64((int64_t)a, (int64_t)b);
 }
-ALU_R(op_divu, b ? a / b : UINT64_MAX)
-ALU_R(op_rem, rem64((int64_t)a, (int64_t)b))
-ALU_R(op_remu, b ? a % b : a)
-ALU_R(op_mulw, SX32((uint32_t)a *(uint32_t)b))
-ALU_R(op_divw, SX32(div32((int32_t)a, (int32_t)b)))
-ALU_R(op_divuw, SX32((uint32_t)b ? (uint32_t)a / (uint32_t)b : UINT32_MAX))
-ALU_R(op_remw, SX32(rem32((int32_t)a, (int32_t)b)))
-ALU_R(op_remuw, SX32((uint32_t)b ? (uint32_t)a % (uint32_t)b : (uint32_t)a))
+ALU_R(divu, b ? a / b : UINT64_MAX)
+ALU_R(rem, rem64((int64_t)a, (int64_t)b))
+ALU_R(remu, b ? a % b : a)
+ALU_R(divw, SX32(div32((int32_t)a, (int32_t)b)))
+ALU_R(divuw, SX32((uint32_t)b ? (uint32_t)a / (uint32_t)b : UINT32_MAX))
+ALU_R(remw, SX32(rem32((int32_t)a, (int32_t)b)))
+ALU_R(remuw, SX32((uint32_t)b ? (uint32_t)a % (uint32_t)b : (uint32_t)a))
 
 /* ---------------------------------------------------------------- Zba / Zbb / Zbs */
 
@@ -172,48 +131,48 @@ static uint64_t orc_b(uint64_t a) {
   return r;
 }
 
-ALU_R(op_sh1add, (a << 1) + b)
-ALU_R(op_sh2add, (a << 2) + b)
-ALU_R(op_sh3add, (a << 3) + b)
-ALU_R(op_add_uw, (uint64_t)(uint32_t)a + b)
-ALU_R(op_sh1add_uw, ((uint64_t)(uint32_t)a << 1) + b)
-ALU_R(op_sh2add_uw, ((uint64_t)(uint32_t)a << 2) + b)
-ALU_R(op_sh3add_uw, ((uint64_t)(uint32_t)a << 3) + b)
-ALU_I(op_slli_uw, (uint64_t)(uint32_t)a << (b & 63))
+ALU_R(sh1add, (a << 1) + b)
+ALU_R(sh2add, (a << 2) + b)
+ALU_R(sh3add, (a << 3) + b)
+ALU_R(add_uw, (uint64_t)(uint32_t)a + b)
+ALU_R(sh1add_uw, ((uint64_t)(uint32_t)a << 1) + b)
+ALU_R(sh2add_uw, ((uint64_t)(uint32_t)a << 2) + b)
+ALU_R(sh3add_uw, ((uint64_t)(uint32_t)a << 3) + b)
+ALU_I(slli_uw, (uint64_t)(uint32_t)a << (b & 63))
 
-ALU_R(op_andn, a & ~b)
-ALU_R(op_orn, a | ~b)
-ALU_R(op_xnor, ~(a ^ b))
-ALU_R(op_max, (int64_t)a > (int64_t)b ? a : b)
-ALU_R(op_maxu, a > b ? a : b)
-ALU_R(op_min, (int64_t)a < (int64_t)b ? a : b)
-ALU_R(op_minu, a < b ? a : b)
-ALU_R(op_rol, rol64(a, b & 63))
-ALU_R(op_ror, ror64(a, b & 63))
-ALU_R(op_rolw, SX32(rol32((uint32_t)a, b & 31)))
-ALU_R(op_rorw, SX32(ror32((uint32_t)a, b & 31)))
-ALU_I(op_rori, ror64(a, b & 63))
-ALU_I(op_roriw, SX32(ror32((uint32_t)a, b & 31)))
-ALU_I(op_clz, a ? (uint64_t)__builtin_clzll(a) : 64)
-ALU_I(op_ctz, a ? (uint64_t)__builtin_ctzll(a) : 64)
-ALU_I(op_cpop, (uint64_t)__builtin_popcountll(a))
-ALU_I(op_clzw, (uint32_t)a ? (uint64_t)__builtin_clz((uint32_t)a) : 32)
-ALU_I(op_ctzw, (uint32_t)a ? (uint64_t)__builtin_ctz((uint32_t)a) : 32)
-ALU_I(op_cpopw, (uint64_t)__builtin_popcount((uint32_t)a))
-ALU_I(op_sext_b, (uint64_t)(int64_t)(int8_t)a)
-ALU_I(op_sext_h, (uint64_t)(int64_t)(int16_t)a)
-ALU_I(op_zext_h, (uint64_t)(uint16_t)a)
-ALU_I(op_orc_b, orc_b(a))
-ALU_I(op_rev8, __builtin_bswap64(a))
+ALU_R(andn, a & ~b)
+ALU_R(orn, a | ~b)
+ALU_R(xnor, ~(a ^ b))
+ALU_R(max, (int64_t)a > (int64_t)b ? a : b)
+ALU_R(maxu, a > b ? a : b)
+ALU_R(min, (int64_t)a < (int64_t)b ? a : b)
+ALU_R(minu, a < b ? a : b)
+ALU_R(rol, rol64(a, b & 63))
+ALU_R(ror, ror64(a, b & 63))
+ALU_R(rolw, SX32(rol32((uint32_t)a, b & 31)))
+ALU_R(rorw, SX32(ror32((uint32_t)a, b & 31)))
+ALU_I(rori, ror64(a, b & 63))
+ALU_I(roriw, SX32(ror32((uint32_t)a, b & 31)))
+ALU_I(clz, a ? (uint64_t)__builtin_clzll(a) : 64)
+ALU_I(ctz, a ? (uint64_t)__builtin_ctzll(a) : 64)
+ALU_I(cpop, (uint64_t)__builtin_popcountll(a))
+ALU_I(clzw, (uint32_t)a ? (uint64_t)__builtin_clz((uint32_t)a) : 32)
+ALU_I(ctzw, (uint32_t)a ? (uint64_t)__builtin_ctz((uint32_t)a) : 32)
+ALU_I(cpopw, (uint64_t)__builtin_popcount((uint32_t)a))
+ALU_I(sext_b, (uint64_t)(int64_t)(int8_t)a)
+ALU_I(sext_h, (uint64_t)(int64_t)(int16_t)a)
+ALU_I(zext_h, (uint64_t)(uint16_t)a)
+ALU_I(orc_b, orc_b(a))
+ALU_I(rev8, __builtin_bswap64(a))
 
-ALU_R(op_bclr, a & ~(1ULL << (b & 63)))
-ALU_R(op_bset, a | (1ULL << (b & 63)))
-ALU_R(op_binv, a ^ (1ULL << (b & 63)))
-ALU_R(op_bext, (a >> (b & 63)) & 1)
-ALU_I(op_bclri, a & ~(1ULL << (b & 63)))
-ALU_I(op_bseti, a | (1ULL << (b & 63)))
-ALU_I(op_binvi, a ^ (1ULL << (b & 63)))
-ALU_I(op_bexti, (a >> (b & 63)) & 1)
+ALU_R(bclr, a & ~(1ULL << (b & 63)))
+ALU_R(bset, a | (1ULL << (b & 63)))
+ALU_R(binv, a ^ (1ULL << (b & 63)))
+ALU_R(bext, (a >> (b & 63)) & 1)
+ALU_I(bclri, a & ~(1ULL << (b & 63)))
+ALU_I(bseti, a | (1ULL << (b & 63)))
+ALU_I(binvi, a ^ (1ULL << (b & 63)))
+ALU_I(bexti, (a >> (b & 63)) & 1)
 
 /* ---------------------------------------------------------------- A */
 

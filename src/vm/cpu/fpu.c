@@ -1,23 +1,12 @@
 /* F and D: arithmetic runs on the host FPU with its rounding mode and exception flags (x86-64
- * SSE detects tininess after rounding, like RISC-V); NaN results are replaced by the RISC-V
- * canonical NaN; min/max, comparisons, classification and float-to-integer conversions are done
- * in software because their RISC-V semantics differ from C's. */
+ * SSE detects tininess after rounding, like RISC-V), except round to nearest with ties to max
+ * magnitude, which the host lacks: that is computed exactly in software (softfp.c). NaN results are
+ * replaced by the RISC-V canonical NaN; min/max, comparisons, classification and float-to-integer
+ * conversions are done in software because their RISC-V semantics differ from C's. */
 #include <fenv.h>
 #include <math.h>
 
 #include "vm/cpu/cpu_internal.h"
-
-#define FF_NX 1U
-#define FF_UF 2U
-#define FF_OF 4U
-#define FF_DZ 8U
-#define FF_NV 16U
-
-#define RM_RNE 0
-#define RM_RTZ 1
-#define RM_RDN 2
-#define RM_RUP 3
-#define RM_RMM 4
 
 #define CANON_S 0x7fc00000U
 #define CANON_D 0x7ff8000000000000ULL
@@ -82,7 +71,7 @@ static bool fp_rm(rv_hart *h, const rv_insn *d, int *rm) {
   if (!fp_on(h, d))
     return false;
   int r = d->rm == 7 ? (int)h->frm : d->rm;
-  if (r > RM_RMM) {
+  if (r > RV_RM_RMM) {
     rv_illegal(h, d);
     return false;
   }
@@ -93,25 +82,25 @@ static bool fp_rm(rv_hart *h, const rv_insn *d, int *rm) {
 static void fp_host_enter(int rm) {
   static const int host_rm[5] = {FE_TONEAREST, FE_TOWARDZERO, FE_DOWNWARD, FE_UPWARD, FE_TONEAREST};
   feclearexcept(FE_ALL_EXCEPT);
-  if (rm != RM_RNE && rm != RM_RMM)
+  if (rm != RV_RM_RNE && rm != RV_RM_RMM)
     fesetround(host_rm[rm]);
 }
 
 static unsigned fp_host_leave(int rm) {
   int e = fetestexcept(FE_ALL_EXCEPT);
-  if (rm != RM_RNE && rm != RM_RMM)
+  if (rm != RV_RM_RNE && rm != RV_RM_RMM)
     fesetround(FE_TONEAREST);
   unsigned f = 0;
   if (e & FE_INEXACT)
-    f |= FF_NX;
+    f |= RV_FF_NX;
   if (e & FE_UNDERFLOW)
-    f |= FF_UF;
+    f |= RV_FF_UF;
   if (e & FE_OVERFLOW)
-    f |= FF_OF;
+    f |= RV_FF_OF;
   if (e & FE_DIVBYZERO)
-    f |= FF_DZ;
+    f |= RV_FF_DZ;
   if (e & FE_INVALID)
-    f |= FF_NV;
+    f |= RV_FF_NV;
   return f;
 }
 
@@ -147,97 +136,42 @@ RV_HANDLER(op_fsd) {
 
 /* ---------------------------------------------------------------- arithmetic */
 
-/* Round-to-nearest-max-magnitude has no host rounding mode. For single precision the operation is
- * done in double with round-toward-zero and a sticky last bit ("round to odd": double has more
- * than 2*24+2 bits, so rounding that once more to float is exact), then rounded to float by
- * looking at the midpoint between the two float neighbours. */
-static float rmm_from_odd_double(double x, unsigned host_flags, unsigned *fl) {
-  *fl = host_flags & (FF_NV | FF_DZ);
-  if (isnan(x) || isinf(x))
-    return (float)x;
-  if (host_flags & FF_NX) {
-    uint64_t u = d_bits(x) | 1;
-    x = as_d(u);
-  }
-  fesetround(FE_TOWARDZERO);
-  double xb = x;
-  FP_BARRIER(xb);
-  float t = (float)xb;
-  FP_BARRIER(t);
-  fesetround(FE_TONEAREST);
-  if ((double)t == x)
-    return t;
-  float next = nextafterf(t, signbit(x) ? -INFINITY : INFINITY);
-  double mid = isinf(next) ? copysign(0x1.ffffffp127, x) : ((double)t + (double)next) / 2;
-  float r = fabs(x) >= fabs(mid) ? next : t;
-  *fl |= FF_NX;
-  if (isinf(r))
-    *fl |= FF_OF;
-  if (fabs(x) < 0x1p-126)
-    *fl |= FF_UF;
-  return r;
+/* Round to nearest, ties to max magnitude (RMM) has no host rounding mode: those operations are
+ * computed exactly in software (softfp.c). +, - and * are fused multiply-adds with an exact term
+ * (a*1 + b, a*b + -0, which keeps the sign of a zero product). A square root is never exactly
+ * halfway between two floating-point numbers, so RMM rounds it like RNE on the host. */
+typedef uint64_t (*rmm_fn)(int fmt, uint64_t a, uint64_t b, unsigned *fl);
+
+static uint64_t one_bits(int fmt) { return fmt == RV_FP_S ? 0x3f800000U : 0x3ff0000000000000ULL; }
+static uint64_t sign_bit(int fmt) { return fmt == RV_FP_S ? 0x80000000U : 0x8000000000000000ULL; }
+
+static uint64_t rmm_add(int fmt, uint64_t a, uint64_t b, unsigned *fl) {
+  return rv_softfp_fma(fmt, a, one_bits(fmt), b, RV_RM_RMM, fl);
+}
+static uint64_t rmm_sub(int fmt, uint64_t a, uint64_t b, unsigned *fl) {
+  return rv_softfp_fma(fmt, a, one_bits(fmt), b ^ sign_bit(fmt), RV_RM_RMM, fl);
+}
+static uint64_t rmm_mul(int fmt, uint64_t a, uint64_t b, unsigned *fl) {
+  return rv_softfp_fma(fmt, a, b, sign_bit(fmt), RV_RM_RMM, fl);
+}
+static uint64_t rmm_div(int fmt, uint64_t a, uint64_t b, unsigned *fl) {
+  return rv_softfp_div(fmt, a, b, RV_RM_RMM, fl);
 }
 
-static float rmm_single(double (*op)(double, double, double), float a, float b, float c,
-                        unsigned *fl) {
-  double da = a, db = b, dc = c;
-  fp_host_enter(RM_RTZ);
-  FP_BARRIER(da);
-  double x = op(da, db, dc);
-  FP_BARRIER(x);
-  unsigned hf = fp_host_leave(RM_RTZ);
-  return rmm_from_odd_double(x, hf, fl);
-}
-static double d_add(double a, double b, double c) {
-  (void)c;
-  return a + b;
-}
-static double d_sub(double a, double b, double c) {
-  (void)c;
-  return a - b;
-}
-static double d_mul(double a, double b, double c) {
-  (void)c;
-  return a * b;
-}
-static double d_div(double a, double b, double c) {
-  (void)c;
-  return a / b;
-}
-static double d_sqrt(double a, double b, double c) {
-  (void)b;
-  (void)c;
-  return sqrt(a);
-}
-static double d_fma(double a, double b, double c) { return fma(a, b, c); }
-
-/* For double precision the rounding error of +, -, * and / is exactly representable: RNE and
- * RMM differ only on an exact tie, where RMM moves one step away from zero. */
-static double rmm_fix_tie(double r, double err) {
-  if (err == 0 || isnan(r) || isinf(r) || signbit(err) != signbit(r))
-    return r;
-  double up = nextafter(r, copysign(INFINITY, r));
-  return fabs(err) * 2 == fabs(up - r) ? up : r;
-}
-static double two_sum_err(double a, double b, double s) {
-  double bb = s - a;
-  return (a - (s - bb)) + (b - bb);
-}
-
-#define ARITH_S(name, expr, dop)                                                                   \
+#define ARITH_S(name, expr, rmm)                                                                   \
   RV_HANDLER(name) {                                                                               \
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
-    float a = as_f(FS1), b = as_f(FS2);                                                            \
-    (void)b;                                                                                       \
-    if (rm == RM_RMM) {                                                                            \
-      unsigned fl;                                                                                 \
-      float r = rmm_single(dop, a, b, 0, &fl);                                                     \
-      h->f[d->rd] = box_s(canon_s(r));                                                             \
+    rmm_fn soft = (rmm);                                                                           \
+    if (rm == RV_RM_RMM && soft) {                                                                 \
+      unsigned fl = 0;                                                                             \
+      h->f[d->rd] = box_s((uint32_t)soft(RV_FP_S, FS1, FS2, &fl));                                 \
       fp_done(h, fl);                                                                              \
       return;                                                                                      \
     }                                                                                              \
+    float a = as_f(FS1), b = as_f(FS2);                                                            \
+    (void)b;                                                                                       \
     fp_host_enter(rm);                                                                             \
     FP_BARRIER(a);                                                                                 \
     FP_BARRIER(b);                                                                                 \
@@ -247,11 +181,18 @@ static double two_sum_err(double a, double b, double s) {
     h->f[d->rd] = box_s(canon_s(r));                                                               \
     fp_done(h, fl);                                                                                \
   }
-#define ARITH_D(name, expr, err_expr)                                                              \
+#define ARITH_D(name, expr, rmm)                                                                   \
   RV_HANDLER(name) {                                                                               \
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
+    rmm_fn soft = (rmm);                                                                           \
+    if (rm == RV_RM_RMM && soft) {                                                                 \
+      unsigned fl = 0;                                                                             \
+      h->f[d->rd] = soft(RV_FP_D, FD1, FD2, &fl);                                                  \
+      fp_done(h, fl);                                                                              \
+      return;                                                                                      \
+    }                                                                                              \
     double a = as_d(FD1), b = as_d(FD2);                                                           \
     (void)b;                                                                                       \
     fp_host_enter(rm);                                                                             \
@@ -260,44 +201,38 @@ static double two_sum_err(double a, double b, double s) {
     double r = (expr);                                                                             \
     FP_BARRIER(r);                                                                                 \
     unsigned fl = fp_host_leave(rm);                                                               \
-    if (rm == RM_RMM && (fl & FF_NX))                                                              \
-      r = rmm_fix_tie(r, (err_expr));                                                              \
     h->f[d->rd] = canon_d(r);                                                                      \
     fp_done(h, fl);                                                                                \
   }
 
-ARITH_S(op_fadd_s, a + b, d_add)
-ARITH_S(op_fsub_s, a - b, d_sub)
-ARITH_S(op_fmul_s, a *b, d_mul)
-ARITH_S(op_fdiv_s, a / b, d_div)
-ARITH_S(op_fsqrt_s, sqrtf(a), d_sqrt)
-/* The error terms: exact for +/- (TwoSum), * (fma) and / (remainder scaled by the divisor). */
-ARITH_D(op_fadd_d, a + b, two_sum_err(a, b, r))
-ARITH_D(op_fsub_d, a - b, two_sum_err(a, -b, r))
-ARITH_D(op_fmul_d, a *b, fma(a, b, -r))
-ARITH_D(op_fdiv_d, a / b, -fma(r, b, -a) / b)
-ARITH_D(op_fsqrt_d, sqrt(a), 0.0) /* a square root is never exactly halfway */
+ARITH_S(op_fadd_s, a + b, rmm_add)
+ARITH_S(op_fsub_s, a - b, rmm_sub)
+ARITH_S(op_fmul_s, a *b, rmm_mul)
+ARITH_S(op_fdiv_s, a / b, rmm_div)
+ARITH_S(op_fsqrt_s, sqrtf(a), NULL)
+ARITH_D(op_fadd_d, a + b, rmm_add)
+ARITH_D(op_fsub_d, a - b, rmm_sub)
+ARITH_D(op_fmul_d, a *b, rmm_mul)
+ARITH_D(op_fdiv_d, a / b, rmm_div)
+ARITH_D(op_fsqrt_d, sqrt(a), NULL)
 
-/* a*b+c with optional negation of the product and of c; inf*0 is invalid even when c is a
- * quiet NaN (the host may not flag it). */
+/* a*b+c with optional negation of the product and of c. The host's fma rounds once in the four
+ * modes it has (inf*0 is invalid even when c is a quiet NaN, which the host may not flag); RMM
+ * goes to the exact software FMA. */
 #define FMA_S(name, neg_prod, neg_c)                                                               \
   RV_HANDLER(name) {                                                                               \
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
-    float a = as_f(FS1), b = as_f(FS2), c = as_f(FS3);                                             \
-    unsigned extra = ((isinf(a) && b == 0) || (a == 0 && isinf(b))) ? FF_NV : 0;                   \
-    if (neg_prod)                                                                                  \
-      a = -a;                                                                                      \
-    if (neg_c)                                                                                     \
-      c = -c;                                                                                      \
-    if (rm == RM_RMM) {                                                                            \
-      unsigned fl;                                                                                 \
-      float r = rmm_single(d_fma, a, b, c, &fl);                                                   \
-      h->f[d->rd] = box_s(canon_s(r));                                                             \
-      fp_done(h, fl | extra);                                                                      \
+    uint32_t ua = FS1 ^ ((neg_prod) ? 0x80000000U : 0), uc = FS3 ^ ((neg_c) ? 0x80000000U : 0);    \
+    if (rm == RV_RM_RMM) {                                                                         \
+      unsigned fl = 0;                                                                             \
+      h->f[d->rd] = box_s((uint32_t)rv_softfp_fma(RV_FP_S, ua, FS2, uc, rm, &fl));                 \
+      fp_done(h, fl);                                                                              \
       return;                                                                                      \
     }                                                                                              \
+    float a = as_f(ua), b = as_f(FS2), c = as_f(uc);                                               \
+    unsigned extra = ((isinf(a) && b == 0) || (a == 0 && isinf(b))) ? RV_FF_NV : 0;                \
     fp_host_enter(rm);                                                                             \
     FP_BARRIER(a);                                                                                 \
     float r = fmaf(a, b, c);                                                                       \
@@ -311,12 +246,15 @@ ARITH_D(op_fsqrt_d, sqrt(a), 0.0) /* a square root is never exactly halfway */
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
-    double a = as_d(FD1), b = as_d(FD2), c = as_d(FD3);                                            \
-    unsigned extra = ((isinf(a) && b == 0) || (a == 0 && isinf(b))) ? FF_NV : 0;                   \
-    if (neg_prod)                                                                                  \
-      a = -a;                                                                                      \
-    if (neg_c)                                                                                     \
-      c = -c;                                                                                      \
+    uint64_t ua = FD1 ^ ((neg_prod) ? 1ULL << 63 : 0), uc = FD3 ^ ((neg_c) ? 1ULL << 63 : 0);      \
+    if (rm == RV_RM_RMM) {                                                                         \
+      unsigned fl = 0;                                                                             \
+      h->f[d->rd] = rv_softfp_fma(RV_FP_D, ua, FD2, uc, rm, &fl);                                  \
+      fp_done(h, fl);                                                                              \
+      return;                                                                                      \
+    }                                                                                              \
+    double a = as_d(ua), b = as_d(FD2), c = as_d(uc);                                              \
+    unsigned extra = ((isinf(a) && b == 0) || (a == 0 && isinf(b))) ? RV_FF_NV : 0;                \
     fp_host_enter(rm);                                                                             \
     FP_BARRIER(a);                                                                                 \
     double r = fma(a, b, c);                                                                       \
@@ -356,7 +294,7 @@ SGNJ(op_fsgnjx_d, GET_D, PUT_D, 0x8000000000000000ULL, a ^ b)
 
 static uint32_t minmax_s(rv_hart *h, uint32_t a, uint32_t b, bool max) {
   if (is_snan_s(a) || is_snan_s(b))
-    h->fflags |= FF_NV;
+    h->fflags |= RV_FF_NV;
   if (is_nan_s(a) && is_nan_s(b))
     return CANON_S;
   if (is_nan_s(a))
@@ -370,7 +308,7 @@ static uint32_t minmax_s(rv_hart *h, uint32_t a, uint32_t b, bool max) {
 }
 static uint64_t minmax_d(rv_hart *h, uint64_t a, uint64_t b, bool max) {
   if (is_snan_d(a) || is_snan_d(b))
-    h->fflags |= FF_NV;
+    h->fflags |= RV_FF_NV;
   if (is_nan_d(a) && is_nan_d(b))
     return CANON_D;
   if (is_nan_d(a))
@@ -417,7 +355,7 @@ RV_HANDLER(op_fmax_d) {
     uint64_t r = 0;                                                                                \
     if (isnan_fn(a) || isnan_fn(b)) {                                                              \
       if ((signaling) || issnan_fn(a) || issnan_fn(b)) {                                           \
-        h->fflags |= FF_NV;                                                                        \
+        h->fflags |= RV_FF_NV;                                                                     \
         rv_mark_fs_dirty(h);                                                                       \
       }                                                                                            \
     } else {                                                                                       \
@@ -484,13 +422,13 @@ RV_HANDLER(op_fmv_d_x) {
 
 static double round_by_mode(double x, int rm) {
   switch (rm) {
-  case RM_RTZ:
+  case RV_RM_RTZ:
     return trunc(x);
-  case RM_RDN:
+  case RV_RM_RDN:
     return floor(x);
-  case RM_RUP:
+  case RV_RM_RUP:
     return ceil(x);
-  case RM_RMM:
+  case RV_RM_RMM:
     return round(x);
   default:
     return nearbyint(x); /* the host runs in round-to-nearest-even */
@@ -515,19 +453,19 @@ static uint64_t fcvt_to_int(double x, bool nan, int rm, bool is_signed, int bits
     max_v = bits == 64 ? UINT64_MAX : 0xffffffffULL;
   }
   if (nan) {
-    *fl = FF_NV;
+    *fl = RV_FF_NV;
     return bits == 32 ? (uint64_t)(int64_t)(int32_t)(uint32_t)max_v : max_v;
   }
   double r = round_by_mode(x, rm);
   if (r >= hi_excl) {
-    *fl = FF_NV;
+    *fl = RV_FF_NV;
     return bits == 32 ? (uint64_t)(int64_t)(int32_t)(uint32_t)max_v : max_v;
   }
   if (r < lo) {
-    *fl = FF_NV;
+    *fl = RV_FF_NV;
     return min_v;
   }
-  *fl = r != x ? FF_NX : 0;
+  *fl = r != x ? RV_FF_NX : 0;
   uint64_t v = is_signed ? (uint64_t)(int64_t)r : (uint64_t)r;
   if (bits == 32)
     v = (uint64_t)(int64_t)(int32_t)(uint32_t)v;
@@ -553,79 +491,73 @@ CVT_TO_INT(op_fcvt_wu_d, as_d(FD1), is_nan_d, FD1, false, 32)
 CVT_TO_INT(op_fcvt_l_d, as_d(FD1), is_nan_d, FD1, true, 64)
 CVT_TO_INT(op_fcvt_lu_d, as_d(FD1), is_nan_d, FD1, false, 64)
 
-/* Integer to float, rounded by the host in the requested mode. Round-to-nearest-max-magnitude
- * differs from RNE only on exact ties, which an integer source has when it needs more bits than
- * the mantissa holds: handled by looking at the neighbours. */
-#define CVT_FROM_INT(name, itype, expr, ftype, store)                                              \
+/* Integer to float, rounded by the host in the requested mode; RMM in software. */
+#define CVT_FROM_INT(name, itype, sgn, ftype, fmt, store)                                          \
   RV_HANDLER(name) {                                                                               \
     int rm;                                                                                        \
     if (!fp_rm(h, d, &rm))                                                                         \
       return;                                                                                      \
-    itype v = (itype)(expr);                                                                       \
-    fp_host_enter(rm == RM_RMM ? RM_RTZ : rm);                                                     \
+    itype v = (itype)h->x[d->rs1];                                                                 \
+    if (rm == RV_RM_RMM) {                                                                         \
+      unsigned fl = 0;                                                                             \
+      uint64_t ext = (uint64_t)v; /* sign-extended for the signed types */                         \
+      bool neg = (sgn) && (ext >> 63);                                                             \
+      uint64_t mag = neg ? 0 - ext : ext;                                                          \
+      uint64_t bits = rv_softfp_from_int(fmt, neg, mag, rm, &fl);                                  \
+      h->f[d->rd] = (fmt) == RV_FP_S ? box_s((uint32_t)bits) : bits;                               \
+      fp_done(h, fl);                                                                              \
+      return;                                                                                      \
+    }                                                                                              \
+    fp_host_enter(rm);                                                                             \
     FP_BARRIER(v);                                                                                 \
     ftype r = (ftype)v;                                                                            \
     FP_BARRIER(r);                                                                                 \
-    unsigned fl = fp_host_leave(rm == RM_RMM ? RM_RTZ : rm);                                       \
-    if (rm == RM_RMM && (fl & FF_NX))                                                              \
-      r = rmm_fix_##ftype((long double)v, r);                                                      \
+    unsigned fl = fp_host_leave(rm);                                                               \
     h->f[d->rd] = store(r);                                                                        \
     fp_done(h, fl);                                                                                \
   }
 
-/* r is the truncated result of exact value x (|r| <= |x|); step away from zero when x is at or
- * beyond the midpoint to the next representable value. long double holds every 64-bit integer. */
-static float rmm_fix_float(long double x, float r) {
-  float next = nextafterf(r, x < 0 ? -INFINITY : INFINITY);
-  long double mid = ((long double)r + (long double)next) / 2;
-  return (x < 0 ? x <= mid : x >= mid) ? next : r;
-}
-static double rmm_fix_double(long double x, double r) {
-  double next = nextafter(r, x < 0 ? -INFINITY : INFINITY);
-  long double mid = ((long double)r + (long double)next) / 2;
-  return (x < 0 ? x <= mid : x >= mid) ? next : r;
-}
 #define STORE_S(r) box_s(f_bits(r))
 #define STORE_D(r) d_bits(r)
-CVT_FROM_INT(op_fcvt_s_w, int32_t, h->x[d->rs1], float, STORE_S)
-CVT_FROM_INT(op_fcvt_s_wu, uint32_t, h->x[d->rs1], float, STORE_S)
-CVT_FROM_INT(op_fcvt_s_l, int64_t, h->x[d->rs1], float, STORE_S)
-CVT_FROM_INT(op_fcvt_s_lu, uint64_t, h->x[d->rs1], float, STORE_S)
-CVT_FROM_INT(op_fcvt_d_w, int32_t, h->x[d->rs1], double, STORE_D)
-CVT_FROM_INT(op_fcvt_d_wu, uint32_t, h->x[d->rs1], double, STORE_D)
-CVT_FROM_INT(op_fcvt_d_l, int64_t, h->x[d->rs1], double, STORE_D)
-CVT_FROM_INT(op_fcvt_d_lu, uint64_t, h->x[d->rs1], double, STORE_D)
+CVT_FROM_INT(op_fcvt_s_w, int32_t, true, float, RV_FP_S, STORE_S)
+CVT_FROM_INT(op_fcvt_s_wu, uint32_t, false, float, RV_FP_S, STORE_S)
+CVT_FROM_INT(op_fcvt_s_l, int64_t, true, float, RV_FP_S, STORE_S)
+CVT_FROM_INT(op_fcvt_s_lu, uint64_t, false, float, RV_FP_S, STORE_S)
+CVT_FROM_INT(op_fcvt_d_w, int32_t, true, double, RV_FP_D, STORE_D)
+CVT_FROM_INT(op_fcvt_d_wu, uint32_t, false, double, RV_FP_D, STORE_D)
+CVT_FROM_INT(op_fcvt_d_l, int64_t, true, double, RV_FP_D, STORE_D)
+CVT_FROM_INT(op_fcvt_d_lu, uint64_t, false, double, RV_FP_D, STORE_D)
 
 RV_HANDLER(op_fcvt_s_d) {
   int rm;
   if (!fp_rm(h, d, &rm))
     return;
+  if (rm == RV_RM_RMM) {
+    unsigned fl = 0;
+    h->f[d->rd] = box_s((uint32_t)rv_softfp_narrow(FD1, rm, &fl));
+    fp_done(h, fl);
+    return;
+  }
   double a = as_d(FD1);
-  int host = rm == RM_RMM ? RM_RTZ : rm;
-  fp_host_enter(host);
+  fp_host_enter(rm);
   FP_BARRIER(a);
   float r = (float)a;
   FP_BARRIER(r);
-  unsigned fl = fp_host_leave(host);
-  if (rm == RM_RMM && (fl & FF_NX) && !isnan(a)) {
-    float fixed = rmm_fix_float((long double)a, r);
-    if (isinf(fixed) && !isinf(r))
-      fl |= FF_OF;
-    r = fixed;
-  }
+  unsigned fl = fp_host_leave(rm);
   h->f[d->rd] = box_s(canon_s(r));
   fp_done(h, fl);
 }
+
 RV_HANDLER(op_fcvt_d_s) {
   int rm;
   if (!fp_rm(h, d, &rm))
     return;
   float a = as_f(FS1);
-  fp_host_enter(RM_RNE);
+  fp_host_enter(RV_RM_RNE);
   FP_BARRIER(a);
   double r = (double)a;
   FP_BARRIER(r);
-  unsigned fl = fp_host_leave(RM_RNE);
+  unsigned fl = fp_host_leave(RV_RM_RNE);
   h->f[d->rd] = canon_d(r);
   fp_done(h, fl);
 }

@@ -16,8 +16,11 @@ static int rv_fault_cause(int access, bool page) {
   return page ? page_cause[access] : access_cause[access];
 }
 
+/* The privilege PMP checks an access of TLB set `set` with (S and U are alike for PMP). */
+static int rv_set_priv(int set) { return set == TLB_M ? RV_PRIV_M : set; }
+
 int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
-  if (set == TLB_BARE) {
+  if (set == TLB_M || !(h->satp >> 60)) {
     *pa = va;
     return 0;
   }
@@ -30,7 +33,8 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
   const rv_bus *bus = h->bus;
   for (int level = levels - 1; level >= 0; level--) {
     uint64_t pte_addr = table + ((va >> (12 + 9 * level)) & 511) * 8;
-    if (!rv_ram_contains(bus, pte_addr, 8))
+    /* Page-table accesses are S-mode accesses for PMP; failing ones are access faults. */
+    if (!rv_ram_contains(bus, pte_addr, 8) || !rv_pmp_check(h, pte_addr, 8, ACC_READ, RV_PRIV_S))
       return rv_fault_cause(access, false);
     uint64_t *pte_host = (uint64_t *)(bus->ram + (pte_addr - bus->ram_base));
     uint64_t pte = __atomic_load_n(pte_host, __ATOMIC_RELAXED);
@@ -66,6 +70,8 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
     uint64_t need = PTE_A | (access == ACC_WRITE ? PTE_D : 0);
     if ((pte & need) != need) {
       /* Hardware A/D update: atomically, and only if the PTE did not change meanwhile. */
+      if (!rv_pmp_check(h, pte_addr, 8, ACC_WRITE, RV_PRIV_S))
+        return rv_fault_cause(access, false);
       uint64_t expected = pte;
       if (!__atomic_compare_exchange_n(pte_host, &expected, pte | need, false, __ATOMIC_SEQ_CST,
                                        __ATOMIC_SEQ_CST))
@@ -78,15 +84,28 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
   return rv_fault_cause(access, true);
 }
 
-/* Map va's page to host RAM in the TLB when the whole physical page is RAM. */
-static void rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t pa) {
+/* Map va's page to host RAM in the TLB when the whole physical page is RAM and one PMP decision
+ * allows the access on all of it; returns whether it did. */
+static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t pa) {
   const rv_bus *bus = h->bus;
   uint64_t ppage = pa & ~0xfffULL;
-  if (!rv_ram_contains(bus, ppage, 4096))
-    return;
+  if (!rv_ram_contains(bus, ppage, 4096) || !rv_pmp_page_allows(h, ppage, access, rv_set_priv(set)))
+    return false;
   rv_tlb_entry *e = &h->tlb[set][access][rv_tlb_index(va)];
   e->vpn = (va >> 12) | h->tlb_tag;
   e->addend = (uintptr_t)(bus->ram + (ppage - bus->ram_base)) - (va & ~0xfffULL);
+  return true;
+}
+
+/* Translate va and check PMP for the access: 0 and *pa, or the exception cause. */
+static int rv_translate_checked(rv_hart *h, uint64_t va, unsigned size, int access, int set,
+                                uint64_t *pa) {
+  int cause = rv_translate(h, va, access, set, pa);
+  if (cause)
+    return cause;
+  if (!rv_pmp_check(h, *pa, size, access, rv_set_priv(set)))
+    return rv_fault_cause(access, false);
+  return 0;
 }
 
 static bool rv_load_bytewise(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
@@ -105,7 +124,7 @@ bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
   if ((va & 0xfff) + size > 4096)
     return rv_load_bytewise(h, va, size, out);
   uint64_t pa;
-  int cause = rv_translate(h, va, ACC_READ, h->ld_tlb, &pa);
+  int cause = rv_translate_checked(h, va, size, ACC_READ, h->ld_tlb, &pa);
   if (cause) {
     rv_raise(h, cause, va);
     return false;
@@ -158,7 +177,7 @@ static bool rv_store_bytewise(rv_hart *h, uint64_t va, unsigned size, uint64_t v
   /* Check every byte first so a fault leaves memory unchanged. */
   for (unsigned i = 0; i < size; i++) {
     uint64_t pa;
-    int cause = rv_translate(h, va + i, ACC_WRITE, h->st_tlb, &pa);
+    int cause = rv_translate_checked(h, va + i, 1, ACC_WRITE, h->st_tlb, &pa);
     if (cause) {
       rv_raise(h, cause, va + i);
       return false;
@@ -174,7 +193,7 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
   if ((va & 0xfff) + size > 4096)
     return rv_store_bytewise(h, va, size, val);
   uint64_t pa;
-  int cause = rv_translate(h, va, ACC_WRITE, h->st_tlb, &pa);
+  int cause = rv_translate_checked(h, va, size, ACC_WRITE, h->st_tlb, &pa);
   if (cause) {
     rv_raise(h, cause, va);
     return false;
@@ -220,7 +239,7 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
     return NULL;
   }
   int set = access == ACC_READ ? h->ld_tlb : h->st_tlb;
-  int cause = rv_translate(h, va, access, set, pa);
+  int cause = rv_translate_checked(h, va, size, access, set, pa);
   if (cause) {
     rv_raise(h, cause, va);
     return NULL;
@@ -235,22 +254,38 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
 }
 
 uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc) {
-  rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(pc)];
-  if (e->vpn != ((pc >> 12) | h->tlb_tag)) {
-    uint64_t pa = 0;
-    int cause = rv_translate(h, pc, ACC_EXEC, h->fetch_tlb, &pa);
-    if (cause) {
-      rv_raise(h, cause, pc);
-      return NULL;
-    }
-    /* Instructions execute from RAM only; anything else (device memory) is an access fault. */
-    if (!rv_ram_contains(h->bus, pa & ~0xfffULL, 4096)) {
-      rv_raise(h, EXC_INSN_ACCESS, pc);
-      return NULL;
-    }
-    rv_tlb_fill(h, h->fetch_tlb, ACC_EXEC, pc, pa);
+  int set = h->fetch_tlb;
+  rv_tlb_entry *e = &h->tlb[set][ACC_EXEC][rv_tlb_index(pc)];
+  if (e->vpn == ((pc >> 12) | h->tlb_tag)) {
+    h->fetch_vpn = pc >> 12;
+    h->fetch_addend = e->addend;
+    return (uint8_t *)(uintptr_t)(pc + e->addend); // NOLINT(performance-no-int-to-ptr)
   }
-  h->fetch_vpn = pc >> 12;
-  h->fetch_addend = e->addend;
-  return (uint8_t *)(uintptr_t)(pc + e->addend); // NOLINT(performance-no-int-to-ptr)
+  uint64_t pa = 0;
+  int cause = rv_translate_checked(h, pc, 2, ACC_EXEC, set, &pa);
+  if (cause) {
+    rv_raise(h, cause, pc);
+    return NULL;
+  }
+  /* Instructions execute from RAM only; anything else (device memory) is an access fault. */
+  const rv_bus *bus = h->bus;
+  if (!rv_ram_contains(bus, pa & ~0xfffULL, 4096)) {
+    rv_raise(h, EXC_INSN_ACCESS, pc);
+    return NULL;
+  }
+  uint8_t *host = bus->ram + (pa - bus->ram_base);
+  if (rv_tlb_fill(h, set, ACC_EXEC, pc, pa)) {
+    h->fetch_vpn = pc >> 12;
+    h->fetch_addend = e->addend;
+    return host;
+  }
+  /* A page PMP splits: every fetch from it comes back here, and the second half of a 32-bit
+   * instruction is checked on its own. */
+  h->fetch_vpn = UINT64_MAX;
+  if ((host[0] & 3) == 3 && (pc & 0xfff) <= 0xffc &&
+      !rv_pmp_check(h, pa + 2, 2, ACC_EXEC, rv_set_priv(set))) {
+    rv_raise(h, EXC_INSN_ACCESS, pc + 2);
+    return NULL;
+  }
+  return host;
 }
