@@ -10,6 +10,14 @@
 #define PTE_D (1ULL << 7)
 #define PTE_PPN_MASK ((1ULL << 44) - 1)
 
+/* Live migration's dirty-page bitmap (rv_bus.dirty_pages): pa must be inside RAM. */
+static inline void rv_mark_dirty(const rv_bus *bus, uint64_t pa) {
+  if (unlikely(bus->dirty_pages != NULL)) {
+    uint64_t pg = (pa - bus->ram_base) >> 12;
+    __atomic_or_fetch(&bus->dirty_pages[pg / 64], 1ULL << (pg % 64), __ATOMIC_RELAXED);
+  }
+}
+
 static int rv_fault_cause(int access, bool page) {
   static const int page_cause[3] = {EXC_LOAD_PAGE, EXC_STORE_PAGE, EXC_INSN_PAGE};
   static const int access_cause[3] = {EXC_LOAD_ACCESS, EXC_STORE_ACCESS, EXC_INSN_ACCESS};
@@ -70,6 +78,7 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
       if (!__atomic_compare_exchange_n(pte_host, &expected, pte | need, false, __ATOMIC_SEQ_CST,
                                        __ATOMIC_SEQ_CST))
         return rv_translate(h, va, access, set, pa);
+      rv_mark_dirty(bus, pte_addr);
     }
     uint64_t off_mask = (1ULL << (12 + 9 * level)) - 1;
     *pa = ((ppn << 12) & ~off_mask) | (va & off_mask);
@@ -84,6 +93,8 @@ static void rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t p
   uint64_t ppage = pa & ~0xfffULL;
   if (!rv_ram_contains(bus, ppage, 4096))
     return;
+  if (access == ACC_WRITE)
+    rv_mark_dirty(bus, ppage);
   rv_tlb_entry *e = &h->tlb[set][access][rv_tlb_index(va)];
   e->vpn = (va >> 12) | h->tlb_tag;
   e->addend = (uintptr_t)(bus->ram + (ppage - bus->ram_base)) - (va & ~0xfffULL);

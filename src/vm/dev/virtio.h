@@ -9,7 +9,7 @@
  * crashes or hangs the VMM, and no request ever touches memory outside guest RAM.
  *
  * Wiring (by the machine), e.g. for a disk at slot n:
- *     virtio_blk_init(&blk, disk, "serial", (virtio_mem){ram, VM_RAM_BASE, ram_size}, irq_line);
+ *     virtio_blk_init(&blk, disk, "serial", vm_virtio_mem(m), irq_line);
  *     map [base, base + 0x1000) to virtio_mmio_read/virtio_mmio_write with dev = &blk.mmio
  * Requests are served synchronously when the driver writes QueueNotify.
  */
@@ -28,7 +28,19 @@ typedef struct virtio_mem {
   uint8_t *ram;  /* host mapping of guest RAM */
   uint64_t base; /* guest physical address of ram[0] */
   uint64_t size;
+  /* The machine's dirty-page bitmap while a migration tracks writes (*dirty is NULL otherwise):
+   * device writes into guest RAM mark their pages. NULL when nothing tracks. */
+  uint64_t *const *dirty;
 } virtio_mem;
+
+/* A device is about to write [gpa, gpa+len) of guest RAM (already checked to be inside it). */
+static inline void virtio_mem_mark_dirty(const virtio_mem *m, uint64_t gpa, uint64_t len) {
+  uint64_t *bitmap = m->dirty ? *m->dirty : NULL;
+  if (!bitmap || len == 0)
+    return;
+  for (uint64_t pg = (gpa - m->base) >> 12; pg <= (gpa - m->base + len - 1) >> 12; pg++)
+    __atomic_or_fetch(&bitmap[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+}
 
 /* Host pointer to [gpa, gpa+len) if it lies entirely inside guest RAM, else NULL. */
 static inline void *virtio_mem_ptr(const virtio_mem *m, uint64_t gpa, uint64_t len) {
@@ -146,6 +158,11 @@ bool virtio_mmio_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 void virtio_mmio_notify_used(virtio_mmio *t, unsigned q);
 /* The driver broke the protocol: DEVICE_NEEDS_RESET and a configuration interrupt. */
 void virtio_mmio_set_needs_reset(virtio_mmio *t, const char *why);
+/* The transport's driver-visible state and every queue's position ("VIRT" section). The device
+ * behind it saves its own state after it. Loading checks the device id and queue count against
+ * the device this build wired at the same slot. */
+void virtio_mmio_save(const virtio_mmio *t, vmstate_writer *w);
+int virtio_mmio_load(virtio_mmio *t, vmstate_reader *r, vs_error **err);
 
 /* ------------------------------------------------------------------ virtio-blk */
 
@@ -166,5 +183,9 @@ typedef struct virtio_blk {
 /* serial may be NULL (then "vessel-vd<N>" style ids are up to the caller). */
 void virtio_blk_init(virtio_blk *b, vm_disk *disk, const char *serial, virtio_mem mem,
                      dev_irq_line irq);
+/* The transport and queue positions ("VIRT") then the disk's identity ("VBLK": size, read-only),
+ * which must match the disk opened on restore. */
+void virtio_blk_save(const virtio_blk *b, vmstate_writer *w);
+int virtio_blk_load(virtio_blk *b, vmstate_reader *r, vs_error **err);
 
 #endif
