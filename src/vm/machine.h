@@ -228,6 +228,12 @@ int vm_state_open(const uint8_t *img, size_t len, vm_config *cfg, char *strings[
  * *memory_sha256 (may be NULL) receives the RAM_ section's checksum, if any. */
 int vm_state_load(vm *m, vmstate_reader *r, char memory_sha256[VS_SHA256_HEX_LEN + 1],
                   vs_error **err);
+/* The CONF section alone (the migration stream sends it first). */
+void vm_config_save(vm *m, vmstate_writer *w, bool disks_frozen);
+int vm_config_load(vmstate_reader *img, vm_config *cfg, char *strings[4 + VM_MAX_DISKS],
+                   bool *disks_frozen, vs_error **err);
+/* Replace the VM's disk specs by ones with absolute paths and explicit formats. */
+int vm_make_disk_specs_absolute(vm *m, vs_error **err);
 /* Write one of the disk specs with an absolute path (for a state image); allocated. */
 char *vm_disk_spec_absolute(const char *spec, vs_error **err);
 

@@ -86,7 +86,7 @@ char *vm_disk_spec_absolute(const char *spec, vs_error **err) {
 
 /* ------------------------------------------------------------------ the state image */
 
-static void save_config(vm *m, vmstate_writer *w, bool disks_frozen) {
+void vm_config_save(vm *m, vmstate_writer *w, bool disks_frozen) {
   vmstate_begin(w, "CONF", CONF_VERSION);
   vmstate_put_u64(w, m->cfg.mem_size);
   vmstate_put_u32(w, m->cfg.smp);
@@ -130,7 +130,7 @@ static void state_save(vm *m, vmstate_writer *w, const char *memory_sha256, bool
   vmstate_put_bytes(w, VM_STATE_MAGIC, 8);
   vmstate_put_u32(w, VM_STATE_FORMAT_VERSION);
   vmstate_put_u32(w, 0);
-  save_config(m, w, disks_frozen);
+  vm_config_save(m, w, disks_frozen);
   save_machine(m, w);
   for (unsigned h = 0; h < m->nharts; h++)
     rv_hart_save(&m->harts[h], w);
@@ -189,8 +189,8 @@ static int check_checksum(const uint8_t *img, size_t len, vs_error **err) {
   return 0;
 }
 
-static int load_config(vmstate_reader *img, vm_config *cfg, char *strings[4 + VM_MAX_DISKS],
-                       bool *disks_frozen, vs_error **err) {
+int vm_config_load(vmstate_reader *img, vm_config *cfg, char *strings[4 + VM_MAX_DISKS],
+                   bool *disks_frozen, vs_error **err) {
   vmstate_reader r;
   if (vmstate_next(img, "CONF", CONF_VERSION, &r, err) < 0)
     return -1;
@@ -227,7 +227,7 @@ int vm_state_open(const uint8_t *img, size_t len, vm_config *cfg, char *strings[
   if (check_header(img, len, err) < 0 || check_checksum(img, len, err) < 0)
     return -1;
   vmstate_reader_init(rest, img + STATE_HEADER, len - STATE_HEADER - VMSTATE_SECTION_HEADER - 32);
-  return load_config(rest, cfg, strings, disks_frozen, err);
+  return vm_config_load(rest, cfg, strings, disks_frozen, err);
 }
 
 static int load_machine(vm *m, vmstate_reader *img, vs_error **err) {
@@ -428,7 +428,7 @@ static int switch_disks_to_overlays(vm *m, vs_error **err) {
 
 /* The configuration's disk specs with absolute paths (the snapshot may be restored from
  * anywhere); they replace the VM's own. */
-static int make_disk_specs_absolute(vm *m, vs_error **err) {
+int vm_make_disk_specs_absolute(vm *m, vs_error **err) {
   for (unsigned i = 0; i < m->cfg.ndisks; i++) {
     char *abs = vm_disk_spec_absolute(m->cfg.disks[i], err);
     if (!abs)
@@ -445,7 +445,7 @@ static int write_snapshot(vm *m, const char *dir, bool disks_frozen, vs_error **
   for (unsigned i = 0; i < m->cfg.ndisks; i++)
     if (vm_disk_flush(m->disk[i], err) < 0)
       return vs_error_wrap(err, "flush disk %u", i);
-  if (make_disk_specs_absolute(m, err) < 0)
+  if (vm_make_disk_specs_absolute(m, err) < 0)
     return -1;
   _cleanup_free_ char *mem_tmp = vs_asprintf("%s/memory.tmp", dir);
   _cleanup_free_ char *mem_path = vs_asprintf("%s/memory", dir);
