@@ -295,6 +295,16 @@ static int vm_check_machine(const vm_config *cfg, vs_error **err) {
   return 0;
 }
 
+/* The power button (virtio-input) takes the first virtio slot after the disks, if one is left. */
+static void vm_add_power_button(vm *m) {
+  vm_virtio_slot slot;
+  if (m->num_virtio == VM_MAX_VIRTIO || vm_virtio_claim(m, "virtio-input", &slot, NULL) < 0)
+    return;
+  m->power_button = vs_malloc0(sizeof(virtio_input));
+  virtio_input_init(m->power_button, vm_virtio_mem(m), vm_virtio_irq(m, &slot));
+  vm_virtio_map(m, &slot, "virtio-input", &m->power_button->mmio);
+}
+
 vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
   if (vm_check_machine(cfg, err) < 0) {
     munmap(ram, cfg->mem_size);
@@ -330,6 +340,8 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
     vm_destroy(m);
     return NULL;
   }
+  if (!cfg->htif)
+    vm_add_power_button(m);
   return m;
 }
 
@@ -370,6 +382,7 @@ void vm_destroy(vm *m) {
   }
   if (m->ram)
     munmap(m->ram, m->ram_size);
+  free(m->power_button);
   free(m->bootargs);
   for (unsigned i = 0; i < ARRAY_SIZE(m->cfg_strings); i++)
     free(m->cfg_strings[i]);
@@ -395,6 +408,16 @@ void vm_resume(vm *m) {
   m->paused = false;
   vm_set_mtime(m, m->paused_mtime);
   vm_control_event(m, "resumed", NULL);
+}
+
+int vm_powerdown(vm *m, vs_error **err) {
+  if (!m->power_button)
+    return vs_error_set(err, 0, "this machine has no power button (every virtio slot is a disk)");
+  if (!virtio_input_press_power(m->power_button))
+    return vs_error_set(err, 0,
+                        "the guest has no driver for the power button (virtio-input) "
+                        "running yet");
+  return 0;
 }
 
 static void vm_flush_all_tlbs(vm *m) {

@@ -120,6 +120,7 @@ struct vm {
   unsigned num_virtio;
   vm_disk *disk[VM_MAX_DISKS];
   virtio_blk *blk[VM_MAX_DISKS]; /* on the heap: each holds a large scratch element */
+  virtio_input *power_button;    /* NULL when the disks took every virtio slot */
 
   /* clock: mtime = (CLOCK_MONOTONIC - mtime_epoch_ns) at 10 MHz */
   int64_t mtime_epoch_ns;

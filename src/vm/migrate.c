@@ -788,10 +788,3 @@ vm *vm_migrate_incoming(const char *hostport, const vm_restore_opts *opts, vs_er
   close(in.fd);
   return m;
 }
-
-/* ------------------------------------------------------------------ power button */
-
-int vm_powerdown(vm *m, vs_error **err) {
-  (void)m;
-  return vs_error_set(err, ENOSYS, "powerdown: not implemented yet");
-}

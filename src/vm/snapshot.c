@@ -3,7 +3,8 @@
  *
  * A snapshot directory holds two files:
  *   state   the state image: header (magic, format version), CONF (the machine's configuration),
- *           MACH, HART x n, PLIC, CLNT, UART, RTC_, SYSC, VIRT+VBLK per disk, RAM_, and SUM_
+ *           MACH, HART x n, PLIC, CLNT, UART, RTC_, SYSC, VIRT+VBLK per disk, VIRT+VINP (the
+ *           power button), RAM_, and SUM_
  *           (SHA-256 of every byte before it)
  *   memory  guest RAM as a raw file of exactly mem_size bytes; zero pages are holes
  * A restored VM maps `memory` copy-on-write (MAP_PRIVATE), so restoring costs no copy and clones
@@ -141,6 +142,8 @@ static void state_save(vm *m, vmstate_writer *w, const char *memory_sha256, bool
   syscon_save(&m->syscon, w);
   for (unsigned i = 0; i < m->cfg.ndisks; i++)
     virtio_blk_save(m->blk[i], w);
+  if (m->power_button)
+    virtio_input_save(m->power_button, w);
   if (memory_sha256) {
     vmstate_begin(w, "RAM_", RAM_VERSION);
     vmstate_put_u64(w, m->ram_size);
@@ -266,6 +269,8 @@ int vm_state_load(vm *m, vmstate_reader *r, char memory_sha256[VS_SHA256_HEX_LEN
   for (unsigned i = 0; i < m->cfg.ndisks; i++)
     if (virtio_blk_load(m->blk[i], r, err) < 0)
       return vs_error_wrap(err, "disk %u", i);
+  if (m->power_button && virtio_input_load(m->power_button, r, err) < 0)
+    return vs_error_wrap(err, "power button");
   char tag[5];
   vmstate_peek_tag(r, tag);
   if (strcmp(tag, "RAM_") == 0) {

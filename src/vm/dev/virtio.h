@@ -128,6 +128,8 @@ typedef struct virtio_device_ops {
   const uint8_t *(*config)(virtio_mmio *t, size_t *len);
   /* Reset of the device's own state (the transport resets the queues). */
   void (*reset)(virtio_mmio *t);
+  /* A driver write into the configuration space (optional: NULL = read-only). */
+  void (*config_write)(virtio_mmio *t, uint64_t off, unsigned size, uint32_t val);
 } virtio_device_ops;
 
 struct virtio_mmio {
@@ -187,5 +189,28 @@ void virtio_blk_init(virtio_blk *b, vm_disk *disk, const char *serial, virtio_me
  * which must match the disk opened on restore. */
 void virtio_blk_save(const virtio_blk *b, vmstate_writer *w);
 int virtio_blk_load(virtio_blk *b, vmstate_reader *r, vs_error **err);
+
+/* ------------------------------------------------------------------ virtio-input power button */
+
+#define VIRTIO_ID_INPUT 18
+#define VIRTIO_INPUT_CONFIG_SIZE 136
+#define VIRTIO_INPUT_MAX_PENDING 32
+
+/* A one-key keyboard: KEY_POWER. The machine presses it for `powerdown`; the guest's input layer
+ * reports it like an ACPI power button, and its init (busybox acpid) powers off cleanly. */
+typedef struct virtio_input {
+  virtio_mmio mmio; /* first: the MMIO handlers get a pointer to it */
+  uint8_t select, subsel;
+  uint8_t config[VIRTIO_INPUT_CONFIG_SIZE];
+  uint8_t pending[VIRTIO_INPUT_MAX_PENDING][8]; /* events waiting for a driver buffer */
+  unsigned num_pending;
+  virtq_elem elem;
+} virtio_input;
+
+void virtio_input_init(virtio_input *in, virtio_mem mem, dev_irq_line irq);
+/* Press and release the power button. False when the driver is not ready to hear it. */
+bool virtio_input_press_power(virtio_input *in);
+void virtio_input_save(const virtio_input *in, vmstate_writer *w);
+int virtio_input_load(virtio_input *in, vmstate_reader *r, vs_error **err);
 
 #endif

@@ -232,8 +232,11 @@ static bool queue_setup_allowed(const virtio_mmio *t, const virtq *q) {
 
 bool virtio_mmio_write(void *dev, uint64_t off, unsigned size, uint64_t val64) {
   virtio_mmio *t = dev;
-  if (off >= REG_CONFIG)
-    return true; /* our devices have no writable configuration fields */
+  if (off >= REG_CONFIG) {
+    if (t->ops->config_write && size <= 4)
+      t->ops->config_write(t, off - REG_CONFIG, size, (uint32_t)val64);
+    return true; /* read-only configuration fields ignore writes */
+  }
   if (size != 4 || (off & 3))
     return true;
   uint32_t val = (uint32_t)val64;
