@@ -323,11 +323,13 @@ static int send_final(vm_migration *g, vs_error **err) {
   merge_round(g); /* the harvested round, plus what the guest wrote since */
   while (queue_more(g, UINT64_MAX))
     ;
-  if (release_disks(m, err) < 0)
-    return -1;
   vmstate_writer st;
   vmstate_writer_init(&st);
   vm_state_save(m, &st, NULL);
+  if (release_disks(m, err) < 0) {
+    vmstate_writer_free(&st);
+    return -1;
+  }
   queue_record(g, 'S');
   queue_le(g, st.len, 4);
   queue_bytes(g, st.data, st.len);
