@@ -426,7 +426,7 @@ def test_failed_migration_leaves_the_source_running(env):
     srv.close()
     ev = c.wait_event("migration-failed", timeout=60)
     assert ev["error"]
-    before = counts(vm.output)[-1]
+    before = wait_count(vm, 0, timeout=60)
     wait_count(vm, before + 2, timeout=60)
     assert c.call("status")["result"]["state"] == "running"
     assert c.call("quit")["ok"]
@@ -460,7 +460,7 @@ def test_bad_control_requests(env):
     # the VM and the connection are unaffected
     r = c.call("status", id="after")
     assert r["ok"] and r["id"] == "after" and r["result"]["state"] == "running"
-    before = counts(vm.output)[-1]
+    before = wait_count(vm, 0, timeout=60)
     wait_count(vm, before + 2, timeout=60)
     r = subprocess.run([env["vmm"], "ctl", str(sock), "status"], stdout=subprocess.PIPE,
                        text=True, timeout=30)

@@ -194,6 +194,7 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
       cfg->htif = true;
       break;
     case OPT_MEM: {
+      machine_opts = true;
       _cleanup_error_ vs_error *err = NULL;
       if (vm_parse_mem_size(optarg, &cfg->mem_size, &err) < 0)
         return usage_error("--mem: %s", err->msg);
