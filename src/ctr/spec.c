@@ -87,6 +87,16 @@ static int get_string(json_t *obj, const char *where, const char *key, bool requ
   return 0;
 }
 
+/* A required string: on success *out is never NULL, which callers (and analysers) rely on. */
+static int get_required_string(json_t *obj, const char *where, const char *key, char **out,
+                               vs_error **err) {
+  if (get_string(obj, where, key, true, out, err) < 0)
+    return -1;
+  if (!*out)
+    return vs_error_set(err, 0, "%s.%s: required", where, key);
+  return 0;
+}
+
 static int get_bool(json_t *obj, const char *where, const char *key, bool *out, vs_error **err) {
   json_t *v;
   if (get_field(obj, where, key, JSON_TRUE, false, &v, err) < 0)
@@ -247,7 +257,7 @@ static int parse_process(json_t *j, ctr_process *p, vs_error **err) {
       p->additional_gids[i] = (gid_t)json_integer_value(g);
     }
   }
-  if (get_string(j, w, "cwd", true, &p->cwd, err) < 0 || !p->cwd)
+  if (get_required_string(j, w, "cwd", &p->cwd, err) < 0)
     return -1;
   if (p->cwd[0] != '/')
     return vs_error_set(err, 0, "process.cwd: \"%s\" must be an absolute path", p->cwd);
@@ -338,7 +348,7 @@ static int parse_mount(json_t *j, size_t idx, ctr_mount *m, vs_error **err) {
   snprintf(w, sizeof(w), "mounts[%zu]", idx);
   if (!json_is_object(j))
     return vs_error_set(err, 0, "%s: must be an object, not %s", w, json_type_name(j));
-  if (get_string(j, w, "destination", true, &m->destination, err) < 0 ||
+  if (get_required_string(j, w, "destination", &m->destination, err) < 0 ||
       get_string(j, w, "type", false, &m->type, err) < 0 ||
       get_string(j, w, "source", false, &m->source, err) < 0)
     return -1;
@@ -410,7 +420,7 @@ static int parse_namespaces(ctr_spec *s, json_t *a, vs_error **err) {
       return vs_error_set(err, 0, "%s: must be an object", w);
     _cleanup_free_ char *type = NULL;
     char *path = NULL;
-    if (get_string(n, w, "type", true, &type, err) < 0 ||
+    if (get_required_string(n, w, "type", &type, err) < 0 ||
         get_string(n, w, "path", false, &path, err) < 0)
       return -1;
     int t = -1;
@@ -467,8 +477,8 @@ static int parse_devices(ctr_spec *s, json_t *a, vs_error **err) {
     if (!json_is_object(d))
       return vs_error_set(err, 0, "%s: must be an object", w);
     _cleanup_free_ char *type = NULL;
-    if (get_string(d, w, "type", true, &type, err) < 0 ||
-        get_string(d, w, "path", true, &dv->path, err) < 0)
+    if (get_required_string(d, w, "type", &type, err) < 0 ||
+        get_required_string(d, w, "path", &dv->path, err) < 0)
       return -1;
     if (strlen(type) != 1 || !strchr("cbup", type[0]))
       return vs_error_set(err, 0, "%s.type: \"%s\" is not a device type (c, b, u or p)", w, type);
@@ -621,7 +631,7 @@ static int parse_hooks(ctr_spec *s, json_t *h, vs_error **err) {
       if (!json_is_object(e))
         return vs_error_set(err, 0, "%s: must be an object", w);
       int64_t t = 0;
-      if (get_string(e, w, "path", true, &hk->path, err) < 0 ||
+      if (get_required_string(e, w, "path", &hk->path, err) < 0 ||
           get_strv(e, w, "args", false, &hk->args, err) < 0 ||
           get_strv(e, w, "env", false, &hk->env, err) < 0 ||
           get_int_range(e, w, "timeout", false, 1, 86400, &t, NULL, err) < 0 || !hk->path)
@@ -640,14 +650,14 @@ static int spec_from_json(ctr_spec *s, bool need_process, vs_error **err) {
   json_t *j = s->json, *v;
   if (!json_is_object(j))
     return vs_error_set(err, 0, "config.json: must be a JSON object");
-  if (get_string(j, "", "ociVersion", true, &s->oci_version, err) < 0 ||
+  if (get_required_string(j, "", "ociVersion", &s->oci_version, err) < 0 ||
       parse_version(s->oci_version, err) < 0)
     return -1;
   json_t *root;
   if (get_field(j, "", "root", JSON_OBJECT, need_process, &root, err) < 0)
     return -1;
   if (root) {
-    if (get_string(root, "root", "path", true, &s->root_path, err) < 0 ||
+    if (get_required_string(root, "root", "path", &s->root_path, err) < 0 ||
         get_bool(root, "root", "readonly", &s->root_readonly, err) < 0 || !s->root_path)
       return -1;
     if (!s->root_path[0])

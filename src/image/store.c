@@ -130,6 +130,13 @@ int vs_blob_writer_commit(vs_blob_writer *w, const char *expected, char digest_o
     unlink(w->tmp_path);
     return vs_error_set(err, 0, "digest mismatch: expected %s, content is %s", expected, got);
   }
+  /* A blob's name promises its content: the data must be on disk before the name is, or a crash
+   * could leave an empty file that every later pull trusts. */
+  if (fdatasync(w->fd) < 0) {
+    int e = errno;
+    unlink(w->tmp_path);
+    return vs_error_set(err, e, "sync blob %s", got);
+  }
   _cleanup_free_ char *dst = vs_store_blob_path(w->store, got);
   if (rename(w->tmp_path, dst) < 0) {
     int e = errno;

@@ -531,7 +531,7 @@ int vm_pollset_add(vm_pollset *ps, int fd, short events) {
   return (int)ps->n++;
 }
 
-short vm_pollset_revents(const vm_pollset *ps, int idx) {
+int vm_pollset_revents(const vm_pollset *ps, int idx) {
   return idx >= 0 && (unsigned)idx < ps->n ? ps->fds[idx].revents : 0;
 }
 

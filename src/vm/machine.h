@@ -66,16 +66,16 @@ typedef struct vm_virtio_slot {
 #define VM_MAX_IO_SOURCES 16
 
 typedef struct vm_pollset {
-  struct pollfd fds[VM_MAX_POLLFDS];
-  unsigned n;
   int64_t timeout_ns; /* the loop's wait; sources can only shorten it */
+  unsigned n;
+  struct pollfd fds[VM_MAX_POLLFDS];
 } vm_pollset;
 
 /* Adds fd and returns its index for vm_pollset_revents, or -1 when the set is full (the source
  * then simply is not polled this round). */
 int vm_pollset_add(vm_pollset *ps, int fd, short events);
 /* The events that fired for index idx; 0 for an index that vm_pollset_add refused. */
-short vm_pollset_revents(const vm_pollset *ps, int idx);
+int vm_pollset_revents(const vm_pollset *ps, int idx);
 /* Make the loop wait at most ns nanoseconds this round. */
 void vm_pollset_wake_within(vm_pollset *ps, int64_t ns);
 
@@ -115,7 +115,6 @@ struct vm {
   syscon_state syscon;
   rtc_state rtc;
   htif htif; /* --htif mode only */
-  bool htif_enabled;
   vm_virtio_slot virtio[VM_MAX_VIRTIO];
   unsigned num_virtio;
   vm_disk *disk[VM_MAX_DISKS];
@@ -137,20 +136,21 @@ struct vm {
   /* console input escape state (Ctrl-A prefix) */
   bool escape_pending;
   bool console_eof;
-  int console_poll_idx;
+  bool htif_enabled;
+  int console_poll_idx; /* the console's entry in this round's poll set, -1 if none */
 
   /* what the run loop polls between slices */
   vm_io_source io_sources[VM_MAX_IO_SOURCES];
-  unsigned num_io_sources;
   vm_pollset pollset;
 
   /* why the run loop stopped */
   bool stop;
+  bool paused; /* pause, snapshot, migration's stop-and-copy: the harts do not run */
   vm_exit_reason exit_reason;
   int exit_code;
+  unsigned num_io_sources; /* (here: it fills the struct's padding) */
 
   /* lifecycle: pause, control socket, migration (docs/lifecycle.md) */
-  bool paused;
   uint64_t paused_mtime; /* the guest's clock stands here while paused */
   uint64_t *dirty_pages; /* live migration's bitmap, also in bus.dirty_pages (NULL: off) */
   struct vm_control *control;

@@ -351,7 +351,9 @@ def test_hooks_get_the_state_on_stdin(rt, tmp_path):
     hook.write_text(f"#!/bin/sh\ncat >> {out}\necho >> {out}\n")
     hook.chmod(0o755)
     c = rt.config()
-    c["process"]["args"] = ["true"]
+    # the process must outlive the poststart hook for that hook to see "running"; `true` may
+    # already have exited when the hook reads the state
+    c["process"]["args"] = ["sleep", "0.5"]
     c["hooks"] = {k: [{"path": str(hook), "timeout": 10}]
                   for k in ("prestart", "createRuntime", "poststart", "poststop")}
     # createContainer runs in the container's namespaces before pivot_root: the host path works
