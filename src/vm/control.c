@@ -374,7 +374,7 @@ static void control_dispatch(void *opaque, const vm_pollset *ps) {
     ctl_client *c = ctl->clients[i];
     if (!c || c->poll_idx < 0)
       continue;
-    short ev = vm_pollset_revents(ps, c->poll_idx);
+    int ev = vm_pollset_revents(ps, c->poll_idx);
     if (ev & (POLLIN | POLLHUP | POLLERR))
       client_read(ctl->m, c);
     if (c->out_len)
@@ -453,7 +453,7 @@ static void flush_before_close(vm_control *ctl) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (unsigned i = 0; i < CTL_MAX_CLIENTS; i++) {
     ctl_client *c = ctl->clients[i];
-    while (c && c->out_len && !c->dead && elapsed_us(&t0) < CTL_SHUTDOWN_FLUSH_MS * 1000) {
+    while (c && c->out_len && !c->dead && elapsed_us(&t0) < (int64_t)CTL_SHUTDOWN_FLUSH_MS * 1000) {
       struct pollfd p = {.fd = c->fd, .events = POLLOUT};
       if (poll(&p, 1, 100) > 0)
         client_flush(c);

@@ -644,6 +644,9 @@ int vm_run(vm *m, int *exit_code, vs_error **err) {
   (void)err;
   const uint64_t slice = m->nharts > 1 ? VM_SLICE_SMP : VM_SLICE_UP;
   int64_t next_trace_ns = 0;
+  /* take what the I/O sources have first: a control client waiting on a restored VM gets its
+   * answer before the first slice pays for the cold caches */
+  vm_service(m, 0);
   while (!m->stop) {
     if (m->paused) {
       vm_service(m, INT64_MAX);

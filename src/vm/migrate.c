@@ -84,7 +84,9 @@ static int split_hostport(const char *hp, char **host, char **port, vs_error **e
     h++;
     hlen -= 2;
   }
-  *host = strndup(h, hlen);
+  char *hs = vs_malloc0(hlen + 1);
+  memcpy(hs, h, hlen);
+  *host = hs;
   *port = vs_strdup(colon + 1);
   return 0;
 }
@@ -402,7 +404,7 @@ static void migrate_prepare(void *opaque, vm_pollset *ps) {
 static void migrate_dispatch(void *opaque, const vm_pollset *ps) {
   vm_migration *g = opaque;
   vm *m = g->m;
-  short ev = vm_pollset_revents(ps, g->poll_idx);
+  int ev = vm_pollset_revents(ps, g->poll_idx);
   if (!(ev & (POLLOUT | POLLERR | POLLHUP)))
     return;
   for (int burst = 0; burst < 8; burst++) {

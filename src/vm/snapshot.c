@@ -282,7 +282,7 @@ int vm_state_load(vm *m, vmstate_reader *r, char memory_sha256[VS_SHA256_HEX_LEN
     _cleanup_free_ char *sum = vmstate_get_str(&s, VS_SHA256_HEX_LEN);
     if (!sum || strlen(sum) != VS_SHA256_HEX_LEN)
       vmstate_refuse(&s, "memory checksum is not a SHA-256");
-    if (vmstate_end(&s, err) < 0)
+    if (vmstate_end(&s, err) < 0 || !sum)
       return -1;
     if (memory_sha256)
       memcpy(memory_sha256, sum, VS_SHA256_HEX_LEN + 1);

@@ -122,6 +122,6 @@ vm *vm_migrate_incoming(const char *hostport, const vm_restore_opts *opts, vs_er
 /* The sender: starts pre-copy to host:port from the run loop; the guest keeps running until the
  * final stop-and-copy, then vm_run returns VM_EXIT_MIGRATED. Failures are reported as events and
  * leave the VM running. */
-int vm_migrate_start(vm *m, const char *hostport, vs_error **err);
+int vm_migrate_start(vm *m, const char *dest, vs_error **err);
 
 #endif

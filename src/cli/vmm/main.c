@@ -123,7 +123,8 @@ static int usage_error(const char *fmt, ...) {
   char msg[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
+  /* the analyser loses va_start on some of parse_args's paths into here */
+  vsnprintf(msg, sizeof(msg), fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized)
   va_end(ap);
   fprintf(stderr, "vessel-vmm: %s\nTry 'vessel-vmm --help'.\n", msg);
   return EXIT_USAGE;

@@ -130,6 +130,6 @@ uint64_t rv_hart_next_timer(const rv_hart *h);
  * refuses values the hart could never hold (privilege, paging mode, fixed fields) and flushes the
  * TLB; the hart keeps its bus and caches. */
 void rv_hart_save(const rv_hart *h, vmstate_writer *w);
-int rv_hart_load(rv_hart *h, vmstate_reader *r, vs_error **err);
+int rv_hart_load(rv_hart *h, vmstate_reader *img, vs_error **err);
 
 #endif

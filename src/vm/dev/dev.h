@@ -107,7 +107,7 @@ void uart_flush(uart_state *u);
 void uart_console_write(uart_state *u, const uint8_t *buf, size_t len);
 size_t uart_console_read(uart_state *u, uint8_t *buf, size_t len);
 void uart_save(const uart_state *u, vmstate_writer *w);
-int uart_load(uart_state *u, vmstate_reader *r, vs_error **err);
+int uart_load(uart_state *u, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ PLIC (sifive,plic-1.0.0) */
 
@@ -133,7 +133,7 @@ bool plic_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 /* dev_irq_line.set for sources */
 void plic_set_irq(void *dev, unsigned irq, bool level);
 void plic_save(const plic_state *p, vmstate_writer *w);
-int plic_load(plic_state *p, vmstate_reader *r, vs_error **err);
+int plic_load(plic_state *p, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ ACLINT / CLINT */
 
@@ -160,7 +160,7 @@ void aclint_update_timers(aclint_state *c, uint64_t now);
 uint64_t aclint_next_deadline(const aclint_state *c);
 /* mtime is the machine's: these cover msip and mtimecmp. */
 void aclint_save(const aclint_state *c, vmstate_writer *w);
-int aclint_load(aclint_state *c, vmstate_reader *r, vs_error **err);
+int aclint_load(aclint_state *c, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ syscon (poweroff/reboot) */
 
@@ -185,7 +185,7 @@ void syscon_init(syscon_state *s);
 bool syscon_read(void *dev, uint64_t off, unsigned size, uint64_t *val);
 bool syscon_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 void syscon_save(const syscon_state *s, vmstate_writer *w);
-int syscon_load(syscon_state *s, vmstate_reader *r, vs_error **err);
+int syscon_load(syscon_state *s, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ goldfish RTC */
 
@@ -212,6 +212,6 @@ int64_t rtc_ns_until_alarm(const rtc_state *r);
 /* The guest's clock offset from the host's real-time clock is saved, so a restored guest reads
  * the real date (its wall clock follows the host's, as after a suspend). */
 void rtc_save(const rtc_state *r, vmstate_writer *w);
-int rtc_load(rtc_state *rtc, vmstate_reader *r, vs_error **err);
+int rtc_load(rtc_state *rtc, vmstate_reader *img, vs_error **err);
 
 #endif

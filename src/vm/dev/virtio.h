@@ -164,7 +164,7 @@ void virtio_mmio_set_needs_reset(virtio_mmio *t, const char *why);
  * behind it saves its own state after it. Loading checks the device id and queue count against
  * the device this build wired at the same slot. */
 void virtio_mmio_save(const virtio_mmio *t, vmstate_writer *w);
-int virtio_mmio_load(virtio_mmio *t, vmstate_reader *r, vs_error **err);
+int virtio_mmio_load(virtio_mmio *t, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ virtio-blk */
 
@@ -188,7 +188,7 @@ void virtio_blk_init(virtio_blk *b, vm_disk *disk, const char *serial, virtio_me
 /* The transport and queue positions ("VIRT") then the disk's identity ("VBLK": size, read-only),
  * which must match the disk opened on restore. */
 void virtio_blk_save(const virtio_blk *b, vmstate_writer *w);
-int virtio_blk_load(virtio_blk *b, vmstate_reader *r, vs_error **err);
+int virtio_blk_load(virtio_blk *b, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ virtio-input power button */
 
@@ -211,6 +211,6 @@ void virtio_input_init(virtio_input *in, virtio_mem mem, dev_irq_line irq);
 /* Press and release the power button. False when the driver is not ready to hear it. */
 bool virtio_input_press_power(virtio_input *in);
 void virtio_input_save(const virtio_input *in, vmstate_writer *w);
-int virtio_input_load(virtio_input *in, vmstate_reader *r, vs_error **err);
+int virtio_input_load(virtio_input *in, vmstate_reader *img, vs_error **err);
 
 #endif

@@ -108,7 +108,7 @@ static void deliver_pending(virtio_input *in) {
     }
     done++;
   }
-  memmove(in->pending, in->pending[done], (in->num_pending - done) * 8);
+  memmove(in->pending, in->pending[done], (size_t)(in->num_pending - done) * 8);
   in->num_pending -= done;
   if (done)
     virtio_mmio_notify_used(t, EVENTQ);
