@@ -41,11 +41,13 @@ uint64_t vm_read_mtime(void *opaque) {
   vm *m = opaque;
   if (m->paused)
     return m->paused_mtime;
-  return (uint64_t)(monotonic_ns() - m->mtime_epoch_ns) / (1000000000 / VM_TIMEBASE_HZ);
+  /* unsigned: a guest (or a snapshot) may set any mtime, the arithmetic wraps instead of
+   * overflowing */
+  return ((uint64_t)monotonic_ns() - (uint64_t)m->mtime_epoch_ns) / (1000000000 / VM_TIMEBASE_HZ);
 }
 
 void vm_set_mtime(vm *m, uint64_t mtime) {
-  m->mtime_epoch_ns = monotonic_ns() - (int64_t)(mtime * (1000000000 / VM_TIMEBASE_HZ));
+  m->mtime_epoch_ns = (int64_t)((uint64_t)monotonic_ns() - mtime * (1000000000 / VM_TIMEBASE_HZ));
   if (m->paused)
     m->paused_mtime = mtime;
 }

@@ -238,6 +238,9 @@ static int load_machine(vm *m, vmstate_reader *img, vs_error **err) {
   if (vmstate_next(img, "MACH", MACH_VERSION, &r, err) < 0)
     return -1;
   uint64_t mtime = vmstate_get_u64(&r);
+  /* 2^56 ticks of 100 ns are 228 years: anything beyond is no running machine's clock */
+  if (mtime >> 56)
+    vmstate_refuse(&r, "mtime out of range");
   if (vmstate_get_u32(&r) != m->nharts)
     vmstate_refuse(&r, "number of harts differs from the configuration");
   for (unsigned h = 0; h < m->nharts && !r.bad; h++) {
