@@ -229,6 +229,47 @@ TEST(device_load_refuses_impossible_values) {
   vmstate_writer_free(&w);
 }
 
+TEST(virtio_transport_and_power_button_round_trip) {
+  static uint8_t ram[1 << 16] __attribute__((aligned(4096)));
+  virtio_mem mem = {.ram = ram, .base = 0x80000000, .size = sizeof(ram)};
+  dev_irq_line line = {no_line, NULL, 3};
+  static virtio_input a, b;
+  virtio_input_init(&a, mem, line);
+  virtio_input_init(&b, mem, line);
+  /* the driver's handshake and an event queue in RAM */
+  CHECK(virtio_mmio_write(&a.mmio, 0x070, 4, 1 | 2));
+  CHECK(virtio_mmio_write(&a.mmio, 0x024, 4, 1));
+  CHECK(virtio_mmio_write(&a.mmio, 0x020, 4, 1)); /* VERSION_1 */
+  CHECK(virtio_mmio_write(&a.mmio, 0x070, 4, 1 | 2 | 8));
+  CHECK(virtio_mmio_write(&a.mmio, 0x038, 4, 8));
+  CHECK(virtio_mmio_write(&a.mmio, 0x080, 4, 0x80001000));
+  CHECK(virtio_mmio_write(&a.mmio, 0x090, 4, 0x80002000));
+  CHECK(virtio_mmio_write(&a.mmio, 0x0a0, 4, 0x80003000));
+  CHECK(virtio_mmio_write(&a.mmio, 0x044, 4, 1));
+  CHECK(virtio_mmio_write(&a.mmio, 0x070, 4, 1 | 2 | 8 | 4));
+  CHECK(virtio_mmio_write(&a.mmio, 0x100, 1, 0x11)); /* select EV_BITS */
+  CHECK(virtio_mmio_write(&a.mmio, 0x101, 1, 1));    /* subsel EV_KEY */
+  CHECK(virtio_input_press_power(&a));               /* no buffers posted: the events wait */
+  CHECK_EQ(a.num_pending, 4);
+  CHECK_ROUND_TRIP(virtio_input_save, virtio_input_load, &a, &b);
+  CHECK_EQ(b.num_pending, 4);
+  CHECK(b.mmio.queues[0].ready);
+  CHECK_EQ(b.config[2], 116 / 8 + 1); /* the EV_KEY bitmap's size, recomputed */
+
+  /* a transport whose ready queue points outside RAM is refused */
+  a.mmio.queues[0].used = 0x90000000;
+  vmstate_writer w;
+  vmstate_writer_init(&w);
+  virtio_input_save(&a, &w);
+  vmstate_reader img;
+  vmstate_reader_init(&img, w.data, w.len);
+  vs_error *err = NULL;
+  CHECK(virtio_input_load(&b, &img, &err) < 0);
+  CHECK_CONTAINS(err->msg, "outside guest RAM");
+  vs_error_free(err);
+  vmstate_writer_free(&w);
+}
+
 /* ------------------------------------------------------------------ harts and machines */
 
 static uint64_t bus_mtime(void *opaque) {
