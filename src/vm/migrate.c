@@ -43,6 +43,7 @@
 #define MIG_ACK_TIMEOUT_MS 60000  /* the receiver loads the state and opens the disks */
 #define MIG_RECV_TIMEOUT_MS 60000 /* a silent sender for this long is a dead stream */
 #define MIG_MAX_STATE (64u << 20)
+#define MIG_CONNECT_TIMEOUT_MS 5000
 #define MIG_MAX_MESSAGE 4096u
 
 typedef struct vm_migration {
@@ -431,16 +432,43 @@ static void migrate_dispatch(void *opaque, const vm_pollset *ps) {
   }
 }
 
+/* The run loop waits while we connect: an unreachable host must not stall the guest for the
+ * kernel's TCP timeout. The socket stays non-blocking (every later send and receive polls). */
+static int connect_within(int fd, const struct sockaddr *sa, socklen_t len, int timeout_ms) {
+  if (connect(fd, sa, len) == 0)
+    return 0;
+  if (errno != EINPROGRESS)
+    return -1;
+  struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+  int r;
+  do
+    r = poll(&pfd, 1, timeout_ms);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) {
+    errno = ETIMEDOUT;
+    return -1;
+  }
+  int soerr = 0;
+  socklen_t sl = sizeof(soerr);
+  if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+    return -1;
+  if (soerr) {
+    errno = soerr;
+    return -1;
+  }
+  return 0;
+}
+
 static int connect_to(const char *dest, vs_error **err) {
   struct addrinfo *ai = resolve(dest, false, err);
   if (!ai)
     return -1;
   int fd = -1, saved = 0;
   for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
-    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
     if (fd < 0)
       continue;
-    if (connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
+    if (connect_within(fd, a->ai_addr, a->ai_addrlen, MIG_CONNECT_TIMEOUT_MS) < 0) {
       saved = errno;
       close(fd);
       fd = -1;
