@@ -137,10 +137,18 @@ def assert_consecutive(nums, what):
 
 
 @pytest.fixture(scope="module")
-def env(build_dir, guest_assets):
+def env(build_dir):
     work = pathlib.Path(tempfile.mkdtemp(prefix="vessel-life-"))
-    state = {"work": work, "vmm": str(build_dir / "vessel-vmm"), "assets": guest_assets,
-             "procs": []}
+    # A private copy of this tree's guest (the shared cache may be rebuilt meanwhile by another
+    # checkout's fetch-guest): the power button needs this tree's initramfs.
+    out = subprocess.run(["bash", str(TOP / "scripts/fetch-guest")], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    cache = pathlib.Path(out.strip().splitlines()[-1])
+    assets = work / "guest"
+    assets.mkdir()
+    for name in ("Image", "initrd.img"):
+        shutil.copy(cache / name, assets / name)
+    state = {"work": work, "vmm": str(build_dir / "vessel-vmm"), "assets": assets, "procs": []}
     disk = work / "data.raw"
     with open(disk, "wb") as f:
         f.truncate(64 << 20)
