@@ -3,6 +3,8 @@
  * disks, in that order; each network backend is an I/O source of the run loop.
  */
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "vm/machine.h"
 #include "vm/netdev/netdev.h"
@@ -14,8 +16,6 @@ int vm_net_check_spec(const char *spec, vs_error **err) {
   netdev_opts o;
   return netdev_parse_spec(spec, &o, err);
 }
-
-static virtio_mem vm_guest_mem(vm *m) { return (virtio_mem){m->ram, VM_RAM_BASE, m->ram_size}; }
 
 /* virtio_net_link.send and the backend's I/O source hooks. */
 static void net_send(void *opaque, const uint8_t *frame, size_t len) {
@@ -54,7 +54,7 @@ static int add_net(vm *m, unsigned i, vs_error **err) {
   m->netdev[i] = nd;
   virtio_net_link link = {net_send, nd, nd->rx_csum_valid, nd->accepts_tso};
   uint16_t mtu = (uint16_t)(o.mtu ? o.mtu : VIRTIO_NET_DEFAULT_MTU);
-  virtio_net_init(n, mac, mtu, vm_guest_mem(m), vm_virtio_irq(m, &slot), link);
+  virtio_net_init(n, mac, mtu, vm_virtio_mem(m), vm_virtio_irq(m, &slot), link);
   vm_virtio_map(m, &slot, "virtio-net", &n->mmio);
   vm_io_source src = {nd->name, net_prepare, net_dispatch, n};
   return vm_add_io_source(m, &src, err);
@@ -67,7 +67,7 @@ static int add_console(vm *m, vs_error **err) {
   if (vm_virtio_claim(m, "virtio-console", &slot, err) < 0)
     return -1;
   m->vconsole = vs_malloc0(sizeof(*m->vconsole));
-  virtio_console_init(m->vconsole, m->cfg.console_out, vm_guest_mem(m), vm_virtio_irq(m, &slot));
+  virtio_console_init(m->vconsole, m->cfg.console_out, vm_virtio_mem(m), vm_virtio_irq(m, &slot));
   vm_virtio_map(m, &slot, "virtio-console", &m->vconsole->mmio);
   return 0;
 }
@@ -80,7 +80,7 @@ static int add_rng(vm *m, vs_error **err) {
   if (vm_virtio_claim(m, "virtio-rng", &slot, err) < 0)
     return -1;
   m->rng = vs_malloc0(sizeof(*m->rng));
-  virtio_rng_init(m->rng, vm_guest_mem(m), vm_virtio_irq(m, &slot));
+  virtio_rng_init(m->rng, vm_virtio_mem(m), vm_virtio_irq(m, &slot));
   vm_virtio_map(m, &slot, "virtio-rng", &m->rng->mmio);
   return 0;
 }
@@ -108,4 +108,37 @@ void vm_destroy_io_devices(vm *m) {
   m->vconsole = NULL;
   free(m->rng);
   m->rng = NULL;
+}
+
+/* ------------------------------------------------------------------ snapshots */
+
+void vm_io_devices_save(vm *m, vmstate_writer *w) {
+  for (unsigned i = 0; i < m->cfg.nnets; i++)
+    virtio_net_save(m->net[i], w);
+  if (m->vconsole)
+    virtio_console_save(m->vconsole, w);
+  if (m->rng)
+    virtio_rng_save(m->rng, w);
+}
+
+int vm_io_devices_load(vm *m, vmstate_reader *r, vs_error **err) {
+  for (unsigned i = 0; i < m->cfg.nnets; i++)
+    if (virtio_net_load(m->net[i], r, err) < 0)
+      return -1;
+  if (m->vconsole && virtio_console_load(m->vconsole, r, err) < 0)
+    return -1;
+  if (m->rng && virtio_rng_load(m->rng, r, err) < 0)
+    return -1;
+  return 0;
+}
+
+/* A clone's NICs: new locally administered addresses (52:54:00 and three random bytes), so
+ * clones on one bridge do not collide with each other or with their original. */
+void vm_io_devices_new_identity(vm *m) {
+  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+    uint8_t mac[6] = {0x52, 0x54, 0x00, 0, 0, 0};
+    if (getrandom(mac + 3, 3, 0) != 3)
+      mac[5] = (uint8_t)(mac[5] ^ (uint8_t)getpid() ^ (uint8_t)i);
+    virtio_net_set_mac(m->net[i], mac);
+  }
 }

@@ -41,13 +41,20 @@ static int64_t monotonic_ns(void) {
 
 uint64_t vm_read_mtime(void *opaque) {
   vm *m = opaque;
-  return (uint64_t)(monotonic_ns() - m->mtime_epoch_ns) / (1000000000 / VM_TIMEBASE_HZ);
+  if (m->paused)
+    return m->paused_mtime;
+  /* unsigned: a guest (or a snapshot) may set any mtime, the arithmetic wraps instead of
+   * overflowing */
+  return ((uint64_t)monotonic_ns() - (uint64_t)m->mtime_epoch_ns) / (1000000000 / VM_TIMEBASE_HZ);
 }
 
-static void vm_write_mtime(void *opaque, uint64_t val) {
-  vm *m = opaque;
-  m->mtime_epoch_ns = monotonic_ns() - (int64_t)(val * (1000000000 / VM_TIMEBASE_HZ));
+void vm_set_mtime(vm *m, uint64_t mtime) {
+  m->mtime_epoch_ns = (int64_t)((uint64_t)monotonic_ns() - mtime * (1000000000 / VM_TIMEBASE_HZ));
+  if (m->paused)
+    m->paused_mtime = mtime;
 }
+
+static void vm_write_mtime(void *opaque, uint64_t val) { vm_set_mtime(opaque, val); }
 
 /* ------------------------------------------------------------------ memory map */
 
@@ -272,31 +279,46 @@ static int vm_add_disks(vm *m, vs_error **err) {
     char id[21];
     snprintf(id, sizeof(id), "vessel-vd%c", 'a' + i);
     m->blk[i] = vs_malloc0(sizeof(virtio_blk));
-    virtio_blk_init(m->blk[i], m->disk[i], serial ? serial : id,
-                    (virtio_mem){m->ram, VM_RAM_BASE, m->ram_size}, vm_virtio_irq(m, &slot));
+    virtio_blk_init(m->blk[i], m->disk[i], serial ? serial : id, vm_virtio_mem(m),
+                    vm_virtio_irq(m, &slot));
     vm_virtio_map(m, &slot, "virtio-blk", &m->blk[i]->mmio);
   }
   return 0;
 }
 
-vm *vm_create(const vm_config *cfg, vs_error **err) {
-  if (vm_check_config(cfg, err) < 0)
+/* The parts of vm_check_config that a machine without a kernel to load (restore, migration)
+ * must pass too. */
+static int vm_check_machine(const vm_config *cfg, vs_error **err) {
+  if (cfg->smp < 1 || cfg->smp > VM_MAX_SMP)
+    return vs_error_set(err, 0, "number of harts %u is out of range 1..%d", cfg->smp, VM_MAX_SMP);
+  if (cfg->mem_size < VM_MIN_MEM || cfg->mem_size > VM_MAX_MEM || (cfg->mem_size & 0xfff))
+    return vs_error_set(err, 0, "memory size %llu bytes is out of range or not page aligned",
+                        (unsigned long long)cfg->mem_size);
+  if (cfg->ndisks > VM_MAX_DISKS)
+    return vs_error_set(err, 0, "too many disks (%u, at most %d)", cfg->ndisks, VM_MAX_DISKS);
+  return 0;
+}
+
+/* The power button (virtio-input) takes the first virtio slot after the disks, if one is left. */
+static void vm_add_power_button(vm *m) {
+  vm_virtio_slot slot;
+  if (m->num_virtio == VM_MAX_VIRTIO || vm_virtio_claim(m, "virtio-input", &slot, NULL) < 0)
+    return;
+  m->power_button = vs_malloc0(sizeof(virtio_input));
+  virtio_input_init(m->power_button, vm_virtio_mem(m), vm_virtio_irq(m, &slot));
+  vm_virtio_map(m, &slot, "virtio-input", &m->power_button->mmio);
+}
+
+vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
+  if (vm_check_machine(cfg, err) < 0) {
+    munmap(ram, cfg->mem_size);
     return NULL;
+  }
   vm *m = vs_malloc0(sizeof(*m));
   m->cfg = *cfg;
   m->nharts = cfg->smp;
   m->ram_size = cfg->mem_size;
   m->mtime_epoch_ns = monotonic_ns();
-
-  /* Anonymous memory is zero and only backed by host pages once the guest touches it. */
-  void *ram = mmap(NULL, m->ram_size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (ram == MAP_FAILED) {
-    vs_error_set(err, errno, "allocate %llu MiB of guest RAM",
-                 (unsigned long long)(m->ram_size >> 20));
-    free(m);
-    return NULL;
-  }
   m->ram = ram;
 
   m->bus = (rv_bus){
@@ -323,7 +345,25 @@ vm *vm_create(const vm_config *cfg, vs_error **err) {
     vm_destroy(m);
     return NULL;
   }
+  if (!cfg->htif)
+    vm_add_power_button(m);
+  return m;
+}
 
+vm *vm_create(const vm_config *cfg, vs_error **err) {
+  if (vm_check_config(cfg, err) < 0)
+    return NULL;
+  /* Anonymous memory is zero and only backed by host pages once the guest touches it. */
+  void *ram = mmap(NULL, cfg->mem_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (ram == MAP_FAILED) {
+    vs_error_set(err, errno, "allocate %llu MiB of guest RAM",
+                 (unsigned long long)(cfg->mem_size >> 20));
+    return NULL;
+  }
+  vm *m = vm_build(cfg, ram, err);
+  if (!m)
+    return NULL;
   if (vm_boot_load(m, err) < 0) {
     vm_destroy(m);
     return NULL;
@@ -335,6 +375,9 @@ vm *vm_create(const vm_config *cfg, vs_error **err) {
 void vm_destroy(vm *m) {
   if (!m)
     return;
+  vm_migration_destroy(m);
+  vm_control_shutdown(m);
+  vm_dirty_tracking_stop(m);
   for (unsigned h = 0; h < m->nharts; h++)
     rv_hart_destroy(&m->harts[h]);
   vm_destroy_io_devices(m);
@@ -345,8 +388,72 @@ void vm_destroy(vm *m) {
   }
   if (m->ram)
     munmap(m->ram, m->ram_size);
+  free(m->power_button);
   free(m->bootargs);
+  for (unsigned i = 0; i < ARRAY_SIZE(m->cfg_strings); i++)
+    free(m->cfg_strings[i]);
   free(m);
+}
+
+/* ------------------------------------------------------------------ pause and dirty pages */
+
+bool vm_is_paused(const vm *m) { return m->paused; }
+
+void vm_pause(vm *m) {
+  if (m->paused)
+    return;
+  m->paused_mtime = vm_read_mtime(m);
+  m->paused = true;
+  uart_flush(&m->uart);
+  vm_control_event(m, "paused", NULL);
+}
+
+void vm_resume(vm *m) {
+  if (!m->paused)
+    return;
+  m->paused = false;
+  vm_set_mtime(m, m->paused_mtime);
+  vm_control_event(m, "resumed", NULL);
+}
+
+int vm_powerdown(vm *m, vs_error **err) {
+  if (!m->power_button)
+    return vs_error_set(err, 0, "this machine has no power button (every virtio slot is a disk)");
+  if (!virtio_input_press_power(m->power_button))
+    return vs_error_set(err, 0,
+                        "the guest has no driver for the power button (virtio-input) "
+                        "running yet");
+  return 0;
+}
+
+static void vm_flush_all_tlbs(vm *m) {
+  for (unsigned h = 0; h < m->nharts; h++)
+    rv_hart_flush_tlb(&m->harts[h]);
+}
+
+void vm_dirty_tracking_start(vm *m) {
+  if (!m->dirty_pages)
+    m->dirty_pages = vs_malloc0(vm_dirty_words(m) * sizeof(uint64_t));
+  memset(m->dirty_pages, 0xff, vm_dirty_words(m) * sizeof(uint64_t));
+  m->bus.dirty_pages = m->dirty_pages;
+  /* write mappings cached before now would let stores pass unmarked */
+  vm_flush_all_tlbs(m);
+}
+
+void vm_dirty_tracking_stop(vm *m) {
+  m->bus.dirty_pages = NULL;
+  free(m->dirty_pages);
+  m->dirty_pages = NULL;
+}
+
+void vm_dirty_harvest(vm *m, uint64_t *out) {
+  size_t n = vm_dirty_words(m);
+  for (size_t i = 0; i < n; i++)
+    out[i] = __atomic_exchange_n(&m->dirty_pages[i], 0, __ATOMIC_RELAXED);
+  /* bits past the end of RAM (the last word) are never pages */
+  if (vm_ram_pages(m) % 64)
+    out[n - 1] &= (1ull << (vm_ram_pages(m) % 64)) - 1;
+  vm_flush_all_tlbs(m);
 }
 
 /* ------------------------------------------------------------------ console */
@@ -526,7 +633,9 @@ static void vm_service(vm *m, int64_t sleep_ns) {
     m->io_sources[i].prepare(m->io_sources[i].opaque, ps);
   if (ps->n || ps->timeout_ns > 0) {
     struct timespec ts = {ps->timeout_ns / 1000000000, ps->timeout_ns % 1000000000};
-    if (ppoll(ps->n ? ps->fds : NULL, ps->n, &ts, NULL) <= 0)
+    /* paused: nothing but the I/O sources can give the loop work, so wait for them alone */
+    bool forever = ps->timeout_ns == INT64_MAX;
+    if (ppoll(ps->n ? ps->fds : NULL, ps->n, forever ? NULL : &ts, NULL) <= 0)
       ps->n = 0; /* timeout or signal: nothing to dispatch */
   }
   for (unsigned i = 0; i < m->num_io_sources && ps->n; i++)
@@ -560,7 +669,14 @@ int vm_run(vm *m, int *exit_code, vs_error **err) {
   (void)err;
   const uint64_t slice = m->nharts > 1 ? VM_SLICE_SMP : VM_SLICE_UP;
   int64_t next_trace_ns = 0;
+  /* take what the I/O sources have first: a control client waiting on a restored VM gets its
+   * answer before the first slice pays for the cold caches */
+  vm_service(m, 0);
   while (!m->stop) {
+    if (m->paused) {
+      vm_service(m, INT64_MAX);
+      continue;
+    }
     if (m->cfg.trace)
       vm_trace_harts(m, &next_trace_ns);
     bool busy = false;
@@ -583,6 +699,7 @@ int vm_run(vm *m, int *exit_code, vs_error **err) {
     vm_service(m, busy ? 0 : vm_ns_until_next_event(m));
   }
   uart_flush(&m->uart);
+  vm_control_shutdown(m);
   *exit_code = m->exit_code;
   return (int)m->exit_reason;
 }

@@ -42,6 +42,9 @@
 
 #define VM_MAX_REGIONS 16
 
+/* Strings a saved configuration owns: kernel, initrd, append, bios, the disk and the NIC specs */
+#define VM_CONFIG_STRINGS (4 + VM_MAX_DISKS + VM_MAX_NICS)
+
 /* SBI HSM hart states (SBI spec, chapter "Hart State Management") */
 typedef enum {
   HSM_STARTED = 0,
@@ -86,8 +89,13 @@ typedef struct vm_io_source {
   void *opaque;
 } vm_io_source;
 
+struct vm_control;   /* control.c */
+struct vm_migration; /* migrate.c */
+
 struct vm {
   vm_config cfg;
+  /* strings cfg points to when the configuration came from a snapshot or a migration stream */
+  char *cfg_strings[VM_CONFIG_STRINGS];
 
   /* memory */
   uint8_t *ram;
@@ -119,6 +127,7 @@ struct vm {
   struct netdev *netdev[VM_MAX_NICS];
   virtio_console *vconsole; /* --console virtio: console input goes here instead of the UART */
   virtio_rng *rng;
+  virtio_input *power_button; /* NULL when the disks took every virtio slot */
 
   /* clock: mtime = (CLOCK_MONOTONIC - mtime_epoch_ns) at 10 MHz */
   int64_t mtime_epoch_ns;
@@ -144,13 +153,45 @@ struct vm {
 
   /* why the run loop stopped */
   bool stop;
+  bool paused; /* pause, snapshot, migration's stop-and-copy: the harts do not run */
   vm_exit_reason exit_reason;
   int exit_code;
   unsigned num_io_sources; /* (here: it fills the struct's padding) */
+
+  /* lifecycle: pause, control socket, migration (docs/lifecycle.md) */
+  uint64_t paused_mtime; /* the guest's clock stands here while paused */
+  uint64_t *dirty_pages; /* live migration's bitmap, also in bus.dirty_pages (NULL: off) */
+  struct vm_control *control;
+  struct vm_migration *migration;
 };
+
+/* The machine's own state besides its devices ("MACH"): mtime and the harts' HSM states. */
+#define VM_PAGE_SIZE 4096ull
 
 /* machine.c */
 uint64_t vm_read_mtime(void *opaque);
+/* Continue the guest's clock from `mtime` (restore, resume). */
+void vm_set_mtime(vm *m, uint64_t mtime);
+/* A machine around `ram` (cfg->mem_size bytes mapped by the caller; the vm unmaps it) with its
+ * harts, devices and disks, but nothing loaded and no hart reset: vm_create boots it, restore and
+ * migration load saved state into it. cfg's strings must outlive the vm. */
+vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err);
+/* Count of guest RAM pages and the dirty bitmap's length in 64-bit words. */
+static inline uint64_t vm_ram_pages(const vm *m) { return m->ram_size / VM_PAGE_SIZE; }
+static inline size_t vm_dirty_words(const vm *m) { return (size_t)((vm_ram_pages(m) + 63) / 64); }
+/* The machine wrote guest RAM itself (SBI console read): a migration must resend it. */
+static inline void vm_ram_mark_dirty(vm *m, uint64_t paddr, uint64_t len) {
+  if (!m->dirty_pages || len == 0)
+    return;
+  for (uint64_t pg = (paddr - VM_RAM_BASE) >> 12; pg <= (paddr - VM_RAM_BASE + len - 1) >> 12; pg++)
+    __atomic_or_fetch(&m->dirty_pages[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+}
+/* Start / stop dirty-page tracking (migration). Starting marks every page dirty. */
+void vm_dirty_tracking_start(vm *m);
+void vm_dirty_tracking_stop(vm *m);
+/* Move the dirty bits into `out` (vm_dirty_words long) and clear them; the harts' TLBs are
+ * flushed so their next write to any page marks it again. */
+void vm_dirty_harvest(vm *m, uint64_t *out);
 void vm_request_exit(vm *m, vm_exit_reason reason, int code);
 /* Register an I/O source with the run loop (see vm_io_source). */
 int vm_add_io_source(vm *m, const vm_io_source *src, vs_error **err);
@@ -159,6 +200,11 @@ int vm_add_io_source(vm *m, const vm_io_source *src, vs_error **err);
  * in order, so the guest enumerates devices in the order the machine adds them. */
 int vm_virtio_claim(vm *m, const char *what, vm_virtio_slot *slot, vs_error **err);
 dev_irq_line vm_virtio_irq(vm *m, const vm_virtio_slot *slot);
+/* Guest RAM as virtio devices see it: their writes into it mark pages for live migration. */
+static inline virtio_mem vm_virtio_mem(vm *m) {
+  return (virtio_mem){
+      .ram = m->ram, .base = VM_RAM_BASE, .size = m->ram_size, .dirty = &m->dirty_pages};
+}
 void vm_virtio_map(vm *m, const vm_virtio_slot *slot, const char *name, virtio_mmio *mmio);
 /* Guest physical memory access for the machine's own use (SBI DBCN, loaders): false if the
  * range is not entirely inside RAM. */
@@ -168,6 +214,9 @@ static inline uint8_t *vm_ram_ptr(vm *m, uint64_t paddr) { return m->ram + (padd
 /* devices.c: virtio-net with its backends, virtio-console, virtio-rng (after the disks) */
 int vm_add_io_devices(vm *m, vs_error **err);
 void vm_destroy_io_devices(vm *m);
+void vm_io_devices_save(vm *m, vmstate_writer *w);
+int vm_io_devices_load(vm *m, vmstate_reader *r, vs_error **err);
+void vm_io_devices_new_identity(vm *m);
 
 /* fdt.c */
 int vm_fdt_build(vm *m, void *buf, size_t bufsize, vs_error **err);
@@ -179,5 +228,39 @@ void vm_boot_reset_harts(vm *m);
 
 /* sbi.c */
 bool vm_sbi_call(void *opaque, rv_hart *hart);
+
+/* snapshot.c: the state image shared by snapshots and migration (docs/lifecycle.md) */
+#define VM_STATE_MAGIC "VSSLSTAT"
+#define VM_STATE_FORMAT_VERSION 2
+/* The whole device and hart state, with the configuration first and the checksum last.
+ * memory_sha256 (may be NULL) adds a RAM_ section naming the snapshot's memory file. */
+void vm_state_save(vm *m, vmstate_writer *w, const char *memory_sha256);
+/* Check the image's header, format version and checksum, then read its configuration into *cfg
+ * (strings allocated into strings[], which the caller frees; *disks_frozen: the disks are a
+ * snapshot's read-only bases) and return a reader positioned at the sections after it. */
+int vm_state_open(const uint8_t *img, size_t len, vm_config *cfg, char *strings[VM_CONFIG_STRINGS],
+                  bool *disks_frozen, vmstate_reader *rest, vs_error **err);
+/* Load everything after the configuration into a machine built from that configuration.
+ * *memory_sha256 (may be NULL) receives the RAM_ section's checksum, if any. */
+int vm_state_load(vm *m, vmstate_reader *r, char memory_sha256[VS_SHA256_HEX_LEN + 1],
+                  vs_error **err);
+/* The CONF section alone (the migration stream sends it first). */
+void vm_config_save(vm *m, vmstate_writer *w, bool disks_frozen);
+int vm_config_load(vmstate_reader *img, vm_config *cfg, char *strings[VM_CONFIG_STRINGS],
+                   bool *disks_frozen, vs_error **err);
+/* Replace the VM's disk specs by ones with absolute paths and explicit formats. */
+int vm_make_disk_specs_absolute(vm *m, vs_error **err);
+/* Write one of the disk specs with an absolute path (for a state image); allocated. */
+char *vm_disk_spec_absolute(const char *spec, vs_error **err);
+
+/* control.c */
+/* Send an event to every client of the control socket: {"event": name, ...fields} (fields
+ * is a JSON object or NULL; stolen). */
+void vm_control_event(vm *m, const char *name, json_t *fields);
+/* The run loop ended: tell the clients why, flush and close the socket. */
+void vm_control_shutdown(vm *m);
+
+/* migrate.c */
+void vm_migration_destroy(vm *m);
 
 #endif

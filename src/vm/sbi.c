@@ -220,6 +220,7 @@ static sbi_ret sbi_dbcn(vm *m, uint64_t fid, const uint64_t *a) {
       uart_console_write(&m->uart, p, a[0]);
       return sbi_ok(a[0]);
     }
+    vm_ram_mark_dirty(m, a[1], a[0]);
     return sbi_ok(uart_console_read(&m->uart, p, a[0]));
   }
   case 2: { /* console_write_byte(byte) */

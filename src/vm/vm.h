@@ -68,7 +68,8 @@ typedef enum {
   VM_EXIT_POWEROFF = 0, /* guest powered off (syscon, SBI SRST shutdown) */
   VM_EXIT_RESET,        /* guest asked for a reboot */
   VM_EXIT_FAIL,         /* guest reported failure (SRST with failure reason, syscon FAIL, HTIF) */
-  VM_EXIT_QUIT,         /* the user quit from the console (Ctrl-A x) */
+  VM_EXIT_QUIT,         /* the user quit (Ctrl-A x, the control socket's quit, snapshot --quit) */
+  VM_EXIT_MIGRATED,     /* the guest moved to another vessel-vmm (migrate): it runs there now */
 } vm_exit_reason;
 
 typedef struct vm vm;
@@ -88,5 +89,60 @@ vm *vm_create(const vm_config *cfg, vs_error **err);
  * error. *exit_code receives the guest's failure code for VM_EXIT_FAIL (HTIF: tohost >> 1). */
 int vm_run(vm *m, int *exit_code, vs_error **err);
 void vm_destroy(vm *m);
+
+/* ------------------------------------------------------------------ lifecycle (docs/lifecycle.md)
+ *
+ * Snapshots, restore, clones and live migration. All of these run on the thread that runs
+ * vm_run (the control socket's requests are served between instruction slices). */
+
+/* Serve the JSON control API on a unix socket at path (mode 0600) while vm_run runs. A stale
+ * socket file left at path by a dead VMM is replaced; any other file is an error. */
+int vm_control_listen(vm *m, const char *path, vs_error **err);
+
+/* The client side: send one request (a JSON object) to the control socket at path and read its
+ * reply. With until_events (NULL-terminated names), keep reading after a successful reply until
+ * one of those events arrives (*event) or the VMM closes the connection (*event stays NULL). */
+int vm_control_call(const char *path, json_t *req, const char *const *until_events, json_t **reply,
+                    json_t **event, vs_error **err);
+
+/* Ask the guest to shut down cleanly: press the virtual power button (docs/lifecycle.md). */
+int vm_powerdown(vm *m, vs_error **err);
+
+/* Stop / continue the harts. The guest's clock (mtime) stands still while paused. */
+void vm_pause(vm *m);
+void vm_resume(vm *m);
+bool vm_is_paused(const vm *m);
+
+typedef struct vm_snapshot_opts {
+  bool quit;         /* stop the VM after the snapshot (suspend to disk) */
+  bool disk_overlay; /* freeze each writable disk as the snapshot's base; the VM continues on a
+                        new qcow2 overlay next to it (PATH.<n>.qcow2) */
+} vm_snapshot_opts;
+
+/* Write the whole VM state into dir (created if missing): `state` (devices, harts, config,
+ * SHA-256) and `memory` (guest RAM, sparse). Pauses the VM while capturing. */
+int vm_snapshot(vm *m, const char *dir, const vm_snapshot_opts *opts, vs_error **err);
+
+typedef struct vm_restore_opts {
+  /* the console and diagnostics of this process (not part of the snapshot) */
+  int console_in, console_out;
+  bool console_escape, trace;
+  bool clone;            /* a new identity: own disk overlays, new MAC addresses */
+  const char *clone_dir; /* where a clone's overlays go (NULL: a new DIR/clone-XXXXXX) */
+  bool verify_memory;    /* check the memory file's SHA-256 too (reads all of it) */
+} vm_restore_opts;
+
+void vm_restore_opts_init(vm_restore_opts *o);
+/* A VM in the state the snapshot in dir recorded, ready for vm_run; the guest's RAM is the
+ * snapshot's memory file mapped copy-on-write. Nothing runs when this fails. */
+vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err);
+
+/* Live migration. The receiver listens on host:port, takes one stream and returns the migrated
+ * VM ready for vm_run (or an error: a stream cut short or malformed). */
+vm *vm_migrate_incoming(const char *hostport, const vm_restore_opts *opts, vs_error **err);
+/* The sender: starts pre-copy to host:port from the run loop; the guest keeps running until the
+ * final stop-and-copy, then vm_run returns VM_EXIT_MIGRATED. Failures are reported as events and
+ * leave the VM running. */
+int vm_migrate_start(vm *m, const char *dest, vs_error **err);
 
 #endif

@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memcpy(ram, data + off, size - off < RAM_SIZE ? size - off : RAM_SIZE);
   static const uint8_t mac[6] = {0x52, 0x54, 0, 0x12, 0x34, 0x56};
   virtio_net_link link = {check_send, NULL, w[5] & 1, w[5] & 2};
-  virtio_net_init(&net, mac, MTU, (virtio_mem){ram, RAM_BASE, RAM_SIZE},
+  virtio_net_init(&net, mac, MTU, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
                   (dev_irq_line){.set = irq_set}, link);
   virtio_mmio *t = &net.mmio;
   virtio_mmio_write(t, 0x070, 4, 1);

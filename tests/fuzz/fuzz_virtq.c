@@ -42,7 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(ram, 0, RAM_SIZE);
   memcpy(ram, data + 16, size - 16 < RAM_SIZE ? size - 16 : RAM_SIZE);
   dev_irq_line irq = {.set = irq_set};
-  virtio_blk_init(&blk, disk, "fuzz", (virtio_mem){ram, RAM_BASE, RAM_SIZE}, irq);
+  virtio_blk_init(&blk, disk, "fuzz", (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
+                  irq);
 
   uint32_t w[4];
   memcpy(w, data, 16);

@@ -80,7 +80,8 @@ static void setup(bool readonly, uint64_t features_lo, uint32_t features_hi) {
   vm_disk_opts o = {.format = VM_DISK_FORMAT_RAW, .readonly = readonly};
   CHECK_EQ(vm_disk_open(path, &o, &disk, NULL), 0);
   dev_irq_line line = {.set = irq_set, .ctrl = NULL, .irq = 1};
-  virtio_blk_init(&blk, disk, "vessel-serial-0", (virtio_mem){ram, RAM_BASE, RAM_SIZE}, line);
+  virtio_blk_init(&blk, disk, "vessel-serial-0",
+                  (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE}, line);
   irq_level = 0;
 
   CHECK_EQ(mmio_r(0x000), 0x74726976);

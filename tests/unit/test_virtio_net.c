@@ -130,7 +130,8 @@ static void setup_net(uint32_t features_lo, uint16_t mtu, bool csum_valid) {
   static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
   dev_irq_line line = {.set = irq_set, .irq = 1};
   virtio_net_link link = {fake_send, NULL, csum_valid, link_tso};
-  virtio_net_init(&net, mac, mtu, (virtio_mem){ram, RAM_BASE, RAM_SIZE}, line, link);
+  virtio_net_init(&net, mac, mtu, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
+                  line, link);
   dev = &net.mmio;
   sent_len = sent_count = 0;
   CHECK_EQ(mmio_r(0x008), VIRTIO_ID_NET);
@@ -549,7 +550,7 @@ TEST(net_frames_before_driver_ok_are_dropped) {
   virtio_net_destroy(&net);
   static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0, 0, 1};
   virtio_net_link link = {fake_send, NULL, true, false};
-  virtio_net_init(&net, mac, 1500, (virtio_mem){ram, RAM_BASE, RAM_SIZE},
+  virtio_net_init(&net, mac, 1500, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
                   (dev_irq_line){.set = irq_set}, link);
   uint8_t f[64];
   fill_frame(f, sizeof(f), 29);
@@ -566,7 +567,7 @@ TEST(console_input_and_output) {
   fresh_ram();
   int p[2];
   CHECK_EQ(pipe2(p, O_NONBLOCK), 0);
-  virtio_console_init(&con, p[1], (virtio_mem){ram, RAM_BASE, RAM_SIZE},
+  virtio_console_init(&con, p[1], (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
                       (dev_irq_line){.set = irq_set, .irq = 2});
   dev = &con.mmio;
   CHECK_EQ(mmio_r(0x008), VIRTIO_ID_CONSOLE);
@@ -605,7 +606,7 @@ TEST(console_input_and_output) {
 
 TEST(console_input_beyond_room_is_dropped) {
   fresh_ram();
-  virtio_console_init(&con, -1, (virtio_mem){ram, RAM_BASE, RAM_SIZE},
+  virtio_console_init(&con, -1, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
                       (dev_irq_line){.set = irq_set});
   dev = &con.mmio;
   static uint8_t lots[VIRTIO_CONSOLE_RX_BUF + 100];
@@ -620,7 +621,8 @@ static virtio_rng rng;
 
 TEST(rng_fills_buffers_and_caps_requests) {
   fresh_ram();
-  virtio_rng_init(&rng, (virtio_mem){ram, RAM_BASE, RAM_SIZE}, (dev_irq_line){.set = irq_set});
+  virtio_rng_init(&rng, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
+                  (dev_irq_line){.set = irq_set});
   dev = &rng.mmio;
   CHECK_EQ(mmio_r(0x008), VIRTIO_ID_RNG);
   bring_up(0, 1);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "base/base.h"
+#include "vm/vmstate.h"
 
 /* The ISA string for the device tree: exactly what this hart implements. */
 #define RV_ISA_STRING "rv64imafdc_zicntr_zicsr_zifencei_zihpm_zba_zbb_zbs_sstc"
@@ -36,6 +37,10 @@ typedef struct rv_bus {
   bool (*sbi_call)(void *opaque, rv_hart *hart);
   /* mtime: 10 MHz timebase (time CSR, Sstc stimecmp). */
   uint64_t (*read_mtime)(void *opaque);
+  /* Live migration tracks the RAM pages the harts write: one bit per 4 KiB page, set when a
+   * write mapping enters the TLB (and when a page-table walk sets A/D bits). The machine flushes
+   * the TLBs whenever it harvests the bits, so every later write marks again. NULL: no tracking. */
+  uint64_t *dirty_pages;
 } rv_bus;
 
 /* Privilege levels */
@@ -126,5 +131,11 @@ void rv_hart_clear_reservation(rv_hart *h);
 
 /* The Sstc/SBI supervisor timer deadline (stimecmp), in mtime ticks. */
 uint64_t rv_hart_next_timer(const rv_hart *h);
+
+/* Snapshots and migration (state.c): the architectural state as one "HART" section. Loading
+ * refuses values the hart could never hold (privilege, paging mode, fixed fields) and flushes the
+ * TLB; the hart keeps its bus and caches. */
+void rv_hart_save(const rv_hart *h, vmstate_writer *w);
+int rv_hart_load(rv_hart *h, vmstate_reader *img, vs_error **err);
 
 #endif

@@ -10,6 +10,14 @@
 #define PTE_D (1ULL << 7)
 #define PTE_PPN_MASK ((1ULL << 44) - 1)
 
+/* Live migration's dirty-page bitmap (rv_bus.dirty_pages): pa must be inside RAM. */
+static inline void rv_mark_dirty(const rv_bus *bus, uint64_t pa) {
+  if (unlikely(bus->dirty_pages != NULL)) {
+    uint64_t pg = (pa - bus->ram_base) >> 12;
+    __atomic_or_fetch(&bus->dirty_pages[pg / 64], 1ULL << (pg % 64), __ATOMIC_RELAXED);
+  }
+}
+
 static int rv_fault_cause(int access, bool page) {
   static const int page_cause[3] = {EXC_LOAD_PAGE, EXC_STORE_PAGE, EXC_INSN_PAGE};
   static const int access_cause[3] = {EXC_LOAD_ACCESS, EXC_STORE_ACCESS, EXC_INSN_ACCESS};
@@ -76,6 +84,7 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
       if (!__atomic_compare_exchange_n(pte_host, &expected, pte | need, false, __ATOMIC_SEQ_CST,
                                        __ATOMIC_SEQ_CST))
         return rv_translate(h, va, access, set, pa);
+      rv_mark_dirty(bus, pte_addr);
     }
     uint64_t off_mask = (1ULL << (12 + 9 * level)) - 1;
     *pa = ((ppn << 12) & ~off_mask) | (va & off_mask);
@@ -91,6 +100,8 @@ static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t p
   uint64_t ppage = pa & ~0xfffULL;
   if (!rv_ram_contains(bus, ppage, 4096) || !rv_pmp_page_allows(h, ppage, access, rv_set_priv(set)))
     return false;
+  if (access == ACC_WRITE)
+    rv_mark_dirty(bus, ppage);
   rv_tlb_entry *e = &h->tlb[set][access][rv_tlb_index(va)];
   e->vpn = (va >> 12) | h->tlb_tag;
   e->addend = (uintptr_t)(bus->ram + (ppage - bus->ram_base)) - (va & ~0xfffULL);
@@ -201,6 +212,7 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
   const rv_bus *bus = h->bus;
   if (rv_ram_contains(bus, pa, size)) {
     rv_tlb_fill(h, h->st_tlb, ACC_WRITE, va, pa);
+    rv_mark_dirty(bus, pa); /* also when PMP kept the page out of the TLB */
     uint8_t *p = bus->ram + (pa - bus->ram_base);
     switch (size) {
     case 1:
@@ -250,6 +262,8 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
     return NULL;
   }
   rv_tlb_fill(h, set, access, va, *pa);
+  if (access == ACC_WRITE)
+    rv_mark_dirty(bus, *pa); /* also when PMP kept the page out of the TLB */
   return bus->ram + (*pa - bus->ram_base);
 }
 

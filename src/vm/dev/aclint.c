@@ -82,3 +82,31 @@ bool aclint_write(void *dev, uint64_t off, unsigned size, uint64_t val) {
   }
   return true; /* writes to reserved space are ignored */
 }
+
+/* ------------------------------------------------------------------ save / restore */
+
+#define ACLINT_STATE_VERSION 1
+
+void aclint_save(const aclint_state *c, vmstate_writer *w) {
+  vmstate_begin(w, "CLNT", ACLINT_STATE_VERSION);
+  vmstate_put_u32(w, c->num_harts);
+  for (unsigned h = 0; h < c->num_harts; h++) {
+    vmstate_put_u32(w, c->msip[h]);
+    vmstate_put_u64(w, c->mtimecmp[h]);
+  }
+  vmstate_end_section(w);
+}
+
+int aclint_load(aclint_state *c, vmstate_reader *img, vs_error **err) {
+  vmstate_reader r;
+  if (vmstate_next(img, "CLNT", ACLINT_STATE_VERSION, &r, err) < 0)
+    return -1;
+  if (vmstate_get_u32(&r) != c->num_harts)
+    vmstate_refuse(&r, "number of harts differs from the machine's");
+  for (unsigned h = 0; h < c->num_harts && !r.bad; h++) {
+    c->msip[h] = vmstate_get_u32(&r) & 1;
+    c->mtimecmp[h] = vmstate_get_u64(&r);
+    c->out.set(c->out.machine, h, DEV_MIP_MSIP, c->msip[h] != 0);
+  }
+  return vmstate_end(&r, err);
+}

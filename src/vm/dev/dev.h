@@ -8,6 +8,11 @@
  *
  * Devices talk to the rest of the machine only through the small callback structs below: an
  * interrupt line into the PLIC, interrupt bits into a hart, the console, and the machine's clock.
+ *
+ * Saving and restoring (snapshots, migration): each device has DEV_save(dev, writer), which writes
+ * one section with its guest-visible state, and DEV_load(dev, reader, err), which reads it back
+ * into a device initialised with the same wiring, refusing values the device could never hold.
+ * Wiring (interrupt lines, file descriptors, callbacks) is never saved.
  */
 #ifndef VESSEL_VM_DEV_H
 #define VESSEL_VM_DEV_H
@@ -15,6 +20,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "vm/vmstate.h"
 
 #define VM_MAX_HARTS 8
 
@@ -99,6 +106,8 @@ void uart_flush(uart_state *u);
 /* The firmware console (SBI DBCN) shares the UART's console without touching its registers. */
 void uart_console_write(uart_state *u, const uint8_t *buf, size_t len);
 size_t uart_console_read(uart_state *u, uint8_t *buf, size_t len);
+void uart_save(const uart_state *u, vmstate_writer *w);
+int uart_load(uart_state *u, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ PLIC (sifive,plic-1.0.0) */
 
@@ -123,6 +132,8 @@ bool plic_read(void *dev, uint64_t off, unsigned size, uint64_t *val);
 bool plic_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 /* dev_irq_line.set for sources */
 void plic_set_irq(void *dev, unsigned irq, bool level);
+void plic_save(const plic_state *p, vmstate_writer *w);
+int plic_load(plic_state *p, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ ACLINT / CLINT */
 
@@ -147,6 +158,9 @@ bool aclint_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 void aclint_update_timers(aclint_state *c, uint64_t now);
 /* The earliest mtimecmp of all harts (UINT64_MAX if none armed). */
 uint64_t aclint_next_deadline(const aclint_state *c);
+/* mtime is the machine's: these cover msip and mtimecmp. */
+void aclint_save(const aclint_state *c, vmstate_writer *w);
+int aclint_load(aclint_state *c, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ syscon (poweroff/reboot) */
 
@@ -170,6 +184,8 @@ typedef struct syscon_state {
 void syscon_init(syscon_state *s);
 bool syscon_read(void *dev, uint64_t off, unsigned size, uint64_t *val);
 bool syscon_write(void *dev, uint64_t off, unsigned size, uint64_t val);
+void syscon_save(const syscon_state *s, vmstate_writer *w);
+int syscon_load(syscon_state *s, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ goldfish RTC */
 
@@ -193,5 +209,9 @@ bool rtc_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 void rtc_update(rtc_state *r);
 /* Nanoseconds until the alarm fires (INT64_MAX if none armed). */
 int64_t rtc_ns_until_alarm(const rtc_state *r);
+/* The guest's clock offset from the host's real-time clock is saved, so a restored guest reads
+ * the real date (its wall clock follows the host's, as after a suspend). */
+void rtc_save(const rtc_state *r, vmstate_writer *w);
+int rtc_load(rtc_state *rtc, vmstate_reader *img, vs_error **err);
 
 #endif

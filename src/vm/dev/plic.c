@@ -176,3 +176,43 @@ bool plic_write(void *dev, uint64_t off, unsigned size, uint64_t val) {
     return false;
   return size == 4 || plic_write32(p, off + 4, (uint32_t)(val >> 32));
 }
+
+/* ------------------------------------------------------------------ save / restore */
+
+#define PLIC_STATE_VERSION 1
+
+void plic_save(const plic_state *p, vmstate_writer *w) {
+  vmstate_begin(w, "PLIC", PLIC_STATE_VERSION);
+  vmstate_put_u32(w, p->num_contexts);
+  for (unsigned i = 0; i < PLIC_NUM_SOURCES; i++)
+    vmstate_put_u32(w, p->priority[i]);
+  vmstate_put_u64(w, p->level);
+  vmstate_put_u64(w, p->pending);
+  vmstate_put_u64(w, p->claimed);
+  for (unsigned c = 0; c < p->num_contexts; c++) {
+    vmstate_put_u64(w, p->enable[c]);
+    vmstate_put_u32(w, p->threshold[c]);
+  }
+  vmstate_end_section(w);
+}
+
+int plic_load(plic_state *p, vmstate_reader *img, vs_error **err) {
+  vmstate_reader r;
+  if (vmstate_next(img, "PLIC", PLIC_STATE_VERSION, &r, err) < 0)
+    return -1;
+  if (vmstate_get_u32(&r) != p->num_contexts)
+    vmstate_refuse(&r, "number of contexts differs from the machine's harts");
+  for (unsigned i = 0; i < PLIC_NUM_SOURCES; i++)
+    p->priority[i] = vmstate_get_u32(&r) & PLIC_PRIORITY_MASK;
+  p->level = vmstate_get_u64(&r) & PLIC_VALID_SOURCES;
+  p->pending = vmstate_get_u64(&r) & PLIC_VALID_SOURCES;
+  p->claimed = vmstate_get_u64(&r) & PLIC_VALID_SOURCES;
+  for (unsigned c = 0; c < p->num_contexts && !r.bad; c++) {
+    p->enable[c] = vmstate_get_u64(&r) & PLIC_VALID_SOURCES;
+    p->threshold[c] = vmstate_get_u32(&r) & PLIC_PRIORITY_MASK;
+  }
+  if (vmstate_end(&r, err) < 0)
+    return -1;
+  plic_update(p);
+  return 0;
+}

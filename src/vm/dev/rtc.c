@@ -122,3 +122,33 @@ bool rtc_write(void *dev, uint64_t off, unsigned size, uint64_t val) {
   rtc_update(r);
   return true;
 }
+
+/* ------------------------------------------------------------------ save / restore */
+
+#define RTC_STATE_VERSION 1
+
+void rtc_save(const rtc_state *r, vmstate_writer *w) {
+  vmstate_begin(w, "RTC_", RTC_STATE_VERSION);
+  vmstate_put_i64(w, r->offset_ns);
+  vmstate_put_u32(w, r->time_high_latch);
+  vmstate_put_u32(w, r->alarm_high_latch);
+  vmstate_put_u64(w, r->alarm_ns);
+  vmstate_put_bool(w, r->alarm_armed);
+  vmstate_put_bool(w, r->irq_enabled);
+  vmstate_put_bool(w, r->irq_pending);
+  vmstate_end_section(w);
+}
+
+int rtc_load(rtc_state *rtc, vmstate_reader *img, vs_error **err) {
+  vmstate_reader r;
+  if (vmstate_next(img, "RTC_", RTC_STATE_VERSION, &r, err) < 0)
+    return -1;
+  rtc->offset_ns = vmstate_get_i64(&r);
+  rtc->time_high_latch = vmstate_get_u32(&r);
+  rtc->alarm_high_latch = vmstate_get_u32(&r);
+  rtc->alarm_ns = vmstate_get_u64(&r);
+  rtc->alarm_armed = vmstate_get_bool(&r);
+  rtc->irq_enabled = vmstate_get_bool(&r);
+  rtc->irq_pending = vmstate_get_bool(&r);
+  return vmstate_end(&r, err);
+}

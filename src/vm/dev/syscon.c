@@ -38,3 +38,24 @@ bool syscon_write(void *dev, uint64_t off, unsigned size, uint64_t val) {
   }
   return true;
 }
+
+#define SYSCON_STATE_VERSION 1
+
+void syscon_save(const syscon_state *s, vmstate_writer *w) {
+  vmstate_begin(w, "SYSC", SYSCON_STATE_VERSION);
+  vmstate_put_u32(w, (uint32_t)s->request);
+  vmstate_put_u32(w, s->fail_code);
+  vmstate_end_section(w);
+}
+
+int syscon_load(syscon_state *s, vmstate_reader *img, vs_error **err) {
+  vmstate_reader r;
+  if (vmstate_next(img, "SYSC", SYSCON_STATE_VERSION, &r, err) < 0)
+    return -1;
+  uint32_t req = vmstate_get_u32(&r);
+  if (req > SYSCON_REQ_FAIL)
+    vmstate_refuse(&r, "unknown pending request");
+  s->request = (syscon_request)req;
+  s->fail_code = vmstate_get_u32(&r) & 0xffff;
+  return vmstate_end(&r, err);
+}

@@ -228,3 +228,54 @@ bool uart_write(void *dev, uint64_t off, unsigned size, uint64_t val) {
   uart_update_irq(u);
   return true;
 }
+
+/* ------------------------------------------------------------------ save / restore */
+
+#define UART_STATE_VERSION 1
+
+void uart_save(const uart_state *u, vmstate_writer *w) {
+  vmstate_begin(w, "UART", UART_STATE_VERSION);
+  const uint8_t regs[] = {u->ier, u->iir_fifo, u->lcr, u->mcr, u->lsr,
+                          u->msr, u->scr,      u->dll, u->dlm, u->fcr};
+  vmstate_put_bytes(w, regs, sizeof(regs));
+  vmstate_put_bool(w, u->thr_ipending);
+  vmstate_put_bytes(w, u->rx, sizeof(u->rx));
+  vmstate_put_u32(w, u->rx_head);
+  vmstate_put_u32(w, u->rx_count);
+  /* output the guest wrote but the console has not taken yet */
+  vmstate_put_u32(w, (uint32_t)u->tx_len);
+  vmstate_put_bytes(w, u->tx, u->tx_len);
+  vmstate_end_section(w);
+}
+
+int uart_load(uart_state *u, vmstate_reader *img, vs_error **err) {
+  vmstate_reader r;
+  if (vmstate_next(img, "UART", UART_STATE_VERSION, &r, err) < 0)
+    return -1;
+  uint8_t regs[10];
+  vmstate_get_bytes(&r, regs, sizeof(regs));
+  u->ier = regs[0] & (IER_RDI | IER_THRI | IER_RLSI | IER_MSI);
+  u->iir_fifo = regs[1] & IIR_FIFO_ENABLED;
+  u->lcr = regs[2];
+  u->mcr = regs[3] & 0x1f;
+  u->lsr = regs[4];
+  u->msr = regs[5];
+  u->scr = regs[6];
+  u->dll = regs[7];
+  u->dlm = regs[8];
+  u->fcr = regs[9];
+  u->thr_ipending = vmstate_get_bool(&r);
+  vmstate_get_bytes(&r, u->rx, sizeof(u->rx));
+  u->rx_head = vmstate_get_u32(&r);
+  u->rx_count = vmstate_get_u32(&r);
+  if (u->rx_head >= UART_FIFO_SIZE || u->rx_count > UART_FIFO_SIZE)
+    vmstate_refuse(&r, "receive FIFO position out of range");
+  uint32_t tx_len = vmstate_get_u32(&r);
+  if (tx_len > sizeof(u->tx)) {
+    vmstate_refuse(&r, "transmit buffer longer than the device's");
+    tx_len = 0;
+  }
+  vmstate_get_bytes(&r, u->tx, tx_len);
+  u->tx_len = tx_len;
+  return vmstate_end(&r, err);
+}

@@ -10,7 +10,7 @@
  * crashes or hangs the VMM, and no request ever touches memory outside guest RAM.
  *
  * Wiring (by the machine), e.g. for a disk at slot n:
- *     virtio_blk_init(&blk, disk, "serial", (virtio_mem){ram, VM_RAM_BASE, ram_size}, irq_line);
+ *     virtio_blk_init(&blk, disk, "serial", vm_virtio_mem(m), irq_line);
  *     map [base, base + 0x1000) to virtio_mmio_read/virtio_mmio_write with dev = &blk.mmio
  * Requests are served synchronously when the driver writes QueueNotify.
  */
@@ -29,7 +29,19 @@ typedef struct virtio_mem {
   uint8_t *ram;  /* host mapping of guest RAM */
   uint64_t base; /* guest physical address of ram[0] */
   uint64_t size;
+  /* The machine's dirty-page bitmap while a migration tracks writes (*dirty is NULL otherwise):
+   * device writes into guest RAM mark their pages. NULL when nothing tracks. */
+  uint64_t *const *dirty;
 } virtio_mem;
+
+/* A device is about to write [gpa, gpa+len) of guest RAM (already checked to be inside it). */
+static inline void virtio_mem_mark_dirty(const virtio_mem *m, uint64_t gpa, uint64_t len) {
+  uint64_t *bitmap = m->dirty ? *m->dirty : NULL;
+  if (!bitmap || len == 0)
+    return;
+  for (uint64_t pg = (gpa - m->base) >> 12; pg <= (gpa - m->base + len - 1) >> 12; pg++)
+    __atomic_or_fetch(&bitmap[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+}
 
 /* Host pointer to [gpa, gpa+len) if it lies entirely inside guest RAM, else NULL. */
 static inline void *virtio_mem_ptr(const virtio_mem *m, uint64_t gpa, uint64_t len) {
@@ -123,6 +135,8 @@ typedef struct virtio_device_ops {
   const uint8_t *(*config)(virtio_mmio *t, size_t *len);
   /* Reset of the device's own state (the transport resets the queues). */
   void (*reset)(virtio_mmio *t);
+  /* A driver write into the configuration space (optional: NULL = read-only). */
+  void (*config_write)(virtio_mmio *t, uint64_t off, unsigned size, uint32_t val);
 } virtio_device_ops;
 
 struct virtio_mmio {
@@ -153,6 +167,11 @@ bool virtio_mmio_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 void virtio_mmio_notify_used(virtio_mmio *t, unsigned q);
 /* The driver broke the protocol: DEVICE_NEEDS_RESET and a configuration interrupt. */
 void virtio_mmio_set_needs_reset(virtio_mmio *t, const char *why);
+/* The transport's driver-visible state and every queue's position ("VIRT" section). The device
+ * behind it saves its own state after it. Loading checks the device id and queue count against
+ * the device this build wired at the same slot. */
+void virtio_mmio_save(const virtio_mmio *t, vmstate_writer *w);
+int virtio_mmio_load(virtio_mmio *t, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ virtio-blk */
 
@@ -173,6 +192,33 @@ typedef struct virtio_blk {
 /* serial may be NULL (then "vessel-vd<N>" style ids are up to the caller). */
 void virtio_blk_init(virtio_blk *b, vm_disk *disk, const char *serial, virtio_mem mem,
                      dev_irq_line irq);
+/* The transport and queue positions ("VIRT") then the disk's identity ("VBLK": size, read-only),
+ * which must match the disk opened on restore. */
+void virtio_blk_save(const virtio_blk *b, vmstate_writer *w);
+int virtio_blk_load(virtio_blk *b, vmstate_reader *img, vs_error **err);
+
+/* ------------------------------------------------------------------ virtio-input power button */
+
+#define VIRTIO_ID_INPUT 18
+#define VIRTIO_INPUT_CONFIG_SIZE 136
+#define VIRTIO_INPUT_MAX_PENDING 32
+
+/* A one-key keyboard: KEY_POWER. The machine presses it for `powerdown`; the guest's input layer
+ * reports it like an ACPI power button, and its init (busybox acpid) powers off cleanly. */
+typedef struct virtio_input {
+  virtio_mmio mmio; /* first: the MMIO handlers get a pointer to it */
+  uint8_t select, subsel;
+  uint8_t config[VIRTIO_INPUT_CONFIG_SIZE];
+  uint8_t pending[VIRTIO_INPUT_MAX_PENDING][8]; /* events waiting for a driver buffer */
+  unsigned num_pending;
+  virtq_elem elem;
+} virtio_input;
+
+void virtio_input_init(virtio_input *in, virtio_mem mem, dev_irq_line irq);
+/* Press and release the power button. False when the driver is not ready to hear it. */
+bool virtio_input_press_power(virtio_input *in);
+void virtio_input_save(const virtio_input *in, vmstate_writer *w);
+int virtio_input_load(virtio_input *in, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ virtio-net */
 
@@ -237,6 +283,13 @@ void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_m
                      dev_irq_line irq, virtio_net_link link);
 /* Frees the frames still waiting; the struct itself belongs to the caller. */
 void virtio_net_destroy(virtio_net *n);
+/* A new address in the config space (a clone's NIC). A running guest keeps the address its
+ * driver read at probe time until it probes the device again. */
+void virtio_net_set_mac(virtio_net *n, const uint8_t mac[6]);
+/* Snapshots: the transport and the architectural state; frames waiting on the host side are not
+ * saved (a network drops packets, the guest's protocols recover). */
+void virtio_net_save(const virtio_net *n, vmstate_writer *w);
+int virtio_net_load(virtio_net *n, vmstate_reader *img, vs_error **err);
 /* The backend side (opaque = the virtio_net): can the guest take a frame now (a receive buffer
  * is posted or there is room to hold the frame), and a frame for the guest (copied). */
 bool virtio_net_can_receive(void *opaque);
@@ -267,6 +320,9 @@ void virtio_console_init(virtio_console *c, int out_fd, virtio_mem mem, dev_irq_
 /* Room for console input, and feeding it (bytes beyond the room are dropped). */
 unsigned virtio_console_rx_space(const virtio_console *c);
 void virtio_console_rx_push(virtio_console *c, const uint8_t *buf, size_t len);
+/* Snapshots: the transport and the input not yet delivered to the guest. */
+void virtio_console_save(const virtio_console *c, vmstate_writer *w);
+int virtio_console_load(virtio_console *c, vmstate_reader *img, vs_error **err);
 
 /* ------------------------------------------------------------------ virtio-rng */
 
@@ -281,5 +337,7 @@ typedef struct virtio_rng {
 } virtio_rng;
 
 void virtio_rng_init(virtio_rng *r, virtio_mem mem, dev_irq_line irq);
+void virtio_rng_save(const virtio_rng *r, vmstate_writer *w);
+int virtio_rng_load(virtio_rng *r, vmstate_reader *img, vs_error **err);
 
 #endif

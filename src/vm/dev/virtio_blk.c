@@ -246,3 +246,33 @@ void virtio_blk_init(virtio_blk *b, vm_disk *disk, const char *serial, virtio_me
   put_le32(c + 0x34, MAX_DISCARD_SEGS);            /* max_write_zeroes_seg */
   c[0x38] = 1;                                     /* write_zeroes_may_unmap */
 }
+
+/* ------------------------------------------------------------------ save / restore */
+
+#define VIRTIO_BLK_STATE_VERSION 1
+
+void virtio_blk_save(const virtio_blk *b, vmstate_writer *w) {
+  virtio_mmio_save(&b->mmio, w);
+  vmstate_begin(w, "VBLK", VIRTIO_BLK_STATE_VERSION);
+  vmstate_put_u64(w, vm_disk_size(b->disk));
+  vmstate_put_bool(w, b->readonly);
+  vmstate_put_u64(w, b->requests);
+  vmstate_put_u64(w, b->errors);
+  vmstate_end_section(w);
+}
+
+int virtio_blk_load(virtio_blk *b, vmstate_reader *img, vs_error **err) {
+  if (virtio_mmio_load(&b->mmio, img, err) < 0)
+    return -1;
+  vmstate_reader r;
+  if (vmstate_next(img, "VBLK", VIRTIO_BLK_STATE_VERSION, &r, err) < 0)
+    return -1;
+  /* the guest's driver knows the disk's size and mode: the disk opened now must agree */
+  if (vmstate_get_u64(&r) != vm_disk_size(b->disk))
+    vmstate_refuse(&r, "the disk's size differs from the saved one");
+  if (vmstate_get_bool(&r) != b->readonly)
+    vmstate_refuse(&r, "the disk's read-only mode differs from the saved one");
+  b->requests = vmstate_get_u64(&r);
+  b->errors = vmstate_get_u64(&r);
+  return vmstate_end(&r, err);
+}

@@ -145,3 +145,37 @@ void virtio_console_init(virtio_console *c, int out_fd, virtio_mem mem, dev_irq_
                    VIRTIO_F_RING_INDIRECT_DESC | VIRTIO_F_RING_EVENT_IDX, 2, mem, irq,
                    &console_ops);
 }
+
+/* ------------------------------------------------------------------ snapshot */
+
+#define VIRTIO_CONSOLE_STATE_VERSION 1
+
+void virtio_console_save(const virtio_console *c, vmstate_writer *w) {
+  virtio_mmio_save(&c->mmio, w);
+  vmstate_begin(w, "VCON", VIRTIO_CONSOLE_STATE_VERSION);
+  vmstate_put_u32(w, c->rx_count);
+  for (unsigned i = 0; i < c->rx_count; i++)
+    vmstate_put_u8(w, c->rx[(c->rx_head + i) % VIRTIO_CONSOLE_RX_BUF]);
+  vmstate_put_u64(w, c->rx_bytes);
+  vmstate_put_u64(w, c->tx_bytes);
+  vmstate_end_section(w);
+}
+
+int virtio_console_load(virtio_console *c, vmstate_reader *img, vs_error **err) {
+  if (virtio_mmio_load(&c->mmio, img, err) < 0)
+    return -1;
+  vmstate_reader r;
+  if (vmstate_next(img, "VCON", VIRTIO_CONSOLE_STATE_VERSION, &r, err) < 0)
+    return -1;
+  uint32_t n = vmstate_get_u32(&r);
+  if (n > VIRTIO_CONSOLE_RX_BUF) {
+    vmstate_refuse(&r, "more pending input than the device holds");
+    n = 0;
+  }
+  c->rx_head = 0;
+  vmstate_get_bytes(&r, c->rx, n);
+  c->rx_count = n;
+  c->rx_bytes = vmstate_get_u64(&r);
+  c->tx_bytes = vmstate_get_u64(&r);
+  return vmstate_end(&r, err);
+}

@@ -232,8 +232,11 @@ static bool queue_setup_allowed(const virtio_mmio *t, const virtq *q) {
 
 bool virtio_mmio_write(void *dev, uint64_t off, unsigned size, uint64_t val64) {
   virtio_mmio *t = dev;
-  if (off >= REG_CONFIG)
-    return true; /* our devices have no writable configuration fields */
+  if (off >= REG_CONFIG) {
+    if (t->ops->config_write && size <= 4)
+      t->ops->config_write(t, off - REG_CONFIG, size, (uint32_t)val64);
+    return true; /* read-only configuration fields ignore writes */
+  }
   if (size != 4 || (off & 3))
     return true;
   uint32_t val = (uint32_t)val64;
@@ -304,4 +307,82 @@ bool virtio_mmio_write(void *dev, uint64_t off, unsigned size, uint64_t val64) {
     break; /* read-only or unknown registers: writes are ignored */
   }
   return true;
+}
+
+/* ------------------------------------------------------------------ save / restore */
+
+#define VIRTIO_MMIO_STATE_VERSION 1
+
+static void virtq_save(const virtq *q, vmstate_writer *w) {
+  vmstate_put_u32(w, q->num);
+  vmstate_put_u64(w, q->desc);
+  vmstate_put_u64(w, q->avail);
+  vmstate_put_u64(w, q->used);
+  vmstate_put_bool(w, q->ready);
+  vmstate_put_u16(w, q->last_avail);
+  vmstate_put_u16(w, q->used_idx);
+  vmstate_put_u16(w, q->signalled_used);
+  vmstate_put_bool(w, q->signalled_valid);
+  vmstate_put_bool(w, q->indirect);
+  vmstate_put_bool(w, q->event_idx);
+}
+
+static void virtq_load(virtq *q, const virtio_mem *mem, vmstate_reader *r) {
+  q->num = vmstate_get_u32(r);
+  q->desc = vmstate_get_u64(r);
+  q->avail = vmstate_get_u64(r);
+  q->used = vmstate_get_u64(r);
+  q->ready = vmstate_get_bool(r);
+  q->last_avail = vmstate_get_u16(r);
+  q->used_idx = vmstate_get_u16(r);
+  q->signalled_used = vmstate_get_u16(r);
+  q->signalled_valid = vmstate_get_bool(r);
+  q->indirect = vmstate_get_bool(r);
+  q->event_idx = vmstate_get_bool(r);
+  if (q->num > VIRTQ_MAX_SIZE || (q->num & (q->num - 1)))
+    vmstate_refuse(r, "queue size is not a power of two up to the maximum");
+  /* a ready queue passed these checks when the driver enabled it */
+  if (q->ready && !virtq_rings_valid(q, mem))
+    vmstate_refuse(r, "a ready queue's rings are misaligned or outside guest RAM");
+}
+
+void virtio_mmio_save(const virtio_mmio *t, vmstate_writer *w) {
+  vmstate_begin(w, "VIRT", VIRTIO_MMIO_STATE_VERSION);
+  vmstate_put_u32(w, t->device_id);
+  vmstate_put_u32(w, t->num_queues);
+  vmstate_put_u64(w, t->driver_features);
+  vmstate_put_u32(w, t->device_features_sel);
+  vmstate_put_u32(w, t->driver_features_sel);
+  vmstate_put_u32(w, t->queue_sel);
+  vmstate_put_u32(w, t->status);
+  vmstate_put_u32(w, t->interrupt_status);
+  vmstate_put_u32(w, t->config_generation);
+  for (unsigned i = 0; i < t->num_queues; i++)
+    virtq_save(&t->queues[i], w);
+  vmstate_end_section(w);
+}
+
+int virtio_mmio_load(virtio_mmio *t, vmstate_reader *img, vs_error **err) {
+  vmstate_reader r;
+  if (vmstate_next(img, "VIRT", VIRTIO_MMIO_STATE_VERSION, &r, err) < 0)
+    return -1;
+  if (vmstate_get_u32(&r) != t->device_id)
+    vmstate_refuse(&r, "device type differs from the device at this slot");
+  if (vmstate_get_u32(&r) != t->num_queues)
+    vmstate_refuse(&r, "number of queues differs from the device's");
+  t->driver_features = vmstate_get_u64(&r);
+  if (t->driver_features & ~t->device_features)
+    vmstate_refuse(&r, "the driver's features are not a subset of the device's");
+  t->device_features_sel = vmstate_get_u32(&r);
+  t->driver_features_sel = vmstate_get_u32(&r);
+  t->queue_sel = vmstate_get_u32(&r);
+  t->status = vmstate_get_u32(&r) & 0xff;
+  t->interrupt_status = vmstate_get_u32(&r) & (VIRTIO_INT_USED | VIRTIO_INT_CONFIG);
+  t->config_generation = vmstate_get_u32(&r);
+  for (unsigned i = 0; i < t->num_queues && !r.bad; i++)
+    virtq_load(&t->queues[i], &t->mem, &r);
+  if (vmstate_end(&r, err) < 0)
+    return -1;
+  update_irq(t);
+  return 0;
 }

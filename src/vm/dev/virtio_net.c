@@ -567,3 +567,45 @@ void virtio_net_destroy(virtio_net *n) {
   free(n->rx_merged);
   n->rx_merged = NULL;
 }
+
+void virtio_net_set_mac(virtio_net *n, const uint8_t mac[6]) {
+  memcpy(n->st.mac, mac, 6);
+  memcpy(n->config, mac, 6);
+}
+
+/* ------------------------------------------------------------------ snapshot */
+
+#define VIRTIO_NET_STATE_VERSION 1
+
+void virtio_net_save(const virtio_net *n, vmstate_writer *w) {
+  virtio_mmio_save(&n->mmio, w);
+  vmstate_begin(w, "VNET", VIRTIO_NET_STATE_VERSION);
+  vmstate_put_bytes(w, n->st.mac, 6);
+  vmstate_put_u16(w, n->st.mtu);
+  vmstate_put_u64(w, n->st.rx_frames);
+  vmstate_put_u64(w, n->st.rx_dropped);
+  vmstate_put_u64(w, n->st.tx_frames);
+  vmstate_put_u64(w, n->st.tx_dropped);
+  vmstate_end_section(w);
+}
+
+int virtio_net_load(virtio_net *n, vmstate_reader *img, vs_error **err) {
+  if (virtio_mmio_load(&n->mmio, img, err) < 0)
+    return -1;
+  vmstate_reader r;
+  if (vmstate_next(img, "VNET", VIRTIO_NET_STATE_VERSION, &r, err) < 0)
+    return -1;
+  uint8_t mac[6];
+  vmstate_get_bytes(&r, mac, sizeof(mac));
+  /* the MTU is part of the configuration the machine was built from */
+  if (vmstate_get_u16(&r) != n->st.mtu)
+    vmstate_refuse(&r, "MTU differs from the configuration");
+  n->st.rx_frames = vmstate_get_u64(&r);
+  n->st.rx_dropped = vmstate_get_u64(&r);
+  n->st.tx_frames = vmstate_get_u64(&r);
+  n->st.tx_dropped = vmstate_get_u64(&r);
+  if (vmstate_end(&r, err) < 0)
+    return -1;
+  virtio_net_set_mac(n, mac);
+  return 0;
+}

@@ -60,3 +60,24 @@ void virtio_rng_init(virtio_rng *r, virtio_mem mem, dev_irq_line irq) {
   virtio_mmio_init(&r->mmio, VIRTIO_ID_RNG, VIRTIO_F_RING_INDIRECT_DESC | VIRTIO_F_RING_EVENT_IDX,
                    1, mem, irq, &rng_ops);
 }
+
+/* ------------------------------------------------------------------ snapshot */
+
+#define VIRTIO_RNG_STATE_VERSION 1
+
+void virtio_rng_save(const virtio_rng *r, vmstate_writer *w) {
+  virtio_mmio_save(&r->mmio, w);
+  vmstate_begin(w, "VRNG", VIRTIO_RNG_STATE_VERSION);
+  vmstate_put_u64(w, r->bytes);
+  vmstate_end_section(w);
+}
+
+int virtio_rng_load(virtio_rng *r, vmstate_reader *img, vs_error **err) {
+  if (virtio_mmio_load(&r->mmio, img, err) < 0)
+    return -1;
+  vmstate_reader s;
+  if (vmstate_next(img, "VRNG", VIRTIO_RNG_STATE_VERSION, &s, err) < 0)
+    return -1;
+  r->bytes = vmstate_get_u64(&s);
+  return vmstate_end(&s, err);
+}

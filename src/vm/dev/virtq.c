@@ -93,6 +93,8 @@ static int add_buffer(virtq_elem *e, const virtio_mem *mem, const vdesc *d, vs_e
                           VIRTQ_MAX_SEGMENTS);
     e->in[e->in_num++] = (struct iovec){p, d->len};
     e->in_len += d->len;
+    /* the device may write any of it: a migration must send the page again */
+    virtio_mem_mark_dirty(mem, d->addr, d->len);
   } else {
     if (e->in_num)
       return vs_error_set(err, EINVAL, "device-readable descriptor after a writable one");
@@ -193,6 +195,7 @@ int virtq_push(virtq *vq, const virtio_mem *mem, uint16_t head, uint32_t written
   uint8_t *used = virtio_mem_ptr(mem, vq->used, used_bytes(vq->num));
   if (!vq->ready || !used)
     return vs_error_set(err, EINVAL, "used ring is outside guest RAM");
+  virtio_mem_mark_dirty(mem, vq->used, used_bytes(vq->num));
   uint8_t *ent = used + 4 + (size_t)8 * (vq->used_idx % vq->num);
   wr32(ent, head);
   wr32(ent + 4, written);
@@ -225,8 +228,10 @@ void virtq_update_avail_event(virtq *vq, const virtio_mem *mem) {
   if (!vq->event_idx)
     return;
   uint8_t *used = virtio_mem_ptr(mem, vq->used, used_bytes(vq->num));
-  if (used)
+  if (used) {
+    virtio_mem_mark_dirty(mem, vq->used, used_bytes(vq->num));
     wr16(used + 4 + (size_t)8 * vq->num, vq->last_avail);
+  }
 }
 
 size_t iov_copy_from(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len) {
