@@ -184,14 +184,22 @@ static json_t *cmd_info(vm *m, const json_t *req, vs_error **err) {
     json_array_append_new(devices, json_pack("{s:s, s:s, s:I}", "name", m->regions[i].name, "base",
                                              base, "size", (json_int_t)m->regions[i].size));
   }
+  json_t *nics = json_array();
+  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+    const uint8_t *a = m->net[i]->st.mac;
+    char mac[18];
+    snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3], a[4], a[5]);
+    json_array_append_new(nics, json_pack("{s:s, s:s}", "spec", m->cfg.nets[i], "mac", mac));
+  }
   json_t *disks = json_array();
   for (unsigned i = 0; i < m->cfg.ndisks; i++)
     json_array_append_new(disks, json_pack("{s:s, s:I, s:b}", "spec", m->cfg.disks[i], "size",
                                            (json_int_t)vm_disk_size(m->disk[i]), "readonly",
                                            vm_disk_is_readonly(m->disk[i])));
-  return json_pack("{s:s, s:o, s:{s:I, s:s}, s:o, s:o, s:I}", "state", state_name(m), "harts",
+  return json_pack("{s:s, s:o, s:{s:I, s:s}, s:o, s:o, s:o, s:I}", "state", state_name(m), "harts",
                    harts, "memory", "size", (json_int_t)m->ram_size, "base", "0x80000000",
-                   "devices", devices, "disks", disks, "mtime", (json_int_t)vm_read_mtime(m));
+                   "devices", devices, "disks", disks, "nics", nics, "mtime",
+                   (json_int_t)vm_read_mtime(m));
 }
 
 static json_t *cmd_quit(vm *m, const json_t *req, vs_error **err) {
@@ -229,6 +237,13 @@ static json_t *cmd_snapshot(vm *m, const json_t *req, vs_error **err) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   if (vm_snapshot(m, dir, &o, err) < 0)
     return NULL;
+  json_t *nics = json_array();
+  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+    const uint8_t *a = m->net[i]->st.mac;
+    char mac[18];
+    snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3], a[4], a[5]);
+    json_array_append_new(nics, json_pack("{s:s, s:s}", "spec", m->cfg.nets[i], "mac", mac));
+  }
   json_t *disks = json_array();
   for (unsigned i = 0; i < m->cfg.ndisks; i++)
     json_array_append_new(disks, json_string(m->cfg.disks[i]));

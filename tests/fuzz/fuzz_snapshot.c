@@ -2,7 +2,8 @@
  * the rest is a state image as found in a file (header, sections, checksum); even, the harness
  * appends a correct SUM_ section itself, so the fuzzer gets past the checksum into the section
  * parsers. Any image must load into a machine or fail with a message, never crash; machines with
- * disks (whose paths would name host files) or more than 64 MiB of RAM are not built. */
+ * disks (whose paths would name host files), NICs (whose backends would open host sockets or tap
+ * devices) or more than 64 MiB of RAM are not built. */
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -33,7 +34,7 @@ static void check_error(vs_error *err) {
 }
 
 static void load_into_machine(const vm_config *cfg, vmstate_reader *rest) {
-  if (cfg->ndisks > 0 || cfg->mem_size > (64u << 20))
+  if (cfg->ndisks > 0 || cfg->nnets > 0 || cfg->mem_size > (64u << 20))
     return;
   void *ram = mmap(NULL, cfg->mem_size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

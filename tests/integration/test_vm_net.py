@@ -12,6 +12,7 @@
 import contextlib
 import functools
 import http.server
+import json
 import os
 import pathlib
 import shutil
@@ -334,3 +335,55 @@ def test_too_many_devices_for_the_slots(build_dir, guest_assets, tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 1, r.stderr
     assert "virtio-net: no free virtio-mmio slot" in r.stderr, r.stderr
+
+
+def ctl(build_dir, sock, *args):
+    return subprocess.run([build_dir / "vessel-vmm", "ctl", sock, *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+
+
+def wait_for_path(path, vm, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert vm.proc.poll() is None, f"the VMM exited with {vm.proc.returncode}"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_network_survives_snapshot_restore_and_clone(build_dir, guest_assets, tmp_path):
+    """A VM with a NIC, a virtio-rng and the virtio console is saved and restored: the restored
+    guest and a clone of it reach the host through user networking again (the backend is new;
+    the guest's driver state came from the snapshot), and the clone's NIC has a new MAC."""
+    token = uuid.uuid4().hex
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "token.txt").write_text(token + "\n")
+    sock, snap = tmp_path / "vm.sock", tmp_path / "snap"
+    with http_server(tmp_path / "www") as port:
+        url = f"http://10.0.2.2:{port}/token.txt"
+        cmd = vmm_cmd(build_dir, guest_assets, "--net", "user", "--console", "virtio",
+                      "--api-sock", sock, append=None)
+        with GuestConsole(cmd, log_path=tmp_path / "console.log") as vm:
+            vm.expect("udhcpc: eth0 10.0.2.15/24")
+            vm.expect(PROMPT)
+            assert token in vm.run(f"wget -q -O - {url}")
+            r = ctl(build_dir, sock, "snapshot", snap, "--quit")
+            assert r.returncode == 0, r.stderr
+            assert vm.wait(60) == 0
+
+        for name, extra in (("restored", []), ("clone", ["--clone", "--clone-dir",
+                                                          tmp_path / "clones"])):
+            csock = tmp_path / f"{name}.sock"
+            cmd = [build_dir / "vessel-vmm", "--restore", snap, "--api-sock", csock, *extra]
+            with GuestConsole(cmd, log_path=tmp_path / f"{name}.log") as vm:
+                wait_for_path(csock, vm)
+                vm.sendline("")
+                vm.expect(PROMPT, timeout=60)
+                out = vm.run(f"wget -q -O - {url}")
+                assert token in out, f"{name}: {out}"
+                assert "virtio" in vm.run("cat /sys/class/misc/hw_random/rng_current")
+                info = json.loads(ctl(build_dir, csock, "info").stdout)
+                macs = [n["mac"] for n in info["nics"]]
+                if name == "clone":
+                    assert macs and macs[0] != "52:54:00:12:34:56", info
+                vm.sendline("poweroff -f")
+                assert vm.wait(120) == 0
