@@ -57,6 +57,9 @@ graphroot = "{base}/root"
     def cmd(self, *args, timeout=120, **kw):
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
+        # conmon writes a file named "oom" into its working directory when the container is
+        # OOM-killed: keep that inside the test's own directory
+        kw.setdefault("cwd", self.base)
         return subprocess.run(self.args + list(args), env=self.env, timeout=timeout, **kw)
 
     def ok(self, *args, **kw):
