@@ -171,6 +171,18 @@ static json_t *hart_info(vm *m, unsigned h) {
                    (json_int_t)t->minstret);
 }
 
+/* The NICs with the address each device offers the guest (a clone's differs from its original). */
+static json_t *nics_info(vm *m) {
+  json_t *nics = json_array();
+  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+    const uint8_t *a = m->net[i]->st.mac;
+    char mac[18];
+    snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3], a[4], a[5]);
+    json_array_append_new(nics, json_pack("{s:s, s:s}", "spec", m->cfg.nets[i], "mac", mac));
+  }
+  return nics;
+}
+
 static json_t *cmd_info(vm *m, const json_t *req, vs_error **err) {
   (void)req;
   (void)err;
@@ -184,13 +196,7 @@ static json_t *cmd_info(vm *m, const json_t *req, vs_error **err) {
     json_array_append_new(devices, json_pack("{s:s, s:s, s:I}", "name", m->regions[i].name, "base",
                                              base, "size", (json_int_t)m->regions[i].size));
   }
-  json_t *nics = json_array();
-  for (unsigned i = 0; i < m->cfg.nnets; i++) {
-    const uint8_t *a = m->net[i]->st.mac;
-    char mac[18];
-    snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3], a[4], a[5]);
-    json_array_append_new(nics, json_pack("{s:s, s:s}", "spec", m->cfg.nets[i], "mac", mac));
-  }
+  json_t *nics = nics_info(m);
   json_t *disks = json_array();
   for (unsigned i = 0; i < m->cfg.ndisks; i++)
     json_array_append_new(disks, json_pack("{s:s, s:I, s:b}", "spec", m->cfg.disks[i], "size",
@@ -237,13 +243,6 @@ static json_t *cmd_snapshot(vm *m, const json_t *req, vs_error **err) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   if (vm_snapshot(m, dir, &o, err) < 0)
     return NULL;
-  json_t *nics = json_array();
-  for (unsigned i = 0; i < m->cfg.nnets; i++) {
-    const uint8_t *a = m->net[i]->st.mac;
-    char mac[18];
-    snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3], a[4], a[5]);
-    json_array_append_new(nics, json_pack("{s:s, s:s}", "spec", m->cfg.nets[i], "mac", mac));
-  }
   json_t *disks = json_array();
   for (unsigned i = 0; i < m->cfg.ndisks; i++)
     json_array_append_new(disks, json_string(m->cfg.disks[i]));
