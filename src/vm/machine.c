@@ -330,6 +330,7 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
       .mmio_write = vm_mmio_write,
       .sbi_call = cfg->bios == VM_BIOS_BUILTIN ? vm_sbi_call : NULL,
       .read_mtime = vm_read_mtime,
+      .code_pages = vs_malloc0(vm_ram_pages(m) * sizeof(uint32_t)),
   };
   for (unsigned h = 0; h < m->nharts; h++) {
     if (rv_hart_init(&m->harts[h], h, &m->bus, err) < 0) {
@@ -388,6 +389,7 @@ void vm_destroy(vm *m) {
   }
   if (m->ram)
     munmap(m->ram, m->ram_size);
+  free(m->bus.code_pages);
   free(m->power_button);
   free(m->bootargs);
   for (unsigned i = 0; i < ARRAY_SIZE(m->cfg_strings); i++)

@@ -179,13 +179,6 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err);
 /* Count of guest RAM pages and the dirty bitmap's length in 64-bit words. */
 static inline uint64_t vm_ram_pages(const vm *m) { return m->ram_size / VM_PAGE_SIZE; }
 static inline size_t vm_dirty_words(const vm *m) { return (size_t)((vm_ram_pages(m) + 63) / 64); }
-/* The machine wrote guest RAM itself (SBI console read): a migration must resend it. */
-static inline void vm_ram_mark_dirty(vm *m, uint64_t paddr, uint64_t len) {
-  if (!m->dirty_pages || len == 0)
-    return;
-  for (uint64_t pg = (paddr - VM_RAM_BASE) >> 12; pg <= (paddr - VM_RAM_BASE + len - 1) >> 12; pg++)
-    __atomic_or_fetch(&m->dirty_pages[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
-}
 /* Start / stop dirty-page tracking (migration). Starting marks every page dirty. */
 void vm_dirty_tracking_start(vm *m);
 void vm_dirty_tracking_stop(vm *m);
@@ -202,8 +195,17 @@ int vm_virtio_claim(vm *m, const char *what, vm_virtio_slot *slot, vs_error **er
 dev_irq_line vm_virtio_irq(vm *m, const vm_virtio_slot *slot);
 /* Guest RAM as virtio devices see it: their writes into it mark pages for live migration. */
 static inline virtio_mem vm_virtio_mem(vm *m) {
-  return (virtio_mem){
-      .ram = m->ram, .base = VM_RAM_BASE, .size = m->ram_size, .dirty = &m->dirty_pages};
+  return (virtio_mem){.ram = m->ram,
+                      .base = VM_RAM_BASE,
+                      .size = m->ram_size,
+                      .dirty = &m->dirty_pages,
+                      .code_pages = m->bus.code_pages};
+}
+/* The machine wrote guest RAM itself (SBI console read): a migration must resend it, and the
+ * harts decode code from it afresh. */
+static inline void vm_ram_mark_dirty(vm *m, uint64_t paddr, uint64_t len) {
+  virtio_mem mem = vm_virtio_mem(m);
+  virtio_mem_mark_dirty(&mem, paddr, len);
 }
 void vm_virtio_map(vm *m, const vm_virtio_slot *slot, const char *name, virtio_mmio *mmio);
 /* Guest physical memory access for the machine's own use (SBI DBCN, loaders): false if the

@@ -139,10 +139,9 @@ static sbi_ret sbi_rfence(vm *m, uint64_t fid, const uint64_t *a) {
   for (unsigned h = 0; h < m->nharts; h++) {
     if (!(set & (1U << h)))
       continue;
-    /* the harts run on this thread, so the remote fence completes before the call returns */
-    if (fid == 0)
-      rv_hart_flush_icache(&m->harts[h]);
-    else
+    /* the harts run on this thread, so the remote fence completes before the call returns; a
+     * remote FENCE.I has nothing to do: decoded code follows every write to its page */
+    if (fid != 0)
       rv_hart_flush_tlb(&m->harts[h]);
   }
   return sbi_ok(0);

@@ -2,6 +2,7 @@
  * guest does, the VMM must not crash, read or write outside guest RAM, or hang: the guest only
  * gets exceptions. The first bytes choose the starting state, the rest is the program. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -60,7 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                    .ram_size = RAM_SIZE,
                    .mmio_read = fz_mmio_read,
                    .mmio_write = fz_mmio_write,
-                   .read_mtime = fz_mtime};
+                   .read_mtime = fz_mtime,
+                   .code_pages = calloc(RAM_SIZE / 4096, sizeof(uint32_t))};
     if (rv_hart_init(&hart, 0, &bus, NULL) < 0)
       return 0;
   }
@@ -74,6 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* the program at the start of RAM, repeated so page tables built from it look like code */
   for (size_t off = 0; n && off < RAM_SIZE; off += n)
     memcpy(ram + off, p, n < RAM_SIZE - off ? n : RAM_SIZE - off);
+  rv_hart_flush_icache(&hart); /* RAM was rewritten behind the hart's back */
   static const int privs[4] = {RV_PRIV_U, RV_PRIV_S, RV_PRIV_M, RV_PRIV_M};
   rv_hart_reset(&hart, RAM_BASE + ((sel >> 8) & 0xffe), privs[sel & 3]);
   hart.mstatus = (hart.mstatus & ~0x7e19aaull) | (mstatus & 0x7e19aaull);

@@ -81,6 +81,7 @@ static inline int tb_init(testbus *tb, uint64_t ram_size, vs_error **err) {
   tb->bus.mmio_read = tb_mmio_read;
   tb->bus.mmio_write = tb_mmio_write;
   tb->bus.read_mtime = tb_mtime;
+  tb->bus.code_pages = calloc(ram_size / 4096, sizeof(uint32_t));
   tb->mtimecmp = UINT64_MAX;
   tb->t0_ns = 0;
   tb->t0_ns = tb_mtime(tb) * 100;
@@ -89,6 +90,7 @@ static inline int tb_init(testbus *tb, uint64_t ram_size, vs_error **err) {
 
 static inline void tb_destroy(testbus *tb) {
   rv_hart_destroy(&tb->hart);
+  free(tb->bus.code_pages);
   munmap(tb->bus.ram, tb->bus.ram_size);
 }
 

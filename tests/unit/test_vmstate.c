@@ -279,8 +279,12 @@ static uint64_t bus_mtime(void *opaque) {
 
 TEST(hart_round_trip_and_refusals) {
   static uint8_t ram[1 << 16] __attribute__((aligned(4096)));
-  rv_bus bus = {
-      .ram = ram, .ram_base = 0x80000000, .ram_size = sizeof(ram), .read_mtime = bus_mtime};
+  static uint32_t code_pages[sizeof(ram) / 4096];
+  rv_bus bus = {.ram = ram,
+                .ram_base = 0x80000000,
+                .ram_size = sizeof(ram),
+                .read_mtime = bus_mtime,
+                .code_pages = code_pages};
   rv_hart a, b;
   CHECK(rv_hart_init(&a, 0, &bus, NULL) == 0);
   CHECK(rv_hart_init(&b, 0, &bus, NULL) == 0);

@@ -92,8 +92,7 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
     h->mstatus |= (uint64_t)RV_PRIV_S << MSTATUS_MPP_SHIFT;
   }
   rv_hart_flush_tlb(h);
-  /* The decode cache needs no flush: an entry is only used when its host address and
-   * instruction bits both match the fetched ones. */
+  /* The decode cache needs no flush: it follows the bytes in RAM, not the hart's state. */
 }
 
 /* A flush only advances the generation tag; the table is really cleared when the 12-bit tag
@@ -113,8 +112,7 @@ void rv_hart_flush_tlb(rv_hart *h) {
 }
 
 static void rv_blocks_clear(struct rv_icache *ic) {
-  for (unsigned i = 0; i < RV_BLOCK_SLOTS; i++)
-    ic->blocks[i] = 0;
+  memset(ic->blocks, 0, sizeof(ic->blocks));
   ic->pool_used = 0;
 }
 
@@ -274,18 +272,55 @@ static inline void rv_step(rv_hart *h) {
 
 /* ---------------------------------------------------------------- decoded blocks */
 
-static unsigned rv_block_len(rv_block b) { return b & ((1U << RV_BLOCK_N_BITS) - 1); }
+static unsigned rv_block_len(const rv_block *b) { return b->where & ((1U << RV_BLOCK_N_BITS) - 1); }
 
-static bool rv_insn_current(const rv_insn *d) {
-  const uint8_t *p = (const uint8_t *)d->key; // NOLINT(performance-no-int-to-ptr)
-  if (d->len == 4) {
-    uint32_t w;
-    memcpy(&w, p, 4);
-    return w == d->raw;
+static const rv_insn *rv_block_first(const rv_hart *h, const rv_block *b) {
+  return &h->icache->pool[b->where >> RV_BLOCK_N_BITS];
+}
+
+/* The index of the RAM page that holds host address `host`. */
+static uint64_t rv_ram_page(const rv_bus *bus, const uint8_t *host) {
+  return (uint64_t)(host - bus->ram) >> 12;
+}
+
+/* Drop the write mappings of this hart's TLB; only_page: just those of that host page. */
+static void rv_drop_write_mappings(rv_hart *h, uintptr_t only_page) {
+  for (int s = 0; s < 3; s++) {
+    rv_tlb_entry *t = h->tlb[s][ACC_WRITE];
+    for (unsigned i = 0; i < RV_TLB_SIZE; i++) {
+      uintptr_t page = (uintptr_t)((t[i].vpn & ((1ULL << 52) - 1)) << 12) + t[i].addend;
+      if (!only_page || page == only_page)
+        t[i].vpn = 0;
+    }
   }
-  uint16_t w;
-  memcpy(&w, p, 2);
-  return w == d->raw;
+}
+
+/* Blocks are about to be decoded from RAM page `page` (at host address host_page): make its
+ * counter odd, so that stores to it take the slow path and move it on. This hart drops its own
+ * write mapping of the page now; the others drop all theirs before they run again. */
+static void rv_code_page_claim(rv_hart *h, uint64_t page, uintptr_t host_page) {
+  rv_bus *bus = h->bus;
+  bus->code_pages[page]++;
+  bool others_current = h->code_epoch == bus->code_epoch;
+  bus->code_epoch++;
+  if (others_current)
+    h->code_epoch = bus->code_epoch;
+  rv_drop_write_mappings(h, host_page);
+}
+
+/* Another hart made pages code since this one last looked: it may map them for writing. */
+static void rv_check_code_epoch(rv_hart *h) {
+  if (unlikely(h->code_epoch != h->bus->code_epoch)) {
+    rv_drop_write_mappings(h, 0);
+    h->code_epoch = h->bus->code_epoch;
+  }
+}
+
+/* The dispatch kind of a block's last instruction (enum rv_fast). */
+static uint8_t rv_last_kind(uint8_t fast) {
+  if (fast >= RV_FAST_FIRST_JUMP && fast <= RV_FAST_LAST_JUMP)
+    return (uint8_t)(RV_LAST_FIRST_JUMP + fast - RV_FAST_FIRST_JUMP);
+  return RV_LAST_CALL;
 }
 
 /* Decode the block that starts at host address `host` (guest pc `pc`) into the pool. */
@@ -294,6 +329,7 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   if (ic->pool_used + RV_BLOCK_MAX > RV_POOL_SIZE)
     rv_blocks_clear(ic);
   rv_insn *first = &ic->pool[ic->pool_used];
+  uint8_t *start = host;
   unsigned n = 0, off = pc & 0xfff;
   while (n < RV_BLOCK_MAX && off <= 0xffe) {
     uint16_t lo;
@@ -314,7 +350,12 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   }
   if (!n)
     return NULL;
-  *b = (ic->pool_used << RV_BLOCK_N_BITS) | n;
+  first[n - 1].fast = rv_last_kind(first[n - 1].fast);
+  uint64_t page = rv_ram_page(h->bus, start);
+  if (!(h->bus->code_pages[page] & 1))
+    rv_code_page_claim(h, page, (uintptr_t)start & ~(uintptr_t)0xfff);
+  b->where = (ic->pool_used << RV_BLOCK_N_BITS) | n;
+  b->gen = h->bus->code_pages[page];
   ic->pool_used += n;
   return b;
 }
@@ -339,18 +380,20 @@ static rv_block *rv_block_lookup(rv_hart *h) {
   }
   uint8_t *host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
   rv_block *b = &h->icache->blocks[rv_block_slot((uintptr_t)host)];
-  if (likely(*b && h->icache->pool[*b >> RV_BLOCK_N_BITS].key == (uintptr_t)host))
+  if (likely(b->where && b->gen == h->bus->code_pages[rv_ram_page(h->bus, host)] &&
+             rv_block_first(h, b)->key == (uintptr_t)host))
     return b;
   return rv_block_build(h, b, host, pc);
 }
 
 /* Run blk and the blocks that follow it while fewer than `chunk` instructions have run, the next
  * block fits in `left` and no instruction asked to leave; returns the instructions executed. A
- * block stops early when an instruction trapped or asked to leave (it counts), or had changed in
- * memory (the block is dropped and h->pc is that instruction).
+ * block stops early when an instruction trapped or asked to leave (it counts; a store that wrote
+ * decoded code asks, so the code after it is decoded again).
  *
  * Threaded code: every instruction jumps straight to the next one's code, through its own
- * indirect jump. Loads, stores, base ALU operations and the branch or jump that ends a block
+ * indirect jump; a block's last instruction has its own kinds (RV_LAST_*), so no instruction
+ * checks where it is. Loads, stores, base ALU operations and the branch or jump that ends a block
  * (cpu_internal.h) run inline with pc in a local; the rest go through their handlers with h->pc
  * and h->next_pc set. minstret counts every instruction; it is brought up to date before a
  * block's last instruction when that one calls its handler, the only place a counter CSR can be
@@ -369,22 +412,22 @@ RV_KEEP_DISPATCH_COPIES static uint64_t rv_blocks_run(rv_hart *h, rv_block *blk,
                                                       uint64_t left) {
 #define RV_LABEL(name, ...) [RV_FAST_##name] = &&fast_##name,
 #define RV_CALL_LABEL(name, ...) [RV_FAST_##name] = &&call,
-  static const void *const inline_code[RV_FAST_COUNT] = {
+  /* Jumps end blocks: they run inline as the last instruction (RV_LAST_*). */
+#define RV_JUMP_LABEL(name, ...)                                                                   \
+  [RV_LAST_FIRST_JUMP + RV_FAST_##name - RV_FAST_FIRST_JUMP] = &&last_##name,
+  static const void *const code[RV_DISPATCH_COUNT] = {
       [RV_FAST_CALL] = &&call,
       [RV_FAST_jal] = &&call,
       [RV_FAST_jalr] = &&call,
       RV_BRANCH_OPS(RV_CALL_LABEL) RV_STORE_OPS(RV_LABEL) RV_LOAD_OPS(RV_LABEL)
-          RV_ALU_I_OPS(RV_LABEL) RV_ALU_R_OPS(RV_LABEL)};
-  /* Jumps end blocks: they run inline as the last instruction. */
-#define RV_JUMP_LABEL(name, ...) [RV_FAST_##name - RV_FAST_FIRST_JUMP] = &&last_##name,
-  static const void *const jump_code[RV_FAST_LAST_JUMP - RV_FAST_FIRST_JUMP + 1] = {
-      RV_BRANCH_OPS(RV_JUMP_LABEL)[RV_FAST_jal - RV_FAST_FIRST_JUMP] = &&last_jal,
-      [RV_FAST_jalr - RV_FAST_FIRST_JUMP] = &&last_jalr};
+          RV_ALU_I_OPS(RV_LABEL) RV_ALU_R_OPS(RV_LABEL)[RV_LAST_CALL] = &&run_last,
+      RV_BRANCH_OPS(RV_JUMP_LABEL)[RV_LAST_FIRST_JUMP + RV_FAST_jal - RV_FAST_FIRST_JUMP] =
+          &&last_jal,
+      [RV_LAST_FIRST_JUMP + RV_FAST_jalr - RV_FAST_FIRST_JUMP] = &&last_jalr};
 #undef RV_LABEL
 #undef RV_CALL_LABEL
 #undef RV_JUMP_LABEL
-  const rv_insn *first = &h->icache->pool[*blk >> RV_BLOCK_N_BITS], *d = first;
-  const rv_insn *last = first + rv_block_len(*blk) - 1;
+  const rv_insn *first = rv_block_first(h, blk), *d = first;
   uint64_t *x = h->x;
   uint64_t pc = h->pc;
   unsigned n = 0;
@@ -392,11 +435,7 @@ RV_KEEP_DISPATCH_COPIES static uint64_t rv_blocks_run(rv_hart *h, rv_block *blk,
 
 #define DISPATCH()                                                                                 \
   do {                                                                                             \
-    if (d == last)                                                                                 \
-      goto run_last;                                                                               \
-    if (unlikely(!rv_insn_current(d)))                                                             \
-      goto stale;                                                                                  \
-    goto *inline_code[d->fast];                                                                    \
+    goto *code[d->fast];                                                                           \
   } while (0)
 #define NEXT()                                                                                     \
   do {                                                                                             \
@@ -464,11 +503,7 @@ call:
 #undef LEAVE_IF_ASKED
 
 run_last:
-  if (unlikely(!rv_insn_current(d)))
-    goto stale;
   n = (unsigned)(d - first);
-  if (d->fast >= RV_FAST_FIRST_JUMP && d->fast <= RV_FAST_LAST_JUMP)
-    goto *jump_code[d->fast - RV_FAST_FIRST_JUMP];
   h->minstret += n;
   h->pc = pc;
   h->next_pc = pc + d->len;
@@ -500,6 +535,7 @@ last_jalr : {
   pc = target;
 }
 jumped:
+  n = (unsigned)(d - first);
   h->pc = pc;
   h->minstret += n + 1;
   total += n + 1;
@@ -507,19 +543,14 @@ chain: /* on to the next block, while the chunk lasts and it fits in the budget 
   if (total >= chunk)
     return total;
   blk = rv_block_lookup(h);
-  if (!blk || rv_block_len(*blk) > left - total)
+  if (!blk || rv_block_len(blk) > left - total)
     return total;
-  first = d = &h->icache->pool[*blk >> RV_BLOCK_N_BITS];
-  last = first + rv_block_len(*blk) - 1;
+  first = d = rv_block_first(h, blk);
   pc = h->pc;
   DISPATCH();
 left: /* d trapped or asked to leave: it ran */
   pc = h->next_pc;
   d++;
-  goto out;
-stale:
-  *blk = 0;
-out:
   n = (unsigned)(d - first);
   h->pc = pc;
   h->minstret += n;
@@ -538,6 +569,7 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
       return 0;
     h->wfi = false;
   }
+  rv_check_code_epoch(h);
   while (done < max_insns && !h->stop_request) {
     h->check_irq = false;
     rv_check_interrupts(h);
@@ -548,7 +580,7 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     uint64_t i = 0;
     while (i < n) {
       rv_block *b = rv_block_lookup(h);
-      if (likely(b && rv_block_len(*b) <= left - i)) {
+      if (likely(b && rv_block_len(b) <= left - i)) {
         i += rv_blocks_run(h, b, n - i, left - i);
       } else {
         rv_step(h);

@@ -5,9 +5,13 @@
  * budget. All architectural state lives in struct rv_hart so it can be saved and restored; the
  * TLB, the PMP summary and the decoded-instruction cache are derived state: after restoring the
  * architectural fields into a live hart (keeping its bus and icache pointers) call
- * rv_hart_flush_tlb(). The decode cache (decoded blocks) never needs flushing for correctness
- * (every instruction is checked against the bytes in memory before it runs);
- * rv_hart_flush_icache() only drops its contents.
+ * rv_hart_flush_tlb().
+ *
+ * Decoded code stays valid until its page is written: the harts' own stores find that out
+ * themselves (a page with decoded code is never mapped for writing in a TLB), everything else that
+ * writes guest RAM (devices, the machine, a test) reports it with rv_code_page_written() or drops
+ * the decode caches with rv_hart_flush_icache(). So FENCE.I costs nothing, and a store to code
+ * ahead of it in the same block is still seen at once.
  */
 #ifndef VESSEL_VM_CPU_H
 #define VESSEL_VM_CPU_H
@@ -41,7 +45,20 @@ typedef struct rv_bus {
    * write mapping enters the TLB (and when a page-table walk sets A/D bits). The machine flushes
    * the TLBs whenever it harvests the bits, so every later write marks again. NULL: no tracking. */
   uint64_t *dirty_pages;
+  /* Decoded code, one counter per RAM page (ram_size / 4096 of them, zeroed by the bus's owner).
+   * Odd: the harts may hold decoded blocks of the page, and no hart maps it for writing in its
+   * TLB, so every store to it takes the slow path. Even: nothing decoded from the page is used. A
+   * write makes an odd counter even (rv_code_page_written); decoding makes it odd again. */
+  uint32_t *code_pages;
+  uint32_t code_epoch; /* advances when a page becomes code: the other harts then drop their write
+                          mappings (they may map that page) before they run again */
 } rv_bus;
+
+/* Guest RAM page `page` (index from ram_base) was written from outside the harts' stores. */
+static inline void rv_code_page_written(uint32_t *code_pages, uint64_t page) {
+  if (code_pages[page] & 1)
+    code_pages[page]++;
+}
 
 /* Privilege levels */
 #define RV_PRIV_U 0
@@ -100,6 +117,7 @@ struct rv_hart {
   unsigned pmp_count;            /* PMP entries up to the last one that is not OFF */
   bool pmp_locked;               /* some PMP entry is locked: M-mode accesses are checked too */
   uint64_t tlb_tag;              /* flush generation in bits 52..63 (vpn needs only 52 bits) */
+  uint32_t code_epoch;           /* bus->code_epoch when the write mappings were last checked */
   uint64_t fetch_vpn;            /* one-entry fetch cache */
   uintptr_t fetch_addend;
   rv_tlb_entry tlb[3][3][RV_TLB_SIZE]; /* [set][read, write, exec][index]; only pages one PMP

@@ -77,7 +77,12 @@ enum rv_fast {
   RV_FAST_FIRST_JUMP = RV_FAST_beq,
   RV_FAST_LAST_JUMP = RV_FAST_jalr,
   RV_FAST_LAST_STORE = RV_FAST_jalr, /* the last kind that may have rd = x0 */
-  RV_LOAD_OPS(RV_FAST_ENUM) RV_ALU_I_OPS(RV_FAST_ENUM) RV_ALU_R_OPS(RV_FAST_ENUM) RV_FAST_COUNT
+  RV_LOAD_OPS(RV_FAST_ENUM) RV_ALU_I_OPS(RV_FAST_ENUM) RV_ALU_R_OPS(RV_FAST_ENUM) RV_FAST_COUNT,
+  /* A block's last instruction is dispatched as one of these (the block builder sets them), so
+   * the runner never compares positions: through its handler, or a jump run inline. */
+  RV_LAST_CALL = RV_FAST_COUNT,
+  RV_LAST_FIRST_JUMP,
+  RV_DISPATCH_COUNT = RV_LAST_FIRST_JUMP + RV_FAST_LAST_JUMP - RV_FAST_FIRST_JUMP + 1
 };
 
 /* ---------------------------------------------------------------- decoded instructions */
@@ -114,17 +119,22 @@ typedef struct rv_op {
 /* Decoded blocks: straight-line runs of instructions inside one page, ending after a control
  * transfer, system instruction or fence, at the page end or at RV_BLOCK_MAX instructions. A
  * block is found by the host address of its first instruction (so by physical address) and its
- * instructions live in a pool that is emptied when full. Every instruction is still compared with
- * the bytes in memory before it runs, so code that changed never runs stale. */
+ * instructions live in a pool that is emptied when full. A block remembers its page's code
+ * counter (rv_bus.code_pages) from when it was decoded: once the page is written the counter
+ * moves on and the block is decoded again. */
 #define RV_BLOCK_MAX 32
 #define RV_BLOCK_BITS 16
 #define RV_BLOCK_SLOTS (1U << RV_BLOCK_BITS)
 #define RV_POOL_SIZE (1U << 18)
 
-/* A block table slot: (index of the first instruction in the pool << 6) | instruction count
- * (1..RV_BLOCK_MAX); 0 = empty. The first instruction's key tells which block it is. Slots are
- * small so that the table stays in the host's caches. */
-typedef uint32_t rv_block;
+/* A block table slot: where = (index of the first instruction in the pool << 6) | instruction
+ * count (1..RV_BLOCK_MAX), 0 = empty; gen = the page's code counter when it was decoded. The first
+ * instruction's key tells which block it is. Slots are small so that the table stays in the host's
+ * caches. */
+typedef struct rv_block {
+  uint32_t where;
+  uint32_t gen;
+} rv_block;
 #define RV_BLOCK_N_BITS 6
 
 struct rv_icache {

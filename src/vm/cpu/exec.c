@@ -253,8 +253,8 @@ AMO_BOTH(maxu, a > b ? a : b, a > b ? a : b)
 
 RV_HANDLER(op_fence) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 RV_HANDLER(op_fence_i) {
-  /* Decoded instructions are verified against memory on every fetch, so the cache never holds
-   * stale code; dropping it here keeps its contents bounded to what runs after the fence. */
+  /* Decoded code already follows every write to its page (rv_bus.code_pages), so there is
+   * nothing to drop; only the fetch cache is refreshed. */
   (void)d;
   h->fetch_vpn = UINT64_MAX;
 }

@@ -10,11 +10,17 @@
 #define PTE_D (1ULL << 7)
 #define PTE_PPN_MASK ((1ULL << 44) - 1)
 
-/* Live migration's dirty-page bitmap (rv_bus.dirty_pages): pa must be inside RAM. */
-static inline void rv_mark_dirty(const rv_bus *bus, uint64_t pa) {
-  if (unlikely(bus->dirty_pages != NULL)) {
-    uint64_t pg = (pa - bus->ram_base) >> 12;
+/* The hart writes RAM at pa (or maps its page for writing): live migration's dirty-page bitmap
+ * (rv_bus.dirty_pages) marks it, and decoded code of the page is dropped. If there was some, the
+ * hart leaves its block after this instruction, so code the store changed is decoded afresh. */
+static inline void rv_ram_written(rv_hart *h, uint64_t pa) {
+  const rv_bus *bus = h->bus;
+  uint64_t pg = (pa - bus->ram_base) >> 12;
+  if (unlikely(bus->dirty_pages != NULL))
     __atomic_or_fetch(&bus->dirty_pages[pg / 64], 1ULL << (pg % 64), __ATOMIC_RELAXED);
+  if (unlikely(bus->code_pages[pg] & 1)) {
+    bus->code_pages[pg]++;
+    h->check_irq = true;
   }
 }
 
@@ -84,7 +90,7 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
       if (!__atomic_compare_exchange_n(pte_host, &expected, pte | need, false, __ATOMIC_SEQ_CST,
                                        __ATOMIC_SEQ_CST))
         return rv_translate(h, va, access, set, pa);
-      rv_mark_dirty(bus, pte_addr);
+      rv_ram_written(h, pte_addr);
     }
     uint64_t off_mask = (1ULL << (12 + 9 * level)) - 1;
     *pa = ((ppn << 12) & ~off_mask) | (va & off_mask);
@@ -101,7 +107,7 @@ static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t p
   if (!rv_ram_contains(bus, ppage, 4096) || !rv_pmp_page_allows(h, ppage, access, rv_set_priv(set)))
     return false;
   if (access == ACC_WRITE)
-    rv_mark_dirty(bus, ppage);
+    rv_ram_written(h, ppage);
   rv_tlb_entry *e = &h->tlb[set][access][rv_tlb_index(va)];
   e->vpn = (va >> 12) | h->tlb_tag;
   e->addend = (uintptr_t)(bus->ram + (ppage - bus->ram_base)) - (va & ~0xfffULL);
@@ -212,7 +218,7 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
   const rv_bus *bus = h->bus;
   if (rv_ram_contains(bus, pa, size)) {
     rv_tlb_fill(h, h->st_tlb, ACC_WRITE, va, pa);
-    rv_mark_dirty(bus, pa); /* also when PMP kept the page out of the TLB */
+    rv_ram_written(h, pa); /* also when PMP kept the page out of the TLB */
     uint8_t *p = bus->ram + (pa - bus->ram_base);
     switch (size) {
     case 1:
@@ -263,7 +269,7 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
   }
   rv_tlb_fill(h, set, access, va, *pa);
   if (access == ACC_WRITE)
-    rv_mark_dirty(bus, *pa); /* also when PMP kept the page out of the TLB */
+    rv_ram_written(h, *pa); /* also when PMP kept the page out of the TLB */
   return bus->ram + (*pa - bus->ram_base);
 }
 

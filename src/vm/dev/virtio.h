@@ -18,6 +18,7 @@
 #define VESSEL_VM_DEV_VIRTIO_H
 
 #include "base/base.h"
+#include "vm/cpu/cpu.h"
 #include "vm/dev/dev.h"
 #include "vm/disk/disk.h"
 
@@ -32,15 +33,23 @@ typedef struct virtio_mem {
   /* The machine's dirty-page bitmap while a migration tracks writes (*dirty is NULL otherwise):
    * device writes into guest RAM mark their pages. NULL when nothing tracks. */
   uint64_t *const *dirty;
+  /* The harts' decoded-code counters (rv_bus.code_pages): device writes drop decoded code of the
+   * pages they write. NULL when no hart runs from this memory (unit tests). */
+  uint32_t *code_pages;
 } virtio_mem;
 
-/* A device is about to write [gpa, gpa+len) of guest RAM (already checked to be inside it). */
+/* A device is about to write [gpa, gpa+len) of guest RAM (already checked to be inside it): a
+ * migration sends those pages again, and the harts decode code from them afresh. */
 static inline void virtio_mem_mark_dirty(const virtio_mem *m, uint64_t gpa, uint64_t len) {
   uint64_t *bitmap = m->dirty ? *m->dirty : NULL;
-  if (!bitmap || len == 0)
+  if (len == 0)
     return;
-  for (uint64_t pg = (gpa - m->base) >> 12; pg <= (gpa - m->base + len - 1) >> 12; pg++)
-    __atomic_or_fetch(&bitmap[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+  for (uint64_t pg = (gpa - m->base) >> 12; pg <= (gpa - m->base + len - 1) >> 12; pg++) {
+    if (bitmap)
+      __atomic_or_fetch(&bitmap[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+    if (m->code_pages)
+      rv_code_page_written(m->code_pages, pg);
+  }
 }
 
 /* Host pointer to [gpa, gpa+len) if it lies entirely inside guest RAM, else NULL. */
