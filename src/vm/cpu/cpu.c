@@ -114,6 +114,7 @@ void rv_hart_flush_tlb(rv_hart *h) {
 static void rv_blocks_clear(struct rv_icache *ic) {
   memset(ic->blocks, 0, sizeof(ic->blocks));
   ic->pool_used = 0;
+  ic->clears++;
 }
 
 void rv_hart_flush_icache(rv_hart *h) {
@@ -351,6 +352,7 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   if (!n)
     return NULL;
   first[n - 1].fast = rv_last_kind(first[n - 1].fast);
+  first[n - 1].next[0] = first[n - 1].next[1] = 0;
   uint64_t page = rv_ram_page(h->bus, start);
   if (!(h->bus->code_pages[page] & 1))
     rv_code_page_claim(h, page, (uintptr_t)start & ~(uintptr_t)0xfff);
@@ -427,11 +429,15 @@ RV_KEEP_DISPATCH_COPIES static uint64_t rv_blocks_run(rv_hart *h, rv_block *blk,
 #undef RV_LABEL
 #undef RV_CALL_LABEL
 #undef RV_JUMP_LABEL
-  const rv_insn *first = rv_block_first(h, blk), *d = first;
+  struct rv_icache *ic = h->icache;
+  rv_insn *first = &ic->pool[blk->where >> RV_BLOCK_N_BITS], *d = first;
   uint64_t *x = h->x;
   uint64_t pc = h->pc;
   unsigned n = 0;
   uint64_t total = 0;
+  uint32_t gen = blk->gen; /* the code counter of the running blocks' page */
+  uint32_t *link = NULL;   /* where the block that just ran keeps its successor */
+  uint32_t clears = ic->clears;
 
 #define DISPATCH()                                                                                 \
   do {                                                                                             \
@@ -514,11 +520,14 @@ run_last:
   total += n + 1;
   if (unlikely(h->check_irq))
     return total;
+  link = NULL;
   goto chain;
 #define RV_INLINE_BRANCH(name, cond)                                                               \
   last_##name : {                                                                                  \
     uint64_t a = x[d->rs1], b = x[d->rs2];                                                         \
-    pc += (cond) ? (uint64_t)d->imm : d->len;                                                      \
+    bool taken = (cond);                                                                           \
+    pc += taken ? (uint64_t)d->imm : d->len;                                                       \
+    link = &d->next[taken];                                                                        \
     goto jumped;                                                                                   \
   }
   RV_BRANCH_OPS(RV_INLINE_BRANCH)
@@ -527,12 +536,14 @@ last_jal: /* as op_jal and op_jalr (exec.c) */
   x[d->rd] = pc + d->len;
   x[0] = 0;
   pc += (uint64_t)d->imm;
+  link = &d->next[1];
   goto jumped;
 last_jalr : {
   uint64_t target = (x[d->rs1] + (uint64_t)d->imm) & ~1ULL;
   x[d->rd] = pc + d->len;
   x[0] = 0;
   pc = target;
+  link = NULL;
 }
 jumped:
   n = (unsigned)(d - first);
@@ -542,10 +553,32 @@ jumped:
 chain: /* on to the next block, while the chunk lasts and it fits in the budget */
   if (total >= chunk)
     return total;
+  if (link && *link && (h->pc >> 12) == h->fetch_vpn) {
+    /* A successor in the same page: valid while the page's code counter has not moved (it was
+     * linked when both blocks were decoded under the same counter). */
+    uint8_t *host = (uint8_t *)(uintptr_t)(h->pc + h->fetch_addend); // NOLINT
+    rv_insn *next = &ic->pool[*link >> RV_BLOCK_N_BITS];
+    if (likely(next->key == (uintptr_t)host &&
+               h->bus->code_pages[rv_ram_page(h->bus, host)] == gen)) {
+      if ((*link & ((1U << RV_BLOCK_N_BITS) - 1)) > left - total)
+        return total;
+      first = d = next;
+      pc = h->pc;
+      DISPATCH();
+    }
+  }
+  uint64_t page_vpn = h->fetch_vpn;
   blk = rv_block_lookup(h);
-  if (!blk || rv_block_len(blk) > left - total)
+  if (!blk)
     return total;
-  first = d = rv_block_first(h, blk);
+  /* link the block that ran to this one if both are in one page and neither was dropped */
+  if (link && clears == ic->clears && h->fetch_vpn == page_vpn && blk->gen == gen)
+    *link = blk->where;
+  clears = ic->clears;
+  gen = blk->gen;
+  if (rv_block_len(blk) > left - total)
+    return total;
+  first = d = &ic->pool[blk->where >> RV_BLOCK_N_BITS];
   pc = h->pc;
   DISPATCH();
 left: /* d trapped or asked to leave: it ran */
@@ -856,10 +889,21 @@ static void rv_write_satp(rv_hart *h, uint64_t val) {
   rv_hart_flush_tlb(h);
 }
 
+static bool rv_csr_write_field(rv_hart *h, unsigned csr, uint64_t val);
+
 bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
   if (((csr >> 8) & 3) > (unsigned)h->priv || (csr >> 10) == 3)
     return false;
-  h->check_irq = true;
+  bool ok = rv_csr_write_field(h, csr, val);
+  /* A write may unmask or raise an interrupt (sstatus.SIE in every spin_unlock_irqrestore, sie,
+   * sip, stimecmp): the run loop looks again only when one is pending and enabled, not after
+   * every CSR write. Translation changes reach the fetch cache through the TLB flush. */
+  if (rv_hart_irq_pending(h))
+    h->check_irq = true;
+  return ok;
+}
+
+static bool rv_csr_write_field(rv_hart *h, unsigned csr, uint64_t val) {
   switch (csr) {
   case CSR_FFLAGS:
     if (!rv_fp_csr_allowed(h))

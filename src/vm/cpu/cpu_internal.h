@@ -100,6 +100,9 @@ struct rv_insn {
   uint8_t rm;         /* funct3 */
   uint8_t ends_block; /* control transfer, system or fence: the last instruction of a block */
   uint8_t fast;       /* enum rv_fast */
+  /* A block's last branch or jump: the blocks it went on to in the same page (rv_block.where; 0
+   * = none yet), [0] not taken, [1] taken, so the runner goes there without a lookup. */
+  uint32_t next[2];
 };
 
 /* Operand layouts of the decode table (how fields are extracted into rv_insn). */
@@ -144,6 +147,7 @@ struct rv_icache {
   _Static_assert(RV_POOL_SIZE <= (1ULL << (32 - RV_BLOCK_N_BITS)), "pool too large");
   rv_insn pool[RV_POOL_SIZE];
   uint32_t pool_used;
+  uint32_t clears;      /* times the pool was emptied: links into it are only made within one */
   uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
   uint16_t order[512];  /* decode table indices grouped by major opcode */
   uint16_t first[32];   /* start of each opcode's group in order[] */
