@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static void exercise(vm_disk *d) {
@@ -24,6 +25,16 @@ static void exercise(vm_disk *d) {
     uint64_t off = offs[i];
     size_t len = size - off < 5000 ? (size_t)(size - off) : 5000;
     vm_disk_write(d, buf, off, len, NULL);
+  }
+  /* vectored: odd segments over several clusters, whole ones among them */
+  struct iovec iov[4] = {
+      {buf, 1}, {buf + 1, 4095}, {buf + 4096, 2 * 65536}, {buf + 4096 + 2 * 65536, 777}};
+  for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+    uint64_t off = offs[i] & ~(uint64_t)4095;
+    if (off + 4096 + 2 * 65536 + 777 > size)
+      continue;
+    vm_disk_readv(d, iov, 4, off, NULL);
+    vm_disk_writev(d, iov, 4, off + 65536 - 4096, NULL);
   }
   vm_disk_write_zeroes(d, 0, size < (1 << 20) ? size : (1 << 20), NULL);
   vm_disk_discard(d, size / 4, size / 4 < (1 << 20) ? size / 4 : (1 << 20), NULL);

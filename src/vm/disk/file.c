@@ -284,3 +284,47 @@ int disk_file_zero_range(disk_file *f, uint64_t off, uint64_t len, vs_error **er
   free(zeros);
   return r;
 }
+
+/* ------------------------------------------------------------- iovec lists */
+
+uint64_t disk_iov_total(const struct iovec *iov, int iovcnt) {
+  uint64_t total = 0;
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
+  return total;
+}
+
+int disk_iov_slice(const struct iovec *iov, int iovcnt, uint64_t skip, uint64_t len,
+                   struct iovec *dst) {
+  int n = 0;
+  for (int i = 0; i < iovcnt && len > 0; i++) {
+    if (skip >= iov[i].iov_len) {
+      skip -= iov[i].iov_len;
+      continue;
+    }
+    size_t take = iov[i].iov_len - (size_t)skip;
+    if (take > len)
+      take = (size_t)len;
+    dst[n++] = (struct iovec){(char *)iov[i].iov_base + skip, take};
+    len -= take;
+    skip = 0;
+  }
+  return n;
+}
+
+void disk_iov_zero(const struct iovec *iov, int iovcnt) {
+  for (int i = 0; i < iovcnt; i++)
+    memset(iov[i].iov_base, 0, iov[i].iov_len);
+}
+
+void disk_iov_gather(void *buf, const struct iovec *iov, int iovcnt) {
+  char *p = buf;
+  for (int i = 0; i < iovcnt; p += iov[i].iov_len, i++)
+    memcpy(p, iov[i].iov_base, iov[i].iov_len);
+}
+
+void disk_iov_scatter(const struct iovec *iov, int iovcnt, const void *buf) {
+  const char *p = buf;
+  for (int i = 0; i < iovcnt; p += iov[i].iov_len, i++)
+    memcpy(iov[i].iov_base, p, iov[i].iov_len);
+}

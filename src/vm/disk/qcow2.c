@@ -102,15 +102,21 @@ static int l2_get_for_write(qcow2 *q, uint64_t guest, qcow2_cache_slot **out, vs
   return 0;
 }
 
+/* Write entries [first, first+count) of a cached L2 table to the file, in one write. */
+static int l2_entries_write(qcow2 *q, qcow2_cache_slot *s, uint64_t first, uint64_t count,
+                            vs_error **err) {
+  if (disk_file_write(q->file, &s->data[first], count * 8, s->offset + first * 8, err) < 0) {
+    s->offset = 0; /* the cached table no longer matches the file */
+    return vs_error_wrap(err, "write L2 entries");
+  }
+  return 0;
+}
+
 static int l2_entry_set(qcow2 *q, qcow2_cache_slot *s, uint64_t guest, uint64_t entry,
                         vs_error **err) {
   uint64_t i = (guest >> q->cluster_bits) % q->l2_entries;
   s->data[i] = htobe64(entry);
-  if (disk_file_write(q->file, &s->data[i], 8, s->offset + i * 8, err) < 0) {
-    s->offset = 0;
-    return vs_error_wrap(err, "write L2 entry");
-  }
-  return 0;
+  return l2_entries_write(q, s, i, 1, err);
 }
 
 static cluster_kind classify(const qcow2 *q, uint64_t entry) {
@@ -199,18 +205,26 @@ static int inflate_zstd(qcow2 *q, size_t in_len, vs_error **err) {
   return r;
 }
 
+/* The host extent of a compressed cluster, after checking that it starts in the data area. */
+static int compressed_check(qcow2 *q, uint64_t entry, uint64_t guest, uint64_t *off, uint64_t *len,
+                            vs_error **err) {
+  compressed_extent(q, entry, off, len);
+  uint64_t c = *off >> q->cluster_bits;
+  if (*off == 0 || c >= q->file_clusters || qcow2_meta_has(&q->meta, c))
+    return vs_error_set(err, EIO,
+                        "compressed cluster for guest offset 0x%" PRIx64 " at 0x%" PRIx64
+                        " lies outside the data area",
+                        guest, *off);
+  return 0;
+}
+
 static int read_compressed(qcow2 *q, uint64_t entry, uint64_t guest, vs_error **err) {
   if (q->comp_entry == entry && entry != 0)
     return 0;
   q->comp_entry = 0;
   uint64_t off, len;
-  compressed_extent(q, entry, &off, &len);
-  uint64_t c = off >> q->cluster_bits;
-  if (off == 0 || c >= q->file_clusters || qcow2_meta_has(&q->meta, c))
-    return vs_error_set(err, EIO,
-                        "compressed cluster for guest offset 0x%" PRIx64 " at 0x%" PRIx64
-                        " lies outside the data area",
-                        guest, off);
+  if (compressed_check(q, entry, guest, &off, &len, err) < 0)
+    return -1;
   if (len > q->comp_in_cap) {
     free(q->comp_in);
     q->comp_in = vs_malloc0(len);
@@ -225,80 +239,148 @@ static int read_compressed(qcow2 *q, uint64_t entry, uint64_t guest, vs_error **
   return 0;
 }
 
-/* ------------------------------------------------------------- reads */
+/* ------------------------------------------------------------- requests */
 
-static int read_from_backing(qcow2 *q, void *buf, uint64_t guest, size_t len, vs_error **err) {
-  uint64_t bsize = q->backing ? vm_disk_size(q->backing) : 0;
-  size_t have = guest >= bsize ? 0 : (bsize - guest < len ? (size_t)(bsize - guest) : len);
-  if (have && vm_disk_read(q->backing, buf, guest, have, err) < 0)
-    return vs_error_wrap(err, "backing file %s", q->backing_name);
-  memset((char *)buf + have, 0, len - have);
+/* A guest request: the guest's buffers, and room to slice them into the part that one
+ * preadv/pwritev (or one copy) moves. */
+typedef struct io_req {
+  const struct iovec *iov;
+  int iovcnt;
+  uint64_t off;       /* guest offset of the request's first byte */
+  struct iovec *part; /* room for iovcnt entries */
+} io_req;
+
+/* Bytes [pos, pos+len) of the request into r->part; returns how many entries they take. */
+static int req_slice(const io_req *r, uint64_t pos, uint64_t len) {
+  return disk_iov_slice(r->iov, r->iovcnt, pos, len, r->part);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* Whether the cluster at `guest`, mapped by `next`, is read (or, for writes, overwritten in
+ * place) together with the run that started with a cluster mapped by `first`: normal clusters
+ * that follow each other in the file (`host` is where `guest` must be), unallocated clusters,
+ * zero clusters. */
+static bool continues_run(qcow2 *q, uint64_t first, uint64_t next, uint64_t guest, uint64_t host,
+                          bool write) {
+  cluster_kind kind = classify(q, first);
+  if (classify(q, next) != kind)
+    return false;
+  uint64_t h = 0;
+  switch (kind) {
+  case CL_NORMAL:
+    if (write && !(next & QCOW2_OFLAG_COPIED))
+      return false;
+    /* A bad entry ends the run; the next step meets it again and fails with its message. */
+    return data_cluster_offset(q, next, guest, &h, NULL) == 0 && h == host;
+  case CL_UNALLOCATED:
+    return !(next & QCOW2_OFLAG_COPIED);
+  case CL_ZERO:
+    return true;
+  case CL_COMPRESSED:
+    return false;
+  }
+  return false;
+}
+
+/* Length of the run that starts at guest offset `guest` (mapped by `first`, at file offset `host`
+ * if it is a normal cluster) and goes on over the following clusters, at most `left` bytes. */
+static int run_length(qcow2 *q, uint64_t first, uint64_t guest, uint64_t host, uint64_t left,
+                      bool write, uint64_t *run, vs_error **err) {
+  uint64_t cs = q->cluster_size;
+  uint64_t len = min_u64(cs - (guest & (cs - 1)), left);
+  while (len < left) {
+    uint64_t next = 0;
+    if (l2_entry_get(q, guest + len, &next, err) < 0)
+      return -1;
+    if (!continues_run(q, first, next, guest + len, host + len, write))
+      break;
+    len += min_u64(cs, left - len);
+  }
+  *run = len;
   return 0;
 }
 
-/* Read [in, in+len) of the guest cluster that starts at `guest` and is mapped by `entry`. */
-static int read_cluster_part(qcow2 *q, uint64_t entry, uint64_t guest, uint64_t in, size_t len,
-                             void *buf, vs_error **err) {
-  uint64_t host = 0;
+/* ------------------------------------------------------------- reads */
+
+/* Request bytes [pos, pos+len) from the backing file; what lies beyond its end (or everything,
+ * without one) reads as zeros. */
+static int read_from_backing(qcow2 *q, const io_req *r, uint64_t pos, uint64_t len,
+                             vs_error **err) {
+  uint64_t guest = r->off + pos;
+  uint64_t bsize = q->backing ? vm_disk_size(q->backing) : 0;
+  uint64_t have = guest >= bsize ? 0 : min_u64(bsize - guest, len);
+  if (have && vm_disk_readv(q->backing, r->part, req_slice(r, pos, have), guest, err) < 0)
+    return vs_error_wrap(err, "backing file %s", q->backing_name);
+  disk_iov_zero(r->part, req_slice(r, pos + have, len - have));
+  return 0;
+}
+
+/* Read the run of clusters that starts at request byte pos, whose first cluster is mapped by
+ * `entry`, in one go: one preadv for normal clusters that follow each other in the file, one
+ * backing file read for unallocated ones. Stores the run's length in *run. */
+static int read_run(qcow2 *q, const io_req *r, uint64_t entry, uint64_t pos, uint64_t left,
+                    uint64_t *run, vs_error **err) {
+  uint64_t guest = r->off + pos, in = guest & (q->cluster_size - 1), host = 0;
   switch (classify(q, entry)) {
   case CL_UNALLOCATED:
     if (entry & QCOW2_OFLAG_COPIED)
-      return vs_error_set(
-          err, EIO,
-          "corrupt L2 entry for guest offset 0x%" PRIx64 ": copied flag without a cluster", guest);
-    return read_from_backing(q, buf, guest + in, len, err);
+      return vs_error_set(err, EIO,
+                          "corrupt L2 entry for guest offset 0x%" PRIx64
+                          ": copied flag without a cluster",
+                          guest - in);
+    if (run_length(q, entry, guest, 0, left, false, run, err) < 0)
+      return -1;
+    return read_from_backing(q, r, pos, *run, err);
   case CL_ZERO:
-    memset(buf, 0, len);
+    if (run_length(q, entry, guest, 0, left, false, run, err) < 0)
+      return -1;
+    disk_iov_zero(r->part, req_slice(r, pos, *run));
     return 0;
   case CL_COMPRESSED:
-    if (read_compressed(q, entry, guest, err) < 0)
+    *run = min_u64(q->cluster_size - in, left);
+    if (read_compressed(q, entry, guest - in, err) < 0)
       return -1;
-    memcpy(buf, q->comp_out + in, len);
+    disk_iov_scatter(r->part, req_slice(r, pos, *run), q->comp_out + in);
     return 0;
   case CL_NORMAL:
-    if (data_cluster_offset(q, entry, guest, &host, err) < 0)
+    if (data_cluster_offset(q, entry, guest - in, &host, err) < 0 ||
+        run_length(q, entry, guest, host + in, left, false, run, err) < 0)
       return -1;
-    return disk_file_read_zfill(q->file, buf, len, host + in, err);
+    return disk_file_readv(q->file, r->part, req_slice(r, pos, *run), host + in, err);
   }
   return -1;
 }
 
-static int qcow2_read(vm_disk *d, void *buf, uint64_t off, size_t len, vs_error **err) {
-  qcow2 *q = qcow2_of(d);
-  char *p = buf;
-  while (len > 0) {
-    uint64_t in = off & (q->cluster_size - 1);
-    size_t n = q->cluster_size - in < len ? (size_t)(q->cluster_size - in) : len;
+static int read_request(qcow2 *q, const io_req *r, uint64_t len, vs_error **err) {
+  for (uint64_t pos = 0, run = 0; pos < len; pos += run) {
     uint64_t entry = 0;
-    if (l2_entry_get(q, off, &entry, err) < 0)
+    if (l2_entry_get(q, r->off + pos, &entry, err) < 0 ||
+        read_run(q, r, entry, pos, len - pos, &run, err) < 0)
       return -1;
-    uint64_t host = 0;
-    if (classify(q, entry) == CL_NORMAL) {
-      if (data_cluster_offset(q, entry, off - in, &host, err) < 0)
-        return -1;
-      /* Extend over the following clusters while they are contiguous in the file. */
-      size_t run = n;
-      while (run < len) {
-        uint64_t next = 0, nhost = 0;
-        size_t m = len - run < q->cluster_size ? len - run : (size_t)q->cluster_size;
-        if (l2_entry_get(q, off + run, &next, err) < 0)
-          return -1;
-        if (classify(q, next) != CL_NORMAL ||
-            data_cluster_offset(q, next, off + run, &nhost, NULL) < 0 || nhost != host + in + run)
-          break;
-        run += m;
-      }
-      if (disk_file_read_zfill(q->file, p, run, host + in, err) < 0)
-        return -1;
-      n = run;
-    } else if (read_cluster_part(q, entry, off - in, in, n, p, err) < 0) {
-      return -1;
-    }
-    p += n;
-    off += n;
-    len -= n;
   }
   return 0;
+}
+
+static int qcow2_readv(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t off,
+                       vs_error **err) {
+  _cleanup_free_ struct iovec *part = vs_malloc0((size_t)iovcnt * sizeof(*part));
+  io_req r = {iov, iovcnt, off, part};
+  return read_request(qcow2_of(d), &r, disk_iov_total(iov, iovcnt), err);
+}
+
+static int qcow2_read(vm_disk *d, void *buf, uint64_t off, size_t len, vs_error **err) {
+  struct iovec v = {buf, len}, part;
+  io_req r = {&v, 1, off, &part};
+  return read_request(qcow2_of(d), &r, len, err);
+}
+
+/* The whole old content of the guest cluster at `guest` (mapped by `entry`) into cluster_buf. */
+static int read_old_cluster(qcow2 *q, uint64_t entry, uint64_t guest, vs_error **err) {
+  struct iovec v = {q->cluster_buf, q->cluster_size}, part;
+  io_req r = {&v, 1, guest, &part};
+  uint64_t run = 0;
+  return read_run(q, &r, entry, 0, q->cluster_size, &run, err);
 }
 
 /* ------------------------------------------------------------- writes */
@@ -326,74 +408,183 @@ static void release_old_cluster(qcow2 *q, uint64_t entry) {
   }
 }
 
-/* Write into a fresh cluster: the old content (backing file, zeros, compressed data, a shared
- * cluster) is merged with the new bytes, then the L2 entry is switched to the new cluster. */
-static int cow_write_cluster(qcow2 *q, uint64_t entry, uint64_t guest, uint64_t in,
-                             const void *data, size_t len, vs_error **err) {
-  const void *src = data;
-  if (in != 0 || len != q->cluster_size) {
-    if (read_cluster_part(q, entry, guest, 0, q->cluster_size, q->cluster_buf, err) < 0)
+static bool writable_in_place(const qcow2 *q, uint64_t entry) {
+  return classify(q, entry) == CL_NORMAL && (entry & QCOW2_OFLAG_COPIED);
+}
+
+/* Overwrite clusters that only this image uses: one pwritev for a run of them that follow each
+ * other in the file. */
+static int write_in_place(qcow2 *q, const io_req *r, uint64_t entry, uint64_t pos, uint64_t left,
+                          uint64_t *run, vs_error **err) {
+  uint64_t guest = r->off + pos, in = guest & (q->cluster_size - 1), host = 0;
+  if (data_cluster_offset(q, entry, guest - in, &host, err) < 0 ||
+      run_length(q, entry, guest, host + in, left, true, run, err) < 0)
+    return -1;
+  return disk_file_writev(q->file, r->part, req_slice(r, pos, *run), host + in, err);
+}
+
+/* Clusters that get fresh clusters in one go: at most this many, all under one L2 table, so that
+ * their L2 entries are one write. */
+#define FRESH_RUN_MAX 64
+
+typedef struct fresh_run {
+  uint64_t pos, len; /* the request bytes written */
+  unsigned count;
+  uint64_t old[FRESH_RUN_MAX];  /* the L2 entries before the write */
+  uint64_t host[FRESH_RUN_MAX]; /* the new clusters */
+} fresh_run;
+
+/* An entry that is about to be replaced is checked like one that is read, although a cluster
+ * the request covers whole is never read: releasing it must not drop a reference that some
+ * metadata holds. */
+static int check_old_entry(qcow2 *q, uint64_t entry, uint64_t guest, vs_error **err) {
+  uint64_t off = 0, len = 0;
+  switch (classify(q, entry)) {
+  case CL_NORMAL:
+    return data_cluster_offset(q, entry, guest, &off, err);
+  case CL_COMPRESSED:
+    if (compressed_check(q, entry, guest, &off, &len, err) < 0)
       return -1;
-    if (data)
-      memcpy(q->cluster_buf + in, data, len);
-    else
-      memset(q->cluster_buf + in, 0, len);
-    src = q->cluster_buf;
-  } else if (!data) {
-    memset(q->cluster_buf, 0, q->cluster_size);
-    src = q->cluster_buf;
+    /* The extent may reach into the next cluster: that one must not be metadata either. */
+    if (qcow2_meta_has(&q->meta, (off + len - 1) >> q->cluster_bits))
+      return vs_error_set(err, EIO,
+                          "compressed cluster for guest offset 0x%" PRIx64 " at 0x%" PRIx64
+                          " reaches into image metadata",
+                          guest, off);
+    return 0;
+  case CL_UNALLOCATED:
+  case CL_ZERO:
+    break;
   }
-  qcow2_cache_slot *l2;
-  if (l2_get_for_write(q, guest, &l2, err) < 0)
-    return -1;
-  uint64_t host = 0;
-  if (qcow2_alloc_cluster(q, &host, err) < 0)
-    return -1;
-  if (disk_file_write(q->file, src, q->cluster_size, host, err) < 0)
-    return -1;
-  if (qcow2_order_refcounts(q, err) < 0)
-    return -1;
-  if (l2_entry_set(q, l2, guest, host | QCOW2_OFLAG_COPIED, err) < 0)
-    return -1;
-  release_old_cluster(q, entry);
   return 0;
 }
 
-/* data == NULL writes zeros. */
-static int write_range(qcow2 *q, const void *data, uint64_t off, uint64_t len, vs_error **err) {
-  const char *p = data;
-  while (len > 0) {
-    uint64_t in = off & (q->cluster_size - 1);
-    size_t n = q->cluster_size - in < len ? (size_t)(q->cluster_size - in) : (size_t)len;
-    uint64_t entry = 0;
-    if (l2_entry_get(q, off, &entry, err) < 0)
+/* The clusters from request byte pos on that cannot be overwritten in place (unallocated, zero,
+ * compressed, shared): up to the end of the request, of their L2 table, or FRESH_RUN_MAX. */
+static int fresh_run_collect(qcow2 *q, const io_req *r, uint64_t entry, uint64_t pos, uint64_t left,
+                             fresh_run *f, vs_error **err) {
+  uint64_t cs = q->cluster_size, per_table = q->l2_entries << q->cluster_bits;
+  uint64_t table_end = ((r->off + pos) / per_table + 1) * per_table;
+  *f = (fresh_run){.pos = pos};
+  for (;;) {
+    uint64_t guest = r->off + pos + f->len;
+    if (check_old_entry(q, entry, guest & ~(cs - 1), err) < 0)
       return -1;
-    uint64_t host = 0;
-    if (classify(q, entry) == CL_NORMAL && (entry & QCOW2_OFLAG_COPIED)) {
-      if (data_cluster_offset(q, entry, off - in, &host, err) < 0)
-        return -1;
-      int r;
-      if (p) {
-        r = disk_file_write(q->file, p, n, host + in, err);
-      } else {
-        memset(q->cluster_buf, 0, n);
-        r = disk_file_write(q->file, q->cluster_buf, n, host + in, err);
-      }
-      if (r < 0)
-        return -1;
-    } else if (cow_write_cluster(q, entry, off - in, in, p, n, err) < 0) {
+    f->old[f->count++] = entry;
+    f->len += min_u64(cs - (guest & (cs - 1)), left - f->len);
+    guest = r->off + pos + f->len;
+    if (f->len == left || f->count == FRESH_RUN_MAX || guest >= table_end)
+      return 0;
+    if (l2_entry_get(q, guest, &entry, err) < 0)
       return -1;
+    if (writable_in_place(q, entry))
+      return 0;
+  }
+}
+
+/* A cluster the request covers in part: its old content (backing file, zeros, compressed or
+ * shared data) with the request's bytes [pos, pos+len) merged in, written whole to `host`. */
+static int cow_write(qcow2 *q, const io_req *r, uint64_t old, uint64_t pos, uint64_t len,
+                     uint64_t host, vs_error **err) {
+  uint64_t guest = r->off + pos, in = guest & (q->cluster_size - 1);
+  if (read_old_cluster(q, old, guest - in, err) < 0)
+    return -1;
+  disk_iov_gather(q->cluster_buf + in, r->part, req_slice(r, pos, len));
+  return disk_file_write(q->file, q->cluster_buf, q->cluster_size, host, err);
+}
+
+/* The data of a fresh run. A cluster the request covers whole needs none of its old content: it
+ * goes to the file straight from the guest's buffers, in one pwritev with the following ones
+ * while their new clusters follow each other in the file. */
+static int fresh_run_write_data(qcow2 *q, const io_req *r, const fresh_run *f, vs_error **err) {
+  uint64_t cs = q->cluster_size, end = f->pos + f->len;
+  for (uint64_t i = 0, pos = f->pos; i < f->count;) {
+    uint64_t n = min_u64(cs - ((r->off + pos) & (cs - 1)), end - pos);
+    if (n != cs) {
+      if (cow_write(q, r, f->old[i], pos, n, f->host[i], err) < 0)
+        return -1;
+      pos += n, i++;
+      continue;
     }
-    if (p)
-      p += n;
-    off += n;
-    len -= n;
+    uint64_t k = 1;
+    while (i + k < f->count && f->host[i + k] == f->host[i] + k * cs && pos + (k + 1) * cs <= end)
+      k++;
+    if (disk_file_writev(q->file, r->part, req_slice(r, pos, k * cs), f->host[i], err) < 0)
+      return -1;
+    pos += k * cs, i += k;
   }
   return 0;
+}
+
+/* Give a fresh run its new clusters. The crash-safety order of qcow2_refcount.c holds for the
+ * whole run at once: every new cluster's refcount is raised and ordered before any L2 entry
+ * points to it, the data is written before the entries that make it live, and the old clusters
+ * are released only at the next flush, after the entries. */
+static int fresh_run_write(qcow2 *q, const io_req *r, fresh_run *f, vs_error **err) {
+  qcow2_cache_slot *l2 = NULL;
+  if (l2_get_for_write(q, r->off + f->pos, &l2, err) < 0)
+    return -1;
+  for (unsigned i = 0; i < f->count; i++)
+    if (qcow2_alloc_cluster(q, &f->host[i], err) < 0)
+      return -1;
+  if (fresh_run_write_data(q, r, f, err) < 0 || qcow2_order_refcounts(q, err) < 0)
+    return -1;
+  uint64_t first = ((r->off + f->pos) >> q->cluster_bits) % q->l2_entries;
+  for (unsigned i = 0; i < f->count; i++)
+    l2->data[first + i] = htobe64(f->host[i] | QCOW2_OFLAG_COPIED);
+  if (l2_entries_write(q, l2, first, f->count, err) < 0)
+    return -1;
+  for (unsigned i = 0; i < f->count; i++)
+    release_old_cluster(q, f->old[i]);
+  return 0;
+}
+
+static int write_request(qcow2 *q, const io_req *r, uint64_t len, vs_error **err) {
+  for (uint64_t pos = 0, run = 0; pos < len; pos += run) {
+    uint64_t entry = 0;
+    if (l2_entry_get(q, r->off + pos, &entry, err) < 0)
+      return -1;
+    if (writable_in_place(q, entry)) {
+      if (write_in_place(q, r, entry, pos, len - pos, &run, err) < 0)
+        return -1;
+      continue;
+    }
+    fresh_run f;
+    if (fresh_run_collect(q, r, entry, pos, len - pos, &f, err) < 0 ||
+        fresh_run_write(q, r, &f, err) < 0)
+      return -1;
+    run = f.len;
+  }
+  return 0;
+}
+
+static int qcow2_writev(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t off,
+                        vs_error **err) {
+  _cleanup_free_ struct iovec *part = vs_malloc0((size_t)iovcnt * sizeof(*part));
+  io_req r = {iov, iovcnt, off, part};
+  return write_request(qcow2_of(d), &r, disk_iov_total(iov, iovcnt), err);
 }
 
 static int qcow2_write(vm_disk *d, const void *buf, uint64_t off, size_t len, vs_error **err) {
-  return write_range(qcow2_of(d), buf, off, len, err);
+  struct iovec v = {(void *)buf, len}, part;
+  io_req r = {&v, 1, off, &part};
+  return write_request(qcow2_of(d), &r, len, err);
+}
+
+/* Zeros written as data (where a cluster cannot simply be marked zero), from a zeroed buffer
+ * of one cluster. */
+static int write_zero_data(qcow2 *q, uint64_t off, uint64_t len, vs_error **err) {
+  if (!q->zero_buf)
+    q->zero_buf = vs_malloc0(q->cluster_size);
+  while (len > 0) {
+    uint64_t n = min_u64(len, q->cluster_size);
+    struct iovec v = {q->zero_buf, n}, part;
+    io_req r = {&v, 1, off, &part};
+    if (write_request(q, &r, n, err) < 0)
+      return -1;
+    off += n, len -= n;
+  }
+  return 0;
 }
 
 /* Point whole guest clusters of [off, off+len) at "zero" (zeroes) or at nothing (discard);
@@ -414,7 +605,7 @@ static int unmap_clusters(qcow2 *q, uint64_t off, uint64_t len, bool zeroes, vs_
     else
       continue; /* discard is advisory */
     if (new_entry == UINT64_MAX) {
-      if (write_range(q, NULL, off, q->cluster_size, err) < 0)
+      if (write_zero_data(q, off, q->cluster_size, err) < 0)
         return -1;
       continue;
     }
@@ -436,7 +627,7 @@ static int qcow2_write_zeroes(vm_disk *d, uint64_t off, uint64_t len, vs_error *
   uint64_t head_end = (off + cs - 1) & ~(cs - 1);
   if (head_end > off + len)
     head_end = off + len;
-  if (head_end > off && write_range(q, NULL, off, head_end - off, err) < 0)
+  if (head_end > off && write_zero_data(q, off, head_end - off, err) < 0)
     return -1;
   uint64_t tail_start = (off + len) & ~(cs - 1);
   if (tail_start > head_end) {
@@ -445,7 +636,7 @@ static int qcow2_write_zeroes(vm_disk *d, uint64_t off, uint64_t len, vs_error *
   } else {
     tail_start = head_end;
   }
-  if (off + len > tail_start && write_range(q, NULL, tail_start, off + len - tail_start, err) < 0)
+  if (off + len > tail_start && write_zero_data(q, tail_start, off + len - tail_start, err) < 0)
     return -1;
   return 0;
 }
@@ -485,6 +676,7 @@ static void qcow2_free(qcow2 *q) {
   qcow2_refcount_free(q);
   qcow2_meta_free(&q->meta);
   free(q->cluster_buf);
+  free(q->zero_buf);
   free(q->comp_out);
   free(q->comp_in);
   free(q);
@@ -522,6 +714,8 @@ static const disk_ops qcow2_ops = {
     .name = "qcow2",
     .read = qcow2_read,
     .write = qcow2_write,
+    .readv = qcow2_readv,
+    .writev = qcow2_writev,
     .flush = qcow2_flush,
     .discard = qcow2_discard,
     .write_zeroes = qcow2_write_zeroes,

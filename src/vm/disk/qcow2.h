@@ -108,6 +108,7 @@ typedef struct qcow2 {
   size_t n_pending_free, cap_pending_free;
   /* scratch */
   uint8_t *cluster_buf; /* one cluster for copy-on-write */
+  uint8_t *zero_buf;    /* one cluster of zeros (allocated on first use) */
   uint8_t *comp_out;    /* last decompressed cluster */
   uint64_t comp_entry;  /* L2 entry of comp_out, 0 = none */
   uint8_t *comp_in;     /* compressed input */
