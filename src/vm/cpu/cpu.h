@@ -73,7 +73,7 @@ static inline void rv_code_page_written(uint32_t *code_pages, uint64_t page) {
 #define RV_MIP_SEIP (1ULL << 9)
 #define RV_MIP_MEIP (1ULL << 11)
 
-#define RV_TLB_SIZE 256
+#define RV_TLB_SIZE 1024 /* per set and access type: the kernel's working set missed in 256 */
 #define RV_PMP_ENTRIES 64
 
 /* One TLB entry maps a virtual page straight to host memory (RAM only):
@@ -116,6 +116,7 @@ struct rv_hart {
                                    (0 U, 1 S, 2 M: no translation) */
   unsigned pmp_count;            /* PMP entries up to the last one that is not OFF */
   bool pmp_locked;               /* some PMP entry is locked: M-mode accesses are checked too */
+  uint8_t pmp_ram_su;            /* S/U decision for all of RAM if one entry makes it (pmp.c) */
   uint64_t tlb_tag;              /* flush generation in bits 52..63 (vpn needs only 52 bits) */
   uint32_t code_epoch;           /* bus->code_epoch when the write mappings were last checked */
   uint64_t fetch_vpn;            /* one-entry fetch cache */

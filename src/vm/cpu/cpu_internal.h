@@ -224,7 +224,8 @@ static inline unsigned rv_pmp_cfg(const rv_hart *h, unsigned i) {
   /* RV64 packs eight entries into each even-numbered pmpcfg register. */
   return (h->pmpcfg[(size_t)(i / 8) * 2] >> (8 * (i % 8))) & 0xff;
 }
-/* Recompute the derived PMP summary (pmp_count, pmp_locked) after pmpcfg changes. */
+/* Recompute the derived PMP summary (pmp_count, pmp_locked, pmp_ram_su) after pmpcfg changes. */
+#define RV_PMP_RAM_UNIFORM 0x80
 void rv_pmp_update(rv_hart *h);
 /* pmpaddr[i] is writable: its entry is not locked, nor is a TOR entry above it. */
 bool rv_pmp_addr_writable(const rv_hart *h, unsigned i);

@@ -14,16 +14,37 @@
 
 enum { PMP_OFF, PMP_TOR, PMP_NA4, PMP_NAPOT };
 
+static bool pmp_range(const rv_hart *h, unsigned i, unsigned cfg, uint64_t *lo, uint64_t *hi);
+
+/* S and U mode's PMP decision for all of RAM when a single entry makes it (the firmware's usual
+ * "everything" entry): PMP_RAM_UNIFORM | the R/W/X bits; 0 when RAM is split between entries. */
+static uint8_t pmp_ram_summary(const rv_hart *h) {
+  uint64_t ram_lo = h->bus->ram_base, ram_hi = ram_lo + h->bus->ram_size;
+  for (unsigned i = 0; i < h->pmp_count; i++) {
+    unsigned cfg = rv_pmp_cfg(h, i);
+    uint64_t lo, hi;
+    if (!pmp_range(h, i, cfg, &lo, &hi) || ram_hi <= lo || ram_lo >= hi)
+      continue;
+    if (lo <= ram_lo && ram_hi <= hi)
+      return (uint8_t)(RV_PMP_RAM_UNIFORM | (cfg & (PMP_R | PMP_W | PMP_X)));
+    return 0;
+  }
+  return RV_PMP_RAM_UNIFORM; /* no entry matches RAM: S and U may not access it */
+}
+
+/* Called on every TLB flush: eight pmpcfg registers of eight entries each, not 64 entries. */
 void rv_pmp_update(rv_hart *h) {
   h->pmp_count = 0;
   h->pmp_locked = false;
-  for (unsigned i = 0; i < RV_PMP_ENTRIES; i++) {
-    unsigned cfg = rv_pmp_cfg(h, i);
-    if ((cfg >> PMP_A_SHIFT) & 3)
-      h->pmp_count = i + 1;
-    if (cfg & PMP_L)
+  for (unsigned r = 0; r < RV_PMP_ENTRIES / 8; r++) {
+    uint64_t w = h->pmpcfg[(size_t)r * 2];
+    if (w & 0x8080808080808080ULL)
       h->pmp_locked = true;
+    uint64_t a = w & 0x1818181818181818ULL; /* the A fields */
+    if (a)
+      h->pmp_count = r * 8 + (unsigned)(63 - __builtin_clzll(a)) / 8 + 1;
   }
+  h->pmp_ram_su = pmp_ram_summary(h);
 }
 
 bool rv_pmp_addr_writable(const rv_hart *h, unsigned i) {
@@ -65,8 +86,12 @@ static bool pmp_range(const rv_hart *h, unsigned i, unsigned cfg, uint64_t *lo, 
 
 /* The PMP decision for the bytes [pa, pa + size) accessed with effective privilege priv. */
 static bool pmp_allows(const rv_hart *h, uint64_t pa, uint64_t size, int access, int priv) {
+  static const unsigned need[3] = {[ACC_READ] = PMP_R, [ACC_WRITE] = PMP_W, [ACC_EXEC] = PMP_X};
   if (priv == RV_PRIV_M && !h->pmp_locked)
     return true; /* only locked entries apply to M-mode */
+  if (priv != RV_PRIV_M && (h->pmp_ram_su & RV_PMP_RAM_UNIFORM) &&
+      rv_ram_contains(h->bus, pa, size)) /* page walks and TLB fills of the kernel */
+    return (h->pmp_ram_su & need[access]) != 0;
   uint64_t end = pa + size;
   for (unsigned i = 0; i < h->pmp_count; i++) {
     unsigned cfg = rv_pmp_cfg(h, i);
@@ -78,7 +103,6 @@ static bool pmp_allows(const rv_hart *h, uint64_t pa, uint64_t size, int access,
       return false;
     if (priv == RV_PRIV_M && !(cfg & PMP_L))
       return true;
-    static const unsigned need[3] = {[ACC_READ] = PMP_R, [ACC_WRITE] = PMP_W, [ACC_EXEC] = PMP_X};
     return (cfg & need[access]) != 0;
   }
   /* No entry matches: M-mode may access, S and U may not (this hart implements entries). */
