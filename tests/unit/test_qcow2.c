@@ -730,6 +730,169 @@ TEST(qcow2_readv_bad_l2_entry_fails_the_request) {
   free(buf);
 }
 
+/* ------------------------------------------------------------- lazy L2 tables */
+
+/* qemu-img check of an image a process "crashed" on: leaked clusters are allowed (exit 3),
+ * corruption (exit 2) or anything else is not. */
+static void check_qemu_img_leaks_only(const char *p) {
+  if (!have_qemu_img())
+    return;
+  char cmd[256];
+  snprintf(cmd, sizeof(cmd), "qemu-img check -q %s >/dev/null 2>&1", p);
+  int r = system(cmd);
+  int code = WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+  if (code != 0 && code != 3)
+    TAP_FAIL("%s: qemu-img check exit status %d (0 or 3 expected)", p, code);
+  tap.checks++;
+}
+
+/* What a VMM crash leaves: the file as it is while the disk is still open, unflushed. */
+static void copy_aside(const char *from, const char *to) {
+  char cmd[256];
+  snprintf(cmd, sizeof(cmd), "cp %s %s", from, to);
+  if (system(cmd) != 0)
+    TAP_FAIL("%s", cmd);
+}
+
+static void check_range(vm_disk *d, const uint8_t *want, uint64_t off, size_t len) {
+  uint8_t *r = malloc(len);
+  vs_error *err = NULL;
+  if (vm_disk_read(d, r, off, len, &err) < 0)
+    TAP_FAIL("read %zu at %" PRIu64 ": %s", len, off, err->msg);
+  if (memcmp(r, want, len) != 0)
+    TAP_FAIL("content differs in %zu bytes at %" PRIu64, len, off);
+  free(r);
+  tap.checks++;
+}
+
+TEST(qcow2_lazy_l2_unflushed_writes_are_read_back_and_survive_flush_close_reopen) {
+  const uint64_t size = 16 << 20;
+  const char *p = tmp_path("lazy.qcow2"), *crash = tmp_path("lazy-crash.qcow2");
+  create(p, size, 0, NULL, 0);
+  uint8_t *shadow = calloc(1, size), *buf = malloc(1 << 20);
+  vm_disk *d = open_img(p, false);
+  for (int i = 0; i < 40; i++) {
+    size_t len = 1 + rng() % (1 << 20);
+    uint64_t off = rng() % (size - len + 1);
+    fill(buf, len);
+    CHECK_EQ(vm_disk_write(d, buf, off, len, NULL), 0);
+    memcpy(shadow + off, buf, len);
+  }
+  check_content(d, shadow, size); /* no flush yet: the entries are only in the cache */
+  copy_aside(p, crash);
+  check_qemu_img_leaks_only(crash);
+  CHECK_EQ(vm_disk_flush(d, NULL), 0);
+  check_content(d, shadow, size);
+  CHECK_EQ(vm_disk_close(d, NULL), 0);
+  check_qemu_img(p);
+  d = open_img(p, true);
+  check_content(d, shadow, size);
+  vm_disk_close(d, NULL);
+  free(buf);
+  free(shadow);
+}
+
+TEST(qcow2_lazy_l2_crash_keeps_flushed_data_and_leaks_at_worst) {
+  const uint64_t size = 8 << 20;
+  const char *p = tmp_path("crash.qcow2"), *crash = tmp_path("crash-copy.qcow2");
+  create(p, size, 0, NULL, 0);
+  uint8_t *flushed = malloc(size), *buf = malloc(size);
+  vm_disk *d = open_img(p, false);
+  fill(flushed, size);
+  CHECK_EQ(vm_disk_write(d, flushed, 0, size, NULL), 0);
+  CHECK_EQ(vm_disk_flush(d, NULL), 0);
+  /* After the flush: overwrites in place, discards and zeroes that replace clusters, and writes
+   * that allocate (after a discard) - none of them flushed. */
+  fill(buf, size);
+  CHECK_EQ(vm_disk_write(d, buf, 0, 1 << 20, NULL), 0);
+  CHECK_EQ(vm_disk_discard(d, 2 << 20, 2 << 20, NULL), 0);
+  CHECK_EQ(vm_disk_write_zeroes(d, 5 << 20, 1 << 20, NULL), 0);
+  CHECK_EQ(vm_disk_write(d, buf, 3 << 20, 65536 * 3, NULL), 0);
+  copy_aside(p, crash);
+  check_qemu_img_leaks_only(crash);
+  /* What was flushed and not touched since is in the copy. */
+  vm_disk *c = open_img(crash, true);
+  check_range(c, flushed + (1 << 20), 1 << 20, 1 << 20);
+  check_range(c, flushed + (4 << 20), 4 << 20, 1 << 20);
+  check_range(c, flushed + (6 << 20), 6 << 20, 2 << 20);
+  vm_disk_close(c, NULL);
+  CHECK_EQ(vm_disk_close(d, NULL), 0);
+  check_qemu_img(p);
+  memset(flushed + (2 << 20), 0, 2 << 20);
+  memset(flushed + (5 << 20), 0, 1 << 20);
+  memcpy(flushed, buf, 1 << 20);
+  memcpy(flushed + (3 << 20), buf, 65536 * 3);
+  d = open_img(p, true);
+  check_content(d, flushed, size);
+  vm_disk_close(d, NULL);
+  free(buf);
+  free(flushed);
+}
+
+/* 512-byte clusters on a 1 GiB disk: 32768 L2 tables of 64 entries and a cache of 16384
+ * slots, so guest offsets 512 MiB apart share a slot and every other write evicts a dirty
+ * table. */
+TEST(qcow2_lazy_l2_evicted_dirty_tables_are_written_back) {
+  const uint64_t size = 1ull << 30, half = size / 2;
+  enum { N = 200, LEN = 1500 };
+  const char *p = tmp_path("evict.qcow2"), *crash = tmp_path("evict-crash.qcow2");
+  create(p, size, 512, NULL, 0);
+  uint8_t *data = malloc((size_t)N * LEN);
+  uint64_t off[N];
+  fill(data, (size_t)N * LEN);
+  vm_disk *d = open_img(p, false);
+  for (int i = 0; i < N; i++) {
+    off[i] = (i % 2 ? half : 0) + (uint64_t)(i / 2) * 40000 + (uint64_t)(i % 7) * 100;
+    CHECK_EQ(vm_disk_write(d, data + (size_t)i * LEN, off[i], LEN, NULL), 0);
+    if (i == N / 2) {
+      copy_aside(p, crash);
+      check_qemu_img_leaks_only(crash);
+    }
+  }
+  for (int i = 0; i < N; i++)
+    check_range(d, data + (size_t)i * LEN, off[i], LEN);
+  CHECK_EQ(vm_disk_close(d, NULL), 0);
+  check_qemu_img(p);
+  d = open_img(p, true);
+  for (int i = 0; i < N; i++)
+    check_range(d, data + (size_t)i * LEN, off[i], LEN);
+  vm_disk_close(d, NULL);
+  free(data);
+}
+
+/* Discard and zeroes change cached L2 tables too; over a backing file (zero flag) and without. */
+TEST(qcow2_lazy_l2_discard_and_zeroes_after_reopen) {
+  const uint64_t size = 4 << 20;
+  const char *base = tmp_path("lz-base.qcow2"), *top = tmp_path("lz-top.qcow2");
+  create(base, size, 0, NULL, 0);
+  uint8_t *want = malloc(size);
+  fill(want, size);
+  vm_disk *b = open_img(base, false);
+  CHECK_EQ(vm_disk_write(b, want, 0, size, NULL), 0);
+  CHECK_EQ(vm_disk_close(b, NULL), 0);
+  create(top, size, 0, base, VM_DISK_FORMAT_QCOW2);
+  vm_disk *d = open_img(top, false);
+  uint8_t *buf = malloc(1 << 20);
+  fill(buf, 1 << 20);
+  CHECK_EQ(vm_disk_write(d, buf, 100000, 1 << 20, NULL), 0);
+  memcpy(want + 100000, buf, 1 << 20);
+  CHECK_EQ(vm_disk_write_zeroes(d, 300000, 400000, NULL), 0);
+  memset(want + 300000, 0, 400000);
+  CHECK_EQ(vm_disk_flush(d, NULL), 0);
+  CHECK_EQ(vm_disk_discard(d, 2 << 20, 1 << 20, NULL), 0); /* v3: zero flag over a backing */
+  memset(want + (2 << 20), 0, 1 << 20);
+  CHECK_EQ(vm_disk_write_zeroes(d, 0, 65536, NULL), 0);
+  memset(want, 0, 65536);
+  check_content(d, want, size);
+  CHECK_EQ(vm_disk_close(d, NULL), 0);
+  check_qemu_img(top);
+  d = open_img(top, true);
+  check_content(d, want, size);
+  vm_disk_close(d, NULL);
+  free(buf);
+  free(want);
+}
+
 static void cleanup(void) {
   if (tmpdir[0]) {
     char cmd[128];

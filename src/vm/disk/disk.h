@@ -7,6 +7,8 @@
  *
  * Crash safety (qcow2): metadata is written in an order that leaves at most leaked clusters when
  * the process dies at any point; vm_disk_flush() makes all completed writes durable (fdatasync).
+ * Writes that allocated clusters since the last flush may be lost in a crash (their L2 entries
+ * are kept in memory until the flush, as QEMU does with cache=writeback).
  */
 #ifndef VESSEL_VM_DISK_H
 #define VESSEL_VM_DISK_H

@@ -5,6 +5,20 @@
  * are checked before use. A bad header or L1/refcount table refuses the open; a bad L2 entry
  * fails the one request that meets it with EIO. Guest data is never read from or written to a
  * cluster that holds metadata, and every write lands inside the image file.
+ *
+ * L2 tables are written lazily, as QEMU does with cache=writeback: a request that allocates
+ * clusters (or a zero/discard that unmaps them) changes the cached L2 table and marks it dirty;
+ * the table reaches the file at the next guest FLUSH, at close, or when its cache slot is reused
+ * for another table. Before a dirty table is written, one fdatasync makes the refcounts and data
+ * of the clusters it points to durable; at a FLUSH the tables are then synced, and only after
+ * that do replaced clusters lose their reference (qcow2_free_later). A brand-new L2 table is
+ * written zeroed, with an ordering sync, before the L1 entry that points to it, so an L1 entry
+ * never points to a table that is not on disk; its entries follow lazily like any other.
+ * Writes into clusters that are already allocated go straight to the file.
+ *
+ * What a VMM crash leaves: writes since the last FLUSH that allocated clusters may be lost
+ * (their L2 entries were only in memory); flushed data is durable; the image is never corrupt,
+ * at worst clusters leak (refcount 1, no L2 entry), which qemu-img check reports as leaks.
  */
 #include "vm/disk/qcow2.h"
 
@@ -25,10 +39,36 @@ static qcow2 *qcow2_of(vm_disk *d) { return d->priv; }
 
 /* ------------------------------------------------------------- mapping */
 
+/* Write a dirty cached L2 table to its place in the file. Its entries may point to clusters
+ * whose refcounts or data are not durable yet: the ordering sync comes first, so the table on
+ * disk never points to a cluster a crash would leave free or unwritten. On failure the table
+ * stays dirty (the cache, not the file, holds the truth) and is tried again later. */
+static int l2_writeback(qcow2 *q, qcow2_cache_slot *s, vs_error **err) {
+  if (!s->dirty)
+    return 0;
+  if (qcow2_order_refcounts(q, err) < 0)
+    return vs_error_wrap(err, "order refcounts before L2 table at 0x%" PRIx64, s->offset);
+  if (disk_file_write(q->file, s->data, q->cluster_size, s->offset, err) < 0)
+    return vs_error_wrap(err, "write L2 table at 0x%" PRIx64, s->offset);
+  s->dirty = false;
+  return 0;
+}
+
+/* Every dirty L2 table to the file; the first write-back's ordering sync covers them all. */
+static int l2_writeback_all(qcow2 *q, vs_error **err) {
+  for (size_t i = 0; i < q->l2_slots; i++)
+    if (l2_writeback(q, &q->l2_cache[i], err) < 0)
+      return -1;
+  return 0;
+}
+
 static int l2_load(qcow2 *q, uint64_t l1_index, qcow2_cache_slot **out, vs_error **err) {
   uint64_t off = q->l1[l1_index] & QCOW2_OFFSET_MASK;
   qcow2_cache_slot *s = &q->l2_cache[l1_index % q->l2_slots];
   if (s->offset != off) {
+    /* The slot is reused for another table: the one it holds may have entries only here. */
+    if (l2_writeback(q, s, err) < 0)
+      return vs_error_wrap(err, "evict L2 table");
     s->offset = 0;
     if (disk_file_read(q->file, s->data, q->cluster_size, off, err) < 0)
       return vs_error_wrap(err, "read L2 table at 0x%" PRIx64, off);
@@ -83,6 +123,8 @@ static int l2_get_for_write(qcow2 *q, uint64_t guest, qcow2_cache_slot **out, vs
   if (qcow2_alloc_cluster(q, &off, err) < 0)
     return vs_error_wrap(err, "allocate L2 table");
   qcow2_cache_slot *s = &q->l2_cache[l1i % q->l2_slots];
+  if (l2_writeback(q, s, err) < 0)
+    return vs_error_wrap(err, "evict L2 table");
   s->offset = 0;
   memset(s->data, 0, q->cluster_size);
   if (disk_file_write(q->file, s->data, q->cluster_size, off, err) < 0)
@@ -102,21 +144,13 @@ static int l2_get_for_write(qcow2 *q, uint64_t guest, qcow2_cache_slot **out, vs
   return 0;
 }
 
-/* Write entries [first, first+count) of a cached L2 table to the file, in one write. */
-static int l2_entries_write(qcow2 *q, qcow2_cache_slot *s, uint64_t first, uint64_t count,
-                            vs_error **err) {
-  if (disk_file_write(q->file, &s->data[first], count * 8, s->offset + first * 8, err) < 0) {
-    s->offset = 0; /* the cached table no longer matches the file */
-    return vs_error_wrap(err, "write L2 entries");
-  }
-  return 0;
-}
-
-static int l2_entry_set(qcow2 *q, qcow2_cache_slot *s, uint64_t guest, uint64_t entry,
-                        vs_error **err) {
+/* L2 entries change in the cache only: the table is written back at the next flush or when its
+ * slot is reused (l2_writeback), not once per request. A brand-new table is the exception: it is
+ * written zeroed before the L1 entry that makes it live (l2_get_for_write). */
+static void l2_entry_set(qcow2 *q, qcow2_cache_slot *s, uint64_t guest, uint64_t entry) {
   uint64_t i = (guest >> q->cluster_bits) % q->l2_entries;
   s->data[i] = htobe64(entry);
-  return l2_entries_write(q, s, i, 1, err);
+  s->dirty = true;
 }
 
 static cluster_kind classify(const qcow2 *q, uint64_t entry) {
@@ -527,13 +561,14 @@ static int fresh_run_write(qcow2 *q, const io_req *r, fresh_run *f, vs_error **e
   for (unsigned i = 0; i < f->count; i++)
     if (qcow2_alloc_cluster(q, &f->host[i], err) < 0)
       return -1;
-  if (fresh_run_write_data(q, r, f, err) < 0 || qcow2_order_refcounts(q, err) < 0)
+  if (fresh_run_write_data(q, r, f, err) < 0)
     return -1;
-  uint64_t first = ((r->off + f->pos) >> q->cluster_bits) % q->l2_entries;
+  /* The new clusters' data must be durable before a written-back L2 table points to them (a
+   * reused cluster would otherwise show another guest block's old content after a crash). */
+  q->refcounts_unsynced = true;
+  uint64_t cs = q->cluster_size;
   for (unsigned i = 0; i < f->count; i++)
-    l2->data[first + i] = htobe64(f->host[i] | QCOW2_OFLAG_COPIED);
-  if (l2_entries_write(q, l2, first, f->count, err) < 0)
-    return -1;
+    l2_entry_set(q, l2, ((r->off + f->pos) & ~(cs - 1)) + i * cs, f->host[i] | QCOW2_OFLAG_COPIED);
   for (unsigned i = 0; i < f->count; i++)
     release_old_cluster(q, f->old[i]);
   return 0;
@@ -614,8 +649,7 @@ static int unmap_clusters(qcow2 *q, uint64_t off, uint64_t len, bool zeroes, vs_
     qcow2_cache_slot *l2 = NULL;
     if (l2_get_for_write(q, off, &l2, err) < 0)
       return -1;
-    if (l2_entry_set(q, l2, off, new_entry, err) < 0)
-      return -1;
+    l2_entry_set(q, l2, off, new_entry);
     release_old_cluster(q, entry);
   }
   return 0;
@@ -654,9 +688,16 @@ static int qcow2_discard(vm_disk *d, uint64_t off, uint64_t len, vs_error **err)
   return unmap_clusters(q, start, end - start, false, err);
 }
 
-static int qcow2_flush(vm_disk *d, vs_error **err) {
-  return qcow2_refcount_flush(qcow2_of(d), err);
+/* Everything durable, in order: data and refcounts synced, then the dirty L2 tables written
+ * (l2_writeback_all), then synced again (qcow2_refcount_flush), and only then the clusters the
+ * new entries stopped using lose their reference. */
+static int flush_all(qcow2 *q, vs_error **err) {
+  if (l2_writeback_all(q, err) < 0)
+    return vs_error_wrap(err, "flush L2 tables");
+  return qcow2_refcount_flush(q, err);
 }
+
+static int qcow2_flush(vm_disk *d, vs_error **err) { return flush_all(qcow2_of(d), err); }
 
 /* ------------------------------------------------------------- open / close */
 
@@ -687,7 +728,7 @@ static int qcow2_close(vm_disk *d, vs_error **err) {
   int r = 0;
   if (!d->readonly) {
     qcow2_release_reserve(q);
-    r = qcow2_refcount_flush(q, err);
+    r = flush_all(q, err);
     if (r == 0)
       r = disk_file_sync(q->file, err);
   }

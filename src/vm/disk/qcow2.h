@@ -51,6 +51,7 @@
 typedef struct qcow2_cache_slot {
   uint64_t offset; /* host offset of the cached table; 0 = empty */
   uint64_t *data;  /* one cluster, big-endian as on disk */
+  bool dirty;      /* L2 tables only: entries changed here and not yet written to the file */
 } qcow2_cache_slot;
 
 /* Set of host cluster indexes that hold metadata (header, L1, refcount table and blocks, L2
@@ -103,7 +104,8 @@ typedef struct qcow2 {
   uint64_t reserve_next;  /* reserved clusters [reserve_next, reserve_next+reserve_count) */
   uint64_t reserve_count;
   uint64_t reserve_size;   /* size of the next reserve */
-  bool refcounts_unsynced; /* refcount raises not yet ordered by an fdatasync */
+  bool refcounts_unsynced; /* refcount raises or fresh-cluster data not yet ordered by an
+                            * fdatasync before the L2 tables that point to them */
   qcow2_free_range *pending_free;
   size_t n_pending_free, cap_pending_free;
   /* scratch */
@@ -154,8 +156,9 @@ void qcow2_rb_entry_set(const qcow2 *q, uint8_t *blk, uint64_t i, uint64_t v, si
 int qcow2_refcount_get(qcow2 *q, uint64_t cluster, uint64_t *rc, vs_error **err);
 /* Allocate one cluster (refcount 1); returns its host offset. */
 int qcow2_alloc_cluster(qcow2 *q, uint64_t *offset, vs_error **err);
-/* Before an L1/L2 entry that points to a fresh cluster is written: order the refcount updates
- * before it (fdatasync), so a power loss can leak clusters but never lose a reference. */
+/* Before an L1 entry or L2 table that points to fresh clusters is written: order their refcount
+ * updates and data before it (fdatasync), so a power loss can leak clusters but never lose a
+ * reference. */
 int qcow2_order_refcounts(qcow2 *q, vs_error **err);
 /* Drop one reference to each cluster of [offset, offset+len) at the next flush, after the
  * metadata that stopped using them is on disk. */

@@ -2,7 +2,7 @@
  *
  * Write order (what a crash at any point leaves behind):
  *  - a fresh cluster's refcount is raised (and fdatasync'ed, see qcow2_order_refcounts) before any
- *    L1/L2 entry points to it: a crash leaks it at worst;
+ *    L1 entry or written-back L2 table points to it: a crash leaks it at worst;
  *  - a cluster loses its reference only at a flush, after the metadata that stopped using it is
  *    on disk (qcow2_free_later): a crash never leaves an entry pointing to a free cluster;
  *  - a new refcount block is written before the table entry that points to it, and a grown
