@@ -273,10 +273,11 @@ static inline void rv_step(rv_hart *h) {
 
 /* ---------------------------------------------------------------- decoded blocks */
 
-static unsigned rv_block_len(const rv_block *b) { return b->where & ((1U << RV_BLOCK_N_BITS) - 1); }
+/* A block's place (rv_block.where, also kept in links): its length and first instruction. */
+static unsigned rv_where_len(uint32_t where) { return where & ((1U << RV_BLOCK_N_BITS) - 1); }
 
-static const rv_insn *rv_block_first(const rv_hart *h, const rv_block *b) {
-  return &h->icache->pool[b->where >> RV_BLOCK_N_BITS];
+static rv_insn *rv_where_first(struct rv_icache *ic, uint32_t where) {
+  return &ic->pool[where >> RV_BLOCK_N_BITS];
 }
 
 /* The index of the RAM page that holds host address `host`. */
@@ -383,7 +384,7 @@ static rv_block *rv_block_lookup(rv_hart *h) {
   uint8_t *host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
   rv_block *b = &h->icache->blocks[rv_block_slot((uintptr_t)host)];
   if (likely(b->where && b->gen == h->bus->code_pages[rv_ram_page(h->bus, host)] &&
-             rv_block_first(h, b)->key == (uintptr_t)host))
+             rv_where_first(h->icache, b->where)->key == (uintptr_t)host))
     return b;
   return rv_block_build(h, b, host, pc);
 }
@@ -430,7 +431,7 @@ RV_KEEP_DISPATCH_COPIES static uint64_t rv_blocks_run(rv_hart *h, rv_block *blk,
 #undef RV_CALL_LABEL
 #undef RV_JUMP_LABEL
   struct rv_icache *ic = h->icache;
-  rv_insn *first = &ic->pool[blk->where >> RV_BLOCK_N_BITS], *d = first;
+  rv_insn *first = rv_where_first(ic, blk->where), *d = first;
   uint64_t *x = h->x;
   uint64_t pc = h->pc;
   unsigned n = 0;
@@ -557,10 +558,10 @@ chain: /* on to the next block, while the chunk lasts and it fits in the budget 
     /* A successor in the same page: valid while the page's code counter has not moved (it was
      * linked when both blocks were decoded under the same counter). */
     uint8_t *host = (uint8_t *)(uintptr_t)(h->pc + h->fetch_addend); // NOLINT
-    rv_insn *next = &ic->pool[*link >> RV_BLOCK_N_BITS];
+    rv_insn *next = rv_where_first(ic, *link);
     if (likely(next->key == (uintptr_t)host &&
                h->bus->code_pages[rv_ram_page(h->bus, host)] == gen)) {
-      if ((*link & ((1U << RV_BLOCK_N_BITS) - 1)) > left - total)
+      if (rv_where_len(*link) > left - total)
         return total;
       first = d = next;
       pc = h->pc;
@@ -576,9 +577,9 @@ chain: /* on to the next block, while the chunk lasts and it fits in the budget 
     *link = blk->where;
   clears = ic->clears;
   gen = blk->gen;
-  if (rv_block_len(blk) > left - total)
+  if (rv_where_len(blk->where) > left - total)
     return total;
-  first = d = &ic->pool[blk->where >> RV_BLOCK_N_BITS];
+  first = d = rv_where_first(ic, blk->where);
   pc = h->pc;
   DISPATCH();
 left: /* d trapped or asked to leave: it ran */
@@ -613,7 +614,7 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     uint64_t i = 0;
     while (i < n) {
       rv_block *b = rv_block_lookup(h);
-      if (likely(b && rv_block_len(b) <= left - i)) {
+      if (likely(b && rv_where_len(b->where) <= left - i)) {
         i += rv_blocks_run(h, b, n - i, left - i);
       } else {
         rv_step(h);
@@ -891,14 +892,33 @@ static void rv_write_satp(rv_hart *h, uint64_t val) {
 
 static bool rv_csr_write_field(rv_hart *h, unsigned csr, uint64_t val);
 
+/* Whether writing csr can make an interrupt deliverable (enables, pending bits, delegation,
+ * the supervisor timer). */
+static bool rv_csr_affects_interrupts(unsigned csr) {
+  switch (csr) {
+  case CSR_SSTATUS:
+  case CSR_SIE:
+  case CSR_SIP:
+  case CSR_STIMECMP:
+  case CSR_MSTATUS:
+  case CSR_MIE:
+  case CSR_MIP:
+  case CSR_MIDELEG:
+    return true;
+  default:
+    return false;
+  }
+}
+
 bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
   if (((csr >> 8) & 3) > (unsigned)h->priv || (csr >> 10) == 3)
     return false;
   bool ok = rv_csr_write_field(h, csr, val);
-  /* A write may unmask or raise an interrupt (sstatus.SIE in every spin_unlock_irqrestore, sie,
-   * sip, stimecmp): the run loop looks again only when one is pending and enabled, not after
-   * every CSR write. Translation changes reach the fetch cache through the TLB flush. */
-  if (rv_hart_irq_pending(h))
+  /* A write to an interrupt CSR may unmask or raise one (sstatus.SIE in every
+   * spin_unlock_irqrestore): the run loop looks again only when one is pending and enabled, not
+   * after every CSR write (sscratch at every trap). Translation changes reach the fetch cache
+   * through the TLB flush. */
+  if (rv_csr_affects_interrupts(csr) && rv_hart_irq_pending(h))
     h->check_irq = true;
   return ok;
 }
