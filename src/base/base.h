@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -310,5 +311,21 @@ int vs_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t nf
  * descriptors than fit (MSG_CTRUNC) everything received is closed and an error says so. */
 ssize_t vs_recv_fds(int sock, void *buf, size_t cap, int *fds_out, size_t max_fds, size_t *nfds,
                     vs_error **err);
+
+/* ---- iovec lists (iov.c): guest request buffers, sliced and copied without knowing their
+ * layout */
+
+uint64_t vs_iov_total(const struct iovec *iov, unsigned n);
+/* Bytes [skip, skip+len) of a list as iovecs into the same buffers (nothing is copied), e.g. one
+ * part of a guest request for one preadv. Empty buffers are left out, so dst needs room for at
+ * most n entries and at most len; returns how many it holds. */
+unsigned vs_iov_slice(const struct iovec *iov, unsigned n, uint64_t skip, uint64_t len,
+                      struct iovec *dst);
+/* Copy up to len bytes between buf and the list from byte `skip` on; returns the bytes copied
+ * (fewer when the list ends first). */
+size_t vs_iov_copy_from(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len);
+size_t vs_iov_copy_to(const struct iovec *iov, unsigned n, size_t skip, const void *buf,
+                      size_t len);
+void vs_iov_zero(const struct iovec *iov, unsigned n);
 
 #endif

@@ -112,8 +112,6 @@ bool virtq_has_avail(const virtq *vq, const virtio_mem *mem);
 void virtq_unpop(virtq *vq, uint16_t n);
 
 /* Copy up to len bytes out of / into an iovec list starting at byte `skip`; returns bytes done. */
-size_t iov_copy_from(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len);
-size_t iov_copy_to(const struct iovec *iov, unsigned n, size_t skip, const void *buf, size_t len);
 
 /* ------------------------------------------------------------------ virtio-mmio transport */
 

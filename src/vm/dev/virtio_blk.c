@@ -46,20 +46,6 @@ static void put_le64(uint8_t *p, uint64_t v) {
   memcpy(p, &v, 8);
 }
 
-/* An iovec list without its first `skip` bytes / without its last byte (the status). */
-static unsigned iov_tail(const struct iovec *src, unsigned n, size_t skip, struct iovec *dst) {
-  unsigned k = 0;
-  for (unsigned i = 0; i < n; i++) {
-    if (skip >= src[i].iov_len) {
-      skip -= src[i].iov_len;
-      continue;
-    }
-    dst[k++] = (struct iovec){(char *)src[i].iov_base + skip, src[i].iov_len - skip};
-    skip = 0;
-  }
-  return k;
-}
-
 static bool range_ok(const virtio_blk *b, uint64_t sector, uint64_t bytes) {
   uint64_t size = vm_disk_size(b->disk);
   return sector <= size / SECTOR && bytes <= size - sector * SECTOR;
@@ -74,7 +60,7 @@ static uint8_t do_segments(virtio_blk *b, uint32_t type, const struct iovec *iov
     return VIRTIO_BLK_S_IOERR;
   for (uint64_t i = 0; i < len / 16; i++) {
     uint8_t seg[16];
-    iov_copy_from(iov, n, i * 16, seg, 16);
+    vs_iov_copy_from(iov, n, i * 16, seg, 16);
     uint64_t sector;
     uint32_t num, flags;
     memcpy(&sector, seg, 8);
@@ -123,7 +109,7 @@ static int64_t serve(virtio_blk *b, virtq_elem *e) {
   if (e->out_len < 16 || e->in_len < 1)
     return -1;
   uint8_t hdr[16];
-  iov_copy_from(e->out, e->out_num, 0, hdr, 16);
+  vs_iov_copy_from(e->out, e->out_num, 0, hdr, 16);
   uint32_t type;
   uint64_t sector;
   memcpy(&type, hdr, 4);
@@ -137,8 +123,8 @@ static int64_t serve(virtio_blk *b, virtq_elem *e) {
   last->iov_len--;
   uint64_t in_data = e->in_len - 1;
   struct iovec out_data[VIRTQ_MAX_SEGMENTS];
-  unsigned out_n = iov_tail(e->out, e->out_num, 16, out_data);
   uint64_t out_len = e->out_len - 16;
+  unsigned out_n = vs_iov_slice(e->out, e->out_num, 16, out_len, out_data);
   unsigned in_n = e->in_num - (last->iov_len == 0);
 
   uint8_t st;
@@ -162,8 +148,8 @@ static int64_t serve(virtio_blk *b, virtq_elem *e) {
     break;
   }
   case VIRTIO_BLK_T_GET_ID:
-    written = iov_copy_to(e->in, in_n, 0, b->serial,
-                          in_data < VIRTIO_BLK_ID_BYTES ? in_data : VIRTIO_BLK_ID_BYTES);
+    written = vs_iov_copy_to(e->in, in_n, 0, b->serial,
+                             in_data < VIRTIO_BLK_ID_BYTES ? in_data : VIRTIO_BLK_ID_BYTES);
     st = VIRTIO_BLK_S_OK;
     break;
   case VIRTIO_BLK_T_DISCARD:

@@ -92,7 +92,7 @@ static void deliver_input(virtio_console *c) {
       size_t run = VIRTIO_CONSOLE_RX_BUF - c->rx_head;
       if (run > c->rx_count)
         run = c->rx_count;
-      size_t n = iov_copy_to(c->elem.in, c->elem.in_num, wrote, c->rx + c->rx_head, run);
+      size_t n = vs_iov_copy_to(c->elem.in, c->elem.in_num, wrote, c->rx + c->rx_head, run);
       if (n == 0)
         break;
       wrote += (uint32_t)n;

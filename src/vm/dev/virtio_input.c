@@ -101,7 +101,7 @@ static void deliver_pending(virtio_input *in) {
       virtio_mmio_set_needs_reset(t, err->msg);
       return;
     }
-    size_t n = iov_copy_to(in->elem.in, in->elem.in_num, 0, in->pending[done], 8);
+    size_t n = vs_iov_copy_to(in->elem.in, in->elem.in_num, 0, in->pending[done], 8);
     if (virtq_push(q, &t->mem, in->elem.head, (uint32_t)n, &err) < 0) {
       virtio_mmio_set_needs_reset(t, err->msg);
       return;

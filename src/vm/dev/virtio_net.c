@@ -138,12 +138,12 @@ static bool transmit_chain(virtio_net *n, const virtq_elem *e) {
   if (e->out_len < VIRTIO_NET_HDR_SIZE + ETH_HEADER)
     return false;
   uint8_t raw[VIRTIO_NET_HDR_SIZE];
-  iov_copy_from(e->out, e->out_num, 0, raw, sizeof(raw));
+  vs_iov_copy_from(e->out, e->out_num, 0, raw, sizeof(raw));
   net_hdr h = {raw[0], raw[1], get_le16(raw + 6), get_le16(raw + 8)};
   size_t len = e->out_len - VIRTIO_NET_HDR_SIZE;
   if (len > tx_limit(n, &h))
     return false;
-  iov_copy_from(e->out, e->out_num, VIRTIO_NET_HDR_SIZE, n->tx_frame, len);
+  vs_iov_copy_from(e->out, e->out_num, VIRTIO_NET_HDR_SIZE, n->tx_frame, len);
   if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
     if (!negotiated(n, VIRTIO_NET_F_CSUM) || !complete_checksum(n->tx_frame, len, &h))
       return false;
@@ -185,18 +185,6 @@ static void transmit(virtio_net *n) {
 
 /* ------------------------------------------------------------------ receive */
 
-/* The iovecs that hold the first `len` bytes of a list (the header, which a hostile driver may
- * split over several buffers); returns how many. dst has room for len entries. */
-static unsigned iov_prefix(const struct iovec *src, unsigned n, size_t len, struct iovec *dst) {
-  unsigned k = 0;
-  for (unsigned i = 0; i < n && len; i++) {
-    size_t take = src[i].iov_len < len ? src[i].iov_len : len;
-    dst[k++] = (struct iovec){src[i].iov_base, take};
-    len -= take;
-  }
-  return k;
-}
-
 typedef enum {
   RX_DELIVERED,
   RX_NO_BUFFERS, /* keep the frame until the guest posts more */
@@ -208,10 +196,11 @@ static size_t rx_fill_chain(const virtq_elem *e, const uint8_t *hdr, const uint8
                             size_t len, size_t done) {
   size_t total = VIRTIO_NET_HDR_SIZE + len, wrote = 0;
   if (done < VIRTIO_NET_HDR_SIZE)
-    wrote = iov_copy_to(e->in, e->in_num, 0, hdr + done, VIRTIO_NET_HDR_SIZE - done);
+    wrote = vs_iov_copy_to(e->in, e->in_num, 0, hdr + done, VIRTIO_NET_HDR_SIZE - done);
   size_t pos = done + wrote;
   if (pos >= VIRTIO_NET_HDR_SIZE && pos < total)
-    wrote += iov_copy_to(e->in, e->in_num, wrote, frame + (pos - VIRTIO_NET_HDR_SIZE), total - pos);
+    wrote +=
+        vs_iov_copy_to(e->in, e->in_num, wrote, frame + (pos - VIRTIO_NET_HDR_SIZE), total - pos);
   return wrote;
 }
 
@@ -267,7 +256,8 @@ static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len, uin
       return RX_DROPPED;
     }
     if (count == 0)
-      hdr_n = iov_prefix(n->rx_elem.in, n->rx_elem.in_num, VIRTIO_NET_HDR_SIZE, hdr_iov);
+      /* the header's iovecs (a hostile driver may split it over several buffers) */
+      hdr_n = vs_iov_slice(n->rx_elem.in, n->rx_elem.in_num, 0, VIRTIO_NET_HDR_SIZE, hdr_iov);
     size_t wrote = rx_fill_chain(&n->rx_elem, hdr, frame, len, done);
     n->rx_heads[count] = n->rx_elem.head;
     n->rx_lens[count] = (uint32_t)wrote;
@@ -282,7 +272,7 @@ static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len, uin
   }
   if (count > 1) {
     put_le16(hdr + 10, (uint16_t)count);
-    iov_copy_to(hdr_iov, hdr_n, 10, hdr + 10, 2);
+    vs_iov_copy_to(hdr_iov, hdr_n, 10, hdr + 10, 2);
   }
   return rx_push_chains(n, count) ? RX_DELIVERED : RX_DROPPED;
 }

@@ -233,37 +233,3 @@ void virtq_update_avail_event(virtq *vq, const virtio_mem *mem) {
     wr16(used + 4 + (size_t)8 * vq->num, vq->last_avail);
   }
 }
-
-size_t iov_copy_from(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len) {
-  size_t done = 0;
-  for (unsigned i = 0; i < n && done < len; i++) {
-    if (skip >= iov[i].iov_len) {
-      skip -= iov[i].iov_len;
-      continue;
-    }
-    size_t take = iov[i].iov_len - skip;
-    if (take > len - done)
-      take = len - done;
-    memcpy((char *)buf + done, (char *)iov[i].iov_base + skip, take);
-    done += take;
-    skip = 0;
-  }
-  return done;
-}
-
-size_t iov_copy_to(const struct iovec *iov, unsigned n, size_t skip, const void *buf, size_t len) {
-  size_t done = 0;
-  for (unsigned i = 0; i < n && done < len; i++) {
-    if (skip >= iov[i].iov_len) {
-      skip -= iov[i].iov_len;
-      continue;
-    }
-    size_t take = iov[i].iov_len - skip;
-    if (take > len - done)
-      take = len - done;
-    memcpy((char *)iov[i].iov_base + skip, (const char *)buf + done, take);
-    done += take;
-    skip = 0;
-  }
-  return done;
-}

@@ -209,7 +209,7 @@ int vm_disk_write(vm_disk *d, const void *buf, uint64_t offset, size_t len, vs_e
 
 int vm_disk_readv(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t offset,
                   vs_error **err) {
-  if (check_range(d, offset, disk_iov_total(iov, iovcnt), "read", err) < 0)
+  if (check_range(d, offset, vs_iov_total(iov, iovcnt), "read", err) < 0)
     return -1;
   pthread_mutex_lock(&d->lock);
   int r = 0;
@@ -229,7 +229,7 @@ int vm_disk_readv(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t offs
 int vm_disk_writev(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t offset,
                    vs_error **err) {
   if (check_writable(d, "write", err) < 0 ||
-      check_range(d, offset, disk_iov_total(iov, iovcnt), "write", err) < 0)
+      check_range(d, offset, vs_iov_total(iov, iovcnt), "write", err) < 0)
     return -1;
   pthread_mutex_lock(&d->lock);
   int r = 0;

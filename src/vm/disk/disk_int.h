@@ -40,19 +40,6 @@ int disk_file_punch_hole(disk_file *f, uint64_t off, uint64_t len, vs_error **er
 /* Make a range read as zeros, efficiently if the file system can; always succeeds or errors. */
 int disk_file_zero_range(disk_file *f, uint64_t off, uint64_t len, vs_error **err);
 
-/* ------------------------------------------------------------- iovec lists */
-
-uint64_t disk_iov_total(const struct iovec *iov, int iovcnt);
-/* Bytes [skip, skip+len) of an iovec list as iovecs into the same buffers (nothing is copied), so
- * that one part of a guest request can go to the file in one preadv/pwritev. dst has room for
- * iovcnt entries; returns how many it holds. */
-int disk_iov_slice(const struct iovec *iov, int iovcnt, uint64_t skip, uint64_t len,
-                   struct iovec *dst);
-void disk_iov_zero(const struct iovec *iov, int iovcnt);
-/* Copy the whole list into buf / buf into the whole list. */
-void disk_iov_gather(void *buf, const struct iovec *iov, int iovcnt);
-void disk_iov_scatter(const struct iovec *iov, int iovcnt, const void *buf);
-
 /* ------------------------------------------------------------- backends */
 
 typedef struct disk_open_ctx {

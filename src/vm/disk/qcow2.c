@@ -286,7 +286,7 @@ typedef struct io_req {
 
 /* Bytes [pos, pos+len) of the request into r->part; returns how many entries they take. */
 static int req_slice(const io_req *r, uint64_t pos, uint64_t len) {
-  return disk_iov_slice(r->iov, r->iovcnt, pos, len, r->part);
+  return (int)vs_iov_slice(r->iov, (unsigned)r->iovcnt, pos, len, r->part); /* <= iovcnt */
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
@@ -346,7 +346,7 @@ static int read_from_backing(qcow2 *q, const io_req *r, uint64_t pos, uint64_t l
   uint64_t have = guest >= bsize ? 0 : min_u64(bsize - guest, len);
   if (have && vm_disk_readv(q->backing, r->part, req_slice(r, pos, have), guest, err) < 0)
     return vs_error_wrap(err, "backing file %s", q->backing_name);
-  disk_iov_zero(r->part, req_slice(r, pos + have, len - have));
+  vs_iov_zero(r->part, req_slice(r, pos + have, len - have));
   return 0;
 }
 
@@ -369,13 +369,13 @@ static int read_run(qcow2 *q, const io_req *r, uint64_t entry, uint64_t pos, uin
   case CL_ZERO:
     if (run_length(q, entry, guest, 0, left, false, run, err) < 0)
       return -1;
-    disk_iov_zero(r->part, req_slice(r, pos, *run));
+    vs_iov_zero(r->part, req_slice(r, pos, *run));
     return 0;
   case CL_COMPRESSED:
     *run = min_u64(q->cluster_size - in, left);
     if (read_compressed(q, entry, guest - in, err) < 0)
       return -1;
-    disk_iov_scatter(r->part, req_slice(r, pos, *run), q->comp_out + in);
+    vs_iov_copy_to(r->part, req_slice(r, pos, *run), 0, q->comp_out + in, SIZE_MAX);
     return 0;
   case CL_NORMAL:
     if (data_cluster_offset(q, entry, guest - in, &host, err) < 0 ||
@@ -400,7 +400,7 @@ static int qcow2_readv(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_t
                        vs_error **err) {
   _cleanup_free_ struct iovec *part = vs_malloc0((size_t)iovcnt * sizeof(*part));
   io_req r = {iov, iovcnt, off, part};
-  return read_request(qcow2_of(d), &r, disk_iov_total(iov, iovcnt), err);
+  return read_request(qcow2_of(d), &r, vs_iov_total(iov, iovcnt), err);
 }
 
 static int qcow2_read(vm_disk *d, void *buf, uint64_t off, size_t len, vs_error **err) {
@@ -523,7 +523,7 @@ static int cow_write(qcow2 *q, const io_req *r, uint64_t old, uint64_t pos, uint
   uint64_t guest = r->off + pos, in = guest & (q->cluster_size - 1);
   if (read_old_cluster(q, old, guest - in, err) < 0)
     return -1;
-  disk_iov_gather(q->cluster_buf + in, r->part, req_slice(r, pos, len));
+  vs_iov_copy_from(r->part, req_slice(r, pos, len), 0, q->cluster_buf + in, SIZE_MAX);
   return disk_file_write(q->file, q->cluster_buf, q->cluster_size, host, err);
 }
 
@@ -597,7 +597,7 @@ static int qcow2_writev(vm_disk *d, const struct iovec *iov, int iovcnt, uint64_
                         vs_error **err) {
   _cleanup_free_ struct iovec *part = vs_malloc0((size_t)iovcnt * sizeof(*part));
   io_req r = {iov, iovcnt, off, part};
-  return write_request(qcow2_of(d), &r, disk_iov_total(iov, iovcnt), err);
+  return write_request(qcow2_of(d), &r, vs_iov_total(iov, iovcnt), err);
 }
 
 static int qcow2_write(vm_disk *d, const void *buf, uint64_t off, size_t len, vs_error **err) {
