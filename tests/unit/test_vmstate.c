@@ -311,6 +311,31 @@ TEST(hart_round_trip_and_refusals) {
   CHECK_CONTAINS(err->msg, "privilege level out of range");
   vs_error_free(err);
   vmstate_writer_free(&w);
+
+  /* Found by fuzz_snapshot: an all-ones NAPOT pmpaddr (no CSR write can leave one) reached the
+   * PMP summary, which counts its trailing ones. */
+  a.priv = RV_PRIV_S;
+  a.pmpaddr[0] = UINT64_MAX;
+  vmstate_writer_init(&w);
+  rv_hart_save(&a, &w);
+  vmstate_end_section(&w);
+  vmstate_reader_init(&img, w.data, w.len);
+  err = NULL;
+  CHECK(rv_hart_load(&b, &img, &err) < 0);
+  CHECK_CONTAINS(err->msg, "pmpaddr holds address bits");
+  vs_error_free(err);
+  vmstate_writer_free(&w);
+  a.pmpaddr[0] = 0;
+  a.pmpcfg[1] = 1; /* odd pmpcfg registers do not exist on RV64 */
+  vmstate_writer_init(&w);
+  rv_hart_save(&a, &w);
+  vmstate_end_section(&w);
+  vmstate_reader_init(&img, w.data, w.len);
+  err = NULL;
+  CHECK(rv_hart_load(&b, &img, &err) < 0);
+  CHECK_CONTAINS(err->msg, "pmpcfg holds bits");
+  vs_error_free(err);
+  vmstate_writer_free(&w);
   rv_hart_destroy(&a);
   rv_hart_destroy(&b);
 }

@@ -21,7 +21,6 @@
   (MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_FS | MSTATUS_SUM | MSTATUS_MXR |             \
    MSTATUS_UXL | MSTATUS_SD)
 
-#define RV_PMPADDR_MASK ((1ULL << 54) - 1) /* physical address bits 55:2 */
 #define PMP_CFG_NAPOT_RWX 0x1fULL
 #define PMP_CFG_LOCK 0x80ULL
 

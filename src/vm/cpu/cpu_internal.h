@@ -224,6 +224,9 @@ static inline unsigned rv_pmp_cfg(const rv_hart *h, unsigned i) {
   /* RV64 packs eight entries into each even-numbered pmpcfg register. */
   return (h->pmpcfg[(size_t)(i / 8) * 2] >> (8 * (i % 8))) & 0xff;
 }
+#define RV_PMPADDR_MASK ((1ULL << 54) - 1)   /* physical address bits 55:2 */
+#define RV_PMPCFG_BITS 0x9f9f9f9f9f9f9f9fULL /* L, A, X, W, R of eight entries */
+
 /* Recompute the derived PMP summary (pmp_count, pmp_locked, pmp_ram_su) after pmpcfg changes. */
 #define RV_PMP_RAM_UNIFORM 0x80
 void rv_pmp_update(rv_hart *h);

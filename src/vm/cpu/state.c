@@ -73,6 +73,14 @@ static void check_csrs(const rv_hart *h, uint64_t misa, vmstate_reader *r) {
     vmstate_refuse(r, "satp holds a paging mode the hart does not implement");
   if (h->mip & ~MIP_ALL_BITS)
     vmstate_refuse(r, "mip has bits of interrupts the hart lacks");
+  /* What a pmpcfg/pmpaddr write could leave (pmp.c relies on it: a NAPOT address always has a
+   * zero bit). Only the even pmpcfg registers exist on RV64. */
+  for (size_t i = 0; i < ARRAY_SIZE(h->pmpcfg); i++)
+    if (h->pmpcfg[i] & ~((i & 1) ? 0 : RV_PMPCFG_BITS))
+      vmstate_refuse(r, "pmpcfg holds bits the hart does not implement");
+  for (size_t i = 0; i < ARRAY_SIZE(h->pmpaddr); i++)
+    if (h->pmpaddr[i] & ~RV_PMPADDR_MASK)
+      vmstate_refuse(r, "pmpaddr holds address bits beyond the hart's 56-bit physical space");
 }
 
 int rv_hart_load(rv_hart *h, vmstate_reader *img, vs_error **err) {
