@@ -21,6 +21,17 @@ int vm_net_check_spec(const char *spec, vs_error **err) {
 static void net_send(void *opaque, const uint8_t *frame, size_t len) {
   netdev_send(opaque, frame, len);
 }
+/* virtio_net_link.set_offloads. A backend that cannot change them keeps what it had: the device
+ * checks every header from it against the guest's features anyway. */
+static void net_set_offloads(void *opaque, virtio_net_offloads off) {
+  netdev *nd = opaque;
+  vs_error *err = NULL;
+  netdev_offloads o = {.csum = off.csum, .tso4 = off.tso4, .tso6 = off.tso6};
+  if (netdev_set_offloads(nd, o, &err) < 0) {
+    vs_log_warn("network backend %s: %s", nd->name, err->msg);
+    vs_error_free(err);
+  }
+}
 /* The I/O source of a NIC (opaque: the device, whose link leads to its backend): the backend,
  * then the frames it produced go to the guest together. */
 static void net_prepare(void *opaque, vm_pollset *ps) {
@@ -52,7 +63,12 @@ static int add_net(vm *m, unsigned i, vs_error **err) {
   if (!nd)
     return -1;
   m->netdev[i] = nd;
-  virtio_net_link link = {net_send, nd, nd->rx_csum_valid, nd->accepts_tso};
+  virtio_net_link link = {.send = net_send,
+                          .opaque = nd,
+                          .rx_csum_valid = nd->rx_csum_valid,
+                          .accepts_tso = nd->accepts_tso,
+                          .vnet_hdr = nd->vnet_hdr,
+                          .set_offloads = net_set_offloads};
   uint16_t mtu = (uint16_t)(o.mtu ? o.mtu : VIRTIO_NET_DEFAULT_MTU);
   virtio_net_init(n, mac, mtu, vm_virtio_mem(m), vm_virtio_irq(m, &slot), link);
   vm_virtio_map(m, &slot, "virtio-net", &n->mmio);

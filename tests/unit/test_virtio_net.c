@@ -22,6 +22,7 @@
 #define F_GUEST_CSUM (1u << 1)
 #define F_MTU (1u << 3)
 #define F_GUEST_TSO4 (1u << 7)
+#define F_GUEST_TSO6 (1u << 8)
 #define F_MAC (1u << 5)
 #define F_HOST_TSO4 (1u << 11)
 #define F_HOST_TSO6 (1u << 12)
@@ -39,9 +40,17 @@ static uint8_t sent[70000];
 static size_t sent_len;
 static unsigned sent_count;
 
-static bool link_tso; /* the fake backend takes TSO packets */
+static bool link_tso;                /* the fake backend takes TSO packets */
+static bool link_vnet_hdr;           /* the fake backend carries the virtio-net header */
+static virtio_net_offloads offloads; /* what the device last told the fake backend */
+static unsigned offload_calls;
 
 static void irq_set(void *ctrl, unsigned irq, bool level) { irq_level = level; }
+
+static void fake_set_offloads(void *opaque, virtio_net_offloads off) {
+  offloads = off;
+  offload_calls++;
+}
 
 static void fake_send(void *opaque, const uint8_t *frame, size_t len) {
   memcpy(sent, frame, len);
@@ -129,7 +138,13 @@ static void setup_net(uint32_t features_lo, uint16_t mtu, bool csum_valid) {
   virtio_net_destroy(&net);
   static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
   dev_irq_line line = {.set = irq_set, .irq = 1};
-  virtio_net_link link = {fake_send, NULL, csum_valid, link_tso};
+  virtio_net_link link = {.send = fake_send,
+                          .rx_csum_valid = csum_valid,
+                          .accepts_tso = link_tso,
+                          .vnet_hdr = link_vnet_hdr,
+                          .set_offloads = fake_set_offloads};
+  offloads = (virtio_net_offloads){0};
+  offload_calls = 0;
   virtio_net_init(&net, mac, mtu, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
                   line, link);
   dev = &net.mmio;
@@ -175,6 +190,14 @@ static void make_tx(uint8_t flags, uint8_t gso, uint16_t cstart, uint16_t coff,
   memcpy(gp(BUFS + 0x100), frame, len);
   set_desc(1, 0, BUFS, VIRTIO_NET_HDR_SIZE, VIRTQ_DESC_F_NEXT, 1);
   set_desc(1, 1, BUFS + 0x100, (uint32_t)len, 0, 0);
+}
+
+/* make_tx with the GSO fields too. */
+static void make_tx_gso(uint8_t flags, uint8_t gso, uint16_t hdr_len, uint16_t gso_size,
+                        uint16_t cstart, uint16_t coff, const uint8_t *frame, size_t len) {
+  make_tx(flags, gso, cstart, coff, frame, len);
+  w16(BUFS + 2, hdr_len);
+  w16(BUFS + 4, gso_size);
 }
 
 static void fill_frame(uint8_t *f, size_t len, uint8_t seed) {
@@ -292,7 +315,7 @@ TEST(net_tx_tso_packets_pass_whole_to_a_backend_that_takes_them) {
   CHECK(mmio_r(0x010) & F_HOST_TSO6);
   static uint8_t f[30000];
   fill_frame(f, sizeof(f), 31);
-  make_tx(1, 1 /* TCPV4 */, 34, 16, f, sizeof(f));
+  make_tx_gso(1, 1 /* TCPV4 */, 54, 1448, 34, 16, f, sizeof(f));
   kick(1, 0);
   CHECK_EQ(sent_count, 1);
   CHECK_EQ(sent_len, sizeof(f));
@@ -549,13 +572,245 @@ TEST(net_frames_before_driver_ok_are_dropped) {
   fresh_ram();
   virtio_net_destroy(&net);
   static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0, 0, 1};
-  virtio_net_link link = {fake_send, NULL, true, false};
+  virtio_net_link link = {.send = fake_send, .rx_csum_valid = true};
   virtio_net_init(&net, mac, 1500, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
                   (dev_irq_line){.set = irq_set}, link);
   uint8_t f[64];
   fill_frame(f, sizeof(f), 29);
   virtio_net_receive(&net, f, sizeof(f));
   CHECK_EQ(net.pending_count, 0);
+  CHECK_EQ(net.st.rx_dropped, 1);
+}
+
+/* ------------------------------------------------------------------ a backend with the header */
+
+/* A backend that carries the virtio-net header (a tap with IFF_VNET_HDR). */
+static void setup_vnet_hdr_net(uint32_t features_lo) {
+  link_vnet_hdr = true;
+  setup_net(features_lo, 1500, false);
+  link_vnet_hdr = false;
+}
+
+static uint16_t le16_at(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+TEST(net_vnet_hdr_offers_tso_and_sets_the_guests_offloads) {
+  setup_vnet_hdr_net(F_MAC | F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6 | F_HOST_TSO4);
+  mmio_w(0x014, 0);
+  uint32_t f = mmio_r(0x010);
+  CHECK(f & F_GUEST_TSO4);
+  CHECK(f & F_GUEST_TSO6);
+  CHECK(f & F_HOST_TSO4);
+  CHECK(f & F_HOST_TSO6);
+  CHECK_EQ(offload_calls, 1); /* at FEATURES_OK */
+  CHECK(offloads.csum && offloads.tso4 && offloads.tso6);
+  mmio_w(0x070, 0); /* a reset takes them back */
+  CHECK_EQ(offload_calls, 2);
+  CHECK(!offloads.csum && !offloads.tso4 && !offloads.tso6);
+  /* TSO without GUEST_CSUM means nothing: the backend gets no offloads at all */
+  setup_vnet_hdr_net(F_MAC | F_GUEST_TSO4);
+  CHECK_EQ(offload_calls, 1);
+  CHECK(!offloads.csum && !offloads.tso4);
+  setup_vnet_hdr_net(F_MAC | F_GUEST_CSUM | F_GUEST_TSO4);
+  CHECK(offloads.csum && offloads.tso4 && !offloads.tso6);
+  /* a backend without the header is never asked, and gets no GUEST_TSO6 */
+  setup_net(F_MAC | F_GUEST_CSUM, 1500, true);
+  CHECK_EQ(offload_calls, 0);
+  mmio_w(0x014, 0);
+  CHECK(!(mmio_r(0x010) & F_GUEST_TSO6));
+}
+
+TEST(net_vnet_hdr_tx_passes_the_header_through) {
+  setup_vnet_hdr_net(F_MAC | F_CSUM | F_HOST_TSO4 | F_HOST_TSO6);
+  static uint8_t f[30000];
+  fill_frame(f, sizeof(f), 41);
+  make_tx_gso(1, 1 /* TCPV4 */, 66, 1448, 34, 16, f, sizeof(f));
+  kick(1, 0);
+  CHECK_EQ(sent_count, 1);
+  CHECK_EQ(sent_len, VIRTIO_NET_HDR_SIZE + sizeof(f));
+  CHECK_EQ(sent[0], 1);
+  CHECK_EQ(sent[1], 1);
+  CHECK_EQ(le16_at(sent + 2), 66);
+  CHECK_EQ(le16_at(sent + 4), 1448);
+  CHECK_EQ(le16_at(sent + 6), 34);
+  CHECK_EQ(le16_at(sent + 8), 16);
+  /* no checksum and no segmentation in the device: the frame goes as the guest gave it */
+  CHECK(memcmp(sent + VIRTIO_NET_HDR_SIZE, f, sizeof(f)) == 0);
+  CHECK_EQ(net.st.tx_frames, 1);
+  /* a plain frame with leftovers in fields that mean nothing for it: they do not go out */
+  make_tx_gso(0, 0, 999, 5, 77, 3, f, 200);
+  kick(1, 0);
+  CHECK_EQ(sent_count, 2);
+  CHECK_EQ(sent_len, VIRTIO_NET_HDR_SIZE + 200);
+  static const uint8_t zero[VIRTIO_NET_HDR_SIZE];
+  CHECK(memcmp(sent, zero, sizeof(zero)) == 0);
+  /* NEEDS_CSUM without GSO: start and offset pass, hdr_len and gso_size do not */
+  make_tx_gso(1, 0, 999, 5, 34, 6, f, 200);
+  kick(1, 0);
+  CHECK_EQ(sent_count, 3);
+  CHECK_EQ(sent[0], 1);
+  CHECK_EQ(le16_at(sent + 2), 0);
+  CHECK_EQ(le16_at(sent + 4), 0);
+  CHECK_EQ(le16_at(sent + 6), 34);
+  CHECK_EQ(le16_at(sent + 8), 6);
+  CHECK(memcmp(sent + VIRTIO_NET_HDR_SIZE, f, 200) == 0);
+  /* TCPV6 */
+  make_tx_gso(1, 4, 74, 1428, 54, 16, f, 20000);
+  kick(1, 0);
+  CHECK_EQ(sent_count, 4);
+  CHECK_EQ(sent[1], 4);
+}
+
+TEST(net_vnet_hdr_tx_hostile_headers_never_reach_the_backend) {
+  setup_vnet_hdr_net(F_MAC | F_CSUM | F_HOST_TSO4);
+  static uint8_t f[30000];
+  fill_frame(f, sizeof(f), 43);
+  static const struct {
+    uint8_t flags, gso;
+    uint16_t hdr_len, gso_size, cstart, coff;
+    size_t len;
+  } bad[] = {
+      {2, 0, 0, 0, 0, 0, 100},                 /* DATA_VALID is the device's to set */
+      {4, 0, 0, 0, 0, 0, 100},                 /* RSC_INFO */
+      {0x81, 0, 0, 0, 34, 16, 100},            /* unknown flag bits */
+      {1, 3 /* UDP */, 42, 1400, 34, 6, 3000}, /* UFO: not offered */
+      {1, 5 /* UDP_L4 */, 42, 1400, 34, 6, 3000},
+      {1, 0x81 /* TCPV4|ECN */, 54, 1448, 34, 16, 3000},
+      {1, 4 /* TCPV6: not negotiated */, 74, 1428, 54, 16, 3000},
+      {1, 0x7f, 54, 1448, 34, 16, 3000}, /* no such type */
+      {0, 1, 54, 1448, 34, 16, 3000},    /* TSO without NEEDS_CSUM */
+      {1, 1, 54, 0, 34, 16, 3000},       /* gso_size 0 */
+      {1, 1, 54, 0xffff, 34, 16, 3000},  /* Linux's GSO_BY_FRAGS */
+      {1, 1, 3001, 1448, 34, 16, 3000},  /* hdr_len beyond the frame */
+      {1, 1, 0xffff, 1448, 34, 16, 3000},
+      {1, 1, 54, 1448, 34, 6, 3000},    /* TSO whose checksum is not TCP's */
+      {1, 1, 54, 1448, 2990, 16, 3000}, /* no room for a TCP header */
+      {1, 0, 0, 0, 10, 6, 100},         /* checksum inside the Ethernet header */
+      {1, 0, 0, 0, 99, 0, 100},         /* the field ends past the frame */
+      {1, 0, 0, 0, 34, 0xffff, 100},
+      {1, 0, 0, 0, 0xffff, 0xffff, 100},
+      {0, 0, 0, 0, 0, 0, 1500 + 19},       /* beyond the MTU without GSO */
+      {1, 1, 54, 1448, 34, 16, sizeof(f)}, /* fine: the control case */
+  };
+  size_t n = sizeof(bad) / sizeof(bad[0]);
+  for (size_t i = 0; i < n; i++) {
+    make_tx_gso(bad[i].flags, bad[i].gso, bad[i].hdr_len, bad[i].gso_size, bad[i].cstart,
+                bad[i].coff, f, bad[i].len);
+    kick(1, 0);
+    if (sent_count != (i == n - 1 ? 1u : 0u)) {
+      fprintf(stderr, "# case %zu: sent %u\n", i, sent_count);
+      CHECK(!"a hostile header reached the backend");
+      break;
+    }
+  }
+  CHECK_EQ(net.st.tx_dropped, n - 1);
+  CHECK_EQ(used_idx(1), n); /* every chain came back */
+  CHECK(!needs_reset());
+  /* NEEDS_CSUM without VIRTIO_NET_F_CSUM */
+  setup_vnet_hdr_net(F_MAC);
+  make_tx(1, 0, 34, 16, f, 100);
+  kick(1, 0);
+  CHECK_EQ(sent_count, 0);
+  CHECK_EQ(net.st.tx_dropped, 1);
+}
+
+/* Hand the device what a vnet_hdr backend reads: header, then frame. */
+static void backend_rx(uint8_t flags, uint8_t gso, uint16_t hdr_len, uint16_t gso_size,
+                       uint16_t cstart, uint16_t coff, const uint8_t *frame, size_t len) {
+  static uint8_t buf[VIRTIO_NET_HDR_SIZE + 70000];
+  memset(buf, 0, VIRTIO_NET_HDR_SIZE);
+  buf[0] = flags;
+  buf[1] = gso;
+  buf[2] = (uint8_t)hdr_len;
+  buf[3] = (uint8_t)(hdr_len >> 8);
+  buf[4] = (uint8_t)gso_size;
+  buf[5] = (uint8_t)(gso_size >> 8);
+  buf[6] = (uint8_t)cstart;
+  buf[7] = (uint8_t)(cstart >> 8);
+  buf[8] = (uint8_t)coff;
+  buf[9] = (uint8_t)(coff >> 8);
+  buf[10] = 0xaa; /* num_buffers from a backend means nothing */
+  memcpy(buf + VIRTIO_NET_HDR_SIZE, frame, len);
+  virtio_net_receive(&net, buf, VIRTIO_NET_HDR_SIZE + len);
+}
+
+static void post_rx_buffers(unsigned count, uint32_t size) {
+  for (unsigned i = 0; i < count; i++) {
+    set_desc(0, i, BUFS + 0x1000ull * i, size, VIRTQ_DESC_F_WRITE, 0);
+    post_rx((uint16_t)i);
+  }
+}
+
+TEST(net_vnet_hdr_rx_gives_the_guest_the_backends_header) {
+  setup_vnet_hdr_net(F_MAC | F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6);
+  post_rx_buffers(QSIZE, 4096);
+  static uint8_t f[30000];
+  fill_frame(f, sizeof(f), 47);
+  backend_rx(1, 1, 66, 1448, 34, 16, f, sizeof(f)); /* a 30000-byte TCP packet, partial csum */
+  unsigned bufs = (VIRTIO_NET_HDR_SIZE + sizeof(f) + 4095) / 4096;
+  CHECK_EQ(used_idx(0), bufs);
+  const uint8_t *h = gp(BUFS);
+  CHECK_EQ(h[0], 1);
+  CHECK_EQ(h[1], 1);
+  CHECK_EQ(r16(BUFS + 2), 66);
+  CHECK_EQ(r16(BUFS + 4), 1448);
+  CHECK_EQ(r16(BUFS + 6), 34);
+  CHECK_EQ(r16(BUFS + 8), 16);
+  CHECK_EQ(r16(BUFS + 10), bufs); /* num_buffers is the device's */
+  CHECK(memcmp(gp(BUFS + VIRTIO_NET_HDR_SIZE), f, 4096 - VIRTIO_NET_HDR_SIZE) == 0);
+  CHECK(memcmp(gp(BUFS + 0x1000), f + 4096 - VIRTIO_NET_HDR_SIZE, 4096) == 0);
+  /* DATA_VALID on a plain frame */
+  backend_rx(2, 0, 0, 0, 0, 0, f, 300);
+  CHECK_EQ(used_idx(0), bufs + 1);
+  CHECK_EQ(*gp(BUFS + 0x1000ull * bufs), 2);
+  CHECK_EQ(r16(BUFS + 0x1000ull * bufs + 10), 1);
+  CHECK_EQ(net.st.rx_frames, 2);
+  CHECK_EQ(net.st.rx_dropped, 0);
+}
+
+TEST(net_vnet_hdr_rx_what_the_guest_did_not_agree_to) {
+  /* no GUEST_CSUM: a partial checksum is completed here and the guest gets a plain header */
+  setup_vnet_hdr_net(F_MAC);
+  post_rx_buffers(4, 2048);
+  uint8_t f[14 + 20 + 8 + 51] = {0};
+  fill_frame(f, sizeof(f), 53);
+  uint8_t *udp = f + 14 + 20;
+  udp[6] = 0x12; /* the pseudo-header sum the host left */
+  udp[7] = 0x34;
+  backend_rx(1 | 2, 0, 0, 0, 34, 6, f, sizeof(f));
+  CHECK_EQ(used_idx(0), 1);
+  static const uint8_t zero[10];
+  CHECK(memcmp(gp(BUFS), zero, sizeof(zero)) == 0);
+  const uint8_t *got = gp(BUFS + VIRTIO_NET_HDR_SIZE);
+  /* now complete: with the pseudo-header sum the receiver adds, the segment sums to 0xffff */
+  CHECK_EQ(sum16(got + 34, sizeof(f) - 34, 0x1234), 0xffff);
+  CHECK(memcmp(got, f, 34) == 0);
+  /* refused: TSO the guest did not take, a bad position, unknown flags or types, runts */
+  setup_vnet_hdr_net(F_MAC | F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4);
+  post_rx_buffers(QSIZE, 4096);
+  static uint8_t big[VIRTIO_NET_MAX_GSO_FRAME + 10];
+  fill_frame(big, sizeof(big), 59);
+  backend_rx(1, 4 /* TCPV6: not negotiated */, 74, 1428, 54, 16, big, 20000);
+  backend_rx(1, 0x81 /* ECN */, 54, 1448, 34, 16, big, 20000);
+  backend_rx(1, 3 /* UDP */, 42, 1400, 34, 6, big, 20000);
+  backend_rx(0, 1, 54, 1448, 0, 0, big, 20000);         /* TSO without NEEDS_CSUM */
+  backend_rx(1, 1, 54, 0, 34, 16, big, 20000);          /* gso_size 0 */
+  backend_rx(1, 1, 20001, 1448, 34, 16, big, 20000);    /* hdr_len beyond the frame */
+  backend_rx(1, 0, 0, 0, 34, 0xfff0, big, 200);         /* field beyond the frame */
+  backend_rx(1, 0, 0, 0, 4, 2, big, 200);               /* in the Ethernet header */
+  backend_rx(0x10, 0, 0, 0, 0, 0, big, 200);            /* unknown flag */
+  backend_rx(0, 0, 0, 0, 0, 0, big, 1500 + 19);         /* beyond the MTU without GSO */
+  backend_rx(1, 1, 54, 1448, 34, 16, big, sizeof(big)); /* beyond 64 KiB */
+  backend_rx(0, 0, 0, 0, 0, 0, big, 5);                 /* a runt */
+  virtio_net_receive(&net, big, 7);                     /* not even a header */
+  CHECK_EQ(used_idx(0), 0);
+  CHECK_EQ(net.st.rx_dropped, 13);
+  CHECK_EQ(net.pending_count, 0);
+  CHECK(!needs_reset());
+  /* without GUEST_CSUM a TSO packet is refused even with GUEST_TSO4 */
+  setup_vnet_hdr_net(F_MAC | F_MRG_RXBUF | F_GUEST_TSO4);
+  post_rx_buffers(QSIZE, 4096);
+  backend_rx(1, 1, 54, 1448, 34, 16, big, 20000);
+  CHECK_EQ(used_idx(0), 0);
   CHECK_EQ(net.st.rx_dropped, 1);
 }
 
@@ -685,6 +940,12 @@ TEST(net_spec_tap_forms) {
   CHECK_EQ(netdev_parse_spec("tap=123456789012345", &o, NULL), 0);
   CHECK_EQ(netdev_parse_spec("tap=1234567890123456", &o, NULL), -1);
   CHECK_EQ(netdev_parse_spec("tap=../x", &o, NULL), -1);
+  CHECK_EQ(netdev_parse_spec("tap=t0", &o, NULL), 0);
+  CHECK_EQ(o.vnet_hdr, NETDEV_VNET_HDR_AUTO);
+  CHECK_EQ(netdev_parse_spec("tap=t0,vnet_hdr=on", &o, NULL), 0);
+  CHECK_EQ(o.vnet_hdr, NETDEV_VNET_HDR_ON);
+  CHECK_EQ(netdev_parse_spec("tap=t0,vnet_hdr=off", &o, NULL), 0);
+  CHECK_EQ(o.vnet_hdr, NETDEV_VNET_HDR_OFF);
 }
 
 TEST(net_spec_errors_name_the_problem) {
@@ -704,6 +965,8 @@ TEST(net_spec_errors_name_the_problem) {
       {"user,mtu=70000", "mtu '70000'"},
       {"user,mtu=", "mtu ''"},
       {"user,=x", "unknown option ''"},
+      {"tap=t0,vnet_hdr=yes", "vnet_hdr 'yes' is neither on nor off"},
+      {"user,vnet_hdr=on", "vnet_hdr is an option of 'tap' networking only"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     netdev_opts o;

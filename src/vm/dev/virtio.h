@@ -144,6 +144,9 @@ typedef struct virtio_device_ops {
   void (*reset)(virtio_mmio *t);
   /* A driver write into the configuration space (optional: NULL = read-only). */
   void (*config_write)(virtio_mmio *t, uint64_t off, unsigned size, uint32_t val);
+  /* The device accepted FEATURES_OK: driver_features are settled until the next reset
+   * (optional). */
+  void (*features_ok)(virtio_mmio *t);
 } virtio_device_ops;
 
 struct virtio_mmio {
@@ -244,9 +247,22 @@ int virtio_input_load(virtio_input *in, vmstate_reader *img, vs_error **err);
 /* Frames from the backend held for a guest that has no receive buffers right now. */
 #define VIRTIO_NET_PENDING_FRAMES 128
 
+/* struct virtio_net_hdr (5.1.6) without num_buffers, in host byte order. */
+typedef struct virtio_net_hdr {
+  uint8_t flags, gso_type;
+  uint16_t hdr_len, gso_size, csum_start, csum_offset;
+} virtio_net_hdr;
+
+/* What the guest takes on receive from a backend that carries the header: frames whose
+ * checksum is left to it (csum: GUEST_CSUM) and large TCP packets (tso4/tso6: GUEST_TSO4/6). */
+typedef struct virtio_net_offloads {
+  bool csum, tso4, tso6;
+} virtio_net_offloads;
+
 /* Where the device's transmitted frames go (the machine wires a network backend here). */
 typedef struct virtio_net_link {
-  /* One Ethernet frame from the guest, checksums complete; the backend may drop it. */
+  /* One Ethernet frame from the guest; the backend may drop it. Without vnet_hdr checksums are
+   * complete; with it the frame is preceded by the (checked) 12-byte header. */
   void (*send)(void *opaque, const uint8_t *frame, size_t len);
   void *opaque;
   /* Frames from this backend carry correct checksums (the guest need not verify them). */
@@ -254,6 +270,13 @@ typedef struct virtio_net_link {
   /* The backend takes TCP packets of up to 64 KiB whatever the MTU (libslirp does: it is a TCP
    * endpoint, not a link): the guest may then hand over unsegmented TCP (HOST_TSO4/6). */
   bool accepts_tso;
+  /* The backend carries the virtio-net header both ways (a tap with IFF_VNET_HDR): frames to it
+   * and from it start with VIRTIO_NET_HDR_SIZE bytes of header, so partial checksums and GSO
+   * packets pass through unfinished and the guest is offered GUEST_TSO4/6. */
+  bool vnet_hdr;
+  /* With vnet_hdr: tell the backend what the guest takes on receive (optional). Called when the
+   * driver's features are settled, at reset (all off) and after a restore. */
+  void (*set_offloads)(void *opaque, virtio_net_offloads off);
 } virtio_net_link;
 
 /* The device's own state, plain values only (what save/restore of issue 5 keeps). */
@@ -266,6 +289,7 @@ typedef struct virtio_net_state {
 typedef struct virtio_net_pending {
   uint8_t *data; /* malloc'd copy of the frame */
   size_t len;
+  virtio_net_hdr hdr; /* checked against the negotiated features; zero without vnet_hdr */
 } virtio_net_pending;
 
 typedef struct virtio_net {
@@ -276,7 +300,7 @@ typedef struct virtio_net {
   virtio_net_link link;
   virtio_net_pending pending[VIRTIO_NET_PENDING_FRAMES];
   unsigned pending_head, pending_count;
-  uint8_t *tx_frame;  /* one frame being transmitted (max frame size) */
+  uint8_t *tx_frame;  /* header + one frame being transmitted (max frame size) */
   uint8_t *rx_merged; /* coalesced TCP segments for the guest (64 KiB), or NULL */
   /* chains being served; separate because a backend may deliver a frame for the guest while
    * it takes one from the guest (slirp answers ARP from within slirp_input) */
@@ -298,7 +322,8 @@ void virtio_net_set_mac(virtio_net *n, const uint8_t mac[6]);
 void virtio_net_save(const virtio_net *n, vmstate_writer *w);
 int virtio_net_load(virtio_net *n, vmstate_reader *img, vs_error **err);
 /* The backend side (opaque = the virtio_net): can the guest take a frame now (a receive buffer
- * is posted or there is room to hold the frame), and a frame for the guest (copied). */
+ * is posted or there is room to hold the frame), and a frame for the guest (copied); from a
+ * vnet_hdr backend the frame starts with the header, which is checked before the guest sees it. */
 bool virtio_net_can_receive(void *opaque);
 void virtio_net_receive(void *opaque, const uint8_t *frame, size_t len);
 /* The end of a backend's burst: deliver what waits (merging TCP segments, see virtio_net.c).

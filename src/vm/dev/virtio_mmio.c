@@ -105,11 +105,14 @@ static void write_status(virtio_mmio *t, uint32_t val) {
      * driver said it knows the device; otherwise the bit stays clear for the driver to see. */
     if (!(old & VIRTIO_STATUS_DRIVER) || !features_acceptable(t))
       val &= ~(uint32_t)VIRTIO_STATUS_FEATURES_OK;
-    else
+    else {
       for (unsigned i = 0; i < t->num_queues; i++) {
         t->queues[i].indirect = t->driver_features & VIRTIO_F_RING_INDIRECT_DESC;
         t->queues[i].event_idx = t->driver_features & VIRTIO_F_RING_EVENT_IDX;
       }
+      if (t->ops->features_ok)
+        t->ops->features_ok(t);
+    }
   }
   if ((val & ~old & VIRTIO_STATUS_DRIVER_OK) && !(val & VIRTIO_STATUS_FEATURES_OK)) {
     t->status = old | (val & ~(uint32_t)VIRTIO_STATUS_DRIVER_OK);

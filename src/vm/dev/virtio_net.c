@@ -6,17 +6,26 @@
  * le16 csum_offset, le16 num_buffers}.
  *
  * Transmit: the guest's frame follows the header. With VIRTIO_NET_F_CSUM the guest may leave the
- * TCP/UDP checksum to us (NEEDS_CSUM); we complete it so that backends only ever see finished
- * frames. A backend that is itself a TCP endpoint (libslirp) takes whole unsegmented TCP packets
- * of up to 64 KiB, so for it HOST_TSO4/6 are offered and such a packet goes over as it is: the
- * guest's TCP stack then handles one packet where it would handle 45, which is what the guest's
- * (software) CPU spends its time on. A frame longer than the MTU allows (or than 64 KiB for TSO),
- * a GSO type not negotiated, or a checksum position outside the frame is dropped.
+ * TCP/UDP checksum to us (NEEDS_CSUM). A backend that carries the header (a tap with
+ * IFF_VNET_HDR, link.vnet_hdr) gets it with the frame, unfinished: the host kernel completes the
+ * checksum and segments TSO packets, or hands them on whole (to a bridge, a host socket). Any
+ * other backend only ever sees finished frames: we complete the checksum. A backend that is itself
+ * a TCP endpoint (libslirp) takes whole unsegmented TCP packets of up to 64 KiB, so for it too
+ * HOST_TSO4/6 are offered and such a packet goes over as it is: the guest's TCP stack then
+ * handles one packet where it would handle 45, which is what the guest's (software) CPU spends
+ * its time on. Everything in the guest's header is checked before it goes anywhere (and before
+ * the host kernel parses it): flags other than NEEDS_CSUM, a GSO type not negotiated, a TSO
+ * packet without NEEDS_CSUM or with a bad gso_size, hdr_len beyond the frame, a checksum position
+ * outside the frame, or a frame longer than the MTU allows (64 KiB for TSO) drop the packet.
  *
  * Receive: the header and the frame are written into the guest's buffers; with MRG_RXBUF a frame
- * may span several chains (num_buffers says how many). When the guest has posted too few buffers
- * the frame waits in a small queue (VIRTIO_NET_PENDING_FRAMES) until it posts more; beyond that,
- * frames are dropped, as a NIC would, and TCP recovers. The loop never waits for the guest.
+ * may span several chains (num_buffers says how many). From a vnet_hdr backend the header comes
+ * with the frame (DATA_VALID, or NEEDS_CSUM and a TSO packet when the guest took GUEST_CSUM and
+ * GUEST_TSO4/6; link.set_offloads tells the backend what the guest took); it is checked against
+ * the negotiated features and the frame: a partial checksum the guest did not agree to take is
+ * completed here, anything else it did not agree to is dropped. When the guest has posted too few
+ * buffers the frame waits in a small queue (VIRTIO_NET_PENDING_FRAMES) until it posts more; beyond
+ * that, frames are dropped, as a NIC would, and TCP recovers. The loop never waits for the guest.
  *
  * A chain that breaks the ring protocol (or a merged receive buffer smaller than the header, which
  * 5.1.6.3.1 forbids) puts the device in DEVICE_NEEDS_RESET; any other bad packet is dropped.
@@ -31,6 +40,7 @@
 #define VIRTIO_NET_F_GUEST_CSUM (1ull << 1)
 #define VIRTIO_NET_F_MTU (1ull << 3)
 #define VIRTIO_NET_F_GUEST_TSO4 (1ull << 7)
+#define VIRTIO_NET_F_GUEST_TSO6 (1ull << 8)
 #define VIRTIO_NET_F_MAC (1ull << 5)
 #define VIRTIO_NET_F_HOST_TSO4 (1ull << 11)
 #define VIRTIO_NET_F_HOST_TSO6 (1ull << 12)
@@ -47,10 +57,11 @@
 
 #define ETH_HEADER 14
 
-typedef struct net_hdr {
-  uint8_t flags, gso_type;
-  uint16_t csum_start, csum_offset;
-} net_hdr;
+/* The TCP header's checksum field, where a TSO packet's partial checksum must be. */
+#define TCP_CSUM_OFFSET 16
+#define TCP_MIN_HEADER 20
+/* Linux's GSO_BY_FRAGS: a gso_size no guest can mean (the host kernel refuses it). */
+#define GSO_SIZE_RESERVED 0xffff
 
 static virtio_net *net_of(virtio_mmio *t) { return (virtio_net *)t; }
 
@@ -58,8 +69,16 @@ static size_t max_frame(const virtio_net *n) { return n->st.mtu + VIRTIO_NET_LIN
 
 /* The transmit buffer: a TSO packet when the backend takes them, else one MTU's frame. */
 static size_t max_tx_frame(const virtio_net *n) {
-  return n->link.accepts_tso && max_frame(n) < VIRTIO_NET_MAX_GSO_FRAME ? VIRTIO_NET_MAX_GSO_FRAME
-                                                                        : max_frame(n);
+  return (n->link.accepts_tso || n->link.vnet_hdr) && max_frame(n) < VIRTIO_NET_MAX_GSO_FRAME
+             ? VIRTIO_NET_MAX_GSO_FRAME
+             : max_frame(n);
+}
+
+/* The longest frame a backend may hand over: a TSO packet from one that carries the header (it
+ * is checked against the guest's features with the header), else one MTU's frame. */
+static size_t max_rx_frame(const virtio_net *n) {
+  return n->link.vnet_hdr && max_frame(n) < VIRTIO_NET_MAX_GSO_FRAME ? VIRTIO_NET_MAX_GSO_FRAME
+                                                                     : max_frame(n);
 }
 
 static bool negotiated(const virtio_net *n, uint64_t feature) {
@@ -81,6 +100,30 @@ static void put_le16(uint8_t *p, uint16_t v) {
   memcpy(p, &v, 2);
 }
 
+static virtio_net_hdr hdr_parse(const uint8_t raw[VIRTIO_NET_HDR_SIZE]) {
+  return (virtio_net_hdr){
+      raw[0], raw[1], get_le16(raw + 2), get_le16(raw + 4), get_le16(raw + 6), get_le16(raw + 8)};
+}
+
+/* The wire form of h with num_buffers. */
+static void hdr_write(uint8_t raw[VIRTIO_NET_HDR_SIZE], const virtio_net_hdr *h,
+                      uint16_t num_buffers) {
+  raw[0] = h->flags;
+  raw[1] = h->gso_type;
+  put_le16(raw + 2, h->hdr_len);
+  put_le16(raw + 4, h->gso_size);
+  put_le16(raw + 6, h->csum_start);
+  put_le16(raw + 8, h->csum_offset);
+  put_le16(raw + 10, num_buffers);
+}
+
+/* NEEDS_CSUM's position: the summed part starts after the Ethernet header and the 2-byte field
+ * lies inside the frame. */
+static bool csum_position_valid(const virtio_net_hdr *h, size_t len) {
+  size_t start = h->csum_start, field = (size_t)h->csum_start + h->csum_offset;
+  return start >= ETH_HEADER && start < len && field + 2 <= len;
+}
+
 /* ------------------------------------------------------------------ checksum offload */
 
 /* RFC 1071 ones' complement sum of bytes, added to sum. */
@@ -99,9 +142,9 @@ static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len) {
 /* NEEDS_CSUM: the guest put the pseudo-header sum at csum_start + csum_offset; the checksum is
  * the complement of the sum from csum_start to the end of the frame. As in Linux, a result of 0
  * is sent as 0xffff (the same value in ones' complement, and "no checksum" to UDP). */
-static bool complete_checksum(uint8_t *frame, size_t len, const net_hdr *h) {
+static bool complete_checksum(uint8_t *frame, size_t len, const virtio_net_hdr *h) {
   size_t start = h->csum_start, field = (size_t)h->csum_start + h->csum_offset;
-  if (start >= len || field + 2 > len)
+  if (!csum_position_valid(h, len))
     return false;
   uint16_t sum = (uint16_t)~csum_add(0, frame + start, len - start);
   if (sum == 0)
@@ -115,7 +158,7 @@ static bool complete_checksum(uint8_t *frame, size_t len, const net_hdr *h) {
 
 /* The largest frame allowed with this GSO type, or 0 if the type was not negotiated (an ECN
  * flag included: HOST_ECN is not offered). TSO needs the checksum left to us, as Linux does. */
-static size_t tx_limit(const virtio_net *n, const net_hdr *h) {
+static size_t tx_limit(const virtio_net *n, const virtio_net_hdr *h) {
   switch (h->gso_type) {
   case VIRTIO_NET_HDR_GSO_NONE:
     return max_frame(n);
@@ -132,24 +175,59 @@ static size_t tx_limit(const virtio_net *n, const net_hdr *h) {
   }
 }
 
-/* One chain from the transmit queue: header and frame in its readable buffers. Returns false
- * when the packet is dropped. */
+/* The rest of the guest's header, once tx_limit accepted its GSO type for a frame of len bytes:
+ * what the host kernel would otherwise be the first to parse. */
+static bool tx_header_valid(const virtio_net *n, const virtio_net_hdr *h, size_t len) {
+  if (h->flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) /* DATA_VALID, RSC_INFO: the device's to set */
+    return false;
+  if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) &&
+      (!negotiated(n, VIRTIO_NET_F_CSUM) || !csum_position_valid(h, len)))
+    return false;
+  if (h->gso_type == VIRTIO_NET_HDR_GSO_NONE)
+    return true;
+  return h->gso_size != 0 && h->gso_size != GSO_SIZE_RESERVED && h->hdr_len <= len &&
+         h->csum_offset == TCP_CSUM_OFFSET && (size_t)h->csum_start + TCP_MIN_HEADER <= len;
+}
+
+/* The header a vnet_hdr backend gets: only the fields that mean something for this GSO type, so
+ * that nothing the checks above did not look at reaches the host kernel. */
+static virtio_net_hdr tx_header_for_backend(const virtio_net_hdr *h) {
+  virtio_net_hdr out = {.flags = h->flags, .gso_type = h->gso_type};
+  if (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+    out.csum_start = h->csum_start;
+    out.csum_offset = h->csum_offset;
+  }
+  if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE) {
+    out.hdr_len = h->hdr_len;
+    out.gso_size = h->gso_size;
+  }
+  return out;
+}
+
+/* One chain from the transmit queue: header and frame in its readable buffers, copied to
+ * n->tx_frame as they are (header, then frame). Returns false when the packet is dropped. */
 static bool transmit_chain(virtio_net *n, const virtq_elem *e) {
   if (e->out_len < VIRTIO_NET_HDR_SIZE + ETH_HEADER)
     return false;
   uint8_t raw[VIRTIO_NET_HDR_SIZE];
   vs_iov_copy_from(e->out, e->out_num, 0, raw, sizeof(raw));
-  net_hdr h = {raw[0], raw[1], get_le16(raw + 6), get_le16(raw + 8)};
+  virtio_net_hdr h = hdr_parse(raw);
   size_t len = e->out_len - VIRTIO_NET_HDR_SIZE;
-  if (len > tx_limit(n, &h))
+  if (len > tx_limit(n, &h) || !tx_header_valid(n, &h, len))
     return false;
-  vs_iov_copy_from(e->out, e->out_num, VIRTIO_NET_HDR_SIZE, n->tx_frame, len);
-  if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-    if (!negotiated(n, VIRTIO_NET_F_CSUM) || !complete_checksum(n->tx_frame, len, &h))
-      return false;
+  uint8_t *frame = n->tx_frame + VIRTIO_NET_HDR_SIZE;
+  vs_iov_copy_from(e->out, e->out_num, VIRTIO_NET_HDR_SIZE, frame, len);
+  if (n->link.vnet_hdr) {
+    virtio_net_hdr out = tx_header_for_backend(&h);
+    hdr_write(n->tx_frame, &out, 0);
+    if (n->link.send)
+      n->link.send(n->link.opaque, n->tx_frame, VIRTIO_NET_HDR_SIZE + len);
+    return true;
   }
+  if ((h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !complete_checksum(frame, len, &h))
+    return false;
   if (n->link.send)
-    n->link.send(n->link.opaque, n->tx_frame, len);
+    n->link.send(n->link.opaque, frame, len);
   return true;
 }
 
@@ -219,23 +297,16 @@ static bool rx_push_chains(virtio_net *n, unsigned count) {
   return true;
 }
 
-/* Receive one frame; gso_size != 0 marks a coalesced TCP packet (see rx_coalesce). */
-static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len, uint16_t gso_size,
-                            uint16_t gso_hdr_len) {
+/* Receive one frame with the header h (already checked against the negotiated features). */
+static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len,
+                            const virtio_net_hdr *h) {
   virtio_mmio *t = &n->mmio;
   virtq *q = &t->queues[VIRTIO_NET_RX_QUEUE];
   if (!device_live(n) || !q->ready)
     return RX_DROPPED;
   bool merge = negotiated(n, VIRTIO_NET_F_MRG_RXBUF);
-  uint8_t hdr[VIRTIO_NET_HDR_SIZE] = {0};
-  if (negotiated(n, VIRTIO_NET_F_GUEST_CSUM) && n->link.rx_csum_valid)
-    hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID;
-  if (gso_size) {
-    hdr[1] = VIRTIO_NET_HDR_GSO_TCPV4;
-    put_le16(hdr + 2, gso_hdr_len);
-    put_le16(hdr + 4, gso_size);
-  }
-  put_le16(hdr + 10, 1);
+  uint8_t hdr[VIRTIO_NET_HDR_SIZE];
+  hdr_write(hdr, h, 1);
   struct iovec hdr_iov[VIRTIO_NET_HDR_SIZE];
   unsigned hdr_n = 0, count = 0;
   size_t total = VIRTIO_NET_HDR_SIZE + len, done = 0;
@@ -408,8 +479,8 @@ static size_t coalesce_build(virtio_net *n, unsigned count, const tcp_seg *first
 }
 
 static bool coalescing(const virtio_net *n) {
-  return n->rx_merged && n->link.rx_csum_valid && negotiated(n, VIRTIO_NET_F_GUEST_TSO4) &&
-         negotiated(n, VIRTIO_NET_F_GUEST_CSUM);
+  return n->rx_merged && n->link.rx_csum_valid && !n->link.vnet_hdr &&
+         negotiated(n, VIRTIO_NET_F_GUEST_TSO4) && negotiated(n, VIRTIO_NET_F_GUEST_CSUM);
 }
 
 /* ------------------------------------------------------------------ receive queue */
@@ -442,10 +513,15 @@ static bool rx_flush_pending(virtio_net *n) {
     rx_result r;
     if (count > 1) {
       size_t len = coalesce_build(n, count, &first);
-      r = rx_deliver(n, n->rx_merged, len, (uint16_t)first.payload, (uint16_t)first.hdr_len);
+      /* the backend's checksums stand (coalescing needs rx_csum_valid and GUEST_CSUM) */
+      virtio_net_hdr h = {.flags = VIRTIO_NET_HDR_F_DATA_VALID,
+                          .gso_type = VIRTIO_NET_HDR_GSO_TCPV4,
+                          .hdr_len = (uint16_t)first.hdr_len,
+                          .gso_size = (uint16_t)first.payload};
+      r = rx_deliver(n, n->rx_merged, len, &h);
     } else {
       const virtio_net_pending *p = pending_at(n, 0);
-      r = rx_deliver(n, p->data, p->len, 0, 0);
+      r = rx_deliver(n, p->data, p->len, &p->hdr);
     }
     if (r == RX_NO_BUFFERS)
       break;
@@ -460,16 +536,62 @@ static bool rx_flush_pending(virtio_net *n) {
   return delivered;
 }
 
-static void rx_enqueue(virtio_net *n, const uint8_t *frame, size_t len) {
-  if (n->pending_count == VIRTIO_NET_PENDING_FRAMES) {
-    n->st.rx_dropped++;
-    return;
-  }
+/* Keep a copy of the frame (with its header) at the end of the queue; NULL when it is full. */
+static virtio_net_pending *rx_enqueue(virtio_net *n, const uint8_t *frame, size_t len,
+                                      const virtio_net_hdr *h) {
+  if (n->pending_count == VIRTIO_NET_PENDING_FRAMES)
+    return NULL;
   unsigned slot = (n->pending_head + n->pending_count) % VIRTIO_NET_PENDING_FRAMES;
-  n->pending[slot].data = vs_malloc0(len);
-  memcpy(n->pending[slot].data, frame, len);
-  n->pending[slot].len = len;
+  virtio_net_pending *p = &n->pending[slot];
+  p->data = vs_malloc0(len);
+  memcpy(p->data, frame, len);
+  p->len = len;
+  p->hdr = *h;
   n->pending_count++;
+  return p;
+}
+
+/* The largest frame the guest takes with this header's GSO type, or 0 if it did not agree to
+ * the type (TSO needs GUEST_CSUM too, as 5.1.3.1 requires; ECN, UFO and USO are not offered). */
+static size_t rx_limit(const virtio_net *n, const virtio_net_hdr *h) {
+  bool csum = negotiated(n, VIRTIO_NET_F_GUEST_CSUM);
+  switch (h->gso_type) {
+  case VIRTIO_NET_HDR_GSO_NONE:
+    return max_frame(n);
+  case VIRTIO_NET_HDR_GSO_TCPV4:
+    return csum && negotiated(n, VIRTIO_NET_F_GUEST_TSO4) ? VIRTIO_NET_MAX_GSO_FRAME : 0;
+  case VIRTIO_NET_HDR_GSO_TCPV6:
+    return csum && negotiated(n, VIRTIO_NET_F_GUEST_TSO6) ? VIRTIO_NET_MAX_GSO_FRAME : 0;
+  default:
+    return 0;
+  }
+}
+
+/* The header from a vnet_hdr backend, checked against what the guest negotiated and the frame,
+ * and reduced to the fields that mean something for it. The backend was told the guest's
+ * offloads, but frames it queued before (or a backend that ignored them) may still ask for more:
+ * a partial checksum the guest did not agree to take is then left for the caller to complete
+ * (*complete), anything else is refused. */
+static bool rx_header_accept(const virtio_net *n, virtio_net_hdr *h, size_t len, bool *complete) {
+  *complete = false;
+  if (h->flags & ~(VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
+    return false;
+  if (len > rx_limit(n, h))
+    return false;
+  bool partial = h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  if (partial && !csum_position_valid(h, len))
+    return false;
+  if (h->gso_type != VIRTIO_NET_HDR_GSO_NONE && (!partial || h->gso_size == 0 || h->hdr_len > len))
+    return false;
+  if (h->gso_type == VIRTIO_NET_HDR_GSO_NONE)
+    h->hdr_len = h->gso_size = 0;
+  if (!partial)
+    h->csum_start = h->csum_offset = 0;
+  if (!negotiated(n, VIRTIO_NET_F_GUEST_CSUM)) {
+    *complete = partial;
+    *h = (virtio_net_hdr){0}; /* the guest checks every checksum itself */
+  }
+  return true;
 }
 
 bool virtio_net_can_receive(void *opaque) {
@@ -487,15 +609,44 @@ void virtio_net_flush(virtio_net *n) {
     rx_finish(n);
 }
 
+/* What the guest learns about a frame from a backend without the header. */
+static virtio_net_hdr rx_plain_header(const virtio_net *n) {
+  virtio_net_hdr h = {0};
+  if (negotiated(n, VIRTIO_NET_F_GUEST_CSUM) && n->link.rx_csum_valid)
+    h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+  return h;
+}
+
 void virtio_net_receive(void *opaque, const uint8_t *frame, size_t len) {
   virtio_net *n = opaque;
-  if (len < ETH_HEADER || len > max_frame(n) || !device_live(n)) {
+  virtio_net_hdr h = rx_plain_header(n), backend_hdr = {0};
+  bool complete = false;
+  if (n->link.vnet_hdr) {
+    if (len < VIRTIO_NET_HDR_SIZE + ETH_HEADER) {
+      n->st.rx_dropped++;
+      return;
+    }
+    h = backend_hdr = hdr_parse(frame);
+    frame += VIRTIO_NET_HDR_SIZE;
+    len -= VIRTIO_NET_HDR_SIZE;
+    if (!rx_header_accept(n, &h, len, &complete)) {
+      n->st.rx_dropped++;
+      return;
+    }
+  }
+  if (len < ETH_HEADER || len > max_rx_frame(n) || !device_live(n)) {
     n->st.rx_dropped++;
     return;
   }
   /* Frames keep their order: a new one waits behind those already waiting. While coalescing,
    * frames wait for the end of the backend's burst (virtio_net_flush) to be merged. */
-  rx_enqueue(n, frame, len);
+  virtio_net_pending *p = rx_enqueue(n, frame, len, &h);
+  if (!p) {
+    n->st.rx_dropped++;
+    return;
+  }
+  if (complete)
+    complete_checksum(p->data, p->len, &backend_hdr); /* the position was checked */
   if (!coalescing(n))
     virtio_net_flush(n);
 }
@@ -517,12 +668,39 @@ static const uint8_t *net_config(virtio_mmio *t, size_t *len) {
   return n->config;
 }
 
-static void net_reset(virtio_mmio *t) { pending_drop_all(net_of(t)); }
+/* What the backend may hand over for the guest, from the features the driver settled on. TSO
+ * without checksum offload means nothing (5.1.3.1), and the host kernel refuses it. */
+static virtio_net_offloads rx_offloads(const virtio_net *n) {
+  virtio_net_offloads off = {0};
+  if (!negotiated(n, VIRTIO_NET_F_GUEST_CSUM))
+    return off;
+  off.csum = true;
+  off.tso4 = negotiated(n, VIRTIO_NET_F_GUEST_TSO4);
+  off.tso6 = negotiated(n, VIRTIO_NET_F_GUEST_TSO6);
+  return off;
+}
+
+static void apply_offloads(virtio_net *n, virtio_net_offloads off) {
+  if (n->link.vnet_hdr && n->link.set_offloads)
+    n->link.set_offloads(n->link.opaque, off);
+}
+
+static void net_features_ok(virtio_mmio *t) {
+  virtio_net *n = net_of(t);
+  apply_offloads(n, rx_offloads(n));
+}
+
+static void net_reset(virtio_mmio *t) {
+  virtio_net *n = net_of(t);
+  pending_drop_all(n);
+  apply_offloads(n, (virtio_net_offloads){0});
+}
 
 static const virtio_device_ops net_ops = {
     .notify = net_notify,
     .config = net_config,
     .reset = net_reset,
+    .features_ok = net_features_ok,
 };
 
 void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_mem mem,
@@ -533,13 +711,15 @@ void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_m
   memcpy(n->st.mac, mac, 6);
   n->st.mtu = mtu;
   n->link = link;
-  n->tx_frame = vs_malloc0(max_tx_frame(n));
+  n->tx_frame = vs_malloc0(VIRTIO_NET_HDR_SIZE + max_tx_frame(n));
   uint64_t features = VIRTIO_F_RING_INDIRECT_DESC | VIRTIO_F_RING_EVENT_IDX | VIRTIO_NET_F_CSUM |
                       VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC |
                       VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_STATUS;
-  if (link.accepts_tso)
+  if (link.accepts_tso || link.vnet_hdr) /* the header carries TSO to the host kernel */
     features |= VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6;
-  if (link.rx_csum_valid) { /* coalescing relies on the backend's checksums */
+  if (link.vnet_hdr) { /* the host kernel's large packets come with their header */
+    features |= VIRTIO_NET_F_GUEST_TSO4 | VIRTIO_NET_F_GUEST_TSO6;
+  } else if (link.rx_csum_valid) { /* coalescing relies on the backend's checksums */
     features |= VIRTIO_NET_F_GUEST_TSO4;
     n->rx_merged = vs_malloc0(ETH_HEADER + IPV4_MAX_PACKET);
   }
@@ -597,5 +777,8 @@ int virtio_net_load(virtio_net *n, vmstate_reader *img, vs_error **err) {
   if (vmstate_end(&r, err) < 0)
     return -1;
   virtio_net_set_mac(n, mac);
+  /* the new backend learns what the guest's driver took */
+  if (n->mmio.status & VIRTIO_STATUS_FEATURES_OK)
+    apply_offloads(n, rx_offloads(n));
   return 0;
 }

@@ -99,6 +99,16 @@ static int parse_ifname(const char *v, netdev_opts *o, vs_error **err) {
   return 0;
 }
 
+static int parse_vnet_hdr(const char *v, netdev_opts *o, vs_error **err) {
+  if (strcmp(v, "on") == 0)
+    o->vnet_hdr = NETDEV_VNET_HDR_ON;
+  else if (strcmp(v, "off") == 0)
+    o->vnet_hdr = NETDEV_VNET_HDR_OFF;
+  else
+    return vs_error_set(err, 0, "vnet_hdr '%s' is neither on nor off", v);
+  return 0;
+}
+
 static int parse_option(const char *key, const char *v, netdev_opts *o, vs_error **err) {
   if (strcmp(key, "mac") == 0) {
     if (netdev_parse_mac(v, o->mac, err) < 0)
@@ -127,8 +137,13 @@ static int parse_option(const char *key, const char *v, netdev_opts *o, vs_error
       return vs_error_set(err, 0, "ifname is an option of 'tap' networking only");
     return parse_ifname(v, o, err);
   }
+  if (strcmp(key, "vnet_hdr") == 0) {
+    if (o->kind != NETDEV_TAP)
+      return vs_error_set(err, 0, "vnet_hdr is an option of 'tap' networking only");
+    return parse_vnet_hdr(v, o, err);
+  }
   return vs_error_set(err, 0, "unknown option '%s' (known: %s)", key,
-                      o->kind == NETDEV_USER ? "hostfwd, mac, mtu" : "ifname, mac, mtu");
+                      o->kind == NETDEV_USER ? "hostfwd, mac, mtu" : "ifname, mac, mtu, vnet_hdr");
 }
 
 /* The first item: "user", "tap", or "tap=IFNAME". */
@@ -187,6 +202,12 @@ netdev *netdev_open(const netdev_opts *opts, netdev_peer peer, vs_error **err) {
 }
 
 void netdev_send(netdev *nd, const uint8_t *frame, size_t len) { nd->ops->send(nd, frame, len); }
+
+int netdev_set_offloads(netdev *nd, netdev_offloads off, vs_error **err) {
+  if (!nd->vnet_hdr || !nd->ops->set_offloads)
+    return 0;
+  return nd->ops->set_offloads(nd, off, err);
+}
 
 void netdev_prepare(netdev *nd, vm_pollset *ps) { nd->ops->prepare(nd, ps); }
 
