@@ -1,8 +1,10 @@
 /* libFuzzer harness for virtio-net and the --net option parser. The input is a --net spec (up
  * to the first NUL), then 24 bytes choosing features and ring addresses, then the guest RAM
  * image (rings, descriptors, headers, frames: all hostile). The device transmits whatever the
- * rings say and receives frames cut from the input; it must never crash, hang, hand the backend
- * a frame longer than a TSO packet, or touch memory outside the fake guest RAM. */
+ * rings say and receives frames cut from the input (after a virtio-net header cut from the input
+ * too, when the fake backend carries the header); it must never crash, hang, hand the backend a
+ * frame longer than a TSO packet or a header the host kernel should not see, or touch memory
+ * outside the fake guest RAM. */
 #include "vm/dev/virtio.h"
 #include "vm/netdev/netdev.h"
 
@@ -15,9 +17,28 @@
 
 static void irq_set(void *ctrl, unsigned irq, bool level) {}
 
-static void check_send(void *opaque, const uint8_t *frame, size_t len) {
-  if (len > VIRTIO_NET_MAX_GSO_FRAME)
+/* What the device may hand a backend that carries the header: NEEDS_CSUM at most, a partial
+ * checksum inside the frame and after the Ethernet header, TCP TSO with a usable gso_size and
+ * hdr_len; fields that mean nothing for the packet are zero. */
+static void check_header(const uint8_t *h, size_t len) {
+  uint16_t hdr_len = (uint16_t)(h[2] | h[3] << 8), gso_size = (uint16_t)(h[4] | h[5] << 8);
+  uint16_t start = (uint16_t)(h[6] | h[7] << 8), coff = (uint16_t)(h[8] | h[9] << 8);
+  size_t frame = len - VIRTIO_NET_HDR_SIZE;
+  if ((h[0] & ~1) || (h[1] != 0 && h[1] != 1 && h[1] != 4))
     abort();
+  if ((h[0] & 1) ? start < 14 || (size_t)start + coff + 2 > frame : start || coff)
+    abort();
+  if (h[1] ? !(h[0] & 1) || coff != 16 || !gso_size || gso_size == 0xffff || hdr_len > frame
+           : hdr_len || gso_size || frame > MTU + VIRTIO_NET_LINK_OVERHEAD)
+    abort();
+}
+
+static void check_send(void *opaque, const uint8_t *frame, size_t len) {
+  bool vnet_hdr = opaque != NULL;
+  if (len > VIRTIO_NET_MAX_GSO_FRAME + (vnet_hdr ? VIRTIO_NET_HDR_SIZE : 0))
+    abort();
+  if (vnet_hdr)
+    check_header(frame, len);
   volatile uint8_t sink = 0;
   for (size_t i = 0; i < len; i++)
     sink ^= frame[i]; /* ASan sees every byte the backend would read */
@@ -62,7 +83,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t *ram = calloc(1, RAM_SIZE);
   memcpy(ram, data + off, size - off < RAM_SIZE ? size - off : RAM_SIZE);
   static const uint8_t mac[6] = {0x52, 0x54, 0, 0x12, 0x34, 0x56};
-  virtio_net_link link = {check_send, NULL, w[5] & 1, w[5] & 2};
+  static int vnet_hdr_backend; /* its address marks the fake backend that carries the header */
+  bool vnet_hdr = w[5] & 4;
+  virtio_net_link link = {.send = check_send,
+                          .opaque = vnet_hdr ? &vnet_hdr_backend : NULL,
+                          .rx_csum_valid = w[5] & 1,
+                          .accepts_tso = w[5] & 2,
+                          .vnet_hdr = vnet_hdr};
   virtio_net_init(&net, mac, MTU, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
                   (dev_irq_line){.set = irq_set}, link);
   virtio_mmio *t = &net.mmio;
