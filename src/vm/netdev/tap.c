@@ -86,6 +86,10 @@ static int tap_set_offloads(netdev *nd, netdev_offloads off, vs_error **err) {
 
 static void tap_destroy(netdev *nd) {
   netdev_tap *t = tap_of(nd);
+  /* A persistent tap keeps its offloads after we close it: its next user may read plain frames
+   * and would get 64 KiB packets without a header. Best effort: there is no one to tell. */
+  if (t->fd >= 0 && nd->vnet_hdr)
+    (void)ioctl(t->fd, TUNSETOFFLOAD, 0ul);
   if (t->fd >= 0)
     close(t->fd);
   free(t);
@@ -143,6 +147,10 @@ static int tap_attach(const char *ifname, bool vnet_hdr, char name[IFNAMSIZ], vs
   }
   if (vnet_hdr && tap_setup_vnet_hdr(fd, ifname, err) < 0)
     return -1;
+  /* Plain frames: clear offloads a previous user (killed before it could) left on a persistent
+   * tap, else the kernel would hand us unsegmented packets. Best effort: old kernels lack it. */
+  if (!vnet_hdr)
+    (void)ioctl(fd, TUNSETOFFLOAD, 0ul);
   memcpy(name, ifr.ifr_name, IFNAMSIZ);
   name[IFNAMSIZ - 1] = '\0';
   return steal_fd(&fd);
