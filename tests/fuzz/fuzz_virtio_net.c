@@ -1,10 +1,10 @@
 /* libFuzzer harness for virtio-net and the --net option parser. The input is a --net spec (up
  * to the first NUL), then 24 bytes choosing features and ring addresses, then the guest RAM
  * image (rings, descriptors, headers, frames: all hostile). The device transmits whatever the
- * rings say and receives frames cut from the input (after a virtio-net header cut from the input
- * too, when the fake backend carries the header); it must never crash, hang, hand the backend a
- * frame longer than a TSO packet or a header the host kernel should not see, or touch memory
- * outside the fake guest RAM. */
+ * rings say, runs the control commands they hold and receives frames cut from the input (after a
+ * virtio-net header cut from the input too, when the fake backend carries the header); it must
+ * never crash, hang, hand the backend a frame longer than a TSO packet or a header the host kernel
+ * should not see, or touch memory outside the fake guest RAM. */
 #include "vm/dev/virtio.h"
 #include "vm/netdev/netdev.h"
 
@@ -102,9 +102,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   virtio_mmio_write(t, 0x070, 4, 11);
   setup_queue(t, 0, w[1], w[2]);
   setup_queue(t, 1, w[3], w[4]);
+  setup_queue(t, 2, w[3] >> 8 | w[1] << 24, w[4] ^ w[2]); /* the control queue */
   virtio_mmio_write(t, 0x070, 4, 15);
   for (int i = 0; i < 4; i++) {
     virtio_mmio_write(t, 0x050, 4, 1);
+    virtio_mmio_write(t, 0x050, 4, 2);
     /* a frame for the guest: a slice of the input, sometimes larger than the MTU */
     size_t flen = (w[5] >> (8 * (i & 3))) % (size - off + 1);
     virtio_net_can_receive(&net);

@@ -5,7 +5,8 @@
   server this test runs on host loopback (through the gateway 10.0.2.2), a DNS query over UDP
   reaches a server on host loopback, hostfwd reaches a server inside the guest (TCP; a UDP
   forward holds its host port); a second NIC gets the MAC it was given;
-- tap networking in a network namespace the test creates (root only): ping and HTTP both ways;
+- tap networking in a network namespace the test creates (root only): ping and HTTP both ways,
+  and again after the guest changes its MAC address (the receive filter follows it);
   6 MiB over TCP each way checked with SHA-256, with the virtio-net header on the tap (the large
   TCP packets of both sides cross it whole) and with vnet_hdr=off (frames of one MTU);
 - the virtio console (hvc0) as the guest's console, and virtio-rng as its hardware RNG;
@@ -269,6 +270,16 @@ def test_tap_network_in_netns(build_dir, guest_assets, netns_with_tap, tmp_path)
             assert guest_token in r.stdout, r.stdout
             r = run("ip", "-n", ns, "neigh", "show", "192.168.77.2")
             assert "52:54:00:77:00:02" in r.stdout, r.stdout
+            # the guest's driver filters what it receives (control queue, promiscuous mode
+            # off); a new address goes to the device too (MAC_ADDR_SET), so frames to it pass
+            vm.run("ip link set eth0 down && ip link set eth0 address 52:54:00:77:00:09 && "
+                   "ip link set eth0 up && ip addr add 192.168.77.2/24 dev eth0 2>/dev/null; "
+                   "ip neigh flush dev eth0")
+            run("ip", "-n", ns, "neigh", "flush", "dev", tap)
+            out = vm.run("ping -c 3 -W 5 192.168.77.1")
+            assert " 0% packet loss" in out, out
+            r = run("ip", "-n", ns, "neigh", "show", "192.168.77.2")
+            assert "52:54:00:77:00:09" in r.stdout, r.stdout
             vm.sendline("poweroff")
             assert vm.wait(300) == 0
     finally:

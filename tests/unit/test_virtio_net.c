@@ -33,7 +33,7 @@ static uint8_t *ram;
 static virtio_mmio *dev; /* the device under test */
 static virtio_net net;
 static int irq_level;
-static uint16_t avail_idx[2];
+static uint16_t avail_idx[3];
 
 /* the fake backend: the last frame the device sent */
 static uint8_t sent[70000];
@@ -112,7 +112,7 @@ static void setup_queue(unsigned q) {
 
 /* The driver's side of the handshake with the given feature bits (low word). */
 static void bring_up(uint32_t features_lo, unsigned nqueues) {
-  avail_idx[0] = avail_idx[1] = 0;
+  avail_idx[0] = avail_idx[1] = avail_idx[2] = 0;
   irq_level = 0;
   mmio_w(0x070, VIRTIO_STATUS_ACKNOWLEDGE);
   mmio_w(0x070, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
@@ -812,6 +812,238 @@ TEST(net_vnet_hdr_rx_what_the_guest_did_not_agree_to) {
   backend_rx(1, 1, 54, 1448, 34, 16, big, 20000);
   CHECK_EQ(used_idx(0), 0);
   CHECK_EQ(net.st.rx_dropped, 1);
+}
+
+/* ------------------------------------------------------------------ control queue */
+
+#define F_CTRL_VQ (1u << 17)
+#define F_CTRL_RX (1u << 18)
+#define F_CTRL_MAC_ADDR (1u << 23)
+#define CTRL_BUF (BUFS + 0x10000)
+#define CTRL_ACK (BUFS + 0x18000)
+
+static const uint8_t own_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+
+/* A control command: class, command, data in one readable buffer, the ack byte in a writable
+ * one. Returns the ack the device wrote (0xee: none). */
+static uint8_t ctrl_cmd(uint8_t cls, uint8_t cmd, const void *data, size_t len) {
+  uint8_t *p = gp(CTRL_BUF);
+  p[0] = cls;
+  p[1] = cmd;
+  memcpy(p + 2, data, len);
+  *gp(CTRL_ACK) = 0xee;
+  set_desc(2, 0, CTRL_BUF, (uint32_t)(2 + len), VIRTQ_DESC_F_NEXT, 1);
+  set_desc(2, 1, CTRL_ACK, 1, VIRTQ_DESC_F_WRITE, 0);
+  kick(2, 0);
+  return *gp(CTRL_ACK);
+}
+
+static uint8_t ctrl_on(uint8_t cmd, uint8_t on) { return ctrl_cmd(0, cmd, &on, 1); }
+
+/* MAC_TABLE_SET with nu unicast and nm multicast entries taken from macs. */
+static uint8_t ctrl_table(const uint8_t (*macs)[6], uint32_t nu, uint32_t nm) {
+  static uint8_t data[8 + 6 * 80];
+  size_t off = 0;
+  uint32_t le = htole32(nu);
+  memcpy(data, &le, 4);
+  memcpy(data + 4, macs, 6 * nu);
+  off = 4 + 6 * nu;
+  le = htole32(nm);
+  memcpy(data + off, &le, 4);
+  memcpy(data + off + 4, macs + nu, 6 * nm);
+  return ctrl_cmd(1, 0, data, off + 4 + 6 * nm);
+}
+
+/* A frame to dst from the fake backend: delivered (true) or kept by the filter. */
+static bool rx_to(const uint8_t dst[6]) {
+  uint8_t f[64];
+  fill_frame(f, sizeof(f), 61);
+  memcpy(f, dst, 6);
+  uint16_t before = used_idx(0);
+  uint64_t filtered = net.st.rx_filtered;
+  set_desc(0, before % QSIZE, BUFS + 0x1000ull * (before % QSIZE), 2048, VIRTQ_DESC_F_WRITE, 0);
+  post_rx((uint16_t)(before % QSIZE));
+  virtio_net_receive(&net, f, sizeof(f));
+  bool delivered = used_idx(0) == (uint16_t)(before + 1);
+  if (!delivered) {
+    CHECK_EQ(net.st.rx_filtered, filtered + 1);
+    avail_idx[0]--; /* the buffer stays posted: the next frame's post reuses its slot */
+  }
+  return delivered;
+}
+
+static void setup_ctrl_net(uint32_t features_lo) {
+  fresh_ram();
+  virtio_net_destroy(&net);
+  dev_irq_line line = {.set = irq_set, .irq = 1};
+  virtio_net_link link = {.send = fake_send, .rx_csum_valid = true};
+  virtio_net_init(&net, own_mac, 1500, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
+                  line, link);
+  dev = &net.mmio;
+  bring_up(features_lo, 3);
+}
+
+TEST(net_ctrl_rx_filter) {
+  setup_ctrl_net(F_MAC | F_CTRL_VQ | F_CTRL_RX | F_CTRL_MAC_ADDR);
+  mmio_w(0x014, 0);
+  uint32_t f = mmio_r(0x010);
+  CHECK(f & F_CTRL_VQ);
+  CHECK(f & F_CTRL_RX);
+  CHECK(f & F_CTRL_MAC_ADDR);
+  static const uint8_t other[6] = {0x52, 0x54, 0, 0, 0, 9},
+                       bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  static const uint8_t mcast[6] = {0x33, 0x33, 0xff, 0, 0, 1}, mcast2[6] = {0x01, 0, 0x5e, 0, 0, 1};
+  /* promiscuous after a reset, as QEMU */
+  CHECK(rx_to(other));
+  CHECK_EQ(ctrl_on(0 /* PROMISC */, 0), 0);
+  CHECK(!rx_to(other));
+  CHECK(rx_to(own_mac));
+  CHECK(rx_to(bcast));
+  CHECK(!rx_to(mcast));
+  CHECK_EQ(ctrl_on(1 /* ALLMULTI */, 1), 0);
+  CHECK(rx_to(mcast));
+  CHECK(!rx_to(other));
+  CHECK_EQ(ctrl_on(1, 0), 0);
+  /* the table: one unicast, one multicast */
+  const uint8_t table[2][6] = {{0x52, 0x54, 0, 0, 0, 9}, {0x33, 0x33, 0xff, 0, 0, 1}};
+  CHECK_EQ(ctrl_table(table, 1, 1), 0);
+  CHECK(rx_to(other));
+  CHECK(rx_to(mcast));
+  CHECK(!rx_to(mcast2));
+  /* more than the table holds: that kind passes */
+  static uint8_t many[70][6];
+  for (int i = 0; i < 70; i++) {
+    memcpy(many[i], "\x33\x33\x00\x00\x01", 5);
+    many[i][5] = (uint8_t)i;
+  }
+  CHECK_EQ(ctrl_table(many, 0, 70), 0);
+  CHECK(net.st.filter.multi_overflow);
+  CHECK(rx_to(mcast2));
+  CHECK(!rx_to(other)); /* the unicast entry went with the old table */
+  CHECK_EQ(ctrl_on(0, 1), 0);
+  CHECK(rx_to(other));
+  CHECK_EQ(used_idx(2), 6); /* every command came back */
+  /* a reset makes the device promiscuous again */
+  CHECK_EQ(ctrl_on(0, 0), 0);
+  mmio_w(0x070, 0);
+  CHECK(net.st.filter.promisc);
+  CHECK(!net.st.filter.multi_overflow);
+}
+
+TEST(net_ctrl_mac_addr_set) {
+  setup_ctrl_net(F_MAC | F_CTRL_VQ | F_CTRL_RX | F_CTRL_MAC_ADDR);
+  CHECK_EQ(ctrl_on(0, 0), 0);
+  static const uint8_t mac[6] = {0x02, 0, 0, 0, 0, 0x42};
+  CHECK_EQ(ctrl_cmd(1, 1 /* MAC_ADDR_SET */, mac, 6), 0);
+  CHECK(rx_to(mac));
+  CHECK(!rx_to(own_mac));
+  uint64_t v = 0;
+  CHECK(virtio_mmio_read(dev, 0x105, 1, &v)); /* the config space shows it */
+  CHECK_EQ(v, 0x42);
+  /* a clone's new address reaches the config space, not the filter: the guest keeps its own */
+  static const uint8_t clone_mac[6] = {0x52, 0x54, 0, 0xaa, 0xbb, 0xcc};
+  virtio_net_set_mac(&net, clone_mac);
+  CHECK(rx_to(mac));
+  CHECK(!rx_to(clone_mac));
+}
+
+TEST(net_ctrl_bad_commands_change_nothing) {
+  setup_ctrl_net(F_MAC | F_CTRL_VQ | F_CTRL_RX);
+  CHECK_EQ(ctrl_on(0, 0), 0);
+  const uint8_t table[2][6] = {{0x52, 0x54, 0, 0, 0, 9}, {0x33, 0x33, 0xff, 0, 0, 1}};
+  CHECK_EQ(ctrl_table(table, 1, 1), 0);
+  virtio_net_rx_filter before = net.st.filter;
+  uint8_t data[64] = {0};
+  CHECK_EQ(ctrl_cmd(0, 0, data, 2), 1); /* PROMISC with two bytes */
+  CHECK_EQ(ctrl_cmd(0, 0, data, 0), 1); /* without its byte */
+  CHECK_EQ(ctrl_on(2 /* ALLUNI: CTRL_RX_EXTRA */, 1), 1);
+  CHECK_EQ(ctrl_cmd(9, 0, data, 1), 1); /* no such class */
+  CHECK_EQ(ctrl_cmd(1, 7, data, 6), 1); /* no such MAC command */
+  static const uint8_t mac[6] = {0x02, 0, 0, 0, 0, 1};
+  CHECK_EQ(ctrl_cmd(1, 1, mac, 6), 1); /* MAC_ADDR_SET without CTRL_MAC_ADDR */
+  /* tables: a count far beyond the command, a u32 count whose size overflows 32 bits, a
+   * missing multicast list, a byte too many, a count that ends inside the last address */
+  uint32_t huge = htole32(0xffffffffu), big = htole32(0x2aaaaaabu); /* 6 * big wraps */
+  memcpy(data, &huge, 4);
+  CHECK_EQ(ctrl_cmd(1, 0, data, 8), 1);
+  memcpy(data, &big, 4);
+  CHECK_EQ(ctrl_cmd(1, 0, data, 8), 1);
+  memset(data, 0, sizeof(data));
+  data[0] = 1;
+  CHECK_EQ(ctrl_cmd(1, 0, data, 4 + 6), 1);
+  CHECK_EQ(ctrl_cmd(1, 0, data, 4 + 6 + 4 + 1), 1);
+  data[10] = 1;
+  CHECK_EQ(ctrl_cmd(1, 0, data, 4 + 6 + 4 + 5), 1);
+  CHECK(memcmp(&before, &net.st.filter, sizeof(before)) == 0);
+  CHECK(!needs_reset());
+  /* without CTRL_RX, the filter commands are refused too */
+  setup_ctrl_net(F_MAC | F_CTRL_VQ);
+  CHECK_EQ(ctrl_on(0, 0), 1);
+  CHECK(net.st.filter.promisc);
+  /* a command with no room for the ack breaks the protocol */
+  setup_ctrl_net(F_MAC | F_CTRL_VQ | F_CTRL_RX);
+  set_desc(2, 0, CTRL_BUF, 3, 0, 0);
+  kick(2, 0);
+  CHECK(needs_reset());
+}
+
+TEST(net_ctrl_filter_survives_save_and_load) {
+  setup_ctrl_net(F_MAC | F_CTRL_VQ | F_CTRL_RX | F_CTRL_MAC_ADDR);
+  CHECK_EQ(ctrl_on(0, 0), 0);
+  const uint8_t table[2][6] = {{0x52, 0x54, 0, 0, 0, 9}, {0x33, 0x33, 0xff, 0, 0, 1}};
+  CHECK_EQ(ctrl_table(table, 1, 1), 0);
+  virtio_net_rx_filter saved = net.st.filter;
+  vmstate_writer w;
+  vmstate_writer_init(&w);
+  virtio_net_save(&net, &w);
+  setup_ctrl_net(F_MAC);
+  CHECK(net.st.filter.promisc);
+  vmstate_reader img;
+  vmstate_reader_init(&img, w.data, w.len);
+  vs_error *err = NULL;
+  CHECK_EQ(virtio_net_load(&net, &img, &err), 0);
+  CHECK(memcmp(&saved, &net.st.filter, sizeof(saved)) == 0);
+  vmstate_writer_free(&w);
+}
+
+/* A state saved before the control queue existed: two queues in the transport, VNET version 1
+ * without the filter. It loads; the control queue stays reset and the filter promiscuous. A
+ * state with more queues than the device has is refused. */
+TEST(net_loads_a_state_from_before_the_control_queue) {
+  setup_net(F_MAC | F_MRG_RXBUF, 1500, true);
+  vmstate_writer w;
+  vmstate_writer_init(&w);
+  net.mmio.num_queues = 2; /* as the old device had */
+  virtio_mmio_save(&net.mmio, &w);
+  net.mmio.num_queues = 3;
+  vmstate_begin(&w, "VNET", 1);
+  vmstate_put_bytes(&w, own_mac, 6);
+  vmstate_put_u16(&w, 1500);
+  for (int i = 0; i < 4; i++)
+    vmstate_put_u64(&w, 7);
+  vmstate_end_section(&w);
+  setup_ctrl_net(F_MAC | F_CTRL_VQ | F_CTRL_RX);
+  CHECK_EQ(ctrl_on(0, 0), 0);
+  vmstate_reader img;
+  vmstate_reader_init(&img, w.data, w.len);
+  vs_error *err = NULL;
+  CHECK_EQ(virtio_net_load(&net, &img, &err), 0);
+  CHECK(net.mmio.queues[0].ready && net.mmio.queues[1].ready);
+  CHECK(!net.mmio.queues[2].ready);
+  CHECK(net.st.filter.promisc);
+  CHECK(memcmp(net.st.filter.own_mac, own_mac, 6) == 0);
+  CHECK_EQ(net.st.rx_frames, 7);
+  vmstate_writer_free(&w);
+
+  vmstate_writer_init(&w);
+  net.mmio.num_queues = 4;
+  virtio_net_save(&net, &w);
+  net.mmio.num_queues = 3;
+  vmstate_reader_init(&img, w.data, w.len);
+  CHECK(virtio_net_load(&net, &img, &err) < 0);
+  CHECK_CONTAINS(err->msg, "number of queues");
+  vs_error_free(err);
+  vmstate_writer_free(&w);
 }
 
 /* ------------------------------------------------------------------ virtio-console */

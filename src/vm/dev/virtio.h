@@ -237,6 +237,10 @@ int virtio_input_load(virtio_input *in, vmstate_reader *img, vs_error **err);
 #define VIRTIO_NET_CONFIG_SIZE 0x14
 #define VIRTIO_NET_RX_QUEUE 0
 #define VIRTIO_NET_TX_QUEUE 1
+#define VIRTIO_NET_CTRL_QUEUE 2 /* with VIRTIO_NET_F_CTRL_VQ (no multiqueue: right after TX) */
+/* Receive filter addresses the driver may set (unicast and multicast together); a longer list
+ * turns filtering off for its kind, as in QEMU. */
+#define VIRTIO_NET_MAC_TABLE_ENTRIES 64
 #define VIRTIO_NET_MIN_MTU 68
 #define VIRTIO_NET_MAX_MTU 65521 /* libslirp's largest; the IP datagram limit in practice */
 #define VIRTIO_NET_DEFAULT_MTU 1500
@@ -279,11 +283,25 @@ typedef struct virtio_net_link {
   void (*set_offloads)(void *opaque, virtio_net_offloads off);
 } virtio_net_link;
 
+/* The receive filter the driver sets through the control queue (VIRTIO_NET_F_CTRL_RX). After a
+ * reset the device is promiscuous, as QEMU's is, so a driver without CTRL_RX gets everything. */
+typedef struct virtio_net_rx_filter {
+  /* The driver's own address: the config's MAC when it settled its features (a clone's new MAC
+   * reaches the guest only when it probes the device again), or what MAC_ADDR_SET gave. */
+  uint8_t own_mac[6];
+  bool promisc, allmulti;
+  bool uni_overflow, multi_overflow; /* the driver's list was too long: accept that kind */
+  uint32_t n_uni, n_multi;           /* macs[0..n_uni) unicast, then n_multi multicast */
+  uint8_t macs[VIRTIO_NET_MAC_TABLE_ENTRIES][6];
+} virtio_net_rx_filter;
+
 /* The device's own state, plain values only (what save/restore of issue 5 keeps). */
 typedef struct virtio_net_state {
   uint8_t mac[6];
   uint16_t mtu;
   uint64_t rx_frames, rx_dropped, tx_frames, tx_dropped;
+  uint64_t rx_filtered; /* frames the receive filter kept from the guest */
+  virtio_net_rx_filter filter;
 } virtio_net_state;
 
 typedef struct virtio_net_pending {
@@ -304,7 +322,7 @@ typedef struct virtio_net {
   uint8_t *rx_merged; /* coalesced TCP segments for the guest (64 KiB), or NULL */
   /* chains being served; separate because a backend may deliver a frame for the guest while
    * it takes one from the guest (slirp answers ARP from within slirp_input) */
-  virtq_elem tx_elem, rx_elem;
+  virtq_elem tx_elem, rx_elem, ctrl_elem;
   uint16_t rx_heads[VIRTQ_MAX_SIZE]; /* chains taken for one merged receive */
   uint32_t rx_lens[VIRTQ_MAX_SIZE];
 } virtio_net;

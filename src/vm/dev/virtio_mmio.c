@@ -371,7 +371,10 @@ int virtio_mmio_load(virtio_mmio *t, vmstate_reader *img, vs_error **err) {
     return -1;
   if (vmstate_get_u32(&r) != t->device_id)
     vmstate_refuse(&r, "device type differs from the device at this slot");
-  if (vmstate_get_u32(&r) != t->num_queues)
+  /* A device may have gained a queue since the state was saved (virtio-net's control queue):
+   * the driver of that state cannot have negotiated its use, so the new queues stay reset. */
+  uint32_t saved_queues = vmstate_get_u32(&r);
+  if (saved_queues == 0 || saved_queues > t->num_queues)
     vmstate_refuse(&r, "number of queues differs from the device's");
   t->driver_features = vmstate_get_u64(&r);
   if (t->driver_features & ~t->device_features)
@@ -382,8 +385,10 @@ int virtio_mmio_load(virtio_mmio *t, vmstate_reader *img, vs_error **err) {
   t->status = vmstate_get_u32(&r) & 0xff;
   t->interrupt_status = vmstate_get_u32(&r) & (VIRTIO_INT_USED | VIRTIO_INT_CONFIG);
   t->config_generation = vmstate_get_u32(&r);
-  for (unsigned i = 0; i < t->num_queues && !r.bad; i++)
+  for (unsigned i = 0; i < saved_queues && !r.bad; i++)
     virtq_load(&t->queues[i], &t->mem, &r);
+  for (unsigned i = saved_queues; i < t->num_queues && !r.bad; i++)
+    virtq_reset(&t->queues[i]);
   if (vmstate_end(&r, err) < 0)
     return -1;
   update_irq(t);

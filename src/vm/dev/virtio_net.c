@@ -1,5 +1,6 @@
-/* virtio-net (virtio 1.2, section 5.1): one receive and one transmit queue, a MAC address, link
- * status, an MTU, checksum offload both ways and mergeable receive buffers.
+/* virtio-net (virtio 1.2, section 5.1): one receive and one transmit queue, a control queue
+ * (receive filter: promiscuous, all-multicast, MAC table), a MAC address, link status, an MTU,
+ * checksum and segmentation offload both ways and mergeable receive buffers.
  *
  * Every buffer starts with the 12-byte struct virtio_net_hdr (VERSION_1: num_buffers is always
  * there): {u8 flags, u8 gso_type, le16 hdr_len, le16 gso_size, le16 csum_start,
@@ -27,8 +28,17 @@
  * buffers the frame waits in a small queue (VIRTIO_NET_PENDING_FRAMES) until it posts more; beyond
  * that, frames are dropped, as a NIC would, and TCP recovers. The loop never waits for the guest.
  *
+ * Control queue (CTRL_VQ with CTRL_RX, 5.1.6.5): PROMISC and ALLMULTI take one byte, MAC_TABLE_SET
+ * two lists (le32 count, then 6-byte addresses: unicast, then multicast) that must fill the
+ * command exactly; the table is replaced only when the whole command is good. Anything else
+ * (another class or command, a short or long payload) is answered VIRTIO_NET_ERR and changes
+ * nothing. The filter then keeps frames from the guest: its own address, broadcast and those in
+ * the table pass; promiscuous mode, all-multicast or a list longer than the table let their kind
+ * through, as in QEMU. After a reset the device is promiscuous.
+ *
  * A chain that breaks the ring protocol (or a merged receive buffer smaller than the header, which
- * 5.1.6.3.1 forbids) puts the device in DEVICE_NEEDS_RESET; any other bad packet is dropped.
+ * 5.1.6.3.1 forbids, or a control command without class, command and ack byte) puts the device in
+ * DEVICE_NEEDS_RESET; any other bad packet is dropped.
  */
 #include "vm/dev/virtio.h"
 
@@ -46,6 +56,9 @@
 #define VIRTIO_NET_F_HOST_TSO6 (1ull << 12)
 #define VIRTIO_NET_F_MRG_RXBUF (1ull << 15)
 #define VIRTIO_NET_F_STATUS (1ull << 16)
+#define VIRTIO_NET_F_CTRL_VQ (1ull << 17)
+#define VIRTIO_NET_F_CTRL_RX (1ull << 18)
+#define VIRTIO_NET_F_CTRL_MAC_ADDR (1ull << 23)
 
 #define VIRTIO_NET_S_LINK_UP 1
 
@@ -483,6 +496,161 @@ static bool coalescing(const virtio_net *n) {
          negotiated(n, VIRTIO_NET_F_GUEST_TSO4) && negotiated(n, VIRTIO_NET_F_GUEST_CSUM);
 }
 
+/* ------------------------------------------------------------------ control queue */
+
+#define VIRTIO_NET_OK 0
+#define VIRTIO_NET_ERR 1
+#define VIRTIO_NET_CTRL_RX 0
+#define VIRTIO_NET_CTRL_RX_PROMISC 0
+#define VIRTIO_NET_CTRL_RX_ALLMULTI 1
+#define VIRTIO_NET_CTRL_MAC 1
+#define VIRTIO_NET_CTRL_MAC_TABLE_SET 0
+#define VIRTIO_NET_CTRL_MAC_ADDR_SET 1
+#define CTRL_HEADER 2 /* class, command */
+#define MAC_LEN 6
+
+static void filter_reset(virtio_net_rx_filter *f, const uint8_t own_mac[MAC_LEN]) {
+  *f = (virtio_net_rx_filter){.promisc = true};
+  memcpy(f->own_mac, own_mac, MAC_LEN);
+}
+
+/* One list of MAC_TABLE_SET at byte `off` of the command: its entries go to f's table after
+ * those already there, or set *overflow when they do not fit. Returns the offset after the
+ * list, or 0 when the command ends inside it. */
+static uint64_t ctrl_mac_list(const virtq_elem *e, uint64_t off, virtio_net_rx_filter *f,
+                              uint32_t *count, bool *overflow) {
+  uint8_t raw[4];
+  if (off + sizeof(raw) > e->out_len)
+    return 0;
+  vs_iov_copy_from(e->out, e->out_num, off, raw, sizeof(raw));
+  uint64_t entries =
+      (uint32_t)raw[0] | (uint32_t)raw[1] << 8 | (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 24;
+  off += sizeof(raw);
+  if (entries * MAC_LEN > e->out_len - off) /* 64-bit: no overflow for any u32 count */
+    return 0;
+  unsigned used = f->n_uni + f->n_multi;
+  if (entries <= VIRTIO_NET_MAC_TABLE_ENTRIES - used) {
+    vs_iov_copy_from(e->out, e->out_num, off, f->macs[used], (size_t)entries * MAC_LEN);
+    *count = (uint32_t)entries;
+  } else {
+    *overflow = true;
+  }
+  return off + entries * MAC_LEN;
+}
+
+/* MAC_TABLE_SET: both lists, exactly filling the command; the table changes only if it is good. */
+static uint8_t ctrl_mac_table_set(virtio_net *n, const virtq_elem *e) {
+  virtio_net_rx_filter f = n->st.filter;
+  f.n_uni = f.n_multi = 0;
+  f.uni_overflow = f.multi_overflow = false;
+  uint64_t off = ctrl_mac_list(e, CTRL_HEADER, &f, &f.n_uni, &f.uni_overflow);
+  if (off)
+    off = ctrl_mac_list(e, off, &f, &f.n_multi, &f.multi_overflow);
+  if (!off || off != e->out_len)
+    return VIRTIO_NET_ERR;
+  n->st.filter = f;
+  return VIRTIO_NET_OK;
+}
+
+/* MAC_ADDR_SET: the address the guest uses from now on (Linux changes its address this way when
+ * CTRL_MAC_ADDR is offered, and without telling the device otherwise). The config space shows it
+ * too (5.1.6.5.2). A multicast address is refused, as a NIC cannot have one. */
+static uint8_t ctrl_mac_addr_set(virtio_net *n, const virtq_elem *e) {
+  uint8_t mac[MAC_LEN];
+  if (e->out_len != CTRL_HEADER + MAC_LEN)
+    return VIRTIO_NET_ERR;
+  vs_iov_copy_from(e->out, e->out_num, CTRL_HEADER, mac, sizeof(mac));
+  if (mac[0] & 1)
+    return VIRTIO_NET_ERR;
+  memcpy(n->st.filter.own_mac, mac, MAC_LEN);
+  virtio_net_set_mac(n, mac);
+  return VIRTIO_NET_OK;
+}
+
+/* PROMISC / ALLMULTI: one byte, on when not zero. */
+static uint8_t ctrl_rx_mode(virtio_net *n, const virtq_elem *e, uint8_t command) {
+  if (e->out_len != CTRL_HEADER + 1)
+    return VIRTIO_NET_ERR;
+  uint8_t on = 0;
+  vs_iov_copy_from(e->out, e->out_num, CTRL_HEADER, &on, 1);
+  if (command == VIRTIO_NET_CTRL_RX_PROMISC)
+    n->st.filter.promisc = on != 0;
+  else if (command == VIRTIO_NET_CTRL_RX_ALLMULTI)
+    n->st.filter.allmulti = on != 0;
+  else
+    return VIRTIO_NET_ERR; /* ALLUNI, NOMULTI, ...: CTRL_RX_EXTRA is not offered */
+  return VIRTIO_NET_OK;
+}
+
+static uint8_t ctrl_command(virtio_net *n, const virtq_elem *e) {
+  uint8_t hdr[CTRL_HEADER];
+  vs_iov_copy_from(e->out, e->out_num, 0, hdr, sizeof(hdr));
+  bool rx = negotiated(n, VIRTIO_NET_F_CTRL_RX);
+  if (hdr[0] == VIRTIO_NET_CTRL_RX && rx)
+    return ctrl_rx_mode(n, e, hdr[1]);
+  if (hdr[0] == VIRTIO_NET_CTRL_MAC && hdr[1] == VIRTIO_NET_CTRL_MAC_TABLE_SET && rx)
+    return ctrl_mac_table_set(n, e);
+  if (hdr[0] == VIRTIO_NET_CTRL_MAC && hdr[1] == VIRTIO_NET_CTRL_MAC_ADDR_SET &&
+      negotiated(n, VIRTIO_NET_F_CTRL_MAC_ADDR))
+    return ctrl_mac_addr_set(n, e);
+  return VIRTIO_NET_ERR; /* a feature not negotiated; VLAN, MQ, ANNOUNCE, ...: not offered */
+}
+
+static void ctrl_process(virtio_net *n) {
+  virtio_mmio *t = &n->mmio;
+  virtq *q = &t->queues[VIRTIO_NET_CTRL_QUEUE];
+  bool pushed = false;
+  for (;;) {
+    vs_error *err = NULL;
+    int r = virtq_pop(q, &t->mem, &n->ctrl_elem, &err);
+    if (r == 0)
+      break;
+    if (r < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      break;
+    }
+    const virtq_elem *e = &n->ctrl_elem;
+    if (e->out_len < CTRL_HEADER || e->in_len < 1) {
+      virtio_mmio_set_needs_reset(t, "control command without class, command or ack byte");
+      break;
+    }
+    uint8_t ack = ctrl_command(n, e);
+    vs_iov_copy_to(e->in, e->in_num, 0, &ack, 1);
+    if (virtq_push(q, &t->mem, e->head, 1, &err) < 0) {
+      virtio_mmio_set_needs_reset(t, err->msg);
+      vs_error_free(err);
+      break;
+    }
+    pushed = true;
+  }
+  virtq_update_avail_event(q, &t->mem);
+  if (pushed)
+    virtio_mmio_notify_used(t, VIRTIO_NET_CTRL_QUEUE);
+}
+
+/* Does the receive filter let a frame to this destination through? (QEMU's receive_filter
+ * without VLANs and without CTRL_RX_EXTRA's modes.) */
+static bool rx_filter_pass(const virtio_net *n, const uint8_t *dst) {
+  static const uint8_t broadcast[MAC_LEN] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  const virtio_net_rx_filter *f = &n->st.filter;
+  if (f->promisc)
+    return true;
+  unsigned first = 0, end = f->n_uni;
+  if (dst[0] & 1) {
+    if (memcmp(dst, broadcast, MAC_LEN) == 0 || f->allmulti || f->multi_overflow)
+      return true;
+    first = f->n_uni;
+    end = f->n_uni + f->n_multi;
+  } else if (f->uni_overflow || memcmp(dst, f->own_mac, MAC_LEN) == 0) {
+    return true;
+  }
+  for (unsigned i = first; i < end; i++)
+    if (memcmp(dst, f->macs[i], MAC_LEN) == 0)
+      return true;
+  return false;
+}
+
 /* ------------------------------------------------------------------ receive queue */
 
 static void pending_drop_all(virtio_net *n) {
@@ -638,6 +806,10 @@ void virtio_net_receive(void *opaque, const uint8_t *frame, size_t len) {
     n->st.rx_dropped++;
     return;
   }
+  if (!rx_filter_pass(n, frame)) {
+    n->st.rx_filtered++;
+    return;
+  }
   /* Frames keep their order: a new one waits behind those already waiting. While coalescing,
    * frames wait for the end of the backend's burst (virtio_net_flush) to be merged. */
   virtio_net_pending *p = rx_enqueue(n, frame, len, &h);
@@ -658,8 +830,11 @@ static void net_notify(virtio_mmio *t, unsigned q) {
   if (q == VIRTIO_NET_TX_QUEUE) {
     transmit(n);
     virtio_net_flush(n); /* what the backend answered at once (slirp: ARP, the next segments) */
-  } else if (q == VIRTIO_NET_RX_QUEUE && rx_flush_pending(n))
+  } else if (q == VIRTIO_NET_RX_QUEUE && rx_flush_pending(n)) {
     rx_finish(n);
+  } else if (q == VIRTIO_NET_CTRL_QUEUE && negotiated(n, VIRTIO_NET_F_CTRL_VQ)) {
+    ctrl_process(n);
+  }
 }
 
 static const uint8_t *net_config(virtio_mmio *t, size_t *len) {
@@ -687,12 +862,14 @@ static void apply_offloads(virtio_net *n, virtio_net_offloads off) {
 
 static void net_features_ok(virtio_mmio *t) {
   virtio_net *n = net_of(t);
+  memcpy(n->st.filter.own_mac, n->st.mac, MAC_LEN); /* what the probing driver reads */
   apply_offloads(n, rx_offloads(n));
 }
 
 static void net_reset(virtio_mmio *t) {
   virtio_net *n = net_of(t);
   pending_drop_all(n);
+  filter_reset(&n->st.filter, n->st.mac);
   apply_offloads(n, (virtio_net_offloads){0});
 }
 
@@ -714,7 +891,8 @@ void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_m
   n->tx_frame = vs_malloc0(VIRTIO_NET_HDR_SIZE + max_tx_frame(n));
   uint64_t features = VIRTIO_F_RING_INDIRECT_DESC | VIRTIO_F_RING_EVENT_IDX | VIRTIO_NET_F_CSUM |
                       VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC |
-                      VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_STATUS;
+                      VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_CTRL_VQ |
+                      VIRTIO_NET_F_CTRL_RX | VIRTIO_NET_F_CTRL_MAC_ADDR;
   if (link.accepts_tso || link.vnet_hdr) /* the header carries TSO to the host kernel */
     features |= VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6;
   if (link.vnet_hdr) { /* the host kernel's large packets come with their header */
@@ -723,7 +901,8 @@ void virtio_net_init(virtio_net *n, const uint8_t mac[6], uint16_t mtu, virtio_m
     features |= VIRTIO_NET_F_GUEST_TSO4;
     n->rx_merged = vs_malloc0(ETH_HEADER + IPV4_MAX_PACKET);
   }
-  virtio_mmio_init(&n->mmio, VIRTIO_ID_NET, features, 2, mem, irq, &net_ops);
+  filter_reset(&n->st.filter, mac);
+  virtio_mmio_init(&n->mmio, VIRTIO_ID_NET, features, 3, mem, irq, &net_ops);
   memcpy(n->config, mac, 6);                     /* mac */
   put_le16(n->config + 6, VIRTIO_NET_S_LINK_UP); /* status */
   put_le16(n->config + 8, 1);                    /* max_virtqueue_pairs */
@@ -745,7 +924,8 @@ void virtio_net_set_mac(virtio_net *n, const uint8_t mac[6]) {
 
 /* ------------------------------------------------------------------ snapshot */
 
-#define VIRTIO_NET_STATE_VERSION 1
+/* 2: the receive filter and its counter */
+#define VIRTIO_NET_STATE_VERSION 2
 
 void virtio_net_save(const virtio_net *n, vmstate_writer *w) {
   virtio_mmio_save(&n->mmio, w);
@@ -756,7 +936,39 @@ void virtio_net_save(const virtio_net *n, vmstate_writer *w) {
   vmstate_put_u64(w, n->st.rx_dropped);
   vmstate_put_u64(w, n->st.tx_frames);
   vmstate_put_u64(w, n->st.tx_dropped);
+  vmstate_put_u64(w, n->st.rx_filtered);
+  const virtio_net_rx_filter *f = &n->st.filter;
+  vmstate_put_bytes(w, f->own_mac, MAC_LEN);
+  vmstate_put_bool(w, f->promisc);
+  vmstate_put_bool(w, f->allmulti);
+  vmstate_put_bool(w, f->uni_overflow);
+  vmstate_put_bool(w, f->multi_overflow);
+  vmstate_put_u32(w, f->n_uni);
+  vmstate_put_u32(w, f->n_multi);
+  vmstate_put_bytes(w, f->macs, (size_t)(f->n_uni + f->n_multi) * MAC_LEN);
   vmstate_end_section(w);
+}
+
+/* The filter of a version 2 state; a version 1 state predates it (no control queue: the
+ * driver could not have changed it from the reset state). */
+static void filter_load(virtio_net_rx_filter *f, vmstate_reader *r, const uint8_t mac[MAC_LEN]) {
+  filter_reset(f, mac);
+  if (r->version < 2)
+    return;
+  vmstate_get_bytes(r, f->own_mac, MAC_LEN);
+  f->promisc = vmstate_get_bool(r);
+  f->allmulti = vmstate_get_bool(r);
+  f->uni_overflow = vmstate_get_bool(r);
+  f->multi_overflow = vmstate_get_bool(r);
+  f->n_uni = vmstate_get_u32(r);
+  f->n_multi = vmstate_get_u32(r);
+  if (f->n_uni > VIRTIO_NET_MAC_TABLE_ENTRIES ||
+      f->n_multi > VIRTIO_NET_MAC_TABLE_ENTRIES - f->n_uni) {
+    vmstate_refuse(r, "receive filter table longer than the device's");
+    f->n_uni = f->n_multi = 0;
+    return;
+  }
+  vmstate_get_bytes(r, f->macs, (size_t)(f->n_uni + f->n_multi) * MAC_LEN);
 }
 
 int virtio_net_load(virtio_net *n, vmstate_reader *img, vs_error **err) {
@@ -774,6 +986,8 @@ int virtio_net_load(virtio_net *n, vmstate_reader *img, vs_error **err) {
   n->st.rx_dropped = vmstate_get_u64(&r);
   n->st.tx_frames = vmstate_get_u64(&r);
   n->st.tx_dropped = vmstate_get_u64(&r);
+  n->st.rx_filtered = r.version >= 2 ? vmstate_get_u64(&r) : 0;
+  filter_load(&n->st.filter, &r, mac);
   if (vmstate_end(&r, err) < 0)
     return -1;
   virtio_net_set_mac(n, mac);
