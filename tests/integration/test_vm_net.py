@@ -8,7 +8,8 @@
 - tap networking in a network namespace the test creates (root only): ping and HTTP both ways,
   and again after the guest changes its MAC address (the receive filter follows it);
   6 MiB over TCP each way checked with SHA-256, with the virtio-net header on the tap (the large
-  TCP packets of both sides cross it whole) and with vnet_hdr=off (frames of one MTU);
+  TCP packets of both sides cross it whole) and with vnet_hdr=off (frames of one MTU); a restored
+  VM gets the tap's offloads back;
 - the virtio console (hvc0) as the guest's console, and virtio-rng as its hardware RNG;
 - bad --net specs and a hostfwd port that is taken fail with a message naming the problem.
 """
@@ -368,6 +369,53 @@ def test_tap_tcp_transfer_both_ways(build_dir, guest_assets, netns_with_tap, tmp
                 assert average_frame(*tx) > 2 * frame_max, tx  # the guest's
             vm.sendline("poweroff")
             assert vm.wait(300) == 0
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait()
+
+
+def test_tap_offloads_after_restore(build_dir, guest_assets, netns_with_tap, tmp_path):
+    """A VM on a tap with the header is snapshotted and restored: the restored VMM reopens the tap
+    and sets its offloads from the restored driver's features, so the host's large TCP packets
+    reach the guest again (and the data arrives intact)."""
+    ns, tap = netns_with_tap
+    size = 3 << 20
+    (tmp_path / "www").mkdir()
+    blob = tmp_path / "www" / "blob"
+    blob.write_bytes(os.urandom(size))
+    want = file_sha256(blob)
+    port = 18000 + int(uuid.uuid4().hex[:3], 16) % 1000
+    server = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", "-m", "http.server",
+                               "--bind", "192.168.77.1", "--directory", str(tmp_path / "www"),
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    sock, snap = tmp_path / "vm.sock", tmp_path / "snap"
+    netns = ["ip", "netns", "exec", ns]
+    try:
+        cmd = netns + vmm_cmd(build_dir, guest_assets, "--net", f"tap={tap}", "--api-sock", sock)
+        with GuestConsole(cmd, log_path=tmp_path / "console.log") as vm:
+            vm.expect(PROMPT)
+            vm.run("killall udhcpc 2>/dev/null; ip addr add 192.168.77.2/24 dev eth0")
+            r = ctl(build_dir, sock, "snapshot", snap, "--quit")
+            assert r.returncode == 0, r.stderr
+            assert vm.wait(60) == 0
+        rsock = tmp_path / "restored.sock"
+        cmd = netns + [build_dir / "vessel-vmm", "--restore", snap, "--api-sock", rsock]
+        with GuestConsole(cmd, log_path=tmp_path / "restored.log") as vm:
+            wait_for_path(rsock, vm)
+            vm.sendline("")
+            vm.expect(PROMPT, timeout=60)
+            stats = ("cat /sys/class/net/eth0/statistics/rx_bytes "
+                     "/sys/class/net/eth0/statistics/rx_packets")
+            before = [int(x) for x in vm.run(stats).split()[-2:]]
+            out = vm.run(f"wget -q -O /tmp/blob http://192.168.77.1:{port}/blob && "
+                         "sha256sum /tmp/blob", timeout=600)
+            assert f"{want}  /tmp/blob" in out, out
+            after = [int(x) for x in vm.run(stats).split()[-2:]]
+            rx = (after[0] - before[0], after[1] - before[1])
+            assert average_frame(*rx) > 2 * 1514, rx
+            vm.sendline("poweroff -f")
+            assert vm.wait(120) == 0
     finally:
         os.killpg(server.pid, 9)
         server.wait()
