@@ -146,6 +146,10 @@ struct rv_icache {
   /* pool indices must fit in a slot */
   _Static_assert(RV_POOL_SIZE <= (1ULL << (32 - RV_BLOCK_N_BITS)), "pool too large");
   rv_insn pool[RV_POOL_SIZE];
+  /* The translated code of the block whose first instruction is pool[i] (NULL: not yet;
+   * RV_JIT_INTERPRET: the interpreter runs it); dropped with the pool. */
+  const void *code[RV_POOL_SIZE];
+  struct rv_jit *jit; /* NULL: the interpreter runs every block */
   uint32_t pool_used;
   uint32_t clears;      /* times the pool was emptied: links into it are only made within one */
   uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
@@ -153,6 +157,35 @@ struct rv_icache {
   uint16_t first[32];   /* start of each opcode's group in order[] */
   uint16_t count[32];
 };
+
+#define RV_JIT_INTERPRET ((const void *)1)
+
+/* jit.c: the translator from decoded blocks to x86-64 code. */
+struct rv_jit;
+/* *out = NULL (and success) on hosts without a translator. */
+int rv_jit_create(struct rv_jit **out, vs_error **err);
+void rv_jit_destroy(struct rv_jit *j);
+/* Drop all translated code (with the block pool it was made from). */
+void rv_jit_reset(struct rv_jit *j);
+/* Translate the block of n decoded instructions at first, decoded when its page's code counter
+ * (*counter) was gen; NULL when the code buffer is full. The instructions must stay where they are
+ * while the code lives (the code calls their handlers with them). */
+const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
+                             const uint32_t *counter, uint32_t gen);
+/* What a run of translated code did: the instructions it executed (counted in minstret; h->pc is
+ * at the next one), and link: when the last block left by a direct jump within its page, that
+ * jump's place, which rv_jit_link can point at the next block's code (else 0). */
+typedef struct rv_jit_exit {
+  uint64_t count;
+  uintptr_t link;
+} rv_jit_exit;
+/* Run translated code with h->pc at its block's first instruction. Blocks linked to it run on
+ * while their instructions keep the count within limit. */
+rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit);
+void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code);
+/* The block at virtual pc under translation tag (tlb_tag | fetch_tlb) has this code: jumps into
+ * other pages and computed jumps find it there without leaving translated code. */
+void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code);
 
 /* decode.c */
 void rv_decode_index(struct rv_icache *ic);
