@@ -234,8 +234,10 @@ static bool rv_check_interrupts(rv_hart *h) {
 
 /* ---------------------------------------------------------------- execution loop */
 
-static inline void rv_step(rv_hart *h) {
+/* Execute one instruction; returns whether it straddled two pages (those are never in a block). */
+static inline bool rv_step(rv_hart *h) {
   uint64_t pc = h->pc;
+  bool straddles = false;
   uint8_t *host;
   if (likely((pc >> 12) == h->fetch_vpn)) {
     host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
@@ -243,7 +245,7 @@ static inline void rv_step(rv_hart *h) {
     host = rv_fetch_slow(h, pc);
     if (!host) {
       h->pc = h->next_pc;
-      return;
+      return false;
     }
   }
   uint32_t raw;
@@ -258,12 +260,13 @@ static inline void rv_step(rv_hart *h) {
       uint8_t *hi_host = rv_fetch_slow(h, pc + 2);
       if (!hi_host) {
         h->pc = h->next_pc;
-        return;
+        return false;
       }
       uint16_t hi;
       memcpy(&hi, hi_host, 2);
       raw |= (uint32_t)hi << 16;
       h->fetch_vpn = UINT64_MAX;
+      straddles = true;
     }
   }
   if ((raw & 3) != 3)
@@ -277,6 +280,12 @@ static inline void rv_step(rv_hart *h) {
   d->fn(h, d);
   h->x[0] = 0;
   h->pc = h->next_pc;
+  return straddles;
+}
+
+void rv_jit_step(rv_hart *h) {
+  rv_step(h);
+  h->minstret++;
 }
 
 /* ---------------------------------------------------------------- decoded blocks */
@@ -681,7 +690,9 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
         i += h->icache->jit ? rv_jit_blocks_run(h, b, n - i, left - i)
                             : rv_blocks_run(h, b, n - i, left - i);
       } else {
-        rv_step(h);
+        uint64_t pc = h->pc, tag = h->tlb_tag | (uint64_t)h->fetch_tlb;
+        if (rv_step(h) && h->icache->jit)
+          rv_jit_remember_step(h->icache->jit, pc, tag);
         i++;
         h->minstret++; /* per instruction, so counter CSR reads are exact */
       }

@@ -186,6 +186,11 @@ void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code);
 /* The block at virtual pc under translation tag (tlb_tag | fetch_tlb) has this code: jumps into
  * other pages and computed jumps find it there without leaving translated code. */
 void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code);
+/* The instruction at pc straddles two pages (no block holds it): the jump cache sends jumps to it
+ * to a stub that runs it with rv_jit_step. */
+void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag);
+/* cpu.c: execute the one instruction at h->pc in the interpreter, counted in minstret. */
+void rv_jit_step(rv_hart *h);
 
 /* decode.c */
 void rv_decode_index(struct rv_icache *ic);

@@ -48,7 +48,7 @@ struct rv_jit {
   size_t size;
   size_t stubs_end; /* the entry and exit stubs live below this and survive resets */
   size_t used;
-  size_t enter, left, out; /* offsets of the stubs */
+  size_t enter, left, out, step; /* offsets of the stubs */
   size_t chain_bytes;       /* the length of a block's chain entry (emit_chain_entry) */
   /* The jump cache: blocks by virtual pc for jumps that leave their page or go to a computed
    * address (the translation can differ at each run, so these cannot be linked). */
@@ -590,6 +590,19 @@ static void exit_to(block_ctx *c, int64_t delta, unsigned count) {
   exit_indirect(c);
 }
 
+/* r13/r14/r15 for the inline TLB lookups: the sets serving loads and stores now, and the tag. */
+static void emit_tlb_registers(emitter *e) {
+  mov_load(e, R15, RBX, HART_OFF(tlb_tag));
+  op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(ld_tlb)); /* movsxd rax, int */
+  op_reg(e, true, 0x69, RAX, RAX);                         /* imul rax, rax, set bytes */
+  b4(e, (uint32_t)TLB_SET_BYTES);
+  op_mem(e, true, 0x8d, R13, RBX, RAX, HART_OFF(tlb[0][ACC_READ]));
+  op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(st_tlb));
+  op_reg(e, true, 0x69, RAX, RAX);
+  b4(e, (uint32_t)TLB_SET_BYTES);
+  op_mem(e, true, 0x8d, R14, RBX, RAX, HART_OFF(tlb[0][ACC_WRITE]));
+}
+
 /* The block's last instruction: a branch or jump inline, anything else through its handler. */
 static void emit_last(block_ctx *c, const rv_insn *d) {
   emitter *e = &c->e;
@@ -620,11 +633,20 @@ static void emit_last(block_ctx *c, const rv_insn *d) {
     if (c->index)
       alu_mem_imm(e, 0, RBX, HART_OFF(minstret), (int32_t)c->index);
     emit_call_handler(c, d);
-    mov_load(e, RAX, RBX, HART_OFF(next_pc));
-    mov_store(e, RBX, HART_OFF(pc), RAX);
     alu_mem_imm(e, 0, RBX, HART_OFF(minstret), 1);
     alu_imm(e, true, 0, RBP, (int32_t)count);
+    mov_load(e, R12, RBX, HART_OFF(next_pc));
+    /* A trap, xRET, WFI or an interrupt made deliverable asks to leave. Otherwise go on: the
+     * instruction may have changed the translation (satp, sfence.vma, MPRV), so reload the TLB
+     * registers and find the next block through the jump cache, which is keyed by it. */
+    op_mem(e, false, 0x80, 7, RBX, -1, HART_OFF(check_irq));
+    b1(e, 0);
+    uint8_t *stay = jcc32(e, CC_E);
+    mov_store(e, RBX, HART_OFF(pc), R12);
     exit_out(c);
+    patch(e, stay, e->p);
+    emit_tlb_registers(e);
+    exit_indirect(c);
     return;
   default: { /* conditional branch */
     load_x(e, RAX, d->rs1);
@@ -679,20 +701,11 @@ static void emit_chain_entry(emitter *e, unsigned n, const uint32_t *counter, ui
   e->chain_go = go;
 }
 
-/* The entry from rv_jit_enter: r12 = the pc, r13/r14/r15 for the inline TLB lookups (the sets
- * serving loads and stores now), also for the blocks linked to this one. */
+/* The entry from rv_jit_enter: r12 = the pc and the TLB registers, also for the blocks linked to
+ * this one. */
 static void emit_prologue(block_ctx *c) {
-  emitter *e = &c->e;
-  mov_load(e, R12, RBX, HART_OFF(pc));
-  mov_load(e, R15, RBX, HART_OFF(tlb_tag));
-  op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(ld_tlb)); /* movsxd rax, int */
-  op_reg(e, true, 0x69, RAX, RAX);                         /* imul rax, rax, set bytes */
-  b4(e, (uint32_t)TLB_SET_BYTES);
-  op_mem(e, true, 0x8d, R13, RBX, RAX, HART_OFF(tlb[0][ACC_READ]));
-  op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(st_tlb));
-  op_reg(e, true, 0x69, RAX, RAX);
-  b4(e, (uint32_t)TLB_SET_BYTES);
-  op_mem(e, true, 0x8d, R14, RBX, RAX, HART_OFF(tlb[0][ACC_WRITE]));
+  mov_load(&c->e, R12, RBX, HART_OFF(pc));
+  emit_tlb_registers(&c->e);
 }
 
 const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
@@ -733,11 +746,40 @@ void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code) {
 
 /* ---------------------------------------------------------------- entry, exits, buffer */
 
+/* A chain entry that runs the one instruction at r12 through the interpreter (rv_jit_step) and
+ * goes on through the jump cache: for the 32-bit instructions that straddle two pages, which no
+ * block holds. The jump cache sends their pc here (rv_jit_remember_step), so code around them
+ * does not go back to the caller twice. rv_jit_step fetches and checks the bytes each time. */
+static void emit_step_stub(struct rv_jit *j, emitter *out) {
+  block_ctx c = {.j = j, .e = *out};
+  emitter *e = &c.e;
+  j->step = (size_t)(e->p - e->start);
+  lea(e, RAX, RBP, 1);
+  op_mem(e, true, 0x3b, RAX, RSP, -1, 8); /* over the budget: back to the caller */
+  uint8_t *over = jcc32(e, CC_A);
+  mov_store(e, RBX, HART_OFF(pc), R12);
+  op_reg(e, true, 0x8b, RDI, RBX);
+  call_abs(e, (const void *)rv_jit_step);
+  alu_imm(e, true, 0, RBP, 1);
+  mov_load(e, R12, RBX, HART_OFF(pc));
+  op_mem(e, false, 0x80, 7, RBX, -1, HART_OFF(check_irq));
+  b1(e, 0);
+  uint8_t *stay = jcc32(e, CC_E);
+  exit_out(&c);
+  patch(e, stay, e->p);
+  emit_tlb_registers(e);
+  exit_indirect(&c);
+  patch(e, over, e->p);
+  mov_store(e, RBX, HART_OFF(pc), R12);
+  exit_out(&c);
+  *out = c.e;
+}
+
 /* enter(h, code, limit): save the callee-saved registers, rbx = h, rbp = 0 (instructions run),
  * [rsp + 8] = limit, run the block. Blocks end at `left` (h->pc = h->next_pc) or at `out` with
  * h->pc set and rdx = a jump to link or 0; both return rbp (in rax) and rdx. */
 static void emit_stubs(struct rv_jit *j) {
-  emitter e = {.start = j->rw, .p = j->rw, .end = j->rw + 256};
+  emitter e = {.start = j->rw, .p = j->rw, .end = j->rw + 1024};
   static const int saved[] = {RBX, RBP, R12, R13, R14, R15};
   j->enter = 0;
   for (size_t i = 0; i < 6; i++) {
@@ -763,6 +805,7 @@ static void emit_stubs(struct rv_jit *j) {
     b1(&e, 0x58 + (saved[i] & 7)); /* pop */
   }
   b1(&e, 0xc3);
+  emit_step_stub(j, &e);
   j->stubs_end = ((size_t)(e.p - e.start) + 63) & ~(size_t)63;
   j->used = j->stubs_end;
 }
@@ -818,11 +861,19 @@ void rv_jit_reset(struct rv_jit *j) {
   memset(j->jmp, 0, sizeof(j->jmp));
 }
 
-void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code) {
+static void remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *chain) {
   struct rv_jit_jmp *m = &j->jmp[(pc >> 1) & (RV_JIT_JMP_SIZE - 1)];
   m->pc = pc;
   m->tag = tag;
-  m->chain = (const uint8_t *)code - j->chain_bytes;
+  m->chain = chain;
+}
+
+void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code) {
+  remember(j, pc, tag, (const uint8_t *)code - j->chain_bytes);
+}
+
+void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
+  remember(j, pc, tag, j->rx + j->step);
 }
 
 rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit) {
@@ -855,6 +906,9 @@ void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code) {
 }
 void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code) {
   (void)j, (void)pc, (void)tag, (void)code;
+}
+void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
+  (void)j, (void)pc, (void)tag;
 }
 
 #endif
