@@ -272,9 +272,9 @@ static void count_insns(emitter *e, unsigned count) {
   alu_imm(e, true, 0, RBP, (int32_t)count);
 }
 /* The instruction that just ran trapped or asked to leave: h->pc = h->next_pc, `count`
- * instructions of the block ran. */
+ * instructions of the block ran (the stub counts them). */
 static void exit_left(block_ctx *c, unsigned count) {
-  count_insns(&c->e, count);
+  mov_imm(&c->e, RAX, count);
   patch(&c->e, jmp32(&c->e), stub(c, c->j->left));
 }
 /* h->pc is set and the block's instructions are counted: back to the caller. */
@@ -416,32 +416,41 @@ static void emit_store(block_ctx *c, const rv_insn *d) {
   sp->index = c->index;
 }
 
-/* The out-of-line half of a load or store: the full access through the C slow path (which fills
- * the TLB, reaches devices and raises faults). rsi still holds the virtual address. */
+/* A load or store that the inline TLB lookup did not serve, at pc: the C slow path fills the TLB,
+ * reaches devices and raises faults. Returns whether the block must leave (h->check_irq). */
+static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc) {
+  h->pc = pc;
+  h->next_pc = pc + d->len;
+  unsigned size = access_size(d->fast);
+  if (is_store(d->fast)) {
+    rv_store_slow(h, va, size, h->x[d->rs2]);
+    return h->check_irq;
+  }
+  uint64_t v;
+  if (rv_load_slow(h, va, size, &v) && d->rd) {
+#define CONVERT(name, size, conv)                                                                  \
+  case RV_FAST_##name:                                                                             \
+    h->x[d->rd] = conv;                                                                            \
+    break;
+    switch (d->fast) { RV_LOAD_OPS(CONVERT) }
+#undef CONVERT
+  }
+  return h->check_irq;
+}
+
+/* The out-of-line half of a load or store: access_slow(h, va, d, pc), with va still in rsi. */
 static void emit_slow_path(block_ctx *c, const struct slow_path *sp) {
   emitter *e = &c->e;
-  const rv_insn *d = sp->d;
   for (int i = 0; i < 2; i++)
     if (sp->miss[i])
       patch(e, sp->miss[i], e->p);
-  c->index = sp->index;
-  set_pc(e, sp->off, d->len);
   op_reg(e, true, 0x8b, RDI, RBX);
-  mov_imm(e, RDX, access_size(d->fast));
-  if (is_load(d->fast)) {
-    op_reg(e, true, 0x8b, RCX, RSP); /* out: the spare slot at [rsp] */
-    call_abs(e, (const void *)rv_load_slow);
-    op_reg(e, false, 0x84, RAX, RAX); /* test al, al */
-    uint8_t *failed = jcc32(e, CC_E);
-    load_extend(e, d->fast, RSP, -1);
-    store_x(e, d->rd, RAX);
-    patch(e, failed, e->p);
-  } else {
-    load_x(e, RCX, d->rs2);
-    call_abs(e, (const void *)rv_store_slow);
-  }
-  leave_if_asked(c);
-  patch(e, jmp32(e), sp->resume);
+  mov_imm64(e, RDX, (uint64_t)(uintptr_t)sp->d);
+  pc_plus(e, RCX, sp->off);
+  call_abs(e, (const void *)access_slow);
+  op_reg(e, false, 0x84, RAX, RAX); /* test al, al */
+  patch(e, jcc32(e, CC_E), sp->resume);
+  exit_left(c, sp->index + 1);
 }
 
 /* The ALU operations of RV_ALU_R_OPS/RV_ALU_I_OPS that have a direct x86 form, as data: rax =
@@ -776,7 +785,8 @@ static void emit_step_stub(struct rv_jit *j, emitter *out) {
 }
 
 /* enter(h, code, limit): save the callee-saved registers, rbx = h, rbp = 0 (instructions run),
- * [rsp + 8] = limit, run the block. Blocks end at `left` (h->pc = h->next_pc) or at `out` with
+ * [rsp + 8] = limit, run the block. Blocks end at `left` (rax more instructions ran, h->pc =
+ * h->next_pc) or at `out` with
  * h->pc set and rdx = a jump to link or 0; both return rbp (in rax) and rdx. */
 static void emit_stubs(struct rv_jit *j) {
   emitter e = {.start = j->rw, .p = j->rw, .end = j->rw + 1024};
@@ -786,7 +796,7 @@ static void emit_stubs(struct rv_jit *j) {
     rex(&e, false, 0, 0, saved[i]);
     b1(&e, 0x50 + (saved[i] & 7)); /* push */
   }
-  /* rsp 16-byte aligned for calls; [rsp] is the slow loads' result, [rsp + 8] the limit */
+  /* rsp 16-byte aligned for calls; [rsp + 8] holds the limit */
   alu_imm(&e, true, 5, RSP, 24);
   op_reg(&e, true, 0x8b, RBX, RDI);
   mov_store(&e, RSP, 8, RDX);
@@ -794,6 +804,8 @@ static void emit_stubs(struct rv_jit *j) {
   op_reg(&e, false, 0xff, 4, RSI); /* jmp rsi */
 
   j->left = (size_t)(e.p - e.start);
+  op_mem(&e, true, 0x01, RAX, RBX, -1, HART_OFF(minstret)); /* add [minstret], rax */
+  op_reg(&e, true, 0x01, RAX, RBP);                         /* add rbp, rax */
   mov_load(&e, RCX, RBX, HART_OFF(next_pc));
   mov_store(&e, RBX, HART_OFF(pc), RCX);
   op_reg(&e, false, 0x31, RDX, RDX);
