@@ -1017,6 +1017,8 @@ TEST(self_modifying_code_is_seen_by_both_engines) {
         TAP_FAIL("pass %u step %d: %s", pass, i, d);
     }
     CHECK(c.jit->hart.wfi);
+    c.programs++;
+    c.finished++;
     CHECK_U64(c.jit->hart.x[5], 6);            /* 1 + 5, not 1 + 100 */
     CHECK_U64(c.jit->hart.x[8], 1000 + 5 + 5); /* the rewritten body ran twice */
   }
