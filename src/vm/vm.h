@@ -128,7 +128,7 @@ typedef struct vm_restore_opts {
   /* the console and diagnostics of this process (not part of the snapshot) */
   int console_in, console_out;
   bool console_escape, trace;
-  bool interpreter; /* as vm_config.interpreter */
+  bool interpreter;      /* as vm_config.interpreter */
   bool clone;            /* a new identity: own disk overlays, new MAC addresses */
   const char *clone_dir; /* where a clone's overlays go (NULL: a new DIR/clone-XXXXXX) */
   bool verify_memory;    /* check the memory file's SHA-256 too (reads all of it) */

@@ -41,7 +41,6 @@
 #define RV_JIT_JMP_SIZE 4096
 _Static_assert((RV_JIT_JMP_SIZE & (RV_JIT_JMP_SIZE - 1)) == 0, "a power of two");
 
-
 struct rv_jit {
   uint8_t *rw; /* the writable view */
   uint8_t *rx; /* the executable view of the same memory */
@@ -49,12 +48,12 @@ struct rv_jit {
   size_t stubs_end; /* the entry and exit stubs live below this and survive resets */
   size_t used;
   size_t enter, left, out, step; /* offsets of the stubs */
-  size_t chain_bytes;       /* the length of a block's chain entry (emit_chain_entry) */
+  size_t chain_bytes;            /* the length of a block's chain entry (emit_chain_entry) */
   /* The jump cache: blocks by virtual pc for jumps that leave their page or go to a computed
    * address (the translation can differ at each run, so these cannot be linked). */
   struct rv_jit_jmp {
     uint64_t pc;
-    uint64_t tag; /* tlb_tag | fetch_tlb when it was filled: the same translation of pc */
+    uint64_t tag;      /* tlb_tag | fetch_tlb when it was filled: the same translation of pc */
     const void *chain; /* the block's chain entry */
     uint64_t unused;
   } jmp[RV_JIT_JMP_SIZE];
@@ -237,7 +236,8 @@ static void pc_plus(emitter *e, int reg, int64_t delta) {
     op_reg(e, true, 0x01, R12, reg); /* add reg, r12 */
   }
 }
-/* h->pc and h->next_pc for the instruction at offset off of length len (for handlers and faults). */
+/* h->pc and h->next_pc for the instruction at offset off of length len (for handlers and faults).
+ */
 static void set_pc(emitter *e, int64_t off, unsigned len) {
   pc_plus(e, RAX, off);
   mov_store(e, RBX, HART_OFF(pc), RAX);
@@ -250,7 +250,7 @@ static void set_pc(emitter *e, int64_t off, unsigned len) {
 typedef struct block_ctx {
   struct rv_jit *j;
   emitter e;
-  uintptr_t key; /* host address of the block's first instruction */
+  uintptr_t key;  /* host address of the block's first instruction */
   int64_t off;    /* the current instruction's offset from the block's pc */
   unsigned index; /* and its index in the block: index + 1 instructions have run after it */
   /* loads and stores whose slow paths follow the block's body */
@@ -365,8 +365,8 @@ static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int tlb_reg, unsigne
   op_reg(e, false, 0x8b, RCX, RAX); /* ecx = (vpn % RV_TLB_SIZE) * 16 */
   alu_imm(e, false, 4, RCX, RV_TLB_SIZE - 1);
   shift_imm(e, false, 4, RCX, 4);
-  op_reg(e, true, 0x09, R15, RAX);                /* or rax, r15 */
-  op_mem(e, true, 0x3b, RAX, tlb_reg, RCX, 0);    /* cmp rax, [tlb + rcx] */
+  op_reg(e, true, 0x09, R15, RAX);             /* or rax, r15 */
+  op_mem(e, true, 0x3b, RAX, tlb_reg, RCX, 0); /* cmp rax, [tlb + rcx] */
   sp->miss[0] = jcc32(e, CC_NE);
   sp->miss[1] = NULL;
   if (size > 1) { /* the access must not leave the page */
@@ -471,21 +471,21 @@ enum { ALU_BIN, ALU_SHIFT, ALU_SET, ALU_MUL, ALU_LUI };
 static const struct alu_op_desc {
   uint8_t fast, kind, code, ext, word, imm;
 } alu_ops[] = {
-    {RV_FAST_add, ALU_BIN, BIN_ADD, 0, 0},   {RV_FAST_sub, ALU_BIN, BIN_SUB, 0, 0},
-    {RV_FAST_xor, ALU_BIN, BIN_XOR, 0, 0},   {RV_FAST_or, ALU_BIN, BIN_OR, 0, 0},
-    {RV_FAST_and, ALU_BIN, BIN_AND, 0, 0},   {RV_FAST_addw, ALU_BIN, BIN_ADD, 1, 0},
-    {RV_FAST_subw, ALU_BIN, BIN_SUB, 1, 0},  {RV_FAST_addi, ALU_BIN, BIN_ADD, 0, 1},
-    {RV_FAST_xori, ALU_BIN, BIN_XOR, 0, 1},  {RV_FAST_ori, ALU_BIN, BIN_OR, 0, 1},
-    {RV_FAST_andi, ALU_BIN, BIN_AND, 0, 1},  {RV_FAST_addiw, ALU_BIN, BIN_ADD, 1, 1},
-    {RV_FAST_sll, ALU_SHIFT, 0, 4, 0, 0},    {RV_FAST_srl, ALU_SHIFT, 0, 5, 0, 0},
-    {RV_FAST_sra, ALU_SHIFT, 0, 7, 0, 0},    {RV_FAST_sllw, ALU_SHIFT, 0, 4, 1, 0},
-    {RV_FAST_srlw, ALU_SHIFT, 0, 5, 1, 0},   {RV_FAST_sraw, ALU_SHIFT, 0, 7, 1, 0},
-    {RV_FAST_slli, ALU_SHIFT, 0, 4, 0, 1},   {RV_FAST_srli, ALU_SHIFT, 0, 5, 0, 1},
-    {RV_FAST_srai, ALU_SHIFT, 0, 7, 0, 1},   {RV_FAST_slliw, ALU_SHIFT, 0, 4, 1, 1},
-    {RV_FAST_srliw, ALU_SHIFT, 0, 5, 1, 1},  {RV_FAST_sraiw, ALU_SHIFT, 0, 7, 1, 1},
-    {RV_FAST_slt, ALU_SET, CC_L, 7, 0, 0},   {RV_FAST_sltu, ALU_SET, CC_B, 7, 0, 0},
-    {RV_FAST_slti, ALU_SET, CC_L, 7, 0, 1},  {RV_FAST_sltiu, ALU_SET, CC_B, 7, 0, 1},
-    {RV_FAST_mul, ALU_MUL, 0, 0, 0, 0},      {RV_FAST_mulw, ALU_MUL, 0, 0, 1, 0},
+    {RV_FAST_add, ALU_BIN, BIN_ADD, 0, 0},  {RV_FAST_sub, ALU_BIN, BIN_SUB, 0, 0},
+    {RV_FAST_xor, ALU_BIN, BIN_XOR, 0, 0},  {RV_FAST_or, ALU_BIN, BIN_OR, 0, 0},
+    {RV_FAST_and, ALU_BIN, BIN_AND, 0, 0},  {RV_FAST_addw, ALU_BIN, BIN_ADD, 1, 0},
+    {RV_FAST_subw, ALU_BIN, BIN_SUB, 1, 0}, {RV_FAST_addi, ALU_BIN, BIN_ADD, 0, 1},
+    {RV_FAST_xori, ALU_BIN, BIN_XOR, 0, 1}, {RV_FAST_ori, ALU_BIN, BIN_OR, 0, 1},
+    {RV_FAST_andi, ALU_BIN, BIN_AND, 0, 1}, {RV_FAST_addiw, ALU_BIN, BIN_ADD, 1, 1},
+    {RV_FAST_sll, ALU_SHIFT, 0, 4, 0, 0},   {RV_FAST_srl, ALU_SHIFT, 0, 5, 0, 0},
+    {RV_FAST_sra, ALU_SHIFT, 0, 7, 0, 0},   {RV_FAST_sllw, ALU_SHIFT, 0, 4, 1, 0},
+    {RV_FAST_srlw, ALU_SHIFT, 0, 5, 1, 0},  {RV_FAST_sraw, ALU_SHIFT, 0, 7, 1, 0},
+    {RV_FAST_slli, ALU_SHIFT, 0, 4, 0, 1},  {RV_FAST_srli, ALU_SHIFT, 0, 5, 0, 1},
+    {RV_FAST_srai, ALU_SHIFT, 0, 7, 0, 1},  {RV_FAST_slliw, ALU_SHIFT, 0, 4, 1, 1},
+    {RV_FAST_srliw, ALU_SHIFT, 0, 5, 1, 1}, {RV_FAST_sraiw, ALU_SHIFT, 0, 7, 1, 1},
+    {RV_FAST_slt, ALU_SET, CC_L, 7, 0, 0},  {RV_FAST_sltu, ALU_SET, CC_B, 7, 0, 0},
+    {RV_FAST_slti, ALU_SET, CC_L, 7, 0, 1}, {RV_FAST_sltiu, ALU_SET, CC_B, 7, 0, 1},
+    {RV_FAST_mul, ALU_MUL, 0, 0, 0, 0},     {RV_FAST_mulw, ALU_MUL, 0, 0, 1, 0},
     {RV_FAST_lui, ALU_LUI, 0, 0, 0, 1},
 };
 
@@ -566,14 +566,14 @@ static void exit_indirect(block_ctx *c) {
   alu_imm(e, false, 4, RAX, RV_JIT_JMP_SIZE - 1);
   shift_imm(e, false, 4, RAX, 5);
   mov_imm64(e, RDX, (uint64_t)(uintptr_t)c->j->jmp);
-  op_reg(e, true, 0x01, RAX, RDX);                   /* add rdx, rax */
-  op_mem(e, true, 0x3b, R12, RDX, -1, 0);            /* cmp r12, [rdx].pc */
+  op_reg(e, true, 0x01, RAX, RDX);        /* add rdx, rax */
+  op_mem(e, true, 0x3b, R12, RDX, -1, 0); /* cmp r12, [rdx].pc */
   uint8_t *miss = jcc32(e, CC_NE);
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(fetch_tlb));
-  op_reg(e, true, 0x09, R15, RAX);                   /* or rax, r15 */
-  op_mem(e, true, 0x3b, RAX, RDX, -1, 8);            /* cmp rax, [rdx].tag */
+  op_reg(e, true, 0x09, R15, RAX);        /* or rax, r15 */
+  op_mem(e, true, 0x3b, RAX, RDX, -1, 8); /* cmp rax, [rdx].tag */
   uint8_t *miss2 = jcc32(e, CC_NE);
-  op_mem(e, false, 0xff, 4, RDX, -1, 16);            /* jmp [rdx].code */
+  op_mem(e, false, 0xff, 4, RDX, -1, 16); /* jmp [rdx].code */
   patch(e, miss, e->p);
   patch(e, miss2, e->p);
   mov_store(e, RBX, HART_OFF(pc), R12);
@@ -603,7 +603,7 @@ static void exit_to(block_ctx *c, int64_t delta, unsigned count) {
 static void emit_tlb_registers(emitter *e) {
   mov_load(e, R15, RBX, HART_OFF(tlb_tag));
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(ld_tlb)); /* movsxd rax, int */
-  op_reg(e, true, 0x69, RAX, RAX);                         /* imul rax, rax, set bytes */
+  op_reg(e, true, 0x69, RAX, RAX);                       /* imul rax, rax, set bytes */
   b4(e, (uint32_t)TLB_SET_BYTES);
   op_mem(e, true, 0x8d, R13, RBX, RAX, HART_OFF(tlb[0][ACC_READ]));
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(st_tlb));
