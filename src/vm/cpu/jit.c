@@ -65,7 +65,8 @@ enum { CC_B = 2, CC_AE = 3, CC_E = 4, CC_NE = 5, CC_A = 7, CC_L = 0xc, CC_GE = 0
 #define HART_OFF(field) ((int32_t)offsetof(rv_hart, field))
 #define X_OFF(r) ((int32_t)(8 * (r)))
 #define TLB_ENTRY_BYTES ((int32_t)sizeof(rv_tlb_entry))
-#define TLB_SET_BYTES ((int32_t)(3 * RV_TLB_SIZE * sizeof(rv_tlb_entry)))
+#define TLB_ACCESS_BYTES ((int32_t)(RV_TLB_SIZE * sizeof(rv_tlb_entry)))
+#define TLB_SET_BYTES (3 * TLB_ACCESS_BYTES)
 _Static_assert(sizeof(rv_tlb_entry) == 16, "the inline TLB lookup scales the index by 16");
 _Static_assert(offsetof(rv_hart, x) == 0, "guest registers are addressed from the hart");
 
@@ -432,7 +433,11 @@ static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc) 
   case RV_FAST_##name:                                                                             \
     h->x[d->rd] = conv;                                                                            \
     break;
-    switch (d->fast) { RV_LOAD_OPS(CONVERT) }
+    /* the zero-extending loads convert alike */
+    switch (d->fast) {
+      // NOLINTNEXTLINE(bugprone-branch-clone)
+      RV_LOAD_OPS(CONVERT)
+    }
 #undef CONVERT
   }
   return h->check_irq;
@@ -605,11 +610,11 @@ static void emit_tlb_registers(emitter *e) {
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(ld_tlb)); /* movsxd rax, int */
   op_reg(e, true, 0x69, RAX, RAX);                       /* imul rax, rax, set bytes */
   b4(e, (uint32_t)TLB_SET_BYTES);
-  op_mem(e, true, 0x8d, R13, RBX, RAX, HART_OFF(tlb[0][ACC_READ]));
+  op_mem(e, true, 0x8d, R13, RBX, RAX, HART_OFF(tlb) + ACC_READ * TLB_ACCESS_BYTES);
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(st_tlb));
   op_reg(e, true, 0x69, RAX, RAX);
   b4(e, (uint32_t)TLB_SET_BYTES);
-  op_mem(e, true, 0x8d, R14, RBX, RAX, HART_OFF(tlb[0][ACC_WRITE]));
+  op_mem(e, true, 0x8d, R14, RBX, RAX, HART_OFF(tlb) + ACC_WRITE * TLB_ACCESS_BYTES);
 }
 
 /* The block's last instruction: a branch or jump inline, anything else through its handler. */
