@@ -196,6 +196,9 @@ void rv_jit_step(rv_hart *h);
 void rv_decode_index(struct rv_icache *ic);
 /* Decode `raw` (a 16-bit compressed or 32-bit instruction) into d; unknown -> illegal handler. */
 void rv_decode(const struct rv_icache *ic, uint32_t raw, rv_insn *d);
+/* How the block runner executes the instructions of this handler (enum rv_fast), whatever their rd
+ * and place in a block (rv_decode sends writes to x0 and a block's last instruction elsewhere). */
+uint8_t rv_fast_kind(rv_exec_fn fn);
 /* Expand a 16-bit compressed instruction to its 32-bit equivalent; 0 if reserved/illegal. */
 uint32_t rv_expand_compressed(uint16_t c);
 const rv_op *rv_decode_table(size_t *n);

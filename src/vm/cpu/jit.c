@@ -257,6 +257,7 @@ typedef struct block_ctx {
   /* loads and stores whose slow paths follow the block's body */
   struct slow_path {
     const rv_insn *d;
+    uint8_t kind;
     uint8_t *miss[2]; /* the jumps that take it (NULL: unused) */
     uint8_t *resume;
     int64_t off;
@@ -379,21 +380,22 @@ static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int tlb_reg, unsigne
   op_mem(e, true, 0x8b, RDX, tlb_reg, RCX, 8); /* rdx = addend */
 }
 
-static void emit_load(block_ctx *c, const rv_insn *d) {
+static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
   struct slow_path *sp = &c->slow[c->n_slow++];
-  emit_tlb_lookup(c, d, R13, access_size(d->fast), sp);
-  load_extend(&c->e, d->fast, RSI, RDX);
+  emit_tlb_lookup(c, d, R13, access_size(kind), sp);
+  load_extend(&c->e, kind, RSI, RDX);
   store_x(&c->e, d->rd, RAX);
   sp->d = d;
+  sp->kind = kind;
   sp->resume = c->e.p;
   sp->off = c->off;
   sp->index = c->index;
 }
 
-static void emit_store(block_ctx *c, const rv_insn *d) {
+static void emit_store(block_ctx *c, const rv_insn *d, uint8_t kind) {
   emitter *e = &c->e;
   struct slow_path *sp = &c->slow[c->n_slow++];
-  unsigned size = access_size(d->fast);
+  unsigned size = access_size(kind);
   emit_tlb_lookup(c, d, R14, size, sp);
   load_x(e, RAX, d->rs2);
   switch (size) {
@@ -412,6 +414,7 @@ static void emit_store(block_ctx *c, const rv_insn *d) {
     break;
   }
   sp->d = d;
+  sp->kind = kind;
   sp->resume = e->p;
   sp->off = c->off;
   sp->index = c->index;
@@ -419,11 +422,11 @@ static void emit_store(block_ctx *c, const rv_insn *d) {
 
 /* A load or store that the inline TLB lookup did not serve, at pc: the C slow path fills the TLB,
  * reaches devices and raises faults. Returns whether the block must leave (h->check_irq). */
-static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc) {
+static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc, uint64_t kind) {
   h->pc = pc;
   h->next_pc = pc + d->len;
-  unsigned size = access_size(d->fast);
-  if (is_store(d->fast)) {
+  unsigned size = access_size((uint8_t)kind);
+  if (is_store((uint8_t)kind)) {
     rv_store_slow(h, va, size, h->x[d->rs2]);
     return h->check_irq;
   }
@@ -434,7 +437,7 @@ static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc) 
     h->x[d->rd] = conv;                                                                            \
     break;
     /* the zero-extending loads convert alike */
-    switch (d->fast) {
+    switch (kind) {
       // NOLINTNEXTLINE(bugprone-branch-clone)
       RV_LOAD_OPS(CONVERT)
     }
@@ -443,7 +446,8 @@ static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc) 
   return h->check_irq;
 }
 
-/* The out-of-line half of a load or store: access_slow(h, va, d, pc), with va still in rsi. */
+/* The out-of-line half of a load or store: access_slow(h, va, d, pc, kind), with va still in
+ * rsi. */
 static void emit_slow_path(block_ctx *c, const struct slow_path *sp) {
   emitter *e = &c->e;
   for (int i = 0; i < 2; i++)
@@ -452,6 +456,7 @@ static void emit_slow_path(block_ctx *c, const struct slow_path *sp) {
   op_reg(e, true, 0x8b, RDI, RBX);
   mov_imm64(e, RDX, (uint64_t)(uintptr_t)sp->d);
   pc_plus(e, RCX, sp->off);
+  mov_imm(e, R8, sp->kind);
   call_abs(e, (const void *)access_slow);
   op_reg(e, false, 0x84, RAX, RAX); /* test al, al */
   patch(e, jcc32(e, CC_E), sp->resume);
@@ -501,6 +506,24 @@ static const struct alu_op_desc *alu_desc(uint8_t fast) {
   return NULL;
 }
 
+static void emit_auipc(block_ctx *c, const rv_insn *d) {
+  if (d->rd) {
+    pc_plus(&c->e, RAX, c->off + d->imm);
+    store_x(&c->e, d->rd, RAX);
+  }
+}
+
+/* mulh, mulhu: the high half of the 128-bit product, which x86's one-operand imul/mul leave in
+ * rdx. */
+static void emit_mul_high(block_ctx *c, const rv_insn *d) {
+  emitter *e = &c->e;
+  if (d->rd == 0)
+    return;
+  load_x(e, RAX, d->rs1);
+  op_mem(e, true, 0xf7, d->fn == op_mulhu ? 4 : 5, RBX, -1, X_OFF(d->rs2));
+  store_x(e, d->rd, RDX);
+}
+
 static void emit_alu(block_ctx *c, const rv_insn *d, const struct alu_op_desc *a) {
   emitter *e = &c->e;
   if (d->rd == 0)
@@ -541,6 +564,24 @@ static void emit_alu(block_ctx *c, const rv_insn *d, const struct alu_op_desc *a
   if (a->word)
     movsxd(e, RAX, RAX);
   store_x(e, d->rd, RAX);
+}
+
+/* An instruction translated inline (kind = rv_fast_kind of its handler); false: it is not one. */
+static bool emit_inline(block_ctx *c, const rv_insn *d, uint8_t kind) {
+  const struct alu_op_desc *a;
+  if (is_load(kind))
+    emit_load(c, d, kind); /* even into x0: it may fault or reach a device */
+  else if (is_store(kind))
+    emit_store(c, d, kind);
+  else if ((a = alu_desc(kind)) != NULL)
+    emit_alu(c, d, a);
+  else if (d->fn == op_auipc)
+    emit_auipc(c, d);
+  else if (d->fn == op_mulh || d->fn == op_mulhu)
+    emit_mul_high(c, d);
+  else
+    return false;
+  return true;
 }
 
 /* Branches: x86 condition for "taken" after cmp rs1, rs2. */
@@ -621,9 +662,15 @@ static void emit_tlb_registers(emitter *e) {
 static void emit_last(block_ctx *c, const rv_insn *d) {
   emitter *e = &c->e;
   unsigned count = c->index + 1;
-  uint8_t kind = d->fast >= RV_LAST_FIRST_JUMP
-                     ? (uint8_t)(d->fast - RV_LAST_FIRST_JUMP + RV_FAST_FIRST_JUMP)
-                     : RV_FAST_CALL;
+  uint8_t kind = rv_fast_kind(d->fn);
+  if (kind < RV_FAST_FIRST_JUMP || kind > RV_FAST_LAST_JUMP) {
+    /* a block cut at its length limit or the page end: the next one follows */
+    if (emit_inline(c, d, kind)) {
+      exit_to(c, c->off + d->len, count);
+      return;
+    }
+    kind = RV_FAST_CALL;
+  }
   switch (kind) {
   case RV_FAST_jal:
     pc_plus(e, RCX, c->off + d->len);
@@ -675,19 +722,7 @@ static void emit_last(block_ctx *c, const rv_insn *d) {
 }
 
 static void emit_body_insn(block_ctx *c, const rv_insn *d) {
-  const struct alu_op_desc *a;
-  if (is_load(d->fast)) {
-    emit_load(c, d);
-  } else if (is_store(d->fast)) {
-    emit_store(c, d);
-  } else if ((a = alu_desc(d->fast)) != NULL) {
-    emit_alu(c, d, a);
-  } else if (d->fn == op_auipc) {
-    if (d->rd) {
-      pc_plus(&c->e, RAX, c->off + d->imm);
-      store_x(&c->e, d->rd, RAX);
-    }
-  } else {
+  if (!emit_inline(c, d, rv_fast_kind(d->fn))) {
     emit_call_handler(c, d);
     leave_if_asked(c);
   }
