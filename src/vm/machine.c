@@ -331,6 +331,7 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
       .sbi_call = cfg->bios == VM_BIOS_BUILTIN ? vm_sbi_call : NULL,
       .read_mtime = vm_read_mtime,
       .code_pages = vs_malloc0(vm_ram_pages(m) * sizeof(uint32_t)),
+      .interpreter = m->cfg.interpreter,
   };
   for (unsigned h = 0; h < m->nharts; h++) {
     if (rv_hart_init(&m->harts[h], h, &m->bus, err) < 0) {

@@ -589,6 +589,7 @@ static void apply_runtime_opts(vm_config *cfg, const vm_restore_opts *o) {
   cfg->console_out = o->console_out;
   cfg->console_escape = o->console_escape;
   cfg->trace = o->trace;
+  cfg->interpreter = o->interpreter;
 }
 
 vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err) {

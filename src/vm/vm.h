@@ -56,6 +56,7 @@ typedef struct vm_config {
   int console_out;       /* guest console output */
   bool console_escape;   /* Ctrl-A x quits, Ctrl-A a sends Ctrl-A (on a TTY) */
   bool trace;            /* print traps and device events to stderr */
+  bool interpreter;      /* run the harts in the interpreter (--accel interp), not translated */
   const char *disks[VM_MAX_DISKS]; /* --disk specs (vm_disk_parse_spec syntax) */
   unsigned ndisks;
   const char *nets[VM_MAX_NICS]; /* --net specs (vm_net_check_spec syntax) */
@@ -127,6 +128,7 @@ typedef struct vm_restore_opts {
   /* the console and diagnostics of this process (not part of the snapshot) */
   int console_in, console_out;
   bool console_escape, trace;
+  bool interpreter;      /* as vm_config.interpreter */
   bool clone;            /* a new identity: own disk overlays, new MAC addresses */
   const char *clone_dir; /* where a clone's overlays go (NULL: a new DIR/clone-XXXXXX) */
   bool verify_memory;    /* check the memory file's SHA-256 too (reads all of it) */

@@ -69,7 +69,9 @@ static bool tb_mmio_write(void *opaque, uint64_t pa, unsigned size, uint64_t val
   return false;
 }
 
-static inline int tb_init(testbus *tb, uint64_t ram_size, vs_error **err) {
+/* interpreter: run the hart in the interpreter only (rv_bus.interpreter), else the default
+ * engine (the translator where the host has one). */
+static inline int tb_init_engine(testbus *tb, uint64_t ram_size, bool interpreter, vs_error **err) {
   memset(tb, 0, sizeof(*tb));
   void *ram = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (ram == MAP_FAILED)
@@ -85,7 +87,12 @@ static inline int tb_init(testbus *tb, uint64_t ram_size, vs_error **err) {
   tb->mtimecmp = UINT64_MAX;
   tb->t0_ns = 0;
   tb->t0_ns = tb_mtime(tb) * 100;
+  tb->bus.interpreter = interpreter;
   return rv_hart_init(&tb->hart, 0, &tb->bus, err);
+}
+
+static inline int tb_init(testbus *tb, uint64_t ram_size, vs_error **err) {
+  return tb_init_engine(tb, ram_size, false, err);
 }
 
 static inline void tb_destroy(testbus *tb) {

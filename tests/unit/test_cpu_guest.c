@@ -1,11 +1,17 @@
 /* Runs the guest test programs (tests/guest, built with riscv64-unknown-elf-gcc) on the real hart:
  * each ELF is loaded with the ELF loader and must end through HTIF with exit code 0. A failing
- * program reports the source line of its failing check. */
+ * program reports the source line of its failing check.
+ *
+ *   test_cpu_guest [--interp] ELF...
+ *
+ * --interp runs the programs in the interpreter (rv_bus.interpreter) instead of the default
+ * engine, so that both engines pass every program (meson registers cpu_guest and
+ * cpu_guest_interp). */
 #include <stdio.h>
 
 #include "rv_testbus.h"
 
-static int run_one(const char *path, int *line) {
+static int run_one(const char *path, bool interp, int *line) {
   _cleanup_error_ vs_error *err = NULL;
   uint8_t *buf = NULL;
   size_t len = 0;
@@ -16,7 +22,7 @@ static int run_one(const char *path, int *line) {
   len = fread(buf, 1, 4 << 20, f);
   fclose(f);
   testbus tb;
-  if (tb_init(&tb, 64 << 20, &err) < 0) {
+  if (tb_init_engine(&tb, 64 << 20, interp, &err) < 0) {
     free(buf);
     return -3;
   }
@@ -43,20 +49,26 @@ static int run_one(const char *path, int *line) {
 }
 
 int main(int argc, char **argv) {
-  printf("1..%d\n", argc - 1);
+  int first = 1;
+  bool interp = false;
+  if (argc > 1 && strcmp(argv[1], "--interp") == 0) {
+    interp = true;
+    first = 2;
+  }
+  printf("1..%d\n", argc - first);
   int failed = 0;
-  for (int i = 1; i < argc; i++) {
+  for (int i = first; i < argc; i++) {
     const char *name = strrchr(argv[i], '/') ? strrchr(argv[i], '/') + 1 : argv[i];
     int line = 0;
-    int r = run_one(argv[i], &line);
+    int r = run_one(argv[i], interp, &line);
     if (r == 0) {
-      printf("ok %d - %s\n", i, name);
+      printf("ok %d - %s%s\n", i - first + 1, name, interp ? " (interpreter)" : "");
     } else {
       failed++;
       if (line > 0)
-        printf("not ok %d - %s # failed check at source line %d\n", i, name, line);
+        printf("not ok %d - %s # failed check at source line %d\n", i - first + 1, name, line);
       else
-        printf("not ok %d - %s # did not finish (%d)\n", i, name, r == -1 ? line : r);
+        printf("not ok %d - %s # did not finish (%d)\n", i - first + 1, name, r == -1 ? line : r);
     }
     fflush(stdout);
   }

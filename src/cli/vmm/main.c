@@ -78,6 +78,8 @@ static const char usage_text[] =
     "  --clone-dir DIR   where a clone's overlays go (default: a new DIR/clone-XXXXXX)\n"
     "  --verify-memory   with --restore: check the memory file's SHA-256 (reads all of it)\n"
     "  --incoming H:P    receive a live migration on TCP H:P, then run the VM\n"
+    "  --accel KIND      how the harts run: 'jit' (default on x86-64 hosts; guest code is\n"
+    "                    translated to host code) or 'interp' (the interpreter)\n"
     "  --trace           print SBI calls and accesses to unmapped addresses on stderr\n"
     "                    (also enabled by VESSEL_TRACE=1)\n"
     "  -h, --help        show this help\n"
@@ -99,6 +101,7 @@ enum {
   OPT_MEM,
   OPT_SMP,
   OPT_TRACE,
+  OPT_ACCEL,
   OPT_DISK,
   OPT_NET,
   OPT_CONSOLE,
@@ -129,6 +132,7 @@ static const struct option long_options[] = {
     {"mem", required_argument, NULL, OPT_MEM},
     {"smp", required_argument, NULL, OPT_SMP},
     {"trace", no_argument, NULL, OPT_TRACE},
+    {"accel", required_argument, NULL, OPT_ACCEL},
     {"disk", required_argument, NULL, OPT_DISK},
     {"net", required_argument, NULL, OPT_NET},
     {"console", required_argument, NULL, OPT_CONSOLE},
@@ -233,6 +237,11 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
       break;
     case OPT_TRACE:
       cfg->trace = true;
+      break;
+    case OPT_ACCEL:
+      if (strcmp(optarg, "jit") != 0 && strcmp(optarg, "interp") != 0)
+        return usage_error("--accel '%s': expected 'jit' or 'interp'", optarg);
+      cfg->interpreter = strcmp(optarg, "interp") == 0;
       break;
     case OPT_DISK:
       machine_opts = true;
@@ -372,6 +381,7 @@ int main(int argc, char **argv) {
   a.ropts.console_out = cfg.console_out;
   a.ropts.console_escape = cfg.console_escape;
   a.ropts.trace = cfg.trace;
+  a.ropts.interpreter = cfg.interpreter;
 
   _cleanup_error_ vs_error *err = NULL;
   vm *m = a.restore    ? vm_restore(a.restore, &a.ropts, &err)

@@ -39,6 +39,11 @@ int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   if (!h->icache)
     return vs_error_set(err, ENOMEM, "hart %u: allocate the decoded-instruction cache", hartid);
   rv_decode_index(h->icache);
+  if (!bus->interpreter && rv_jit_create(&h->icache->jit, err) < 0) {
+    free(h->icache);
+    h->icache = NULL;
+    return vs_error_wrap(err, "hart %u", hartid);
+  }
   h->bus = bus;
   h->mhartid = hartid;
   rv_hart_reset(h, bus->ram_base, RV_PRIV_M);
@@ -46,6 +51,8 @@ int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
 }
 
 void rv_hart_destroy(rv_hart *h) {
+  if (h->icache)
+    rv_jit_destroy(h->icache->jit);
   free(h->icache);
   h->icache = NULL;
 }
@@ -114,6 +121,8 @@ static void rv_blocks_clear(struct rv_icache *ic) {
   memset(ic->blocks, 0, sizeof(ic->blocks));
   ic->pool_used = 0;
   ic->clears++;
+  if (ic->jit)
+    rv_jit_reset(ic->jit);
 }
 
 void rv_hart_flush_icache(rv_hart *h) {
@@ -225,8 +234,10 @@ static bool rv_check_interrupts(rv_hart *h) {
 
 /* ---------------------------------------------------------------- execution loop */
 
-static inline void rv_step(rv_hart *h) {
+/* Execute one instruction; returns whether it straddled two pages (those are never in a block). */
+static inline bool rv_step(rv_hart *h) {
   uint64_t pc = h->pc;
+  bool straddles = false;
   uint8_t *host;
   if (likely((pc >> 12) == h->fetch_vpn)) {
     host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
@@ -234,7 +245,7 @@ static inline void rv_step(rv_hart *h) {
     host = rv_fetch_slow(h, pc);
     if (!host) {
       h->pc = h->next_pc;
-      return;
+      return false;
     }
   }
   uint32_t raw;
@@ -249,12 +260,13 @@ static inline void rv_step(rv_hart *h) {
       uint8_t *hi_host = rv_fetch_slow(h, pc + 2);
       if (!hi_host) {
         h->pc = h->next_pc;
-        return;
+        return false;
       }
       uint16_t hi;
       memcpy(&hi, hi_host, 2);
       raw |= (uint32_t)hi << 16;
       h->fetch_vpn = UINT64_MAX;
+      straddles = true;
     }
   }
   if ((raw & 3) != 3)
@@ -268,6 +280,12 @@ static inline void rv_step(rv_hart *h) {
   d->fn(h, d);
   h->x[0] = 0;
   h->pc = h->next_pc;
+  return straddles;
+}
+
+void rv_jit_step(rv_hart *h) {
+  rv_step(h);
+  h->minstret++;
 }
 
 /* ---------------------------------------------------------------- decoded blocks */
@@ -356,6 +374,7 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   uint64_t page = rv_ram_page(h->bus, start);
   if (!(h->bus->code_pages[page] & 1))
     rv_code_page_claim(h, page, (uintptr_t)start & ~(uintptr_t)0xfff);
+  ic->code[ic->pool_used] = NULL;
   b->where = (ic->pool_used << RV_BLOCK_N_BITS) | n;
   b->gen = h->bus->code_pages[page];
   ic->pool_used += n;
@@ -591,6 +610,60 @@ left: /* d trapped or asked to leave: it ran */
 #undef DISPATCH
 }
 
+/* blk's translated code, translated now if it has none; NULL if the code buffer was full and
+ * everything was dropped (blk too). */
+static const void *rv_jit_code(rv_hart *h, const rv_block *blk) {
+  struct rv_icache *ic = h->icache;
+  uint32_t at = blk->where >> RV_BLOCK_N_BITS;
+  if (likely(ic->code[at] != NULL))
+    return ic->code[at];
+  const uint8_t *host = (const uint8_t *)ic->pool[at].key; // NOLINT(performance-no-int-to-ptr)
+  const uint32_t *counter = &h->bus->code_pages[rv_ram_page(h->bus, host)];
+  const void *code =
+      rv_jit_translate(ic->jit, &ic->pool[at], rv_where_len(blk->where), counter, blk->gen);
+  if (!code)
+    rv_blocks_clear(ic);
+  ic->code[at] = code;
+  return code;
+}
+
+/* Run blk and the blocks that follow it as translated code, with the limits of rv_blocks_run:
+ * while fewer than `chunk` instructions have run, the next block fits in `left` and no
+ * instruction asked to leave. A block is translated the first time it runs; a direct jump to
+ * another block of its page is then linked to that block's code, so the two run on without
+ * coming back here. */
+static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uint64_t left) {
+  struct rv_icache *ic = h->icache;
+  uint64_t total = 0;
+  uintptr_t link = 0;
+  for (;;) {
+    uint32_t clears = ic->clears;
+    const void *code = rv_jit_code(h, blk);
+    if (!code)
+      return total;
+    if (unlikely(code == RV_JIT_INTERPRET)) {
+      total += rv_blocks_run(h, blk, total + 1, left - total);
+      link = 0;
+    } else {
+      if (link && clears == ic->clears)
+        rv_jit_link(ic->jit, link, code);
+      else if (clears == ic->clears)
+        rv_jit_remember(ic->jit, h->pc, h->tlb_tag | (uint64_t)h->fetch_tlb, code);
+      rv_jit_exit r = rv_jit_enter(ic->jit, h, code, chunk - total);
+      total += r.count;
+      link = r.link;
+    }
+    if (unlikely(h->check_irq) || total >= chunk)
+      return total;
+    clears = ic->clears;
+    blk = rv_block_lookup(h);
+    if (!blk || rv_where_len(blk->where) > left - total)
+      return total;
+    if (clears != ic->clears)
+      link = 0; /* the lookup emptied the pool and the code with it */
+  }
+}
+
 /* ---------------------------------------------------------------- the run loop */
 
 #define RV_BLOCK 1024
@@ -614,9 +687,12 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     while (i < n) {
       rv_block *b = rv_block_lookup(h);
       if (likely(b && rv_where_len(b->where) <= left - i)) {
-        i += rv_blocks_run(h, b, n - i, left - i);
+        i += h->icache->jit ? rv_jit_blocks_run(h, b, n - i, left - i)
+                            : rv_blocks_run(h, b, n - i, left - i);
       } else {
-        rv_step(h);
+        uint64_t pc = h->pc, tag = h->tlb_tag | (uint64_t)h->fetch_tlb;
+        if (rv_step(h) && h->icache->jit)
+          rv_jit_remember_step(h->icache->jit, pc, tag);
         i++;
         h->minstret++; /* per instruction, so counter CSR reads are exact */
       }

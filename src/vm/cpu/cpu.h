@@ -52,6 +52,7 @@ typedef struct rv_bus {
   uint32_t *code_pages;
   uint32_t code_epoch; /* advances when a page becomes code: the other harts then drop their write
                           mappings (they may map that page) before they run again */
+  bool interpreter;    /* run the harts in the interpreter only, not translated to host code */
 } rv_bus;
 
 /* Guest RAM page `page` (index from ram_base) was written from outside the harts' stores. */

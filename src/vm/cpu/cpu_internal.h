@@ -146,6 +146,10 @@ struct rv_icache {
   /* pool indices must fit in a slot */
   _Static_assert(RV_POOL_SIZE <= (1ULL << (32 - RV_BLOCK_N_BITS)), "pool too large");
   rv_insn pool[RV_POOL_SIZE];
+  /* The translated code of the block whose first instruction is pool[i] (NULL: not yet;
+   * RV_JIT_INTERPRET: the interpreter runs it); dropped with the pool. */
+  const void *code[RV_POOL_SIZE];
+  struct rv_jit *jit; /* NULL: the interpreter runs every block */
   uint32_t pool_used;
   uint32_t clears;      /* times the pool was emptied: links into it are only made within one */
   uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
@@ -154,10 +158,47 @@ struct rv_icache {
   uint16_t count[32];
 };
 
+#define RV_JIT_INTERPRET ((const void *)1)
+
+/* jit.c: the translator from decoded blocks to x86-64 code. */
+struct rv_jit;
+/* *out = NULL (and success) on hosts without a translator. */
+int rv_jit_create(struct rv_jit **out, vs_error **err);
+void rv_jit_destroy(struct rv_jit *j);
+/* Drop all translated code (with the block pool it was made from). */
+void rv_jit_reset(struct rv_jit *j);
+/* Translate the block of n decoded instructions at first, decoded when its page's code counter
+ * (*counter) was gen; NULL when the code buffer is full. The instructions must stay where they are
+ * while the code lives (the code calls their handlers with them). */
+const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
+                             const uint32_t *counter, uint32_t gen);
+/* What a run of translated code did: the instructions it executed (counted in minstret; h->pc is
+ * at the next one), and link: when the last block left by a direct jump within its page, that
+ * jump's place, which rv_jit_link can point at the next block's code (else 0). */
+typedef struct rv_jit_exit {
+  uint64_t count;
+  uintptr_t link;
+} rv_jit_exit;
+/* Run translated code with h->pc at its block's first instruction. Blocks linked to it run on
+ * while their instructions keep the count within limit. */
+rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit);
+void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code);
+/* The block at virtual pc under translation tag (tlb_tag | fetch_tlb) has this code: jumps into
+ * other pages and computed jumps find it there without leaving translated code. */
+void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code);
+/* The instruction at pc straddles two pages (no block holds it): the jump cache sends jumps to it
+ * to a stub that runs it with rv_jit_step. */
+void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag);
+/* cpu.c: execute the one instruction at h->pc in the interpreter, counted in minstret. */
+void rv_jit_step(rv_hart *h);
+
 /* decode.c */
 void rv_decode_index(struct rv_icache *ic);
 /* Decode `raw` (a 16-bit compressed or 32-bit instruction) into d; unknown -> illegal handler. */
 void rv_decode(const struct rv_icache *ic, uint32_t raw, rv_insn *d);
+/* How the block runner executes the instructions of this handler (enum rv_fast), whatever their rd
+ * and place in a block (rv_decode sends writes to x0 and a block's last instruction elsewhere). */
+uint8_t rv_fast_kind(rv_exec_fn fn);
 /* Expand a 16-bit compressed instruction to its 32-bit equivalent; 0 if reserved/illegal. */
 uint32_t rv_expand_compressed(uint16_t c);
 const rv_op *rv_decode_table(size_t *n);

@@ -258,7 +258,7 @@ static const struct {
 #undef RV_INLINE
 };
 
-static uint8_t rv_fast_kind(rv_exec_fn fn) {
+uint8_t rv_fast_kind(rv_exec_fn fn) {
   for (size_t i = 0; i < ARRAY_SIZE(rv_inline_ops); i++)
     if (rv_inline_ops[i].fn == fn)
       return rv_inline_ops[i].fast;

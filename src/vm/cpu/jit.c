@@ -1,0 +1,966 @@
+/* The translator: decoded blocks (cpu.c) become x86-64 code, one host routine per block.
+ *
+ * Why: the interpreter pays one indirect jump per guest instruction, and in kernel code the host
+ * mispredicts many of them. Translated code runs a block's instructions as straight-line host code
+ * and pays one indirect call per block.
+ *
+ * The shape is a template translator, the simplest that removes the dispatch:
+ * - Guest registers stay in memory (rv_hart.x; x[0] is always 0), so every instruction is
+ *   "load operands, operate, store the result" and nothing has to be spilled around calls.
+ * - Loads and stores look up the TLB inline (the same entries rv_load/rv_store use) and call
+ *   rv_load_slow/rv_store_slow out of line when it misses.
+ * - Everything else calls the instruction's handler with h->pc and h->next_pc set, exactly as the
+ *   interpreter does; so do a block's last instruction when it is not a branch or jump.
+ * - A block leaves early when an instruction trapped or asked to leave (h->check_irq), as in the
+ *   interpreter, with h->pc = h->next_pc and the instruction counted.
+ *
+ * The block's code does not depend on its virtual address: blocks are keyed by physical address
+ * (a page may be mapped at several addresses), so the code takes the block's pc from h->pc on
+ * entry and computes every pc from it.
+ *
+ * Code is written through one mapping and run through another of the same memory (W^X: no page is
+ * writable and executable at once). Translated code is dropped together with the decoded blocks
+ * (rv_jit_reset when the pool is emptied), so a block and its code always agree.
+ *
+ * Registers in translated code: rbx = the hart, r12 = the block's pc, r13 = the load TLB set,
+ * r14 = the store TLB set, r15 = the TLB tag; rax, rcx, rdx, rsi, rdi are scratch. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vm/cpu/cpu_internal.h"
+
+#if defined(__x86_64__)
+
+#define RV_JIT_CODE_SIZE (32U << 20)
+/* The most code one guest instruction becomes, fast and slow path together (checked). */
+#define RV_JIT_INSN_MAX 224
+#define RV_JIT_BLOCK_EXTRA 128
+#define RV_JIT_JMP_SIZE 4096
+_Static_assert((RV_JIT_JMP_SIZE & (RV_JIT_JMP_SIZE - 1)) == 0, "a power of two");
+
+struct rv_jit {
+  uint8_t *rw; /* the writable view */
+  uint8_t *rx; /* the executable view of the same memory */
+  size_t size;
+  size_t stubs_end; /* the entry and exit stubs live below this and survive resets */
+  size_t used;
+  size_t enter, left, out, step; /* offsets of the stubs */
+  size_t chain_bytes;            /* the length of a block's chain entry (emit_chain_entry) */
+  /* The jump cache: blocks by virtual pc for jumps that leave their page or go to a computed
+   * address (the translation can differ at each run, so these cannot be linked). */
+  struct rv_jit_jmp {
+    uint64_t pc;
+    uint64_t tag;      /* tlb_tag | fetch_tlb when it was filled: the same translation of pc */
+    const void *chain; /* the block's chain entry */
+    uint64_t unused;
+  } jmp[RV_JIT_JMP_SIZE];
+};
+
+enum { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15 };
+enum { CC_B = 2, CC_AE = 3, CC_E = 4, CC_NE = 5, CC_A = 7, CC_L = 0xc, CC_GE = 0xd };
+
+#define HART_OFF(field) ((int32_t)offsetof(rv_hart, field))
+#define X_OFF(r) ((int32_t)(8 * (r)))
+#define TLB_ENTRY_BYTES ((int32_t)sizeof(rv_tlb_entry))
+#define TLB_ACCESS_BYTES ((int32_t)(RV_TLB_SIZE * sizeof(rv_tlb_entry)))
+#define TLB_SET_BYTES (3 * TLB_ACCESS_BYTES)
+_Static_assert(sizeof(rv_tlb_entry) == 16, "the inline TLB lookup scales the index by 16");
+_Static_assert(offsetof(rv_hart, x) == 0, "guest registers are addressed from the hart");
+
+/* ---------------------------------------------------------------- the x86-64 emitter */
+
+typedef struct emitter {
+  uint8_t *start, *p, *end;
+  uint8_t *chain_go; /* the chain entry's jump into the block's body */
+} emitter;
+
+static void b1(emitter *e, unsigned v) {
+  if (e->p < e->end)
+    *e->p = (uint8_t)v;
+  e->p++;
+}
+static void b4(emitter *e, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    b1(e, (v >> (8 * i)) & 0xff);
+}
+static void b8(emitter *e, uint64_t v) {
+  b4(e, (uint32_t)v);
+  b4(e, (uint32_t)(v >> 32));
+}
+static bool fits8(int64_t v) { return v >= -128 && v <= 127; }
+static bool fits32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
+
+/* REX prefix: w = 64-bit operand; reg, index and base contribute their high bits. */
+static void rex(emitter *e, bool w, int reg, int index, int base) {
+  unsigned r = 0x40 | (w ? 8 : 0) | ((reg >> 3) << 2) | ((index >> 3) << 1) | (base >> 3);
+  if (r != 0x40)
+    b1(e, r);
+}
+
+/* ModRM (+SIB, displacement) for [base + disp] or, with index >= 0, [base + index + disp]. */
+static void modrm_mem(emitter *e, int reg, int base, int index, int32_t disp) {
+  unsigned mod = (disp == 0 && (base & 7) != RBP) ? 0 : fits8(disp) ? 1 : 2;
+  if (index >= 0) {
+    b1(e, (mod << 6) | ((unsigned)(reg & 7) << 3) | 4);
+    b1(e, ((unsigned)(index & 7) << 3) | (unsigned)(base & 7));
+  } else {
+    b1(e, (mod << 6) | ((unsigned)(reg & 7) << 3) | (unsigned)(base & 7));
+    if ((base & 7) == RSP)
+      b1(e, 0x24);
+  }
+  if (mod == 1)
+    b1(e, (uint8_t)disp);
+  else if (mod == 2)
+    b4(e, (uint32_t)disp);
+}
+
+/* op reg, [base + index + disp] (or the reverse direction, as the opcode says). prefix66: 16-bit
+ * operand. The opcode may be two bytes (0x0f xx). */
+static void op_mem(emitter *e, bool w, unsigned opcode, int reg, int base, int index,
+                   int32_t disp) {
+  rex(e, w, reg, index < 0 ? 0 : index, base);
+  if (opcode > 0xff)
+    b1(e, opcode >> 8);
+  b1(e, opcode & 0xff);
+  modrm_mem(e, reg, base, index, disp);
+}
+/* op reg, rm (register operands). */
+static void op_reg(emitter *e, bool w, unsigned opcode, int reg, int rm) {
+  rex(e, w, reg, 0, rm);
+  if (opcode > 0xff)
+    b1(e, opcode >> 8);
+  b1(e, opcode & 0xff);
+  b1(e, 0xc0 | ((unsigned)(reg & 7) << 3) | (unsigned)(rm & 7));
+}
+
+static void mov_load(emitter *e, int reg, int base, int32_t disp) {
+  op_mem(e, true, 0x8b, reg, base, -1, disp);
+}
+static void mov_store(emitter *e, int base, int32_t disp, int reg) {
+  op_mem(e, true, 0x89, reg, base, -1, disp);
+}
+static void lea(emitter *e, int reg, int base, int32_t disp) {
+  op_mem(e, true, 0x8d, reg, base, -1, disp);
+}
+/* mov reg, imm: the shortest form that gives the 64-bit value. */
+static void mov_imm(emitter *e, int reg, uint64_t v) {
+  if (v <= UINT32_MAX) {
+    rex(e, false, 0, 0, reg);
+    b1(e, 0xb8 + (reg & 7));
+    b4(e, (uint32_t)v);
+  } else if (fits32((int64_t)v)) {
+    op_reg(e, true, 0xc7, 0, reg);
+    b4(e, (uint32_t)v);
+  } else {
+    rex(e, true, 0, 0, reg);
+    b1(e, 0xb8 + (reg & 7));
+    b8(e, v);
+  }
+}
+/* Group-1 ALU with an immediate: ext = 0 add, 1 or, 4 and, 5 sub, 6 xor, 7 cmp. */
+static void alu_imm(emitter *e, bool w, unsigned ext, int reg, int32_t imm) {
+  if (fits8(imm)) {
+    op_reg(e, w, 0x83, (int)ext, reg);
+    b1(e, (uint8_t)imm);
+  } else {
+    op_reg(e, w, 0x81, (int)ext, reg);
+    b4(e, (uint32_t)imm);
+  }
+}
+/* The same on a 64-bit memory operand [base + disp]. */
+static void alu_mem_imm(emitter *e, unsigned ext, int base, int32_t disp, int32_t imm) {
+  op_mem(e, true, fits8(imm) ? 0x83 : 0x81, (int)ext, base, -1, disp);
+  if (fits8(imm))
+    b1(e, (uint8_t)imm);
+  else
+    b4(e, (uint32_t)imm);
+}
+/* Shift by an immediate: ext = 4 shl, 5 shr, 7 sar. */
+static void shift_imm(emitter *e, bool w, unsigned ext, int reg, unsigned count) {
+  op_reg(e, w, 0xc1, (int)ext, reg);
+  b1(e, count);
+}
+static void movsxd(emitter *e, int reg, int rm) { op_reg(e, true, 0x63, reg, rm); }
+/* setcc al; movzx eax, al */
+static void setcc_rax(emitter *e, unsigned cc) {
+  op_reg(e, false, 0x0f90 + cc, 0, RAX);
+  op_reg(e, false, 0x0fb6, RAX, RAX);
+}
+/* A jump or conditional jump with a 32-bit displacement; returns where the displacement is. */
+static uint8_t *jcc32(emitter *e, unsigned cc) {
+  b1(e, 0x0f);
+  b1(e, 0x80 + cc);
+  uint8_t *at = e->p;
+  b4(e, 0);
+  return at;
+}
+static uint8_t *jmp32(emitter *e) {
+  b1(e, 0xe9);
+  uint8_t *at = e->p;
+  b4(e, 0);
+  return at;
+}
+/* Point the displacement at `at` to `target` (both in the buffer being written). */
+static void patch(emitter *e, uint8_t *at, const uint8_t *target) {
+  if (at + 4 > e->end)
+    return;
+  int32_t rel = (int32_t)(target - (at + 4));
+  memcpy(at, &rel, 4);
+}
+/* mov reg, imm64 in its 10-byte form (fixed length) */
+static void mov_imm64(emitter *e, int reg, uint64_t v) {
+  rex(e, true, 0, 0, reg);
+  b1(e, 0xb8 + (reg & 7));
+  b8(e, v);
+}
+static void call_abs(emitter *e, const void *fn) {
+  mov_imm(e, RAX, (uint64_t)(uintptr_t)fn);
+  op_reg(e, false, 0xff, 2, RAX); /* call rax */
+}
+
+/* ---------------------------------------------------------------- guest state */
+
+static void load_x(emitter *e, int reg, unsigned r) { mov_load(e, reg, RBX, X_OFF(r)); }
+static void store_x(emitter *e, unsigned r, int reg) {
+  if (r != 0)
+    mov_store(e, RBX, X_OFF(r), reg);
+}
+/* reg = the pc of the block plus delta */
+static void pc_plus(emitter *e, int reg, int64_t delta) {
+  if (fits32(delta)) {
+    lea(e, reg, R12, (int32_t)delta);
+  } else {
+    mov_imm(e, reg, (uint64_t)delta);
+    op_reg(e, true, 0x01, R12, reg); /* add reg, r12 */
+  }
+}
+/* h->pc and h->next_pc for the instruction at offset off of length len (for handlers and faults).
+ */
+static void set_pc(emitter *e, int64_t off, unsigned len) {
+  pc_plus(e, RAX, off);
+  mov_store(e, RBX, HART_OFF(pc), RAX);
+  lea(e, RAX, RAX, (int32_t)len);
+  mov_store(e, RBX, HART_OFF(next_pc), RAX);
+}
+
+/* ---------------------------------------------------------------- block exits */
+
+typedef struct block_ctx {
+  struct rv_jit *j;
+  emitter e;
+  uintptr_t key;  /* host address of the block's first instruction */
+  int64_t off;    /* the current instruction's offset from the block's pc */
+  unsigned index; /* and its index in the block: index + 1 instructions have run after it */
+  /* loads and stores whose slow paths follow the block's body */
+  struct slow_path {
+    const rv_insn *d;
+    uint8_t kind;
+    uint8_t *miss[2]; /* the jumps that take it (NULL: unused) */
+    uint8_t *resume;
+    int64_t off;
+    unsigned index;
+  } slow[RV_BLOCK_MAX];
+  unsigned n_slow;
+} block_ctx;
+
+static uint8_t *stub(const block_ctx *c, size_t off) { return c->j->rw + off; }
+
+/* `count` more instructions ran: minstret and the count of this run (rbp). */
+static void count_insns(emitter *e, unsigned count) {
+  alu_mem_imm(e, 0, RBX, HART_OFF(minstret), (int32_t)count);
+  alu_imm(e, true, 0, RBP, (int32_t)count);
+}
+/* The instruction that just ran trapped or asked to leave: h->pc = h->next_pc, `count`
+ * instructions of the block ran (the stub counts them). */
+static void exit_left(block_ctx *c, unsigned count) {
+  mov_imm(&c->e, RAX, count);
+  patch(&c->e, jmp32(&c->e), stub(c, c->j->left));
+}
+/* h->pc is set and the block's instructions are counted: back to the caller. */
+static void exit_out(block_ctx *c) {
+  op_reg(&c->e, false, 0x31, RDX, RDX); /* xor edx, edx: no exit to link */
+  patch(&c->e, jmp32(&c->e), stub(c, c->j->out));
+}
+/* After a call: leave if the instruction trapped or asked to. */
+static void leave_if_asked(block_ctx *c) {
+  op_mem(&c->e, false, 0x80, 7, RBX, -1, HART_OFF(check_irq)); /* cmp byte [check_irq], 0 */
+  b1(&c->e, 0);
+  uint8_t *stay = jcc32(&c->e, CC_E);
+  exit_left(c, c->index + 1);
+  patch(&c->e, stay, c->e.p);
+}
+
+/* ---------------------------------------------------------------- instructions */
+
+static void emit_call_handler(block_ctx *c, const rv_insn *d) {
+  emitter *e = &c->e;
+  set_pc(e, c->off, d->len);
+  op_reg(e, true, 0x8b, RDI, RBX); /* mov rdi, rbx */
+  mov_imm(e, RSI, (uint64_t)(uintptr_t)d);
+  call_abs(e, (const void *)d->fn);
+  op_mem(e, true, 0xc7, 0, RBX, -1, X_OFF(0)); /* mov qword [x0], 0 */
+  b4(e, 0);
+}
+
+/* The load's sign or zero extension from [base + index]: size and signedness from the kind. */
+static void load_extend(emitter *e, uint8_t fast, int base, int index) {
+  switch (fast) {
+  case RV_FAST_lb:
+    op_mem(e, true, 0x0fbe, RAX, base, index, 0);
+    break;
+  case RV_FAST_lbu:
+    op_mem(e, false, 0x0fb6, RAX, base, index, 0);
+    break;
+  case RV_FAST_lh:
+    op_mem(e, true, 0x0fbf, RAX, base, index, 0);
+    break;
+  case RV_FAST_lhu:
+    op_mem(e, false, 0x0fb7, RAX, base, index, 0);
+    break;
+  case RV_FAST_lw:
+    op_mem(e, true, 0x63, RAX, base, index, 0);
+    break;
+  case RV_FAST_lwu:
+    op_mem(e, false, 0x8b, RAX, base, index, 0);
+    break;
+  default:
+    op_mem(e, true, 0x8b, RAX, base, index, 0);
+    break;
+  }
+}
+
+static unsigned access_size(uint8_t fast) {
+  switch (fast) {
+  case RV_FAST_lb:
+  case RV_FAST_lbu:
+  case RV_FAST_sb:
+    return 1;
+  case RV_FAST_lh:
+  case RV_FAST_lhu:
+  case RV_FAST_sh:
+    return 2;
+  case RV_FAST_lw:
+  case RV_FAST_lwu:
+  case RV_FAST_sw:
+    return 4;
+  default:
+    return 8;
+  }
+}
+
+static bool is_load(uint8_t fast) { return fast >= RV_FAST_lb && fast <= RV_FAST_lwu; }
+static bool is_store(uint8_t fast) { return fast >= RV_FAST_sb && fast <= RV_FAST_sd; }
+
+/* rsi = the access's virtual address; rdx = its host address if the TLB set at tlb_reg maps it,
+ * else a jump to the slow path (recorded in sp). */
+static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int tlb_reg, unsigned size,
+                            struct slow_path *sp) {
+  emitter *e = &c->e;
+  load_x(e, RSI, d->rs1);
+  if (d->imm)
+    lea(e, RSI, RSI, d->imm);
+  op_reg(e, true, 0x8b, RAX, RSI); /* rax = va >> 12 | tag */
+  shift_imm(e, true, 5, RAX, 12);
+  op_reg(e, false, 0x8b, RCX, RAX); /* ecx = (vpn % RV_TLB_SIZE) * 16 */
+  alu_imm(e, false, 4, RCX, RV_TLB_SIZE - 1);
+  shift_imm(e, false, 4, RCX, 4);
+  op_reg(e, true, 0x09, R15, RAX);             /* or rax, r15 */
+  op_mem(e, true, 0x3b, RAX, tlb_reg, RCX, 0); /* cmp rax, [tlb + rcx] */
+  sp->miss[0] = jcc32(e, CC_NE);
+  sp->miss[1] = NULL;
+  if (size > 1) { /* the access must not leave the page */
+    op_reg(e, false, 0x8b, RAX, RSI);
+    alu_imm(e, false, 4, RAX, 0xfff);
+    alu_imm(e, false, 7, RAX, (int32_t)(4096 - size));
+    sp->miss[1] = jcc32(e, CC_A);
+  }
+  op_mem(e, true, 0x8b, RDX, tlb_reg, RCX, 8); /* rdx = addend */
+}
+
+static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
+  struct slow_path *sp = &c->slow[c->n_slow++];
+  emit_tlb_lookup(c, d, R13, access_size(kind), sp);
+  load_extend(&c->e, kind, RSI, RDX);
+  store_x(&c->e, d->rd, RAX);
+  sp->d = d;
+  sp->kind = kind;
+  sp->resume = c->e.p;
+  sp->off = c->off;
+  sp->index = c->index;
+}
+
+static void emit_store(block_ctx *c, const rv_insn *d, uint8_t kind) {
+  emitter *e = &c->e;
+  struct slow_path *sp = &c->slow[c->n_slow++];
+  unsigned size = access_size(kind);
+  emit_tlb_lookup(c, d, R14, size, sp);
+  load_x(e, RAX, d->rs2);
+  switch (size) {
+  case 1:
+    op_mem(e, false, 0x88, RAX, RSI, RDX, 0);
+    break;
+  case 2:
+    b1(e, 0x66);
+    op_mem(e, false, 0x89, RAX, RSI, RDX, 0);
+    break;
+  case 4:
+    op_mem(e, false, 0x89, RAX, RSI, RDX, 0);
+    break;
+  default:
+    op_mem(e, true, 0x89, RAX, RSI, RDX, 0);
+    break;
+  }
+  sp->d = d;
+  sp->kind = kind;
+  sp->resume = e->p;
+  sp->off = c->off;
+  sp->index = c->index;
+}
+
+/* A load or store that the inline TLB lookup did not serve, at pc: the C slow path fills the TLB,
+ * reaches devices and raises faults. Returns whether the block must leave (h->check_irq). */
+static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc, uint64_t kind) {
+  h->pc = pc;
+  h->next_pc = pc + d->len;
+  unsigned size = access_size((uint8_t)kind);
+  if (is_store((uint8_t)kind)) {
+    rv_store_slow(h, va, size, h->x[d->rs2]);
+    return h->check_irq;
+  }
+  uint64_t v;
+  if (rv_load_slow(h, va, size, &v) && d->rd) {
+#define CONVERT(name, size, conv)                                                                  \
+  case RV_FAST_##name:                                                                             \
+    h->x[d->rd] = conv;                                                                            \
+    break;
+    /* the zero-extending loads convert alike */
+    switch (kind) {
+      // NOLINTNEXTLINE(bugprone-branch-clone)
+      RV_LOAD_OPS(CONVERT)
+    }
+#undef CONVERT
+  }
+  return h->check_irq;
+}
+
+/* The out-of-line half of a load or store: access_slow(h, va, d, pc, kind), with va still in
+ * rsi. */
+static void emit_slow_path(block_ctx *c, const struct slow_path *sp) {
+  emitter *e = &c->e;
+  for (int i = 0; i < 2; i++)
+    if (sp->miss[i])
+      patch(e, sp->miss[i], e->p);
+  op_reg(e, true, 0x8b, RDI, RBX);
+  mov_imm64(e, RDX, (uint64_t)(uintptr_t)sp->d);
+  pc_plus(e, RCX, sp->off);
+  mov_imm(e, R8, sp->kind);
+  call_abs(e, (const void *)access_slow);
+  op_reg(e, false, 0x84, RAX, RAX); /* test al, al */
+  patch(e, jcc32(e, CC_E), sp->resume);
+  exit_left(c, sp->index + 1);
+}
+
+/* The ALU operations of RV_ALU_R_OPS/RV_ALU_I_OPS that have a direct x86 form, as data: rax =
+ * rs1 op (rcx = rs2, or the immediate).
+ * - kind: ALU_BIN (code = "op r/m, reg" opcode, ext = its group-1 immediate extension), ALU_SHIFT
+ *   (ext = shift group extension), ALU_SET (compare, code = the condition), ALU_MUL, ALU_LUI;
+ * - word: a 32-bit operation whose result is sign-extended; imm: the second operand is the
+ *   immediate. */
+enum { ALU_BIN, ALU_SHIFT, ALU_SET, ALU_MUL, ALU_LUI };
+
+/* opcode byte of "op r/m, reg" and the group-1 extension of the same operation */
+#define BIN_ADD 0x01, 0
+#define BIN_OR 0x09, 1
+#define BIN_AND 0x21, 4
+#define BIN_SUB 0x29, 5
+#define BIN_XOR 0x31, 6
+
+static const struct alu_op_desc {
+  uint8_t fast, kind, code, ext, word, imm;
+} alu_ops[] = {
+    {RV_FAST_add, ALU_BIN, BIN_ADD, 0, 0},  {RV_FAST_sub, ALU_BIN, BIN_SUB, 0, 0},
+    {RV_FAST_xor, ALU_BIN, BIN_XOR, 0, 0},  {RV_FAST_or, ALU_BIN, BIN_OR, 0, 0},
+    {RV_FAST_and, ALU_BIN, BIN_AND, 0, 0},  {RV_FAST_addw, ALU_BIN, BIN_ADD, 1, 0},
+    {RV_FAST_subw, ALU_BIN, BIN_SUB, 1, 0}, {RV_FAST_addi, ALU_BIN, BIN_ADD, 0, 1},
+    {RV_FAST_xori, ALU_BIN, BIN_XOR, 0, 1}, {RV_FAST_ori, ALU_BIN, BIN_OR, 0, 1},
+    {RV_FAST_andi, ALU_BIN, BIN_AND, 0, 1}, {RV_FAST_addiw, ALU_BIN, BIN_ADD, 1, 1},
+    {RV_FAST_sll, ALU_SHIFT, 0, 4, 0, 0},   {RV_FAST_srl, ALU_SHIFT, 0, 5, 0, 0},
+    {RV_FAST_sra, ALU_SHIFT, 0, 7, 0, 0},   {RV_FAST_sllw, ALU_SHIFT, 0, 4, 1, 0},
+    {RV_FAST_srlw, ALU_SHIFT, 0, 5, 1, 0},  {RV_FAST_sraw, ALU_SHIFT, 0, 7, 1, 0},
+    {RV_FAST_slli, ALU_SHIFT, 0, 4, 0, 1},  {RV_FAST_srli, ALU_SHIFT, 0, 5, 0, 1},
+    {RV_FAST_srai, ALU_SHIFT, 0, 7, 0, 1},  {RV_FAST_slliw, ALU_SHIFT, 0, 4, 1, 1},
+    {RV_FAST_srliw, ALU_SHIFT, 0, 5, 1, 1}, {RV_FAST_sraiw, ALU_SHIFT, 0, 7, 1, 1},
+    {RV_FAST_slt, ALU_SET, CC_L, 7, 0, 0},  {RV_FAST_sltu, ALU_SET, CC_B, 7, 0, 0},
+    {RV_FAST_slti, ALU_SET, CC_L, 7, 0, 1}, {RV_FAST_sltiu, ALU_SET, CC_B, 7, 0, 1},
+    {RV_FAST_mul, ALU_MUL, 0, 0, 0, 0},     {RV_FAST_mulw, ALU_MUL, 0, 0, 1, 0},
+    {RV_FAST_lui, ALU_LUI, 0, 0, 0, 1},
+};
+
+static const struct alu_op_desc *alu_desc(uint8_t fast) {
+  for (size_t i = 0; i < sizeof(alu_ops) / sizeof(alu_ops[0]); i++)
+    if (alu_ops[i].fast == fast)
+      return &alu_ops[i];
+  return NULL;
+}
+
+static void emit_auipc(block_ctx *c, const rv_insn *d) {
+  if (d->rd) {
+    pc_plus(&c->e, RAX, c->off + d->imm);
+    store_x(&c->e, d->rd, RAX);
+  }
+}
+
+/* mulh, mulhu: the high half of the 128-bit product, which x86's one-operand imul/mul leave in
+ * rdx. */
+static void emit_mul_high(block_ctx *c, const rv_insn *d) {
+  emitter *e = &c->e;
+  if (d->rd == 0)
+    return;
+  load_x(e, RAX, d->rs1);
+  op_mem(e, true, 0xf7, d->fn == op_mulhu ? 4 : 5, RBX, -1, X_OFF(d->rs2));
+  store_x(e, d->rd, RDX);
+}
+
+static void emit_alu(block_ctx *c, const rv_insn *d, const struct alu_op_desc *a) {
+  emitter *e = &c->e;
+  if (d->rd == 0)
+    return; /* no effect */
+  bool w = !a->word;
+  if (a->kind == ALU_LUI) {
+    mov_imm(e, RAX, (uint64_t)(int64_t)d->imm);
+    store_x(e, d->rd, RAX);
+    return;
+  }
+  load_x(e, RAX, d->rs1);
+  if (!a->imm)
+    load_x(e, RCX, d->rs2);
+  switch (a->kind) {
+  case ALU_BIN:
+    if (a->imm)
+      alu_imm(e, w, a->ext, RAX, d->imm);
+    else
+      op_reg(e, w, a->code, RCX, RAX);
+    break;
+  case ALU_SHIFT: /* x86 masks the count to 6 (5) bits, as RISC-V does */
+    if (a->imm)
+      shift_imm(e, w, a->ext, RAX, (unsigned)d->imm & (w ? 63 : 31));
+    else
+      op_reg(e, w, 0xd3, a->ext, RAX);
+    break;
+  case ALU_SET:
+    if (a->imm)
+      alu_imm(e, true, 7, RAX, d->imm);
+    else
+      op_reg(e, true, 0x39, RCX, RAX); /* cmp rax, rcx */
+    setcc_rax(e, a->code);
+    break;
+  default: /* ALU_MUL: the low bits do not depend on signedness */
+    op_reg(e, w, 0x0faf, RAX, RCX);
+    break;
+  }
+  if (a->word)
+    movsxd(e, RAX, RAX);
+  store_x(e, d->rd, RAX);
+}
+
+/* An instruction translated inline (kind = rv_fast_kind of its handler); false: it is not one. */
+static bool emit_inline(block_ctx *c, const rv_insn *d, uint8_t kind) {
+  const struct alu_op_desc *a;
+  if (is_load(kind))
+    emit_load(c, d, kind); /* even into x0: it may fault or reach a device */
+  else if (is_store(kind))
+    emit_store(c, d, kind);
+  else if ((a = alu_desc(kind)) != NULL)
+    emit_alu(c, d, a);
+  else if (d->fn == op_auipc)
+    emit_auipc(c, d);
+  else if (d->fn == op_mulh || d->fn == op_mulhu)
+    emit_mul_high(c, d);
+  else
+    return false;
+  return true;
+}
+
+/* Branches: x86 condition for "taken" after cmp rs1, rs2. */
+static unsigned branch_cc(uint8_t fast) {
+  switch (fast) {
+  case RV_FAST_beq:
+    return CC_E;
+  case RV_FAST_bne:
+    return CC_NE;
+  case RV_FAST_blt:
+    return CC_L;
+  case RV_FAST_bge:
+    return CC_GE;
+  case RV_FAST_bltu:
+    return CC_B;
+  default:
+    return CC_AE;
+  }
+}
+
+/* Go on at the pc in r12, in another page or at a computed address: through the jump cache when it
+ * knows the block there under the current translation (tlb_tag, fetch set), else back to the
+ * caller. The target's chain entry checks the budget and the code counter as for linked jumps. */
+static void exit_indirect(block_ctx *c) {
+  emitter *e = &c->e;
+  op_reg(e, false, 0x8b, RAX, R12); /* eax = (pc >> 1) % size * entry bytes */
+  shift_imm(e, false, 5, RAX, 1);
+  alu_imm(e, false, 4, RAX, RV_JIT_JMP_SIZE - 1);
+  shift_imm(e, false, 4, RAX, 5);
+  mov_imm64(e, RDX, (uint64_t)(uintptr_t)c->j->jmp);
+  op_reg(e, true, 0x01, RAX, RDX);        /* add rdx, rax */
+  op_mem(e, true, 0x3b, R12, RDX, -1, 0); /* cmp r12, [rdx].pc */
+  uint8_t *miss = jcc32(e, CC_NE);
+  op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(fetch_tlb));
+  op_reg(e, true, 0x09, R15, RAX);        /* or rax, r15 */
+  op_mem(e, true, 0x3b, RAX, RDX, -1, 8); /* cmp rax, [rdx].tag */
+  uint8_t *miss2 = jcc32(e, CC_NE);
+  op_mem(e, false, 0xff, 4, RDX, -1, 16); /* jmp [rdx].code */
+  patch(e, miss, e->p);
+  patch(e, miss2, e->p);
+  mov_store(e, RBX, HART_OFF(pc), R12);
+  exit_out(c);
+}
+
+/* The block ran `count` instructions and goes on at block pc + delta. A target in the same page
+ * gets a jump the caller can later point at the target block's code (rv_jit_link): until then it
+ * goes back to the caller with the jump's place in rdx. */
+static void exit_to(block_ctx *c, int64_t delta, unsigned count) {
+  emitter *e = &c->e;
+  count_insns(e, count);
+  pc_plus(e, R12, delta);
+  int64_t page_off = (int64_t)(c->key & 0xfff) + delta;
+  if (page_off >= 0 && page_off < 4096) {
+    uint8_t *site = jmp32(e);
+    patch(e, site, e->p);
+    mov_store(e, RBX, HART_OFF(pc), R12);
+    mov_imm64(e, RDX, (uint64_t)(uintptr_t)(c->j->rx + (site - c->j->rw)));
+    patch(e, jmp32(e), stub(c, c->j->out));
+    return;
+  }
+  exit_indirect(c);
+}
+
+/* r13/r14/r15 for the inline TLB lookups: the sets serving loads and stores now, and the tag. */
+static void emit_tlb_registers(emitter *e) {
+  mov_load(e, R15, RBX, HART_OFF(tlb_tag));
+  op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(ld_tlb)); /* movsxd rax, int */
+  op_reg(e, true, 0x69, RAX, RAX);                       /* imul rax, rax, set bytes */
+  b4(e, (uint32_t)TLB_SET_BYTES);
+  op_mem(e, true, 0x8d, R13, RBX, RAX, HART_OFF(tlb) + ACC_READ * TLB_ACCESS_BYTES);
+  op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(st_tlb));
+  op_reg(e, true, 0x69, RAX, RAX);
+  b4(e, (uint32_t)TLB_SET_BYTES);
+  op_mem(e, true, 0x8d, R14, RBX, RAX, HART_OFF(tlb) + ACC_WRITE * TLB_ACCESS_BYTES);
+}
+
+/* The block's last instruction: a branch or jump inline, anything else through its handler. */
+static void emit_last(block_ctx *c, const rv_insn *d) {
+  emitter *e = &c->e;
+  unsigned count = c->index + 1;
+  uint8_t kind = rv_fast_kind(d->fn);
+  if (kind < RV_FAST_FIRST_JUMP || kind > RV_FAST_LAST_JUMP) {
+    /* a block cut at its length limit or the page end: the next one follows */
+    if (emit_inline(c, d, kind)) {
+      exit_to(c, c->off + d->len, count);
+      return;
+    }
+    kind = RV_FAST_CALL;
+  }
+  switch (kind) {
+  case RV_FAST_jal:
+    pc_plus(e, RCX, c->off + d->len);
+    store_x(e, d->rd, RCX);
+    exit_to(c, c->off + d->imm, count);
+    return;
+  case RV_FAST_jalr:
+    load_x(e, RAX, d->rs1);
+    if (d->imm)
+      lea(e, RAX, RAX, d->imm);
+    alu_imm(e, true, 4, RAX, -2);
+    pc_plus(e, RCX, c->off + d->len);
+    store_x(e, d->rd, RCX);
+    op_reg(e, true, 0x8b, R12, RAX);
+    count_insns(e, count);
+    exit_indirect(c);
+    return;
+  case RV_FAST_CALL:
+    /* The counters are read by CSR instructions, which always end a block: bring minstret up
+     * to date before the handler runs. */
+    if (c->index)
+      alu_mem_imm(e, 0, RBX, HART_OFF(minstret), (int32_t)c->index);
+    emit_call_handler(c, d);
+    alu_mem_imm(e, 0, RBX, HART_OFF(minstret), 1);
+    alu_imm(e, true, 0, RBP, (int32_t)count);
+    mov_load(e, R12, RBX, HART_OFF(next_pc));
+    /* A trap, xRET, WFI or an interrupt made deliverable asks to leave. Otherwise go on: the
+     * instruction may have changed the translation (satp, sfence.vma, MPRV), so reload the TLB
+     * registers and find the next block through the jump cache, which is keyed by it. */
+    op_mem(e, false, 0x80, 7, RBX, -1, HART_OFF(check_irq));
+    b1(e, 0);
+    uint8_t *stay = jcc32(e, CC_E);
+    mov_store(e, RBX, HART_OFF(pc), R12);
+    exit_out(c);
+    patch(e, stay, e->p);
+    emit_tlb_registers(e);
+    exit_indirect(c);
+    return;
+  default: { /* conditional branch */
+    load_x(e, RAX, d->rs1);
+    op_mem(e, true, 0x3b, RAX, RBX, -1, X_OFF(d->rs2)); /* cmp rax, [x rs2] */
+    uint8_t *taken = jcc32(e, branch_cc(kind));
+    exit_to(c, c->off + d->len, count);
+    patch(e, taken, e->p);
+    exit_to(c, c->off + d->imm, count);
+    return;
+  }
+  }
+}
+
+static void emit_body_insn(block_ctx *c, const rv_insn *d) {
+  if (!emit_inline(c, d, rv_fast_kind(d->fn))) {
+    emit_call_handler(c, d);
+    leave_if_asked(c);
+  }
+}
+
+/* The entry for chained jumps from other blocks of the page (rv_jit_link): r12 already holds the
+ * pc and r13-r15 the TLB sets. It goes on only if the block still fits in this run's budget
+ * ([rsp + 8]) and its page's code counter has not moved since it was decoded; otherwise back to
+ * the caller, which looks the block up again. Its length is fixed (rv_jit.chain_bytes). */
+static void emit_chain_entry(emitter *e, unsigned n, const uint32_t *counter, uint32_t gen,
+                             const struct rv_jit *j) {
+  lea(e, RAX, RBP, (int32_t)n);
+  op_mem(e, true, 0x3b, RAX, RSP, -1, 8); /* cmp rax, [rsp + 8] */
+  uint8_t *over = jcc32(e, CC_A);
+  mov_imm64(e, RAX, (uint64_t)(uintptr_t)counter);
+  op_mem(e, false, 0x81, 7, RAX, -1, 0); /* cmp dword [rax], gen */
+  b4(e, gen);
+  uint8_t *stale = jcc32(e, CC_NE);
+  uint8_t *go = jmp32(e);
+  patch(e, over, e->p);
+  patch(e, stale, e->p);
+  mov_store(e, RBX, HART_OFF(pc), R12);
+  op_reg(e, false, 0x31, RDX, RDX);
+  patch(e, jmp32(e), j->rw + j->out);
+  e->chain_go = go;
+}
+
+/* The entry from rv_jit_enter: r12 = the pc and the TLB registers, also for the blocks linked to
+ * this one. */
+static void emit_prologue(block_ctx *c) {
+  mov_load(&c->e, R12, RBX, HART_OFF(pc));
+  emit_tlb_registers(&c->e);
+}
+
+const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
+                             const uint32_t *counter, uint32_t gen) {
+  size_t need = (size_t)n * RV_JIT_INSN_MAX + RV_JIT_BLOCK_EXTRA;
+  if (j->size - j->used < need)
+    return NULL;
+  block_ctx c = {.j = j, .key = first->key};
+  c.e.start = c.e.p = j->rw + j->used;
+  c.e.end = c.e.start + need;
+  emit_chain_entry(&c.e, n, counter, gen, j);
+  uint8_t *entry = c.e.p;
+  emit_prologue(&c);
+  patch(&c.e, c.e.chain_go, c.e.p);
+  for (unsigned i = 0; i < n; i++) {
+    c.index = i;
+    if (i + 1 < n)
+      emit_body_insn(&c, &first[i]);
+    else
+      emit_last(&c, &first[i]);
+    c.off += first[i].len;
+  }
+  for (unsigned i = 0; i < c.n_slow; i++)
+    emit_slow_path(&c, &c.slow[i]);
+  if (c.e.p > c.e.end || (size_t)(entry - c.e.start) != j->chain_bytes)
+    return RV_JIT_INTERPRET; /* RV_JIT_INSN_MAX should bound every instruction; if not, the
+                                interpreter runs this block */
+  j->used += (size_t)(c.e.p - c.e.start);
+  j->used = (j->used + 15) & ~(size_t)15;
+  return j->rx + (entry - j->rw);
+}
+
+void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code) {
+  uint8_t *at = j->rw + (site - (uintptr_t)j->rx);
+  int32_t rel = (int32_t)((const uint8_t *)code - j->chain_bytes - (j->rx + (at - j->rw) + 4));
+  memcpy(at, &rel, 4);
+}
+
+/* ---------------------------------------------------------------- entry, exits, buffer */
+
+/* A chain entry that runs the one instruction at r12 through the interpreter (rv_jit_step) and
+ * goes on through the jump cache: for the 32-bit instructions that straddle two pages, which no
+ * block holds. The jump cache sends their pc here (rv_jit_remember_step), so code around them
+ * does not go back to the caller twice. rv_jit_step fetches and checks the bytes each time. */
+static void emit_step_stub(struct rv_jit *j, emitter *out) {
+  block_ctx c = {.j = j, .e = *out};
+  emitter *e = &c.e;
+  j->step = (size_t)(e->p - e->start);
+  lea(e, RAX, RBP, 1);
+  op_mem(e, true, 0x3b, RAX, RSP, -1, 8); /* over the budget: back to the caller */
+  uint8_t *over = jcc32(e, CC_A);
+  mov_store(e, RBX, HART_OFF(pc), R12);
+  op_reg(e, true, 0x8b, RDI, RBX);
+  call_abs(e, (const void *)rv_jit_step);
+  alu_imm(e, true, 0, RBP, 1);
+  mov_load(e, R12, RBX, HART_OFF(pc));
+  op_mem(e, false, 0x80, 7, RBX, -1, HART_OFF(check_irq));
+  b1(e, 0);
+  uint8_t *stay = jcc32(e, CC_E);
+  exit_out(&c);
+  patch(e, stay, e->p);
+  emit_tlb_registers(e);
+  exit_indirect(&c);
+  patch(e, over, e->p);
+  mov_store(e, RBX, HART_OFF(pc), R12);
+  exit_out(&c);
+  *out = c.e;
+}
+
+/* enter(h, code, limit): save the callee-saved registers, rbx = h, rbp = 0 (instructions run),
+ * [rsp + 8] = limit, run the block. Blocks end at `left` (rax more instructions ran, h->pc =
+ * h->next_pc) or at `out` with
+ * h->pc set and rdx = a jump to link or 0; both return rbp (in rax) and rdx. */
+static void emit_stubs(struct rv_jit *j) {
+  emitter e = {.start = j->rw, .p = j->rw, .end = j->rw + 1024};
+  static const int saved[] = {RBX, RBP, R12, R13, R14, R15};
+  j->enter = 0;
+  for (size_t i = 0; i < 6; i++) {
+    rex(&e, false, 0, 0, saved[i]);
+    b1(&e, 0x50 + (saved[i] & 7)); /* push */
+  }
+  /* rsp 16-byte aligned for calls; [rsp + 8] holds the limit */
+  alu_imm(&e, true, 5, RSP, 24);
+  op_reg(&e, true, 0x8b, RBX, RDI);
+  mov_store(&e, RSP, 8, RDX);
+  op_reg(&e, false, 0x31, RBP, RBP);
+  op_reg(&e, false, 0xff, 4, RSI); /* jmp rsi */
+
+  j->left = (size_t)(e.p - e.start);
+  op_mem(&e, true, 0x01, RAX, RBX, -1, HART_OFF(minstret)); /* add [minstret], rax */
+  op_reg(&e, true, 0x01, RAX, RBP);                         /* add rbp, rax */
+  mov_load(&e, RCX, RBX, HART_OFF(next_pc));
+  mov_store(&e, RBX, HART_OFF(pc), RCX);
+  op_reg(&e, false, 0x31, RDX, RDX);
+  j->out = (size_t)(e.p - e.start);
+  op_reg(&e, true, 0x8b, RAX, RBP);
+  alu_imm(&e, true, 0, RSP, 24);
+  for (size_t i = 6; i-- > 0;) {
+    rex(&e, false, 0, 0, saved[i]);
+    b1(&e, 0x58 + (saved[i] & 7)); /* pop */
+  }
+  b1(&e, 0xc3);
+  emit_step_stub(j, &e);
+  j->stubs_end = ((size_t)(e.p - e.start) + 63) & ~(size_t)63;
+  j->used = j->stubs_end;
+}
+
+int rv_jit_create(struct rv_jit **out, vs_error **err) {
+  struct rv_jit *j = calloc(1, sizeof(*j));
+  if (!j)
+    return vs_error_set(err, ENOMEM, "translator: allocate its state");
+  j->size = RV_JIT_CODE_SIZE;
+  int fd = memfd_create("vessel-jit", MFD_CLOEXEC);
+  if (fd < 0) {
+    free(j);
+    return vs_error_set(err, errno, "translator: memfd_create for the code buffer");
+  }
+  if (ftruncate(fd, (off_t)j->size) < 0) {
+    int e = errno;
+    close(fd);
+    free(j);
+    return vs_error_set(err, e, "translator: size the code buffer");
+  }
+  j->rw = mmap(NULL, j->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  j->rx = mmap(NULL, j->size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+  int e = errno;
+  close(fd);
+  if (j->rw == MAP_FAILED || j->rx == MAP_FAILED) {
+    if (j->rw != MAP_FAILED)
+      munmap(j->rw, j->size);
+    if (j->rx != MAP_FAILED)
+      munmap(j->rx, j->size);
+    free(j);
+    return vs_error_set(err, e, "translator: map the code buffer");
+  }
+  emit_stubs(j);
+  uint8_t scratch[128];
+  const uint32_t counter = 0;
+  emitter probe = {.start = scratch, .p = scratch, .end = scratch + sizeof(scratch)};
+  emit_chain_entry(&probe, RV_BLOCK_MAX, &counter, 0, j);
+  j->chain_bytes = (size_t)(probe.p - probe.start);
+  *out = j;
+  return 0;
+}
+
+void rv_jit_destroy(struct rv_jit *j) {
+  if (!j)
+    return;
+  munmap(j->rw, j->size);
+  munmap(j->rx, j->size);
+  free(j);
+}
+
+void rv_jit_reset(struct rv_jit *j) {
+  j->used = j->stubs_end;
+  memset(j->jmp, 0, sizeof(j->jmp));
+}
+
+static void remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *chain) {
+  struct rv_jit_jmp *m = &j->jmp[(pc >> 1) & (RV_JIT_JMP_SIZE - 1)];
+  m->pc = pc;
+  m->tag = tag;
+  m->chain = chain;
+}
+
+void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code) {
+  remember(j, pc, tag, (const uint8_t *)code - j->chain_bytes);
+}
+
+void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
+  remember(j, pc, tag, j->rx + j->step);
+}
+
+rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit) {
+  rv_jit_exit (*enter)(rv_hart *, const void *, uint64_t);
+  const void *entry = j->rx + j->enter;
+  memcpy(&enter, &entry, sizeof(enter));
+  return enter(h, code, limit);
+}
+
+#else /* no translator for this host: the interpreter runs everything */
+
+int rv_jit_create(struct rv_jit **out, vs_error **err) {
+  (void)err;
+  *out = NULL;
+  return 0;
+}
+void rv_jit_destroy(struct rv_jit *j) { (void)j; }
+void rv_jit_reset(struct rv_jit *j) { (void)j; }
+const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
+                             const uint32_t *counter, uint32_t gen) {
+  (void)j, (void)first, (void)n, (void)counter, (void)gen;
+  return RV_JIT_INTERPRET;
+}
+rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit) {
+  (void)j, (void)h, (void)code, (void)limit;
+  return (rv_jit_exit){0, 0};
+}
+void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code) {
+  (void)j, (void)site, (void)code;
+}
+void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code) {
+  (void)j, (void)pc, (void)tag, (void)code;
+}
+void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
+  (void)j, (void)pc, (void)tag;
+}
+
+#endif

@@ -1,0 +1,1062 @@
+/* The hart's two engines must agree: the interpreter (rv_bus.interpreter) and the translator to
+ * x86-64 code (jit.c). Random programs from a seeded generator run on two harts, each on its own
+ * bus and RAM, under the same run budgets; after every rv_hart_run the registers, pc, privilege,
+ * counters, trap CSRs, all of RAM and what the devices saw must be the same.
+ *
+ * The programs mix everything the translator inlines (RV_ALU_*_OPS, RV_LOAD_OPS, RV_STORE_OPS,
+ * RV_BRANCH_OPS, jal/jalr/auipc/lui, compressed forms) with instructions it hands to their
+ * handlers (M, Zba/Zbb, A, CSR reads, FP moves), accesses that miss the TLB, straddle pages, are
+ * misaligned, fault or reach MMIO, loops, jumps between pages, self-modifying code, and Sv39 paging
+ * in S-mode. A trap handler in the program skips a faulting instruction, so a program goes on after
+ * its faults; every program ends in WFI.
+ *
+ *   JIT_DIFF_SEED=N JIT_DIFF_KIND=m|s|line  runs one program and prints its code and each step.
+ */
+#include "tap.h"
+
+#include <sys/mman.h>
+
+#include "vm/cpu/cpu_internal.h"
+
+#define RAM_BASE 0x80000000ULL
+#define RAM_PAGES 32U
+#define RAM_SIZE (RAM_PAGES * 4096ULL)
+#define MMIO_BASE 0x10000000ULL
+#define MMIO_IRQ (MMIO_BASE + 0x800) /* writes raise or lower SEIP (never enabled) */
+#define VA_BASE 0x40000000ULL        /* S-mode programs see RAM page i at VA_BASE + i * 4096 */
+
+/* RAM pages (index from RAM_BASE) */
+enum {
+  PAGE_HANDLER = 0, /* trap handler */
+  PAGE_END = 1,     /* where every program ends: wfi; j . */
+  PAGE_CODE = 2,
+  CODE_PAGES = 10,
+  PAGE_DATA = 16,
+  DATA_PAGES = 8,
+  PAGE_PT = 28, /* Sv39 tables: root, level 1, level 0 */
+  PAGE_SPARE = 31,
+};
+/* S-mode virtual pages beyond RAM's: aliases of the code pages, the device page */
+enum { VPAGE_ALIAS = 32, VPAGE_MMIO = 48 };
+
+/* ---------------------------------------------------------------- the two machines */
+
+typedef struct engine {
+  rv_bus bus;
+  rv_hart hart;
+  uint64_t mtime_reads; /* not compared */
+  uint64_t mmio_reads, mmio_writes, mmio_hash;
+} engine;
+
+static uint64_t mix64(uint64_t v) {
+  v ^= v >> 33;
+  v *= 0xff51afd7ed558ccdULL;
+  v ^= v >> 33;
+  v *= 0xc4ceb9fe1a85ec53ULL;
+  return v ^ (v >> 33);
+}
+
+/* Time follows the instructions retired: both harts see the same clock at the same place in the
+ * program, however often their run loops look at it. */
+static uint64_t eng_mtime(void *opaque) {
+  engine *e = opaque;
+  e->mtime_reads++;
+  return e->hart.minstret * 3;
+}
+
+static bool eng_mmio_read(void *opaque, uint64_t pa, unsigned size, uint64_t *val) {
+  engine *e = opaque;
+  if (pa < MMIO_BASE || pa >= MMIO_BASE + 0x1000)
+    return false;
+  uint64_t v = mix64(pa ^ (e->mmio_reads++ << 20) ^ size);
+  *val = size == 8 ? v : v & ((1ULL << (8 * size)) - 1);
+  return true;
+}
+
+static bool eng_mmio_write(void *opaque, uint64_t pa, unsigned size, uint64_t val) {
+  engine *e = opaque;
+  if (pa < MMIO_BASE || pa >= MMIO_BASE + 0x1000)
+    return false;
+  e->mmio_writes++;
+  e->mmio_hash = mix64(e->mmio_hash ^ pa ^ ((uint64_t)size << 56)) ^ val;
+  if (pa == MMIO_IRQ)
+    rv_hart_set_irq(&e->hart, RV_MIP_SEIP, val & 1);
+  return true;
+}
+
+static engine *engine_new(bool interpreter) {
+  engine *e = calloc(1, sizeof(*e));
+  if (!e)
+    abort();
+  void *ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ram == MAP_FAILED)
+    abort();
+  e->bus = (rv_bus){.ram = ram,
+                    .ram_base = RAM_BASE,
+                    .ram_size = RAM_SIZE,
+                    .opaque = e,
+                    .mmio_read = eng_mmio_read,
+                    .mmio_write = eng_mmio_write,
+                    .read_mtime = eng_mtime,
+                    .code_pages = calloc(RAM_PAGES, sizeof(uint32_t)),
+                    .interpreter = interpreter};
+  _cleanup_error_ vs_error *err = NULL;
+  if (rv_hart_init(&e->hart, 0, &e->bus, &err) < 0)
+    TAP_FAIL("rv_hart_init: %s", err->msg);
+  return e;
+}
+
+static void engine_free(engine *e) {
+  rv_hart_destroy(&e->hart);
+  free(e->bus.code_pages);
+  munmap(e->bus.ram, RAM_SIZE);
+  free(e);
+}
+
+/* ---------------------------------------------------------------- instruction encoders */
+
+static uint32_t enc_r(unsigned f7, unsigned rs2, unsigned rs1, unsigned f3, unsigned rd,
+                      unsigned op) {
+  return f7 << 25 | rs2 << 20 | rs1 << 15 | f3 << 12 | rd << 7 | op;
+}
+static uint32_t enc_i(int32_t imm, unsigned rs1, unsigned f3, unsigned rd, unsigned op) {
+  return ((uint32_t)imm & 0xfff) << 20 | rs1 << 15 | f3 << 12 | rd << 7 | op;
+}
+static uint32_t enc_s(int32_t imm, unsigned rs2, unsigned rs1, unsigned f3, unsigned op) {
+  uint32_t u = (uint32_t)imm;
+  return ((u >> 5) & 0x7f) << 25 | rs2 << 20 | rs1 << 15 | f3 << 12 | (u & 0x1f) << 7 | op;
+}
+static uint32_t enc_b(int32_t off, unsigned rs1, unsigned rs2, unsigned f3) {
+  uint32_t u = (uint32_t)off;
+  return ((u >> 12) & 1) << 31 | ((u >> 5) & 0x3f) << 25 | rs2 << 20 | rs1 << 15 | f3 << 12 |
+         ((u >> 1) & 0xf) << 8 | ((u >> 11) & 1) << 7 | 0x63;
+}
+static uint32_t enc_u(uint32_t imm, unsigned rd, unsigned op) {
+  return (imm & 0xfffff000) | rd << 7 | op;
+}
+static uint32_t enc_j(int32_t off, unsigned rd) {
+  uint32_t u = (uint32_t)off;
+  return ((u >> 20) & 1) << 31 | ((u >> 1) & 0x3ff) << 21 | ((u >> 11) & 1) << 20 |
+         ((u >> 12) & 0xff) << 12 | rd << 7 | 0x6f;
+}
+static uint32_t enc_csrr(unsigned rd, unsigned csr) { return enc_i((int32_t)csr, 0, 2, rd, 0x73); }
+static uint32_t enc_csrw(unsigned csr, unsigned rs1) {
+  return enc_i((int32_t)csr, rs1, 1, 0, 0x73);
+}
+
+/* compressed (rd'/rs' are x8..x15) */
+static uint16_t c_ci(unsigned f3, unsigned op, unsigned rd, int32_t imm6) {
+  uint32_t u = (uint32_t)imm6;
+  return (uint16_t)(f3 << 13 | ((u >> 5) & 1) << 12 | rd << 7 | (u & 0x1f) << 2 | op);
+}
+static uint16_t c_j(int32_t off) {
+  uint32_t u = (uint32_t)off;
+  return (uint16_t)(5U << 13 | ((u >> 11) & 1) << 12 | ((u >> 4) & 1) << 11 | ((u >> 8) & 3) << 9 |
+                    ((u >> 10) & 1) << 8 | ((u >> 6) & 1) << 7 | ((u >> 7) & 1) << 6 |
+                    ((u >> 1) & 7) << 3 | ((u >> 5) & 1) << 2 | 1);
+}
+static uint16_t c_bz(bool nez, unsigned rs1, int32_t off) {
+  uint32_t u = (uint32_t)off;
+  return (uint16_t)((nez ? 7U : 6U) << 13 | ((u >> 8) & 1) << 12 | ((u >> 3) & 3) << 10 |
+                    (rs1 - 8) << 7 | ((u >> 6) & 3) << 5 | ((u >> 1) & 3) << 3 |
+                    ((u >> 5) & 1) << 2 | 1);
+}
+/* c.lw/c.ld/c.sw/c.sd: f3 2, 3, 6, 7; off a multiple of the size, below 128 (256 for 8) */
+static uint16_t c_ls(unsigned f3, unsigned rs1, unsigned r, unsigned off) {
+  unsigned lo = (f3 & 1) ? ((off >> 6) & 3) << 5 : (((off >> 2) & 1) << 6 | ((off >> 6) & 1) << 5);
+  return (uint16_t)(f3 << 13 | ((off >> 3) & 7) << 10 | (rs1 - 8) << 7 | lo | (r - 8) << 2);
+}
+/* c.lwsp/c.ldsp (f3 2, 3) and c.swsp/c.sdsp (f3 6, 7) */
+static uint16_t c_sp(unsigned f3, unsigned r, unsigned off) {
+  switch (f3) {
+  case 2:
+    return (uint16_t)(2U << 13 | ((off >> 5) & 1) << 12 | r << 7 | ((off >> 2) & 7) << 4 |
+                      ((off >> 6) & 3) << 2 | 2);
+  case 3:
+    return (uint16_t)(3U << 13 | ((off >> 5) & 1) << 12 | r << 7 | ((off >> 3) & 3) << 5 |
+                      ((off >> 6) & 7) << 2 | 2);
+  case 6:
+    return (uint16_t)(6U << 13 | ((off >> 2) & 0xf) << 9 | ((off >> 6) & 3) << 7 | r << 2 | 2);
+  default:
+    return (uint16_t)(7U << 13 | ((off >> 3) & 7) << 10 | ((off >> 6) & 7) << 7 | r << 2 | 2);
+  }
+}
+
+/* ---------------------------------------------------------------- the program generator */
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+enum prog_kind { KIND_LINE, KIND_M, KIND_S };
+
+typedef struct gen {
+  uint64_t rng;
+  enum prog_kind kind;
+  uint8_t *img;      /* the RAM image */
+  uint64_t at;       /* where the next instruction goes (offset in RAM) */
+  uint64_t code_end; /* offset where code must stop */
+  uint64_t view;     /* the address the program sees for RAM offset 0 */
+  const struct rv_icache *dec;
+  bool in_loop;
+  uint64_t loop_alu[16]; /* 4-byte ALU instructions of the current loop body (offsets) */
+  unsigned n_loop_alu;
+  struct hole {
+    uint64_t at, size;
+  } holes[16];
+  unsigned n_holes;
+  unsigned insns;
+} gen;
+
+static unsigned rnd(gen *g, unsigned n) { return (unsigned)(rng_next(&g->rng) % n); }
+static bool chance(gen *g, unsigned percent) { return rnd(g, 100) < percent; }
+static uint64_t pc_of(const gen *g, uint64_t at) { return g->view + at; }
+
+static void put32(gen *g, uint32_t v) {
+  rv_insn d;
+  rv_decode(g->dec, v, &d);
+  if (d.fn == rv_illegal)
+    TAP_FAIL("generator: 0x%08x does not decode", v);
+  memcpy(g->img + g->at, &v, 4);
+  g->at += 4;
+  g->insns++;
+}
+static void put16(gen *g, uint16_t v) {
+  if (rv_expand_compressed(v) == 0)
+    TAP_FAIL("generator: compressed 0x%04x does not expand", v);
+  memcpy(g->img + g->at, &v, 2);
+  g->at += 2;
+  g->insns++;
+}
+static void put_raw32(gen *g, uint32_t v) { /* may be illegal on purpose */
+  memcpy(g->img + g->at, &v, 4);
+  g->at += 4;
+  g->insns++;
+}
+
+/* registers: random instructions write x1..x26; x27 counts loops; x28/x29 belong to the trap
+ * handler; x30 points at special places (devices, holes, code), x31 into the data pages */
+enum { R_LOOP = 27, R_SPECIAL = 30, R_DATA = 31 };
+static unsigned rd_any(gen *g) { return 1 + rnd(g, 26); }
+static unsigned rs_any(gen *g) { return rnd(g, 32); }
+static unsigned rc_any(gen *g) { return 8 + rnd(g, 8); } /* x8..x15 */
+
+static const uint64_t edge_values[] = {0,
+                                       1,
+                                       UINT64_MAX,
+                                       0x8000000000000000ULL,
+                                       0x7fffffffffffffffULL,
+                                       0x7fffffff,
+                                       0x80000000,
+                                       0xffffffff,
+                                       0xffffffff80000000ULL,
+                                       0x100000000ULL,
+                                       31,
+                                       32,
+                                       33,
+                                       63,
+                                       64,
+                                       0xfff,
+                                       0x800,
+                                       0xfffffffffffff800ULL,
+                                       RAM_BASE + PAGE_DATA * 4096ULL + 0x800,
+                                       0x8080808080808080ULL};
+
+static uint64_t rnd_value(gen *g) {
+  switch (rnd(g, 4)) {
+  case 0:
+    return edge_values[rnd(g, sizeof(edge_values) / sizeof(edge_values[0]))];
+  case 1:
+    return (uint64_t)(int64_t)(int32_t)(rnd(g, 4096) - 2048);
+  default:
+    return rng_next(&g->rng);
+  }
+}
+static int32_t rnd_imm12(gen *g) {
+  if (chance(g, 20))
+    return chance(g, 50) ? 2047 : -2048;
+  return (int32_t)rnd(g, 4096) - 2048;
+}
+
+/* 4-byte register-to-register ALU operations the translator inlines (RV_ALU_R_OPS), and
+ * handler-called ones (M, Zba, Zbb) */
+static const uint32_t alu_r_inline[][3] = {
+    /* f7, f3, opcode */
+    {0, 0, 0x33}, {0x20, 0, 0x33}, {0, 1, 0x33},    {0, 2, 0x33}, {0, 3, 0x33}, {0, 4, 0x33},
+    {0, 5, 0x33}, {0x20, 5, 0x33}, {0, 6, 0x33},    {0, 7, 0x33}, {0, 0, 0x3b}, {0x20, 0, 0x3b},
+    {0, 1, 0x3b}, {0, 5, 0x3b},    {0x20, 5, 0x3b}, {1, 0, 0x33}, {1, 0, 0x3b},
+};
+static const uint32_t alu_r_handler[][3] = {
+    {1, 1, 0x33},    {1, 2, 0x33},    {1, 3, 0x33},    {1, 4, 0x33},    {1, 5, 0x33},
+    {1, 6, 0x33},    {1, 7, 0x33},    {1, 4, 0x3b},    {1, 5, 0x3b},    {1, 6, 0x3b},
+    {1, 7, 0x3b},    {0x10, 2, 0x33}, {0x10, 4, 0x33}, {0x10, 6, 0x33}, {0x04, 0, 0x3b},
+    {0x10, 2, 0x3b}, {0x10, 4, 0x3b}, {0x10, 6, 0x3b}, {0x20, 7, 0x33}, {0x20, 6, 0x33},
+    {0x20, 4, 0x33}, {0x05, 6, 0x33}, {0x05, 7, 0x33}, {0x05, 4, 0x33}, {0x05, 5, 0x33},
+    {0x30, 1, 0x33}, {0x30, 5, 0x33}, {0x30, 1, 0x3b}, {0x30, 5, 0x3b},
+};
+
+/* A random inline ALU instruction (4 bytes): what self-modifying stores write, too. */
+static uint32_t rnd_alu32(gen *g, unsigned rd) {
+  switch (rnd(g, 6)) {
+  case 0:
+  case 1: {
+    const uint32_t *o = alu_r_inline[rnd(g, sizeof(alu_r_inline) / sizeof(alu_r_inline[0]))];
+    return enc_r(o[0], rs_any(g), rs_any(g), o[1], rd, o[2]);
+  }
+  case 2: { /* shifts by an immediate, all counts */
+    static const unsigned f3s[] = {1, 5, 5};
+    unsigned k = rnd(g, 3);
+    if (chance(g, 50)) /* 64-bit */
+      return enc_i((int32_t)((k == 2 ? 0x400U : 0) | rnd(g, 64)), rs_any(g), f3s[k], rd, 0x13);
+    return enc_i((int32_t)((k == 2 ? 0x400U : 0) | rnd(g, 32)), rs_any(g), f3s[k], rd, 0x1b);
+  }
+  case 3: {
+    static const unsigned f3s[] = {0, 2, 3, 4, 6, 7};
+    return enc_i(rnd_imm12(g), rs_any(g), f3s[rnd(g, 6)], rd, 0x13);
+  }
+  case 4:
+    return chance(g, 50) ? enc_i(rnd_imm12(g), rs_any(g), 0, rd, 0x1b)   /* addiw */
+                         : enc_u((uint32_t)rng_next(&g->rng), rd, 0x37); /* lui */
+  default:
+    return enc_u((uint32_t)rng_next(&g->rng), rd, 0x17); /* auipc */
+  }
+}
+
+static uint32_t rnd_handler32(gen *g, unsigned rd) {
+  switch (rnd(g, 4)) {
+  case 0:
+  case 1: {
+    const uint32_t *o = alu_r_handler[rnd(g, sizeof(alu_r_handler) / sizeof(alu_r_handler[0]))];
+    return enc_r(o[0], rs_any(g), rs_any(g), o[1], rd, o[2]);
+  }
+  case 2: { /* Zbb unary and immediate forms */
+    static const uint32_t un[][3] = {
+        {0x600, 1, 0x13}, {0x601, 1, 0x13}, {0x602, 1, 0x13}, {0x604, 1, 0x13},
+        {0x605, 1, 0x13}, {0x600, 1, 0x1b}, {0x601, 1, 0x1b}, {0x602, 1, 0x1b},
+        {0x287, 5, 0x13}, {0x6b8, 5, 0x13}, {0x080, 4, 0x3b}, /* zext.h */
+    };
+    unsigned k = rnd(g, 14);
+    if (k == 11)
+      return enc_i((int32_t)(0x600U | rnd(g, 64)), rs_any(g), 5, rd, 0x13); /* rori */
+    if (k == 12)
+      return enc_i((int32_t)(0x600U | rnd(g, 32)), rs_any(g), 5, rd, 0x1b); /* roriw */
+    if (k == 13)
+      return enc_i((int32_t)(0x080U | rnd(g, 64)), rs_any(g), 1, rd, 0x1b); /* slli.uw */
+    return enc_i((int32_t)un[k][0], rs_any(g), un[k][1], rd, un[k][2]);
+  }
+  default: { /* counters and a few CSRs (some trap in S-mode) */
+    static const unsigned csrs[] = {0xb02, 0xc02, 0xb00, 0xc00, 0xc01, 0x300, 0x100, 0xf14};
+    return enc_csrr(rd, csrs[rnd(g, sizeof(csrs) / sizeof(csrs[0]))]);
+  }
+  }
+}
+
+/* addi rd, base, off */
+static void put_addr(gen *g, unsigned rd, unsigned base, int32_t off) {
+  put32(g, enc_i(off, base, 0, rd, 0x13));
+}
+
+/* A load or store of random kind through base + off. */
+static void put_mem(gen *g, unsigned base, int32_t off) {
+  if (chance(g, 50)) {
+    static const unsigned f3s[] = {0, 1, 2, 3, 4, 5, 6};
+    put32(g, enc_i(off, base, f3s[rnd(g, 7)], rd_any(g), 0x03));
+  } else {
+    put32(g, enc_s(off, rs_any(g), base, rnd(g, 4), 0x23));
+  }
+}
+
+/* x30 := somewhere special: a device, an edge of RAM, nothing, code, a page boundary */
+static void put_special_base(gen *g) {
+  uint64_t target;
+  unsigned k = rnd(g, g->kind == KIND_S ? 8 : 7);
+  switch (k) {
+  case 0:
+    target = MMIO_BASE + 8 * rnd(g, 256) + (chance(g, 20) ? rnd(g, 8) : 0);
+    if (g->kind == KIND_S)
+      target = VA_BASE + VPAGE_MMIO * 4096ULL + (target - MMIO_BASE);
+    break;
+  case 1:
+    target = MMIO_IRQ;
+    if (g->kind == KIND_S)
+      target = VA_BASE + VPAGE_MMIO * 4096ULL + 0x800;
+    break;
+  case 2: /* the end of RAM (S: an unmapped page) */
+    target = pc_of(g, RAM_SIZE - 4);
+    break;
+  case 3: /* before RAM (S: unmapped) and nowhere */
+    target = chance(g, 50) ? g->view - 32 : 0x90000000ULL;
+    break;
+  case 4: /* code: probably code that already ran or is about to */
+    target = pc_of(g, PAGE_CODE * 4096ULL + rnd(g, CODE_PAGES * 4096));
+    if (g->kind == KIND_S && chance(g, 50))
+      target += (VPAGE_ALIAS - PAGE_CODE) * 4096ULL; /* through another mapping */
+    break;
+  case 5: /* a page boundary in the data */
+    target = pc_of(g, (PAGE_DATA + 1 + rnd(g, DATA_PAGES - 1)) * 4096ULL);
+    break;
+  case 6: /* S: the read-only data page, M: the spare page */
+    target = pc_of(g, (g->kind == KIND_S ? PAGE_DATA + DATA_PAGES - 1 : PAGE_SPARE) * 4096ULL +
+                          rnd(g, 4096));
+    break;
+  default: /* S: the data page whose PTE has A and D clear */
+    target = pc_of(g, (PAGE_DATA + 1) * 4096ULL + rnd(g, 4096));
+    break;
+  }
+  /* li x30, target: auipc from here, so it works at any view */
+  int64_t rel = (int64_t)(target - pc_of(g, g->at));
+  int32_t lo = (int32_t)((uint32_t)rel << 20) >> 20;
+  put32(g, enc_u((uint32_t)(rel - lo), R_SPECIAL, 0x17));
+  put_addr(g, R_SPECIAL, R_SPECIAL, lo);
+}
+
+static void put_amo(gen *g) {
+  unsigned rt = rd_any(g);
+  unsigned size = chance(g, 50) ? 8 : 4;
+  int32_t off = (int32_t)(rnd(g, 256) * size) - 1024;
+  if (chance(g, 10))
+    off += 2; /* misaligned: a trap */
+  put_addr(g, rt, R_DATA, off);
+  static const unsigned f5s[] = {0, 1, 4, 0xc, 8, 0x10, 0x14, 0x18, 0x1c, 2, 3};
+  unsigned f5 = f5s[rnd(g, 11)];
+  unsigned rs2 = f5 == 2 ? 0 : rs_any(g);
+  put32(g, enc_r(f5 << 2 | rnd(g, 4), rs2, rt, size == 8 ? 3 : 2, rd_any(g), 0x2f));
+}
+
+static void put_fp(gen *g) {
+  unsigned f1 = rnd(g, 32), f2 = rnd(g, 32), f3 = rnd(g, 32);
+  switch (rnd(g, 5)) {
+  case 0:
+    put32(g, enc_r(0x79, 0, rs_any(g), 0, f1, 0x53)); /* fmv.d.x */
+    break;
+  case 1:
+    put32(g, enc_r(0x71, 0, f1, 0, rd_any(g), 0x53)); /* fmv.x.d */
+    break;
+  case 2:
+    put32(g, enc_r(chance(g, 50) ? 0x01 : 0x09, f2, f3, 0, f1, 0x53)); /* fadd.d/fmul.d, rne */
+    break;
+  case 3:
+    put32(g, enc_r(0x61, 2, f1, 1, rd_any(g), 0x53)); /* fcvt.l.d, rtz */
+    break;
+  default:
+    put32(g, enc_r(0x69, 2, rs_any(g), 0, f1, 0x53)); /* fcvt.d.l */
+    break;
+  }
+}
+
+static void put_compressed(gen *g) {
+  unsigned r = rd_any(g);
+  switch (rnd(g, 12)) {
+  case 0: { /* c.addi, c.addiw, c.li */
+    static const unsigned f3s[] = {0, 1, 2};
+    int32_t imm = (int32_t)rnd(g, 64) - 32;
+    unsigned f3 = f3s[rnd(g, 3)];
+    put16(g, c_ci(f3, 1, r, f3 == 0 && imm == 0 ? 1 : imm));
+    break;
+  }
+  case 1: { /* c.lui (rd not x2), c.slli */
+    if (chance(g, 50)) {
+      int32_t imm = (int32_t)rnd(g, 63) - 32;
+      put16(g, c_ci(3, 1, r == 2 ? 3 : r, imm >= 0 ? imm + 1 : imm));
+    } else {
+      put16(g, c_ci(0, 2, r, (int32_t)(1 + rnd(g, 63))));
+    }
+    break;
+  }
+  case 2: { /* c.srli, c.srai, c.andi */
+    unsigned k = rnd(g, 3), rc = rc_any(g);
+    int32_t imm = k == 2 ? (int32_t)rnd(g, 64) - 32 : (int32_t)(1 + rnd(g, 63));
+    uint32_t u = (uint32_t)imm;
+    put16(g, (uint16_t)(4U << 13 | ((u >> 5) & 1) << 12 | k << 10 | (rc - 8) << 7 |
+                        (u & 0x1f) << 2 | 1));
+    break;
+  }
+  case 3: { /* c.sub, c.xor, c.or, c.and, c.subw, c.addw */
+    unsigned k = rnd(g, 6), rc = rc_any(g), rs = rc_any(g);
+    unsigned f6 = k < 4 ? 0x23 : 0x27, f2 = k < 4 ? k : k - 4;
+    put16(g, (uint16_t)(f6 << 10 | (rc - 8) << 7 | f2 << 5 | (rs - 8) << 2 | 1));
+    break;
+  }
+  case 4: /* c.mv, c.add */
+    put16(g, (uint16_t)((chance(g, 50) ? 0x8U : 0x9U) << 12 | r << 7 | (1 + rnd(g, 31)) << 2 | 2));
+    break;
+  case 5:
+  case 6: { /* c.lw, c.ld, c.sw, c.sd through x8..x15 set from the data pointer */
+    unsigned base = rc_any(g), f3 = chance(g, 50) ? 2 + rnd(g, 2) : 6 + rnd(g, 2);
+    unsigned off = (f3 & 1) ? 8 * rnd(g, 32) : 4 * rnd(g, 32);
+    put_addr(g, base, R_DATA, (int32_t)(rnd(g, 2048) & ~1U) - 1024 - (chance(g, 10) ? 1 : 0));
+    put16(g, c_ls(f3, base, rc_any(g), off));
+    break;
+  }
+  case 7: { /* c.lwsp, c.ldsp, c.swsp, c.sdsp */
+    unsigned f3 = chance(g, 50) ? 2 + rnd(g, 2) : 6 + rnd(g, 2);
+    unsigned off = (f3 & 1) ? 8 * rnd(g, 64) : 4 * rnd(g, 64);
+    put_addr(g, 2, R_DATA, (int32_t)rnd(g, 1024) - 2048);
+    put16(g, c_sp(f3, f3 < 6 ? r : rnd(g, 32), off));
+    break;
+  }
+  default:
+    put16(g, 0x0001); /* c.nop */
+    break;
+  }
+}
+
+/* One instruction (or a short sequence) that does not transfer control. */
+static void put_simple(gen *g, bool line_only) {
+  unsigned k = rnd(g, 100);
+  if (k < 30) {
+    put32(g, rnd_alu32(g, chance(g, 3) ? 0 : rd_any(g)));
+  } else if (k < 40) {
+    put32(g, rnd_handler32(g, rd_any(g)));
+  } else if (k < 55) { /* data: anywhere around the pointer, misaligned too, across pages */
+    put_mem(g, R_DATA, rnd_imm12(g));
+  } else if (k < 62) {
+    put_special_base(g);
+    for (unsigned n = 1 + rnd(g, 3); n--;)
+      put_mem(g, R_SPECIAL, (int32_t)rnd(g, 33) - 16);
+  } else if (k < 64) { /* wherever a register points: mostly a fault */
+    put_mem(g, rs_any(g), rnd_imm12(g));
+  } else if (k < 70) {
+    put_amo(g);
+  } else if (k < 82) {
+    put_compressed(g);
+  } else if (k < 86) {
+    put_fp(g);
+  } else if (k < 89 && !line_only) {
+    static const uint32_t sys[] = {
+        0x00000073, /* ecall */
+        0x00100073, /* ebreak */
+        0x0000100f, /* fence.i */
+        0x0ff0000f, /* fence */
+        0x12000073, /* sfence.vma */
+    };
+    unsigned s = rnd(g, 6);
+    if (s == 5)
+      put_raw32(g, chance(g, 50) ? 0 : 0xffffffff); /* illegal */
+    else
+      put32(g, sys[s]);
+  } else {
+    put32(g, enc_i(rnd_imm12(g), rs_any(g), 0, rd_any(g), 0x13));
+  }
+}
+
+static void put_simple_run(gen *g, unsigned n, bool line_only) {
+  while (n--) {
+    if (g->in_loop && chance(g, 30) && g->n_loop_alu < 16) {
+      g->loop_alu[g->n_loop_alu++] = g->at;
+      put32(g, rnd_alu32(g, rd_any(g)));
+    } else {
+      put_simple(g, line_only);
+    }
+  }
+}
+
+/* li rd, v (32-bit value, sign-extended) */
+static void put_li32(gen *g, unsigned rd, uint32_t v) {
+  int32_t lo = (int32_t)(v << 20) >> 20;
+  put32(g, enc_u(v - (uint32_t)lo, rd, 0x37));
+  put32(g, enc_i(lo, rd, 0, rd, 0x1b));
+}
+
+/* Self-modifying code: store a new instruction over one that runs later in this block (ahead),
+ * or over one of the loop body that already ran (behind). */
+static void put_smc(gen *g, bool behind) {
+  unsigned rv = rd_any(g), ra = rd_any(g);
+  uint32_t insn = rnd_alu32(g, rd_any(g));
+  put_li32(g, rv, insn);
+  uint64_t auipc_at = g->at;
+  put32(g, enc_u(0, ra, 0x17));
+  if (behind) {
+    uint64_t target = g->loop_alu[rnd(g, g->n_loop_alu)];
+    put32(g, enc_s((int32_t)(target - auipc_at), rv, ra, 2, 0x23));
+    return;
+  }
+  unsigned k = rnd(g, 4);
+  put32(g, enc_s((int32_t)(8 + 4 * k), rv, ra, 2, 0x23));
+  while (k--)
+    put32(g, rnd_alu32(g, rd_any(g)));
+  put32(g, rnd_alu32(g, rd_any(g))); /* the one replaced */
+}
+
+/* A forward branch over a few instructions (taken or not as the registers say). */
+static void put_forward_branch(gen *g) {
+  uint64_t at = g->at;
+  bool compressed = chance(g, 25);
+  if (compressed)
+    put16(g, 0x0001);
+  else
+    put32(g, enc_i(0, 0, 0, 0, 0x13)); /* placeholder */
+  put_simple_run(g, rnd(g, 6), true);
+  int32_t off = (int32_t)(g->at - at);
+  uint64_t save = g->at;
+  g->at = at;
+  g->insns--;
+  if (compressed) {
+    put16(g, chance(g, 25) ? c_j(off) : c_bz(chance(g, 50), rc_any(g), off));
+  } else if (chance(g, 15)) {
+    put32(g, enc_j(off, chance(g, 50) ? 0 : rd_any(g))); /* jal */
+  } else {
+    static const unsigned f3s[] = {0, 1, 4, 5, 6, 7};
+    put32(g, enc_b(off, rs_any(g), rs_any(g), f3s[rnd(g, 6)]));
+  }
+  g->at = save;
+}
+
+static void put_loop(gen *g) {
+  unsigned count = 1 + rnd(g, 12);
+  put32(g, enc_i((int32_t)count, 0, 0, R_LOOP, 0x13));
+  uint64_t top = g->at;
+  g->in_loop = true;
+  g->n_loop_alu = 0;
+  for (unsigned n = 1 + rnd(g, 5); n--;) {
+    unsigned k = rnd(g, 10);
+    if (k < 2)
+      put_forward_branch(g);
+    else if (k < 3)
+      put_smc(g, false);
+    else if (k < 5 && g->n_loop_alu)
+      put_smc(g, true);
+    else
+      put_simple_run(g, 1 + rnd(g, 4), true);
+  }
+  g->in_loop = false;
+  put32(g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
+  if (chance(g, 20)) {
+    put32(g, enc_b((int32_t)(top - g->at), 0, R_LOOP, 4)); /* blt x0, x27 */
+  } else {
+    put32(g, enc_b((int32_t)(top - g->at), R_LOOP, 0, 1)); /* bne x27, x0 */
+  }
+}
+
+/* jump to dest (any distance within RAM): jal, or auipc + jalr (a computed jump) */
+static void put_jump_to(gen *g, uint64_t dest) {
+  int64_t rel = (int64_t)(dest - g->at);
+  if (chance(g, 50)) {
+    put32(g, enc_j((int32_t)rel, chance(g, 50) ? 0 : rd_any(g)));
+    return;
+  }
+  unsigned rt = rd_any(g);
+  int32_t lo = (int32_t)((uint32_t)rel << 20) >> 20;
+  put32(g, enc_u((uint32_t)(rel - lo), rt, 0x17));
+  put32(g, enc_i(lo, rt, 0, chance(g, 50) ? 0 : rd_any(g), 0x67));
+}
+
+/* Leave a hole: jump some way ahead (often into another page); the hole may get code later. */
+static void put_far_jump(gen *g) {
+  uint64_t gap = 64 + 2 * rnd(g, 1400);
+  if (g->at + 8 + gap + 1024 > g->code_end)
+    return;
+  uint64_t here = g->at;
+  put_jump_to(g, here + 8 + gap);
+  while (g->at < here + 8) /* the jump took 4 or 8 bytes */
+    put16(g, 0x0001);
+  if (g->n_holes < 16)
+    g->holes[g->n_holes++] = (struct hole){g->at, gap};
+  g->at += gap;
+}
+
+/* Jump back into a hole, run a little there, come back. */
+static void put_back_jump(gen *g) {
+  if (!g->n_holes)
+    return;
+  struct hole *h = &g->holes[rnd(g, g->n_holes)];
+  if (h->size < 64)
+    return;
+  uint64_t site = g->at;
+  put_jump_to(g, h->at);
+  uint64_t ret = g->at;
+  g->at = h->at;
+  unsigned before = g->insns;
+  while (g->at + 40 < h->at + h->size && g->insns - before < 6)
+    put_simple(g, true);
+  put_jump_to(g, ret);
+  uint64_t used = g->at - h->at;
+  h->at += used;
+  h->size -= used;
+  g->at = ret;
+  (void)site;
+}
+
+/* The trap handler at RAM offset 0: skip the instruction that trapped (2 or 4 bytes), or after a
+ * fetch fault go to the end. M-mode or S-mode CSRs as the program runs. */
+static void put_handler(gen *g, bool s) {
+  unsigned cause = s ? 0x142 : 0x342, epc = s ? 0x141 : 0x341, scratch = s ? 0x140 : 0x340;
+  uint32_t ret = s ? 0x10200073 : 0x30200073;
+  g->at = 0;
+  put32(g, enc_csrr(28, cause));
+  put32(g, enc_i(1, 0, 0, 29, 0x13));
+  put32(g, enc_b(4 * 12, 28, 29, 0)); /* beq -> fetch */
+  put32(g, enc_i(12, 0, 0, 29, 0x13));
+  put32(g, enc_b(4 * 10, 28, 29, 0));
+  put32(g, enc_csrr(28, epc));
+  put32(g, enc_i(0, 28, 5, 29, 0x03)); /* lhu x29, 0(x28) */
+  put32(g, enc_i(3, 29, 7, 29, 0x13));
+  put32(g, enc_i(2, 28, 0, 28, 0x13));
+  put32(g, enc_i(-3, 29, 0, 29, 0x13));
+  put32(g, enc_b(8, 29, 0, 1)); /* bne x29, x0, +8 */
+  put32(g, enc_i(2, 28, 0, 28, 0x13));
+  put32(g, enc_csrw(epc, 28));
+  put32(g, ret);
+  /* fetch: */
+  put32(g, enc_csrr(28, scratch));
+  put32(g, enc_csrw(epc, 28));
+  put32(g, ret);
+  /* the end: wfi; j . */
+  g->at = PAGE_END * 4096;
+  put32(g, 0x10500073);
+  put32(g, enc_j(-4, 0));
+}
+
+static void put_page_tables(uint8_t *img) {
+  uint64_t *root = (uint64_t *)(img + PAGE_PT * 4096ULL);
+  uint64_t *l1 = root + 512, *l0 = root + 1024;
+  const uint64_t V = 1, R = 2, W = 4, X = 8, A = 64, D = 128;
+  uint64_t ram_ppn = RAM_BASE >> 12;
+  root[VA_BASE >> 30] = ((ram_ppn + PAGE_PT + 1) << 10) | V;
+  l1[0] = ((ram_ppn + PAGE_PT + 2) << 10) | V;
+  for (unsigned i = 0; i < RAM_PAGES; i++)
+    l0[i] = ((ram_ppn + i) << 10) | V | R | W | X | A | D;
+  l0[PAGE_DATA + DATA_PAGES - 1] &= ~W;     /* read-only: stores fault */
+  l0[PAGE_DATA + 1] &= ~(A | D);            /* the walk sets A and D */
+  l0[PAGE_SPARE] = 0;                       /* unmapped */
+  for (unsigned i = 0; i < CODE_PAGES; i++) /* code seen twice */
+    l0[VPAGE_ALIAS + i] = ((ram_ppn + PAGE_CODE + i) << 10) | V | R | W | X | A | D;
+  l0[VPAGE_MMIO] = ((MMIO_BASE >> 12) << 10) | V | R | W | A | D;
+}
+
+typedef struct program {
+  uint8_t img[RAM_SIZE];
+  enum prog_kind kind;
+  uint64_t x[32];
+  uint64_t entry;
+  unsigned insns;
+} program;
+
+static void generate(program *p, uint64_t seed, enum prog_kind kind, const struct rv_icache *dec) {
+  memset(p, 0, sizeof(*p));
+  gen g = {.rng = seed * 0x2545f4914f6cdd1dULL + 1, .kind = kind, .img = p->img, .dec = dec};
+  g.view = kind == KIND_S ? VA_BASE : RAM_BASE;
+  p->kind = kind;
+  put_handler(&g, kind == KIND_S);
+  if (kind == KIND_S)
+    put_page_tables(p->img);
+  for (uint64_t o = PAGE_DATA * 4096ULL; o < (PAGE_DATA + DATA_PAGES) * 4096ULL; o += 8) {
+    uint64_t v = rnd_value(&g);
+    memcpy(p->img + o, &v, 8);
+  }
+  for (unsigned i = 1; i < 32; i++)
+    p->x[i] = rnd_value(&g);
+  p->x[R_DATA] = pc_of(&g, (PAGE_DATA + 1 + rnd(&g, DATA_PAGES - 2)) * 4096ULL + rnd(&g, 4096));
+  g.at = PAGE_CODE * 4096ULL + 2 * rnd(&g, 64);
+  g.code_end = (PAGE_CODE + CODE_PAGES) * 4096ULL - 64;
+  p->entry = pc_of(&g, g.at);
+  unsigned target = kind == KIND_LINE ? 8 + rnd(&g, 120) : 20 + rnd(&g, 260);
+  g.insns = 0;
+  while (g.insns < target && g.at + 1024 < g.code_end) {
+    if (kind == KIND_LINE) {
+      put_simple(&g, true);
+      continue;
+    }
+    unsigned k = rnd(&g, 100);
+    if (k < 55)
+      put_simple_run(&g, 1 + rnd(&g, 6), false);
+    else if (k < 70)
+      put_forward_branch(&g);
+    else if (k < 80)
+      put_loop(&g);
+    else if (k < 86)
+      put_smc(&g, false);
+    else if (k < 93)
+      put_far_jump(&g);
+    else
+      put_back_jump(&g);
+  }
+  put_jump_to(&g, PAGE_END * 4096ULL);
+  p->insns = g.insns;
+}
+
+/* ---------------------------------------------------------------- running and comparing */
+
+static void engine_load(engine *e, const program *p) {
+  rv_hart *h = &e->hart;
+  memcpy(e->bus.ram, p->img, RAM_SIZE);
+  memset(e->bus.code_pages, 0, RAM_PAGES * sizeof(uint32_t));
+  /* only a block's first instruction gets code: clear the rest so that they can be counted */
+  memset(h->icache->code, 0, h->icache->pool_used * sizeof(h->icache->code[0]));
+  rv_hart_flush_icache(h);
+  e->mtime_reads = 0;
+  e->mmio_reads = e->mmio_writes = e->mmio_hash = 0;
+  h->check_irq = h->yield = false;
+  if (p->kind == KIND_S) {
+    rv_hart_reset(h, p->entry, RV_PRIV_S);
+    h->medeleg = 0xb3ff; /* every exception to the S-mode handler */
+    h->stvec = VA_BASE;
+    h->sscratch = VA_BASE + PAGE_END * 4096ULL;
+    h->mtvec = RAM_BASE + PAGE_END * 4096ULL;
+    h->satp = (8ULL << 60) | ((RAM_BASE >> 12) + PAGE_PT);
+  } else {
+    rv_hart_reset(h, p->entry, RV_PRIV_M);
+    h->mtvec = RAM_BASE;
+    h->mscratch = RAM_BASE + PAGE_END * 4096ULL;
+  }
+  h->mstatus |= 1ULL << 13; /* FS: initial */
+  memcpy(h->x, p->x, sizeof(h->x));
+  h->x[0] = 0;
+  rv_hart_flush_tlb(h);
+}
+
+/* The first difference between the two machines, or NULL. */
+static const char *engine_diff(const engine *a, const engine *b, char *buf, size_t len) {
+  const rv_hart *x = &a->hart, *y = &b->hart;
+  for (unsigned i = 0; i < 32; i++) {
+    if (x->x[i] != y->x[i]) {
+      snprintf(buf, len, "x%u: interp 0x%" PRIx64 " jit 0x%" PRIx64, i, x->x[i], y->x[i]);
+      return buf;
+    }
+    if (x->f[i] != y->f[i]) {
+      snprintf(buf, len, "f%u: interp 0x%" PRIx64 " jit 0x%" PRIx64, i, x->f[i], y->f[i]);
+      return buf;
+    }
+  }
+#define FIELD(f)                                                                                   \
+  if ((uint64_t)x->f != (uint64_t)y->f) {                                                          \
+    snprintf(buf, len, #f ": interp 0x%" PRIx64 " jit 0x%" PRIx64, (uint64_t)x->f,                 \
+             (uint64_t)y->f);                                                                      \
+    return buf;                                                                                    \
+  }
+  FIELD(pc)
+  FIELD(priv)
+  FIELD(minstret)
+  FIELD(mcause)
+  FIELD(mepc)
+  FIELD(mtval)
+  FIELD(scause)
+  FIELD(sepc)
+  FIELD(stval)
+  FIELD(mstatus)
+  FIELD(fflags)
+  FIELD(wfi)
+  FIELD(reservation_valid)
+  FIELD(ext_mip)
+#undef FIELD
+  if (a->mmio_reads != b->mmio_reads || a->mmio_writes != b->mmio_writes ||
+      a->mmio_hash != b->mmio_hash) {
+    snprintf(buf, len, "devices: reads %" PRIu64 "/%" PRIu64 " writes %" PRIu64 "/%" PRIu64,
+             a->mmio_reads, b->mmio_reads, a->mmio_writes, b->mmio_writes);
+    return buf;
+  }
+  if (memcmp(a->bus.ram, b->bus.ram, RAM_SIZE) != 0) {
+    size_t i = 0;
+    while (a->bus.ram[i] == b->bus.ram[i])
+      i++;
+    snprintf(buf, len, "RAM at 0x%" PRIx64 ": interp 0x%02x jit 0x%02x", (uint64_t)(RAM_BASE + i),
+             a->bus.ram[i], b->bus.ram[i]);
+    return buf;
+  }
+  return NULL;
+}
+
+typedef struct diff_ctx {
+  engine *interp, *jit;
+  program *prog;
+  const char *what;
+  uint64_t programs, steps, insns, finished;
+  uint64_t translated; /* blocks the translator turned into host code */
+  bool verbose;
+} diff_ctx;
+
+static const uint64_t budgets[] = {1, 7, 33, 2, 100, 5, 1000, 64, 3, 4096, 17, 250};
+
+/* Run one program on both engines; fail the test at the first difference. */
+static void run_program(diff_ctx *c, uint64_t seed, enum prog_kind kind) {
+  program *p = c->prog;
+  generate(p, seed, kind, c->interp->hart.icache);
+  engine_load(c->interp, p);
+  engine_load(c->jit, p);
+  uint64_t budget_rng = seed;
+  uint64_t total = 0, br = rng_next(&budget_rng);
+  char buf[256];
+  for (unsigned step = 0; total < 20000; step++) {
+    uint64_t n = (br >> (step % 16 * 4)) & 1 ? budgets[step % 12] : 1 + (br >> step % 50) % 300;
+    uint64_t before = c->interp->hart.minstret, pc = c->interp->hart.pc;
+    uint64_t ra = rv_hart_run(&c->interp->hart, n);
+    uint64_t rb = rv_hart_run(&c->jit->hart, n);
+    c->steps++;
+    if (c->verbose) {
+      const rv_hart *h = &c->interp->hart;
+      fprintf(stderr,
+              "# step %u budget %" PRIu64 ": pc 0x%" PRIx64 " ran %" PRIu64 "/%" PRIu64
+              " -> pc 0x%" PRIx64 "/0x%" PRIx64 " mcause %" PRIx64 " mepc %" PRIx64
+              " mtval %" PRIx64 " scause %" PRIx64 " sepc %" PRIx64 "\n",
+              step, n, pc, ra, rb, h->pc, c->jit->hart.pc, h->mcause, h->mepc, h->mtval, h->scause,
+              h->sepc);
+    }
+    const char *d = ra != rb
+                        ? (snprintf(buf, sizeof(buf), "ran %" PRIu64 " vs %" PRIu64, ra, rb), buf)
+                        : engine_diff(c->interp, c->jit, buf, sizeof(buf));
+    if (d)
+      TAP_FAIL("%s seed %" PRIu64 ": step %u (budget %" PRIu64 ") from pc 0x%" PRIx64
+               ", instructions %" PRIu64 "..%" PRIu64 ": %s (JIT_DIFF_SEED=%" PRIu64
+               " JIT_DIFF_KIND=%s to trace)",
+               c->what, seed, step, n, pc, before, c->interp->hart.minstret, d, seed,
+               kind == KIND_S   ? "s"
+               : kind == KIND_M ? "m"
+                                : "line");
+    total += ra;
+    if (ra == 0 && c->interp->hart.wfi) {
+      c->finished++;
+      break;
+    }
+  }
+  c->programs++;
+  c->insns += total;
+  const struct rv_icache *ic = c->jit->hart.icache;
+  for (uint32_t i = 0; i < ic->pool_used; i++)
+    c->translated += ic->code[i] != NULL && ic->code[i] != RV_JIT_INTERPRET;
+}
+
+static diff_ctx diff_open(const char *what) {
+  diff_ctx c = {.what = what, .interp = engine_new(true), .jit = engine_new(false)};
+  c.prog = malloc(sizeof(*c.prog));
+  if (!c.prog)
+    abort();
+  if (!c.jit->hart.icache->jit) {
+    engine_free(c.interp);
+    engine_free(c.jit);
+    free(c.prog);
+    SKIP("no translator for this host");
+  }
+  return c;
+}
+
+static void diff_close(diff_ctx *c) {
+  printf("# %s: %" PRIu64 " programs (%" PRIu64 " reached their end), %" PRIu64 " runs, %" PRIu64
+         " instructions, %" PRIu64 " blocks translated\n",
+         c->what, c->programs, c->finished, c->steps, c->insns, c->translated);
+  engine_free(c->interp);
+  engine_free(c->jit);
+  free(c->prog);
+}
+
+static void run_many(const char *what, enum prog_kind kind, uint64_t first, unsigned count) {
+  diff_ctx c = diff_open(what);
+  for (unsigned i = 0; i < count; i++)
+    run_program(&c, first + i, kind);
+  CHECK_EQ(c.programs, count);
+  CHECK(c.insns > count);      /* the programs ran */
+  CHECK(c.translated > count); /* and the translator ran them */
+  CHECK(c.finished > count / 2);
+  diff_close(&c);
+}
+
+/* ---------------------------------------------------------------- the tests */
+
+TEST(encoders_match_the_decoder) {
+  /* the generator's encoders against known encodings (test_cpu.c has the same) */
+  CHECK_U64(c_ci(2, 1, 10, 0), 0x4501);                             /* c.li a0, 0 */
+  CHECK_U64(c_ci(0, 1, 2, -16), 0x1141);                            /* c.addi sp, -16 */
+  CHECK_U64(c_j(8), 0xa021);                                        /* c.j +8 */
+  CHECK_U64(c_bz(false, 10, -4), 0xdd75);                           /* c.beqz a0, -4 */
+  CHECK_U64(c_ls(3, 10, 12, 8), 0x6510);                            /* c.ld a2, 8(a0) */
+  CHECK_U64(c_sp(7, 1, 8), 0xe406);                                 /* c.sdsp ra, 8(sp) */
+  CHECK_U64(enc_i(-32, 2, 0, 2, 0x13), 0xfe010113);                 /* addi sp, sp, -32 */
+  CHECK_U64(enc_s(-8, 1, 2, 3, 0x23), 0xfe113c23);                  /* sd ra, -8(sp) */
+  CHECK_U64(enc_b(-16, 14, 0, 1), 0xfe0718e3);                      /* bnez a4, -16 */
+  CHECK_U64(enc_j(-12, 1), 0xff5ff0ef);                             /* jal ra, -12 */
+  CHECK_U64(rv_expand_compressed(c_sp(2, 15, 4 * 33)), 0x08412783); /* c.lwsp a5, 132(sp) */
+  CHECK_U64(rv_expand_compressed(c_sp(6, 15, 4 * 33)), 0x08f12223); /* c.swsp a5, 132(sp) */
+  CHECK_U64(rv_expand_compressed(c_ls(2, 9, 10, 68)), 0x0444a503);  /* c.lw a0, 68(s1) */
+  CHECK_U64(rv_expand_compressed(c_ls(6, 9, 10, 68)), 0x04a4a223);  /* c.sw a0, 68(s1) */
+  CHECK_U64(rv_expand_compressed(c_sp(3, 15, 8 * 33)), 0x10813783); /* c.ldsp a5, 264(sp) */
+  CHECK_U64(rv_expand_compressed(c_bz(true, 8, 130)), 0x08041163);  /* c.bnez s0, 130 */
+  CHECK_U64(rv_expand_compressed(c_j(-1366)), 0xaabff06f);          /* c.j -1366 */
+}
+
+TEST(self_modifying_code_is_seen_by_both_engines) {
+  /* A store rewrites (1) an instruction ahead in its own block and (2) an instruction of a loop
+   * body that already ran; both engines must run the new instructions. */
+  diff_ctx c = diff_open("smc");
+  program *p = c.prog;
+  memset(p, 0, sizeof(*p));
+  gen g = {.rng = 1, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
+  p->kind = KIND_M;
+  put_handler(&g, false);
+  g.at = PAGE_CODE * 4096ULL;
+  p->entry = pc_of(&g, g.at);
+  uint32_t addi5 = enc_i(5, 5, 0, 5, 0x13); /* addi x5, x5, 5 */
+  put_li32(&g, 6, addi5);
+  put32(&g, enc_u(0, 7, 0x17));            /* auipc x7, 0 */
+  put32(&g, enc_s(12, 6, 7, 2, 0x23));     /* sw x6, 12(x7): two instructions ahead */
+  put32(&g, enc_i(1, 5, 0, 5, 0x13));      /* addi x5, x5, 1 (runs) */
+  put32(&g, enc_i(100, 5, 0, 5, 0x13));    /* replaced by addi x5, x5, 5 */
+  put32(&g, enc_i(3, 0, 0, R_LOOP, 0x13)); /* x27 = 3 */
+  uint64_t top = g.at;
+  put32(&g, enc_i(1000, 8, 0, 8, 0x13)); /* x8 += 1000, then += 5 after the first pass */
+  put32(&g, enc_b(8, 0, 0, 0));          /* beq x0, x0, +8: a block of its own above */
+  put_raw32(&g, 0);
+  put_li32(&g, 6, enc_i(5, 8, 0, 8, 0x13)); /* addi x8, x8, 5 */
+  put32(&g, enc_u(0, 7, 0x17));
+  put32(&g, enc_s((int32_t)(top - (g.at - 4)), 6, 7, 2, 0x23));
+  put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
+  put32(&g, enc_b((int32_t)(top - g.at), R_LOOP, 0, 1));
+  put_jump_to(&g, PAGE_END * 4096ULL);
+  for (unsigned pass = 0; pass < 3; pass++) {
+    static const uint64_t pass_budget[] = {100000, 1, 7};
+    engine_load(c.interp, p);
+    engine_load(c.jit, p);
+    for (int i = 0; i < 200 && !(c.interp->hart.wfi && c.jit->hart.wfi); i++) {
+      uint64_t ra = rv_hart_run(&c.interp->hart, pass_budget[pass]);
+      uint64_t rb = rv_hart_run(&c.jit->hart, pass_budget[pass]);
+      CHECK_EQ(ra, rb);
+      char buf[256];
+      const char *d = engine_diff(c.interp, c.jit, buf, sizeof(buf));
+      if (d)
+        TAP_FAIL("pass %u step %d: %s", pass, i, d);
+    }
+    CHECK(c.jit->hart.wfi);
+    c.programs++;
+    c.finished++;
+    CHECK_U64(c.jit->hart.x[5], 6);            /* 1 + 5, not 1 + 100 */
+    CHECK_U64(c.jit->hart.x[8], 1000 + 5 + 5); /* the rewritten body ran twice */
+  }
+  diff_close(&c);
+}
+
+TEST(straight_line_programs) { run_many("straight-line", KIND_LINE, 1, 3000); }
+
+TEST(programs_with_loops_jumps_and_traps) { run_many("M-mode", KIND_M, 100000, 3000); }
+
+TEST(sv39_programs_in_s_mode) { run_many("S-mode Sv39", KIND_S, 200000, 3000); }
+
+int main(void) {
+  const char *seed = getenv("JIT_DIFF_SEED");
+  if (seed) { /* debugging: one program, traced */
+    const char *k = getenv("JIT_DIFF_KIND");
+    enum prog_kind kind = !k || strcmp(k, "m") == 0 ? KIND_M
+                          : strcmp(k, "s") == 0     ? KIND_S
+                                                    : KIND_LINE;
+    volatile int failed = 0;
+    if (setjmp(tap.fail_jmp) == 0) {
+      diff_ctx c = diff_open("one");
+      c.verbose = true;
+      generate(c.prog, strtoull(seed, NULL, 0), kind, c.interp->hart.icache);
+      for (uint64_t o = PAGE_CODE * 4096ULL; o < (PAGE_CODE + CODE_PAGES) * 4096ULL; o += 2) {
+        uint16_t v;
+        memcpy(&v, c.prog->img + o, 2);
+        if (v)
+          fprintf(stderr, "0x%" PRIx64 ": %04x\n",
+                  (uint64_t)((kind == KIND_S ? VA_BASE : RAM_BASE) + o), v);
+      }
+      run_program(&c, strtoull(seed, NULL, 0), kind);
+      diff_close(&c);
+    } else {
+      failed = 1;
+      printf("# %s\n", tap.fail_msg);
+    }
+    return failed;
+  }
+  return tap_run();
+}
