@@ -17,16 +17,22 @@ def _elf(build_dir, name):
     return path
 
 
-def _run(build_dir, elf):
+def _run(build_dir, elf, *extra):
     return subprocess.run(
-        [str(build_dir / "vessel-vmm"), "--bios", "none", "--htif", "--kernel", str(elf)],
+        [str(build_dir / "vessel-vmm"), "--bios", "none", "--htif", *extra, "--kernel", str(elf)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.parametrize("accel", ["jit", "interp"])
 @pytest.mark.parametrize("name", PROGRAMS)
-def test_guest_program_passes(build_dir, name):
-    r = _run(build_dir, _elf(build_dir, name))
-    assert r.returncode == 0, f"{name}: exit {r.returncode} (failing check at line ~{r.returncode})\n{r.stderr}"
+def test_guest_program_passes(build_dir, name, accel):
+    r = _run(build_dir, _elf(build_dir, name), "--accel", accel)
+    assert r.returncode == 0, f"{name} ({accel}): exit {r.returncode} (failing check at line ~{r.returncode})\n{r.stderr}"
+
+
+def test_accel_kinds_are_checked(build_dir):
+    r = _run(build_dir, _elf(build_dir, "exit"), "--accel", "kvm")
+    assert r.returncode == 2 and "--accel 'kvm'" in r.stderr, r.stderr
 
 
 def test_htif_exit_code_and_console(build_dir):
