@@ -642,7 +642,7 @@ static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uin
     if (!code)
       return total;
     if (unlikely(code == RV_JIT_INTERPRET)) {
-      total += rv_blocks_run(h, blk, total + 1, left - total);
+      total += rv_blocks_run(h, blk, 1, left - total); /* this block only */
       link = 0;
     } else {
       if (link && clears == ic->clears)

@@ -8,11 +8,14 @@
  * - Guest registers stay in memory (rv_hart.x; x[0] is always 0), so every instruction is
  *   "load operands, operate, store the result" and nothing has to be spilled around calls.
  * - Loads and stores look up the TLB inline (the same entries rv_load/rv_store use) and call
- *   rv_load_slow/rv_store_slow out of line when it misses.
+ *   one C slow path (access_slow) when it misses.
  * - Everything else calls the instruction's handler with h->pc and h->next_pc set, exactly as the
- *   interpreter does; so do a block's last instruction when it is not a branch or jump.
+ *   interpreter does.
  * - A block leaves early when an instruction trapped or asked to leave (h->check_irq), as in the
  *   interpreter, with h->pc = h->next_pc and the instruction counted.
+ * - Blocks go on to the next without returning to C: a direct jump within the page is linked to
+ *   the next block's code (rv_jit_link), other jumps look in the jump cache; every block's chain
+ *   entry checks the run's budget and its page's code counter first.
  *
  * The block's code does not depend on its virtual address: blocks are keyed by physical address
  * (a page may be mapped at several addresses), so the code takes the block's pc from h->pc on
@@ -55,7 +58,7 @@ struct rv_jit {
     uint64_t pc;
     uint64_t tag;      /* tlb_tag | fetch_tlb when it was filled: the same translation of pc */
     const void *chain; /* the block's chain entry */
-    uint64_t unused;
+    uint64_t unused;   /* entries are 32 bytes: the lookup scales the index by shifting */
   } jmp[RV_JIT_JMP_SIZE];
 };
 
@@ -64,7 +67,6 @@ enum { CC_B = 2, CC_AE = 3, CC_E = 4, CC_NE = 5, CC_A = 7, CC_L = 0xc, CC_GE = 0
 
 #define HART_OFF(field) ((int32_t)offsetof(rv_hart, field))
 #define X_OFF(r) ((int32_t)(8 * (r)))
-#define TLB_ENTRY_BYTES ((int32_t)sizeof(rv_tlb_entry))
 #define TLB_ACCESS_BYTES ((int32_t)(RV_TLB_SIZE * sizeof(rv_tlb_entry)))
 #define TLB_SET_BYTES (3 * TLB_ACCESS_BYTES)
 _Static_assert(sizeof(rv_tlb_entry) == 16, "the inline TLB lookup scales the index by 16");
@@ -117,8 +119,8 @@ static void modrm_mem(emitter *e, int reg, int base, int index, int32_t disp) {
     b4(e, (uint32_t)disp);
 }
 
-/* op reg, [base + index + disp] (or the reverse direction, as the opcode says). prefix66: 16-bit
- * operand. The opcode may be two bytes (0x0f xx). */
+/* op reg, [base + index + disp] (or the reverse direction, as the opcode says). The opcode may be
+ * two bytes (0x0f xx); a 0x66 prefix for 16-bit operands goes before the call. */
 static void op_mem(emitter *e, bool w, unsigned opcode, int reg, int base, int index,
                    int32_t disp) {
   rex(e, w, reg, index < 0 ? 0 : index, base);
