@@ -82,6 +82,22 @@ static void s_body(void) {
   if (last_trap.count != 0)
     test_exit(__LINE__);
   CSRC(sstatus, MSTATUS_SUM);
+  /* SUM cleared again: the access that just worked faults again (the hart keeps S-mode's
+   * translations with and without SUM apart, it does not flush) */
+  reset_trap();
+  s_val = *(volatile uint64_t *)(VA_BASE + 0x3000);
+  if (last_trap.cause != 13)
+    test_exit(__LINE__);
+  CSRS(sstatus, MSTATUS_SUM);
+  reset_trap();
+  *(volatile uint64_t *)(VA_BASE + 0x3008) = 7;
+  if (last_trap.count != 0)
+    test_exit(__LINE__);
+  CSRC(sstatus, MSTATUS_SUM);
+  reset_trap();
+  *(volatile uint64_t *)(VA_BASE + 0x3008) = 8;
+  if (last_trap.cause != 15)
+    test_exit(__LINE__);
   /* execute-only page: loads fault unless MXR */
   reset_trap();
   s_val = *(volatile uint64_t *)(VA_BASE + 0x4000);

@@ -107,7 +107,7 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
 void rv_hart_flush_tlb(rv_hart *h) {
   h->tlb_tag += 1ULL << 52;
   if (h->tlb_tag == 0) {
-    for (int s = 0; s < 3; s++)
+    for (int s = 0; s < RV_TLB_SETS; s++)
       for (int a = 0; a < 3; a++)
         for (int i = 0; i < RV_TLB_SIZE; i++)
           h->tlb[s][a][i].vpn = 0;
@@ -151,7 +151,10 @@ void rv_update_modes(rv_hart *h) {
   int data_priv = h->priv;
   if (h->priv == RV_PRIV_M && (h->mstatus & MSTATUS_MPRV))
     data_priv = (int)((h->mstatus & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT);
-  h->ld_tlb = h->st_tlb = rv_tlb_set(data_priv);
+  int data_set = rv_tlb_set(data_priv);
+  if (data_set == TLB_S && (h->mstatus & MSTATUS_SUM))
+    data_set = TLB_S_SUM;
+  h->ld_tlb = h->st_tlb = data_set;
   h->fetch_tlb = rv_tlb_set(h->priv);
   h->fetch_vpn = UINT64_MAX;
 }
@@ -304,7 +307,7 @@ static uint64_t rv_ram_page(const rv_bus *bus, const uint8_t *host) {
 
 /* Drop the write mappings of this hart's TLB; only_page: just those of that host page. */
 static void rv_drop_write_mappings(rv_hart *h, uintptr_t only_page) {
-  for (int s = 0; s < 3; s++) {
+  for (int s = 0; s < RV_TLB_SETS; s++) {
     rv_tlb_entry *t = h->tlb[s][ACC_WRITE];
     for (unsigned i = 0; i < RV_TLB_SIZE; i++) {
       uintptr_t page = (uintptr_t)((t[i].vpn & ((1ULL << 52) - 1)) << 12) + t[i].addend;
@@ -949,7 +952,8 @@ static void rv_write_mstatus(rv_hart *h, uint64_t val) {
   if (((s & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT) == 2)
     s = (s & ~MSTATUS_MPP) | (old & MSTATUS_MPP);
   h->mstatus = s;
-  if ((old ^ s) & (MSTATUS_SUM | MSTATUS_MXR))
+  /* SUM picks a TLB set of its own; MXR changes what loads may read in every set. */
+  if ((old ^ s) & MSTATUS_MXR)
     rv_hart_flush_tlb(h);
   else
     rv_update_modes(h);

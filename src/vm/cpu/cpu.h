@@ -76,6 +76,8 @@ static inline void rv_code_page_written(uint32_t *code_pages, uint64_t page) {
 
 #define RV_TLB_SIZE 1024 /* per set and access type: the kernel's working set missed in 256 */
 #define RV_PMP_ENTRIES 64
+/* TLB sets: U, S, M, and S-mode data accesses with mstatus.SUM set (cpu_internal.h) */
+#define RV_TLB_SETS 4
 
 /* One TLB entry maps a virtual page straight to host memory (RAM only):
  * host address = vaddr + addend. */
@@ -122,8 +124,8 @@ struct rv_hart {
   uint32_t code_epoch;           /* bus->code_epoch when the write mappings were last checked */
   uint64_t fetch_vpn;            /* one-entry fetch cache */
   uintptr_t fetch_addend;
-  rv_tlb_entry tlb[3][3][RV_TLB_SIZE]; /* [set][read, write, exec][index]; only pages one PMP
-                                          decision covers */
+  rv_tlb_entry tlb[RV_TLB_SETS][3][RV_TLB_SIZE]; /* [set][read, write, exec][index]; only pages one
+                                          PMP decision covers */
   struct rv_icache *icache;
 };
 

@@ -245,7 +245,11 @@ enum {
 };
 
 enum { ACC_READ = 0, ACC_WRITE = 1, ACC_EXEC = 2 };
-enum { TLB_U = 0, TLB_S = 1, TLB_M = 2 };
+/* TLB sets. S-mode data accesses while mstatus.SUM is set (user memory reachable) have their own:
+ * Linux sets and clears SUM around every copy to or from user memory, and flushing the TLB each
+ * time made page walks a third of the VMM's time in a network upload. */
+enum { TLB_U = 0, TLB_S = 1, TLB_M = 2, TLB_S_SUM = 3 };
+_Static_assert(TLB_S_SUM + 1 == RV_TLB_SETS, "one TLB set each");
 
 /* ---------------------------------------------------------------- cpu.c */
 

@@ -31,7 +31,9 @@ static int rv_fault_cause(int access, bool page) {
 }
 
 /* The privilege PMP checks an access of TLB set `set` with (S and U are alike for PMP). */
-static int rv_set_priv(int set) { return set == TLB_M ? RV_PRIV_M : set; }
+static int rv_set_priv(int set) {
+  return set == TLB_M ? RV_PRIV_M : set == TLB_S_SUM ? RV_PRIV_S : set;
+}
 
 int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
   if (set == TLB_M || !(h->satp >> 60)) {
@@ -66,7 +68,8 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
       if (!(pte & PTE_U))
         return rv_fault_cause(access, true);
     } else if (pte & PTE_U) {
-      if (access == ACC_EXEC || !(h->mstatus & MSTATUS_SUM))
+      /* S-mode reaches user pages only through the SUM set (data accesses while SUM is set) */
+      if (access == ACC_EXEC || set != TLB_S_SUM)
         return rv_fault_cause(access, true);
     }
     bool ok;
