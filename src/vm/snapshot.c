@@ -442,13 +442,19 @@ static int switch_disks_to_overlays(vm *m, vs_error **err) {
       if (access(overlay, F_OK) < 0)
         break;
     }
+    /* The disk becomes the snapshot's frozen base: durable before anything changes, so that a
+     * failure here leaves the VM running on it. */
+    if (vm_disk_flush(m->disk[i], err) < 0)
+      return vs_error_wrap(err, "disk %u: flush before freezing it", i);
     vm_disk_create_opts co = {
         .format = VM_DISK_FORMAT_QCOW2, .backing_file = path, .backing_format = o.format};
     vm_disk *d = NULL;
     vm_disk_opts oo = {.format = VM_DISK_FORMAT_QCOW2, .cache = o.cache};
     if (vm_disk_create(overlay, &co, err) < 0 || vm_disk_open(overlay, &oo, &d, err) < 0)
       return vs_error_wrap(err, "disk %u: overlay", i);
-    vm_disk_close(m->disk[i], NULL);
+    _cleanup_error_ vs_error *close_err = NULL;
+    if (vm_disk_close(m->disk[i], &close_err) < 0) /* nothing wrote since the flush */
+      vs_log_warn("disk %u: closing the frozen base: %s", i, close_err->msg);
     m->disk[i] = d;
     m->blk[i]->disk = d;
     free(m->cfg_strings[STRING_SLOT_DISK0 + i]);
