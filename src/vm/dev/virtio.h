@@ -177,6 +177,12 @@ bool virtio_mmio_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 void virtio_mmio_notify_used(virtio_mmio *t, unsigned q);
 /* The driver broke the protocol: DEVICE_NEEDS_RESET and a configuration interrupt. */
 void virtio_mmio_set_needs_reset(virtio_mmio *t, const char *why);
+/* The next chain of queue qi into *e: 1 = got one, 0 = none, -1 = the ring or the chain is
+ * malformed and the device now needs a reset. */
+int virtio_mmio_pop(virtio_mmio *t, unsigned qi, virtq_elem *e);
+/* Return chain head with `written` bytes to queue qi; false when the used ring is unusable and
+ * the device now needs a reset. */
+bool virtio_mmio_push(virtio_mmio *t, unsigned qi, uint16_t head, uint32_t written);
 /* The transport's driver-visible state and every queue's position ("VIRT" section). The device
  * behind it saves its own state after it. Loading checks the device id and queue count against
  * the device this build wired at the same slot. */

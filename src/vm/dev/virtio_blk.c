@@ -171,22 +171,14 @@ static void blk_notify(virtio_mmio *t, unsigned qi) {
   virtio_blk *b = blk_of(t);
   virtq *q = &t->queues[qi];
   bool pushed = false;
-  for (;;) {
-    vs_error *err = NULL;
-    int r = virtq_pop(q, &t->mem, &b->elem, &err);
-    if (r == 0)
-      break;
-    int64_t written = r > 0 ? serve(b, &b->elem) : -1;
-    if (r < 0 || written < 0) {
-      virtio_mmio_set_needs_reset(t, err ? err->msg : "request without header or status");
-      vs_error_free(err);
+  while (virtio_mmio_pop(t, qi, &b->elem) > 0) {
+    int64_t written = serve(b, &b->elem);
+    if (written < 0) {
+      virtio_mmio_set_needs_reset(t, "request without header or status");
       break;
     }
-    if (virtq_push(q, &t->mem, b->elem.head, (uint32_t)written, &err) < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
-      vs_error_free(err);
+    if (!virtio_mmio_push(t, qi, b->elem.head, (uint32_t)written))
       break;
-    }
     pushed = true;
   }
   virtq_update_avail_event(q, &t->mem);

@@ -34,25 +34,13 @@ static void write_out(int fd, const void *buf, size_t len) {
   }
 }
 
-/* Take one chain from q: 1 = got one, 0 = none, -1 = the device now needs a reset. */
+/* Take one chain from queue qi into c->elem, and give it back (virtio_mmio_pop/push). */
 static int take_chain(virtio_console *c, unsigned qi) {
-  vs_error *err = NULL;
-  int r = virtq_pop(&c->mmio.queues[qi], &c->mmio.mem, &c->elem, &err);
-  if (r < 0) {
-    virtio_mmio_set_needs_reset(&c->mmio, err->msg);
-    vs_error_free(err);
-  }
-  return r;
+  return virtio_mmio_pop(&c->mmio, qi, &c->elem);
 }
 
 static bool give_back(virtio_console *c, unsigned qi, uint32_t written) {
-  vs_error *err = NULL;
-  if (virtq_push(&c->mmio.queues[qi], &c->mmio.mem, c->elem.head, written, &err) < 0) {
-    virtio_mmio_set_needs_reset(&c->mmio, err->msg);
-    vs_error_free(err);
-    return false;
-  }
-  return true;
+  return virtio_mmio_push(&c->mmio, qi, c->elem.head, written);
 }
 
 static void finish(virtio_console *c, unsigned qi, bool pushed) {

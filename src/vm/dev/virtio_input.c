@@ -90,22 +90,16 @@ static void input_config_write(virtio_mmio *t, uint64_t off, unsigned size, uint
 /* Hand waiting events to the driver's buffers. */
 static void deliver_pending(virtio_input *in) {
   virtio_mmio *t = &in->mmio;
-  virtq *q = &t->queues[EVENTQ];
   unsigned done = 0;
   while (done < in->num_pending) {
-    _cleanup_error_ vs_error *err = NULL;
-    int r = virtq_pop(q, &t->mem, &in->elem, &err);
+    int r = virtio_mmio_pop(t, EVENTQ, &in->elem);
     if (r == 0)
       break;
-    if (r < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
+    if (r < 0)
       return;
-    }
     size_t n = vs_iov_copy_to(in->elem.in, in->elem.in_num, 0, in->pending[done], 8);
-    if (virtq_push(q, &t->mem, in->elem.head, (uint32_t)n, &err) < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
+    if (!virtio_mmio_push(t, EVENTQ, in->elem.head, (uint32_t)n))
       return;
-    }
     done++;
   }
   memmove(in->pending, in->pending[done], (size_t)(in->num_pending - done) * 8);
@@ -117,16 +111,12 @@ static void deliver_pending(virtio_input *in) {
 /* Status reports (LEDs, ...) carry nothing a power button uses: take and return them. */
 static void drain_status(virtio_input *in) {
   virtio_mmio *t = &in->mmio;
-  virtq *q = &t->queues[STATUSQ];
   for (;;) {
-    _cleanup_error_ vs_error *err = NULL;
-    int r = virtq_pop(q, &t->mem, &in->elem, &err);
+    int r = virtio_mmio_pop(t, STATUSQ, &in->elem);
     if (r == 0)
       break;
-    if (r < 0 || virtq_push(q, &t->mem, in->elem.head, 0, &err) < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
+    if (r < 0 || !virtio_mmio_push(t, STATUSQ, in->elem.head, 0))
       return;
-    }
   }
   virtio_mmio_notify_used(t, STATUSQ);
 }

@@ -76,6 +76,26 @@ void virtio_mmio_set_needs_reset(virtio_mmio *t, const char *why) {
   }
 }
 
+int virtio_mmio_pop(virtio_mmio *t, unsigned qi, virtq_elem *e) {
+  vs_error *err = NULL;
+  int r = virtq_pop(&t->queues[qi], &t->mem, e, &err);
+  if (r < 0) {
+    virtio_mmio_set_needs_reset(t, err->msg);
+    vs_error_free(err);
+  }
+  return r;
+}
+
+bool virtio_mmio_push(virtio_mmio *t, unsigned qi, uint16_t head, uint32_t written) {
+  vs_error *err = NULL;
+  if (virtq_push(&t->queues[qi], &t->mem, head, written, &err) < 0) {
+    virtio_mmio_set_needs_reset(t, err->msg);
+    vs_error_free(err);
+    return false;
+  }
+  return true;
+}
+
 void virtio_mmio_notify_used(virtio_mmio *t, unsigned q) {
   if (q >= t->num_queues)
     return;

@@ -248,25 +248,13 @@ static void transmit(virtio_net *n) {
   virtio_mmio *t = &n->mmio;
   virtq *q = &t->queues[VIRTIO_NET_TX_QUEUE];
   bool pushed = false;
-  for (;;) {
-    vs_error *err = NULL;
-    int r = virtq_pop(q, &t->mem, &n->tx_elem, &err);
-    if (r == 0)
-      break;
-    if (r < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
-      vs_error_free(err);
-      break;
-    }
+  while (virtio_mmio_pop(t, VIRTIO_NET_TX_QUEUE, &n->tx_elem) > 0) {
     if (transmit_chain(n, &n->tx_elem))
       n->st.tx_frames++;
     else
       n->st.tx_dropped++;
-    if (virtq_push(q, &t->mem, n->tx_elem.head, 0, &err) < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
-      vs_error_free(err);
+    if (!virtio_mmio_push(t, VIRTIO_NET_TX_QUEUE, n->tx_elem.head, 0))
       break;
-    }
     pushed = true;
   }
   virtq_update_avail_event(q, &t->mem);
@@ -297,16 +285,9 @@ static size_t rx_fill_chain(const virtq_elem *e, const uint8_t *hdr, const uint8
 
 /* Return the chains taken for one frame; false if the used ring is unusable. */
 static bool rx_push_chains(virtio_net *n, unsigned count) {
-  virtio_mmio *t = &n->mmio;
-  virtq *q = &t->queues[VIRTIO_NET_RX_QUEUE];
-  for (unsigned i = 0; i < count; i++) {
-    vs_error *err = NULL;
-    if (virtq_push(q, &t->mem, n->rx_heads[i], n->rx_lens[i], &err) < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
-      vs_error_free(err);
+  for (unsigned i = 0; i < count; i++)
+    if (!virtio_mmio_push(&n->mmio, VIRTIO_NET_RX_QUEUE, n->rx_heads[i], n->rx_lens[i]))
       return false;
-    }
-  }
   return true;
 }
 
@@ -324,13 +305,9 @@ static rx_result rx_deliver(virtio_net *n, const uint8_t *frame, size_t len,
   unsigned hdr_n = 0, count = 0;
   size_t total = VIRTIO_NET_HDR_SIZE + len, done = 0;
   while (done < total) {
-    vs_error *err = NULL;
-    int r = count < q->num ? virtq_pop(q, &t->mem, &n->rx_elem, &err) : 0;
-    if (r < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
-      vs_error_free(err);
+    int r = count < q->num ? virtio_mmio_pop(t, VIRTIO_NET_RX_QUEUE, &n->rx_elem) : 0;
+    if (r < 0)
       return RX_DROPPED;
-    }
     if (r == 0) {
       virtq_unpop(q, (uint16_t)count); /* too little room yet: wait for more buffers */
       return RX_NO_BUFFERS;
@@ -600,16 +577,7 @@ static void ctrl_process(virtio_net *n) {
   virtio_mmio *t = &n->mmio;
   virtq *q = &t->queues[VIRTIO_NET_CTRL_QUEUE];
   bool pushed = false;
-  for (;;) {
-    vs_error *err = NULL;
-    int r = virtq_pop(q, &t->mem, &n->ctrl_elem, &err);
-    if (r == 0)
-      break;
-    if (r < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
-      vs_error_free(err);
-      break;
-    }
+  while (virtio_mmio_pop(t, VIRTIO_NET_CTRL_QUEUE, &n->ctrl_elem) > 0) {
     const virtq_elem *e = &n->ctrl_elem;
     if (e->out_len < CTRL_HEADER || e->in_len < 1) {
       virtio_mmio_set_needs_reset(t, "control command without class, command or ack byte");
@@ -617,11 +585,8 @@ static void ctrl_process(virtio_net *n) {
     }
     uint8_t ack = ctrl_command(n, e);
     vs_iov_copy_to(e->in, e->in_num, 0, &ack, 1);
-    if (virtq_push(q, &t->mem, e->head, 1, &err) < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
-      vs_error_free(err);
+    if (!virtio_mmio_push(t, VIRTIO_NET_CTRL_QUEUE, e->head, 1))
       break;
-    }
     pushed = true;
   }
   virtq_update_avail_event(q, &t->mem);

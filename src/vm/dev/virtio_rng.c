@@ -32,17 +32,10 @@ static void rng_notify(virtio_mmio *t, unsigned qi) {
   virtio_rng *r = rng_of(t);
   virtq *q = &t->queues[qi];
   bool pushed = false;
-  for (;;) {
-    vs_error *err = NULL;
-    int got = virtq_pop(q, &t->mem, &r->elem, &err);
-    if (got == 0)
+  while (virtio_mmio_pop(t, qi, &r->elem) > 0) {
+    size_t n = fill_random(r->elem.in, r->elem.in_num, VIRTIO_RNG_MAX_REQUEST);
+    if (!virtio_mmio_push(t, qi, r->elem.head, (uint32_t)n))
       break;
-    size_t n = got > 0 ? fill_random(r->elem.in, r->elem.in_num, VIRTIO_RNG_MAX_REQUEST) : 0;
-    if (got < 0 || virtq_push(q, &t->mem, r->elem.head, (uint32_t)n, &err) < 0) {
-      virtio_mmio_set_needs_reset(t, err->msg);
-      vs_error_free(err);
-      break;
-    }
     r->bytes += n;
     pushed = true;
   }
