@@ -187,8 +187,11 @@ static json_t *cmd_info(vm *m, const json_t *req, vs_error **err) {
   (void)req;
   (void)err;
   json_t *harts = json_array();
+  /* harts on their own threads stand still while they are read */
+  vm_stop_harts(m);
   for (unsigned h = 0; h < m->nharts; h++)
     json_array_append_new(harts, hart_info(m, h));
+  vm_release_harts(m);
   json_t *devices = json_array();
   for (unsigned i = 0; i < m->num_regions; i++) {
     char base[19];

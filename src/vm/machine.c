@@ -1,10 +1,11 @@
 /* The machine, assembled in one place: guest RAM, the physical address map of the devices, the
  * clock, the console, and the run loop that drives the harts.
  *
- * Harts run round-robin on the calling thread, each for a slice of instructions. When every
- * running hart waits in WFI the loop sleeps in ppoll() on its I/O sources (console, network
- * backends, control socket) until the earliest timer deadline, so an idle guest costs (nearly)
- * no host CPU.
+ * With several harts each runs on its own host thread (harts.c) unless --hart-threads off; then,
+ * and with one hart, harts run round-robin on the calling thread, each for a slice of
+ * instructions. When every running hart waits in WFI the loop sleeps in ppoll() on its I/O
+ * sources (console, network backends, control socket) until the earliest timer deadline, so an
+ * idle guest costs (nearly) no host CPU.
  */
 #include <errno.h>
 #include <poll.h>
@@ -39,17 +40,20 @@ static int64_t monotonic_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Every hart thread reads the clock; the big lock's holder sets it: the fields are atomics. */
 uint64_t vm_read_mtime(void *opaque) {
   vm *m = opaque;
-  if (m->paused)
+  if (__atomic_load_n(&m->paused, __ATOMIC_ACQUIRE))
     return m->paused_mtime;
+  int64_t epoch = __atomic_load_n(&m->mtime_epoch_ns, __ATOMIC_RELAXED);
   /* unsigned: a guest (or a snapshot) may set any mtime, the arithmetic wraps instead of
    * overflowing */
-  return ((uint64_t)monotonic_ns() - (uint64_t)m->mtime_epoch_ns) / (1000000000 / VM_TIMEBASE_HZ);
+  return ((uint64_t)monotonic_ns() - (uint64_t)epoch) / (1000000000 / VM_TIMEBASE_HZ);
 }
 
 void vm_set_mtime(vm *m, uint64_t mtime) {
-  m->mtime_epoch_ns = (int64_t)((uint64_t)monotonic_ns() - mtime * (1000000000 / VM_TIMEBASE_HZ));
+  int64_t epoch = (int64_t)((uint64_t)monotonic_ns() - mtime * (1000000000 / VM_TIMEBASE_HZ));
+  __atomic_store_n(&m->mtime_epoch_ns, epoch, __ATOMIC_RELAXED);
   if (m->paused)
     m->paused_mtime = mtime;
 }
@@ -80,8 +84,7 @@ static const dev_region *vm_find_region(const vm *m, uint64_t paddr, unsigned si
   return NULL;
 }
 
-static bool vm_mmio_read(void *opaque, uint64_t paddr, unsigned size, uint64_t *val) {
-  vm *m = opaque;
+static bool vm_mmio_read_locked(vm *m, uint64_t paddr, unsigned size, uint64_t *val) {
   const dev_region *r = vm_find_region(m, paddr, size);
   if (!r) {
     if (m->cfg.trace)
@@ -90,6 +93,15 @@ static bool vm_mmio_read(void *opaque, uint64_t paddr, unsigned size, uint64_t *
     return false;
   }
   return r->read(r->dev, paddr - r->base, size, val);
+}
+
+/* Harts on their own threads reach the devices one at a time, under the big lock. */
+static bool vm_mmio_read(void *opaque, uint64_t paddr, unsigned size, uint64_t *val) {
+  vm *m = opaque;
+  vm_big_lock(m);
+  bool ok = vm_mmio_read_locked(m, paddr, size, val);
+  vm_big_unlock(m);
+  return ok;
 }
 
 static void vm_check_syscon(vm *m) {
@@ -109,8 +121,7 @@ static void vm_check_syscon(vm *m) {
   m->syscon.request = SYSCON_NONE;
 }
 
-static bool vm_mmio_write(void *opaque, uint64_t paddr, unsigned size, uint64_t val) {
-  vm *m = opaque;
+static bool vm_mmio_write_locked(vm *m, uint64_t paddr, unsigned size, uint64_t val) {
   const dev_region *r = vm_find_region(m, paddr, size);
   if (!r) {
     if (m->cfg.trace)
@@ -121,6 +132,17 @@ static bool vm_mmio_write(void *opaque, uint64_t paddr, unsigned size, uint64_t 
   bool ok = r->write(r->dev, paddr - r->base, size, val);
   if (r->dev == &m->syscon)
     vm_check_syscon(m);
+  /* a device may want its I/O sources prepared again (console output, new virtio buffers) */
+  if (r->dev != &m->aclint && r->dev != &m->plic)
+    vm_kick_io(m);
+  return ok;
+}
+
+static bool vm_mmio_write(void *opaque, uint64_t paddr, unsigned size, uint64_t val) {
+  vm *m = opaque;
+  vm_big_lock(m);
+  bool ok = vm_mmio_write_locked(m, paddr, size, val);
+  vm_big_unlock(m);
   return ok;
 }
 
@@ -128,18 +150,28 @@ static bool vm_mmio_write(void *opaque, uint64_t paddr, unsigned size, uint64_t 
 
 static void vm_set_hart_irq(void *machine, unsigned hart, uint64_t mip_bit, bool level) {
   vm *m = machine;
-  if (hart < m->nharts)
+  if (hart >= m->nharts)
+    return;
+  if (!m->threads.on) {
     rv_hart_set_irq(&m->harts[hart], mip_bit, level);
+    return;
+  }
+  /* another thread's hart: it sees the line within 1024 instructions, or wakes from WFI */
+  if (rv_hart_post_irq(&m->harts[hart], mip_bit, level))
+    vm_wake_hart(m, hart);
 }
 
 void vm_request_exit(vm *m, vm_exit_reason reason, int code) {
   if (m->stop)
     return; /* the first reason wins */
-  m->stop = true;
   m->exit_reason = reason;
   m->exit_code = code;
-  for (unsigned h = 0; h < m->nharts; h++)
-    m->harts[h].stop_request = true;
+  __atomic_store_n(&m->stop, true, __ATOMIC_RELEASE);
+  for (unsigned h = 0; h < m->nharts; h++) {
+    __atomic_store_n(&m->harts[h].stop_request, true, __ATOMIC_RELAXED);
+    vm_wake_hart(m, h);
+  }
+  vm_kick_io(m);
 }
 
 /* ------------------------------------------------------------------ construction */
@@ -340,6 +372,10 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
       return NULL;
     }
   }
+  if (vm_threads_init(m, err) < 0) {
+    vm_destroy(m);
+    return NULL;
+  }
   vm_wire_devices(m);
   vm_io_source console = {"console", vm_console_prepare, vm_console_dispatch, m};
   if (vm_add_io_source(m, &console, err) < 0 || vm_add_disks(m, err) < 0 ||
@@ -395,6 +431,7 @@ void vm_destroy(vm *m) {
   free(m->bootargs);
   for (unsigned i = 0; i < ARRAY_SIZE(m->cfg_strings); i++)
     free(m->cfg_strings[i]);
+  vm_threads_destroy(m);
   free(m);
 }
 
@@ -405,8 +442,9 @@ bool vm_is_paused(const vm *m) { return m->paused; }
 void vm_pause(vm *m) {
   if (m->paused)
     return;
+  vm_stop_harts(m);
   m->paused_mtime = vm_read_mtime(m);
-  m->paused = true;
+  __atomic_store_n(&m->paused, true, __ATOMIC_RELEASE);
   uart_flush(&m->uart);
   vm_control_event(m, "paused", NULL);
 }
@@ -414,8 +452,9 @@ void vm_pause(vm *m) {
 void vm_resume(vm *m) {
   if (!m->paused)
     return;
-  m->paused = false;
+  __atomic_store_n(&m->paused, false, __ATOMIC_RELEASE);
   vm_set_mtime(m, m->paused_mtime);
+  vm_release_harts(m);
   vm_control_event(m, "resumed", NULL);
 }
 
@@ -429,27 +468,35 @@ int vm_powerdown(vm *m, vs_error **err) {
   return 0;
 }
 
+/* Only with the harts stopped (or on their own thread): a TLB belongs to its hart's thread. */
 static void vm_flush_all_tlbs(vm *m) {
   for (unsigned h = 0; h < m->nharts; h++)
     rv_hart_flush_tlb(&m->harts[h]);
 }
 
 void vm_dirty_tracking_start(vm *m) {
+  vm_stop_harts(m);
   if (!m->dirty_pages)
     m->dirty_pages = vs_malloc0(vm_dirty_words(m) * sizeof(uint64_t));
   memset(m->dirty_pages, 0xff, vm_dirty_words(m) * sizeof(uint64_t));
   m->bus.dirty_pages = m->dirty_pages;
   /* write mappings cached before now would let stores pass unmarked */
   vm_flush_all_tlbs(m);
+  vm_release_harts(m);
 }
 
 void vm_dirty_tracking_stop(vm *m) {
+  vm_stop_harts(m);
   m->bus.dirty_pages = NULL;
   free(m->dirty_pages);
   m->dirty_pages = NULL;
+  vm_release_harts(m);
 }
 
+/* The harts stand still while the bits move and their TLBs empty: a write mapping kept past the
+ * harvest would let writes go unmarked and the migration lose them. */
 void vm_dirty_harvest(vm *m, uint64_t *out) {
+  vm_stop_harts(m);
   size_t n = vm_dirty_words(m);
   for (size_t i = 0; i < n; i++)
     out[i] = __atomic_exchange_n(&m->dirty_pages[i], 0, __ATOMIC_RELAXED);
@@ -457,6 +504,7 @@ void vm_dirty_harvest(vm *m, uint64_t *out) {
   if (vm_ram_pages(m) % 64)
     out[n - 1] &= (1ull << (vm_ram_pages(m) % 64)) - 1;
   vm_flush_all_tlbs(m);
+  vm_release_harts(m);
 }
 
 /* ------------------------------------------------------------------ console */
@@ -668,8 +716,8 @@ static void vm_trace_harts(vm *m, int64_t *next_ns) {
   }
 }
 
-int vm_run(vm *m, int *exit_code, vs_error **err) {
-  (void)err;
+/* The harts take turns on this thread. */
+static void vm_run_one_thread(vm *m) {
   const uint64_t slice = m->nharts > 1 ? VM_SLICE_SMP : VM_SLICE_UP;
   int64_t next_trace_ns = 0;
   /* take what the I/O sources have first: a control client waiting on a restored VM gets its
@@ -684,6 +732,8 @@ int vm_run(vm *m, int *exit_code, vs_error **err) {
       vm_trace_harts(m, &next_trace_ns);
     bool busy = false;
     for (unsigned h = 0; h < m->nharts && !m->stop; h++) {
+      if (m->hsm[h] == HSM_START_PENDING)
+        vm_hart_begin(m, h);
       if (!vm_hart_runnable(m, h))
         continue;
       rv_hart *hart = &m->harts[h];
@@ -701,8 +751,16 @@ int vm_run(vm *m, int *exit_code, vs_error **err) {
       break;
     vm_service(m, busy ? 0 : vm_ns_until_next_event(m));
   }
+}
+
+int vm_run(vm *m, int *exit_code, vs_error **err) {
+  int rc = 0;
+  if (m->threads.on)
+    rc = vm_run_threaded(m, err);
+  else
+    vm_run_one_thread(m);
   uart_flush(&m->uart);
   vm_control_shutdown(m);
   *exit_code = m->exit_code;
-  return (int)m->exit_reason;
+  return rc < 0 ? -1 : (int)m->exit_reason;
 }

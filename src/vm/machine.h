@@ -3,6 +3,7 @@
 #define VESSEL_VM_MACHINE_H
 
 #include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -89,6 +90,38 @@ typedef struct vm_io_source {
   void *opaque;
 } vm_io_source;
 
+/* ------------------------------------------------------------------ threaded harts (harts.c)
+ *
+ * With --smp N > 1 each hart runs on its own host thread (as QEMU's MTTCG); the thread that
+ * calls vm_run serves the I/O sources. Locks, always taken in this order:
+ *   big_lock    the devices (every MMIO access), PLIC, ACLINT, the console, HSM changes, the I/O
+ *               sources and everything the lifecycle code touches: one machine-wide lock, a first
+ *               step (devices are seldom hot; per-device locks can come later)
+ *   sched_lock  harts going to sleep and waking, HSM start, stop-the-world
+ * Cross-hart CPU state (IPIs, TLB shootdowns, code pages) needs neither: it goes through the
+ * hart's request fields (cpu.h), which the target serves on its own thread. */
+typedef struct vm_hart_thread {
+  struct vm *m;
+  unsigned index;
+  pthread_t thread;
+  bool started;
+  pthread_cond_t wake; /* with sched_lock: an idle, stopped or parked hart sleeps on it */
+} vm_hart_thread;
+
+typedef struct vm_threads {
+  bool on;
+  pthread_mutex_t big_lock;
+  pthread_mutex_t sched_lock;
+  pthread_cond_t parked_cv; /* a hart parked or its thread ended (vm_stop_harts waits) */
+  unsigned stop_requests;   /* outstanding vm_stop_harts; harts park while non-zero */
+  unsigned parked;          /* hart threads parked at an instruction boundary */
+  unsigned live;            /* hart threads started and not ended */
+  int kick_fd;              /* eventfd that wakes the I/O thread out of ppoll */
+  bool kicked;              /* a kick is in flight: later ones need no system call */
+  bool io_running;          /* vm_run's thread serves the I/O sources, holding big_lock */
+  vm_hart_thread harts[VM_MAX_SMP];
+} vm_threads;
+
 struct vm_control;   /* control.c */
 struct vm_migration; /* migrate.c */
 
@@ -163,6 +196,8 @@ struct vm {
   uint64_t *dirty_pages; /* live migration's bitmap, also in bus.dirty_pages (NULL: off) */
   struct vm_control *control;
   struct vm_migration *migration;
+
+  vm_threads threads;
 };
 
 /* The machine's own state besides its devices ("MACH"): mtime and the harts' HSM states. */
@@ -230,6 +265,34 @@ void vm_boot_reset_harts(vm *m);
 
 /* sbi.c */
 bool vm_sbi_call(void *opaque, rv_hart *hart);
+
+/* harts.c: the threaded run loop (vm_threads). Outside it, these do nothing. */
+int vm_threads_init(vm *m, vs_error **err);
+void vm_threads_destroy(vm *m);
+int vm_run_threaded(vm *m, vs_error **err);
+/* Stop every hart at an instruction boundary and keep it there until vm_release_harts (nests).
+ * Called by the I/O thread with big_lock held; drops it while it waits. */
+void vm_stop_harts(vm *m);
+void vm_release_harts(vm *m);
+void vm_big_lock(vm *m);
+void vm_big_unlock(vm *m);
+/* Wake hart h's thread if it sleeps (an interrupt became pending, a request was posted). */
+void vm_wake_hart(vm *m, unsigned h);
+/* Wake the I/O thread: a device may want its sources prepared again (console output, virtio
+ * buffers), or the machine is stopping. */
+void vm_kick_io(vm *m);
+/* HSM start of hart h (start_addr and opaque already stored): threaded, the hart's own thread
+ * resets itself; otherwise it is reset here. */
+void vm_hart_start(vm *m, unsigned h);
+/* HSM state of hart h: read and set by several threads. */
+static inline hsm_state vm_hsm_state(const vm *m, unsigned h) {
+  return __atomic_load_n(&m->hsm[h], __ATOMIC_ACQUIRE);
+}
+static inline void vm_set_hsm_state(vm *m, unsigned h, hsm_state s) {
+  __atomic_store_n(&m->hsm[h], s, __ATOMIC_RELEASE);
+}
+/* Reset a START_PENDING hart and mark it started (its own thread, or the one-thread loop). */
+void vm_hart_begin(vm *m, unsigned h);
 
 /* snapshot.c: the state image shared by snapshots and migration (docs/lifecycle.md) */
 #define VM_STATE_MAGIC "VSSLSTAT"

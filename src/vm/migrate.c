@@ -777,6 +777,7 @@ static vm *receive(mig_in *in, const vm_restore_opts *opts, vs_error **err) {
   cfg.console_escape = opts->console_escape;
   cfg.trace = opts->trace;
   cfg.interpreter = opts->interpreter;
+  cfg.one_thread = opts->one_thread;
   /* the disks are opened only now: the sender released them before its final records */
   vm *m = vm_build(&cfg, in->ram, err);
   if (!m) {

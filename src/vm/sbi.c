@@ -4,7 +4,12 @@
  *
  * Calling convention: a7 = extension id, a6 = function id, a0..a5 = arguments; the call returns
  * an error code in a0 and a value in a1 (legacy extensions: a single value in a0).
+ *
+ * With a host thread per hart the call runs on the calling hart's thread: IPI and RFENCE post
+ * requests to the other harts (cpu.h) without the big lock, since RFENCE waits for them; the rest
+ * touches devices and HSM state and runs under the big lock.
  */
+#include <sched.h>
 #include <string.h>
 
 #include "vm/machine.h"
@@ -55,8 +60,17 @@ static unsigned sbi_hart_index(const vm *m, const rv_hart *hart) {
   return (unsigned)(hart - m->harts);
 }
 
-/* Make a hart leave rv_hart_run() soon (after an SBI call changed what it should do). */
+/* Make the calling hart leave rv_hart_run() soon (after an SBI call changed what it should do). */
 static void sbi_kick(rv_hart *h) { h->check_irq = true; }
+
+/* Tell another hart to look at what was posted to it: on one thread it leaves its block at its
+ * next turn; on its own thread it wakes if it sleeps (it looks every 1024 instructions anyway). */
+static void sbi_notify(vm *m, unsigned h) {
+  if (m->threads.on)
+    vm_wake_hart(m, h);
+  else
+    sbi_kick(&m->harts[h]);
+}
 
 /* The set of harts named by (hart_mask, hart_mask_base); base == -1 means all harts. */
 static int sbi_hart_set(const vm *m, uint64_t mask, uint64_t base, uint32_t *out) {
@@ -124,26 +138,55 @@ static sbi_ret sbi_ipi(vm *m, uint64_t fid, const uint64_t *a) {
     if (!(set & (1U << h)))
       continue;
     /* SSIP is a software-writable bit of mip: the guest clears it through sip */
-    m->harts[h].mip |= RV_MIP_SSIP;
-    sbi_kick(&m->harts[h]);
+    rv_hart_post_mip(&m->harts[h], RV_MIP_SSIP);
+    sbi_notify(m, h);
   }
   return sbi_ok(0);
 }
 
-static sbi_ret sbi_rfence(vm *m, uint64_t fid, const uint64_t *a) {
+/* Harts on their own threads: ask each hart of `set` but the caller for a TLB flush and wait
+ * until all have done it (the kernel frees page tables after the call returns). While waiting the
+ * caller serves flushes asked of itself, so two harts fencing each other at once both finish; a
+ * hart parked by a stop-the-world request still serves them. */
+static void sbi_remote_tlb_flush(vm *m, rv_hart *self, uint32_t set) {
+  uint32_t tickets[VM_MAX_SMP] = {0};
+  for (unsigned h = 0; h < m->nharts; h++) {
+    if (!(set & (1U << h)) || &m->harts[h] == self)
+      continue;
+    tickets[h] = rv_hart_ask_tlb_flush(&m->harts[h]);
+    vm_wake_hart(m, h);
+  }
+  if (set & (1U << sbi_hart_index(m, self)))
+    rv_hart_flush_tlb(self);
+  for (unsigned h = 0; h < m->nharts; h++) {
+    if (!(set & (1U << h)) || &m->harts[h] == self)
+      continue;
+    while (!rv_hart_tlb_flushed(&m->harts[h], tickets[h]) &&
+           !__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE)) {
+      rv_hart_serve_requests(self);
+      sched_yield();
+    }
+  }
+}
+
+static sbi_ret sbi_rfence(vm *m, rv_hart *self, uint64_t fid, const uint64_t *a) {
   if (fid > 2)
     return sbi_err(SBI_ERR_NOT_SUPPORTED); /* hypervisor fences: no H extension */
   uint32_t set;
   if (sbi_hart_set(m, a[0], a[1], &set) < 0)
     return sbi_err(SBI_ERR_INVALID_PARAM);
-  for (unsigned h = 0; h < m->nharts; h++) {
-    if (!(set & (1U << h)))
-      continue;
-    /* the harts run on this thread, so the remote fence completes before the call returns; a
-     * remote FENCE.I has nothing to do: decoded code follows every write to its page */
-    if (fid != 0)
-      rv_hart_flush_tlb(&m->harts[h]);
+  /* a remote FENCE.I has nothing to do: decoded code follows every write to its page, and the
+   * caller gave up its write mappings of code pages when it entered the call */
+  if (fid == 0)
+    return sbi_ok(0);
+  if (m->threads.on) {
+    sbi_remote_tlb_flush(m, self, set);
+    return sbi_ok(0);
   }
+  /* the harts run on this thread, so the remote fence completes before the call returns */
+  for (unsigned h = 0; h < m->nharts; h++)
+    if (set & (1U << h))
+      rv_hart_flush_tlb(&m->harts[h]);
   return sbi_ok(0);
 }
 
@@ -154,29 +197,26 @@ static sbi_ret sbi_hsm(vm *m, rv_hart *self, uint64_t fid, const uint64_t *a) {
     if (a[0] >= m->nharts)
       return sbi_err(SBI_ERR_INVALID_PARAM);
     unsigned h = (unsigned)a[0];
-    if (m->hsm[h] != HSM_STOPPED)
+    if (vm_hsm_state(m, h) != HSM_STOPPED)
       return sbi_err(SBI_ERR_ALREADY_AVAILABLE);
     if (!vm_ram_range_ok(m, a[1], 4))
       return sbi_err(SBI_ERR_INVALID_ADDRESS);
-    rv_hart *t = &m->harts[h];
-    rv_hart_reset(t, a[1], RV_PRIV_S);
-    t->x[10] = h;
-    t->x[11] = a[2];
-    t->stop_request = m->stop;
-    m->hsm[h] = HSM_STARTED;
+    m->hsm_start_addr[h] = a[1];
+    m->hsm_start_opaque[h] = a[2];
+    vm_hart_start(m, h);
     return sbi_ok(0);
   }
   case 1: /* hart_stop() */
-    if (m->hsm[me] != HSM_STARTED)
+    if (vm_hsm_state(m, me) != HSM_STARTED)
       return sbi_err(SBI_ERR_FAILED);
-    m->hsm[me] = HSM_STOPPED;
-    self->stop_request = true;
+    vm_set_hsm_state(m, me, HSM_STOPPED);
+    __atomic_store_n(&self->stop_request, true, __ATOMIC_RELAXED);
     sbi_kick(self);
     return sbi_ok(0);
   case 2: /* hart_get_status(hartid) */
     if (a[0] >= m->nharts)
       return sbi_err(SBI_ERR_INVALID_PARAM);
-    return sbi_ok(m->hsm[a[0]]);
+    return sbi_ok(vm_hsm_state(m, (unsigned)a[0]));
   case 3: /* hart_suspend(type, resume_addr, opaque) */
     if ((uint32_t)a[0] != HSM_SUSPEND_RETENTIVE)
       return sbi_err(SBI_ERR_NOT_SUPPORTED);
@@ -202,9 +242,7 @@ static sbi_ret sbi_srst(vm *m, uint64_t fid, const uint64_t *a) {
   else if (type == SRST_SHUTDOWN)
     vm_request_exit(m, VM_EXIT_POWEROFF, 0);
   else
-    vm_request_exit(m, VM_EXIT_RESET, 0);
-  for (unsigned h = 0; h < m->nharts; h++)
-    sbi_kick(&m->harts[h]);
+    vm_request_exit(m, VM_EXIT_RESET, 0); /* stops every hart */
   return sbi_ok(0);
 }
 
@@ -260,8 +298,27 @@ static bool sbi_legacy(vm *m, rv_hart *hart, uint64_t eid, const uint64_t *a) {
   }
 }
 
+/* The calls that post to other harts or touch only the caller need no lock (RFENCE must not
+ * hold it while it waits). */
+static bool sbi_needs_big_lock(uint64_t eid) {
+  return eid != SBI_EXT_IPI && eid != SBI_EXT_RFENCE && eid != SBI_EXT_TIME &&
+         eid != SBI_EXT_BASE && eid != SBI_EXT_LEGACY_SET_TIMER;
+}
+
+static bool vm_sbi_call_locked(vm *m, rv_hart *hart);
+
 bool vm_sbi_call(void *opaque, rv_hart *hart) {
   vm *m = opaque;
+  bool lock = sbi_needs_big_lock(hart->x[17]);
+  if (lock)
+    vm_big_lock(m);
+  bool handled = vm_sbi_call_locked(m, hart);
+  if (lock)
+    vm_big_unlock(m);
+  return handled;
+}
+
+static bool vm_sbi_call_locked(vm *m, rv_hart *hart) {
   uint64_t eid = hart->x[17], fid = hart->x[16];
   const uint64_t *a = &hart->x[10];
   if (m->cfg.trace && eid != SBI_EXT_TIME)
@@ -290,7 +347,7 @@ bool vm_sbi_call(void *opaque, rv_hart *hart) {
     r = sbi_ipi(m, fid, a);
     break;
   case SBI_EXT_RFENCE:
-    r = sbi_rfence(m, fid, a);
+    r = sbi_rfence(m, hart, fid, a);
     break;
   case SBI_EXT_HSM:
     r = sbi_hsm(m, hart, fid, a);

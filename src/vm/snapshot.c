@@ -596,6 +596,7 @@ static void apply_runtime_opts(vm_config *cfg, const vm_restore_opts *o) {
   cfg->console_escape = o->console_escape;
   cfg->trace = o->trace;
   cfg->interpreter = o->interpreter;
+  cfg->one_thread = o->one_thread;
 }
 
 vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err) {

@@ -57,6 +57,7 @@ typedef struct vm_config {
   bool console_escape;   /* Ctrl-A x quits, Ctrl-A a sends Ctrl-A (on a TTY) */
   bool trace;            /* print traps and device events to stderr */
   bool interpreter;      /* run the harts in the interpreter (--accel interp), not translated */
+  bool one_thread;       /* --hart-threads off: every hart on vm_run's thread, round-robin */
   const char *disks[VM_MAX_DISKS]; /* --disk specs (vm_disk_parse_spec syntax) */
   unsigned ndisks;
   const char *nets[VM_MAX_NICS]; /* --net specs (vm_net_check_spec syntax) */
@@ -94,7 +95,8 @@ void vm_destroy(vm *m);
 /* ------------------------------------------------------------------ lifecycle (docs/lifecycle.md)
  *
  * Snapshots, restore, clones and live migration. All of these run on the thread that runs
- * vm_run (the control socket's requests are served between instruction slices). */
+ * vm_run (the control socket's requests are served between instruction slices, or, with a host
+ * thread per hart, while every hart stands at an instruction boundary: vm_pause). */
 
 /* Serve the JSON control API on a unix socket at path (mode 0600) while vm_run runs. A stale
  * socket file left at path by a dead VMM is replaced; any other file is an error. */
@@ -129,6 +131,7 @@ typedef struct vm_restore_opts {
   int console_in, console_out;
   bool console_escape, trace;
   bool interpreter;      /* as vm_config.interpreter */
+  bool one_thread;       /* as vm_config.one_thread */
   bool clone;            /* a new identity: own disk overlays, new MAC addresses */
   const char *clone_dir; /* where a clone's overlays go (NULL: a new DIR/clone-XXXXXX) */
   bool verify_memory;    /* check the memory file's SHA-256 too (reads all of it) */

@@ -80,6 +80,8 @@ static const char usage_text[] =
     "  --incoming H:P    receive a live migration on TCP H:P, then run the VM\n"
     "  --accel KIND      how the harts run: 'jit' (default on x86-64 hosts; guest code is\n"
     "                    translated to host code) or 'interp' (the interpreter)\n"
+    "  --hart-threads on|off  with --smp N > 1: each hart on its own host thread (on, the\n"
+    "                    default) or all harts taking turns on one thread (off)\n"
     "  --trace           print SBI calls and accesses to unmapped addresses on stderr\n"
     "                    (also enabled by VESSEL_TRACE=1)\n"
     "  -h, --help        show this help\n"
@@ -102,6 +104,7 @@ enum {
   OPT_SMP,
   OPT_TRACE,
   OPT_ACCEL,
+  OPT_HART_THREADS,
   OPT_DISK,
   OPT_NET,
   OPT_CONSOLE,
@@ -133,6 +136,7 @@ static const struct option long_options[] = {
     {"smp", required_argument, NULL, OPT_SMP},
     {"trace", no_argument, NULL, OPT_TRACE},
     {"accel", required_argument, NULL, OPT_ACCEL},
+    {"hart-threads", required_argument, NULL, OPT_HART_THREADS},
     {"disk", required_argument, NULL, OPT_DISK},
     {"net", required_argument, NULL, OPT_NET},
     {"console", required_argument, NULL, OPT_CONSOLE},
@@ -242,6 +246,11 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
       if (strcmp(optarg, "jit") != 0 && strcmp(optarg, "interp") != 0)
         return usage_error("--accel '%s': expected 'jit' or 'interp'", optarg);
       cfg->interpreter = strcmp(optarg, "interp") == 0;
+      break;
+    case OPT_HART_THREADS:
+      if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0)
+        return usage_error("--hart-threads '%s': expected 'on' or 'off'", optarg);
+      cfg->one_thread = strcmp(optarg, "off") == 0;
       break;
     case OPT_DISK:
       machine_opts = true;
@@ -382,6 +391,7 @@ int main(int argc, char **argv) {
   a.ropts.console_escape = cfg.console_escape;
   a.ropts.trace = cfg.trace;
   a.ropts.interpreter = cfg.interpreter;
+  a.ropts.one_thread = cfg.one_thread;
 
   _cleanup_error_ vs_error *err = NULL;
   vm *m = a.restore    ? vm_restore(a.restore, &a.ropts, &err)

@@ -133,14 +133,51 @@ void rv_hart_flush_icache(rv_hart *h) {
 
 void rv_hart_clear_reservation(rv_hart *h) { h->reservation_valid = false; }
 
+void rv_hart_post_mip(rv_hart *h, uint64_t bits) {
+  __atomic_or_fetch(&h->mip_posted, bits & MIP_S_MASK, __ATOMIC_SEQ_CST);
+}
+
+/* Posted bits become software-written mip bits here, on the hart's own thread. */
+static void rv_fold_posted_mip(rv_hart *h) {
+  if (unlikely(__atomic_load_n(&h->mip_posted, __ATOMIC_RELAXED) != 0))
+    h->mip |= __atomic_exchange_n(&h->mip_posted, 0, __ATOMIC_ACQ_REL);
+}
+
+uint32_t rv_hart_ask_tlb_flush(rv_hart *h) {
+  return __atomic_add_fetch(&h->tlb_flush_asked, 1, __ATOMIC_SEQ_CST);
+}
+
+bool rv_hart_tlb_flushed(rv_hart *h, uint32_t ticket) {
+  /* tickets wrap: compare by distance */
+  return (int32_t)(__atomic_load_n(&h->tlb_flush_done, __ATOMIC_ACQUIRE) - ticket) >= 0;
+}
+
+static void rv_serve_tlb_flush(rv_hart *h) {
+  uint32_t asked = __atomic_load_n(&h->tlb_flush_asked, __ATOMIC_ACQUIRE);
+  if (likely(asked == __atomic_load_n(&h->tlb_flush_done, __ATOMIC_RELAXED)))
+    return;
+  rv_hart_flush_tlb(h);
+  __atomic_store_n(&h->tlb_flush_done, asked, __ATOMIC_RELEASE);
+}
+
+void rv_hart_serve_requests(rv_hart *h) {
+  rv_fold_posted_mip(h);
+  rv_serve_tlb_flush(h);
+}
+
 uint64_t rv_hart_next_timer(const rv_hart *h) { return h->stimecmp; }
 
-void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level) {
+bool rv_hart_post_irq(rv_hart *h, uint64_t mip_bit, bool level) {
   mip_bit &= RV_MIP_MSIP | RV_MIP_MTIP | RV_MIP_MEIP | RV_MIP_SEIP;
-  if (level)
-    __atomic_or_fetch(&h->ext_mip, mip_bit, __ATOMIC_SEQ_CST);
-  else
+  if (!level) {
     __atomic_and_fetch(&h->ext_mip, ~mip_bit, __ATOMIC_SEQ_CST);
+    return false;
+  }
+  return (__atomic_fetch_or(&h->ext_mip, mip_bit, __ATOMIC_SEQ_CST) & mip_bit) != mip_bit;
+}
+
+void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level) {
+  rv_hart_post_irq(h, mip_bit, level);
   h->check_irq = true;
 }
 
@@ -201,6 +238,7 @@ void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval) { rv_take_trap(h, cause
 void rv_illegal(rv_hart *h, const rv_insn *d) { rv_raise(h, EXC_ILLEGAL, d->raw); }
 
 uint64_t rv_read_mip(rv_hart *h) {
+  rv_fold_posted_mip(h);
   uint64_t mip = h->mip | __atomic_load_n(&h->ext_mip, __ATOMIC_RELAXED);
   if (h->stimecmp != UINT64_MAX && h->bus->read_mtime(h->bus->opaque) >= h->stimecmp)
     mip |= RV_MIP_STIP;
@@ -305,37 +343,83 @@ static uint64_t rv_ram_page(const rv_bus *bus, const uint8_t *host) {
   return (uint64_t)(host - bus->ram) >> 12;
 }
 
+/* The code counter of RAM page `page`; other harts may move it (rv_bus.threaded). */
+static inline uint32_t rv_code_gen(const rv_bus *bus, uint64_t page) {
+  return __atomic_load_n(&bus->code_pages[page], __ATOMIC_RELAXED);
+}
+
+/* The host page a TLB entry maps (its virtual page plus the addend). */
+static uintptr_t rv_tlb_host_page(const rv_tlb_entry *e) {
+  return (uintptr_t)((e->vpn & ((1ULL << 52) - 1)) << 12) + e->addend;
+}
+
 /* Drop the write mappings of this hart's TLB; only_page: just those of that host page. */
 static void rv_drop_write_mappings(rv_hart *h, uintptr_t only_page) {
   for (int s = 0; s < RV_TLB_SETS; s++) {
     rv_tlb_entry *t = h->tlb[s][ACC_WRITE];
     for (unsigned i = 0; i < RV_TLB_SIZE; i++) {
-      uintptr_t page = (uintptr_t)((t[i].vpn & ((1ULL << 52) - 1)) << 12) + t[i].addend;
-      if (!only_page || page == only_page)
+      if (!only_page || rv_tlb_host_page(&t[i]) == only_page)
         t[i].vpn = 0;
+    }
+  }
+}
+
+/* Harts on their own threads: another hart made pages code while this one may have held write
+ * mappings of them, and stores through those did not move the pages' counters. So every live
+ * write mapping of a page that is code now counts as a write to it (its decoded blocks are
+ * dropped, at worst once too often) and goes. Done before this hart can publish what it stored
+ * (fences, SBI calls, every slice), so another hart that synchronises with it and then runs
+ * FENCE.I never runs code decoded before those stores. */
+static void rv_release_code_write_mappings(rv_hart *h) {
+  rv_bus *bus = h->bus;
+  const uint64_t tag_mask = ~((1ULL << 52) - 1);
+  for (int s = 0; s < RV_TLB_SETS; s++) {
+    rv_tlb_entry *t = h->tlb[s][ACC_WRITE];
+    for (unsigned i = 0; i < RV_TLB_SIZE; i++) {
+      if ((t[i].vpn & tag_mask) != h->tlb_tag)
+        continue;
+      uintptr_t host = rv_tlb_host_page(&t[i]);
+      uint64_t page = (uint64_t)(host - (uintptr_t)bus->ram) >> 12;
+      if (page >= bus->ram_size >> 12 || !(rv_code_gen(bus, page) & 1))
+        continue;
+      rv_code_page_written(bus->code_pages, page);
+      t[i].vpn = 0;
     }
   }
 }
 
 /* Blocks are about to be decoded from RAM page `page` (at host address host_page): make its
  * counter odd, so that stores to it take the slow path and move it on. This hart drops its own
- * write mapping of the page now; the others drop all theirs before they run again. */
+ * write mapping of the page now; the others drop all theirs before they run again (threaded:
+ * before they publish their stores, rv_release_code_write_mappings). */
 static void rv_code_page_claim(rv_hart *h, uint64_t page, uintptr_t host_page) {
   rv_bus *bus = h->bus;
-  bus->code_pages[page]++;
-  bool others_current = h->code_epoch == bus->code_epoch;
-  bus->code_epoch++;
-  if (others_current)
-    h->code_epoch = bus->code_epoch;
+  uint32_t c = rv_code_gen(bus, page);
+  /* even to odd; a hart that claims it at the same time does the rest */
+  if (!(c & 1) && __atomic_compare_exchange_n(&bus->code_pages[page], &c, c + 1, false,
+                                              __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+    uint32_t was = __atomic_fetch_add(&bus->code_epoch, 1, __ATOMIC_SEQ_CST);
+    if (h->code_epoch == was)
+      h->code_epoch = was + 1;
+  }
   rv_drop_write_mappings(h, host_page);
 }
 
 /* Another hart made pages code since this one last looked: it may map them for writing. */
 static void rv_check_code_epoch(rv_hart *h) {
-  if (unlikely(h->code_epoch != h->bus->code_epoch)) {
-    rv_drop_write_mappings(h, 0);
-    h->code_epoch = h->bus->code_epoch;
+  uint32_t epoch = __atomic_load_n(&h->bus->code_epoch, __ATOMIC_SEQ_CST);
+  if (unlikely(h->code_epoch != epoch)) {
+    if (h->bus->threaded)
+      rv_release_code_write_mappings(h);
+    else
+      rv_drop_write_mappings(h, 0);
+    h->code_epoch = epoch;
   }
+}
+
+void rv_hart_sync_code(rv_hart *h) {
+  if (h->bus->threaded)
+    rv_check_code_epoch(h);
 }
 
 /* The dispatch kind of a block's last instruction (enum rv_fast). */
@@ -375,11 +459,12 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   first[n - 1].fast = rv_last_kind(first[n - 1].fast);
   first[n - 1].next[0] = first[n - 1].next[1] = 0;
   uint64_t page = rv_ram_page(h->bus, start);
-  if (!(h->bus->code_pages[page] & 1))
+  if (!(rv_code_gen(h->bus, page) & 1))
     rv_code_page_claim(h, page, (uintptr_t)start & ~(uintptr_t)0xfff);
   ic->code[ic->pool_used] = NULL;
   b->where = (ic->pool_used << RV_BLOCK_N_BITS) | n;
-  b->gen = h->bus->code_pages[page];
+  /* a store by another hart since the decode makes this even: the block is then never used */
+  b->gen = rv_code_gen(h->bus, page);
   ic->pool_used += n;
   return b;
 }
@@ -404,7 +489,7 @@ static rv_block *rv_block_lookup(rv_hart *h) {
   }
   uint8_t *host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
   rv_block *b = &h->icache->blocks[rv_block_slot((uintptr_t)host)];
-  if (likely(b->where && b->gen == h->bus->code_pages[rv_ram_page(h->bus, host)] &&
+  if (likely(b->where && b->gen == rv_code_gen(h->bus, rv_ram_page(h->bus, host)) &&
              rv_where_first(h->icache, b->where)->key == (uintptr_t)host))
     return b;
   return rv_block_build(h, b, host, pc);
@@ -581,7 +666,7 @@ chain: /* on to the next block, while the chunk lasts and it fits in the budget 
     uint8_t *host = (uint8_t *)(uintptr_t)(h->pc + h->fetch_addend); // NOLINT
     rv_insn *next = rv_where_first(ic, *link);
     if (likely(next->key == (uintptr_t)host &&
-               h->bus->code_pages[rv_ram_page(h->bus, host)] == gen)) {
+               rv_code_gen(h->bus, rv_ram_page(h->bus, host)) == gen)) {
       if (rv_where_len(*link) > left - total)
         return total;
       first = d = next;
@@ -679,8 +764,10 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     h->wfi = false;
   }
   rv_check_code_epoch(h);
-  while (done < max_insns && !h->stop_request) {
+  while (done < max_insns && !__atomic_load_n(&h->stop_request, __ATOMIC_RELAXED)) {
     h->check_irq = false;
+    if (h->bus->threaded)
+      rv_serve_tlb_flush(h);
     rv_check_interrupts(h);
     /* Interrupts are checked every RV_BLOCK instructions (a block may run past that) and
      * whenever an instruction asks for it; max_insns is never exceeded. */

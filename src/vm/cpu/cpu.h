@@ -53,12 +53,19 @@ typedef struct rv_bus {
   uint32_t code_epoch; /* advances when a page becomes code: the other harts then drop their write
                           mappings (they may map that page) before they run again */
   bool interpreter;    /* run the harts in the interpreter only, not translated to host code */
+  /* Each hart runs on its own host thread: what one hart does to another (code pages, IPIs, TLB
+   * shootdowns, memory ordering) goes through atomics and requests the target serves itself. */
+  bool threaded;
 } rv_bus;
 
-/* Guest RAM page `page` (index from ram_base) was written from outside the harts' stores. */
+/* Guest RAM page `page` (index from ram_base) was written from outside the harts' stores. Odd to
+ * even by compare-and-swap: two writers at once must not move the counter to odd again (that
+ * would claim the page as code without anyone dropping its write mappings). */
 static inline void rv_code_page_written(uint32_t *code_pages, uint64_t page) {
-  if (code_pages[page] & 1)
-    code_pages[page]++;
+  uint32_t c = __atomic_load_n(&code_pages[page], __ATOMIC_RELAXED);
+  while ((c & 1) && !__atomic_compare_exchange_n(&code_pages[page], &c, c + 1, false,
+                                                 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+  }
 }
 
 /* Privilege levels */
@@ -105,9 +112,15 @@ struct rv_hart {
   uint64_t mcycle_offset;
   uint64_t reservation; /* LR/SC reserved physical address */
   bool reservation_valid;
-  bool wfi;                   /* WFI executed with nothing pending: the machine may sleep */
-  volatile bool stop_request; /* set by the machine (another thread) to leave rv_hart_run */
-  uint64_t ext_mip;           /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+  bool wfi;          /* WFI executed with nothing pending: the machine may sleep */
+  bool stop_request; /* set by the machine (another thread, __atomic) to leave rv_hart_run */
+  uint64_t ext_mip;  /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+
+  /* ---- requests from other host threads (rv_bus.threaded; not saved: served before a stop) */
+  uint64_t reservation_value; /* what LR read: SC succeeds if memory still holds it (cmpxchg) */
+  uint64_t mip_posted;        /* software-writable mip bits another hart set (SBI IPI) */
+  uint32_t tlb_flush_asked;   /* TLB flush tickets handed out to other harts (SBI RFENCE) */
+  uint32_t tlb_flush_done;    /* the last ticket this hart has served */
 
   /* ---- derived state (rebuilt; not saved) */
   rv_bus *bus;
@@ -136,13 +149,18 @@ void rv_hart_destroy(rv_hart *h);
  * firmware would have: counters enabled for S/U, Sstc enabled, the usual traps delegated to S. */
 void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
 
-/* Run until max_insns retired, WFI with nothing pending (h->wfi = true), h->stop_request, or
+/* Run until max_insns retired, WFI with nothing pending (h->wfi = true), h->stop_request (seen at
+ * least every 1024 instructions, at an instruction boundary), or
  * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early so the
  * machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
 
-/* Devices raise/lower MSIP, MTIP, MEIP, SEIP. Thread-safe; wakes the hart from WFI. */
+/* Devices raise/lower MSIP, MTIP, MEIP, SEIP, on the hart's own thread (it leaves its block to
+ * look at once). */
 void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level);
+/* The same from another thread: the hart sees the line within 1024 instructions. Returns whether
+ * the line went up (the caller then wakes the hart's thread if it sleeps). */
+bool rv_hart_post_irq(rv_hart *h, uint64_t mip_bit, bool level);
 
 /* Interrupts pending and enabled in mie (ignoring global enables): WFI wakes on these. */
 bool rv_hart_irq_pending(rv_hart *h);
@@ -150,6 +168,18 @@ bool rv_hart_irq_pending(rv_hart *h);
 void rv_hart_flush_tlb(rv_hart *h);
 void rv_hart_flush_icache(rv_hart *h);
 void rv_hart_clear_reservation(rv_hart *h);
+
+/* Cross-hart requests, for harts on their own host threads (rv_bus.threaded). Another thread
+ * never touches a hart's TLB or mip itself: it posts, and the hart serves the request in
+ * rv_hart_run (at least every 1024 instructions) or when its thread calls rv_hart_serve_requests
+ * (idle, stopped or parked harts). */
+/* Set software-writable mip bits (SSIP from an SBI IPI). */
+void rv_hart_post_mip(rv_hart *h, uint64_t bits);
+/* Ask for a TLB flush; returns the ticket that rv_hart_tlb_flushed(h, ticket) waits for. */
+uint32_t rv_hart_ask_tlb_flush(rv_hart *h);
+bool rv_hart_tlb_flushed(rv_hart *h, uint32_t ticket);
+/* The hart's own thread: serve what was posted and asked. */
+void rv_hart_serve_requests(rv_hart *h);
 
 /* The Sstc/SBI supervisor timer deadline (stimecmp), in mtime ticks. */
 uint64_t rv_hart_next_timer(const rv_hart *h);

@@ -257,6 +257,9 @@ _Static_assert(TLB_S_SUM + 1 == RV_TLB_SETS, "one TLB set each");
 void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval);
 void rv_illegal(rv_hart *h, const rv_insn *d);
 /* Recompute which TLB sets serve fetch and data accesses (after priv/mstatus/satp changes). */
+/* Threaded harts: before this hart publishes its stores (fences, SBI calls), give up write
+ * mappings of pages other harts made code meanwhile (cpu.c). */
+void rv_hart_sync_code(rv_hart *h);
 void rv_update_modes(rv_hart *h);
 bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val);
 bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val);

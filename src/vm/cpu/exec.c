@@ -176,35 +176,46 @@ ALU_I(bexti, (a >> (b & 63)) & 1)
 
 /* ---------------------------------------------------------------- A */
 
+/* LR/SC across host threads, as QEMU does it: LR remembers the address and the value it read,
+ * SC stores with a compare-and-swap against that value. A store by another hart that changed the
+ * value makes SC fail; one that wrote the same value back in between (ABA) does not. RISC-V
+ * LR/SC sequences in practice (Linux's cmpxchg, atomics, locks) compare values anyway; a guest
+ * algorithm that relies on LR/SC to detect an A-B-A change of a pointer could be fooled. The
+ * alternative, every store checking every other hart's reservation, would cost each store. */
+static void rv_reserve(rv_hart *h, uint64_t pa, uint64_t value) {
+  h->reservation = pa;
+  h->reservation_value = value;
+  h->reservation_valid = true;
+}
+
 RV_HANDLER(op_lr_w) {
   uint64_t pa;
   int32_t *p = rv_atomic_ptr(h, RS1, 4, ACC_READ, &pa);
   if (!p)
     return;
-  RD = SX32(__atomic_load_n(p, __ATOMIC_SEQ_CST));
-  h->reservation = pa;
-  h->reservation_valid = true;
+  int32_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  RD = SX32(v);
+  rv_reserve(h, pa, (uint32_t)v);
 }
 RV_HANDLER(op_lr_d) {
   uint64_t pa;
   uint64_t *p = rv_atomic_ptr(h, RS1, 8, ACC_READ, &pa);
   if (!p)
     return;
-  RD = __atomic_load_n(p, __ATOMIC_SEQ_CST);
-  h->reservation = pa;
-  h->reservation_valid = true;
+  uint64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  RD = v;
+  rv_reserve(h, pa, v);
 }
 RV_HANDLER(op_sc_w) {
   uint64_t pa;
   uint32_t *p = rv_atomic_ptr(h, RS1, 4, ACC_WRITE, &pa);
   if (!p)
     return;
-  if (h->reservation_valid && h->reservation == pa) {
-    __atomic_store_n(p, (uint32_t)RS2, __ATOMIC_SEQ_CST);
-    RD = 0;
-  } else {
-    RD = 1;
-  }
+  uint32_t expected = (uint32_t)h->reservation_value;
+  bool ok = h->reservation_valid && h->reservation == pa &&
+            __atomic_compare_exchange_n(p, &expected, (uint32_t)RS2, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST);
+  RD = ok ? 0 : 1;
   h->reservation_valid = false;
 }
 RV_HANDLER(op_sc_d) {
@@ -212,12 +223,11 @@ RV_HANDLER(op_sc_d) {
   uint64_t *p = rv_atomic_ptr(h, RS1, 8, ACC_WRITE, &pa);
   if (!p)
     return;
-  if (h->reservation_valid && h->reservation == pa) {
-    __atomic_store_n(p, RS2, __ATOMIC_SEQ_CST);
-    RD = 0;
-  } else {
-    RD = 1;
-  }
+  uint64_t expected = h->reservation_value;
+  bool ok =
+      h->reservation_valid && h->reservation == pa &&
+      __atomic_compare_exchange_n(p, &expected, RS2, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  RD = ok ? 0 : 1;
   h->reservation_valid = false;
 }
 
@@ -251,12 +261,34 @@ AMO_BOTH(maxu, a > b ? a : b, a > b ? a : b)
 
 /* ---------------------------------------------------------------- fences */
 
-RV_HANDLER(op_fence) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/* FENCE pred/succ bits (I, O, R, W from bit 3 down) and the fm field of FENCE.TSO. */
+#define FENCE_W 1U
+#define FENCE_R 2U
+#define FENCE_O 4U
+#define FENCE_I 8U
+#define FENCE_FM_TSO 8U
+
+/* x86-64 keeps every order RVWMO fences ask for except a store before a later load: only a fence
+ * with a write (or output) before and a read (or input) after needs MFENCE. FENCE.TSO does not
+ * order stores before loads. With one host thread no other hart can watch the order at all. */
+static bool fence_needs_mfence(uint32_t raw) {
+  unsigned pred = (raw >> 24) & 0xf, succ = (raw >> 20) & 0xf, fm = raw >> 28;
+  return fm != FENCE_FM_TSO && (pred & (FENCE_W | FENCE_O)) && (succ & (FENCE_R | FENCE_I));
+}
+
+RV_HANDLER(op_fence) {
+  if (!h->bus->threaded)
+    return;
+  rv_hart_sync_code(h);
+  if (fence_needs_mfence(d->raw))
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
 RV_HANDLER(op_fence_i) {
   /* Decoded code already follows every write to its page (rv_bus.code_pages), so there is
    * nothing to drop; only the fetch cache is refreshed. */
   (void)d;
   h->fetch_vpn = UINT64_MAX;
+  rv_hart_sync_code(h);
 }
 
 /* ---------------------------------------------------------------- Zicsr */
@@ -292,6 +324,7 @@ RV_HANDLER(op_csrrci) { csr_op(h, d, d->rs1, 2, d->rs1 != 0); }
 /* ---------------------------------------------------------------- system */
 
 RV_HANDLER(op_ecall) {
+  rv_hart_sync_code(h); /* an SBI call may tell other harts to run what this one wrote */
   if (h->priv == RV_PRIV_S && h->bus->sbi_call && h->bus->sbi_call(h->bus->opaque, h)) {
     h->check_irq = true; /* the SBI call may have changed timers, IPIs or hart state */
     return;

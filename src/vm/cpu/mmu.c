@@ -18,8 +18,8 @@ static inline void rv_ram_written(rv_hart *h, uint64_t pa) {
   uint64_t pg = (pa - bus->ram_base) >> 12;
   if (unlikely(bus->dirty_pages != NULL))
     __atomic_or_fetch(&bus->dirty_pages[pg / 64], 1ULL << (pg % 64), __ATOMIC_RELAXED);
-  if (unlikely(bus->code_pages[pg] & 1)) {
-    bus->code_pages[pg]++;
+  if (unlikely(__atomic_load_n(&bus->code_pages[pg], __ATOMIC_RELAXED) & 1)) {
+    rv_code_page_written(bus->code_pages, pg);
     h->check_irq = true;
   }
 }

@@ -126,8 +126,11 @@ int rv_hart_load(rv_hart *h, vmstate_reader *img, vs_error **err) {
     h->misa = misa;
     return -1;
   }
+  /* SC compares against the value LR read, which the image does not hold: a reservation does
+   * not survive a restore (SC may always fail; the guest's LR/SC loop retries) */
+  h->reservation_valid = false;
   h->check_irq = true;
-  h->stop_request = false;
+  __atomic_store_n(&h->stop_request, false, __ATOMIC_RELAXED);
   rv_hart_flush_tlb(h);
   return 0;
 }

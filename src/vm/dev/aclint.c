@@ -68,7 +68,9 @@ bool aclint_write(void *dev, uint64_t off, unsigned size, uint64_t val) {
   if (off >= ACLINT_MTIMECMP_OFF && off < ACLINT_MTIMECMP_OFF + 8ULL * c->num_harts) {
     uint64_t rel = off - ACLINT_MTIMECMP_OFF;
     unsigned h = (unsigned)(rel / 8);
-    c->mtimecmp[h] = dev_deposit(c->mtimecmp[h], (unsigned)(rel % 8), size, val);
+    /* atomic: hart threads read their own mtimecmp without the big lock */
+    __atomic_store_n(&c->mtimecmp[h], dev_deposit(c->mtimecmp[h], (unsigned)(rel % 8), size, val),
+                     __ATOMIC_RELAXED);
     /* MTIP follows the comparison at once: firmware clears it by writing mtimecmp */
     uint64_t now = c->read_mtime(c->out.machine);
     c->out.set(c->out.machine, h, DEV_MIP_MTIP, now >= c->mtimecmp[h]);
