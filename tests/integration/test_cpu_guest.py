@@ -30,6 +30,24 @@ def test_guest_program_passes(build_dir, name, accel):
     assert r.returncode == 0, f"{name} ({accel}): exit {r.returncode} (failing check at line ~{r.returncode})\n{r.stderr}"
 
 
+# Multi-hart programs (tests/guest/smp_*.c, 4 harts): LR/SC and AMO torture with exact counts, and
+# litmus tests (message passing under fences, store buffering under fence rw,rw, code modified
+# by one hart and run by another after FENCE.I), on each engine, with a host thread per hart and
+# with all harts on one thread.
+@pytest.mark.parametrize("threads", ["on", "off"])
+@pytest.mark.parametrize("accel", ["jit", "interp"])
+@pytest.mark.parametrize("name", ["smp_atomics", "smp_litmus"])
+def test_smp_guest_program_passes(build_dir, name, accel, threads):
+    r = _run(build_dir, _elf(build_dir, name), "--smp", "4", "--accel", accel,
+             "--hart-threads", threads)
+    assert r.returncode == 0, f"{name} ({accel}, threads {threads}): exit {r.returncode}\n{r.stderr}"
+
+
+def test_hart_threads_option_is_checked(build_dir):
+    r = _run(build_dir, _elf(build_dir, "exit"), "--hart-threads", "maybe")
+    assert r.returncode == 2 and "--hart-threads 'maybe'" in r.stderr, r.stderr
+
+
 def test_accel_kinds_are_checked(build_dir):
     r = _run(build_dir, _elf(build_dir, "exit"), "--accel", "kvm")
     assert r.returncode == 2 and "--accel 'kvm'" in r.stderr, r.stderr

@@ -389,20 +389,28 @@ static void rv_release_code_write_mappings(rv_hart *h) {
 }
 
 /* Blocks are about to be decoded from RAM page `page` (at host address host_page): make its
- * counter odd, so that stores to it take the slow path and move it on. This hart drops its own
- * write mapping of the page now; the others drop all theirs before they run again (threaded:
- * before they publish their stores, rv_release_code_write_mappings). */
-static void rv_code_page_claim(rv_hart *h, uint64_t page, uintptr_t host_page) {
+ * counter odd, so that stores to it take the slow path and move it on, and return that odd value,
+ * the generation of the blocks decoded now. This hart drops its own write mapping of the page;
+ * the others drop all theirs before they run again (threaded: before they publish their stores,
+ * rv_release_code_write_mappings). Claimed before the bytes are read: a store that lands after
+ * the claim either moves the counter or is caught by its hart's release, so no block ever holds
+ * code older than its generation says. */
+static uint32_t rv_code_page_claim(rv_hart *h, uint64_t page, uintptr_t host_page) {
   rv_bus *bus = h->bus;
   uint32_t c = rv_code_gen(bus, page);
-  /* even to odd; a hart that claims it at the same time does the rest */
-  if (!(c & 1) && __atomic_compare_exchange_n(&bus->code_pages[page], &c, c + 1, false,
-                                              __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-    uint32_t was = __atomic_fetch_add(&bus->code_epoch, 1, __ATOMIC_SEQ_CST);
-    if (h->code_epoch == was)
-      h->code_epoch = was + 1;
+  while (!(c & 1)) {
+    if (__atomic_compare_exchange_n(&bus->code_pages[page], &c, c + 1, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED)) {
+      c++;
+      uint32_t was = __atomic_fetch_add(&bus->code_epoch, 1, __ATOMIC_SEQ_CST);
+      if (h->code_epoch == was)
+        h->code_epoch = was + 1;
+      rv_drop_write_mappings(h, host_page);
+      break;
+    }
+    /* another hart claimed it first (c is now odd) or wrote it (try again) */
   }
-  rv_drop_write_mappings(h, host_page);
+  return c;
 }
 
 /* Another hart made pages code since this one last looked: it may map them for writing. */
@@ -436,6 +444,8 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
     rv_blocks_clear(ic);
   rv_insn *first = &ic->pool[ic->pool_used];
   uint8_t *start = host;
+  uint64_t page = rv_ram_page(h->bus, start);
+  uint32_t gen = rv_code_page_claim(h, page, (uintptr_t)start & ~(uintptr_t)0xfff);
   unsigned n = 0, off = pc & 0xfff;
   while (n < RV_BLOCK_MAX && off <= 0xffe) {
     uint16_t lo;
@@ -458,13 +468,10 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
     return NULL;
   first[n - 1].fast = rv_last_kind(first[n - 1].fast);
   first[n - 1].next[0] = first[n - 1].next[1] = 0;
-  uint64_t page = rv_ram_page(h->bus, start);
-  if (!(rv_code_gen(h->bus, page) & 1))
-    rv_code_page_claim(h, page, (uintptr_t)start & ~(uintptr_t)0xfff);
   ic->code[ic->pool_used] = NULL;
   b->where = (ic->pool_used << RV_BLOCK_N_BITS) | n;
-  /* a store by another hart since the decode makes this even: the block is then never used */
-  b->gen = rv_code_gen(h->bus, page);
+  /* a store since the claim moved the counter on: the block is then never used */
+  b->gen = gen;
   ic->pool_used += n;
   return b;
 }
