@@ -337,7 +337,7 @@ static void client_read(vm *m, ctl_client *c) {
     }
     memmove(c->in, c->in + start, end - start);
     c->in_len = end - start;
-    if (m->stop)
+    if (__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE))
       return;
   }
 }
@@ -482,7 +482,7 @@ void vm_control_shutdown(vm *m) {
   vm_control *ctl = m->control;
   if (!ctl)
     return;
-  if (m->stop)
+  if (__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE))
     vm_control_event(m, exit_event_name(m->exit_reason), NULL);
   flush_before_close(ctl);
   for (unsigned i = 0; i < CTL_MAX_CLIENTS; i++)

@@ -162,8 +162,8 @@ static void vm_set_hart_irq(void *machine, unsigned hart, uint64_t mip_bit, bool
 }
 
 void vm_request_exit(vm *m, vm_exit_reason reason, int code) {
-  if (m->stop)
-    return; /* the first reason wins */
+  if (__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE))
+    return; /* the first reason wins (callers hold the big lock: no two race here) */
   m->exit_reason = reason;
   m->exit_code = code;
   __atomic_store_n(&m->stop, true, __ATOMIC_RELEASE);
@@ -537,7 +537,8 @@ static void vm_console_deliver(vm *m, const uint8_t *buf, size_t len) {
 static void vm_console_input(vm *m, const uint8_t *buf, size_t len) {
   uint8_t out[VM_CONSOLE_READ_MAX];
   size_t n = 0;
-  for (size_t i = 0; i < len && i < sizeof(out) && !m->stop; i++) {
+  for (size_t i = 0; i < len && i < sizeof(out) && !__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE);
+       i++) {
     uint8_t c = buf[i];
     if (!m->cfg.console_escape) {
       out[n++] = c;

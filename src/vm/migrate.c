@@ -160,10 +160,13 @@ static uint64_t le_load(const uint8_t *p, unsigned n) {
 
 /* ------------------------------------------------------------------ sender */
 
-/* Queue bytes: everything queued is hashed for the final 'E' record. */
+/* Queue bytes: everything queued is hashed for the final 'E' record. The hash is taken of the
+ * queued copy, not of p: guest RAM may change under a running hart's stores in between (such a
+ * page is dirty and goes again in the next round). */
 static void queue_bytes(vm_migration *g, const void *p, size_t n) {
+  size_t at = g->out.len;
   vmstate_put_bytes(&g->out, p, n);
-  vs_sha256_update(&g->hash, p, n);
+  vs_sha256_update(&g->hash, g->out.data + at, n);
 }
 
 static void queue_le(vm_migration *g, uint64_t v, unsigned n) {

@@ -1,5 +1,6 @@
 """vessel-vmm boots Debian's riscv64 kernel with the default busybox initramfs to a shell, with the
-built-in SBI and with Debian's OpenSBI, on 1 and 4 harts; the console is driven over a pipe.
+built-in SBI and with Debian's OpenSBI, on 1, 2 and 4 harts (several harts: a host thread each,
+and once all on one thread); the console is driven over a pipe.
 Bad input (truncated kernel, initrd larger than RAM, --mem 0, unknown option) fails cleanly."""
 import os
 import re
@@ -77,12 +78,15 @@ def vmm(build_dir):
     return str(build_dir / "vessel-vmm")
 
 
-@pytest.mark.parametrize("bios,smp", [("builtin", 1), ("builtin", 4), ("opensbi", 1),
-                                      ("opensbi", 4)])
-def test_boot_to_shell_and_power_off(build_dir, guest_assets, bios, smp):
+@pytest.mark.parametrize("bios,smp,threads", [("builtin", 1, "on"), ("builtin", 2, "on"),
+                                              ("builtin", 4, "on"), ("builtin", 4, "off"),
+                                              ("opensbi", 1, "on"), ("opensbi", 2, "on"),
+                                              ("opensbi", 4, "on")])
+def test_boot_to_shell_and_power_off(build_dir, guest_assets, bios, smp, threads):
     argv = [vmm(build_dir), "--kernel", str(guest_assets / "Image"),
             "--initrd", str(guest_assets / "initrd.img"),
-            "--append", "console=ttyS0", "--mem", "512M", "--smp", str(smp)]
+            "--append", "console=ttyS0", "--mem", "512M", "--smp", str(smp),
+            "--hart-threads", threads]
     if bios == "opensbi":
         argv += ["--bios", str(guest_assets / "fw_dynamic.bin")]
     con = Console(argv)

@@ -478,3 +478,62 @@ def test_bad_control_requests(env):
     assert r.returncode == 0 and json.loads(r.stdout)["state"] == "running"
     assert c.call("quit")["ok"]
     assert vm.wait(60) == 0
+
+
+# Three busy loops keep the other harts running while the counter prints.
+SMP_COUNTER = ("for j in 1 2 3; do (while :; do :; done) & done; i=0; while true; do "
+               "echo count=$i; i=$((i+1)); sleep 0.2; done")
+
+
+def test_four_harts_snapshot_restore_and_migrate(env):
+    """A 4-hart guest (a host thread per hart) under load: pause stops every hart, a snapshot
+    restores and a live migration moves it with the counter exact."""
+    a = env["assets"]
+    sock = env["work"] / "smp.sock"
+    cmd = [env["vmm"], "--kernel", a / "Image", "--initrd", a / "initrd.img", "--mem", "256M",
+           "--smp", "4", "--api-sock", sock,
+           "--append", f'console=ttyS0 quiet vessel.cmd="{SMP_COUNTER}"']
+    vm = start(env, cmd, "smp4")
+    wait_count(vm, 3)
+    ctl = Ctl(sock)
+    harts = ctl.call("info")["result"]["harts"]
+    assert [h["state"] for h in harts] == ["started"] * 4, harts
+    assert ctl.call("pause")["ok"]
+    time.sleep(0.5)
+    last = counts(vm.output)[-1]
+    ticks = cpu_ticks(vm.proc.pid)
+    time.sleep(2)
+    assert counts(vm.output)[-1] == last, "the counter moved while paused"
+    assert cpu_ticks(vm.proc.pid) - ticks <= 5, "a paused 4-hart VM used CPU"
+    assert ctl.call("resume")["ok"]
+    wait_count(vm, last + 3)
+    snap = env["work"] / "snap-smp"
+    assert ctl.call("snapshot", dir=str(snap), quit=True)["ok"]
+    assert vm.wait(60) == 0
+    ctl.close()
+    last = counts(vm.output)[-1]
+
+    src_sock = env["work"] / "smp-restored.sock"
+    src = start(env, restore_cmd(env["vmm"], snap, src_sock), "smp4-restored")
+    wait_socket(src_sock, src.proc)
+    wait_count(src, last + 3, timeout=120)
+    c = counts(src.output)
+    assert c[0] == last + 1, f"restore printed {c[:3]} after {last}"
+    assert_consecutive(c, "restored 4-hart console")
+
+    dst_sock = env["work"] / "smp-dest.sock"
+    port = free_port()
+    dst = start(env, [env["vmm"], "--incoming", f"127.0.0.1:{port}", "--api-sock", dst_sock],
+                "smp4-dest")
+    r = subprocess.run([env["vmm"], "ctl", str(src_sock), "migrate", f"127.0.0.1:{port}"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout).get("event") == "migration-completed", r.stdout
+    assert src.wait(60) == 0
+    wait_socket(dst_sock, dst.proc)
+    wait_count(dst, counts(src.output)[-1] + 3, timeout=120)
+    assert_consecutive(counts(src.output) + counts(dst.output), "4-hart console across migration")
+    d = Ctl(dst_sock)
+    assert [h["state"] for h in d.call("info")["result"]["harts"]] == ["started"] * 4
+    assert d.call("quit")["ok"]
+    assert dst.wait(60) == 0
