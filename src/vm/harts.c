@@ -138,6 +138,24 @@ void vm_hart_start(vm *m, unsigned h) {
   pthread_mutex_unlock(&t->sched_lock);
 }
 
+/* ------------------------------------------------------------------ remote TLB flushes */
+
+uint32_t vm_hart_ask_tlb_flush(vm *m, unsigned h) {
+  vm_threads *t = &m->threads;
+  rv_hart *target = &m->harts[h];
+  uint32_t ticket = rv_hart_ask_tlb_flush(target);
+  pthread_mutex_lock(&t->sched_lock);
+  if (t->harts[h].idle) {
+    /* its thread waits in vm_hart_wait_for_work, which touches the hart only under this lock:
+     * serve the request here rather than wake it and wait for the host to schedule it */
+    rv_hart_serve_requests(target);
+  } else {
+    pthread_cond_signal(&t->harts[h].wake);
+  }
+  pthread_mutex_unlock(&t->sched_lock);
+  return ticket;
+}
+
 /* ------------------------------------------------------------------ stop the world */
 
 void vm_stop_harts(vm *m) {
@@ -234,6 +252,7 @@ static bool vm_hart_wait_for_work(vm *m, vm_hart_thread *ht) {
   vm_threads *t = &m->threads;
   unsigned h = ht->index;
   pthread_mutex_lock(&t->sched_lock);
+  ht->idle = true;
   for (;;) {
     rv_hart_serve_requests(&m->harts[h]);
     if (vm_stopping(m))
@@ -248,6 +267,7 @@ static bool vm_hart_wait_for_work(vm *m, vm_hart_thread *ht) {
       /* stop_request is cleared while no stop is asked, under the lock vm_stop_harts asks
        * under: a request after this point sets it again */
       __atomic_store_n(&m->harts[h].stop_request, false, __ATOMIC_SEQ_CST);
+      ht->idle = false;
       pthread_mutex_unlock(&t->sched_lock);
       return true;
     }
@@ -256,6 +276,7 @@ static bool vm_hart_wait_for_work(vm *m, vm_hart_thread *ht) {
     else
       pthread_cond_wait(&ht->wake, &t->sched_lock);
   }
+  ht->idle = false;
   pthread_mutex_unlock(&t->sched_lock);
   return false;
 }

@@ -121,6 +121,18 @@ static void vm_check_syscon(vm *m) {
   m->syscon.request = SYSCON_NONE;
 }
 
+/* Does this device write want the I/O thread to prepare its sources again? New virtio buffers
+ * and the like do; console output does once a line is complete or the buffer fills (a kick per
+ * character would cost the I/O thread a wake-up and a write per character of the boot log;
+ * a partial line waits for the next round, at most 100 ms). The CLINT and PLIC never do. */
+static bool vm_write_wants_io(const vm *m, const dev_region *r, uint64_t off, uint64_t val) {
+  if (r->dev == &m->aclint || r->dev == &m->plic)
+    return false;
+  if (r->dev == &m->uart)
+    return (off == 0 && val == '\n') || m->uart.tx_len >= sizeof(m->uart.tx) / 2;
+  return true;
+}
+
 static bool vm_mmio_write_locked(vm *m, uint64_t paddr, unsigned size, uint64_t val) {
   const dev_region *r = vm_find_region(m, paddr, size);
   if (!r) {
@@ -132,8 +144,7 @@ static bool vm_mmio_write_locked(vm *m, uint64_t paddr, unsigned size, uint64_t 
   bool ok = r->write(r->dev, paddr - r->base, size, val);
   if (r->dev == &m->syscon)
     vm_check_syscon(m);
-  /* a device may want its I/O sources prepared again (console output, new virtio buffers) */
-  if (r->dev != &m->aclint && r->dev != &m->plic)
+  if (vm_write_wants_io(m, r, paddr - r->base, val))
     vm_kick_io(m);
   return ok;
 }

@@ -105,6 +105,7 @@ typedef struct vm_hart_thread {
   unsigned index;
   pthread_t thread;
   bool started;
+  bool idle;           /* (sched_lock) the thread is in its wait loop, not running the hart */
   pthread_cond_t wake; /* with sched_lock: an idle, stopped or parked hart sleeps on it */
 } vm_hart_thread;
 
@@ -276,6 +277,9 @@ void vm_stop_harts(vm *m);
 void vm_release_harts(vm *m);
 void vm_big_lock(vm *m);
 void vm_big_unlock(vm *m);
+/* Ask hart h (on its own thread) for a TLB flush; returns the ticket rv_hart_tlb_flushed waits
+ * for. A hart whose thread is idle is flushed at once by the caller. */
+uint32_t vm_hart_ask_tlb_flush(vm *m, unsigned h);
 /* Wake hart h's thread if it sleeps (an interrupt became pending, a request was posted). */
 void vm_wake_hart(vm *m, unsigned h);
 /* Wake the I/O thread: a device may want its sources prepared again (console output, virtio

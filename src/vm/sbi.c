@@ -153,8 +153,7 @@ static void sbi_remote_tlb_flush(vm *m, rv_hart *self, uint32_t set) {
   for (unsigned h = 0; h < m->nharts; h++) {
     if (!(set & (1U << h)) || &m->harts[h] == self)
       continue;
-    tickets[h] = rv_hart_ask_tlb_flush(&m->harts[h]);
-    vm_wake_hart(m, h);
+    tickets[h] = vm_hart_ask_tlb_flush(m, h);
   }
   if (set & (1U << sbi_hart_index(m, self)))
     rv_hart_flush_tlb(self);
