@@ -61,6 +61,7 @@ typedef struct rv_bus {
 /* Guest RAM page `page` (index from ram_base) was written from outside the harts' stores. Odd to
  * even by compare-and-swap: two writers at once must not move the counter to odd again (that
  * would claim the page as code without anyone dropping its write mappings). */
+// NOLINTNEXTLINE(readability-non-const-parameter): written by the compare-and-swap
 static inline void rv_code_page_written(uint32_t *code_pages, uint64_t page) {
   uint32_t c = __atomic_load_n(&code_pages[page], __ATOMIC_RELAXED);
   while ((c & 1) && !__atomic_compare_exchange_n(&code_pages[page], &c, c + 1, false,
