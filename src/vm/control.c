@@ -419,6 +419,14 @@ static int remove_stale_socket(const char *path, vs_error **err) {
   return 0;
 }
 
+/* The machine's own events (paused, resumed) go to every client. */
+static void control_hook_event(void *opaque, const char *event) {
+  const vm_control *ctl = opaque;
+  vm_control_event(ctl->m, event, NULL);
+}
+
+static void control_close(void *opaque);
+
 int vm_control_listen(vm *m, const char *path, vs_error **err) {
   if (m->control)
     return vs_error_set(err, EBUSY, "the control socket is already open");
@@ -437,7 +445,9 @@ int vm_control_listen(vm *m, const char *path, vs_error **err) {
   ctl->path = vs_strdup(path);
   ctl->listen_fd = fd;
   vm_io_source src = {"control", control_prepare, control_dispatch, ctl};
-  if (vm_add_io_source(m, &src, err) < 0) {
+  vm_hooks hooks = {"control", control_hook_event, control_close, control_close, ctl};
+  if (vm_add_io_source(m, &src, err) < 0 || vm_add_hooks(m, &hooks, err) < 0) {
+    vm_remove_io_source(m, ctl);
     close(fd);
     unlink(path);
     free(ctl->path);
@@ -478,10 +488,12 @@ static void flush_before_close(vm_control *ctl) {
   }
 }
 
-void vm_control_shutdown(vm *m) {
-  vm_control *ctl = m->control;
-  if (!ctl)
-    return;
+/* The run loop ended (or the VM goes away): tell the clients why, flush and close the socket. */
+static void control_close(void *opaque) {
+  vm_control *ctl = opaque;
+  vm *m = ctl->m;
+  vm_remove_hooks(m, ctl);
+  vm_remove_io_source(m, ctl);
   if (__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE))
     vm_control_event(m, exit_event_name(m->exit_reason), NULL);
   flush_before_close(ctl);
@@ -493,15 +505,6 @@ void vm_control_shutdown(vm *m) {
   free(ctl->path);
   free(ctl);
   m->control = NULL;
-  /* the loop's source table still names ctl: drop it */
-  for (unsigned i = 0; i < m->num_io_sources; i++) {
-    if (m->io_sources[i].opaque != ctl)
-      continue;
-    memmove(&m->io_sources[i], &m->io_sources[i + 1],
-            (m->num_io_sources - i - 1) * sizeof(m->io_sources[0]));
-    m->num_io_sources--;
-    break;
-  }
 }
 
 /* ------------------------------------------------------------------ the client side */

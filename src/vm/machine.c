@@ -31,6 +31,9 @@
 
 static void vm_console_prepare(void *opaque, vm_pollset *ps);
 static void vm_console_dispatch(void *opaque, const vm_pollset *ps);
+static void vm_emit_event(vm *m, const char *event);
+static void vm_call_run_ended_hooks(vm *m);
+static void vm_call_destroy_hooks(vm *m);
 
 /* ------------------------------------------------------------------ clock */
 
@@ -424,8 +427,7 @@ vm *vm_create(const vm_config *cfg, vs_error **err) {
 void vm_destroy(vm *m) {
   if (!m)
     return;
-  vm_migration_destroy(m);
-  vm_control_shutdown(m);
+  vm_call_destroy_hooks(m);
   vm_dirty_tracking_stop(m);
   for (unsigned h = 0; h < m->nharts; h++)
     rv_hart_destroy(&m->harts[h]);
@@ -457,7 +459,7 @@ void vm_pause(vm *m) {
   m->paused_mtime = vm_read_mtime(m);
   __atomic_store_n(&m->paused, true, __ATOMIC_RELEASE);
   uart_flush(&m->uart);
-  vm_control_event(m, "paused", NULL);
+  vm_emit_event(m, "paused");
 }
 
 void vm_resume(vm *m) {
@@ -466,7 +468,7 @@ void vm_resume(vm *m) {
   __atomic_store_n(&m->paused, false, __ATOMIC_RELEASE);
   vm_set_mtime(m, m->paused_mtime);
   vm_release_harts(m);
-  vm_control_event(m, "resumed", NULL);
+  vm_emit_event(m, "resumed");
 }
 
 int vm_powerdown(vm *m, vs_error **err) {
@@ -638,6 +640,57 @@ int vm_add_io_source(vm *m, const vm_io_source *src, vs_error **err) {
   return 0;
 }
 
+void vm_remove_io_source(vm *m, const void *opaque) {
+  for (unsigned i = 0; i < m->num_io_sources; i++) {
+    if (m->io_sources[i].opaque != opaque)
+      continue;
+    memmove(&m->io_sources[i], &m->io_sources[i + 1],
+            (m->num_io_sources - i - 1) * sizeof(m->io_sources[0]));
+    m->num_io_sources--;
+    return;
+  }
+}
+
+/* ------------------------------------------------------------------ lifecycle hooks */
+
+int vm_add_hooks(vm *m, const vm_hooks *h, vs_error **err) {
+  if (m->num_hooks == VM_MAX_HOOKS)
+    return vs_error_set(err, 0, "%s: too many lifecycle hooks (at most %d)", h->name, VM_MAX_HOOKS);
+  m->hooks[m->num_hooks++] = *h;
+  return 0;
+}
+
+void vm_remove_hooks(vm *m, const void *opaque) {
+  for (unsigned i = 0; i < m->num_hooks; i++) {
+    if (m->hooks[i].opaque != opaque)
+      continue;
+    memmove(&m->hooks[i], &m->hooks[i + 1], (m->num_hooks - i - 1) * sizeof(m->hooks[0]));
+    m->num_hooks--;
+    return;
+  }
+}
+
+static void vm_emit_event(vm *m, const char *event) {
+  for (unsigned i = 0; i < m->num_hooks; i++)
+    if (m->hooks[i].event)
+      m->hooks[i].event(m->hooks[i].opaque, event);
+}
+
+/* Newest first; a hook may remove itself meanwhile (the ones below it do not move). */
+static void vm_call_run_ended_hooks(vm *m) {
+  for (unsigned i = m->num_hooks; i-- > 0;)
+    if (i < m->num_hooks && m->hooks[i].run_ended)
+      m->hooks[i].run_ended(m->hooks[i].opaque);
+}
+
+static void vm_call_destroy_hooks(vm *m) {
+  while (m->num_hooks) {
+    vm_hooks h = m->hooks[--m->num_hooks];
+    if (h.destroy)
+      h.destroy(h.opaque);
+  }
+}
+
 /* ------------------------------------------------------------------ run loop */
 
 /* HTIF lives in RAM: the test program writes tohost and waits; looking after each slice is
@@ -772,7 +825,7 @@ int vm_run(vm *m, int *exit_code, vs_error **err) {
   else
     vm_run_one_thread(m);
   uart_flush(&m->uart);
-  vm_control_shutdown(m);
+  vm_call_run_ended_hooks(m);
   *exit_code = m->exit_code;
   return rc < 0 ? -1 : (int)m->exit_reason;
 }

@@ -123,6 +123,22 @@ typedef struct vm_threads {
   vm_hart_thread harts[VM_MAX_SMP];
 } vm_threads;
 
+/* ------------------------------------------------------------------ lifecycle hooks
+ *
+ * Code built on the machine (the control socket, a migration in progress) registers what it must
+ * hear of, instead of the machine naming it: events the machine raises (paused, resumed), the end
+ * of vm_run, and vm_destroy. Each callback may be NULL. A hook may remove itself (and only
+ * itself) from inside its own callback. */
+#define VM_MAX_HOOKS 8
+
+typedef struct vm_hooks {
+  const char *name;
+  void (*event)(void *opaque, const char *event);
+  void (*run_ended)(void *opaque);
+  void (*destroy)(void *opaque);
+  void *opaque;
+} vm_hooks;
+
 struct vm_control;   /* control.c */
 struct vm_migration; /* migrate.c */
 
@@ -181,8 +197,10 @@ struct vm {
   bool htif_enabled;
   int console_poll_idx; /* the console's entry in this round's poll set, -1 if none */
 
-  /* what the run loop polls between slices */
+  /* what the run loop polls between slices, and who hears of its events */
   vm_io_source io_sources[VM_MAX_IO_SOURCES];
+  vm_hooks hooks[VM_MAX_HOOKS];
+  unsigned num_hooks;
   vm_pollset pollset;
 
   /* why the run loop stopped */
@@ -222,8 +240,12 @@ void vm_dirty_tracking_stop(vm *m);
  * flushed so their next write to any page marks it again. */
 void vm_dirty_harvest(vm *m, uint64_t *out);
 void vm_request_exit(vm *m, vm_exit_reason reason, int code);
-/* Register an I/O source with the run loop (see vm_io_source). */
+/* Register an I/O source with the run loop (see vm_io_source); remove the one with `opaque`. */
 int vm_add_io_source(vm *m, const vm_io_source *src, vs_error **err);
+void vm_remove_io_source(vm *m, const void *opaque);
+/* Register lifecycle hooks (see vm_hooks); remove those with `opaque`. */
+int vm_add_hooks(vm *m, const vm_hooks *h, vs_error **err);
+void vm_remove_hooks(vm *m, const void *opaque);
 /* Reserve the next virtio-mmio window (base address and PLIC line). The caller initialises its
  * device with vm_virtio_irq(m, slot) and then maps it with vm_virtio_map. Windows are handed out
  * in order, so the guest enumerates devices in the order the machine adds them. */
@@ -326,10 +348,5 @@ char *vm_disk_spec_absolute(const char *spec, vs_error **err);
 /* Send an event to every client of the control socket: {"event": name, ...fields} (fields
  * is a JSON object or NULL; stolen). */
 void vm_control_event(vm *m, const char *name, json_t *fields);
-/* The run loop ended: tell the clients why, flush and close the socket. */
-void vm_control_shutdown(vm *m);
-
-/* migrate.c */
-void vm_migration_destroy(vm *m);
 
 #endif

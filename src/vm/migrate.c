@@ -262,25 +262,21 @@ static void migration_free(vm_migration *g) {
   free(g);
 }
 
-static void remove_io_source(vm *m, void *opaque) {
-  for (unsigned i = 0; i < m->num_io_sources; i++) {
-    if (m->io_sources[i].opaque != opaque)
-      continue;
-    memmove(&m->io_sources[i], &m->io_sources[i + 1],
-            (m->num_io_sources - i - 1) * sizeof(m->io_sources[0]));
-    m->num_io_sources--;
-    return;
-  }
-}
-
-void vm_migration_destroy(vm *m) {
+/* The migration ends (done, failed, or the VM goes away with it). */
+static void migration_destroy(vm *m) {
   vm_migration *g = m->migration;
   if (!g)
     return;
-  remove_io_source(m, g);
+  vm_remove_hooks(m, g);
+  vm_remove_io_source(m, g);
   vm_dirty_tracking_stop(m);
   m->migration = NULL;
   migration_free(g);
+}
+
+static void migration_hook_destroy(void *opaque) {
+  const vm_migration *g = opaque;
+  migration_destroy(g->m);
 }
 
 /* The source's disks are released before the receiver opens them (a qcow2 image has one writer);
@@ -317,7 +313,7 @@ static void reopen_disks(vm *m) {
 static void migration_failed(vm *m, bool was_paused, const vs_error *err) {
   vs_log_warn("migration to %s failed: %s", m->migration->dest, err->msg);
   vm_control_event(m, "migration-failed", json_pack("{s:s}", "error", err->msg));
-  vm_migration_destroy(m);
+  migration_destroy(m);
   reopen_disks(m);
   if (!was_paused)
     vm_resume(m);
@@ -380,7 +376,7 @@ static void finish(vm_migration *g) {
                          (json_int_t)us_since(&stop), "pages", (json_int_t)g->pages_sent, "bytes",
                          (json_int_t)g->bytes_sent, "rounds", (int)g->round_no + 1);
   vm_control_event(m, "migration-completed", ev);
-  vm_migration_destroy(m);
+  migration_destroy(m);
   vm_request_exit(m, VM_EXIT_MIGRATED, 0);
 }
 
@@ -514,7 +510,9 @@ int vm_migrate_start(vm *m, const char *dest, vs_error **err) {
   queue_bytes(g, conf.data, conf.len);
   vmstate_writer_free(&conf);
   vm_io_source src = {"migration", migrate_prepare, migrate_dispatch, g};
-  if (vm_add_io_source(m, &src, err) < 0) {
+  vm_hooks hooks = {"migration", NULL, NULL, migration_hook_destroy, g};
+  if (vm_add_io_source(m, &src, err) < 0 || vm_add_hooks(m, &hooks, err) < 0) {
+    vm_remove_io_source(m, g);
     migration_free(g);
     return -1;
   }
