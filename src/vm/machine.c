@@ -584,8 +584,15 @@ int vm_add_io_source(vm *m, const vm_io_source *src, vs_error **err) {
  * enough (programs spin on fromhost or keep running until we stop them). */
 static void vm_poll_htif(vm *m) {
   int code = 0;
-  if (!htif_poll(&m->htif, m->ram, VM_RAM_BASE, m->ram_size, m->cfg.console_out, &code))
+  uint64_t request = 0;
+  htif_event ev =
+      htif_poll(&m->htif, m->ram, VM_RAM_BASE, m->ram_size, m->cfg.console_out, &code, &request);
+  if (ev == HTIF_NOTHING)
     return;
+  if (ev != HTIF_EXIT)
+    vs_log_error("htif: %s (tohost 0x%llx at pc 0x%llx): ending the run with exit code %d",
+                 htif_event_describe(ev), (unsigned long long)request,
+                 (unsigned long long)m->harts[0].pc, code);
   if (code == 0)
     vm_request_exit(m, VM_EXIT_POWEROFF, 0);
   else
