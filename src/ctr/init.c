@@ -341,7 +341,8 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
       errno != ENOSYS)
     return vs_error_set(err, errno, "join a new session keyring");
   umask(0);
-  if (s->ns[CTR_NS_UTS].present && !s->ns[CTR_NS_UTS].path) {
+  /* A UTS namespace joined by path is the container's too (runc sets its names as well). */
+  if (s->ns[CTR_NS_UTS].present) {
     if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0)
       return vs_error_set(err, errno, "hostname: sethostname");
     if (s->domainname && setdomainname(s->domainname, strlen(s->domainname)) < 0)

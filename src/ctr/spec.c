@@ -702,9 +702,9 @@ static int spec_from_json(ctr_spec *s, bool need_process, vs_error **err) {
     return -1;
   if (v && parse_linux(s, v, err) < 0)
     return -1;
-  if (s->hostname && s->hostname[0] && need_process &&
-      (!s->ns[CTR_NS_UTS].present || s->ns[CTR_NS_UTS].path))
-    return vs_error_set(err, 0, "hostname: setting it needs a new uts namespace");
+  /* A uts namespace joined by path is the container's own as much as a new one (runc). */
+  if (s->hostname && s->hostname[0] && need_process && !s->ns[CTR_NS_UTS].present)
+    return vs_error_set(err, 0, "hostname: setting it needs a uts namespace of the container");
   return 0;
 }
 

@@ -139,3 +139,33 @@ def test_container_in_the_host_mount_namespace(rt):
                 subprocess.run(["umount", "-l", mp], check=False)
     assert host_mounts().count(str(rt.bundle)) == before.count(str(rt.bundle))
 
+
+
+def test_hostname_in_a_joined_uts_namespace(rt):
+    """A uts namespace given by path is the container's: its hostname and domainname are set
+    there (as runc does), not refused, and the host's stay as they were."""
+    host_name = os.uname().nodename
+    holder = subprocess.Popen(["unshare", "--uts", "sleep", "1000"])
+    try:
+        uts = f"/proc/{holder.pid}/ns/uts"
+        assert wait_for(lambda: os.readlink(uts) != os.readlink("/proc/self/ns/uts"))
+        c = rt.config()
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "uts"]
+        c["linux"]["namespaces"].append({"type": "uts", "path": uts})
+        c["hostname"] = "joined-" + new_id()[2:8]
+        c["domainname"] = "joined.test"
+        c["process"]["args"] = ["sh", "-c", "hostname; cat /proc/sys/kernel/domainname; "
+                                            "readlink /proc/self/ns/uts"]
+        rt.write_config(c)
+        cid = new_id()
+        r = rt.cmd("run", "--bundle", str(rt.bundle), cid)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [c["hostname"], "joined.test", os.readlink(uts)]
+        seen = subprocess.run(["nsenter", f"--uts={uts}", "hostname"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert seen == c["hostname"], "not set in the joined namespace"
+        assert os.uname().nodename == host_name
+        assert_nothing_left(rt, cid)
+    finally:
+        holder.kill()
+        holder.wait()
