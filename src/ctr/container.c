@@ -539,7 +539,9 @@ static int destroy_container(const ctr_runtime *rt, ctr_state *st, bool run_post
   if (ctr_pid_alive(st->pid, st->pid_start))
     kill(st->pid, SIGKILL);
   wait_gone(st, cg);
-  if (run_poststop && st->started) {
+  /* The spec's lifecycle ends every created container with poststop, started or not (as
+   * runc's destroy does); a create that never finished made no container. */
+  if (run_poststop && st->stored != CTR_STATUS_CREATING) {
     ctr_spec *spec = NULL;
     if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
       _cleanup_free_ char *text = oci_state_text(rt, st, "stopped");
@@ -568,7 +570,9 @@ int ctr_delete(const ctr_runtime *rt, const char *id, bool force, vs_error **err
     return -1;
   ctr_status s = ctr_state_status(rt, st);
   int r;
-  if ((s == CTR_STATUS_RUNNING || s == CTR_STATUS_PAUSED) && !force)
+  /* The spec: deleting a container that is not stopped MUST fail and change nothing. runc
+   * deletes a created one anyway (it kills it first); we ask for --force, as for running. */
+  if (s != CTR_STATUS_STOPPED && !force)
     r = vs_error_set(err, 0, "cannot delete container %s that is %s (use --force)", id,
                      ctr_status_name(s));
   else

@@ -169,3 +169,77 @@ def test_hostname_in_a_joined_uts_namespace(rt):
     finally:
         holder.kill()
         holder.wait()
+
+
+HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+         "poststop")
+
+
+def test_hooks_get_the_state_of_each_stage(rt, tmp_path):
+    """The spec's status at each hook: creating while create runs (prestart, createRuntime,
+    createContainer), created before the program is executed (startContainer), running
+    after (poststart), stopped after delete (poststop); the pid is the one the host sees;
+    unknown annotation keys are no error and reach every hook."""
+    logdir = tmp_path / "hooklog"
+    logdir.mkdir()
+    log = logdir / "hooks.log"
+    c = rt.config()
+    c["mounts"].append({"destination": "/hooklog", "type": "bind", "source": str(logdir),
+                        "options": ["rbind", "rw"]})
+    c["annotations"] = {"com.example.unknown": "1", "no-reverse-domain": "",
+                        "org.opencontainers.not.in.the.spec": "x"}
+    c["process"]["args"] = ["sleep", "1000"]
+    # each hook appends "<name> <state>": the host's sh for those run in the runtime's
+    # namespaces (and createContainer, which runs before pivot_root), the image's for
+    # startContainer, which runs in the container
+    c["hooks"] = {}
+    for h in HOOKS:
+        target = "/hooklog/hooks.log" if h == "startContainer" else str(log)
+        c["hooks"][h] = [{"path": "/bin/sh",
+                          "args": ["sh", "-c", f"printf '{h} ' >> {target}; cat >> {target}; "
+                                               f"echo >> {target}"]}]
+    rt.write_config(c)
+    cid = new_id()
+    rt.detached("create", "--bundle", str(rt.bundle), cid)
+    st = rt.state(cid)
+    assert st["annotations"] == c["annotations"]
+    rt.ok("start", cid)
+    rt.ok("kill", cid, "KILL")
+    assert wait_for(lambda: rt.state(cid)["status"] == "stopped")
+    rt.ok("delete", cid)
+    assert_nothing_left(rt, cid)
+    seen = {}
+    for line in log.read_text().splitlines():
+        if line.strip():
+            name, state = line.split(" ", 1)
+            seen[name] = json.loads(state)
+    assert sorted(seen) == sorted(HOOKS), log.read_text()
+    assert {h: s["status"] for h, s in seen.items()} == {
+        "prestart": "creating", "createRuntime": "creating", "createContainer": "creating",
+        "startContainer": "created", "poststart": "running", "poststop": "stopped"}
+    for h in HOOKS[:-1]:
+        assert seen[h]["pid"] == st["pid"], (h, seen[h])
+    for h in HOOKS:
+        assert seen[h]["id"] == cid and seen[h]["bundle"] == str(rt.bundle), (h, seen[h])
+        assert seen[h]["annotations"] == c["annotations"], (h, seen[h])
+
+
+def test_delete_refuses_a_container_that_is_not_stopped(rt, tmp_path):
+    """The spec: deleting a container that is not stopped MUST fail and have no effect, created
+    ones included (runc deletes those); --force deletes it, and poststop hooks run for a
+    container that was never started as for one that was."""
+    log = tmp_path / "poststop.log"
+    c = rt.config()
+    c["process"]["args"] = ["sleep", "1000"]
+    c["hooks"] = {"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat >> {log}"]}]}
+    rt.write_config(c)
+    cid = new_id()
+    rt.detached("create", "--bundle", str(rt.bundle), cid)
+    pid = rt.state(cid)["pid"]
+    r = rt.cmd("delete", cid)
+    assert r.returncode != 0 and "created" in r.stderr, r.stderr
+    assert rt.state(cid)["status"] == "created" and os.path.exists(f"/proc/{pid}")
+    assert not log.exists(), "a refused delete ran the poststop hooks"
+    rt.ok("delete", "--force", cid)
+    assert json.loads(log.read_text())["status"] == "stopped"
+    assert_nothing_left(rt, cid)
