@@ -101,15 +101,25 @@ def host_mounts():
 def test_container_in_the_host_mount_namespace(rt):
     """Without a mount namespace of its own the init only changes its root (chroot: pivot_root
     needs a namespace), and its root has no /proc: exec.fifo must still be reachable, and
-    `create` must only report success once the container is really created."""
+    `create` must only report success once the container is really created. What only a
+    mount namespace of its own can give (mounts, a read-only root, masked paths...) is refused
+    at create rather than made in the host's mount table or dropped."""
     before = host_mounts()
     c = rt.config()
     c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "mount"]
     c["process"]["args"] = ["sh", "-c", "echo in-$(hostname); ls /; sleep 1000"]
-    rt.write_config(c)
     cid = new_id()
     out = rt.bundle.parent / "out"
     try:
+        rt.write_config(c)
+        r = rt.cmd("create", "--bundle", str(rt.bundle), cid)
+        assert r.returncode != 0 and "mounts: applying it needs a mount namespace" in r.stderr
+        assert_nothing_left(rt, cid)
+        c["mounts"] = []
+        c["root"]["readonly"] = False
+        for k in ("maskedPaths", "readonlyPaths", "devices", "sysctl"):
+            c["linux"].pop(k, None)
+        rt.write_config(c)
         with open(out, "w") as o, open(rt.bundle.parent / "err", "w+") as e:
             r = subprocess.run([rt.binary, "--root", rt.root, "create", "--bundle",
                                 str(rt.bundle), cid], stdin=subprocess.DEVNULL, stdout=o,
