@@ -112,6 +112,20 @@ int ctr_setup_terminal(const ctr_process *p, int console_fd, int runtime_fd, boo
 
 /* ------------------------------------------------------------------ exec */
 
+/* Dispositions set to SIG_IGN and blocked signals survive fork, clone and execve: what the
+ * runtime's caller ignored or blocked (a shim, a shell's background job, `run` and `exec`
+ * forwarding signals) must neither reach the container's program (a non-interactive sh cannot
+ * trap a signal ignored on entry) nor make the init deaf to a `kill` before it executes it. */
+void ctr_reset_signals(void) {
+  struct sigaction dfl = {.sa_handler = SIG_DFL};
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP)
+      sigaction(sig, &dfl, NULL); /* fails harmlessly for signals glibc reserves */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 static const char *env_get(char *const *env, const char *name) {
   size_t n = strlen(name);
   for (size_t i = 0; env && env[i]; i++)
@@ -197,9 +211,7 @@ int ctr_process_exec(const ctr_process *p, json_t *linux_json, const char *exe, 
     if (fl >= 0)
       fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
   }
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
+  ctr_reset_signals();
   if (p->no_new_privileges && ctr_seccomp_load(seccomp, err) < 0)
     return -1;
   char *const no_env[] = {NULL};
@@ -283,20 +295,6 @@ static int wait_for_start(ctr_init_ctx *c, vs_error **err) {
   return 0;
 }
 
-/* Dispositions set to SIG_IGN and blocked signals survive clone and execve: what the
- * runtime's caller ignored or blocked (a shim, a shell's background job, `run` forwarding
- * signals) must neither reach the container's program nor make the init deaf to a `kill`
- * that arrives before it executes the program. */
-static void reset_signals(void) {
-  struct sigaction dfl = {.sa_handler = SIG_DFL};
-  for (int sig = 1; sig < NSIG; sig++)
-    if (sig != SIGKILL && sig != SIGSTOP)
-      sigaction(sig, &dfl, NULL); /* fails harmlessly for signals glibc reserves */
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
 /* The state document for hooks run by the init itself (createContainer, startContainer). */
 static char *hook_state(const ctr_init_ctx *c, const char *status) {
   json_t *ann = c->spec->annotations ? json_incref(c->spec->annotations) : json_object();
@@ -312,7 +310,7 @@ static char *hook_state(const ctr_init_ctx *c, const char *status) {
 
 static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   const ctr_spec *s = c->spec;
-  reset_signals();
+  ctr_reset_signals();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
     return vs_error_set(err, errno, "prctl PR_SET_PDEATHSIG");
   /* Before any namespace or root changes: /proc/self is ours in the runtime's /proc. */

@@ -57,8 +57,10 @@ int ctr_setup_terminal(const ctr_process *p, int console_fd, int runtime_fd, boo
                        vs_error **err);
 /* Resolve process.args[0] with the process's PATH. Caller frees. */
 char *ctr_find_executable(const ctr_process *p, vs_error **err);
-/* rlimits, oom score, LSM, seccomp, user, capabilities, cwd, umask, then execve. Only returns
- * on failure. */
+/* Every signal to its default disposition, none blocked. */
+void ctr_reset_signals(void);
+/* rlimits, oom score, LSM, seccomp, user, capabilities, cwd, umask, default signal
+ * dispositions and mask, then execve. Only returns on failure. */
 int ctr_process_exec(const ctr_process *p, json_t *linux_json, const char *exe, int preserve_fds,
                      vs_error **err);
 

@@ -253,3 +253,21 @@ def test_delete_refuses_a_container_that_is_not_stopped(rt, tmp_path):
     rt.ok("delete", "--force", cid)
     assert json.loads(log.read_text())["status"] == "stopped"
     assert_nothing_left(rt, cid)
+
+
+def test_exec_does_not_pass_on_ignored_or_blocked_signals(rt):
+    """`exec` from a caller that ignores and blocks signals: the program starts with default
+    dispositions and an empty mask, as the container's init does."""
+    c = rt.config()
+    c["process"]["args"] = ["sleep", "1000"]
+    rt.write_config(c)
+    cid = new_id()
+    rt.detached("run", "--detach", "--bundle", str(rt.bundle), cid)
+    r = subprocess.run([rt.binary, "--root", rt.root, "exec", cid, "cat", "/proc/self/status"],
+                       capture_output=True, text=True, timeout=60, preexec_fn=deaf_caller)
+    assert r.returncode == 0, r.stderr
+    fields = dict(l.split(":", 1) for l in r.stdout.splitlines() if ":" in l)
+    assert int(fields["SigIgn"], 16) == 0, fields["SigIgn"]
+    assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
+    rt.ok("delete", "--force", cid)
+    assert_nothing_left(rt, cid)
