@@ -77,7 +77,8 @@ def busybox_archive(base):
 class Containerd:
     def __init__(self, base, runtime):
         self.base = base
-        self.runtime = str(runtime)
+        # the shim runs in its own directory: a relative VESSEL_BUILD must not reach it as such
+        self.runtime = str(pathlib.Path(runtime).resolve())
         self.sock = base / "containerd.sock"
         self.namespace = "vessel-" + uuid.uuid4().hex[:10]
         self.runc_root = base / "runtime-root"
