@@ -271,3 +271,19 @@ def test_exec_does_not_pass_on_ignored_or_blocked_signals(rt):
     assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
     rt.ok("delete", "--force", cid)
     assert_nothing_left(rt, cid)
+
+
+def test_start_fails_when_a_start_container_hook_fails(rt):
+    """A failure between the release of the init and execve (here a startContainer hook) is
+    reported by `start`, which used to return success before the init got that far."""
+    c = rt.config()
+    c["process"]["args"] = ["sleep", "1000"]
+    c["hooks"] = {"startContainer": [{"path": "/bin/false"}]}
+    rt.write_config(c)
+    cid = new_id()
+    rt.detached("create", "--bundle", str(rt.bundle), cid)
+    r = rt.cmd("start", cid)
+    assert r.returncode != 0 and "startContainer hook 0" in r.stderr, r.stderr
+    assert wait_for(lambda: rt.state(cid)["status"] == "stopped")
+    rt.ok("delete", cid)
+    assert_nothing_left(rt, cid)
