@@ -198,6 +198,20 @@ static int run_parent_side(const ctr_runtime *rt, create_result *r, int sync_fd,
   }
 }
 
+/* run: after READY the init keeps its end of the sync socket open until execve closes it
+ * (O_CLOEXEC), so end of file means the program runs (or the init was killed, which the
+ * status shows); run returns only then, as start does (start_container). A failure on the
+ * way (a startContainer hook, execve) arrives as an error message. */
+static int await_exec(int sync_fd, vs_error **err) {
+  char msg[4096];
+  int m = ctr_sync_recv(sync_fd, msg, sizeof(msg));
+  if (m == 0)
+    return 0;
+  if (m == SYNC_ERROR)
+    return vs_error_set(err, 0, "container init: %s", msg);
+  return vs_error_set(err, m < 0 ? errno : EPROTO, "container init: unexpected message");
+}
+
 /* start_now (run): the init does not wait on exec.fifo for a separate `start` but goes on to
  * execute the process once it is ready, while the runtime records the container as running
  * (until then `state` says creating). */
@@ -287,6 +301,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (pid == 0) {
     close(sp[0]);
     bool have_go = false;
+    pid_t host_pid = 0;
     ctr_init_ctx c = {
         .id = id,
         .spec = s,
@@ -295,6 +310,8 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
         .rootfs = rootfs,
         .sync_fd = sp[1],
         .fifo_fd = fifo_fd,
+        .own_fds_dir = -1,
+        .start_fd = -1,
         .console_fd = console_fd,
         .tty_to_runtime = s->process.terminal && !o->console_socket,
         .no_pivot = o->no_pivot,
@@ -302,6 +319,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
         .preserve_fds = o->preserve_fds,
         .cg = r->cg,
         .have_go = &have_go,
+        .host_pid = &host_pid,
     };
     ctr_init_main(&c);
   }
@@ -325,13 +343,15 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   st->cgroup = ctr_cgroup_to_json(r->cg);
   /* The init may have failed already: then the send fails and its error message is what
    * run_parent_side() reads next. */
-  if (ctr_sync_send(sp[0], SYNC_GO, NULL) < 0 && errno != EPIPE && errno != ECONNRESET) {
+  char pid_text[16];
+  snprintf(pid_text, sizeof(pid_text), "%d", (int)pid);
+  if (ctr_sync_send(sp[0], SYNC_GO, pid_text) < 0 && errno != EPIPE && errno != ECONNRESET) {
     vs_error_set(err, errno, "sync with the container init");
     goto fail;
   }
   if (ctr_state_save(rt, st, err) < 0)
     goto fail;
-  if (run_parent_side(rt, r, sp[0], err) < 0)
+  if (run_parent_side(rt, r, sp[0], err) < 0 || (start_now && await_exec(sp[0], err) < 0))
     goto fail;
   st->stored = start_now ? CTR_STATUS_RUNNING : CTR_STATUS_CREATED;
   st->started = start_now;
@@ -403,14 +423,9 @@ static void run_poststart_hooks(const ctr_runtime *rt, const ctr_state *st) {
   ctr_spec_free(spec);
 }
 
-static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err) {
-  ctr_status s = ctr_state_status(rt, st);
-  if (s != CTR_STATUS_CREATED)
-    return vs_error_set(err, 0, "cannot start a container that is %s", ctr_status_name(s));
-  _cleanup_free_ char *fifo = vs_asprintf("%s/%s/exec.fifo", rt->root, st->id);
-  _cleanup_close_ int fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0)
-    return vs_error_set(err, errno, "open %s", fifo);
+/* Waits for the init to open exec.fifo (it is blocked in open until we do) and reads its
+ * byte, watching that the init is alive meanwhile. */
+static int release_init(const ctr_state *st, int fd, vs_error **err) {
   for (;;) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     int r = poll(&p, 1, 100);
@@ -420,13 +435,55 @@ static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err)
       char c;
       ssize_t n = read(fd, &c, 1);
       if (n == 1)
-        break;
+        return 0;
       if (n < 0 && errno != EAGAIN && errno != EINTR)
         return vs_error_set(err, errno, "read exec.fifo");
+      /* End of file: the init's write end came and went, its byte read by another start. */
+      if (n == 0 && ctr_pid_alive(st->pid, st->pid_start))
+        return vs_error_set(err, 0, "container %s is being started already", st->id);
     }
     if (!ctr_pid_alive(st->pid, st->pid_start))
       return vs_error_set(err, 0, "container init exited before start");
   }
+}
+
+/* Reads exec.fifo to the end of the file, as runc does: the init's write end closes at
+ * execve (or when the init dies), so from then on the container's pid is the program's and a
+ * signal sent to it is the program's business. Anything the init wrote after its first byte
+ * is why it failed (a startContainer hook, execve). */
+static int await_program(int fd, vs_error **err) {
+  char msg[1024];
+  size_t len = 0;
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, -1) < 0 && errno != EINTR)
+      return vs_error_set(err, errno, "poll exec.fifo");
+    ssize_t n = read(fd, msg + len, sizeof(msg) - 1 - len);
+    if (n == 0)
+      break;
+    if (n < 0 && errno != EAGAIN && errno != EINTR)
+      return vs_error_set(err, errno, "read exec.fifo");
+    if (n > 0 && (len += (size_t)n) == sizeof(msg) - 1)
+      break;
+  }
+  if (len == 0)
+    return 0;
+  msg[len] = 0;
+  return vs_error_set(err, 0, "container init: %s", msg);
+}
+
+static int start_container(const ctr_runtime *rt, ctr_state *st, vs_error **err) {
+  ctr_status s = ctr_state_status(rt, st);
+  if (s != CTR_STATUS_CREATED)
+    return vs_error_set(err, 0, "cannot start a container that is %s", ctr_status_name(s));
+  _cleanup_free_ char *fifo = vs_asprintf("%s/%s/exec.fifo", rt->root, st->id);
+  _cleanup_close_ int fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return vs_error_set(err, errno, "open %s", fifo);
+  if (release_init(st, fd, err) < 0 || await_program(fd, err) < 0)
+    return -1;
+  /* The program runs: `state` says so once the fifo is gone (as runc's). Until then it said
+   * created, which the spec's definition asks: the program had not been executed. */
   unlink(fifo);
   st->started = true;
   st->stored = CTR_STATUS_RUNNING;
@@ -482,7 +539,9 @@ static int destroy_container(const ctr_runtime *rt, ctr_state *st, bool run_post
   if (ctr_pid_alive(st->pid, st->pid_start))
     kill(st->pid, SIGKILL);
   wait_gone(st, cg);
-  if (run_poststop && st->started) {
+  /* The spec's lifecycle ends every created container with poststop, started or not (as
+   * runc's destroy does); a create that never finished made no container. */
+  if (run_poststop && st->stored != CTR_STATUS_CREATING) {
     ctr_spec *spec = NULL;
     if (saved_spec_with_hooks(st, &spec, NULL) == 0 && spec && spec->n_hooks[CTR_HOOK_POSTSTOP]) {
       _cleanup_free_ char *text = oci_state_text(rt, st, "stopped");
@@ -511,7 +570,9 @@ int ctr_delete(const ctr_runtime *rt, const char *id, bool force, vs_error **err
     return -1;
   ctr_status s = ctr_state_status(rt, st);
   int r;
-  if ((s == CTR_STATUS_RUNNING || s == CTR_STATUS_PAUSED) && !force)
+  /* The spec: deleting a container that is not stopped MUST fail and change nothing. runc
+   * deletes a created one anyway (it kills it first); we ask for --force, as for running. */
+  if (s != CTR_STATUS_STOPPED && !force)
     r = vs_error_set(err, 0, "cannot delete container %s that is %s (use --force)", id,
                      ctr_status_name(s));
   else

@@ -10,6 +10,7 @@
 #include <linux/keyctl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -50,8 +51,13 @@ int ctr_sync_recv(int fd, char *payload, size_t size) {
   return (unsigned char)buf[0];
 }
 
+/* Setup errors go to whoever waits on us: create (or run) over the sync socket, `start`
+ * after the byte that released us on exec.fifo. */
 __attribute__((noreturn)) static void init_fail(ctr_init_ctx *c, vs_error *e) {
-  if (c->sync_fd >= 0 && ctr_sync_send(c->sync_fd, SYNC_ERROR, e ? e->msg : "failed") == 0)
+  const char *msg = e ? e->msg : "failed";
+  if (c->sync_fd >= 0 && ctr_sync_send(c->sync_fd, SYNC_ERROR, msg) == 0)
+    _exit(1);
+  if (c->start_fd >= 0 && vs_write_all(c->start_fd, msg, strlen(msg), NULL) == 0)
     _exit(1);
   vs_error_print(e, "vessel-runtime");
   _exit(1);
@@ -105,6 +111,20 @@ int ctr_setup_terminal(const ctr_process *p, int console_fd, int runtime_fd, boo
 }
 
 /* ------------------------------------------------------------------ exec */
+
+/* Dispositions set to SIG_IGN and blocked signals survive fork, clone and execve: what the
+ * runtime's caller ignored or blocked (a shim, a shell's background job, `run` and `exec`
+ * forwarding signals) must neither reach the container's program (a non-interactive sh cannot
+ * trap a signal ignored on entry) nor make the init deaf to a `kill` before it executes it. */
+void ctr_reset_signals(void) {
+  struct sigaction dfl = {.sa_handler = SIG_DFL};
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP)
+      sigaction(sig, &dfl, NULL); /* fails harmlessly for signals glibc reserves */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+}
 
 static const char *env_get(char *const *env, const char *name) {
   size_t n = strlen(name);
@@ -191,9 +211,7 @@ int ctr_process_exec(const ctr_process *p, json_t *linux_json, const char *exe, 
     if (fl >= 0)
       fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
   }
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
+  ctr_reset_signals();
   if (p->no_new_privileges && ctr_seccomp_load(seccomp, err) < 0)
     return -1;
   char *const no_env[] = {NULL};
@@ -227,6 +245,7 @@ void ctr_init_await_go(const ctr_init_ctx *c) {
   if (ctr_sync_recv(c->sync_fd, buf, sizeof(buf)) != SYNC_GO)
     _exit(1); /* the runtime gave up; it reports why */
   *c->have_go = true;
+  *c->host_pid = (pid_t)strtol(buf, NULL, 10);
 }
 
 static int enter_namespaces(const ctr_spec *s, bool defer_new_cgroup, vs_error **err) {
@@ -250,29 +269,40 @@ static int enter_namespaces(const ctr_spec *s, bool defer_new_cgroup, vs_error *
   return 0;
 }
 
+/* Blocks until `start` opens exec.fifo for reading, then releases it with one byte. The
+ * write end stays open until execve closes it (O_CLOEXEC): `start` reads to the end of the
+ * file, so it returns only once the program runs, and a `kill` sent after it reaches the
+ * program rather than this init on its way to execve. Failures before that follow the byte
+ * (init_fail). The O_PATH fifo_fd is reopened through own_fds_dir, opened before the root
+ * changed: the container's root may have no /proc of ours (no mount namespace: a chroot
+ * into an image without /proc; or a /proc of another pid namespace). */
 static int wait_for_start(ctr_init_ctx *c, vs_error **err) {
-  char p[64];
-  snprintf(p, sizeof(p), "/proc/self/fd/%d", c->fifo_fd);
-  int fd = open(p, O_WRONLY | O_CLOEXEC);
+  char name[16];
+  snprintf(name, sizeof(name), "%d", c->fifo_fd);
+  int fd;
+  do
+    fd = openat(c->own_fds_dir, name, O_WRONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
   if (fd < 0)
     return vs_error_set(err, errno, "open exec.fifo");
-  ssize_t w;
-  do
-    w = write(fd, "0", 1);
-  while (w < 0 && errno == EINTR);
-  close(fd);
+  close(c->own_fds_dir);
+  c->own_fds_dir = -1;
   close(c->fifo_fd);
-  if (w != 1)
-    return vs_error_set(err, errno, "write exec.fifo");
+  c->fifo_fd = -1;
+  c->start_fd = fd;
+  if (vs_write_all(fd, "0", 1, err) < 0)
+    return vs_error_wrap(err, "exec.fifo");
   return 0;
 }
 
 /* The state document for hooks run by the init itself (createContainer, startContainer). */
 static char *hook_state(const ctr_init_ctx *c, const char *status) {
   json_t *ann = c->spec->annotations ? json_incref(c->spec->annotations) : json_object();
-  json_t *j =
-      json_pack("{s:s,s:s,s:s,s:i,s:s,s:o}", "ociVersion", CTR_OCI_VERSION, "id", c->id, "status",
-                status, "pid", (int)getpid(), "bundle", c->bundle, "annotations", ann);
+  /* The spec's pid is the one the host sees; getpid() is 1 in a new pid namespace. */
+  pid_t pid = *c->host_pid > 0 ? *c->host_pid : getpid();
+  json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:o}", "ociVersion", CTR_OCI_VERSION, "id", c->id,
+                        "status", status, "pid", (int)pid, "bundle", c->bundle, "rootfs", c->rootfs,
+                        "annotations", ann);
   char *text = json_dumps(j, JSON_COMPACT);
   json_decref(j);
   return text;
@@ -280,8 +310,13 @@ static char *hook_state(const ctr_init_ctx *c, const char *status) {
 
 static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
   const ctr_spec *s = c->spec;
+  ctr_reset_signals();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
     return vs_error_set(err, errno, "prctl PR_SET_PDEATHSIG");
+  /* Before any namespace or root changes: /proc/self is ours in the runtime's /proc. */
+  if (c->fifo_fd >= 0 &&
+      (c->own_fds_dir = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+    return vs_error_set(err, errno, "open /proc/self/fd");
   char buf[256];
   int m;
   /* GO: the runtime has made our cgroups, moved us into them and written our id maps; it does
@@ -304,7 +339,8 @@ static int init_setup(ctr_init_ctx *c, char **exe, vs_error **err) {
       errno != ENOSYS)
     return vs_error_set(err, errno, "join a new session keyring");
   umask(0);
-  if (s->ns[CTR_NS_UTS].present && !s->ns[CTR_NS_UTS].path) {
+  /* A UTS namespace joined by path is the container's too (runc sets its names as well). */
+  if (s->ns[CTR_NS_UTS].present) {
     if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0)
       return vs_error_set(err, errno, "hostname: sethostname");
     if (s->domainname && setdomainname(s->domainname, strlen(s->domainname)) < 0)
@@ -358,12 +394,17 @@ void ctr_init_main(ctr_init_ctx *c) {
   prctl(PR_SET_PDEATHSIG, 0);
   if (ctr_sync_send(c->sync_fd, SYNC_READY, NULL) < 0)
     _exit(1);
-  close(c->sync_fd);
-  c->sync_fd = -1;
-  if (c->fifo_fd >= 0 && wait_for_start(c, &e) < 0)
-    init_fail(c, e);
+  /* create: the runtime is gone; `start` hears from us through exec.fifo. run: the sync
+   * socket stays open (O_CLOEXEC) and its end of file tells the runtime the program runs. */
+  if (c->fifo_fd >= 0) {
+    close(c->sync_fd);
+    c->sync_fd = -1;
+    if (wait_for_start(c, &e) < 0)
+      init_fail(c, e);
+  }
+  /* The spec's "created": the program has not been executed yet (runc says so too). */
   if (c->spec->n_hooks[CTR_HOOK_START_CONTAINER]) {
-    _cleanup_free_ char *st = hook_state(c, "running");
+    _cleanup_free_ char *st = hook_state(c, "created");
     if (ctr_hooks_run(c->spec, CTR_HOOK_START_CONTAINER, st, &e) < 0)
       init_fail(c, e);
   }

@@ -646,6 +646,33 @@ static int parse_hooks(ctr_spec *s, json_t *h, vs_error **err) {
 
 /* ------------------------------------------------------------ document */
 
+/* Without a mount namespace of its own the container's root is only a chroot in the host's
+ * mount table: mounts, devices, masked or read-only paths, a read-only root and the sysctls
+ * (written through the container's /proc) would land on the host or not at all. The spec
+ * wants an error for what cannot be applied; runc refuses masked and read-only paths only. */
+static int check_host_mount_namespace(const ctr_spec *s, vs_error **err) {
+  const char *field = NULL;
+  if (s->n_mounts)
+    field = "mounts";
+  else if (s->root_readonly)
+    field = "root.readonly";
+  else if (s->masked_paths && s->masked_paths[0])
+    field = "linux.maskedPaths";
+  else if (s->readonly_paths && s->readonly_paths[0])
+    field = "linux.readonlyPaths";
+  else if (s->n_devices)
+    field = "linux.devices";
+  else if (s->n_sysctls)
+    field = "linux.sysctl";
+  if (field)
+    return vs_error_set(
+        err, 0,
+        "%s: applying it needs a mount namespace of the container (linux.namespaces "
+        "has none)",
+        field);
+  return 0;
+}
+
 static int spec_from_json(ctr_spec *s, bool need_process, vs_error **err) {
   json_t *j = s->json, *v;
   if (!json_is_object(j))
@@ -702,9 +729,11 @@ static int spec_from_json(ctr_spec *s, bool need_process, vs_error **err) {
     return -1;
   if (v && parse_linux(s, v, err) < 0)
     return -1;
-  if (s->hostname && s->hostname[0] && need_process &&
-      (!s->ns[CTR_NS_UTS].present || s->ns[CTR_NS_UTS].path))
-    return vs_error_set(err, 0, "hostname: setting it needs a new uts namespace");
+  /* A uts namespace joined by path is the container's own as much as a new one (runc). */
+  if (s->hostname && s->hostname[0] && need_process && !s->ns[CTR_NS_UTS].present)
+    return vs_error_set(err, 0, "hostname: setting it needs a uts namespace of the container");
+  if (need_process && !s->ns[CTR_NS_MNT].present && check_host_mount_namespace(s, err) < 0)
+    return -1;
   return 0;
 }
 

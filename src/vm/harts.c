@@ -282,13 +282,11 @@ static bool vm_hart_wait_for_work(vm *m, vm_hart_thread *ht) {
 }
 
 /* HTIF lives in RAM: bare-metal test programs write tohost; looking after each slice is enough. */
-static void vm_thread_poll_htif(vm *m) {
+static void vm_thread_poll_htif(vm *m, const rv_hart *hart) {
   if (!m->htif_enabled)
     return;
   pthread_mutex_lock(&m->threads.big_lock);
-  int code = 0;
-  if (htif_poll(&m->htif, m->ram, VM_RAM_BASE, m->ram_size, m->cfg.console_out, &code))
-    vm_request_exit(m, code == 0 ? VM_EXIT_POWEROFF : VM_EXIT_FAIL, code);
+  vm_poll_htif(m, hart);
   pthread_mutex_unlock(&m->threads.big_lock);
 }
 
@@ -299,7 +297,7 @@ static void *vm_hart_thread_main(void *arg) {
   while (vm_hart_wait_for_work(m, ht)) {
     uint64_t done = rv_hart_run(h, VM_THREAD_SLICE);
     vm_hart_update_mtip(m, ht->index);
-    vm_thread_poll_htif(m);
+    vm_thread_poll_htif(m, h);
     /* the guest spins waiting for another hart (cpu_relax): let that one have the host CPU */
     if (done < VM_THREAD_SLICE && !h->wfi)
       sched_yield();

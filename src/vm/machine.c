@@ -695,10 +695,17 @@ static void vm_call_destroy_hooks(vm *m) {
 
 /* HTIF lives in RAM: the test program writes tohost and waits; looking after each slice is
  * enough (programs spin on fromhost or keep running until we stop them). */
-static void vm_poll_htif(vm *m) {
+void vm_poll_htif(vm *m, const rv_hart *hart) {
   int code = 0;
-  if (!htif_poll(&m->htif, m->ram, VM_RAM_BASE, m->ram_size, m->cfg.console_out, &code))
+  uint64_t request = 0;
+  htif_event ev =
+      htif_poll(&m->htif, m->ram, VM_RAM_BASE, m->ram_size, m->cfg.console_out, &code, &request);
+  if (ev == HTIF_NOTHING)
     return;
+  if (ev != HTIF_EXIT)
+    vs_log_error("htif: %s (tohost 0x%llx at pc 0x%llx): ending the run with exit code %d",
+                 htif_event_describe(ev), (unsigned long long)request, (unsigned long long)hart->pc,
+                 code);
   if (code == 0)
     vm_request_exit(m, VM_EXIT_POWEROFF, 0);
   else
@@ -807,7 +814,7 @@ static void vm_run_one_thread(vm *m) {
         rv_hart_clear_reservation(hart);
       rv_hart_run(hart, slice);
       if (m->htif_enabled)
-        vm_poll_htif(m);
+        vm_poll_htif(m, hart);
     }
     /* after the round: a hart may have woken one that was skipped (an IPI through the CLINT) */
     for (unsigned h = 0; h < m->nharts && !busy; h++)

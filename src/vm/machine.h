@@ -243,6 +243,8 @@ void vm_request_exit(vm *m, vm_exit_reason reason, int code);
 /* Register an I/O source with the run loop (see vm_io_source); remove the one with `opaque`. */
 int vm_add_io_source(vm *m, const vm_io_source *src, vs_error **err);
 void vm_remove_io_source(vm *m, const void *opaque);
+/* --htif: serve the program's tohost request after `hart` ran a slice (the big lock held). */
+void vm_poll_htif(vm *m, const rv_hart *hart);
 /* Register lifecycle hooks (see vm_hooks); remove those with `opaque`. */
 int vm_add_hooks(vm *m, const vm_hooks *h, vs_error **err);
 void vm_remove_hooks(vm *m, const void *opaque);

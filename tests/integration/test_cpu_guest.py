@@ -3,6 +3,7 @@
 Each program checks one instruction group or privileged-architecture path on the hart and ends
 through HTIF: exit status 0 means every check passed, otherwise the status is the failing check's
 source line (low 8 bits)."""
+import re
 import subprocess
 
 import pytest
@@ -57,6 +58,16 @@ def test_htif_exit_code_and_console(build_dir):
     r = _run(build_dir, _elf(build_dir, "exit"))
     assert r.returncode == 42, r.stderr
     assert "htif console" in r.stdout
+
+
+@pytest.mark.parametrize("accel", ["jit", "interp"])
+def test_htif_syscall_request_ends_the_run_with_a_message(build_dir, accel):
+    """An even tohost value other than 0 is a proxy-kernel system call, which vessel-vmm does not
+    serve: the run ends with 255 and says why, instead of ending silently."""
+    r = _run(build_dir, _elf(build_dir, "syscall"), "--accel", accel)
+    assert r.returncode == 255, r.stderr
+    assert "proxy-kernel system call" in r.stderr, r.stderr
+    assert re.search(r"tohost 0x[0-9a-f]*[02468ace]\b", r.stderr), r.stderr
 
 
 def test_htif_needs_an_elf_with_tohost(build_dir, tmp_path):

@@ -166,13 +166,24 @@ def test_broken_cache_is_rebuilt_offline(top, cache_copy, damage):
 
 
 @needs_unshare
-def test_broken_cache_without_packages_offline_fails_clearly(top, cache_copy):
+@pytest.mark.parametrize("lists", ["kept", "removed"])
+def test_broken_cache_without_packages_offline_fails_clearly(top, cache_copy, lists):
+    """Whatever apt state the cache holds (the lists of the last update, or none), the diagnosis
+    is apt's own: no network, with the error apt gave."""
     (cache_copy / "guest/initrd.img").write_bytes(b"garbage")
     for deb in (cache_copy / "apt/archives").glob("*.deb"):
         deb.unlink()
+    apt_lists = cache_copy / "apt/lists"
+    if lists == "removed":
+        for f in apt_lists.glob("*_Packages*"):
+            f.unlink()
     r = fetch_guest(top, cache=cache_copy, offline=True)
     assert r.returncode != 0
-    assert "fetch-guest: error:" in r.stderr and "no network" in r.stderr, r.stderr
+    assert "fetch-guest: error:" in r.stderr and "no network: " in r.stderr, r.stderr
+    # apt's own words follow: the name it could not resolve or the connection it could not make.
+    cause = r.stderr.split("no network: ", 1)[1]
+    assert re.match(r"(.*(resolv|connect|unreachable|No route))", cause, re.I), r.stderr
+    assert "404" not in cause, r.stderr
     # The broken tree is not fixed up in place, and no partial build is left behind.
     assert (cache_copy / "guest/initrd.img").read_bytes() == b"garbage"
     assert not list(cache_copy.glob("guest.tmp.*")) and not list(cache_copy.glob("work.*"))
@@ -218,6 +229,25 @@ def test_unreachable_archive_fails_clearly(top, tmp_path):
                     env_extra={"VESSEL_DEBIAN_URI": "http://127.0.0.1:9/debian"})
     assert r.returncode != 0
     assert "fetch-guest: error:" in r.stderr and "127.0.0.1:9" in r.stderr, r.stderr
+    assert "no network: " in r.stderr and "refused" in r.stderr, r.stderr
+
+
+def test_archive_that_answers_wrongly_is_not_blamed_on_the_network(top, tmp_path):
+    """A server that answers every request with 404 is reachable: the error says the archive,
+    not the network, is at fault."""
+    srv = subprocess.Popen(["python3", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    try:
+        port = int(re.search(r"port (\d+)", srv.stdout.readline()).group(1))
+        r = fetch_guest(top, cache=tmp_path / "c", timeout=300,
+                        env_extra={"VESSEL_DEBIAN_URI": f"http://127.0.0.1:{port}/debian"})
+    finally:
+        srv.kill()
+        srv.wait()
+    assert r.returncode != 0
+    assert "fetch-guest: error:" in r.stderr, r.stderr
+    assert "no network" not in r.stderr and "the archive answered" in r.stderr, r.stderr
     assert not (tmp_path / "c/guest").exists()
 
 

@@ -354,7 +354,7 @@ def test_duplicate_id_is_refused(rt):
     r = rt.cmd("create", "--bundle", str(rt.bundle), cid)
     assert r.returncode != 0 and "already exists" in r.stderr
     assert rt.state(cid)["status"] == "created"
-    rt.ok("delete", cid)
+    rt.ok("delete", "--force", cid)
     assert_nothing_left(rt, cid)
 
 

@@ -112,8 +112,9 @@ static inline int tb_run(testbus *tb, uint64_t max_insns) {
               (unsigned long long)tb->hart.mtval);
       rv_hart_run(&tb->hart, 1);
       int code;
-      if (tb->has_htif &&
-          htif_poll(&tb->ht, tb->bus.ram, tb->bus.ram_base, tb->bus.ram_size, -1, &code))
+      uint64_t request;
+      if (tb->has_htif && htif_poll(&tb->ht, tb->bus.ram, tb->bus.ram_base, tb->bus.ram_size, -1,
+                                    &code, &request) != HTIF_NOTHING)
         return code;
     }
     return -1;
@@ -121,8 +122,9 @@ static inline int tb_run(testbus *tb, uint64_t max_insns) {
   while (total < max_insns) {
     total += rv_hart_run(&tb->hart, 100000);
     int code;
-    if (tb->has_htif &&
-        htif_poll(&tb->ht, tb->bus.ram, tb->bus.ram_base, tb->bus.ram_size, -1, &code))
+    uint64_t request;
+    if (tb->has_htif && htif_poll(&tb->ht, tb->bus.ram, tb->bus.ram_base, tb->bus.ram_size, -1,
+                                  &code, &request) != HTIF_NOTHING)
       return code;
     tb_update_mtip(tb);
     if (tb->hart.wfi) {

@@ -130,7 +130,8 @@ TEST(bad_mount_destinations_are_refused) {
 
 TEST(mount_options_become_flags) {
   const char *d = DOC("\"mounts\":[{\"destination\":\"/x\",\"type\":\"bind\",\"source\":\"/s\","
-                      "\"options\":[\"rbind\",\"ro\",\"nosuid\",\"rslave\"]}]");
+                      "\"options\":[\"rbind\",\"ro\",\"nosuid\",\"rslave\"]}],"
+                      "\"linux\":{\"namespaces\":[{\"type\":\"mount\"}]}");
   ctr_spec *s = NULL;
   CHECK_EQ(ctr_spec_parse(d, strlen(d), true, &s, NULL), 0);
   CHECK(s->mounts[0].bind && s->mounts[0].recursive);
@@ -138,6 +139,23 @@ TEST(mount_options_become_flags) {
   CHECK_EQ(s->mounts[0].propagation, MS_SLAVE | MS_REC);
   CHECK(s->mounts[0].data == NULL);
   ctr_spec_free(s);
+}
+
+TEST(host_mount_namespace_refuses_what_needs_its_own) {
+  CHECK_CONTAINS(parse_error(DOC("\"mounts\":[{\"destination\":\"/x\",\"type\":\"tmpfs\","
+                                 "\"source\":\"t\"}]")),
+                 "mounts: applying it needs a mount namespace of the container");
+  CHECK_CONTAINS(parse_error("{\"ociVersion\":\"1.2.0\",\"root\":{\"path\":\"r\",\"readonly\":"
+                             "true}," MIN_PROCESS "}"),
+                 "root.readonly: applying it needs a mount namespace");
+  CHECK_CONTAINS(parse_error(DOC("\"linux\":{\"maskedPaths\":[\"/proc/kcore\"]}")),
+                 "linux.maskedPaths: applying it needs");
+  CHECK_CONTAINS(parse_error(DOC("\"linux\":{\"sysctl\":{\"kernel.msgmax\":\"1\"}}")),
+                 "linux.sysctl: applying it needs");
+  /* shared by path, or nothing asked that needs one of its own: accepted */
+  CHECK(parse_error(DOC("\"linux\":{\"maskedPaths\":[\"/proc/kcore\"],\"namespaces\":[{"
+                        "\"type\":\"mount\",\"path\":\"/proc/1/ns/mnt\"}]}")) == NULL);
+  CHECK(parse_error(DOC("\"linux\":{\"namespaces\":[{\"type\":\"pid\"}]}")) == NULL);
 }
 
 TEST(bad_devices_are_refused) {

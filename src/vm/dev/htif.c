@@ -20,25 +20,24 @@ static uint64_t *htif_word(uint8_t *ram, uint64_t ram_base, uint64_t ram_size, u
   return (uint64_t *)(ram + (addr - ram_base));
 }
 
-bool htif_poll(htif *ht, uint8_t *ram, uint64_t ram_base, uint64_t ram_size, int console_fd,
-               int *exit_code) {
+htif_event htif_poll(htif *ht, uint8_t *ram, uint64_t ram_base, uint64_t ram_size, int console_fd,
+                     int *exit_code, uint64_t *request) {
+  *request = 0;
   uint64_t *to = htif_word(ram, ram_base, ram_size, ht->tohost);
   if (!to) {
     *exit_code = 255;
-    return true;
+    *request = ht->tohost;
+    return HTIF_TOHOST_NOT_IN_RAM;
   }
   uint64_t v = __atomic_load_n(to, __ATOMIC_ACQUIRE);
   if (v == 0)
-    return false;
+    return HTIF_NOTHING;
   __atomic_store_n(to, 0, __ATOMIC_RELEASE);
+  *request = v;
   if (HTIF_DEV(v) == 0 && HTIF_CMD(v) == 0) {
     uint64_t payload = HTIF_PAYLOAD(v);
-    if (payload & 1) {
-      *exit_code = (int)((payload >> 1) & 0x7fffffff);
-      return true;
-    }
-    *exit_code = 255; /* syscall proxying (pk) is not supported */
-    return true;
+    *exit_code = (payload & 1) ? (int)((payload >> 1) & 0x7fffffff) : 255;
+    return (payload & 1) ? HTIF_EXIT : HTIF_SYSCALL;
   }
   if (HTIF_DEV(v) == 1 && HTIF_CMD(v) == 1) {
     char c = (char)(v & 0xff);
@@ -49,5 +48,19 @@ bool htif_poll(htif *ht, uint8_t *ram, uint64_t ram_base, uint64_t ram_size, int
   uint64_t *from = ht->has_fromhost ? htif_word(ram, ram_base, ram_size, ht->fromhost) : NULL;
   if (from)
     __atomic_store_n(from, (HTIF_DEV(v) << 56) | (HTIF_CMD(v) << 48), __ATOMIC_RELEASE);
-  return false;
+  return HTIF_NOTHING;
+}
+
+const char *htif_event_describe(htif_event ev) {
+  switch (ev) {
+  case HTIF_SYSCALL:
+    return "the program asked for a proxy-kernel system call (an even value other than 0 in "
+           "tohost); vessel-vmm's HTIF serves only exit and console output";
+  case HTIF_TOHOST_NOT_IN_RAM:
+    return "the program's tohost symbol is not inside RAM";
+  case HTIF_NOTHING:
+  case HTIF_EXIT:
+    break;
+  }
+  return "";
 }
