@@ -22,6 +22,19 @@ static void put_cidr(FILE *f, uint32_t addr, unsigned prefix) {
   fprintf(f, "%s/%u", ip, prefix);
 }
 
+static void put_other_bridges(FILE *f, const net_ctx *ctx, size_t self) {
+  bool first = true;
+  for (size_t j = 0; j < ctx->n_nets; j++) {
+    if (j == self)
+      continue;
+    fprintf(f, "%s\"%s\"", first ? "" : ", ", ctx->nets[j]->bridge);
+    first = false;
+  }
+}
+
+/* Order matters: an internal network reaches nothing, not even a published port; a published
+ * port is public, so a connection DNATed to it passes the isolation between networks (as it
+ * would from another host); everything else between two bridges is dropped. */
 static void put_forward_rules(FILE *f, const net_ctx *ctx) {
   fputs("  chain forward {\n    type filter hook forward priority filter; policy accept;\n", f);
   for (size_t i = 0; i < ctx->n_nets; i++) {
@@ -30,18 +43,16 @@ static void put_forward_rules(FILE *f, const net_ctx *ctx) {
       fprintf(f, "    iifname \"%s\" oifname != \"%s\" drop\n", n->bridge, n->bridge);
       fprintf(f, "    oifname \"%s\" iifname != \"%s\" drop\n", n->bridge, n->bridge);
     }
+  }
+  fputs("    ct status dnat accept\n", f);
+  for (size_t i = 0; i < ctx->n_nets; i++) {
+    const net_network *n = ctx->nets[i];
     if (n->disable_icc) /* routed hairpin through the gateway */
       fprintf(f, "    iifname \"%s\" oifname \"%s\" drop\n", n->bridge, n->bridge);
     if (ctx->n_nets < 2)
       continue;
     fprintf(f, "    iifname \"%s\" oifname { ", n->bridge);
-    bool first = true;
-    for (size_t j = 0; j < ctx->n_nets; j++) {
-      if (j == i)
-        continue;
-      fprintf(f, "%s\"%s\"", first ? "" : ", ", ctx->nets[j]->bridge);
-      first = false;
-    }
+    put_other_bridges(f, ctx, i);
     fputs(" } drop\n", f);
   }
   fputs("  }\n", f);
@@ -97,6 +108,13 @@ static void put_nat_rules(FILE *f, const net_ctx *ctx) {
   fputs("  }\n", f);
 }
 
+static void put_endpoint_set(FILE *f, const net_network *n) {
+  fputs("{ ", f);
+  for (size_t j = 0; j < n->n_eps; j++)
+    fprintf(f, "%s\"%s\"", j ? ", " : "", n->eps[j]->host_ifname);
+  fputs(" }", f);
+}
+
 static void put_bridge_table(FILE *f, const net_ctx *ctx) {
   fputs("table bridge vessel {\n  chain forward {\n"
         "    type filter hook forward priority filter; policy accept;\n",
@@ -105,14 +123,11 @@ static void put_bridge_table(FILE *f, const net_ctx *ctx) {
     const net_network *n = ctx->nets[i];
     if (!n->disable_icc || n->n_eps == 0)
       continue;
-    FILE *set = f;
-    fputs("    iifname { ", set);
-    for (size_t j = 0; j < n->n_eps; j++)
-      fprintf(set, "%s\"%s\"", j ? ", " : "", n->eps[j]->host_ifname);
-    fputs(" } oifname { ", set);
-    for (size_t j = 0; j < n->n_eps; j++)
-      fprintf(set, "%s\"%s\"", j ? ", " : "", n->eps[j]->host_ifname);
-    fputs(" } drop\n", set);
+    fputs("    iifname ", f);
+    put_endpoint_set(f, n);
+    fputs(" oifname ", f);
+    put_endpoint_set(f, n);
+    fputs(" drop\n", f);
   }
   fputs("  }\n}\n", f);
 }

@@ -1,0 +1,443 @@
+"""src/net, the virtual switch, driven for real through build/tests/net/net-tool (root only).
+
+Everything happens in network namespaces this test makes and removes: "host" plays the daemon's
+namespace (net-tool runs there under nsenter, so its bridges, veths, taps and nftables tables are
+made there), "outside" is another machine reached from "host" over a veth, and every "container"
+is a namespace of its own (one held by an `unshare --net` process and given as /proc/PID/ns/net,
+the others made with `ip netns add` and given as /run/netns/NAME). The module's own commands make
+and remove the switch; `ip` here only builds the scaffolding (the namespaces and the uplink).
+
+Shown: two containers on one network ping each other and exchange TCP bytes; a container on another
+network cannot reach them; enable_icc=false keeps a network's containers apart; outbound traffic is
+masqueraded to the outside, not from an internal network; a published port answers from the outside
+and from the host's loopback; a second claim of the port fails clearly; a tap for vessel-vmm sits on
+the bridge and takes IFF_VNET_HDR; bad input and a failure half-way give clear errors and leave no
+bridge, veth, tap, rule or address behind; the state survives a new process and `restore` rebuilds
+the tables; removing everything leaves nothing in the namespace.
+"""
+import fcntl
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+PREFIX = f"vsn{os.getpid() % 100000}"
+UPLINK_HOST = "192.0.2.1"
+UPLINK_OUTSIDE = "192.0.2.2"
+PY = "/usr/bin/python3"
+
+# A TCP server: answers every connection with "pong FROM DATA" (FROM is the peer's address as the
+# server sees it, which shows whether NAT happened), until killed.
+SERVER = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    s.listen(16)
+    print("listening", flush=True)
+    while True:
+        c, peer = s.accept()
+        data = c.recv(100)
+        c.sendall(b"pong " + peer[0].encode() + b" " + data)
+        c.close()
+""")
+
+# A TCP client: connect (retrying briefly while the server starts), send, print the reply.
+CLIENT = textwrap.dedent("""
+    import socket, sys, time
+    deadline = time.time() + float(sys.argv[3])
+    while True:
+        try:
+            c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+            break
+        except OSError as e:
+            if time.time() > deadline:
+                sys.exit("connect: %s" % e)
+            time.sleep(0.1)
+    c.sendall(b"ping")
+    print(c.recv(200).decode())
+""")
+
+
+def run(*args, ns=None, check=True, timeout=60):
+    cmd = (["nsenter", f"--net={ns}"] if ns else []) + [str(a) for a in args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}): {r.stderr}{r.stdout}")
+    return r
+
+
+class World:
+    """The namespaces, the net-tool, the servers; cleaned up by the fixture."""
+
+    def __init__(self, build_dir, state_dir):
+        self.tool = build_dir / "tests" / "net" / "net-tool"
+        assert self.tool.is_file(), f"{self.tool} is not built"
+        self.state = state_dir
+        self.netns = []
+        self.procs = []
+        self.host = self.add_netns("h")
+        self.outside = self.add_netns("o")
+
+    def add_netns(self, name):
+        full = f"{PREFIX}-{name}"
+        run("ip", "netns", "add", full)
+        self.netns.append(full)
+        path = f"/run/netns/{full}"
+        run("ip", "link", "set", "lo", "up", ns=path)
+        return path
+
+    def add_holder(self):
+        """A container namespace held by a process, given to the module as /proc/PID/ns/net."""
+        p = subprocess.Popen(["unshare", "--net", "sleep", "1000"])
+        self.procs.append(p)
+        path = f"/proc/{p.pid}/ns/net"
+        for _ in range(100):
+            if os.path.exists(path) and os.readlink(path) != os.readlink("/proc/self/ns/net"):
+                return path
+            time.sleep(0.02)
+        raise AssertionError("unshare --net did not start")
+
+    def net(self, *args, check=True):
+        return run(self.tool, "--state", self.state, *args, ns=self.host, check=check)
+
+    def attach(self, network, cid, ns, *extra):
+        return json.loads(self.net("attach", network, cid, "--netns", ns, *extra).stdout)
+
+    def serve(self, ns, port):
+        p = subprocess.Popen(["nsenter", f"--net={ns}", PY, "-c", SERVER, str(port)],
+                             stdout=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        assert p.stdout.readline().strip() == "listening"
+        return p
+
+    def cleanup(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        for n in self.netns:
+            run("ip", "netns", "del", n, check=False)
+
+
+def ping(ns, ip, check=True):
+    r = run("busybox", "ping", "-c", "1", "-W", "2", ip, ns=ns, check=False)
+    if check:
+        assert r.returncode == 0, f"ping {ip} failed: {r.stdout}{r.stderr}"
+    return r.returncode == 0
+
+
+def tcp(ns, ip, port, wait=5.0):
+    r = run(PY, "-c", CLIENT, ip, port, wait, ns=ns, check=False)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def links(ns):
+    return sorted(link["ifname"] for link in json.loads(run("ip", "-j", "link", ns=ns).stdout))
+
+
+def vessel_tables(ns):
+    out = json.loads(run("nft", "-j", "list", "ruleset", ns=ns).stdout)["nftables"]
+    return sorted(f'{o["table"]["family"]} {o["table"]["name"]}' for o in out if "table" in o)
+
+
+def ruleset(ns):
+    return run("nft", "list", "ruleset", ns=ns).stdout
+
+
+def bridge_of(info):
+    return info.get("master")
+
+
+@pytest.fixture(scope="module")
+def world(build_dir, tmp_path_factory):
+    w = World(build_dir, tmp_path_factory.mktemp("net-state"))
+    try:
+        # the uplink between "host" and "outside", scaffolding for what a real host has
+        run("ip", "link", "add", "up0", "netns", f"{PREFIX}-h", "type", "veth", "peer", "name",
+            "up0", "netns", f"{PREFIX}-o")
+        run("ip", "addr", "add", f"{UPLINK_HOST}/24", "dev", "up0", ns=w.host)
+        run("ip", "link", "set", "up0", "up", ns=w.host)
+        run("ip", "addr", "add", f"{UPLINK_OUTSIDE}/24", "dev", "up0", ns=w.outside)
+        run("ip", "link", "set", "up0", "up", ns=w.outside)
+        w.net("create", "front", "--subnet", "10.88.0.0/24")
+        w.net("create", "back", "--subnet", "10.89.0.0/24", "--gateway", "10.89.0.254",
+              "--bridge", f"{PREFIX}br")
+        w.c1 = w.add_holder()
+        w.c2 = w.add_netns("c2")
+        w.c3 = w.add_netns("c3")
+        w.ep1 = w.attach("front", "c1", w.c1)
+        w.ep2 = w.attach("front", "c2", w.c2, "-p", "8080:80", "--mac", "02:00:00:00:aa:02")
+        w.ep3 = w.attach("back", "c3", w.c3, "--ip", "10.89.0.77")
+        yield w
+    finally:
+        w.cleanup()
+
+
+def test_endpoints_are_configured(world):
+    w = world
+    assert w.ep1["ip"] == "10.88.0.2" and w.ep1["gateway"] == "10.88.0.1"
+    assert w.ep1["mac"] == "02:42:0a:58:00:02"
+    assert w.ep2["ip"] == "10.88.0.3" and w.ep2["mac"] == "02:00:00:00:aa:02"
+    assert w.ep3["ip"] == "10.89.0.77" and w.ep3["gateway"] == "10.89.0.254"
+    eth0 = json.loads(run("ip", "-j", "addr", "show", "eth0", ns=w.c2).stdout)[0]
+    assert eth0["address"] == "02:00:00:00:aa:02" and "UP" in eth0["flags"]
+    assert [(a["local"], a["prefixlen"]) for a in eth0["addr_info"] if a["family"] == "inet"] == [
+        ("10.88.0.3", 24)]
+    routes = json.loads(run("ip", "-j", "route", "show", "default", ns=w.c2).stdout)
+    assert routes == [{"dst": "default", "gateway": "10.88.0.1", "dev": "eth0", "flags": []}] or \
+        (routes[0]["gateway"] == "10.88.0.1" and routes[0]["dev"] == "eth0"), routes
+    host_end = json.loads(run("ip", "-j", "-d", "link", "show", w.ep2["host_ifname"],
+                              ns=w.host).stdout)[0]
+    bridges = {n["name"]: n["bridge"] for n in json.loads(w.net("inspect").stdout)["networks"]}
+    assert host_end["master"] == bridges["front"] and host_end["operstate"] == "UP"
+    assert bridges["back"] == f"{PREFIX}br"
+
+
+def test_same_network_ping_and_tcp(world):
+    w = world
+    ping(w.c1, w.ep2["ip"])
+    ping(w.c2, w.ep1["ip"])
+    w.serve(w.c2, 7000)
+    # busybox nc as one client, python as the other
+    r = run("sh", "-c", f"echo hello | busybox nc -w 3 {w.ep2['ip']} 7000", ns=w.c1)
+    assert r.stdout.strip() == f"pong {w.ep1['ip']} hello"
+    assert tcp(w.c1, w.ep2["ip"], 7000) == f"pong {w.ep1['ip']} ping"
+
+
+def test_other_network_is_isolated(world):
+    w = world
+    ping(w.c3, "10.89.0.254")  # its own gateway answers: the network itself works
+    assert not ping(w.c3, w.ep1["ip"], check=False), "a container on another network got through"
+    assert not ping(w.c1, w.ep3["ip"], check=False), "a container on another network got through"
+    w.serve(w.c1, 7001)
+    assert tcp(w.c3, w.ep1["ip"], 7001, wait=2) is None
+
+
+def test_outbound_is_masqueraded(world):
+    w = world
+    w.serve(w.outside, 9000)
+    # the outside has no route to 10.88.0.0/24: an answer at all needs the masquerade
+    assert tcp(w.c1, UPLINK_OUTSIDE, 9000) == f"pong {UPLINK_HOST} ping"
+    assert tcp(w.c3, UPLINK_OUTSIDE, 9000) == f"pong {UPLINK_HOST} ping"
+
+
+def test_internal_network_has_no_way_out(world):
+    w = world
+    w.net("create", "sealed", "--subnet", "10.90.0.0/24", "--internal")
+    c = w.add_netns("c4")
+    ep = w.attach("sealed", "c4", c)
+    try:
+        ping(c, "10.90.0.1")
+        assert tcp(c, UPLINK_OUTSIDE, 9000, wait=2) is None
+        assert not ping(c, UPLINK_OUTSIDE, check=False)
+        assert not ping(c, w.ep1["ip"], check=False)
+        r = w.net("attach", "sealed", "c4b", "--netns", c, "-p", "9999:80", check=False)
+        assert r.returncode == 1 and "internal: ports cannot be published" in r.stderr
+    finally:
+        w.net("detach", "sealed", "c4")
+        w.net("rm", "sealed")
+    assert ep["ip"] == "10.90.0.2"
+
+
+def test_published_port_from_outside_and_loopback(world):
+    w = world
+    w.serve(w.c2, 80)
+    assert tcp(w.outside, UPLINK_HOST, 8080) == f"pong {UPLINK_OUTSIDE} ping"
+    # from the host itself over loopback: DNAT in output, route_localnet, masquerade to the gateway
+    assert tcp(w.host, "127.0.0.1", 8080) == "pong 10.88.0.1 ping"
+    # a container of another network reaches it through the host's address, as from outside
+    assert tcp(w.c3, UPLINK_HOST, 8080) is not None
+
+
+def test_second_claim_of_a_port_fails_clearly(world):
+    w = world
+    before_links, before_rules = links(w.host), ruleset(w.host)
+    c = w.add_netns("c5")
+    r = w.net("attach", "back", "c5", "--netns", c, "-p", "0.0.0.0:8080:81", check=False)
+    assert r.returncode == 1
+    assert "host port 8080/tcp is already published by c2 on network front" in r.stderr, r.stderr
+    # the same number over UDP, or on another address of... no: 8080/udp is free
+    ok = w.attach("back", "c5", c, "-p", "8080:81/udp")
+    w.net("detach", "back", "c5")
+    assert ok["ip"] == "10.89.0.1"
+    assert links(w.host) == before_links and ruleset(w.host) == before_rules
+    assert links(c) == ["lo"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["create", "x1", "--subnet", "10.88.0.128/25"],
+     "subnet 10.88.0.128/25 overlaps network front's subnet 10.88.0.0/24"),
+    (["create", "x2", "--subnet", "10.95.0.0/24", "--gateway", "10.96.0.1"],
+     "gateway 10.96.0.1 is outside subnet 10.95.0.0/24"),
+    (["create", "x3", "--subnet", "10.95.0.1/24"], "host bits are set (did you mean 10.95.0.0/24?)"),
+    (["create", "x4", "--subnet", "10.95.0.0/24", "--bridge", "a-very-long-bridge"],
+     'bridge name "a-very-long-bridge": longer than 15 bytes (IFNAMSIZ)'),
+    (["create", "x5", "--subnet", "10.95.0.0/24", "--bridge", "br\"x"],
+     "character 3 is not one of [A-Za-z0-9_.-] in an interface name"),
+    (["create", "x6", "--subnet", "10.95.0.0/24", "--bridge", "up0"], "interface up0 already exists"),
+    (["create", "bad name", "--subnet", "10.95.0.0/24"], 'network name "bad name": character 4'),
+    (["create", "x7", "--subnet", "10.95.0.0/24", "--ip-range", "10.96.0.0/28"],
+     "ip-range 10.96.0.0/28 is not inside subnet 10.95.0.0/24"),
+    (["create", "front", "--subnet", "10.97.0.0/24"], "network front already exists"),
+    (["attach", "front", "x8", "--netns", "NS", "-p", "80:abc"],
+     'port spec "80:abc": container port "abc" is not a number in 1..65535'),
+    (["attach", "front", "x8", "--netns", "NS", "-p", "1.2.3:80:80"],
+     'host address "1.2.3" is not an IPv4 address'),
+    (["attach", "front", "x8", "--netns", "NS", "-p", "80:80/sctp"], 'protocol "sctp" is not tcp or udp'),
+    (["attach", "front", "x8", "--netns", "NS", "-p", "70000:80"], 'host port "70000"'),
+    (["attach", "front", "x8", "--netns", "NS", "--ip", "10.88.0.3"], "ip 10.88.0.3 is already in use"),
+    (["attach", "front", "x8", "--netns", "NS", "--ip", "10.89.0.5"], "ip 10.89.0.5 is outside"),
+    (["attach", "front", "x8", "--netns", "NS", "--ip", "10.88.0.1"], "network, broadcast or gateway"),
+    (["attach", "front", "x8", "--netns", "NS", "--ifname", "eth0:1"], "not one of [A-Za-z0-9_.-]"),
+    (["attach", "front", "c1", "--netns", "NS"], "c1 is already attached to network front"),
+    (["attach", "nowhere", "x8", "--netns", "NS"], "network nowhere: no such network"),
+    (["attach", "front", "x8", "--netns", "NS", "--mac", "01:00:5e:00:00:01"], "multicast"),
+    (["rm", "front"], "network front: 2 endpoints are still attached"),
+])
+def test_bad_input_is_refused_and_leaves_nothing(world, args, message):
+    w = world
+    c = w.add_netns("bad")
+    try:
+        state = w.net("inspect").stdout
+        before = links(w.host), ruleset(w.host)
+        r = w.net(*[c if a == "NS" else a for a in args], check=False)
+        assert r.returncode == 1 and message in r.stderr, r.stderr
+        assert (links(w.host), ruleset(w.host)) == before
+        assert links(c) == ["lo"]
+        assert w.net("inspect").stdout == state
+    finally:
+        run("ip", "netns", "del", f"{PREFIX}-bad")
+        w.netns.remove(f"{PREFIX}-bad")
+
+
+def test_failure_half_way_is_rolled_back(world):
+    """The veth is made and moved before the guest's default route is added; a guest that
+    already has one fails there, and the pair, the address and the state go back."""
+    w = world
+    c = w.add_netns("half")
+    run("ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1", ns=c)
+    run("ip", "addr", "add", "10.99.0.2/24", "dev", "d0", ns=c)
+    run("ip", "link", "set", "d0", "up", ns=c)
+    run("ip", "link", "set", "d1", "up", ns=c)
+    run("ip", "route", "add", "default", "via", "10.99.0.1", ns=c)
+    before = links(w.host), ruleset(w.host), w.net("inspect").stdout
+    r = w.net("attach", "front", "half", "--netns", c, "-p", "8181:80", check=False)
+    assert r.returncode == 1
+    assert "attach half to network front: in the guest's namespace: add default route via " \
+           "10.88.0.1" in r.stderr and "File exists" in r.stderr, r.stderr
+    assert (links(w.host), ruleset(w.host), w.net("inspect").stdout) == before
+    assert links(c) == ["d0", "d1", "lo"]
+    # and an eth0 already in the guest is refused by the kernel before anything is made
+    run("ip", "link", "set", "d0", "name", "eth0", ns=c)
+    r = w.net("attach", "front", "half", "--netns", c, check=False)
+    assert r.returncode == 1 and "create veth" in r.stderr and "File exists" in r.stderr
+    assert (links(w.host), ruleset(w.host), w.net("inspect").stdout) == before
+
+
+def test_exhausted_range(world):
+    w = world
+    w.net("create", "tiny", "--subnet", "10.91.0.0/24", "--ip-range", "10.91.0.4/30")
+    got = []
+    try:
+        for i in range(4):  # .4 .. .7 are all usable: the range is not the subnet's edge
+            c = w.add_netns(f"t{i}")
+            got.append(w.attach("tiny", f"t{i}", c)["ip"])
+        c = w.add_netns("t4")
+        before = links(w.host)
+        r = w.net("attach", "tiny", "t4", "--netns", c, check=False)
+        assert r.returncode == 1 and "no free address left in 10.91.0.4/30" in r.stderr, r.stderr
+        assert links(w.host) == before and links(c) == ["lo"]
+        # a released address is handed out again, never one in use
+        w.net("detach", "tiny", "t1")
+        assert w.attach("tiny", "t4", c)["ip"] == "10.91.0.5"
+        # an explicit --ip may lie outside the range, inside the subnet
+        c5 = w.add_netns("t5")
+        assert w.attach("tiny", "t5", c5, "--ip", "10.91.0.200")["ip"] == "10.91.0.200"
+    finally:
+        for ep in json.loads(w.net("inspect").stdout)["networks"]:
+            if ep["name"] == "tiny":
+                for e in ep["endpoints"]:
+                    w.net("detach", "tiny", e["id"])
+        w.net("rm", "tiny")
+    assert got == ["10.91.0.4", "10.91.0.5", "10.91.0.6", "10.91.0.7"]
+
+
+def test_icc_disabled_keeps_containers_apart(world):
+    w = world
+    w.net("create", "solo", "--subnet", "10.92.0.0/24", "--no-icc")
+    a, b = w.add_netns("i1"), w.add_netns("i2")
+    try:
+        ea, eb = w.attach("solo", "i1", a), w.attach("solo", "i2", b)
+        ping(a, "10.92.0.1")
+        ping(b, "10.92.0.1")
+        assert not ping(a, eb["ip"], check=False)
+        w.serve(b, 7002)
+        assert tcp(a, eb["ip"], 7002, wait=2) is None
+        assert tcp(a, UPLINK_OUTSIDE, 9000) == f"pong {UPLINK_HOST} ping"
+        assert ea["ip"] == "10.92.0.2"
+    finally:
+        w.net("detach", "solo", "i1")
+        w.net("detach", "solo", "i2")
+        w.net("rm", "solo")
+
+
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+
+
+def test_tap_for_a_vm(world):
+    w = world
+    info = json.loads(w.net("attach-tap", "front", "vm1", "-p", "2222:22").stdout)
+    try:
+        assert info["ip"] == "10.88.0.4" and info["mac"] == "02:42:0a:58:00:04"
+        tap = json.loads(run("ip", "-j", "-d", "link", "show", info["host_ifname"],
+                             ns=w.host).stdout)[0]
+        bridges = {n["name"]: n["bridge"] for n in json.loads(w.net("inspect").stdout)["networks"]}
+        assert tap["master"] == bridges["front"]
+        assert tap["linkinfo"]["info_kind"] == "tun" and tap["linkinfo"]["info_data"]["type"] == "tap"
+        assert "UP" in tap["flags"]
+        # attach as vessel-vmm does (src/vm/netdev/tap.c), from inside the host namespace
+        code = ("import fcntl, struct, sys; fd = open('/dev/net/tun', 'r+b', buffering=0); "
+                "ifr = struct.pack('16sH', sys.argv[1].encode(), %d); "
+                "fcntl.ioctl(fd, %d, ifr); print('attached')" %
+                (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, TUNSETIFF))
+        assert run(PY, "-c", code, info["host_ifname"], ns=w.host).stdout.strip() == "attached"
+        assert "dport 2222 dnat ip to 10.88.0.4:22" in ruleset(w.host)
+    finally:
+        w.net("detach", "front", "vm1")
+    assert info["host_ifname"] not in links(w.host)
+
+
+def test_state_survives_and_restore_rebuilds_the_tables(world):
+    w = world
+    state = json.loads(w.net("inspect").stdout)
+    front = next(n for n in state["networks"] if n["name"] == "front")
+    assert [(e["id"], e["ip"]) for e in front["endpoints"]] == [("c1", "10.88.0.2"), ("c2", "10.88.0.3")]
+    assert front["endpoints"][1]["ports"] == ["0.0.0.0:8080:80/tcp"]
+    rules = ruleset(w.host)
+    run("nft", "delete", "table", "inet", "vessel", ns=w.host)
+    run("nft", "delete", "table", "bridge", "vessel", ns=w.host)
+    assert vessel_tables(w.host) == []
+    w.net("restore")
+    assert ruleset(w.host) == rules
+    assert tcp(w.outside, UPLINK_HOST, 8080) == f"pong {UPLINK_OUTSIDE} ping"
+
+
+def test_removing_everything_leaves_nothing(world):
+    """Last: the module takes down all it made; the namespace is as the test set it up."""
+    w = world
+    for net, cid in [("front", "c1"), ("front", "c2"), ("back", "c3")]:
+        w.net("detach", net, cid)
+    w.net("rm", "front")
+    w.net("rm", "back")
+    assert links(w.host) == ["lo", "up0"]
+    assert vessel_tables(w.host) == []
+    assert links(w.c1) == ["lo"] and links(w.c2) == ["lo"]
+    assert json.loads(w.net("inspect").stdout)["networks"] == []
