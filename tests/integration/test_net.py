@@ -11,14 +11,13 @@ Shown: two containers on one network ping each other and exchange TCP bytes; a c
 network cannot reach them; enable_icc=false keeps a network's containers apart; outbound traffic is
 masqueraded to the outside, not from an internal network; a published port answers from the outside
 and from the host's loopback; a second claim of the port fails clearly; a tap for vessel-vmm sits on
-the bridge and takes IFF_VNET_HDR; bad input and a failure half-way give clear errors and leave no
+the bridge and takes IFF_VNET_HDR, and a VM (vessel-vmm with Debian's kernel) on such a tap reaches
+a container and the outside and is reached through its published port; bad input and a failure half-way give clear errors and leave no
 bridge, veth, tap, rule or address behind; the state survives a new process and `restore` rebuilds
 the tables; removing everything leaves nothing in the namespace.
 """
-import fcntl
 import json
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -149,10 +148,6 @@ def vessel_tables(ns):
 
 def ruleset(ns):
     return run("nft", "list", "ruleset", ns=ns).stdout
-
-
-def bridge_of(info):
-    return info.get("master")
 
 
 @pytest.fixture(scope="module")
@@ -412,6 +407,46 @@ def test_tap_for_a_vm(world):
         assert "dport 2222 dnat ip to 10.88.0.4:22" in ruleset(w.host)
     finally:
         w.net("detach", "front", "vm1")
+    assert info["host_ifname"] not in links(w.host)
+
+
+def test_vm_on_the_network(world, build_dir, guest_assets, tmp_path):
+    """vessel-vmm on a tap the module made: the VM and a container reach each other, the VM
+    reaches the outside through NAT, and its published port answers from the outside."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from guestconsole import PROMPT, GuestConsole
+    w = world
+    info = json.loads(w.net("attach-tap", "front", "vm2", "-p", "8082:8080").stdout)
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "hello.txt").write_text("outside says hi\n")
+    web = subprocess.Popen(["nsenter", f"--net={w.outside}", PY, "-m", "http.server", "--bind",
+                            UPLINK_OUTSIDE, "--directory", str(tmp_path / "www"), "9080"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    w.procs.append(web)
+    cmd = ["nsenter", f"--net={w.host}", build_dir / "vessel-vmm", "--kernel",
+           guest_assets / "Image", "--initrd", guest_assets / "initrd.img", "--mem", "256M",
+           "--append", "console=ttyS0", "--net", f"tap={info['host_ifname']},mac={info['mac']}"]
+    try:
+        with GuestConsole(cmd, log_path=tmp_path / "console.log") as vm:
+            vm.expect(PROMPT)
+            # no DHCP on vessel networks yet: the address the module reserved, set by hand
+            vm.run(f"killall udhcpc 2>/dev/null; ip addr add {info['ip']}/{info['prefix']} dev eth0"
+                   f" && ip link set eth0 up && ip route add default via {info['gateway']}")
+            out = vm.run(f"ping -c 2 -W 5 {w.ep1['ip']}")
+            assert " 0% packet loss" in out, out
+            out = vm.run(f"wget -q -O - http://{UPLINK_OUTSIDE}:9080/hello.txt")
+            assert "outside says hi" in out, out
+            vm.run("mkdir -p /www && echo vm says hi > /www/index.html && httpd -p 8080 -h /www")
+            fetch = ("import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("
+                     "sys.argv[1], timeout=60).read().decode())")
+            r = run(PY, "-c", fetch, f"http://{info['ip']}:8080/index.html", ns=w.c1)
+            assert r.stdout.strip() == "vm says hi"
+            r = run(PY, "-c", fetch, f"http://{UPLINK_HOST}:8082/index.html", ns=w.outside)
+            assert r.stdout.strip() == "vm says hi"
+            vm.sendline("poweroff")
+            assert vm.wait(300) == 0
+    finally:
+        w.net("detach", "front", "vm2")
     assert info["host_ifname"] not in links(w.host)
 
 
