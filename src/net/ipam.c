@@ -318,19 +318,24 @@ void net_default_mac(uint32_t ip, uint8_t mac[6]) {
   mac[5] = (uint8_t)ip;
 }
 
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  c = (char)tolower((unsigned char)c);
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 int net_parse_mac(const char *s, uint8_t mac[6], vs_error **err) {
-  unsigned v[6];
-  char tail;
-  if (!s || strlen(s) != 17 ||
-      sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
+  bool ok = s && strlen(s) == 17;
+  for (size_t i = 0; ok && i < 6; i++) {
+    int hi = hex_digit(s[3 * i]), lo = hex_digit(s[3 * i + 1]);
+    ok = hi >= 0 && lo >= 0 && (i == 5 || s[3 * i + 2] == ':');
+    if (ok)
+      mac[i] = (uint8_t)(hi << 4 | lo);
+  }
+  if (!ok)
     return vs_error_set(err, EINVAL, "mac \"%s\": expected six hex bytes like 02:42:0a:58:00:02",
                         s ? s : "");
-  for (size_t i = 0; i < 17; i++)
-    if ((i % 3 == 2) ? s[i] != ':' : !isxdigit((unsigned char)s[i]))
-      return vs_error_set(err, EINVAL, "mac \"%s\": expected six hex bytes like 02:42:0a:58:00:02",
-                          s);
-  for (int i = 0; i < 6; i++)
-    mac[i] = (uint8_t)v[i];
   if (mac[0] & 1)
     return vs_error_set(err, EINVAL, "mac %s: a multicast address cannot be an interface's", s);
   static const uint8_t zero[6];

@@ -202,13 +202,14 @@ static int attach_to_bridge(nl_sock *s, const net_network *n, const char *ifname
 
 /* Inside the guest: address, up, default route, and loopback up (a fresh namespace has lo down,
  * and guests expect 127.0.0.1 to work). */
-static int guest_side_configure(const net_network *n, const net_endpoint *ep, int netns_fd,
-                                const char *ifname, vs_error **err) {
+static int guest_side_configure(const net_network *n, const net_endpoint *ep,
+                                const net_endpoint_opts *opts, const char *ifname, vs_error **err) {
   _cleanup_nl_ nl_sock g = {0};
   int index, lo;
-  if (nl_open_in_netns(&g, netns_fd, err) < 0 || nl_link_index(&g, ifname, &index, err) < 0 ||
+  if (nl_open_in_netns(&g, opts->netns_fd, err) < 0 || nl_link_index(&g, ifname, &index, err) < 0 ||
       nl_addr_add(&g, index, ntohl(ep->ip.s_addr), n->prefix, err) < 0 ||
-      nl_link_set_up(&g, index, err) < 0 || nl_route_add_default(&g, index, n->gateway, err) < 0 ||
+      nl_link_set_up(&g, index, err) < 0 ||
+      (!opts->no_default_route && nl_route_add_default(&g, index, n->gateway, err) < 0) ||
       nl_link_index(&g, "lo", &lo, err) < 0 || nl_link_set_up(&g, lo, err) < 0)
     return vs_error_wrap(err, "in the guest's namespace");
   return 0;
@@ -256,7 +257,7 @@ int net_endpoint_attach_veth(net_ctx *ctx, const net_endpoint_opts *opts, net_en
       nl_veth_create(&s, ep->host_ifname, ifname, opts->netns_fd, ep->mac, n->mtu, err) < 0)
     goto fail;
   /* From here on, deleting the host end takes the guest's end with it. */
-  if (guest_side_configure(n, ep, opts->netns_fd, ifname, err) < 0 ||
+  if (guest_side_configure(n, ep, opts, ifname, err) < 0 ||
       attach_to_bridge(&s, n, ep->host_ifname, err) < 0) {
     link_delete_quietly(&s, ep->host_ifname);
     goto fail;

@@ -67,6 +67,9 @@ typedef struct net_endpoint_opts {
   const char *ifname;
   /* tap: the tap's name on the host (NULL: "vstap-" and 8 hex digits). */
   const char *tap_name;
+  /* A guest's second network (docker network connect): no default route there, the first
+   * network keeps it. The interface then needs its own name (ifname "eth1"). */
+  bool no_default_route;
   const char *ip;  /* NULL: the next free address */
   const char *mac; /* NULL: 02:42 and the address, as Docker */
   const net_port *ports;

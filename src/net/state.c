@@ -8,26 +8,26 @@
 #include "net/internal.h"
 
 void net_ctx_add_network(net_ctx *ctx, net_network *n) {
-  ctx->nets = vs_realloc(ctx->nets, (ctx->n_nets + 1) * sizeof(*ctx->nets));
+  ctx->nets = vs_realloc(ctx->nets, (ctx->n_nets + 1) * sizeof(net_network *));
   ctx->nets[ctx->n_nets++] = n;
 }
 
 void net_ctx_remove_network(net_ctx *ctx, const net_network *n) {
   for (size_t i = 0; i < ctx->n_nets; i++)
     if (ctx->nets[i] == n) {
-      memmove(&ctx->nets[i], &ctx->nets[i + 1], (ctx->n_nets - i - 1) * sizeof(*ctx->nets));
+      memmove(&ctx->nets[i], &ctx->nets[i + 1], (ctx->n_nets - i - 1) * sizeof(net_network *));
       ctx->n_nets--;
       return;
     }
 }
 
 void net_network_add_endpoint(net_network *n, net_endpoint *ep) {
-  n->eps = vs_realloc(n->eps, (n->n_eps + 1) * sizeof(*n->eps));
+  n->eps = vs_realloc(n->eps, (n->n_eps + 1) * sizeof(net_endpoint *));
   n->eps[n->n_eps++] = ep;
 }
 
 void net_network_remove_endpoint(net_network *n, size_t index) {
-  memmove(&n->eps[index], &n->eps[index + 1], (n->n_eps - index - 1) * sizeof(*n->eps));
+  memmove(&n->eps[index], &n->eps[index + 1], (n->n_eps - index - 1) * sizeof(net_endpoint *));
   n->n_eps--;
 }
 

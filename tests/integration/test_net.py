@@ -215,6 +215,24 @@ def test_other_network_is_isolated(world):
     assert tcp(w.c3, w.ep1["ip"], 7001, wait=2) is None
 
 
+def test_a_second_network_for_a_container(world):
+    """docker network connect: c1 (on front) joins back as eth1, without a second default
+    route; it then reaches c3 directly, and leaving back takes only eth1 away."""
+    w = world
+    ep = w.attach("back", "c1", w.c1, "--ifname", "eth1", "--no-default-route")
+    try:
+        assert ep["ip"] == "10.89.0.1"  # .254 is back's gateway: .1 is the first free address
+        ping(w.c1, w.ep3["ip"])
+        routes = json.loads(run("ip", "-j", "route", "show", "default", ns=w.c1).stdout)
+        assert [r["dev"] for r in routes] == ["eth0"]
+        r = w.net("attach", "back", "c1b", "--netns", w.c1, "--ifname", "eth1", check=False)
+        assert r.returncode == 1 and "create veth" in r.stderr and "File exists" in r.stderr
+    finally:
+        w.net("detach", "back", "c1")
+    assert links(w.c1) == ["eth0", "lo"]
+    ping(w.c1, w.ep2["ip"])
+
+
 def test_outbound_is_masqueraded(world):
     w = world
     w.serve(w.outside, 9000)

@@ -6,6 +6,7 @@
  *               [--internal] [--no-icc]
  *   rm NAME
  *   attach NAME ID --netns PATH [--ifname NAME] [--ip IP] [--mac MAC] [-p SPEC]...
+ *          [--no-default-route]
  *   attach-tap NAME ID [--tap IFNAME] [--ip IP] [--mac MAC] [-p SPEC]...
  *   detach NAME ID
  *   restore | inspect | ruleset
@@ -76,6 +77,8 @@ static int parse_args(int argc, char **argv, tool_args *a, vs_error **err) {
       a->net.internal = true;
     else if (strcmp(arg, "--no-icc") == 0)
       a->net.disable_icc = true;
+    else if (strcmp(arg, "--no-default-route") == 0)
+      a->ep.no_default_route = true;
     else if (arg[0] == '-') {
       if (parse_flag(a, arg, i + 1 < argc ? argv[i + 1] : NULL, err) < 0)
         return -1;
