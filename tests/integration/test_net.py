@@ -64,6 +64,32 @@ CLIENT = textwrap.dedent("""
     print(c.recv(200).decode())
 """)
 
+# An echo server, and a client that keeps one connection: it sends each line of its stdin and
+# prints the echo, so a test can act between two exchanges on the same connection.
+ECHO_SERVER = textwrap.dedent("""
+    import socket, sys, threading
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    s.listen(4)
+    print("listening", flush=True)
+    def echo(c):
+        while True:
+            data = c.recv(1000)
+            if not data:
+                return
+            c.sendall(data)
+    while True:
+        threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
+""")
+KEEP_CLIENT = textwrap.dedent("""
+    import socket, sys
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    for line in sys.stdin:
+        c.sendall(line.encode())
+        print(c.recv(1000).decode().strip(), flush=True)
+""")
+
 
 def run(*args, ns=None, check=True, timeout=60):
     cmd = (["nsenter", f"--net={ns}"] if ns else []) + [str(a) for a in args]
@@ -139,6 +165,12 @@ def tcp(ns, ip, port, wait=5.0):
 
 def links(ns):
     return sorted(link["ifname"] for link in json.loads(run("ip", "-j", "link", ns=ns).stdout))
+
+
+def table_handles(ns):
+    out = json.loads(run("nft", "-j", "list", "tables", ns=ns).stdout)["nftables"]
+    return {f'{o["table"]["family"]} {o["table"]["name"]}': o["table"]["handle"]
+            for o in out if "table" in o}
 
 
 def vessel_tables(ns):
@@ -475,6 +507,30 @@ def test_state_survives_and_restore_rebuilds_the_tables(world):
     assert [(e["id"], e["ip"]) for e in front["endpoints"]] == [("c1", "10.88.0.2"), ("c2", "10.88.0.3")]
     assert front["endpoints"][1]["ports"] == ["0.0.0.0:8080:80/tcp"]
     rules = ruleset(w.host)
+    # a daemon restart replaces the tables in one transaction: an established connection through
+    # a published port goes on (its NAT binding lives in conntrack)
+    c6 = w.add_netns("c6")
+    w.attach("front", "c6", c6, "-p", "8090:90")
+    w.procs.append(subprocess.Popen(["nsenter", f"--net={c6}", PY, "-c", ECHO_SERVER, "90"],
+                                    stdout=subprocess.PIPE, text=True))
+    assert w.procs[-1].stdout.readline().strip() == "listening"
+    client = subprocess.Popen(["nsenter", f"--net={w.outside}", PY, "-c", KEEP_CLIENT, UPLINK_HOST,
+                               "8090"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    w.procs.append(client)
+    client.stdin.write("before\n")
+    client.stdin.flush()
+    assert client.stdout.readline().strip() == "before"
+    handles = table_handles(w.host)
+    w.net("restore")
+    new_handles = table_handles(w.host)
+    assert all(new_handles[t] != handles[t] for t in ("inet vessel", "bridge vessel"))
+    client.stdin.write("after\n")
+    client.stdin.flush()
+    assert client.stdout.readline().strip() == "after"
+    client.stdin.close()
+    assert client.wait(10) == 0
+    w.net("detach", "front", "c6")
+    assert ruleset(w.host) == rules
     run("nft", "delete", "table", "inet", "vessel", ns=w.host)
     run("nft", "delete", "table", "bridge", "vessel", ns=w.host)
     assert vessel_tables(w.host) == []
