@@ -13,8 +13,9 @@ masqueraded to the outside, not from an internal network; a published port answe
 and from the host's loopback; a second claim of the port fails clearly; a tap for vessel-vmm sits on
 the bridge and takes IFF_VNET_HDR, and a VM (vessel-vmm with Debian's kernel) on such a tap reaches
 a container and the outside and is reached through its published port; bad input and a failure half-way give clear errors and leave no
-bridge, veth, tap, rule or address behind; the state survives a new process and `restore` rebuilds
-the tables; removing everything leaves nothing in the namespace.
+bridge, veth, tap, rule or address behind (also when the very last step, writing the state, fails);
+the state survives a new process and `restore` rebuilds the tables without cutting an established
+connection; removing everything leaves nothing in the namespace.
 """
 import json
 import os
@@ -384,6 +385,23 @@ def test_failure_half_way_is_rolled_back(world):
     r = w.net("attach", "front", "half", "--netns", c, check=False)
     assert r.returncode == 1 and "create veth" in r.stderr and "File exists" in r.stderr
     assert (links(w.host), ruleset(w.host), w.net("inspect").stdout) == before
+
+
+def test_failure_at_the_last_step_is_rolled_back(world):
+    """The state file cannot be written (a read-only bind mount in a private mount namespace)
+    after the veth was made and the new rules were loaded: the rules, the veth and the address
+    all go back."""
+    w = world
+    c = w.add_netns("late")
+    before = links(w.host), ruleset(w.host), w.net("inspect").stdout
+    script = ('mount --bind -o ro "$0" "$0" && exec nsenter --net="$1" "$2" --state "$0" '
+              'attach front late --netns "$3" -p 8383:80')
+    r = subprocess.run(["unshare", "--mount", "sh", "-c", script, str(w.state), w.host,
+                        str(w.tool), c], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "attach late to network front" in r.stderr and "Read-only file system" in r.stderr
+    assert (links(w.host), ruleset(w.host), w.net("inspect").stdout) == before
+    assert links(c) == ["lo"]
 
 
 def test_exhausted_range(world):
