@@ -8,13 +8,14 @@ the others made with `ip netns add` and given as /run/netns/NAME). The module's 
 and remove the switch; `ip` here only builds the scaffolding (the namespaces and the uplink).
 
 Shown: two containers on one network ping each other and exchange TCP bytes; a container on another
-network cannot reach them; enable_icc=false keeps a network's containers apart; outbound traffic is
-masqueraded to the outside, not from an internal network; a published port answers from the outside
-and from the host's loopback; a second claim of the port fails clearly; a tap for vessel-vmm sits on
-the bridge and takes IFF_VNET_HDR, and a VM (vessel-vmm with Debian's kernel) on such a tap reaches
-a container and the outside and is reached through its published port; bad input and a failure half-way give clear errors and leave no
-bridge, veth, tap, rule or address behind (also when the very last step, writing the state, fails);
-the state survives a new process and `restore` rebuilds the tables without cutting an established
+network cannot reach them; a container joins a second network; enable_icc=false keeps a network's
+containers apart; outbound traffic is masqueraded to the outside, not from an internal network; a
+published port answers from the outside and from the host's loopback; a second claim of the port
+fails clearly; a tap for vessel-vmm sits on the bridge and takes IFF_VNET_HDR, and a VM (vessel-vmm
+with Debian's kernel) on such a tap reaches a container and the outside and is reached through its
+published port; bad input and failures half-way give clear errors and leave no bridge, veth, tap,
+rule or address behind (also when the very last step, writing the state, fails); the state
+survives a new process and `restore` replaces the tables without cutting an established
 connection; removing everything leaves nothing in the namespace.
 """
 import json
