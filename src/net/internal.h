@@ -10,6 +10,7 @@
 #define NET_ID_MAX 128
 #define NET_DEFAULT_MTU 1500
 #define NET_STATE_FILE "net.json"
+#define NET_LOCK_FILE "net.lock"
 #define NET_STATE_MAX (16u << 20)
 
 typedef struct net_endpoint {
@@ -42,6 +43,7 @@ typedef struct net_network {
 struct net_ctx {
   char *state_dir;
   char *state_path;
+  int lock_fd; /* flock on STATE_DIR/net.lock: one owner of the state at a time */
   net_network **nets;
   size_t n_nets;
 };

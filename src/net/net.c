@@ -248,6 +248,10 @@ int net_endpoint_attach_veth(net_ctx *ctx, const net_endpoint_opts *opts, net_en
   net_endpoint *ep = NULL;
   _cleanup_nl_ nl_sock s = {0};
   _cleanup_free_ char *key = NULL;
+  if (opts->netns_fd < 0) {
+    vs_error_set(err, EBADF, "the guest's network namespace is needed (an fd of /proc/PID/ns/net)");
+    goto fail;
+  }
   if (net_check_ifname(ifname, "interface name in the guest", err) < 0 ||
       !(ep = endpoint_prepare(ctx, opts, NET_ENDPOINT_VETH, &n, err)))
     goto fail;

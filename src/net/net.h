@@ -88,7 +88,9 @@ typedef struct net_endpoint_info {
 
 typedef struct net_ctx net_ctx;
 
-/* Load STATE_DIR/net.json (missing: no networks yet); creates STATE_DIR. Touches no interface. */
+/* Load STATE_DIR/net.json (missing: no networks yet); creates STATE_DIR. Touches no interface.
+ * The context holds an exclusive lock on STATE_DIR/net.lock until net_close: a second owner of
+ * the same state is refused. Not thread-safe: one caller at a time. */
 net_ctx *net_open(const char *state_dir, vs_error **err);
 void net_close(net_ctx *ctx);
 

@@ -3,7 +3,9 @@
  * as strictly as the options it came from: a damaged file gives an error naming the field, never
  * a half-loaded state. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 
 #include "net/internal.h"
 
@@ -209,6 +211,19 @@ int net_state_from_json(net_ctx *ctx, const json_t *doc, vs_error **err) {
   return 0;
 }
 
+/* Two owners would each rebuild the tables from their own state and hand out the same addresses:
+ * the second is refused, not made to wait, so a second daemon on the same data root says so. */
+static int lock_state_dir(net_ctx *ctx, vs_error **err) {
+  _cleanup_free_ char *path = vs_asprintf("%s/%s", ctx->state_dir, NET_LOCK_FILE);
+  ctx->lock_fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (ctx->lock_fd < 0)
+    return vs_error_set(err, errno, "open %s", path);
+  if (flock(ctx->lock_fd, LOCK_EX | LOCK_NB) < 0)
+    return vs_error_set(err, errno, "lock %s%s", path,
+                        errno == EWOULDBLOCK ? " (another process owns this state)" : "");
+  return 0;
+}
+
 net_ctx *net_open(const char *state_dir, vs_error **err) {
   if (vs_mkdir_p(state_dir, 0700, err) < 0) {
     vs_error_wrap(err, "net state directory %s", state_dir);
@@ -217,6 +232,11 @@ net_ctx *net_open(const char *state_dir, vs_error **err) {
   net_ctx *ctx = vs_malloc0(sizeof(*ctx));
   ctx->state_dir = vs_strdup(state_dir);
   ctx->state_path = vs_asprintf("%s/%s", state_dir, NET_STATE_FILE);
+  ctx->lock_fd = -1;
+  if (lock_state_dir(ctx, err) < 0) {
+    net_close(ctx);
+    return NULL;
+  }
   if (access(ctx->state_path, F_OK) != 0 && errno == ENOENT)
     return ctx;
   _cleanup_json_ json_t *doc = vs_json_load_file(ctx->state_path, NET_STATE_MAX, err);
@@ -232,6 +252,8 @@ void net_close(net_ctx *ctx) {
   if (!ctx)
     return;
   ctx_clear(ctx);
+  if (ctx->lock_fd >= 0)
+    close(ctx->lock_fd);
   free(ctx->state_dir);
   free(ctx->state_path);
   free(ctx);

@@ -249,9 +249,14 @@ TEST(state_round_trip_and_ruleset) {
   CHECK(strstr(rules, "iifname { \"vsv-db1\", \"vsv-db2\" } oifname { \"vsv-db1\", \"vsv-db2\" } "
                       "drop"));
   CHECK(strstr(rules, "add table inet vessel\ndelete table inet vessel\n") == rules);
+  /* one owner at a time */
+  _cleanup_error_ vs_error *busy = NULL;
+  CHECK(net_open(dir, &busy) == NULL);
+  CHECK(strstr(busy->msg, "another process owns this state") != NULL);
   net_close(ctx);
   _cleanup_free_ char *path = vs_asprintf("%s/net.json", dir);
-  CHECK(unlink(path) == 0 && rmdir(dir) == 0);
+  _cleanup_free_ char *lock = vs_asprintf("%s/net.lock", dir);
+  CHECK(unlink(path) == 0 && unlink(lock) == 0 && rmdir(dir) == 0);
 }
 
 static void state_bad(const char *text, const char *msg) {
