@@ -120,21 +120,6 @@ int net_network_remove(net_ctx *ctx, const char *name, vs_error **err) {
   return r;
 }
 
-int net_restore(net_ctx *ctx, vs_error **err) {
-  _cleanup_nl_ nl_sock s = {0};
-  if (nl_open(&s, err) < 0)
-    return vs_error_wrap(err, "restore networks");
-  for (size_t i = 0; i < ctx->n_nets; i++) {
-    const net_network *n = ctx->nets[i];
-    bool exists = false;
-    if (nl_link_exists(&s, n->bridge, &exists, err) < 0 || (!exists && bridge_make(&s, n, err) < 0))
-      return vs_error_wrap(err, "restore network %s", n->name);
-  }
-  if (net_nft_apply(ctx, err) < 0)
-    return vs_error_wrap(err, "restore networks");
-  return 0;
-}
-
 /* ------------------------------------------------------------ endpoints */
 
 /* Everything about a new endpoint that needs no kernel: the network, the id, IPAM, MAC, ports. */
@@ -340,4 +325,70 @@ int net_endpoint_detach(net_ctx *ctx, const char *network, const char *id, vs_er
     r = vs_error_set(err, e->errnum, "detach %s from network %s: %s", id, network, e->msg);
   net_endpoint_free(ep);
   return r;
+}
+
+/* ------------------------------------------------------------- restore */
+
+/* A tap is the VM's and outlives it (persistent): one that went missing is made again, so the
+ * VM can attach to it. */
+static int tap_remake(nl_sock *s, const net_network *n, const net_endpoint *ep, vs_error **err) {
+  int index;
+  if (tap_create_persistent(ep->host_ifname, err) < 0 ||
+      nl_link_index(s, ep->host_ifname, &index, err) < 0 ||
+      nl_link_set_mtu(s, index, n->mtu, err) < 0)
+    return -1;
+  vs_log_info("network %s: made tap %s of %s again", n->name, ep->host_ifname, ep->id);
+  return 0;
+}
+
+/* Bring one endpoint back to what the state says. A veth whose host end is gone went with its
+ * container's namespace: nothing can bring it back, so the endpoint is dropped and its address
+ * and ports released (*dropped). An existing interface is put on the bridge again, which a
+ * bridge made again needs. */
+static int endpoint_restore(nl_sock *s, net_network *n, size_t index, bool *dropped,
+                            vs_error **err) {
+  net_endpoint *ep = n->eps[index];
+  bool exists = false;
+  *dropped = false;
+  if (nl_link_exists(s, ep->host_ifname, &exists, err) < 0)
+    return -1;
+  if (!exists && ep->kind == NET_ENDPOINT_VETH) {
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &ep->ip, ip, sizeof(ip));
+    vs_log_info("network %s: %s's veth %s is gone (its namespace ended): released %s", n->name,
+                ep->id, ep->host_ifname, ip);
+    net_network_remove_endpoint(n, index);
+    net_endpoint_free(ep);
+    *dropped = true;
+    return 0;
+  }
+  if (!exists && tap_remake(s, n, ep, err) < 0)
+    return -1;
+  return attach_to_bridge(s, n, ep->host_ifname, err);
+}
+
+static int network_restore(nl_sock *s, net_network *n, bool *changed, vs_error **err) {
+  bool exists = false;
+  if (nl_link_exists(s, n->bridge, &exists, err) < 0 || (!exists && bridge_make(s, n, err) < 0))
+    return -1;
+  for (size_t i = n->n_eps; i-- > 0;) {
+    bool dropped;
+    if (endpoint_restore(s, n, i, &dropped, err) < 0)
+      return vs_error_wrap(err, "endpoint %s", n->eps[i]->id);
+    *changed |= dropped;
+  }
+  return 0;
+}
+
+int net_restore(net_ctx *ctx, vs_error **err) {
+  _cleanup_nl_ nl_sock s = {0};
+  bool changed = false;
+  if (nl_open(&s, err) < 0)
+    return vs_error_wrap(err, "restore networks");
+  for (size_t i = 0; i < ctx->n_nets; i++)
+    if (network_restore(&s, ctx->nets[i], &changed, err) < 0)
+      return vs_error_wrap(err, "restore network %s", ctx->nets[i]->name);
+  if (net_nft_apply(ctx, err) < 0 || (changed && net_state_save(ctx, err) < 0))
+    return vs_error_wrap(err, "restore networks");
+  return 0;
 }

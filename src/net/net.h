@@ -94,9 +94,11 @@ typedef struct net_ctx net_ctx;
 net_ctx *net_open(const char *state_dir, vs_error **err);
 void net_close(net_ctx *ctx);
 
-/* Make what the state says exist again after a restart: missing bridges are created, the
- * nftables tables replaced. Endpoints whose interfaces are gone are left to the caller
- * (net_endpoint_detach). */
+/* Make what the state says exist again after a restart: missing bridges and taps are made again,
+ * every endpoint's interface is put (back) on its bridge, the nftables tables are replaced in one
+ * transaction (established connections go on). A container endpoint whose veth is gone (its
+ * namespace ended while nobody watched) is dropped from the state and its address and ports
+ * released. */
 int net_restore(net_ctx *ctx, vs_error **err);
 
 /* Validate, create the bridge (address, MTU, up), save, rebuild the rules. */

@@ -16,7 +16,7 @@ with Debian's kernel) on such a tap reaches a container and the outside and is r
 published port; bad input and failures half-way give clear errors and leave no bridge, veth, tap,
 rule or address behind (also when the very last step, writing the state, fails); the state
 survives a new process and `restore` replaces the tables without cutting an established
-connection; removing everything leaves nothing in the namespace.
+connection and repairs what vanished (bridge, tap, a dead container's veth); removing everything leaves nothing in the namespace.
 """
 import json
 import os
@@ -556,6 +556,40 @@ def test_state_survives_and_restore_rebuilds_the_tables(world):
     w.net("restore")
     assert ruleset(w.host) == rules
     assert tcp(w.outside, UPLINK_HOST, 8080) == f"pong {UPLINK_OUTSIDE} ping"
+
+
+def test_restore_after_things_vanished(world):
+    """While no one watched: a container's namespace ended (its veth went with it), the VM's tap
+    and the bridge itself were deleted. restore makes the bridge and the tap again, puts the
+    surviving veth back on the bridge and releases the dead container's address."""
+    w = world
+    w.net("create", "crash", "--subnet", "10.93.0.0/24")
+    dead, alive = w.add_netns("d1"), w.add_netns("d2")
+    ep_dead = w.attach("crash", "dead", dead)
+    ep_alive = w.attach("crash", "alive", alive)
+    tap = json.loads(w.net("attach-tap", "crash", "vm").stdout)["host_ifname"]
+    bridge = next(n["bridge"] for n in json.loads(w.net("inspect").stdout)["networks"]
+                  if n["name"] == "crash")
+    try:
+        run("ip", "netns", "del", f"{PREFIX}-d1")
+        w.netns.remove(f"{PREFIX}-d1")
+        run("ip", "link", "del", tap, ns=w.host)
+        run("ip", "link", "del", bridge, ns=w.host)
+        assert not ping(alive, "10.93.0.1", check=False)
+        w.net("restore")
+        ping(alive, "10.93.0.1")
+        for ifname in (tap, ep_alive["host_ifname"]):
+            link = json.loads(run("ip", "-j", "link", "show", ifname, ns=w.host).stdout)[0]
+            assert link["master"] == bridge
+        eps = next(n["endpoints"] for n in json.loads(w.net("inspect").stdout)["networks"]
+                   if n["name"] == "crash")
+        assert [e["id"] for e in eps] == ["alive", "vm"]
+        again = w.add_netns("d3")
+        assert w.attach("crash", "again", again)["ip"] == ep_dead["ip"]
+    finally:
+        for e in ("alive", "vm", "again"):
+            w.net("detach", "crash", e, check=False)
+        w.net("rm", "crash")
 
 
 def test_removing_everything_leaves_nothing(world):
