@@ -91,6 +91,11 @@ void net_ctx_remove_network(net_ctx *ctx, const net_network *n);
 void net_network_add_endpoint(net_network *n, net_endpoint *ep);
 void net_network_remove_endpoint(net_network *n, size_t index);
 
+/* ---- DHCP (dhcp.c): the answer to one request from a guest on n into out (cap >= 364 bytes);
+ * *out_len 0 when it gets none. Malformed requests are errors naming the problem. */
+int net_dhcp_reply(const net_network *n, const uint8_t *msg, size_t len, uint8_t *out, size_t cap,
+                   size_t *out_len, vs_error **err);
+
 /* ---- nftables (nft.c) */
 int net_nft_apply(const net_ctx *ctx, vs_error **err);
 

@@ -117,6 +117,17 @@ int net_endpoint_attach_tap(net_ctx *ctx, const net_endpoint_opts *opts, net_end
 /* Delete the endpoint's interface (if it still exists), release its address and ports. */
 int net_endpoint_detach(net_ctx *ctx, const char *network, const char *id, vs_error **err);
 
+/* ---------------------------------------------------------------- DHCP */
+
+/* DHCP for the guests of a network (VMs; containers get their address through netlink): a UDP
+ * socket on port 67 bound to the network's bridge, non-blocking, for the caller's event loop.
+ * Only MAC addresses of the network's endpoints are answered, with the address IPAM reserved
+ * for them. */
+int net_dhcp_open(const net_ctx *ctx, const char *network, vs_error **err);
+/* Read one request from fd (nothing waiting is fine) and answer it. Malformed requests and
+ * unknown clients are not errors: they get no answer. */
+int net_dhcp_handle(const net_ctx *ctx, const char *network, int fd, vs_error **err);
+
 /* The state as JSON (a new reference): what `network inspect` shows. */
 json_t *net_state_json(const net_ctx *ctx);
 

@@ -12,8 +12,8 @@ network cannot reach them; a container joins a second network; enable_icc=false 
 containers apart; outbound traffic is masqueraded to the outside, not from an internal network; a
 published port answers from the outside and from the host's loopback; a second claim of the port
 fails clearly; a tap for vessel-vmm sits on the bridge and takes IFF_VNET_HDR, and a VM (vessel-vmm
-with Debian's kernel) on such a tap reaches a container and the outside and is reached through its
-published port; bad input and failures half-way give clear errors and leave no bridge, veth, tap,
+with Debian's kernel) on such a tap gets its address by DHCP, reaches a container and the outside
+and is reached through its published port; bad input and failures half-way give clear errors and leave no bridge, veth, tap,
 rule or address behind (also when the very last step, writing the state, fails); the state
 survives a new process and `restore` replaces the tables without cutting an established
 connection and repairs what vanished (bridge, tap, a dead container's veth); removing everything leaves nothing in the namespace.
@@ -480,8 +480,9 @@ def test_tap_for_a_vm(world):
 
 
 def test_vm_on_the_network(world, build_dir, guest_assets, tmp_path):
-    """vessel-vmm on a tap the module made: the VM and a container reach each other, the VM
-    reaches the outside through NAT, and its published port answers from the outside."""
+    """vessel-vmm on a tap the module made: the VM gets its address from the network's DHCP
+    server, the VM and a container reach each other, the VM reaches the outside through NAT,
+    and its published port answers from the outside."""
     sys.path.insert(0, os.path.dirname(__file__))
     from guestconsole import PROMPT, GuestConsole
     w = world
@@ -492,15 +493,18 @@ def test_vm_on_the_network(world, build_dir, guest_assets, tmp_path):
                             UPLINK_OUTSIDE, "--directory", str(tmp_path / "www"), "9080"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     w.procs.append(web)
+    dhcp = subprocess.Popen(["nsenter", f"--net={w.host}", w.tool, "--state", w.state, "dhcp",
+                             "front"], stdout=subprocess.PIPE, text=True)
+    w.procs.append(dhcp)
+    assert dhcp.stdout.readline().strip() == "serving"
     cmd = ["nsenter", f"--net={w.host}", build_dir / "vessel-vmm", "--kernel",
            guest_assets / "Image", "--initrd", guest_assets / "initrd.img", "--mem", "256M",
            "--append", "console=ttyS0", "--net", f"tap={info['host_ifname']},mac={info['mac']}"]
     try:
         with GuestConsole(cmd, log_path=tmp_path / "console.log") as vm:
+            # the guest's init asks by DHCP (udhcpc) and gets the address IPAM reserved
+            vm.expect(f"udhcpc: eth0 {info['ip']}/{info['prefix']} router {info['gateway']}")
             vm.expect(PROMPT)
-            # no DHCP on vessel networks yet: the address the module reserved, set by hand
-            vm.run(f"killall udhcpc 2>/dev/null; ip addr add {info['ip']}/{info['prefix']} dev eth0"
-                   f" && ip link set eth0 up && ip route add default via {info['gateway']}")
             out = vm.run(f"ping -c 2 -W 5 {w.ep1['ip']}")
             assert " 0% packet loss" in out, out
             out = vm.run(f"wget -q -O - http://{UPLINK_OUTSIDE}:9080/hello.txt")

@@ -10,13 +10,16 @@
  *   attach-tap NAME ID [--tap IFNAME] [--ip IP] [--mac MAC] [-p SPEC]...
  *   detach NAME ID
  *   restore | inspect | ruleset
+ *   dhcp NAME        serve DHCP on the network's bridge until killed (prints "serving" first)
  *
  * attach and attach-tap print the endpoint as JSON; errors go to stderr, exit status 1.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
+#include <time.h>
 
 #include "net/net.h"
 
@@ -161,6 +164,40 @@ static int run(net_ctx *ctx, const char *cmd, tool_args *a, vs_error **err) {
   return vs_error_set(err, EINVAL, "unknown command %s", cmd);
 }
 
+/* The state is opened for each request only, so other net-tool commands (attach-tap ...) can
+ * run while this serves; a request that arrives while one of them holds the state waits in the
+ * socket. */
+static int serve_dhcp(const char *state_dir, const char *network, vs_error **err) {
+  net_ctx *ctx = net_open(state_dir, err);
+  if (!ctx)
+    return -1;
+  _cleanup_close_ int fd = net_dhcp_open(ctx, network, err);
+  net_close(ctx);
+  if (fd < 0)
+    return -1;
+  printf("serving\n");
+  fflush(stdout);
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, -1) < 0 && errno != EINTR)
+      return vs_error_set(err, errno, "poll");
+    _cleanup_error_ vs_error *busy = NULL;
+    while (!(ctx = net_open(state_dir, &busy))) {
+      if (busy->errnum != EWOULDBLOCK) {
+        *err = steal_pointer(&busy);
+        return -1;
+      }
+      vs_error_free(busy);
+      busy = NULL;
+      nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
+    }
+    int r = net_dhcp_handle(ctx, network, fd, err);
+    net_close(ctx);
+    if (r < 0)
+      return -1;
+  }
+}
+
 int main(int argc, char **argv) {
   vs_log_configure("net-tool", VS_LOG_WARN, VS_LOG_FORMAT_TEXT, 2);
   if (argc < 4 || strcmp(argv[1], "--state") != 0) {
@@ -170,7 +207,12 @@ int main(int argc, char **argv) {
   _cleanup_error_ vs_error *err = NULL;
   tool_args a = {0};
   net_ctx *ctx = NULL;
-  if (parse_args(argc - 4, argv + 4, &a, &err) == 0 && (ctx = net_open(argv[2], &err)))
+  if (strcmp(argv[3], "dhcp") == 0) {
+    if (argc == 5)
+      (void)serve_dhcp(argv[2], argv[4], &err);
+    else
+      vs_error_set(&err, EINVAL, "usage: dhcp NETWORK");
+  } else if (parse_args(argc - 4, argv + 4, &a, &err) == 0 && (ctx = net_open(argv[2], &err)))
     (void)run(ctx, argv[3], &a, &err);
   net_close(ctx);
   if (err) {
