@@ -294,4 +294,96 @@ TEST(damaged_state_is_refused) {
             "bridge name \"x;y\"");
 }
 
+/* A BOOTREQUEST from mac with options (already encoded, without the end option). */
+static size_t dhcp_request_msg(uint8_t *buf, const uint8_t mac[6], const uint8_t *opts,
+                               size_t opts_len) {
+  memset(buf, 0, 300);
+  buf[0] = 1;
+  buf[1] = 1;
+  buf[2] = 6;
+  buf[4] = 0xde; /* xid */
+  buf[7] = 0x42;
+  buf[10] = 0x80; /* broadcast flag */
+  memcpy(buf + 28, mac, 6);
+  static const uint8_t cookie[4] = {99, 130, 83, 99};
+  memcpy(buf + 236, cookie, 4);
+  memcpy(buf + 240, opts, opts_len);
+  buf[240 + opts_len] = 255;
+  return 240 + opts_len + 1;
+}
+
+/* The value of option code in a reply, or NULL. */
+static const uint8_t *dhcp_option(const uint8_t *msg, size_t len, uint8_t code) {
+  for (size_t i = 240; i + 1 < len && msg[i] != 255;) {
+    if (msg[i] == 0) {
+      i++;
+      continue;
+    }
+    if (msg[i] == code)
+      return msg + i + 2;
+    i += 2u + msg[i + 1];
+  }
+  return NULL;
+}
+
+TEST(dhcp_answers_only_its_endpoints) {
+  net_ctx ctx = {0};
+  net_network *n = make_net(&ctx, "front", "10.88.0.0/24", NULL, NULL);
+  add_ep(n, "vm", 0x0a580005, NULL);
+  uint8_t mac[6], other[6] = {0x02, 0, 0, 0, 0, 0x99};
+  net_default_mac(0x0a580005, mac);
+  uint8_t req[300], out[600];
+  size_t out_len;
+
+  static const uint8_t discover[] = {53, 1, 1};
+  size_t len = dhcp_request_msg(req, mac, discover, sizeof(discover));
+  CHECK(net_dhcp_reply(n, req, len, out, sizeof(out), &out_len, NULL) == 0);
+  CHECK(out_len >= 300 && out[0] == 2 && out[4] == 0xde && out[7] == 0x42 && out[10] == 0x80);
+  CHECK(memcmp(out + 16, (uint8_t[]){10, 88, 0, 5}, 4) == 0); /* yiaddr */
+  CHECK(memcmp(out + 28, mac, 6) == 0);
+  const uint8_t *o = dhcp_option(out, out_len, 53);
+  CHECK(o && o[0] == 2); /* OFFER */
+  o = dhcp_option(out, out_len, 1);
+  CHECK(o && memcmp(o, (uint8_t[]){255, 255, 255, 0}, 4) == 0);
+  o = dhcp_option(out, out_len, 3);
+  CHECK(o && memcmp(o, (uint8_t[]){10, 88, 0, 1}, 4) == 0);
+  o = dhcp_option(out, out_len, 26);
+  CHECK(o && o[0] == 1500 >> 8 && o[1] == (1500 & 255));
+
+  static const uint8_t request[] = {53, 1, 3, 50, 4, 10, 88, 0, 5, 54, 4, 10, 88, 0, 1};
+  len = dhcp_request_msg(req, mac, request, sizeof(request));
+  CHECK(net_dhcp_reply(n, req, len, out, sizeof(out), &out_len, NULL) == 0 && out_len > 0);
+  CHECK(dhcp_option(out, out_len, 53)[0] == 5); /* ACK */
+
+  static const uint8_t wrong_ip[] = {53, 1, 3, 50, 4, 10, 88, 0, 9};
+  len = dhcp_request_msg(req, mac, wrong_ip, sizeof(wrong_ip));
+  CHECK(net_dhcp_reply(n, req, len, out, sizeof(out), &out_len, NULL) == 0 && out_len > 0);
+  CHECK(dhcp_option(out, out_len, 53)[0] == 6); /* NAK */
+  CHECK(memcmp(out + 16, (uint8_t[]){0, 0, 0, 0}, 4) == 0);
+
+  static const uint8_t other_server[] = {53, 1, 3, 50, 4, 10, 88, 0, 5, 54, 4, 10, 88, 0, 2};
+  len = dhcp_request_msg(req, mac, other_server, sizeof(other_server));
+  CHECK(net_dhcp_reply(n, req, len, out, sizeof(out), &out_len, NULL) == 0 && out_len == 0);
+
+  len = dhcp_request_msg(req, other, discover, sizeof(discover));
+  CHECK(net_dhcp_reply(n, req, len, out, sizeof(out), &out_len, NULL) == 0 && out_len == 0);
+
+  /* malformed: an option running past the end, no end option, no message type, too short */
+  _cleanup_error_ vs_error *err = NULL;
+  static const uint8_t runaway[] = {53, 1, 1, 12, 200};
+  len = dhcp_request_msg(req, mac, runaway, sizeof(runaway));
+  CHECK(net_dhcp_reply(n, req, len, out, sizeof(out), &out_len, &err) == -1 && out_len == 0);
+  CHECK(strstr(err->msg, "option 12 (200 bytes) runs past the message") != NULL);
+  CHECK(net_dhcp_reply(n, req, len - 1 - sizeof(runaway) + 3, out, sizeof(out), &out_len, NULL) ==
+        -1);
+  static const uint8_t no_type[] = {12, 2, 'v', 'm'};
+  len = dhcp_request_msg(req, mac, no_type, sizeof(no_type));
+  CHECK(net_dhcp_reply(n, req, len, out, sizeof(out), &out_len, NULL) == -1);
+  CHECK(net_dhcp_reply(n, req, 200, out, sizeof(out), &out_len, NULL) == -1);
+
+  net_ctx_remove_network(&ctx, n);
+  net_network_free(n);
+  free(ctx.nets);
+}
+
 int main(void) { return tap_run(); }
