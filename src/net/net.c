@@ -141,7 +141,8 @@ static net_endpoint *endpoint_prepare(net_ctx *ctx, const net_endpoint_opts *opt
     vs_error_set(err, EINVAL, "network %s is internal: ports cannot be published on it", n->name);
     return NULL;
   }
-  if (net_ports_check_free(ctx, opts->ports, opts->n_ports, err) < 0)
+  if (net_ports_check_free(ctx, opts->ports, opts->n_ports, err) < 0 ||
+      net_ports_check_host(opts->ports, opts->n_ports, err) < 0)
     return NULL;
   uint32_t ip;
   if (net_ipam_allocate(n, opts->ip, &ip, err) < 0)

@@ -3,6 +3,7 @@
  * the part that is wrong. Port ranges and IPv6 host addresses are not accepted (yet). */
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "net/internal.h"
 
@@ -97,4 +98,36 @@ void net_port_format(const net_port *p, char *buf, size_t size) {
   inet_ntop(AF_INET, &p->host_ip, ip, sizeof(ip));
   snprintf(buf, size, "%s:%u:%u/%s", ip, p->host_port, p->port,
            p->proto == NET_PROTO_UDP ? "udp" : "tcp");
+}
+
+/* A published port is DNAT in the kernel, so a program already listening on it would silently
+ * lose its outside traffic to the guest: refuse the port instead, as a proxy's bind would. A
+ * trial bind says whether the address is taken (SO_REUSEADDR only lets TCP bind over TIME_WAIT,
+ * never over a listener). */
+static int port_check_host(const net_port *p, vs_error **err) {
+  bool udp = p->proto == NET_PROTO_UDP;
+  _cleanup_close_ int fd = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return vs_error_set(err, errno, "port check: socket");
+  int one = 1;
+  if (!udp && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+    return vs_error_set(err, errno, "port check: SO_REUSEADDR");
+  struct sockaddr_in sa = {
+      .sin_family = AF_INET, .sin_port = htons(p->host_port), .sin_addr = p->host_ip};
+  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    char s[NET_PORT_STR_MAX];
+    net_port_format(p, s, sizeof(s));
+    if (errno == EADDRINUSE)
+      return vs_error_set(err, EADDRINUSE, "port %s: host port %u/%s is in use by another program",
+                          s, p->host_port, udp ? "udp" : "tcp");
+    return vs_error_set(err, errno, "port %s: cannot use host port %u", s, p->host_port);
+  }
+  return 0;
+}
+
+int net_ports_check_host(const net_port *ports, size_t n, vs_error **err) {
+  for (size_t i = 0; i < n; i++)
+    if (port_check_host(&ports[i], err) < 0)
+      return -1;
+  return 0;
 }

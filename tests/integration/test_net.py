@@ -318,6 +318,19 @@ def test_second_claim_of_a_port_fails_clearly(world):
     assert links(c) == ["lo"]
 
 
+def test_port_taken_by_a_host_program_is_refused(world):
+    """A DNAT rule would silently take the outside traffic of a program already listening."""
+    w = world
+    w.serve(w.host, 8484)
+    c = w.add_netns("c7")
+    before = links(w.host), ruleset(w.host), w.net("inspect").stdout
+    r = w.net("attach", "back", "c7", "--netns", c, "-p", "8484:80", check=False)
+    assert r.returncode == 1
+    assert "port 0.0.0.0:8484:80/tcp: host port 8484/tcp is in use by another program" in r.stderr
+    assert (links(w.host), ruleset(w.host), w.net("inspect").stdout) == before
+    assert links(c) == ["lo"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["create", "x1", "--subnet", "10.88.0.128/25"],
      "subnet 10.88.0.128/25 overlaps network front's subnet 10.88.0.0/24"),
