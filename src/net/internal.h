@@ -21,6 +21,8 @@ typedef struct net_endpoint {
   char host_ifname[IFNAMSIZ];
   net_port *ports;
   size_t n_ports;
+  char **aliases; /* names the network's DNS answers besides the id */
+  size_t n_aliases;
 } net_endpoint;
 
 /* Addresses are kept in host byte order inside IPAM (uint32_t), in struct in_addr at the edges. */
@@ -97,6 +99,15 @@ void net_network_remove_endpoint(net_network *n, size_t index);
  * *out_len 0 when it gets none. Malformed requests are errors naming the problem. */
 int net_dhcp_reply(const net_network *n, const uint8_t *msg, size_t len, uint8_t *out, size_t cap,
                    size_t *out_len, vs_error **err);
+
+/* ---- DNS (dns.c): the answer to one query from a guest on n, or *forward when the name is not
+ * the network's. Malformed queries are errors naming the problem. */
+int net_dns_answer(const net_network *n, const uint8_t *q, size_t len, uint8_t *out, size_t cap,
+                   size_t *out_len, bool *forward, vs_error **err);
+#define NET_ALIAS_MAX 253
+/* Copy and check the aliases into ep (net.c). */
+int net_endpoint_set_aliases(net_endpoint *ep, const char *const *aliases, size_t n,
+                             vs_error **err);
 
 /* ---- nftables (nft.c) */
 int net_nft_apply(const net_ctx *ctx, vs_error **err);

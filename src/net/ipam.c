@@ -123,6 +123,9 @@ void net_endpoint_free(net_endpoint *ep) {
     return;
   free(ep->id);
   free(ep->ports);
+  for (size_t i = 0; i < ep->n_aliases; i++)
+    free(ep->aliases[i]);
+  free(ep->aliases);
   free(ep);
 }
 

@@ -122,6 +122,17 @@ int net_network_remove(net_ctx *ctx, const char *name, vs_error **err) {
 
 /* ------------------------------------------------------------ endpoints */
 
+int net_endpoint_set_aliases(net_endpoint *ep, const char *const *aliases, size_t n,
+                             vs_error **err) {
+  ep->aliases = vs_malloc0((n ? n : 1) * sizeof(char *));
+  for (size_t i = 0; i < n; i++) {
+    if (net_check_name(aliases[i], "alias", NET_ALIAS_MAX, err) < 0)
+      return -1;
+    ep->aliases[ep->n_aliases++] = vs_strdup(aliases[i]);
+  }
+  return 0;
+}
+
 /* Everything about a new endpoint that needs no kernel: the network, the id, IPAM, MAC, ports. */
 static net_endpoint *endpoint_prepare(net_ctx *ctx, const net_endpoint_opts *opts,
                                       net_endpoint_kind kind, net_network **net, vs_error **err) {
@@ -163,6 +174,10 @@ static net_endpoint *endpoint_prepare(net_ctx *ctx, const net_endpoint_opts *opt
   if (opts->n_ports)
     memcpy(ep->ports, opts->ports, opts->n_ports * sizeof(*ep->ports));
   ep->n_ports = opts->n_ports;
+  if (net_endpoint_set_aliases(ep, opts->aliases, opts->n_aliases, err) < 0) {
+    net_endpoint_free(ep);
+    return NULL;
+  }
   *net = n;
   return ep;
 }

@@ -74,6 +74,10 @@ typedef struct net_endpoint_opts {
   const char *mac; /* NULL: 02:42 and the address, as Docker */
   const net_port *ports;
   size_t n_ports;
+  /* Names the network's DNS answers with the endpoint's address besides the id (the container's
+   * name, --network-alias); same characters as names, at most 253 bytes. */
+  const char *const *aliases;
+  size_t n_aliases;
 } net_endpoint_opts;
 
 typedef struct net_endpoint_info {
@@ -127,6 +131,20 @@ int net_dhcp_open(const net_ctx *ctx, const char *network, vs_error **err);
 /* Read one request from fd (nothing waiting is fine) and answer it. Malformed requests and
  * unknown clients are not errors: they get no answer. */
 int net_dhcp_handle(const net_ctx *ctx, const char *network, int fd, vs_error **err);
+
+/* ----------------------------------------------------------------- DNS */
+
+/* The network's name server on its gateway address, port 53 (UDP): endpoints' ids and aliases
+ * on this network resolve to their addresses; other names are forwarded to upstream ("IPV4" or
+ * "IPV4:PORT"; NULL: the first nameserver of /etc/resolv.conf; none: SERVFAIL). Non-blocking:
+ * the caller polls both fds of net_dns_fds (the second is -1 without an upstream) and calls
+ * net_dns_handle when either is readable. */
+typedef struct net_dns net_dns;
+net_dns *net_dns_open(const net_ctx *ctx, const char *network, const char *upstream,
+                      vs_error **err);
+void net_dns_fds(const net_dns *d, int fds[2]);
+int net_dns_handle(net_dns *d, const net_ctx *ctx, vs_error **err);
+void net_dns_close(net_dns *d);
 
 /* The state as JSON (a new reference): what `network inspect` shows. */
 json_t *net_state_json(const net_ctx *ctx);

@@ -56,10 +56,13 @@ static json_t *endpoint_to_json(const net_endpoint *ep) {
     net_port_format(&ep->ports[i], s, sizeof(s));
     json_array_append_new(ports, json_string(s));
   }
-  return json_pack("{s:s, s:s, s:o, s:s, s:s, s:o}", "id", ep->id, "kind",
+  json_t *aliases = json_array();
+  for (size_t i = 0; i < ep->n_aliases; i++)
+    json_array_append_new(aliases, json_string(ep->aliases[i]));
+  return json_pack("{s:s, s:s, s:o, s:s, s:s, s:o, s:o}", "id", ep->id, "kind",
                    ep->kind == NET_ENDPOINT_TAP ? "tap" : "veth", "ip",
                    ipv4_json(ntohl(ep->ip.s_addr)), "mac", mac, "host_ifname", ep->host_ifname,
-                   "ports", ports);
+                   "ports", ports, "aliases", aliases);
 }
 
 static json_t *network_to_json(const net_network *n) {
@@ -89,7 +92,7 @@ int net_state_save(const net_ctx *ctx, vs_error **err) {
   return vs_json_write_file(ctx->state_path, j, 0600, err);
 }
 
-static int endpoint_ports_from_json(net_endpoint *ep, const json_t *j, vs_error **err) {
+static int endpoint_lists_from_json(net_endpoint *ep, const json_t *j, vs_error **err) {
   const char **specs = NULL;
   size_t n = 0;
   if (vs_json_get_string_array(j, "ports", false, &specs, &n, err) < 0)
@@ -102,7 +105,12 @@ static int endpoint_ports_from_json(net_endpoint *ep, const json_t *j, vs_error 
     }
   ep->n_ports = n;
   free(specs);
-  return 0;
+  const char **aliases = NULL;
+  if (vs_json_get_string_array(j, "aliases", false, &aliases, &n, err) < 0)
+    return -1;
+  int r = net_endpoint_set_aliases(ep, aliases, aliases ? n : 0, err);
+  free(aliases);
+  return r;
 }
 
 static net_endpoint *endpoint_from_json(const net_network *n, const json_t *j, vs_error **err) {
@@ -126,7 +134,7 @@ static net_endpoint *endpoint_from_json(const net_network *n, const json_t *j, v
   snprintf(ep->host_ifname, sizeof(ep->host_ifname), "%s", ifname);
   uint32_t a;
   if (net_ipam_allocate(n, ip, &a, err) < 0 || net_parse_mac(mac, ep->mac, err) < 0 ||
-      endpoint_ports_from_json(ep, j, err) < 0) {
+      endpoint_lists_from_json(ep, j, err) < 0) {
     vs_error_wrap(err, "endpoint %s", id);
     net_endpoint_free(ep);
     return NULL;

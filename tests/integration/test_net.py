@@ -16,7 +16,8 @@ with Debian's kernel) on such a tap gets its address by DHCP, reaches a containe
 and is reached through its published port; bad input and failures half-way give clear errors and leave no bridge, veth, tap,
 rule or address behind (also when the very last step, writing the state, fails); the state
 survives a new process and `restore` replaces the tables without cutting an established
-connection and repairs what vanished (bridge, tap, a dead container's veth); removing everything leaves nothing in the namespace.
+connection and repairs what vanished (bridge, tap, a dead container's veth); the network's DNS
+server resolves ids and aliases, forwards other names, and keeps networks' names apart; removing everything leaves nothing in the namespace.
 """
 import json
 import os
@@ -90,6 +91,27 @@ KEEP_CLIENT = textwrap.dedent("""
     for line in sys.stdin:
         c.sendall(line.encode())
         print(c.recv(1000).decode().strip(), flush=True)
+""")
+
+# The "host's resolver" for DNS forwarding: example.org is 203.0.113.7, every other name NXDOMAIN.
+UPSTREAM_DNS = textwrap.dedent(r"""
+    import socket, struct, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    print("listening", flush=True)
+    while True:
+        q, peer = s.recvfrom(1500)
+        i, labels = 12, []
+        while q[i]:
+            labels.append(q[i + 1:i + 1 + q[i]].decode())
+            i += 1 + q[i]
+        name, qtype, end = ".".join(labels).lower(), struct.unpack("!H", q[i + 1:i + 3])[0], i + 5
+        known = name == "example.org"
+        hdr = bytearray(q[:12])
+        hdr[2], hdr[3] = 0x81, 0x80 if known else 0x83
+        hdr[6:12] = bytes([0, 1 if known and qtype == 1 else 0, 0, 0, 0, 0])
+        ans = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([203, 0, 113, 7])
+        s.sendto(bytes(hdr) + q[12:end] + (ans if known and qtype == 1 else b""), peer)
 """)
 
 
@@ -607,6 +629,53 @@ def test_restore_after_things_vanished(world):
         for e in ("alive", "vm", "again"):
             w.net("detach", "crash", e, check=False)
         w.net("rm", "crash")
+
+
+def nslookup(ns, name, server):
+    r = run("busybox", "nslookup", name, server, ns=ns, check=False)
+    return [line.split()[-1] for line in r.stdout.splitlines()
+            if line.startswith("Address") and not line.split()[-1].startswith(server)]
+
+
+def test_dns_names_on_the_network(world):
+    """The network's DNS server answers its endpoints' ids and aliases, forwards other names to
+    the upstream resolver, and gives no network's names to another network."""
+    w = world
+    up = subprocess.Popen(["nsenter", f"--net={w.outside}", PY, "-c", UPSTREAM_DNS, "5353"],
+                          stdout=subprocess.PIPE, text=True)
+    w.procs.append(up)
+    assert up.stdout.readline().strip() == "listening"
+    c = w.add_netns("named")
+    ep = w.attach("front", "named", c, "--alias", "web", "--alias", "www.front")
+    servers = []
+    for net in ("front", "back"):
+        p = subprocess.Popen(["nsenter", f"--net={w.host}", w.tool, "--state", w.state, "dns", net,
+                              "--upstream", f"{UPLINK_OUTSIDE}:5353"], stdout=subprocess.PIPE,
+                             text=True)
+        w.procs.append(p)
+        assert p.stdout.readline().strip() == "serving"
+        servers.append(p)
+    try:
+        assert nslookup(w.c1, "web", "10.88.0.1") == [ep["ip"]]
+        assert nslookup(w.c1, "WWW.Front", "10.88.0.1") == [ep["ip"]]
+        assert nslookup(w.c1, "named", "10.88.0.1") == [ep["ip"]]
+        assert nslookup(w.c1, "c2", "10.88.0.1") == [w.ep2["ip"]]
+        assert nslookup(w.c1, "example.org", "10.88.0.1") == ["203.0.113.7"]
+        assert nslookup(w.c1, "nosuchname", "10.88.0.1") == []
+        # back's server: front's names are not its own, and upstream does not know them
+        assert nslookup(w.c3, "c3", "10.89.0.254") == [w.ep3["ip"]]
+        assert nslookup(w.c3, "web", "10.89.0.254") == []
+        assert nslookup(w.c3, "example.org", "10.89.0.254") == ["203.0.113.7"]
+        aliases = next(e["aliases"] for n in json.loads(w.net("inspect").stdout)["networks"]
+                       for e in n["endpoints"] if e["id"] == "named")
+        assert aliases == ["web", "www.front"]
+        r = w.net("attach", "front", "x9", "--netns", c, "--alias", "bad name", check=False)
+        assert r.returncode == 1 and 'alias "bad name": character 4' in r.stderr
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait()
+        w.net("detach", "front", "named")
 
 
 def test_removing_everything_leaves_nothing(world):

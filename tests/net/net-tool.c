@@ -11,6 +11,8 @@
  *   detach NAME ID
  *   restore | inspect | ruleset
  *   dhcp NAME        serve DHCP on the network's bridge until killed (prints "serving" first)
+ *   dns NAME [--upstream IP[:PORT]]   serve DNS on the network's gateway until killed (same)
+ *   attach and attach-tap also take --alias NAME (repeated): more names for the network's DNS
  *
  * attach and attach-tap print the endpoint as JSON; errors go to stderr, exit status 1.
  */
@@ -24,6 +26,7 @@
 #include "net/net.h"
 
 #define MAX_PORTS 32
+#define MAX_ALIASES 8
 
 typedef struct tool_args {
   const char *pos[2];
@@ -32,6 +35,8 @@ typedef struct tool_args {
   net_endpoint_opts ep;
   const char *netns;
   net_port ports[MAX_PORTS];
+  const char *aliases[MAX_ALIASES];
+  const char *upstream;
 } tool_args;
 
 static int parse_flag(tool_args *a, const char *flag, const char *val, vs_error **err) {
@@ -60,7 +65,13 @@ static int parse_flag(tool_args *a, const char *flag, const char *val, vs_error 
     a->ep.ip = val;
   else if (strcmp(flag, "--mac") == 0)
     a->ep.mac = val;
-  else if (strcmp(flag, "-p") == 0) {
+  else if (strcmp(flag, "--upstream") == 0)
+    a->upstream = val;
+  else if (strcmp(flag, "--alias") == 0) {
+    if (a->ep.n_aliases == MAX_ALIASES)
+      return vs_error_set(err, EINVAL, "at most %d aliases", MAX_ALIASES);
+    a->aliases[a->ep.n_aliases++] = val;
+  } else if (strcmp(flag, "-p") == 0) {
     if (a->ep.n_ports == MAX_PORTS)
       return vs_error_set(err, EINVAL, "at most %d ports", MAX_PORTS);
     if (net_port_parse(val, &a->ports[a->ep.n_ports], err) < 0)
@@ -74,6 +85,7 @@ static int parse_flag(tool_args *a, const char *flag, const char *val, vs_error 
 static int parse_args(int argc, char **argv, tool_args *a, vs_error **err) {
   a->ep.netns_fd = -1;
   a->ep.ports = a->ports;
+  a->ep.aliases = a->aliases;
   for (int i = 0; i < argc; i++) {
     const char *arg = argv[i];
     if (strcmp(arg, "--internal") == 0)
@@ -164,6 +176,21 @@ static int run(net_ctx *ctx, const char *cmd, tool_args *a, vs_error **err) {
   return vs_error_set(err, EINVAL, "unknown command %s", cmd);
 }
 
+/* net_open, waiting while another net-tool command holds the state. */
+static net_ctx *open_when_free(const char *state_dir, vs_error **err) {
+  for (;;) {
+    _cleanup_error_ vs_error *busy = NULL;
+    net_ctx *ctx = net_open(state_dir, &busy);
+    if (ctx)
+      return ctx;
+    if (busy->errnum != EWOULDBLOCK) {
+      *err = steal_pointer(&busy);
+      return NULL;
+    }
+    nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
+  }
+}
+
 /* The state is opened for each request only, so other net-tool commands (attach-tap ...) can
  * run while this serves; a request that arrives while one of them holds the state waits in the
  * socket. */
@@ -181,21 +208,44 @@ static int serve_dhcp(const char *state_dir, const char *network, vs_error **err
     struct pollfd p = {.fd = fd, .events = POLLIN};
     if (poll(&p, 1, -1) < 0 && errno != EINTR)
       return vs_error_set(err, errno, "poll");
-    _cleanup_error_ vs_error *busy = NULL;
-    while (!(ctx = net_open(state_dir, &busy))) {
-      if (busy->errnum != EWOULDBLOCK) {
-        *err = steal_pointer(&busy);
-        return -1;
-      }
-      vs_error_free(busy);
-      busy = NULL;
-      nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
-    }
+    if (!(ctx = open_when_free(state_dir, err)))
+      return -1;
     int r = net_dhcp_handle(ctx, network, fd, err);
     net_close(ctx);
     if (r < 0)
       return -1;
   }
+}
+
+/* As serve_dhcp: the state is opened for each batch of queries only. */
+static int serve_dns(const char *state_dir, const char *network, const char *upstream,
+                     vs_error **err) {
+  net_ctx *ctx = net_open(state_dir, err);
+  if (!ctx)
+    return -1;
+  net_dns *dns = net_dns_open(ctx, network, upstream, err);
+  net_close(ctx);
+  if (!dns)
+    return -1;
+  int fds[2];
+  net_dns_fds(dns, fds);
+  printf("serving\n");
+  fflush(stdout);
+  int r = 0;
+  while (r == 0) {
+    struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
+    if (poll(p, fds[1] >= 0 ? 2 : 1, -1) < 0 && errno != EINTR) {
+      r = vs_error_set(err, errno, "poll");
+      break;
+    }
+    ctx = open_when_free(state_dir, err);
+    if (!ctx)
+      break;
+    r = net_dns_handle(dns, ctx, err);
+    net_close(ctx);
+  }
+  net_dns_close(dns);
+  return -1;
 }
 
 int main(int argc, char **argv) {
@@ -212,6 +262,10 @@ int main(int argc, char **argv) {
       (void)serve_dhcp(argv[2], argv[4], &err);
     else
       vs_error_set(&err, EINVAL, "usage: dhcp NETWORK");
+  } else if (strcmp(argv[3], "dns") == 0) {
+    if (parse_args(argc - 4, argv + 4, &a, &err) == 0 &&
+        need_pos(&a, 1, "dns NETWORK [--upstream IP[:PORT]]", &err) == 0)
+      (void)serve_dns(argv[2], a.pos[0], a.upstream, &err);
   } else if (parse_args(argc - 4, argv + 4, &a, &err) == 0 && (ctx = net_open(argv[2], &err)))
     (void)run(ctx, argv[3], &a, &err);
   net_close(ctx);
