@@ -126,7 +126,8 @@ int nl_open_in_netns(nl_sock *s, int netns_fd, vs_error **err);
 void nl_close(nl_sock *s);
 int nl_link_index(nl_sock *s, const char *name, int *index, vs_error **err);
 int nl_link_exists(nl_sock *s, const char *name, bool *exists, vs_error **err);
-int nl_bridge_create(nl_sock *s, const char *name, unsigned mtu, vs_error **err);
+int nl_bridge_create(nl_sock *s, const char *name, unsigned mtu, const uint8_t mac[6],
+                     vs_error **err);
 /* veth pair host_name <-> peer_name, the peer moved into peer_netns_fd with mac and mtu. */
 int nl_veth_create(nl_sock *s, const char *host_name, const char *peer_name, int peer_netns_fd,
                    const uint8_t peer_mac[6], unsigned mtu, vs_error **err);

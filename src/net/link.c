@@ -168,12 +168,17 @@ int nl_link_exists(nl_sock *s, const char *name, bool *exists, vs_error **err) {
   return vs_error_set(err, e->errnum, "look up interface %s", name);
 }
 
-int nl_bridge_create(nl_sock *s, const char *name, unsigned mtu, vs_error **err) {
+/* The bridge gets a MAC address of its own: without one it takes the lowest of its ports' and
+ * changes whenever a guest joins or leaves, and guests that cached the gateway's old address lose
+ * it until their neighbour entry is probed again (seconds of silence to the gateway). */
+int nl_bridge_create(nl_sock *s, const char *name, unsigned mtu, const uint8_t mac[6],
+                     vs_error **err) {
   char buf[MNL_SOCKET_BUFFER_SIZE];
   struct nlmsghdr *nlh = nl_request(buf, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
   put_ifinfo(nlh, 0);
   mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
   mnl_attr_put_u32(nlh, IFLA_MTU, mtu);
+  mnl_attr_put(nlh, IFLA_ADDRESS, 6, mac);
   struct nlattr *info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
   mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "bridge");
   mnl_attr_nest_end(nlh, info);

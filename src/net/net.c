@@ -68,8 +68,13 @@ static int bridge_configure(nl_sock *s, const net_network *n, vs_error **err) {
   return 0;
 }
 
+/* The gateway's MAC follows the endpoints' scheme (02:42 and the address), so it is stable across
+ * restarts and differs from every endpoint's on the network. */
 static int bridge_make(nl_sock *s, const net_network *n, vs_error **err) {
-  if (ifname_must_be_free(s, n->bridge, err) < 0 || nl_bridge_create(s, n->bridge, n->mtu, err) < 0)
+  uint8_t mac[6];
+  net_default_mac(n->gateway, mac);
+  if (ifname_must_be_free(s, n->bridge, err) < 0 ||
+      nl_bridge_create(s, n->bridge, n->mtu, mac, err) < 0)
     return -1;
   if (bridge_configure(s, n, err) < 0) {
     link_delete_quietly(s, n->bridge);

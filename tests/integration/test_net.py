@@ -248,6 +248,10 @@ def test_endpoints_are_configured(world):
                               ns=w.host).stdout)[0]
     bridges = {n["name"]: n["bridge"] for n in json.loads(w.net("inspect").stdout)["networks"]}
     assert host_end["master"] == bridges["front"] and host_end["operstate"] == "UP"
+    # the bridge has its own MAC (02:42 + the gateway's address), not its lowest port's, which
+    # would change under the guests' neighbour caches as endpoints come and go
+    bridge = json.loads(run("ip", "-j", "link", "show", bridges["front"], ns=w.host).stdout)[0]
+    assert bridge["address"] == "02:42:0a:58:00:01"
     assert bridges["back"] == f"{PREFIX}br"
 
 
