@@ -386,4 +386,66 @@ TEST(dhcp_answers_only_its_endpoints) {
   free(ctx.nets);
 }
 
+/* A query for name (dotted) of qtype, id 0x1234, recursion desired. */
+static size_t dns_query(uint8_t *buf, const char *name, uint16_t qtype) {
+  static const uint8_t hdr[12] = {0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+  memcpy(buf, hdr, 12);
+  size_t i = 12;
+  for (const char *p = name; *p;) {
+    size_t l = strcspn(p, ".");
+    buf[i++] = (uint8_t)l;
+    memcpy(buf + i, p, l);
+    i += l;
+    p += l + (p[l] == '.');
+  }
+  buf[i++] = 0;
+  buf[i++] = (uint8_t)(qtype >> 8);
+  buf[i++] = (uint8_t)qtype;
+  buf[i++] = 0;
+  buf[i++] = 1;
+  return i;
+}
+
+TEST(dns_answers_names_of_the_network) {
+  net_ctx ctx = {0};
+  net_network *n = make_net(&ctx, "front", "10.88.0.0/24", NULL, NULL);
+  add_ep(n, "web-1", 0x0a580007, NULL);
+  const char *aliases[] = {"www.example"};
+  CHECK(net_endpoint_set_aliases(n->eps[0], aliases, 1, NULL) == 0);
+  uint8_t q[300], out[600];
+  size_t len, out_len;
+  bool forward;
+
+  len = dns_query(q, "WWW.Example", 1);
+  CHECK(net_dns_answer(n, q, len, out, sizeof(out), &out_len, &forward, NULL) == 0);
+  CHECK(!forward && out_len == len + 16);
+  CHECK(out[0] == 0x12 && out[1] == 0x34 && (out[2] & 0x80) && (out[2] & 0x04) && (out[2] & 1));
+  CHECK((out[3] & 0x0f) == 0 && out[7] == 1); /* NOERROR, one answer */
+  CHECK(memcmp(out + len + 12, (uint8_t[]){10, 88, 0, 7}, 4) == 0);
+
+  len = dns_query(q, "web-1", 28); /* AAAA: the name exists, no such record */
+  CHECK(net_dns_answer(n, q, len, out, sizeof(out), &out_len, &forward, NULL) == 0);
+  CHECK(!forward && out_len == len && out[7] == 0 && (out[3] & 0x0f) == 0);
+
+  len = dns_query(q, "example.org", 1);
+  CHECK(net_dns_answer(n, q, len, out, sizeof(out), &out_len, &forward, NULL) == 0);
+  CHECK(forward && out_len == 0);
+
+  _cleanup_error_ vs_error *err = NULL;
+  len = dns_query(q, "web-1", 1);
+  q[12] = 0xc0; /* a compression pointer in the question */
+  CHECK(net_dns_answer(n, q, len, out, sizeof(out), &out_len, &forward, &err) == -1);
+  CHECK(strstr(err->msg, "label of length 192") != NULL);
+  len = dns_query(q, "web-1", 1);
+  CHECK(net_dns_answer(n, q, len - 3, out, sizeof(out), &out_len, &forward, NULL) == -1);
+  q[2] |= 0x80; /* a response */
+  CHECK(net_dns_answer(n, q, len, out, sizeof(out), &out_len, &forward, NULL) == -1);
+  len = dns_query(q, "web-1", 1);
+  q[5] = 2; /* two questions */
+  CHECK(net_dns_answer(n, q, len, out, sizeof(out), &out_len, &forward, NULL) == -1);
+  net_ctx_remove_network(&ctx, n);
+  net_network_free(n);
+  free(ctx.nets);
+}
+
 int main(void) { return tap_run(); }
