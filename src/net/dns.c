@@ -1,0 +1,325 @@
+/* The network's name service, as Docker's embedded DNS server: on the gateway address (port 53,
+ * UDP), a guest's query for an endpoint's id or alias on the same network gets its address;
+ * every other query is forwarded to the host's resolver and the answer relayed back. Names are
+ * per network, so a guest cannot learn the addresses of another network's guests.
+ *
+ * Queries come from guests: every length and label is checked; a malformed query gets no
+ * answer. Forwarding never blocks: a query waits in a small table (its id rewritten, so two
+ * guests' ids cannot collide upstream) until the answer comes or its slot is needed again. */
+#include <ctype.h>
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "net/internal.h"
+
+#define DNS_PORT 53
+#define DNS_HEADER_LEN 12
+#define DNS_NAME_MAX 255
+#define DNS_TTL 600u
+#define DNS_PENDING 64
+#define DNS_PENDING_SECONDS 5
+#define DNS_MSG_MAX 1500
+
+enum { DNS_TYPE_A = 1, DNS_TYPE_ANY = 255, DNS_CLASS_IN = 1 };
+enum { RCODE_SERVFAIL = 2 };
+
+typedef struct dns_pending {
+  bool used;
+  uint16_t upstream_id, client_id;
+  struct sockaddr_in client;
+  time_t deadline;
+} dns_pending;
+
+struct net_dns {
+  char *network;
+  int listen_fd;
+  int upstream_fd; /* connected to the upstream resolver; -1 when there is none */
+  uint16_t next_id;
+  dns_pending pending[DNS_PENDING];
+};
+
+/* The question's name, lowercased and dotted ("web.example"), and where the question ends. */
+static int parse_question(const uint8_t *msg, size_t len, char name[DNS_NAME_MAX + 1],
+                          size_t *q_end, uint16_t *qtype, uint16_t *qclass, vs_error **err) {
+  size_t i = DNS_HEADER_LEN, n = 0;
+  for (;;) {
+    if (i >= len)
+      return vs_error_set(err, EINVAL, "dns: name runs past the message");
+    uint8_t l = msg[i++];
+    if (l == 0)
+      break;
+    if (l > 63) /* compression pointers have no place in a question */
+      return vs_error_set(err, EINVAL, "dns: label of length %u in the question", l);
+    if (l > len - i || n + l + 1 > DNS_NAME_MAX)
+      return vs_error_set(err, EINVAL, "dns: name too long or past the message");
+    if (n)
+      name[n++] = '.';
+    for (size_t k = 0; k < l; k++)
+      name[n++] = (char)tolower(msg[i + k]);
+    i += l;
+  }
+  name[n] = '\0';
+  if (len - i < 4)
+    return vs_error_set(err, EINVAL, "dns: question without type and class");
+  *qtype = (uint16_t)(msg[i] << 8 | msg[i + 1]);
+  *qclass = (uint16_t)(msg[i + 2] << 8 | msg[i + 3]);
+  *q_end = i + 4;
+  return 0;
+}
+
+static bool name_is(const char *name, const char *s) { return strcasecmp(name, s) == 0; }
+
+static const net_endpoint *endpoint_by_name(const net_network *n, const char *name) {
+  for (size_t i = 0; i < n->n_eps; i++) {
+    const net_endpoint *ep = n->eps[i];
+    if (name_is(name, ep->id))
+      return ep;
+    for (size_t k = 0; k < ep->n_aliases; k++)
+      if (name_is(name, ep->aliases[k]))
+        return ep;
+  }
+  return NULL;
+}
+
+/* Header and question of the query, flags of an authoritative answer, then the A record (its
+ * name a pointer to the question's, 0xc00c) when there is one. */
+static size_t build_answer(const uint8_t *q, size_t q_end, const net_endpoint *ep, bool with_a,
+                           uint8_t rcode, uint8_t *out) {
+  memcpy(out, q, q_end);
+  out[2] = (uint8_t)(0x80 | 0x04 | (q[2] & 0x01)); /* QR, AA, RD as asked */
+  out[3] = (uint8_t)(0x80 | rcode);                /* RA */
+  out[4] = 0;
+  out[5] = 1;
+  memset(out + 6, 0, 6);
+  size_t len = q_end;
+  if (!with_a)
+    return len;
+  out[7] = 1;
+  static const uint8_t rr[] = {0xc0, 0x0c, 0, DNS_TYPE_A, 0, DNS_CLASS_IN, 0, 0, 0x02, 0x58, 0, 4};
+  _Static_assert(DNS_TTL == 0x258, "the record's TTL bytes");
+  memcpy(out + len, rr, sizeof(rr));
+  len += sizeof(rr);
+  memcpy(out + len, &ep->ip.s_addr, 4);
+  return len + 4;
+}
+
+int net_dns_answer(const net_network *n, const uint8_t *q, size_t len, uint8_t *out, size_t cap,
+                   size_t *out_len, bool *forward, vs_error **err) {
+  *out_len = 0;
+  *forward = false;
+  if (len < DNS_HEADER_LEN + 5)
+    return vs_error_set(err, EINVAL, "dns: message of %zu bytes is too short", len);
+  if (q[2] & 0x80)
+    return vs_error_set(err, EINVAL, "dns: a response, not a query");
+  if ((q[2] & 0x78) != 0 || q[4] != 0 || q[5] != 1)
+    return vs_error_set(err, EINVAL, "dns: not a standard query with one question");
+  char name[DNS_NAME_MAX + 1];
+  size_t q_end;
+  uint16_t qtype, qclass;
+  if (parse_question(q, len, name, &q_end, &qtype, &qclass, err) < 0)
+    return -1;
+  const net_endpoint *ep = qclass == DNS_CLASS_IN ? endpoint_by_name(n, name) : NULL;
+  if (!ep) {
+    *forward = true;
+    return 0;
+  }
+  if (cap < q_end + 16)
+    return vs_error_set(err, EINVAL, "dns: answer buffer of %zu bytes is too small", cap);
+  /* a name of ours with no record of the type asked (AAAA): NOERROR with no answer */
+  *out_len = build_answer(q, q_end, ep, qtype == DNS_TYPE_A || qtype == DNS_TYPE_ANY, 0, out);
+  return 0;
+}
+
+static int parse_upstream(const char *s, struct sockaddr_in *sa, vs_error **err) {
+  char host[INET_ADDRSTRLEN];
+  const char *colon = strchr(s, ':');
+  size_t hl = colon ? (size_t)(colon - s) : strlen(s);
+  uint64_t port = DNS_PORT;
+  if (hl >= sizeof(host))
+    return vs_error_set(err, EINVAL, "dns upstream \"%s\": not IPV4[:PORT]", s);
+  memcpy(host, s, hl);
+  host[hl] = '\0';
+  *sa = (struct sockaddr_in){.sin_family = AF_INET};
+  if (inet_pton(AF_INET, host, &sa->sin_addr) != 1 ||
+      (colon && (vs_parse_u64(colon + 1, "dns upstream port", &port, NULL) < 0 || port == 0 ||
+                 port > 65535)))
+    return vs_error_set(err, EINVAL, "dns upstream \"%s\": not IPV4[:PORT]", s);
+  sa->sin_port = htons((uint16_t)port);
+  return 0;
+}
+
+/* The first IPv4 nameserver of the daemon's /etc/resolv.conf; 0 with *found false if none. */
+static int upstream_from_resolv_conf(struct sockaddr_in *sa, bool *found, vs_error **err) {
+  *found = false;
+  _cleanup_free_ char *text = NULL;
+  _cleanup_error_ vs_error *e = NULL;
+  if (vs_read_file("/etc/resolv.conf", 1 << 16, &text, NULL, &e) < 0)
+    return 0; /* no resolver: names not on the network fail (SERVFAIL) */
+  for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+       line = strtok_r(NULL, "\n", &save)) {
+    char addr[64];
+    if (sscanf(line, " nameserver %63s", addr) == 1 && parse_upstream(addr, sa, NULL) == 0) {
+      *found = true;
+      return 0;
+    }
+  }
+  return 0;
+}
+
+static void dns_closep(net_dns **d) { net_dns_close(*d); }
+
+static int open_upstream(net_dns *d, const char *upstream, vs_error **err) {
+  struct sockaddr_in sa;
+  bool found = true;
+  if (upstream ? parse_upstream(upstream, &sa, err) < 0
+               : upstream_from_resolv_conf(&sa, &found, err) < 0)
+    return -1;
+  if (!found)
+    return 0;
+  d->upstream_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (d->upstream_fd < 0)
+    return vs_error_set(err, errno, "dns: upstream socket");
+  if (connect(d->upstream_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+    return vs_error_set(err, errno, "dns: connect to the upstream resolver");
+  return 0;
+}
+
+net_dns *net_dns_open(const net_ctx *ctx, const char *network, const char *upstream,
+                      vs_error **err) {
+  const net_network *n = net_find_network(ctx, network);
+  if (!n) {
+    vs_error_set(err, ENOENT, "dns: network %s: no such network", network);
+    return NULL;
+  }
+  _cleanup_(dns_closep) net_dns *d = vs_malloc0(sizeof(*d));
+  d->network = vs_strdup(network);
+  d->upstream_fd = -1;
+  d->next_id = (uint16_t)(time(NULL) ^ getpid());
+  d->listen_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (d->listen_fd < 0) {
+    vs_error_set(err, errno, "dns: socket");
+    return NULL;
+  }
+  struct sockaddr_in sa = {
+      .sin_family = AF_INET, .sin_port = htons(DNS_PORT), .sin_addr.s_addr = htonl(n->gateway)};
+  char gw[INET_ADDRSTRLEN];
+  net_format_ipv4(n->gateway, gw);
+  if (bind(d->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    vs_error_set(err, errno, "dns: network %s: bind %s:%d", network, gw, DNS_PORT);
+    return NULL;
+  }
+  if (open_upstream(d, upstream, err) < 0) {
+    vs_error_wrap(err, "dns: network %s", network);
+    return NULL;
+  }
+  return steal_pointer(&d);
+}
+
+void net_dns_fds(const net_dns *d, int fds[2]) {
+  fds[0] = d->listen_fd;
+  fds[1] = d->upstream_fd;
+}
+
+void net_dns_close(net_dns *d) {
+  if (!d)
+    return;
+  if (d->listen_fd >= 0)
+    close(d->listen_fd);
+  if (d->upstream_fd >= 0)
+    close(d->upstream_fd);
+  free(d->network);
+  free(d);
+}
+
+/* A free slot, or the oldest expired one; NULL when all are waiting (the query is dropped and
+ * the guest's resolver retries, as with a lost packet). */
+static dns_pending *pending_slot(net_dns *d, time_t now) {
+  for (size_t i = 0; i < DNS_PENDING; i++)
+    if (!d->pending[i].used || d->pending[i].deadline < now)
+      return &d->pending[i];
+  return NULL;
+}
+
+static void reply_servfail(net_dns *d, uint8_t *q, size_t len, const struct sockaddr_in *from) {
+  q[2] = (uint8_t)(0x80 | (q[2] & 0x01));
+  q[3] = (uint8_t)(0x80 | RCODE_SERVFAIL);
+  (void)sendto(d->listen_fd, q, len, 0, (const struct sockaddr *)from, sizeof(*from));
+}
+
+static void forward_query(net_dns *d, uint8_t *q, size_t len, const struct sockaddr_in *from) {
+  time_t now = time(NULL);
+  dns_pending *p = d->upstream_fd >= 0 ? pending_slot(d, now) : NULL;
+  if (!p) {
+    reply_servfail(d, q, len, from);
+    return;
+  }
+  *p = (dns_pending){.used = true,
+                     .upstream_id = d->next_id++,
+                     .client_id = (uint16_t)(q[0] << 8 | q[1]),
+                     .client = *from,
+                     .deadline = now + DNS_PENDING_SECONDS};
+  q[0] = (uint8_t)(p->upstream_id >> 8);
+  q[1] = (uint8_t)p->upstream_id;
+  if (send(d->upstream_fd, q, len, 0) < 0)
+    p->used = false;
+}
+
+static bool handle_query(net_dns *d, const net_network *n) {
+  uint8_t q[DNS_MSG_MAX], out[DNS_MSG_MAX];
+  struct sockaddr_in from;
+  socklen_t fl = sizeof(from);
+  ssize_t len = recvfrom(d->listen_fd, q, sizeof(q), 0, (struct sockaddr *)&from, &fl);
+  if (len <= 0)
+    return false;
+  size_t out_len;
+  bool forward;
+  _cleanup_error_ vs_error *bad = NULL;
+  if (net_dns_answer(n, q, (size_t)len, out, sizeof(out), &out_len, &forward, &bad) < 0) {
+    vs_log_debug("network %s: %s", n->name, bad->msg); /* a guest's garbage: no answer */
+    return true;
+  }
+  if (forward)
+    forward_query(d, q, (size_t)len, &from);
+  else
+    (void)sendto(d->listen_fd, out, out_len, 0, (struct sockaddr *)&from, sizeof(from));
+  return true;
+}
+
+static bool handle_upstream_reply(net_dns *d) {
+  uint8_t r[DNS_MSG_MAX];
+  ssize_t len = recv(d->upstream_fd, r, sizeof(r), 0);
+  if (len < 0)
+    return false;
+  if (len < DNS_HEADER_LEN)
+    return true;
+  uint16_t id = (uint16_t)(r[0] << 8 | r[1]);
+  for (size_t i = 0; i < DNS_PENDING; i++) {
+    dns_pending *p = &d->pending[i];
+    if (p->used && p->upstream_id == id) {
+      r[0] = (uint8_t)(p->client_id >> 8);
+      r[1] = (uint8_t)p->client_id;
+      (void)sendto(d->listen_fd, r, (size_t)len, 0, (struct sockaddr *)&p->client,
+                   sizeof(p->client));
+      p->used = false;
+      return true;
+    }
+  }
+  return true;
+}
+
+/* At most this many datagrams per call, so a flood cannot hold the caller's loop. */
+#define DNS_BUDGET 32
+
+int net_dns_handle(net_dns *d, const net_ctx *ctx, vs_error **err) {
+  const net_network *n = net_find_network(ctx, d->network);
+  if (!n)
+    return vs_error_set(err, ENOENT, "dns: network %s: no such network", d->network);
+  for (int i = 0; i < DNS_BUDGET && handle_query(d, n); i++)
+    ;
+  for (int i = 0; d->upstream_fd >= 0 && i < DNS_BUDGET && handle_upstream_reply(d); i++)
+    ;
+  return 0;
+}
