@@ -1,0 +1,661 @@
+/* Container endpoints: create, list, inspect, start, stop, kill, remove. */
+#include "daemon/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------- lookups */
+
+/* Find and reference the container the path names; answers 404 itself. */
+static vd_container *call_container(vd_call *c) {
+  vd_daemon *d = c->d;
+  pthread_mutex_lock(&d->lock);
+  vd_container *ctr = vd_ctr_find(d, c->arg);
+  if (ctr)
+    vd_ctr_ref(ctr);
+  pthread_mutex_unlock(&d->lock);
+  if (!ctr)
+    vd_call_error(c, 404, "No such container: %s", c->arg);
+  return ctr;
+}
+
+/* ---------------------------------------------------------------- create */
+
+static bool valid_name(const char *n) {
+  if (n[0] == '/')
+    n++;
+  if (!((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= 'A' && n[0] <= 'Z') ||
+        (n[0] >= '0' && n[0] <= '9')) ||
+      !n[1])
+    return false;
+  for (const char *p = n + 1; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '_' || *p == '.' || *p == '-'))
+      return false;
+  return strlen(n) <= 253;
+}
+
+/* Docker's "adjective_scientist" names, from short lists. */
+static char *generated_name(vd_daemon *d, const char *id) {
+  static const char *const adj[] = {"brave", "calm", "eager", "fond", "keen", "lucid", "merry",
+                                    "nifty", "quirky", "sharp", "tender", "upbeat", "vivid",
+                                    "witty", "zen", "bold"};
+  static const char *const who[] = {"curie", "darwin", "euler", "fermi", "gauss", "hopper",
+                                    "kepler", "lovelace", "noether", "pascal", "ritchie",
+                                    "thompson", "turing", "wozniak", "yonath", "lamarr"};
+  for (unsigned i = 0; i < 32; i++) {
+    unsigned a = (unsigned)strtoul((char[]){id[i % 60], id[i % 60 + 1], 0}, NULL, 16);
+    char *n = vs_asprintf("/%s_%s", adj[a % ARRAY_SIZE(adj)], who[(a / 16 + i) % ARRAY_SIZE(who)]);
+    if (!vd_ctr_find_name(d, n))
+      return n;
+    free(n);
+  }
+  return vs_asprintf("/%.12s", id);
+}
+
+/* Docker's StrSlice: a string or an array of strings; NULL (with *absent) when null/absent. */
+static int str_slice(json_t *obj, const char *field, json_t **out, vs_error **err) {
+  json_t *v = json_object_get(obj, field);
+  *out = NULL;
+  if (!v || json_is_null(v))
+    return 0;
+  if (json_is_string(v)) {
+    *out = json_pack("[O]", v);
+    return 0;
+  }
+  const char **strs;
+  if (vs_json_get_string_array(obj, field, false, &strs, NULL, err) < 0)
+    return -1;
+  free(strs);
+  *out = json_incref(v);
+  return 0;
+}
+
+/* Environment: the image's, overridden key by key by the request's. */
+static json_t *merge_env(json_t *image_env, json_t *user_env) {
+  json_t *out = json_array();
+  json_array_extend(out, image_env);
+  size_t i, j;
+  json_t *v, *w;
+  json_array_foreach(user_env, i, v) {
+    const char *kv = json_string_value(v);
+    size_t klen = strcspn(kv, "=");
+    bool replaced = false;
+    json_array_foreach(out, j, w) {
+      const char *old = json_string_value(w);
+      if (!strncmp(old, kv, klen) && (old[klen] == '=' || old[klen] == 0)) {
+        json_array_set(out, j, v);
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced)
+      json_array_append(out, v);
+  }
+  return out;
+}
+
+/* Check the types of the fields we use: a wrong type is the client's error, named. */
+static int check_create_body(json_t *body, vs_error **err) {
+  const char *s;
+  json_t *o;
+  const char **sv;
+  bool b;
+  if (vs_json_get_string(body, "Image", true, &s, err) < 0 ||
+      vs_json_get_string(body, "WorkingDir", false, &s, err) < 0 ||
+      vs_json_get_string(body, "User", false, &s, err) < 0 ||
+      vs_json_get_string(body, "Hostname", false, &s, err) < 0 ||
+      vs_json_get_string(body, "StopSignal", false, &s, err) < 0 ||
+      vs_json_get_bool(body, "Tty", false, &b, err) < 0 ||
+      vs_json_get_object(body, "Labels", false, &o, err) < 0 ||
+      vs_json_get_object(body, "HostConfig", false, &o, err) < 0)
+    return -1;
+  if (vs_json_get_string_array(body, "Env", false, &sv, NULL, err) < 0)
+    return -1;
+  if (sv)
+    free(sv);
+  size_t i;
+  json_t *v;
+  json_array_foreach(json_object_get(body, "Env"), i, v) if (!strchr(json_string_value(v), '=') ||
+                                                           json_string_value(v)[0] == '=') return vs_error_set(err, EINVAL, "invalid environment variable: %s", json_string_value(v));
+  const char *key;
+  json_object_foreach(json_object_get(body, "Labels"), key, v) if (!json_is_string(v)) return vs_error_set(err, EINVAL, "field \"Labels\".%s: expected string, found %s", key, vs_json_type_name(v));
+  json_t *hc = json_object_get(body, "HostConfig");
+  if (vs_json_get_bool(hc, "AutoRemove", false, &b, err) < 0 ||
+      vs_json_get_string(hc, "NetworkMode", false, &s, err) < 0)
+    return vs_error_wrap(err, "HostConfig");
+  if (json_is_true(json_object_get(body, "Tty")))
+    return vs_error_set(err, EINVAL, "Tty: pseudo-terminals are not supported by vesseld yet");
+  const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
+  if (net && *net && strcmp(net, "default") && strcmp(net, "none") && strcmp(net, "host") &&
+      strcmp(net, "bridge"))
+    return vs_error_set(err, EINVAL, "network %s not found", net);
+  return 0;
+}
+
+/* The container's Config as Docker stores it: the request merged with the image's config. */
+static json_t *merged_config(json_t *body, const vs_image *img, const char *id, vs_error **err) {
+  json_t *icfg = json_object_get(img->config.root, "config");
+  json_t *ep = NULL, *cmd = NULL;
+  if (str_slice(body, "Entrypoint", &ep, err) < 0 || str_slice(body, "Cmd", &cmd, err) < 0) {
+    json_decref(ep);
+    return NULL;
+  }
+  /* --entrypoint "" resets the image's entrypoint */
+  if (ep && json_array_size(ep) == 1 && !strcmp(json_string_value(json_array_get(ep, 0)), "")) {
+    json_decref(ep);
+    ep = json_array();
+  }
+  if (json_array_size(ep) == 0) {
+    if (json_array_size(cmd) == 0) {
+      json_decref(cmd);
+      cmd = json_incref(json_object_get(icfg, "Cmd"));
+    }
+    if (!ep)
+      ep = json_incref(json_object_get(icfg, "Entrypoint"));
+  }
+  json_t *cfg = json_deep_copy(body);
+  json_object_del(cfg, "HostConfig");
+  json_object_del(cfg, "NetworkingConfig");
+  json_object_set_new(cfg, "Entrypoint", ep ? ep : json_null());
+  json_object_set_new(cfg, "Cmd", cmd ? cmd : json_null());
+  json_object_set_new(cfg, "Env", merge_env(json_object_get(icfg, "Env"),
+                                            json_object_get(body, "Env")));
+  static const char *const inherit[] = {"WorkingDir", "User", "StopSignal"};
+  for (size_t i = 0; i < ARRAY_SIZE(inherit); i++) {
+    const char *v = json_string_value(json_object_get(body, inherit[i]));
+    if (!v || !*v) {
+      const char *iv = json_string_value(json_object_get(icfg, inherit[i]));
+      json_object_set_new(cfg, inherit[i], json_string(iv ? iv : ""));
+    }
+  }
+  json_t *labels = json_object();
+  json_object_update(labels, json_object_get(icfg, "Labels"));
+  json_object_update(labels, json_object_get(body, "Labels"));
+  json_object_set_new(cfg, "Labels", labels);
+  const char *host = json_string_value(json_object_get(body, "Hostname"));
+  if (!host || !*host)
+    json_object_set_new(cfg, "Hostname", json_sprintf("%.12s", id));
+  return cfg;
+}
+
+static int write_text(const char *dir, const char *name, const char *text, vs_error **err) {
+  _cleanup_free_ char *p = vs_asprintf("%s/%s", dir, name);
+  return vs_write_file_atomic(p, text, strlen(text), 0644, err);
+}
+
+/* /etc/hosts, /etc/hostname and /etc/resolv.conf the container gets bind-mounted. */
+static int write_etc_files(const char *dir, const char *host, vs_error **err) {
+  _cleanup_free_ char *hosts =
+      vs_asprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                  "127.0.1.1\t%s\n",
+                  host);
+  _cleanup_free_ char *hn = vs_asprintf("%s\n", host);
+  _cleanup_free_ char *resolv = NULL;
+  if (vs_read_file("/etc/resolv.conf", 65536, &resolv, NULL, NULL) < 0)
+    resolv = vs_strdup("");
+  if (write_text(dir, "hosts", hosts, err) < 0 || write_text(dir, "hostname", hn, err) < 0 ||
+      write_text(dir, "resolv.conf", resolv, err) < 0)
+    return -1;
+  return 0;
+}
+
+/* Directory, files, overlay root and OCI config; record.json last, as the commit point. */
+static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, const char *dir,
+                              vs_error **err) {
+  json_t *cfg = json_object_get(rec, "Config");
+  const char *host = json_string_value(json_object_get(cfg, "Hostname"));
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
+  _cleanup_free_ char *log = vs_asprintf("%s/%s-json.log", dir,
+                                         json_string_value(json_object_get(rec, "Id")));
+  if (vs_mkdir_p(dir, 0700, err) < 0 || write_text(dir, "image", img->manifest_digest, err) < 0 ||
+      write_etc_files(dir, host, err) < 0 || vs_write_file_atomic(log, "", 0, 0600, err) < 0)
+    return -1;
+  pthread_mutex_lock(&d->store_lock);
+  int r = vs_store_lock(d->store, false, err);
+  if (r == 0) {
+    r = vs_rootfs_mount(d->store, img, dir, rootfs, err);
+    vs_store_unlock(d->store);
+  }
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0)
+    return vs_error_wrap(err, "mount the root file system");
+  _cleanup_json_ json_t *spec = vd_spec_build(img, cfg, json_object_get(rec, "HostConfig"), dir,
+                                              rootfs, host, err);
+  if (!spec)
+    return -1;
+  _cleanup_free_ char *spec_path = vs_asprintf("%s/config.json", dir);
+  _cleanup_free_ char *rec_path = vs_asprintf("%s/record.json", dir);
+  if (vs_json_write_file(spec_path, spec, 0600, err) < 0 ||
+      vs_json_write_file(rec_path, rec, 0600, err) < 0)
+    return -1;
+  return 0;
+}
+
+static void remove_partial(const char *dir) {
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
+  umount2(rootfs, MNT_DETACH);
+  vs_rm_rf(dir, NULL);
+}
+
+static json_t *new_record(vd_call *c, json_t *body, const vs_image *img, const char *id,
+                          const char *name, vs_error **err) {
+  json_t *cfg = merged_config(body, img, id, err);
+  if (!cfg)
+    return NULL;
+  json_t *args = json_array();
+  json_array_extend(args, json_object_get(cfg, "Entrypoint"));
+  json_array_extend(args, json_object_get(cfg, "Cmd"));
+  if (json_array_size(args) == 0) {
+    json_decref(args);
+    json_decref(cfg);
+    vs_error_set(err, EINVAL, "No command specified");
+    return NULL;
+  }
+  json_t *path = json_incref(json_array_get(args, 0));
+  json_array_remove(args, 0);
+  json_t *hc = json_object_get(body, "HostConfig");
+  hc = hc ? json_deep_copy(hc) : json_object();
+  const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
+  if (!net || !*net)
+    json_object_set_new(hc, "NetworkMode", json_string("default"));
+  _cleanup_free_ char *created = vd_now();
+  (void)c;
+  return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "Id", id, "Name", name,
+                   "Created", created, "Image", img->manifest.config.digest, "ImageManifest",
+                   img->manifest_digest, "Config", cfg, "HostConfig", hc, "Path", path, "Args",
+                   args);
+}
+
+/* Reserve the name in the table (under d->lock) by adding the container. */
+static bool add_if_name_free(vd_call *c, vd_container *ctr) {
+  vd_daemon *d = c->d;
+  pthread_mutex_lock(&d->lock);
+  vd_container *other = vd_ctr_find_name(d, ctr->name);
+  if (!other)
+    vd_ctr_add(d, ctr);
+  pthread_mutex_unlock(&d->lock);
+  if (other)
+    vd_call_error(c, 409,
+                  "Conflict. The container name \"%s\" is already in use by container \"%s\". "
+                  "You have to remove (or rename) that container to be able to reuse that name.",
+                  ctr->name, other->id);
+  return !other;
+}
+
+void vd_h_container_create(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_json_ json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  vs_error *e = NULL;
+  _cleanup_free_ char *qname = http_query_get(c->req->query, "name");
+  if (qname && *qname && !valid_name(qname)) {
+    vd_call_error(c, 400, "Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                  qname);
+    return;
+  }
+  if (check_create_body(body, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  const char *image = json_string_value(json_object_get(body, "Image"));
+  vs_image img;
+  pthread_mutex_lock(&d->store_lock);
+  int r = vs_store_resolve(d->store, image, &img, &e);
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0) {
+    vd_call_error(c, 404, "No such image: %s", image);
+    vs_error_free(e);
+    return;
+  }
+  _cleanup_free_ char *id = vd_random_id();
+  pthread_mutex_lock(&d->lock);
+  _cleanup_free_ char *name = qname && *qname
+                                  ? vs_asprintf("/%s", qname[0] == '/' ? qname + 1 : qname)
+                                  : generated_name(d, id);
+  pthread_mutex_unlock(&d->lock);
+  json_t *rec = new_record(c, body, &img, id, name, &e);
+  if (!rec) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    vs_image_clear(&img);
+    return;
+  }
+  vd_container *ctr = vd_ctr_new(d, id, rec);
+  if (!add_if_name_free(c, ctr)) {
+    vd_ctr_unref(d, ctr);
+    vs_image_clear(&img);
+    return;
+  }
+  r = make_container_dir(d, &img, rec, ctr->dir, &e);
+  vs_image_clear(&img);
+  if (r < 0) {
+    remove_partial(ctr->dir);
+    pthread_mutex_lock(&d->lock);
+    vd_ctr_remove(d, ctr);
+    pthread_mutex_unlock(&d->lock);
+    vd_ctr_unref(d, ctr);
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  /* the watch could only be added once the directory existed */
+  pthread_mutex_lock(&d->lock);
+  vd_ctr_remove(d, ctr);
+  vd_ctr_add(d, ctr);
+  pthread_mutex_unlock(&d->lock);
+  vs_log_info("container %.12s created (%s)", id, name);
+  vd_call_json(c, 201, json_pack("{s:s, s:[]}", "Id", id, "Warnings"));
+}
+
+/* ---------------------------------------------------------------- list, inspect */
+
+static long long unix_time(const char *t) {
+  struct tm tm = {0};
+  if (!t || !strptime(t, "%Y-%m-%dT%H:%M:%S", &tm))
+    return 0;
+  return (long long)timegm(&tm);
+}
+
+/* "3 seconds", "About a minute", "2 hours": Go's units.HumanDuration. */
+static char *human_duration(long long secs) {
+  if (secs < 1)
+    return vs_strdup("Less than a second");
+  if (secs == 1)
+    return vs_strdup("1 second");
+  if (secs < 60)
+    return vs_asprintf("%lld seconds", secs);
+  long long mins = secs / 60;
+  if (mins == 1)
+    return vs_strdup("About a minute");
+  if (mins < 60)
+    return vs_asprintf("%lld minutes", mins);
+  long long hours = mins / 60;
+  if (hours == 1)
+    return vs_strdup("About an hour");
+  if (hours < 48)
+    return vs_asprintf("%lld hours", hours);
+  return vs_asprintf("%lld days", hours / 24);
+}
+
+static char *status_text(const vd_container *c) {
+  long long now = (long long)time(NULL);
+  if (c->state == VD_CTR_RUNNING) {
+    _cleanup_free_ char *h = human_duration(now - unix_time(c->started_at));
+    return vs_asprintf("Up %s", h);
+  }
+  if (c->state == VD_CTR_EXITED) {
+    _cleanup_free_ char *h = human_duration(now - unix_time(c->finished_at));
+    return vs_asprintf("Exited (%d) %s ago", c->exit_code, h);
+  }
+  return vs_strdup("Created");
+}
+
+static char *command_text(json_t *rec) {
+  char *s = vs_strdup(json_string_value(json_object_get(rec, "Path")));
+  size_t i;
+  json_t *v;
+  json_array_foreach(json_object_get(rec, "Args"), i, v) {
+    char *n = vs_asprintf("%s %s", s, json_string_value(v));
+    free(s);
+    s = n;
+  }
+  return s;
+}
+
+static json_t *container_summary(const vd_container *c) {
+  json_t *cfg = json_object_get(c->rec, "Config");
+  json_t *hc = json_object_get(c->rec, "HostConfig");
+  _cleanup_free_ char *status = status_text(c);
+  _cleanup_free_ char *cmd = command_text(c->rec);
+  return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:[], s:O, s:s, s:s, s:{s:O}, s:{s:{}}, "
+                   "s:[]}",
+                   "Id", c->id, "Names", c->name, "Image", json_object_get(cfg, "Image"),
+                   "ImageID", json_object_get(c->rec, "Image"), "Command", cmd, "Created",
+                   (json_int_t)unix_time(json_string_value(json_object_get(c->rec, "Created"))),
+                   "Ports", "Labels", json_object_get(cfg, "Labels"), "State",
+                   vd_ctr_state_name(c), "Status", status, "HostConfig", "NetworkMode",
+                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks", "Mounts");
+}
+
+void vd_h_containers_list(vd_call *c) {
+  vd_daemon *d = c->d;
+  bool all = http_query_bool(c->req->query, "all", false);
+  json_t *out = json_array();
+  pthread_mutex_lock(&d->lock);
+  /* newest first, as docker ps */
+  for (size_t i = d->n_ctrs; i-- > 0;) {
+    vd_container *ctr = d->ctrs[i];
+    if (!all && ctr->state != VD_CTR_RUNNING)
+      continue;
+    json_array_append_new(out, container_summary(ctr));
+  }
+  pthread_mutex_unlock(&d->lock);
+  vd_call_json(c, 200, out);
+}
+
+#define ZERO_TIME "0001-01-01T00:00:00Z"
+
+static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
+  _cleanup_free_ char *log = vd_ctr_log_path(c);
+  _cleanup_free_ char *resolv = vs_asprintf("%s/resolv.conf", c->dir);
+  _cleanup_free_ char *hostname = vs_asprintf("%s/hostname", c->dir);
+  _cleanup_free_ char *hosts = vs_asprintf("%s/hosts", c->dir);
+  _cleanup_free_ char *upper = vs_asprintf("%s/upper", c->dir);
+  _cleanup_free_ char *merged = vs_asprintf("%s/rootfs", c->dir);
+  _cleanup_free_ char *work = vs_asprintf("%s/work", c->dir);
+  bool running = c->state == VD_CTR_RUNNING;
+  json_t *state = json_pack(
+      "{s:s, s:b, s:b, s:b, s:b, s:b, s:b, s:i, s:i, s:s, s:s, s:s}", "Status",
+      vd_ctr_state_name(c), "Running", running, "Paused", 0, "Restarting", 0, "OOMKilled", 0,
+      "Dead", 0, "RemovalInProgress", c->removing, "Pid",
+      running ? (int)c->pid : 0, "ExitCode", c->exit_code, "Error", c->error ? c->error : "",
+      "StartedAt", c->started_at ? c->started_at : ZERO_TIME, "FinishedAt",
+      c->finished_at ? c->finished_at : ZERO_TIME);
+  (void)d;
+  return json_pack(
+      "{s:s, s:O, s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, "
+      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:[], s:O, s:{s:s, s:s, s:b, s:{}, s:{}, s:s, "
+      "s:s, s:i, s:s}}",
+      "Id", c->id, "Created", json_object_get(c->rec, "Created"), "Path",
+      json_object_get(c->rec, "Path"), "Args", json_object_get(c->rec, "Args"), "State", state,
+      "Image", json_object_get(c->rec, "Image"), "ResolvConfPath", resolv, "HostnamePath",
+      hostname, "HostsPath", hosts, "LogPath", log, "Name", c->name, "RestartCount", 0, "Driver",
+      "overlay", "Platform", "linux", "MountLabel", "", "ProcessLabel", "", "AppArmorProfile", "",
+      "ExecIDs", "HostConfig", json_object_get(c->rec, "HostConfig"), "GraphDriver", "Name",
+      "overlay", "Data", "UpperDir", upper, "MergedDir", merged, "WorkDir", work, "Mounts",
+      "Config", json_object_get(c->rec, "Config"), "NetworkSettings", "Bridge", "", "SandboxID",
+      "", "HairpinMode", 0, "Ports", "Networks", "IPAddress", "", "Gateway", "", "IPPrefixLen", 0,
+      "MacAddress", "");
+}
+
+void vd_h_container_inspect(vd_call *c) {
+  vd_daemon *d = c->d;
+  pthread_mutex_lock(&d->lock);
+  vd_container *ctr = vd_ctr_find(d, c->arg);
+  if (ctr)
+    vd_call_json(c, 200, container_inspect(d, ctr));
+  pthread_mutex_unlock(&d->lock);
+  if (!ctr)
+    vd_call_error(c, 404, "No such container: %s", c->arg);
+}
+
+/* ---------------------------------------------------------------- start, stop, kill */
+
+void vd_h_container_start(vd_call *c) {
+  vd_daemon *d = c->d;
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  pthread_mutex_lock(&d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING, busy = ctr->starting || ctr->removing;
+  if (!running && !busy)
+    ctr->starting = true;
+  pthread_mutex_unlock(&d->lock);
+  if (running) {
+    vd_call_status(c, 304);
+    return;
+  }
+  if (busy) {
+    vd_call_error(c, 409, "container %s is being started or removed", c->arg);
+    return;
+  }
+  vs_error *e = NULL;
+  int r = vd_supervise_start(d, ctr, &e);
+  pthread_mutex_lock(&d->lock);
+  ctr->starting = false;
+  pthread_mutex_unlock(&d->lock);
+  if (r < 0) {
+    vd_call_error(c, 500, "failed to start container %.12s: %s", ctr->id, e->msg);
+    vs_error_free(e);
+    return;
+  }
+  vs_log_info("container %.12s started", ctr->id);
+  c->after = VD_AFTER_WATCH;
+  vd_call_status(c, 204);
+}
+
+static const struct {
+  const char *name;
+  int sig;
+} signals[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+               {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP},
+               {"CONT", SIGCONT}, {"ALRM", SIGALRM}, {"WINCH", SIGWINCH}};
+
+/* "SIGTERM", "TERM" or "15"; 0 when unknown. */
+static int parse_signal(const char *s) {
+  if (!s || !*s)
+    return 0;
+  char *end;
+  long n = strtol(s, &end, 10);
+  if (!*end)
+    return n > 0 && n < 65 ? (int)n : 0;
+  const char *name = !strncasecmp(s, "SIG", 3) ? s + 3 : s;
+  for (size_t i = 0; i < ARRAY_SIZE(signals); i++)
+    if (!strcasecmp(name, signals[i].name))
+      return signals[i].sig;
+  return 0;
+}
+
+void vd_h_container_kill(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *sq = http_query_get(c->req->query, "signal");
+  int sig = sq && *sq ? parse_signal(sq) : SIGKILL;
+  if (!sig) {
+    vd_call_error(c, 400, "Invalid signal: %s", sq);
+    return;
+  }
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  pthread_mutex_lock(&d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING;
+  pthread_mutex_unlock(&d->lock);
+  if (!running) {
+    vd_call_error(c, 409, "Container %s is not running", c->arg);
+    return;
+  }
+  vs_error *e = NULL;
+  if (vd_supervise_kill(d, ctr, sig, &e) < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vd_call_status(c, 204);
+}
+
+static void refresh_after_exit(vd_daemon *d, vd_container *ctr) {
+  pthread_mutex_lock(&d->lock);
+  vd_ctr_refresh(d, ctr);
+  pthread_mutex_unlock(&d->lock);
+}
+
+void vd_h_container_stop(vd_call *c) {
+  vd_daemon *d = c->d;
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  pthread_mutex_lock(&d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING;
+  json_t *cfg = json_object_get(ctr->rec, "Config");
+  int sig = parse_signal(json_string_value(json_object_get(cfg, "StopSignal")));
+  json_int_t timeout = json_integer_value(json_object_get(cfg, "StopTimeout"));
+  pthread_mutex_unlock(&d->lock);
+  _cleanup_free_ char *tq = http_query_get(c->req->query, "t");
+  if (tq && *tq) {
+    char *end;
+    timeout = strtoll(tq, &end, 10);
+    if (*end || timeout > 86400) {
+      vd_call_error(c, 400, "invalid value for t: %s", tq);
+      return;
+    }
+  } else if (!json_object_get(cfg, "StopTimeout")) {
+    timeout = 10;
+  }
+  if (!running) {
+    vd_call_status(c, 304);
+    return;
+  }
+  vs_error *e = NULL;
+  if (vd_supervise_kill(d, ctr, sig ? sig : SIGTERM, &e) < 0)
+    vs_error_free(e); /* it may have just exited: the wait below tells */
+  if (timeout < 0 || !vd_supervise_wait_exit(ctr, (int)timeout * 1000)) {
+    e = NULL;
+    if (vd_supervise_kill(d, ctr, SIGKILL, &e) < 0)
+      vs_error_free(e);
+    if (!vd_supervise_wait_exit(ctr, 10000)) {
+      vd_call_error(c, 500, "container %.12s did not stop after SIGKILL", ctr->id);
+      return;
+    }
+  }
+  refresh_after_exit(d, ctr);
+  vd_call_status(c, 204);
+}
+
+/* ---------------------------------------------------------------- remove */
+
+void vd_h_container_delete(vd_call *c) {
+  vd_daemon *d = c->d;
+  bool force = http_query_bool(c->req->query, "force", false);
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  pthread_mutex_lock(&d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING || ctr->starting;
+  bool removing = ctr->removing;
+  if (!removing && (!running || force))
+    ctr->removing = true;
+  pthread_mutex_unlock(&d->lock);
+  if (removing) {
+    vd_call_error(c, 409, "removal of container %s is already in progress", c->arg);
+    return;
+  }
+  if (running && !force) {
+    vd_call_error(c, 409,
+                  "You cannot remove a running container %s. Stop the container before "
+                  "attempting removal or force remove",
+                  ctr->id);
+    return;
+  }
+  vs_error *e = NULL;
+  if (vd_supervise_remove(d, ctr, force, &e) < 0) {
+    pthread_mutex_lock(&d->lock);
+    ctr->removing = false;
+    pthread_mutex_unlock(&d->lock);
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  c->after = VD_AFTER_REMOVED;
+  vd_call_status(c, 204);
+}

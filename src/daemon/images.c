@@ -1,0 +1,312 @@
+/* Image endpoints on vessel's image store: list, inspect, load, tag, remove.
+ *
+ * Docker's image ID is the digest of the image's config; the store tags manifests, so every
+ * answer goes from tags to manifests to configs. All store calls hold d->store_lock: the store
+ * object is not shared between threads otherwise. */
+#include "daemon/internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+/* Seconds since the epoch of an RFC 3339 time ("2024-01-01T00:00:00Z"), 0 if unreadable. */
+static long long unix_time(const char *t) {
+  struct tm tm = {0};
+  if (!t || !strptime(t, "%Y-%m-%dT%H:%M:%S", &tm))
+    return 0;
+  return (long long)timegm(&tm);
+}
+
+/* RepoTags and RepoDigests of one manifest digest, from the tags object. */
+static void image_names(json_t *tags, const char *manifest_digest, json_t *repo_tags,
+                        json_t *repo_digests) {
+  const char *key;
+  json_t *val;
+  json_object_foreach(tags, key, val) {
+    if (!json_is_string(val) || strcmp(json_string_value(val), manifest_digest) != 0)
+      continue;
+    _cleanup_free_ char *fam = vs_image_name_familiar(key);
+    json_array_append_new(strchr(key, '@') ? repo_digests : repo_tags, json_string(fam));
+  }
+}
+
+static json_t *image_summary(const vs_image *img, json_t *tags) {
+  json_t *repo_tags = json_array(), *repo_digests = json_array();
+  image_names(tags, img->manifest_digest, repo_tags, repo_digests);
+  json_t *cfg = json_object_get(img->config.root, "config");
+  json_t *labels = json_object_get(cfg, "Labels");
+  json_int_t size = (json_int_t)vs_image_size(img);
+  return json_pack("{s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:O, s:i}", "Id",
+                   img->manifest.config.digest, "ParentId", "", "RepoTags", repo_tags,
+                   "RepoDigests", repo_digests, "Created",
+                   (json_int_t)unix_time(img->config.created), "Size", size, "VirtualSize", size,
+                   "SharedSize", (json_int_t)-1, "Labels",
+                   json_is_object(labels) ? labels : json_null(), "Containers", -1);
+}
+
+void vd_h_images_list(vd_call *c) {
+  vd_daemon *d = c->d;
+  vs_error *e = NULL;
+  pthread_mutex_lock(&d->store_lock);
+  json_t *tags = vs_store_tags(d->store, &e);
+  json_t *out = json_array(), *seen = json_object();
+  const char *key;
+  json_t *val;
+  json_object_foreach(tags, key, val) {
+    const char *md = json_string_value(val);
+    if (!md || json_object_get(seen, md))
+      continue;
+    json_object_set_new(seen, md, json_true());
+    vs_image img;
+    if (vs_store_load_image(d->store, md, &img, NULL) < 0)
+      continue; /* a tag whose manifest is gone is skipped, as a dangling reference */
+    json_array_append_new(out, image_summary(&img, tags));
+    vs_image_clear(&img);
+  }
+  pthread_mutex_unlock(&d->store_lock);
+  json_decref(seen);
+  json_decref(tags);
+  if (e) {
+    json_decref(out);
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vd_call_json(c, 200, out);
+}
+
+/* Resolve a name users type; answers 404 "No such image" itself. */
+static bool resolve_image(vd_call *c, const char *name, vs_image *img) {
+  vs_error *e = NULL;
+  if (vs_store_resolve(c->d->store, name, img, &e) == 0)
+    return true;
+  if (e && e->errnum == ENOENT)
+    vd_call_error(c, 404, "No such image: %s", name);
+  else
+    vd_call_fail(c, e);
+  vs_error_free(e);
+  return false;
+}
+
+static json_t *image_inspect(const vs_image *img, json_t *tags) {
+  json_t *repo_tags = json_array(), *repo_digests = json_array();
+  image_names(tags, img->manifest_digest, repo_tags, repo_digests);
+  json_t *root = img->config.root;
+  json_t *cfg = json_object_get(root, "config");
+  json_t *layers = json_array();
+  for (size_t i = 0; i < img->config.n_diff_ids; i++)
+    json_array_append_new(layers, json_string(img->config.diff_ids[i]));
+  const char *author = json_string_value(json_object_get(root, "author"));
+  json_int_t size = (json_int_t)vs_image_size(img);
+  return json_pack(
+      "{s:s, s:o, s:o, s:s, s:s, s:s, s:s, s:{}, s:s, s:s, s:O, s:s, s:s, s:I, s:I, "
+      "s:{s:n, s:s}, s:{s:s, s:o}, s:{s:s}}",
+      "Id", img->manifest.config.digest, "RepoTags", repo_tags, "RepoDigests", repo_digests,
+      "Parent", "", "Comment", "", "Created", img->config.created ? img->config.created : "",
+      "Container", "", "ContainerConfig", "DockerVersion", "", "Author", author ? author : "",
+      "Config", json_is_object(cfg) ? cfg : json_null(), "Architecture",
+      img->config.arch ? img->config.arch : "", "Os", img->config.os ? img->config.os : "",
+      "Size", size, "VirtualSize", size, "GraphDriver", "Data", "Name", "overlay", "RootFS",
+      "Type", "layers", "Layers", layers, "Metadata", "LastTagTime",
+      "0001-01-01T00:00:00Z");
+}
+
+void vd_h_image_inspect(vd_call *c) {
+  vd_daemon *d = c->d;
+  vs_image img;
+  pthread_mutex_lock(&d->store_lock);
+  if (resolve_image(c, c->arg, &img)) {
+    json_t *tags = vs_store_tags(d->store, NULL);
+    vd_call_json(c, 200, image_inspect(&img, tags));
+    json_decref(tags);
+    vs_image_clear(&img);
+  }
+  pthread_mutex_unlock(&d->store_lock);
+}
+
+/* docker load: the archive was spooled to a file while it arrived. */
+void vd_h_image_load(vd_call *c) {
+  vd_daemon *d = c->d;
+  if (c->body_fd < 0) {
+    vd_call_error(c, 400, "request body is empty: an image archive was expected");
+    return;
+  }
+  vs_error *e = NULL;
+  json_t *names = NULL;
+  pthread_mutex_lock(&d->store_lock);
+  int r = vs_image_load(d->store, c->body_path, NULL, &names, &e);
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0) {
+    /* a broken archive is the client's fault */
+    vd_call_error(c, e->errnum == ENOMEM || e->errnum == ENOSPC ? 500 : 400, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  _cleanup_free_ char *text = vs_strdup("");
+  size_t i;
+  json_t *v;
+  json_array_foreach(names, i, v) {
+    _cleanup_free_ char *fam = vs_image_name_familiar(json_string_value(v));
+    _cleanup_free_ char *msg = vs_asprintf("Loaded image: %s\n", fam);
+    _cleanup_json_ json_t *line = json_pack("{s:s}", "stream", msg);
+    _cleanup_free_ char *ls = json_dumps(line, JSON_COMPACT);
+    char *next = vs_asprintf("%s%s\n", text, ls);
+    free(text);
+    text = next;
+  }
+  json_decref(names);
+  c->status = 200;
+  c->text = steal_pointer(&text);
+  c->content_type = "application/json";
+}
+
+/* "repo" + "tag" query values as a full reference ("docker.io/library/x:latest"). */
+static char *target_name(vd_call *c, vs_error **err) {
+  _cleanup_free_ char *repo = http_query_get(c->req->query, "repo");
+  _cleanup_free_ char *tag = http_query_get(c->req->query, "tag");
+  if (!repo || !*repo) {
+    vs_error_set(err, EINVAL, "repository name must have at least one component");
+    return NULL;
+  }
+  _cleanup_free_ char *ref = vs_asprintf("%s:%s", repo, tag && *tag ? tag : "latest");
+  vs_image_ref r;
+  if (vs_image_ref_parse(ref, &r, err) < 0) {
+    vs_error_wrap(err, "invalid reference format");
+    if (*err)
+      (*err)->errnum = EINVAL;
+    return NULL;
+  }
+  char *full = vs_image_ref_string(&r);
+  vs_image_ref_clear(&r);
+  return full;
+}
+
+void vd_h_image_tag(vd_call *c) {
+  vd_daemon *d = c->d;
+  vs_error *e = NULL;
+  _cleanup_free_ char *full = target_name(c, &e);
+  if (!full) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vs_image img;
+  pthread_mutex_lock(&d->store_lock);
+  if (resolve_image(c, c->arg, &img)) {
+    if (vs_store_tag_set(d->store, full, img.manifest_digest, &e) < 0)
+      vd_call_fail(c, e);
+    else
+      vd_call_status(c, 201);
+    vs_image_clear(&img);
+  }
+  pthread_mutex_unlock(&d->store_lock);
+  vs_error_free(e);
+}
+
+/* A container (other than one being removed) made from this manifest, or NULL. */
+static char *container_using(vd_daemon *d, const char *manifest_digest) {
+  char *found = NULL;
+  pthread_mutex_lock(&d->lock);
+  for (size_t i = 0; i < d->n_ctrs && !found; i++) {
+    const char *md = json_string_value(json_object_get(d->ctrs[i]->rec, "ImageManifest"));
+    if (md && !strcmp(md, manifest_digest) && !d->ctrs[i]->removing)
+      found = vs_img_strndup(d->ctrs[i]->id, 12);
+  }
+  pthread_mutex_unlock(&d->lock);
+  return found;
+}
+
+/* The full tag name when `name` is a tag of the store, else NULL. */
+static char *tag_of(json_t *tags, const char *name) {
+  vs_image_ref r;
+  if (vs_image_ref_parse(name, &r, NULL) < 0)
+    return NULL;
+  char *full = vs_image_ref_string(&r);
+  vs_image_ref_clear(&r);
+  if (!json_object_get(tags, full)) {
+    free(full);
+    return NULL;
+  }
+  return full;
+}
+
+/* Remove the tags in `names` and, when no tag is left, the image's data (garbage collection). */
+static void untag_and_collect(vd_call *c, json_t *names, const vs_image *img, json_t *out) {
+  vd_daemon *d = c->d;
+  vs_error *e = NULL;
+  size_t i;
+  json_t *v;
+  json_array_foreach(names, i, v) {
+    if (vs_store_tag_remove(d->store, json_string_value(v), &e) < 0) {
+      vd_call_fail(c, e);
+      vs_error_free(e);
+      json_decref(out);
+      return;
+    }
+    _cleanup_free_ char *fam = vs_image_name_familiar(json_string_value(v));
+    json_array_append_new(out, json_pack("{s:s}", "Untagged", fam));
+  }
+  json_t *tags = vs_store_tags(d->store, NULL);
+  bool still_tagged = false;
+  const char *key;
+  json_t *val;
+  json_object_foreach(tags, key, val) if (json_is_string(val) &&
+                                          !strcmp(json_string_value(val), img->manifest_digest))
+      still_tagged = true;
+  json_decref(tags);
+  if (!still_tagged) {
+    if (vs_store_gc(d->store, NULL, &e) < 0) {
+      vs_log_warn("image removal: %s", e->msg);
+      vs_error_free(e);
+    }
+    json_array_append_new(out, json_pack("{s:s}", "Deleted", img->manifest.config.digest));
+  }
+  vd_call_json(c, 200, out);
+}
+
+void vd_h_image_delete(vd_call *c) {
+  vd_daemon *d = c->d;
+  bool force = http_query_bool(c->req->query, "force", false);
+  vs_image img;
+  pthread_mutex_lock(&d->store_lock);
+  if (!resolve_image(c, c->arg, &img)) {
+    pthread_mutex_unlock(&d->store_lock);
+    return;
+  }
+  json_t *tags = vs_store_tags(d->store, NULL);
+  _cleanup_free_ char *tag = tag_of(tags, c->arg);
+  json_t *names = json_array();
+  const char *key;
+  json_t *val;
+  if (tag) {
+    json_array_append_new(names, json_string(tag));
+  } else {
+    json_object_foreach(tags, key, val) if (json_is_string(val) &&
+                                            !strcmp(json_string_value(val), img.manifest_digest))
+        json_array_append_new(names, json_string(key));
+  }
+  size_t n_tags = 0;
+  json_object_foreach(tags, key, val) if (json_is_string(val) &&
+                                          !strcmp(json_string_value(val), img.manifest_digest))
+      n_tags++;
+  json_decref(tags);
+  _cleanup_free_ char *user = n_tags <= json_array_size(names)
+                                  ? container_using(d, img.manifest_digest)
+                                  : NULL;
+  if (!tag && json_array_size(names) > 1 && !force) {
+    vd_call_error(c, 409,
+                  "conflict: unable to delete %.12s (must be forced) - image is referenced in "
+                  "multiple repositories",
+                  img.manifest.config.digest + 7);
+  } else if (user && !force) {
+    vd_call_error(c, 409,
+                  "conflict: unable to remove repository reference \"%s\" (must force) - "
+                  "container %s is using its referenced image %.12s",
+                  c->arg, user, img.manifest.config.digest + 7);
+  } else {
+    untag_and_collect(c, names, &img, json_array());
+  }
+  json_decref(names);
+  vs_image_clear(&img);
+  pthread_mutex_unlock(&d->store_lock);
+}

@@ -1,0 +1,326 @@
+/* Private to src/daemon (and its unit tests): the daemon's context, connections, calls and the
+ * container table. Layers, bottom up:
+ *   http.c                  request parser (pure)
+ *   util.c                  small helpers
+ *   server.c                the event loop, connections, responses, worker pool
+ *   router.c                API paths and versions -> handlers
+ *   system.c images.c       handlers per object kind
+ *   containers.c streams.c
+ *   store.c                 container records under the data root, recovery at start
+ *   supervisor.c spec.c     monitors, exits, OCI specs
+ *   monitor.c               the vessel-monitor process (no link to the rest)
+ */
+#ifndef VESSEL_DAEMON_INTERNAL_H
+#define VESSEL_DAEMON_INTERNAL_H
+
+#include "daemon/daemon.h"
+#include "daemon/http.h"
+#include "ctr/ctr.h"
+#include "image/image.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#define VD_WORKERS 4
+#define VD_MAX_JSON_BODY (4U << 20)      /* create, and every other JSON request */
+#define VD_MAX_LOAD_BODY (64ULL << 30)   /* docker load: an image archive */
+#define VD_MAX_CONNS 1024
+#define VD_OUT_HIGH_WATER (1U << 20)     /* stop reading a log while this much is unsent */
+
+/* ---- util.c */
+
+/* JSON string contents for arbitrary bytes: invalid UTF-8 becomes U+FFFD as Go's encoder does. */
+char *vd_json_escape_bytes(const char *data, size_t len);
+/* /proc/<pid>/stat starttime: tells a process from a later one with the same pid (0 if gone). */
+unsigned long long vd_pid_start_time(pid_t pid);
+/* RFC 3339 UTC time now, nanoseconds. */
+char *vd_now(void);
+/* 64 random hex digits. */
+char *vd_random_id(void);
+
+/* ---- epoll sources: every registered fd points at one of these */
+
+typedef enum {
+  VD_SRC_LISTENER,
+  VD_SRC_CONN,
+  VD_SRC_SIGNAL,
+  VD_SRC_DONE,    /* eventfd: worker jobs finished */
+  VD_SRC_INOTIFY, /* container directories: the logs grew, an exit was recorded */
+  VD_SRC_MONITOR, /* pidfd of a container's monitor */
+} vd_src_kind;
+
+typedef struct vd_src {
+  vd_src_kind kind;
+  void *owner;
+} vd_src;
+
+typedef struct vd_container vd_container;
+typedef struct vd_conn vd_conn;
+typedef struct vd_call vd_call;
+typedef struct vd_job vd_job;
+
+/* ---- containers */
+
+typedef enum {
+  VD_CTR_CREATED,
+  VD_CTR_RUNNING,
+  VD_CTR_EXITED,
+} vd_ctr_state;
+
+struct vd_container {
+  char id[65];
+  char *name; /* "/name" as Docker keeps it */
+  char *dir;  /* <data-root>/containers/<id> */
+  json_t *rec; /* the record (container.v1.json): Config, HostConfig, Created, Image... */
+  /* status, under d->lock */
+  vd_ctr_state state;
+  bool starting, stopping, removing, removed;
+  pid_t monitor_pid, pid;
+  unsigned long long monitor_start;
+  int exit_code;
+  char *started_at, *finished_at, *error;
+  unsigned exits; /* how many exits vesseld has seen: waiters for the next one compare */
+  int refs;       /* the table holds one; jobs hold one while they run */
+  /* loop thread only */
+  int pidfd;
+  vd_src pid_src;
+  int watch; /* inotify watch descriptor of dir, -1 if none */
+  vd_conn *streams; /* connections following this container (logs, attach, wait) */
+  vd_container *next_dead; /* removed, its table reference dropped after the loop iteration */
+};
+
+/* ---- connections and calls */
+
+typedef enum {
+  VD_CONN_HEAD,     /* reading a request head */
+  VD_CONN_BODY,     /* reading its body */
+  VD_CONN_BUSY,     /* a worker handles the request */
+  VD_CONN_STREAM,   /* a streamed response (logs -f, wait, attach) */
+  VD_CONN_CLOSING,  /* send what is queued, then close */
+} vd_conn_state;
+
+typedef enum {
+  VD_STREAM_NONE,
+  VD_STREAM_LOGS,   /* logs, follow or not */
+  VD_STREAM_ATTACH, /* hijacked attach: follows until the next exit */
+  VD_STREAM_WAIT,   /* wait: one JSON object at the next exit / removal */
+} vd_stream_kind;
+
+typedef struct vd_route vd_route;
+
+struct vd_conn {
+  vd_src src;
+  int fd;
+  vd_daemon *d;
+  vd_conn *prev, *next; /* all connections */
+  vd_conn_state state;
+  bool peer_eof;   /* the client shut its side (hijacked streams keep going) */
+  bool dead;       /* fd closed while a worker still has the call: free when it returns */
+  char *in;
+  size_t in_len, in_cap;
+  char *out;
+  size_t out_len, out_off;
+  bool want_out; /* EPOLLOUT registered */
+  /* the request being read */
+  http_request req;
+  http_body body;
+  vd_call *call;
+  /* streams */
+  vd_stream_kind stream;
+  bool chunked; /* response body in chunked encoding */
+  vd_container *ctr;
+  vd_conn *stream_next;
+  int log_fd;
+  char *log_partial; /* an incomplete last line of the log */
+  size_t log_partial_len;
+  bool out_stdout, out_stderr, follow, until_exit;
+  bool ctr_ended; /* the container exited or went away: drain the log, then end */
+  unsigned exits_at_start;
+  char *wait_condition; /* "not-running", "next-exit", "removed" */
+};
+
+typedef enum {
+  VD_RUN_LOOP,   /* quick: runs on the event loop */
+  VD_RUN_WORKER, /* may block: runs on a worker thread */
+} vd_run_mode;
+
+struct vd_route {
+  const char *method;
+  const char *pattern; /* "/containers/{}/start": {} is one segment, {*} any non-empty text */
+  void (*handler)(vd_call *call);
+  vd_run_mode mode;
+  bool body_to_file; /* the body is spooled to a temporary file (docker load) */
+};
+
+struct vd_call {
+  vd_daemon *d;
+  vd_conn *conn; /* NULL once the client went away (worker calls) */
+  const http_request *req;
+  const vd_route *route;
+  char *arg;       /* what {} or {*} matched, decoded */
+  char *body;      /* JSON bodies, NUL-terminated */
+  size_t body_len;
+  int body_fd;     /* spooled bodies */
+  char *body_path;
+  /* the answer */
+  int status;
+  json_t *json;     /* JSON body */
+  char *text;       /* or a ready body with content_type */
+  const char *content_type;
+  const char *extra_headers; /* "Name: value\r\n" lines */
+  bool streamed;    /* the handler took over the connection */
+  /* a worker handler's container: referenced, and what the loop does with it afterwards */
+  vd_container *ctr;
+  enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED } after;
+};
+
+/* Answer helpers for handlers. */
+void vd_call_json(vd_call *c, int status, json_t *json);
+void vd_call_status(vd_call *c, int status);
+void vd_call_error(vd_call *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* An error from below: 404 when errnum is ENOENT, 409 for EEXIST/EBUSY, 400 for EINVAL, else
+ * 500, with e's message. */
+void vd_call_fail(vd_call *c, const vs_error *e);
+/* A JSON request body as an object: NULL after answering 400 naming the problem. */
+json_t *vd_call_body_object(vd_call *c);
+
+/* ---- jobs for the workers */
+
+struct vd_job {
+  vd_job *next;
+  void (*run)(vd_job *job);  /* on a worker */
+  void (*done)(vd_job *job); /* back on the loop; frees the job */
+  vd_daemon *d;
+  vd_call *call;
+  vd_container *ctr;
+  int result;
+};
+
+void vd_job_submit(vd_daemon *d, vd_job *job);
+
+/* ---- the daemon */
+
+struct vd_daemon {
+  char *data_root, *exec_root, *containers_dir, *monitor_path;
+  ctr_runtime rt;
+  vs_store *store;
+  int epfd;
+  int sigfd;
+  vd_src sig_src;
+  int donefd;
+  vd_src done_src;
+  int inofd;
+  vd_src ino_src;
+  int *listen_fds;
+  char **listen_paths;
+  vd_src *listen_srcs;
+  size_t n_listen;
+  bool stopping;
+  vd_conn *conns;
+  size_t n_conns;
+  vd_conn *dead_conns; /* closed, freed at the end of the loop iteration */
+  vd_container *dead_ctrs;
+  /* the container table and every container's status: under lock (short holds, also on the
+   * loop); the image store object: under store_lock (long holds, workers only) */
+  pthread_mutex_t lock;
+  pthread_mutex_t store_lock;
+  vd_container **ctrs;
+  size_t n_ctrs;
+  /* workers */
+  pthread_t workers[VD_WORKERS];
+  size_t n_workers;
+  pthread_mutex_t qlock;
+  pthread_cond_t qcond;
+  vd_job *queue, *queue_tail;
+  vd_job *done;
+  bool quit_workers;
+  char *started; /* RFC 3339 */
+};
+
+/* server.c: connections and responses (loop thread only) */
+void vd_conn_send(vd_conn *c, const void *data, size_t len);
+void vd_conn_stream_begin(vd_conn *c, int status, const char *content_type);
+void vd_conn_stream_write(vd_conn *c, const void *data, size_t len);
+void vd_conn_stream_end(vd_conn *c);
+void vd_conn_hijack_begin(vd_conn *c, const char *content_type);
+/* Send the call's answer and get ready for the next request (or close). Frees the call. */
+void vd_conn_finish_call(vd_conn *c, vd_call *call);
+void vd_call_free(vd_call *call);
+int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **err);
+void vd_loop_del(vd_daemon *d, int fd);
+
+/* router.c */
+/* Find the handler of a call: 0, or the status to answer with and *msg (caller frees). */
+int vd_route_resolve(vd_call *call, char **msg);
+const vd_route *vd_route_find(const char *method, const char *path, char **arg, bool *path_known);
+/* The path without a /vN.NN prefix; NULL when the version is not served (error in *msg). */
+const char *vd_api_path(const char *path, char **msg);
+
+/* handlers */
+void vd_h_ping(vd_call *c);
+void vd_h_version(vd_call *c);
+void vd_h_info(vd_call *c);
+void vd_h_images_list(vd_call *c);
+void vd_h_image_inspect(vd_call *c);
+void vd_h_image_load(vd_call *c);
+void vd_h_image_tag(vd_call *c);
+void vd_h_image_delete(vd_call *c);
+void vd_h_containers_list(vd_call *c);
+void vd_h_container_create(vd_call *c);
+void vd_h_container_inspect(vd_call *c);
+void vd_h_container_start(vd_call *c);
+void vd_h_container_stop(vd_call *c);
+void vd_h_container_kill(vd_call *c);
+void vd_h_container_delete(vd_call *c);
+void vd_h_container_wait(vd_call *c);
+void vd_h_container_logs(vd_call *c);
+void vd_h_container_attach(vd_call *c);
+
+/* store.c: the container table (callers hold d->lock unless said otherwise) */
+vd_container *vd_ctr_find(vd_daemon *d, const char *what); /* name, id or unique id prefix */
+vd_container *vd_ctr_find_name(vd_daemon *d, const char *name);
+void vd_ctr_ref(vd_container *c);
+/* Drops a reference; the last one frees (takes d->lock itself). */
+void vd_ctr_unref(vd_daemon *d, vd_container *c);
+void vd_ctr_add(vd_daemon *d, vd_container *c);
+void vd_ctr_remove(vd_daemon *d, vd_container *c);
+int vd_ctr_save(vd_container *c, vs_error **err);
+vd_container *vd_ctr_new(vd_daemon *d, const char *id, json_t *rec);
+/* Read monitor.json and exit.json into the status fields. */
+void vd_ctr_refresh(vd_daemon *d, vd_container *c);
+int vd_store_recover(vd_daemon *d, vs_error **err);
+char *vd_ctr_log_path(const vd_container *c);
+const char *vd_ctr_state_name(const vd_container *c);
+
+/* supervisor.c */
+/* Start the container's monitor and wait until it reports (worker). */
+int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err);
+/* Watch a running container's monitor (loop). */
+void vd_supervise_watch(vd_daemon *d, vd_container *c);
+/* The monitor exited (loop): read the exit, finish streams, auto-remove. */
+void vd_supervise_exited(vd_daemon *d, vd_container *c);
+/* Remove a container's files and mounts (worker); the caller set c->removing. */
+int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **err);
+/* Send sig to the container's processes. */
+int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
+/* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */
+int vd_supervise_wait_exit(vd_container *c, int timeout_ms);
+/* The container was removed (loop): end its streams, drop it from the table. */
+void vd_supervise_removed(vd_daemon *d, vd_container *c);
+
+/* spec.c: the OCI config.json of a container from its image and create request */
+json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, const char *dir,
+                      const char *rootfs, const char *hostname, vs_error **err);
+
+/* streams.c (loop) */
+/* The container's directory changed: feed its followers. */
+void vd_streams_poke(vd_daemon *d, vd_container *c);
+/* The container exited or was removed: drain and end its streams, answer its waiters. */
+void vd_streams_exit(vd_daemon *d, vd_container *c, bool removed);
+/* The connection goes away: unlink it from its container. */
+void vd_stream_detach(vd_conn *conn);
+/* Flow control: the client drained our output, read more of the log. */
+void vd_stream_pump(vd_conn *conn);
+
+#endif
