@@ -67,7 +67,7 @@ static int str_slice(json_t *obj, const char *field, json_t **out, vs_error **er
     *out = json_pack("[O]", v);
     return 0;
   }
-  const char **strs;
+  const char **strs = NULL;
   if (vs_json_get_string_array(obj, field, false, &strs, NULL, err) < 0)
     return -1;
   free(strs);
@@ -103,7 +103,7 @@ static json_t *merge_env(json_t *image_env, json_t *user_env) {
 static int check_create_body(json_t *body, vs_error **err) {
   const char *s;
   json_t *o;
-  const char **sv;
+  const char **sv = NULL;
   bool b;
   if (vs_json_get_string(body, "Image", true, &s, err) < 0 ||
       vs_json_get_string(body, "WorkingDir", false, &s, err) < 0 ||
@@ -125,8 +125,8 @@ static int check_create_body(json_t *body, vs_error **err) {
   const char *key;
   json_object_foreach(json_object_get(body, "Labels"), key, v) if (!json_is_string(v)) return vs_error_set(err, EINVAL, "field \"Labels\".%s: expected string, found %s", key, vs_json_type_name(v));
   json_t *hc = json_object_get(body, "HostConfig");
-  if (vs_json_get_bool(hc, "AutoRemove", false, &b, err) < 0 ||
-      vs_json_get_string(hc, "NetworkMode", false, &s, err) < 0)
+  if (json_is_object(hc) && (vs_json_get_bool(hc, "AutoRemove", false, &b, err) < 0 ||
+                             vs_json_get_string(hc, "NetworkMode", false, &s, err) < 0))
     return vs_error_wrap(err, "HostConfig");
   if (json_is_true(json_object_get(body, "Tty")))
     return vs_error_set(err, EINVAL, "Tty: pseudo-terminals are not supported by vesseld yet");

@@ -138,9 +138,6 @@ static void conn_next_request(vd_conn *c, bool keep_alive) {
 
 void vd_conn_finish_call(vd_conn *c, vd_call *call) {
   bool keep = c->req.keep_alive;
-  /* a body left unread would be taken for the next request */
-  if (c->state == VD_CONN_BODY)
-    keep = false;
   if (call->json) {
     _cleanup_free_ char *body = json_dumps(call->json, JSON_COMPACT);
     size_t len = strlen(body);
@@ -308,6 +305,7 @@ static void conn_dispatch(vd_conn *c) {
     conn_update_events(c);
     return;
   }
+  c->state = VD_CONN_BUSY;
   call->route->handler(call);
   if (!call->streamed) {
     vd_conn_finish_call(c, call);

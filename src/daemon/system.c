@@ -28,10 +28,11 @@ static const char *go_arch(const char *machine) {
 void vd_h_version(vd_call *c) {
   struct utsname u;
   uname(&u);
-  json_t *details = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "ApiVersion", VD_API_VERSION,
+  /* Details is a map of strings for clients (Go's map[string]string) */
+  json_t *details = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "ApiVersion", VD_API_VERSION,
                               "Arch", go_arch(u.machine), "BuildTime", "", "GitCommit", "",
                               "KernelVersion", u.release, "MinAPIVersion", VD_MIN_API_VERSION,
-                              "Experimental", 0);
+                              "Experimental", "false");
   json_object_set_new(details, "Os", json_string("linux"));
   vd_call_json(
       c, 200,
