@@ -119,10 +119,11 @@ static int parse_request_line(const char *line, size_t len, http_request *req, v
     return vs_error_set(err, 0, "malformed request line"), 400;
   const char *version = sp2 + 1;
   size_t vlen = len - (size_t)(version - line);
-  if (vlen != 8 || memcmp(version, "HTTP/1.", 7) != 0)
+  if (vlen != 8 || memcmp(version, "HTTP/", 5) != 0 || !isdigit((unsigned char)version[5]) ||
+      version[6] != '.' || !isdigit((unsigned char)version[7]))
     return vs_error_set(err, 0, "malformed HTTP version in request line"), 400;
-  if (version[7] != '0' && version[7] != '1')
-    return vs_error_set(err, 0, "HTTP version not supported"), 505;
+  if (version[5] != '1' || (version[7] != '0' && version[7] != '1'))
+    return vs_error_set(err, 0, "HTTP version %.8s not supported", version), 505;
   req->version_minor = version[7] - '0';
   req->method = copy_span(line, (size_t)(sp1 - line));
   size_t tlen = (size_t)(sp2 - rest);
