@@ -68,8 +68,10 @@ static int str_slice(json_t *obj, const char *field, json_t **out, vs_error **er
     return 0;
   }
   const char **strs = NULL;
-  if (vs_json_get_string_array(obj, field, false, &strs, NULL, err) < 0)
+  if (vs_json_get_string_array(obj, field, false, &strs, NULL, err) < 0) {
+    (*err)->errnum = EINVAL; /* the client's mistake */
     return -1;
+  }
   free(strs);
   *out = json_incref(v);
   return 0;
@@ -113,6 +115,12 @@ static int check_create_body(json_t *body, vs_error **err) {
       vs_json_get_bool(body, "Tty", false, &b, err) < 0 ||
       vs_json_get_object(body, "Labels", false, &o, err) < 0 ||
       vs_json_get_object(body, "HostConfig", false, &o, err) < 0)
+    return -1;
+  json_t *ep = NULL, *cmd = NULL;
+  int r = str_slice(body, "Entrypoint", &ep, err) < 0 || str_slice(body, "Cmd", &cmd, err) < 0;
+  json_decref(ep);
+  json_decref(cmd);
+  if (r)
     return -1;
   if (vs_json_get_string_array(body, "Env", false, &sv, NULL, err) < 0)
     return -1;
@@ -263,6 +271,15 @@ static json_t *new_record(vd_call *c, json_t *body, const vs_image *img, const c
   const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
   if (!net || !*net)
     json_object_set_new(hc, "NetworkMode", json_string("default"));
+  /* what dockerd fills in and clients read back (docker-py reads LogConfig.Type) */
+  json_t *lc = json_object_get(hc, "LogConfig");
+  if (!json_is_object(lc) || !json_string_length(json_object_get(lc, "Type")))
+    json_object_set_new(hc, "LogConfig", json_pack("{s:s, s:{}}", "Type", "json-file", "Config"));
+  if (!json_is_object(json_object_get(hc, "RestartPolicy")))
+    json_object_set_new(hc, "RestartPolicy",
+                        json_pack("{s:s, s:i}", "Name", "no", "MaximumRetryCount", 0));
+  if (!json_is_boolean(json_object_get(hc, "AutoRemove")))
+    json_object_set_new(hc, "AutoRemove", json_false());
   _cleanup_free_ char *created = vd_now();
   (void)c;
   return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "Id", id, "Name", name,

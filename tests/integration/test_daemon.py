@@ -1,0 +1,411 @@
+"""vesseld driven by the stock docker CLI and docker-py (python3-docker), with a busybox image the
+tests build offline from Debian's busybox-static. Every test starts its own vesseld on a private
+socket, data root and exec root, and leaves no container, mount or process behind."""
+import hashlib
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+import oci_images
+
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+EXTRA_APPLETS = ["hostname", "sh", "kill", "seq"]
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+    pytest.mark.skipif(not os.path.exists(DOCKER), reason="no docker CLI"),
+]
+
+
+def busybox_archive(path):
+    """A docker-archive (what `docker save` writes) of a one-layer busybox image."""
+    layer = oci_images.busybox_layer()
+    for a in EXTRA_APPLETS:
+        if a not in oci_images.APPLETS:
+            layer.symlink(f"bin/{a}", "busybox")
+    tar = layer.tar()
+    diff = hashlib.sha256(tar).hexdigest()
+    config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+              "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                         "Cmd": ["sh"], "Labels": {"org.example.from": "image"}},
+              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff]}}
+    cdata = json.dumps(config).encode()
+    cname = hashlib.sha256(cdata).hexdigest() + ".json"
+    manifest = [{"Config": cname, "RepoTags": ["busybox:latest"], "Layers": [f"{diff}/layer.tar"]}]
+    with tarfile.open(path, "w") as tf:
+        for name, data in [(f"{diff}/layer.tar", tar), (cname, cdata),
+                           ("manifest.json", json.dumps(manifest).encode())]:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_tar(tmp_path_factory):
+    return busybox_archive(tmp_path_factory.mktemp("image") / "busybox.tar")
+
+
+class Vesseld:
+    """One private vesseld: start, kill -9, restart, and a docker CLI pointed at it."""
+
+    def __init__(self, build_dir, root):
+        self.build = pathlib.Path(build_dir)
+        self.root = pathlib.Path(root)
+        self.data = self.root / "data"
+        self.exec_root = self.root / "exec"
+        self.sock = self.root / "vesseld.sock"
+        self.host = f"unix://{self.sock}"
+        self.env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_CONFIG=str(self.root / "cfg"))
+        self.proc = None
+        self.logs = []
+        self.start()
+
+    def start(self):
+        log = open(self.root / f"vesseld-{len(self.logs)}.log", "w")
+        self.logs.append(log)
+        self.proc = subprocess.Popen(
+            [str(self.build / "vesseld"), "--data-root", str(self.data), "--exec-root",
+             str(self.exec_root), "-H", self.host, "--log-level", "debug"],
+            stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if self.proc.poll() is not None:
+                raise RuntimeError("vesseld exited: " + self.log_text())
+            if self.sock.exists() and self.raw(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n",
+                                               quiet=True):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("vesseld did not answer /_ping: " + self.log_text())
+
+    def log_text(self):
+        return "".join(p.read_text() for p in sorted(self.root.glob("vesseld-*.log")))
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+        rc = self.proc.returncode
+        for f in self.logs:
+            f.close()
+        return rc
+
+    def docker(self, *args, check=True, timeout=60, input=None):
+        r = subprocess.run([DOCKER, *args], env=self.env, capture_output=True, text=True,
+                           timeout=timeout, input=input)
+        if check and r.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: rc {r.returncode}\n{r.stdout}"
+                                 f"\n{r.stderr}\n--- vesseld:\n{self.log_text()[-3000:]}")
+        return r
+
+    def raw(self, request, quiet=False, read_all=True):
+        """Send raw bytes, return the raw reply (until the server closes or 2 s pass)."""
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(2)
+            s.connect(str(self.sock))
+            s.sendall(request)
+            out = b""
+            while True:
+                try:
+                    b = s.recv(65536)
+                except socket.timeout:
+                    break
+                if not b:
+                    break
+                out += b
+                if not read_all and b"\r\n\r\n" in out:
+                    break
+            s.close()
+            return out
+        except OSError:
+            if quiet:
+                return b""
+            raise
+
+    def cleanup(self):
+        """Remove every container through the API, stop, and check nothing is left."""
+        if self.alive():
+            ids = self.docker("ps", "-aq", check=False).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False)
+        self.stop()
+        leftovers = [l for l in open("/proc/self/mounts") if str(self.root) in l]
+        for line in leftovers:
+            subprocess.run(["umount", "-l", line.split()[1]], check=False)
+        assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+@pytest.fixture
+def vd(build_dir, tmp_path):
+    d = Vesseld(build_dir, tmp_path)
+    yield d
+    d.cleanup()
+
+
+@pytest.fixture
+def vdi(vd, image_tar):
+    """A vesseld with the busybox image loaded."""
+    r = vd.docker("load", "-i", str(image_tar))
+    assert "Loaded image: busybox:latest" in r.stdout
+    return vd
+
+
+def status_line(reply):
+    return reply.split(b"\r\n", 1)[0].decode()
+
+
+def json_body(reply):
+    return json.loads(reply.split(b"\r\n\r\n", 1)[1])
+
+
+# ------------------------------------------------------------------ system
+
+
+def test_version_info_ping(vd):
+    v = vd.docker("version", "--format", "{{.Server.APIVersion}} {{.Client.APIVersion}}")
+    assert v.stdout.split() == ["1.41", "1.41"]  # the CLI negotiated down to ours
+    info = json.loads(vd.docker("info", "--format", "{{json .}}").stdout)
+    assert info["DockerRootDir"] == str(vd.data)
+    assert info["OSType"] == "linux" and info["LoggingDriver"] == "json-file"
+    head = vd.raw(b"HEAD /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status_line(head) == "HTTP/1.1 200 OK"
+    for h in [b"Api-Version: 1.41", b"Docker-Experimental: false", b"Ostype: linux",
+              b"Builder-Version: 1"]:
+        assert h in head
+    assert head.endswith(b"\r\n\r\n")  # HEAD: no body
+    unversioned = vd.raw(b"GET /version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert json_body(unversioned)["ApiVersion"] == "1.41"
+    too_new = vd.raw(b"GET /v1.99/version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status_line(too_new).startswith("HTTP/1.1 400")
+    assert "too new" in json_body(too_new)["message"]
+    missing = vd.raw(b"GET /v1.41/nothing HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status_line(missing).startswith("HTTP/1.1 404")
+    assert json_body(missing) == {"message": "page not found"}
+
+
+def test_sigterm_stops_cleanly(vd):
+    assert vd.stop() == 0
+    assert not vd.sock.exists()
+    vd.start()  # and the same data root serves again
+
+
+# ------------------------------------------------------------------ images
+
+
+def test_images_load_list_tag_remove(vd, image_tar):
+    r = vd.docker("load", "-i", str(image_tar))
+    assert r.stdout.strip() == "Loaded image: busybox:latest"
+    rows = vd.docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout.split("\n")
+    assert rows[0].startswith("busybox:latest ")
+    image_id = rows[0].split()[1]
+    vd.docker("tag", "busybox", "example.org/team/box:v1")
+    inspect = json.loads(vd.docker("image", "inspect", "example.org/team/box:v1").stdout)[0]
+    assert inspect["Id"].startswith("sha256:" + image_id)
+    assert sorted(inspect["RepoTags"]) == ["busybox:latest", "example.org/team/box:v1"]
+    assert inspect["Config"]["Cmd"] == ["sh"]
+    assert inspect["RootFS"]["Type"] == "layers"
+    # removing one of two tags only untags
+    r = vd.docker("rmi", "example.org/team/box:v1")
+    assert "Untagged: example.org/team/box:v1" in r.stdout
+    assert "Deleted" not in r.stdout
+    missing = vd.docker("image", "inspect", "nosuch", check=False)
+    assert missing.returncode != 0 and "No such image: nosuch" in missing.stderr
+    # an image a container uses is refused without -f
+    vd.docker("create", "--name", "user", "busybox", "true")
+    refused = vd.docker("rmi", "busybox", check=False)
+    assert refused.returncode != 0 and "container" in refused.stderr
+    vd.docker("rm", "user")
+    r = vd.docker("rmi", "busybox")
+    assert "Untagged: busybox:latest" in r.stdout and "Deleted: sha256:" in r.stdout
+    assert vd.docker("images", "-q").stdout.strip() == ""
+
+
+# ------------------------------------------------------------------ containers
+
+
+def test_run_rm_echo(vdi):
+    r = vdi.docker("run", "--rm", "busybox", "echo", "hi")
+    assert r.stdout == "hi\n"
+    r = vdi.docker("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3",
+                   check=False)
+    assert r.returncode == 3
+    assert r.stdout == "out\n"
+    assert "err\n" in r.stderr
+    assert vdi.docker("ps", "-aq").stdout.strip() == ""  # --rm removed both
+
+
+def test_create_options(vdi):
+    r = vdi.docker("run", "--rm", "-e", "GREETING=hello", "-w", "/tmp", "-u", "nobody",
+                   "--hostname", "box1", "-l", "team=x", "--entrypoint", "sh", "busybox", "-c",
+                   "echo $GREETING; pwd; id -u; hostname; echo $PATH")
+    assert r.stdout.split("\n")[:5] == ["hello", "/tmp", "65534", "box1",
+                                        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    none = vdi.docker("run", "--rm", "--network", "none", "busybox", "cat", "/proc/net/dev")
+    assert [l.split(":")[0].strip() for l in none.stdout.splitlines()[2:]] == ["lo"]
+    host = vdi.docker("run", "--rm", "--network", "host", "busybox", "cat", "/proc/net/dev")
+    assert len(host.stdout.splitlines()[2:]) == len(open("/proc/net/dev").read().splitlines()[2:])
+    cid = vdi.docker("create", "--name", "labelled", "-l", "team=x", "busybox").stdout.strip()
+    c = json.loads(vdi.docker("inspect", cid).stdout)[0]
+    assert c["Config"]["Labels"] == {"org.example.from": "image", "team": "x"}
+    assert c["Path"] == "sh" and c["Name"] == "/labelled"
+    assert c["State"]["Status"] == "created"
+    dup = vdi.docker("create", "--name", "labelled", "busybox", check=False)
+    assert dup.returncode != 0 and "already in use" in dup.stderr
+    bad = vdi.docker("create", "--name", "bad/name", "busybox", check=False)
+    assert bad.returncode != 0 and "Invalid container name" in bad.stderr
+    vdi.docker("rm", "labelled")
+
+
+def test_detached_ps_logs_stop_rm(vdi):
+    cid = vdi.docker("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
+                     "trap 'echo bye; exit 0' TERM; i=0; while true; do echo line $i; "
+                     "echo err $i >&2; i=$((i+1)); sleep 0.1; done").stdout.strip()
+    assert len(cid) == 64
+    ps = vdi.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Status}}").stdout.split()
+    assert ps[:3] == [cid[:12], "ticker", "Up"]
+    time.sleep(0.5)
+    logs = vdi.docker("logs", "ticker")
+    assert logs.stdout.startswith("line 0\nline 1\n")
+    assert logs.stderr.startswith("err 0\nerr 1\n")
+    tail = vdi.docker("logs", "--tail", "1", "ticker")
+    assert len(tail.stdout.splitlines()) <= 1 and len(tail.stderr.splitlines()) <= 1
+    # logs -f follows until the container stops
+    follow = subprocess.Popen([DOCKER, "logs", "-f", "ticker"], env=vdi.env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    vdi.docker("stop", "ticker")
+    out, _ = follow.communicate(timeout=15)
+    assert out.rstrip().endswith("bye")
+    assert follow.returncode == 0
+    state = json.loads(vdi.docker("inspect", "ticker").stdout)[0]["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 0
+    assert vdi.docker("ps", "-q").stdout.strip() == ""
+    assert cid[:12] in vdi.docker("ps", "-aq").stdout
+    assert vdi.docker("wait", "ticker").stdout.strip() == "0"
+    vdi.docker("rm", "ticker")
+    assert vdi.docker("ps", "-aq").stdout.strip() == ""
+
+
+def test_kill_wait_and_force_remove(vdi):
+    vdi.docker("run", "-d", "--name", "sleeper", "busybox", "sleep", "300")
+    running = vdi.docker("rm", "sleeper", check=False)
+    assert running.returncode != 0 and "cannot remove a running container" in running.stderr
+    waiter = subprocess.Popen([DOCKER, "wait", "sleeper"], env=vdi.env, text=True,
+                              stdout=subprocess.PIPE)
+    time.sleep(0.3)
+    vdi.docker("kill", "sleeper")
+    assert waiter.communicate(timeout=15)[0].strip() == "137"
+    assert json.loads(vdi.docker("inspect", "sleeper").stdout)[0]["State"]["ExitCode"] == 137
+    vdi.docker("run", "-d", "--name", "sleeper2", "busybox", "sleep", "300")
+    vdi.docker("rm", "-f", "sleeper", "sleeper2")
+    assert vdi.docker("ps", "-aq").stdout.strip() == ""
+    gone = vdi.docker("container", "inspect", "sleeper2", check=False)
+    assert gone.returncode != 0 and "No such container" in gone.stderr
+
+
+def test_container_survives_daemon_kill9(vdi):
+    vdi.docker("run", "-d", "--name", "survivor", "busybox", "sh", "-c",
+               "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done")
+    time.sleep(0.3)
+    pid = json.loads(vdi.docker("inspect", "survivor").stdout)[0]["State"]["Pid"]
+    vdi.kill9()
+    time.sleep(0.5)  # the container keeps writing while no daemon runs
+    os.kill(pid, 0)
+    vdi.start()
+    ps = vdi.docker("ps", "--format", "{{.Names}} {{.Status}}").stdout.split()
+    assert ps[:2] == ["survivor", "Up"]
+    assert json.loads(vdi.docker("inspect", "survivor").stdout)[0]["State"]["Pid"] == pid
+    lines = vdi.docker("logs", "survivor").stdout.splitlines()
+    # nothing lost: one tick after the other, through the time without a daemon
+    assert lines == [f"tick {i}" for i in range(len(lines))]
+    assert len(lines) >= 6
+    vdi.docker("stop", "-t", "1", "survivor")
+    assert json.loads(vdi.docker("inspect", "survivor").stdout)[0]["State"]["Status"] == "exited"
+    vdi.docker("rm", "survivor")
+
+
+# ------------------------------------------------------------------ docker-py
+
+
+def test_docker_py(vdi):
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=vdi.host, version="auto")
+    try:
+        assert client.version()["ApiVersion"] == "1.41"
+        api = client.api
+        c = api.create_container("busybox", ["sh", "-c", "echo from-py; echo oops >&2; exit 7"],
+                                 environment={"A": "1"}, labels={"k": "v"})
+        api.start(c["Id"])
+        assert api.wait(c["Id"], timeout=30)["StatusCode"] == 7
+        assert api.logs(c["Id"], stdout=True, stderr=False) == b"from-py\n"
+        assert api.logs(c["Id"], stdout=False, stderr=True) == b"oops\n"
+        assert api.inspect_container(c["Id"])["Config"]["Labels"]["k"] == "v"
+        api.remove_container(c["Id"])
+        out = client.containers.run("busybox", ["echo", "high-level"], remove=True)
+        assert out == b"high-level\n"
+        stream = client.containers.run("busybox", ["sh", "-c", "for i in 1 2 3; do echo $i; done"],
+                                       detach=True)
+        stream.wait(timeout=30)
+        assert b"".join(stream.logs(stream=True, follow=True)) == b"1\n2\n3\n"
+        stream.remove(force=True)
+        assert client.containers.list(all=True) == []
+        assert [t for i in client.images.list() for t in i.tags] == ["busybox:latest"]
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------------ hostile input
+
+
+def test_bad_input_gets_errors_and_daemon_lives(vdi):
+    garbage = vdi.raw(b"GARBAGE\r\n\r\n")
+    assert status_line(garbage).startswith("HTTP/1.1 400")
+    assert "request line" in json_body(garbage)["message"]
+    big = b"GET /_ping HTTP/1.1\r\nHost: d\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
+    reply = vdi.raw(big, read_all=False)
+    assert status_line(reply).startswith("HTTP/1.1 431")
+    for body, words in [(b"{not json", "request body"),
+                        (b'{"Image": "busybox", "Cmd": 5}', "Cmd"),
+                        (b'{"Image": 7}', "Image"),
+                        (b'[1, 2]', "expected a JSON object"),
+                        (b'{"Image": "busybox", "Env": ["A=1", 3]}', "Env")]:
+        req = (b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nConnection: close\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        reply = vdi.raw(req)
+        assert status_line(reply).startswith("HTTP/1.1 400"), reply
+        assert words in json_body(reply)["message"]
+    chunked = (b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nConnection: close\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert status_line(vdi.raw(chunked)).startswith("HTTP/1.1 400")
+    smuggle = (b"POST /_ping HTTP/1.1\r\nHost: d\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    assert status_line(vdi.raw(smuggle)).startswith("HTTP/1.1 400")
+    traversal = vdi.raw(b"GET /v1.41/containers/..%2F..%2Fetc/json HTTP/1.1\r\nHost: d\r\n"
+                        b"Connection: close\r\n\r\n")
+    assert status_line(traversal).startswith("HTTP/1.1 404")
+    # a client that goes away mid-request and one that sends half a head
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(vdi.sock))
+    s.sendall(b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 100\r\n\r\n{")
+    s.close()
+    # keep-alive: two requests on one connection, answered in order
+    two = vdi.raw(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\nGET /version HTTP/1.1\r\nHost: d\r\n"
+                  b"Connection: close\r\n\r\n")
+    assert two.count(b"HTTP/1.1 200 OK") == 2
+    assert vdi.alive()
+    assert vdi.docker("run", "--rm", "busybox", "echo", "still here").stdout == "still here\n"
