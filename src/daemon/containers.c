@@ -41,12 +41,12 @@ static bool valid_name(const char *n) {
 
 /* Docker's "adjective_scientist" names, from short lists. */
 static char *generated_name(vd_daemon *d, const char *id) {
-  static const char *const adj[] = {"brave", "calm", "eager", "fond", "keen", "lucid", "merry",
-                                    "nifty", "quirky", "sharp", "tender", "upbeat", "vivid",
-                                    "witty", "zen", "bold"};
-  static const char *const who[] = {"curie", "darwin", "euler", "fermi", "gauss", "hopper",
-                                    "kepler", "lovelace", "noether", "pascal", "ritchie",
-                                    "thompson", "turing", "wozniak", "yonath", "lamarr"};
+  static const char *const adj[] = {"brave", "calm",  "eager",  "fond",  "keen",   "lucid",
+                                    "merry", "nifty", "quirky", "sharp", "tender", "upbeat",
+                                    "vivid", "witty", "zen",    "bold"};
+  static const char *const who[] = {
+      "curie",   "darwin", "euler",   "fermi",    "gauss",  "hopper",  "kepler", "lovelace",
+      "noether", "pascal", "ritchie", "thompson", "turing", "wozniak", "yonath", "lamarr"};
   for (unsigned i = 0; i < 32; i++) {
     unsigned a = (unsigned)strtoul((char[]){id[i % 60], id[i % 60 + 1], 0}, NULL, 16);
     char *n = vs_asprintf("/%s_%s", adj[a % ARRAY_SIZE(adj)], who[(a / 16 + i) % ARRAY_SIZE(who)]);
@@ -128,10 +128,17 @@ static int check_create_body(json_t *body, vs_error **err) {
     free(sv);
   size_t i;
   json_t *v;
-  json_array_foreach(json_object_get(body, "Env"), i, v) if (!strchr(json_string_value(v), '=') ||
-                                                           json_string_value(v)[0] == '=') return vs_error_set(err, EINVAL, "invalid environment variable: %s", json_string_value(v));
+  json_array_foreach(json_object_get(body, "Env"), i,
+                     v) if (!strchr(json_string_value(v), '=') ||
+                            json_string_value(v)[0] ==
+                                '=') return vs_error_set(err, EINVAL,
+                                                         "invalid environment variable: %s",
+                                                         json_string_value(v));
   const char *key;
-  json_object_foreach(json_object_get(body, "Labels"), key, v) if (!json_is_string(v)) return vs_error_set(err, EINVAL, "field \"Labels\".%s: expected string, found %s", key, vs_json_type_name(v));
+  json_object_foreach(json_object_get(body, "Labels"), key, v) if (
+      !json_is_string(v)) return vs_error_set(err, EINVAL,
+                                              "field \"Labels\".%s: expected string, found %s", key,
+                                              vs_json_type_name(v));
   json_t *hc = json_object_get(body, "HostConfig");
   if (json_is_object(hc) && (vs_json_get_bool(hc, "AutoRemove", false, &b, err) < 0 ||
                              vs_json_get_string(hc, "NetworkMode", false, &s, err) < 0))
@@ -171,8 +178,8 @@ static json_t *merged_config(json_t *body, const vs_image *img, const char *id, 
   json_object_del(cfg, "NetworkingConfig");
   json_object_set_new(cfg, "Entrypoint", ep ? ep : json_null());
   json_object_set_new(cfg, "Cmd", cmd ? cmd : json_null());
-  json_object_set_new(cfg, "Env", merge_env(json_object_get(icfg, "Env"),
-                                            json_object_get(body, "Env")));
+  json_object_set_new(cfg, "Env",
+                      merge_env(json_object_get(icfg, "Env"), json_object_get(body, "Env")));
   static const char *const inherit[] = {"WorkingDir", "User", "StopSignal"};
   for (size_t i = 0; i < ARRAY_SIZE(inherit); i++) {
     const char *v = json_string_value(json_object_get(body, inherit[i]));
@@ -218,8 +225,8 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
   json_t *cfg = json_object_get(rec, "Config");
   const char *host = json_string_value(json_object_get(cfg, "Hostname"));
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
-  _cleanup_free_ char *log = vs_asprintf("%s/%s-json.log", dir,
-                                         json_string_value(json_object_get(rec, "Id")));
+  _cleanup_free_ char *log =
+      vs_asprintf("%s/%s-json.log", dir, json_string_value(json_object_get(rec, "Id")));
   if (vs_mkdir_p(dir, 0700, err) < 0 || write_text(dir, "image", img->manifest_digest, err) < 0 ||
       write_etc_files(dir, host, err) < 0 || vs_write_file_atomic(log, "", 0, 0600, err) < 0)
     return -1;
@@ -232,8 +239,8 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
   pthread_mutex_unlock(&d->store_lock);
   if (r < 0)
     return vs_error_wrap(err, "mount the root file system");
-  _cleanup_json_ json_t *spec = vd_spec_build(img, cfg, json_object_get(rec, "HostConfig"), dir,
-                                              rootfs, host, err);
+  _cleanup_json_ json_t *spec =
+      vd_spec_build(img, cfg, json_object_get(rec, "HostConfig"), dir, rootfs, host, err);
   if (!spec)
     return -1;
   _cleanup_free_ char *spec_path = vs_asprintf("%s/config.json", dir);
@@ -433,11 +440,11 @@ static json_t *container_summary(const vd_container *c) {
   _cleanup_free_ char *cmd = command_text(c->rec);
   return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:[], s:O, s:s, s:s, s:{s:O}, s:{s:{}}, "
                    "s:[]}",
-                   "Id", c->id, "Names", c->name, "Image", json_object_get(cfg, "Image"),
-                   "ImageID", json_object_get(c->rec, "Image"), "Command", cmd, "Created",
+                   "Id", c->id, "Names", c->name, "Image", json_object_get(cfg, "Image"), "ImageID",
+                   json_object_get(c->rec, "Image"), "Command", cmd, "Created",
                    (json_int_t)unix_time(json_string_value(json_object_get(c->rec, "Created"))),
-                   "Ports", "Labels", json_object_get(cfg, "Labels"), "State",
-                   vd_ctr_state_name(c), "Status", status, "HostConfig", "NetworkMode",
+                   "Ports", "Labels", json_object_get(cfg, "Labels"), "State", vd_ctr_state_name(c),
+                   "Status", status, "HostConfig", "NetworkMode",
                    json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks", "Mounts");
 }
 
@@ -468,13 +475,13 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
   _cleanup_free_ char *merged = vs_asprintf("%s/rootfs", c->dir);
   _cleanup_free_ char *work = vs_asprintf("%s/work", c->dir);
   bool running = c->state == VD_CTR_RUNNING;
-  json_t *state = json_pack(
-      "{s:s, s:b, s:b, s:b, s:b, s:b, s:b, s:i, s:i, s:s, s:s, s:s}", "Status",
-      vd_ctr_state_name(c), "Running", running, "Paused", 0, "Restarting", 0, "OOMKilled", 0,
-      "Dead", 0, "RemovalInProgress", c->removing, "Pid",
-      running ? (int)c->pid : 0, "ExitCode", c->exit_code, "Error", c->error ? c->error : "",
-      "StartedAt", c->started_at ? c->started_at : ZERO_TIME, "FinishedAt",
-      c->finished_at ? c->finished_at : ZERO_TIME);
+  json_t *state =
+      json_pack("{s:s, s:b, s:b, s:b, s:b, s:b, s:b, s:i, s:i, s:s, s:s, s:s}", "Status",
+                vd_ctr_state_name(c), "Running", running, "Paused", 0, "Restarting", 0, "OOMKilled",
+                0, "Dead", 0, "RemovalInProgress", c->removing, "Pid", running ? (int)c->pid : 0,
+                "ExitCode", c->exit_code, "Error", c->error ? c->error : "", "StartedAt",
+                c->started_at ? c->started_at : ZERO_TIME, "FinishedAt",
+                c->finished_at ? c->finished_at : ZERO_TIME);
   (void)d;
   return json_pack(
       "{s:s, s:O, s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, "
@@ -482,13 +489,13 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
       "s:s, s:i, s:s}}",
       "Id", c->id, "Created", json_object_get(c->rec, "Created"), "Path",
       json_object_get(c->rec, "Path"), "Args", json_object_get(c->rec, "Args"), "State", state,
-      "Image", json_object_get(c->rec, "Image"), "ResolvConfPath", resolv, "HostnamePath",
-      hostname, "HostsPath", hosts, "LogPath", log, "Name", c->name, "RestartCount", 0, "Driver",
-      "overlay", "Platform", "linux", "MountLabel", "", "ProcessLabel", "", "AppArmorProfile", "",
-      "ExecIDs", "HostConfig", json_object_get(c->rec, "HostConfig"), "GraphDriver", "Name",
-      "overlay", "Data", "UpperDir", upper, "MergedDir", merged, "WorkDir", work, "Mounts",
-      "Config", json_object_get(c->rec, "Config"), "NetworkSettings", "Bridge", "", "SandboxID",
-      "", "HairpinMode", 0, "Ports", "Networks", "IPAddress", "", "Gateway", "", "IPPrefixLen", 0,
+      "Image", json_object_get(c->rec, "Image"), "ResolvConfPath", resolv, "HostnamePath", hostname,
+      "HostsPath", hosts, "LogPath", log, "Name", c->name, "RestartCount", 0, "Driver", "overlay",
+      "Platform", "linux", "MountLabel", "", "ProcessLabel", "", "AppArmorProfile", "", "ExecIDs",
+      "HostConfig", json_object_get(c->rec, "HostConfig"), "GraphDriver", "Name", "overlay", "Data",
+      "UpperDir", upper, "MergedDir", merged, "WorkDir", work, "Mounts", "Config",
+      json_object_get(c->rec, "Config"), "NetworkSettings", "Bridge", "", "SandboxID", "",
+      "HairpinMode", 0, "Ports", "Networks", "IPAddress", "", "Gateway", "", "IPPrefixLen", 0,
       "MacAddress", "");
 }
 
@@ -542,8 +549,8 @@ void vd_h_container_start(vd_call *c) {
 static const struct {
   const char *name;
   int sig;
-} signals[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
-               {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP},
+} signals[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},  {"KILL", SIGKILL},
+               {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM},  {"STOP", SIGSTOP},
                {"CONT", SIGCONT}, {"ALRM", SIGALRM}, {"WINCH", SIGWINCH}};
 
 /* "SIGTERM", "TERM" or "15"; 0 when unknown. */

@@ -15,9 +15,9 @@
 #define VD_MIN_API_VERSION "1.12"
 
 typedef struct vd_options {
-  const char *data_root;    /* image store and container records (crash-safe) */
-  const char *exec_root;    /* runtime state, sockets: lost at reboot */
-  const char **hosts;       /* "unix:///path" addresses to listen on */
+  const char *data_root; /* image store and container records (crash-safe) */
+  const char *exec_root; /* runtime state, sockets: lost at reboot */
+  const char **hosts;    /* "unix:///path" addresses to listen on */
   size_t n_hosts;
   const char *monitor_path; /* the vessel-monitor program */
 } vd_options;

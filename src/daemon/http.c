@@ -346,8 +346,8 @@ static int decode_trailer(http_body *b, const char *in, size_t len, size_t *cons
   return 0;
 }
 
-static int take_data(http_body *b, const char *in, size_t len, size_t *consumed,
-                     const char **data, size_t *data_len, vs_error **err) {
+static int take_data(http_body *b, const char *in, size_t len, size_t *consumed, const char **data,
+                     size_t *data_len, vs_error **err) {
   size_t n = len < b->remaining ? len : (size_t)b->remaining;
   if (b->total + n > b->limit || b->total + n < b->total)
     return vs_error_set(err, 0, "request body larger than %llu bytes",
@@ -361,8 +361,8 @@ static int take_data(http_body *b, const char *in, size_t len, size_t *consumed,
   return 0;
 }
 
-int http_body_decode(http_body *b, const char *in, size_t len, size_t *consumed,
-                     const char **data, size_t *data_len, vs_error **err) {
+int http_body_decode(http_body *b, const char *in, size_t len, size_t *consumed, const char **data,
+                     size_t *data_len, vs_error **err) {
   *consumed = 0;
   *data = NULL;
   *data_len = 0;

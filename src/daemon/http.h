@@ -25,9 +25,9 @@ typedef struct http_header {
 
 typedef struct http_request {
   char *method;
-  char *target; /* as sent: "/v1.41/containers/json?all=1" */
-  char *path;   /* percent-decoded path without the query: "/v1.41/containers/json" */
-  char *query;  /* raw query without '?', "" when none */
+  char *target;      /* as sent: "/v1.41/containers/json?all=1" */
+  char *path;        /* percent-decoded path without the query: "/v1.41/containers/json" */
+  char *query;       /* raw query without '?', "" when none */
   int version_minor; /* HTTP/1.<minor> */
   http_header headers[HTTP_MAX_HEADERS];
   size_t n_headers;
@@ -83,8 +83,8 @@ void http_body_init(http_body *b, const http_request *req, uint64_t limit);
  * a slice of in that is body data. Call again with the rest while *consumed > 0. Returns 1 when
  * the body is complete, 0 when more input is needed, or the HTTP status to answer (400, 413)
  * with *err set. */
-int http_body_decode(http_body *b, const char *in, size_t len, size_t *consumed,
-                     const char **data, size_t *data_len, vs_error **err);
+int http_body_decode(http_body *b, const char *in, size_t len, size_t *consumed, const char **data,
+                     size_t *data_len, vs_error **err);
 
 /* "OK", "Not Found", ... for a status code. */
 const char *http_reason(int status);

@@ -36,12 +36,11 @@ static json_t *image_summary(const vs_image *img, json_t *tags) {
   json_t *cfg = json_object_get(img->config.root, "config");
   json_t *labels = json_object_get(cfg, "Labels");
   json_int_t size = (json_int_t)vs_image_size(img);
-  return json_pack("{s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:O, s:i}", "Id",
-                   img->manifest.config.digest, "ParentId", "", "RepoTags", repo_tags,
-                   "RepoDigests", repo_digests, "Created",
-                   (json_int_t)unix_time(img->config.created), "Size", size, "VirtualSize", size,
-                   "SharedSize", (json_int_t)-1, "Labels",
-                   json_is_object(labels) ? labels : json_null(), "Containers", -1);
+  return json_pack(
+      "{s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:O, s:i}", "Id", img->manifest.config.digest,
+      "ParentId", "", "RepoTags", repo_tags, "RepoDigests", repo_digests, "Created",
+      (json_int_t)unix_time(img->config.created), "Size", size, "VirtualSize", size, "SharedSize",
+      (json_int_t)-1, "Labels", json_is_object(labels) ? labels : json_null(), "Containers", -1);
 }
 
 void vd_h_images_list(vd_call *c) {
@@ -105,10 +104,9 @@ static json_t *image_inspect(const vs_image *img, json_t *tags) {
       "Parent", "", "Comment", "", "Created", img->config.created ? img->config.created : "",
       "Container", "", "ContainerConfig", "DockerVersion", "", "Author", author ? author : "",
       "Config", json_is_object(cfg) ? cfg : json_null(), "Architecture",
-      img->config.arch ? img->config.arch : "", "Os", img->config.os ? img->config.os : "",
-      "Size", size, "VirtualSize", size, "GraphDriver", "Data", "Name", "overlay", "RootFS",
-      "Type", "layers", "Layers", layers, "Metadata", "LastTagTime",
-      "0001-01-01T00:00:00Z");
+      img->config.arch ? img->config.arch : "", "Os", img->config.os ? img->config.os : "", "Size",
+      size, "VirtualSize", size, "GraphDriver", "Data", "Name", "overlay", "RootFS", "Type",
+      "layers", "Layers", layers, "Metadata", "LastTagTime", "0001-01-01T00:00:00Z");
 }
 
 void vd_h_image_inspect(vd_call *c) {
@@ -290,9 +288,8 @@ void vd_h_image_delete(vd_call *c) {
                                           !strcmp(json_string_value(val), img.manifest_digest))
       n_tags++;
   json_decref(tags);
-  _cleanup_free_ char *user = n_tags <= json_array_size(names)
-                                  ? container_using(d, img.manifest_digest)
-                                  : NULL;
+  _cleanup_free_ char *user =
+      n_tags <= json_array_size(names) ? container_using(d, img.manifest_digest) : NULL;
   if (!tag && json_array_size(names) > 1 && !force) {
     vd_call_error(c, 409,
                   "conflict: unable to delete %.12s (must be forced) - image is referenced in "

@@ -22,10 +22,10 @@
 #include <stdbool.h>
 
 #define VD_WORKERS 4
-#define VD_MAX_JSON_BODY (4U << 20)      /* create, and every other JSON request */
-#define VD_MAX_LOAD_BODY (64ULL << 30)   /* docker load: an image archive */
+#define VD_MAX_JSON_BODY (4U << 20)    /* create, and every other JSON request */
+#define VD_MAX_LOAD_BODY (64ULL << 30) /* docker load: an image archive */
 #define VD_MAX_CONNS 1024
-#define VD_OUT_HIGH_WATER (1U << 20)     /* stop reading a log while this much is unsent */
+#define VD_OUT_HIGH_WATER (1U << 20) /* stop reading a log while this much is unsent */
 
 /* ---- util.c */
 
@@ -69,8 +69,8 @@ typedef enum {
 
 struct vd_container {
   char id[65];
-  char *name; /* "/name" as Docker keeps it */
-  char *dir;  /* <data-root>/containers/<id> */
+  char *name;  /* "/name" as Docker keeps it */
+  char *dir;   /* <data-root>/containers/<id> */
   json_t *rec; /* the record (container.v1.json): Config, HostConfig, Created, Image... */
   /* status, under d->lock */
   vd_ctr_state state;
@@ -84,19 +84,19 @@ struct vd_container {
   /* loop thread only */
   int pidfd;
   vd_src pid_src;
-  int watch; /* inotify watch descriptor of dir, -1 if none */
-  vd_conn *streams; /* connections following this container (logs, attach, wait) */
+  int watch;               /* inotify watch descriptor of dir, -1 if none */
+  vd_conn *streams;        /* connections following this container (logs, attach, wait) */
   vd_container *next_dead; /* removed, its table reference dropped after the loop iteration */
 };
 
 /* ---- connections and calls */
 
 typedef enum {
-  VD_CONN_HEAD,     /* reading a request head */
-  VD_CONN_BODY,     /* reading its body */
-  VD_CONN_BUSY,     /* a worker handles the request */
-  VD_CONN_STREAM,   /* a streamed response (logs -f, wait, attach) */
-  VD_CONN_CLOSING,  /* send what is queued, then close */
+  VD_CONN_HEAD,    /* reading a request head */
+  VD_CONN_BODY,    /* reading its body */
+  VD_CONN_BUSY,    /* a worker handles the request */
+  VD_CONN_STREAM,  /* a streamed response (logs -f, wait, attach) */
+  VD_CONN_CLOSING, /* send what is queued, then close */
 } vd_conn_state;
 
 typedef enum {
@@ -114,8 +114,8 @@ struct vd_conn {
   vd_daemon *d;
   vd_conn *prev, *next; /* all connections */
   vd_conn_state state;
-  bool peer_eof;   /* the client shut its side (hijacked streams keep going) */
-  bool dead;       /* fd closed while a worker still has the call: free when it returns */
+  bool peer_eof; /* the client shut its side (hijacked streams keep going) */
+  bool dead;     /* fd closed while a worker still has the call: free when it returns */
   char *in;
   size_t in_len, in_cap;
   char *out;
@@ -157,18 +157,18 @@ struct vd_call {
   vd_conn *conn; /* NULL once the client went away (worker calls) */
   const http_request *req;
   const vd_route *route;
-  char *arg;       /* what {} or {*} matched, decoded */
-  char *body;      /* JSON bodies, NUL-terminated */
+  char *arg;  /* what {} or {*} matched, decoded */
+  char *body; /* JSON bodies, NUL-terminated */
   size_t body_len;
-  int body_fd;     /* spooled bodies */
+  int body_fd; /* spooled bodies */
   char *body_path;
   /* the answer */
   int status;
-  json_t *json;     /* JSON body */
-  char *text;       /* or a ready body with content_type */
+  json_t *json; /* JSON body */
+  char *text;   /* or a ready body with content_type */
   const char *content_type;
   const char *extra_headers; /* "Name: value\r\n" lines */
-  bool streamed;    /* the handler took over the connection */
+  bool streamed;             /* the handler took over the connection */
   /* a worker handler's container: referenced, and what the loop does with it afterwards */
   vd_container *ctr;
   enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED } after;

@@ -124,9 +124,9 @@ static int write_monitor_record(const vd_monitor_options *o, pid_t pid, vs_error
   char now[64];
   vs_utc_rfc3339(&ts, now, sizeof(now));
   _cleanup_free_ char *path = vs_asprintf("%s/monitor.json", o->bundle);
-  _cleanup_json_ json_t *j = json_pack("{s:i, s:I, s:i, s:s}", "MonitorPid", (int)getpid(),
-                                       "MonitorStart", (json_int_t)vd_pid_start_time(getpid()),
-                                       "Pid", (int)pid, "StartedAt", now);
+  _cleanup_json_ json_t *j =
+      json_pack("{s:i, s:I, s:i, s:s}", "MonitorPid", (int)getpid(), "MonitorStart",
+                (json_int_t)vd_pid_start_time(getpid()), "Pid", (int)pid, "StartedAt", now);
   return vs_json_write_file(path, j, 0600, err);
 }
 
@@ -142,8 +142,8 @@ static int write_exit_record(const vd_monitor_options *o, int code, vs_error **e
 
 /* Create the container with our fds 0, 1 and 2 set to what its init must inherit, then put our
  * own back. */
-static pid_t create_with_stdio(const ctr_runtime *rt, const vd_monitor_options *o, int in,
-                               int out, int errfd, vs_error **err) {
+static pid_t create_with_stdio(const ctr_runtime *rt, const vd_monitor_options *o, int in, int out,
+                               int errfd, vs_error **err) {
   _cleanup_close_ int saved_out = fcntl(1, F_DUPFD_CLOEXEC, 3);
   _cleanup_close_ int saved_err = fcntl(2, F_DUPFD_CLOEXEC, 3);
   if (saved_out < 0 || saved_err < 0)

@@ -309,8 +309,10 @@ static void conn_dispatch(vd_conn *c) {
   call->route->handler(call);
   if (!call->streamed) {
     vd_conn_finish_call(c, call);
-  } else if (c->call == call) {
-    c->call = NULL;
+  } else {
+    /* the stream owns the connection now; it may even have ended already */
+    if (c->call == call)
+      c->call = NULL;
     vd_call_free(call);
   }
 }

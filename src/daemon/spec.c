@@ -80,11 +80,10 @@ static json_t *default_mounts(const char *dir) {
       "nodev", "destination", "/dev", "type", "tmpfs", "source", "tmpfs", "options", "nosuid",
       "strictatime", "mode=755", "size=65536k", "destination", "/dev/pts", "type", "devpts",
       "source", "devpts", "options", "nosuid", "noexec", "newinstance", "ptmxmode=0666",
-      "mode=0620", "gid=5", "destination", "/dev/shm", "type", "tmpfs", "source", "shm",
-      "options", "nosuid", "noexec", "nodev", "mode=1777", "size=65536k", "destination",
-      "/dev/mqueue", "type", "mqueue", "source", "mqueue", "options", "nosuid", "noexec",
-      "nodev", "destination", "/sys", "type", "sysfs", "source", "sysfs", "options", "nosuid",
-      "noexec", "nodev", "ro");
+      "mode=0620", "gid=5", "destination", "/dev/shm", "type", "tmpfs", "source", "shm", "options",
+      "nosuid", "noexec", "nodev", "mode=1777", "size=65536k", "destination", "/dev/mqueue", "type",
+      "mqueue", "source", "mqueue", "options", "nosuid", "noexec", "nodev", "destination", "/sys",
+      "type", "sysfs", "source", "sysfs", "options", "nosuid", "noexec", "nodev", "ro");
   static const char *const etc[] = {"hosts", "resolv.conf", "hostname"};
   for (size_t i = 0; i < ARRAY_SIZE(etc); i++) {
     _cleanup_free_ char *src = vs_asprintf("%s/%s", dir, etc[i]);

@@ -18,7 +18,9 @@
 
 #define RECORD_MAX (1U << 20)
 
-char *vd_ctr_log_path(const vd_container *c) { return vs_asprintf("%s/%s-json.log", c->dir, c->id); }
+char *vd_ctr_log_path(const vd_container *c) {
+  return vs_asprintf("%s/%s-json.log", c->dir, c->id);
+}
 
 const char *vd_ctr_state_name(const vd_container *c) {
   if (c->removing)

@@ -58,8 +58,14 @@ static void emit_line(vd_conn *conn, const char *line, size_t len) {
   size_t n = json_string_length(json_object_get(j, "log"));
   if (n == 0)
     return;
-  unsigned char hdr[8] = {is_err ? 2 : 1, 0, 0, 0, (unsigned char)(n >> 24),
-                          (unsigned char)(n >> 16), (unsigned char)(n >> 8), (unsigned char)n};
+  unsigned char hdr[8] = {is_err ? 2 : 1,
+                          0,
+                          0,
+                          0,
+                          (unsigned char)(n >> 24),
+                          (unsigned char)(n >> 16),
+                          (unsigned char)(n >> 8),
+                          (unsigned char)n};
   _cleanup_free_ char *frame = vs_malloc0(n + 8);
   memcpy(frame, hdr, 8);
   memcpy(frame + 8, log, n);

@@ -74,8 +74,8 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
   _cleanup_free_ char *mlog = vs_asprintf("%s/monitor.log", c->dir);
   _cleanup_close_ int mlog_fd =
       open(mlog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  char *argv[] = {d->monitor_path, "--id", c->id,  "--bundle", c->dir, "--runtime-root",
-                  d->rt.root,      "--log", log, "--ready-fd", "3",  NULL};
+  char *argv[] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
+                  d->rt.root,      "--log", log,   "--ready-fd", "3",    NULL};
   vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
   o.stdin_fd = VS_SPAWN_DEVNULL;
   o.stdout_fd = VS_SPAWN_DEVNULL;

@@ -29,10 +29,10 @@ void vd_h_version(vd_call *c) {
   struct utsname u;
   uname(&u);
   /* Details is a map of strings for clients (Go's map[string]string) */
-  json_t *details = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "ApiVersion", VD_API_VERSION,
-                              "Arch", go_arch(u.machine), "BuildTime", "", "GitCommit", "",
-                              "KernelVersion", u.release, "MinAPIVersion", VD_MIN_API_VERSION,
-                              "Experimental", "false");
+  json_t *details =
+      json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "ApiVersion", VD_API_VERSION, "Arch",
+                go_arch(u.machine), "BuildTime", "", "GitCommit", "", "KernelVersion", u.release,
+                "MinAPIVersion", VD_MIN_API_VERSION, "Experimental", "false");
   json_object_set_new(details, "Os", json_string("linux"));
   vd_call_json(
       c, 200,
@@ -86,26 +86,26 @@ void vd_h_info(vd_call *c) {
       "s:b, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:[], s:b, "
       "s:s, s:s, s:b, s:[s], s:[]}",
       "ID", "vesseld", "Containers", (json_int_t)total, "ContainersRunning", (json_int_t)running,
-      "ContainersPaused", 0, "ContainersStopped", (json_int_t)stopped, "Images",
-      (json_int_t)images, "Driver", "overlay", "DriverStatus", "Plugins", "Volume", "local",
-      "Network", "host", "none", "Log", "json-file", "MemoryLimit", 1, "SwapLimit", 0,
-      "CpuCfsPeriod", 1, "Debug", 0, "SystemTime", now, "LoggingDriver", "json-file",
-      "CgroupDriver", "cgroupfs", "CgroupVersion", "1", "KernelVersion", u.release,
-      "OperatingSystem", "vessel", "OSType", "linux", "Architecture", u.machine,
-      "IndexServerAddress", "https://index.docker.io/v1/", "DockerRootDir", d->data_root, "NCPU",
-      (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "MemTotal", (json_int_t)mem_total(), "Name",
-      host, "ServerVersion", VD_VERSION, "Labels", "ExperimentalBuild", 0, "DefaultRuntime",
-      "vessel", "Isolation", "", "LiveRestoreEnabled", 1, "SecurityOptions",
-      "name=seccomp,profile=default", "Warnings");
+      "ContainersPaused", 0, "ContainersStopped", (json_int_t)stopped, "Images", (json_int_t)images,
+      "Driver", "overlay", "DriverStatus", "Plugins", "Volume", "local", "Network", "host", "none",
+      "Log", "json-file", "MemoryLimit", 1, "SwapLimit", 0, "CpuCfsPeriod", 1, "Debug", 0,
+      "SystemTime", now, "LoggingDriver", "json-file", "CgroupDriver", "cgroupfs", "CgroupVersion",
+      "1", "KernelVersion", u.release, "OperatingSystem", "vessel", "OSType", "linux",
+      "Architecture", u.machine, "IndexServerAddress", "https://index.docker.io/v1/",
+      "DockerRootDir", d->data_root, "NCPU", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "MemTotal",
+      (json_int_t)mem_total(), "Name", host, "ServerVersion", VD_VERSION, "Labels",
+      "ExperimentalBuild", 0, "DefaultRuntime", "vessel", "Isolation", "", "LiveRestoreEnabled", 1,
+      "SecurityOptions", "name=seccomp,profile=default", "Warnings");
   json_object_set_new(j, "Runtimes", json_pack("{s:{s:s}}", "vessel", "path", runtime));
-  json_object_set_new(j, "Swarm", json_pack("{s:s, s:s, s:s, s:b, s:n}", "NodeID", "",
-                                            "NodeAddr", "", "LocalNodeState", "inactive",
-                                            "ControlAvailable", 0, "RemoteManagers"));
-  json_object_set_new(
-      j, "RegistryConfig",
-      json_pack("{s:[], s:[], s:[s], s:{s:{s:s, s:[], s:b, s:b}}, s:[]}",
-                "AllowNondistributableArtifactsCIDRs", "AllowNondistributableArtifactsHostnames",
-                "InsecureRegistryCIDRs", "127.0.0.0/8", "IndexConfigs", "docker.io", "Name",
-                "docker.io", "Mirrors", "Secure", 1, "Official", 1, "Mirrors"));
+  json_object_set_new(j, "Swarm",
+                      json_pack("{s:s, s:s, s:s, s:b, s:n}", "NodeID", "", "NodeAddr", "",
+                                "LocalNodeState", "inactive", "ControlAvailable", 0,
+                                "RemoteManagers"));
+  json_object_set_new(j, "RegistryConfig",
+                      json_pack("{s:[], s:[], s:[s], s:{s:{s:s, s:[], s:b, s:b}}, s:[]}",
+                                "AllowNondistributableArtifactsCIDRs",
+                                "AllowNondistributableArtifactsHostnames", "InsecureRegistryCIDRs",
+                                "127.0.0.0/8", "IndexConfigs", "docker.io", "Name", "docker.io",
+                                "Mirrors", "Secure", 1, "Official", 1, "Mirrors"));
   vd_call_json(c, 200, j);
 }

@@ -129,7 +129,8 @@ static int decode(const char *head, const char *body, size_t step, uint64_t limi
     vs_error_free(err);
     if (r > 1)
       break;
-    memcpy(out + o, d, dlen);
+    if (dlen)
+      memcpy(out + o, d, dlen);
     o += dlen;
     off += used;
     avail -= used;
@@ -155,9 +156,9 @@ TEST(body_chunked_in_any_pieces) {
 
 TEST(body_content_length) {
   char out[64];
-  CHECK_EQ(decode("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", "abcdeEXTRA", 3,
-                  100, out),
-           1);
+  CHECK_EQ(
+      decode("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", "abcdeEXTRA", 3, 100, out),
+      1);
   CHECK_STREQ(out, "abcde");
 }
 
