@@ -119,7 +119,7 @@ struct vd_conn {
   char *in;
   size_t in_len, in_cap;
   char *out;
-  size_t out_len, out_off;
+  size_t out_len, out_off, out_cap;
   bool want_out; /* EPOLLOUT registered */
   /* the request being read */
   http_request req;
@@ -241,7 +241,9 @@ struct vd_daemon {
 /* server.c: connections and responses (loop thread only) */
 void vd_conn_send(vd_conn *c, const void *data, size_t len);
 void vd_conn_stream_begin(vd_conn *c, int status, const char *content_type);
+/* Queue a piece of a streamed body; vd_conn_flush sends what is queued. */
 void vd_conn_stream_write(vd_conn *c, const void *data, size_t len);
+void vd_conn_flush(vd_conn *c);
 void vd_conn_stream_end(vd_conn *c);
 void vd_conn_hijack_begin(vd_conn *c, const char *content_type);
 /* Send the call's answer and get ready for the next request (or close). Frees the call. */

@@ -34,7 +34,8 @@ void vd_loop_del(vd_daemon *d, int fd) { epoll_ctl(d->epfd, EPOLL_CTL_DEL, fd, N
 
 /* Which events the connection wants now: input while it may use it, output while some waits. */
 static void conn_update_events(vd_conn *c) {
-  uint32_t ev = EPOLLRDHUP;
+  /* once the client shut its side, RDHUP would fire on every wait: stop asking */
+  uint32_t ev = c->peer_eof ? 0 : EPOLLRDHUP;
   bool reading = c->state == VD_CONN_HEAD || c->state == VD_CONN_BODY;
   if (!c->peer_eof && (reading || c->in_len < IN_LIMIT))
     ev |= EPOLLIN;
@@ -70,9 +71,19 @@ static void conn_flush(vd_conn *c) {
 void vd_conn_send(vd_conn *c, const void *data, size_t len) {
   if (c->dead)
     return;
-  if (c->out_off > 0 && c->out_off == c->out_len)
-    c->out_off = c->out_len = 0;
-  c->out = vs_realloc(c->out, c->out_len + len + 1);
+  /* move the unsent rest to the front rather than growing behind what was sent */
+  if (c->out_off > 0 && c->out_off >= c->out_len / 2) {
+    memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+    c->out_len -= c->out_off;
+    c->out_off = 0;
+  }
+  if (c->out_len + len > c->out_cap) {
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    while (cap < c->out_len + len)
+      cap *= 2;
+    c->out = vs_realloc(c->out, cap);
+    c->out_cap = cap;
+  }
   memcpy(c->out + c->out_len, data, len);
   c->out_len += len;
 }
@@ -213,7 +224,11 @@ void vd_conn_stream_write(vd_conn *c, const void *data, size_t len) {
   vd_conn_send(c, data, len);
   if (c->chunked)
     send_str(c, "\r\n");
-  conn_flush(c);
+}
+
+void vd_conn_flush(vd_conn *c) {
+  if (!c->dead)
+    conn_flush(c);
 }
 
 void vd_conn_stream_end(vd_conn *c) {

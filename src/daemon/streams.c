@@ -111,12 +111,15 @@ void vd_stream_pump(vd_conn *conn) {
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0) {
-      if (!conn->follow || conn->ctr_ended)
+      if (!conn->follow || conn->ctr_ended) {
         vd_conn_stream_end(conn);
-      return;
+        return;
+      }
+      break;
     }
     emit_lines(conn, buf, (size_t)n);
   }
+  vd_conn_flush(conn);
 }
 
 void vd_streams_poke(vd_daemon *d, vd_container *c) {

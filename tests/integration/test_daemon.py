@@ -409,3 +409,37 @@ def test_bad_input_gets_errors_and_daemon_lives(vdi):
     assert two.count(b"HTTP/1.1 200 OK") == 2
     assert vdi.alive()
     assert vdi.docker("run", "--rm", "busybox", "echo", "still here").stdout == "still here\n"
+
+
+def test_many_clients_and_disconnects_mid_stream(vdi):
+    import concurrent.futures
+    vdi.docker("run", "-d", "--name", "chatty", "busybox", "sh", "-c",
+               "while true; do echo tick; sleep 0.05; done")
+
+    def one(i):
+        path = [b"/_ping", b"/v1.41/containers/json?all=1", b"/v1.41/version"][i % 3]
+        reply = vdi.raw(b"GET " + path + b" HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        return status_line(reply)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
+        statuses = list(pool.map(one, range(200)))
+    assert statuses == ["HTTP/1.1 200 OK"] * 200
+    # followers and attachers that vanish while output flows
+    for path in [b"/v1.41/containers/chatty/logs?follow=1&stdout=1",
+                 b"/v1.41/containers/chatty/attach?stream=1&stdout=1&stderr=1"]:
+        for _ in range(5):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(vdi.sock))
+            s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\n"
+                      b"Upgrade: tcp\r\n\r\n" if b"attach" in path else
+                      b"GET " + path + b" HTTP/1.1\r\nHost: d\r\n\r\n")
+            first = s.recv(4096)
+            assert first.startswith(b"HTTP/1.1 101") or first.startswith(b"HTTP/1.1 200")
+            s.close()
+    wrong = vdi.raw(b"POST /v1.41/version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert status_line(wrong).startswith("HTTP/1.1 405")
+    assert vdi.alive()
+    ps = vdi.docker("ps", "--format", "{{.Names}}").stdout.split()
+    assert ps == ["chatty"]
+    assert "tick" in vdi.docker("logs", "--tail", "1", "chatty").stdout
+    vdi.docker("rm", "-f", "chatty")

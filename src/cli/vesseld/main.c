@@ -7,6 +7,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static void usage(FILE *f) {
   fprintf(f, "usage: vesseld [--data-root DIR] [--exec-root DIR] [-H unix:///PATH]...\n"
@@ -89,6 +90,12 @@ int main(int argc, char **argv) {
     hosts[o.n_hosts++] = VD_DEFAULT_HOST;
   o.hosts = hosts;
   vs_log_configure("vesseld", level, fmt, 2);
+  /* every connection and every running container's monitor (pidfd) holds a descriptor */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   char *mon = monitor_path();
   o.monitor_path = mon;
   vd_daemon *d = vd_daemon_new(&o, &err);
