@@ -146,8 +146,8 @@ static int check_create_body(json_t *body, vs_error **err) {
   if (json_is_true(json_object_get(body, "Tty")))
     return vs_error_set(err, EINVAL, "Tty: pseudo-terminals are not supported by vesseld yet");
   const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
-  if (net && *net && strcmp(net, "default") && strcmp(net, "none") && strcmp(net, "host") &&
-      strcmp(net, "bridge"))
+  if (net && *net && strcmp(net, "default") != 0 && strcmp(net, "none") != 0 &&
+      strcmp(net, "host") != 0 && strcmp(net, "bridge") != 0)
     return vs_error_set(err, EINVAL, "network %s not found", net);
   return 0;
 }

@@ -55,7 +55,10 @@ static char *percent_decode(const char *src, size_t len, bool plus_is_space, vs_
   size_t o = 0;
   for (size_t i = 0; i < len; i++) {
     if (src[i] != '%') {
-      out[o++] = plus_is_space && src[i] == '+' ? ' ' : src[i];
+      char ch = src[i];
+      if (plus_is_space && ch == '+')
+        ch = ' ';
+      out[o++] = ch;
       continue;
     }
     int hi = len - i >= 3 ? hexval((unsigned char)src[i + 1]) : -1;
@@ -247,7 +250,7 @@ static int parse_header_line(const char *line, size_t len, http_request *req, vs
 int http_parse_head(const char *buf, size_t len, http_request *req, vs_error **err) {
   memset(req, 0, sizeof(*req));
   if (len > HTTP_MAX_HEAD_BYTES)
-    return vs_error_set(err, 0, "request head larger than %u bytes", HTTP_MAX_HEAD_BYTES), 431;
+    return vs_error_set(err, 0, "request head larger than %zu bytes", HTTP_MAX_HEAD_BYTES), 431;
   if (len < 4 || memcmp(buf + len - 4, "\r\n\r\n", 4) != 0)
     return vs_error_set(err, 0, "incomplete request head"), 400;
   if (memchr(buf, 0, len))

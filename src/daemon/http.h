@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTP_MAX_HEAD_BYTES (64U * 1024U) /* request line + headers */
+#define HTTP_MAX_HEAD_BYTES ((size_t)64 * 1024) /* request line + headers */
 #define HTTP_MAX_HEADERS 100
 #define HTTP_MAX_CHUNK_LINE 1024 /* chunk-size line with extensions, trailer lines */
 

@@ -148,6 +148,10 @@ void vd_call_error(vd_call *c, int status, const char *fmt, ...) {
 }
 
 void vd_call_fail(vd_call *c, const vs_error *e) {
+  if (!e) {
+    vd_call_error(c, 500, "internal error without a message");
+    return;
+  }
   int status = 500;
   if (e->errnum == ENOENT)
     status = 404;

@@ -8,13 +8,14 @@
 
 /* Look a user or group up in a file of the image ("/etc/passwd"): the field after the name. */
 static int lookup_in_file(int rootfd, const char *file, const char *name, long *id, long *gid) {
-  _cleanup_close_ int fd = vs_openat_in_root(rootfd, file, O_RDONLY, 0, NULL);
+  int fd = vs_openat_in_root(rootfd, file, O_RDONLY, 0, NULL);
   if (fd < 0)
     return -1;
   _cleanup_fclose_ FILE *f = fdopen(fd, "r");
-  if (!f)
+  if (!f) {
+    close(fd);
     return -1;
-  fd = -1; /* the FILE owns it now */
+  }
   char line[4096];
   while (fgets(line, sizeof(line), f)) {
     char *fields[4] = {0};

@@ -73,7 +73,7 @@ void vd_ctr_unref(vd_daemon *d, vd_container *c) {
 }
 
 void vd_ctr_add(vd_daemon *d, vd_container *c) {
-  d->ctrs = vs_realloc(d->ctrs, sizeof(*d->ctrs) * (d->n_ctrs + 1));
+  d->ctrs = vs_realloc(d->ctrs, sizeof(vd_container *) * (d->n_ctrs + 1));
   d->ctrs[d->n_ctrs++] = c;
   /* the logs growing and exit.json appearing wake the followers */
   c->watch = inotify_add_watch(d->inofd, c->dir, IN_MODIFY | IN_MOVED_TO | IN_CLOSE_WRITE);
@@ -82,7 +82,7 @@ void vd_ctr_add(vd_daemon *d, vd_container *c) {
 void vd_ctr_remove(vd_daemon *d, vd_container *c) {
   for (size_t i = 0; i < d->n_ctrs; i++)
     if (d->ctrs[i] == c) {
-      memmove(d->ctrs + i, d->ctrs + i + 1, sizeof(*d->ctrs) * (d->n_ctrs - i - 1));
+      memmove(d->ctrs + i, d->ctrs + i + 1, sizeof(vd_container *) * (d->n_ctrs - i - 1));
       d->n_ctrs--;
       break;
     }

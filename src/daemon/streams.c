@@ -275,8 +275,8 @@ void vd_h_container_attach(vd_call *c) {
 void vd_h_container_wait(vd_call *c) {
   vd_daemon *d = c->d;
   _cleanup_free_ char *cond = http_query_get(c->req->query, "condition");
-  if (cond && *cond && strcmp(cond, "not-running") && strcmp(cond, "next-exit") &&
-      strcmp(cond, "removed")) {
+  if (cond && *cond && strcmp(cond, "not-running") != 0 && strcmp(cond, "next-exit") != 0 &&
+      strcmp(cond, "removed") != 0) {
     vd_call_error(c, 400, "invalid condition: \"%s\"", cond);
     return;
   }

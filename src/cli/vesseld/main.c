@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
         goto fail;
       break;
     case 'f':
-      if (strcmp(optarg, "text") && strcmp(optarg, "json")) {
+      if (strcmp(optarg, "text") != 0 && strcmp(optarg, "json") != 0) {
         vs_error_set(&err, EINVAL, "--log-format %s: expected text or json", optarg);
         goto fail;
       }
