@@ -412,7 +412,7 @@ static char *status_text(const vd_container *c) {
   long long now = (long long)time(NULL);
   if (c->state == VD_CTR_RUNNING) {
     _cleanup_free_ char *h = human_duration(now - unix_time(c->started_at));
-    return vs_asprintf("Up %s", h);
+    return vs_asprintf("Up %s%s", h, c->paused ? " (Paused)" : "");
   }
   if (c->state == VD_CTR_EXITED) {
     _cleanup_free_ char *h = human_duration(now - unix_time(c->finished_at));
@@ -477,11 +477,11 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
   bool running = c->state == VD_CTR_RUNNING;
   json_t *state =
       json_pack("{s:s, s:b, s:b, s:b, s:b, s:b, s:b, s:i, s:i, s:s, s:s, s:s}", "Status",
-                vd_ctr_state_name(c), "Running", running, "Paused", 0, "Restarting", 0, "OOMKilled",
-                0, "Dead", 0, "RemovalInProgress", c->removing, "Pid", running ? (int)c->pid : 0,
-                "ExitCode", c->exit_code, "Error", c->error ? c->error : "", "StartedAt",
-                c->started_at ? c->started_at : ZERO_TIME, "FinishedAt",
-                c->finished_at ? c->finished_at : ZERO_TIME);
+                vd_ctr_state_name(c), "Running", running, "Paused", running && c->paused,
+                "Restarting", 0, "OOMKilled", 0, "Dead", 0, "RemovalInProgress", c->removing, "Pid",
+                running ? (int)c->pid : 0, "ExitCode", c->exit_code, "Error",
+                c->error ? c->error : "", "StartedAt", c->started_at ? c->started_at : ZERO_TIME,
+                "FinishedAt", c->finished_at ? c->finished_at : ZERO_TIME);
   (void)d;
   return json_pack(
       "{s:s, s:O, s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, "
@@ -512,12 +512,9 @@ void vd_h_container_inspect(vd_call *c) {
 
 /* ---------------------------------------------------------------- start, stop, kill */
 
-void vd_h_container_start(vd_call *c) {
+/* Start ctr for call c (whose c->ctr it is): answers 204, 304 or an error. */
+static void start_container(vd_call *c, vd_container *ctr) {
   vd_daemon *d = c->d;
-  vd_container *ctr = call_container(c);
-  if (!ctr)
-    return;
-  c->ctr = ctr;
   pthread_mutex_lock(&d->lock);
   bool running = ctr->state == VD_CTR_RUNNING, busy = ctr->starting || ctr->removing;
   if (!running && !busy)
@@ -544,6 +541,14 @@ void vd_h_container_start(vd_call *c) {
   vs_log_info("container %.12s started", ctr->id);
   c->after = VD_AFTER_WATCH;
   vd_call_status(c, 204);
+}
+
+void vd_h_container_start(vd_call *c) {
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  start_container(c, ctr);
 }
 
 static const struct {
@@ -602,12 +607,20 @@ static void refresh_after_exit(vd_daemon *d, vd_container *ctr) {
   pthread_mutex_unlock(&d->lock);
 }
 
-void vd_h_container_stop(vd_call *c) {
+/* A frozen container cannot act on a signal: thaw it once the signal is pending. */
+static void thaw_if_paused(vd_daemon *d, vd_container *ctr) {
+  pthread_mutex_lock(&d->lock);
+  bool paused = ctr->paused;
+  ctr->paused = false;
+  pthread_mutex_unlock(&d->lock);
+  if (paused)
+    ctr_pause(&d->rt, ctr->id, false, NULL);
+}
+
+/* Stop ctr: its stop signal, the timeout, then SIGKILL. Answers 204, 304 or an error; returns
+ * whether it is stopped. */
+static bool stop_container(vd_call *c, vd_container *ctr) {
   vd_daemon *d = c->d;
-  vd_container *ctr = call_container(c);
-  if (!ctr)
-    return;
-  c->ctr = ctr;
   pthread_mutex_lock(&d->lock);
   bool running = ctr->state == VD_CTR_RUNNING;
   json_t *cfg = json_object_get(ctr->rec, "Config");
@@ -620,30 +633,88 @@ void vd_h_container_stop(vd_call *c) {
     timeout = strtoll(tq, &end, 10);
     if (*end || timeout > 86400) {
       vd_call_error(c, 400, "invalid value for t: %s", tq);
-      return;
+      return false;
     }
   } else if (!json_object_get(cfg, "StopTimeout")) {
     timeout = 10;
   }
   if (!running) {
     vd_call_status(c, 304);
-    return;
+    return true;
   }
   vs_error *e = NULL;
   if (vd_supervise_kill(d, ctr, sig ? sig : SIGTERM, &e) < 0)
     vs_error_free(e); /* it may have just exited: the wait below tells */
+  thaw_if_paused(d, ctr);
   if (timeout < 0 || !vd_supervise_wait_exit(ctr, (int)timeout * 1000)) {
     e = NULL;
     if (vd_supervise_kill(d, ctr, SIGKILL, &e) < 0)
       vs_error_free(e);
     if (!vd_supervise_wait_exit(ctr, 10000)) {
       vd_call_error(c, 500, "container %.12s did not stop after SIGKILL", ctr->id);
-      return;
+      return false;
     }
   }
   refresh_after_exit(d, ctr);
   vd_call_status(c, 204);
+  return true;
 }
+
+void vd_h_container_stop(vd_call *c) {
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  stop_container(c, ctr);
+}
+
+void vd_h_container_restart(vd_call *c) {
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  if (!stop_container(c, ctr))
+    return;
+  /* the exit the stop caused must be seen by the loop before the new start is */
+  pthread_mutex_lock(&c->d->lock);
+  ctr->state = VD_CTR_EXITED;
+  pthread_mutex_unlock(&c->d->lock);
+  start_container(c, ctr);
+  if (c->status == 304)
+    vd_call_status(c, 204);
+}
+
+static void pause_container(vd_call *c, bool pause) {
+  vd_daemon *d = c->d;
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  pthread_mutex_lock(&d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING, paused = ctr->paused;
+  pthread_mutex_unlock(&d->lock);
+  if (!running) {
+    vd_call_error(c, 409, "Container %s is not running", c->arg);
+    return;
+  }
+  if (paused == pause) {
+    vd_call_error(c, 409, "Container %s is %s", c->arg, paused ? "already paused" : "not paused");
+    return;
+  }
+  vs_error *e = NULL;
+  if (ctr_pause(&d->rt, ctr->id, pause, &e) < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  pthread_mutex_lock(&d->lock);
+  ctr->paused = pause;
+  pthread_mutex_unlock(&d->lock);
+  vd_call_status(c, 204);
+}
+
+void vd_h_container_pause(vd_call *c) { pause_container(c, true); }
+void vd_h_container_unpause(vd_call *c) { pause_container(c, false); }
 
 /* ---------------------------------------------------------------- remove */
 

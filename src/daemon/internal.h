@@ -75,6 +75,7 @@ struct vd_container {
   /* status, under d->lock */
   vd_ctr_state state;
   bool starting, stopping, removing, removed;
+  bool paused; /* its cgroup is frozen */
   pid_t monitor_pid, pid;
   unsigned long long monitor_start;
   int exit_code;
@@ -83,6 +84,7 @@ struct vd_container {
   int refs;       /* the table holds one; jobs hold one while they run */
   /* loop thread only */
   int pidfd;
+  pid_t watched_pid; /* the monitor pidfd is of */
   vd_src pid_src;
   int watch;               /* inotify watch descriptor of dir, -1 if none */
   vd_conn *streams;        /* connections following this container (logs, attach, wait) */
@@ -133,7 +135,7 @@ struct vd_conn {
   int log_fd;
   char *log_partial; /* an incomplete last line of the log */
   size_t log_partial_len;
-  bool out_stdout, out_stderr, follow, until_exit;
+  bool out_stdout, out_stderr, follow, until_exit, timestamps;
   bool ctr_ended; /* the container exited or went away: drain the log, then end */
   unsigned exits_at_start;
   char *wait_condition; /* "not-running", "next-exit", "removed" */
@@ -278,6 +280,10 @@ void vd_h_container_delete(vd_call *c);
 void vd_h_container_wait(vd_call *c);
 void vd_h_container_logs(vd_call *c);
 void vd_h_container_attach(vd_call *c);
+void vd_h_container_restart(vd_call *c);
+void vd_h_container_pause(vd_call *c);
+void vd_h_container_unpause(vd_call *c);
+void vd_h_swarm(vd_call *c);
 
 /* store.c: the container table (callers hold d->lock unless said otherwise) */
 vd_container *vd_ctr_find(vd_daemon *d, const char *what); /* name, id or unique id prefix */

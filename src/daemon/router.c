@@ -24,7 +24,19 @@ static const vd_route routes[] = {
     {"POST", "/containers/{}/wait", vd_h_container_wait, VD_RUN_LOOP, false},
     {"POST", "/containers/{}/attach", vd_h_container_attach, VD_RUN_LOOP, false},
     {"GET", "/containers/{}/logs", vd_h_container_logs, VD_RUN_LOOP, false},
+    {"POST", "/containers/{}/restart", vd_h_container_restart, VD_RUN_WORKER, false},
+    {"POST", "/containers/{}/pause", vd_h_container_pause, VD_RUN_WORKER, false},
+    {"POST", "/containers/{}/unpause", vd_h_container_unpause, VD_RUN_WORKER, false},
     {"DELETE", "/containers/{}", vd_h_container_delete, VD_RUN_WORKER, false},
+    /* swarm mode is out of scope: answered as dockerd does when it is not a manager */
+    {"GET", "/swarm", vd_h_swarm, VD_RUN_LOOP, false},
+    {"POST", "/swarm/{*}", vd_h_swarm, VD_RUN_LOOP, false},
+    {"GET", "/nodes", vd_h_swarm, VD_RUN_LOOP, false},
+    {"GET", "/services", vd_h_swarm, VD_RUN_LOOP, false},
+    {"POST", "/services/create", vd_h_swarm, VD_RUN_LOOP, false},
+    {"GET", "/tasks", vd_h_swarm, VD_RUN_LOOP, false},
+    {"GET", "/secrets", vd_h_swarm, VD_RUN_LOOP, false},
+    {"GET", "/configs", vd_h_swarm, VD_RUN_LOOP, false},
 };
 
 /* Match path against one pattern; *arg gets what the placeholder matched. */

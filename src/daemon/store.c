@@ -29,7 +29,7 @@ const char *vd_ctr_state_name(const vd_container *c) {
   case VD_CTR_CREATED:
     return "created";
   case VD_CTR_RUNNING:
-    return "running";
+    return c->paused ? "paused" : "running";
   case VD_CTR_EXITED:
     return "exited";
   }
@@ -145,12 +145,21 @@ void vd_ctr_refresh(vd_daemon *d, vd_container *c) {
   }
   if (ex) {
     c->state = VD_CTR_EXITED;
+    c->paused = false;
     c->exit_code = (int)json_integer_value(json_object_get(ex, "ExitCode"));
     set_str(&c->finished_at, json_string_value(json_object_get(ex, "FinishedAt")));
     c->pid = 0;
   } else if (mon) {
     bool alive = c->monitor_pid > 0 && vd_pid_start_time(c->monitor_pid) == c->monitor_start;
     c->state = alive ? VD_CTR_RUNNING : VD_CTR_EXITED;
+    if (alive) {
+      ctr_state *st = NULL;
+      /* a vesseld restarted under a paused container sees the frozen cgroup */
+      if (ctr_state_load(&d->rt, c->id, &st, NULL) == 0) {
+        c->paused = ctr_state_status(&d->rt, st) == CTR_STATUS_PAUSED;
+        ctr_state_free(st);
+      }
+    }
     if (!alive) {
       /* the monitor died without recording an exit: nothing knows the status any more */
       c->exit_code = 255;

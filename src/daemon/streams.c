@@ -58,6 +58,18 @@ static void emit_line(vd_conn *conn, const char *line, size_t len) {
   size_t n = json_string_length(json_object_get(j, "log"));
   if (n == 0)
     return;
+  const char *time = json_string_value(json_object_get(j, "time"));
+  _cleanup_free_ char *stamped = NULL;
+  if (conn->timestamps && time) {
+    /* docker logs -t: the entry's time, a space, the text */
+    size_t tl = strlen(time);
+    stamped = vs_malloc0(tl + 1 + n);
+    memcpy(stamped, time, tl);
+    stamped[tl] = ' ';
+    memcpy(stamped + tl + 1, log, n);
+    log = stamped;
+    n += tl + 1;
+  }
   unsigned char hdr[8] = {is_err ? 2 : 1,
                           0,
                           0,
@@ -243,6 +255,7 @@ void vd_h_container_logs(vd_call *c) {
   conn->out_stdout = out;
   conn->out_stderr = errs;
   conn->follow = http_query_bool(q, "follow", false) && running;
+  conn->timestamps = http_query_bool(q, "timestamps", false);
   stream_link(conn, ctr, VD_STREAM_LOGS);
   vd_conn_stream_begin(conn, 200, "application/vnd.docker.raw-stream");
   vd_stream_pump(conn);

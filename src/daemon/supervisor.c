@@ -115,8 +115,10 @@ int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
 }
 
 void vd_supervise_watch(vd_daemon *d, vd_container *c) {
+  /* while the previous monitor's pidfd is registered, its exit event re-watches */
   if (c->pidfd >= 0 || c->monitor_pid <= 0)
     return;
+  c->watched_pid = c->monitor_pid;
   c->pidfd = pidfd_of(c->monitor_pid);
   /* after opening, the pidfd pins the process: check it is still the monitor we recorded */
   if (c->pidfd < 0 || vd_pid_start_time(c->monitor_pid) != c->monitor_start ||
@@ -152,18 +154,21 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   }
   if (c->removed)
     return;
+  pid_t ended = c->watched_pid;
   /* our child when this vesseld started it; otherwise somebody else reaps it */
-  if (c->monitor_pid > 0)
-    waitpid(c->monitor_pid, NULL, WNOHANG);
+  if (ended > 0)
+    waitpid(ended, NULL, WNOHANG);
   pthread_mutex_lock(&d->lock);
   vd_ctr_refresh(d, c);
-  if (c->state == VD_CTR_RUNNING) { /* the pidfd said it ended: it is not running */
+  /* a restart may have started the next monitor before this exit got here */
+  bool restarted = c->state == VD_CTR_RUNNING && c->monitor_pid != ended;
+  if (c->state == VD_CTR_RUNNING && !restarted) { /* the pidfd said it ended */
     c->state = VD_CTR_EXITED;
     c->exit_code = 255;
   }
   c->exits++;
   json_t *hc = json_object_get(c->rec, "HostConfig");
-  bool auto_remove = json_is_true(json_object_get(hc, "AutoRemove")) && !c->removing;
+  bool auto_remove = json_is_true(json_object_get(hc, "AutoRemove")) && !c->removing && !restarted;
   if (auto_remove) {
     c->removing = true;
     vd_ctr_ref(c);
@@ -171,6 +176,8 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   pthread_mutex_unlock(&d->lock);
   vs_log_info("container %.12s exited with %d", c->id, c->exit_code);
   vd_streams_exit(d, c, false);
+  if (restarted)
+    vd_supervise_watch(d, c);
   if (auto_remove) {
     vd_job *job = vs_malloc0(sizeof(*job));
     job->d = d;

@@ -7,6 +7,12 @@
 
 #define VD_VERSION "0.1.0"
 
+void vd_h_swarm(vd_call *c) {
+  vd_call_error(c, 503,
+                "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm "
+                "join\" to connect this node to swarm and try again.");
+}
+
 void vd_h_ping(vd_call *c) {
   c->status = 200;
   c->text = vs_strdup("OK");

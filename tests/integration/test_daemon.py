@@ -443,3 +443,31 @@ def test_many_clients_and_disconnects_mid_stream(vdi):
     assert ps == ["chatty"]
     assert "tick" in vdi.docker("logs", "--tail", "1", "chatty").stdout
     vdi.docker("rm", "-f", "chatty")
+
+
+def test_restart_pause_start_again_timestamps_swarm(vdi):
+    vdi.docker("run", "-d", "--name", "r1", "busybox", "sh", "-c",
+               "echo started; trap 'exit 0' TERM; while true; do sleep 0.1; done")
+    time.sleep(0.3)
+    first_pid = json.loads(vdi.docker("inspect", "r1").stdout)[0]["State"]["Pid"]
+    vdi.docker("pause", "r1")
+    assert "(Paused)" in vdi.docker("ps", "--format", "{{.Status}}").stdout
+    state = json.loads(vdi.docker("inspect", "r1").stdout)[0]["State"]
+    assert state["Paused"] and state["Status"] == "paused"
+    vdi.docker("unpause", "r1")
+    vdi.docker("restart", "-t", "2", "r1")
+    time.sleep(0.3)
+    state = json.loads(vdi.docker("inspect", "r1").stdout)[0]["State"]
+    assert state["Running"] and state["Pid"] != first_pid
+    assert vdi.docker("logs", "r1").stdout == "started\nstarted\n"
+    stamped = vdi.docker("logs", "-t", "r1").stdout.splitlines()
+    assert len(stamped) == 2 and stamped[0].endswith("Z started") and stamped[0][:4].isdigit()
+    vdi.docker("rm", "-f", "r1")
+    # a container starts again after it exited, attached each time, and its log grows
+    vdi.docker("create", "--name", "once", "busybox", "echo", "once")
+    assert vdi.docker("start", "-a", "once").stdout == "once\n"
+    assert vdi.docker("start", "-a", "once").stdout == "once\n"
+    assert vdi.docker("logs", "once").stdout == "once\nonce\n"
+    vdi.docker("rm", "once")
+    swarm = vdi.docker("node", "ls", check=False)
+    assert swarm.returncode != 0 and "not a swarm manager" in swarm.stderr
