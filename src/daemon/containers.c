@@ -143,6 +143,33 @@ static int check_create_body(json_t *body, vs_error **err) {
   if (json_is_object(hc) && (vs_json_get_bool(hc, "AutoRemove", false, &b, err) < 0 ||
                              vs_json_get_string(hc, "NetworkMode", false, &s, err) < 0))
     return vs_error_wrap(err, "HostConfig");
+  if (json_is_object(hc)) {
+    static const char *const ints[] = {"Memory",   "MemorySwap", "NanoCpus", "CpuShares",
+                                       "CpuQuota", "CpuPeriod",  "PidsLimit"};
+    int64_t n;
+    json_t *a;
+    for (size_t k = 0; k < ARRAY_SIZE(ints); k++)
+      if (vs_json_get_int(hc, ints[k], false, &n, err) < 0)
+        return vs_error_wrap(err, "HostConfig");
+    if (vs_json_get_bool(hc, "ReadonlyRootfs", false, &b, err) < 0 ||
+        vs_json_get_array(hc, "Binds", false, &a, err) < 0 ||
+        vs_json_get_array(hc, "Mounts", false, &a, err) < 0 ||
+        vs_json_get_array(hc, "CapAdd", false, &a, err) < 0 ||
+        vs_json_get_array(hc, "CapDrop", false, &a, err) < 0 ||
+        vs_json_get_object(hc, "Tmpfs", false, &o, err) < 0)
+      return vs_error_wrap(err, "HostConfig");
+    /* refused rather than ignored: a container must not run with less isolation or other
+     * behaviour than asked for without the client knowing */
+    if (json_is_true(json_object_get(hc, "Privileged")))
+      return vs_error_set(err, EINVAL, "HostConfig.Privileged: not supported by vesseld yet");
+    if (json_is_true(json_object_get(hc, "Init")))
+      return vs_error_set(err, EINVAL, "HostConfig.Init: not supported by vesseld yet");
+    const char *policy =
+        json_string_value(json_object_get(json_object_get(hc, "RestartPolicy"), "Name"));
+    if (policy && *policy && strcmp(policy, "no") != 0)
+      return vs_error_set(err, EINVAL, "HostConfig.RestartPolicy %s: not supported by vesseld yet",
+                          policy);
+  }
   if (json_is_true(json_object_get(body, "Tty")))
     return vs_error_set(err, EINVAL, "Tty: pseudo-terminals are not supported by vesseld yet");
   const char *net = json_string_value(json_object_get(hc, "NetworkMode"));

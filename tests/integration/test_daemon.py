@@ -471,3 +471,40 @@ def test_restart_pause_start_again_timestamps_swarm(vdi):
     vdi.docker("rm", "once")
     swarm = vdi.docker("node", "ls", check=False)
     assert swarm.returncode != 0 and "not a swarm manager" in swarm.stderr
+
+
+def cgroup_file(pid, controller, name):
+    for line in open(f"/proc/{pid}/cgroup"):
+        _, ctrls, path = line.rstrip("\n").split(":", 2)
+        if controller in ctrls.split(","):
+            return pathlib.Path(f"/sys/fs/cgroup/{ctrls}{path}/{name}").read_text().strip()
+    return None
+
+
+def test_resources_mounts_caps(vdi, tmp_path):
+    vdi.docker("run", "-d", "--name", "limited", "--memory", "64m", "--pids-limit", "50",
+               "--cpus", "0.5", "busybox", "sleep", "300")
+    pid = json.loads(vdi.docker("inspect", "limited").stdout)[0]["State"]["Pid"]
+    assert cgroup_file(pid, "memory", "memory.limit_in_bytes") == str(64 << 20)
+    assert cgroup_file(pid, "pids", "pids.max") == "50"
+    assert cgroup_file(pid, "cpu", "cpu.cfs_quota_us") == "50000"
+    vdi.docker("rm", "-f", "limited")
+    host_dir = tmp_path / "shared"
+    r = vdi.docker("run", "--rm", "-v", f"{host_dir}:/data", "--read-only", "--tmpfs", "/scratch",
+                   "busybox", "sh", "-c",
+                   "echo hello > /data/f && echo ok > /scratch/x && cat /scratch/x; "
+                   "touch /rootfile 2>/dev/null || echo ro")
+    assert r.stdout == "ok\nro\n"
+    assert (host_dir / "f").read_text() == "hello\n"
+    ro = vdi.docker("run", "--rm", "-v", f"{host_dir}:/data:ro", "busybox", "sh", "-c",
+                    "echo x > /data/g 2>/dev/null || echo denied")
+    assert ro.stdout == "denied\n"
+    dropped = vdi.docker("run", "--rm", "--cap-drop", "CHOWN", "busybox", "sh", "-c",
+                         "touch /tmp/a; chown 65534 /tmp/a 2>/dev/null || echo no-chown")
+    assert dropped.stdout == "no-chown\n"
+    for args, words in [(["--privileged"], "Privileged"), (["--restart", "always"], "Restart"),
+                        (["--cap-add", "NOPE"], "unknown capability"),
+                        (["-v", "named:/x"], "volumes are not supported")]:
+        r = vdi.docker("create", *args, "busybox", "true", check=False)
+        assert r.returncode != 0 and words in r.stderr, r.stderr
+    assert vdi.docker("ps", "-aq").stdout.strip() == ""
