@@ -164,11 +164,24 @@ static int check_create_body(json_t *body, vs_error **err) {
       return vs_error_set(err, EINVAL, "HostConfig.Privileged: not supported by vesseld yet");
     if (json_is_true(json_object_get(hc, "Init")))
       return vs_error_set(err, EINVAL, "HostConfig.Init: not supported by vesseld yet");
-    const char *policy =
-        json_string_value(json_object_get(json_object_get(hc, "RestartPolicy"), "Name"));
-    if (policy && *policy && strcmp(policy, "no") != 0)
-      return vs_error_set(err, EINVAL, "HostConfig.RestartPolicy %s: not supported by vesseld yet",
-                          policy);
+    json_t *rp = json_object_get(hc, "RestartPolicy");
+    const char *policy = NULL;
+    int64_t max = 0;
+    if ((rp && !json_is_object(rp)) || vs_json_get_string(rp, "Name", false, &policy, err) < 0 ||
+        vs_json_get_int(rp, "MaximumRetryCount", false, &max, err) < 0)
+      return vs_error_wrap(err, "HostConfig.RestartPolicy");
+    bool restarts = policy && *policy && strcmp(policy, "no") != 0;
+    if (restarts && strcmp(policy, "always") != 0 && strcmp(policy, "unless-stopped") != 0 &&
+        strcmp(policy, "on-failure") != 0)
+      return vs_error_set(err, EINVAL, "invalid restart policy '%s'", policy);
+    if (max != 0 && (!policy || strcmp(policy, "on-failure") != 0))
+      return vs_error_set(err, EINVAL,
+                          "maximum retry count cannot be used with restart policy '%s'",
+                          policy ? policy : "no");
+    if (max < 0)
+      return vs_error_set(err, EINVAL, "maximum retry count cannot be negative");
+    if (restarts && json_is_true(json_object_get(hc, "AutoRemove")))
+      return vs_error_set(err, EINVAL, "can't create 'AutoRemove' container with restart policy");
   }
   if (json_is_true(json_object_get(body, "Tty")))
     return vs_error_set(err, EINVAL, "Tty: pseudo-terminals are not supported by vesseld yet");
@@ -441,6 +454,10 @@ static char *status_text(const vd_container *c) {
     _cleanup_free_ char *h = human_duration(now - unix_time(c->started_at));
     return vs_asprintf("Up %s%s", h, c->paused ? " (Paused)" : "");
   }
+  if (c->restarting) {
+    _cleanup_free_ char *h = human_duration(now - unix_time(c->finished_at));
+    return vs_asprintf("Restarting (%d) %s ago", c->exit_code, h);
+  }
   if (c->state == VD_CTR_EXITED) {
     _cleanup_free_ char *h = human_duration(now - unix_time(c->finished_at));
     return vs_asprintf("Exited (%d) %s ago", c->exit_code, h);
@@ -505,8 +522,8 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
   json_t *state =
       json_pack("{s:s, s:b, s:b, s:b, s:b, s:b, s:b, s:i, s:i, s:s, s:s, s:s}", "Status",
                 vd_ctr_state_name(c), "Running", running, "Paused", running && c->paused,
-                "Restarting", 0, "OOMKilled", 0, "Dead", 0, "RemovalInProgress", c->removing, "Pid",
-                running ? (int)c->pid : 0, "ExitCode", c->exit_code, "Error",
+                "Restarting", c->restarting, "OOMKilled", 0, "Dead", 0, "RemovalInProgress",
+                c->removing, "Pid", running ? (int)c->pid : 0, "ExitCode", c->exit_code, "Error",
                 c->error ? c->error : "", "StartedAt", c->started_at ? c->started_at : ZERO_TIME,
                 "FinishedAt", c->finished_at ? c->finished_at : ZERO_TIME);
   (void)d;
@@ -517,13 +534,13 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
       "Id", c->id, "Created", json_object_get(c->rec, "Created"), "Path",
       json_object_get(c->rec, "Path"), "Args", json_object_get(c->rec, "Args"), "State", state,
       "Image", json_object_get(c->rec, "Image"), "ResolvConfPath", resolv, "HostnamePath", hostname,
-      "HostsPath", hosts, "LogPath", log, "Name", c->name, "RestartCount", 0, "Driver", "overlay",
-      "Platform", "linux", "MountLabel", "", "ProcessLabel", "", "AppArmorProfile", "", "ExecIDs",
-      "HostConfig", json_object_get(c->rec, "HostConfig"), "GraphDriver", "Name", "overlay", "Data",
-      "UpperDir", upper, "MergedDir", merged, "WorkDir", work, "Mounts", "Config",
-      json_object_get(c->rec, "Config"), "NetworkSettings", "Bridge", "", "SandboxID", "",
-      "HairpinMode", 0, "Ports", "Networks", "IPAddress", "", "Gateway", "", "IPPrefixLen", 0,
-      "MacAddress", "");
+      "HostsPath", hosts, "LogPath", log, "Name", c->name, "RestartCount", c->restart_count,
+      "Driver", "overlay", "Platform", "linux", "MountLabel", "", "ProcessLabel", "",
+      "AppArmorProfile", "", "ExecIDs", "HostConfig", json_object_get(c->rec, "HostConfig"),
+      "GraphDriver", "Name", "overlay", "Data", "UpperDir", upper, "MergedDir", merged, "WorkDir",
+      work, "Mounts", "Config", json_object_get(c->rec, "Config"), "NetworkSettings", "Bridge", "",
+      "SandboxID", "", "HairpinMode", 0, "Ports", "Networks", "IPAddress", "", "Gateway", "",
+      "IPPrefixLen", 0, "MacAddress", "");
 }
 
 void vd_h_container_inspect(vd_call *c) {
@@ -555,6 +572,7 @@ static void start_container(vd_call *c, vd_container *ctr) {
     vd_call_error(c, 409, "container %s is being started or removed", c->arg);
     return;
   }
+  vd_restart_note_manual(d, ctr, false);
   vs_error *e = NULL;
   int r = vd_supervise_start(d, ctr, &e);
   pthread_mutex_lock(&d->lock);
@@ -619,6 +637,7 @@ void vd_h_container_kill(vd_call *c) {
     vd_call_error(c, 409, "Container %s is not running", c->arg);
     return;
   }
+  vd_restart_note_manual(d, ctr, true);
   vs_error *e = NULL;
   if (vd_supervise_kill(d, ctr, sig, &e) < 0) {
     vd_call_fail(c, e);
@@ -665,6 +684,7 @@ static bool stop_container(vd_call *c, vd_container *ctr) {
   } else if (!json_object_get(cfg, "StopTimeout")) {
     timeout = 10;
   }
+  vd_restart_note_manual(d, ctr, true); /* also stops a pending restart */
   if (!running) {
     vd_call_status(c, 304);
     return true;

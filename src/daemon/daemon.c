@@ -275,6 +275,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_MONITOR:
         vd_supervise_exited(d, src->owner);
         break;
+      case VD_SRC_RESTART:
+        vd_restart_fire(d, src->owner);
+        break;
       }
     }
     vd_conn_sweep(d);

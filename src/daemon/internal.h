@@ -47,6 +47,7 @@ typedef enum {
   VD_SRC_DONE,    /* eventfd: worker jobs finished */
   VD_SRC_INOTIFY, /* container directories: the logs grew, an exit was recorded */
   VD_SRC_MONITOR, /* pidfd of a container's monitor */
+  VD_SRC_RESTART, /* timerfd of a container waiting to be restarted */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -76,6 +77,13 @@ struct vd_container {
   vd_ctr_state state;
   bool starting, stopping, removing, removed;
   bool paused; /* its cgroup is frozen */
+  /* restart policy */
+  bool restarting;  /* waiting for its restart timer */
+  bool manual_stop; /* stopped or killed through the API: "always" does not bring it back */
+  int restart_count;
+  int restart_delay_ms; /* the next back-off */
+  int timerfd;
+  vd_src timer_src;
   pid_t monitor_pid, pid;
   unsigned long long monitor_start;
   int exit_code;
@@ -316,6 +324,15 @@ int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
 int vd_supervise_wait_exit(vd_container *c, int timeout_ms);
 /* The container was removed (loop): end its streams, drop it from the table. */
 void vd_supervise_removed(vd_daemon *d, vd_container *c);
+
+/* restart.c: restart policies (loop, except where said) */
+/* Whether the policy wants the exited container back (under d->lock). */
+bool vd_restart_wanted(const vd_container *c);
+void vd_restart_schedule(vd_daemon *d, vd_container *c);
+void vd_restart_fire(vd_daemon *d, vd_container *c);
+void vd_restart_cancel(vd_daemon *d, vd_container *c);
+/* The user stopped (true) or started (false) it: remembered in the record (worker). */
+void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped);
 
 /* spec.c: the OCI config.json of a container from its image and create request */
 json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, const char *dir,

@@ -47,12 +47,19 @@ vd_container *vd_ctr_new(vd_daemon *d, const char *id, json_t *rec) {
   c->refs = 1;
   c->pid_src.kind = VD_SRC_MONITOR;
   c->pid_src.owner = c;
+  c->timerfd = -1;
+  c->timer_src.kind = VD_SRC_RESTART;
+  c->timer_src.owner = c;
+  c->restart_count = (int)json_integer_value(json_object_get(rec, "RestartCount"));
+  c->manual_stop = json_is_true(json_object_get(rec, "HasBeenManuallyStopped"));
   return c;
 }
 
 static void ctr_free(vd_container *c) {
   if (c->pidfd >= 0)
     close(c->pidfd);
+  if (c->timerfd >= 0)
+    close(c->timerfd);
   json_decref(c->rec);
   free(c->name);
   free(c->dir);
@@ -211,6 +218,8 @@ int vd_store_recover(vd_daemon *d, vs_error **err) {
     vd_ctr_add(d, c);
     if (c->state == VD_CTR_RUNNING)
       vd_supervise_watch(d, c);
+    else /* died while no daemon ran: the policy brings it back now */
+      vd_restart_schedule(d, c);
     vs_log_info("found container %.12s (%s)", c->id, vd_ctr_state_name(c));
   }
   closedir(dir);

@@ -178,6 +178,8 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   vd_streams_exit(d, c, false);
   if (restarted)
     vd_supervise_watch(d, c);
+  else if (!auto_remove)
+    vd_restart_schedule(d, c);
   if (auto_remove) {
     vd_job *job = vs_malloc0(sizeof(*job));
     job->d = d;
@@ -239,6 +241,7 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
 }
 
 void vd_supervise_removed(vd_daemon *d, vd_container *c) {
+  vd_restart_cancel(d, c);
   if (c->pidfd >= 0) {
     vd_loop_del(d, c->pidfd);
     close(c->pidfd);

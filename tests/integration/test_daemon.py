@@ -502,9 +502,57 @@ def test_resources_mounts_caps(vdi, tmp_path):
     dropped = vdi.docker("run", "--rm", "--cap-drop", "CHOWN", "busybox", "sh", "-c",
                          "touch /tmp/a; chown 65534 /tmp/a 2>/dev/null || echo no-chown")
     assert dropped.stdout == "no-chown\n"
-    for args, words in [(["--privileged"], "Privileged"), (["--restart", "always"], "Restart"),
+    for args, words in [(["--privileged"], "Privileged"), (["--restart", "bogus"], "restart"),
                         (["--cap-add", "NOPE"], "unknown capability"),
                         (["-v", "named:/x"], "volumes are not supported")]:
         r = vdi.docker("create", *args, "busybox", "true", check=False)
         assert r.returncode != 0 and words in r.stderr, r.stderr
     assert vdi.docker("ps", "-aq").stdout.strip() == ""
+
+
+def wait_for(pred, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_restart_policies(vdi):
+    state = lambda n: json.loads(vdi.docker("inspect", n).stdout)[0]
+    vdi.docker("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c",
+               "echo run; exit 1")
+    assert wait_for(lambda: state("flaky")["RestartCount"] == 2 and
+                    state("flaky")["State"]["Status"] == "exited")
+    time.sleep(1)  # and no third time
+    assert state("flaky")["RestartCount"] == 2
+    assert vdi.docker("logs", "flaky").stdout == "run\nrun\nrun\n"
+    vdi.docker("run", "-d", "--name", "phoenix", "--restart", "always", "busybox", "sleep", "300")
+    pid = state("phoenix")["State"]["Pid"]
+    os.kill(pid, signal.SIGKILL)  # its process dies: it comes back
+    assert wait_for(lambda: state("phoenix")["State"]["Running"] and
+                    state("phoenix")["State"]["Pid"] not in (0, pid))
+    # it dies while no daemon runs: the next daemon brings it back
+    vdi.kill9()
+    state_pid = _pid_of(vdi, "phoenix")
+    os.kill(state_pid, signal.SIGKILL)
+    time.sleep(0.5)
+    vdi.start()
+    assert wait_for(lambda: state("phoenix")["State"]["Running"] and
+                    state("phoenix")["State"]["Pid"] != state_pid)
+    assert state("phoenix")["RestartCount"] >= 2
+    vdi.docker("stop", "-t", "1", "phoenix")  # stopped by the user: stays stopped
+    time.sleep(1)
+    assert state("phoenix")["State"]["Status"] == "exited"
+    conflict = vdi.docker("create", "--rm", "--restart", "always", "busybox", check=False)
+    assert conflict.returncode != 0
+    vdi.docker("rm", "-f", "flaky", "phoenix")
+
+
+def _pid_of(vd, name):
+    """The container's pid from the monitor's record, for when no daemon answers."""
+    for rec in vd.data.glob("containers/*/record.json"):
+        if json.loads(rec.read_text())["Name"] == "/" + name:
+            return json.loads((rec.parent / "monitor.json").read_text())["Pid"]
+    raise AssertionError(f"no container {name}")
