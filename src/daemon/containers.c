@@ -167,8 +167,8 @@ static int check_create_body(json_t *body, vs_error **err) {
     json_t *rp = json_object_get(hc, "RestartPolicy");
     const char *policy = NULL;
     int64_t max = 0;
-    if ((rp && !json_is_object(rp)) || vs_json_get_string(rp, "Name", false, &policy, err) < 0 ||
-        vs_json_get_int(rp, "MaximumRetryCount", false, &max, err) < 0)
+    if (json_is_object(rp) && (vs_json_get_string(rp, "Name", false, &policy, err) < 0 ||
+                               vs_json_get_int(rp, "MaximumRetryCount", false, &max, err) < 0))
       return vs_error_wrap(err, "HostConfig.RestartPolicy");
     bool restarts = policy && *policy && strcmp(policy, "no") != 0;
     if (restarts && strcmp(policy, "always") != 0 && strcmp(policy, "unless-stopped") != 0 &&
