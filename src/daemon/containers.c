@@ -183,8 +183,9 @@ static int check_create_body(json_t *body, vs_error **err) {
     if (restarts && json_is_true(json_object_get(hc, "AutoRemove")))
       return vs_error_set(err, EINVAL, "can't create 'AutoRemove' container with restart policy");
   }
-  if (json_is_true(json_object_get(body, "Tty")))
-    return vs_error_set(err, EINVAL, "Tty: pseudo-terminals are not supported by vesseld yet");
+  if (vs_json_get_bool(body, "OpenStdin", false, &b, err) < 0 ||
+      vs_json_get_bool(body, "StdinOnce", false, &b, err) < 0)
+    return -1;
   const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
   if (net && *net && strcmp(net, "default") != 0 && strcmp(net, "none") != 0 &&
       strcmp(net, "host") != 0 && strcmp(net, "bridge") != 0)
@@ -579,8 +580,28 @@ static void start_container(vd_call *c, vd_container *ctr) {
   ctr->starting = false;
   pthread_mutex_unlock(&d->lock);
   if (r < 0) {
+    /* clients match Go's lowercase error texts: the CLI exits 127 for "no such file or
+     * directory", 126 for "permission denied", as with dockerd */
+    static const char *const go_texts[][2] = {
+        {"No such file or directory", "no such file or directory"},
+        {"Permission denied", "permission denied"}};
+    for (size_t k = 0; k < ARRAY_SIZE(go_texts); k++) {
+      char *p = strstr(e->msg, go_texts[k][0]);
+      if (p)
+        memcpy(p, go_texts[k][1], strlen(go_texts[k][1]));
+    }
     vd_call_error(c, 500, "failed to start container %.12s: %s", ctr->id, e->msg);
+    /* dockerd's codes for a command that could not be run: the shell's */
+    int code = strstr(e->msg, "no such file") || strstr(e->msg, "not found") ? 127
+               : strstr(e->msg, "permission denied")                         ? 126
+                                                                             : 128;
+    pthread_mutex_lock(&d->lock);
+    ctr->exit_code = code;
+    free(ctr->error);
+    ctr->error = vs_strdup(e->msg);
+    pthread_mutex_unlock(&d->lock);
     vs_error_free(e);
+    c->after = VD_AFTER_START_FAILED;
     return;
   }
   vs_log_info("container %.12s started", ctr->id);
@@ -758,6 +779,51 @@ static void pause_container(vd_call *c, bool pause) {
   ctr->paused = pause;
   pthread_mutex_unlock(&d->lock);
   vd_call_status(c, 204);
+}
+
+/* A terminal's size: one 'r' frame to the monitor (see monitor.c). */
+void vd_h_container_resize(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *hq = http_query_get(c->req->query, "h");
+  _cleanup_free_ char *wq = http_query_get(c->req->query, "w");
+  uint64_t h = 0, w = 0;
+  vs_error *e = NULL;
+  if (!hq || !wq || vs_parse_u64(hq, "h", &h, &e) < 0 || vs_parse_u64(wq, "w", &w, &e) < 0 ||
+      h > 65535 || w > 65535) {
+    vd_call_error(c, 400, "invalid terminal size: %s", e ? e->msg : "h and w must be 0..65535");
+    vs_error_free(e);
+    return;
+  }
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  pthread_mutex_lock(&d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING;
+  bool tty = json_is_true(json_object_get(json_object_get(ctr->rec, "Config"), "Tty"));
+  pthread_mutex_unlock(&d->lock);
+  if (!running) {
+    vd_call_error(c, 409, "Container %s is not running", c->arg);
+    return;
+  }
+  if (tty) {
+    _cleanup_close_ int fd = vd_monitor_connect(ctr, &e);
+    unsigned char frame[9] = {'r',
+                              0,
+                              0,
+                              0,
+                              4,
+                              (unsigned char)(h >> 8),
+                              (unsigned char)h,
+                              (unsigned char)(w >> 8),
+                              (unsigned char)w};
+    if (fd < 0 || vs_write_all(fd, frame, sizeof(frame), &e) < 0) {
+      vd_call_fail(c, e);
+      vs_error_free(e);
+      return;
+    }
+  }
+  vd_call_status(c, 200);
 }
 
 void vd_h_container_pause(vd_call *c) { pause_container(c, true); }

@@ -278,6 +278,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_RESTART:
         vd_restart_fire(d, src->owner);
         break;
+      case VD_SRC_ATTACH:
+        vd_attach_event(src->owner, evs[i].events);
+        break;
       }
     }
     vd_conn_sweep(d);

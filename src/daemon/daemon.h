@@ -37,6 +37,8 @@ typedef struct vd_monitor_options {
   const char *runtime_root; /* ctr's state root (under the exec root) */
   const char *log_path;     /* json-file log, appended to */
   int ready_fd;             /* gets "ok PID\n" or an error message, then is closed */
+  bool tty;                 /* the process gets a terminal (config.json says so too) */
+  bool open_stdin;          /* keep the container's stdin open for attach clients */
 } vd_monitor_options;
 
 /* The monitor process: create and start the container with src/ctr, copy its stdout and stderr

@@ -48,6 +48,7 @@ typedef enum {
   VD_SRC_INOTIFY, /* container directories: the logs grew, an exit was recorded */
   VD_SRC_MONITOR, /* pidfd of a container's monitor */
   VD_SRC_RESTART, /* timerfd of a container waiting to be restarted */
+  VD_SRC_ATTACH,  /* an attach connection's socket to the container's monitor (stdin) */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -147,6 +148,13 @@ struct vd_conn {
   bool ctr_ended; /* the container exited or went away: drain the log, then end */
   unsigned exits_at_start;
   char *wait_condition; /* "not-running", "next-exit", "removed" */
+  bool raw;             /* TTY: no multiplexing headers */
+  /* attach with stdin: what the client sends goes to the monitor's attach.sock */
+  bool attach_stdin, stdin_once, stdin_closed;
+  int mon_fd;
+  vd_src mon_src;
+  char *mon_out;
+  size_t mon_out_len;
 };
 
 typedef enum {
@@ -181,7 +189,7 @@ struct vd_call {
   bool streamed;             /* the handler took over the connection */
   /* a worker handler's container: referenced, and what the loop does with it afterwards */
   vd_container *ctr;
-  enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED } after;
+  enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED, VD_AFTER_START_FAILED } after;
 };
 
 /* Answer helpers for handlers. */
@@ -254,6 +262,8 @@ void vd_conn_stream_begin(vd_conn *c, int status, const char *content_type);
 /* Queue a piece of a streamed body; vd_conn_flush sends what is queued. */
 void vd_conn_stream_write(vd_conn *c, const void *data, size_t len);
 void vd_conn_flush(vd_conn *c);
+/* Re-evaluate which events the connection waits for (after its buffers changed). */
+void vd_conn_update(vd_conn *c);
 void vd_conn_stream_end(vd_conn *c);
 void vd_conn_hijack_begin(vd_conn *c, const char *content_type);
 /* Send the call's answer and get ready for the next request (or close). Frees the call. */
@@ -292,6 +302,7 @@ void vd_h_container_restart(vd_call *c);
 void vd_h_container_pause(vd_call *c);
 void vd_h_container_unpause(vd_call *c);
 void vd_h_swarm(vd_call *c);
+void vd_h_container_resize(vd_call *c);
 
 /* store.c: the container table (callers hold d->lock unless said otherwise) */
 vd_container *vd_ctr_find(vd_daemon *d, const char *what); /* name, id or unique id prefix */
@@ -322,6 +333,9 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
 int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
 /* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */
 int vd_supervise_wait_exit(vd_container *c, int timeout_ms);
+/* A start failed (loop): as dockerd, its attach streams end, its waiters get the exit code
+ * (127, 126 or 128) and --rm removes it. */
+void vd_supervise_start_failed(vd_daemon *d, vd_container *c);
 /* The container was removed (loop): end its streams, drop it from the table. */
 void vd_supervise_removed(vd_daemon *d, vd_container *c);
 
@@ -347,5 +361,13 @@ void vd_streams_exit(vd_daemon *d, vd_container *c, bool removed);
 void vd_stream_detach(vd_conn *conn);
 /* Flow control: the client drained our output, read more of the log. */
 void vd_stream_pump(vd_conn *conn);
+/* The container started (loop): attach connections waiting to send stdin connect now. */
+void vd_streams_started(vd_daemon *d, vd_container *c);
+/* Stdin from an attach client: forward what is buffered in conn->in (loop). */
+void vd_attach_forward(vd_conn *conn);
+/* The monitor socket of an attach connection is writable or closed (loop). */
+void vd_attach_event(vd_conn *conn, uint32_t events);
+/* Connect to a running container's monitor (attach.sock); -1 with *err. */
+int vd_monitor_connect(const vd_container *c, vs_error **err);
 
 #endif

@@ -26,6 +26,7 @@ static const vd_route routes[] = {
     {"GET", "/containers/{}/logs", vd_h_container_logs, VD_RUN_LOOP, false},
     {"POST", "/containers/{}/restart", vd_h_container_restart, VD_RUN_WORKER, false},
     {"POST", "/containers/{}/pause", vd_h_container_pause, VD_RUN_WORKER, false},
+    {"POST", "/containers/{}/resize", vd_h_container_resize, VD_RUN_WORKER, false},
     {"POST", "/containers/{}/unpause", vd_h_container_unpause, VD_RUN_WORKER, false},
     {"DELETE", "/containers/{}", vd_h_container_delete, VD_RUN_WORKER, false},
     /* swarm mode is out of scope: answered as dockerd does when it is not a manager */

@@ -41,6 +41,8 @@ static void conn_update_events(vd_conn *c) {
     ev |= EPOLLIN;
   if (c->out_len > c->out_off)
     ev |= EPOLLOUT;
+  if (c->stream == VD_STREAM_ATTACH && c->attach_stdin && c->in_len >= IN_LIMIT)
+    ev &= ~(uint32_t)EPOLLIN; /* the container does not read its stdin: stop reading ours */
   struct epoll_event e = {.events = ev, .data.ptr = &c->src};
   epoll_ctl(c->d->epfd, EPOLL_CTL_MOD, c->fd, &e);
 }
@@ -226,6 +228,11 @@ void vd_conn_stream_write(vd_conn *c, const void *data, size_t len) {
     send_str(c, "\r\n");
 }
 
+void vd_conn_update(vd_conn *c) {
+  if (!c->dead)
+    conn_update_events(c);
+}
+
 void vd_conn_flush(vd_conn *c) {
   if (!c->dead)
     conn_flush(c);
@@ -297,6 +304,8 @@ static void http_job_done(vd_job *job) {
       vd_supervise_watch(c->d, call->ctr);
     else if (call->after == VD_AFTER_REMOVED)
       vd_supervise_removed(c->d, call->ctr);
+    else if (call->after == VD_AFTER_START_FAILED)
+      vd_supervise_start_failed(c->d, call->ctr);
     vd_ctr_unref(c->d, call->ctr);
     call->ctr = NULL;
   }
@@ -366,6 +375,7 @@ static void conn_start_call(vd_conn *c) {
   call->body_fd = -1;
   c->call = call;
   _cleanup_free_ char *msg = NULL;
+  vs_log_debug("%s %s", c->req.method, c->req.target);
   int status = vd_route_resolve(call, &msg);
   bool has_body = c->req.chunked || (c->req.has_length && c->req.content_length > 0);
   if (status) {
@@ -449,6 +459,7 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
     if (!open) {
       /* a hijacked client may shut its sending side and still read the stream */
       if (c->stream == VD_STREAM_ATTACH && !(events & EPOLLHUP)) {
+        vd_attach_forward(c);
         conn_update_events(c);
         return;
       }
@@ -462,7 +473,7 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
     if (c->state == VD_CONN_HEAD || c->state == VD_CONN_BODY)
       conn_process(c);
     else if (c->stream == VD_STREAM_ATTACH)
-      c->in_len = 0; /* stdin is not attached: what the client sends is dropped */
+      vd_attach_forward(c);
     else
       conn_update_events(c);
   }
@@ -484,6 +495,9 @@ void vd_conn_accept(vd_daemon *d, int lfd) {
     c->fd = fd;
     c->d = d;
     c->log_fd = -1;
+    c->mon_fd = -1;
+    c->mon_src.kind = VD_SRC_ATTACH;
+    c->mon_src.owner = c;
     c->state = VD_CONN_HEAD;
     if (vd_loop_add(d, fd, EPOLLIN | EPOLLRDHUP, &c->src, NULL) < 0) {
       close(fd);

@@ -358,6 +358,13 @@ json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, 
   json_t *env = json_array();
   json_array_extend(env, json_object_get(config, "Env"));
   json_array_append_new(env, json_sprintf("HOSTNAME=%s", hostname));
+  bool tty = json_is_true(json_object_get(config, "Tty"));
+  bool has_term = false;
+  size_t k;
+  json_t *ev;
+  json_array_foreach(env, k, ev) if (!strncmp(json_string_value(ev), "TERM=", 5)) has_term = true;
+  if (tty && !has_term) /* as docker: programs in a terminal want to know what it is */
+    json_array_append_new(env, json_string("TERM=xterm"));
   const char *cwd = json_string_value(json_object_get(config, "WorkingDir"));
   if (!cwd || !*cwd)
     cwd = "/";
@@ -381,7 +388,7 @@ json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, 
   json_t *spec = json_pack(
       "{s:s, s:{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:{s:O, s:O, s:O}, s:[{s:s, s:i, s:i}], "
       "s:b}, s:{s:s, s:b}, s:s, s:o, s:{s:o, s:[s,s,s,s,s,s,s,s,s,s], s:[s,s,s,s,s,s]}}",
-      "ociVersion", "1.0.2", "process", "terminal", 0, "user", "uid", (json_int_t)uid, "gid",
+      "ociVersion", "1.0.2", "process", "terminal", tty, "user", "uid", (json_int_t)uid, "gid",
       (json_int_t)gid, "args", args, "env", env, "cwd", cwd, "capabilities", "bounding", caps,
       "effective", caps, "permitted", caps, "rlimits", "type", "RLIMIT_NOFILE", "hard", 1024,
       "soft", 1024, "noNewPrivileges", 0, "root", "path", rootfs, "readonly",
@@ -396,5 +403,10 @@ json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, 
     return NULL;
   }
   json_object_set_new(json_object_get(spec, "linux"), "resources", resources(host_config));
+  json_t *size = json_object_get(host_config, "ConsoleSize");
+  if (tty && json_array_size(size) == 2 && json_integer_value(json_array_get(size, 0)) > 0)
+    json_object_set_new(json_object_get(spec, "process"), "consoleSize",
+                        json_pack("{s:O, s:O}", "height", json_array_get(size, 0), "width",
+                                  json_array_get(size, 1)));
   return spec;
 }

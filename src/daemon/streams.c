@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #define LOG_READ_CHUNK 65536
@@ -35,6 +37,15 @@ void vd_stream_detach(vd_conn *conn) {
   conn->ctr = NULL;
   conn->stream_next = NULL;
   conn->stream = VD_STREAM_NONE;
+  if (conn->mon_fd >= 0) {
+    vd_loop_del(conn->d, conn->mon_fd);
+    close(conn->mon_fd);
+  }
+  conn->mon_fd = -1;
+  free(conn->mon_out);
+  conn->mon_out = NULL;
+  conn->mon_out_len = 0;
+  conn->attach_stdin = conn->stdin_closed = conn->raw = false;
   if (conn->log_fd >= 0)
     close(conn->log_fd);
   conn->log_fd = -1;
@@ -69,6 +80,10 @@ static void emit_line(vd_conn *conn, const char *line, size_t len) {
     memcpy(stamped + tl + 1, log, n);
     log = stamped;
     n += tl + 1;
+  }
+  if (conn->raw) { /* a terminal's output is one stream, sent as it is */
+    vd_conn_stream_write(conn, log, n);
+    return;
   }
   unsigned char hdr[8] = {is_err ? 2 : 1,
                           0,
@@ -169,6 +184,107 @@ void vd_streams_exit(vd_daemon *d, vd_container *c, bool removed) {
   }
 }
 
+/* ---------------------------------------------------------------- stdin to the monitor */
+
+static void mon_frame(vd_conn *conn, char type, const char *data, size_t len) {
+  conn->mon_out = vs_realloc(conn->mon_out, conn->mon_out_len + 5 + len);
+  unsigned char *h = (unsigned char *)conn->mon_out + conn->mon_out_len;
+  h[0] = (unsigned char)type;
+  h[1] = (unsigned char)(len >> 24);
+  h[2] = (unsigned char)(len >> 16);
+  h[3] = (unsigned char)(len >> 8);
+  h[4] = (unsigned char)len;
+  if (len)
+    memcpy(h + 5, data, len);
+  conn->mon_out_len += 5 + len;
+}
+
+static void mon_flush(vd_conn *conn) {
+  size_t off = 0;
+  while (off < conn->mon_out_len) {
+    ssize_t n = send(conn->mon_fd, conn->mon_out + off, conn->mon_out_len - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN)
+      break;
+    if (n <= 0) { /* the monitor is gone: the container's exit ends the stream */
+      off = conn->mon_out_len;
+      break;
+    }
+    off += (size_t)n;
+  }
+  memmove(conn->mon_out, conn->mon_out + off, conn->mon_out_len - off);
+  conn->mon_out_len -= off;
+  struct epoll_event ev = {.events = conn->mon_out_len ? EPOLLOUT : 0, .data.ptr = &conn->mon_src};
+  epoll_ctl(conn->d->epfd, EPOLL_CTL_MOD, conn->mon_fd, &ev);
+}
+
+/* Only so much is queued for the monitor: the rest waits in the connection's input, and the
+ * connection stops reading (server.c) until the container takes it. */
+#define MON_OUT_LIMIT (256U * 1024U)
+
+void vd_attach_forward(vd_conn *conn) {
+  if (!conn->attach_stdin) {
+    conn->in_len = 0; /* stdin not attached: what the client sends is dropped */
+    return;
+  }
+  if (conn->mon_fd < 0)
+    return; /* not started yet: kept until it is */
+  while (conn->in_len && conn->mon_out_len < MON_OUT_LIMIT) {
+    size_t n = conn->in_len < 32768 ? conn->in_len : 32768;
+    mon_frame(conn, 'i', conn->in, n);
+    memmove(conn->in, conn->in + n, conn->in_len - n);
+    conn->in_len -= n;
+  }
+  if (conn->peer_eof && conn->in_len == 0 && conn->stdin_once && !conn->stdin_closed) {
+    mon_frame(conn, 'c', NULL, 0);
+    conn->stdin_closed = true;
+  }
+  mon_flush(conn);
+  vd_conn_update(conn); /* room again: read on from the client */
+}
+
+void vd_attach_event(vd_conn *conn, uint32_t events) {
+  if (events & (EPOLLERR | EPOLLHUP)) {
+    vd_loop_del(conn->d, conn->mon_fd);
+    close(conn->mon_fd);
+    conn->mon_fd = -1;
+    conn->mon_out_len = 0;
+    conn->in_len = 0;
+    return;
+  }
+  mon_flush(conn);
+  vd_attach_forward(conn);
+}
+
+static void attach_connect(vd_conn *conn) {
+  if (!conn->attach_stdin || conn->mon_fd >= 0)
+    return;
+  vs_error *e = NULL;
+  int fd = vd_monitor_connect(conn->ctr, &e);
+  if (fd < 0) {
+    vs_log_warn("attach stdin: %s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  if (vd_loop_add(conn->d, fd, 0, &conn->mon_src, NULL) < 0) {
+    close(fd);
+    return;
+  }
+  conn->mon_fd = fd;
+  vd_attach_forward(conn);
+}
+
+void vd_streams_started(vd_daemon *d, vd_container *c) {
+  (void)d;
+  for (vd_conn *s = c->streams, *next; s; s = next) {
+    next = s->stream_next;
+    if (s->stream == VD_STREAM_ATTACH)
+      attach_connect(s);
+  }
+}
+
 /* ---------------------------------------------------------------- handlers */
 
 /* The container and its log opened for reading; answers the error itself. */
@@ -256,6 +372,7 @@ void vd_h_container_logs(vd_call *c) {
   conn->out_stderr = errs;
   conn->follow = http_query_bool(q, "follow", false) && running;
   conn->timestamps = http_query_bool(q, "timestamps", false);
+  conn->raw = json_is_true(json_object_get(json_object_get(ctr->rec, "Config"), "Tty"));
   stream_link(conn, ctr, VD_STREAM_LOGS);
   vd_conn_stream_begin(conn, 200, "application/vnd.docker.raw-stream");
   vd_stream_pump(conn);
@@ -280,8 +397,18 @@ void vd_h_container_attach(vd_call *c) {
   conn->out_stdout = http_query_bool(q, "stdout", false);
   conn->out_stderr = http_query_bool(q, "stderr", false);
   conn->follow = http_query_bool(q, "stream", false);
+  json_t *cfg = json_object_get(ctr->rec, "Config");
+  conn->raw = json_is_true(json_object_get(cfg, "Tty"));
+  conn->attach_stdin =
+      http_query_bool(q, "stdin", false) && json_is_true(json_object_get(cfg, "OpenStdin"));
+  conn->stdin_once = json_is_true(json_object_get(cfg, "StdinOnce"));
   stream_link(conn, ctr, VD_STREAM_ATTACH);
   vd_conn_hijack_begin(conn, "application/vnd.docker.raw-stream");
+  pthread_mutex_lock(&c->d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING && ctr->pidfd >= 0;
+  pthread_mutex_unlock(&c->d->lock);
+  if (running)
+    attach_connect(conn);
   vd_stream_pump(conn);
 }
 

@@ -74,8 +74,14 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
   _cleanup_free_ char *mlog = vs_asprintf("%s/monitor.log", c->dir);
   _cleanup_close_ int mlog_fd =
       open(mlog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  char *argv[] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
-                  d->rt.root,      "--log", log,   "--ready-fd", "3",    NULL};
+  json_t *cfg = json_object_get(c->rec, "Config");
+  char *argv[16] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
+                    d->rt.root,      "--log", log,   "--ready-fd", "3"};
+  size_t argc = 11;
+  if (json_is_true(json_object_get(cfg, "Tty")))
+    argv[argc++] = "--tty";
+  if (json_is_true(json_object_get(cfg, "OpenStdin")))
+    argv[argc++] = "--stdin";
   vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
   o.stdin_fd = VS_SPAWN_DEVNULL;
   o.stdout_fd = VS_SPAWN_DEVNULL;
@@ -127,7 +133,9 @@ void vd_supervise_watch(vd_daemon *d, vd_container *c) {
       close(c->pidfd);
     c->pidfd = -1;
     vd_supervise_exited(d, c);
+    return;
   }
+  vd_streams_started(d, c);
 }
 
 static void remove_job_run(vd_job *job) {
@@ -144,6 +152,37 @@ static void remove_job_done(vd_job *job) {
     vd_supervise_removed(job->d, job->ctr);
   vd_ctr_unref(job->d, job->ctr);
   free(job);
+}
+
+/* After an exit or a failed start: streams, waiters, auto-removal (loop). */
+static void after_exit(vd_daemon *d, vd_container *c, bool restarted) {
+  pthread_mutex_lock(&d->lock);
+  c->exits++;
+  json_t *hc = json_object_get(c->rec, "HostConfig");
+  bool auto_remove = json_is_true(json_object_get(hc, "AutoRemove")) && !c->removing && !restarted;
+  if (auto_remove) {
+    c->removing = true;
+    vd_ctr_ref(c);
+  }
+  pthread_mutex_unlock(&d->lock);
+  vd_streams_exit(d, c, false);
+  if (restarted)
+    vd_supervise_watch(d, c);
+  else if (!auto_remove)
+    vd_restart_schedule(d, c);
+  if (auto_remove) {
+    vd_job *job = vs_malloc0(sizeof(*job));
+    job->d = d;
+    job->ctr = c;
+    job->run = remove_job_run;
+    job->done = remove_job_done;
+    vd_job_submit(d, job);
+  }
+}
+
+void vd_supervise_start_failed(vd_daemon *d, vd_container *c) {
+  if (!c->removed)
+    after_exit(d, c, false);
 }
 
 void vd_supervise_exited(vd_daemon *d, vd_container *c) {
@@ -166,28 +205,22 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
     c->state = VD_CTR_EXITED;
     c->exit_code = 255;
   }
-  c->exits++;
-  json_t *hc = json_object_get(c->rec, "HostConfig");
-  bool auto_remove = json_is_true(json_object_get(hc, "AutoRemove")) && !c->removing && !restarted;
-  if (auto_remove) {
-    c->removing = true;
-    vd_ctr_ref(c);
-  }
+  int code = c->exit_code;
   pthread_mutex_unlock(&d->lock);
-  vs_log_info("container %.12s exited with %d", c->id, c->exit_code);
-  vd_streams_exit(d, c, false);
-  if (restarted)
-    vd_supervise_watch(d, c);
-  else if (!auto_remove)
-    vd_restart_schedule(d, c);
-  if (auto_remove) {
-    vd_job *job = vs_malloc0(sizeof(*job));
-    job->d = d;
-    job->ctr = c;
-    job->run = remove_job_run;
-    job->done = remove_job_done;
-    vd_job_submit(d, job);
-  }
+  vs_log_info("container %.12s exited with %d", c->id, code);
+  after_exit(d, c, restarted);
+}
+
+int vd_monitor_connect(const vd_container *c, vs_error **err) {
+  /* through /proc/self/fd: a socket path must fit in 108 bytes, the data root need not */
+  _cleanup_close_ int dirfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0)
+    return vs_error_set(err, errno, "open %s", c->dir);
+  _cleanup_free_ char *path = vs_asprintf("/proc/self/fd/%d/attach.sock", dirfd);
+  int fd = vs_unix_connect(path, err);
+  if (fd < 0)
+    return vs_error_wrap(err, "the monitor of container %.12s", c->id);
+  return fd;
 }
 
 int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err) {

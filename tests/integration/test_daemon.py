@@ -556,3 +556,44 @@ def _pid_of(vd, name):
         if json.loads(rec.read_text())["Name"] == "/" + name:
             return json.loads((rec.parent / "monitor.json").read_text())["Pid"]
     raise AssertionError(f"no container {name}")
+
+
+def test_stdin_tty_and_failed_starts(vdi):
+    r = subprocess.run([DOCKER, "run", "--rm", "-i", "busybox", "wc", "-l"], env=vdi.env,
+                       input="a\nb\nc\n", capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == "3"
+    big = "x" * 300000 + "\n"  # more than every buffer on the way
+    r = subprocess.run([DOCKER, "run", "--rm", "-i", "busybox", "wc", "-c"], env=vdi.env,
+                       input=big, capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == str(len(big))
+    r = vdi.docker("run", "--rm", "-t", "busybox", "sh", "-c", "tty; echo out; echo err >&2")
+    assert r.stdout.splitlines() == ["/dev/pts/0", "out", "err"]  # one terminal, in order
+    # an interactive shell on a terminal, as a user types it
+    import pty
+    import select
+    master, slave = pty.openpty()
+    p = subprocess.Popen([DOCKER, "run", "--rm", "-it", "busybox", "sh"], env=vdi.env,
+                         stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+
+    def read_until(needle, timeout=10):
+        nonlocal out
+        end = time.time() + timeout
+        while needle not in out and time.time() < end:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:
+                    break
+        return needle in out
+
+    assert read_until(b"# "), out[-200:]
+    os.write(master, b"echo inside-$((6*7)); exit 3\r")
+    assert read_until(b"inside-42")
+    assert p.wait(timeout=15) == 3
+    os.close(master)
+    # commands that cannot run: dockerd's exit codes, and --rm still removes
+    assert vdi.docker("run", "--rm", "busybox", "/nonexistent", check=False).returncode == 127
+    assert vdi.docker("run", "--rm", "busybox", "/etc/passwd", check=False).returncode == 126
+    assert vdi.docker("ps", "-aq").stdout.strip() == ""

@@ -7,10 +7,14 @@
 #include <string.h>
 
 int main(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"id", required_argument, NULL, 'i'},           {"bundle", required_argument, NULL, 'b'},
-      {"runtime-root", required_argument, NULL, 'r'}, {"log", required_argument, NULL, 'l'},
-      {"ready-fd", required_argument, NULL, 'f'},     {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"id", required_argument, NULL, 'i'},
+                                       {"bundle", required_argument, NULL, 'b'},
+                                       {"runtime-root", required_argument, NULL, 'r'},
+                                       {"log", required_argument, NULL, 'l'},
+                                       {"ready-fd", required_argument, NULL, 'f'},
+                                       {"tty", no_argument, NULL, 't'},
+                                       {"stdin", no_argument, NULL, 's'},
+                                       {NULL, 0, NULL, 0}};
   vs_log_configure("vessel-monitor", VS_LOG_INFO, VS_LOG_FORMAT_TEXT, 2);
   vs_error *err = NULL;
   /* the container's init is cloned from this process: run from a copy nobody can write to, as
@@ -30,6 +34,12 @@ int main(int argc, char **argv) {
       break;
     case 'b':
       o.bundle = optarg;
+      break;
+    case 't':
+      o.tty = true;
+      break;
+    case 's':
+      o.open_stdin = true;
       break;
     case 'r':
       o.runtime_root = optarg;
