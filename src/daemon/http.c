@@ -251,7 +251,7 @@ int http_parse_head(const char *buf, size_t len, http_request *req, vs_error **e
   memset(req, 0, sizeof(*req));
   if (len > HTTP_MAX_HEAD_BYTES)
     return vs_error_set(err, 0, "request head larger than %zu bytes", HTTP_MAX_HEAD_BYTES), 431;
-  if (len < 4 || memcmp(buf + len - 4, "\r\n\r\n", 4) != 0)
+  if (!buf || len < 4 || memcmp(buf + len - 4, "\r\n\r\n", 4) != 0)
     return vs_error_set(err, 0, "incomplete request head"), 400;
   if (memchr(buf, 0, len))
     return vs_error_set(err, 0, "NUL byte in request head"), 400;

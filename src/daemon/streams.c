@@ -74,10 +74,9 @@ static void emit_line(vd_conn *conn, const char *line, size_t len) {
   if (conn->timestamps && time) {
     /* docker logs -t: the entry's time, a space, the text */
     size_t tl = strlen(time);
-    stamped = vs_malloc0(tl + 1 + n);
-    memcpy(stamped, time, tl);
-    stamped[tl] = ' ';
-    memcpy(stamped + tl + 1, log, n);
+    stamped = vs_malloc0(tl + 1 + n + 1);
+    snprintf(stamped, tl + 2, "%s ", time);
+    memcpy(stamped + tl + 1, log, n + 1); /* with the string's NUL */
     log = stamped;
     n += tl + 1;
   }
@@ -221,7 +220,7 @@ static void mon_flush(vd_conn *conn) {
 
 /* Only so much is queued for the monitor: the rest waits in the connection's input, and the
  * connection stops reading (server.c) until the container takes it. */
-#define MON_OUT_LIMIT (256U * 1024U)
+#define MON_OUT_LIMIT ((size_t)256 * 1024)
 
 void vd_attach_forward(vd_conn *conn) {
   if (!conn->attach_stdin) {
