@@ -281,6 +281,11 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_ATTACH:
         vd_attach_event(src->owner, evs[i].events);
         break;
+      case VD_SRC_EXEC_PID:
+      case VD_SRC_EXEC_OUT:
+      case VD_SRC_EXEC_IN:
+        vd_exec_event(d, src, evs[i].events);
+        break;
       }
     }
     vd_conn_sweep(d);
@@ -293,6 +298,7 @@ void vd_daemon_free(vd_daemon *d) {
   if (!d)
     return;
   vd_conn_close_all(d);
+  vd_execs_free(d);
   stop_workers(d);
   vd_conn_sweep(d);
   for (size_t i = 0; i < d->n_listen; i++) {

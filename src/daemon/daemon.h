@@ -41,6 +41,11 @@ typedef struct vd_monitor_options {
   bool open_stdin;          /* keep the container's stdin open for attach clients */
 } vd_monitor_options;
 
+/* `vessel-monitor --exec FILE`: run the OCI process in FILE (which is removed) inside the
+ * running container `id` with our stdio, and return its exit status (0..255). */
+int vd_exec_helper_run(const char *runtime_root, const char *id, const char *process_file,
+                       vs_error **err);
+
 /* The monitor process: create and start the container with src/ctr, copy its stdout and stderr
  * into the json-file log, record its exit status in <bundle>/exit.json and remove its runtime
  * state. Returns when the container has exited. */

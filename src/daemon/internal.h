@@ -44,11 +44,14 @@ typedef enum {
   VD_SRC_LISTENER,
   VD_SRC_CONN,
   VD_SRC_SIGNAL,
-  VD_SRC_DONE,    /* eventfd: worker jobs finished */
-  VD_SRC_INOTIFY, /* container directories: the logs grew, an exit was recorded */
-  VD_SRC_MONITOR, /* pidfd of a container's monitor */
-  VD_SRC_RESTART, /* timerfd of a container waiting to be restarted */
-  VD_SRC_ATTACH,  /* an attach connection's socket to the container's monitor (stdin) */
+  VD_SRC_DONE,     /* eventfd: worker jobs finished */
+  VD_SRC_INOTIFY,  /* container directories: the logs grew, an exit was recorded */
+  VD_SRC_MONITOR,  /* pidfd of a container's monitor */
+  VD_SRC_RESTART,  /* timerfd of a container waiting to be restarted */
+  VD_SRC_ATTACH,   /* an attach connection's socket to the container's monitor (stdin) */
+  VD_SRC_EXEC_PID, /* pidfd of an exec's helper */
+  VD_SRC_EXEC_OUT, /* an exec's stdout or stderr pipe */
+  VD_SRC_EXEC_IN,  /* an exec's stdin pipe */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -60,6 +63,7 @@ typedef struct vd_container vd_container;
 typedef struct vd_conn vd_conn;
 typedef struct vd_call vd_call;
 typedef struct vd_job vd_job;
+typedef struct vd_exec vd_exec;
 
 /* ---- containers */
 
@@ -115,6 +119,7 @@ typedef enum {
   VD_STREAM_LOGS,   /* logs, follow or not */
   VD_STREAM_ATTACH, /* hijacked attach: follows until the next exit */
   VD_STREAM_WAIT,   /* wait: one JSON object at the next exit / removal */
+  VD_STREAM_EXEC,   /* hijacked exec start: the helper's output until it ends */
 } vd_stream_kind;
 
 typedef struct vd_route vd_route;
@@ -155,6 +160,7 @@ struct vd_conn {
   vd_src mon_src;
   char *mon_out;
   size_t mon_out_len;
+  vd_exec *exec; /* VD_STREAM_EXEC */
 };
 
 typedef enum {
@@ -239,6 +245,7 @@ struct vd_daemon {
   size_t n_conns;
   vd_conn *dead_conns; /* closed, freed at the end of the loop iteration */
   vd_container *dead_ctrs;
+  vd_exec *execs; /* loop only */
   /* the container table and every container's status: under lock (short holds, also on the
    * loop); the image store object: under store_lock (long holds, workers only) */
   pthread_mutex_t lock;
@@ -303,6 +310,16 @@ void vd_h_container_pause(vd_call *c);
 void vd_h_container_unpause(vd_call *c);
 void vd_h_swarm(vd_call *c);
 void vd_h_container_resize(vd_call *c);
+void vd_h_exec_create(vd_call *c);
+void vd_h_exec_start(vd_call *c);
+void vd_h_exec_inspect(vd_call *c);
+
+/* exec.c (loop) */
+void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);
+/* The exec client's input to the exec's stdin. */
+void vd_exec_forward(vd_conn *c);
+void vd_exec_detach_conn(vd_conn *c);
+void vd_execs_free(vd_daemon *d);
 
 /* store.c: the container table (callers hold d->lock unless said otherwise) */
 vd_container *vd_ctr_find(vd_daemon *d, const char *what); /* name, id or unique id prefix */
@@ -348,6 +365,9 @@ void vd_restart_cancel(vd_daemon *d, vd_container *c);
 /* The user stopped (true) or started (false) it: remembered in the record (worker). */
 void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped);
 
+/* "user[:group]" (names or numbers) to ids through the image's /etc/passwd and /etc/group. */
+int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
+                         vs_error **err);
 /* spec.c: the OCI config.json of a container from its image and create request */
 json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, const char *dir,
                       const char *rootfs, const char *hostname, vs_error **err);

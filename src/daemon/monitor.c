@@ -293,6 +293,17 @@ static int write_exit_record(const vd_monitor_options *o, int code, vs_error **e
   return vs_json_write_file(path, j, 0600, err);
 }
 
+int vd_exec_helper_run(const char *runtime_root, const char *id, const char *process_file,
+                       vs_error **err) {
+  _cleanup_json_ json_t *proc = vs_json_load_file(process_file, CTR_SPEC_MAX_BYTES, err);
+  unlink(process_file);
+  if (!proc)
+    return -1;
+  ctr_runtime rt = {.root = (char *)runtime_root};
+  ctr_exec_opts eo = {.process = proc};
+  return ctr_exec(&rt, id, &eo, err);
+}
+
 /* A unix socket listening at NAME inside the directory dirfd, whatever the directory's path
  * length (sun_path holds 108 bytes): bound through /proc/self/fd. */
 static int listen_in_dir(int dirfd, const char *name, vs_error **err) {

@@ -29,6 +29,9 @@ static const vd_route routes[] = {
     {"POST", "/containers/{}/resize", vd_h_container_resize, VD_RUN_WORKER, false},
     {"POST", "/containers/{}/unpause", vd_h_container_unpause, VD_RUN_WORKER, false},
     {"DELETE", "/containers/{}", vd_h_container_delete, VD_RUN_WORKER, false},
+    {"POST", "/containers/{}/exec", vd_h_exec_create, VD_RUN_LOOP, false},
+    {"POST", "/exec/{}/start", vd_h_exec_start, VD_RUN_LOOP, false},
+    {"GET", "/exec/{}/json", vd_h_exec_inspect, VD_RUN_LOOP, false},
     /* swarm mode is out of scope: answered as dockerd does when it is not a manager */
     {"GET", "/swarm", vd_h_swarm, VD_RUN_LOOP, false},
     {"POST", "/swarm/{*}", vd_h_swarm, VD_RUN_LOOP, false},

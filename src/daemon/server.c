@@ -41,7 +41,8 @@ static void conn_update_events(vd_conn *c) {
     ev |= EPOLLIN;
   if (c->out_len > c->out_off)
     ev |= EPOLLOUT;
-  if (c->stream == VD_STREAM_ATTACH && c->attach_stdin && c->in_len >= IN_LIMIT)
+  if (((c->stream == VD_STREAM_ATTACH && c->attach_stdin) || c->stream == VD_STREAM_EXEC) &&
+      c->in_len >= IN_LIMIT)
     ev &= ~(uint32_t)EPOLLIN; /* the container does not read its stdin: stop reading ours */
   struct epoll_event e = {.events = ev, .data.ptr = &c->src};
   epoll_ctl(c->d->epfd, EPOLL_CTL_MOD, c->fd, &e);
@@ -463,6 +464,11 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
         conn_update_events(c);
         return;
       }
+      if (c->stream == VD_STREAM_EXEC && !(events & EPOLLHUP)) {
+        vd_exec_forward(c);
+        conn_update_events(c);
+        return;
+      }
       if (c->state == VD_CONN_BUSY) {
         conn_update_events(c);
         return;
@@ -474,6 +480,8 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
       conn_process(c);
     else if (c->stream == VD_STREAM_ATTACH)
       vd_attach_forward(c);
+    else if (c->stream == VD_STREAM_EXEC)
+      vd_exec_forward(c);
     else
       conn_update_events(c);
   }

@@ -47,8 +47,8 @@ static bool all_digits(const char *s) {
 }
 
 /* "user", "uid", "user:group", "uid:gid" against the image's /etc/passwd and /etc/group. */
-static int resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
-                        vs_error **err) {
+int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
+                         vs_error **err) {
   *uid = *gid = 0;
   if (!spec || !*spec)
     return 0;
@@ -369,8 +369,8 @@ json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, 
   if (!cwd || !*cwd)
     cwd = "/";
   long uid, gid;
-  if (resolve_user(rootfs, json_string_value(json_object_get(config, "User")), &uid, &gid, err) <
-      0) {
+  if (vd_spec_resolve_user(rootfs, json_string_value(json_object_get(config, "User")), &uid, &gid,
+                           err) < 0) {
     json_decref(args);
     json_decref(env);
     return NULL;

@@ -597,3 +597,33 @@ def test_stdin_tty_and_failed_starts(vdi):
     assert vdi.docker("run", "--rm", "busybox", "/nonexistent", check=False).returncode == 127
     assert vdi.docker("run", "--rm", "busybox", "/etc/passwd", check=False).returncode == 126
     assert vdi.docker("ps", "-aq").stdout.strip() == ""
+
+
+def test_exec(vdi):
+    vdi.docker("run", "-d", "--name", "host", "busybox", "sleep", "300")
+    r = vdi.docker("exec", "host", "sh", "-c", "echo out; echo err >&2; exit 5", check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (5, "out\n", "err\n")
+    r = subprocess.run([DOCKER, "exec", "-i", "host", "wc", "-c"], env=vdi.env, input="x" * 200000,
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == "200000"
+    r = vdi.docker("exec", "-u", "nobody", "-w", "/tmp", "-e", "X=1", "host", "sh", "-c",
+                   "id -u; pwd; echo $X; echo $PATH")
+    assert r.stdout.split("\n")[:4] == ["65534", "/tmp", "1",
+                                        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    r = vdi.docker("exec", "-t", "host", "sh", "-c", "test -t 1 && echo on-a-terminal")
+    assert r.stdout.strip() == "on-a-terminal"
+    vdi.docker("exec", "-d", "host", "sh", "-c", "echo detached > /tmp/d")
+    assert wait_for(lambda: vdi.docker("exec", "host", "cat", "/tmp/d", check=False).stdout ==
+                    "detached\n")
+    assert vdi.docker("exec", "host", "/nope", check=False).returncode == 126
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=vdi.host, version="auto")
+    try:
+        res = client.containers.get("host").exec_run(["sh", "-c", "echo py; exit 2"])
+        assert (res.exit_code, res.output) == (2, b"py\n")
+    finally:
+        client.close()
+    vdi.docker("stop", "-t", "0", "host")
+    stopped = vdi.docker("exec", "host", "true", check=False)
+    assert stopped.returncode != 0 and "not running" in stopped.stderr
+    vdi.docker("rm", "host")

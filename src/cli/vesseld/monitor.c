@@ -14,6 +14,7 @@ int main(int argc, char **argv) {
                                        {"ready-fd", required_argument, NULL, 'f'},
                                        {"tty", no_argument, NULL, 't'},
                                        {"stdin", no_argument, NULL, 's'},
+                                       {"exec", required_argument, NULL, 'e'},
                                        {NULL, 0, NULL, 0}};
   vs_log_configure("vessel-monitor", VS_LOG_INFO, VS_LOG_FORMAT_TEXT, 2);
   vs_error *err = NULL;
@@ -25,6 +26,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   vd_monitor_options o = {.ready_fd = -1};
+  const char *exec_file = NULL;
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     uint64_t fd;
@@ -37,6 +39,9 @@ int main(int argc, char **argv) {
       break;
     case 't':
       o.tty = true;
+      break;
+    case 'e':
+      exec_file = optarg;
       break;
     case 's':
       o.open_stdin = true;
@@ -60,6 +65,15 @@ int main(int argc, char **argv) {
     default:
       return 2;
     }
+  }
+  if (exec_file && o.id && o.runtime_root) {
+    int status = vd_exec_helper_run(o.runtime_root, o.id, exec_file, &err);
+    if (status < 0) {
+      vs_error_print(err, "vessel-monitor");
+      vs_error_free(err);
+      return 126; /* docker exec's code for a command that could not be run */
+    }
+    return status;
   }
   if (!o.id || !o.bundle || !o.runtime_root || !o.log_path) {
     fprintf(stderr, "usage: vessel-monitor --id ID --bundle DIR --runtime-root DIR --log FILE "
