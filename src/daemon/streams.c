@@ -228,13 +228,21 @@ void vd_attach_forward(vd_conn *conn) {
     conn->in_len = 0; /* stdin not attached: what the client sends is dropped */
     return;
   }
-  if (conn->mon_fd < 0)
-    return; /* not started yet: kept until it is */
-  while (conn->in_len && conn->mon_out_len < MON_OUT_LIMIT) {
-    size_t n = conn->in_len < 32768 ? conn->in_len : 32768;
-    mon_frame(conn, 'i', conn->in, n);
-    memmove(conn->in, conn->in + n, conn->in_len - n);
-    conn->in_len -= n;
+  if (conn->mon_fd < 0) {
+    vd_conn_update(conn); /* not started yet: kept until it is, up to a limit */
+    return;
+  }
+  /* until the socket is full (then EPOLLOUT brings us back) or the input is all sent */
+  while (conn->in_len && conn->mon_fd >= 0) {
+    while (conn->in_len && conn->mon_out_len < MON_OUT_LIMIT) {
+      size_t n = conn->in_len < 32768 ? conn->in_len : 32768;
+      mon_frame(conn, 'i', conn->in, n);
+      memmove(conn->in, conn->in + n, conn->in_len - n);
+      conn->in_len -= n;
+    }
+    mon_flush(conn);
+    if (conn->mon_out_len)
+      break;
   }
   if (conn->peer_eof && conn->in_len == 0 && conn->stdin_once && !conn->stdin_closed) {
     mon_frame(conn, 'c', NULL, 0);
