@@ -269,6 +269,8 @@ static bool conn_read(vd_conn *c) {
 }
 
 static void conn_consume(vd_conn *c, size_t n) {
+  if (n == 0)
+    return;
   memmove(c->in, c->in + n, c->in_len - n);
   c->in_len -= n;
 }

@@ -213,7 +213,8 @@ static void mon_flush(vd_conn *conn) {
     }
     off += (size_t)n;
   }
-  memmove(conn->mon_out, conn->mon_out + off, conn->mon_out_len - off);
+  if (off < conn->mon_out_len)
+    memmove(conn->mon_out, conn->mon_out + off, conn->mon_out_len - off);
   conn->mon_out_len -= off;
   struct epoll_event ev = {.events = conn->mon_out_len ? EPOLLOUT : 0, .data.ptr = &conn->mon_src};
   epoll_ctl(conn->d->epfd, EPOLL_CTL_MOD, conn->mon_fd, &ev);
