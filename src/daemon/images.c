@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 /* Seconds since the epoch of an RFC 3339 time ("2024-01-01T00:00:00Z"), 0 if unreadable. */
@@ -306,4 +307,115 @@ void vd_h_image_delete(vd_call *c) {
   json_decref(names);
   vs_image_clear(&img);
   pthread_mutex_unlock(&d->store_lock);
+}
+
+/* ---------------------------------------------------------------- pull, import */
+
+/* Docker's progress stream, one {"status": ...} object per line of what the store printed. */
+static char *status_stream(int fd, const char *last) {
+  _cleanup_free_ char *text = NULL;
+  char *out = vs_strdup("");
+  if (lseek(fd, 0, SEEK_SET) == 0) {
+    size_t cap = 1 << 20;
+    text = vs_malloc0(cap);
+    ssize_t n = read(fd, text, cap - 1);
+    if (n < 0)
+      n = 0;
+    text[n] = 0;
+  }
+  char *save = NULL;
+  for (char *line = text ? strtok_r(text, "\r\n", &save) : NULL; line;
+       line = strtok_r(NULL, "\r\n", &save)) {
+    _cleanup_json_ json_t *j = json_pack("{s:s}", "status", line);
+    _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
+    char *next = vs_asprintf("%s%s\n", out, s ? s : "");
+    free(out);
+    out = next;
+  }
+  _cleanup_json_ json_t *j = json_pack("{s:s}", "status", last);
+  _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
+  char *next = vs_asprintf("%s%s\n", out, s);
+  free(out);
+  return next;
+}
+
+static void image_pull(vd_call *c, const char *from, const char *tag) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *ref = !tag || !*tag                 ? vs_strdup(from)
+                             : !strncmp(tag, "sha256:", 7) ? vs_asprintf("%s@%s", from, tag)
+                                                           : vs_asprintf("%s:%s", from, tag);
+  _cleanup_close_ int progress = memfd_create("pull-progress", MFD_CLOEXEC);
+  vs_registry_opts o = {.tls_verify = 1, .platform = "linux/amd64", .progress_fd = progress};
+  char digest[VS_DIGEST_MAX];
+  vs_error *e = NULL;
+  pthread_mutex_lock(&d->store_lock);
+  int r = progress < 0 ? vs_error_set(&e, errno, "memfd_create")
+                       : vs_image_pull(d->store, ref, &o, digest, &e);
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0) {
+    vd_call_error(c, e->errnum == ENOENT ? 404 : 500, "pull %s: %s", ref, e->msg);
+    vs_error_free(e);
+    return;
+  }
+  _cleanup_free_ char *fam = vs_image_name_familiar(ref);
+  _cleanup_free_ char *last = vs_asprintf("Status: Downloaded newer image for %s", fam);
+  c->status = 200;
+  c->text = status_stream(progress, last);
+  c->content_type = "application/json";
+}
+
+/* docker import: a root file system tarball (spooled while it arrived) becomes an image. */
+static void image_import(vd_call *c, const char *repo, const char *tag) {
+  vd_daemon *d = c->d;
+  if (c->body_fd < 0) {
+    vd_call_error(c, 400, "request body is empty: a root file system tarball was expected");
+    return;
+  }
+  _cleanup_free_ char *full = NULL;
+  vs_error *e = NULL;
+  if (repo && *repo) {
+    /* repo may carry the tag itself ("name:v1"); a missing one is "latest" */
+    _cleanup_free_ char *ref = tag && *tag ? vs_asprintf("%s:%s", repo, tag) : vs_strdup(repo);
+    vs_image_ref r;
+    if (vs_image_ref_parse(ref, &r, &e) < 0) {
+      vd_call_error(c, 400, "invalid reference format: %s", e->msg);
+      vs_error_free(e);
+      return;
+    }
+    full = vs_image_ref_string(&r);
+    vs_image_ref_clear(&r);
+  }
+  char digest[VS_DIGEST_MAX];
+  pthread_mutex_lock(&d->store_lock);
+  int r = vs_image_import(d->store, c->body_path, full, NULL, digest, &e);
+  vs_image img;
+  bool loaded = r == 0 && vs_store_load_image(d->store, digest, &img, &e) == 0;
+  pthread_mutex_unlock(&d->store_lock);
+  if (!loaded) {
+    vd_call_error(c, 400, "import: %s", e ? e->msg : "failed");
+    vs_error_free(e);
+    return;
+  }
+  _cleanup_json_ json_t *j = json_pack("{s:s}", "status", img.manifest.config.digest);
+  vs_image_clear(&img);
+  _cleanup_free_ char *line = json_dumps(j, JSON_COMPACT);
+  c->status = 200;
+  c->text = vs_asprintf("%s\n", line);
+  c->content_type = "application/json";
+}
+
+void vd_h_image_create(vd_call *c) {
+  const char *q = c->req->query;
+  _cleanup_free_ char *from_image = http_query_get(q, "fromImage");
+  _cleanup_free_ char *from_src = http_query_get(q, "fromSrc");
+  _cleanup_free_ char *tag = http_query_get(q, "tag");
+  _cleanup_free_ char *repo = http_query_get(q, "repo");
+  if (from_image && *from_image)
+    image_pull(c, from_image, tag);
+  else if (from_src && !strcmp(from_src, "-"))
+    image_import(c, repo, tag);
+  else if (from_src && *from_src)
+    vd_call_error(c, 400, "fromSrc %s: only \"-\" (the request body) is supported", from_src);
+  else
+    vd_call_error(c, 400, "fromImage or fromSrc must be given");
 }

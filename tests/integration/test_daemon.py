@@ -627,3 +627,30 @@ def test_exec(vdi):
     stopped = vdi.docker("exec", "host", "true", check=False)
     assert stopped.returncode != 0 and "not running" in stopped.stderr
     vdi.docker("rm", "host")
+
+
+def test_pull_run_and_import(vd, tmp_path):
+    registry = oci_images.Registry(tmp_path / "registry")
+    try:
+        layout = tmp_path / "layout"
+        desc = oci_images.make_image(layout, [oci_images.busybox_layer().tar()],
+                                     cmd=["echo", "from-registry"])
+        oci_images.write_index(layout, [(desc, "latest")], "latest")
+        oci_images.skopeo_push(layout, "latest", f"{registry.host}/test/box:latest")
+        name = f"{registry.host}/test/box"
+        r = vd.docker("pull", name)
+        assert f"Downloaded newer image for {name}:latest" in r.stdout
+        assert vd.docker("run", "--rm", name).stdout == "from-registry\n"
+        vd.docker("rmi", name)
+        # docker run pulls what is missing
+        r = vd.docker("run", "--rm", name)
+        assert r.stdout == "from-registry\n" and "Unable to find image" in r.stderr
+        missing = vd.docker("pull", f"{registry.host}/test/nothing", check=False)
+        assert missing.returncode != 0
+    finally:
+        registry.stop()
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(oci_images.busybox_layer().tar())
+    r = vd.docker("import", str(rootfs), "imported:v1")
+    assert r.stdout.strip().startswith("sha256:")
+    assert vd.docker("run", "--rm", "imported:v1", "echo", "imported").stdout == "imported\n"
