@@ -493,9 +493,89 @@ static json_t *container_summary(const vd_container *c) {
                    json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks", "Mounts");
 }
 
+/* The values of one filter: Docker sends {"name": ["a"]} or {"name": {"a": true}}. */
+static json_t *filter_values(json_t *filters, const char *key) {
+  json_t *v = json_object_get(filters, key);
+  json_t *out = json_array();
+  if (json_is_array(v)) {
+    json_array_extend(out, v);
+  } else if (json_is_object(v)) {
+    const char *k;
+    json_t *b;
+    json_object_foreach(v, k, b) if (json_is_true(b)) json_array_append_new(out, json_string(k));
+  }
+  return out;
+}
+
+/* Any of the values matches (filters of one key are alternatives, keys all apply). */
+static bool filter_match(json_t *filters, const char *key, const vd_container *c) {
+  _cleanup_json_ json_t *vals = filter_values(filters, key);
+  if (json_array_size(vals) == 0)
+    return true;
+  json_t *cfg = json_object_get(c->rec, "Config");
+  size_t i;
+  json_t *v;
+  json_array_foreach(vals, i, v) {
+    const char *want = json_string_value(v);
+    if (!want)
+      continue;
+    if (!strcmp(key, "status") && !strcmp(want, vd_ctr_state_name(c)))
+      return true;
+    if (!strcmp(key, "id") && !strncmp(c->id, want, strlen(want)))
+      return true;
+    if (!strcmp(key, "name") && c->name && strstr(c->name + 1, want[0] == '/' ? want + 1 : want))
+      return true;
+    if (!strcmp(key, "ancestor")) {
+      const char *img = json_string_value(json_object_get(cfg, "Image"));
+      const char *iid = json_string_value(json_object_get(c->rec, "Image"));
+      if ((img && !strcmp(img, want)) || (iid && strstr(iid, want)))
+        return true;
+    }
+    if (!strcmp(key, "label")) {
+      json_t *labels = json_object_get(cfg, "Labels");
+      const char *eq = strchr(want, '=');
+      _cleanup_free_ char *k = eq ? vs_img_strndup(want, (size_t)(eq - want)) : vs_strdup(want);
+      const char *have = json_string_value(json_object_get(labels, k));
+      if (have && (!eq || !strcmp(have, eq + 1)))
+        return true;
+    }
+    if (!strcmp(key, "exited") && c->state == VD_CTR_EXITED && atoi(want) == c->exit_code)
+      return true;
+  }
+  return false;
+}
+
 void vd_h_containers_list(vd_call *c) {
   vd_daemon *d = c->d;
   bool all = http_query_bool(c->req->query, "all", false);
+  _cleanup_free_ char *ftext = http_query_get(c->req->query, "filters");
+  _cleanup_json_ json_t *filters = NULL;
+  if (ftext && *ftext) {
+    vs_error *e = NULL;
+    filters = vs_json_loads(ftext, strlen(ftext), "filters", &e);
+    if (!filters || !json_is_object(filters)) {
+      vd_call_error(c, 400, "invalid filters: %s", e ? e->msg : "expected a JSON object");
+      vs_error_free(e);
+      return;
+    }
+    static const char *const known[] = {"status", "id", "name", "ancestor", "label", "exited"};
+    const char *key;
+    json_t *v;
+    json_object_foreach(filters, key, v) {
+      bool ok = false;
+      for (size_t k = 0; k < ARRAY_SIZE(known); k++)
+        ok = ok || !strcmp(key, known[k]);
+      if (!ok) {
+        vd_call_error(c, 400, "invalid filter '%s'", key);
+        return;
+      }
+    }
+  }
+  _cleanup_free_ char *limit_q = http_query_get(c->req->query, "limit");
+  long limit = limit_q ? strtol(limit_q, NULL, 10) : -1;
+  /* a status filter or a limit looks at stopped containers too, as dockerd does */
+  if (json_object_get(filters, "status") || json_object_get(filters, "exited") || limit > 0)
+    all = true;
   json_t *out = json_array();
   pthread_mutex_lock(&d->lock);
   /* newest first, as docker ps */
@@ -503,6 +583,14 @@ void vd_h_containers_list(vd_call *c) {
     vd_container *ctr = d->ctrs[i];
     if (!all && ctr->state != VD_CTR_RUNNING)
       continue;
+    static const char *const keys[] = {"status", "id", "name", "ancestor", "label", "exited"};
+    bool match = true;
+    for (size_t k = 0; k < ARRAY_SIZE(keys) && match; k++)
+      match = filter_match(filters, keys[k], ctr);
+    if (!match)
+      continue;
+    if (limit > 0 && (long)json_array_size(out) >= limit)
+      break;
     json_array_append_new(out, container_summary(ctr));
   }
   pthread_mutex_unlock(&d->lock);

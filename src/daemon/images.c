@@ -419,3 +419,36 @@ void vd_h_image_create(vd_call *c) {
   else
     vd_call_error(c, 400, "fromImage or fromSrc must be given");
 }
+
+/* docker history: the config's history entries, newest first; layers' sizes are not known
+ * per entry here (0). */
+void vd_h_image_history(vd_call *c) {
+  vd_daemon *d = c->d;
+  vs_image img;
+  pthread_mutex_lock(&d->store_lock);
+  bool ok = resolve_image(c, c->arg, &img);
+  pthread_mutex_unlock(&d->store_lock);
+  if (!ok)
+    return;
+  json_t *hist = json_object_get(img.config.root, "history");
+  json_t *out = json_array();
+  size_t n = json_array_size(hist);
+  for (size_t i = n; i-- > 0;) {
+    json_t *h = json_array_get(hist, i);
+    const char *by = json_string_value(json_object_get(h, "created_by"));
+    const char *comment = json_string_value(json_object_get(h, "comment"));
+    json_array_append_new(
+        out,
+        json_pack("{s:s, s:I, s:s, s:n, s:i, s:s}", "Id",
+                  i == n - 1 ? img.manifest.config.digest : "<missing>", "Created",
+                  (json_int_t)unix_time(json_string_value(json_object_get(h, "created"))),
+                  "CreatedBy", by ? by : "", "Tags", "Size", 0, "Comment", comment ? comment : ""));
+  }
+  if (n == 0) /* an image without history: one entry for the image itself */
+    json_array_append_new(
+        out, json_pack("{s:s, s:I, s:s, s:n, s:I, s:s}", "Id", img.manifest.config.digest,
+                       "Created", (json_int_t)unix_time(img.config.created), "CreatedBy", "",
+                       "Tags", "Size", (json_int_t)vs_image_size(&img), "Comment", ""));
+  vs_image_clear(&img);
+  vd_call_json(c, 200, out);
+}

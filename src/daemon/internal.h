@@ -296,6 +296,7 @@ void vd_h_image_load(vd_call *c);
 void vd_h_image_tag(vd_call *c);
 void vd_h_image_delete(vd_call *c);
 void vd_h_image_create(vd_call *c);
+void vd_h_image_history(vd_call *c);
 void vd_h_containers_list(vd_call *c);
 void vd_h_container_create(vd_call *c);
 void vd_h_container_inspect(vd_call *c);

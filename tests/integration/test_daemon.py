@@ -654,3 +654,22 @@ def test_pull_run_and_import(vd, tmp_path):
     r = vd.docker("import", str(rootfs), "imported:v1")
     assert r.stdout.strip().startswith("sha256:")
     assert vd.docker("run", "--rm", "imported:v1", "echo", "imported").stdout == "imported\n"
+
+
+def test_ps_filters_and_history(vdi):
+    vdi.docker("run", "-d", "--name", "web-1", "-l", "tier=web", "busybox", "sleep", "300")
+    vdi.docker("run", "--name", "job-1", "-l", "tier=batch", "busybox", "sh", "-c", "exit 4",
+               check=False)
+    names = lambda *f: sorted(vdi.docker("ps", "-a", "--format", "{{.Names}}", *f).stdout.split())
+    assert names("--filter", "label=tier=web") == ["web-1"]
+    assert names("--filter", "label=tier") == ["job-1", "web-1"]
+    assert names("--filter", "status=exited") == ["job-1"]
+    assert names("--filter", "exited=4") == ["job-1"]
+    assert names("--filter", "name=web") == ["web-1"]
+    assert names("--filter", "ancestor=busybox", "--filter", "status=running") == ["web-1"]
+    assert vdi.docker("ps", "-q", "--filter", "status=running").stdout.strip() != ""
+    bad = vdi.docker("ps", "--filter", "bogus=1", check=False)
+    assert bad.returncode != 0 and "invalid filter" in bad.stderr
+    hist = vdi.docker("history", "--format", "{{.ID}}", "busybox").stdout.split()
+    assert len(hist) == 1 and hist[0] != "<missing>"
+    vdi.docker("rm", "-f", "web-1", "job-1")
