@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* Seconds since the epoch of an RFC 3339 time ("2024-01-01T00:00:00Z"), 0 if unreadable. */
@@ -451,4 +453,64 @@ void vd_h_image_history(vd_call *c) {
                        "Tags", "Size", (json_int_t)vs_image_size(&img), "Comment", ""));
   vs_image_clear(&img);
   vd_call_json(c, 200, out);
+}
+
+/* Every value of a repeated query parameter ("names=a&names=b"), decoded. */
+static json_t *query_all(const char *query, const char *name) {
+  json_t *out = json_array();
+  size_t nlen = strlen(name);
+  for (const char *p = query; p && *p;) {
+    const char *amp = strchr(p, '&');
+    size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+    if (plen > nlen && !strncmp(p, name, nlen) && p[nlen] == '=') {
+      vs_error *e = NULL;
+      char *v = http_percent_decode(p + nlen + 1, plen - nlen - 1, &e);
+      vs_error_free(e);
+      if (v && *v)
+        json_array_append_new(out, json_string(v));
+      free(v);
+    }
+    p = amp ? amp + 1 : NULL;
+  }
+  return out;
+}
+
+/* docker save: a docker-archive of the images, written to a temporary file, which is removed
+ * once open and sent from the descriptor. */
+void vd_h_image_save(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_json_ json_t *names =
+      c->arg ? json_pack("[s]", c->arg) : query_all(c->req->query, "names");
+  size_t n = json_array_size(names);
+  if (n == 0) {
+    vd_call_error(c, 400, "no image names given");
+    return;
+  }
+  char **list = vs_malloc0(sizeof(char *) * (n + 1));
+  for (size_t i = 0; i < n; i++)
+    list[i] = (char *)json_string_value(json_array_get(names, i));
+  _cleanup_free_ char *rnd = vd_random_id();
+  _cleanup_free_ char *path = vs_asprintf("%s/tmp/save-%.16s.tar", d->data_root, rnd);
+  vs_error *e = NULL;
+  pthread_mutex_lock(&d->store_lock);
+  int r = vs_image_save(d->store, list, n, "docker-archive", path, &e);
+  pthread_mutex_unlock(&d->store_lock);
+  free(list);
+  int fd = r == 0 ? open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+  unlink(path);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    if (fd >= 0)
+      close(fd);
+    if (e && e->errnum == ENOENT)
+      vd_call_error(c, 404, "%s", e->msg);
+    else
+      vd_call_error(c, 500, "save: %s", e ? e->msg : strerror(errno));
+    vs_error_free(e);
+    return;
+  }
+  c->status = 200;
+  c->file_fd = fd;
+  c->file_size = (uint64_t)st.st_size;
+  c->content_type = "application/x-tar";
 }

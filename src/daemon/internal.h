@@ -161,6 +161,8 @@ struct vd_conn {
   char *mon_out;
   size_t mon_out_len;
   vd_exec *exec; /* VD_STREAM_EXEC */
+  int file_fd;   /* a file body being sent */
+  uint64_t file_left;
 };
 
 typedef enum {
@@ -190,6 +192,8 @@ struct vd_call {
   int status;
   json_t *json; /* JSON body */
   char *text;   /* or a ready body with content_type */
+  int file_fd;  /* or a file body of file_size bytes (sent with sendfile) */
+  uint64_t file_size;
   const char *content_type;
   const char *extra_headers; /* "Name: value\r\n" lines */
   bool streamed;             /* the handler took over the connection */
@@ -297,6 +301,7 @@ void vd_h_image_tag(vd_call *c);
 void vd_h_image_delete(vd_call *c);
 void vd_h_image_create(vd_call *c);
 void vd_h_image_history(vd_call *c);
+void vd_h_image_save(vd_call *c);
 void vd_h_containers_list(vd_call *c);
 void vd_h_container_create(vd_call *c);
 void vd_h_container_inspect(vd_call *c);

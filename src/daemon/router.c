@@ -15,6 +15,8 @@ static const vd_route routes[] = {
     {"POST", "/images/create", vd_h_image_create, VD_RUN_WORKER, true},
     {"GET", "/images/{*}/json", vd_h_image_inspect, VD_RUN_WORKER, false},
     {"GET", "/images/{*}/history", vd_h_image_history, VD_RUN_WORKER, false},
+    {"GET", "/images/get", vd_h_image_save, VD_RUN_WORKER, false},
+    {"GET", "/images/{*}/get", vd_h_image_save, VD_RUN_WORKER, false},
     {"POST", "/images/{*}/tag", vd_h_image_tag, VD_RUN_WORKER, false},
     {"DELETE", "/images/{*}", vd_h_image_delete, VD_RUN_WORKER, false},
     {"GET", "/containers/json", vd_h_containers_list, VD_RUN_LOOP, false},

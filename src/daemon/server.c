@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -39,7 +40,7 @@ static void conn_update_events(vd_conn *c) {
   bool reading = c->state == VD_CONN_HEAD || c->state == VD_CONN_BODY;
   if (!c->peer_eof && (reading || c->in_len < IN_LIMIT))
     ev |= EPOLLIN;
-  if (c->out_len > c->out_off)
+  if (c->out_len > c->out_off || c->file_fd >= 0)
     ev |= EPOLLOUT;
   if (((c->stream == VD_STREAM_ATTACH && c->attach_stdin) || c->stream == VD_STREAM_EXEC) &&
       c->in_len >= IN_LIMIT)
@@ -61,7 +62,25 @@ static void conn_flush(vd_conn *c) {
     }
     c->out_off += (size_t)n;
   }
-  if (c->out_off == c->out_len) {
+  /* a file body (docker save) goes after the head, straight from the page cache */
+  while (c->out_off == c->out_len && c->file_fd >= 0 && c->file_left > 0) {
+    size_t chunk = c->file_left < ((size_t)1 << 20) ? (size_t)c->file_left : (size_t)1 << 20;
+    ssize_t n = sendfile(c->fd, c->file_fd, NULL, chunk);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN)
+      break;
+    if (n <= 0) {
+      conn_close(c);
+      return;
+    }
+    c->file_left -= (uint64_t)n;
+  }
+  if (c->file_fd >= 0 && c->file_left == 0) {
+    close(c->file_fd);
+    c->file_fd = -1;
+  }
+  if (c->out_off == c->out_len && c->file_fd < 0) {
     c->out_off = c->out_len = 0;
     if (c->state == VD_CONN_CLOSING) {
       conn_close(c);
@@ -125,6 +144,8 @@ void vd_call_free(vd_call *call) {
   free(call->body);
   if (call->body_fd >= 0)
     close(call->body_fd);
+  if (call->file_fd >= 0)
+    close(call->file_fd);
   if (call->body_path) {
     unlink(call->body_path);
     free(call->body_path);
@@ -160,6 +181,14 @@ void vd_conn_finish_call(vd_conn *c, vd_call *call) {
     if (!c->req.head_only) {
       vd_conn_send(c, body, len);
       send_str(c, "\n");
+    }
+  } else if (call->file_fd >= 0) {
+    send_head(c, call->status, call->content_type, (long long)call->file_size, keep);
+    send_str(c, "\r\n");
+    if (!c->req.head_only) {
+      c->file_fd = call->file_fd;
+      c->file_left = call->file_size;
+      call->file_fd = -1;
     }
   } else if (call->text) {
     size_t len = strlen(call->text);
@@ -376,6 +405,7 @@ static void conn_start_call(vd_conn *c) {
   call->conn = c;
   call->req = &c->req;
   call->body_fd = -1;
+  call->file_fd = -1;
   c->call = call;
   _cleanup_free_ char *msg = NULL;
   vs_log_debug("%s %s", c->req.method, c->req.target);
@@ -425,6 +455,9 @@ static void conn_read_head(vd_conn *c) {
 
 /* Run the state machine over what is buffered. */
 static void conn_process(vd_conn *c) {
+  /* the next answer must wait until a file body is out */
+  if (c->file_fd >= 0)
+    return;
   for (;;) {
     vd_conn_state before = c->state;
     size_t in_before = c->in_len;
@@ -456,6 +489,8 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
       vd_stream_pump(c);
     if (c->dead)
       return;
+    if (c->state == VD_CONN_HEAD && c->file_fd < 0 && c->in_len > 0)
+      conn_process(c); /* requests that waited for a file body */
   }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) {
     bool open = conn_read(c);
@@ -506,6 +541,7 @@ void vd_conn_accept(vd_daemon *d, int lfd) {
     c->d = d;
     c->log_fd = -1;
     c->mon_fd = -1;
+    c->file_fd = -1;
     c->mon_src.kind = VD_SRC_ATTACH;
     c->mon_src.owner = c;
     c->state = VD_CONN_HEAD;
@@ -523,6 +559,8 @@ void vd_conn_accept(vd_daemon *d, int lfd) {
 }
 
 static void conn_free(vd_conn *c) {
+  if (c->file_fd >= 0)
+    close(c->file_fd);
   vd_call_free(c->call);
   http_request_clear(&c->req);
   free(c->in);

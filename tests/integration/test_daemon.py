@@ -673,3 +673,20 @@ def test_ps_filters_and_history(vdi):
     hist = vdi.docker("history", "--format", "{{.ID}}", "busybox").stdout.split()
     assert len(hist) == 1 and hist[0] != "<missing>"
     vdi.docker("rm", "-f", "web-1", "job-1")
+
+
+def test_save_and_load_back(vdi, tmp_path):
+    out = tmp_path / "saved.tar"
+    vdi.docker("tag", "busybox", "copy:1")
+    vdi.docker("save", "-o", str(out), "copy:1")
+    with tarfile.open(out) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))
+    assert "copy:1" in manifest[0]["RepoTags"]  # (the store names all tags of the image)
+    vdi.docker("rmi", "copy:1")
+    assert "Loaded image: copy:1" in vdi.docker("load", "-i", str(out)).stdout
+    assert vdi.docker("run", "--rm", "copy:1", "echo", "round-trip").stdout == "round-trip\n"
+    # the body streams from a file: a pipelined request behind it waits its turn
+    two = vdi.raw(b"GET /v1.41/images/get?names=busybox HTTP/1.1\r\nHost: d\r\n\r\n"
+                  b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert two.startswith(b"HTTP/1.1 200 OK") and two.endswith(b"\r\n\r\nOK")
+    assert vdi.docker("save", "nosuch", check=False).returncode != 0
