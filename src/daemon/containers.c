@@ -281,7 +281,7 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
   if (r < 0)
     return vs_error_wrap(err, "mount the root file system");
   _cleanup_json_ json_t *spec =
-      vd_spec_build(img, cfg, json_object_get(rec, "HostConfig"), dir, rootfs, host, err);
+      vd_spec_build(d, img, cfg, json_object_get(rec, "HostConfig"), dir, rootfs, host, err);
   if (!spec)
     return -1;
   _cleanup_free_ char *spec_path = vs_asprintf("%s/config.json", dir);

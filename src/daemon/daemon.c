@@ -180,6 +180,7 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   pthread_mutex_init(&d->lock, NULL);
   pthread_mutex_init(&d->qlock, NULL);
   pthread_mutex_init(&d->store_lock, NULL);
+  pthread_mutex_init(&d->volume_lock, NULL);
   pthread_cond_init(&d->qcond, NULL);
   d->data_root = vs_strdup(o->data_root ? o->data_root : VD_DEFAULT_DATA_ROOT);
   d->exec_root = vs_strdup(o->exec_root ? o->exec_root : VD_DEFAULT_EXEC_ROOT);
@@ -332,6 +333,7 @@ void vd_daemon_free(vd_daemon *d) {
   pthread_mutex_destroy(&d->lock);
   pthread_mutex_destroy(&d->qlock);
   pthread_mutex_destroy(&d->store_lock);
+  pthread_mutex_destroy(&d->volume_lock);
   pthread_cond_destroy(&d->qcond);
   free(d->data_root);
   free(d->exec_root);

@@ -254,6 +254,7 @@ struct vd_daemon {
    * loop); the image store object: under store_lock (long holds, workers only) */
   pthread_mutex_t lock;
   pthread_mutex_t store_lock;
+  pthread_mutex_t volume_lock; /* making and removing volumes */
   vd_container **ctrs;
   size_t n_ctrs;
   /* workers */
@@ -302,6 +303,17 @@ void vd_h_image_delete(vd_call *c);
 void vd_h_image_create(vd_call *c);
 void vd_h_image_history(vd_call *c);
 void vd_h_image_save(vd_call *c);
+void vd_h_volumes_list(vd_call *c);
+void vd_h_volume_create(vd_call *c);
+void vd_h_volume_inspect(vd_call *c);
+void vd_h_volume_delete(vd_call *c);
+void vd_h_volumes_prune(vd_call *c);
+
+/* volumes.c */
+bool vd_volume_name_valid(const char *name);
+/* The named volume's record (new reference), made when missing (worker). */
+json_t *vd_volume_ensure(vd_daemon *d, const char *name, json_t *labels, json_t *opts,
+                         bool *created, vs_error **err);
 void vd_h_containers_list(vd_call *c);
 void vd_h_container_create(vd_call *c);
 void vd_h_container_inspect(vd_call *c);
@@ -376,8 +388,8 @@ void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped);
 int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
                          vs_error **err);
 /* spec.c: the OCI config.json of a container from its image and create request */
-json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, const char *dir,
-                      const char *rootfs, const char *hostname, vs_error **err);
+json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
+                      const char *dir, const char *rootfs, const char *hostname, vs_error **err);
 
 /* streams.c (loop) */
 /* The container's directory changed: feed its followers. */

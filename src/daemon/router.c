@@ -36,6 +36,11 @@ static const vd_route routes[] = {
     {"POST", "/containers/{}/exec", vd_h_exec_create, VD_RUN_LOOP, false},
     {"POST", "/exec/{}/start", vd_h_exec_start, VD_RUN_LOOP, false},
     {"GET", "/exec/{}/json", vd_h_exec_inspect, VD_RUN_LOOP, false},
+    {"GET", "/volumes", vd_h_volumes_list, VD_RUN_WORKER, false},
+    {"POST", "/volumes/create", vd_h_volume_create, VD_RUN_WORKER, false},
+    {"POST", "/volumes/prune", vd_h_volumes_prune, VD_RUN_WORKER, false},
+    {"GET", "/volumes/{}", vd_h_volume_inspect, VD_RUN_WORKER, false},
+    {"DELETE", "/volumes/{}", vd_h_volume_delete, VD_RUN_WORKER, false},
     /* swarm mode is out of scope: answered as dockerd does when it is not a manager */
     {"GET", "/swarm", vd_h_swarm, VD_RUN_LOOP, false},
     {"POST", "/swarm/{*}", vd_h_swarm, VD_RUN_LOOP, false},

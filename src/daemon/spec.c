@@ -271,7 +271,7 @@ static json_t *tmpfs_mount(const char *dst, const char *opts) {
 }
 
 /* HostConfig.Binds: "/host:/ctr[:ro|rw]"; a missing host directory is made, as docker does. */
-static int add_binds(json_t *mounts, json_t *hc, vs_error **err) {
+static int add_binds(vd_daemon *d, json_t *mounts, json_t *hc, vs_error **err) {
   size_t i;
   json_t *v;
   json_array_foreach(json_object_get(hc, "Binds"), i, v) {
@@ -285,8 +285,6 @@ static int add_binds(json_t *mounts, json_t *hc, vs_error **err) {
     char *opt = strchr(dst, ':');
     if (opt)
       *opt++ = 0;
-    if (spec[0] != '/')
-      return vs_error_set(err, EINVAL, "named volume %s: volumes are not supported yet", spec);
     if (check_destination("HostConfig.Binds", dst, err) < 0)
       return -1;
     bool ro = false;
@@ -296,6 +294,14 @@ static int add_binds(json_t *mounts, json_t *hc, vs_error **err) {
       else if (strcmp(o, "rw") != 0 && strcmp(o, "z") != 0 && strcmp(o, "Z") != 0)
         return vs_error_set(err, EINVAL, "invalid mode: %s", o);
     }
+    if (spec[0] != '/') { /* a named volume */
+      _cleanup_json_ json_t *vol = vd_volume_ensure(d, spec, NULL, NULL, NULL, err);
+      if (!vol)
+        return -1;
+      json_array_append_new(
+          mounts, bind_mount(json_string_value(json_object_get(vol, "Mountpoint")), dst, ro));
+      continue;
+    }
     if (vs_mkdir_p(spec, 0755, err) < 0)
       return vs_error_wrap(err, "bind source %s", spec);
     json_array_append_new(mounts, bind_mount(spec, dst, ro));
@@ -304,7 +310,7 @@ static int add_binds(json_t *mounts, json_t *hc, vs_error **err) {
 }
 
 /* HostConfig.Mounts ({Type bind|tmpfs, Source, Target, ReadOnly}) and HostConfig.Tmpfs. */
-static int add_mounts(json_t *mounts, json_t *hc, vs_error **err) {
+static int add_mounts(vd_daemon *d, json_t *mounts, json_t *hc, vs_error **err) {
   size_t i;
   json_t *m;
   json_array_foreach(json_object_get(hc, "Mounts"), i, m) {
@@ -322,6 +328,17 @@ static int add_mounts(json_t *mounts, json_t *hc, vs_error **err) {
                             "path does not exist: %s",
                             src ? src : "(none)");
       json_array_append_new(mounts, bind_mount(src, dst, ro));
+    } else if (type && !strcmp(type, "volume")) {
+      if (!src || !*src)
+        return vs_error_set(err, EINVAL,
+                            "HostConfig.Mounts[%zu]: anonymous volumes are not "
+                            "supported yet",
+                            i);
+      _cleanup_json_ json_t *vol = vd_volume_ensure(d, src, NULL, NULL, NULL, err);
+      if (!vol)
+        return -1;
+      json_array_append_new(
+          mounts, bind_mount(json_string_value(json_object_get(vol, "Mountpoint")), dst, ro));
     } else if (type && !strcmp(type, "tmpfs")) {
       json_int_t size =
           json_integer_value(json_object_get(json_object_get(m, "TmpfsOptions"), "SizeBytes"));
@@ -344,8 +361,8 @@ static int add_mounts(json_t *mounts, json_t *hc, vs_error **err) {
   return 0;
 }
 
-json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, const char *dir,
-                      const char *rootfs, const char *hostname, vs_error **err) {
+json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
+                      const char *dir, const char *rootfs, const char *hostname, vs_error **err) {
   (void)img;
   json_t *args = json_array();
   json_array_extend(args, json_object_get(config, "Entrypoint"));
@@ -377,8 +394,8 @@ json_t *vd_spec_build(const vs_image *img, json_t *config, json_t *host_config, 
   }
   json_t *caps = capabilities(host_config, err);
   json_t *mounts = default_mounts(dir);
-  if (!caps || add_binds(mounts, host_config, err) < 0 ||
-      add_mounts(mounts, host_config, err) < 0) {
+  if (!caps || add_binds(d, mounts, host_config, err) < 0 ||
+      add_mounts(d, mounts, host_config, err) < 0) {
     json_decref(caps);
     json_decref(mounts);
     json_decref(args);
