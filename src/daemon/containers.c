@@ -955,3 +955,124 @@ void vd_h_container_delete(vd_call *c) {
   c->after = VD_AFTER_REMOVED;
   vd_call_status(c, 204);
 }
+
+/* ---------------------------------------------------------------- rename, prune, top */
+
+void vd_h_container_rename(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *name = http_query_get(c->req->query, "name");
+  if (!name || !valid_name(name)) {
+    vd_call_error(c, 400, "Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                  name ? name : "");
+    return;
+  }
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  _cleanup_free_ char *full = vs_asprintf("/%s", name[0] == '/' ? name + 1 : name);
+  pthread_mutex_lock(&d->lock);
+  vd_container *other = vd_ctr_find_name(d, full);
+  json_t *copy = NULL;
+  if (!other) {
+    free(ctr->name);
+    ctr->name = vs_strdup(full);
+    json_object_set_new(ctr->rec, "Name", json_string(full));
+    copy = json_deep_copy(ctr->rec);
+  }
+  pthread_mutex_unlock(&d->lock);
+  if (other && other != ctr) {
+    vd_call_error(c, 409,
+                  "Conflict. The container name \"%s\" is already in use by container "
+                  "\"%s\". You have to remove (or rename) that container to be able to "
+                  "reuse that name.",
+                  full, other->id);
+    return;
+  }
+  vs_error *e = NULL;
+  _cleanup_free_ char *path = vs_asprintf("%s/record.json", ctr->dir);
+  if (copy && vs_json_write_file(path, copy, 0600, &e) < 0) {
+    json_decref(copy);
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  json_decref(copy);
+  vd_call_status(c, 204);
+}
+
+/* docker container prune: every container that is not running. */
+void vd_h_containers_prune(vd_call *c) {
+  vd_daemon *d = c->d;
+  json_t *deleted = json_array();
+  for (;;) {
+    vd_container *victim = NULL;
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->n_ctrs && !victim; i++) {
+      vd_container *ctr = d->ctrs[i];
+      if (ctr->state != VD_CTR_RUNNING && !ctr->starting && !ctr->removing && !ctr->restarting) {
+        victim = ctr;
+        ctr->removing = true;
+        vd_ctr_ref(ctr);
+      }
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (!victim)
+      break;
+    vs_error *e = NULL;
+    if (vd_supervise_remove(d, victim, false, &e) == 0) {
+      json_array_append_new(deleted, json_string(victim->id));
+      /* the loop drops it from the table; until then it is marked removing */
+      vd_job *job = vs_malloc0(sizeof(*job));
+      job->d = d;
+      job->ctr = victim;
+      vd_supervise_post_removed(d, job);
+    } else {
+      vs_log_warn("prune %.12s: %s", victim->id, e->msg);
+      vs_error_free(e);
+      vd_ctr_unref(d, victim);
+    }
+  }
+  vd_call_json(c, 200, json_pack("{s:o, s:i}", "ContainersDeleted", deleted, "SpaceReclaimed", 0));
+}
+
+/* docker top: ps(1) of the container's processes (from its cgroup), as dockerd runs it. */
+void vd_h_container_top(vd_call *c) {
+  vd_daemon *d = c->d;
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  pthread_mutex_lock(&d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING;
+  pthread_mutex_unlock(&d->lock);
+  if (!running) {
+    vd_call_error(c, 409, "Container %s is not running", c->arg);
+    return;
+  }
+  pid_t *pids = NULL;
+  size_t n = 0;
+  vs_error *e = NULL;
+  if (ctr_ps(&d->rt, ctr->id, &pids, &n, &e) < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  json_t *procs = json_array();
+  for (size_t i = 0; i < n; i++) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pids[i]);
+    _cleanup_free_ char *cmd = NULL;
+    size_t len = 0;
+    if (vs_read_file(path, 65536, &cmd, &len, NULL) < 0)
+      continue; /* gone meanwhile */
+    for (size_t k = 0; k + 1 < len; k++)
+      if (cmd[k] == 0)
+        cmd[k] = ' ';
+    char pid[16];
+    snprintf(pid, sizeof(pid), "%d", (int)pids[i]);
+    json_array_append_new(procs, json_pack("[s, s]", pid, cmd));
+  }
+  free(pids);
+  vd_call_json(c, 200, json_pack("{s:[s, s], s:o}", "Titles", "PID", "CMD", "Processes", procs));
+}

@@ -329,6 +329,9 @@ void vd_h_container_pause(vd_call *c);
 void vd_h_container_unpause(vd_call *c);
 void vd_h_swarm(vd_call *c);
 void vd_h_container_resize(vd_call *c);
+void vd_h_container_rename(vd_call *c);
+void vd_h_containers_prune(vd_call *c);
+void vd_h_container_top(vd_call *c);
 void vd_h_exec_create(vd_call *c);
 void vd_h_exec_start(vd_call *c);
 void vd_h_exec_inspect(vd_call *c);
@@ -372,6 +375,8 @@ int vd_supervise_wait_exit(vd_container *c, int timeout_ms);
 /* A start failed (loop): as dockerd, its attach streams end, its waiters get the exit code
  * (127, 126 or 128) and --rm removes it. */
 void vd_supervise_start_failed(vd_daemon *d, vd_container *c);
+/* From a worker: have the loop call vd_supervise_removed for job->ctr (then unref it). */
+void vd_supervise_post_removed(vd_daemon *d, vd_job *job);
 /* The container was removed (loop): end its streams, drop it from the table. */
 void vd_supervise_removed(vd_daemon *d, vd_container *c);
 

@@ -147,6 +147,21 @@ static void remove_job_run(vd_job *job) {
   }
 }
 
+static void removed_done(vd_job *job) {
+  vd_supervise_removed(job->d, job->ctr);
+  vd_ctr_unref(job->d, job->ctr);
+  free(job);
+}
+
+static void nothing_to_run(vd_job *job) { (void)job; }
+
+void vd_supervise_post_removed(vd_daemon *d, vd_job *job) {
+  /* a job with nothing left to do: a worker passes it straight back to the loop */
+  job->run = nothing_to_run;
+  job->done = removed_done;
+  vd_job_submit(d, job);
+}
+
 static void remove_job_done(vd_job *job) {
   if (job->result == 0)
     vd_supervise_removed(job->d, job->ctr);

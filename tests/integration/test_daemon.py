@@ -714,3 +714,17 @@ def test_volumes(vdi):
     assert vdi.docker("volume", "ls", "-q").stdout.strip() == ""
     missing = vdi.docker("volume", "inspect", "data", check=False)
     assert missing.returncode != 0 and "no such volume" in missing.stderr
+
+
+def test_rename_top_prune(vdi):
+    vdi.docker("run", "-d", "--name", "before", "busybox", "sh", "-c", "sleep 300")
+    vdi.docker("rename", "before", "after")
+    assert vdi.docker("ps", "--format", "{{.Names}}").stdout.split() == ["after"]
+    top = vdi.docker("top", "after").stdout
+    assert "sleep 300" in top or "sh -c sleep 300" in top
+    vdi.docker("create", "--name", "idle1", "busybox")
+    vdi.docker("run", "--name", "done1", "busybox", "true")
+    r = vdi.docker("container", "prune", "-f")
+    assert "Total reclaimed space" in r.stdout
+    assert vdi.docker("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["after"]
+    vdi.docker("rm", "-f", "after")
