@@ -23,6 +23,18 @@ static vd_container *call_container(vd_call *c) {
   return ctr;
 }
 
+/* An event about ctr (its attributes read under the lock), with extra attributes. */
+static void ctr_event(vd_daemon *d, vd_container *ctr, const char *action, json_t *extra) {
+  pthread_mutex_lock(&d->lock);
+  json_t *a = vd_event_ctr_attrs(ctr);
+  pthread_mutex_unlock(&d->lock);
+  if (extra) {
+    json_object_update(a, extra);
+    json_decref(extra);
+  }
+  vd_event_emit(d, "container", action, ctr->id, a);
+}
+
 /* ---------------------------------------------------------------- create */
 
 static bool valid_name(const char *n) {
@@ -416,6 +428,7 @@ void vd_h_container_create(vd_call *c) {
   vd_ctr_add(d, ctr);
   pthread_mutex_unlock(&d->lock);
   vs_log_info("container %.12s created (%s)", id, name);
+  ctr_event(d, ctr, "create", NULL);
   vd_call_json(c, 201, json_pack("{s:s, s:[]}", "Id", id, "Warnings"));
 }
 
@@ -693,6 +706,7 @@ static void start_container(vd_call *c, vd_container *ctr) {
     return;
   }
   vs_log_info("container %.12s started", ctr->id);
+  ctr_event(d, ctr, "start", NULL);
   c->after = VD_AFTER_WATCH;
   vd_call_status(c, 204);
 }
@@ -753,6 +767,7 @@ void vd_h_container_kill(vd_call *c) {
     vs_error_free(e);
     return;
   }
+  ctr_event(d, ctr, "kill", json_pack("{s:i}", "signal", sig));
   vd_call_status(c, 204);
 }
 
@@ -812,6 +827,7 @@ static bool stop_container(vd_call *c, vd_container *ctr) {
     }
   }
   refresh_after_exit(d, ctr);
+  ctr_event(d, ctr, "stop", NULL);
   vd_call_status(c, 204);
   return true;
 }
@@ -866,6 +882,7 @@ static void pause_container(vd_call *c, bool pause) {
   pthread_mutex_lock(&d->lock);
   ctr->paused = pause;
   pthread_mutex_unlock(&d->lock);
+  ctr_event(d, ctr, pause ? "pause" : "unpause", NULL);
   vd_call_status(c, 204);
 }
 
@@ -998,6 +1015,7 @@ void vd_h_container_rename(vd_call *c) {
     return;
   }
   json_decref(copy);
+  ctr_event(d, ctr, "rename", NULL);
   vd_call_status(c, 204);
 }
 

@@ -181,6 +181,7 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   pthread_mutex_init(&d->qlock, NULL);
   pthread_mutex_init(&d->store_lock, NULL);
   pthread_mutex_init(&d->volume_lock, NULL);
+  pthread_mutex_init(&d->event_lock, NULL);
   pthread_cond_init(&d->qcond, NULL);
   d->data_root = vs_strdup(o->data_root ? o->data_root : VD_DEFAULT_DATA_ROOT);
   d->exec_root = vs_strdup(o->exec_root ? o->exec_root : VD_DEFAULT_EXEC_ROOT);
@@ -282,6 +283,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_ATTACH:
         vd_attach_event(src->owner, evs[i].events);
         break;
+      case VD_SRC_EVENTS_TIMER:
+        vd_events_timer(src->owner);
+        break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:
       case VD_SRC_EXEC_IN:
@@ -289,6 +293,7 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
         break;
       }
     }
+    vd_events_deliver(d);
     vd_conn_sweep(d);
     sweep_removed_containers(d);
   }
@@ -334,6 +339,8 @@ void vd_daemon_free(vd_daemon *d) {
   pthread_mutex_destroy(&d->qlock);
   pthread_mutex_destroy(&d->store_lock);
   pthread_mutex_destroy(&d->volume_lock);
+  pthread_mutex_destroy(&d->event_lock);
+  vd_events_free(d);
   pthread_cond_destroy(&d->qcond);
   free(d->data_root);
   free(d->exec_root);

@@ -401,6 +401,9 @@ void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events) {
       x->exit_code = 255;
     x->running = false;
     vs_log_debug("exec %.12s in %.12s exited with %d", x->id, x->ctr_id, x->exit_code);
+    vd_event_emit(
+        d, "container", "exec_die", x->ctr_id,
+        json_pack("{s:s, s:o}", "execID", x->id, "exitCode", json_sprintf("%d", x->exit_code)));
     exec_maybe_finish(d, x);
   } else if (src == &x->out_src) {
     exec_output(d, x, &x->out_fd, 1);

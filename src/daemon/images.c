@@ -149,6 +149,7 @@ void vd_h_image_load(vd_call *c) {
   json_array_foreach(names, i, v) {
     _cleanup_free_ char *fam = vs_image_name_familiar(json_string_value(v));
     _cleanup_free_ char *msg = vs_asprintf("Loaded image: %s\n", fam);
+    vd_event_emit(d, "image", "load", fam, json_pack("{s:s}", "name", fam));
     _cleanup_json_ json_t *line = json_pack("{s:s}", "stream", msg);
     _cleanup_free_ char *ls = json_dumps(line, JSON_COMPACT);
     char *next = vs_asprintf("%s%s\n", text, ls);
@@ -194,10 +195,13 @@ void vd_h_image_tag(vd_call *c) {
   vs_image img;
   pthread_mutex_lock(&d->store_lock);
   if (resolve_image(c, c->arg, &img)) {
-    if (vs_store_tag_set(d->store, full, img.manifest_digest, &e) < 0)
+    if (vs_store_tag_set(d->store, full, img.manifest_digest, &e) < 0) {
       vd_call_fail(c, e);
-    else
+    } else {
+      _cleanup_free_ char *fam = vs_image_name_familiar(full);
+      vd_event_emit(d, "image", "tag", img.manifest.config.digest, json_pack("{s:s}", "name", fam));
       vd_call_status(c, 201);
+    }
     vs_image_clear(&img);
   }
   pthread_mutex_unlock(&d->store_lock);
@@ -246,6 +250,8 @@ static void untag_and_collect(vd_call *c, json_t *names, const vs_image *img, js
     }
     _cleanup_free_ char *fam = vs_image_name_familiar(json_string_value(v));
     json_array_append_new(out, json_pack("{s:s}", "Untagged", fam));
+    vd_event_emit(d, "image", "untag", img->manifest.config.digest,
+                  json_pack("{s:s}", "name", fam));
   }
   json_t *tags = vs_store_tags(d->store, NULL);
   bool still_tagged = false;
@@ -261,6 +267,7 @@ static void untag_and_collect(vd_call *c, json_t *names, const vs_image *img, js
       vs_error_free(e);
     }
     json_array_append_new(out, json_pack("{s:s}", "Deleted", img->manifest.config.digest));
+    vd_event_emit(d, "image", "delete", img->manifest.config.digest, NULL);
   }
   vd_call_json(c, 200, out);
 }
@@ -361,6 +368,7 @@ static void image_pull(vd_call *c, const char *from, const char *tag) {
   }
   _cleanup_free_ char *fam = vs_image_name_familiar(ref);
   _cleanup_free_ char *last = vs_asprintf("Status: Downloaded newer image for %s", fam);
+  vd_event_emit(d, "image", "pull", fam, json_pack("{s:s}", "name", fam));
   c->status = 200;
   c->text = status_stream(progress, last);
   c->content_type = "application/json";

@@ -25,6 +25,7 @@
 #define VD_MAX_JSON_BODY (4U << 20)    /* create, and every other JSON request */
 #define VD_MAX_LOAD_BODY (64ULL << 30) /* docker load: an image archive */
 #define VD_MAX_CONNS 1024
+#define VD_EVENTS_KEPT 1024
 #define VD_OUT_HIGH_WATER (1U << 20) /* stop reading a log while this much is unsent */
 
 /* ---- util.c */
@@ -44,14 +45,15 @@ typedef enum {
   VD_SRC_LISTENER,
   VD_SRC_CONN,
   VD_SRC_SIGNAL,
-  VD_SRC_DONE,     /* eventfd: worker jobs finished */
-  VD_SRC_INOTIFY,  /* container directories: the logs grew, an exit was recorded */
-  VD_SRC_MONITOR,  /* pidfd of a container's monitor */
-  VD_SRC_RESTART,  /* timerfd of a container waiting to be restarted */
-  VD_SRC_ATTACH,   /* an attach connection's socket to the container's monitor (stdin) */
-  VD_SRC_EXEC_PID, /* pidfd of an exec's helper */
-  VD_SRC_EXEC_OUT, /* an exec's stdout or stderr pipe */
-  VD_SRC_EXEC_IN,  /* an exec's stdin pipe */
+  VD_SRC_DONE,         /* eventfd: worker jobs finished */
+  VD_SRC_INOTIFY,      /* container directories: the logs grew, an exit was recorded */
+  VD_SRC_MONITOR,      /* pidfd of a container's monitor */
+  VD_SRC_RESTART,      /* timerfd of a container waiting to be restarted */
+  VD_SRC_ATTACH,       /* an attach connection's socket to the container's monitor (stdin) */
+  VD_SRC_EXEC_PID,     /* pidfd of an exec's helper */
+  VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
+  VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
+  VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -120,6 +122,7 @@ typedef enum {
   VD_STREAM_ATTACH, /* hijacked attach: follows until the next exit */
   VD_STREAM_WAIT,   /* wait: one JSON object at the next exit / removal */
   VD_STREAM_EXEC,   /* hijacked exec start: the helper's output until it ends */
+  VD_STREAM_EVENTS, /* /events: JSON lines as things happen */
 } vd_stream_kind;
 
 typedef struct vd_route vd_route;
@@ -163,6 +166,12 @@ struct vd_conn {
   vd_exec *exec; /* VD_STREAM_EXEC */
   int file_fd;   /* a file body being sent */
   uint64_t file_left;
+  /* VD_STREAM_EVENTS */
+  uint64_t event_seq;
+  json_t *event_filters;
+  long long events_since, events_until;
+  int events_timer;
+  vd_src events_timer_src;
 };
 
 typedef enum {
@@ -250,6 +259,10 @@ struct vd_daemon {
   vd_conn *dead_conns; /* closed, freed at the end of the loop iteration */
   vd_container *dead_ctrs;
   vd_exec *execs; /* loop only */
+  /* the events ring: under event_lock */
+  pthread_mutex_t event_lock;
+  json_t *events[VD_EVENTS_KEPT];
+  uint64_t event_seq;
   /* the container table and every container's status: under lock (short holds, also on the
    * loop); the image store object: under store_lock (long holds, workers only) */
   pthread_mutex_t lock;
@@ -309,6 +322,16 @@ void vd_h_volume_inspect(vd_call *c);
 void vd_h_volume_delete(vd_call *c);
 void vd_h_volumes_prune(vd_call *c);
 
+/* events.c: emit from anywhere; attrs is stolen (NULL: none) */
+void vd_event_emit(vd_daemon *d, const char *type, const char *action, const char *id,
+                   json_t *attrs);
+/* Name, image and labels of a container (new object; caller holds d->lock or owns c). */
+json_t *vd_event_ctr_attrs(const vd_container *c);
+void vd_events_deliver(vd_daemon *d); /* loop, end of iteration */
+void vd_events_timer(vd_conn *c);
+void vd_events_detach(vd_conn *c);
+void vd_events_free(vd_daemon *d);
+
 /* volumes.c */
 bool vd_volume_name_valid(const char *name);
 /* The named volume's record (new reference), made when missing (worker). */
@@ -329,6 +352,7 @@ void vd_h_container_pause(vd_call *c);
 void vd_h_container_unpause(vd_call *c);
 void vd_h_swarm(vd_call *c);
 void vd_h_container_resize(vd_call *c);
+void vd_h_events(vd_call *c);
 void vd_h_container_rename(vd_call *c);
 void vd_h_containers_prune(vd_call *c);
 void vd_h_container_top(vd_call *c);

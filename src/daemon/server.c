@@ -542,6 +542,7 @@ void vd_conn_accept(vd_daemon *d, int lfd) {
     c->log_fd = -1;
     c->mon_fd = -1;
     c->file_fd = -1;
+    c->events_timer = -1;
     c->mon_src.kind = VD_SRC_ATTACH;
     c->mon_src.owner = c;
     c->state = VD_CONN_HEAD;

@@ -223,6 +223,11 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   int code = c->exit_code;
   pthread_mutex_unlock(&d->lock);
   vs_log_info("container %.12s exited with %d", c->id, code);
+  pthread_mutex_lock(&d->lock);
+  json_t *attrs = vd_event_ctr_attrs(c);
+  pthread_mutex_unlock(&d->lock);
+  json_object_set_new(attrs, "exitCode", json_sprintf("%d", code));
+  vd_event_emit(d, "container", "die", c->id, attrs);
   after_exit(d, c, restarted);
 }
 
@@ -304,6 +309,10 @@ void vd_supervise_removed(vd_daemon *d, vd_container *c) {
   c->removed = true;
   pthread_mutex_unlock(&d->lock);
   vs_log_info("container %.12s removed", c->id);
+  pthread_mutex_lock(&d->lock);
+  json_t *attrs = vd_event_ctr_attrs(c);
+  pthread_mutex_unlock(&d->lock);
+  vd_event_emit(d, "container", "destroy", c->id, attrs);
   vd_streams_exit(d, c, true);
   /* the table's reference goes at the end of the loop iteration: events already fetched may
    * still name the container */

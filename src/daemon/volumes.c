@@ -66,6 +66,7 @@ json_t *vd_volume_ensure(vd_daemon *d, const char *name, json_t *labels, json_t 
       v = volume_load(d, name);
       if (created)
         *created = true;
+      vd_event_emit(d, "volume", "create", name, json_pack("{s:s}", "driver", "local"));
     }
     json_decref(rec);
   }
@@ -166,6 +167,8 @@ static int volume_remove(vd_daemon *d, const char *name, vs_error **err) {
   pthread_mutex_lock(&d->volume_lock);
   int r = vs_rm_rf(dir, err);
   pthread_mutex_unlock(&d->volume_lock);
+  if (r == 0)
+    vd_event_emit(d, "volume", "destroy", name, json_pack("{s:s}", "driver", "local"));
   return r;
 }
 

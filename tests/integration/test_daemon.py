@@ -728,3 +728,32 @@ def test_rename_top_prune(vdi):
     assert "Total reclaimed space" in r.stdout
     assert vdi.docker("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["after"]
     vdi.docker("rm", "-f", "after")
+
+
+def test_events(vdi):
+    since = str(int(time.time()) - 1)
+    follow = subprocess.Popen([DOCKER, "events", "--format", "{{.Type}} {{.Action}}",
+                               "--filter", "type=container"], env=vdi.env, text=True,
+                              stdout=subprocess.PIPE)
+    time.sleep(0.3)
+    vdi.docker("run", "--rm", "--name", "evented", "-l", "team=x", "busybox", "sh", "-c", "exit 2",
+               check=False)
+    vdi.docker("volume", "create", "evvol")
+    time.sleep(0.3)
+    until = str(int(time.time()) + 1)
+    r = vdi.docker("events", "--since", since, "--until", until, "--format",
+                   "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}", "--filter",
+                   "container=evented", timeout=20)
+    assert r.stdout.split("\n")[:4] == ["container create evented", "container start evented",
+                                        "container die evented", "container destroy evented"]
+    r = vdi.docker("events", "--since", since, "--until", until, "--filter", "label=team=x",
+                   "--filter", "event=die", "--format", "{{.Actor.Attributes.exitCode}}",
+                   timeout=20)
+    assert r.stdout.strip() == "2"
+    r = vdi.docker("events", "--since", since, "--until", until, "--filter", "type=volume",
+                   "--format", "{{.Action}} {{.Actor.ID}}", timeout=20)
+    assert r.stdout.strip() == "create evvol"
+    follow.kill()
+    out = follow.communicate()[0].split("\n")
+    assert out[:4] == ["container create", "container start", "container die", "container destroy"]
+    vdi.docker("volume", "rm", "evvol")
