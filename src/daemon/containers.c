@@ -552,7 +552,8 @@ static bool filter_match(json_t *filters, const char *key, const vd_container *c
       if (have && (!eq || !strcmp(have, eq + 1)))
         return true;
     }
-    if (!strcmp(key, "exited") && c->state == VD_CTR_EXITED && atoi(want) == c->exit_code)
+    if (!strcmp(key, "exited") && c->state == VD_CTR_EXITED &&
+        strtol(want, NULL, 10) == c->exit_code)
       return true;
   }
   return false;

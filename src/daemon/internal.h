@@ -129,49 +129,46 @@ typedef struct vd_route vd_route;
 
 struct vd_conn {
   vd_src src;
-  int fd;
+  vd_src mon_src;
+  vd_src events_timer_src;
   vd_daemon *d;
   vd_conn *prev, *next; /* all connections */
-  vd_conn_state state;
-  bool peer_eof; /* the client shut its side (hijacked streams keep going) */
-  bool dead;     /* fd closed while a worker still has the call: free when it returns */
   char *in;
   size_t in_len, in_cap;
   char *out;
   size_t out_len, out_off, out_cap;
-  bool want_out; /* EPOLLOUT registered */
   /* the request being read */
   http_request req;
   http_body body;
   vd_call *call;
   /* streams */
-  vd_stream_kind stream;
-  bool chunked; /* response body in chunked encoding */
   vd_container *ctr;
   vd_conn *stream_next;
-  int log_fd;
   char *log_partial; /* an incomplete last line of the log */
   size_t log_partial_len;
-  bool out_stdout, out_stderr, follow, until_exit, timestamps;
-  bool ctr_ended; /* the container exited or went away: drain the log, then end */
-  unsigned exits_at_start;
   char *wait_condition; /* "not-running", "next-exit", "removed" */
-  bool raw;             /* TTY: no multiplexing headers */
-  /* attach with stdin: what the client sends goes to the monitor's attach.sock */
-  bool attach_stdin, stdin_once, stdin_closed;
-  int mon_fd;
-  vd_src mon_src;
-  char *mon_out;
+  char *mon_out;        /* stdin frames for the monitor's attach.sock */
   size_t mon_out_len;
-  vd_exec *exec; /* VD_STREAM_EXEC */
-  int file_fd;   /* a file body being sent */
-  uint64_t file_left;
-  /* VD_STREAM_EVENTS */
-  uint64_t event_seq;
+  vd_exec *exec;      /* VD_STREAM_EXEC */
+  uint64_t file_left; /* a file body being sent */
+  uint64_t event_seq; /* VD_STREAM_EVENTS */
   json_t *event_filters;
   long long events_since, events_until;
+  int fd;
+  vd_conn_state state;
+  vd_stream_kind stream;
+  int log_fd;
+  int mon_fd;
+  int file_fd;
   int events_timer;
-  vd_src events_timer_src;
+  bool peer_eof; /* the client shut its side (hijacked streams keep going) */
+  bool dead;     /* closed: freed at the end of the loop iteration or when its worker returns */
+  bool chunked;  /* response body in chunked encoding */
+  bool out_stdout, out_stderr, follow, timestamps;
+  bool ctr_ended; /* the container exited or went away: drain the log, then end */
+  bool raw;       /* TTY: no multiplexing headers */
+  /* attach with stdin: what the client sends goes to the monitor's attach.sock */
+  bool attach_stdin, stdin_once, stdin_closed;
 };
 
 typedef enum {
