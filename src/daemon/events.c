@@ -102,8 +102,9 @@ static bool event_matches(json_t *filters, json_t *ev) {
       json_array_extend(want, labels);
     const char *k;
     json_t *x;
-    json_object_foreach(json_is_object(labels) ? labels : NULL, k, x)
-        json_array_append_new(want, json_string(k));
+    if (json_is_object(labels)) {
+      json_object_foreach(labels, k, x) json_array_append_new(want, json_string(k));
+    }
     size_t i;
     json_array_foreach(want, i, x) {
       const char *l = json_string_value(x);
