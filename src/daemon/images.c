@@ -522,3 +522,87 @@ void vd_h_image_save(vd_call *c) {
   c->file_size = (uint64_t)st.st_size;
   c->content_type = "application/x-tar";
 }
+
+/* docker image prune: unreferenced data always; with dangling=false (-a) also every image no
+ * container uses, untagged first. */
+void vd_h_images_prune(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *ftext = http_query_get(c->req->query, "filters");
+  bool all =
+      ftext && strstr(ftext, "dangling") && (strstr(ftext, "\"false\"") || strstr(ftext, "\"0\""));
+  json_t *deleted = json_array();
+  vs_error *e = NULL;
+  pthread_mutex_lock(&d->store_lock);
+  json_t *tags = all ? vs_store_tags(d->store, NULL) : NULL;
+  const char *key;
+  json_t *val;
+  json_object_foreach(tags, key, val) {
+    const char *md = json_string_value(val);
+    _cleanup_free_ char *user = md ? container_using(d, md) : NULL;
+    if (!md || user || vs_store_tag_remove(d->store, key, NULL) < 0)
+      continue;
+    _cleanup_free_ char *fam = vs_image_name_familiar(key);
+    json_array_append_new(deleted, json_pack("{s:s}", "Untagged", fam));
+  }
+  json_decref(tags);
+  vs_gc_stats st = {0};
+  int r = vs_store_gc(d->store, &st, &e);
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0) {
+    json_decref(deleted);
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vd_call_json(c, 200,
+               json_pack("{s:o, s:I}", "ImagesDeleted", deleted, "SpaceReclaimed",
+                         (json_int_t)st.bytes_freed));
+}
+
+/* docker system df: images with the containers using them, containers, volumes. */
+void vd_h_system_df(vd_call *c) {
+  vd_daemon *d = c->d;
+  json_t *images = json_array();
+  pthread_mutex_lock(&d->store_lock);
+  json_t *tags = vs_store_tags(d->store, NULL);
+  json_t *seen = json_object();
+  const char *key;
+  json_t *val;
+  json_object_foreach(tags, key, val) {
+    const char *md = json_string_value(val);
+    vs_image img;
+    if (!md || json_object_get(seen, md) || vs_store_load_image(d->store, md, &img, NULL) < 0)
+      continue;
+    json_object_set_new(seen, md, json_true());
+    json_t *sum = image_summary(&img, tags);
+    json_int_t users = 0;
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->n_ctrs; i++) {
+      const char *cm = json_string_value(json_object_get(d->ctrs[i]->rec, "ImageManifest"));
+      users += cm && !strcmp(cm, md);
+    }
+    pthread_mutex_unlock(&d->lock);
+    json_object_set_new(sum, "Containers", json_integer(users));
+    json_array_append_new(images, sum);
+    vs_image_clear(&img);
+  }
+  json_decref(seen);
+  json_decref(tags);
+  _cleanup_free_ char *layers = vs_asprintf("%s/layers", d->data_root);
+  json_int_t layers_size = (json_int_t)vs_img_du(layers);
+  pthread_mutex_unlock(&d->store_lock);
+  json_t *ctrs = json_array();
+  pthread_mutex_lock(&d->lock);
+  for (size_t i = 0; i < d->n_ctrs; i++) {
+    vd_container *ctr = d->ctrs[i];
+    _cleanup_free_ char *upper = vs_asprintf("%s/upper", ctr->dir);
+    json_array_append_new(
+        ctrs, json_pack("{s:s, s:[s], s:O, s:s, s:I}", "Id", ctr->id, "Names", ctr->name, "Image",
+                        json_object_get(json_object_get(ctr->rec, "Config"), "Image"), "State",
+                        vd_ctr_state_name(ctr), "SizeRw", (json_int_t)vs_img_du(upper)));
+  }
+  pthread_mutex_unlock(&d->lock);
+  vd_call_json(c, 200,
+               json_pack("{s:I, s:o, s:o, s:o, s:[]}", "LayersSize", layers_size, "Images", images,
+                         "Containers", ctrs, "Volumes", vd_volumes_usage(d), "BuildCache"));
+}

@@ -313,6 +313,8 @@ void vd_h_image_delete(vd_call *c);
 void vd_h_image_create(vd_call *c);
 void vd_h_image_history(vd_call *c);
 void vd_h_image_save(vd_call *c);
+void vd_h_images_prune(vd_call *c);
+void vd_h_system_df(vd_call *c);
 void vd_h_volumes_list(vd_call *c);
 void vd_h_volume_create(vd_call *c);
 void vd_h_volume_inspect(vd_call *c);
@@ -331,6 +333,8 @@ void vd_events_free(vd_daemon *d);
 
 /* volumes.c */
 bool vd_volume_name_valid(const char *name);
+/* Every volume with its UsageData (size, containers naming it), for system df. */
+json_t *vd_volumes_usage(vd_daemon *d);
 /* The named volume's record (new reference), made when missing (worker). */
 json_t *vd_volume_ensure(vd_daemon *d, const char *name, json_t *labels, json_t *opts,
                          bool *created, vs_error **err);

@@ -218,3 +218,25 @@ void vd_h_volumes_prune(vd_call *c) {
   }
   vd_call_json(c, 200, json_pack("{s:o, s:i}", "VolumesDeleted", deleted, "SpaceReclaimed", 0));
 }
+
+json_t *vd_volumes_usage(vd_daemon *d) {
+  _cleanup_free_ char *dir = vs_asprintf("%s/volumes", d->data_root);
+  json_t *out = json_array();
+  DIR *dh = opendir(dir);
+  if (!dh)
+    return out;
+  struct dirent *de;
+  while ((de = readdir(dh))) {
+    json_t *v = de->d_name[0] == '.' ? NULL : volume_load(d, de->d_name);
+    if (!v)
+      continue;
+    _cleanup_json_ json_t *users = volume_users(d, de->d_name);
+    const char *mp = json_string_value(json_object_get(v, "Mountpoint"));
+    json_object_set_new(v, "UsageData",
+                        json_pack("{s:I, s:I}", "Size", (json_int_t)vs_img_du(mp), "RefCount",
+                                  (json_int_t)json_array_size(users)));
+    json_array_append_new(out, v);
+  }
+  closedir(dh);
+  return out;
+}

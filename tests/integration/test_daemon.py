@@ -757,3 +757,20 @@ def test_events(vdi):
     out = follow.communicate()[0].split("\n")
     assert out[:4] == ["container create", "container start", "container die", "container destroy"]
     vdi.docker("volume", "rm", "evvol")
+
+
+def test_system_df_and_image_prune(vdi):
+    vdi.docker("volume", "create", "dfvol")
+    vdi.docker("create", "--name", "user1", "-v", "dfvol:/v", "busybox")
+    df = vdi.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Active}}").stdout
+    rows = dict((l.split(" ", 1)[0], l.split(" ", 1)[1]) for l in df.strip().splitlines())
+    assert rows["Images"] == "1 1" and rows["Containers"] == "1 0"
+    assert rows["Local"].endswith("1 1")  # "Local Volumes"
+    vdi.docker("tag", "busybox", "spare:1")
+    # busybox is in use by user1: only what no container needs goes (spare:1 names the same image)
+    vdi.docker("image", "prune", "-a", "-f")
+    assert vdi.docker("images", "-q").stdout.strip() != ""
+    vdi.docker("rm", "user1")
+    vdi.docker("volume", "rm", "dfvol")
+    vdi.docker("image", "prune", "-a", "-f")
+    assert vdi.docker("images", "-q").stdout.strip() == ""
