@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/sendfile.h>
 #include <stdlib.h>
@@ -432,6 +433,12 @@ static void conn_start_call(vd_conn *c) {
   }
   http_body_init(&c->body, &c->req, limit);
   c->state = VD_CONN_BODY;
+  /* curl waits a second for this before it sends a large body */
+  const char *expect = http_header_get(&c->req, "Expect");
+  if (has_body && expect && !strcasecmp(expect, "100-continue") && c->in_len == 0) {
+    send_str(c, "HTTP/1.1 100 Continue\r\n\r\n");
+    conn_flush(c);
+  }
 }
 
 static void conn_read_head(vd_conn *c) {
