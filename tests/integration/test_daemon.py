@@ -774,3 +774,17 @@ def test_system_df_and_image_prune(vdi):
     vdi.docker("volume", "rm", "dfvol")
     vdi.docker("image", "prune", "-a", "-f")
     assert vdi.docker("images", "-q").stdout.strip() == ""
+
+
+def test_stats_no_stream(vdi):
+    vdi.docker("run", "-d", "--name", "busy", "--memory", "64m", "busybox", "sh", "-c",
+               "while true; do :; done")
+    r = vdi.docker("stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}",
+                   "busy", timeout=30)
+    name, cpu, mem_usage, slash, mem_limit, pids = r.stdout.split()
+    assert name == "busy" and slash == "/" and pids == "1"
+    assert float(cpu.rstrip("%")) > 10  # the loop keeps a CPU busy
+    assert mem_limit == "64MiB"
+    streaming = vdi.docker("stats", "busy", check=False, timeout=10)
+    assert streaming.returncode != 0
+    vdi.docker("rm", "-f", "busy")
