@@ -36,22 +36,23 @@ static json_t *sample(vd_daemon *d, const vd_container *c, json_t **cpu, json_t 
   json_t *data = json_object_get(st, "data");
   json_t *cu = json_object_get(json_object_get(data, "cpu"), "usage");
   json_t *percpu = json_object_get(cu, "percpu");
-  *cpu = json_pack("{s:{s:I, s:O, s:I, s:I}, s:I, s:I, s:{s:i, s:i, s:i}}", "cpu_usage",
-                   "total_usage", json_integer_value(json_object_get(cu, "total")), "percpu_usage",
-                   json_is_array(percpu) ? percpu : json_array(), "usage_in_kernelmode",
-                   json_integer_value(json_object_get(cu, "kernel")), "usage_in_usermode",
-                   json_integer_value(json_object_get(cu, "user")), "system_cpu_usage",
-                   system_cpu_ns(), "online_cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN),
-                   "throttling_data", "periods", 0, "throttled_periods", 0, "throttled_time", 0);
+  *cpu =
+      json_pack("{s:{s:I, s:o, s:I, s:I}, s:I, s:I, s:{s:i, s:i, s:i}}", "cpu_usage", "total_usage",
+                json_integer_value(json_object_get(cu, "total")), "percpu_usage",
+                json_is_array(percpu) ? json_incref(percpu) : json_array(), "usage_in_kernelmode",
+                json_integer_value(json_object_get(cu, "kernel")), "usage_in_usermode",
+                json_integer_value(json_object_get(cu, "user")), "system_cpu_usage",
+                system_cpu_ns(), "online_cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN),
+                "throttling_data", "periods", 0, "throttled_periods", 0, "throttled_time", 0);
   json_t *mu = json_object_get(json_object_get(data, "memory"), "usage");
   json_int_t limit = json_integer_value(json_object_get(mu, "limit"));
   if (limit <= 0 || limit > (json_int_t)1 << 62) /* unlimited: the host's memory, as dockerd */
     limit = (json_int_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
   json_t *raw = json_object_get(json_object_get(data, "memory"), "raw");
   *mem =
-      json_pack("{s:I, s:I, s:I, s:O}", "usage", json_integer_value(json_object_get(mu, "usage")),
+      json_pack("{s:I, s:I, s:I, s:o}", "usage", json_integer_value(json_object_get(mu, "usage")),
                 "max_usage", json_integer_value(json_object_get(mu, "max")), "limit", limit,
-                "stats", json_is_object(raw) ? raw : json_object());
+                "stats", json_is_object(raw) ? json_incref(raw) : json_object());
   json_t *p = json_object_get(data, "pids");
   *pids = json_pack("{s:I}", "current", json_integer_value(json_object_get(p, "current")));
   if (json_integer_value(json_object_get(p, "limit")) > 0)
