@@ -146,8 +146,9 @@ struct vd_conn {
   vd_conn *stream_next;
   char *log_partial; /* an incomplete last line of the log */
   size_t log_partial_len;
-  char *wait_condition; /* "not-running", "next-exit", "removed" */
-  char *mon_out;        /* stdin frames for the monitor's attach.sock */
+  char *wait_condition;          /* "not-running", "next-exit", "removed" */
+  char *logs_since, *logs_until; /* RFC 3339 bounds of logs entries, NULL if none */
+  char *mon_out;                 /* stdin frames for the monitor's attach.sock */
   size_t mon_out_len;
   vd_exec *exec;      /* VD_STREAM_EXEC */
   uint64_t file_left; /* a file body being sent */

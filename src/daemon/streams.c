@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define LOG_READ_CHUNK 65536
 #define LOG_LINE_LIMIT (1U << 20) /* a longer "line" in the log is not ours: skipped */
@@ -56,6 +57,9 @@ void vd_stream_detach(vd_conn *conn) {
   conn->log_partial_len = 0;
   free(conn->wait_condition);
   conn->wait_condition = NULL;
+  free(conn->logs_since);
+  free(conn->logs_until);
+  conn->logs_since = conn->logs_until = NULL;
 }
 
 /* One json-file line to a multiplexed frame, if its stream is wanted. */
@@ -72,6 +76,10 @@ static void emit_line(vd_conn *conn, const char *line, size_t len) {
   if (n == 0)
     return;
   const char *time = json_string_value(json_object_get(j, "time"));
+  /* the monitor writes fixed-width UTC times: they compare as strings */
+  if (time && ((conn->logs_since && strcmp(time, conn->logs_since) < 0) ||
+               (conn->logs_until && strcmp(time, conn->logs_until) > 0)))
+    return;
   _cleanup_free_ char *stamped = NULL;
   if (conn->timestamps && time) {
     /* docker logs -t: the entry's time, a space, the text */
@@ -347,6 +355,25 @@ static void seek_tail(int fd, long long n) {
   lseek(fd, 0, SEEK_SET);
 }
 
+/* docker logs --since/--until: the client sends seconds ("1700000000.25"); as an RFC 3339
+ * string like the log's times. NULL when absent or 0. */
+static char *log_bound(const char *q, const char *name, bool *bad) {
+  _cleanup_free_ char *v = http_query_get(q, name);
+  if (!v || !*v || !strcmp(v, "0"))
+    return NULL;
+  char *end;
+  double secs = strtod(v, &end);
+  if (end == v || *end || secs < 0) {
+    *bad = true;
+    return NULL;
+  }
+  struct timespec ts = {.tv_sec = (time_t)secs,
+                        .tv_nsec = (long)((secs - (double)(time_t)secs) * 1e9)};
+  char buf[64];
+  vs_utc_rfc3339(&ts, buf, sizeof(buf));
+  return vs_strdup(buf);
+}
+
 void vd_h_container_logs(vd_call *c) {
   const char *q = c->req->query;
   bool out = http_query_bool(q, "stdout", false), errs = http_query_bool(q, "stderr", false);
@@ -363,6 +390,13 @@ void vd_h_container_logs(vd_call *c) {
       vd_call_error(c, 400, "invalid value for tail: %s", tail);
       return;
     }
+  }
+  bool bad = false;
+  _cleanup_free_ char *since = log_bound(q, "since", &bad);
+  _cleanup_free_ char *until = log_bound(q, "until", &bad);
+  if (bad) {
+    vd_call_error(c, 400, "invalid value for since or until");
+    return;
   }
   int fd;
   vd_container *ctr = open_log(c, &fd);
@@ -382,6 +416,8 @@ void vd_h_container_logs(vd_call *c) {
   conn->out_stderr = errs;
   conn->follow = http_query_bool(q, "follow", false) && running;
   conn->timestamps = http_query_bool(q, "timestamps", false);
+  conn->logs_since = steal_pointer(&since);
+  conn->logs_until = steal_pointer(&until);
   conn->raw = json_is_true(json_object_get(json_object_get(ctr->rec, "Config"), "Tty"));
   stream_link(conn, ctr, VD_STREAM_LOGS);
   vd_conn_stream_begin(conn, 200, "application/vnd.docker.raw-stream");

@@ -788,3 +788,17 @@ def test_stats_no_stream(vdi):
     streaming = vdi.docker("stats", "busy", check=False, timeout=10)
     assert streaming.returncode != 0
     vdi.docker("rm", "-f", "busy")
+
+
+def test_logs_since_until(vdi):
+    vdi.docker("run", "-d", "--name", "timed", "busybox", "sh", "-c",
+               "echo first; sleep 1.5; echo second; sleep 300")
+    assert wait_for(lambda: "second" in vdi.docker("logs", "timed").stdout)
+    stamps = vdi.docker("logs", "-t", "timed").stdout.splitlines()
+    import datetime
+    t_first = datetime.datetime.strptime(stamps[0][:26], "%Y-%m-%dT%H:%M:%S.%f").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    middle = f"{t_first + 0.75:.3f}"
+    assert vdi.docker("logs", "--since", middle, "timed").stdout == "second\n"
+    assert vdi.docker("logs", "--until", middle, "timed").stdout == "first\n"
+    vdi.docker("rm", "-f", "timed")
