@@ -1095,3 +1095,71 @@ void vd_h_container_top(vd_call *c) {
   free(pids);
   vd_call_json(c, 200, json_pack("{s:[s, s], s:o}", "Titles", "PID", "CMD", "Processes", procs));
 }
+
+/* docker commit: the container's upper directory becomes a new layer on its image; a JSON
+ * body (a container config) is merged into the image's config. Dockerfile-style `changes`
+ * are not parsed yet. */
+void vd_h_commit(vd_call *c) {
+  vd_daemon *d = c->d;
+  const char *q = c->req->query;
+  _cleanup_free_ char *cname = http_query_get(q, "container");
+  _cleanup_free_ char *repo = http_query_get(q, "repo");
+  _cleanup_free_ char *tag = http_query_get(q, "tag");
+  _cleanup_free_ char *comment = http_query_get(q, "comment");
+  _cleanup_free_ char *changes = http_query_get(q, "changes");
+  if (changes && *changes) {
+    vd_call_error(c, 400,
+                  "changes (%s): Dockerfile instructions are not supported by vesseld "
+                  "yet; pass a config in the body",
+                  changes);
+    return;
+  }
+  _cleanup_json_ json_t *body = NULL;
+  if (c->body_len && strcmp(c->body, "null") != 0 && !(body = vd_call_body_object(c)))
+    return;
+  pthread_mutex_lock(&d->lock);
+  vd_container *ctr = cname ? vd_ctr_find(d, cname) : NULL;
+  if (ctr)
+    vd_ctr_ref(ctr);
+  pthread_mutex_unlock(&d->lock);
+  if (!ctr) {
+    vd_call_error(c, 404, "No such container: %s", cname ? cname : "");
+    return;
+  }
+  c->ctr = ctr;
+  _cleanup_free_ char *full = NULL;
+  vs_error *e = NULL;
+  if (repo && *repo) {
+    _cleanup_free_ char *ref = tag && *tag ? vs_asprintf("%s:%s", repo, tag) : vs_strdup(repo);
+    vs_image_ref r;
+    if (vs_image_ref_parse(ref, &r, &e) < 0) {
+      vd_call_error(c, 400, "invalid reference format: %s", e->msg);
+      vs_error_free(e);
+      return;
+    }
+    full = vs_image_ref_string(&r);
+    vs_image_ref_clear(&r);
+  }
+  const char *md = json_string_value(json_object_get(ctr->rec, "ImageManifest"));
+  _cleanup_free_ char *upper = vs_asprintf("%s/upper", ctr->dir);
+  vs_image base, img;
+  char digest[VS_DIGEST_MAX];
+  pthread_mutex_lock(&d->store_lock);
+  int r = vs_store_load_image(d->store, md, &base, &e);
+  if (r == 0) {
+    r = vs_image_commit(d->store, &base, upper, full, json_object_size(body) ? body : NULL, comment,
+                        digest, &e);
+    vs_image_clear(&base);
+  }
+  if (r == 0)
+    r = vs_store_load_image(d->store, digest, &img, &e);
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0) {
+    vd_call_error(c, 500, "commit %.12s: %s", ctr->id, e ? e->msg : "failed");
+    vs_error_free(e);
+    return;
+  }
+  vd_event_emit(d, "container", "commit", ctr->id, NULL);
+  vd_call_json(c, 201, json_pack("{s:s}", "Id", img.manifest.config.digest));
+  vs_image_clear(&img);
+}

@@ -802,3 +802,15 @@ def test_logs_since_until(vdi):
     assert vdi.docker("logs", "--since", middle, "timed").stdout == "second\n"
     assert vdi.docker("logs", "--until", middle, "timed").stdout == "first\n"
     vdi.docker("rm", "-f", "timed")
+
+
+def test_commit(vdi):
+    vdi.docker("run", "--name", "maker", "busybox", "sh", "-c", "echo made > /made; rm /etc/group")
+    r = vdi.docker("commit", "maker", "made:1")
+    assert r.stdout.strip().startswith("sha256:")
+    out = vdi.docker("run", "--rm", "made:1", "sh", "-c", "cat /made; ls /etc").stdout
+    # the new file, and the deletion as a whiteout
+    assert out.split()[0] == "made" and "passwd" in out.split() and "group" not in out.split()
+    bad = vdi.docker("commit", "--change", "CMD [\"x\"]", "maker", "made:2", check=False)
+    assert bad.returncode != 0 and "not supported" in bad.stderr
+    vdi.docker("rm", "maker")
