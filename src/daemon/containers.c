@@ -1,11 +1,13 @@
 /* Container endpoints: create, list, inspect, start, stop, kill, remove. */
 #include "daemon/internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* ---------------------------------------------------------------- lookups */
@@ -1162,4 +1164,97 @@ void vd_h_commit(vd_call *c) {
   vd_event_emit(d, "container", "commit", ctr->id, NULL);
   vd_call_json(c, 201, json_pack("{s:s}", "Id", img.manifest.config.digest));
   vs_image_clear(&img);
+}
+
+/* ---------------------------------------------------------------- diff */
+
+typedef struct diff_walk {
+  char **layers; /* lower layer directories, top first */
+  size_t n_layers;
+  json_t *out;
+  int depth;
+} diff_walk;
+
+static bool in_lower(const diff_walk *w, const char *rel) {
+  for (size_t i = 0; i < w->n_layers; i++) {
+    _cleanup_free_ char *p = vs_asprintf("%s%s", w->layers[i], rel);
+    struct stat st;
+    if (lstat(p, &st) == 0)
+      return !(S_ISCHR(st.st_mode) && st.st_rdev == 0); /* a whiteout there: not in the image */
+  }
+  return false;
+}
+
+/* Mount points the runtime makes for every container (dockerd's "init layer"): not the
+ * container's own changes. */
+static bool is_mount_point_file(const char *rel) {
+  static const char *const init[] = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev",
+                                     "/proc",      "/sys",          "/etc/mtab",        "/dev/pts",
+                                     "/dev/shm",   "/dev/mqueue",   "/dev/console"};
+  for (size_t i = 0; i < ARRAY_SIZE(init); i++)
+    if (!strcmp(rel, init[i]))
+      return true;
+  return false;
+}
+
+static void walk_upper(diff_walk *w, const char *upper, const char *rel) {
+  if (w->depth > 256)
+    return;
+  _cleanup_free_ char *path = vs_asprintf("%s%s", upper, rel);
+  DIR *dh = opendir(path);
+  if (!dh)
+    return;
+  struct dirent *de;
+  while ((de = readdir(dh))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+      continue;
+    _cleanup_free_ char *sub = vs_asprintf("%s/%s", rel, de->d_name);
+    _cleanup_free_ char *full = vs_asprintf("%s%s", upper, sub);
+    struct stat st;
+    if (lstat(full, &st) < 0 || is_mount_point_file(sub))
+      continue;
+    int kind = S_ISCHR(st.st_mode) && st.st_rdev == 0 ? 2 : in_lower(w, sub) ? 0 : 1;
+    json_array_append_new(w->out, json_pack("{s:s, s:i}", "Path", sub, "Kind", kind));
+    if (S_ISDIR(st.st_mode)) {
+      w->depth++;
+      walk_upper(w, upper, sub);
+      w->depth--;
+    }
+  }
+  closedir(dh);
+}
+
+/* docker diff: what the container's upper directory holds, against the image's layers. */
+void vd_h_container_changes(vd_call *c) {
+  vd_daemon *d = c->d;
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  const char *md = json_string_value(json_object_get(ctr->rec, "ImageManifest"));
+  vs_image img;
+  vs_error *e = NULL;
+  pthread_mutex_lock(&d->store_lock);
+  int r = vs_store_load_image(d->store, md, &img, &e);
+  diff_walk w = {.out = json_array()};
+  if (r == 0) {
+    w.n_layers = img.config.n_diff_ids;
+    w.layers = vs_malloc0(sizeof(char *) * (w.n_layers + 1));
+    for (size_t i = 0; i < w.n_layers; i++) /* top first */
+      w.layers[i] = vs_store_layer_path(d->store, img.config.diff_ids[w.n_layers - 1 - i]);
+    vs_image_clear(&img);
+  }
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0) {
+    json_decref(w.out);
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  _cleanup_free_ char *upper = vs_asprintf("%s/upper", ctr->dir);
+  walk_upper(&w, upper, "");
+  for (size_t i = 0; i < w.n_layers; i++)
+    free(w.layers[i]);
+  free(w.layers);
+  vd_call_json(c, 200, w.out);
 }

@@ -41,6 +41,7 @@ static const vd_route routes[] = {
     {"POST", "/containers/{}/rename", vd_h_container_rename, VD_RUN_WORKER, false},
     {"GET", "/containers/{}/top", vd_h_container_top, VD_RUN_WORKER, false},
     {"GET", "/containers/{}/stats", vd_h_container_stats, VD_RUN_WORKER, false},
+    {"GET", "/containers/{}/changes", vd_h_container_changes, VD_RUN_WORKER, false},
     {"POST", "/containers/prune", vd_h_containers_prune, VD_RUN_WORKER, false},
     {"POST", "/exec/{}/start", vd_h_exec_start, VD_RUN_LOOP, false},
     {"GET", "/exec/{}/json", vd_h_exec_inspect, VD_RUN_LOOP, false},

@@ -811,6 +811,8 @@ def test_commit(vdi):
     out = vdi.docker("run", "--rm", "made:1", "sh", "-c", "cat /made; ls /etc").stdout
     # the new file, and the deletion as a whiteout
     assert out.split()[0] == "made" and "passwd" in out.split() and "group" not in out.split()
+    changes = sorted(vdi.docker("diff", "maker").stdout.splitlines())
+    assert changes == ["A /made", "C /etc", "D /etc/group"]
     bad = vdi.docker("commit", "--change", "CMD [\"x\"]", "maker", "made:2", check=False)
     assert bad.returncode != 0 and "not supported" in bad.stderr
     vdi.docker("rm", "maker")
