@@ -1144,7 +1144,7 @@ void vd_h_commit(vd_call *c) {
   }
   const char *md = json_string_value(json_object_get(ctr->rec, "ImageManifest"));
   _cleanup_free_ char *upper = vs_asprintf("%s/upper", ctr->dir);
-  vs_image base, img;
+  vs_image base, img = {0};
   char digest[VS_DIGEST_MAX];
   pthread_mutex_lock(&d->store_lock);
   int r = vs_store_load_image(d->store, md, &base, &e);
