@@ -1,0 +1,89 @@
+/* vessel-monitor: started by vesseld, one per running container (see src/daemon/monitor.c). */
+#include "ctr/ctr.h"
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <string.h>
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {{"id", required_argument, NULL, 'i'},
+                                       {"bundle", required_argument, NULL, 'b'},
+                                       {"runtime-root", required_argument, NULL, 'r'},
+                                       {"log", required_argument, NULL, 'l'},
+                                       {"ready-fd", required_argument, NULL, 'f'},
+                                       {"tty", no_argument, NULL, 't'},
+                                       {"stdin", no_argument, NULL, 's'},
+                                       {"exec", required_argument, NULL, 'e'},
+                                       {NULL, 0, NULL, 0}};
+  vs_log_configure("vessel-monitor", VS_LOG_INFO, VS_LOG_FORMAT_TEXT, 2);
+  vs_error *err = NULL;
+  /* the container's init is cloned from this process: run from a copy nobody can write to, as
+   * vessel-runtime does (CVE-2019-5736) */
+  if (ctr_reexec_sealed(argv, &err) < 0) {
+    vs_error_print(err, "vessel-monitor");
+    vs_error_free(err);
+    return 1;
+  }
+  vd_monitor_options o = {.ready_fd = -1};
+  const char *exec_file = NULL;
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    uint64_t fd;
+    switch (c) {
+    case 'i':
+      o.id = optarg;
+      break;
+    case 'b':
+      o.bundle = optarg;
+      break;
+    case 't':
+      o.tty = true;
+      break;
+    case 'e':
+      exec_file = optarg;
+      break;
+    case 's':
+      o.open_stdin = true;
+      break;
+    case 'r':
+      o.runtime_root = optarg;
+      break;
+    case 'l':
+      o.log_path = optarg;
+      break;
+    case 'f':
+      if (vs_parse_u64(optarg, "--ready-fd", &fd, &err) < 0 || fd < 3 || fd > 1024) {
+        if (!err)
+          vs_error_set(&err, EINVAL, "--ready-fd %s: expected a descriptor above 2", optarg);
+        vs_error_print(err, "vessel-monitor");
+        vs_error_free(err);
+        return 2;
+      }
+      o.ready_fd = (int)fd;
+      break;
+    default:
+      return 2;
+    }
+  }
+  if (exec_file && o.id && o.runtime_root) {
+    int status = vd_exec_helper_run(o.runtime_root, o.id, exec_file, &err);
+    if (status < 0) {
+      vs_error_print(err, "vessel-monitor");
+      vs_error_free(err);
+      return 126; /* docker exec's code for a command that could not be run */
+    }
+    return status;
+  }
+  if (!o.id || !o.bundle || !o.runtime_root || !o.log_path) {
+    fprintf(stderr, "usage: vessel-monitor --id ID --bundle DIR --runtime-root DIR --log FILE "
+                    "[--ready-fd N]\n");
+    return 2;
+  }
+  if (vd_monitor_run(&o, &err) < 0) {
+    vs_error_print(err, "vessel-monitor");
+    vs_error_free(err);
+    return 1;
+  }
+  return 0;
+}

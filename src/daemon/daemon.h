@@ -1,0 +1,54 @@
+/* vessel daemon: vesseld, the long-running manager of containers and images with the Docker
+ * Engine API, and vessel-monitor, the small process that holds one container.
+ *
+ * This is the module's one public header: the programs in src/cli/vesseld use only this.
+ */
+#ifndef VESSEL_DAEMON_H
+#define VESSEL_DAEMON_H
+
+#include "base/base.h"
+
+#define VD_DEFAULT_DATA_ROOT "/var/lib/vessel"
+#define VD_DEFAULT_EXEC_ROOT "/run/vessel"
+#define VD_DEFAULT_HOST "unix:///run/vessel/vessel.sock"
+#define VD_API_VERSION "1.41"
+#define VD_MIN_API_VERSION "1.12"
+
+typedef struct vd_options {
+  const char *data_root; /* image store and container records (crash-safe) */
+  const char *exec_root; /* runtime state, sockets: lost at reboot */
+  const char **hosts;    /* "unix:///path" addresses to listen on */
+  size_t n_hosts;
+  const char *monitor_path; /* the vessel-monitor program */
+} vd_options;
+
+typedef struct vd_daemon vd_daemon;
+
+/* Open the store, listen on every host, find the containers a previous run left. */
+vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err);
+/* Serve until SIGTERM or SIGINT; then close the listeners (containers keep running). */
+int vd_daemon_run(vd_daemon *d, vs_error **err);
+void vd_daemon_free(vd_daemon *d);
+
+/* What vesseld hands the monitor of one container (see monitor.c). */
+typedef struct vd_monitor_options {
+  const char *id;
+  const char *bundle;       /* the container directory with config.json */
+  const char *runtime_root; /* ctr's state root (under the exec root) */
+  const char *log_path;     /* json-file log, appended to */
+  int ready_fd;             /* gets "ok PID\n" or an error message, then is closed */
+  bool tty;                 /* the process gets a terminal (config.json says so too) */
+  bool open_stdin;          /* keep the container's stdin open for attach clients */
+} vd_monitor_options;
+
+/* `vessel-monitor --exec FILE`: run the OCI process in FILE (which is removed) inside the
+ * running container `id` with our stdio, and return its exit status (0..255). */
+int vd_exec_helper_run(const char *runtime_root, const char *id, const char *process_file,
+                       vs_error **err);
+
+/* The monitor process: create and start the container with src/ctr, copy its stdout and stderr
+ * into the json-file log, record its exit status in <bundle>/exit.json and remove its runtime
+ * state. Returns when the container has exited. */
+int vd_monitor_run(const vd_monitor_options *o, vs_error **err);
+
+#endif

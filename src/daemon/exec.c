@@ -1,0 +1,477 @@
+/* docker exec: exec instances, their helper process and their hijacked streams (loop).
+ *
+ * An exec runs in a helper (`vessel-monitor --exec`, the monitor program in another mode) that
+ * joins the container with src/ctr's ctr_exec and exits with the process's status. The helper is
+ * vesseld's child: its stdin, stdout and stderr are pipes vesseld relays to the client of
+ * `POST /exec/{id}/start`, and a pidfd says when it ended. Unlike a container, an exec does not
+ * outlive the daemon (its pipes break). */
+#include "daemon/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#define EXEC_KEEP_FINISHED 256 /* finished exec records kept for inspect */
+#define EXEC_READ_CHUNK 65536
+
+struct vd_exec {
+  char id[65];
+  char ctr_id[65];
+  json_t *cfg; /* the create body: Cmd, Env, User, WorkingDir, Tty, Attach* */
+  bool tty, started, running, detached;
+  int exit_code;
+  pid_t pid;
+  int pidfd, out_fd, err_fd, in_fd;
+  vd_src pid_src, out_src, err_src, in_src;
+  vd_conn *conn; /* the client of start, NULL once gone or detached */
+  vd_exec *next;
+};
+
+static vd_exec *exec_find(vd_daemon *d, const char *id) {
+  for (vd_exec *e = d->execs; e; e = e->next)
+    if (!strcmp(e->id, id))
+      return e;
+  return NULL;
+}
+
+static void close_watched(vd_daemon *d, int *fd) {
+  if (*fd < 0)
+    return;
+  vd_loop_del(d, *fd);
+  close(*fd);
+  *fd = -1;
+}
+
+static void exec_free(vd_daemon *d, vd_exec *e) {
+  close_watched(d, &e->pidfd);
+  close_watched(d, &e->out_fd);
+  close_watched(d, &e->err_fd);
+  close_watched(d, &e->in_fd);
+  json_decref(e->cfg);
+  free(e);
+}
+
+/* Keep the list bounded: the oldest finished records go first. */
+static void exec_trim(vd_daemon *d) {
+  size_t finished = 0;
+  for (vd_exec *e = d->execs; e; e = e->next)
+    finished += e->started && !e->running;
+  while (finished > EXEC_KEEP_FINISHED) {
+    vd_exec **last = NULL;
+    for (vd_exec **pp = &d->execs; *pp; pp = &(*pp)->next)
+      if ((*pp)->started && !(*pp)->running && !(*pp)->conn)
+        last = pp;
+    if (!last)
+      return;
+    vd_exec *gone = *last;
+    *last = gone->next;
+    exec_free(d, gone);
+    finished--;
+  }
+}
+
+void vd_execs_free(vd_daemon *d) {
+  while (d->execs) {
+    vd_exec *e = d->execs;
+    d->execs = e->next;
+    exec_free(d, e);
+  }
+}
+
+/* ---------------------------------------------------------------- create, inspect */
+
+static int check_exec_body(json_t *body, vs_error **err) {
+  const char **cmd = NULL, **env = NULL;
+  size_t n = 0;
+  const char *s;
+  bool b;
+  int r = vs_json_get_string_array(body, "Cmd", true, &cmd, &n, err);
+  free(cmd);
+  if (r < 0)
+    return -1;
+  if (n == 0)
+    return vs_error_set(err, EINVAL, "No exec command specified");
+  r = vs_json_get_string_array(body, "Env", false, &env, NULL, err);
+  free(env);
+  if (r < 0 || vs_json_get_string(body, "User", false, &s, err) < 0 ||
+      vs_json_get_string(body, "WorkingDir", false, &s, err) < 0 ||
+      vs_json_get_bool(body, "Tty", false, &b, err) < 0 ||
+      vs_json_get_bool(body, "AttachStdin", false, &b, err) < 0 ||
+      vs_json_get_bool(body, "AttachStdout", false, &b, err) < 0 ||
+      vs_json_get_bool(body, "AttachStderr", false, &b, err) < 0)
+    return -1;
+  if (json_is_true(json_object_get(body, "Privileged")))
+    return vs_error_set(err, EINVAL, "Privileged: not supported by vesseld yet");
+  const char *wd = json_string_value(json_object_get(body, "WorkingDir"));
+  if (wd && *wd && wd[0] != '/')
+    return vs_error_set(err, EINVAL, "WorkingDir %s is not an absolute path", wd);
+  return 0;
+}
+
+void vd_h_exec_create(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_json_ json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  vs_error *e = NULL;
+  if (check_exec_body(body, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  pthread_mutex_lock(&d->lock);
+  vd_container *ctr = vd_ctr_find(d, c->arg);
+  bool running = ctr && ctr->state == VD_CTR_RUNNING && !ctr->paused;
+  char ctr_id[65] = "";
+  if (ctr)
+    snprintf(ctr_id, sizeof(ctr_id), "%s", ctr->id);
+  pthread_mutex_unlock(&d->lock);
+  if (!ctr) {
+    vd_call_error(c, 404, "No such container: %s", c->arg);
+    return;
+  }
+  if (!running) {
+    vd_call_error(c, 409, "Container %s is not running", c->arg);
+    return;
+  }
+  vd_exec *x = vs_malloc0(sizeof(*x));
+  _cleanup_free_ char *id = vd_random_id();
+  snprintf(x->id, sizeof(x->id), "%s", id);
+  snprintf(x->ctr_id, sizeof(x->ctr_id), "%s", ctr_id);
+  x->cfg = json_incref(body);
+  x->tty = json_is_true(json_object_get(body, "Tty"));
+  x->pidfd = x->out_fd = x->err_fd = x->in_fd = -1;
+  x->next = d->execs;
+  d->execs = x;
+  exec_trim(d);
+  vd_call_json(c, 201, json_pack("{s:s}", "Id", x->id));
+}
+
+void vd_h_exec_inspect(vd_call *c) {
+  vd_exec *x = exec_find(c->d, c->arg);
+  if (!x) {
+    vd_call_error(c, 404, "No such exec instance: %s", c->arg);
+    return;
+  }
+  json_t *cmd = json_object_get(x->cfg, "Cmd");
+  json_t *args = json_deep_copy(cmd);
+  json_array_remove(args, 0);
+  const char *user = json_string_value(json_object_get(x->cfg, "User"));
+  vd_call_json(
+      c, 200,
+      json_pack("{s:s, s:b, s:i, s:{s:O, s:o, s:b, s:s, s:b}, s:b, s:b, s:b, s:s, s:i, s:b, "
+                "s:s}",
+                "ID", x->id, "Running", x->running, "ExitCode", x->exit_code, "ProcessConfig",
+                "entrypoint", json_array_get(cmd, 0), "arguments", args, "tty", x->tty, "user",
+                user ? user : "", "privileged", 0, "OpenStdin",
+                json_is_true(json_object_get(x->cfg, "AttachStdin")), "OpenStdout",
+                json_is_true(json_object_get(x->cfg, "AttachStdout")), "OpenStderr",
+                json_is_true(json_object_get(x->cfg, "AttachStderr")), "ContainerID", x->ctr_id,
+                "Pid", x->running ? (int)x->pid : 0, "CanRemove", 0, "DetachKeys", ""));
+  if (!x->started)
+    json_object_set_new(c->json, "ExitCode", json_null());
+}
+
+/* ---------------------------------------------------------------- the process */
+
+/* The exec's OCI process: the container's, with the exec's command, environment, user,
+ * directory and terminal. */
+static json_t *exec_process(vd_daemon *d, vd_exec *x, vs_error **err) {
+  json_t *p = ctr_exec_default_process(&d->rt, x->ctr_id, err);
+  if (!p)
+    return NULL;
+  json_object_set(p, "args", json_object_get(x->cfg, "Cmd"));
+  json_t *env = json_object_get(p, "env");
+  if (!json_is_array(env)) {
+    env = json_array();
+    json_object_set_new(p, "env", env);
+  }
+  size_t i, j;
+  json_t *v, *w;
+  json_array_foreach(json_object_get(x->cfg, "Env"), i, v) {
+    const char *kv = json_string_value(v);
+    size_t klen = strcspn(kv, "=");
+    bool replaced = false;
+    json_array_foreach(env, j, w) if (!strncmp(json_string_value(w), kv, klen) &&
+                                      json_string_value(w)[klen] == '=') {
+      json_array_set(env, j, v);
+      replaced = true;
+      break;
+    }
+    if (!replaced)
+      json_array_append(env, v);
+  }
+  if (x->tty)
+    json_array_append_new(env, json_string("TERM=xterm"));
+  const char *wd = json_string_value(json_object_get(x->cfg, "WorkingDir"));
+  if (wd && *wd)
+    json_object_set_new(p, "cwd", json_string(wd));
+  json_object_set_new(p, "terminal", json_boolean(x->tty));
+  const char *user = json_string_value(json_object_get(x->cfg, "User"));
+  if (user && *user) {
+    _cleanup_free_ char *rootfs = vs_asprintf("%s/%s/rootfs", d->containers_dir, x->ctr_id);
+    long uid, gid;
+    if (vd_spec_resolve_user(rootfs, user, &uid, &gid, err) < 0) {
+      json_decref(p);
+      return NULL;
+    }
+    json_object_set_new(p, "user",
+                        json_pack("{s:I, s:I}", "uid", (json_int_t)uid, "gid", (json_int_t)gid));
+  }
+  return p;
+}
+
+static int watch(vd_daemon *d, int fd, uint32_t events, vd_src *src, vd_src_kind kind, vd_exec *x) {
+  src->kind = kind;
+  src->owner = x;
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return vd_loop_add(d, fd, events, src, NULL);
+}
+
+static void close_pipe(int p[2]) {
+  for (int i = 0; i < 2; i++)
+    if (p[i] >= 0)
+      close(p[i]);
+  p[0] = p[1] = -1;
+}
+
+/* The helper's process description: a temporary file it reads and removes (no fsync). */
+static char *write_process_file(vd_daemon *d, vd_exec *x, vs_error **err) {
+  _cleanup_json_ json_t *proc = exec_process(d, x, err);
+  if (!proc)
+    return NULL;
+  _cleanup_free_ char *dir = vs_asprintf("%s/execs", d->exec_root);
+  char *file = vs_asprintf("%s/%s.json", dir, x->id);
+  _cleanup_free_ char *text = json_dumps(proc, JSON_COMPACT);
+  if (vs_mkdir_p(dir, 0700, err) < 0) {
+    free(file);
+    return NULL;
+  }
+  _cleanup_close_ int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0 || vs_write_all(fd, text, strlen(text), err) < 0) {
+    if (fd < 0)
+      vs_error_set(err, errno, "create %s", file);
+    free(file);
+    return NULL;
+  }
+  return file;
+}
+
+/* Start the helper with pipes for the streams the client attached. */
+static int exec_spawn(vd_daemon *d, vd_exec *x, vs_error **err) {
+  _cleanup_free_ char *file = write_process_file(d, x, err);
+  if (!file)
+    return -1;
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1};
+  bool want_in = json_is_true(json_object_get(x->cfg, "AttachStdin")) && !x->detached;
+  if ((want_in && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
+      (!x->tty && pipe2(er, O_CLOEXEC) < 0)) {
+    vs_error_set(err, errno, "pipe");
+    goto fail;
+  }
+  char *argv[] = {d->monitor_path, "--exec",         file,       "--id",
+                  x->ctr_id,       "--runtime-root", d->rt.root, NULL};
+  vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
+  o.stdin_fd = want_in ? in[0] : VS_SPAWN_DEVNULL;
+  o.stdout_fd = out[1];
+  o.stderr_fd = x->tty ? out[1] : er[1];
+  if (vs_spawn(argv, &o, &x->pid, err) < 0)
+    goto fail;
+  x->pidfd = (int)syscall(SYS_pidfd_open, x->pid, 0);
+  if (x->pidfd < 0 || watch(d, x->pidfd, EPOLLIN, &x->pid_src, VD_SRC_EXEC_PID, x) < 0) {
+    vs_error_set(err, errno, "watch the exec helper");
+    kill(x->pid, SIGKILL);
+    waitpid(x->pid, NULL, 0);
+    goto fail;
+  }
+  x->out_fd = out[0];
+  out[0] = -1;
+  watch(d, x->out_fd, EPOLLIN, &x->out_src, VD_SRC_EXEC_OUT, x);
+  if (er[0] >= 0) {
+    x->err_fd = er[0];
+    er[0] = -1;
+    watch(d, x->err_fd, EPOLLIN, &x->err_src, VD_SRC_EXEC_OUT, x);
+  }
+  if (in[1] >= 0) {
+    x->in_fd = in[1];
+    in[1] = -1;
+    watch(d, x->in_fd, 0, &x->in_src, VD_SRC_EXEC_IN, x);
+  }
+  close_pipe(in);
+  close_pipe(out);
+  close_pipe(er);
+  x->started = x->running = true;
+  return 0;
+fail:
+  unlink(file);
+  close_pipe(in);
+  close_pipe(out);
+  close_pipe(er);
+  return -1;
+}
+
+/* ---------------------------------------------------------------- streams */
+
+/* The exec is over when its helper exited and its output is drained: end the client's stream
+ * (a hijacked connection closes), after ExitCode is set for the inspect that follows. */
+static void exec_maybe_finish(vd_daemon *d, vd_exec *x) {
+  if (x->running || x->out_fd >= 0 || x->err_fd >= 0)
+    return;
+  close_watched(d, &x->in_fd);
+  vd_conn *c = x->conn;
+  x->conn = NULL;
+  if (c && c->exec == x) {
+    c->exec = NULL;
+    vd_conn_stream_end(c);
+  }
+}
+
+static void exec_output(vd_daemon *d, vd_exec *x, int *fd, int stream) {
+  char buf[EXEC_READ_CHUNK + 8];
+  ssize_t n = read(*fd, buf + 8, EXEC_READ_CHUNK);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    return;
+  if (n <= 0) {
+    close_watched(d, fd);
+    exec_maybe_finish(d, x);
+    return;
+  }
+  vd_conn *c = x->conn;
+  if (!c)
+    return; /* nobody listens: the output is dropped, as dockerd does for a detached exec */
+  if (x->tty) {
+    vd_conn_stream_write(c, buf + 8, (size_t)n);
+  } else {
+    buf[0] = (char)stream;
+    buf[1] = buf[2] = buf[3] = 0;
+    buf[4] = (char)(n >> 24);
+    buf[5] = (char)(n >> 16);
+    buf[6] = (char)(n >> 8);
+    buf[7] = (char)n;
+    vd_conn_stream_write(c, buf, (size_t)n + 8);
+  }
+  vd_conn_flush(c);
+}
+
+/* Client input to the helper's stdin; the client's end of input closes it. */
+void vd_exec_forward(vd_conn *c) {
+  vd_exec *x = c->exec;
+  if (!x || x->in_fd < 0) {
+    c->in_len = 0;
+    return;
+  }
+  while (c->in_len) {
+    ssize_t n = write(x->in_fd, c->in, c->in_len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN)
+      break;
+    if (n <= 0) { /* it stopped reading its stdin */
+      c->in_len = 0;
+      close_watched(c->d, &x->in_fd);
+      return;
+    }
+    memmove(c->in, c->in + n, c->in_len - (size_t)n);
+    c->in_len -= (size_t)n;
+  }
+  if (c->in_len) {
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = &x->in_src};
+    epoll_ctl(c->d->epfd, EPOLL_CTL_MOD, x->in_fd, &ev);
+  } else if (c->peer_eof) {
+    close_watched(c->d, &x->in_fd);
+  } else {
+    struct epoll_event ev = {.events = 0, .data.ptr = &x->in_src};
+    epoll_ctl(c->d->epfd, EPOLL_CTL_MOD, x->in_fd, &ev);
+  }
+  vd_conn_update(c);
+}
+
+void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events) {
+  vd_exec *x = src->owner;
+  if (src == &x->pid_src) {
+    int status = 0;
+    close_watched(d, &x->pidfd);
+    if (waitpid(x->pid, &status, 0) == x->pid)
+      x->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    else
+      x->exit_code = 255;
+    x->running = false;
+    vs_log_debug("exec %.12s in %.12s exited with %d", x->id, x->ctr_id, x->exit_code);
+    vd_event_emit(
+        d, "container", "exec_die", x->ctr_id,
+        json_pack("{s:s, s:o}", "execID", x->id, "exitCode", json_sprintf("%d", x->exit_code)));
+    exec_maybe_finish(d, x);
+  } else if (src == &x->out_src) {
+    exec_output(d, x, &x->out_fd, 1);
+  } else if (src == &x->err_src) {
+    exec_output(d, x, &x->err_fd, 2);
+  } else if (src == &x->in_src) {
+    if (events & (EPOLLERR | EPOLLHUP))
+      close_watched(d, &x->in_fd);
+    if (x->conn)
+      vd_exec_forward(x->conn);
+  }
+}
+
+void vd_exec_detach_conn(vd_conn *c) {
+  vd_exec *x = c->exec;
+  if (!x)
+    return;
+  c->exec = NULL;
+  x->conn = NULL;
+  close_watched(c->d, &x->in_fd);
+}
+
+/* ---------------------------------------------------------------- start */
+
+void vd_h_exec_start(vd_call *c) {
+  vd_daemon *d = c->d;
+  vd_exec *x = exec_find(d, c->arg);
+  if (!x) {
+    vd_call_error(c, 404, "No such exec instance: %s", c->arg);
+    return;
+  }
+  json_t *body = NULL;
+  if (c->body_len) {
+    body = vd_call_body_object(c);
+    if (!body)
+      return;
+  }
+  bool detach = json_is_true(json_object_get(body, "Detach"));
+  json_decref(body);
+  if (x->started) {
+    vd_call_error(c, 409, "Exec %s has already run", c->arg);
+    return;
+  }
+  pthread_mutex_lock(&d->lock);
+  vd_container *ctr = vd_ctr_find(d, x->ctr_id);
+  bool running = ctr && ctr->state == VD_CTR_RUNNING && !ctr->paused;
+  pthread_mutex_unlock(&d->lock);
+  if (!running) {
+    vd_call_error(c, 409, "Container %.12s is not running", x->ctr_id);
+    return;
+  }
+  x->detached = detach;
+  vs_error *e = NULL;
+  if (exec_spawn(d, x, &e) < 0) {
+    vd_call_error(c, e->errnum == EINVAL ? 400 : 500, "exec in %.12s: %s", x->ctr_id, e->msg);
+    vs_error_free(e);
+    return;
+  }
+  if (detach) {
+    vd_call_status(c, 200);
+    return;
+  }
+  vd_conn *conn = c->conn;
+  c->streamed = true;
+  conn->exec = x;
+  conn->stream = VD_STREAM_EXEC;
+  x->conn = conn;
+  /* API 1.41 names both kinds raw-stream; the multiplexing is what Tty says */
+  vd_conn_hijack_begin(conn, "application/vnd.docker.raw-stream");
+  vd_exec_forward(conn);
+}

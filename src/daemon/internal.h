@@ -1,0 +1,446 @@
+/* Private to src/daemon (and its unit tests): the daemon's context, connections, calls and the
+ * container table. Layers, bottom up:
+ *   http.c                  request parser (pure)
+ *   util.c                  small helpers
+ *   server.c                the event loop, connections, responses, worker pool
+ *   router.c                API paths and versions -> handlers
+ *   system.c images.c       handlers per object kind
+ *   containers.c streams.c
+ *   store.c                 container records under the data root, recovery at start
+ *   supervisor.c spec.c     monitors, exits, OCI specs
+ *   monitor.c               the vessel-monitor process (no link to the rest)
+ */
+#ifndef VESSEL_DAEMON_INTERNAL_H
+#define VESSEL_DAEMON_INTERNAL_H
+
+#include "daemon/daemon.h"
+#include "daemon/http.h"
+#include "ctr/ctr.h"
+#include "image/image.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#define VD_WORKERS 4
+#define VD_MAX_JSON_BODY (4U << 20)    /* create, and every other JSON request */
+#define VD_MAX_LOAD_BODY (64ULL << 30) /* docker load: an image archive */
+#define VD_MAX_CONNS 1024
+#define VD_EVENTS_KEPT 1024
+#define VD_OUT_HIGH_WATER (1U << 20) /* stop reading a log while this much is unsent */
+
+/* ---- util.c */
+
+/* JSON string contents for arbitrary bytes: invalid UTF-8 becomes U+FFFD as Go's encoder does. */
+char *vd_json_escape_bytes(const char *data, size_t len);
+/* /proc/<pid>/stat starttime: tells a process from a later one with the same pid (0 if gone). */
+unsigned long long vd_pid_start_time(pid_t pid);
+/* RFC 3339 UTC time now, nanoseconds. */
+char *vd_now(void);
+/* 64 random hex digits. */
+char *vd_random_id(void);
+
+/* ---- epoll sources: every registered fd points at one of these */
+
+typedef enum {
+  VD_SRC_LISTENER,
+  VD_SRC_CONN,
+  VD_SRC_SIGNAL,
+  VD_SRC_DONE,         /* eventfd: worker jobs finished */
+  VD_SRC_INOTIFY,      /* container directories: the logs grew, an exit was recorded */
+  VD_SRC_MONITOR,      /* pidfd of a container's monitor */
+  VD_SRC_RESTART,      /* timerfd of a container waiting to be restarted */
+  VD_SRC_ATTACH,       /* an attach connection's socket to the container's monitor (stdin) */
+  VD_SRC_EXEC_PID,     /* pidfd of an exec's helper */
+  VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
+  VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
+  VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
+} vd_src_kind;
+
+typedef struct vd_src {
+  vd_src_kind kind;
+  void *owner;
+} vd_src;
+
+typedef struct vd_container vd_container;
+typedef struct vd_conn vd_conn;
+typedef struct vd_call vd_call;
+typedef struct vd_job vd_job;
+typedef struct vd_exec vd_exec;
+
+/* ---- containers */
+
+typedef enum {
+  VD_CTR_CREATED,
+  VD_CTR_RUNNING,
+  VD_CTR_EXITED,
+} vd_ctr_state;
+
+struct vd_container {
+  char id[65];
+  char *name;  /* "/name" as Docker keeps it */
+  char *dir;   /* <data-root>/containers/<id> */
+  json_t *rec; /* the record (container.v1.json): Config, HostConfig, Created, Image... */
+  /* status, under d->lock */
+  vd_ctr_state state;
+  bool starting, stopping, removing, removed;
+  bool paused; /* its cgroup is frozen */
+  /* restart policy */
+  bool restarting;  /* waiting for its restart timer */
+  bool manual_stop; /* stopped or killed through the API: "always" does not bring it back */
+  int restart_count;
+  int restart_delay_ms; /* the next back-off */
+  int timerfd;
+  vd_src timer_src;
+  pid_t monitor_pid, pid;
+  unsigned long long monitor_start;
+  int exit_code;
+  char *started_at, *finished_at, *error;
+  unsigned exits; /* how many exits vesseld has seen: waiters for the next one compare */
+  int refs;       /* the table holds one; jobs hold one while they run */
+  /* loop thread only */
+  int pidfd;
+  pid_t watched_pid; /* the monitor pidfd is of */
+  vd_src pid_src;
+  int watch;               /* inotify watch descriptor of dir, -1 if none */
+  vd_conn *streams;        /* connections following this container (logs, attach, wait) */
+  vd_container *next_dead; /* removed, its table reference dropped after the loop iteration */
+};
+
+/* ---- connections and calls */
+
+typedef enum {
+  VD_CONN_HEAD,    /* reading a request head */
+  VD_CONN_BODY,    /* reading its body */
+  VD_CONN_BUSY,    /* a worker handles the request */
+  VD_CONN_STREAM,  /* a streamed response (logs -f, wait, attach) */
+  VD_CONN_CLOSING, /* send what is queued, then close */
+} vd_conn_state;
+
+typedef enum {
+  VD_STREAM_NONE,
+  VD_STREAM_LOGS,   /* logs, follow or not */
+  VD_STREAM_ATTACH, /* hijacked attach: follows until the next exit */
+  VD_STREAM_WAIT,   /* wait: one JSON object at the next exit / removal */
+  VD_STREAM_EXEC,   /* hijacked exec start: the helper's output until it ends */
+  VD_STREAM_EVENTS, /* /events: JSON lines as things happen */
+} vd_stream_kind;
+
+typedef struct vd_route vd_route;
+
+struct vd_conn {
+  vd_src src;
+  vd_src mon_src;
+  vd_src events_timer_src;
+  vd_daemon *d;
+  vd_conn *prev, *next; /* all connections */
+  char *in;
+  size_t in_len, in_cap;
+  char *out;
+  size_t out_len, out_off, out_cap;
+  /* the request being read */
+  http_request req;
+  http_body body;
+  vd_call *call;
+  /* streams */
+  vd_container *ctr;
+  vd_conn *stream_next;
+  char *log_partial; /* an incomplete last line of the log */
+  size_t log_partial_len;
+  char *wait_condition;          /* "not-running", "next-exit", "removed" */
+  char *logs_since, *logs_until; /* RFC 3339 bounds of logs entries, NULL if none */
+  char *mon_out;                 /* stdin frames for the monitor's attach.sock */
+  size_t mon_out_len;
+  vd_exec *exec;      /* VD_STREAM_EXEC */
+  uint64_t file_left; /* a file body being sent */
+  uint64_t event_seq; /* VD_STREAM_EVENTS */
+  json_t *event_filters;
+  long long events_since, events_until;
+  int fd;
+  vd_conn_state state;
+  vd_stream_kind stream;
+  int log_fd;
+  int mon_fd;
+  int file_fd;
+  int events_timer;
+  bool peer_eof; /* the client shut its side (hijacked streams keep going) */
+  bool dead;     /* closed: freed at the end of the loop iteration or when its worker returns */
+  bool chunked;  /* response body in chunked encoding */
+  bool out_stdout, out_stderr, follow, timestamps;
+  bool ctr_ended; /* the container exited or went away: drain the log, then end */
+  bool raw;       /* TTY: no multiplexing headers */
+  /* attach with stdin: what the client sends goes to the monitor's attach.sock */
+  bool attach_stdin, stdin_once, stdin_closed;
+};
+
+typedef enum {
+  VD_RUN_LOOP,   /* quick: runs on the event loop */
+  VD_RUN_WORKER, /* may block: runs on a worker thread */
+} vd_run_mode;
+
+struct vd_route {
+  const char *method;
+  const char *pattern; /* "/containers/{}/start": {} is one segment, {*} any non-empty text */
+  void (*handler)(vd_call *call);
+  vd_run_mode mode;
+  bool body_to_file; /* the body is spooled to a temporary file (docker load) */
+};
+
+struct vd_call {
+  vd_daemon *d;
+  vd_conn *conn; /* NULL once the client went away (worker calls) */
+  const http_request *req;
+  const vd_route *route;
+  char *arg;  /* what {} or {*} matched, decoded */
+  char *body; /* JSON bodies, NUL-terminated */
+  size_t body_len;
+  int body_fd; /* spooled bodies */
+  char *body_path;
+  /* the answer */
+  int status;
+  json_t *json; /* JSON body */
+  char *text;   /* or a ready body with content_type */
+  int file_fd;  /* or a file body of file_size bytes (sent with sendfile) */
+  uint64_t file_size;
+  const char *content_type;
+  const char *extra_headers; /* "Name: value\r\n" lines */
+  bool streamed;             /* the handler took over the connection */
+  /* a worker handler's container: referenced, and what the loop does with it afterwards */
+  vd_container *ctr;
+  enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED, VD_AFTER_START_FAILED } after;
+};
+
+/* Answer helpers for handlers. */
+void vd_call_json(vd_call *c, int status, json_t *json);
+void vd_call_status(vd_call *c, int status);
+void vd_call_error(vd_call *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* An error from below: 404 when errnum is ENOENT, 409 for EEXIST/EBUSY, 400 for EINVAL, else
+ * 500, with e's message. */
+void vd_call_fail(vd_call *c, const vs_error *e);
+/* A JSON request body as an object: NULL after answering 400 naming the problem. */
+json_t *vd_call_body_object(vd_call *c);
+
+/* ---- jobs for the workers */
+
+struct vd_job {
+  vd_job *next;
+  void (*run)(vd_job *job);  /* on a worker */
+  void (*done)(vd_job *job); /* back on the loop; frees the job */
+  vd_daemon *d;
+  vd_call *call;
+  vd_container *ctr;
+  int result;
+};
+
+void vd_job_submit(vd_daemon *d, vd_job *job);
+
+/* ---- the daemon */
+
+struct vd_daemon {
+  char *data_root, *exec_root, *containers_dir, *monitor_path;
+  ctr_runtime rt;
+  vs_store *store;
+  int epfd;
+  int sigfd;
+  vd_src sig_src;
+  int donefd;
+  vd_src done_src;
+  int inofd;
+  vd_src ino_src;
+  int *listen_fds;
+  char **listen_paths;
+  vd_src *listen_srcs;
+  size_t n_listen;
+  bool stopping;
+  vd_conn *conns;
+  size_t n_conns;
+  vd_conn *dead_conns; /* closed, freed at the end of the loop iteration */
+  vd_container *dead_ctrs;
+  vd_exec *execs; /* loop only */
+  /* the events ring: under event_lock */
+  pthread_mutex_t event_lock;
+  json_t *events[VD_EVENTS_KEPT];
+  uint64_t event_seq;
+  /* the container table and every container's status: under lock (short holds, also on the
+   * loop); the image store object: under store_lock (long holds, workers only) */
+  pthread_mutex_t lock;
+  pthread_mutex_t store_lock;
+  pthread_mutex_t volume_lock; /* making and removing volumes */
+  vd_container **ctrs;
+  size_t n_ctrs;
+  /* workers */
+  pthread_t workers[VD_WORKERS];
+  size_t n_workers;
+  pthread_mutex_t qlock;
+  pthread_cond_t qcond;
+  vd_job *queue, *queue_tail;
+  vd_job *done;
+  bool quit_workers;
+  char *started; /* RFC 3339 */
+};
+
+/* server.c: connections and responses (loop thread only) */
+void vd_conn_send(vd_conn *c, const void *data, size_t len);
+void vd_conn_stream_begin(vd_conn *c, int status, const char *content_type);
+/* Queue a piece of a streamed body; vd_conn_flush sends what is queued. */
+void vd_conn_stream_write(vd_conn *c, const void *data, size_t len);
+void vd_conn_flush(vd_conn *c);
+/* Re-evaluate which events the connection waits for (after its buffers changed). */
+void vd_conn_update(vd_conn *c);
+void vd_conn_stream_end(vd_conn *c);
+void vd_conn_hijack_begin(vd_conn *c, const char *content_type);
+/* Send the call's answer and get ready for the next request (or close). Frees the call. */
+void vd_conn_finish_call(vd_conn *c, vd_call *call);
+void vd_call_free(vd_call *call);
+int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **err);
+void vd_loop_del(vd_daemon *d, int fd);
+
+/* router.c */
+/* Find the handler of a call: 0, or the status to answer with and *msg (caller frees). */
+int vd_route_resolve(vd_call *call, char **msg);
+const vd_route *vd_route_find(const char *method, const char *path, char **arg, bool *path_known);
+/* The path without a /vN.NN prefix; NULL when the version is not served (error in *msg). */
+const char *vd_api_path(const char *path, char **msg);
+
+/* handlers */
+void vd_h_ping(vd_call *c);
+void vd_h_version(vd_call *c);
+void vd_h_info(vd_call *c);
+void vd_h_images_list(vd_call *c);
+void vd_h_image_inspect(vd_call *c);
+void vd_h_image_load(vd_call *c);
+void vd_h_image_tag(vd_call *c);
+void vd_h_image_delete(vd_call *c);
+void vd_h_image_create(vd_call *c);
+void vd_h_image_history(vd_call *c);
+void vd_h_image_save(vd_call *c);
+void vd_h_images_prune(vd_call *c);
+void vd_h_system_df(vd_call *c);
+void vd_h_volumes_list(vd_call *c);
+void vd_h_volume_create(vd_call *c);
+void vd_h_volume_inspect(vd_call *c);
+void vd_h_volume_delete(vd_call *c);
+void vd_h_volumes_prune(vd_call *c);
+
+/* events.c: emit from anywhere; attrs is stolen (NULL: none) */
+void vd_event_emit(vd_daemon *d, const char *type, const char *action, const char *id,
+                   json_t *attrs);
+/* Name, image and labels of a container (new object; caller holds d->lock or owns c). */
+json_t *vd_event_ctr_attrs(const vd_container *c);
+void vd_events_deliver(vd_daemon *d); /* loop, end of iteration */
+void vd_events_timer(vd_conn *c);
+void vd_events_detach(vd_conn *c);
+void vd_events_free(vd_daemon *d);
+
+/* volumes.c */
+bool vd_volume_name_valid(const char *name);
+/* Every volume with its UsageData (size, containers naming it), for system df. */
+json_t *vd_volumes_usage(vd_daemon *d);
+/* The named volume's record (new reference), made when missing (worker). */
+json_t *vd_volume_ensure(vd_daemon *d, const char *name, json_t *labels, json_t *opts,
+                         bool *created, vs_error **err);
+void vd_h_containers_list(vd_call *c);
+void vd_h_container_create(vd_call *c);
+void vd_h_container_inspect(vd_call *c);
+void vd_h_container_start(vd_call *c);
+void vd_h_container_stop(vd_call *c);
+void vd_h_container_kill(vd_call *c);
+void vd_h_container_delete(vd_call *c);
+void vd_h_container_wait(vd_call *c);
+void vd_h_container_logs(vd_call *c);
+void vd_h_container_attach(vd_call *c);
+void vd_h_container_restart(vd_call *c);
+void vd_h_container_pause(vd_call *c);
+void vd_h_container_unpause(vd_call *c);
+void vd_h_swarm(vd_call *c);
+void vd_h_container_resize(vd_call *c);
+void vd_h_events(vd_call *c);
+void vd_h_container_rename(vd_call *c);
+void vd_h_containers_prune(vd_call *c);
+void vd_h_container_top(vd_call *c);
+void vd_h_container_stats(vd_call *c);
+void vd_h_commit(vd_call *c);
+void vd_h_container_changes(vd_call *c);
+void vd_h_exec_create(vd_call *c);
+void vd_h_exec_start(vd_call *c);
+void vd_h_exec_inspect(vd_call *c);
+
+/* exec.c (loop) */
+void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);
+/* The exec client's input to the exec's stdin. */
+void vd_exec_forward(vd_conn *c);
+void vd_exec_detach_conn(vd_conn *c);
+void vd_execs_free(vd_daemon *d);
+
+/* store.c: the container table (callers hold d->lock unless said otherwise) */
+vd_container *vd_ctr_find(vd_daemon *d, const char *what); /* name, id or unique id prefix */
+vd_container *vd_ctr_find_name(vd_daemon *d, const char *name);
+void vd_ctr_ref(vd_container *c);
+/* Drops a reference; the last one frees (takes d->lock itself). */
+void vd_ctr_unref(vd_daemon *d, vd_container *c);
+void vd_ctr_add(vd_daemon *d, vd_container *c);
+void vd_ctr_remove(vd_daemon *d, vd_container *c);
+int vd_ctr_save(vd_container *c, vs_error **err);
+vd_container *vd_ctr_new(vd_daemon *d, const char *id, json_t *rec);
+/* Read monitor.json and exit.json into the status fields. */
+void vd_ctr_refresh(vd_daemon *d, vd_container *c);
+int vd_store_recover(vd_daemon *d, vs_error **err);
+char *vd_ctr_log_path(const vd_container *c);
+const char *vd_ctr_state_name(const vd_container *c);
+
+/* supervisor.c */
+/* Start the container's monitor and wait until it reports (worker). */
+int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err);
+/* Watch a running container's monitor (loop). */
+void vd_supervise_watch(vd_daemon *d, vd_container *c);
+/* The monitor exited (loop): read the exit, finish streams, auto-remove. */
+void vd_supervise_exited(vd_daemon *d, vd_container *c);
+/* Remove a container's files and mounts (worker); the caller set c->removing. */
+int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **err);
+/* Send sig to the container's processes. */
+int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
+/* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */
+int vd_supervise_wait_exit(vd_container *c, int timeout_ms);
+/* A start failed (loop): as dockerd, its attach streams end, its waiters get the exit code
+ * (127, 126 or 128) and --rm removes it. */
+void vd_supervise_start_failed(vd_daemon *d, vd_container *c);
+/* From a worker: have the loop call vd_supervise_removed for job->ctr (then unref it). */
+void vd_supervise_post_removed(vd_daemon *d, vd_job *job);
+/* The container was removed (loop): end its streams, drop it from the table. */
+void vd_supervise_removed(vd_daemon *d, vd_container *c);
+
+/* restart.c: restart policies (loop, except where said) */
+/* Whether the policy wants the exited container back (under d->lock). */
+bool vd_restart_wanted(const vd_container *c);
+void vd_restart_schedule(vd_daemon *d, vd_container *c);
+void vd_restart_fire(vd_daemon *d, vd_container *c);
+void vd_restart_cancel(vd_daemon *d, vd_container *c);
+/* The user stopped (true) or started (false) it: remembered in the record (worker). */
+void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped);
+
+/* "user[:group]" (names or numbers) to ids through the image's /etc/passwd and /etc/group. */
+int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
+                         vs_error **err);
+/* spec.c: the OCI config.json of a container from its image and create request */
+json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
+                      const char *dir, const char *rootfs, const char *hostname, vs_error **err);
+
+/* streams.c (loop) */
+/* The container's directory changed: feed its followers. */
+void vd_streams_poke(vd_daemon *d, vd_container *c);
+/* The container exited or was removed: drain and end its streams, answer its waiters. */
+void vd_streams_exit(vd_daemon *d, vd_container *c, bool removed);
+/* The connection goes away: unlink it from its container. */
+void vd_stream_detach(vd_conn *conn);
+/* Flow control: the client drained our output, read more of the log. */
+void vd_stream_pump(vd_conn *conn);
+/* The container started (loop): attach connections waiting to send stdin connect now. */
+void vd_streams_started(vd_daemon *d, vd_container *c);
+/* Stdin from an attach client: forward what is buffered in conn->in (loop). */
+void vd_attach_forward(vd_conn *conn);
+/* The monitor socket of an attach connection is writable or closed (loop). */
+void vd_attach_event(vd_conn *conn, uint32_t events);
+/* Connect to a running container's monitor (attach.sock); -1 with *err. */
+int vd_monitor_connect(const vd_container *c, vs_error **err);
+
+#endif

@@ -1,0 +1,321 @@
+/* Supervision: starting a container's monitor, noticing its exit, killing and removing.
+ *
+ * vesseld never is the container's parent: the monitor is (monitor.c). vesseld watches the
+ * monitor through a pidfd, which works whether the monitor is its child or was started by a
+ * vesseld that has since been killed, and reads what the monitor recorded. */
+#include "daemon/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+static int pidfd_of(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+static bool is_mount_point(const char *path, const char *parent) {
+  struct stat a, b;
+  return stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+/* The overlay root stays mounted while the container exists; after a reboot it is not. */
+static int ensure_rootfs(vd_daemon *d, vd_container *c, vs_error **err) {
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);
+  if (is_mount_point(rootfs, c->dir))
+    return 0;
+  const char *md = json_string_value(json_object_get(c->rec, "ImageManifest"));
+  vs_image img;
+  pthread_mutex_lock(&d->store_lock);
+  int r = md ? vs_store_load_image(d->store, md, &img, err)
+             : vs_error_set(err, EINVAL, "the record names no image");
+  if (r == 0) {
+    r = vs_store_lock(d->store, false, err);
+    if (r == 0) {
+      r = vs_rootfs_mount(d->store, &img, c->dir, rootfs, err);
+      vs_store_unlock(d->store);
+    }
+    vs_image_clear(&img);
+  }
+  pthread_mutex_unlock(&d->store_lock);
+  return r;
+}
+
+/* Read the monitor's report: "ok PID\n", or its error message. */
+static int read_ready(int fd, vs_error **err) {
+  char buf[4096];
+  size_t len = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+    if (len == sizeof(buf) - 1)
+      break;
+  }
+  buf[len] = 0;
+  if (!strncmp(buf, "ok ", 3))
+    return 0;
+  buf[strcspn(buf, "\n")] = 0;
+  return vs_error_set(err, 0, "%s", len ? buf : "the monitor exited without a report");
+}
+
+static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **err) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0)
+    return vs_error_set(err, errno, "pipe");
+  _cleanup_free_ char *log = vd_ctr_log_path(c);
+  _cleanup_free_ char *mlog = vs_asprintf("%s/monitor.log", c->dir);
+  _cleanup_close_ int mlog_fd =
+      open(mlog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  json_t *cfg = json_object_get(c->rec, "Config");
+  char *argv[16] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
+                    d->rt.root,      "--log", log,   "--ready-fd", "3"};
+  size_t argc = 11;
+  if (json_is_true(json_object_get(cfg, "Tty")))
+    argv[argc++] = "--tty";
+  if (json_is_true(json_object_get(cfg, "OpenStdin")))
+    argv[argc++] = "--stdin";
+  vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
+  o.stdin_fd = VS_SPAWN_DEVNULL;
+  o.stdout_fd = VS_SPAWN_DEVNULL;
+  o.stderr_fd = mlog_fd >= 0 ? mlog_fd : VS_SPAWN_DEVNULL;
+  o.new_session = true; /* a Ctrl-C at vesseld's terminal must not reach the containers */
+  o.extra_fds = &p[1];
+  o.n_extra_fds = 1;
+  int r = vs_spawn(argv, &o, pid, err);
+  close(p[1]);
+  if (r < 0) {
+    close(p[0]);
+    return vs_error_wrap(err, "start the monitor %s", d->monitor_path);
+  }
+  r = read_ready(p[0], err);
+  close(p[0]);
+  if (r < 0)
+    waitpid(*pid, NULL, 0);
+  return r;
+}
+
+int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
+  if (ensure_rootfs(d, c, err) < 0)
+    return vs_error_wrap(err, "mount the root file system");
+  _cleanup_free_ char *mpath = vs_asprintf("%s/monitor.json", c->dir);
+  _cleanup_free_ char *epath = vs_asprintf("%s/exit.json", c->dir);
+  unlink(mpath);
+  unlink(epath);
+  pid_t pid;
+  if (spawn_monitor(d, c, &pid, err) < 0)
+    return -1;
+  pthread_mutex_lock(&d->lock);
+  vd_ctr_refresh(d, c);
+  free(c->error);
+  c->error = NULL;
+  pthread_mutex_unlock(&d->lock);
+  return 0;
+}
+
+void vd_supervise_watch(vd_daemon *d, vd_container *c) {
+  /* while the previous monitor's pidfd is registered, its exit event re-watches */
+  if (c->pidfd >= 0 || c->monitor_pid <= 0)
+    return;
+  c->watched_pid = c->monitor_pid;
+  c->pidfd = pidfd_of(c->monitor_pid);
+  /* after opening, the pidfd pins the process: check it is still the monitor we recorded */
+  if (c->pidfd < 0 || vd_pid_start_time(c->monitor_pid) != c->monitor_start ||
+      vd_loop_add(d, c->pidfd, EPOLLIN, &c->pid_src, NULL) < 0) {
+    if (c->pidfd >= 0)
+      close(c->pidfd);
+    c->pidfd = -1;
+    vd_supervise_exited(d, c);
+    return;
+  }
+  vd_streams_started(d, c);
+}
+
+static void remove_job_run(vd_job *job) {
+  vs_error *e = NULL;
+  job->result = vd_supervise_remove(job->d, job->ctr, true, &e);
+  if (job->result < 0) {
+    vs_log_warn("auto-remove container %.12s: %s", job->ctr->id, e->msg);
+    vs_error_free(e);
+  }
+}
+
+static void removed_done(vd_job *job) {
+  vd_supervise_removed(job->d, job->ctr);
+  vd_ctr_unref(job->d, job->ctr);
+  free(job);
+}
+
+static void nothing_to_run(vd_job *job) { (void)job; }
+
+void vd_supervise_post_removed(vd_daemon *d, vd_job *job) {
+  /* a job with nothing left to do: a worker passes it straight back to the loop */
+  job->run = nothing_to_run;
+  job->done = removed_done;
+  vd_job_submit(d, job);
+}
+
+static void remove_job_done(vd_job *job) {
+  if (job->result == 0)
+    vd_supervise_removed(job->d, job->ctr);
+  vd_ctr_unref(job->d, job->ctr);
+  free(job);
+}
+
+/* After an exit or a failed start: streams, waiters, auto-removal (loop). */
+static void after_exit(vd_daemon *d, vd_container *c, bool restarted) {
+  pthread_mutex_lock(&d->lock);
+  c->exits++;
+  json_t *hc = json_object_get(c->rec, "HostConfig");
+  bool auto_remove = json_is_true(json_object_get(hc, "AutoRemove")) && !c->removing && !restarted;
+  if (auto_remove) {
+    c->removing = true;
+    vd_ctr_ref(c);
+  }
+  pthread_mutex_unlock(&d->lock);
+  vd_streams_exit(d, c, false);
+  if (restarted)
+    vd_supervise_watch(d, c);
+  else if (!auto_remove)
+    vd_restart_schedule(d, c);
+  if (auto_remove) {
+    vd_job *job = vs_malloc0(sizeof(*job));
+    job->d = d;
+    job->ctr = c;
+    job->run = remove_job_run;
+    job->done = remove_job_done;
+    vd_job_submit(d, job);
+  }
+}
+
+void vd_supervise_start_failed(vd_daemon *d, vd_container *c) {
+  if (!c->removed)
+    after_exit(d, c, false);
+}
+
+void vd_supervise_exited(vd_daemon *d, vd_container *c) {
+  if (c->pidfd >= 0) {
+    vd_loop_del(d, c->pidfd);
+    close(c->pidfd);
+    c->pidfd = -1;
+  }
+  if (c->removed)
+    return;
+  pid_t ended = c->watched_pid;
+  /* our child when this vesseld started it; otherwise somebody else reaps it */
+  if (ended > 0)
+    waitpid(ended, NULL, WNOHANG);
+  pthread_mutex_lock(&d->lock);
+  vd_ctr_refresh(d, c);
+  /* a restart may have started the next monitor before this exit got here */
+  bool restarted = c->state == VD_CTR_RUNNING && c->monitor_pid != ended;
+  if (c->state == VD_CTR_RUNNING && !restarted) { /* the pidfd said it ended */
+    c->state = VD_CTR_EXITED;
+    c->exit_code = 255;
+  }
+  int code = c->exit_code;
+  pthread_mutex_unlock(&d->lock);
+  vs_log_info("container %.12s exited with %d", c->id, code);
+  pthread_mutex_lock(&d->lock);
+  json_t *attrs = vd_event_ctr_attrs(c);
+  pthread_mutex_unlock(&d->lock);
+  json_object_set_new(attrs, "exitCode", json_sprintf("%d", code));
+  vd_event_emit(d, "container", "die", c->id, attrs);
+  after_exit(d, c, restarted);
+}
+
+int vd_monitor_connect(const vd_container *c, vs_error **err) {
+  /* through /proc/self/fd: a socket path must fit in 108 bytes, the data root need not */
+  _cleanup_close_ int dirfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0)
+    return vs_error_set(err, errno, "open %s", c->dir);
+  _cleanup_free_ char *path = vs_asprintf("/proc/self/fd/%d/attach.sock", dirfd);
+  int fd = vs_unix_connect(path, err);
+  if (fd < 0)
+    return vs_error_wrap(err, "the monitor of container %.12s", c->id);
+  return fd;
+}
+
+int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err) {
+  if (ctr_kill(&d->rt, c->id, sig, false, err) < 0)
+    return vs_error_wrap(err, "kill container %.12s", c->id);
+  return 0;
+}
+
+int vd_supervise_wait_exit(vd_container *c, int timeout_ms) {
+  pid_t mpid = c->monitor_pid;
+  if (mpid <= 0)
+    return 1;
+  int fd = pidfd_of(mpid);
+  if (fd < 0)
+    return 1;
+  if (vd_pid_start_time(mpid) != c->monitor_start) {
+    close(fd);
+    return 1;
+  }
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int r;
+  do
+    r = poll(&p, 1, timeout_ms);
+  while (r < 0 && errno == EINTR);
+  close(fd);
+  return r > 0 ? 1 : 0;
+}
+
+int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **err) {
+  pthread_mutex_lock(&d->lock);
+  bool running = c->state == VD_CTR_RUNNING;
+  pthread_mutex_unlock(&d->lock);
+  if (running && force) {
+    vs_error *e = NULL;
+    if (vd_supervise_kill(d, c, SIGKILL, &e) < 0)
+      vs_error_free(e); /* it may have exited meanwhile */
+    if (!vd_supervise_wait_exit(c, 10000))
+      return vs_error_set(err, EBUSY, "container %.12s did not stop after SIGKILL", c->id);
+    pthread_mutex_lock(&d->lock);
+    vd_ctr_refresh(d, c);
+    pthread_mutex_unlock(&d->lock);
+  }
+  /* the monitor removes the runtime state; a monitor that died could not */
+  ctr_delete(&d->rt, c->id, true, NULL);
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);
+  if (umount2(rootfs, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+    return vs_error_set(err, errno, "unmount %s", rootfs);
+  if (vs_rm_rf(c->dir, err) < 0)
+    return vs_error_wrap(err, "remove container %.12s", c->id);
+  return 0;
+}
+
+void vd_supervise_removed(vd_daemon *d, vd_container *c) {
+  vd_restart_cancel(d, c);
+  if (c->pidfd >= 0) {
+    vd_loop_del(d, c->pidfd);
+    close(c->pidfd);
+    c->pidfd = -1;
+  }
+  pthread_mutex_lock(&d->lock);
+  if (c->removed) {
+    pthread_mutex_unlock(&d->lock);
+    return;
+  }
+  vd_ctr_remove(d, c);
+  c->removed = true;
+  pthread_mutex_unlock(&d->lock);
+  vs_log_info("container %.12s removed", c->id);
+  pthread_mutex_lock(&d->lock);
+  json_t *attrs = vd_event_ctr_attrs(c);
+  pthread_mutex_unlock(&d->lock);
+  vd_event_emit(d, "container", "destroy", c->id, attrs);
+  vd_streams_exit(d, c, true);
+  /* the table's reference goes at the end of the loop iteration: events already fetched may
+   * still name the container */
+  c->next_dead = d->dead_ctrs;
+  d->dead_ctrs = c;
+}

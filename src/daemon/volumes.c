@@ -1,0 +1,242 @@
+/* Named volumes, local driver: <data-root>/volumes/<name>/_data, described by
+ * <data-root>/volumes/<name>/volume.json (replaced atomically, like every record). A volume a
+ * container names in -v NAME:/path or --mount type=volume is made on first use, as docker
+ * does; it is not filled from the image (no copy-up yet). */
+#include "daemon/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define VOLUME_RECORD_MAX (1U << 16)
+
+bool vd_volume_name_valid(const char *n) {
+  size_t len = strlen(n);
+  if (len < 2 || len > 255)
+    return false;
+  for (size_t i = 0; i < len; i++) {
+    char ch = n[i];
+    bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+    if (!alnum && (i == 0 || (ch != '_' && ch != '.' && ch != '-')))
+      return false;
+  }
+  return true;
+}
+
+static char *volume_dir(vd_daemon *d, const char *name) {
+  return vs_asprintf("%s/volumes/%s", d->data_root, name);
+}
+
+static json_t *volume_load(vd_daemon *d, const char *name) {
+  if (!vd_volume_name_valid(name))
+    return NULL;
+  _cleanup_free_ char *dir = volume_dir(d, name);
+  _cleanup_free_ char *path = vs_asprintf("%s/volume.json", dir);
+  json_t *v = vs_json_load_file(path, VOLUME_RECORD_MAX, NULL);
+  if (v)
+    json_object_set_new(v, "Mountpoint", json_sprintf("%s/_data", dir));
+  return v;
+}
+
+/* The volume, made when missing; *created says whether it was. */
+json_t *vd_volume_ensure(vd_daemon *d, const char *name, json_t *labels, json_t *opts,
+                         bool *created, vs_error **err) {
+  if (created)
+    *created = false;
+  if (!vd_volume_name_valid(name)) {
+    vs_error_set(err, EINVAL,
+                 "create %s: \"%s\" includes invalid characters for a local volume name, only "
+                 "\"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed",
+                 name, name);
+    return NULL;
+  }
+  pthread_mutex_lock(&d->volume_lock);
+  json_t *v = volume_load(d, name);
+  if (!v) {
+    _cleanup_free_ char *dir = volume_dir(d, name);
+    _cleanup_free_ char *data = vs_asprintf("%s/_data", dir);
+    _cleanup_free_ char *path = vs_asprintf("%s/volume.json", dir);
+    _cleanup_free_ char *now = vd_now();
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "Name", name, "Driver", "local",
+                            "Scope", "local", "CreatedAt", now, "Labels",
+                            json_is_object(labels) ? json_incref(labels) : json_object(), "Options",
+                            json_is_object(opts) ? json_incref(opts) : json_object());
+    if (vs_mkdir_p(data, 0755, err) == 0 && vs_json_write_file(path, rec, 0600, err) == 0) {
+      v = volume_load(d, name);
+      if (created)
+        *created = true;
+      vd_event_emit(d, "volume", "create", name, json_pack("{s:s}", "driver", "local"));
+    }
+    json_decref(rec);
+  }
+  pthread_mutex_unlock(&d->volume_lock);
+  if (!v && err && !*err)
+    vs_error_set(err, EIO, "volume %s could not be read back", name);
+  return v;
+}
+
+/* Names of the containers whose HostConfig uses the volume. */
+static json_t *volume_users(vd_daemon *d, const char *name) {
+  json_t *users = json_array();
+  pthread_mutex_lock(&d->lock);
+  for (size_t i = 0; i < d->n_ctrs; i++) {
+    json_t *hc = json_object_get(d->ctrs[i]->rec, "HostConfig");
+    bool uses = false;
+    size_t k;
+    json_t *v;
+    json_array_foreach(json_object_get(hc, "Binds"), k, v) {
+      const char *b = json_string_value(v);
+      size_t n = strlen(name);
+      if (b && !strncmp(b, name, n) && b[n] == ':')
+        uses = true;
+    }
+    json_array_foreach(json_object_get(hc, "Mounts"), k, v) {
+      const char *t = json_string_value(json_object_get(v, "Type"));
+      const char *s = json_string_value(json_object_get(v, "Source"));
+      if (t && s && !strcmp(t, "volume") && !strcmp(s, name))
+        uses = true;
+    }
+    if (uses)
+      json_array_append_new(users, json_string(d->ctrs[i]->id));
+  }
+  pthread_mutex_unlock(&d->lock);
+  return users;
+}
+
+void vd_h_volumes_list(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *dir = vs_asprintf("%s/volumes", d->data_root);
+  json_t *out = json_array();
+  DIR *dh = opendir(dir);
+  if (dh) {
+    struct dirent *de;
+    while ((de = readdir(dh))) {
+      json_t *v = de->d_name[0] == '.' ? NULL : volume_load(d, de->d_name);
+      if (v)
+        json_array_append_new(out, v);
+    }
+    closedir(dh);
+  }
+  vd_call_json(c, 200, json_pack("{s:o, s:[]}", "Volumes", out, "Warnings"));
+}
+
+void vd_h_volume_create(vd_call *c) {
+  _cleanup_json_ json_t *body = c->body_len ? vd_call_body_object(c) : json_object();
+  if (!body)
+    return;
+  const char *name = NULL, *driver = NULL;
+  json_t *labels = NULL, *opts = NULL;
+  vs_error *e = NULL;
+  if (vs_json_get_string(body, "Name", false, &name, &e) < 0 ||
+      vs_json_get_string(body, "Driver", false, &driver, &e) < 0 ||
+      vs_json_get_object(body, "Labels", false, &labels, &e) < 0 ||
+      vs_json_get_object(body, "DriverOpts", false, &opts, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  if (driver && *driver && strcmp(driver, "local") != 0) {
+    vd_call_error(c, 400, "volume driver %s: only the local driver is available", driver);
+    return;
+  }
+  if (json_object_size(opts)) {
+    vd_call_error(c, 400, "DriverOpts: options of the local driver are not supported yet");
+    return;
+  }
+  _cleanup_free_ char *rnd = name && *name ? NULL : vd_random_id();
+  json_t *v = vd_volume_ensure(c->d, rnd ? rnd : name, labels, opts, NULL, &e);
+  if (!v) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vd_call_json(c, 201, v);
+}
+
+void vd_h_volume_inspect(vd_call *c) {
+  json_t *v = volume_load(c->d, c->arg);
+  if (!v)
+    vd_call_error(c, 404, "get %s: no such volume", c->arg);
+  else
+    vd_call_json(c, 200, v);
+}
+
+static int volume_remove(vd_daemon *d, const char *name, vs_error **err) {
+  _cleanup_free_ char *dir = volume_dir(d, name);
+  pthread_mutex_lock(&d->volume_lock);
+  int r = vs_rm_rf(dir, err);
+  pthread_mutex_unlock(&d->volume_lock);
+  if (r == 0)
+    vd_event_emit(d, "volume", "destroy", name, json_pack("{s:s}", "driver", "local"));
+  return r;
+}
+
+void vd_h_volume_delete(vd_call *c) {
+  _cleanup_json_ json_t *v = volume_load(c->d, c->arg);
+  if (!v) {
+    if (http_query_bool(c->req->query, "force", false))
+      vd_call_status(c, 204);
+    else
+      vd_call_error(c, 404, "get %s: no such volume", c->arg);
+    return;
+  }
+  _cleanup_json_ json_t *users = volume_users(c->d, c->arg);
+  if (json_array_size(users)) {
+    vd_call_error(c, 409, "remove %s: volume is in use - [%s]", c->arg,
+                  json_string_value(json_array_get(users, 0)));
+    return;
+  }
+  vs_error *e = NULL;
+  if (volume_remove(c->d, c->arg, &e) < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vd_call_status(c, 204);
+}
+
+void vd_h_volumes_prune(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *dir = vs_asprintf("%s/volumes", d->data_root);
+  json_t *deleted = json_array();
+  DIR *dh = opendir(dir);
+  if (dh) {
+    struct dirent *de;
+    while ((de = readdir(dh))) {
+      if (de->d_name[0] == '.' || !vd_volume_name_valid(de->d_name))
+        continue;
+      _cleanup_json_ json_t *users = volume_users(d, de->d_name);
+      if (json_array_size(users))
+        continue;
+      vs_error *e = NULL;
+      if (volume_remove(d, de->d_name, &e) == 0)
+        json_array_append_new(deleted, json_string(de->d_name));
+      vs_error_free(e);
+    }
+    closedir(dh);
+  }
+  vd_call_json(c, 200, json_pack("{s:o, s:i}", "VolumesDeleted", deleted, "SpaceReclaimed", 0));
+}
+
+json_t *vd_volumes_usage(vd_daemon *d) {
+  _cleanup_free_ char *dir = vs_asprintf("%s/volumes", d->data_root);
+  json_t *out = json_array();
+  DIR *dh = opendir(dir);
+  if (!dh)
+    return out;
+  struct dirent *de;
+  while ((de = readdir(dh))) {
+    json_t *v = de->d_name[0] == '.' ? NULL : volume_load(d, de->d_name);
+    if (!v)
+      continue;
+    _cleanup_json_ json_t *users = volume_users(d, de->d_name);
+    const char *mp = json_string_value(json_object_get(v, "Mountpoint"));
+    json_object_set_new(v, "UsageData",
+                        json_pack("{s:I, s:I}", "Size", (json_int_t)vs_img_du(mp), "RefCount",
+                                  (json_int_t)json_array_size(users)));
+    json_array_append_new(out, v);
+  }
+  closedir(dh);
+  return out;
+}
