@@ -274,9 +274,12 @@ static int hart_at_breakpoint(const gdb_stub *s) {
   return -1;
 }
 
+static void release_held_harts(gdb_stub *s);
+
 /* All-stop: park every hart and tell the debugger why. */
 static void stop_vm(gdb_stub *s, int sig) {
   vm_pause(s->m);
+  release_held_harts(s);
   s->running = false;
   int h = hart_at_breakpoint(s);
   if (h >= 0)
@@ -287,11 +290,24 @@ static void stop_vm(gdb_stub *s, int sig) {
   send_stop_reply(s, sig);
 }
 
-static void resume_vm(gdb_stub *s) {
-  for (unsigned h = 0; h < s->m->nharts; h++)
-    __atomic_store_n(&s->m->harts[h].breakpoint_hit, false, __ATOMIC_RELEASE);
+/* Let the VM run: every hart, or only hart `only` (>= 0) while the others stay held (gdb steps
+ * one thread over a breakpoint that way: RISC-V gdb single-steps with breakpoints). */
+static void resume_vm(gdb_stub *s, int only) {
+  vm *m = s->m;
+  for (unsigned h = 0; h < m->nharts; h++) {
+    __atomic_store_n(&m->harts[h].breakpoint_hit, false, __ATOMIC_RELEASE);
+    __atomic_store_n(&m->hart_held[h], only >= 0 && (unsigned)only != h, __ATOMIC_RELEASE);
+  }
   s->running = true;
-  vm_resume(s->m);
+  vm_resume(m);
+}
+
+/* No hart is held any more: those that were wake up. */
+static void release_held_harts(gdb_stub *s) {
+  vm *m = s->m;
+  for (unsigned h = 0; h < m->nharts; h++)
+    if (__atomic_exchange_n(&m->hart_held[h], false, __ATOMIC_ACQ_REL))
+      vm_wake_hart(m, h);
 }
 
 /* One instruction of one hart while the others stay parked (the VM is paused). */
@@ -515,8 +531,8 @@ static uint8_t *guest_ptr(gdb_stub *s, const rv_hart *h, uint64_t va, size_t *ro
   return vm_ram_ptr(s->m, pa);
 }
 
-/* "ADDR,LEN" (followed by ':' or the end): false on bad hex or a length beyond GDB_MAX_MEM. */
-static bool parse_addr_len(const char *p, size_t len, uint64_t *addr, uint64_t *n,
+/* "ADDR,LEN" (followed by ':' or the end): false on bad hex or a length beyond max. */
+static bool parse_addr_len(const char *p, size_t len, uint64_t max, uint64_t *addr, uint64_t *n,
                            const char **rest) {
   const char *comma = memchr(p, ',', len);
   if (!comma)
@@ -525,7 +541,7 @@ static bool parse_addr_len(const char *p, size_t len, uint64_t *addr, uint64_t *
   const char *colon = memchr(comma, ':', (size_t)(end - comma));
   const char *len_end = colon ? colon : end;
   if (!gdb_parse_hex_u64(p, (size_t)(comma - p), addr) ||
-      !gdb_parse_hex_u64(comma + 1, (size_t)(len_end - comma - 1), n) || *n > GDB_MAX_MEM)
+      !gdb_parse_hex_u64(comma + 1, (size_t)(len_end - comma - 1), n) || *n > max)
     return false;
   *rest = colon ? colon + 1 : end;
   return true;
@@ -534,7 +550,7 @@ static bool parse_addr_len(const char *p, size_t len, uint64_t *addr, uint64_t *
 static void cmd_read_mem(gdb_stub *s, const char *p, size_t len) {
   uint64_t addr, n;
   const char *rest;
-  if (!parse_addr_len(p, len, &addr, &n, &rest)) {
+  if (!parse_addr_len(p, len, GDB_MAX_MEM, &addr, &n, &rest)) {
     send_str(s, "E01");
     return;
   }
@@ -582,7 +598,7 @@ static void cmd_write_mem_hex(gdb_stub *s, const char *p, size_t len) {
   uint64_t addr, n;
   const char *rest;
   uint8_t buf[GDB_MAX_MEM];
-  if (!parse_addr_len(p, len, &addr, &n, &rest) || rest == p + len ||
+  if (!parse_addr_len(p, len, GDB_MAX_MEM, &addr, &n, &rest) || rest == p + len ||
       (size_t)(p + len - rest) != 2 * n || !gdb_hex_decode(rest, 2 * n, buf)) {
     send_str(s, "E01");
     return;
@@ -594,7 +610,7 @@ static void cmd_write_mem_binary(gdb_stub *s, const char *p, size_t len) {
   uint64_t addr, n;
   const char *rest;
   uint8_t buf[GDB_MAX_MEM];
-  if (!parse_addr_len(p, len, &addr, &n, &rest)) {
+  if (!parse_addr_len(p, len, GDB_MAX_MEM, &addr, &n, &rest)) {
     send_str(s, "E01");
     return;
   }
@@ -715,10 +731,12 @@ static void cmd_read_features(gdb_stub *s, const char *annex_args, size_t len) {
     return;
   }
   const char *p = annex_args + sizeof(annex) - 1;
-  if (!parse_addr_len(p, len - (size_t)(p - annex_args), &off, &n, &rest)) {
+  if (!parse_addr_len(p, len - (size_t)(p - annex_args), UINT64_MAX, &off, &n, &rest)) {
     send_str(s, "E01");
     return;
   }
+  if (n > GDB_MAX_PACKET - 1)
+    n = GDB_MAX_PACKET - 1; /* room for the 'm' */
   reply_reset(s);
   if (off >= s->target_xml_len) {
     reply_str(s, "l");
@@ -815,7 +833,7 @@ static void cmd_continue(gdb_stub *s, size_t len) {
     send_str(s, "E01");
     return;
   }
-  resume_vm(s);
+  resume_vm(s, -1);
 }
 
 static void cmd_step(gdb_stub *s, size_t len) {
@@ -829,8 +847,9 @@ static void cmd_step(gdb_stub *s, size_t len) {
 /* vCont;ACTION[:THREAD]... with actions c, C, s, S, t. A step of one hart runs that hart alone
  * (the others stay parked); any c without a step continues the whole VM. */
 static void cmd_vcont(gdb_stub *s, const char *p, size_t len) {
-  int step = -2; /* hart to step, -2 none */
-  bool cont = false;
+  int step = -2;      /* hart to step, -2 none */
+  bool cont = false;  /* some hart continues */
+  int cont_hart = -2; /* the only hart that continues (-1: all) */
   const char *end = p + len;
   while (p < end) {
     if (*p++ != ';')
@@ -850,6 +869,7 @@ static void cmd_vcont(gdb_stub *s, const char *p, size_t len) {
       if (step == -2)
         step = h >= 0 ? h : (int)selected_hart(s, s->c_hart);
     } else if (a == 'c' || a == 'C') {
+      cont_hart = cont && cont_hart != h ? -1 : h;
       cont = true;
     } else if (a != 't') {
       goto bad;
@@ -859,7 +879,7 @@ static void cmd_vcont(gdb_stub *s, const char *p, size_t len) {
   if (step >= 0)
     step_hart(s, (unsigned)step);
   else if (cont)
-    resume_vm(s);
+    resume_vm(s, cont_hart);
   else
     send_str(s, "OK");
   return;
@@ -881,8 +901,6 @@ static void cmd_v(gdb_stub *s, const char *p, size_t len) {
 static void cmd_detach(gdb_stub *s) {
   __atomic_store_n(&s->bp.n, 0, __ATOMIC_RELEASE);
   send_str(s, "OK");
-  resume_vm(s);
-  s->running = false;
   stub_disconnect(s);
 }
 
@@ -1004,6 +1022,7 @@ static void stub_disconnect(gdb_stub *s) {
   /* a debugger that went away without detaching leaves the VM running, as after D */
   for (unsigned h = 0; h < s->m->nharts; h++)
     __atomic_store_n(&s->m->harts[h].breakpoint_hit, false, __ATOMIC_RELEASE);
+  release_held_harts(s);
   vm_resume(s->m);
 }
 

@@ -238,7 +238,7 @@ static void vm_hart_park(vm *m, vm_hart_thread *ht) {
 
 /* Would the hart run now? (sched_lock held) */
 static bool vm_hart_ready(vm *m, unsigned h) {
-  if (vm_hsm_state(m, h) != HSM_STARTED)
+  if (vm_hsm_state(m, h) != HSM_STARTED || __atomic_load_n(&m->hart_held[h], __ATOMIC_ACQUIRE))
     return false;
   rv_hart *t = &m->harts[h];
   if (!t->wfi)
