@@ -475,13 +475,13 @@ static void cmd_read_all_regs(gdb_stub *s) {
 
 static void cmd_write_all_regs(gdb_stub *s, const char *p, size_t len) {
   rv_hart *h = &s->m->harts[selected_hart(s, s->g_hart)];
-  if (len < 33 * 16) {
+  if (len < (size_t)33 * 16) {
     send_str(s, "E01");
     return;
   }
   uint64_t v[33];
   for (unsigned i = 0; i < 33; i++)
-    if (!parse_reg_value(p + 16 * i, 16, &v[i])) {
+    if (!parse_reg_value(p + (size_t)16 * i, 16, &v[i])) {
       send_str(s, "E01");
       return;
     }
@@ -585,6 +585,8 @@ static bool write_guest(gdb_stub *s, uint64_t addr, const uint8_t *data, uint64_
   for (uint64_t done = 0; done < n;) {
     size_t room;
     uint8_t *dst = guest_ptr(s, h, addr + done, &room);
+    if (!dst)
+      return false; /* cannot happen: the loop above found all of it in RAM */
     size_t chunk = room < n - done ? room : (size_t)(n - done);
     memcpy(dst, data + done, chunk);
     /* decoded or translated code of the page is dropped; a migration resends it */

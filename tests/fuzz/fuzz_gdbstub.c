@@ -40,6 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.smp = 1 + (size ? data[0] % 2 : 0);
   cfg.console_in = -1;
   cfg.console_out = -1;
+  cfg.interpreter = true; /* the stub is under test, not the translator: more runs */
   vs_error *err = NULL;
   vm *m = vm_create(&cfg, &err);
   if (!m)
