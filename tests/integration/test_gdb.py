@@ -142,6 +142,7 @@ def test_break_step_read_write_continue(build_dir, accel):
             "printf \"ARGS %d %d\\n\", $a0, $a1",
             "printf \"PC %#lx FN %#lx\\n\", $pc, &gdb_add",
             "printf \"COUNTER %d\\n\", gdb_counter",
+            "printf \"PRIV %d HART %d FCSR %d\\n\", $priv, $mhartid, $fcsr",
             "set var gdb_counter = 0",
             "printf \"COUNTER %d\\n\", gdb_counter",
             "stepi",
@@ -153,6 +154,7 @@ def test_break_step_read_write_continue(build_dir, accel):
         m = re.search(r"PC (0x[0-9a-f]+) FN (0x[0-9a-f]+)", out)
         assert m and m.group(1) == m.group(2), out
         assert re.search(r"COUNTER 5\n(.|\n)*COUNTER 0\n", out), out
+        assert "PRIV 3 HART 0 FCSR 0" in out, out  # M-mode, CSRs from the target description
         stepped = re.search(r"STEPPED (0x[0-9a-f]+)", out)
         assert stepped and int(stepped.group(1), 16) in (int(m.group(1), 16) + 2,
                                                          int(m.group(1), 16) + 4), out
@@ -175,12 +177,12 @@ def test_two_harts_are_two_threads(build_dir, threads):
     with Vmm(build_dir, "--bios", "none", "--htif", "--smp", "2", "--hart-threads", threads,
              "--gdb-wait", "--kernel", str(elf)) as vm:
         out = _gdb(elf, vm.port, ["set scheduler-locking step", "info threads", "thread 2", "stepi",
-                                  "printf \"HART %d\\n\", $a0",  # csrr a0, mhartid
+                                  "printf \"HART %d %d\\n\", $a0, $mhartid",  # csrr a0, mhartid
                                   "break gdb_add", "continue", "set var gdb_counter = 0",
                                   "continue"])
         assert re.search(r"1\s+Thread 1 \(hart 0\)", out), out
         assert re.search(r"2\s+Thread 2 \(hart 1\)", out), out
-        assert "Switching to thread 2" in out and "HART 1" in out, out
+        assert "Switching to thread 2" in out and "HART 1 1" in out, out
         assert "hit Breakpoint 1, gdb_add" in out, out
         assert "exited normally" in out, out
         assert vm.proc.wait(timeout=30) == 0
