@@ -276,8 +276,8 @@ static int hart_at_breakpoint(const gdb_stub *s) {
 
 static void release_held_harts(gdb_stub *s);
 
-/* All-stop: park every hart and tell the debugger why. */
-static void stop_vm(gdb_stub *s, int sig) {
+/* All-stop: park every hart (and remember which one stopped). */
+static void halt_vm(gdb_stub *s) {
   vm_pause(s->m);
   release_held_harts(s);
   s->running = false;
@@ -287,6 +287,11 @@ static void stop_vm(gdb_stub *s, int sig) {
   else if (s->c_hart >= 0 && (unsigned)s->c_hart < s->m->nharts)
     s->stop_hart = (unsigned)s->c_hart;
   s->g_hart = (int)s->stop_hart;
+}
+
+/* Stop and tell the debugger why. */
+static void stop_vm(gdb_stub *s, int sig) {
+  halt_vm(s);
   send_stop_reply(s, sig);
 }
 
@@ -918,8 +923,9 @@ static void handle_packet(gdb_stub *s, const char *p, size_t len) {
     return;
   }
   if (s->running && p[0] != 'k' && p[0] != 'D') {
-    /* all-stop: while the VM runs the debugger waits for a stop reply; stop first */
-    stop_vm(s, GDB_SIGINT);
+    /* all-stop: a debugger sends nothing but 0x03 while the VM runs; a client that does gets
+     * its answer from a stopped VM (and no stop reply besides) */
+    halt_vm(s);
   }
   const char *a = p + 1;
   size_t alen = len - 1;

@@ -244,14 +244,36 @@ def test_protocol_checks_its_input(build_dir):
         assert vm.proc.wait(timeout=30) is not None
 
 
+@pytest.mark.parametrize("threads", ["on", "off"])
+def test_single_steps_move_one_hart_by_one_instruction(build_dir, threads):
+    with Vmm(build_dir, "--bios", "none", "--htif", "--smp", "2", "--hart-threads", threads,
+             "--gdb-wait", "--kernel", str(_elf(build_dir))) as vm:
+        c = RawClient(vm.port)
+        try:
+            assert c.command("vCont;s:2") == "T05thread:2;"
+            assert c.command("Hg2") == "OK"
+            assert _regs(c.command("g"))[1] == 0x80000004  # past csrr a0, mhartid
+            assert _regs(c.command("g"))[0][10] == 1  # a0 = mhartid
+            assert c.command("Hg1") == "OK"
+            assert _regs(c.command("g"))[1] == 0x80000000  # hart 0 did not move
+            assert c.command("Hc1") == "OK"
+            assert c.command("s") == "T05thread:1;"
+            assert _regs(c.command("g"))[1] == 0x80000004
+            c.send_raw(b"$k#6b")
+        finally:
+            c.close()
+        assert vm.proc.wait(timeout=30) is not None
+
+
 # ------------------------------------------------------------------ Debian's kernel
 
-def test_interrupt_step_and_continue_a_booting_kernel(build_dir, guest_assets):
+@pytest.mark.parametrize("smp", [1, 2])
+def test_interrupt_step_and_continue_a_booting_kernel(build_dir, guest_assets, smp):
     _need_gdb()
     port = _free_port()
     argv = [str(build_dir / "vessel-vmm"), "--kernel", str(guest_assets / "Image"),
             "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
-            "--mem", "512M", "--gdb", f"tcp::{port}"]
+            "--mem", "512M", "--smp", str(smp), "--gdb", f"tcp::{port}"]
     con = Console(argv)
     try:
         con.wait_for(r"Linux version", BOOT_TIMEOUT)
@@ -264,11 +286,14 @@ def test_interrupt_step_and_continue_a_booting_kernel(build_dir, guest_assets):
             time.sleep(1)
             c.send_raw(b"\x03")
             stop = c.read_packet()
-            assert stop.startswith("T02thread:1;"), stop
+            assert re.fullmatch(r"T02thread:[12];", stop), stop
+            assert c.command("qfThreadInfo") == ("m1" if smp == 1 else "m1,2")
             _, pc = _regs(c.command("g"))
             insn = c.command("m%x,2" % pc)
             assert re.fullmatch(r"[0-9a-f]{4}", insn), insn  # pc's page as the hart maps it
-            assert c.command("s").startswith("T05thread:1;")
+            assert c.command("s").startswith("T05thread:")
+            _, pc2 = _regs(c.command("g"))
+            assert pc2 != pc or insn[:2] in ("73", "6f"), (hex(pc), hex(pc2), insn)  # wfi, j .
             assert c.command("D") == "OK"
         finally:
             c.close()
@@ -278,7 +303,7 @@ def test_interrupt_step_and_continue_a_booting_kernel(build_dir, guest_assets):
         assert re.search(r"pc\s+0x[0-9a-f]+", out), out
         assert "PC 0x" in out, out
         assert "Detaching" in out or "detached" in out.lower(), out
-        m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
+        con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
         con.send("poweroff -f")
         assert con.proc.wait(timeout=CMD_TIMEOUT) == 0
     finally:

@@ -839,7 +839,13 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
   return rv_hart_run_insns(h, max_insns);
 }
 
-uint64_t rv_hart_step(rv_hart *h) { return rv_hart_run_insns(h, 1); }
+uint64_t rv_hart_step(rv_hart *h) {
+  /* the hart is parked by a stop-the-world request, which the step must not obey */
+  bool stop = __atomic_exchange_n(&h->stop_request, false, __ATOMIC_SEQ_CST);
+  uint64_t n = rv_hart_run_insns(h, 1);
+  __atomic_store_n(&h->stop_request, stop, __ATOMIC_SEQ_CST);
+  return n;
+}
 
 /* ---------------------------------------------------------------- CSRs */
 

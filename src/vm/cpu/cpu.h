@@ -168,7 +168,8 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
  * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early so the
  * machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
-/* The debugger: exactly one instruction (or the trap it takes), breakpoints ignored. Returns
+/* The debugger: exactly one instruction (or the trap it takes), breakpoints and stop requests
+ * ignored (it steps a hart the machine parked). Returns
  * the number of instructions retired (0 while waiting in WFI with nothing pending). */
 uint64_t rv_hart_step(rv_hart *h);
 /* The debugger's view of memory: translate va as the hart's data accesses see it now (its
