@@ -41,8 +41,10 @@
 #define GDB_CSR_FFLAGS 0x001
 #define GDB_CSR_FRM 0x002
 #define GDB_CSR_FCSR 0x003
-/* the largest m/M/X transfer: its hex must fit in a packet */
-#define GDB_MAX_MEM ((GDB_MAX_PACKET - 32) / 2)
+/* the largest m reply (hex) and M/X write (whose data must fit in a packet) gdb sends when it
+ * divides PacketSize itself */
+#define GDB_MAX_READ (GDB_MAX_PACKET / 2)
+#define GDB_MAX_WRITE GDB_MAX_PACKET
 #define GDB_SIGINT 2
 #define GDB_SIGTRAP 5
 
@@ -57,6 +59,7 @@ struct gdb_stub {
   bool no_ack;
   bool running;       /* the debugger let the VM run and waits for a stop reply */
   int g_hart, c_hart; /* Hg / Hc selection: hart index, -1 = any */
+  int only_hart;      /* the hart that alone runs (vCont;c:N), -1 = all */
   unsigned stop_hart; /* the hart the last stop reply named */
   rv_breakpoints bp;
   char *target_xml;
@@ -284,6 +287,8 @@ static void halt_vm(gdb_stub *s) {
   int h = hart_at_breakpoint(s);
   if (h >= 0)
     s->stop_hart = (unsigned)h;
+  else if (s->only_hart >= 0 && (unsigned)s->only_hart < s->m->nharts)
+    s->stop_hart = (unsigned)s->only_hart; /* the one hart that ran */
   else if (s->c_hart >= 0 && (unsigned)s->c_hart < s->m->nharts)
     s->stop_hart = (unsigned)s->c_hart;
   s->g_hart = (int)s->stop_hart;
@@ -303,6 +308,7 @@ static void resume_vm(gdb_stub *s, int only) {
     __atomic_store_n(&m->harts[h].breakpoint_hit, false, __ATOMIC_RELEASE);
     __atomic_store_n(&m->hart_held[h], only >= 0 && (unsigned)only != h, __ATOMIC_RELEASE);
   }
+  s->only_hart = only;
   s->running = true;
   vm_resume(m);
 }
@@ -555,7 +561,7 @@ static bool parse_addr_len(const char *p, size_t len, uint64_t max, uint64_t *ad
 static void cmd_read_mem(gdb_stub *s, const char *p, size_t len) {
   uint64_t addr, n;
   const char *rest;
-  if (!parse_addr_len(p, len, GDB_MAX_MEM, &addr, &n, &rest)) {
+  if (!parse_addr_len(p, len, GDB_MAX_READ, &addr, &n, &rest)) {
     send_str(s, "E01");
     return;
   }
@@ -604,8 +610,8 @@ static bool write_guest(gdb_stub *s, uint64_t addr, const uint8_t *data, uint64_
 static void cmd_write_mem_hex(gdb_stub *s, const char *p, size_t len) {
   uint64_t addr, n;
   const char *rest;
-  uint8_t buf[GDB_MAX_MEM];
-  if (!parse_addr_len(p, len, GDB_MAX_MEM, &addr, &n, &rest) || rest == p + len ||
+  uint8_t buf[GDB_MAX_WRITE];
+  if (!parse_addr_len(p, len, GDB_MAX_WRITE, &addr, &n, &rest) || rest == p + len ||
       (size_t)(p + len - rest) != 2 * n || !gdb_hex_decode(rest, 2 * n, buf)) {
     send_str(s, "E01");
     return;
@@ -616,8 +622,8 @@ static void cmd_write_mem_hex(gdb_stub *s, const char *p, size_t len) {
 static void cmd_write_mem_binary(gdb_stub *s, const char *p, size_t len) {
   uint64_t addr, n;
   const char *rest;
-  uint8_t buf[GDB_MAX_MEM];
-  if (!parse_addr_len(p, len, GDB_MAX_MEM, &addr, &n, &rest)) {
+  uint8_t buf[GDB_MAX_WRITE];
+  if (!parse_addr_len(p, len, GDB_MAX_WRITE, &addr, &n, &rest)) {
     send_str(s, "E01");
     return;
   }
@@ -1048,7 +1054,7 @@ static void stub_accept(gdb_stub *s) {
   s->own_fd = true;
   gdb_rx_init(&s->rx);
   s->no_ack = false;
-  s->g_hart = s->c_hart = -1;
+  s->g_hart = s->c_hart = s->only_hart = -1;
   s->stop_hart = 0;
   /* as QEMU: a debugger that attaches finds the VM stopped */
   vm_pause(s->m);
@@ -1093,7 +1099,7 @@ gdb_stub *gdb_stub_new(vm *m, int out_fd) {
   s->listen_fd = -1;
   s->listen_idx = s->fd_idx = -1;
   s->fd = out_fd;
-  s->g_hart = s->c_hart = -1;
+  s->g_hart = s->c_hart = s->only_hart = -1;
   gdb_rx_init(&s->rx);
   build_target_xml(s);
   m->bus.breakpoints = &s->bp;

@@ -148,6 +148,7 @@ def test_break_step_read_write_continue(build_dir, accel):
             "stepi",
             "printf \"STEPPED %#lx\\n\", $pc",
             "x/2i gdb_add",
+            "x/700xw 0x80000000",  # more than one packet's worth
             "continue"])
         assert "Breakpoint 1, gdb_add (a=a@entry=30, b=b@entry=12)" in out, out
         assert "ARGS 30 12" in out, out
@@ -158,6 +159,7 @@ def test_break_step_read_write_continue(build_dir, accel):
         stepped = re.search(r"STEPPED (0x[0-9a-f]+)", out)
         assert stepped and int(stepped.group(1), 16) in (int(m.group(1), 16) + 2,
                                                          int(m.group(1), 16) + 4), out
+        assert "Cannot access memory" not in out, out
         assert "exited normally" in out, out
         # the program passes only because the debugger wrote gdb_counter
         assert vm.proc.wait(timeout=30) == 0
@@ -227,6 +229,8 @@ def test_protocol_checks_its_input(build_dir):
             # unmapped memory: an error, not a crash
             assert c.command("m10,4") == "E14"
             assert c.command("m0,100000") == "E01"  # longer than a packet
+            assert len(c.command("m80000000,800")) == 0x1000  # as much as gdb asks at once
+            assert c.command("m80000000,801") == "E01"
             # a packet beyond PacketSize is refused whole
             big = b"M80000000,1:" + b"00" * 5000
             c.send_raw(b"$%s#%02x" % (big, sum(big) % 256))
