@@ -4,6 +4,7 @@ arguments, step, read and write a variable, continue to its exit) on both engine
 harts; Debian's kernel interrupted while it boots (0x03), looked at, stepped and let go on to a
 shell; hostile packets (bad checksums, bad hex, oversized packets, unmapped memory)."""
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -75,8 +76,10 @@ def _gdb(elf, port, commands):
         argv += ["-ex", c]
     if elf:
         argv.append(str(elf))
+    # a gdb that trips over its own assertion leaves no core file in the tree
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       timeout=GDB_TIMEOUT)
+                       timeout=GDB_TIMEOUT,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
     return r.stdout + r.stderr
 
 
