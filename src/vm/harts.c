@@ -238,7 +238,7 @@ static void vm_hart_park(vm *m, vm_hart_thread *ht) {
 
 /* Would the hart run now? (sched_lock held) */
 static bool vm_hart_ready(vm *m, unsigned h) {
-  if (vm_hsm_state(m, h) != HSM_STARTED)
+  if (vm_hsm_state(m, h) != HSM_STARTED || __atomic_load_n(&m->hart_held[h], __ATOMIC_ACQUIRE))
     return false;
   rv_hart *t = &m->harts[h];
   if (!t->wfi)
@@ -379,6 +379,10 @@ int vm_run_threaded(vm *m, vs_error **err) {
   vm_threads *t = &m->threads;
   pthread_mutex_lock(&t->big_lock);
   t->io_running = true;
+  /* paused before the run began (a debugger's start-stopped): the harts park before their first
+   * instruction, and vm_resume's vm_release_harts lets them go */
+  if (m->paused)
+    t->stop_requests++;
   int rc = vm_start_hart_threads(m, err);
   if (rc < 0)
     vm_request_exit(m, VM_EXIT_FAIL, 1);

@@ -714,7 +714,7 @@ void vm_poll_htif(vm *m, const rv_hart *hart) {
 
 /* Would this hart do anything if run now? */
 static bool vm_hart_runnable(vm *m, unsigned h) {
-  if (m->hsm[h] != HSM_STARTED)
+  if (m->hsm[h] != HSM_STARTED || __atomic_load_n(&m->hart_held[h], __ATOMIC_ACQUIRE))
     return false;
   return !m->harts[h].wfi || rv_hart_irq_pending(&m->harts[h]);
 }

@@ -156,6 +156,9 @@ struct vm {
   rv_hart harts[VM_MAX_SMP];
   unsigned nharts;
   hsm_state hsm[VM_MAX_SMP];
+  /* a debugger lets some harts run and holds these still (gdb's vCont;c:N): not runnable until
+   * cleared (atomic; whoever clears it wakes the hart) */
+  bool hart_held[VM_MAX_SMP];
   uint64_t hsm_start_addr[VM_MAX_SMP];
   uint64_t hsm_start_opaque[VM_MAX_SMP];
 

@@ -108,6 +108,10 @@ int vm_control_listen(vm *m, const char *path, vs_error **err);
 int vm_control_call(const char *path, json_t *req, const char *const *until_events, json_t **reply,
                     json_t **event, vs_error **err);
 
+/* Serve the GDB remote serial protocol (docs/debugging.md) on spec "tcp:[HOST]:PORT" (HOST
+ * default 127.0.0.1) while vm_run runs. wait: the VM starts paused until the debugger continues. */
+int vm_gdb_listen(vm *m, const char *spec, bool wait, vs_error **err);
+
 /* Ask the guest to shut down cleanly: press the virtual power button (docs/lifecycle.md). */
 int vm_powerdown(vm *m, vs_error **err);
 

@@ -82,6 +82,10 @@ static const char usage_text[] =
     "                    translated to host code) or 'interp' (the interpreter)\n"
     "  --hart-threads on|off  with --smp N > 1: each hart on its own host thread (on, the\n"
     "                    default) or all harts taking turns on one thread (off)\n"
+    "  --gdb tcp:[HOST]:PORT  serve a gdb remote stub (HOST default 127.0.0.1; see\n"
+    "                    docs/debugging.md): 'target remote HOST:PORT' in gdb-multiarch\n"
+    "  --gdb-wait        start with the harts stopped until the debugger continues (as QEMU's\n"
+    "                    -S; without --gdb it listens on tcp::1234)\n"
     "  --trace           print SBI calls and accesses to unmapped addresses on stderr\n"
     "                    (also enabled by VESSEL_TRACE=1)\n"
     "  -h, --help        show this help\n"
@@ -115,6 +119,8 @@ enum {
   OPT_CLONE_DIR,
   OPT_VERIFY_MEMORY,
   OPT_INCOMING,
+  OPT_GDB,
+  OPT_GDB_WAIT,
 };
 
 /* What to run: a new VM from cfg, a snapshot, or an incoming migration. */
@@ -123,6 +129,8 @@ typedef struct vmm_args {
   const char *api_sock;
   const char *restore;
   const char *incoming;
+  const char *gdb;
+  bool gdb_wait;
   vm_restore_opts ropts;
 } vmm_args;
 
@@ -142,6 +150,8 @@ static const struct option long_options[] = {
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"rng", required_argument, NULL, OPT_RNG},
     {"api-sock", required_argument, NULL, OPT_API_SOCK},
+    {"gdb", required_argument, NULL, OPT_GDB},
+    {"gdb-wait", no_argument, NULL, OPT_GDB_WAIT},
     {"restore", required_argument, NULL, OPT_RESTORE},
     {"clone", no_argument, NULL, OPT_CLONE},
     {"clone-dir", required_argument, NULL, OPT_CLONE_DIR},
@@ -183,6 +193,12 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
     switch (c) {
     case OPT_API_SOCK:
       a->api_sock = optarg;
+      break;
+    case OPT_GDB:
+      a->gdb = optarg;
+      break;
+    case OPT_GDB_WAIT:
+      a->gdb_wait = true;
       break;
     case OPT_RESTORE:
       a->restore = optarg;
@@ -402,6 +418,12 @@ int main(int argc, char **argv) {
     return EXIT_VMM_ERROR;
   }
   if (a.api_sock && vm_control_listen(m, a.api_sock, &err) < 0) {
+    vs_error_print(err, "vessel-vmm");
+    vm_destroy(m);
+    return EXIT_VMM_ERROR;
+  }
+  if ((a.gdb || a.gdb_wait) &&
+      vm_gdb_listen(m, a.gdb ? a.gdb : "tcp::1234", a.gdb_wait, &err) < 0) {
     vs_error_print(err, "vessel-vmm");
     vm_destroy(m);
     return EXIT_VMM_ERROR;

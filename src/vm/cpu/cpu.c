@@ -763,7 +763,7 @@ static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uin
 
 #define RV_BLOCK 1024
 
-uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
+static uint64_t rv_hart_run_insns(rv_hart *h, uint64_t max_insns) {
   uint64_t done = 0;
   if (h->wfi) {
     if (!rv_hart_irq_pending(h))
@@ -805,6 +805,46 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
     }
   }
   return done;
+}
+
+static bool rv_at_breakpoint(const rv_hart *h, const rv_breakpoints *bp, unsigned n) {
+  for (unsigned i = 0; i < n && i < RV_MAX_BREAKPOINTS; i++)
+    if (bp->pc[i] == h->pc)
+      return true;
+  return false;
+}
+
+/* With debugger breakpoints: one instruction at a time, looking at the pc before each. */
+static uint64_t rv_hart_run_to_breakpoint(rv_hart *h, const rv_breakpoints *bp, unsigned n,
+                                          uint64_t max_insns) {
+  uint64_t done = 0;
+  while (done < max_insns && !__atomic_load_n(&h->stop_request, __ATOMIC_RELAXED)) {
+    if (h->breakpoint_hit || rv_at_breakpoint(h, bp, n)) {
+      h->breakpoint_hit = true;
+      break;
+    }
+    uint64_t one = rv_hart_run_insns(h, 1);
+    done += one;
+    if (!one || h->wfi)
+      break;
+  }
+  return done;
+}
+
+uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
+  const rv_breakpoints *bp = h->bus->breakpoints;
+  unsigned n = bp ? __atomic_load_n(&bp->n, __ATOMIC_ACQUIRE) : 0;
+  if (unlikely(n))
+    return rv_hart_run_to_breakpoint(h, bp, n, max_insns);
+  return rv_hart_run_insns(h, max_insns);
+}
+
+uint64_t rv_hart_step(rv_hart *h) {
+  /* the hart is parked by a stop-the-world request, which the step must not obey */
+  bool stop = __atomic_exchange_n(&h->stop_request, false, __ATOMIC_SEQ_CST);
+  uint64_t n = rv_hart_run_insns(h, 1);
+  __atomic_store_n(&h->stop_request, stop, __ATOMIC_SEQ_CST);
+  return n;
 }
 
 /* ---------------------------------------------------------------- CSRs */

@@ -27,6 +27,16 @@
 
 typedef struct rv_hart rv_hart;
 
+/* Debugger breakpoints (the gdb stub's): addresses where every hart stops before executing the
+ * instruction. Changed only while the harts stand still; with n == 0 the harts run at full
+ * speed, otherwise one instruction at a time through the normal engine (rv_hart_run), so
+ * translated blocks never run past a breakpoint. */
+#define RV_MAX_BREAKPOINTS 64
+typedef struct rv_breakpoints {
+  unsigned n;
+  uint64_t pc[RV_MAX_BREAKPOINTS];
+} rv_breakpoints;
+
 typedef struct rv_bus {
   uint8_t *ram;      /* host mapping of guest RAM */
   uint64_t ram_base; /* 0x8000_0000 */
@@ -56,6 +66,8 @@ typedef struct rv_bus {
   /* Each hart runs on its own host thread: what one hart does to another (code pages, IPIs, TLB
    * shootdowns, memory ordering) goes through atomics and requests the target serves itself. */
   bool threaded;
+  /* NULL or the debugger's breakpoints (rv_breakpoints) */
+  const rv_breakpoints *breakpoints;
 } rv_bus;
 
 /* Guest RAM page `page` (index from ram_base) was written from outside the harts' stores. Odd to
@@ -113,9 +125,10 @@ struct rv_hart {
   uint64_t mcycle_offset;
   uint64_t reservation; /* LR/SC reserved physical address */
   bool reservation_valid;
-  bool wfi;          /* WFI executed with nothing pending: the machine may sleep */
-  bool stop_request; /* set by the machine (another thread, __atomic) to leave rv_hart_run */
-  uint64_t ext_mip;  /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+  bool wfi;            /* WFI executed with nothing pending: the machine may sleep */
+  bool stop_request;   /* set by the machine (another thread, __atomic) to leave rv_hart_run */
+  bool breakpoint_hit; /* rv_hart_run stopped at a debugger breakpoint (cleared by the debugger) */
+  uint64_t ext_mip;    /* device interrupt lines, updated atomically (rv_hart_set_irq) */
 
   /* ---- requests from other host threads (rv_bus.threaded; not saved: served before a stop) */
   uint64_t reservation_value; /* what LR read: SC succeeds if memory still holds it (cmpxchg) */
@@ -155,6 +168,14 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
  * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early so the
  * machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
+/* The debugger: exactly one instruction (or the trap it takes), breakpoints and stop requests
+ * ignored (it steps a hart the machine parked). Returns
+ * the number of instructions retired (0 while waiting in WFI with nothing pending). */
+uint64_t rv_hart_step(rv_hart *h);
+/* The debugger's view of memory: translate va as the hart's data accesses see it now (its
+ * privilege, satp), without side effects (no A/D updates, no fault, no TLB fill) and without
+ * permission checks. false when va is not mapped. */
+bool rv_hart_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa);
 
 /* Devices raise/lower MSIP, MTIP, MEIP, SEIP, on the hart's own thread (it leaves its block to
  * look at once). */

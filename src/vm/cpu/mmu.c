@@ -102,6 +102,40 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
   return rv_fault_cause(access, true);
 }
 
+bool rv_hart_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa) {
+  unsigned mode = h->satp >> 60;
+  if (h->priv == RV_PRIV_M || mode == 0) {
+    *pa = va;
+    return true;
+  }
+  int levels = mode == 8 ? 3 : mode == 9 ? 4 : 5;
+  int va_bits = 12 + 9 * levels;
+  if ((uint64_t)((int64_t)(va << (64 - va_bits)) >> (64 - va_bits)) != va)
+    return false;
+  uint64_t table = (h->satp & PTE_PPN_MASK) << 12;
+  const rv_bus *bus = h->bus;
+  for (int level = levels - 1; level >= 0; level--) {
+    uint64_t pte_addr = table + ((va >> (12 + 9 * level)) & 511) * 8;
+    if (!rv_ram_contains(bus, pte_addr, 8))
+      return false;
+    const uint64_t *pte_host = (const uint64_t *)(bus->ram + (pte_addr - bus->ram_base));
+    uint64_t pte = __atomic_load_n(pte_host, __ATOMIC_RELAXED);
+    if (!(pte & PTE_V) || ((pte & (PTE_R | PTE_W)) == PTE_W) || (pte >> 54))
+      return false;
+    uint64_t ppn = (pte >> 10) & PTE_PPN_MASK;
+    if (!(pte & (PTE_R | PTE_X))) {
+      table = ppn << 12;
+      continue;
+    }
+    if (ppn & ((1ULL << (9 * level)) - 1))
+      return false; /* misaligned superpage */
+    uint64_t off_mask = (1ULL << (12 + 9 * level)) - 1;
+    *pa = ((ppn << 12) & ~off_mask) | (va & off_mask);
+    return true;
+  }
+  return false;
+}
+
 /* Map va's page to host RAM in the TLB when the whole physical page is RAM and one PMP decision
  * allows the access on all of it; returns whether it did. */
 static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t pa) {

@@ -1,0 +1,317 @@
+"""The gdb stub of vessel-vmm (--gdb, --gdb-wait) driven by Debian's gdb-multiarch and by a raw
+GDB-remote-protocol client: a bare-metal program with symbols (break at a function, check its
+arguments, step, read and write a variable, continue to its exit) on both engines and with two
+harts; Debian's kernel interrupted while it boots (0x03), looked at, stepped and let go on to a
+shell; hostile packets (bad checksums, bad hex, oversized packets, unmapped memory)."""
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from test_vm_boot import BOOT_TIMEOUT, CMD_TIMEOUT, Console
+
+GDB = shutil.which("gdb-multiarch")
+GDB_TIMEOUT = 120
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _elf(build_dir):
+    path = build_dir / "tests" / "unit" / "gdb_target.elf"
+    if not path.is_file():
+        pytest.skip(f"{path} not built (riscv64-unknown-elf-gcc missing?)")
+    return path
+
+
+def _need_gdb():
+    if not GDB:
+        pytest.skip("gdb-multiarch is not installed (scripts/setup installs it)")
+
+
+def _wait_listening(port, timeout=60):
+    """Until something listens on the port (a test connection would count as a debugger)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if int(local.split(":")[1], 16) == port and state == "0A":
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+class Vmm:
+    """vessel-vmm with a gdb stub on a free loopback port; killed on exit if still running."""
+
+    def __init__(self, build_dir, *args):
+        self.port = _free_port()
+        self.proc = subprocess.Popen([str(build_dir / "vessel-vmm"), *args, "--gdb",
+                                      f"tcp:127.0.0.1:{self.port}"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        _wait_listening(self.port)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+def _gdb(elf, port, commands):
+    argv = [GDB, "-q", "-batch", "-nx", "-ex", "set confirm off", "-ex",
+            f"target remote 127.0.0.1:{port}"]
+    for c in commands:
+        argv += ["-ex", c]
+    if elf:
+        argv.append(str(elf))
+    # a gdb that trips over its own assertion leaves no core file in the tree
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=GDB_TIMEOUT,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+    return r.stdout + r.stderr
+
+
+class RawClient:
+    """The GDB remote serial protocol by hand: checksums, acks, 0x03."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def _read_more(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("the stub closed the connection")
+        self.buf += chunk
+
+    def read_ack(self):
+        while not self.buf:
+            self._read_more()
+        c, self.buf = self.buf[:1], self.buf[1:]
+        return c
+
+    def read_packet(self):
+        while True:
+            m = re.match(rb"[+-]*\$([^#]*)#([0-9a-f]{2})", self.buf, re.S)
+            if m:
+                self.buf = self.buf[m.end():]
+                data = m.group(1)
+                assert sum(data) % 256 == int(m.group(2), 16), f"bad checksum in {m.group(0)!r}"
+                return data.decode("latin-1")
+            self._read_more()
+
+    def command(self, text):
+        data = text.encode("latin-1")
+        self.send_raw(b"$%s#%02x" % (data, sum(data) % 256))
+        assert self.read_ack() == b"+"
+        return self.read_packet()
+
+
+def _regs(g_reply):
+    """x0..x31, pc from a 'g' reply."""
+    vals = [int.from_bytes(bytes.fromhex(g_reply[i:i + 16]), "little")
+            for i in range(0, 33 * 16, 16)]
+    return vals[:32], vals[32]
+
+
+# ------------------------------------------------------------------ the bare-metal program
+
+@pytest.mark.parametrize("accel", ["jit", "interp"])
+def test_break_step_read_write_continue(build_dir, accel):
+    _need_gdb()
+    elf = _elf(build_dir)
+    with Vmm(build_dir, "--bios", "none", "--htif", "--accel", accel, "--gdb-wait",
+             "--kernel", str(elf)) as vm:
+        out = _gdb(elf, vm.port, [
+            "break gdb_add", "continue",
+            "printf \"ARGS %d %d\\n\", $a0, $a1",
+            "printf \"PC %#lx FN %#lx\\n\", $pc, &gdb_add",
+            "printf \"COUNTER %d\\n\", gdb_counter",
+            "printf \"PRIV %d HART %d FCSR %d\\n\", $priv, $mhartid, $fcsr",
+            "set var gdb_counter = 0",
+            "printf \"COUNTER %d\\n\", gdb_counter",
+            "stepi",
+            "printf \"STEPPED %#lx\\n\", $pc",
+            "x/2i gdb_add",
+            "x/700xw 0x80000000",  # more than one packet's worth
+            "continue"])
+        assert "Breakpoint 1, gdb_add (a=a@entry=30, b=b@entry=12)" in out, out
+        assert "ARGS 30 12" in out, out
+        m = re.search(r"PC (0x[0-9a-f]+) FN (0x[0-9a-f]+)", out)
+        assert m and m.group(1) == m.group(2), out
+        assert re.search(r"COUNTER 5\n(.|\n)*COUNTER 0\n", out), out
+        assert "PRIV 3 HART 0 FCSR 0" in out, out  # M-mode, CSRs from the target description
+        stepped = re.search(r"STEPPED (0x[0-9a-f]+)", out)
+        assert stepped and int(stepped.group(1), 16) in (int(m.group(1), 16) + 2,
+                                                         int(m.group(1), 16) + 4), out
+        assert "Cannot access memory" not in out, out
+        assert "exited normally" in out, out
+        # the program passes only because the debugger wrote gdb_counter
+        assert vm.proc.wait(timeout=30) == 0
+
+
+def test_program_alone_fails_without_the_debugger(build_dir):
+    r = subprocess.run([str(build_dir / "vessel-vmm"), "--bios", "none", "--htif", "--kernel",
+                        str(_elf(build_dir))], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=60)
+    assert r.returncode == 5
+
+
+@pytest.mark.parametrize("threads", ["on", "off"])
+def test_two_harts_are_two_threads(build_dir, threads):
+    _need_gdb()
+    elf = _elf(build_dir)
+    with Vmm(build_dir, "--bios", "none", "--htif", "--smp", "2", "--hart-threads", threads,
+             "--gdb-wait", "--kernel", str(elf)) as vm:
+        out = _gdb(elf, vm.port, ["set scheduler-locking step", "info threads", "thread 2", "stepi",
+                                  "printf \"HART %d %d\\n\", $a0, $mhartid",  # csrr a0, mhartid
+                                  "break gdb_add", "continue", "set var gdb_counter = 0",
+                                  "continue"])
+        assert re.search(r"1\s+Thread 1 \(hart 0\)", out), out
+        assert re.search(r"2\s+Thread 2 \(hart 1\)", out), out
+        assert "Switching to thread 2" in out and "HART 1 1" in out, out
+        assert "hit Breakpoint 1, gdb_add" in out, out
+        assert "exited normally" in out, out
+        assert vm.proc.wait(timeout=30) == 0
+
+
+def test_detach_lets_the_program_run_on(build_dir):
+    _need_gdb()
+    elf = _elf(build_dir)
+    with Vmm(build_dir, "--bios", "none", "--htif", "--gdb-wait", "--kernel", str(elf)) as vm:
+        out = _gdb(elf, vm.port, ["break gdb_add", "continue", "detach"])
+        assert "Breakpoint 1, gdb_add" in out, out
+        # breakpoints are gone with the debugger: the program ends on its own (exit 5)
+        assert vm.proc.wait(timeout=30) == 5
+
+
+# ------------------------------------------------------------------ the protocol by hand
+
+def test_protocol_checks_its_input(build_dir):
+    with Vmm(build_dir, "--bios", "none", "--htif", "--gdb-wait", "--kernel",
+             str(_elf(build_dir))) as vm:
+        c = RawClient(vm.port)
+        try:
+            assert "PacketSize=1000" in c.command("qSupported:multiprocess+")
+            assert c.command("?").startswith("T05thread:1;")
+            xml = c.command("qXfer:features:read:target.xml:0,fff")
+            assert "riscv:rv64" in xml and "org.gnu.gdb.riscv.fpu" in xml
+            assert c.command("qfThreadInfo") == "m1"
+            _, pc = _regs(c.command("g"))
+            assert pc == 0x80000000
+            # bad checksum: a '-' and nothing done
+            c.send_raw(b"$g#00")
+            assert c.read_ack() == b"-"
+            # bad hex, bad register, unknown packet, no such thread
+            assert c.command("mzz,4") == "E01"
+            assert c.command("m80000000,zz") == "E01"
+            assert c.command("p1234567") == "E0e"
+            assert c.command("P5=nothex") == "E01"
+            assert c.command("M80000000,4:0011") == "E01"
+            assert c.command("Hg9") == "E01"
+            assert c.command("Z2,80000000,4") == ""
+            assert c.command("unknown") == ""
+            # unmapped memory: an error, not a crash
+            assert c.command("m10,4") == "E14"
+            assert c.command("m0,100000") == "E01"  # longer than a packet
+            assert len(c.command("m80000000,800")) == 0x1000  # as much as gdb asks at once
+            assert c.command("m80000000,801") == "E01"
+            # a packet beyond PacketSize is refused whole
+            big = b"M80000000,1:" + b"00" * 5000
+            c.send_raw(b"$%s#%02x" % (big, sum(big) % 256))
+            assert c.read_ack() == b"-"
+            # memory and registers round-trip
+            assert c.command("m80000000,4") != ""
+            assert c.command("P5=efbeadde00000000") == "OK"
+            assert c.command("p5") == "efbeadde00000000"
+            assert c.command("QStartNoAckMode") == "OK"
+            c.send_raw(b"$p5#%02x" % (sum(b"p5") % 256))
+            assert c.read_packet() == "efbeadde00000000"  # no ack any more
+            c.send_raw(b"$k#6b")
+        finally:
+            c.close()
+        assert vm.proc.wait(timeout=30) is not None
+
+
+@pytest.mark.parametrize("threads", ["on", "off"])
+def test_single_steps_move_one_hart_by_one_instruction(build_dir, threads):
+    with Vmm(build_dir, "--bios", "none", "--htif", "--smp", "2", "--hart-threads", threads,
+             "--gdb-wait", "--kernel", str(_elf(build_dir))) as vm:
+        c = RawClient(vm.port)
+        try:
+            assert c.command("vCont;s:2") == "T05thread:2;"
+            assert c.command("Hg2") == "OK"
+            assert _regs(c.command("g"))[1] == 0x80000004  # past csrr a0, mhartid
+            assert _regs(c.command("g"))[0][10] == 1  # a0 = mhartid
+            assert c.command("Hg1") == "OK"
+            assert _regs(c.command("g"))[1] == 0x80000000  # hart 0 did not move
+            assert c.command("Hc1") == "OK"
+            assert c.command("s") == "T05thread:1;"
+            assert _regs(c.command("g"))[1] == 0x80000004
+            c.send_raw(b"$k#6b")
+        finally:
+            c.close()
+        assert vm.proc.wait(timeout=30) is not None
+
+
+# ------------------------------------------------------------------ Debian's kernel
+
+@pytest.mark.parametrize("smp", [1, 2])
+def test_interrupt_step_and_continue_a_booting_kernel(build_dir, guest_assets, smp):
+    _need_gdb()
+    port = _free_port()
+    argv = [str(build_dir / "vessel-vmm"), "--kernel", str(guest_assets / "Image"),
+            "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
+            "--mem", "512M", "--smp", str(smp), "--gdb", f"tcp::{port}"]
+    con = Console(argv)
+    try:
+        con.wait_for(r"Linux version", BOOT_TIMEOUT)
+        # a raw client: let it run, interrupt it with 0x03, look, step, detach
+        c = RawClient(port)
+        try:
+            c.command("qSupported")
+            c.send_raw(b"$c#63")
+            assert c.read_ack() == b"+"
+            time.sleep(1)
+            c.send_raw(b"\x03")
+            stop = c.read_packet()
+            assert re.fullmatch(r"T02thread:[12];", stop), stop
+            assert c.command("qfThreadInfo") == ("m1" if smp == 1 else "m1,2")
+            _, pc = _regs(c.command("g"))
+            insn = c.command("m%x,2" % pc)
+            assert re.fullmatch(r"[0-9a-f]{4}", insn), insn  # pc's page as the hart maps it
+            assert c.command("s").startswith("T05thread:")
+            _, pc2 = _regs(c.command("g"))
+            assert pc2 != pc or insn[:2] in ("73", "6f"), (hex(pc), hex(pc2), insn)  # wfi, j .
+            assert c.command("D") == "OK"
+        finally:
+            c.close()
+        # gdb-multiarch without kernel symbols: attach (the VM stops), registers, one step, go
+        out = _gdb(None, port, ["set architecture riscv:rv64", "info registers pc sp priv",
+                                "stepi", "printf \"PC %#lx\\n\", $pc", "detach"])
+        assert re.search(r"pc\s+0x[0-9a-f]+", out), out
+        assert "PC 0x" in out, out
+        assert "Detaching" in out or "detached" in out.lower(), out
+        con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
+        con.send("poweroff -f")
+        assert con.proc.wait(timeout=CMD_TIMEOUT) == 0
+    finally:
+        con.close()
