@@ -141,6 +141,12 @@ const char *ctr_hook_name(enum ctr_hook_kind k);
 json_t *ctr_default_spec(bool rootless);
 /* What `features` prints. */
 json_t *ctr_features(void);
+/* What Docker gives every container (its defaults, which docker-made images expect), for the
+ * front ends that build a spec from an image (vesseld, `vessel run`): the mounts of /proc, /dev,
+ * /dev/pts, /dev/shm, /dev/mqueue and /sys, then /etc/hosts, /etc/resolv.conf and /etc/hostname
+ * bound from the files of those names in etc_dir; and the capability set. */
+json_t *ctr_docker_default_mounts(const char *etc_dir);
+json_t *ctr_docker_default_caps(void);
 
 /* ------------------------------------------------------------ containers */
 

@@ -1,4 +1,5 @@
-/* The default config.json (`spec`) and the runtime's feature list (`features`). */
+/* The default config.json (`spec`), the runtime's feature list (`features`), and Docker's defaults
+ * for specs built from images. */
 #include "internal.h"
 #include "security.h"
 
@@ -100,4 +101,39 @@ json_t *ctr_features(void) {
   /* capabilities, seccomp, apparmor, selinux: what this build and host have */
   ctr_security_features(json_object_get(j, "linux"));
   return j;
+}
+
+json_t *ctr_docker_default_mounts(const char *etc_dir) {
+  json_t *m = json_pack(
+      "[{s:s, s:s, s:s, s:[s,s,s]}, {s:s, s:s, s:s, s:[s,s,s,s]}, "
+      "{s:s, s:s, s:s, s:[s,s,s,s,s,s]}, {s:s, s:s, s:s, s:[s,s,s,s,s]}, "
+      "{s:s, s:s, s:s, s:[s,s,s]}, {s:s, s:s, s:s, s:[s,s,s,s]}]",
+      "destination", "/proc", "type", "proc", "source", "proc", "options", "nosuid", "noexec",
+      "nodev", "destination", "/dev", "type", "tmpfs", "source", "tmpfs", "options", "nosuid",
+      "strictatime", "mode=755", "size=65536k", "destination", "/dev/pts", "type", "devpts",
+      "source", "devpts", "options", "nosuid", "noexec", "newinstance", "ptmxmode=0666",
+      "mode=0620", "gid=5", "destination", "/dev/shm", "type", "tmpfs", "source", "shm", "options",
+      "nosuid", "noexec", "nodev", "mode=1777", "size=65536k", "destination", "/dev/mqueue", "type",
+      "mqueue", "source", "mqueue", "options", "nosuid", "noexec", "nodev", "destination", "/sys",
+      "type", "sysfs", "source", "sysfs", "options", "nosuid", "noexec", "nodev", "ro");
+  static const char *const etc[] = {"hosts", "resolv.conf", "hostname"};
+  for (size_t i = 0; i < ARRAY_SIZE(etc); i++) {
+    _cleanup_free_ char *src = vs_asprintf("%s/%s", etc_dir, etc[i]);
+    _cleanup_free_ char *dst = vs_asprintf("/etc/%s", etc[i]);
+    json_array_append_new(m, json_pack("{s:s, s:s, s:s, s:[s,s]}", "destination", dst, "type",
+                                       "bind", "source", src, "options", "rbind", "rprivate"));
+  }
+  return m;
+}
+
+json_t *ctr_docker_default_caps(void) {
+  static const char *const caps[] = {
+      "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
+      "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
+      "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+      "CAP_KILL",    "CAP_AUDIT_WRITE"};
+  json_t *a = json_array();
+  for (size_t i = 0; i < ARRAY_SIZE(caps); i++)
+    json_array_append_new(a, json_string(caps[i]));
+  return a;
 }

@@ -25,6 +25,23 @@ static vd_container *call_container(vd_call *c) {
   return ctr;
 }
 
+/* The container the call names, held for the call (c->ctr), if it is running; otherwise the call
+ * is answered (404, 409) and NULL returned. */
+static vd_container *call_running_container(vd_call *c) {
+  vd_container *ctr = call_container(c);
+  if (!ctr)
+    return NULL;
+  c->ctr = ctr;
+  pthread_mutex_lock(&c->d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING;
+  pthread_mutex_unlock(&c->d->lock);
+  if (!running) {
+    vd_call_error(c, 409, "Container %s is not running", c->arg);
+    return NULL;
+  }
+  return ctr;
+}
+
 /* An event about ctr (its attributes read under the lock), with extra attributes. */
 static void ctr_event(vd_daemon *d, vd_container *ctr, const char *action, json_t *extra) {
   pthread_mutex_lock(&d->lock);
@@ -752,17 +769,9 @@ void vd_h_container_kill(vd_call *c) {
     vd_call_error(c, 400, "Invalid signal: %s", sq);
     return;
   }
-  vd_container *ctr = call_container(c);
+  vd_container *ctr = call_running_container(c);
   if (!ctr)
     return;
-  c->ctr = ctr;
-  pthread_mutex_lock(&d->lock);
-  bool running = ctr->state == VD_CTR_RUNNING;
-  pthread_mutex_unlock(&d->lock);
-  if (!running) {
-    vd_call_error(c, 409, "Container %s is not running", c->arg);
-    return;
-  }
   vd_restart_note_manual(d, ctr, true);
   vs_error *e = NULL;
   if (vd_supervise_kill(d, ctr, sig, &e) < 0) {
@@ -861,17 +870,12 @@ void vd_h_container_restart(vd_call *c) {
 
 static void pause_container(vd_call *c, bool pause) {
   vd_daemon *d = c->d;
-  vd_container *ctr = call_container(c);
+  vd_container *ctr = call_running_container(c);
   if (!ctr)
     return;
-  c->ctr = ctr;
   pthread_mutex_lock(&d->lock);
-  bool running = ctr->state == VD_CTR_RUNNING, paused = ctr->paused;
+  bool paused = ctr->paused;
   pthread_mutex_unlock(&d->lock);
-  if (!running) {
-    vd_call_error(c, 409, "Container %s is not running", c->arg);
-    return;
-  }
   if (paused == pause) {
     vd_call_error(c, 409, "Container %s is %s", c->arg, paused ? "already paused" : "not paused");
     return;
@@ -902,18 +906,12 @@ void vd_h_container_resize(vd_call *c) {
     vs_error_free(e);
     return;
   }
-  vd_container *ctr = call_container(c);
+  vd_container *ctr = call_running_container(c);
   if (!ctr)
     return;
-  c->ctr = ctr;
   pthread_mutex_lock(&d->lock);
-  bool running = ctr->state == VD_CTR_RUNNING;
   bool tty = json_is_true(json_object_get(json_object_get(ctr->rec, "Config"), "Tty"));
   pthread_mutex_unlock(&d->lock);
-  if (!running) {
-    vd_call_error(c, 409, "Container %s is not running", c->arg);
-    return;
-  }
   if (tty) {
     _cleanup_close_ int fd = vd_monitor_connect(ctr, &e);
     unsigned char frame[9] = {'r',
@@ -1060,17 +1058,9 @@ void vd_h_containers_prune(vd_call *c) {
 /* docker top: ps(1) of the container's processes (from its cgroup), as dockerd runs it. */
 void vd_h_container_top(vd_call *c) {
   vd_daemon *d = c->d;
-  vd_container *ctr = call_container(c);
+  vd_container *ctr = call_running_container(c);
   if (!ctr)
     return;
-  c->ctr = ctr;
-  pthread_mutex_lock(&d->lock);
-  bool running = ctr->state == VD_CTR_RUNNING;
-  pthread_mutex_unlock(&d->lock);
-  if (!running) {
-    vd_call_error(c, 409, "Container %s is not running", c->arg);
-    return;
-  }
   pid_t *pids = NULL;
   size_t n = 0;
   vs_error *e = NULL;

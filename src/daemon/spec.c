@@ -74,41 +74,6 @@ int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *
   return 0;
 }
 
-static json_t *default_mounts(const char *dir) {
-  json_t *m = json_pack(
-      "[{s:s, s:s, s:s, s:[s,s,s]}, {s:s, s:s, s:s, s:[s,s,s,s]}, "
-      "{s:s, s:s, s:s, s:[s,s,s,s,s,s]}, {s:s, s:s, s:s, s:[s,s,s,s,s]}, "
-      "{s:s, s:s, s:s, s:[s,s,s]}, {s:s, s:s, s:s, s:[s,s,s,s]}]",
-      "destination", "/proc", "type", "proc", "source", "proc", "options", "nosuid", "noexec",
-      "nodev", "destination", "/dev", "type", "tmpfs", "source", "tmpfs", "options", "nosuid",
-      "strictatime", "mode=755", "size=65536k", "destination", "/dev/pts", "type", "devpts",
-      "source", "devpts", "options", "nosuid", "noexec", "newinstance", "ptmxmode=0666",
-      "mode=0620", "gid=5", "destination", "/dev/shm", "type", "tmpfs", "source", "shm", "options",
-      "nosuid", "noexec", "nodev", "mode=1777", "size=65536k", "destination", "/dev/mqueue", "type",
-      "mqueue", "source", "mqueue", "options", "nosuid", "noexec", "nodev", "destination", "/sys",
-      "type", "sysfs", "source", "sysfs", "options", "nosuid", "noexec", "nodev", "ro");
-  static const char *const etc[] = {"hosts", "resolv.conf", "hostname"};
-  for (size_t i = 0; i < ARRAY_SIZE(etc); i++) {
-    _cleanup_free_ char *src = vs_asprintf("%s/%s", dir, etc[i]);
-    _cleanup_free_ char *dst = vs_asprintf("/etc/%s", etc[i]);
-    json_array_append_new(m, json_pack("{s:s, s:s, s:s, s:[s,s]}", "destination", dst, "type",
-                                       "bind", "source", src, "options", "rbind", "rprivate"));
-  }
-  return m;
-}
-
-static json_t *default_caps(void) {
-  static const char *const caps[] = {
-      "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-      "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-      "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-      "CAP_KILL",    "CAP_AUDIT_WRITE"};
-  json_t *a = json_array();
-  for (size_t i = 0; i < ARRAY_SIZE(caps); i++)
-    json_array_append_new(a, json_string(caps[i]));
-  return a;
-}
-
 static json_t *namespaces(json_t *host_config) {
   json_t *ns = json_pack("[{s:s}, {s:s}, {s:s}, {s:s}]", "type", "pid", "type", "ipc", "type",
                          "uts", "type", "mount");
@@ -184,7 +149,7 @@ static bool in_array(json_t *a, const char *s) {
 
 /* Docker's default set, then CapAdd, then CapDrop ("ALL" allowed in both). */
 static json_t *capabilities(json_t *hc, vs_error **err) {
-  json_t *caps = default_caps();
+  json_t *caps = ctr_docker_default_caps();
   static const char *const fields[] = {"CapAdd", "CapDrop"};
   for (size_t f = 0; f < 2; f++) {
     json_t *list = json_object_get(hc, fields[f]);
@@ -393,7 +358,7 @@ json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t 
     return NULL;
   }
   json_t *caps = capabilities(host_config, err);
-  json_t *mounts = default_mounts(dir);
+  json_t *mounts = ctr_docker_default_mounts(dir);
   if (!caps || add_binds(d, mounts, host_config, err) < 0 ||
       add_mounts(d, mounts, host_config, err) < 0) {
     json_decref(caps);

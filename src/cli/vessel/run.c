@@ -1,5 +1,6 @@
 /* vessel run / ps / rm / mount: containers on overlay root file systems, run by an OCI runtime. */
 #include "cli.h"
+#include "ctr/ctr.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -159,48 +160,6 @@ static int resolve_user(const char *rootfs, const char *spec, long *uid, long *g
   return 0;
 }
 
-static json_t *default_mounts(const char *cdir) {
-  json_t *m = json_array();
-  json_array_append_new(
-      m, json_pack("{s:s,s:s,s:s}", "destination", "/proc", "type", "proc", "source", "proc"));
-  json_array_append_new(m, json_pack("{s:s,s:s,s:s,s:[s,s,s,s]}", "destination", "/dev", "type",
-                                     "tmpfs", "source", "tmpfs", "options", "nosuid", "strictatime",
-                                     "mode=755", "size=65536k"));
-  json_array_append_new(m,
-                        json_pack("{s:s,s:s,s:s,s:[s,s,s,s,s,s]}", "destination", "/dev/pts",
-                                  "type", "devpts", "source", "devpts", "options", "nosuid",
-                                  "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"));
-  json_array_append_new(m, json_pack("{s:s,s:s,s:s,s:[s,s,s,s,s]}", "destination", "/dev/shm",
-                                     "type", "tmpfs", "source", "shm", "options", "nosuid",
-                                     "noexec", "nodev", "mode=1777", "size=65536k"));
-  json_array_append_new(m, json_pack("{s:s,s:s,s:s,s:[s,s,s]}", "destination", "/dev/mqueue",
-                                     "type", "mqueue", "source", "mqueue", "options", "nosuid",
-                                     "noexec", "nodev"));
-  json_array_append_new(m, json_pack("{s:s,s:s,s:s,s:[s,s,s,s]}", "destination", "/sys", "type",
-                                     "sysfs", "source", "sysfs", "options", "nosuid", "noexec",
-                                     "nodev", "ro"));
-  static const char *const etc[] = {"hosts", "resolv.conf", "hostname"};
-  for (size_t i = 0; i < ARRAY_SIZE(etc); i++) {
-    _cleanup_free_ char *src = vs_asprintf("%s/%s", cdir, etc[i]);
-    _cleanup_free_ char *dst = vs_asprintf("/etc/%s", etc[i]);
-    json_array_append_new(m, json_pack("{s:s,s:s,s:s,s:[s,s]}", "destination", dst, "type", "bind",
-                                       "source", src, "options", "rbind", "rprivate"));
-  }
-  return m;
-}
-
-static json_t *default_caps(void) {
-  static const char *const caps[] = {
-      "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-      "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-      "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-      "CAP_KILL",    "CAP_AUDIT_WRITE"};
-  json_t *a = json_array();
-  for (size_t i = 0; i < ARRAY_SIZE(caps); i++)
-    json_array_append_new(a, json_string(caps[i]));
-  return a;
-}
-
 typedef struct run_opts {
   bool rm, tty, interactive, detach;
   json_t *env;
@@ -260,7 +219,7 @@ static json_t *build_spec(const vs_image *img, const run_opts *ro, const char *r
     json_decref(env);
     return NULL;
   }
-  json_t *caps = default_caps();
+  json_t *caps = ctr_docker_default_caps();
   json_t *ns = json_pack("[{s:s},{s:s},{s:s},{s:s}]", "type", "pid", "type", "ipc", "type", "uts",
                          "type", "mount");
   if (ro->network && !strcmp(ro->network, "none"))
@@ -272,7 +231,7 @@ static json_t *build_spec(const vs_image *img, const run_opts *ro, const char *r
       (json_int_t)gid, "args", args, "env", env, "cwd", cwd, "capabilities", "bounding", caps,
       "effective", caps, "permitted", caps, "inheritable", caps, "rlimits", "type", "RLIMIT_NOFILE",
       "hard", 1024, "soft", 1024, "noNewPrivileges", 1, "root", "path", rootfs, "readonly", 0,
-      "hostname", hostname, "mounts", default_mounts(cdir), "linux", "namespaces", ns,
+      "hostname", hostname, "mounts", ctr_docker_default_mounts(cdir), "linux", "namespaces", ns,
       "maskedPaths", "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
       "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
       "/sys/firmware", "/proc/scsi", "readonlyPaths", "/proc/bus", "/proc/fs", "/proc/irq",
