@@ -303,6 +303,10 @@ char *vs_wait_status_str(int status);
  * path is an error (EADDRINUSE): remove a stale socket first. */
 int vs_unix_listen(const char *path, mode_t mode, vs_error **err);
 int vs_unix_connect(const char *path, vs_error **err);
+/* Remove a socket file that a dead server left at path, so a new one can listen there. A socket
+ * somebody still answers on is an error (EADDRINUSE), and so is a file that is not a socket
+ * (EEXIST); no file at path is fine. */
+int vs_unix_remove_stale(const char *path, vs_error **err);
 /* Send all len (>= 1) bytes of buf, with nfds (<= VS_MAX_PASS_FDS) descriptors attached to the
  * first byte via SCM_RIGHTS. Never raises SIGPIPE. */
 int vs_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds, vs_error **err);

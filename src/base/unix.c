@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 static int fill_addr(struct sockaddr_un *sa, const char *path, vs_error **err) {
   memset(sa, 0, sizeof(*sa));
@@ -18,6 +19,22 @@ static int fill_addr(struct sockaddr_un *sa, const char *path, vs_error **err) {
     return vs_error_set(err, ENAMETOOLONG, "unix socket %s: path is %zu bytes, the limit is %zu",
                         path, n, sizeof(sa->sun_path) - 1);
   memcpy(sa->sun_path, path, n + 1);
+  return 0;
+}
+
+int vs_unix_remove_stale(const char *path, vs_error **err) {
+  struct stat st;
+  if (lstat(path, &st) < 0)
+    return errno == ENOENT ? 0 : vs_error_set(err, errno, "stat %s", path);
+  if (!S_ISSOCK(st.st_mode))
+    return vs_error_set(err, EEXIST, "%s exists and is not a socket", path);
+  int fd = vs_unix_connect(path, NULL);
+  if (fd >= 0) {
+    close(fd);
+    return vs_error_set(err, EADDRINUSE, "%s: another process serves this socket", path);
+  }
+  if (unlink(path) < 0)
+    return vs_error_set(err, errno, "remove stale socket %s", path);
   return 0;
 }
 

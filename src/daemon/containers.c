@@ -1121,17 +1121,8 @@ void vd_h_commit(vd_call *c) {
   c->ctr = ctr;
   _cleanup_free_ char *full = NULL;
   vs_error *e = NULL;
-  if (repo && *repo) {
-    _cleanup_free_ char *ref = tag && *tag ? vs_asprintf("%s:%s", repo, tag) : vs_strdup(repo);
-    vs_image_ref r;
-    if (vs_image_ref_parse(ref, &r, &e) < 0) {
-      vd_call_error(c, 400, "invalid reference format: %s", e->msg);
-      vs_error_free(e);
-      return;
-    }
-    full = vs_image_ref_string(&r);
-    vs_image_ref_clear(&r);
-  }
+  if (vd_call_image_ref(c, repo, tag, &full) < 0)
+    return;
   const char *md = json_string_value(json_object_get(ctr->rec, "ImageManifest"));
   _cleanup_free_ char *upper = vs_asprintf("%s/upper", ctr->dir);
   vs_image base, img = {0};

@@ -104,23 +104,6 @@ static void stop_workers(vd_daemon *d) {
 
 /* ---------------------------------------------------------------- listeners */
 
-/* A socket file left by a daemon that died is removed; one somebody answers on is an error. */
-static int remove_stale_socket(const char *path, vs_error **err) {
-  struct stat st;
-  if (lstat(path, &st) < 0)
-    return errno == ENOENT ? 0 : vs_error_set(err, errno, "stat %s", path);
-  if (!S_ISSOCK(st.st_mode))
-    return vs_error_set(err, EEXIST, "%s exists and is not a socket", path);
-  int fd = vs_unix_connect(path, NULL);
-  if (fd >= 0) {
-    close(fd);
-    return vs_error_set(err, EADDRINUSE, "another daemon is listening on %s", path);
-  }
-  if (unlink(path) < 0)
-    return vs_error_set(err, errno, "remove stale socket %s", path);
-  return 0;
-}
-
 static int listen_on(vd_daemon *d, const char *host, vs_error **err) {
   if (strncmp(host, "unix://", 7) != 0 || host[7] != '/')
     return vs_error_set(err, EINVAL, "-H %s: only unix:///absolute/path is supported", host);
@@ -132,7 +115,7 @@ static int listen_on(vd_daemon *d, const char *host, vs_error **err) {
     if (vs_mkdir_p(dir, 0755, err) < 0)
       return vs_error_wrap(err, "-H %s", host);
   }
-  if (remove_stale_socket(path, err) < 0)
+  if (vs_unix_remove_stale(path, err) < 0)
     return vs_error_wrap(err, "-H %s", host);
   int fd = vs_unix_listen(path, 0660, err);
   if (fd < 0)

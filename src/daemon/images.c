@@ -46,6 +46,24 @@ static json_t *image_summary(const vs_image *img, json_t *tags) {
       (json_int_t)-1, "Labels", json_is_object(labels) ? labels : json_null(), "Containers", -1);
 }
 
+int vd_call_image_ref(vd_call *c, const char *repo, const char *tag, char **full) {
+  *full = NULL;
+  if (!repo || !*repo)
+    return 0;
+  /* repo may carry the tag itself ("name:v1"); a missing one is "latest" */
+  _cleanup_free_ char *ref = tag && *tag ? vs_asprintf("%s:%s", repo, tag) : vs_strdup(repo);
+  vs_image_ref r;
+  vs_error *e = NULL;
+  if (vs_image_ref_parse(ref, &r, &e) < 0) {
+    vd_call_error(c, 400, "invalid reference format: %s", e->msg);
+    vs_error_free(e);
+    return -1;
+  }
+  *full = vs_image_ref_string(&r);
+  vs_image_ref_clear(&r);
+  return 0;
+}
+
 void vd_h_images_list(vd_call *c) {
   vd_daemon *d = c->d;
   vs_error *e = NULL;
@@ -383,18 +401,8 @@ static void image_import(vd_call *c, const char *repo, const char *tag) {
   }
   _cleanup_free_ char *full = NULL;
   vs_error *e = NULL;
-  if (repo && *repo) {
-    /* repo may carry the tag itself ("name:v1"); a missing one is "latest" */
-    _cleanup_free_ char *ref = tag && *tag ? vs_asprintf("%s:%s", repo, tag) : vs_strdup(repo);
-    vs_image_ref r;
-    if (vs_image_ref_parse(ref, &r, &e) < 0) {
-      vd_call_error(c, 400, "invalid reference format: %s", e->msg);
-      vs_error_free(e);
-      return;
-    }
-    full = vs_image_ref_string(&r);
-    vs_image_ref_clear(&r);
-  }
+  if (vd_call_image_ref(c, repo, tag, &full) < 0)
+    return;
   char digest[VS_DIGEST_MAX];
   pthread_mutex_lock(&d->store_lock);
   int r = vs_image_import(d->store, c->body_path, full, NULL, digest, &e);

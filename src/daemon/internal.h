@@ -302,6 +302,10 @@ const vd_route *vd_route_find(const char *method, const char *path, char **arg, 
 /* The path without a /vN.NN prefix; NULL when the version is not served (error in *msg). */
 const char *vd_api_path(const char *path, char **msg);
 
+/* images.c: the full reference a commit or import names (repo, with tag or ":latest"), in *full
+ * (NULL when repo is empty: an untagged image). 0, or -1 with the call answered (400). */
+int vd_call_image_ref(vd_call *c, const char *repo, const char *tag, char **full);
+
 /* handlers */
 void vd_h_ping(vd_call *c);
 void vd_h_version(vd_call *c);

@@ -401,24 +401,6 @@ static void control_dispatch(void *opaque, const vm_pollset *ps) {
   }
 }
 
-/* Replace a socket file a dead VMM left behind; refuse anything else at path. */
-static int remove_stale_socket(const char *path, vs_error **err) {
-  struct stat st;
-  if (lstat(path, &st) < 0)
-    return errno == ENOENT ? 0 : vs_error_set(err, errno, "stat %s", path);
-  if (!S_ISSOCK(st.st_mode))
-    return vs_error_set(err, EEXIST, "%s exists and is not a socket", path);
-  _cleanup_error_ vs_error *probe = NULL;
-  int fd = vs_unix_connect(path, &probe);
-  if (fd >= 0) {
-    close(fd);
-    return vs_error_set(err, EADDRINUSE, "%s: another process serves this socket", path);
-  }
-  if (unlink(path) < 0)
-    return vs_error_set(err, errno, "remove stale socket %s", path);
-  return 0;
-}
-
 /* The machine's own events (paused, resumed) go to every client. */
 static void control_hook_event(void *opaque, const char *event) {
   const vm_control *ctl = opaque;
@@ -430,7 +412,7 @@ static void control_close(void *opaque);
 int vm_control_listen(vm *m, const char *path, vs_error **err) {
   if (m->control)
     return vs_error_set(err, EBUSY, "the control socket is already open");
-  if (remove_stale_socket(path, err) < 0)
+  if (vs_unix_remove_stale(path, err) < 0)
     return -1;
   int fd = vs_unix_listen(path, 0600, err);
   if (fd < 0)

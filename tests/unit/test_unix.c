@@ -52,6 +52,30 @@ TEST(listen_errors_name_the_path) {
   CHECK_EQ(vs_rm_rf(dir, &err), 0);
 }
 
+TEST(stale_socket_is_removed_a_live_one_or_a_file_is_not) {
+  _cleanup_error_ vs_error *err = NULL;
+  _cleanup_free_ char *dir = test_tmpdir();
+  _cleanup_free_ char *path = vs_asprintf("%s/s", dir);
+  CHECK_EQ(vs_unix_remove_stale(path, &err), 0); /* nothing there */
+  int l = vs_unix_listen(path, 0600, &err);
+  CHECK(l >= 0);
+  CHECK_EQ(vs_unix_remove_stale(path, &err), -1); /* somebody answers */
+  CHECK_EQ(err->errnum, EADDRINUSE);
+  CHECK_CONTAINS(err->msg, path);
+  vs_error_freep(&err);
+  close(l); /* the server died: its socket file stays behind */
+  struct stat st;
+  CHECK_EQ(lstat(path, &st), 0);
+  CHECK_EQ(vs_unix_remove_stale(path, &err), 0);
+  CHECK_EQ(lstat(path, &st), -1);
+  CHECK_EQ(vs_write_file_atomic(path, "x", 1, 0600, &err), 0); /* not a socket: kept */
+  CHECK_EQ(vs_unix_remove_stale(path, &err), -1);
+  CHECK_EQ(err->errnum, EEXIST);
+  CHECK_EQ(lstat(path, &st), 0);
+  vs_error_freep(&err);
+  CHECK_EQ(vs_rm_rf(dir, &err), 0);
+}
+
 static bool same_file(int a, int b) {
   struct stat sa, sb;
   return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
