@@ -184,6 +184,16 @@ int vs_mkdir_p_in_root(int rootfd, const char *path, mode_t mode, vs_error **err
 /* Strict unsigned decimal (or 0x hex) number: the whole string, no sign, no spaces, no
  * overflow. `what` names the value in errors ("--cpus"). */
 int vs_parse_u64(const char *s, const char *what, uint64_t *out, vs_error **err);
+/* The value of one hexadecimal digit (either case), or -1 for any other character. */
+static inline int vs_hex_digit(int c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
 /* A size with an optional binary suffix: "4096", "512K", "512M", "2G", "1T" (also "KiB", "MiB",
  * "GiB", "TiB"); overflow is an error. */
 int vs_parse_size(const char *s, const char *what, uint64_t *out, vs_error **err);

@@ -39,16 +39,6 @@ static char *copy_span(const char *s, size_t n) {
 /* RFC 9110 token characters: what method names and header field names may contain. */
 static bool is_tchar(unsigned char c) { return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c)); }
 
-static int hexval(unsigned char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* '+' means a space only in query strings (form encoding), never in a path. */
 static char *percent_decode(const char *src, size_t len, bool plus_is_space, vs_error **err) {
   char *out = vs_malloc0(len + 1);
@@ -61,8 +51,8 @@ static char *percent_decode(const char *src, size_t len, bool plus_is_space, vs_
       out[o++] = ch;
       continue;
     }
-    int hi = len - i >= 3 ? hexval((unsigned char)src[i + 1]) : -1;
-    int lo = len - i >= 3 ? hexval((unsigned char)src[i + 2]) : -1;
+    int hi = len - i >= 3 ? vs_hex_digit((unsigned char)src[i + 1]) : -1;
+    int lo = len - i >= 3 ? vs_hex_digit((unsigned char)src[i + 2]) : -1;
     /* an encoded NUL would cut the string short where later code looks */
     if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
       free(out);
@@ -301,10 +291,10 @@ static ssize_t chunk_line(const char *in, size_t len) {
 static int parse_chunk_size(const char *line, size_t len, uint64_t *out, vs_error **err) {
   uint64_t n = 0;
   size_t i = 0;
-  for (; i < len && hexval((unsigned char)line[i]) >= 0; i++) {
+  for (; i < len && vs_hex_digit((unsigned char)line[i]) >= 0; i++) {
     if (n >> 60)
       return vs_error_set(err, 0, "chunk size too large"), 413;
-    n = n * 16 + (uint64_t)hexval((unsigned char)line[i]);
+    n = n * 16 + (uint64_t)vs_hex_digit((unsigned char)line[i]);
   }
   if (i == 0)
     return vs_error_set(err, 0, "malformed chunk size"), 400;

@@ -321,17 +321,10 @@ void net_default_mac(uint32_t ip, uint8_t mac[6]) {
   mac[5] = (uint8_t)ip;
 }
 
-static int hex_digit(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  c = (char)tolower((unsigned char)c);
-  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 int net_parse_mac(const char *s, uint8_t mac[6], vs_error **err) {
   bool ok = s && strlen(s) == 17;
   for (size_t i = 0; ok && i < 6; i++) {
-    int hi = hex_digit(s[3 * i]), lo = hex_digit(s[3 * i + 1]);
+    int hi = vs_hex_digit(s[3 * i]), lo = vs_hex_digit(s[3 * i + 1]);
     ok = hi >= 0 && lo >= 0 && (i == 5 || s[3 * i + 2] == ':');
     if (ok)
       mac[i] = (uint8_t)(hi << 4 | lo);

@@ -73,16 +73,6 @@ struct gdb_stub {
 
 void gdb_rx_init(gdb_rx *rx) { memset(rx, 0, sizeof(*rx)); }
 
-static int hex_digit(int c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 gdb_rx_event gdb_rx_feed(gdb_rx *rx, uint8_t byte) {
   switch (rx->state) {
   case GDB_RX_IDLE:
@@ -107,14 +97,14 @@ gdb_rx_event gdb_rx_feed(gdb_rx *rx, uint8_t byte) {
       rx->overflow = true;
     return GDB_RX_NONE;
   case GDB_RX_SUM1: {
-    int d = hex_digit(byte);
+    int d = vs_hex_digit(byte);
     rx->want = (uint8_t)((d < 0 ? 0 : d) << 4);
     rx->overflow |= d < 0;
     rx->state = GDB_RX_SUM2;
     return GDB_RX_NONE;
   }
   case GDB_RX_SUM2: {
-    int d = hex_digit(byte);
+    int d = vs_hex_digit(byte);
     rx->state = GDB_RX_IDLE;
     if (d < 0 || rx->overflow || (uint8_t)(rx->want | d) != rx->sum)
       return GDB_RX_BAD;
@@ -131,7 +121,7 @@ bool gdb_parse_hex_u64(const char *s, size_t len, uint64_t *out) {
     return false;
   uint64_t v = 0;
   for (size_t i = 0; i < len; i++) {
-    int d = hex_digit((unsigned char)s[i]);
+    int d = vs_hex_digit((unsigned char)s[i]);
     if (d < 0)
       return false;
     v = (v << 4) | (uint64_t)d;
@@ -144,7 +134,7 @@ bool gdb_hex_decode(const char *s, size_t len, uint8_t *out) {
   if (len % 2)
     return false;
   for (size_t i = 0; i < len; i += 2) {
-    int hi = hex_digit((unsigned char)s[i]), lo = hex_digit((unsigned char)s[i + 1]);
+    int hi = vs_hex_digit((unsigned char)s[i]), lo = vs_hex_digit((unsigned char)s[i + 1]);
     if (hi < 0 || lo < 0)
       return false;
     out[i / 2] = (uint8_t)(hi << 4 | lo);
