@@ -147,6 +147,9 @@ json_t *ctr_features(void);
  * bound from the files of those names in etc_dir; and the capability set. */
 json_t *ctr_docker_default_mounts(const char *etc_dir);
 json_t *ctr_docker_default_caps(void);
+/* Writes the files those mounts bind into etc_dir: hosts and hostname naming the container
+ * `hostname`, and a copy of the host's resolv.conf (empty when the host has none). */
+int ctr_docker_write_etc_files(const char *etc_dir, const char *hostname, vs_error **err);
 
 /* ------------------------------------------------------------ containers */
 

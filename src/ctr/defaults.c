@@ -137,3 +137,24 @@ json_t *ctr_docker_default_caps(void) {
     json_array_append_new(a, json_string(caps[i]));
   return a;
 }
+
+static int write_etc_file(const char *dir, const char *name, const char *text, vs_error **err) {
+  _cleanup_free_ char *p = vs_asprintf("%s/%s", dir, name);
+  return vs_write_file_atomic(p, text, strlen(text), 0644, err);
+}
+
+int ctr_docker_write_etc_files(const char *etc_dir, const char *hostname, vs_error **err) {
+  _cleanup_free_ char *hosts =
+      vs_asprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                  "127.0.1.1\t%s\n",
+                  hostname);
+  _cleanup_free_ char *hn = vs_asprintf("%s\n", hostname);
+  _cleanup_free_ char *resolv = NULL;
+  if (vs_read_file("/etc/resolv.conf", 65536, &resolv, NULL, NULL) < 0)
+    resolv = vs_strdup("");
+  if (write_etc_file(etc_dir, "hosts", hosts, err) < 0 ||
+      write_etc_file(etc_dir, "hostname", hn, err) < 0 ||
+      write_etc_file(etc_dir, "resolv.conf", resolv, err) < 0)
+    return -1;
+  return 0;
+}

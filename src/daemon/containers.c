@@ -275,22 +275,6 @@ static int write_text(const char *dir, const char *name, const char *text, vs_er
   return vs_write_file_atomic(p, text, strlen(text), 0644, err);
 }
 
-/* /etc/hosts, /etc/hostname and /etc/resolv.conf the container gets bind-mounted. */
-static int write_etc_files(const char *dir, const char *host, vs_error **err) {
-  _cleanup_free_ char *hosts =
-      vs_asprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                  "127.0.1.1\t%s\n",
-                  host);
-  _cleanup_free_ char *hn = vs_asprintf("%s\n", host);
-  _cleanup_free_ char *resolv = NULL;
-  if (vs_read_file("/etc/resolv.conf", 65536, &resolv, NULL, NULL) < 0)
-    resolv = vs_strdup("");
-  if (write_text(dir, "hosts", hosts, err) < 0 || write_text(dir, "hostname", hn, err) < 0 ||
-      write_text(dir, "resolv.conf", resolv, err) < 0)
-    return -1;
-  return 0;
-}
-
 /* Directory, files, overlay root and OCI config; record.json last, as the commit point. */
 static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, const char *dir,
                               vs_error **err) {
@@ -300,7 +284,8 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
   _cleanup_free_ char *log =
       vs_asprintf("%s/%s-json.log", dir, json_string_value(json_object_get(rec, "Id")));
   if (vs_mkdir_p(dir, 0700, err) < 0 || write_text(dir, "image", img->manifest_digest, err) < 0 ||
-      write_etc_files(dir, host, err) < 0 || vs_write_file_atomic(log, "", 0, 0600, err) < 0)
+      ctr_docker_write_etc_files(dir, host, err) < 0 ||
+      vs_write_file_atomic(log, "", 0, 0600, err) < 0)
     return -1;
   pthread_mutex_lock(&d->store_lock);
   int r = vs_store_lock(d->store, false, err);

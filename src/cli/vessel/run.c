@@ -427,14 +427,7 @@ int cmd_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
     char host[13];
     snprintf(host, sizeof(host), "%.12s", id);
-    _cleanup_free_ char *hosts =
-        vs_asprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s\n", host);
-    _cleanup_free_ char *hn = vs_asprintf("%s\n", host);
-    _cleanup_free_ char *resolv = NULL;
-    if (vs_read_file("/etc/resolv.conf", 65536, &resolv, NULL, NULL) < 0)
-      resolv = vs_strdup("");
-    if (write_text(dir, "hosts", hosts, err) < 0 || write_text(dir, "hostname", hn, err) < 0 ||
-        write_text(dir, "resolv.conf", resolv, err) < 0)
+    if (ctr_docker_write_etc_files(dir, host, err) < 0)
       goto fail;
     spec = build_spec(&img, &ro, rootfs, dir, host, err);
     if (!spec)
