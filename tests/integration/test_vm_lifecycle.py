@@ -107,6 +107,20 @@ def wait_socket(path, proc, timeout=60):
         time.sleep(0.02)
 
 
+def wait_listening(port, proc, timeout=60):
+    """Waits until a socket listens on the loopback TCP port (an --incoming destination is
+    ready), read from /proc/net/tcp: a probe connection would be taken for the migration."""
+    deadline = time.monotonic() + timeout
+    want = f"0100007F:{port:04X}"
+    while True:
+        with open("/proc/net/tcp") as f:
+            if any(l.split()[1] == want and l.split()[3] == "0A" for l in list(f)[1:]):
+                return
+        assert proc.poll() is None, f"the VMM exited with {proc.returncode}"
+        assert time.monotonic() < deadline, f"nothing listens on 127.0.0.1:{port}"
+        time.sleep(0.02)
+
+
 def cpu_ticks(pid):
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
@@ -313,6 +327,7 @@ def test_live_migration_loses_nothing(env):
     port = free_port()
     dst = start(env, [env["vmm"], "--incoming", f"127.0.0.1:{port}", "--api-sock", dst_sock],
                 "dest")
+    wait_listening(port, dst.proc)
     src = start(env, restore_cmd(env["vmm"], snap, src_sock, "--clone-dir",
                                  env["work"] / "migrated"), "source")
     wait_socket(src_sock, src.proc)
@@ -530,6 +545,7 @@ def test_four_harts_snapshot_restore_and_migrate(env):
     # the destination runs the harts on one thread: the state does not depend on it
     dst = start(env, [env["vmm"], "--incoming", f"127.0.0.1:{port}", "--api-sock", dst_sock,
                       "--hart-threads", "off"], "smp4-dest")
+    wait_listening(port, dst.proc)
     r = subprocess.run([env["vmm"], "ctl", str(src_sock), "migrate", f"127.0.0.1:{port}"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
