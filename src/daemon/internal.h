@@ -54,6 +54,7 @@ typedef enum {
   VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
   VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
   VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
+  VD_SRC_VM,           /* pidfd of a VM's vessel-vmm (vms.c) */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -276,7 +277,8 @@ struct vd_daemon {
   vd_job *queue, *queue_tail;
   vd_job *done;
   bool quit_workers;
-  char *started; /* RFC 3339 */
+  char *started;      /* RFC 3339 */
+  struct vd_vms *vms; /* the VM table (vms.h) */
 };
 
 /* server.c: connections and responses (loop thread only) */
@@ -289,6 +291,9 @@ void vd_conn_flush(vd_conn *c);
 void vd_conn_update(vd_conn *c);
 void vd_conn_stream_end(vd_conn *c);
 void vd_conn_hijack_begin(vd_conn *c, const char *content_type);
+/* Take a hijacked connection's socket off the loop (blocking, close-on-exec): what is queued is
+ * written first and the connection is closed; the caller owns the descriptor. -1 if it died. */
+int vd_conn_release_fd(vd_conn *c);
 /* Send the call's answer and get ready for the next request (or close). Frees the call. */
 void vd_conn_finish_call(vd_conn *c, vd_call *call);
 void vd_call_free(vd_call *call);
@@ -368,6 +373,27 @@ void vd_h_container_changes(vd_call *c);
 void vd_h_exec_create(vd_call *c);
 void vd_h_exec_start(vd_call *c);
 void vd_h_exec_inspect(vd_call *c);
+
+/* vms.c, vm_console.c: VMs (/vessel/v1/vms) */
+int vd_vms_init(vd_daemon *d, vs_error **err); /* the table, and the VMs a previous run left */
+void vd_vms_free(vd_daemon *d);
+void vd_vms_event(vd_daemon *d, vd_src *src); /* a VMM's pidfd (loop) */
+void vd_h_vms_list(vd_call *c);
+void vd_h_vm_create(vd_call *c);
+void vd_h_vm_inspect(vd_call *c);
+void vd_h_vm_start(vd_call *c);
+void vd_h_vm_stop(vd_call *c);
+void vd_h_vm_kill(vd_call *c);
+void vd_h_vm_restart(vd_call *c);
+void vd_h_vm_pause(vd_call *c);
+void vd_h_vm_resume(vd_call *c);
+void vd_h_vm_delete(vd_call *c);
+void vd_h_vm_logs(vd_call *c);
+void vd_h_vm_console(vd_call *c);
+void vd_h_vm_snapshot(vd_call *c);
+void vd_h_vm_restore(vd_call *c);
+void vd_h_vm_clone(vd_call *c);
+void vd_h_vm_stats(vd_call *c);
 
 /* exec.c (loop) */
 void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);

@@ -246,6 +246,23 @@ void vd_conn_hijack_begin(vd_conn *c, const char *content_type) {
   conn_flush(c);
 }
 
+int vd_conn_release_fd(vd_conn *c) {
+  if (c->dead)
+    return -1;
+  int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0)
+    return -1;
+  /* the status flags are shared with the loop's descriptor, which is closed just below */
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  if (vs_write_all(fd, c->out + c->out_off, c->out_len - c->out_off, NULL) < 0) {
+    close(fd);
+    fd = -1;
+  }
+  c->out_off = c->out_len;
+  conn_close(c);
+  return fd;
+}
+
 void vd_conn_stream_write(vd_conn *c, const void *data, size_t len) {
   if (len == 0)
     return;

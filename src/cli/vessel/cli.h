@@ -92,6 +92,9 @@ int remote_rmi(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int remote_load(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int remote_tag(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 
+/* ---- vm.c: vessel vm ..., through vesseld's /vessel/v1 API */
+int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
+
 /* Parse the registry options shared by pull/push/login: --tls-verify, --authfile, --platform,
  * -q. Returns the index of the first operand or -1 with *err set. */
 int vessel_registry_args(int argc, char **argv, vs_registry_opts *o, vs_error **err);

@@ -33,6 +33,7 @@ static const struct {
     {"commit", cmd_commit, NULL, "create an image from a container's changes"},
     {"load", cmd_load, remote_load, "load images from a docker-archive or OCI layout tar"},
     {"save", cmd_save, NULL, "save images to a docker-archive or OCI layout tar"},
+    {"vm", NULL, cmd_vm, "virtual machines: create, start, stop, console, snapshot... (vesseld)"},
     {"mount", cmd_mount, NULL, "mount an image's root file system (overlay) at a directory"},
 };
 
