@@ -869,8 +869,8 @@ void vd_h_vm_create(vd_call *c) {
                  "VM name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', starting with a "
                  "letter or digit",
                  name ? name : "");
-  else
-    create_config(body, cfg, disk, &e);
+  else if (create_config(body, cfg, disk, &e) < 0 && e->errnum == 0)
+    e->errnum = EINVAL; /* a field of the wrong type: the request's fault */
   json_decref(body);
   vd_vm *vm = NULL;
   if (e)

@@ -42,7 +42,7 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   _cleanup_(vs_json_decrefp) json_t *body = json_object();
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     uint64_t n;
     switch (c) {
     case 'c':
