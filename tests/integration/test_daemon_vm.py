@@ -271,8 +271,12 @@ def test_snapshot_clone_restore(env):
     assert env.vessel("rm", "-f", "copy").stdout == "copy\n"
 
 
-def test_stop_by_power_button_then_remove(env):
+def test_restart_then_stop_by_power_button_then_remove(env):
+    old = env.inspect("web")["State"]["Pid"]
+    assert env.vessel("restart", "-t", "120", "web").stdout == "web\n"
     pid = env.inspect("web")["State"]["Pid"]
+    assert pid != old
+    boot_console(env, "web").close()
     assert env.vessel("stop", "-t", "120", "web").stdout == "web\n"
     vm = env.inspect("web")
     assert vm["State"]["Status"] == "stopped" and vm["State"]["ExitCode"] == 0, vm["State"]
@@ -305,6 +309,14 @@ def test_bad_input(env, tmp_path):
     env.api("POST", "/vessel/v1/vms/one/snapshot?name=..", expect=400)
     env.api("POST", "/vessel/v1/vms/one/restore?name=none", expect=404)
     env.api("POST", "/vessel/v1/vms/one/stop?t=x", expect=400)
+    env.api("POST", "/vessel/v1/vms/one/kill?signal=NOPE", expect=400)
+    # killed at once, whatever the guest is doing
+    env.api("POST", "/vessel/v1/vms/one/start", expect=204)
+    env.api("POST", "/vessel/v1/vms/one/start", expect=304)
+    assert env.inspect("one")["State"]["Running"]
+    assert env.vessel("kill", "one").stdout == "one\n"
+    state = env.inspect("one")["State"]
+    assert (state["Status"], state["ExitCode"]) == ("stopped", 128 + signal.SIGKILL)
     r = env.vessel("create", "two", "--memory", "lots", check=False)
     assert r.returncode == 125 and "--memory" in r.stderr
     env.api("DELETE", "/vessel/v1/vms/one", expect=204)
