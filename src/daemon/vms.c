@@ -65,7 +65,7 @@ static vd_vm *vm_find_locked(vd_vms *t, const char *what) {
 }
 
 static void vm_add_locked(vd_vms *t, vd_vm *vm) {
-  t->vms = vs_realloc(t->vms, sizeof(*t->vms) * (t->n + 1));
+  t->vms = vs_realloc(t->vms, sizeof(vd_vm *) * (t->n + 1));
   t->vms[t->n++] = vm;
 }
 
@@ -1268,16 +1268,25 @@ static void proc_usage(pid_t pid, uint64_t *cpu_ns, uint64_t *rss) {
   if (vs_read_file(path, 4096, &text, NULL, NULL) < 0)
     return;
   char *p = strrchr(text, ')');
-  unsigned long long ut = 0, st = 0;
-  long long rss_pages = 0;
-  if (!p || sscanf(p + 2,
-                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
-                   "%*d %*d %*u %*u %lld",
-                   &ut, &st, &rss_pages) != 3)
+  if (!p)
     return;
+  /* after the command name come fields 3...: utime 14, stime 15, rss 24 */
+  unsigned long long ut = 0, st = 0, rss_pages = 0;
+  int field = 2;
+  char *save = NULL;
+  for (char *tok = strtok_r(p + 1, " ", &save); tok && field < 24;
+       tok = strtok_r(NULL, " ", &save)) {
+    field++;
+    if (field == 14)
+      ut = strtoull(tok, NULL, 10);
+    else if (field == 15)
+      st = strtoull(tok, NULL, 10);
+    else if (field == 24)
+      rss_pages = strtoull(tok, NULL, 10);
+  }
   long hz = sysconf(_SC_CLK_TCK);
   *cpu_ns = (ut + st) * (1000000000ULL / (uint64_t)(hz > 0 ? hz : 100));
-  *rss = (uint64_t)(rss_pages > 0 ? rss_pages : 0) * (uint64_t)sysconf(_SC_PAGESIZE);
+  *rss = rss_pages * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 /* read_bytes and write_bytes of /proc/PID/io: what the VMM's disks cost the host's storage. */

@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 
 #define VESSEL_DEFAULT_HOST "unix:///run/vessel/vessel.sock"
-#define REPLY_HEAD_MAX (64 * 1024)
-#define REPLY_BODY_MAX (256u * 1024 * 1024)
+#define REPLY_HEAD_MAX ((size_t)64 * 1024)
+#define REPLY_BODY_MAX ((size_t)256 * 1024 * 1024)
 
 typedef struct conn {
   int fd;
@@ -79,8 +79,9 @@ static int host_socket_path(const char *host, const char **path, vs_error **err)
 
 int vessel_find_daemon(vessel_ctx *ctx, const char *host_opt, bool root_given, vs_error **err) {
   const char *host = host_opt;
-  if (!host && getenv("VESSEL_HOST") && *getenv("VESSEL_HOST"))
-    host = getenv("VESSEL_HOST");
+  const char *vessel_host = getenv("VESSEL_HOST"), *docker_host = getenv("DOCKER_HOST");
+  if (!host && vessel_host && *vessel_host)
+    host = vessel_host;
   if (host && root_given)
     return vs_error_set(err, EINVAL,
                         "--root works on a store directly and -H/VESSEL_HOST names a daemon: "
@@ -88,8 +89,8 @@ int vessel_find_daemon(vessel_ctx *ctx, const char *host_opt, bool root_given, v
   /* An explicit --root means the daemonless mode: the daemon has its own data root. */
   if (!host && root_given)
     return 0;
-  if (!host && getenv("DOCKER_HOST") && *getenv("DOCKER_HOST"))
-    host = getenv("DOCKER_HOST");
+  if (!host && docker_host && *docker_host)
+    host = docker_host;
   bool explicit = host != NULL;
   if (!host)
     host = VESSEL_DEFAULT_HOST;
@@ -160,9 +161,13 @@ static int read_head(conn *c, reply_head *h, vs_error **err) {
   _cleanup_free_ char *status = conn_line(c, err);
   if (!status)
     return -1;
-  if (strncmp(status, "HTTP/1.", 7) != 0 || strlen(status) < 12 ||
-      sscanf(status + 9, "%3d", &h->status) != 1)
+  /* "HTTP/1.1 200 OK": three digits after the version */
+  const char *code = status + 9;
+  if (strncmp(status, "HTTP/1.", 7) != 0 || strlen(status) < 12 || status[8] != ' ' ||
+      code[0] < '1' || code[0] > '5' || code[1] < '0' || code[1] > '9' || code[2] < '0' ||
+      code[2] > '9')
     return vs_error_set(err, EPROTO, "vesseld sent a bad status line: %.80s", status);
+  h->status = (code[0] - '0') * 100 + (code[1] - '0') * 10 + (code[2] - '0');
   h->chunked = false;
   h->length = -1;
   size_t total = 0;
@@ -174,7 +179,7 @@ static int read_head(conn *c, reply_head *h, vs_error **err) {
       return 0;
     total += strlen(line);
     if (total > REPLY_HEAD_MAX)
-      return vs_error_set(err, EPROTO, "vesseld sent a reply head over %d bytes", REPLY_HEAD_MAX);
+      return vs_error_set(err, EPROTO, "vesseld sent a reply head over %zu bytes", REPLY_HEAD_MAX);
     char *colon = strchr(line, ':');
     if (!colon)
       continue;
@@ -241,7 +246,7 @@ typedef struct grow_buf {
 static int body_append(void *arg, const char *data, size_t len, vs_error **err) {
   grow_buf *b = arg;
   if (b->len + len > REPLY_BODY_MAX)
-    return vs_error_set(err, EFBIG, "vesseld's reply is over %u bytes", REPLY_BODY_MAX);
+    return vs_error_set(err, EFBIG, "vesseld's reply is over %zu bytes", REPLY_BODY_MAX);
   b->data = vs_realloc(b->data, b->len + len + 1);
   memcpy(b->data + b->len, data, len);
   b->len += len;
