@@ -877,12 +877,8 @@ void vd_h_vm_create(vd_call *c) {
     json_decref(rec);
   else
     vm = vm_create(c->d, name, rec, &e); /* takes rec */
-  if (!vm) {
-    json_decref(disk);
-    vd_call_fail(c, e);
-    vs_error_free(e);
-    return;
-  }
+  if (!vm)
+    goto fail;
   if (json_object_size(disk)) {
     if (create_disk(c->d, vm, disk, &e) < 0)
       goto fail;
@@ -898,7 +894,8 @@ fail:
   json_decref(disk);
   vd_call_fail(c, e);
   vs_error_free(e);
-  vm_discard(vm);
+  if (vm)
+    vm_discard(vm);
 }
 
 void vd_h_vm_start(vd_call *c) {
@@ -1108,8 +1105,6 @@ void vd_h_vm_logs(vd_call *c) {
   c->content_type = "text/plain; charset=utf-8";
 }
 
-static bool snapshot_name_valid(const char *s) { return vm_name_valid(s); }
-
 static char *snapshot_dir(const vd_vm *vm, const char *snap) {
   return vs_asprintf("%s/snapshots/%s", vm->dir, snap);
 }
@@ -1139,13 +1134,23 @@ static int vm_take_snapshot(vd_vms *t, vd_vm *vm, const char *dir, json_t **res,
   return 0;
 }
 
+/* A name from the query (a snapshot's, a clone's): NULL after answering 400. */
+static char *query_name(vd_call *c, const char *param, const char *what) {
+  char *v = http_query_get(c->req->query, param);
+  if (vm_name_valid(v))
+    return v;
+  vd_call_error(c, 400,
+                "%s name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', starting with a "
+                "letter or digit",
+                what, v ? v : "");
+  free(v);
+  return NULL;
+}
+
 void vd_h_vm_snapshot(vd_call *c) {
-  _cleanup_free_ char *snap = http_query_get(c->req->query, "name");
-  if (!snapshot_name_valid(snap)) {
-    vd_call_error(c, 400, "snapshot name \"%s\": use letters, digits, '_', '.' or '-'",
-                  snap ? snap : "");
+  _cleanup_free_ char *snap = query_name(c, "name", "snapshot");
+  if (!snap)
     return;
-  }
   vd_vm *vm = vm_claim(c);
   if (!vm)
     return;
@@ -1176,7 +1181,7 @@ void vd_h_vm_restore(vd_call *c) {
   vd_vm *vm = vm_claim(c);
   if (!vm)
     return;
-  _cleanup_free_ char *dir = snap && snapshot_name_valid(snap) ? snapshot_dir(vm, snap) : NULL;
+  _cleanup_free_ char *dir = snap && vm_name_valid(snap) ? snapshot_dir(vm, snap) : NULL;
   vs_error *e = NULL;
   if (!dir || access(dir, F_OK) < 0) {
     vd_call_error(c, 404, "VM %s has no snapshot \"%s\"", vm->name, snap ? snap : "");
@@ -1201,19 +1206,16 @@ void vd_h_vm_restore(vd_call *c) {
 
 /* A new VM from a snapshot of this one (named, or taken now): a copy-on-write clone. */
 void vd_h_vm_clone(vd_call *c) {
-  _cleanup_free_ char *name = http_query_get(c->req->query, "name");
-  _cleanup_free_ char *snap = http_query_get(c->req->query, "snapshot");
-  if (!vm_name_valid(name)) {
-    vd_call_error(c, 400, "clone name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-'",
-                  name ? name : "");
+  _cleanup_free_ char *name = query_name(c, "name", "clone");
+  if (!name)
     return;
-  }
+  _cleanup_free_ char *snap = http_query_get(c->req->query, "snapshot");
   vd_vm *src = vm_claim(c);
   if (!src)
     return;
   vs_error *e = NULL;
   _cleanup_free_ char *snapname = snap && *snap ? vs_strdup(snap) : vs_asprintf("clone-%s", name);
-  _cleanup_free_ char *dir = snapshot_name_valid(snapname) ? snapshot_dir(src, snapname) : NULL;
+  _cleanup_free_ char *dir = vm_name_valid(snapname) ? snapshot_dir(src, snapname) : NULL;
   _cleanup_free_ char *parent = vs_asprintf("%s/snapshots", src->dir);
   if (!dir) {
     vd_call_error(c, 400, "snapshot name \"%s\" is not valid", snapname);

@@ -4,6 +4,8 @@
 
 #include "image/image.h"
 
+#include <getopt.h>
+
 typedef struct vessel_ctx {
   const char *root;      /* --root */
   const char *argv0;     /* path of this program (to find vessel-runtime next to it) */
@@ -75,6 +77,29 @@ typedef struct vessel_hijack {
 /* A request upgraded to a raw stream (attach, console). */
 int vessel_api_hijack(vessel_ctx *ctx, const char *method, const char *target, vessel_hijack *hj,
                       vs_error **err);
+/* One request per operand, as docker does: METHOD PREFIX<operand>SUFFIX, printing the operand
+ * on success and the error (prefixed with what) otherwise. Returns 0, or 1 if any failed. */
+int vessel_api_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *method,
+                    const char *prefix, const char *suffix, const char *what);
+/* Leading -f/--force options of rm-like commands: the index of the first operand, or -1 for an
+ * unknown option or no operand. */
+int vessel_force_operands(int argc, char **argv, bool *force);
+/* The long options of `vessel run`, shared by its daemonless and daemon forms. */
+extern const struct option vessel_run_options[];
+typedef struct vessel_relay_opts {
+  vessel_body_fn out; /* gets what the daemon sends */
+  void *out_arg;
+  bool input;           /* copy our stdin to the connection */
+  bool shutdown_at_eof; /* when stdin ends (or without input), end our side of the connection */
+  int detach_key;       /* a byte on stdin that ends the relay (not sent), or -1 */
+} vessel_relay_opts;
+/* Relay a hijacked connection until the daemon closes it or the user detaches. */
+int vessel_relay(vessel_hijack *hj, const vessel_relay_opts *o, vs_error **err);
+struct termios;
+/* Put a terminal on stdin in raw mode; false (nothing changed) when stdin is no terminal. */
+bool vessel_tty_raw(struct termios *saved);
+/* Print a JSON document indented as docker inspect does, and free it. */
+void vessel_print_json(json_t *j);
 /* Percent-encode a query value; returns a new string. */
 char *vessel_query_escape(const char *s);
 

@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <termios.h>
 
 #define VESSEL_DEFAULT_HOST "unix:///run/vessel/vessel.sock"
 #define REPLY_HEAD_MAX ((size_t)64 * 1024)
@@ -388,4 +389,89 @@ char *vessel_query_escape(const char *s) {
       p += sprintf(p, "%%%02X", ch);
   }
   return out;
+}
+
+int vessel_api_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *method,
+                    const char *prefix, const char *suffix, const char *what) {
+  int rc = 0;
+  for (int i = first; i < argc; i++) {
+    _cleanup_free_ char *name = vessel_query_escape(argv[i]);
+    _cleanup_free_ char *target = vs_asprintf("%s%s%s", prefix, name, suffix);
+    vs_error *e = NULL;
+    if (vessel_api_json(ctx, method, target, NULL, NULL, &e) < 0) {
+      vs_error_print(e, what);
+      vs_error_free(e);
+      rc = 1;
+    } else {
+      printf("%s\n", argv[i]);
+    }
+  }
+  return rc;
+}
+
+int vessel_force_operands(int argc, char **argv, bool *force) {
+  int first = 1;
+  *force = false;
+  for (; first < argc && argv[first][0] == '-'; first++) {
+    if (strcmp(argv[first], "-f") != 0 && strcmp(argv[first], "--force") != 0)
+      return -1;
+    *force = true;
+  }
+  return first < argc ? first : -1;
+}
+
+int vessel_relay(vessel_hijack *hj, const vessel_relay_opts *o, vs_error **err) {
+  if (hj->pending_len && o->out(o->out_arg, hj->pending, hj->pending_len, err) < 0)
+    return -1;
+  bool in_open = o->input;
+  if (!o->input && o->shutdown_at_eof)
+    shutdown(hj->fd, SHUT_WR);
+  char buf[16384];
+  for (;;) {
+    struct pollfd p[2] = {{.fd = hj->fd, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
+    if (poll(p, in_open ? 2 : 1, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      return vs_error_set(err, errno, "poll");
+    }
+    if (p[0].revents) {
+      ssize_t n = read(hj->fd, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return 0;
+      if (o->out(o->out_arg, buf, (size_t)n, err) < 0)
+        return -1;
+    }
+    if (!in_open || !p[1].revents)
+      continue;
+    ssize_t n = read(0, buf, sizeof(buf));
+    if (n <= 0) {
+      in_open = false;
+      if (o->shutdown_at_eof)
+        shutdown(hj->fd, SHUT_WR);
+      continue;
+    }
+    char *detach = o->detach_key >= 0 ? memchr(buf, o->detach_key, (size_t)n) : NULL;
+    size_t len = detach ? (size_t)(detach - buf) : (size_t)n;
+    if (len && vs_write_all(hj->fd, buf, len, err) < 0)
+      return -1;
+    if (detach)
+      return 0;
+  }
+}
+
+bool vessel_tty_raw(struct termios *saved) {
+  if (!isatty(0) || tcgetattr(0, saved) != 0)
+    return false;
+  struct termios t = *saved;
+  cfmakeraw(&t);
+  return tcsetattr(0, TCSANOW, &t) == 0;
+}
+
+void vessel_print_json(json_t *j) {
+  char *text = json_dumps(j, JSON_INDENT(4));
+  printf("%s\n", text ? text : "null");
+  free(text);
+  json_decref(j);
 }

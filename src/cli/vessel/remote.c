@@ -75,44 +75,6 @@ static json_t *string_array(char **v, int n) {
   return a;
 }
 
-/* Copy stdin to the attached container and its output to ours until the daemon closes the
- * stream (the container exited). */
-static int relay_attach(vessel_hijack *hj, bool tty, bool interactive, vs_error **err) {
-  demux m = {.raw = tty};
-  if (hj->pending_len && demux_feed(&m, hj->pending, hj->pending_len, err) < 0)
-    return -1;
-  bool in_open = interactive;
-  if (!interactive)
-    shutdown(hj->fd, SHUT_WR);
-  char buf[16384];
-  for (;;) {
-    struct pollfd p[2] = {{.fd = hj->fd, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
-    if (poll(p, in_open ? 2 : 1, -1) < 0) {
-      if (errno == EINTR)
-        continue;
-      return vs_error_set(err, errno, "poll");
-    }
-    if (p[0].revents) {
-      ssize_t n = read(hj->fd, buf, sizeof(buf));
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return 0;
-      if (demux_feed(&m, buf, (size_t)n, err) < 0)
-        return -1;
-    }
-    if (in_open && p[1].revents) {
-      ssize_t n = read(0, buf, sizeof(buf));
-      if (n <= 0) {
-        in_open = false;
-        shutdown(hj->fd, SHUT_WR);
-      } else if (vs_write_all(hj->fd, buf, (size_t)n, err) < 0) {
-        return -1;
-      }
-    }
-  }
-}
-
 static int run_attached(vessel_ctx *ctx, const char *id, const remote_run_opts *o, vs_error **err) {
   _cleanup_free_ char *attach =
       container_path(id, o->interactive ? "/attach?stream=1&stdin=1&stdout=1&stderr=1"
@@ -121,16 +83,17 @@ static int run_attached(vessel_ctx *ctx, const char *id, const remote_run_opts *
   if (vessel_api_hijack(ctx, "POST", attach, &hj, err) < 0)
     return 125;
   struct termios saved;
-  bool raw = o->tty && o->interactive && isatty(0) && tcgetattr(0, &saved) == 0;
-  if (raw) {
-    struct termios t = saved;
-    cfmakeraw(&t);
-    tcsetattr(0, TCSANOW, &t);
-  }
+  bool raw = o->tty && o->interactive && vessel_tty_raw(&saved);
   _cleanup_free_ char *start = container_path(id, "/start");
   int rc = 125;
-  if (vessel_api_json(ctx, "POST", start, NULL, NULL, err) >= 0 &&
-      relay_attach(&hj, o->tty, o->interactive, err) == 0)
+  /* the output is in Docker's frames, unless the container has a terminal */
+  demux m = {.raw = o->tty};
+  vessel_relay_opts ro = {.out = demux_feed,
+                          .out_arg = &m,
+                          .input = o->interactive,
+                          .shutdown_at_eof = true,
+                          .detach_key = -1};
+  if (vessel_api_json(ctx, "POST", start, NULL, NULL, err) >= 0 && vessel_relay(&hj, &ro, err) == 0)
     rc = 0;
   if (raw)
     tcsetattr(0, TCSANOW, &saved);
@@ -157,18 +120,7 @@ static int run_attached(vessel_ctx *ctx, const char *id, const remote_run_opts *
 }
 
 int remote_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  static const struct option opts[] = {{"rm", no_argument, 0, 'R'},
-                                       {"tty", no_argument, 0, 't'},
-                                       {"interactive", no_argument, 0, 'i'},
-                                       {"detach", no_argument, 0, 'd'},
-                                       {"env", required_argument, 0, 'e'},
-                                       {"workdir", required_argument, 0, 'w'},
-                                       {"user", required_argument, 0, 'u'},
-                                       {"name", required_argument, 0, 'n'},
-                                       {"entrypoint", required_argument, 0, 'E'},
-                                       {"runtime", required_argument, 0, 'r'},
-                                       {"network", required_argument, 0, 'N'},
-                                       {0, 0, 0, 0}};
+
   remote_run_opts o = {0};
   _cleanup_(vs_json_decrefp) json_t *cfg = json_object();
   json_t *host = json_object();
@@ -177,7 +129,7 @@ int remote_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   json_object_set_new(cfg, "Env", env);
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "+itde:w:u:", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "+itde:w:u:", vessel_run_options, NULL)) != -1) {
     switch (c) {
     case 'R':
       o.rm = true;
@@ -354,36 +306,13 @@ int remote_logs(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
 
 /* ---------------------------------------------------------------- rm, stop, start */
 
-/* One request per operand, as docker does: print the operand on success, the error otherwise. */
-static int each_container(vessel_ctx *ctx, int argc, char **argv, int first, const char *method,
-                          const char *suffix, const char *what) {
-  int rc = 0;
-  for (int i = first; i < argc; i++) {
-    _cleanup_free_ char *target = container_path(argv[i], suffix);
-    vs_error *e = NULL;
-    if (vessel_api_json(ctx, method, target, NULL, NULL, &e) < 0) {
-      vs_error_print(e, what);
-      vs_error_free(e);
-      rc = 1;
-    } else {
-      printf("%s\n", argv[i]);
-    }
-  }
-  return rc;
-}
-
 int remote_rm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  bool force = false;
-  int first = 1;
-  for (; first < argc && argv[first][0] == '-'; first++) {
-    if (!strcmp(argv[first], "-f") || !strcmp(argv[first], "--force"))
-      force = true;
-    else
-      return usage_error(err, "vessel rm [-f] CONTAINER...");
-  }
-  if (first >= argc)
+  bool force;
+  int first = vessel_force_operands(argc, argv, &force);
+  if (first < 0)
     return usage_error(err, "vessel rm [-f] CONTAINER...");
-  return each_container(ctx, argc, argv, first, "DELETE", force ? "?force=1" : "", "vessel rm");
+  return vessel_api_each(ctx, argc, argv, first, "DELETE", "/containers/", force ? "?force=1" : "",
+                         "vessel rm");
 }
 
 int remote_stop(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
@@ -399,13 +328,13 @@ int remote_stop(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   }
   if (first >= argc)
     return usage_error(err, "vessel stop [-t SECONDS] CONTAINER...");
-  return each_container(ctx, argc, argv, first, "POST", suffix, "vessel stop");
+  return vessel_api_each(ctx, argc, argv, first, "POST", "/containers/", suffix, "vessel stop");
 }
 
 int remote_start(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   if (argc < 2 || argv[1][0] == '-')
     return usage_error(err, "vessel start CONTAINER...");
-  return each_container(ctx, argc, argv, 1, "POST", "/start", "vessel start");
+  return vessel_api_each(ctx, argc, argv, 1, "POST", "/containers/", "/start", "vessel start");
 }
 
 /* ---------------------------------------------------------------- images */
@@ -511,15 +440,9 @@ int remote_pull(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
 }
 
 int remote_rmi(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  bool force = false;
-  int first = 1;
-  for (; first < argc && argv[first][0] == '-'; first++) {
-    if (!strcmp(argv[first], "-f") || !strcmp(argv[first], "--force"))
-      force = true;
-    else
-      return usage_error(err, "vessel rmi [-f] IMAGE...");
-  }
-  if (first >= argc)
+  bool force;
+  int first = vessel_force_operands(argc, argv, &force);
+  if (first < 0)
     return usage_error(err, "vessel rmi [-f] IMAGE...");
   int rc = 0;
   for (int i = first; i < argc; i++) {
@@ -588,10 +511,7 @@ int remote_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     }
     json_array_append_new(all, obj);
   }
-  char *text = json_dumps(all, JSON_INDENT(4));
-  printf("%s\n", text);
-  free(text);
-  json_decref(all);
+  vessel_print_json(all);
   return rc;
 }
 

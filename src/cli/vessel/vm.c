@@ -88,24 +88,6 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return 0;
 }
 
-/* POST /vessel/v1/vms/NAME/ACTION for each name, printing the name as docker does. */
-static int vm_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *method,
-                   const char *suffix, const char *what) {
-  int rc = 0;
-  for (int i = first; i < argc; i++) {
-    _cleanup_free_ char *target = vm_path(argv[i], suffix);
-    vs_error *e = NULL;
-    if (vessel_api_json(ctx, method, target, NULL, NULL, &e) < 0) {
-      vs_error_print(e, what);
-      vs_error_free(e);
-      rc = 1;
-    } else {
-      printf("%s\n", argv[i]);
-    }
-  }
-  return rc;
-}
-
 static int vm_action(vessel_ctx *ctx, const char *action, int argc, char **argv, vs_error **err) {
   int first = 1;
   _cleanup_free_ char *suffix = vs_asprintf("/%s", action);
@@ -132,21 +114,16 @@ static int vm_action(vessel_ctx *ctx, const char *action, int argc, char **argv,
     return vm_usage(err, u);
   }
   _cleanup_free_ char *what = vs_asprintf("vessel vm %s", action);
-  return vm_each(ctx, argc, argv, first, "POST", suffix, what);
+  return vessel_api_each(ctx, argc, argv, first, "POST", "/vessel/v1/vms/", suffix, what);
 }
 
 static int vm_rm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  bool force = false;
-  int first = 1;
-  for (; first < argc && argv[first][0] == '-'; first++) {
-    if (!strcmp(argv[first], "-f") || !strcmp(argv[first], "--force"))
-      force = true;
-    else
-      return vm_usage(err, "rm [-f] NAME...");
-  }
-  if (first >= argc)
+  bool force;
+  int first = vessel_force_operands(argc, argv, &force);
+  if (first < 0)
     return vm_usage(err, "rm [-f] NAME...");
-  return vm_each(ctx, argc, argv, first, "DELETE", force ? "?force=1" : "", "vessel vm rm");
+  return vessel_api_each(ctx, argc, argv, first, "DELETE", "/vessel/v1/vms/",
+                         force ? "?force=1" : "", "vessel vm rm");
 }
 
 static int vm_ls(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
@@ -197,10 +174,7 @@ static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     }
     json_array_append_new(all, obj);
   }
-  char *text = json_dumps(all, JSON_INDENT(4));
-  printf("%s\n", text);
-  free(text);
-  json_decref(all);
+  vessel_print_json(all);
   return rc;
 }
 
@@ -209,59 +183,20 @@ static int write_out(void *arg, const char *data, size_t len, vs_error **err) {
   return vs_write_all(1, data, len, err);
 }
 
-/* Relay the console until the VM ends, the daemon closes, or the user detaches. With follow
- * only, nothing is sent to the guest. */
-static int console_relay(vessel_hijack *hj, bool input, vs_error **err) {
-  if (hj->pending_len && vs_write_all(1, hj->pending, hj->pending_len, err) < 0)
-    return -1;
-  char buf[16384];
-  bool in_open = input;
-  for (;;) {
-    struct pollfd p[2] = {{.fd = hj->fd, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
-    if (poll(p, in_open ? 2 : 1, -1) < 0) {
-      if (errno == EINTR)
-        continue;
-      return vs_error_set(err, errno, "poll");
-    }
-    if (p[0].revents) {
-      ssize_t n = read(hj->fd, buf, sizeof(buf));
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return 0;
-      if (vs_write_all(1, buf, (size_t)n, err) < 0)
-        return -1;
-    }
-    if (in_open && p[1].revents) {
-      ssize_t n = read(0, buf, sizeof(buf));
-      if (n <= 0) {
-        in_open = false; /* keep showing the console until the user detaches or the VM ends */
-        continue;
-      }
-      char *detach = memchr(buf, VM_DETACH_KEY, (size_t)n);
-      size_t len = detach ? (size_t)(detach - buf) : (size_t)n;
-      if (len && vs_write_all(hj->fd, buf, len, err) < 0)
-        return -1;
-      if (detach)
-        return 0;
-    }
-  }
-}
-
 static int vm_console(vessel_ctx *ctx, const char *name, bool input, bool history, vs_error **err) {
   _cleanup_free_ char *target = vm_path(name, history ? "/console?logs=1" : "/console");
   vessel_hijack hj;
   if (vessel_api_hijack(ctx, "POST", target, &hj, err) < 0)
     return 1;
   struct termios saved;
-  bool raw = input && isatty(0) && tcgetattr(0, &saved) == 0;
-  if (raw) {
-    struct termios t = saved;
-    cfmakeraw(&t);
-    tcsetattr(0, TCSANOW, &t);
+  bool raw = input && vessel_tty_raw(&saved);
+  if (raw)
     fprintf(stderr, "Connected to the console of VM %s (detach with Ctrl-])\r\n", name);
-  }
-  int rc = console_relay(&hj, input, err) < 0 ? 1 : 0;
+  /* without input (logs -f) nothing goes to the guest; when stdin ends, the console is still
+   * shown until the user detaches or the VM ends */
+  vessel_relay_opts ro = {
+      .out = write_out, .input = input, .shutdown_at_eof = false, .detach_key = VM_DETACH_KEY};
+  int rc = vessel_relay(&hj, &ro, err) < 0 ? 1 : 0;
   if (raw) {
     tcsetattr(0, TCSANOW, &saved);
     fprintf(stderr, "\nDetached from VM %s\n", name);
