@@ -81,7 +81,7 @@ static void vm_remove_locked(vd_vms *t, vd_vm *vm) {
   t->dead = vm;
 }
 
-static bool vm_name_valid(const char *s) {
+bool vd_vm_name_valid(const char *s) {
   if (!s || !*s || strlen(s) > 64 ||
       !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') ||
         (s[0] >= '0' && s[0] <= '9')))
@@ -704,8 +704,7 @@ static int file_readable(const char *what, const char *path, vs_error **err) {
   return 0;
 }
 
-/* Check the body of a create and fill the record's Config (and the disk request). */
-static int create_config(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
+int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
   static const char *const known[] = {"Name",   "Cpus",   "Memory", "Kernel",
                                       "Initrd", "Append", "Disk",   "DiskSize"};
   const char *key;
@@ -864,12 +863,12 @@ void vd_h_vm_create(vd_call *c) {
   json_t *cfg = json_object();
   json_t *disk = json_object();
   json_object_set_new(rec, "Config", cfg);
-  if (!vm_name_valid(name))
+  if (!vd_vm_name_valid(name))
     vs_error_set(&e, EINVAL,
                  "VM name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', starting with a "
                  "letter or digit",
                  name ? name : "");
-  else if (create_config(body, cfg, disk, &e) < 0 && e->errnum == 0)
+  else if (vd_vm_config_parse(body, cfg, disk, &e) < 0 && e->errnum == 0)
     e->errnum = EINVAL; /* a field of the wrong type: the request's fault */
   json_decref(body);
   vd_vm *vm = NULL;
@@ -1137,7 +1136,7 @@ static int vm_take_snapshot(vd_vms *t, vd_vm *vm, const char *dir, json_t **res,
 /* A name from the query (a snapshot's, a clone's): NULL after answering 400. */
 static char *query_name(vd_call *c, const char *param, const char *what) {
   char *v = http_query_get(c->req->query, param);
-  if (vm_name_valid(v))
+  if (vd_vm_name_valid(v))
     return v;
   vd_call_error(c, 400,
                 "%s name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', starting with a "
@@ -1181,7 +1180,7 @@ void vd_h_vm_restore(vd_call *c) {
   vd_vm *vm = vm_claim(c);
   if (!vm)
     return;
-  _cleanup_free_ char *dir = snap && vm_name_valid(snap) ? snapshot_dir(vm, snap) : NULL;
+  _cleanup_free_ char *dir = snap && vd_vm_name_valid(snap) ? snapshot_dir(vm, snap) : NULL;
   vs_error *e = NULL;
   if (!dir || access(dir, F_OK) < 0) {
     vd_call_error(c, 404, "VM %s has no snapshot \"%s\"", vm->name, snap ? snap : "");
@@ -1215,7 +1214,7 @@ void vd_h_vm_clone(vd_call *c) {
     return;
   vs_error *e = NULL;
   _cleanup_free_ char *snapname = snap && *snap ? vs_strdup(snap) : vs_asprintf("clone-%s", name);
-  _cleanup_free_ char *dir = vm_name_valid(snapname) ? snapshot_dir(src, snapname) : NULL;
+  _cleanup_free_ char *dir = vd_vm_name_valid(snapname) ? snapshot_dir(src, snapname) : NULL;
   _cleanup_free_ char *parent = vs_asprintf("%s/snapshots", src->dir);
   if (!dir) {
     vd_call_error(c, 400, "snapshot name \"%s\" is not valid", snapname);

@@ -32,5 +32,11 @@ typedef struct vd_vms {
 } vd_vms;
 
 const char *vd_vm_status(const vd_vm *vm);
+/* 1 to 64 of A-Z a-z 0-9 _ . -, starting with a letter or digit (VMs, snapshots). */
+bool vd_vm_name_valid(const char *s);
+/* Check a create request's body (every field but Name) and fill the record's Config (cpus,
+ * memory, kernel, initrd, append) and the disk request (Base, Size; empty when none). Errors
+ * name the field. */
+int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err);
 
 #endif
