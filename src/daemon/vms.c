@@ -1319,13 +1319,19 @@ static json_t *vm_stats_doc(const vd_vm *vm, json_t *info) {
   json_array_foreach(harts, i, h) instret +=
       (uint64_t)json_integer_value(json_object_get(h, "instret"));
   json_t *disks = json_array();
-  json_array_foreach(json_object_get(info, "disks"), i, h)
-      json_array_append_new(disks, json_pack("{s:O, s:O}", "Spec", json_object_get(h, "spec"),
-                                             "Size", json_object_get(h, "size")));
+  json_array_foreach(json_object_get(info, "disks"), i, h) json_array_append_new(
+      disks,
+      json_pack("{s:O, s:O, s:O, s:O, s:O, s:O}", "Spec", json_object_get(h, "spec"), "Size",
+                json_object_get(h, "size"), "Requests", json_object_get(h, "requests"), "Errors",
+                json_object_get(h, "errors"), "ReadBytes", json_object_get(h, "read_bytes"),
+                "WriteBytes", json_object_get(h, "write_bytes")));
   json_t *nics = json_array();
-  json_array_foreach(json_object_get(info, "nics"), i, h)
-      json_array_append_new(nics, json_pack("{s:O, s:O}", "Spec", json_object_get(h, "spec"), "Mac",
-                                            json_object_get(h, "mac")));
+  json_array_foreach(json_object_get(info, "nics"), i, h) json_array_append_new(
+      nics,
+      json_pack("{s:O, s:O, s:O, s:O, s:O, s:O}", "Spec", json_object_get(h, "spec"), "Mac",
+                json_object_get(h, "mac"), "RxFrames", json_object_get(h, "rx_frames"), "RxDropped",
+                json_object_get(h, "rx_dropped"), "TxFrames", json_object_get(h, "tx_frames"),
+                "TxDropped", json_object_get(h, "tx_dropped")));
   char *now = vd_now();
   json_t *doc =
       json_pack("{s:s, s:s, s:s%, s:{s:I, s:I, s:I}, s:{s:O, s:I}, s:{s:I, s:I, s:o}, s:{s:o}}",

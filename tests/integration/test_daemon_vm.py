@@ -195,6 +195,7 @@ def test_create_start_console_logs_stats_pause(env):
     c = boot_console(env, "web")
     # the guest sees the overlay disk with the size asked for (in 512-byte sectors)
     assert c.run("cat /sys/block/vda/size") == f"{64 * 2048}\r\n"
+    assert "read-ok" in c.run("dd if=/dev/vda of=/dev/null bs=4096 count=64 && echo read-ok")
     # a second viewer sees what the first one types
     c2 = Console(env, "web")
     c.run("echo from-the-first-viewer")
@@ -208,7 +209,8 @@ def test_create_start_console_logs_stats_pause(env):
     _, st = env.api("GET", "/vessel/v1/vms/web/stats", expect=200)
     assert st["Cpu"]["Count"] == 1 and st["Cpu"]["Instructions"] > 0
     assert st["Memory"]["Guest"] == 256 << 20 and st["Memory"]["HostRss"] > 0
-    assert st["Disk"]["Disks"][0]["Size"] == 64 << 20
+    disk0 = st["Disk"]["Disks"][0]
+    assert disk0["Size"] == 64 << 20 and disk0["ReadBytes"] >= 64 * 4096 and disk0["Errors"] == 0
     assert env.vessel("stats", "web").stdout.splitlines()[1].split()[0] == "web"
 
     assert env.vessel("pause", "web").stdout == "web\n"

@@ -275,10 +275,15 @@ static int vm_stats(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
         vessel_human_size((uint64_t)json_integer_value(json_object_get(mem, "Guest")));
     _cleanup_free_ char *rss =
         vessel_human_size((uint64_t)json_integer_value(json_object_get(mem, "HostRss")));
-    _cleanup_free_ char *rd =
-        vessel_human_size((uint64_t)json_integer_value(json_object_get(disk, "HostReadBytes")));
-    _cleanup_free_ char *wr =
-        vessel_human_size((uint64_t)json_integer_value(json_object_get(disk, "HostWriteBytes")));
+    uint64_t rd_bytes = 0, wr_bytes = 0;
+    size_t k;
+    json_t *d;
+    json_array_foreach(json_object_get(disk, "Disks"), k, d) {
+      rd_bytes += (uint64_t)json_integer_value(json_object_get(d, "ReadBytes"));
+      wr_bytes += (uint64_t)json_integer_value(json_object_get(d, "WriteBytes"));
+    }
+    _cleanup_free_ char *rd = vessel_human_size(rd_bytes);
+    _cleanup_free_ char *wr = vessel_human_size(wr_bytes);
     double secs = (double)json_integer_value(json_object_get(cpu, "HostNs")) / 1e9;
     printf("%-20s %-5lld %-14lld %-12.2f %-10s %-10s %-12s %s\n",
            json_string_value(json_object_get(s, "Name")),
