@@ -628,6 +628,14 @@ static json_t *vm_summary_locked(const vd_vm *vm) {
                    (int)vm->pid);
 }
 
+/* Whether its VMM runs (the loop clears the pid when the VMM ends). */
+static bool vm_running(vd_vms *t, const vd_vm *vm) {
+  pthread_mutex_lock(&t->lock);
+  bool r = vm->pid > 0;
+  pthread_mutex_unlock(&t->lock);
+  return r;
+}
+
 /* The VM a call names, marked busy for this call: NULL after answering 404 or 409. */
 static vd_vm *vm_claim(vd_call *c) {
   vd_vms *t = c->d->vms;
@@ -902,7 +910,7 @@ void vd_h_vm_start(vd_call *c) {
   if (!vm)
     return;
   vs_error *e = NULL;
-  if (vm->pid > 0)
+  if (vm_running(c->d->vms, vm))
     vd_call_status(c, 304);
   else if (vm_start(c->d, vm, &e) < 0)
     vd_call_error(c, 500, "start VM %s: %s", vm->name, e->msg);
@@ -936,7 +944,7 @@ void vd_h_vm_stop(vd_call *c) {
   if (!vm)
     return;
   vs_error *e = NULL;
-  if (vm->pid <= 0)
+  if (!vm_running(c->d->vms, vm))
     vd_call_status(c, 304);
   else if (vm_stop(c->d, vm, timeout, &e) < 0)
     vd_call_fail(c, e);
@@ -992,7 +1000,7 @@ void vd_h_vm_kill(vd_call *c) {
   vd_vm *vm = vm_claim(c);
   if (!vm)
     return;
-  if (vm->pid <= 0) {
+  if (!vm_running(c->d->vms, vm)) {
     vd_call_error(c, 409, "VM %s is not running", vm->name);
   } else {
     pthread_mutex_lock(&c->d->vms->lock);
@@ -1012,7 +1020,7 @@ static void pause_or_resume(vd_call *c, bool pause) {
   if (!vm)
     return;
   vs_error *e = NULL;
-  if (vm->pid <= 0)
+  if (!vm_running(c->d->vms, vm))
     vd_call_error(c, 409, "VM %s is not running", vm->name);
   else if (vm->paused == pause)
     vd_call_error(c, 409, "VM %s is %s", vm->name, pause ? "already paused" : "not paused");
@@ -1056,12 +1064,12 @@ void vd_h_vm_delete(vd_call *c) {
     vm_release(t, vm);
     return;
   }
-  if (vm->pid > 0 && !force) {
+  if (vm_running(c->d->vms, vm) && !force) {
     vd_call_error(c, 409, "VM %s is running: stop it first or force the removal", vm->name);
     vm_release(t, vm);
     return;
   }
-  if (vm->pid > 0 && vm_stop(c->d, vm, 0, &e) < 0) {
+  if (vm_running(c->d->vms, vm) && vm_stop(c->d, vm, 0, &e) < 0) {
     vd_call_fail(c, e);
     vs_error_free(e);
     vm_release(t, vm);
@@ -1157,7 +1165,7 @@ void vd_h_vm_snapshot(vd_call *c) {
   _cleanup_free_ char *parent = vs_asprintf("%s/snapshots", vm->dir);
   vs_error *e = NULL;
   json_t *res = NULL;
-  if (vm->pid <= 0)
+  if (!vm_running(c->d->vms, vm))
     vd_call_error(c, 409, "VM %s is not running: a snapshot is taken of a running VM", vm->name);
   else if (access(dir, F_OK) == 0)
     vd_call_error(c, 409, "VM %s already has a snapshot %s", vm->name, snap);
@@ -1225,7 +1233,7 @@ void vd_h_vm_clone(vd_call *c) {
     goto out;
   }
   if (!(snap && *snap)) {
-    if (src->pid <= 0) {
+    if (!vm_running(c->d->vms, src)) {
       vd_call_error(c, 409, "VM %s is not running: clone a snapshot of it instead", src->name);
       goto out;
     }
@@ -1351,7 +1359,7 @@ void vd_h_vm_stats(vd_call *c) {
     return;
   vs_error *e = NULL;
   json_t *info = NULL;
-  if (vm->pid <= 0)
+  if (!vm_running(c->d->vms, vm))
     vd_call_error(c, 409, "VM %s is not running", vm->name);
   else if (vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, &e) < 0)
     vd_call_error(c, 500, "stats of VM %s: %s", vm->name, e->msg);

@@ -7,7 +7,9 @@ import http.client
 import json
 import os
 import pathlib
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -169,6 +171,39 @@ def env(build_dir, guest_assets, tmp_path_factory):
             os.environ["VESSEL_CACHE"] = saved
 
 
+def vessel_console_on_pty(env, name, keys, wanted):
+    """Run `vessel vm console NAME` on a pseudo-terminal, type keys, wait for wanted, detach."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(str(env.build / "vessel"), ["vessel", "-H", env.vd.host, "vm", "console", name])
+    out = b""
+    try:
+        os.write(fd, keys)
+        while wanted not in out:
+            r, _, _ = select.select([fd], [], [], BOOT_TIMEOUT)
+            assert r, f"no {wanted!r} from the console: {out[-500:]!r}"
+            out += os.read(fd, 65536)
+        os.write(fd, b"\x1d")
+        while True:
+            try:
+                b = os.read(fd, 65536)
+            except OSError:
+                break
+            if not b:
+                break
+            out += b
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, out[-500:]
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+    return out.decode(errors="replace")
+
+
 def boot_console(env, name):
     c = Console(env, name, logs=True)
     assert c.status == 101
@@ -203,6 +238,9 @@ def test_create_start_console_logs_stats_pause(env):
     c2.close()
     c.close()
     assert "from-the-first-viewer" in env.vessel("logs", "web").stdout
+    # `vessel vm console` on a terminal: what is typed reaches the guest, Ctrl-] detaches
+    out = vessel_console_on_pty(env, "web", b"echo $((7*6))x\r", b"42x")
+    assert "Detached from VM web" in out and env.inspect("web")["State"]["Running"]
     _, logs = env.api("GET", "/vessel/v1/vms/web/logs", expect=200)
     assert "Linux version" in logs
 

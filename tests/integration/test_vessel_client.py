@@ -125,6 +125,10 @@ def test_daemon_only_commands_and_mode_choice(build_dir, tmp_path):
         assert v("ps", "-q", mode_args=["-H", v.vd.host],
                  env={"VESSEL_HOST": "unix:///nonexistent"}).stdout.strip() == cid[:12]
         assert v("rm", "-f", "bg").stdout == "bg\n"
+        # logs -f follows until the container ends
+        v("run", "-d", "--name", "short", "busybox", "sh", "-c", "echo one; sleep 1; echo two")
+        assert v("logs", "-f", "short").stdout == "one\ntwo\n"
+        v("rm", "short")
         # what cannot go through the daemon says so, and how to do it without
         r = v("push", "busybox", check=False)
         assert r.returncode == 125 and "not available through vesseld" in r.stderr
