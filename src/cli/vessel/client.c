@@ -99,9 +99,17 @@ int vessel_find_daemon(vessel_ctx *ctx, const char *host_opt, bool root_given, v
   if (host_socket_path(host, &path, err) < 0)
     return -1;
   if (!explicit) {
-    /* The default socket is used when a daemon answers on it; otherwise vessel works alone. */
+    /* The default socket is used when a daemon answers on it; otherwise vessel works alone.
+     * A daemon this user may not talk to is an error, not a reason to work beside it. */
     vs_error *e = NULL;
     int fd = vs_unix_connect(path, &e);
+    if (fd < 0 && e && e->errnum == EACCES) {
+      vs_error_free(e);
+      return vs_error_set(err, EACCES,
+                          "vesseld runs at %s, but this user may not connect to it (give --root "
+                          "DIR to work without the daemon)",
+                          host);
+    }
     vs_error_free(e);
     if (fd < 0)
       return 0;
