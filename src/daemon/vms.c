@@ -257,7 +257,7 @@ static char **vmm_argv(const vd_daemon *d, const vd_vm *vm, size_t *n) {
   char **argv = vs_malloc0(sizeof(char *) * 24);
   size_t i = 0;
   argv[i++] = vmm_path(d);
-  if (restore) {
+  if (json_is_true(json_object_get(restore, "Pending"))) {
     argv[i++] = vs_strdup("--restore");
     argv[i++] = vs_strdup(json_string_value(json_object_get(restore, "Dir")));
     if (json_is_true(json_object_get(restore, "Clone")))
@@ -383,8 +383,25 @@ static int vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   _cleanup_close_ int pidfd = pidfd_of(pid);
   if (pidfd < 0 || wait_vmm_ready(vm, pid, pidfd, err) < 0)
     return -1;
+  /* a restore or a clone resumes once: later it boots cold from the disk its VMM left */
+  json_t *restore = json_object_get(vm->rec, "Restore");
+  json_t *info = NULL;
+  if (json_is_true(json_object_get(restore, "Pending")) &&
+      vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, err) < 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return vs_error_wrap(err, "the restored VMM");
+  }
+  const char *spec =
+      json_string_value(json_object_get(json_array_get(json_object_get(info, "disks"), 0), "spec"));
   vd_vms *t = d->vms;
   pthread_mutex_lock(&t->lock);
+  if (info) {
+    json_object_set_new(restore, "Pending", json_false());
+    if (spec)
+      json_object_set_new(vm->rec, "DiskPath", json_stringn(spec, strcspn(spec, ",")));
+    json_decref(info);
+  }
   vm->pid = pid;
   vm->pid_start = vd_pid_start_time(pid);
   vm->paused = false;
@@ -1196,8 +1213,9 @@ void vd_h_vm_restore(vd_call *c) {
     vd_call_fail(c, e);
   } else {
     pthread_mutex_lock(&c->d->vms->lock);
-    json_object_set_new(vm->rec, "Restore",
-                        json_pack("{s:s, s:b, s:s}", "Dir", dir, "Clone", 0, "Snapshot", snap));
+    json_object_set_new(
+        vm->rec, "Restore",
+        json_pack("{s:s, s:b, s:s, s:b}", "Dir", dir, "Clone", 0, "Snapshot", snap, "Pending", 1));
     pthread_mutex_unlock(&c->d->vms->lock);
     if (vm_start(c->d, vm, &e) < 0)
       vd_call_error(c, 500, "restore VM %s from %s: %s", vm->name, snap, e->msg);
@@ -1246,9 +1264,9 @@ void vd_h_vm_clone(vd_call *c) {
       goto out;
     }
   }
-  json_t *rec =
-      json_pack("{s:O, s:{s:s, s:b, s:s, s:s}}", "Config", json_object_get(src->rec, "Config"),
-                "Restore", "Dir", dir, "Clone", 1, "Snapshot", snapname, "Source", src->id);
+  json_t *rec = json_pack("{s:O, s:{s:s, s:b, s:s, s:s, s:b}}", "Config",
+                          json_object_get(src->rec, "Config"), "Restore", "Dir", dir, "Clone", 1,
+                          "Snapshot", snapname, "Source", src->id, "Pending", 1);
   vd_vm *vm = vm_create(c->d, name, rec, &e);
   if (!vm || vm_commit(c->d, vm, &e) < 0) {
     vd_call_fail(c, e);
