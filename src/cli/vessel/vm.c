@@ -306,9 +306,10 @@ int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   argv++;
   if (!strcmp(sub, "create"))
     return vm_create(ctx, argc, argv, err);
-  if (!strcmp(sub, "start") || !strcmp(sub, "stop") || !strcmp(sub, "kill") ||
-      !strcmp(sub, "restart") || !strcmp(sub, "pause") || !strcmp(sub, "resume"))
-    return vm_action(ctx, sub, argc, argv, err);
+  static const char *const actions[] = {"start", "stop", "kill", "restart", "pause", "resume"};
+  for (size_t k = 0; k < ARRAY_SIZE(actions); k++)
+    if (!strcmp(sub, actions[k]))
+      return vm_action(ctx, actions[k], argc, argv, err);
   if (!strcmp(sub, "rm"))
     return vm_rm(ctx, argc, argv, err);
   if (!strcmp(sub, "ls") || !strcmp(sub, "list"))
