@@ -3,7 +3,8 @@ whether vessel works on a store directly (--root, or no daemon answering) or thr
 daemon's API (-H, VESSEL_HOST, DOCKER_HOST). Each test starts its own vesseld on a private
 socket and data root and removes every container it made."""
 import os
-import shutil
+import pty
+import select
 import subprocess
 
 import pytest
@@ -45,6 +46,32 @@ class Vessel:
             for line in open("/proc/self/mounts"):
                 if str(self.root) in line:
                     subprocess.run(["umount", "-l", line.split()[1]], check=False)
+
+
+def on_pty(argv, dialogue):
+    """Run argv on a pseudo-terminal; for each (keys, wanted) type keys and read until wanted
+    (None: until the end). Returns the output and the exit status."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    out = b""
+    try:
+        for keys, wanted in dialogue:
+            os.write(fd, keys)
+            while wanted is None or wanted not in out:
+                r, _, _ = select.select([fd], [], [], 60)
+                assert r, f"no {wanted!r}: {out[-500:]!r}"
+                try:
+                    b = os.read(fd, 65536)
+                except OSError:
+                    b = b""
+                if not b:
+                    break
+                out += b
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
 
 
 @pytest.fixture(params=["store", "daemon"])
@@ -125,6 +152,10 @@ def test_daemon_only_commands_and_mode_choice(build_dir, tmp_path):
         assert v("ps", "-q", mode_args=["-H", v.vd.host],
                  env={"VESSEL_HOST": "unix:///nonexistent"}).stdout.strip() == cid[:12]
         assert v("rm", "-f", "bg").stdout == "bg\n"
+        # an interactive shell on a terminal: typed lines run, exit ends it with its status
+        out, rc = on_pty([v.bin, "-H", v.vd.host, "run", "-it", "--rm", "busybox", "sh"],
+                         [(b"echo $((6*7))x\r", b"42x"), (b"exit 5\r", None)])
+        assert rc == 5, out
         # logs -f follows until the container ends
         v("run", "-d", "--name", "short", "busybox", "sh", "-c", "echo one; sleep 1; echo two")
         assert v("logs", "-f", "short").stdout == "one\ntwo\n"
