@@ -30,7 +30,8 @@
 #define VM_DEFAULT_MEMORY (256ULL << 20)
 #define VM_DEFAULT_APPEND "console=ttyS0"
 #define VM_STOP_TIMEOUT 30
-#define VM_API_WAIT_MS 10000 /* for a new VMM's control socket */
+#define VM_API_WAIT_MS 10000    /* for a new VMM's control socket */
+#define VM_LOG_MAX (16LL << 20) /* console and VMM logs are rotated past this at a start */
 
 /* ---------------------------------------------------------------- the table */
 
@@ -335,12 +336,25 @@ static int wait_vmm_ready(vd_vm *vm, pid_t pid, int pidfd, vs_error **err) {
   return vs_error_set(err, ETIMEDOUT, "vessel-vmm did not open its control socket");
 }
 
+/* A log over VM_LOG_MAX becomes PATH.1 (replacing the one before) when a VMM starts: the VMM
+ * holds its log for its whole run, so that is when it can be rotated without losing a byte. */
+static void rotate_log(const char *path) {
+  struct stat st;
+  if (stat(path, &st) < 0 || st.st_size <= VM_LOG_MAX)
+    return;
+  _cleanup_free_ char *old = vs_asprintf("%s.1", path);
+  if (rename(path, old) < 0)
+    vs_log_warn("rotate %s: %s", path, strerror(errno));
+}
+
 static int open_console_files(const vd_vm *vm, int *in, int *out, int *log, vs_error **err) {
   _cleanup_free_ char *fifo = vs_asprintf("%s/console.in", vm->dir);
   _cleanup_free_ char *clog = vs_asprintf("%s/console.log", vm->dir);
   _cleanup_free_ char *vlog = vs_asprintf("%s/vmm.log", vm->dir);
   if (mkfifo(fifo, 0600) < 0 && errno != EEXIST)
     return vs_error_set(err, errno, "mkfifo %s", fifo);
+  rotate_log(clog);
+  rotate_log(vlog);
   /* read-write: the VMM is a writer of its own input FIFO, so it never reads an end of file */
   *in = open(fifo, O_RDWR | O_CLOEXEC);
   *out = open(clog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
