@@ -46,8 +46,14 @@ static int64_t monotonic_ns(void) {
 /* Every hart thread reads the clock; the big lock's holder sets it: the fields are atomics. */
 uint64_t vm_read_mtime(void *opaque) {
   vm *m = opaque;
+  if (m->rr)
+    return m->rr_mtime;
   if (__atomic_load_n(&m->paused, __ATOMIC_ACQUIRE))
     return m->paused_mtime;
+  return vm_host_mtime(m);
+}
+
+uint64_t vm_host_mtime(const vm *m) {
   int64_t epoch = __atomic_load_n(&m->mtime_epoch_ns, __ATOMIC_RELAXED);
   /* unsigned: a guest (or a snapshot) may set any mtime, the arithmetic wraps instead of
    * overflowing */
@@ -57,6 +63,8 @@ uint64_t vm_read_mtime(void *opaque) {
 void vm_set_mtime(vm *m, uint64_t mtime) {
   int64_t epoch = (int64_t)((uint64_t)monotonic_ns() - mtime * (1000000000 / VM_TIMEBASE_HZ));
   __atomic_store_n(&m->mtime_epoch_ns, epoch, __ATOMIC_RELAXED);
+  if (m->rr)
+    m->rr_mtime = mtime;
   if (m->paused)
     m->paused_mtime = mtime;
 }
@@ -181,7 +189,8 @@ void vm_request_exit(vm *m, vm_exit_reason reason, int code) {
   m->exit_reason = reason;
   m->exit_code = code;
   __atomic_store_n(&m->stop, true, __ATOMIC_RELEASE);
-  for (unsigned h = 0; h < m->nharts; h++) {
+  /* record/replay: the hart ends its slice where its budget says, not where it notices */
+  for (unsigned h = 0; h < m->nharts && !m->rr; h++) {
     __atomic_store_n(&m->harts[h].stop_request, true, __ATOMIC_RELAXED);
     vm_wake_hart(m, h);
   }
@@ -536,9 +545,11 @@ static unsigned vm_console_room(const vm *m) {
   return m->vconsole ? virtio_console_rx_space(m->vconsole) : uart_rx_space(&m->uart);
 }
 
-static void vm_console_deliver(vm *m, const uint8_t *buf, size_t len) {
+void vm_console_deliver(vm *m, const uint8_t *buf, size_t len) {
   if (len == 0)
     return;
+  if (m->rr)
+    vm_rr_console_input(m, buf, len);
   if (m->vconsole)
     virtio_console_rx_push(m->vconsole, buf, len);
   else
@@ -722,7 +733,7 @@ static bool vm_hart_runnable(vm *m, unsigned h) {
 /* Nanoseconds until the next event that can wake an idle hart: a timer of a started hart or the
  * RTC alarm. */
 static int64_t vm_ns_until_next_event(vm *m) {
-  uint64_t now = vm_read_mtime(m);
+  uint64_t now = m->paused ? m->paused_mtime : vm_host_mtime(m);
   uint64_t deadline = UINT64_MAX;
   for (unsigned h = 0; h < m->nharts; h++) {
     if (m->hsm[h] != HSM_STARTED)
@@ -763,6 +774,10 @@ static void vm_service(vm *m, int64_t sleep_ns) {
   }
   for (unsigned i = 0; i < m->num_io_sources && ps->n; i++)
     m->io_sources[i].dispatch(m->io_sources[i].opaque, ps);
+  if (m->rr) {
+    vm_rr_tick(m);
+    return;
+  }
   aclint_update_timers(&m->aclint, vm_read_mtime(m));
   rtc_update(&m->rtc);
 }
@@ -792,6 +807,10 @@ static void vm_trace_harts(vm *m, int64_t *next_ns) {
 static void vm_run_one_thread(vm *m) {
   const uint64_t slice = m->nharts > 1 ? VM_SLICE_SMP : VM_SLICE_UP;
   int64_t next_trace_ns = 0;
+  if (vm_rr_replaying(m)) {
+    vm_rr_replay_run(m);
+    return;
+  }
   /* take what the I/O sources have first: a control client waiting on a restored VM gets its
    * answer before the first slice pays for the cold caches */
   vm_service(m, 0);

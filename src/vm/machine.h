@@ -139,7 +139,16 @@ typedef struct vm_hooks {
   void *opaque;
 } vm_hooks;
 
-struct vm_control;   /* control.c */
+struct vm_control; /* replay.c: the run loop's record/replay hooks (m->rr set) */
+/* Between slices: recording samples the host's clock and logs it if it moved. */
+void vm_rr_tick(vm *m);
+/* Console input reaches the guest: recording logs it. */
+void vm_rr_console_input(vm *m, const uint8_t *buf, size_t len);
+bool vm_rr_replaying(const vm *m);
+/* The replay's run loop: the hart runs from one logged record to the next. */
+void vm_rr_replay_run(vm *m);
+
+/* control.c */
 struct vm_migration; /* migrate.c */
 
 struct vm {
@@ -184,6 +193,9 @@ struct vm {
 
   /* clock: mtime = (CLOCK_MONOTONIC - mtime_epoch_ns) at 10 MHz */
   int64_t mtime_epoch_ns;
+  /* record/replay (replay.c; NULL: off): the guest's clock then stands at rr_mtime */
+  struct vm_rr *rr;
+  uint64_t rr_mtime;
 
   /* boot layout, decided by boot.c */
   char *bootargs;
@@ -227,6 +239,10 @@ struct vm {
 
 /* machine.c */
 uint64_t vm_read_mtime(void *opaque);
+/* The host's clock as mtime, whatever the guest's clock shows (record/replay freezes it). */
+uint64_t vm_host_mtime(const vm *m);
+/* Hand console input to the guest's console device (UART or virtio-console). */
+void vm_console_deliver(vm *m, const uint8_t *buf, size_t len);
 /* Continue the guest's clock from `mtime` (restore, resume). */
 void vm_set_mtime(vm *m, uint64_t mtime);
 /* A machine around `ram` (cfg->mem_size bytes mapped by the caller; the vm unmaps it) with its

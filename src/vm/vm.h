@@ -146,6 +146,16 @@ void vm_restore_opts_init(vm_restore_opts *o);
  * snapshot's memory file mapped copy-on-write. Nothing runs when this fails. */
 vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err);
 
+/* Record and replay (docs/debugging.md). vm_record_start, on a VM that vm_create built and
+ * that has not run yet, saves a starting snapshot in dir/start and logs every outside input of
+ * the run that follows into dir/log. vm_replay_open builds the VM of dir/start to replay dir/log
+ * (vm_run then takes no outside input). After vm_run, vm_rr_finish writes the log's end, or
+ * checks that the replay reached it with the recorded state, and prints the run's digest; it
+ * fails with the first divergence. One hart, no --net and no --disk yet. */
+int vm_record_start(vm *m, const char *dir, vs_error **err);
+vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err);
+int vm_rr_finish(vm *m, vs_error **err);
+
 /* Live migration. The receiver listens on host:port, takes one stream and returns the migrated
  * VM ready for vm_run (or an error: a stream cut short or malformed). */
 vm *vm_migrate_incoming(const char *hostport, const vm_restore_opts *opts, vs_error **err);

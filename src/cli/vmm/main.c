@@ -26,6 +26,7 @@ static const char usage_text[] =
     "Usage: vessel-vmm --kernel PATH [OPTIONS]\n"
     "       vessel-vmm --restore DIR [--clone [--clone-dir DIR]] [--api-sock PATH]\n"
     "       vessel-vmm --incoming HOST:PORT [--api-sock PATH]\n"
+    "       vessel-vmm --replay DIR [--accel jit|interp]\n"
     "       vessel-vmm img SUBCOMMAND ...   (disk images, see 'vessel-vmm img --help')\n"
     "       vessel-vmm ctl SOCKET COMMAND   (control a running VM, see 'vessel-vmm ctl --help')\n"
     "\n"
@@ -78,6 +79,11 @@ static const char usage_text[] =
     "  --clone-dir DIR   where a clone's overlays go (default: a new DIR/clone-XXXXXX)\n"
     "  --verify-memory   with --restore: check the memory file's SHA-256 (reads all of it)\n"
     "  --incoming H:P    receive a live migration on TCP H:P, then run the VM\n"
+    "  --record DIR      save a starting snapshot in DIR/start and log every outside input\n"
+    "                    (clock, interrupts, console input, rng bytes) in DIR/log; prints the\n"
+    "                    instruction count and a digest of the final state at the end\n"
+    "  --replay DIR      run DIR's recording again with no outside input; fails at the first\n"
+    "                    divergence (see docs/debugging.md)\n"
     "  --accel KIND      how the harts run: 'jit' (default on x86-64 hosts; guest code is\n"
     "                    translated to host code) or 'interp' (the interpreter)\n"
     "  --hart-threads on|off  with --smp N > 1: each hart on its own host thread (on, the\n"
@@ -121,6 +127,8 @@ enum {
   OPT_INCOMING,
   OPT_GDB,
   OPT_GDB_WAIT,
+  OPT_RECORD,
+  OPT_REPLAY,
 };
 
 /* What to run: a new VM from cfg, a snapshot, or an incoming migration. */
@@ -131,6 +139,8 @@ typedef struct vmm_args {
   const char *incoming;
   const char *gdb;
   bool gdb_wait;
+  const char *record; /* --record DIR */
+  const char *replay; /* --replay DIR */
   vm_restore_opts ropts;
 } vmm_args;
 
@@ -157,6 +167,8 @@ static const struct option long_options[] = {
     {"clone-dir", required_argument, NULL, OPT_CLONE_DIR},
     {"verify-memory", no_argument, NULL, OPT_VERIFY_MEMORY},
     {"incoming", required_argument, NULL, OPT_INCOMING},
+    {"record", required_argument, NULL, OPT_RECORD},
+    {"replay", required_argument, NULL, OPT_REPLAY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -202,6 +214,12 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
       break;
     case OPT_RESTORE:
       a->restore = optarg;
+      break;
+    case OPT_RECORD:
+      a->record = optarg;
+      break;
+    case OPT_REPLAY:
+      a->replay = optarg;
       break;
     case OPT_CLONE:
       a->ropts.clone = true;
@@ -312,6 +330,16 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
     return usage_error("unexpected argument '%s'", argv[optind]);
   if (a->restore && a->incoming)
     return usage_error("%s", "--restore and --incoming exclude each other");
+  if ((a->record || a->replay) && (a->restore || a->incoming || a->api_sock || a->gdb ||
+                                   a->gdb_wait || (a->record && a->replay)))
+    return usage_error("%s", "--record and --replay take no --restore, --incoming, --api-sock, "
+                             "--gdb or each other");
+  if (a->replay) {
+    if (machine_opts)
+      return usage_error("%s", "the recording describes the machine: --kernel, --mem, --disk, "
+                               "... are not allowed with --replay");
+    return -1;
+  }
   if ((a->ropts.clone || a->ropts.clone_dir || a->ropts.verify_memory) && !a->restore)
     return usage_error("%s", "--clone, --clone-dir and --verify-memory need --restore");
   if (a->restore || a->incoming) {
@@ -412,9 +440,15 @@ int main(int argc, char **argv) {
   _cleanup_error_ vs_error *err = NULL;
   vm *m = a.restore    ? vm_restore(a.restore, &a.ropts, &err)
           : a.incoming ? vm_migrate_incoming(a.incoming, &a.ropts, &err)
+          : a.replay   ? vm_replay_open(a.replay, &a.ropts, &err)
                        : vm_create(&cfg, &err);
   if (!m) {
     vs_error_print(err, "vessel-vmm");
+    return EXIT_VMM_ERROR;
+  }
+  if (a.record && vm_record_start(m, a.record, &err) < 0) {
+    vs_error_print(err, "vessel-vmm");
+    vm_destroy(m);
     return EXIT_VMM_ERROR;
   }
   if (a.api_sock && vm_control_listen(m, a.api_sock, &err) < 0) {
@@ -432,6 +466,8 @@ int main(int argc, char **argv) {
     tty_make_raw();
   int code = 0;
   int reason = vm_run(m, &code, &err);
+  if (reason >= 0 && vm_rr_finish(m, &err) < 0)
+    reason = -1;
   vm_destroy(m);
   tty_restore();
   if (reason < 0) {

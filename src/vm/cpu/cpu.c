@@ -264,6 +264,8 @@ static bool rv_check_interrupts(rv_hart *h) {
   static const uint8_t order[] = {11, 3, 7, 9, 1, 5};
   for (size_t i = 0; i < sizeof(order); i++) {
     if (take & (1ULL << order[i])) {
+      if (unlikely(h->bus->irq_gate) && !h->bus->irq_gate(h->bus->opaque, h, order[i]))
+        return false;
       h->wfi = false;
       rv_take_trap(h, order[i], 0, true);
       h->pc = h->next_pc;
@@ -272,6 +274,8 @@ static bool rv_check_interrupts(rv_hart *h) {
   }
   return false;
 }
+
+bool rv_hart_take_interrupt(rv_hart *h) { return rv_check_interrupts(h); }
 
 /* ---------------------------------------------------------------- execution loop */
 

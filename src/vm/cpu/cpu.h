@@ -51,6 +51,9 @@ typedef struct rv_bus {
   bool (*sbi_call)(void *opaque, rv_hart *hart);
   /* mtime: 10 MHz timebase (time CSR, Sstc stimecmp). */
   uint64_t (*read_mtime)(void *opaque);
+  /* Record/replay: asked before the hart takes interrupt `cause`. Recording logs it and says
+   * yes; replaying says yes only where the log took it. NULL: always taken. */
+  bool (*irq_gate)(void *opaque, rv_hart *hart, uint64_t cause);
   /* Live migration tracks the RAM pages the harts write: one bit per 4 KiB page, set when a
    * write mapping enters the TLB (and when a page-table walk sets A/D bits). The machine flushes
    * the TLBs whenever it harvests the bits, so every later write marks again. NULL: no tracking. */
@@ -186,6 +189,9 @@ bool rv_hart_post_irq(rv_hart *h, uint64_t mip_bit, bool level);
 
 /* Interrupts pending and enabled in mie (ignoring global enables): WFI wakes on these. */
 bool rv_hart_irq_pending(rv_hart *h);
+/* Take the highest-priority pending and enabled interrupt now, if any (waking a WFI): replay
+ * calls it at the instruction count where the recording took one. */
+bool rv_hart_take_interrupt(rv_hart *h);
 
 void rv_hart_flush_tlb(rv_hart *h);
 void rv_hart_flush_icache(rv_hart *h);

@@ -200,6 +200,9 @@ typedef struct rtc_state {
   bool irq_enabled;
   bool irq_pending;
   dev_irq_line irq;
+  /* record/replay: the host's real-time clock in ns comes from here instead (NULL: the host's) */
+  int64_t (*clock_ns)(void *opaque);
+  void *clock_opaque;
 } rtc_state;
 
 void rtc_init(rtc_state *r, dev_irq_line irq);

@@ -29,7 +29,8 @@ static int64_t host_realtime_ns(void) {
 }
 
 static uint64_t rtc_now(const rtc_state *r) {
-  return (uint64_t)(host_realtime_ns() + r->offset_ns);
+  int64_t host = r->clock_ns ? r->clock_ns(r->clock_opaque) : host_realtime_ns();
+  return (uint64_t)(host + r->offset_ns);
 }
 
 void rtc_init(rtc_state *r, dev_irq_line irq) {

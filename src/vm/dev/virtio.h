@@ -391,6 +391,10 @@ typedef struct virtio_rng {
   virtio_mmio mmio; /* first */
   uint64_t bytes;
   virtq_elem elem;
+  /* record/replay: where the bytes come from instead of getrandom (returns how many it gave;
+   * NULL: the host's CSPRNG) */
+  size_t (*source)(void *opaque, uint8_t *buf, size_t len);
+  void *source_opaque;
 } virtio_rng;
 
 void virtio_rng_init(virtio_rng *r, virtio_mem mem, dev_irq_line irq);

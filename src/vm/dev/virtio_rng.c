@@ -10,10 +10,17 @@
 static virtio_rng *rng_of(virtio_mmio *t) { return (virtio_rng *)t; }
 
 /* Fill up to `want` bytes of the iovecs; returns how many were filled. */
-static size_t fill_random(const struct iovec *iov, unsigned n, size_t want) {
+static size_t fill_random(const virtio_rng *rng, const struct iovec *iov, unsigned n, size_t want) {
   size_t done = 0;
   for (unsigned i = 0; i < n && done < want; i++) {
     size_t len = iov[i].iov_len < want - done ? iov[i].iov_len : want - done;
+    if (rng->source) {
+      size_t got = rng->source(rng->source_opaque, iov[i].iov_base, len);
+      done += got;
+      if (got < len)
+        return done;
+      continue;
+    }
     size_t got = 0;
     while (got < len) {
       ssize_t r = getrandom((uint8_t *)iov[i].iov_base + got, len - got, 0);
@@ -33,7 +40,7 @@ static void rng_notify(virtio_mmio *t, unsigned qi) {
   virtq *q = &t->queues[qi];
   bool pushed = false;
   while (virtio_mmio_pop(t, qi, &r->elem) > 0) {
-    size_t n = fill_random(r->elem.in, r->elem.in_num, VIRTIO_RNG_MAX_REQUEST);
+    size_t n = fill_random(r, r->elem.in, r->elem.in_num, VIRTIO_RNG_MAX_REQUEST);
     if (!virtio_mmio_push(t, qi, r->elem.head, (uint32_t)n))
       break;
     r->bytes += n;

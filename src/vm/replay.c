@@ -1,0 +1,422 @@
+/* Record and replay of a whole VM (replay.h has the log; docs/debugging.md the user's view).
+ *
+ * What makes a run repeatable: one hart on one thread; the guest's clock stands still inside a
+ * slice of the run loop and moves only between slices (a TIME record), so however often an
+ * engine looks at it inside a slice it reads the same; the RTC follows that clock; interrupts
+ * are taken only where the recording took them (the CPU's irq_gate), which replay reaches
+ * exactly through the run's instruction budget; console input and rng bytes come from the log.
+ * The interpreter and the translator stop at the same counts, so either replays either's log. */
+#include "vm/replay.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "vm/machine.h"
+#include "vm/vmstate.h"
+
+#define MAX_LOG_FILE (4ull << 30)
+
+struct vm_rr {
+  bool replaying;
+  char *dir;
+  int64_t realtime_base; /* host CLOCK_REALTIME (ns) when mtime was 0 */
+  uint8_t digest[RR_DIGEST_LEN];
+  /* recording */
+  rr_log_writer log;
+  /* replaying: the log, and its records in two queues: the run loop's (time, interrupts,
+   * console, end) and the rng device's, which asks for its bytes inside a slice */
+  char *log_data;
+  size_t log_len;
+  rr_event *loop_ev, *rng_ev;
+  size_t loop_n, rng_n, loop_i, rng_i;
+  bool taking;  /* the loop takes the logged interrupt now */
+  int64_t took; /* the cause the gate let through, -1: none */
+  char *divergence;
+  bool ended;
+};
+
+static uint64_t icount_of(const vm *m) { return m->harts[0].minstret; }
+
+static void rr_put(vm *m, rr_kind kind, uint64_t value, const uint8_t *data, size_t len) {
+  rr_event ev = {.kind = kind, .icount = icount_of(m), .value = value, .data = data, .len = len};
+  rr_log_put(&m->rr->log, &ev);
+}
+
+/* The first divergence stops the replay; later ones only follow from it. */
+static void diverge(vm *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void diverge(vm *m, const char *fmt, ...) {
+  struct vm_rr *rr = m->rr;
+  if (rr->divergence)
+    return;
+  char what[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof(what), fmt, ap);
+  va_end(ap);
+  rr->divergence =
+      vs_asprintf("replay diverged at instruction count %llu (pc 0x%llx): %s",
+                  (unsigned long long)icount_of(m), (unsigned long long)m->harts[0].pc, what);
+  vm_request_exit(m, VM_EXIT_FAIL, 1);
+}
+
+/* ------------------------------------------------------------------ the hooks */
+
+static int64_t host_realtime_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The RTC's host clock: the recording's wall clock at mtime 0 plus the guest's mtime. */
+static int64_t rr_realtime_ns(void *opaque) {
+  vm *m = opaque;
+  return m->rr->realtime_base + (int64_t)(m->rr_mtime * (1000000000 / VM_TIMEBASE_HZ));
+}
+
+static bool rr_irq_gate(void *opaque, rv_hart *hart, uint64_t cause) {
+  vm *m = opaque;
+  struct vm_rr *rr = m->rr;
+  if (!rr->replaying) {
+    rr_put(m, RR_IRQ, cause, NULL, 0);
+    return true;
+  }
+  (void)hart;
+  if (!rr->taking)
+    return false;
+  rr->took = (int64_t)cause;
+  return true;
+}
+
+static size_t rr_rng_record(void *opaque, uint8_t *buf, size_t len) {
+  vm *m = opaque;
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = getrandom(buf + got, len - got, 0);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+  }
+  for (size_t off = 0; off < got; off += RR_DATA_MAX) {
+    size_t n = got - off < RR_DATA_MAX ? got - off : RR_DATA_MAX;
+    rr_put(m, RR_RNG, 0, buf + off, n);
+  }
+  return got;
+}
+
+static size_t rr_rng_replay(void *opaque, uint8_t *buf, size_t len) {
+  vm *m = opaque;
+  struct vm_rr *rr = m->rr;
+  size_t got = 0;
+  while (got < len) {
+    if (rr->rng_i == rr->rng_n) {
+      diverge(m, "virtio-rng asked for %zu bytes, the log has no more", len - got);
+      break;
+    }
+    const rr_event *ev = &rr->rng_ev[rr->rng_i];
+    if (ev->len > len - got) {
+      diverge(m,
+              "virtio-rng asked for %zu bytes, the log's next rng record (recorded at %llu) "
+              "holds %zu",
+              len - got, (unsigned long long)ev->icount, ev->len);
+      break;
+    }
+    memcpy(buf + got, ev->data, ev->len);
+    got += ev->len;
+    rr->rng_i++;
+  }
+  return got;
+}
+
+/* The guest's clock moves to `mtime`: the timers that depend on it follow. */
+static void rr_set_time(vm *m, uint64_t mtime) {
+  m->rr_mtime = mtime;
+  aclint_update_timers(&m->aclint, mtime);
+  rtc_update(&m->rtc);
+}
+
+void vm_rr_tick(vm *m) {
+  if (m->rr->replaying)
+    return;
+  uint64_t now = vm_host_mtime(m);
+  if (now == m->rr_mtime)
+    return;
+  rr_put(m, RR_TIME, now, NULL, 0);
+  rr_set_time(m, now);
+}
+
+void vm_rr_console_input(vm *m, const uint8_t *buf, size_t len) {
+  if (!m->rr->replaying)
+    rr_put(m, RR_CONSOLE, 0, buf, len);
+}
+
+bool vm_rr_replaying(const vm *m) { return m->rr && m->rr->replaying; }
+
+static void install_hooks(vm *m) {
+  m->bus.irq_gate = rr_irq_gate;
+  m->rtc.clock_ns = rr_realtime_ns;
+  m->rtc.clock_opaque = m;
+  if (m->rng) {
+    m->rng->source = m->rr->replaying ? rr_rng_replay : rr_rng_record;
+    m->rng->source_opaque = m;
+  }
+}
+
+/* ------------------------------------------------------------------ digest */
+
+/* SHA-256 over every hart's saved state and all of RAM. */
+static void state_digest(vm *m, uint8_t out[RR_DIGEST_LEN]) {
+  vmstate_writer w;
+  vmstate_writer_init(&w);
+  for (unsigned h = 0; h < m->nharts; h++)
+    rv_hart_save(&m->harts[h], &w);
+  vs_sha256_ctx ctx;
+  vs_sha256_init(&ctx);
+  vs_sha256_update(&ctx, w.data, w.len);
+  vs_sha256_update(&ctx, m->ram, m->ram_size);
+  vs_sha256_final_raw(&ctx, out);
+  vmstate_writer_free(&w);
+}
+
+static void hex_of(const uint8_t *d, char out[RR_DIGEST_LEN * 2 + 1]) {
+  for (unsigned i = 0; i < RR_DIGEST_LEN; i++)
+    snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* ------------------------------------------------------------------ recording */
+
+static int check_recordable(const vm *m, vs_error **err) {
+  if (m->nharts != 1)
+    return vs_error_set(err, 0, "--record: %u harts; record/replay runs one hart (--smp 1)",
+                        m->nharts);
+  if (m->cfg.nnets)
+    return vs_error_set(err, 0, "--record: network frames are not recorded yet (drop --net)");
+  if (m->cfg.ndisks)
+    return vs_error_set(err, 0, "--record: disks are not recorded yet (drop --disk)");
+  if (m->htif_enabled)
+    return vs_error_set(err, 0, "--record: --htif test programs are not supported");
+  return 0;
+}
+
+int vm_record_start(vm *m, const char *dir, vs_error **err) {
+  if (check_recordable(m, err) < 0)
+    return -1;
+  if (vs_mkdir_p(dir, 0700, err) < 0)
+    return vs_error_wrap(err, "--record %s", dir);
+  _cleanup_free_ char *start = vs_asprintf("%s/start", dir);
+  vm_snapshot_opts so = {0};
+  if (vm_snapshot(m, start, &so, err) < 0)
+    return vs_error_wrap(err, "--record: the starting snapshot");
+  struct vm_rr *rr = vs_malloc0(sizeof(*rr));
+  rr->dir = vs_strdup(dir);
+  uint64_t mtime = vm_host_mtime(m);
+  rr->realtime_base = host_realtime_ns() - (int64_t)(mtime * (1000000000 / VM_TIMEBASE_HZ));
+  _cleanup_free_ char *log = vs_asprintf("%s/log", dir);
+  if (rr_log_create(&rr->log, log, m->nharts, rr->realtime_base, err) < 0) {
+    free(rr->dir);
+    free(rr);
+    return vs_error_wrap(err, "--record");
+  }
+  m->rr = rr;
+  install_hooks(m);
+  rr_put(m, RR_TIME, mtime, NULL, 0);
+  rr_set_time(m, mtime);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ replaying */
+
+static int load_log(struct vm_rr *rr, const char *dir, vs_error **err) {
+  _cleanup_free_ char *path = vs_asprintf("%s/log", dir);
+  if (vs_read_file(path, MAX_LOG_FILE, &rr->log_data, &rr->log_len, err) < 0)
+    return -1;
+  rr_log_reader r;
+  if (rr_log_open(&r, (const uint8_t *)rr->log_data, rr->log_len, err) < 0)
+    return vs_error_wrap(err, "%s", path);
+  rr->realtime_base = r.realtime_base;
+  size_t cap_loop = 0, cap_rng = 0;
+  rr_event ev;
+  int rc;
+  while ((rc = rr_log_next(&r, &ev, err)) == 1) {
+    rr_event **q = ev.kind == RR_RNG ? &rr->rng_ev : &rr->loop_ev;
+    size_t *n = ev.kind == RR_RNG ? &rr->rng_n : &rr->loop_n;
+    size_t *cap = ev.kind == RR_RNG ? &cap_rng : &cap_loop;
+    if (*n == *cap) {
+      *cap = *cap ? *cap * 2 : 1024;
+      *q = vs_realloc(*q, *cap * sizeof(**q));
+    }
+    (*q)[(*n)++] = ev;
+  }
+  if (rc < 0)
+    return vs_error_wrap(err, "%s", path);
+  return 0;
+}
+
+static void rr_free(struct vm_rr *rr) {
+  free(rr->dir);
+  free(rr->log_data);
+  free(rr->loop_ev);
+  free(rr->rng_ev);
+  free(rr->divergence);
+  free(rr);
+}
+
+vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err) {
+  struct vm_rr *rr = vs_malloc0(sizeof(*rr));
+  rr->replaying = true;
+  rr->dir = vs_strdup(dir);
+  if (load_log(rr, dir, err) < 0) {
+    rr_free(rr);
+    return NULL;
+  }
+  _cleanup_free_ char *start = vs_asprintf("%s/start", dir);
+  vm_restore_opts o = *opts;
+  o.console_in = -1; /* replay takes no input but the log's */
+  o.one_thread = true;
+  vm *m = vm_restore(start, &o, err);
+  if (!m) {
+    rr_free(rr);
+    vs_error_wrap(err, "--replay: the starting snapshot");
+    return NULL;
+  }
+  vs_error *why = NULL;
+  if (check_recordable(m, &why) < 0) {
+    vs_error_set(err, 0, "--replay %s: the snapshot does not match the log (%s)", dir, why->msg);
+    vs_error_free(why);
+    rr_free(rr);
+    vm_destroy(m);
+    return NULL;
+  }
+  m->rr = rr;
+  install_hooks(m);
+  return m;
+}
+
+static void replay_end(vm *m, const rr_event *ev) {
+  struct vm_rr *rr = m->rr;
+  state_digest(m, rr->digest);
+  if (memcmp(rr->digest, ev->data, RR_DIGEST_LEN) != 0) {
+    char want[RR_DIGEST_LEN * 2 + 1], got[RR_DIGEST_LEN * 2 + 1];
+    hex_of(ev->data, want);
+    hex_of(rr->digest, got);
+    diverge(m, "the final state's digest is %s, the recording's %s", got, want);
+    return;
+  }
+  rr->ended = true;
+  if (!m->stop)
+    vm_request_exit(m, VM_EXIT_QUIT, 0); /* the recording ended by the user's quit */
+}
+
+/* Apply the log's record that falls due at the hart's instruction count. */
+static void replay_apply(vm *m, const rr_event *ev) {
+  rv_hart *h = &m->harts[0];
+  switch (ev->kind) {
+  case RR_TIME:
+    rr_set_time(m, ev->value);
+    break;
+  case RR_CONSOLE:
+    vm_console_deliver(m, ev->data, ev->len);
+    break;
+  case RR_IRQ:
+    m->rr->taking = true;
+    m->rr->took = -1;
+    rv_hart_take_interrupt(h);
+    m->rr->taking = false;
+    if (m->rr->took != (int64_t)ev->value)
+      diverge(m,
+              "the recording took interrupt %llu here, replay %s (mip 0x%llx, lines 0x%llx, "
+              "mie 0x%llx, priv %d, mstatus 0x%llx)",
+              (unsigned long long)ev->value,
+              m->rr->took < 0 ? "has none to take" : "took another one", (unsigned long long)h->mip,
+              (unsigned long long)h->ext_mip, (unsigned long long)h->mie, h->priv,
+              (unsigned long long)h->mstatus);
+    break;
+  case RR_END:
+    replay_end(m, ev);
+    break;
+  case RR_RNG:
+    break; /* in the device's queue */
+  }
+}
+
+void vm_rr_replay_run(vm *m) {
+  struct vm_rr *rr = m->rr;
+  rv_hart *h = &m->harts[0];
+  if (m->hsm[0] == HSM_START_PENDING)
+    vm_hart_begin(m, 0);
+  while (!rr->divergence && !rr->ended) {
+    if (rr->loop_i == rr->loop_n) {
+      diverge(m, "the log ends without its end record");
+      break;
+    }
+    const rr_event *ev = &rr->loop_ev[rr->loop_i];
+    uint64_t now = h->minstret;
+    if (ev->icount < now) {
+      diverge(m, "ran past the log's %s record at instruction count %llu", rr_kind_name(ev->kind),
+              (unsigned long long)ev->icount);
+      break;
+    }
+    if (ev->icount == now) {
+      rr->loop_i++;
+      replay_apply(m, ev);
+      continue;
+    }
+    uint64_t done = rv_hart_run(h, ev->icount - now);
+    uart_flush(&m->uart);
+    if (done == 0 && (h->wfi || m->hsm[0] != HSM_STARTED))
+      diverge(m,
+              "the hart waits (wfi %d, hsm %d) with nothing to wake it, but the log's next "
+              "record (%s) is at instruction count %llu",
+              h->wfi, m->hsm[0], rr_kind_name(ev->kind), (unsigned long long)ev->icount);
+  }
+  uart_flush(&m->uart);
+}
+
+/* ------------------------------------------------------------------ the end */
+
+int vm_rr_finish(vm *m, vs_error **err) {
+  struct vm_rr *rr = m->rr;
+  if (!rr)
+    return 0;
+  m->rr = NULL;
+  char hex[RR_DIGEST_LEN * 2 + 1];
+  int rc = 0;
+  if (!rr->replaying) {
+    state_digest(m, rr->digest);
+    rr_event ev = {
+        .kind = RR_END, .icount = icount_of(m), .data = rr->digest, .len = RR_DIGEST_LEN};
+    rr_log_put(&rr->log, &ev);
+    uint64_t records = rr->log.records;
+    rc = rr_log_close(&rr->log, err);
+    if (rc == 0) {
+      hex_of(rr->digest, hex);
+      fprintf(stderr,
+              "vessel-vmm: recorded %llu instructions in %s: log %llu bytes, %llu records, "
+              "digest %s\n",
+              (unsigned long long)ev.icount, rr->dir, (unsigned long long)rr->log.bytes_written,
+              (unsigned long long)records, hex);
+    } else {
+      vs_error_wrap(err, "--record %s", rr->dir);
+    }
+  } else if (rr->divergence) {
+    rc = vs_error_set(err, 0, "--replay %s: %s", rr->dir, rr->divergence);
+  } else if (!rr->ended) {
+    rc = vs_error_set(err, 0, "--replay %s: stopped at instruction count %llu before the end",
+                      rr->dir, (unsigned long long)icount_of(m));
+  } else {
+    hex_of(rr->digest, hex);
+    fprintf(stderr, "vessel-vmm: replayed %llu instructions from %s: digest %s (matches)\n",
+            (unsigned long long)icount_of(m), rr->dir, hex);
+  }
+  m->bus.irq_gate = NULL;
+  m->rtc.clock_ns = NULL;
+  if (m->rng)
+    m->rng->source = NULL;
+  rr_free(rr);
+  return rc;
+}

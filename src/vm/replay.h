@@ -1,0 +1,93 @@
+/* Deterministic record and replay (docs/debugging.md, "Record and replay").
+ *
+ * A recording is a directory: `start/`, a snapshot in the usual format taken before the first
+ * instruction, and `log`, every input the guest's own instructions do not determine, each tagged
+ * with the hart's instruction count (minstret):
+ *   TIME     the guest's clock (mtime) moved; it stands still between two slices of the run loop,
+ *            so reads inside a slice need no record and the RTC follows it
+ *   IRQ      an interrupt was taken (its cause): replay takes it at exactly that count
+ *   CONSOLE  bytes of console input delivered to the guest
+ *   RNG      bytes virtio-rng handed to the guest
+ *   END      the run ended: instruction count and a digest of the harts' state and of RAM
+ *
+ * The log format (all integers little-endian, varints LEB128):
+ *   header   "VSSLRRLG", u32 version, u32 harts, u64 realtime base (ns), u32 CRC-32 of these
+ *   chunks   u32 payload length, u32 CRC-32 running over every chunk so far, payload
+ *   records  u8 kind, varint zigzag icount delta, then per kind: TIME varint zigzag mtime delta,
+ *            IRQ u8 cause, CONSOLE and RNG varint length and bytes, END 32 digest bytes.
+ * A reader checks the whole log before replay starts: a truncated, reordered or altered log is
+ * refused with the chunk and offset where it goes wrong. */
+#ifndef VESSEL_VM_REPLAY_H
+#define VESSEL_VM_REPLAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
+#define RR_LOG_MAGIC "VSSLRRLG"
+#define RR_LOG_VERSION 1u
+#define RR_LOG_HEADER_LEN 28u
+#define RR_CHUNK_TARGET (64u * 1024u)
+#define RR_CHUNK_MAX (1024u * 1024u)
+#define RR_DATA_MAX (64u * 1024u) /* console and rng records */
+#define RR_DIGEST_LEN 32u
+
+typedef enum rr_kind {
+  RR_TIME = 1,
+  RR_IRQ = 2,
+  RR_CONSOLE = 3,
+  RR_RNG = 4,
+  RR_END = 5,
+} rr_kind;
+
+typedef struct rr_event {
+  rr_kind kind;
+  uint64_t icount;
+  uint64_t value;      /* TIME: mtime; IRQ: cause */
+  const uint8_t *data; /* CONSOLE, RNG: the bytes; END: the digest (points into the log) */
+  size_t len;
+} rr_event;
+
+/* ---- writing: records go to a buffer, whole chunks to the file */
+typedef struct rr_log_writer {
+  int fd;
+  uint32_t crc; /* running CRC over the chunks written */
+  uint64_t last_icount, last_mtime;
+  uint8_t *buf;
+  size_t len, cap;
+  uint64_t bytes_written; /* header and chunks */
+  uint64_t records;
+  int error; /* first write error (errno), reported by rr_log_close */
+} rr_log_writer;
+
+int rr_log_create(rr_log_writer *w, const char *path, uint32_t harts, int64_t realtime_base,
+                  vs_error **err);
+void rr_log_put(rr_log_writer *w, const rr_event *ev);
+/* Write what remains and close; fails if any write failed. */
+int rr_log_close(rr_log_writer *w, vs_error **err);
+
+/* ---- reading: the whole log in memory, checked by rr_log_open */
+typedef struct rr_log_reader {
+  const uint8_t *data;
+  size_t len;
+  uint32_t harts;
+  int64_t realtime_base;
+  size_t chunk; /* offset of the current chunk's payload */
+  size_t chunk_end;
+  size_t pos;        /* next record */
+  unsigned chunk_no; /* for messages */
+  uint32_t crc;
+  uint64_t last_icount, last_mtime;
+  uint64_t records;
+  bool ended; /* END was read */
+} rr_log_reader;
+
+/* Check the header, then every chunk and record; on success the reader stands at the first
+ * record. data must outlive the reader. */
+int rr_log_open(rr_log_reader *r, const uint8_t *data, size_t len, vs_error **err);
+/* The next record: 1, or 0 after END, or -1 with a message naming the chunk and offset. */
+int rr_log_next(rr_log_reader *r, rr_event *ev, vs_error **err);
+const char *rr_kind_name(rr_kind k);
+
+#endif

@@ -1,0 +1,320 @@
+/* The record/replay log: its writer and its checking reader (format in replay.h). */
+#include "vm/replay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+const char *rr_kind_name(rr_kind k) {
+  switch (k) {
+  case RR_TIME:
+    return "time";
+  case RR_IRQ:
+    return "interrupt";
+  case RR_CONSOLE:
+    return "console input";
+  case RR_RNG:
+    return "rng bytes";
+  case RR_END:
+    return "end";
+  }
+  return "unknown";
+}
+
+static uint32_t crc_of(uint32_t crc, const uint8_t *p, size_t n) {
+  return (uint32_t)crc32(crc, p, (uInt)n);
+}
+
+static void put_le(uint8_t *p, uint64_t v, unsigned n) {
+  for (unsigned i = 0; i < n; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, unsigned n) {
+  uint64_t v = 0;
+  for (unsigned i = 0; i < n; i++)
+    v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+
+static uint64_t zigzag(uint64_t delta) { return (delta << 1) ^ (uint64_t)((int64_t)delta >> 63); }
+
+static uint64_t unzigzag(uint64_t z) { return (z >> 1) ^ (uint64_t) - (int64_t)(z & 1); }
+
+/* ------------------------------------------------------------------ writer */
+
+static void write_all(rr_log_writer *w, const uint8_t *p, size_t n) {
+  while (n && !w->error) {
+    ssize_t k = write(w->fd, p, n);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0) {
+      w->error = k < 0 ? errno : EIO;
+      return;
+    }
+    p += k;
+    n -= (size_t)k;
+    w->bytes_written += (uint64_t)k;
+  }
+}
+
+static void buf_reserve(rr_log_writer *w, size_t more) {
+  if (w->len + more <= w->cap)
+    return;
+  size_t cap = w->cap ? w->cap : RR_CHUNK_TARGET * 2;
+  while (cap < w->len + more)
+    cap *= 2;
+  w->buf = vs_realloc(w->buf, cap);
+  w->cap = cap;
+}
+
+static void put_byte(rr_log_writer *w, uint8_t b) {
+  buf_reserve(w, 1);
+  w->buf[w->len++] = b;
+}
+
+static void put_varint(rr_log_writer *w, uint64_t v) {
+  do {
+    uint8_t b = v & 0x7f;
+    v >>= 7;
+    put_byte(w, (uint8_t)(b | (v ? 0x80 : 0)));
+  } while (v);
+}
+
+static void put_bytes(rr_log_writer *w, const uint8_t *p, size_t n) {
+  buf_reserve(w, n);
+  memcpy(w->buf + w->len, p, n);
+  w->len += n;
+}
+
+static void flush_chunk(rr_log_writer *w) {
+  if (!w->len)
+    return;
+  uint8_t head[8];
+  put_le(head, w->len, 4);
+  w->crc = crc_of(w->crc, head, 4);
+  w->crc = crc_of(w->crc, w->buf, w->len);
+  put_le(head + 4, w->crc, 4);
+  write_all(w, head, sizeof(head));
+  write_all(w, w->buf, w->len);
+  w->len = 0;
+}
+
+int rr_log_create(rr_log_writer *w, const char *path, uint32_t harts, int64_t realtime_base,
+                  vs_error **err) {
+  memset(w, 0, sizeof(*w));
+  w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (w->fd < 0)
+    return vs_error_set(err, errno, "create %s", path);
+  uint8_t head[RR_LOG_HEADER_LEN];
+  memcpy(head, RR_LOG_MAGIC, 8);
+  put_le(head + 8, RR_LOG_VERSION, 4);
+  put_le(head + 12, harts, 4);
+  put_le(head + 16, (uint64_t)realtime_base, 8);
+  put_le(head + 24, crc_of(0, head, 24), 4);
+  write_all(w, head, sizeof(head));
+  return 0;
+}
+
+void rr_log_put(rr_log_writer *w, const rr_event *ev) {
+  put_byte(w, (uint8_t)ev->kind);
+  put_varint(w, zigzag(ev->icount - w->last_icount));
+  w->last_icount = ev->icount;
+  switch (ev->kind) {
+  case RR_TIME:
+    put_varint(w, zigzag(ev->value - w->last_mtime));
+    w->last_mtime = ev->value;
+    break;
+  case RR_IRQ:
+    put_byte(w, (uint8_t)ev->value);
+    break;
+  case RR_CONSOLE:
+  case RR_RNG:
+    put_varint(w, ev->len);
+    put_bytes(w, ev->data, ev->len);
+    break;
+  case RR_END:
+    put_bytes(w, ev->data, RR_DIGEST_LEN);
+    break;
+  }
+  w->records++;
+  if (w->len >= RR_CHUNK_TARGET)
+    flush_chunk(w);
+}
+
+int rr_log_close(rr_log_writer *w, vs_error **err) {
+  flush_chunk(w);
+  if (!w->error && fsync(w->fd) < 0)
+    w->error = errno;
+  int rc = 0;
+  if (close(w->fd) < 0 && !w->error)
+    w->error = errno;
+  if (w->error)
+    rc = vs_error_set(err, w->error, "write the record/replay log");
+  free(w->buf);
+  w->buf = NULL;
+  w->fd = -1;
+  return rc;
+}
+
+/* ------------------------------------------------------------------ reader */
+
+/* Move to the next chunk, checking its length and running checksum. */
+static int next_chunk(rr_log_reader *r, vs_error **err) {
+  size_t at = r->chunk_end;
+  if (at == r->len)
+    return vs_error_set(err, 0,
+                        "record/replay log: ends at offset %zu after %u chunks without its end "
+                        "record (truncated)",
+                        at, r->chunk_no);
+  if (r->len - at < 8)
+    return vs_error_set(err, 0, "record/replay log: chunk %u at offset %zu: truncated header",
+                        r->chunk_no + 1, at);
+  uint32_t n = (uint32_t)get_le(r->data + at, 4);
+  if (n == 0 || n > RR_CHUNK_MAX)
+    return vs_error_set(err, 0,
+                        "record/replay log: chunk %u at offset %zu: length %u out of range "
+                        "(1 to %u)",
+                        r->chunk_no + 1, at, n, RR_CHUNK_MAX);
+  if (r->len - at - 8 < n)
+    return vs_error_set(err, 0,
+                        "record/replay log: chunk %u at offset %zu: truncated (%u bytes of "
+                        "payload, %zu left)",
+                        r->chunk_no + 1, at, n, r->len - at - 8);
+  uint32_t crc = crc_of(r->crc, r->data + at, 4);
+  crc = crc_of(crc, r->data + at + 8, n);
+  if (crc != (uint32_t)get_le(r->data + at + 4, 4))
+    return vs_error_set(err, 0,
+                        "record/replay log: chunk %u at offset %zu: checksum mismatch (the log "
+                        "was altered or damaged)",
+                        r->chunk_no + 1, at);
+  r->crc = crc;
+  r->chunk_no++;
+  r->chunk = at + 8;
+  r->pos = r->chunk;
+  r->chunk_end = at + 8 + n;
+  return 0;
+}
+
+static int bad_record(rr_log_reader *r, const char *what, vs_error **err) {
+  return vs_error_set(err, 0, "record/replay log: chunk %u, record %llu at offset %zu: %s",
+                      r->chunk_no, (unsigned long long)r->records + 1, r->pos, what);
+}
+
+static bool get_varint(rr_log_reader *r, size_t *p, uint64_t *out) {
+  uint64_t v = 0;
+  for (unsigned shift = 0; shift < 64; shift += 7) {
+    if (*p >= r->chunk_end)
+      return false;
+    uint8_t b = r->data[(*p)++];
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *out = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+int rr_log_next(rr_log_reader *r, rr_event *ev, vs_error **err) {
+  if (r->ended)
+    return 0;
+  if (r->pos == r->chunk_end && next_chunk(r, err) < 0)
+    return -1;
+  size_t p = r->pos;
+  memset(ev, 0, sizeof(*ev));
+  uint8_t kind = r->data[p++];
+  uint64_t delta;
+  if (!get_varint(r, &p, &delta))
+    return bad_record(r, "instruction count cut short", err);
+  ev->kind = (rr_kind)kind;
+  ev->icount = r->last_icount + unzigzag(delta);
+  switch (kind) {
+  case RR_TIME:
+    if (!get_varint(r, &p, &delta))
+      return bad_record(r, "time value cut short", err);
+    ev->value = r->last_mtime + unzigzag(delta);
+    break;
+  case RR_IRQ:
+    if (p >= r->chunk_end)
+      return bad_record(r, "interrupt cause cut short", err);
+    ev->value = r->data[p++];
+    if (ev->value >= 64)
+      return bad_record(r, "interrupt cause out of range", err);
+    break;
+  case RR_CONSOLE:
+  case RR_RNG: {
+    uint64_t n;
+    if (!get_varint(r, &p, &n) || n == 0 || n > RR_DATA_MAX || n > r->chunk_end - p)
+      return bad_record(r, "data length out of range or cut short", err);
+    ev->data = r->data + p;
+    ev->len = (size_t)n;
+    p += n;
+    break;
+  }
+  case RR_END:
+    if (r->chunk_end - p < RR_DIGEST_LEN)
+      return bad_record(r, "digest cut short", err);
+    ev->data = r->data + p;
+    ev->len = RR_DIGEST_LEN;
+    p += RR_DIGEST_LEN;
+    if (p != r->len || r->chunk_end != r->len)
+      return bad_record(r, "data after the end record", err);
+    r->ended = true;
+    break;
+  default:
+    return bad_record(r, "unknown record kind", err);
+  }
+  if (kind == RR_TIME)
+    r->last_mtime = ev->value;
+  r->last_icount = ev->icount;
+  r->pos = p;
+  r->records++;
+  return 1;
+}
+
+static void reader_rewind(rr_log_reader *r) {
+  r->chunk = r->chunk_end = r->pos = RR_LOG_HEADER_LEN;
+  r->chunk_no = 0;
+  r->crc = 0;
+  r->last_icount = r->last_mtime = 0;
+  r->records = 0;
+  r->ended = false;
+}
+
+int rr_log_open(rr_log_reader *r, const uint8_t *data, size_t len, vs_error **err) {
+  memset(r, 0, sizeof(*r));
+  r->data = data;
+  r->len = len;
+  if (len < RR_LOG_HEADER_LEN)
+    return vs_error_set(err, 0, "record/replay log: %zu bytes, shorter than its header (%u)", len,
+                        RR_LOG_HEADER_LEN);
+  if (memcmp(data, RR_LOG_MAGIC, 8) != 0)
+    return vs_error_set(err, 0, "record/replay log: bad magic at offset 0 (not a vessel log)");
+  if ((uint32_t)get_le(data + 24, 4) != crc_of(0, data, 24))
+    return vs_error_set(err, 0, "record/replay log: header checksum mismatch at offset 24");
+  uint32_t version = (uint32_t)get_le(data + 8, 4);
+  if (version != RR_LOG_VERSION)
+    return vs_error_set(err, 0,
+                        "record/replay log: format version %u at offset 8, this vessel-vmm "
+                        "reads version %u",
+                        version, RR_LOG_VERSION);
+  r->harts = (uint32_t)get_le(data + 12, 4);
+  if (r->harts != 1)
+    return vs_error_set(err, 0, "record/replay log: %u harts at offset 12 (replay runs 1)",
+                        r->harts);
+  r->realtime_base = (int64_t)get_le(data + 16, 8);
+  /* check all of it now: a bad log is refused before anything runs */
+  reader_rewind(r);
+  rr_event ev;
+  int rc;
+  while ((rc = rr_log_next(r, &ev, err)) == 1) {
+  }
+  if (rc < 0)
+    return -1;
+  reader_rewind(r);
+  return 0;
+}
