@@ -823,8 +823,11 @@ static void vm_run_one_thread(vm *m) {
       vm_trace_harts(m, &next_trace_ns);
     bool busy = false;
     for (unsigned h = 0; h < m->nharts && !m->stop; h++) {
-      if (m->hsm[h] == HSM_START_PENDING)
+      if (m->hsm[h] == HSM_START_PENDING) {
         vm_hart_begin(m, h);
+        if (m->rr)
+          vm_rr_hart_began(m, h);
+      }
       if (!vm_hart_runnable(m, h))
         continue;
       rv_hart *hart = &m->harts[h];
@@ -832,6 +835,8 @@ static void vm_run_one_thread(vm *m) {
       if (m->nharts > 1)
         rv_hart_clear_reservation(hart);
       rv_hart_run(hart, slice);
+      if (m->rr)
+        vm_rr_hart_ran(m, h);
       if (m->htif_enabled)
         vm_poll_htif(m, hart);
     }

@@ -144,6 +144,9 @@ struct vm_control; /* replay.c: the run loop's record/replay hooks (m->rr set) *
 void vm_rr_tick(vm *m);
 /* Console input reaches the guest: recording logs it. */
 void vm_rr_console_input(vm *m, const uint8_t *buf, size_t len);
+/* The one-thread loop started hart h (HSM), or ran a slice of it: recording logs it. */
+void vm_rr_hart_began(vm *m, unsigned h);
+void vm_rr_hart_ran(vm *m, unsigned h);
 bool vm_rr_replaying(const vm *m);
 /* The replay's run loop: the hart runs from one logged record to the next. */
 void vm_rr_replay_run(vm *m);

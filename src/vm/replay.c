@@ -37,13 +37,25 @@ struct vm_rr {
   int64_t took; /* the cause the gate let through, -1: none */
   char *divergence;
   bool ended;
+  unsigned harts;            /* the log's */
+  bool in_slice[VM_MAX_SMP]; /* replay: a hart is inside a recorded slice */
 };
 
 static uint64_t icount_of(const vm *m) { return m->harts[0].minstret; }
 
-static void rr_put(vm *m, rr_kind kind, uint64_t value, const uint8_t *data, size_t len) {
-  rr_event ev = {.kind = kind, .icount = icount_of(m), .value = value, .data = data, .len = len};
+static void rr_put_hart(vm *m, rr_kind kind, unsigned hart, uint64_t value, const uint8_t *data,
+                        size_t len) {
+  rr_event ev = {.kind = kind,
+                 .hart = hart,
+                 .icount = m->harts[hart].minstret,
+                 .value = value,
+                 .data = data,
+                 .len = len};
   rr_log_put(&m->rr->log, &ev);
+}
+
+static void rr_put(vm *m, rr_kind kind, uint64_t value, const uint8_t *data, size_t len) {
+  rr_put_hart(m, kind, 0, value, data, len);
 }
 
 /* The first divergence stops the replay; later ones only follow from it. */
@@ -81,10 +93,9 @@ static bool rr_irq_gate(void *opaque, rv_hart *hart, uint64_t cause) {
   vm *m = opaque;
   struct vm_rr *rr = m->rr;
   if (!rr->replaying) {
-    rr_put(m, RR_IRQ, cause, NULL, 0);
+    rr_put_hart(m, RR_IRQ, (unsigned)(hart - m->harts), cause, NULL, 0);
     return true;
   }
-  (void)hart;
   if (!rr->taking)
     return false;
   rr->took = (int64_t)cause;
@@ -155,6 +166,16 @@ void vm_rr_console_input(vm *m, const uint8_t *buf, size_t len) {
     rr_put(m, RR_CONSOLE, 0, buf, len);
 }
 
+void vm_rr_hart_began(vm *m, unsigned h) {
+  if (!m->rr->replaying && m->nharts > 1)
+    rr_put_hart(m, RR_BEGIN, h, 0, NULL, 0);
+}
+
+void vm_rr_hart_ran(vm *m, unsigned h) {
+  if (!m->rr->replaying && m->nharts > 1)
+    rr_put_hart(m, RR_RUN, h, 0, NULL, 0);
+}
+
 bool vm_rr_replaying(const vm *m) { return m->rr && m->rr->replaying; }
 
 static void install_hooks(vm *m) {
@@ -184,15 +205,21 @@ static void state_digest(vm *m, uint8_t out[RR_DIGEST_LEN]) {
 }
 
 static void hex_of(const uint8_t *d, char out[RR_DIGEST_LEN * 2 + 1]) {
-  for (unsigned i = 0; i < RR_DIGEST_LEN; i++)
-    snprintf(out + 2 * i, 3, "%02x", d[i]);
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < RR_DIGEST_LEN; i++) {
+    out[2 * i] = digits[d[i] >> 4];
+    out[2 * i + 1] = digits[d[i] & 15];
+  }
+  out[2 * (size_t)RR_DIGEST_LEN] = '\0';
 }
 
 /* ------------------------------------------------------------------ recording */
 
 static int check_recordable(const vm *m, vs_error **err) {
-  if (m->nharts != 1)
-    return vs_error_set(err, 0, "--record: %u harts; record/replay runs one hart (--smp 1)",
+  if (m->nharts > RR_MAX_HARTS || m->threads.on)
+    return vs_error_set(err, 0,
+                        "--record: %u harts on their own threads; record/replay runs them on "
+                        "one thread (--hart-threads off)",
                         m->nharts);
   if (m->cfg.nnets)
     return vs_error_set(err, 0, "--record: network frames are not recorded yet (drop --net)");
@@ -239,6 +266,7 @@ static int load_log(struct vm_rr *rr, const char *dir, vs_error **err) {
   if (rr_log_open(&r, (const uint8_t *)rr->log_data, rr->log_len, err) < 0)
     return vs_error_wrap(err, "%s", path);
   rr->realtime_base = r.realtime_base;
+  rr->harts = r.harts;
   size_t cap_loop = 0, cap_rng = 0;
   rr_event ev;
   int rc;
@@ -285,7 +313,9 @@ vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err)
     return NULL;
   }
   vs_error *why = NULL;
-  if (check_recordable(m, &why) < 0) {
+  if (check_recordable(m, &why) < 0 ||
+      (m->nharts != rr->harts &&
+       vs_error_set(&why, 0, "%u harts, the log %u", m->nharts, rr->harts) < 0)) {
     vs_error_set(err, 0, "--replay %s: the snapshot does not match the log (%s)", dir, why->msg);
     vs_error_free(why);
     rr_free(rr);
@@ -340,12 +370,88 @@ static void replay_apply(vm *m, const rr_event *ev) {
     replay_end(m, ev);
     break;
   case RR_RNG:
-    break; /* in the device's queue */
+  case RR_RUN:
+  case RR_BEGIN:
+    break; /* the device's queue; several harts' records (replay_run_harts) */
   }
+}
+
+/* Several harts: each RUN record is one slice of one hart, as the recording's loop ran it. The
+ * loop cleared the hart's LR reservation before the slice; an interrupt record of that hart
+ * comes before the RUN record of the slice it was taken in. */
+static void replay_advance(vm *m, unsigned h, uint64_t to, const rr_event *ev) {
+  struct vm_rr *rr = m->rr;
+  rv_hart *hart = &m->harts[h];
+  if (!rr->in_slice[h]) {
+    rv_hart_clear_reservation(hart);
+    rr->in_slice[h] = true;
+  }
+  while (!rr->divergence && hart->minstret < to) {
+    uint64_t done = rv_hart_run(hart, to - hart->minstret);
+    uart_flush(&m->uart);
+    if (done == 0)
+      diverge(m,
+              "hart %u stops (wfi %d, hsm %d) at its count %llu, but the log's %s record wants "
+              "it at %llu",
+              h, hart->wfi, m->hsm[h], (unsigned long long)hart->minstret, rr_kind_name(ev->kind),
+              (unsigned long long)to);
+  }
+  if (hart->minstret > to)
+    diverge(m, "hart %u ran past the log's %s record at its count %llu (now %llu)", h,
+            rr_kind_name(ev->kind), (unsigned long long)to, (unsigned long long)hart->minstret);
+}
+
+static void replay_run_harts(vm *m) {
+  struct vm_rr *rr = m->rr;
+  while (!rr->divergence && !rr->ended) {
+    if (rr->loop_i == rr->loop_n) {
+      diverge(m, "the log ends without its end record");
+      break;
+    }
+    const rr_event *ev = &rr->loop_ev[rr->loop_i++];
+    switch (ev->kind) {
+    case RR_BEGIN:
+      if (m->hsm[ev->hart] != HSM_START_PENDING)
+        diverge(m, "the recording started hart %u here, replay has no start pending (hsm %d)",
+                ev->hart, m->hsm[ev->hart]);
+      else
+        vm_hart_begin(m, ev->hart);
+      break;
+    case RR_IRQ:
+      replay_advance(m, ev->hart, ev->icount, ev);
+      m->rr->taking = true;
+      m->rr->took = -1;
+      rv_hart_take_interrupt(&m->harts[ev->hart]);
+      m->rr->taking = false;
+      if (m->rr->took != (int64_t)ev->value)
+        diverge(m, "the recording's hart %u took interrupt %llu at its count %llu, replay %s",
+                ev->hart, (unsigned long long)ev->value, (unsigned long long)ev->icount,
+                m->rr->took < 0 ? "has none to take" : "took another one");
+      break;
+    case RR_RUN:
+      replay_advance(m, ev->hart, ev->icount, ev);
+      rr->in_slice[ev->hart] = false;
+      break;
+    case RR_END:
+      if (icount_of(m) != ev->icount)
+        diverge(m, "the recording ended with hart 0 at %llu", (unsigned long long)ev->icount);
+      else
+        replay_end(m, ev);
+      break;
+    default:
+      replay_apply(m, ev); /* between slices: time, console */
+      break;
+    }
+  }
+  uart_flush(&m->uart);
 }
 
 void vm_rr_replay_run(vm *m) {
   struct vm_rr *rr = m->rr;
+  if (m->nharts > 1) {
+    replay_run_harts(m);
+    return;
+  }
   rv_hart *h = &m->harts[0];
   if (m->hsm[0] == HSM_START_PENDING)
     vm_hart_begin(m, 0);

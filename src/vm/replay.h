@@ -9,12 +9,17 @@
  *   CONSOLE  bytes of console input delivered to the guest
  *   RNG      bytes virtio-rng handed to the guest
  *   END      the run ended: instruction count and a digest of the harts' state and of RAM
+ * and with several harts, which take turns on one thread in slices:
+ *   RUN      a hart ran a slice, up to this count of its own (replay runs it just as far)
+ *   BEGIN    the run loop started a hart that another one had asked to start (SBI HSM)
  *
  * The log format (all integers little-endian, varints LEB128):
  *   header   "VSSLRRLG", u32 version, u32 harts, u64 realtime base (ns), u32 CRC-32 of these
  *   chunks   u32 payload length, u32 CRC-32 running over every chunk so far, payload
  *   records  u8 kind, varint zigzag icount delta, then per kind: TIME varint zigzag mtime delta,
- *            IRQ u8 cause, CONSOLE and RNG varint length and bytes, END 32 digest bytes.
+ *            IRQ u8 hart and u8 cause, RUN and BEGIN u8 hart, CONSOLE and RNG varint length
+ *            and bytes, END 32 digest bytes. A record's count is its hart's (hart 0's for
+ *            TIME, CONSOLE, RNG and END).
  * A reader checks the whole log before replay starts: a truncated, reordered or altered log is
  * refused with the chunk and offset where it goes wrong. */
 #ifndef VESSEL_VM_REPLAY_H
@@ -28,10 +33,11 @@
 #define RR_LOG_MAGIC "VSSLRRLG"
 #define RR_LOG_VERSION 1u
 #define RR_LOG_HEADER_LEN 28u
-#define RR_CHUNK_TARGET (64u * 1024u)
-#define RR_CHUNK_MAX (1024u * 1024u)
-#define RR_DATA_MAX (64u * 1024u) /* console and rng records */
+#define RR_CHUNK_TARGET 65536u
+#define RR_CHUNK_MAX 1048576u
+#define RR_DATA_MAX 65536u /* console and rng records */
 #define RR_DIGEST_LEN 32u
+#define RR_MAX_HARTS 8u
 
 typedef enum rr_kind {
   RR_TIME = 1,
@@ -39,10 +45,13 @@ typedef enum rr_kind {
   RR_CONSOLE = 3,
   RR_RNG = 4,
   RR_END = 5,
+  RR_RUN = 6,
+  RR_BEGIN = 7,
 } rr_kind;
 
 typedef struct rr_event {
   rr_kind kind;
+  unsigned hart; /* IRQ, RUN, BEGIN */
   uint64_t icount;
   uint64_t value;      /* TIME: mtime; IRQ: cause */
   const uint8_t *data; /* CONSOLE, RNG: the bytes; END: the digest (points into the log) */

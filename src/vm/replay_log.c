@@ -1,5 +1,6 @@
 /* The record/replay log: its writer and its checking reader (format in replay.h). */
 #include "vm/replay.h"
+#include "vm/vmstate.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,10 @@ const char *rr_kind_name(rr_kind k) {
     return "rng bytes";
   case RR_END:
     return "end";
+  case RR_RUN:
+    return "slice";
+  case RR_BEGIN:
+    return "hart start";
   }
   return "unknown";
 }
@@ -28,21 +33,10 @@ static uint32_t crc_of(uint32_t crc, const uint8_t *p, size_t n) {
   return (uint32_t)crc32(crc, p, (uInt)n);
 }
 
-static void put_le(uint8_t *p, uint64_t v, unsigned n) {
-  for (unsigned i = 0; i < n; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
+/* a small negative delta (a guest that set mtime back) stays small */
+static uint64_t zigzag(uint64_t delta) { return (delta << 1) ^ (0 - (delta >> 63)); }
 
-static uint64_t get_le(const uint8_t *p, unsigned n) {
-  uint64_t v = 0;
-  for (unsigned i = 0; i < n; i++)
-    v |= (uint64_t)p[i] << (8 * i);
-  return v;
-}
-
-static uint64_t zigzag(uint64_t delta) { return (delta << 1) ^ (uint64_t)((int64_t)delta >> 63); }
-
-static uint64_t unzigzag(uint64_t z) { return (z >> 1) ^ (uint64_t) - (int64_t)(z & 1); }
+static uint64_t unzigzag(uint64_t z) { return (z >> 1) ^ (0 - (z & 1)); }
 
 /* ------------------------------------------------------------------ writer */
 
@@ -64,7 +58,7 @@ static void write_all(rr_log_writer *w, const uint8_t *p, size_t n) {
 static void buf_reserve(rr_log_writer *w, size_t more) {
   if (w->len + more <= w->cap)
     return;
-  size_t cap = w->cap ? w->cap : RR_CHUNK_TARGET * 2;
+  size_t cap = w->cap ? w->cap : (size_t)RR_CHUNK_TARGET * 2;
   while (cap < w->len + more)
     cap *= 2;
   w->buf = vs_realloc(w->buf, cap);
@@ -94,10 +88,10 @@ static void flush_chunk(rr_log_writer *w) {
   if (!w->len)
     return;
   uint8_t head[8];
-  put_le(head, w->len, 4);
+  vmstate_store_le(head, w->len, 4);
   w->crc = crc_of(w->crc, head, 4);
   w->crc = crc_of(w->crc, w->buf, w->len);
-  put_le(head + 4, w->crc, 4);
+  vmstate_store_le(head + 4, w->crc, 4);
   write_all(w, head, sizeof(head));
   write_all(w, w->buf, w->len);
   w->len = 0;
@@ -110,11 +104,11 @@ int rr_log_create(rr_log_writer *w, const char *path, uint32_t harts, int64_t re
   if (w->fd < 0)
     return vs_error_set(err, errno, "create %s", path);
   uint8_t head[RR_LOG_HEADER_LEN];
-  memcpy(head, RR_LOG_MAGIC, 8);
-  put_le(head + 8, RR_LOG_VERSION, 4);
-  put_le(head + 12, harts, 4);
-  put_le(head + 16, (uint64_t)realtime_base, 8);
-  put_le(head + 24, crc_of(0, head, 24), 4);
+  memcpy(head, RR_LOG_MAGIC, sizeof(RR_LOG_MAGIC) - 1); /* no NUL: 8 bytes */
+  vmstate_store_le(head + 8, RR_LOG_VERSION, 4);
+  vmstate_store_le(head + 12, harts, 4);
+  vmstate_store_le(head + 16, (uint64_t)realtime_base, 8);
+  vmstate_store_le(head + 24, crc_of(0, head, 24), 4);
   write_all(w, head, sizeof(head));
   return 0;
 }
@@ -129,7 +123,12 @@ void rr_log_put(rr_log_writer *w, const rr_event *ev) {
     w->last_mtime = ev->value;
     break;
   case RR_IRQ:
+    put_byte(w, (uint8_t)ev->hart);
     put_byte(w, (uint8_t)ev->value);
+    break;
+  case RR_RUN:
+  case RR_BEGIN:
+    put_byte(w, (uint8_t)ev->hart);
     break;
   case RR_CONSOLE:
   case RR_RNG:
@@ -173,7 +172,7 @@ static int next_chunk(rr_log_reader *r, vs_error **err) {
   if (r->len - at < 8)
     return vs_error_set(err, 0, "record/replay log: chunk %u at offset %zu: truncated header",
                         r->chunk_no + 1, at);
-  uint32_t n = (uint32_t)get_le(r->data + at, 4);
+  uint32_t n = (uint32_t)vmstate_load_le(r->data + at, 4);
   if (n == 0 || n > RR_CHUNK_MAX)
     return vs_error_set(err, 0,
                         "record/replay log: chunk %u at offset %zu: length %u out of range "
@@ -186,7 +185,7 @@ static int next_chunk(rr_log_reader *r, vs_error **err) {
                         r->chunk_no + 1, at, n, r->len - at - 8);
   uint32_t crc = crc_of(r->crc, r->data + at, 4);
   crc = crc_of(crc, r->data + at + 8, n);
-  if (crc != (uint32_t)get_le(r->data + at + 4, 4))
+  if (crc != (uint32_t)vmstate_load_le(r->data + at + 4, 4))
     return vs_error_set(err, 0,
                         "record/replay log: chunk %u at offset %zu: checksum mismatch (the log "
                         "was altered or damaged)",
@@ -239,11 +238,20 @@ int rr_log_next(rr_log_reader *r, rr_event *ev, vs_error **err) {
     ev->value = r->last_mtime + unzigzag(delta);
     break;
   case RR_IRQ:
-    if (p >= r->chunk_end)
-      return bad_record(r, "interrupt cause cut short", err);
+    if (r->chunk_end - p < 2)
+      return bad_record(r, "interrupt cut short", err);
+    ev->hart = r->data[p++];
     ev->value = r->data[p++];
-    if (ev->value >= 64)
-      return bad_record(r, "interrupt cause out of range", err);
+    if (ev->hart >= r->harts || ev->value >= 64)
+      return bad_record(r, "interrupt's hart or cause out of range", err);
+    break;
+  case RR_RUN:
+  case RR_BEGIN:
+    if (p >= r->chunk_end)
+      return bad_record(r, "hart cut short", err);
+    ev->hart = r->data[p++];
+    if (ev->hart >= r->harts)
+      return bad_record(r, "hart out of range", err);
     break;
   case RR_CONSOLE:
   case RR_RNG: {
@@ -294,19 +302,19 @@ int rr_log_open(rr_log_reader *r, const uint8_t *data, size_t len, vs_error **er
                         RR_LOG_HEADER_LEN);
   if (memcmp(data, RR_LOG_MAGIC, 8) != 0)
     return vs_error_set(err, 0, "record/replay log: bad magic at offset 0 (not a vessel log)");
-  if ((uint32_t)get_le(data + 24, 4) != crc_of(0, data, 24))
+  if ((uint32_t)vmstate_load_le(data + 24, 4) != crc_of(0, data, 24))
     return vs_error_set(err, 0, "record/replay log: header checksum mismatch at offset 24");
-  uint32_t version = (uint32_t)get_le(data + 8, 4);
+  uint32_t version = (uint32_t)vmstate_load_le(data + 8, 4);
   if (version != RR_LOG_VERSION)
     return vs_error_set(err, 0,
                         "record/replay log: format version %u at offset 8, this vessel-vmm "
                         "reads version %u",
                         version, RR_LOG_VERSION);
-  r->harts = (uint32_t)get_le(data + 12, 4);
-  if (r->harts != 1)
-    return vs_error_set(err, 0, "record/replay log: %u harts at offset 12 (replay runs 1)",
-                        r->harts);
-  r->realtime_base = (int64_t)get_le(data + 16, 8);
+  r->harts = (uint32_t)vmstate_load_le(data + 12, 4);
+  if (r->harts < 1 || r->harts > RR_MAX_HARTS)
+    return vs_error_set(err, 0, "record/replay log: %u harts at offset 12 (1 to %u)", r->harts,
+                        RR_MAX_HARTS);
+  r->realtime_base = (int64_t)vmstate_load_le(data + 16, 8);
   /* check all of it now: a bad log is refused before anything runs */
   reader_rewind(r);
   rr_event ev;

@@ -26,12 +26,12 @@ static uint8_t *writer_room(vmstate_writer *w, size_t n) {
   return p;
 }
 
-static void store_le(uint8_t *p, uint64_t v, unsigned n) {
+void vmstate_store_le(uint8_t *p, uint64_t v, unsigned n) {
   for (unsigned i = 0; i < n; i++)
     p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint64_t load_le(const uint8_t *p, unsigned n) {
+uint64_t vmstate_load_le(const uint8_t *p, unsigned n) {
   uint64_t v = 0;
   for (unsigned i = 0; i < n; i++)
     v |= (uint64_t)p[i] << (8 * i);
@@ -42,7 +42,7 @@ void vmstate_end_section(vmstate_writer *w) {
   if (w->section_start == SIZE_MAX)
     return;
   size_t payload = w->len - w->section_start - VMSTATE_SECTION_HEADER;
-  store_le(w->data + w->section_start + 8, payload, 8);
+  vmstate_store_le(w->data + w->section_start + 8, payload, 8);
   w->section_start = SIZE_MAX;
 }
 
@@ -51,14 +51,14 @@ void vmstate_begin(vmstate_writer *w, const char tag[4], uint32_t version) {
   w->section_start = w->len;
   uint8_t *p = writer_room(w, VMSTATE_SECTION_HEADER);
   memcpy(p, tag, 4);
-  store_le(p + 4, version, 4);
-  store_le(p + 8, 0, 8);
+  vmstate_store_le(p + 4, version, 4);
+  vmstate_store_le(p + 8, 0, 8);
 }
 
 void vmstate_put_u8(vmstate_writer *w, uint8_t v) { *writer_room(w, 1) = v; }
-void vmstate_put_u16(vmstate_writer *w, uint16_t v) { store_le(writer_room(w, 2), v, 2); }
-void vmstate_put_u32(vmstate_writer *w, uint32_t v) { store_le(writer_room(w, 4), v, 4); }
-void vmstate_put_u64(vmstate_writer *w, uint64_t v) { store_le(writer_room(w, 8), v, 8); }
+void vmstate_put_u16(vmstate_writer *w, uint16_t v) { vmstate_store_le(writer_room(w, 2), v, 2); }
+void vmstate_put_u32(vmstate_writer *w, uint32_t v) { vmstate_store_le(writer_room(w, 4), v, 4); }
+void vmstate_put_u64(vmstate_writer *w, uint64_t v) { vmstate_store_le(writer_room(w, 8), v, 8); }
 
 void vmstate_put_bytes(vmstate_writer *w, const void *p, size_t n) {
   if (n)
@@ -117,8 +117,8 @@ int vmstate_next(vmstate_reader *r, const char tag[4], uint32_t max_version,
     return vs_error_set(err, 0, "section %.4s expected at offset %zu, found '%s'", tag, r->pos,
                         found);
   }
-  uint32_t version = (uint32_t)load_le(h + 4, 4);
-  uint64_t length = load_le(h + 8, 8);
+  uint32_t version = (uint32_t)vmstate_load_le(h + 4, 4);
+  uint64_t length = vmstate_load_le(h + 8, 8);
   if (version == 0 || version > max_version)
     return vs_error_set(err, 0, "section %.4s has version %u, this build reads 1 to %u", tag,
                         version, max_version);
@@ -147,7 +147,7 @@ static const uint8_t *reader_take(vmstate_reader *r, size_t n) {
 
 static uint64_t reader_le(vmstate_reader *r, unsigned n) {
   const uint8_t *p = reader_take(r, n);
-  return p ? load_le(p, n) : 0;
+  return p ? vmstate_load_le(p, n) : 0;
 }
 
 uint8_t vmstate_get_u8(vmstate_reader *r) { return (uint8_t)reader_le(r, 1); }

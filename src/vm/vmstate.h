@@ -30,6 +30,10 @@ typedef struct vmstate_writer {
   size_t section_start; /* offset of the open section's header; SIZE_MAX when none is open */
 } vmstate_writer;
 
+/* n-byte little-endian integers (n at most 8), for other formats built the same way */
+void vmstate_store_le(uint8_t *p, uint64_t v, unsigned n);
+uint64_t vmstate_load_le(const uint8_t *p, unsigned n);
+
 void vmstate_writer_init(vmstate_writer *w);
 void vmstate_writer_free(vmstate_writer *w);
 /* Open a section (closing any open one first). */

@@ -424,6 +424,8 @@ int main(int argc, char **argv) {
   if (rc >= 0)
     return rc;
   vm_config cfg = a.cfg;
+  if (a.record)
+    cfg.one_thread = true; /* the harts take turns on one thread in a repeatable order */
 
   signal(SIGPIPE, SIG_IGN); /* a closed console must not kill the VM */
   bool tty = isatty(STDIN_FILENO);
