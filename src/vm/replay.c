@@ -342,9 +342,30 @@ static void replay_end(vm *m, const rr_event *ev) {
     vm_request_exit(m, VM_EXIT_QUIT, 0); /* the recording ended by the user's quit */
 }
 
+/* The hart is at the count where the recording took an interrupt: take it now, the same one. */
+static void replay_take_irq(vm *m, const rr_event *ev) {
+  rv_hart *h = &m->harts[ev->hart];
+  m->rr->taking = true;
+  m->rr->took = -1;
+  rv_hart_take_interrupt(h);
+  m->rr->taking = false;
+  if (m->rr->took == (int64_t)ev->value)
+    return;
+  char replay[64];
+  if (m->rr->took < 0)
+    snprintf(replay, sizeof(replay), "has none to take");
+  else
+    snprintf(replay, sizeof(replay), "took interrupt %lld", (long long)m->rr->took);
+  diverge(m,
+          "hart %u: the recording took interrupt %llu here, replay %s (mip 0x%llx, lines "
+          "0x%llx, mie 0x%llx, priv %d, mstatus 0x%llx)",
+          ev->hart, (unsigned long long)ev->value, replay, (unsigned long long)h->mip,
+          (unsigned long long)h->ext_mip, (unsigned long long)h->mie, h->priv,
+          (unsigned long long)h->mstatus);
+}
+
 /* Apply the log's record that falls due at the hart's instruction count. */
 static void replay_apply(vm *m, const rr_event *ev) {
-  rv_hart *h = &m->harts[0];
   switch (ev->kind) {
   case RR_TIME:
     rr_set_time(m, ev->value);
@@ -353,18 +374,7 @@ static void replay_apply(vm *m, const rr_event *ev) {
     vm_console_deliver(m, ev->data, ev->len);
     break;
   case RR_IRQ:
-    m->rr->taking = true;
-    m->rr->took = -1;
-    rv_hart_take_interrupt(h);
-    m->rr->taking = false;
-    if (m->rr->took != (int64_t)ev->value)
-      diverge(m,
-              "the recording took interrupt %llu here, replay %s (mip 0x%llx, lines 0x%llx, "
-              "mie 0x%llx, priv %d, mstatus 0x%llx)",
-              (unsigned long long)ev->value,
-              m->rr->took < 0 ? "has none to take" : "took another one", (unsigned long long)h->mip,
-              (unsigned long long)h->ext_mip, (unsigned long long)h->mie, h->priv,
-              (unsigned long long)h->mstatus);
+    replay_take_irq(m, ev);
     break;
   case RR_END:
     replay_end(m, ev);
@@ -419,14 +429,7 @@ static void replay_run_harts(vm *m) {
       break;
     case RR_IRQ:
       replay_advance(m, ev->hart, ev->icount, ev);
-      m->rr->taking = true;
-      m->rr->took = -1;
-      rv_hart_take_interrupt(&m->harts[ev->hart]);
-      m->rr->taking = false;
-      if (m->rr->took != (int64_t)ev->value)
-        diverge(m, "the recording's hart %u took interrupt %llu at its count %llu, replay %s",
-                ev->hart, (unsigned long long)ev->value, (unsigned long long)ev->icount,
-                m->rr->took < 0 ? "has none to take" : "took another one");
+      replay_take_irq(m, ev);
       break;
     case RR_RUN:
       replay_advance(m, ev->hart, ev->icount, ev);

@@ -131,6 +131,64 @@ def test_newer_format_is_refused(build_dir, recording, tmp_path):
     assert "format version 2 at offset 8, this vessel-vmm reads version 1" in err, err
 
 
+def varint(log, p):
+    v, shift = 0, 0
+    while True:
+        b = log[p]
+        p += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, p
+
+
+def first_interrupt_changed(log):
+    """Give the log's first interrupt record another cause (1, a supervisor software
+    interrupt), with every checksum after it right again: a log that reads well but says what
+    did not happen (the record layout is in src/vm/replay.h)."""
+    chunks, p = [], 28
+    while p < len(log):
+        n = int.from_bytes(log[p:p + 4], "little")
+        chunks.append((p, n))
+        p += 8 + n
+    start, n = chunks[0]
+    p, end = start + 8, start + 8 + n
+    while p < end:
+        kind = log[p]
+        _, p = varint(log, p + 1)
+        if kind == 2:  # IRQ: hart, cause
+            log[p + 1] = 1
+            break
+        if kind == 1:
+            _, p = varint(log, p)
+        elif kind in (3, 4):
+            length, p = varint(log, p)
+            p += length
+        elif kind in (6, 7):
+            p += 1
+        else:
+            raise AssertionError(f"no interrupt record in the first chunk (kind {kind})")
+    crc = 0
+    for start, n in chunks:
+        crc = zlib.crc32(log[start:start + 4], crc)
+        crc = zlib.crc32(log[start + 8:start + 8 + n], crc)
+        log[start + 4:start + 8] = crc.to_bytes(4, "little")
+    return log
+
+
+def test_divergence_is_reported_where_it_happens(build_dir, recording, tmp_path):
+    d = tmp_path / "rec"
+    shutil.copytree(recording["dir"], d)
+    log = bytearray((d / "log").read_bytes())
+    (d / "log").write_bytes(bytes(first_interrupt_changed(log)))
+    r = replay(build_dir, d, "--accel", "interp")
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 1, err
+    assert re.search(r"replay diverged at instruction count \d+ \(pc 0x[0-9a-f]+\): hart 0: "
+                     r"the recording took interrupt 1 here, replay (took interrupt \d+|has none "
+                     r"to take)", err), err
+
+
 def test_record_refuses_what_it_cannot_record(build_dir, guest_assets, tmp_path):
     r = subprocess.run([vmm(build_dir), "--kernel", str(guest_assets / "Image"), "--net", "user",
                         "--record", str(tmp_path / "rec")], stdin=subprocess.DEVNULL,
