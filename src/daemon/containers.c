@@ -42,6 +42,10 @@ static vd_container *call_running_container(vd_call *c) {
   return ctr;
 }
 
+/* The same for handlers in other files. */
+vd_container *vd_call_container(vd_call *c) { return call_container(c); }
+vd_container *vd_call_running_container(vd_call *c) { return call_running_container(c); }
+
 /* An event about ctr (its attributes read under the lock), with extra attributes. */
 static void ctr_event(vd_daemon *d, vd_container *ctr, const char *action, json_t *extra) {
   pthread_mutex_lock(&d->lock);

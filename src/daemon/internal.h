@@ -203,6 +203,7 @@ struct vd_call {
   uint64_t file_size;
   const char *content_type;
   const char *extra_headers; /* "Name: value\r\n" lines */
+  char *headers_owned;       /* what extra_headers points to when it was made for this call */
   bool streamed;             /* the handler took over the connection */
   /* a worker handler's container: referenced, and what the loop does with it afterwards */
   vd_container *ctr;
@@ -219,6 +220,11 @@ void vd_call_error(vd_call *c, int status, const char *fmt, ...)
 void vd_call_fail(vd_call *c, const vs_error *e);
 /* A JSON request body as an object: NULL after answering 400 naming the problem. */
 json_t *vd_call_body_object(vd_call *c);
+
+/* containers.c: the container the path names, referenced; answers 404 itself and returns NULL.
+ * The running variant also holds it as c->ctr and answers 409 when it is not running. */
+vd_container *vd_call_container(vd_call *c);
+vd_container *vd_call_running_container(vd_call *c);
 
 /* ---- jobs for the workers */
 
@@ -365,6 +371,10 @@ void vd_h_container_top(vd_call *c);
 void vd_h_container_stats(vd_call *c);
 void vd_h_commit(vd_call *c);
 void vd_h_container_changes(vd_call *c);
+/* archive.c: docker cp and docker export */
+void vd_h_container_archive_get(vd_call *c); /* GET and HEAD */
+void vd_h_container_archive_put(vd_call *c);
+void vd_h_container_export(vd_call *c);
 void vd_h_exec_create(vd_call *c);
 void vd_h_exec_start(vd_call *c);
 void vd_h_exec_inspect(vd_call *c);
@@ -395,6 +405,9 @@ const char *vd_ctr_state_name(const vd_container *c);
 /* supervisor.c */
 /* Start the container's monitor and wait until it reports (worker). */
 int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err);
+/* Mount the container's overlay root at <dir>/rootfs unless it is (worker; after a reboot it
+ * is not). */
+int vd_supervise_ensure_rootfs(vd_daemon *d, vd_container *c, vs_error **err);
 /* Watch a running container's monitor (loop). */
 void vd_supervise_watch(vd_daemon *d, vd_container *c);
 /* The monitor exited (loop): read the exit, finish streams, auto-remove. */

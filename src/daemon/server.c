@@ -143,6 +143,7 @@ void vd_call_free(vd_call *call) {
     return;
   free(call->arg);
   free(call->body);
+  free(call->headers_owned);
   if (call->body_fd >= 0)
     close(call->body_fd);
   if (call->file_fd >= 0)
@@ -174,10 +175,12 @@ static void conn_next_request(vd_conn *c, bool keep_alive) {
 
 void vd_conn_finish_call(vd_conn *c, vd_call *call) {
   bool keep = c->req.keep_alive;
+  const char *extra = call->extra_headers ? call->extra_headers : "";
   if (call->json) {
     _cleanup_free_ char *body = json_dumps(call->json, JSON_COMPACT);
     size_t len = strlen(body);
     send_head(c, call->status, "application/json", (long long)len + 1, keep);
+    send_str(c, extra);
     send_str(c, "\r\n");
     if (!c->req.head_only) {
       vd_conn_send(c, body, len);
@@ -185,6 +188,7 @@ void vd_conn_finish_call(vd_conn *c, vd_call *call) {
     }
   } else if (call->file_fd >= 0) {
     send_head(c, call->status, call->content_type, (long long)call->file_size, keep);
+    send_str(c, extra);
     send_str(c, "\r\n");
     if (!c->req.head_only) {
       c->file_fd = call->file_fd;
@@ -194,13 +198,13 @@ void vd_conn_finish_call(vd_conn *c, vd_call *call) {
   } else if (call->text) {
     size_t len = strlen(call->text);
     send_head(c, call->status, call->content_type, (long long)len, keep);
-    if (call->extra_headers)
-      send_str(c, call->extra_headers);
+    send_str(c, extra);
     send_str(c, "\r\n");
     if (!c->req.head_only)
       vd_conn_send(c, call->text, len);
   } else {
     send_head(c, call->status, NULL, call->status == 204 || call->status == 304 ? -1 : 0, keep);
+    send_str(c, extra);
     send_str(c, "\r\n");
   }
   vd_call_free(call);

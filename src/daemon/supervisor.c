@@ -24,7 +24,7 @@ static bool is_mount_point(const char *path, const char *parent) {
 }
 
 /* The overlay root stays mounted while the container exists; after a reboot it is not. */
-static int ensure_rootfs(vd_daemon *d, vd_container *c, vs_error **err) {
+int vd_supervise_ensure_rootfs(vd_daemon *d, vd_container *c, vs_error **err) {
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);
   if (is_mount_point(rootfs, c->dir))
     return 0;
@@ -103,7 +103,7 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
 }
 
 int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
-  if (ensure_rootfs(d, c, err) < 0)
+  if (vd_supervise_ensure_rootfs(d, c, err) < 0)
     return vs_error_wrap(err, "mount the root file system");
   _cleanup_free_ char *mpath = vs_asprintf("%s/monitor.json", c->dir);
   _cleanup_free_ char *epath = vs_asprintf("%s/exit.json", c->dir);

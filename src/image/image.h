@@ -114,6 +114,13 @@ typedef struct vs_layer_limits {
   uint64_t max_bytes;   /* total uncompressed file data; 0 = default (64 GiB) */
   uint64_t max_entries; /* 0 = default (4 million) */
   bool allow_devices;   /* create char/block device nodes (true for image layers as root) */
+  /* A plain archive (docker cp into a container) rather than an image layer: ".wh." names are
+   * ordinary files, mounts below the directory are entered, absolute names are refused, and no
+   * entry's directory may go through a symbolic link (one the archive made, or one that was
+   * there), so a link cannot redirect later entries anywhere. */
+  bool plain;
+  bool no_overwrite_dir_nondir; /* refuse to replace a directory by a non-directory or back */
+  bool owner_root;              /* every entry owned by 0:0 instead of the archive's owners */
 } vs_layer_limits;
 
 /* Apply a layer tar (plain, gzip or zstd; detected from the content) read from fd into the

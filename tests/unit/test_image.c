@@ -422,6 +422,60 @@ TEST(hardlink_escape_refused) {
   sandbox_done(&s);
 }
 
+/* docker cp's plain archives: no whiteouts, hostile names refused with a message, nothing
+ * written through a symbolic link, owners and directory replacement as asked. */
+TEST(plain_archives_for_cp) {
+  sandbox s;
+  sandbox_init(&s);
+  vs_layer_limits plain = {.plain = true, .owner_root = true};
+  tarbuf t;
+  tar_begin(&t, NULL);
+  tar_add(&t, "d", AE_IFDIR, NULL, 0, NULL);
+  tar_file(&t, "d/.wh.kept", "a plain file");
+  tar_file(&t, "d/f", "data");
+  CHECK(apply(&s, &t, &plain, NULL, NULL) == 0);
+  _cleanup_free_ char *wh = in_root(&s, "d/.wh.kept");
+  struct stat st;
+  CHECK(lstat(wh, &st) == 0 && S_ISREG(st.st_mode));
+  static const char *const hostile[][3] = {
+      {"../x", NULL, "\"..\""},
+      {"/abs", NULL, "absolute name"},
+      {"link/x", "/", "symbolic link"},
+      {"d/../../x", NULL, "\"..\""},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(hostile); i++) {
+    tar_begin(&t, NULL);
+    if (hostile[i][1])
+      tar_add(&t, "link", AE_IFLNK, NULL, 0, hostile[i][1]);
+    tar_file(&t, hostile[i][0], "x");
+    _cleanup_error_ vs_error *e = NULL;
+    CHECK(apply(&s, &t, &plain, NULL, &e) < 0);
+    CHECK(e && strstr(e->msg, hostile[i][2]));
+  }
+  /* a link the container already had is not followed either */
+  _cleanup_free_ char *planted = in_root(&s, "planted");
+  CHECK(symlink(s.outside, planted) == 0);
+  tar_begin(&t, NULL);
+  tar_file(&t, "planted/x", "x");
+  _cleanup_error_ vs_error *e = NULL;
+  CHECK(apply(&s, &t, &plain, NULL, &e) < 0);
+  CHECK(dir_empty(s.outside));
+  /* noOverwriteDirNonDir */
+  vs_layer_limits keep = {.plain = true, .no_overwrite_dir_nondir = true};
+  tar_begin(&t, NULL);
+  tar_file(&t, "d", "not a directory");
+  vs_error *e2 = NULL;
+  CHECK(apply(&s, &t, &keep, NULL, &e2) < 0);
+  CHECK(e2 && strstr(e2->msg, "cannot overwrite directory"));
+  vs_error_free(e2);
+  tar_begin(&t, NULL);
+  tar_file(&t, "d", "now a file");
+  CHECK(apply(&s, &t, &plain, NULL, NULL) == 0);
+  _cleanup_free_ char *d = in_root(&s, "d");
+  CHECK(lstat(d, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0);
+  sandbox_done(&s);
+}
+
 TEST(device_nodes_only_when_allowed) {
   sandbox s;
   sandbox_init(&s);

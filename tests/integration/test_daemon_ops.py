@@ -1,0 +1,182 @@
+"""vesseld's container operations beyond the lifecycle, driven by the stock docker CLI and
+docker-py: cp (the archive endpoints) and export, commit --change, update, streamed stats,
+exec resize, detach keys and log rotation. The fixtures (a private vesseld per test, the busybox
+image built offline) are test_daemon's."""
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from test_daemon import image_tar, vd, vdi  # noqa: F401 (fixtures)
+
+docker = pytest.importorskip("docker")
+
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")]
+
+
+def docker_py(vd):
+    return docker.DockerClient(base_url=vd.host, version="auto")
+
+
+def tar_bytes(*members):
+    """A tar of (TarInfo, data or None) pairs."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for ti, data in members:
+            if data is not None:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+            else:
+                tf.addfile(ti)
+    return buf.getvalue()
+
+
+def member(name, kind=tarfile.REGTYPE, link=""):
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    ti.linkname = link
+    ti.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return ti
+
+
+# ------------------------------------------------------------------ cp and export
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_cp_both_ways(vdi, tmp_path, running):
+    cmd = ["sleep", "600"] if running else ["true"]
+    vdi.docker("run", "-d", "--name", "box", "busybox", *cmd)
+    if not running:
+        vdi.docker("wait", "box")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("file a\n")
+    (src / "sub" / "b.txt").write_text("file b\n")
+    os.symlink("a.txt", src / "link")
+    (tmp_path / "one.txt").write_text("just one\n")
+    # a file to a new name, a file into a directory, a directory
+    vdi.docker("cp", str(tmp_path / "one.txt"), "box:/tmp/renamed.txt")
+    vdi.docker("cp", str(tmp_path / "one.txt"), "box:/etc/")
+    vdi.docker("cp", str(src), "box:/tmp/")
+    out = tmp_path / "out"
+    out.mkdir()
+    vdi.docker("cp", "box:/tmp/renamed.txt", str(out / "back.txt"))
+    assert (out / "back.txt").read_text() == "just one\n"
+    vdi.docker("cp", "box:/etc/one.txt", str(out))
+    assert (out / "one.txt").read_text() == "just one\n"
+    vdi.docker("cp", "box:/tmp/src", str(out))
+    assert (out / "src" / "a.txt").read_text() == "file a\n"
+    assert (out / "src" / "sub" / "b.txt").read_text() == "file b\n"
+    assert os.readlink(out / "src" / "link") == "a.txt"
+    # the contents of a directory ("dir/."), and a missing path
+    vdi.docker("cp", "box:/tmp/src/.", str(out / "contents"))
+    assert sorted(os.listdir(out / "contents")) == ["a.txt", "link", "sub"]
+    missing = vdi.docker("cp", "box:/nowhere", str(out), check=False)
+    assert missing.returncode != 0 and "Could not find the file /nowhere" in missing.stderr
+    # -a keeps the owner; without it files belong to the container's root
+    os.chown(tmp_path / "one.txt", 1234, 4321)
+    vdi.docker("cp", str(tmp_path / "one.txt"), "box:/tmp/root.txt")
+    vdi.docker("cp", "-a", str(tmp_path / "one.txt"), "box:/tmp/kept.txt")
+    client = docker_py(vdi)
+    try:
+        box = client.containers.get("box")
+        stream, stat = box.get_archive("/tmp/kept.txt")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tf:
+            kept = tf.getmember("kept.txt")
+        assert (kept.uid, kept.gid) == (1234, 4321) and stat["name"] == "kept.txt"
+        stream, _ = box.get_archive("/tmp/root.txt")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tf:
+            assert (tf.getmember("root.txt").uid, tf.getmember("root.txt").gid) == (0, 0)
+        # docker-py's put_archive, and the stat of a directory
+        assert box.put_archive("/tmp", tar_bytes((member("py.txt"), b"from py\n")))
+        stream, _ = box.get_archive("/tmp/py.txt")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tf:
+            assert tf.extractfile("py.txt").read() == b"from py\n"
+        st = client.api.get_archive(box.id, "/tmp/src")[1]
+        assert st["name"] == "src" and st["mode"] & (1 << 31)  # Go's ModeDir
+        # noOverwriteDirNonDir: a file over a directory is refused
+        with pytest.raises(docker.errors.APIError, match="cannot overwrite"):
+            _put(client, box.id, "/tmp", tar_bytes((member("src"), b"x")),
+                 noOverwriteDirNonDir=True)
+    finally:
+        client.close()
+    vdi.docker("rm", "-f", "box")
+
+
+def _put(client, cid, path, data, **params):
+    """PUT /containers/{id}/archive with query parameters docker-py does not pass."""
+    params["path"] = path
+    res = client.api._put(client.api._url("/containers/{0}/archive", cid), params=params,
+                          data=data)
+    client.api._raise_for_status(res)
+    return res
+
+
+def test_cp_hostile_archives_refused(vdi, tmp_path):
+    vdi.docker("run", "-d", "--name", "box", "busybox", "sleep", "600")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    client = docker_py(vdi)
+    hostile = {
+        "dotdot": tar_bytes((member("../../../../../../../" + str(outside / "dd.txt")), b"x")),
+        "absolute": tar_bytes((member(str(outside / "abs.txt")), b"x")),
+        "symlink then write through it": tar_bytes(
+            (member("esc", tarfile.SYMTYPE, str(outside)), None),
+            (member("esc/through.txt"), b"x")),
+        "relative symlink then write": tar_bytes(
+            (member("up", tarfile.SYMTYPE, "../../../../../../.."), None),
+            (member("up" + str(outside / "rel.txt")), b"x")),
+        "hard link escape": tar_bytes(
+            (member("hl", tarfile.LNKTYPE, "../../../../../../etc/passwd"), None)),
+    }
+    try:
+        box = client.containers.get("box")
+        for what, data in hostile.items():
+            with pytest.raises(docker.errors.APIError) as info:
+                box.put_archive("/tmp", data)
+            assert info.value.status_code == 400, what
+            msg = info.value.explanation
+            assert ("..") in msg or "absolute" in msg or "symbolic link" in msg, (what, msg)
+        # a symbolic link already in the container leads back inside it, never out
+        box.put_archive("/tmp", tar_bytes((member("planted", tarfile.SYMTYPE, str(outside)), None)))
+        with pytest.raises(docker.errors.APIError):
+            box.put_archive("/tmp", tar_bytes((member("planted/p.txt"), b"x")))
+        with pytest.raises(docker.errors.NotFound):  # its target does not exist in there
+            box.put_archive("/tmp/planted", tar_bytes((member("p.txt"), b"x")))
+        box.put_archive("/tmp", tar_bytes((member("fine.txt"), b"ok")))
+        # reading through a link: resolved in the container, so the host's file is not read
+        (outside / "secret").write_text("host secret\n")
+        box.put_archive("/tmp", tar_bytes(
+            (member("secret", tarfile.SYMTYPE, str(outside / "secret")), None)))
+        r = vdi.docker("cp", "-L", "box:/tmp/secret", str(tmp_path / "got"), check=False)
+        assert r.returncode != 0 and not (tmp_path / "got").exists()
+        r = vdi.docker("cp", "box:/../../../../etc/hostname", str(tmp_path / "h"))
+        assert (tmp_path / "h").read_text() == vdi.docker("exec", "box", "cat",
+                                                          "/etc/hostname").stdout
+        # a bad tar and an empty body are errors too
+        with pytest.raises(docker.errors.APIError):
+            box.put_archive("/tmp", b"not a tar at all" * 64)
+        assert vdi.docker("exec", "box", "cat", "/tmp/fine.txt").stdout == "ok"
+    finally:
+        client.close()
+    assert os.listdir(outside) == ["secret"]
+    assert vdi.alive()
+    vdi.docker("rm", "-f", "box")
+
+
+def test_export(vdi, tmp_path):
+    vdi.docker("run", "--name", "box", "busybox", "sh", "-c", "echo exported > /new.txt")
+    out = tmp_path / "fs.tar"
+    vdi.docker("export", "-o", str(out), "box")
+    with tarfile.open(out) as tf:
+        names = set(tf.getnames())
+        assert tf.extractfile("new.txt").read() == b"exported\n"
+    assert {"bin/busybox", "etc/passwd", "bin/sh"} <= names
+    assert not any(n.startswith("/") or n.startswith("..") for n in names)
+    # the export imports back as an image that runs
+    vdi.docker("import", str(out), "exported:1")
+    assert vdi.docker("run", "--rm", "exported:1", "cat", "/new.txt").stdout == "exported\n"
+    vdi.docker("rm", "box")
+    vdi.docker("rmi", "exported:1")
