@@ -1077,9 +1077,63 @@ void vd_h_container_top(vd_call *c) {
   vd_call_json(c, 200, json_pack("{s:[s, s], s:o}", "Titles", "PID", "CMD", "Processes", procs));
 }
 
-/* docker commit: the container's upper directory becomes a new layer on its image; a JSON
- * body (a container config) is merged into the image's config. Dockerfile-style `changes`
- * are not parsed yet. */
+/* The image config of a commit, as dockerd makes it: the container's own settings (its merged
+ * Cmd, Env, Labels, ...) over the image's, then the request's config, then the Dockerfile
+ * instructions of `changes`. NULL after answering 400. */
+static json_t *commit_config(vd_call *c, vd_container *ctr, const vs_image *base, json_t *body) {
+  static const char *const image_keys[] = {
+      "User",       "ExposedPorts", "Env",     "Cmd",    "Healthcheck", "Volumes",
+      "WorkingDir", "Entrypoint",   "OnBuild", "Labels", "StopSignal",  "Shell"};
+  json_t *img = json_object_get(base->config.root, "config");
+  json_t *config = json_is_object(img) ? json_deep_copy(img) : json_object();
+  pthread_mutex_lock(&c->d->lock);
+  json_t *own = json_object_get(ctr->rec, "Config");
+  for (size_t i = 0; i < ARRAY_SIZE(image_keys); i++) {
+    json_t *v = json_object_get(own, image_keys[i]);
+    if (v)
+      json_object_set_new(config, image_keys[i], json_deep_copy(v));
+  }
+  pthread_mutex_unlock(&c->d->lock);
+  if (body)
+    json_object_update(config, body);
+  _cleanup_json_ json_t *changes = http_query_all(c->req->query, "changes");
+  vs_error *e = NULL;
+  if (vs_config_apply_changes(config, changes, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    json_decref(config);
+    return NULL;
+  }
+  return config;
+}
+
+/* Freeze a running container for a commit (dockerd's default, --pause): whether it was. */
+static bool commit_pause(vd_call *c, vd_container *ctr) {
+  if (!http_query_bool(c->req->query, "pause", true))
+    return false;
+  pthread_mutex_lock(&c->d->lock);
+  bool freeze = ctr->state == VD_CTR_RUNNING && !ctr->paused;
+  if (freeze)
+    ctr->paused = true;
+  pthread_mutex_unlock(&c->d->lock);
+  if (freeze && ctr_pause(&c->d->rt, ctr->id, true, NULL) < 0) {
+    pthread_mutex_lock(&c->d->lock);
+    ctr->paused = false;
+    pthread_mutex_unlock(&c->d->lock);
+    return false;
+  }
+  return freeze;
+}
+
+static void commit_resume(vd_call *c, vd_container *ctr) {
+  ctr_pause(&c->d->rt, ctr->id, false, NULL);
+  pthread_mutex_lock(&c->d->lock);
+  ctr->paused = false;
+  pthread_mutex_unlock(&c->d->lock);
+}
+
+/* docker commit: the container's upper directory becomes a new layer on its image, with the
+ * config commit_config makes, the comment (-m) and the author (-a). */
 void vd_h_commit(vd_call *c) {
   vd_daemon *d = c->d;
   const char *q = c->req->query;
@@ -1087,14 +1141,7 @@ void vd_h_commit(vd_call *c) {
   _cleanup_free_ char *repo = http_query_get(q, "repo");
   _cleanup_free_ char *tag = http_query_get(q, "tag");
   _cleanup_free_ char *comment = http_query_get(q, "comment");
-  _cleanup_free_ char *changes = http_query_get(q, "changes");
-  if (changes && *changes) {
-    vd_call_error(c, 400,
-                  "changes (%s): Dockerfile instructions are not supported by vesseld "
-                  "yet; pass a config in the body",
-                  changes);
-    return;
-  }
+  _cleanup_free_ char *author = http_query_get(q, "author");
   _cleanup_json_ json_t *body = NULL;
   if (c->body_len && strcmp(c->body, "null") != 0 && !(body = vd_call_body_object(c)))
     return;
@@ -1118,14 +1165,27 @@ void vd_h_commit(vd_call *c) {
   char digest[VS_DIGEST_MAX];
   pthread_mutex_lock(&d->store_lock);
   int r = vs_store_load_image(d->store, md, &base, &e);
-  if (r == 0) {
-    r = vs_image_commit(d->store, &base, upper, full, json_object_size(body) ? body : NULL, comment,
-                        digest, &e);
-    vs_image_clear(&base);
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0) {
+    vd_call_error(c, 500, "commit %.12s: %s", ctr->id, e ? e->msg : "failed");
+    vs_error_free(e);
+    return;
   }
+  _cleanup_json_ json_t *config = commit_config(c, ctr, &base, body);
+  if (!config) {
+    vs_image_clear(&base);
+    return;
+  }
+  bool paused = commit_pause(c, ctr);
+  pthread_mutex_lock(&d->store_lock);
+  r = vs_image_commit(d->store, &base, upper, full, config, comment && *comment ? comment : NULL,
+                      author && *author ? author : NULL, digest, &e);
+  vs_image_clear(&base);
   if (r == 0)
     r = vs_store_load_image(d->store, digest, &img, &e);
   pthread_mutex_unlock(&d->store_lock);
+  if (paused)
+    commit_resume(c, ctr);
   if (r < 0) {
     vd_call_error(c, 500, "commit %.12s: %s", ctr->id, e ? e->msg : "failed");
     vs_error_free(e);

@@ -214,12 +214,18 @@ int vs_store_unpack_layer_any(vs_store *s, const char *blob_digest, const char *
 /* vessel import: a root file system tarball (plain, gzip or zstd) becomes a one-layer image. */
 int vs_image_import(vs_store *s, const char *tar_path, const char *name, json_t *changes,
                     char digest_out[VS_DIGEST_MAX], vs_error **err);
+/* Dockerfile instructions that change only the config (docker commit/import --change): each
+ * string of the array changes holds one or more lines of CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+ * ONBUILD, STOPSIGNAL, USER, VOLUME or WORKDIR, applied in order to config (an image's "config"
+ * object: Cmd, Env, ...). Other instructions and malformed arguments are errors naming them. */
+int vs_config_apply_changes(json_t *config, json_t *changes, vs_error **err);
 /* vessel commit: the overlay upper directory becomes a new gzip layer on top of base (overlay
  * whiteouts and opaque dirs turned back into .wh. entries); config_changes (may be NULL) are
- * merged into the image's "config" object. */
+ * merged into the image's "config" object; comment and author (may be NULL) go into the
+ * history entry and the image's author. */
 int vs_image_commit(vs_store *s, const vs_image *base, const char *upper_dir, const char *name,
-                    json_t *config_changes, const char *comment, char digest_out[VS_DIGEST_MAX],
-                    vs_error **err);
+                    json_t *changes, const char *comment, const char *author,
+                    char digest_out[VS_DIGEST_MAX], vs_error **err);
 /* vessel image load: a docker-archive (docker save) or OCI layout tar. Names of the loaded images
  * go to *names (a JSON array, caller decrefs). */
 int vs_image_load(vs_store *s, const char *path, const char *fallback_name, json_t **names,

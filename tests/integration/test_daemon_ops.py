@@ -180,3 +180,56 @@ def test_export(vdi, tmp_path):
     assert vdi.docker("run", "--rm", "exported:1", "cat", "/new.txt").stdout == "exported\n"
     vdi.docker("rm", "box")
     vdi.docker("rmi", "exported:1")
+
+
+# ------------------------------------------------------------------ commit
+
+
+def test_commit_changes_message_author_pause(vdi):
+    vdi.docker("run", "-d", "--name", "box", "-e", "FROM_RUN=1", "busybox", "sleep", "600")
+    vdi.docker("exec", "box", "sh", "-c", "echo in-layer > /layer.txt")
+    changes = ['CMD ["cat", "/layer.txt"]', "ENV A=1 B=\"two words\"", "ENV FROM_RUN=2",
+               "EXPOSE 80 53/udp 9000-9001", "LABEL org.example.k=v other=\"x y\"",
+               "USER nobody", "WORKDIR /srv", "WORKDIR sub", "VOLUME /data /cache",
+               "STOPSIGNAL SIGINT", "ONBUILD RUN echo later"]
+    args = ["commit", "-m", "the message", "-a", "Someone <s@example.org>"]
+    for ch in changes:
+        args += ["--change", ch]
+    vdi.docker(*args, "box", "changed:1")
+    assert vdi.docker("inspect", "-f", "{{.State.Status}} {{.State.Paused}}",
+                      "box").stdout.split() == ["running", "false"]  # paused and resumed
+    img = json.loads(vdi.docker("image", "inspect", "changed:1").stdout)[0]
+    cfg = img["Config"]
+    assert cfg["Cmd"] == ["cat", "/layer.txt"]
+    assert {"A=1", "B=two words", "FROM_RUN=2"} <= set(cfg["Env"])
+    assert sorted(cfg["ExposedPorts"]) == ["53/udp", "80/tcp", "9000/tcp", "9001/tcp"]
+    assert cfg["Labels"]["org.example.k"] == "v" and cfg["Labels"]["other"] == "x y"
+    assert cfg["Labels"]["org.example.from"] == "image"
+    assert cfg["User"] == "nobody" and cfg["WorkingDir"] == "/srv/sub"
+    assert sorted(cfg["Volumes"]) == ["/cache", "/data"]
+    assert cfg["StopSignal"] == "SIGINT" and cfg["OnBuild"] == ["RUN echo later"]
+    assert img["Author"] == "Someone <s@example.org>" and img["Comment"] == "the message"
+    hist = vdi.docker("history", "--format", "{{.Comment}}", "changed:1").stdout
+    assert "the message" in hist
+    out = vdi.docker("run", "--rm", "--user", "0", "-w", "/", "changed:1").stdout
+    assert out == "in-layer\n"
+    # a shell-form ENTRYPOINT drops the inherited command; docker-py's changes too
+    client = docker_py(vdi)
+    try:
+        client.api.commit("box", "changed", "2", changes=["ENTRYPOINT echo from-entry"])
+    finally:
+        client.close()
+    cfg = json.loads(vdi.docker("image", "inspect", "changed:2").stdout)[0]["Config"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-c", "echo from-entry"] and not cfg["Cmd"]
+    # instructions a commit cannot apply, and malformed ones, are refused with their name
+    for bad, msg in [("RUN true", "RUN is not a valid change command"),
+                     ("FROM busybox", "FROM is not a valid change command"),
+                     ("EXPOSE 70000", "invalid port"), ("ENV", "ENV needs"),
+                     ("ONBUILD FROM x", "isn't allowed as an ONBUILD trigger")]:
+        r = vdi.docker("commit", "--change", bad, "box", "bad:1", check=False)
+        assert r.returncode != 0 and msg in r.stderr, (bad, r.stderr)
+    assert vdi.docker("image", "inspect", "bad:1", check=False).returncode != 0
+    # --pause=false commits a running container without freezing it
+    vdi.docker("commit", "--pause=false", "box", "changed:3")
+    vdi.docker("rm", "-f", "box")
+    vdi.docker("rmi", "changed:1", "changed:2", "changed:3")

@@ -476,6 +476,41 @@ TEST(plain_archives_for_cp) {
   sandbox_done(&s);
 }
 
+/* docker commit --change: Dockerfile instructions on a config, errors naming what is wrong. */
+TEST(config_changes) {
+  _cleanup_json_ json_t *cfg =
+      json_pack("{s:[s], s:[s,s]}", "Cmd", "sh", "Env", "PATH=/bin", "A=0");
+  _cleanup_json_ json_t *ok =
+      json_pack("[s,s,s,s,s,s,s,s]", "ENV A=1 B=\"x y\" C='$no' D=a\\ b", "expose 80 53/UDP 7-8",
+                "LABEL k=v\nUSER u:g", "WORKDIR /a\nWORKDIR b", "VOLUME [\"/v\"]",
+                "ENTRYPOINT [\"/e\"]", "STOPSIGNAL 9", "# a comment\nONBUILD RUN x");
+  CHECK(vs_config_apply_changes(cfg, ok, NULL) == 0);
+  _cleanup_free_ char *env = json_dumps(json_object_get(cfg, "Env"), JSON_COMPACT);
+  CHECK_STREQ(env, "[\"PATH=/bin\",\"A=1\",\"B=x y\",\"C=$no\",\"D=a b\"]");
+  _cleanup_free_ char *ports = json_dumps(json_object_get(cfg, "ExposedPorts"), JSON_SORT_KEYS);
+  CHECK_STREQ(ports, "{\"53/udp\": {}, \"7/tcp\": {}, \"8/tcp\": {}, \"80/tcp\": {}}");
+  CHECK_STREQ(json_string_value(json_object_get(cfg, "WorkingDir")), "/a/b");
+  CHECK_STREQ(json_string_value(json_object_get(cfg, "User")), "u:g");
+  CHECK(json_is_null(json_object_get(cfg, "Cmd"))); /* the entrypoint dropped the image's cmd */
+  CHECK(json_object_get(json_object_get(cfg, "Volumes"), "/v") != NULL);
+  static const char *const bad[][2] = {
+      {"RUN x", "RUN is not a valid change command"},
+      {"EXPOSE 0", "invalid port"},
+      {"EXPOSE 1/icmp", "invalid proto"},
+      {"ENV A=\"open", "unterminated"},
+      {"ENV =x", "not KEY=VALUE"},
+      {"USER a b", "exactly one"},
+      {"ONBUILD ONBUILD x", "isn't allowed"},
+      {"VOLUME [\"\"]", "empty string"},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+    _cleanup_json_ json_t *one = json_pack("[s]", bad[i][0]);
+    _cleanup_error_ vs_error *e = NULL;
+    CHECK(vs_config_apply_changes(cfg, one, &e) < 0);
+    CHECK(e && strstr(e->msg, bad[i][1]));
+  }
+}
+
 TEST(device_nodes_only_when_allowed) {
   sandbox s;
   sandbox_init(&s);
