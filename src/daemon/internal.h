@@ -375,6 +375,7 @@ void vd_h_container_changes(vd_call *c);
 void vd_h_container_archive_get(vd_call *c); /* GET and HEAD */
 void vd_h_container_archive_put(vd_call *c);
 void vd_h_container_export(vd_call *c);
+void vd_h_container_update(vd_call *c); /* update.c */
 void vd_h_exec_create(vd_call *c);
 void vd_h_exec_start(vd_call *c);
 void vd_h_exec_inspect(vd_call *c);
@@ -438,6 +439,9 @@ void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped);
 /* "user[:group]" (names or numbers) to ids through the image's /etc/passwd and /etc/group. */
 int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
                          vs_error **err);
+/* spec.c: the OCI linux.resources of a HostConfig (Memory, MemorySwap, NanoCpus, CpuShares,
+ * CpuQuota, CpuPeriod, PidsLimit); new object. */
+json_t *vd_spec_resources(json_t *host_config);
 /* spec.c: the OCI config.json of a container from its image and create request */
 json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
                       const char *dir, const char *rootfs, const char *hostname, vs_error **err);

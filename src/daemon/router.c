@@ -46,6 +46,7 @@ static const vd_route routes[] = {
     {"HEAD", "/containers/{}/archive", vd_h_container_archive_get, VD_RUN_WORKER, false},
     {"PUT", "/containers/{}/archive", vd_h_container_archive_put, VD_RUN_WORKER, true},
     {"GET", "/containers/{}/export", vd_h_container_export, VD_RUN_WORKER, false},
+    {"POST", "/containers/{}/update", vd_h_container_update, VD_RUN_WORKER, false},
     {"POST", "/containers/prune", vd_h_containers_prune, VD_RUN_WORKER, false},
     {"POST", "/exec/{}/start", vd_h_exec_start, VD_RUN_LOOP, false},
     {"GET", "/exec/{}/json", vd_h_exec_inspect, VD_RUN_LOOP, false},

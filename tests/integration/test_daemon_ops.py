@@ -233,3 +233,68 @@ def test_commit_changes_message_author_pause(vdi):
     vdi.docker("commit", "--pause=false", "box", "changed:3")
     vdi.docker("rm", "-f", "box")
     vdi.docker("rmi", "changed:1", "changed:2", "changed:3")
+
+
+# ------------------------------------------------------------------ update
+
+
+def test_update_running_container(vdi):
+    from test_daemon import cgroup_file
+    vdi.docker("run", "-d", "--name", "box", "--memory", "64m", "busybox", "sleep", "600")
+    pid = json.loads(vdi.docker("inspect", "box").stdout)[0]["State"]["Pid"]
+    assert cgroup_file(pid, "memory", "memory.limit_in_bytes") == str(64 << 20)
+    r = vdi.docker("update", "--memory", "96m", "--memory-swap", "200m", "--cpus", "0.5",
+                   "--cpu-shares", "512", "--pids-limit", "40", "--restart", "on-failure:3",
+                   "box")
+    assert r.stdout.strip() == "box"
+    assert cgroup_file(pid, "memory", "memory.limit_in_bytes") == str(96 << 20)
+    assert cgroup_file(pid, "cpu", "cpu.cfs_quota_us") == "50000"
+    assert cgroup_file(pid, "cpu", "cpu.shares") == "512"
+    assert cgroup_file(pid, "pids", "pids.max") == "40"
+    hc = json.loads(vdi.docker("inspect", "box").stdout)[0]["HostConfig"]
+    assert (hc["Memory"], hc["MemorySwap"], hc["NanoCpus"], hc["CpuShares"], hc["PidsLimit"]) == \
+        (96 << 20, 200 << 20, 500000000, 512, 40)
+    assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    r = vdi.docker("update", "--memory", "300m", "box", check=False)
+    assert r.returncode != 0 and "update the memoryswap at the same time" in r.stderr
+    # docker-py; -1 lifts the pids limit
+    client = docker_py(vdi)
+    try:
+        assert client.api.update_container("box", mem_limit="128m", memswap_limit=-1) == \
+            {"Warnings": []}
+    finally:
+        client.close()
+    vdi.docker("update", "--pids-limit", "-1", "box")
+    assert cgroup_file(pid, "memory", "memory.limit_in_bytes") == str(128 << 20)
+    assert cgroup_file(pid, "pids", "pids.max") == "max"
+    # kept in the record: a restart (and a restarted daemon) applies the new limits
+    vdi.docker("restart", "-t", "0", "box")
+    pid = json.loads(vdi.docker("inspect", "box").stdout)[0]["State"]["Pid"]
+    assert cgroup_file(pid, "memory", "memory.limit_in_bytes") == str(128 << 20)
+    assert cgroup_file(pid, "cpu", "cpu.shares") == "512"
+    vdi.kill9()
+    vdi.start()
+    hc = json.loads(vdi.docker("inspect", "box").stdout)[0]["HostConfig"]
+    assert hc["Memory"] == 128 << 20 and hc["RestartPolicy"]["Name"] == "on-failure"
+    # refusals name the problem and change nothing
+    for args, msg in [(["--memory", "1m"], "Minimum memory limit allowed is 6MB"),
+                      (["--cpus", "99"], "Range of CPUs"),
+                      (["--restart", "sometimes"], "invalid restart policy"),
+                      (["--cpuset-cpus", "0"], "CpusetCpus: not supported")]:
+        r = vdi.docker("update", *args, "box", check=False)
+        assert r.returncode != 0 and msg in r.stderr, (args, r.stderr)
+    assert json.loads(vdi.docker("inspect", "box").stdout)[0]["HostConfig"]["Memory"] == 128 << 20
+    missing = vdi.docker("update", "--memory", "64m", "nosuch", check=False)
+    assert missing.returncode != 0 and "No such container" in missing.stderr
+    vdi.docker("rm", "-f", "box")
+    # a stopped container's update applies at its next start; --rm refuses a restart policy
+    vdi.docker("create", "--name", "later", "busybox", "sleep", "600")
+    vdi.docker("update", "--memory", "80m", "later")
+    vdi.docker("start", "later")
+    pid = json.loads(vdi.docker("inspect", "later").stdout)[0]["State"]["Pid"]
+    assert cgroup_file(pid, "memory", "memory.limit_in_bytes") == str(80 << 20)
+    vdi.docker("rm", "-f", "later")
+    vdi.docker("create", "--rm", "--name", "auto", "busybox", "true")
+    r = vdi.docker("update", "--restart", "always", "auto", check=False)
+    assert r.returncode != 0 and "AutoRemove" in r.stderr
+    vdi.docker("rm", "auto")
