@@ -269,6 +269,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_EVENTS_TIMER:
         vd_events_timer(src->owner);
         break;
+      case VD_SRC_STATS_TIMER:
+        vd_stats_tick(src->owner);
+        break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:
       case VD_SRC_EXEC_IN:

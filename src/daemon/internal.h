@@ -54,6 +54,7 @@ typedef enum {
   VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
   VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
   VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
+  VD_SRC_STATS_TIMER,  /* a streamed stats connection's next sample */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -123,6 +124,7 @@ typedef enum {
   VD_STREAM_WAIT,   /* wait: one JSON object at the next exit / removal */
   VD_STREAM_EXEC,   /* hijacked exec start: the helper's output until it ends */
   VD_STREAM_EVENTS, /* /events: JSON lines as things happen */
+  VD_STREAM_STATS,  /* stats: one JSON object a second */
 } vd_stream_kind;
 
 typedef struct vd_route vd_route;
@@ -155,6 +157,11 @@ struct vd_conn {
   uint64_t event_seq; /* VD_STREAM_EVENTS */
   json_t *event_filters;
   long long events_since, events_until;
+  vd_src stats_src;        /* VD_STREAM_STATS: its timerfd */
+  vd_container *stats_ctr; /* referenced */
+  json_t *stats_prev_cpu;  /* the last sample's cpu_stats: the next one's precpu_stats */
+  char *stats_prev_read;
+  int stats_timer;
   int fd;
   vd_conn_state state;
   vd_stream_kind stream;
@@ -202,9 +209,10 @@ struct vd_call {
   int file_fd;  /* or a file body of file_size bytes (sent with sendfile) */
   uint64_t file_size;
   const char *content_type;
-  const char *extra_headers; /* "Name: value\r\n" lines */
-  char *headers_owned;       /* what extra_headers points to when it was made for this call */
-  bool streamed;             /* the handler took over the connection */
+  const char *extra_headers;    /* "Name: value\r\n" lines */
+  char *headers_owned;          /* what extra_headers points to when it was made for this call */
+  bool streamed;                /* the handler took over the connection */
+  void (*deferred)(vd_call *c); /* a loop handler handed the call to a worker (vd_call_defer) */
   /* a worker handler's container: referenced, and what the loop does with it afterwards */
   vd_container *ctr;
   enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED, VD_AFTER_START_FAILED } after;
@@ -298,6 +306,9 @@ void vd_conn_hijack_begin(vd_conn *c, const char *content_type);
 /* Send the call's answer and get ready for the next request (or close). Frees the call. */
 void vd_conn_finish_call(vd_conn *c, vd_call *call);
 void vd_call_free(vd_call *call);
+/* From a loop handler: run(call) on a worker instead, answered when it returns as a worker
+ * route's call is (for a route whose quick or streamed form runs on the loop). */
+void vd_call_defer(vd_call *call, void (*run)(vd_call *call));
 int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **err);
 void vd_loop_del(vd_daemon *d, int fd);
 
@@ -369,6 +380,9 @@ void vd_h_container_rename(vd_call *c);
 void vd_h_containers_prune(vd_call *c);
 void vd_h_container_top(vd_call *c);
 void vd_h_container_stats(vd_call *c);
+/* stats.c (loop): a stream's timer; its end */
+void vd_stats_tick(vd_conn *c);
+void vd_stats_detach(vd_conn *c);
 void vd_h_commit(vd_call *c);
 void vd_h_container_changes(vd_call *c);
 /* archive.c: docker cp and docker export */

@@ -40,7 +40,7 @@ static const vd_route routes[] = {
     {"POST", "/containers/{}/exec", vd_h_exec_create, VD_RUN_LOOP, false},
     {"POST", "/containers/{}/rename", vd_h_container_rename, VD_RUN_WORKER, false},
     {"GET", "/containers/{}/top", vd_h_container_top, VD_RUN_WORKER, false},
-    {"GET", "/containers/{}/stats", vd_h_container_stats, VD_RUN_WORKER, false},
+    {"GET", "/containers/{}/stats", vd_h_container_stats, VD_RUN_LOOP, false},
     {"GET", "/containers/{}/changes", vd_h_container_changes, VD_RUN_WORKER, false},
     {"GET", "/containers/{}/archive", vd_h_container_archive_get, VD_RUN_WORKER, false},
     {"HEAD", "/containers/{}/archive", vd_h_container_archive_get, VD_RUN_WORKER, false},

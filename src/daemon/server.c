@@ -353,6 +353,18 @@ static void http_job_done(vd_job *job) {
   vd_conn_finish_call(c, call);
 }
 
+static void deferred_job_run(vd_job *job) { job->call->deferred(job->call); }
+
+void vd_call_defer(vd_call *call, void (*run)(vd_call *call)) {
+  call->deferred = run;
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = call->d;
+  job->call = call;
+  job->run = deferred_job_run;
+  job->done = http_job_done;
+  vd_job_submit(call->d, job);
+}
+
 static void conn_dispatch(vd_conn *c) {
   vd_call *call = c->call;
   if (call->route->mode == VD_RUN_WORKER) {
@@ -368,7 +380,9 @@ static void conn_dispatch(vd_conn *c) {
   }
   c->state = VD_CONN_BUSY;
   call->route->handler(call);
-  if (!call->streamed) {
+  if (call->deferred) {
+    conn_update_events(c);
+  } else if (!call->streamed) {
     vd_conn_finish_call(c, call);
   } else {
     /* the stream owns the connection now; it may even have ended already */
@@ -554,6 +568,7 @@ void vd_conn_accept(vd_daemon *d, int lfd) {
     c->mon_fd = -1;
     c->file_fd = -1;
     c->events_timer = -1;
+    c->stats_timer = -1;
     c->mon_src.kind = VD_SRC_ATTACH;
     c->mon_src.owner = c;
     c->state = VD_CONN_HEAD;

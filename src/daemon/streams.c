@@ -29,6 +29,7 @@ static void stream_link(vd_conn *conn, vd_container *c, vd_stream_kind kind) {
 void vd_stream_detach(vd_conn *conn) {
   vd_exec_detach_conn(conn);
   vd_events_detach(conn);
+  vd_stats_detach(conn);
   vd_container *c = conn->ctr;
   if (c) {
     for (vd_conn **pp = &c->streams; *pp; pp = &(*pp)->stream_next)

@@ -785,9 +785,7 @@ def test_stats_no_stream(vdi):
     assert name == "busy" and slash == "/" and pids == "1"
     assert float(cpu.rstrip("%")) > 10  # the loop keeps a CPU busy
     assert mem_limit == "64MiB"
-    streaming = vdi.docker("stats", "busy", check=False, timeout=10)
-    assert streaming.returncode != 0
-    vdi.docker("rm", "-f", "busy")
+    vdi.docker("rm", "-f", "busy")  # streamed stats: test_daemon_ops.py
 
 
 def test_logs_since_until(vdi):

@@ -298,3 +298,76 @@ def test_update_running_container(vdi):
     r = vdi.docker("update", "--restart", "always", "auto", check=False)
     assert r.returncode != 0 and "AutoRemove" in r.stderr
     vdi.docker("rm", "auto")
+
+
+# ------------------------------------------------------------------ streamed stats
+
+
+def timerfds(pid):
+    """How many timerfds the process holds: each streamed stats client has one."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[timerfd]"
+        except OSError:
+            pass
+    return n
+
+
+def test_stats_streamed(vdi):
+    import subprocess
+    import time
+    vdi.docker("run", "-d", "--name", "box", "--memory", "64m", "busybox", "sh", "-c",
+               "while :; do :; done")
+    base = timerfds(vdi.proc.pid)
+    client = docker_py(vdi)
+    try:
+        stream = client.api.stats("box", stream=True, decode=True)
+        first, second, third = next(stream), next(stream), next(stream)
+        assert first["name"] == "/box" and first["memory_stats"]["limit"] == 64 << 20
+        # each object's precpu is the one before, and the busy loop used CPU in between
+        assert second["precpu_stats"] == first["cpu_stats"]
+        assert third["cpu_stats"]["cpu_usage"]["total_usage"] > \
+            third["precpu_stats"]["cpu_usage"]["total_usage"]
+        assert third["preread"] == second["read"]
+        assert timerfds(vdi.proc.pid) == base + 1
+        # other requests are served meanwhile: the stream does not hold a worker
+        others = [client.api.stats("box", stream=True, decode=True) for _ in range(6)]
+        for s in others:
+            next(s)
+        assert client.api.inspect_container("box")["State"]["Running"]
+        stream.close()
+        for s in others:
+            s.close()
+    finally:
+        client.close()
+    # the clients left: their timers are gone
+    for _ in range(100):
+        if timerfds(vdi.proc.pid) == base:
+            break
+        time.sleep(0.05)
+    assert timerfds(vdi.proc.pid) == base
+    # the docker CLI's live view, until it is stopped
+    cli = subprocess.Popen(["docker", "stats", "--format", "{{.Name}} {{.MemUsage}}", "box"],
+                           env=vdi.env, stdout=subprocess.PIPE, text=True)
+    lines = []
+    while len(lines) < 2:
+        line = cli.stdout.readline()
+        assert line, "docker stats ended"
+        if "box" in line:
+            lines.append(line)
+    assert "64MiB" in lines[-1]
+    cli.kill()
+    cli.wait(10)
+    cli.stdout.close()
+    # a stopped container streams empty statistics; its removal ends the stream
+    vdi.docker("stop", "-t", "0", "box")
+    client = docker_py(vdi)
+    try:
+        stream = client.api.stats("box", stream=True, decode=True)
+        assert next(stream)["cpu_stats"] == {}
+        vdi.docker("rm", "box")
+        assert list(stream) == [] or all(s["cpu_stats"] == {} for s in stream)
+    finally:
+        client.close()
+    assert vdi.alive()
