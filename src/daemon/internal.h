@@ -393,6 +393,7 @@ void vd_h_container_update(vd_call *c); /* update.c */
 void vd_h_exec_create(vd_call *c);
 void vd_h_exec_start(vd_call *c);
 void vd_h_exec_inspect(vd_call *c);
+void vd_h_exec_resize(vd_call *c);
 
 /* exec.c (loop) */
 void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);

@@ -50,6 +50,7 @@ static const vd_route routes[] = {
     {"POST", "/containers/prune", vd_h_containers_prune, VD_RUN_WORKER, false},
     {"POST", "/exec/{}/start", vd_h_exec_start, VD_RUN_LOOP, false},
     {"GET", "/exec/{}/json", vd_h_exec_inspect, VD_RUN_LOOP, false},
+    {"POST", "/exec/{}/resize", vd_h_exec_resize, VD_RUN_LOOP, false},
     {"GET", "/volumes", vd_h_volumes_list, VD_RUN_WORKER, false},
     {"POST", "/volumes/create", vd_h_volume_create, VD_RUN_WORKER, false},
     {"POST", "/volumes/prune", vd_h_volumes_prune, VD_RUN_WORKER, false},

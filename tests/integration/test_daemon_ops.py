@@ -371,3 +371,92 @@ def test_stats_streamed(vdi):
     finally:
         client.close()
     assert vdi.alive()
+
+
+# ------------------------------------------------------------------ terminals
+
+
+class Terminal:
+    """A pseudo-terminal a docker CLI runs on, as a user's."""
+
+    def __init__(self, args, env, rows=30, cols=100):
+        import fcntl
+        import pty
+        import struct
+        import subprocess
+        import termios
+        self.master, slave = pty.openpty()
+        self._winsz = lambda r, c: fcntl.ioctl(self.master, termios.TIOCSWINSZ,
+                                               struct.pack("HHHH", r, c, 0, 0))
+        self._winsz(rows, cols)
+        self.proc = subprocess.Popen(args, env=env, stdin=slave, stdout=slave, stderr=slave,
+                                     close_fds=True)
+        os.close(slave)
+        self.out = b""
+
+    def resize(self, rows, cols):
+        import signal
+        self._winsz(rows, cols)
+        self.proc.send_signal(signal.SIGWINCH)  # what the kernel sends a terminal's session
+
+    def read_until(self, needle, timeout=15):
+        import select
+        import time
+        end = time.time() + timeout
+        while needle not in self.out and time.time() < end:
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    self.out += os.read(self.master, 4096)
+                except OSError:
+                    break
+        return needle in self.out
+
+    def write(self, data):
+        os.write(self.master, data)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        os.close(self.master)
+
+
+def test_exec_resize(vdi):
+    vdi.docker("run", "-d", "--name", "box", "busybox", "sleep", "600")
+    t = Terminal(["docker", "exec", "-it", "box", "sh"], vdi.env, rows=30, cols=100)
+    try:
+        assert t.read_until(b"# "), t.out
+        t.write(b"busybox stty size\r")
+        assert t.read_until(b"30 100"), t.out
+        t.resize(41, 123)
+        for _ in range(50):  # the CLI sends the new size when it sees SIGWINCH
+            t.write(b"busybox stty size\r")
+            if t.read_until(b"41 123", timeout=0.3):
+                break
+        assert b"41 123" in t.out, t.out
+        t.write(b"exit 4\r")
+        assert t.proc.wait(15) == 4
+    finally:
+        t.close()
+    # docker-py: the size of an exec started on a socket
+    client = docker_py(vdi)
+    try:
+        ex = client.api.exec_create("box", ["sh", "-c", "read x; busybox stty size"], tty=True,
+                                    stdin=True)
+        sock = client.api.exec_start(ex["Id"], tty=True, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        client.api.exec_resize(ex["Id"], height=17, width=71)
+        raw.sendall(b"go\r")
+        got = b""
+        while b"17 71" not in got:
+            b = raw.recv(4096)
+            if not b:
+                break
+            got += b
+        assert b"17 71" in got, got
+        raw.close()
+        with pytest.raises(docker.errors.NotFound):
+            client.api.exec_resize("nosuchexec", height=1, width=1)
+    finally:
+        client.close()
+    vdi.docker("rm", "-f", "box")
