@@ -118,6 +118,14 @@ static int check_exec_body(json_t *body, vs_error **err) {
     return -1;
   if (json_is_true(json_object_get(body, "Privileged")))
     return vs_error_set(err, EINVAL, "Privileged: not supported by vesseld yet");
+  unsigned char keys[VD_DETACH_KEYS_MAX];
+  size_t nkeys;
+  const char *dk = NULL;
+  /* docker-py sends "detachKeys": Go's decoder, dockerd's, ignores the case of names */
+  if (vs_json_get_string(body, "DetachKeys", false, &dk, err) < 0 ||
+      vs_json_get_string(body, "detachKeys", false, &dk, err) < 0 ||
+      vd_detach_keys_parse(dk, keys, &nkeys, err) < 0)
+    return -1;
   const char *wd = json_string_value(json_object_get(body, "WorkingDir"));
   if (wd && *wd && wd[0] != '/')
     return vs_error_set(err, EINVAL, "WorkingDir %s is not an absolute path", wd);
@@ -478,6 +486,11 @@ void vd_exec_detach_conn(vd_conn *c) {
 
 /* ---------------------------------------------------------------- start */
 
+static const char *exec_detach_keys(const vd_exec *x) {
+  const char *k = json_string_value(json_object_get(x->cfg, "DetachKeys"));
+  return k ? k : json_string_value(json_object_get(x->cfg, "detachKeys"));
+}
+
 void vd_h_exec_start(vd_call *c) {
   vd_daemon *d = c->d;
   vd_exec *x = exec_find(d, c->arg);
@@ -520,6 +533,11 @@ void vd_h_exec_start(vd_call *c) {
   c->streamed = true;
   conn->exec = x;
   conn->stream = VD_STREAM_EXEC;
+  /* as dockerd: a terminal's input is watched for the detach keys (checked at create) */
+  conn->detach_matched = 0;
+  if (x->tty && x->in_fd >= 0 &&
+      vd_detach_keys_parse(exec_detach_keys(x), conn->detach_keys, &conn->n_detach_keys, NULL) == 0)
+    vd_detach_filter(conn, 0);
   x->conn = conn;
   /* API 1.41 names both kinds raw-stream; the multiplexing is what Tty says */
   vd_conn_hijack_begin(conn, "application/vnd.docker.raw-stream");

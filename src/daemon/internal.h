@@ -27,6 +27,7 @@
 #define VD_MAX_CONNS 1024
 #define VD_EVENTS_KEPT 1024
 #define VD_OUT_HIGH_WATER (1U << 20) /* stop reading a log while this much is unsent */
+#define VD_DETACH_KEYS_MAX 16
 
 /* ---- util.c */
 
@@ -177,6 +178,10 @@ struct vd_conn {
   bool raw;       /* TTY: no multiplexing headers */
   /* attach with stdin: what the client sends goes to the monitor's attach.sock */
   bool attach_stdin, stdin_once, stdin_closed;
+  /* detach keys of a TTY attach or exec: a prefix seen so far is withheld from the container */
+  unsigned char detach_keys[VD_DETACH_KEYS_MAX];
+  size_t n_detach_keys, detach_matched;
+  bool detach_seen; /* the whole sequence came: the client leaves, the container runs on */
 };
 
 typedef enum {
@@ -476,6 +481,15 @@ void vd_streams_started(vd_daemon *d, vd_container *c);
 void vd_attach_forward(vd_conn *conn);
 /* The monitor socket of an attach connection is writable or closed (loop). */
 void vd_attach_event(vd_conn *conn, uint32_t events);
+/* Docker's --detach-keys ("ctrl-p,ctrl-q", "ctrl-a,x": ctrl-a..z, ctrl-@ [ \\ ] ^ _, or one
+ * character per key) into keys[0..*n); NULL or "" gives the default ctrl-p,ctrl-q. -1 with
+ * *err naming them when one is not a key. */
+int vd_detach_keys_parse(const char *spec, unsigned char keys[VD_DETACH_KEYS_MAX], size_t *n,
+                         vs_error **err);
+/* Filter what the client sent, c->in[from..in_len), for the detach sequence (in place): a
+ * prefix of it is withheld until it turns out not to be one; the whole sequence sets
+ * c->detach_seen and drops it and what followed. */
+void vd_detach_filter(vd_conn *c, size_t from);
 /* Connect to a running container's monitor (attach.sock); -1 with *err. */
 int vd_monitor_connect(const vd_container *c, vs_error **err);
 

@@ -299,6 +299,8 @@ static bool conn_read(vd_conn *c) {
     return false;
   }
   c->in_len += (size_t)n;
+  if (c->stream == VD_STREAM_ATTACH || c->stream == VD_STREAM_EXEC)
+    vd_detach_filter(c, c->in_len - (size_t)n);
   return true;
 }
 
@@ -546,6 +548,9 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
       vd_exec_forward(c);
     else
       conn_update_events(c);
+    /* the detach keys: what came before them went on; the stream ends, the container runs on */
+    if (!c->dead && c->detach_seen)
+      vd_conn_stream_end(c);
   }
 }
 

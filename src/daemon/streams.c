@@ -8,6 +8,8 @@
  * length. */
 #include "daemon/internal.h"
 
+#include <ctype.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -50,6 +52,8 @@ void vd_stream_detach(vd_conn *conn) {
   conn->mon_out = NULL;
   conn->mon_out_len = 0;
   conn->attach_stdin = conn->stdin_closed = conn->raw = false;
+  conn->n_detach_keys = conn->detach_matched = 0;
+  conn->detach_seen = false;
   if (conn->log_fd >= 0)
     close(conn->log_fd);
   conn->log_fd = -1;
@@ -228,6 +232,78 @@ static void mon_flush(vd_conn *conn) {
   conn->mon_out_len -= off;
   struct epoll_event ev = {.events = conn->mon_out_len ? EPOLLOUT : 0, .data.ptr = &conn->mon_src};
   epoll_ctl(conn->d->epfd, EPOLL_CTL_MOD, conn->mon_fd, &ev);
+}
+
+/* ---------------------------------------------------------------- detach keys */
+
+static int detach_key(const char *k, size_t len, unsigned char *out) {
+  if (len == 1) {
+    *out = (unsigned char)k[0];
+    return 0;
+  }
+  if (len != 6 || strncasecmp(k, "ctrl-", 5) != 0)
+    return -1;
+  char c = (char)tolower((unsigned char)k[5]);
+  static const char specials[] = "@[\\]^_";
+  if (c >= 'a' && c <= 'z')
+    *out = (unsigned char)(c - 'a' + 1);
+  else if (strchr(specials, c) && c)
+    *out = (unsigned char)(c == '@' ? 0 : 27 + (strchr(specials, c) - specials) - 1);
+  else
+    return -1;
+  return 0;
+}
+
+int vd_detach_keys_parse(const char *spec, unsigned char keys[VD_DETACH_KEYS_MAX], size_t *n,
+                         vs_error **err) {
+  if (!spec || !*spec)
+    spec = "ctrl-p,ctrl-q";
+  *n = 0;
+  for (const char *p = spec;;) {
+    size_t len = strcspn(p, ",");
+    if (*n == VD_DETACH_KEYS_MAX || detach_key(p, len, &keys[*n]) < 0)
+      return vs_error_set(err, EINVAL, "Invalid detach keys (%s) provided", spec);
+    (*n)++;
+    if (!p[len])
+      break;
+    p += len + 1;
+  }
+  return 0;
+}
+
+void vd_detach_filter(vd_conn *c, size_t from) {
+  if (!c->n_detach_keys || c->detach_seen || from >= c->in_len)
+    return;
+  size_t n = c->in_len - from;
+  _cleanup_free_ unsigned char *src = vs_malloc0(n);
+  memcpy(src, c->in + from, n);
+  if (c->in_cap < from + n + c->n_detach_keys) {
+    c->in_cap = from + n + c->n_detach_keys;
+    c->in = vs_realloc(c->in, c->in_cap);
+  }
+  size_t o = from;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char b = src[i];
+    if (b == c->detach_keys[c->detach_matched]) {
+      if (++c->detach_matched == c->n_detach_keys) {
+        c->detach_seen = true;
+        c->detach_matched = 0;
+        break;
+      }
+      continue;
+    }
+    if (c->detach_matched) { /* not the sequence after all: what was withheld goes on */
+      memcpy(c->in + o, c->detach_keys, c->detach_matched);
+      o += c->detach_matched;
+      c->detach_matched = 0;
+      if (b == c->detach_keys[0]) {
+        c->detach_matched = 1;
+        continue;
+      }
+    }
+    c->in[o++] = (char)b;
+  }
+  c->in_len = o;
 }
 
 /* Only so much is queued for the monitor: the rest waits in the connection's input, and the
@@ -431,6 +507,14 @@ void vd_h_container_attach(vd_call *c) {
     vd_call_error(c, 400, "Bad parameters: you must choose at least one of stream or logs");
     return;
   }
+  _cleanup_free_ char *keys = http_query_get(q, "detachKeys");
+  vs_error *e = NULL;
+  c->conn->detach_matched = 0;
+  if (vd_detach_keys_parse(keys, c->conn->detach_keys, &c->conn->n_detach_keys, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
   int fd;
   vd_container *ctr = open_log(c, &fd);
   if (!ctr)
@@ -449,6 +533,11 @@ void vd_h_container_attach(vd_call *c) {
   conn->attach_stdin =
       http_query_bool(q, "stdin", false) && json_is_true(json_object_get(cfg, "OpenStdin"));
   conn->stdin_once = json_is_true(json_object_get(cfg, "StdinOnce"));
+  /* as dockerd: only a terminal's input is watched for the detach keys */
+  if (conn->raw && conn->attach_stdin)
+    vd_detach_filter(conn, 0);
+  else
+    conn->n_detach_keys = 0;
   stream_link(conn, ctr, VD_STREAM_ATTACH);
   vd_conn_hijack_begin(conn, "application/vnd.docker.raw-stream");
   pthread_mutex_lock(&c->d->lock);

@@ -460,3 +460,79 @@ def test_exec_resize(vdi):
     finally:
         client.close()
     vdi.docker("rm", "-f", "box")
+
+
+def running(vd, name):
+    return json.loads(vd.docker("inspect", name).stdout)[0]["State"]["Running"]
+
+
+def test_detach_keys(vdi):
+    import socket
+    # run -it: ctrl-p ctrl-q leaves the shell running
+    t = Terminal(["docker", "run", "-it", "--name", "dd", "busybox", "sh"], vdi.env)
+    try:
+        assert t.read_until(b"# "), t.out
+        t.write(b"\x10\x11")
+        assert t.proc.wait(15) == 0
+    finally:
+        t.close()
+    assert running(vdi, "dd")
+    # attach again, with other keys; the shell is the same one
+    t = Terminal(["docker", "attach", "--detach-keys", "ctrl-a,x", "dd"], vdi.env)
+    try:
+        t.write(b"echo again-$((2+3))\r")
+        assert t.read_until(b"again-5"), t.out
+        t.write(b"\x01x")
+        t.proc.wait(15)  # CLI 28 exits 1 here, with dockerd too
+        assert t.read_until(b"read escape sequence"), t.out
+    finally:
+        t.close()
+    assert running(vdi, "dd")
+    # the daemon's side (clients other than the CLI): the keys end the attach, are not passed
+    # on, and what follows them is not either
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(str(vdi.sock))
+    s.sendall(b"POST /v1.41/containers/dd/attach?stream=1&stdin=1&stdout=1&stderr=1"
+              b"&detachKeys=q,z HTTP/1.1\r\nHost: d\r\nUpgrade: tcp\r\n"
+              b"Connection: Upgrade\r\nContent-Length: 0\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    assert got.startswith(b"HTTP/1.1 101")
+    s.sendall(b"echo quiz-q\r")  # a first key not followed by the second is passed on
+    s.sendall(b"echo pre-$((1+1))\rqzecho post-$((2+2))\r")
+    while True:  # the server ends the stream
+        b = s.recv(4096)
+        if not b:
+            break
+        got += b
+    s.close()
+    from test_daemon import wait_for
+    assert wait_for(lambda: "pre-2" in vdi.docker("logs", "dd").stdout)
+    logs = vdi.docker("logs", "dd").stdout
+    assert "\nquiz-q\n" in logs and "post" not in logs
+    assert running(vdi, "dd")
+    bad = vdi.raw(b"POST /v1.41/containers/dd/attach?stream=1&stdin=1&detachKeys=ctrl-1 HTTP/1.1"
+                  b"\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert b" 400 " in bad.split(b"\r\n")[0] and b"Invalid detach keys (ctrl-1)" in bad
+    # exec -it detaches the same way; the exec runs on
+    t = Terminal(["docker", "exec", "-it", "dd", "sh"], vdi.env)
+    try:
+        assert t.read_until(b"# "), t.out
+        t.write(b"\x10\x11")
+        t.proc.wait(15)
+        assert t.read_until(b"read escape sequence"), t.out
+    finally:
+        t.close()
+    top = vdi.docker("top", "dd").stdout.splitlines()
+    assert sum(line.split()[-1] == "sh" for line in top[1:]) == 2  # the exec's shell runs on
+    client = docker_py(vdi)
+    try:
+        ex = client.api.exec_create("dd", "true", detach_keys="ctrl-q")
+        assert client.api.exec_inspect(ex["Id"])["ProcessConfig"]["entrypoint"] == "true"
+        with pytest.raises(docker.errors.APIError, match="Invalid detach keys"):
+            client.api.exec_create("dd", "true", detach_keys="ctrl-ctrl")
+    finally:
+        client.close()
+    vdi.docker("rm", "-f", "dd")

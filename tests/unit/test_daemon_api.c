@@ -2,6 +2,8 @@
 #include "daemon/internal.h"
 #include "tap.h"
 
+#include <string.h>
+
 TEST(api_path_strips_served_versions) {
   char *msg = NULL;
   CHECK_STREQ(vd_api_path("/v1.41/containers/json", &msg), "/containers/json");
@@ -64,6 +66,44 @@ TEST(json_escape_keeps_utf8_and_replaces_invalid_bytes) {
   json_decref(j);
   free(doc);
   free(s);
+}
+
+/* Detach keys: parsed as Docker spells them, and found across reads without eating bytes that
+ * only looked like the start of the sequence. */
+TEST(detach_keys_parse_and_filter) {
+  vd_conn c = {0};
+  CHECK(vd_detach_keys_parse(NULL, c.detach_keys, &c.n_detach_keys, NULL) == 0);
+  CHECK(c.n_detach_keys == 2 && c.detach_keys[0] == 0x10 && c.detach_keys[1] == 0x11);
+  CHECK(vd_detach_keys_parse("ctrl-@,ctrl-[,ctrl-\\,ctrl-_,Z", c.detach_keys, &c.n_detach_keys,
+                             NULL) == 0);
+  CHECK(c.n_detach_keys == 5 && c.detach_keys[0] == 0 && c.detach_keys[1] == 27 &&
+        c.detach_keys[2] == 28 && c.detach_keys[3] == 31 && c.detach_keys[4] == 'Z');
+  static const char *const bad[] = {"ctrl-1", "ctrl-", "ab", "a,,b", "ctrl-ctrl"};
+  for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+    _cleanup_error_ vs_error *e = NULL;
+    CHECK(vd_detach_keys_parse(bad[i], c.detach_keys, &c.n_detach_keys, &e) < 0);
+    CHECK(e && strstr(e->msg, "Invalid detach keys"));
+  }
+  CHECK(vd_detach_keys_parse("ctrl-p,ctrl-q", c.detach_keys, &c.n_detach_keys, NULL) == 0);
+  /* a first key, then something else: both go on */
+  c.in = vs_strdup("a\x10"
+                   "b\x10");
+  c.in_len = c.in_cap = 4;
+  vd_detach_filter(&c, 0);
+  CHECK(c.in_len == 3 &&
+        !memcmp(c.in,
+                "a\x10"
+                "b",
+                3) &&
+        c.detach_matched == 1);
+  /* the next read completes the sequence: it and what follows are dropped */
+  c.in = vs_realloc(c.in, 8);
+  c.in_cap = 8;
+  memcpy(c.in + 3, "\x11zz", 3);
+  c.in_len = 6;
+  vd_detach_filter(&c, 3);
+  CHECK(c.detach_seen && c.in_len == 3);
+  free(c.in);
 }
 
 TEST(pid_start_time_tells_processes_apart) {
