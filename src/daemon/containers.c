@@ -221,6 +221,9 @@ static int check_create_body(json_t *body, vs_error **err) {
   if (vs_json_get_bool(body, "OpenStdin", false, &b, err) < 0 ||
       vs_json_get_bool(body, "StdinOnce", false, &b, err) < 0)
     return -1;
+  vd_log_opts log_opts;
+  if (vd_log_options(hc, &log_opts, err) < 0)
+    return -1;
   const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
   if (net && *net && strcmp(net, "default") != 0 && strcmp(net, "none") != 0 &&
       strcmp(net, "host") != 0 && strcmp(net, "bridge") != 0)
@@ -341,8 +344,12 @@ static json_t *new_record(vd_call *c, json_t *body, const vs_image *img, const c
     json_object_set_new(hc, "NetworkMode", json_string("default"));
   /* what dockerd fills in and clients read back (docker-py reads LogConfig.Type) */
   json_t *lc = json_object_get(hc, "LogConfig");
-  if (!json_is_object(lc) || !json_string_length(json_object_get(lc, "Type")))
+  if (!json_is_object(lc))
     json_object_set_new(hc, "LogConfig", json_pack("{s:s, s:{}}", "Type", "json-file", "Config"));
+  else if (!json_string_length(json_object_get(lc, "Type"))) /* --log-opt without --log-driver */
+    json_object_set_new(lc, "Type", json_string("json-file"));
+  if (!json_is_object(json_object_get(json_object_get(hc, "LogConfig"), "Config")))
+    json_object_set_new(json_object_get(hc, "LogConfig"), "Config", json_object());
   if (!json_is_object(json_object_get(hc, "RestartPolicy")))
     json_object_set_new(hc, "RestartPolicy",
                         json_pack("{s:s, s:i}", "Name", "no", "MaximumRetryCount", 0));

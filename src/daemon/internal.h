@@ -466,6 +466,27 @@ json_t *vd_spec_resources(json_t *host_config);
 json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
                       const char *dir, const char *rootfs, const char *hostname, vs_error **err);
 
+/* logfiles.c: the json-file log's rotation options and files */
+typedef struct vd_log_opts {
+  int64_t max_size;   /* bytes; -1: no limit */
+  unsigned max_files; /* the log and its rotated files, at least 1 */
+} vd_log_opts;
+/* HostConfig.LogConfig checked (json-file only; max-size, max-file) and read into *out. */
+int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err);
+/* path, or path.i for the i-th rotated file (1 is the newest of them). */
+char *vd_log_rotated_path(const char *path, unsigned i);
+/* Shift path.i to path.i+1 (the one beyond max_files - 1 goes) and path to path.1. -1, errno. */
+int vd_log_rotate(const char *path, unsigned max_files);
+/* The oldest file of the log, opened for reading (-1 if none). */
+int vd_log_open_oldest(const char *path);
+/* The file after the one fd reads, opened (-1 when fd's is the newest). */
+int vd_log_open_next(const char *path, int fd);
+/* Position fd so that its last n lines remain; how many lines remain (fewer: all of them). */
+long long vd_log_fd_seek_tail(int fd, long long n);
+/* The file and position (*fd_out) from which the last n lines of the log, across its rotated
+ * files, remain to be read. -1 when there is no log. */
+int vd_log_seek_tail(const char *path, long long n, int *fd_out);
+
 /* streams.c (loop) */
 /* The container's directory changed: feed its followers. */
 void vd_streams_poke(vd_daemon *d, vd_container *c);

@@ -142,6 +142,26 @@ static void emit_lines(vd_conn *conn, const char *buf, size_t len) {
   }
 }
 
+/* At the end of the file a stream reads: go on in the next one if the log was rotated since
+ * (or from the start if it was emptied, with max-file 1). Whether there is more to read. */
+static bool log_next_file(vd_conn *conn) {
+  if (!conn->ctr)
+    return false;
+  struct stat st;
+  off_t pos = lseek(conn->log_fd, 0, SEEK_CUR);
+  if (fstat(conn->log_fd, &st) == 0 && pos > st.st_size) {
+    lseek(conn->log_fd, 0, SEEK_SET);
+    return true;
+  }
+  _cleanup_free_ char *path = vd_ctr_log_path(conn->ctr);
+  int fd = vd_log_open_next(path, conn->log_fd);
+  if (fd < 0)
+    return false;
+  close(conn->log_fd);
+  conn->log_fd = fd;
+  return true;
+}
+
 void vd_stream_pump(vd_conn *conn) {
   if (conn->log_fd < 0 || conn->dead)
     return;
@@ -150,6 +170,8 @@ void vd_stream_pump(vd_conn *conn) {
   while (!conn->dead && conn->log_fd >= 0 && conn->out_len - conn->out_off < VD_OUT_HIGH_WATER) {
     ssize_t n = read(conn->log_fd, buf, sizeof(buf));
     if (n < 0 && errno == EINTR)
+      continue;
+    if (n == 0 && log_next_file(conn))
       continue;
     if (n <= 0) {
       if (!conn->follow || conn->ctr_ended) {
@@ -401,37 +423,6 @@ static vd_container *open_log(vd_call *c, int *fd) {
   return ctr;
 }
 
-/* Position fd so that the last n lines remain to be read. */
-static void seek_tail(int fd, long long n) {
-  struct stat st;
-  if (fstat(fd, &st) < 0)
-    return;
-  off_t pos = st.st_size;
-  long long lines = 0;
-  char buf[8192];
-  /* the final newline ends the last line; it does not start one */
-  bool skip_last = true;
-  while (pos > 0) {
-    size_t len = pos < (off_t)sizeof(buf) ? (size_t)pos : sizeof(buf);
-    pos -= (off_t)len;
-    if (pread(fd, buf, len, pos) != (ssize_t)len)
-      break;
-    for (size_t i = len; i-- > 0;) {
-      if (buf[i] != '\n')
-        continue;
-      if (skip_last && pos + (off_t)i == st.st_size - 1) {
-        skip_last = false;
-        continue;
-      }
-      if (++lines == n) {
-        lseek(fd, pos + (off_t)i + 1, SEEK_SET);
-        return;
-      }
-    }
-  }
-  lseek(fd, 0, SEEK_SET);
-}
-
 /* docker logs --since/--until: the client sends seconds ("1700000000.25"); as an RFC 3339
  * string like the log's times. NULL when absent or 0. */
 static char *log_bound(const char *q, const char *name, bool *bad) {
@@ -479,10 +470,17 @@ void vd_h_container_logs(vd_call *c) {
   vd_container *ctr = open_log(c, &fd);
   if (!ctr)
     return;
-  if (tail_n == 0)
+  if (tail_n == 0) {
     lseek(fd, 0, SEEK_END);
-  else if (tail_n > 0)
-    seek_tail(fd, tail_n);
+  } else { /* from the oldest rotated file, or as far back as the tail reaches */
+    _cleanup_free_ char *path = vd_ctr_log_path(ctr);
+    int from = -1;
+    if (tail_n > 0 ? vd_log_seek_tail(path, tail_n, &from) == 0
+                   : (from = vd_log_open_oldest(path)) >= 0) {
+      close(fd);
+      fd = from;
+    }
+  }
   vd_conn *conn = c->conn;
   pthread_mutex_lock(&c->d->lock);
   bool running = ctr->state == VD_CTR_RUNNING || ctr->starting;
@@ -519,9 +517,17 @@ void vd_h_container_attach(vd_call *c) {
   vd_container *ctr = open_log(c, &fd);
   if (!ctr)
     return;
-  /* stream only: what the container writes from now on */
-  if (!http_query_bool(q, "logs", false))
+  /* stream only: what the container writes from now on; with logs, all of it */
+  if (!http_query_bool(q, "logs", false)) {
     lseek(fd, 0, SEEK_END);
+  } else {
+    _cleanup_free_ char *path = vd_ctr_log_path(ctr);
+    int from = vd_log_open_oldest(path);
+    if (from >= 0) {
+      close(fd);
+      fd = from;
+    }
+  }
   vd_conn *conn = c->conn;
   c->streamed = true;
   conn->log_fd = fd;

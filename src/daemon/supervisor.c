@@ -75,9 +75,24 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
   _cleanup_close_ int mlog_fd =
       open(mlog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   json_t *cfg = json_object_get(c->rec, "Config");
-  char *argv[16] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
+  char *argv[20] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
                     d->rt.root,      "--log", log,   "--ready-fd", "3"};
   size_t argc = 11;
+  vd_log_opts lo;
+  char max_size[32], max_files[16];
+  if (vd_log_options(json_object_get(c->rec, "HostConfig"), &lo, err) < 0) {
+    close(p[0]);
+    close(p[1]);
+    return vs_error_wrap(err, "the container's log options");
+  }
+  if (lo.max_size > 0) {
+    snprintf(max_size, sizeof(max_size), "%lld", (long long)lo.max_size);
+    snprintf(max_files, sizeof(max_files), "%u", lo.max_files);
+    argv[argc++] = "--log-max-size";
+    argv[argc++] = max_size;
+    argv[argc++] = "--log-max-files";
+    argv[argc++] = max_files;
+  }
   if (json_is_true(json_object_get(cfg, "Tty")))
     argv[argc++] = "--tty";
   if (json_is_true(json_object_get(cfg, "OpenStdin")))

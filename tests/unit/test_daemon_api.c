@@ -106,6 +106,40 @@ TEST(detach_keys_parse_and_filter) {
   free(c.in);
 }
 
+/* json-file's rotation options, read as dockerd reads them. */
+TEST(log_options) {
+  struct {
+    const char *config;
+    int64_t size;
+    unsigned files;
+    const char *error;
+  } cases[] = {
+      {"{}", -1, 1, NULL},
+      {"{\"Type\": \"json-file\", \"Config\": {\"max-size\": \"10m\"}}", 10 << 20, 1, NULL},
+      {"{\"Config\": {\"max-size\": \"1.5k\", \"max-file\": \"4\"}}", 1536, 4, NULL},
+      {"{\"Config\": {\"max-size\": \"2 GiB\"}}", 2LL << 30, 1, NULL},
+      {"{\"Config\": {\"max-size\": \"100kb\"}}", 100 << 10, 1, NULL},
+      {"{\"Config\": {\"max-size\": \"ten\"}}", 0, 0, "invalid size"},
+      {"{\"Config\": {\"max-size\": \"10x\"}}", 0, 0, "invalid size"},
+      {"{\"Config\": {\"max-file\": \"3\"}}", 0, 0, "max-size is not set"},
+      {"{\"Config\": {\"max-size\": \"1k\", \"max-file\": \"0\"}}", 0, 0, "less than 1"},
+      {"{\"Config\": {\"nope\": \"1\"}}", 0, 0, "unknown log opt 'nope'"},
+      {"{\"Type\": \"syslog\"}", 0, 0, "logging driver syslog"},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+    _cleanup_free_ char *text = vs_asprintf("{\"LogConfig\": %s}", cases[i].config);
+    _cleanup_json_ json_t *hc = json_loads(text, 0, NULL);
+    vd_log_opts o;
+    _cleanup_error_ vs_error *e = NULL;
+    int r = vd_log_options(hc, &o, &e);
+    if (cases[i].error) {
+      CHECK(r < 0 && e && strstr(e->msg, cases[i].error));
+    } else {
+      CHECK(r == 0 && o.max_size == cases[i].size && o.max_files == cases[i].files);
+    }
+  }
+}
+
 TEST(pid_start_time_tells_processes_apart) {
   CHECK(vd_pid_start_time(getpid()) > 0);
   CHECK(vd_pid_start_time(getpid()) == vd_pid_start_time(getpid()));
