@@ -274,10 +274,10 @@ static int tar_to_temp(vd_daemon *d, int parent, const char *base, const char *n
     r = tar_fail(&w, "the archive's end", err);
   archive_write_free(w.a);
   free(w.buf);
-  struct stat st;
+  struct stat st = {0};
   if (r == 0 && (fstat(fd, &st) < 0 || lseek(fd, 0, SEEK_SET) < 0))
     r = vs_error_set(err, errno, "temporary archive");
-  if (r < 0) {
+  if (r != 0) {
     close(fd);
     return -1;
   }

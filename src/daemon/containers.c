@@ -199,22 +199,12 @@ static int check_create_body(json_t *body, vs_error **err) {
       return vs_error_set(err, EINVAL, "HostConfig.Privileged: not supported by vesseld yet");
     if (json_is_true(json_object_get(hc, "Init")))
       return vs_error_set(err, EINVAL, "HostConfig.Init: not supported by vesseld yet");
-    json_t *rp = json_object_get(hc, "RestartPolicy");
-    const char *policy = NULL;
-    int64_t max = 0;
-    if (json_is_object(rp) && (vs_json_get_string(rp, "Name", false, &policy, err) < 0 ||
-                               vs_json_get_int(rp, "MaximumRetryCount", false, &max, err) < 0))
-      return vs_error_wrap(err, "HostConfig.RestartPolicy");
-    bool restarts = policy && *policy && strcmp(policy, "no") != 0;
-    if (restarts && strcmp(policy, "always") != 0 && strcmp(policy, "unless-stopped") != 0 &&
-        strcmp(policy, "on-failure") != 0)
-      return vs_error_set(err, EINVAL, "invalid restart policy '%s'", policy);
-    if (max != 0 && (!policy || strcmp(policy, "on-failure") != 0))
-      return vs_error_set(err, EINVAL,
-                          "maximum retry count cannot be used with restart policy '%s'",
-                          policy ? policy : "no");
-    if (max < 0)
-      return vs_error_set(err, EINVAL, "maximum retry count cannot be negative");
+    const char *policy;
+    int64_t max;
+    int restarts =
+        vd_restart_policy_check(json_object_get(hc, "RestartPolicy"), &policy, &max, err);
+    if (restarts < 0)
+      return vs_error_wrap(err, "HostConfig");
     if (restarts && json_is_true(json_object_get(hc, "AutoRemove")))
       return vs_error_set(err, EINVAL, "can't create 'AutoRemove' container with restart policy");
   }
@@ -889,19 +879,27 @@ static void pause_container(vd_call *c, bool pause) {
   vd_call_status(c, 204);
 }
 
+int vd_call_terminal_size(vd_call *c, uint64_t *h, uint64_t *w) {
+  _cleanup_free_ char *hq = http_query_get(c->req->query, "h");
+  _cleanup_free_ char *wq = http_query_get(c->req->query, "w");
+  vs_error *e = NULL;
+  *h = *w = 0;
+  if (!hq || !wq || vs_parse_u64(hq, "h", h, &e) < 0 || vs_parse_u64(wq, "w", w, &e) < 0 ||
+      *h > 65535 || *w > 65535) {
+    vd_call_error(c, 400, "invalid terminal size: %s", e ? e->msg : "h and w must be 0..65535");
+    vs_error_free(e);
+    return -1;
+  }
+  return 0;
+}
+
 /* A terminal's size: one 'r' frame to the monitor (see monitor.c). */
 void vd_h_container_resize(vd_call *c) {
   vd_daemon *d = c->d;
-  _cleanup_free_ char *hq = http_query_get(c->req->query, "h");
-  _cleanup_free_ char *wq = http_query_get(c->req->query, "w");
-  uint64_t h = 0, w = 0;
+  uint64_t h, w;
   vs_error *e = NULL;
-  if (!hq || !wq || vs_parse_u64(hq, "h", &h, &e) < 0 || vs_parse_u64(wq, "w", &w, &e) < 0 ||
-      h > 65535 || w > 65535) {
-    vd_call_error(c, 400, "invalid terminal size: %s", e ? e->msg : "h and w must be 0..65535");
-    vs_error_free(e);
+  if (vd_call_terminal_size(c, &h, &w) < 0)
     return;
-  }
   vd_container *ctr = call_running_container(c);
   if (!ctr)
     return;

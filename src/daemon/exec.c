@@ -546,16 +546,9 @@ void vd_h_exec_start(vd_call *c) {
 
 /* POST /exec/{id}/resize?h=&w=: the size of the exec's terminal (see the top of this file). */
 void vd_h_exec_resize(vd_call *c) {
-  _cleanup_free_ char *hq = http_query_get(c->req->query, "h");
-  _cleanup_free_ char *wq = http_query_get(c->req->query, "w");
-  uint64_t h = 0, w = 0;
-  vs_error *e = NULL;
-  if (!hq || !wq || vs_parse_u64(hq, "h", &h, &e) < 0 || vs_parse_u64(wq, "w", &w, &e) < 0 ||
-      h > 65535 || w > 65535) {
-    vd_call_error(c, 400, "invalid terminal size: %s", e ? e->msg : "h and w must be 0..65535");
-    vs_error_free(e);
+  uint64_t h, w;
+  if (vd_call_terminal_size(c, &h, &w) < 0)
     return;
-  }
   vd_exec *x = exec_find(c->d, c->arg);
   if (!x) {
     vd_call_error(c, 404, "No such exec instance: %s", c->arg);

@@ -238,6 +238,8 @@ json_t *vd_call_body_object(vd_call *c);
  * The running variant also holds it as c->ctr and answers 409 when it is not running. */
 vd_container *vd_call_container(vd_call *c);
 vd_container *vd_call_running_container(vd_call *c);
+/* The h and w query parameters of a resize: -1 after answering 400. */
+int vd_call_terminal_size(vd_call *c, uint64_t *h, uint64_t *w);
 
 /* ---- jobs for the workers */
 
@@ -448,6 +450,10 @@ void vd_supervise_post_removed(vd_daemon *d, vd_job *job);
 void vd_supervise_removed(vd_daemon *d, vd_container *c);
 
 /* restart.c: restart policies (loop, except where said) */
+/* A RestartPolicy object (may be NULL) checked as dockerd checks it, its Name and
+ * MaximumRetryCount in *name (NULL if none) and *max: 1 when it restarts containers, 0 when not
+ * ("no" or none), -1 with *err. */
+int vd_restart_policy_check(json_t *rp, const char **name, int64_t *max, vs_error **err);
 /* Whether the policy wants the exited container back (under d->lock). */
 bool vd_restart_wanted(const vd_container *c);
 void vd_restart_schedule(vd_daemon *d, vd_container *c);

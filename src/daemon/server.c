@@ -355,28 +355,28 @@ static void http_job_done(vd_job *job) {
   vd_conn_finish_call(c, call);
 }
 
+/* A call to a worker: run(job) there, answered by http_job_done on the loop. */
+static void submit_call(vd_call *call, void (*run)(vd_job *job)) {
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = call->d;
+  job->call = call;
+  job->run = run;
+  job->done = http_job_done;
+  vd_job_submit(call->d, job);
+}
+
 static void deferred_job_run(vd_job *job) { job->call->deferred(job->call); }
 
 void vd_call_defer(vd_call *call, void (*run)(vd_call *call)) {
   call->deferred = run;
-  vd_job *job = vs_malloc0(sizeof(*job));
-  job->d = call->d;
-  job->call = call;
-  job->run = deferred_job_run;
-  job->done = http_job_done;
-  vd_job_submit(call->d, job);
+  submit_call(call, deferred_job_run);
 }
 
 static void conn_dispatch(vd_conn *c) {
   vd_call *call = c->call;
   if (call->route->mode == VD_RUN_WORKER) {
     c->state = VD_CONN_BUSY;
-    vd_job *job = vs_malloc0(sizeof(*job));
-    job->d = c->d;
-    job->call = call;
-    job->run = http_job_run;
-    job->done = http_job_done;
-    vd_job_submit(c->d, job);
+    submit_call(call, http_job_run);
     conn_update_events(c);
     return;
   }

@@ -150,15 +150,9 @@ void vd_stats_detach(vd_conn *c) {
 /* On the loop: the stream begins with a sample now, then one a second. */
 static void stats_stream_begin(vd_call *c) {
   vd_daemon *d = c->d;
-  pthread_mutex_lock(&d->lock);
-  vd_container *ctr = vd_ctr_find(d, c->arg);
-  if (ctr)
-    vd_ctr_ref(ctr);
-  pthread_mutex_unlock(&d->lock);
-  if (!ctr) {
-    vd_call_error(c, 404, "No such container: %s", c->arg);
+  vd_container *ctr = vd_call_container(c);
+  if (!ctr)
     return;
-  }
   vd_conn *conn = c->conn;
   int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
   struct itimerspec its = {.it_value = {.tv_sec = 1}, .it_interval = {.tv_sec = 1}};
@@ -186,17 +180,13 @@ static void stats_stream_begin(vd_call *c) {
 static void stats_once(vd_call *c) {
   vd_daemon *d = c->d;
   bool one_shot = http_query_bool(c->req->query, "one-shot", false);
-  pthread_mutex_lock(&d->lock);
-  vd_container *ctr = vd_ctr_find(d, c->arg);
-  if (ctr)
-    vd_ctr_ref(ctr);
-  bool running = ctr && ctr->state == VD_CTR_RUNNING;
-  pthread_mutex_unlock(&d->lock);
-  if (!ctr) {
-    vd_call_error(c, 404, "No such container: %s", c->arg);
+  vd_container *ctr = vd_call_container(c);
+  if (!ctr)
     return;
-  }
   c->ctr = ctr;
+  pthread_mutex_lock(&d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING;
+  pthread_mutex_unlock(&d->lock);
   if (!running) {
     vd_call_json(c, 200, empty_stats(ctr));
     return;

@@ -88,22 +88,13 @@ static int merge_update(json_t *hc, json_t *body, vs_error **err) {
     json_int_t p = json_integer_value(pids);
     json_object_set_new(hc, "PidsLimit", json_integer(p > 0 ? p : 0));
   }
-  json_t *rp = json_object_get(body, "RestartPolicy");
-  const char *name = NULL;
-  int64_t max = 0;
-  if (json_is_object(rp) && (vs_json_get_string(rp, "Name", false, &name, err) < 0 ||
-                             vs_json_get_int(rp, "MaximumRetryCount", false, &max, err) < 0))
-    return vs_error_wrap(err, "RestartPolicy");
-  if (name && *name) {
-    if (strcmp(name, "no") && strcmp(name, "always") && strcmp(name, "unless-stopped") &&
-        strcmp(name, "on-failure"))
-      return vs_error_set(err, EINVAL, "invalid restart policy '%s'", name);
-    if (max && strcmp(name, "on-failure"))
-      return vs_error_set(err, EINVAL,
-                          "maximum retry count cannot be used with restart policy '%s'", name);
-    if (max < 0)
-      return vs_error_set(err, EINVAL, "maximum retry count cannot be negative");
-    if (strcmp(name, "no") && json_is_true(json_object_get(hc, "AutoRemove")))
+  const char *name;
+  int64_t max;
+  int restarts = vd_restart_policy_check(json_object_get(body, "RestartPolicy"), &name, &max, err);
+  if (restarts < 0)
+    return -1;
+  if (name && *name) { /* an empty name leaves the policy as it is */
+    if (restarts && json_is_true(json_object_get(hc, "AutoRemove")))
       return vs_error_set(err, EINVAL,
                           "Restart policy cannot be updated because AutoRemove is enabled for "
                           "the container");

@@ -154,7 +154,7 @@ static int expose(json_t *config, const char *args, vs_error **err) {
       proto = slash + 1;
       for (char *c = slash + 1; *c; c++)
         *c = (char)tolower((unsigned char)*c);
-      if (strcmp(proto, "tcp") && strcmp(proto, "udp") && strcmp(proto, "sctp"))
+      if (strcmp(proto, "tcp") != 0 && strcmp(proto, "udp") != 0 && strcmp(proto, "sctp") != 0)
         return vs_error_set(err, EINVAL, "EXPOSE: invalid proto: %s", proto);
     }
     char *dash = strchr(w, '-');
