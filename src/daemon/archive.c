@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -24,15 +25,50 @@
 
 #define TAR_MAX_DEPTH 512
 
+/* The parent pid in /proc/<pid>/stat, read through the process's /proc directory (which
+ * keeps naming that process: once it is gone, reads fail even if the pid is reused). */
+static pid_t proc_parent(int procfd) {
+  _cleanup_close_ int fd = openat(procfd, "stat", O_RDONLY | O_CLOEXEC);
+  char buf[1024];
+  ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+  if (n <= 0)
+    return -1;
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')'); /* the command name may hold anything */
+  int ppid;
+  char state;
+  return p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 ? (pid_t)ppid : -1;
+}
+
+/* A running container's root as its init sees it (with its mounts): /proc/<init>/root, but only
+ * once it is certain that pid is still the init, the child of the container's live monitor;
+ * a pid reused by a host process would otherwise hand out the host's root. */
+static int running_root(vd_container *ctr, pid_t pid, pid_t monitor,
+                        unsigned long long monitor_start) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+  _cleanup_close_ int procfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (procfd < 0)
+    return -1;
+  int root = openat(procfd, "root", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root >= 0 &&
+      (proc_parent(procfd) != monitor || vd_pid_start_time(monitor) != monitor_start)) {
+    vs_log_warn("container %.12s: pid %d is no longer its init", ctr->id, (int)pid);
+    close(root);
+    return -1;
+  }
+  return root;
+}
+
 /* The container's root directory as an O_PATH descriptor (worker). */
 static int container_root(vd_daemon *d, vd_container *ctr, vs_error **err) {
   pthread_mutex_lock(&d->lock);
-  pid_t pid = ctr->state == VD_CTR_RUNNING ? ctr->pid : 0;
+  bool running = ctr->state == VD_CTR_RUNNING;
+  pid_t pid = ctr->pid, monitor = ctr->monitor_pid;
+  unsigned long long monitor_start = ctr->monitor_start;
   pthread_mutex_unlock(&d->lock);
-  if (pid > 0) {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
-    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (running && pid > 0) {
+    int fd = running_root(ctr, pid, monitor, monitor_start);
     if (fd >= 0)
       return fd;
     /* it exited meanwhile: its overlay root is still there */

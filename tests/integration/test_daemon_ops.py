@@ -47,9 +47,15 @@ def member(name, kind=tarfile.REGTYPE, link=""):
 @pytest.mark.parametrize("running", [True, False])
 def test_cp_both_ways(vdi, tmp_path, running):
     cmd = ["sleep", "600"] if running else ["true"]
-    vdi.docker("run", "-d", "--name", "box", "busybox", *cmd)
+    vdi.docker("run", "-d", "--name", "box", "--tmpfs", "/scratch", "busybox", *cmd)
     if not running:
         vdi.docker("wait", "box")
+    else:  # the container's own mounts are seen, both ways, as with dockerd
+        vdi.docker("exec", "box", "sh", "-c", "echo in-tmpfs > /scratch/t")
+        vdi.docker("cp", "box:/scratch/t", str(tmp_path / "t"))
+        assert (tmp_path / "t").read_text() == "in-tmpfs\n"
+        vdi.docker("cp", str(tmp_path / "t"), "box:/scratch/back")
+        assert vdi.docker("exec", "box", "cat", "/scratch/back").stdout == "in-tmpfs\n"
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "a.txt").write_text("file a\n")
