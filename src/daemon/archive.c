@@ -35,9 +35,12 @@ static pid_t proc_parent(int procfd) {
     return -1;
   buf[n] = 0;
   const char *p = strrchr(buf, ')'); /* the command name may hold anything */
-  int ppid;
-  char state;
-  return p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 ? (pid_t)ppid : -1;
+  /* ") S PPID ...": the state, then the parent */
+  if (!p || p[1] != ' ' || !p[2] || p[3] != ' ')
+    return -1;
+  char *end;
+  long ppid = strtol(p + 4, &end, 10);
+  return end != p + 4 && *end == ' ' && ppid > 0 ? (pid_t)ppid : -1;
 }
 
 /* A running container's root as its init sees it (with its mounts): /proc/<init>/root, but only
