@@ -234,6 +234,108 @@ static int one_word(json_t *config, const char *key, const char *what, const cha
   return 0;
 }
 
+/* Go's time.ParseDuration, as Dockerfile flags use it: "30s", "1m30s", "1.5h", "500ms". */
+static int parse_duration(const char *s, const char *what, int64_t *ns, vs_error **err) {
+  static const struct {
+    const char *unit;
+    double ns;
+  } units[] = {{"ns", 1},  {"us", 1e3}, {"\xc2\xb5s", 1e3}, {"ms", 1e6},
+               {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
+  double total = 0;
+  const char *p = s;
+  if (!strcmp(s, "0")) {
+    *ns = 0;
+    return 0;
+  }
+  while (*p) {
+    char *end;
+    if (!isdigit((unsigned char)*p) && *p != '.')
+      return vs_error_set(err, EINVAL, "%s: invalid duration \"%s\"", what, s);
+    double v = strtod(p, &end);
+    if (end == p)
+      return vs_error_set(err, EINVAL, "%s: invalid duration \"%s\"", what, s);
+    size_t best = 0, best_len = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
+      size_t n = strlen(units[i].unit);
+      if (!strncmp(end, units[i].unit, n) && n > best_len) {
+        best = i;
+        best_len = n;
+      }
+    }
+    if (!best_len)
+      return vs_error_set(err, EINVAL, "%s: missing unit in duration \"%s\"", what, s);
+    total += v * units[best].ns;
+    p = end + best_len;
+  }
+  if (total > 9.0e18)
+    return vs_error_set(err, EINVAL, "%s: duration \"%s\" is too long", what, s);
+  *ns = (int64_t)total;
+  return 0;
+}
+
+/* HEALTHCHECK NONE, or HEALTHCHECK [--interval=D] [--timeout=D] [--start-period=D]
+ * [--retries=N] CMD command (exec or shell form). */
+static int healthcheck(json_t *config, const char *args, vs_error **err) {
+  size_t kw = strcspn(args, " \t");
+  if (kw == 4 && !strncasecmp(args, "NONE", 4)) {
+    if (*skip_space(args + 4))
+      return vs_error_set(err, EINVAL, "HEALTHCHECK NONE takes no arguments");
+    json_object_set_new(config, "Healthcheck", json_pack("{s:[s]}", "Test", "NONE"));
+    return 0;
+  }
+  _cleanup_json_ json_t *hc = json_object();
+  const char *p = args;
+  while (!strncmp(p, "--", 2)) {
+    size_t n = strcspn(p, " \t");
+    _cleanup_free_ char *flag = vs_img_strndup(p + 2, n - 2);
+    char *eq = strchr(flag, '=');
+    if (!eq)
+      return vs_error_set(err, EINVAL, "HEALTHCHECK: flag --%s needs a value", flag);
+    *eq = 0;
+    const char *val = eq + 1;
+    static const char *const durations[][2] = {
+        {"interval", "Interval"}, {"timeout", "Timeout"}, {"start-period", "StartPeriod"}};
+    bool known = false;
+    for (size_t i = 0; i < ARRAY_SIZE(durations); i++) {
+      if (strcmp(flag, durations[i][0]) != 0)
+        continue;
+      int64_t ns;
+      if (parse_duration(val, flag, &ns, err) < 0)
+        return vs_error_wrap(err, "HEALTHCHECK");
+      if (ns != 0 && ns < 1000000)
+        return vs_error_set(err, EINVAL, "HEALTHCHECK: %s cannot be less than 1ms", flag);
+      json_object_set_new(hc, durations[i][1], json_integer(ns));
+      known = true;
+    }
+    if (!strcmp(flag, "retries")) {
+      uint64_t r;
+      if (vs_parse_u64(val, "HEALTHCHECK --retries", &r, err) < 0)
+        return -1;
+      if (r > INT32_MAX)
+        return vs_error_set(err, EINVAL, "HEALTHCHECK: --retries %s is too large", val);
+      json_object_set_new(hc, "Retries", json_integer((json_int_t)r));
+      known = true;
+    }
+    if (!known)
+      return vs_error_set(err, EINVAL, "HEALTHCHECK: unknown flag: --%s", flag);
+    p = skip_space(p + n);
+  }
+  size_t tn = strcspn(p, " \t");
+  if (tn != 3 || strncasecmp(p, "CMD", 3) != 0)
+    return vs_error_set(err, EINVAL, "Unknown type \"%.*s\" in HEALTHCHECK (try CMD)", (int)tn, p);
+  const char *cmd = skip_space(p + 3);
+  if (!*cmd)
+    return vs_error_set(err, EINVAL, "HEALTHCHECK CMD needs a command");
+  json_t *arr;
+  if (exec_form(cmd, &arr, err) < 0)
+    return -1;
+  json_t *test = arr ? arr : json_pack("[s]", cmd);
+  json_array_insert_new(test, 0, json_string(arr ? "CMD" : "CMD-SHELL"));
+  json_object_set_new(hc, "Test", test);
+  json_object_set(config, "Healthcheck", hc);
+  return 0;
+}
+
 /* One instruction (a line). *cmd_set records that a CMD came, which an ENTRYPOINT then keeps. */
 static int apply_line(json_t *config, const char *line, bool *cmd_set, vs_error **err) {
   const char *p = skip_space(line);
@@ -288,7 +390,7 @@ static int apply_line(json_t *config, const char *line, bool *cmd_set, vs_error 
     return 0;
   }
   if (!strcmp(kw, "HEALTHCHECK"))
-    return vs_error_set(err, EINVAL, "HEALTHCHECK is not supported as a change by vessel yet");
+    return healthcheck(config, args, err);
   return vs_error_set(err, EINVAL, "%s is not a valid change command", kw);
 }
 

@@ -215,9 +215,10 @@ int vs_store_unpack_layer_any(vs_store *s, const char *blob_digest, const char *
 int vs_image_import(vs_store *s, const char *tar_path, const char *name, json_t *changes,
                     char digest_out[VS_DIGEST_MAX], vs_error **err);
 /* Dockerfile instructions that change only the config (docker commit/import --change): each
- * string of the array changes holds one or more lines of CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
- * ONBUILD, STOPSIGNAL, USER, VOLUME or WORKDIR, applied in order to config (an image's "config"
- * object: Cmd, Env, ...). Other instructions and malformed arguments are errors naming them. */
+ * string of the array changes holds one or more lines of CMD, ENTRYPOINT, ENV, EXPOSE,
+ * HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME or WORKDIR, applied in order to config (an
+ * image's "config" object: Cmd, Env, ...). Other instructions and malformed arguments are errors
+ * naming them. */
 int vs_config_apply_changes(json_t *config, json_t *changes, vs_error **err);
 /* vessel commit: the overlay upper directory becomes a new gzip layer on top of base (overlay
  * whiteouts and opaque dirs turned back into .wh. entries); config_changes (may be NULL) are

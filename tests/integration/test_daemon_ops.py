@@ -197,7 +197,8 @@ def test_commit_changes_message_author_pause(vdi):
     changes = ['CMD ["cat", "/layer.txt"]', "ENV A=1 B=\"two words\"", "ENV FROM_RUN=2",
                "EXPOSE 80 53/udp 9000-9001", "LABEL org.example.k=v other=\"x y\"",
                "USER nobody", "WORKDIR /srv", "WORKDIR sub", "VOLUME /data /cache",
-               "STOPSIGNAL SIGINT", "ONBUILD RUN echo later"]
+               "STOPSIGNAL SIGINT", "ONBUILD RUN echo later",
+               "HEALTHCHECK --interval=5s --retries=2 CMD [\"true\"]"]
     args = ["commit", "-m", "the message", "-a", "Someone <s@example.org>"]
     for ch in changes:
         args += ["--change", ch]
@@ -214,6 +215,7 @@ def test_commit_changes_message_author_pause(vdi):
     assert cfg["User"] == "nobody" and cfg["WorkingDir"] == "/srv/sub"
     assert sorted(cfg["Volumes"]) == ["/cache", "/data"]
     assert cfg["StopSignal"] == "SIGINT" and cfg["OnBuild"] == ["RUN echo later"]
+    assert cfg["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 5000000000, "Retries": 2}
     assert img["Author"] == "Someone <s@example.org>" and img["Comment"] == "the message"
     hist = vdi.docker("history", "--format", "{{.Comment}}", "changed:1").stdout
     assert "the message" in hist

@@ -503,6 +503,31 @@ TEST(config_changes) {
       {"ONBUILD ONBUILD x", "isn't allowed"},
       {"VOLUME [\"\"]", "empty string"},
   };
+  _cleanup_json_ json_t *hc = json_pack(
+      "[s]",
+      "HEALTHCHECK --interval=1m30s --timeout=500ms --retries=3 CMD [\"/bin/check\", \"-q\"]");
+  CHECK(vs_config_apply_changes(cfg, hc, NULL) == 0);
+  _cleanup_free_ char *h =
+      json_dumps(json_object_get(cfg, "Healthcheck"), JSON_SORT_KEYS | JSON_COMPACT);
+  CHECK_STREQ(h, "{\"Interval\":90000000000,\"Retries\":3,\"Test\":[\"CMD\",\"/bin/check\","
+                 "\"-q\"],\"Timeout\":500000000}");
+  _cleanup_json_ json_t *shell = json_pack("[s]", "healthcheck cmd curl -f http://x/ || exit 1");
+  CHECK(vs_config_apply_changes(cfg, shell, NULL) == 0);
+  _cleanup_free_ char *h2 = json_dumps(json_object_get(cfg, "Healthcheck"), JSON_COMPACT);
+  CHECK_STREQ(h2, "{\"Test\":[\"CMD-SHELL\",\"curl -f http://x/ || exit 1\"]}");
+  static const char *const bad_hc[][2] = {
+      {"HEALTHCHECK --interval=5 CMD x", "missing unit"},
+      {"HEALTHCHECK --interval=1us CMD x", "less than 1ms"},
+      {"HEALTHCHECK --bogus=1 CMD x", "unknown flag"},
+      {"HEALTHCHECK RUN x", "try CMD"},
+      {"HEALTHCHECK NONE x", "no arguments"},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(bad_hc); i++) {
+    _cleanup_json_ json_t *one = json_pack("[s]", bad_hc[i][0]);
+    _cleanup_error_ vs_error *e = NULL;
+    CHECK(vs_config_apply_changes(cfg, one, &e) < 0);
+    CHECK(e && strstr(e->msg, bad_hc[i][1]));
+  }
   for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
     _cleanup_json_ json_t *one = json_pack("[s]", bad[i][0]);
     _cleanup_error_ vs_error *e = NULL;
