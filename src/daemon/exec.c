@@ -542,6 +542,8 @@ void vd_h_exec_start(vd_call *c) {
   /* API 1.41 names both kinds raw-stream; the multiplexing is what Tty says */
   vd_conn_hijack_begin(conn, "application/vnd.docker.raw-stream");
   vd_exec_forward(conn);
+  if (!conn->dead && conn->stream == VD_STREAM_EXEC && conn->detach_seen)
+    vd_conn_stream_end(conn); /* the detach keys came with the request itself */
 }
 
 /* POST /exec/{id}/resize?h=&w=: the size of the exec's terminal (see the top of this file). */

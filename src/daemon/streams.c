@@ -552,6 +552,9 @@ void vd_h_container_attach(vd_call *c) {
   if (running)
     attach_connect(conn);
   vd_stream_pump(conn);
+  /* the detach keys came with the request itself */
+  if (!conn->dead && conn->stream == VD_STREAM_ATTACH && conn->detach_seen)
+    vd_conn_stream_end(conn);
 }
 
 void vd_h_container_wait(vd_call *c) {
