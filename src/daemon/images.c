@@ -473,7 +473,6 @@ void vd_h_image_history(vd_call *c) {
   vd_call_json(c, 200, out);
 }
 
-/* Every value of a repeated query parameter ("names=a&names=b"), decoded. */
 /* docker save: a docker-archive of the images, written to a temporary file, which is removed
  * once open and sent from the descriptor. */
 void vd_h_image_save(vd_call *c) {
