@@ -18,7 +18,9 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,26 +65,116 @@ static int running_root(vd_container *ctr, pid_t pid, pid_t monitor,
   return root;
 }
 
-/* The container's root directory as an O_PATH descriptor (worker). */
-static int container_root(vd_daemon *d, vd_container *ctr, vs_error **err) {
+/* The bind mounts (volumes and binds) of a stopped container's config.json, set up on its
+ * overlay root in the calling thread's own mount namespace, which is private: nothing is seen
+ * outside it, and it goes away with the thread. Read-only ones are made read-only. */
+static int mount_binds(vd_container *ctr, int rootfd, vs_error **err) {
+  _cleanup_free_ char *spec_path = vs_asprintf("%s/config.json", ctr->dir);
+  _cleanup_json_ json_t *spec = vs_json_load_file(spec_path, 16U << 20, err);
+  if (!spec)
+    return -1;
+  size_t i;
+  json_t *m;
+  json_array_foreach(json_object_get(spec, "mounts"), i, m) {
+    const char *type = json_string_value(json_object_get(m, "type"));
+    const char *src = json_string_value(json_object_get(m, "source"));
+    const char *dst = json_string_value(json_object_get(m, "destination"));
+    if (!type || strcmp(type, "bind") != 0 || !src || !dst || !strncmp(dst, "/proc", 5) ||
+        !strncmp(dst, "/sys", 4) || !strncmp(dst, "/dev", 4))
+      continue;
+    bool ro = false;
+    size_t k;
+    json_t *o;
+    json_array_foreach(json_object_get(m, "options"), k, o) ro |=
+        !strcmp(json_string_value(o) ? json_string_value(o) : "", "ro");
+    _cleanup_close_ int sfd = open(src, O_PATH | O_CLOEXEC);
+    vs_error *e = NULL;
+    _cleanup_close_ int dfd = vs_openat_in_root(rootfd, dst, O_PATH, 0, &e);
+    if (sfd < 0 || dfd < 0) { /* never mounted yet (the runtime makes the mount point) */
+      vs_error_free(e);
+      continue;
+    }
+    char sp[64], dp[64];
+    snprintf(sp, sizeof(sp), "/proc/self/fd/%d", sfd);
+    snprintf(dp, sizeof(dp), "/proc/self/fd/%d", dfd);
+    if (mount(sp, dp, NULL, MS_BIND | MS_REC, NULL) < 0)
+      return vs_error_set(err, errno, "mount %s on %s", src, dst);
+    if (!ro)
+      continue;
+    /* the mount itself now: dfd still names the directory it covers */
+    _cleanup_close_ int mfd = vs_openat_in_root(rootfd, dst, O_PATH, 0, err);
+    if (mfd < 0)
+      return -1;
+    snprintf(dp, sizeof(dp), "/proc/self/fd/%d", mfd);
+    if (mount(NULL, dp, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0)
+      return vs_error_set(err, errno, "make %s read-only", dst);
+  }
+  return 0;
+}
+
+typedef void (*root_fn)(vd_call *c, const char *path, int root);
+
+typedef struct stopped_root {
+  vd_call *call;
+  const char *path;
+  root_fn fn;
+} stopped_root;
+
+/* A thread of its own, so its mount namespace and file system attributes go with it. */
+static void *stopped_root_thread(void *arg) {
+  stopped_root *sr = arg;
+  vd_call *c = sr->call;
+  vs_error *e = NULL;
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->ctr->dir);
+  int root = -1;
+  if (unshare(CLONE_FS | CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    vs_error_set(&e, errno, "a private mount namespace");
+  else if ((root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+    vs_error_set(&e, errno, "open %s", rootfs);
+  if (e || mount_binds(c->ctr, root, &e) < 0) {
+    vd_call_error(c, 500, "container %.12s: %s", c->ctr->id, e->msg);
+    vs_error_free(e);
+  } else {
+    sr->fn(c, sr->path, root);
+  }
+  if (root >= 0)
+    close(root);
+  return NULL;
+}
+
+/* Run fn with the container's root (worker): a running container's as its init sees it, a
+ * stopped one's overlay root with its volumes and binds mounted, as dockerd's cp has it. */
+static void with_container_root(vd_call *c, const char *path, root_fn fn) {
+  vd_daemon *d = c->d;
+  vd_container *ctr = c->ctr;
   pthread_mutex_lock(&d->lock);
   bool running = ctr->state == VD_CTR_RUNNING;
   pid_t pid = ctr->pid, monitor = ctr->monitor_pid;
   unsigned long long monitor_start = ctr->monitor_start;
   pthread_mutex_unlock(&d->lock);
   if (running && pid > 0) {
-    int fd = running_root(ctr, pid, monitor, monitor_start);
-    if (fd >= 0)
-      return fd;
+    int root = running_root(ctr, pid, monitor, monitor_start);
+    if (root >= 0) {
+      fn(c, path, root);
+      close(root);
+      return;
+    }
     /* it exited meanwhile: its overlay root is still there */
   }
-  if (vd_supervise_ensure_rootfs(d, ctr, err) < 0)
-    return -1;
-  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", ctr->dir);
-  int fd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return vs_error_set(err, errno, "open %s", rootfs);
-  return fd;
+  vs_error *e = NULL;
+  if (vd_supervise_ensure_rootfs(d, ctr, &e) < 0) {
+    vd_call_error(c, 500, "container %.12s: %s", ctr->id, e->msg);
+    vs_error_free(e);
+    return;
+  }
+  stopped_root sr = {.call = c, .path = path, .fn = fn};
+  pthread_t t;
+  int r = pthread_create(&t, NULL, stopped_root_thread, &sr);
+  if (r != 0) {
+    vd_call_error(c, 500, "container %.12s: a thread for the copy: %s", ctr->id, strerror(r));
+    return;
+  }
+  pthread_join(t, NULL);
 }
 
 /* A path as Docker splits it: its directory and its last component ("." for "/x/." and for the
@@ -336,34 +428,26 @@ static void answer_path_error(vd_call *c, vd_container *ctr, const char *path, v
     vd_call_error(c, 500, "container %.12s: %s", ctr->id, e->msg);
 }
 
-/* The container and its root for an archive call: -1 with the call answered. */
-static int archive_begin(vd_call *c, char **path, int *root) {
-  *path = http_query_get(c->req->query, "path");
-  if (!*path || !**path) {
+/* The path and the container of an archive call: NULL with the call answered. */
+static char *archive_begin(vd_call *c) {
+  char *path = http_query_get(c->req->query, "path");
+  if (!path || !*path) {
+    free(path);
     vd_call_error(c, 400, "path is required: the file or directory in the container");
-    return -1;
+    return NULL;
   }
   vd_container *ctr = vd_call_container(c);
-  if (!ctr)
-    return -1;
-  c->ctr = ctr;
-  vs_error *e = NULL;
-  *root = container_root(c->d, ctr, &e);
-  if (*root < 0) {
-    vd_call_error(c, 500, "container %.12s: %s", ctr->id, e->msg);
-    vs_error_free(e);
-    return -1;
+  if (!ctr) {
+    free(path);
+    return NULL;
   }
-  return 0;
+  c->ctr = ctr;
+  return path;
 }
 
 /* HEAD and GET /containers/{id}/archive?path=P: the stat header, and for GET a tar of P (named
  * by its last component, a symbolic link itself rather than what it points to). */
-void vd_h_container_archive_get(vd_call *c) {
-  _cleanup_free_ char *path = NULL;
-  _cleanup_close_ int root = -1;
-  if (archive_begin(c, &path, &root) < 0)
-    return;
+static void archive_get(vd_call *c, const char *path, int root) {
   _cleanup_close_ int parent = -1;
   _cleanup_free_ char *base = NULL;
   struct stat st;
@@ -392,6 +476,12 @@ void vd_h_container_archive_get(vd_call *c) {
   c->content_type = "application/x-tar";
 }
 
+void vd_h_container_archive_get(vd_call *c) {
+  _cleanup_free_ char *path = archive_begin(c);
+  if (path)
+    with_container_root(c, path, archive_get);
+}
+
 /* Whether fd is on the container's root mount itself (not a volume or bind below it). */
 static bool on_root_mount(int root, int fd) {
   struct statx a, b;
@@ -403,18 +493,10 @@ static bool on_root_mount(int root, int fd) {
 }
 
 /* PUT /containers/{id}/archive?path=DIR: extract the tar body into DIR, which must exist. */
-void vd_h_container_archive_put(vd_call *c) {
+static void archive_put(vd_call *c, const char *path, int root) {
   const char *q = c->req->query;
   bool no_overwrite = http_query_bool(q, "noOverwriteDirNonDir", false);
   bool copy_ids = http_query_bool(q, "copyUIDGID", false);
-  _cleanup_free_ char *path = NULL;
-  _cleanup_close_ int root = -1;
-  if (archive_begin(c, &path, &root) < 0)
-    return;
-  if (c->body_fd < 0) {
-    vd_call_error(c, 400, "request body is empty: a tar archive was expected");
-    return;
-  }
   vs_error *e = NULL;
   _cleanup_close_ int dest = vs_openat_in_root(root, path, O_RDONLY | O_DIRECTORY, 0, &e);
   if (dest < 0) {
@@ -437,13 +519,28 @@ void vd_h_container_archive_put(vd_call *c) {
   vs_layer_limits lim = {
       .plain = true, .no_overwrite_dir_nondir = no_overwrite, .owner_root = !copy_ids};
   if (lseek(c->body_fd, 0, SEEK_SET) < 0 || vs_layer_apply(c->body_fd, dest, &lim, NULL, &e) < 0) {
-    int status = e && (e->errnum == ENOSPC || e->errnum == EIO || e->errnum == ENOMEM) ? 500 : 400;
-    vd_call_error(c, status, "extract the archive into %s: %s", path, e ? e->msg : strerror(errno));
+    int errnum = e ? e->errnum : errno;
+    int status = errnum == EROFS                                         ? 403
+                 : errnum == ENOSPC || errnum == EIO || errnum == ENOMEM ? 500
+                                                                         : 400;
+    vd_call_error(c, status, "extract the archive into %s: %s%s", path,
+                  e ? e->msg : strerror(errno),
+                  errnum == EROFS ? " (the mounted volume is marked read-only)" : "");
     vs_error_free(e);
     return;
   }
   vs_log_info("container %.12s: archive extracted into %s", c->ctr->id, path);
   vd_call_status(c, 200);
+}
+
+void vd_h_container_archive_put(vd_call *c) {
+  if (c->body_fd < 0) {
+    vd_call_error(c, 400, "request body is empty: a tar archive was expected");
+    return;
+  }
+  _cleanup_free_ char *path = archive_begin(c);
+  if (path)
+    with_container_root(c, path, archive_put);
 }
 
 /* GET /containers/{id}/export: the container's file system (its overlay root, without its

@@ -599,3 +599,29 @@ def test_log_rotation(vdi):
         r = vdi.docker("create", *opts, "busybox", "true", check=False)
         assert r.returncode != 0 and msg in r.stderr, (opts, r.stderr)
     vdi.docker("rm", "kept", "all", "one")
+
+
+def test_cp_stopped_container_volumes_and_binds(vdi, tmp_path):
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "kept.txt").write_text("read-only bind\n")
+    vdi.docker("run", "--name", "box", "-v", f"{rw}:/data", "-v", f"{ro}:/ro:ro", "-v",
+               "named:/vol", "busybox", "sh", "-c", "echo in-volume > /vol/v")
+    (tmp_path / "in.txt").write_text("copied in\n")
+    # a stopped container's volumes and binds are where its files are, as with dockerd
+    vdi.docker("cp", str(tmp_path / "in.txt"), "box:/data/in.txt")
+    assert (rw / "in.txt").read_text() == "copied in\n"
+    vdi.docker("cp", "box:/ro/kept.txt", str(tmp_path / "out.txt"))
+    assert (tmp_path / "out.txt").read_text() == "read-only bind\n"
+    vdi.docker("cp", "box:/vol/v", str(tmp_path / "v"))
+    assert (tmp_path / "v").read_text() == "in-volume\n"
+    r = vdi.docker("cp", str(tmp_path / "in.txt"), "box:/ro/", check=False)
+    assert r.returncode != 0 and "read-only" in r.stderr
+    assert sorted(os.listdir(ro)) == ["kept.txt"]
+    # and nothing of it is mounted outside the copy (the overlay root stays, as always)
+    assert [l.split()[1] for l in open("/proc/self/mounts")
+            if str(tmp_path) in l and not l.split()[1].endswith("/rootfs")] == []
+    vdi.docker("start", "-a", "box")  # it still starts, with its mounts as before
+    vdi.docker("rm", "-v", "box")
+    vdi.docker("volume", "rm", "named")
