@@ -273,6 +273,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_VM:
         vd_vms_event(d, src);
         break;
+      case VD_SRC_STATS_TIMER:
+        vd_stats_tick(src->owner);
+        break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:
       case VD_SRC_EXEC_IN:
