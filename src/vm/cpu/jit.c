@@ -41,8 +41,15 @@
 /* The most code one guest instruction becomes, fast and slow path together (checked). */
 #define RV_JIT_INSN_MAX 224
 #define RV_JIT_BLOCK_EXTRA 128
-#define RV_JIT_JMP_SIZE 4096
+#define RV_JIT_JMP_SIZE 8192
 _Static_assert((RV_JIT_JMP_SIZE & (RV_JIT_JMP_SIZE - 1)) == 0, "a power of two");
+/* The jump cache's index of pc: its halfword within the page, mixed with the page number so that
+ * code 8 KiB apart (kernel and user code, a caller and its callee) does not share entries. All pcs
+ * of one page still land in 2048 distinct entries (the page's bits are one value to xor). */
+#define RV_JIT_JMP_HASH_SHIFT 14
+static unsigned jmp_index(uint64_t pc) {
+  return (unsigned)((pc >> 1) ^ (pc >> RV_JIT_JMP_HASH_SHIFT)) & (RV_JIT_JMP_SIZE - 1);
+}
 
 struct rv_jit {
   uint8_t *rw; /* the writable view */
@@ -60,6 +67,9 @@ struct rv_jit {
     const void *chain; /* the block's chain entry */
     uint64_t unused;   /* entries are 32 bytes: the lookup scales the index by shifting */
   } jmp[RV_JIT_JMP_SIZE];
+  /* Virtual pages (vpn % 4096) that may have entries in jmp: SFENCE.VMA of a page without any
+   * (most are data pages) need not look through the half of the cache its pcs index. */
+  uint64_t jmp_pages[4096 / 64];
 };
 
 enum { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15 };
@@ -609,8 +619,11 @@ static unsigned branch_cc(uint8_t fast) {
  * caller. The target's chain entry checks the budget and the code counter as for linked jumps. */
 static void exit_indirect(block_ctx *c) {
   emitter *e = &c->e;
-  op_reg(e, false, 0x8b, RAX, R12); /* eax = (pc >> 1) % size * entry bytes */
-  shift_imm(e, false, 5, RAX, 1);
+  op_reg(e, true, 0x8b, RAX, R12); /* eax = jmp_index(pc) * entry bytes */
+  op_reg(e, true, 0x8b, RCX, R12);
+  shift_imm(e, true, 5, RAX, 1);
+  shift_imm(e, true, 5, RCX, RV_JIT_JMP_HASH_SHIFT);
+  op_reg(e, false, 0x31, RCX, RAX); /* xor eax, ecx */
   alu_imm(e, false, 4, RAX, RV_JIT_JMP_SIZE - 1);
   shift_imm(e, false, 4, RAX, 5);
   mov_imm64(e, RDX, (uint64_t)(uintptr_t)c->j->jmp);
@@ -910,13 +923,37 @@ void rv_jit_destroy(struct rv_jit *j) {
   free(j);
 }
 
+void rv_jit_forget_all(struct rv_jit *j) {
+  memset(j->jmp, 0, sizeof(j->jmp));
+  memset(j->jmp_pages, 0, sizeof(j->jmp_pages));
+}
+
 void rv_jit_reset(struct rv_jit *j) {
   j->used = j->stubs_end;
-  memset(j->jmp, 0, sizeof(j->jmp));
+  rv_jit_forget_all(j);
+}
+
+/* Entries with tag 0 match nothing: a translation tag is never 0. */
+void rv_jit_forget_page(struct rv_jit *j, uint64_t va) {
+  uint64_t vpn = va >> 12;
+  uint64_t bit = 1ULL << (vpn % 64);
+  uint64_t *pages = &j->jmp_pages[(vpn / 64) % (sizeof(j->jmp_pages) / 8)];
+  if (!(*pages & bit))
+    return;
+  *pages &= ~bit;
+  for (uint64_t pc = vpn << 12; pc < (vpn + 1) << 12; pc += 2) {
+    struct rv_jit_jmp *m = &j->jmp[jmp_index(pc)];
+    if ((m->pc >> 12) == vpn)
+      m->tag = 0;
+    else if (m->tag && ((m->pc >> 12) % 4096) == vpn % 4096)
+      *pages |= bit; /* another page that shares the bit keeps it */
+  }
 }
 
 static void remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *chain) {
-  struct rv_jit_jmp *m = &j->jmp[(pc >> 1) & (RV_JIT_JMP_SIZE - 1)];
+  struct rv_jit_jmp *m = &j->jmp[jmp_index(pc)];
+  uint64_t vpn = pc >> 12;
+  j->jmp_pages[(vpn / 64) % (sizeof(j->jmp_pages) / 8)] |= 1ULL << (vpn % 64);
   m->pc = pc;
   m->tag = tag;
   m->chain = chain;
@@ -964,5 +1001,7 @@ void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *co
 void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
   (void)j, (void)pc, (void)tag;
 }
+void rv_jit_forget_page(struct rv_jit *j, uint64_t va) { (void)j, (void)va; }
+void rv_jit_forget_all(struct rv_jit *j) { (void)j; }
 
 #endif
