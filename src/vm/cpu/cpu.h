@@ -173,7 +173,7 @@ void rv_hart_destroy(rv_hart *h);
 void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
 
 /* Run until max_insns retired, WFI with nothing pending (h->wfi = true), h->stop_request (seen at
- * least every 1024 instructions, at an instruction boundary), or
+ * least every 4096 instructions, at an instruction boundary), or
  * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early so the
  * machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
@@ -189,7 +189,7 @@ bool rv_hart_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa);
 /* Devices raise/lower MSIP, MTIP, MEIP, SEIP, on the hart's own thread (it leaves its block to
  * look at once). */
 void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level);
-/* The same from another thread: the hart sees the line within 1024 instructions. Returns whether
+/* The same from another thread: the hart sees the line within 4096 instructions. Returns whether
  * the line went up (the caller then wakes the hart's thread if it sleeps). */
 bool rv_hart_post_irq(rv_hart *h, uint64_t mip_bit, bool level);
 
@@ -202,7 +202,7 @@ void rv_hart_clear_reservation(rv_hart *h);
 
 /* Cross-hart requests, for harts on their own host threads (rv_bus.threaded). Another thread
  * never touches a hart's TLB or mip itself: it posts, and the hart serves the request in
- * rv_hart_run (at least every 1024 instructions) or when its thread calls rv_hart_serve_requests
+ * rv_hart_run (at least every 4096 instructions) or when its thread calls rv_hart_serve_requests
  * (idle, stopped or parked harts). */
 /* Set software-writable mip bits (SSIP from an SBI IPI). */
 void rv_hart_post_mip(rv_hart *h, uint64_t bits);
