@@ -54,6 +54,10 @@ _Static_assert((RV_JIT_JMP_SIZE & (RV_JIT_JMP_SIZE - 1)) == 0, "a power of two")
 static unsigned jmp_index(uint64_t pc) {
   return (unsigned)((pc >> 1) ^ (pc >> RV_JIT_JMP_HASH_SHIFT)) & (RV_JIT_JMP_SIZE - 1);
 }
+#define RV_JIT_JMP_PAGE_BITS 32768
+static unsigned jmp_page_bit(uint64_t vpn) {
+  return (unsigned)(vpn ^ (vpn >> 15) ^ (vpn >> 30)) & (RV_JIT_JMP_PAGE_BITS - 1);
+}
 
 struct rv_jit {
   uint8_t *rw; /* the writable view */
@@ -71,9 +75,10 @@ struct rv_jit {
     const void *chain; /* the block's chain entry */
     uint64_t unused;   /* entries are 32 bytes: the lookup scales the index by shifting */
   } jmp[RV_JIT_JMP_SIZE];
-  /* Virtual pages (vpn % 4096) that may have entries in jmp: SFENCE.VMA of a page without any
-   * (most are data pages) need not look through the half of the cache its pcs index. */
-  uint64_t jmp_pages[4096 / 64];
+  /* Virtual pages (by jmp_page_bit) that may have entries in jmp: SFENCE.VMA of a page without
+   * any (most are data pages: Linux fences each page it faults in) need not look through the
+   * quarter of the cache its pcs index. */
+  uint64_t jmp_pages[RV_JIT_JMP_PAGE_BITS / 64];
 };
 
 enum { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15 };
@@ -1010,8 +1015,9 @@ void rv_jit_reset(struct rv_jit *j) {
 /* Entries with tag 0 match nothing: a translation tag is never 0. */
 void rv_jit_forget_page(struct rv_jit *j, uint64_t va) {
   uint64_t vpn = va >> 12;
-  uint64_t bit = 1ULL << (vpn % 64);
-  uint64_t *pages = &j->jmp_pages[(vpn / 64) % (sizeof(j->jmp_pages) / 8)];
+  unsigned at = jmp_page_bit(vpn);
+  uint64_t bit = 1ULL << (at % 64);
+  uint64_t *pages = &j->jmp_pages[at / 64];
   if (!(*pages & bit))
     return;
   *pages &= ~bit;
@@ -1019,15 +1025,15 @@ void rv_jit_forget_page(struct rv_jit *j, uint64_t va) {
     struct rv_jit_jmp *m = &j->jmp[jmp_index(pc)];
     if ((m->pc >> 12) == vpn)
       m->tag = 0;
-    else if (m->tag && ((m->pc >> 12) % 4096) == vpn % 4096)
+    else if (m->tag && jmp_page_bit(m->pc >> 12) == at)
       *pages |= bit; /* another page that shares the bit keeps it */
   }
 }
 
 static void remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *chain) {
   struct rv_jit_jmp *m = &j->jmp[jmp_index(pc)];
-  uint64_t vpn = pc >> 12;
-  j->jmp_pages[(vpn / 64) % (sizeof(j->jmp_pages) / 8)] |= 1ULL << (vpn % 64);
+  unsigned at = jmp_page_bit(pc >> 12);
+  j->jmp_pages[at / 64] |= 1ULL << (at % 64);
   m->pc = pc;
   m->tag = tag;
   m->chain = chain;
