@@ -217,11 +217,7 @@ static int check_create_body(json_t *body, vs_error **err) {
   if (vs_json_get_bool(body, "OpenStdin", false, &b, err) < 0 ||
       vs_json_get_bool(body, "StdinOnce", false, &b, err) < 0)
     return -1;
-  const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
-  if (net && *net && strcmp(net, "default") != 0 && strcmp(net, "none") != 0 &&
-      strcmp(net, "host") != 0 && strcmp(net, "bridge") != 0)
-    return vs_error_set(err, EINVAL, "network %s not found", net);
-  return 0;
+  return 0; /* the networks are checked by vd_net_create_prepare */
 }
 
 /* The container's Config as Docker stores it: the request merged with the image's config. */
@@ -402,6 +398,10 @@ void vd_h_container_create(vd_call *c) {
                                   : generated_name(d, id);
   pthread_mutex_unlock(&d->lock);
   json_t *rec = new_record(c, body, &img, id, name, &e);
+  if (rec && vd_net_create_prepare(d, body, rec, &img, &e) < 0) {
+    json_decref(rec);
+    rec = NULL;
+  }
   if (!rec) {
     vd_call_fail(c, e);
     vs_error_free(e);
@@ -500,14 +500,15 @@ static json_t *container_summary(const vd_container *c) {
   json_t *hc = json_object_get(c->rec, "HostConfig");
   _cleanup_free_ char *status = status_text(c);
   _cleanup_free_ char *cmd = command_text(c->rec);
-  return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:[], s:O, s:s, s:s, s:{s:O}, s:{s:{}}, "
+  return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:o, s:O, s:s, s:s, s:{s:O}, s:{s:o}, "
                    "s:[]}",
                    "Id", c->id, "Names", c->name, "Image", json_object_get(cfg, "Image"), "ImageID",
                    json_object_get(c->rec, "Image"), "Command", cmd, "Created",
                    (json_int_t)unix_time(json_string_value(json_object_get(c->rec, "Created"))),
-                   "Ports", "Labels", json_object_get(cfg, "Labels"), "State", vd_ctr_state_name(c),
-                   "Status", status, "HostConfig", "NetworkMode",
-                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks", "Mounts");
+                   "Ports", vd_net_summary_ports(c), "Labels", json_object_get(cfg, "Labels"),
+                   "State", vd_ctr_state_name(c), "Status", status, "HostConfig", "NetworkMode",
+                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks",
+                   vd_net_summary_networks(c), "Mounts");
 }
 
 /* The values of one filter: Docker sends {"name": ["a"]} or {"name": {"a": true}}. */
@@ -636,8 +637,7 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
   (void)d;
   return json_pack(
       "{s:s, s:O, s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, "
-      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:[], s:O, s:{s:s, s:s, s:b, s:{}, s:{}, s:s, "
-      "s:s, s:i, s:s}}",
+      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:[], s:O, s:o}",
       "Id", c->id, "Created", json_object_get(c->rec, "Created"), "Path",
       json_object_get(c->rec, "Path"), "Args", json_object_get(c->rec, "Args"), "State", state,
       "Image", json_object_get(c->rec, "Image"), "ResolvConfPath", resolv, "HostnamePath", hostname,
@@ -645,9 +645,8 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
       "Driver", "overlay", "Platform", "linux", "MountLabel", "", "ProcessLabel", "",
       "AppArmorProfile", "", "ExecIDs", "HostConfig", json_object_get(c->rec, "HostConfig"),
       "GraphDriver", "Name", "overlay", "Data", "UpperDir", upper, "MergedDir", merged, "WorkDir",
-      work, "Mounts", "Config", json_object_get(c->rec, "Config"), "NetworkSettings", "Bridge", "",
-      "SandboxID", "", "HairpinMode", 0, "Ports", "Networks", "IPAddress", "", "Gateway", "",
-      "IPPrefixLen", 0, "MacAddress", "");
+      work, "Mounts", "Config", json_object_get(c->rec, "Config"), "NetworkSettings",
+      vd_net_settings(c));
 }
 
 void vd_h_container_inspect(vd_call *c) {

@@ -54,6 +54,7 @@ typedef enum {
   VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
   VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
   VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
+  VD_SRC_NET,          /* a network's DHCP or DNS socket */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -66,6 +67,7 @@ typedef struct vd_conn vd_conn;
 typedef struct vd_call vd_call;
 typedef struct vd_job vd_job;
 typedef struct vd_exec vd_exec;
+typedef struct vd_net vd_net;
 
 /* ---- containers */
 
@@ -95,6 +97,7 @@ struct vd_container {
   unsigned long long monitor_start;
   int exit_code;
   char *started_at, *finished_at, *error;
+  json_t *net;    /* running: {"Networks", "Ports"} as inspect shows them (networks.c) */
   unsigned exits; /* how many exits vesseld has seen: waiters for the next one compare */
   int refs;       /* the table holds one; jobs hold one while they run */
   /* loop thread only */
@@ -277,6 +280,7 @@ struct vd_daemon {
   vd_job *done;
   bool quit_workers;
   char *started; /* RFC 3339 */
+  vd_net *net;   /* networks.c */
 };
 
 /* server.c: connections and responses (loop thread only) */
@@ -428,6 +432,30 @@ int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *
 /* spec.c: the OCI config.json of a container from its image and create request */
 json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
                       const char *dir, const char *rootfs, const char *hostname, vs_error **err);
+
+/* networks.c: the network API and a container's endpoints */
+int vd_net_init(vd_daemon *d, const char *bridge, vs_error **err);
+void vd_net_free(vd_daemon *d);
+void vd_net_event(vd_daemon *d, vd_src *src); /* loop: a DHCP or DNS socket is readable */
+/* Check a create request's networks, ports and MAC; record NetworkingConfig and the exposed
+ * ports (the image's and -p's) in rec. */
+int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_image *img,
+                          vs_error **err);
+/* Before the monitor starts (worker): namespace, endpoints, ports, hosts, resolv.conf. */
+int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err);
+/* After the container ended or failed to start, or before it is removed. */
+void vd_net_teardown(vd_daemon *d, vd_container *c);
+/* Inspect's NetworkSettings and ps's Ports and networks (d->lock held). */
+json_t *vd_net_settings(const vd_container *c);
+json_t *vd_net_summary_ports(const vd_container *c);
+json_t *vd_net_summary_networks(const vd_container *c);
+void vd_h_networks_list(vd_call *c);
+void vd_h_network_inspect(vd_call *c);
+void vd_h_network_create(vd_call *c);
+void vd_h_network_delete(vd_call *c);
+void vd_h_networks_prune(vd_call *c);
+void vd_h_network_connect(vd_call *c);
+void vd_h_network_disconnect(vd_call *c);
 
 /* streams.c (loop) */
 /* The container's directory changed: feed its followers. */

@@ -50,6 +50,13 @@ static const vd_route routes[] = {
     {"POST", "/volumes/prune", vd_h_volumes_prune, VD_RUN_WORKER, false},
     {"GET", "/volumes/{}", vd_h_volume_inspect, VD_RUN_WORKER, false},
     {"DELETE", "/volumes/{}", vd_h_volume_delete, VD_RUN_WORKER, false},
+    {"GET", "/networks", vd_h_networks_list, VD_RUN_WORKER, false},
+    {"POST", "/networks/create", vd_h_network_create, VD_RUN_WORKER, false},
+    {"POST", "/networks/prune", vd_h_networks_prune, VD_RUN_WORKER, false},
+    {"GET", "/networks/{}", vd_h_network_inspect, VD_RUN_WORKER, false},
+    {"DELETE", "/networks/{}", vd_h_network_delete, VD_RUN_WORKER, false},
+    {"POST", "/networks/{}/connect", vd_h_network_connect, VD_RUN_WORKER, false},
+    {"POST", "/networks/{}/disconnect", vd_h_network_disconnect, VD_RUN_WORKER, false},
     /* swarm mode is out of scope: answered as dockerd does when it is not a manager */
     {"GET", "/swarm", vd_h_swarm, VD_RUN_LOOP, false},
     {"POST", "/swarm/{*}", vd_h_swarm, VD_RUN_LOOP, false},

@@ -182,8 +182,19 @@ static int open_upstream(net_dns *d, const char *upstream, vs_error **err) {
   d->upstream_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (d->upstream_fd < 0)
     return vs_error_set(err, errno, "dns: upstream socket");
-  if (connect(d->upstream_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+  if (connect(d->upstream_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    /* the host's own resolver out of reach (no route yet): the network's names still resolve,
+     * others get SERVFAIL; an upstream the caller named must work */
+    if (!upstream && (errno == ENETUNREACH || errno == EHOSTUNREACH)) {
+      vs_log_warn("dns: the resolver of /etc/resolv.conf is unreachable (%s): other names get "
+                  "SERVFAIL",
+                  strerror(errno));
+      close(d->upstream_fd);
+      d->upstream_fd = -1;
+      return 0;
+    }
     return vs_error_set(err, errno, "dns: connect to the upstream resolver");
+  }
   return 0;
 }
 

@@ -75,7 +75,9 @@ class Vesseld:
         self.logs.append(log)
         self.proc = subprocess.Popen(
             [str(self.build / "vesseld"), "--data-root", str(self.data), "--exec-root",
-             str(self.exec_root), "-H", self.host, "--log-level", "debug"],
+             str(self.exec_root), "-H", self.host, "--log-level", "debug",
+             # no default bridge: this vesseld runs in the host's network namespace
+             "--bridge", "none"],
             stdout=log, stderr=subprocess.STDOUT)
         for _ in range(200):
             if self.proc.poll() is not None:
