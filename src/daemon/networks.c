@@ -748,6 +748,9 @@ static const char *mode_network(vd_net *vn, const char *mode, bool *missing) {
   *missing = false;
   if (!mode || !*mode || !strcmp(mode, "default"))
     mode = DEFAULT_BRIDGE_NETWORK;
+  /* --bridge none: the default network is an empty namespace, as dockerd's */
+  if (!vn->default_bridge && !strcmp(mode, DEFAULT_BRIDGE_NETWORK))
+    return NULL;
   if (!strcmp(mode, "none") || !strcmp(mode, "host") || !strncmp(mode, "container:", 10))
     return NULL;
   const char *name = meta_find(vn, mode);
@@ -759,6 +762,11 @@ static const char *mode_network(vd_net *vn, const char *mode, bool *missing) {
 /* A key of EndpointsConfig: "default" is the default bridge (CLI 28 sends it so). */
 static const char *endpoint_network(vd_net *vn, const char *key) {
   return meta_find(vn, strcmp(key, "default") ? key : DEFAULT_BRIDGE_NETWORK);
+}
+
+/* An EndpointsConfig key for the default network while there is none (--bridge none). */
+static bool default_off(vd_net *vn, const char *key) {
+  return !vn->default_bridge && (!strcmp(key, "default") || !strcmp(key, DEFAULT_BRIDGE_NETWORK));
 }
 
 /* A container's wanted endpoints in order: [{name, cfg}] with the mode's network first. */
@@ -787,6 +795,8 @@ static json_t *wanted_endpoints(vd_net *vn, json_t *rec, vs_error **err) {
   json_t *cfg;
   json_t *primary_cfg = NULL;
   json_object_foreach(eps, key, cfg) {
+    if (default_off(vn, key))
+      continue;
     const char *n = endpoint_network(vn, key);
     if (n && !strcmp(n, primary))
       primary_cfg = cfg;
@@ -794,6 +804,8 @@ static json_t *wanted_endpoints(vd_net *vn, json_t *rec, vs_error **err) {
   json_array_append_new(out, json_pack("{s:s, s:O}", "name", primary, "cfg",
                                        primary_cfg ? primary_cfg : json_object()));
   json_object_foreach(eps, key, cfg) {
+    if (default_off(vn, key))
+      continue;
     const char *n = endpoint_network(vn, key);
     if (!n) {
       json_decref(out);
@@ -910,15 +922,20 @@ static void ports_pick_random(net_port *ports, size_t n, const bool *random) {
 
 /* Aliases of a container on a user-defined network: its name, its short id (as Docker) and
  * the requested ones. */
-static const char **endpoint_aliases(const vd_container *c, json_t *cfg, size_t *n) {
+static const char **endpoint_aliases(const vd_container *c, json_t *cfg, const char *short_id,
+                                     size_t *n) {
   json_t *req = json_object_get(cfg, "Aliases");
-  const char **a = vs_malloc0((json_array_size(req) + 2) * sizeof(char *));
+  const char **a = vs_malloc0((json_array_size(req) + 3) * sizeof(char *));
   size_t k = 0;
   a[k++] = c->name + 1;
+  a[k++] = short_id;
   size_t i;
   json_t *v;
-  json_array_foreach(req, i, v) if (json_is_string(v) && strcmp(json_string_value(v), c->name + 1))
-      a[k++] = json_string_value(v);
+  json_array_foreach(req, i, v) {
+    const char *s = json_string_value(v);
+    if (s && strcmp(s, c->name + 1) != 0 && strcmp(s, short_id) != 0)
+      a[k++] = s;
+  }
   *n = k;
   return a;
 }
@@ -1093,7 +1110,10 @@ static int attach_one(vd_daemon *d, vd_container *c, json_t *w, int netns_fd, un
   if ((!mac || !*mac) && index == 0)
     mac = json_string_value(json_object_get(json_object_get(c->rec, "Config"), "MacAddress"));
   size_t n_aliases = 0;
-  _cleanup_free_ const char **aliases = user ? endpoint_aliases(c, cfg, &n_aliases) : NULL;
+  char short_id[13];
+  snprintf(short_id, sizeof(short_id), "%.12s", c->id);
+  _cleanup_free_ const char **aliases =
+      user ? endpoint_aliases(c, cfg, short_id, &n_aliases) : NULL;
   net_endpoint_opts o = {.network = name,
                          .id = c->id,
                          .netns_fd = netns_fd,
@@ -1266,6 +1286,8 @@ int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_imag
   json_object_foreach(eps, key, ep) {
     if (r < 0)
       break;
+    if (default_off(vn, key))
+      continue;
     const char *n = endpoint_network(vn, key);
     json_t *ipam = json_object_get(ep, "IPAMConfig");
     const char *ip = json_string_value(json_object_get(ipam, "IPv4Address"));
@@ -1325,6 +1347,16 @@ int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_imag
   return 0;
 }
 
+/* EndpointSettings of a network the container is not on right now (stopped). */
+static json_t *blank_settings(json_t *cfg) {
+  return json_pack("{s:O, s:n, s:O, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:n}",
+                   "IPAMConfig", json_object_get(cfg, "IPAMConfig") ?: json_null(), "Links",
+                   "Aliases", json_object_get(cfg, "Aliases") ?: json_null(), "NetworkID", "",
+                   "EndpointID", "", "Gateway", "", "IPAddress", "", "IPPrefixLen", 0,
+                   "IPv6Gateway", "", "GlobalIPv6Address", "", "GlobalIPv6PrefixLen", 0,
+                   "MacAddress", "", "DriverOpts");
+}
+
 json_t *vd_net_settings(const vd_container *c) {
   json_t *net = c->net;
   json_t *nets = json_deep_copy(json_object_get(net, "Networks"));
@@ -1335,17 +1367,12 @@ json_t *vd_net_settings(const vd_container *c) {
         json_string_value(json_object_get(json_object_get(c->rec, "HostConfig"), "NetworkMode"));
     if (!mode || !strcmp(mode, "default"))
       mode = DEFAULT_BRIDGE_NETWORK;
-    if (strncmp(mode, "container:", 10) != 0)
-      json_object_set_new(nets, mode, json_object());
+    json_t *eps = json_object_get(json_object_get(c->rec, "NetworkingConfig"), "EndpointsConfig");
+    if (strncmp(mode, "container:", 10) != 0 && !json_object_get(eps, mode))
+      json_object_set_new(nets, mode, blank_settings(NULL));
     const char *k;
     json_t *v;
-    json_object_foreach(
-        json_object_get(json_object_get(c->rec, "NetworkingConfig"), "EndpointsConfig"), k, v) {
-      json_object_set_new(nets, k,
-                          json_pack("{s:O, s:O}", "IPAMConfig",
-                                    json_object_get(v, "IPAMConfig") ?: json_null(), "Aliases",
-                                    json_object_get(v, "Aliases") ?: json_null()));
-    }
+    json_object_foreach(eps, k, v) json_object_set_new(nets, k, blank_settings(v));
   }
   json_t *ports = json_deep_copy(json_object_get(net, "Ports")) ?: json_object();
   const char *k;
