@@ -17,6 +17,7 @@
 #include "daemon/http.h"
 #include "ctr/ctr.h"
 #include "image/image.h"
+#include "net/net.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -449,6 +450,13 @@ void vd_net_teardown(vd_daemon *d, vd_container *c);
 json_t *vd_net_settings(const vd_container *c);
 json_t *vd_net_summary_ports(const vd_container *c);
 json_t *vd_net_summary_networks(const vd_container *c);
+/* A VM's tap on a network (the address by DHCP, the id as its DNS name) and its removal. */
+int vd_net_attach_tap(vd_daemon *d, const char *network, const char *id, const char *ip,
+                      const net_port *ports, size_t n_ports, net_endpoint_info *info,
+                      vs_error **err);
+int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_error **err);
+void vd_h_network_tap_attach(vd_call *c);
+void vd_h_network_tap_detach(vd_call *c);
 void vd_h_networks_list(vd_call *c);
 void vd_h_network_inspect(vd_call *c);
 void vd_h_network_create(vd_call *c);

@@ -150,8 +150,10 @@ static void server_close(vd_daemon *d, vn_server *s) {
   s->network = NULL;
 }
 
-/* DHCP on every network (VMs configure themselves); names only on user-defined networks, as
- * Docker's default bridge has no embedded DNS. Failures are logged: the network still works. */
+/* DHCP and DNS on every network: VMs configure themselves and learn the name server (the
+ * gateway) by DHCP, as on libvirt's default network. Containers on the default bridge are not
+ * pointed at it (they get the host's resolv.conf, as Docker's default bridge has no embedded
+ * DNS). Failures are logged: the network still works. */
 static void servers_open(vd_daemon *d, const char *network) {
   vd_net *vn = d->net;
   vn_server *s = vn->servers;
@@ -176,8 +178,6 @@ static void servers_open(vd_daemon *d, const char *network) {
       close(s->dhcp_fd);
     s->dhcp_fd = -1;
   }
-  if (!strcmp(network, DEFAULT_BRIDGE_NETWORK))
-    return;
   s->dns = net_dns_open(vn->ctx, network, NULL, &e);
   if (!s->dns) {
     vs_log_warn("network %s: no DNS server: %s", network, e->msg);
@@ -1629,6 +1629,115 @@ void vd_h_network_disconnect(vd_call *c) {
   if (live)
     network_event(d, name, nid, "disconnect", ctr->id);
   vd_call_status(c, 200);
+}
+
+/* ---------------------------------------------------------------- VM endpoints */
+
+int vd_net_attach_tap(vd_daemon *d, const char *network, const char *id, const char *ip,
+                      const net_port *ports, size_t n_ports, net_endpoint_info *info,
+                      vs_error **err) {
+  vd_net *vn = d->net;
+  pthread_mutex_lock(&vn->lock);
+  const char *name = meta_find(vn, network);
+  json_t *m = name ? json_object_get(meta_networks(vn), name) : NULL;
+  int r;
+  if (!name)
+    r = net_fail(err, ENOENT, "network %s not found", network);
+  else if (strcmp(json_string_value(json_object_get(m, "Driver")), "bridge") != 0)
+    r = net_fail(err, EINVAL, "network %s has no bridge for a VM", name);
+  else
+    r = net_endpoint_attach_tap(vn->ctx,
+                                &(net_endpoint_opts){.network = name,
+                                                     .id = id,
+                                                     .ip = ip,
+                                                     .ports = ports,
+                                                     .n_ports = n_ports,
+                                                     .aliases = (const char *[]){id},
+                                                     .n_aliases = 1},
+                                info, err);
+  _cleanup_free_ char *nid = m ? vs_strdup(json_string_value(json_object_get(m, "Id"))) : NULL;
+  _cleanup_free_ char *nname = name ? vs_strdup(name) : NULL;
+  pthread_mutex_unlock(&vn->lock);
+  if (r == 0)
+    network_event(d, nname, nid, "connect", id);
+  return r;
+}
+
+int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_error **err) {
+  vd_net *vn = d->net;
+  pthread_mutex_lock(&vn->lock);
+  const char *name = meta_find(vn, network);
+  _cleanup_free_ char *nname = name ? vs_strdup(name) : NULL;
+  _cleanup_free_ char *nid =
+      name ? vs_strdup(
+                 json_string_value(json_object_get(json_object_get(meta_networks(vn), name), "Id")))
+           : NULL;
+  int r = name ? net_endpoint_detach(vn->ctx, name, id, err)
+               : net_fail(err, ENOENT, "network %s not found", network);
+  pthread_mutex_unlock(&vn->lock);
+  if (r == 0)
+    network_event(d, nname, nid, "disconnect", id);
+  return r;
+}
+
+/* POST /vessel/v1/networks/{}/taps {"Id", "IPAddress", "PortBindings"}: a tap for a VM that
+ * is started by someone else (vessel-vmm --net tap=NAME,mac=MAC); it gets its address by DHCP
+ * and its Id as its name in the network's DNS. */
+void vd_h_network_tap_attach(vd_call *c) {
+  _cleanup_json_ json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  const char *id = NULL, *ip = NULL;
+  vs_error *e = NULL;
+  net_port *ports = NULL;
+  size_t n_ports = 0;
+  _cleanup_json_ json_t *rec = json_pack("{s:{s:O?}, s:{}}", "HostConfig", "PortBindings",
+                                         json_object_get(body, "PortBindings"), "Config");
+  if (vs_json_get_string(body, "Id", true, &id, &e) < 0 ||
+      vs_json_get_string(body, "IPAddress", false, &ip, &e) < 0 ||
+      published_ports(rec, &ports, &n_ports, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  bool *random = vs_malloc0((n_ports + 1) * sizeof(bool));
+  for (size_t i = 0; i < n_ports; i++)
+    random[i] = ports[i].host_port == 0;
+  ports_pick_random(ports, n_ports, random);
+  free(random);
+  net_endpoint_info info;
+  int r = vd_net_attach_tap(c->d, c->arg, id, ip && *ip ? ip : NULL, ports, n_ports, &info, &e);
+  free(ports);
+  if (r < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  char ipbuf[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &info.ip, ipbuf, sizeof(ipbuf));
+  inet_ntop(AF_INET, &info.gateway, gw, sizeof(gw));
+  _cleanup_free_ char *mac = vs_asprintf("%02x:%02x:%02x:%02x:%02x:%02x", info.mac[0], info.mac[1],
+                                         info.mac[2], info.mac[3], info.mac[4], info.mac[5]);
+  vd_call_json(c, 201,
+               json_pack("{s:s, s:s, s:s, s:s, s:i, s:s}", "Id", id, "Tap", info.host_ifname,
+                         "MacAddress", mac, "IPAddress", ipbuf, "IPPrefixLen", (int)info.prefix,
+                         "Gateway", gw));
+}
+
+/* DELETE /vessel/v1/networks/{}/taps?id=ID */
+void vd_h_network_tap_detach(vd_call *c) {
+  _cleanup_free_ char *id = http_query_get(c->req->query, "id");
+  if (!id || !*id) {
+    vd_call_error(c, 400, "the query parameter id names the VM endpoint");
+    return;
+  }
+  vs_error *e = NULL;
+  if (vd_net_detach_tap(c->d, c->arg, id, &e) < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vd_call_status(c, 204);
 }
 
 /* ---------------------------------------------------------------- start and end */

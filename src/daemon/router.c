@@ -57,6 +57,8 @@ static const vd_route routes[] = {
     {"DELETE", "/networks/{}", vd_h_network_delete, VD_RUN_WORKER, false},
     {"POST", "/networks/{}/connect", vd_h_network_connect, VD_RUN_WORKER, false},
     {"POST", "/networks/{}/disconnect", vd_h_network_disconnect, VD_RUN_WORKER, false},
+    {"POST", "/vessel/v1/networks/{}/taps", vd_h_network_tap_attach, VD_RUN_WORKER, false},
+    {"DELETE", "/vessel/v1/networks/{}/taps", vd_h_network_tap_detach, VD_RUN_WORKER, false},
     /* swarm mode is out of scope: answered as dockerd does when it is not a manager */
     {"GET", "/swarm", vd_h_swarm, VD_RUN_LOOP, false},
     {"POST", "/swarm/{*}", vd_h_swarm, VD_RUN_LOOP, false},

@@ -533,3 +533,44 @@ def test_kill9_restart_keeps_addresses_and_connections(vdn):
     assert inspect(d, "k2")["NetworkSettings"]["Networks"]["keep"]["IPAddress"] == ""
     d.docker("run", "-d", "--name", "k3", "--network", "keep", "busybox", "sleep", "1000")
     assert ip_of(d, "k3", "keep") == ips["k2"]
+
+
+def test_vm_on_a_daemon_network(vdn, build_dir, guest_assets, tmp_path):
+    """vessel-vmm on a tap the daemon made: the VM gets its address and name server by DHCP,
+    resolves a container by name and fetches from it; the container resolves the VM by name and
+    fetches from it; the VM's published port answers from the outside."""
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from guestconsole import PROMPT, GuestConsole
+    d, w = vdn, vdn.world
+    d.docker("network", "create", "--subnet", "10.46.0.0/24", "mixed")
+    d.docker("run", "-d", "--name", "webc", "--network", "mixed", "busybox", "sh", "-c",
+             "mkdir /w; echo container says hi > /w/index.html; exec httpd -f -p 80 -h /w")
+    cip = ip_of(d, "webc", "mixed")
+    st, tap = d.api("POST", "/vessel/v1/networks/mixed/taps",
+                    {"Id": "vm1", "PortBindings": {"8080/tcp": [{"HostPort": "8084"}]}})
+    assert st == 201, tap
+    assert tap["IPAddress"] == "10.46.0.3" and tap["Gateway"] == "10.46.0.1"
+    cmd = ["nsenter", f"--net={w.host}", build_dir / "vessel-vmm", "--kernel",
+           guest_assets / "Image", "--initrd", guest_assets / "initrd.img", "--mem", "256M",
+           "--append", "console=ttyS0", "--net", f"tap={tap['Tap']},mac={tap['MacAddress']}"]
+    try:
+        with GuestConsole(cmd, log_path=tmp_path / "console.log") as vm:
+            vm.expect(f"udhcpc: eth0 {tap['IPAddress']}/24 router 10.46.0.1 dns 10.46.0.1")
+            vm.expect(PROMPT)
+            out = vm.run("nslookup webc")
+            assert f"Address: {cip}" in out, out
+            out = vm.run(f"wget -q -O - http://{cip}/")
+            assert "container says hi" in out, out
+            vm.run("mkdir -p /www && echo vm says hi > /www/index.html && httpd -p 8080 -h /www")
+            assert nslookup(d, "webc", "vm1") == tap["IPAddress"]
+            page = d.docker("exec", "webc", "sh", "-c",
+                            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 vm1 8080").stdout
+            assert page.endswith("vm says hi\n"), page
+            assert http_get(w.outside, UPLINK_HOST, 8084, wait=30) == "vm says hi"
+            vm.sendline("poweroff")
+            assert vm.wait(300) == 0
+    finally:
+        st, r = d.api("DELETE", "/vessel/v1/networks/mixed/taps?id=vm1")
+    assert st == 204, r
+    assert tap["Tap"] not in links(w.host)
