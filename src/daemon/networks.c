@@ -801,8 +801,10 @@ static json_t *wanted_endpoints(vd_net *vn, json_t *rec, vs_error **err) {
     if (n && !strcmp(n, primary))
       primary_cfg = cfg;
   }
-  json_array_append_new(out, json_pack("{s:s, s:O}", "name", primary, "cfg",
-                                       primary_cfg ? primary_cfg : json_object()));
+  /* disconnected from its first network (compose does so, then connects it with aliases) */
+  if (!json_is_true(json_object_get(rec, "PrimaryDisconnected")))
+    json_array_append_new(out, json_pack("{s:s, s:O}", "name", primary, "cfg",
+                                         primary_cfg ? primary_cfg : json_object()));
   json_object_foreach(eps, key, cfg) {
     if (default_off(vn, key))
       continue;
@@ -1368,7 +1370,8 @@ json_t *vd_net_settings(const vd_container *c) {
     if (!mode || !strcmp(mode, "default"))
       mode = DEFAULT_BRIDGE_NETWORK;
     json_t *eps = json_object_get(json_object_get(c->rec, "NetworkingConfig"), "EndpointsConfig");
-    if (strncmp(mode, "container:", 10) != 0 && !json_object_get(eps, mode))
+    if (strncmp(mode, "container:", 10) != 0 && !json_object_get(eps, mode) &&
+        !json_is_true(json_object_get(c->rec, "PrimaryDisconnected")))
       json_object_set_new(nets, mode, blank_settings(NULL));
     const char *k;
     json_t *v;
@@ -1509,7 +1512,13 @@ void vd_h_network_connect(vd_call *c) {
     primary_is_it = p && !strcmp(p, name);
     pthread_mutex_unlock(&vn->lock);
   }
-  if (on || primary_is_it) {
+  bool reconnect = primary_is_it && json_is_true(json_object_get(ctr->rec, "PrimaryDisconnected"));
+  if (reconnect) {
+    pthread_mutex_lock(&d->lock);
+    json_object_del(ctr->rec, "PrimaryDisconnected");
+    pthread_mutex_unlock(&d->lock);
+  }
+  if (on || (primary_is_it && !reconnect)) {
     vd_call_error(c, 403, "endpoint with name %s already exists in network %s", ctr->name + 1,
                   name);
     if (!on) {
@@ -1554,6 +1563,8 @@ void vd_h_network_connect(vd_call *c) {
   if (r < 0) {
     pthread_mutex_lock(&d->lock);
     json_object_del(eps, name);
+    if (reconnect)
+      json_object_set_new(ctr->rec, "PrimaryDisconnected", json_true());
     pthread_mutex_unlock(&d->lock);
     vd_call_fail(c, e);
     vs_error_free(e);
@@ -1600,6 +1611,8 @@ void vd_h_network_disconnect(vd_call *c) {
   const char *p = mode_network(vn, mode, &missing);
   bool primary = p && !strcmp(p, name);
   pthread_mutex_unlock(&vn->lock);
+  if (primary && json_is_true(json_object_get(ctr->rec, "PrimaryDisconnected")))
+    primary = false;
   if (!live && !configured && !primary) {
     vd_call_error(c, 400, "container %.12s is not connected to network %s", ctr->id, name);
     return;
@@ -1619,7 +1632,7 @@ void vd_h_network_disconnect(vd_call *c) {
   json_object_del(eps, name);
   json_object_del(json_object_get(ctr->net, "Networks"), name);
   if (primary)
-    json_object_set_new(hc, "NetworkMode", json_string("none"));
+    json_object_set_new(ctr->rec, "PrimaryDisconnected", json_true());
   pthread_mutex_unlock(&d->lock);
   if (vd_ctr_save(ctr, &e) < 0) {
     vd_call_fail(c, e);

@@ -21,6 +21,7 @@ no interface, rule or namespace behind.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -574,3 +575,61 @@ def test_vm_on_a_daemon_network(vdn, build_dir, guest_assets, tmp_path):
         st, r = d.api("DELETE", "/vessel/v1/networks/mixed/taps?id=vm1")
     assert st == 204, r
     assert tap["Tap"] not in links(w.host)
+
+
+COMPOSE = shutil.which("docker-compose")
+
+COMPOSE_FILE = """\
+version: "3.7"
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "echo web starting; mkdir -p /w; echo compose web > /w/index.html; exec httpd -f -p 80 -h /w"]
+    volumes:
+      - data:/data
+  client:
+    image: busybox
+    command: ["sh", "-c", "echo hello > /data/note; exec sleep 1000"]
+    volumes:
+      - data:/data
+volumes:
+  data:
+"""
+
+
+@pytest.mark.skipif(not COMPOSE, reason="no docker-compose (Debian's docker-compose package)")
+def test_compose_project(vdn, tmp_path):
+    d = vdn
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE_FILE)
+
+    def compose(*args, check=True):
+        r = subprocess.run([COMPOSE, "-p", "proj", *args], cwd=tmp_path, env=d.env,
+                           capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError(f"docker-compose {args}: {r.stdout}{r.stderr}\n"
+                                 f"{d.log_text()[-3000:]}")
+        return r
+
+    compose("up", "-d")
+    net = json.loads(d.docker("network", "inspect", "proj_default").stdout)[0]
+    assert net["Labels"]["com.docker.compose.project"] == "proj"
+    assert sorted(c["Name"] for c in net["Containers"].values()) == ["proj_client_1",
+                                                                    "proj_web_1"]
+    ps = compose("ps").stdout
+    states = {l.split()[0]: l.split()[-1] for l in ps.splitlines()[2:] if l.strip()}
+    assert states == {"proj_web_1": "Up", "proj_client_1": "Up"}, ps
+    web = ip_of(d, "proj_web_1", "proj_default")
+    # the service name and the container name resolve on the project's network
+    assert nslookup(d, "proj_client_1", "web") == web
+    assert nslookup(d, "proj_client_1", "proj_web_1") == web
+    page = d.docker("exec", "proj_client_1", "sh", "-c",
+                    "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 web 80").stdout
+    assert page.endswith("compose web\n")
+    # the named volume is shared
+    assert d.docker("exec", "proj_web_1", "cat", "/data/note").stdout == "hello\n"
+    assert "web starting" in compose("logs", "web").stdout
+    compose("down")
+    assert d.docker("network", "inspect", "proj_default", check=False).returncode != 0
+    assert d.docker("ps", "-aq").stdout.strip() == ""
+    assert "proj_data" in d.docker("volume", "ls", "-q").stdout
+    d.docker("volume", "rm", "proj_data")
