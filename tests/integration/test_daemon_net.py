@@ -339,6 +339,10 @@ def test_names_on_a_user_network(vdn):
     for name in ["web", "www", "WEB", short]:
         assert nslookup(d, "client", name) == web, name
     assert nslookup(d, "client", "cl1") is None  # a hostname is not a name on the network
+    # the same over TCP, from the container's namespace (busybox nslookup speaks UDP only)
+    pid = inspect(d, "client")["State"]["Pid"]
+    tcp = run(PY, "-c", TCP_DNS, "www", "10.32.0.1", ns=f"/proc/{pid}/ns/net").stdout
+    assert tcp.splitlines() == [f"{web} 0", f"{web} 0"]
     assert d.docker("exec", "client", "ping", "-c", "1", "-W", "3", "web").returncode == 0
     page = d.docker("exec", "client", "sh", "-c",
                     "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 www 80").stdout
@@ -347,6 +351,33 @@ def test_names_on_a_user_network(vdn):
     assert nslookup(d, "stranger", "web") is None
     assert d.docker("exec", "stranger", "ping", "-c", "1", "-W", "2", web,
                     check=False).returncode != 0
+
+
+# A DNS query over TCP (RFC 7766: two-byte length, then the message): prints the A records.
+TCP_DNS = """
+import socket, struct, sys
+name, server = sys.argv[1], sys.argv[2]
+q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\\0" + struct.pack("!HH", 1, 1)
+c = socket.create_connection((server, 53), timeout=5)
+for _ in range(2):  # two queries on one connection
+    c.sendall(struct.pack("!H", len(q)) + q)
+    n = struct.unpack("!H", c.recv(2))[0]
+    r = b""
+    while len(r) < n:
+        r += c.recv(n - len(r))
+    assert r[:2] == q[:2], r
+    count, i = struct.unpack("!H", r[6:8])[0], len(q)
+    ips = []
+    for _ in range(count):
+        i += 2
+        rtype, _, _, rdlen = struct.unpack("!HHIH", r[i:i + 10])
+        i += 10
+        if rtype == 1:
+            ips.append(socket.inet_ntoa(r[i:i + 4]))
+        i += rdlen
+    print(" ".join(ips) or "-", r[3] & 15)
+"""
 
 
 def test_addresses_and_modes(vdn):
