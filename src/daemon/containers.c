@@ -511,23 +511,9 @@ static json_t *container_summary(const vd_container *c) {
                    vd_net_summary_networks(c), "Mounts");
 }
 
-/* The values of one filter: Docker sends {"name": ["a"]} or {"name": {"a": true}}. */
-static json_t *filter_values(json_t *filters, const char *key) {
-  json_t *v = json_object_get(filters, key);
-  json_t *out = json_array();
-  if (json_is_array(v)) {
-    json_array_extend(out, v);
-  } else if (json_is_object(v)) {
-    const char *k;
-    json_t *b;
-    json_object_foreach(v, k, b) if (json_is_true(b)) json_array_append_new(out, json_string(k));
-  }
-  return out;
-}
-
 /* Any of the values matches (filters of one key are alternatives, keys all apply). */
 static bool filter_match(json_t *filters, const char *key, const vd_container *c) {
-  _cleanup_json_ json_t *vals = filter_values(filters, key);
+  _cleanup_json_ json_t *vals = vd_filter_values(filters, key);
   if (json_array_size(vals) == 0)
     return true;
   json_t *cfg = json_object_get(c->rec, "Config");

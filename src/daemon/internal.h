@@ -39,6 +39,9 @@ unsigned long long vd_pid_start_time(pid_t pid);
 char *vd_now(void);
 /* 64 random hex digits. */
 char *vd_random_id(void);
+/* The values of one key of a filters query: Docker sends {"name": ["a"]} or {"name": {"a":
+ * true}}. A new array. */
+json_t *vd_filter_values(json_t *filters, const char *key);
 
 /* ---- epoll sources: every registered fd points at one of these */
 

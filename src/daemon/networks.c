@@ -292,7 +292,8 @@ static int check_options(json_t *options, net_network_opts *o, vs_error **err) {
     } else if (!strcmp(k, "com.docker.network.bridge.enable_ip_masquerade") ||
                !strcmp(k, "com.docker.network.bridge.default_bridge") ||
                !strcmp(k, "com.docker.network.bridge.host_binding_ipv4")) {
-      if (strcmp(s, "true") != 0 || strcmp(k, "com.docker.network.bridge.enable_ip_masquerade"))
+      bool masquerade = !strcmp(k, "com.docker.network.bridge.enable_ip_masquerade");
+      if (!masquerade || strcmp(s, "true") != 0)
         return net_fail(err, EINVAL, "option %s=%s is not supported by vesseld", k, s);
     } else {
       return net_fail(err, EINVAL,
@@ -426,23 +427,10 @@ static json_t *network_json(vd_daemon *d, const char *name, bool with_containers
       containers, "Options", options, "Labels", json_object_get(m, "Labels"));
 }
 
-/* The values of one filter key ({"k": ["a"]} or {"k": {"a": true}}). */
-static json_t *filter_values(json_t *filters, const char *key) {
-  json_t *v = json_object_get(filters, key), *out = json_array();
-  if (json_is_array(v)) {
-    json_array_extend(out, v);
-  } else if (json_is_object(v)) {
-    const char *k;
-    json_t *b;
-    json_object_foreach(v, k, b) if (json_is_true(b)) json_array_append_new(out, json_string(k));
-  }
-  return out;
-}
-
 static bool network_matches(json_t *filters, const char *name, json_t *m) {
   static const char *const keys[] = {"name", "id", "driver", "type", "label"};
   for (size_t k = 0; k < ARRAY_SIZE(keys); k++) {
-    _cleanup_json_ json_t *vals = filter_values(filters, keys[k]);
+    _cleanup_json_ json_t *vals = vd_filter_values(filters, keys[k]);
     if (json_array_size(vals) == 0)
       continue;
     bool any = false;
@@ -870,8 +858,8 @@ static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error 
   json_object_foreach(bindings, key, v) cap += json_array_size(v) + 1;
   net_port *ports = vs_malloc0(cap * sizeof(*ports));
   json_object_foreach(bindings, key, v) {
-    uint16_t cport;
-    net_proto proto;
+    uint16_t cport = 0;
+    net_proto proto = NET_PROTO_TCP;
     if (parse_ctr_port(key, &cport, &proto, err) < 0)
       goto fail;
     size_t i;
@@ -897,8 +885,8 @@ static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error 
   }
   if (all) {
     json_object_foreach(exposed, key, v) {
-      uint16_t cport;
-      net_proto proto;
+      uint16_t cport = 0;
+      net_proto proto = NET_PROTO_TCP;
       if (parse_ctr_port(key, &cport, &proto, err) < 0)
         goto fail;
       bool bound = false;
@@ -1267,6 +1255,16 @@ void vd_net_teardown(vd_daemon *d, vd_container *c) {
 
 /* ---------------------------------------------------------------- create, inspect, ps */
 
+/* "02:42:ac:11:00:02": six pairs of hex digits (the library checks the rest at attach). */
+static bool mac_valid(const char *mac) {
+  if (strlen(mac) != 17)
+    return false;
+  for (size_t i = 0; i < 17; i++)
+    if (i % 3 == 2 ? mac[i] != ':' : vs_hex_digit((unsigned char)mac[i]) < 0)
+      return false;
+  return true;
+}
+
 int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_image *img,
                           vs_error **err) {
   vd_net *vn = d->net;
@@ -1299,7 +1297,7 @@ int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_imag
       r = net_fail(err, EINVAL, "EndpointsConfig.%s: expected an object", key);
     else if (!n)
       r = net_fail(err, EINVAL, "network %s not found", key);
-    else if (!primary && strcmp(n, "host") && strcmp(n, "none"))
+    else if (!primary && strcmp(n, "host") != 0 && strcmp(n, "none") != 0)
       r = net_fail(err, EINVAL,
                    "container cannot be connected to network %s with "
                    "network mode %s",
@@ -1319,9 +1317,7 @@ int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_imag
   if (r < 0)
     return -1;
   const char *mac = json_string_value(json_object_get(cfg, "MacAddress"));
-  uint8_t m[6];
-  if (mac && *mac &&
-      sscanf(mac, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
+  if (mac && *mac && !mac_valid(mac))
     return net_fail(err, EINVAL, "invalid MAC address: %s", mac);
   /* EXPOSE of the image and -p imply exposed ports, as Docker records them */
   json_t *exposed = json_object();
@@ -1416,7 +1412,8 @@ json_t *vd_net_summary_ports(const vd_container *c) {
       json_array_append_new(
           out, json_pack("{s:O, s:i, s:i, s:s}", "IP", json_object_get(b, "HostIp"), "PrivatePort",
                          (int)port, "PublicPort",
-                         atoi(json_string_value(json_object_get(b, "HostPort"))), "Type", proto));
+                         (int)strtol(json_string_value(json_object_get(b, "HostPort")), NULL, 10),
+                         "Type", proto));
     }
   }
   return out;
@@ -1438,35 +1435,47 @@ static vd_container *find_container(vd_daemon *d, const char *what) {
   return c;
 }
 
+/* The container a connect or disconnect body names (held for the call as c->ctr) and the
+ * network of the path: its name and id in *name and *nid. NULL after answering 404. */
+static vd_container *call_ctr_and_network(vd_call *c, json_t *body, char **name, char **nid) {
+  vd_net *vn = c->d->net;
+  const char *who = json_string_value(json_object_get(body, "Container"));
+  vd_container *ctr = find_container(c->d, who);
+  if (!ctr) {
+    vd_call_error(c, 404, "No such container: %s", who ? who : "");
+    return NULL;
+  }
+  c->ctr = ctr;
+  pthread_mutex_lock(&vn->lock);
+  const char *found = meta_find(vn, c->arg);
+  if (found) {
+    *name = vs_strdup(found);
+    *nid = vs_strdup(
+        json_string_value(json_object_get(json_object_get(meta_networks(vn), found), "Id")));
+  }
+  pthread_mutex_unlock(&vn->lock);
+  if (!found) {
+    vd_call_error(c, 404, "network %s not found", c->arg);
+    return NULL;
+  }
+  return ctr;
+}
+
 void vd_h_network_connect(vd_call *c) {
   vd_daemon *d = c->d;
   vd_net *vn = d->net;
   _cleanup_json_ json_t *body = vd_call_body_object(c);
   if (!body)
     return;
-  const char *who = json_string_value(json_object_get(body, "Container"));
   json_t *epcfg = json_object_get(body, "EndpointConfig");
   if (epcfg && !json_is_object(epcfg) && !json_is_null(epcfg)) {
     vd_call_error(c, 400, "EndpointConfig: expected an object");
     return;
   }
-  vd_container *ctr = find_container(d, who);
-  if (!ctr) {
-    vd_call_error(c, 404, "No such container: %s", who ? who : "");
+  _cleanup_free_ char *name = NULL, *nid = NULL;
+  vd_container *ctr = call_ctr_and_network(c, body, &name, &nid);
+  if (!ctr)
     return;
-  }
-  c->ctr = ctr;
-  pthread_mutex_lock(&vn->lock);
-  const char *found = meta_find(vn, c->arg);
-  _cleanup_free_ char *name = found ? vs_strdup(found) : NULL;
-  _cleanup_free_ char *nid = found ? vs_strdup(json_string_value(json_object_get(
-                                         json_object_get(meta_networks(vn), found), "Id")))
-                                   : NULL;
-  pthread_mutex_unlock(&vn->lock);
-  if (!name) {
-    vd_call_error(c, 404, "network %s not found", c->arg);
-    return;
-  }
   if (is_predefined(name) && strcmp(name, DEFAULT_BRIDGE_NETWORK) != 0) {
     vd_call_error(c, 403,
                   "container cannot be disconnected from host network or connected to "
@@ -1581,24 +1590,10 @@ void vd_h_network_disconnect(vd_call *c) {
   _cleanup_json_ json_t *body = vd_call_body_object(c);
   if (!body)
     return;
-  const char *who = json_string_value(json_object_get(body, "Container"));
-  vd_container *ctr = find_container(d, who);
-  if (!ctr) {
-    vd_call_error(c, 404, "No such container: %s", who ? who : "");
+  _cleanup_free_ char *name = NULL, *nid = NULL;
+  vd_container *ctr = call_ctr_and_network(c, body, &name, &nid);
+  if (!ctr)
     return;
-  }
-  c->ctr = ctr;
-  pthread_mutex_lock(&vn->lock);
-  const char *found = meta_find(vn, c->arg);
-  _cleanup_free_ char *name = found ? vs_strdup(found) : NULL;
-  _cleanup_free_ char *nid = found ? vs_strdup(json_string_value(json_object_get(
-                                         json_object_get(meta_networks(vn), found), "Id")))
-                                   : NULL;
-  pthread_mutex_unlock(&vn->lock);
-  if (!name) {
-    vd_call_error(c, 404, "network %s not found", c->arg);
-    return;
-  }
   pthread_mutex_lock(&d->lock);
   json_t *eps = json_object_get(json_object_get(ctr->rec, "NetworkingConfig"), "EndpointsConfig");
   json_t *hc = json_object_get(ctr->rec, "HostConfig");
@@ -1718,7 +1713,7 @@ void vd_h_network_tap_attach(vd_call *c) {
     random[i] = ports[i].host_port == 0;
   ports_pick_random(ports, n_ports, random);
   free(random);
-  net_endpoint_info info;
+  net_endpoint_info info = {0};
   int r = vd_net_attach_tap(c->d, c->arg, id, ip && *ip ? ip : NULL, ports, n_ports, &info, &e);
   free(ports);
   if (r < 0) {
@@ -1850,7 +1845,7 @@ static void recover_containers(vd_daemon *d) {
   }
   pthread_mutex_lock(&d->lock);
   size_t n_ctrs = d->n_ctrs;
-  vd_container **ctrs = vs_malloc0((n_ctrs + 1) * sizeof(*ctrs));
+  vd_container **ctrs = vs_malloc0((n_ctrs + 1) * sizeof(vd_container *));
   for (size_t j = 0; j < n_ctrs; j++) {
     ctrs[j] = d->ctrs[j];
     vd_ctr_ref(ctrs[j]);

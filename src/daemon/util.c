@@ -130,3 +130,16 @@ char *vd_random_id(void) {
     snprintf(s + i * 2, 3, "%02x", b[i]);
   return s;
 }
+
+json_t *vd_filter_values(json_t *filters, const char *key) {
+  json_t *v = json_object_get(filters, key);
+  json_t *out = json_array();
+  if (json_is_array(v)) {
+    json_array_extend(out, v);
+  } else if (json_is_object(v)) {
+    const char *k;
+    json_t *b;
+    json_object_foreach(v, k, b) if (json_is_true(b)) json_array_append_new(out, json_string(k));
+  }
+  return out;
+}

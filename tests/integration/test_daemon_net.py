@@ -29,14 +29,14 @@ import time
 import pytest
 
 import test_daemon
-from test_net import CLIENT, ECHO_SERVER, KEEP_CLIENT, SERVER, run
+import test_net
+from test_net import CLIENT, KEEP_CLIENT, run
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
     pytest.mark.skipif(not os.path.exists(test_daemon.DOCKER), reason="no docker CLI"),
 ]
 
-PREFIX = f"vdn{os.getpid() % 100000}"
 UPLINK_HOST = "192.0.2.1"
 UPLINK_OUTSIDE = "192.0.2.2"
 PY = "/usr/bin/python3"
@@ -76,24 +76,7 @@ class NsVesseld(test_daemon.Vesseld):
     """test_daemon's private vesseld, run inside a network namespace, with the default bridge."""
 
     def __init__(self, build_dir, root, ns):
-        self.ns = ns
-        super().__init__(build_dir, root)
-
-    def start(self):
-        log = open(self.root / f"vesseld-{len(self.logs)}.log", "w")
-        self.logs.append(log)
-        self.proc = subprocess.Popen(
-            ["nsenter", f"--net={self.ns}", str(self.build / "vesseld"), "--data-root",
-             str(self.data), "--exec-root", str(self.exec_root), "-H", self.host, "--log-level",
-             "debug"], stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            if self.proc.poll() is not None:
-                raise RuntimeError("vesseld exited: " + self.log_text())
-            if self.sock.exists() and self.raw(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n",
-                                               quiet=True):
-                return
-            time.sleep(0.02)
-        raise RuntimeError("vesseld did not answer /_ping: " + self.log_text())
+        super().__init__(build_dir, root, prefix=["nsenter", f"--net={ns}"], bridge="vessel0")
 
     def api(self, method, path, body=None):
         """A raw API request: (status, decoded JSON or text)."""
@@ -118,42 +101,22 @@ class NsVesseld(test_daemon.Vesseld):
             return status, rest.decode()
 
 
-class World:
-    def __init__(self):
+class World(test_net.World):
+    """The "host" namespace vesseld runs in, and the "outside" it reaches over an uplink."""
+
+    def __init__(self):  # pylint: disable=super-init-not-called (no net-tool, no state)
         self.netns = []
         self.procs = []
-        self.host = self.add_netns("h")
-        self.outside = self.add_netns("o")
-        run("ip", "link", "add", "up0", "netns", f"{PREFIX}-h", "type", "veth", "peer", "name",
-            "up0", "netns", f"{PREFIX}-o")
+        self.host = self.add_netns("dh")
+        self.outside = self.add_netns("do")
+        run("ip", "link", "add", "up0", "netns", f"{test_net.PREFIX}-dh", "type", "veth", "peer",
+            "name", "up0", "netns", f"{test_net.PREFIX}-do")
         run("ip", "addr", "add", f"{UPLINK_HOST}/24", "dev", "up0", ns=self.host)
         run("ip", "link", "set", "up0", "up", ns=self.host)
         run("ip", "addr", "add", f"{UPLINK_OUTSIDE}/24", "dev", "up0", ns=self.outside)
         run("ip", "link", "set", "up0", "up", ns=self.outside)
         # a host has a default route; the daemon's DNS forwards to the host's resolver through it
         run("ip", "route", "add", "default", "via", UPLINK_OUTSIDE, ns=self.host)
-
-    def add_netns(self, name):
-        full = f"{PREFIX}-{name}"
-        run("ip", "netns", "add", full)
-        self.netns.append(full)
-        path = f"/run/netns/{full}"
-        run("ip", "link", "set", "lo", "up", ns=path)
-        return path
-
-    def serve(self, ns, port, script=SERVER):
-        p = subprocess.Popen(["nsenter", f"--net={ns}", PY, "-c", script, str(port)],
-                             stdout=subprocess.PIPE, text=True)
-        self.procs.append(p)
-        assert p.stdout.readline().strip() == "listening"
-        return p
-
-    def cleanup(self):
-        for p in self.procs:
-            p.kill()
-            p.wait()
-        for n in self.netns:
-            run("ip", "netns", "del", n, check=False)
 
 
 def own_links():
@@ -280,14 +243,14 @@ def test_network_api(vdn):
     since = time.time()
     nid = d.docker("network", "create", "--subnet", "10.31.0.0/24", "--gateway", "10.31.0.254",
                    "--ip-range", "10.31.0.128/25", "-o", "com.docker.network.bridge.name=" +
-                   f"{PREFIX}b", "-o", "com.docker.network.driver.mtu=1400", "--label",
+                   f"{test_net.PREFIX}b", "-o", "com.docker.network.driver.mtu=1400", "--label",
                    "team=x", "front").stdout.strip()
     n = json.loads(d.docker("network", "inspect", "front").stdout)[0]
     assert n["Id"] == nid and n["Driver"] == "bridge" and n["Scope"] == "local"
     assert n["IPAM"]["Config"] == [{"Subnet": "10.31.0.0/24", "Gateway": "10.31.0.254",
                                     "IPRange": "10.31.0.128/25"}]
     assert n["Labels"] == {"team": "x"} and n["Internal"] is False
-    assert link(w.host, f"{PREFIX}b")["mtu"] == 1400
+    assert link(w.host, f"{test_net.PREFIX}b")["mtu"] == 1400
     # a network without a subnet takes the next of Docker's pools
     d.docker("network", "create", "auto1")
     auto = json.loads(d.docker("network", "inspect", "auto1").stdout)[0]
@@ -309,7 +272,7 @@ def test_network_api(vdn):
     assert "auto1" in pruned and "inside" in pruned and "front" not in pruned
     d.docker("rm", "-f", "member")
     d.docker("network", "rm", "front")
-    assert f"{PREFIX}b" not in links(w.host)
+    assert f"{test_net.PREFIX}b" not in links(w.host)
     assert d.docker("network", "inspect", "front", check=False).returncode != 0
     ev = d.docker("events", "--since", str(int(since)), "--until", str(int(time.time()) + 1),
                   "--filter", "type=network", "--format",
