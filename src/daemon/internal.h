@@ -101,9 +101,10 @@ struct vd_container {
   unsigned long long monitor_start;
   int exit_code;
   char *started_at, *finished_at, *error;
-  json_t *net;    /* running: {"Networks", "Ports"} as inspect shows them (networks.c) */
-  unsigned exits; /* how many exits vesseld has seen: waiters for the next one compare */
-  int refs;       /* the table holds one; jobs hold one while they run */
+  json_t *net;      /* running: {"Networks", "Ports"} as inspect shows them (networks.c) */
+  unsigned net_gen; /* under the networks' lock: bumped by every vd_net_setup */
+  unsigned exits;   /* how many exits vesseld has seen: waiters for the next one compare */
+  int refs;         /* the table holds one; jobs hold one while they run */
   /* loop thread only */
   int pidfd;
   pid_t watched_pid; /* the monitor pidfd is of */
@@ -447,8 +448,10 @@ int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_imag
                           vs_error **err);
 /* Before the monitor starts (worker): namespace, endpoints, ports, hosts, resolv.conf. */
 int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err);
-/* After the container ended or failed to start, or before it is removed. */
+/* After the container ended or failed to start, or before it is removed (worker). */
 void vd_net_teardown(vd_daemon *d, vd_container *c);
+/* The same on a worker, from the loop; skipped if the container was started again meanwhile. */
+void vd_net_teardown_later(vd_daemon *d, vd_container *c);
 /* Inspect's NetworkSettings and ps's Ports and networks (d->lock held). */
 json_t *vd_net_settings(const vd_container *c);
 json_t *vd_net_summary_ports(const vd_container *c);

@@ -384,7 +384,9 @@ static json_t *network_containers(vd_daemon *d, const char *name) {
   json_t *out = json_object();
   for (size_t i = 0; i < d->n_ctrs; i++) {
     vd_container *c = d->ctrs[i];
-    json_t *ep = json_object_get(json_object_get(c->net, "Networks"), name);
+    json_t *ep = c->state == VD_CTR_RUNNING
+                     ? json_object_get(json_object_get(c->net, "Networks"), name)
+                     : NULL;
     if (!ep || !json_string_length(json_object_get(ep, "IPAddress")))
       continue;
     json_t *ipv4 = json_sprintf("%s/%d", json_string_value(json_object_get(ep, "IPAddress")),
@@ -597,6 +599,33 @@ void vd_h_network_create(vd_call *c) {
   vd_call_json(c, 201, json_pack("{s:s, s:s}", "Id", id, "Warning", ""));
 }
 
+/* Endpoints of containers that stopped but whose teardown job has not run yet (vn->lock held):
+ * a stopped container has none, as with Docker, so they do not keep the network in use. */
+static void drop_stopped_endpoints(vd_daemon *d, const char *name) {
+  _cleanup_json_ json_t *ln = lib_network(d->net, name);
+  size_t i;
+  json_t *ep;
+  json_array_foreach(json_object_get(ln, "endpoints"), i, ep) {
+    const char *id = json_string_value(json_object_get(ep, "id"));
+    if (strcmp(json_string_value(json_object_get(ep, "kind")), "veth") != 0)
+      continue;
+    pthread_mutex_lock(&d->lock);
+    vd_container *c = vd_ctr_find(d, id);
+    bool stopped = c && !strcmp(c->id, id) && c->state != VD_CTR_RUNNING && !c->starting;
+    pthread_mutex_unlock(&d->lock);
+    vs_error *e = NULL;
+    if (!stopped)
+      continue;
+    if (net_endpoint_detach(d->net->ctx, name, id, &e) < 0) {
+      vs_log_warn("%s", e->msg);
+      vs_error_free(e);
+      continue;
+    }
+    json_t *m = json_object_get(meta_networks(d->net), name);
+    network_event(d, name, json_string_value(json_object_get(m, "Id")), "disconnect", id);
+  }
+}
+
 /* Remove a user-defined network (vn->lock held). */
 static int network_remove(vd_daemon *d, const char *name, char **id_out, vs_error **err) {
   vd_net *vn = d->net;
@@ -604,6 +633,7 @@ static int network_remove(vd_daemon *d, const char *name, char **id_out, vs_erro
   const char *id = json_string_value(json_object_get(m, "Id"));
   if (is_predefined(name))
     return net_fail(err, EPERM, "%s is a pre-defined network and cannot be removed", name);
+  drop_stopped_endpoints(d, name);
   _cleanup_json_ json_t *ln = lib_network(vn, name);
   if (json_array_size(json_object_get(ln, "endpoints")) > 0)
     return net_fail(err, EBUSY,
@@ -1144,10 +1174,11 @@ int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err) {
   const char *mode = json_string_value(json_object_get(hc, "NetworkMode"));
   _cleanup_free_ char *nspath = netns_path(d, c->id);
   pthread_mutex_lock(&vn->lock);
+  c->net_gen++; /* a teardown of the previous run still queued now leaves this one alone */
   json_t *gone = detach_all(d, c->id); /* a previous run's leftovers */
   json_decref(gone);
-  pthread_mutex_unlock(&vn->lock);
   netns_remove(nspath);
+  pthread_mutex_unlock(&vn->lock);
   if (mode && !strncmp(mode, "container:", 10)) {
     pthread_mutex_lock(&d->lock);
     vd_container *o = vd_ctr_find(d, mode + 10);
@@ -1226,11 +1257,17 @@ int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err) {
   return 0;
 }
 
-void vd_net_teardown(vd_daemon *d, vd_container *c) {
+/* Detach the container's endpoints and remove its namespace, unless a start made new ones since
+ * generation gen was read (check). Everything under vn->lock, so a start cannot interleave. */
+static void teardown(vd_daemon *d, vd_container *c, bool check, unsigned gen) {
   vd_net *vn = d->net;
   if (!vn)
     return;
   pthread_mutex_lock(&vn->lock);
+  if (check && c->net_gen != gen) {
+    pthread_mutex_unlock(&vn->lock);
+    return;
+  }
   json_t *left = detach_all(d, c->id);
   size_t i;
   json_t *v;
@@ -1240,17 +1277,45 @@ void vd_net_teardown(vd_daemon *d, vd_container *c) {
         json_object_get(json_object_get(meta_networks(vn), json_string_value(v)), "Id"));
     json_array_append_new(ids, json_string(nid ? nid : ""));
   }
-  pthread_mutex_unlock(&vn->lock);
   _cleanup_free_ char *nspath = netns_path(d, c->id);
   netns_remove(nspath);
-  json_array_foreach(left, i, v) network_event(
-      d, json_string_value(v), json_string_value(json_array_get(ids, i)), "disconnect", c->id);
-  json_decref(left);
-  json_decref(ids);
   pthread_mutex_lock(&d->lock);
   json_decref(c->net);
   c->net = NULL;
   pthread_mutex_unlock(&d->lock);
+  pthread_mutex_unlock(&vn->lock);
+  json_array_foreach(left, i, v) network_event(
+      d, json_string_value(v), json_string_value(json_array_get(ids, i)), "disconnect", c->id);
+  json_decref(left);
+  json_decref(ids);
+}
+
+void vd_net_teardown(vd_daemon *d, vd_container *c) { teardown(d, c, false, 0); }
+
+static void teardown_job_run(vd_job *job) {
+  teardown(job->d, job->ctr, true, (unsigned)job->result);
+}
+
+static void teardown_job_done(vd_job *job) {
+  vd_ctr_unref(job->d, job->ctr);
+  free(job);
+}
+
+void vd_net_teardown_later(vd_daemon *d, vd_container *c) {
+  if (!d->net)
+    return;
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = d;
+  job->ctr = c;
+  pthread_mutex_lock(&d->net->lock);
+  job->result = (int)c->net_gen;
+  pthread_mutex_unlock(&d->net->lock);
+  pthread_mutex_lock(&d->lock);
+  vd_ctr_ref(c);
+  pthread_mutex_unlock(&d->lock);
+  job->run = teardown_job_run;
+  job->done = teardown_job_done;
+  vd_job_submit(d, job);
 }
 
 /* ---------------------------------------------------------------- create, inspect, ps */
@@ -1355,8 +1420,13 @@ static json_t *blank_settings(json_t *cfg) {
                    "MacAddress", "", "DriverOpts");
 }
 
+/* What the container has now: nothing once it stopped, even before its endpoints are gone. */
+static json_t *live_net(const vd_container *c) {
+  return c->state == VD_CTR_RUNNING ? c->net : NULL;
+}
+
 json_t *vd_net_settings(const vd_container *c) {
-  json_t *net = c->net;
+  json_t *net = live_net(c);
   json_t *nets = json_deep_copy(json_object_get(net, "Networks"));
   if (!nets) {
     /* not running: the configured networks without addresses */
@@ -1403,7 +1473,7 @@ json_t *vd_net_summary_ports(const vd_container *c) {
   json_t *out = json_array();
   const char *k;
   json_t *list;
-  json_object_foreach(json_object_get(c->net, "Ports"), k, list) {
+  json_object_foreach(json_object_get(live_net(c), "Ports"), k, list) {
     unsigned port = (unsigned)strtoul(k, NULL, 10);
     const char *proto = strchr(k, '/') ? strchr(k, '/') + 1 : "tcp";
     size_t i;
@@ -1420,7 +1490,7 @@ json_t *vd_net_summary_ports(const vd_container *c) {
 }
 
 json_t *vd_net_summary_networks(const vd_container *c) {
-  json_t *nets = json_deep_copy(json_object_get(c->net, "Networks"));
+  json_t *nets = json_deep_copy(json_object_get(live_net(c), "Networks"));
   return nets ? nets : json_object();
 }
 

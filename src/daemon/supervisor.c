@@ -227,9 +227,9 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   int code = c->exit_code;
   pthread_mutex_unlock(&d->lock);
   vs_log_info("container %.12s exited with %d", c->id, code);
-  /* its endpoints go with it, as Docker's (a few netlink messages and one ruleset: short) */
+  /* its endpoints go with it, as Docker's (netlink and a ruleset load: on a worker) */
   if (!restarted)
-    vd_net_teardown(d, c);
+    vd_net_teardown_later(d, c);
   pthread_mutex_lock(&d->lock);
   json_t *attrs = vd_event_ctr_attrs(c);
   pthread_mutex_unlock(&d->lock);
