@@ -535,14 +535,8 @@ static bool filter_match(json_t *filters, const char *key, const vd_container *c
       if ((img && !strcmp(img, want)) || (iid && strstr(iid, want)))
         return true;
     }
-    if (!strcmp(key, "label")) {
-      json_t *labels = json_object_get(cfg, "Labels");
-      const char *eq = strchr(want, '=');
-      _cleanup_free_ char *k = eq ? vs_img_strndup(want, (size_t)(eq - want)) : vs_strdup(want);
-      const char *have = json_string_value(json_object_get(labels, k));
-      if (have && (!eq || !strcmp(have, eq + 1)))
-        return true;
-    }
+    if (!strcmp(key, "label") && vd_label_match(json_object_get(cfg, "Labels"), want))
+      return true;
     if (!strcmp(key, "exited") && c->state == VD_CTR_EXITED &&
         strtol(want, NULL, 10) == c->exit_code)
       return true;

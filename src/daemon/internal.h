@@ -42,6 +42,8 @@ char *vd_random_id(void);
 /* The values of one key of a filters query: Docker sends {"name": ["a"]} or {"name": {"a":
  * true}}. A new array. */
 json_t *vd_filter_values(json_t *filters, const char *key);
+/* A label filter, "KEY" or "KEY=VALUE", against an object of labels. */
+bool vd_label_match(json_t *labels, const char *want);
 
 /* ---- epoll sources: every registered fd points at one of these */
 

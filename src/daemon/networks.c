@@ -451,12 +451,8 @@ static bool network_matches(json_t *filters, const char *name, json_t *m) {
         any = any || !strcmp(json_string_value(json_object_get(m, "Driver")), want);
       else if (k == 3)
         any = any || !strcmp(want, is_predefined(name) ? "builtin" : "custom");
-      else {
-        const char *eq = strchr(want, '=');
-        _cleanup_free_ char *key = eq ? vs_img_strndup(want, (size_t)(eq - want)) : vs_strdup(want);
-        const char *have = json_string_value(json_object_get(json_object_get(m, "Labels"), key));
-        any = any || (have && (!eq || !strcmp(have, eq + 1)));
-      }
+      else
+        any = any || vd_label_match(json_object_get(m, "Labels"), want);
     }
     if (!any)
       return false;

@@ -143,3 +143,10 @@ json_t *vd_filter_values(json_t *filters, const char *key) {
   }
   return out;
 }
+
+bool vd_label_match(json_t *labels, const char *want) {
+  const char *eq = strchr(want, '=');
+  _cleanup_free_ char *k = eq ? vs_img_strndup(want, (size_t)(eq - want)) : vs_strdup(want);
+  const char *have = json_string_value(json_object_get(labels, k));
+  return have && (!eq || !strcmp(have, eq + 1));
+}
