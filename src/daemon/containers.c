@@ -214,11 +214,7 @@ static int check_create_body(json_t *body, vs_error **err) {
   vd_log_opts log_opts;
   if (vd_log_options(hc, &log_opts, err) < 0)
     return -1;
-  const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
-  if (net && *net && strcmp(net, "default") != 0 && strcmp(net, "none") != 0 &&
-      strcmp(net, "host") != 0 && strcmp(net, "bridge") != 0)
-    return vs_error_set(err, EINVAL, "network %s not found", net);
-  return 0;
+  return 0; /* the networks are checked by vd_net_create_prepare */
 }
 
 /* The container's Config as Docker stores it: the request merged with the image's config. */
@@ -403,6 +399,10 @@ void vd_h_container_create(vd_call *c) {
                                   : generated_name(d, id);
   pthread_mutex_unlock(&d->lock);
   json_t *rec = new_record(c, body, &img, id, name, &e);
+  if (rec && vd_net_create_prepare(d, body, rec, &img, &e) < 0) {
+    json_decref(rec);
+    rec = NULL;
+  }
   if (!rec) {
     vd_call_fail(c, e);
     vs_error_free(e);
@@ -501,33 +501,20 @@ static json_t *container_summary(const vd_container *c) {
   json_t *hc = json_object_get(c->rec, "HostConfig");
   _cleanup_free_ char *status = status_text(c);
   _cleanup_free_ char *cmd = command_text(c->rec);
-  return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:[], s:O, s:s, s:s, s:{s:O}, s:{s:{}}, "
+  return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:o, s:O, s:s, s:s, s:{s:O}, s:{s:o}, "
                    "s:[]}",
                    "Id", c->id, "Names", c->name, "Image", json_object_get(cfg, "Image"), "ImageID",
                    json_object_get(c->rec, "Image"), "Command", cmd, "Created",
                    (json_int_t)unix_time(json_string_value(json_object_get(c->rec, "Created"))),
-                   "Ports", "Labels", json_object_get(cfg, "Labels"), "State", vd_ctr_state_name(c),
-                   "Status", status, "HostConfig", "NetworkMode",
-                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks", "Mounts");
-}
-
-/* The values of one filter: Docker sends {"name": ["a"]} or {"name": {"a": true}}. */
-static json_t *filter_values(json_t *filters, const char *key) {
-  json_t *v = json_object_get(filters, key);
-  json_t *out = json_array();
-  if (json_is_array(v)) {
-    json_array_extend(out, v);
-  } else if (json_is_object(v)) {
-    const char *k;
-    json_t *b;
-    json_object_foreach(v, k, b) if (json_is_true(b)) json_array_append_new(out, json_string(k));
-  }
-  return out;
+                   "Ports", vd_net_summary_ports(c), "Labels", json_object_get(cfg, "Labels"),
+                   "State", vd_ctr_state_name(c), "Status", status, "HostConfig", "NetworkMode",
+                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks",
+                   vd_net_summary_networks(c), "Mounts");
 }
 
 /* Any of the values matches (filters of one key are alternatives, keys all apply). */
 static bool filter_match(json_t *filters, const char *key, const vd_container *c) {
-  _cleanup_json_ json_t *vals = filter_values(filters, key);
+  _cleanup_json_ json_t *vals = vd_filter_values(filters, key);
   if (json_array_size(vals) == 0)
     return true;
   json_t *cfg = json_object_get(c->rec, "Config");
@@ -549,14 +536,8 @@ static bool filter_match(json_t *filters, const char *key, const vd_container *c
       if ((img && !strcmp(img, want)) || (iid && strstr(iid, want)))
         return true;
     }
-    if (!strcmp(key, "label")) {
-      json_t *labels = json_object_get(cfg, "Labels");
-      const char *eq = strchr(want, '=');
-      _cleanup_free_ char *k = eq ? vs_img_strndup(want, (size_t)(eq - want)) : vs_strdup(want);
-      const char *have = json_string_value(json_object_get(labels, k));
-      if (have && (!eq || !strcmp(have, eq + 1)))
-        return true;
-    }
+    if (!strcmp(key, "label") && vd_label_match(json_object_get(cfg, "Labels"), want))
+      return true;
     if (!strcmp(key, "exited") && c->state == VD_CTR_EXITED &&
         strtol(want, NULL, 10) == c->exit_code)
       return true;
@@ -637,8 +618,7 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
   (void)d;
   return json_pack(
       "{s:s, s:O, s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, "
-      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:[], s:O, s:{s:s, s:s, s:b, s:{}, s:{}, s:s, "
-      "s:s, s:i, s:s}}",
+      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:[], s:O, s:o}",
       "Id", c->id, "Created", json_object_get(c->rec, "Created"), "Path",
       json_object_get(c->rec, "Path"), "Args", json_object_get(c->rec, "Args"), "State", state,
       "Image", json_object_get(c->rec, "Image"), "ResolvConfPath", resolv, "HostnamePath", hostname,
@@ -646,9 +626,8 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
       "Driver", "overlay", "Platform", "linux", "MountLabel", "", "ProcessLabel", "",
       "AppArmorProfile", "", "ExecIDs", "HostConfig", json_object_get(c->rec, "HostConfig"),
       "GraphDriver", "Name", "overlay", "Data", "UpperDir", upper, "MergedDir", merged, "WorkDir",
-      work, "Mounts", "Config", json_object_get(c->rec, "Config"), "NetworkSettings", "Bridge", "",
-      "SandboxID", "", "HairpinMode", 0, "Ports", "Networks", "IPAddress", "", "Gateway", "",
-      "IPPrefixLen", 0, "MacAddress", "");
+      work, "Mounts", "Config", json_object_get(c->rec, "Config"), "NetworkSettings",
+      vd_net_settings(c));
 }
 
 void vd_h_container_inspect(vd_call *c) {

@@ -11,6 +11,7 @@
 #define VD_DEFAULT_DATA_ROOT "/var/lib/vessel"
 #define VD_DEFAULT_EXEC_ROOT "/run/vessel"
 #define VD_DEFAULT_HOST "unix:///run/vessel/vessel.sock"
+#define VD_DEFAULT_BRIDGE "vessel0" /* the default network's bridge, as Docker's docker0 */
 #define VD_API_VERSION "1.41"
 #define VD_MIN_API_VERSION "1.12"
 
@@ -20,6 +21,7 @@ typedef struct vd_options {
   const char **hosts;    /* "unix:///path" addresses to listen on */
   size_t n_hosts;
   const char *monitor_path; /* the vessel-monitor program */
+  const char *bridge;       /* the default network's bridge; "none": no default network */
 } vd_options;
 
 typedef struct vd_daemon vd_daemon;

@@ -17,6 +17,7 @@
 #include "daemon/http.h"
 #include "ctr/ctr.h"
 #include "image/image.h"
+#include "net/net.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -39,6 +40,11 @@ unsigned long long vd_pid_start_time(pid_t pid);
 char *vd_now(void);
 /* 64 random hex digits. */
 char *vd_random_id(void);
+/* The values of one key of a filters query: Docker sends {"name": ["a"]} or {"name": {"a":
+ * true}}. A new array. */
+json_t *vd_filter_values(json_t *filters, const char *key);
+/* A label filter, "KEY" or "KEY=VALUE", against an object of labels. */
+bool vd_label_match(json_t *labels, const char *want);
 
 /* ---- epoll sources: every registered fd points at one of these */
 
@@ -55,6 +61,7 @@ typedef enum {
   VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
   VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
   VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
+  VD_SRC_NET,          /* a network's DHCP or DNS socket */
   VD_SRC_VM,           /* pidfd of a VM's vessel-vmm (vms.c) */
   VD_SRC_STATS_TIMER,  /* a streamed stats connection's next sample */
 } vd_src_kind;
@@ -69,6 +76,7 @@ typedef struct vd_conn vd_conn;
 typedef struct vd_call vd_call;
 typedef struct vd_job vd_job;
 typedef struct vd_exec vd_exec;
+typedef struct vd_net vd_net;
 
 /* ---- containers */
 
@@ -98,8 +106,10 @@ struct vd_container {
   unsigned long long monitor_start;
   int exit_code;
   char *started_at, *finished_at, *error;
-  unsigned exits; /* how many exits vesseld has seen: waiters for the next one compare */
-  int refs;       /* the table holds one; jobs hold one while they run */
+  json_t *net;      /* running: {"Networks", "Ports"} as inspect shows them (networks.c) */
+  unsigned net_gen; /* under the networks' lock: bumped by every vd_net_setup */
+  unsigned exits;   /* how many exits vesseld has seen: waiters for the next one compare */
+  int refs;         /* the table holds one; jobs hold one while they run */
   /* loop thread only */
   int pidfd;
   pid_t watched_pid; /* the monitor pidfd is of */
@@ -300,6 +310,7 @@ struct vd_daemon {
   bool quit_workers;
   char *started;      /* RFC 3339 */
   struct vd_vms *vms; /* the VM table (vms.h) */
+  vd_net *net;        /* networks.c */
 };
 
 /* server.c: connections and responses (loop thread only) */
@@ -498,6 +509,38 @@ json_t *vd_spec_resources(json_t *host_config);
 json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
                       const char *dir, const char *rootfs, const char *hostname, vs_error **err);
 
+/* networks.c: the network API and a container's endpoints */
+int vd_net_init(vd_daemon *d, const char *bridge, vs_error **err);
+void vd_net_free(vd_daemon *d);
+void vd_net_event(vd_daemon *d, vd_src *src); /* loop: a DHCP or DNS socket is readable */
+/* Check a create request's networks, ports and MAC; record NetworkingConfig and the exposed
+ * ports (the image's and -p's) in rec. */
+int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_image *img,
+                          vs_error **err);
+/* Before the monitor starts (worker): namespace, endpoints, ports, hosts, resolv.conf. */
+int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err);
+/* After the container ended or failed to start, or before it is removed (worker). */
+void vd_net_teardown(vd_daemon *d, vd_container *c);
+/* The same on a worker, from the loop; skipped if the container was started again meanwhile. */
+void vd_net_teardown_later(vd_daemon *d, vd_container *c);
+/* Inspect's NetworkSettings and ps's Ports and networks (d->lock held). */
+json_t *vd_net_settings(const vd_container *c);
+json_t *vd_net_summary_ports(const vd_container *c);
+json_t *vd_net_summary_networks(const vd_container *c);
+/* A VM's tap on a network (the address by DHCP, the id as its DNS name) and its removal. */
+int vd_net_attach_tap(vd_daemon *d, const char *network, const char *id, const char *ip,
+                      const net_port *ports, size_t n_ports, net_endpoint_info *info,
+                      vs_error **err);
+int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_error **err);
+void vd_h_network_tap_attach(vd_call *c);
+void vd_h_network_tap_detach(vd_call *c);
+void vd_h_networks_list(vd_call *c);
+void vd_h_network_inspect(vd_call *c);
+void vd_h_network_create(vd_call *c);
+void vd_h_network_delete(vd_call *c);
+void vd_h_networks_prune(vd_call *c);
+void vd_h_network_connect(vd_call *c);
+void vd_h_network_disconnect(vd_call *c);
 /* logfiles.c: the json-file log's rotation options and files */
 typedef struct vd_log_opts {
   int64_t max_size;   /* bytes; -1: no limit */

@@ -125,8 +125,12 @@ int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
   unlink(mpath);
   unlink(epath);
   pid_t pid;
-  if (spawn_monitor(d, c, &pid, err) < 0)
+  if (vd_net_setup(d, c, err) < 0)
+    return vs_error_wrap(err, "network");
+  if (spawn_monitor(d, c, &pid, err) < 0) {
+    vd_net_teardown(d, c);
     return -1;
+  }
   pthread_mutex_lock(&d->lock);
   vd_ctr_refresh(d, c);
   free(c->error);
@@ -238,6 +242,9 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   int code = c->exit_code;
   pthread_mutex_unlock(&d->lock);
   vs_log_info("container %.12s exited with %d", c->id, code);
+  /* its endpoints go with it, as Docker's (netlink and a ruleset load: on a worker) */
+  if (!restarted)
+    vd_net_teardown_later(d, c);
   pthread_mutex_lock(&d->lock);
   json_t *attrs = vd_event_ctr_attrs(c);
   pthread_mutex_unlock(&d->lock);
@@ -298,6 +305,7 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
     vd_ctr_refresh(d, c);
     pthread_mutex_unlock(&d->lock);
   }
+  vd_net_teardown(d, c);
   /* the monitor removes the runtime state; a monitor that died could not */
   ctr_delete(&d->rt, c->id, true, NULL);
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);
