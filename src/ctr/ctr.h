@@ -150,6 +150,9 @@ json_t *ctr_docker_default_caps(void);
 /* Writes the files those mounts bind into etc_dir: hosts and hostname naming the container
  * `hostname`, and a copy of the host's resolv.conf (empty when the host has none). */
 int ctr_docker_write_etc_files(const char *etc_dir, const char *hostname, vs_error **err);
+/* Copy a directory tree (regular files, directories, symlinks) from one directory fd into
+ * another, keeping modes and owners; nothing is followed (tmpfs copy-up, volume copy-up). */
+int ctr_copy_tree(int from, int to, vs_error **err);
 
 /* ------------------------------------------------------------ containers */
 

@@ -145,6 +145,7 @@ static int check_create_body(json_t *body, vs_error **err) {
       vs_json_get_string(body, "StopSignal", false, &s, err) < 0 ||
       vs_json_get_bool(body, "Tty", false, &b, err) < 0 ||
       vs_json_get_object(body, "Labels", false, &o, err) < 0 ||
+      vs_json_get_object(body, "Volumes", false, &o, err) < 0 ||
       vs_json_get_object(body, "HostConfig", false, &o, err) < 0)
     return -1;
   json_t *ep = NULL, *cmd = NULL;
@@ -264,6 +265,13 @@ static json_t *merged_config(json_t *body, const vs_image *img, const char *id, 
   json_object_update(labels, json_object_get(icfg, "Labels"));
   json_object_update(labels, json_object_get(body, "Labels"));
   json_object_set_new(cfg, "Labels", labels);
+  /* the image's VOLUMEs and the client's `-v /path`: each an anonymous volume */
+  json_t *volumes = json_object();
+  json_object_update(volumes, json_object_get(icfg, "Volumes"));
+  json_object_update(volumes, json_object_get(body, "Volumes"));
+  json_object_set_new(cfg, "Volumes", json_object_size(volumes) ? volumes : json_null());
+  if (!json_object_size(volumes))
+    json_decref(volumes);
   const char *host = json_string_value(json_object_get(body, "Hostname"));
   if (!host || !*host)
     json_object_set_new(cfg, "Hostname", json_sprintf("%.12s", id));
@@ -296,8 +304,12 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
   pthread_mutex_unlock(&d->store_lock);
   if (r < 0)
     return vs_error_wrap(err, "mount the root file system");
-  _cleanup_json_ json_t *spec =
-      vd_spec_build(d, img, cfg, json_object_get(rec, "HostConfig"), dir, rootfs, host, err);
+  json_t *points = json_array();
+  _cleanup_json_ json_t *spec = vd_spec_build(d, img, cfg, json_object_get(rec, "HostConfig"), dir,
+                                              rootfs, host, points, err);
+  pthread_mutex_lock(&d->lock);
+  json_object_set_new(rec, "MountPoints", points);
+  pthread_mutex_unlock(&d->lock);
   if (!spec)
     return -1;
   _cleanup_free_ char *spec_path = vs_asprintf("%s/config.json", dir);
@@ -308,10 +320,11 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
   return 0;
 }
 
-static void remove_partial(const char *dir) {
-  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
+static void remove_partial(vd_daemon *d, vd_container *ctr) {
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", ctr->dir);
   umount2(rootfs, MNT_DETACH);
-  vs_rm_rf(dir, NULL);
+  vs_rm_rf(ctr->dir, NULL);
+  vd_volumes_release(d, json_object_get(ctr->rec, "MountPoints"), ctr->id);
 }
 
 static json_t *new_record(vd_call *c, json_t *body, const vs_image *img, const char *id,
@@ -417,7 +430,7 @@ void vd_h_container_create(vd_call *c) {
   r = make_container_dir(d, &img, rec, ctr->dir, &e);
   vs_image_clear(&img);
   if (r < 0) {
-    remove_partial(ctr->dir);
+    remove_partial(d, ctr);
     pthread_mutex_lock(&d->lock);
     vd_ctr_remove(d, ctr);
     pthread_mutex_unlock(&d->lock);
@@ -495,19 +508,34 @@ static char *command_text(json_t *rec) {
   return s;
 }
 
+/* Inspect's Mounts: the record's mount points without what only vesseld reads. */
+static json_t *inspect_mounts(const vd_container *c) {
+  json_t *out = json_array();
+  size_t i;
+  json_t *p;
+  json_array_foreach(json_object_get(c->rec, "MountPoints"), i, p) {
+    json_t *m = json_copy(p);
+    json_object_del(m, "Anonymous");
+    json_object_del(m, "CopyData");
+    json_array_append_new(out, m);
+  }
+  return out;
+}
+
 static json_t *container_summary(const vd_container *c) {
   json_t *cfg = json_object_get(c->rec, "Config");
   json_t *hc = json_object_get(c->rec, "HostConfig");
   _cleanup_free_ char *status = status_text(c);
   _cleanup_free_ char *cmd = command_text(c->rec);
   return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:[], s:O, s:s, s:s, s:{s:O}, s:{s:{}}, "
-                   "s:[]}",
+                   "s:o}",
                    "Id", c->id, "Names", c->name, "Image", json_object_get(cfg, "Image"), "ImageID",
                    json_object_get(c->rec, "Image"), "Command", cmd, "Created",
                    (json_int_t)unix_time(json_string_value(json_object_get(c->rec, "Created"))),
                    "Ports", "Labels", json_object_get(cfg, "Labels"), "State", vd_ctr_state_name(c),
                    "Status", status, "HostConfig", "NetworkMode",
-                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks", "Mounts");
+                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks", "Mounts",
+                   inspect_mounts(c));
 }
 
 /* The values of one filter: Docker sends {"name": ["a"]} or {"name": {"a": true}}. */
@@ -636,7 +664,7 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
   (void)d;
   return json_pack(
       "{s:s, s:O, s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, "
-      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:[], s:O, s:{s:s, s:s, s:b, s:{}, s:{}, s:s, "
+      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:o, s:O, s:{s:s, s:s, s:b, s:{}, s:{}, s:s, "
       "s:s, s:i, s:s}}",
       "Id", c->id, "Created", json_object_get(c->rec, "Created"), "Path",
       json_object_get(c->rec, "Path"), "Args", json_object_get(c->rec, "Args"), "State", state,
@@ -645,9 +673,9 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
       "Driver", "overlay", "Platform", "linux", "MountLabel", "", "ProcessLabel", "",
       "AppArmorProfile", "", "ExecIDs", "HostConfig", json_object_get(c->rec, "HostConfig"),
       "GraphDriver", "Name", "overlay", "Data", "UpperDir", upper, "MergedDir", merged, "WorkDir",
-      work, "Mounts", "Config", json_object_get(c->rec, "Config"), "NetworkSettings", "Bridge", "",
-      "SandboxID", "", "HairpinMode", 0, "Ports", "Networks", "IPAddress", "", "Gateway", "",
-      "IPPrefixLen", 0, "MacAddress", "");
+      work, "Mounts", inspect_mounts(c), "Config", json_object_get(c->rec, "Config"),
+      "NetworkSettings", "Bridge", "", "SandboxID", "", "HairpinMode", 0, "Ports", "Networks",
+      "IPAddress", "", "Gateway", "", "IPPrefixLen", 0, "MacAddress", "");
 }
 
 void vd_h_container_inspect(vd_call *c) {
@@ -955,6 +983,8 @@ void vd_h_container_delete(vd_call *c) {
     vs_error_free(e);
     return;
   }
+  if (http_query_bool(c->req->query, "v", false))
+    vd_volumes_release(d, json_object_get(ctr->rec, "MountPoints"), ctr->id);
   c->after = VD_AFTER_REMOVED;
   vd_call_status(c, 204);
 }

@@ -343,6 +343,12 @@ json_t *vd_volumes_usage(vd_daemon *d);
 /* The named volume's record (new reference), made when missing (worker). */
 json_t *vd_volume_ensure(vd_daemon *d, const char *name, json_t *labels, json_t *opts,
                          bool *created, vs_error **err);
+/* Remove the anonymous volumes among points (a record's MountPoints) that no container other
+ * than the one of id uses (worker): rm -v, --rm, a create that failed. */
+void vd_volumes_release(vd_daemon *d, json_t *points, const char *id);
+/* Fill the container's empty volumes from what its root has at their mount points (worker, the
+ * root mounted), as dockerd does at every start. */
+int vd_volumes_copy_up(vd_daemon *d, vd_container *c, vs_error **err);
 void vd_h_containers_list(vd_call *c);
 void vd_h_container_create(vd_call *c);
 void vd_h_container_inspect(vd_call *c);
@@ -425,9 +431,13 @@ void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped);
 /* "user[:group]" (names or numbers) to ids through the image's /etc/passwd and /etc/group. */
 int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
                          vs_error **err);
-/* spec.c: the OCI config.json of a container from its image and create request */
+/* spec.c: the OCI config.json of a container from its image and create request. The volumes it
+ * uses are made (named ones when missing, anonymous ones new) and every mount point is appended
+ * to points (inspect's Mounts, with Anonymous and CopyData for volumes), also on failure, so the
+ * caller can release what was made. */
 json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
-                      const char *dir, const char *rootfs, const char *hostname, vs_error **err);
+                      const char *dir, const char *rootfs, const char *hostname, json_t *points,
+                      vs_error **err);
 
 /* streams.c (loop) */
 /* The container's directory changed: feed its followers. */

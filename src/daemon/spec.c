@@ -235,8 +235,40 @@ static json_t *tmpfs_mount(const char *dst, const char *opts) {
                    "options", o);
 }
 
-/* HostConfig.Binds: "/host:/ctr[:ro|rw]"; a missing host directory is made, as docker does. */
-static int add_binds(vd_daemon *d, json_t *mounts, json_t *hc, vs_error **err) {
+/* A mount point as inspect's Mounts shows it; for volumes also whether the volume is anonymous
+ * (removed with the container by rm -v and --rm) and whether it is filled from the image. */
+static json_t *mount_point(const char *type, const char *name, const char *src, const char *dst,
+                           const char *mode, bool ro) {
+  json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:b, s:s}", "Type", type, "Source", src ? src : "",
+                        "Destination", dst, "Mode", mode ? mode : "", "RW", !ro, "Propagation",
+                        !strcmp(type, "bind") ? "rprivate" : "");
+  if (name) {
+    json_object_set_new(p, "Name", json_string(name));
+    json_object_set_new(p, "Driver", json_string("local"));
+  }
+  return p;
+}
+
+/* A volume mounted at dst: the named one (made when missing) or, with name NULL, a new
+ * anonymous one with a random 64-hex name, as dockerd makes them. */
+static int add_volume(vd_daemon *d, json_t *mounts, json_t *points, const char *name,
+                      const char *dst, const char *mode, bool ro, bool copy, vs_error **err) {
+  _cleanup_free_ char *anon = name ? NULL : vd_random_id();
+  _cleanup_json_ json_t *vol = vd_volume_ensure(d, name ? name : anon, NULL, NULL, NULL, err);
+  if (!vol)
+    return -1;
+  const char *src = json_string_value(json_object_get(vol, "Mountpoint"));
+  json_array_append_new(mounts, bind_mount(src, dst, ro));
+  json_t *p = mount_point("volume", name ? name : anon, src, dst, mode, ro);
+  json_object_set_new(p, "Anonymous", json_boolean(!name));
+  json_object_set_new(p, "CopyData", json_boolean(copy));
+  json_array_append_new(points, p);
+  return 0;
+}
+
+/* HostConfig.Binds: "/host:/ctr[:opts]" or "volume:/ctr[:opts]" (opts: ro, rw, z, Z, nocopy);
+ * a missing host directory is made, as docker does. */
+static int add_binds(vd_daemon *d, json_t *mounts, json_t *points, json_t *hc, vs_error **err) {
   size_t i;
   json_t *v;
   json_array_foreach(json_object_get(hc, "Binds"), i, v) {
@@ -244,38 +276,44 @@ static int add_binds(vd_daemon *d, json_t *mounts, json_t *hc, vs_error **err) {
       return vs_error_set(err, EINVAL, "HostConfig.Binds[%zu]: expected string", i);
     _cleanup_free_ char *spec = vs_strdup(json_string_value(v));
     char *dst = strchr(spec, ':');
-    if (!dst)
-      return vs_error_set(err, EINVAL, "invalid volume specification: '%s'", spec);
+    if (!dst) { /* "/path" alone: an anonymous volume there (docker-py sends these) */
+      if (check_destination("HostConfig.Binds", spec, err) < 0 ||
+          add_volume(d, mounts, points, NULL, spec, "", false, true, err) < 0)
+        return -1;
+      continue;
+    }
     *dst++ = 0;
     char *opt = strchr(dst, ':');
     if (opt)
       *opt++ = 0;
     if (check_destination("HostConfig.Binds", dst, err) < 0)
       return -1;
-    bool ro = false;
+    _cleanup_free_ char *mode = vs_strdup(opt ? opt : "");
+    bool ro = false, copy = true;
     for (char *o = opt ? strtok_r(opt, ",", &opt) : NULL; o; o = strtok_r(NULL, ",", &opt)) {
       if (!strcmp(o, "ro"))
         ro = true;
+      else if (!strcmp(o, "nocopy") && spec[0] != '/')
+        copy = false;
       else if (strcmp(o, "rw") != 0 && strcmp(o, "z") != 0 && strcmp(o, "Z") != 0)
         return vs_error_set(err, EINVAL, "invalid mode: %s", o);
     }
     if (spec[0] != '/') { /* a named volume */
-      _cleanup_json_ json_t *vol = vd_volume_ensure(d, spec, NULL, NULL, NULL, err);
-      if (!vol)
+      if (add_volume(d, mounts, points, spec, dst, mode, ro, copy, err) < 0)
         return -1;
-      json_array_append_new(
-          mounts, bind_mount(json_string_value(json_object_get(vol, "Mountpoint")), dst, ro));
       continue;
     }
     if (vs_mkdir_p(spec, 0755, err) < 0)
       return vs_error_wrap(err, "bind source %s", spec);
     json_array_append_new(mounts, bind_mount(spec, dst, ro));
+    json_array_append_new(points, mount_point("bind", NULL, spec, dst, mode, ro));
   }
   return 0;
 }
 
-/* HostConfig.Mounts ({Type bind|tmpfs, Source, Target, ReadOnly}) and HostConfig.Tmpfs. */
-static int add_mounts(vd_daemon *d, json_t *mounts, json_t *hc, vs_error **err) {
+/* HostConfig.Mounts ({Type bind|volume|tmpfs, Source, Target, ReadOnly, VolumeOptions}) and
+ * HostConfig.Tmpfs. */
+static int add_mounts(vd_daemon *d, json_t *mounts, json_t *points, json_t *hc, vs_error **err) {
   size_t i;
   json_t *m;
   json_array_foreach(json_object_get(hc, "Mounts"), i, m) {
@@ -293,22 +331,17 @@ static int add_mounts(vd_daemon *d, json_t *mounts, json_t *hc, vs_error **err) 
                             "path does not exist: %s",
                             src ? src : "(none)");
       json_array_append_new(mounts, bind_mount(src, dst, ro));
+      json_array_append_new(points, mount_point("bind", NULL, src, dst, "", ro));
     } else if (type && !strcmp(type, "volume")) {
-      if (!src || !*src)
-        return vs_error_set(err, EINVAL,
-                            "HostConfig.Mounts[%zu]: anonymous volumes are not "
-                            "supported yet",
-                            i);
-      _cleanup_json_ json_t *vol = vd_volume_ensure(d, src, NULL, NULL, NULL, err);
-      if (!vol)
+      bool nocopy = json_is_true(json_object_get(json_object_get(m, "VolumeOptions"), "NoCopy"));
+      if (add_volume(d, mounts, points, src && *src ? src : NULL, dst, "", ro, !nocopy, err) < 0)
         return -1;
-      json_array_append_new(
-          mounts, bind_mount(json_string_value(json_object_get(vol, "Mountpoint")), dst, ro));
     } else if (type && !strcmp(type, "tmpfs")) {
       json_int_t size =
           json_integer_value(json_object_get(json_object_get(m, "TmpfsOptions"), "SizeBytes"));
       _cleanup_free_ char *opt = size > 0 ? vs_asprintf("size=%lld", (long long)size) : NULL;
       json_array_append_new(mounts, tmpfs_mount(dst, opt));
+      json_array_append_new(points, mount_point("tmpfs", NULL, "", dst, "", ro));
     } else {
       return vs_error_set(err, EINVAL,
                           "HostConfig.Mounts[%zu]: mount type %s is not supported "
@@ -326,8 +359,37 @@ static int add_mounts(vd_daemon *d, json_t *mounts, json_t *hc, vs_error **err) 
   return 0;
 }
 
+static bool mounted_at(json_t *mounts, const char *dst) {
+  size_t i;
+  json_t *m;
+  json_array_foreach(mounts, i, m) {
+    const char *have = json_string_value(json_object_get(m, "destination"));
+    if (have && !strcmp(have, dst))
+      return true;
+  }
+  return false;
+}
+
+/* Config.Volumes (the image's VOLUMEs and the client's `-v /path`): an anonymous volume at each
+ * path nothing else is mounted on, filled from the image. */
+static int add_config_volumes(vd_daemon *d, json_t *mounts, json_t *points, json_t *config,
+                              vs_error **err) {
+  const char *dst;
+  json_t *v;
+  json_object_foreach(json_object_get(config, "Volumes"), dst, v) {
+    if (check_destination("Config.Volumes", dst, err) < 0)
+      return -1;
+    if (mounted_at(mounts, dst))
+      continue;
+    if (add_volume(d, mounts, points, NULL, dst, "", false, true, err) < 0)
+      return -1;
+  }
+  return 0;
+}
+
 json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
-                      const char *dir, const char *rootfs, const char *hostname, vs_error **err) {
+                      const char *dir, const char *rootfs, const char *hostname, json_t *points,
+                      vs_error **err) {
   (void)img;
   json_t *args = json_array();
   json_array_extend(args, json_object_get(config, "Entrypoint"));
@@ -359,8 +421,9 @@ json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t 
   }
   json_t *caps = capabilities(host_config, err);
   json_t *mounts = ctr_docker_default_mounts(dir);
-  if (!caps || add_binds(d, mounts, host_config, err) < 0 ||
-      add_mounts(d, mounts, host_config, err) < 0) {
+  if (!caps || add_binds(d, mounts, points, host_config, err) < 0 ||
+      add_mounts(d, mounts, points, host_config, err) < 0 ||
+      add_config_volumes(d, mounts, points, config, err) < 0) {
     json_decref(caps);
     json_decref(mounts);
     json_decref(args);

@@ -105,6 +105,8 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
 int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
   if (ensure_rootfs(d, c, err) < 0)
     return vs_error_wrap(err, "mount the root file system");
+  if (vd_volumes_copy_up(d, c, err) < 0)
+    return -1;
   _cleanup_free_ char *mpath = vs_asprintf("%s/monitor.json", c->dir);
   _cleanup_free_ char *epath = vs_asprintf("%s/exit.json", c->dir);
   unlink(mpath);
@@ -144,7 +146,10 @@ static void remove_job_run(vd_job *job) {
   if (job->result < 0) {
     vs_log_warn("auto-remove container %.12s: %s", job->ctr->id, e->msg);
     vs_error_free(e);
+    return;
   }
+  /* --rm takes the anonymous volumes along, as dockerd's auto-removal does */
+  vd_volumes_release(job->d, json_object_get(job->ctr->rec, "MountPoints"), job->ctr->id);
 }
 
 static void removed_done(vd_job *job) {

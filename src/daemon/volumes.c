@@ -1,11 +1,15 @@
-/* Named volumes, local driver: <data-root>/volumes/<name>/_data, described by
+/* Volumes, local driver: <data-root>/volumes/<name>/_data, described by
  * <data-root>/volumes/<name>/volume.json (replaced atomically, like every record). A volume a
  * container names in -v NAME:/path or --mount type=volume is made on first use, as docker
- * does; it is not filled from the image (no copy-up yet). */
+ * does; `-v /path`, a volume mount without a source and the image's VOLUMEs make anonymous
+ * ones (64 hex digits). An empty volume is filled from the image at every start of a container
+ * that mounts it (unless nocopy), and anonymous volumes go with their container on rm -v and
+ * --rm, as with dockerd. */
 #include "daemon/internal.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -95,6 +99,11 @@ static json_t *volume_users(vd_daemon *d, const char *name) {
       const char *t = json_string_value(json_object_get(v, "Type"));
       const char *s = json_string_value(json_object_get(v, "Source"));
       if (t && s && !strcmp(t, "volume") && !strcmp(s, name))
+        uses = true;
+    }
+    json_array_foreach(json_object_get(d->ctrs[i]->rec, "MountPoints"), k, v) {
+      const char *n = json_string_value(json_object_get(v, "Name"));
+      if (n && !strcmp(n, name))
         uses = true;
     }
     if (uses)
@@ -217,6 +226,94 @@ void vd_h_volumes_prune(vd_call *c) {
     closedir(dh);
   }
   vd_call_json(c, 200, json_pack("{s:o, s:i}", "VolumesDeleted", deleted, "SpaceReclaimed", 0));
+}
+
+void vd_volumes_release(vd_daemon *d, json_t *points, const char *id) {
+  size_t i;
+  json_t *p;
+  json_array_foreach(points, i, p) {
+    const char *name = json_string_value(json_object_get(p, "Name"));
+    if (!name || !json_is_true(json_object_get(p, "Anonymous")) || !vd_volume_name_valid(name))
+      continue;
+    _cleanup_json_ json_t *users = volume_users(d, name);
+    size_t k;
+    json_t *u;
+    bool others = false;
+    json_array_foreach(users, k, u) others = others || strcmp(json_string_value(u), id) != 0;
+    vs_error *e = NULL;
+    if (!others && volume_remove(d, name, &e) < 0) {
+      vs_log_warn("remove volume %s: %s", name, e->msg);
+      vs_error_free(e);
+    }
+  }
+}
+
+static bool dir_empty(int fd) {
+  int dup_fd = dup(fd);
+  DIR *dh = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+  if (!dh) {
+    if (dup_fd >= 0)
+      close(dup_fd);
+    return false;
+  }
+  struct dirent *de;
+  bool empty = true;
+  while (empty && (de = readdir(dh)))
+    empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+  closedir(dh);
+  return empty;
+}
+
+/* What the root has at dst into the volume directory at data, when that is empty; the volume's
+ * top directory takes the owner and mode of the image's (as dockerd's copy does). */
+static int copy_up_one(int rootfd, const char *dst, const char *data, vs_error **err) {
+  _cleanup_close_ int from =
+      vs_openat_in_root(rootfd, dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, NULL);
+  if (from < 0)
+    return 0; /* nothing there (or not a directory): the runtime makes the mount point */
+  _cleanup_close_ int to = open(data, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (to < 0)
+    return vs_error_set(err, errno, "open %s", data);
+  if (!dir_empty(to))
+    return 0;
+  struct stat st;
+  if (fstat(from, &st) < 0)
+    return vs_error_set(err, errno, "stat %s", dst);
+  if (ctr_copy_tree(from, to, err) < 0)
+    return vs_error_wrap(err, "copy %s into the volume", dst);
+  if (fchown(to, st.st_uid, st.st_gid) < 0 || fchmod(to, st.st_mode & 07777) < 0)
+    return vs_error_set(err, errno, "set the owner and mode of %s", data);
+  return 0;
+}
+
+int vd_volumes_copy_up(vd_daemon *d, vd_container *c, vs_error **err) {
+  pthread_mutex_lock(&d->lock);
+  _cleanup_json_ json_t *points = json_deep_copy(json_object_get(c->rec, "MountPoints"));
+  pthread_mutex_unlock(&d->lock);
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);
+  _cleanup_close_ int rootfd = -1;
+  size_t i;
+  json_t *p;
+  json_array_foreach(points, i, p) {
+    const char *type = json_string_value(json_object_get(p, "Type"));
+    const char *name = json_string_value(json_object_get(p, "Name"));
+    const char *dst = json_string_value(json_object_get(p, "Destination"));
+    if (!type || strcmp(type, "volume") != 0 || !name || !dst ||
+        !json_is_true(json_object_get(p, "CopyData")) || !vd_volume_name_valid(name))
+      continue;
+    if (rootfd < 0)
+      rootfd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+      return vs_error_set(err, errno, "open %s", rootfs);
+    _cleanup_free_ char *dir = volume_dir(d, name);
+    _cleanup_free_ char *data = vs_asprintf("%s/_data", dir);
+    pthread_mutex_lock(&d->volume_lock);
+    int r = copy_up_one(rootfd, dst, data, err);
+    pthread_mutex_unlock(&d->volume_lock);
+    if (r < 0)
+      return vs_error_wrap(err, "volume %s", name);
+  }
+  return 0;
 }
 
 json_t *vd_volumes_usage(vd_daemon *d) {
