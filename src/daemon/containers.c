@@ -188,12 +188,27 @@ static int check_create_body(json_t *body, vs_error **err) {
         vs_json_get_array(hc, "Mounts", false, &a, err) < 0 ||
         vs_json_get_array(hc, "CapAdd", false, &a, err) < 0 ||
         vs_json_get_array(hc, "CapDrop", false, &a, err) < 0 ||
-        vs_json_get_object(hc, "Tmpfs", false, &o, err) < 0)
+        vs_json_get_object(hc, "Tmpfs", false, &o, err) < 0 ||
+        vs_json_get_bool(hc, "Privileged", false, &b, err) < 0 ||
+        vs_json_get_int(hc, "ShmSize", false, &n, err) < 0 ||
+        vs_json_get_array(hc, "Devices", false, &a, err) < 0 ||
+        vs_json_get_array(hc, "DeviceCgroupRules", false, &a, err) < 0 ||
+        vs_json_get_array(hc, "Ulimits", false, &a, err) < 0 ||
+        vs_json_get_object(hc, "Sysctls", false, &o, err) < 0)
       return vs_error_wrap(err, "HostConfig");
+    static const char *const lists[] = {"SecurityOpt", "Dns",        "DnsSearch",
+                                        "DnsOptions",  "ExtraHosts", "GroupAdd"};
+    for (size_t k = 0; k < ARRAY_SIZE(lists); k++) {
+      sv = NULL;
+      if (vs_json_get_string_array(hc, lists[k], false, &sv, NULL, err) < 0) {
+        (*err)->errnum = EINVAL;
+        return vs_error_wrap(err, "HostConfig");
+      }
+      free(sv);
+      sv = NULL;
+    }
     /* refused rather than ignored: a container must not run with less isolation or other
      * behaviour than asked for without the client knowing */
-    if (json_is_true(json_object_get(hc, "Privileged")))
-      return vs_error_set(err, EINVAL, "HostConfig.Privileged: not supported by vesseld yet");
     if (json_is_true(json_object_get(hc, "Init")))
       return vs_error_set(err, EINVAL, "HostConfig.Init: not supported by vesseld yet");
     json_t *rp = json_object_get(hc, "RestartPolicy");
@@ -288,11 +303,14 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
                               vs_error **err) {
   json_t *cfg = json_object_get(rec, "Config");
   const char *host = json_string_value(json_object_get(cfg, "Hostname"));
+  json_t *hc = json_object_get(rec, "HostConfig");
+  ctr_docker_dns dns = {json_object_get(hc, "Dns"), json_object_get(hc, "DnsSearch"),
+                        json_object_get(hc, "DnsOptions"), json_object_get(hc, "ExtraHosts")};
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
   _cleanup_free_ char *log =
       vs_asprintf("%s/%s-json.log", dir, json_string_value(json_object_get(rec, "Id")));
   if (vs_mkdir_p(dir, 0700, err) < 0 || write_text(dir, "image", img->manifest_digest, err) < 0 ||
-      ctr_docker_write_etc_files(dir, host, err) < 0 ||
+      ctr_docker_write_etc_files_dns(dir, host, &dns, err) < 0 ||
       vs_write_file_atomic(log, "", 0, 0600, err) < 0)
     return -1;
   pthread_mutex_lock(&d->store_lock);

@@ -506,7 +506,8 @@ def test_resources_mounts_caps(vdi, tmp_path):
     dropped = vdi.docker("run", "--rm", "--cap-drop", "CHOWN", "busybox", "sh", "-c",
                          "touch /tmp/a; chown 65534 /tmp/a 2>/dev/null || echo no-chown")
     assert dropped.stdout == "no-chown\n"
-    for args, words in [(["--privileged"], "Privileged"), (["--restart", "bogus"], "restart"),
+    for args, words in [(["--security-opt", "bogus=1"], "security-opt"),
+                        (["--restart", "bogus"], "restart"),
                         (["--cap-add", "NOPE"], "unknown capability"),
                         (["-v", "bad$name:/x"], "invalid characters")]:
         r = vdi.docker("create", *args, "busybox", "true", check=False)

@@ -132,3 +132,125 @@ def test_docker_py_volumes(vd):
         assert client.volumes.list() == []
     finally:
         client.close()
+
+
+# ------------------------------------------------------------------ privileges and security
+
+
+def status_field(text, field):
+    return next(l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith(field + ":"))
+
+
+def test_privileged(vd):
+    plain = vd.docker("run", "--rm", "busybox", "sh", "-c",
+                      "cat /proc/self/status; echo ---; cat /proc/mounts; echo ---; "
+                      "ls /dev; echo ---; busybox mknod /tmp/lc c 10 237 && : < /tmp/lc",
+                      check=False)
+    status, mnts, devs = plain.stdout.split("---\n")[:3]
+    err = plain.stderr
+    assert status_field(status, "CapEff") == "00000000a80425fb"  # Docker's default set
+    assert "loop0" not in devs.split()
+    assert plain.returncode != 0 and "Operation not permitted" in err  # device cgroup
+    assert any(l.split()[1] == "/proc/sys" and "ro" in l.split()[3].split(",")
+               for l in mnts.splitlines())
+    priv = vd.docker("run", "--rm", "--privileged", "busybox", "sh", "-c",
+                     "cat /proc/self/status; echo ---; cat /proc/mounts; echo ---; "
+                     "ls /dev; echo ---; busybox mknod /tmp/lc c 10 237 && : < /tmp/lc && echo ok")
+    status, mnts, devs, out = priv.stdout.split("---\n")
+    bounding = status_field(open("/proc/self/status").read(), "CapBnd")
+    assert status_field(status, "CapEff") == bounding
+    assert status_field(status, "Seccomp") == "0"
+    assert {"loop0", "loop-control", "null", "fuse"} <= set(devs.split())
+    assert out == "ok\n"
+    sys_mount = [l.split() for l in mnts.splitlines() if l.split()[1] == "/sys"]
+    assert sys_mount and "rw" in sys_mount[0][3].split(",")
+    assert not any(l.split()[1] in ("/proc/sys", "/proc/kcore") for l in mnts.splitlines())
+
+
+def test_devices(vd):
+    r = vd.docker("run", "--rm", "--device", "/dev/loop0:/dev/xloop:r", "busybox", "stat", "-c",
+                  "%F %t:%T", "/dev/xloop")
+    assert r.stdout == "block special file 7:0\n"
+    missing = vd.docker("run", "--rm", "--device", "/dev/nosuch", "busybox", "true", check=False)
+    assert missing.returncode != 0 and "/dev/nosuch" in missing.stderr
+
+
+def test_seccomp_profiles_and_no_new_privileges(vd, tmp_path):
+    profile = {"defaultAction": "SCMP_ACT_ALLOW",
+               "archMap": [{"architecture": "SCMP_ARCH_X86_64",
+                            "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+                           {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": []}],
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                             "errnoRet": 13},
+                            # dropped: the container lacks CAP_SYS_ADMIN
+                            {"name": "getpid", "action": "SCMP_ACT_ERRNO",
+                             "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+                            {"name": "rmdir", "action": "SCMP_ACT_ERRNO",
+                             "excludes": {"arches": ["arm64"]}}]}
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    r = vd.docker("run", "--rm", "--security-opt", f"seccomp={path}", "busybox", "sh", "-c",
+                  "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; mkdir /tmp/d; "
+                  "echo $?; rmdir /tmp 2>/dev/null; echo $?; echo pid $$", check=False)
+    assert "Seccomp:\t2" in r.stdout and "NoNewPrivs:\t0" in r.stdout
+    assert "Permission denied" in r.stderr  # mkdir's errno 13
+    lines = r.stdout.splitlines()
+    assert lines[-3:-1] == ["1", "1"] and lines[-1].startswith("pid ")
+    r = vd.docker("run", "--rm", "--security-opt", "seccomp=unconfined", "--security-opt",
+                  "no-new-privileges", "busybox", "busybox", "grep", "-E", "^(Seccomp|NoNewPrivs):",
+                  "/proc/self/status")
+    assert r.stdout == "NoNewPrivs:\t1\nSeccomp:\t0\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
+                               "syscalls": [{"name": "mkdir", "names": ["rmdir"],
+                                             "action": "SCMP_ACT_ERRNO"}]}))
+    r = vd.docker("create", "--security-opt", f"seccomp={bad}", "busybox", check=False)
+    assert r.returncode != 0 and "'name' and 'names'" in r.stderr
+    bad.write_text(json.dumps({"defaultAction": "SCMP_ACT_NOPE"}))
+    r = vd.docker("create", "--security-opt", f"seccomp={bad}", "busybox", check=False)
+    assert r.returncode != 0 and "SCMP_ACT_NOPE" in r.stderr
+    r = vd.docker("create", "--security-opt", "nonsense=1", "busybox", check=False)
+    assert r.returncode != 0 and "security-opt" in r.stderr
+    assert vd.docker("ps", "-aq").stdout == ""
+
+
+def test_dns_hosts_limits_groups_shm_sysctls(vd):
+    r = vd.docker("run", "--rm", "--dns", "10.0.0.1", "--dns", "10.0.0.2", "--dns-search",
+                  "example.org", "--dns-option", "ndots:2", "--add-host", "db:10.1.2.3",
+                  "--add-host", "six:fd00::1", "busybox", "sh", "-c",
+                  "cat /etc/resolv.conf; echo ---; cat /etc/hosts")
+    resolv, hosts = r.stdout.split("---\n")
+    assert resolv == ("search example.org\nnameserver 10.0.0.1\nnameserver 10.0.0.2\n"
+                      "options ndots:2\n")
+    assert "10.1.2.3\tdb\n" in hosts and "fd00::1\tsix\n" in hosts
+    bad = vd.docker("create", "--add-host", "x:notanip", "busybox", check=False)
+    assert bad.returncode != 0
+    r = vd.docker("run", "--rm", "--ulimit", "nofile=100:200", "--ulimit", "nproc=50",
+                  "--group-add", "nogroup", "--group-add", "1234", "--shm-size", "1m",
+                  "--sysctl", "net.ipv4.ip_forward=1", "--sysctl", "kernel.shmmni=1000",
+                  "busybox", "sh", "-c",
+                  "ulimit -Sn; ulimit -Hn; ulimit -u; id -G; cat /proc/sys/net/ipv4/ip_forward "
+                  "/proc/sys/kernel/shmmni; cat /proc/mounts")
+    lines = r.stdout.splitlines()
+    assert lines[:3] == ["100", "200", "50"]
+    assert sorted(lines[3].split(), key=int) == ["0", "1234", "65534"]
+    assert lines[4:6] == ["1", "1000"]
+    shm = [l.split() for l in lines[6:] if l.split()[1] == "/dev/shm"]
+    assert "size=1024k" in shm[0][3].split(",")
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=vd.host, version="1.41")
+    try:
+        with pytest.raises(docker.errors.APIError) as e:
+            client.containers.create("busybox", "true", sysctls={"kernel.panic": "1"})
+        assert e.value.status_code == 400 and "kernel.panic" in str(e.value)
+        with pytest.raises(docker.errors.APIError) as e:
+            client.containers.create("busybox", "true", network_mode="host",
+                                     sysctls={"net.ipv4.ip_forward": "1"})
+        assert e.value.status_code == 400
+        with pytest.raises(docker.errors.APIError) as e:
+            client.containers.create("busybox", "true", ulimits=[
+                docker.types.Ulimit(name="nofile", soft=10, hard=5)])
+        assert e.value.status_code == 400 and "soft limit" in str(e.value)
+    finally:
+        client.close()
+    assert vd.docker("ps", "-aq").stdout == ""
