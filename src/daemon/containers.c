@@ -209,8 +209,6 @@ static int check_create_body(json_t *body, vs_error **err) {
     }
     /* refused rather than ignored: a container must not run with less isolation or other
      * behaviour than asked for without the client knowing */
-    if (json_is_true(json_object_get(hc, "Init")))
-      return vs_error_set(err, EINVAL, "HostConfig.Init: not supported by vesseld yet");
     json_t *rp = json_object_get(hc, "RestartPolicy");
     const char *policy = NULL;
     int64_t max = 0;

@@ -415,6 +415,23 @@ static int add_config_volumes(vd_daemon *d, json_t *mounts, json_t *points, json
   return 0;
 }
 
+/* --init: vessel-init (next to vessel-monitor) bound read-only at /dev/init, as dockerd binds
+ * docker-init, runs the command as its child. */
+static int add_init(vd_daemon *d, json_t *mounts, json_t *args, vs_error **err) {
+  const char *slash = strrchr(d->monitor_path, '/');
+  _cleanup_free_ char *init =
+      slash ? vs_asprintf("%.*s/vessel-init", (int)(slash - d->monitor_path), d->monitor_path)
+            : vs_strdup("vessel-init");
+  if (access(init, X_OK) < 0) /* the daemon's installation, not the client's request: 500 */
+    return vs_error_set(err, 0, "--init: %s: %s", init, strerror(errno));
+  json_array_append_new(mounts,
+                        json_pack("{s:s, s:s, s:s, s:[s,s,s]}", "destination", "/dev/init", "type",
+                                  "bind", "source", init, "options", "bind", "ro", "nosuid"));
+  json_array_insert_new(args, 0, json_string("--"));
+  json_array_insert_new(args, 0, json_string("/dev/init"));
+  return 0;
+}
+
 /* ---------------------------------------------------------------- security, devices, limits */
 
 /* HostConfig.SecurityOpt as dockerd 20.10 reads it: "no-new-privileges[=bool]",
@@ -779,6 +796,13 @@ json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t 
   }
   json_t *caps = capabilities(host_config, err);
   json_t *mounts = ctr_docker_default_mounts(dir);
+  if (json_is_true(json_object_get(host_config, "Init")) && add_init(d, mounts, args, err) < 0) {
+    json_decref(caps);
+    json_decref(mounts);
+    json_decref(args);
+    json_decref(env);
+    return NULL;
+  }
   if (!caps || add_binds(d, mounts, points, host_config, err) < 0 ||
       add_mounts(d, mounts, points, host_config, err) < 0 ||
       add_config_volumes(d, mounts, points, config, err) < 0) {

@@ -254,3 +254,59 @@ def test_dns_hosts_limits_groups_shm_sysctls(vd):
     finally:
         client.close()
     assert vd.docker("ps", "-aq").stdout == ""
+
+
+# ------------------------------------------------------------------ --init
+
+# an orphan that ends once its parent is gone (it waits on a fifo the watcher writes to)
+ORPHAN = ("busybox mkfifo /tmp/f; (busybox cat /tmp/f > /dev/null & echo $! > /tmp/orphan); "
+          "o=$(cat /tmp/orphan); echo > /tmp/f; "
+          "while [ -e /proc/$o ]; do s=$(busybox cut -d' ' -f3 /proc/$o/stat 2>/dev/null); "
+          "[ \"$s\" = Z ] && [ \"$WANT\" = zombie ] && break; busybox usleep 20000; done; ")
+
+
+def test_init_reaps_forwards_and_exits_with_status(vd):
+    # PID 1 (or the init's child) is a sleep that never waits; a shell beside it leaves an
+    # orphan behind and watches what becomes of it. Without an init it stays a zombie.
+    for name, extra, want in [("noinit", [], "zombie Z"), ("withinit", ["--init"], "reaped")]:
+        script = ORPHAN + ("echo zombie $(busybox cut -d' ' -f3 /proc/$o/stat)"
+                           if want != "reaped" else "echo reaped")
+        vd.docker("run", "-d", "--name", name, *extra, "-e", "WANT=" + want.split()[0],
+                  "busybox", "sh", "-c", f"sh -c \"$0\" & exec busybox sleep 3600", script)
+        wait_until(lambda: vd.docker("logs", name).stdout != "")
+        assert vd.docker("logs", name).stdout == want + "\n"
+    r = vd.docker("exec", "withinit", "sh", "-c", "cat /proc/1/cmdline | busybox tr '\\0' ' '")
+    assert r.stdout.startswith("/dev/init -- sh -c ")
+    vd.docker("rm", "-f", "noinit", "withinit")
+    # exit status: the command's, 128 + the signal that ended it
+    assert vd.docker("run", "--rm", "--init", "busybox", "sh", "-c", "exit 7",
+                     check=False).returncode == 7
+    assert vd.docker("run", "--rm", "--init", "busybox", "sh", "-c", "kill -9 $$",
+                     check=False).returncode == 137
+    missing = vd.docker("run", "--rm", "--init", "busybox", "nosuchcmd", check=False)
+    assert missing.returncode == 127 and "nosuchcmd" in missing.stderr
+    # signals reach the command: a shell trapping HUP and TERM (as PID 1 without an init's
+    # forwarding, docker stop would end in SIGKILL: 137)
+    vd.docker("run", "-d", "--init", "--name", "trap", "busybox", "sh", "-c",
+              "trap 'echo got HUP' HUP; trap 'echo got TERM; exit 3' TERM; echo ready; "
+              "while :; do busybox usleep 20000; done")
+    wait_until(lambda: "ready" in vd.docker("logs", "trap").stdout)
+    vd.docker("kill", "-s", "HUP", "trap")
+    wait_until(lambda: "got HUP" in vd.docker("logs", "trap").stdout)
+    st = json.loads(vd.docker("inspect", "trap").stdout)[0]
+    assert st["HostConfig"]["Init"] is True and st["Path"] == "sh"
+    vd.docker("stop", "-t", "60", "trap")
+    st = json.loads(vd.docker("inspect", "trap").stdout)[0]["State"]
+    assert st["ExitCode"] == 3
+    assert vd.docker("logs", "trap").stdout == "ready\ngot HUP\ngot TERM\n"
+    vd.docker("rm", "trap")
+
+
+def wait_until(pred, timeout=30):
+    import time
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
