@@ -132,6 +132,53 @@ static json_t *merge_env(json_t *image_env, json_t *user_env) {
   return out;
 }
 
+/* The request's health check over the image's, field by field (an empty test or a zero
+ * duration takes the image's), as dockerd merges them. */
+static json_t *merged_healthcheck(json_t *image, json_t *user) {
+  if (!json_is_object(user))
+    return json_is_object(image) ? json_deep_copy(image) : json_null();
+  json_t *out = json_deep_copy(user);
+  if (!json_array_size(json_object_get(out, "Test")) && json_object_get(image, "Test"))
+    json_object_set(out, "Test", json_object_get(image, "Test"));
+  static const char *const fields[] = {"Interval", "Timeout", "StartPeriod", "Retries"};
+  for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+    if (json_integer_value(json_object_get(out, fields[i])) == 0 &&
+        json_object_get(image, fields[i]))
+      json_object_set(out, fields[i], json_object_get(image, fields[i]));
+  return out;
+}
+
+/* Config.Healthcheck: Test ["NONE"], ["CMD", args...] or ["CMD-SHELL", command]; durations in
+ * nanoseconds, 0 or at least a millisecond, as dockerd checks them. */
+static int check_healthcheck(json_t *hc, vs_error **err) {
+  const char **test = NULL;
+  size_t n = 0;
+  if (vs_json_get_string_array(hc, "Test", false, &test, &n, err) < 0)
+    return vs_error_wrap(err, "Healthcheck");
+  const char *kind = n ? test[0] : NULL;
+  bool ok = !kind || !strcmp(kind, "NONE") || (!strcmp(kind, "CMD") && n >= 2) ||
+            (!strcmp(kind, "CMD-SHELL") && n == 2);
+  free(test);
+  if (!ok)
+    return vs_error_set(err, 0,
+                        "Healthcheck.Test: expected [\"NONE\"], [\"CMD\", ...] or "
+                        "[\"CMD-SHELL\", command], got %s",
+                        kind ? kind : "(no words)");
+  static const char *const durations[] = {"Interval", "Timeout", "StartPeriod"};
+  int64_t v;
+  for (size_t i = 0; i < ARRAY_SIZE(durations); i++) {
+    if (vs_json_get_int(hc, durations[i], false, &v, err) < 0)
+      return vs_error_wrap(err, "Healthcheck");
+    if (v != 0 && v < 1000000)
+      return vs_error_set(err, 0, "%s in Healthcheck cannot be less than 1ms", durations[i]);
+  }
+  if (vs_json_get_int(hc, "Retries", false, &v, err) < 0)
+    return vs_error_wrap(err, "Healthcheck");
+  if (v < 0)
+    return vs_error_set(err, 0, "Retries in Healthcheck cannot be negative");
+  return 0;
+}
+
 /* Check the types of the fields we use: a wrong type is the client's error, named. */
 static int check_create_body(json_t *body, vs_error **err) {
   const char *s;
@@ -228,8 +275,12 @@ static int check_create_body(json_t *body, vs_error **err) {
     if (restarts && json_is_true(json_object_get(hc, "AutoRemove")))
       return vs_error_set(err, EINVAL, "can't create 'AutoRemove' container with restart policy");
   }
+  json_t *health = NULL;
   if (vs_json_get_bool(body, "OpenStdin", false, &b, err) < 0 ||
-      vs_json_get_bool(body, "StdinOnce", false, &b, err) < 0)
+      vs_json_get_bool(body, "StdinOnce", false, &b, err) < 0 ||
+      vs_json_get_object(body, "Healthcheck", false, &health, err) < 0)
+    return -1;
+  if (health && check_healthcheck(health, err) < 0)
     return -1;
   const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
   if (net && *net && strcmp(net, "default") != 0 && strcmp(net, "none") != 0 &&
@@ -278,6 +329,11 @@ static json_t *merged_config(json_t *body, const vs_image *img, const char *id, 
   json_object_update(labels, json_object_get(icfg, "Labels"));
   json_object_update(labels, json_object_get(body, "Labels"));
   json_object_set_new(cfg, "Labels", labels);
+  json_object_set_new(cfg, "Healthcheck",
+                      merged_healthcheck(json_object_get(icfg, "Healthcheck"),
+                                         json_object_get(body, "Healthcheck")));
+  if (json_is_null(json_object_get(cfg, "Healthcheck")))
+    json_object_del(cfg, "Healthcheck");
   /* the image's VOLUMEs and the client's `-v /path`: each an anonymous volume */
   json_t *volumes = json_object();
   json_object_update(volumes, json_object_get(icfg, "Volumes"));
@@ -499,7 +555,11 @@ static char *status_text(const vd_container *c) {
   long long now = (long long)time(NULL);
   if (c->state == VD_CTR_RUNNING) {
     _cleanup_free_ char *h = human_duration(now - unix_time(c->started_at));
-    return vs_asprintf("Up %s%s", h, c->paused ? " (Paused)" : "");
+    const char *health = vd_health_status(c);
+    if (health && !strcmp(health, "starting"))
+      health = "health: starting";
+    return vs_asprintf("Up %s%s%s%s%s", h, c->paused ? " (Paused)" : "", health ? " (" : "",
+                       health ? health : "", health ? ")" : "");
   }
   if (c->restarting) {
     _cleanup_free_ char *h = human_duration(now - unix_time(c->finished_at));
@@ -603,6 +663,11 @@ static bool filter_match(json_t *filters, const char *key, const vd_container *c
     if (!strcmp(key, "exited") && c->state == VD_CTR_EXITED &&
         strtol(want, NULL, 10) == c->exit_code)
       return true;
+    if (!strcmp(key, "health")) {
+      const char *h = vd_health_status(c);
+      if (!strcmp(want, h ? h : "none"))
+        return true;
+    }
   }
   return false;
 }
@@ -620,7 +685,8 @@ void vd_h_containers_list(vd_call *c) {
       vs_error_free(e);
       return;
     }
-    static const char *const known[] = {"status", "id", "name", "ancestor", "label", "exited"};
+    static const char *const known[] = {"status", "id",     "name",  "ancestor",
+                                        "label",  "exited", "health"};
     const char *key;
     json_t *v;
     json_object_foreach(filters, key, v) {
@@ -645,7 +711,8 @@ void vd_h_containers_list(vd_call *c) {
     vd_container *ctr = d->ctrs[i];
     if (!all && ctr->state != VD_CTR_RUNNING)
       continue;
-    static const char *const keys[] = {"status", "id", "name", "ancestor", "label", "exited"};
+    static const char *const keys[] = {"status", "id",     "name",  "ancestor",
+                                       "label",  "exited", "health"};
     bool match = true;
     for (size_t k = 0; k < ARRAY_SIZE(keys) && match; k++)
       match = filter_match(filters, keys[k], ctr);
@@ -678,6 +745,8 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
                 c->error ? c->error : "", "StartedAt", c->started_at ? c->started_at : ZERO_TIME,
                 "FinishedAt", c->finished_at ? c->finished_at : ZERO_TIME);
   (void)d;
+  if (vd_health_status(c))
+    json_object_set_new(state, "Health", json_deep_copy(c->health));
   return json_pack(
       "{s:s, s:O, s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, "
       "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:o, s:O, s:{s:s, s:s, s:b, s:{}, s:{}, s:s, "

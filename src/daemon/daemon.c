@@ -269,6 +269,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_EVENTS_TIMER:
         vd_events_timer(src->owner);
         break;
+      case VD_SRC_HEALTH:
+        vd_health_timer(d, src->owner);
+        break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:
       case VD_SRC_EXEC_IN:

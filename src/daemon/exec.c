@@ -28,6 +28,11 @@ struct vd_exec {
   int pidfd, out_fd, err_fd, in_fd;
   vd_src pid_src, out_src, err_src, in_src;
   vd_conn *conn; /* the client of start, NULL once gone or detached */
+  /* a health probe: stdout and stderr together, the first VD_HEALTH_OUTPUT_MAX bytes kept,
+   * handed to the health checker when the probe is over */
+  bool probe;
+  char *probe_out;
+  size_t probe_len;
   vd_exec *next;
 };
 
@@ -52,6 +57,7 @@ static void exec_free(vd_daemon *d, vd_exec *e) {
   close_watched(d, &e->err_fd);
   close_watched(d, &e->in_fd);
   json_decref(e->cfg);
+  free(e->probe_out);
   free(e);
 }
 
@@ -268,8 +274,9 @@ static int exec_spawn(vd_daemon *d, vd_exec *x, vs_error **err) {
     return -1;
   int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1};
   bool want_in = json_is_true(json_object_get(x->cfg, "AttachStdin")) && !x->detached;
+  bool merged = x->tty || x->probe; /* one pipe for stdout and stderr */
   if ((want_in && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
-      (!x->tty && pipe2(er, O_CLOEXEC) < 0)) {
+      (!merged && pipe2(er, O_CLOEXEC) < 0)) {
     vs_error_set(err, errno, "pipe");
     goto fail;
   }
@@ -278,7 +285,7 @@ static int exec_spawn(vd_daemon *d, vd_exec *x, vs_error **err) {
   vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
   o.stdin_fd = want_in ? in[0] : VS_SPAWN_DEVNULL;
   o.stdout_fd = out[1];
-  o.stderr_fd = x->tty ? out[1] : er[1];
+  o.stderr_fd = merged ? out[1] : er[1];
   if (vs_spawn(argv, &o, &x->pid, err) < 0)
     goto fail;
   x->pidfd = (int)syscall(SYS_pidfd_open, x->pid, 0);
@@ -322,6 +329,11 @@ static void exec_maybe_finish(vd_daemon *d, vd_exec *x) {
   if (x->running || x->out_fd >= 0 || x->err_fd >= 0)
     return;
   close_watched(d, &x->in_fd);
+  if (x->probe) {
+    x->probe = false;
+    vd_health_probe_done(d, x->ctr_id, x->id, x->exit_code, x->probe_out ? x->probe_out : "",
+                         x->probe_len);
+  }
   vd_conn *c = x->conn;
   x->conn = NULL;
   if (c && c->exec == x) {
@@ -338,6 +350,16 @@ static void exec_output(vd_daemon *d, vd_exec *x, int *fd, int stream) {
   if (n <= 0) {
     close_watched(d, fd);
     exec_maybe_finish(d, x);
+    return;
+  }
+  if (x->probe) {
+    size_t keep = VD_HEALTH_OUTPUT_MAX - x->probe_len;
+    if (keep > (size_t)n)
+      keep = (size_t)n;
+    if (!x->probe_out)
+      x->probe_out = vs_malloc0(VD_HEALTH_OUTPUT_MAX + 1);
+    memcpy(x->probe_out + x->probe_len, buf + 8, keep);
+    x->probe_len += keep;
     return;
   }
   vd_conn *c = x->conn;
@@ -424,6 +446,36 @@ void vd_exec_detach_conn(vd_conn *c) {
   c->exec = NULL;
   x->conn = NULL;
   close_watched(c->d, &x->in_fd);
+}
+
+/* ---------------------------------------------------------------- health probes */
+
+int vd_exec_probe_start(vd_daemon *d, const char *ctr_id, json_t *cmd, char **exec_id,
+                        vs_error **err) {
+  vd_exec *x = vs_malloc0(sizeof(*x));
+  _cleanup_free_ char *id = vd_random_id();
+  snprintf(x->id, sizeof(x->id), "%s", id);
+  snprintf(x->ctr_id, sizeof(x->ctr_id), "%s", ctr_id);
+  x->cfg = json_pack("{s:O, s:b, s:b}", "Cmd", cmd, "AttachStdout", 1, "AttachStderr", 1);
+  x->probe = x->detached = true;
+  x->pidfd = x->out_fd = x->err_fd = x->in_fd = -1;
+  if (exec_spawn(d, x, err) < 0) {
+    exec_free(d, x);
+    return -1;
+  }
+  x->next = d->execs;
+  d->execs = x;
+  exec_trim(d);
+  *exec_id = vs_strdup(x->id);
+  return 0;
+}
+
+void vd_exec_probe_kill(vd_daemon *d, const char *exec_id) {
+  vd_exec *x = exec_find(d, exec_id);
+  if (!x || !x->running)
+    return;
+  x->probe = false; /* its result no longer counts */
+  kill(x->pid, SIGKILL);
 }
 
 /* ---------------------------------------------------------------- start */

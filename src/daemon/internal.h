@@ -54,6 +54,7 @@ typedef enum {
   VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
   VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
   VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
+  VD_SRC_HEALTH,       /* timerfd of a container's health check: next probe or its timeout */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -101,8 +102,15 @@ struct vd_container {
   int pidfd;
   pid_t watched_pid; /* the monitor pidfd is of */
   vd_src pid_src;
-  int watch;               /* inotify watch descriptor of dir, -1 if none */
-  vd_conn *streams;        /* connections following this container (logs, attach, wait) */
+  int watch;        /* inotify watch descriptor of dir, -1 if none */
+  vd_conn *streams; /* connections following this container (logs, attach, wait) */
+  /* health check: State.Health (under d->lock, changed on the loop); the timer and the running
+   * probe's exec id are the loop's */
+  json_t *health;
+  int health_timer;
+  vd_src health_src;
+  char *probe_exec;
+  long long probe_started; /* realtime ns */
   vd_container *next_dead; /* removed, its table reference dropped after the loop iteration */
 };
 
@@ -381,6 +389,25 @@ void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);
 void vd_exec_forward(vd_conn *c);
 void vd_exec_detach_conn(vd_conn *c);
 void vd_execs_free(vd_daemon *d);
+/* A health probe: cmd run in the container like an exec, stdout and stderr together; its end
+ * is reported to vd_health_probe_done. *exec_id (caller frees) names it. */
+int vd_exec_probe_start(vd_daemon *d, const char *ctr_id, json_t *cmd, char **exec_id,
+                        vs_error **err);
+/* A probe that ran out of time: its helper is killed and its result dropped. */
+void vd_exec_probe_kill(vd_daemon *d, const char *exec_id);
+
+/* health.c: health checks (loop) */
+#define VD_HEALTH_OUTPUT_MAX 4096 /* of a probe's output, kept in the log (as dockerd) */
+/* The container runs (started, restarted, found running at start): status "starting", the
+ * first probe after one interval. Nothing when it has no health check. */
+void vd_health_start(vd_daemon *d, vd_container *c);
+/* It stopped or is removed: no more probes. */
+void vd_health_stop(vd_daemon *d, vd_container *c);
+void vd_health_timer(vd_daemon *d, vd_container *c);
+void vd_health_probe_done(vd_daemon *d, const char *ctr_id, const char *exec_id, int exit_code,
+                          const char *out, size_t len);
+/* "healthy", "unhealthy", "starting", or NULL without a health check (under d->lock). */
+const char *vd_health_status(const vd_container *c);
 
 /* store.c: the container table (callers hold d->lock unless said otherwise) */
 vd_container *vd_ctr_find(vd_daemon *d, const char *what); /* name, id or unique id prefix */

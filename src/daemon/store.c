@@ -48,6 +48,7 @@ vd_container *vd_ctr_new(vd_daemon *d, const char *id, json_t *rec) {
   c->pid_src.kind = VD_SRC_MONITOR;
   c->pid_src.owner = c;
   c->timerfd = -1;
+  c->health_timer = -1;
   c->timer_src.kind = VD_SRC_RESTART;
   c->timer_src.owner = c;
   c->restart_count = (int)json_integer_value(json_object_get(rec, "RestartCount"));
@@ -60,6 +61,10 @@ static void ctr_free(vd_container *c) {
     close(c->pidfd);
   if (c->timerfd >= 0)
     close(c->timerfd);
+  if (c->health_timer >= 0)
+    close(c->health_timer);
+  json_decref(c->health);
+  free(c->probe_exec);
   json_decref(c->rec);
   free(c->name);
   free(c->dir);

@@ -138,6 +138,7 @@ void vd_supervise_watch(vd_daemon *d, vd_container *c) {
     return;
   }
   vd_streams_started(d, c);
+  vd_health_start(d, c);
 }
 
 static void remove_job_run(vd_job *job) {
@@ -206,6 +207,7 @@ void vd_supervise_start_failed(vd_daemon *d, vd_container *c) {
 }
 
 void vd_supervise_exited(vd_daemon *d, vd_container *c) {
+  vd_health_stop(d, c);
   if (c->pidfd >= 0) {
     vd_loop_del(d, c->pidfd);
     close(c->pidfd);
@@ -300,6 +302,7 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
 
 void vd_supervise_removed(vd_daemon *d, vd_container *c) {
   vd_restart_cancel(d, c);
+  vd_health_stop(d, c);
   if (c->pidfd >= 0) {
     vd_loop_del(d, c->pidfd);
     close(c->pidfd);

@@ -310,3 +310,108 @@ def wait_until(pred, timeout=30):
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+# ------------------------------------------------------------------ health checks
+
+MS = 1000000
+
+
+def health(vd, name):
+    return json.loads(vd.docker("inspect", name).stdout)[0]["State"].get("Health")
+
+
+def ps_status(vd, name):
+    return vd.docker("ps", "-a", "--filter", f"name={name}", "--format", "{{.Status}}").stdout
+
+
+def ps_names(vd, *filters):
+    args = [a for f in filters for a in ("--filter", f)]
+    return vd.docker("ps", "-a", *args, "--format", "{{.Names}}").stdout.split()
+
+
+def test_health_checks(vd):
+    import time
+    since = str(int(time.time()) - 1)
+    vd.docker("run", "-d", "--name", "hc", "--health-cmd", "echo probe-out; test -e /tmp/ok",
+              "--health-interval", "100ms", "--health-retries", "2", "busybox", "sleep", "1000")
+    vd.docker("run", "-d", "--name", "slow", "--health-cmd", "true", "--health-interval", "1h",
+              "busybox", "sleep", "1000")
+    vd.docker("run", "-d", "--name", "plain", "busybox", "sleep", "1000")
+    # the first probe comes one interval after the start
+    assert health(vd, "slow") == {"Status": "starting", "FailingStreak": 0, "Log": []}
+    assert "(health: starting)" in ps_status(vd, "slow")
+    assert health(vd, "plain") is None and "(" not in ps_status(vd, "plain")
+    wait_until(lambda: health(vd, "hc")["Status"] == "unhealthy")
+    h = health(vd, "hc")
+    assert h["FailingStreak"] >= 2
+    assert h["Log"][-1]["ExitCode"] == 1 and h["Log"][-1]["Output"] == "probe-out\n"
+    assert "(unhealthy)" in ps_status(vd, "hc")
+    assert ps_names(vd, "health=unhealthy") == ["hc"]
+    vd.docker("exec", "hc", "busybox", "touch", "/tmp/ok")
+    wait_until(lambda: health(vd, "hc")["Status"] == "healthy")
+    assert health(vd, "hc")["FailingStreak"] == 0
+    assert "(healthy)" in ps_status(vd, "hc")
+    assert ps_names(vd, "health=healthy") == ["hc"]
+    assert ps_names(vd, "health=starting") == ["slow"]
+    assert ps_names(vd, "health=none") == ["plain"]
+    wait_until(lambda: len(health(vd, "hc")["Log"]) == 5)  # the last five are kept
+    entry = health(vd, "hc")["Log"][-1]
+    assert set(entry) == {"Start", "End", "ExitCode", "Output"} and entry["ExitCode"] == 0
+    events = vd.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
+                       "--filter", "event=health_status", "--format", "{{.Action}} {{.Actor.Attributes.name}}")
+    assert events.stdout.splitlines()[:2] == ["health_status: unhealthy hc",
+                                              "health_status: healthy hc"]
+    # a stopped container keeps its last health; ps shows it only while running
+    vd.docker("rm", "-f", "slow", "plain")
+    vd.docker("stop", "-t", "0", "hc")
+    assert health(vd, "hc")["Status"] == "healthy"
+    assert "health" not in ps_status(vd, "hc")
+    vd.docker("rm", "hc")
+
+
+def test_health_timeout_start_period_and_image_healthcheck(vd, tmp_path):
+    vd.docker("run", "-d", "--name", "tmo", "--health-cmd", "sleep 100", "--health-interval",
+              "100ms", "--health-timeout", "200ms", "--health-retries", "1", "busybox", "sleep",
+              "1000")
+    vd.docker("run", "-d", "--name", "grace", "--health-cmd", "false", "--health-interval",
+              "100ms", "--health-retries", "1", "--health-start-period", "1h", "busybox",
+              "sleep", "1000")
+    wait_until(lambda: health(vd, "tmo")["Status"] == "unhealthy")
+    last = health(vd, "tmo")["Log"][-1]
+    assert last["ExitCode"] == -1 and last["Output"] == "Health check exceeded timeout (200ms)"
+    # failures in the start period do not count while it never was healthy
+    wait_until(lambda: len(health(vd, "grace")["Log"]) >= 2)
+    h = health(vd, "grace")
+    assert h["Status"] == "starting" and h["FailingStreak"] == 0
+    assert all(e["ExitCode"] == 1 for e in h["Log"])
+    vd.docker("rm", "-f", "tmo", "grace")
+    # the image's HEALTHCHECK, and --no-healthcheck against it
+    hc = {"Test": ["CMD-SHELL", "test -e /etc/passwd"], "Interval": 100 * MS, "Retries": 1}
+    vd.docker("load", "-i", str(busybox_archive(tmp_path / "hc.tar", tag="hcbox:latest",
+                                                config_extra={"Healthcheck": hc})))
+    vd.docker("run", "-d", "--name", "img", "hcbox", "sleep", "1000")
+    vd.docker("run", "-d", "--name", "off", "--no-healthcheck", "hcbox", "sleep", "1000")
+    vd.docker("run", "-d", "--name", "over", "--health-cmd", "exit 1", "hcbox", "sleep", "1000")
+    over = json.loads(vd.docker("inspect", "over").stdout)[0]["Config"]["Healthcheck"]
+    assert over["Test"] == ["CMD-SHELL", "exit 1"] and over["Interval"] == 100 * MS
+    wait_until(lambda: health(vd, "img")["Status"] == "healthy")
+    wait_until(lambda: health(vd, "over")["Status"] == "unhealthy")
+    assert health(vd, "off") is None
+    vd.docker("rm", "-f", "img", "off", "over")
+    bad = vd.docker("run", "-d", "--health-cmd", "true", "--health-interval", "1us", "busybox",
+                    check=False)
+    assert bad.returncode != 0 and "1ms" in bad.stderr
+
+
+def test_health_checks_resume_after_daemon_restart(vd):
+    vd.docker("run", "-d", "--name", "hc", "--health-cmd", "test ! -e /tmp/bad",
+              "--health-interval", "100ms", "--health-retries", "1", "busybox", "sleep", "1000")
+    wait_until(lambda: health(vd, "hc")["Status"] == "healthy")
+    vd.kill9()
+    vd.start()
+    # checks run again: a failure now turns it unhealthy
+    vd.docker("exec", "hc", "busybox", "touch", "/tmp/bad")
+    wait_until(lambda: health(vd, "hc")["Status"] == "unhealthy")
+    assert any(e["ExitCode"] == 0 for e in health(vd, "hc")["Log"])  # kept across the restart
+    vd.docker("rm", "-f", "hc")
