@@ -84,7 +84,8 @@ struct vd_container {
   /* status, under d->lock */
   vd_ctr_state state;
   bool starting, stopping, removing, removed;
-  bool paused; /* its cgroup is frozen */
+  bool paused;       /* its cgroup is frozen */
+  bool monitor_lost; /* its monitor died without recording an exit */
   /* restart policy */
   bool restarting;  /* waiting for its restart timer */
   bool manual_stop; /* stopped or killed through the API: "always" does not bring it back */
@@ -434,6 +435,9 @@ void vd_supervise_watch(vd_daemon *d, vd_container *c);
 void vd_supervise_exited(vd_daemon *d, vd_container *c);
 /* Remove a container's files and mounts (worker); the caller set c->removing. */
 int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **err);
+/* A container whose monitor died without recording its exit (c->monitor_lost): end what is
+ * left of it and record exit.json (worker or start-up; see supervisor.c). */
+void vd_supervise_end_orphan(vd_daemon *d, vd_container *c);
 /* Send sig to the container's processes. */
 int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
 /* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */

@@ -160,7 +160,10 @@ void vd_ctr_refresh(vd_daemon *d, vd_container *c) {
     c->paused = false;
     c->exit_code = (int)json_integer_value(json_object_get(ex, "ExitCode"));
     set_str(&c->finished_at, json_string_value(json_object_get(ex, "FinishedAt")));
+    if (json_string_length(json_object_get(ex, "Error")))
+      set_str(&c->error, json_string_value(json_object_get(ex, "Error")));
     c->pid = 0;
+    c->monitor_lost = false;
   } else if (mon) {
     bool alive = c->monitor_pid > 0 && vd_pid_start_time(c->monitor_pid) == c->monitor_start;
     c->state = alive ? VD_CTR_RUNNING : VD_CTR_EXITED;
@@ -172,8 +175,10 @@ void vd_ctr_refresh(vd_daemon *d, vd_container *c) {
         ctr_state_free(st);
       }
     }
+    c->monitor_lost = !alive;
     if (!alive) {
-      /* the monitor died without recording an exit: nothing knows the status any more */
+      /* the monitor died without recording an exit: until vd_supervise_end_orphan has ended
+       * what it left behind and recorded the exit, nothing knows the status */
       c->exit_code = 255;
       c->pid = 0;
       set_str(&c->error, "the container's monitor exited without recording its exit status");
@@ -182,6 +187,7 @@ void vd_ctr_refresh(vd_daemon *d, vd_container *c) {
     }
   } else {
     c->state = VD_CTR_CREATED;
+    c->monitor_lost = false;
   }
 }
 
@@ -220,6 +226,10 @@ int vd_store_recover(vd_daemon *d, vs_error **err) {
     }
     vd_container *c = vd_ctr_new(d, de->d_name, rec);
     vd_ctr_refresh(d, c);
+    if (c->monitor_lost) { /* its monitor died while no daemon ran */
+      vd_supervise_end_orphan(d, c);
+      vd_ctr_refresh(d, c);
+    }
     vd_ctr_add(d, c);
     if (c->state == VD_CTR_RUNNING)
       vd_supervise_watch(d, c);

@@ -415,3 +415,86 @@ def test_health_checks_resume_after_daemon_restart(vd):
     wait_until(lambda: health(vd, "hc")["Status"] == "unhealthy")
     assert any(e["ExitCode"] == 0 for e in health(vd, "hc")["Log"])  # kept across the restart
     vd.docker("rm", "-f", "hc")
+
+
+# ------------------------------------------------------------------ a monitor that dies
+
+
+def inspect(vd, name):
+    return json.loads(vd.docker("inspect", name).stdout)[0]
+
+
+def monitor_of(vd, name):
+    cid = inspect(vd, name)["Id"]
+    return json.loads((vd.data / "containers" / cid / "monitor.json").read_text())
+
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+COUNTER = "i=0; while :; do echo line $i; i=$((i+1)); busybox usleep 20000; done"
+# writes its lines, then nothing: it outlives its monitor until vesseld ends it (a writer dies
+# of SIGPIPE at its next write, and its status is lost with the monitor)
+QUIET = "i=0; while [ $i -lt 5 ]; do echo line $i; i=$((i+1)); done; exec busybox sleep 1000"
+
+
+def test_monitor_killed(vd):
+    import os
+    import subprocess
+    vd.docker("run", "-d", "--name", "lost", "busybox", "sh", "-c", QUIET)
+    wait_until(lambda: "line 4" in vd.docker("logs", "lost").stdout)
+    waiter = subprocess.Popen(["docker", "wait", "lost"], env=vd.env, stdout=subprocess.PIPE,
+                              text=True)
+    mon = monitor_of(vd, "lost")
+    os.kill(mon["MonitorPid"], 9)
+    assert waiter.wait(60) == 0 and waiter.stdout.read() == "137\n"
+    st = inspect(vd, "lost")["State"]
+    assert st["Status"] == "exited" and st["ExitCode"] == 137
+    assert "monitor" in st["Error"]
+    assert gone(mon["Pid"])  # nothing runs on unsupervised
+    assert vd.docker("logs", "lost").stdout.splitlines() == [f"line {i}" for i in range(5)]
+    import time
+    die = vd.docker("events", "--since", "0", "--until", str(int(time.time()) + 1), "--filter",
+                    "event=die", "--format", "{{.Actor.Attributes.exitCode}}").stdout
+    assert die.split()[0] == "137"
+    vd.docker("rm", "lost")
+    # a writer dies of SIGPIPE once its monitor is gone, its status unknown (255) unless
+    # vesseld ended it first (137): either way it is recorded as exited, with the reason
+    vd.docker("run", "-d", "--name", "chatty", "busybox", "sh", "-c", COUNTER)
+    wait_until(lambda: "line 3" in vd.docker("logs", "chatty").stdout)
+    mon = monitor_of(vd, "chatty")
+    os.kill(mon["MonitorPid"], 9)
+    wait_until(lambda: inspect(vd, "chatty")["State"]["Status"] == "exited")
+    st = inspect(vd, "chatty")["State"]
+    assert st["ExitCode"] in (137, 255) and "monitor" in st["Error"] and gone(mon["Pid"])
+    vd.docker("rm", "chatty")
+    # --restart always: back under a new monitor, the log going on
+    vd.docker("run", "-d", "--name", "back", "--restart", "always", "busybox", "sh", "-c",
+              COUNTER)
+    wait_until(lambda: "line 3" in vd.docker("logs", "back").stdout)
+    first = monitor_of(vd, "back")
+    os.kill(first["MonitorPid"], 9)
+    wait_until(lambda: inspect(vd, "back")["RestartCount"] == 1
+               and inspect(vd, "back")["State"]["Running"])
+    assert monitor_of(vd, "back")["MonitorPid"] != first["MonitorPid"] and gone(first["Pid"])
+    wait_until(lambda: vd.docker("logs", "back").stdout.count("line 0\n") == 2)
+    vd.docker("rm", "-f", "back")
+
+
+def test_monitor_killed_while_daemon_down(vd):
+    import os
+    vd.docker("run", "-d", "--name", "lost", "busybox", "sh", "-c", QUIET)
+    wait_until(lambda: "line 4" in vd.docker("logs", "lost").stdout)
+    mon = monitor_of(vd, "lost")
+    vd.kill9()
+    os.kill(mon["MonitorPid"], 9)
+    vd.start()
+    st = inspect(vd, "lost")["State"]
+    assert st["Status"] == "exited" and st["ExitCode"] == 137 and "monitor" in st["Error"]
+    assert gone(mon["Pid"])
+    vd.docker("rm", "lost")
