@@ -171,18 +171,6 @@ static json_t *resolv_words(const char *text, const char *key) {
   return out;
 }
 
-static char *joined(json_t *words) {
-  char *s = vs_strdup("");
-  size_t i;
-  json_t *w;
-  json_array_foreach(words, i, w) {
-    char *n = vs_asprintf("%s%s%s", s, i ? " " : "", json_string_value(w));
-    free(s);
-    s = n;
-  }
-  return s;
-}
-
 /* resolv.conf as dockerd writes it when any DNS option is given: search, nameservers, options. */
 static char *build_resolv(const char *host, const ctr_docker_dns *o, vs_error **err) {
   _cleanup_json_ json_t *servers =
@@ -201,7 +189,7 @@ static char *build_resolv(const char *host, const ctr_docker_dns *o, vs_error **
       return NULL;
     }
   }
-  _cleanup_free_ char *s = joined(search), *opts = joined(options);
+  _cleanup_free_ char *s = vs_json_join(search, " "), *opts = vs_json_join(options, " ");
   char *out = vs_strdup("");
   if (*s && strcmp(s, ".") != 0) {
     char *n = vs_asprintf("search %s\n", s);

@@ -6,7 +6,7 @@
 #include "ctr/security.h"
 
 #include <errno.h>
-#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
 
@@ -19,8 +19,9 @@
 #elif defined(__riscv) && __riscv_xlen == 64
 #define NATIVE_GOARCH "riscv64"
 #define NATIVE_SCMP "SCMP_ARCH_RISCV64"
-#else
-#error "seccomp profiles: unknown native architecture"
+#else /* no archMap entry or arches list names this machine */
+#define NATIVE_GOARCH "unknown"
+#define NATIVE_SCMP "unknown"
 #endif
 
 static bool in_strings(json_t *a, const char *s) {
@@ -47,15 +48,35 @@ static int want_strings(json_t *obj, const char *field, const char *what, json_t
   return 0;
 }
 
-/* "5.8" or "4.14.2" against the running kernel: whether it is at least that. */
+/* "5.8" or "4.14.2": major and minor, or false when it is not such a version. */
+static bool major_minor(const char *v, unsigned long *maj, unsigned long *min, bool strict) {
+  char *end;
+  errno = 0;
+  *maj = strtoul(v, &end, 10);
+  if (end == v || *end != '.' || errno)
+    return false;
+  const char *m = end + 1;
+  *min = strtoul(m, &end, 10);
+  if (end == m || errno)
+    return false;
+  if (!strict)
+    return true;
+  if (*end == '.') { /* a patch level */
+    const char *p = end + 1;
+    strtoul(p, &end, 10);
+    if (end == p || errno)
+      return false;
+  }
+  return *end == 0;
+}
+
+/* A minimum kernel version against the running kernel: whether it is at least that. */
 static int kernel_at_least(const char *want, const char *what, bool *ok, vs_error **err) {
-  unsigned wmaj = 0, wmin = 0, kmaj = 0, kmin = 0;
-  char extra;
-  if (sscanf(want, "%u.%u%c", &wmaj, &wmin, &extra) != 2 &&
-      sscanf(want, "%u.%u.%*u%c", &wmaj, &wmin, &extra) != 2)
+  unsigned long wmaj, wmin, kmaj, kmin;
+  if (!major_minor(want, &wmaj, &wmin, true))
     return vs_error_set(err, 0, "%s.minKernel: \"%.32s\" is not a kernel version", what, want);
   struct utsname u;
-  if (uname(&u) < 0 || sscanf(u.release, "%u.%u", &kmaj, &kmin) != 2)
+  if (uname(&u) < 0 || !major_minor(u.release, &kmaj, &kmin, false))
     return vs_error_set(err, errno ? errno : EIO, "read the kernel version");
   *ok = kmaj > wmaj || (kmaj == wmaj && kmin >= wmin);
   return 0;

@@ -19,6 +19,16 @@ void vd_conn_sweep(vd_daemon *d);
 
 /* ---------------------------------------------------------------- workers */
 
+void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
+                       void (*done)(vd_job *)) {
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = d;
+  job->ctr = c;
+  job->run = run;
+  job->done = done;
+  vd_job_submit(d, job);
+}
+
 void vd_job_submit(vd_daemon *d, vd_job *job) {
   job->next = NULL;
   pthread_mutex_lock(&d->qlock);

@@ -242,6 +242,9 @@ struct vd_job {
 };
 
 void vd_job_submit(vd_daemon *d, vd_job *job);
+/* A job about container c (whose reference the caller took for the job; done drops it). */
+void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
+                       void (*done)(vd_job *));
 
 /* ---- the daemon */
 

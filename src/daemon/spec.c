@@ -387,15 +387,15 @@ static int add_mounts(vd_daemon *d, json_t *mounts, json_t *points, json_t *hc, 
   return 0;
 }
 
-static bool mounted_at(json_t *mounts, const char *dst) {
+static json_t *mount_at(json_t *mounts, const char *dst) {
   size_t i;
   json_t *m;
   json_array_foreach(mounts, i, m) {
     const char *have = json_string_value(json_object_get(m, "destination"));
     if (have && !strcmp(have, dst))
-      return true;
+      return m;
   }
-  return false;
+  return NULL;
 }
 
 /* Config.Volumes (the image's VOLUMEs and the client's `-v /path`): an anonymous volume at each
@@ -407,7 +407,7 @@ static int add_config_volumes(vd_daemon *d, json_t *mounts, json_t *points, json
   json_object_foreach(json_object_get(config, "Volumes"), dst, v) {
     if (check_destination("Config.Volumes", dst, err) < 0)
       return -1;
-    if (mounted_at(mounts, dst))
+    if (mount_at(mounts, dst))
       continue;
     if (add_volume(d, mounts, points, NULL, dst, "", false, true, err) < 0)
       return -1;
@@ -676,17 +676,6 @@ static int sysctls(json_t *hc, json_t *out, vs_error **err) {
     json_object_set(out, key, v);
   }
   return 0;
-}
-
-static json_t *mount_at(json_t *mounts, const char *dst) {
-  size_t i;
-  json_t *m;
-  json_array_foreach(mounts, i, m) {
-    const char *have = json_string_value(json_object_get(m, "destination"));
-    if (have && !strcmp(have, dst))
-      return m;
-  }
-  return NULL;
 }
 
 static void drop_option(json_t *m, const char *opt) {

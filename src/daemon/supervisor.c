@@ -192,12 +192,7 @@ static void after_exit(vd_daemon *d, vd_container *c, bool restarted) {
   else if (!auto_remove)
     vd_restart_schedule(d, c);
   if (auto_remove) {
-    vd_job *job = vs_malloc0(sizeof(*job));
-    job->d = d;
-    job->ctr = c;
-    job->run = remove_job_run;
-    job->done = remove_job_done;
-    vd_job_submit(d, job);
+    vd_job_submit_ctr(d, c, remove_job_run, remove_job_done);
   }
 }
 
@@ -275,12 +270,7 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
     vd_ctr_ref(c);
   pthread_mutex_unlock(&d->lock);
   if (lost) { /* ending it may wait for its processes: a worker's job */
-    vd_job *job = vs_malloc0(sizeof(*job));
-    job->d = d;
-    job->ctr = c;
-    job->run = end_orphan_run;
-    job->done = end_orphan_done;
-    vd_job_submit(d, job);
+    vd_job_submit_ctr(d, c, end_orphan_run, end_orphan_done);
     return;
   }
   finish_exit(d, c, ended);
