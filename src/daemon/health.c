@@ -223,8 +223,8 @@ void vd_health_start(vd_daemon *d, vd_container *c) {
   pthread_mutex_lock(&d->lock);
   if (!c->health) {
     json_t *log = json_object_get(kept, "Log");
-    c->health = json_pack("{s:s, s:i, s:O}", "Status", "starting", "FailingStreak", 0, "Log",
-                          json_is_array(log) ? log : json_array());
+    c->health = json_pack("{s:s, s:i, s:o}", "Status", "starting", "FailingStreak", 0, "Log",
+                          json_is_array(log) ? json_incref(log) : json_array());
   }
   json_object_set_new(c->health, "Status", json_string("starting"));
   json_object_set_new(c->health, "FailingStreak", json_integer(0));
