@@ -528,14 +528,12 @@ static void devices_under(const char *host_dir, const char *ctr_dir, json_t *out
 
 /* HostConfig.Devices ({PathOnHost, PathInContainer, CgroupPermissions}; a directory gives every
  * device under it) and DeviceCgroupRules ("c 1:3 rwm"), after Docker's default rules: nothing
- * but the standard devices. --privileged: every device of the host, all allowed. */
+ * but the standard devices. --privileged: every device of the host, all allowed, and of the
+ * --device mappings those to another path (as dockerd). */
 static int devices(json_t *hc, bool privileged, json_t *devs, json_t *rules, vs_error **err) {
-  if (privileged) {
+  if (privileged)
     devices_under("/dev", "/dev", devs, 0);
-    json_array_append_new(rules, json_pack("{s:b, s:s}", "allow", 1, "access", "rwm"));
-    return 0;
-  }
-  json_array_append_new(rules, json_pack("{s:b, s:s}", "allow", 0, "access", "rwm"));
+  json_array_append_new(rules, json_pack("{s:b, s:s}", "allow", privileged, "access", "rwm"));
   size_t i;
   json_t *v;
   json_array_foreach(json_object_get(hc, "Devices"), i, v) {
@@ -550,6 +548,9 @@ static int devices(json_t *hc, bool privileged, json_t *devs, json_t *rules, vs_
       return invalid(err, "HostConfig.Devices[%zu]: %s is not a path under /dev", i, in);
     if (!perms || !*perms)
       perms = "rwm";
+    /* privileged: every device is there and allowed already; only other paths are added */
+    if (privileged && !strcmp(in, host))
+      continue;
     if (strspn(perms, "rwm") != strlen(perms))
       return invalid(err, "invalid device mode: %s", perms);
     struct stat st;
@@ -569,7 +570,7 @@ static int devices(json_t *hc, bool privileged, json_t *devs, json_t *rules, vs_
                        host);
       json_array_append_new(devs, e);
     }
-    for (size_t k = first; k < json_array_size(devs); k++) {
+    for (size_t k = first; !privileged && k < json_array_size(devs); k++) {
       json_t *e = json_array_get(devs, k);
       json_array_append_new(rules, json_pack("{s:b, s:O, s:O, s:O, s:s}", "allow", 1, "type",
                                              json_object_get(e, "type"), "major",

@@ -153,14 +153,15 @@ def test_privileged(vd):
     assert plain.returncode != 0 and "Operation not permitted" in err  # device cgroup
     assert any(l.split()[1] == "/proc/sys" and "ro" in l.split()[3].split(",")
                for l in mnts.splitlines())
-    priv = vd.docker("run", "--rm", "--privileged", "busybox", "sh", "-c",
+    priv = vd.docker("run", "--rm", "--privileged", "--device", "/dev/loop0:/dev/xloop",
+                     "busybox", "sh", "-c",
                      "cat /proc/self/status; echo ---; cat /proc/mounts; echo ---; "
                      "ls /dev; echo ---; busybox mknod /tmp/lc c 10 237 && : < /tmp/lc && echo ok")
     status, mnts, devs, out = priv.stdout.split("---\n")
     bounding = status_field(open("/proc/self/status").read(), "CapBnd")
     assert status_field(status, "CapEff") == bounding
     assert status_field(status, "Seccomp") == "0"
-    assert {"loop0", "loop-control", "null", "fuse"} <= set(devs.split())
+    assert {"loop0", "loop-control", "null", "fuse", "xloop"} <= set(devs.split())
     assert out == "ok\n"
     sys_mount = [l.split() for l in mnts.splitlines() if l.split()[1] == "/sys"]
     assert sys_mount and "rw" in sys_mount[0][3].split(",")
