@@ -256,6 +256,8 @@ static int check_create_body(json_t *body, vs_error **err) {
     }
     /* refused rather than ignored: a container must not run with less isolation or other
      * behaviour than asked for without the client knowing */
+    if (json_array_size(json_object_get(hc, "VolumesFrom")))
+      return vs_error_set(err, 0, "HostConfig.VolumesFrom: not supported by vesseld yet");
     json_t *rp = json_object_get(hc, "RestartPolicy");
     const char *policy = NULL;
     int64_t max = 0;

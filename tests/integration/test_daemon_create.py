@@ -499,3 +499,11 @@ def test_monitor_killed_while_daemon_down(vd):
     assert st["Status"] == "exited" and st["ExitCode"] == 137 and "monitor" in st["Error"]
     assert gone(mon["Pid"])
     vd.docker("rm", "lost")
+
+
+def test_volumes_from_is_refused_not_ignored(vd):
+    vd.docker("create", "--name", "src1", "volbox")
+    r = vd.docker("create", "--volumes-from", "src1", "busybox", check=False)
+    assert r.returncode != 0 and "VolumesFrom" in r.stderr
+    vd.docker("rm", "-v", "src1")
+    assert volumes(vd) == set()
