@@ -110,8 +110,8 @@ static int check_exec_body(json_t *body, vs_error **err) {
       vs_json_get_bool(body, "AttachStdout", false, &b, err) < 0 ||
       vs_json_get_bool(body, "AttachStderr", false, &b, err) < 0)
     return -1;
-  if (json_is_true(json_object_get(body, "Privileged")))
-    return vs_error_set(err, EINVAL, "Privileged: not supported by vesseld yet");
+  if (vs_json_get_bool(body, "Privileged", false, &b, err) < 0)
+    return -1;
   const char *wd = json_string_value(json_object_get(body, "WorkingDir"));
   if (wd && *wd && wd[0] != '/')
     return vs_error_set(err, EINVAL, "WorkingDir %s is not an absolute path", wd);
@@ -173,8 +173,8 @@ void vd_h_exec_inspect(vd_call *c) {
                 "s:s}",
                 "ID", x->id, "Running", x->running, "ExitCode", x->exit_code, "ProcessConfig",
                 "entrypoint", json_array_get(cmd, 0), "arguments", args, "tty", x->tty, "user",
-                user ? user : "", "privileged", 0, "OpenStdin",
-                json_is_true(json_object_get(x->cfg, "AttachStdin")), "OpenStdout",
+                user ? user : "", "privileged", json_is_true(json_object_get(x->cfg, "Privileged")),
+                "OpenStdin", json_is_true(json_object_get(x->cfg, "AttachStdin")), "OpenStdout",
                 json_is_true(json_object_get(x->cfg, "AttachStdout")), "OpenStderr",
                 json_is_true(json_object_get(x->cfg, "AttachStderr")), "ContainerID", x->ctr_id,
                 "Pid", x->running ? (int)x->pid : 0, "CanRemove", 0, "DetachKeys", ""));
@@ -217,6 +217,13 @@ static json_t *exec_process(vd_daemon *d, vd_exec *x, vs_error **err) {
   if (wd && *wd)
     json_object_set_new(p, "cwd", json_string(wd));
   json_object_set_new(p, "terminal", json_boolean(x->tty));
+  if (json_is_true(json_object_get(x->cfg, "Privileged"))) { /* exec --privileged: every cap */
+    json_t *caps = vd_spec_all_caps();
+    json_object_set_new(
+        p, "capabilities",
+        json_pack("{s:O, s:O, s:O}", "bounding", caps, "effective", caps, "permitted", caps));
+    json_decref(caps);
+  }
   const char *user = json_string_value(json_object_get(x->cfg, "User"));
   if (user && *user) {
     _cleanup_free_ char *rootfs = vs_asprintf("%s/%s/rootfs", d->containers_dir, x->ctr_id);

@@ -462,6 +462,9 @@ void vd_restart_cancel(vd_daemon *d, vd_container *c);
 /* The user stopped (true) or started (false) it: remembered in the record (worker). */
 void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped);
 
+/* Every capability the daemon's bounding set holds, as "CAP_..." names: what "all" means for
+ * --privileged, --cap-add ALL and exec --privileged (the runtime cannot give more than it has). */
+json_t *vd_spec_all_caps(void);
 /* "user[:group]" (names or numbers) to ids through the image's /etc/passwd and /etc/group. */
 int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
                          vs_error **err);

@@ -156,9 +156,7 @@ static const char *cap_name(const char *given) {
   return NULL;
 }
 
-/* Every capability the daemon's bounding set holds (what "all" can mean for a container: the
- * runtime cannot give more than it has). */
-static json_t *all_bounding_caps(void) {
+json_t *vd_spec_all_caps(void) {
   json_t *a = json_array();
   for (size_t k = 0; k < ARRAY_SIZE(all_caps); k++)
     if (prctl(PR_CAPBSET_READ, (unsigned long)k, 0, 0, 0) == 1)
@@ -175,7 +173,7 @@ static bool in_array(json_t *a, const char *s) {
 
 /* Docker's default set, then CapAdd, then CapDrop ("ALL" allowed in both). */
 static json_t *capabilities(json_t *hc, vs_error **err) {
-  _cleanup_json_ json_t *everything = all_bounding_caps();
+  _cleanup_json_ json_t *everything = vd_spec_all_caps();
   /* --privileged: every capability */
   json_t *caps = json_is_true(json_object_get(hc, "Privileged")) ? json_copy(everything)
                                                                  : ctr_docker_default_caps();

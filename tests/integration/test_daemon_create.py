@@ -182,6 +182,13 @@ def test_privileged(vd):
     sys_mount = [l.split() for l in mnts.splitlines() if l.split()[1] == "/sys"]
     assert sys_mount and "rw" in sys_mount[0][3].split(",")
     assert not any(l.split()[1] in ("/proc/sys", "/proc/kcore") for l in mnts.splitlines())
+    # exec --privileged in a container that is not: every capability for that process only
+    vd.docker("run", "-d", "--name", "plainc", "busybox", "sleep", "1000")
+    execd = vd.docker("exec", "--privileged", "plainc", "cat", "/proc/self/status").stdout
+    assert status_field(execd, "CapEff") == bounding
+    execd = vd.docker("exec", "plainc", "cat", "/proc/self/status").stdout
+    assert status_field(execd, "CapEff") == "00000000a80425fb"
+    vd.docker("rm", "-f", "plainc")
 
 
 def test_devices(vd):
