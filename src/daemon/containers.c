@@ -557,7 +557,8 @@ static char *status_text(const vd_container *c) {
   long long now = (long long)time(NULL);
   if (c->state == VD_CTR_RUNNING) {
     _cleanup_free_ char *h = human_duration(now - unix_time(c->started_at));
-    const char *health = vd_health_status(c);
+    /* as dockerd: "(Paused)" or the health, not both */
+    const char *health = c->paused ? NULL : vd_health_status(c);
     if (health && !strcmp(health, "starting"))
       health = "health: starting";
     return vs_asprintf("Up %s%s%s%s%s", h, c->paused ? " (Paused)" : "", health ? " (" : "",
