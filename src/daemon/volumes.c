@@ -62,10 +62,12 @@ json_t *vd_volume_ensure(vd_daemon *d, const char *name, json_t *labels, json_t 
     _cleanup_free_ char *data = vs_asprintf("%s/_data", dir);
     _cleanup_free_ char *path = vs_asprintf("%s/volume.json", dir);
     _cleanup_free_ char *now = vd_now();
+    /* a volume made for a container (named on first use, or anonymous) has null Labels and
+     * Options, one made by `volume create` what the client sent, as with dockerd 20.10 */
     json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "Name", name, "Driver", "local",
                             "Scope", "local", "CreatedAt", now, "Labels",
-                            json_is_object(labels) ? json_incref(labels) : json_object(), "Options",
-                            json_is_object(opts) ? json_incref(opts) : json_object());
+                            json_is_object(labels) ? json_incref(labels) : json_null(), "Options",
+                            json_is_object(opts) ? json_incref(opts) : json_null());
     if (vs_mkdir_p(data, 0755, err) == 0 && vs_json_write_file(path, rec, 0600, err) == 0) {
       v = volume_load(d, name);
       if (created)
