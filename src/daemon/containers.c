@@ -617,23 +617,9 @@ static json_t *container_summary(const vd_container *c) {
                    inspect_mounts(c));
 }
 
-/* The values of one filter: Docker sends {"name": ["a"]} or {"name": {"a": true}}. */
-static json_t *filter_values(json_t *filters, const char *key) {
-  json_t *v = json_object_get(filters, key);
-  json_t *out = json_array();
-  if (json_is_array(v)) {
-    json_array_extend(out, v);
-  } else if (json_is_object(v)) {
-    const char *k;
-    json_t *b;
-    json_object_foreach(v, k, b) if (json_is_true(b)) json_array_append_new(out, json_string(k));
-  }
-  return out;
-}
-
 /* Any of the values matches (filters of one key are alternatives, keys all apply). */
 static bool filter_match(json_t *filters, const char *key, const vd_container *c) {
-  _cleanup_json_ json_t *vals = filter_values(filters, key);
+  _cleanup_json_ json_t *vals = vd_filter_values(filters, key);
   if (json_array_size(vals) == 0)
     return true;
   json_t *cfg = json_object_get(c->rec, "Config");
@@ -655,14 +641,8 @@ static bool filter_match(json_t *filters, const char *key, const vd_container *c
       if ((img && !strcmp(img, want)) || (iid && strstr(iid, want)))
         return true;
     }
-    if (!strcmp(key, "label")) {
-      json_t *labels = json_object_get(cfg, "Labels");
-      const char *eq = strchr(want, '=');
-      _cleanup_free_ char *k = eq ? vs_img_strndup(want, (size_t)(eq - want)) : vs_strdup(want);
-      const char *have = json_string_value(json_object_get(labels, k));
-      if (have && (!eq || !strcmp(have, eq + 1)))
-        return true;
-    }
+    if (!strcmp(key, "label") && vd_filter_label_match(want, json_object_get(cfg, "Labels")))
+      return true;
     if (!strcmp(key, "exited") && c->state == VD_CTR_EXITED &&
         strtol(want, NULL, 10) == c->exit_code)
       return true;
@@ -678,30 +658,11 @@ static bool filter_match(json_t *filters, const char *key, const vd_container *c
 void vd_h_containers_list(vd_call *c) {
   vd_daemon *d = c->d;
   bool all = http_query_bool(c->req->query, "all", false);
-  _cleanup_free_ char *ftext = http_query_get(c->req->query, "filters");
+  static const char *const known[] = {"status", "id",     "name",  "ancestor",
+                                      "label",  "exited", "health"};
   _cleanup_json_ json_t *filters = NULL;
-  if (ftext && *ftext) {
-    vs_error *e = NULL;
-    filters = vs_json_loads(ftext, strlen(ftext), "filters", &e);
-    if (!filters || !json_is_object(filters)) {
-      vd_call_error(c, 400, "invalid filters: %s", e ? e->msg : "expected a JSON object");
-      vs_error_free(e);
-      return;
-    }
-    static const char *const known[] = {"status", "id",     "name",  "ancestor",
-                                        "label",  "exited", "health"};
-    const char *key;
-    json_t *v;
-    json_object_foreach(filters, key, v) {
-      bool ok = false;
-      for (size_t k = 0; k < ARRAY_SIZE(known); k++)
-        ok = ok || !strcmp(key, known[k]);
-      if (!ok) {
-        vd_call_error(c, 400, "invalid filter '%s'", key);
-        return;
-      }
-    }
-  }
+  if (vd_call_filters(c, known, ARRAY_SIZE(known), &filters) < 0)
+    return;
   _cleanup_free_ char *limit_q = http_query_get(c->req->query, "limit");
   long limit = limit_q ? strtol(limit_q, NULL, 10) : -1;
   /* a status filter or a limit looks at stopped containers too, as dockerd does */
@@ -714,11 +675,9 @@ void vd_h_containers_list(vd_call *c) {
     vd_container *ctr = d->ctrs[i];
     if (!all && ctr->state != VD_CTR_RUNNING)
       continue;
-    static const char *const keys[] = {"status", "id",     "name",  "ancestor",
-                                       "label",  "exited", "health"};
     bool match = true;
-    for (size_t k = 0; k < ARRAY_SIZE(keys) && match; k++)
-      match = filter_match(filters, keys[k], ctr);
+    for (size_t k = 0; k < ARRAY_SIZE(known) && match; k++)
+      match = filter_match(filters, known[k], ctr);
     if (!match)
       continue;
     if (limit > 0 && (long)json_array_size(out) >= limit)

@@ -38,6 +38,10 @@ unsigned long long vd_pid_start_time(pid_t pid);
 char *vd_now(void);
 /* 64 random hex digits. */
 char *vd_random_id(void);
+/* The values of one key of Docker's filters: {"name": ["a"]} or {"name": {"a": true}}. */
+json_t *vd_filter_values(json_t *filters, const char *key);
+/* A "label" filter value, "key" or "key=value", against a labels object. */
+bool vd_filter_label_match(const char *want, json_t *labels);
 
 /* ---- epoll sources: every registered fd points at one of these */
 
@@ -228,6 +232,9 @@ void vd_call_error(vd_call *c, int status, const char *fmt, ...)
 void vd_call_fail(vd_call *c, const vs_error *e);
 /* A JSON request body as an object: NULL after answering 400 naming the problem. */
 json_t *vd_call_body_object(vd_call *c);
+/* The query's "filters" (*out NULL when none), its keys among known: 0, or -1 after answering
+ * 400 ("invalid filter 'x'"). */
+int vd_call_filters(vd_call *c, const char *const *known, size_t n_known, json_t **out);
 
 /* ---- jobs for the workers */
 

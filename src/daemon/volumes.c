@@ -115,8 +115,57 @@ static json_t *volume_users(vd_daemon *d, const char *name) {
   return users;
 }
 
+/* Every value of a filter key matches (label, label!) or any does (name, driver, dangling). */
+static bool volume_matches(vd_daemon *d, json_t *filters, json_t *v) {
+  if (!filters)
+    return true;
+  const char *name = json_string_value(json_object_get(v, "Name"));
+  json_t *labels = json_object_get(v, "Labels");
+  size_t i;
+  json_t *w;
+  _cleanup_json_ json_t *want_labels = vd_filter_values(filters, "label");
+  json_array_foreach(want_labels, i,
+                     w) if (!vd_filter_label_match(json_string_value(w), labels)) return false;
+  _cleanup_json_ json_t *not_labels = vd_filter_values(filters, "label!");
+  json_array_foreach(not_labels, i,
+                     w) if (vd_filter_label_match(json_string_value(w), labels)) return false;
+  _cleanup_json_ json_t *names = vd_filter_values(filters, "name");
+  bool any = json_array_size(names) == 0;
+  json_array_foreach(names, i, w) any = any || strstr(name, json_string_value(w));
+  if (!any)
+    return false;
+  _cleanup_json_ json_t *drivers = vd_filter_values(filters, "driver");
+  any = json_array_size(drivers) == 0;
+  json_array_foreach(drivers, i, w) any = any || !strcmp(json_string_value(w), "local");
+  if (!any)
+    return false;
+  _cleanup_json_ json_t *dangling = vd_filter_values(filters, "dangling");
+  if (json_array_size(dangling)) {
+    const char *want = json_string_value(json_array_get(dangling, 0));
+    bool want_dangling = !strcmp(want, "true") || !strcmp(want, "1");
+    _cleanup_json_ json_t *users = volume_users(d, name);
+    if ((json_array_size(users) == 0) != want_dangling)
+      return false;
+  }
+  return true;
+}
+
 void vd_h_volumes_list(vd_call *c) {
   vd_daemon *d = c->d;
+  static const char *const known[] = {"name", "driver", "label", "dangling"};
+  _cleanup_json_ json_t *filters = NULL;
+  if (vd_call_filters(c, known, ARRAY_SIZE(known), &filters) < 0)
+    return;
+  _cleanup_json_ json_t *dangling = vd_filter_values(filters, "dangling");
+  size_t i;
+  json_t *w;
+  json_array_foreach(dangling, i, w) {
+    const char *v = json_string_value(w);
+    if (!v || (strcmp(v, "true") && strcmp(v, "1") && strcmp(v, "false") && strcmp(v, "0"))) {
+      vd_call_error(c, 400, "invalid filter 'dangling=%s'", v ? v : "");
+      return;
+    }
+  }
   _cleanup_free_ char *dir = vs_asprintf("%s/volumes", d->data_root);
   json_t *out = json_array();
   DIR *dh = opendir(dir);
@@ -124,8 +173,10 @@ void vd_h_volumes_list(vd_call *c) {
     struct dirent *de;
     while ((de = readdir(dh))) {
       json_t *v = de->d_name[0] == '.' ? NULL : volume_load(d, de->d_name);
-      if (v)
+      if (v && volume_matches(d, filters, v))
         json_array_append_new(out, v);
+      else
+        json_decref(v);
     }
     closedir(dh);
   }
@@ -207,8 +258,14 @@ void vd_h_volume_delete(vd_call *c) {
   vd_call_status(c, 204);
 }
 
+/* 20.10's prune: every volume no container uses (newer dockerd only anonymous ones unless
+ * all=true, a filter 20.10 does not know), narrowed by label and label! filters. */
 void vd_h_volumes_prune(vd_call *c) {
   vd_daemon *d = c->d;
+  static const char *const known[] = {"label", "label!"};
+  _cleanup_json_ json_t *filters = NULL;
+  if (vd_call_filters(c, known, ARRAY_SIZE(known), &filters) < 0)
+    return;
   _cleanup_free_ char *dir = vs_asprintf("%s/volumes", d->data_root);
   json_t *deleted = json_array();
   DIR *dh = opendir(dir);
@@ -216,6 +273,9 @@ void vd_h_volumes_prune(vd_call *c) {
     struct dirent *de;
     while ((de = readdir(dh))) {
       if (de->d_name[0] == '.' || !vd_volume_name_valid(de->d_name))
+        continue;
+      _cleanup_json_ json_t *v = volume_load(d, de->d_name);
+      if (!v || !volume_matches(d, filters, v))
         continue;
       _cleanup_json_ json_t *users = volume_users(d, de->d_name);
       if (json_array_size(users))

@@ -125,6 +125,31 @@ def test_nocopy(vd):
     vd.docker("volume", "rm", "nc", "nc2", "c3")
 
 
+def test_volume_filters(vd):
+    vd.docker("volume", "create", "--label", "team=a", "alpha")
+    vd.docker("volume", "create", "--label", "team=b", "beta")
+    vd.docker("create", "--name", "holder", "-v", "beta:/b", "-v", "/anon", "busybox")
+    anon = next(m["Name"] for m in mounts(vd, "holder") if m["Destination"] == "/anon")
+
+    def ls(*f):
+        return set(vd.docker("volume", "ls", "-q", *[x for v in f for x in ("--filter", v)])
+                   .stdout.split())
+    assert ls("dangling=true") == {"alpha"}
+    assert ls("dangling=false") == {"beta", anon}
+    assert ls("label=team") == {"alpha", "beta"} and ls("label=team=b") == {"beta"}
+    assert ls("name=alp") == {"alpha"} and ls("driver=local") == {"alpha", "beta", anon}
+    bad = vd.docker("volume", "ls", "--filter", "colour=red", check=False)
+    assert bad.returncode != 0 and "invalid filter" in bad.stderr
+    # prune narrowed by labels: only unused volumes that match
+    vd.docker("volume", "create", "--label", "keep=yes", "gamma")
+    pruned = vd.docker("volume", "prune", "-f", "--filter", "label!=keep").stdout
+    assert "alpha" in pruned and "gamma" not in pruned
+    assert volumes(vd) == {"beta", "gamma", anon}
+    vd.docker("rm", "-v", "holder")
+    vd.docker("volume", "rm", "beta", "gamma")
+    assert volumes(vd) == set()
+
+
 def test_volumes_from_is_refused_not_ignored(vd):
     vd.docker("create", "--name", "src1", "volbox")
     r = vd.docker("create", "--volumes-from", "src1", "busybox", check=False)
