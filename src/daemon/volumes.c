@@ -161,7 +161,9 @@ void vd_h_volumes_list(vd_call *c) {
   json_t *w;
   json_array_foreach(dangling, i, w) {
     const char *v = json_string_value(w);
-    if (!v || (strcmp(v, "true") && strcmp(v, "1") && strcmp(v, "false") && strcmp(v, "0"))) {
+    bool known_value =
+        v && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "false") || !strcmp(v, "0"));
+    if (!known_value) {
       vd_call_error(c, 400, "invalid filter 'dangling=%s'", v ? v : "");
       return;
     }
