@@ -42,6 +42,10 @@ static vd_container *call_running_container(vd_call *c) {
   return ctr;
 }
 
+/* The same for handlers in other files. */
+vd_container *vd_call_container(vd_call *c) { return call_container(c); }
+vd_container *vd_call_running_container(vd_call *c) { return call_running_container(c); }
+
 /* An event about ctr (its attributes read under the lock), with extra attributes. */
 static void ctr_event(vd_daemon *d, vd_container *ctr, const char *action, json_t *extra) {
   pthread_mutex_lock(&d->lock);
@@ -258,22 +262,12 @@ static int check_create_body(json_t *body, vs_error **err) {
      * behaviour than asked for without the client knowing */
     if (json_array_size(json_object_get(hc, "VolumesFrom")))
       return vs_error_set(err, 0, "HostConfig.VolumesFrom: not supported by vesseld yet");
-    json_t *rp = json_object_get(hc, "RestartPolicy");
-    const char *policy = NULL;
-    int64_t max = 0;
-    if (json_is_object(rp) && (vs_json_get_string(rp, "Name", false, &policy, err) < 0 ||
-                               vs_json_get_int(rp, "MaximumRetryCount", false, &max, err) < 0))
-      return vs_error_wrap(err, "HostConfig.RestartPolicy");
-    bool restarts = policy && *policy && strcmp(policy, "no") != 0;
-    if (restarts && strcmp(policy, "always") != 0 && strcmp(policy, "unless-stopped") != 0 &&
-        strcmp(policy, "on-failure") != 0)
-      return vs_error_set(err, EINVAL, "invalid restart policy '%s'", policy);
-    if (max != 0 && (!policy || strcmp(policy, "on-failure") != 0))
-      return vs_error_set(err, EINVAL,
-                          "maximum retry count cannot be used with restart policy '%s'",
-                          policy ? policy : "no");
-    if (max < 0)
-      return vs_error_set(err, EINVAL, "maximum retry count cannot be negative");
+    const char *policy;
+    int64_t max;
+    int restarts =
+        vd_restart_policy_check(json_object_get(hc, "RestartPolicy"), &policy, &max, err);
+    if (restarts < 0)
+      return vs_error_wrap(err, "HostConfig");
     if (restarts && json_is_true(json_object_get(hc, "AutoRemove")))
       return vs_error_set(err, EINVAL, "can't create 'AutoRemove' container with restart policy");
   }
@@ -283,6 +277,9 @@ static int check_create_body(json_t *body, vs_error **err) {
       vs_json_get_object(body, "Healthcheck", false, &health, err) < 0)
     return -1;
   if (health && check_healthcheck(health, err) < 0)
+    return -1;
+  vd_log_opts log_opts;
+  if (vd_log_options(hc, &log_opts, err) < 0)
     return -1;
   const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
   if (net && *net && strcmp(net, "default") != 0 && strcmp(net, "none") != 0 &&
@@ -424,8 +421,12 @@ static json_t *new_record(vd_call *c, json_t *body, const vs_image *img, const c
     json_object_set_new(hc, "NetworkMode", json_string("default"));
   /* what dockerd fills in and clients read back (docker-py reads LogConfig.Type) */
   json_t *lc = json_object_get(hc, "LogConfig");
-  if (!json_is_object(lc) || !json_string_length(json_object_get(lc, "Type")))
+  if (!json_is_object(lc))
     json_object_set_new(hc, "LogConfig", json_pack("{s:s, s:{}}", "Type", "json-file", "Config"));
+  else if (!json_string_length(json_object_get(lc, "Type"))) /* --log-opt without --log-driver */
+    json_object_set_new(lc, "Type", json_string("json-file"));
+  if (!json_is_object(json_object_get(json_object_get(hc, "LogConfig"), "Config")))
+    json_object_set_new(json_object_get(hc, "LogConfig"), "Config", json_object());
   if (!json_is_object(json_object_get(hc, "RestartPolicy")))
     json_object_set_new(hc, "RestartPolicy",
                         json_pack("{s:s, s:i}", "Name", "no", "MaximumRetryCount", 0));
@@ -953,19 +954,27 @@ static void pause_container(vd_call *c, bool pause) {
   vd_call_status(c, 204);
 }
 
+int vd_call_terminal_size(vd_call *c, uint64_t *h, uint64_t *w) {
+  _cleanup_free_ char *hq = http_query_get(c->req->query, "h");
+  _cleanup_free_ char *wq = http_query_get(c->req->query, "w");
+  vs_error *e = NULL;
+  *h = *w = 0;
+  if (!hq || !wq || vs_parse_u64(hq, "h", h, &e) < 0 || vs_parse_u64(wq, "w", w, &e) < 0 ||
+      *h > 65535 || *w > 65535) {
+    vd_call_error(c, 400, "invalid terminal size: %s", e ? e->msg : "h and w must be 0..65535");
+    vs_error_free(e);
+    return -1;
+  }
+  return 0;
+}
+
 /* A terminal's size: one 'r' frame to the monitor (see monitor.c). */
 void vd_h_container_resize(vd_call *c) {
   vd_daemon *d = c->d;
-  _cleanup_free_ char *hq = http_query_get(c->req->query, "h");
-  _cleanup_free_ char *wq = http_query_get(c->req->query, "w");
-  uint64_t h = 0, w = 0;
+  uint64_t h, w;
   vs_error *e = NULL;
-  if (!hq || !wq || vs_parse_u64(hq, "h", &h, &e) < 0 || vs_parse_u64(wq, "w", &w, &e) < 0 ||
-      h > 65535 || w > 65535) {
-    vd_call_error(c, 400, "invalid terminal size: %s", e ? e->msg : "h and w must be 0..65535");
-    vs_error_free(e);
+  if (vd_call_terminal_size(c, &h, &w) < 0)
     return;
-  }
   vd_container *ctr = call_running_container(c);
   if (!ctr)
     return;
@@ -1150,9 +1159,63 @@ void vd_h_container_top(vd_call *c) {
   vd_call_json(c, 200, json_pack("{s:[s, s], s:o}", "Titles", "PID", "CMD", "Processes", procs));
 }
 
-/* docker commit: the container's upper directory becomes a new layer on its image; a JSON
- * body (a container config) is merged into the image's config. Dockerfile-style `changes`
- * are not parsed yet. */
+/* The image config of a commit, as dockerd makes it: the container's own settings (its merged
+ * Cmd, Env, Labels, ...) over the image's, then the request's config, then the Dockerfile
+ * instructions of `changes`. NULL after answering 400. */
+static json_t *commit_config(vd_call *c, vd_container *ctr, const vs_image *base, json_t *body) {
+  static const char *const image_keys[] = {
+      "User",       "ExposedPorts", "Env",     "Cmd",    "Healthcheck", "Volumes",
+      "WorkingDir", "Entrypoint",   "OnBuild", "Labels", "StopSignal",  "Shell"};
+  json_t *img = json_object_get(base->config.root, "config");
+  json_t *config = json_is_object(img) ? json_deep_copy(img) : json_object();
+  pthread_mutex_lock(&c->d->lock);
+  json_t *own = json_object_get(ctr->rec, "Config");
+  for (size_t i = 0; i < ARRAY_SIZE(image_keys); i++) {
+    json_t *v = json_object_get(own, image_keys[i]);
+    if (v)
+      json_object_set_new(config, image_keys[i], json_deep_copy(v));
+  }
+  pthread_mutex_unlock(&c->d->lock);
+  if (body)
+    json_object_update(config, body);
+  _cleanup_json_ json_t *changes = http_query_all(c->req->query, "changes");
+  vs_error *e = NULL;
+  if (vs_config_apply_changes(config, changes, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    json_decref(config);
+    return NULL;
+  }
+  return config;
+}
+
+/* Freeze a running container for a commit (dockerd's default, --pause): whether it was. */
+static bool commit_pause(vd_call *c, vd_container *ctr) {
+  if (!http_query_bool(c->req->query, "pause", true))
+    return false;
+  pthread_mutex_lock(&c->d->lock);
+  bool freeze = ctr->state == VD_CTR_RUNNING && !ctr->paused;
+  if (freeze)
+    ctr->paused = true;
+  pthread_mutex_unlock(&c->d->lock);
+  if (freeze && ctr_pause(&c->d->rt, ctr->id, true, NULL) < 0) {
+    pthread_mutex_lock(&c->d->lock);
+    ctr->paused = false;
+    pthread_mutex_unlock(&c->d->lock);
+    return false;
+  }
+  return freeze;
+}
+
+static void commit_resume(vd_call *c, vd_container *ctr) {
+  ctr_pause(&c->d->rt, ctr->id, false, NULL);
+  pthread_mutex_lock(&c->d->lock);
+  ctr->paused = false;
+  pthread_mutex_unlock(&c->d->lock);
+}
+
+/* docker commit: the container's upper directory becomes a new layer on its image, with the
+ * config commit_config makes, the comment (-m) and the author (-a). */
 void vd_h_commit(vd_call *c) {
   vd_daemon *d = c->d;
   const char *q = c->req->query;
@@ -1160,14 +1223,7 @@ void vd_h_commit(vd_call *c) {
   _cleanup_free_ char *repo = http_query_get(q, "repo");
   _cleanup_free_ char *tag = http_query_get(q, "tag");
   _cleanup_free_ char *comment = http_query_get(q, "comment");
-  _cleanup_free_ char *changes = http_query_get(q, "changes");
-  if (changes && *changes) {
-    vd_call_error(c, 400,
-                  "changes (%s): Dockerfile instructions are not supported by vesseld "
-                  "yet; pass a config in the body",
-                  changes);
-    return;
-  }
+  _cleanup_free_ char *author = http_query_get(q, "author");
   _cleanup_json_ json_t *body = NULL;
   if (c->body_len && strcmp(c->body, "null") != 0 && !(body = vd_call_body_object(c)))
     return;
@@ -1191,14 +1247,27 @@ void vd_h_commit(vd_call *c) {
   char digest[VS_DIGEST_MAX];
   pthread_mutex_lock(&d->store_lock);
   int r = vs_store_load_image(d->store, md, &base, &e);
-  if (r == 0) {
-    r = vs_image_commit(d->store, &base, upper, full, json_object_size(body) ? body : NULL, comment,
-                        digest, &e);
-    vs_image_clear(&base);
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0) {
+    vd_call_error(c, 500, "commit %.12s: %s", ctr->id, e ? e->msg : "failed");
+    vs_error_free(e);
+    return;
   }
+  _cleanup_json_ json_t *config = commit_config(c, ctr, &base, body);
+  if (!config) {
+    vs_image_clear(&base);
+    return;
+  }
+  bool paused = commit_pause(c, ctr);
+  pthread_mutex_lock(&d->store_lock);
+  r = vs_image_commit(d->store, &base, upper, full, config, comment && *comment ? comment : NULL,
+                      author && *author ? author : NULL, digest, &e);
+  vs_image_clear(&base);
   if (r == 0)
     r = vs_store_load_image(d->store, digest, &img, &e);
   pthread_mutex_unlock(&d->store_lock);
+  if (paused)
+    commit_resume(c, ctr);
   if (r < 0) {
     vd_call_error(c, 500, "commit %.12s: %s", ctr->id, e ? e->msg : "failed");
     vs_error_free(e);

@@ -39,6 +39,8 @@ typedef struct vd_monitor_options {
   int ready_fd;             /* gets "ok PID\n" or an error message, then is closed */
   bool tty;                 /* the process gets a terminal (config.json says so too) */
   bool open_stdin;          /* keep the container's stdin open for attach clients */
+  int64_t log_max_size;     /* rotate the log past this many bytes (0 or -1: never) */
+  unsigned log_max_files;   /* the log and its rotated files (0 or 1: the log is emptied) */
 } vd_monitor_options;
 
 /* `vessel-monitor --exec FILE`: run the OCI process in FILE (which is removed) inside the
