@@ -26,21 +26,25 @@ pytestmark = [
 ]
 
 
-def busybox_archive(path):
-    """A docker-archive (what `docker save` writes) of a one-layer busybox image."""
+def busybox_archive(path, tag="busybox:latest", config_extra=None, extend=None):
+    """A docker-archive (what `docker save` writes) of a one-layer busybox image; config_extra
+    is merged into its config, extend(layer) may add files."""
     layer = oci_images.busybox_layer()
     for a in EXTRA_APPLETS:
         if a not in oci_images.APPLETS:
             layer.symlink(f"bin/{a}", "busybox")
+    if extend:
+        extend(layer)
     tar = layer.tar()
     diff = hashlib.sha256(tar).hexdigest()
     config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
               "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                         "Cmd": ["sh"], "Labels": {"org.example.from": "image"}},
+                         "Cmd": ["sh"], "Labels": {"org.example.from": "image"},
+                         **(config_extra or {})},
               "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff]}}
     cdata = json.dumps(config).encode()
     cname = hashlib.sha256(cdata).hexdigest() + ".json"
-    manifest = [{"Config": cname, "RepoTags": ["busybox:latest"], "Layers": [f"{diff}/layer.tar"]}]
+    manifest = [{"Config": cname, "RepoTags": [tag], "Layers": [f"{diff}/layer.tar"]}]
     with tarfile.open(path, "w") as tf:
         for name, data in [(f"{diff}/layer.tar", tar), (cname, cdata),
                            ("manifest.json", json.dumps(manifest).encode())]:
@@ -507,7 +511,8 @@ def test_resources_mounts_caps(vdi, tmp_path):
     dropped = vdi.docker("run", "--rm", "--cap-drop", "CHOWN", "busybox", "sh", "-c",
                          "touch /tmp/a; chown 65534 /tmp/a 2>/dev/null || echo no-chown")
     assert dropped.stdout == "no-chown\n"
-    for args, words in [(["--privileged"], "Privileged"), (["--restart", "bogus"], "restart"),
+    for args, words in [(["--security-opt", "bogus=1"], "security-opt"),
+                        (["--restart", "bogus"], "restart"),
                         (["--cap-add", "NOPE"], "unknown capability"),
                         (["-v", "bad$name:/x"], "invalid characters")]:
         r = vdi.docker("create", *args, "busybox", "true", check=False)
