@@ -1082,13 +1082,16 @@ static int spec_set_netns(vd_container *c, const char *path, bool host, vs_error
 }
 
 /* On a user network the name server is the network's own, on its gateway (Docker's is
- * 127.0.0.11 inside); --dns-search and --dns-option still apply. --dns servers are not used
- * there: the network's server forwards to the host's. */
+ * 127.0.0.11 inside), with ndots:0 unless --dns-option sets it, as Docker's; --dns-search and
+ * --dns-option apply. --dns servers are not used there: the network's server forwards to the
+ * host's. */
 static char *user_network_resolv_conf(json_t *host_config, const char *gateway) {
   _cleanup_free_ char *search = vs_json_join(json_object_get(host_config, "DnsSearch"), " ");
   _cleanup_free_ char *opts = vs_json_join(json_object_get(host_config, "DnsOptions"), " ");
-  return vs_asprintf("nameserver %s\n%s%s%soptions ndots:0%s%s\n", gateway,
-                     *search ? "search " : "", search, *search ? "\n" : "", *opts ? " " : "", opts);
+  _cleanup_free_ char *search_line = *search ? vs_asprintf("search %s\n", search) : vs_strdup("");
+  _cleanup_free_ char *options =
+      strstr(opts, "ndots:") ? vs_strdup(opts) : vs_asprintf("ndots:0%s%s", *opts ? " " : "", opts);
+  return vs_asprintf("nameserver %s\n%soptions %s\n", gateway, search_line, options);
 }
 
 /* hosts and resolv.conf once the addresses are known, with the container's DNS options and
