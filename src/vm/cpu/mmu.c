@@ -30,12 +30,19 @@ static int rv_fault_cause(int access, bool page) {
   return page ? page_cause[access] : access_cause[access];
 }
 
+void rv_ram_written_at(rv_hart *h, uint64_t pa) { rv_ram_written(h, pa); }
+
 /* The privilege PMP checks an access of TLB set `set` with (S and U are alike for PMP). */
 static int rv_set_priv(int set) {
-  return set == TLB_M ? RV_PRIV_M : set == TLB_S_SUM ? RV_PRIV_S : set;
+  if (set == TLB_M)
+    return RV_PRIV_M;
+  return set == TLB_U || set == TLB_VU ? RV_PRIV_U : RV_PRIV_S;
 }
 
 int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
+  if (set >= TLB_VU) /* V=1: two stages (hyp_mmu.c) */
+    return rv_hyp_translate(h, va, access, set, false, pa);
+  h->trap_gva = false;
   if (set == TLB_M || !(h->satp >> 60)) {
     *pa = va;
     return 0;
@@ -103,6 +110,8 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
 }
 
 bool rv_hart_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa) {
+  if (h->virt)
+    return rv_hyp_debug_translate(h, va, pa);
   unsigned mode = h->satp >> 60;
   if (h->priv == RV_PRIV_M || mode == 0) {
     *pa = va;
