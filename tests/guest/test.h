@@ -31,9 +31,13 @@ extern char m_trap_entry[], s_trap_entry[], s_trap_stack_top[], enter_mode_retur
 /* What the last trap looked like. */
 struct trap_record {
   uint64_t count, cause, tval, epc;
-  int s_mode; /* taken through stvec */
-  int priv;   /* previous privilege (from MPP/SPP) */
+  int s_mode;            /* taken through stvec */
+  int priv;              /* previous privilege (from MPP/SPP) */
+  uint64_t status;       /* mstatus (M traps) or sstatus at the trap */
+  uint64_t tval2, tinst; /* mtval2, mtinst of M traps, when trap_reads_h is set */
 };
+/* Set by programs for harts with the hypervisor extension: M traps also record mtval2/mtinst. */
+extern volatile int trap_reads_h;
 extern volatile struct trap_record last_trap;
 /* If non-zero, the next trap resumes here instead of after the faulting instruction. */
 extern volatile uint64_t trap_resume_at;
