@@ -124,6 +124,7 @@ struct rv_hart {
   uint64_t pc;
   int priv;
   uint32_t fflags, frm;
+  bool virt; /* the hypervisor extension's V: VS or VU mode (hyp.c) */
   uint64_t mhartid;
   uint64_t mstatus, misa, medeleg, mideleg, mie, mip; /* mip: bits written by software */
   uint64_t mtvec, mscratch, mepc, mcause, mtval, mcounteren, menvcfg, mcountinhibit;
@@ -132,7 +133,6 @@ struct rv_hart {
    * fields above (the sstatus bits of mstatus, stvec, sscratch, sepc, scause, stval, satp) hold
    * the VS values, swapped with the vs* fields below, which then hold HS-mode's: all S-mode
    * code works unchanged on the virtual supervisor. With V=0 each field holds its own CSR. */
-  bool virt;
   uint64_t vsstatus, vstvec, vsscratch, vsepc, vscause, vstval, vsatp;
   uint64_t hstatus, hedeleg, hideleg, hvip, hcounteren, htval, htinst, hgatp, henvcfg;
   uint64_t htimedelta, vstimecmp, mtval2, mtinst;
@@ -145,13 +145,15 @@ struct rv_hart {
   bool wfi;            /* WFI executed with nothing pending: the machine may sleep */
   bool stop_request;   /* set by the machine (another thread, __atomic) to leave rv_hart_run */
   bool breakpoint_hit; /* rv_hart_run stopped at a debugger breakpoint (cleared by the debugger) */
-  /* What the next trap writes besides its cause and tval (set where the fault is found, consumed
-   * by the trap): htval/mtval2 (a guest physical address >> 2), htinst/mtinst, and whether tval
-   * is a guest virtual address of a two-stage access (hstatus.GVA/mstatus.GVA). */
-  uint64_t trap_gpa, trap_tinst;
+  /* Set where a fault is found, consumed by the trap: whether tval is a guest virtual address of
+   * a two-stage access (hstatus.GVA/mstatus.GVA); whether the last CSR access failed with a
+   * virtual-instruction exception rather than an illegal one. */
   bool trap_gva;
-  bool csr_virtual; /* the last CSR access failed with a virtual-instruction exception */
+  bool csr_virtual;
   uint64_t ext_mip; /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+  /* What the next trap writes besides its cause and tval: htval/mtval2 (a guest physical
+   * address >> 2) and htinst/mtinst, for guest-page faults. */
+  uint64_t trap_gpa, trap_tinst;
 
   /* ---- requests from other host threads (rv_bus.threaded; not saved: served before a stop) */
   uint64_t reservation_value; /* what LR read: SC succeeds if memory still holds it (cmpxchg) */

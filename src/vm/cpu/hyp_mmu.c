@@ -89,6 +89,7 @@ static uint64_t *pte_host(rv_hart *h, uint64_t pa, int access, bool debug) {
 
 /* Set A (and D for writes) in the entry at host/pa atomically, unless it changed since it was
  * read; returns false when it changed (the walk starts again). */
+// NOLINTNEXTLINE(readability-non-const-parameter): written by the compare-and-swap
 static bool update_ad(rv_hart *h, uint64_t *host, uint64_t pa, uint64_t pte, uint64_t need) {
   uint64_t expected = pte;
   if (!__atomic_compare_exchange_n(host, &expected, pte | need, false, __ATOMIC_SEQ_CST,
@@ -253,7 +254,7 @@ bool rv_hyp_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa) {
   uint64_t gpa_saved = m->trap_gpa, tinst_saved = m->trap_tinst;
   bool gva_saved = m->trap_gva;
   walk_rules w = {.access = ACC_READ, .debug = true};
-  uint64_t gpa;
+  uint64_t gpa = 0;
   bool ok = vs_stage(m, va, &w, &gpa) == WALK_OK;
   walk_rules g = {.access = ACC_READ, .g_stage = true, .debug = true};
   ok = ok && g_stage(m, gpa, &g, pa) == WALK_OK;
