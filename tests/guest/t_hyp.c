@@ -6,13 +6,6 @@
 
 __asm__(".option arch, +h"); /* GCC 12 has no 'h' in -march; binutils 2.40 does */
 
-#define PTE_V 0x1ul
-#define PTE_R 0x2ul
-#define PTE_W 0x4ul
-#define PTE_X 0x8ul
-#define PTE_U 0x10ul
-#define PTE_A 0x40ul
-#define PTE_D 0x80ul
 #define RWX_AD (PTE_V | PTE_R | PTE_W | PTE_X | PTE_A | PTE_D)
 
 #define MSTATUS_GVA (1ul << 38)

@@ -2,14 +2,6 @@
  * page-fault causes (12/13/15) and stval, non-canonical addresses, sfence.vma. */
 #include "test.h"
 
-#define PTE_V 0x1ul
-#define PTE_R 0x2ul
-#define PTE_W 0x4ul
-#define PTE_X 0x8ul
-#define PTE_U 0x10ul
-#define PTE_A 0x40ul
-#define PTE_D 0x80ul
-
 static uint64_t tables[24][512] __attribute__((aligned(4096)));
 static unsigned tables_used;
 static uint8_t data_page[4096] __attribute__((aligned(4096)));

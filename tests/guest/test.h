@@ -64,4 +64,13 @@ static inline void reset_trap(void) {
 #define MSTATUS_TSR (1ul << 22)
 #define IRQ_BIT (1ul << 63)
 
+/* page-table entries (t_vm, t_hyp) */
+#define PTE_V 0x1ul
+#define PTE_R 0x2ul
+#define PTE_W 0x4ul
+#define PTE_X 0x8ul
+#define PTE_U 0x10ul
+#define PTE_A 0x40ul
+#define PTE_D 0x80ul
+
 #endif

@@ -277,14 +277,19 @@ static uint64_t bus_mtime(void *opaque) {
   return 1000;
 }
 
-TEST(hart_round_trip_and_refusals) {
+/* A small bus for harts that are saved and loaded, never run. */
+static rv_bus hart_test_bus(void) {
   static uint8_t ram[1 << 16] __attribute__((aligned(4096)));
   static uint32_t code_pages[sizeof(ram) / 4096];
-  rv_bus bus = {.ram = ram,
-                .ram_base = 0x80000000,
-                .ram_size = sizeof(ram),
-                .read_mtime = bus_mtime,
-                .code_pages = code_pages};
+  return (rv_bus){.ram = ram,
+                  .ram_base = 0x80000000,
+                  .ram_size = sizeof(ram),
+                  .read_mtime = bus_mtime,
+                  .code_pages = code_pages};
+}
+
+TEST(hart_round_trip_and_refusals) {
+  rv_bus bus = hart_test_bus();
   rv_hart a, b;
   CHECK(rv_hart_init(&a, 0, &bus, NULL) == 0);
   CHECK(rv_hart_init(&b, 0, &bus, NULL) == 0);
@@ -367,13 +372,7 @@ static vs_error *hart_reload(rv_hart *a, rv_hart *b, uint32_t as_version, size_t
 /* Version 2 of the hart section: V and the hypervisor CSRs survive, impossible values are
  * refused, and version 1 images (no H state) load only into harts without H. */
 TEST(hart_hypervisor_state_round_trip_and_refusals) {
-  static uint8_t ram[1 << 16] __attribute__((aligned(4096)));
-  static uint32_t code_pages[sizeof(ram) / 4096];
-  rv_bus bus = {.ram = ram,
-                .ram_base = 0x80000000,
-                .ram_size = sizeof(ram),
-                .read_mtime = bus_mtime,
-                .code_pages = code_pages};
+  rv_bus bus = hart_test_bus();
   rv_hart a, b;
   CHECK(rv_hart_init(&a, 0, &bus, NULL) == 0);
   CHECK(rv_hart_init(&b, 0, &bus, NULL) == 0);

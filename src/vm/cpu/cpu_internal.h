@@ -226,6 +226,16 @@ const rv_op *rv_decode_table(size_t *n);
 
 #define MENVCFG_STCE (1ULL << 63)
 
+/* page-table entries (mmu.c, hyp_mmu.c) */
+#define PTE_V (1ULL << 0)
+#define PTE_R (1ULL << 1)
+#define PTE_W (1ULL << 2)
+#define PTE_X (1ULL << 3)
+#define PTE_U (1ULL << 4)
+#define PTE_A (1ULL << 6)
+#define PTE_D (1ULL << 7)
+#define PTE_PPN_MASK ((1ULL << 44) - 1)
+
 /* the hypervisor extension */
 #define MISA_H (1ULL << ('H' - 'A'))
 #define MSTATUS_GVA (1ULL << 38)

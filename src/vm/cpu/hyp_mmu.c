@@ -11,15 +11,6 @@
  */
 #include "vm/cpu/cpu_internal.h"
 
-#define PTE_V (1ULL << 0)
-#define PTE_R (1ULL << 1)
-#define PTE_W (1ULL << 2)
-#define PTE_X (1ULL << 3)
-#define PTE_U (1ULL << 4)
-#define PTE_A (1ULL << 6)
-#define PTE_D (1ULL << 7)
-#define PTE_PPN_MASK ((1ULL << 44) - 1)
-
 /* htinst pseudoinstructions for a G-stage fault on a VS-stage page-table access (RV64). */
 #define TINST_PTE_READ 0x3000ULL
 #define TINST_PTE_WRITE 0x3020ULL
@@ -51,8 +42,7 @@ typedef struct walk_rules {
   bool exec_rd; /* HLVX: a read that needs execute permission */
 } walk_rules;
 
-static enum walk_fault check_leaf(const rv_hart *h, uint64_t pte, const walk_rules *w) {
-  (void)h;
+static enum walk_fault check_leaf(uint64_t pte, const walk_rules *w) {
   if (w->debug)
     return WALK_OK;
   if (w->g_stage) {
@@ -99,55 +89,20 @@ static bool update_ad(rv_hart *h, uint64_t *host, uint64_t pa, uint64_t pte, uin
   return true;
 }
 
-/* The G stage: guest physical gpa to host physical *pa under w's rules. */
-static enum walk_fault g_stage(rv_hart *h, uint64_t gpa, const walk_rules *w, uint64_t *pa) {
-  unsigned mode = (unsigned)(h->hgatp >> 60);
-  if (mode == 0) {
-    *pa = gpa;
-    return WALK_OK;
-  }
-  int levels = mode == 8 ? 3 : mode == 9 ? 4 : 5;
-  int gpa_bits = 12 + 9 * levels + 2; /* the root table is four pages: two more bits */
-  if (gpa >> gpa_bits)
-    return WALK_GUEST_PAGE;
-  uint64_t table = (h->hgatp & PTE_PPN_MASK) << 12;
-  for (int level = levels - 1; level >= 0; level--) {
-    unsigned shift = 12 + 9 * (unsigned)level;
-    uint64_t index_mask = level == levels - 1 ? 2047 : 511;
-    uint64_t pte_pa = table + ((gpa >> shift) & index_mask) * 8;
-    uint64_t *host = pte_host(h, pte_pa, ACC_READ, w->debug);
-    if (!host)
-      return WALK_ACCESS;
-    uint64_t pte = __atomic_load_n(host, __ATOMIC_RELAXED);
-    if (!(pte & PTE_V) || (pte & (PTE_R | PTE_W)) == PTE_W || (pte >> 54))
-      return WALK_GUEST_PAGE;
-    uint64_t ppn = (pte >> 10) & PTE_PPN_MASK;
-    if (!(pte & (PTE_R | PTE_X))) {
-      if (level == 0 || (pte & (PTE_A | PTE_D | PTE_U)))
-        return WALK_GUEST_PAGE;
-      table = ppn << 12;
-      continue;
-    }
-    enum walk_fault f = check_leaf(h, pte, w);
-    if (f)
-      return f;
-    if (ppn & ((1ULL << (9 * level)) - 1))
-      return WALK_GUEST_PAGE; /* misaligned superpage */
-    uint64_t need = PTE_A | (w->access == ACC_WRITE ? PTE_D : 0);
-    if (!w->debug && (pte & need) != need) {
-      if (!rv_pmp_check(h, pte_pa, 8, ACC_WRITE, RV_PRIV_S))
-        return WALK_ACCESS;
-      if (!update_ad(h, host, pte_pa, pte, need))
-        return g_stage(h, gpa, w, pa);
-    }
-    uint64_t off_mask = (1ULL << shift) - 1;
-    *pa = ((ppn << 12) & ~off_mask) | (gpa & off_mask);
-    return WALK_OK;
-  }
-  return WALK_GUEST_PAGE;
-}
+/* One stage's page tables: where the root is, how deep, how wide the root's index is, and the
+ * fault a bad entry gives. The VS stage's entries are at guest physical addresses, read through
+ * the G stage. */
+typedef struct stage {
+  uint64_t root;
+  int levels;
+  uint64_t root_index_mask;
+  enum walk_fault fault;
+  bool g;
+} stage;
 
-/* An implicit access of the VS-stage walk to the entry at guest physical gpa: its host address,
+static enum walk_fault g_stage(rv_hart *h, uint64_t gpa, const walk_rules *w, uint64_t *pa);
+
+/* An implicit access of a VS-stage walk to the entry at guest physical gpa: its host address,
  * or NULL with *f set (and the guest-page fault's address and pseudoinstruction recorded). */
 static uint64_t *vs_pte(rv_hart *h, uint64_t gpa, bool write, bool debug, uint64_t *pa,
                         enum walk_fault *f) {
@@ -169,56 +124,99 @@ static uint64_t *vs_pte(rv_hart *h, uint64_t gpa, bool write, bool debug, uint64
   return host;
 }
 
-/* The VS stage: guest virtual va to guest physical *gpa. */
-static enum walk_fault vs_stage(rv_hart *h, uint64_t va, const walk_rules *w, uint64_t *gpa) {
-  uint64_t satp = guest_satp(h);
-  unsigned mode = (unsigned)(satp >> 60);
-  if (mode == 0) {
-    *gpa = va;
-    return WALK_OK;
-  }
-  int levels = mode == 8 ? 3 : mode == 9 ? 4 : 5;
-  int va_bits = 12 + 9 * levels;
-  if ((uint64_t)((int64_t)(va << (64 - va_bits)) >> (64 - va_bits)) != va)
-    return WALK_PAGE;
-  uint64_t table = (satp & PTE_PPN_MASK) << 12;
-  for (int level = levels - 1; level >= 0; level--) {
+/* The host address of the entry at `addr` in s's tables (*pa: its physical address). */
+static uint64_t *stage_pte(rv_hart *h, const stage *s, uint64_t addr, bool write, bool debug,
+                           uint64_t *pa, enum walk_fault *f) {
+  if (!s->g)
+    return vs_pte(h, addr, write, debug, pa, f);
+  *pa = addr;
+  uint64_t *host = pte_host(h, addr, write ? ACC_WRITE : ACC_READ, debug);
+  if (!host)
+    *f = WALK_ACCESS;
+  return host;
+}
+
+/* Walk s's tables for addr under w's rules: *out is the address it maps to. */
+static enum walk_fault walk(rv_hart *h, const stage *s, uint64_t addr, const walk_rules *w,
+                            uint64_t *out) {
+  uint64_t table = s->root;
+  for (int level = s->levels - 1; level >= 0; level--) {
     unsigned shift = 12 + 9 * (unsigned)level;
-    uint64_t pte_gpa = table + ((va >> shift) & 511) * 8;
-    uint64_t pte_pa;
-    enum walk_fault f;
-    uint64_t *host = vs_pte(h, pte_gpa, false, w->debug, &pte_pa, &f);
+    uint64_t index_mask = level == s->levels - 1 ? s->root_index_mask : 511;
+    uint64_t pte_addr = table + ((addr >> shift) & index_mask) * 8, pte_pa;
+    enum walk_fault f = WALK_OK;
+    uint64_t *host = stage_pte(h, s, pte_addr, false, w->debug, &pte_pa, &f);
     if (!host)
       return f;
     uint64_t pte = __atomic_load_n(host, __ATOMIC_RELAXED);
     if (!(pte & PTE_V) || (pte & (PTE_R | PTE_W)) == PTE_W || (pte >> 54))
-      return WALK_PAGE;
+      return s->fault;
     uint64_t ppn = (pte >> 10) & PTE_PPN_MASK;
     if (!(pte & (PTE_R | PTE_X))) {
       if (level == 0 || (pte & (PTE_A | PTE_D | PTE_U)))
-        return WALK_PAGE;
+        return s->fault;
       table = ppn << 12;
       continue;
     }
-    f = check_leaf(h, pte, w);
+    f = check_leaf(pte, w);
     if (f)
       return f;
     if (ppn & ((1ULL << (9 * level)) - 1))
-      return WALK_PAGE;
+      return s->fault; /* misaligned superpage */
     uint64_t need = PTE_A | (w->access == ACC_WRITE ? PTE_D : 0);
     if (!w->debug && (pte & need) != need) {
-      /* the update is a write through the G stage */
-      host = vs_pte(h, pte_gpa, true, false, &pte_pa, &f);
+      /* a write to the entry (through the G stage for the VS stage's) */
+      host = stage_pte(h, s, pte_addr, true, false, &pte_pa, &f);
       if (!host)
         return f;
       if (!update_ad(h, host, pte_pa, pte, need))
-        return vs_stage(h, va, w, gpa);
+        return walk(h, s, addr, w, out);
     }
     uint64_t off_mask = (1ULL << shift) - 1;
-    *gpa = ((ppn << 12) & ~off_mask) | (va & off_mask);
+    *out = ((ppn << 12) & ~off_mask) | (addr & off_mask);
     return WALK_OK;
   }
-  return WALK_PAGE;
+  return s->fault;
+}
+
+static int atp_levels(uint64_t atp) {
+  unsigned mode = (unsigned)(atp >> 60);
+  return mode == 8 ? 3 : mode == 9 ? 4 : 5;
+}
+
+/* The G stage: guest physical gpa to host physical *pa under w's rules. */
+static enum walk_fault g_stage(rv_hart *h, uint64_t gpa, const walk_rules *w, uint64_t *pa) {
+  if (!(h->hgatp >> 60)) {
+    *pa = gpa;
+    return WALK_OK;
+  }
+  /* the root table is four pages: two more address bits */
+  stage s = {.root = (h->hgatp & PTE_PPN_MASK) << 12,
+             .levels = atp_levels(h->hgatp),
+             .root_index_mask = 2047,
+             .fault = WALK_GUEST_PAGE,
+             .g = true};
+  if (gpa >> (12 + 9 * s.levels + 2))
+    return WALK_GUEST_PAGE;
+  return walk(h, &s, gpa, w, pa);
+}
+
+/* The VS stage: guest virtual va to guest physical *gpa. */
+static enum walk_fault vs_stage(rv_hart *h, uint64_t va, const walk_rules *w, uint64_t *gpa) {
+  uint64_t satp = guest_satp(h);
+  if (!(satp >> 60)) {
+    *gpa = va;
+    return WALK_OK;
+  }
+  stage s = {.root = (satp & PTE_PPN_MASK) << 12,
+             .levels = atp_levels(satp),
+             .root_index_mask = 511,
+             .fault = WALK_PAGE,
+             .g = false};
+  int va_bits = 12 + 9 * s.levels;
+  if ((uint64_t)((int64_t)(va << (64 - va_bits)) >> (64 - va_bits)) != va)
+    return WALK_PAGE;
+  return walk(h, &s, va, w, gpa);
 }
 
 static walk_rules vs_rules(const rv_hart *h, int access, int set, bool hlvx) {

@@ -1,15 +1,6 @@
 /* Address translation (Sv39/Sv48/Sv57), the TLB, and the slow paths of memory accesses. */
 #include "vm/cpu/cpu_internal.h"
 
-#define PTE_V (1ULL << 0)
-#define PTE_R (1ULL << 1)
-#define PTE_W (1ULL << 2)
-#define PTE_X (1ULL << 3)
-#define PTE_U (1ULL << 4)
-#define PTE_A (1ULL << 6)
-#define PTE_D (1ULL << 7)
-#define PTE_PPN_MASK ((1ULL << 44) - 1)
-
 /* The hart writes RAM at pa (or maps its page for writing): live migration's dirty-page bitmap
  * (rv_bus.dirty_pages) marks it, and decoded code of the page is dropped. If there was some, the
  * hart leaves its block after this instruction, so code the store changed is decoded afresh. */
