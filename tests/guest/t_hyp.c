@@ -390,7 +390,17 @@ static void g_map_window(void) {
   __asm__ volatile("hfence.gvma" ::: "memory");
 }
 
+/* htinst/mtinst of an explicit access: the trapping instruction with rs1 replaced by the offset
+ * of the faulting address (0 here: the accesses have no immediate and are aligned) */
+#define TINST_EXPLICIT 1
+static uint64_t transformed_at(uint64_t epc) {
+  uint32_t insn = *(volatile uint16_t *)epc | (uint32_t) * (volatile uint16_t *)(epc + 2) << 16;
+  return insn & ~(0x1ful << 15);
+}
+
 static void expect_hlv_fault(uint64_t cause, uint64_t va, uint64_t gpa, uint64_t tinst) {
+  if (tinst == TINST_EXPLICIT)
+    tinst = transformed_at(last_trap.epc);
   CHECK(last_trap.count == 1);
   CHECK(last_trap.cause == cause);
   CHECK(last_trap.tval == va);
@@ -414,32 +424,32 @@ static void hlv_two_stage(void) {
   CHECK(data_page[1] == 0xfeedf00dul);
   reset_trap();
   hsv_w(GW + 0x1000, 1); /* read-only at the G stage */
-  expect_hlv_fault(CAUSE_STORE_GUEST, GW + 0x1000, GW + 0x1000, 0);
+  expect_hlv_fault(CAUSE_STORE_GUEST, GW + 0x1000, GW + 0x1000, TINST_EXPLICIT);
   reset_trap();
   (void)hlv_d(GW + 0x2000); /* not a U page */
-  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x2000, GW + 0x2000, 0);
+  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x2000, GW + 0x2000, TINST_EXPLICIT);
   reset_trap();
   (void)hlv_d(GW + 0x3008); /* unmapped */
-  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x3008, GW + 0x3008, 0);
+  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x3008, GW + 0x3008, TINST_EXPLICIT);
   reset_trap();
   (void)hlv_d(GW + 0x6000); /* W without R */
-  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x6000, GW + 0x6000, 0);
+  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x6000, GW + 0x6000, TINST_EXPLICIT);
   reset_trap();
   (void)hlv_d(GW + 0x7000); /* reserved PTE bits */
-  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x7000, GW + 0x7000, 0);
+  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x7000, GW + 0x7000, TINST_EXPLICIT);
   reset_trap();
   (void)hlv_d(1ul << 41); /* beyond Sv39x4's 41-bit guest physical space */
-  expect_hlv_fault(CAUSE_LOAD_GUEST, 1ul << 41, 1ul << 41, 0);
+  expect_hlv_fault(CAUSE_LOAD_GUEST, 1ul << 41, 1ul << 41, TINST_EXPLICIT);
   /* HLVX reads need execute permission: the execute-only page, not the data page */
   exec_page[0] = 0x13; /* nop */
   reset_trap();
   CHECK(hlvx_wu(GW + 0x5000) == 0x13);
   CHECK(last_trap.count == 0);
   (void)hlvx_wu(GW);
-  expect_hlv_fault(CAUSE_LOAD_GUEST, GW, GW, 0);
+  expect_hlv_fault(CAUSE_LOAD_GUEST, GW, GW, TINST_EXPLICIT);
   reset_trap();
   (void)hlv_d(GW + 0x5000); /* a plain HLV of the execute-only page (mstatus.MXR clear) */
-  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x5000, GW + 0x5000, 0);
+  expect_hlv_fault(CAUSE_LOAD_GUEST, GW + 0x5000, GW + 0x5000, TINST_EXPLICIT);
   reset_trap();
   CSRS(mstatus, MSTATUS_MXR);
   CHECK(hlv_d(GW + 0x5000) == 0x13);
@@ -461,7 +471,7 @@ static void hlv_two_stage(void) {
   expect_hlv_fault(CAUSE_LOAD_PAGE, 0xc0000000ul, 0, 0);
   reset_trap();
   (void)hlv_d(0x40003000ul); /* VS maps it, the G stage does not */
-  expect_hlv_fault(CAUSE_LOAD_GUEST, 0x40003000ul, GW + 0x3000, 0);
+  expect_hlv_fault(CAUSE_LOAD_GUEST, 0x40003000ul, GW + 0x3000, TINST_EXPLICIT);
   reset_trap();
   (void)hlv_d(0x140000000ul); /* the walk's own read faults: pseudoinstruction 0x3000 */
   expect_hlv_fault(CAUSE_LOAD_GUEST, 0x140000000ul, GW + 0x3000, 0x3000);
@@ -528,6 +538,12 @@ static void vs_fetch_unmapped(void) {
   ((void (*)(void))(GW + 0x3000))();
   back_to_m();
 }
+static void vs_compressed_load(void) {
+  register uint64_t a1 __asm__("a1") = GW + 0x3000;
+  __asm__ volatile(".option push\n.option rvc\n.hword 0x6188\n.option pop" ::"r"(a1)
+                   : "a0", "memory");
+  back_to_m();
+}
 static void vs_paged(void) {
   vs_value = ld4(0x40000000ul + 8);
   (void)ld4(0xc0000000ul);
@@ -545,12 +561,19 @@ static void vs_two_stage(void) {
   CHECK(last_trap.cause == CAUSE_STORE_GUEST);
   CHECK(last_trap.tval == GW + 0x1000);
   CHECK(last_trap.tval2 == (GW + 0x1000) >> 2);
+  CHECK(last_trap.tinst == transformed_at(last_trap.epc));
   CHECK((last_trap.status & (MSTATUS_MPV | MSTATUS_GVA)) == (MSTATUS_MPV | MSTATUS_GVA));
+  /* a compressed load's htinst is its 32-bit form, transformed, with bit 1 clear */
+  reset_trap();
+  enter_virtual(1, vs_compressed_load);
+  CHECK(last_trap.cause == CAUSE_LOAD_GUEST);
+  CHECK(last_trap.tinst == 0x3501); /* c.ld a0, 0(a1) is ld a0, 0(a1) */
   reset_trap();
   enter_virtual(1, vs_fetch_unmapped);
   CHECK(last_trap.cause == CAUSE_FETCH_GUEST);
   CHECK(last_trap.tval == GW + 0x3000);
   CHECK(last_trap.tval2 == (GW + 0x3000) >> 2);
+  CHECK(last_trap.tinst == 0); /* fetches: zero */
 
   /* delegated to HS: htval and hstatus.GVA instead of mtval2 and mstatus.GVA */
   CSRW(medeleg, (1ul << CAUSE_LOAD_GUEST) | (1ul << CAUSE_STORE_GUEST));
@@ -562,7 +585,7 @@ static void vs_two_stage(void) {
   CHECK(hs_rec.cause == CAUSE_STORE_GUEST);
   CHECK(hs_rec.tval == GW + 0x1000);
   CHECK(hs_rec.htval == (GW + 0x1000) >> 2);
-  CHECK(hs_rec.htinst == 0);
+  CHECK(hs_rec.htinst == transformed_at(hs_rec.epc));
   CHECK(hs_rec.hstatus & HSTATUS_GVA);
   CSRW(medeleg, 0);
 

@@ -263,6 +263,9 @@ static rv_trap_origin rv_trap_origin_of(rv_hart *h, uint64_t cause, uint64_t tva
                cause == EXC_STORE_GUEST_PAGE)) {
     o.gpa = h->trap_gpa;
     o.tinst = h->trap_tinst;
+    /* an explicit load or store (not a fetch, not a VS page-table access): the instruction */
+    if (!o.tinst && cause != EXC_INSN_GUEST_PAGE)
+      o.tinst = rv_hyp_transformed_insn(h, tval);
   }
   h->trap_gva = false;
   h->trap_gpa = h->trap_tinst = 0;

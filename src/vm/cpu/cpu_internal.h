@@ -324,6 +324,9 @@ uint64_t rv_hyp_mip(rv_hart *h);
 bool rv_hyp_trap_to_vs(const rv_hart *h, uint64_t cause, bool irq);
 /* Interrupts: the one to take among the pending-and-enabled ones, or -1; *vs = taken in VS. */
 int rv_hyp_pick_interrupt(rv_hart *h, uint64_t pending, bool *vs);
+/* htinst/mtinst for an explicit access's fault at addr: the trapping instruction transformed as
+ * the specification says (offset in rs1, immediates cleared), or 0 when it cannot be read. */
+uint64_t rv_hyp_transformed_insn(const rv_hart *h, uint64_t addr);
 /* Snapshots: why the H state just loaded could never be the hart's, or NULL. */
 const char *rv_hyp_state_invalid(const rv_hart *h);
 /* xRET */

@@ -272,8 +272,11 @@ static bool write_hgatp(rv_hart *h, uint64_t val) {
   uint64_t mode = val >> HGATP_MODE_SHIFT;
   if (mode != 0 && mode != 8 && mode != 9 && mode != 10)
     return true; /* WARL: an unsupported mode leaves hgatp as it was */
-  h->hgatp = (val & ((15ULL << HGATP_MODE_SHIFT) | HGATP_VMID_MASK | HGATP_PPN_MASK));
-  rv_hart_flush_tlb(h); /* another guest (VMID) or G-stage table: nothing cached may stay */
+  val &= (15ULL << HGATP_MODE_SHIFT) | HGATP_VMID_MASK | HGATP_PPN_MASK;
+  if (val != h->hgatp) { /* KVM writes it again at every vCPU load */
+    h->hgatp = val;
+    rv_hart_flush_tlb(h); /* another guest (VMID) or G-stage table: nothing cached may stay */
+  }
   return true;
 }
 
@@ -281,8 +284,11 @@ static void write_vsatp(rv_hart *h, uint64_t val) {
   uint64_t mode = val >> 60;
   if (mode != 0 && mode != 8 && mode != 9 && mode != 10)
     return;
-  h->vsatp = mode == 0 ? 0 : val;
-  rv_hart_flush_tlb(h);
+  val = mode == 0 ? 0 : val;
+  if (val != h->vsatp) {
+    h->vsatp = val;
+    rv_hart_flush_tlb(h);
+  }
 }
 
 bool rv_hyp_csr_write(rv_hart *h, unsigned csr, uint64_t val, bool *handled) {
@@ -388,6 +394,62 @@ int rv_hyp_csr_denied(rv_hart *h, unsigned csr, bool write) {
   h->virt = true;
   h->priv = priv;
   return exists ? EXC_VIRTUAL_INSN : EXC_ILLEGAL;
+}
+
+/* ---------------------------------------------------------------- htinst */
+
+/* The instruction at h->pc as the hart fetched it (read without side effects), or 0. */
+static uint32_t insn_at_pc(const rv_hart *h, bool *compressed) {
+  uint64_t pa;
+  const rv_bus *bus = h->bus;
+  if (!rv_hart_debug_translate(h, h->pc, &pa) || !rv_ram_contains(bus, pa, 2))
+    return 0;
+  uint16_t lo;
+  memcpy(&lo, bus->ram + (pa - bus->ram_base), 2);
+  *compressed = (lo & 3) != 3;
+  if (*compressed)
+    return rv_expand_compressed(lo);
+  if ((h->pc & 0xfff) > 0xffc || !rv_ram_contains(bus, pa, 4))
+    return 0; /* the upper half is on another page: htinst may always be zero */
+  uint32_t raw;
+  memcpy(&raw, bus->ram + (pa - bus->ram_base), 4);
+  return raw;
+}
+
+uint64_t rv_hyp_transformed_insn(const rv_hart *h, uint64_t addr) {
+  bool compressed = false;
+  uint32_t raw = insn_at_pc(h, &compressed);
+  const uint32_t rs1_field = 0x1fU << 15;
+  uint64_t base = h->x[(raw >> 15) & 31];
+  uint32_t t;
+  switch (raw & 0x7f) {
+  case 0x03: /* loads: imm[11:0] cleared */
+  case 0x07:
+    base += (uint64_t)(int64_t)((int32_t)raw >> 20);
+    t = raw & 0x000fffffU;
+    break;
+  case 0x23: /* stores: imm[11:5] and imm[4:0] cleared */
+  case 0x27:
+    base += (uint64_t)(int64_t)(((int32_t)raw >> 25) * 32 + (int32_t)((raw >> 7) & 31));
+    t = raw & ~0xfe000f80U;
+    break;
+  case 0x2f: /* AMOs and HLV/HSV: as they are */
+    t = raw;
+    break;
+  case 0x73:
+    if (((raw >> 12) & 7) != 4)
+      return 0;
+    t = raw;
+    break;
+  default:
+    return 0;
+  }
+  /* rs1 holds the faulting address's offset from the access's own (parts of misaligned ones) */
+  uint64_t offset = addr - base;
+  if (offset > 31)
+    return 0;
+  t = (t & ~rs1_field) | (uint32_t)(offset << 15);
+  return compressed ? (t & ~2U) : t; /* bit 1 clear: it came from a 16-bit instruction */
 }
 
 /* ---------------------------------------------------------------- snapshots */
