@@ -132,7 +132,7 @@ static void csr_masks(void) {
   CSRW(henvcfg, 0);
   /* mideleg shows the VS-level interrupts delegated for good; medeleg takes the H causes */
   CSRW(mideleg, 0);
-  CHECK(CSRR(mideleg) == 0x1444);
+  CHECK(CSRR(mideleg) == 0x444);
   CSRW(medeleg, ~0ul);
   CHECK(CSRR(medeleg) == (0xb3fful | (1ul << 10) | (0xful << 20)));
   CSRW(medeleg, 0);

@@ -28,8 +28,9 @@
  * also ECALL from VS (10), the guest-page faults and the virtual-instruction exception. */
 #define MEDELEG_MASK 0xb3ffULL
 #define MEDELEG_H_MASK ((1ULL << EXC_ECALL_VS) | (0xfULL << EXC_INSN_GUEST_PAGE))
-/* With H, the VS-level interrupts are always delegated past M (mideleg reads them as one). */
-#define MIDELEG_H_FORCED (RV_MIP_VS_MASK | RV_MIP_SGEIP)
+/* With H, the VS-level interrupts are always delegated past M (mideleg reads them as one); SGEIP
+ * would be too if there were guest external interrupt files (GEILEN = 0 here). */
+#define MIDELEG_H_FORCED RV_MIP_VS_MASK
 
 int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   memset(h, 0, sizeof(*h));
