@@ -497,6 +497,26 @@ static void hlv_two_stage(void) {
   g_map_window();
 }
 
+/* M-mode data accesses with MPRV and MPV: as the guest's (VS with MPP = S), through both stages,
+ * as OpenSBI reads a guest's instruction; their faults have GVA set. */
+static void mprv_with_mpv(void) {
+  g_map_window();
+  CSRW(vsatp, 0);
+  data_page[0] = 0x55;
+  CSRC(mstatus, MSTATUS_MPP);
+  CSRS(mstatus, (1ul << 11) | MSTATUS_MPV | MSTATUS_MPRV);
+  uint64_t v = ld4(GW);
+  reset_trap();
+  (void)ld4(GW + 0x3000);
+  CSRC(mstatus, MSTATUS_MPRV | MSTATUS_MPV);
+  CHECK(v == 0x55);
+  CHECK(last_trap.cause == CAUSE_LOAD_GUEST);
+  CHECK(last_trap.tval == GW + 0x3000);
+  CHECK(last_trap.tval2 == (GW + 0x3000) >> 2);
+  CHECK(last_trap.status & MSTATUS_GVA);
+  CHECK(!(last_trap.status & MSTATUS_MPV)); /* the trap came from M-mode, V=0 */
+}
+
 static void hs_hlv(void) {
   seen_sscratch = hlv_d(GW);
   back_to_m();
@@ -693,6 +713,7 @@ int main(void) {
   trap_paths();
   hlv_two_stage();
   hlv_privilege();
+  mprv_with_mpv();
   vs_two_stage();
   interrupts();
   return 0;
