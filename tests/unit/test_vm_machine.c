@@ -409,9 +409,9 @@ TEST(sbi_base_hsm_ipi_and_srst) {
   CHECK_EQ(m->hsm[1], HSM_STOPPED);
   sbi(m, 0, 0x4442434E, 0, 16, UINT64_MAX - 4, 0); /* DBCN write from a wrapping address */
   CHECK_EQ((int64_t)m->harts[0].x[10], -3);
-  sbi(m, 0, 0x52464E43, 4, 2, 0, 0); /* remote HFENCE.GVMA on hart 1: the harts have H */
+  sbi(m, 0, 0x52464E43, 4, 1, 0, 0); /* HFENCE.GVMA on the caller: the harts have H */
   CHECK_EQ(m->harts[0].x[10], 0);
-  sbi(m, 0, 0x52464E43, 7, 2, 0, 0); /* no such RFENCE function */
+  sbi(m, 0, 0x52464E43, 7, 1, 0, 0); /* no such RFENCE function */
   CHECK_EQ((int64_t)m->harts[0].x[10], -2);
   sbi(m, 0, 0x54494D45, 0, 12345, 0, 0); /* set_timer */
   CHECK_EQ(rv_hart_next_timer(&m->harts[0]), 12345);
