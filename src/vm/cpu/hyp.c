@@ -73,6 +73,9 @@ void rv_hyp_set_virt(rv_hart *h, bool virt) {
   swap64(&h->stval, &h->vstval);
   swap64(&h->satp, &h->vsatp);
   h->virt = virt;
+  /* TLB entries are tagged by the address space (satp) they were filled under: now the guest's
+   * satp, or HS-mode's again (V=1 entries have sets of their own, so equal values never mix) */
+  rv_tlb_switch_space(h);
 }
 
 void rv_hyp_clear(rv_hart *h) {

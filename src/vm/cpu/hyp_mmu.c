@@ -173,6 +173,8 @@ static enum walk_fault walk(rv_hart *h, const stage *s, uint64_t addr, const wal
         return walk(h, s, addr, w, out);
     }
     uint64_t off_mask = (1ULL << shift) - 1;
+    if (level && !s->g && !w->debug) /* the guest's superpage, as 4 KiB entries in the TLB */
+      rv_tlb_note_superpage(h, addr & ~off_mask, addr | off_mask);
     *out = ((ppn << 12) & ~off_mask) | (addr & off_mask);
     return WALK_OK;
   }
