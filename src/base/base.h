@@ -166,6 +166,11 @@ int vs_mkdir_p(const char *path, mode_t mode, vs_error **err);
  * below path are never entered: finding one is an error (EBUSY) naming it, so a forgotten bind
  * mount cannot take its source with it. */
 int vs_rm_rf(const char *path, vs_error **err);
+/* rm -rf of the entry name (one component) of the directory dirfd, without a path string: every
+ * step is relative to an open descriptor, so it works on trees that are not reachable by path
+ * from here (another mount namespace) and a renamed parent cannot redirect it. Mount points are
+ * refused as vs_rm_rf does. */
+int vs_rm_rf_at(int dirfd, const char *name, vs_error **err);
 
 /* Open path inside the directory rootfd as if rootfd were "/": "..", absolute paths and symbolic
  * links (absolute or relative) never leave the root, and magic links (/proc/self/fd/N) are
@@ -244,6 +249,9 @@ int vs_json_get_object(const json_t *obj, const char *field, bool required, json
  * integer". Same return values as the getters above. */
 int vs_json_get_string_array(const json_t *obj, const char *field, bool required, const char ***out,
                              size_t *n, vs_error **err);
+/* The strings of an array joined with sep ("a b c"); elements that are not strings are
+ * skipped. Caller frees. */
+char *vs_json_join(const json_t *strings, const char *sep);
 /* "object", "array", "string", "integer", "real", "boolean", "null" */
 const char *vs_json_type_name(const json_t *j);
 

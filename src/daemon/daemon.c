@@ -19,6 +19,16 @@ void vd_conn_sweep(vd_daemon *d);
 
 /* ---------------------------------------------------------------- workers */
 
+void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
+                       void (*done)(vd_job *)) {
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = d;
+  job->ctr = c;
+  job->run = run;
+  job->done = done;
+  vd_job_submit(d, job);
+}
+
 void vd_job_submit(vd_daemon *d, vd_job *job) {
   job->next = NULL;
   pthread_mutex_lock(&d->qlock);
@@ -179,7 +189,7 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
     goto fail;
   d->store = vs_store_open(d->data_root, err);
   if (!d->store || setup_loop_fds(d, err) < 0 || vd_store_recover(d, err) < 0 ||
-      vd_vms_init(d, err) < 0)
+      vd_vms_init(d, err) < 0 || vd_net_init(d, o->bridge, err) < 0)
     goto fail;
   for (size_t i = 0; i < o->n_hosts; i++)
     if (listen_on(d, o->hosts[i], err) < 0)
@@ -270,8 +280,17 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_EVENTS_TIMER:
         vd_events_timer(src->owner);
         break;
+      case VD_SRC_NET:
+        vd_net_event(d, src);
+        break;
+      case VD_SRC_HEALTH:
+        vd_health_timer(d, src->owner);
+        break;
       case VD_SRC_VM:
         vd_vms_event(d, src);
+        break;
+      case VD_SRC_STATS_TIMER:
+        vd_stats_tick(src->owner);
         break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:
@@ -312,6 +331,7 @@ void vd_daemon_free(vd_daemon *d) {
   free(d->listen_fds);
   free(d->listen_paths);
   free(d->listen_srcs);
+  vd_net_free(d);
   if (d->store)
     vs_store_close(d->store);
   if (d->epfd >= 0)

@@ -117,17 +117,19 @@ static json_t *image_inspect(const vs_image *img, json_t *tags) {
   for (size_t i = 0; i < img->config.n_diff_ids; i++)
     json_array_append_new(layers, json_string(img->config.diff_ids[i]));
   const char *author = json_string_value(json_object_get(root, "author"));
+  const char *comment = json_string_value(json_object_get(root, "comment"));
   json_int_t size = (json_int_t)vs_image_size(img);
-  return json_pack(
-      "{s:s, s:o, s:o, s:s, s:s, s:s, s:s, s:{}, s:s, s:s, s:O, s:s, s:s, s:I, s:I, "
-      "s:{s:n, s:s}, s:{s:s, s:o}, s:{s:s}}",
-      "Id", img->manifest.config.digest, "RepoTags", repo_tags, "RepoDigests", repo_digests,
-      "Parent", "", "Comment", "", "Created", img->config.created ? img->config.created : "",
-      "Container", "", "ContainerConfig", "DockerVersion", "", "Author", author ? author : "",
-      "Config", json_is_object(cfg) ? cfg : json_null(), "Architecture",
-      img->config.arch ? img->config.arch : "", "Os", img->config.os ? img->config.os : "", "Size",
-      size, "VirtualSize", size, "GraphDriver", "Data", "Name", "overlay", "RootFS", "Type",
-      "layers", "Layers", layers, "Metadata", "LastTagTime", "0001-01-01T00:00:00Z");
+  return json_pack("{s:s, s:o, s:o, s:s, s:s, s:s, s:s, s:{}, s:s, s:s, s:O, s:s, s:s, s:I, s:I, "
+                   "s:{s:n, s:s}, s:{s:s, s:o}, s:{s:s}}",
+                   "Id", img->manifest.config.digest, "RepoTags", repo_tags, "RepoDigests",
+                   repo_digests, "Parent", "", "Comment", comment ? comment : "", "Created",
+                   img->config.created ? img->config.created : "", "Container", "",
+                   "ContainerConfig", "DockerVersion", "", "Author", author ? author : "", "Config",
+                   json_is_object(cfg) ? cfg : json_null(), "Architecture",
+                   img->config.arch ? img->config.arch : "", "Os",
+                   img->config.os ? img->config.os : "", "Size", size, "VirtualSize", size,
+                   "GraphDriver", "Data", "Name", "overlay", "RootFS", "Type", "layers", "Layers",
+                   layers, "Metadata", "LastTagTime", "0001-01-01T00:00:00Z");
 }
 
 void vd_h_image_inspect(vd_call *c) {
@@ -471,32 +473,12 @@ void vd_h_image_history(vd_call *c) {
   vd_call_json(c, 200, out);
 }
 
-/* Every value of a repeated query parameter ("names=a&names=b"), decoded. */
-static json_t *query_all(const char *query, const char *name) {
-  json_t *out = json_array();
-  size_t nlen = strlen(name);
-  for (const char *p = query; p && *p;) {
-    const char *amp = strchr(p, '&');
-    size_t plen = amp ? (size_t)(amp - p) : strlen(p);
-    if (plen > nlen && !strncmp(p, name, nlen) && p[nlen] == '=') {
-      vs_error *e = NULL;
-      char *v = http_percent_decode(p + nlen + 1, plen - nlen - 1, &e);
-      vs_error_free(e);
-      if (v && *v)
-        json_array_append_new(out, json_string(v));
-      free(v);
-    }
-    p = amp ? amp + 1 : NULL;
-  }
-  return out;
-}
-
 /* docker save: a docker-archive of the images, written to a temporary file, which is removed
  * once open and sent from the descriptor. */
 void vd_h_image_save(vd_call *c) {
   vd_daemon *d = c->d;
   _cleanup_json_ json_t *names =
-      c->arg ? json_pack("[s]", c->arg) : query_all(c->req->query, "names");
+      c->arg ? json_pack("[s]", c->arg) : http_query_all(c->req->query, "names");
   size_t n = json_array_size(names);
   if (n == 0) {
     vd_call_error(c, 400, "no image names given");

@@ -19,6 +19,25 @@ static const char *policy_name(const vd_container *c) {
   return n && *n ? n : "no";
 }
 
+int vd_restart_policy_check(json_t *rp, const char **name, int64_t *max, vs_error **err) {
+  *name = NULL;
+  *max = 0;
+  if (json_is_object(rp) && (vs_json_get_string(rp, "Name", false, name, err) < 0 ||
+                             vs_json_get_int(rp, "MaximumRetryCount", false, max, err) < 0))
+    return vs_error_wrap(err, "RestartPolicy");
+  const char *p = *name;
+  bool restarts = p && *p && strcmp(p, "no") != 0;
+  if (restarts && strcmp(p, "always") != 0 && strcmp(p, "unless-stopped") != 0 &&
+      strcmp(p, "on-failure") != 0)
+    return vs_error_set(err, EINVAL, "invalid restart policy '%s'", p);
+  if (*max != 0 && (!p || strcmp(p, "on-failure") != 0))
+    return vs_error_set(err, EINVAL, "maximum retry count cannot be used with restart policy '%s'",
+                        p && *p ? p : "no");
+  if (*max < 0)
+    return vs_error_set(err, EINVAL, "maximum retry count cannot be negative");
+  return restarts;
+}
+
 bool vd_restart_wanted(const vd_container *c) {
   if (c->removing || c->removed || c->state != VD_CTR_EXITED)
     return false;
@@ -115,12 +134,7 @@ void vd_restart_fire(vd_daemon *d, vd_container *c) {
   pthread_mutex_unlock(&d->lock);
   if (!go)
     return;
-  vd_job *job = vs_malloc0(sizeof(*job));
-  job->d = d;
-  job->ctr = c;
-  job->run = restart_job_run;
-  job->done = restart_job_done;
-  vd_job_submit(d, job);
+  vd_job_submit_ctr(d, c, restart_job_run, restart_job_done);
 }
 
 static long long seconds_since(const char *rfc3339) {

@@ -40,16 +40,31 @@ static const vd_route routes[] = {
     {"POST", "/containers/{}/exec", vd_h_exec_create, VD_RUN_LOOP, false},
     {"POST", "/containers/{}/rename", vd_h_container_rename, VD_RUN_WORKER, false},
     {"GET", "/containers/{}/top", vd_h_container_top, VD_RUN_WORKER, false},
-    {"GET", "/containers/{}/stats", vd_h_container_stats, VD_RUN_WORKER, false},
+    {"GET", "/containers/{}/stats", vd_h_container_stats, VD_RUN_LOOP, false},
     {"GET", "/containers/{}/changes", vd_h_container_changes, VD_RUN_WORKER, false},
+    {"GET", "/containers/{}/archive", vd_h_container_archive_get, VD_RUN_WORKER, false},
+    {"HEAD", "/containers/{}/archive", vd_h_container_archive_get, VD_RUN_WORKER, false},
+    {"PUT", "/containers/{}/archive", vd_h_container_archive_put, VD_RUN_WORKER, true},
+    {"GET", "/containers/{}/export", vd_h_container_export, VD_RUN_WORKER, false},
+    {"POST", "/containers/{}/update", vd_h_container_update, VD_RUN_WORKER, false},
     {"POST", "/containers/prune", vd_h_containers_prune, VD_RUN_WORKER, false},
     {"POST", "/exec/{}/start", vd_h_exec_start, VD_RUN_LOOP, false},
     {"GET", "/exec/{}/json", vd_h_exec_inspect, VD_RUN_LOOP, false},
+    {"POST", "/exec/{}/resize", vd_h_exec_resize, VD_RUN_LOOP, false},
     {"GET", "/volumes", vd_h_volumes_list, VD_RUN_WORKER, false},
     {"POST", "/volumes/create", vd_h_volume_create, VD_RUN_WORKER, false},
     {"POST", "/volumes/prune", vd_h_volumes_prune, VD_RUN_WORKER, false},
     {"GET", "/volumes/{}", vd_h_volume_inspect, VD_RUN_WORKER, false},
     {"DELETE", "/volumes/{}", vd_h_volume_delete, VD_RUN_WORKER, false},
+    {"GET", "/networks", vd_h_networks_list, VD_RUN_WORKER, false},
+    {"POST", "/networks/create", vd_h_network_create, VD_RUN_WORKER, false},
+    {"POST", "/networks/prune", vd_h_networks_prune, VD_RUN_WORKER, false},
+    {"GET", "/networks/{}", vd_h_network_inspect, VD_RUN_WORKER, false},
+    {"DELETE", "/networks/{}", vd_h_network_delete, VD_RUN_WORKER, false},
+    {"POST", "/networks/{}/connect", vd_h_network_connect, VD_RUN_WORKER, false},
+    {"POST", "/networks/{}/disconnect", vd_h_network_disconnect, VD_RUN_WORKER, false},
+    {"POST", "/vessel/v1/networks/{}/taps", vd_h_network_tap_attach, VD_RUN_WORKER, false},
+    {"DELETE", "/vessel/v1/networks/{}/taps", vd_h_network_tap_detach, VD_RUN_WORKER, false},
     /* vessel's own API beside Docker's (docs/api.md) */
     {"GET", "/vessel/v1/vms", vd_h_vms_list, VD_RUN_LOOP, false},
     {"POST", "/vessel/v1/vms", vd_h_vm_create, VD_RUN_WORKER, false},
@@ -231,4 +246,33 @@ json_t *vd_call_body_object(vd_call *c) {
     return NULL;
   }
   return j;
+}
+
+int vd_call_filters(vd_call *c, const char *const *known, size_t n_known, json_t **out) {
+  *out = NULL;
+  _cleanup_free_ char *text = http_query_get(c->req->query, "filters");
+  if (!text || !*text)
+    return 0;
+  vs_error *e = NULL;
+  json_t *filters = vs_json_loads(text, strlen(text), "filters", &e);
+  if (!filters || !json_is_object(filters)) {
+    vd_call_error(c, 400, "invalid filters: %s", e ? e->msg : "expected a JSON object");
+    vs_error_free(e);
+    json_decref(filters);
+    return -1;
+  }
+  const char *key;
+  json_t *v;
+  json_object_foreach(filters, key, v) {
+    bool ok = false;
+    for (size_t k = 0; k < n_known; k++)
+      ok = ok || !strcmp(key, known[k]);
+    if (!ok) {
+      vd_call_error(c, 400, "invalid filter '%s'", key);
+      json_decref(filters);
+      return -1;
+    }
+  }
+  *out = filters;
+  return 0;
 }

@@ -24,7 +24,7 @@ static bool is_mount_point(const char *path, const char *parent) {
 }
 
 /* The overlay root stays mounted while the container exists; after a reboot it is not. */
-static int ensure_rootfs(vd_daemon *d, vd_container *c, vs_error **err) {
+int vd_supervise_ensure_rootfs(vd_daemon *d, vd_container *c, vs_error **err) {
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);
   if (is_mount_point(rootfs, c->dir))
     return 0;
@@ -75,9 +75,24 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
   _cleanup_close_ int mlog_fd =
       open(mlog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   json_t *cfg = json_object_get(c->rec, "Config");
-  char *argv[16] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
+  char *argv[20] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
                     d->rt.root,      "--log", log,   "--ready-fd", "3"};
   size_t argc = 11;
+  vd_log_opts lo;
+  char max_size[32], max_files[16];
+  if (vd_log_options(json_object_get(c->rec, "HostConfig"), &lo, err) < 0) {
+    close(p[0]);
+    close(p[1]);
+    return vs_error_wrap(err, "the container's log options");
+  }
+  if (lo.max_size > 0) {
+    snprintf(max_size, sizeof(max_size), "%lld", (long long)lo.max_size);
+    snprintf(max_files, sizeof(max_files), "%u", lo.max_files);
+    argv[argc++] = "--log-max-size";
+    argv[argc++] = max_size;
+    argv[argc++] = "--log-max-files";
+    argv[argc++] = max_files;
+  }
   if (json_is_true(json_object_get(cfg, "Tty")))
     argv[argc++] = "--tty";
   if (json_is_true(json_object_get(cfg, "OpenStdin")))
@@ -103,15 +118,21 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
 }
 
 int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
-  if (ensure_rootfs(d, c, err) < 0)
+  if (vd_supervise_ensure_rootfs(d, c, err) < 0)
     return vs_error_wrap(err, "mount the root file system");
+  if (vd_volumes_copy_up(d, c, err) < 0)
+    return -1;
   _cleanup_free_ char *mpath = vs_asprintf("%s/monitor.json", c->dir);
   _cleanup_free_ char *epath = vs_asprintf("%s/exit.json", c->dir);
   unlink(mpath);
   unlink(epath);
   pid_t pid;
-  if (spawn_monitor(d, c, &pid, err) < 0)
+  if (vd_net_setup(d, c, err) < 0)
+    return vs_error_wrap(err, "network");
+  if (spawn_monitor(d, c, &pid, err) < 0) {
+    vd_net_teardown(d, c);
     return -1;
+  }
   pthread_mutex_lock(&d->lock);
   vd_ctr_refresh(d, c);
   free(c->error);
@@ -136,6 +157,7 @@ void vd_supervise_watch(vd_daemon *d, vd_container *c) {
     return;
   }
   vd_streams_started(d, c);
+  vd_health_start(d, c);
 }
 
 static void remove_job_run(vd_job *job) {
@@ -144,7 +166,10 @@ static void remove_job_run(vd_job *job) {
   if (job->result < 0) {
     vs_log_warn("auto-remove container %.12s: %s", job->ctr->id, e->msg);
     vs_error_free(e);
+    return;
   }
+  /* --rm takes the anonymous volumes along, as dockerd's auto-removal does */
+  vd_volumes_release(job->d, json_object_get(job->ctr->rec, "MountPoints"), job->ctr->id);
 }
 
 static void removed_done(vd_job *job) {
@@ -186,12 +211,7 @@ static void after_exit(vd_daemon *d, vd_container *c, bool restarted) {
   else if (!auto_remove)
     vd_restart_schedule(d, c);
   if (auto_remove) {
-    vd_job *job = vs_malloc0(sizeof(*job));
-    job->d = d;
-    job->ctr = c;
-    job->run = remove_job_run;
-    job->done = remove_job_done;
-    vd_job_submit(d, job);
+    vd_job_submit_ctr(d, c, remove_job_run, remove_job_done);
   }
 }
 
@@ -200,7 +220,54 @@ void vd_supervise_start_failed(vd_daemon *d, vd_container *c) {
     after_exit(d, c, false);
 }
 
+/* The monitor is the only holder of the container's stdout and stderr pipes and the parent of
+ * its init: once it is gone (kill -9), nothing can log what the container writes (its writes
+ * fail with EPIPE) and nothing can learn its exit status (it is nobody's child we could wait
+ * for). Left alone it would run on unsupervised with an unknowable exit. So it is ended the
+ * way containerd ends a container whose shim died: everything in its cgroup is killed, its
+ * runtime state deleted, and exit.json records 137 (it died of that SIGKILL) — or 255 when the
+ * init had already ended and its status went with the monitor — with an Error saying why. The
+ * log has everything the monitor read before it died; the restart policy applies as to any
+ * exit, so `--restart always` brings it back under a new monitor. */
+void vd_supervise_end_orphan(vd_daemon *d, vd_container *c) {
+  ctr_state *st = NULL;
+  bool alive = false;
+  if (ctr_state_load(&d->rt, c->id, &st, NULL) == 0) {
+    alive = ctr_state_status(&d->rt, st) != CTR_STATUS_STOPPED;
+    ctr_state_free(st);
+  }
+  vs_log_warn("container %.12s: its monitor died without recording an exit; %s", c->id,
+              alive ? "killing the container" : "its init had ended");
+  vs_error *e = NULL;
+  if (ctr_delete(&d->rt, c->id, true, &e) < 0 && alive)
+    vs_log_warn("container %.12s: %s", c->id, e->msg);
+  vs_error_free(e);
+  e = NULL;
+  _cleanup_free_ char *now = vd_now();
+  _cleanup_json_ json_t *ex = json_pack(
+      "{s:i, s:s, s:s}", "ExitCode", alive ? 128 + SIGKILL : 255, "FinishedAt", now, "Error",
+      alive ? "the container's monitor died: the container was killed"
+            : "the container's monitor died: its exit status is unknown");
+  _cleanup_free_ char *path = vs_asprintf("%s/exit.json", c->dir);
+  if (access(c->dir, F_OK) == 0 && vs_json_write_file(path, ex, 0600, &e) < 0) {
+    vs_log_warn("container %.12s: %s", c->id, e->msg);
+    vs_error_free(e);
+  }
+}
+
+static void finish_exit(vd_daemon *d, vd_container *c, pid_t ended);
+
+static void end_orphan_run(vd_job *job) { vd_supervise_end_orphan(job->d, job->ctr); }
+
+static void end_orphan_done(vd_job *job) {
+  if (!job->ctr->removed)
+    finish_exit(job->d, job->ctr, job->ctr->watched_pid);
+  vd_ctr_unref(job->d, job->ctr);
+  free(job);
+}
+
 void vd_supervise_exited(vd_daemon *d, vd_container *c) {
+  vd_health_stop(d, c);
   if (c->pidfd >= 0) {
     vd_loop_del(d, c->pidfd);
     close(c->pidfd);
@@ -214,6 +281,24 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
     waitpid(ended, NULL, WNOHANG);
   pthread_mutex_lock(&d->lock);
   vd_ctr_refresh(d, c);
+  /* the pidfd says this monitor ended; without exit.json (a zombie monitor still looks alive
+   * to the refresh) its container is an orphan */
+  bool lost =
+      c->monitor_pid == ended && !c->removing && (c->monitor_lost || c->state == VD_CTR_RUNNING);
+  if (lost)
+    vd_ctr_ref(c);
+  pthread_mutex_unlock(&d->lock);
+  if (lost) { /* ending it may wait for its processes: a worker's job */
+    vd_job_submit_ctr(d, c, end_orphan_run, end_orphan_done);
+    return;
+  }
+  finish_exit(d, c, ended);
+}
+
+/* The exit is recorded (or never will be): events, streams, waiters, restart policy. */
+static void finish_exit(vd_daemon *d, vd_container *c, pid_t ended) {
+  pthread_mutex_lock(&d->lock);
+  vd_ctr_refresh(d, c);
   /* a restart may have started the next monitor before this exit got here */
   bool restarted = c->state == VD_CTR_RUNNING && c->monitor_pid != ended;
   if (c->state == VD_CTR_RUNNING && !restarted) { /* the pidfd said it ended */
@@ -223,6 +308,9 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   int code = c->exit_code;
   pthread_mutex_unlock(&d->lock);
   vs_log_info("container %.12s exited with %d", c->id, code);
+  /* its endpoints go with it, as Docker's (netlink and a ruleset load: on a worker) */
+  if (!restarted)
+    vd_net_teardown_later(d, c);
   pthread_mutex_lock(&d->lock);
   json_t *attrs = vd_event_ctr_attrs(c);
   pthread_mutex_unlock(&d->lock);
@@ -283,6 +371,7 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
     vd_ctr_refresh(d, c);
     pthread_mutex_unlock(&d->lock);
   }
+  vd_net_teardown(d, c);
   /* the monitor removes the runtime state; a monitor that died could not */
   ctr_delete(&d->rt, c->id, true, NULL);
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);
@@ -295,6 +384,7 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
 
 void vd_supervise_removed(vd_daemon *d, vd_container *c) {
   vd_restart_cancel(d, c);
+  vd_health_stop(d, c);
   if (c->pidfd >= 0) {
     vd_loop_del(d, c->pidfd);
     close(c->pidfd);

@@ -178,7 +178,7 @@ static void vm_set_hart_irq(void *machine, unsigned hart, uint64_t mip_bit, bool
     rv_hart_set_irq(&m->harts[hart], mip_bit, level);
     return;
   }
-  /* another thread's hart: it sees the line within 1024 instructions, or wakes from WFI */
+  /* another thread's hart: it sees the line within 4096 instructions, or wakes from WFI */
   if (rv_hart_post_irq(&m->harts[hart], mip_bit, level))
     vm_wake_hart(m, hart);
 }
@@ -387,6 +387,7 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
       .read_mtime = vm_read_mtime,
       .code_pages = vs_malloc0(vm_ram_pages(m) * sizeof(uint32_t)),
       .interpreter = m->cfg.interpreter,
+      .no_hypervisor = m->cfg.no_hypervisor,
   };
   for (unsigned h = 0; h < m->nharts; h++) {
     if (rv_hart_init(&m->harts[h], h, &m->bus, err) < 0) {

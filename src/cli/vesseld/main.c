@@ -12,8 +12,9 @@
 static void usage(FILE *f) {
   fprintf(f, "usage: vesseld [--data-root DIR] [--exec-root DIR] [-H unix:///PATH]...\n"
              "               [--log-level error|warn|info|debug] [--log-format text|json]\n"
+             "               [-b|--bridge NAME|none]\n"
              "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
-             " -H " VD_DEFAULT_HOST "\n");
+             " -H " VD_DEFAULT_HOST " --bridge " VD_DEFAULT_BRIDGE "\n");
 }
 
 static int parse_level(const char *s, vs_log_level *out, vs_error **err) {
@@ -42,6 +43,7 @@ int main(int argc, char **argv) {
                                        {"host", required_argument, NULL, 'H'},
                                        {"log-level", required_argument, NULL, 'l'},
                                        {"log-format", required_argument, NULL, 'f'},
+                                       {"bridge", required_argument, NULL, 'b'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   vd_options o = {.data_root = VD_DEFAULT_DATA_ROOT, .exec_root = VD_DEFAULT_EXEC_ROOT};
@@ -50,7 +52,7 @@ int main(int argc, char **argv) {
   vs_log_format fmt = VS_LOG_FORMAT_TEXT;
   vs_error *err = NULL;
   int c;
-  while ((c = getopt_long(argc, argv, "H:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "H:b:h", opts, NULL)) != -1) {
     switch (c) {
     case 'd':
       o.data_root = optarg;
@@ -60,6 +62,9 @@ int main(int argc, char **argv) {
       break;
     case 'H':
       hosts[o.n_hosts++] = optarg;
+      break;
+    case 'b':
+      o.bridge = optarg;
       break;
     case 'l':
       if (parse_level(optarg, &level, &err) < 0)

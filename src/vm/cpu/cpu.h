@@ -22,8 +22,10 @@
 #include "base/base.h"
 #include "vm/vmstate.h"
 
-/* The ISA string for the device tree: exactly what this hart implements. */
+/* The ISA string for the device tree: exactly what this hart implements, with the hypervisor
+ * extension (RV_ISA_STRING_H, the default) or without it (--cpu rv64,h=off). */
 #define RV_ISA_STRING "rv64imafdc_zicntr_zicsr_zifencei_zihpm_zba_zbb_zbs_sstc"
+#define RV_ISA_STRING_H "rv64imafdch_zicntr_zicsr_zifencei_zihpm_zba_zbb_zbs_sstc"
 
 typedef struct rv_hart rv_hart;
 
@@ -66,6 +68,7 @@ typedef struct rv_bus {
   uint32_t code_epoch; /* advances when a page becomes code: the other harts then drop their write
                           mappings (they may map that page) before they run again */
   bool interpreter;    /* run the harts in the interpreter only, not translated to host code */
+  bool no_hypervisor;  /* the harts lack the H extension (misa.H clear); zero = they have it */
   /* Each hart runs on its own host thread: what one hart does to another (code pages, IPIs, TLB
    * shootdowns, memory ordering) goes through atomics and requests the target serves itself. */
   bool threaded;
@@ -96,11 +99,19 @@ static inline void rv_code_page_written(uint32_t *code_pages, uint64_t page) {
 #define RV_MIP_MTIP (1ULL << 7)
 #define RV_MIP_SEIP (1ULL << 9)
 #define RV_MIP_MEIP (1ULL << 11)
+/* the hypervisor extension's VS-level interrupts and the guest external one (hyp.c) */
+#define RV_MIP_VSSIP (1ULL << 2)
+#define RV_MIP_VSTIP (1ULL << 6)
+#define RV_MIP_VSEIP (1ULL << 10)
+#define RV_MIP_SGEIP (1ULL << 12)
 
 #define RV_TLB_SIZE 1024 /* per set and access type: the kernel's working set missed in 256 */
 #define RV_PMP_ENTRIES 64
-/* TLB sets: U, S, M, and S-mode data accesses with mstatus.SUM set (cpu_internal.h) */
-#define RV_TLB_SETS 4
+/* TLB sets: U, S, M, S-mode data accesses with mstatus.SUM set, and the same three for V=1 (VU,
+ * VS, VS with vsstatus.SUM: two-stage translations) (cpu_internal.h) */
+#define RV_TLB_SETS 7
+/* Address spaces (satp values: root table and ASID) whose TLB entries stay while another runs */
+#define RV_TLB_SPACES 16
 
 /* One TLB entry maps a virtual page straight to host memory (RAM only):
  * host address = vaddr + addend. */
@@ -118,10 +129,18 @@ struct rv_hart {
   uint64_t pc;
   int priv;
   uint32_t fflags, frm;
+  bool virt; /* the hypervisor extension's V: VS or VU mode (hyp.c) */
   uint64_t mhartid;
   uint64_t mstatus, misa, medeleg, mideleg, mie, mip; /* mip: bits written by software */
   uint64_t mtvec, mscratch, mepc, mcause, mtval, mcounteren, menvcfg, mcountinhibit;
   uint64_t stvec, sscratch, sepc, scause, stval, scounteren, senvcfg, satp, stimecmp;
+  /* The hypervisor extension (hyp.c). While V=1 the hart runs in VS or VU mode and the supervisor
+   * fields above (the sstatus bits of mstatus, stvec, sscratch, sepc, scause, stval, satp) hold
+   * the VS values, swapped with the vs* fields below, which then hold HS-mode's: all S-mode
+   * code works unchanged on the virtual supervisor. With V=0 each field holds its own CSR. */
+  uint64_t vsstatus, vstvec, vsscratch, vsepc, vscause, vstval, vsatp;
+  uint64_t hstatus, hedeleg, hideleg, hvip, hcounteren, htval, htinst, hgatp, henvcfg;
+  uint64_t htimedelta, vstimecmp, mtval2, mtinst;
   uint64_t pmpcfg[16]; /* only even indices are used on RV64 */
   uint64_t pmpaddr[RV_PMP_ENTRIES];
   uint64_t minstret; /* also serves as mcycle */
@@ -131,7 +150,15 @@ struct rv_hart {
   bool wfi;            /* WFI executed with nothing pending: the machine may sleep */
   bool stop_request;   /* set by the machine (another thread, __atomic) to leave rv_hart_run */
   bool breakpoint_hit; /* rv_hart_run stopped at a debugger breakpoint (cleared by the debugger) */
-  uint64_t ext_mip;    /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+  /* Set where a fault is found, consumed by the trap: whether tval is a guest virtual address of
+   * a two-stage access (hstatus.GVA/mstatus.GVA); whether the last CSR access failed with a
+   * virtual-instruction exception rather than an illegal one. */
+  bool trap_gva;
+  bool csr_virtual;
+  uint64_t ext_mip; /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+  /* What the next trap writes besides its cause and tval: htval/mtval2 (a guest physical
+   * address >> 2) and htinst/mtinst, for guest-page faults. */
+  uint64_t trap_gpa, trap_tinst;
 
   /* ---- requests from other host threads (rv_bus.threaded; not saved: served before a stop) */
   uint64_t reservation_value; /* what LR read: SC succeeds if memory still holds it (cmpxchg) */
@@ -150,9 +177,16 @@ struct rv_hart {
   unsigned pmp_count;            /* PMP entries up to the last one that is not OFF */
   bool pmp_locked;               /* some PMP entry is locked: M-mode accesses are checked too */
   uint8_t pmp_ram_su;            /* S/U decision for all of RAM if one entry makes it (pmp.c) */
-  uint64_t tlb_tag;              /* flush generation in bits 52..63 (vpn needs only 52 bits) */
-  uint32_t code_epoch;           /* bus->code_epoch when the write mappings were last checked */
-  uint64_t fetch_vpn;            /* one-entry fetch cache */
+  uint64_t tlb_tag;              /* the tag of the current address space's entries, bits 52..63
+                                    (vpn needs only 52 bits) */
+  uint64_t tlb_gen;              /* the last tag handed out (mmu.c: rv_tlb_new_tag) */
+  struct rv_tlb_space {
+    uint64_t satp, tag; /* tag 0: unused */
+  } tlb_spaces[RV_TLB_SPACES];
+  uint64_t tlb_super[2][2]; /* [lower, upper half of the address space][first, last] virtual
+                               address mapped by a superpage since the last full flush */
+  uint32_t code_epoch;      /* bus->code_epoch when the write mappings were last checked */
+  uint64_t fetch_vpn;       /* one-entry fetch cache */
   uintptr_t fetch_addend;
   rv_tlb_entry tlb[RV_TLB_SETS][3][RV_TLB_SIZE]; /* [set][read, write, exec][index]; only pages one
                                           PMP decision covers */
@@ -167,7 +201,7 @@ void rv_hart_destroy(rv_hart *h);
 void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
 
 /* Run until max_insns retired, WFI with nothing pending (h->wfi = true), h->stop_request (seen at
- * least every 1024 instructions, at an instruction boundary), or
+ * least every 4096 instructions, at an instruction boundary), or
  * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early so the
  * machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
@@ -183,7 +217,7 @@ bool rv_hart_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa);
 /* Devices raise/lower MSIP, MTIP, MEIP, SEIP, on the hart's own thread (it leaves its block to
  * look at once). */
 void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level);
-/* The same from another thread: the hart sees the line within 1024 instructions. Returns whether
+/* The same from another thread: the hart sees the line within 4096 instructions. Returns whether
  * the line went up (the caller then wakes the hart's thread if it sleeps). */
 bool rv_hart_post_irq(rv_hart *h, uint64_t mip_bit, bool level);
 
@@ -199,7 +233,7 @@ void rv_hart_clear_reservation(rv_hart *h);
 
 /* Cross-hart requests, for harts on their own host threads (rv_bus.threaded). Another thread
  * never touches a hart's TLB or mip itself: it posts, and the hart serves the request in
- * rv_hart_run (at least every 1024 instructions) or when its thread calls rv_hart_serve_requests
+ * rv_hart_run (at least every 4096 instructions) or when its thread calls rv_hart_serve_requests
  * (idle, stopped or parked harts). */
 /* Set software-writable mip bits (SSIP from an SBI IPI). */
 void rv_hart_post_mip(rv_hart *h, uint64_t bits);
@@ -209,8 +243,10 @@ bool rv_hart_tlb_flushed(rv_hart *h, uint32_t ticket);
 /* The hart's own thread: serve what was posted and asked. */
 void rv_hart_serve_requests(rv_hart *h);
 
-/* The Sstc/SBI supervisor timer deadline (stimecmp), in mtime ticks. */
+/* The earliest timer deadline (stimecmp, and the guest's vstimecmp), in mtime ticks. */
 uint64_t rv_hart_next_timer(const rv_hart *h);
+/* The ISA string of the device tree for harts on this bus. */
+const char *rv_isa_string(const rv_bus *bus);
 
 /* Snapshots and migration (state.c): the architectural state as one "HART" section. Loading
  * refuses values the hart could never hold (privilege, paging mode, fixed fields) and flushes the
