@@ -532,6 +532,9 @@ int vd_net_attach_tap(vd_daemon *d, const char *network, const char *id, const c
                       const net_port *ports, size_t n_ports, net_endpoint_info *info,
                       vs_error **err);
 int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_error **err);
+/* A tap's published ports from Docker's PortBindings (NULL: none); an empty HostPort gets a free
+ * ephemeral port. */
+int vd_net_tap_ports(json_t *bindings, net_port **ports, size_t *n_ports, vs_error **err);
 void vd_h_network_tap_attach(vd_call *c);
 void vd_h_network_tap_detach(vd_call *c);
 void vd_h_networks_list(vd_call *c);

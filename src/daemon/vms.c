@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <arpa/inet.h>
 
 #define VM_DEFAULT_MEMORY (256ULL << 20)
 #define VM_DEFAULT_APPEND "console=ttyS0"
@@ -284,6 +285,12 @@ static char **vmm_argv(const vd_daemon *d, const vd_vm *vm, size_t *n) {
     if (disk && *disk) {
       argv[i++] = vs_strdup("--disk");
       argv[i++] = vs_asprintf("%s,format=qcow2", disk);
+    }
+    json_t *ns = json_object_get(vm->rec, "NetworkSettings");
+    if (json_string_value(json_object_get(ns, "Tap"))) {
+      argv[i++] = vs_strdup("--net");
+      argv[i++] = vs_asprintf("tap=%s,mac=%s", json_string_value(json_object_get(ns, "Tap")),
+                              json_string_value(json_object_get(ns, "MacAddress")));
     }
   }
   argv[i++] = vs_strdup("--api-sock");
@@ -640,9 +647,37 @@ static int file_readable(const char *what, const char *path, vs_error **err) {
   return 0;
 }
 
+/* Publish: ["[IP:]HOST:GUEST[/udp]", ...] as `vessel vm create --publish` sends them, added to
+ * Docker's PortBindings shape. */
+static int publish_bindings(json_t *publish, json_t *bindings, vs_error **err) {
+  if (!json_is_array(publish))
+    return vs_error_set(err, EINVAL, "Publish: expected an array of \"HOST:GUEST\" strings");
+  size_t i;
+  json_t *v;
+  json_array_foreach(publish, i, v) {
+    net_port p;
+    if (!json_is_string(v))
+      return vs_error_set(err, EINVAL, "Publish[%zu]: expected a string such as \"8080:80\"", i);
+    if (net_port_parse(json_string_value(v), &p, err) < 0)
+      return vs_error_wrap(err, "Publish");
+    _cleanup_free_ char *key =
+        vs_asprintf("%u/%s", p.port, p.proto == NET_PROTO_UDP ? "udp" : "tcp");
+    json_t *list = json_object_get(bindings, key);
+    if (!list)
+      json_object_set_new(bindings, key, list = json_array());
+    char ip[INET_ADDRSTRLEN] = "";
+    if (p.host_ip.s_addr)
+      inet_ntop(AF_INET, &p.host_ip, ip, sizeof(ip));
+    _cleanup_free_ char *hport = vs_asprintf("%u", p.host_port);
+    json_array_append_new(list, json_pack("{s:s, s:s}", "HostIp", ip, "HostPort", hport));
+  }
+  return 0;
+}
+
 int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
-  static const char *const known[] = {"Name",   "Cpus",   "Memory", "Kernel",
-                                      "Initrd", "Append", "Disk",   "DiskSize"};
+  static const char *const known[] = {"Name",    "Cpus",         "Memory", "Kernel",
+                                      "Initrd",  "Append",       "Disk",   "DiskSize",
+                                      "Network", "PortBindings", "Publish"};
   const char *key;
   json_t *v;
   json_object_foreach(body, key, v) {
@@ -695,6 +730,31 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
   uint64_t disk_size = 0;
   if (body_size(body, "DiskSize", 0, &disk_size, err) < 0)
     return -1;
+  const char *network = NULL;
+  json_t *bindings = json_object_get(body, "PortBindings");
+  if (vs_json_get_string(body, "Network", false, &network, err) < 0)
+    return -1;
+  if (network && !*network)
+    network = NULL;
+  if (bindings && !json_is_null(bindings) && !json_is_object(bindings))
+    return vs_error_set(err, EINVAL,
+                        "PortBindings: expected an object such as {\"80/tcp\": [{\"HostPort\": "
+                        "\"8080\"}]}, found %s",
+                        vs_json_type_name(bindings));
+  _cleanup_json_ json_t *merged = NULL;
+  if (json_object_get(body, "Publish")) {
+    merged = json_is_object(bindings) ? json_deep_copy(bindings) : json_object();
+    if (publish_bindings(json_object_get(body, "Publish"), merged, err) < 0)
+      return -1;
+    bindings = merged;
+  }
+  if (json_object_size(bindings) && !network)
+    return vs_error_set(err, EINVAL, "PortBindings: published ports need a Network for the VM");
+  if (network) {
+    json_object_set_new(cfg, "Network", json_string(network));
+    json_object_set_new(cfg, "PortBindings",
+                        json_is_object(bindings) ? json_deep_copy(bindings) : json_object());
+  }
   json_object_set_new(cfg, "Cpus", json_integer(cpus));
   json_object_set_new(cfg, "Memory", json_integer((json_int_t)mem));
   json_object_set_new(cfg, "Kernel", json_string(kernel));
@@ -812,4 +872,59 @@ int vd_vm_snapshot(vd_vms *t, vd_vm *vm, const char *dir, json_t **res, vs_error
   else
     json_decref(r);
   return 0;
+}
+
+/* ---------------------------------------------------------------- the VM's NIC */
+
+/* The tap lives as long as the VM (persistent, on the network's bridge): its address, the
+ * reservation the network's DHCP answers the VM's MAC with, and its name in the network's DNS
+ * stay the same across starts, restores and restarts of vesseld. */
+int vd_vm_net_attach(vd_daemon *d, vd_vm *vm, vs_error **err) {
+  json_t *cfg = json_object_get(vm->rec, "Config");
+  const char *network = json_string_value(json_object_get(cfg, "Network"));
+  if (!network)
+    return 0;
+  net_port *ports = NULL;
+  size_t n_ports = 0;
+  if (vd_net_tap_ports(json_object_get(cfg, "PortBindings"), &ports, &n_ports, err) < 0)
+    return -1;
+  net_endpoint_info info = {0};
+  int r = vd_net_attach_tap(d, network, vm->name, NULL, ports, n_ports, &info, err);
+  if (r < 0) {
+    free(ports);
+    return vs_error_wrap(err, "attach VM %s to network %s", vm->name, network);
+  }
+  char ip[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &info.ip, ip, sizeof(ip));
+  inet_ntop(AF_INET, &info.gateway, gw, sizeof(gw));
+  json_t *published = json_object();
+  for (size_t i = 0; i < n_ports; i++) {
+    char hip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &ports[i].host_ip, hip, sizeof(hip));
+    _cleanup_free_ char *key =
+        vs_asprintf("%u/%s", ports[i].port, ports[i].proto == NET_PROTO_UDP ? "udp" : "tcp");
+    _cleanup_free_ char *hport = vs_asprintf("%u", ports[i].host_port);
+    json_t *a = json_object_get(published, key);
+    if (!a)
+      json_object_set_new(published, key, a = json_array());
+    json_array_append_new(a, json_pack("{s:s, s:s}", "HostIp", hip, "HostPort", hport));
+  }
+  free(ports);
+  _cleanup_free_ char *mac = vs_asprintf("%02x:%02x:%02x:%02x:%02x:%02x", info.mac[0], info.mac[1],
+                                         info.mac[2], info.mac[3], info.mac[4], info.mac[5]);
+  json_object_set_new(vm->rec, "NetworkSettings",
+                      json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:o}", "Network", network, "Tap",
+                                info.host_ifname, "MacAddress", mac, "IPAddress", ip, "IPPrefixLen",
+                                (int)info.prefix, "Gateway", gw, "Ports", published));
+  return 0;
+}
+
+void vd_vm_net_detach(vd_daemon *d, vd_vm *vm) {
+  const char *network =
+      json_string_value(json_object_get(json_object_get(vm->rec, "NetworkSettings"), "Network"));
+  vs_error *e = NULL;
+  if (network && vd_net_detach_tap(d, network, vm->name, &e) < 0) {
+    vs_log_warn("vm %s: detach from network %s: %s", vm->name, network, e->msg);
+    vs_error_free(e);
+  }
 }

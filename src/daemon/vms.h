@@ -73,4 +73,9 @@ bool vd_vm_name_valid(const char *s);
  * name the field. */
 int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err);
 
+/* vms.c: the VM's NIC, a tap on its Config's Network (none: nothing), recorded in the record's
+ * NetworkSettings; detached when the VM is removed. */
+int vd_vm_net_attach(vd_daemon *d, vd_vm *vm, vs_error **err);
+void vd_vm_net_detach(vd_daemon *d, vd_vm *vm);
+
 #endif

@@ -79,6 +79,34 @@ TEST(vm_config_sizes_cpus_and_paths) {
   check_refused("{\"Kernel\": \"/proc/self/exe\", \"Kernal\": \"x\"}", "unknown field Kernal");
 }
 
+TEST(vm_config_network_and_published_ports) {
+  json_t *cfg, *disk;
+  char *msg;
+  CHECK(parse("{\"Kernel\": \"/proc/self/exe\", \"Network\": \"front\", \"Publish\": "
+              "[\"8085:8080\", \"127.0.0.1:53:53/udp\"], \"PortBindings\": {\"22/tcp\": "
+              "[{\"HostPort\": \"2222\"}]}}",
+              &cfg, &disk, &msg) == 0);
+  CHECK_STREQ(json_string_value(json_object_get(cfg, "Network")), "front");
+  json_t *pb = json_object_get(cfg, "PortBindings");
+  CHECK_STREQ(json_string_value(
+                  json_object_get(json_array_get(json_object_get(pb, "8080/tcp"), 0), "HostPort")),
+              "8085");
+  CHECK_STREQ(json_string_value(
+                  json_object_get(json_array_get(json_object_get(pb, "53/udp"), 0), "HostIp")),
+              "127.0.0.1");
+  CHECK(json_object_get(pb, "22/tcp") != NULL);
+  json_decref(cfg);
+  json_decref(disk);
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Publish\": [\"80:80\"]}", "need a Network");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Network\": \"n\", \"Publish\": [\"80:x\"]}",
+                "Publish");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Network\": \"n\", \"Publish\": \"80:80\"}",
+                "array");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Network\": 3}", "Network");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Network\": \"n\", \"PortBindings\": []}",
+                "PortBindings");
+}
+
 TEST(vm_config_default_guest_missing_says_how_to_get_it) {
   setenv("VESSEL_CACHE", "/nonexistent-cache", 1);
   check_refused("{}", "scripts/fetch-guest");

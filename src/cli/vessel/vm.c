@@ -35,10 +35,11 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
       {"cpus", required_argument, 0, 'c'},      {"memory", required_argument, 0, 'm'},
       {"kernel", required_argument, 0, 'k'},    {"initrd", required_argument, 0, 'i'},
       {"append", required_argument, 0, 'a'},    {"disk", required_argument, 0, 'd'},
-      {"disk-size", required_argument, 0, 's'}, {0, 0, 0, 0}};
+      {"disk-size", required_argument, 0, 's'}, {"network", required_argument, 0, 'n'},
+      {"publish", required_argument, 0, 'p'},   {0, 0, 0, 0}};
   static const char usage[] =
-      "create NAME [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] [--kernel PATH "
-      "--initrd PATH --append ARGS]";
+      "create NAME [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] [--network NET "
+      "[--publish [IP:]HOST:GUEST[/udp]]...] [--kernel PATH --initrd PATH --append ARGS]";
   _cleanup_(vs_json_decrefp) json_t *body = json_object();
   int c;
   optind = 1;
@@ -73,6 +74,17 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     case 'a':
       json_object_set_new(body, "Append", json_string(optarg));
       break;
+    case 'n':
+      json_object_set_new(body, "Network", json_string(optarg));
+      break;
+    case 'p': {
+      /* the daemon parses the specs: its errors name the one that is wrong */
+      json_t *list = json_object_get(body, "Publish");
+      if (!list)
+        json_object_set_new(body, "Publish", list = json_array());
+      json_array_append_new(list, json_string(optarg));
+      break;
+    }
     default:
       return 125;
     }
