@@ -438,6 +438,11 @@ void vd_h_vm_snapshot(vd_call *c);
 void vd_h_vm_restore(vd_call *c);
 void vd_h_vm_clone(vd_call *c);
 void vd_h_vm_stats(vd_call *c);
+/* pools.c: resource pools (/vessel/v1/pools) */
+void vd_h_pools_list(vd_call *c);
+void vd_h_pool_create(vd_call *c);
+void vd_h_pool_inspect(vd_call *c);
+void vd_h_pool_delete(vd_call *c);
 
 /* exec.c (loop) */
 void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);

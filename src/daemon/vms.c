@@ -186,6 +186,9 @@ static void vm_watch_locked(vd_daemon *d, vd_vm *vm) {
 
 static void vm_mark_stopped_locked(vd_vm *vm, int code, const char *error) {
   _cleanup_free_ char *mpath = vs_asprintf("%s/vmm.json", vm->dir);
+  json_t *m = vs_json_load_file(mpath, 1 << 16, NULL);
+  vd_pool_cgroup_leave(json_object_get(m, "Cgroup"));
+  json_decref(m);
   unlink(mpath);
   vm->pid = 0;
   vm->paused = false;
@@ -401,8 +404,18 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   if (r < 0)
     return -1;
   _cleanup_close_ int pidfd = pidfd_of(pid);
-  if (pidfd < 0 || wait_vmm_ready(vm, pid, pidfd, err) < 0)
+  /* into its pool's cgroup at once, before the guest's RAM is touched */
+  json_t *cgroup = vd_pool_cgroup_enter(d, vm, pid, err);
+  if (!cgroup && json_object_get(json_object_get(vm->rec, "Config"), "Pool")) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
     return -1;
+  }
+  if (pidfd < 0 || wait_vmm_ready(vm, pid, pidfd, err) < 0) {
+    vd_pool_cgroup_leave(cgroup);
+    json_decref(cgroup);
+    return -1;
+  }
   /* a restore or a clone resumes once: later it boots cold from the disk its VMM left */
   json_t *restore = json_object_get(vm->rec, "Restore");
   json_t *info = NULL;
@@ -410,6 +423,8 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
       vd_vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, err) < 0) {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    vd_pool_cgroup_leave(cgroup);
+    json_decref(cgroup);
     return vs_error_wrap(err, "the restored VMM");
   }
   const char *spec =
@@ -432,8 +447,8 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   vm->finished_at = NULL;
   free(vm->error);
   vm->error = NULL;
-  json_t *m = json_pack("{s:i, s:I, s:s}", "Pid", (int)pid, "StartTime", (json_int_t)vm->pid_start,
-                        "StartedAt", vm->started_at);
+  json_t *m = json_pack("{s:i, s:I, s:s, s:o*}", "Pid", (int)pid, "StartTime",
+                        (json_int_t)vm->pid_start, "StartedAt", vm->started_at, "Cgroup", cgroup);
   _cleanup_free_ char *mpath = vs_asprintf("%s/vmm.json", vm->dir);
   r = vs_json_write_file(mpath, m, 0600, err);
   json_decref(m);
@@ -577,7 +592,7 @@ int vd_vms_init(vd_daemon *d, vs_error **err) {
   pthread_cond_init(&t->cond, NULL);
   t->dir = vs_asprintf("%s/vms", d->data_root);
   d->vms = t;
-  if (vs_mkdir_p(t->dir, 0700, err) < 0)
+  if (vs_mkdir_p(t->dir, 0700, err) < 0 || vd_pools_load(d, err) < 0)
     return -1;
   DIR *dir = opendir(t->dir);
   if (!dir)
@@ -603,6 +618,7 @@ void vd_vms_free(vd_daemon *d) {
   }
   free(t->vms);
   free(t->dir);
+  vd_pools_free(t);
   pthread_mutex_destroy(&t->lock);
   pthread_cond_destroy(&t->cond);
   free(t);
@@ -619,9 +635,7 @@ bool vd_vm_running(vd_vms *t, const vd_vm *vm) {
   return r;
 }
 
-/* A size field: a JSON integer of bytes or a string such as "512M". */
-static int body_size(json_t *body, const char *field, uint64_t dflt, uint64_t *out,
-                     vs_error **err) {
+int vd_body_size(json_t *body, const char *field, uint64_t dflt, uint64_t *out, vs_error **err) {
   json_t *v = json_object_get(body, field);
   if (!v || json_is_null(v)) {
     *out = dflt;
@@ -675,9 +689,9 @@ static int publish_bindings(json_t *publish, json_t *bindings, vs_error **err) {
 }
 
 int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
-  static const char *const known[] = {"Name",    "Cpus",         "Memory", "Kernel",
-                                      "Initrd",  "Append",       "Disk",   "DiskSize",
-                                      "Network", "PortBindings", "Publish"};
+  static const char *const known[] = {"Name",    "Cpus", "Memory",   "Kernel",  "Initrd",
+                                      "Append",  "Disk", "DiskSize", "Network", "PortBindings",
+                                      "Publish", "Pool", "Qos"};
   const char *key;
   json_t *v;
   json_object_foreach(body, key, v) {
@@ -695,7 +709,7 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
   if (cpus < 1 || cpus > 8)
     return vs_error_set(err, EINVAL, "Cpus %lld: a VM has 1 to 8 vCPUs", (long long)cpus);
   uint64_t mem;
-  if (body_size(body, "Memory", VM_DEFAULT_MEMORY, &mem, err) < 0)
+  if (vd_body_size(body, "Memory", VM_DEFAULT_MEMORY, &mem, err) < 0)
     return -1;
   if (mem < (16ULL << 20) || mem > (64ULL << 30))
     return vs_error_set(err, EINVAL, "Memory %llu: a VM has 16 MiB to 64 GiB",
@@ -728,7 +742,7 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
       (base && *base && file_readable("Disk", base, err) < 0))
     return -1;
   uint64_t disk_size = 0;
-  if (body_size(body, "DiskSize", 0, &disk_size, err) < 0)
+  if (vd_body_size(body, "DiskSize", 0, &disk_size, err) < 0)
     return -1;
   const char *network = NULL;
   json_t *bindings = json_object_get(body, "PortBindings");
@@ -750,6 +764,19 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
   }
   if (json_object_size(bindings) && !network)
     return vs_error_set(err, EINVAL, "PortBindings: published ports need a Network for the VM");
+  const char *pool = NULL, *qos = NULL;
+  if (vs_json_get_string(body, "Pool", false, &pool, err) < 0 ||
+      vs_json_get_string(body, "Qos", false, &qos, err) < 0)
+    return -1;
+  if (qos && strcmp(qos, "guaranteed") && strcmp(qos, "burstable") && strcmp(qos, "best-effort"))
+    return vs_error_set(
+        err, EINVAL, "Qos \"%s\": use guaranteed, burstable or best-effort (as Kubernetes)", qos);
+  if (qos && !(pool && *pool))
+    return vs_error_set(err, EINVAL, "Qos: a QoS class needs a Pool");
+  if (pool && *pool) {
+    json_object_set_new(cfg, "Pool", json_string(pool));
+    json_object_set_new(cfg, "Qos", json_string(qos ? qos : "guaranteed"));
+  }
   if (network) {
     json_object_set_new(cfg, "Network", json_string(network));
     json_object_set_new(cfg, "PortBindings",
@@ -830,11 +857,20 @@ int vd_vm_commit(vd_daemon *d, vd_vm *vm, vs_error **err) {
   pthread_mutex_lock(&t->lock);
   vd_vm *other = vd_vm_find_locked(t, vm->name);
   bool taken = other && !strcmp(other->name, vm->name);
-  if (!taken)
+  json_t *cfg = json_object_get(vm->rec, "Config");
+  const char *pool = json_string_value(json_object_get(cfg, "Pool"));
+  /* admitted under the lock that adds it: two creates cannot both take the last room */
+  int r = taken || !pool
+              ? 0
+              : vd_pool_admit_locked(t, pool, json_integer_value(json_object_get(cfg, "Cpus")),
+                                     json_integer_value(json_object_get(cfg, "Memory")), err);
+  if (!taken && r == 0)
     vd_vm_add_locked(t, vm);
   pthread_mutex_unlock(&t->lock);
   if (taken)
     return vs_error_set(err, EEXIST, "the name %s is already in use by a VM", vm->name);
+  if (r < 0)
+    return -1;
   vd_event_emit(d, "vm", "create", vm->id, vd_vm_event_attrs(vm));
   return 0;
 }

@@ -29,6 +29,8 @@ typedef struct vd_vms {
   vd_vm **vms;
   size_t n;
   vd_vm *dead;
+  json_t *pools;   /* pools.c: name -> the pool's file */
+  char *pools_dir; /* <data-root>/pools */
 } vd_vms;
 
 /* vms.c: the table (callers hold t->lock for the _locked ones) */
@@ -77,5 +79,23 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err);
  * NetworkSettings; detached when the VM is removed. */
 int vd_vm_net_attach(vd_daemon *d, vd_vm *vm, vs_error **err);
 void vd_vm_net_detach(vd_daemon *d, vd_vm *vm);
+
+/* A size field of a request: a JSON integer of bytes or a string such as "512M". */
+int vd_body_size(json_t *body, const char *field, uint64_t dflt, uint64_t *out, vs_error **err);
+
+/* pools.c: resource pools (the pools live in vd_vms, under its lock) */
+int vd_pools_load(vd_daemon *d, vs_error **err);
+void vd_pools_free(vd_vms *t);
+/* Check a pool create request and fill pool (Name, Cpus, Memory, the ratios); errors name the
+ * field. */
+int vd_pool_parse(json_t *body, json_t *pool, vs_error **err);
+/* Whether a guest of cpus and mem bytes fits what the pool has left; the error says what is. */
+int vd_pool_admit_locked(vd_vms *t, const char *pool, int64_t cpus, int64_t mem, vs_error **err);
+/* The VM's QoS class: guaranteed (the default), burstable or best-effort. */
+const char *vd_vm_qos(const vd_vm *vm);
+/* Put a VM's new VMM (pid) in its cgroup under its pool's (NULL: no pool, or an error); what
+ * is returned is kept to remove the cgroup with vd_pool_cgroup_leave when the VMM ended. */
+json_t *vd_pool_cgroup_enter(vd_daemon *d, const vd_vm *vm, pid_t pid, vs_error **err);
+void vd_pool_cgroup_leave(json_t *saved);
 
 #endif

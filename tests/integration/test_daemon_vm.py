@@ -380,3 +380,125 @@ def test_bad_input(env, tmp_path):
     env.api("DELETE", "/vessel/v1/vms/one", expect=204)
     assert env.vessel("ls", "-q").stdout == ""
     assert env.vd.alive()
+
+
+# ------------------------------------------------------------------ resource pools
+
+def cgroup_dirs(pid):
+    """The cpu and memory cgroup directories of a process on the host, v1 or v2: {controller:
+    (directory, v2)}."""
+    mounts = {}
+    for line in open("/proc/self/mountinfo"):
+        pre, _, post = line.partition(" - ")
+        fstype, _, opts = post.split()[:3]
+        mnt = pre.split()[4]
+        if fstype == "cgroup2":
+            mounts.setdefault("unified", mnt)
+        elif fstype == "cgroup":
+            for c in ("cpu", "memory"):
+                if c in opts.split(","):
+                    mounts[c] = mnt
+    dirs = {}
+    for line in open(f"/proc/{pid}/cgroup"):
+        _, ctrls, path = line.rstrip("\n").split(":", 2)
+        for c in ("cpu", "memory"):
+            if c in ctrls.split(",") and c in mounts:
+                dirs[c] = (pathlib.Path(mounts[c] + path), False)
+    for c in ("cpu", "memory"):
+        if c not in dirs:  # pure cgroup v2
+            path = [l for l in open(f"/proc/{pid}/cgroup") if l.startswith("0::")][0][3:].strip()
+            dirs[c] = (pathlib.Path(mounts["unified"] + path), True)
+    return dirs
+
+
+def cg_limits(dirs):
+    """(cpu weight or shares, cpu quota in us or None, memory limit or None) of the cgroups."""
+    cpu, v2 = dirs["cpu"]
+    mem, _ = dirs["memory"]
+    if v2:
+        quota = (cpu / "cpu.max").read_text().split()[0]
+        limit = (mem / "memory.max").read_text().strip()
+        return (int((cpu / "cpu.weight").read_text()), None if quota == "max" else int(quota),
+                None if limit == "max" else int(limit))
+    quota = int((cpu / "cpu.cfs_quota_us").read_text())
+    limit = int((mem / "memory.limit_in_bytes").read_text())
+    return (int((cpu / "cpu.shares").read_text()), None if quota < 0 else quota,
+            None if limit >= 1 << 62 else limit)
+
+
+def test_pools_admission_refusal_and_cgroups(env):
+    """A pool of 2 CPUs and 1 GiB without overcommit admits a 768 MiB VM and refuses a second of
+    512 MiB, saying what is left; with memory overcommit 1.5 the second fits. A running VMM is
+    in its own cgroup under its pool's, with the limits its QoS class maps to; the pool's cgroup
+    has the pool's capacity. Pools with guests cannot be removed."""
+    def pool(*args, check=True):
+        r = subprocess.run([str(env.build / "vessel"), "-H", env.vd.host, "pool", *args],
+                           capture_output=True, text=True, timeout=60)
+        assert not check or r.returncode == 0, (args, r.stdout, r.stderr)
+        return r
+
+    pool("create", "p1", "--cpus", "2", "--memory", "1G", "--memory-overcommit", "1.0")
+    pool("create", "p15", "--cpus", "2", "--memory", "1G", "--memory-overcommit", "1.5")
+    try:
+        env.vessel("create", "big", "--pool", "p1", "--memory", "768M")
+        r = env.vessel("create", "second", "--pool", "p1", "--memory", "512M", check=False)
+        assert r.returncode == 1, r
+        assert "pool p1 cannot admit 1 CPUs and 512 MiB: it has 1.00 CPUs and 256 MiB left" \
+            in r.stderr, r.stderr
+        st, reply = env.api("POST", "/vessel/v1/vms",
+                            {"Name": "second", "Pool": "p1", "Memory": "512M"})
+        assert st == 409 and "256 MiB left" in reply["message"], reply
+        assert "second" not in env.vessel("ls", "-q").stdout.split()
+        env.vessel("create", "big2", "--pool", "p15", "--memory", "768M")
+        env.vessel("create", "second2", "--pool", "p15", "--memory", "512M", "--qos",
+                   "best-effort")
+        r = env.vessel("create", "third2", "--pool", "p15", "--memory", "512M", check=False)
+        assert r.returncode == 1 and "256 MiB left" in r.stderr, r.stderr
+        _, p1 = env.api("GET", "/vessel/v1/pools/p1", expect=200)
+        assert p1["Usage"]["Memory"] == 768 << 20 and p1["Available"]["Memory"] == 256 << 20
+        assert [g["Name"] for g in p1["Usage"]["Guests"]] == ["big"]
+        _, p15 = env.api("GET", "/vessel/v1/pools/p15", expect=200)
+        assert p15["Available"]["Memory"] == 256 << 20 and p15["Available"]["Cpus"] == 0
+        _, pools = env.api("GET", "/vessel/v1/pools", expect=200)
+        assert sorted(p["Name"] for p in pools) == ["p1", "p15"]
+        assert "p15" in pool("ls").stdout
+        # bad input
+        for body, text in [({"Name": "x", "Cpus": 0, "Memory": "1G"}, "Cpus"),
+                           ({"Name": "x", "Cpus": 1, "Memory": "1G", "CpuOvercommit": 0.5},
+                            "CpuOvercommit"),
+                           ({"Name": "x", "Cpus": 1}, "Memory"),
+                           ({"Name": "p1", "Cpus": 1, "Memory": "1G"}, "already in use")]:
+            st, reply = env.api("POST", "/vessel/v1/pools", body)
+            assert st in (400, 409) and text in reply["message"], (body, st, reply)
+        st, reply = env.api("POST", "/vessel/v1/vms", {"Name": "x", "Pool": "nopool"})
+        assert st == 404 and "pool nopool not found" in reply["message"], reply
+        st, reply = env.api("POST", "/vessel/v1/vms", {"Name": "x", "Pool": "p1", "Qos": "gold"})
+        assert st == 400 and "Qos" in reply["message"], reply
+
+        # enforcement: the VMMs in their cgroups under the pools'
+        env.vessel("start", "big")
+        env.vessel("start", "second2")
+        big, second = env.inspect("big"), env.inspect("second2")
+        dirs = cgroup_dirs(big["State"]["Pid"])
+        assert dirs["cpu"][0].name == f"vm-{big['Id']}" and dirs["cpu"][0].parent.name == "p1"
+        assert dirs["memory"][0].parent.name == "p1"
+        v2 = dirs["cpu"][1]
+        weight = (lambda shares: 1 + ((shares - 2) * 9999) // 262142) if v2 else (lambda s: s)
+        # guaranteed: its CPU as weight and quota, its memory (and the VMM's overhead) as limit
+        assert cg_limits(dirs) == (weight(1024), 100000, (768 << 20) + (64 << 20))
+        pdirs = {c: (d.parent, v) for c, (d, v) in dirs.items()}
+        assert cg_limits(pdirs) == (weight(2048), 200000, 1 << 30)
+        # best-effort: the least weight and no limits of its own
+        sdirs = cgroup_dirs(second["State"]["Pid"])
+        assert sdirs["cpu"][0].parent.name == "p15"
+        assert cg_limits(sdirs) == (weight(2), None, None)
+        env.vessel("kill", "big", "second2")
+        assert not dirs["cpu"][0].exists() and not sdirs["memory"][0].exists()
+        st, reply = env.api("DELETE", "/vessel/v1/pools/p1")
+        assert st == 409 and "big" in reply["message"], reply
+    finally:
+        for name in ("big", "big2", "second2"):
+            env.api("DELETE", f"/vessel/v1/vms/{name}?force=1", spec=False)
+        pool("rm", "p1", "p15", check=False)
+    env.api("GET", "/vessel/v1/pools/p1", expect=404)
+    assert not pdirs["cpu"][0].exists() and not pdirs["memory"][0].exists()

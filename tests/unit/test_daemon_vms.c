@@ -107,6 +107,41 @@ TEST(vm_config_network_and_published_ports) {
                 "PortBindings");
 }
 
+TEST(pool_requests) {
+  json_t *pool = json_object();
+  json_t *body = json_loads("{\"Name\": \"p1\", \"Cpus\": 2, \"Memory\": \"1G\", "
+                            "\"MemoryOvercommit\": 1.5}",
+                            0, NULL);
+  vs_error *err = NULL;
+  CHECK(vd_pool_parse(body, pool, &err) == 0);
+  CHECK(json_integer_value(json_object_get(pool, "Memory")) == 1LL << 30);
+  CHECK(json_number_value(json_object_get(pool, "MemoryOvercommit")) == 1.5);
+  CHECK(json_number_value(json_object_get(pool, "CpuOvercommit")) == 1.0);
+  json_decref(body);
+  json_decref(pool);
+  static const char *const bad[][2] = {
+      {"{\"Name\": \"p\", \"Cpus\": 0, \"Memory\": \"1G\"}", "Cpus"},
+      {"{\"Name\": \"p\", \"Cpus\": 1}", "Memory"},
+      {"{\"Name\": \"..\", \"Cpus\": 1, \"Memory\": \"1G\"}", "pool name"},
+      {"{\"Name\": \"p\", \"Cpus\": 1, \"Memory\": \"1G\", \"CpuOvercommit\": 0.5}",
+       "CpuOvercommit"},
+      {"{\"Name\": \"p\", \"Cpus\": 1, \"Memory\": \"1G\", \"Size\": 1}", "unknown field Size"},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+    body = json_loads(bad[i][0], 0, NULL);
+    pool = json_object();
+    err = NULL;
+    CHECK(vd_pool_parse(body, pool, &err) == -1);
+    CHECK_CONTAINS(err->msg, bad[i][1]);
+    vs_error_free(err);
+    json_decref(body);
+    json_decref(pool);
+  }
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Qos\": \"burstable\"}", "needs a Pool");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Pool\": \"p\", \"Qos\": \"gold\"}",
+                "guaranteed, burstable or best-effort");
+}
+
 TEST(vm_config_default_guest_missing_says_how_to_get_it) {
   setenv("VESSEL_CACHE", "/nonexistent-cache", 1);
   check_refused("{}", "scripts/fetch-guest");

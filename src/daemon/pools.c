@@ -1,0 +1,385 @@
+/* Resource pools (/vessel/v1/pools, docs/api.md): a named capacity of CPUs and memory with
+ * overcommit ratios that VMs are admitted against, and a cgroup that bounds what they really
+ * use.
+ *
+ * A pool is one file, <data-root>/pools/<name>.json (atomically replaced), kept in memory in
+ * vd_vms (under its lock, as the VMs that count against it). Admission counts every VM of the
+ * pool, running or not, as Kubernetes counts requests: a guest is admitted when the pool's
+ * requests plus its own stay within capacity times the ratio. Enforcement: the pool's cgroup,
+ * /vessel-pools/<name> in every hierarchy (src/ctr's cgroup code, so v1, v2 and this host's
+ * hybrid layout alike), is limited to the capacity itself (CPU quota of Cpus whole CPUs, memory
+ * limit of Memory); each running VMM sits in /vessel-pools/<name>/vm-<id> with its QoS class's
+ * weight and limits (qos_resources). */
+#include "ctr/cgroup.h"
+#include "daemon/vms.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CPU_PERIOD_US 100000
+#define CPU_SHARES_PER_CPU 1024 /* v1 cpu.shares; v2 cpu.weight is derived by src/ctr */
+#define CPU_SHARES_MIN 2        /* Kubernetes' best-effort shares */
+/* What a VMM holds beyond the guest's RAM (code, device buffers, page tables) */
+#define VMM_OVERHEAD (64LL << 20)
+
+/* ---------------------------------------------------------------- the pools */
+
+static char *pool_file(const vd_vms *t, const char *name) {
+  return vs_asprintf("%s/%s.json", t->pools_dir, name);
+}
+
+static char *pool_cgroup_path(const char *name) { return vs_asprintf("/vessel-pools/%s", name); }
+
+int vd_pools_load(vd_daemon *d, vs_error **err) {
+  vd_vms *t = d->vms;
+  t->pools = json_object();
+  t->pools_dir = vs_asprintf("%s/pools", d->data_root);
+  if (vs_mkdir_p(t->pools_dir, 0700, err) < 0)
+    return -1;
+  DIR *dir = opendir(t->pools_dir);
+  if (!dir)
+    return vs_error_set(err, errno, "open %s", t->pools_dir);
+  struct dirent *de;
+  while ((de = readdir(dir))) {
+    size_t l = strlen(de->d_name);
+    if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".json") != 0)
+      continue;
+    _cleanup_free_ char *p = vs_asprintf("%s/%s", t->pools_dir, de->d_name);
+    vs_error *e = NULL;
+    json_t *pool = vs_json_load_file(p, 1 << 16, &e);
+    const char *name = json_string_value(json_object_get(pool, "Name"));
+    if (!name) {
+      vs_log_warn("pool file %s is not valid, ignoring it: %s", p, e ? e->msg : "no Name");
+      vs_error_free(e);
+      json_decref(pool);
+      continue;
+    }
+    json_object_set_new(t->pools, name, pool);
+  }
+  closedir(dir);
+  return 0;
+}
+
+void vd_pools_free(vd_vms *t) {
+  json_decref(t->pools);
+  free(t->pools_dir);
+}
+
+/* What the pool's VMs request (under t->lock): {Cpus, Memory, Guests}. */
+static json_t *pool_usage_locked(const vd_vms *t, const char *name) {
+  int64_t cpus = 0, mem = 0;
+  json_t *guests = json_array();
+  for (size_t i = 0; i < t->n; i++) {
+    json_t *cfg = json_object_get(t->vms[i]->rec, "Config");
+    const char *p = json_string_value(json_object_get(cfg, "Pool"));
+    if (!p || strcmp(p, name) != 0)
+      continue;
+    cpus += json_integer_value(json_object_get(cfg, "Cpus"));
+    mem += json_integer_value(json_object_get(cfg, "Memory"));
+    json_array_append_new(guests, json_pack("{s:s, s:s, s:s}", "Kind", "vm", "Name",
+                                            t->vms[i]->name, "Qos", vd_vm_qos(t->vms[i])));
+  }
+  return json_pack("{s:I, s:I, s:o}", "Cpus", (json_int_t)cpus, "Memory", (json_int_t)mem, "Guests",
+                   guests);
+}
+
+/* The admissible totals: capacity times the overcommit ratio. */
+static void pool_limits(json_t *pool, double *cpus, double *mem) {
+  *cpus = (double)json_integer_value(json_object_get(pool, "Cpus")) *
+          json_number_value(json_object_get(pool, "CpuOvercommit"));
+  *mem = (double)json_integer_value(json_object_get(pool, "Memory")) *
+         json_number_value(json_object_get(pool, "MemoryOvercommit"));
+}
+
+int vd_pool_admit_locked(vd_vms *t, const char *name, int64_t cpus, int64_t mem, vs_error **err) {
+  json_t *pool = json_object_get(t->pools, name);
+  if (!pool)
+    return vs_error_set(err, ENOENT, "pool %s not found", name);
+  json_t *use = pool_usage_locked(t, name);
+  int64_t used_cpus = json_integer_value(json_object_get(use, "Cpus"));
+  int64_t used_mem = json_integer_value(json_object_get(use, "Memory"));
+  json_decref(use);
+  double max_cpus, max_mem;
+  pool_limits(pool, &max_cpus, &max_mem);
+  double left_cpus = max_cpus - (double)used_cpus, left_mem = max_mem - (double)used_mem;
+  if ((double)cpus <= left_cpus + 1e-9 && (double)mem <= left_mem + 0.5)
+    return 0;
+  /* the message alone (no strerror); EBUSY makes it a 409 */
+  vs_error_set(err, 0,
+               "pool %s cannot admit %lld CPUs and %lld MiB: it has %.2f CPUs and %lld "
+               "MiB left (capacity %lld CPUs x %.2f, %lld MiB x %.2f)",
+               name, (long long)cpus, (long long)(mem >> 20), left_cpus > 0 ? left_cpus : 0,
+               (long long)(left_mem > 0 ? (int64_t)left_mem >> 20 : 0),
+               (long long)json_integer_value(json_object_get(pool, "Cpus")),
+               json_number_value(json_object_get(pool, "CpuOvercommit")),
+               (long long)(json_integer_value(json_object_get(pool, "Memory")) >> 20),
+               json_number_value(json_object_get(pool, "MemoryOvercommit")));
+  if (err && *err)
+    (*err)->errnum = EBUSY;
+  return -1;
+}
+
+/* ---------------------------------------------------------------- cgroups */
+
+/* The pool's own limits: its capacity, whatever was admitted against it. */
+static json_t *pool_resources(json_t *pool) {
+  int64_t cpus = json_integer_value(json_object_get(pool, "Cpus"));
+  return json_pack("{s:{s:I, s:I, s:I}, s:{s:I}}", "cpu", "shares",
+                   (json_int_t)(cpus * CPU_SHARES_PER_CPU), "quota",
+                   (json_int_t)(cpus * CPU_PERIOD_US), "period", (json_int_t)CPU_PERIOD_US,
+                   "memory", "limit", json_integer_value(json_object_get(pool, "Memory")));
+}
+
+/* A guest's weight and limits by its QoS class, as Kubernetes maps them: guaranteed gets its
+ * CPUs as weight and quota and its memory as a hard limit; burstable the same weight and memory
+ * limit but no CPU quota (it may use the pool's idle CPU); best-effort the minimum weight and no
+ * limits of its own (the pool's bound it). */
+static json_t *qos_resources(const char *qos, int64_t cpus, int64_t mem) {
+  if (!strcmp(qos, "best-effort"))
+    return json_pack("{s:{s:I}}", "cpu", "shares", (json_int_t)CPU_SHARES_MIN);
+  json_t *r =
+      json_pack("{s:{s:I}, s:{s:I}}", "cpu", "shares", (json_int_t)(cpus * CPU_SHARES_PER_CPU),
+                "memory", "limit", (json_int_t)(mem + VMM_OVERHEAD));
+  if (!strcmp(qos, "guaranteed")) {
+    json_object_set_new(json_object_get(r, "cpu"), "quota", json_integer(cpus * CPU_PERIOD_US));
+    json_object_set_new(json_object_get(r, "cpu"), "period", json_integer(CPU_PERIOD_US));
+  }
+  return r;
+}
+
+const char *vd_vm_qos(const vd_vm *vm) {
+  const char *q = json_string_value(json_object_get(json_object_get(vm->rec, "Config"), "Qos"));
+  return q ? q : "guaranteed";
+}
+
+json_t *vd_pool_cgroup_enter(vd_daemon *d, const vd_vm *vm, pid_t pid, vs_error **err) {
+  json_t *cfg = json_object_get(vm->rec, "Config");
+  const char *name = json_string_value(json_object_get(cfg, "Pool"));
+  if (!name)
+    return NULL;
+  vd_vms *t = d->vms;
+  pthread_mutex_lock(&t->lock);
+  json_t *pool = json_incref(json_object_get(t->pools, name));
+  pthread_mutex_unlock(&t->lock);
+  if (!pool)
+    return vs_error_set(err, ENOENT, "pool %s not found", name), NULL;
+  _cleanup_free_ char *ppath = pool_cgroup_path(name);
+  _cleanup_free_ char *gpath = vs_asprintf("%s/vm-%s", ppath, vm->id);
+  _cleanup_json_ json_t *pres = pool_resources(pool);
+  _cleanup_json_ json_t *gres =
+      qos_resources(vd_vm_qos(vm), json_integer_value(json_object_get(cfg, "Cpus")),
+                    json_integer_value(json_object_get(cfg, "Memory")));
+  json_decref(pool);
+  ctr_cgroup *pcg = NULL, *gcg = NULL;
+  json_t *saved = NULL;
+  /* the pool's directory is made (or its limits applied again) with each guest that enters */
+  if (ctr_cgroup_create(name, ppath, pres, &pcg, err) == 0 &&
+      ctr_cgroup_create(vm->id, gpath, gres, &gcg, err) == 0) {
+    if (ctr_cgroup_add_pid(gcg, pid, err) == 0)
+      saved = ctr_cgroup_to_json(gcg);
+    else
+      ctr_cgroup_destroy(gcg, NULL);
+  }
+  ctr_cgroup_free(pcg);
+  ctr_cgroup_free(gcg);
+  if (!saved)
+    vs_error_wrap(err, "put VM %s in pool %s's cgroup", vm->name, name);
+  return saved;
+}
+
+void vd_pool_cgroup_leave(json_t *saved) {
+  ctr_cgroup *cg = NULL;
+  vs_error *e = NULL;
+  if (!saved)
+    return;
+  if (ctr_cgroup_from_json(saved, &cg, &e) < 0 || ctr_cgroup_destroy(cg, &e) < 0) {
+    vs_log_warn("remove a VM's cgroup: %s", e->msg);
+    vs_error_free(e);
+  }
+  ctr_cgroup_free(cg);
+}
+
+/* ---------------------------------------------------------------- the API */
+
+static json_t *pool_json_locked(const vd_vms *t, json_t *pool) {
+  const char *name = json_string_value(json_object_get(pool, "Name"));
+  double max_cpus, max_mem;
+  pool_limits(pool, &max_cpus, &max_mem);
+  json_t *use = pool_usage_locked(t, name);
+  json_t *j = json_deep_copy(pool);
+  _cleanup_free_ char *cgpath = pool_cgroup_path(name);
+  json_object_set_new(j, "CgroupPath", json_string(cgpath));
+  json_object_set_new(
+      j, "Available",
+      json_pack(
+          "{s:f, s:I}", "Cpus", max_cpus - (double)json_integer_value(json_object_get(use, "Cpus")),
+          "Memory",
+          (json_int_t)(max_mem - (double)json_integer_value(json_object_get(use, "Memory")))));
+  json_object_set_new(j, "Usage", use);
+  return j;
+}
+
+void vd_h_pools_list(vd_call *c) {
+  vd_vms *t = c->d->vms;
+  json_t *a = json_array();
+  pthread_mutex_lock(&t->lock);
+  const char *key;
+  json_t *pool;
+  json_object_foreach(t->pools, key, pool) json_array_append_new(a, pool_json_locked(t, pool));
+  pthread_mutex_unlock(&t->lock);
+  vd_call_json(c, 200, a);
+}
+
+void vd_h_pool_inspect(vd_call *c) {
+  vd_vms *t = c->d->vms;
+  pthread_mutex_lock(&t->lock);
+  json_t *pool = json_object_get(t->pools, c->arg);
+  json_t *j = pool ? pool_json_locked(t, pool) : NULL;
+  pthread_mutex_unlock(&t->lock);
+  if (!j)
+    vd_call_error(c, 404, "No such pool: %s", c->arg);
+  else
+    vd_call_json(c, 200, j);
+}
+
+/* An overcommit ratio: a number from 1 to 100 (default 1: no overcommit). */
+static int ratio(json_t *body, const char *field, double *out, vs_error **err) {
+  json_t *v = json_object_get(body, field);
+  *out = 1.0;
+  if (!v || json_is_null(v))
+    return 0;
+  if (!json_is_number(v) || json_number_value(v) < 1.0 || json_number_value(v) > 100.0 ||
+      isnan(json_number_value(v)))
+    return vs_error_set(err, EINVAL, "%s: expected a number from 1 to 100 (1: no overcommit)",
+                        field);
+  *out = json_number_value(v);
+  return 0;
+}
+
+int vd_pool_parse(json_t *body, json_t *pool, vs_error **err) {
+  static const char *const known[] = {"Name", "Cpus", "Memory", "CpuOvercommit",
+                                      "MemoryOvercommit"};
+  const char *key;
+  json_t *v;
+  json_object_foreach(body, key, v) {
+    bool ok = false;
+    for (size_t i = 0; i < ARRAY_SIZE(known); i++)
+      ok = ok || !strcmp(key, known[i]);
+    if (!ok)
+      return vs_error_set(err, EINVAL, "unknown field %s in a pool", key);
+  }
+  const char *name = NULL;
+  int64_t cpus = 0;
+  uint64_t mem = 0;
+  double rc, rm;
+  if (vs_json_get_string(body, "Name", true, &name, err) < 0)
+    return -1;
+  if (!vd_vm_name_valid(name))
+    return vs_error_set(err, EINVAL,
+                        "pool name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', "
+                        "starting with a letter or digit",
+                        name);
+  if (vs_json_get_int(body, "Cpus", true, &cpus, err) < 0)
+    return -1;
+  if (cpus < 1 || cpus > 1024)
+    return vs_error_set(err, EINVAL, "Cpus %lld: a pool has 1 to 1024 CPUs", (long long)cpus);
+  if (vd_body_size(body, "Memory", 0, &mem, err) < 0)
+    return -1;
+  if (mem < (16ULL << 20))
+    return vs_error_set(err, EINVAL, "Memory: a pool needs at least 16 MiB");
+  if (ratio(body, "CpuOvercommit", &rc, err) < 0 || ratio(body, "MemoryOvercommit", &rm, err) < 0)
+    return -1;
+  json_object_set_new(pool, "Name", json_string(name));
+  json_object_set_new(pool, "Cpus", json_integer(cpus));
+  json_object_set_new(pool, "Memory", json_integer((json_int_t)mem));
+  json_object_set_new(pool, "CpuOvercommit", json_real(rc));
+  json_object_set_new(pool, "MemoryOvercommit", json_real(rm));
+  return 0;
+}
+
+void vd_h_pool_create(vd_call *c) {
+  _cleanup_json_ json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  vs_error *e = NULL;
+  json_t *pool = json_object();
+  if (vd_pool_parse(body, pool, &e) < 0) {
+    json_decref(pool);
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  char *now = vd_now();
+  json_object_set_new(pool, "Created", json_string(now));
+  free(now);
+  const char *name = json_string_value(json_object_get(pool, "Name"));
+  vd_vms *t = c->d->vms;
+  pthread_mutex_lock(&t->lock);
+  _cleanup_free_ char *path = pool_file(t, name);
+  int status = 201;
+  if (json_object_get(t->pools, name)) {
+    status = 409;
+    vs_error_set(&e, EEXIST, "the name %s is already in use by a pool", name);
+  } else if (vs_json_write_file(path, pool, 0600, &e) < 0) {
+    status = 500;
+  } else {
+    json_object_set(t->pools, name, pool);
+  }
+  pthread_mutex_unlock(&t->lock);
+  if (status == 201)
+    vd_call_json(c, 201, json_pack("{s:s}", "Name", name));
+  else
+    vd_call_error(c, status, "%s", e->msg);
+  vs_error_free(e);
+  json_decref(pool);
+}
+
+void vd_h_pool_delete(vd_call *c) {
+  vd_vms *t = c->d->vms;
+  pthread_mutex_lock(&t->lock);
+  json_t *pool = json_object_get(t->pools, c->arg);
+  json_t *use = pool ? pool_usage_locked(t, c->arg) : NULL;
+  size_t n = json_array_size(json_object_get(use, "Guests"));
+  _cleanup_free_ char *first = n ? vs_strdup(json_string_value(json_object_get(
+                                       json_array_get(json_object_get(use, "Guests"), 0), "Name")))
+                                 : NULL;
+  json_decref(use);
+  _cleanup_free_ char *path = pool ? pool_file(t, c->arg) : NULL;
+  if (pool && !n) {
+    unlink(path);
+    json_object_del(t->pools, c->arg);
+  }
+  pthread_mutex_unlock(&t->lock);
+  if (!pool) {
+    vd_call_error(c, 404, "No such pool: %s", c->arg);
+    return;
+  }
+  if (n) {
+    vd_call_error(c, 409, "pool %s holds %zu guests (%s first): remove them first", c->arg, n,
+                  first);
+    return;
+  }
+  /* its cgroup, empty once its last guest left, and /vessel-pools when no other pool uses it */
+  _cleanup_free_ char *cgpath = pool_cgroup_path(c->arg);
+  ctr_cgroup *cg = NULL;
+  vs_error *e = NULL;
+  if (ctr_cgroup_plan(c->arg, cgpath, &cg, &e) == 0) {
+    ctr_cgroup_hierarchy h;
+    for (size_t i = 0; ctr_cgroup_hierarchy_get(cg, i, &h); i++) {
+      _cleanup_free_ char *parent = vs_strdup(h.host_path);
+      char *slash = strrchr(parent, '/');
+      if (rmdir(h.host_path) < 0 && errno != ENOENT)
+        vs_log_warn("pool %s: remove cgroup %s: %s", c->arg, h.host_path, strerror(errno));
+      if (slash) {
+        *slash = 0;
+        rmdir(parent); /* busy while other pools have theirs */
+      }
+    }
+  }
+  vs_error_free(e);
+  ctr_cgroup_free(cg);
+  vd_call_status(c, 204);
+}
