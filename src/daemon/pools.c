@@ -68,22 +68,52 @@ void vd_pools_free(vd_vms *t) {
   free(t->pools_dir);
 }
 
-/* What the pool's VMs request (under t->lock): {Cpus, Memory, Guests}. */
-static json_t *pool_usage_locked(const vd_vms *t, const char *name) {
-  int64_t cpus = 0, mem = 0;
+/* A container's pool: its label vessel.pool (docker run --label vessel.pool=NAME). */
+static const char *ctr_pool(json_t *rec) {
+  return json_string_value(
+      json_object_get(json_object_get(json_object_get(rec, "Config"), "Labels"), VD_POOL_LABEL));
+}
+
+/* A container's request, from docker run's --cpus and --memory, and its QoS class as Kubernetes
+ * derives it: both limits set, guaranteed; one, burstable; none, best-effort. */
+static const char *ctr_request(json_t *rec, double *cpus, int64_t *mem) {
+  json_t *hc = json_object_get(rec, "HostConfig");
+  *cpus = (double)json_integer_value(json_object_get(hc, "NanoCpus")) / 1e9;
+  *mem = json_integer_value(json_object_get(hc, "Memory"));
+  return *cpus > 0 && *mem > 0 ? "guaranteed" : *cpus > 0 || *mem > 0 ? "burstable" : "best-effort";
+}
+
+/* What the pool's guests request (d->lock and t->lock held, in that order): {Cpus, Memory,
+ * Guests}. Every guest counts, running or not. */
+static json_t *pool_usage_locked(vd_daemon *d, const char *name) {
+  const vd_vms *t = d->vms;
+  double cpus = 0;
+  int64_t mem = 0;
   json_t *guests = json_array();
   for (size_t i = 0; i < t->n; i++) {
     json_t *cfg = json_object_get(t->vms[i]->rec, "Config");
     const char *p = json_string_value(json_object_get(cfg, "Pool"));
     if (!p || strcmp(p, name) != 0)
       continue;
-    cpus += json_integer_value(json_object_get(cfg, "Cpus"));
+    cpus += (double)json_integer_value(json_object_get(cfg, "Cpus"));
     mem += json_integer_value(json_object_get(cfg, "Memory"));
     json_array_append_new(guests, json_pack("{s:s, s:s, s:s}", "Kind", "vm", "Name",
                                             t->vms[i]->name, "Qos", vd_vm_qos(t->vms[i])));
   }
-  return json_pack("{s:I, s:I, s:o}", "Cpus", (json_int_t)cpus, "Memory", (json_int_t)mem, "Guests",
-                   guests);
+  for (size_t i = 0; i < d->n_ctrs; i++) {
+    vd_container *c = d->ctrs[i];
+    const char *p = ctr_pool(c->rec);
+    if (!p || strcmp(p, name) != 0 || c->removed)
+      continue;
+    double ccpus;
+    int64_t cmem;
+    const char *qos = ctr_request(c->rec, &ccpus, &cmem);
+    cpus += ccpus;
+    mem += cmem;
+    json_array_append_new(guests, json_pack("{s:s, s:s, s:s}", "Kind", "container", "Name",
+                                            c->name[0] == '/' ? c->name + 1 : c->name, "Qos", qos));
+  }
+  return json_pack("{s:f, s:I, s:o}", "Cpus", cpus, "Memory", (json_int_t)mem, "Guests", guests);
 }
 
 /* The admissible totals: capacity times the overcommit ratio. */
@@ -94,24 +124,24 @@ static void pool_limits(json_t *pool, double *cpus, double *mem) {
          json_number_value(json_object_get(pool, "MemoryOvercommit"));
 }
 
-int vd_pool_admit_locked(vd_vms *t, const char *name, int64_t cpus, int64_t mem, vs_error **err) {
-  json_t *pool = json_object_get(t->pools, name);
+int vd_pool_admit_locked(vd_daemon *d, const char *name, double cpus, int64_t mem, vs_error **err) {
+  json_t *pool = json_object_get(d->vms->pools, name);
   if (!pool)
     return vs_error_set(err, ENOENT, "pool %s not found", name);
-  json_t *use = pool_usage_locked(t, name);
-  int64_t used_cpus = json_integer_value(json_object_get(use, "Cpus"));
+  json_t *use = pool_usage_locked(d, name);
+  double used_cpus = json_number_value(json_object_get(use, "Cpus"));
   int64_t used_mem = json_integer_value(json_object_get(use, "Memory"));
   json_decref(use);
   double max_cpus, max_mem;
   pool_limits(pool, &max_cpus, &max_mem);
-  double left_cpus = max_cpus - (double)used_cpus, left_mem = max_mem - (double)used_mem;
-  if ((double)cpus <= left_cpus + 1e-9 && (double)mem <= left_mem + 0.5)
+  double left_cpus = max_cpus - used_cpus, left_mem = max_mem - (double)used_mem;
+  if (cpus <= left_cpus + 1e-9 && (double)mem <= left_mem + 0.5)
     return 0;
   /* the message alone (no strerror); EBUSY makes it a 409 */
   vs_error_set(err, 0,
-               "pool %s cannot admit %lld CPUs and %lld MiB: it has %.2f CPUs and %lld "
+               "pool %s cannot admit %g CPUs and %lld MiB: it has %.2f CPUs and %lld "
                "MiB left (capacity %lld CPUs x %.2f, %lld MiB x %.2f)",
-               name, (long long)cpus, (long long)(mem >> 20), left_cpus > 0 ? left_cpus : 0,
+               name, cpus, (long long)(mem >> 20), left_cpus > 0 ? left_cpus : 0,
                (long long)(left_mem > 0 ? (int64_t)left_mem >> 20 : 0),
                (long long)json_integer_value(json_object_get(pool, "Cpus")),
                json_number_value(json_object_get(pool, "CpuOvercommit")),
@@ -120,6 +150,29 @@ int vd_pool_admit_locked(vd_vms *t, const char *name, int64_t cpus, int64_t mem,
   if (err && *err)
     (*err)->errnum = EBUSY;
   return -1;
+}
+
+int vd_pool_ctr_admit(vd_daemon *d, json_t *rec, vs_error **err) {
+  const char *name = ctr_pool(rec);
+  if (!name)
+    return 0;
+  double cpus;
+  int64_t mem;
+  ctr_request(rec, &cpus, &mem);
+  pthread_mutex_lock(&d->lock);
+  pthread_mutex_lock(&d->vms->lock);
+  int r = vd_pool_admit_locked(d, name, cpus, mem, err);
+  /* a 404 would make the docker CLI look for the image */
+  if (r < 0 && err && *err && (*err)->errnum == ENOENT) {
+    vs_error_free(*err);
+    *err = NULL;
+    vs_error_set(err, 0, "pool %s not found (label " VD_POOL_LABEL ")", name);
+    if (*err)
+      (*err)->errnum = EINVAL;
+  }
+  pthread_mutex_unlock(&d->vms->lock);
+  pthread_mutex_unlock(&d->lock);
+  return r;
 }
 
 /* ---------------------------------------------------------------- cgroups */
@@ -190,6 +243,31 @@ json_t *vd_pool_cgroup_enter(vd_daemon *d, const vd_vm *vm, pid_t pid, vs_error 
   return saved;
 }
 
+int vd_pool_ctr_spec(vd_daemon *d, json_t *rec, json_t *spec, vs_error **err) {
+  const char *name = ctr_pool(rec);
+  if (!name)
+    return 0;
+  vd_vms *t = d->vms;
+  pthread_mutex_lock(&t->lock);
+  json_t *pool = json_incref(json_object_get(t->pools, name));
+  pthread_mutex_unlock(&t->lock);
+  if (!pool)
+    return vs_error_set(err, ENOENT, "pool %s not found", name);
+  _cleanup_free_ char *ppath = pool_cgroup_path(name);
+  _cleanup_json_ json_t *pres = pool_resources(pool);
+  json_decref(pool);
+  /* the pool's directory with its limits; the runtime makes the container's under it (and
+   * leaves the pool's when it removes the container's) */
+  ctr_cgroup *pcg = NULL;
+  if (ctr_cgroup_create(name, ppath, pres, &pcg, err) < 0)
+    return vs_error_wrap(err, "the cgroup of pool %s", name);
+  ctr_cgroup_free(pcg);
+  json_object_set_new(
+      json_object_get(spec, "linux"), "cgroupsPath",
+      json_sprintf("%s/ctr-%s", ppath, json_string_value(json_object_get(rec, "Id"))));
+  return 0;
+}
+
 void vd_pool_cgroup_leave(json_t *saved) {
   ctr_cgroup *cg = NULL;
   vs_error *e = NULL;
@@ -204,18 +282,18 @@ void vd_pool_cgroup_leave(json_t *saved) {
 
 /* ---------------------------------------------------------------- the API */
 
-static json_t *pool_json_locked(const vd_vms *t, json_t *pool) {
+static json_t *pool_json_locked(vd_daemon *d, json_t *pool) {
   const char *name = json_string_value(json_object_get(pool, "Name"));
   double max_cpus, max_mem;
   pool_limits(pool, &max_cpus, &max_mem);
-  json_t *use = pool_usage_locked(t, name);
+  json_t *use = pool_usage_locked(d, name);
   json_t *j = json_deep_copy(pool);
   _cleanup_free_ char *cgpath = pool_cgroup_path(name);
   json_object_set_new(j, "CgroupPath", json_string(cgpath));
   json_object_set_new(
       j, "Available",
       json_pack(
-          "{s:f, s:I}", "Cpus", max_cpus - (double)json_integer_value(json_object_get(use, "Cpus")),
+          "{s:f, s:I}", "Cpus", max_cpus - json_number_value(json_object_get(use, "Cpus")),
           "Memory",
           (json_int_t)(max_mem - (double)json_integer_value(json_object_get(use, "Memory")))));
   json_object_set_new(j, "Usage", use);
@@ -225,20 +303,24 @@ static json_t *pool_json_locked(const vd_vms *t, json_t *pool) {
 void vd_h_pools_list(vd_call *c) {
   vd_vms *t = c->d->vms;
   json_t *a = json_array();
-  pthread_mutex_lock(&t->lock);
   const char *key;
   json_t *pool;
-  json_object_foreach(t->pools, key, pool) json_array_append_new(a, pool_json_locked(t, pool));
+  pthread_mutex_lock(&c->d->lock);
+  pthread_mutex_lock(&t->lock);
+  json_object_foreach(t->pools, key, pool) json_array_append_new(a, pool_json_locked(c->d, pool));
   pthread_mutex_unlock(&t->lock);
+  pthread_mutex_unlock(&c->d->lock);
   vd_call_json(c, 200, a);
 }
 
 void vd_h_pool_inspect(vd_call *c) {
   vd_vms *t = c->d->vms;
+  pthread_mutex_lock(&c->d->lock);
   pthread_mutex_lock(&t->lock);
   json_t *pool = json_object_get(t->pools, c->arg);
-  json_t *j = pool ? pool_json_locked(t, pool) : NULL;
+  json_t *j = pool ? pool_json_locked(c->d, pool) : NULL;
   pthread_mutex_unlock(&t->lock);
+  pthread_mutex_unlock(&c->d->lock);
   if (!j)
     vd_call_error(c, 404, "No such pool: %s", c->arg);
   else
@@ -339,9 +421,10 @@ void vd_h_pool_create(vd_call *c) {
 
 void vd_h_pool_delete(vd_call *c) {
   vd_vms *t = c->d->vms;
+  pthread_mutex_lock(&c->d->lock);
   pthread_mutex_lock(&t->lock);
   json_t *pool = json_object_get(t->pools, c->arg);
-  json_t *use = pool ? pool_usage_locked(t, c->arg) : NULL;
+  json_t *use = pool ? pool_usage_locked(c->d, c->arg) : NULL;
   size_t n = json_array_size(json_object_get(use, "Guests"));
   _cleanup_free_ char *first = n ? vs_strdup(json_string_value(json_object_get(
                                        json_array_get(json_object_get(use, "Guests"), 0), "Name")))
@@ -353,6 +436,7 @@ void vd_h_pool_delete(vd_call *c) {
     json_object_del(t->pools, c->arg);
   }
   pthread_mutex_unlock(&t->lock);
+  pthread_mutex_unlock(&c->d->lock);
   if (!pool) {
     vd_call_error(c, 404, "No such pool: %s", c->arg);
     return;

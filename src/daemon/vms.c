@@ -854,6 +854,7 @@ int vd_vm_commit(vd_daemon *d, vd_vm *vm, vs_error **err) {
   vd_vms *t = d->vms;
   if (vd_vm_save(vm, err) < 0)
     return -1;
+  pthread_mutex_lock(&d->lock); /* the containers of the VM's pool count too */
   pthread_mutex_lock(&t->lock);
   vd_vm *other = vd_vm_find_locked(t, vm->name);
   bool taken = other && !strcmp(other->name, vm->name);
@@ -862,11 +863,12 @@ int vd_vm_commit(vd_daemon *d, vd_vm *vm, vs_error **err) {
   /* admitted under the lock that adds it: two creates cannot both take the last room */
   int r = taken || !pool
               ? 0
-              : vd_pool_admit_locked(t, pool, json_integer_value(json_object_get(cfg, "Cpus")),
+              : vd_pool_admit_locked(d, pool, json_integer_value(json_object_get(cfg, "Cpus")),
                                      json_integer_value(json_object_get(cfg, "Memory")), err);
   if (!taken && r == 0)
     vd_vm_add_locked(t, vm);
   pthread_mutex_unlock(&t->lock);
+  pthread_mutex_unlock(&d->lock);
   if (taken)
     return vs_error_set(err, EEXIST, "the name %s is already in use by a VM", vm->name);
   if (r < 0)

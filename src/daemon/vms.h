@@ -89,8 +89,9 @@ void vd_pools_free(vd_vms *t);
 /* Check a pool create request and fill pool (Name, Cpus, Memory, the ratios); errors name the
  * field. */
 int vd_pool_parse(json_t *body, json_t *pool, vs_error **err);
-/* Whether a guest of cpus and mem bytes fits what the pool has left; the error says what is. */
-int vd_pool_admit_locked(vd_vms *t, const char *pool, int64_t cpus, int64_t mem, vs_error **err);
+/* Whether a guest of cpus and mem bytes fits what the pool has left; the error says what is
+ * (d->lock and the VMs' lock held, in that order). */
+int vd_pool_admit_locked(vd_daemon *d, const char *pool, double cpus, int64_t mem, vs_error **err);
 /* The VM's QoS class: guaranteed (the default), burstable or best-effort. */
 const char *vd_vm_qos(const vd_vm *vm);
 /* Put a VM's new VMM (pid) in its cgroup under its pool's (NULL: no pool, or an error); what

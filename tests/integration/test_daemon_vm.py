@@ -502,3 +502,42 @@ def test_pools_admission_refusal_and_cgroups(env):
         pool("rm", "p1", "p15", check=False)
     env.api("GET", "/vessel/v1/pools/p1", expect=404)
     assert not pdirs["cpu"][0].exists() and not pdirs["memory"][0].exists()
+
+
+def test_containers_in_a_pool(env, tmp_path):
+    """docker run --label vessel.pool=NAME: a container is admitted against the pool with its
+    --cpus and --memory (and refused when they do not fit, saying what is left), counted in the
+    pool's usage beside VMs, and run in a cgroup under the pool's."""
+    import test_daemon
+    env.vd.docker("load", "-i", str(test_daemon.busybox_archive(tmp_path / "busybox.tar")))
+    env.api("POST", "/vessel/v1/pools", {"Name": "pc", "Cpus": 2, "Memory": "512M"}, expect=201)
+    try:
+        env.vessel("create", "small", "--pool", "pc", "--memory", "256M")
+        cid = env.vd.docker("run", "-d", "--name", "pc1", "--label", "vessel.pool=pc",
+                            "--cpus", "1", "--memory", "200m", "busybox", "sleep",
+                            "1000").stdout.strip()
+        r = env.vd.docker("create", "--label", "vessel.pool=pc", "--memory", "100m", "busybox",
+                          check=False)
+        assert r.returncode != 0 and "pool pc cannot admit 0 CPUs and 100 MiB" in r.stderr \
+            and "56 MiB left" in r.stderr, r.stderr
+        r = env.vd.docker("create", "--label", "vessel.pool=nopool", "busybox", check=False)
+        assert r.returncode != 0 and "pool nopool not found" in r.stderr, r.stderr
+        _, p = env.api("GET", "/vessel/v1/pools/pc", expect=200)
+        assert p["Usage"]["Cpus"] == 2 and p["Usage"]["Memory"] == (456 << 20)
+        assert sorted((g["Kind"], g["Name"], g["Qos"]) for g in p["Usage"]["Guests"]) == \
+            [("container", "pc1", "guaranteed"), ("vm", "small", "guaranteed")]
+        pid = int(env.vd.docker("inspect", "-f", "{{.State.Pid}}", "pc1").stdout)
+        dirs = cgroup_dirs(pid)
+        assert dirs["memory"][0].name == f"ctr-{cid}" and dirs["memory"][0].parent.name == "pc"
+        pool_dirs = {c: (d.parent, v) for c, (d, v) in dirs.items()}
+        v2 = dirs["cpu"][1]
+        weight = (lambda shares: 1 + ((shares - 2) * 9999) // 262142) if v2 else (lambda s: s)
+        assert cg_limits(pool_dirs) == (weight(2048), 200000, 512 << 20)
+        assert cg_limits(dirs)[1:] == (100000, 200 << 20)
+        env.vd.docker("rm", "-f", "pc1")
+        assert not dirs["memory"][0].exists()
+    finally:
+        env.vd.docker("rm", "-f", "pc1", check=False)
+        env.api("DELETE", "/vessel/v1/vms/small?force=1", spec=False)
+        env.api("DELETE", "/vessel/v1/pools/pc", spec=False)
+    assert not pool_dirs["memory"][0].exists()
