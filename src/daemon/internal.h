@@ -448,6 +448,7 @@ void vd_h_pools_list(vd_call *c);
 void vd_h_pool_create(vd_call *c);
 void vd_h_pool_inspect(vd_call *c);
 void vd_h_pool_delete(vd_call *c);
+void vd_h_pool_update(vd_call *c);
 
 /* exec.c (loop) */
 void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);

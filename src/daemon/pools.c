@@ -419,6 +419,80 @@ void vd_h_pool_create(vd_call *c) {
   json_decref(pool);
 }
 
+/* POST /vessel/v1/pools/{name}/update: new capacity or ratios, refused when what the pool's
+ * guests request would no longer fit; the pool's cgroup gets the new limits at once. */
+void vd_h_pool_update(vd_call *c) {
+  _cleanup_json_ json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  vd_vms *t = c->d->vms;
+  vs_error *e = NULL;
+  int status = 200;
+  json_t *pool = json_object();
+  pthread_mutex_lock(&c->d->lock);
+  pthread_mutex_lock(&t->lock);
+  json_t *old = json_object_get(t->pools, c->arg);
+  _cleanup_json_ json_t *merged = old ? json_deep_copy(old) : NULL;
+  json_object_del(merged, "Created");
+  if (!old) {
+    status = 404;
+    vs_error_set(&e, 0, "No such pool: %s", c->arg);
+  } else if (json_object_get(body, "Name")) {
+    status = 400;
+    vs_error_set(&e, 0, "Name: a pool cannot be renamed");
+  } else if (json_object_update(merged, body), vd_pool_parse(merged, pool, &e) < 0) {
+    status = 400;
+  } else {
+    json_object_set(pool, "Created", json_object_get(old, "Created"));
+    json_t *use = pool_usage_locked(c->d, c->arg);
+    double max_cpus, max_mem;
+    pool_limits(pool, &max_cpus, &max_mem);
+    double cpus = json_number_value(json_object_get(use, "Cpus"));
+    int64_t mem = json_integer_value(json_object_get(use, "Memory"));
+    if (cpus > max_cpus + 1e-9 || (double)mem > max_mem + 0.5) {
+      status = 409;
+      vs_error_set(&e, 0,
+                   "pool %s: its guests request %g CPUs and %lld MiB, more than the update "
+                   "leaves (%.2f CPUs, %lld MiB): remove guests first",
+                   c->arg, cpus, (long long)(mem >> 20), max_cpus, (long long)max_mem >> 20);
+    }
+    json_decref(use);
+    _cleanup_free_ char *path = pool_file(t, c->arg);
+    if (status == 200 && vs_json_write_file(path, pool, 0600, &e) < 0)
+      status = 500;
+    if (status == 200)
+      json_object_set(t->pools, c->arg, pool);
+  }
+  pthread_mutex_unlock(&t->lock);
+  pthread_mutex_unlock(&c->d->lock);
+  if (status == 200) {
+    /* a pool whose cgroup exists (it has or had guests) gets its new limits now */
+    _cleanup_free_ char *ppath = pool_cgroup_path(c->arg);
+    _cleanup_json_ json_t *pres = pool_resources(pool);
+    ctr_cgroup *cg = NULL;
+    if (ctr_cgroup_plan(c->arg, ppath, &cg, &e) == 0) {
+      ctr_cgroup_hierarchy h;
+      bool exists = ctr_cgroup_hierarchy_get(cg, 0, &h) && access(h.host_path, F_OK) == 0;
+      if (exists && ctr_cgroup_update(cg, pres, &e) < 0)
+        status = 500;
+    } else {
+      status = 500;
+    }
+    ctr_cgroup_free(cg);
+  }
+  if (status == 200) {
+    pthread_mutex_lock(&c->d->lock);
+    pthread_mutex_lock(&t->lock);
+    json_t *j = pool_json_locked(c->d, pool);
+    pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(&c->d->lock);
+    vd_call_json(c, 200, j);
+  } else
+    vd_call_error(c, status, "%s", e ? e->msg : "update failed");
+  vs_error_free(e);
+  json_decref(pool);
+}
+
 void vd_h_pool_delete(vd_call *c) {
   vd_vms *t = c->d->vms;
   pthread_mutex_lock(&c->d->lock);

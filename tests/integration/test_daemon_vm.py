@@ -492,6 +492,16 @@ def test_pools_admission_refusal_and_cgroups(env):
         sdirs = cgroup_dirs(second["State"]["Pid"])
         assert sdirs["cpu"][0].parent.name == "p15"
         assert cg_limits(sdirs) == (weight(2), None, None)
+        # updates: refused when the guests would not fit, applied to the cgroup when they do
+        r = pool("update", "p1", "--memory", "512M", check=False)
+        assert r.returncode == 1 and "request 1 CPUs and 768 MiB" in r.stderr, r.stderr
+        st, reply = env.api("POST", "/vessel/v1/pools/p1/update", {"Cpus": 0})
+        assert st == 400 and "Cpus" in reply["message"], reply
+        env.api("POST", "/vessel/v1/pools/nopool/update", {"Cpus": 1}, expect=404)
+        _, p1 = env.api("POST", "/vessel/v1/pools/p1/update", {"Memory": "2G", "Cpus": 1},
+                        expect=200)
+        assert p1["Memory"] == 2 << 30 and p1["Available"]["Memory"] == (2048 - 768) << 20
+        assert cg_limits(pdirs) == (weight(1024), 100000, 2 << 30)
         env.vessel("kill", "big", "second2")
         assert not dirs["cpu"][0].exists() and not sdirs["memory"][0].exists()
         st, reply = env.api("DELETE", "/vessel/v1/pools/p1")

@@ -368,15 +368,13 @@ static int ratio_option(const char *what, const char *s, json_t *body, const cha
   return 0;
 }
 
-static int pool_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+/* The options of pool create and update into body; the index of the first operand, or -1. */
+static int pool_options(int argc, char **argv, json_t *body, vs_error **err) {
   static const struct option opts[] = {{"cpus", required_argument, 0, 'c'},
                                        {"memory", required_argument, 0, 'm'},
                                        {"cpu-overcommit", required_argument, 0, 'C'},
                                        {"memory-overcommit", required_argument, 0, 'M'},
                                        {0, 0, 0, 0}};
-  static const char usage[] = "usage: vessel pool create NAME --cpus N --memory SIZE "
-                              "[--cpu-overcommit R] [--memory-overcommit R]";
-  _cleanup_(vs_json_decrefp) json_t *body = json_object();
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -398,16 +396,31 @@ static int pool_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
       r = ratio_option("--memory-overcommit", optarg, body, "MemoryOvercommit", err);
       break;
     default:
-      return 125;
+      return -1;
     }
     if (r < 0)
-      return 125;
+      return -1;
   }
-  if (optind != argc - 1)
+  return optind;
+}
+
+/* pool create NAME ... (POST /vessel/v1/pools), pool update NAME ... (POST .../update) */
+static int pool_set(vessel_ctx *ctx, bool create, int argc, char **argv, vs_error **err) {
+  static const char usage[] = "usage: vessel pool create|update NAME --cpus N --memory SIZE "
+                              "[--cpu-overcommit R] [--memory-overcommit R]";
+  _cleanup_(vs_json_decrefp) json_t *body = json_object();
+  int first = pool_options(argc, argv, body, err);
+  if (first < 0)
+    return 125;
+  if (first != argc - 1)
     return vs_error_set(err, 0, "%s", usage), 125;
-  json_object_set_new(body, "Name", json_string(argv[optind]));
+  _cleanup_free_ char *esc = vessel_query_escape(argv[first]);
+  _cleanup_free_ char *target =
+      create ? vs_strdup("/vessel/v1/pools") : vs_asprintf("/vessel/v1/pools/%s/update", esc);
+  if (create)
+    json_object_set_new(body, "Name", json_string(argv[first]));
   json_t *out = NULL;
-  if (vessel_api_json(ctx, "POST", "/vessel/v1/pools", body, &out, err) < 0)
+  if (vessel_api_json(ctx, "POST", target, body, &out, err) < 0)
     return 1;
   printf("%s\n", json_string_value(json_object_get(out, "Name")));
   json_decref(out);
@@ -442,12 +455,12 @@ static int pool_ls(vessel_ctx *ctx, vs_error **err) {
 }
 
 int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  static const char usage[] = "usage: vessel pool create|ls|inspect|rm ...";
+  static const char usage[] = "usage: vessel pool create|update|ls|inspect|rm ...";
   if (argc < 2)
     return vs_error_set(err, 0, "%s", usage), 125;
   const char *sub = argv[1];
-  if (!strcmp(sub, "create"))
-    return pool_create(ctx, argc - 1, argv + 1, err);
+  if (!strcmp(sub, "create") || !strcmp(sub, "update"))
+    return pool_set(ctx, !strcmp(sub, "create"), argc - 1, argv + 1, err);
   if (!strcmp(sub, "ls") || !strcmp(sub, "list"))
     return argc == 2 ? pool_ls(ctx, err) : (vs_error_set(err, 0, "usage: vessel pool ls"), 125);
   if (!strcmp(sub, "rm") && argc > 2)
