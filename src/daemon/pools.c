@@ -344,15 +344,8 @@ static int ratio(json_t *body, const char *field, double *out, vs_error **err) {
 int vd_pool_parse(json_t *body, json_t *pool, vs_error **err) {
   static const char *const known[] = {"Name", "Cpus", "Memory", "CpuOvercommit",
                                       "MemoryOvercommit"};
-  const char *key;
-  json_t *v;
-  json_object_foreach(body, key, v) {
-    bool ok = false;
-    for (size_t i = 0; i < ARRAY_SIZE(known); i++)
-      ok = ok || !strcmp(key, known[i]);
-    if (!ok)
-      return vs_error_set(err, EINVAL, "unknown field %s in a pool", key);
-  }
+  if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a pool", err) < 0)
+    return -1;
   const char *name = NULL;
   int64_t cpus = 0;
   uint64_t mem = 0;

@@ -688,19 +688,26 @@ static int publish_bindings(json_t *publish, json_t *bindings, vs_error **err) {
   return 0;
 }
 
-int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
-  static const char *const known[] = {"Name",    "Cpus", "Memory",   "Kernel",  "Initrd",
-                                      "Append",  "Disk", "DiskSize", "Network", "PortBindings",
-                                      "Publish", "Pool", "Qos"};
+int vd_body_known_fields(json_t *body, const char *const *known, size_t n, const char *what,
+                         vs_error **err) {
   const char *key;
   json_t *v;
   json_object_foreach(body, key, v) {
     bool ok = false;
-    for (size_t i = 0; i < ARRAY_SIZE(known); i++)
+    for (size_t i = 0; i < n; i++)
       ok = ok || !strcmp(key, known[i]);
     if (!ok)
-      return vs_error_set(err, EINVAL, "unknown field %s in a VM's configuration", key);
+      return vs_error_set(err, EINVAL, "unknown field %s in %s", key, what);
   }
+  return 0;
+}
+
+int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
+  static const char *const known[] = {"Name",    "Cpus", "Memory",   "Kernel",  "Initrd",
+                                      "Append",  "Disk", "DiskSize", "Network", "PortBindings",
+                                      "Publish", "Pool", "Qos"};
+  if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a VM's configuration", err) < 0)
+    return -1;
   int64_t cpus = 1;
   if (vs_json_get_int(body, "Cpus", false, &cpus, err) < 0)
     return -1;

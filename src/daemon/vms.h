@@ -80,6 +80,9 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err);
 int vd_vm_net_attach(vd_daemon *d, vd_vm *vm, vs_error **err);
 void vd_vm_net_detach(vd_daemon *d, vd_vm *vm);
 
+/* A request body with a field not in known: refused, naming the field and what (the body). */
+int vd_body_known_fields(json_t *body, const char *const *known, size_t n, const char *what,
+                         vs_error **err);
 /* A size field of a request: a JSON integer of bytes or a string such as "512M". */
 int vd_body_size(json_t *body, const char *field, uint64_t dflt, uint64_t *out, vs_error **err);
 

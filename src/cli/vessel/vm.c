@@ -178,17 +178,18 @@ static int vm_ls(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return 0;
 }
 
-static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  if (argc < 2)
-    return vm_usage(err, "inspect NAME...");
+/* The objects argv[first...] name under prefix ("/vessel/v1/vms/"), as one JSON array. */
+static int inspect_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *prefix,
+                        const char *what) {
   json_t *all = json_array();
   int rc = 0;
-  for (int i = 1; i < argc; i++) {
-    _cleanup_free_ char *target = vm_path(argv[i], "");
+  for (int i = first; i < argc; i++) {
+    _cleanup_free_ char *esc = vessel_query_escape(argv[i]);
+    _cleanup_free_ char *target = vs_asprintf("%s%s", prefix, esc);
     json_t *obj = NULL;
     vs_error *e = NULL;
     if (vessel_api_json(ctx, "GET", target, NULL, &obj, &e) < 0) {
-      vs_error_print(e, "vessel vm inspect");
+      vs_error_print(e, what);
       vs_error_free(e);
       rc = 1;
       continue;
@@ -197,6 +198,12 @@ static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   }
   vessel_print_json(all);
   return rc;
+}
+
+static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  if (argc < 2)
+    return vm_usage(err, "inspect NAME...");
+  return inspect_each(ctx, argc, argv, 1, "/vessel/v1/vms/", "vessel vm inspect");
 }
 
 static int write_out(void *arg, const char *data, size_t len, vs_error **err) {
@@ -465,24 +472,7 @@ int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     return argc == 2 ? pool_ls(ctx, err) : (vs_error_set(err, 0, "usage: vessel pool ls"), 125);
   if (!strcmp(sub, "rm") && argc > 2)
     return vessel_api_each(ctx, argc, argv, 2, "DELETE", "/vessel/v1/pools/", "", "vessel pool rm");
-  if (!strcmp(sub, "inspect") && argc > 2) {
-    json_t *all = json_array();
-    int rc = 0;
-    for (int i = 2; i < argc; i++) {
-      _cleanup_free_ char *e = vessel_query_escape(argv[i]);
-      _cleanup_free_ char *target = vs_asprintf("/vessel/v1/pools/%s", e);
-      json_t *obj = NULL;
-      vs_error *er = NULL;
-      if (vessel_api_json(ctx, "GET", target, NULL, &obj, &er) < 0) {
-        vs_error_print(er, "vessel pool inspect");
-        vs_error_free(er);
-        rc = 1;
-        continue;
-      }
-      json_array_append_new(all, obj);
-    }
-    vessel_print_json(all);
-    return rc;
-  }
+  if (!strcmp(sub, "inspect") && argc > 2)
+    return inspect_each(ctx, argc, argv, 2, "/vessel/v1/pools/", "vessel pool inspect");
   return vs_error_set(err, 0, "%s", usage), 125;
 }
