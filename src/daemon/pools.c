@@ -19,9 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CPU_PERIOD_US 100000
-#define CPU_SHARES_PER_CPU 1024 /* v1 cpu.shares; v2 cpu.weight is derived by src/ctr */
-#define CPU_SHARES_MIN 2        /* Kubernetes' best-effort shares */
+#define CPU_PERIOD_US 100000LL
+#define CPU_SHARES_PER_CPU 1024LL /* v1 cpu.shares; v2 cpu.weight is derived by src/ctr */
+#define CPU_SHARES_MIN 2          /* Kubernetes' best-effort shares */
 /* What a VMM holds beyond the guest's RAM (code, device buffers, page tables) */
 #define VMM_OVERHEAD (64LL << 20)
 
@@ -179,7 +179,7 @@ int vd_pool_ctr_admit(vd_daemon *d, json_t *rec, vs_error **err) {
 
 /* The pool's own limits: its capacity, whatever was admitted against it. */
 static json_t *pool_resources(json_t *pool) {
-  int64_t cpus = json_integer_value(json_object_get(pool, "Cpus"));
+  json_int_t cpus = json_integer_value(json_object_get(pool, "Cpus"));
   return json_pack("{s:{s:I, s:I, s:I}, s:{s:I}}", "cpu", "shares",
                    (json_int_t)(cpus * CPU_SHARES_PER_CPU), "quota",
                    (json_int_t)(cpus * CPU_PERIOD_US), "period", (json_int_t)CPU_PERIOD_US,
@@ -190,7 +190,7 @@ static json_t *pool_resources(json_t *pool) {
  * CPUs as weight and quota and its memory as a hard limit; burstable the same weight and memory
  * limit but no CPU quota (it may use the pool's idle CPU); best-effort the minimum weight and no
  * limits of its own (the pool's bound it). */
-static json_t *qos_resources(const char *qos, int64_t cpus, int64_t mem) {
+static json_t *qos_resources(const char *qos, json_int_t cpus, json_int_t mem) {
   if (!strcmp(qos, "best-effort"))
     return json_pack("{s:{s:I}}", "cpu", "shares", (json_int_t)CPU_SHARES_MIN);
   json_t *r =
@@ -262,9 +262,28 @@ int vd_pool_ctr_spec(vd_daemon *d, json_t *rec, json_t *spec, vs_error **err) {
   if (ctr_cgroup_create(name, ppath, pres, &pcg, err) < 0)
     return vs_error_wrap(err, "the cgroup of pool %s", name);
   ctr_cgroup_free(pcg);
+  json_t *linux_ = json_object_get(spec, "linux");
   json_object_set_new(
-      json_object_get(spec, "linux"), "cgroupsPath",
+      linux_, "cgroupsPath",
       json_sprintf("%s/ctr-%s", ppath, json_string_value(json_object_get(rec, "Id"))));
+  /* its weight by its QoS class, unless --cpu-shares chose one: best-effort the least, others
+   * their CPUs' worth (Kubernetes' mapping of requests to shares) */
+  if (!json_integer_value(json_object_get(json_object_get(rec, "HostConfig"), "CpuShares"))) {
+    double cpus;
+    int64_t mem;
+    const char *qos = ctr_request(rec, &cpus, &mem);
+    json_int_t shares = !strcmp(qos, "best-effort") || cpus <= 0
+                            ? CPU_SHARES_MIN
+                            : (json_int_t)(cpus * (double)CPU_SHARES_PER_CPU);
+    json_t *res = json_object_get(linux_, "resources");
+    if (!res)
+      json_object_set_new(linux_, "resources", res = json_object());
+    json_t *cpu = json_object_get(res, "cpu");
+    if (!cpu)
+      json_object_set_new(res, "cpu", cpu = json_object());
+    json_object_set_new(cpu, "shares",
+                        json_integer(shares < CPU_SHARES_MIN ? CPU_SHARES_MIN : shares));
+  }
   return 0;
 }
 

@@ -775,7 +775,8 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
   if (vs_json_get_string(body, "Pool", false, &pool, err) < 0 ||
       vs_json_get_string(body, "Qos", false, &qos, err) < 0)
     return -1;
-  if (qos && strcmp(qos, "guaranteed") && strcmp(qos, "burstable") && strcmp(qos, "best-effort"))
+  if (qos && strcmp(qos, "guaranteed") != 0 && strcmp(qos, "burstable") != 0 &&
+      strcmp(qos, "best-effort") != 0)
     return vs_error_set(
         err, EINVAL, "Qos \"%s\": use guaranteed, burstable or best-effort (as Kubernetes)", qos);
   if (qos && !(pool && *pool))
@@ -868,10 +869,11 @@ int vd_vm_commit(vd_daemon *d, vd_vm *vm, vs_error **err) {
   json_t *cfg = json_object_get(vm->rec, "Config");
   const char *pool = json_string_value(json_object_get(cfg, "Pool"));
   /* admitted under the lock that adds it: two creates cannot both take the last room */
-  int r = taken || !pool
-              ? 0
-              : vd_pool_admit_locked(d, pool, json_integer_value(json_object_get(cfg, "Cpus")),
-                                     json_integer_value(json_object_get(cfg, "Memory")), err);
+  int r =
+      taken || !pool
+          ? 0
+          : vd_pool_admit_locked(d, pool, (double)json_integer_value(json_object_get(cfg, "Cpus")),
+                                 json_integer_value(json_object_get(cfg, "Memory")), err);
   if (!taken && r == 0)
     vd_vm_add_locked(t, vm);
   pthread_mutex_unlock(&t->lock);

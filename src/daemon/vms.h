@@ -94,7 +94,7 @@ void vd_pools_free(vd_vms *t);
 int vd_pool_parse(json_t *body, json_t *pool, vs_error **err);
 /* Whether a guest of cpus and mem bytes fits what the pool has left; the error says what is
  * (d->lock and the VMs' lock held, in that order). */
-int vd_pool_admit_locked(vd_daemon *d, const char *pool, double cpus, int64_t mem, vs_error **err);
+int vd_pool_admit_locked(vd_daemon *d, const char *name, double cpus, int64_t mem, vs_error **err);
 /* The VM's QoS class: guaranteed (the default), burstable or best-effort. */
 const char *vd_vm_qos(const vd_vm *vm);
 /* Put a VM's new VMM (pid) in its cgroup under its pool's (NULL: no pool, or an error); what

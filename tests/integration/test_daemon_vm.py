@@ -543,11 +543,16 @@ def test_containers_in_a_pool(env, tmp_path):
         v2 = dirs["cpu"][1]
         weight = (lambda shares: 1 + ((shares - 2) * 9999) // 262142) if v2 else (lambda s: s)
         assert cg_limits(pool_dirs) == (weight(2048), 200000, 512 << 20)
-        assert cg_limits(dirs)[1:] == (100000, 200 << 20)
-        env.vd.docker("rm", "-f", "pc1")
+        assert cg_limits(dirs) == (weight(1024), 100000, 200 << 20)
+        # a best-effort container (no --cpus, no --memory) gets the least weight
+        env.vd.docker("run", "-d", "--name", "pc2", "--label", "vessel.pool=pc", "busybox",
+                      "sleep", "1000")
+        pid2 = int(env.vd.docker("inspect", "-f", "{{.State.Pid}}", "pc2").stdout)
+        assert cg_limits(cgroup_dirs(pid2)) == (weight(2), None, None)
+        env.vd.docker("rm", "-f", "pc1", "pc2")
         assert not dirs["memory"][0].exists()
     finally:
-        env.vd.docker("rm", "-f", "pc1", check=False)
+        env.vd.docker("rm", "-f", "pc1", "pc2", check=False)
         env.api("DELETE", "/vessel/v1/vms/small?force=1", spec=False)
         env.api("DELETE", "/vessel/v1/pools/pc", spec=False)
     assert not pool_dirs["memory"][0].exists()
