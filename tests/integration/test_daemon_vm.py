@@ -502,6 +502,10 @@ def test_pools_admission_refusal_and_cgroups(env):
                         expect=200)
         assert p1["Memory"] == 2 << 30 and p1["Available"]["Memory"] == (2048 - 768) << 20
         assert cg_limits(pdirs) == (weight(1024), 100000, 2 << 30)
+        # a restarted daemon still removes the cgroup of a VMM it finds running when it ends
+        env.vd.kill9()
+        env.vd.start()
+        assert cgroup_dirs(big["State"]["Pid"]) == dirs
         env.vessel("kill", "big", "second2")
         assert not dirs["cpu"][0].exists() and not sdirs["memory"][0].exists()
         st, reply = env.api("DELETE", "/vessel/v1/pools/p1")
