@@ -377,7 +377,7 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
   pthread_mutex_lock(&d->lock);
   json_object_set_new(rec, "MountPoints", points);
   pthread_mutex_unlock(&d->lock);
-  if (!spec)
+  if (!spec || vd_pool_ctr_spec(d, rec, spec, err) < 0)
     return -1;
   _cleanup_free_ char *spec_path = vs_asprintf("%s/config.json", dir);
   _cleanup_free_ char *rec_path = vs_asprintf("%s/record.json", dir);
@@ -486,7 +486,8 @@ void vd_h_container_create(vd_call *c) {
                                   : generated_name(d, id);
   pthread_mutex_unlock(&d->lock);
   json_t *rec = new_record(c, body, &img, id, name, &e);
-  if (rec && vd_net_create_prepare(d, body, rec, &img, &e) < 0) {
+  if (rec &&
+      (vd_net_create_prepare(d, body, rec, &img, &e) < 0 || vd_pool_ctr_admit(d, rec, &e) < 0)) {
     json_decref(rec);
     rec = NULL;
   }

@@ -459,6 +459,17 @@ void vd_h_vm_snapshot(vd_call *c);
 void vd_h_vm_restore(vd_call *c);
 void vd_h_vm_clone(vd_call *c);
 void vd_h_vm_stats(vd_call *c);
+/* pools.c: resource pools (/vessel/v1/pools) */
+#define VD_POOL_LABEL "vessel.pool" /* docker run --label vessel.pool=NAME */
+/* A new container with the label: admitted against its pool's capacity (--cpus, --memory), or
+ * refused (409) with what is left; and its spec's cgroupsPath under the pool's cgroup. */
+int vd_pool_ctr_admit(vd_daemon *d, json_t *rec, vs_error **err);
+int vd_pool_ctr_spec(vd_daemon *d, json_t *rec, json_t *spec, vs_error **err);
+void vd_h_pools_list(vd_call *c);
+void vd_h_pool_create(vd_call *c);
+void vd_h_pool_inspect(vd_call *c);
+void vd_h_pool_delete(vd_call *c);
+void vd_h_pool_update(vd_call *c);
 
 /* exec.c (loop) */
 void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);
@@ -582,6 +593,9 @@ int vd_net_attach_tap(vd_daemon *d, const char *network, const char *id, const c
                       const net_port *ports, size_t n_ports, net_endpoint_info *info,
                       vs_error **err);
 int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_error **err);
+/* A tap's published ports from Docker's PortBindings (NULL: none); an empty HostPort gets a free
+ * ephemeral port. */
+int vd_net_tap_ports(json_t *bindings, net_port **ports, size_t *n_ports, vs_error **err);
 void vd_h_network_tap_attach(vd_call *c);
 void vd_h_network_tap_detach(vd_call *c);
 void vd_h_networks_list(vd_call *c);

@@ -1771,6 +1771,23 @@ int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_erro
   return r;
 }
 
+int vd_net_tap_ports(json_t *bindings, net_port **ports, size_t *n_ports, vs_error **err) {
+  _cleanup_json_ json_t *rec =
+      json_pack("{s:{s:O?}, s:{}}", "HostConfig", "PortBindings", bindings, "Config");
+  if (bindings && !json_is_object(bindings))
+    return net_fail(err, EINVAL,
+                    "PortBindings: expected an object such as "
+                    "{\"80/tcp\": [{\"HostPort\": \"8080\"}]}");
+  if (published_ports(rec, ports, n_ports, err) < 0)
+    return -1;
+  bool *random = vs_malloc0((*n_ports + 1) * sizeof(bool));
+  for (size_t i = 0; i < *n_ports; i++)
+    random[i] = (*ports)[i].host_port == 0;
+  ports_pick_random(*ports, *n_ports, random);
+  free(random);
+  return 0;
+}
+
 /* POST /vessel/v1/networks/{}/taps {"Id", "IPAddress", "PortBindings"}: a tap for a VM that
  * is started by someone else (vessel-vmm --net tap=NAME,mac=MAC); it gets its address by DHCP
  * and its Id as its name in the network's DNS. */
@@ -1782,20 +1799,13 @@ void vd_h_network_tap_attach(vd_call *c) {
   vs_error *e = NULL;
   net_port *ports = NULL;
   size_t n_ports = 0;
-  _cleanup_json_ json_t *rec = json_pack("{s:{s:O?}, s:{}}", "HostConfig", "PortBindings",
-                                         json_object_get(body, "PortBindings"), "Config");
   if (vs_json_get_string(body, "Id", true, &id, &e) < 0 ||
       vs_json_get_string(body, "IPAddress", false, &ip, &e) < 0 ||
-      published_ports(rec, &ports, &n_ports, &e) < 0) {
+      vd_net_tap_ports(json_object_get(body, "PortBindings"), &ports, &n_ports, &e) < 0) {
     vd_call_error(c, 400, "%s", e->msg);
     vs_error_free(e);
     return;
   }
-  bool *random = vs_malloc0((n_ports + 1) * sizeof(bool));
-  for (size_t i = 0; i < n_ports; i++)
-    random[i] = ports[i].host_port == 0;
-  ports_pick_random(ports, n_ports, random);
-  free(random);
   net_endpoint_info info = {0};
   int r = vd_net_attach_tap(c->d, c->arg, id, ip && *ip ? ip : NULL, ports, n_ports, &info, &e);
   free(ports);

@@ -66,6 +66,11 @@ static const vd_route routes[] = {
     {"POST", "/vessel/v1/networks/{}/taps", vd_h_network_tap_attach, VD_RUN_WORKER, false},
     {"DELETE", "/vessel/v1/networks/{}/taps", vd_h_network_tap_detach, VD_RUN_WORKER, false},
     /* vessel's own API beside Docker's (docs/api.md) */
+    {"GET", "/vessel/v1/pools", vd_h_pools_list, VD_RUN_LOOP, false},
+    {"POST", "/vessel/v1/pools", vd_h_pool_create, VD_RUN_WORKER, false},
+    {"GET", "/vessel/v1/pools/{}", vd_h_pool_inspect, VD_RUN_LOOP, false},
+    {"POST", "/vessel/v1/pools/{}/update", vd_h_pool_update, VD_RUN_WORKER, false},
+    {"DELETE", "/vessel/v1/pools/{}", vd_h_pool_delete, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/vms", vd_h_vms_list, VD_RUN_LOOP, false},
     {"POST", "/vessel/v1/vms", vd_h_vm_create, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/vms/{}", vd_h_vm_inspect, VD_RUN_LOOP, false},

@@ -53,12 +53,14 @@ static json_t *vm_inspect_locked(const vd_vm *vm) {
                             vm->finished_at ? vm->finished_at : "", "ExitCode", vm->exit_code,
                             "Error", vm->error ? vm->error : "");
   json_t *restore = json_object_get(vm->rec, "Restore");
-  return json_pack(
-      "{s:s, s:s, s:O, s:O, s:o, s:O, s:O, s:s, s:o}", "Id", vm->id, "Name", vm->name, "Created",
-      json_object_get(vm->rec, "Created"), "Config", json_object_get(vm->rec, "Config"), "State",
-      state, "Disk",
-      json_object_get(vm->rec, "Disk") ? json_object_get(vm->rec, "Disk") : json_null(), "Restore",
-      restore ? restore : json_null(), "Dir", vm->dir, "Snapshots", vm_snapshots(vm));
+  json_t *net = json_object_get(vm->rec, "NetworkSettings");
+  return json_pack("{s:s, s:s, s:O, s:O, s:o, s:O, s:O, s:s, s:o, s:O}", "Id", vm->id, "Name",
+                   vm->name, "Created", json_object_get(vm->rec, "Created"), "Config",
+                   json_object_get(vm->rec, "Config"), "State", state, "Disk",
+                   json_object_get(vm->rec, "Disk") ? json_object_get(vm->rec, "Disk")
+                                                    : json_null(),
+                   "Restore", restore ? restore : json_null(), "Dir", vm->dir, "Snapshots",
+                   vm_snapshots(vm), "NetworkSettings", net ? net : json_null());
 }
 
 static json_t *vm_summary_locked(const vd_vm *vm) {
@@ -152,8 +154,12 @@ void vd_h_vm_create(vd_call *c) {
       goto fail;
     json_object_set(vm->rec, "Disk", disk);
   }
-  if (vd_vm_commit(c->d, vm, &e) < 0)
+  if (vd_vm_net_attach(c->d, vm, &e) < 0)
     goto fail;
+  if (vd_vm_commit(c->d, vm, &e) < 0) {
+    vd_vm_net_detach(c->d, vm);
+    goto fail;
+  }
   json_decref(disk);
   vm_release(c->d->vms, vm);
   vd_call_json(c, 201, json_pack("{s:s, s:s}", "Id", vm->id, "Name", vm->name));
@@ -339,6 +345,7 @@ void vd_h_vm_delete(vd_call *c) {
   /* the record goes first: a removal cut short leaves a directory that recovery removes */
   _cleanup_free_ char *rpath = vs_asprintf("%s/record.json", vm->dir);
   unlink(rpath);
+  vd_vm_net_detach(c->d, vm);
   vs_rm_rf(vm->dir, NULL);
   pthread_mutex_lock(&t->lock);
   vd_vm_remove_locked(t, vm);
@@ -479,9 +486,12 @@ void vd_h_vm_clone(vd_call *c) {
       goto out;
     }
   }
-  json_t *rec = json_pack("{s:O, s:{s:s, s:b, s:s, s:s, s:b}}", "Config",
-                          json_object_get(src->rec, "Config"), "Restore", "Dir", dir, "Clone", 1,
-                          "Snapshot", snapname, "Source", src->id, "Pending", 1);
+  json_t *rec = json_pack("{s:o, s:{s:s, s:b, s:s, s:s, s:b}}", "Config",
+                          json_deep_copy(json_object_get(src->rec, "Config")), "Restore", "Dir",
+                          dir, "Clone", 1, "Snapshot", snapname, "Source", src->id, "Pending", 1);
+  /* the clone's VMM restores the source's devices; it gets no tap of its own (yet) */
+  json_object_del(json_object_get(rec, "Config"), "Network");
+  json_object_del(json_object_get(rec, "Config"), "PortBindings");
   vd_vm *vm = vd_vm_create(c->d, name, rec, &e);
   if (!vm || vd_vm_commit(c->d, vm, &e) < 0) {
     vd_call_fail(c, e);

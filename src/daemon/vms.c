@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <arpa/inet.h>
 
 #define VM_DEFAULT_MEMORY (256ULL << 20)
 #define VM_DEFAULT_APPEND "console=ttyS0"
@@ -185,6 +186,9 @@ static void vm_watch_locked(vd_daemon *d, vd_vm *vm) {
 
 static void vm_mark_stopped_locked(vd_vm *vm, int code, const char *error) {
   _cleanup_free_ char *mpath = vs_asprintf("%s/vmm.json", vm->dir);
+  json_t *m = vs_json_load_file(mpath, 1 << 16, NULL);
+  vd_pool_cgroup_leave(json_object_get(m, "Cgroup"));
+  json_decref(m);
   unlink(mpath);
   vm->pid = 0;
   vm->paused = false;
@@ -284,6 +288,12 @@ static char **vmm_argv(const vd_daemon *d, const vd_vm *vm, size_t *n) {
     if (disk && *disk) {
       argv[i++] = vs_strdup("--disk");
       argv[i++] = vs_asprintf("%s,format=qcow2", disk);
+    }
+    json_t *ns = json_object_get(vm->rec, "NetworkSettings");
+    if (json_string_value(json_object_get(ns, "Tap"))) {
+      argv[i++] = vs_strdup("--net");
+      argv[i++] = vs_asprintf("tap=%s,mac=%s", json_string_value(json_object_get(ns, "Tap")),
+                              json_string_value(json_object_get(ns, "MacAddress")));
     }
   }
   argv[i++] = vs_strdup("--api-sock");
@@ -394,8 +404,18 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   if (r < 0)
     return -1;
   _cleanup_close_ int pidfd = pidfd_of(pid);
-  if (pidfd < 0 || wait_vmm_ready(vm, pid, pidfd, err) < 0)
+  /* into its pool's cgroup at once, before the guest's RAM is touched */
+  json_t *cgroup = vd_pool_cgroup_enter(d, vm, pid, err);
+  if (!cgroup && json_object_get(json_object_get(vm->rec, "Config"), "Pool")) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
     return -1;
+  }
+  if (pidfd < 0 || wait_vmm_ready(vm, pid, pidfd, err) < 0) {
+    vd_pool_cgroup_leave(cgroup);
+    json_decref(cgroup);
+    return -1;
+  }
   /* a restore or a clone resumes once: later it boots cold from the disk its VMM left */
   json_t *restore = json_object_get(vm->rec, "Restore");
   json_t *info = NULL;
@@ -403,6 +423,8 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
       vd_vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, err) < 0) {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    vd_pool_cgroup_leave(cgroup);
+    json_decref(cgroup);
     return vs_error_wrap(err, "the restored VMM");
   }
   const char *spec =
@@ -425,8 +447,8 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   vm->finished_at = NULL;
   free(vm->error);
   vm->error = NULL;
-  json_t *m = json_pack("{s:i, s:I, s:s}", "Pid", (int)pid, "StartTime", (json_int_t)vm->pid_start,
-                        "StartedAt", vm->started_at);
+  json_t *m = json_pack("{s:i, s:I, s:s, s:o*}", "Pid", (int)pid, "StartTime",
+                        (json_int_t)vm->pid_start, "StartedAt", vm->started_at, "Cgroup", cgroup);
   _cleanup_free_ char *mpath = vs_asprintf("%s/vmm.json", vm->dir);
   r = vs_json_write_file(mpath, m, 0600, err);
   json_decref(m);
@@ -570,7 +592,7 @@ int vd_vms_init(vd_daemon *d, vs_error **err) {
   pthread_cond_init(&t->cond, NULL);
   t->dir = vs_asprintf("%s/vms", d->data_root);
   d->vms = t;
-  if (vs_mkdir_p(t->dir, 0700, err) < 0)
+  if (vs_mkdir_p(t->dir, 0700, err) < 0 || vd_pools_load(d, err) < 0)
     return -1;
   DIR *dir = opendir(t->dir);
   if (!dir)
@@ -596,6 +618,7 @@ void vd_vms_free(vd_daemon *d) {
   }
   free(t->vms);
   free(t->dir);
+  vd_pools_free(t);
   pthread_mutex_destroy(&t->lock);
   pthread_cond_destroy(&t->cond);
   free(t);
@@ -612,9 +635,7 @@ bool vd_vm_running(vd_vms *t, const vd_vm *vm) {
   return r;
 }
 
-/* A size field: a JSON integer of bytes or a string such as "512M". */
-static int body_size(json_t *body, const char *field, uint64_t dflt, uint64_t *out,
-                     vs_error **err) {
+int vd_body_size(json_t *body, const char *field, uint64_t dflt, uint64_t *out, vs_error **err) {
   json_t *v = json_object_get(body, field);
   if (!v || json_is_null(v)) {
     *out = dflt;
@@ -640,18 +661,53 @@ static int file_readable(const char *what, const char *path, vs_error **err) {
   return 0;
 }
 
-int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
-  static const char *const known[] = {"Name",   "Cpus",   "Memory", "Kernel",
-                                      "Initrd", "Append", "Disk",   "DiskSize"};
+/* Publish: ["[IP:]HOST:GUEST[/udp]", ...] as `vessel vm create --publish` sends them, added to
+ * Docker's PortBindings shape. */
+static int publish_bindings(json_t *publish, json_t *bindings, vs_error **err) {
+  if (!json_is_array(publish))
+    return vs_error_set(err, EINVAL, "Publish: expected an array of \"HOST:GUEST\" strings");
+  size_t i;
+  json_t *v;
+  json_array_foreach(publish, i, v) {
+    net_port p;
+    if (!json_is_string(v))
+      return vs_error_set(err, EINVAL, "Publish[%zu]: expected a string such as \"8080:80\"", i);
+    if (net_port_parse(json_string_value(v), &p, err) < 0)
+      return vs_error_wrap(err, "Publish");
+    _cleanup_free_ char *key =
+        vs_asprintf("%u/%s", p.port, p.proto == NET_PROTO_UDP ? "udp" : "tcp");
+    json_t *list = json_object_get(bindings, key);
+    if (!list)
+      json_object_set_new(bindings, key, list = json_array());
+    char ip[INET_ADDRSTRLEN] = "";
+    if (p.host_ip.s_addr)
+      inet_ntop(AF_INET, &p.host_ip, ip, sizeof(ip));
+    _cleanup_free_ char *hport = vs_asprintf("%u", p.host_port);
+    json_array_append_new(list, json_pack("{s:s, s:s}", "HostIp", ip, "HostPort", hport));
+  }
+  return 0;
+}
+
+int vd_body_known_fields(json_t *body, const char *const *known, size_t n, const char *what,
+                         vs_error **err) {
   const char *key;
   json_t *v;
   json_object_foreach(body, key, v) {
     bool ok = false;
-    for (size_t i = 0; i < ARRAY_SIZE(known); i++)
+    for (size_t i = 0; i < n; i++)
       ok = ok || !strcmp(key, known[i]);
     if (!ok)
-      return vs_error_set(err, EINVAL, "unknown field %s in a VM's configuration", key);
+      return vs_error_set(err, EINVAL, "unknown field %s in %s", key, what);
   }
+  return 0;
+}
+
+int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
+  static const char *const known[] = {"Name",    "Cpus", "Memory",   "Kernel",  "Initrd",
+                                      "Append",  "Disk", "DiskSize", "Network", "PortBindings",
+                                      "Publish", "Pool", "Qos"};
+  if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a VM's configuration", err) < 0)
+    return -1;
   int64_t cpus = 1;
   if (vs_json_get_int(body, "Cpus", false, &cpus, err) < 0)
     return -1;
@@ -660,7 +716,7 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
   if (cpus < 1 || cpus > 8)
     return vs_error_set(err, EINVAL, "Cpus %lld: a VM has 1 to 8 vCPUs", (long long)cpus);
   uint64_t mem;
-  if (body_size(body, "Memory", VM_DEFAULT_MEMORY, &mem, err) < 0)
+  if (vd_body_size(body, "Memory", VM_DEFAULT_MEMORY, &mem, err) < 0)
     return -1;
   if (mem < (16ULL << 20) || mem > (64ULL << 30))
     return vs_error_set(err, EINVAL, "Memory %llu: a VM has 16 MiB to 64 GiB",
@@ -693,8 +749,47 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
       (base && *base && file_readable("Disk", base, err) < 0))
     return -1;
   uint64_t disk_size = 0;
-  if (body_size(body, "DiskSize", 0, &disk_size, err) < 0)
+  if (vd_body_size(body, "DiskSize", 0, &disk_size, err) < 0)
     return -1;
+  const char *network = NULL;
+  json_t *bindings = json_object_get(body, "PortBindings");
+  if (vs_json_get_string(body, "Network", false, &network, err) < 0)
+    return -1;
+  if (network && !*network)
+    network = NULL;
+  if (bindings && !json_is_null(bindings) && !json_is_object(bindings))
+    return vs_error_set(err, EINVAL,
+                        "PortBindings: expected an object such as {\"80/tcp\": [{\"HostPort\": "
+                        "\"8080\"}]}, found %s",
+                        vs_json_type_name(bindings));
+  _cleanup_json_ json_t *merged = NULL;
+  if (json_object_get(body, "Publish")) {
+    merged = json_is_object(bindings) ? json_deep_copy(bindings) : json_object();
+    if (publish_bindings(json_object_get(body, "Publish"), merged, err) < 0)
+      return -1;
+    bindings = merged;
+  }
+  if (json_object_size(bindings) && !network)
+    return vs_error_set(err, EINVAL, "PortBindings: published ports need a Network for the VM");
+  const char *pool = NULL, *qos = NULL;
+  if (vs_json_get_string(body, "Pool", false, &pool, err) < 0 ||
+      vs_json_get_string(body, "Qos", false, &qos, err) < 0)
+    return -1;
+  if (qos && strcmp(qos, "guaranteed") != 0 && strcmp(qos, "burstable") != 0 &&
+      strcmp(qos, "best-effort") != 0)
+    return vs_error_set(
+        err, EINVAL, "Qos \"%s\": use guaranteed, burstable or best-effort (as Kubernetes)", qos);
+  if (qos && !(pool && *pool))
+    return vs_error_set(err, EINVAL, "Qos: a QoS class needs a Pool");
+  if (pool && *pool) {
+    json_object_set_new(cfg, "Pool", json_string(pool));
+    json_object_set_new(cfg, "Qos", json_string(qos ? qos : "guaranteed"));
+  }
+  if (network) {
+    json_object_set_new(cfg, "Network", json_string(network));
+    json_object_set_new(cfg, "PortBindings",
+                        json_is_object(bindings) ? json_deep_copy(bindings) : json_object());
+  }
   json_object_set_new(cfg, "Cpus", json_integer(cpus));
   json_object_set_new(cfg, "Memory", json_integer((json_int_t)mem));
   json_object_set_new(cfg, "Kernel", json_string(kernel));
@@ -767,14 +862,26 @@ int vd_vm_commit(vd_daemon *d, vd_vm *vm, vs_error **err) {
   vd_vms *t = d->vms;
   if (vd_vm_save(vm, err) < 0)
     return -1;
+  pthread_mutex_lock(&d->lock); /* the containers of the VM's pool count too */
   pthread_mutex_lock(&t->lock);
   vd_vm *other = vd_vm_find_locked(t, vm->name);
   bool taken = other && !strcmp(other->name, vm->name);
-  if (!taken)
+  json_t *cfg = json_object_get(vm->rec, "Config");
+  const char *pool = json_string_value(json_object_get(cfg, "Pool"));
+  /* admitted under the lock that adds it: two creates cannot both take the last room */
+  int r =
+      taken || !pool
+          ? 0
+          : vd_pool_admit_locked(d, pool, (double)json_integer_value(json_object_get(cfg, "Cpus")),
+                                 json_integer_value(json_object_get(cfg, "Memory")), err);
+  if (!taken && r == 0)
     vd_vm_add_locked(t, vm);
   pthread_mutex_unlock(&t->lock);
+  pthread_mutex_unlock(&d->lock);
   if (taken)
     return vs_error_set(err, EEXIST, "the name %s is already in use by a VM", vm->name);
+  if (r < 0)
+    return -1;
   vd_event_emit(d, "vm", "create", vm->id, vd_vm_event_attrs(vm));
   return 0;
 }
@@ -812,4 +919,59 @@ int vd_vm_snapshot(vd_vms *t, vd_vm *vm, const char *dir, json_t **res, vs_error
   else
     json_decref(r);
   return 0;
+}
+
+/* ---------------------------------------------------------------- the VM's NIC */
+
+/* The tap lives as long as the VM (persistent, on the network's bridge): its address, the
+ * reservation the network's DHCP answers the VM's MAC with, and its name in the network's DNS
+ * stay the same across starts, restores and restarts of vesseld. */
+int vd_vm_net_attach(vd_daemon *d, vd_vm *vm, vs_error **err) {
+  json_t *cfg = json_object_get(vm->rec, "Config");
+  const char *network = json_string_value(json_object_get(cfg, "Network"));
+  if (!network)
+    return 0;
+  net_port *ports = NULL;
+  size_t n_ports = 0;
+  if (vd_net_tap_ports(json_object_get(cfg, "PortBindings"), &ports, &n_ports, err) < 0)
+    return -1;
+  net_endpoint_info info = {0};
+  int r = vd_net_attach_tap(d, network, vm->name, NULL, ports, n_ports, &info, err);
+  if (r < 0) {
+    free(ports);
+    return vs_error_wrap(err, "attach VM %s to network %s", vm->name, network);
+  }
+  char ip[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &info.ip, ip, sizeof(ip));
+  inet_ntop(AF_INET, &info.gateway, gw, sizeof(gw));
+  json_t *published = json_object();
+  for (size_t i = 0; i < n_ports; i++) {
+    char hip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &ports[i].host_ip, hip, sizeof(hip));
+    _cleanup_free_ char *key =
+        vs_asprintf("%u/%s", ports[i].port, ports[i].proto == NET_PROTO_UDP ? "udp" : "tcp");
+    _cleanup_free_ char *hport = vs_asprintf("%u", ports[i].host_port);
+    json_t *a = json_object_get(published, key);
+    if (!a)
+      json_object_set_new(published, key, a = json_array());
+    json_array_append_new(a, json_pack("{s:s, s:s}", "HostIp", hip, "HostPort", hport));
+  }
+  free(ports);
+  _cleanup_free_ char *mac = vs_asprintf("%02x:%02x:%02x:%02x:%02x:%02x", info.mac[0], info.mac[1],
+                                         info.mac[2], info.mac[3], info.mac[4], info.mac[5]);
+  json_object_set_new(vm->rec, "NetworkSettings",
+                      json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:o}", "Network", network, "Tap",
+                                info.host_ifname, "MacAddress", mac, "IPAddress", ip, "IPPrefixLen",
+                                (int)info.prefix, "Gateway", gw, "Ports", published));
+  return 0;
+}
+
+void vd_vm_net_detach(vd_daemon *d, vd_vm *vm) {
+  const char *network =
+      json_string_value(json_object_get(json_object_get(vm->rec, "NetworkSettings"), "Network"));
+  vs_error *e = NULL;
+  if (network && vd_net_detach_tap(d, network, vm->name, &e) < 0) {
+    vs_log_warn("vm %s: detach from network %s: %s", vm->name, network, e->msg);
+    vs_error_free(e);
+  }
 }

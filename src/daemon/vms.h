@@ -29,6 +29,8 @@ typedef struct vd_vms {
   vd_vm **vms;
   size_t n;
   vd_vm *dead;
+  json_t *pools;   /* pools.c: name -> the pool's file */
+  char *pools_dir; /* <data-root>/pools */
 } vd_vms;
 
 /* vms.c: the table (callers hold t->lock for the _locked ones) */
@@ -72,5 +74,32 @@ bool vd_vm_name_valid(const char *s);
  * memory, kernel, initrd, append) and the disk request (Base, Size; empty when none). Errors
  * name the field. */
 int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err);
+
+/* vms.c: the VM's NIC, a tap on its Config's Network (none: nothing), recorded in the record's
+ * NetworkSettings; detached when the VM is removed. */
+int vd_vm_net_attach(vd_daemon *d, vd_vm *vm, vs_error **err);
+void vd_vm_net_detach(vd_daemon *d, vd_vm *vm);
+
+/* A request body with a field not in known: refused, naming the field and what (the body). */
+int vd_body_known_fields(json_t *body, const char *const *known, size_t n, const char *what,
+                         vs_error **err);
+/* A size field of a request: a JSON integer of bytes or a string such as "512M". */
+int vd_body_size(json_t *body, const char *field, uint64_t dflt, uint64_t *out, vs_error **err);
+
+/* pools.c: resource pools (the pools live in vd_vms, under its lock) */
+int vd_pools_load(vd_daemon *d, vs_error **err);
+void vd_pools_free(vd_vms *t);
+/* Check a pool create request and fill pool (Name, Cpus, Memory, the ratios); errors name the
+ * field. */
+int vd_pool_parse(json_t *body, json_t *pool, vs_error **err);
+/* Whether a guest of cpus and mem bytes fits what the pool has left; the error says what is
+ * (d->lock and the VMs' lock held, in that order). */
+int vd_pool_admit_locked(vd_daemon *d, const char *name, double cpus, int64_t mem, vs_error **err);
+/* The VM's QoS class: guaranteed (the default), burstable or best-effort. */
+const char *vd_vm_qos(const vd_vm *vm);
+/* Put a VM's new VMM (pid) in its cgroup under its pool's (NULL: no pool, or an error); what
+ * is returned is kept to remove the cgroup with vd_pool_cgroup_leave when the VMM ended. */
+json_t *vd_pool_cgroup_enter(vd_daemon *d, const vd_vm *vm, pid_t pid, vs_error **err);
+void vd_pool_cgroup_leave(json_t *saved);
 
 #endif

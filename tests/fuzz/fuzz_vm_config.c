@@ -1,5 +1,6 @@
-/* Fuzz the decoder of vesseld's VM create requests (POST /vessel/v1/vms): any JSON document
- * is either refused with a message or gives a complete configuration within the limits. */
+/* Fuzz the decoders of vesseld's VM and pool create requests (POST /vessel/v1/vms and
+ * /vessel/v1/pools): any JSON document is either refused with a message or gives a complete
+ * configuration within the limits. */
 #include "daemon/vms.h"
 
 #include <stdint.h>
@@ -27,6 +28,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         !json_string_value(json_object_get(cfg, "Append")))
       abort();
   }
+  json_t *pool = json_object();
+  if (vd_pool_parse(body, pool, &err) < 0) {
+    if (!err || !err->msg || !*err->msg)
+      abort();
+    vs_error_free(err);
+  } else {
+    json_int_t cpus = json_integer_value(json_object_get(pool, "Cpus"));
+    double rc = json_number_value(json_object_get(pool, "CpuOvercommit"));
+    double rm = json_number_value(json_object_get(pool, "MemoryOvercommit"));
+    if (cpus < 1 || cpus > 1024 || !(rc >= 1 && rc <= 100) || !(rm >= 1 && rm <= 100) ||
+        json_integer_value(json_object_get(pool, "Memory")) < (16 << 20) ||
+        !vd_vm_name_valid(json_string_value(json_object_get(pool, "Name"))))
+      abort();
+  }
+  json_decref(pool);
   json_decref(cfg);
   json_decref(disk);
   json_decref(body);

@@ -580,6 +580,80 @@ def test_vm_on_a_daemon_network(vdn, build_dir, guest_assets, tmp_path):
     assert tap["Tap"] not in links(w.host)
 
 
+def vm_api(d, method, path, body=None, expect=None):
+    """A /vessel/v1 request whose reply is validated against docs/api/vessel-v1.yaml."""
+    import test_daemon_vm
+    env = test_daemon_vm.Env.__new__(test_daemon_vm.Env)
+    env.vd = d
+    st, r = env.api(method, path, body)
+    assert expect is None or st == expect, (st, r)
+    return r
+
+
+def test_vm_object_on_a_network(vdn, build_dir, guest_assets):
+    """`vessel vm create --network --publish`: vesseld makes the VM's tap on the network; the
+    default Debian guest gets the address inspect shows by DHCP, a container reaches it by its
+    name, its published port answers from the outside, before and after a kill -9 and restart of
+    vesseld; removing the VM takes its tap and its DNAT rule."""
+    from test_daemon_vm import Console
+    from guestconsole import PROMPT
+    d, w = vdn, vdn.world
+    d.docker("network", "create", "--subnet", "10.47.0.0/24", "vmnet")
+    d.docker("run", "-d", "--name", "peer", "--network", "vmnet", "busybox", "sleep", "1000")
+
+    def vessel(*args, check=True):
+        r = run(build_dir / "vessel", "-H", d.host, "vm", *args, check=False)
+        assert not check or r.returncode == 0, (args, r.stdout, r.stderr, d.log_text()[-2000:])
+        return r
+
+    # refused: a network that does not exist, ports without a network, a bad port spec
+    r = vessel("create", "bad", "--network", "nowhere", check=False)
+    assert r.returncode != 0 and "network nowhere not found" in r.stderr, r.stderr
+    r = vessel("create", "bad", "--publish", "8085:8080", check=False)
+    assert r.returncode != 0 and "need a Network" in r.stderr, r.stderr
+    r = vessel("create", "bad", "--network", "vmnet", "--publish", "80:x", check=False)
+    assert r.returncode != 0 and "Publish" in r.stderr, r.stderr
+    assert "bad" not in vessel("ls", "-q").stdout.split()
+    vessel("create", "vm2", "--network", "vmnet", "--publish", "8085:8080", "--memory", "256M",
+           "--kernel", str(guest_assets / "Image"), "--initrd", str(guest_assets / "initrd.img"))
+    vm = vm_api(d, "GET", "/vessel/v1/vms/vm2", expect=200)
+    ns = vm["NetworkSettings"]
+    assert ns["Network"] == "vmnet" and ns["IPAddress"] == "10.47.0.3", ns
+    assert ns["Gateway"] == "10.47.0.1" and ns["Ports"]["8080/tcp"][0]["HostPort"] == "8085"
+    assert ns["Tap"] in links(w.host)
+    assert "8085" in run("nft", "list", "ruleset", ns=w.host).stdout
+    vessel("start", "vm2")
+    pid = vm_api(d, "GET", "/vessel/v1/vms/vm2")["State"]["Pid"]
+    try:
+        c = Console(type("E", (), {"vd": d}), "vm2", logs=True)
+        assert c.status == 101
+        c.expect(f"udhcpc: eth0 {ns['IPAddress']}/24 router 10.47.0.1 dns 10.47.0.1")
+        c.expect(PROMPT)
+        c.run("mkdir -p /www && echo vm says hi > /www/index.html && httpd -p 8080 -h /www")
+        assert nslookup(d, "peer", "vm2") == ns["IPAddress"]
+        page = d.docker("exec", "peer", "sh", "-c",
+                        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 vm2 8080").stdout
+        assert page.endswith("vm says hi\n"), page
+        assert http_get(w.outside, UPLINK_HOST, 8085, wait=30) == "vm says hi"
+        c.close()
+        d.kill9()
+        os.kill(pid, 0)  # the VM runs on without the daemon
+        d.start()
+        vm = vm_api(d, "GET", "/vessel/v1/vms/vm2", expect=200)
+        assert vm["State"]["Pid"] == pid and vm["NetworkSettings"] == ns
+        assert nslookup(d, "peer", "vm2") == ns["IPAddress"]
+        assert http_get(w.outside, UPLINK_HOST, 8085, wait=30) == "vm says hi"
+    finally:
+        vessel("rm", "-f", "vm2", check=False)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert ns["Tap"] not in links(w.host)
+    assert "8085" not in run("nft", "list", "ruleset", ns=w.host).stdout
+    assert nslookup(d, "peer", "vm2") is None
+
+
 COMPOSE = shutil.which("docker-compose")
 
 COMPOSE_FILE = """\

@@ -380,3 +380,183 @@ def test_bad_input(env, tmp_path):
     env.api("DELETE", "/vessel/v1/vms/one", expect=204)
     assert env.vessel("ls", "-q").stdout == ""
     assert env.vd.alive()
+
+
+# ------------------------------------------------------------------ resource pools
+
+def cgroup_dirs(pid):
+    """The cpu and memory cgroup directories of a process on the host, v1 or v2: {controller:
+    (directory, v2)}."""
+    mounts = {}
+    for line in open("/proc/self/mountinfo"):
+        pre, _, post = line.partition(" - ")
+        fstype, _, opts = post.split()[:3]
+        mnt = pre.split()[4]
+        if fstype == "cgroup2":
+            mounts.setdefault("unified", mnt)
+        elif fstype == "cgroup":
+            for c in ("cpu", "memory"):
+                if c in opts.split(","):
+                    mounts[c] = mnt
+    dirs = {}
+    for line in open(f"/proc/{pid}/cgroup"):
+        _, ctrls, path = line.rstrip("\n").split(":", 2)
+        for c in ("cpu", "memory"):
+            if c in ctrls.split(",") and c in mounts:
+                dirs[c] = (pathlib.Path(mounts[c] + path), False)
+    for c in ("cpu", "memory"):
+        if c not in dirs:  # pure cgroup v2
+            path = [l for l in open(f"/proc/{pid}/cgroup") if l.startswith("0::")][0][3:].strip()
+            dirs[c] = (pathlib.Path(mounts["unified"] + path), True)
+    return dirs
+
+
+def cg_limits(dirs):
+    """(cpu weight or shares, cpu quota in us or None, memory limit or None) of the cgroups."""
+    cpu, v2 = dirs["cpu"]
+    mem, _ = dirs["memory"]
+    if v2:
+        quota = (cpu / "cpu.max").read_text().split()[0]
+        limit = (mem / "memory.max").read_text().strip()
+        return (int((cpu / "cpu.weight").read_text()), None if quota == "max" else int(quota),
+                None if limit == "max" else int(limit))
+    quota = int((cpu / "cpu.cfs_quota_us").read_text())
+    limit = int((mem / "memory.limit_in_bytes").read_text())
+    return (int((cpu / "cpu.shares").read_text()), None if quota < 0 else quota,
+            None if limit >= 1 << 62 else limit)
+
+
+def test_pools_admission_refusal_and_cgroups(env):
+    """A pool of 2 CPUs and 1 GiB without overcommit admits a 768 MiB VM and refuses a second of
+    512 MiB, saying what is left; with memory overcommit 1.5 the second fits. A running VMM is
+    in its own cgroup under its pool's, with the limits its QoS class maps to; the pool's cgroup
+    has the pool's capacity. Pools with guests cannot be removed."""
+    def pool(*args, check=True):
+        r = subprocess.run([str(env.build / "vessel"), "-H", env.vd.host, "pool", *args],
+                           capture_output=True, text=True, timeout=60)
+        assert not check or r.returncode == 0, (args, r.stdout, r.stderr)
+        return r
+
+    pool("create", "p1", "--cpus", "2", "--memory", "1G", "--memory-overcommit", "1.0")
+    pool("create", "p15", "--cpus", "2", "--memory", "1G", "--memory-overcommit", "1.5")
+    try:
+        env.vessel("create", "big", "--pool", "p1", "--memory", "768M")
+        r = env.vessel("create", "second", "--pool", "p1", "--memory", "512M", check=False)
+        assert r.returncode == 1, r
+        assert "pool p1 cannot admit 1 CPUs and 512 MiB: it has 1.00 CPUs and 256 MiB left" \
+            in r.stderr, r.stderr
+        st, reply = env.api("POST", "/vessel/v1/vms",
+                            {"Name": "second", "Pool": "p1", "Memory": "512M"})
+        assert st == 409 and "256 MiB left" in reply["message"], reply
+        assert "second" not in env.vessel("ls", "-q").stdout.split()
+        env.vessel("create", "big2", "--pool", "p15", "--memory", "768M")
+        env.vessel("create", "second2", "--pool", "p15", "--memory", "512M", "--qos",
+                   "best-effort")
+        r = env.vessel("create", "third2", "--pool", "p15", "--memory", "512M", check=False)
+        assert r.returncode == 1 and "256 MiB left" in r.stderr, r.stderr
+        _, p1 = env.api("GET", "/vessel/v1/pools/p1", expect=200)
+        assert p1["Usage"]["Memory"] == 768 << 20 and p1["Available"]["Memory"] == 256 << 20
+        assert [g["Name"] for g in p1["Usage"]["Guests"]] == ["big"]
+        _, p15 = env.api("GET", "/vessel/v1/pools/p15", expect=200)
+        assert p15["Available"]["Memory"] == 256 << 20 and p15["Available"]["Cpus"] == 0
+        _, pools = env.api("GET", "/vessel/v1/pools", expect=200)
+        assert sorted(p["Name"] for p in pools) == ["p1", "p15"]
+        assert "p15" in pool("ls").stdout
+        # bad input
+        for body, text in [({"Name": "x", "Cpus": 0, "Memory": "1G"}, "Cpus"),
+                           ({"Name": "x", "Cpus": 1, "Memory": "1G", "CpuOvercommit": 0.5},
+                            "CpuOvercommit"),
+                           ({"Name": "x", "Cpus": 1}, "Memory"),
+                           ({"Name": "p1", "Cpus": 1, "Memory": "1G"}, "already in use")]:
+            st, reply = env.api("POST", "/vessel/v1/pools", body)
+            assert st in (400, 409) and text in reply["message"], (body, st, reply)
+        st, reply = env.api("POST", "/vessel/v1/vms", {"Name": "x", "Pool": "nopool"})
+        assert st == 404 and "pool nopool not found" in reply["message"], reply
+        st, reply = env.api("POST", "/vessel/v1/vms", {"Name": "x", "Pool": "p1", "Qos": "gold"})
+        assert st == 400 and "Qos" in reply["message"], reply
+
+        # enforcement: the VMMs in their cgroups under the pools'
+        env.vessel("start", "big")
+        env.vessel("start", "second2")
+        big, second = env.inspect("big"), env.inspect("second2")
+        dirs = cgroup_dirs(big["State"]["Pid"])
+        assert dirs["cpu"][0].name == f"vm-{big['Id']}" and dirs["cpu"][0].parent.name == "p1"
+        assert dirs["memory"][0].parent.name == "p1"
+        v2 = dirs["cpu"][1]
+        weight = (lambda shares: 1 + ((shares - 2) * 9999) // 262142) if v2 else (lambda s: s)
+        # guaranteed: its CPU as weight and quota, its memory (and the VMM's overhead) as limit
+        assert cg_limits(dirs) == (weight(1024), 100000, (768 << 20) + (64 << 20))
+        pdirs = {c: (d.parent, v) for c, (d, v) in dirs.items()}
+        assert cg_limits(pdirs) == (weight(2048), 200000, 1 << 30)
+        # best-effort: the least weight and no limits of its own
+        sdirs = cgroup_dirs(second["State"]["Pid"])
+        assert sdirs["cpu"][0].parent.name == "p15"
+        assert cg_limits(sdirs) == (weight(2), None, None)
+        # updates: refused when the guests would not fit, applied to the cgroup when they do
+        r = pool("update", "p1", "--memory", "512M", check=False)
+        assert r.returncode == 1 and "request 1 CPUs and 768 MiB" in r.stderr, r.stderr
+        st, reply = env.api("POST", "/vessel/v1/pools/p1/update", {"Cpus": 0})
+        assert st == 400 and "Cpus" in reply["message"], reply
+        env.api("POST", "/vessel/v1/pools/nopool/update", {"Cpus": 1}, expect=404)
+        _, p1 = env.api("POST", "/vessel/v1/pools/p1/update", {"Memory": "2G", "Cpus": 1},
+                        expect=200)
+        assert p1["Memory"] == 2 << 30 and p1["Available"]["Memory"] == (2048 - 768) << 20
+        assert cg_limits(pdirs) == (weight(1024), 100000, 2 << 30)
+        # a restarted daemon still removes the cgroup of a VMM it finds running when it ends
+        env.vd.kill9()
+        env.vd.start()
+        assert cgroup_dirs(big["State"]["Pid"]) == dirs
+        env.vessel("kill", "big", "second2")
+        assert not dirs["cpu"][0].exists() and not sdirs["memory"][0].exists()
+        st, reply = env.api("DELETE", "/vessel/v1/pools/p1")
+        assert st == 409 and "big" in reply["message"], reply
+    finally:
+        for name in ("big", "big2", "second2"):
+            env.api("DELETE", f"/vessel/v1/vms/{name}?force=1", spec=False)
+        pool("rm", "p1", "p15", check=False)
+    env.api("GET", "/vessel/v1/pools/p1", expect=404)
+    assert not pdirs["cpu"][0].exists() and not pdirs["memory"][0].exists()
+
+
+def test_containers_in_a_pool(env, tmp_path):
+    """docker run --label vessel.pool=NAME: a container is admitted against the pool with its
+    --cpus and --memory (and refused when they do not fit, saying what is left), counted in the
+    pool's usage beside VMs, and run in a cgroup under the pool's."""
+    import test_daemon
+    env.vd.docker("load", "-i", str(test_daemon.busybox_archive(tmp_path / "busybox.tar")))
+    env.api("POST", "/vessel/v1/pools", {"Name": "pc", "Cpus": 2, "Memory": "512M"}, expect=201)
+    try:
+        env.vessel("create", "small", "--pool", "pc", "--memory", "256M")
+        cid = env.vd.docker("run", "-d", "--name", "pc1", "--label", "vessel.pool=pc",
+                            "--cpus", "1", "--memory", "200m", "busybox", "sleep",
+                            "1000").stdout.strip()
+        r = env.vd.docker("create", "--label", "vessel.pool=pc", "--memory", "100m", "busybox",
+                          check=False)
+        assert r.returncode != 0 and "pool pc cannot admit 0 CPUs and 100 MiB" in r.stderr \
+            and "56 MiB left" in r.stderr, r.stderr
+        r = env.vd.docker("create", "--label", "vessel.pool=nopool", "busybox", check=False)
+        assert r.returncode != 0 and "pool nopool not found" in r.stderr, r.stderr
+        _, p = env.api("GET", "/vessel/v1/pools/pc", expect=200)
+        assert p["Usage"]["Cpus"] == 2 and p["Usage"]["Memory"] == (456 << 20)
+        assert sorted((g["Kind"], g["Name"], g["Qos"]) for g in p["Usage"]["Guests"]) == \
+            [("container", "pc1", "guaranteed"), ("vm", "small", "guaranteed")]
+        pid = int(env.vd.docker("inspect", "-f", "{{.State.Pid}}", "pc1").stdout)
+        dirs = cgroup_dirs(pid)
+        assert dirs["memory"][0].name == f"ctr-{cid}" and dirs["memory"][0].parent.name == "pc"
+        pool_dirs = {c: (d.parent, v) for c, (d, v) in dirs.items()}
+        v2 = dirs["cpu"][1]
+        weight = (lambda shares: 1 + ((shares - 2) * 9999) // 262142) if v2 else (lambda s: s)
+        assert cg_limits(pool_dirs) == (weight(2048), 200000, 512 << 20)
+        assert cg_limits(dirs) == (weight(1024), 100000, 200 << 20)
+        # a best-effort container (no --cpus, no --memory) gets the least weight
+        env.vd.docker("run", "-d", "--name", "pc2", "--label", "vessel.pool=pc", "busybox",
+                      "sleep", "1000")
+        pid2 = int(env.vd.docker("inspect", "-f", "{{.State.Pid}}", "pc2").stdout)
+        assert cg_limits(cgroup_dirs(pid2)) == (weight(2), None, None)
+        env.vd.docker("rm", "-f", "pc1", "pc2")
+        assert not dirs["memory"][0].exists()
+    finally:
+        env.vd.docker("rm", "-f", "pc1", "pc2", check=False)
+        env.api("DELETE", "/vessel/v1/vms/small?force=1", spec=False)
+        env.api("DELETE", "/vessel/v1/pools/pc", spec=False)
+    assert not pool_dirs["memory"][0].exists()

@@ -79,6 +79,69 @@ TEST(vm_config_sizes_cpus_and_paths) {
   check_refused("{\"Kernel\": \"/proc/self/exe\", \"Kernal\": \"x\"}", "unknown field Kernal");
 }
 
+TEST(vm_config_network_and_published_ports) {
+  json_t *cfg, *disk;
+  char *msg;
+  CHECK(parse("{\"Kernel\": \"/proc/self/exe\", \"Network\": \"front\", \"Publish\": "
+              "[\"8085:8080\", \"127.0.0.1:53:53/udp\"], \"PortBindings\": {\"22/tcp\": "
+              "[{\"HostPort\": \"2222\"}]}}",
+              &cfg, &disk, &msg) == 0);
+  CHECK_STREQ(json_string_value(json_object_get(cfg, "Network")), "front");
+  json_t *pb = json_object_get(cfg, "PortBindings");
+  CHECK_STREQ(json_string_value(
+                  json_object_get(json_array_get(json_object_get(pb, "8080/tcp"), 0), "HostPort")),
+              "8085");
+  CHECK_STREQ(json_string_value(
+                  json_object_get(json_array_get(json_object_get(pb, "53/udp"), 0), "HostIp")),
+              "127.0.0.1");
+  CHECK(json_object_get(pb, "22/tcp") != NULL);
+  json_decref(cfg);
+  json_decref(disk);
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Publish\": [\"80:80\"]}", "need a Network");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Network\": \"n\", \"Publish\": [\"80:x\"]}",
+                "Publish");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Network\": \"n\", \"Publish\": \"80:80\"}",
+                "array");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Network\": 3}", "Network");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Network\": \"n\", \"PortBindings\": []}",
+                "PortBindings");
+}
+
+TEST(pool_requests) {
+  json_t *pool = json_object();
+  json_t *body = json_loads("{\"Name\": \"p1\", \"Cpus\": 2, \"Memory\": \"1G\", "
+                            "\"MemoryOvercommit\": 1.5}",
+                            0, NULL);
+  vs_error *err = NULL;
+  CHECK(vd_pool_parse(body, pool, &err) == 0);
+  CHECK(json_integer_value(json_object_get(pool, "Memory")) == 1LL << 30);
+  CHECK(json_number_value(json_object_get(pool, "MemoryOvercommit")) == 1.5);
+  CHECK(json_number_value(json_object_get(pool, "CpuOvercommit")) == 1.0);
+  json_decref(body);
+  json_decref(pool);
+  static const char *const bad[][2] = {
+      {"{\"Name\": \"p\", \"Cpus\": 0, \"Memory\": \"1G\"}", "Cpus"},
+      {"{\"Name\": \"p\", \"Cpus\": 1}", "Memory"},
+      {"{\"Name\": \"..\", \"Cpus\": 1, \"Memory\": \"1G\"}", "pool name"},
+      {"{\"Name\": \"p\", \"Cpus\": 1, \"Memory\": \"1G\", \"CpuOvercommit\": 0.5}",
+       "CpuOvercommit"},
+      {"{\"Name\": \"p\", \"Cpus\": 1, \"Memory\": \"1G\", \"Size\": 1}", "unknown field Size"},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+    body = json_loads(bad[i][0], 0, NULL);
+    pool = json_object();
+    err = NULL;
+    CHECK(vd_pool_parse(body, pool, &err) == -1);
+    CHECK_CONTAINS(err->msg, bad[i][1]);
+    vs_error_free(err);
+    json_decref(body);
+    json_decref(pool);
+  }
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Qos\": \"burstable\"}", "needs a Pool");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Pool\": \"p\", \"Qos\": \"gold\"}",
+                "guaranteed, burstable or best-effort");
+}
+
 TEST(vm_config_default_guest_missing_says_how_to_get_it) {
   setenv("VESSEL_CACHE", "/nonexistent-cache", 1);
   check_refused("{}", "scripts/fetch-guest");

@@ -35,10 +35,14 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
       {"cpus", required_argument, 0, 'c'},      {"memory", required_argument, 0, 'm'},
       {"kernel", required_argument, 0, 'k'},    {"initrd", required_argument, 0, 'i'},
       {"append", required_argument, 0, 'a'},    {"disk", required_argument, 0, 'd'},
-      {"disk-size", required_argument, 0, 's'}, {0, 0, 0, 0}};
+      {"disk-size", required_argument, 0, 's'}, {"network", required_argument, 0, 'n'},
+      {"publish", required_argument, 0, 'p'},   {"pool", required_argument, 0, 'P'},
+      {"qos", required_argument, 0, 'q'},       {0, 0, 0, 0}};
   static const char usage[] =
-      "create NAME [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] [--kernel PATH "
-      "--initrd PATH --append ARGS]";
+      "create NAME [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] [--network NET "
+      "[--publish [IP:]HOST:GUEST[/udp]]...] [--pool POOL [--qos "
+      "guaranteed|burstable|best-effort]] "
+      "[--kernel PATH --initrd PATH --append ARGS]";
   _cleanup_(vs_json_decrefp) json_t *body = json_object();
   int c;
   optind = 1;
@@ -73,6 +77,23 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     case 'a':
       json_object_set_new(body, "Append", json_string(optarg));
       break;
+    case 'n':
+      json_object_set_new(body, "Network", json_string(optarg));
+      break;
+    case 'P':
+      json_object_set_new(body, "Pool", json_string(optarg));
+      break;
+    case 'q':
+      json_object_set_new(body, "Qos", json_string(optarg));
+      break;
+    case 'p': {
+      /* the daemon parses the specs: its errors name the one that is wrong */
+      json_t *list = json_object_get(body, "Publish");
+      if (!list)
+        json_object_set_new(body, "Publish", list = json_array());
+      json_array_append_new(list, json_string(optarg));
+      break;
+    }
     default:
       return 125;
     }
@@ -157,17 +178,18 @@ static int vm_ls(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return 0;
 }
 
-static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  if (argc < 2)
-    return vm_usage(err, "inspect NAME...");
+/* The objects argv[first...] name under prefix ("/vessel/v1/vms/"), as one JSON array. */
+static int inspect_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *prefix,
+                        const char *what) {
   json_t *all = json_array();
   int rc = 0;
-  for (int i = 1; i < argc; i++) {
-    _cleanup_free_ char *target = vm_path(argv[i], "");
+  for (int i = first; i < argc; i++) {
+    _cleanup_free_ char *esc = vessel_query_escape(argv[i]);
+    _cleanup_free_ char *target = vs_asprintf("%s%s", prefix, esc);
     json_t *obj = NULL;
     vs_error *e = NULL;
     if (vessel_api_json(ctx, "GET", target, NULL, &obj, &e) < 0) {
-      vs_error_print(e, "vessel vm inspect");
+      vs_error_print(e, what);
       vs_error_free(e);
       rc = 1;
       continue;
@@ -176,6 +198,12 @@ static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   }
   vessel_print_json(all);
   return rc;
+}
+
+static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  if (argc < 2)
+    return vm_usage(err, "inspect NAME...");
+  return inspect_each(ctx, argc, argv, 1, "/vessel/v1/vms/", "vessel vm inspect");
 }
 
 static int write_out(void *arg, const char *data, size_t len, vs_error **err) {
@@ -331,4 +359,120 @@ int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     return vm_stats(ctx, argc, argv, err);
   vs_error_set(err, 0, "vm: unknown command \"%s\"; %s", sub, usage);
   return 125;
+}
+
+/* ---------------------------------------------------------------- vessel pool */
+
+/* An overcommit ratio option: a decimal number such as 1.5 (the daemon checks its range). */
+static int ratio_option(const char *what, const char *s, json_t *body, const char *field,
+                        vs_error **err) {
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end)
+    return vs_error_set(err, 0, "%s \"%s\": expected a number such as 1.5", what, s);
+  json_object_set_new(body, field, json_real(v));
+  return 0;
+}
+
+/* The options of pool create and update into body; the index of the first operand, or -1. */
+static int pool_options(int argc, char **argv, json_t *body, vs_error **err) {
+  static const struct option opts[] = {{"cpus", required_argument, 0, 'c'},
+                                       {"memory", required_argument, 0, 'm'},
+                                       {"cpu-overcommit", required_argument, 0, 'C'},
+                                       {"memory-overcommit", required_argument, 0, 'M'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    uint64_t n;
+    int r = 0;
+    switch (c) {
+    case 'c':
+      r = vs_parse_u64(optarg, "--cpus", &n, err);
+      if (r == 0)
+        json_object_set_new(body, "Cpus", json_integer((json_int_t)n));
+      break;
+    case 'm':
+      r = size_option("--memory", optarg, body, "Memory", err);
+      break;
+    case 'C':
+      r = ratio_option("--cpu-overcommit", optarg, body, "CpuOvercommit", err);
+      break;
+    case 'M':
+      r = ratio_option("--memory-overcommit", optarg, body, "MemoryOvercommit", err);
+      break;
+    default:
+      return -1;
+    }
+    if (r < 0)
+      return -1;
+  }
+  return optind;
+}
+
+/* pool create NAME ... (POST /vessel/v1/pools), pool update NAME ... (POST .../update) */
+static int pool_set(vessel_ctx *ctx, bool create, int argc, char **argv, vs_error **err) {
+  static const char usage[] = "usage: vessel pool create|update NAME --cpus N --memory SIZE "
+                              "[--cpu-overcommit R] [--memory-overcommit R]";
+  _cleanup_(vs_json_decrefp) json_t *body = json_object();
+  int first = pool_options(argc, argv, body, err);
+  if (first < 0)
+    return 125;
+  if (first != argc - 1)
+    return vs_error_set(err, 0, "%s", usage), 125;
+  _cleanup_free_ char *esc = vessel_query_escape(argv[first]);
+  _cleanup_free_ char *target =
+      create ? vs_strdup("/vessel/v1/pools") : vs_asprintf("/vessel/v1/pools/%s/update", esc);
+  if (create)
+    json_object_set_new(body, "Name", json_string(argv[first]));
+  json_t *out = NULL;
+  if (vessel_api_json(ctx, "POST", target, body, &out, err) < 0)
+    return 1;
+  printf("%s\n", json_string_value(json_object_get(out, "Name")));
+  json_decref(out);
+  return 0;
+}
+
+static int pool_ls(vessel_ctx *ctx, vs_error **err) {
+  json_t *list = NULL;
+  if (vessel_api_json(ctx, "GET", "/vessel/v1/pools", NULL, &list, err) < 0)
+    return 1;
+  printf("%-20s %-11s %-21s %-7s %s\n", "NAME", "CPUS", "MEMORY", "GUESTS", "OVERCOMMIT");
+  size_t i;
+  json_t *p;
+  json_array_foreach(list, i, p) {
+    json_t *use = json_object_get(p, "Usage");
+    _cleanup_free_ char *cpus =
+        vs_asprintf("%lld/%lld", (long long)json_integer_value(json_object_get(use, "Cpus")),
+                    (long long)json_integer_value(json_object_get(p, "Cpus")));
+    _cleanup_free_ char *mu =
+        vessel_human_size((uint64_t)json_integer_value(json_object_get(use, "Memory")));
+    _cleanup_free_ char *mc =
+        vessel_human_size((uint64_t)json_integer_value(json_object_get(p, "Memory")));
+    _cleanup_free_ char *mem = vs_asprintf("%s/%s", mu, mc);
+    printf("%-20s %-11s %-21s %-7zu cpu %.2f, memory %.2f\n",
+           json_string_value(json_object_get(p, "Name")), cpus, mem,
+           json_array_size(json_object_get(use, "Guests")),
+           json_number_value(json_object_get(p, "CpuOvercommit")),
+           json_number_value(json_object_get(p, "MemoryOvercommit")));
+  }
+  json_decref(list);
+  return 0;
+}
+
+int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  static const char usage[] = "usage: vessel pool create|update|ls|inspect|rm ...";
+  if (argc < 2)
+    return vs_error_set(err, 0, "%s", usage), 125;
+  const char *sub = argv[1];
+  if (!strcmp(sub, "create") || !strcmp(sub, "update"))
+    return pool_set(ctx, !strcmp(sub, "create"), argc - 1, argv + 1, err);
+  if (!strcmp(sub, "ls") || !strcmp(sub, "list"))
+    return argc == 2 ? pool_ls(ctx, err) : (vs_error_set(err, 0, "usage: vessel pool ls"), 125);
+  if (!strcmp(sub, "rm") && argc > 2)
+    return vessel_api_each(ctx, argc, argv, 2, "DELETE", "/vessel/v1/pools/", "", "vessel pool rm");
+  if (!strcmp(sub, "inspect") && argc > 2)
+    return inspect_each(ctx, argc, argv, 2, "/vessel/v1/pools/", "vessel pool inspect");
+  return vs_error_set(err, 0, "%s", usage), 125;
 }
