@@ -112,6 +112,7 @@ static int lock_log_dir(const char *path, int op) {
 
 int vd_log_rotate(const char *path, unsigned max_files) {
   _cleanup_close_ int lock = lock_log_dir(path, LOCK_EX);
+  (void)lock; /* held until the function returns */
   for (unsigned i = max_files - 1; i >= 1; i--) {
     _cleanup_free_ char *from = vd_log_rotated_path(path, i - 1);
     _cleanup_free_ char *to = vd_log_rotated_path(path, i);
@@ -148,6 +149,7 @@ static int open_oldest(const char *path) {
 
 int vd_log_open_oldest(const char *path) {
   _cleanup_close_ int lock = lock_log_dir(path, LOCK_SH);
+  (void)lock; /* held until the function returns */
   return open_oldest(path);
 }
 
@@ -159,6 +161,7 @@ int vd_log_open_next(const char *path, int fd) {
   if (stat(path, &now) == 0 && now.st_dev == cur.st_dev && now.st_ino == cur.st_ino)
     return -1;
   _cleanup_close_ int lock = lock_log_dir(path, LOCK_SH);
+  (void)lock; /* held until the function returns */
   unsigned n = rotated_count(path);
   /* files oldest first: .n … .1, then the log itself; ours is found by its inode */
   bool found = false;
@@ -205,6 +208,7 @@ long long vd_log_fd_seek_tail(int fd, long long n) {
 
 int vd_log_seek_tail(const char *path, long long n, int *fd_out) {
   _cleanup_close_ int lock = lock_log_dir(path, LOCK_SH);
+  (void)lock; /* held until the function returns */
   unsigned rotated = rotated_count(path);
   long long want = n;
   for (unsigned i = 0; i <= rotated; i++) {

@@ -1999,7 +1999,6 @@ int vd_net_init(vd_daemon *d, const char *bridge, vs_error **err) {
     r = ensure_predefined(d, err);
   if (r == 0)
     recover_containers(d);
-  _cleanup_json_ json_t *names = json_array();
   _cleanup_json_ json_t *st2 = net_state_json(vn->ctx);
   size_t i;
   json_t *n;
