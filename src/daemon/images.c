@@ -1,14 +1,16 @@
-/* Image endpoints on vessel's image store: list, inspect, load, tag, remove.
+/* Image endpoints on vessel's image store: list, inspect, load, pull, push, tag, remove.
  *
  * Docker's image ID is the digest of the image's config; the store tags manifests, so every
- * answer goes from tags to manifests to configs. All store calls hold d->store_lock: the store
- * object is not shared between threads otherwise. */
+ * answer goes from tags to manifests to configs. The store is safe to share between the
+ * workers: reads, pulls, loads and saves run side by side (each long operation holds the
+ * store's shared lock), and garbage collection takes it exclusively. d->store_lock only orders
+ * what must see the container table and the tags together: a create, and the removals (rmi,
+ * prune) that check no container uses an image before collecting it. */
 #include "daemon/internal.h"
 
 #include <errno.h>
 #include <string.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -67,7 +69,6 @@ int vd_call_image_ref(vd_call *c, const char *repo, const char *tag, char **full
 void vd_h_images_list(vd_call *c) {
   vd_daemon *d = c->d;
   vs_error *e = NULL;
-  pthread_mutex_lock(&d->store_lock);
   json_t *tags = vs_store_tags(d->store, &e);
   json_t *out = json_array(), *seen = json_object();
   const char *key;
@@ -83,7 +84,6 @@ void vd_h_images_list(vd_call *c) {
     json_array_append_new(out, image_summary(&img, tags));
     vs_image_clear(&img);
   }
-  pthread_mutex_unlock(&d->store_lock);
   json_decref(seen);
   json_decref(tags);
   if (e) {
@@ -133,14 +133,12 @@ static json_t *image_inspect(const vs_image *img, json_t *tags) {
 void vd_h_image_inspect(vd_call *c) {
   vd_daemon *d = c->d;
   vs_image img;
-  pthread_mutex_lock(&d->store_lock);
   if (resolve_image(c, c->arg, &img)) {
     json_t *tags = vs_store_tags(d->store, NULL);
     vd_call_json(c, 200, image_inspect(&img, tags));
     json_decref(tags);
     vs_image_clear(&img);
   }
-  pthread_mutex_unlock(&d->store_lock);
 }
 
 /* docker load: the archive was spooled to a file while it arrived. */
@@ -152,9 +150,7 @@ void vd_h_image_load(vd_call *c) {
   }
   vs_error *e = NULL;
   json_t *names = NULL;
-  pthread_mutex_lock(&d->store_lock);
   int r = vs_image_load(d->store, c->body_path, NULL, &names, &e);
-  pthread_mutex_unlock(&d->store_lock);
   if (r < 0) {
     /* a broken archive is the client's fault */
     vd_call_error(c, e->errnum == ENOMEM || e->errnum == ENOSPC ? 500 : 400, "%s", e->msg);
@@ -338,32 +334,74 @@ void vd_h_image_delete(vd_call *c) {
 
 /* ---------------------------------------------------------------- pull, import */
 
-/* Docker's progress stream, one {"status": ...} object per line of what the store printed. */
-static char *status_stream(int fd, const char *last) {
-  _cleanup_free_ char *text = NULL;
-  char *out = vs_strdup("");
-  if (lseek(fd, 0, SEEK_SET) == 0) {
-    size_t cap = 1 << 20;
-    text = vs_malloc0(cap);
-    ssize_t n = read(fd, text, cap - 1);
-    if (n < 0)
-      n = 0;
-    text[n] = 0;
-  }
-  char *save = NULL;
-  for (char *line = text ? strtok_r(text, "\r\n", &save) : NULL; line;
-       line = strtok_r(NULL, "\r\n", &save)) {
-    _cleanup_json_ json_t *j = json_pack("{s:s}", "status", line);
-    _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
-    char *next = vs_asprintf("%s%s\n", out, s ? s : "");
-    free(out);
-    out = next;
-  }
-  _cleanup_json_ json_t *j = json_pack("{s:s}", "status", last);
+/* ---- progress streams (pull, push): JSON lines written by the worker as things happen */
+
+static void post_json(vd_call *c, json_t *j) {
   _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
-  char *next = vs_asprintf("%s%s\n", out, s);
-  free(out);
-  return next;
+  json_decref(j);
+  _cleanup_free_ char *line = vs_asprintf("%s\n", s);
+  vd_call_post(c, line, strlen(line));
+}
+
+static void post_status(vd_call *c, const char *status) {
+  post_json(c, json_pack("{s:s}", "status", status));
+}
+
+/* "[=====>      ]  1.2MB/3.4MB", as dockerd words a transfer's progress. */
+static char *progress_bar(uint64_t cur, uint64_t total) {
+  char bar[51];
+  size_t fill = total ? (size_t)(cur * 50 / total) : 0;
+  if (fill > 50)
+    fill = 50;
+  for (size_t i = 0; i < 50; i++)
+    bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+  bar[50] = 0;
+  return vs_asprintf("[%s] %.4gMB/%.4gMB", bar, (double)cur / 1e6, (double)total / 1e6);
+}
+
+/* The registry client's progress callback: one message per event, on the stream. */
+static void on_progress(void *ctx, const char *id, const char *status, uint64_t cur,
+                        uint64_t total) {
+  vd_call *c = ctx;
+  json_t *j = json_pack("{s:s}", "status", status);
+  if (cur || total) {
+    _cleanup_free_ char *bar = progress_bar(cur, total);
+    json_object_set_new(
+        j, "progressDetail",
+        json_pack("{s:I, s:I}", "current", (json_int_t)cur, "total", (json_int_t)total));
+    json_object_set_new(j, "progress", json_string(bar));
+  } else if (id && strncmp(status, "Pulling from ", 13) != 0) { /* a layer's state */
+    json_object_set_new(j, "progressDetail", json_object());
+  }
+  if (id)
+    json_object_set_new(j, "id", json_string(id));
+  post_json(c, j);
+}
+
+/* An error of a pull or push: in the stream once it began (as dockerd does), else the status. */
+static void progress_fail(vd_call *c, int status, const char *msg) {
+  if (!c->post_begun) {
+    vd_call_error(c, status, "%s", msg);
+    return;
+  }
+  post_json(c, json_pack("{s:{s:s}, s:s}", "errorDetail", "message", msg, "error", msg));
+}
+
+/* The registry options of a pull or push: credentials from X-Registry-Auth, progress to the
+ * stream. false after answering 400 for a malformed header. */
+static bool registry_opts(vd_call *c, vs_registry_opts *o, char **basic) {
+  *o = (vs_registry_opts){
+      .tls_verify = 1, .platform = "linux/amd64", .progress_cb = on_progress, .progress_ctx = c};
+  *basic = NULL;
+  const char *h = http_header_get(c->req, "X-Registry-Auth");
+  vs_error *e = NULL;
+  if (h && vs_registry_auth_decode(h, basic, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return false;
+  }
+  o->credentials = *basic;
+  return true;
 }
 
 static void image_pull(vd_call *c, const char *from, const char *tag) {
@@ -371,25 +409,104 @@ static void image_pull(vd_call *c, const char *from, const char *tag) {
   _cleanup_free_ char *ref = !tag || !*tag                 ? vs_strdup(from)
                              : !strncmp(tag, "sha256:", 7) ? vs_asprintf("%s@%s", from, tag)
                                                            : vs_asprintf("%s:%s", from, tag);
-  _cleanup_close_ int progress = memfd_create("pull-progress", MFD_CLOEXEC);
-  vs_registry_opts o = {.tls_verify = 1, .platform = "linux/amd64", .progress_fd = progress};
+  vs_registry_opts o;
+  _cleanup_free_ char *basic = NULL;
+  if (!registry_opts(c, &o, &basic))
+    return;
+  /* what the name meant before: "Image is up to date" when the pull changed nothing */
+  vs_image before;
+  bool had = vs_store_resolve(d->store, ref, &before, NULL) == 0;
   char digest[VS_DIGEST_MAX];
   vs_error *e = NULL;
-  pthread_mutex_lock(&d->store_lock);
-  int r = progress < 0 ? vs_error_set(&e, errno, "memfd_create")
-                       : vs_image_pull(d->store, ref, &o, digest, &e);
-  pthread_mutex_unlock(&d->store_lock);
-  if (r < 0) {
-    vd_call_error(c, e->errnum == ENOENT ? 404 : 500, "pull %s: %s", ref, e->msg);
+  if (vs_image_pull(d->store, ref, &o, digest, &e) < 0) {
+    _cleanup_free_ char *msg = vs_asprintf("pull %s: %s", ref, e->msg);
+    progress_fail(c, e->errnum == ENOENT ? 404 : 500, msg);
+    vs_error_free(e);
+    if (had)
+      vs_image_clear(&before);
+    return;
+  }
+  bool same = had && !strcmp(before.manifest_digest, digest);
+  if (had)
+    vs_image_clear(&before);
+  _cleanup_free_ char *fam = vs_image_name_familiar(ref);
+  _cleanup_free_ char *last = vs_asprintf(
+      same ? "Status: Image is up to date for %s" : "Status: Downloaded newer image for %s", fam);
+  vd_event_emit(d, "image", "pull", fam, json_pack("{s:s}", "name", fam));
+  post_status(c, last);
+}
+
+/* docker push: POST /images/{name}/push?tag=T, the progress streamed as dockerd does. */
+void vd_h_image_push(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *tag = http_query_get(c->req->query, "tag");
+  vs_registry_opts o;
+  _cleanup_free_ char *basic = NULL;
+  if (!registry_opts(c, &o, &basic))
+    return;
+  _cleanup_free_ char *ref = tag && *tag ? vs_asprintf("%s:%s", c->arg, tag) : vs_strdup(c->arg);
+  vs_image_ref r;
+  vs_error *e = NULL;
+  if (vs_image_ref_parse(ref, &r, &e) < 0) {
+    vd_call_error(c, 400, "invalid reference format: %s", e->msg);
     vs_error_free(e);
     return;
   }
-  _cleanup_free_ char *fam = vs_image_name_familiar(ref);
-  _cleanup_free_ char *last = vs_asprintf("Status: Downloaded newer image for %s", fam);
-  vd_event_emit(d, "image", "pull", fam, json_pack("{s:s}", "name", fam));
-  c->status = 200;
-  c->text = status_stream(progress, last);
-  c->content_type = "application/json";
+  _cleanup_free_ char *full = vs_image_ref_string(&r);
+  vs_image_ref_clear(&r);
+  vs_image img;
+  if (vs_store_resolve(d->store, full, &img, &e) < 0) {
+    /* dockerd's words for a name it has no image of */
+    vd_call_error(c, 404, "An image does not exist locally with the tag: %s", c->arg);
+    vs_error_free(e);
+    return;
+  }
+  int rc = vs_image_push(d->store, full, full, &o, &e);
+  if (rc < 0) {
+    progress_fail(c, 500, e->msg);
+    vs_error_free(e);
+  } else {
+    _cleanup_free_ char *fam = vs_image_name_familiar(full);
+    vd_event_emit(d, "image", "push", fam, json_pack("{s:s}", "name", fam));
+    const char *t = strrchr(full, ':');
+    post_json(c, json_pack("{s:{}, s:{s:s, s:s, s:I}}", "progressDetail", "aux", "Tag",
+                           t && !strchr(t, '/') ? t + 1 : "latest", "Digest", img.manifest_digest,
+                           "Size", (json_int_t)img.manifest_len));
+  }
+  vs_image_clear(&img);
+}
+
+/* docker login: the credentials are checked against the registry; nothing is stored here (the
+ * client keeps them and sends them with each pull and push). */
+void vd_h_auth(vd_call *c) {
+  json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  const char *user = json_string_value(json_object_get(body, "username"));
+  const char *pass = json_string_value(json_object_get(body, "password"));
+  const char *server = json_string_value(json_object_get(body, "serveraddress"));
+  if (!user || !*user || !pass) {
+    vd_call_error(c, 400, "username and password are required");
+    json_decref(body);
+    return;
+  }
+  /* "https://host:port/v1/" and "host:port" both name the registry host:port */
+  _cleanup_free_ char *host = vs_strdup(server && *server ? server : "docker.io");
+  char *h = strstr(host, "://") ? strstr(host, "://") + 3 : host;
+  h[strcspn(h, "/")] = 0;
+  if (!strcmp(h, "index.docker.io"))
+    h = "docker.io";
+  vs_registry_opts o = {.tls_verify = 1, .quiet = true};
+  vs_error *e = NULL;
+  if (!*h || vs_registry_check_login(h, user, pass, &o, &e) < 0) {
+    /* dockerd answers a refused login 401 */
+    vd_call_error(c, e && e->errnum == EACCES ? 401 : 500, "%s",
+                  e ? e->msg : "no registry address given");
+    vs_error_free(e);
+  } else {
+    vd_call_json(c, 200, json_pack("{s:s, s:s}", "Status", "Login Succeeded", "IdentityToken", ""));
+  }
+  json_decref(body);
 }
 
 /* docker import: a root file system tarball (spooled while it arrived) becomes an image. */
@@ -404,11 +521,9 @@ static void image_import(vd_call *c, const char *repo, const char *tag) {
   if (vd_call_image_ref(c, repo, tag, &full) < 0)
     return;
   char digest[VS_DIGEST_MAX];
-  pthread_mutex_lock(&d->store_lock);
   int r = vs_image_import(d->store, c->body_path, full, NULL, digest, &e);
   vs_image img;
   bool loaded = r == 0 && vs_store_load_image(d->store, digest, &img, &e) == 0;
-  pthread_mutex_unlock(&d->store_lock);
   if (!loaded) {
     vd_call_error(c, 400, "import: %s", e ? e->msg : "failed");
     vs_error_free(e);
@@ -441,11 +556,8 @@ void vd_h_image_create(vd_call *c) {
 /* docker history: the config's history entries, newest first; layers' sizes are not known
  * per entry here (0). */
 void vd_h_image_history(vd_call *c) {
-  vd_daemon *d = c->d;
   vs_image img;
-  pthread_mutex_lock(&d->store_lock);
   bool ok = resolve_image(c, c->arg, &img);
-  pthread_mutex_unlock(&d->store_lock);
   if (!ok)
     return;
   json_t *hist = json_object_get(img.config.root, "history");
@@ -508,9 +620,7 @@ void vd_h_image_save(vd_call *c) {
   _cleanup_free_ char *rnd = vd_random_id();
   _cleanup_free_ char *path = vs_asprintf("%s/tmp/save-%.16s.tar", d->data_root, rnd);
   vs_error *e = NULL;
-  pthread_mutex_lock(&d->store_lock);
   int r = vs_image_save(d->store, list, n, "docker-archive", path, &e);
-  pthread_mutex_unlock(&d->store_lock);
   free(list);
   int fd = r == 0 ? open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
   unlink(path);
@@ -571,7 +681,6 @@ void vd_h_images_prune(vd_call *c) {
 void vd_h_system_df(vd_call *c) {
   vd_daemon *d = c->d;
   json_t *images = json_array();
-  pthread_mutex_lock(&d->store_lock);
   json_t *tags = vs_store_tags(d->store, NULL);
   json_t *seen = json_object();
   const char *key;
@@ -598,7 +707,6 @@ void vd_h_system_df(vd_call *c) {
   json_decref(tags);
   _cleanup_free_ char *layers = vs_asprintf("%s/layers", d->data_root);
   json_int_t layers_size = (json_int_t)vs_img_du(layers);
-  pthread_mutex_unlock(&d->store_lock);
   json_t *ctrs = json_array();
   pthread_mutex_lock(&d->lock);
   for (size_t i = 0; i < d->n_ctrs; i++) {

@@ -204,11 +204,20 @@ struct vd_call {
   const char *content_type;
   const char *extra_headers; /* "Name: value\r\n" lines */
   bool streamed;             /* the handler took over the connection */
+  /* a progress stream a worker writes as it goes (pull, push), sent by the loop */
+  char *posted; /* under d->qlock: written, not yet handed to the connection */
+  size_t posted_len;
+  bool post_queued; /* under d->qlock: a delivery is on the done list */
+  bool post_begun;  /* worker: something was posted, errors go into the stream now */
+  bool stream_open; /* loop: the chunked head went out */
   /* a worker handler's container: referenced, and what the loop does with it afterwards */
   vd_container *ctr;
   enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED, VD_AFTER_START_FAILED } after;
 };
 
+/* From a worker: append to the call's streamed answer (200, chunked, application/json); the loop
+ * sends it as soon as it can, while the handler goes on. */
+void vd_call_post(vd_call *c, const char *data, size_t len);
 /* Answer helpers for handlers. */
 void vd_call_json(vd_call *c, int status, json_t *json);
 void vd_call_status(vd_call *c, int status);
@@ -317,6 +326,9 @@ void vd_h_image_tag(vd_call *c);
 void vd_h_image_delete(vd_call *c);
 void vd_h_image_create(vd_call *c);
 void vd_h_image_history(vd_call *c);
+void vd_h_image_push(vd_call *c);
+void vd_h_auth(vd_call *c);
+void vd_h_networks_prune(vd_call *c);
 void vd_h_image_save(vd_call *c);
 void vd_h_images_prune(vd_call *c);
 void vd_h_system_df(vd_call *c);

@@ -22,6 +22,8 @@ static const vd_route routes[] = {
     {"GET", "/images/get", vd_h_image_save, VD_RUN_WORKER, false},
     {"GET", "/images/{*}/get", vd_h_image_save, VD_RUN_WORKER, false},
     {"POST", "/images/{*}/tag", vd_h_image_tag, VD_RUN_WORKER, false},
+    {"POST", "/images/{*}/push", vd_h_image_push, VD_RUN_WORKER, false},
+    {"POST", "/auth", vd_h_auth, VD_RUN_WORKER, false},
     {"DELETE", "/images/{*}", vd_h_image_delete, VD_RUN_WORKER, false},
     {"GET", "/containers/json", vd_h_containers_list, VD_RUN_LOOP, false},
     {"POST", "/containers/create", vd_h_container_create, VD_RUN_WORKER, false},

@@ -1,0 +1,240 @@
+"""vesseld's image endpoints against real registries: push and login (Debian's docker-registry with
+htpasswd authentication and TLS, started here on loopback), pull progress streamed as it happens,
+image list filters, system prune and df, and image requests served while a long load runs.
+Every test starts its own vesseld (see test_daemon.Vesseld) and registry."""
+import base64
+import gzip
+import hashlib
+import http.client
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+import oci_images
+from test_daemon import DOCKER, Vesseld, busybox_archive
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+    pytest.mark.skipif(not shutil.which("docker-registry"), reason="no docker-registry"),
+]
+
+
+@pytest.fixture(scope="module")
+def image_tar(tmp_path_factory):
+    return busybox_archive(tmp_path_factory.mktemp("image") / "busybox.tar")
+
+
+@pytest.fixture
+def vd(build_dir, tmp_path):
+    (tmp_path / "vd").mkdir()
+    d = Vesseld(build_dir, tmp_path / "vd")
+    yield d
+    d.cleanup()
+
+
+@pytest.fixture
+def vdi(vd, image_tar):
+    vd.docker("load", "-i", str(image_tar))
+    return vd
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=120)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(120)
+        self.sock.connect(self.path)
+
+
+def registry_auth(user, password):
+    doc = json.dumps({"username": user, "password": password}).encode()
+    return base64.urlsafe_b64encode(doc).decode()
+
+
+# ------------------------------------------------------------------ push and login
+
+
+def test_login_push_pull_with_htpasswd_and_tls(vdi, tmp_path):
+    reg = oci_images.Registry(tmp_path / "registry", users={"alice": "s3cret"}, tls=True)
+    try:
+        name = f"{reg.host}/team/box:v1"
+        vdi.docker("tag", "busybox:latest", name)
+        # without credentials the registry refuses the push
+        r = vdi.docker("push", name, check=False)
+        assert r.returncode != 0 and reg.host in r.stdout + r.stderr
+        r = vdi.docker("login", "-u", "alice", "-p", "wrong", reg.host, check=False)
+        assert r.returncode != 0 and "401 Unauthorized" in r.stderr
+        r = vdi.docker("login", "-u", "alice", "--password-stdin", reg.host, input="s3cret\n")
+        assert "Login Succeeded" in r.stdout
+        r = vdi.docker("push", name)
+        assert f"The push refers to repository [{reg.host}/team/box]" in r.stdout
+        assert "Pushed" in r.stdout and "v1: digest: sha256:" in r.stdout
+        digest = r.stdout.split("digest: ")[1].split()[0]
+        # the registry has exactly what we sent: the manifest under its digest, every blob
+        look = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds",
+                               "alice:s3cret", f"docker://{name}"], capture_output=True,
+                              check=True).stdout
+        assert "sha256:" + hashlib.sha256(look).hexdigest() == digest
+        # a second push finds every layer there
+        again = vdi.docker("push", name)
+        assert "Layer already exists" in again.stdout
+        # pulled back under another name after the local copy is gone
+        vdi.docker("rmi", name)
+        r = vdi.docker("pull", name)
+        assert f"Status: Downloaded newer image for {name}" in r.stdout
+        assert f"Digest: {digest}" in r.stdout
+        r = vdi.docker("pull", name)
+        assert f"Status: Image is up to date for {name}" in r.stdout
+        # the pull used the client's credentials: without them the registry says no
+        vdi.docker("logout", reg.host)
+        vdi.docker("rmi", name)
+        r = vdi.docker("pull", name, check=False)
+        assert r.returncode != 0
+    finally:
+        reg.stop()
+
+
+def test_bad_registry_auth_header_is_refused(vdi):
+    conn = UnixHTTP(str(vdi.sock))
+    conn.request("POST", "/v1.41/images/busybox/push?tag=latest",
+                 headers={"X-Registry-Auth": "not base64 at all!"})
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    assert r.status == 400 and "X-Registry-Auth" in body["message"]
+    conn.close()
+    r = vdi.docker("push", "nothing-here/at-all:v9", check=False)
+    assert r.returncode != 0 and "does not exist locally" in r.stderr
+
+
+# ------------------------------------------------------------------ live pull progress
+
+
+def test_pull_progress_streams_as_it_happens(vd, tmp_path):
+    """The proxy in front of the registry stalls halfway through the big layer: the messages
+    before the stall must reach the client while the pull is still going on."""
+    reg = oci_images.Registry(tmp_path / "registry")
+    proxy = None
+    try:
+        layout = tmp_path / "layout"
+        big = oci_images.busybox_layer().file("big", os.urandom(4 << 20)).tar()
+        small = oci_images.Layer().file("hello", "hello\n").tar()
+        desc = oci_images.make_image(layout, [big, small], cmd=["cat", "/hello"])
+        oci_images.write_index(layout, [(desc, "latest")], None)
+        oci_images.skopeo_push(layout, "latest", f"{reg.host}/live/img:latest")
+        manifest = json.loads((layout / "blobs/sha256" / desc["digest"][7:]).read_text())
+        big_digest = manifest["layers"][0]["digest"]
+        proxy = oci_images.AuthProxy(reg.host)
+        proxy.faults = {big_digest: ["stall"]}
+        name = f"{proxy.host}/live/img"
+
+        conn = UnixHTTP(str(vd.sock))
+        conn.request("POST", f"/v1.41/images/create?fromImage={name}&tag=latest",
+                     headers={"X-Registry-Auth": registry_auth("user", "secret")})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        msgs = []
+        short = big_digest[7:19]
+        while True:
+            line = resp.readline()
+            assert line, f"stream ended early: {msgs}"
+            m = json.loads(line)
+            msgs.append(m)
+            if m.get("id") == short and m["status"] == "Downloading" and \
+                    m["progressDetail"].get("current", 0) > 0:
+                break
+        # the registry is stalled: the image cannot be complete, yet the client heard of it
+        listed = vd.docker("images", "--format", "{{.Repository}}").stdout.split()
+        assert name not in listed
+        for line in resp:
+            msgs.append(json.loads(line))
+        conn.close()
+        assert msgs[0] == {"status": "Pulling from live/img", "id": "latest"}
+        for layer in manifest["layers"]:
+            states = [m["status"] for m in msgs if m.get("id") == layer["digest"][7:19]]
+            order = ["Pulling fs layer", "Downloading", "Download complete", "Extracting",
+                     "Pull complete"]
+            seen = [s for s in order if s in states]
+            assert seen == order or (seen == [s for s in order if s != "Downloading"]), states
+            assert [states.index(s) for s in seen] == sorted(states.index(s) for s in seen)
+        assert msgs[-2]["status"] == "Digest: " + desc["digest"]
+        assert msgs[-1]["status"] == f"Status: Downloaded newer image for {name}:latest"
+        assert name in vd.docker("images", "--format", "{{.Repository}}").stdout.split()
+        assert vd.docker("run", "--rm", f"{name}:latest").stdout == "hello\n"
+        # without the credentials the token server says no, before any progress
+        vd.docker("rmi", f"{name}:latest")
+        r = vd.docker("pull", f"{name}:latest", check=False)
+        assert r.returncode != 0 and "token server" in r.stderr
+    finally:
+        if proxy:
+            proxy.stop()
+        reg.stop()
+
+
+# ------------------------------------------------------------------ the store's lock
+
+
+def zeros_archive(path, size):
+    """A docker-archive whose one layer is a gzip tar holding `size` zero bytes: small to send,
+    long to unpack (every byte is written and hashed)."""
+    ti = tarfile.TarInfo("zeros")
+    ti.size = size
+    ti.mtime = 1700000000
+    diff = hashlib.sha256()
+    blob = io.BytesIO()
+    with gzip.GzipFile(fileobj=blob, mode="wb", compresslevel=1, mtime=0) as gz:
+        def put(b):
+            diff.update(b)
+            gz.write(b)
+        put(ti.tobuf(format=tarfile.USTAR_FORMAT))
+        chunk = bytes(1 << 20)
+        for _ in range(size // len(chunk)):
+            put(chunk)
+        put(bytes(1024))  # the end of the archive (size is a multiple of 512)
+    config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+              "config": {"Cmd": ["true"]},
+              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff.hexdigest()]}}
+    cdata = json.dumps(config).encode()
+    cname = hashlib.sha256(cdata).hexdigest() + ".json"
+    manifest = [{"Config": cname, "RepoTags": ["zeros:big"], "Layers": ["l/layer.tar"]}]
+    with tarfile.open(path, "w") as tf:
+        for name, data in [("l/layer.tar", blob.getvalue()), (cname, cdata),
+                           ("manifest.json", json.dumps(manifest).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_image_requests_and_creates_go_on_during_a_long_load(vdi, tmp_path):
+    archive = zeros_archive(tmp_path / "zeros.tar", 1 << 30)
+    load = subprocess.Popen([DOCKER, "load", "-i", str(archive)], env=vdi.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        tmp = vdi.data / "tmp"
+        while not any(p.name.startswith("layer-") for p in tmp.iterdir()):
+            assert load.poll() is None, load.communicate()
+            time.sleep(0.02)
+        # the load is unpacking its layer now, holding the store's shared lock
+        listed = vdi.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        assert "busybox:latest" in listed and "zeros:big" not in listed
+        cid = vdi.docker("create", "busybox", "true").stdout.strip()
+        assert vdi.docker("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "created"
+        assert load.poll() is None, "the load ended before the other requests were answered"
+        out, err = load.communicate(timeout=600)
+        assert load.returncode == 0, err
+        assert "Loaded image: zeros:big" in out
+        assert "zeros:big" in vdi.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
