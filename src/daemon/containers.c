@@ -495,7 +495,7 @@ static char *command_text(json_t *rec) {
   return s;
 }
 
-static json_t *container_summary(const vd_container *c) {
+json_t *vd_ctr_summary(const vd_container *c) {
   json_t *cfg = json_object_get(c->rec, "Config");
   json_t *hc = json_object_get(c->rec, "HostConfig");
   _cleanup_free_ char *status = status_text(c);
@@ -609,7 +609,7 @@ void vd_h_containers_list(vd_call *c) {
       continue;
     if (limit > 0 && (long)json_array_size(out) >= limit)
       break;
-    json_array_append_new(out, container_summary(ctr));
+    json_array_append_new(out, vd_ctr_summary(ctr));
   }
   pthread_mutex_unlock(&d->lock);
   vd_call_json(c, 200, out);

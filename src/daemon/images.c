@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <string.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -66,26 +67,199 @@ int vd_call_image_ref(vd_call *c, const char *repo, const char *tag, char **full
   return 0;
 }
 
-void vd_h_images_list(vd_call *c) {
-  vd_daemon *d = c->d;
-  vs_error *e = NULL;
-  json_t *tags = vs_store_tags(d->store, &e);
+/* Nanoseconds since the epoch of an RFC 3339 time with its fraction, for before/since. */
+static long long created_ns(const char *t) {
+  long long ns = unix_time(t) * 1000000000LL;
+  const char *dot = t ? strchr(t, '.') : NULL;
+  long long scale = 100000000LL;
+  for (const char *p = dot ? dot + 1 : ""; *p >= '0' && *p <= '9' && scale; p++, scale /= 10)
+    ns += (*p - '0') * scale;
+  return ns;
+}
+
+/* Every image's manifest digest: the tagged ones, then those only containers keep (dockerd's
+ * untagged "<none>" images, after an rmi -f of an image in use). */
+static json_t *image_digests(vd_daemon *d, json_t *tags) {
   json_t *out = json_array(), *seen = json_object();
   const char *key;
   json_t *val;
   json_object_foreach(tags, key, val) {
     const char *md = json_string_value(val);
-    if (!md || json_object_get(seen, md))
-      continue;
-    json_object_set_new(seen, md, json_true());
+    if (md && !json_object_get(seen, md)) {
+      json_object_set_new(seen, md, json_true());
+      json_array_append_new(out, json_string(md));
+    }
+  }
+  pthread_mutex_lock(&d->lock);
+  for (size_t i = 0; i < d->n_ctrs; i++) {
+    const char *md = json_string_value(json_object_get(d->ctrs[i]->rec, "ImageManifest"));
+    if (md && !json_object_get(seen, md)) {
+      json_object_set_new(seen, md, json_true());
+      json_array_append_new(out, json_string(md));
+    }
+  }
+  pthread_mutex_unlock(&d->lock);
+  json_decref(seen);
+  return out;
+}
+
+/* `docker images --filter`: dangling, label, before, since, reference. */
+typedef struct image_filters {
+  int dangling;            /* -1: any; 0: tagged only; 1: untagged only */
+  long long before, since; /* creation bounds in ns, 0: none */
+  json_t *labels, *refs;   /* arrays of strings */
+} image_filters;
+
+static void image_filters_clear(image_filters *f) {
+  json_decref(f->labels);
+  json_decref(f->refs);
+}
+
+/* The creation time of the image a before/since filter names; false after answering. */
+static bool filter_image_time(vd_call *c, json_t *filters, const char *key, long long *out) {
+  _cleanup_json_ json_t *vals = vd_filter_values(filters, key);
+  *out = 0;
+  if (json_array_size(vals) == 0)
+    return true;
+  const char *name = json_string_value(json_array_get(vals, 0));
+  vs_image img;
+  vs_error *e = NULL;
+  if (vs_store_resolve(c->d->store, name, &img, &e) < 0) {
+    vd_call_error(c, 404, "No such image: %s", name);
+    vs_error_free(e);
+    return false;
+  }
+  *out = created_ns(img.config.created);
+  vs_image_clear(&img);
+  return true;
+}
+
+/* Parse the filters query parameter; false after answering 400 (or 404 for before/since). */
+static bool image_filters_parse(vd_call *c, image_filters *f) {
+  *f = (image_filters){.dangling = -1};
+  _cleanup_free_ char *ftext = http_query_get(c->req->query, "filters");
+  if (!ftext || !*ftext) {
+    f->labels = json_array();
+    f->refs = json_array();
+    return true;
+  }
+  vs_error *e = NULL;
+  _cleanup_json_ json_t *filters = vs_json_loads(ftext, strlen(ftext), "filters", &e);
+  if (!json_is_object(filters)) {
+    vd_call_error(c, 400, "invalid filters: %s", e ? e->msg : "expected a JSON object");
+    vs_error_free(e);
+    return false;
+  }
+  static const char *const known[] = {"dangling", "label", "before", "since", "reference"};
+  const char *key;
+  json_t *v;
+  json_object_foreach(filters, key, v) {
+    bool ok = false;
+    for (size_t k = 0; k < ARRAY_SIZE(known); k++)
+      ok = ok || !strcmp(key, known[k]);
+    if (!ok) {
+      vd_call_error(c, 400, "invalid filter '%s'", key);
+      return false;
+    }
+  }
+  _cleanup_json_ json_t *dangling = vd_filter_values(filters, "dangling");
+  size_t i;
+  json_array_foreach(dangling, i, v) {
+    const char *b = json_string_value(v);
+    if (!strcmp(b, "true") || !strcmp(b, "1")) {
+      f->dangling = 1;
+    } else if (!strcmp(b, "false") || !strcmp(b, "0")) {
+      f->dangling = 0;
+    } else {
+      vd_call_error(c, 400, "Invalid filter 'dangling=%s'", b);
+      return false;
+    }
+  }
+  if (!filter_image_time(c, filters, "before", &f->before) ||
+      !filter_image_time(c, filters, "since", &f->since))
+    return false;
+  f->labels = vd_filter_values(filters, "label");
+  f->refs = vd_filter_values(filters, "reference");
+  return true;
+}
+
+/* A name ("busybox:latest", "reg:5000/x@sha256:...") against a reference pattern, as dockerd
+ * matches them: the whole familiar name, or its repository alone. */
+static bool reference_match(const char *pattern, const char *fam) {
+  if (fnmatch(pattern, fam, 0) == 0)
+    return true;
+  _cleanup_free_ char *repo = vs_strdup(fam);
+  char *at = strchr(repo, '@');
+  if (at)
+    *at = 0;
+  char *colon = strrchr(repo, ':');
+  if (colon && !strchr(colon, '/'))
+    *colon = 0;
+  return fnmatch(pattern, repo, 0) == 0;
+}
+
+/* Keep the names of `arr` that match a pattern of refs; how many are left. */
+static size_t keep_matching(json_t *arr, json_t *refs) {
+  for (size_t i = json_array_size(arr); i-- > 0;) {
+    const char *fam = json_string_value(json_array_get(arr, i));
+    bool any = false;
+    size_t k;
+    json_t *p;
+    json_array_foreach(refs, k, p) any = any || reference_match(json_string_value(p), fam);
+    if (!any)
+      json_array_remove(arr, i);
+  }
+  return json_array_size(arr);
+}
+
+/* Whether an image's summary passes the filters (its RepoTags are cut to the matching ones). */
+static bool image_filters_pass(const image_filters *f, json_t *sum, const vs_image *img) {
+  json_t *repo_tags = json_object_get(sum, "RepoTags");
+  bool untagged = json_array_size(repo_tags) == 0;
+  if ((f->dangling == 1 && !untagged) || (f->dangling == 0 && untagged))
+    return false;
+  long long t = created_ns(img->config.created);
+  if ((f->before && t >= f->before) || (f->since && t <= f->since))
+    return false;
+  json_t *labels = json_object_get(sum, "Labels");
+  size_t i;
+  json_t *v;
+  json_array_foreach(f->labels, i,
+                     v) if (!vd_labels_match(labels, json_string_value(v))) return false;
+  if (json_array_size(f->refs)) {
+    size_t tagged = keep_matching(repo_tags, f->refs);
+    size_t digests = keep_matching(json_object_get(sum, "RepoDigests"), f->refs);
+    if (tagged + digests == 0)
+      return false;
+  }
+  return true;
+}
+
+void vd_h_images_list(vd_call *c) {
+  vd_daemon *d = c->d;
+  image_filters f;
+  if (!image_filters_parse(c, &f))
+    return;
+  vs_error *e = NULL;
+  json_t *tags = vs_store_tags(d->store, &e);
+  json_t *digests = tags ? image_digests(d, tags) : json_array();
+  json_t *out = json_array();
+  size_t i;
+  json_t *val;
+  json_array_foreach(digests, i, val) {
     vs_image img;
-    if (vs_store_load_image(d->store, md, &img, NULL) < 0)
+    if (vs_store_load_image(d->store, json_string_value(val), &img, NULL) < 0)
       continue; /* a tag whose manifest is gone is skipped, as a dangling reference */
-    json_array_append_new(out, image_summary(&img, tags));
+    json_t *sum = image_summary(&img, tags);
+    if (image_filters_pass(&f, sum, &img))
+      json_array_append_new(out, sum);
+    else
+      json_decref(sum);
     vs_image_clear(&img);
   }
-  json_decref(seen);
+  json_decref(digests);
   json_decref(tags);
+  image_filters_clear(&f);
   if (e) {
     json_decref(out);
     vd_call_fail(c, e);
@@ -677,48 +851,84 @@ void vd_h_images_prune(vd_call *c) {
                          (json_int_t)st.bytes_freed));
 }
 
-/* docker system df: images with the containers using them, containers, volumes. */
+/* How many of the images use each layer (by blob digest). */
+static json_t *layer_users(vd_daemon *d, json_t *digests) {
+  json_t *users = json_object();
+  size_t i;
+  json_t *v;
+  json_array_foreach(digests, i, v) {
+    vs_image img;
+    if (vs_store_load_image(d->store, json_string_value(v), &img, NULL) < 0)
+      continue;
+    for (size_t k = 0; k < img.manifest.n_layers; k++) {
+      const char *l = img.manifest.layers[k].digest;
+      json_object_set_new(users, l,
+                          json_integer(json_integer_value(json_object_get(users, l)) + 1));
+    }
+    vs_image_clear(&img);
+  }
+  return users;
+}
+
+/* docker system df [-v]: images with their shared sizes and the containers using them,
+ * containers with their sizes, volumes, an empty build cache. */
 void vd_h_system_df(vd_call *c) {
   vd_daemon *d = c->d;
   json_t *images = json_array();
   json_t *tags = vs_store_tags(d->store, NULL);
-  json_t *seen = json_object();
-  const char *key;
-  json_t *val;
-  json_object_foreach(tags, key, val) {
-    const char *md = json_string_value(val);
+  json_t *digests = image_digests(d, tags);
+  json_t *users = layer_users(d, digests);
+  size_t i;
+  json_t *v;
+  json_array_foreach(digests, i, v) {
+    const char *md = json_string_value(v);
     vs_image img;
-    if (!md || json_object_get(seen, md) || vs_store_load_image(d->store, md, &img, NULL) < 0)
+    if (vs_store_load_image(d->store, md, &img, NULL) < 0)
       continue;
-    json_object_set_new(seen, md, json_true());
     json_t *sum = image_summary(&img, tags);
-    json_int_t users = 0;
+    json_int_t shared = 0, ctrs = 0;
+    for (size_t k = 0; k < img.manifest.n_layers; k++)
+      if (json_integer_value(json_object_get(users, img.manifest.layers[k].digest)) > 1)
+        shared += (json_int_t)img.manifest.layers[k].size;
     pthread_mutex_lock(&d->lock);
-    for (size_t i = 0; i < d->n_ctrs; i++) {
-      const char *cm = json_string_value(json_object_get(d->ctrs[i]->rec, "ImageManifest"));
-      users += cm && !strcmp(cm, md);
+    for (size_t k = 0; k < d->n_ctrs; k++) {
+      const char *cm = json_string_value(json_object_get(d->ctrs[k]->rec, "ImageManifest"));
+      ctrs += cm && !strcmp(cm, md);
     }
     pthread_mutex_unlock(&d->lock);
-    json_object_set_new(sum, "Containers", json_integer(users));
+    json_object_set_new(sum, "Containers", json_integer(ctrs));
+    json_object_set_new(sum, "SharedSize", json_integer(shared));
     json_array_append_new(images, sum);
     vs_image_clear(&img);
   }
-  json_decref(seen);
+  json_decref(users);
+  json_decref(digests);
   json_decref(tags);
   _cleanup_free_ char *layers = vs_asprintf("%s/layers", d->data_root);
   json_int_t layers_size = (json_int_t)vs_img_du(layers);
   json_t *ctrs = json_array();
   pthread_mutex_lock(&d->lock);
-  for (size_t i = 0; i < d->n_ctrs; i++) {
-    vd_container *ctr = d->ctrs[i];
+  for (size_t k = 0; k < d->n_ctrs; k++) {
+    vd_container *ctr = d->ctrs[k];
     _cleanup_free_ char *upper = vs_asprintf("%s/upper", ctr->dir);
-    json_array_append_new(
-        ctrs, json_pack("{s:s, s:[s], s:O, s:s, s:I}", "Id", ctr->id, "Names", ctr->name, "Image",
-                        json_object_get(json_object_get(ctr->rec, "Config"), "Image"), "State",
-                        vd_ctr_state_name(ctr), "SizeRw", (json_int_t)vs_img_du(upper)));
+    json_t *sum = vd_ctr_summary(ctr);
+    json_int_t rw = (json_int_t)vs_img_du(upper);
+    json_object_set_new(sum, "SizeRw", json_integer(rw));
+    json_object_set_new(sum, "SizeRootFs", json_integer(rw));
+    json_array_append_new(ctrs, sum);
   }
   pthread_mutex_unlock(&d->lock);
   vd_call_json(c, 200,
                json_pack("{s:I, s:o, s:o, s:o, s:[]}", "LayersSize", layers_size, "Images", images,
                          "Containers", ctrs, "Volumes", vd_volumes_usage(d), "BuildCache"));
+}
+
+/* docker system prune also prunes the build cache: there is none (no BuildKit here). */
+void vd_h_build_prune(vd_call *c) {
+  vd_call_json(c, 200, json_pack("{s:[], s:I}", "CachesDeleted", "SpaceReclaimed", (json_int_t)0));
+}
+
+/* docker system prune's network step, until the network API exists: no network to remove. */
+void vd_h_networks_prune(vd_call *c) {
+  vd_call_json(c, 200, json_pack("{s:[]}", "NetworksDeleted"));
 }

@@ -38,6 +38,11 @@ unsigned long long vd_pid_start_time(pid_t pid);
 char *vd_now(void);
 /* 64 random hex digits. */
 char *vd_random_id(void);
+/* The values of one key of Docker's filters ({"k": ["a"]} or {"k": {"a": true}}), as a new
+ * array of strings. */
+json_t *vd_filter_values(json_t *filters, const char *key);
+/* Whether labels (an object) has the label "key" or "key=value" that want names. */
+bool vd_labels_match(json_t *labels, const char *want);
 
 /* ---- epoll sources: every registered fd points at one of these */
 
@@ -329,6 +334,7 @@ void vd_h_image_history(vd_call *c);
 void vd_h_image_push(vd_call *c);
 void vd_h_auth(vd_call *c);
 void vd_h_networks_prune(vd_call *c);
+void vd_h_build_prune(vd_call *c);
 void vd_h_image_save(vd_call *c);
 void vd_h_images_prune(vd_call *c);
 void vd_h_system_df(vd_call *c);
@@ -403,6 +409,8 @@ void vd_ctr_refresh(vd_daemon *d, vd_container *c);
 int vd_store_recover(vd_daemon *d, vs_error **err);
 char *vd_ctr_log_path(const vd_container *c);
 const char *vd_ctr_state_name(const vd_container *c);
+/* A container as `docker ps` lists it (caller holds d->lock). */
+json_t *vd_ctr_summary(const vd_container *c);
 
 /* supervisor.c */
 /* Start the container's monitor and wait until it reports (worker). */

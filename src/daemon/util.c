@@ -130,3 +130,24 @@ char *vd_random_id(void) {
     snprintf(s + i * 2, 3, "%02x", b[i]);
   return s;
 }
+
+json_t *vd_filter_values(json_t *filters, const char *key) {
+  json_t *v = json_object_get(filters, key);
+  json_t *out = json_array();
+  size_t i;
+  json_t *x;
+  if (json_is_array(v)) {
+    json_array_foreach(v, i, x) if (json_is_string(x)) json_array_append(out, x);
+  } else if (json_is_object(v)) {
+    const char *k;
+    json_object_foreach(v, k, x) if (json_is_true(x)) json_array_append_new(out, json_string(k));
+  }
+  return out;
+}
+
+bool vd_labels_match(json_t *labels, const char *want) {
+  const char *eq = strchr(want, '=');
+  _cleanup_free_ char *k = eq ? vs_img_strndup(want, (size_t)(eq - want)) : vs_strdup(want);
+  const char *have = json_string_value(json_object_get(labels, k));
+  return have && (!eq || !strcmp(have, eq + 1));
+}

@@ -238,3 +238,91 @@ def test_image_requests_and_creates_go_on_during_a_long_load(vdi, tmp_path):
         if load.poll() is None:
             load.kill()
             load.wait()
+
+
+# ------------------------------------------------------------------ filters, prune, df
+
+
+def one_layer_archive(path, tag, created, labels):
+    """A docker-archive of a tiny image with its own layer, creation time and labels."""
+    layer = oci_images.Layer().file("id", tag + "\n").tar()
+    diff = hashlib.sha256(layer).hexdigest()
+    config = {"architecture": "amd64", "os": "linux", "created": created,
+              "config": {"Cmd": ["true"], "Labels": labels},
+              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff]}}
+    cdata = json.dumps(config).encode()
+    cname = hashlib.sha256(cdata).hexdigest() + ".json"
+    manifest = [{"Config": cname, "RepoTags": [tag], "Layers": [f"{diff}/layer.tar"]}]
+    with tarfile.open(path, "w") as tf:
+        for name, data in [(f"{diff}/layer.tar", layer), (cname, cdata),
+                           ("manifest.json", json.dumps(manifest).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def names(vd, *args):
+    out = vd.docker("images", "--format", "{{.Repository}}:{{.Tag}}", *args).stdout.split()
+    return sorted(out)
+
+
+def test_image_list_filters(vdi, tmp_path):
+    for tag, created, labels in [("old/app:1", "2020-01-01T00:00:00Z", {"tier": "db"}),
+                                 ("mid/app:2", "2022-06-01T00:00:00.5Z", {"tier": "web"}),
+                                 ("new/tool:3", "2025-01-01T00:00:00Z", {"tier": "web", "x": "y"})]:
+        vdi.docker("load", "-i", str(one_layer_archive(tmp_path / f"{created}.tar", tag,
+                                                       created, labels)))
+    vdi.docker("tag", "mid/app:2", "mid/app:extra")
+    every = ["busybox:latest", "mid/app:2", "mid/app:extra", "new/tool:3", "old/app:1"]
+    assert names(vdi) == every
+    assert names(vdi, "-f", "label=tier=web") == ["mid/app:2", "mid/app:extra", "new/tool:3"]
+    assert names(vdi, "-f", "label=tier") == ["mid/app:2", "mid/app:extra", "new/tool:3",
+                                              "old/app:1"]
+    assert names(vdi, "-f", "label=tier=web", "-f", "label=x") == ["new/tool:3"]
+    assert names(vdi, "-f", "before=mid/app:2") == ["old/app:1"]
+    assert names(vdi, "-f", "since=mid/app:2") == ["busybox:latest", "new/tool:3"]
+    assert names(vdi, "-f", "reference=*/app") == ["mid/app:2", "mid/app:extra", "old/app:1"]
+    # a tag pattern keeps only the image's matching names
+    assert names(vdi, "-f", "reference=mid/app:ex*") == ["mid/app:extra"]
+    assert names(vdi, "mid/app") == ["mid/app:2", "mid/app:extra"]
+    assert names(vdi, "-f", "dangling=false") == every
+    assert names(vdi, "-f", "dangling=true") == []
+    # an image a container keeps after rmi -f is listed untagged, and it is the dangling one
+    cid = vdi.docker("create", "old/app:1").stdout.strip()
+    vdi.docker("rmi", "-f", "old/app:1")
+    assert names(vdi, "-f", "dangling=true") == ["<none>:<none>"]
+    assert "<none>:<none>" in names(vdi)
+    vdi.docker("rm", cid)
+    # errors name the problem
+    r = vdi.docker("images", "-f", "colour=blue", check=False)
+    assert r.returncode != 0 and "invalid filter 'colour'" in r.stderr
+    r = vdi.docker("images", "-f", "dangling=maybe", check=False)
+    assert r.returncode != 0 and "dangling=maybe" in r.stderr
+    r = vdi.docker("images", "-f", "before=no/such:image", check=False)
+    assert r.returncode != 0 and "No such image" in r.stderr
+
+
+def test_system_prune_and_df(vdi, tmp_path):
+    vdi.docker("load", "-i", str(one_layer_archive(tmp_path / "a.tar", "spare/img:1",
+                                                   "2021-01-01T00:00:00Z", {})))
+    kept = vdi.docker("run", "-d", "busybox", "sleep", "100").stdout.strip()
+    gone = vdi.docker("create", "busybox", "true").stdout.strip()
+    vdi.docker("volume", "create", "unused")
+    df = vdi.docker("system", "df", "-v").stdout
+    assert "busybox" in df and "spare/img" in df and kept[:12] in df and gone[:12] in df
+    assert "unused" in df
+    raw = json.loads(vdi.raw(b"GET /v1.41/system/df HTTP/1.1\r\nHost: d\r\nConnection: close\r\n"
+                             b"\r\n").split(b"\r\n\r\n", 1)[1])
+    bb = [i for i in raw["Images"] if "busybox:latest" in i["RepoTags"]][0]
+    assert bb["Containers"] == 2 and bb["SharedSize"] == 0
+    assert {c["Id"] for c in raw["Containers"]} == {kept, gone}
+    r = vdi.docker("system", "prune", "-f")
+    assert gone in r.stdout and "Total reclaimed space" in r.stdout
+    ps = vdi.docker("ps", "-aq", "--no-trunc").stdout.split()
+    assert ps == [kept]
+    # -a takes every image no container uses; --volumes the unused volumes
+    r = vdi.docker("system", "prune", "-af", "--volumes")
+    assert "spare/img:1" in r.stdout and "unused" in r.stdout
+    assert names(vdi) == ["busybox:latest"]
+    vdi.docker("rm", "-f", kept)
