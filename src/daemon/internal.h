@@ -252,6 +252,7 @@ void vd_job_submit(vd_daemon *d, vd_job *job);
 
 struct vd_daemon {
   char *data_root, *exec_root, *containers_dir, *monitor_path;
+  json_t *default_ulimits; /* daemon.json's default-ulimits as OCI rlimits, or NULL */
   ctr_runtime rt;
   vs_store *store;
   int epfd;

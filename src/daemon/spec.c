@@ -326,6 +326,24 @@ static int add_mounts(vd_daemon *d, json_t *mounts, json_t *hc, vs_error **err) 
   return 0;
 }
 
+/* daemon.json's default-ulimits over the built-in ones, resource by resource. */
+static void apply_default_ulimits(vd_daemon *d, json_t *rlimits) {
+  size_t i, k;
+  json_t *def, *have;
+  json_array_foreach(d->default_ulimits, i, def) {
+    const char *type = json_string_value(json_object_get(def, "type"));
+    bool replaced = false;
+    json_array_foreach(rlimits, k, have) {
+      if (!replaced && !strcmp(json_string_value(json_object_get(have, "type")), type)) {
+        json_array_set(rlimits, k, def);
+        replaced = true;
+      }
+    }
+    if (!replaced)
+      json_array_append(rlimits, def);
+  }
+}
+
 json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
                       const char *dir, const char *rootfs, const char *hostname, vs_error **err) {
   (void)img;
@@ -385,6 +403,7 @@ json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t 
     return NULL;
   }
   json_object_set_new(json_object_get(spec, "linux"), "resources", resources(host_config));
+  apply_default_ulimits(d, json_object_get(json_object_get(spec, "process"), "rlimits"));
   json_t *size = json_object_get(host_config, "ConsoleSize");
   if (tty && json_array_size(size) == 2 && json_integer_value(json_array_get(size, 0)) > 0)
     json_object_set_new(json_object_get(spec, "process"), "consoleSize",

@@ -326,3 +326,91 @@ def test_system_prune_and_df(vdi, tmp_path):
     assert "spare/img:1" in r.stdout and "unused" in r.stdout
     assert names(vdi) == ["busybox:latest"]
     vdi.docker("rm", "-f", kept)
+
+
+# ------------------------------------------------------------------ --config and TCP
+
+
+def run_vesseld(build_dir, *args):
+    """Start vesseld with these arguments; a finished process when it refused to start."""
+    p = subprocess.Popen([str(build_dir / "vesseld"), *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        p.wait(1)
+    except subprocess.TimeoutExpired:
+        pass
+    return p
+
+
+def refused(build_dir, *args):
+    p = run_vesseld(build_dir, *args)
+    if p.poll() is None:
+        p.terminate()
+        p.wait(10)
+        raise AssertionError(f"vesseld {args} started")
+    assert p.returncode != 0
+    return p.stdout.read()
+
+
+def test_config_file_and_tcp_listener(build_dir, tmp_path, image_tar):
+    port = oci_images.free_port()
+    sock = tmp_path / "d.sock"
+    cfg = {"data-root": str(tmp_path / "data"), "exec-root": str(tmp_path / "exec"),
+           "hosts": [f"unix://{sock}", f"tcp://127.0.0.1:{port}"], "log-level": "info",
+           "debug": True, "live-restore": True,
+           "default-ulimits": {"nofile": {"Name": "nofile", "Soft": 4096, "Hard": 8192}}}
+    path = tmp_path / "daemon.json"
+    path.write_text(json.dumps(cfg))
+    # a directive given both ways, unknown keys, wrong types: refused, naming them
+    out = refused(build_dir, "--config", str(path), "--data-root", str(tmp_path / "other"))
+    assert "specified both as a flag and in the configuration file" in out
+    assert f"data-root: (from flag: {tmp_path / 'other'}, from file: {tmp_path / 'data'})" in out
+    out = refused(build_dir, "--config", str(path), "-H", "unix:///nowhere.sock")
+    assert "hosts: (from flag: [unix:///nowhere.sock]" in out
+    for bad, words in [({"bip": "10.0.0.1/24", "colour": 1}, "match any configuration option: "
+                        "bip, colour"),
+                       ({"hosts": "tcp://127.0.0.1:1"}, "hosts"),
+                       ({"live-restore": False}, "live-restore false is not supported"),
+                       ({"default-ulimits": {"nofile": {"Soft": 9, "Hard": 1}}},
+                        "soft limit 9 is above hard limit 1"),
+                       ({"default-ulimits": {"wings": {"Soft": 1, "Hard": 1}}},
+                        "invalid ulimit type: wings")]:
+        bad_path = tmp_path / "bad.json"
+        bad_path.write_text(json.dumps(bad))
+        out = refused(build_dir, "--config", str(bad_path))
+        assert words in out and str(bad_path) in out, out
+    bad_path.write_text("{not json")
+    assert str(bad_path) in refused(build_dir, "--config", str(bad_path))
+
+    p = run_vesseld(build_dir, "--config", str(path))
+    try:
+        assert p.poll() is None, p.stdout.read()
+        env = dict(os.environ, DOCKER_HOST=f"tcp://127.0.0.1:{port}",
+                   DOCKER_CONFIG=str(tmp_path / "cfg"))
+
+        def docker(*args, **kw):
+            return subprocess.run([DOCKER, *args], env=env, capture_output=True, text=True,
+                                  timeout=60, check=True, **kw)
+        for _ in range(200):
+            if subprocess.run([DOCKER, "version"], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.02)
+        info = json.loads(docker("info", "--format", "{{json .}}").stdout)
+        assert info["DockerRootDir"] == str(tmp_path / "data")
+        docker("load", "-i", str(image_tar))
+        # the unix socket from the same file serves too
+        unix = dict(env, DOCKER_HOST=f"unix://{sock}")
+        r = subprocess.run([DOCKER, "images", "-q"], env=unix, capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.strip()
+        # containers get the default ulimits; a hijacked stream works over TCP
+        r = docker("run", "--rm", "busybox", "sh", "-c", "ulimit -n; ulimit -Hn")
+        assert r.stdout.split() == ["4096", "8192"]
+        r = docker("run", "--rm", "-i", "busybox", "cat", input="through tcp\n")
+        assert r.stdout == "through tcp\n"
+    finally:
+        p.terminate()
+        out, _ = p.communicate(timeout=20)
+    assert p.returncode == 0
+    assert "Binding to IP address without --tlsverify is insecure" in out
+    assert "vesseld: debug: GET /v1.41/info" in out  # "debug": true in the file
+    assert not sock.exists()
