@@ -141,21 +141,28 @@ void vd_stream_pump(vd_conn *conn) {
   if (conn->log_fd < 0 || conn->dead)
     return;
   char buf[LOG_READ_CHUNK];
-  /* only while the client keeps up: a slow reader must not make us buffer the whole log */
-  while (!conn->dead && conn->log_fd >= 0 && conn->out_len - conn->out_off < VD_OUT_HIGH_WATER) {
-    ssize_t n = read(conn->log_fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      if (!conn->follow || conn->ctr_ended) {
-        vd_conn_stream_end(conn);
-        return;
+  /* only while the client keeps up: a slow reader must not make us buffer the whole log. When
+   * the socket takes everything queued, no EPOLLOUT will come to call us again: read on. */
+  bool at_end = false;
+  while (!conn->dead && conn->log_fd >= 0 && !at_end) {
+    while (!conn->dead && conn->log_fd >= 0 && conn->out_len - conn->out_off < VD_OUT_HIGH_WATER) {
+      ssize_t n = read(conn->log_fd, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0) {
+        if (!conn->follow || conn->ctr_ended) {
+          vd_conn_stream_end(conn);
+          return;
+        }
+        at_end = true; /* inotify says when the log grows */
+        break;
       }
-      break;
+      emit_lines(conn, buf, (size_t)n);
     }
-    emit_lines(conn, buf, (size_t)n);
+    vd_conn_flush(conn);
+    if (!conn->dead && conn->out_len - conn->out_off >= VD_OUT_HIGH_WATER)
+      break; /* EPOLLOUT brings us back */
   }
-  vd_conn_flush(conn);
 }
 
 void vd_streams_poke(vd_daemon *d, vd_container *c) {

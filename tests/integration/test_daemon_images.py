@@ -414,3 +414,15 @@ def test_config_file_and_tcp_listener(build_dir, tmp_path, image_tar):
     assert "Binding to IP address without --tlsverify is insecure" in out
     assert "vesseld: debug: GET /v1.41/info" in out  # "debug": true in the file
     assert not sock.exists()
+
+
+def test_logs_larger_than_the_send_buffer_come_whole(vdi):
+    """The log reader stops at 1 MiB unsent and must read on when the socket took it all."""
+    cid = vdi.docker("run", "-d", "busybox", "seq", "1", "400000").stdout.strip()
+    vdi.docker("wait", cid)
+    expected = "".join(f"{i}\n" for i in range(1, 400001))
+    assert len(expected) > 2 << 20
+    r = subprocess.run([DOCKER, "logs", cid], env=vdi.env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout == expected
+    vdi.docker("rm", cid)
