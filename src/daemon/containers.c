@@ -589,17 +589,8 @@ void vd_h_containers_list(vd_call *c) {
       return;
     }
     static const char *const known[] = {"status", "id", "name", "ancestor", "label", "exited"};
-    const char *key;
-    json_t *v;
-    json_object_foreach(filters, key, v) {
-      bool ok = false;
-      for (size_t k = 0; k < ARRAY_SIZE(known); k++)
-        ok = ok || !strcmp(key, known[k]);
-      if (!ok) {
-        vd_call_error(c, 400, "invalid filter '%s'", key);
-        return;
-      }
-    }
+    if (!vd_filters_known(c, filters, known, ARRAY_SIZE(known)))
+      return;
   }
   _cleanup_free_ char *limit_q = http_query_get(c->req->query, "limit");
   long limit = limit_q ? strtol(limit_q, NULL, 10) : -1;

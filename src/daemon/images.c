@@ -151,17 +151,9 @@ static bool image_filters_parse(vd_call *c, image_filters *f) {
     return false;
   }
   static const char *const known[] = {"dangling", "label", "before", "since", "reference"};
-  const char *key;
+  if (!vd_filters_known(c, filters, known, ARRAY_SIZE(known)))
+    return false;
   json_t *v;
-  json_object_foreach(filters, key, v) {
-    bool ok = false;
-    for (size_t k = 0; k < ARRAY_SIZE(known); k++)
-      ok = ok || !strcmp(key, known[k]);
-    if (!ok) {
-      vd_call_error(c, 400, "invalid filter '%s'", key);
-      return false;
-    }
-  }
   _cleanup_json_ json_t *dangling = vd_filter_values(filters, "dangling");
   size_t i;
   json_array_foreach(dangling, i, v) {

@@ -231,6 +231,9 @@ void vd_call_error(vd_call *c, int status, const char *fmt, ...)
 /* An error from below: 404 when errnum is ENOENT, 409 for EEXIST/EBUSY, 400 for EINVAL, else
  * 500, with e's message. */
 void vd_call_fail(vd_call *c, const vs_error *e);
+/* Every key of Docker's filters is one of known[n]: false after answering 400 naming the first
+ * that is not. */
+bool vd_filters_known(vd_call *c, json_t *filters, const char *const *known, size_t n);
 /* A JSON request body as an object: NULL after answering 400 naming the problem. */
 json_t *vd_call_body_object(vd_call *c);
 

@@ -220,3 +220,18 @@ json_t *vd_call_body_object(vd_call *c) {
   }
   return j;
 }
+
+bool vd_filters_known(vd_call *c, json_t *filters, const char *const *known, size_t n) {
+  const char *key;
+  json_t *v;
+  json_object_foreach(filters, key, v) {
+    bool ok = false;
+    for (size_t k = 0; k < n; k++)
+      ok = ok || !strcmp(key, known[k]);
+    if (!ok) {
+      vd_call_error(c, 400, "invalid filter '%s'", key);
+      return false;
+    }
+  }
+  return true;
+}

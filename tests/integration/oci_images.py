@@ -214,6 +214,24 @@ storage:
         return self.storage / "docker/registry/v2/blobs/sha256" / h[:2] / h / "data"
 
 
+def docker_archive(path, layer_blobs, diff_ids, config, repo_tags):
+    """Write a docker-archive (what `docker save` writes): layer_blobs are the layer files as
+    stored (plain or compressed tars), diff_ids their uncompressed sha256 hex digests, config
+    the image config without rootfs (added here)."""
+    config = dict(config, rootfs={"type": "layers", "diff_ids": ["sha256:" + d for d in diff_ids]})
+    cdata = json.dumps(config).encode()
+    cname = hashlib.sha256(cdata).hexdigest() + ".json"
+    names = [f"{d}/layer.tar" for d in diff_ids]
+    manifest = [{"Config": cname, "RepoTags": list(repo_tags), "Layers": names}]
+    with tarfile.open(path, "w") as tf:
+        for name, data in [*zip(names, layer_blobs), (cname, cdata),
+                           ("manifest.json", json.dumps(manifest).encode())]:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
 def skopeo_push(layout, tag, dest, extra=()):
     subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", *extra,
                     f"oci:{layout}:{tag}", f"docker://{dest}"], check=True)

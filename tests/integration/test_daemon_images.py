@@ -201,18 +201,9 @@ def zeros_archive(path, size):
             put(chunk)
         put(bytes(1024))  # the end of the archive (size is a multiple of 512)
     config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-              "config": {"Cmd": ["true"]},
-              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff.hexdigest()]}}
-    cdata = json.dumps(config).encode()
-    cname = hashlib.sha256(cdata).hexdigest() + ".json"
-    manifest = [{"Config": cname, "RepoTags": ["zeros:big"], "Layers": ["l/layer.tar"]}]
-    with tarfile.open(path, "w") as tf:
-        for name, data in [("l/layer.tar", blob.getvalue()), (cname, cdata),
-                           ("manifest.json", json.dumps(manifest).encode())]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+              "config": {"Cmd": ["true"]}}
+    return oci_images.docker_archive(path, [blob.getvalue()], [diff.hexdigest()], config,
+                                     ["zeros:big"])
 
 
 def test_image_requests_and_creates_go_on_during_a_long_load(vdi, tmp_path):
@@ -246,20 +237,10 @@ def test_image_requests_and_creates_go_on_during_a_long_load(vdi, tmp_path):
 def one_layer_archive(path, tag, created, labels):
     """A docker-archive of a tiny image with its own layer, creation time and labels."""
     layer = oci_images.Layer().file("id", tag + "\n").tar()
-    diff = hashlib.sha256(layer).hexdigest()
     config = {"architecture": "amd64", "os": "linux", "created": created,
-              "config": {"Cmd": ["true"], "Labels": labels},
-              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff]}}
-    cdata = json.dumps(config).encode()
-    cname = hashlib.sha256(cdata).hexdigest() + ".json"
-    manifest = [{"Config": cname, "RepoTags": [tag], "Layers": [f"{diff}/layer.tar"]}]
-    with tarfile.open(path, "w") as tf:
-        for name, data in [(f"{diff}/layer.tar", layer), (cname, cdata),
-                           ("manifest.json", json.dumps(manifest).encode())]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+              "config": {"Cmd": ["true"], "Labels": labels}}
+    return oci_images.docker_archive(path, [layer], [hashlib.sha256(layer).hexdigest()], config,
+                                     [tag])
 
 
 def names(vd, *args):
