@@ -520,7 +520,7 @@ static char *progress_bar(uint64_t cur, uint64_t total) {
   if (fill > 50)
     fill = 50;
   for (size_t i = 0; i < 50; i++)
-    bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+    bar[i] = (char)(i < fill ? '=' : (i == fill ? '>' : ' '));
   bar[50] = 0;
   return vs_asprintf("[%s] %.4gMB/%.4gMB", bar, (double)cur / 1e6, (double)total / 1e6);
 }

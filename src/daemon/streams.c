@@ -69,7 +69,9 @@ typedef struct out_batch {
 } out_batch;
 
 static void batch_add(out_batch *b, const void *data, size_t n) {
-  if (b->len + n > b->cap) {
+  if (n == 0)
+    return;
+  if (!b->p || b->len + n > b->cap) {
     b->cap = b->cap ? b->cap * 2 : 65536;
     while (b->cap < b->len + n)
       b->cap *= 2;

@@ -120,7 +120,11 @@ int vs_registry_auth_decode(const char *header, char **basic, vs_error **err) {
   /* URL-safe alphabet, padding optional: back to the standard form with padding */
   _cleanup_free_ char *std = vs_malloc0(n + 4);
   for (size_t i = 0; i < n; i++) {
-    char ch = header[i] == '-' ? '+' : header[i] == '_' ? '/' : header[i];
+    char ch = header[i];
+    if (ch == '-')
+      ch = '+';
+    else if (ch == '_')
+      ch = '/';
     if (!isalnum((unsigned char)ch) && ch != '+' && ch != '/' && ch != '=')
       return vs_error_set(err, EINVAL, "X-Registry-Auth: not base64 (character 0x%02x)",
                           (unsigned char)header[i]);
