@@ -171,6 +171,11 @@ int vs_mkdir_p(const char *path, mode_t mode, vs_error **err);
  * below path are never entered: finding one is an error (EBUSY) naming it, so a forgotten bind
  * mount cannot take its source with it. */
 int vs_rm_rf(const char *path, vs_error **err);
+/* rm -rf of the entry name (one component) of the directory dirfd, without a path string: every
+ * step is relative to an open descriptor, so it works on trees that are not reachable by path
+ * from here (another mount namespace) and a renamed parent cannot redirect it. Mount points are
+ * refused as vs_rm_rf does. */
+int vs_rm_rf_at(int dirfd, const char *name, vs_error **err);
 
 /* Open path inside the directory rootfd as if rootfd were "/": "..", absolute paths and symbolic
  * links (absolute or relative) never leave the root, and magic links (/proc/self/fd/N) are

@@ -255,6 +255,28 @@ static int rm_dir_contents(int dfd, const char *path, vs_error **err) {
   return rc;
 }
 
+int vs_rm_rf_at(int dirfd, const char *name, vs_error **err) {
+  if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+    return vs_error_set(err, EINVAL, "rm -rf: \"%s\" is not one entry of a directory", name);
+  struct stat parent;
+  if (fstat(dirfd, &parent) < 0)
+    return vs_error_set(err, errno, "stat the directory of %s", name);
+  if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
+    return 0;
+  if (errno != EISDIR)
+    return vs_error_set(err, errno, "unlink %s", name);
+  if (is_mount_root(dirfd, name, parent.st_dev))
+    return vs_error_set(err, EBUSY, "remove %s: a filesystem is mounted there", name);
+  int dfd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0)
+    return vs_error_set(err, errno, "open %s", name);
+  if (rm_dir_contents(dfd, name, err) < 0)
+    return -1;
+  if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+    return vs_error_set(err, errno, "rmdir %s", name);
+  return 0;
+}
+
 int vs_rm_rf(const char *path, vs_error **err) {
   if (!*path)
     return vs_error_set(err, EINVAL, "rm -rf: empty path");

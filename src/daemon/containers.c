@@ -42,6 +42,10 @@ static vd_container *call_running_container(vd_call *c) {
   return ctr;
 }
 
+/* The same for handlers in other files. */
+vd_container *vd_call_container(vd_call *c) { return call_container(c); }
+vd_container *vd_call_running_container(vd_call *c) { return call_running_container(c); }
+
 /* An event about ctr (its attributes read under the lock), with extra attributes. */
 static void ctr_event(vd_daemon *d, vd_container *ctr, const char *action, json_t *extra) {
   pthread_mutex_lock(&d->lock);
@@ -195,33 +199,22 @@ static int check_create_body(json_t *body, vs_error **err) {
       return vs_error_set(err, EINVAL, "HostConfig.Privileged: not supported by vesseld yet");
     if (json_is_true(json_object_get(hc, "Init")))
       return vs_error_set(err, EINVAL, "HostConfig.Init: not supported by vesseld yet");
-    json_t *rp = json_object_get(hc, "RestartPolicy");
-    const char *policy = NULL;
-    int64_t max = 0;
-    if (json_is_object(rp) && (vs_json_get_string(rp, "Name", false, &policy, err) < 0 ||
-                               vs_json_get_int(rp, "MaximumRetryCount", false, &max, err) < 0))
-      return vs_error_wrap(err, "HostConfig.RestartPolicy");
-    bool restarts = policy && *policy && strcmp(policy, "no") != 0;
-    if (restarts && strcmp(policy, "always") != 0 && strcmp(policy, "unless-stopped") != 0 &&
-        strcmp(policy, "on-failure") != 0)
-      return vs_error_set(err, EINVAL, "invalid restart policy '%s'", policy);
-    if (max != 0 && (!policy || strcmp(policy, "on-failure") != 0))
-      return vs_error_set(err, EINVAL,
-                          "maximum retry count cannot be used with restart policy '%s'",
-                          policy ? policy : "no");
-    if (max < 0)
-      return vs_error_set(err, EINVAL, "maximum retry count cannot be negative");
+    const char *policy;
+    int64_t max;
+    int restarts =
+        vd_restart_policy_check(json_object_get(hc, "RestartPolicy"), &policy, &max, err);
+    if (restarts < 0)
+      return vs_error_wrap(err, "HostConfig");
     if (restarts && json_is_true(json_object_get(hc, "AutoRemove")))
       return vs_error_set(err, EINVAL, "can't create 'AutoRemove' container with restart policy");
   }
   if (vs_json_get_bool(body, "OpenStdin", false, &b, err) < 0 ||
       vs_json_get_bool(body, "StdinOnce", false, &b, err) < 0)
     return -1;
-  const char *net = json_string_value(json_object_get(hc, "NetworkMode"));
-  if (net && *net && strcmp(net, "default") != 0 && strcmp(net, "none") != 0 &&
-      strcmp(net, "host") != 0 && strcmp(net, "bridge") != 0)
-    return vs_error_set(err, EINVAL, "network %s not found", net);
-  return 0;
+  vd_log_opts log_opts;
+  if (vd_log_options(hc, &log_opts, err) < 0)
+    return -1;
+  return 0; /* the networks are checked by vd_net_create_prepare */
 }
 
 /* The container's Config as Docker stores it: the request merged with the image's config. */
@@ -349,8 +342,12 @@ static json_t *new_record(vd_call *c, json_t *body, const vs_image *img, const c
     json_object_set_new(hc, "NetworkMode", json_string("default"));
   /* what dockerd fills in and clients read back (docker-py reads LogConfig.Type) */
   json_t *lc = json_object_get(hc, "LogConfig");
-  if (!json_is_object(lc) || !json_string_length(json_object_get(lc, "Type")))
+  if (!json_is_object(lc))
     json_object_set_new(hc, "LogConfig", json_pack("{s:s, s:{}}", "Type", "json-file", "Config"));
+  else if (!json_string_length(json_object_get(lc, "Type"))) /* --log-opt without --log-driver */
+    json_object_set_new(lc, "Type", json_string("json-file"));
+  if (!json_is_object(json_object_get(json_object_get(hc, "LogConfig"), "Config")))
+    json_object_set_new(json_object_get(hc, "LogConfig"), "Config", json_object());
   if (!json_is_object(json_object_get(hc, "RestartPolicy")))
     json_object_set_new(hc, "RestartPolicy",
                         json_pack("{s:s, s:i}", "Name", "no", "MaximumRetryCount", 0));
@@ -414,6 +411,10 @@ void vd_h_container_create(vd_call *c) {
                                   : generated_name(d, id);
   pthread_mutex_unlock(&d->lock);
   json_t *rec = new_record(c, body, &img, id, name, &e);
+  if (rec && vd_net_create_prepare(d, body, rec, &img, &e) < 0) {
+    json_decref(rec);
+    rec = NULL;
+  }
   if (!rec) {
     vd_call_fail(c, e);
     vs_error_free(e);
@@ -512,33 +513,20 @@ json_t *vd_ctr_summary(const vd_container *c) {
   json_t *hc = json_object_get(c->rec, "HostConfig");
   _cleanup_free_ char *status = status_text(c);
   _cleanup_free_ char *cmd = command_text(c->rec);
-  return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:[], s:O, s:s, s:s, s:{s:O}, s:{s:{}}, "
+  return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:o, s:O, s:s, s:s, s:{s:O}, s:{s:o}, "
                    "s:[]}",
                    "Id", c->id, "Names", c->name, "Image", json_object_get(cfg, "Image"), "ImageID",
                    json_object_get(c->rec, "Image"), "Command", cmd, "Created",
                    (json_int_t)unix_time(json_string_value(json_object_get(c->rec, "Created"))),
-                   "Ports", "Labels", json_object_get(cfg, "Labels"), "State", vd_ctr_state_name(c),
-                   "Status", status, "HostConfig", "NetworkMode",
-                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks", "Mounts");
-}
-
-/* The values of one filter: Docker sends {"name": ["a"]} or {"name": {"a": true}}. */
-static json_t *filter_values(json_t *filters, const char *key) {
-  json_t *v = json_object_get(filters, key);
-  json_t *out = json_array();
-  if (json_is_array(v)) {
-    json_array_extend(out, v);
-  } else if (json_is_object(v)) {
-    const char *k;
-    json_t *b;
-    json_object_foreach(v, k, b) if (json_is_true(b)) json_array_append_new(out, json_string(k));
-  }
-  return out;
+                   "Ports", vd_net_summary_ports(c), "Labels", json_object_get(cfg, "Labels"),
+                   "State", vd_ctr_state_name(c), "Status", status, "HostConfig", "NetworkMode",
+                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks",
+                   vd_net_summary_networks(c), "Mounts");
 }
 
 /* Any of the values matches (filters of one key are alternatives, keys all apply). */
 static bool filter_match(json_t *filters, const char *key, const vd_container *c) {
-  _cleanup_json_ json_t *vals = filter_values(filters, key);
+  _cleanup_json_ json_t *vals = vd_filter_values(filters, key);
   if (json_array_size(vals) == 0)
     return true;
   json_t *cfg = json_object_get(c->rec, "Config");
@@ -560,14 +548,8 @@ static bool filter_match(json_t *filters, const char *key, const vd_container *c
       if ((img && !strcmp(img, want)) || (iid && strstr(iid, want)))
         return true;
     }
-    if (!strcmp(key, "label")) {
-      json_t *labels = json_object_get(cfg, "Labels");
-      const char *eq = strchr(want, '=');
-      _cleanup_free_ char *k = eq ? vs_img_strndup(want, (size_t)(eq - want)) : vs_strdup(want);
-      const char *have = json_string_value(json_object_get(labels, k));
-      if (have && (!eq || !strcmp(have, eq + 1)))
-        return true;
-    }
+    if (!strcmp(key, "label") && vd_label_match(json_object_get(cfg, "Labels"), want))
+      return true;
     if (!strcmp(key, "exited") && c->state == VD_CTR_EXITED &&
         strtol(want, NULL, 10) == c->exit_code)
       return true;
@@ -639,8 +621,7 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
   (void)d;
   return json_pack(
       "{s:s, s:O, s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, "
-      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:[], s:O, s:{s:s, s:s, s:b, s:{}, s:{}, s:s, "
-      "s:s, s:i, s:s}}",
+      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:[], s:O, s:o}",
       "Id", c->id, "Created", json_object_get(c->rec, "Created"), "Path",
       json_object_get(c->rec, "Path"), "Args", json_object_get(c->rec, "Args"), "State", state,
       "Image", json_object_get(c->rec, "Image"), "ResolvConfPath", resolv, "HostnamePath", hostname,
@@ -648,9 +629,8 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
       "Driver", "overlay", "Platform", "linux", "MountLabel", "", "ProcessLabel", "",
       "AppArmorProfile", "", "ExecIDs", "HostConfig", json_object_get(c->rec, "HostConfig"),
       "GraphDriver", "Name", "overlay", "Data", "UpperDir", upper, "MergedDir", merged, "WorkDir",
-      work, "Mounts", "Config", json_object_get(c->rec, "Config"), "NetworkSettings", "Bridge", "",
-      "SandboxID", "", "HairpinMode", 0, "Ports", "Networks", "IPAddress", "", "Gateway", "",
-      "IPPrefixLen", 0, "MacAddress", "");
+      work, "Mounts", "Config", json_object_get(c->rec, "Config"), "NetworkSettings",
+      vd_net_settings(c));
 }
 
 void vd_h_container_inspect(vd_call *c) {
@@ -881,19 +861,27 @@ static void pause_container(vd_call *c, bool pause) {
   vd_call_status(c, 204);
 }
 
+int vd_call_terminal_size(vd_call *c, uint64_t *h, uint64_t *w) {
+  _cleanup_free_ char *hq = http_query_get(c->req->query, "h");
+  _cleanup_free_ char *wq = http_query_get(c->req->query, "w");
+  vs_error *e = NULL;
+  *h = *w = 0;
+  if (!hq || !wq || vs_parse_u64(hq, "h", h, &e) < 0 || vs_parse_u64(wq, "w", w, &e) < 0 ||
+      *h > 65535 || *w > 65535) {
+    vd_call_error(c, 400, "invalid terminal size: %s", e ? e->msg : "h and w must be 0..65535");
+    vs_error_free(e);
+    return -1;
+  }
+  return 0;
+}
+
 /* A terminal's size: one 'r' frame to the monitor (see monitor.c). */
 void vd_h_container_resize(vd_call *c) {
   vd_daemon *d = c->d;
-  _cleanup_free_ char *hq = http_query_get(c->req->query, "h");
-  _cleanup_free_ char *wq = http_query_get(c->req->query, "w");
-  uint64_t h = 0, w = 0;
+  uint64_t h, w;
   vs_error *e = NULL;
-  if (!hq || !wq || vs_parse_u64(hq, "h", &h, &e) < 0 || vs_parse_u64(wq, "w", &w, &e) < 0 ||
-      h > 65535 || w > 65535) {
-    vd_call_error(c, 400, "invalid terminal size: %s", e ? e->msg : "h and w must be 0..65535");
-    vs_error_free(e);
+  if (vd_call_terminal_size(c, &h, &w) < 0)
     return;
-  }
   vd_container *ctr = call_running_container(c);
   if (!ctr)
     return;
@@ -1076,9 +1064,63 @@ void vd_h_container_top(vd_call *c) {
   vd_call_json(c, 200, json_pack("{s:[s, s], s:o}", "Titles", "PID", "CMD", "Processes", procs));
 }
 
-/* docker commit: the container's upper directory becomes a new layer on its image; a JSON
- * body (a container config) is merged into the image's config. Dockerfile-style `changes`
- * are not parsed yet. */
+/* The image config of a commit, as dockerd makes it: the container's own settings (its merged
+ * Cmd, Env, Labels, ...) over the image's, then the request's config, then the Dockerfile
+ * instructions of `changes`. NULL after answering 400. */
+static json_t *commit_config(vd_call *c, vd_container *ctr, const vs_image *base, json_t *body) {
+  static const char *const image_keys[] = {
+      "User",       "ExposedPorts", "Env",     "Cmd",    "Healthcheck", "Volumes",
+      "WorkingDir", "Entrypoint",   "OnBuild", "Labels", "StopSignal",  "Shell"};
+  json_t *img = json_object_get(base->config.root, "config");
+  json_t *config = json_is_object(img) ? json_deep_copy(img) : json_object();
+  pthread_mutex_lock(&c->d->lock);
+  json_t *own = json_object_get(ctr->rec, "Config");
+  for (size_t i = 0; i < ARRAY_SIZE(image_keys); i++) {
+    json_t *v = json_object_get(own, image_keys[i]);
+    if (v)
+      json_object_set_new(config, image_keys[i], json_deep_copy(v));
+  }
+  pthread_mutex_unlock(&c->d->lock);
+  if (body)
+    json_object_update(config, body);
+  _cleanup_json_ json_t *changes = http_query_all(c->req->query, "changes");
+  vs_error *e = NULL;
+  if (vs_config_apply_changes(config, changes, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    json_decref(config);
+    return NULL;
+  }
+  return config;
+}
+
+/* Freeze a running container for a commit (dockerd's default, --pause): whether it was. */
+static bool commit_pause(vd_call *c, vd_container *ctr) {
+  if (!http_query_bool(c->req->query, "pause", true))
+    return false;
+  pthread_mutex_lock(&c->d->lock);
+  bool freeze = ctr->state == VD_CTR_RUNNING && !ctr->paused;
+  if (freeze)
+    ctr->paused = true;
+  pthread_mutex_unlock(&c->d->lock);
+  if (freeze && ctr_pause(&c->d->rt, ctr->id, true, NULL) < 0) {
+    pthread_mutex_lock(&c->d->lock);
+    ctr->paused = false;
+    pthread_mutex_unlock(&c->d->lock);
+    return false;
+  }
+  return freeze;
+}
+
+static void commit_resume(vd_call *c, vd_container *ctr) {
+  ctr_pause(&c->d->rt, ctr->id, false, NULL);
+  pthread_mutex_lock(&c->d->lock);
+  ctr->paused = false;
+  pthread_mutex_unlock(&c->d->lock);
+}
+
+/* docker commit: the container's upper directory becomes a new layer on its image, with the
+ * config commit_config makes, the comment (-m) and the author (-a). */
 void vd_h_commit(vd_call *c) {
   vd_daemon *d = c->d;
   const char *q = c->req->query;
@@ -1086,14 +1128,7 @@ void vd_h_commit(vd_call *c) {
   _cleanup_free_ char *repo = http_query_get(q, "repo");
   _cleanup_free_ char *tag = http_query_get(q, "tag");
   _cleanup_free_ char *comment = http_query_get(q, "comment");
-  _cleanup_free_ char *changes = http_query_get(q, "changes");
-  if (changes && *changes) {
-    vd_call_error(c, 400,
-                  "changes (%s): Dockerfile instructions are not supported by vesseld "
-                  "yet; pass a config in the body",
-                  changes);
-    return;
-  }
+  _cleanup_free_ char *author = http_query_get(q, "author");
   _cleanup_json_ json_t *body = NULL;
   if (c->body_len && strcmp(c->body, "null") != 0 && !(body = vd_call_body_object(c)))
     return;
@@ -1117,14 +1152,27 @@ void vd_h_commit(vd_call *c) {
   char digest[VS_DIGEST_MAX];
   pthread_mutex_lock(&d->store_lock);
   int r = vs_store_load_image(d->store, md, &base, &e);
-  if (r == 0) {
-    r = vs_image_commit(d->store, &base, upper, full, json_object_size(body) ? body : NULL, comment,
-                        digest, &e);
-    vs_image_clear(&base);
+  pthread_mutex_unlock(&d->store_lock);
+  if (r < 0) {
+    vd_call_error(c, 500, "commit %.12s: %s", ctr->id, e ? e->msg : "failed");
+    vs_error_free(e);
+    return;
   }
+  _cleanup_json_ json_t *config = commit_config(c, ctr, &base, body);
+  if (!config) {
+    vs_image_clear(&base);
+    return;
+  }
+  bool paused = commit_pause(c, ctr);
+  pthread_mutex_lock(&d->store_lock);
+  r = vs_image_commit(d->store, &base, upper, full, config, comment && *comment ? comment : NULL,
+                      author && *author ? author : NULL, digest, &e);
+  vs_image_clear(&base);
   if (r == 0)
     r = vs_store_load_image(d->store, digest, &img, &e);
   pthread_mutex_unlock(&d->store_lock);
+  if (paused)
+    commit_resume(c, ctr);
   if (r < 0) {
     vd_call_error(c, 500, "commit %.12s: %s", ctr->id, e ? e->msg : "failed");
     vs_error_free(e);

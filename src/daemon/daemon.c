@@ -227,7 +227,8 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   if (vs_mkdir_p(d->data_root, 0711, err) < 0 || vs_mkdir_p(d->rt.root, 0700, err) < 0)
     goto fail;
   d->store = vs_store_open(d->data_root, err);
-  if (!d->store || setup_loop_fds(d, err) < 0 || vd_store_recover(d, err) < 0)
+  if (!d->store || setup_loop_fds(d, err) < 0 || vd_store_recover(d, err) < 0 ||
+      vd_vms_init(d, err) < 0 || vd_net_init(d, o->bridge, err) < 0)
     goto fail;
   for (size_t i = 0; i < o->n_hosts; i++)
     if (listen_on(d, o->hosts[i], err) < 0)
@@ -318,6 +319,15 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_EVENTS_TIMER:
         vd_events_timer(src->owner);
         break;
+      case VD_SRC_NET:
+        vd_net_event(d, src);
+        break;
+      case VD_SRC_VM:
+        vd_vms_event(d, src);
+        break;
+      case VD_SRC_STATS_TIMER:
+        vd_stats_tick(src->owner);
+        break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:
       case VD_SRC_EXEC_IN:
@@ -358,6 +368,7 @@ void vd_daemon_free(vd_daemon *d) {
   free(d->listen_fds);
   free(d->listen_paths);
   free(d->listen_srcs);
+  vd_net_free(d);
   if (d->store)
     vs_store_close(d->store);
   if (d->epfd >= 0)
@@ -374,6 +385,7 @@ void vd_daemon_free(vd_daemon *d) {
   pthread_mutex_destroy(&d->volume_lock);
   pthread_mutex_destroy(&d->event_lock);
   vd_events_free(d);
+  vd_vms_free(d);
   pthread_cond_destroy(&d->qcond);
   free(d->data_root);
   free(d->exec_root);

@@ -11,6 +11,7 @@
 #define VD_DEFAULT_DATA_ROOT "/var/lib/vessel"
 #define VD_DEFAULT_EXEC_ROOT "/run/vessel"
 #define VD_DEFAULT_HOST "unix:///run/vessel/vessel.sock"
+#define VD_DEFAULT_BRIDGE "vessel0" /* the default network's bridge, as Docker's docker0 */
 #define VD_API_VERSION "1.41"
 #define VD_MIN_API_VERSION "1.12"
 
@@ -21,6 +22,7 @@ typedef struct vd_options {
   size_t n_hosts;
   const char *monitor_path; /* the vessel-monitor program */
   json_t *default_ulimits;  /* OCI rlimits every container gets unless it sets its own (or NULL) */
+  const char *bridge;       /* the default network's bridge; "none": no default network */
 } vd_options;
 
 /* daemon.json, as --config reads it: each field is NULL (or -1) when the file does not set it.
@@ -54,6 +56,8 @@ typedef struct vd_monitor_options {
   int ready_fd;             /* gets "ok PID\n" or an error message, then is closed */
   bool tty;                 /* the process gets a terminal (config.json says so too) */
   bool open_stdin;          /* keep the container's stdin open for attach clients */
+  int64_t log_max_size;     /* rotate the log past this many bytes (0 or -1: never) */
+  unsigned log_max_files;   /* the log and its rotated files (0 or 1: the log is emptied) */
 } vd_monitor_options;
 
 /* `vessel-monitor --exec FILE`: run the OCI process in FILE (which is removed) inside the

@@ -4,7 +4,13 @@
  * joins the container with src/ctr's ctr_exec and exits with the process's status. The helper is
  * vesseld's child: its stdin, stdout and stderr are pipes vesseld relays to the client of
  * `POST /exec/{id}/start`, and a pidfd says when it ended. Unlike a container, an exec does not
- * outlive the daemon (its pipes break). */
+ * outlive the daemon (its pipes break).
+ *
+ * With a TTY the helper's stdin is a terminal rather than a pipe (vesseld keeps its master, in
+ * raw mode so nothing is echoed or edited): the helper relays it into the process's own
+ * terminal and, on SIGWINCH, copies its stdin's size onto that terminal, as a runtime in the
+ * foreground does with the user's terminal. So `POST /exec/{id}/resize` is a TIOCSWINSZ on our
+ * master and a SIGWINCH to the helper. */
 #include "daemon/internal.h"
 
 #include <errno.h>
@@ -12,8 +18,10 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 
 #define EXEC_KEEP_FINISHED 256 /* finished exec records kept for inspect */
 #define EXEC_READ_CHUNK 65536
@@ -26,6 +34,8 @@ struct vd_exec {
   int exit_code;
   pid_t pid;
   int pidfd, out_fd, err_fd, in_fd;
+  int tty_fd;                /* TTY: the master of the helper's stdin terminal */
+  unsigned short rows, cols; /* a size asked for before the helper started */
   vd_src pid_src, out_src, err_src, in_src;
   vd_conn *conn; /* the client of start, NULL once gone or detached */
   vd_exec *next;
@@ -51,6 +61,8 @@ static void exec_free(vd_daemon *d, vd_exec *e) {
   close_watched(d, &e->out_fd);
   close_watched(d, &e->err_fd);
   close_watched(d, &e->in_fd);
+  if (e->tty_fd >= 0)
+    close(e->tty_fd);
   json_decref(e->cfg);
   free(e);
 }
@@ -106,6 +118,14 @@ static int check_exec_body(json_t *body, vs_error **err) {
     return -1;
   if (json_is_true(json_object_get(body, "Privileged")))
     return vs_error_set(err, EINVAL, "Privileged: not supported by vesseld yet");
+  unsigned char keys[VD_DETACH_KEYS_MAX];
+  size_t nkeys;
+  const char *dk = NULL;
+  /* docker-py sends "detachKeys": Go's decoder, dockerd's, ignores the case of names */
+  if (vs_json_get_string(body, "DetachKeys", false, &dk, err) < 0 ||
+      vs_json_get_string(body, "detachKeys", false, &dk, err) < 0 ||
+      vd_detach_keys_parse(dk, keys, &nkeys, err) < 0)
+    return -1;
   const char *wd = json_string_value(json_object_get(body, "WorkingDir"));
   if (wd && *wd && wd[0] != '/')
     return vs_error_set(err, EINVAL, "WorkingDir %s is not an absolute path", wd);
@@ -144,7 +164,7 @@ void vd_h_exec_create(vd_call *c) {
   snprintf(x->ctr_id, sizeof(x->ctr_id), "%s", ctr_id);
   x->cfg = json_incref(body);
   x->tty = json_is_true(json_object_get(body, "Tty"));
-  x->pidfd = x->out_fd = x->err_fd = x->in_fd = -1;
+  x->pidfd = x->out_fd = x->err_fd = x->in_fd = x->tty_fd = -1;
   x->next = d->execs;
   d->execs = x;
   exec_trim(d);
@@ -261,6 +281,39 @@ static char *write_process_file(vd_daemon *d, vd_exec *x, vs_error **err) {
   return file;
 }
 
+/* The helper's stdin terminal: in[0] the slave (raw, at the size asked so far), in[1] and
+ * x->tty_fd the master. */
+static int open_stdin_terminal(vd_exec *x, int in[2], vs_error **err) {
+  int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  char name[64];
+  if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 ||
+      ptsname_r(master, name, sizeof(name)) != 0) {
+    int e = errno;
+    if (master >= 0)
+      close(master);
+    return vs_error_set(err, e, "a terminal for the exec's stdin");
+  }
+  int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  struct termios t;
+  if (slave < 0 || tcgetattr(slave, &t) < 0) {
+    int e = errno;
+    close(master);
+    if (slave >= 0)
+      close(slave);
+    return vs_error_set(err, e, "open %s", name);
+  }
+  cfmakeraw(&t);
+  tcsetattr(slave, TCSANOW, &t);
+  if (x->rows && x->cols) {
+    struct winsize ws = {.ws_row = x->rows, .ws_col = x->cols};
+    ioctl(master, TIOCSWINSZ, &ws);
+  }
+  x->tty_fd = master;
+  in[0] = slave;
+  in[1] = fcntl(master, F_DUPFD_CLOEXEC, 3);
+  return 0;
+}
+
 /* Start the helper with pipes for the streams the client attached. */
 static int exec_spawn(vd_daemon *d, vd_exec *x, vs_error **err) {
   _cleanup_free_ char *file = write_process_file(d, x, err);
@@ -268,7 +321,9 @@ static int exec_spawn(vd_daemon *d, vd_exec *x, vs_error **err) {
     return -1;
   int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1};
   bool want_in = json_is_true(json_object_get(x->cfg, "AttachStdin")) && !x->detached;
-  if ((want_in && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
+  if (x->tty && open_stdin_terminal(x, in, err) < 0)
+    goto fail;
+  if ((want_in && !x->tty && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
       (!x->tty && pipe2(er, O_CLOEXEC) < 0)) {
     vs_error_set(err, errno, "pipe");
     goto fail;
@@ -276,7 +331,7 @@ static int exec_spawn(vd_daemon *d, vd_exec *x, vs_error **err) {
   char *argv[] = {d->monitor_path, "--exec",         file,       "--id",
                   x->ctr_id,       "--runtime-root", d->rt.root, NULL};
   vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
-  o.stdin_fd = want_in ? in[0] : VS_SPAWN_DEVNULL;
+  o.stdin_fd = in[0] >= 0 ? in[0] : VS_SPAWN_DEVNULL;
   o.stdout_fd = out[1];
   o.stderr_fd = x->tty ? out[1] : er[1];
   if (vs_spawn(argv, &o, &x->pid, err) < 0)
@@ -296,7 +351,7 @@ static int exec_spawn(vd_daemon *d, vd_exec *x, vs_error **err) {
     er[0] = -1;
     watch(d, x->err_fd, EPOLLIN, &x->err_src, VD_SRC_EXEC_OUT, x);
   }
-  if (in[1] >= 0) {
+  if (in[1] >= 0 && want_in) {
     x->in_fd = in[1];
     in[1] = -1;
     watch(d, x->in_fd, 0, &x->in_src, VD_SRC_EXEC_IN, x);
@@ -311,6 +366,9 @@ fail:
   close_pipe(in);
   close_pipe(out);
   close_pipe(er);
+  if (x->tty_fd >= 0)
+    close(x->tty_fd);
+  x->tty_fd = -1;
   return -1;
 }
 
@@ -428,6 +486,11 @@ void vd_exec_detach_conn(vd_conn *c) {
 
 /* ---------------------------------------------------------------- start */
 
+static const char *exec_detach_keys(const vd_exec *x) {
+  const char *k = json_string_value(json_object_get(x->cfg, "DetachKeys"));
+  return k ? k : json_string_value(json_object_get(x->cfg, "detachKeys"));
+}
+
 void vd_h_exec_start(vd_call *c) {
   vd_daemon *d = c->d;
   vd_exec *x = exec_find(d, c->arg);
@@ -470,8 +533,41 @@ void vd_h_exec_start(vd_call *c) {
   c->streamed = true;
   conn->exec = x;
   conn->stream = VD_STREAM_EXEC;
+  /* as dockerd: a terminal's input is watched for the detach keys (checked at create) */
+  conn->detach_matched = 0;
+  if (x->tty && x->in_fd >= 0 &&
+      vd_detach_keys_parse(exec_detach_keys(x), conn->detach_keys, &conn->n_detach_keys, NULL) == 0)
+    vd_detach_filter(conn, 0);
   x->conn = conn;
   /* API 1.41 names both kinds raw-stream; the multiplexing is what Tty says */
   vd_conn_hijack_begin(conn, "application/vnd.docker.raw-stream");
   vd_exec_forward(conn);
+  if (!conn->dead && conn->stream == VD_STREAM_EXEC && conn->detach_seen)
+    vd_conn_stream_end(conn); /* the detach keys came with the request itself */
+}
+
+/* POST /exec/{id}/resize?h=&w=: the size of the exec's terminal (see the top of this file). */
+void vd_h_exec_resize(vd_call *c) {
+  uint64_t h, w;
+  if (vd_call_terminal_size(c, &h, &w) < 0)
+    return;
+  vd_exec *x = exec_find(c->d, c->arg);
+  if (!x) {
+    vd_call_error(c, 404, "No such exec instance: %s", c->arg);
+    return;
+  }
+  if (x->started && !x->running) {
+    vd_call_error(c, 409, "Exec %s is not running", c->arg);
+    return;
+  }
+  x->rows = (unsigned short)h;
+  x->cols = (unsigned short)w;
+  if (x->tty_fd >= 0) {
+    struct winsize ws = {.ws_row = x->rows, .ws_col = x->cols};
+    if (ioctl(x->tty_fd, TIOCSWINSZ, &ws) < 0 || kill(x->pid, SIGWINCH) < 0) {
+      vd_call_error(c, 500, "resize exec %.12s: %s", x->id, strerror(errno));
+      return;
+    }
+  }
+  vd_call_status(c, 200);
 }

@@ -88,6 +88,23 @@ char *http_query_get(const char *query, const char *name) {
   return NULL;
 }
 
+json_t *http_query_all(const char *query, const char *name) {
+  json_t *out = json_array();
+  size_t nlen = strlen(name);
+  for (const char *p = query; p && *p;) {
+    const char *amp = strchr(p, '&');
+    size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+    if (plen > nlen && !memcmp(p, name, nlen) && p[nlen] == '=') {
+      char *v = percent_decode(p + nlen + 1, plen - nlen - 1, true, NULL);
+      if (v && *v)
+        json_array_append_new(out, json_string(v));
+      free(v);
+    }
+    p = amp ? amp + 1 : NULL;
+  }
+  return out;
+}
+
 bool http_query_bool(const char *query, const char *name, bool dflt) {
   _cleanup_free_ char *v = http_query_get(query, name);
   if (!v)

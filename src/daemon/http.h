@@ -53,6 +53,9 @@ const char *http_header_get(const http_request *req, const char *name);
 
 /* A query parameter, percent-decoded (caller frees), or NULL when absent. */
 char *http_query_get(const char *query, const char *name);
+/* Every non-empty value of a repeated query parameter, percent-decoded, as a JSON array of
+ * strings (new reference); values that do not decode are left out. */
+json_t *http_query_all(const char *query, const char *name);
 /* Docker's boolean query values: "1", "true", "True" are true; "", "0", "false" are false. */
 bool http_query_bool(const char *query, const char *name, bool dflt);
 

@@ -217,7 +217,7 @@ static bool image_filters_pass(const image_filters *f, json_t *sum, const vs_ima
   size_t i;
   json_t *v;
   json_array_foreach(f->labels, i,
-                     v) if (!vd_labels_match(labels, json_string_value(v))) return false;
+                     v) if (!vd_label_match(labels, json_string_value(v))) return false;
   if (json_array_size(f->refs)) {
     size_t tagged = keep_matching(repo_tags, f->refs);
     size_t digests = keep_matching(json_object_get(sum, "RepoDigests"), f->refs);
@@ -283,17 +283,19 @@ static json_t *image_inspect(const vs_image *img, json_t *tags) {
   for (size_t i = 0; i < img->config.n_diff_ids; i++)
     json_array_append_new(layers, json_string(img->config.diff_ids[i]));
   const char *author = json_string_value(json_object_get(root, "author"));
+  const char *comment = json_string_value(json_object_get(root, "comment"));
   json_int_t size = (json_int_t)vs_image_size(img);
-  return json_pack(
-      "{s:s, s:o, s:o, s:s, s:s, s:s, s:s, s:{}, s:s, s:s, s:O, s:s, s:s, s:I, s:I, "
-      "s:{s:n, s:s}, s:{s:s, s:o}, s:{s:s}}",
-      "Id", img->manifest.config.digest, "RepoTags", repo_tags, "RepoDigests", repo_digests,
-      "Parent", "", "Comment", "", "Created", img->config.created ? img->config.created : "",
-      "Container", "", "ContainerConfig", "DockerVersion", "", "Author", author ? author : "",
-      "Config", json_is_object(cfg) ? cfg : json_null(), "Architecture",
-      img->config.arch ? img->config.arch : "", "Os", img->config.os ? img->config.os : "", "Size",
-      size, "VirtualSize", size, "GraphDriver", "Data", "Name", "overlay", "RootFS", "Type",
-      "layers", "Layers", layers, "Metadata", "LastTagTime", "0001-01-01T00:00:00Z");
+  return json_pack("{s:s, s:o, s:o, s:s, s:s, s:s, s:s, s:{}, s:s, s:s, s:O, s:s, s:s, s:I, s:I, "
+                   "s:{s:n, s:s}, s:{s:s, s:o}, s:{s:s}}",
+                   "Id", img->manifest.config.digest, "RepoTags", repo_tags, "RepoDigests",
+                   repo_digests, "Parent", "", "Comment", comment ? comment : "", "Created",
+                   img->config.created ? img->config.created : "", "Container", "",
+                   "ContainerConfig", "DockerVersion", "", "Author", author ? author : "", "Config",
+                   json_is_object(cfg) ? cfg : json_null(), "Architecture",
+                   img->config.arch ? img->config.arch : "", "Os",
+                   img->config.os ? img->config.os : "", "Size", size, "VirtualSize", size,
+                   "GraphDriver", "Data", "Name", "overlay", "RootFS", "Type", "layers", "Layers",
+                   layers, "Metadata", "LastTagTime", "0001-01-01T00:00:00Z");
 }
 
 void vd_h_image_inspect(vd_call *c) {
@@ -749,32 +751,12 @@ void vd_h_image_history(vd_call *c) {
   vd_call_json(c, 200, out);
 }
 
-/* Every value of a repeated query parameter ("names=a&names=b"), decoded. */
-static json_t *query_all(const char *query, const char *name) {
-  json_t *out = json_array();
-  size_t nlen = strlen(name);
-  for (const char *p = query; p && *p;) {
-    const char *amp = strchr(p, '&');
-    size_t plen = amp ? (size_t)(amp - p) : strlen(p);
-    if (plen > nlen && !strncmp(p, name, nlen) && p[nlen] == '=') {
-      vs_error *e = NULL;
-      char *v = http_percent_decode(p + nlen + 1, plen - nlen - 1, &e);
-      vs_error_free(e);
-      if (v && *v)
-        json_array_append_new(out, json_string(v));
-      free(v);
-    }
-    p = amp ? amp + 1 : NULL;
-  }
-  return out;
-}
-
 /* docker save: a docker-archive of the images, written to a temporary file, which is removed
  * once open and sent from the descriptor. */
 void vd_h_image_save(vd_call *c) {
   vd_daemon *d = c->d;
   _cleanup_json_ json_t *names =
-      c->arg ? json_pack("[s]", c->arg) : query_all(c->req->query, "names");
+      c->arg ? json_pack("[s]", c->arg) : http_query_all(c->req->query, "names");
   size_t n = json_array_size(names);
   if (n == 0) {
     vd_call_error(c, 400, "no image names given");
@@ -918,9 +900,4 @@ void vd_h_system_df(vd_call *c) {
 /* docker system prune also prunes the build cache: there is none (no BuildKit here). */
 void vd_h_build_prune(vd_call *c) {
   vd_call_json(c, 200, json_pack("{s:[], s:I}", "CachesDeleted", "SpaceReclaimed", (json_int_t)0));
-}
-
-/* docker system prune's network step, until the network API exists: no network to remove. */
-void vd_h_networks_prune(vd_call *c) {
-  vd_call_json(c, 200, json_pack("{s:[]}", "NetworksDeleted"));
 }

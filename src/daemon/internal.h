@@ -17,6 +17,7 @@
 #include "daemon/http.h"
 #include "ctr/ctr.h"
 #include "image/image.h"
+#include "net/net.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -27,6 +28,7 @@
 #define VD_MAX_CONNS 1024
 #define VD_EVENTS_KEPT 1024
 #define VD_OUT_HIGH_WATER (1U << 20) /* stop reading a log while this much is unsent */
+#define VD_DETACH_KEYS_MAX 16
 
 /* ---- util.c */
 
@@ -38,11 +40,11 @@ unsigned long long vd_pid_start_time(pid_t pid);
 char *vd_now(void);
 /* 64 random hex digits. */
 char *vd_random_id(void);
-/* The values of one key of Docker's filters ({"k": ["a"]} or {"k": {"a": true}}), as a new
- * array of strings. */
+/* The values of one key of a filters query: Docker sends {"name": ["a"]} or {"name": {"a":
+ * true}}. A new array. */
 json_t *vd_filter_values(json_t *filters, const char *key);
-/* Whether labels (an object) has the label "key" or "key=value" that want names. */
-bool vd_labels_match(json_t *labels, const char *want);
+/* A label filter, "KEY" or "KEY=VALUE", against an object of labels. */
+bool vd_label_match(json_t *labels, const char *want);
 
 /* ---- epoll sources: every registered fd points at one of these */
 
@@ -59,6 +61,9 @@ typedef enum {
   VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
   VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
   VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
+  VD_SRC_NET,          /* a network's DHCP or DNS socket */
+  VD_SRC_VM,           /* pidfd of a VM's vessel-vmm (vms.c) */
+  VD_SRC_STATS_TIMER,  /* a streamed stats connection's next sample */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -71,6 +76,7 @@ typedef struct vd_conn vd_conn;
 typedef struct vd_call vd_call;
 typedef struct vd_job vd_job;
 typedef struct vd_exec vd_exec;
+typedef struct vd_net vd_net;
 
 /* ---- containers */
 
@@ -100,8 +106,10 @@ struct vd_container {
   unsigned long long monitor_start;
   int exit_code;
   char *started_at, *finished_at, *error;
-  unsigned exits; /* how many exits vesseld has seen: waiters for the next one compare */
-  int refs;       /* the table holds one; jobs hold one while they run */
+  json_t *net;      /* running: {"Networks", "Ports"} as inspect shows them (networks.c) */
+  unsigned net_gen; /* under the networks' lock: bumped by every vd_net_setup */
+  unsigned exits;   /* how many exits vesseld has seen: waiters for the next one compare */
+  int refs;         /* the table holds one; jobs hold one while they run */
   /* loop thread only */
   int pidfd;
   pid_t watched_pid; /* the monitor pidfd is of */
@@ -128,6 +136,7 @@ typedef enum {
   VD_STREAM_WAIT,   /* wait: one JSON object at the next exit / removal */
   VD_STREAM_EXEC,   /* hijacked exec start: the helper's output until it ends */
   VD_STREAM_EVENTS, /* /events: JSON lines as things happen */
+  VD_STREAM_STATS,  /* stats: one JSON object a second */
 } vd_stream_kind;
 
 typedef struct vd_route vd_route;
@@ -160,6 +169,11 @@ struct vd_conn {
   uint64_t event_seq; /* VD_STREAM_EVENTS */
   json_t *event_filters;
   long long events_since, events_until;
+  vd_src stats_src;        /* VD_STREAM_STATS: its timerfd */
+  vd_container *stats_ctr; /* referenced */
+  json_t *stats_prev_cpu;  /* the last sample's cpu_stats: the next one's precpu_stats */
+  char *stats_prev_read;
+  int stats_timer;
   int fd;
   vd_conn_state state;
   vd_stream_kind stream;
@@ -175,6 +189,10 @@ struct vd_conn {
   bool raw;       /* TTY: no multiplexing headers */
   /* attach with stdin: what the client sends goes to the monitor's attach.sock */
   bool attach_stdin, stdin_once, stdin_closed;
+  /* detach keys of a TTY attach or exec: a prefix seen so far is withheld from the container */
+  unsigned char detach_keys[VD_DETACH_KEYS_MAX];
+  size_t n_detach_keys, detach_matched;
+  bool detach_seen; /* the whole sequence came: the client leaves, the container runs on */
 };
 
 typedef enum {
@@ -207,8 +225,10 @@ struct vd_call {
   int file_fd;  /* or a file body of file_size bytes (sent with sendfile) */
   uint64_t file_size;
   const char *content_type;
-  const char *extra_headers; /* "Name: value\r\n" lines */
-  bool streamed;             /* the handler took over the connection */
+  const char *extra_headers;    /* "Name: value\r\n" lines */
+  char *headers_owned;          /* what extra_headers points to when it was made for this call */
+  bool streamed;                /* the handler took over the connection */
+  void (*deferred)(vd_call *c); /* a loop handler handed the call to a worker (vd_call_defer) */
   /* a progress stream a worker writes as it goes (pull, push), sent by the loop */
   char *posted; /* under d->qlock: written, not yet handed to the connection */
   size_t posted_len;
@@ -236,6 +256,13 @@ void vd_call_fail(vd_call *c, const vs_error *e);
 bool vd_filters_known(vd_call *c, json_t *filters, const char *const *known, size_t n);
 /* A JSON request body as an object: NULL after answering 400 naming the problem. */
 json_t *vd_call_body_object(vd_call *c);
+
+/* containers.c: the container the path names, referenced; answers 404 itself and returns NULL.
+ * The running variant also holds it as c->ctr and answers 409 when it is not running. */
+vd_container *vd_call_container(vd_call *c);
+vd_container *vd_call_running_container(vd_call *c);
+/* The h and w query parameters of a resize: -1 after answering 400. */
+int vd_call_terminal_size(vd_call *c, uint64_t *h, uint64_t *w);
 
 /* ---- jobs for the workers */
 
@@ -294,7 +321,9 @@ struct vd_daemon {
   vd_job *queue, *queue_tail;
   vd_job *done;
   bool quit_workers;
-  char *started; /* RFC 3339 */
+  char *started;      /* RFC 3339 */
+  struct vd_vms *vms; /* the VM table (vms.h) */
+  vd_net *net;        /* networks.c */
 };
 
 /* server.c: connections and responses (loop thread only) */
@@ -307,9 +336,15 @@ void vd_conn_flush(vd_conn *c);
 void vd_conn_update(vd_conn *c);
 void vd_conn_stream_end(vd_conn *c);
 void vd_conn_hijack_begin(vd_conn *c, const char *content_type);
+/* Take a hijacked connection's socket off the loop (blocking, close-on-exec): what is queued is
+ * written first and the connection is closed; the caller owns the descriptor. -1 if it died. */
+int vd_conn_release_fd(vd_conn *c);
 /* Send the call's answer and get ready for the next request (or close). Frees the call. */
 void vd_conn_finish_call(vd_conn *c, vd_call *call);
 void vd_call_free(vd_call *call);
+/* From a loop handler: run(call) on a worker instead, answered when it returns as a worker
+ * route's call is (for a route whose quick or streamed form runs on the loop). */
+void vd_call_defer(vd_call *call, void (*run)(vd_call *call));
 int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **err);
 void vd_loop_del(vd_daemon *d, int fd);
 
@@ -337,7 +372,6 @@ void vd_h_image_create(vd_call *c);
 void vd_h_image_history(vd_call *c);
 void vd_h_image_push(vd_call *c);
 void vd_h_auth(vd_call *c);
-void vd_h_networks_prune(vd_call *c);
 void vd_h_build_prune(vd_call *c);
 void vd_h_image_save(vd_call *c);
 void vd_h_images_prune(vd_call *c);
@@ -385,11 +419,41 @@ void vd_h_container_rename(vd_call *c);
 void vd_h_containers_prune(vd_call *c);
 void vd_h_container_top(vd_call *c);
 void vd_h_container_stats(vd_call *c);
+/* stats.c (loop): a stream's timer; its end */
+void vd_stats_tick(vd_conn *c);
+void vd_stats_detach(vd_conn *c);
 void vd_h_commit(vd_call *c);
 void vd_h_container_changes(vd_call *c);
+/* archive.c: docker cp and docker export */
+void vd_h_container_archive_get(vd_call *c); /* GET and HEAD */
+void vd_h_container_archive_put(vd_call *c);
+void vd_h_container_export(vd_call *c);
+void vd_h_container_update(vd_call *c); /* update.c */
 void vd_h_exec_create(vd_call *c);
 void vd_h_exec_start(vd_call *c);
 void vd_h_exec_inspect(vd_call *c);
+void vd_h_exec_resize(vd_call *c);
+
+/* vms.c, vm_console.c: VMs (/vessel/v1/vms) */
+int vd_vms_init(vd_daemon *d, vs_error **err); /* the table, and the VMs a previous run left */
+void vd_vms_free(vd_daemon *d);
+void vd_vms_event(vd_daemon *d, vd_src *src); /* a VMM's pidfd (loop) */
+void vd_h_vms_list(vd_call *c);
+void vd_h_vm_create(vd_call *c);
+void vd_h_vm_inspect(vd_call *c);
+void vd_h_vm_start(vd_call *c);
+void vd_h_vm_stop(vd_call *c);
+void vd_h_vm_kill(vd_call *c);
+void vd_h_vm_restart(vd_call *c);
+void vd_h_vm_pause(vd_call *c);
+void vd_h_vm_resume(vd_call *c);
+void vd_h_vm_delete(vd_call *c);
+void vd_h_vm_logs(vd_call *c);
+void vd_h_vm_console(vd_call *c);
+void vd_h_vm_snapshot(vd_call *c);
+void vd_h_vm_restore(vd_call *c);
+void vd_h_vm_clone(vd_call *c);
+void vd_h_vm_stats(vd_call *c);
 
 /* exec.c (loop) */
 void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);
@@ -419,6 +483,9 @@ json_t *vd_ctr_summary(const vd_container *c);
 /* supervisor.c */
 /* Start the container's monitor and wait until it reports (worker). */
 int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err);
+/* Mount the container's overlay root at <dir>/rootfs unless it is (worker; after a reboot it
+ * is not). */
+int vd_supervise_ensure_rootfs(vd_daemon *d, vd_container *c, vs_error **err);
 /* Watch a running container's monitor (loop). */
 void vd_supervise_watch(vd_daemon *d, vd_container *c);
 /* The monitor exited (loop): read the exit, finish streams, auto-remove. */
@@ -438,6 +505,10 @@ void vd_supervise_post_removed(vd_daemon *d, vd_job *job);
 void vd_supervise_removed(vd_daemon *d, vd_container *c);
 
 /* restart.c: restart policies (loop, except where said) */
+/* A RestartPolicy object (may be NULL) checked as dockerd checks it, its Name and
+ * MaximumRetryCount in *name (NULL if none) and *max: 1 when it restarts containers, 0 when not
+ * ("no" or none), -1 with *err. */
+int vd_restart_policy_check(json_t *rp, const char **name, int64_t *max, vs_error **err);
 /* Whether the policy wants the exited container back (under d->lock). */
 bool vd_restart_wanted(const vd_container *c);
 void vd_restart_schedule(vd_daemon *d, vd_container *c);
@@ -449,9 +520,65 @@ void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped);
 /* "user[:group]" (names or numbers) to ids through the image's /etc/passwd and /etc/group. */
 int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
                          vs_error **err);
+/* spec.c: the OCI linux.resources of a HostConfig (Memory, MemorySwap, NanoCpus, CpuShares,
+ * CpuQuota, CpuPeriod, PidsLimit); new object. */
+json_t *vd_spec_resources(json_t *host_config);
 /* spec.c: the OCI config.json of a container from its image and create request */
 json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
                       const char *dir, const char *rootfs, const char *hostname, vs_error **err);
+
+/* networks.c: the network API and a container's endpoints */
+int vd_net_init(vd_daemon *d, const char *bridge, vs_error **err);
+void vd_net_free(vd_daemon *d);
+void vd_net_event(vd_daemon *d, vd_src *src); /* loop: a DHCP or DNS socket is readable */
+/* Check a create request's networks, ports and MAC; record NetworkingConfig and the exposed
+ * ports (the image's and -p's) in rec. */
+int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_image *img,
+                          vs_error **err);
+/* Before the monitor starts (worker): namespace, endpoints, ports, hosts, resolv.conf. */
+int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err);
+/* After the container ended or failed to start, or before it is removed (worker). */
+void vd_net_teardown(vd_daemon *d, vd_container *c);
+/* The same on a worker, from the loop; skipped if the container was started again meanwhile. */
+void vd_net_teardown_later(vd_daemon *d, vd_container *c);
+/* Inspect's NetworkSettings and ps's Ports and networks (d->lock held). */
+json_t *vd_net_settings(const vd_container *c);
+json_t *vd_net_summary_ports(const vd_container *c);
+json_t *vd_net_summary_networks(const vd_container *c);
+/* A VM's tap on a network (the address by DHCP, the id as its DNS name) and its removal. */
+int vd_net_attach_tap(vd_daemon *d, const char *network, const char *id, const char *ip,
+                      const net_port *ports, size_t n_ports, net_endpoint_info *info,
+                      vs_error **err);
+int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_error **err);
+void vd_h_network_tap_attach(vd_call *c);
+void vd_h_network_tap_detach(vd_call *c);
+void vd_h_networks_list(vd_call *c);
+void vd_h_network_inspect(vd_call *c);
+void vd_h_network_create(vd_call *c);
+void vd_h_network_delete(vd_call *c);
+void vd_h_networks_prune(vd_call *c);
+void vd_h_network_connect(vd_call *c);
+void vd_h_network_disconnect(vd_call *c);
+/* logfiles.c: the json-file log's rotation options and files */
+typedef struct vd_log_opts {
+  int64_t max_size;   /* bytes; -1: no limit */
+  unsigned max_files; /* the log and its rotated files, at least 1 */
+} vd_log_opts;
+/* HostConfig.LogConfig checked (json-file only; max-size, max-file) and read into *out. */
+int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err);
+/* path, or path.i for the i-th rotated file (1 is the newest of them). */
+char *vd_log_rotated_path(const char *path, unsigned i);
+/* Shift path.i to path.i+1 (the one beyond max_files - 1 goes) and path to path.1. -1, errno. */
+int vd_log_rotate(const char *path, unsigned max_files);
+/* The oldest file of the log, opened for reading (-1 if none). */
+int vd_log_open_oldest(const char *path);
+/* The file after the one fd reads, opened (-1 when fd's is the newest). */
+int vd_log_open_next(const char *path, int fd);
+/* Position fd so that its last n lines remain; how many lines remain (fewer: all of them). */
+long long vd_log_fd_seek_tail(int fd, long long n);
+/* The file and position (*fd_out) from which the last n lines of the log, across its rotated
+ * files, remain to be read. -1 when there is no log. */
+int vd_log_seek_tail(const char *path, long long n, int *fd_out);
 
 /* streams.c (loop) */
 /* The container's directory changed: feed its followers. */
@@ -468,6 +595,15 @@ void vd_streams_started(vd_daemon *d, vd_container *c);
 void vd_attach_forward(vd_conn *conn);
 /* The monitor socket of an attach connection is writable or closed (loop). */
 void vd_attach_event(vd_conn *conn, uint32_t events);
+/* Docker's --detach-keys ("ctrl-p,ctrl-q", "ctrl-a,x": ctrl-a..z, ctrl-@ [ \\ ] ^ _, or one
+ * character per key) into keys[0..*n); NULL or "" gives the default ctrl-p,ctrl-q. -1 with
+ * *err naming them when one is not a key. */
+int vd_detach_keys_parse(const char *spec, unsigned char keys[VD_DETACH_KEYS_MAX], size_t *n,
+                         vs_error **err);
+/* Filter what the client sent, c->in[from..in_len), for the detach sequence (in place): a
+ * prefix of it is withheld until it turns out not to be one; the whole sequence sets
+ * c->detach_seen and drops it and what followed. */
+void vd_detach_filter(vd_conn *c, size_t from);
 /* Connect to a running container's monitor (attach.sock); -1 with *err. */
 int vd_monitor_connect(const vd_container *c, vs_error **err);
 

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -36,8 +37,37 @@ typedef struct log_stream {
   size_t len;
 } log_stream;
 
+/* The json-file log being written, rotated by size (see logfiles.c). */
+typedef struct log_writer {
+  int fd;
+  const char *path;
+  int64_t size, max_size; /* max_size -1: no limit */
+  unsigned max_files;
+} log_writer;
+
+/* Make room for an entry of len bytes: rotate when it would pass max-size (an entry larger
+ * than max-size gets a file of its own). */
+static void log_make_room(log_writer *w, size_t len) {
+  if (w->max_size < 0 || w->size == 0 || w->size + (int64_t)len <= w->max_size)
+    return;
+  if (w->max_files <= 1) { /* no rotated files: the log starts again */
+    if (ftruncate(w->fd, 0) == 0)
+      w->size = 0;
+    return;
+  }
+  int fd = -1;
+  if (vd_log_rotate(w->path, w->max_files) < 0 ||
+      (fd = open(w->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+    vs_log_warn("rotate the container log %s: %s", w->path, strerror(errno));
+    return; /* keep writing where we were */
+  }
+  close(w->fd);
+  w->fd = fd;
+  w->size = 0;
+}
+
 /* Append one json-file entry for data[0..len) to the log. */
-static void log_entry(int log_fd, const char *stream, const char *data, size_t len) {
+static void log_entry(log_writer *w, const char *stream, const char *data, size_t len) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   char now[64];
@@ -46,38 +76,42 @@ static void log_entry(int log_fd, const char *stream, const char *data, size_t l
   _cleanup_free_ char *line =
       vs_asprintf("{\"log\":\"%s\",\"stream\":\"%s\",\"time\":\"%s\"}\n", esc, stream, now);
   vs_error *e = NULL;
+  size_t n = strlen(line);
+  log_make_room(w, n);
   /* O_APPEND and one write per entry: a reader never sees a torn line from us */
-  if (vs_write_all(log_fd, line, strlen(line), &e) < 0) {
+  if (vs_write_all(w->fd, line, n, &e) < 0) {
     vs_log_warn("write the container log: %s", e->msg);
     vs_error_free(e);
+    return;
   }
+  w->size += (int64_t)n;
 }
 
 /* Log every complete line in s->buf and keep the rest; a full buffer is logged as is. */
-static void log_lines(log_stream *s, int log_fd, bool flush_all) {
+static void log_lines(log_stream *s, log_writer *log, bool flush_all) {
   size_t start = 0;
   for (;;) {
     char *nl = memchr(s->buf + start, '\n', s->len - start);
     if (!nl)
       break;
     size_t n = (size_t)(nl - (s->buf + start)) + 1;
-    log_entry(log_fd, s->name, s->buf + start, n);
+    log_entry(log, s->name, s->buf + start, n);
     start += n;
   }
   if (start < s->len && (flush_all || (s->len - start) == sizeof(s->buf))) {
-    log_entry(log_fd, s->name, s->buf + start, s->len - start);
+    log_entry(log, s->name, s->buf + start, s->len - start);
     start = s->len;
   }
   memmove(s->buf, s->buf + start, s->len - start);
   s->len -= start;
 }
 
-static void log_read(log_stream *s, int log_fd) {
+static void log_read(log_stream *s, log_writer *log) {
   ssize_t n = read(s->fd, s->buf + s->len, sizeof(s->buf) - s->len);
   if (n < 0 && (errno == EINTR || errno == EAGAIN))
     return;
   if (n <= 0) {
-    log_lines(s, log_fd, true);
+    log_lines(s, log, true);
     close(s->fd);
     s->fd = -1;
     return;
@@ -89,7 +123,7 @@ static void log_read(log_stream *s, int log_fd) {
   int more = 0;
   if (s->len < sizeof(s->buf) && ioctl(s->fd, FIONREAD, &more) == 0 && more > 0)
     return;
-  log_lines(s, log_fd, true);
+  log_lines(s, log, true);
 }
 
 static int wait_status_to_code(int status) {
@@ -118,7 +152,7 @@ typedef struct attach_client {
 
 typedef struct monitor {
   const vd_monitor_options *o;
-  int log_fd;
+  log_writer log;
   log_stream out, errs;
   int stdin_fd; /* write side of the container's stdin (pipe or terminal), -1 if none */
   int master;   /* the terminal's master, -1 without a TTY */
@@ -251,9 +285,9 @@ static int run_until_exit(monitor *m, pid_t pid) {
     if (r < 0 && errno != EINTR)
       break;
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
-      log_read(&m->out, m->log_fd);
+      log_read(&m->out, &m->log);
     if (p[1].revents)
-      log_read(&m->errs, m->log_fd);
+      log_read(&m->errs, &m->log);
     if (p[3].revents & POLLIN)
       client_accept(m);
     for (size_t i = 0; i < MAX_CLIENTS; i++)
@@ -391,9 +425,15 @@ int vd_monitor_run(const vd_monitor_options *o, vs_error **err) {
     m->clients[i].fd = -1;
   _cleanup_close_ int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   _cleanup_close_ int dirfd = open(o->bundle, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  m->log_fd = open(o->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  m->log = (log_writer){.path = o->log_path,
+                        .max_size = o->log_max_size ? o->log_max_size : -1,
+                        .max_files = o->log_max_files ? o->log_max_files : 1};
+  m->log.fd = open(o->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  struct stat lst;
+  if (m->log.fd >= 0 && fstat(m->log.fd, &lst) == 0)
+    m->log.size = lst.st_size;
   int r = -1;
-  if (devnull < 0 || dirfd < 0 || m->log_fd < 0) {
+  if (devnull < 0 || dirfd < 0 || m->log.fd < 0) {
     vs_error_set(err, errno, "open %s",
                  devnull < 0 ? "/dev/null"
                  : dirfd < 0 ? o->bundle
@@ -450,8 +490,8 @@ out:
     report_ready(o->ready_fd, err && *err ? (*err)->msg : "failed");
   if (m->listen_fd >= 0)
     close(m->listen_fd);
-  if (m->log_fd >= 0)
-    close(m->log_fd);
+  if (m->log.fd >= 0)
+    close(m->log.fd);
   free(m);
   return r;
 }

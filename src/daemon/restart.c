@@ -19,6 +19,25 @@ static const char *policy_name(const vd_container *c) {
   return n && *n ? n : "no";
 }
 
+int vd_restart_policy_check(json_t *rp, const char **name, int64_t *max, vs_error **err) {
+  *name = NULL;
+  *max = 0;
+  if (json_is_object(rp) && (vs_json_get_string(rp, "Name", false, name, err) < 0 ||
+                             vs_json_get_int(rp, "MaximumRetryCount", false, max, err) < 0))
+    return vs_error_wrap(err, "RestartPolicy");
+  const char *p = *name;
+  bool restarts = p && *p && strcmp(p, "no") != 0;
+  if (restarts && strcmp(p, "always") != 0 && strcmp(p, "unless-stopped") != 0 &&
+      strcmp(p, "on-failure") != 0)
+    return vs_error_set(err, EINVAL, "invalid restart policy '%s'", p);
+  if (*max != 0 && (!p || strcmp(p, "on-failure") != 0))
+    return vs_error_set(err, EINVAL, "maximum retry count cannot be used with restart policy '%s'",
+                        p && *p ? p : "no");
+  if (*max < 0)
+    return vs_error_set(err, EINVAL, "maximum retry count cannot be negative");
+  return restarts;
+}
+
 bool vd_restart_wanted(const vd_container *c) {
   if (c->removing || c->removed || c->state != VD_CTR_EXITED)
     return false;

@@ -143,6 +143,7 @@ void vd_call_free(vd_call *call) {
     return;
   free(call->arg);
   free(call->body);
+  free(call->headers_owned);
   if (call->body_fd >= 0)
     close(call->body_fd);
   if (call->file_fd >= 0)
@@ -175,10 +176,12 @@ static void conn_next_request(vd_conn *c, bool keep_alive) {
 
 void vd_conn_finish_call(vd_conn *c, vd_call *call) {
   bool keep = c->req.keep_alive;
+  const char *extra = call->extra_headers ? call->extra_headers : "";
   if (call->json) {
     _cleanup_free_ char *body = json_dumps(call->json, JSON_COMPACT);
     size_t len = strlen(body);
     send_head(c, call->status, "application/json", (long long)len + 1, keep);
+    send_str(c, extra);
     send_str(c, "\r\n");
     if (!c->req.head_only) {
       vd_conn_send(c, body, len);
@@ -186,6 +189,7 @@ void vd_conn_finish_call(vd_conn *c, vd_call *call) {
     }
   } else if (call->file_fd >= 0) {
     send_head(c, call->status, call->content_type, (long long)call->file_size, keep);
+    send_str(c, extra);
     send_str(c, "\r\n");
     if (!c->req.head_only) {
       c->file_fd = call->file_fd;
@@ -195,13 +199,13 @@ void vd_conn_finish_call(vd_conn *c, vd_call *call) {
   } else if (call->text) {
     size_t len = strlen(call->text);
     send_head(c, call->status, call->content_type, (long long)len, keep);
-    if (call->extra_headers)
-      send_str(c, call->extra_headers);
+    send_str(c, extra);
     send_str(c, "\r\n");
     if (!c->req.head_only)
       vd_conn_send(c, call->text, len);
   } else {
     send_head(c, call->status, NULL, call->status == 204 || call->status == 304 ? -1 : 0, keep);
+    send_str(c, extra);
     send_str(c, "\r\n");
   }
   vd_call_free(call);
@@ -245,6 +249,23 @@ void vd_conn_hijack_begin(vd_conn *c, const char *content_type) {
   c->chunked = false;
   c->state = VD_CONN_STREAM;
   conn_flush(c);
+}
+
+int vd_conn_release_fd(vd_conn *c) {
+  if (c->dead)
+    return -1;
+  int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0)
+    return -1;
+  /* the status flags are shared with the loop's descriptor, which is closed just below */
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  if (vs_write_all(fd, c->out + c->out_off, c->out_len - c->out_off, NULL) < 0) {
+    close(fd);
+    fd = -1;
+  }
+  c->out_off = c->out_len;
+  conn_close(c);
+  return fd;
 }
 
 void vd_conn_stream_write(vd_conn *c, const void *data, size_t len) {
@@ -296,6 +317,8 @@ static bool conn_read(vd_conn *c) {
     return false;
   }
   c->in_len += (size_t)n;
+  if (c->stream == VD_STREAM_ATTACH || c->stream == VD_STREAM_EXEC)
+    vd_detach_filter(c, c->in_len - (size_t)n);
   return true;
 }
 
@@ -407,22 +430,36 @@ static void http_job_done(vd_job *job) {
   vd_conn_finish_call(c, call);
 }
 
+/* A call to a worker: run(job) there, answered by http_job_done on the loop. */
+static void submit_call(vd_call *call, void (*run)(vd_job *job)) {
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = call->d;
+  job->call = call;
+  job->run = run;
+  job->done = http_job_done;
+  vd_job_submit(call->d, job);
+}
+
+static void deferred_job_run(vd_job *job) { job->call->deferred(job->call); }
+
+void vd_call_defer(vd_call *call, void (*run)(vd_call *call)) {
+  call->deferred = run;
+  submit_call(call, deferred_job_run);
+}
+
 static void conn_dispatch(vd_conn *c) {
   vd_call *call = c->call;
   if (call->route->mode == VD_RUN_WORKER) {
     c->state = VD_CONN_BUSY;
-    vd_job *job = vs_malloc0(sizeof(*job));
-    job->d = c->d;
-    job->call = call;
-    job->run = http_job_run;
-    job->done = http_job_done;
-    vd_job_submit(c->d, job);
+    submit_call(call, http_job_run);
     conn_update_events(c);
     return;
   }
   c->state = VD_CONN_BUSY;
   call->route->handler(call);
-  if (!call->streamed) {
+  if (call->deferred) {
+    conn_update_events(c);
+  } else if (!call->streamed) {
     vd_conn_finish_call(c, call);
   } else {
     /* the stream owns the connection now; it may even have ended already */
@@ -586,6 +623,9 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
       vd_exec_forward(c);
     else
       conn_update_events(c);
+    /* the detach keys: what came before them went on; the stream ends, the container runs on */
+    if (!c->dead && c->detach_seen)
+      vd_conn_stream_end(c);
   }
 }
 
@@ -608,6 +648,7 @@ void vd_conn_accept(vd_daemon *d, int lfd) {
     c->mon_fd = -1;
     c->file_fd = -1;
     c->events_timer = -1;
+    c->stats_timer = -1;
     c->mon_src.kind = VD_SRC_ATTACH;
     c->mon_src.owner = c;
     c->state = VD_CONN_HEAD;

@@ -179,7 +179,7 @@ static json_t *capabilities(json_t *hc, vs_error **err) {
   return caps;
 }
 
-static json_t *resources(json_t *hc) {
+json_t *vd_spec_resources(json_t *hc) {
   json_t *r = json_object();
   json_int_t mem = json_integer_value(json_object_get(hc, "Memory"));
   json_int_t swap = json_integer_value(json_object_get(hc, "MemorySwap"));
@@ -402,7 +402,7 @@ json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t 
     vs_error_set(err, EINVAL, "build the OCI configuration");
     return NULL;
   }
-  json_object_set_new(json_object_get(spec, "linux"), "resources", resources(host_config));
+  json_object_set_new(json_object_get(spec, "linux"), "resources", vd_spec_resources(host_config));
   apply_default_ulimits(d, json_object_get(json_object_get(spec, "process"), "rlimits"));
   json_t *size = json_object_get(host_config, "ConsoleSize");
   if (tty && json_array_size(size) == 2 && json_integer_value(json_array_get(size, 0)) > 0)

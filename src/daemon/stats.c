@@ -1,10 +1,15 @@
-/* docker stats --no-stream: the container's cgroup statistics (src/ctr's runc-style stats)
- * turned into dockerd's format, two samples a second apart so that the client can compute the
- * CPU share (one sample with one-shot). Streaming stats are not done yet. */
+/* docker stats: the container's cgroup statistics (src/ctr's runc-style stats) turned into
+ * dockerd's format. --no-stream runs on a worker: two samples a second apart so that the client
+ * can compute the CPU share (one sample with one-shot). A stream is loop state: a timerfd per
+ * connection fires every second and the sample (a few small cgroup files) is read on the loop,
+ * the previous one's CPU figures becoming precpu_stats; it ends when the client leaves or the
+ * container is removed, and pauses while the client does not read. */
 #include "daemon/internal.h"
 
 #include <errno.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,30 +65,130 @@ static json_t *sample(vd_daemon *d, const vd_container *c, json_t **cpu, json_t 
   return st;
 }
 
-void vd_h_container_stats(vd_call *c) {
-  vd_daemon *d = c->d;
-  if (http_query_bool(c->req->query, "stream", true)) {
-    vd_call_error(c, 501, "streaming stats are not supported by vesseld yet: use --no-stream");
-    return;
-  }
-  bool one_shot = http_query_bool(c->req->query, "one-shot", false);
-  pthread_mutex_lock(&d->lock);
-  vd_container *ctr = vd_ctr_find(d, c->arg);
-  if (ctr)
-    vd_ctr_ref(ctr);
-  bool running = ctr && ctr->state == VD_CTR_RUNNING;
-  pthread_mutex_unlock(&d->lock);
-  if (!ctr) {
-    vd_call_error(c, 404, "No such container: %s", c->arg);
-    return;
-  }
-  c->ctr = ctr;
+#define EPOCH "0001-01-01T00:00:00Z"
+
+/* dockerd's answer for a container that does not run: empty statistics. */
+static json_t *empty_stats(const vd_container *ctr) {
   _cleanup_free_ char *now = vd_now();
-  if (!running) { /* dockerd answers a stopped container with empty statistics */
-    vd_call_json(c, 200,
-                 json_pack("{s:s, s:s, s:s, s:s, s:{}, s:{}, s:{}, s:{}}", "read", now, "preread",
-                           "0001-01-01T00:00:00Z", "id", ctr->id, "name", ctr->name, "cpu_stats",
-                           "precpu_stats", "memory_stats", "pids_stats"));
+  return json_pack("{s:s, s:s, s:s, s:s, s:{}, s:{}, s:{}, s:{}}", "read", now, "preread", EPOCH,
+                   "id", ctr->id, "name", ctr->name, "cpu_stats", "precpu_stats", "memory_stats",
+                   "pids_stats");
+}
+
+/* One stats object; cpu, mem and pids are stolen, precpu (may be NULL) too. */
+static json_t *stats_object(const vd_container *ctr, const char *pre, json_t *cpu, json_t *mem,
+                            json_t *pids, json_t *precpu) {
+  _cleanup_free_ char *now = vd_now();
+  return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:{}}", "read", now, "preread",
+                   pre ? pre : EPOCH, "id", ctr->id, "name", ctr->name, "cpu_stats", cpu,
+                   "precpu_stats", precpu ? precpu : json_object(), "memory_stats", mem,
+                   "pids_stats", pids, "networks");
+}
+
+/* Streamed stats ------------------------------------------------------------------------- */
+
+static void stats_send(vd_conn *c, json_t *obj) {
+  /* one chunk per object with its newline: docker-py's splitter chokes on a lone "\n" at the end */
+  _cleanup_free_ char *text = json_dumps(obj, JSON_COMPACT);
+  json_decref(obj);
+  _cleanup_free_ char *line = vs_asprintf("%s\n", text);
+  vd_conn_stream_write(c, line, strlen(line));
+  vd_conn_flush(c);
+}
+
+void vd_stats_tick(vd_conn *c) {
+  uint64_t n;
+  if (c->stats_timer >= 0 && read(c->stats_timer, &n, sizeof(n)) < 0 && errno != EAGAIN)
+    vs_log_debug("stats timer: %s", strerror(errno));
+  if (c->dead || c->stream != VD_STREAM_STATS)
+    return;
+  vd_daemon *d = c->d;
+  vd_container *ctr = c->stats_ctr;
+  pthread_mutex_lock(&d->lock);
+  bool gone = ctr->removed || ctr->removing, running = ctr->state == VD_CTR_RUNNING;
+  pthread_mutex_unlock(&d->lock);
+  if (gone) {
+    vd_conn_stream_end(c);
+    return;
+  }
+  if (c->out_len - c->out_off >= VD_OUT_HIGH_WATER)
+    return; /* the client does not read: skip this second rather than queue it */
+  json_t *cpu = NULL, *mem = NULL, *pids = NULL;
+  vs_error *e = NULL;
+  json_t *st = running ? sample(d, ctr, &cpu, &mem, &pids, &e) : NULL;
+  if (!st) { /* not running (or it just stopped): dockerd's empty statistics */
+    vs_error_free(e);
+    json_decref(c->stats_prev_cpu);
+    c->stats_prev_cpu = NULL;
+    stats_send(c, empty_stats(ctr));
+    return;
+  }
+  json_decref(st);
+  json_t *precpu = c->stats_prev_cpu;
+  c->stats_prev_cpu = json_incref(cpu);
+  json_t *obj = stats_object(ctr, c->stats_prev_read, cpu, mem, pids, precpu);
+  free(c->stats_prev_read);
+  c->stats_prev_read = vs_strdup(json_string_value(json_object_get(obj, "read")));
+  stats_send(c, obj);
+}
+
+void vd_stats_detach(vd_conn *c) {
+  if (c->stats_timer >= 0) {
+    vd_loop_del(c->d, c->stats_timer);
+    close(c->stats_timer);
+    c->stats_timer = -1;
+  }
+  if (c->stats_ctr)
+    vd_ctr_unref(c->d, c->stats_ctr);
+  c->stats_ctr = NULL;
+  json_decref(c->stats_prev_cpu);
+  c->stats_prev_cpu = NULL;
+  free(c->stats_prev_read);
+  c->stats_prev_read = NULL;
+}
+
+/* On the loop: the stream begins with a sample now, then one a second. */
+static void stats_stream_begin(vd_call *c) {
+  vd_daemon *d = c->d;
+  vd_container *ctr = vd_call_container(c);
+  if (!ctr)
+    return;
+  vd_conn *conn = c->conn;
+  int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  struct itimerspec its = {.it_value = {.tv_sec = 1}, .it_interval = {.tv_sec = 1}};
+  vs_error *e = NULL;
+  conn->stats_src.kind = VD_SRC_STATS_TIMER;
+  conn->stats_src.owner = conn;
+  if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0 ||
+      vd_loop_add(d, tfd, EPOLLIN, &conn->stats_src, &e) < 0) {
+    vd_call_error(c, 500, "stats: cannot arm a timer: %s", e ? e->msg : strerror(errno));
+    vs_error_free(e);
+    if (tfd >= 0)
+      close(tfd);
+    vd_ctr_unref(d, ctr);
+    return;
+  }
+  c->streamed = true;
+  conn->stream = VD_STREAM_STATS;
+  conn->stats_timer = tfd;
+  conn->stats_ctr = ctr;
+  vd_conn_stream_begin(conn, 200, "application/json");
+  vd_stats_tick(conn);
+}
+
+/* --no-stream (worker): it may wait a second between its two samples. */
+static void stats_once(vd_call *c) {
+  vd_daemon *d = c->d;
+  bool one_shot = http_query_bool(c->req->query, "one-shot", false);
+  vd_container *ctr = vd_call_container(c);
+  if (!ctr)
+    return;
+  c->ctr = ctr;
+  pthread_mutex_lock(&d->lock);
+  bool running = ctr->state == VD_CTR_RUNNING;
+  pthread_mutex_unlock(&d->lock);
+  if (!running) {
+    vd_call_json(c, 200, empty_stats(ctr));
     return;
   }
   json_t *cpu0 = NULL, *mem0 = NULL, *pids0 = NULL, *cpu = NULL, *mem = NULL, *pids = NULL;
@@ -109,11 +214,13 @@ void vd_h_container_stats(vd_call *c) {
     return;
   }
   json_decref(st);
-  free(now);
-  now = vd_now();
-  vd_call_json(c, 200,
-               json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:{}}", "read", now, "preread",
-                         pre ? pre : "0001-01-01T00:00:00Z", "id", ctr->id, "name", ctr->name,
-                         "cpu_stats", cpu, "precpu_stats", cpu0 ? cpu0 : json_object(),
-                         "memory_stats", mem, "pids_stats", pids, "networks"));
+  vd_call_json(c, 200, stats_object(ctr, pre, cpu, mem, pids, cpu0));
+}
+
+/* On the loop: a stream stays there; the single answer goes to a worker. */
+void vd_h_container_stats(vd_call *c) {
+  if (http_query_bool(c->req->query, "stream", true))
+    stats_stream_begin(c);
+  else
+    vd_call_defer(c, stats_once);
 }

@@ -61,6 +61,7 @@ static void ctr_free(vd_container *c) {
   if (c->timerfd >= 0)
     close(c->timerfd);
   json_decref(c->rec);
+  json_decref(c->net);
   free(c->name);
   free(c->dir);
   free(c->started_at);

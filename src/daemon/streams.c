@@ -8,6 +8,8 @@
  * length. */
 #include "daemon/internal.h"
 
+#include <ctype.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -29,6 +31,7 @@ static void stream_link(vd_conn *conn, vd_container *c, vd_stream_kind kind) {
 void vd_stream_detach(vd_conn *conn) {
   vd_exec_detach_conn(conn);
   vd_events_detach(conn);
+  vd_stats_detach(conn);
   vd_container *c = conn->ctr;
   if (c) {
     for (vd_conn **pp = &c->streams; *pp; pp = &(*pp)->stream_next)
@@ -49,6 +52,8 @@ void vd_stream_detach(vd_conn *conn) {
   conn->mon_out = NULL;
   conn->mon_out_len = 0;
   conn->attach_stdin = conn->stdin_closed = conn->raw = false;
+  conn->n_detach_keys = conn->detach_matched = 0;
+  conn->detach_seen = false;
   if (conn->log_fd >= 0)
     close(conn->log_fd);
   conn->log_fd = -1;
@@ -223,6 +228,26 @@ static void emit_lines(vd_conn *conn, const char *buf, size_t len) {
   free(b.p);
 }
 
+/* At the end of the file a stream reads: go on in the next one if the log was rotated since
+ * (or from the start if it was emptied, with max-file 1). Whether there is more to read. */
+static bool log_next_file(vd_conn *conn) {
+  if (!conn->ctr)
+    return false;
+  struct stat st;
+  off_t pos = lseek(conn->log_fd, 0, SEEK_CUR);
+  if (fstat(conn->log_fd, &st) == 0 && pos > st.st_size) {
+    lseek(conn->log_fd, 0, SEEK_SET);
+    return true;
+  }
+  _cleanup_free_ char *path = vd_ctr_log_path(conn->ctr);
+  int fd = vd_log_open_next(path, conn->log_fd);
+  if (fd < 0)
+    return false;
+  close(conn->log_fd);
+  conn->log_fd = fd;
+  return true;
+}
+
 void vd_stream_pump(vd_conn *conn) {
   if (conn->log_fd < 0 || conn->dead)
     return;
@@ -234,6 +259,8 @@ void vd_stream_pump(vd_conn *conn) {
     while (!conn->dead && conn->log_fd >= 0 && conn->out_len - conn->out_off < VD_OUT_HIGH_WATER) {
       ssize_t n = read(conn->log_fd, buf, sizeof(buf));
       if (n < 0 && errno == EINTR)
+        continue;
+      if (n == 0 && log_next_file(conn))
         continue;
       if (n <= 0) {
         if (!conn->follow || conn->ctr_ended) {
@@ -320,6 +347,78 @@ static void mon_flush(vd_conn *conn) {
   conn->mon_out_len -= off;
   struct epoll_event ev = {.events = conn->mon_out_len ? EPOLLOUT : 0, .data.ptr = &conn->mon_src};
   epoll_ctl(conn->d->epfd, EPOLL_CTL_MOD, conn->mon_fd, &ev);
+}
+
+/* ---------------------------------------------------------------- detach keys */
+
+static int detach_key(const char *k, size_t len, unsigned char *out) {
+  if (len == 1) {
+    *out = (unsigned char)k[0];
+    return 0;
+  }
+  if (len != 6 || strncasecmp(k, "ctrl-", 5) != 0)
+    return -1;
+  char c = (char)tolower((unsigned char)k[5]);
+  static const char specials[] = "@[\\]^_";
+  if (c >= 'a' && c <= 'z')
+    *out = (unsigned char)(c - 'a' + 1);
+  else if (strchr(specials, c) && c)
+    *out = (unsigned char)(c == '@' ? 0 : 27 + (strchr(specials, c) - specials) - 1);
+  else
+    return -1;
+  return 0;
+}
+
+int vd_detach_keys_parse(const char *spec, unsigned char keys[VD_DETACH_KEYS_MAX], size_t *n,
+                         vs_error **err) {
+  if (!spec || !*spec)
+    spec = "ctrl-p,ctrl-q";
+  *n = 0;
+  for (const char *p = spec;;) {
+    size_t len = strcspn(p, ",");
+    if (*n == VD_DETACH_KEYS_MAX || detach_key(p, len, &keys[*n]) < 0)
+      return vs_error_set(err, EINVAL, "Invalid detach keys (%s) provided", spec);
+    (*n)++;
+    if (!p[len])
+      break;
+    p += len + 1;
+  }
+  return 0;
+}
+
+void vd_detach_filter(vd_conn *c, size_t from) {
+  if (!c->n_detach_keys || c->detach_seen || from >= c->in_len)
+    return;
+  size_t n = c->in_len - from;
+  _cleanup_free_ unsigned char *src = vs_malloc0(n);
+  memcpy(src, c->in + from, n);
+  if (c->in_cap < from + n + c->n_detach_keys) {
+    c->in_cap = from + n + c->n_detach_keys;
+    c->in = vs_realloc(c->in, c->in_cap);
+  }
+  size_t o = from;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char b = src[i];
+    if (b == c->detach_keys[c->detach_matched]) {
+      if (++c->detach_matched == c->n_detach_keys) {
+        c->detach_seen = true;
+        c->detach_matched = 0;
+        break;
+      }
+      continue;
+    }
+    if (c->detach_matched) { /* not the sequence after all: what was withheld goes on */
+      memcpy(c->in + o, c->detach_keys, c->detach_matched);
+      o += c->detach_matched;
+      c->detach_matched = 0;
+      if (b == c->detach_keys[0]) {
+        c->detach_matched = 1;
+        continue;
+      }
+    }
+    c->in[o++] = (char)b;
+  }
+  c->in_len = o;
 }
 
 /* Only so much is queued for the monitor: the rest waits in the connection's input, and the
@@ -417,37 +516,6 @@ static vd_container *open_log(vd_call *c, int *fd) {
   return ctr;
 }
 
-/* Position fd so that the last n lines remain to be read. */
-static void seek_tail(int fd, long long n) {
-  struct stat st;
-  if (fstat(fd, &st) < 0)
-    return;
-  off_t pos = st.st_size;
-  long long lines = 0;
-  char buf[8192];
-  /* the final newline ends the last line; it does not start one */
-  bool skip_last = true;
-  while (pos > 0) {
-    size_t len = pos < (off_t)sizeof(buf) ? (size_t)pos : sizeof(buf);
-    pos -= (off_t)len;
-    if (pread(fd, buf, len, pos) != (ssize_t)len)
-      break;
-    for (size_t i = len; i-- > 0;) {
-      if (buf[i] != '\n')
-        continue;
-      if (skip_last && pos + (off_t)i == st.st_size - 1) {
-        skip_last = false;
-        continue;
-      }
-      if (++lines == n) {
-        lseek(fd, pos + (off_t)i + 1, SEEK_SET);
-        return;
-      }
-    }
-  }
-  lseek(fd, 0, SEEK_SET);
-}
-
 /* docker logs --since/--until: the client sends seconds ("1700000000.25"); as an RFC 3339
  * string like the log's times. NULL when absent or 0. */
 static char *log_bound(const char *q, const char *name, bool *bad) {
@@ -495,10 +563,17 @@ void vd_h_container_logs(vd_call *c) {
   vd_container *ctr = open_log(c, &fd);
   if (!ctr)
     return;
-  if (tail_n == 0)
+  if (tail_n == 0) {
     lseek(fd, 0, SEEK_END);
-  else if (tail_n > 0)
-    seek_tail(fd, tail_n);
+  } else { /* from the oldest rotated file, or as far back as the tail reaches */
+    _cleanup_free_ char *path = vd_ctr_log_path(ctr);
+    int from = -1;
+    if (tail_n > 0 ? vd_log_seek_tail(path, tail_n, &from) == 0
+                   : (from = vd_log_open_oldest(path)) >= 0) {
+      close(fd);
+      fd = from;
+    }
+  }
   vd_conn *conn = c->conn;
   pthread_mutex_lock(&c->d->lock);
   bool running = ctr->state == VD_CTR_RUNNING || ctr->starting;
@@ -523,13 +598,29 @@ void vd_h_container_attach(vd_call *c) {
     vd_call_error(c, 400, "Bad parameters: you must choose at least one of stream or logs");
     return;
   }
+  _cleanup_free_ char *keys = http_query_get(q, "detachKeys");
+  vs_error *e = NULL;
+  c->conn->detach_matched = 0;
+  if (vd_detach_keys_parse(keys, c->conn->detach_keys, &c->conn->n_detach_keys, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
   int fd;
   vd_container *ctr = open_log(c, &fd);
   if (!ctr)
     return;
-  /* stream only: what the container writes from now on */
-  if (!http_query_bool(q, "logs", false))
+  /* stream only: what the container writes from now on; with logs, all of it */
+  if (!http_query_bool(q, "logs", false)) {
     lseek(fd, 0, SEEK_END);
+  } else {
+    _cleanup_free_ char *path = vd_ctr_log_path(ctr);
+    int from = vd_log_open_oldest(path);
+    if (from >= 0) {
+      close(fd);
+      fd = from;
+    }
+  }
   vd_conn *conn = c->conn;
   c->streamed = true;
   conn->log_fd = fd;
@@ -541,6 +632,11 @@ void vd_h_container_attach(vd_call *c) {
   conn->attach_stdin =
       http_query_bool(q, "stdin", false) && json_is_true(json_object_get(cfg, "OpenStdin"));
   conn->stdin_once = json_is_true(json_object_get(cfg, "StdinOnce"));
+  /* as dockerd: only a terminal's input is watched for the detach keys */
+  if (conn->raw && conn->attach_stdin)
+    vd_detach_filter(conn, 0);
+  else
+    conn->n_detach_keys = 0;
   stream_link(conn, ctr, VD_STREAM_ATTACH);
   vd_conn_hijack_begin(conn, "application/vnd.docker.raw-stream");
   pthread_mutex_lock(&c->d->lock);
@@ -549,6 +645,9 @@ void vd_h_container_attach(vd_call *c) {
   if (running)
     attach_connect(conn);
   vd_stream_pump(conn);
+  /* the detach keys came with the request itself */
+  if (!conn->dead && conn->stream == VD_STREAM_ATTACH && conn->detach_seen)
+    vd_conn_stream_end(conn);
 }
 
 void vd_h_container_wait(vd_call *c) {

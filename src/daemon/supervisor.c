@@ -24,7 +24,7 @@ static bool is_mount_point(const char *path, const char *parent) {
 }
 
 /* The overlay root stays mounted while the container exists; after a reboot it is not. */
-static int ensure_rootfs(vd_daemon *d, vd_container *c, vs_error **err) {
+int vd_supervise_ensure_rootfs(vd_daemon *d, vd_container *c, vs_error **err) {
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);
   if (is_mount_point(rootfs, c->dir))
     return 0;
@@ -75,9 +75,24 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
   _cleanup_close_ int mlog_fd =
       open(mlog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   json_t *cfg = json_object_get(c->rec, "Config");
-  char *argv[16] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
+  char *argv[20] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
                     d->rt.root,      "--log", log,   "--ready-fd", "3"};
   size_t argc = 11;
+  vd_log_opts lo;
+  char max_size[32], max_files[16];
+  if (vd_log_options(json_object_get(c->rec, "HostConfig"), &lo, err) < 0) {
+    close(p[0]);
+    close(p[1]);
+    return vs_error_wrap(err, "the container's log options");
+  }
+  if (lo.max_size > 0) {
+    snprintf(max_size, sizeof(max_size), "%lld", (long long)lo.max_size);
+    snprintf(max_files, sizeof(max_files), "%u", lo.max_files);
+    argv[argc++] = "--log-max-size";
+    argv[argc++] = max_size;
+    argv[argc++] = "--log-max-files";
+    argv[argc++] = max_files;
+  }
   if (json_is_true(json_object_get(cfg, "Tty")))
     argv[argc++] = "--tty";
   if (json_is_true(json_object_get(cfg, "OpenStdin")))
@@ -103,15 +118,19 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
 }
 
 int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
-  if (ensure_rootfs(d, c, err) < 0)
+  if (vd_supervise_ensure_rootfs(d, c, err) < 0)
     return vs_error_wrap(err, "mount the root file system");
   _cleanup_free_ char *mpath = vs_asprintf("%s/monitor.json", c->dir);
   _cleanup_free_ char *epath = vs_asprintf("%s/exit.json", c->dir);
   unlink(mpath);
   unlink(epath);
   pid_t pid;
-  if (spawn_monitor(d, c, &pid, err) < 0)
+  if (vd_net_setup(d, c, err) < 0)
+    return vs_error_wrap(err, "network");
+  if (spawn_monitor(d, c, &pid, err) < 0) {
+    vd_net_teardown(d, c);
     return -1;
+  }
   pthread_mutex_lock(&d->lock);
   vd_ctr_refresh(d, c);
   free(c->error);
@@ -223,6 +242,9 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   int code = c->exit_code;
   pthread_mutex_unlock(&d->lock);
   vs_log_info("container %.12s exited with %d", c->id, code);
+  /* its endpoints go with it, as Docker's (netlink and a ruleset load: on a worker) */
+  if (!restarted)
+    vd_net_teardown_later(d, c);
   pthread_mutex_lock(&d->lock);
   json_t *attrs = vd_event_ctr_attrs(c);
   pthread_mutex_unlock(&d->lock);
@@ -283,6 +305,7 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
     vd_ctr_refresh(d, c);
     pthread_mutex_unlock(&d->lock);
   }
+  vd_net_teardown(d, c);
   /* the monitor removes the runtime state; a monitor that died could not */
   ctr_delete(&d->rt, c->id, true, NULL);
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);

@@ -134,18 +134,17 @@ char *vd_random_id(void) {
 json_t *vd_filter_values(json_t *filters, const char *key) {
   json_t *v = json_object_get(filters, key);
   json_t *out = json_array();
-  size_t i;
-  json_t *x;
   if (json_is_array(v)) {
-    json_array_foreach(v, i, x) if (json_is_string(x)) json_array_append(out, x);
+    json_array_extend(out, v);
   } else if (json_is_object(v)) {
     const char *k;
-    json_object_foreach(v, k, x) if (json_is_true(x)) json_array_append_new(out, json_string(k));
+    json_t *b;
+    json_object_foreach(v, k, b) if (json_is_true(b)) json_array_append_new(out, json_string(k));
   }
   return out;
 }
 
-bool vd_labels_match(json_t *labels, const char *want) {
+bool vd_label_match(json_t *labels, const char *want) {
   const char *eq = strchr(want, '=');
   _cleanup_free_ char *k = eq ? vs_img_strndup(want, (size_t)(eq - want)) : vs_strdup(want);
   const char *have = json_string_value(json_object_get(labels, k));

@@ -323,8 +323,8 @@ out:
 }
 
 int vs_image_commit(vs_store *s, const vs_image *base, const char *upper, const char *name,
-                    json_t *changes, const char *comment, char digest_out[VS_DIGEST_MAX],
-                    vs_error **err) {
+                    json_t *changes, const char *comment, const char *author,
+                    char digest_out[VS_DIGEST_MAX], vs_error **err) {
   if (vs_store_lock(s, false, err) < 0)
     return -1;
   int r = -1;
@@ -346,8 +346,12 @@ int vs_image_commit(vs_store *s, const vs_image *base, const char *upper, const 
     hist = json_array();
     json_object_set_new(config, "history", hist);
   }
-  json_array_append_new(hist, json_pack("{s:s, s:s, s:s?}", "created", now, "created_by",
-                                        "vessel commit", "comment", comment));
+  json_array_append_new(hist, json_pack("{s:s, s:s, s:s?, s:s?}", "created", now, "created_by",
+                                        "vessel commit", "comment", comment, "author", author));
+  if (author)
+    json_object_set_new(config, "author", json_string(author));
+  if (comment)
+    json_object_set_new(config, "comment", json_string(comment));
   if (json_is_object(changes)) {
     json_t *c = json_object_get(config, "config");
     if (!json_is_object(c)) {

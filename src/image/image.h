@@ -114,6 +114,13 @@ typedef struct vs_layer_limits {
   uint64_t max_bytes;   /* total uncompressed file data; 0 = default (64 GiB) */
   uint64_t max_entries; /* 0 = default (4 million) */
   bool allow_devices;   /* create char/block device nodes (true for image layers as root) */
+  /* A plain archive (docker cp into a container) rather than an image layer: ".wh." names are
+   * ordinary files, mounts below the directory are entered, absolute names are refused, and no
+   * entry's directory may go through a symbolic link (one the archive made, or one that was
+   * there), so a link cannot redirect later entries anywhere. */
+  bool plain;
+  bool no_overwrite_dir_nondir; /* refuse to replace a directory by a non-directory or back */
+  bool owner_root;              /* every entry owned by 0:0 instead of the archive's owners */
 } vs_layer_limits;
 
 /* Apply a layer tar (plain, gzip or zstd; detected from the content) read from fd into the
@@ -207,12 +214,19 @@ int vs_store_unpack_layer_any(vs_store *s, const char *blob_digest, const char *
 /* vessel import: a root file system tarball (plain, gzip or zstd) becomes a one-layer image. */
 int vs_image_import(vs_store *s, const char *tar_path, const char *name, json_t *changes,
                     char digest_out[VS_DIGEST_MAX], vs_error **err);
+/* Dockerfile instructions that change only the config (docker commit/import --change): each
+ * string of the array changes holds one or more lines of CMD, ENTRYPOINT, ENV, EXPOSE,
+ * HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME or WORKDIR, applied in order to config (an
+ * image's "config" object: Cmd, Env, ...). Other instructions and malformed arguments are errors
+ * naming them. */
+int vs_config_apply_changes(json_t *config, json_t *changes, vs_error **err);
 /* vessel commit: the overlay upper directory becomes a new gzip layer on top of base (overlay
  * whiteouts and opaque dirs turned back into .wh. entries); config_changes (may be NULL) are
- * merged into the image's "config" object. */
+ * merged into the image's "config" object; comment and author (may be NULL) go into the
+ * history entry and the image's author. */
 int vs_image_commit(vs_store *s, const vs_image *base, const char *upper_dir, const char *name,
-                    json_t *config_changes, const char *comment, char digest_out[VS_DIGEST_MAX],
-                    vs_error **err);
+                    json_t *changes, const char *comment, const char *author,
+                    char digest_out[VS_DIGEST_MAX], vs_error **err);
 /* vessel image load: a docker-archive (docker save) or OCI layout tar. Names of the loaded images
  * go to *names (a JSON array, caller decrefs). */
 int vs_image_load(vs_store *s, const char *path, const char *fallback_name, json_t **names,

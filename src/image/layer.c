@@ -32,7 +32,7 @@ typedef struct dir_time {
 typedef struct applier {
   int rootfd;
   uint64_t max_bytes, max_entries, bytes, entries;
-  bool allow_devices;
+  bool allow_devices, plain, no_overwrite_dir_nondir, owner_root;
   struct archive *raw; /* decompressor */
   vs_hasher *hasher;
   char *buf;
@@ -43,11 +43,15 @@ typedef struct applier {
   vs_error *read_err;
 } applier;
 
-static int openat2_in_root(int rootfd, const char *path, int flags) {
+/* Layers stay on their directory's file system; plain archives may enter mounts (a volume in a
+ * container) but never follow a symbolic link. */
+static int openat2_in_root(const applier *a, const char *path, int flags) {
   struct open_how how = {
       .flags = (uint64_t)(flags | O_CLOEXEC),
-      .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+      .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS |
+                 (a->plain ? RESOLVE_NO_SYMLINKS : RESOLVE_NO_XDEV),
   };
+  int rootfd = a->rootfd;
   long r;
   do
     r = syscall(SYS_openat2, rootfd, *path ? path : ".", &how, sizeof(how));
@@ -88,9 +92,11 @@ static int clean_path(const char *in, char **out, vs_error **err) {
 }
 
 /* Open (creating as needed, mode 0755) the directory `path` inside the root. */
-static int ensure_dir(int rootfd, const char *path, vs_error **err) {
-  int fd = openat2_in_root(rootfd, path, O_RDONLY | O_DIRECTORY);
+static int ensure_dir(const applier *a, const char *path, vs_error **err) {
+  int fd = openat2_in_root(a, path, O_RDONLY | O_DIRECTORY);
   if (fd >= 0 || errno != ENOENT) {
+    if (fd < 0 && errno == ELOOP && a->plain)
+      return vs_error_set(err, ELOOP, "directory %.200s goes through a symbolic link", path);
     if (fd < 0)
       return vs_error_set(err, errno, "open directory %.200s", path);
     return fd;
@@ -102,15 +108,15 @@ static int ensure_dir(int rootfd, const char *path, vs_error **err) {
   if (slash) {
     *slash = 0;
     base = slash + 1;
-    parent = ensure_dir(rootfd, dup, err);
+    parent = ensure_dir(a, dup, err);
   } else {
-    parent = openat2_in_root(rootfd, "", O_RDONLY | O_DIRECTORY);
+    parent = openat2_in_root(a, "", O_RDONLY | O_DIRECTORY);
   }
   if (parent < 0)
     return -1;
   if (mkdirat(parent, base, 0755) < 0 && errno != EEXIST)
     return vs_error_set(err, errno, "mkdir %.200s", path);
-  fd = openat2_in_root(rootfd, path, O_RDONLY | O_DIRECTORY);
+  fd = openat2_in_root(a, path, O_RDONLY | O_DIRECTORY);
   if (fd < 0)
     return vs_error_set(err, errno, "open directory %.200s", path);
   return fd;
@@ -128,35 +134,20 @@ static void split_path(char *path, const char **dir, const char **base) {
   }
 }
 
-static int rm_at(int dirfd, const char *name) {
-  if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
-    return 0;
-  if (errno != EISDIR)
-    return -1;
-  vs_error *e = NULL;
-  _cleanup_close_ int fd = openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0)
-    return -1;
-  _cleanup_free_ char *p = vs_asprintf("/proc/self/fd/%d", fd);
-  char real[PATH_MAX];
-  ssize_t n = readlink(p, real, sizeof(real) - 1);
-  if (n < 0)
-    return -1;
-  real[n] = 0;
-  int r = vs_rm_rf(real, &e);
-  vs_error_free(e);
-  return r;
-}
-
 /* Remove whatever is at parent/base unless both it and the new entry are directories. */
-static int make_room(int parent, const char *base, bool new_is_dir, vs_error **err) {
+static int make_room(const applier *a, int parent, const char *base, bool new_is_dir,
+                     vs_error **err) {
   struct stat st;
   if (fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
     return errno == ENOENT ? 0 : vs_error_set(err, errno, "stat");
   if (new_is_dir && S_ISDIR(st.st_mode))
     return 0;
-  if (rm_at(parent, base) < 0)
-    return vs_error_set(err, errno, "remove existing entry");
+  if (a->no_overwrite_dir_nondir && (new_is_dir || S_ISDIR(st.st_mode)))
+    return vs_error_set(err, EEXIST, "cannot overwrite %s \"%.200s\" with %s",
+                        new_is_dir ? "non-directory" : "directory", base,
+                        new_is_dir ? "a directory" : "a non-directory");
+  if (vs_rm_rf_at(parent, base, err) < 0)
+    return vs_error_wrap(err, "remove existing entry");
   return 0;
 }
 
@@ -237,7 +228,7 @@ static int entry_owner(struct archive_entry *ae, uid_t *uid, gid_t *gid, vs_erro
   return 0;
 }
 
-static int apply_whiteout(int parent, const char *base, vs_error **err) {
+static int apply_whiteout(const applier *a, int parent, const char *base, vs_error **err) {
   if (!strcmp(base, OPAQUE_MARKER)) {
     if (fsetxattr(parent, "trusted.overlay.opaque", "y", 1, 0) < 0)
       return vs_error_set(err, errno, "mark directory opaque");
@@ -246,7 +237,7 @@ static int apply_whiteout(int parent, const char *base, vs_error **err) {
   const char *name = base + strlen(WHITEOUT_PREFIX);
   if (!*name || !strcmp(name, ".") || !strcmp(name, ".."))
     return vs_error_set(err, EINVAL, "bad whiteout name");
-  if (make_room(parent, name, false, err) < 0)
+  if (make_room(a, parent, name, false, err) < 0)
     return -1;
   if (mknodat(parent, name, S_IFCHR | 0, makedev(0, 0)) < 0)
     return vs_error_set(err, errno, "create whiteout for %.200s", name);
@@ -262,7 +253,7 @@ static int apply_hardlink(applier *a, int parent, const char *base, const char *
     return vs_error_set(err, 0, "hardlink to the layer root");
   const char *tdir, *tbase;
   split_path(t, &tdir, &tbase);
-  _cleanup_close_ int tparent = openat2_in_root(a->rootfd, tdir, O_RDONLY | O_DIRECTORY);
+  _cleanup_close_ int tparent = openat2_in_root(a, tdir, O_RDONLY | O_DIRECTORY);
   if (tparent < 0)
     return vs_error_set(err, errno, "hardlink target %.200s", target);
   struct stat st;
@@ -270,7 +261,7 @@ static int apply_hardlink(applier *a, int parent, const char *base, const char *
     return vs_error_set(err, errno, "hardlink target %.200s", target);
   if (S_ISDIR(st.st_mode))
     return vs_error_set(err, 0, "hardlink to directory %.200s", target);
-  if (make_room(parent, base, false, err) < 0)
+  if (make_room(a, parent, base, false, err) < 0)
     return -1;
   /* No AT_SYMLINK_FOLLOW: a symlink target is linked as the symlink itself. */
   if (linkat(tparent, tbase, parent, base, 0) < 0)
@@ -293,6 +284,8 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
   const char *raw_path = archive_entry_pathname(ae);
   if (!raw_path)
     return vs_error_set(err, EINVAL, "entry without a name");
+  if (a->plain && raw_path[0] == '/')
+    return vs_error_set(err, EINVAL, "absolute name \"%.200s\" in the archive", raw_path);
   _cleanup_free_ char *path = NULL;
   if (clean_path(raw_path, &path, err) < 0 || !path)
     return -1;
@@ -301,12 +294,12 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
   _cleanup_free_ char *full = vs_strdup(path);
   const char *dir, *base;
   split_path(path, &dir, &base);
-  _cleanup_close_ int parent = ensure_dir(a->rootfd, dir, err);
+  _cleanup_close_ int parent = ensure_dir(a, dir, err);
   if (parent < 0)
     return -1;
 
-  if (!strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)))
-    return apply_whiteout(parent, base, err);
+  if (!a->plain && !strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)))
+    return apply_whiteout(a, parent, base, err);
 
   const char *hardlink = archive_entry_hardlink(ae);
   if (hardlink)
@@ -314,14 +307,14 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
 
   uid_t uid = 0;
   gid_t gid = 0;
-  if (entry_owner(ae, &uid, &gid, err) < 0)
+  if (!a->owner_root && entry_owner(ae, &uid, &gid, err) < 0)
     return -1;
   mode_t perm = archive_entry_perm(ae) & 07777;
   struct timespec ts[2];
   entry_times(ae, ts);
   mode_t type = archive_entry_filetype(ae);
 
-  if (make_room(parent, base, type == AE_IFDIR, err) < 0)
+  if (make_room(a, parent, base, type == AE_IFDIR, err) < 0)
     return -1;
 
   switch (type) {
@@ -417,7 +410,7 @@ static la_ssize_t inner_read(struct archive *ar, void *ctx, const void **buf) {
 
 static void set_dir_times(applier *a) {
   for (size_t i = a->n_dirs; i-- > 0;) {
-    _cleanup_close_ int fd = openat2_in_root(a->rootfd, a->dirs[i].path, O_RDONLY | O_DIRECTORY);
+    _cleanup_close_ int fd = openat2_in_root(a, a->dirs[i].path, O_RDONLY | O_DIRECTORY);
     if (fd >= 0)
       futimens(fd, a->dirs[i].ts);
   }
@@ -430,6 +423,9 @@ int vs_layer_apply(int fd, int dirfd, const vs_layer_limits *lim, char diff_id_o
       .max_bytes = lim && lim->max_bytes ? lim->max_bytes : DEFAULT_MAX_BYTES,
       .max_entries = lim && lim->max_entries ? lim->max_entries : DEFAULT_MAX_ENTRIES,
       .allow_devices = lim ? lim->allow_devices : true,
+      .plain = lim && lim->plain,
+      .no_overwrite_dir_nondir = lim && lim->no_overwrite_dir_nondir,
+      .owner_root = lim && lim->owner_root,
       .buf_size = (size_t)256 << 10,
   };
   a.buf = vs_malloc0(a.buf_size);

@@ -25,6 +25,7 @@ enum {
   OPT_PAD = 0,
   OPT_SUBNET_MASK = 1,
   OPT_ROUTER = 3,
+  OPT_DNS_SERVER = 6,
   OPT_MTU = 26,
   OPT_BROADCAST = 28,
   OPT_REQUESTED_IP = 50,
@@ -176,6 +177,8 @@ static size_t build_reply(const net_network *n, const dhcp_request *r, uint8_t t
     put_opt_u32(&w, OPT_SUBNET_MASK, net_prefix_mask(n->prefix));
     put_opt_u32(&w, OPT_BROADCAST, n->subnet | ~net_prefix_mask(n->prefix));
     put_opt_u32(&w, OPT_ROUTER, n->gateway);
+    /* the network's name server (net_dns_open) listens on the gateway */
+    put_opt_u32(&w, OPT_DNS_SERVER, n->gateway);
     put_opt(&w, OPT_MTU, mtu, 2);
   }
   w.p[w.len++] = OPT_END;

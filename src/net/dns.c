@@ -1,15 +1,22 @@
 /* The network's name service, as Docker's embedded DNS server: on the gateway address (port 53,
- * UDP), a guest's query for an endpoint's id or alias on the same network gets its address;
+ * UDP and TCP), a guest's query for an endpoint's id or alias on the same network gets its address;
  * every other query is forwarded to the host's resolver and the answer relayed back. Names are
  * per network, so a guest cannot learn the addresses of another network's guests.
  *
  * Queries come from guests: every length and label is checked; a malformed query gets no
  * answer. Forwarding never blocks: a query waits in a small table (its id rewritten, so two
- * guests' ids cannot collide upstream) until the answer comes or its slot is needed again. */
+ * guests' ids cannot collide upstream) until the answer comes or its slot is needed again.
+ *
+ * TCP (RFC 7766: resolvers retry there when an answer is truncated, and some always use it):
+ * each message has a two-byte length; a connection may carry several queries. Connections are a
+ * small table, the oldest closed when it is full or idle too long; forwarded TCP queries go
+ * upstream over UDP and their answers come back on the guest's connection. All sockets sit in
+ * one epoll set whose fd the caller polls. */
 #include <ctype.h>
 #include <errno.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -22,6 +29,9 @@
 #define DNS_PENDING 64
 #define DNS_PENDING_SECONDS 5
 #define DNS_MSG_MAX 1500
+#define DNS_TCP_CONNS 16
+#define DNS_TCP_IDLE_SECONDS 10
+#define DNS_BUDGET_TCP 8 /* reads per connection and call */
 
 enum { DNS_TYPE_A = 1, DNS_TYPE_ANY = 255, DNS_CLASS_IN = 1 };
 enum { RCODE_SERVFAIL = 2 };
@@ -30,15 +40,29 @@ typedef struct dns_pending {
   bool used;
   uint16_t upstream_id, client_id;
   struct sockaddr_in client;
+  int tcp;          /* the TCP connection's slot, or -1 for a UDP client */
+  unsigned tcp_gen; /* ... and which connection in that slot */
   time_t deadline;
 } dns_pending;
 
+typedef struct dns_tcp_conn {
+  int fd; /* -1: free */
+  unsigned gen;
+  time_t idle_until;
+  size_t len; /* bytes of the current message read so far, its two-byte length included */
+  uint8_t buf[2 + DNS_MSG_MAX];
+} dns_tcp_conn;
+
 struct net_dns {
   char *network;
-  int listen_fd;
+  int ep_fd;       /* what the caller polls: every socket below */
+  int listen_fd;   /* UDP */
+  int tcp_fd;      /* TCP listener */
   int upstream_fd; /* connected to the upstream resolver; -1 when there is none */
   uint16_t next_id;
+  unsigned next_gen;
   dns_pending pending[DNS_PENDING];
+  dns_tcp_conn tcp[DNS_TCP_CONNS];
 };
 
 /* The question's name, lowercased and dotted ("web.example"), and where the question ends. */
@@ -182,8 +206,19 @@ static int open_upstream(net_dns *d, const char *upstream, vs_error **err) {
   d->upstream_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (d->upstream_fd < 0)
     return vs_error_set(err, errno, "dns: upstream socket");
-  if (connect(d->upstream_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+  if (connect(d->upstream_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    /* the host's own resolver out of reach (no route yet): the network's names still resolve,
+     * others get SERVFAIL; an upstream the caller named must work */
+    if (!upstream && (errno == ENETUNREACH || errno == EHOSTUNREACH)) {
+      vs_log_warn("dns: the resolver of /etc/resolv.conf is unreachable (%s): other names get "
+                  "SERVFAIL",
+                  strerror(errno));
+      close(d->upstream_fd);
+      d->upstream_fd = -1;
+      return 0;
+    }
     return vs_error_set(err, errno, "dns: connect to the upstream resolver");
+  }
   return 0;
 }
 
@@ -196,7 +231,9 @@ net_dns *net_dns_open(const net_ctx *ctx, const char *network, const char *upstr
   }
   _cleanup_(dns_closep) net_dns *d = vs_malloc0(sizeof(*d));
   d->network = vs_strdup(network);
-  d->upstream_fd = -1;
+  d->upstream_fd = d->tcp_fd = d->ep_fd = -1;
+  for (size_t i = 0; i < DNS_TCP_CONNS; i++)
+    d->tcp[i].fd = -1;
   d->next_id = (uint16_t)(time(NULL) ^ getpid());
   d->listen_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (d->listen_fd < 0) {
@@ -211,21 +248,48 @@ net_dns *net_dns_open(const net_ctx *ctx, const char *network, const char *upstr
     vs_error_set(err, errno, "dns: network %s: bind %s:%d", network, gw, DNS_PORT);
     return NULL;
   }
+  d->tcp_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int one = 1;
+  if (d->tcp_fd < 0 || setsockopt(d->tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+      bind(d->tcp_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(d->tcp_fd, 16) < 0) {
+    vs_error_set(err, errno, "dns: network %s: listen on TCP %s:%d", network, gw, DNS_PORT);
+    return NULL;
+  }
   if (open_upstream(d, upstream, err) < 0) {
     vs_error_wrap(err, "dns: network %s", network);
     return NULL;
+  }
+  d->ep_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (d->ep_fd < 0) {
+    vs_error_set(err, errno, "dns: epoll_create1");
+    return NULL;
+  }
+  int fds[] = {d->listen_fd, d->tcp_fd, d->upstream_fd};
+  for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (fds[i] >= 0 && epoll_ctl(d->ep_fd, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
+      vs_error_set(err, errno, "dns: epoll_ctl");
+      return NULL;
+    }
   }
   return steal_pointer(&d);
 }
 
 void net_dns_fds(const net_dns *d, int fds[2]) {
-  fds[0] = d->listen_fd;
-  fds[1] = d->upstream_fd;
+  fds[0] = d->ep_fd;
+  fds[1] = -1;
 }
 
 void net_dns_close(net_dns *d) {
   if (!d)
     return;
+  for (size_t i = 0; i < DNS_TCP_CONNS; i++)
+    if (d->tcp[i].fd >= 0)
+      close(d->tcp[i].fd);
+  if (d->ep_fd >= 0)
+    close(d->ep_fd);
+  if (d->tcp_fd >= 0)
+    close(d->tcp_fd);
   if (d->listen_fd >= 0)
     close(d->listen_fd);
   if (d->upstream_fd >= 0)
@@ -249,17 +313,28 @@ static void reply_servfail(net_dns *d, uint8_t *q, size_t len, const struct sock
   (void)sendto(d->listen_fd, q, len, 0, (const struct sockaddr *)from, sizeof(*from));
 }
 
-static void forward_query(net_dns *d, uint8_t *q, size_t len, const struct sockaddr_in *from) {
+static void tcp_send(net_dns *d, int slot, const uint8_t *msg, size_t len);
+
+static void forward_query(net_dns *d, uint8_t *q, size_t len, const struct sockaddr_in *from,
+                          int tcp) {
   time_t now = time(NULL);
   dns_pending *p = d->upstream_fd >= 0 ? pending_slot(d, now) : NULL;
   if (!p) {
-    reply_servfail(d, q, len, from);
+    if (tcp < 0) {
+      reply_servfail(d, q, len, from);
+    } else {
+      q[2] = (uint8_t)(0x80 | (q[2] & 0x01));
+      q[3] = (uint8_t)(0x80 | RCODE_SERVFAIL);
+      tcp_send(d, tcp, q, len);
+    }
     return;
   }
   *p = (dns_pending){.used = true,
                      .upstream_id = d->next_id++,
                      .client_id = (uint16_t)(q[0] << 8 | q[1]),
-                     .client = *from,
+                     .client = from ? *from : (struct sockaddr_in){0},
+                     .tcp = tcp,
+                     .tcp_gen = tcp >= 0 ? d->tcp[tcp].gen : 0,
                      .deadline = now + DNS_PENDING_SECONDS};
   q[0] = (uint8_t)(p->upstream_id >> 8);
   q[1] = (uint8_t)p->upstream_id;
@@ -282,7 +357,7 @@ static bool handle_query(net_dns *d, const net_network *n) {
     return true;
   }
   if (forward)
-    forward_query(d, q, (size_t)len, &from);
+    forward_query(d, q, (size_t)len, &from, -1);
   else
     (void)sendto(d->listen_fd, out, out_len, 0, (struct sockaddr *)&from, sizeof(from));
   return true;
@@ -301,13 +376,106 @@ static bool handle_upstream_reply(net_dns *d) {
     if (p->used && p->upstream_id == id) {
       r[0] = (uint8_t)(p->client_id >> 8);
       r[1] = (uint8_t)p->client_id;
-      (void)sendto(d->listen_fd, r, (size_t)len, 0, (struct sockaddr *)&p->client,
-                   sizeof(p->client));
+      if (p->tcp < 0)
+        (void)sendto(d->listen_fd, r, (size_t)len, 0, (struct sockaddr *)&p->client,
+                     sizeof(p->client));
+      else if (d->tcp[p->tcp].fd >= 0 && d->tcp[p->tcp].gen == p->tcp_gen)
+        tcp_send(d, p->tcp, r, (size_t)len);
       p->used = false;
       return true;
     }
   }
   return true;
+}
+
+/* ---------------------------------------------------------------- TCP */
+
+static void tcp_close(net_dns *d, int slot) {
+  dns_tcp_conn *c = &d->tcp[slot];
+  if (c->fd < 0)
+    return;
+  epoll_ctl(d->ep_fd, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
+  c->fd = -1;
+}
+
+/* One message with its length. Answers are small and the socket's buffer is empty between
+ * queries: a client that does not read what it asked for loses its connection. */
+static void tcp_send(net_dns *d, int slot, const uint8_t *msg, size_t len) {
+  uint8_t out[2 + DNS_MSG_MAX];
+  if (len > DNS_MSG_MAX)
+    return;
+  out[0] = (uint8_t)(len >> 8);
+  out[1] = (uint8_t)len;
+  memcpy(out + 2, msg, len);
+  if (send(d->tcp[slot].fd, out, len + 2, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)(len + 2))
+    tcp_close(d, slot);
+}
+
+static void tcp_accept(net_dns *d, time_t now) {
+  for (int budget = 0; budget < DNS_TCP_CONNS; budget++) {
+    int fd = accept4(d->tcp_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0)
+      return;
+    int slot = 0;
+    for (int i = 0; i < DNS_TCP_CONNS; i++) {
+      if (d->tcp[i].fd < 0 || d->tcp[i].idle_until < now) {
+        slot = i;
+        break;
+      }
+      if (d->tcp[i].idle_until < d->tcp[slot].idle_until)
+        slot = i; /* full: the least recently active one goes */
+    }
+    tcp_close(d, slot);
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (epoll_ctl(d->ep_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+      close(fd);
+      continue;
+    }
+    d->tcp[slot] = (dns_tcp_conn){
+        .fd = fd, .gen = ++d->next_gen, .idle_until = now + DNS_TCP_IDLE_SECONDS, .len = 0};
+  }
+}
+
+/* Read what the connection has; answer every complete query. */
+static void tcp_read(net_dns *d, const net_network *n, int slot, time_t now) {
+  dns_tcp_conn *c = &d->tcp[slot];
+  for (int budget = 0; c->fd >= 0 && budget < DNS_BUDGET_TCP; budget++) {
+    size_t want = c->len < 2 ? 2 - c->len : 2 + (size_t)(c->buf[0] << 8 | c->buf[1]) - c->len;
+    ssize_t r = recv(c->fd, c->buf + c->len, want, 0);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+      return;
+    if (r <= 0) {
+      tcp_close(d, slot);
+      return;
+    }
+    c->len += (size_t)r;
+    c->idle_until = now + DNS_TCP_IDLE_SECONDS;
+    if (c->len == 2) {
+      size_t mlen = (size_t)(c->buf[0] << 8 | c->buf[1]);
+      if (mlen < DNS_HEADER_LEN || mlen > DNS_MSG_MAX) {
+        tcp_close(d, slot); /* not a query we would answer: no reason to read on */
+        return;
+      }
+      continue;
+    }
+    if (c->len < 2 + (size_t)(c->buf[0] << 8 | c->buf[1]))
+      continue;
+    size_t qlen = c->len - 2, out_len;
+    c->len = 0;
+    uint8_t out[DNS_MSG_MAX];
+    bool forward;
+    _cleanup_error_ vs_error *bad = NULL;
+    if (net_dns_answer(n, c->buf + 2, qlen, out, sizeof(out), &out_len, &forward, &bad) < 0) {
+      vs_log_debug("network %s: %s (TCP)", n->name, bad->msg);
+      tcp_close(d, slot);
+      return;
+    }
+    if (forward)
+      forward_query(d, c->buf + 2, qlen, NULL, slot);
+    else
+      tcp_send(d, slot, out, out_len);
+  }
 }
 
 /* At most this many datagrams per call, so a flood cannot hold the caller's loop. */
@@ -321,5 +489,9 @@ int net_dns_handle(net_dns *d, const net_ctx *ctx, vs_error **err) {
     ;
   for (int i = 0; d->upstream_fd >= 0 && i < DNS_BUDGET && handle_upstream_reply(d); i++)
     ;
+  time_t now = time(NULL);
+  tcp_accept(d, now);
+  for (int i = 0; i < DNS_TCP_CONNS; i++)
+    tcp_read(d, n, i, now);
   return 0;
 }

@@ -134,11 +134,12 @@ int net_dhcp_handle(const net_ctx *ctx, const char *network, int fd, vs_error **
 
 /* ----------------------------------------------------------------- DNS */
 
-/* The network's name server on its gateway address, port 53 (UDP): endpoints' ids and aliases
- * on this network resolve to their addresses; other names are forwarded to upstream ("IPV4" or
- * "IPV4:PORT"; NULL: the first nameserver of /etc/resolv.conf; none: SERVFAIL). Non-blocking:
- * the caller polls both fds of net_dns_fds (the second is -1 without an upstream) and calls
- * net_dns_handle when either is readable. */
+/* The network's name server on its gateway address, port 53 (UDP and TCP): endpoints' ids and
+ * aliases on this network resolve to their addresses; other names are forwarded to upstream
+ * ("IPV4" or "IPV4:PORT"; NULL: the first nameserver of /etc/resolv.conf, none or unreachable:
+ * SERVFAIL). Non-blocking: the caller polls the fds of net_dns_fds (the first is an epoll fd
+ * holding every socket of the server; the second is -1, kept for callers that poll two) and
+ * calls net_dns_handle when one is readable. */
 typedef struct net_dns net_dns;
 net_dns *net_dns_open(const net_ctx *ctx, const char *network, const char *upstream,
                       vs_error **err);

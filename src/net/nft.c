@@ -2,7 +2,8 @@
  * `inet vessel` (NAT, published ports, isolation of networks from each other and of internal
  * networks from everything) and `bridge vessel` (enable_icc=false: frames between two ports of
  * one bridge never reach the inet hooks unless br_netfilter is loaded, which is host
- * configuration we do not own, so they are filtered where they are switched).
+ * configuration we do not own, so they are filtered where they are switched; the table exists
+ * only while such a network has endpoints).
  *
  * Both are rebuilt whole from the state on every change and loaded in one nft transaction
  * ("add table; delete table; table {...}"): the kernel swaps old for new atomically, a refused
@@ -115,7 +116,14 @@ static void put_endpoint_set(FILE *f, const net_network *n) {
   fputs(" }", f);
 }
 
+/* Only while a network keeps its endpoints apart: an empty chain on the bridge hook would still
+ * cost every switched frame a pass through nftables. */
 static void put_bridge_table(FILE *f, const net_ctx *ctx) {
+  bool needed = false;
+  for (size_t i = 0; i < ctx->n_nets; i++)
+    needed = needed || (ctx->nets[i]->disable_icc && ctx->nets[i]->n_eps > 0);
+  if (!needed)
+    return;
   fputs("table bridge vessel {\n  chain forward {\n"
         "    type filter hook forward priority filter; policy accept;\n",
         f);

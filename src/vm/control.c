@@ -178,7 +178,12 @@ static json_t *nics_info(vm *m) {
     const uint8_t *a = m->net[i]->st.mac;
     char mac[18];
     snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3], a[4], a[5]);
-    json_array_append_new(nics, json_pack("{s:s, s:s}", "spec", m->cfg.nets[i], "mac", mac));
+    const virtio_net_state *st = &m->net[i]->st;
+    json_array_append_new(nics, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "spec", m->cfg.nets[i],
+                                          "mac", mac, "rx_frames", (json_int_t)st->rx_frames,
+                                          "rx_dropped", (json_int_t)st->rx_dropped, "tx_frames",
+                                          (json_int_t)st->tx_frames, "tx_dropped",
+                                          (json_int_t)st->tx_dropped));
   }
   return nics;
 }
@@ -202,9 +207,13 @@ static json_t *cmd_info(vm *m, const json_t *req, vs_error **err) {
   json_t *nics = nics_info(m);
   json_t *disks = json_array();
   for (unsigned i = 0; i < m->cfg.ndisks; i++)
-    json_array_append_new(disks, json_pack("{s:s, s:I, s:b}", "spec", m->cfg.disks[i], "size",
-                                           (json_int_t)vm_disk_size(m->disk[i]), "readonly",
-                                           vm_disk_is_readonly(m->disk[i])));
+    json_array_append_new(
+        disks,
+        json_pack("{s:s, s:I, s:b, s:I, s:I, s:I, s:I}", "spec", m->cfg.disks[i], "size",
+                  (json_int_t)vm_disk_size(m->disk[i]), "readonly", vm_disk_is_readonly(m->disk[i]),
+                  "requests", (json_int_t)m->blk[i]->requests, "errors",
+                  (json_int_t)m->blk[i]->errors, "read_bytes", (json_int_t)m->blk[i]->read_bytes,
+                  "write_bytes", (json_int_t)m->blk[i]->write_bytes));
   return json_pack("{s:s, s:o, s:{s:I, s:s}, s:o, s:o, s:o, s:I}", "state", state_name(m), "harts",
                    harts, "memory", "size", (json_int_t)m->ram_size, "base", "0x80000000",
                    "devices", devices, "disks", disks, "nics", nics, "mtime",

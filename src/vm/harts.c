@@ -8,7 +8,7 @@
  * while it waits in WFI, is stopped (SBI HSM) or is parked by a stop-the-world request.
  *
  * Stop-the-world (vm_stop_harts): every hart leaves rv_hart_run at an instruction boundary
- * within 1024 instructions (rv_hart.stop_request) and parks; the caller continues once all are
+ * within 4096 instructions (rv_hart.stop_request) and parks; the caller continues once all are
  * parked. Pause, snapshots, migration's dirty-page harvest and the control socket's hart queries
  * use it; nothing else the I/O thread does needs the harts stopped, since the devices are under
  * the big lock and the harts take it for every MMIO access.
@@ -23,7 +23,7 @@
 #include "vm/machine.h"
 
 /* A hart's slice between looks at its timer and the machine (interrupts, remote requests and
- * stop requests are seen inside rv_hart_run every 1024 instructions). */
+ * stop requests are seen inside rv_hart_run every 4096 instructions). */
 #define VM_THREAD_SLICE 100000
 /* Longest sleep of an idle hart or of the I/O thread: bounds what nobody wakes them for. */
 #define VM_THREAD_MAX_SLEEP_NS 100000000ll

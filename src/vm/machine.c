@@ -170,7 +170,7 @@ static void vm_set_hart_irq(void *machine, unsigned hart, uint64_t mip_bit, bool
     rv_hart_set_irq(&m->harts[hart], mip_bit, level);
     return;
   }
-  /* another thread's hart: it sees the line within 1024 instructions, or wakes from WFI */
+  /* another thread's hart: it sees the line within 4096 instructions, or wakes from WFI */
   if (rv_hart_post_irq(&m->harts[hart], mip_bit, level))
     vm_wake_hart(m, hart);
 }

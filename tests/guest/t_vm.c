@@ -1,5 +1,6 @@
 /* Paging: Sv39, Sv48 and Sv57 with A/D updates, permission checks, SUM, MXR, MPRV, superpages,
- * page-fault causes (12/13/15) and stval, non-canonical addresses, sfence.vma. */
+ * page-fault causes (12/13/15) and stval, non-canonical addresses, sfence.vma (all, one page, one
+ * address space), address spaces switched by satp (ASIDs). */
 #include "test.h"
 
 #define PTE_V 0x1ul
@@ -10,19 +11,22 @@
 #define PTE_A 0x40ul
 #define PTE_D 0x80ul
 
-static uint64_t tables[24][512] __attribute__((aligned(4096)));
+#define N_TABLES 40
+static uint64_t tables[N_TABLES][512] __attribute__((aligned(4096)));
 static unsigned tables_used;
 static uint8_t data_page[4096] __attribute__((aligned(4096)));
 static uint8_t data_page2[4096] __attribute__((aligned(4096)));
 static uint8_t data_page3[4096] __attribute__((aligned(4096)));
 static uint8_t data_page4[4096] __attribute__((aligned(4096)));
 static uint32_t code_page[1024] __attribute__((aligned(4096)));
+static uint32_t code_page2[1024] __attribute__((aligned(4096)));
+static uint64_t space_page[2][512] __attribute__((aligned(4096)));
 
 static int levels;
 static uint64_t *root;
 
 static uint64_t *new_table(void) {
-  if (tables_used >= 24)
+  if (tables_used >= N_TABLES)
     test_exit(999);
   uint64_t *t = tables[tables_used++];
   for (int i = 0; i < 512; i++)
@@ -46,11 +50,72 @@ static volatile uint64_t *map(uint64_t va, uint64_t pa, int leaf_level, uint64_t
   return &t[idx];
 }
 
-#define VA_BASE 0x40000000ul /* test pages live here */
-#define U_ALIAS 0xc0000000ul /* RAM mapped again as user pages */
+#define VA_BASE 0x40000000ul        /* test pages live here */
+#define U_ALIAS 0xc0000000ul        /* RAM mapped again as user pages */
+#define VA_SPACE (VA_BASE + 0xa000) /* a page that each address space maps elsewhere */
+#define VA_CODE (VA_BASE + 0xb000)  /* code remapped by a one-page sfence.vma */
+#define VA_SUPER 0x40400000ul       /* a 2 MiB page of address space B */
+#define ASID_A 1ul
+#define ASID_B 2ul
 
 static volatile uint64_t *pte_rw, *pte_ro, *pte_u, *pte_x, *pte_code, *pte_nx;
+static volatile uint64_t *pte_space_a, *pte_space_b, *pte_super_b, *pte_code_a;
 static volatile uint64_t s_val;
+static uint64_t satp_a, satp_b;
+
+static uint64_t leaf(const void *pa, uint64_t flags) {
+  return (((uint64_t)pa >> 12) << 10) | flags | PTE_V;
+}
+
+/* Two address spaces (ASIDs) that map VA_SPACE to different pages: what each sees must follow
+ * satp, with and without sfence.vma, and one-page and one-ASID fences must take effect for the
+ * page or space they name, also for a superpage and for code. Runs with satp_a. */
+static void s_spaces(void) {
+  volatile uint64_t *v = (volatile uint64_t *)VA_SPACE;
+  if (*v != 0xa)
+    test_exit(__LINE__);
+  CSRW(satp, satp_b);
+  if (*v != 0xb)
+    test_exit(__LINE__);
+  CSRW(satp, satp_a);
+  if (*v != 0xa || (CSRR(satp) >> 44 & 0xffff) != ASID_A)
+    test_exit(__LINE__);
+  /* the current space's page moves: a fence of that page in its ASID */
+  *pte_space_a = leaf(space_page[1], PTE_R | PTE_A);
+  __asm__ volatile("sfence.vma %0, %1" ::"r"(VA_SPACE), "r"(ASID_A) : "memory");
+  if (*v != 0xb)
+    test_exit(__LINE__);
+  /* the other space's page moves while it does not run: a fence of its whole ASID */
+  CSRW(satp, satp_b);
+  if (*v != 0xb)
+    test_exit(__LINE__);
+  CSRW(satp, satp_a);
+  *pte_space_b = leaf(space_page[0], PTE_R | PTE_A);
+  __asm__ volatile("sfence.vma x0, %0" ::"r"(ASID_B) : "memory");
+  CSRW(satp, satp_b);
+  if (*v != 0xa)
+    test_exit(__LINE__);
+  /* a 2 MiB page, used at an offset, then unmapped with a fence of its first address */
+  uint64_t off = (uint64_t)space_page[1] & 0x1ffffful;
+  if (*(volatile uint64_t *)(VA_SUPER + off) != 0xb)
+    test_exit(__LINE__);
+  *pte_super_b = 0;
+  __asm__ volatile("sfence.vma %0" ::"r"(VA_SUPER) : "memory");
+  reset_trap();
+  s_val = *(volatile uint64_t *)(VA_SUPER + off);
+  if (last_trap.count != 1 || last_trap.cause != 13)
+    test_exit(__LINE__);
+  /* code: the same call site reaches the page's new code after a fence of that page */
+  CSRW(satp, satp_a);
+  long (*fn)(void) = (long (*)(void))VA_CODE;
+  for (int i = 0; i < 3; i++)
+    if (fn() != 42)
+      test_exit(__LINE__);
+  *pte_code_a = leaf(code_page2, PTE_X | PTE_R | PTE_A);
+  __asm__ volatile("sfence.vma %0" ::"r"(VA_CODE) : "memory");
+  if (fn() != 43)
+    test_exit(__LINE__);
+}
 
 static void s_body(void) {
   volatile uint64_t *rw = (volatile uint64_t *)VA_BASE;
@@ -143,6 +208,7 @@ static void s_body(void) {
   __asm__ volatile("sfence.vma" ::: "memory");
   if (*(volatile uint64_t *)(VA_BASE + 0x1000) != 0x2222)
     test_exit(__LINE__);
+  s_spaces();
   back_to_m();
 }
 
@@ -171,12 +237,27 @@ static void run_mode(int lv, uint64_t satp_mode) {
   pte_nx = map(VA_BASE + 0x6000, (uint64_t)code_page, 0, PTE_R | PTE_W | PTE_A | PTE_D);
   map(VA_BASE + 0x8000, (uint64_t)data_page3, 0, PTE_R | PTE_W | PTE_A | PTE_D);
   map(VA_BASE + 0x9000, (uint64_t)data_page4, 0, PTE_R | PTE_W | PTE_A | PTE_D);
+  pte_space_a = map(VA_SPACE, (uint64_t)space_page[0], 0, PTE_R | PTE_A);
+  pte_code_a = map(VA_CODE, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A);
+  uint64_t *root_a = root;
+  /* address space B: RAM, VA_SPACE elsewhere, a 2 MiB page */
+  root = new_table();
+  map(0x80000000ul, 0x80000000ul, 2, PTE_R | PTE_W | PTE_X | PTE_A | PTE_D);
+  pte_space_b = map(VA_SPACE, (uint64_t)space_page[1], 0, PTE_R | PTE_A);
+  pte_super_b = map(VA_SUPER, (uint64_t)space_page[1] & ~0x1ffffful, 1, PTE_R | PTE_A);
+  satp_b = (satp_mode << 60) | (ASID_B << 44) | ((uint64_t)root >> 12);
+  root = root_a;
+  satp_a = (satp_mode << 60) | (ASID_A << 44) | ((uint64_t)root >> 12);
   ((uint64_t *)data_page)[0] = 0x1111;
   ((uint64_t *)data_page2)[0] = 0x2222;
-  code_page[0] = 0x02a00513; /* li a0, 42 */
-  code_page[1] = 0x00008067; /* ret */
+  space_page[0][0] = 0xa;
+  space_page[1][0] = 0xb;
+  code_page[0] = 0x02a00513;  /* li a0, 42 */
+  code_page[1] = 0x00008067;  /* ret */
+  code_page2[0] = 0x02b00513; /* li a0, 43 */
+  code_page2[1] = 0x00008067; /* ret */
   __asm__ volatile("fence.i");
-  CSRW(satp, (satp_mode << 60) | ((uint64_t)root >> 12));
+  CSRW(satp, satp_a);
   __asm__ volatile("sfence.vma" ::: "memory");
   CHECK((CSRR(satp) >> 60) == satp_mode);
   enter_mode(1, s_body);

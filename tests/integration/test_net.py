@@ -585,7 +585,9 @@ def test_state_survives_and_restore_rebuilds_the_tables(world):
     handles = table_handles(w.host)
     w.net("restore")
     new_handles = table_handles(w.host)
-    assert all(new_handles[t] != handles[t] for t in ("inet vessel", "bridge vessel"))
+    # (the bridge table exists only while a network with enable_icc=false has endpoints)
+    assert handles.keys() == new_handles.keys() and "inet vessel" in handles
+    assert all(new_handles[t] != handles[t] for t in handles if t.endswith(" vessel"))
     client.stdin.write("after\n")
     client.stdin.flush()
     assert client.stdout.readline().strip() == "after"
@@ -594,7 +596,8 @@ def test_state_survives_and_restore_rebuilds_the_tables(world):
     w.net("detach", "front", "c6")
     assert ruleset(w.host) == rules
     run("nft", "delete", "table", "inet", "vessel", ns=w.host)
-    run("nft", "delete", "table", "bridge", "vessel", ns=w.host)
+    if "bridge vessel" in handles:
+        run("nft", "delete", "table", "bridge", "vessel", ns=w.host)
     assert vessel_tables(w.host) == []
     w.net("restore")
     assert ruleset(w.host) == rules

@@ -7,8 +7,10 @@
  * RV_BRANCH_OPS, jal/jalr/auipc/lui, compressed forms) with instructions it hands to their
  * handlers (M, Zba/Zbb, A, CSR reads, FP moves), accesses that miss the TLB, straddle pages, are
  * misaligned, fault or reach MMIO, loops, jumps between pages, self-modifying code, and Sv39 paging
- * in S-mode. A trap handler in the program skips a faulting instruction, so a program goes on after
- * its faults; every program ends in WFI.
+ * in S-mode, runs of instructions on three registers (which the translator keeps in host
+ * registers: loads into them through slow paths, handler calls between their uses). A trap
+ * handler in the program skips a faulting instruction, so a program goes on after its faults;
+ * every program ends in WFI.
  *
  *   JIT_DIFF_SEED=N JIT_DIFF_KIND=m|s|line  runs one program and prints its code and each step.
  */
@@ -504,6 +506,30 @@ static void put_compressed(gen *g) {
   }
 }
 
+/* A few instructions on x5-x7: a block that uses registers this often keeps them in host
+ * registers, so loads into them (slow paths on a TLB miss, page straddles and faults included),
+ * stores of them and handler calls between their uses are all exercised. */
+static void put_hot_run(gen *g) {
+  static const unsigned hot[] = {5, 6, 7};
+  for (unsigned n = 3 + rnd(g, 6); n--;) {
+    unsigned rd = hot[rnd(g, 3)], a = hot[rnd(g, 3)], b = hot[rnd(g, 3)];
+    switch (rnd(g, 5)) {
+    case 0:
+      put32(g, enc_i(rnd_imm12(g), R_DATA, rnd(g, 7), rd, 0x03)); /* a load of any size */
+      break;
+    case 1:
+      put32(g, enc_s(rnd_imm12(g), a, R_DATA, rnd(g, 4), 0x23));
+      break;
+    case 2:
+      put32(g, rnd_handler32(g, rd));
+      break;
+    default:
+      put32(g, enc_r(chance(g, 50) ? 0x20 : 0, b, a, 0, rd, 0x33)); /* add, sub */
+      break;
+    }
+  }
+}
+
 /* One instruction (or a short sequence) that does not transfer control. */
 static void put_simple(gen *g, bool line_only) {
   unsigned k = rnd(g, 100);
@@ -538,6 +564,8 @@ static void put_simple(gen *g, bool line_only) {
       put_raw32(g, chance(g, 50) ? 0 : 0xffffffff); /* illegal */
     else
       put32(g, sys[s]);
+  } else if (k < 95) {
+    put_hot_run(g);
   } else {
     put32(g, enc_i(rnd_imm12(g), rs_any(g), 0, rd_any(g), 0x13));
   }

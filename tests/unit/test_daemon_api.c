@@ -2,6 +2,8 @@
 #include "daemon/internal.h"
 #include "tap.h"
 
+#include <string.h>
+
 TEST(api_path_strips_served_versions) {
   char *msg = NULL;
   CHECK_STREQ(vd_api_path("/v1.41/containers/json", &msg), "/containers/json");
@@ -64,6 +66,78 @@ TEST(json_escape_keeps_utf8_and_replaces_invalid_bytes) {
   json_decref(j);
   free(doc);
   free(s);
+}
+
+/* Detach keys: parsed as Docker spells them, and found across reads without eating bytes that
+ * only looked like the start of the sequence. */
+TEST(detach_keys_parse_and_filter) {
+  vd_conn c = {0};
+  CHECK(vd_detach_keys_parse(NULL, c.detach_keys, &c.n_detach_keys, NULL) == 0);
+  CHECK(c.n_detach_keys == 2 && c.detach_keys[0] == 0x10 && c.detach_keys[1] == 0x11);
+  CHECK(vd_detach_keys_parse("ctrl-@,ctrl-[,ctrl-\\,ctrl-_,Z", c.detach_keys, &c.n_detach_keys,
+                             NULL) == 0);
+  CHECK(c.n_detach_keys == 5 && c.detach_keys[0] == 0 && c.detach_keys[1] == 27 &&
+        c.detach_keys[2] == 28 && c.detach_keys[3] == 31 && c.detach_keys[4] == 'Z');
+  static const char *const bad[] = {"ctrl-1", "ctrl-", "ab", "a,,b", "ctrl-ctrl"};
+  for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+    _cleanup_error_ vs_error *e = NULL;
+    CHECK(vd_detach_keys_parse(bad[i], c.detach_keys, &c.n_detach_keys, &e) < 0);
+    CHECK(e && strstr(e->msg, "Invalid detach keys"));
+  }
+  CHECK(vd_detach_keys_parse("ctrl-p,ctrl-q", c.detach_keys, &c.n_detach_keys, NULL) == 0);
+  /* a first key, then something else: both go on */
+  c.in = vs_strdup("a\x10"
+                   "b\x10");
+  c.in_len = c.in_cap = 4;
+  vd_detach_filter(&c, 0);
+  CHECK(c.in_len == 3 &&
+        !memcmp(c.in,
+                "a\x10"
+                "b",
+                3) &&
+        c.detach_matched == 1);
+  /* the next read completes the sequence: it and what follows are dropped */
+  c.in = vs_realloc(c.in, 8);
+  c.in_cap = 8;
+  memcpy(c.in + 3, "\x11zz", 3);
+  c.in_len = 6;
+  vd_detach_filter(&c, 3);
+  CHECK(c.detach_seen && c.in_len == 3);
+  free(c.in);
+}
+
+/* json-file's rotation options, read as dockerd reads them. */
+TEST(log_options) {
+  struct {
+    const char *config;
+    int64_t size;
+    unsigned files;
+    const char *error;
+  } cases[] = {
+      {"{}", -1, 1, NULL},
+      {"{\"Type\": \"json-file\", \"Config\": {\"max-size\": \"10m\"}}", 10 << 20, 1, NULL},
+      {"{\"Config\": {\"max-size\": \"1.5k\", \"max-file\": \"4\"}}", 1536, 4, NULL},
+      {"{\"Config\": {\"max-size\": \"2 GiB\"}}", 2LL << 30, 1, NULL},
+      {"{\"Config\": {\"max-size\": \"100kb\"}}", 100 << 10, 1, NULL},
+      {"{\"Config\": {\"max-size\": \"ten\"}}", 0, 0, "invalid size"},
+      {"{\"Config\": {\"max-size\": \"10x\"}}", 0, 0, "invalid size"},
+      {"{\"Config\": {\"max-file\": \"3\"}}", 0, 0, "max-size is not set"},
+      {"{\"Config\": {\"max-size\": \"1k\", \"max-file\": \"0\"}}", 0, 0, "less than 1"},
+      {"{\"Config\": {\"nope\": \"1\"}}", 0, 0, "unknown log opt 'nope'"},
+      {"{\"Type\": \"syslog\"}", 0, 0, "logging driver syslog"},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+    _cleanup_free_ char *text = vs_asprintf("{\"LogConfig\": %s}", cases[i].config);
+    _cleanup_json_ json_t *hc = json_loads(text, 0, NULL);
+    vd_log_opts o;
+    _cleanup_error_ vs_error *e = NULL;
+    int r = vd_log_options(hc, &o, &e);
+    if (cases[i].error) {
+      CHECK(r < 0 && e && strstr(e->msg, cases[i].error));
+    } else {
+      CHECK(r == 0 && o.max_size == cases[i].size && o.max_files == cases[i].files);
+    }
+  }
 }
 
 TEST(pid_start_time_tells_processes_apart) {

@@ -422,6 +422,120 @@ TEST(hardlink_escape_refused) {
   sandbox_done(&s);
 }
 
+/* docker cp's plain archives: no whiteouts, hostile names refused with a message, nothing
+ * written through a symbolic link, owners and directory replacement as asked. */
+TEST(plain_archives_for_cp) {
+  sandbox s;
+  sandbox_init(&s);
+  vs_layer_limits plain = {.plain = true, .owner_root = true};
+  tarbuf t;
+  tar_begin(&t, NULL);
+  tar_add(&t, "d", AE_IFDIR, NULL, 0, NULL);
+  tar_file(&t, "d/.wh.kept", "a plain file");
+  tar_file(&t, "d/f", "data");
+  CHECK(apply(&s, &t, &plain, NULL, NULL) == 0);
+  _cleanup_free_ char *wh = in_root(&s, "d/.wh.kept");
+  struct stat st;
+  CHECK(lstat(wh, &st) == 0 && S_ISREG(st.st_mode));
+  static const char *const hostile[][3] = {
+      {"../x", NULL, "\"..\""},
+      {"/abs", NULL, "absolute name"},
+      {"link/x", "/", "symbolic link"},
+      {"d/../../x", NULL, "\"..\""},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(hostile); i++) {
+    tar_begin(&t, NULL);
+    if (hostile[i][1])
+      tar_add(&t, "link", AE_IFLNK, NULL, 0, hostile[i][1]);
+    tar_file(&t, hostile[i][0], "x");
+    _cleanup_error_ vs_error *e = NULL;
+    CHECK(apply(&s, &t, &plain, NULL, &e) < 0);
+    CHECK(e && strstr(e->msg, hostile[i][2]));
+  }
+  /* a link the container already had is not followed either */
+  _cleanup_free_ char *planted = in_root(&s, "planted");
+  CHECK(symlink(s.outside, planted) == 0);
+  tar_begin(&t, NULL);
+  tar_file(&t, "planted/x", "x");
+  _cleanup_error_ vs_error *e = NULL;
+  CHECK(apply(&s, &t, &plain, NULL, &e) < 0);
+  CHECK(dir_empty(s.outside));
+  /* noOverwriteDirNonDir */
+  vs_layer_limits keep = {.plain = true, .no_overwrite_dir_nondir = true};
+  tar_begin(&t, NULL);
+  tar_file(&t, "d", "not a directory");
+  vs_error *e2 = NULL;
+  CHECK(apply(&s, &t, &keep, NULL, &e2) < 0);
+  CHECK(e2 && strstr(e2->msg, "cannot overwrite directory"));
+  vs_error_free(e2);
+  tar_begin(&t, NULL);
+  tar_file(&t, "d", "now a file");
+  CHECK(apply(&s, &t, &plain, NULL, NULL) == 0);
+  _cleanup_free_ char *d = in_root(&s, "d");
+  CHECK(lstat(d, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0);
+  sandbox_done(&s);
+}
+
+/* docker commit --change: Dockerfile instructions on a config, errors naming what is wrong. */
+TEST(config_changes) {
+  _cleanup_json_ json_t *cfg =
+      json_pack("{s:[s], s:[s,s]}", "Cmd", "sh", "Env", "PATH=/bin", "A=0");
+  _cleanup_json_ json_t *ok =
+      json_pack("[s,s,s,s,s,s,s,s]", "ENV A=1 B=\"x y\" C='$no' D=a\\ b", "expose 80 53/UDP 7-8",
+                "LABEL k=v\nUSER u:g", "WORKDIR /a\nWORKDIR b", "VOLUME [\"/v\"]",
+                "ENTRYPOINT [\"/e\"]", "STOPSIGNAL 9", "# a comment\nONBUILD RUN x");
+  CHECK(vs_config_apply_changes(cfg, ok, NULL) == 0);
+  _cleanup_free_ char *env = json_dumps(json_object_get(cfg, "Env"), JSON_COMPACT);
+  CHECK_STREQ(env, "[\"PATH=/bin\",\"A=1\",\"B=x y\",\"C=$no\",\"D=a b\"]");
+  _cleanup_free_ char *ports = json_dumps(json_object_get(cfg, "ExposedPorts"), JSON_SORT_KEYS);
+  CHECK_STREQ(ports, "{\"53/udp\": {}, \"7/tcp\": {}, \"8/tcp\": {}, \"80/tcp\": {}}");
+  CHECK_STREQ(json_string_value(json_object_get(cfg, "WorkingDir")), "/a/b");
+  CHECK_STREQ(json_string_value(json_object_get(cfg, "User")), "u:g");
+  CHECK(json_is_null(json_object_get(cfg, "Cmd"))); /* the entrypoint dropped the image's cmd */
+  CHECK(json_object_get(json_object_get(cfg, "Volumes"), "/v") != NULL);
+  static const char *const bad[][2] = {
+      {"RUN x", "RUN is not a valid change command"},
+      {"EXPOSE 0", "invalid port"},
+      {"EXPOSE 1/icmp", "invalid proto"},
+      {"ENV A=\"open", "unterminated"},
+      {"ENV =x", "not KEY=VALUE"},
+      {"USER a b", "exactly one"},
+      {"ONBUILD ONBUILD x", "isn't allowed"},
+      {"VOLUME [\"\"]", "empty string"},
+  };
+  _cleanup_json_ json_t *hc = json_pack(
+      "[s]",
+      "HEALTHCHECK --interval=1m30s --timeout=500ms --retries=3 CMD [\"/bin/check\", \"-q\"]");
+  CHECK(vs_config_apply_changes(cfg, hc, NULL) == 0);
+  _cleanup_free_ char *h =
+      json_dumps(json_object_get(cfg, "Healthcheck"), JSON_SORT_KEYS | JSON_COMPACT);
+  CHECK_STREQ(h, "{\"Interval\":90000000000,\"Retries\":3,\"Test\":[\"CMD\",\"/bin/check\","
+                 "\"-q\"],\"Timeout\":500000000}");
+  _cleanup_json_ json_t *shell = json_pack("[s]", "healthcheck cmd curl -f http://x/ || exit 1");
+  CHECK(vs_config_apply_changes(cfg, shell, NULL) == 0);
+  _cleanup_free_ char *h2 = json_dumps(json_object_get(cfg, "Healthcheck"), JSON_COMPACT);
+  CHECK_STREQ(h2, "{\"Test\":[\"CMD-SHELL\",\"curl -f http://x/ || exit 1\"]}");
+  static const char *const bad_hc[][2] = {
+      {"HEALTHCHECK --interval=5 CMD x", "missing unit"},
+      {"HEALTHCHECK --interval=1us CMD x", "less than 1ms"},
+      {"HEALTHCHECK --bogus=1 CMD x", "unknown flag"},
+      {"HEALTHCHECK RUN x", "try CMD"},
+      {"HEALTHCHECK NONE x", "no arguments"},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(bad_hc); i++) {
+    _cleanup_json_ json_t *one = json_pack("[s]", bad_hc[i][0]);
+    _cleanup_error_ vs_error *e = NULL;
+    CHECK(vs_config_apply_changes(cfg, one, &e) < 0);
+    CHECK(e && strstr(e->msg, bad_hc[i][1]));
+  }
+  for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+    _cleanup_json_ json_t *one = json_pack("[s]", bad[i][0]);
+    _cleanup_error_ vs_error *e = NULL;
+    CHECK(vs_config_apply_changes(cfg, one, &e) < 0);
+    CHECK(e && strstr(e->msg, bad[i][1]));
+  }
+}
+
 TEST(device_nodes_only_when_allowed) {
   sandbox s;
   sandbox_init(&s);

@@ -347,6 +347,8 @@ TEST(dhcp_answers_only_its_endpoints) {
   CHECK(o && memcmp(o, (uint8_t[]){255, 255, 255, 0}, 4) == 0);
   o = dhcp_option(out, out_len, 3);
   CHECK(o && memcmp(o, (uint8_t[]){10, 88, 0, 1}, 4) == 0);
+  o = dhcp_option(out, out_len, 6); /* the DNS server: the gateway */
+  CHECK(o && o[-1] == 4 && memcmp(o, (uint8_t[]){10, 88, 0, 1}, 4) == 0);
   o = dhcp_option(out, out_len, 26);
   CHECK(o && o[0] == 1500 >> 8 && o[1] == (1500 & 255));
 

@@ -14,47 +14,7 @@ static char *full_name(const char *name, vs_error **err) {
   return s;
 }
 
-/* --change "CMD ..." / "ENTRYPOINT ..." / "ENV K=V" / "WORKDIR /d" / "USER u" into config keys. */
-static int apply_change(json_t *changes, const char *c, vs_error **err) {
-  const char *sp = strchr(c, ' ');
-  if (!sp)
-    return vs_error_set(err, 0, "bad --change \"%s\"", c);
-  _cleanup_free_ char *key = vs_img_strndup(c, (size_t)(sp - c));
-  const char *val = sp + 1;
-  json_t *arr = NULL;
-  if (val[0] == '[') {
-    arr = json_loads(val, 0, NULL);
-    if (!json_is_array(arr)) {
-      json_decref(arr);
-      return vs_error_set(err, 0, "bad JSON array in --change \"%s\"", c);
-    }
-  } else {
-    arr = json_pack("[s,s,s]", "/bin/sh", "-c", val);
-  }
-  if (!strcasecmp(key, "CMD")) {
-    json_object_set_new(changes, "Cmd", arr);
-  } else if (!strcasecmp(key, "ENTRYPOINT")) {
-    json_object_set_new(changes, "Entrypoint", arr);
-  } else {
-    json_decref(arr);
-    if (!strcasecmp(key, "ENV")) {
-      json_t *env = json_object_get(changes, "Env");
-      if (!env) {
-        env = json_array();
-        json_object_set_new(changes, "Env", env);
-      }
-      json_array_append_new(env, json_string(val));
-    } else if (!strcasecmp(key, "WORKDIR")) {
-      json_object_set_new(changes, "WorkingDir", json_string(val));
-    } else if (!strcasecmp(key, "USER")) {
-      json_object_set_new(changes, "User", json_string(val));
-    } else {
-      return vs_error_set(err, 0, "unsupported --change \"%s\"", key);
-    }
-  }
-  return 0;
-}
-
+/* --change (Dockerfile instructions, applied by vs_config_apply_changes) into the array changes. */
 static int parse_changes(int argc, char **argv, json_t *changes, const char **message,
                          vs_error **err) {
   static const struct option opts[] = {
@@ -63,8 +23,7 @@ static int parse_changes(int argc, char **argv, json_t *changes, const char **me
   optind = 1;
   while ((c = getopt_long(argc, argv, "+c:m:", opts, NULL)) != -1) {
     if (c == 'c') {
-      if (apply_change(changes, optarg, err) < 0)
-        return -1;
+      json_array_append_new(changes, json_string(optarg));
     } else if (c == 'm') {
       *message = optarg;
     } else {
@@ -79,7 +38,9 @@ static int import_with(vessel_ctx *ctx, const char *file, const char *target, js
   _cleanup_free_ char *name = full_name(target, err);
   vs_store *s = name ? vessel_store(ctx, err) : NULL;
   char digest[VS_DIGEST_MAX];
-  if (!s || vs_image_import(s, file, name, changes, digest, err) < 0)
+  _cleanup_json_ json_t *config = json_object();
+  if (!s || vs_config_apply_changes(config, changes, err) < 0 ||
+      vs_image_import(s, file, name, config, digest, err) < 0)
     return 125;
   vs_image img;
   if (vs_store_load_image(s, digest, &img, err) < 0)
@@ -90,7 +51,7 @@ static int import_with(vessel_ctx *ctx, const char *file, const char *target, js
 }
 
 int cmd_import(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  json_t *changes = json_object();
+  json_t *changes = json_array();
   const char *msg = NULL;
   int i = parse_changes(argc, argv, changes, &msg, err);
   int rc = 125;
@@ -123,8 +84,12 @@ static int commit_with(vessel_ctx *ctx, const char *container, const char *targe
     return 125;
   _cleanup_free_ char *upper = vs_asprintf("%s/containers/%s/upper", ctx->root, id);
   char digest[VS_DIGEST_MAX];
-  int r = vs_image_commit(s, &base, upper, name, json_object_size(changes) ? changes : NULL, msg,
-                          digest, err);
+  json_t *base_config = json_object_get(base.config.root, "config");
+  _cleanup_json_ json_t *config =
+      json_is_object(base_config) ? json_deep_copy(base_config) : json_object();
+  int r = vs_config_apply_changes(config, changes, err);
+  if (r == 0)
+    r = vs_image_commit(s, &base, upper, name, config, msg, NULL, digest, err);
   vs_image_clear(&base);
   if (r < 0)
     return 125;
@@ -137,7 +102,7 @@ static int commit_with(vessel_ctx *ctx, const char *container, const char *targe
 }
 
 int cmd_commit(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  json_t *changes = json_object();
+  json_t *changes = json_array();
   const char *msg = NULL;
   int i = parse_changes(argc, argv, changes, &msg, err);
   int rc = 125;

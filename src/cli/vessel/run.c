@@ -346,22 +346,25 @@ static int ensure_image(vessel_ctx *ctx, vs_store *s, const char *what, vs_image
   return vs_store_load_image(s, digest, img, err);
 }
 
+const struct option vessel_run_options[] = {{"rm", no_argument, 0, 'R'},
+                                            {"tty", no_argument, 0, 't'},
+                                            {"interactive", no_argument, 0, 'i'},
+                                            {"detach", no_argument, 0, 'd'},
+                                            {"env", required_argument, 0, 'e'},
+                                            {"workdir", required_argument, 0, 'w'},
+                                            {"user", required_argument, 0, 'u'},
+                                            {"name", required_argument, 0, 'n'},
+                                            {"entrypoint", required_argument, 0, 'E'},
+                                            {"runtime", required_argument, 0, 'r'},
+                                            {"network", required_argument, 0, 'N'},
+                                            {0, 0, 0, 0}};
+
 int cmd_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  static const struct option opts[] = {{"rm", no_argument, 0, 'R'},
-                                       {"tty", no_argument, 0, 't'},
-                                       {"interactive", no_argument, 0, 'i'},
-                                       {"env", required_argument, 0, 'e'},
-                                       {"workdir", required_argument, 0, 'w'},
-                                       {"user", required_argument, 0, 'u'},
-                                       {"name", required_argument, 0, 'n'},
-                                       {"entrypoint", required_argument, 0, 'E'},
-                                       {"runtime", required_argument, 0, 'r'},
-                                       {"network", required_argument, 0, 'N'},
-                                       {0, 0, 0, 0}};
+
   run_opts ro = {.env = json_array()};
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "+itde:w:u:", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "+itde:w:u:", vessel_run_options, NULL)) != -1) {
     switch (c) {
     case 'R':
       ro.rm = true;
@@ -396,6 +399,12 @@ int cmd_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     case 'N':
       ro.network = optarg;
       break;
+    case 'd':
+      json_decref(ro.env);
+      vs_error_set(err, 0,
+                   "run -d: a detached container needs vesseld (without a daemon vessel "
+                   "runs containers in the foreground)");
+      return 125;
     default:
       json_decref(ro.env);
       return 125;

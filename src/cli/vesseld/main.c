@@ -13,8 +13,9 @@ static void usage(FILE *f) {
   fprintf(f, "usage: vesseld [--config FILE] [--data-root DIR] [--exec-root DIR]\n"
              "               [-H unix:///PATH | -H tcp://ADDRESS:PORT]... [-D|--debug]\n"
              "               [--log-level error|warn|info|debug] [--log-format text|json]\n"
+             "               [-b|--bridge NAME|none]\n"
              "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
-             " -H " VD_DEFAULT_HOST "\n");
+             " -H " VD_DEFAULT_HOST " --bridge " VD_DEFAULT_BRIDGE "\n");
 }
 
 static int parse_level(const char *s, vs_log_level *out, vs_error **err) {
@@ -127,6 +128,7 @@ int main(int argc, char **argv) {
                                        {"log-format", required_argument, NULL, 'f'},
                                        {"config", required_argument, NULL, 'c'},
                                        {"debug", no_argument, NULL, 'D'},
+                                       {"bridge", required_argument, NULL, 'b'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   vd_options o = {0};
@@ -138,7 +140,7 @@ int main(int argc, char **argv) {
   vs_log_format fmt = VS_LOG_FORMAT_TEXT;
   vs_error *err = NULL;
   int c;
-  while ((c = getopt_long(argc, argv, "H:hD", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "H:b:hD", opts, NULL)) != -1) {
     switch (c) {
     case 'd':
       f.data_root = optarg;
@@ -148,6 +150,9 @@ int main(int argc, char **argv) {
       break;
     case 'H':
       hosts[f.n_hosts++] = optarg;
+      break;
+    case 'b':
+      o.bridge = optarg;
       break;
     case 'l':
       f.level = optarg;

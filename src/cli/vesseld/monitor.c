@@ -15,6 +15,8 @@ int main(int argc, char **argv) {
                                        {"tty", no_argument, NULL, 't'},
                                        {"stdin", no_argument, NULL, 's'},
                                        {"exec", required_argument, NULL, 'e'},
+                                       {"log-max-size", required_argument, NULL, 'S'},
+                                       {"log-max-files", required_argument, NULL, 'F'},
                                        {NULL, 0, NULL, 0}};
   vs_log_configure("vessel-monitor", VS_LOG_INFO, VS_LOG_FORMAT_TEXT, 2);
   vs_error *err = NULL;
@@ -51,6 +53,21 @@ int main(int argc, char **argv) {
       break;
     case 'l':
       o.log_path = optarg;
+      break;
+    case 'S':
+    case 'F':
+      if (vs_parse_u64(optarg, c == 'S' ? "--log-max-size" : "--log-max-files", &fd, &err) < 0 ||
+          fd > (uint64_t)INT64_MAX || (c == 'F' && fd > 1000)) {
+        if (!err)
+          vs_error_set(&err, EINVAL, "%s: out of range", optarg);
+        vs_error_print(err, "vessel-monitor");
+        vs_error_free(err);
+        return 2;
+      }
+      if (c == 'S')
+        o.log_max_size = (int64_t)fd;
+      else
+        o.log_max_files = (unsigned)fd;
       break;
     case 'f':
       if (vs_parse_u64(optarg, "--ready-fd", &fd, &err) < 0 || fd < 3 || fd > 1024) {

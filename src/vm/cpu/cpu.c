@@ -29,7 +29,7 @@
 
 int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   memset(h, 0, sizeof(*h));
-  h->tlb_tag = UINT64_MAX << 52; /* the first flush wraps and clears the table */
+  h->tlb_gen = UINT64_MAX << 52; /* the first flush wraps and clears the table */
   if (!bus || !bus->ram || bus->ram_size == 0 || (bus->ram_size & 0xfff) || (bus->ram_base & 0xfff))
     return vs_error_set(err, EINVAL, "hart %u: RAM must be a non-empty page-aligned region",
                         hartid);
@@ -101,18 +101,9 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
   /* The decode cache needs no flush: it follows the bytes in RAM, not the hart's state. */
 }
 
-/* A flush only advances the generation tag; the table is really cleared when the 12-bit tag
- * wraps around, so a stale entry can never match. Cleared entries get vpn 0: a live tag is never
- * 0, so no address matches them (all ones would match the top page under tag 0xfff). */
+/* Every address space's entries go (mmu.c: rv_tlb_flush_all). */
 void rv_hart_flush_tlb(rv_hart *h) {
-  h->tlb_tag += 1ULL << 52;
-  if (h->tlb_tag == 0) {
-    for (int s = 0; s < RV_TLB_SETS; s++)
-      for (int a = 0; a < 3; a++)
-        for (int i = 0; i < RV_TLB_SIZE; i++)
-          h->tlb[s][a][i].vpn = 0;
-    h->tlb_tag = 1ULL << 52;
-  }
+  rv_tlb_flush_all(h);
   rv_pmp_update(h);
   rv_update_modes(h);
 }
@@ -365,9 +356,10 @@ static void rv_drop_write_mappings(rv_hart *h, uintptr_t only_page) {
 }
 
 /* Harts on their own threads: another hart made pages code while this one may have held write
- * mappings of them, and stores through those did not move the pages' counters. So every live
- * write mapping of a page that is code now counts as a write to it (its decoded blocks are
- * dropped, at worst once too often) and goes. Done before this hart can publish what it stored
+ * mappings of them, and stores through those did not move the pages' counters. So every write
+ * mapping of a page that is code now, of any address space (one that ran before the last satp
+ * write may be used again), counts as a write to it (its decoded blocks are dropped, at worst
+ * once too often) and goes. Done before this hart can publish what it stored
  * (fences, SBI calls, every slice), so another hart that synchronises with it and then runs
  * FENCE.I never runs code decoded before those stores. */
 static void rv_release_code_write_mappings(rv_hart *h) {
@@ -376,8 +368,8 @@ static void rv_release_code_write_mappings(rv_hart *h) {
   for (int s = 0; s < RV_TLB_SETS; s++) {
     rv_tlb_entry *t = h->tlb[s][ACC_WRITE];
     for (unsigned i = 0; i < RV_TLB_SIZE; i++) {
-      if ((t[i].vpn & tag_mask) != h->tlb_tag)
-        continue;
+      if ((t[i].vpn & tag_mask) == 0)
+        continue; /* empty */
       uintptr_t host = rv_tlb_host_page(&t[i]);
       uint64_t page = (uint64_t)(host - (uintptr_t)bus->ram) >> 12;
       if (page >= bus->ram_size >> 12 || !(rv_code_gen(bus, page) & 1))
@@ -761,7 +753,11 @@ static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uin
 
 /* ---------------------------------------------------------------- the run loop */
 
-#define RV_BLOCK 1024
+/* Instructions between looks at interrupts and other harts' requests. Each look leaves
+ * translated code and finds the block again (two exits: the chain entry refuses the block that
+ * would overrun the budget); at 1024 those exits were about half of all exits while the guest
+ * computed. 4096 keeps an RFENCE or a posted interrupt within a few microseconds. */
+#define RV_BLOCK 4096
 
 static uint64_t rv_hart_run_insns(rv_hart *h, uint64_t max_insns) {
   uint64_t done = 0;
@@ -1100,7 +1096,7 @@ static void rv_write_satp(rv_hart *h, uint64_t val) {
   if (mode == 0)
     val = 0;
   h->satp = val;
-  rv_hart_flush_tlb(h);
+  rv_tlb_switch_space(h);
 }
 
 static bool rv_csr_write_field(rv_hart *h, unsigned csr, uint64_t val);

@@ -98,6 +98,8 @@ static inline void rv_code_page_written(uint32_t *code_pages, uint64_t page) {
 #define RV_PMP_ENTRIES 64
 /* TLB sets: U, S, M, and S-mode data accesses with mstatus.SUM set (cpu_internal.h) */
 #define RV_TLB_SETS 4
+/* Address spaces (satp values: root table and ASID) whose TLB entries stay while another runs */
+#define RV_TLB_SPACES 16
 
 /* One TLB entry maps a virtual page straight to host memory (RAM only):
  * host address = vaddr + addend. */
@@ -147,9 +149,16 @@ struct rv_hart {
   unsigned pmp_count;            /* PMP entries up to the last one that is not OFF */
   bool pmp_locked;               /* some PMP entry is locked: M-mode accesses are checked too */
   uint8_t pmp_ram_su;            /* S/U decision for all of RAM if one entry makes it (pmp.c) */
-  uint64_t tlb_tag;              /* flush generation in bits 52..63 (vpn needs only 52 bits) */
-  uint32_t code_epoch;           /* bus->code_epoch when the write mappings were last checked */
-  uint64_t fetch_vpn;            /* one-entry fetch cache */
+  uint64_t tlb_tag;              /* the tag of the current address space's entries, bits 52..63
+                                    (vpn needs only 52 bits) */
+  uint64_t tlb_gen;              /* the last tag handed out (mmu.c: rv_tlb_new_tag) */
+  struct rv_tlb_space {
+    uint64_t satp, tag; /* tag 0: unused */
+  } tlb_spaces[RV_TLB_SPACES];
+  uint64_t tlb_super[2][2]; /* [lower, upper half of the address space][first, last] virtual
+                               address mapped by a superpage since the last full flush */
+  uint32_t code_epoch;      /* bus->code_epoch when the write mappings were last checked */
+  uint64_t fetch_vpn;       /* one-entry fetch cache */
   uintptr_t fetch_addend;
   rv_tlb_entry tlb[RV_TLB_SETS][3][RV_TLB_SIZE]; /* [set][read, write, exec][index]; only pages one
                                           PMP decision covers */
@@ -164,7 +173,7 @@ void rv_hart_destroy(rv_hart *h);
 void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
 
 /* Run until max_insns retired, WFI with nothing pending (h->wfi = true), h->stop_request (seen at
- * least every 1024 instructions, at an instruction boundary), or
+ * least every 4096 instructions, at an instruction boundary), or
  * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early so the
  * machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
@@ -180,7 +189,7 @@ bool rv_hart_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa);
 /* Devices raise/lower MSIP, MTIP, MEIP, SEIP, on the hart's own thread (it leaves its block to
  * look at once). */
 void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level);
-/* The same from another thread: the hart sees the line within 1024 instructions. Returns whether
+/* The same from another thread: the hart sees the line within 4096 instructions. Returns whether
  * the line went up (the caller then wakes the hart's thread if it sleeps). */
 bool rv_hart_post_irq(rv_hart *h, uint64_t mip_bit, bool level);
 
@@ -193,7 +202,7 @@ void rv_hart_clear_reservation(rv_hart *h);
 
 /* Cross-hart requests, for harts on their own host threads (rv_bus.threaded). Another thread
  * never touches a hart's TLB or mip itself: it posts, and the hart serves the request in
- * rv_hart_run (at least every 1024 instructions) or when its thread calls rv_hart_serve_requests
+ * rv_hart_run (at least every 4096 instructions) or when its thread calls rv_hart_serve_requests
  * (idle, stopped or parked harts). */
 /* Set software-writable mip bits (SSIP from an SBI IPI). */
 void rv_hart_post_mip(rv_hart *h, uint64_t bits);

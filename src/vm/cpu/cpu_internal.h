@@ -189,6 +189,10 @@ void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *co
 /* The instruction at pc straddles two pages (no block holds it): the jump cache sends jumps to it
  * to a stub that runs it with rv_jit_step. */
 void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag);
+/* Forget what the jump cache knows about the virtual page of va (SFENCE.VMA of that page), or
+ * about every page (the TLB tags wrapped around). */
+void rv_jit_forget_page(struct rv_jit *j, uint64_t va);
+void rv_jit_forget_all(struct rv_jit *j);
 /* cpu.c: execute the one instruction at h->pc in the interpreter, counted in minstret. */
 void rv_jit_step(rv_hart *h);
 
@@ -296,6 +300,14 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val);
 void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t *pa);
 /* Host pointer of the instruction at h->pc (fills the fetch cache), or NULL after raising. */
 uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc);
+/* The TLB keeps the entries of several address spaces (satp values) apart by tag, so a satp
+ * write back to a recent one finds its entries again. Drop all of them: */
+void rv_tlb_flush_all(rv_hart *h);
+/* satp was written: use the tag of its address space, or a fresh one. */
+void rv_tlb_switch_space(rv_hart *h);
+/* SFENCE.VMA with rs1 and/or rs2 (both x0 is rv_hart_flush_tlb): the page of va (by_va) in the
+ * address space asid (by_asid) or in all of them. */
+void rv_tlb_sfence(rv_hart *h, uint64_t va, bool by_va, uint64_t asid, bool by_asid);
 
 static inline bool rv_ram_contains(const rv_bus *bus, uint64_t pa, uint64_t size) {
   return pa >= bus->ram_base && pa - bus->ram_base < bus->ram_size &&

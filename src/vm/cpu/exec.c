@@ -385,5 +385,8 @@ RV_HANDLER(op_sfence_vma) {
     rv_illegal(h, d);
     return;
   }
-  rv_hart_flush_tlb(h);
+  if (d->rs1 == 0 && d->rs2 == 0)
+    rv_hart_flush_tlb(h);
+  else
+    rv_tlb_sfence(h, h->x[d->rs1], d->rs1 != 0, h->x[d->rs2], d->rs2 != 0);
 }

@@ -5,8 +5,11 @@
  * and pays one indirect call per block.
  *
  * The shape is a template translator, the simplest that removes the dispatch:
- * - Guest registers stay in memory (rv_hart.x; x[0] is always 0), so every instruction is
- *   "load operands, operate, store the result" and nothing has to be spilled around calls.
+ * - Guest registers live in memory (rv_hart.x; x[0] is always 0). The few a block uses most
+ *   (up to four) are loaded into r8-r11 when the block starts and stay there while its inline
+ *   instructions run; the ones it changed are written back before every call into C (handlers,
+ *   slow paths: they see and may change rv_hart.x, and may trap) and before it leaves, and all
+ *   are loaded again after a call. Everything else is "load operands, operate, store".
  * - Loads and stores look up the TLB inline (the same entries rv_load/rv_store use) and call
  *   one C slow path (access_slow) when it misses.
  * - Everything else calls the instruction's handler with h->pc and h->next_pc set, exactly as the
@@ -26,7 +29,8 @@
  * (rv_jit_reset when the pool is emptied), so a block and its code always agree.
  *
  * Registers in translated code: rbx = the hart, r12 = the block's pc, r13 = the load TLB set,
- * r14 = the store TLB set, r15 = the TLB tag; rax, rcx, rdx, rsi, rdi are scratch. */
+ * r14 = the store TLB set, r15 = the TLB tag, r8-r11 = guest registers the block keeps; rax, rcx,
+ * rdx, rsi, rdi are scratch. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -41,8 +45,19 @@
 /* The most code one guest instruction becomes, fast and slow path together (checked). */
 #define RV_JIT_INSN_MAX 224
 #define RV_JIT_BLOCK_EXTRA 128
-#define RV_JIT_JMP_SIZE 4096
+#define RV_JIT_JMP_SIZE 8192
 _Static_assert((RV_JIT_JMP_SIZE & (RV_JIT_JMP_SIZE - 1)) == 0, "a power of two");
+/* The jump cache's index of pc: its halfword within the page, mixed with the page number so that
+ * code 8 KiB apart (kernel and user code, a caller and its callee) does not share entries. All pcs
+ * of one page still land in 2048 distinct entries (the page's bits are one value to xor). */
+#define RV_JIT_JMP_HASH_SHIFT 14
+static unsigned jmp_index(uint64_t pc) {
+  return (unsigned)((pc >> 1) ^ (pc >> RV_JIT_JMP_HASH_SHIFT)) & (RV_JIT_JMP_SIZE - 1);
+}
+#define RV_JIT_JMP_PAGE_BITS 32768
+static unsigned jmp_page_bit(uint64_t vpn) {
+  return (unsigned)(vpn ^ (vpn >> 15) ^ (vpn >> 30)) & (RV_JIT_JMP_PAGE_BITS - 1);
+}
 
 struct rv_jit {
   uint8_t *rw; /* the writable view */
@@ -60,6 +75,10 @@ struct rv_jit {
     const void *chain; /* the block's chain entry */
     uint64_t unused;   /* entries are 32 bytes: the lookup scales the index by shifting */
   } jmp[RV_JIT_JMP_SIZE];
+  /* Virtual pages (by jmp_page_bit) that may have entries in jmp: SFENCE.VMA of a page without
+   * any (most are data pages: Linux fences each page it faults in) need not look through the
+   * quarter of the cache its pcs index. */
+  uint64_t jmp_pages[RV_JIT_JMP_PAGE_BITS / 64];
 };
 
 enum { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15 };
@@ -77,6 +96,10 @@ _Static_assert(offsetof(rv_hart, x) == 0, "guest registers are addressed from th
 typedef struct emitter {
   uint8_t *start, *p, *end;
   uint8_t *chain_go; /* the chain entry's jump into the block's body */
+  /* guest registers held in host registers (bit r: x[r] is in host_of[r]), and those of them
+   * changed since they were last written back */
+  uint32_t cached, dirty;
+  uint8_t host_of[32];
 } emitter;
 
 static void b1(emitter *e, unsigned v) {
@@ -225,10 +248,38 @@ static void call_abs(emitter *e, const void *fn) {
 
 /* ---------------------------------------------------------------- guest state */
 
-static void load_x(emitter *e, int reg, unsigned r) { mov_load(e, reg, RBX, X_OFF(r)); }
+static void load_x(emitter *e, int reg, unsigned r) {
+  if (e->cached & (1U << r))
+    op_reg(e, true, 0x8b, reg, e->host_of[r]); /* mov reg, host */
+  else
+    mov_load(e, reg, RBX, X_OFF(r));
+}
 static void store_x(emitter *e, unsigned r, int reg) {
-  if (r != 0)
+  if (r == 0)
+    return;
+  if (e->cached & (1U << r)) {
+    op_reg(e, true, 0x8b, e->host_of[r], reg); /* mov host, reg */
+    e->dirty |= 1U << r;
+  } else {
     mov_store(e, RBX, X_OFF(r), reg);
+  }
+}
+
+/* The host registers that hold guest registers, and how many uses make a register worth one. */
+static const uint8_t cache_regs[] = {R8, R9, R10, R11};
+#define CACHE_MIN_USES 3
+
+/* Store the kept registers in `regs` to rv_hart.x. */
+static void write_back(emitter *e, uint32_t regs) {
+  for (unsigned r = 1; r < 32; r++)
+    if (regs & e->cached & (1U << r))
+      mov_store(e, RBX, X_OFF(r), e->host_of[r]);
+}
+/* Load every kept register from rv_hart.x (at the block's start and after a call). */
+static void reload_cached(emitter *e) {
+  for (unsigned r = 1; r < 32; r++)
+    if (e->cached & (1U << r))
+      mov_load(e, e->host_of[r], RBX, X_OFF(r));
 }
 /* reg = the pc of the block plus delta */
 static void pc_plus(emitter *e, int reg, int64_t delta) {
@@ -260,7 +311,8 @@ typedef struct block_ctx {
   struct slow_path {
     const rv_insn *d;
     uint8_t kind;
-    uint8_t *miss[2]; /* the jumps that take it (NULL: unused) */
+    uint8_t *miss;  /* the jump that takes it */
+    uint32_t dirty; /* kept registers not yet written back at the instruction */
     uint8_t *resume;
     int64_t off;
     unsigned index;
@@ -297,14 +349,19 @@ static void leave_if_asked(block_ctx *c) {
 
 /* ---------------------------------------------------------------- instructions */
 
+/* The handler call of an instruction; the kept registers are in rv_hart.x around it and in their
+ * host registers again after it. */
 static void emit_call_handler(block_ctx *c, const rv_insn *d) {
   emitter *e = &c->e;
+  write_back(e, e->dirty);
+  e->dirty = 0;
   set_pc(e, c->off, d->len);
   op_reg(e, true, 0x8b, RDI, RBX); /* mov rdi, rbx */
   mov_imm(e, RSI, (uint64_t)(uintptr_t)d);
   call_abs(e, (const void *)d->fn);
   op_mem(e, true, 0xc7, 0, RBX, -1, X_OFF(0)); /* mov qword [x0], 0 */
   b4(e, 0);
+  reload_cached(e);
 }
 
 /* The load's sign or zero extension from [base + index]: size and signedness from the kind. */
@@ -357,33 +414,32 @@ static bool is_load(uint8_t fast) { return fast >= RV_FAST_lb && fast <= RV_FAST
 static bool is_store(uint8_t fast) { return fast >= RV_FAST_sb && fast <= RV_FAST_sd; }
 
 /* rsi = the access's virtual address; rdx = its host address if the TLB set at tlb_reg maps it,
- * else a jump to the slow path (recorded in sp). */
+ * else a jump to the slow path (recorded in sp). The entry is the one of va's page, but it is
+ * compared with the page of the access's last byte: an access that leaves the page differs
+ * there and takes the slow path, with no check of its own. */
 static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int tlb_reg, unsigned size,
                             struct slow_path *sp) {
   emitter *e = &c->e;
   load_x(e, RSI, d->rs1);
   if (d->imm)
     lea(e, RSI, RSI, d->imm);
-  op_reg(e, true, 0x8b, RAX, RSI); /* rax = va >> 12 | tag */
+  if (size > 1) /* rax = (va + size - 1) >> 12 | tag */
+    lea(e, RAX, RSI, (int32_t)size - 1);
+  else
+    op_reg(e, true, 0x8b, RAX, RSI);
   shift_imm(e, true, 5, RAX, 12);
-  op_reg(e, false, 0x8b, RCX, RAX); /* ecx = (vpn % RV_TLB_SIZE) * 16 */
-  alu_imm(e, false, 4, RCX, RV_TLB_SIZE - 1);
-  shift_imm(e, false, 4, RCX, 4);
+  op_reg(e, false, 0x8b, RCX, RSI); /* ecx = (vpn % RV_TLB_SIZE) * 16 */
+  shift_imm(e, false, 5, RCX, 12 - 4);
+  alu_imm(e, false, 4, RCX, (RV_TLB_SIZE - 1) << 4);
   op_reg(e, true, 0x09, R15, RAX);             /* or rax, r15 */
   op_mem(e, true, 0x3b, RAX, tlb_reg, RCX, 0); /* cmp rax, [tlb + rcx] */
-  sp->miss[0] = jcc32(e, CC_NE);
-  sp->miss[1] = NULL;
-  if (size > 1) { /* the access must not leave the page */
-    op_reg(e, false, 0x8b, RAX, RSI);
-    alu_imm(e, false, 4, RAX, 0xfff);
-    alu_imm(e, false, 7, RAX, (int32_t)(4096 - size));
-    sp->miss[1] = jcc32(e, CC_A);
-  }
+  sp->miss = jcc32(e, CC_NE);
   op_mem(e, true, 0x8b, RDX, tlb_reg, RCX, 8); /* rdx = addend */
 }
 
 static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
   struct slow_path *sp = &c->slow[c->n_slow++];
+  sp->dirty = c->e.dirty;
   emit_tlb_lookup(c, d, R13, access_size(kind), sp);
   load_extend(&c->e, kind, RSI, RDX);
   store_x(&c->e, d->rd, RAX);
@@ -397,6 +453,7 @@ static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
 static void emit_store(block_ctx *c, const rv_insn *d, uint8_t kind) {
   emitter *e = &c->e;
   struct slow_path *sp = &c->slow[c->n_slow++];
+  sp->dirty = e->dirty;
   unsigned size = access_size(kind);
   emit_tlb_lookup(c, d, R14, size, sp);
   load_x(e, RAX, d->rs2);
@@ -452,14 +509,14 @@ static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc, 
  * rsi. */
 static void emit_slow_path(block_ctx *c, const struct slow_path *sp) {
   emitter *e = &c->e;
-  for (int i = 0; i < 2; i++)
-    if (sp->miss[i])
-      patch(e, sp->miss[i], e->p);
+  patch(e, sp->miss, e->p);
+  write_back(e, sp->dirty);
   op_reg(e, true, 0x8b, RDI, RBX);
   mov_imm64(e, RDX, (uint64_t)(uintptr_t)sp->d);
   pc_plus(e, RCX, sp->off);
   mov_imm(e, R8, sp->kind);
   call_abs(e, (const void *)access_slow);
+  reload_cached(e);                 /* a load wrote rv_hart.x[rd] */
   op_reg(e, false, 0x84, RAX, RAX); /* test al, al */
   patch(e, jcc32(e, CC_E), sp->resume);
   exit_left(c, sp->index + 1);
@@ -522,7 +579,8 @@ static void emit_mul_high(block_ctx *c, const rv_insn *d) {
   if (d->rd == 0)
     return;
   load_x(e, RAX, d->rs1);
-  op_mem(e, true, 0xf7, d->fn == op_mulhu ? 4 : 5, RBX, -1, X_OFF(d->rs2));
+  load_x(e, RCX, d->rs2);
+  op_reg(e, true, 0xf7, d->fn == op_mulhu ? 4 : 5, RCX); /* mul/imul rcx */
   store_x(e, d->rd, RDX);
 }
 
@@ -609,8 +667,11 @@ static unsigned branch_cc(uint8_t fast) {
  * caller. The target's chain entry checks the budget and the code counter as for linked jumps. */
 static void exit_indirect(block_ctx *c) {
   emitter *e = &c->e;
-  op_reg(e, false, 0x8b, RAX, R12); /* eax = (pc >> 1) % size * entry bytes */
-  shift_imm(e, false, 5, RAX, 1);
+  op_reg(e, true, 0x8b, RAX, R12); /* eax = jmp_index(pc) * entry bytes */
+  op_reg(e, true, 0x8b, RCX, R12);
+  shift_imm(e, true, 5, RAX, 1);
+  shift_imm(e, true, 5, RCX, RV_JIT_JMP_HASH_SHIFT);
+  op_reg(e, false, 0x31, RCX, RAX); /* xor eax, ecx */
   alu_imm(e, false, 4, RAX, RV_JIT_JMP_SIZE - 1);
   shift_imm(e, false, 4, RAX, 5);
   mov_imm64(e, RDX, (uint64_t)(uintptr_t)c->j->jmp);
@@ -668,6 +729,7 @@ static void emit_last(block_ctx *c, const rv_insn *d) {
   if (kind < RV_FAST_FIRST_JUMP || kind > RV_FAST_LAST_JUMP) {
     /* a block cut at its length limit or the page end: the next one follows */
     if (emit_inline(c, d, kind)) {
+      write_back(e, e->dirty);
       exit_to(c, c->off + d->len, count);
       return;
     }
@@ -677,6 +739,7 @@ static void emit_last(block_ctx *c, const rv_insn *d) {
   case RV_FAST_jal:
     pc_plus(e, RCX, c->off + d->len);
     store_x(e, d->rd, RCX);
+    write_back(e, e->dirty);
     exit_to(c, c->off + d->imm, count);
     return;
   case RV_FAST_jalr:
@@ -686,6 +749,7 @@ static void emit_last(block_ctx *c, const rv_insn *d) {
     alu_imm(e, true, 4, RAX, -2);
     pc_plus(e, RCX, c->off + d->len);
     store_x(e, d->rd, RCX);
+    write_back(e, e->dirty);
     op_reg(e, true, 0x8b, R12, RAX);
     count_insns(e, count);
     exit_indirect(c);
@@ -713,7 +777,9 @@ static void emit_last(block_ctx *c, const rv_insn *d) {
     return;
   default: { /* conditional branch */
     load_x(e, RAX, d->rs1);
-    op_mem(e, true, 0x3b, RAX, RBX, -1, X_OFF(d->rs2)); /* cmp rax, [x rs2] */
+    load_x(e, RCX, d->rs2);
+    write_back(e, e->dirty);
+    op_reg(e, true, 0x39, RCX, RAX); /* cmp rax, rcx */
     uint8_t *taken = jcc32(e, branch_cc(kind));
     exit_to(c, c->off + d->len, count);
     patch(e, taken, e->p);
@@ -759,6 +825,30 @@ static void emit_prologue(block_ctx *c) {
   emit_tlb_registers(&c->e);
 }
 
+/* The registers the block's instructions name most often (at least CACHE_MIN_USES times) are
+ * kept in host registers. Fields an instruction does not use count too: a worse choice at
+ * worst, never a wrong result. */
+static void choose_cached(emitter *e, const rv_insn *first, unsigned n) {
+  unsigned uses[32] = {0};
+  for (unsigned i = 0; i < n; i++) {
+    uses[first[i].rd]++;
+    uses[first[i].rs1]++;
+    uses[first[i].rs2]++;
+  }
+  for (size_t k = 0; k < sizeof(cache_regs); k++) {
+    unsigned best = 0, most = CACHE_MIN_USES - 1;
+    for (unsigned r = 1; r < 32; r++)
+      if (!(e->cached & (1U << r)) && uses[r] > most) {
+        best = r;
+        most = uses[r];
+      }
+    if (best == 0)
+      break;
+    e->cached |= 1U << best;
+    e->host_of[best] = cache_regs[k];
+  }
+}
+
 const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
                              const uint32_t *counter, uint32_t gen) {
   size_t need = (size_t)n * RV_JIT_INSN_MAX + RV_JIT_BLOCK_EXTRA;
@@ -771,6 +861,8 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
   uint8_t *entry = c.e.p;
   emit_prologue(&c);
   patch(&c.e, c.e.chain_go, c.e.p);
+  choose_cached(&c.e, first, n);
+  reload_cached(&c.e);
   for (unsigned i = 0; i < n; i++) {
     c.index = i;
     if (i + 1 < n)
@@ -910,13 +1002,38 @@ void rv_jit_destroy(struct rv_jit *j) {
   free(j);
 }
 
+void rv_jit_forget_all(struct rv_jit *j) {
+  memset(j->jmp, 0, sizeof(j->jmp));
+  memset(j->jmp_pages, 0, sizeof(j->jmp_pages));
+}
+
 void rv_jit_reset(struct rv_jit *j) {
   j->used = j->stubs_end;
-  memset(j->jmp, 0, sizeof(j->jmp));
+  rv_jit_forget_all(j);
+}
+
+/* Entries with tag 0 match nothing: a translation tag is never 0. */
+void rv_jit_forget_page(struct rv_jit *j, uint64_t va) {
+  uint64_t vpn = va >> 12;
+  unsigned at = jmp_page_bit(vpn);
+  uint64_t bit = 1ULL << (at % 64);
+  uint64_t *pages = &j->jmp_pages[at / 64];
+  if (!(*pages & bit))
+    return;
+  *pages &= ~bit;
+  for (uint64_t pc = vpn << 12; pc < (vpn + 1) << 12; pc += 2) {
+    struct rv_jit_jmp *m = &j->jmp[jmp_index(pc)];
+    if ((m->pc >> 12) == vpn)
+      m->tag = 0;
+    else if (m->tag && jmp_page_bit(m->pc >> 12) == at)
+      *pages |= bit; /* another page that shares the bit keeps it */
+  }
 }
 
 static void remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *chain) {
-  struct rv_jit_jmp *m = &j->jmp[(pc >> 1) & (RV_JIT_JMP_SIZE - 1)];
+  struct rv_jit_jmp *m = &j->jmp[jmp_index(pc)];
+  unsigned at = jmp_page_bit(pc >> 12);
+  j->jmp_pages[at / 64] |= 1ULL << (at % 64);
   m->pc = pc;
   m->tag = tag;
   m->chain = chain;
@@ -964,5 +1081,7 @@ void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *co
 void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
   (void)j, (void)pc, (void)tag;
 }
+void rv_jit_forget_page(struct rv_jit *j, uint64_t va) { (void)j, (void)va; }
+void rv_jit_forget_all(struct rv_jit *j) { (void)j; }
 
 #endif

@@ -35,6 +35,116 @@ static int rv_set_priv(int set) {
   return set == TLB_M ? RV_PRIV_M : set == TLB_S_SUM ? RV_PRIV_S : set;
 }
 
+/* ---------------------------------------------------------------- TLB tags and flushes
+ *
+ * Each entry carries the tag of the address space (satp value) it was filled under. A satp write
+ * switches to the tag the new value had before (rv_tlb_spaces remembers the last few), so Linux's
+ * context switches between processes with their own ASIDs keep both processes' entries. SFENCE.VMA
+ * of one page clears only the entries that can map that page (one slot per set and access type),
+ * unless a superpage might cover it: the TLB holds superpages as 4 KiB entries, so then the whole
+ * address space goes. Tags are handed out in order and never reused until the 12-bit counter
+ * wraps around; then the table, the spaces and the jump cache are cleared. Cleared entries get vpn
+ * 0: a live tag is never 0, so no address matches them. */
+
+#define TLB_TAG_STEP (1ULL << 52)
+
+static void rv_tlb_clear_supers(rv_hart *h) {
+  for (int half = 0; half < 2; half++) {
+    h->tlb_super[half][0] = UINT64_MAX;
+    h->tlb_super[half][1] = 0;
+  }
+}
+
+/* The superpage [first, last] was translated (it may enter the TLB as 4 KiB entries). */
+static void rv_tlb_note_superpage(rv_hart *h, uint64_t first, uint64_t last) {
+  uint64_t *range = h->tlb_super[first >> 63];
+  if (first < range[0])
+    range[0] = first;
+  if (last > range[1])
+    range[1] = last;
+}
+
+static bool rv_tlb_maybe_superpage(const rv_hart *h, uint64_t va) {
+  const uint64_t *range = h->tlb_super[va >> 63];
+  return va >= range[0] && va <= range[1];
+}
+
+static uint64_t rv_tlb_new_tag(rv_hart *h) {
+  h->tlb_gen += TLB_TAG_STEP;
+  if (h->tlb_gen == 0) {
+    for (int s = 0; s < RV_TLB_SETS; s++)
+      for (int a = 0; a < 3; a++)
+        for (int i = 0; i < RV_TLB_SIZE; i++)
+          h->tlb[s][a][i].vpn = 0;
+    memset(h->tlb_spaces, 0, sizeof(h->tlb_spaces));
+    if (h->icache && h->icache->jit)
+      rv_jit_forget_all(h->icache->jit); /* it is keyed by tags as well */
+    h->tlb_gen = TLB_TAG_STEP;
+  }
+  return h->tlb_gen;
+}
+
+static struct rv_tlb_space *rv_tlb_space_of(rv_hart *h, uint64_t satp) {
+  uint64_t asid = (satp >> 44) & 0xffff;
+  return &h->tlb_spaces[(asid ^ satp) % RV_TLB_SPACES];
+}
+
+static uint64_t rv_satp_asid(uint64_t satp) { return (satp >> 44) & 0xffff; }
+
+/* The current satp gets a fresh tag: its old entries are gone. */
+static void rv_tlb_renew_space(rv_hart *h) {
+  uint64_t tag = rv_tlb_new_tag(h);
+  struct rv_tlb_space *sp = rv_tlb_space_of(h, h->satp);
+  sp->satp = h->satp;
+  sp->tag = tag;
+  h->tlb_tag = tag;
+}
+
+void rv_tlb_flush_all(rv_hart *h) {
+  memset(h->tlb_spaces, 0, sizeof(h->tlb_spaces));
+  rv_tlb_clear_supers(h);
+  rv_tlb_renew_space(h);
+}
+
+void rv_tlb_switch_space(rv_hart *h) {
+  const struct rv_tlb_space *sp = rv_tlb_space_of(h, h->satp);
+  if (sp->tag && sp->satp == h->satp)
+    h->tlb_tag = sp->tag;
+  else
+    rv_tlb_renew_space(h);
+  rv_update_modes(h);
+}
+
+/* Every entry of address space asid goes (and those of global mappings with it). */
+static void rv_tlb_flush_asid(rv_hart *h, uint64_t asid) {
+  for (unsigned i = 0; i < RV_TLB_SPACES; i++)
+    if (rv_satp_asid(h->tlb_spaces[i].satp) == asid)
+      h->tlb_spaces[i].tag = 0;
+  if (rv_satp_asid(h->satp) == asid)
+    rv_tlb_renew_space(h);
+  rv_update_modes(h);
+}
+
+void rv_tlb_sfence(rv_hart *h, uint64_t va, bool by_va, uint64_t asid, bool by_asid) {
+  asid &= 0xffff;
+  if (!by_va || rv_tlb_maybe_superpage(h, va)) {
+    if (by_asid)
+      rv_tlb_flush_asid(h, asid);
+    else
+      rv_hart_flush_tlb(h);
+    return;
+  }
+  /* The slots that can hold va's page, in every set: entries of other address spaces there go
+   * too, which is only more than asked. */
+  unsigned i = rv_tlb_index(va);
+  for (int s = 0; s < RV_TLB_SETS; s++)
+    for (int a = 0; a < 3; a++)
+      h->tlb[s][a][i].vpn = 0;
+  h->fetch_vpn = UINT64_MAX;
+  if (h->icache && h->icache->jit)
+    rv_jit_forget_page(h->icache->jit, va);
+}
+
 int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
   if (set == TLB_M || !(h->satp >> 60)) {
     *pa = va;
@@ -97,6 +207,8 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
     }
     uint64_t off_mask = (1ULL << (12 + 9 * level)) - 1;
     *pa = ((ppn << 12) & ~off_mask) | (va & off_mask);
+    if (level > 0)
+      rv_tlb_note_superpage(h, va & ~off_mask, va | off_mask);
     return 0;
   }
   return rv_fault_cause(access, true);

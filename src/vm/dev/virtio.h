@@ -203,6 +203,7 @@ typedef struct virtio_blk {
   uint8_t config[VIRTIO_BLK_CONFIG_SIZE];
   virtq_elem elem; /* scratch for the request being served */
   uint64_t requests, errors;
+  uint64_t read_bytes, write_bytes; /* for the control socket's info; not saved */
 } virtio_blk;
 
 /* serial may be NULL (then "vessel-vd<N>" style ids are up to the caller). */

@@ -101,6 +101,10 @@ static uint8_t do_rw(virtio_blk *b, bool write, uint64_t sector, const struct io
     vs_error_free(err);
     return VIRTIO_BLK_S_IOERR;
   }
+  if (write)
+    b->write_bytes += len;
+  else
+    b->read_bytes += len;
   return VIRTIO_BLK_S_OK;
 }
 

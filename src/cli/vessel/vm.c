@@ -1,0 +1,334 @@
+/* vessel vm ...: virtual machines through vesseld's /vessel/v1/vms API (docs/api.md). */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <termios.h>
+
+#define VM_DETACH_KEY 0x1d /* Ctrl-] */
+
+static int vm_usage(vs_error **err, const char *usage) {
+  vs_error_set(err, 0, "usage: vessel vm %s", usage);
+  return 125;
+}
+
+static char *vm_path(const char *name, const char *suffix) {
+  _cleanup_free_ char *e = vessel_query_escape(name);
+  return vs_asprintf("/vessel/v1/vms/%s%s", e, suffix);
+}
+
+/* A size option as the API takes it: a string such as "512M", checked here first. */
+static int size_option(const char *what, const char *s, json_t *body, const char *field,
+                       vs_error **err) {
+  uint64_t v;
+  if (vs_parse_size(s, what, &v, err) < 0)
+    return -1;
+  json_object_set_new(body, field, json_integer((json_int_t)v));
+  return 0;
+}
+
+static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  static const struct option opts[] = {
+      {"cpus", required_argument, 0, 'c'},      {"memory", required_argument, 0, 'm'},
+      {"kernel", required_argument, 0, 'k'},    {"initrd", required_argument, 0, 'i'},
+      {"append", required_argument, 0, 'a'},    {"disk", required_argument, 0, 'd'},
+      {"disk-size", required_argument, 0, 's'}, {0, 0, 0, 0}};
+  static const char usage[] =
+      "create NAME [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] [--kernel PATH "
+      "--initrd PATH --append ARGS]";
+  _cleanup_(vs_json_decrefp) json_t *body = json_object();
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    uint64_t n;
+    switch (c) {
+    case 'c':
+      if (vs_parse_u64(optarg, "--cpus", &n, err) < 0)
+        return 125;
+      json_object_set_new(body, "Cpus", json_integer((json_int_t)n));
+      break;
+    case 'm':
+      if (size_option("--memory", optarg, body, "Memory", err) < 0)
+        return 125;
+      break;
+    case 's':
+      if (size_option("--disk-size", optarg, body, "DiskSize", err) < 0)
+        return 125;
+      break;
+    case 'k':
+    case 'i':
+    case 'd': {
+      /* the daemon opens them: make relative paths absolute here */
+      _cleanup_free_ char *abs = realpath(optarg, NULL);
+      json_object_set_new(body,
+                          c == 'k'   ? "Kernel"
+                          : c == 'i' ? "Initrd"
+                                     : "Disk",
+                          json_string(abs ? abs : optarg));
+      break;
+    }
+    case 'a':
+      json_object_set_new(body, "Append", json_string(optarg));
+      break;
+    default:
+      return 125;
+    }
+  }
+  if (optind != argc - 1)
+    return vm_usage(err, usage);
+  json_object_set_new(body, "Name", json_string(argv[optind]));
+  json_t *out = NULL;
+  if (vessel_api_json(ctx, "POST", "/vessel/v1/vms", body, &out, err) < 0)
+    return 1;
+  printf("%s\n", json_string_value(json_object_get(out, "Id")));
+  json_decref(out);
+  return 0;
+}
+
+static int vm_action(vessel_ctx *ctx, const char *action, int argc, char **argv, vs_error **err) {
+  int first = 1;
+  _cleanup_free_ char *suffix = vs_asprintf("/%s", action);
+  bool timed = !strcmp(action, "stop") || !strcmp(action, "restart");
+  if (timed && first + 1 < argc && (!strcmp(argv[first], "-t") || !strcmp(argv[first], "--time"))) {
+    uint64_t t;
+    if (vs_parse_u64(argv[first + 1], "-t", &t, err) < 0)
+      return 125;
+    free(suffix);
+    suffix = vs_asprintf("/%s?t=%llu", action, (unsigned long long)t);
+    first += 2;
+  } else if (!strcmp(action, "kill") && first + 1 < argc &&
+             (!strcmp(argv[first], "-s") || !strcmp(argv[first], "--signal"))) {
+    _cleanup_free_ char *sig = vessel_query_escape(argv[first + 1]);
+    free(suffix);
+    suffix = vs_asprintf("/kill?signal=%s", sig);
+    first += 2;
+  }
+  if (first >= argc) {
+    _cleanup_free_ char *u = vs_asprintf("%s%s NAME...", action,
+                                         timed                     ? " [-t SECONDS]"
+                                         : !strcmp(action, "kill") ? " [-s SIGNAL]"
+                                                                   : "");
+    return vm_usage(err, u);
+  }
+  _cleanup_free_ char *what = vs_asprintf("vessel vm %s", action);
+  return vessel_api_each(ctx, argc, argv, first, "POST", "/vessel/v1/vms/", suffix, what);
+}
+
+static int vm_rm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  bool force;
+  int first = vessel_force_operands(argc, argv, &force);
+  if (first < 0)
+    return vm_usage(err, "rm [-f] NAME...");
+  return vessel_api_each(ctx, argc, argv, first, "DELETE", "/vessel/v1/vms/",
+                         force ? "?force=1" : "", "vessel vm rm");
+}
+
+static int vm_ls(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  bool quiet = argc == 2 && (!strcmp(argv[1], "-q") || !strcmp(argv[1], "--quiet"));
+  if (argc > 1 && !quiet)
+    return vm_usage(err, "ls [-q]");
+  json_t *list = NULL;
+  if (vessel_api_json(ctx, "GET", "/vessel/v1/vms", NULL, &list, err) < 0)
+    return 1;
+  if (!quiet)
+    printf("%-20s %-14s %-9s %-5s %-10s %s\n", "NAME", "VM ID", "STATUS", "CPUS", "MEMORY",
+           "CREATED");
+  size_t i;
+  json_t *vm;
+  json_array_foreach(list, i, vm) {
+    const char *name = json_string_value(json_object_get(vm, "Name"));
+    if (quiet) {
+      printf("%s\n", name ? name : "");
+      continue;
+    }
+    _cleanup_free_ char *mem =
+        vessel_human_size((uint64_t)json_integer_value(json_object_get(vm, "Memory")));
+    _cleanup_free_ char *created =
+        vessel_human_time(json_string_value(json_object_get(vm, "Created")));
+    printf("%-20s %-14.12s %-9s %-5lld %-10s %s\n", name ? name : "",
+           json_string_value(json_object_get(vm, "Id")),
+           json_string_value(json_object_get(vm, "Status")),
+           (long long)json_integer_value(json_object_get(vm, "Cpus")), mem, created);
+  }
+  json_decref(list);
+  return 0;
+}
+
+static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  if (argc < 2)
+    return vm_usage(err, "inspect NAME...");
+  json_t *all = json_array();
+  int rc = 0;
+  for (int i = 1; i < argc; i++) {
+    _cleanup_free_ char *target = vm_path(argv[i], "");
+    json_t *obj = NULL;
+    vs_error *e = NULL;
+    if (vessel_api_json(ctx, "GET", target, NULL, &obj, &e) < 0) {
+      vs_error_print(e, "vessel vm inspect");
+      vs_error_free(e);
+      rc = 1;
+      continue;
+    }
+    json_array_append_new(all, obj);
+  }
+  vessel_print_json(all);
+  return rc;
+}
+
+static int write_out(void *arg, const char *data, size_t len, vs_error **err) {
+  (void)arg;
+  return vs_write_all(1, data, len, err);
+}
+
+static int vm_console(vessel_ctx *ctx, const char *name, bool input, bool history, vs_error **err) {
+  _cleanup_free_ char *target = vm_path(name, history ? "/console?logs=1" : "/console");
+  vessel_hijack hj;
+  if (vessel_api_hijack(ctx, "POST", target, &hj, err) < 0)
+    return 1;
+  struct termios saved;
+  bool raw = input && vessel_tty_raw(&saved);
+  if (raw)
+    fprintf(stderr, "Connected to the console of VM %s (detach with Ctrl-])\r\n", name);
+  /* without input (logs -f) nothing goes to the guest; when stdin ends, the console is still
+   * shown until the user detaches or the VM ends */
+  vessel_relay_opts ro = {
+      .out = write_out, .input = input, .shutdown_at_eof = false, .detach_key = VM_DETACH_KEY};
+  int rc = vessel_relay(&hj, &ro, err) < 0 ? 1 : 0;
+  if (raw) {
+    tcsetattr(0, TCSANOW, &saved);
+    fprintf(stderr, "\nDetached from VM %s\n", name);
+  }
+  close(hj.fd);
+  free(hj.pending);
+  return rc;
+}
+
+static int vm_logs(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  bool follow = argc == 3 && (!strcmp(argv[1], "-f") || !strcmp(argv[1], "--follow"));
+  if (argc != 2 && !follow)
+    return vm_usage(err, "logs [-f] NAME");
+  const char *name = argv[argc - 1];
+  if (follow)
+    return vm_console(ctx, name, false, true, err);
+  _cleanup_free_ char *target = vm_path(name, "/logs");
+  return vessel_api_stream(ctx, "GET", target, NULL, write_out, NULL, err) < 0 ? 1 : 0;
+}
+
+static int vm_snapshot_cmd(vessel_ctx *ctx, const char *action, int argc, char **argv,
+                           vs_error **err) {
+  if (argc != 3) {
+    _cleanup_free_ char *u = vs_asprintf("%s NAME SNAPSHOT", action);
+    return vm_usage(err, u);
+  }
+  _cleanup_free_ char *snap = vessel_query_escape(argv[2]);
+  _cleanup_free_ char *q = vs_asprintf("/%s?name=%s", action, snap);
+  _cleanup_free_ char *target = vm_path(argv[1], q);
+  if (vessel_api_json(ctx, "POST", target, NULL, NULL, err) < 0)
+    return 1;
+  printf("%s\n", argv[2]);
+  return 0;
+}
+
+/* clone NAME NEW (a snapshot taken now) or clone NAME:SNAPSHOT NEW */
+static int vm_clone(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  if (argc != 3)
+    return vm_usage(err, "clone NAME[:SNAPSHOT] NEW");
+  _cleanup_free_ char *src = vs_strdup(argv[1]);
+  char *colon = strchr(src, ':');
+  if (colon)
+    *colon++ = 0;
+  _cleanup_free_ char *name = vessel_query_escape(argv[2]);
+  _cleanup_free_ char *snap = colon ? vessel_query_escape(colon) : NULL;
+  _cleanup_free_ char *q =
+      vs_asprintf("/clone?name=%s%s%s", name, snap ? "&snapshot=" : "", snap ? snap : "");
+  _cleanup_free_ char *target = vm_path(src, q);
+  json_t *out = NULL;
+  if (vessel_api_json(ctx, "POST", target, NULL, &out, err) < 0)
+    return 1;
+  printf("%s\n", json_string_value(json_object_get(out, "Id")));
+  json_decref(out);
+  return 0;
+}
+
+static int vm_stats(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  if (argc < 2)
+    return vm_usage(err, "stats NAME...");
+  printf("%-20s %-5s %-14s %-12s %-10s %-10s %-12s %s\n", "NAME", "CPUS", "INSTRUCTIONS",
+         "HOST CPU", "GUEST MEM", "HOST RSS", "DISK READ", "DISK WRITE");
+  int rc = 0;
+  for (int i = 1; i < argc; i++) {
+    _cleanup_free_ char *target = vm_path(argv[i], "/stats");
+    json_t *s = NULL;
+    vs_error *e = NULL;
+    if (vessel_api_json(ctx, "GET", target, NULL, &s, &e) < 0) {
+      vs_error_print(e, "vessel vm stats");
+      vs_error_free(e);
+      rc = 1;
+      continue;
+    }
+    json_t *cpu = json_object_get(s, "Cpu"), *mem = json_object_get(s, "Memory"),
+           *disk = json_object_get(s, "Disk");
+    _cleanup_free_ char *guest =
+        vessel_human_size((uint64_t)json_integer_value(json_object_get(mem, "Guest")));
+    _cleanup_free_ char *rss =
+        vessel_human_size((uint64_t)json_integer_value(json_object_get(mem, "HostRss")));
+    uint64_t rd_bytes = 0, wr_bytes = 0;
+    size_t k;
+    json_t *d;
+    json_array_foreach(json_object_get(disk, "Disks"), k, d) {
+      rd_bytes += (uint64_t)json_integer_value(json_object_get(d, "ReadBytes"));
+      wr_bytes += (uint64_t)json_integer_value(json_object_get(d, "WriteBytes"));
+    }
+    _cleanup_free_ char *rd = vessel_human_size(rd_bytes);
+    _cleanup_free_ char *wr = vessel_human_size(wr_bytes);
+    double secs = (double)json_integer_value(json_object_get(cpu, "HostNs")) / 1e9;
+    printf("%-20s %-5lld %-14lld %-12.2f %-10s %-10s %-12s %s\n",
+           json_string_value(json_object_get(s, "Name")),
+           (long long)json_integer_value(json_object_get(cpu, "Count")),
+           (long long)json_integer_value(json_object_get(cpu, "Instructions")), secs, guest, rss,
+           rd, wr);
+    json_decref(s);
+  }
+  return rc;
+}
+
+int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  static const char usage[] =
+      "COMMAND: create, start, stop, kill, restart, pause, resume, rm, ls, inspect, logs, "
+      "console, snapshot, restore, clone, stats";
+  if (argc < 2)
+    return vm_usage(err, usage);
+  const char *sub = argv[1];
+  argc--;
+  argv++;
+  if (!strcmp(sub, "create"))
+    return vm_create(ctx, argc, argv, err);
+  static const char *const actions[] = {"start", "stop", "kill", "restart", "pause", "resume"};
+  for (size_t k = 0; k < ARRAY_SIZE(actions); k++)
+    if (!strcmp(sub, actions[k]))
+      return vm_action(ctx, actions[k], argc, argv, err);
+  if (!strcmp(sub, "rm"))
+    return vm_rm(ctx, argc, argv, err);
+  if (!strcmp(sub, "ls") || !strcmp(sub, "list"))
+    return vm_ls(ctx, argc, argv, err);
+  if (!strcmp(sub, "inspect"))
+    return vm_inspect(ctx, argc, argv, err);
+  if (!strcmp(sub, "logs"))
+    return vm_logs(ctx, argc, argv, err);
+  if (!strcmp(sub, "console")) {
+    if (argc != 2)
+      return vm_usage(err, "console NAME");
+    return vm_console(ctx, argv[1], true, false, err);
+  }
+  if (!strcmp(sub, "snapshot") || !strcmp(sub, "restore"))
+    return vm_snapshot_cmd(ctx, sub, argc, argv, err);
+  if (!strcmp(sub, "clone"))
+    return vm_clone(ctx, argc, argv, err);
+  if (!strcmp(sub, "stats"))
+    return vm_stats(ctx, argc, argv, err);
+  vs_error_set(err, 0, "vm: unknown command \"%s\"; %s", sub, usage);
+  return 125;
+}

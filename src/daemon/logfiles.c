@@ -1,0 +1,224 @@
+/* The json-file log's rotation (`--log-opt max-size=… max-file=…`), as dockerd's json-file
+ * driver does it: when an entry would take the log past max-size, <id>-json.log becomes
+ * <id>-json.log.1, .1 becomes .2 and so on, the oldest beyond max-file - 1 goes, and a new log
+ * begins; with max-file 1 the log is emptied instead. The monitor rotates (it is the one
+ * writer); vesseld's readers go from the oldest file to the newest, and a follower that reaches
+ * the end of a file that has been rotated away goes on in the next one. The renames of one
+ * rotation are not atomic together, so the writer holds an exclusive flock on the log's
+ * directory while it renames and readers a shared one while they look at the names. */
+#include "daemon/internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <libgen.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_LOG_FILES 1000
+
+/* Docker's sizes (units.RAMInBytes): "10m", "1.5g", "512k", "100kb", "2MiB", "4096". */
+static int parse_ram_size(const char *s, int64_t *out, vs_error **err) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (end == s || errno || !isfinite(v) || v < 0 || !isdigit((unsigned char)s[0]))
+    return vs_error_set(err, EINVAL, "invalid size: '%s'", s);
+  if (*end == ' ')
+    end++;
+  double mult = 1;
+  const char *units = "kmgtp";
+  const char *u = *end ? strchr(units, tolower((unsigned char)*end)) : NULL;
+  if (u && *u) {
+    for (const char *p = units; p <= u; p++)
+      mult *= 1024;
+    end++;
+  }
+  if (*end == 'i' || *end == 'I')
+    end++;
+  if (*end == 'b' || *end == 'B')
+    end++;
+  if (*end || v * mult > 9.0e18)
+    return vs_error_set(err, EINVAL, "invalid size: '%s'", s);
+  *out = (int64_t)(v * mult);
+  return 0;
+}
+
+int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err) {
+  *out = (vd_log_opts){.max_size = -1, .max_files = 1};
+  json_t *lc = json_object_get(host_config, "LogConfig");
+  if (!lc || json_is_null(lc))
+    return 0;
+  if (!json_is_object(lc))
+    return vs_error_set(err, EINVAL, "field \"LogConfig\": expected object, found %s",
+                        vs_json_type_name(lc));
+  const char *type = json_string_value(json_object_get(lc, "Type"));
+  if (type && *type && strcmp(type, "json-file") != 0)
+    return vs_error_set(err, EINVAL, "logging driver %s: not supported by vesseld (json-file is)",
+                        type);
+  json_t *cfg = json_object_get(lc, "Config");
+  const char *key;
+  json_t *v;
+  json_object_foreach(cfg, key, v) {
+    const char *s = json_string_value(v);
+    if (!s)
+      return vs_error_set(err, EINVAL, "log opt %s: expected a string", key);
+    if (!strcmp(key, "max-size")) {
+      if (strcmp(s, "-1") != 0 && parse_ram_size(s, &out->max_size, err) < 0)
+        return vs_error_wrap(err, "log opt max-size");
+      if (out->max_size == 0)
+        return vs_error_set(err, EINVAL, "log opt max-size: must be a positive size or -1");
+    } else if (!strcmp(key, "max-file")) {
+      uint64_t n;
+      if (vs_parse_u64(s, "log opt max-file", &n, err) < 0)
+        return -1;
+      if (n < 1)
+        return vs_error_set(err, EINVAL, "max-file cannot be less than 1");
+      if (n > MAX_LOG_FILES)
+        return vs_error_set(err, EINVAL, "max-file cannot be more than %d", MAX_LOG_FILES);
+      out->max_files = (unsigned)n;
+    } else if (!strcmp(key, "compress") || !strcmp(key, "labels") || !strcmp(key, "labels-regex") ||
+               !strcmp(key, "env") || !strcmp(key, "env-regex") || !strcmp(key, "tag")) {
+      return vs_error_set(err, EINVAL, "log opt %s: not supported by vesseld yet", key);
+    } else {
+      return vs_error_set(err, EINVAL, "unknown log opt '%s' for json-file log driver", key);
+    }
+  }
+  if (out->max_files > 1 && out->max_size < 0)
+    return vs_error_set(err, EINVAL, "max-file cannot be set when max-size is not set");
+  return 0;
+}
+
+char *vd_log_rotated_path(const char *path, unsigned i) {
+  return i ? vs_asprintf("%s.%u", path, i) : vs_strdup(path);
+}
+
+/* flock(op) on the directory of the log: a descriptor to close, or -1 (then unlocked). */
+static int lock_log_dir(const char *path, int op) {
+  _cleanup_free_ char *copy = vs_strdup(path);
+  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  while (fd >= 0 && flock(fd, op) < 0) {
+    if (errno != EINTR) {
+      close(fd);
+      return -1;
+    }
+  }
+  return fd;
+}
+
+int vd_log_rotate(const char *path, unsigned max_files) {
+  _cleanup_close_ int lock = lock_log_dir(path, LOCK_EX);
+  for (unsigned i = max_files - 1; i >= 1; i--) {
+    _cleanup_free_ char *from = vd_log_rotated_path(path, i - 1);
+    _cleanup_free_ char *to = vd_log_rotated_path(path, i);
+    if (rename(from, to) < 0 && errno != ENOENT)
+      return -1;
+  }
+  return 0;
+}
+
+/* How many rotated files there are (.1 .. .n). */
+static unsigned rotated_count(const char *path) {
+  unsigned n = 0;
+  for (; n < MAX_LOG_FILES; n++) {
+    _cleanup_free_ char *p = vd_log_rotated_path(path, n + 1);
+    if (access(p, F_OK) < 0)
+      break;
+  }
+  return n;
+}
+
+static int open_log_file(const char *path, unsigned i) {
+  _cleanup_free_ char *p = vd_log_rotated_path(path, i);
+  return open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
+
+static int open_oldest(const char *path) {
+  for (unsigned i = rotated_count(path); i > 0; i--) {
+    int fd = open_log_file(path, i);
+    if (fd >= 0)
+      return fd;
+  }
+  return open_log_file(path, 0);
+}
+
+int vd_log_open_oldest(const char *path) {
+  _cleanup_close_ int lock = lock_log_dir(path, LOCK_SH);
+  return open_oldest(path);
+}
+
+int vd_log_open_next(const char *path, int fd) {
+  struct stat cur, now;
+  if (fstat(fd, &cur) < 0)
+    return -1;
+  /* the common case, cheap: ours is still the log being written */
+  if (stat(path, &now) == 0 && now.st_dev == cur.st_dev && now.st_ino == cur.st_ino)
+    return -1;
+  _cleanup_close_ int lock = lock_log_dir(path, LOCK_SH);
+  unsigned n = rotated_count(path);
+  /* files oldest first: .n … .1, then the log itself; ours is found by its inode */
+  bool found = false;
+  for (unsigned i = n + 1; i-- > 0;) {
+    _cleanup_free_ char *p = vd_log_rotated_path(path, i);
+    struct stat st;
+    if (stat(p, &st) < 0)
+      continue;
+    if (found)
+      return open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    found = st.st_dev == cur.st_dev && st.st_ino == cur.st_ino;
+  }
+  if (found)
+    return -1; /* ours is the newest */
+  /* ours was rotated away altogether: whatever is left is newer than it */
+  return open_oldest(path);
+}
+
+long long vd_log_fd_seek_tail(int fd, long long n) {
+  struct stat st;
+  if (fstat(fd, &st) < 0 || st.st_size == 0)
+    return 0;
+  off_t pos = st.st_size;
+  long long lines = 0; /* line starts found after pos, the file's end excluded */
+  char buf[8192];
+  while (pos > 0) {
+    size_t len = pos < (off_t)sizeof(buf) ? (size_t)pos : sizeof(buf);
+    pos -= (off_t)len;
+    if (pread(fd, buf, len, pos) != (ssize_t)len)
+      break;
+    for (size_t i = len; i-- > 0;) {
+      /* a newline starts a line unless it is the file's last byte */
+      if (buf[i] != '\n' || pos + (off_t)i == st.st_size - 1)
+        continue;
+      if (++lines == n) {
+        lseek(fd, pos + (off_t)i + 1, SEEK_SET);
+        return n;
+      }
+    }
+  }
+  lseek(fd, 0, SEEK_SET);
+  return lines + 1; /* and the first line */
+}
+
+int vd_log_seek_tail(const char *path, long long n, int *fd_out) {
+  _cleanup_close_ int lock = lock_log_dir(path, LOCK_SH);
+  unsigned rotated = rotated_count(path);
+  long long want = n;
+  for (unsigned i = 0; i <= rotated; i++) {
+    int fd = open_log_file(path, i);
+    if (fd < 0)
+      continue;
+    long long found = vd_log_fd_seek_tail(fd, want);
+    if (found >= want || i == rotated) {
+      *fd_out = fd;
+      return 0;
+    }
+    close(fd);
+    want -= found;
+  }
+  *fd_out = open_log_file(path, 0);
+  return *fd_out < 0 ? -1 : 0;
+}

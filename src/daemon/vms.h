@@ -1,0 +1,76 @@
+/* Private to src/daemon: VMs as daemon objects (vms.c, vm_console.c). */
+#ifndef VESSEL_DAEMON_VMS_H
+#define VESSEL_DAEMON_VMS_H
+
+#include "daemon/internal.h"
+
+typedef struct vd_vm {
+  char id[65];
+  char *name;
+  char *dir;   /* <data-root>/vms/<id> */
+  json_t *rec; /* record.json: Name, Created, Config, Disk, Restore, FinishedAt, ExitCode... */
+  /* under vd_vms.lock */
+  pid_t pid; /* the running vessel-vmm, 0 when none */
+  unsigned long long pid_start;
+  bool paused, stopping;
+  bool busy;    /* a request works on it: another one gets 409 */
+  bool removed; /* kept allocated until the daemon ends */
+  int exit_code;
+  char *started_at, *finished_at, *error;
+  int pidfd; /* on the loop while it runs */
+  vd_src src;
+  struct vd_vm *next_dead;
+} vd_vm;
+
+typedef struct vd_vms {
+  pthread_mutex_t lock; /* after d->lock and before d->event_lock in the lock order */
+  pthread_cond_t cond;  /* a VMM ended */
+  char *dir;            /* <data-root>/vms */
+  vd_vm **vms;
+  size_t n;
+  vd_vm *dead;
+} vd_vms;
+
+/* vms.c: the table (callers hold t->lock for the _locked ones) */
+vd_vm *vd_vm_find_locked(vd_vms *t, const char *what); /* name, id or unique id prefix */
+void vd_vm_add_locked(vd_vms *t, vd_vm *vm);
+/* Out of the table; kept allocated until the daemon ends (a worker may still hold it). */
+void vd_vm_remove_locked(vd_vms *t, vd_vm *vm);
+void vd_vm_free(vd_vm *vm);
+int vd_vm_save(vd_vm *vm, vs_error **err); /* record.json, atomically replaced */
+const char *vd_vm_status(const vd_vm *vm);
+bool vd_vm_running(vd_vms *t, const vd_vm *vm); /* takes t->lock */
+json_t *vd_vm_event_attrs(const vd_vm *vm);
+
+/* vms.c: the VMM (workers: these block) */
+/* One request on the VMM's control socket ({"command": ...}, stolen); *result gets its result. */
+int vd_vm_ctl(const vd_vm *vm, json_t *req, json_t **result, vs_error **err);
+int vd_vm_ctl_simple(const vd_vm *vm, const char *command, vs_error **err);
+/* Start the VMM (a cold boot, or a pending restore) and wait until it serves its socket. */
+int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err);
+/* The power button, up to timeout seconds for the guest to power off, then SIGKILL. */
+int vd_vm_stop(vd_daemon *d, vd_vm *vm, int timeout, vs_error **err);
+void vd_vm_kill(vd_vms *t, vd_vm *vm, int sig);
+/* Until the loop has seen the VMM end, at most timeout_ms (-1: no limit); whether it did. */
+bool vd_vm_wait_stopped(vd_vms *t, vd_vm *vm, int timeout_ms);
+/* A snapshot into dir with the disks frozen; the record follows the VMM to its new overlay. */
+int vd_vm_snapshot(vd_vms *t, vd_vm *vm, const char *dir, json_t **res, vs_error **err);
+char *vd_vm_snapshot_dir(const vd_vm *vm, const char *snap);
+
+/* vms.c: creating (workers) */
+/* A new VM's directory and object (busy, not yet in the table); rec is stolen. */
+vd_vm *vd_vm_create(vd_daemon *d, const char *name, json_t *rec, vs_error **err);
+/* Its qcow2 disk as the request's Base and Size ask (fills disk's Path). */
+int vd_vm_create_disk(vd_daemon *d, vd_vm *vm, json_t *disk, vs_error **err);
+/* Write its record (the commit point) and add it to the table. */
+int vd_vm_commit(vd_daemon *d, vd_vm *vm, vs_error **err);
+/* Undo a create that did not commit: its directory and object. */
+void vd_vm_discard(vd_vm *vm);
+/* 1 to 64 of A-Z a-z 0-9 _ . -, starting with a letter or digit (VMs, snapshots). */
+bool vd_vm_name_valid(const char *s);
+/* Check a create request's body (every field but Name) and fill the record's Config (cpus,
+ * memory, kernel, initrd, append) and the disk request (Base, Size; empty when none). Errors
+ * name the field. */
+int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err);
+
+#endif

@@ -1,0 +1,88 @@
+/* The checks of a VM create request (src/daemon/vms.c): names, sizes, vCPUs, paths, unknown
+ * fields, and the default guest. */
+#include "daemon/vms.h"
+#include "tap.h"
+
+#include <stdlib.h>
+
+/* Parse a body given as JSON text: 0 with cfg and disk filled, or -1 with *msg (caller frees). */
+static int parse(const char *text, json_t **cfg, json_t **disk, char **msg) {
+  json_t *body = json_loads(text, 0, NULL);
+  *cfg = json_object();
+  *disk = json_object();
+  vs_error *err = NULL;
+  int r = vd_vm_config_parse(body, *cfg, *disk, &err);
+  *msg = err ? strdup(err->msg) : NULL;
+  vs_error_free(err);
+  json_decref(body);
+  return r;
+}
+
+static void check_refused(const char *text, const char *needle) {
+  json_t *cfg, *disk;
+  char *msg;
+  CHECK(parse(text, &cfg, &disk, &msg) == -1);
+  CHECK_CONTAINS(msg, needle);
+  free(msg);
+  json_decref(cfg);
+  json_decref(disk);
+}
+
+TEST(vm_names) {
+  CHECK(vd_vm_name_valid("web"));
+  CHECK(vd_vm_name_valid("a.b_c-1"));
+  CHECK(vd_vm_name_valid("0"));
+  CHECK(!vd_vm_name_valid(NULL));
+  CHECK(!vd_vm_name_valid(""));
+  CHECK(!vd_vm_name_valid(".."));
+  CHECK(!vd_vm_name_valid("-x"));
+  CHECK(!vd_vm_name_valid("a/b"));
+  CHECK(!vd_vm_name_valid("a b"));
+  char longname[66];
+  memset(longname, 'a', 65);
+  longname[65] = 0;
+  CHECK(!vd_vm_name_valid(longname));
+  longname[64] = 0;
+  CHECK(vd_vm_name_valid(longname));
+}
+
+TEST(vm_config_sizes_cpus_and_paths) {
+  json_t *cfg, *disk;
+  char *msg;
+  /* an explicit kernel that exists: no default guest needed */
+  CHECK(parse("{\"Kernel\": \"/proc/self/exe\", \"Cpus\": 2, \"Memory\": \"512M\", "
+              "\"DiskSize\": 1048576}",
+              &cfg, &disk, &msg) == 0);
+  CHECK(json_integer_value(json_object_get(cfg, "Cpus")) == 2);
+  CHECK(json_integer_value(json_object_get(cfg, "Memory")) == 512LL << 20);
+  CHECK_STREQ(json_string_value(json_object_get(cfg, "Append")), "console=ttyS0");
+  CHECK(json_integer_value(json_object_get(disk, "Size")) == 1 << 20);
+  json_decref(cfg);
+  json_decref(disk);
+  /* no disk asked for: none */
+  CHECK(parse("{\"Kernel\": \"/proc/self/exe\", \"Memory\": 33554432}", &cfg, &disk, &msg) == 0);
+  CHECK(json_object_size(disk) == 0);
+  CHECK(json_integer_value(json_object_get(cfg, "Memory")) == 32 << 20);
+  json_decref(cfg);
+  json_decref(disk);
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Cpus\": 0}", "1 to 8 vCPUs");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Cpus\": 9}", "1 to 8 vCPUs");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Cpus\": \"2\"}", "Cpus");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Memory\": \"1Q\"}", "Memory");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Memory\": 4096}", "16 MiB to 64 GiB");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Memory\": true}", "Memory");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"DiskSize\": -5}", "DiskSize");
+  check_refused("{\"Kernel\": \"relative/Image\"}", "absolute path");
+  check_refused("{\"Kernel\": \"/nonexistent/Image\"}", "/nonexistent/Image");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Disk\": \"/nonexistent.img\"}",
+                "/nonexistent.img");
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Kernal\": \"x\"}", "unknown field Kernal");
+}
+
+TEST(vm_config_default_guest_missing_says_how_to_get_it) {
+  setenv("VESSEL_CACHE", "/nonexistent-cache", 1);
+  check_refused("{}", "scripts/fetch-guest");
+  unsetenv("VESSEL_CACHE");
+}
+
+int main(void) { return tap_run(); }
