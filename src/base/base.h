@@ -254,6 +254,9 @@ int vs_json_get_object(const json_t *obj, const char *field, bool required, json
  * integer". Same return values as the getters above. */
 int vs_json_get_string_array(const json_t *obj, const char *field, bool required, const char ***out,
                              size_t *n, vs_error **err);
+/* The strings of an array joined with sep ("a b c"); elements that are not strings are
+ * skipped. Caller frees. */
+char *vs_json_join(const json_t *strings, const char *sep);
 /* "object", "array", "string", "integer", "real", "boolean", "null" */
 const char *vs_json_type_name(const json_t *j);
 

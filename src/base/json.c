@@ -175,3 +175,21 @@ int vs_json_get_string_array(const json_t *obj, const char *field, bool required
     *n = len;
   return 1;
 }
+
+char *vs_json_join(const json_t *strings, const char *sep) {
+  size_t len = 1, i;
+  json_t *v;
+  json_array_foreach(strings, i, v) len += json_string_length(v) + strlen(sep);
+  char *out = vs_malloc0(len);
+  char *p = out;
+  bool first = true;
+  json_array_foreach(strings, i, v) {
+    if (!json_is_string(v))
+      continue;
+    if (!first)
+      p = stpcpy(p, sep);
+    p = stpcpy(p, json_string_value(v));
+    first = false;
+  }
+  return out;
+}

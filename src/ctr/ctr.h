@@ -150,6 +150,24 @@ json_t *ctr_docker_default_caps(void);
 /* Writes the files those mounts bind into etc_dir: hosts and hostname naming the container
  * `hostname`, and a copy of the host's resolv.conf (empty when the host has none). */
 int ctr_docker_write_etc_files(const char *etc_dir, const char *hostname, vs_error **err);
+/* Docker's DNS and hosts options (arrays of strings, NULL or empty when not given): --dns,
+ * --dns-search and --dns-option replace the host's nameservers, search domains and options in
+ * resolv.conf (each kept from the host's when not given; a search list of "." writes none),
+ * --add-host "name:address" lines go into hosts. */
+typedef struct ctr_docker_dns {
+  json_t *servers, *search, *options, *extra_hosts;
+} ctr_docker_dns;
+/* ctr_docker_write_etc_files with those options; addresses are checked (EINVAL naming one). */
+int ctr_docker_write_etc_files_dns(const char *etc_dir, const char *hostname,
+                                   const ctr_docker_dns *dns, vs_error **err);
+/* Copy a directory tree (regular files, directories, symlinks) from one directory fd into
+ * another, keeping modes and owners; nothing is followed (tmpfs copy-up, volume copy-up). */
+int ctr_copy_tree(int from, int to, vs_error **err);
+/* A seccomp profile in Docker's format (docker run --security-opt seccomp=FILE) as the OCI
+ * linux.seccomp object dockerd would give the runtime for a container with the capabilities
+ * caps (bounding set, names "CAP_..."); checked as the runtime will check it. EINVAL errors
+ * name the problem. */
+json_t *ctr_seccomp_from_docker(json_t *profile, json_t *caps, vs_error **err);
 
 /* ------------------------------------------------------------ containers */
 

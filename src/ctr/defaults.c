@@ -3,6 +3,8 @@
 #include "internal.h"
 #include "security.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <string.h>
 
 static const char default_spec[] =
@@ -145,18 +147,119 @@ static int write_etc_file(const char *dir, const char *name, const char *text, v
   return vs_write_file(p, text, strlen(text), 0644, err);
 }
 
-int ctr_docker_write_etc_files(const char *etc_dir, const char *hostname, vs_error **err) {
+static bool is_ip_address(const char *s) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* The words of the host's resolv.conf lines starting with key ("nameserver", "search"). */
+static json_t *resolv_words(const char *text, const char *key) {
+  json_t *out = json_array();
+  size_t klen = strlen(key);
+  for (const char *line = text; line && *line;) {
+    const char *end = strchr(line, '\n');
+    size_t len = end ? (size_t)(end - line) : strlen(line);
+    if (len > klen && !strncmp(line, key, klen) && (line[klen] == ' ' || line[klen] == '\t')) {
+      _cleanup_free_ char *rest = vs_asprintf("%.*s", (int)(len - klen), line + klen);
+      char *save = NULL;
+      for (char *w = strtok_r(rest, " \t\r", &save); w; w = strtok_r(NULL, " \t\r", &save)) {
+        if (w[0] == '#' || w[0] == ';')
+          break;
+        json_array_append_new(out, json_string(w));
+      }
+    }
+    line = end ? end + 1 : NULL;
+  }
+  return out;
+}
+
+/* resolv.conf as dockerd writes it when any DNS option is given: search, nameservers, options. */
+static char *build_resolv(const char *host, const ctr_docker_dns *o, vs_error **err) {
+  _cleanup_json_ json_t *servers =
+      json_array_size(o->servers) ? json_incref(o->servers) : resolv_words(host, "nameserver");
+  _cleanup_json_ json_t *search =
+      json_array_size(o->search) ? json_incref(o->search) : resolv_words(host, "search");
+  _cleanup_json_ json_t *options =
+      json_array_size(o->options) ? json_incref(o->options) : resolv_words(host, "options");
+  size_t i;
+  json_t *v;
+  json_array_foreach(servers, i, v) {
+    if (!json_is_string(v) || !is_ip_address(json_string_value(v))) {
+      vs_error_set(err, 0, "%s is not an ip address",
+                   json_is_string(v) ? json_string_value(v) : "(not a string)");
+      (*err)->errnum = EINVAL;
+      return NULL;
+    }
+  }
+  _cleanup_free_ char *s = vs_json_join(search, " "), *opts = vs_json_join(options, " ");
+  char *out = vs_strdup("");
+  if (*s && strcmp(s, ".") != 0) {
+    char *n = vs_asprintf("search %s\n", s);
+    free(out);
+    out = n;
+  }
+  json_array_foreach(servers, i, v) {
+    char *n = vs_asprintf("%snameserver %s\n", out, json_string_value(v));
+    free(out);
+    out = n;
+  }
+  if (*opts) {
+    char *n = vs_asprintf("%soptions %s\n", out, opts);
+    free(out);
+    out = n;
+  }
+  return out;
+}
+
+/* "name:address" entries as hosts lines. */
+static char *extra_hosts(json_t *entries, vs_error **err) {
+  char *out = vs_strdup("");
+  size_t i;
+  json_t *v;
+  json_array_foreach(entries, i, v) {
+    const char *e = json_string_value(v);
+    const char *colon = e ? strchr(e, ':') : NULL;
+    if (!colon || colon == e || !is_ip_address(colon + 1)) {
+      free(out);
+      vs_error_set(err, 0, "invalid IP address in add-host: \"%s\"", colon ? colon + 1 : "");
+      (*err)->errnum = EINVAL;
+      return NULL;
+    }
+    char *n = vs_asprintf("%s%s\t%.*s\n", out, colon + 1, (int)(colon - e), e);
+    free(out);
+    out = n;
+  }
+  return out;
+}
+
+int ctr_docker_write_etc_files_dns(const char *etc_dir, const char *hostname,
+                                   const ctr_docker_dns *dns, vs_error **err) {
+  _cleanup_free_ char *extra = NULL;
+  if (dns && !(extra = extra_hosts(dns->extra_hosts, err)))
+    return -1;
   _cleanup_free_ char *hosts =
       vs_asprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                  "127.0.1.1\t%s\n",
-                  hostname);
+                  "%s127.0.1.1\t%s\n",
+                  extra ? extra : "", hostname);
   _cleanup_free_ char *hn = vs_asprintf("%s\n", hostname);
   _cleanup_free_ char *resolv = NULL;
   if (vs_read_file("/etc/resolv.conf", 65536, &resolv, NULL, NULL) < 0)
     resolv = vs_strdup("");
+  if (dns && (json_array_size(dns->servers) || json_array_size(dns->search) ||
+              json_array_size(dns->options))) {
+    char *built = build_resolv(resolv, dns, err);
+    if (!built)
+      return -1;
+    free(resolv);
+    resolv = built;
+  }
   if (write_etc_file(etc_dir, "hosts", hosts, err) < 0 ||
       write_etc_file(etc_dir, "hostname", hn, err) < 0 ||
       write_etc_file(etc_dir, "resolv.conf", resolv, err) < 0)
     return -1;
   return 0;
+}
+
+int ctr_docker_write_etc_files(const char *etc_dir, const char *hostname, vs_error **err) {
+  return ctr_docker_write_etc_files_dns(etc_dir, hostname, NULL, err);
 }

@@ -152,17 +152,15 @@ static int mount_cgroup(const ctr_init_ctx *c, int rootfd, const ctr_mount *m, v
   return 0;
 }
 
-/* Copy a directory tree (regular files, directories, symlinks) from one directory fd to
- * another, keeping modes and owners. Both are inside the container's root; nothing is followed. */
 static int copy_tree(int from, int to, int depth, vs_error **err) {
   if (depth > 64)
-    return vs_error_set(err, ELOOP, "tmpcopyup: directory tree too deep");
+    return vs_error_set(err, ELOOP, "copy: directory tree too deep");
   int dup_fd = dup(from);
   DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
   if (!d) {
     if (dup_fd >= 0)
       close(dup_fd);
-    return vs_error_set(err, errno, "tmpcopyup: read directory");
+    return vs_error_set(err, errno, "copy: read directory");
   }
   struct dirent *de;
   int r = 0;
@@ -174,7 +172,7 @@ static int copy_tree(int from, int to, int depth, vs_error **err) {
       continue;
     if (S_ISDIR(sb.st_mode)) {
       if (mkdirat(to, de->d_name, sb.st_mode & 07777) < 0 && errno != EEXIST) {
-        r = vs_error_set(err, errno, "tmpcopyup: mkdir %s", de->d_name);
+        r = vs_error_set(err, errno, "copy: mkdir %s", de->d_name);
         break;
       }
       _cleanup_close_ int sub_from =
@@ -182,7 +180,7 @@ static int copy_tree(int from, int to, int depth, vs_error **err) {
       _cleanup_close_ int sub_to =
           openat(to, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (sub_from < 0 || sub_to < 0) {
-        r = vs_error_set(err, errno, "tmpcopyup: open %s", de->d_name);
+        r = vs_error_set(err, errno, "copy: open %s", de->d_name);
         break;
       }
       r = copy_tree(sub_from, sub_to, depth + 1, err);
@@ -193,13 +191,13 @@ static int copy_tree(int from, int to, int depth, vs_error **err) {
         continue;
       target[n] = 0;
       if (symlinkat(target, to, de->d_name) < 0 && errno != EEXIST)
-        r = vs_error_set(err, errno, "tmpcopyup: symlink %s", de->d_name);
+        r = vs_error_set(err, errno, "copy: symlink %s", de->d_name);
     } else if (S_ISREG(sb.st_mode)) {
       _cleanup_close_ int in = openat(from, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
       _cleanup_close_ int out = openat(
           to, de->d_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, sb.st_mode & 07777);
       if (in < 0 || out < 0) {
-        r = vs_error_set(err, errno, "tmpcopyup: copy %s", de->d_name);
+        r = vs_error_set(err, errno, "copy: %s", de->d_name);
         break;
       }
       for (off_t left = sb.st_size; left > 0;) {
@@ -213,11 +211,13 @@ static int copy_tree(int from, int to, int depth, vs_error **err) {
     }
     if (r == 0 && fchownat(to, de->d_name, sb.st_uid, sb.st_gid, AT_SYMLINK_NOFOLLOW) < 0 &&
         errno != EPERM && errno != EINVAL)
-      r = vs_error_set(err, errno, "tmpcopyup: chown %s", de->d_name);
+      r = vs_error_set(err, errno, "copy: chown %s", de->d_name);
   }
   closedir(d);
   return r;
 }
+
+int ctr_copy_tree(int from, int to, vs_error **err) { return copy_tree(from, to, 0, err); }
 
 static int mount_fs(const ctr_init_ctx *c, int rootfd, const ctr_mount *m, vs_error **err) {
   _cleanup_close_ int fd = make_mountpoint(rootfd, m->destination, false, err);
@@ -264,7 +264,7 @@ mounted:
   if (below >= 0) {
     _cleanup_close_ int nfd = reopen(rootfd, m->destination, p, sizeof(p), err);
     _cleanup_close_ int top = nfd < 0 ? -1 : open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (top < 0 || copy_tree(below, top, 0, err) < 0)
+    if (top < 0 || ctr_copy_tree(below, top, err) < 0)
       return vs_error_wrap(err, "mount %s", m->destination);
   }
   if (m->propagation) {

@@ -136,6 +136,53 @@ static json_t *merge_env(json_t *image_env, json_t *user_env) {
   return out;
 }
 
+/* The request's health check over the image's, field by field (an empty test or a zero
+ * duration takes the image's), as dockerd merges them. */
+static json_t *merged_healthcheck(json_t *image, json_t *user) {
+  if (!json_is_object(user))
+    return json_is_object(image) ? json_deep_copy(image) : json_null();
+  json_t *out = json_deep_copy(user);
+  if (!json_array_size(json_object_get(out, "Test")) && json_object_get(image, "Test"))
+    json_object_set(out, "Test", json_object_get(image, "Test"));
+  static const char *const fields[] = {"Interval", "Timeout", "StartPeriod", "Retries"};
+  for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+    if (json_integer_value(json_object_get(out, fields[i])) == 0 &&
+        json_object_get(image, fields[i]))
+      json_object_set(out, fields[i], json_object_get(image, fields[i]));
+  return out;
+}
+
+/* Config.Healthcheck: Test ["NONE"], ["CMD", args...] or ["CMD-SHELL", command]; durations in
+ * nanoseconds, 0 or at least a millisecond, as dockerd checks them. */
+static int check_healthcheck(json_t *hc, vs_error **err) {
+  const char **test = NULL;
+  size_t n = 0;
+  if (vs_json_get_string_array(hc, "Test", false, &test, &n, err) < 0)
+    return vs_error_wrap(err, "Healthcheck");
+  const char *kind = n ? test[0] : NULL;
+  bool ok = !kind || !strcmp(kind, "NONE") || (!strcmp(kind, "CMD") && n >= 2) ||
+            (!strcmp(kind, "CMD-SHELL") && n == 2);
+  free(test);
+  if (!ok)
+    return vs_error_set(err, 0,
+                        "Healthcheck.Test: expected [\"NONE\"], [\"CMD\", ...] or "
+                        "[\"CMD-SHELL\", command], got %s",
+                        kind ? kind : "(no words)");
+  static const char *const durations[] = {"Interval", "Timeout", "StartPeriod"};
+  int64_t v;
+  for (size_t i = 0; i < ARRAY_SIZE(durations); i++) {
+    if (vs_json_get_int(hc, durations[i], false, &v, err) < 0)
+      return vs_error_wrap(err, "Healthcheck");
+    if (v != 0 && v < 1000000)
+      return vs_error_set(err, 0, "%s in Healthcheck cannot be less than 1ms", durations[i]);
+  }
+  if (vs_json_get_int(hc, "Retries", false, &v, err) < 0)
+    return vs_error_wrap(err, "Healthcheck");
+  if (v < 0)
+    return vs_error_set(err, 0, "Retries in Healthcheck cannot be negative");
+  return 0;
+}
+
 /* Check the types of the fields we use: a wrong type is the client's error, named. */
 static int check_create_body(json_t *body, vs_error **err) {
   const char *s;
@@ -149,6 +196,7 @@ static int check_create_body(json_t *body, vs_error **err) {
       vs_json_get_string(body, "StopSignal", false, &s, err) < 0 ||
       vs_json_get_bool(body, "Tty", false, &b, err) < 0 ||
       vs_json_get_object(body, "Labels", false, &o, err) < 0 ||
+      vs_json_get_object(body, "Volumes", false, &o, err) < 0 ||
       vs_json_get_object(body, "HostConfig", false, &o, err) < 0)
     return -1;
   json_t *ep = NULL, *cmd = NULL;
@@ -191,14 +239,29 @@ static int check_create_body(json_t *body, vs_error **err) {
         vs_json_get_array(hc, "Mounts", false, &a, err) < 0 ||
         vs_json_get_array(hc, "CapAdd", false, &a, err) < 0 ||
         vs_json_get_array(hc, "CapDrop", false, &a, err) < 0 ||
-        vs_json_get_object(hc, "Tmpfs", false, &o, err) < 0)
+        vs_json_get_object(hc, "Tmpfs", false, &o, err) < 0 ||
+        vs_json_get_bool(hc, "Privileged", false, &b, err) < 0 ||
+        vs_json_get_int(hc, "ShmSize", false, &n, err) < 0 ||
+        vs_json_get_array(hc, "Devices", false, &a, err) < 0 ||
+        vs_json_get_array(hc, "DeviceCgroupRules", false, &a, err) < 0 ||
+        vs_json_get_array(hc, "Ulimits", false, &a, err) < 0 ||
+        vs_json_get_object(hc, "Sysctls", false, &o, err) < 0)
       return vs_error_wrap(err, "HostConfig");
+    static const char *const lists[] = {"SecurityOpt", "Dns",        "DnsSearch",
+                                        "DnsOptions",  "ExtraHosts", "GroupAdd"};
+    for (size_t k = 0; k < ARRAY_SIZE(lists); k++) {
+      sv = NULL;
+      if (vs_json_get_string_array(hc, lists[k], false, &sv, NULL, err) < 0) {
+        (*err)->errnum = EINVAL;
+        return vs_error_wrap(err, "HostConfig");
+      }
+      free(sv);
+      sv = NULL;
+    }
     /* refused rather than ignored: a container must not run with less isolation or other
      * behaviour than asked for without the client knowing */
-    if (json_is_true(json_object_get(hc, "Privileged")))
-      return vs_error_set(err, EINVAL, "HostConfig.Privileged: not supported by vesseld yet");
-    if (json_is_true(json_object_get(hc, "Init")))
-      return vs_error_set(err, EINVAL, "HostConfig.Init: not supported by vesseld yet");
+    if (json_array_size(json_object_get(hc, "VolumesFrom")))
+      return vs_error_set(err, 0, "HostConfig.VolumesFrom: not supported by vesseld yet");
     const char *policy;
     int64_t max;
     int restarts =
@@ -208,8 +271,12 @@ static int check_create_body(json_t *body, vs_error **err) {
     if (restarts && json_is_true(json_object_get(hc, "AutoRemove")))
       return vs_error_set(err, EINVAL, "can't create 'AutoRemove' container with restart policy");
   }
+  json_t *health = NULL;
   if (vs_json_get_bool(body, "OpenStdin", false, &b, err) < 0 ||
-      vs_json_get_bool(body, "StdinOnce", false, &b, err) < 0)
+      vs_json_get_bool(body, "StdinOnce", false, &b, err) < 0 ||
+      vs_json_get_object(body, "Healthcheck", false, &health, err) < 0)
+    return -1;
+  if (health && check_healthcheck(health, err) < 0)
     return -1;
   vd_log_opts log_opts;
   if (vd_log_options(hc, &log_opts, err) < 0)
@@ -257,6 +324,18 @@ static json_t *merged_config(json_t *body, const vs_image *img, const char *id, 
   json_object_update(labels, json_object_get(icfg, "Labels"));
   json_object_update(labels, json_object_get(body, "Labels"));
   json_object_set_new(cfg, "Labels", labels);
+  json_object_set_new(cfg, "Healthcheck",
+                      merged_healthcheck(json_object_get(icfg, "Healthcheck"),
+                                         json_object_get(body, "Healthcheck")));
+  if (json_is_null(json_object_get(cfg, "Healthcheck")))
+    json_object_del(cfg, "Healthcheck");
+  /* the image's VOLUMEs and the client's `-v /path`: each an anonymous volume */
+  json_t *volumes = json_object();
+  json_object_update(volumes, json_object_get(icfg, "Volumes"));
+  json_object_update(volumes, json_object_get(body, "Volumes"));
+  json_object_set_new(cfg, "Volumes", json_object_size(volumes) ? volumes : json_null());
+  if (!json_object_size(volumes))
+    json_decref(volumes);
   const char *host = json_string_value(json_object_get(body, "Hostname"));
   if (!host || !*host)
     json_object_set_new(cfg, "Hostname", json_sprintf("%.12s", id));
@@ -283,11 +362,15 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
                               vs_error **err) {
   json_t *cfg = json_object_get(rec, "Config");
   const char *host = json_string_value(json_object_get(cfg, "Hostname"));
+  json_t *hc = json_object_get(rec, "HostConfig");
+  ctr_docker_dns dns = {json_object_get(hc, "Dns"), json_object_get(hc, "DnsSearch"),
+                        json_object_get(hc, "DnsOptions"), json_object_get(hc, "ExtraHosts")};
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
   _cleanup_free_ char *log =
       vs_asprintf("%s/%s-json.log", dir, json_string_value(json_object_get(rec, "Id")));
   if (vs_mkdir_p(dir, 0700, err) < 0 || write_text(dir, "image", img->manifest_digest, err) < 0 ||
-      ctr_docker_write_etc_files(dir, host, err) < 0 || vs_write_file(log, "", 0, 0600, err) < 0)
+      ctr_docker_write_etc_files_dns(dir, host, &dns, err) < 0 ||
+      vs_write_file(log, "", 0, 0600, err) < 0)
     return -1;
   pthread_mutex_lock(&d->store_lock);
   int r = vs_store_lock(d->store, false, err);
@@ -298,8 +381,12 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
   pthread_mutex_unlock(&d->store_lock);
   if (r < 0)
     return vs_error_wrap(err, "mount the root file system");
-  _cleanup_json_ json_t *spec =
-      vd_spec_build(d, img, cfg, json_object_get(rec, "HostConfig"), dir, rootfs, host, err);
+  json_t *points = json_array();
+  _cleanup_json_ json_t *spec = vd_spec_build(d, img, cfg, json_object_get(rec, "HostConfig"), dir,
+                                              rootfs, host, points, err);
+  pthread_mutex_lock(&d->lock);
+  json_object_set_new(rec, "MountPoints", points);
+  pthread_mutex_unlock(&d->lock);
   if (!spec)
     return -1;
   _cleanup_free_ char *spec_path = vs_asprintf("%s/config.json", dir);
@@ -313,10 +400,11 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
   return 0;
 }
 
-static void remove_partial(const char *dir) {
-  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
+static void remove_partial(vd_daemon *d, vd_container *ctr) {
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", ctr->dir);
   umount2(rootfs, MNT_DETACH);
-  vs_rm_rf(dir, NULL);
+  vs_rm_rf(ctr->dir, NULL);
+  vd_volumes_release(d, json_object_get(ctr->rec, "MountPoints"), ctr->id);
 }
 
 static json_t *new_record(vd_call *c, json_t *body, const vs_image *img, const char *id,
@@ -430,7 +518,7 @@ void vd_h_container_create(vd_call *c) {
   r = make_container_dir(d, &img, rec, ctr->dir, &e);
   vs_image_clear(&img);
   if (r < 0) {
-    remove_partial(ctr->dir);
+    remove_partial(d, ctr);
     pthread_mutex_lock(&d->lock);
     vd_ctr_remove(d, ctr);
     pthread_mutex_unlock(&d->lock);
@@ -483,7 +571,12 @@ static char *status_text(const vd_container *c) {
   long long now = (long long)time(NULL);
   if (c->state == VD_CTR_RUNNING) {
     _cleanup_free_ char *h = human_duration(now - unix_time(c->started_at));
-    return vs_asprintf("Up %s%s", h, c->paused ? " (Paused)" : "");
+    /* as dockerd: "(Paused)" or the health, not both */
+    const char *health = c->paused ? NULL : vd_health_status(c);
+    if (health && !strcmp(health, "starting"))
+      health = "health: starting";
+    return vs_asprintf("Up %s%s%s%s%s", h, c->paused ? " (Paused)" : "", health ? " (" : "",
+                       health ? health : "", health ? ")" : "");
   }
   if (c->restarting) {
     _cleanup_free_ char *h = human_duration(now - unix_time(c->finished_at));
@@ -508,20 +601,34 @@ static char *command_text(json_t *rec) {
   return s;
 }
 
+/* Inspect's Mounts: the record's mount points without what only vesseld reads. */
+static json_t *inspect_mounts(const vd_container *c) {
+  json_t *out = json_array();
+  size_t i;
+  json_t *p;
+  json_array_foreach(json_object_get(c->rec, "MountPoints"), i, p) {
+    json_t *m = json_copy(p);
+    json_object_del(m, "Anonymous");
+    json_object_del(m, "CopyData");
+    json_array_append_new(out, m);
+  }
+  return out;
+}
+
 json_t *vd_ctr_summary(const vd_container *c) {
   json_t *cfg = json_object_get(c->rec, "Config");
   json_t *hc = json_object_get(c->rec, "HostConfig");
   _cleanup_free_ char *status = status_text(c);
   _cleanup_free_ char *cmd = command_text(c->rec);
   return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:o, s:O, s:s, s:s, s:{s:O}, s:{s:o}, "
-                   "s:[]}",
+                   "s:o}",
                    "Id", c->id, "Names", c->name, "Image", json_object_get(cfg, "Image"), "ImageID",
                    json_object_get(c->rec, "Image"), "Command", cmd, "Created",
                    (json_int_t)unix_time(json_string_value(json_object_get(c->rec, "Created"))),
                    "Ports", vd_net_summary_ports(c), "Labels", json_object_get(cfg, "Labels"),
                    "State", vd_ctr_state_name(c), "Status", status, "HostConfig", "NetworkMode",
                    json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks",
-                   vd_net_summary_networks(c), "Mounts");
+                   vd_net_summary_networks(c), "Mounts", inspect_mounts(c));
 }
 
 /* Any of the values matches (filters of one key are alternatives, keys all apply). */
@@ -553,6 +660,11 @@ static bool filter_match(json_t *filters, const char *key, const vd_container *c
     if (!strcmp(key, "exited") && c->state == VD_CTR_EXITED &&
         strtol(want, NULL, 10) == c->exit_code)
       return true;
+    if (!strcmp(key, "health")) {
+      const char *h = vd_health_status(c);
+      if (!strcmp(want, h ? h : "none"))
+        return true;
+    }
   }
   return false;
 }
@@ -560,20 +672,11 @@ static bool filter_match(json_t *filters, const char *key, const vd_container *c
 void vd_h_containers_list(vd_call *c) {
   vd_daemon *d = c->d;
   bool all = http_query_bool(c->req->query, "all", false);
-  _cleanup_free_ char *ftext = http_query_get(c->req->query, "filters");
+  static const char *const known[] = {"status", "id",     "name",  "ancestor",
+                                      "label",  "exited", "health"};
   _cleanup_json_ json_t *filters = NULL;
-  if (ftext && *ftext) {
-    vs_error *e = NULL;
-    filters = vs_json_loads(ftext, strlen(ftext), "filters", &e);
-    if (!filters || !json_is_object(filters)) {
-      vd_call_error(c, 400, "invalid filters: %s", e ? e->msg : "expected a JSON object");
-      vs_error_free(e);
-      return;
-    }
-    static const char *const known[] = {"status", "id", "name", "ancestor", "label", "exited"};
-    if (!vd_filters_known(c, filters, known, ARRAY_SIZE(known)))
-      return;
-  }
+  if (vd_call_filters(c, known, ARRAY_SIZE(known), &filters) < 0)
+    return;
   _cleanup_free_ char *limit_q = http_query_get(c->req->query, "limit");
   long limit = limit_q ? strtol(limit_q, NULL, 10) : -1;
   /* a status filter or a limit looks at stopped containers too, as dockerd does */
@@ -586,10 +689,9 @@ void vd_h_containers_list(vd_call *c) {
     vd_container *ctr = d->ctrs[i];
     if (!all && ctr->state != VD_CTR_RUNNING)
       continue;
-    static const char *const keys[] = {"status", "id", "name", "ancestor", "label", "exited"};
     bool match = true;
-    for (size_t k = 0; k < ARRAY_SIZE(keys) && match; k++)
-      match = filter_match(filters, keys[k], ctr);
+    for (size_t k = 0; k < ARRAY_SIZE(known) && match; k++)
+      match = filter_match(filters, known[k], ctr);
     if (!match)
       continue;
     if (limit > 0 && (long)json_array_size(out) >= limit)
@@ -619,9 +721,11 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
                 c->error ? c->error : "", "StartedAt", c->started_at ? c->started_at : ZERO_TIME,
                 "FinishedAt", c->finished_at ? c->finished_at : ZERO_TIME);
   (void)d;
+  if (vd_health_status(c))
+    json_object_set_new(state, "Health", json_deep_copy(c->health));
   return json_pack(
       "{s:s, s:O, s:O, s:O, s:o, s:O, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, "
-      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:[], s:O, s:o}",
+      "s:n, s:O, s:{s:s, s:{s:s, s:s, s:s}}, s:o, s:O, s:o}",
       "Id", c->id, "Created", json_object_get(c->rec, "Created"), "Path",
       json_object_get(c->rec, "Path"), "Args", json_object_get(c->rec, "Args"), "State", state,
       "Image", json_object_get(c->rec, "Image"), "ResolvConfPath", resolv, "HostnamePath", hostname,
@@ -629,8 +733,8 @@ static json_t *container_inspect(vd_daemon *d, const vd_container *c) {
       "Driver", "overlay", "Platform", "linux", "MountLabel", "", "ProcessLabel", "",
       "AppArmorProfile", "", "ExecIDs", "HostConfig", json_object_get(c->rec, "HostConfig"),
       "GraphDriver", "Name", "overlay", "Data", "UpperDir", upper, "MergedDir", merged, "WorkDir",
-      work, "Mounts", "Config", json_object_get(c->rec, "Config"), "NetworkSettings",
-      vd_net_settings(c));
+      work, "Mounts", inspect_mounts(c), "Config", json_object_get(c->rec, "Config"),
+      "NetworkSettings", vd_net_settings(c));
 }
 
 void vd_h_container_inspect(vd_call *c) {
@@ -946,6 +1050,8 @@ void vd_h_container_delete(vd_call *c) {
     vs_error_free(e);
     return;
   }
+  if (http_query_bool(c->req->query, "v", false))
+    vd_volumes_release(d, json_object_get(ctr->rec, "MountPoints"), ctr->id);
   c->after = VD_AFTER_REMOVED;
   vd_call_status(c, 204);
 }

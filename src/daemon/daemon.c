@@ -20,6 +20,16 @@ void vd_conn_sweep(vd_daemon *d);
 
 /* ---------------------------------------------------------------- workers */
 
+void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
+                       void (*done)(vd_job *)) {
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = d;
+  job->ctr = c;
+  job->run = run;
+  job->done = done;
+  vd_job_submit(d, job);
+}
+
 void vd_job_submit(vd_daemon *d, vd_job *job) {
   job->next = NULL;
   pthread_mutex_lock(&d->qlock);
@@ -321,6 +331,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
         break;
       case VD_SRC_NET:
         vd_net_event(d, src);
+        break;
+      case VD_SRC_HEALTH:
+        vd_health_timer(d, src->owner);
         break;
       case VD_SRC_VM:
         vd_vms_event(d, src);

@@ -81,8 +81,12 @@ static bool event_matches(json_t *filters, json_t *ev) {
   const char *id = json_string_value(json_object_get(actor, "ID"));
   json_t *attrs = json_object_get(actor, "Attributes");
   const char *name = json_string_value(json_object_get(attrs, "name"));
+  /* "health_status" matches "health_status: healthy", as with dockerd */
+  const char *action = json_string_value(json_object_get(ev, "Action"));
+  _cleanup_free_ char *verb =
+      vs_asprintf("%.*s", (int)strcspn(action ? action : "", ":"), action ? action : "");
   if (!value_in(filters, "type", type) ||
-      !value_in(filters, "event", json_string_value(json_object_get(ev, "Action"))))
+      (!value_in(filters, "event", action) && !value_in(filters, "event", verb)))
     return false;
   if (json_object_get(filters, "container") &&
       (strcmp(type, "container") != 0 ||

@@ -38,6 +38,11 @@ struct vd_exec {
   unsigned short rows, cols; /* a size asked for before the helper started */
   vd_src pid_src, out_src, err_src, in_src;
   vd_conn *conn; /* the client of start, NULL once gone or detached */
+  /* a health probe: stdout and stderr together, the first VD_HEALTH_OUTPUT_MAX bytes kept,
+   * handed to the health checker when the probe is over */
+  bool probe;
+  char *probe_out;
+  size_t probe_len;
   vd_exec *next;
 };
 
@@ -64,6 +69,7 @@ static void exec_free(vd_daemon *d, vd_exec *e) {
   if (e->tty_fd >= 0)
     close(e->tty_fd);
   json_decref(e->cfg);
+  free(e->probe_out);
   free(e);
 }
 
@@ -116,8 +122,8 @@ static int check_exec_body(json_t *body, vs_error **err) {
       vs_json_get_bool(body, "AttachStdout", false, &b, err) < 0 ||
       vs_json_get_bool(body, "AttachStderr", false, &b, err) < 0)
     return -1;
-  if (json_is_true(json_object_get(body, "Privileged")))
-    return vs_error_set(err, EINVAL, "Privileged: not supported by vesseld yet");
+  if (vs_json_get_bool(body, "Privileged", false, &b, err) < 0)
+    return -1;
   unsigned char keys[VD_DETACH_KEYS_MAX];
   size_t nkeys;
   const char *dk = NULL;
@@ -187,8 +193,8 @@ void vd_h_exec_inspect(vd_call *c) {
                 "s:s}",
                 "ID", x->id, "Running", x->running, "ExitCode", x->exit_code, "ProcessConfig",
                 "entrypoint", json_array_get(cmd, 0), "arguments", args, "tty", x->tty, "user",
-                user ? user : "", "privileged", 0, "OpenStdin",
-                json_is_true(json_object_get(x->cfg, "AttachStdin")), "OpenStdout",
+                user ? user : "", "privileged", json_is_true(json_object_get(x->cfg, "Privileged")),
+                "OpenStdin", json_is_true(json_object_get(x->cfg, "AttachStdin")), "OpenStdout",
                 json_is_true(json_object_get(x->cfg, "AttachStdout")), "OpenStderr",
                 json_is_true(json_object_get(x->cfg, "AttachStderr")), "ContainerID", x->ctr_id,
                 "Pid", x->running ? (int)x->pid : 0, "CanRemove", 0, "DetachKeys", ""));
@@ -231,6 +237,13 @@ static json_t *exec_process(vd_daemon *d, vd_exec *x, vs_error **err) {
   if (wd && *wd)
     json_object_set_new(p, "cwd", json_string(wd));
   json_object_set_new(p, "terminal", json_boolean(x->tty));
+  if (json_is_true(json_object_get(x->cfg, "Privileged"))) { /* exec --privileged: every cap */
+    json_t *caps = vd_spec_all_caps();
+    json_object_set_new(
+        p, "capabilities",
+        json_pack("{s:O, s:O, s:O}", "bounding", caps, "effective", caps, "permitted", caps));
+    json_decref(caps);
+  }
   const char *user = json_string_value(json_object_get(x->cfg, "User"));
   if (user && *user) {
     _cleanup_free_ char *rootfs = vs_asprintf("%s/%s/rootfs", d->containers_dir, x->ctr_id);
@@ -321,10 +334,11 @@ static int exec_spawn(vd_daemon *d, vd_exec *x, vs_error **err) {
     return -1;
   int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1};
   bool want_in = json_is_true(json_object_get(x->cfg, "AttachStdin")) && !x->detached;
+  bool merged = x->tty || x->probe; /* one pipe for stdout and stderr */
   if (x->tty && open_stdin_terminal(x, in, err) < 0)
     goto fail;
   if ((want_in && !x->tty && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
-      (!x->tty && pipe2(er, O_CLOEXEC) < 0)) {
+      (!merged && pipe2(er, O_CLOEXEC) < 0)) {
     vs_error_set(err, errno, "pipe");
     goto fail;
   }
@@ -333,7 +347,7 @@ static int exec_spawn(vd_daemon *d, vd_exec *x, vs_error **err) {
   vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
   o.stdin_fd = in[0] >= 0 ? in[0] : VS_SPAWN_DEVNULL;
   o.stdout_fd = out[1];
-  o.stderr_fd = x->tty ? out[1] : er[1];
+  o.stderr_fd = merged ? out[1] : er[1];
   if (vs_spawn(argv, &o, &x->pid, err) < 0)
     goto fail;
   x->pidfd = (int)syscall(SYS_pidfd_open, x->pid, 0);
@@ -380,6 +394,11 @@ static void exec_maybe_finish(vd_daemon *d, vd_exec *x) {
   if (x->running || x->out_fd >= 0 || x->err_fd >= 0)
     return;
   close_watched(d, &x->in_fd);
+  if (x->probe) {
+    x->probe = false;
+    vd_health_probe_done(d, x->ctr_id, x->id, x->exit_code, x->probe_out ? x->probe_out : "",
+                         x->probe_len);
+  }
   vd_conn *c = x->conn;
   x->conn = NULL;
   if (c && c->exec == x) {
@@ -396,6 +415,16 @@ static void exec_output(vd_daemon *d, vd_exec *x, int *fd, int stream) {
   if (n <= 0) {
     close_watched(d, fd);
     exec_maybe_finish(d, x);
+    return;
+  }
+  if (x->probe) {
+    size_t keep = VD_HEALTH_OUTPUT_MAX - x->probe_len;
+    if (keep > (size_t)n)
+      keep = (size_t)n;
+    if (!x->probe_out)
+      x->probe_out = vs_malloc0(VD_HEALTH_OUTPUT_MAX + 1);
+    memcpy(x->probe_out + x->probe_len, buf + 8, keep);
+    x->probe_len += keep;
     return;
   }
   vd_conn *c = x->conn;
@@ -482,6 +511,36 @@ void vd_exec_detach_conn(vd_conn *c) {
   c->exec = NULL;
   x->conn = NULL;
   close_watched(c->d, &x->in_fd);
+}
+
+/* ---------------------------------------------------------------- health probes */
+
+int vd_exec_probe_start(vd_daemon *d, const char *ctr_id, json_t *cmd, char **exec_id,
+                        vs_error **err) {
+  vd_exec *x = vs_malloc0(sizeof(*x));
+  _cleanup_free_ char *id = vd_random_id();
+  snprintf(x->id, sizeof(x->id), "%s", id);
+  snprintf(x->ctr_id, sizeof(x->ctr_id), "%s", ctr_id);
+  x->cfg = json_pack("{s:O, s:b, s:b}", "Cmd", cmd, "AttachStdout", 1, "AttachStderr", 1);
+  x->probe = x->detached = true;
+  x->pidfd = x->out_fd = x->err_fd = x->in_fd = -1;
+  if (exec_spawn(d, x, err) < 0) {
+    exec_free(d, x);
+    return -1;
+  }
+  x->next = d->execs;
+  d->execs = x;
+  exec_trim(d);
+  *exec_id = vs_strdup(x->id);
+  return 0;
+}
+
+void vd_exec_probe_kill(vd_daemon *d, const char *exec_id) {
+  vd_exec *x = exec_find(d, exec_id);
+  if (!x || !x->running)
+    return;
+  x->probe = false; /* its result no longer counts */
+  kill(x->pid, SIGKILL);
 }
 
 /* ---------------------------------------------------------------- start */

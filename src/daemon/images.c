@@ -137,21 +137,9 @@ static bool filter_image_time(vd_call *c, json_t *filters, const char *key, long
 /* Parse the filters query parameter; false after answering 400 (or 404 for before/since). */
 static bool image_filters_parse(vd_call *c, image_filters *f) {
   *f = (image_filters){.dangling = -1};
-  _cleanup_free_ char *ftext = http_query_get(c->req->query, "filters");
-  if (!ftext || !*ftext) {
-    f->labels = json_array();
-    f->refs = json_array();
-    return true;
-  }
-  vs_error *e = NULL;
-  _cleanup_json_ json_t *filters = vs_json_loads(ftext, strlen(ftext), "filters", &e);
-  if (!json_is_object(filters)) {
-    vd_call_error(c, 400, "invalid filters: %s", e ? e->msg : "expected a JSON object");
-    vs_error_free(e);
-    return false;
-  }
   static const char *const known[] = {"dangling", "label", "before", "since", "reference"};
-  if (!vd_filters_known(c, filters, known, ARRAY_SIZE(known)))
+  _cleanup_json_ json_t *filters = NULL;
+  if (vd_call_filters(c, known, ARRAY_SIZE(known), &filters) < 0)
     return false;
   json_t *v;
   _cleanup_json_ json_t *dangling = vd_filter_values(filters, "dangling");

@@ -62,6 +62,7 @@ typedef enum {
   VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
   VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
   VD_SRC_NET,          /* a network's DHCP or DNS socket */
+  VD_SRC_HEALTH,       /* timerfd of a container's health check: next probe or its timeout */
   VD_SRC_VM,           /* pidfd of a VM's vessel-vmm (vms.c) */
   VD_SRC_STATS_TIMER,  /* a streamed stats connection's next sample */
 } vd_src_kind;
@@ -94,7 +95,8 @@ struct vd_container {
   /* status, under d->lock */
   vd_ctr_state state;
   bool starting, stopping, removing, removed;
-  bool paused; /* its cgroup is frozen */
+  bool paused;       /* its cgroup is frozen */
+  bool monitor_lost; /* its monitor died without recording an exit */
   /* restart policy */
   bool restarting;  /* waiting for its restart timer */
   bool manual_stop; /* stopped or killed through the API: "always" does not bring it back */
@@ -114,8 +116,15 @@ struct vd_container {
   int pidfd;
   pid_t watched_pid; /* the monitor pidfd is of */
   vd_src pid_src;
-  int watch;               /* inotify watch descriptor of dir, -1 if none */
-  vd_conn *streams;        /* connections following this container (logs, attach, wait) */
+  int watch;        /* inotify watch descriptor of dir, -1 if none */
+  vd_conn *streams; /* connections following this container (logs, attach, wait) */
+  /* health check: State.Health (under d->lock, changed on the loop); the timer and the running
+   * probe's exec id are the loop's */
+  json_t *health;
+  int health_timer;
+  vd_src health_src;
+  char *probe_exec;
+  long long probe_started; /* realtime ns */
   vd_container *next_dead; /* removed, its table reference dropped after the loop iteration */
 };
 
@@ -251,11 +260,11 @@ void vd_call_error(vd_call *c, int status, const char *fmt, ...)
 /* An error from below: 404 when errnum is ENOENT, 409 for EEXIST/EBUSY, 400 for EINVAL, else
  * 500, with e's message. */
 void vd_call_fail(vd_call *c, const vs_error *e);
-/* Every key of Docker's filters is one of known[n]: false after answering 400 naming the first
- * that is not. */
-bool vd_filters_known(vd_call *c, json_t *filters, const char *const *known, size_t n);
 /* A JSON request body as an object: NULL after answering 400 naming the problem. */
 json_t *vd_call_body_object(vd_call *c);
+/* The query's "filters" (*out NULL when none), its keys among known: 0, or -1 after answering
+ * 400 ("invalid filter 'x'"). */
+int vd_call_filters(vd_call *c, const char *const *known, size_t n_known, json_t **out);
 
 /* containers.c: the container the path names, referenced; answers 404 itself and returns NULL.
  * The running variant also holds it as c->ctr and answers 409 when it is not running. */
@@ -277,6 +286,9 @@ struct vd_job {
 };
 
 void vd_job_submit(vd_daemon *d, vd_job *job);
+/* A job about container c (whose reference the caller took for the job; done drops it). */
+void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
+                       void (*done)(vd_job *));
 
 /* ---- the daemon */
 
@@ -399,6 +411,12 @@ json_t *vd_volumes_usage(vd_daemon *d);
 /* The named volume's record (new reference), made when missing (worker). */
 json_t *vd_volume_ensure(vd_daemon *d, const char *name, json_t *labels, json_t *opts,
                          bool *created, vs_error **err);
+/* Remove the anonymous volumes among points (a record's MountPoints) that no container other
+ * than the one of id uses (worker): rm -v, --rm, a create that failed. */
+void vd_volumes_release(vd_daemon *d, json_t *points, const char *id);
+/* Fill the container's empty volumes from what its root has at their mount points (worker, the
+ * root mounted), as dockerd does at every start. */
+int vd_volumes_copy_up(vd_daemon *d, vd_container *c, vs_error **err);
 void vd_h_containers_list(vd_call *c);
 void vd_h_container_create(vd_call *c);
 void vd_h_container_inspect(vd_call *c);
@@ -461,6 +479,25 @@ void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);
 void vd_exec_forward(vd_conn *c);
 void vd_exec_detach_conn(vd_conn *c);
 void vd_execs_free(vd_daemon *d);
+/* A health probe: cmd run in the container like an exec, stdout and stderr together; its end
+ * is reported to vd_health_probe_done. *exec_id (caller frees) names it. */
+int vd_exec_probe_start(vd_daemon *d, const char *ctr_id, json_t *cmd, char **exec_id,
+                        vs_error **err);
+/* A probe that ran out of time: its helper is killed and its result dropped. */
+void vd_exec_probe_kill(vd_daemon *d, const char *exec_id);
+
+/* health.c: health checks (loop) */
+#define VD_HEALTH_OUTPUT_MAX 4096 /* of a probe's output, kept in the log (as dockerd) */
+/* The container runs (started, restarted, found running at start): status "starting", the
+ * first probe after one interval. Nothing when it has no health check. */
+void vd_health_start(vd_daemon *d, vd_container *c);
+/* It stopped or is removed: no more probes. */
+void vd_health_stop(vd_daemon *d, vd_container *c);
+void vd_health_timer(vd_daemon *d, vd_container *c);
+void vd_health_probe_done(vd_daemon *d, const char *ctr_id, const char *exec_id, int exit_code,
+                          const char *out, size_t len);
+/* "healthy", "unhealthy", "starting", or NULL without a health check (under d->lock). */
+const char *vd_health_status(const vd_container *c);
 
 /* store.c: the container table (callers hold d->lock unless said otherwise) */
 vd_container *vd_ctr_find(vd_daemon *d, const char *what); /* name, id or unique id prefix */
@@ -492,6 +529,9 @@ void vd_supervise_watch(vd_daemon *d, vd_container *c);
 void vd_supervise_exited(vd_daemon *d, vd_container *c);
 /* Remove a container's files and mounts (worker); the caller set c->removing. */
 int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **err);
+/* A container whose monitor died without recording its exit (c->monitor_lost): end what is
+ * left of it and record exit.json (worker or start-up; see supervisor.c). */
+void vd_supervise_end_orphan(vd_daemon *d, vd_container *c);
 /* Send sig to the container's processes. */
 int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
 /* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */
@@ -517,15 +557,22 @@ void vd_restart_cancel(vd_daemon *d, vd_container *c);
 /* The user stopped (true) or started (false) it: remembered in the record (worker). */
 void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped);
 
+/* Every capability the daemon's bounding set holds, as "CAP_..." names: what "all" means for
+ * --privileged, --cap-add ALL and exec --privileged (the runtime cannot give more than it has). */
+json_t *vd_spec_all_caps(void);
 /* "user[:group]" (names or numbers) to ids through the image's /etc/passwd and /etc/group. */
 int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *gid,
                          vs_error **err);
 /* spec.c: the OCI linux.resources of a HostConfig (Memory, MemorySwap, NanoCpus, CpuShares,
  * CpuQuota, CpuPeriod, PidsLimit); new object. */
 json_t *vd_spec_resources(json_t *host_config);
-/* spec.c: the OCI config.json of a container from its image and create request */
+/* spec.c: the OCI config.json of a container from its image and create request. The volumes it
+ * uses are made (named ones when missing, anonymous ones new) and every mount point is appended
+ * to points (inspect's Mounts, with Anonymous and CopyData for volumes), also on failure, so the
+ * caller can release what was made. */
 json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t *host_config,
-                      const char *dir, const char *rootfs, const char *hostname, vs_error **err);
+                      const char *dir, const char *rootfs, const char *hostname, json_t *points,
+                      vs_error **err);
 
 /* networks.c: the network API and a container's endpoints */
 int vd_net_init(vd_daemon *d, const char *bridge, vs_error **err);

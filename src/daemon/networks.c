@@ -1081,11 +1081,28 @@ static int spec_set_netns(vd_container *c, const char *path, bool host, vs_error
   return vs_json_write_file(spec_path, spec, 0600, err);
 }
 
-/* hosts and resolv.conf once the addresses are known. */
+/* On a user network the name server is the network's own, on its gateway (Docker's is
+ * 127.0.0.11 inside), with ndots:0 unless --dns-option sets it, as Docker's; --dns-search and
+ * --dns-option apply. --dns servers are not used there: the network's server forwards to the
+ * host's. */
+static char *user_network_resolv_conf(json_t *host_config, const char *gateway) {
+  _cleanup_free_ char *search = vs_json_join(json_object_get(host_config, "DnsSearch"), " ");
+  _cleanup_free_ char *opts = vs_json_join(json_object_get(host_config, "DnsOptions"), " ");
+  _cleanup_free_ char *search_line = *search ? vs_asprintf("search %s\n", search) : vs_strdup("");
+  _cleanup_free_ char *options =
+      strstr(opts, "ndots:") ? vs_strdup(opts) : vs_asprintf("ndots:0%s%s", *opts ? " " : "", opts);
+  return vs_asprintf("nameserver %s\n%soptions %s\n", gateway, search_line, options);
+}
+
+/* hosts and resolv.conf once the addresses are known, with the container's DNS options and
+ * --add-host entries (written at create too; rewritten here at every start). */
 static int write_etc(vd_container *c, json_t *net, bool user_network, vs_error **err) {
   const char *hostname =
       json_string_value(json_object_get(json_object_get(c->rec, "Config"), "Hostname"));
-  if (ctr_docker_write_etc_files(c->dir, hostname ? hostname : "", err) < 0)
+  json_t *hc = json_object_get(c->rec, "HostConfig");
+  ctr_docker_dns dns = {json_object_get(hc, "Dns"), json_object_get(hc, "DnsSearch"),
+                        json_object_get(hc, "DnsOptions"), json_object_get(hc, "ExtraHosts")};
+  if (ctr_docker_write_etc_files_dns(c->dir, hostname ? hostname : "", &dns, err) < 0)
     return -1;
   const char *name;
   json_t *ep;
@@ -1101,8 +1118,8 @@ static int write_etc(vd_container *c, json_t *net, bool user_network, vs_error *
     if (user_network) {
       /* the network's name server listens on its gateway (Docker's is 127.0.0.11 inside) */
       _cleanup_free_ char *rpath = vs_asprintf("%s/resolv.conf", c->dir);
-      _cleanup_free_ char *resolv = vs_asprintf("nameserver %s\noptions ndots:0\n",
-                                                json_string_value(json_object_get(ep, "Gateway")));
+      _cleanup_free_ char *resolv =
+          user_network_resolv_conf(hc, json_string_value(json_object_get(ep, "Gateway")));
       if (vs_write_file_atomic(rpath, resolv, strlen(resolv), 0644, err) < 0)
         return -1;
     }

@@ -137,12 +137,7 @@ void vd_restart_fire(vd_daemon *d, vd_container *c) {
   pthread_mutex_unlock(&d->lock);
   if (!go)
     return;
-  vd_job *job = vs_malloc0(sizeof(*job));
-  job->d = d;
-  job->ctr = c;
-  job->run = restart_job_run;
-  job->done = restart_job_done;
-  vd_job_submit(d, job);
+  vd_job_submit_ctr(d, c, restart_job_run, restart_job_done);
 }
 
 static long long seconds_since(const char *rfc3339) {

@@ -251,17 +251,31 @@ json_t *vd_call_body_object(vd_call *c) {
   return j;
 }
 
-bool vd_filters_known(vd_call *c, json_t *filters, const char *const *known, size_t n) {
+int vd_call_filters(vd_call *c, const char *const *known, size_t n_known, json_t **out) {
+  *out = NULL;
+  _cleanup_free_ char *text = http_query_get(c->req->query, "filters");
+  if (!text || !*text)
+    return 0;
+  vs_error *e = NULL;
+  json_t *filters = vs_json_loads(text, strlen(text), "filters", &e);
+  if (!filters || !json_is_object(filters)) {
+    vd_call_error(c, 400, "invalid filters: %s", e ? e->msg : "expected a JSON object");
+    vs_error_free(e);
+    json_decref(filters);
+    return -1;
+  }
   const char *key;
   json_t *v;
   json_object_foreach(filters, key, v) {
     bool ok = false;
-    for (size_t k = 0; k < n; k++)
+    for (size_t k = 0; k < n_known; k++)
       ok = ok || !strcmp(key, known[k]);
     if (!ok) {
       vd_call_error(c, 400, "invalid filter '%s'", key);
-      return false;
+      json_decref(filters);
+      return -1;
     }
   }
-  return true;
+  *out = filters;
+  return 0;
 }

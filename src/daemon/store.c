@@ -48,6 +48,7 @@ vd_container *vd_ctr_new(vd_daemon *d, const char *id, json_t *rec) {
   c->pid_src.kind = VD_SRC_MONITOR;
   c->pid_src.owner = c;
   c->timerfd = -1;
+  c->health_timer = -1;
   c->timer_src.kind = VD_SRC_RESTART;
   c->timer_src.owner = c;
   c->restart_count = (int)json_integer_value(json_object_get(rec, "RestartCount"));
@@ -60,6 +61,10 @@ static void ctr_free(vd_container *c) {
     close(c->pidfd);
   if (c->timerfd >= 0)
     close(c->timerfd);
+  if (c->health_timer >= 0)
+    close(c->health_timer);
+  json_decref(c->health);
+  free(c->probe_exec);
   json_decref(c->rec);
   json_decref(c->net);
   free(c->name);
@@ -156,7 +161,10 @@ void vd_ctr_refresh(vd_daemon *d, vd_container *c) {
     c->paused = false;
     c->exit_code = (int)json_integer_value(json_object_get(ex, "ExitCode"));
     set_str(&c->finished_at, json_string_value(json_object_get(ex, "FinishedAt")));
+    if (json_string_length(json_object_get(ex, "Error")))
+      set_str(&c->error, json_string_value(json_object_get(ex, "Error")));
     c->pid = 0;
+    c->monitor_lost = false;
   } else if (mon) {
     bool alive = c->monitor_pid > 0 && vd_pid_start_time(c->monitor_pid) == c->monitor_start;
     c->state = alive ? VD_CTR_RUNNING : VD_CTR_EXITED;
@@ -168,8 +176,10 @@ void vd_ctr_refresh(vd_daemon *d, vd_container *c) {
         ctr_state_free(st);
       }
     }
+    c->monitor_lost = !alive;
     if (!alive) {
-      /* the monitor died without recording an exit: nothing knows the status any more */
+      /* the monitor died without recording an exit: until vd_supervise_end_orphan has ended
+       * what it left behind and recorded the exit, nothing knows the status */
       c->exit_code = 255;
       c->pid = 0;
       set_str(&c->error, "the container's monitor exited without recording its exit status");
@@ -178,6 +188,7 @@ void vd_ctr_refresh(vd_daemon *d, vd_container *c) {
     }
   } else {
     c->state = VD_CTR_CREATED;
+    c->monitor_lost = false;
   }
 }
 
@@ -216,6 +227,10 @@ int vd_store_recover(vd_daemon *d, vs_error **err) {
     }
     vd_container *c = vd_ctr_new(d, de->d_name, rec);
     vd_ctr_refresh(d, c);
+    if (c->monitor_lost) { /* its monitor died while no daemon ran */
+      vd_supervise_end_orphan(d, c);
+      vd_ctr_refresh(d, c);
+    }
     vd_ctr_add(d, c);
     if (c->state == VD_CTR_RUNNING)
       vd_supervise_watch(d, c);

@@ -120,6 +120,8 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
 int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
   if (vd_supervise_ensure_rootfs(d, c, err) < 0)
     return vs_error_wrap(err, "mount the root file system");
+  if (vd_volumes_copy_up(d, c, err) < 0)
+    return -1;
   _cleanup_free_ char *mpath = vs_asprintf("%s/monitor.json", c->dir);
   _cleanup_free_ char *epath = vs_asprintf("%s/exit.json", c->dir);
   unlink(mpath);
@@ -155,6 +157,7 @@ void vd_supervise_watch(vd_daemon *d, vd_container *c) {
     return;
   }
   vd_streams_started(d, c);
+  vd_health_start(d, c);
 }
 
 static void remove_job_run(vd_job *job) {
@@ -163,7 +166,10 @@ static void remove_job_run(vd_job *job) {
   if (job->result < 0) {
     vs_log_warn("auto-remove container %.12s: %s", job->ctr->id, e->msg);
     vs_error_free(e);
+    return;
   }
+  /* --rm takes the anonymous volumes along, as dockerd's auto-removal does */
+  vd_volumes_release(job->d, json_object_get(job->ctr->rec, "MountPoints"), job->ctr->id);
 }
 
 static void removed_done(vd_job *job) {
@@ -205,12 +211,7 @@ static void after_exit(vd_daemon *d, vd_container *c, bool restarted) {
   else if (!auto_remove)
     vd_restart_schedule(d, c);
   if (auto_remove) {
-    vd_job *job = vs_malloc0(sizeof(*job));
-    job->d = d;
-    job->ctr = c;
-    job->run = remove_job_run;
-    job->done = remove_job_done;
-    vd_job_submit(d, job);
+    vd_job_submit_ctr(d, c, remove_job_run, remove_job_done);
   }
 }
 
@@ -219,7 +220,54 @@ void vd_supervise_start_failed(vd_daemon *d, vd_container *c) {
     after_exit(d, c, false);
 }
 
+/* The monitor is the only holder of the container's stdout and stderr pipes and the parent of
+ * its init: once it is gone (kill -9), nothing can log what the container writes (its writes
+ * fail with EPIPE) and nothing can learn its exit status (it is nobody's child we could wait
+ * for). Left alone it would run on unsupervised with an unknowable exit. So it is ended the
+ * way containerd ends a container whose shim died: everything in its cgroup is killed, its
+ * runtime state deleted, and exit.json records 137 (it died of that SIGKILL) — or 255 when the
+ * init had already ended and its status went with the monitor — with an Error saying why. The
+ * log has everything the monitor read before it died; the restart policy applies as to any
+ * exit, so `--restart always` brings it back under a new monitor. */
+void vd_supervise_end_orphan(vd_daemon *d, vd_container *c) {
+  ctr_state *st = NULL;
+  bool alive = false;
+  if (ctr_state_load(&d->rt, c->id, &st, NULL) == 0) {
+    alive = ctr_state_status(&d->rt, st) != CTR_STATUS_STOPPED;
+    ctr_state_free(st);
+  }
+  vs_log_warn("container %.12s: its monitor died without recording an exit; %s", c->id,
+              alive ? "killing the container" : "its init had ended");
+  vs_error *e = NULL;
+  if (ctr_delete(&d->rt, c->id, true, &e) < 0 && alive)
+    vs_log_warn("container %.12s: %s", c->id, e->msg);
+  vs_error_free(e);
+  e = NULL;
+  _cleanup_free_ char *now = vd_now();
+  _cleanup_json_ json_t *ex = json_pack(
+      "{s:i, s:s, s:s}", "ExitCode", alive ? 128 + SIGKILL : 255, "FinishedAt", now, "Error",
+      alive ? "the container's monitor died: the container was killed"
+            : "the container's monitor died: its exit status is unknown");
+  _cleanup_free_ char *path = vs_asprintf("%s/exit.json", c->dir);
+  if (access(c->dir, F_OK) == 0 && vs_json_write_file(path, ex, 0600, &e) < 0) {
+    vs_log_warn("container %.12s: %s", c->id, e->msg);
+    vs_error_free(e);
+  }
+}
+
+static void finish_exit(vd_daemon *d, vd_container *c, pid_t ended);
+
+static void end_orphan_run(vd_job *job) { vd_supervise_end_orphan(job->d, job->ctr); }
+
+static void end_orphan_done(vd_job *job) {
+  if (!job->ctr->removed)
+    finish_exit(job->d, job->ctr, job->ctr->watched_pid);
+  vd_ctr_unref(job->d, job->ctr);
+  free(job);
+}
+
 void vd_supervise_exited(vd_daemon *d, vd_container *c) {
+  vd_health_stop(d, c);
   if (c->pidfd >= 0) {
     vd_loop_del(d, c->pidfd);
     close(c->pidfd);
@@ -231,6 +279,24 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   /* our child when this vesseld started it; otherwise somebody else reaps it */
   if (ended > 0)
     waitpid(ended, NULL, WNOHANG);
+  pthread_mutex_lock(&d->lock);
+  vd_ctr_refresh(d, c);
+  /* the pidfd says this monitor ended; without exit.json (a zombie monitor still looks alive
+   * to the refresh) its container is an orphan */
+  bool lost =
+      c->monitor_pid == ended && !c->removing && (c->monitor_lost || c->state == VD_CTR_RUNNING);
+  if (lost)
+    vd_ctr_ref(c);
+  pthread_mutex_unlock(&d->lock);
+  if (lost) { /* ending it may wait for its processes: a worker's job */
+    vd_job_submit_ctr(d, c, end_orphan_run, end_orphan_done);
+    return;
+  }
+  finish_exit(d, c, ended);
+}
+
+/* The exit is recorded (or never will be): events, streams, waiters, restart policy. */
+static void finish_exit(vd_daemon *d, vd_container *c, pid_t ended) {
   pthread_mutex_lock(&d->lock);
   vd_ctr_refresh(d, c);
   /* a restart may have started the next monitor before this exit got here */
@@ -318,6 +384,7 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
 
 void vd_supervise_removed(vd_daemon *d, vd_container *c) {
   vd_restart_cancel(d, c);
+  vd_health_stop(d, c);
   if (c->pidfd >= 0) {
     vd_loop_del(d, c->pidfd);
     close(c->pidfd);

@@ -85,6 +85,7 @@ static int fdt_set_isa_extensions(void *fdt, int node, const char *isa) {
 }
 
 static int fdt_add_cpus(vm *m, void *fdt, vs_error **err) {
+  const char *isa = rv_isa_string(&m->bus);
   int cpus = fdt_add_node(fdt, 0, "cpus", err);
   if (cpus < 0)
     return -1;
@@ -117,9 +118,9 @@ static int fdt_add_cpus(vm *m, void *fdt, vs_error **err) {
     FDT_CHECK(fdt_setprop_cell(fdt, cpu, "reg", (uint32_t)h), "cpu");
     FDT_CHECK(fdt_setprop_string(fdt, cpu, "status", "okay"), "cpu");
     FDT_CHECK(fdt_setprop_string(fdt, cpu, "compatible", "riscv"), "cpu");
-    FDT_CHECK(fdt_setprop_string(fdt, cpu, "riscv,isa", RV_ISA_STRING), "cpu");
+    FDT_CHECK(fdt_setprop_string(fdt, cpu, "riscv,isa", isa), "cpu");
     FDT_CHECK(fdt_setprop_string(fdt, cpu, "riscv,isa-base", "rv64i"), "cpu");
-    FDT_CHECK(fdt_set_isa_extensions(fdt, cpu, RV_ISA_STRING), "cpu isa extensions");
+    FDT_CHECK(fdt_set_isa_extensions(fdt, cpu, isa), "cpu isa extensions");
     FDT_CHECK(fdt_setprop_string(fdt, cpu, "mmu-type", VM_MMU_TYPE), "cpu");
     FDT_CHECK(fdt_setprop_cell(fdt, cpu, "phandle", PHANDLE_CPU_INTC + 0x100 + (unsigned)h), "cpu");
     int intc = fdt_add_node(fdt, cpu, "interrupt-controller", err);

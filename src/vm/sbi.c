@@ -169,8 +169,10 @@ static void sbi_remote_tlb_flush(vm *m, rv_hart *self, uint32_t set) {
 }
 
 static sbi_ret sbi_rfence(vm *m, rv_hart *self, uint64_t fid, const uint64_t *a) {
-  if (fid > 2)
-    return sbi_err(SBI_ERR_NOT_SUPPORTED); /* hypervisor fences: no H extension */
+  /* 3..6: the remote HFENCE.GVMA/VVMA of harts with the hypervisor extension; the hart's TLB
+   * holds guest translations too, so they flush it as SFENCE.VMA does */
+  if (fid > 6 || (fid > 2 && m->cfg.no_hypervisor))
+    return sbi_err(SBI_ERR_NOT_SUPPORTED);
   uint32_t set;
   if (sbi_hart_set(m, a[0], a[1], &set) < 0)
     return sbi_err(SBI_ERR_INVALID_PARAM);

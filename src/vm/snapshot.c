@@ -22,7 +22,7 @@
 
 #include "vm/machine.h"
 
-#define CONF_VERSION 2
+#define CONF_VERSION 3 /* 3: the CPU model (H extension or not) */
 #define MACH_VERSION 1
 #define RAM_VERSION 1
 #define SUM_VERSION 1
@@ -106,6 +106,7 @@ void vm_config_save(vm *m, vmstate_writer *w, bool disks_frozen) {
     vmstate_put_str(w, m->cfg.nets[i]);
   vmstate_put_u32(w, (uint32_t)m->cfg.console);
   vmstate_put_u32(w, (uint32_t)m->cfg.rng);
+  vmstate_put_bool(w, m->cfg.no_hypervisor);
   vmstate_end_section(w);
 }
 
@@ -240,6 +241,8 @@ int vm_config_load(vmstate_reader *img, vm_config *cfg, char *strings[VM_CONFIG_
     vmstate_refuse(&r, "unknown console device or entropy mode");
   cfg->console = (vm_console_device)console;
   cfg->rng = (vm_rng_mode)rng;
+  /* images before version 3 come from harts without the H extension */
+  cfg->no_hypervisor = r.version >= 3 ? vmstate_get_bool(&r) : true;
   if (cfg->smp < 1 || cfg->smp > VM_MAX_SMP)
     vmstate_refuse(&r, "number of harts out of range");
   if (cfg->mem_size < VM_MIN_MEM || cfg->mem_size > VM_MAX_MEM || (cfg->mem_size & 0xfff))

@@ -57,6 +57,7 @@ typedef struct vm_config {
   bool console_escape;   /* Ctrl-A x quits, Ctrl-A a sends Ctrl-A (on a TTY) */
   bool trace;            /* print traps and device events to stderr */
   bool interpreter;      /* run the harts in the interpreter (--accel interp), not translated */
+  bool no_hypervisor;    /* --cpu rv64,h=off: harts without the H extension (default: with) */
   bool one_thread;       /* --hart-threads off: every hart on vm_run's thread, round-robin */
   const char *disks[VM_MAX_DISKS]; /* --disk specs (vm_disk_parse_spec syntax) */
   unsigned ndisks;

@@ -1,12 +1,13 @@
 /* libFuzzer: random instruction streams and random privileged state for the hart. Whatever the
  * guest does, the VMM must not crash, read or write outside guest RAM, or hang: the guest only
- * gets exceptions. The first bytes choose the starting state, the rest is the program. */
+ * gets exceptions. The first bytes choose the starting state (with the hypervisor extension's:
+ * fuzz_hyp.h), the rest is the program. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#include "vm/cpu/cpu.h"
+#include "fuzz_hyp.h"
 
 #define RAM_BASE 0x80000000ull
 #define RAM_SIZE (1u << 18)
@@ -70,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t n = size;
   uint64_t sel = take64(&p, &n);
   uint64_t mstatus = take64(&p, &n), satp_ppn = take64(&p, &n), deleg = take64(&p, &n);
-  uint64_t tvec = take64(&p, &n);
+  uint64_t tvec = take64(&p, &n), hyp = take64(&p, &n);
   bus.sbi_call = (sel & 0x100) ? fz_sbi : NULL;
   memset(ram, 0, RAM_SIZE);
   /* the program at the start of RAM, repeated so page tables built from it look like code */
@@ -91,6 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   hart.menvcfg = (sel & 0x10) ? (1ull << 63) : 0;
   hart.mcounteren = (sel >> 5) & 7;
   hart.stimecmp = (sel & 0x20000) ? 0 : UINT64_MAX;
+  fuzz_hyp_state(&hart, hyp, RAM_BASE);
   rv_hart_flush_tlb(&hart);
   rv_hart_flush_icache(&hart);
   if (sel & 0x40000)

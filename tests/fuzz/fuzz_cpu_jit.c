@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "vm/cpu/cpu.h"
+#include "fuzz_hyp.h"
 
 #define RAM_BASE 0x80000000ULL
 #define RAM_SIZE (1U << 18)
@@ -80,7 +80,8 @@ static bool machine_init(machine *m, bool interpreter) {
 
 /* The starting state of fuzz_cpu, from the header. */
 static void machine_load(machine *m, uint64_t sel, uint64_t mstatus, uint64_t satp_ppn,
-                         uint64_t deleg, uint64_t tvec, const uint8_t *prog, size_t n) {
+                         uint64_t deleg, uint64_t tvec, uint64_t hyp, const uint8_t *prog,
+                         size_t n) {
   rv_hart *h = &m->hart;
   m->bus.sbi_call = (sel & 0x100) ? fz_sbi : NULL;
   m->mtime_reads = m->mmio_reads = m->mmio_writes = m->mmio_hash = 0;
@@ -104,6 +105,7 @@ static void machine_load(machine *m, uint64_t sel, uint64_t mstatus, uint64_t sa
   h->menvcfg = (sel & 0x10) ? (1ULL << 63) : 0;
   h->mcounteren = (sel >> 5) & 7;
   h->stimecmp = (sel & 0x20000) ? 0 : UINT64_MAX;
+  fuzz_hyp_state(h, hyp, RAM_BASE);
   rv_hart_flush_tlb(h);
   if (sel & 0x40000)
     rv_hart_set_irq(h, RV_MIP_MEIP, true);
@@ -136,6 +138,12 @@ static void compare(const machine *a, const machine *b) {
   same(x->mip, y->mip);
   same(x->wfi, y->wfi);
   same(x->reservation_valid, y->reservation_valid);
+  same(x->virt, y->virt);
+  same(x->vsstatus, y->vsstatus);
+  same(x->hstatus, y->hstatus);
+  same(x->htval, y->htval);
+  same(x->mtval2, y->mtval2);
+  same(x->hvip, y->hvip);
   same(a->mmio_reads, b->mmio_reads);
   same(a->mmio_writes, b->mmio_writes);
   same(a->mmio_hash, b->mmio_hash);
@@ -156,9 +164,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t n = size;
   uint64_t sel = take64(&p, &n);
   uint64_t mstatus = take64(&p, &n), satp_ppn = take64(&p, &n), deleg = take64(&p, &n);
-  uint64_t tvec = take64(&p, &n);
-  machine_load(&interp, sel, mstatus, satp_ppn, deleg, tvec, p, n);
-  machine_load(&jit, sel, mstatus, satp_ppn, deleg, tvec, p, n);
+  uint64_t tvec = take64(&p, &n), hyp = take64(&p, &n);
+  machine_load(&interp, sel, mstatus, satp_ppn, deleg, tvec, hyp, p, n);
+  machine_load(&jit, sel, mstatus, satp_ppn, deleg, tvec, hyp, p, n);
   /* budgets that end runs inside blocks and chains as well as after them */
   static const uint64_t budgets[8] = {1, 7, 33, 512, 3, 100, 1000, 2};
   for (int i = 0; i < 12 && !interp.hart.wfi; i++) {

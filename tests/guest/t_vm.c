@@ -3,14 +3,6 @@
  * address space), address spaces switched by satp (ASIDs). */
 #include "test.h"
 
-#define PTE_V 0x1ul
-#define PTE_R 0x2ul
-#define PTE_W 0x4ul
-#define PTE_X 0x8ul
-#define PTE_U 0x10ul
-#define PTE_A 0x40ul
-#define PTE_D 0x80ul
-
 #define N_TABLES 40
 static uint64_t tables[N_TABLES][512] __attribute__((aligned(4096)));
 static unsigned tables_used;

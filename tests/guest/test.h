@@ -31,9 +31,13 @@ extern char m_trap_entry[], s_trap_entry[], s_trap_stack_top[], enter_mode_retur
 /* What the last trap looked like. */
 struct trap_record {
   uint64_t count, cause, tval, epc;
-  int s_mode; /* taken through stvec */
-  int priv;   /* previous privilege (from MPP/SPP) */
+  int s_mode;            /* taken through stvec */
+  int priv;              /* previous privilege (from MPP/SPP) */
+  uint64_t status;       /* mstatus (M traps) or sstatus at the trap */
+  uint64_t tval2, tinst; /* mtval2, mtinst of M traps, when trap_reads_h is set */
 };
+/* Set by programs for harts with the hypervisor extension: M traps also record mtval2/mtinst. */
+extern volatile int trap_reads_h;
 extern volatile struct trap_record last_trap;
 /* If non-zero, the next trap resumes here instead of after the faulting instruction. */
 extern volatile uint64_t trap_resume_at;
@@ -59,5 +63,14 @@ static inline void reset_trap(void) {
 #define MSTATUS_TW (1ul << 21)
 #define MSTATUS_TSR (1ul << 22)
 #define IRQ_BIT (1ul << 63)
+
+/* page-table entries (t_vm, t_hyp) */
+#define PTE_V 0x1ul
+#define PTE_R 0x2ul
+#define PTE_W 0x4ul
+#define PTE_X 0x8ul
+#define PTE_U 0x10ul
+#define PTE_A 0x40ul
+#define PTE_D 0x80ul
 
 #endif

@@ -3,6 +3,7 @@
 
 volatile struct trap_record last_trap;
 volatile uint64_t trap_resume_at;
+volatile int trap_reads_h;
 void (*volatile irq_hook)(uint64_t cause, int s_mode);
 
 /* t_vm runs user code from an alias of RAM at 0xc000_0000; M-mode reads it through RAM. */
@@ -21,7 +22,8 @@ void trap_handler(uint64_t *regs, int s_mode) {
   uint64_t status = CSRR(sstatus);
   if (!s_mode)
     status = CSRR(mstatus);
-  if ((cause == 8 || cause == 9) && regs[17] == MAGIC_BACK_TO_M) {
+  /* ECALL from U, S or (hypervisor extension) VS */
+  if ((cause == 8 || cause == 9 || cause == 10) && regs[17] == MAGIC_BACK_TO_M) {
     if (s_mode) {
       /* An ecall delegated to S: pass the request on to M. */
       __asm__ volatile("mv a7, %0; ecall" ::"r"((uint64_t)MAGIC_BACK_TO_M) : "a7");
@@ -36,6 +38,11 @@ void trap_handler(uint64_t *regs, int s_mode) {
   last_trap.epc = epc;
   last_trap.s_mode = s_mode;
   last_trap.priv = s_mode ? (int)((status >> 8) & 1) : (int)((status >> 11) & 3);
+  last_trap.status = status;
+  if (trap_reads_h && !s_mode) {
+    last_trap.tval2 = CSRR(0x34b);
+    last_trap.tinst = CSRR(0x34a);
+  }
   if (cause & IRQ_BIT) {
     if (irq_hook)
       irq_hook(cause & ~IRQ_BIT, s_mode);

@@ -25,18 +25,22 @@ pytestmark = [
 ]
 
 
-def busybox_archive(path):
-    """A docker-archive (what `docker save` writes) of a one-layer busybox image."""
+def busybox_archive(path, tag="busybox:latest", config_extra=None, extend=None):
+    """A docker-archive (what `docker save` writes) of a one-layer busybox image; config_extra
+    is merged into its config, extend(layer) may add files."""
     layer = oci_images.busybox_layer()
     for a in EXTRA_APPLETS:
         if a not in oci_images.APPLETS:
             layer.symlink(f"bin/{a}", "busybox")
+    if extend:
+        extend(layer)
     tar = layer.tar()
     config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
               "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                         "Cmd": ["sh"], "Labels": {"org.example.from": "image"}}}
+                         "Cmd": ["sh"], "Labels": {"org.example.from": "image"},
+                         **(config_extra or {})}}
     return oci_images.docker_archive(path, [tar], [hashlib.sha256(tar).hexdigest()], config,
-                                     ["busybox:latest"])
+                                     [tag])
 
 
 @pytest.fixture(scope="module")
@@ -496,7 +500,8 @@ def test_resources_mounts_caps(vdi, tmp_path):
     dropped = vdi.docker("run", "--rm", "--cap-drop", "CHOWN", "busybox", "sh", "-c",
                          "touch /tmp/a; chown 65534 /tmp/a 2>/dev/null || echo no-chown")
     assert dropped.stdout == "no-chown\n"
-    for args, words in [(["--privileged"], "Privileged"), (["--restart", "bogus"], "restart"),
+    for args, words in [(["--security-opt", "bogus=1"], "security-opt"),
+                        (["--restart", "bogus"], "restart"),
                         (["--cap-add", "NOPE"], "unknown capability"),
                         (["-v", "bad$name:/x"], "invalid characters")]:
         r = vdi.docker("create", *args, "busybox", "true", check=False)

@@ -314,8 +314,9 @@ def test_system_prune_and_df(vdi, tmp_path):
 
 def run_vesseld(build_dir, *args):
     """Start vesseld with these arguments; a finished process when it refused to start."""
-    p = subprocess.Popen([str(build_dir / "vesseld"), *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+    # no default bridge: this vesseld runs in the host's network namespace
+    p = subprocess.Popen([str(build_dir / "vesseld"), "--bridge", "none", *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         p.wait(1)
     except subprocess.TimeoutExpired:

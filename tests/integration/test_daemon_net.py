@@ -300,6 +300,13 @@ def test_names_on_a_user_network(vdn):
     assert d.docker("exec", "client", "cat", "/etc/resolv.conf").stdout.startswith(
         "nameserver 10.32.0.1\n")
     assert d.docker("exec", "client", "hostname").stdout.strip() == "cl1"
+    # the container's DNS options and extra hosts beside the network's name server
+    r = d.docker("run", "--rm", "--network", "apps", "--dns-search", "example.org",
+                 "--dns-option", "attempts:2", "--add-host", "db:10.1.2.3", "busybox", "sh",
+                 "-c", "cat /etc/resolv.conf; echo ---; cat /etc/hosts")
+    resolv, hosts = r.stdout.split("---\n")
+    assert resolv == "nameserver 10.32.0.1\nsearch example.org\noptions ndots:0 attempts:2\n"
+    assert "10.1.2.3\tdb\n" in hosts
     short = inspect(d, "web")["Id"][:12]
     for name in ["web", "www", "WEB", short]:
         assert nslookup(d, "client", name) == web, name

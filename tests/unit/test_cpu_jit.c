@@ -6,13 +6,14 @@
  * The programs mix everything the translator inlines (RV_ALU_*_OPS, RV_LOAD_OPS, RV_STORE_OPS,
  * RV_BRANCH_OPS, jal/jalr/auipc/lui, compressed forms) with instructions it hands to their
  * handlers (M, Zba/Zbb, A, CSR reads, FP moves), accesses that miss the TLB, straddle pages, are
- * misaligned, fault or reach MMIO, loops, jumps between pages, self-modifying code, and Sv39 paging
- * in S-mode, runs of instructions on three registers (which the translator keeps in host
- * registers: loads into them through slow paths, handler calls between their uses). A trap
- * handler in the program skips a faulting instruction, so a program goes on after its faults;
+ * misaligned, fault or reach MMIO, loops, jumps between pages, self-modifying code, Sv39 paging
+ * in S-mode, the same in VS-mode (V=1: Sv39 over an Sv39x4 G stage, traps to VS, HS and M), runs
+ * of instructions on three registers (which the translator keeps in host registers: loads into
+ * them through slow paths, handler calls between their uses). A trap handler in the program skips
+ * a faulting instruction, so a program goes on after its faults;
  * every program ends in WFI.
  *
- *   JIT_DIFF_SEED=N JIT_DIFF_KIND=m|s|line  runs one program and prints its code and each step.
+ *   JIT_DIFF_SEED=N JIT_DIFF_KIND=m|s|vs|line  runs one program and prints its code and each step.
  */
 #include "tap.h"
 
@@ -21,7 +22,7 @@
 #include "vm/cpu/cpu_internal.h"
 
 #define RAM_BASE 0x80000000ULL
-#define RAM_PAGES 32U
+#define RAM_PAGES 48U
 #define RAM_SIZE (RAM_PAGES * 4096ULL)
 #define MMIO_BASE 0x10000000ULL
 #define MMIO_IRQ (MMIO_BASE + 0x800) /* writes raise or lower SEIP (never enabled) */
@@ -37,6 +38,9 @@ enum {
   DATA_PAGES = 8,
   PAGE_PT = 28, /* Sv39 tables: root, level 1, level 0 */
   PAGE_SPARE = 31,
+  PAGE_G_L1 = 42, /* VS programs: the G stage's level-1 and level-0 tables and 16 KiB root */
+  PAGE_G_L0 = 43,
+  PAGE_G_ROOT = 44,
 };
 /* S-mode virtual pages beyond RAM's: aliases of the code pages, the device page */
 enum { VPAGE_ALIAS = 32, VPAGE_MMIO = 48 };
@@ -193,7 +197,9 @@ static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
   return z ^ (z >> 31);
 }
 
-enum prog_kind { KIND_LINE, KIND_M, KIND_S };
+enum prog_kind { KIND_LINE, KIND_M, KIND_S, KIND_VS };
+/* S and VS programs run with paging at VA_BASE */
+static bool paged(enum prog_kind k) { return k == KIND_S || k == KIND_VS; }
 
 typedef struct gen {
   uint64_t rng;
@@ -374,16 +380,16 @@ static void put_mem(gen *g, unsigned base, int32_t off) {
 /* x30 := somewhere special: a device, an edge of RAM, nothing, code, a page boundary */
 static void put_special_base(gen *g) {
   uint64_t target;
-  unsigned k = rnd(g, g->kind == KIND_S ? 8 : 7);
+  unsigned k = rnd(g, paged(g->kind) ? 8 : 7);
   switch (k) {
   case 0:
     target = MMIO_BASE + 8 * rnd(g, 256) + (chance(g, 20) ? rnd(g, 8) : 0);
-    if (g->kind == KIND_S)
+    if (paged(g->kind))
       target = VA_BASE + VPAGE_MMIO * 4096ULL + (target - MMIO_BASE);
     break;
   case 1:
     target = MMIO_IRQ;
-    if (g->kind == KIND_S)
+    if (paged(g->kind))
       target = VA_BASE + VPAGE_MMIO * 4096ULL + 0x800;
     break;
   case 2: /* the end of RAM (S: an unmapped page) */
@@ -394,14 +400,14 @@ static void put_special_base(gen *g) {
     break;
   case 4: /* code: probably code that already ran or is about to */
     target = pc_of(g, PAGE_CODE * 4096ULL + rnd(g, CODE_PAGES * 4096));
-    if (g->kind == KIND_S && chance(g, 50))
+    if (paged(g->kind) && chance(g, 50))
       target += (VPAGE_ALIAS - PAGE_CODE) * 4096ULL; /* through another mapping */
     break;
   case 5: /* a page boundary in the data */
     target = pc_of(g, (PAGE_DATA + 1 + rnd(g, DATA_PAGES - 1)) * 4096ULL);
     break;
   case 6: /* S: the read-only data page, M: the spare page */
-    target = pc_of(g, (g->kind == KIND_S ? PAGE_DATA + DATA_PAGES - 1 : PAGE_SPARE) * 4096ULL +
+    target = pc_of(g, (paged(g->kind) ? PAGE_DATA + DATA_PAGES - 1 : PAGE_SPARE) * 4096ULL +
                           rnd(g, 4096));
     break;
   default: /* S: the data page whose PTE has A and D clear */
@@ -745,7 +751,7 @@ static void put_page_tables(uint8_t *img) {
   uint64_t ram_ppn = RAM_BASE >> 12;
   root[VA_BASE >> 30] = ((ram_ppn + PAGE_PT + 1) << 10) | V;
   l1[0] = ((ram_ppn + PAGE_PT + 2) << 10) | V;
-  for (unsigned i = 0; i < RAM_PAGES; i++)
+  for (unsigned i = 0; i <= PAGE_SPARE; i++)
     l0[i] = ((ram_ppn + i) << 10) | V | R | W | X | A | D;
   l0[PAGE_DATA + DATA_PAGES - 1] &= ~W;     /* read-only: stores fault */
   l0[PAGE_DATA + 1] &= ~(A | D);            /* the walk sets A and D */
@@ -753,6 +759,21 @@ static void put_page_tables(uint8_t *img) {
   for (unsigned i = 0; i < CODE_PAGES; i++) /* code seen twice */
     l0[VPAGE_ALIAS + i] = ((ram_ppn + PAGE_CODE + i) << 10) | V | R | W | X | A | D;
   l0[VPAGE_MMIO] = ((MMIO_BASE >> 12) << 10) | V | R | W | A | D;
+}
+
+/* The G stage of VS programs (Sv39x4): guest physical = host physical, RAM by 4 KiB pages (all
+ * user pages, as the G stage wants), the first GiB (the device) by one superpage. */
+static void put_g_stage(uint8_t *img) {
+  uint64_t *root = (uint64_t *)(img + PAGE_G_ROOT * 4096ULL);
+  uint64_t *l1 = (uint64_t *)(img + PAGE_G_L1 * 4096ULL);
+  uint64_t *l0 = (uint64_t *)(img + PAGE_G_L0 * 4096ULL);
+  const uint64_t V = 1, R = 2, W = 4, X = 8, U = 16, A = 64, D = 128;
+  uint64_t ram_ppn = RAM_BASE >> 12;
+  root[0] = V | R | W | U | A | D;
+  root[RAM_BASE >> 30] = ((ram_ppn + PAGE_G_L1) << 10) | V;
+  l1[0] = ((ram_ppn + PAGE_G_L0) << 10) | V;
+  for (unsigned i = 0; i <= PAGE_SPARE; i++)
+    l0[i] = ((ram_ppn + i) << 10) | V | R | W | X | U | A | D;
 }
 
 typedef struct program {
@@ -766,11 +787,13 @@ typedef struct program {
 static void generate(program *p, uint64_t seed, enum prog_kind kind, const struct rv_icache *dec) {
   memset(p, 0, sizeof(*p));
   gen g = {.rng = seed * 0x2545f4914f6cdd1dULL + 1, .kind = kind, .img = p->img, .dec = dec};
-  g.view = kind == KIND_S ? VA_BASE : RAM_BASE;
+  g.view = paged(kind) ? VA_BASE : RAM_BASE;
   p->kind = kind;
-  put_handler(&g, kind == KIND_S);
-  if (kind == KIND_S)
+  put_handler(&g, paged(kind));
+  if (paged(kind))
     put_page_tables(p->img);
+  if (kind == KIND_VS)
+    put_g_stage(p->img);
   for (uint64_t o = PAGE_DATA * 4096ULL; o < (PAGE_DATA + DATA_PAGES) * 4096ULL; o += 8) {
     uint64_t v = rnd_value(&g);
     memcpy(p->img + o, &v, 8);
@@ -818,7 +841,22 @@ static void engine_load(engine *e, const program *p) {
   e->mtime_reads = 0;
   e->mmio_reads = e->mmio_writes = e->mmio_hash = 0;
   h->check_irq = h->yield = false;
-  if (p->kind == KIND_S) {
+  if (p->kind == KIND_VS) {
+    /* HS-mode's state, then the guest's in the vs* fields, swapped in by entering V=1 */
+    rv_hart_reset(h, p->entry, RV_PRIV_S);
+    h->medeleg = 0xb3ff | (1ULL << 10) | (0xfULL << 20); /* ECALL from VS, H causes: to HS */
+    h->hedeleg = 0xb1ff;                                 /* and every exception it may: to VS */
+    h->stvec = RAM_BASE + PAGE_END * 4096ULL;            /* HS ends the program */
+    h->mtvec = RAM_BASE + PAGE_END * 4096ULL;
+    h->hcounteren = 7;
+    h->hgatp = (8ULL << 60) | ((RAM_BASE >> 12) + PAGE_G_ROOT);
+    h->vstvec = VA_BASE;
+    h->vsscratch = VA_BASE + PAGE_END * 4096ULL;
+    h->vsatp = (8ULL << 60) | ((RAM_BASE >> 12) + PAGE_PT);
+    h->vsstatus |= 1ULL << 13;
+    h->mstatus |= 1ULL << 13;
+    rv_hyp_set_virt(h, true);
+  } else if (p->kind == KIND_S) {
     rv_hart_reset(h, p->entry, RV_PRIV_S);
     h->medeleg = 0xb3ff; /* every exception to the S-mode handler */
     h->stvec = VA_BASE;
@@ -865,6 +903,13 @@ static const char *engine_diff(const engine *a, const engine *b, char *buf, size
   FIELD(sepc)
   FIELD(stval)
   FIELD(mstatus)
+  FIELD(virt)
+  FIELD(vsstatus)
+  FIELD(vscause)
+  FIELD(vsepc)
+  FIELD(hstatus)
+  FIELD(htval)
+  FIELD(mtval2)
   FIELD(fflags)
   FIELD(wfi)
   FIELD(reservation_valid)
@@ -893,6 +938,7 @@ typedef struct diff_ctx {
   const char *what;
   uint64_t programs, steps, insns, finished;
   uint64_t translated; /* blocks the translator turned into host code */
+  uint64_t ended_virt; /* programs that ended with V=1 (in VS-mode) */
   bool verbose;
 } diff_ctx;
 
@@ -930,12 +976,14 @@ static void run_program(diff_ctx *c, uint64_t seed, enum prog_kind kind) {
                ", instructions %" PRIu64 "..%" PRIu64 ": %s (JIT_DIFF_SEED=%" PRIu64
                " JIT_DIFF_KIND=%s to trace)",
                c->what, seed, step, n, pc, before, c->interp->hart.minstret, d, seed,
-               kind == KIND_S   ? "s"
-               : kind == KIND_M ? "m"
-                                : "line");
+               kind == KIND_S    ? "s"
+               : kind == KIND_VS ? "vs"
+               : kind == KIND_M  ? "m"
+                                 : "line");
     total += ra;
     if (ra == 0 && c->interp->hart.wfi) {
       c->finished++;
+      c->ended_virt += c->interp->hart.virt;
       break;
     }
   }
@@ -977,6 +1025,8 @@ static void run_many(const char *what, enum prog_kind kind, uint64_t first, unsi
   CHECK(c.insns > count);      /* the programs ran */
   CHECK(c.translated > count); /* and the translator ran them */
   CHECK(c.finished > count / 2);
+  if (kind == KIND_VS)
+    CHECK(c.ended_virt > count / 2); /* most ran to their end in VS-mode */
   diff_close(&c);
 }
 
@@ -1059,12 +1109,16 @@ TEST(programs_with_loops_jumps_and_traps) { run_many("M-mode", KIND_M, 100000, 3
 
 TEST(sv39_programs_in_s_mode) { run_many("S-mode Sv39", KIND_S, 200000, 3000); }
 
+/* V=1: the translator runs guest code through the V=1 TLB sets (its jump cache keyed by them) */
+TEST(two_stage_programs_in_vs_mode) { run_many("VS-mode Sv39 over Sv39x4", KIND_VS, 300000, 3000); }
+
 int main(void) {
   const char *seed = getenv("JIT_DIFF_SEED");
   if (seed) { /* debugging: one program, traced */
     const char *k = getenv("JIT_DIFF_KIND");
     enum prog_kind kind = !k || strcmp(k, "m") == 0 ? KIND_M
                           : strcmp(k, "s") == 0     ? KIND_S
+                          : strcmp(k, "vs") == 0    ? KIND_VS
                                                     : KIND_LINE;
     volatile int failed = 0;
     if (setjmp(tap.fail_jmp) == 0) {
@@ -1076,7 +1130,7 @@ int main(void) {
         memcpy(&v, c.prog->img + o, 2);
         if (v)
           fprintf(stderr, "0x%" PRIx64 ": %04x\n",
-                  (uint64_t)((kind == KIND_S ? VA_BASE : RAM_BASE) + o), v);
+                  (uint64_t)((paged(kind) ? VA_BASE : RAM_BASE) + o), v);
       }
       run_program(&c, strtoull(seed, NULL, 0), kind);
       diff_close(&c);

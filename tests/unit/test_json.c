@@ -222,4 +222,15 @@ TEST(string_array_getter) {
   CHECK(v == NULL);
 }
 
+TEST(join_strings) {
+  _cleanup_json_ json_t *a = json_pack("[s, i, s, s]", "a", 7, "bc", "");
+  _cleanup_free_ char *s = vs_json_join(a, ", ");
+  CHECK_STREQ(s, "a, bc, "); /* the integer is skipped, the empty string kept */
+  _cleanup_json_ json_t *none = json_array();
+  _cleanup_free_ char *e = vs_json_join(none, " ");
+  CHECK_STREQ(e, "");
+  _cleanup_free_ char *n = vs_json_join(NULL, " ");
+  CHECK_STREQ(n, "");
+}
+
 int main(void) { return tap_run(); }

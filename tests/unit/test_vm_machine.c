@@ -298,7 +298,7 @@ TEST(device_tree_describes_the_machine) {
   CHECK_EQ(fdt_check_header(fdt), 0);
   int len;
   const char *isa = fdt_getprop(fdt, fdt_path_offset(fdt, "/cpus/cpu@2"), "riscv,isa", &len);
-  CHECK_STREQ(isa, RV_ISA_STRING);
+  CHECK_STREQ(isa, RV_ISA_STRING_H); /* the hypervisor extension is on by default */
   CHECK(fdt_path_offset(fdt, "/cpus/cpu@3") < 0);
   const fdt32_t *tb = fdt_getprop(fdt, fdt_path_offset(fdt, "/cpus"), "timebase-frequency", &len);
   CHECK(tb != NULL);
@@ -337,6 +337,34 @@ static void sbi(vm *m, unsigned hart, uint64_t eid, uint64_t fid, uint64_t a0, u
   h->x[11] = a1;
   h->x[12] = a2;
   CHECK(vm_sbi_call(m, h));
+}
+
+/* --cpu rv64,h=off: misa, the device tree and the extension list all lack H. */
+TEST(device_tree_without_the_hypervisor_extension) {
+  _cleanup_free_ char *kernel = write_image(0x100000);
+  _cleanup_error_ vs_error *err = NULL;
+  vm_config cfg;
+  vm_config_init(&cfg);
+  cfg.kernel = kernel;
+  cfg.smp = 1;
+  cfg.mem_size = 64ull << 20;
+  cfg.console_in = -1;
+  cfg.console_out = -1;
+  cfg.no_hypervisor = true;
+  vm *m = vm_create(&cfg, &err);
+  unlink(kernel);
+  CHECK(m != NULL);
+  const void *fdt = vm_ram_ptr(m, m->fdt_addr);
+  int cpu = fdt_path_offset(fdt, "/cpus/cpu@0"), len;
+  CHECK_STREQ(fdt_getprop(fdt, cpu, "riscv,isa", &len), RV_ISA_STRING);
+  const char *ext = fdt_getprop(fdt, cpu, "riscv,isa-extensions", &len);
+  CHECK(ext != NULL);
+  for (const char *e = ext; e < ext + len; e += strlen(e) + 1)
+    CHECK(strcmp(e, "h") != 0);
+  CHECK_U64(m->harts[0].misa & (1ULL << 7), 0);
+  sbi(m, 0, 0x52464E43, 4, 1, 0, 0); /* remote HFENCE.GVMA: not without H */
+  CHECK_EQ((int64_t)m->harts[0].x[10], -2);
+  vm_destroy(m);
 }
 
 TEST(sbi_base_hsm_ipi_and_srst) {
@@ -381,6 +409,10 @@ TEST(sbi_base_hsm_ipi_and_srst) {
   CHECK_EQ(m->hsm[1], HSM_STOPPED);
   sbi(m, 0, 0x4442434E, 0, 16, UINT64_MAX - 4, 0); /* DBCN write from a wrapping address */
   CHECK_EQ((int64_t)m->harts[0].x[10], -3);
+  sbi(m, 0, 0x52464E43, 4, 1, 0, 0); /* HFENCE.GVMA on the caller: the harts have H */
+  CHECK_EQ(m->harts[0].x[10], 0);
+  sbi(m, 0, 0x52464E43, 7, 1, 0, 0); /* no such RFENCE function */
+  CHECK_EQ((int64_t)m->harts[0].x[10], -2);
   sbi(m, 0, 0x54494D45, 0, 12345, 0, 0); /* set_timer */
   CHECK_EQ(rv_hart_next_timer(&m->harts[0]), 12345);
   CHECK(!m->stop);

@@ -277,14 +277,19 @@ static uint64_t bus_mtime(void *opaque) {
   return 1000;
 }
 
-TEST(hart_round_trip_and_refusals) {
+/* A small bus for harts that are saved and loaded, never run. */
+static rv_bus hart_test_bus(void) {
   static uint8_t ram[1 << 16] __attribute__((aligned(4096)));
   static uint32_t code_pages[sizeof(ram) / 4096];
-  rv_bus bus = {.ram = ram,
-                .ram_base = 0x80000000,
-                .ram_size = sizeof(ram),
-                .read_mtime = bus_mtime,
-                .code_pages = code_pages};
+  return (rv_bus){.ram = ram,
+                  .ram_base = 0x80000000,
+                  .ram_size = sizeof(ram),
+                  .read_mtime = bus_mtime,
+                  .code_pages = code_pages};
+}
+
+TEST(hart_round_trip_and_refusals) {
+  rv_bus bus = hart_test_bus();
   rv_hart a, b;
   CHECK(rv_hart_init(&a, 0, &bus, NULL) == 0);
   CHECK(rv_hart_init(&b, 0, &bus, NULL) == 0);
@@ -338,6 +343,109 @@ TEST(hart_round_trip_and_refusals) {
   vmstate_writer_free(&w);
   rv_hart_destroy(&a);
   rv_hart_destroy(&b);
+}
+
+/* Save a into a fresh image, load it into b; NULL on success, else the error (caller frees). */
+static vs_error *hart_reload(rv_hart *a, rv_hart *b, uint32_t as_version, size_t cut) {
+  vmstate_writer w;
+  vmstate_writer_init(&w);
+  rv_hart_save(a, &w);
+  vmstate_end_section(&w);
+  if (as_version) { /* an older layout: another version number, the newer tail cut off */
+    for (int i = 0; i < 4; i++)
+      w.data[4 + i] = (uint8_t)(as_version >> (8 * i));
+    uint64_t len = w.len - VMSTATE_SECTION_HEADER - cut;
+    for (int i = 0; i < 8; i++)
+      w.data[8 + i] = (uint8_t)(len >> (8 * i));
+    w.len -= cut;
+  }
+  vmstate_reader img;
+  vmstate_reader_init(&img, w.data, w.len);
+  vs_error *err = NULL;
+  int rc = rv_hart_load(b, &img, &err);
+  vmstate_writer_free(&w);
+  if (rc == 0)
+    CHECK(err == NULL);
+  return err;
+}
+
+/* Version 2 of the hart section: V and the hypervisor CSRs survive, impossible values are
+ * refused, and version 1 images (no H state) load only into harts without H. */
+TEST(hart_hypervisor_state_round_trip_and_refusals) {
+  rv_bus bus = hart_test_bus();
+  rv_hart a, b;
+  CHECK(rv_hart_init(&a, 0, &bus, NULL) == 0);
+  CHECK(rv_hart_init(&b, 0, &bus, NULL) == 0);
+  rv_hart_reset(&a, 0x80001000, RV_PRIV_S);
+  a.virt = true;
+  a.hgatp = (8ULL << 60) | (5ULL << 44) | 0x80100;
+  a.hstatus |= 1ULL << 7; /* SPV */
+  a.hideleg = 0x444;
+  a.htimedelta = 77;
+  a.vstimecmp = 1234;
+  a.vsepc = 0x80002000;
+  vs_error *err = hart_reload(&a, &b, 0, 0);
+  CHECK(err == NULL);
+  CHECK(b.virt);
+  CHECK_U64(b.hgatp, a.hgatp);
+  CHECK_U64(b.htimedelta, 77);
+  CHECK_U64(b.vstimecmp, 1234);
+  CHECK_U64(b.vsepc, 0x80002000);
+
+  struct {
+    uint64_t *field, value;
+    const char *msg;
+  } bad[] = {
+      {&a.hgatp, 7ULL << 60, "hgatp"},     {&a.hstatus, (2ULL << 32) | (1ULL << 0), "hstatus"},
+      {&a.hedeleg, 1ULL << 10, "hedeleg"}, {&a.hvip, 1ULL << 1, "hvip"},
+      {&a.vsatp, 3ULL << 60, "vsatp"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    uint64_t keep = *bad[i].field;
+    *bad[i].field = bad[i].value;
+    err = hart_reload(&a, &b, 0, 0);
+    *bad[i].field = keep;
+    CHECK(err != NULL);
+    CHECK_CONTAINS(err->msg, bad[i].msg);
+    vs_error_free(err);
+  }
+  a.priv = RV_PRIV_M;
+  err = hart_reload(&a, &b, 0, 0);
+  CHECK(err != NULL);
+  CHECK_CONTAINS(err->msg, "V=1 in M-mode");
+  vs_error_free(err);
+
+  /* a version 1 image (without the 1 + 20 * 8 bytes of H state) */
+  size_t h_bytes = 1 + 20 * 8;
+  a.priv = RV_PRIV_S;
+  err = hart_reload(&a, &b, 1, h_bytes);
+  CHECK(err != NULL);
+  CHECK_CONTAINS(err->msg, "--cpu rv64,h=off");
+  vs_error_free(err);
+  rv_bus plain = bus;
+  plain.no_hypervisor = true;
+  rv_hart c, d;
+  CHECK(rv_hart_init(&c, 0, &plain, NULL) == 0);
+  CHECK(rv_hart_init(&d, 0, &plain, NULL) == 0);
+  rv_hart_reset(&c, 0x80001000, RV_PRIV_S);
+  c.x[7] = 9;
+  err = hart_reload(&c, &d, 1, h_bytes);
+  CHECK(err == NULL);
+  CHECK_U64(d.x[7], 9);
+  CHECK(!d.virt);
+  /* H images do not load into harts without H, nor the reverse */
+  err = hart_reload(&a, &d, 0, 0);
+  CHECK(err != NULL);
+  CHECK_CONTAINS(err->msg, "misa");
+  vs_error_free(err);
+  err = hart_reload(&c, &b, 0, 0);
+  CHECK(err != NULL);
+  CHECK_CONTAINS(err->msg, "misa");
+  vs_error_free(err);
+  rv_hart_destroy(&a);
+  rv_hart_destroy(&b);
+  rv_hart_destroy(&c);
+  rv_hart_destroy(&d);
 }
 
 static vm *small_machine(void) {

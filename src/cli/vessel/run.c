@@ -554,15 +554,7 @@ int cmd_ps(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
       image = vs_image_name_familiar(key);
       break;
     }
-    _cleanup_free_ char *cmd = vs_strdup("");
-    json_t *ca = json_object_get(rec, "Command");
-    size_t i;
-    json_t *v;
-    json_array_foreach(ca, i, v) {
-      char *n = vs_asprintf("%s%s%s", cmd, i ? " " : "", json_string_value(v));
-      free(cmd);
-      cmd = n;
-    }
+    _cleanup_free_ char *cmd = vs_json_join(json_object_get(rec, "Command"), " ");
     _cleanup_free_ char *created =
         vessel_human_time(json_string_value(json_object_get(rec, "Created")));
     _cleanup_free_ char *st = NULL;

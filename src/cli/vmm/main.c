@@ -80,6 +80,8 @@ static const char usage_text[] =
     "  --incoming H:P    receive a live migration on TCP H:P, then run the VM\n"
     "  --accel KIND      how the harts run: 'jit' (default on x86-64 hosts; guest code is\n"
     "                    translated to host code) or 'interp' (the interpreter)\n"
+    "  --cpu MODEL       the harts' ISA: 'rv64' (default: RV64GC with the hypervisor\n"
+    "                    extension H, so the guest can run KVM) or 'rv64,h=off' (without H)\n"
     "  --hart-threads on|off  with --smp N > 1: each hart on its own host thread (on, the\n"
     "                    default) or all harts taking turns on one thread (off)\n"
     "  --gdb tcp:[HOST]:PORT  serve a gdb remote stub (HOST default 127.0.0.1; see\n"
@@ -108,6 +110,7 @@ enum {
   OPT_SMP,
   OPT_TRACE,
   OPT_ACCEL,
+  OPT_CPU,
   OPT_HART_THREADS,
   OPT_DISK,
   OPT_NET,
@@ -144,6 +147,7 @@ static const struct option long_options[] = {
     {"smp", required_argument, NULL, OPT_SMP},
     {"trace", no_argument, NULL, OPT_TRACE},
     {"accel", required_argument, NULL, OPT_ACCEL},
+    {"cpu", required_argument, NULL, OPT_CPU},
     {"hart-threads", required_argument, NULL, OPT_HART_THREADS},
     {"disk", required_argument, NULL, OPT_DISK},
     {"net", required_argument, NULL, OPT_NET},
@@ -160,6 +164,23 @@ static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+/* --cpu: "rv64" with an optional ",h=on|off" (QEMU's spelling also: true/false). */
+static int parse_cpu_model(const char *s, bool *no_hypervisor) {
+  if (strncmp(s, "rv64", 4) != 0)
+    return -1;
+  s += 4;
+  *no_hypervisor = false;
+  if (!*s)
+    return 0;
+  if (strcmp(s, ",h=on") == 0 || strcmp(s, ",h=true") == 0)
+    return 0;
+  if (strcmp(s, ",h=off") == 0 || strcmp(s, ",h=false") == 0) {
+    *no_hypervisor = true;
+    return 0;
+  }
+  return -1;
+}
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...) {
@@ -262,6 +283,10 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
       if (strcmp(optarg, "jit") != 0 && strcmp(optarg, "interp") != 0)
         return usage_error("--accel '%s': expected 'jit' or 'interp'", optarg);
       cfg->interpreter = strcmp(optarg, "interp") == 0;
+      break;
+    case OPT_CPU:
+      if (parse_cpu_model(optarg, &cfg->no_hypervisor) < 0)
+        return usage_error("--cpu '%s': expected 'rv64', 'rv64,h=on' or 'rv64,h=off'", optarg);
       break;
     case OPT_HART_THREADS:
       if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0)

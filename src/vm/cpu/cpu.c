@@ -24,8 +24,13 @@
 #define PMP_CFG_NAPOT_RWX 0x1fULL
 #define PMP_CFG_LOCK 0x80ULL
 
-/* medeleg bits that can be set: everything but ECALL from M (11) and reserved causes. */
+/* medeleg bits that can be set: everything but ECALL from M (11) and reserved causes; with H
+ * also ECALL from VS (10), the guest-page faults and the virtual-instruction exception. */
 #define MEDELEG_MASK 0xb3ffULL
+#define MEDELEG_H_MASK ((1ULL << EXC_ECALL_VS) | (0xfULL << EXC_INSN_GUEST_PAGE))
+/* With H, the VS-level interrupts are always delegated past M (mideleg reads them as one); SGEIP
+ * would be too if there were guest external interrupt files (GEILEN = 0 here). */
+#define MIDELEG_H_FORCED RV_MIP_VS_MASK
 
 int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   memset(h, 0, sizeof(*h));
@@ -63,8 +68,9 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
   h->pc = pc;
   h->priv = priv;
   h->fflags = h->frm = 0;
-  h->misa = MISA_RV64IMAFDCSU;
+  h->misa = MISA_RV64IMAFDCSU | (h->bus->no_hypervisor ? 0 : MISA_H);
   h->mstatus = (2ULL << 32) | (2ULL << 34); /* UXL = SXL = 64 bits */
+  rv_hyp_clear(h);
   h->medeleg = h->mideleg = h->mie = h->mip = 0;
   h->mtvec = h->mscratch = h->mepc = h->mcause = h->mtval = 0;
   h->mcounteren = h->menvcfg = h->mcountinhibit = 0;
@@ -95,6 +101,9 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv) {
                  (1U << EXC_INSN_PAGE) | (1U << EXC_LOAD_PAGE) | (1U << EXC_STORE_PAGE) |
                  (1U << EXC_ILLEGAL) | (1U << EXC_LOAD_MISALIGNED) | (1U << EXC_STORE_MISALIGNED) |
                  (1U << EXC_INSN_ACCESS) | (1U << EXC_LOAD_ACCESS) | (1U << EXC_STORE_ACCESS);
+    /* and, as OpenSBI does when the hart has H, the hypervisor's own traps go to HS-mode */
+    if (rv_has_h(h))
+      h->medeleg |= MEDELEG_H_MASK;
     h->mstatus |= (uint64_t)RV_PRIV_S << MSTATUS_MPP_SHIFT;
   }
   rv_hart_flush_tlb(h);
@@ -156,7 +165,20 @@ void rv_hart_serve_requests(rv_hart *h) {
   rv_serve_tlb_flush(h);
 }
 
-uint64_t rv_hart_next_timer(const rv_hart *h) { return h->stimecmp; }
+uint64_t rv_hart_next_timer(const rv_hart *h) {
+  uint64_t t = h->stimecmp;
+  /* the guest's timer, in host mtime ticks (a deadline already behind mtime stays due) */
+  if (rv_has_h(h) && h->vstimecmp != UINT64_MAX) {
+    uint64_t g = h->vstimecmp - h->htimedelta;
+    if (g < t)
+      t = g;
+  }
+  return t;
+}
+
+const char *rv_isa_string(const rv_bus *bus) {
+  return bus->no_hypervisor ? RV_ISA_STRING : RV_ISA_STRING_H;
+}
 
 bool rv_hart_post_irq(rv_hart *h, uint64_t mip_bit, bool level) {
   mip_bit &= RV_MIP_MSIP | RV_MIP_MTIP | RV_MIP_MEIP | RV_MIP_SEIP;
@@ -172,30 +194,96 @@ void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level) {
   h->check_irq = true;
 }
 
-/* The TLB sets follow the effective privilege even without paging: PMP treats M-mode apart. */
-static int rv_tlb_set(int priv) { return priv == RV_PRIV_M ? TLB_M : priv; }
+/* The TLB sets follow the effective privilege even without paging: PMP treats M-mode apart.
+ * V=1 accesses have sets of their own (two-stage translations). */
+static int rv_tlb_set(int priv, bool virt) {
+  if (priv == RV_PRIV_M)
+    return TLB_M;
+  return virt ? TLB_VU + priv : priv;
+}
 
 void rv_update_modes(rv_hart *h) {
   int data_priv = h->priv;
-  if (h->priv == RV_PRIV_M && (h->mstatus & MSTATUS_MPRV))
+  bool data_virt = h->virt;
+  if (h->priv == RV_PRIV_M && (h->mstatus & MSTATUS_MPRV)) {
     data_priv = (int)((h->mstatus & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT);
-  int data_set = rv_tlb_set(data_priv);
-  if (data_set == TLB_S && (h->mstatus & MSTATUS_SUM))
-    data_set = TLB_S_SUM;
+    data_virt = data_priv != RV_PRIV_M && (h->mstatus & MSTATUS_MPV);
+  }
+  int data_set = rv_tlb_set(data_priv, data_virt);
+  /* SUM of the mode's sstatus: the guest's vsstatus is in mstatus while V=1, in vsstatus for
+   * M-mode's MPRV accesses with MPV */
+  uint64_t status = data_virt && !h->virt ? h->vsstatus : h->mstatus;
+  if ((data_set == TLB_S || data_set == TLB_VS) && (status & MSTATUS_SUM))
+    data_set = data_set == TLB_S ? TLB_S_SUM : TLB_VS_SUM;
   h->ld_tlb = h->st_tlb = data_set;
-  h->fetch_tlb = rv_tlb_set(h->priv);
+  h->fetch_tlb = rv_tlb_set(h->priv, h->virt);
   h->fetch_vpn = UINT64_MAX;
 }
 
-void rv_mark_fs_dirty(rv_hart *h) { h->mstatus |= MSTATUS_FS_DIRTY; }
+void rv_mark_fs_dirty(rv_hart *h) {
+  h->mstatus |= MSTATUS_FS_DIRTY;
+  if (h->virt)
+    h->vsstatus |= MSTATUS_FS_DIRTY; /* HS-mode's mstatus.FS, swapped out */
+}
 
 /* ---------------------------------------------------------------- traps */
 
+/* mideleg as the hart reads it: with H the VS-level interrupts are delegated for good. */
+static uint64_t rv_mideleg(const rv_hart *h) {
+  return h->mideleg | (rv_has_h(h) ? MIDELEG_H_FORCED : 0);
+}
+
+/* Whether an exception's tval is an address (its guest virtual address when GVA is set). */
+static bool rv_cause_has_address(uint64_t cause) {
+  return cause < 16 ? ((0xb0fbU >> cause) & 1)
+                    : (cause == EXC_INSN_GUEST_PAGE || cause == EXC_LOAD_GUEST_PAGE ||
+                       cause == EXC_STORE_GUEST_PAGE);
+}
+
+/* What a trap into HS or M records of the mode it left (the H extension's part of the trap). */
+typedef struct rv_trap_origin {
+  bool virt;
+  bool gva;
+  uint64_t gpa, tinst;
+} rv_trap_origin;
+
+static rv_trap_origin rv_trap_origin_of(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
+  rv_trap_origin o = {.virt = h->virt};
+  if (!irq && rv_cause_has_address(cause) && tval != 0)
+    o.gva = h->virt || (cause != EXC_BREAKPOINT && h->trap_gva);
+  if (!irq && (cause == EXC_INSN_GUEST_PAGE || cause == EXC_LOAD_GUEST_PAGE ||
+               cause == EXC_STORE_GUEST_PAGE)) {
+    o.gpa = h->trap_gpa;
+    o.tinst = h->trap_tinst;
+    /* an explicit load or store (not a fetch, not a VS page-table access): the instruction */
+    if (!o.tinst && cause != EXC_INSN_GUEST_PAGE)
+      o.tinst = rv_hyp_transformed_insn(h, tval);
+  }
+  h->trap_gva = false;
+  h->trap_gpa = h->trap_tinst = 0;
+  return o;
+}
+
 static void rv_take_trap(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
   uint64_t epc = h->pc;
-  uint64_t deleg = irq ? h->mideleg : h->medeleg;
+  uint64_t deleg = irq ? rv_mideleg(h) : h->medeleg;
+  rv_trap_origin o = rv_trap_origin_of(h, cause, tval, irq);
   h->reservation_valid = false;
   if (h->priv <= RV_PRIV_S && ((deleg >> cause) & 1)) {
+    if (o.virt && rv_hyp_trap_to_vs(h, cause, irq)) {
+      /* to VS-mode: V stays 1, so the S fields are the guest's; its interrupts are numbered as
+       * a supervisor's (VSSIP 2 is its SSIP 1) */
+      if (irq)
+        cause--;
+    } else if (rv_has_h(h)) {
+      rv_hyp_set_virt(h, false);
+      uint64_t hs = h->hstatus & ~(HSTATUS_SPV | HSTATUS_GVA);
+      if (o.virt)
+        hs = (hs & ~HSTATUS_SPVP) | HSTATUS_SPV | (h->priv == RV_PRIV_S ? HSTATUS_SPVP : 0);
+      h->hstatus = hs | (o.gva ? HSTATUS_GVA : 0);
+      h->htval = o.gpa;
+      h->htinst = o.tinst;
+    }
     h->scause = cause | ((uint64_t)irq << 63);
     h->sepc = epc;
     h->stval = tval;
@@ -208,6 +296,13 @@ static void rv_take_trap(rv_hart *h, uint64_t cause, uint64_t tval, bool irq) {
     uint64_t base = h->stvec & ~3ULL;
     h->next_pc = ((h->stvec & 1) && irq) ? base + 4 * cause : base;
   } else {
+    rv_hyp_set_virt(h, false);
+    if (rv_has_h(h)) {
+      h->mstatus = (h->mstatus & ~(MSTATUS_MPV | MSTATUS_GVA)) | (o.virt ? MSTATUS_MPV : 0) |
+                   (o.gva ? MSTATUS_GVA : 0);
+      h->mtval2 = o.gpa;
+      h->mtinst = o.tinst;
+    }
     h->mcause = cause | ((uint64_t)irq << 63);
     h->mepc = epc;
     h->mtval = tval;
@@ -233,6 +328,8 @@ uint64_t rv_read_mip(rv_hart *h) {
   uint64_t mip = h->mip | __atomic_load_n(&h->ext_mip, __ATOMIC_RELAXED);
   if (h->stimecmp != UINT64_MAX && h->bus->read_mtime(h->bus->opaque) >= h->stimecmp)
     mip |= RV_MIP_STIP;
+  if (rv_has_h(h))
+    mip |= rv_hyp_mip(h);
   return mip;
 }
 
@@ -243,16 +340,22 @@ static bool rv_check_interrupts(rv_hart *h) {
   uint64_t pending = rv_read_mip(h) & h->mie;
   if (likely(!pending))
     return false;
-  uint64_t m = pending & ~h->mideleg;
-  uint64_t s = pending & h->mideleg;
+  uint64_t deleg = rv_mideleg(h);
+  uint64_t m = pending & ~deleg;
+  uint64_t s = pending & deleg & ~h->hideleg; /* to HS-mode */
+  uint64_t vs = pending & deleg & h->hideleg; /* to VS-mode (hideleg is zero without H) */
   uint64_t take = 0;
+  /* While V=1 the guest's sstatus.SIE is in mstatus; HS interrupts are then always enabled. */
+  bool hs_level = h->priv == RV_PRIV_S && !h->virt;
   if (m && (h->priv < RV_PRIV_M || (h->mstatus & MSTATUS_MIE)))
     take = m;
-  else if (s && (h->priv < RV_PRIV_S || (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_SIE))))
+  else if (s && (h->virt || h->priv < RV_PRIV_S || (hs_level && (h->mstatus & MSTATUS_SIE))))
     take = s;
+  else if (vs && h->virt && (h->priv == RV_PRIV_U || (h->mstatus & MSTATUS_SIE)))
+    take = vs;
   if (!take)
     return false;
-  static const uint8_t order[] = {11, 3, 7, 9, 1, 5};
+  static const uint8_t order[] = {11, 3, 7, 9, 1, 5, 12, 10, 2, 6};
   for (size_t i = 0; i < sizeof(order); i++) {
     if (take & (1ULL << order[i])) {
       h->wfi = false;
@@ -898,16 +1001,23 @@ static uint64_t rv_sstatus_view(uint64_t mstatus) {
   return s;
 }
 
-/* Counter access from S/U is gated by mcounteren (and scounteren for U). */
+/* Counter access from S/U is gated by mcounteren (and scounteren for U); with V=1 also by
+ * hcounteren, and what M allows but the hypervisor does not is a virtual instruction. */
 static bool rv_counter_allowed(rv_hart *h, unsigned idx) {
   if (h->priv < RV_PRIV_M && !((h->mcounteren >> idx) & 1))
     return false;
-  if (h->priv < RV_PRIV_S && !((h->scounteren >> idx) & 1))
+  if (h->virt && !((h->hcounteren >> idx) & 1)) {
+    h->csr_virtual = true;
     return false;
+  }
+  if (h->priv < RV_PRIV_S && !((h->scounteren >> idx) & 1)) {
+    h->csr_virtual = h->virt;
+    return false;
+  }
   return true;
 }
 
-static bool rv_fp_csr_allowed(rv_hart *h) { return (h->mstatus & MSTATUS_FS) != 0; }
+static bool rv_fp_csr_allowed(rv_hart *h) { return rv_fs_enabled(h); }
 
 static bool rv_stimecmp_allowed(rv_hart *h) {
   if (h->priv == RV_PRIV_M)
@@ -915,9 +1025,45 @@ static bool rv_stimecmp_allowed(rv_hart *h) {
   return (h->menvcfg & MENVCFG_STCE) && (h->mcounteren & 2);
 }
 
+/* satp from S-mode: mstatus.TVM traps HS-mode's accesses (illegal), hstatus.VTVM the guest's
+ * (virtual instruction). */
+static bool rv_satp_allowed(rv_hart *h) {
+  if (h->priv != RV_PRIV_S)
+    return true;
+  if (h->virt) {
+    h->csr_virtual = (h->hstatus & HSTATUS_VTVM) != 0;
+    return !h->csr_virtual;
+  }
+  return !(h->mstatus & MSTATUS_TVM);
+}
+
+/* Whether the hart's mode may access csr at all; on refusal csr_virtual says which exception. */
+static bool rv_csr_accessible(rv_hart *h, unsigned csr, bool write) {
+  h->csr_virtual = false;
+  int denied = rv_hyp_csr_denied(h, csr, write);
+  h->csr_virtual = denied == EXC_VIRTUAL_INSN;
+  return denied == 0;
+}
+
+uint64_t rv_csr_rmw_base(rv_hart *h, unsigned csr, uint64_t old) {
+  /* mip/sip: the software-written bits only (and hvip's VSSIP, which mip shows) */
+  if (csr == 0x344 || (csr == 0x144 && !h->virt))
+    return h->mip | (h->hvip & RV_MIP_VSSIP);
+  if (csr == 0x644) /* hip: likewise, VSSIP only */
+    return h->hvip & RV_MIP_VSSIP;
+  return old;
+}
+
 bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
-  if (((csr >> 8) & 3) > (unsigned)h->priv)
+  if (!rv_csr_accessible(h, csr, false))
     return false;
+  if (rv_has_h(h)) {
+    bool handled;
+    bool ok = h->virt ? rv_hyp_vs_csr_read(h, csr, val, &handled)
+                      : rv_hyp_csr_read(h, csr, val, &handled);
+    if (handled)
+      return ok;
+  }
   switch (csr) {
   case CSR_FFLAGS:
     if (!rv_fp_csr_allowed(h))
@@ -943,7 +1089,7 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
   case CSR_TIME:
     if (!rv_counter_allowed(h, 1))
       return false;
-    *val = h->bus->read_mtime(h->bus->opaque);
+    *val = h->bus->read_mtime(h->bus->opaque) + (h->virt ? h->htimedelta : 0);
     return true;
   case CSR_SSTATUS:
     *val = rv_sstatus_view(h->mstatus);
@@ -981,7 +1127,7 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
     *val = h->stimecmp;
     return true;
   case CSR_SATP:
-    if (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))
+    if (!rv_satp_allowed(h))
       return false;
     *val = h->satp;
     return true;
@@ -1008,7 +1154,7 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
     *val = h->medeleg;
     return true;
   case CSR_MIDELEG:
-    *val = h->mideleg;
+    *val = rv_mideleg(h);
     return true;
   case CSR_MIE:
     *val = h->mie;
@@ -1077,7 +1223,8 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val) {
 
 static void rv_write_mstatus(rv_hart *h, uint64_t val) {
   uint64_t old = h->mstatus;
-  uint64_t s = (old & ~MSTATUS_WRITABLE) | (val & MSTATUS_WRITABLE);
+  uint64_t writable = MSTATUS_WRITABLE | (rv_has_h(h) ? MSTATUS_MPV | MSTATUS_GVA : 0);
+  uint64_t s = (old & ~writable) | (val & writable);
   /* MPP is WARL: the reserved value 2 keeps the old setting. */
   if (((s & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT) == 2)
     s = (s & ~MSTATUS_MPP) | (old & MSTATUS_MPP);
@@ -1113,6 +1260,14 @@ static bool rv_csr_affects_interrupts(unsigned csr) {
   case CSR_MIE:
   case CSR_MIP:
   case CSR_MIDELEG:
+  case 0x204: /* vsie, vsip, vstimecmp, hie, hip, hvip, hideleg */
+  case 0x244:
+  case 0x24d:
+  case 0x604:
+  case 0x644:
+  case 0x645:
+  case 0x603:
+  case 0x605: /* htimedelta moves the guest's timer */
     return true;
   default:
     return false;
@@ -1120,9 +1275,15 @@ static bool rv_csr_affects_interrupts(unsigned csr) {
 }
 
 bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val) {
-  if (((csr >> 8) & 3) > (unsigned)h->priv || (csr >> 10) == 3)
+  if (!rv_csr_accessible(h, csr, true))
     return false;
-  bool ok = rv_csr_write_field(h, csr, val);
+  bool ok;
+  bool handled = false;
+  if (rv_has_h(h))
+    ok = h->virt ? rv_hyp_vs_csr_write(h, csr, val, &handled)
+                 : rv_hyp_csr_write(h, csr, val, &handled);
+  if (!handled)
+    ok = rv_csr_write_field(h, csr, val);
   /* A write to an interrupt CSR may unmask or raise one (sstatus.SIE in every
    * spin_unlock_irqrestore): the run loop looks again only when one is pending and enabled, not
    * after every CSR write (sscratch at every trap). Translation changes reach the fetch cache
@@ -1191,7 +1352,7 @@ static bool rv_csr_write_field(rv_hart *h, unsigned csr, uint64_t val) {
     h->stimecmp = val;
     return true;
   case CSR_SATP:
-    if (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))
+    if (!rv_satp_allowed(h))
       return false;
     rv_write_satp(h, val);
     return true;
@@ -1201,13 +1362,13 @@ static bool rv_csr_write_field(rv_hart *h, unsigned csr, uint64_t val) {
   case CSR_MISA:
     return true; /* WARL, fixed */
   case CSR_MEDELEG:
-    h->medeleg = val & MEDELEG_MASK;
+    h->medeleg = val & (MEDELEG_MASK | (rv_has_h(h) ? MEDELEG_H_MASK : 0));
     return true;
   case CSR_MIDELEG:
     h->mideleg = val & MIP_S_MASK;
     return true;
   case CSR_MIE:
-    h->mie = val & MIP_ALL;
+    h->mie = val & (MIP_ALL | (rv_has_h(h) ? RV_MIP_VS_MASK : 0));
     return true;
   case CSR_MTVEC:
     h->mtvec = val & ~2ULL;
@@ -1239,6 +1400,8 @@ static bool rv_csr_write_field(rv_hart *h, unsigned csr, uint64_t val) {
     if (h->menvcfg & MENVCFG_STCE)
       m &= ~RV_MIP_STIP;
     h->mip = (h->mip & ~m) | (val & m);
+    if (rv_has_h(h)) /* mip.VSSIP is hvip.VSSIP */
+      h->hvip = (h->hvip & ~RV_MIP_VSSIP) | (val & RV_MIP_VSSIP);
     return true;
   }
   case CSR_MTINST:

@@ -22,8 +22,10 @@
 #include "base/base.h"
 #include "vm/vmstate.h"
 
-/* The ISA string for the device tree: exactly what this hart implements. */
+/* The ISA string for the device tree: exactly what this hart implements, with the hypervisor
+ * extension (RV_ISA_STRING_H, the default) or without it (--cpu rv64,h=off). */
 #define RV_ISA_STRING "rv64imafdc_zicntr_zicsr_zifencei_zihpm_zba_zbb_zbs_sstc"
+#define RV_ISA_STRING_H "rv64imafdch_zicntr_zicsr_zifencei_zihpm_zba_zbb_zbs_sstc"
 
 typedef struct rv_hart rv_hart;
 
@@ -63,6 +65,7 @@ typedef struct rv_bus {
   uint32_t code_epoch; /* advances when a page becomes code: the other harts then drop their write
                           mappings (they may map that page) before they run again */
   bool interpreter;    /* run the harts in the interpreter only, not translated to host code */
+  bool no_hypervisor;  /* the harts lack the H extension (misa.H clear); zero = they have it */
   /* Each hart runs on its own host thread: what one hart does to another (code pages, IPIs, TLB
    * shootdowns, memory ordering) goes through atomics and requests the target serves itself. */
   bool threaded;
@@ -93,11 +96,17 @@ static inline void rv_code_page_written(uint32_t *code_pages, uint64_t page) {
 #define RV_MIP_MTIP (1ULL << 7)
 #define RV_MIP_SEIP (1ULL << 9)
 #define RV_MIP_MEIP (1ULL << 11)
+/* the hypervisor extension's VS-level interrupts and the guest external one (hyp.c) */
+#define RV_MIP_VSSIP (1ULL << 2)
+#define RV_MIP_VSTIP (1ULL << 6)
+#define RV_MIP_VSEIP (1ULL << 10)
+#define RV_MIP_SGEIP (1ULL << 12)
 
 #define RV_TLB_SIZE 1024 /* per set and access type: the kernel's working set missed in 256 */
 #define RV_PMP_ENTRIES 64
-/* TLB sets: U, S, M, and S-mode data accesses with mstatus.SUM set (cpu_internal.h) */
-#define RV_TLB_SETS 4
+/* TLB sets: U, S, M, S-mode data accesses with mstatus.SUM set, and the same three for V=1 (VU,
+ * VS, VS with vsstatus.SUM: two-stage translations) (cpu_internal.h) */
+#define RV_TLB_SETS 7
 /* Address spaces (satp values: root table and ASID) whose TLB entries stay while another runs */
 #define RV_TLB_SPACES 16
 
@@ -117,10 +126,18 @@ struct rv_hart {
   uint64_t pc;
   int priv;
   uint32_t fflags, frm;
+  bool virt; /* the hypervisor extension's V: VS or VU mode (hyp.c) */
   uint64_t mhartid;
   uint64_t mstatus, misa, medeleg, mideleg, mie, mip; /* mip: bits written by software */
   uint64_t mtvec, mscratch, mepc, mcause, mtval, mcounteren, menvcfg, mcountinhibit;
   uint64_t stvec, sscratch, sepc, scause, stval, scounteren, senvcfg, satp, stimecmp;
+  /* The hypervisor extension (hyp.c). While V=1 the hart runs in VS or VU mode and the supervisor
+   * fields above (the sstatus bits of mstatus, stvec, sscratch, sepc, scause, stval, satp) hold
+   * the VS values, swapped with the vs* fields below, which then hold HS-mode's: all S-mode
+   * code works unchanged on the virtual supervisor. With V=0 each field holds its own CSR. */
+  uint64_t vsstatus, vstvec, vsscratch, vsepc, vscause, vstval, vsatp;
+  uint64_t hstatus, hedeleg, hideleg, hvip, hcounteren, htval, htinst, hgatp, henvcfg;
+  uint64_t htimedelta, vstimecmp, mtval2, mtinst;
   uint64_t pmpcfg[16]; /* only even indices are used on RV64 */
   uint64_t pmpaddr[RV_PMP_ENTRIES];
   uint64_t minstret; /* also serves as mcycle */
@@ -130,7 +147,15 @@ struct rv_hart {
   bool wfi;            /* WFI executed with nothing pending: the machine may sleep */
   bool stop_request;   /* set by the machine (another thread, __atomic) to leave rv_hart_run */
   bool breakpoint_hit; /* rv_hart_run stopped at a debugger breakpoint (cleared by the debugger) */
-  uint64_t ext_mip;    /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+  /* Set where a fault is found, consumed by the trap: whether tval is a guest virtual address of
+   * a two-stage access (hstatus.GVA/mstatus.GVA); whether the last CSR access failed with a
+   * virtual-instruction exception rather than an illegal one. */
+  bool trap_gva;
+  bool csr_virtual;
+  uint64_t ext_mip; /* device interrupt lines, updated atomically (rv_hart_set_irq) */
+  /* What the next trap writes besides its cause and tval: htval/mtval2 (a guest physical
+   * address >> 2) and htinst/mtinst, for guest-page faults. */
+  uint64_t trap_gpa, trap_tinst;
 
   /* ---- requests from other host threads (rv_bus.threaded; not saved: served before a stop) */
   uint64_t reservation_value; /* what LR read: SC succeeds if memory still holds it (cmpxchg) */
@@ -212,8 +237,10 @@ bool rv_hart_tlb_flushed(rv_hart *h, uint32_t ticket);
 /* The hart's own thread: serve what was posted and asked. */
 void rv_hart_serve_requests(rv_hart *h);
 
-/* The Sstc/SBI supervisor timer deadline (stimecmp), in mtime ticks. */
+/* The earliest timer deadline (stimecmp, and the guest's vstimecmp), in mtime ticks. */
 uint64_t rv_hart_next_timer(const rv_hart *h);
+/* The ISA string of the device tree for harts on this bus. */
+const char *rv_isa_string(const rv_bus *bus);
 
 /* Snapshots and migration (state.c): the architectural state as one "HART" section. Loading
  * refuses values the hart could never hold (privilege, paging mode, fixed fields) and flushes the

@@ -230,6 +230,30 @@ const rv_op *rv_decode_table(size_t *n);
 
 #define MENVCFG_STCE (1ULL << 63)
 
+/* page-table entries (mmu.c, hyp_mmu.c) */
+#define PTE_V (1ULL << 0)
+#define PTE_R (1ULL << 1)
+#define PTE_W (1ULL << 2)
+#define PTE_X (1ULL << 3)
+#define PTE_U (1ULL << 4)
+#define PTE_A (1ULL << 6)
+#define PTE_D (1ULL << 7)
+#define PTE_PPN_MASK ((1ULL << 44) - 1)
+
+/* the hypervisor extension */
+#define MISA_H (1ULL << ('H' - 'A'))
+#define MSTATUS_GVA (1ULL << 38)
+#define MSTATUS_MPV (1ULL << 39)
+#define HSTATUS_GVA (1ULL << 6)
+#define HSTATUS_SPV (1ULL << 7)
+#define HSTATUS_SPVP (1ULL << 8)
+#define HSTATUS_HU (1ULL << 9)
+#define HSTATUS_VTVM (1ULL << 20)
+#define HSTATUS_VTW (1ULL << 21)
+#define HSTATUS_VTSR (1ULL << 22)
+#define HSTATUS_VSXL (3ULL << 32)
+#define RV_MIP_VS_MASK (RV_MIP_VSSIP | RV_MIP_VSTIP | RV_MIP_VSEIP)
+
 /* exception causes */
 enum {
   EXC_INSN_MISALIGNED = 0,
@@ -246,14 +270,21 @@ enum {
   EXC_INSN_PAGE = 12,
   EXC_LOAD_PAGE = 13,
   EXC_STORE_PAGE = 15,
+  EXC_ECALL_VS = 10,
+  EXC_INSN_GUEST_PAGE = 20,
+  EXC_LOAD_GUEST_PAGE = 21,
+  EXC_VIRTUAL_INSN = 22,
+  EXC_STORE_GUEST_PAGE = 23,
 };
 
 enum { ACC_READ = 0, ACC_WRITE = 1, ACC_EXEC = 2 };
 /* TLB sets. S-mode data accesses while mstatus.SUM is set (user memory reachable) have their own:
  * Linux sets and clears SUM around every copy to or from user memory, and flushing the TLB each
  * time made page walks a third of the VMM's time in a network upload. */
-enum { TLB_U = 0, TLB_S = 1, TLB_M = 2, TLB_S_SUM = 3 };
-_Static_assert(TLB_S_SUM + 1 == RV_TLB_SETS, "one TLB set each");
+/* V=1 accesses (VS/VU mode, or M-mode data accesses with MPRV and MPV) have sets of their own,
+ * so that guest and host translations never mix; a write to hgatp (another VMID) flushes. */
+enum { TLB_U = 0, TLB_S = 1, TLB_M = 2, TLB_S_SUM = 3, TLB_VU = 4, TLB_VS = 5, TLB_VS_SUM = 6 };
+_Static_assert(TLB_VS_SUM + 1 == RV_TLB_SETS, "one TLB set each");
 
 /* ---------------------------------------------------------------- cpu.c */
 
@@ -269,6 +300,51 @@ bool rv_csr_read(rv_hart *h, unsigned csr, uint64_t *val);
 bool rv_csr_write(rv_hart *h, unsigned csr, uint64_t val);
 uint64_t rv_read_mip(rv_hart *h);
 void rv_mark_fs_dirty(rv_hart *h);
+/* The value CSRRS/CSRRC modify: the software-written bits of mip/sip/hip, else what was read. */
+uint64_t rv_csr_rmw_base(rv_hart *h, unsigned csr, uint64_t old);
+/* The FPU is on: mstatus.FS, and with V=1 also the guest's vsstatus.FS (both swapped). */
+static inline bool rv_fs_enabled(const rv_hart *h) {
+  return (h->mstatus & MSTATUS_FS) && (!h->virt || (h->vsstatus & MSTATUS_FS));
+}
+
+/* ---------------------------------------------------------------- hyp.c: the H extension */
+
+static inline bool rv_has_h(const rv_hart *h) { return (h->misa & MISA_H) != 0; }
+/* The reset values of V and the H CSRs. */
+void rv_hyp_clear(rv_hart *h);
+/* Enter or leave V=1 (swapping the supervisor CSRs with the VS ones); no mode update. */
+void rv_hyp_set_virt(rv_hart *h, bool virt);
+/* Hypervisor and VS CSRs (0x2xx, 0x6xx, hgeip, mtval2/mtinst): whether csr is one of them
+ * (*handled); then whether the access succeeded. */
+bool rv_hyp_csr_read(rv_hart *h, unsigned csr, uint64_t *val, bool *handled);
+bool rv_hyp_csr_write(rv_hart *h, unsigned csr, uint64_t val, bool *handled);
+/* With V=1, the supervisor CSRs that are not swapped (sie, sip, stimecmp) read and write the VS
+ * view; *handled tells whether csr was one of them. */
+bool rv_hyp_vs_csr_read(rv_hart *h, unsigned csr, uint64_t *val, bool *handled);
+bool rv_hyp_vs_csr_write(rv_hart *h, unsigned csr, uint64_t val, bool *handled);
+/* The interrupt bits the H extension adds to mip (hvip, the vstimecmp timer). */
+uint64_t rv_hyp_mip(rv_hart *h);
+/* Trap entry: whether an exception or interrupt from V=1 goes to VS-mode (hedeleg/hideleg). */
+bool rv_hyp_trap_to_vs(const rv_hart *h, uint64_t cause, bool irq);
+/* Interrupts: the one to take among the pending-and-enabled ones, or -1; *vs = taken in VS. */
+int rv_hyp_pick_interrupt(rv_hart *h, uint64_t pending, bool *vs);
+/* htinst/mtinst for an explicit access's fault at addr: the trapping instruction transformed as
+ * the specification says (offset in rs1, immediates cleared), or 0 when it cannot be read. */
+uint64_t rv_hyp_transformed_insn(const rv_hart *h, uint64_t addr);
+/* Snapshots: why the H state just loaded could never be the hart's, or NULL. */
+const char *rv_hyp_state_invalid(const rv_hart *h);
+/* xRET */
+void rv_hyp_sret(rv_hart *h);
+void rv_hyp_mret(rv_hart *h, int mpp);
+/* 0 when csr may be accessed in the hart's mode, else the exception (illegal or virtual). */
+int rv_hyp_csr_denied(rv_hart *h, unsigned csr, bool write);
+/* Raise the virtual-instruction exception for d. */
+void rv_virtual_insn(rv_hart *h, const rv_insn *d);
+
+/* hyp_mmu.c: two-stage translation for the V=1 TLB sets. */
+int rv_hyp_translate(rv_hart *h, uint64_t va, int access, int set, bool hlvx, uint64_t *pa);
+/* debugger view of a V=1 address */
+bool rv_hyp_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa);
 
 /* ---------------------------------------------------------------- pmp.c */
 
@@ -293,6 +369,8 @@ bool rv_pmp_page_allows(const rv_hart *h, uint64_t ppage, int access, int priv);
 
 /* Translate va for an access through TLB set `set`; returns 0 and *pa, or an exception cause. */
 int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa);
+/* The hart wrote RAM at pa outside a store (page-table A/D bits): dirty tracking and code pages. */
+void rv_ram_written_at(rv_hart *h, uint64_t pa);
 bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out);
 bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val);
 /* Host pointer for an aligned atomic access (LR: ACC_READ, SC/AMO: ACC_WRITE) in RAM, or NULL
@@ -305,6 +383,9 @@ uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc);
 void rv_tlb_flush_all(rv_hart *h);
 /* satp was written: use the tag of its address space, or a fresh one. */
 void rv_tlb_switch_space(rv_hart *h);
+/* The superpage [first, last] was translated (it may enter the TLB as 4 KiB entries): a one-page
+ * SFENCE.VMA inside it then drops the whole address space (hyp_mmu.c notes the guest's too). */
+void rv_tlb_note_superpage(rv_hart *h, uint64_t first, uint64_t last);
 /* SFENCE.VMA with rs1 and/or rs2 (both x0 is rv_hart_flush_tlb): the page of va (by_va) in the
  * address space asid (by_asid) or in all of them. */
 void rv_tlb_sfence(rv_hart *h, uint64_t va, bool by_va, uint64_t asid, bool by_asid);

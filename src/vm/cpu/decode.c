@@ -89,6 +89,23 @@ static const rv_op rv_ops[] = {
     OP(M_F3, ENC(0x73, 6, 0), op_csrrsi, FMT_CSR),
     OP(M_F3, ENC(0x73, 7, 0), op_csrrci, FMT_CSR),
 
+    /* H: hypervisor loads and stores (HLV/HLVX rs2 picks the kind; HSV has rd = 0), fences */
+    OP(M_RS2, ENC_RS2(0x73, 4, 0x30, 0), op_hlv_b, FMT_R),
+    OP(M_RS2, ENC_RS2(0x73, 4, 0x30, 1), op_hlv_bu, FMT_R),
+    OP(M_RS2, ENC_RS2(0x73, 4, 0x32, 0), op_hlv_h, FMT_R),
+    OP(M_RS2, ENC_RS2(0x73, 4, 0x32, 1), op_hlv_hu, FMT_R),
+    OP(M_RS2, ENC_RS2(0x73, 4, 0x32, 3), op_hlvx_hu, FMT_R),
+    OP(M_RS2, ENC_RS2(0x73, 4, 0x34, 0), op_hlv_w, FMT_R),
+    OP(M_RS2, ENC_RS2(0x73, 4, 0x34, 1), op_hlv_wu, FMT_R),
+    OP(M_RS2, ENC_RS2(0x73, 4, 0x34, 3), op_hlvx_wu, FMT_R),
+    OP(M_RS2, ENC_RS2(0x73, 4, 0x36, 0), op_hlv_d, FMT_R),
+    OP(0xfe007fffU, ENC(0x73, 4, 0x31), op_hsv_b, FMT_R),
+    OP(0xfe007fffU, ENC(0x73, 4, 0x33), op_hsv_h, FMT_R),
+    OP(0xfe007fffU, ENC(0x73, 4, 0x35), op_hsv_w, FMT_R),
+    OP(0xfe007fffU, ENC(0x73, 4, 0x37), op_hsv_d, FMT_R),
+    OP(0xfe007fffU, ENC(0x73, 0, 0x11), op_hfence_vvma, FMT_R),
+    OP(0xfe007fffU, ENC(0x73, 0, 0x31), op_hfence_gvma, FMT_R),
+
     /* M */
     OP(M_F7, ENC(0x33, 0, 1), op_mul, FMT_R),
     OP(M_F7, ENC(0x33, 1, 1), op_mulh, FMT_R),

@@ -298,16 +298,16 @@ static void csr_op(rv_hart *h, const rv_insn *d, uint64_t src, int kind, bool wr
   uint64_t old = 0;
   bool reads = !(kind == 0 && d->rd == 0); /* csrrw with rd=x0 does not read */
   if (reads && !rv_csr_read(h, csr, &old)) {
-    rv_illegal(h, d);
+    rv_raise(h, h->csr_virtual ? EXC_VIRTUAL_INSN : EXC_ILLEGAL, d->raw);
     return;
   }
   if (writes) {
     /* CSRRS/CSRRC on mip/sip modify the software-written bits only: the interrupt lines (e.g. the
      * PLIC's SEIP, the Sstc STIP) that a read ORs in must not be latched into them (priv 3.1.9). */
-    uint64_t base = (csr == 0x344 || csr == 0x144) ? h->mip : old;
+    uint64_t base = rv_csr_rmw_base(h, csr, old);
     uint64_t nv = kind == 0 ? src : kind == 1 ? (base | src) : (base & ~src);
     if (!rv_csr_write(h, csr, nv)) {
-      rv_illegal(h, d);
+      rv_raise(h, h->csr_virtual ? EXC_VIRTUAL_INSN : EXC_ILLEGAL, d->raw);
       return;
     }
   }
@@ -325,11 +325,12 @@ RV_HANDLER(op_csrrci) { csr_op(h, d, d->rs1, 2, d->rs1 != 0); }
 
 RV_HANDLER(op_ecall) {
   rv_hart_sync_code(h); /* an SBI call may tell other harts to run what this one wrote */
-  if (h->priv == RV_PRIV_S && h->bus->sbi_call && h->bus->sbi_call(h->bus->opaque, h)) {
+  if (h->priv == RV_PRIV_S && !h->virt && h->bus->sbi_call && h->bus->sbi_call(h->bus->opaque, h)) {
     h->check_irq = true; /* the SBI call may have changed timers, IPIs or hart state */
     return;
   }
-  rv_raise(h, EXC_ECALL_U + (uint64_t)h->priv, 0);
+  /* from VS-mode: cause 10 (the guest's SBI calls, which its hypervisor serves) */
+  rv_raise(h, h->virt && h->priv == RV_PRIV_S ? EXC_ECALL_VS : EXC_ECALL_U + (uint64_t)h->priv, 0);
 }
 RV_HANDLER(op_ebreak) { rv_raise(h, EXC_BREAKPOINT, h->pc); }
 
@@ -348,12 +349,17 @@ RV_HANDLER(op_mret) {
   h->mstatus = s;
   h->priv = mpp;
   h->next_pc = h->mepc;
+  rv_hyp_mret(h, mpp); /* V = MPV */
   rv_update_modes(h);
   h->check_irq = true;
 }
 
 RV_HANDLER(op_sret) {
-  if (h->priv < RV_PRIV_S || (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TSR))) {
+  if (h->virt && (h->priv == RV_PRIV_U || (h->hstatus & HSTATUS_VTSR))) {
+    rv_virtual_insn(h, d);
+    return;
+  }
+  if (h->priv < RV_PRIV_S || (h->priv == RV_PRIV_S && !h->virt && (h->mstatus & MSTATUS_TSR))) {
     rv_illegal(h, d);
     return;
   }
@@ -366,13 +372,18 @@ RV_HANDLER(op_sret) {
   h->mstatus = s;
   h->priv = spp;
   h->next_pc = h->sepc;
+  rv_hyp_sret(h); /* from HS-mode: V = hstatus.SPV */
   rv_update_modes(h);
   h->check_irq = true;
 }
 
 RV_HANDLER(op_wfi) {
-  if (h->priv == RV_PRIV_U || (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TW))) {
+  if ((h->priv == RV_PRIV_U && !h->virt) || (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TW))) {
     rv_illegal(h, d);
+    return;
+  }
+  if (h->virt && (h->priv == RV_PRIV_U || (h->hstatus & HSTATUS_VTW))) {
+    rv_virtual_insn(h, d);
     return;
   }
   h->check_irq = true;
@@ -381,7 +392,11 @@ RV_HANDLER(op_wfi) {
 }
 
 RV_HANDLER(op_sfence_vma) {
-  if (h->priv == RV_PRIV_U || (h->priv == RV_PRIV_S && (h->mstatus & MSTATUS_TVM))) {
+  if (h->virt && (h->priv == RV_PRIV_U || (h->hstatus & HSTATUS_VTVM))) {
+    rv_virtual_insn(h, d);
+    return;
+  }
+  if (h->priv == RV_PRIV_U || (h->priv == RV_PRIV_S && !h->virt && (h->mstatus & MSTATUS_TVM))) {
     rv_illegal(h, d);
     return;
   }

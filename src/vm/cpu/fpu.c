@@ -59,7 +59,7 @@ static inline uint64_t canon_d(double f) { return isnan(f) ? CANON_D : d_bits(f)
 #define FD3 (h->f[d->rs3])
 
 static bool fp_on(rv_hart *h, const rv_insn *d) {
-  if (unlikely(!(h->mstatus & MSTATUS_FS))) {
+  if (unlikely(!rv_fs_enabled(h))) {
     rv_illegal(h, d);
     return false;
   }

@@ -1,4 +1,4 @@
-/* Instruction handlers named by the decode table (decode.c); defined in exec.c and fpu.c. */
+/* Instruction handlers named by the decode table (decode.c); defined in exec.c, fpu.c and hyp.c. */
 RV_HANDLER(op_add);
 RV_HANDLER(op_add_uw);
 RV_HANDLER(op_addi);
@@ -122,6 +122,21 @@ RV_HANDLER(op_fsqrt_s);
 RV_HANDLER(op_fsub_d);
 RV_HANDLER(op_fsub_s);
 RV_HANDLER(op_fsw);
+RV_HANDLER(op_hfence_gvma);
+RV_HANDLER(op_hfence_vvma);
+RV_HANDLER(op_hlv_b);
+RV_HANDLER(op_hlv_bu);
+RV_HANDLER(op_hlv_d);
+RV_HANDLER(op_hlv_h);
+RV_HANDLER(op_hlv_hu);
+RV_HANDLER(op_hlv_w);
+RV_HANDLER(op_hlv_wu);
+RV_HANDLER(op_hlvx_hu);
+RV_HANDLER(op_hlvx_wu);
+RV_HANDLER(op_hsv_b);
+RV_HANDLER(op_hsv_d);
+RV_HANDLER(op_hsv_h);
+RV_HANDLER(op_hsv_w);
 RV_HANDLER(op_jal);
 RV_HANDLER(op_jalr);
 RV_HANDLER(op_lb);

@@ -1,15 +1,6 @@
 /* Address translation (Sv39/Sv48/Sv57), the TLB, and the slow paths of memory accesses. */
 #include "vm/cpu/cpu_internal.h"
 
-#define PTE_V (1ULL << 0)
-#define PTE_R (1ULL << 1)
-#define PTE_W (1ULL << 2)
-#define PTE_X (1ULL << 3)
-#define PTE_U (1ULL << 4)
-#define PTE_A (1ULL << 6)
-#define PTE_D (1ULL << 7)
-#define PTE_PPN_MASK ((1ULL << 44) - 1)
-
 /* The hart writes RAM at pa (or maps its page for writing): live migration's dirty-page bitmap
  * (rv_bus.dirty_pages) marks it, and decoded code of the page is dropped. If there was some, the
  * hart leaves its block after this instruction, so code the store changed is decoded afresh. */
@@ -30,9 +21,13 @@ static int rv_fault_cause(int access, bool page) {
   return page ? page_cause[access] : access_cause[access];
 }
 
+void rv_ram_written_at(rv_hart *h, uint64_t pa) { rv_ram_written(h, pa); }
+
 /* The privilege PMP checks an access of TLB set `set` with (S and U are alike for PMP). */
 static int rv_set_priv(int set) {
-  return set == TLB_M ? RV_PRIV_M : set == TLB_S_SUM ? RV_PRIV_S : set;
+  if (set == TLB_M)
+    return RV_PRIV_M;
+  return set == TLB_U || set == TLB_VU ? RV_PRIV_U : RV_PRIV_S;
 }
 
 /* ---------------------------------------------------------------- TLB tags and flushes
@@ -56,7 +51,7 @@ static void rv_tlb_clear_supers(rv_hart *h) {
 }
 
 /* The superpage [first, last] was translated (it may enter the TLB as 4 KiB entries). */
-static void rv_tlb_note_superpage(rv_hart *h, uint64_t first, uint64_t last) {
+void rv_tlb_note_superpage(rv_hart *h, uint64_t first, uint64_t last) {
   uint64_t *range = h->tlb_super[first >> 63];
   if (first < range[0])
     range[0] = first;
@@ -146,6 +141,9 @@ void rv_tlb_sfence(rv_hart *h, uint64_t va, bool by_va, uint64_t asid, bool by_a
 }
 
 int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
+  if (set >= TLB_VU) /* V=1: two stages (hyp_mmu.c) */
+    return rv_hyp_translate(h, va, access, set, false, pa);
+  h->trap_gva = false;
   if (set == TLB_M || !(h->satp >> 60)) {
     *pa = va;
     return 0;
@@ -215,6 +213,8 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
 }
 
 bool rv_hart_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa) {
+  if (h->virt)
+    return rv_hyp_debug_translate(h, va, pa);
   unsigned mode = h->satp >> 60;
   if (h->priv == RV_PRIV_M || mode == 0) {
     *pa = va;
@@ -254,6 +254,10 @@ static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t p
   const rv_bus *bus = h->bus;
   uint64_t ppage = pa & ~0xfffULL;
   if (!rv_ram_contains(bus, ppage, 4096) || !rv_pmp_page_allows(h, ppage, access, rv_set_priv(set)))
+    return false;
+  /* M-mode's MPRV accesses with MPV translate through vsatp under HS-mode's address space tag:
+   * kept out of the V=1 sets, whose entries carry the tags of the guest's satp values */
+  if (set >= TLB_VU && !h->virt)
     return false;
   if (access == ACC_WRITE)
     rv_ram_written(h, ppage);

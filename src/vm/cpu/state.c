@@ -9,7 +9,9 @@
 
 #include "vm/cpu/cpu_internal.h"
 
-#define HART_STATE_VERSION 1
+/* 2: the hypervisor extension (V and the H and VS CSRs). Version 1 images load into harts
+ * without H only. */
+#define HART_STATE_VERSION 2
 
 #define MIP_DEVICE_BITS (RV_MIP_MSIP | RV_MIP_MTIP | RV_MIP_MEIP | RV_MIP_SEIP)
 #define MIP_ALL_BITS (MIP_DEVICE_BITS | RV_MIP_SSIP | RV_MIP_STIP)
@@ -30,6 +32,17 @@ static const size_t csr_offsets[] = {
     offsetof(rv_hart, senvcfg),       offsetof(rv_hart, satp),
     offsetof(rv_hart, stimecmp),      offsetof(rv_hart, minstret),
     offsetof(rv_hart, mcycle_offset),
+};
+
+/* Version 2: the H extension's CSRs, as they sit in the hart (swapped while V=1). */
+static const size_t hyp_offsets[] = {
+    offsetof(rv_hart, vsstatus), offsetof(rv_hart, vstvec),     offsetof(rv_hart, vsscratch),
+    offsetof(rv_hart, vsepc),    offsetof(rv_hart, vscause),    offsetof(rv_hart, vstval),
+    offsetof(rv_hart, vsatp),    offsetof(rv_hart, hstatus),    offsetof(rv_hart, hedeleg),
+    offsetof(rv_hart, hideleg),  offsetof(rv_hart, hvip),       offsetof(rv_hart, hcounteren),
+    offsetof(rv_hart, htval),    offsetof(rv_hart, htinst),     offsetof(rv_hart, hgatp),
+    offsetof(rv_hart, henvcfg),  offsetof(rv_hart, htimedelta), offsetof(rv_hart, vstimecmp),
+    offsetof(rv_hart, mtval2),   offsetof(rv_hart, mtinst),
 };
 
 static uint64_t *csr_at(rv_hart *h, size_t off) { return (uint64_t *)(void *)((char *)h + off); }
@@ -58,6 +71,9 @@ void rv_hart_save(const rv_hart *h, vmstate_writer *w) {
   vmstate_put_bool(w, h->reservation_valid);
   vmstate_put_bool(w, h->wfi);
   vmstate_put_u64(w, __atomic_load_n(&h->ext_mip, __ATOMIC_RELAXED));
+  vmstate_put_bool(w, h->virt);
+  for (size_t i = 0; i < ARRAY_SIZE(hyp_offsets); i++)
+    vmstate_put_u64(w, csr_value(h, hyp_offsets[i]));
   vmstate_end_section(w);
 }
 
@@ -120,8 +136,21 @@ int rv_hart_load(rv_hart *h, vmstate_reader *img, vs_error **err) {
   if (ext & ~MIP_DEVICE_BITS)
     vmstate_refuse(&r, "device interrupt lines out of range");
   __atomic_store_n(&h->ext_mip, ext, __ATOMIC_RELAXED);
+  if (r.version >= 2) {
+    h->virt = vmstate_get_bool(&r);
+    for (size_t i = 0; i < ARRAY_SIZE(hyp_offsets); i++)
+      *csr_at(h, hyp_offsets[i]) = vmstate_get_u64(&r);
+  } else if (misa & MISA_H) {
+    vmstate_refuse(&r, "a version 1 hart image has no hypervisor state: restore it with "
+                       "--cpu rv64,h=off");
+  } else {
+    rv_hyp_clear(h);
+  }
   if (!r.bad)
     check_csrs(h, misa, &r);
+  const char *bad_h = r.bad ? NULL : rv_hyp_state_invalid(h);
+  if (bad_h)
+    vmstate_refuse(&r, bad_h);
   if (vmstate_end(&r, err) < 0) {
     h->misa = misa;
     return -1;
