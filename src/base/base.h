@@ -158,6 +158,11 @@ int vs_write_all(int fd, const void *buf, size_t len, vs_error **err);
 int vs_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                          vs_error **err);
 
+/* Create (or truncate) path and write data, without syncing: for files a later commit point
+ * makes durable (an fsync of the file system before the file that names them is written). A
+ * symlink at path is an error, not followed. */
+int vs_write_file(const char *path, const void *data, size_t len, mode_t mode, vs_error **err);
+
 /* mkdir -p: create path and its missing parents with mode; existing directories are fine. */
 int vs_mkdir_p(const char *path, mode_t mode, vs_error **err);
 

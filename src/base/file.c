@@ -97,6 +97,17 @@ static int fsync_parent_dir(const char *path, vs_error **err) {
   return 0;
 }
 
+int vs_write_file(const char *path, const void *data, size_t len, mode_t mode, vs_error **err) {
+  _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0)
+    return vs_error_set(err, errno, "create %s", path);
+  if (vs_write_all(fd, data, len, err) < 0)
+    return vs_error_wrap(err, "write %s", path);
+  if (close(steal_fd(&fd)) < 0)
+    return vs_error_set(err, errno, "close %s", path);
+  return 0;
+}
+
 int vs_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                          vs_error **err) {
   _cleanup_free_ char *tmp = vs_asprintf("%s.tmp.XXXXXX", path);

@@ -140,9 +140,11 @@ json_t *ctr_docker_default_caps(void) {
   return a;
 }
 
+/* Not synced: vesseld syncs a new container's directory once, before its commit point, and a
+ * daemonless run has nothing to recover. */
 static int write_etc_file(const char *dir, const char *name, const char *text, vs_error **err) {
   _cleanup_free_ char *p = vs_asprintf("%s/%s", dir, name);
-  return vs_write_file_atomic(p, text, strlen(text), 0644, err);
+  return vs_write_file(p, text, strlen(text), 0644, err);
 }
 
 static bool is_ip_address(const char *s) {

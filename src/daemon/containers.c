@@ -344,7 +344,17 @@ static json_t *merged_config(json_t *body, const vs_image *img, const char *id, 
 
 static int write_text(const char *dir, const char *name, const char *text, vs_error **err) {
   _cleanup_free_ char *p = vs_asprintf("%s/%s", dir, name);
-  return vs_write_file_atomic(p, text, strlen(text), 0644, err);
+  return vs_write_file(p, text, strlen(text), 0644, err);
+}
+
+/* Everything written into the new directory goes to disk at once (one journal commit rather
+ * than an fsync, a rename and a directory fsync per file): the files before record.json are
+ * trusted only once it exists, so they need to be durable before it, not each atomic. */
+static int sync_container_dir(const char *dir, vs_error **err) {
+  _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || syncfs(fd) < 0)
+    return vs_error_set(err, errno, "sync %s", dir);
+  return 0;
 }
 
 /* Directory, files, overlay root and OCI config; record.json last, as the commit point. */
@@ -360,7 +370,7 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
       vs_asprintf("%s/%s-json.log", dir, json_string_value(json_object_get(rec, "Id")));
   if (vs_mkdir_p(dir, 0700, err) < 0 || write_text(dir, "image", img->manifest_digest, err) < 0 ||
       ctr_docker_write_etc_files_dns(dir, host, &dns, err) < 0 ||
-      vs_write_file_atomic(log, "", 0, 0600, err) < 0)
+      vs_write_file(log, "", 0, 0600, err) < 0)
     return -1;
   pthread_mutex_lock(&d->store_lock);
   int r = vs_store_lock(d->store, false, err);
@@ -381,8 +391,11 @@ static int make_container_dir(vd_daemon *d, const vs_image *img, json_t *rec, co
     return -1;
   _cleanup_free_ char *spec_path = vs_asprintf("%s/config.json", dir);
   _cleanup_free_ char *rec_path = vs_asprintf("%s/record.json", dir);
-  if (vs_json_write_file(spec_path, spec, 0600, err) < 0 ||
-      vs_json_write_file(rec_path, rec, 0600, err) < 0)
+  _cleanup_free_ char *spec_text = json_dumps(spec, JSON_COMPACT);
+  if (!spec_text)
+    return vs_error_set(err, EINVAL, "serialise the OCI configuration");
+  if (vs_write_file(spec_path, spec_text, strlen(spec_text), 0600, err) < 0 ||
+      sync_container_dir(dir, err) < 0 || vs_json_write_file(rec_path, rec, 0600, err) < 0)
     return -1;
   return 0;
 }
@@ -603,7 +616,7 @@ static json_t *inspect_mounts(const vd_container *c) {
   return out;
 }
 
-static json_t *container_summary(const vd_container *c) {
+json_t *vd_ctr_summary(const vd_container *c) {
   json_t *cfg = json_object_get(c->rec, "Config");
   json_t *hc = json_object_get(c->rec, "HostConfig");
   _cleanup_free_ char *status = status_text(c);
@@ -684,7 +697,7 @@ void vd_h_containers_list(vd_call *c) {
       continue;
     if (limit > 0 && (long)json_array_size(out) >= limit)
       break;
-    json_array_append_new(out, container_summary(ctr));
+    json_array_append_new(out, vd_ctr_summary(ctr));
   }
   pthread_mutex_unlock(&d->lock);
   vd_call_json(c, 200, out);

@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -114,9 +115,62 @@ static void stop_workers(vd_daemon *d) {
 
 /* ---------------------------------------------------------------- listeners */
 
+static int add_listener(vd_daemon *d, int fd, const char *path, vs_error **err) {
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  size_t i = d->n_listen++;
+  d->listen_fds[i] = fd;
+  d->listen_paths[i] = path ? vs_strdup(path) : NULL;
+  d->listen_srcs[i].kind = VD_SRC_LISTENER;
+  d->listen_srcs[i].owner = &d->listen_fds[i];
+  return vd_loop_add(d, fd, EPOLLIN, &d->listen_srcs[i], err);
+}
+
+/* tcp://HOST:PORT (HOST an address, [v6], or empty for every address). No TLS: dockerd's
+ * warning goes to the log, as the API gives root to whoever reaches the port. */
+static int listen_tcp(vd_daemon *d, const char *host, vs_error **err) {
+  const char *hp = host + 6;
+  const char *colon = strrchr(hp, ':');
+  if (!colon || !colon[1] || strchr(colon, ']'))
+    return vs_error_set(err, EINVAL, "-H %s: expected tcp://ADDRESS:PORT", host);
+  _cleanup_free_ char *addr = vs_img_strndup(hp, (size_t)(colon - hp));
+  char *a = addr;
+  size_t alen = strlen(a);
+  if (alen >= 2 && a[0] == '[' && a[alen - 1] == ']') {
+    a[alen - 1] = 0;
+    a++;
+  }
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  int gr = getaddrinfo(*a ? a : NULL, colon + 1, &hints, &res);
+  if (gr)
+    return vs_error_set(err, EINVAL, "-H %s: %s", host, gai_strerror(gr));
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+      bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    freeaddrinfo(res);
+    return vs_error_set(err, e, "-H %s: listen", host);
+  }
+  freeaddrinfo(res);
+  vs_log_warn("Binding to IP address without --tlsverify is insecure and gives root access on "
+              "this machine to everyone who has access to your network. host=\"%s\"",
+              host);
+  vs_log_warn("[!] DON'T BIND ON ANY IP ADDRESS WITHOUT setting --tlsverify IF YOU DON'T KNOW "
+              "WHAT YOU'RE DOING [!]");
+  return add_listener(d, fd, NULL, err);
+}
+
 static int listen_on(vd_daemon *d, const char *host, vs_error **err) {
+  if (!strncmp(host, "tcp://", 6))
+    return listen_tcp(d, host, err);
   if (strncmp(host, "unix://", 7) != 0 || host[7] != '/')
-    return vs_error_set(err, EINVAL, "-H %s: only unix:///absolute/path is supported", host);
+    return vs_error_set(err, EINVAL, "-H %s: expected unix:///absolute/path or tcp://ADDRESS:PORT",
+                        host);
   const char *path = host + 7;
   _cleanup_free_ char *dir = vs_strdup(path);
   char *slash = strrchr(dir, '/');
@@ -130,13 +184,7 @@ static int listen_on(vd_daemon *d, const char *host, vs_error **err) {
   int fd = vs_unix_listen(path, 0660, err);
   if (fd < 0)
     return vs_error_wrap(err, "-H %s", host);
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  size_t i = d->n_listen++;
-  d->listen_fds[i] = fd;
-  d->listen_paths[i] = vs_strdup(path);
-  d->listen_srcs[i].kind = VD_SRC_LISTENER;
-  d->listen_srcs[i].owner = &d->listen_fds[i];
-  return vd_loop_add(d, fd, EPOLLIN, &d->listen_srcs[i], err);
+  return add_listener(d, fd, path, err);
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -179,6 +227,7 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   d->data_root = vs_strdup(o->data_root ? o->data_root : VD_DEFAULT_DATA_ROOT);
   d->exec_root = vs_strdup(o->exec_root ? o->exec_root : VD_DEFAULT_EXEC_ROOT);
   d->monitor_path = vs_strdup(o->monitor_path);
+  d->default_ulimits = o->default_ulimits ? json_incref(o->default_ulimits) : NULL;
   d->containers_dir = vs_asprintf("%s/containers", d->data_root);
   d->rt.root = vs_asprintf("%s/runtime", d->exec_root);
   d->started = vd_now();
@@ -243,8 +292,8 @@ static void sweep_removed_containers(vd_daemon *d) {
 }
 
 int vd_daemon_run(vd_daemon *d, vs_error **err) {
-  vs_log_info("API listening on %s (data root %s)", d->n_listen ? d->listen_paths[0] : "-",
-              d->data_root);
+  vs_log_info("API listening on %s (data root %s)",
+              d->n_listen && d->listen_paths[0] ? d->listen_paths[0] : "-", d->data_root);
   struct epoll_event evs[64];
   while (!d->stopping) {
     int n = epoll_wait(d->epfd, evs, 64, -1);
@@ -315,7 +364,8 @@ void vd_daemon_free(vd_daemon *d) {
   vd_conn_sweep(d);
   for (size_t i = 0; i < d->n_listen; i++) {
     close(d->listen_fds[i]);
-    unlink(d->listen_paths[i]);
+    if (d->listen_paths[i]) /* a unix socket's file */
+      unlink(d->listen_paths[i]);
     free(d->listen_paths[i]);
   }
   for (size_t i = 0; i < d->n_ctrs; i++) {
@@ -353,6 +403,7 @@ void vd_daemon_free(vd_daemon *d) {
   free(d->data_root);
   free(d->exec_root);
   free(d->monitor_path);
+  json_decref(d->default_ulimits);
   free(d->containers_dir);
   free(d->rt.root);
   free(d->started);

@@ -18,11 +18,26 @@
 typedef struct vd_options {
   const char *data_root; /* image store and container records (crash-safe) */
   const char *exec_root; /* runtime state, sockets: lost at reboot */
-  const char **hosts;    /* "unix:///path" addresses to listen on */
+  const char **hosts;    /* "unix:///path" or "tcp://host:port" addresses to listen on */
   size_t n_hosts;
   const char *monitor_path; /* the vessel-monitor program */
+  json_t *default_ulimits;  /* OCI rlimits every container gets unless it sets its own (or NULL) */
   const char *bridge;       /* the default network's bridge; "none": no default network */
 } vd_options;
+
+/* daemon.json, as --config reads it: each field is NULL (or -1) when the file does not set it.
+ * Keys vesseld does not know are an error naming them, as in dockerd. */
+typedef struct vd_config {
+  json_t *root;
+  const char *data_root, *exec_root, *log_level, *log_format;
+  const char **hosts; /* NULL-terminated */
+  size_t n_hosts;
+  int debug, live_restore; /* -1: not set */
+  json_t *default_ulimits; /* checked, as OCI rlimits: [{"type", "soft", "hard"}] */
+} vd_config;
+
+int vd_config_read(const char *path, vd_config *c, vs_error **err);
+void vd_config_clear(vd_config *c);
 
 typedef struct vd_daemon vd_daemon;
 

@@ -1,14 +1,17 @@
-/* Image endpoints on vessel's image store: list, inspect, load, tag, remove.
+/* Image endpoints on vessel's image store: list, inspect, load, pull, push, tag, remove.
  *
  * Docker's image ID is the digest of the image's config; the store tags manifests, so every
- * answer goes from tags to manifests to configs. All store calls hold d->store_lock: the store
- * object is not shared between threads otherwise. */
+ * answer goes from tags to manifests to configs. The store is safe to share between the
+ * workers: reads, pulls, loads and saves run side by side (each long operation holds the
+ * store's shared lock), and garbage collection takes it exclusively. d->store_lock only orders
+ * what must see the container table and the tags together: a create, and the removals (rmi,
+ * prune) that check no container uses an image before collecting it. */
 #include "daemon/internal.h"
 
 #include <errno.h>
 #include <string.h>
 #include <fcntl.h>
-#include <sys/mman.h>
+#include <fnmatch.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -64,28 +67,179 @@ int vd_call_image_ref(vd_call *c, const char *repo, const char *tag, char **full
   return 0;
 }
 
-void vd_h_images_list(vd_call *c) {
-  vd_daemon *d = c->d;
-  vs_error *e = NULL;
-  pthread_mutex_lock(&d->store_lock);
-  json_t *tags = vs_store_tags(d->store, &e);
+/* Nanoseconds since the epoch of an RFC 3339 time with its fraction, for before/since. */
+static long long created_ns(const char *t) {
+  long long ns = unix_time(t) * 1000000000LL;
+  const char *dot = t ? strchr(t, '.') : NULL;
+  long long scale = 100000000LL;
+  for (const char *p = dot ? dot + 1 : ""; *p >= '0' && *p <= '9' && scale; p++, scale /= 10)
+    ns += (*p - '0') * scale;
+  return ns;
+}
+
+/* Every image's manifest digest: the tagged ones, then those only containers keep (dockerd's
+ * untagged "<none>" images, after an rmi -f of an image in use). */
+static json_t *image_digests(vd_daemon *d, json_t *tags) {
   json_t *out = json_array(), *seen = json_object();
   const char *key;
   json_t *val;
   json_object_foreach(tags, key, val) {
     const char *md = json_string_value(val);
-    if (!md || json_object_get(seen, md))
-      continue;
-    json_object_set_new(seen, md, json_true());
+    if (md && !json_object_get(seen, md)) {
+      json_object_set_new(seen, md, json_true());
+      json_array_append_new(out, json_string(md));
+    }
+  }
+  pthread_mutex_lock(&d->lock);
+  for (size_t i = 0; i < d->n_ctrs; i++) {
+    const char *md = json_string_value(json_object_get(d->ctrs[i]->rec, "ImageManifest"));
+    if (md && !json_object_get(seen, md)) {
+      json_object_set_new(seen, md, json_true());
+      json_array_append_new(out, json_string(md));
+    }
+  }
+  pthread_mutex_unlock(&d->lock);
+  json_decref(seen);
+  return out;
+}
+
+/* `docker images --filter`: dangling, label, before, since, reference. */
+typedef struct image_filters {
+  int dangling;            /* -1: any; 0: tagged only; 1: untagged only */
+  long long before, since; /* creation bounds in ns, 0: none */
+  json_t *labels, *refs;   /* arrays of strings */
+} image_filters;
+
+static void image_filters_clear(image_filters *f) {
+  json_decref(f->labels);
+  json_decref(f->refs);
+}
+
+/* The creation time of the image a before/since filter names; false after answering. */
+static bool filter_image_time(vd_call *c, json_t *filters, const char *key, long long *out) {
+  _cleanup_json_ json_t *vals = vd_filter_values(filters, key);
+  *out = 0;
+  if (json_array_size(vals) == 0)
+    return true;
+  const char *name = json_string_value(json_array_get(vals, 0));
+  vs_image img;
+  vs_error *e = NULL;
+  if (vs_store_resolve(c->d->store, name, &img, &e) < 0) {
+    vd_call_error(c, 404, "No such image: %s", name);
+    vs_error_free(e);
+    return false;
+  }
+  *out = created_ns(img.config.created);
+  vs_image_clear(&img);
+  return true;
+}
+
+/* Parse the filters query parameter; false after answering 400 (or 404 for before/since). */
+static bool image_filters_parse(vd_call *c, image_filters *f) {
+  *f = (image_filters){.dangling = -1};
+  static const char *const known[] = {"dangling", "label", "before", "since", "reference"};
+  _cleanup_json_ json_t *filters = NULL;
+  if (vd_call_filters(c, known, ARRAY_SIZE(known), &filters) < 0)
+    return false;
+  json_t *v;
+  _cleanup_json_ json_t *dangling = vd_filter_values(filters, "dangling");
+  size_t i;
+  json_array_foreach(dangling, i, v) {
+    const char *b = json_string_value(v);
+    if (!strcmp(b, "true") || !strcmp(b, "1")) {
+      f->dangling = 1;
+    } else if (!strcmp(b, "false") || !strcmp(b, "0")) {
+      f->dangling = 0;
+    } else {
+      vd_call_error(c, 400, "Invalid filter 'dangling=%s'", b);
+      return false;
+    }
+  }
+  if (!filter_image_time(c, filters, "before", &f->before) ||
+      !filter_image_time(c, filters, "since", &f->since))
+    return false;
+  f->labels = vd_filter_values(filters, "label");
+  f->refs = vd_filter_values(filters, "reference");
+  return true;
+}
+
+/* A name ("busybox:latest", "reg:5000/x@sha256:...") against a reference pattern, as dockerd
+ * matches them: the whole familiar name, or its repository alone. */
+static bool reference_match(const char *pattern, const char *fam) {
+  if (fnmatch(pattern, fam, 0) == 0)
+    return true;
+  _cleanup_free_ char *repo = vs_strdup(fam);
+  char *at = strchr(repo, '@');
+  if (at)
+    *at = 0;
+  char *colon = strrchr(repo, ':');
+  if (colon && !strchr(colon, '/'))
+    *colon = 0;
+  return fnmatch(pattern, repo, 0) == 0;
+}
+
+/* Keep the names of `arr` that match a pattern of refs; how many are left. */
+static size_t keep_matching(json_t *arr, json_t *refs) {
+  for (size_t i = json_array_size(arr); i-- > 0;) {
+    const char *fam = json_string_value(json_array_get(arr, i));
+    bool any = false;
+    size_t k;
+    json_t *p;
+    json_array_foreach(refs, k, p) any = any || reference_match(json_string_value(p), fam);
+    if (!any)
+      json_array_remove(arr, i);
+  }
+  return json_array_size(arr);
+}
+
+/* Whether an image's summary passes the filters (its RepoTags are cut to the matching ones). */
+static bool image_filters_pass(const image_filters *f, json_t *sum, const vs_image *img) {
+  json_t *repo_tags = json_object_get(sum, "RepoTags");
+  bool untagged = json_array_size(repo_tags) == 0;
+  if ((f->dangling == 1 && !untagged) || (f->dangling == 0 && untagged))
+    return false;
+  long long t = created_ns(img->config.created);
+  if ((f->before && t >= f->before) || (f->since && t <= f->since))
+    return false;
+  json_t *labels = json_object_get(sum, "Labels");
+  size_t i;
+  json_t *v;
+  json_array_foreach(f->labels, i,
+                     v) if (!vd_label_match(labels, json_string_value(v))) return false;
+  if (json_array_size(f->refs)) {
+    size_t tagged = keep_matching(repo_tags, f->refs);
+    size_t digests = keep_matching(json_object_get(sum, "RepoDigests"), f->refs);
+    if (tagged + digests == 0)
+      return false;
+  }
+  return true;
+}
+
+void vd_h_images_list(vd_call *c) {
+  vd_daemon *d = c->d;
+  image_filters f;
+  if (!image_filters_parse(c, &f))
+    return;
+  vs_error *e = NULL;
+  json_t *tags = vs_store_tags(d->store, &e);
+  json_t *digests = tags ? image_digests(d, tags) : json_array();
+  json_t *out = json_array();
+  size_t i;
+  json_t *val;
+  json_array_foreach(digests, i, val) {
     vs_image img;
-    if (vs_store_load_image(d->store, md, &img, NULL) < 0)
+    if (vs_store_load_image(d->store, json_string_value(val), &img, NULL) < 0)
       continue; /* a tag whose manifest is gone is skipped, as a dangling reference */
-    json_array_append_new(out, image_summary(&img, tags));
+    json_t *sum = image_summary(&img, tags);
+    if (image_filters_pass(&f, sum, &img))
+      json_array_append_new(out, sum);
+    else
+      json_decref(sum);
     vs_image_clear(&img);
   }
-  pthread_mutex_unlock(&d->store_lock);
-  json_decref(seen);
+  json_decref(digests);
   json_decref(tags);
+  image_filters_clear(&f);
   if (e) {
     json_decref(out);
     vd_call_fail(c, e);
@@ -135,14 +289,12 @@ static json_t *image_inspect(const vs_image *img, json_t *tags) {
 void vd_h_image_inspect(vd_call *c) {
   vd_daemon *d = c->d;
   vs_image img;
-  pthread_mutex_lock(&d->store_lock);
   if (resolve_image(c, c->arg, &img)) {
     json_t *tags = vs_store_tags(d->store, NULL);
     vd_call_json(c, 200, image_inspect(&img, tags));
     json_decref(tags);
     vs_image_clear(&img);
   }
-  pthread_mutex_unlock(&d->store_lock);
 }
 
 /* docker load: the archive was spooled to a file while it arrived. */
@@ -154,9 +306,7 @@ void vd_h_image_load(vd_call *c) {
   }
   vs_error *e = NULL;
   json_t *names = NULL;
-  pthread_mutex_lock(&d->store_lock);
   int r = vs_image_load(d->store, c->body_path, NULL, &names, &e);
-  pthread_mutex_unlock(&d->store_lock);
   if (r < 0) {
     /* a broken archive is the client's fault */
     vd_call_error(c, e->errnum == ENOMEM || e->errnum == ENOSPC ? 500 : 400, "%s", e->msg);
@@ -340,32 +490,74 @@ void vd_h_image_delete(vd_call *c) {
 
 /* ---------------------------------------------------------------- pull, import */
 
-/* Docker's progress stream, one {"status": ...} object per line of what the store printed. */
-static char *status_stream(int fd, const char *last) {
-  _cleanup_free_ char *text = NULL;
-  char *out = vs_strdup("");
-  if (lseek(fd, 0, SEEK_SET) == 0) {
-    size_t cap = 1 << 20;
-    text = vs_malloc0(cap);
-    ssize_t n = read(fd, text, cap - 1);
-    if (n < 0)
-      n = 0;
-    text[n] = 0;
-  }
-  char *save = NULL;
-  for (char *line = text ? strtok_r(text, "\r\n", &save) : NULL; line;
-       line = strtok_r(NULL, "\r\n", &save)) {
-    _cleanup_json_ json_t *j = json_pack("{s:s}", "status", line);
-    _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
-    char *next = vs_asprintf("%s%s\n", out, s ? s : "");
-    free(out);
-    out = next;
-  }
-  _cleanup_json_ json_t *j = json_pack("{s:s}", "status", last);
+/* ---- progress streams (pull, push): JSON lines written by the worker as things happen */
+
+static void post_json(vd_call *c, json_t *j) {
   _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
-  char *next = vs_asprintf("%s%s\n", out, s);
-  free(out);
-  return next;
+  json_decref(j);
+  _cleanup_free_ char *line = vs_asprintf("%s\n", s);
+  vd_call_post(c, line, strlen(line));
+}
+
+static void post_status(vd_call *c, const char *status) {
+  post_json(c, json_pack("{s:s}", "status", status));
+}
+
+/* "[=====>      ]  1.2MB/3.4MB", as dockerd words a transfer's progress. */
+static char *progress_bar(uint64_t cur, uint64_t total) {
+  char bar[51];
+  size_t fill = total ? (size_t)(cur * 50 / total) : 0;
+  if (fill > 50)
+    fill = 50;
+  for (size_t i = 0; i < 50; i++)
+    bar[i] = (char)(i < fill ? '=' : (i == fill ? '>' : ' '));
+  bar[50] = 0;
+  return vs_asprintf("[%s] %.4gMB/%.4gMB", bar, (double)cur / 1e6, (double)total / 1e6);
+}
+
+/* The registry client's progress callback: one message per event, on the stream. */
+static void on_progress(void *ctx, const char *id, const char *status, uint64_t cur,
+                        uint64_t total) {
+  vd_call *c = ctx;
+  json_t *j = json_pack("{s:s}", "status", status);
+  if (cur || total) {
+    _cleanup_free_ char *bar = progress_bar(cur, total);
+    json_object_set_new(
+        j, "progressDetail",
+        json_pack("{s:I, s:I}", "current", (json_int_t)cur, "total", (json_int_t)total));
+    json_object_set_new(j, "progress", json_string(bar));
+  } else if (id && strncmp(status, "Pulling from ", 13) != 0) { /* a layer's state */
+    json_object_set_new(j, "progressDetail", json_object());
+  }
+  if (id)
+    json_object_set_new(j, "id", json_string(id));
+  post_json(c, j);
+}
+
+/* An error of a pull or push: in the stream once it began (as dockerd does), else the status. */
+static void progress_fail(vd_call *c, int status, const char *msg) {
+  if (!c->post_begun) {
+    vd_call_error(c, status, "%s", msg);
+    return;
+  }
+  post_json(c, json_pack("{s:{s:s}, s:s}", "errorDetail", "message", msg, "error", msg));
+}
+
+/* The registry options of a pull or push: credentials from X-Registry-Auth, progress to the
+ * stream. false after answering 400 for a malformed header. */
+static bool registry_opts(vd_call *c, vs_registry_opts *o, char **basic) {
+  *o = (vs_registry_opts){
+      .tls_verify = 1, .platform = "linux/amd64", .progress_cb = on_progress, .progress_ctx = c};
+  *basic = NULL;
+  const char *h = http_header_get(c->req, "X-Registry-Auth");
+  vs_error *e = NULL;
+  if (h && vs_registry_auth_decode(h, basic, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return false;
+  }
+  o->credentials = *basic;
+  return true;
 }
 
 static void image_pull(vd_call *c, const char *from, const char *tag) {
@@ -373,25 +565,104 @@ static void image_pull(vd_call *c, const char *from, const char *tag) {
   _cleanup_free_ char *ref = !tag || !*tag                 ? vs_strdup(from)
                              : !strncmp(tag, "sha256:", 7) ? vs_asprintf("%s@%s", from, tag)
                                                            : vs_asprintf("%s:%s", from, tag);
-  _cleanup_close_ int progress = memfd_create("pull-progress", MFD_CLOEXEC);
-  vs_registry_opts o = {.tls_verify = 1, .platform = "linux/amd64", .progress_fd = progress};
+  vs_registry_opts o;
+  _cleanup_free_ char *basic = NULL;
+  if (!registry_opts(c, &o, &basic))
+    return;
+  /* what the name meant before: "Image is up to date" when the pull changed nothing */
+  vs_image before;
+  bool had = vs_store_resolve(d->store, ref, &before, NULL) == 0;
   char digest[VS_DIGEST_MAX];
   vs_error *e = NULL;
-  pthread_mutex_lock(&d->store_lock);
-  int r = progress < 0 ? vs_error_set(&e, errno, "memfd_create")
-                       : vs_image_pull(d->store, ref, &o, digest, &e);
-  pthread_mutex_unlock(&d->store_lock);
-  if (r < 0) {
-    vd_call_error(c, e->errnum == ENOENT ? 404 : 500, "pull %s: %s", ref, e->msg);
+  if (vs_image_pull(d->store, ref, &o, digest, &e) < 0) {
+    _cleanup_free_ char *msg = vs_asprintf("pull %s: %s", ref, e->msg);
+    progress_fail(c, e->errnum == ENOENT ? 404 : 500, msg);
+    vs_error_free(e);
+    if (had)
+      vs_image_clear(&before);
+    return;
+  }
+  bool same = had && !strcmp(before.manifest_digest, digest);
+  if (had)
+    vs_image_clear(&before);
+  _cleanup_free_ char *fam = vs_image_name_familiar(ref);
+  _cleanup_free_ char *last = vs_asprintf(
+      same ? "Status: Image is up to date for %s" : "Status: Downloaded newer image for %s", fam);
+  vd_event_emit(d, "image", "pull", fam, json_pack("{s:s}", "name", fam));
+  post_status(c, last);
+}
+
+/* docker push: POST /images/{name}/push?tag=T, the progress streamed as dockerd does. */
+void vd_h_image_push(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *tag = http_query_get(c->req->query, "tag");
+  vs_registry_opts o;
+  _cleanup_free_ char *basic = NULL;
+  if (!registry_opts(c, &o, &basic))
+    return;
+  _cleanup_free_ char *ref = tag && *tag ? vs_asprintf("%s:%s", c->arg, tag) : vs_strdup(c->arg);
+  vs_image_ref r;
+  vs_error *e = NULL;
+  if (vs_image_ref_parse(ref, &r, &e) < 0) {
+    vd_call_error(c, 400, "invalid reference format: %s", e->msg);
     vs_error_free(e);
     return;
   }
-  _cleanup_free_ char *fam = vs_image_name_familiar(ref);
-  _cleanup_free_ char *last = vs_asprintf("Status: Downloaded newer image for %s", fam);
-  vd_event_emit(d, "image", "pull", fam, json_pack("{s:s}", "name", fam));
-  c->status = 200;
-  c->text = status_stream(progress, last);
-  c->content_type = "application/json";
+  _cleanup_free_ char *full = vs_image_ref_string(&r);
+  vs_image_ref_clear(&r);
+  vs_image img;
+  if (vs_store_resolve(d->store, full, &img, &e) < 0) {
+    /* dockerd's words for a name it has no image of */
+    vd_call_error(c, 404, "An image does not exist locally with the tag: %s", c->arg);
+    vs_error_free(e);
+    return;
+  }
+  int rc = vs_image_push(d->store, full, full, &o, &e);
+  if (rc < 0) {
+    progress_fail(c, 500, e->msg);
+    vs_error_free(e);
+  } else {
+    _cleanup_free_ char *fam = vs_image_name_familiar(full);
+    vd_event_emit(d, "image", "push", fam, json_pack("{s:s}", "name", fam));
+    const char *t = strrchr(full, ':');
+    post_json(c, json_pack("{s:{}, s:{s:s, s:s, s:I}}", "progressDetail", "aux", "Tag",
+                           t && !strchr(t, '/') ? t + 1 : "latest", "Digest", img.manifest_digest,
+                           "Size", (json_int_t)img.manifest_len));
+  }
+  vs_image_clear(&img);
+}
+
+/* docker login: the credentials are checked against the registry; nothing is stored here (the
+ * client keeps them and sends them with each pull and push). */
+void vd_h_auth(vd_call *c) {
+  json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  const char *user = json_string_value(json_object_get(body, "username"));
+  const char *pass = json_string_value(json_object_get(body, "password"));
+  const char *server = json_string_value(json_object_get(body, "serveraddress"));
+  if (!user || !*user || !pass) {
+    vd_call_error(c, 400, "username and password are required");
+    json_decref(body);
+    return;
+  }
+  /* "https://host:port/v1/" and "host:port" both name the registry host:port */
+  _cleanup_free_ char *host = vs_strdup(server && *server ? server : "docker.io");
+  char *h = strstr(host, "://") ? strstr(host, "://") + 3 : host;
+  h[strcspn(h, "/")] = 0;
+  if (!strcmp(h, "index.docker.io"))
+    h = "docker.io";
+  vs_registry_opts o = {.tls_verify = 1, .quiet = true};
+  vs_error *e = NULL;
+  if (!*h || vs_registry_check_login(h, user, pass, &o, &e) < 0) {
+    /* dockerd answers a refused login 401 */
+    vd_call_error(c, e && e->errnum == EACCES ? 401 : 500, "%s",
+                  e ? e->msg : "no registry address given");
+    vs_error_free(e);
+  } else {
+    vd_call_json(c, 200, json_pack("{s:s, s:s}", "Status", "Login Succeeded", "IdentityToken", ""));
+  }
+  json_decref(body);
 }
 
 /* docker import: a root file system tarball (spooled while it arrived) becomes an image. */
@@ -406,11 +677,9 @@ static void image_import(vd_call *c, const char *repo, const char *tag) {
   if (vd_call_image_ref(c, repo, tag, &full) < 0)
     return;
   char digest[VS_DIGEST_MAX];
-  pthread_mutex_lock(&d->store_lock);
   int r = vs_image_import(d->store, c->body_path, full, NULL, digest, &e);
   vs_image img;
   bool loaded = r == 0 && vs_store_load_image(d->store, digest, &img, &e) == 0;
-  pthread_mutex_unlock(&d->store_lock);
   if (!loaded) {
     vd_call_error(c, 400, "import: %s", e ? e->msg : "failed");
     vs_error_free(e);
@@ -443,11 +712,8 @@ void vd_h_image_create(vd_call *c) {
 /* docker history: the config's history entries, newest first; layers' sizes are not known
  * per entry here (0). */
 void vd_h_image_history(vd_call *c) {
-  vd_daemon *d = c->d;
   vs_image img;
-  pthread_mutex_lock(&d->store_lock);
   bool ok = resolve_image(c, c->arg, &img);
-  pthread_mutex_unlock(&d->store_lock);
   if (!ok)
     return;
   json_t *hist = json_object_get(img.config.root, "history");
@@ -490,9 +756,7 @@ void vd_h_image_save(vd_call *c) {
   _cleanup_free_ char *rnd = vd_random_id();
   _cleanup_free_ char *path = vs_asprintf("%s/tmp/save-%.16s.tar", d->data_root, rnd);
   vs_error *e = NULL;
-  pthread_mutex_lock(&d->store_lock);
   int r = vs_image_save(d->store, list, n, "docker-archive", path, &e);
-  pthread_mutex_unlock(&d->store_lock);
   free(list);
   int fd = r == 0 ? open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
   unlink(path);
@@ -549,50 +813,79 @@ void vd_h_images_prune(vd_call *c) {
                          (json_int_t)st.bytes_freed));
 }
 
-/* docker system df: images with the containers using them, containers, volumes. */
+/* How many of the images use each layer (by blob digest). */
+static json_t *layer_users(vd_daemon *d, json_t *digests) {
+  json_t *users = json_object();
+  size_t i;
+  json_t *v;
+  json_array_foreach(digests, i, v) {
+    vs_image img;
+    if (vs_store_load_image(d->store, json_string_value(v), &img, NULL) < 0)
+      continue;
+    for (size_t k = 0; k < img.manifest.n_layers; k++) {
+      const char *l = img.manifest.layers[k].digest;
+      json_object_set_new(users, l,
+                          json_integer(json_integer_value(json_object_get(users, l)) + 1));
+    }
+    vs_image_clear(&img);
+  }
+  return users;
+}
+
+/* docker system df [-v]: images with their shared sizes and the containers using them,
+ * containers with their sizes, volumes, an empty build cache. */
 void vd_h_system_df(vd_call *c) {
   vd_daemon *d = c->d;
   json_t *images = json_array();
-  pthread_mutex_lock(&d->store_lock);
   json_t *tags = vs_store_tags(d->store, NULL);
-  json_t *seen = json_object();
-  const char *key;
-  json_t *val;
-  json_object_foreach(tags, key, val) {
-    const char *md = json_string_value(val);
+  json_t *digests = image_digests(d, tags);
+  json_t *users = layer_users(d, digests);
+  size_t i;
+  json_t *v;
+  json_array_foreach(digests, i, v) {
+    const char *md = json_string_value(v);
     vs_image img;
-    if (!md || json_object_get(seen, md) || vs_store_load_image(d->store, md, &img, NULL) < 0)
+    if (vs_store_load_image(d->store, md, &img, NULL) < 0)
       continue;
-    json_object_set_new(seen, md, json_true());
     json_t *sum = image_summary(&img, tags);
-    json_int_t users = 0;
+    json_int_t shared = 0, ctrs = 0;
+    for (size_t k = 0; k < img.manifest.n_layers; k++)
+      if (json_integer_value(json_object_get(users, img.manifest.layers[k].digest)) > 1)
+        shared += (json_int_t)img.manifest.layers[k].size;
     pthread_mutex_lock(&d->lock);
-    for (size_t i = 0; i < d->n_ctrs; i++) {
-      const char *cm = json_string_value(json_object_get(d->ctrs[i]->rec, "ImageManifest"));
-      users += cm && !strcmp(cm, md);
+    for (size_t k = 0; k < d->n_ctrs; k++) {
+      const char *cm = json_string_value(json_object_get(d->ctrs[k]->rec, "ImageManifest"));
+      ctrs += cm && !strcmp(cm, md);
     }
     pthread_mutex_unlock(&d->lock);
-    json_object_set_new(sum, "Containers", json_integer(users));
+    json_object_set_new(sum, "Containers", json_integer(ctrs));
+    json_object_set_new(sum, "SharedSize", json_integer(shared));
     json_array_append_new(images, sum);
     vs_image_clear(&img);
   }
-  json_decref(seen);
+  json_decref(users);
+  json_decref(digests);
   json_decref(tags);
   _cleanup_free_ char *layers = vs_asprintf("%s/layers", d->data_root);
   json_int_t layers_size = (json_int_t)vs_img_du(layers);
-  pthread_mutex_unlock(&d->store_lock);
   json_t *ctrs = json_array();
   pthread_mutex_lock(&d->lock);
-  for (size_t i = 0; i < d->n_ctrs; i++) {
-    vd_container *ctr = d->ctrs[i];
+  for (size_t k = 0; k < d->n_ctrs; k++) {
+    vd_container *ctr = d->ctrs[k];
     _cleanup_free_ char *upper = vs_asprintf("%s/upper", ctr->dir);
-    json_array_append_new(
-        ctrs, json_pack("{s:s, s:[s], s:O, s:s, s:I}", "Id", ctr->id, "Names", ctr->name, "Image",
-                        json_object_get(json_object_get(ctr->rec, "Config"), "Image"), "State",
-                        vd_ctr_state_name(ctr), "SizeRw", (json_int_t)vs_img_du(upper)));
+    json_t *sum = vd_ctr_summary(ctr);
+    json_int_t rw = (json_int_t)vs_img_du(upper);
+    json_object_set_new(sum, "SizeRw", json_integer(rw));
+    json_object_set_new(sum, "SizeRootFs", json_integer(rw));
+    json_array_append_new(ctrs, sum);
   }
   pthread_mutex_unlock(&d->lock);
   vd_call_json(c, 200,
                json_pack("{s:I, s:o, s:o, s:o, s:[]}", "LayersSize", layers_size, "Images", images,
                          "Containers", ctrs, "Volumes", vd_volumes_usage(d), "BuildCache"));
+}
+
+/* docker system prune also prunes the build cache: there is none (no BuildKit here). */
+void vd_h_build_prune(vd_call *c) {
+  vd_call_json(c, 200, json_pack("{s:[], s:I}", "CachesDeleted", "SpaceReclaimed", (json_int_t)0));
 }

@@ -238,11 +238,20 @@ struct vd_call {
   char *headers_owned;          /* what extra_headers points to when it was made for this call */
   bool streamed;                /* the handler took over the connection */
   void (*deferred)(vd_call *c); /* a loop handler handed the call to a worker (vd_call_defer) */
+  /* a progress stream a worker writes as it goes (pull, push), sent by the loop */
+  char *posted; /* under d->qlock: written, not yet handed to the connection */
+  size_t posted_len;
+  bool post_queued; /* under d->qlock: a delivery is on the done list */
+  bool post_begun;  /* worker: something was posted, errors go into the stream now */
+  bool stream_open; /* loop: the chunked head went out */
   /* a worker handler's container: referenced, and what the loop does with it afterwards */
   vd_container *ctr;
   enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED, VD_AFTER_START_FAILED } after;
 };
 
+/* From a worker: append to the call's streamed answer (200, chunked, application/json); the loop
+ * sends it as soon as it can, while the handler goes on. */
+void vd_call_post(vd_call *c, const char *data, size_t len);
 /* Answer helpers for handlers. */
 void vd_call_json(vd_call *c, int status, json_t *json);
 void vd_call_status(vd_call *c, int status);
@@ -285,6 +294,7 @@ void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
 
 struct vd_daemon {
   char *data_root, *exec_root, *containers_dir, *monitor_path;
+  json_t *default_ulimits; /* daemon.json's default-ulimits as OCI rlimits, or NULL */
   ctr_runtime rt;
   vs_store *store;
   int epfd;
@@ -372,6 +382,9 @@ void vd_h_image_tag(vd_call *c);
 void vd_h_image_delete(vd_call *c);
 void vd_h_image_create(vd_call *c);
 void vd_h_image_history(vd_call *c);
+void vd_h_image_push(vd_call *c);
+void vd_h_auth(vd_call *c);
+void vd_h_build_prune(vd_call *c);
 void vd_h_image_save(vd_call *c);
 void vd_h_images_prune(vd_call *c);
 void vd_h_system_df(vd_call *c);
@@ -512,6 +525,8 @@ void vd_ctr_refresh(vd_daemon *d, vd_container *c);
 int vd_store_recover(vd_daemon *d, vs_error **err);
 char *vd_ctr_log_path(const vd_container *c);
 const char *vd_ctr_state_name(const vd_container *c);
+/* A container as `docker ps` lists it (caller holds d->lock). */
+json_t *vd_ctr_summary(const vd_container *c);
 
 /* supervisor.c */
 /* Start the container's monitor and wait until it reports (worker). */

@@ -72,11 +72,14 @@ static void save_record(vd_daemon *d, vd_container *c) {
 
 void vd_restart_note_manual(vd_daemon *d, vd_container *c, bool stopped) {
   pthread_mutex_lock(&d->lock);
+  /* the record is rewritten (and synced) only when this changes it: not on every start */
+  bool changed = c->manual_stop != stopped || (!stopped && c->restart_count != 0);
   c->manual_stop = stopped;
   if (!stopped) /* a start by the user begins a new count, as docker start does */
     c->restart_count = 0;
   pthread_mutex_unlock(&d->lock);
-  save_record(d, c);
+  if (changed)
+    save_record(d, c);
 }
 
 static void restart_job_run(vd_job *job) {

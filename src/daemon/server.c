@@ -154,6 +154,7 @@ void vd_call_free(vd_call *call) {
   }
   json_decref(call->json);
   free(call->text);
+  free(call->posted);
   free(call);
 }
 
@@ -351,6 +352,55 @@ static bool body_store(vd_conn *c, const char *data, size_t len) {
 
 static void http_job_run(vd_job *job) { job->call->route->handler(job->call); }
 
+/* On the loop: what a worker posted goes out, after the head when it is the first piece. */
+static void post_deliver(vd_job *job) {
+  vd_call *call = job->call;
+  vd_daemon *d = job->d;
+  free(job);
+  pthread_mutex_lock(&d->qlock);
+  char *data = steal_pointer(&call->posted);
+  size_t len = call->posted_len;
+  call->posted_len = 0;
+  call->post_queued = false;
+  pthread_mutex_unlock(&d->qlock);
+  vd_conn *c = call->conn;
+  if (!c->dead) {
+    if (!call->stream_open) {
+      send_head(c, 200, "application/json", -1, c->req.keep_alive);
+      send_str(c, "Transfer-Encoding: chunked\r\n\r\n");
+      c->chunked = true;
+      call->stream_open = true;
+    }
+    vd_conn_stream_write(c, data, len);
+    conn_flush(c);
+  }
+  free(data);
+}
+
+void vd_call_post(vd_call *call, const char *data, size_t len) {
+  vd_daemon *d = call->d;
+  pthread_mutex_lock(&d->qlock);
+  call->posted = vs_realloc(call->posted, call->posted_len + len);
+  memcpy(call->posted + call->posted_len, data, len);
+  call->posted_len += len;
+  call->post_begun = true;
+  /* one delivery on the done list at a time; it comes before the call's own completion */
+  bool wake = !call->post_queued;
+  if (wake) {
+    vd_job *job = vs_malloc0(sizeof(*job));
+    job->d = d;
+    job->call = call;
+    job->done = post_deliver;
+    job->next = d->done;
+    d->done = job;
+    call->post_queued = true;
+  }
+  pthread_mutex_unlock(&d->qlock);
+  uint64_t one = 1;
+  if (wake && write(d->donefd, &one, sizeof(one)) < 0)
+    vs_log_warn("wake the event loop: %s", strerror(errno));
+}
+
 static void http_job_done(vd_job *job) {
   vd_call *call = job->call;
   vd_conn *c = call->conn;
@@ -367,6 +417,14 @@ static void http_job_done(vd_job *job) {
   }
   if (c->dead) {
     c->state = VD_CONN_CLOSING; /* the sweep frees it, and the call with it */
+    return;
+  }
+  if (call->stream_open) { /* a progress stream: everything went into it */
+    bool keep = c->req.keep_alive;
+    send_str(c, "0\r\n\r\n");
+    c->chunked = false;
+    vd_call_free(call);
+    conn_next_request(c, keep);
     return;
   }
   vd_conn_finish_call(c, call);

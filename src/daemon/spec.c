@@ -385,6 +385,39 @@ static int add_mounts(vd_daemon *d, json_t *mounts, json_t *points, json_t *hc, 
   return 0;
 }
 
+/* Whether the container's own HostConfig.Ulimits names the resource (an OCI "RLIMIT_X"). */
+static bool own_ulimit(json_t *host_config, const char *type) {
+  size_t i;
+  json_t *u;
+  json_array_foreach(json_object_get(host_config, "Ulimits"), i, u) {
+    const char *name = json_string_value(json_object_get(u, "Name"));
+    if (name && !strncmp(type, "RLIMIT_", 7) && !strcasecmp(type + 7, name))
+      return true;
+  }
+  return false;
+}
+
+/* daemon.json's default-ulimits over the built-in ones, resource by resource, unless the
+ * container sets its own (as dockerd merges them). */
+static void apply_default_ulimits(vd_daemon *d, json_t *host_config, json_t *rlimits) {
+  size_t i, k;
+  json_t *def, *have;
+  json_array_foreach(d->default_ulimits, i, def) {
+    const char *type = json_string_value(json_object_get(def, "type"));
+    if (own_ulimit(host_config, type))
+      continue;
+    bool replaced = false;
+    json_array_foreach(rlimits, k, have) {
+      if (!replaced && !strcmp(json_string_value(json_object_get(have, "type")), type)) {
+        json_array_set(rlimits, k, def);
+        replaced = true;
+      }
+    }
+    if (!replaced)
+      json_array_append(rlimits, def);
+  }
+}
+
 static json_t *mount_at(json_t *mounts, const char *dst) {
   size_t i;
   json_t *m;
@@ -826,6 +859,8 @@ json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t 
     json_decref(spec);
     return NULL;
   }
+  apply_default_ulimits(d, host_config,
+                        json_object_get(json_object_get(spec, "process"), "rlimits"));
   json_t *size = json_object_get(host_config, "ConsoleSize");
   if (tty && json_array_size(size) == 2 && json_integer_value(json_array_get(size, 0)) > 0)
     json_object_set_new(json_object_get(spec, "process"), "consoleSize",

@@ -67,54 +67,138 @@ void vd_stream_detach(vd_conn *conn) {
   conn->logs_since = conn->logs_until = NULL;
 }
 
-/* One json-file line to a multiplexed frame, if its stream is wanted. */
-static void emit_line(vd_conn *conn, const char *line, size_t len) {
+/* What one read of the log becomes: frames gathered and sent as one chunk. */
+typedef struct out_batch {
+  char *p;
+  size_t len, cap;
+} out_batch;
+
+static void batch_add(out_batch *b, const void *data, size_t n) {
+  if (n == 0)
+    return;
+  if (!b->p || b->len + n > b->cap) {
+    b->cap = b->cap ? b->cap * 2 : 65536;
+    while (b->cap < b->len + n)
+      b->cap *= 2;
+    b->p = vs_realloc(b->p, b->cap);
+  }
+  memcpy(b->p + b->len, data, n);
+  b->len += n;
+}
+
+/* One log entry, decoded. */
+typedef struct log_entry {
+  char *text; /* the "log" string, decoded (malloc'd) */
+  size_t len;
+  bool is_err;
+  char time[64]; /* "" if none */
+} log_entry;
+
+static bool take(const char **p, const char *end, const char *lit) {
+  size_t n = strlen(lit);
+  if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0)
+    return false;
+  *p += n;
+  return true;
+}
+
+/* The monitor's own form, {"log":"...","stream":"stdout","time":"..."} with the escapes it
+ * writes: decoded here, as a million-line log through a general JSON parser costs seconds.
+ * false for anything else (\u escapes included), which the JSON parser then reads. */
+static bool entry_parse_fast(const char *line, size_t len, log_entry *e) {
+  const char *p = line, *end = line + len;
+  if (!take(&p, end, "{\"log\":\""))
+    return false;
+  char *out = vs_malloc0((size_t)(end - p) + 1);
+  size_t n = 0;
+  for (; p < end && *p != '"'; p++) {
+    if (*p != '\\') {
+      out[n++] = *p;
+      continue;
+    }
+    if (++p >= end)
+      break;
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    const char *k = memchr(from, *p, sizeof(from) - 1);
+    if (!k) { /* \u and the rest: the JSON parser's job */
+      free(out);
+      return false;
+    }
+    out[n++] = to[k - from];
+  }
+  const char *t = NULL;
+  if (p < end && take(&p, end, "\",\"stream\":\"") &&
+      ((e->is_err = take(&p, end, "stderr")) || take(&p, end, "stdout")) &&
+      take(&p, end, "\",\"time\":\"")) {
+    t = p;
+    while (p < end && *p != '"' && *p != '\\')
+      p++;
+  }
+  if (!t || (size_t)(p - t) >= sizeof(e->time) || !take(&p, end, "\"}") || p != end) {
+    free(out);
+    return false;
+  }
+  memcpy(e->time, t, (size_t)(p - 2 - t));
+  e->time[p - 2 - t] = 0;
+  e->text = out;
+  e->len = n;
+  return true;
+}
+
+static bool entry_parse(const char *line, size_t len, log_entry *e) {
+  memset(e, 0, sizeof(*e));
+  if (entry_parse_fast(line, len, e))
+    return true;
   _cleanup_json_ json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
   const char *log = json_string_value(json_object_get(j, "log"));
   const char *stream = json_string_value(json_object_get(j, "stream"));
   if (!log || !stream)
-    return;
-  bool is_err = !strcmp(stream, "stderr");
-  if ((is_err && !conn->out_stderr) || (!is_err && !conn->out_stdout))
-    return;
-  size_t n = json_string_length(json_object_get(j, "log"));
-  if (n == 0)
-    return;
+    return false;
   const char *time = json_string_value(json_object_get(j, "time"));
+  e->len = json_string_length(json_object_get(j, "log"));
+  e->text = vs_malloc0(e->len + 1);
+  memcpy(e->text, log, e->len);
+  e->is_err = !strcmp(stream, "stderr");
+  snprintf(e->time, sizeof(e->time), "%s", time ? time : "");
+  return true;
+}
+
+/* One json-file line to a multiplexed frame, if its stream is wanted. */
+static void emit_line(vd_conn *conn, const char *line, size_t len, out_batch *b) {
+  log_entry e;
+  if (!entry_parse(line, len, &e))
+    return;
+  _cleanup_free_ char *text = e.text;
+  if ((e.is_err && !conn->out_stderr) || (!e.is_err && !conn->out_stdout) || e.len == 0)
+    return;
   /* the monitor writes fixed-width UTC times: they compare as strings */
-  if (time && ((conn->logs_since && strcmp(time, conn->logs_since) < 0) ||
-               (conn->logs_until && strcmp(time, conn->logs_until) > 0)))
+  if (e.time[0] && ((conn->logs_since && strcmp(e.time, conn->logs_since) < 0) ||
+                    (conn->logs_until && strcmp(e.time, conn->logs_until) > 0)))
     return;
-  _cleanup_free_ char *stamped = NULL;
-  if (conn->timestamps && time) {
-    /* docker logs -t: the entry's time, a space, the text */
-    size_t tl = strlen(time);
-    stamped = vs_malloc0(tl + 1 + n + 1);
-    snprintf(stamped, tl + 2, "%s ", time);
-    memcpy(stamped + tl + 1, log, n + 1); /* with the string's NUL */
-    log = stamped;
-    n += tl + 1;
+  size_t n = e.len;
+  size_t tl = conn->timestamps && e.time[0] ? strlen(e.time) + 1 : 0; /* -t: "TIME " first */
+  if (!conn->raw) { /* a terminal's output is one stream, sent as it is */
+    size_t fl = n + tl;
+    unsigned char hdr[8] = {e.is_err ? 2 : 1,
+                            0,
+                            0,
+                            0,
+                            (unsigned char)(fl >> 24),
+                            (unsigned char)(fl >> 16),
+                            (unsigned char)(fl >> 8),
+                            (unsigned char)fl};
+    batch_add(b, hdr, 8);
   }
-  if (conn->raw) { /* a terminal's output is one stream, sent as it is */
-    vd_conn_stream_write(conn, log, n);
-    return;
+  if (tl) {
+    batch_add(b, e.time, tl - 1);
+    batch_add(b, " ", 1);
   }
-  unsigned char hdr[8] = {is_err ? 2 : 1,
-                          0,
-                          0,
-                          0,
-                          (unsigned char)(n >> 24),
-                          (unsigned char)(n >> 16),
-                          (unsigned char)(n >> 8),
-                          (unsigned char)n};
-  _cleanup_free_ char *frame = vs_malloc0(n + 8);
-  memcpy(frame, hdr, 8);
-  memcpy(frame + 8, log, n);
-  vd_conn_stream_write(conn, frame, n + 8);
+  batch_add(b, text, n);
 }
 
 /* Split what was read into lines; keep an incomplete last line for the next read. */
 static void emit_lines(vd_conn *conn, const char *buf, size_t len) {
+  out_batch b = {0};
   size_t start = 0;
   for (size_t i = 0; i < len; i++) {
     if (buf[i] != '\n')
@@ -124,13 +208,13 @@ static void emit_lines(vd_conn *conn, const char *buf, size_t len) {
       if (total <= LOG_LINE_LIMIT) {
         conn->log_partial = vs_realloc(conn->log_partial, total);
         memcpy(conn->log_partial + conn->log_partial_len, buf + start, i - start);
-        emit_line(conn, conn->log_partial, total);
+        emit_line(conn, conn->log_partial, total, &b);
       }
       free(conn->log_partial);
       conn->log_partial = NULL;
       conn->log_partial_len = 0;
     } else {
-      emit_line(conn, buf + start, i - start);
+      emit_line(conn, buf + start, i - start, &b);
     }
     start = i + 1;
   }
@@ -140,6 +224,8 @@ static void emit_lines(vd_conn *conn, const char *buf, size_t len) {
     memcpy(conn->log_partial + conn->log_partial_len, buf + start, rest);
     conn->log_partial_len += rest;
   }
+  vd_conn_stream_write(conn, b.p, b.len);
+  free(b.p);
 }
 
 /* At the end of the file a stream reads: go on in the next one if the log was rotated since
@@ -166,23 +252,30 @@ void vd_stream_pump(vd_conn *conn) {
   if (conn->log_fd < 0 || conn->dead)
     return;
   char buf[LOG_READ_CHUNK];
-  /* only while the client keeps up: a slow reader must not make us buffer the whole log */
-  while (!conn->dead && conn->log_fd >= 0 && conn->out_len - conn->out_off < VD_OUT_HIGH_WATER) {
-    ssize_t n = read(conn->log_fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n == 0 && log_next_file(conn))
-      continue;
-    if (n <= 0) {
-      if (!conn->follow || conn->ctr_ended) {
-        vd_conn_stream_end(conn);
-        return;
+  /* only while the client keeps up: a slow reader must not make us buffer the whole log. When
+   * the socket takes everything queued, no EPOLLOUT will come to call us again: read on. */
+  bool at_end = false;
+  while (!conn->dead && conn->log_fd >= 0 && !at_end) {
+    while (!conn->dead && conn->log_fd >= 0 && conn->out_len - conn->out_off < VD_OUT_HIGH_WATER) {
+      ssize_t n = read(conn->log_fd, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n == 0 && log_next_file(conn))
+        continue;
+      if (n <= 0) {
+        if (!conn->follow || conn->ctr_ended) {
+          vd_conn_stream_end(conn);
+          return;
+        }
+        at_end = true; /* inotify says when the log grows */
+        break;
       }
-      break;
+      emit_lines(conn, buf, (size_t)n);
     }
-    emit_lines(conn, buf, (size_t)n);
+    vd_conn_flush(conn);
+    if (!conn->dead && conn->out_len - conn->out_off >= VD_OUT_HIGH_WATER)
+      break; /* EPOLLOUT brings us back */
   }
-  vd_conn_flush(conn);
 }
 
 void vd_streams_poke(vd_daemon *d, vd_container *c) {

@@ -880,6 +880,9 @@ int vs_image_save(vs_store *s, char **images, size_t n, const char *format, cons
   bool oci = format && (!strcmp(format, "oci-archive") || !strcmp(format, "oci"));
   if (format && !oci && strcmp(format, "docker-archive") != 0)
     return vs_error_set(err, 0, "unknown format \"%s\" (docker-archive or oci-archive)", format);
+  /* shared: garbage collection must not take blobs away while they are being copied */
+  if (vs_store_lock(s, false, err) < 0)
+    return -1;
   vs_image *imgs = vs_malloc0(sizeof(vs_image) * (n ? n : 1));
   size_t loaded_n = 0;
   int r = 0;
@@ -905,5 +908,6 @@ int vs_image_save(vs_store *s, char **images, size_t n, const char *format, cons
   for (size_t i = 0; i < loaded_n; i++)
     vs_image_clear(&imgs[i]);
   free(imgs);
+  vs_store_unlock(s);
   return r < 0 ? vs_error_wrap(err, "save %s", path) : 0;
 }

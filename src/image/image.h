@@ -244,6 +244,15 @@ int vs_rootfs_mount(vs_store *s, const vs_image *img, const char *container_dir,
 
 /* ---------------------------------------------------------- registry */
 
+/* Progress of a pull or a push in Docker's words: id is a layer's short digest (12 hex digits),
+ * or the tag for "Pulling from REPO", or NULL for the image as a whole; status is "Pulling fs
+ * layer", "Waiting", "Downloading", "Verifying Checksum", "Download complete", "Extracting",
+ * "Pull complete", "Already exists", "Digest: D", "Preparing", "Pushing", "Pushed", "Layer
+ * already exists", "Mounted from R", ...; current and total count the bytes of a transfer (0
+ * otherwise). Calls may come from several threads, never two at once. */
+typedef void (*vs_progress_fn)(void *ctx, const char *id, const char *status, uint64_t current,
+                               uint64_t total);
+
 typedef struct vs_registry_opts {
   int tls_verify;        /* 1 default; 0 = plain http / no verification */
   const char *auth_file; /* NULL: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
@@ -252,7 +261,10 @@ typedef struct vs_registry_opts {
   int parallel;          /* concurrent blob transfers (default 4) */
   uint64_t chunk_size;   /* push: PATCH chunks of this size; 0 = monolithic up to 64 MiB */
   bool quiet;
-  int progress_fd; /* where progress goes (stderr) */
+  int progress_fd;            /* where progress goes (stderr) */
+  vs_progress_fn progress_cb; /* instead of text on progress_fd, when set */
+  void *progress_ctx;
+  const char *credentials; /* base64("user:password") to use instead of the auth files */
 } vs_registry_opts;
 
 /* Pull ref into the store and tag it. manifest_digest_out receives the image manifest digest. */
@@ -261,9 +273,16 @@ int vs_image_pull(vs_store *s, const char *ref, const vs_registry_opts *o,
 /* Push the stored image `local` to `dest` (a reference). */
 int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_registry_opts *o,
                   vs_error **err);
+/* Check credentials against the registry (nothing is saved). */
+int vs_registry_check_login(const char *registry, const char *user, const char *password,
+                            const vs_registry_opts *o, vs_error **err);
 /* Check credentials against the registry and save them to the auth file. */
 int vs_registry_login(const char *registry, const char *user, const char *password,
                       const vs_registry_opts *o, vs_error **err);
+/* The X-Registry-Auth header Docker clients send (base64url of {"username", "password", ...}):
+ * *basic gets base64("user:password"), or NULL for an anonymous one ("{}" or no username).
+ * -1 with *err naming the problem when it is not such a document. */
+int vs_registry_auth_decode(const char *header, char **basic, vs_error **err);
 int vs_registry_logout(const char *registry, const vs_registry_opts *o, vs_error **err);
 
 /* ---------------------------------------------------------- small helpers */

@@ -110,6 +110,56 @@ static char *base64(const char *s) {
   return out;
 }
 
+#define MAX_AUTH_HEADER 16384
+
+int vs_registry_auth_decode(const char *header, char **basic, vs_error **err) {
+  *basic = NULL;
+  size_t n = strlen(header);
+  if (n > MAX_AUTH_HEADER)
+    return vs_error_set(err, EINVAL, "X-Registry-Auth: longer than %u bytes", MAX_AUTH_HEADER);
+  /* URL-safe alphabet, padding optional: back to the standard form with padding */
+  _cleanup_free_ char *std = vs_malloc0(n + 4);
+  for (size_t i = 0; i < n; i++) {
+    char ch = header[i];
+    if (ch == '-')
+      ch = '+';
+    else if (ch == '_')
+      ch = '/';
+    if (!isalnum((unsigned char)ch) && ch != '+' && ch != '/' && ch != '=')
+      return vs_error_set(err, EINVAL, "X-Registry-Auth: not base64 (character 0x%02x)",
+                          (unsigned char)header[i]);
+    std[i] = ch;
+  }
+  while (n % 4)
+    std[n++] = '=';
+  if (n == 0)
+    return 0;
+  _cleanup_free_ unsigned char *raw = vs_malloc0(n / 4 * 3 + 1);
+  int len = EVP_DecodeBlock(raw, (const unsigned char *)std, (int)n);
+  if (len < 0)
+    return vs_error_set(err, EINVAL, "X-Registry-Auth: not base64");
+  /* EVP_DecodeBlock counts the padding as zero bytes */
+  for (size_t i = n; i > 0 && std[i - 1] == '=' && len > 0; i--)
+    len--;
+  json_error_t je;
+  json_t *j = json_loadb((const char *)raw, (size_t)len, 0, &je);
+  if (!json_is_object(j)) {
+    json_decref(j);
+    return vs_error_set(err, EINVAL, "X-Registry-Auth: not a JSON object: %s", je.text);
+  }
+  json_t *user = json_object_get(j, "username"), *pass = json_object_get(j, "password");
+  int r = 0;
+  if ((user && !json_is_string(user)) || (pass && !json_is_string(pass))) {
+    r = vs_error_set(err, EINVAL, "X-Registry-Auth: username and password must be strings");
+  } else if (user && *json_string_value(user)) {
+    _cleanup_free_ char *up =
+        vs_asprintf("%s:%s", json_string_value(user), pass ? json_string_value(pass) : "");
+    *basic = base64(up);
+  }
+  json_decref(j);
+  return r;
+}
+
 /* ---------------------------------------------------------------- curl plumbing */
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx) {
@@ -188,7 +238,28 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ctx) {
 typedef struct upload_src {
   int fd;
   uint64_t left;
+  /* progress of a layer upload (cb NULL: none) */
+  vs_progress_fn cb;
+  void *cb_ctx;
+  const char *digest;
+  uint64_t sent, total;
+  struct timespec last;
 } upload_src;
+
+static void upload_progress(upload_src *u, size_t n) {
+  u->sent += n;
+  if (!u->cb)
+    return;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  double dt = (double)(now.tv_sec - u->last.tv_sec) + (double)(now.tv_nsec - u->last.tv_nsec) / 1e9;
+  if (dt < 0.1 && u->sent < u->total)
+    return;
+  u->last = now;
+  char id[13];
+  snprintf(id, sizeof(id), "%.12s", u->digest + 7);
+  u->cb(u->cb_ctx, id, "Pushing", u->sent, u->total);
+}
 
 static size_t on_upload_read(char *buf, size_t size, size_t nmemb, void *ctx) {
   upload_src *u = ctx;
@@ -201,6 +272,7 @@ static size_t on_upload_read(char *buf, size_t size, size_t nmemb, void *ctx) {
   if (n < 0)
     return CURL_READFUNC_ABORT;
   u->left -= (uint64_t)n;
+  upload_progress(u, (size_t)n);
   return (size_t)n;
 }
 
@@ -421,6 +493,7 @@ static int reg_request(reg_client *c, const char *method, const char *url, struc
     setup_easy(c, c->curl, method, url, hd, r);
     if (upload) {
       lseek(upload->fd, upload_start, SEEK_SET);
+      upload->sent -= upload_len - upload->left; /* a retry sends the region again */
       upload->left = upload_len;
       curl_easy_setopt(c->curl, CURLOPT_UPLOAD, 1L);
       curl_easy_setopt(c->curl, CURLOPT_READFUNCTION, on_upload_read);
@@ -475,7 +548,8 @@ static int client_init(reg_client *c, const char *ref, const char *actions,
       !strcmp(c->ref.registry, "docker.io") ? "registry-1.docker.io" : c->ref.registry;
   bool insecure = o->tls_verify == 0 || is_loopback(host);
   c->tls_verify = o->tls_verify != 0;
-  c->basic = load_credentials(c->ref.registry, o);
+  c->basic = o->credentials && *o->credentials ? vs_strdup(o->credentials)
+                                               : load_credentials(c->ref.registry, o);
   c->curl = curl_easy_init();
   if (!insecure) {
     c->base = vs_asprintf("https://%s", host);
@@ -517,6 +591,8 @@ static void client_clear(reg_client *c) {
 typedef struct progress {
   bool tty, quiet;
   int fd;
+  vs_progress_fn cb; /* Docker-style messages instead of text */
+  void *cb_ctx;
   size_t n;
   char **names;
   char **state;
@@ -541,15 +617,22 @@ static void progress_line(progress *p, size_t i, char *buf, size_t cap) {
   }
 }
 
-static void progress_draw(progress *p, bool force) {
-  if (p->quiet || !p->tty)
-    return;
+/* Whether a tenth of a second passed since the last byte count was reported. */
+static bool progress_due(progress *p) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   double dt = (double)(now.tv_sec - p->last.tv_sec) + (double)(now.tv_nsec - p->last.tv_nsec) / 1e9;
-  if (!force && dt < 0.1)
-    return;
+  if (dt < 0.1)
+    return false;
   p->last = now;
+  return true;
+}
+
+static void progress_draw(progress *p, bool force) {
+  if (p->quiet || !p->tty || p->cb)
+    return;
+  if (!progress_due(p) && !force)
+    return;
   char buf[256];
   if (p->drawn) {
     snprintf(buf, sizeof(buf), "\033[%zuA", p->n);
@@ -564,11 +647,22 @@ static void progress_draw(progress *p, bool force) {
   p->drawn = true;
 }
 
+/* A layer's state or byte count to the callback, with the short id Docker shows. */
+static void progress_report(progress *p, size_t i, const char *state, uint64_t cur, uint64_t tot) {
+  char id[13];
+  snprintf(id, sizeof(id), "%.12s", p->names[i]);
+  p->cb(p->cb_ctx, id, state, cur, tot);
+}
+
 static void progress_event(progress *p, size_t i, const char *state) {
   pthread_mutex_lock(&p->lock);
   free(p->state[i]);
   p->state[i] = vs_strdup(state);
-  if (!p->quiet && !p->tty)
+  if (p->cb && !strcmp(state, "Downloading"))
+    progress_report(p, i, state, p->done[i], p->total[i]);
+  else if (p->cb)
+    progress_report(p, i, state, 0, 0);
+  else if (!p->quiet && !p->tty)
     dprintf(p->fd, "%.12s: %s\n", p->names[i], state);
   progress_draw(p, true);
   pthread_mutex_unlock(&p->lock);
@@ -579,6 +673,8 @@ static void progress_init(progress *p, const vs_registry_opts *o, size_t n) {
   p->fd = o->progress_fd > 0 ? o->progress_fd : 2;
   p->tty = isatty(p->fd);
   p->quiet = o->quiet;
+  p->cb = o->progress_cb;
+  p->cb_ctx = o->progress_ctx;
   p->n = n;
   p->names = vs_malloc0(sizeof(char *) * (n + 1));
   p->state = vs_malloc0(sizeof(char *) * (n + 1));
@@ -704,10 +800,14 @@ static int on_xfer(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t u
   (void)dltotal;
   (void)ult;
   (void)uln;
-  pthread_mutex_lock(&j->prog->lock);
-  j->prog->done[j->index] = (uint64_t)dlnow;
-  progress_draw(j->prog, false);
-  pthread_mutex_unlock(&j->prog->lock);
+  progress *p = j->prog;
+  pthread_mutex_lock(&p->lock);
+  bool moved = p->done[j->index] != (uint64_t)dlnow;
+  p->done[j->index] = (uint64_t)dlnow;
+  if (p->cb && moved && progress_due(p))
+    progress_report(p, j->index, "Downloading", (uint64_t)dlnow, p->total[j->index]);
+  progress_draw(p, false);
+  pthread_mutex_unlock(&p->lock);
   return 0;
 }
 
@@ -796,6 +896,9 @@ static int pull_layers(reg_client *c, vs_store *s, const vs_image *img, vs_error
     prog.state[i] = vs_strdup("Waiting");
     prog.total[i] = (uint64_t)j->desc->size;
   }
+  for (size_t i = 0; i < n && prog.cb; i++)
+    if (!vs_store_has_layer(s, jobs[i].diff_id) || !vs_store_has_blob(s, jobs[i].desc->digest))
+      progress_event(&prog, i, "Pulling fs layer");
   for (size_t i = 0; i < n; i++) {
     layer_job *j = &jobs[i];
     if (vs_store_has_layer(s, j->diff_id) && vs_store_has_blob(s, j->desc->digest)) {
@@ -852,7 +955,7 @@ static int pull_layers(reg_client *c, vs_store *s, const vs_image *img, vs_error
         continue;
       }
       j->downloaded = true;
-      progress_event(&prog, j->index, "Verified");
+      progress_event(&prog, j->index, "Download complete");
       if (!vs_store_has_layer(s, j->diff_id))
         start_unpack(j);
       else
@@ -926,8 +1029,12 @@ int vs_image_pull(vs_store *s, const char *ref, const vs_registry_opts *o,
       goto unlock;
     }
   }
-  if (!o->quiet)
+  if (o->progress_cb) {
+    _cleanup_free_ char *from = vs_asprintf("Pulling from %s", c.ref.repository);
+    o->progress_cb(o->progress_ctx, c.ref.tag ? c.ref.tag : c.ref.digest, from, 0, 0);
+  } else if (!o->quiet) {
     dprintf(o->progress_fd > 0 ? o->progress_fd : 2, "%s: pulling %s\n", c.display, digest);
+  }
   if (fetch_small_blob(&c, s, &m.config, err) < 0)
     goto unlock;
   if (vs_store_put_blob(s, digest, body, len, NULL, err) < 0)
@@ -942,9 +1049,13 @@ int vs_image_pull(vs_store *s, const char *ref, const vs_registry_opts *o,
     goto unlock;
   if (manifest_digest_out)
     memcpy(manifest_digest_out, digest, VS_DIGEST_MAX);
-  if (!o->quiet)
+  if (o->progress_cb) {
+    _cleanup_free_ char *line = vs_asprintf("Digest: %s", digest);
+    o->progress_cb(o->progress_ctx, NULL, line, 0, 0);
+  } else if (!o->quiet) {
     dprintf(o->progress_fd > 0 ? o->progress_fd : 2, "Digest: %s\nStatus: downloaded %s\n", digest,
             c.display);
+  }
   ret = 0;
 unlock:
   vs_store_unlock(s);
@@ -979,16 +1090,26 @@ static int blob_exists(reg_client *c, const char *digest, bool *exists, vs_error
   return ret;
 }
 
+/* A layer's state in a push: to the callback (layers only, as Docker shows them) or as text. */
+static void push_note(reg_client *c, const char *digest, bool layer, const char *status) {
+  if (c->o->progress_cb) {
+    char id[13];
+    snprintf(id, sizeof(id), "%.12s", digest + 7);
+    if (layer)
+      c->o->progress_cb(c->o->progress_ctx, id, status, 0, 0);
+  } else if (!c->o->quiet) {
+    dprintf(c->o->progress_fd > 0 ? c->o->progress_fd : 2, "%.19s: %s\n", digest, status);
+  }
+}
+
 static int push_blob(reg_client *c, vs_store *s, const char *digest, const char *mount_from,
-                     vs_error **err) {
+                     bool layer, vs_error **err) {
   bool exists = false;
   if (blob_exists(c, digest, &exists, err) < 0)
     return -1;
   if (exists) {
     vs_log_info("%s: blob %.19s already exists", c->display, digest);
-    if (!c->o->quiet)
-      dprintf(c->o->progress_fd > 0 ? c->o->progress_fd : 2, "%.19s: Layer already exists\n",
-              digest);
+    push_note(c, digest, layer, "Layer already exists");
     return 0;
   }
   _cleanup_free_ char *path = vs_store_blob_path(s, digest);
@@ -1009,9 +1130,8 @@ static int push_blob(reg_client *c, vs_store *s, const char *digest, const char 
     return -1;
   if (r.status == 201) {
     reply_clear(&r);
-    if (!c->o->quiet)
-      dprintf(c->o->progress_fd > 0 ? c->o->progress_fd : 2, "%.19s: Mounted from %s\n", digest,
-              mount_from);
+    _cleanup_free_ char *note = vs_asprintf("Mounted from %s", mount_from);
+    push_note(c, digest, layer, note);
     return 0;
   }
   if (r.status != 202 || !r.location) {
@@ -1023,12 +1143,19 @@ static int push_blob(reg_client *c, vs_store *s, const char *digest, const char 
   reply_clear(&r);
   uint64_t size = (uint64_t)st.st_size;
   uint64_t chunk = c->o->chunk_size ? c->o->chunk_size : CHUNK_SIZE;
+  /* every region uploaded below counts into one progress */
+  upload_src prog = {.cb = layer ? c->o->progress_cb : NULL,
+                     .cb_ctx = c->o->progress_ctx,
+                     .digest = digest,
+                     .total = size};
   if (size > (c->o->chunk_size ? c->o->chunk_size : CHUNK_THRESHOLD)) {
     /* Chunked: PATCH pieces in order, each reply tells where the next one goes. */
     for (uint64_t off = 0; off < size;) {
       uint64_t n = size - off < chunk ? size - off : chunk;
       lseek(fd, (off_t)off, SEEK_SET);
-      upload_src src = {.fd = fd, .left = n};
+      upload_src src = prog;
+      src.fd = fd;
+      src.left = n;
       _cleanup_free_ char *range = vs_asprintf("Content-Range: %llu-%llu", (unsigned long long)off,
                                                (unsigned long long)(off + n - 1));
       struct curl_slist *hd = curl_slist_append(NULL, range);
@@ -1046,6 +1173,8 @@ static int push_blob(reg_client *c, vs_store *s, const char *digest, const char 
       loc = absolute_location(c, r.location);
       reply_clear(&r);
       off += n;
+      prog.sent = src.sent;
+      prog.last = src.last;
     }
     _cleanup_free_ char *put =
         vs_asprintf("%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", digest);
@@ -1055,7 +1184,9 @@ static int push_blob(reg_client *c, vs_store *s, const char *digest, const char 
     _cleanup_free_ char *put =
         vs_asprintf("%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", digest);
     lseek(fd, 0, SEEK_SET);
-    upload_src src = {.fd = fd, .left = size};
+    upload_src src = prog;
+    src.fd = fd;
+    src.left = size;
     struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/octet-stream");
     int rr = reg_request(c, "PUT", put, hd, NULL, 0, &src, &r, err);
     curl_slist_free_all(hd);
@@ -1068,9 +1199,12 @@ static int push_blob(reg_client *c, vs_store *s, const char *digest, const char 
     return e;
   }
   reply_clear(&r);
-  if (!c->o->quiet)
-    dprintf(c->o->progress_fd > 0 ? c->o->progress_fd : 2, "%.19s: Pushed %llu bytes\n", digest,
-            (unsigned long long)size);
+  if (c->o->progress_cb) {
+    push_note(c, digest, layer, "Pushed");
+  } else {
+    _cleanup_free_ char *note = vs_asprintf("Pushed %llu bytes", (unsigned long long)size);
+    push_note(c, digest, layer, note);
+  }
   return 0;
 }
 
@@ -1108,10 +1242,18 @@ int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_reg
   _cleanup_free_ char *from = mount_source(s, &c, img.manifest_digest);
   if (vs_store_lock(s, false, err) < 0)
     goto out;
-  for (size_t i = 0; i < img.manifest.n_layers; i++)
-    if (push_blob(&c, s, img.manifest.layers[i].digest, from, err) < 0)
+  if (o->progress_cb) {
+    _cleanup_free_ char *name = vs_image_ref_name(&c.ref);
+    _cleanup_free_ char *fam = vs_image_name_familiar(name);
+    _cleanup_free_ char *line = vs_asprintf("The push refers to repository [%s]", fam);
+    o->progress_cb(o->progress_ctx, NULL, line, 0, 0);
+    for (size_t i = img.manifest.n_layers; i-- > 0;)
+      push_note(&c, img.manifest.layers[i].digest, true, "Preparing");
+  }
+  for (size_t i = img.manifest.n_layers; i-- > 0;)
+    if (push_blob(&c, s, img.manifest.layers[i].digest, from, true, err) < 0)
       goto unlock;
-  if (push_blob(&c, s, img.manifest.config.digest, from, err) < 0)
+  if (push_blob(&c, s, img.manifest.config.digest, from, false, err) < 0)
     goto unlock;
   {
     const char *reference = c.ref.tag ? c.ref.tag : img.manifest_digest;
@@ -1134,9 +1276,15 @@ int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_reg
                   img.manifest_digest);
     reply_clear(&r);
   }
-  if (!o->quiet)
+  if (o->progress_cb) {
+    _cleanup_free_ char *line =
+        vs_asprintf("%s: digest: %s size: %zu", c.ref.tag ? c.ref.tag : img.manifest_digest,
+                    img.manifest_digest, img.manifest_len);
+    o->progress_cb(o->progress_ctx, NULL, line, 0, 0);
+  } else if (!o->quiet) {
     dprintf(o->progress_fd > 0 ? o->progress_fd : 2, "%s: digest: %s size: %zu\n", c.display,
             img.manifest_digest, img.manifest_len);
+  }
   ret = 0;
 unlock:
   vs_store_unlock(s);
@@ -1181,12 +1329,15 @@ static int save_auth(const vs_registry_opts *o, const char *registry, const char
   return vs_write_file_atomic(file, text, strlen(text), 0600, err);
 }
 
-int vs_registry_login(const char *registry, const char *user, const char *password,
-                      const vs_registry_opts *o, vs_error **err) {
+/* The credentials' base64 form after the registry accepted them; NULL with *err otherwise. */
+static char *login_check(const char *registry, const char *user, const char *password,
+                         const vs_registry_opts *o, char **registry_out, vs_error **err) {
   _cleanup_free_ char *ref = vs_asprintf("%s/vessel-login-check", registry);
   reg_client c;
-  if (client_init(&c, ref, "pull", o, err) < 0)
-    return vs_error_wrap(err, "login %s", registry);
+  if (client_init(&c, ref, "pull", o, err) < 0) {
+    vs_error_wrap(err, "login %s", registry);
+    return NULL;
+  }
   _cleanup_free_ char *up = vs_asprintf("%s:%s", user, password);
   free(c.basic);
   c.basic = base64(up);
@@ -1196,14 +1347,34 @@ int vs_registry_login(const char *registry, const char *user, const char *passwo
   http_reply r = {.max = MAX_SMALL_REPLY, .expect_size = -1};
   int ret = reg_request(&c, "GET", url, NULL, NULL, 0, NULL, &r, err);
   if (ret == 0 && r.status == 401)
-    ret = vs_error_set(err, 0, "%s: login failed: credentials rejected", registry);
+    ret =
+        vs_error_set(err, EACCES, "login attempt to %s failed with status: 401 Unauthorized", url);
   else if (ret == 0 && r.status != 200)
     ret = http_status_error(&c, &r, "login", err);
-  if (ret == 0)
-    ret = save_auth(o, c.ref.registry, c.basic, err);
+  char *basic = NULL;
+  if (ret == 0) {
+    basic = steal_pointer(&c.basic);
+    if (registry_out)
+      *registry_out = vs_strdup(c.ref.registry);
+  }
   reply_clear(&r);
   client_clear(&c);
-  return ret;
+  return basic;
+}
+
+int vs_registry_check_login(const char *registry, const char *user, const char *password,
+                            const vs_registry_opts *o, vs_error **err) {
+  _cleanup_free_ char *basic = login_check(registry, user, password, o, NULL, err);
+  return basic ? 0 : -1;
+}
+
+int vs_registry_login(const char *registry, const char *user, const char *password,
+                      const vs_registry_opts *o, vs_error **err) {
+  _cleanup_free_ char *name = NULL;
+  _cleanup_free_ char *basic = login_check(registry, user, password, o, &name, err);
+  if (!basic)
+    return -1;
+  return save_auth(o, name, basic, err);
 }
 
 int vs_registry_logout(const char *registry, const vs_registry_opts *o, vs_error **err) {

@@ -4,15 +4,25 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
 #define MAX_META_BLOB (4u << 20) /* manifests and configs */
 
+/* The store lock has two levels: between processes a flock on <root>/lock, and between the
+ * threads of one process (vesseld's workers) a reader/writer lock in front of it. flock belongs
+ * to the open file, which every thread shares, so a thread asking for the exclusive lock would
+ * otherwise just convert the shared lock its neighbours hold. The first reader in takes the
+ * shared flock and the last one out drops it. */
 struct vs_store {
   char *root;
   int lock_fd;
+  pthread_rwlock_t rw; /* shared: pulls, loads, saves, runs; exclusive: garbage collection */
+  pthread_mutex_t readers_lock;
+  unsigned readers; /* threads holding rw shared, under readers_lock */
+  bool writer;      /* a thread holds rw exclusive */
 };
 
 vs_store *vs_store_open(const char *root, vs_error **err) {
@@ -33,6 +43,13 @@ vs_store *vs_store_open(const char *root, vs_error **err) {
   vs_store *s = vs_malloc0(sizeof(*s));
   s->root = vs_strdup(root);
   s->lock_fd = fd;
+  /* a waiting garbage collection is not starved by a stream of pulls */
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&s->rw, &attr);
+  pthread_rwlockattr_destroy(&attr);
+  pthread_mutex_init(&s->readers_lock, NULL);
   return s;
 }
 
@@ -40,20 +57,54 @@ void vs_store_close(vs_store *s) {
   if (!s)
     return;
   close(s->lock_fd);
+  pthread_rwlock_destroy(&s->rw);
+  pthread_mutex_destroy(&s->readers_lock);
   free(s->root);
   free(s);
 }
 
 const char *vs_store_root(const vs_store *s) { return s->root; }
 
-int vs_store_lock(vs_store *s, bool exclusive, vs_error **err) {
-  while (flock(s->lock_fd, exclusive ? LOCK_EX : LOCK_SH) < 0)
+static int store_flock(vs_store *s, int op, vs_error **err) {
+  while (flock(s->lock_fd, op) < 0)
     if (errno != EINTR)
       return vs_error_set(err, errno, "lock image store %s", s->root);
   return 0;
 }
 
-void vs_store_unlock(vs_store *s) { flock(s->lock_fd, LOCK_UN); }
+int vs_store_lock(vs_store *s, bool exclusive, vs_error **err) {
+  if (exclusive) {
+    pthread_rwlock_wrlock(&s->rw);
+    if (store_flock(s, LOCK_EX, err) < 0) {
+      pthread_rwlock_unlock(&s->rw);
+      return -1;
+    }
+    s->writer = true;
+    return 0;
+  }
+  pthread_rwlock_rdlock(&s->rw);
+  pthread_mutex_lock(&s->readers_lock);
+  int r = s->readers == 0 ? store_flock(s, LOCK_SH, err) : 0;
+  if (r == 0)
+    s->readers++;
+  pthread_mutex_unlock(&s->readers_lock);
+  if (r < 0)
+    pthread_rwlock_unlock(&s->rw);
+  return r;
+}
+
+void vs_store_unlock(vs_store *s) {
+  if (s->writer) { /* only the one writer can be here while it is set */
+    s->writer = false;
+    flock(s->lock_fd, LOCK_UN);
+  } else {
+    pthread_mutex_lock(&s->readers_lock);
+    if (--s->readers == 0)
+      flock(s->lock_fd, LOCK_UN);
+    pthread_mutex_unlock(&s->readers_lock);
+  }
+  pthread_rwlock_unlock(&s->rw);
+}
 
 char *vs_store_blob_path(const vs_store *s, const char *digest) {
   return vs_asprintf("%s/blobs/sha256/%s", s->root, digest + 7);

@@ -1,4 +1,5 @@
-/* libFuzzer: manifests, indexes, image configs and image references from untrusted bytes. */
+/* libFuzzer: manifests, indexes, image configs, image references and X-Registry-Auth headers
+ * from untrusted bytes. */
 #include "image/image.h"
 
 #include <string.h>
@@ -31,6 +32,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       free(vs_image_ref_string(&r));
       vs_image_ref_clear(&r);
     }
+    vs_error_free(err);
+    err = NULL;
+    char *basic = NULL;
+    vs_registry_auth_decode(s, &basic, &err);
+    free(basic);
     vs_error_free(err);
     free(s);
   }

@@ -133,14 +133,40 @@ def free_port():
 
 
 class Registry:
-    """Debian's docker-registry with filesystem storage in a temp dir, on 127.0.0.1."""
+    """Debian's docker-registry with filesystem storage in a temp dir, on 127.0.0.1; with
+    `users` ({name: password}) it demands basic authentication (an htpasswd file, bcrypt), with
+    `tls` it serves HTTPS with a self-signed certificate made here."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, users=None, tls=False):
         self.dir = pathlib.Path(workdir)
         self.storage = self.dir / "storage"
         self.storage.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
+        extra = ""
+        if users:
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import crypt
+                lines = [f"{u}:{crypt.crypt(pw, crypt.METHOD_BLOWFISH)}\n"
+                         for u, pw in users.items()]
+            (self.dir / "htpasswd").write_text("".join(lines))
+            extra += f"""auth:
+  htpasswd:
+    realm: vessel-test
+    path: {self.dir / "htpasswd"}
+"""
+        tls_cfg = ""
+        if tls:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", str(self.dir / "key.pem"), "-out", str(self.dir / "cert.pem")],
+                           check=True, capture_output=True)
+            tls_cfg = f"""  tls:
+    certificate: {self.dir / "cert.pem"}
+    key: {self.dir / "key.pem"}
+"""
         cfg = self.dir / "config.yml"
         cfg.write_text(f"""version: 0.1
 log:
@@ -150,16 +176,24 @@ storage:
     rootdirectory: {self.storage}
   delete:
     enabled: true
-http:
+{extra}http:
   addr: 127.0.0.1:{self.port}
-""")
+{tls_cfg}""")
         self.log = open(self.dir / "registry.log", "w")
         self.proc = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(cfg)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
+        import ssl
+        import urllib.error
+        ctx = ssl._create_unverified_context()
         for _ in range(100):
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+                urllib.request.urlopen(f"{'https' if tls else 'http'}://{self.host}/v2/",
+                                       timeout=1, context=ctx)
                 return
+            except urllib.error.HTTPError as e:
+                if e.code == 401:  # up, and asking for the credentials
+                    return
+                time.sleep(0.1)
             except Exception:
                 time.sleep(0.1)
         self.stop()
@@ -178,6 +212,24 @@ http:
     def blob_path(self, digest):
         h = digest[7:]
         return self.storage / "docker/registry/v2/blobs/sha256" / h[:2] / h / "data"
+
+
+def docker_archive(path, layer_blobs, diff_ids, config, repo_tags):
+    """Write a docker-archive (what `docker save` writes): layer_blobs are the layer files as
+    stored (plain or compressed tars), diff_ids their uncompressed sha256 hex digests, config
+    the image config without rootfs (added here)."""
+    config = dict(config, rootfs={"type": "layers", "diff_ids": ["sha256:" + d for d in diff_ids]})
+    cdata = json.dumps(config).encode()
+    cname = hashlib.sha256(cdata).hexdigest() + ".json"
+    names = [f"{d}/layer.tar" for d in diff_ids]
+    manifest = [{"Config": cname, "RepoTags": list(repo_tags), "Layers": names}]
+    with tarfile.open(path, "w") as tf:
+        for name, data in [*zip(names, layer_blobs), (cname, cdata),
+                           ("manifest.json", json.dumps(manifest).encode())]:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return path
 
 
 def skopeo_push(layout, tag, dest, extra=()):
@@ -262,10 +314,11 @@ class AuthProxy:
                 self.end_headers()
                 if self.command == "HEAD":
                     return
-                if fault == "stall":
+                if fault == "stall":  # then the rest, so the body is whole
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
                     time.sleep(5)
+                    data = data[len(data) // 2:]
                 if fault == "drop":
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()

@@ -2,7 +2,6 @@
 tests build offline from Debian's busybox-static. Every test starts its own vesseld on a private
 socket, data root and exec root, and leaves no container, mount or process behind."""
 import hashlib
-import io
 import json
 import os
 import pathlib
@@ -36,22 +35,12 @@ def busybox_archive(path, tag="busybox:latest", config_extra=None, extend=None):
     if extend:
         extend(layer)
     tar = layer.tar()
-    diff = hashlib.sha256(tar).hexdigest()
     config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
               "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                          "Cmd": ["sh"], "Labels": {"org.example.from": "image"},
-                         **(config_extra or {})},
-              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff]}}
-    cdata = json.dumps(config).encode()
-    cname = hashlib.sha256(cdata).hexdigest() + ".json"
-    manifest = [{"Config": cname, "RepoTags": [tag], "Layers": [f"{diff}/layer.tar"]}]
-    with tarfile.open(path, "w") as tf:
-        for name, data in [(f"{diff}/layer.tar", tar), (cname, cdata),
-                           ("manifest.json", json.dumps(manifest).encode())]:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-    return path
+                         **(config_extra or {})}}
+    return oci_images.docker_archive(path, [tar], [hashlib.sha256(tar).hexdigest()], config,
+                                     [tag])
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@
 #include <sys/resource.h>
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: vesseld [--data-root DIR] [--exec-root DIR] [-H unix:///PATH]...\n"
+  fprintf(f, "usage: vesseld [--config FILE] [--data-root DIR] [--exec-root DIR]\n"
+             "               [-H unix:///PATH | -H tcp://ADDRESS:PORT]... [-D|--debug]\n"
              "               [--log-level error|warn|info|debug] [--log-format text|json]\n"
              "               [-b|--bridge NAME|none]\n"
              "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
@@ -37,45 +38,133 @@ static char *monitor_path(void) {
   return vs_asprintf("%s/vessel-monitor", dirname(self));
 }
 
+static int parse_format(const char *s, vs_log_format *out, vs_error **err) {
+  if (strcmp(s, "text") != 0 && strcmp(s, "json") != 0)
+    return vs_error_set(err, EINVAL, "--log-format %s: expected text or json", s);
+  *out = strcmp(s, "json") ? VS_LOG_FORMAT_TEXT : VS_LOG_FORMAT_JSON;
+  return 0;
+}
+
+/* What the command line said, before daemon.json is merged in. */
+typedef struct flags {
+  const char *data_root, *exec_root, *level, *format;
+  const char **hosts;
+  size_t n_hosts;
+  bool debug;
+} flags;
+
+/* One directive set both ways, as dockerd words it: "data-root: (from flag: A, from file: B)". */
+static void add_conflict(char **list, const char *key, const char *flag, const char *file) {
+  char *item = vs_asprintf("%s: (from flag: %s, from file: %s)", key, flag, file);
+  char *next = *list ? vs_asprintf("%s, %s", *list, item) : vs_strdup(item);
+  free(item);
+  free(*list);
+  *list = next;
+}
+
+static char *join_hosts(const char **hosts, size_t n) {
+  char *s = vs_strdup("[");
+  for (size_t i = 0; i < n; i++) {
+    char *next = vs_asprintf("%s%s%s", s, i ? " " : "", hosts[i]);
+    free(s);
+    s = next;
+  }
+  char *out = vs_asprintf("%s]", s);
+  free(s);
+  return out;
+}
+
+/* daemon.json merged with the flags: a directive given both ways is an error, as in dockerd. */
+static int merge_config(const char *path, flags *f, vd_config *cfg, vd_options *o, vs_error **err) {
+  if (vd_config_read(path, cfg, err) < 0)
+    return -1;
+  char *conflicts = NULL;
+  if (f->data_root && cfg->data_root)
+    add_conflict(&conflicts, "data-root", f->data_root, cfg->data_root);
+  if (f->exec_root && cfg->exec_root)
+    add_conflict(&conflicts, "exec-root", f->exec_root, cfg->exec_root);
+  if (f->level && cfg->log_level)
+    add_conflict(&conflicts, "log-level", f->level, cfg->log_level);
+  if (f->format && cfg->log_format)
+    add_conflict(&conflicts, "log-format", f->format, cfg->log_format);
+  if (f->debug && cfg->debug >= 0)
+    add_conflict(&conflicts, "debug", "true", cfg->debug ? "true" : "false");
+  if (f->n_hosts && cfg->n_hosts) {
+    _cleanup_free_ char *a = join_hosts(f->hosts, f->n_hosts);
+    _cleanup_free_ char *b = join_hosts(cfg->hosts, cfg->n_hosts);
+    add_conflict(&conflicts, "hosts", a, b);
+  }
+  if (conflicts) {
+    vs_error_set(err, EINVAL,
+                 "configuration file %s: the following directives are specified both as a flag "
+                 "and in the configuration file: %s",
+                 path, conflicts);
+    free(conflicts);
+    return -1;
+  }
+  if (cfg->data_root)
+    f->data_root = cfg->data_root;
+  if (cfg->exec_root)
+    f->exec_root = cfg->exec_root;
+  if (cfg->log_level)
+    f->level = cfg->log_level;
+  if (cfg->log_format)
+    f->format = cfg->log_format;
+  if (cfg->debug > 0)
+    f->debug = true;
+  if (cfg->n_hosts) {
+    f->hosts = cfg->hosts;
+    f->n_hosts = cfg->n_hosts;
+  }
+  o->default_ulimits = cfg->default_ulimits;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option opts[] = {{"data-root", required_argument, NULL, 'd'},
                                        {"exec-root", required_argument, NULL, 'x'},
                                        {"host", required_argument, NULL, 'H'},
                                        {"log-level", required_argument, NULL, 'l'},
                                        {"log-format", required_argument, NULL, 'f'},
+                                       {"config", required_argument, NULL, 'c'},
+                                       {"debug", no_argument, NULL, 'D'},
                                        {"bridge", required_argument, NULL, 'b'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
-  vd_options o = {.data_root = VD_DEFAULT_DATA_ROOT, .exec_root = VD_DEFAULT_EXEC_ROOT};
+  vd_options o = {0};
+  vd_config cfg = {0};
   const char **hosts = vs_malloc0(sizeof(char *) * (size_t)(argc + 1));
+  flags f = {.hosts = hosts};
+  const char *config = NULL;
   vs_log_level level = VS_LOG_INFO;
   vs_log_format fmt = VS_LOG_FORMAT_TEXT;
   vs_error *err = NULL;
   int c;
-  while ((c = getopt_long(argc, argv, "H:b:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "H:b:hD", opts, NULL)) != -1) {
     switch (c) {
     case 'd':
-      o.data_root = optarg;
+      f.data_root = optarg;
       break;
     case 'x':
-      o.exec_root = optarg;
+      f.exec_root = optarg;
       break;
     case 'H':
-      hosts[o.n_hosts++] = optarg;
+      hosts[f.n_hosts++] = optarg;
       break;
     case 'b':
       o.bridge = optarg;
       break;
     case 'l':
-      if (parse_level(optarg, &level, &err) < 0)
-        goto fail;
+      f.level = optarg;
       break;
     case 'f':
-      if (strcmp(optarg, "text") != 0 && strcmp(optarg, "json") != 0) {
-        vs_error_set(&err, EINVAL, "--log-format %s: expected text or json", optarg);
-        goto fail;
-      }
-      fmt = strcmp(optarg, "json") ? VS_LOG_FORMAT_TEXT : VS_LOG_FORMAT_JSON;
+      f.format = optarg;
+      break;
+    case 'c':
+      config = optarg;
+      break;
+    case 'D':
+      f.debug = true;
       break;
     case 'h':
       usage(stdout);
@@ -91,9 +180,22 @@ int main(int argc, char **argv) {
     vs_error_set(&err, EINVAL, "unexpected argument %s", argv[optind]);
     goto fail;
   }
-  if (o.n_hosts == 0)
-    hosts[o.n_hosts++] = VD_DEFAULT_HOST;
-  o.hosts = hosts;
+  if (config && merge_config(config, &f, &cfg, &o, &err) < 0)
+    goto fail;
+  if ((f.level && parse_level(f.level, &level, &err) < 0) ||
+      (f.format && parse_format(f.format, &fmt, &err) < 0))
+    goto fail;
+  if (f.debug)
+    level = VS_LOG_DEBUG;
+  o.data_root = f.data_root ? f.data_root : VD_DEFAULT_DATA_ROOT;
+  o.exec_root = f.exec_root ? f.exec_root : VD_DEFAULT_EXEC_ROOT;
+  if (f.n_hosts == 0) {
+    hosts[0] = VD_DEFAULT_HOST;
+    f.hosts = hosts;
+    f.n_hosts = 1;
+  }
+  o.hosts = f.hosts;
+  o.n_hosts = f.n_hosts;
   vs_log_configure("vesseld", level, fmt, 2);
   /* every connection and every running container's monitor (pidfd) holds a descriptor */
   struct rlimit nofile;
@@ -111,11 +213,13 @@ int main(int argc, char **argv) {
     vs_error_print(err, "vesseld");
     vs_error_free(err);
   }
+  vd_config_clear(&cfg);
   free(hosts);
   return rc;
 fail:
   vs_error_print(err, "vesseld");
   vs_error_free(err);
+  vd_config_clear(&cfg);
   free(hosts);
   return 2;
 }
