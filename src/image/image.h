@@ -259,4 +259,61 @@ char *vs_img_strndup(const char *s, size_t n);
 /* Disk usage of a directory tree in bytes (allocated blocks). */
 uint64_t vs_img_du(const char *path);
 
+/* ---------------------------------------------------------- Dockerfiles */
+
+/* One Dockerfile instruction as Docker's parser reads it (dockerfile.c). Arguments stay raw
+ * (quotes and variables as written); the builder expands them with vs_df_expand where Docker
+ * does. The shapes of args by keyword:
+ *   run, cmd, entrypoint, shell: json ? the array : one string, the shell form
+ *   from, expose, copy, add, volume, onbuild's words: whitespace-separated words (or the JSON
+ *       array for copy, add, volume)
+ *   env, label, arg: pairs, args[2i] the name and args[2i+1] the value (NULL for an ARG without
+ *       a default)
+ *   workdir, user, stopsignal, maintainer: one string
+ *   healthcheck: "NONE", or "CMD" followed by the command as for cmd
+ *   onbuild: none; sub is the trigger instruction */
+typedef struct vs_df_instr {
+  char *keyword;  /* lowercase: "from", "run", ... */
+  char *original; /* the instruction as written, continuations joined: "RUN echo hi" */
+  int line;       /* the line its keyword is on (1-based) */
+  char **flags;   /* leading "--name=value" words, raw */
+  size_t nflags;
+  char **args;
+  size_t nargs;
+  bool json; /* args came from a JSON array */
+  struct vs_df_instr *sub;
+} vs_df_instr;
+
+typedef struct vs_dockerfile {
+  vs_df_instr *instrs;
+  size_t n;
+  char escape;  /* '\\' or '`' (the escape directive) */
+  char *syntax; /* the syntax directive, NULL when absent */
+} vs_dockerfile;
+
+#define VS_DF_MAX_LINE (64 << 10) /* longest physical line accepted, as Docker's scanner */
+#define VS_DF_MAX_SIZE (16 << 20) /* longest Dockerfile accepted */
+
+/* Parse a Dockerfile. Errors name the line: "Dockerfile parse error line 3: unknown
+ * instruction: FOO". Heredocs are refused. */
+int vs_dockerfile_parse(const char *text, size_t len, vs_dockerfile *out, vs_error **err);
+void vs_dockerfile_clear(vs_dockerfile *df);
+void vs_df_instr_clear(vs_df_instr *in);
+
+/* Value of a variable for expansion, NULL when unset. */
+typedef const char *(*vs_df_lookup)(const char *name, void *ctx);
+/* Expand $VAR, ${VAR}, ${VAR:-x}, ${VAR-x}, ${VAR:+x}, ${VAR+x}, ${VAR:?msg}, ${VAR?msg} and
+ * remove quotes and escapes as Docker's shell lexer does; *out is one word (whitespace kept). */
+int vs_df_expand_word(const char *word, char escape, vs_df_lookup lookup, void *ctx, char **out,
+                      vs_error **err);
+/* The same, then split into words at unquoted whitespace (also inside expanded values), as for
+ * FROM, COPY, EXPOSE and VOLUME. *out is NULL-terminated; *n counts the words. */
+int vs_df_expand_words(const char *word, char escape, vs_df_lookup lookup, void *ctx, char ***out,
+                       size_t *n, vs_error **err);
+/* The value of the flag --name=value of in, "" for a bare --name, NULL when not given. */
+const char *vs_df_flag(const vs_df_instr *in, const char *name);
+/* Check that in has no flag other than those in allowed (NULL-terminated): "COPY: unknown
+ * flag: --foo". */
+int vs_df_flags_check(const vs_df_instr *in, const char *const *allowed, vs_error **err);
+
 #endif

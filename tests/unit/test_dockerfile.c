@@ -1,0 +1,234 @@
+/* image module: the Dockerfile parser and Docker's word expansion. */
+#include "image/image.h"
+#include "tap.h"
+
+static int parse(const char *text, vs_dockerfile *df, vs_error **err) {
+  return vs_dockerfile_parse(text, strlen(text), df, err);
+}
+
+/* A failing parse whose message contains want. */
+static void check_fails(const char *text, const char *want) {
+  vs_dockerfile df;
+  vs_error *err = NULL;
+  CHECK_EQ(parse(text, &df, &err), -1);
+  CHECK(err != NULL);
+  CHECK_CONTAINS(err->msg, want);
+  vs_error_free(err);
+}
+
+TEST(instructions_comments_and_continuations) {
+  vs_dockerfile df;
+  vs_error *err = NULL;
+  const char *text = "# a comment\n"
+                     "FROM busybox AS base\n"
+                     "\n"
+                     "run echo a \\\n"
+                     "  # a comment inside\n"
+                     "\n"
+                     "  b\r\n"
+                     "   ENV A=1 B=\"two words\"\n"
+                     "COPY --from=base --chown=1:2 /a /b /dest/\n";
+  CHECK_EQ(parse(text, &df, &err), 0);
+  CHECK_EQ(df.n, 4);
+  CHECK_STREQ(df.instrs[0].keyword, "from");
+  CHECK_EQ(df.instrs[0].line, 2);
+  CHECK_EQ(df.instrs[0].nargs, 3);
+  CHECK_STREQ(df.instrs[0].args[2], "base");
+  CHECK_STREQ(df.instrs[1].keyword, "run");
+  CHECK_EQ(df.instrs[1].line, 4);
+  CHECK(!df.instrs[1].json);
+  CHECK_EQ(df.instrs[1].nargs, 1);
+  CHECK_STREQ(df.instrs[1].args[0], "echo a   b");
+  CHECK_STREQ(df.instrs[2].keyword, "env");
+  CHECK_EQ(df.instrs[2].nargs, 4);
+  CHECK_STREQ(df.instrs[2].args[0], "A");
+  CHECK_STREQ(df.instrs[2].args[1], "1");
+  CHECK_STREQ(df.instrs[2].args[3], "\"two words\"");
+  CHECK_EQ(df.instrs[3].nflags, 2);
+  CHECK_STREQ(vs_df_flag(&df.instrs[3], "from"), "base");
+  CHECK_STREQ(vs_df_flag(&df.instrs[3], "chown"), "1:2");
+  CHECK(vs_df_flag(&df.instrs[3], "chmod") == NULL);
+  CHECK_EQ(df.instrs[3].nargs, 3);
+  static const char *const copy_flags[] = {"from", "chown", "chmod", NULL};
+  CHECK_EQ(vs_df_flags_check(&df.instrs[3], copy_flags, &err), 0);
+  static const char *const none[] = {NULL};
+  CHECK_EQ(vs_df_flags_check(&df.instrs[3], none, &err), -1);
+  CHECK_CONTAINS(err->msg, "COPY: unknown flag: --from");
+  vs_error_free(err);
+  vs_dockerfile_clear(&df);
+}
+
+TEST(json_and_shell_forms) {
+  vs_dockerfile df;
+  vs_error *err = NULL;
+  CHECK_EQ(parse("FROM scratch\nCMD [\"/bin/sh\", \"-c\", \"echo hi\"]\nENTRYPOINT [\"a\" \n"
+                 "SHELL [\"/bin/ash\", \"-eo\"]\nVOLUME /a /b\nVOLUME [\"/c\"]\n",
+                 &df, &err),
+           0);
+  CHECK_EQ(df.n, 6);
+  CHECK(df.instrs[1].json);
+  CHECK_EQ(df.instrs[1].nargs, 3);
+  CHECK_STREQ(df.instrs[1].args[2], "echo hi");
+  CHECK(!df.instrs[2].json); /* not JSON: the shell form, as Docker */
+  CHECK_STREQ(df.instrs[2].args[0], "[\"a\"");
+  CHECK(df.instrs[3].json);
+  CHECK_EQ(df.instrs[4].nargs, 2);
+  CHECK(df.instrs[5].json);
+  vs_dockerfile_clear(&df);
+  check_fails("FROM scratch\nCMD [1, 2]\n", "line 2: not a JSON array of strings");
+  check_fails("FROM scratch\nSHELL /bin/sh -c\n",
+              "SHELL requires the arguments to be in JSON form");
+}
+
+TEST(directives) {
+  vs_dockerfile df;
+  vs_error *err = NULL;
+  CHECK_EQ(parse("# syntax=docker/dockerfile:1\n# escape=`\nFROM busybox\nRUN echo a `\n b\n", &df,
+                 &err),
+           0);
+  CHECK_EQ(df.escape, '`');
+  CHECK_STREQ(df.syntax, "docker/dockerfile:1");
+  CHECK_EQ(df.n, 2);
+  CHECK_STREQ(df.instrs[1].args[0], "echo a  b");
+  vs_dockerfile_clear(&df);
+  /* after the first instruction a directive is only a comment */
+  CHECK_EQ(parse("FROM busybox\n# escape=`\nRUN echo a \\\n b\n", &df, &err), 0);
+  CHECK_EQ(df.escape, '\\');
+  CHECK_EQ(df.n, 2);
+  vs_dockerfile_clear(&df);
+  check_fails("# escape=x\nFROM a\n", "invalid escape token 'x'");
+  check_fails("# escape=`\n# escape=\\\nFROM a\n", "only one escape parser directive");
+}
+
+TEST(env_label_arg_onbuild_healthcheck) {
+  vs_dockerfile df;
+  vs_error *err = NULL;
+  CHECK_EQ(parse("FROM a\nENV LEGACY value with spaces\nLABEL \"k 1\"=v\nARG X Y=2\n"
+                 "ONBUILD RUN echo hi\nHEALTHCHECK --interval=5s CMD [\"true\"]\nHEALTHCHECK none\n"
+                 "EXPOSE 80/tcp 443\nuser 1000:1000\nWORKDIR /a b\nSTOPSIGNAL SIGINT\n",
+                 &df, &err),
+           0);
+  CHECK_EQ(df.n, 11);
+  CHECK_EQ(df.instrs[1].nargs, 2);
+  CHECK_STREQ(df.instrs[1].args[0], "LEGACY");
+  CHECK_STREQ(df.instrs[1].args[1], "value with spaces");
+  CHECK_STREQ(df.instrs[2].args[0], "\"k 1\"");
+  CHECK_EQ(df.instrs[3].nargs, 4);
+  CHECK_STREQ(df.instrs[3].args[0], "X");
+  CHECK(df.instrs[3].args[1] == NULL);
+  CHECK_STREQ(df.instrs[3].args[3], "2");
+  CHECK(df.instrs[4].sub != NULL);
+  CHECK_STREQ(df.instrs[4].sub->keyword, "run");
+  CHECK_STREQ(df.instrs[4].sub->original, "RUN echo hi");
+  CHECK_STREQ(df.instrs[5].args[0], "CMD");
+  CHECK(df.instrs[5].json);
+  CHECK_STREQ(df.instrs[5].args[1], "true");
+  CHECK_STREQ(vs_df_flag(&df.instrs[5], "interval"), "5s");
+  CHECK_STREQ(df.instrs[6].args[0], "NONE");
+  CHECK_EQ(df.instrs[7].nargs, 2);
+  CHECK_STREQ(df.instrs[8].args[0], "1000:1000");
+  CHECK_STREQ(df.instrs[9].args[0], "/a b");
+  vs_dockerfile_clear(&df);
+}
+
+TEST(bad_dockerfiles_name_the_line) {
+  check_fails("FROM a\n\nFOO bar\n", "Dockerfile parse error line 3: unknown instruction: FOO");
+  check_fails("FROM a b\n", "FROM requires either one or three arguments");
+  check_fails("FROM a\nCOPY onlyone\n", "COPY requires at least two arguments");
+  check_fails("FROM a\nENV A=1 B\n", "can't find = in \"B\"");
+  check_fails("FROM a\nONBUILD ONBUILD RUN x\n", "ONBUILD ONBUILD is not allowed");
+  check_fails("FROM a\nONBUILD FROM b\n", "FROM isn't allowed as an ONBUILD trigger");
+  check_fails("FROM a\nRUN <<EOF\necho hi\nEOF\n",
+              "line 2: RUN: heredocs (<<EOF) are not supported");
+  check_fails("FROM a\nCOPY <<-EOF /x\n", "heredocs");
+  check_fails("FROM a\nRUN\n", "RUN requires at least one argument");
+  check_fails("FROM a\nWORKDIR\n", "WORKDIR requires exactly one argument");
+  char nul[] = "FROM a\0\n";
+  vs_dockerfile df;
+  vs_error *err = NULL;
+  CHECK_EQ(vs_dockerfile_parse(nul, sizeof(nul) - 1, &df, &err), -1);
+  CHECK_CONTAINS(err->msg, "NUL byte");
+  vs_error_free(err);
+  err = NULL;
+  size_t n = VS_DF_MAX_LINE + 100;
+  char *big = vs_malloc0(n + 16);
+  memcpy(big, "FROM a\nRUN ", 11);
+  memset(big + 11, 'x', n);
+  CHECK_EQ(vs_dockerfile_parse(big, strlen(big), &df, &err), -1);
+  CHECK_CONTAINS(err->msg, "line 2: line longer than");
+  vs_error_free(err);
+  free(big);
+}
+
+static const char *lookup(const char *name, void *ctx) {
+  (void)ctx;
+  if (!strcmp(name, "A"))
+    return "one";
+  if (!strcmp(name, "E"))
+    return "";
+  if (!strcmp(name, "S"))
+    return "x  y";
+  return NULL;
+}
+
+static void check_word(const char *in, const char *want) {
+  char *out = NULL;
+  vs_error *err = NULL;
+  if (vs_df_expand_word(in, '\\', lookup, NULL, &out, &err) < 0)
+    TAP_FAIL("expand %s: %s", in, err->msg);
+  CHECK_STREQ(out, want);
+  free(out);
+}
+
+TEST(expansion) {
+  check_word("$A", "one");
+  check_word("${A}/b", "one/b");
+  check_word("$A$B.c", "one.c");
+  check_word("${B:-def}", "def");
+  check_word("${E:-def}", "def");
+  check_word("${E-def}", "");
+  check_word("${A:+alt}", "alt");
+  check_word("${B:+alt}", "");
+  check_word("${B:-$A}", "one");
+  check_word("'$A'", "$A");
+  check_word("\"$A b\"", "one b");
+  check_word("\\$A", "$A");
+  check_word("\"a\\\"b\\x\"", "a\"b\\x");
+  check_word("a $ b", "a $ b");
+  check_word("$S", "x  y");
+  char *out = NULL;
+  vs_error *err = NULL;
+  CHECK_EQ(vs_df_expand_word("${B:?must be set}", '\\', lookup, NULL, &out, &err), -1);
+  CHECK_CONTAINS(err->msg, "B: must be set");
+  vs_error_free(err);
+  err = NULL;
+  CHECK_EQ(vs_df_expand_word("${A", '\\', lookup, NULL, &out, &err), -1);
+  CHECK_CONTAINS(err->msg, "missing '}'");
+  vs_error_free(err);
+  err = NULL;
+  CHECK_EQ(vs_df_expand_word("\"abc", '\\', lookup, NULL, &out, &err), -1);
+  CHECK_CONTAINS(err->msg, "matching double-quote");
+  vs_error_free(err);
+  err = NULL;
+  CHECK_EQ(vs_df_expand_word("${A%x}", '\\', lookup, NULL, &out, &err), -1);
+  CHECK_CONTAINS(err->msg, "unsupported modifier (%)");
+  vs_error_free(err);
+
+  char **words = NULL;
+  size_t n = 0;
+  err = NULL;
+  CHECK_EQ(vs_df_expand_words("a \"b c\" $S '' ${A}d", '\\', lookup, NULL, &words, &n, &err), 0);
+  CHECK_EQ(n, 6);
+  CHECK_STREQ(words[0], "a");
+  CHECK_STREQ(words[1], "b c");
+  CHECK_STREQ(words[2], "x");
+  CHECK_STREQ(words[3], "y");
+  CHECK_STREQ(words[4], "");
+  CHECK_STREQ(words[5], "oned");
+  CHECK(words[6] == NULL);
+  for (size_t i = 0; i < n; i++)
+    free(words[i]);
+  free(words);
+}
+
+int main(void) { return tap_run(); }
