@@ -316,4 +316,13 @@ const char *vs_df_flag(const vs_df_instr *in, const char *name);
  * flag: --foo". */
 int vs_df_flags_check(const vs_df_instr *in, const char *const *allowed, vs_error **err);
 
+/* A .dockerignore: patterns as Docker's (filepath.Match syntax plus "**", "!" re-includes, the
+ * last matching pattern wins, a pattern also excludes everything under a directory it matches). */
+typedef struct vs_ignore vs_ignore;
+/* Comments ("#") and blank lines are skipped; a malformed pattern is an error naming its line. */
+int vs_dockerignore_parse(const char *text, size_t len, vs_ignore **out, vs_error **err);
+/* True when path (relative to the context, "/"-separated, cleaned) is excluded. */
+bool vs_dockerignore_match(const vs_ignore *ig, const char *path);
+void vs_dockerignore_free(vs_ignore *ig);
+
 #endif

@@ -1,4 +1,6 @@
-/* libFuzzer: Dockerfiles from untrusted bytes, then every argument expanded as the builder does. */
+/* libFuzzer: the files of a build context from untrusted bytes: the input as a Dockerfile (every
+ * argument then expanded as the builder does) and as a .dockerignore (then matched against a few
+ * paths). */
 #include "image/image.h"
 
 #include <string.h>
@@ -41,6 +43,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < df.n; i++)
       expand_all(&df.instrs[i], df.escape);
     vs_dockerfile_clear(&df);
+  }
+  vs_error_free(err);
+  err = NULL;
+  vs_ignore *ig = NULL;
+  if (vs_dockerignore_parse((const char *)data, size, &ig, &err) == 0) {
+    static const char *const paths[] = {"a", "a/b/c.txt", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab",
+                                        "x/./y", ""};
+    for (size_t i = 0; i < ARRAY_SIZE(paths); i++)
+      (void)vs_dockerignore_match(ig, paths[i]);
+    vs_dockerignore_free(ig);
   }
   vs_error_free(err);
   return 0;

@@ -231,4 +231,62 @@ TEST(expansion) {
   free(words);
 }
 
+static vs_ignore *ignore(const char *text) {
+  vs_ignore *ig = NULL;
+  vs_error *err = NULL;
+  if (vs_dockerignore_parse(text, strlen(text), &ig, &err) < 0)
+    TAP_FAIL("parse .dockerignore: %s", err->msg);
+  return ig;
+}
+
+TEST(dockerignore_patterns) {
+  vs_ignore *ig = ignore("# comment\n\n*.log\n/build/\n!build/keep\ndocs/**/*.md\n  tmp? \n"
+                         "[a-c]x\n**/secret\nsub/./dir/../x\n");
+  CHECK(vs_dockerignore_match(ig, "a.log"));
+  CHECK(!vs_dockerignore_match(ig, "dir/a.log")); /* "*" stays in one directory */
+  CHECK(vs_dockerignore_match(ig, "build"));
+  CHECK(vs_dockerignore_match(ig, "build/out/x.o")); /* under an excluded directory */
+  CHECK(!vs_dockerignore_match(ig, "build/keep"));
+  CHECK(vs_dockerignore_match(ig, "docs/a.md")); /* "**" may be no directory */
+  CHECK(vs_dockerignore_match(ig, "docs/x/y/a.md"));
+  CHECK(!vs_dockerignore_match(ig, "docs/a.txt"));
+  CHECK(vs_dockerignore_match(ig, "tmp1"));
+  CHECK(!vs_dockerignore_match(ig, "tmp12"));
+  CHECK(vs_dockerignore_match(ig, "bx"));
+  CHECK(!vs_dockerignore_match(ig, "dx"));
+  CHECK(vs_dockerignore_match(ig, "secret"));
+  CHECK(vs_dockerignore_match(ig, "a/b/secret"));
+  CHECK(vs_dockerignore_match(ig, "sub/x"));
+  CHECK(!vs_dockerignore_match(ig, "Dockerfile"));
+  vs_dockerignore_free(ig);
+
+  /* the last matching pattern wins */
+  ig = ignore("*\n!keep*\nkeep.tmp\n");
+  CHECK(vs_dockerignore_match(ig, "x"));
+  CHECK(!vs_dockerignore_match(ig, "keep.c"));
+  CHECK(vs_dockerignore_match(ig, "keep.tmp"));
+  vs_dockerignore_free(ig);
+
+  /* a hostile pattern costs its length times the path's */
+  char pat[2100];
+  for (int i = 0; i < 1000; i++)
+    memcpy(pat + 2 * i, "*a", 2);
+  strcpy(pat + 2000, "b\n");
+  ig = ignore(pat);
+  char path[1100];
+  memset(path, 'a', 1000);
+  path[1000] = 0;
+  CHECK(!vs_dockerignore_match(ig, path));
+  vs_dockerignore_free(ig);
+
+  vs_error *err = NULL;
+  CHECK_EQ(vs_dockerignore_parse("ok\n[]x\n", 7, &ig, &err), -1);
+  CHECK_CONTAINS(err->msg, ".dockerignore line 2: syntax error in pattern");
+  vs_error_free(err);
+  err = NULL;
+  CHECK_EQ(vs_dockerignore_parse("a\\", 2, &ig, &err), -1);
+  CHECK_CONTAINS(err->msg, "line 1: syntax error");
+  vs_error_free(err);
+}
+
 int main(void) { return tap_run(); }
