@@ -150,8 +150,7 @@ static bool pattern_match(const pattern *pt, const char *s, size_t n) {
   return r;
 }
 
-/* Lexical path cleaning as Go's filepath.Clean, then a leading "/" dropped. */
-static char *clean_path(const char *in, size_t len) {
+char *vs_img_path_clean(const char *in, size_t len) {
   char *out = vs_malloc0(len + 2);
   size_t o = 0;
   bool rooted = len && in[0] == '/';
@@ -233,7 +232,7 @@ int vs_dockerignore_parse(const char *text, size_t len, vs_ignore **out, vs_erro
     }
     ig->pats = vs_realloc(ig->pats, (ig->n + 1) * sizeof(pattern));
     pattern *pt = &ig->pats[ig->n++];
-    *pt = (pattern){.text = clean_path(s, (size_t)(t - s)), .exclusion = exclusion};
+    *pt = (pattern){.text = vs_img_path_clean(s, (size_t)(t - s)), .exclusion = exclusion};
     if (tokenize(pt) < 0) {
       vs_error_set(err, 0, ".dockerignore line %d: syntax error in pattern \"%s\"", lineno,
                    pt->text);

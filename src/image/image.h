@@ -324,5 +324,20 @@ int vs_dockerignore_parse(const char *text, size_t len, vs_ignore **out, vs_erro
 /* True when path (relative to the context, "/"-separated, cleaned) is excluded. */
 bool vs_dockerignore_match(const vs_ignore *ig, const char *path);
 void vs_dockerignore_free(vs_ignore *ig);
+/* Lexical cleaning of a "/"-separated path as Go's filepath.Clean ("." and empty segments
+ * dropped, ".." taking the previous one away), relative: a leading "/" is dropped and ".." stays
+ * only at the start of a relative path. "." for an empty result. */
+char *vs_img_path_clean(const char *path, size_t len);
+
+/* COPY and ADD sources: src (expanded, as written after the instruction) resolved in the build
+ * context ctxfd. A "*", "?" or "[...]" in a segment matches names in that directory (sorted);
+ * globs never descend through a symbolic link and a link they match is returned as itself (to be
+ * copied as a link). Links on a literal path are followed inside the context; one leading out of
+ * it, or a path with ".." leaving it, is an error naming the source. Paths the .dockerignore ig
+ * (may be NULL) excludes are not there. *out receives the resolved paths relative to the context
+ * ("." for the context itself), NULL-terminated; no match is an error ("file not found in build
+ * context"). */
+int vs_build_context_glob(int ctxfd, const char *src, const vs_ignore *ig, char ***out, size_t *n,
+                          vs_error **err);
 
 #endif

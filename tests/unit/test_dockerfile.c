@@ -1,6 +1,10 @@
 /* image module: the Dockerfile parser and Docker's word expansion. */
 #include "image/image.h"
 #include "tap.h"
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <unistd.h>
 
 static int parse(const char *text, vs_dockerfile *df, vs_error **err) {
   return vs_dockerfile_parse(text, strlen(text), df, err);
@@ -287,6 +291,112 @@ TEST(dockerignore_patterns) {
   CHECK_EQ(vs_dockerignore_parse("a\\", 2, &ig, &err), -1);
   CHECK_CONTAINS(err->msg, "line 1: syntax error");
   vs_error_free(err);
+}
+
+/* Sources of COPY resolved in the context; *joined receives them joined with ",". */
+static int glob_in(int ctxfd, const char *src, const vs_ignore *ig, char **joined, vs_error **err) {
+  char **v = NULL;
+  size_t n = 0;
+  if (vs_build_context_glob(ctxfd, src, ig, &v, &n, err) < 0)
+    return -1;
+  size_t len = 1;
+  for (size_t i = 0; i < n; i++)
+    len += strlen(v[i]) + 1;
+  *joined = vs_malloc0(len);
+  for (size_t i = 0; i < n; i++) {
+    if (i)
+      strcat(*joined, ",");
+    strcat(*joined, v[i]);
+    free(v[i]);
+  }
+  CHECK(v[n] == NULL);
+  free(v);
+  return 0;
+}
+
+static void check_glob(int ctxfd, const char *src, const vs_ignore *ig, const char *want) {
+  char *got = NULL;
+  vs_error *err = NULL;
+  if (glob_in(ctxfd, src, ig, &got, &err) < 0)
+    TAP_FAIL("%s: %s", src, err->msg);
+  CHECK_STREQ(got, want);
+  free(got);
+}
+
+static void check_glob_fails(int ctxfd, const char *src, const char *want) {
+  char *got = NULL;
+  vs_error *err = NULL;
+  CHECK_EQ(glob_in(ctxfd, src, NULL, &got, &err), -1);
+  CHECK_CONTAINS(err->msg, want);
+  vs_error_free(err);
+}
+
+TEST(context_sources_stay_inside) {
+  char *top = test_tmpdir();
+  char *ctx = vs_asprintf("%s/ctx", top);
+  char *p = NULL;
+  CHECK_EQ(mkdir(ctx, 0755), 0);
+#define AT(rel) (free(p), p = vs_asprintf("%s/%s", ctx, rel))
+  CHECK_EQ(mkdir(AT("src"), 0755), 0);
+  CHECK_EQ(mkdir(AT("src/sub"), 0755), 0);
+  test_write(AT("src/a.c"), "a");
+  test_write(AT("src/b.c"), "b");
+  test_write(AT("src/b.h"), "h");
+  test_write(AT("src/sub/c.c"), "c");
+  test_write(AT("top.txt"), "t");
+  test_write(AT("skip.log"), "l");
+  free(p);
+  p = vs_asprintf("%s/outside", top);
+  test_write(p, "secret");
+  CHECK_EQ(symlink("src/a.c", AT("in-link")), 0);
+  CHECK_EQ(symlink("src", AT("dir-link")), 0);
+  CHECK_EQ(symlink("../outside", AT("out-rel")), 0);
+  CHECK_EQ(symlink("/etc/passwd", AT("out-abs")), 0);
+  CHECK_EQ(symlink("sub/../../../outside", AT("src/sneaky")), 0);
+  CHECK_EQ(symlink("loop2", AT("loop1")), 0);
+  CHECK_EQ(symlink("loop1", AT("loop2")), 0);
+#undef AT
+  int fd = open(ctx, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  CHECK(fd >= 0);
+
+  check_glob(fd, "top.txt", NULL, "top.txt");
+  check_glob(fd, "/top.txt", NULL, "top.txt");
+  check_glob(fd, "./src/../top.txt", NULL, "top.txt");
+  check_glob(fd, ".", NULL, ".");
+  check_glob(fd, "src/*.c", NULL, "src/a.c,src/b.c");
+  check_glob(fd, "src/?.h", NULL, "src/b.h");
+  check_glob(fd, "*/sub/*", NULL, "src/sub/c.c");
+  check_glob(fd, "in-link", NULL, "src/a.c");
+  check_glob(fd, "dir-link/sub/c.c", NULL, "src/sub/c.c");
+  check_glob(fd, "dir-link/[ab].c", NULL, "src/a.c,src/b.c");
+
+  vs_ignore *ig = ignore("*.log\nsrc/b.*\n");
+  check_glob(fd, "*", ig, "dir-link,in-link,loop1,loop2,out-abs,out-rel,src,top.txt");
+  check_glob(fd, "src/*", ig, "src/a.c,src/sneaky,src/sub");
+  char *got = NULL;
+  vs_error *err = NULL;
+  CHECK_EQ(glob_in(fd, "skip.log", ig, &got, &err), -1);
+  CHECK_CONTAINS(err->msg,
+                 "file not found in build context or excluded by .dockerignore: skip.log");
+  vs_error_free(err);
+  vs_dockerignore_free(ig);
+
+  check_glob_fails(fd, "../outside", "forbidden path outside the build context: ../outside");
+  check_glob_fails(fd, "src/../../outside", "forbidden path outside the build context");
+  check_glob_fails(fd, "out-rel", "the symbolic link out-rel leads outside the build context");
+  check_glob_fails(fd, "out-abs",
+                   "the symbolic link out-abs leads outside the build context (to /etc/passwd)");
+  check_glob_fails(fd, "src/sneaky", "the symbolic link src/sneaky leads outside");
+  check_glob(fd, "out-*", NULL, "out-abs,out-rel"); /* the links themselves, as a walk finds them */
+  check_glob_fails(fd, "loop1", "too many symbolic links");
+  check_glob_fails(fd, "missing", "file not found in build context");
+  check_glob_fails(fd, "src/*.none", "file not found in build context");
+
+  close(fd);
+  vs_error *e = NULL;
+  CHECK_EQ(vs_rm_rf(top, &e), 0);
+  free(ctx);
+  free(top);
 }
 
 int main(void) { return tap_run(); }
