@@ -20,7 +20,7 @@ typedef struct sbuf {
 } sbuf;
 
 static void sb_add(sbuf *b, const char *s, size_t n) {
-  if (b->len + n + 1 > b->cap) {
+  if (!b->s || b->len + n + 1 > b->cap) {
     b->cap = (b->len + n + 1) * 2;
     b->s = vs_realloc(b->s, b->cap);
   }

@@ -150,21 +150,21 @@ static bool pattern_match(const pattern *pt, const char *s, size_t n) {
   return r;
 }
 
-char *vs_img_path_clean(const char *in, size_t len) {
+char *vs_img_path_clean(const char *path, size_t len) {
   char *out = vs_malloc0(len + 2);
   size_t o = 0;
-  bool rooted = len && in[0] == '/';
+  bool rooted = len && path[0] == '/';
   size_t i = 0;
   while (i < len) {
-    while (i < len && in[i] == '/')
+    while (i < len && path[i] == '/')
       i++;
     size_t s = i;
-    while (i < len && in[i] != '/')
+    while (i < len && path[i] != '/')
       i++;
     size_t sl = i - s;
-    if (sl == 0 || (sl == 1 && in[s] == '.'))
+    if (sl == 0 || (sl == 1 && path[s] == '.'))
       continue;
-    if (sl == 2 && in[s] == '.' && in[s + 1] == '.') {
+    if (sl == 2 && path[s] == '.' && path[s + 1] == '.') {
       /* drop the last segment unless there is none or it is itself ".." */
       size_t back = o;
       while (back && out[back - 1] != '/')
@@ -178,7 +178,7 @@ char *vs_img_path_clean(const char *in, size_t len) {
     }
     if (o)
       out[o++] = '/';
-    memcpy(out + o, in + s, sl);
+    memcpy(out + o, path + s, sl);
     o += sl;
   }
   if (!o)
