@@ -340,4 +340,21 @@ char *vs_img_path_clean(const char *path, size_t len);
 int vs_build_context_glob(int ctxfd, const char *src, const vs_ignore *ig, char ***out, size_t *n,
                           vs_error **err);
 
+/* What one stage of a build carries from step to step besides its image config. */
+typedef struct vs_build_stage {
+  json_t *args;             /* the ARGs declared so far: name -> string, or null without a value */
+  const json_t *build_args; /* --build-arg values: name -> string (not owned, may be NULL) */
+  char escape;              /* the Dockerfile's escape character */
+  bool cmd_set;             /* a CMD of this build (an ENTRYPOINT resets only an inherited one) */
+} vs_build_stage;
+
+/* Apply an instruction that only changes the image configuration (ARG, ENV, LABEL, WORKDIR,
+ * USER, CMD, ENTRYPOINT, EXPOSE, VOLUME, STOPSIGNAL, SHELL, HEALTHCHECK, ONBUILD, MAINTAINER)
+ * to image (a whole image config document: "config", "author", ...), expanding its arguments
+ * where Docker does with the stage's ENV and ARGs. Returns -1 with an error naming the problem;
+ * 1 if in is not such an instruction (FROM, RUN, COPY, ADD). */
+int vs_build_apply_config(json_t *image, vs_build_stage *st, const vs_df_instr *in, vs_error **err);
+/* A Go duration ("30s", "1m30s", "500ms", "1h") in nanoseconds, as HEALTHCHECK's flags. */
+int vs_build_parse_duration(const char *s, int64_t *ns, vs_error **err);
+
 #endif

@@ -399,4 +399,118 @@ TEST(context_sources_stay_inside) {
   free(top);
 }
 
+/* Parse text and apply every instruction after the first (a FROM) to image. */
+static int apply_all(const char *text, json_t *image, vs_build_stage *st, vs_error **err) {
+  vs_dockerfile df;
+  if (parse(text, &df, err) < 0)
+    return -1;
+  st->escape = df.escape;
+  int r = 0;
+  for (size_t i = 1; i < df.n && r == 0; i++)
+    r = vs_build_apply_config(image, st, &df.instrs[i], err);
+  vs_dockerfile_clear(&df);
+  return r;
+}
+
+static char *dump(json_t *v) {
+  return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+}
+
+TEST(config_instructions) {
+  json_t *image = json_pack("{s:{s:[s], s:[s]}}", "config", "Env", "PATH=/bin", "Cmd", "sh");
+  json_t *bargs = json_pack("{s:s}", "V", "given");
+  vs_build_stage st = {.build_args = bargs};
+  vs_error *err = NULL;
+  const char *text = "FROM busybox\n"
+                     "ARG V=default\nARG D=${V}-x\nARG NODEF\n"
+                     "ENV HOME=/home/u GREETING=\"hello $V\"\n"
+                     "ENV LEG value ${HOME}\n"
+                     "LABEL a=\"1 2\" b=${D}\n"
+                     "WORKDIR /app\nWORKDIR sub/../lib\nWORKDIR ${HOME}/w\n"
+                     "USER ${NODEF:-1000}:1000\n"
+                     "ENTRYPOINT [\"/bin/ep\"]\n"
+                     "SHELL [\"/bin/ash\", \"-eo\", \"pipefail\", \"-c\"]\n"
+                     "CMD echo $HOME\n"
+                     "EXPOSE 80 53/udp 8000-8001/TCP\n"
+                     "VOLUME /data \"/with space\"\n"
+                     "STOPSIGNAL SIGINT\n"
+                     "HEALTHCHECK --interval=1m30s --retries=3 CMD wget -q localhost\n"
+                     "onbuild run echo child\n"
+                     "MAINTAINER someone\n";
+  if (apply_all(text, image, &st, &err) < 0)
+    TAP_FAIL("apply: %s", err->msg);
+  json_t *c = json_object_get(image, "config");
+  char *s = dump(json_object_get(c, "Env"));
+  CHECK_STREQ(s, "[\"PATH=/bin\",\"HOME=/home/u\",\"GREETING=hello given\",\"LEG=value /home/u\"]");
+  free(s);
+  s = dump(st.args);
+  CHECK_STREQ(s, "{\"D\":\"given-x\",\"NODEF\":null,\"V\":\"given\"}");
+  free(s);
+  s = dump(json_object_get(c, "Labels"));
+  CHECK_STREQ(s, "{\"a\":\"1 2\",\"b\":\"given-x\"}");
+  free(s);
+  CHECK_STREQ(json_string_value(json_object_get(c, "WorkingDir")), "/home/u/w");
+  CHECK_STREQ(json_string_value(json_object_get(c, "User")), "1000:1000");
+  s = dump(json_object_get(c, "Entrypoint"));
+  CHECK_STREQ(s, "[\"/bin/ep\"]");
+  free(s);
+  s = dump(json_object_get(c, "Cmd"));
+  CHECK_STREQ(s, "[\"/bin/ash\",\"-eo\",\"pipefail\",\"-c\",\"echo $HOME\"]");
+  free(s);
+  s = dump(json_object_get(c, "ExposedPorts"));
+  CHECK_STREQ(s, "{\"53/udp\":{},\"80/tcp\":{},\"8000/tcp\":{},\"8001/tcp\":{}}");
+  free(s);
+  s = dump(json_object_get(c, "Volumes"));
+  CHECK_STREQ(s, "{\"/data\":{},\"/with space\":{}}");
+  free(s);
+  CHECK_STREQ(json_string_value(json_object_get(c, "StopSignal")), "SIGINT");
+  s = dump(json_object_get(c, "Healthcheck"));
+  CHECK_STREQ(
+      s, "{\"Interval\":90000000000,\"Retries\":3,\"Test\":[\"CMD-SHELL\",\"wget -q localhost\"]}");
+  free(s);
+  s = dump(json_object_get(c, "OnBuild"));
+  CHECK_STREQ(s, "[\"RUN echo child\"]");
+  free(s);
+  CHECK_STREQ(json_string_value(json_object_get(image, "author")), "someone");
+  json_decref(image);
+  json_decref(st.args);
+
+  /* an ENTRYPOINT resets an inherited CMD, not one of this build */
+  image = json_pack("{s:{s:[s]}}", "config", "Cmd", "sh");
+  st = (vs_build_stage){.build_args = bargs};
+  CHECK_EQ(apply_all("FROM a\nENTRYPOINT [\"x\"]\n", image, &st, &err), 0);
+  CHECK(json_is_null(json_object_get(json_object_get(image, "config"), "Cmd")));
+  json_decref(image);
+  json_decref(st.args);
+  json_decref(bargs);
+
+  static const struct {
+    const char *text, *want;
+  } bad[] = {
+      {"FROM a\nEXPOSE 70000\n", "invalid containerPort: 70000"},
+      {"FROM a\nEXPOSE 80/xyz\n", "invalid proto: xyz"},
+      {"FROM a\nVOLUME \"\"\n", "VOLUME specified can not be an empty string"},
+      {"FROM a\nSTOPSIGNAL \"SIG INT\"\n", "invalid signal"},
+      {"FROM a\nHEALTHCHECK --interval=5 CMD true\n", "missing unit in duration"},
+      {"FROM a\nHEALTHCHECK --bogus=1 CMD true\n", "HEALTHCHECK: unknown flag: --bogus"},
+      {"FROM a\nENV --x=1 A=1\n", "ENV: unknown flag: --x"},
+      {"FROM a\nUSER ${U:?needs a user}\n", "U: needs a user"},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+    image = json_object();
+    st = (vs_build_stage){0};
+    err = NULL;
+    CHECK_EQ(apply_all(bad[i].text, image, &st, &err), -1);
+    CHECK_CONTAINS(err->msg, bad[i].want);
+    vs_error_free(err);
+    json_decref(image);
+    json_decref(st.args);
+  }
+  int64_t ns;
+  CHECK_EQ(vs_build_parse_duration("1h2m3.5s", &ns, &err), 0);
+  CHECK_EQ(ns, 3723500000000LL);
+  CHECK_EQ(vs_build_parse_duration("500ms", &ns, &err), 0);
+  CHECK_EQ(ns, 500000000);
+}
+
 int main(void) { return tap_run(); }
