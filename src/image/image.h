@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* ------------------------------------------------------------- digests */
 
@@ -356,5 +357,23 @@ typedef struct vs_build_stage {
 int vs_build_apply_config(json_t *image, vs_build_stage *st, const vs_df_instr *in, vs_error **err);
 /* A Go duration ("30s", "1m30s", "500ms", "1h") in nanoseconds, as HEALTHCHECK's flags. */
 int vs_build_parse_duration(const char *s, int64_t *ns, vs_error **err);
+
+/* How COPY writes its sources: the owner of what it creates (Docker's default is 0:0) and
+ * --chmod's mode (-1: the sources' modes). */
+typedef struct vs_copy_opts {
+  uid_t uid;
+  gid_t gid;
+  int mode;
+} vs_copy_opts;
+
+/* COPY's writing half: the n sources (paths vs_build_context_glob returned, relative to srcfd)
+ * copied to dest inside the root file system rootfd (resolved in it: its links never lead out)
+ * with Docker's rules. A relative dest is under workdir; a dest ending in "/" or naming an
+ * existing directory receives the sources by name; a directory source has its contents copied;
+ * several sources need a directory dest ("When using COPY with more than one source file, the
+ * destination must be a directory and end with a /"). Links are copied as links; devices,
+ * FIFOs and sockets are refused. as_dir marks a glob source (a directory dest then too). */
+int vs_build_copy(int srcfd, char *const *srcs, size_t n, bool as_dir, int rootfd, const char *dest,
+                  const char *workdir, const vs_copy_opts *o, vs_error **err);
 
 #endif

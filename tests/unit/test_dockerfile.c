@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int parse(const char *text, vs_dockerfile *df, vs_error **err) {
@@ -511,6 +512,101 @@ TEST(config_instructions) {
   CHECK_EQ(ns, 3723500000000LL);
   CHECK_EQ(vs_build_parse_duration("500ms", &ns, &err), 0);
   CHECK_EQ(ns, 500000000);
+}
+
+static int open_dir(const char *path) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    TAP_FAIL("open %s", path);
+  return fd;
+}
+
+static void check_file(const char *path, const char *want, mode_t mode, uid_t uid) {
+  char *data = NULL;
+  size_t len = 0;
+  vs_error *err = NULL;
+  if (vs_read_file(path, 1 << 20, &data, &len, &err) < 0)
+    TAP_FAIL("%s: %s", path, err->msg);
+  CHECK_STREQ(data, want);
+  free(data);
+  struct stat st;
+  CHECK_EQ(lstat(path, &st), 0);
+  CHECK_EQ(st.st_mode & 07777, mode);
+  CHECK_EQ(st.st_uid, uid);
+}
+
+TEST(copy_into_a_root) {
+  if (geteuid() != 0)
+    SKIP("COPY sets owners: needs root");
+  char *top = test_tmpdir();
+  char *ctx = vs_asprintf("%s/ctx", top), *root = vs_asprintf("%s/root", top), *p = NULL;
+  CHECK_EQ(mkdir(ctx, 0700), 0);
+  CHECK_EQ(mkdir(root, 0755), 0);
+#define IN(dir, rel) (free(p), p = vs_asprintf("%s/%s", dir, rel))
+  test_write(IN(ctx, "a.txt"), "A");
+  CHECK_EQ(chmod(p, 0640), 0);
+  test_write(IN(ctx, "b.txt"), "B");
+  CHECK_EQ(mkdir(IN(ctx, "dir"), 0750), 0);
+  CHECK_EQ(mkdir(IN(ctx, "dir/sub"), 0755), 0);
+  test_write(IN(ctx, "dir/sub/c.txt"), "C");
+  CHECK_EQ(symlink("../a.txt", IN(ctx, "dir/link")), 0);
+  /* the image's own links lead nowhere outside its root */
+  CHECK_EQ(symlink("/", IN(root, "escape")), 0);
+  CHECK_EQ(symlink("../../..", IN(root, "up")), 0);
+  CHECK_EQ(mkdir(IN(root, "existing"), 0711), 0);
+  int cfd = open_dir(ctx), rfd = open_dir(root);
+  vs_error *err = NULL;
+  vs_copy_opts own = {.uid = 0, .gid = 0, .mode = -1};
+
+  char *one[] = {"a.txt"};
+  CHECK_EQ(vs_build_copy(cfd, one, 1, false, rfd, "/dst/", "/", &own, &err), 0);
+  check_file(IN(root, "dst/a.txt"), "A", 0640, 0);
+  CHECK_EQ(vs_build_copy(cfd, one, 1, false, rfd, "renamed", "/w", &own, &err), 0);
+  check_file(IN(root, "w/renamed"), "A", 0640, 0);
+  CHECK_EQ(vs_build_copy(cfd, one, 1, false, rfd, "/existing", "/", &own, &err), 0);
+  check_file(IN(root, "existing/a.txt"), "A", 0640, 0);
+
+  vs_copy_opts chown = {.uid = 1000, .gid = 1000, .mode = 0600};
+  char *dir[] = {"dir"};
+  CHECK_EQ(vs_build_copy(cfd, dir, 1, false, rfd, "/d", "/", &chown, &err), 0);
+  check_file(IN(root, "d/sub/c.txt"), "C", 0600, 1000);
+  char link[64] = {0};
+  CHECK(readlink(IN(root, "d/link"), link, sizeof(link) - 1) > 0);
+  CHECK_STREQ(link, "../a.txt");
+  struct stat st;
+  CHECK_EQ(stat(IN(root, "d"), &st), 0);
+  CHECK_EQ(st.st_uid, 1000);
+
+  /* "." into an existing "/" keeps the root directory's mode */
+  char *all[] = {"."};
+  CHECK_EQ(vs_build_copy(cfd, all, 1, false, rfd, "/", "/", &own, &err), 0);
+  check_file(IN(root, "b.txt"), "B", 0644, 0);
+  CHECK_EQ(stat(root, &st), 0);
+  CHECK_EQ(st.st_mode & 07777, 0755);
+
+  /* through the image's links: still inside the root */
+  CHECK_EQ(vs_build_copy(cfd, one, 1, false, rfd, "/escape/etc/", "/", &own, &err), 0);
+  check_file(IN(root, "etc/a.txt"), "A", 0640, 0);
+  CHECK_EQ(vs_build_copy(cfd, one, 1, false, rfd, "/up/x/", "/", &own, &err), 0);
+  check_file(IN(root, "x/a.txt"), "A", 0640, 0);
+  CHECK_EQ(access(IN(top, "x"), F_OK), -1);
+
+  char *two[] = {"a.txt", "b.txt"};
+  CHECK_EQ(vs_build_copy(cfd, two, 2, false, rfd, "/notadir", "/", &own, &err), -1);
+  CHECK_CONTAINS(err->msg, "the destination must be a directory and end with a /");
+  vs_error_free(err);
+  err = NULL;
+  CHECK_EQ(vs_build_copy(cfd, two, 2, false, rfd, "/many/", "/", &own, &err), 0);
+  check_file(IN(root, "many/b.txt"), "B", 0644, 0);
+  CHECK_EQ(vs_build_copy(cfd, one, 1, false, rfd, "/many", "/", &own, &err), 0); /* existing dir */
+#undef IN
+  close(cfd);
+  close(rfd);
+  CHECK_EQ(vs_rm_rf(top, &err), 0);
+  free(p);
+  free(ctx);
+  free(root);
+  free(top);
 }
 
 int main(void) { return tap_run(); }
