@@ -156,10 +156,11 @@ TEST(bad_dockerfiles_name_the_line) {
   vs_error_free(err);
   err = NULL;
   size_t n = VS_DF_MAX_LINE + 100;
-  char *big = vs_malloc0(n + 16);
+  char *big = calloc(1, n + 16);
+  CHECK(big != NULL);
   memcpy(big, "FROM a\nRUN ", 11);
   memset(big + 11, 'x', n);
-  CHECK_EQ(vs_dockerfile_parse(big, strlen(big), &df, &err), -1);
+  CHECK_EQ(vs_dockerfile_parse(big, n + 11, &df, &err), -1);
   CHECK_CONTAINS(err->msg, "line 2: line longer than");
   vs_error_free(err);
   free(big);
@@ -357,6 +358,7 @@ TEST(context_sources_stay_inside) {
   CHECK_EQ(symlink("loop2", AT("loop1")), 0);
   CHECK_EQ(symlink("loop1", AT("loop2")), 0);
 #undef AT
+  free(p);
   int fd = open(ctx, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   CHECK(fd >= 0);
 
