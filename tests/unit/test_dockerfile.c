@@ -202,27 +202,24 @@ TEST(expansion) {
   check_word("\"a\\\"b\\x\"", "a\"b\\x");
   check_word("a $ b", "a $ b");
   check_word("$S", "x  y");
-  char *out = NULL;
-  vs_error *err = NULL;
-  CHECK_EQ(vs_df_expand_word("${B:?must be set}", '\\', lookup, NULL, &out, &err), -1);
-  CHECK_CONTAINS(err->msg, "B: must be set");
-  vs_error_free(err);
-  err = NULL;
-  CHECK_EQ(vs_df_expand_word("${A", '\\', lookup, NULL, &out, &err), -1);
-  CHECK_CONTAINS(err->msg, "missing '}'");
-  vs_error_free(err);
-  err = NULL;
-  CHECK_EQ(vs_df_expand_word("\"abc", '\\', lookup, NULL, &out, &err), -1);
-  CHECK_CONTAINS(err->msg, "matching double-quote");
-  vs_error_free(err);
-  err = NULL;
-  CHECK_EQ(vs_df_expand_word("${A%x}", '\\', lookup, NULL, &out, &err), -1);
-  CHECK_CONTAINS(err->msg, "unsupported modifier (%)");
-  vs_error_free(err);
+  static const struct {
+    const char *word, *want;
+  } bad[] = {
+      {"${B:?must be set}", "B: must be set"}, {"${A", "missing '}'"},
+      {"\"abc", "matching double-quote"},      {"'abc", "matching single-quote"},
+      {"${A%x}", "unsupported modifier (%)"},  {"${}", "bad substitution"},
+  };
+  for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+    char *out = NULL;
+    vs_error *err = NULL;
+    CHECK_EQ(vs_df_expand_word(bad[i].word, '\\', lookup, NULL, &out, &err), -1);
+    CHECK_CONTAINS(err->msg, bad[i].want);
+    vs_error_free(err);
+  }
 
   char **words = NULL;
   size_t n = 0;
-  err = NULL;
+  vs_error *err = NULL;
   CHECK_EQ(vs_df_expand_words("a \"b c\" $S '' ${A}d", '\\', lookup, NULL, &words, &n, &err), 0);
   CHECK_EQ(n, 6);
   CHECK_STREQ(words[0], "a");
