@@ -365,3 +365,9 @@ int vs_build_apply_config(json_t *image, vs_build_stage *st, const vs_df_instr *
   }
   return vs_error_set(err, 0, "unknown instruction: %s", k);
 }
+
+int vs_build_expand_words(json_t *image, vs_build_stage *st, const char *word, char ***out,
+                          size_t *n, vs_error **err) {
+  scope sc = {.config = json_object_get(image, "config"), .st = st};
+  return vs_df_expand_words(word, st->escape, lookup, &sc, out, n, err);
+}

@@ -355,6 +355,9 @@ typedef struct vs_build_stage {
  * where Docker does with the stage's ENV and ARGs. Returns -1 with an error naming the problem;
  * 1 if in is not such an instruction (FROM, RUN, COPY, ADD). */
 int vs_build_apply_config(json_t *image, vs_build_stage *st, const vs_df_instr *in, vs_error **err);
+/* Expand word into words (as for COPY's arguments) with the stage's ENV and ARGs. */
+int vs_build_expand_words(json_t *image, vs_build_stage *st, const char *word, char ***out,
+                          size_t *n, vs_error **err);
 /* A Go duration ("30s", "1m30s", "500ms", "1h") in nanoseconds, as HEALTHCHECK's flags. */
 int vs_build_parse_duration(const char *s, int64_t *ns, vs_error **err);
 
@@ -375,5 +378,22 @@ typedef struct vs_copy_opts {
  * FIFOs and sockets are refused. as_dir marks a glob source (a directory dest then too). */
 int vs_build_copy(int srcfd, char *const *srcs, size_t n, bool as_dir, int rootfd, const char *dest,
                   const char *workdir, const vs_copy_opts *o, vs_error **err);
+
+/* A build: the context directory, its Dockerfile and the options of docker build. */
+typedef struct vs_build_opts {
+  const char *context;    /* a directory */
+  const char *dockerfile; /* inside the context; "Dockerfile" when NULL */
+  char *const *tags;      /* names users type; may be NULL */
+  size_t ntags;
+  const json_t *build_args; /* name -> string; may be NULL */
+  const json_t *labels;     /* name -> string, added to the final image; may be NULL */
+  const char *target;       /* stop after this stage; NULL: the last */
+  int progress_fd;          /* "Step N/M : ..." lines go here */
+} vs_build_opts;
+
+/* Build an image: FROM (a stored image, "scratch" or an earlier stage), the configuration
+ * instructions and COPY (also --from=stage) each make an image in the store; RUN is refused
+ * (not yet supported). The final image's manifest digest goes to id_out and it is tagged. */
+int vs_build(vs_store *s, const vs_build_opts *o, char id_out[VS_DIGEST_MAX], vs_error **err);
 
 #endif

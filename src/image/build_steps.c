@@ -1,0 +1,523 @@
+/* The build driver: a Dockerfile's instructions in order, each step an image in the store as
+ * Docker's classic builder makes them (configuration steps an empty layer with a "#(nop)"
+ * history entry, COPY a layer from the upper directory of an overlay of the step's image). */
+#include "image/image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct stage {
+  char *name; /* AS name, or NULL */
+  vs_image img;
+} stage;
+
+typedef struct builder {
+  vs_store *s;
+  const vs_build_opts *o;
+  int ctxfd;
+  vs_ignore *ig;
+  vs_dockerfile df;
+  json_t *meta_args; /* ARGs before the first FROM */
+  stage *stages;
+  size_t nstages;
+  vs_image cur;
+  bool have_cur;
+  vs_build_stage st;
+} builder;
+
+__attribute__((format(printf, 2, 3))) static void progress(const builder *b, const char *fmt, ...) {
+  if (b->o->progress_fd < 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  char *line = NULL;
+  if (vasprintf(&line, fmt, ap) >= 0) {
+    vs_error *e = NULL;
+    vs_write_all(b->o->progress_fd, line, strlen(line), &e);
+    vs_error_free(e);
+    free(line);
+  }
+  va_end(ap);
+}
+
+static char *now_rfc3339(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  char buf[64];
+  vs_utc_rfc3339(&ts, buf, sizeof(buf));
+  return vs_strdup(buf);
+}
+
+/* Store doc as the config of a new image with the current layers (plus extra, if given) and
+ * make it the current one. */
+static int save_image(builder *b, json_t *doc, const vs_descriptor *layers, size_t n,
+                      vs_error **err) {
+  _cleanup_free_ char *text = json_dumps(doc, JSON_COMPACT);
+  char cfg[VS_DIGEST_MAX], md[VS_DIGEST_MAX];
+  if (!text)
+    return vs_error_set(err, ENOMEM, "encode the image config");
+  if (vs_store_put_blob(b->s, NULL, text, strlen(text), cfg, err) < 0 ||
+      vs_store_add_image(b->s, NULL, cfg, layers, n, md, err) < 0)
+    return -1;
+  vs_image next;
+  if (vs_store_load_image(b->s, md, &next, err) < 0)
+    return -1;
+  if (b->have_cur)
+    vs_image_clear(&b->cur);
+  b->cur = next;
+  b->have_cur = true;
+  progress(b, " ---> %.12s\n", b->cur.manifest.config.digest + 7);
+  return 0;
+}
+
+static void add_history(json_t *doc, const char *created_by, bool empty_layer) {
+  _cleanup_free_ char *now = now_rfc3339();
+  json_object_set_new(doc, "created", json_string(now));
+  json_t *hist = json_object_get(doc, "history");
+  if (!json_is_array(hist)) {
+    hist = json_array();
+    json_object_set_new(doc, "history", hist);
+  }
+  json_t *h = json_pack("{s:s, s:s}", "created", now, "created_by", created_by);
+  if (empty_layer)
+    json_object_set_new(h, "empty_layer", json_true());
+  json_array_append_new(hist, h);
+}
+
+static int load_scratch(builder *b, vs_error **err) {
+  json_t *doc = json_pack("{s:s, s:s, s:{s:s, s:[]}, s:{}}", "architecture", "amd64", "os", "linux",
+                          "rootfs", "type", "layers", "diff_ids", "config");
+  int r = save_image(b, doc, NULL, 0, err);
+  json_decref(doc);
+  return r;
+}
+
+static const char *meta_lookup(const char *name, void *ctx) {
+  return json_string_value(json_object_get((json_t *)ctx, name));
+}
+
+static int step_from(builder *b, const vs_df_instr *in, vs_error **err) {
+  static const char *const flags[] = {"platform", NULL};
+  if (vs_df_flags_check(in, flags, err) < 0)
+    return -1;
+  const char *platform = vs_df_flag(in, "platform");
+  if (platform && strcmp(platform, "linux/amd64") != 0)
+    return vs_error_set(err, 0, "FROM --platform=%s: this builder makes linux/amd64 images only",
+                        platform);
+  _cleanup_free_ char *ref = NULL;
+  if (vs_df_expand_word(in->args[0], b->df.escape, meta_lookup, b->meta_args, &ref, err) < 0)
+    return -1;
+  json_decref(b->st.args);
+  b->st = (vs_build_stage){.build_args = b->o->build_args, .escape = b->df.escape};
+  b->nstages++;
+  b->stages = vs_realloc(b->stages, b->nstages * sizeof(stage));
+  stage *sg = &b->stages[b->nstages - 1];
+  memset(sg, 0, sizeof(*sg));
+  if (in->nargs == 3)
+    sg->name = vs_strdup(in->args[2]);
+  for (size_t i = 0; i + 1 < b->nstages; i++)
+    if (b->stages[i].name && !strcasecmp(b->stages[i].name, ref)) {
+      vs_image img;
+      if (vs_store_load_image(b->s, b->stages[i].img.manifest_digest, &img, err) < 0)
+        return -1;
+      if (b->have_cur)
+        vs_image_clear(&b->cur);
+      b->cur = img;
+      b->have_cur = true;
+      progress(b, " ---> %.12s\n", b->cur.manifest.config.digest + 7);
+      return 0;
+    }
+  if (!strcmp(ref, "scratch"))
+    return load_scratch(b, err);
+  vs_image img;
+  if (vs_store_resolve(b->s, ref, &img, err) < 0)
+    return vs_error_wrap(err, "FROM %s (images are not pulled by the builder: pull it first)", ref);
+  if (b->have_cur)
+    vs_image_clear(&b->cur);
+  b->cur = img;
+  b->have_cur = true;
+  progress(b, " ---> %.12s\n", b->cur.manifest.config.digest + 7);
+  return 0;
+}
+
+static int step_config(builder *b, const vs_df_instr *in, vs_error **err) {
+  json_t *doc = json_deep_copy(b->cur.config.root);
+  int r = vs_build_apply_config(doc, &b->st, in, err);
+  if (r == 0) {
+    _cleanup_free_ char *by = vs_asprintf("/bin/sh -c #(nop)  %s", in->original);
+    add_history(doc, by, true);
+    r = save_image(b, doc, b->cur.manifest.layers, b->cur.manifest.n_layers, err);
+  }
+  json_decref(doc);
+  return r;
+}
+
+/* "uid[:gid]" (numbers) for --chown. */
+static int parse_chown(const char *spec, vs_copy_opts *o, vs_error **err) {
+  _cleanup_free_ char *copy = vs_strdup(spec);
+  char *colon = strchr(copy, ':');
+  if (colon)
+    *colon = 0;
+  uint64_t uid, gid;
+  vs_error *e = NULL;
+  if (vs_parse_u64(copy, "--chown user", &uid, &e) < 0 || uid > 0xfffffffeULL ||
+      vs_parse_u64(colon ? colon + 1 : copy, "--chown group", &gid, &e) < 0 ||
+      gid > 0xfffffffeULL) {
+    vs_error_free(e);
+    return vs_error_set(err, 0, "--chown=%s: only numeric user and group ids are supported", spec);
+  }
+  o->uid = (uid_t)uid;
+  o->gid = (gid_t)gid;
+  return 0;
+}
+
+static int copy_sources(builder *b, const vs_df_instr *in, int srcfd, const vs_ignore *ig,
+                        int rootfd, const vs_copy_opts *co, vs_error **err) {
+  char **words = NULL;
+  size_t nw = 0, cap = 0;
+  int r = 0;
+  for (size_t i = 0; i < in->nargs && r == 0; i++) {
+    char **part = NULL;
+    size_t np = 0;
+    r = vs_build_expand_words(b->cur.config.root, &b->st, in->args[i], &part, &np, err);
+    for (size_t j = 0; r == 0 && j < np; j++) {
+      if (nw + 1 >= cap) {
+        cap = (nw + 1) * 2;
+        words = vs_realloc(words, cap * sizeof(char *));
+      }
+      words[nw++] = part[j];
+      part[j] = NULL;
+    }
+    for (size_t j = 0; j < np; j++)
+      free(part[j]);
+    free(part);
+  }
+  if (r == 0 && nw < 2)
+    r = vs_error_set(err, 0, "COPY requires at least two arguments");
+  const char *workdir = json_string_value(
+      json_object_get(json_object_get(b->cur.config.root, "config"), "WorkingDir"));
+  for (size_t i = 0; r == 0 && i + 1 < nw; i++) {
+    char **srcs = NULL;
+    size_t n = 0;
+    r = vs_build_context_glob(srcfd, words[i], ig, &srcs, &n, err);
+    if (r == 0) {
+      bool glob = strpbrk(words[i], "*?[") != NULL;
+      r = vs_build_copy(srcfd, srcs, n, glob || nw > 2, rootfd, words[nw - 1], workdir, co, err);
+    }
+    for (size_t j = 0; j < n; j++)
+      free(srcs[j]);
+    free(srcs);
+  }
+  for (size_t i = 0; i < nw; i++)
+    free(words[i]);
+  free(words);
+  return r;
+}
+
+static char *make_tmp(builder *b, vs_error **err) {
+  _cleanup_free_ char *base = vs_asprintf("%s/tmp", vs_store_root(b->s));
+  if (vs_mkdir_p(base, 0700, err) < 0)
+    return NULL;
+  char *dir = vs_asprintf("%s/build-XXXXXX", base);
+  if (!mkdtemp(dir)) {
+    vs_error_set(err, errno, "mkdtemp %s", dir);
+    free(dir);
+    return NULL;
+  }
+  return dir;
+}
+
+/* Mount img at dir/rootfs (the upper at dir/upper) and open it. */
+static int mount_image(builder *b, const vs_image *img, const char *dir, vs_error **err) {
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
+  if (vs_rootfs_mount(b->s, img, dir, rootfs, err) < 0)
+    return -1;
+  int fd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    vs_error_set(err, errno, "open %s", rootfs);
+    umount2(rootfs, MNT_DETACH);
+  }
+  return fd;
+}
+
+static void drop_tmp(const char *dir) {
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
+  umount2(rootfs, MNT_DETACH);
+  vs_error *e = NULL;
+  if (vs_rm_rf(dir, &e) < 0)
+    vs_log_warn("remove %s: %s", dir, e->msg);
+  vs_error_free(e);
+}
+
+/* The --from source: an earlier stage by name or index, else a stored image. */
+static int from_image(builder *b, const char *from, vs_image *img, vs_error **err) {
+  for (size_t i = 0; i < b->nstages; i++) {
+    char idx[24];
+    snprintf(idx, sizeof(idx), "%zu", i);
+    if ((b->stages[i].name && !strcasecmp(b->stages[i].name, from)) || !strcmp(idx, from)) {
+      if (i + 1 == b->nstages)
+        return vs_error_set(err, 0, "COPY --from=%s: a stage cannot copy from itself", from);
+      return vs_store_load_image(b->s, b->stages[i].img.manifest_digest, img, err);
+    }
+  }
+  return vs_store_resolve(b->s, from, img, err);
+}
+
+static int step_copy(builder *b, const vs_df_instr *in, vs_error **err) {
+  static const char *const flags[] = {"from", "chown", "chmod", NULL};
+  if (vs_df_flags_check(in, flags, err) < 0)
+    return -1;
+  if (!strcmp(in->keyword, "add")) {
+    for (size_t i = 0; i + 1 < in->nargs; i++)
+      if (strstr(in->args[i], "://"))
+        return vs_error_set(err, 0, "ADD %s: URLs are not supported (no network access for builds)",
+                            in->args[i]);
+    return vs_error_set(err, 0, "ADD is not supported yet: use COPY");
+  }
+  vs_copy_opts co = {.uid = 0, .gid = 0, .mode = -1};
+  const char *chown = vs_df_flag(in, "chown"), *chmod_ = vs_df_flag(in, "chmod");
+  if (chown && parse_chown(chown, &co, err) < 0)
+    return -1;
+  if (chmod_) {
+    char *end;
+    long m = strtol(chmod_, &end, 8);
+    if (!*chmod_ || *end || m < 0 || m > 07777)
+      return vs_error_set(err, 0, "--chmod=%s: not an octal mode", chmod_);
+    co.mode = (int)m;
+  }
+  _cleanup_free_ char *tmp = make_tmp(b, err);
+  if (!tmp)
+    return -1;
+  _cleanup_free_ char *stage_tmp = NULL;
+  int r = -1, rootfd = -1, srcfd = b->ctxfd;
+  const char *from = vs_df_flag(in, "from");
+  vs_image src = {0};
+  bool have_src = false;
+  if (from) {
+    if (from_image(b, from, &src, err) < 0)
+      goto out;
+    have_src = true;
+    stage_tmp = make_tmp(b, err);
+    if (!stage_tmp)
+      goto out;
+  }
+  /* the layers under the overlays stay while they are mounted (no garbage collection) */
+  if (vs_store_lock(b->s, false, err) < 0)
+    goto out;
+  if (from)
+    srcfd = mount_image(b, &src, stage_tmp, err);
+  rootfd = srcfd < 0 ? -1 : mount_image(b, &b->cur, tmp, err);
+  vs_store_unlock(b->s);
+  if (rootfd < 0)
+    goto out;
+  r = copy_sources(b, in, srcfd, from ? NULL : b->ig, rootfd, &co, err);
+  close(rootfd);
+  if (r == 0) {
+    _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", tmp);
+    _cleanup_free_ char *upper = vs_asprintf("%s/upper", tmp);
+    char md[VS_DIGEST_MAX];
+    umount2(rootfs, 0);
+    vs_image made;
+    r = vs_image_commit(b->s, &b->cur, upper, NULL, NULL, NULL, md, err);
+    if (r == 0)
+      r = vs_store_load_image(b->s, md, &made, err);
+    if (r == 0) {
+      /* the commit's history entry says what the step did */
+      json_t *doc = json_deep_copy(made.config.root);
+      json_t *hist = json_object_get(doc, "history");
+      json_t *last = json_array_get(hist, json_array_size(hist) - 1);
+      _cleanup_free_ char *by = vs_asprintf("/bin/sh -c #(nop) %s", in->original);
+      json_object_set_new(last, "created_by", json_string(by));
+      json_object_del(last, "comment");
+      r = save_image(b, doc, made.manifest.layers, made.manifest.n_layers, err);
+      json_decref(doc);
+      vs_image_clear(&made);
+    }
+  }
+out:
+  if (stage_tmp) {
+    if (srcfd >= 0 && srcfd != b->ctxfd)
+      close(srcfd);
+    drop_tmp(stage_tmp);
+  }
+  if (have_src)
+    vs_image_clear(&src);
+  drop_tmp(tmp);
+  return r;
+}
+
+static int run_step(builder *b, const vs_df_instr *in, vs_error **err) {
+  if (!strcmp(in->keyword, "from"))
+    return step_from(b, in, err);
+  if (!b->have_cur)
+    return vs_error_set(err, 0, "no build stage in current context (FROM must come first)");
+  if (!strcmp(in->keyword, "copy") || !strcmp(in->keyword, "add"))
+    return step_copy(b, in, err);
+  if (!strcmp(in->keyword, "run"))
+    return vs_error_set(err, 0, "RUN is not supported by this builder yet");
+  return step_config(b, in, err);
+}
+
+static int read_context_file(builder *b, const char *name, bool must, char **text, size_t *len,
+                             vs_error **err) {
+  char **found = NULL;
+  size_t n = 0;
+  vs_error *e = NULL;
+  *text = NULL;
+  *len = 0;
+  if (vs_build_context_glob(b->ctxfd, name, NULL, &found, &n, &e) < 0) {
+    if (!must && e->errnum == ENOENT) {
+      vs_error_free(e);
+      return 0;
+    }
+    vs_error_free(*err);
+    *err = e;
+    return -1;
+  }
+  int fd = openat(b->ctxfd, found[0], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  for (size_t i = 0; i < n; i++)
+    free(found[i]);
+  free(found);
+  if (fd < 0)
+    return vs_error_set(err, errno, "open %s in the build context", name);
+  _cleanup_free_ char *path = vs_asprintf("/proc/self/fd/%d", fd);
+  int r = vs_read_file(path, VS_DF_MAX_SIZE, text, len, err);
+  close(fd);
+  return r;
+}
+
+static void builder_clear(builder *b) {
+  if (b->ctxfd >= 0)
+    close(b->ctxfd);
+  vs_dockerignore_free(b->ig);
+  vs_dockerfile_clear(&b->df);
+  json_decref(b->meta_args);
+  json_decref(b->st.args);
+  for (size_t i = 0; i < b->nstages; i++) {
+    free(b->stages[i].name);
+    if (b->stages[i].img.manifest_raw)
+      vs_image_clear(&b->stages[i].img);
+  }
+  free(b->stages);
+  if (b->have_cur)
+    vs_image_clear(&b->cur);
+}
+
+/* Remember the finished stage's image (for FROM and COPY --from). */
+static int close_stage(builder *b, vs_error **err) {
+  if (!b->nstages || !b->have_cur)
+    return 0;
+  return vs_store_load_image(b->s, b->cur.manifest_digest, &b->stages[b->nstages - 1].img, err);
+}
+
+static int tag_result(builder *b, vs_error **err) {
+  for (size_t i = 0; i < b->o->ntags; i++) {
+    vs_image_ref ref;
+    if (vs_image_ref_parse(b->o->tags[i], &ref, err) < 0)
+      return vs_error_wrap(err, "tag %s", b->o->tags[i]);
+    _cleanup_free_ char *full = vs_image_ref_string(&ref);
+    vs_image_ref_clear(&ref);
+    if (vs_store_tag_set(b->s, full, b->cur.manifest_digest, err) < 0)
+      return -1;
+    progress(b, "Successfully tagged %s\n", b->o->tags[i]);
+  }
+  return 0;
+}
+
+static int build_steps(builder *b, vs_error **err) {
+  size_t steps = b->df.n;
+  for (size_t i = 0; i < b->df.n; i++) {
+    const vs_df_instr *in = &b->df.instrs[i];
+    if (!strcmp(in->keyword, "from")) {
+      if (close_stage(b, err) < 0)
+        return -1;
+      if (b->o->target && b->nstages && b->stages[b->nstages - 1].name &&
+          !strcasecmp(b->stages[b->nstages - 1].name, b->o->target))
+        break;
+    }
+    progress(b, "Step %zu/%zu : %s\n", i + 1, steps, in->original);
+    if (!b->have_cur && !strcmp(in->keyword, "arg")) {
+      json_t *dummy = json_object();
+      vs_build_stage meta = {
+          .args = b->meta_args, .build_args = b->o->build_args, .escape = b->df.escape};
+      int r = vs_build_apply_config(dummy, &meta, in, err);
+      json_decref(dummy);
+      if (r < 0)
+        return vs_error_wrap(err, "Dockerfile line %d", in->line);
+      continue;
+    }
+    if (run_step(b, in, err) < 0)
+      return vs_error_wrap(err, "Dockerfile line %d: %s", in->line, in->original);
+  }
+  if (b->o->target) {
+    bool found = false;
+    for (size_t i = 0; i < b->nstages; i++)
+      found = found || (b->stages[i].name && !strcasecmp(b->stages[i].name, b->o->target));
+    if (!found)
+      return vs_error_set(err, 0, "failed to reach build target %s in Dockerfile", b->o->target);
+  }
+  if (json_object_size(b->o->labels)) {
+    json_t *doc = json_deep_copy(b->cur.config.root);
+    json_t *cfg = json_object_get(doc, "config");
+    if (!json_is_object(cfg)) {
+      cfg = json_object();
+      json_object_set_new(doc, "config", cfg);
+    }
+    json_t *labels = json_object_get(cfg, "Labels");
+    if (!json_is_object(labels)) {
+      labels = json_object();
+      json_object_set_new(cfg, "Labels", labels);
+    }
+    json_object_update(labels, (json_t *)b->o->labels);
+    add_history(doc, "/bin/sh -c #(nop)  LABEL (from the build options)", true);
+    int r = save_image(b, doc, b->cur.manifest.layers, b->cur.manifest.n_layers, err);
+    json_decref(doc);
+    if (r < 0)
+      return -1;
+  }
+  return 0;
+}
+
+int vs_build(vs_store *s, const vs_build_opts *o, char id_out[VS_DIGEST_MAX], vs_error **err) {
+  builder b = {.s = s, .o = o, .ctxfd = -1, .meta_args = json_object()};
+  int r = -1;
+  _cleanup_free_ char *text = NULL, *ignore = NULL;
+  size_t len, ilen;
+  b.ctxfd = open(o->context, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (b.ctxfd < 0) {
+    vs_error_set(err, errno, "open the build context %s", o->context);
+    goto out;
+  }
+  if (read_context_file(&b, o->dockerfile ? o->dockerfile : "Dockerfile", true, &text, &len, err) <
+          0 ||
+      read_context_file(&b, ".dockerignore", false, &ignore, &ilen, err) < 0)
+    goto out;
+  if (ignore && vs_dockerignore_parse(ignore, ilen, &b.ig, err) < 0)
+    goto out;
+  if (vs_dockerfile_parse(text, len, &b.df, err) < 0)
+    goto out;
+  if (b.df.n == 0) {
+    vs_error_set(err, 0, "the Dockerfile has no instructions");
+    goto out;
+  }
+  if (build_steps(&b, err) < 0)
+    goto out;
+  if (!b.have_cur) {
+    vs_error_set(err, 0, "no build stage in the Dockerfile (FROM is missing)");
+    goto out;
+  }
+  progress(&b, "Successfully built %.12s\n", b.cur.manifest.config.digest + 7);
+  if (tag_result(&b, err) < 0)
+    goto out;
+  memcpy(id_out, b.cur.manifest_digest, VS_DIGEST_MAX);
+  r = 0;
+out:
+  builder_clear(&b);
+  return r;
+}

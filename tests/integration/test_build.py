@@ -1,0 +1,162 @@
+"""vessel build without a daemon: Dockerfiles built on a private store from the busybox image the
+daemon tests make offline (Debian's busybox-static), the results run with vessel run. Hostile
+contexts (a path or a link leading out) are refused and leave no mount or temp directory."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from test_daemon import busybox_archive  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, build_dir):
+    """A store with busybox:latest loaded, and a function running vessel on it."""
+    work = tmp_path_factory.mktemp("build")
+    root = work / "root"
+    tar = busybox_archive(work / "busybox.tar")
+
+    def vessel(*args, check=True):
+        r = subprocess.run([str(build_dir / "vessel"), "--root", str(root), *map(str, args)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+        if check:
+            assert r.returncode == 0, f"vessel {args}: {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r
+
+    assert "Loaded image: busybox:latest" in vessel("load", "-i", tar).stdout
+    yield vessel, root
+    subprocess.run(["umount", "-R", "-l", str(root)], stderr=subprocess.DEVNULL)
+
+
+def context(path, files):
+    """A build context: files maps relative paths to contents (str) or ("link", target)."""
+    path.mkdir(parents=True)
+    for rel, data in files.items():
+        p = path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, tuple):
+            p.symlink_to(data[1])
+        else:
+            p.write_text(data)
+    return path
+
+
+def inspect(vessel, name):
+    d = json.loads(vessel("image", "inspect", name).stdout)
+    return d[0] if isinstance(d, list) else d
+
+
+def no_leftovers(root):
+    assert list((root / "tmp").glob("build-*")) == []
+    with open("/proc/self/mountinfo") as f:
+        assert str(root) not in f.read()
+
+
+MULTI = """\
+# syntax=docker/dockerfile:1
+ARG BASE=busybox
+FROM ${BASE} AS first
+COPY src/ /stage/
+COPY *.txt /stage/top/
+ENV GREETING="hi there"
+
+FROM busybox
+ARG V=1
+LABEL version=$V \\
+      stage=final
+COPY --from=first /stage /app/from-first
+COPY --chown=1000:1000 --chmod=600 src/a.txt /app/own.txt
+WORKDIR /app
+ENV WHERE=$PWD NAME=${V:+set}
+EXPOSE 8080/tcp
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s CMD ["true"]
+ONBUILD COPY . /child
+USER 1000:1000
+ENTRYPOINT ["cat"]
+CMD ["/app/from-first/a.txt"]
+"""
+
+
+def test_multi_stage_build_and_run(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": MULTI, "src/a.txt": "hello\n",
+                                     "src/sub/b.txt": "b\n", "one.txt": "1\n", "two.txt": "2\n",
+                                     "skip.log": "no\n", ".dockerignore": "*.log\n"})
+    r = vessel("build", "-t", "t1", "-t", "example.org/t1:v2", "--build-arg", "V=2",
+               "--iidfile", tmp_path / "iid", ctx)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "Step 1/20 : ARG BASE=busybox"
+    assert "Step 3/20 : COPY src/ /stage/" in lines
+    assert sum(1 for line in lines if line.startswith(" ---> ")) == 19
+    iid = (tmp_path / "iid").read_text()
+    assert lines[-3] == f"Successfully built {iid[7:19]}"
+    assert lines[-2:] == ["Successfully tagged t1", "Successfully tagged example.org/t1:v2"]
+
+    d = inspect(vessel, "t1")
+    c = d["Config"]
+    assert c["Entrypoint"] == ["cat"] and c["Cmd"] == ["/app/from-first/a.txt"]
+    assert c["WorkingDir"] == "/app" and c["User"] == "1000:1000"
+    assert c["Labels"] == {"org.example.from": "image", "version": "2", "stage": "final"}
+    assert "NAME=set" in c["Env"] and "WHERE=" in c["Env"]
+    assert not any(e.startswith("GREETING=") for e in c["Env"])  # the first stage's ENV
+    assert c["ExposedPorts"] == {"8080/tcp": {}} and c["Volumes"] == {"/data": {}}
+    assert c["StopSignal"] == "SIGINT" and c["OnBuild"] == ["COPY . /child"]
+    assert c["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 30_000_000_000}
+    assert inspect(vessel, "example.org/t1:v2")["Id"] == d["Id"]
+
+    assert vessel("run", "--rm", "t1").stdout == "hello\n"
+    ls = vessel("run", "--rm", "--user", "0", "--entrypoint", "sh", "t1", "-c",
+                "cd /app && find . | sort && stat -c '%u:%g %a' own.txt && cat from-first/top/*")
+    assert ls.stdout.splitlines() == [
+        ".", "./from-first", "./from-first/a.txt", "./from-first/sub", "./from-first/sub/b.txt",
+        "./from-first/top", "./from-first/top/one.txt", "./from-first/top/two.txt", "./own.txt",
+        "1000:1000 600", "1", "2"]
+    no_leftovers(root)
+
+
+def test_target_stops_at_a_stage(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": MULTI, "src/a.txt": "A\n", "one.txt": "1\n"})
+    vessel("build", "-q", "--target", "first", "-t", "t-first", ctx)
+    out = vessel("run", "--rm", "t-first", "cat", "/stage/a.txt", "/stage/top/one.txt")
+    assert out.stdout == "A\n1\n"
+    r = vessel("build", "--target", "nosuch", ctx, check=False)
+    assert r.returncode != 0 and "failed to reach build target nosuch" in r.stderr
+    no_leftovers(root)
+
+
+@pytest.mark.parametrize("dockerfile, files, message", [
+    ("FROM busybox\nCOPY ../outside /x\n", {}, "forbidden path outside the build context: ../outside"),
+    ("FROM busybox\nCOPY link /x\n", {"link": ("link", "/etc/passwd")},
+     "the symbolic link link leads outside the build context (to /etc/passwd)"),
+    ("FROM busybox\nCOPY sub/up/passwd /x\n", {"sub/up": ("link", "../../..")},
+     "leads outside the build context"),
+    ("FROM busybox\nCOPY missing /x\n", {}, "file not found in build context"),
+    ("FROM busybox\nCOPY skip.log /x\n", {"skip.log": "", ".dockerignore": "*.log\n"},
+     "excluded by .dockerignore: skip.log"),
+    ("FROM busybox\nFOO bar\n", {}, "Dockerfile parse error line 2: unknown instruction: FOO"),
+    ("FROM busybox\nRUN <<EOF\ntrue\nEOF\n", {}, "heredocs (<<EOF) are not supported"),
+    ("FROM busybox\nRUN " + "x" * 70000 + "\n", {}, "line 2: line longer than 65536 bytes"),
+    ("COPY a /b\n", {"a": ""}, "no build stage in current context"),
+    ("FROM nosuchimage\n", {}, "FROM nosuchimage"),
+    ("FROM busybox\nCOPY --from=nostage /a /b\n", {}, "nostage"),
+    ("FROM busybox\nADD http://example.org/x /x\n", {}, "URLs are not supported"),
+    ("FROM busybox\nRUN true\n", {}, "RUN is not supported by this builder yet"),
+])
+def test_bad_builds_are_refused(store, tmp_path, dockerfile, files, message):
+    vessel, root = store
+    (tmp_path / "outside").write_text("secret\n")
+    ctx = context(tmp_path / "ctx", {"Dockerfile": dockerfile, **files})
+    r = vessel("build", "-t", "bad", ctx, check=False)
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert vessel("image", "inspect", "bad", check=False).returncode != 0
+    no_leftovers(root)
