@@ -3,6 +3,7 @@
  * history entry, COPY a layer from the upper directory of an overlay of the step's image). */
 #include "image/image.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -146,15 +147,57 @@ static int step_from(builder *b, const vs_df_instr *in, vs_error **err) {
   return 0;
 }
 
+static char *make_tmp(builder *b, vs_error **err);
+static int mount_image(builder *b, const vs_image *img, const char *dir, vs_error **err);
+static void drop_tmp(const char *dir);
+static int commit_upper(builder *b, const char *upper, const char *created_by, vs_error **err);
+
+static bool dir_empty(const char *path) {
+  DIR *d = opendir(path);
+  if (!d)
+    return true;
+  struct dirent *de;
+  bool empty = true;
+  while (empty && (de = readdir(d)))
+    empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+  closedir(d);
+  return empty;
+}
+
+/* WORKDIR creates its directory when the image lacks it (a layer then, as Docker's). */
+static int make_workdir(builder *b, const char *by, vs_error **err) {
+  const char *dir = json_string_value(
+      json_object_get(json_object_get(b->cur.config.root, "config"), "WorkingDir"));
+  if (!dir || !*dir)
+    return 0;
+  _cleanup_free_ char *tmp = make_tmp(b, err);
+  if (!tmp || vs_store_lock(b->s, false, err) < 0)
+    return -1;
+  int rootfd = mount_image(b, &b->cur, tmp, err);
+  vs_store_unlock(b->s);
+  int r = rootfd < 0 ? -1 : vs_mkdir_p_in_root(rootfd, dir, 0755, err);
+  if (rootfd >= 0)
+    close(rootfd);
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", tmp);
+  _cleanup_free_ char *upper = vs_asprintf("%s/upper", tmp);
+  umount2(rootfs, 0);
+  if (r == 0 && !dir_empty(upper))
+    r = commit_upper(b, upper, by, err);
+  drop_tmp(tmp);
+  return r;
+}
+
 static int step_config(builder *b, const vs_df_instr *in, vs_error **err) {
   json_t *doc = json_deep_copy(b->cur.config.root);
   int r = vs_build_apply_config(doc, &b->st, in, err);
+  _cleanup_free_ char *by = vs_asprintf("/bin/sh -c #(nop)  %s", in->original);
   if (r == 0) {
-    _cleanup_free_ char *by = vs_asprintf("/bin/sh -c #(nop)  %s", in->original);
     add_history(doc, by, true);
     r = save_image(b, doc, b->cur.manifest.layers, b->cur.manifest.n_layers, err);
   }
   json_decref(doc);
+  if (r == 0 && !strcmp(in->keyword, "workdir"))
+    r = make_workdir(b, by, err);
   return r;
 }
 
@@ -269,6 +312,24 @@ static int from_image(builder *b, const char *from, vs_image *img, vs_error **er
   return vs_store_resolve(b->s, from, img, err);
 }
 
+/* The upper directory of a step becomes its layer; the history entry says what the step did. */
+static int commit_upper(builder *b, const char *upper, const char *created_by, vs_error **err) {
+  char md[VS_DIGEST_MAX];
+  vs_image made;
+  if (vs_image_commit(b->s, &b->cur, upper, NULL, NULL, NULL, md, err) < 0 ||
+      vs_store_load_image(b->s, md, &made, err) < 0)
+    return -1;
+  json_t *doc = json_deep_copy(made.config.root);
+  json_t *hist = json_object_get(doc, "history");
+  json_t *last = json_array_get(hist, json_array_size(hist) - 1);
+  json_object_set_new(last, "created_by", json_string(created_by));
+  json_object_del(last, "comment");
+  int r = save_image(b, doc, made.manifest.layers, made.manifest.n_layers, err);
+  json_decref(doc);
+  vs_image_clear(&made);
+  return r;
+}
+
 static int step_copy(builder *b, const vs_df_instr *in, vs_error **err) {
   static const char *const flags[] = {"from", "chown", "chmod", NULL};
   if (vs_df_flags_check(in, flags, err) < 0)
@@ -321,24 +382,9 @@ static int step_copy(builder *b, const vs_df_instr *in, vs_error **err) {
   if (r == 0) {
     _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", tmp);
     _cleanup_free_ char *upper = vs_asprintf("%s/upper", tmp);
-    char md[VS_DIGEST_MAX];
+    _cleanup_free_ char *by = vs_asprintf("/bin/sh -c #(nop) %s", in->original);
     umount2(rootfs, 0);
-    vs_image made;
-    r = vs_image_commit(b->s, &b->cur, upper, NULL, NULL, NULL, md, err);
-    if (r == 0)
-      r = vs_store_load_image(b->s, md, &made, err);
-    if (r == 0) {
-      /* the commit's history entry says what the step did */
-      json_t *doc = json_deep_copy(made.config.root);
-      json_t *hist = json_object_get(doc, "history");
-      json_t *last = json_array_get(hist, json_array_size(hist) - 1);
-      _cleanup_free_ char *by = vs_asprintf("/bin/sh -c #(nop) %s", in->original);
-      json_object_set_new(last, "created_by", json_string(by));
-      json_object_del(last, "comment");
-      r = save_image(b, doc, made.manifest.layers, made.manifest.n_layers, err);
-      json_decref(doc);
-      vs_image_clear(&made);
-    }
+    r = commit_upper(b, upper, by, err);
   }
 out:
   if (stage_tmp) {
@@ -352,6 +398,53 @@ out:
   return r;
 }
 
+/* RUN: the command (the shell form through SHELL) in a container of the step's image, with the
+ * stage's ARGs in its environment as Docker passes them; its changes become the layer. */
+static int step_run(builder *b, const vs_df_instr *in, vs_error **err) {
+  if (vs_df_flags_check(in, NULL, err) < 0)
+    return -1;
+  if (!b->o->run)
+    return vs_error_set(err, 0,
+                        "RUN needs a container runtime, which this build was given none of");
+  json_t *cfg = json_object_get(b->cur.config.root, "config");
+  json_t *args = json_array();
+  if (!in->json) {
+    json_t *shell = json_object_get(cfg, "Shell");
+    if (json_is_array(shell) && json_array_size(shell))
+      json_array_extend(args, shell);
+    else {
+      json_array_append_new(args, json_string("/bin/sh"));
+      json_array_append_new(args, json_string("-c"));
+    }
+  }
+  for (size_t i = 0; i < in->nargs; i++)
+    json_array_append_new(args, json_string(in->args[i]));
+  json_t *env = json_array();
+  const char *k;
+  json_t *v;
+  json_object_foreach(b->st.args, k, v) {
+    if (json_is_string(v))
+      json_array_append_new(env, json_sprintf("%s=%s", k, json_string_value(v)));
+  }
+  _cleanup_free_ char *upper = NULL, *handle = NULL;
+  int status = b->o->run(b->o->run_ctx, b->cur.manifest_digest, args, env, &upper, &handle, err);
+  int r = -1;
+  if (status > 0) {
+    _cleanup_free_ char *shown = json_dumps(args, JSON_COMPACT);
+    vs_error_set(err, 0, "The command '%s' returned a non-zero code: %d",
+                 in->json ? shown : in->args[0], status);
+  } else if (status == 0) {
+    _cleanup_free_ char *by =
+        in->json ? json_dumps(args, JSON_COMPACT) : vs_asprintf("/bin/sh -c %s", in->args[0]);
+    r = commit_upper(b, upper, by, err);
+  }
+  if (handle && b->o->remove)
+    b->o->remove(b->o->run_ctx, handle);
+  json_decref(args);
+  json_decref(env);
+  return r;
+}
+
 static int run_step(builder *b, const vs_df_instr *in, vs_error **err) {
   if (!strcmp(in->keyword, "from"))
     return step_from(b, in, err);
@@ -360,7 +453,7 @@ static int run_step(builder *b, const vs_df_instr *in, vs_error **err) {
   if (!strcmp(in->keyword, "copy") || !strcmp(in->keyword, "add"))
     return step_copy(b, in, err);
   if (!strcmp(in->keyword, "run"))
-    return vs_error_set(err, 0, "RUN is not supported by this builder yet");
+    return step_run(b, in, err);
   return step_config(b, in, err);
 }
 

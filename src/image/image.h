@@ -389,11 +389,21 @@ typedef struct vs_build_opts {
   const json_t *labels;     /* name -> string, added to the final image; may be NULL */
   const char *target;       /* stop after this stage; NULL: the last */
   int progress_fd;          /* "Step N/M : ..." lines go here */
+  /* RUN: run args (a JSON array) in a container of the stored image whose manifest digest is
+   * `image` (its Env, User and WorkingDir) with the "K=V" strings of env added to its
+   * environment. *upper receives the container's upper directory (its changes) and *handle what
+   * remove needs to remove the container after the step. Returns the command's exit status, or -1
+   * with an error. NULL: RUN steps are refused. */
+  int (*run)(void *ctx, const char *image, json_t *args, json_t *env, char **upper, char **handle,
+             vs_error **err);
+  void (*remove)(void *ctx, const char *handle);
+  void *run_ctx;
 } vs_build_opts;
 
 /* Build an image: FROM (a stored image, "scratch" or an earlier stage), the configuration
- * instructions and COPY (also --from=stage) each make an image in the store; RUN is refused
- * (not yet supported). The final image's manifest digest goes to id_out and it is tagged. */
+ * instructions, COPY (also --from=stage) and RUN (through o->run) each make an image in the
+ * store; ADD is refused (not yet supported). The final image's manifest digest goes to id_out and
+ * it is tagged. */
 int vs_build(vs_store *s, const vs_build_opts *o, char id_out[VS_DIGEST_MAX], vs_error **err);
 
 #endif

@@ -149,7 +149,8 @@ def test_target_stops_at_a_stage(store, tmp_path):
     ("FROM nosuchimage\n", {}, "FROM nosuchimage"),
     ("FROM busybox\nCOPY --from=nostage /a /b\n", {}, "nostage"),
     ("FROM busybox\nADD http://example.org/x /x\n", {}, "URLs are not supported"),
-    ("FROM busybox\nRUN true\n", {}, "RUN is not supported by this builder yet"),
+    ("FROM busybox\nRUN echo failing; exit 3\n", {},
+     "The command 'echo failing; exit 3' returned a non-zero code: 3"),
 ])
 def test_bad_builds_are_refused(store, tmp_path, dockerfile, files, message):
     vessel, root = store
@@ -159,4 +160,38 @@ def test_bad_builds_are_refused(store, tmp_path, dockerfile, files, message):
     assert r.returncode != 0
     assert message in r.stderr
     assert vessel("image", "inspect", "bad", check=False).returncode != 0
+    assert vessel("ps", "-a", "-q").stdout.strip() == ""
+    no_leftovers(root)
+
+
+RUNS = """\
+FROM busybox
+ARG WHO=world
+ENV FOO=bar
+WORKDIR /app/sub
+RUN echo "hello $WHO $FOO from $(pwd)" > greeting && mkdir /made && echo x > /made/x
+RUN ["sh", "-c", "cat /app/sub/greeting; rm /bin/seq"]
+SHELL ["/bin/sh", "-e", "-c"]
+USER 1000
+RUN id -u > /tmp/uid
+CMD ["cat", "/app/sub/greeting", "/tmp/uid", "/made/x"]
+"""
+
+
+def test_run_steps(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": RUNS})
+    r = vessel("build", "-t", "t-run", "--build-arg", "WHO=you", ctx)
+    out = r.stdout.splitlines()
+    assert "hello you bar from /app/sub" in out  # the second RUN's output
+    running = [line for line in out if line.startswith(" ---> Running in ")]
+    removed = [line for line in out if line.startswith("Removing intermediate container ")]
+    assert len(running) == len(removed) == 3
+    assert vessel("run", "--rm", "t-run").stdout == "hello you bar from /app/sub\n1000\nx\n"
+    # a file removed by a RUN is gone from the image (a whiteout in its layer)
+    gone = vessel("run", "--rm", "t-run", "sh", "-c", "test -e /bin/seq || echo gone")
+    assert gone.stdout == "gone\n"
+    d = inspect(vessel, "t-run")
+    assert d["Config"]["Shell"] == ["/bin/sh", "-e", "-c"]
+    assert vessel("ps", "-a", "-q").stdout.strip() == ""
     no_leftovers(root)
