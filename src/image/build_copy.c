@@ -82,6 +82,8 @@ static int copy_dir_contents(int srcfd, const char *src, int rootfd, const char 
       continue;
     _cleanup_free_ char *s =
         strcmp(src, ".") ? vs_asprintf("%s/%s", src, de->d_name) : vs_strdup(de->d_name);
+    if (vs_dockerignore_match(o->ig, s))
+      continue;
     _cleanup_free_ char *t = vs_asprintf("%s/%s", strcmp(dst, "/") ? dst : "", de->d_name);
     r = copy_one(srcfd, s, rootfd, t, o, err);
   }

@@ -6,6 +6,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,7 +379,8 @@ static int step_copy(builder *b, const vs_df_instr *in, vs_error **err) {
   vs_store_unlock(b->s);
   if (rootfd < 0)
     goto out;
-  r = copy_sources(b, in, srcfd, from ? NULL : b->ig, rootfd, &co, err);
+  co.ig = from ? NULL : b->ig;
+  r = copy_sources(b, in, srcfd, co.ig, rootfd, &co, err);
   close(rootfd);
   if (r == 0) {
     _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", tmp);
@@ -445,7 +448,199 @@ static int step_run(builder *b, const vs_df_instr *in, vs_error **err) {
   return r;
 }
 
+/* ------------------------------------------------------------ the step cache
+ *
+ * As the classic builder's: a step is reused when the same instruction (with the same ARG values
+ * and, for COPY, the same content of its sources) ran on the same parent image before. The
+ * index maps a key hashing those to the image the step made; it lives in the store
+ * (build-cache.json) and an entry whose image is gone is a miss. */
+
+static int cmp_names(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void hash_str(vs_hasher *h, const char *s) { vs_hasher_update(h, s, strlen(s) + 1); }
+
+/* Path, type, mode, owner-independent: what COPY takes from a source tree. */
+static int hash_tree(int srcfd, const char *rel, const vs_ignore *ig, vs_hasher *h,
+                     vs_error **err) {
+  struct stat st;
+  if (fstatat(srcfd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+    return vs_error_set(err, errno, "stat %s in the build context", rel);
+  char head[64];
+  snprintf(head, sizeof(head), "%o", (unsigned)st.st_mode);
+  hash_str(h, rel);
+  hash_str(h, head);
+  if (S_ISLNK(st.st_mode)) {
+    char target[PATH_MAX];
+    ssize_t n = readlinkat(srcfd, rel, target, sizeof(target) - 1);
+    if (n < 0)
+      return vs_error_set(err, errno, "read the link %s", rel);
+    target[n] = 0;
+    hash_str(h, target);
+    return 0;
+  }
+  if (S_ISREG(st.st_mode)) {
+    int fd = openat(srcfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+      return vs_error_set(err, errno, "open %s in the build context", rel);
+    char buf[1 << 16];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+      vs_hasher_update(h, buf, (size_t)n);
+    close(fd);
+    return n < 0 ? vs_error_set(err, errno, "read %s", rel) : 0;
+  }
+  if (!S_ISDIR(st.st_mode))
+    return 0;
+  int dfd = openat(srcfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
+  if (!d) {
+    if (dfd >= 0)
+      close(dfd);
+    return vs_error_set(err, errno, "read %s in the build context", rel);
+  }
+  char **names = NULL;
+  size_t n = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+      continue;
+    names = vs_realloc(names, (n + 1) * sizeof(char *));
+    names[n++] = strcmp(rel, ".") ? vs_asprintf("%s/%s", rel, de->d_name) : vs_strdup(de->d_name);
+  }
+  closedir(d);
+  if (n)
+    qsort(names, n, sizeof(char *), cmp_names);
+  int r = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (r == 0 && !vs_dockerignore_match(ig, names[i]))
+      r = hash_tree(srcfd, names[i], ig, h, err);
+    free(names[i]);
+  }
+  free(names);
+  return r;
+}
+
+/* What a COPY reads: its sources' content from the context, or the --from image's digest. */
+static int copy_checksum(builder *b, const vs_df_instr *in, vs_hasher *h, vs_error **err) {
+  const char *from = vs_df_flag(in, "from");
+  if (from) {
+    vs_image img;
+    if (from_image(b, from, &img, err) < 0)
+      return -1;
+    hash_str(h, img.manifest_digest);
+    vs_image_clear(&img);
+    return 0;
+  }
+  int r = 0;
+  for (size_t i = 0; r == 0 && i + 1 < in->nargs; i++) {
+    char **words = NULL;
+    size_t nw = 0;
+    r = vs_build_expand_words(b->cur.config.root, &b->st, in->args[i], &words, &nw, err);
+    for (size_t j = 0; j < nw; j++) {
+      char **srcs = NULL;
+      size_t n = 0;
+      if (r == 0)
+        r = vs_build_context_glob(b->ctxfd, words[j], b->ig, &srcs, &n, err);
+      for (size_t k = 0; k < n; k++) {
+        if (r == 0)
+          r = hash_tree(b->ctxfd, srcs[k], b->ig, h, err);
+        free(srcs[k]);
+      }
+      free(srcs);
+      free(words[j]);
+    }
+    free(words);
+  }
+  return r;
+}
+
+static int cache_key(builder *b, const vs_df_instr *in, char key[VS_DIGEST_MAX], vs_error **err) {
+  vs_hasher *h = vs_hasher_new();
+  hash_str(h, b->cur.manifest_digest);
+  hash_str(h, in->original);
+  _cleanup_free_ char *args =
+      json_dumps(b->st.args ? b->st.args : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
+  hash_str(h, args ? args : "");
+  /* (ADD is refused before it reads anything) */
+  if (!strcmp(in->keyword, "copy") && copy_checksum(b, in, h, err) < 0) {
+    vs_hasher_free(h);
+    return -1;
+  }
+  vs_hasher_finish(h, key);
+  return 0;
+}
+
+static char *cache_path(const builder *b) {
+  return vs_asprintf("%s/build-cache.json", vs_store_root(b->s));
+}
+
+static json_t *cache_load(const builder *b) {
+  _cleanup_free_ char *path = cache_path(b);
+  json_t *c = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+  if (!json_is_object(c)) {
+    json_decref(c);
+    c = json_object();
+  }
+  return c;
+}
+
+/* The image a step made before, made current; false on a miss. */
+static bool cache_hit(builder *b, const char *key) {
+  json_t *c = cache_load(b);
+  const char *md = json_string_value(json_object_get(c, key));
+  vs_image img;
+  vs_error *e = NULL;
+  bool hit = md && vs_store_load_image(b->s, md, &img, &e) == 0;
+  vs_error_free(e);
+  json_decref(c);
+  if (!hit)
+    return false;
+  vs_image_clear(&b->cur);
+  b->cur = img;
+  progress(b, " ---> Using cache\n ---> %.12s\n", b->cur.manifest.config.digest + 7);
+  return true;
+}
+
+static void cache_put(builder *b, const char *key) {
+  json_t *c = cache_load(b);
+  json_object_set_new(c, key, json_string(b->cur.manifest_digest));
+  _cleanup_free_ char *path = cache_path(b);
+  _cleanup_free_ char *text = json_dumps(c, JSON_COMPACT);
+  vs_error *e = NULL;
+  if (text && vs_write_file_atomic(path, text, strlen(text), 0600, &e) < 0)
+    vs_log_warn("build cache: %s", e->msg);
+  vs_error_free(e);
+  json_decref(c);
+}
+
+static int run_step_uncached(builder *b, const vs_df_instr *in, vs_error **err);
+
 static int run_step(builder *b, const vs_df_instr *in, vs_error **err) {
+  if (!strcmp(in->keyword, "from") || !b->have_cur)
+    return run_step_uncached(b, in, err);
+  char key[VS_DIGEST_MAX];
+  if (cache_key(b, in, key, err) < 0)
+    return -1;
+  if (!b->o->nocache && cache_hit(b, key)) {
+    /* ARG and CMD change the stage's state as well as the image: replay them on a copy */
+    if (strcmp(in->keyword, "run") != 0 && strcmp(in->keyword, "copy") != 0 &&
+        strcmp(in->keyword, "add") != 0) {
+      json_t *doc = json_deep_copy(b->cur.config.root);
+      int r = vs_build_apply_config(doc, &b->st, in, err);
+      json_decref(doc);
+      return r < 0 ? -1 : 0;
+    }
+    return 0;
+  }
+  if (run_step_uncached(b, in, err) < 0)
+    return -1;
+  cache_put(b, key);
+  return 0;
+}
+
+static int run_step_uncached(builder *b, const vs_df_instr *in, vs_error **err) {
   if (!strcmp(in->keyword, "from"))
     return step_from(b, in, err);
   if (!b->have_cur)
@@ -556,6 +751,15 @@ static int build_steps(builder *b, vs_error **err) {
       return vs_error_set(err, 0, "failed to reach build target %s in Dockerfile", b->o->target);
   }
   if (json_object_size(b->o->labels)) {
+    _cleanup_free_ char *text = json_dumps(b->o->labels, JSON_COMPACT | JSON_SORT_KEYS);
+    vs_hasher *h = vs_hasher_new();
+    char key[VS_DIGEST_MAX];
+    hash_str(h, b->cur.manifest_digest);
+    hash_str(h, "--label");
+    hash_str(h, text ? text : "");
+    vs_hasher_finish(h, key);
+    if (!b->o->nocache && cache_hit(b, key))
+      return 0;
     json_t *doc = json_deep_copy(b->cur.config.root);
     json_t *cfg = json_object_get(doc, "config");
     if (!json_is_object(cfg)) {
@@ -573,6 +777,7 @@ static int build_steps(builder *b, vs_error **err) {
     json_decref(doc);
     if (r < 0)
       return -1;
+    cache_put(b, key);
   }
   return 0;
 }

@@ -367,6 +367,7 @@ typedef struct vs_copy_opts {
   uid_t uid;
   gid_t gid;
   int mode;
+  const vs_ignore *ig; /* paths of the context left out inside copied directories (may be NULL) */
 } vs_copy_opts;
 
 /* COPY's writing half: the n sources (paths vs_build_context_glob returned, relative to srcfd)
@@ -388,6 +389,7 @@ typedef struct vs_build_opts {
   const json_t *build_args; /* name -> string; may be NULL */
   const json_t *labels;     /* name -> string, added to the final image; may be NULL */
   const char *target;       /* stop after this stage; NULL: the last */
+  bool nocache;             /* build every step again instead of reusing the cache */
   int progress_fd;          /* "Step N/M : ..." lines go here */
   /* RUN: run args (a JSON array) in a container of the stored image whose manifest digest is
    * `image` (its Env, User and WorkingDir) with the "K=V" strings of env added to its

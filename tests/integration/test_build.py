@@ -195,3 +195,40 @@ def test_run_steps(store, tmp_path):
     assert d["Config"]["Shell"] == ["/bin/sh", "-e", "-c"]
     assert vessel("ps", "-a", "-q").stdout.strip() == ""
     no_leftovers(root)
+
+
+CACHED = """\
+FROM busybox
+RUN echo one > /one
+COPY app/ /app/
+RUN cat /app/a.txt > /copied
+CMD ["cat", "/copied"]
+"""
+
+
+def test_cache(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": CACHED, "app/a.txt": "v1\n",
+                                     "app/x.log": "ignored\n", ".dockerignore": "**/*.log\n"})
+    first = vessel("build", "--iidfile", tmp_path / "id1", "-t", "t-cache", ctx).stdout
+    assert first.count(" ---> Running in ") == 2 and "Using cache" not in first
+
+    # unchanged (an ignored file changed too): every step from the cache, the same image
+    (ctx / "app/x.log").write_text("changed, but ignored\n")
+    again = vessel("build", "--iidfile", tmp_path / "id2", "-t", "t-cache", ctx).stdout
+    assert "Running in" not in again and again.count(" ---> Using cache") == 4
+    assert (tmp_path / "id1").read_text() == (tmp_path / "id2").read_text()
+    assert vessel("run", "--rm", "t-cache", "ls", "/app").stdout == "a.txt\n"
+
+    # a changed file rebuilds from its COPY on: the first RUN stays cached
+    (ctx / "app/a.txt").write_text("v2\n")
+    changed = vessel("build", "--iidfile", tmp_path / "id3", "-t", "t-cache", ctx).stdout
+    steps = changed.split("Step ")
+    assert "Using cache" in steps[2] and "Using cache" not in steps[3] + steps[4] + steps[5]
+    assert changed.count(" ---> Running in ") == 1
+    assert (tmp_path / "id3").read_text() != (tmp_path / "id1").read_text()
+    assert vessel("run", "--rm", "t-cache").stdout == "v2\n"
+
+    nocache = vessel("build", "--no-cache", "-t", "t-cache", ctx).stdout
+    assert "Using cache" not in nocache and nocache.count(" ---> Running in ") == 2
+    no_leftovers(root)

@@ -6,11 +6,15 @@
 #include <string.h>
 #include <unistd.h>
 
-static const struct option build_options[] = {
-    {"tag", required_argument, 0, 't'},       {"file", required_argument, 0, 'f'},
-    {"build-arg", required_argument, 0, 'a'}, {"label", required_argument, 0, 'l'},
-    {"target", required_argument, 0, 'T'},    {"iidfile", required_argument, 0, 'i'},
-    {"quiet", no_argument, 0, 'q'},           {0, 0, 0, 0}};
+static const struct option build_options[] = {{"tag", required_argument, 0, 't'},
+                                              {"file", required_argument, 0, 'f'},
+                                              {"build-arg", required_argument, 0, 'a'},
+                                              {"label", required_argument, 0, 'l'},
+                                              {"target", required_argument, 0, 'T'},
+                                              {"iidfile", required_argument, 0, 'i'},
+                                              {"quiet", no_argument, 0, 'q'},
+                                              {"no-cache", no_argument, 0, 'N'},
+                                              {0, 0, 0, 0}};
 
 /* "K=V" into obj; a bare "K" takes the value of the environment variable K (docker's rule for
  * --build-arg), or is skipped when it is unset. */
@@ -134,10 +138,13 @@ int cmd_build(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     case 'q':
       o.progress_fd = -1;
       break;
+    case 'N':
+      o.nocache = true;
+      break;
     default:
       vs_error_set(err, 0,
                    "usage: vessel build [-t NAME]... [-f DOCKERFILE] [--build-arg K=V]... "
-                   "[--label K=V]... [--target STAGE] [--iidfile F] [-q] DIR");
+                   "[--label K=V]... [--target STAGE] [--iidfile F] [--no-cache] [-q] DIR");
       goto out;
     }
   }
