@@ -369,6 +369,8 @@ void vd_h_containers_prune(vd_call *c);
 void vd_h_container_top(vd_call *c);
 void vd_h_container_stats(vd_call *c);
 void vd_h_commit(vd_call *c);
+/* build.c */
+void vd_h_build(vd_call *c);
 void vd_h_container_changes(vd_call *c);
 void vd_h_exec_create(vd_call *c);
 void vd_h_exec_start(vd_call *c);

@@ -232,3 +232,71 @@ def test_cache(store, tmp_path):
     nocache = vessel("build", "--no-cache", "-t", "t-cache", ctx).stdout
     assert "Using cache" not in nocache and nocache.count(" ---> Running in ") == 2
     no_leftovers(root)
+
+
+# ---- through vesseld: the stock docker CLI (classic builder) and docker-py
+
+DAEMON_DF = """\
+FROM busybox AS base
+COPY src/ /stage/
+FROM busybox
+ARG V=1
+LABEL version=$V
+COPY --from=base /stage /app
+COPY --chmod=640 top.txt /app/
+WORKDIR /app
+ENV MODE=prod
+CMD ["cat", "/app/a.txt"]
+"""
+
+
+@pytest.fixture
+def vdb(build_dir, tmp_path):
+    from test_daemon import Vesseld
+    (tmp_path / "vd").mkdir()
+    d = Vesseld(build_dir, tmp_path / "vd")
+    r = d.docker("load", "-i", str(busybox_archive(tmp_path / "busybox.tar")))
+    assert "Loaded image: busybox:latest" in r.stdout
+    d.env["DOCKER_BUILDKIT"] = "0"
+    yield d
+    d.cleanup()
+    assert list((d.data / "tmp").glob("build-*")) == []
+
+
+def test_docker_build_against_vesseld(vdb, tmp_path):
+    ctx = context(tmp_path / "ctx", {"Dockerfile": DAEMON_DF, "src/a.txt": "A\n",
+                                     "top.txt": "T\n", "junk.log": "x\n",
+                                     ".dockerignore": "*.log\n"})
+    r = vdb.docker("build", "-t", "d1", "-t", "d1:v2", "--build-arg", "V=7", "--label", "by=test",
+                   str(ctx))
+    assert "Step 1/10 : FROM busybox AS base" in r.stdout
+    assert "Successfully tagged d1:latest" in r.stdout or "Successfully tagged d1" in r.stdout
+    d = json.loads(vdb.docker("inspect", "d1").stdout)[0]
+    assert d["Config"]["Labels"]["version"] == "7" and d["Config"]["Labels"]["by"] == "test"
+    assert d["Config"]["WorkingDir"] == "/app" and "MODE=prod" in d["Config"]["Env"]
+    assert vdb.docker("run", "--rm", "d1").stdout == "A\n"
+    out = vdb.docker("run", "--rm", "d1:v2", "sh", "-c", "ls /app; stat -c %a /app/top.txt")
+    assert out.stdout.split() == ["a.txt", "top.txt", "640"]
+
+    again = vdb.docker("build", "-q", "-t", "d1", "--build-arg", "V=7", "--label", "by=test",
+                       str(ctx))
+    assert again.stdout.strip() == d["Id"]
+
+    bad = context(tmp_path / "bad", {"Dockerfile": "FROM busybox\nCOPY nothere /x\n"})
+    r = vdb.docker("build", str(bad), check=False)
+    assert r.returncode != 0 and "file not found in build context" in r.stderr
+
+
+def test_docker_py_build(vdb, tmp_path):
+    docker = pytest.importorskip("docker")
+    ctx = context(tmp_path / "ctx", {"Dockerfile": DAEMON_DF, "src/a.txt": "py\n",
+                                     "top.txt": "T\n"})
+    client = docker.DockerClient(base_url=vdb.host)
+    image, logs = client.images.build(path=str(ctx), tag="py1", buildargs={"V": "3"})
+    assert image.labels["version"] == "3"
+    assert any("Successfully built" in x.get("stream", "") for x in logs)
+    assert client.containers.run("py1", remove=True) == b"py\n"
+    with pytest.raises(docker.errors.BuildError, match="unknown instruction: BOGUS"):
+        bad = context(tmp_path / "bad", {"Dockerfile": "FROM busybox\nBOGUS x\n"})
+        client.images.build(path=str(bad))
+    client.close()
