@@ -408,7 +408,8 @@ static int step_run(builder *b, const vs_df_instr *in, vs_error **err) {
     return -1;
   if (!b->o->run)
     return vs_error_set(err, 0,
-                        "RUN needs a container runtime, which this build was given none of");
+                        "RUN is not supported through vesseld yet (vessel build without "
+                        "a daemon runs it)");
   json_t *cfg = json_object_get(b->cur.config.root, "config");
   json_t *args = json_array();
   if (!in->json) {

@@ -286,6 +286,10 @@ def test_docker_build_against_vesseld(vdb, tmp_path):
     r = vdb.docker("build", str(bad), check=False)
     assert r.returncode != 0 and "file not found in build context" in r.stderr
 
+    run = context(tmp_path / "run", {"Dockerfile": "FROM busybox\nRUN true\n"})
+    r = vdb.docker("build", str(run), check=False)
+    assert r.returncode != 0 and "RUN is not supported through vesseld yet" in r.stderr
+
 
 def test_docker_py_build(vdb, tmp_path):
     docker = pytest.importorskip("docker")
