@@ -57,6 +57,16 @@ static char *now_rfc3339(void) {
   return vs_strdup(buf);
 }
 
+/* img becomes the step's image (taken over). */
+static void set_current(builder *b, vs_image img, bool cached) {
+  if (b->have_cur)
+    vs_image_clear(&b->cur);
+  b->cur = img;
+  b->have_cur = true;
+  progress(b, "%s ---> %.12s\n", cached ? " ---> Using cache\n" : "",
+           b->cur.manifest.config.digest + 7);
+}
+
 /* Store doc as the config of a new image with the current layers (plus extra, if given) and
  * make it the current one. */
 static int save_image(builder *b, json_t *doc, const vs_descriptor *layers, size_t n,
@@ -71,11 +81,7 @@ static int save_image(builder *b, json_t *doc, const vs_descriptor *layers, size
   vs_image next;
   if (vs_store_load_image(b->s, md, &next, err) < 0)
     return -1;
-  if (b->have_cur)
-    vs_image_clear(&b->cur);
-  b->cur = next;
-  b->have_cur = true;
-  progress(b, " ---> %.12s\n", b->cur.manifest.config.digest + 7);
+  set_current(b, next, false);
   return 0;
 }
 
@@ -129,11 +135,7 @@ static int step_from(builder *b, const vs_df_instr *in, vs_error **err) {
       vs_image img;
       if (vs_store_load_image(b->s, b->stages[i].img.manifest_digest, &img, err) < 0)
         return -1;
-      if (b->have_cur)
-        vs_image_clear(&b->cur);
-      b->cur = img;
-      b->have_cur = true;
-      progress(b, " ---> %.12s\n", b->cur.manifest.config.digest + 7);
+      set_current(b, img, false);
       return 0;
     }
   if (!strcmp(ref, "scratch"))
@@ -141,11 +143,7 @@ static int step_from(builder *b, const vs_df_instr *in, vs_error **err) {
   vs_image img;
   if (vs_store_resolve(b->s, ref, &img, err) < 0)
     return vs_error_wrap(err, "FROM %s (images are not pulled by the builder: pull it first)", ref);
-  if (b->have_cur)
-    vs_image_clear(&b->cur);
-  b->cur = img;
-  b->have_cur = true;
-  progress(b, " ---> %.12s\n", b->cur.manifest.config.digest + 7);
+  set_current(b, img, false);
   return 0;
 }
 
@@ -598,9 +596,7 @@ static bool cache_hit(builder *b, const char *key) {
   json_decref(c);
   if (!hit)
     return false;
-  vs_image_clear(&b->cur);
-  b->cur = img;
-  progress(b, " ---> Using cache\n ---> %.12s\n", b->cur.manifest.config.digest + 7);
+  set_current(b, img, true);
   return true;
 }
 
