@@ -220,6 +220,46 @@ static int parse_chown(const char *spec, vs_copy_opts *o, vs_error **err) {
   return 0;
 }
 
+/* ADD's local archives: tar, alone or compressed (gzip, bzip2, xz, zstd), by their magic. */
+static bool is_archive(int srcfd, const char *rel) {
+  unsigned char h[512];
+  int fd = openat(srcfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  ssize_t n = pread(fd, h, sizeof(h), 0);
+  close(fd);
+  if (n < 6)
+    return false;
+  return (h[0] == 0x1f && h[1] == 0x8b) || !memcmp(h, "BZh", 3) ||
+         !memcmp(h,
+                 "\xfd"
+                 "7zXZ\0",
+                 6) ||
+         !memcmp(h, "\x28\xb5\x2f\xfd", 4) || (n == 512 && !memcmp(h + 257, "ustar", 5));
+}
+
+/* Unpack a local archive of ADD into the directory dest (relative to workdir) of the root,
+ * every entry resolved inside it as a layer's are. */
+static int add_archive(int srcfd, const char *rel, int rootfd, const char *dest,
+                       const char *workdir, vs_error **err) {
+  _cleanup_free_ char *joined =
+      dest[0] == '/' ? vs_strdup(dest)
+                     : vs_asprintf("%s/%s", workdir && *workdir ? workdir : "/", dest);
+  _cleanup_free_ char *clean = vs_img_path_clean(joined, strlen(joined));
+  if (vs_mkdir_p_in_root(rootfd, clean, 0755, err) < 0)
+    return -1;
+  _cleanup_close_ int dfd = vs_openat_in_root(rootfd, clean, O_RDONLY | O_DIRECTORY, 0, err);
+  _cleanup_close_ int fd = openat(srcfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0)
+    return -1;
+  if (fd < 0)
+    return vs_error_set(err, errno, "open %s in the build context", rel);
+  vs_layer_limits lim = {.allow_devices = false};
+  if (vs_layer_apply(fd, dfd, &lim, NULL, err) < 0)
+    return vs_error_wrap(err, "ADD %s", rel);
+  return 0;
+}
+
 static int copy_sources(builder *b, const vs_df_instr *in, int srcfd, const vs_ignore *ig,
                         int rootfd, const vs_copy_opts *co, vs_error **err) {
   char **words = NULL;
@@ -249,9 +289,14 @@ static int copy_sources(builder *b, const vs_df_instr *in, int srcfd, const vs_i
     char **srcs = NULL;
     size_t n = 0;
     r = vs_build_context_glob(srcfd, words[i], ig, &srcs, &n, err);
-    if (r == 0) {
-      bool glob = strpbrk(words[i], "*?[") != NULL;
-      r = vs_build_copy(srcfd, srcs, n, glob || nw > 2, rootfd, words[nw - 1], workdir, co, err);
+    bool glob = strpbrk(words[i], "*?[") != NULL;
+    for (size_t j = 0; r == 0 && j < n; j++) {
+      /* ADD unpacks local archives; everything else is copied as COPY does */
+      if (!strcmp(in->keyword, "add") && is_archive(srcfd, srcs[j]))
+        r = add_archive(srcfd, srcs[j], rootfd, words[nw - 1], workdir, err);
+      else
+        r = vs_build_copy(srcfd, &srcs[j], 1, glob || nw > 2 || n > 1, rootfd, words[nw - 1],
+                          workdir, co, err);
     }
     for (size_t j = 0; j < n; j++)
       free(srcs[j]);
@@ -331,16 +376,7 @@ static int commit_upper(builder *b, const char *upper, const char *created_by, v
 }
 
 static int step_copy(builder *b, const vs_df_instr *in, vs_error **err) {
-  static const char *const flags[] = {"from", "chown", "chmod", NULL};
-  if (vs_df_flags_check(in, flags, err) < 0)
-    return -1;
-  if (!strcmp(in->keyword, "add")) {
-    for (size_t i = 0; i + 1 < in->nargs; i++)
-      if (strstr(in->args[i], "://"))
-        return vs_error_set(err, 0, "ADD %s: URLs are not supported (no network access for builds)",
-                            in->args[i]);
-    return vs_error_set(err, 0, "ADD is not supported yet: use COPY");
-  }
+  /* (flags checked by run_step) */
   vs_copy_opts co = {.uid = 0, .gid = 0, .mode = -1};
   const char *chown = vs_df_flag(in, "chown"), *chmod_ = vs_df_flag(in, "chmod");
   if (chown && parse_chown(chown, &co, err) < 0)
@@ -562,8 +598,8 @@ static int cache_key(builder *b, const vs_df_instr *in, char key[VS_DIGEST_MAX],
   _cleanup_free_ char *args =
       json_dumps(b->st.args ? b->st.args : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
   hash_str(h, args ? args : "");
-  /* (ADD is refused before it reads anything) */
-  if (!strcmp(in->keyword, "copy") && copy_checksum(b, in, h, err) < 0) {
+  if ((!strcmp(in->keyword, "copy") || !strcmp(in->keyword, "add")) &&
+      copy_checksum(b, in, h, err) < 0) {
     vs_hasher_free(h);
     return -1;
   }
@@ -617,6 +653,16 @@ static int run_step_uncached(builder *b, const vs_df_instr *in, vs_error **err);
 static int run_step(builder *b, const vs_df_instr *in, vs_error **err) {
   if (!strcmp(in->keyword, "from") || !b->have_cur)
     return run_step_uncached(b, in, err);
+  for (size_t i = 0; !strcmp(in->keyword, "add") && i + 1 < in->nargs; i++)
+    if (strstr(in->args[i], "://"))
+      return vs_error_set(err, 0, "ADD %s: URLs are not supported (no network access for builds)",
+                          in->args[i]);
+  /* flags first: the cache key of COPY reads what --from names */
+  static const char *const copy_flags[] = {"from", "chown", "chmod", NULL};
+  static const char *const add_flags[] = {"chown", "chmod", NULL};
+  if ((!strcmp(in->keyword, "copy") && vs_df_flags_check(in, copy_flags, err) < 0) ||
+      (!strcmp(in->keyword, "add") && vs_df_flags_check(in, add_flags, err) < 0))
+    return -1;
   char key[VS_DIGEST_MAX];
   if (cache_key(b, in, key, err) < 0)
     return -1;

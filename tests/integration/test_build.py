@@ -122,6 +122,33 @@ def test_multi_stage_build_and_run(store, tmp_path):
     no_leftovers(root)
 
 
+def tgz(path, entries):
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+
+
+def test_add_unpacks_local_archives(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nADD files.tgz plain.txt /opt/\n"
+                                     "CMD [\"sh\", \"-c\", \"cd /opt && find . | sort\"]\n",
+                                     "plain.txt": "p\n"})
+    tgz(ctx / "files.tgz", [("dir/in.txt", b"in\n")])
+    vessel("build", "-q", "-t", "t-add", ctx)
+    assert vessel("run", "--rm", "t-add").stdout.split() == [".", "./dir", "./dir/in.txt",
+                                                             "./plain.txt"]
+    # an archive cannot write outside its destination
+    tgz(ctx / "files.tgz", [("../../escape.txt", b"out\n")])
+    r = vessel("build", "-t", "t-add-bad", ctx, check=False)
+    assert r.returncode != 0 and '"../../escape.txt": ".." would leave the layer' in r.stderr
+    assert not (root / "escape.txt").exists()
+    no_leftovers(root)
+
+
 def test_target_stops_at_a_stage(store, tmp_path):
     vessel, root = store
     ctx = context(tmp_path / "ctx", {"Dockerfile": MULTI, "src/a.txt": "A\n", "one.txt": "1\n"})
@@ -149,6 +176,7 @@ def test_target_stops_at_a_stage(store, tmp_path):
     ("FROM nosuchimage\n", {}, "FROM nosuchimage"),
     ("FROM busybox\nCOPY --from=nostage /a /b\n", {}, "nostage"),
     ("FROM busybox\nADD http://example.org/x /x\n", {}, "URLs are not supported"),
+    ("FROM busybox\nADD --from=x a /x\n", {"a": ""}, "ADD: unknown flag: --from"),
     ("FROM busybox\nRUN echo failing; exit 3\n", {},
      "The command 'echo failing; exit 3' returned a non-zero code: 3"),
 ])
