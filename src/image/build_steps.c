@@ -596,8 +596,8 @@ static int cache_key(builder *b, const vs_df_instr *in, char key[VS_DIGEST_MAX],
   hash_str(h, b->cur.manifest_digest);
   hash_str(h, in->original);
   _cleanup_free_ char *args =
-      json_dumps(b->st.args ? b->st.args : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
-  hash_str(h, args ? args : "");
+      b->st.args ? json_dumps(b->st.args, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+  hash_str(h, args ? args : "{}");
   if ((!strcmp(in->keyword, "copy") || !strcmp(in->keyword, "add")) &&
       copy_checksum(b, in, h, err) < 0) {
     vs_hasher_free(h);
