@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Every value of a repeated query parameter (t=a&t=b), percent-decoded. */
@@ -94,6 +96,91 @@ static int unpack_context(vd_call *c, const char *dir, vs_error **err) {
   return 0;
 }
 
+/* RUN steps in the daemon: a bundle on an overlay of the step's image under the data root's
+ * tmp/, its config.json from the same spec builder as containers (spec.c), run to its end by
+ * vessel-runtime (next to vessel-monitor) with its output going into the build's stream. */
+typedef struct run_ctx {
+  vd_daemon *d;
+  int out_fd;
+} run_ctx;
+
+static int build_run(void *arg, const char *image, json_t *args, json_t *env, char **upper,
+                     char **handle, vs_error **err) {
+  run_ctx *rc = arg;
+  vd_daemon *d = rc->d;
+  vs_image img;
+  if (vs_store_load_image(d->store, image, &img, err) < 0)
+    return -1;
+  char *tmpl = vs_asprintf("%s/tmp/build-run-XXXXXX", d->data_root);
+  char *dir = mkdtemp(tmpl);
+  if (!dir) {
+    vs_error_set(err, errno, "mkdtemp %s", tmpl);
+    free(tmpl);
+    vs_image_clear(&img);
+    return -1;
+  }
+  *handle = dir;
+  *upper = vs_asprintf("%s/upper", dir);
+  /* the container's id: mkdtemp's six random characters */
+  _cleanup_free_ char *id = vs_asprintf("vessel-build-%s", dir + strlen(dir) - 6);
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
+  _cleanup_free_ char *host = vs_img_strndup(id, 12);
+  _cleanup_json_ json_t *config = json_deep_copy(json_object_get(img.config.root, "config"));
+  if (!json_is_object(config)) {
+    json_decref(config);
+    config = json_object();
+  }
+  json_object_set(config, "Cmd", args);
+  json_object_del(config, "Entrypoint");
+  json_t *cenv = json_object_get(config, "Env");
+  if (!json_is_array(cenv)) {
+    cenv = json_array();
+    json_object_set_new(config, "Env", cenv);
+  }
+  json_array_extend(cenv, env);
+  _cleanup_json_ json_t *hc = json_pack("{s:s}", "NetworkMode", "none");
+  int status = -1;
+  json_t *spec = NULL;
+  if (vs_rootfs_mount(d->store, &img, dir, rootfs, err) == 0 &&
+      ctr_docker_write_etc_files(dir, host, err) == 0 &&
+      (spec = vd_spec_build(d, &img, config, hc, dir, rootfs, host, err))) {
+    _cleanup_free_ char *text = json_dumps(spec, JSON_INDENT(2));
+    _cleanup_free_ char *cfg = vs_asprintf("%s/config.json", dir);
+    _cleanup_free_ char *bin = vs_strdup(d->monitor_path);
+    char *slash = strrchr(bin, '/');
+    _cleanup_free_ char *runtime =
+        slash ? (*slash = 0, vs_asprintf("%s/vessel-runtime", bin)) : vs_strdup("vessel-runtime");
+    char *argv[] = {runtime, "--root", d->rt.root, "run", "--bundle", dir, id, NULL};
+    vs_spawn_opts so = VS_SPAWN_OPTS_INIT;
+    so.stdin_fd = VS_SPAWN_DEVNULL;
+    so.stdout_fd = rc->out_fd;
+    so.stderr_fd = rc->out_fd;
+    pid_t pid;
+    int ws;
+    if (text && vs_write_file_atomic(cfg, text, strlen(text), 0600, err) == 0 &&
+        vs_spawn(argv, &so, &pid, err) == 0) {
+      while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+        ;
+      status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    }
+  }
+  json_decref(spec);
+  _cleanup_free_ char *rfs = vs_asprintf("%s/rootfs", dir);
+  umount2(rfs, MNT_DETACH);
+  vs_image_clear(&img);
+  return status;
+}
+
+static void build_remove(void *arg, const char *handle) {
+  (void)arg;
+  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", handle);
+  umount2(rootfs, MNT_DETACH);
+  vs_error *e = NULL;
+  if (vs_rm_rf(handle, &e) < 0)
+    vs_log_warn("remove the build container %s: %s", handle, e->msg);
+  vs_error_free(e);
+}
+
 void vd_h_build(vd_call *c) {
   vd_daemon *d = c->d;
   const char *q = c->req->query;
@@ -129,6 +216,7 @@ void vd_h_build(vd_call *c) {
   int progress = memfd_create("build-progress", MFD_CLOEXEC);
   char id[VS_DIGEST_MAX];
   int r = -1;
+  run_ctx rctx = {.d = d, .out_fd = http_query_bool(q, "q", false) ? VS_SPAWN_DEVNULL : progress};
   if (progress < 0)
     vs_error_set(&e, errno, "memfd_create");
   else if (!mkdtemp(tmp))
@@ -142,7 +230,10 @@ void vd_h_build(vd_call *c) {
                        .labels = labels,
                        .target = target && *target ? target : NULL,
                        .nocache = http_query_bool(q, "nocache", false),
-                       .progress_fd = http_query_bool(q, "q", false) ? -1 : progress};
+                       .progress_fd = http_query_bool(q, "q", false) ? -1 : progress,
+                       .run = build_run,
+                       .remove = build_remove,
+                       .run_ctx = &rctx};
     pthread_mutex_lock(&d->store_lock);
     r = vs_build(d->store, &o, id, &e);
     pthread_mutex_unlock(&d->store_lock);

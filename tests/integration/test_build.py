@@ -289,6 +289,7 @@ def vdb(build_dir, tmp_path):
     yield d
     d.cleanup()
     assert list((d.data / "tmp").glob("build-*")) == []
+    assert list((d.exec_root / "runtime").glob("vessel-build-*")) == []  # no runtime state
 
 
 def test_docker_build_against_vesseld(vdb, tmp_path):
@@ -314,9 +315,20 @@ def test_docker_build_against_vesseld(vdb, tmp_path):
     r = vdb.docker("build", str(bad), check=False)
     assert r.returncode != 0 and "file not found in build context" in r.stderr
 
-    run = context(tmp_path / "run", {"Dockerfile": "FROM busybox\nRUN true\n"})
-    r = vdb.docker("build", str(run), check=False)
-    assert r.returncode != 0 and "RUN is not supported through vesseld yet" in r.stderr
+    run = context(tmp_path / "run", {"Dockerfile": "FROM busybox\nARG X=1\nWORKDIR /w\n"
+                                     "RUN echo \"run $X in $(pwd)\" | tee made\n"
+                                     "RUN rm /bin/seq\nUSER 1000\nRUN id -u > /tmp/uid\n"
+                                     "CMD [\"cat\", \"/w/made\", \"/tmp/uid\"]\n"})
+    r = vdb.docker("build", "-t", "d-run", "--build-arg", "X=2", str(run))
+    assert "run 2 in /w" in r.stdout
+    assert vdb.docker("run", "--rm", "d-run").stdout == "run 2 in /w\n1000\n"
+    assert vdb.docker("run", "--rm", "d-run", "sh", "-c", "test -e /bin/seq || echo gone").stdout \
+        == "gone\n"
+    cached = vdb.docker("build", "-t", "d-run", "--build-arg", "X=2", str(run))
+    assert "run 2 in" not in cached.stdout and cached.stdout.count("Using cache") == 7
+    fail = context(tmp_path / "fail", {"Dockerfile": "FROM busybox\nRUN exit 4\n"})
+    r = vdb.docker("build", str(fail), check=False)
+    assert r.returncode != 0 and "The command 'exit 4' returned a non-zero code: 4" in r.stderr
 
 
 def test_docker_py_build(vdb, tmp_path):
