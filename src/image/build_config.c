@@ -93,7 +93,10 @@ static int apply_arg(scope *sc, const vs_df_instr *in, vs_error **err) {
       continue;
     }
     if (!in->args[i + 1]) {
-      if (!json_object_get(sc->st->args, name))
+      json_t *global = sc->st->meta_args ? json_object_get(sc->st->meta_args, name) : NULL;
+      if (json_is_string(global))
+        json_object_set(sc->st->args, name, global);
+      else if (!json_object_get(sc->st->args, name))
         json_object_set_new(sc->st->args, name, json_null());
       continue;
     }

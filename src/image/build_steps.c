@@ -123,7 +123,8 @@ static int step_from(builder *b, const vs_df_instr *in, vs_error **err) {
   if (vs_df_expand_word(in->args[0], b->df.escape, meta_lookup, b->meta_args, &ref, err) < 0)
     return -1;
   json_decref(b->st.args);
-  b->st = (vs_build_stage){.build_args = b->o->build_args, .escape = b->df.escape};
+  b->st = (vs_build_stage){
+      .build_args = b->o->build_args, .meta_args = b->meta_args, .escape = b->df.escape};
   b->nstages++;
   b->stages = vs_realloc(b->stages, b->nstages * sizeof(stage));
   stage *sg = &b->stages[b->nstages - 1];

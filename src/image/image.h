@@ -345,6 +345,8 @@ int vs_build_context_glob(int ctxfd, const char *src, const vs_ignore *ig, char 
 typedef struct vs_build_stage {
   json_t *args;             /* the ARGs declared so far: name -> string, or null without a value */
   const json_t *build_args; /* --build-arg values: name -> string (not owned, may be NULL) */
+  const json_t *meta_args;  /* the ARGs before the first FROM: an ARG without a default in the
+                               stage takes theirs (not owned, may be NULL) */
   char escape;              /* the Dockerfile's escape character */
   bool cmd_set;             /* a CMD of this build (an ENTRYPOINT resets only an inherited one) */
 } vs_build_stage;

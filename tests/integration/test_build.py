@@ -68,8 +68,9 @@ ENV GREETING="hi there"
 
 FROM busybox
 ARG V=1
+ARG BASE
 LABEL version=$V \\
-      stage=final
+      stage=final base=$BASE
 COPY --from=first /stage /app/from-first
 COPY --chown=1000:1000 --chmod=600 src/a.txt /app/own.txt
 WORKDIR /app
@@ -93,9 +94,9 @@ def test_multi_stage_build_and_run(store, tmp_path):
     r = vessel("build", "-t", "t1", "-t", "example.org/t1:v2", "--build-arg", "V=2",
                "--iidfile", tmp_path / "iid", ctx)
     lines = r.stdout.splitlines()
-    assert lines[0] == "Step 1/20 : ARG BASE=busybox"
-    assert "Step 3/20 : COPY src/ /stage/" in lines
-    assert sum(1 for line in lines if line.startswith(" ---> ")) == 19
+    assert lines[0] == "Step 1/21 : ARG BASE=busybox"
+    assert "Step 3/21 : COPY src/ /stage/" in lines
+    assert sum(1 for line in lines if line.startswith(" ---> ")) == 20
     iid = (tmp_path / "iid").read_text()
     assert lines[-3] == f"Successfully built {iid[7:19]}"
     assert lines[-2:] == ["Successfully tagged t1", "Successfully tagged example.org/t1:v2"]
@@ -104,7 +105,8 @@ def test_multi_stage_build_and_run(store, tmp_path):
     c = d["Config"]
     assert c["Entrypoint"] == ["cat"] and c["Cmd"] == ["/app/from-first/a.txt"]
     assert c["WorkingDir"] == "/app" and c["User"] == "1000:1000"
-    assert c["Labels"] == {"org.example.from": "image", "version": "2", "stage": "final"}
+    assert c["Labels"] == {"org.example.from": "image", "version": "2", "stage": "final",
+                           "base": "busybox"}  # an ARG without default takes the global one
     assert "NAME=set" in c["Env"] and "WHERE=" in c["Env"]
     assert not any(e.startswith("GREETING=") for e in c["Env"])  # the first stage's ENV
     assert c["ExposedPorts"] == {"8080/tcp": {}} and c["Volumes"] == {"/data": {}}
