@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <sys/stat.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -202,20 +203,68 @@ static int step_config(builder *b, const vs_df_instr *in, vs_error **err) {
   return r;
 }
 
-/* "uid[:gid]" (numbers) for --chown. */
-static int parse_chown(const char *spec, vs_copy_opts *o, vs_error **err) {
+/* The ids of name in the image's passwd (uid, gid) or group (gid) file. */
+static int lookup_name(int rootfd, const char *file, const char *name, uint64_t *id, uint64_t *gid,
+                       vs_error **err) {
+  vs_error *e = NULL;
+  int fd = vs_openat_in_root(rootfd, file, O_RDONLY, 0, &e);
+  vs_error_free(e);
+  FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+  if (!f) {
+    if (fd >= 0)
+      close(fd);
+    return vs_error_set(err, 0, "--chown: no %s in the image to find %s in", file, name);
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  int r = vs_error_set(err, 0, "--chown: no %s named %s in the image's %s",
+                       strstr(file, "passwd") ? "user" : "group", name, file);
+  while (r < 0 && getline(&line, &cap, f) > 0) {
+    char *fields[4] = {0};
+    char *save = NULL, *p = line;
+    for (int n = 0; n < 4; n++, p = NULL)
+      fields[n] = strtok_r(p, ":\n", &save);
+    if (!fields[0] || strcmp(fields[0], name) != 0 || !fields[2])
+      continue;
+    vs_error *pe = NULL;
+    if (vs_parse_u64(fields[2], file, id, &pe) == 0 &&
+        (!gid || (fields[3] && vs_parse_u64(fields[3], file, gid, &pe) == 0))) {
+      vs_error_free(*err);
+      *err = NULL;
+      r = 0;
+    }
+    vs_error_free(pe);
+  }
+  free(line);
+  fclose(f);
+  return r;
+}
+
+/* --chown=user[:group], numbers or names of the image's /etc/passwd and /etc/group; a user
+ * alone gives its group (its own number, or a named user's primary group). */
+static int parse_chown(int rootfd, const char *spec, vs_copy_opts *o, vs_error **err) {
   _cleanup_free_ char *copy = vs_strdup(spec);
   char *colon = strchr(copy, ':');
   if (colon)
     *colon = 0;
   uint64_t uid, gid;
   vs_error *e = NULL;
-  if (vs_parse_u64(copy, "--chown user", &uid, &e) < 0 || uid > 0xfffffffeULL ||
-      vs_parse_u64(colon ? colon + 1 : copy, "--chown group", &gid, &e) < 0 ||
-      gid > 0xfffffffeULL) {
+  if (vs_parse_u64(copy, "--chown user", &uid, &e) == 0)
+    gid = uid;
+  else if (lookup_name(rootfd, "/etc/passwd", copy, &uid, &gid, err) < 0) {
     vs_error_free(e);
-    return vs_error_set(err, 0, "--chown=%s: only numeric user and group ids are supported", spec);
+    return -1;
   }
+  vs_error_free(e);
+  e = NULL;
+  if (colon && vs_parse_u64(colon + 1, "--chown group", &gid, &e) < 0 &&
+      lookup_name(rootfd, "/etc/group", colon + 1, &gid, NULL, err) < 0) {
+    vs_error_free(e);
+    return -1;
+  }
+  vs_error_free(e);
+  if (uid > 0xfffffffeULL || gid > 0xfffffffeULL)
+    return vs_error_set(err, 0, "--chown=%s: ids out of range", spec);
   o->uid = (uid_t)uid;
   o->gid = (gid_t)gid;
   return 0;
@@ -380,8 +429,6 @@ static int step_copy(builder *b, const vs_df_instr *in, vs_error **err) {
   /* (flags checked by run_step) */
   vs_copy_opts co = {.uid = 0, .gid = 0, .mode = -1};
   const char *chown = vs_df_flag(in, "chown"), *chmod_ = vs_df_flag(in, "chmod");
-  if (chown && parse_chown(chown, &co, err) < 0)
-    return -1;
   if (chmod_) {
     char *end;
     long m = strtol(chmod_, &end, 8);
@@ -415,7 +462,9 @@ static int step_copy(builder *b, const vs_df_instr *in, vs_error **err) {
   if (rootfd < 0)
     goto out;
   co.ig = from ? NULL : b->ig;
-  r = copy_sources(b, in, srcfd, co.ig, rootfd, &co, err);
+  r = chown ? parse_chown(rootfd, chown, &co, err) : 0;
+  if (r == 0)
+    r = copy_sources(b, in, srcfd, co.ig, rootfd, &co, err);
   close(rootfd);
   if (r == 0) {
     _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", tmp);

@@ -151,6 +151,23 @@ def test_add_unpacks_local_archives(store, tmp_path):
     no_leftovers(root)
 
 
+def test_chown_with_names(store, tmp_path):
+    vessel, root = store
+    df = ("FROM busybox\n"
+          "RUN mkdir -p /etc && echo 'app:x:1234:4321::/:/bin/sh' >> /etc/passwd && "
+          "echo 'grp:x:999:' >> /etc/group\n"
+          "COPY --chown=app a.txt /a\nCOPY --chown=app:grp a.txt /b\nCOPY --chown=7 a.txt /c\n"
+          "CMD [\"stat\", \"-c\", \"%u:%g\", \"/a\", \"/b\", \"/c\"]\n")
+    ctx = context(tmp_path / "ctx", {"Dockerfile": df, "a.txt": "a\n"})
+    vessel("build", "-q", "-t", "t-chown", ctx)
+    assert vessel("run", "--rm", "t-chown").stdout.split() == ["1234:4321", "1234:999", "7:7"]
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY --chown=nosuch a.txt /a\n")
+    r = vessel("build", ctx, check=False)
+    assert r.returncode != 0 and "--chown: no user named nosuch in the image's /etc/passwd" in \
+        r.stderr
+    no_leftovers(root)
+
+
 def test_target_stops_at_a_stage(store, tmp_path):
     vessel, root = store
     ctx = context(tmp_path / "ctx", {"Dockerfile": MULTI, "src/a.txt": "A\n", "one.txt": "1\n"})
