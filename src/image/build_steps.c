@@ -112,6 +112,44 @@ static const char *meta_lookup(const char *name, void *ctx) {
   return json_string_value(json_object_get((json_t *)ctx, name));
 }
 
+static int run_step(builder *b, const vs_df_instr *in, vs_error **err);
+
+/* The base image's ONBUILD triggers run right after its FROM, as Docker's; the stage's image
+ * then has none of its own. */
+static int run_triggers(builder *b, vs_error **err) {
+  json_t *ob = json_object_get(json_object_get(b->cur.config.root, "config"), "OnBuild");
+  size_t n = json_array_size(ob);
+  if (!n)
+    return 0;
+  progress(b, "# Executing %zu build trigger%s\n", n, n == 1 ? "" : "s");
+  _cleanup_free_ char *text = vs_strdup("");
+  size_t i;
+  json_t *v;
+  json_array_foreach(ob, i, v) {
+    char *next = vs_asprintf("%s%s\n", text, json_string_value(v) ? json_string_value(v) : "");
+    free(text);
+    text = next;
+  }
+  vs_dockerfile df;
+  if (vs_dockerfile_parse(text, strlen(text), &df, err) < 0)
+    return vs_error_wrap(err, "the base image's ONBUILD triggers");
+  int r = 0;
+  for (size_t k = 0; r == 0 && k < df.n; k++) {
+    if (!strcmp(df.instrs[k].keyword, "from") || !strcmp(df.instrs[k].keyword, "onbuild"))
+      r = vs_error_set(err, 0, "%s isn't allowed as an ONBUILD trigger", df.instrs[k].original);
+    else if (run_step(b, &df.instrs[k], err) < 0)
+      r = vs_error_wrap(err, "ONBUILD trigger %s", df.instrs[k].original);
+  }
+  vs_dockerfile_clear(&df);
+  if (r < 0)
+    return -1;
+  json_t *doc = json_deep_copy(b->cur.config.root);
+  json_object_del(json_object_get(doc, "config"), "OnBuild");
+  r = save_image(b, doc, b->cur.manifest.layers, b->cur.manifest.n_layers, err);
+  json_decref(doc);
+  return r;
+}
+
 static int step_from(builder *b, const vs_df_instr *in, vs_error **err) {
   static const char *const flags[] = {"platform", NULL};
   if (vs_df_flags_check(in, flags, err) < 0)
@@ -146,7 +184,7 @@ static int step_from(builder *b, const vs_df_instr *in, vs_error **err) {
   if (vs_store_resolve(b->s, ref, &img, err) < 0)
     return vs_error_wrap(err, "FROM %s (images are not pulled by the builder: pull it first)", ref);
   set_current(b, img, false);
-  return 0;
+  return run_triggers(b, err);
 }
 
 static char *make_tmp(builder *b, vs_error **err);

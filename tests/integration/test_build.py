@@ -121,6 +121,14 @@ def test_multi_stage_build_and_run(store, tmp_path):
         ".", "./from-first", "./from-first/a.txt", "./from-first/sub", "./from-first/sub/b.txt",
         "./from-first/top", "./from-first/top/one.txt", "./from-first/top/two.txt", "./own.txt",
         "1000:1000 600", "1", "2"]
+
+    # t1's ONBUILD COPY . /child runs in a build FROM it, and the child has no trigger left
+    child = context(tmp_path / "child", {"Dockerfile": "FROM t1\nUSER 0\n", "c.txt": "c\n"})
+    out = vessel("build", "-t", "t1-child", child).stdout
+    assert "# Executing 1 build trigger" in out
+    assert vessel("run", "--rm", "t1-child", "/child/c.txt").stdout == "c\n"
+    assert "OnBuild" not in inspect(vessel, "t1-child")["Config"] or \
+        not inspect(vessel, "t1-child")["Config"]["OnBuild"]
     no_leftovers(root)
 
 
