@@ -173,12 +173,7 @@ static int build_run(void *arg, const char *image, json_t *args, json_t *env, ch
 
 static void build_remove(void *arg, const char *handle) {
   (void)arg;
-  _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", handle);
-  umount2(rootfs, MNT_DETACH);
-  vs_error *e = NULL;
-  if (vs_rm_rf(handle, &e) < 0)
-    vs_log_warn("remove the build container %s: %s", handle, e->msg);
-  vs_error_free(e);
+  vs_build_drop_dir(handle);
 }
 
 void vd_h_build(vd_call *c) {

@@ -189,7 +189,6 @@ static int step_from(builder *b, const vs_df_instr *in, vs_error **err) {
 
 static char *make_tmp(builder *b, vs_error **err);
 static int mount_image(builder *b, const vs_image *img, const char *dir, vs_error **err);
-static void drop_tmp(const char *dir);
 static int commit_upper(builder *b, const char *upper, const char *created_by, vs_error **err);
 
 static bool dir_empty(const char *path) {
@@ -223,7 +222,7 @@ static int make_workdir(builder *b, const char *by, vs_error **err) {
   umount2(rootfs, 0);
   if (r == 0 && !dir_empty(upper))
     r = commit_upper(b, upper, by, err);
-  drop_tmp(tmp);
+  vs_build_drop_dir(tmp);
   return r;
 }
 
@@ -422,7 +421,7 @@ static int mount_image(builder *b, const vs_image *img, const char *dir, vs_erro
   return fd;
 }
 
-static void drop_tmp(const char *dir) {
+void vs_build_drop_dir(const char *dir) {
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", dir);
   umount2(rootfs, MNT_DETACH);
   vs_error *e = NULL;
@@ -515,11 +514,11 @@ out:
   if (stage_tmp) {
     if (srcfd >= 0 && srcfd != b->ctxfd)
       close(srcfd);
-    drop_tmp(stage_tmp);
+    vs_build_drop_dir(stage_tmp);
   }
   if (have_src)
     vs_image_clear(&src);
-  drop_tmp(tmp);
+  vs_build_drop_dir(tmp);
   return r;
 }
 

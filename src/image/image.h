@@ -409,5 +409,7 @@ typedef struct vs_build_opts {
  * store; ADD is refused (not yet supported). The final image's manifest digest goes to id_out and
  * it is tagged. */
 int vs_build(vs_store *s, const vs_build_opts *o, char id_out[VS_DIGEST_MAX], vs_error **err);
+/* Unmount dir/rootfs (a step's overlay) and remove dir; a failure is logged. */
+void vs_build_drop_dir(const char *dir);
 
 #endif
