@@ -441,6 +441,8 @@ void vd_h_container_stats(vd_call *c);
 void vd_stats_tick(vd_conn *c);
 void vd_stats_detach(vd_conn *c);
 void vd_h_commit(vd_call *c);
+/* build.c */
+void vd_h_build(vd_call *c);
 void vd_h_container_changes(vd_call *c);
 /* archive.c: docker cp and docker export */
 void vd_h_container_archive_get(vd_call *c); /* GET and HEAD */
@@ -576,7 +578,7 @@ int vd_spec_resolve_user(const char *rootfs, const char *spec, long *uid, long *
                          vs_error **err);
 /* spec.c: the OCI linux.resources of a HostConfig (Memory, MemorySwap, NanoCpus, CpuShares,
  * CpuQuota, CpuPeriod, PidsLimit); new object. */
-json_t *vd_spec_resources(json_t *host_config);
+json_t *vd_spec_resources(json_t *hc);
 /* spec.c: the OCI config.json of a container from its image and create request. The volumes it
  * uses are made (named ones when missing, anonymous ones new) and every mount point is appended
  * to points (inspect's Mounts, with Anonymous and CopyData for volumes), also on failure, so the

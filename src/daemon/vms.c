@@ -132,7 +132,7 @@ int vd_vm_ctl(const vd_vm *vm, json_t *req, json_t **result, vs_error **err) {
   char buf[65536];
   size_t len = 0;
   for (;;) {
-    char *nl = memchr(buf, '\n', len);
+    char *nl = len ? memchr(buf, '\n', len) : NULL;
     if (!nl) {
       if (len == sizeof(buf))
         return vs_error_set(err, EPROTO, "the VMM's reply is too long");

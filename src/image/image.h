@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* ------------------------------------------------------------- digests */
 
@@ -291,5 +292,157 @@ int vs_registry_logout(const char *registry, const vs_registry_opts *o, vs_error
 char *vs_img_strndup(const char *s, size_t n);
 /* Disk usage of a directory tree in bytes (allocated blocks). */
 uint64_t vs_img_du(const char *path);
+
+/* ---------------------------------------------------------- Dockerfiles */
+
+/* One Dockerfile instruction as Docker's parser reads it (dockerfile.c). Arguments stay raw
+ * (quotes and variables as written); the builder expands them with vs_df_expand where Docker
+ * does. The shapes of args by keyword:
+ *   run, cmd, entrypoint, shell: json ? the array : one string, the shell form
+ *   from, expose, copy, add, volume, onbuild's words: whitespace-separated words (or the JSON
+ *       array for copy, add, volume)
+ *   env, label, arg: pairs, args[2i] the name and args[2i+1] the value (NULL for an ARG without
+ *       a default)
+ *   workdir, user, stopsignal, maintainer: one string
+ *   healthcheck: "NONE", or "CMD" followed by the command as for cmd
+ *   onbuild: none; sub is the trigger instruction */
+typedef struct vs_df_instr {
+  char *keyword;  /* lowercase: "from", "run", ... */
+  char *original; /* the instruction as written, continuations joined: "RUN echo hi" */
+  int line;       /* the line its keyword is on (1-based) */
+  char **flags;   /* leading "--name=value" words, raw */
+  size_t nflags;
+  char **args;
+  size_t nargs;
+  bool json; /* args came from a JSON array */
+  struct vs_df_instr *sub;
+} vs_df_instr;
+
+typedef struct vs_dockerfile {
+  vs_df_instr *instrs;
+  size_t n;
+  char escape;  /* '\\' or '`' (the escape directive) */
+  char *syntax; /* the syntax directive, NULL when absent */
+} vs_dockerfile;
+
+#define VS_DF_MAX_LINE (64 << 10) /* longest physical line accepted, as Docker's scanner */
+#define VS_DF_MAX_SIZE (16 << 20) /* longest Dockerfile accepted */
+
+/* Parse a Dockerfile. Errors name the line: "Dockerfile parse error line 3: unknown
+ * instruction: FOO". Heredocs are refused. */
+int vs_dockerfile_parse(const char *text, size_t len, vs_dockerfile *out, vs_error **err);
+void vs_dockerfile_clear(vs_dockerfile *df);
+void vs_df_instr_clear(vs_df_instr *in);
+
+/* Value of a variable for expansion, NULL when unset. */
+typedef const char *(*vs_df_lookup)(const char *name, void *ctx);
+/* Expand $VAR, ${VAR}, ${VAR:-x}, ${VAR-x}, ${VAR:+x}, ${VAR+x}, ${VAR:?msg}, ${VAR?msg} and
+ * remove quotes and escapes as Docker's shell lexer does; *out is one word (whitespace kept). */
+int vs_df_expand_word(const char *word, char escape, vs_df_lookup lookup, void *ctx, char **out,
+                      vs_error **err);
+/* The same, then split into words at unquoted whitespace (also inside expanded values), as for
+ * FROM, COPY, EXPOSE and VOLUME. *out is NULL-terminated; *n counts the words. */
+int vs_df_expand_words(const char *word, char escape, vs_df_lookup lookup, void *ctx, char ***out,
+                       size_t *n, vs_error **err);
+/* The value of the flag --name=value of in, "" for a bare --name, NULL when not given. */
+const char *vs_df_flag(const vs_df_instr *in, const char *name);
+/* Check that in has no flag other than those in allowed (NULL-terminated): "COPY: unknown
+ * flag: --foo". */
+int vs_df_flags_check(const vs_df_instr *in, const char *const *allowed, vs_error **err);
+
+/* A .dockerignore: patterns as Docker's (filepath.Match syntax plus "**", "!" re-includes, the
+ * last matching pattern wins, a pattern also excludes everything under a directory it matches). */
+typedef struct vs_ignore vs_ignore;
+/* Comments ("#") and blank lines are skipped; a malformed pattern is an error naming its line. */
+int vs_dockerignore_parse(const char *text, size_t len, vs_ignore **out, vs_error **err);
+/* True when path (relative to the context, "/"-separated, cleaned) is excluded. */
+bool vs_dockerignore_match(const vs_ignore *ig, const char *path);
+void vs_dockerignore_free(vs_ignore *ig);
+/* Lexical cleaning of a "/"-separated path as Go's filepath.Clean ("." and empty segments
+ * dropped, ".." taking the previous one away), relative: a leading "/" is dropped and ".." stays
+ * only at the start of a relative path. "." for an empty result. */
+char *vs_img_path_clean(const char *path, size_t len);
+
+/* COPY and ADD sources: src (expanded, as written after the instruction) resolved in the build
+ * context ctxfd. A "*", "?" or "[...]" in a segment matches names in that directory (sorted);
+ * globs never descend through a symbolic link and a link they match is returned as itself (to be
+ * copied as a link). Links on a literal path are followed inside the context; one leading out of
+ * it, or a path with ".." leaving it, is an error naming the source. Paths the .dockerignore ig
+ * (may be NULL) excludes are not there. *out receives the resolved paths relative to the context
+ * ("." for the context itself), NULL-terminated; no match is an error ("file not found in build
+ * context"). */
+int vs_build_context_glob(int ctxfd, const char *src, const vs_ignore *ig, char ***out, size_t *n,
+                          vs_error **err);
+
+/* What one stage of a build carries from step to step besides its image config. */
+typedef struct vs_build_stage {
+  json_t *args;             /* the ARGs declared so far: name -> string, or null without a value */
+  const json_t *build_args; /* --build-arg values: name -> string (not owned, may be NULL) */
+  const json_t *meta_args;  /* the ARGs before the first FROM: an ARG without a default in the
+                               stage takes theirs (not owned, may be NULL) */
+  char escape;              /* the Dockerfile's escape character */
+  bool cmd_set;             /* a CMD of this build (an ENTRYPOINT resets only an inherited one) */
+} vs_build_stage;
+
+/* Apply an instruction that only changes the image configuration (ARG, ENV, LABEL, WORKDIR,
+ * USER, CMD, ENTRYPOINT, EXPOSE, VOLUME, STOPSIGNAL, SHELL, HEALTHCHECK, ONBUILD, MAINTAINER)
+ * to image (a whole image config document: "config", "author", ...), expanding its arguments
+ * where Docker does with the stage's ENV and ARGs. Returns -1 with an error naming the problem;
+ * 1 if in is not such an instruction (FROM, RUN, COPY, ADD). */
+int vs_build_apply_config(json_t *image, vs_build_stage *st, const vs_df_instr *in, vs_error **err);
+/* Expand word into words (as for COPY's arguments) with the stage's ENV and ARGs. */
+int vs_build_expand_words(json_t *image, vs_build_stage *st, const char *word, char ***out,
+                          size_t *n, vs_error **err);
+/* A Go duration ("30s", "1m30s", "500ms", "1h") in nanoseconds, as HEALTHCHECK's flags. */
+int vs_build_parse_duration(const char *s, int64_t *ns, vs_error **err);
+
+/* How COPY writes its sources: the owner of what it creates (Docker's default is 0:0) and
+ * --chmod's mode (-1: the sources' modes). */
+typedef struct vs_copy_opts {
+  uid_t uid;
+  gid_t gid;
+  int mode;
+  const vs_ignore *ig; /* paths of the context left out inside copied directories (may be NULL) */
+} vs_copy_opts;
+
+/* COPY's writing half: the n sources (paths vs_build_context_glob returned, relative to srcfd)
+ * copied to dest inside the root file system rootfd (resolved in it: its links never lead out)
+ * with Docker's rules. A relative dest is under workdir; a dest ending in "/" or naming an
+ * existing directory receives the sources by name; a directory source has its contents copied;
+ * several sources need a directory dest ("When using COPY with more than one source file, the
+ * destination must be a directory and end with a /"). Links are copied as links; devices,
+ * FIFOs and sockets are refused. as_dir marks a glob source (a directory dest then too). */
+int vs_build_copy(int srcfd, char *const *srcs, size_t n, bool as_dir, int rootfd, const char *dest,
+                  const char *workdir, const vs_copy_opts *o, vs_error **err);
+
+/* A build: the context directory, its Dockerfile and the options of docker build. */
+typedef struct vs_build_opts {
+  const char *context;    /* a directory */
+  const char *dockerfile; /* inside the context; "Dockerfile" when NULL */
+  char *const *tags;      /* names users type; may be NULL */
+  size_t ntags;
+  const json_t *build_args; /* name -> string; may be NULL */
+  const json_t *labels;     /* name -> string, added to the final image; may be NULL */
+  const char *target;       /* stop after this stage; NULL: the last */
+  bool nocache;             /* build every step again instead of reusing the cache */
+  int progress_fd;          /* "Step N/M : ..." lines go here */
+  /* RUN: run args (a JSON array) in a container of the stored image whose manifest digest is
+   * `image` (its Env, User and WorkingDir) with the "K=V" strings of env added to its
+   * environment. *upper receives the container's upper directory (its changes) and *handle what
+   * remove needs to remove the container after the step. Returns the command's exit status, or -1
+   * with an error. NULL: RUN steps are refused. */
+  int (*run)(void *ctx, const char *image, json_t *args, json_t *env, char **upper, char **handle,
+             vs_error **err);
+  void (*remove)(void *ctx, const char *handle);
+  void *run_ctx;
+} vs_build_opts;
+
+/* Build an image: FROM (a stored image, "scratch" or an earlier stage), the configuration
+ * instructions, COPY (also --from=stage) and RUN (through o->run) each make an image in the
+ * store; ADD is refused (not yet supported). The final image's manifest digest goes to id_out and
+ * it is tagged. */
+int vs_build(vs_store *s, const vs_build_opts *o, char id_out[VS_DIGEST_MAX], vs_error **err);
+/* Unmount dir/rootfs (a step's overlay) and remove dir; a failure is logged. */
+void vs_build_drop_dir(const char *dir);
 
 #endif

@@ -39,6 +39,7 @@ int cmd_commit(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_load(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_save(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_mount(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
+int cmd_build(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 
 /* ---- client.c: vessel as a client of vesseld */
 

@@ -36,6 +36,7 @@ static const struct {
     {"vm", NULL, cmd_vm, "virtual machines: create, start, stop, console, snapshot... (vesseld)"},
     {"pool", NULL, cmd_pool, "resource pools for VMs: create, ls, inspect, rm (vesseld)"},
     {"mount", cmd_mount, NULL, "mount an image's root file system (overlay) at a directory"},
+    {"build", cmd_build, NULL, "build an image from a Dockerfile (on the store, without vesseld)"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,373 @@
+"""vessel build without a daemon: Dockerfiles built on a private store from the busybox image the
+daemon tests make offline (Debian's busybox-static), the results run with vessel run. Hostile
+contexts (a path or a link leading out) are refused and leave no mount or temp directory."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from test_daemon import busybox_archive  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, build_dir):
+    """A store with busybox:latest loaded, and a function running vessel on it."""
+    work = tmp_path_factory.mktemp("build")
+    root = work / "root"
+    tar = busybox_archive(work / "busybox.tar")
+
+    def vessel(*args, check=True):
+        r = subprocess.run([str(build_dir / "vessel"), "--root", str(root), *map(str, args)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+        if check:
+            assert r.returncode == 0, f"vessel {args}: {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r
+
+    assert "Loaded image: busybox:latest" in vessel("load", "-i", tar).stdout
+    yield vessel, root
+    subprocess.run(["umount", "-R", "-l", str(root)], stderr=subprocess.DEVNULL)
+
+
+def context(path, files):
+    """A build context: files maps relative paths to contents (str) or ("link", target)."""
+    path.mkdir(parents=True)
+    for rel, data in files.items():
+        p = path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, tuple):
+            p.symlink_to(data[1])
+        else:
+            p.write_text(data)
+    return path
+
+
+def inspect(vessel, name):
+    d = json.loads(vessel("image", "inspect", name).stdout)
+    return d[0] if isinstance(d, list) else d
+
+
+def no_leftovers(root):
+    assert list((root / "tmp").glob("build-*")) == []
+    with open("/proc/self/mountinfo") as f:
+        assert str(root) not in f.read()
+
+
+MULTI = """\
+# syntax=docker/dockerfile:1
+ARG BASE=busybox
+FROM ${BASE} AS first
+COPY src/ /stage/
+COPY *.txt /stage/top/
+ENV GREETING="hi there"
+
+FROM busybox
+ARG V=1
+ARG BASE
+LABEL version=$V \\
+      stage=final base=$BASE
+COPY --from=first /stage /app/from-first
+COPY --chown=1000:1000 --chmod=600 src/a.txt /app/own.txt
+WORKDIR /app
+ENV WHERE=$PWD NAME=${V:+set}
+EXPOSE 8080/tcp
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s CMD ["true"]
+ONBUILD COPY . /child
+USER 1000:1000
+ENTRYPOINT ["cat"]
+CMD ["/app/from-first/a.txt"]
+"""
+
+
+def test_multi_stage_build_and_run(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": MULTI, "src/a.txt": "hello\n",
+                                     "src/sub/b.txt": "b\n", "one.txt": "1\n", "two.txt": "2\n",
+                                     "skip.log": "no\n", ".dockerignore": "*.log\n"})
+    r = vessel("build", "-t", "t1", "-t", "example.org/t1:v2", "--build-arg", "V=2",
+               "--iidfile", tmp_path / "iid", ctx)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "Step 1/21 : ARG BASE=busybox"
+    assert "Step 3/21 : COPY src/ /stage/" in lines
+    assert sum(1 for line in lines if line.startswith(" ---> ")) == 20
+    iid = (tmp_path / "iid").read_text()
+    assert lines[-3] == f"Successfully built {iid[7:19]}"
+    assert lines[-2:] == ["Successfully tagged t1", "Successfully tagged example.org/t1:v2"]
+
+    d = inspect(vessel, "t1")
+    c = d["Config"]
+    assert c["Entrypoint"] == ["cat"] and c["Cmd"] == ["/app/from-first/a.txt"]
+    assert c["WorkingDir"] == "/app" and c["User"] == "1000:1000"
+    assert c["Labels"] == {"org.example.from": "image", "version": "2", "stage": "final",
+                           "base": "busybox"}  # an ARG without default takes the global one
+    assert "NAME=set" in c["Env"] and "WHERE=" in c["Env"]
+    assert not any(e.startswith("GREETING=") for e in c["Env"])  # the first stage's ENV
+    assert c["ExposedPorts"] == {"8080/tcp": {}} and c["Volumes"] == {"/data": {}}
+    assert c["StopSignal"] == "SIGINT" and c["OnBuild"] == ["COPY . /child"]
+    assert c["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 30_000_000_000}
+    assert inspect(vessel, "example.org/t1:v2")["Id"] == d["Id"]
+
+    assert vessel("run", "--rm", "t1").stdout == "hello\n"
+    ls = vessel("run", "--rm", "--user", "0", "--entrypoint", "sh", "t1", "-c",
+                "cd /app && find . | sort && stat -c '%u:%g %a' own.txt && cat from-first/top/*")
+    assert ls.stdout.splitlines() == [
+        ".", "./from-first", "./from-first/a.txt", "./from-first/sub", "./from-first/sub/b.txt",
+        "./from-first/top", "./from-first/top/one.txt", "./from-first/top/two.txt", "./own.txt",
+        "1000:1000 600", "1", "2"]
+
+    # t1's ONBUILD COPY . /child runs in a build FROM it, and the child has no trigger left
+    child = context(tmp_path / "child", {"Dockerfile": "FROM t1\nUSER 0\n", "c.txt": "c\n"})
+    out = vessel("build", "-t", "t1-child", child).stdout
+    assert "# Executing 1 build trigger" in out
+    assert vessel("run", "--rm", "t1-child", "/child/c.txt").stdout == "c\n"
+    assert "OnBuild" not in inspect(vessel, "t1-child")["Config"] or \
+        not inspect(vessel, "t1-child")["Config"]["OnBuild"]
+    no_leftovers(root)
+
+
+def tgz(path, entries):
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+
+
+def test_add_unpacks_local_archives(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nADD files.tgz plain.txt /opt/\n"
+                                     "CMD [\"sh\", \"-c\", \"cd /opt && find . | sort\"]\n",
+                                     "plain.txt": "p\n"})
+    tgz(ctx / "files.tgz", [("dir/in.txt", b"in\n")])
+    vessel("build", "-q", "-t", "t-add", ctx)
+    assert vessel("run", "--rm", "t-add").stdout.split() == [".", "./dir", "./dir/in.txt",
+                                                             "./plain.txt"]
+    # an archive cannot write outside its destination
+    tgz(ctx / "files.tgz", [("../../escape.txt", b"out\n")])
+    r = vessel("build", "-t", "t-add-bad", ctx, check=False)
+    assert r.returncode != 0 and '"../../escape.txt": ".." would leave the layer' in r.stderr
+    assert not (root / "escape.txt").exists()
+    no_leftovers(root)
+
+
+def test_chown_with_names(store, tmp_path):
+    vessel, root = store
+    df = ("FROM busybox\n"
+          "RUN mkdir -p /etc && echo 'app:x:1234:4321::/:/bin/sh' >> /etc/passwd && "
+          "echo 'grp:x:999:' >> /etc/group\n"
+          "COPY --chown=app a.txt /a\nCOPY --chown=app:grp a.txt /b\nCOPY --chown=7 a.txt /c\n"
+          "CMD [\"stat\", \"-c\", \"%u:%g\", \"/a\", \"/b\", \"/c\"]\n")
+    ctx = context(tmp_path / "ctx", {"Dockerfile": df, "a.txt": "a\n"})
+    vessel("build", "-q", "-t", "t-chown", ctx)
+    assert vessel("run", "--rm", "t-chown").stdout.split() == ["1234:4321", "1234:999", "7:7"]
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY --chown=nosuch a.txt /a\n")
+    r = vessel("build", ctx, check=False)
+    assert r.returncode != 0 and "--chown: no user named nosuch in the image's /etc/passwd" in \
+        r.stderr
+    no_leftovers(root)
+
+
+def test_target_stops_at_a_stage(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": MULTI, "src/a.txt": "A\n", "one.txt": "1\n"})
+    vessel("build", "-q", "--target", "first", "-t", "t-first", ctx)
+    out = vessel("run", "--rm", "t-first", "cat", "/stage/a.txt", "/stage/top/one.txt")
+    assert out.stdout == "A\n1\n"
+    r = vessel("build", "--target", "nosuch", ctx, check=False)
+    assert r.returncode != 0 and "failed to reach build target nosuch" in r.stderr
+    no_leftovers(root)
+
+
+@pytest.mark.parametrize("dockerfile, files, message", [
+    ("FROM busybox\nCOPY ../outside /x\n", {}, "forbidden path outside the build context: ../outside"),
+    ("FROM busybox\nCOPY link /x\n", {"link": ("link", "/etc/passwd")},
+     "the symbolic link link leads outside the build context (to /etc/passwd)"),
+    ("FROM busybox\nCOPY sub/up/passwd /x\n", {"sub/up": ("link", "../../..")},
+     "leads outside the build context"),
+    ("FROM busybox\nCOPY missing /x\n", {}, "file not found in build context"),
+    ("FROM busybox\nCOPY skip.log /x\n", {"skip.log": "", ".dockerignore": "*.log\n"},
+     "excluded by .dockerignore: skip.log"),
+    ("FROM busybox\nFOO bar\n", {}, "Dockerfile parse error line 2: unknown instruction: FOO"),
+    ("FROM busybox\nRUN <<EOF\ntrue\nEOF\n", {}, "heredocs (<<EOF) are not supported"),
+    ("FROM busybox\nRUN " + "x" * 70000 + "\n", {}, "line 2: line longer than 65536 bytes"),
+    ("COPY a /b\n", {"a": ""}, "no build stage in current context"),
+    ("FROM nosuchimage\n", {}, "FROM nosuchimage"),
+    ("FROM busybox\nCOPY --from=nostage /a /b\n", {}, "nostage"),
+    ("FROM busybox\nADD http://example.org/x /x\n", {}, "URLs are not supported"),
+    ("FROM busybox\nADD --from=x a /x\n", {"a": ""}, "ADD: unknown flag: --from"),
+    ("FROM busybox\nRUN echo failing; exit 3\n", {},
+     "The command 'echo failing; exit 3' returned a non-zero code: 3"),
+])
+def test_bad_builds_are_refused(store, tmp_path, dockerfile, files, message):
+    vessel, root = store
+    (tmp_path / "outside").write_text("secret\n")
+    ctx = context(tmp_path / "ctx", {"Dockerfile": dockerfile, **files})
+    r = vessel("build", "-t", "bad", ctx, check=False)
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert vessel("image", "inspect", "bad", check=False).returncode != 0
+    assert vessel("ps", "-a", "-q").stdout.strip() == ""
+    no_leftovers(root)
+
+
+RUNS = """\
+FROM busybox
+ARG WHO=world
+ENV FOO=bar
+WORKDIR /app/sub
+RUN echo "hello $WHO $FOO from $(pwd)" > greeting && mkdir /made && echo x > /made/x
+RUN ["sh", "-c", "cat /app/sub/greeting; rm /bin/seq"]
+SHELL ["/bin/sh", "-e", "-c"]
+USER 1000
+RUN id -u > /tmp/uid
+CMD ["cat", "/app/sub/greeting", "/tmp/uid", "/made/x"]
+"""
+
+
+def test_run_steps(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": RUNS})
+    r = vessel("build", "-t", "t-run", "--build-arg", "WHO=you", ctx)
+    out = r.stdout.splitlines()
+    assert "hello you bar from /app/sub" in out  # the second RUN's output
+    running = [line for line in out if line.startswith(" ---> Running in ")]
+    removed = [line for line in out if line.startswith("Removing intermediate container ")]
+    assert len(running) == len(removed) == 3
+    assert vessel("run", "--rm", "t-run").stdout == "hello you bar from /app/sub\n1000\nx\n"
+    # a file removed by a RUN is gone from the image (a whiteout in its layer)
+    gone = vessel("run", "--rm", "t-run", "sh", "-c", "test -e /bin/seq || echo gone")
+    assert gone.stdout == "gone\n"
+    d = inspect(vessel, "t-run")
+    assert d["Config"]["Shell"] == ["/bin/sh", "-e", "-c"]
+    assert vessel("ps", "-a", "-q").stdout.strip() == ""
+    no_leftovers(root)
+
+
+CACHED = """\
+FROM busybox
+RUN echo one > /one
+COPY app/ /app/
+RUN cat /app/a.txt > /copied
+CMD ["cat", "/copied"]
+"""
+
+
+def test_cache(store, tmp_path):
+    vessel, root = store
+    ctx = context(tmp_path / "ctx", {"Dockerfile": CACHED, "app/a.txt": "v1\n",
+                                     "app/x.log": "ignored\n", ".dockerignore": "**/*.log\n"})
+    first = vessel("build", "--iidfile", tmp_path / "id1", "-t", "t-cache", ctx).stdout
+    assert first.count(" ---> Running in ") == 2 and "Using cache" not in first
+
+    # unchanged (an ignored file changed too): every step from the cache, the same image
+    (ctx / "app/x.log").write_text("changed, but ignored\n")
+    again = vessel("build", "--iidfile", tmp_path / "id2", "-t", "t-cache", ctx).stdout
+    assert "Running in" not in again and again.count(" ---> Using cache") == 4
+    assert (tmp_path / "id1").read_text() == (tmp_path / "id2").read_text()
+    assert vessel("run", "--rm", "t-cache", "ls", "/app").stdout == "a.txt\n"
+
+    # a changed file rebuilds from its COPY on: the first RUN stays cached
+    (ctx / "app/a.txt").write_text("v2\n")
+    changed = vessel("build", "--iidfile", tmp_path / "id3", "-t", "t-cache", ctx).stdout
+    steps = changed.split("Step ")
+    assert "Using cache" in steps[2] and "Using cache" not in steps[3] + steps[4] + steps[5]
+    assert changed.count(" ---> Running in ") == 1
+    assert (tmp_path / "id3").read_text() != (tmp_path / "id1").read_text()
+    assert vessel("run", "--rm", "t-cache").stdout == "v2\n"
+
+    nocache = vessel("build", "--no-cache", "-t", "t-cache", ctx).stdout
+    assert "Using cache" not in nocache and nocache.count(" ---> Running in ") == 2
+    no_leftovers(root)
+
+
+# ---- through vesseld: the stock docker CLI (classic builder) and docker-py
+
+DAEMON_DF = """\
+FROM busybox AS base
+COPY src/ /stage/
+FROM busybox
+ARG V=1
+LABEL version=$V
+COPY --from=base /stage /app
+COPY --chmod=640 top.txt /app/
+WORKDIR /app
+ENV MODE=prod
+CMD ["cat", "/app/a.txt"]
+"""
+
+
+@pytest.fixture
+def vdb(build_dir, tmp_path):
+    from test_daemon import Vesseld
+    (tmp_path / "vd").mkdir()
+    d = Vesseld(build_dir, tmp_path / "vd")
+    r = d.docker("load", "-i", str(busybox_archive(tmp_path / "busybox.tar")))
+    assert "Loaded image: busybox:latest" in r.stdout
+    d.env["DOCKER_BUILDKIT"] = "0"
+    yield d
+    d.cleanup()
+    assert list((d.data / "tmp").glob("build-*")) == []
+    assert list((d.exec_root / "runtime").glob("vessel-build-*")) == []  # no runtime state
+
+
+def test_docker_build_against_vesseld(vdb, tmp_path):
+    ctx = context(tmp_path / "ctx", {"Dockerfile": DAEMON_DF, "src/a.txt": "A\n",
+                                     "top.txt": "T\n", "junk.log": "x\n",
+                                     ".dockerignore": "*.log\n"})
+    r = vdb.docker("build", "-t", "d1", "-t", "d1:v2", "--build-arg", "V=7", "--label", "by=test",
+                   str(ctx))
+    assert "Step 1/10 : FROM busybox AS base" in r.stdout
+    assert "Successfully tagged d1:latest" in r.stdout or "Successfully tagged d1" in r.stdout
+    d = json.loads(vdb.docker("inspect", "d1").stdout)[0]
+    assert d["Config"]["Labels"]["version"] == "7" and d["Config"]["Labels"]["by"] == "test"
+    assert d["Config"]["WorkingDir"] == "/app" and "MODE=prod" in d["Config"]["Env"]
+    assert vdb.docker("run", "--rm", "d1").stdout == "A\n"
+    out = vdb.docker("run", "--rm", "d1:v2", "sh", "-c", "ls /app; stat -c %a /app/top.txt")
+    assert out.stdout.split() == ["a.txt", "top.txt", "640"]
+
+    again = vdb.docker("build", "-q", "-t", "d1", "--build-arg", "V=7", "--label", "by=test",
+                       str(ctx))
+    assert again.stdout.strip() == d["Id"]
+
+    bad = context(tmp_path / "bad", {"Dockerfile": "FROM busybox\nCOPY nothere /x\n"})
+    r = vdb.docker("build", str(bad), check=False)
+    assert r.returncode != 0 and "file not found in build context" in r.stderr
+
+    run = context(tmp_path / "run", {"Dockerfile": "FROM busybox\nARG X=1\nWORKDIR /w\n"
+                                     "RUN echo \"run $X in $(pwd)\" | tee made\n"
+                                     "RUN rm /bin/seq\nUSER 1000\nRUN id -u > /tmp/uid\n"
+                                     "CMD [\"cat\", \"/w/made\", \"/tmp/uid\"]\n"})
+    r = vdb.docker("build", "-t", "d-run", "--build-arg", "X=2", str(run))
+    assert "run 2 in /w" in r.stdout
+    assert vdb.docker("run", "--rm", "d-run").stdout == "run 2 in /w\n1000\n"
+    assert vdb.docker("run", "--rm", "d-run", "sh", "-c", "test -e /bin/seq || echo gone").stdout \
+        == "gone\n"
+    cached = vdb.docker("build", "-t", "d-run", "--build-arg", "X=2", str(run))
+    assert "run 2 in" not in cached.stdout and cached.stdout.count("Using cache") == 7
+    fail = context(tmp_path / "fail", {"Dockerfile": "FROM busybox\nRUN exit 4\n"})
+    r = vdb.docker("build", str(fail), check=False)
+    assert r.returncode != 0 and "The command 'exit 4' returned a non-zero code: 4" in r.stderr
+
+
+def test_docker_py_build(vdb, tmp_path):
+    docker = pytest.importorskip("docker")
+    ctx = context(tmp_path / "ctx", {"Dockerfile": DAEMON_DF, "src/a.txt": "py\n",
+                                     "top.txt": "T\n"})
+    client = docker.DockerClient(base_url=vdb.host)
+    image, logs = client.images.build(path=str(ctx), tag="py1", buildargs={"V": "3"})
+    assert image.labels["version"] == "3"
+    assert any("Successfully built" in x.get("stream", "") for x in logs)
+    assert client.containers.run("py1", remove=True) == b"py\n"
+    with pytest.raises(docker.errors.BuildError, match="unknown instruction: BOGUS"):
+        bad = context(tmp_path / "bad", {"Dockerfile": "FROM busybox\nBOGUS x\n"})
+        client.images.build(path=str(bad))
+    client.close()
