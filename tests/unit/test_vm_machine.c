@@ -319,7 +319,7 @@ TEST(device_tree_describes_the_machine) {
   CHECK_STREQ(stdout_path, "/soc/serial@10000000");
   const fdt64_t *reg = fdt_getprop(fdt, fdt_path_offset(fdt, "/memory@80000000"), "reg", &len);
   CHECK(reg != NULL);
-  CHECK_U64(fdt64_to_cpu(reg[1]), 64ull << 20);
+  CHECK_U64(fdt64_ld(&reg[1]), 64ull << 20); /* a property is only 4-byte aligned */
   /* the kernel sits at 2 MiB and only hart 0 runs (the others wait for SBI HSM) */
   CHECK_U64(m->harts[0].pc, VM_RAM_BASE + VM_KERNEL_OFFSET);
   CHECK_U64(m->harts[0].x[11], m->fdt_addr);
