@@ -543,8 +543,9 @@ def test_vm_on_a_daemon_network(vdn, build_dir, guest_assets, tmp_path):
     """vessel-vmm on a tap the daemon made: the VM gets its address and name server by DHCP,
     resolves a container by name and fetches from it; the container resolves the VM by name and
     fetches from it; the VM reaches the outside through the masquerade; the VM's published port
-    answers from the outside. A second NIC of the same VM on an --internal network reaches a
-    container there but not the outside."""
+    answers from the outside and from the daemon namespace's loopback (route_localnet on the
+    bridge), and a second claim of that port, by a container or another tap, is refused. A second
+    NIC of the same VM on an --internal network reaches a container there but not the outside."""
     import sys
     sys.path.insert(0, os.path.dirname(__file__))
     from guestconsole import PROMPT, GuestConsole
@@ -583,6 +584,16 @@ def test_vm_on_a_daemon_network(vdn, build_dir, guest_assets, tmp_path):
                             "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 vm1 8080").stdout
             assert page.endswith("vm says hi\n"), page
             assert http_get(w.outside, UPLINK_HOST, 8084, wait=30) == "vm says hi"
+            assert http_get(w.host, "127.0.0.1", 8084) == "vm says hi"
+            # a second claim of the VM's host port, by a container and by another tap
+            dup = d.docker("run", "-d", "--name", "dup", "-p", "8084:80", "busybox", "sleep",
+                           "100", check=False)
+            assert dup.returncode != 0, dup.stdout
+            assert "host port 8084/tcp is already published by vm1" in dup.stderr, dup.stderr
+            d.docker("rm", "-f", "dup")
+            st, r = d.api("POST", "/vessel/v1/networks/mixed/taps",
+                          {"Id": "vm9", "PortBindings": {"80/tcp": [{"HostPort": "8084"}]}})
+            assert st == 409 and "already published by vm1" in r["message"], (st, r)
             # outbound: the outside has no route to 10.46.0.0/24, an answer needs the masquerade
             out = vm.run(f"echo hi | nc -w 5 {UPLINK_OUTSIDE} 9001")
             assert f"pong {UPLINK_HOST} hi" in out, out
