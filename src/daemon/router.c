@@ -230,8 +230,8 @@ void vd_call_fail(vd_call *c, const vs_error *e) {
   int status = 500;
   if (e->errnum == ENOENT)
     status = 404;
-  else if (e->errnum == EEXIST || e->errnum == EBUSY)
-    status = 409;
+  else if (e->errnum == EEXIST || e->errnum == EBUSY || e->errnum == EADDRINUSE)
+    status = 409; /* EADDRINUSE: a host port another endpoint or program holds */
   else if (e->errnum == EINVAL)
     status = 400;
   vd_call_error(c, status, "%s", e->msg);

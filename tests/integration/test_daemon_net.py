@@ -542,7 +542,10 @@ def test_kill9_restart_keeps_addresses_and_connections(vdn):
 def test_vm_on_a_daemon_network(vdn, build_dir, guest_assets, tmp_path):
     """vessel-vmm on a tap the daemon made: the VM gets its address and name server by DHCP,
     resolves a container by name and fetches from it; the container resolves the VM by name and
-    fetches from it; the VM's published port answers from the outside."""
+    fetches from it; the VM reaches the outside through the masquerade; the VM's published port
+    answers from the outside and from the daemon namespace's loopback (route_localnet on the
+    bridge), and a second claim of that port, by a container or another tap, is refused. A second
+    NIC of the same VM on an --internal network reaches a container there but not the outside."""
     import sys
     sys.path.insert(0, os.path.dirname(__file__))
     from guestconsole import PROMPT, GuestConsole
@@ -555,9 +558,18 @@ def test_vm_on_a_daemon_network(vdn, build_dir, guest_assets, tmp_path):
                     {"Id": "vm1", "PortBindings": {"8080/tcp": [{"HostPort": "8084"}]}})
     assert st == 201, tap
     assert tap["IPAddress"] == "10.46.0.3" and tap["Gateway"] == "10.46.0.1"
+    # the VM's second NIC, on an internal network with a web server of its own
+    d.docker("network", "create", "--internal", "--subnet", "10.48.0.0/24", "vmsealed")
+    d.docker("run", "-d", "--name", "webs", "--network", "vmsealed", "busybox", "sh", "-c",
+             "mkdir /w; echo sealed says hi > /w/index.html; exec httpd -f -p 80 -h /w")
+    sip = ip_of(d, "webs", "vmsealed")
+    st, tap2 = d.api("POST", "/vessel/v1/networks/vmsealed/taps", {"Id": "vm1s"})
+    assert st == 201, tap2
+    w.serve(w.outside, 9001)
     cmd = ["nsenter", f"--net={w.host}", build_dir / "vessel-vmm", "--kernel",
            guest_assets / "Image", "--initrd", guest_assets / "initrd.img", "--mem", "256M",
-           "--append", "console=ttyS0", "--net", f"tap={tap['Tap']},mac={tap['MacAddress']}"]
+           "--append", "console=ttyS0", "--net", f"tap={tap['Tap']},mac={tap['MacAddress']}",
+           "--net", f"tap={tap2['Tap']},mac={tap2['MacAddress']}"]
     try:
         with GuestConsole(cmd, log_path=tmp_path / "console.log") as vm:
             vm.expect(f"udhcpc: eth0 {tap['IPAddress']}/24 router 10.46.0.1 dns 10.46.0.1")
@@ -572,12 +584,37 @@ def test_vm_on_a_daemon_network(vdn, build_dir, guest_assets, tmp_path):
                             "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 vm1 8080").stdout
             assert page.endswith("vm says hi\n"), page
             assert http_get(w.outside, UPLINK_HOST, 8084, wait=30) == "vm says hi"
+            assert http_get(w.host, "127.0.0.1", 8084) == "vm says hi"
+            # a second claim of the VM's host port, by a container and by another tap
+            dup = d.docker("run", "-d", "--name", "dup", "-p", "8084:80", "busybox", "sleep",
+                           "100", check=False)
+            assert dup.returncode != 0, dup.stdout
+            assert "host port 8084/tcp is already published by vm1" in dup.stderr, dup.stderr
+            d.docker("rm", "-f", "dup")
+            st, r = d.api("POST", "/vessel/v1/networks/mixed/taps",
+                          {"Id": "vm9", "PortBindings": {"80/tcp": [{"HostPort": "8084"}]}})
+            assert st == 409 and "already published by vm1" in r["message"], (st, r)
+            # outbound: the outside has no route to 10.46.0.0/24, an answer needs the masquerade
+            out = vm.run(f"echo hi | nc -w 5 {UPLINK_OUTSIDE} 9001")
+            assert f"pong {UPLINK_HOST} hi" in out, out
+            # the internal network: its container answers, the outside (routed through the
+            # internal network's gateway) does not
+            out = vm.run(f"ip link show eth1 && ip addr add {tap2['IPAddress']}/24 dev eth1 && "
+                         f"ip link set eth1 up && ip route add {UPLINK_OUTSIDE}/32 via "
+                         f"{tap2['Gateway']} dev eth1 && echo eth1 ready")
+            assert tap2["MacAddress"] in out and "eth1 ready" in out, out
+            out = vm.run(f"wget -q -T 10 -O - http://{sip}/")
+            assert "sealed says hi" in out, out
+            out = vm.run(f"echo hi | nc -w 3 {UPLINK_OUTSIDE} 9001; echo nc done")
+            assert "nc done" in out and "pong" not in out, out
             vm.sendline("poweroff")
             assert vm.wait(300) == 0
     finally:
         st, r = d.api("DELETE", "/vessel/v1/networks/mixed/taps?id=vm1")
+        st2, r2 = d.api("DELETE", "/vessel/v1/networks/vmsealed/taps?id=vm1s")
     assert st == 204, r
-    assert tap["Tap"] not in links(w.host)
+    assert st2 == 204, r2
+    assert tap["Tap"] not in links(w.host) and tap2["Tap"] not in links(w.host)
 
 
 def vm_api(d, method, path, body=None, expect=None):
