@@ -1,7 +1,7 @@
 /* The container table and the records under <data-root>/containers/<id>/.
  *
  * State is kept in small JSON files, each with a single writer, each replaced atomically
- * (write a temporary file, fsync, rename, fsync the directory; vs_write_file_atomic):
+ * (a temporary file renamed over the name; see docs/daemon.md for which are fsynced):
  *   record.json   vesseld: what was created (Config, HostConfig, name, image)
  *   monitor.json  the monitor: it started the container (pids, start time)
  *   exit.json     the monitor: the container exited (code, time)
