@@ -525,6 +525,8 @@ vd_container *vd_ctr_new(vd_daemon *d, const char *id, json_t *rec);
 /* Read monitor.json and exit.json into the status fields. */
 void vd_ctr_refresh(vd_daemon *d, vd_container *c);
 int vd_store_recover(vd_daemon *d, vs_error **err);
+/* Takes c->dir out of the store at once (one atomic rename) and deletes it on a worker. */
+int vd_store_discard_dir(vd_daemon *d, const vd_container *c, vs_error **err);
 char *vd_ctr_log_path(const vd_container *c);
 const char *vd_ctr_state_name(const vd_container *c);
 /* A container as `docker ps` lists it (caller holds d->lock). */

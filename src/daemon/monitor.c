@@ -305,16 +305,34 @@ static int run_until_exit(monitor *m, pid_t pid) {
   return status < 0 ? 255 : wait_status_to_code(status);
 }
 
+/* monitor.json and exit.json are replaced atomically (a temporary file renamed over the name)
+ * but not fsynced: what they describe is a process of this boot. A kill -9 of vesseld or of
+ * the monitor leaves the page cache intact, so readers still see the old or the new file; only
+ * a power loss can drop them, and then the container is gone too and the next start treats the
+ * record it finds (none: never started; monitor.json without exit.json: its monitor died) as
+ * it treats a monitor that died. Two flushes each were most of a short container's exit. */
+static int write_record(const char *bundle, const char *name, const json_t *j, vs_error **err) {
+  _cleanup_free_ char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+  if (!text)
+    return vs_error_set(err, EINVAL, "serialise %s", name);
+  _cleanup_free_ char *tmp = vs_asprintf("%s/%s.tmp", bundle, name);
+  _cleanup_free_ char *path = vs_asprintf("%s/%s", bundle, name);
+  if (vs_write_file(tmp, text, strlen(text), 0600, err) < 0)
+    return -1;
+  if (rename(tmp, path) < 0)
+    return vs_error_set(err, errno, "rename %s to %s", tmp, path);
+  return 0;
+}
+
 static int write_monitor_record(const vd_monitor_options *o, pid_t pid, vs_error **err) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   char now[64];
   vs_utc_rfc3339(&ts, now, sizeof(now));
-  _cleanup_free_ char *path = vs_asprintf("%s/monitor.json", o->bundle);
   _cleanup_json_ json_t *j =
       json_pack("{s:i, s:I, s:i, s:s}", "MonitorPid", (int)getpid(), "MonitorStart",
                 (json_int_t)vd_pid_start_time(getpid()), "Pid", (int)pid, "StartedAt", now);
-  return vs_json_write_file(path, j, 0600, err);
+  return write_record(o->bundle, "monitor.json", j, err);
 }
 
 static int write_exit_record(const vd_monitor_options *o, int code, vs_error **err) {
@@ -322,9 +340,8 @@ static int write_exit_record(const vd_monitor_options *o, int code, vs_error **e
   clock_gettime(CLOCK_REALTIME, &ts);
   char now[64];
   vs_utc_rfc3339(&ts, now, sizeof(now));
-  _cleanup_free_ char *path = vs_asprintf("%s/exit.json", o->bundle);
   _cleanup_json_ json_t *j = json_pack("{s:i, s:s}", "ExitCode", code, "FinishedAt", now);
-  return vs_json_write_file(path, j, 0600, err);
+  return write_record(o->bundle, "exit.json", j, err);
 }
 
 int vd_exec_helper_run(const char *runtime_root, const char *id, const char *process_file,

@@ -1057,28 +1057,34 @@ static json_t *detach_all(vd_daemon *d, const char *id) {
 }
 
 /* Name the container's network namespace in its config.json (NULL: the runtime makes one; host:
- * none at all). */
+ * none at all). An unchanged file is not rewritten: a start then costs no flush to disk. */
 static int spec_set_netns(vd_container *c, const char *path, bool host, vs_error **err) {
   _cleanup_free_ char *spec_path = vs_asprintf("%s/config.json", c->dir);
   _cleanup_json_ json_t *spec = vs_json_load_file(spec_path, 1U << 22, err);
   if (!spec)
     return -1;
   json_t *ns = json_object_get(json_object_get(spec, "linux"), "namespaces");
+  bool changed = false;
   size_t i;
   json_t *v;
   json_array_foreach(ns, i, v) {
     if (strcmp(json_string_value(json_object_get(v, "type")) ?: "", "network") != 0)
       continue;
+    const char *old = json_string_value(json_object_get(v, "path"));
     if (host) {
       json_array_remove(ns, i);
+      changed = true;
       break;
     }
-    if (path)
+    if (path && (!old || strcmp(old, path) != 0)) {
       json_object_set_new(v, "path", json_string(path));
-    else
+      changed = true;
+    } else if (!path && old) {
       json_object_del(v, "path");
+      changed = true;
+    }
   }
-  return vs_json_write_file(spec_path, spec, 0600, err);
+  return changed ? vs_json_write_file(spec_path, spec, 0600, err) : 0;
 }
 
 /* On a user network the name server is the network's own, on its gateway (Docker's is

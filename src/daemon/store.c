@@ -1,13 +1,15 @@
 /* The container table and the records under <data-root>/containers/<id>/.
  *
  * State is kept in small JSON files, each with a single writer, each replaced atomically
- * (write a temporary file, fsync, rename, fsync the directory; vs_write_file_atomic):
+ * (a temporary file renamed over the name; see docs/daemon.md for which are fsynced):
  *   record.json   vesseld: what was created (Config, HostConfig, name, image)
  *   monitor.json  the monitor: it started the container (pids, start time)
  *   exit.json     the monitor: the container exited (code, time)
  *   image         the manifest digest, which keeps the image from garbage collection
  * A kill -9 at any moment leaves each file old or new, never torn; a directory without
- * record.json is a create that did not finish and is removed at the next start. */
+ * record.json is a create that did not finish and is removed at the next start. A removed
+ * container's directory is first renamed to .removed-<id> (the removal is then complete, in
+ * one atomic step) and deleted after the answer; a start deletes any it finds. */
 #include "daemon/internal.h"
 
 #include <dirent.h>
@@ -203,6 +205,54 @@ static void remove_incomplete(const char *dir) {
   }
 }
 
+#define DISCARD_PREFIX ".removed-"
+
+typedef struct {
+  vd_job job; /* first: the job is the discard */
+  char *path;
+} discard_job;
+
+static void discard_run(vd_job *job) {
+  discard_job *dj = (discard_job *)job;
+  vs_error *e = NULL;
+  if (vs_rm_rf(dj->path, &e) < 0) {
+    vs_log_warn("remove %s: %s", dj->path, e->msg);
+    vs_error_free(e);
+  }
+}
+
+static void discard_done(vd_job *job) {
+  discard_job *dj = (discard_job *)job;
+  free(dj->path);
+  free(dj);
+}
+
+/* Deleting a container's files (its overlay's upper and work directories among them) takes
+ * tens of milliseconds of metadata updates; docker's `run --rm` waits for the removal, not
+ * for the deletion. The rename is atomic, so a kill -9 leaves the directory either under its
+ * ID (the container still exists) or under the discard name (it is gone; the next start
+ * deletes it). */
+int vd_store_discard_dir(vd_daemon *d, const vd_container *c, vs_error **err) {
+  char *to = vs_asprintf("%s/" DISCARD_PREFIX "%s", d->containers_dir, c->id);
+  if (rename(c->dir, to) < 0) {
+    int saved = errno;
+    free(to);
+    if (saved == ENOENT)
+      return 0;
+    /* a discard of the same ID still under way (or another file system): delete in place */
+    if (vs_rm_rf(c->dir, err) < 0)
+      return -1;
+    return 0;
+  }
+  discard_job *dj = vs_malloc0(sizeof(*dj));
+  dj->path = to;
+  dj->job.d = d;
+  dj->job.run = discard_run;
+  dj->job.done = discard_done;
+  vd_job_submit(d, &dj->job);
+  return 0;
+}
+
 int vd_store_recover(vd_daemon *d, vs_error **err) {
   if (vs_mkdir_p(d->containers_dir, 0700, err) < 0)
     return -1;
@@ -211,6 +261,11 @@ int vd_store_recover(vd_daemon *d, vs_error **err) {
     return vs_error_set(err, errno, "open %s", d->containers_dir);
   struct dirent *de;
   while ((de = readdir(dir))) {
+    if (!strncmp(de->d_name, DISCARD_PREFIX, strlen(DISCARD_PREFIX))) {
+      _cleanup_free_ char *gone = vs_asprintf("%s/%s", d->containers_dir, de->d_name);
+      remove_incomplete(gone); /* removed before a kill -9 let it be deleted */
+      continue;
+    }
     if (de->d_name[0] == '.')
       continue;
     _cleanup_free_ char *cdir = vs_asprintf("%s/%s", d->containers_dir, de->d_name);

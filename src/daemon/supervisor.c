@@ -377,7 +377,7 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
   _cleanup_free_ char *rootfs = vs_asprintf("%s/rootfs", c->dir);
   if (umount2(rootfs, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
     return vs_error_set(err, errno, "unmount %s", rootfs);
-  if (vs_rm_rf(c->dir, err) < 0)
+  if (vd_store_discard_dir(d, c, err) < 0)
     return vs_error_wrap(err, "remove container %.12s", c->id);
   return 0;
 }

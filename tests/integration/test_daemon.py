@@ -338,6 +338,27 @@ def test_container_survives_daemon_kill9(vdi):
     vdi.docker("rm", "survivor")
 
 
+
+def test_removal_is_complete_at_a_kill9(vdi):
+    """A removal renames the container's directory to .removed-<id> before it answers and
+    deletes it afterwards; a kill -9 between the two leaves that name, which the next start
+    deletes without taking it for a container."""
+    cid = vdi.docker("create", "--name", "halfgone", "busybox", "true").stdout.strip()
+    vdi.docker("run", "--rm", "busybox", "true")
+    vdi.kill9()
+    cdir = vdi.data / "containers" / cid
+    subprocess.run(["umount", "-l", str(cdir / "rootfs")], check=True)
+    gone = vdi.data / "containers" / f".removed-{cid}"
+    cdir.rename(gone)  # the state a kill -9 right after the rename leaves
+    vdi.start()
+    assert not gone.exists()
+    assert vdi.docker("ps", "-aq").stdout.strip() == ""
+    missing = vdi.docker("container", "inspect", "halfgone", check=False)
+    assert missing.returncode != 0 and "No such container" in missing.stderr
+    # and the --rm container's files went after its answer
+    assert [p.name for p in (vdi.data / "containers").iterdir()] == []
+
+
 # ------------------------------------------------------------------ docker-py
 
 
