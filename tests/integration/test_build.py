@@ -4,6 +4,7 @@ contexts (a path or a link leading out) are refused and leave no mount or temp d
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -99,7 +100,7 @@ def test_multi_stage_build_and_run(store, tmp_path):
     assert sum(1 for line in lines if line.startswith(" ---> ")) == 20
     iid = (tmp_path / "iid").read_text()
     assert lines[-3] == f"Successfully built {iid[7:19]}"
-    assert lines[-2:] == ["Successfully tagged t1", "Successfully tagged example.org/t1:v2"]
+    assert lines[-2:] == ["Successfully tagged t1:latest", "Successfully tagged example.org/t1:v2"]
 
     d = inspect(vessel, "t1")
     c = d["Config"]
@@ -326,7 +327,7 @@ def test_docker_build_against_vesseld(vdb, tmp_path):
     r = vdb.docker("build", "-t", "d1", "-t", "d1:v2", "--build-arg", "V=7", "--label", "by=test",
                    str(ctx))
     assert "Step 1/10 : FROM busybox AS base" in r.stdout
-    assert "Successfully tagged d1:latest" in r.stdout or "Successfully tagged d1" in r.stdout
+    assert "Successfully tagged d1:latest\n" in r.stdout and "Successfully tagged d1:v2\n" in r.stdout
     d = json.loads(vdb.docker("inspect", "d1").stdout)[0]
     assert d["Config"]["Labels"]["version"] == "7" and d["Config"]["Labels"]["by"] == "test"
     assert d["Config"]["WorkingDir"] == "/app" and "MODE=prod" in d["Config"]["Env"]
@@ -371,3 +372,57 @@ def test_docker_py_build(vdb, tmp_path):
         bad = context(tmp_path / "bad", {"Dockerfile": "FROM busybox\nBOGUS x\n"})
         client.images.build(path=str(bad))
     client.close()
+
+
+COMPOSE = shutil.which("docker-compose")
+
+COMPOSE_BUILD = """\
+version: "3.7"
+services:
+  web:
+    build:
+      context: ./web
+      args:
+        GREETING: hello
+    image: cb-web:1
+  worker:
+    build:
+      context: ./worker
+      dockerfile: Worker.dockerfile
+"""
+
+
+@pytest.mark.skipif(not COMPOSE, reason="no docker-compose (Debian's docker-compose package)")
+def test_compose_build(vdb, tmp_path):
+    """docker-compose build of two services (one with build args and an image name, one with
+    its own Dockerfile name), then `up` runs what was built."""
+    context(tmp_path / "web", {"Dockerfile": "FROM busybox\nARG GREETING\nCOPY page.txt /p\n"
+                               "RUN echo \"$GREETING from web\" >> /p\nCMD [\"cat\", \"/p\"]\n",
+                               "page.txt": "page\n"})
+    context(tmp_path / "worker", {"Worker.dockerfile": "FROM busybox\nWORKDIR /job\n"
+                                  "COPY job.sh .\nCMD [\"sh\", \"job.sh\"]\n",
+                                  "job.sh": "echo worker in $(pwd)\n"})
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE_BUILD)
+
+    def compose(*args):
+        r = subprocess.run([COMPOSE, "-p", "cb", *args], cwd=tmp_path, env=vdb.env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"docker-compose {args}: {r.stdout}{r.stderr}\n" \
+            f"{vdb.log_text()[-3000:]}"
+        return r
+
+    out = compose("build").stdout
+    assert "Successfully tagged cb-web:1\n" in out and "Successfully tagged cb_worker:latest\n" in out
+    web = json.loads(vdb.docker("inspect", "cb-web:1").stdout)[0]
+    assert web["Config"]["Cmd"] == ["cat", "/p"]
+    assert vdb.docker("run", "--rm", "cb-web:1").stdout == "page\nhello from web\n"
+    assert vdb.docker("run", "--rm", "cb_worker").stdout == "worker in /job\n"
+    # a second build is fully cached: the same image IDs
+    again = compose("build").stdout
+    assert "Running in" not in again and again.count("Using cache") == 7
+    assert json.loads(vdb.docker("inspect", "cb-web:1").stdout)[0]["Id"] == web["Id"]
+    compose("up", "--no-build", "web", "worker")
+    logs = compose("logs", "--no-color").stdout
+    assert "hello from web" in logs and "worker in /job" in logs
+    compose("down")
+    assert vdb.docker("ps", "-aq").stdout.strip() == ""
