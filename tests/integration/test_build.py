@@ -359,6 +359,95 @@ def test_docker_build_against_vesseld(vdb, tmp_path):
     assert r.returncode != 0 and "The command 'exit 4' returned a non-zero code: 4" in r.stderr
 
 
+EVERY = """\
+# syntax=docker/dockerfile:1
+ARG BASE=busybox
+FROM ${BASE} AS first
+WORKDIR /stage
+SHELL ["/bin/sh", "-ec"]
+RUN echo "built in $(pwd)" > run.txt
+COPY src/ /stage/src/
+ADD files.tgz /stage/unpacked/
+ENV GREETING="hi there"
+
+FROM busybox
+ARG V=1
+LABEL version=$V \\
+      stage=final
+COPY --from=first /stage /app/
+COPY --chown=1000:1000 --chmod=600 src/a.txt /app/own.txt
+WORKDIR /app
+ENV MODE=prod WHERE=$PWD
+EXPOSE 8080/tcp
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s CMD ["true"]
+ONBUILD RUN echo child
+USER 1000:1000
+ENTRYPOINT ["sh", "-c", "echo $(id -u):$(id -g) $(pwd) $MODE; cat \\"$@\\"", "ep"]
+CMD ["/app/run.txt", "/app/own.txt", "/app/unpacked/in-tar.txt"]
+"""
+
+
+def test_docker_build_every_instruction(vdb, tmp_path):
+    """The issue's first check against vesseld with the stock CLI: a multi-stage Dockerfile
+    with every instruction, what `docker run`, `docker inspect` and `docker history` show, a
+    fully cached rebuild and a changed file rebuilding from its COPY on."""
+    ctx = context(tmp_path / "ctx", {"Dockerfile": EVERY, "src/a.txt": "A\n",
+                                     "src/b.txt": "B\n"})
+    tgz(ctx / "files.tgz", [("in-tar.txt", b"from the tar\n")])
+    r = vdb.docker("build", "-t", "t1", "--build-arg", "V=5", str(ctx))
+    assert "Step 1/23 : ARG BASE=busybox" in r.stdout and "Step 23/23 : CMD" in r.stdout
+    assert "Successfully tagged t1:latest" in r.stdout
+
+    out = vdb.docker("run", "--rm", "t1").stdout
+    assert out == "1000:1000 /app prod\nbuilt in /stage\nA\nfrom the tar\n"
+    files = vdb.docker("run", "--rm", "--user", "0", "--entrypoint", "sh", "t1", "-c",
+                       "cd /app && find . | sort && stat -c '%u:%g %a' own.txt").stdout
+    assert files.split() == [".", "./own.txt", "./run.txt", "./src", "./src/a.txt",
+                             "./src/b.txt", "./unpacked", "./unpacked/in-tar.txt",
+                             "1000:1000", "600"]
+
+    d = json.loads(vdb.docker("inspect", "t1").stdout)[0]
+    c = d["Config"]
+    assert c["Entrypoint"][:2] == ["sh", "-c"] and c["Cmd"][0] == "/app/run.txt"
+    assert c["WorkingDir"] == "/app" and c["User"] == "1000:1000"
+    assert "MODE=prod" in c["Env"] and "WHERE=" in c["Env"]
+    assert not any(e.startswith("GREETING=") for e in c["Env"])  # the first stage's ENV
+    assert c["Labels"]["version"] == "5" and c["Labels"]["stage"] == "final"
+    assert c["ExposedPorts"] == {"8080/tcp": {}} and c["Volumes"] == {"/data": {}}
+    assert c["StopSignal"] == "SIGINT" and c["OnBuild"] == ["RUN echo child"]
+    assert c["Healthcheck"]["Test"] == ["CMD", "true"]
+    assert c["Healthcheck"]["Interval"] == 30_000_000_000
+
+    # history: the base's entries, then one per instruction of the final stage, newest first
+    def history(name):  # the rows with a CreatedBy (the tests' busybox has no history)
+        return [line for line in vdb.docker("history", "--no-trunc", "--format",
+                                            "{{.CreatedBy}}", name).stdout.splitlines() if line]
+    by = history("t1")
+    final = [line for line in EVERY.split("FROM busybox\n")[1].splitlines()
+             if not line.startswith(" ")]
+    assert len(by) == len(final) + len(history("busybox")), by
+    for line, entry in zip(reversed(final), by):
+        word = line.split()[0]
+        assert word in entry, (line, entry)
+        assert ("#(nop)" in entry) == (word not in ("RUN",)), entry
+    assert "CMD [\"/app/run.txt\"" in by[0] and "ARG V=1" in by[len(final) - 1]
+    assert len(d["RootFS"]["Layers"]) >= 3  # busybox and the two COPY steps
+
+    again = vdb.docker("build", "-t", "t1", "--build-arg", "V=5", str(ctx)).stdout
+    assert "Running in" not in again and again.count("Using cache") == 20  # all but the global ARG and the FROMs
+    assert json.loads(vdb.docker("inspect", "t1").stdout)[0]["Id"] == d["Id"]
+    (ctx / "src" / "b.txt").write_text("B2\n")
+    changed = vdb.docker("build", "-t", "t1", "--build-arg", "V=5", str(ctx)).stdout
+    # each stage is cached up to the COPY that the change reaches, and rebuilt from it on
+    steps = [s.split(" : ", 1)[1] for s in changed.split("\nStep ")[1:]]
+    cached = [s.split("\n")[0].split()[0] for s in steps if "Using cache" in s]
+    assert cached == ["WORKDIR", "SHELL", "RUN", "ARG", "LABEL"], changed
+    assert vdb.docker("run", "--rm", "--entrypoint", "cat", "t1", "/app/src/b.txt").stdout \
+        == "B2\n"
+
+
 def test_docker_py_build(vdb, tmp_path):
     docker = pytest.importorskip("docker")
     ctx = context(tmp_path / "ctx", {"Dockerfile": DAEMON_DF, "src/a.txt": "py\n",
