@@ -448,6 +448,52 @@ def test_docker_build_every_instruction(vdb, tmp_path):
         == "B2\n"
 
 
+def sleeping(arg):
+    """The pids of processes running `sleep ARG`."""
+    pids = []
+    for p in pathlib.Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and (p / "cmdline").read_bytes().split(b"\0")[:2] == \
+                    [b"sleep", arg.encode()]:
+                pids.append(int(p.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_build_progress_is_streamed(vdb, tmp_path):
+    """A RUN step's output reaches `docker build` while the step still runs: the step prints a
+    line, then sleeps until the test, having read that line, ends its sleep."""
+    import selectors
+    from test_daemon import DOCKER
+    secs = str(100000 + os.getpid())  # a sleep of its own, told apart from others by its argument
+    ctx = context(tmp_path / "ctx", {"Dockerfile": "FROM busybox\n"
+                                     f"RUN echo step-is-running; sleep {secs} || true\n"})
+    p = subprocess.Popen([DOCKER, "build", "-t", "live", str(ctx)], env=vdb.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sel = selectors.DefaultSelector()
+    sel.register(p.stdout, selectors.EVENT_READ)
+    seen = []
+    try:
+        while not seen or seen[-1] != "step-is-running":
+            assert sel.select(timeout=120), f"no output for 2 minutes: {seen}"  # a hang guard
+            line = p.stdout.readline()
+            assert line, f"the build ended before its step's output came: {seen}"
+            seen.append(line.rstrip("\n"))
+        assert "Successfully built" not in "\n".join(seen)
+        pids = sleeping(secs)
+        assert pids, "the step's sleep is not running"
+        for pid in pids:
+            os.kill(pid, 15)
+        rest = p.communicate(timeout=120)[0]
+    finally:
+        for pid in sleeping(secs):
+            os.kill(pid, 9)
+        p.kill()
+        p.wait()
+    assert p.returncode == 0 and "Successfully tagged live:latest" in rest, rest
+
+
 def test_docker_py_build(vdb, tmp_path):
     docker = pytest.importorskip("docker")
     ctx = context(tmp_path / "ctx", {"Dockerfile": DAEMON_DF, "src/a.txt": "py\n",
