@@ -4,9 +4,11 @@ contexts (a path or a link leading out) are refused and leave no mount or temp d
 import json
 import os
 import pathlib
+import selectors
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -464,7 +466,6 @@ def sleeping(arg):
 def test_build_progress_is_streamed(vdb, tmp_path):
     """A RUN step's output reaches `docker build` while the step still runs: the step prints a
     line, then sleeps until the test, having read that line, ends its sleep."""
-    import selectors
     from test_daemon import DOCKER
     secs = str(100000 + os.getpid())  # a sleep of its own, told apart from others by its argument
     ctx = context(tmp_path / "ctx", {"Dockerfile": "FROM busybox\n"
@@ -481,7 +482,12 @@ def test_build_progress_is_streamed(vdb, tmp_path):
             assert line, f"the build ended before its step's output came: {seen}"
             seen.append(line.rstrip("\n"))
         assert "Successfully built" not in "\n".join(seen)
-        pids = sleeping(secs)
+        # the shell forks the sleep after its echo: wait for it to be there (a hang guard only)
+        for _ in range(600):
+            pids = sleeping(secs)
+            if pids:
+                break
+            time.sleep(0.1)
         assert pids, "the step's sleep is not running"
         for pid in pids:
             os.kill(pid, 15)
