@@ -1,13 +1,16 @@
 /* POST /build: Docker's classic builder protocol. The body (a tar of the build context) is
  * unpacked into a temporary directory as a layer is (every path inside it), the image is built
- * by src/image's builder and the reply is the JSON stream docker's CLI reads: {"stream": line}
- * for each progress line, {"aux": {"ID": ...}} for the image, {"error": ...} on failure. */
+ * by src/image's builder and the reply is the JSON stream docker's CLI reads, sent as the build
+ * goes: {"stream": line} for each progress line, {"aux": {"ID": ...}} for the image, {"error": ...}
+ * on failure. */
 #include "daemon/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -60,29 +63,59 @@ static json_t *query_object(const char *query, const char *name, vs_error **err)
   return clean;
 }
 
-static void append_line(char **text, json_t *line) {
+static void post_line(vd_call *c, json_t *line) {
   _cleanup_free_ char *s = json_dumps(line, JSON_COMPACT);
-  char *next = vs_asprintf("%s%s\r\n", *text, s ? s : "{}");
-  free(*text);
-  *text = next;
   json_decref(line);
+  _cleanup_free_ char *out = vs_asprintf("%s\r\n", s ? s : "{}");
+  vd_call_post(c, out, strlen(out));
 }
 
-/* The progress the builder wrote to fd, one {"stream": ...} per line. */
-static void append_progress(char **text, int fd) {
-  off_t size = lseek(fd, 0, SEEK_END);
-  if (size <= 0)
-    return;
-  char *buf = vs_malloc0((size_t)size + 1);
-  if (pread(fd, buf, (size_t)size, 0) == (ssize_t)size)
-    for (char *p = buf; *p;) {
-      char *nl = strchr(p, '\n');
-      size_t n = nl ? (size_t)(nl - p) + 1 : strlen(p);
-      _cleanup_free_ char *piece = vs_img_strndup(p, n);
-      append_line(text, json_pack("{s:s}", "stream", piece));
-      p += n;
+/* The builder's progress and the RUN steps' output, streamed while the build runs: a thread
+ * reads the pipe they write to and posts each line as {"stream": line} as it comes. It stops on
+ * the stop eventfd rather than at the pipe's end, which a stray child holding the write end
+ * could delay. */
+typedef struct progress_pump {
+  vd_call *c;
+  int rfd, stopfd;
+  char *partial; /* a line not yet ended */
+} progress_pump;
+
+static void pump_text(progress_pump *p, const char *buf, size_t n) {
+  _cleanup_free_ char *all = vs_asprintf("%s%.*s", p->partial ? p->partial : "", (int)n, buf);
+  free(p->partial);
+  p->partial = NULL;
+  char *at = all;
+  for (char *nl; (nl = strchr(at, '\n'));) {
+    _cleanup_free_ char *piece = vs_img_strndup(at, (size_t)(nl - at) + 1);
+    post_line(p->c, json_pack("{s:s}", "stream", piece));
+    at = nl + 1;
+  }
+  if (*at)
+    p->partial = vs_strdup(at);
+}
+
+static void *pump_thread(void *arg) {
+  progress_pump *p = arg;
+  char buf[4096];
+  for (bool stopping = false;;) {
+    ssize_t n = read(p->rfd, buf, sizeof(buf)); /* non-blocking */
+    if (n > 0) {
+      pump_text(p, buf, (size_t)n);
+      continue;
     }
-  free(buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n == 0 || (n < 0 && errno != EAGAIN) || stopping)
+      break; /* the end, or drained after the stop */
+    struct pollfd fds[2] = {{.fd = p->rfd, .events = POLLIN}, {.fd = p->stopfd, .events = POLLIN}};
+    if (poll(fds, 2, -1) < 0 && errno != EINTR)
+      break;
+    stopping = fds[1].revents != 0;
+  }
+  if (p->partial)
+    post_line(p->c, json_pack("{s:s}", "stream", p->partial));
+  free(p->partial);
+  return NULL;
 }
 
 static int unpack_context(vd_call *c, const char *dir, vs_error **err) {
@@ -211,13 +244,22 @@ void vd_h_build(vd_call *c) {
   char **tags = NULL;
   size_t ntags = query_all(q, "t", &tags);
   _cleanup_free_ char *tmp = vs_asprintf("%s/tmp/build-context-XXXXXX", d->data_root);
-  _cleanup_free_ char *text = vs_strdup("");
-  int progress = memfd_create("build-progress", MFD_CLOEXEC);
+  int pfd[2] = {-1, -1};
+  int progress = -1;
+  progress_pump pump = {.c = c, .rfd = -1, .stopfd = eventfd(0, EFD_CLOEXEC)};
+  pthread_t pump_tid;
+  bool pumping = false;
+  if (pump.stopfd >= 0 && pipe2(pfd, O_CLOEXEC) == 0) {
+    fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+    pump.rfd = pfd[0];
+    progress = pfd[1];
+    pumping = pthread_create(&pump_tid, NULL, pump_thread, &pump) == 0;
+  }
   char id[VS_DIGEST_MAX];
   int r = -1;
   run_ctx rctx = {.d = d, .out_fd = http_query_bool(q, "q", false) ? VS_SPAWN_DEVNULL : progress};
-  if (progress < 0)
-    vs_error_set(&e, errno, "memfd_create");
+  if (!pumping)
+    vs_error_set(&e, errno, "start the progress stream");
   else if (!mkdtemp(tmp))
     vs_error_set(&e, errno, "mkdtemp %s", tmp);
   else if (unpack_context(c, tmp, &e) == 0) {
@@ -237,18 +279,25 @@ void vd_h_build(vd_call *c) {
     r = vs_build(d->store, &o, id, &e);
     pthread_mutex_unlock(&d->store_lock);
   }
-  if (progress >= 0) {
-    append_progress(&text, progress);
-    close(progress);
+  if (pumping) {
+    uint64_t one = 1;
+    if (write(pump.stopfd, &one, sizeof(one)) < 0)
+      vs_log_warn("stop the build's progress stream: %s", strerror(errno));
+    pthread_join(pump_tid, NULL);
   }
+  for (size_t i = 0; i < 2; i++)
+    if (pfd[i] >= 0)
+      close(pfd[i]);
+  if (pump.stopfd >= 0)
+    close(pump.stopfd);
   if (r == 0) {
     vs_image img;
     vs_error *le = NULL;
     if (vs_store_load_image(d->store, id, &img, &le) == 0) {
-      append_line(&text, json_pack("{s:{s:s}}", "aux", "ID", img.manifest.config.digest));
+      post_line(c, json_pack("{s:{s:s}}", "aux", "ID", img.manifest.config.digest));
       if (http_query_bool(q, "q", false)) { /* quiet: the ID is the whole stream */
         _cleanup_free_ char *line = vs_asprintf("%s\n", img.manifest.config.digest);
-        append_line(&text, json_pack("{s:s}", "stream", line));
+        post_line(c, json_pack("{s:s}", "stream", line));
       }
       vs_image_clear(&img);
     }
@@ -257,7 +306,7 @@ void vd_h_build(vd_call *c) {
       vd_event_emit(d, "image", "tag", tags[i], json_pack("{s:s}", "name", tags[i]));
   } else {
     const char *msg = e ? e->msg : "build failed";
-    append_line(&text, json_pack("{s:{s:s}, s:s}", "errorDetail", "message", msg, "error", msg));
+    post_line(c, json_pack("{s:{s:s}, s:s}", "errorDetail", "message", msg, "error", msg));
   }
   vs_error_free(e);
   vs_error *re = NULL;
@@ -267,8 +316,5 @@ void vd_h_build(vd_call *c) {
   for (size_t i = 0; i < ntags; i++)
     free(tags[i]);
   free(tags);
-  /* as dockerd: the stream is a 200 even when the build fails; the error is in it */
-  c->status = 200;
-  c->text = steal_pointer(&text);
-  c->content_type = "application/json";
+  /* as dockerd: the stream is a 200 even when the build fails; the error is in it (posted) */
 }

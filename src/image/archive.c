@@ -269,7 +269,9 @@ static int tar_upper(struct archive *out, struct archive *disk,
 static int layer_from_upper(vs_store *s, const char *upper, char blob[VS_DIGEST_MAX],
                             char diff[VS_DIGEST_MAX], vs_error **err) {
   gz_sink g = {0};
-  if (deflateInit2(&g.z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+  /* level 1: a build commits a layer per step and unpacks it again at once; level 6 spent
+   * seconds of CPU on incompressible files (bench/build, docs/performance.md) */
+  if (deflateInit2(&g.z, 1, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
     return vs_error_set(err, 0, "gzip init failed");
   g.diff = vs_hasher_new();
   g.w = vs_blob_writer_new(s, err);

@@ -843,7 +843,10 @@ static int tag_result(builder *b, vs_error **err) {
     vs_image_ref_clear(&ref);
     if (vs_store_tag_set(b->s, full, b->cur.manifest_digest, err) < 0)
       return -1;
-    progress(b, "Successfully tagged %s\n", b->o->tags[i]);
+    /* Docker prints the familiar name with its tag ("t1:latest" for "-t t1"): scripts and
+     * docker-compose's output are read for it */
+    _cleanup_free_ char *shown = vs_image_name_familiar(full);
+    progress(b, "Successfully tagged %s\n", shown);
   }
   return 0;
 }

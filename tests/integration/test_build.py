@@ -4,8 +4,11 @@ contexts (a path or a link leading out) are refused and leave no mount or temp d
 import json
 import os
 import pathlib
+import selectors
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -99,7 +102,7 @@ def test_multi_stage_build_and_run(store, tmp_path):
     assert sum(1 for line in lines if line.startswith(" ---> ")) == 20
     iid = (tmp_path / "iid").read_text()
     assert lines[-3] == f"Successfully built {iid[7:19]}"
-    assert lines[-2:] == ["Successfully tagged t1", "Successfully tagged example.org/t1:v2"]
+    assert lines[-2:] == ["Successfully tagged t1:latest", "Successfully tagged example.org/t1:v2"]
 
     d = inspect(vessel, "t1")
     c = d["Config"]
@@ -326,7 +329,7 @@ def test_docker_build_against_vesseld(vdb, tmp_path):
     r = vdb.docker("build", "-t", "d1", "-t", "d1:v2", "--build-arg", "V=7", "--label", "by=test",
                    str(ctx))
     assert "Step 1/10 : FROM busybox AS base" in r.stdout
-    assert "Successfully tagged d1:latest" in r.stdout or "Successfully tagged d1" in r.stdout
+    assert "Successfully tagged d1:latest\n" in r.stdout and "Successfully tagged d1:v2\n" in r.stdout
     d = json.loads(vdb.docker("inspect", "d1").stdout)[0]
     assert d["Config"]["Labels"]["version"] == "7" and d["Config"]["Labels"]["by"] == "test"
     assert d["Config"]["WorkingDir"] == "/app" and "MODE=prod" in d["Config"]["Env"]
@@ -358,6 +361,145 @@ def test_docker_build_against_vesseld(vdb, tmp_path):
     assert r.returncode != 0 and "The command 'exit 4' returned a non-zero code: 4" in r.stderr
 
 
+EVERY = """\
+# syntax=docker/dockerfile:1
+ARG BASE=busybox
+FROM ${BASE} AS first
+WORKDIR /stage
+SHELL ["/bin/sh", "-ec"]
+RUN echo "built in $(pwd)" > run.txt
+COPY src/ /stage/src/
+ADD files.tgz /stage/unpacked/
+ENV GREETING="hi there"
+
+FROM busybox
+ARG V=1
+LABEL version=$V \\
+      stage=final
+COPY --from=first /stage /app/
+COPY --chown=1000:1000 --chmod=600 src/a.txt /app/own.txt
+WORKDIR /app
+ENV MODE=prod WHERE=$PWD
+EXPOSE 8080/tcp
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s CMD ["true"]
+ONBUILD RUN echo child
+USER 1000:1000
+ENTRYPOINT ["sh", "-c", "echo $(id -u):$(id -g) $(pwd) $MODE; cat \\"$@\\"", "ep"]
+CMD ["/app/run.txt", "/app/own.txt", "/app/unpacked/in-tar.txt"]
+"""
+
+
+def test_docker_build_every_instruction(vdb, tmp_path):
+    """The issue's first check against vesseld with the stock CLI: a multi-stage Dockerfile
+    with every instruction, what `docker run`, `docker inspect` and `docker history` show, a
+    fully cached rebuild and a changed file rebuilding from its COPY on."""
+    ctx = context(tmp_path / "ctx", {"Dockerfile": EVERY, "src/a.txt": "A\n",
+                                     "src/b.txt": "B\n"})
+    tgz(ctx / "files.tgz", [("in-tar.txt", b"from the tar\n")])
+    r = vdb.docker("build", "-t", "t1", "--build-arg", "V=5", str(ctx))
+    assert "Step 1/23 : ARG BASE=busybox" in r.stdout and "Step 23/23 : CMD" in r.stdout
+    assert "Successfully tagged t1:latest" in r.stdout
+
+    out = vdb.docker("run", "--rm", "t1").stdout
+    assert out == "1000:1000 /app prod\nbuilt in /stage\nA\nfrom the tar\n"
+    files = vdb.docker("run", "--rm", "--user", "0", "--entrypoint", "sh", "t1", "-c",
+                       "cd /app && find . | sort && stat -c '%u:%g %a' own.txt").stdout
+    assert files.split() == [".", "./own.txt", "./run.txt", "./src", "./src/a.txt",
+                             "./src/b.txt", "./unpacked", "./unpacked/in-tar.txt",
+                             "1000:1000", "600"]
+
+    d = json.loads(vdb.docker("inspect", "t1").stdout)[0]
+    c = d["Config"]
+    assert c["Entrypoint"][:2] == ["sh", "-c"] and c["Cmd"][0] == "/app/run.txt"
+    assert c["WorkingDir"] == "/app" and c["User"] == "1000:1000"
+    assert "MODE=prod" in c["Env"] and "WHERE=" in c["Env"]
+    assert not any(e.startswith("GREETING=") for e in c["Env"])  # the first stage's ENV
+    assert c["Labels"]["version"] == "5" and c["Labels"]["stage"] == "final"
+    assert c["ExposedPorts"] == {"8080/tcp": {}} and c["Volumes"] == {"/data": {}}
+    assert c["StopSignal"] == "SIGINT" and c["OnBuild"] == ["RUN echo child"]
+    assert c["Healthcheck"]["Test"] == ["CMD", "true"]
+    assert c["Healthcheck"]["Interval"] == 30_000_000_000
+
+    # history: the base's entries, then one per instruction of the final stage, newest first
+    def history(name):  # the rows with a CreatedBy (the tests' busybox has no history)
+        return [line for line in vdb.docker("history", "--no-trunc", "--format",
+                                            "{{.CreatedBy}}", name).stdout.splitlines() if line]
+    by = history("t1")
+    final = [line for line in EVERY.split("FROM busybox\n")[1].splitlines()
+             if not line.startswith(" ")]
+    assert len(by) == len(final) + len(history("busybox")), by
+    for line, entry in zip(reversed(final), by):
+        word = line.split()[0]
+        assert word in entry, (line, entry)
+        assert ("#(nop)" in entry) == (word not in ("RUN",)), entry
+    assert "CMD [\"/app/run.txt\"" in by[0] and "ARG V=1" in by[len(final) - 1]
+    assert len(d["RootFS"]["Layers"]) >= 3  # busybox and the two COPY steps
+
+    again = vdb.docker("build", "-t", "t1", "--build-arg", "V=5", str(ctx)).stdout
+    assert "Running in" not in again and again.count("Using cache") == 20  # all but the global ARG and the FROMs
+    assert json.loads(vdb.docker("inspect", "t1").stdout)[0]["Id"] == d["Id"]
+    (ctx / "src" / "b.txt").write_text("B2\n")
+    changed = vdb.docker("build", "-t", "t1", "--build-arg", "V=5", str(ctx)).stdout
+    # each stage is cached up to the COPY that the change reaches, and rebuilt from it on
+    steps = [s.split(" : ", 1)[1] for s in changed.split("\nStep ")[1:]]
+    cached = [s.split("\n")[0].split()[0] for s in steps if "Using cache" in s]
+    assert cached == ["WORKDIR", "SHELL", "RUN", "ARG", "LABEL"], changed
+    assert vdb.docker("run", "--rm", "--entrypoint", "cat", "t1", "/app/src/b.txt").stdout \
+        == "B2\n"
+
+
+def sleeping(arg):
+    """The pids of processes running `sleep ARG`."""
+    pids = []
+    for p in pathlib.Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and (p / "cmdline").read_bytes().split(b"\0")[:2] == \
+                    [b"sleep", arg.encode()]:
+                pids.append(int(p.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_build_progress_is_streamed(vdb, tmp_path):
+    """A RUN step's output reaches `docker build` while the step still runs: the step prints a
+    line, then sleeps until the test, having read that line, ends its sleep."""
+    from test_daemon import DOCKER
+    secs = str(100000 + os.getpid())  # a sleep of its own, told apart from others by its argument
+    ctx = context(tmp_path / "ctx", {"Dockerfile": "FROM busybox\n"
+                                     f"RUN echo step-is-running; sleep {secs} || true\n"})
+    p = subprocess.Popen([DOCKER, "build", "-t", "live", str(ctx)], env=vdb.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sel = selectors.DefaultSelector()
+    sel.register(p.stdout, selectors.EVENT_READ)
+    seen = []
+    try:
+        while not seen or seen[-1] != "step-is-running":
+            assert sel.select(timeout=120), f"no output for 2 minutes: {seen}"  # a hang guard
+            line = p.stdout.readline()
+            assert line, f"the build ended before its step's output came: {seen}"
+            seen.append(line.rstrip("\n"))
+        assert "Successfully built" not in "\n".join(seen)
+        # the shell forks the sleep after its echo: wait for it to be there (a hang guard only)
+        for _ in range(600):
+            pids = sleeping(secs)
+            if pids:
+                break
+            time.sleep(0.1)
+        assert pids, "the step's sleep is not running"
+        for pid in pids:
+            os.kill(pid, 15)
+        rest = p.communicate(timeout=120)[0]
+    finally:
+        for pid in sleeping(secs):
+            os.kill(pid, 9)
+        p.kill()
+        p.wait()
+    assert p.returncode == 0 and "Successfully tagged live:latest" in rest, rest
+
+
 def test_docker_py_build(vdb, tmp_path):
     docker = pytest.importorskip("docker")
     ctx = context(tmp_path / "ctx", {"Dockerfile": DAEMON_DF, "src/a.txt": "py\n",
@@ -371,3 +513,57 @@ def test_docker_py_build(vdb, tmp_path):
         bad = context(tmp_path / "bad", {"Dockerfile": "FROM busybox\nBOGUS x\n"})
         client.images.build(path=str(bad))
     client.close()
+
+
+COMPOSE = shutil.which("docker-compose")
+
+COMPOSE_BUILD = """\
+version: "3.7"
+services:
+  web:
+    build:
+      context: ./web
+      args:
+        GREETING: hello
+    image: cb-web:1
+  worker:
+    build:
+      context: ./worker
+      dockerfile: Worker.dockerfile
+"""
+
+
+@pytest.mark.skipif(not COMPOSE, reason="no docker-compose (Debian's docker-compose package)")
+def test_compose_build(vdb, tmp_path):
+    """docker-compose build of two services (one with build args and an image name, one with
+    its own Dockerfile name), then `up` runs what was built."""
+    context(tmp_path / "web", {"Dockerfile": "FROM busybox\nARG GREETING\nCOPY page.txt /p\n"
+                               "RUN echo \"$GREETING from web\" >> /p\nCMD [\"cat\", \"/p\"]\n",
+                               "page.txt": "page\n"})
+    context(tmp_path / "worker", {"Worker.dockerfile": "FROM busybox\nWORKDIR /job\n"
+                                  "COPY job.sh .\nCMD [\"sh\", \"job.sh\"]\n",
+                                  "job.sh": "echo worker in $(pwd)\n"})
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE_BUILD)
+
+    def compose(*args):
+        r = subprocess.run([COMPOSE, "-p", "cb", *args], cwd=tmp_path, env=vdb.env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"docker-compose {args}: {r.stdout}{r.stderr}\n" \
+            f"{vdb.log_text()[-3000:]}"
+        return r
+
+    out = compose("build").stdout
+    assert "Successfully tagged cb-web:1\n" in out and "Successfully tagged cb_worker:latest\n" in out
+    web = json.loads(vdb.docker("inspect", "cb-web:1").stdout)[0]
+    assert web["Config"]["Cmd"] == ["cat", "/p"]
+    assert vdb.docker("run", "--rm", "cb-web:1").stdout == "page\nhello from web\n"
+    assert vdb.docker("run", "--rm", "cb_worker").stdout == "worker in /job\n"
+    # a second build is fully cached: the same image IDs
+    again = compose("build").stdout
+    assert "Running in" not in again and again.count("Using cache") == 7
+    assert json.loads(vdb.docker("inspect", "cb-web:1").stdout)[0]["Id"] == web["Id"]
+    compose("up", "--no-build", "web", "worker")
+    logs = compose("logs", "--no-color").stdout
+    assert "hello from web" in logs and "worker in /job" in logs
+    compose("down")
+    assert vdb.docker("ps", "-aq").stdout.strip() == ""
