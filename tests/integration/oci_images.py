@@ -241,7 +241,8 @@ class AuthProxy:
     """A front for a Registry that demands Bearer tokens (issued by its own /token endpoint for
     basic credentials user:secret) and can inject faults: `faults` maps a path substring to a
     list of actions consumed one per matching request: "429", "500", "drop" (close the
-    connection halfway through the body), "stall" (pause 5 s halfway through the body)."""
+    connection halfway through the body), "stall" (pause halfway through the body: 5 s, or until
+    stall_gate, a threading.Event a test may set, is set)."""
 
     def __init__(self, upstream, user="user", password="secret"):
         import base64
@@ -251,6 +252,7 @@ class AuthProxy:
 
         self.upstream = upstream
         self.faults = {}
+        self.stall_gate = None
         self.token_requests = []
         proxy = self
         good_basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -317,7 +319,10 @@ class AuthProxy:
                 if fault == "stall":  # then the rest, so the body is whole
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
-                    time.sleep(5)
+                    if proxy.stall_gate is not None:
+                        proxy.stall_gate.wait(120)
+                    else:
+                        time.sleep(5)
                     data = data[len(data) // 2:]
                 if fault == "drop":
                     self.wfile.write(data[: len(data) // 2])

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 
 import pytest
@@ -135,6 +136,9 @@ def test_pull_progress_streams_as_it_happens(vd, tmp_path):
         big_digest = manifest["layers"][0]["digest"]
         proxy = oci_images.AuthProxy(reg.host)
         proxy.faults = {big_digest: ["stall"]}
+        # the layer stays stalled until the test has looked (a fixed pause can end first on a
+        # loaded machine)
+        proxy.stall_gate = threading.Event()
         name = f"{proxy.host}/live/img"
 
         conn = UnixHTTP(str(vd.sock))
@@ -154,6 +158,7 @@ def test_pull_progress_streams_as_it_happens(vd, tmp_path):
                 break
         # the registry is stalled: the image cannot be complete, yet the client heard of it
         listed = vd.docker("images", "--format", "{{.Repository}}").stdout.split()
+        proxy.stall_gate.set()
         assert name not in listed
         for line in resp:
             msgs.append(json.loads(line))
@@ -176,6 +181,8 @@ def test_pull_progress_streams_as_it_happens(vd, tmp_path):
         assert r.returncode != 0 and "token server" in r.stderr
     finally:
         if proxy:
+            if proxy.stall_gate is not None:
+                proxy.stall_gate.set()
             proxy.stop()
         reg.stop()
 
