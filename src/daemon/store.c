@@ -285,6 +285,7 @@ int vd_store_recover(vd_daemon *d, vs_error **err) {
     if (c->monitor_lost) { /* its monitor died while no daemon ran */
       vd_supervise_end_orphan(d, c);
       vd_ctr_refresh(d, c);
+      c->monitor_lost = false; /* ended; if no exit could be recorded, 255 is final */
     }
     vd_ctr_add(d, c);
     if (c->state == VD_CTR_RUNNING)

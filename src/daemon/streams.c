@@ -660,7 +660,9 @@ void vd_h_container_wait(vd_call *c) {
   }
   pthread_mutex_lock(&d->lock);
   vd_container *ctr = vd_ctr_find(d, c->arg);
-  bool stopped = ctr && ctr->state != VD_CTR_RUNNING && !ctr->starting;
+  /* a container whose monitor died is not stopped for a waiter until vd_supervise_end_orphan
+   * has ended it and recorded the true exit (its 255 until then is a placeholder) */
+  bool stopped = ctr && ctr->state != VD_CTR_RUNNING && !ctr->starting && !ctr->monitor_lost;
   int code = ctr ? ctr->exit_code : 0;
   pthread_mutex_unlock(&d->lock);
   if (!ctr) {

@@ -20,6 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!err || !err->msg || !*err->msg)
       abort(); /* a refusal always says why */
     vs_error_free(err);
+    err = NULL;
   } else {
     json_int_t cpus = json_integer_value(json_object_get(cfg, "Cpus"));
     json_int_t mem = json_integer_value(json_object_get(cfg, "Memory"));
@@ -33,6 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!err || !err->msg || !*err->msg)
       abort();
     vs_error_free(err);
+    err = NULL;
   } else {
     json_int_t cpus = json_integer_value(json_object_get(pool, "Cpus"));
     double rc = json_number_value(json_object_get(pool, "CpuOvercommit"));
