@@ -19,6 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Far above any host; a larger size is a typo or an attack, and would not fit in a JSON integer. */
+#define POOL_MEMORY_MAX (1ULL << 50)
+
 #define CPU_PERIOD_US 100000LL
 #define CPU_SHARES_PER_CPU 1024LL /* v1 cpu.shares; v2 cpu.weight is derived by src/ctr */
 #define CPU_SHARES_MIN 2          /* Kubernetes' best-effort shares */
@@ -384,6 +387,8 @@ int vd_pool_parse(json_t *body, json_t *pool, vs_error **err) {
     return -1;
   if (mem < (16ULL << 20))
     return vs_error_set(err, EINVAL, "Memory: a pool needs at least 16 MiB");
+  if (mem > POOL_MEMORY_MAX) /* also keeps it a positive JSON integer */
+    return vs_error_set(err, EINVAL, "Memory: a pool has at most 1 PiB");
   if (ratio(body, "CpuOvercommit", &rc, err) < 0 || ratio(body, "MemoryOvercommit", &rm, err) < 0)
     return -1;
   json_object_set_new(pool, "Name", json_string(name));
