@@ -65,6 +65,7 @@ typedef struct vm_config {
   unsigned nnets;
   vm_console_device console;
   vm_rng_mode rng;
+  bool balloon; /* --balloon: a virtio-balloon device (free page reporting, inflate, stats) */
 } vm_config;
 
 typedef enum {

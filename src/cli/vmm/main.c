@@ -71,6 +71,9 @@ static const char usage_text[] =
     "                    line becomes \"console=hvc0\"). The other device's output still shows.\n"
     "  --rng on|off      a virtio-rng device fed from the host's getrandom() (default: on when\n"
     "                    a virtio slot is left after the disks, NICs and console)\n"
+    "  --balloon         a virtio-balloon device: the guest reports its free pages and the\n"
+    "                    host takes them back; the control socket's balloon command sets a\n"
+    "                    target and reads the guest's memory statistics\n"
     "  --api-sock PATH   serve the JSON control API on a unix socket (mode 0600)\n"
     "  --restore DIR     resume the VM saved in DIR by 'ctl SOCKET snapshot DIR' (the snapshot\n"
     "                    describes the machine: no other machine option is needed)\n"
@@ -122,6 +125,7 @@ enum {
   OPT_NET,
   OPT_CONSOLE,
   OPT_RNG,
+  OPT_BALLOON,
   OPT_API_SOCK,
   OPT_RESTORE,
   OPT_CLONE,
@@ -163,6 +167,7 @@ static const struct option long_options[] = {
     {"net", required_argument, NULL, OPT_NET},
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"rng", required_argument, NULL, OPT_RNG},
+    {"balloon", no_argument, NULL, OPT_BALLOON},
     {"api-sock", required_argument, NULL, OPT_API_SOCK},
     {"gdb", required_argument, NULL, OPT_GDB},
     {"gdb-wait", no_argument, NULL, OPT_GDB_WAIT},
@@ -341,6 +346,9 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
         cfg->rng = VM_RNG_OFF;
       else
         return usage_error("--rng '%s': expected 'on' or 'off'", optarg);
+      break;
+    case OPT_BALLOON:
+      cfg->balloon = true;
       break;
     case 'h':
       fputs(usage_text, stdout);
