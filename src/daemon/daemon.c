@@ -338,6 +338,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_VM:
         vd_vms_event(d, src);
         break;
+      case VD_SRC_VM_RESTART:
+        vd_vms_restart_fire(d, src);
+        break;
       case VD_SRC_STATS_TIMER:
         vd_stats_tick(src->owner);
         break;

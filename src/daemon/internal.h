@@ -56,6 +56,7 @@ typedef enum {
   VD_SRC_INOTIFY,      /* container directories: the logs grew, an exit was recorded */
   VD_SRC_MONITOR,      /* pidfd of a container's monitor */
   VD_SRC_RESTART,      /* timerfd of a container waiting to be restarted */
+  VD_SRC_VM_RESTART,   /* timerfd of a VM waiting to be restarted (vms.c) */
   VD_SRC_ATTACH,       /* an attach connection's socket to the container's monitor (stdin) */
   VD_SRC_EXEC_PID,     /* pidfd of an exec's helper */
   VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
@@ -457,7 +458,8 @@ void vd_h_exec_resize(vd_call *c);
 /* vms.c, vm_console.c: VMs (/vessel/v1/vms) */
 int vd_vms_init(vd_daemon *d, vs_error **err); /* the table, and the VMs a previous run left */
 void vd_vms_free(vd_daemon *d);
-void vd_vms_event(vd_daemon *d, vd_src *src); /* a VMM's pidfd (loop) */
+void vd_vms_event(vd_daemon *d, vd_src *src);        /* a VMM's pidfd (loop) */
+void vd_vms_restart_fire(vd_daemon *d, vd_src *src); /* a VM's restart timer (loop) */
 void vd_h_vms_list(vd_call *c);
 void vd_h_vm_create(vd_call *c);
 void vd_h_vm_inspect(vd_call *c);
@@ -465,6 +467,7 @@ void vd_h_vm_start(vd_call *c);
 void vd_h_vm_stop(vd_call *c);
 void vd_h_vm_kill(vd_call *c);
 void vd_h_vm_restart(vd_call *c);
+void vd_h_vm_update(vd_call *c);
 void vd_h_vm_pause(vd_call *c);
 void vd_h_vm_resume(vd_call *c);
 void vd_h_vm_delete(vd_call *c);

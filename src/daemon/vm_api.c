@@ -54,13 +54,13 @@ static json_t *vm_inspect_locked(const vd_vm *vm) {
                             "Error", vm->error ? vm->error : "");
   json_t *restore = json_object_get(vm->rec, "Restore");
   json_t *net = json_object_get(vm->rec, "NetworkSettings");
-  return json_pack("{s:s, s:s, s:O, s:O, s:o, s:O, s:O, s:s, s:o, s:O}", "Id", vm->id, "Name",
-                   vm->name, "Created", json_object_get(vm->rec, "Created"), "Config",
-                   json_object_get(vm->rec, "Config"), "State", state, "Disk",
-                   json_object_get(vm->rec, "Disk") ? json_object_get(vm->rec, "Disk")
-                                                    : json_null(),
-                   "Restore", restore ? restore : json_null(), "Dir", vm->dir, "Snapshots",
-                   vm_snapshots(vm), "NetworkSettings", net ? net : json_null());
+  return json_pack(
+      "{s:s, s:s, s:O, s:O, s:o, s:O, s:O, s:s, s:o, s:O, s:i}", "Id", vm->id, "Name", vm->name,
+      "Created", json_object_get(vm->rec, "Created"), "Config", json_object_get(vm->rec, "Config"),
+      "State", state, "Disk",
+      json_object_get(vm->rec, "Disk") ? json_object_get(vm->rec, "Disk") : json_null(), "Restore",
+      restore ? restore : json_null(), "Dir", vm->dir, "Snapshots", vm_snapshots(vm),
+      "NetworkSettings", net ? net : json_null(), "RestartCount", vm->restart_count);
 }
 
 static json_t *vm_summary_locked(const vd_vm *vm) {
@@ -179,7 +179,7 @@ void vd_h_vm_start(vd_call *c) {
   vs_error *e = NULL;
   if (vd_vm_running(c->d->vms, vm))
     vd_call_status(c, 304);
-  else if (vd_vm_start(c->d, vm, &e) < 0)
+  else if (vd_vm_note_manual(c->d->vms, vm, false), vd_vm_start(c->d, vm, &e) < 0)
     vd_call_error(c, 500, "start VM %s: %s", vm->name, e->msg);
   else
     vd_call_status(c, 204);
@@ -229,7 +229,8 @@ void vd_h_vm_restart(vd_call *c) {
   if (!vm)
     return;
   vs_error *e = NULL;
-  if (vd_vm_stop(c->d, vm, timeout, &e) < 0 || vd_vm_start(c->d, vm, &e) < 0)
+  if (vd_vm_stop(c->d, vm, timeout, &e) < 0 ||
+      (vd_vm_note_manual(c->d->vms, vm, false), vd_vm_start(c->d, vm, &e) < 0))
     vd_call_error(c, 500, "restart VM %s: %s", vm->name, e->msg);
   else {
     vd_call_status(c, 204);
@@ -270,6 +271,7 @@ void vd_h_vm_kill(vd_call *c) {
   if (!vd_vm_running(c->d->vms, vm)) {
     vd_call_error(c, 409, "VM %s is not running", vm->name);
   } else {
+    vd_vm_note_manual(c->d->vms, vm, true); /* as docker kill: the restart policy stops */
     pthread_mutex_lock(&c->d->vms->lock);
     vm->stopping = true;
     pthread_mutex_unlock(&c->d->vms->lock);
@@ -559,7 +561,20 @@ static void proc_io(pid_t pid, uint64_t *rd, uint64_t *wr) {
 
 /* The guest's side from the VMM's info (vCPUs and instructions retired, memory, disks, NICs)
  * and the host's side from /proc (CPU time, resident memory, storage I/O of the process). */
-static json_t *vm_stats_doc(const vd_vm *vm, json_t *info) {
+/* The balloon's side (the VMM's balloon command): what the guest says it holds and what it gave
+ * back; null for a VMM without the device (a VM restored from an older snapshot). */
+static json_t *balloon_doc(json_t *b) {
+  if (!b)
+    return json_null();
+  json_t *st = json_object_get(b, "stats");
+  return json_pack("{s:O, s:O, s:O, s:O, s:O*, s:O*}", "Target", json_object_get(b, "target"),
+                   "Inflated", json_object_get(b, "balloon"), "Reported",
+                   json_object_get(b, "reported"), "Stats", st, "GuestFree",
+                   json_object_get(st, "free_memory"), "GuestAvailable",
+                   json_object_get(st, "available"));
+}
+
+static json_t *vm_stats_doc(const vd_vm *vm, json_t *info, json_t *balloon) {
   uint64_t cpu_ns, rss, rd, wr;
   proc_usage(vm->pid, &cpu_ns, &rss);
   proc_io(vm->pid, &rd, &wr);
@@ -584,14 +599,14 @@ static json_t *vm_stats_doc(const vd_vm *vm, json_t *info) {
                 json_object_get(h, "rx_dropped"), "TxFrames", json_object_get(h, "tx_frames"),
                 "TxDropped", json_object_get(h, "tx_dropped")));
   char *now = vd_now();
-  json_t *doc =
-      json_pack("{s:s, s:s, s:s%, s:{s:I, s:I, s:I}, s:{s:O, s:I}, s:{s:I, s:I, s:o}, s:{s:o}}",
-                "Id", vm->id, "Name", vm->name, "Read", now, strlen(now), "Cpu", "Count",
-                (json_int_t)json_array_size(harts), "Instructions", (json_int_t)instret, "HostNs",
-                (json_int_t)cpu_ns, "Memory", "Guest",
-                json_object_get(json_object_get(info, "memory"), "size"), "HostRss",
-                (json_int_t)rss, "Disk", "HostReadBytes", (json_int_t)rd, "HostWriteBytes",
-                (json_int_t)wr, "Disks", disks, "Net", "Nics", nics);
+  json_t *doc = json_pack(
+      "{s:s, s:s, s:s%, s:{s:I, s:I, s:I}, s:{s:O, s:I, s:o}, s:{s:I, s:I, s:o}, s:{s:o}}", "Id",
+      vm->id, "Name", vm->name, "Read", now, strlen(now), "Cpu", "Count",
+      (json_int_t)json_array_size(harts), "Instructions", (json_int_t)instret, "HostNs",
+      (json_int_t)cpu_ns, "Memory", "Guest",
+      json_object_get(json_object_get(info, "memory"), "size"), "HostRss", (json_int_t)rss,
+      "Balloon", balloon_doc(balloon), "Disk", "HostReadBytes", (json_int_t)rd, "HostWriteBytes",
+      (json_int_t)wr, "Disks", disks, "Net", "Nics", nics);
   free(now);
   return doc;
 }
@@ -606,9 +621,78 @@ void vd_h_vm_stats(vd_call *c) {
     vd_call_error(c, 409, "VM %s is not running", vm->name);
   else if (vd_vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, &e) < 0)
     vd_call_error(c, 500, "stats of VM %s: %s", vm->name, e->msg);
-  else
-    vd_call_json(c, 200, vm_stats_doc(vm, info));
+  else {
+    json_t *balloon = NULL;
+    vs_error *be = NULL;
+    vd_vm_ctl(vm, json_pack("{s:s}", "command", "balloon"), &balloon, &be);
+    vs_error_free(be);
+    vd_call_json(c, 200, vm_stats_doc(vm, info, balloon));
+    json_decref(balloon);
+  }
   json_decref(info);
   vs_error_free(e);
+  vm_release(c->d->vms, vm);
+}
+
+/* ---------------------------------------------------------------- update */
+
+/* {"MemoryTarget": SIZE, "RestartPolicy": NAME}: the balloon's target (what the guest keeps of
+ * its RAM; its Memory empties the balloon) and the restart policy, both kept in the record. */
+void vd_h_vm_update(vd_call *c) {
+  json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  static const char *const known[] = {"MemoryTarget", "RestartPolicy"};
+  vs_error *e = NULL;
+  uint64_t target = 0;
+  const char *policy = NULL;
+  json_t *rp = NULL;
+  if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a VM update", &e) == 0 &&
+      vd_body_size(body, "MemoryTarget", 0, &target, &e) == 0 &&
+      vs_json_get_string(body, "RestartPolicy", false, &policy, &e) == 0 && policy) {
+    const char *name;
+    int64_t max;
+    rp = json_pack("{s:s}", "Name", policy);
+    if (vd_restart_policy_check(rp, &name, &max, &e) < 0)
+      vs_error_wrap(&e, "RestartPolicy");
+  }
+  if (e) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    json_decref(rp);
+    json_decref(body);
+    return;
+  }
+  vd_vm *vm = vm_claim(c);
+  if (!vm) {
+    json_decref(rp);
+    json_decref(body);
+    return;
+  }
+  uint64_t mem =
+      (uint64_t)json_integer_value(json_object_get(json_object_get(vm->rec, "Config"), "Memory"));
+  if (target && (target > mem || target < (16ULL << 20)))
+    vd_call_error(c, 400, "MemoryTarget %llu: between 16 MiB and the VM's memory (%llu)",
+                  (unsigned long long)target, (unsigned long long)mem);
+  else {
+    int r = 0;
+    if (policy) {
+      pthread_mutex_lock(&c->d->vms->lock);
+      json_object_set_new(json_object_get(vm->rec, "Config"), "RestartPolicy", json_string(policy));
+      r = vd_vm_save(vm, &e);
+      pthread_mutex_unlock(&c->d->vms->lock);
+    }
+    if (r == 0 && target)
+      r = vd_vm_set_memory_target(c->d->vms, vm, target, &e);
+    if (r < 0)
+      vd_call_error(c, 500, "update VM %s: %s", vm->name, e->msg);
+    else {
+      vd_event_emit(c->d, "vm", "update", vm->id, vd_vm_event_attrs(vm));
+      vd_call_status(c, 204);
+    }
+  }
+  vs_error_free(e);
+  json_decref(rp);
+  json_decref(body);
   vm_release(c->d->vms, vm);
 }

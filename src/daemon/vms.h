@@ -19,6 +19,12 @@ typedef struct vd_vm {
   char *started_at, *finished_at, *error;
   int pidfd; /* on the loop while it runs */
   vd_src src;
+  /* restart policy (Config.RestartPolicy), as Docker's for containers */
+  bool manual_stop; /* stopped or killed by a request: policies other than always keep it down */
+  bool restarting;  /* its restart timer is armed */
+  int restart_count, restart_delay_ms;
+  int restart_timerfd; /* on the loop while restarting (loop only) */
+  vd_src restart_src;
   struct vd_vm *next_dead;
 } vd_vm;
 
@@ -58,6 +64,15 @@ bool vd_vm_wait_stopped(vd_vms *t, vd_vm *vm, int timeout_ms);
 /* A snapshot into dir with the disks frozen; the record follows the VMM to its new overlay. */
 int vd_vm_snapshot(vd_vms *t, vd_vm *vm, const char *dir, json_t **res, vs_error **err);
 char *vd_vm_snapshot_dir(const vd_vm *vm, const char *snap);
+
+/* vms.c: restart policies. A stop or kill by a request sets manual_stop (persisted); a start by
+ * one clears it and the restart count (takes t->lock). */
+void vd_vm_note_manual(vd_vms *t, vd_vm *vm, bool stopped);
+/* The restart timer fired (loop): start the VM on a worker. */
+void vd_vms_restart_fire(vd_daemon *d, vd_src *src);
+/* The balloon's memory target (bytes the guest keeps) recorded in Config.MemoryTarget, given to
+ * the running VMM (worker). */
+int vd_vm_set_memory_target(vd_vms *t, vd_vm *vm, uint64_t target, vs_error **err);
 
 /* vms.c: creating (workers) */
 /* A new VM's directory and object (busy, not yet in the table); rec is stolen. */

@@ -31,17 +31,23 @@ static int size_option(const char *what, const char *s, json_t *body, const char
 }
 
 static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  static const struct option opts[] = {
-      {"cpus", required_argument, 0, 'c'},      {"memory", required_argument, 0, 'm'},
-      {"kernel", required_argument, 0, 'k'},    {"initrd", required_argument, 0, 'i'},
-      {"append", required_argument, 0, 'a'},    {"disk", required_argument, 0, 'd'},
-      {"disk-size", required_argument, 0, 's'}, {"network", required_argument, 0, 'n'},
-      {"publish", required_argument, 0, 'p'},   {"pool", required_argument, 0, 'P'},
-      {"qos", required_argument, 0, 'q'},       {0, 0, 0, 0}};
+  static const struct option opts[] = {{"cpus", required_argument, 0, 'c'},
+                                       {"memory", required_argument, 0, 'm'},
+                                       {"kernel", required_argument, 0, 'k'},
+                                       {"initrd", required_argument, 0, 'i'},
+                                       {"append", required_argument, 0, 'a'},
+                                       {"disk", required_argument, 0, 'd'},
+                                       {"disk-size", required_argument, 0, 's'},
+                                       {"network", required_argument, 0, 'n'},
+                                       {"publish", required_argument, 0, 'p'},
+                                       {"pool", required_argument, 0, 'P'},
+                                       {"qos", required_argument, 0, 'q'},
+                                       {"restart", required_argument, 0, 'r'},
+                                       {0, 0, 0, 0}};
   static const char usage[] =
       "create NAME [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] [--network NET "
       "[--publish [IP:]HOST:GUEST[/udp]]...] [--pool POOL [--qos "
-      "guaranteed|burstable|best-effort]] "
+      "guaranteed|burstable|best-effort]] [--restart no|always|on-failure|unless-stopped] "
       "[--kernel PATH --initrd PATH --append ARGS]";
   _cleanup_(vs_json_decrefp) json_t *body = json_object();
   int c;
@@ -85,6 +91,9 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
       break;
     case 'q':
       json_object_set_new(body, "Qos", json_string(optarg));
+      break;
+    case 'r':
+      json_object_set_new(body, "RestartPolicy", json_string(optarg));
       break;
     case 'p': {
       /* the daemon parses the specs: its errors name the one that is wrong */
@@ -323,10 +332,36 @@ static int vm_stats(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return rc;
 }
 
+/* vessel vm update NAME [--memory-target SIZE] [--restart POLICY] */
+static int vm_update(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  static const struct option opts[] = {{"memory-target", required_argument, 0, 'm'},
+                                       {"restart", required_argument, 0, 'r'},
+                                       {0, 0, 0, 0}};
+  static const char usage[] = "update NAME [--memory-target SIZE] [--restart POLICY]";
+  _cleanup_(vs_json_decrefp) json_t *body = json_object();
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (c == 'm') {
+      if (size_option("--memory-target", optarg, body, "MemoryTarget", err) < 0)
+        return 125;
+    } else if (c == 'r')
+      json_object_set_new(body, "RestartPolicy", json_string(optarg));
+    else
+      return 125;
+  }
+  if (optind != argc - 1 || json_object_size(body) == 0)
+    return vm_usage(err, usage);
+  _cleanup_free_ char *target = vm_path(argv[optind], "/update");
+  if (vessel_api_json(ctx, "POST", target, body, NULL, err) < 0)
+    return 1;
+  return 0;
+}
+
 int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   static const char usage[] =
       "COMMAND: create, start, stop, kill, restart, pause, resume, rm, ls, inspect, logs, "
-      "console, snapshot, restore, clone, stats";
+      "console, snapshot, restore, clone, stats, update";
   if (argc < 2)
     return vm_usage(err, usage);
   const char *sub = argv[1];
@@ -357,6 +392,8 @@ int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     return vm_clone(ctx, argc, argv, err);
   if (!strcmp(sub, "stats"))
     return vm_stats(ctx, argc, argv, err);
+  if (!strcmp(sub, "update"))
+    return vm_update(ctx, argc, argv, err);
   vs_error_set(err, 0, "vm: unknown command \"%s\"; %s", sub, usage);
   return 125;
 }
