@@ -248,6 +248,8 @@ void vd_vms_event(vd_daemon *d, vd_src *src) {
   pthread_cond_broadcast(&t->cond);
   json_t *attrs = vd_vm_event_attrs(vm);
   json_object_set_new(attrs, "exitCode", json_sprintf("%d", code));
+  if (why)
+    json_object_set_new(attrs, "error", json_string(why));
   char id[65];
   memcpy(id, vm->id, sizeof(id));
   pthread_mutex_unlock(&t->lock);

@@ -199,7 +199,14 @@ void virtio_balloon_set_target(virtio_balloon *b, uint32_t pages) {
 
 void virtio_balloon_request_stats(virtio_balloon *b) {
   int sq = stats_queue(b);
-  if (!b->stats_held || sq < 0 || (b->mmio.status & VIRTIO_STATUS_NEEDS_RESET))
+  if (sq < 0 || !(b->mmio.status & VIRTIO_STATUS_DRIVER_OK) ||
+      (b->mmio.status & VIRTIO_STATUS_NEEDS_RESET) || !b->mmio.queues[sq].ready)
+    return;
+  /* Linux primes statsq before DRIVER_OK, when the transport does not pass notifies on: take
+   * that first buffer now */
+  if (!b->stats_held)
+    balloon_notify(&b->mmio, (unsigned)sq);
+  if (!b->stats_held)
     return;
   b->stats_held = false;
   if (virtio_mmio_push(&b->mmio, (unsigned)sq, b->stats_head, 0))
