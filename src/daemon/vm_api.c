@@ -134,13 +134,22 @@ void vd_h_vm_create(vd_call *c) {
   json_t *cfg = json_object();
   json_t *disk = json_object();
   json_object_set_new(rec, "Config", cfg);
-  if (!vd_vm_name_valid(name))
+  _cleanup_free_ char *image = NULL;
+  vs_registry_opts ro = {.tls_verify = 1, .quiet = true};
+  if (json_object_get(body, "Image") && vd_vm_name_valid(name) &&
+      vd_vm_image_prepare(c->d, body, &ro, &image, &e) < 0 && e->errnum == 0)
+    e->errnum = EINVAL;
+  if (e)
+    ; /* the image's error */
+  else if (!vd_vm_name_valid(name))
     vs_error_set(&e, EINVAL,
                  "VM name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', starting with a "
                  "letter or digit",
                  name ? name : "");
   else if (vd_vm_config_parse(body, cfg, disk, &e) < 0 && e->errnum == 0)
     e->errnum = EINVAL; /* a field of the wrong type: the request's fault */
+  if (!e && image)
+    json_object_set_new(cfg, "Image", json_string(image));
   json_decref(body);
   vd_vm *vm = NULL;
   if (e)
@@ -694,5 +703,60 @@ void vd_h_vm_update(vd_call *c) {
   vs_error_free(e);
   json_decref(rp);
   json_decref(body);
+  vm_release(c->d->vms, vm);
+}
+
+/* ---------------------------------------------------------------- VM images */
+
+void vd_h_vm_images_list(vd_call *c) {
+  vs_error *e = NULL;
+  json_t *a = vd_vm_images_list(c->d, &e);
+  if (!a) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vd_call_json(c, 200, a);
+}
+
+/* {"Vm": NAME, "Ref": REF}: the stopped VM's machine becomes the image REF, pushed to its
+ * registry. */
+void vd_h_vm_image_push(vd_call *c) {
+  json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  static const char *const known[] = {"Vm", "Ref"};
+  const char *vmname = NULL, *ref = NULL;
+  vs_error *e = NULL;
+  if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a VM image push", &e) < 0 ||
+      vs_json_get_string(body, "Vm", true, &vmname, &e) < 0 ||
+      vs_json_get_string(body, "Ref", true, &ref, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    json_decref(body);
+    return;
+  }
+  free(c->arg);
+  c->arg = vs_strdup(vmname);
+  _cleanup_free_ char *r = vs_strdup(ref);
+  json_decref(body);
+  vd_vm *vm = vm_claim(c);
+  if (!vm)
+    return;
+  _cleanup_free_ char *full = NULL;
+  char digest[VS_DIGEST_MAX];
+  vs_registry_opts o = {.tls_verify = 1, .quiet = true};
+  if (vd_vm_running(c->d->vms, vm))
+    vd_call_error(c, 409, "VM %s is running: stop it first (its disk must hold still)", vm->name);
+  else if (vd_vm_image_commit(c->d, vm, r, &full, digest, &e) < 0)
+    vd_call_fail(c, e);
+  else if (vs_image_push(c->d->vms->images, full, full, &o, &e) < 0)
+    vd_call_error(c, 500, "push %s: %s", full, e->msg);
+  else {
+    vd_event_emit(c->d, "vm", "push", vm->id,
+                  json_pack("{s:s, s:s}", "name", vm->name, "image", full));
+    vd_call_json(c, 200, json_pack("{s:s, s:s}", "Ref", full, "Digest", digest));
+  }
+  vs_error_free(e);
   vm_release(c->d->vms, vm);
 }

@@ -803,6 +803,10 @@ int vd_vms_init(vd_daemon *d, vs_error **err) {
   d->vms = t;
   if (vs_mkdir_p(t->dir, 0700, err) < 0 || vd_pools_load(d, err) < 0)
     return -1;
+  _cleanup_free_ char *images = vs_asprintf("%s/vm-images", d->data_root);
+  t->images = vs_store_open(images, err);
+  if (!t->images)
+    return vs_error_wrap(err, "the VM image store");
   DIR *dir = opendir(t->dir);
   if (!dir)
     return vs_error_set(err, errno, "open %s", t->dir);
@@ -827,6 +831,8 @@ void vd_vms_free(vd_daemon *d) {
   }
   free(t->vms);
   free(t->dir);
+  if (t->images)
+    vs_store_close(t->images);
   vd_pools_free(t);
   pthread_mutex_destroy(&t->lock);
   pthread_cond_destroy(&t->cond);

@@ -35,8 +35,9 @@ typedef struct vd_vms {
   vd_vm **vms;
   size_t n;
   vd_vm *dead;
-  json_t *pools;   /* pools.c: name -> the pool's file */
-  char *pools_dir; /* <data-root>/pools */
+  vs_store *images; /* vm_images.c: <data-root>/vm-images */
+  json_t *pools;    /* pools.c: name -> the pool's file */
+  char *pools_dir;  /* <data-root>/pools */
 } vd_vms;
 
 /* vms.c: the table (callers hold t->lock for the _locked ones) */
@@ -73,6 +74,16 @@ void vd_vms_restart_fire(vd_daemon *d, vd_src *src);
 /* The balloon's memory target (bytes the guest keeps) recorded in Config.MemoryTarget, given to
  * the running VMM (worker). */
 int vd_vm_set_memory_target(vd_vms *t, vd_vm *vm, uint64_t target, vs_error **err);
+
+/* vm_images.c: VM images (workers). Commit a stopped VM's kernel, initramfs and standalone
+ * disk as the image ref (tagged in the VM image store; *full_out: the full reference). */
+int vd_vm_image_commit(vd_daemon *d, vd_vm *vm, const char *ref, char **full_out,
+                       char digest_out[VS_DIGEST_MAX], vs_error **err);
+/* A create request's Image (pulled when the store lacks it) into its Kernel, Initrd, Disk and
+ * defaults (Cpus, Memory, Append) where the request gives none; Image leaves the body. */
+int vd_vm_image_prepare(vd_daemon *d, json_t *body, const vs_registry_opts *o, char **full_out,
+                        vs_error **err);
+json_t *vd_vm_images_list(vd_daemon *d, vs_error **err); /* [{Ref, Digest}] */
 
 /* vms.c: creating (workers) */
 /* A new VM's directory and object (busy, not yet in the table); rec is stolen. */

@@ -71,6 +71,16 @@ char *vs_image_name_familiar(const char *full);
 #define VS_MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
 #define VS_MT_DOCKER_LAYER_GZIP "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
+/* VM images (OCI artifacts, docs/daemon.md): a config of this type and one layer per file of the
+ * machine, stored and moved as they are (never unpacked). Their config still has rootfs.diff_ids
+ * (the layers' own digests) so that the store loads them like any image. */
+#define VS_MT_VM_CONFIG "application/vnd.vessel.vm.config.v1+json"
+#define VS_MT_VM_KERNEL "application/vnd.vessel.vm.kernel.v1"
+#define VS_MT_VM_INITRD "application/vnd.vessel.vm.initrd.v1"
+#define VS_MT_VM_DISK "application/vnd.vessel.vm.disk.v1.qcow2"
+/* Whether a layer of this media type is one of a VM image's files (not a file system tree). */
+bool vs_media_type_is_vm_file(const char *mt);
+
 typedef struct vs_descriptor {
   char *media_type;
   char *digest;
