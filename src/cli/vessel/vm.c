@@ -31,21 +31,17 @@ static int size_option(const char *what, const char *s, json_t *body, const char
 }
 
 static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  static const struct option opts[] = {{"cpus", required_argument, 0, 'c'},
-                                       {"memory", required_argument, 0, 'm'},
-                                       {"kernel", required_argument, 0, 'k'},
-                                       {"initrd", required_argument, 0, 'i'},
-                                       {"append", required_argument, 0, 'a'},
-                                       {"disk", required_argument, 0, 'd'},
-                                       {"disk-size", required_argument, 0, 's'},
-                                       {"network", required_argument, 0, 'n'},
-                                       {"publish", required_argument, 0, 'p'},
-                                       {"pool", required_argument, 0, 'P'},
-                                       {"qos", required_argument, 0, 'q'},
-                                       {"restart", required_argument, 0, 'r'},
-                                       {0, 0, 0, 0}};
+  static const struct option opts[] = {
+      {"cpus", required_argument, 0, 'c'},      {"memory", required_argument, 0, 'm'},
+      {"kernel", required_argument, 0, 'k'},    {"initrd", required_argument, 0, 'i'},
+      {"append", required_argument, 0, 'a'},    {"disk", required_argument, 0, 'd'},
+      {"disk-size", required_argument, 0, 's'}, {"network", required_argument, 0, 'n'},
+      {"publish", required_argument, 0, 'p'},   {"pool", required_argument, 0, 'P'},
+      {"qos", required_argument, 0, 'q'},       {"restart", required_argument, 0, 'r'},
+      {"image", required_argument, 0, 'I'},     {0, 0, 0, 0}};
   static const char usage[] =
-      "create NAME [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] [--network NET "
+      "create NAME [--image REF] [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] "
+      "[--network NET "
       "[--publish [IP:]HOST:GUEST[/udp]]...] [--pool POOL [--qos "
       "guaranteed|burstable|best-effort]] [--restart no|always|on-failure|unless-stopped] "
       "[--kernel PATH --initrd PATH --append ARGS]";
@@ -94,6 +90,9 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
       break;
     case 'r':
       json_object_set_new(body, "RestartPolicy", json_string(optarg));
+      break;
+    case 'I':
+      json_object_set_new(body, "Image", json_string(optarg));
       break;
     case 'p': {
       /* the daemon parses the specs: its errors name the one that is wrong */
@@ -358,10 +357,37 @@ static int vm_update(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return 0;
 }
 
+/* vessel vm image push VM REF | ls */
+static int vm_image(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  static const char usage[] = "image push VM REF | image ls";
+  if (argc == 2 && (!strcmp(argv[1], "ls") || !strcmp(argv[1], "list"))) {
+    json_t *out = NULL;
+    if (vessel_api_json(ctx, "GET", "/vessel/v1/images/vm", NULL, &out, err) < 0)
+      return 1;
+    printf("%-50s %s\n", "REFERENCE", "DIGEST");
+    size_t i;
+    json_t *v;
+    json_array_foreach(out, i, v) printf("%-50s %s\n", json_string_value(json_object_get(v, "Ref")),
+                                         json_string_value(json_object_get(v, "Digest")));
+    json_decref(out);
+    return 0;
+  }
+  if (argc != 4 || strcmp(argv[1], "push") != 0)
+    return vm_usage(err, usage);
+  _cleanup_(vs_json_decrefp) json_t *body = json_pack("{s:s, s:s}", "Vm", argv[2], "Ref", argv[3]);
+  json_t *out = NULL;
+  if (vessel_api_json(ctx, "POST", "/vessel/v1/images/vm/push", body, &out, err) < 0)
+    return 1;
+  printf("%s: digest: %s\n", json_string_value(json_object_get(out, "Ref")),
+         json_string_value(json_object_get(out, "Digest")));
+  json_decref(out);
+  return 0;
+}
+
 int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   static const char usage[] =
       "COMMAND: create, start, stop, kill, restart, pause, resume, rm, ls, inspect, logs, "
-      "console, snapshot, restore, clone, stats, update";
+      "console, snapshot, restore, clone, stats, update, image";
   if (argc < 2)
     return vm_usage(err, usage);
   const char *sub = argv[1];
@@ -394,6 +420,8 @@ int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     return vm_stats(ctx, argc, argv, err);
   if (!strcmp(sub, "update"))
     return vm_update(ctx, argc, argv, err);
+  if (!strcmp(sub, "image"))
+    return vm_image(ctx, argc, argv, err);
   vs_error_set(err, 0, "vm: unknown command \"%s\"; %s", sub, usage);
   return 125;
 }
