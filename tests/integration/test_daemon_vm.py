@@ -478,6 +478,80 @@ def test_balloon_gives_freed_memory_back_and_restart_policy(env):
     assert env.vessel("ls", "-q").stdout == ""
 
 
+def test_vm_image_push_then_create_from_it_on_a_fresh_data_root(env, build_dir, tmp_path):
+    """`vessel vm image push` makes a stopped VM's kernel, initramfs and disk an OCI artifact
+    (each a layer with its own media type) in Debian's docker-registry; a vesseld with a fresh
+    data root pulls it for `vm create --image` and boots the same machine: its disk holds what
+    the original's did, its kernel command line and memory are the image's."""
+    import shutil
+    import urllib.request
+    import oci_images
+    if not shutil.which("docker-registry"):
+        pytest.skip("no docker-registry")
+    reg = oci_images.Registry(tmp_path / "registry")
+    fresh = None
+    try:
+        env.vessel("create", "src", "--memory", "320M", "--disk-size", "64M", "--append",
+                   "console=ttyS0 imgtest=1")
+        disk = env.inspect("src")["Disk"]["Path"]
+        marker = b"vessel-vm-image!"
+        (tmp_path / "marker").write_bytes(marker)
+        subprocess.run([str(env.build / "vessel-vmm"), "img", "io", "--data",
+                        str(tmp_path / "marker"), disk], input="write 0 16 0\n", text=True,
+                       check=True, capture_output=True)
+        ref = f"{reg.host}/vm/src:v1"
+        out = env.vessel("image", "push", "src", ref).stdout
+        digest = re.search(r"digest: (sha256:[0-9a-f]{64})", out).group(1)
+        _, images = env.api("GET", "/vessel/v1/images/vm", expect=200)
+        assert {"Ref": ref, "Digest": digest} in images
+        req = urllib.request.Request(f"http://{reg.host}/v2/vm/src/manifests/v1", headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json"})
+        manifest = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        assert manifest["config"]["mediaType"] == "application/vnd.vessel.vm.config.v1+json"
+        assert [l["mediaType"] for l in manifest["layers"]] == [
+            "application/vnd.vessel.vm.kernel.v1", "application/vnd.vessel.vm.initrd.v1",
+            "application/vnd.vessel.vm.disk.v1.qcow2"]
+        assert reg.blob_path(manifest["layers"][2]["digest"]).read_bytes()[:4] == b"QFI\xfb"
+        st, reply = env.api("POST", "/vessel/v1/images/vm/push", {"Vm": "nothing", "Ref": ref})
+        assert st == 404, reply
+        env.vessel("rm", "src")
+        assert env.vessel("ls", "-q").stdout == ""
+
+        # a vesseld with a fresh data root: the image comes from the registry
+        env.vd.stop()
+        (tmp_path / "fresh").mkdir()
+        fresh = Env(build_dir, tmp_path / "fresh", None)
+        r = fresh.vessel("create", "--image", f"{reg.host}/vm/none:v1", "x", check=False)
+        assert r.returncode == 1 and "vm/none" in r.stderr, r.stderr
+        fresh.vessel("create", "--image", ref, "copy")
+        vm = fresh.inspect("copy")
+        assert vm["Config"]["Image"] == ref and vm["Config"]["Memory"] == 320 << 20
+        assert "imgtest=1" in vm["Config"]["Append"]
+        _, images = fresh.api("GET", "/vessel/v1/images/vm", expect=200)
+        assert [i["Digest"] for i in images] == [digest]
+        fresh.vessel("start", "copy")
+        fresh.inspect("copy")
+        c = boot_console(fresh, "copy")
+        assert "imgtest=1" in c.run("cat /proc/cmdline")
+        assert c.run("head -c 16 /dev/vda; echo") == marker.decode() + "\r\n"
+        c.close()
+        fresh.vessel("kill", "copy")
+        fresh.vessel("rm", "copy")
+    finally:
+        if fresh:
+            fresh.api("DELETE", "/vessel/v1/vms/copy?force=1", spec=False)
+            fresh.vd.stop()
+            for pid in fresh.vmm_pids - {0}:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if not env.vd.alive():
+            env.vd.start()
+        env.api("DELETE", "/vessel/v1/vms/src?force=1", spec=False)
+        reg.stop()
+
+
 # ------------------------------------------------------------------ resource pools
 
 def cgroup_dirs(pid):
