@@ -481,6 +481,7 @@ void vd_h_vm_clone(vd_call *c);
 void vd_h_vm_stats(vd_call *c);
 /* pools.c: resource pools (/vessel/v1/pools) */
 #define VD_POOL_LABEL "vessel.pool" /* docker run --label vessel.pool=NAME */
+#define VD_DEFAULT_POOL "default"   /* the pool of guests that name none (pools.c) */
 /* A new container with the label: admitted against its pool's capacity (--cpus, --memory), or
  * refused (409) with what is left; and its spec's cgroupsPath under the pool's cgroup. */
 int vd_pool_ctr_admit(vd_daemon *d, json_t *rec, vs_error **err);

@@ -427,7 +427,7 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   _cleanup_close_ int pidfd = pidfd_of(pid);
   /* into its pool's cgroup at once, before the guest's RAM is touched */
   json_t *cgroup = vd_pool_cgroup_enter(d, vm, pid, err);
-  if (!cgroup && json_object_get(json_object_get(vm->rec, "Config"), "Pool")) {
+  if (!cgroup && vd_pool_cgroup_wanted(vm)) {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     return -1;
@@ -994,8 +994,6 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
       strcmp(qos, "best-effort") != 0)
     return vs_error_set(
         err, EINVAL, "Qos \"%s\": use guaranteed, burstable or best-effort (as Kubernetes)", qos);
-  if (qos && !(pool && *pool))
-    return vs_error_set(err, EINVAL, "Qos: a QoS class needs a Pool");
   const char *policy = NULL;
   if (vs_json_get_string(body, "RestartPolicy", false, &policy, err) < 0)
     return -1;
@@ -1007,9 +1005,14 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
       return vs_error_wrap(err, "RestartPolicy");
     json_object_set_new(cfg, "RestartPolicy", json_string(policy));
   }
-  if (pool && *pool) {
+  if (pool && *pool && strcmp(pool, VD_DEFAULT_POOL) != 0) {
     json_object_set_new(cfg, "Pool", json_string(pool));
     json_object_set_new(cfg, "Qos", json_string(qos ? qos : "guaranteed"));
+  } else {
+    /* the default pool: admitted against the host's capacity; a cgroup only for a QoS class */
+    json_object_set_new(cfg, "Pool", json_string(VD_DEFAULT_POOL));
+    if (qos)
+      json_object_set_new(cfg, "Qos", json_string(qos));
   }
   if (network) {
     json_object_set_new(cfg, "Network", json_string(network));

@@ -127,5 +127,8 @@ const char *vd_vm_qos(const vd_vm *vm);
  * is returned is kept to remove the cgroup with vd_pool_cgroup_leave when the VMM ended. */
 json_t *vd_pool_cgroup_enter(vd_daemon *d, const vd_vm *vm, pid_t pid, vs_error **err);
 void vd_pool_cgroup_leave(json_t *saved);
+/* Whether the VM's VMM goes into a cgroup of its pool: any pool but the default one, and the
+ * default one for a VM that asked for a QoS class. */
+bool vd_pool_cgroup_wanted(const vd_vm *vm);
 
 #endif

@@ -360,6 +360,14 @@ def test_bad_input(env, tmp_path):
         st, reply = env.api("POST", "/vessel/v1/vms", body)
         assert st == status and text in reply["message"], (body, st, reply)
     env.api("POST", "/vessel/v1/vms", {"Name": "one"}, expect=201)
+    # a VM that names no pool is in the default one, whose capacity is the host's
+    assert env.inspect("one")["Config"]["Pool"] == "default"
+    _, dp = env.api("GET", "/vessel/v1/pools/default", expect=200)
+    assert dp["Cpus"] == os.cpu_count() and dp["Memory"] == os.sysconf("SC_PHYS_PAGES") * 4096
+    assert [g["Name"] for g in dp["Usage"]["Guests"] if g["Kind"] == "vm"] == ["one"]
+    assert dp["Available"]["Memory"] == dp["Memory"] * dp["MemoryOvercommit"] - (256 << 20)
+    st, reply = env.api("DELETE", "/vessel/v1/pools/default")
+    assert st == 409 and "cannot be removed" in reply["message"], reply
     st, reply = env.api("POST", "/vessel/v1/vms", {"Name": "one"})
     assert st == 409 and "already in use" in reply["message"]
     env.api("POST", "/vessel/v1/vms/nothing/start", expect=404)
@@ -630,7 +638,7 @@ def test_pools_admission_refusal_and_cgroups(env):
         _, p15 = env.api("GET", "/vessel/v1/pools/p15", expect=200)
         assert p15["Available"]["Memory"] == 256 << 20 and p15["Available"]["Cpus"] == 0
         _, pools = env.api("GET", "/vessel/v1/pools", expect=200)
-        assert sorted(p["Name"] for p in pools) == ["p1", "p15"]
+        assert sorted(p["Name"] for p in pools) == ["default", "p1", "p15"]
         assert "p15" in pool("ls").stdout
         # bad input
         for body, text in [({"Name": "x", "Cpus": 0, "Memory": "1G"}, "Cpus"),
@@ -730,3 +738,33 @@ def test_containers_in_a_pool(env, tmp_path):
         env.api("DELETE", "/vessel/v1/vms/small?force=1", spec=False)
         env.api("DELETE", "/vessel/v1/pools/pc", spec=False)
     assert not pool_dirs["memory"][0].exists()
+
+
+def test_qos_best_effort_gets_less_cpu_than_guaranteed(env):
+    """Two busy guests in a pool of one CPU: the guaranteed one gets much more of it than the
+    best-effort one (Kubernetes' weights: its CPUs' worth against the least). Loose bound."""
+    env.api("POST", "/vessel/v1/pools", {"Name": "pq", "Cpus": 1, "Memory": "1G",
+                                         "CpuOvercommit": 2}, expect=201)
+    try:
+        env.vessel("create", "be", "--pool", "pq", "--memory", "256M", "--qos", "best-effort")
+        env.vessel("create", "gu", "--pool", "pq", "--memory", "256M")
+        spin = "sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 & true"
+        for name in ("be", "gu"):   # best-effort first: it boots slowly beside a busy one
+            env.vessel("start", name)
+            env.inspect(name)
+            c = boot_console(env, name)
+            c.run(spin)
+            c.close()
+
+        def host_ns():
+            return {n: env.api("GET", f"/vessel/v1/vms/{n}/stats", expect=200)[1]["Cpu"]["HostNs"]
+                    for n in ("be", "gu")}
+        a = host_ns()
+        time.sleep(5)
+        b = host_ns()
+        be, gu = b["be"] - a["be"], b["gu"] - a["gu"]
+        assert gu > 3 * be, f"guaranteed {gu / 1e9:.2f} s, best-effort {be / 1e9:.2f} s of CPU"
+    finally:
+        for name in ("be", "gu"):
+            env.api("DELETE", f"/vessel/v1/vms/{name}?force=1", spec=False)
+        env.api("DELETE", "/vessel/v1/pools/pq", spec=False)
