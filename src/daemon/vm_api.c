@@ -500,12 +500,19 @@ void vd_h_vm_clone(vd_call *c) {
   json_t *rec = json_pack("{s:o, s:{s:s, s:b, s:s, s:s, s:b}}", "Config",
                           json_deep_copy(json_object_get(src->rec, "Config")), "Restore", "Dir",
                           dir, "Clone", 1, "Snapshot", snapname, "Source", src->id, "Pending", 1);
-  /* the clone's VMM restores the source's devices; it gets no tap of its own (yet) */
-  json_object_del(json_object_get(rec, "Config"), "Network");
-  json_object_del(json_object_get(rec, "Config"), "PortBindings");
+  /* the clone gets a tap of its own on the source's network, with a new MAC and address (the
+   * guest sees them once its driver probes the NIC again); published ports stay the source's */
+  json_object_set_new(json_object_get(rec, "Config"), "PortBindings", json_object());
+  if (!json_object_get(json_object_get(rec, "Config"), "Network"))
+    json_object_del(json_object_get(rec, "Config"), "PortBindings");
   vd_vm *vm = vd_vm_create(c->d, name, rec, &e);
-  if (!vm || vd_vm_commit(c->d, vm, &e) < 0) {
+  bool attached = false;
+  if (vm && vd_vm_net_attach(c->d, vm, &e) == 0)
+    attached = true;
+  if (!vm || !attached || vd_vm_commit(c->d, vm, &e) < 0) {
     vd_call_fail(c, e);
+    if (attached)
+      vd_vm_net_detach(c->d, vm);
     if (vm)
       vd_vm_discard(vm);
     goto out;

@@ -288,6 +288,13 @@ static char **vmm_argv(const vd_daemon *d, const vd_vm *vm, size_t *n) {
     /* each start gets fresh overlays over the snapshot's (frozen) disks */
     argv[i++] = vs_strdup("--clone-dir");
     argv[i++] = vs_asprintf("%s/run-%lld", vm->dir, (long long)time(NULL));
+    /* the VM's own tap (a clone's is not its source's) and the address its DHCP knows */
+    json_t *ns = json_object_get(vm->rec, "NetworkSettings");
+    if (json_string_value(json_object_get(ns, "Tap"))) {
+      argv[i++] = vs_strdup("--net");
+      argv[i++] = vs_asprintf("tap=%s,mac=%s", json_string_value(json_object_get(ns, "Tap")),
+                              json_string_value(json_object_get(ns, "MacAddress")));
+    }
   } else {
     argv[i++] = vs_strdup("--kernel");
     argv[i++] = vs_strdup(json_string_value(json_object_get(cfg, "Kernel")));

@@ -168,12 +168,16 @@ int vm_io_devices_load(vm *m, vmstate_reader *r, vs_error **err) {
   return 0;
 }
 
-/* A clone's NICs: new locally administered addresses (52:54:00 and three random bytes), so
- * clones on one bridge do not collide with each other or with their original. */
+/* A clone's NICs: the address its --net spec gives (the daemon's, whose DHCP knows it), or new
+ * locally administered addresses (52:54:00 and three random bytes), so clones on one bridge do
+ * not collide with each other or with their original. */
 void vm_io_devices_new_identity(vm *m) {
   for (unsigned i = 0; i < m->cfg.nnets; i++) {
     uint8_t mac[6] = {0x52, 0x54, 0x00, 0, 0, 0};
-    if (getrandom(mac + 3, 3, 0) != 3)
+    netdev_opts o;
+    if (netdev_parse_spec(m->cfg.nets[i], &o, NULL) == 0 && o.mac_set)
+      memcpy(mac, o.mac, sizeof(mac));
+    else if (getrandom(mac + 3, 3, 0) != 3)
       mac[5] = (uint8_t)(mac[5] ^ (uint8_t)getpid() ^ (uint8_t)i);
     virtio_net_set_mac(m->net[i], mac);
   }

@@ -621,6 +621,16 @@ vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err) {
     return NULL;
   }
   apply_runtime_opts(&cfg, opts);
+  if (opts->nnets && opts->nnets != cfg.nnets) {
+    vs_error_set(err, 0, "%u --net given for a snapshot with %u network devices", opts->nnets,
+                 cfg.nnets);
+    free_strings(strings);
+    return NULL;
+  }
+  for (unsigned i = 0; i < opts->nnets; i++) {
+    free(strings[STRING_SLOT_NET0 + i]);
+    cfg.nets[i] = strings[STRING_SLOT_NET0 + i] = vs_strdup(opts->nets[i]);
+  }
   if ((opts->clone || frozen) && cfg.ndisks) {
     _cleanup_free_ char *cdir = make_clone_dir(dir, opts->clone_dir, err);
     if (!cdir || make_clone_overlays(&cfg, strings, cdir, err) < 0) {

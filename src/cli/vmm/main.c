@@ -80,6 +80,8 @@ static const char usage_text[] =
     "  --clone           with --restore: a new VM from the snapshot (shared RAM pages, its own\n"
     "                    qcow2 overlay per writable disk, new MAC addresses)\n"
     "  --clone-dir DIR   where a clone's overlays go (default: a new DIR/clone-XXXXXX)\n"
+    "                    (--net with --restore: new backends for the snapshot's NICs, one\n"
+    "                    each, in order; a clone takes the mac= they give)\n"
     "  --verify-memory   with --restore: check the memory file's SHA-256 (reads all of it)\n"
     "  --incoming H:P    receive a live migration on TCP H:P, then run the VM\n"
     "  --record DIR      save a starting snapshot in DIR/start and log every outside input\n"
@@ -471,6 +473,8 @@ int main(int argc, char **argv) {
   a.ropts.trace = cfg.trace;
   a.ropts.interpreter = cfg.interpreter;
   a.ropts.one_thread = cfg.one_thread;
+  for (unsigned i = 0; i < cfg.nnets; i++) /* with --restore: the NICs' new backends */
+    a.ropts.nets[a.ropts.nnets++] = cfg.nets[i];
 
   _cleanup_error_ vs_error *err = NULL;
   vm *m = a.restore    ? vm_restore(a.restore, &a.ropts, &err)
