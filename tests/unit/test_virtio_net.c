@@ -1,7 +1,6 @@
 /* virtio-net with a fake backend, virtio-console, virtio-rng, virtio-balloon and the --net option
- * parser, driven
- * through the MMIO registers like a guest driver would, with a fake guest RAM. Hostile chains
- * must put the device in DEVICE_NEEDS_RESET or drop the packet, never crash. */
+ * parser, driven through the MMIO registers like a guest driver would, with a fake guest RAM.
+ * Hostile chains must put the device in DEVICE_NEEDS_RESET or drop the packet, never crash. */
 #include "tap.h"
 #include "vm/dev/virtio.h"
 #include "vm/netdev/netdev.h"
