@@ -458,8 +458,9 @@ void vd_h_exec_resize(vd_call *c);
 /* vms.c, vm_console.c: VMs (/vessel/v1/vms) */
 int vd_vms_init(vd_daemon *d, vs_error **err); /* the table, and the VMs a previous run left */
 void vd_vms_free(vd_daemon *d);
-void vd_vms_event(vd_daemon *d, vd_src *src);        /* a VMM's pidfd (loop) */
-void vd_vms_restart_fire(vd_daemon *d, vd_src *src); /* a VM's restart timer (loop) */
+void vd_vms_event(vd_daemon *d, vd_src *src); /* a VMM's pidfd (loop) */
+/* a VM's restart timer fired (loop): the start goes to a worker */
+void vd_vms_restart_fire(vd_daemon *d, vd_src *src);
 void vd_h_vms_list(vd_call *c);
 void vd_h_vm_create(vd_call *c);
 void vd_h_vm_inspect(vd_call *c);

@@ -69,8 +69,6 @@ char *vd_vm_snapshot_dir(const vd_vm *vm, const char *snap);
 /* vms.c: restart policies. A stop or kill by a request sets manual_stop (persisted); a start by
  * one clears it and the restart count (takes t->lock). */
 void vd_vm_note_manual(vd_vms *t, vd_vm *vm, bool stopped);
-/* The restart timer fired (loop): start the VM on a worker. */
-void vd_vms_restart_fire(vd_daemon *d, vd_src *src);
 /* The balloon's memory target (bytes the guest keeps) recorded in Config.MemoryTarget, given to
  * the running VMM (worker). */
 int vd_vm_set_memory_target(vd_vms *t, vd_vm *vm, uint64_t target, vs_error **err);
