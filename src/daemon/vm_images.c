@@ -91,11 +91,10 @@ int vd_vm_image_commit(vd_daemon *d, vd_vm *vm, const char *ref, char **full_out
   if (!full)
     return vs_error_wrap(err, "invalid reference format");
   pthread_mutex_lock(&t->lock);
-  json_t *cfg = json_deep_copy(json_object_get(vm->rec, "Config"));
+  _cleanup_json_ json_t *cfg = json_deep_copy(json_object_get(vm->rec, "Config"));
   const char *dp = json_string_value(json_object_get(vm->rec, "DiskPath"));
   _cleanup_free_ char *disk = dp && *dp ? vs_strdup(dp) : NULL;
   pthread_mutex_unlock(&t->lock);
-  _cleanup_json_ json_t *cfg_ref = cfg;
   struct {
     const char *path, *media_type, *title;
   } files[] = {
@@ -105,8 +104,8 @@ int vd_vm_image_commit(vd_daemon *d, vd_vm *vm, const char *ref, char **full_out
   };
   if (disk && disk_standalone(disk, err) < 0)
     return -1;
-  json_t *layers = json_array(), *diff_ids = json_array();
-  _cleanup_json_ json_t *layers_ref = layers, *ids_ref = diff_ids;
+  _cleanup_json_ json_t *layers = json_array();
+  _cleanup_json_ json_t *diff_ids = json_array();
   for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
     if (!files[i].path || !*files[i].path)
       continue;
