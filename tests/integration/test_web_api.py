@@ -26,6 +26,7 @@ import pytest
 
 import test_daemon
 from test_daemon import busybox_archive
+from test_daemon_vm import validate  # replies checked against docs/api/vessel-v1.yaml
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -408,12 +409,31 @@ def test_login_rate_limit(site, logged_in):
     assert site.login()[0] == 200  # another address is not held up
 
 
+def unix_api(vd, method, path, body=None):
+    """A request on the unix socket, its reply validated against the API's description."""
+    data = json.dumps(body).encode() if body is not None else b""
+    reply = vd.raw(f"{method} {path} HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+    status = int(test_daemon.status_line(reply).split()[1])
+    payload = reply.split(b"\r\n\r\n", 1)[1]
+    validate(method, path, status, payload)
+    return status, payload
+
+
+def test_password_endpoint(site):
+    for bad in ({"Password": "short"}, {"Password": 12345678}, {}):
+        status, body = unix_api(site.vd, "POST", "/vessel/v1/web/password", bad)
+        assert status == 400 and json.loads(body)["message"]
+    r = subprocess.run([str(site.vd.build / "vessel"), "-H", site.vd.host, "web", "passwd"],
+                       input="", capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "no password given" in r.stderr
+
+
 def test_host_stats(site, logged_in):
     cookie, _ = logged_in
     keys = {"Time", "NCPU", "CPUPercent", "Load1", "MemTotal", "MemUsed"}
-    reply = site.vd.raw(b"GET /vessel/v1/host/stats HTTP/1.1\r\nHost: d\r\n\r\n",
-                        read_all=False)
-    assert test_daemon.status_line(reply) == "HTTP/1.1 200 OK"
+    status, body = unix_api(site.vd, "GET", "/vessel/v1/host/stats")
+    assert status == 200 and set(json.loads(body)) == keys
     c = site.conn()
     c.request("GET", "/api/vessel/v1/host/stats?stream=1",
               headers={"Cookie": f"vessel_session={cookie}"})
@@ -422,6 +442,7 @@ def test_host_stats(site, logged_in):
     samples = [json.loads(r.readline()) for _ in range(2)]
     c.close()
     for s in samples:
+        validate("GET", "/vessel/v1/host/stats", 200, json.dumps(s))
         assert set(s) == keys
         assert s["NCPU"] >= 1 and 0 <= s["CPUPercent"] <= 100 and s["Load1"] >= 0
         assert 0 < s["MemUsed"] < s["MemTotal"]
