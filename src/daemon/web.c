@@ -711,6 +711,8 @@ static void login_done(vd_job *job) {
   login_job *lj = (login_job *)job;
   vd_front *f = lj->f;
   f->busy = false;
+  if (web_of(f->d))
+    web_of(f->d)->logins_running--;
   if (!f->dead) {
     vd_web *w = web_of(f->d);
     bool keep = f->req.keep_alive;
@@ -747,6 +749,9 @@ static void web_login(vd_front *f) {
   vd_web *w = web_of(f->d);
   bool keep = f->req.keep_alive;
   long long wait = vd_web_login_wait(w, f->addr);
+  /* each check costs a worker a third of a second: a flood of logins must not take them all */
+  if (wait == 0 && w->logins_running >= VD_WEB_LOGINS_RUNNING_MAX)
+    wait = 1;
   if (wait > 0) {
     _cleanup_free_ char *msg = vs_asprintf("too many login attempts; try again in %lld s", wait);
     _cleanup_free_ char *extra = vs_asprintf("Retry-After: %lld\r\n", wait);
@@ -773,6 +778,7 @@ static void web_login(vd_front *f) {
   OPENSSL_cleanse(f->local_body.p, f->local_body.len);
   f->busy = true;
   f->state = F_BUSY;
+  w->logins_running++;
   vd_job_submit(f->d, &lj->job);
 }
 
