@@ -35,8 +35,6 @@
   "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"                            \
   "Strict-Transport-Security: max-age=31536000\r\nX-Frame-Options: DENY\r\n"
 
-vd_conn *vd_conn_adopt(vd_daemon *d, int fd);
-
 typedef struct fbuf {
   char *p;
   size_t len, cap;
@@ -83,29 +81,28 @@ typedef enum {
 
 struct vd_front {
   vd_src src, inner_src, linger_src;
-  int linger_timer; /* F_LINGER: its end */
   vd_daemon *d;
   vd_front *prev, *next;
-  bool web;
   int fd, inner;
-  vd_tls tls;
-  char addr[48];
+  int linger_timer; /* F_LINGER: its end */
   front_state state;
+  vd_tls tls;
   fbuf in, out, to_inner, ihead;
+  http_request req;
+  http_body body;
+  fbuf local_body;
+  const char *refusal_msg; /* static text */
+  int refusal;             /* an API request's refusal, answered once its body is read */
+  char addr[48];
+  ws_reader ws;
+  char *ws_ctr; /* the container whose TTY this is (resize), NULL for a VM console */
+  bool web;
   bool ihead_done; /* the inner answer's head went to the client */
   bool client_eof, inner_eof, inner_wr_shut;
   bool dead;
   bool busy; /* a login job holds it */
-  http_request req;
   bool have_req;
-  http_body body;
-  fbuf local_body;
-  bool keep_body;          /* F_LOCAL_BODY: the body is wanted (login), not only read */
-  int refusal;             /* an API request's refusal, answered once its body is read */
-  const char *refusal_msg; /* static text */
-  /* websocket */
-  ws_reader ws;
-  char *ws_ctr; /* the container whose TTY this is (resize), NULL for a VM console */
+  bool keep_body; /* F_LOCAL_BODY: the body is wanted (login), not only read */
   bool ws_close_sent;
 };
 
@@ -392,7 +389,7 @@ static void inner_head(vd_front *f, size_t hl) {
   const char *h = f->ihead.p;
   int status = 0;
   if (hl > 12 && !strncmp(h, "HTTP/1.", 7))
-    status = atoi(h + 9);
+    status = (int)strtol(h + 9, NULL, 10);
   if (f->state == F_WS_WAIT) {
     if (status == 101) {
       char accept[29];
@@ -1165,8 +1162,8 @@ static int add_front_listener(vd_daemon *d, int fd, bool web, SSL_CTX *ctx, cons
   l->web = web;
   l->ctx = ctx;
   l->name = vs_strdup(name);
-  d->front_listeners = vs_realloc(d->front_listeners, sizeof(l) * (d->n_front_listeners + 1));
-  d->front_listeners[d->n_front_listeners++] = l;
+  l->next = d->front_listeners;
+  d->front_listeners = l;
   return vd_loop_add(d, fd, EPOLLIN, &l->src, err);
 }
 
@@ -1248,16 +1245,14 @@ void vd_web_free(vd_daemon *d) {
   while (d->fronts)
     front_close(d->fronts);
   vd_front_sweep(d);
-  for (size_t i = 0; i < d->n_front_listeners; i++) {
-    vd_front_listener *l = d->front_listeners[i];
+  while (d->front_listeners) {
+    vd_front_listener *l = d->front_listeners;
+    d->front_listeners = l->next;
     close(l->fd);
     SSL_CTX_free(l->ctx);
     free(l->name);
     free(l);
   }
-  free(d->front_listeners);
-  d->front_listeners = NULL;
-  d->n_front_listeners = 0;
   vd_web *w = d->web;
   if (w) {
     if (w->root_fd >= 0)

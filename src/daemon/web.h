@@ -22,7 +22,7 @@
 #define VD_WEB_LOGIN_MAX_PER_ADDR 5
 #define VD_WEB_LOGIN_MAX_ALL 20
 #define VD_WEB_PBKDF2_ITERATIONS 600000 /* OWASP's figure for PBKDF2-HMAC-SHA256 */
-#define VD_WEB_LOGINS_RUNNING_MAX 2       /* password checks on the workers at once */
+#define VD_WEB_LOGINS_RUNNING_MAX 2     /* password checks on the workers at once */
 
 typedef struct vd_web_session {
   char token[65]; /* the cookie: 256 random bits in hex */
@@ -45,7 +45,7 @@ typedef struct vd_web {
   size_t n_sessions;
   vd_web_fail fails[VD_WEB_FAILS_KEPT];
   size_t n_fails;
-  char *passwd_path;     /* DATA_ROOT/web/passwd */
+  char *passwd_path;       /* DATA_ROOT/web/passwd */
   unsigned logins_running; /* password checks on the workers now */
 } vd_web;
 
@@ -56,6 +56,7 @@ typedef struct vd_front_listener {
   bool web;
   SSL_CTX *ctx;
   char *name; /* for the log */
+  struct vd_front_listener *next;
 } vd_front_listener;
 
 typedef struct vd_front vd_front;
