@@ -342,6 +342,7 @@ struct vd_daemon {
   /* web.c: TLS listeners, front connections, the web console's state */
   struct vd_front_listener *front_listeners;
   struct vd_front *fronts, *dead_fronts;
+  size_t n_fronts;
   struct vd_web *web;
   unsigned web_passwd_gen; /* bumped (atomically) when the web password changes */
 };

@@ -25,6 +25,10 @@
 #define BUF_HIGH ((size_t)1 << 20) /* stop reading a side while this much waits for the other */
 #define READ_CHUNK 16384
 #define LINGER_SECONDS 2
+#define IDLE_SECONDS 30 /* for a handshake, a request head, a login body */
+#define VD_MAX_FRONTS 512
+
+enum { TIMER_NONE, TIMER_IDLE, TIMER_LINGER };
 #define LOGIN_BODY_MAX 4096
 #define DISCARD_BODY_MAX ((uint64_t)1 << 20) /* of a request refused or answered here */
 #define STATIC_MAX ((size_t)32 << 20)
@@ -80,11 +84,14 @@ typedef enum {
 } front_state;
 
 struct vd_front {
-  vd_src src, inner_src, linger_src;
+  vd_src src, inner_src, timer_src;
   vd_daemon *d;
   vd_front *prev, *next;
   int fd, inner;
-  int linger_timer; /* F_LINGER: its end */
+  int timer;          /* timerfd: the deadline of the handshake, a request head, a lingering end */
+  int timer_mode;     /* what it is armed for: TIMER_NONE, TIMER_IDLE, TIMER_LINGER */
+  unsigned requests;  /* requests answered: each new head gets its own deadline */
+  unsigned armed_for; /* the value of requests when the idle deadline was armed */
   front_state state;
   vd_tls tls;
   fbuf in, out, to_inner, ihead;
@@ -169,6 +176,7 @@ static void respond_error(vd_front *f, int status, const char *msg, bool keep) {
 
 /* After a local answer: the next request, or the end when it could not be kept. */
 static void request_done(vd_front *f) {
+  f->requests++;
   bool keep = f->have_req && f->req.keep_alive && f->state != F_CLOSING;
   if (f->have_req)
     http_request_clear(&f->req);
@@ -191,11 +199,12 @@ static void front_close(vd_front *f) {
   vd_tls_clear(&f->tls);
   close(f->fd);
   f->fd = -1;
-  if (f->linger_timer >= 0) {
-    vd_loop_del(d, f->linger_timer);
-    close(f->linger_timer);
-    f->linger_timer = -1;
+  if (f->timer >= 0) {
+    vd_loop_del(d, f->timer);
+    close(f->timer);
+    f->timer = -1;
   }
+  d->n_fronts--;
   if (f->inner >= 0) {
     vd_loop_del(d, f->inner);
     close(f->inner);
@@ -516,7 +525,7 @@ static void web_websocket(vd_front *f, const char *rest) {
 /* Headers not passed to the router: the browser's credentials and hop-by-hop ones. */
 static bool header_dropped(const char *name) {
   static const char *const drop[] = {"Cookie",  "X-CSRF-Token",     "Connection", "Keep-Alive",
-                                     "Upgrade", "Proxy-Connection", "TE"};
+                                     "Upgrade", "Proxy-Connection", "TE",         "Expect"};
   for (size_t i = 0; i < ARRAY_SIZE(drop); i++)
     if (!strcasecmp(name, drop[i]))
       return true;
@@ -854,6 +863,11 @@ static void web_request(vd_front *f) {
   const char *p = f->req.path;
   bool has_body = f->req.chunked || (f->req.has_length && f->req.content_length > 0);
   f->refusal = 0;
+  /* a client that waits for leave to send its body gets it from here (the router never sees
+   * Expect) */
+  const char *expect = http_header_get(&f->req, "Expect");
+  if (has_body && expect && !strcasecmp(expect, "100-continue") && f->in.len == 0)
+    buf_str(&f->out, "HTTP/1.1 100 Continue\r\n\r\n");
   if (is_api(p) && strncmp(p, "/api/ws/", 8) != 0 && strcmp(p, "/api") != 0) {
     f->refusal = api_refusal(f, &f->refusal_msg);
     if (!f->refusal) {
@@ -949,15 +963,34 @@ static void client_input(vd_front *f) {
 
 /* ---------------------------------------------------------------- moving bytes */
 
+/* Set the connection's deadline (seconds 0: none). */
+static void timer_arm(vd_front *f, int mode, int seconds) {
+  struct itimerspec its = {.it_value = {.tv_sec = seconds}};
+  timerfd_settime(f->timer, 0, &its, NULL);
+  f->timer_mode = mode;
+  f->armed_for = f->requests;
+}
+
+/* The deadline that goes with the state: a client gets IDLE_SECONDS for its handshake and for
+ * each request's head (and a login's body); answers, streams and terminals have none. */
+static void timer_update(vd_front *f) {
+  bool waiting = f->state == F_HANDSHAKE || f->state == F_HEAD || f->state == F_LOCAL_BODY;
+  if (f->timer_mode == TIMER_LINGER)
+    return;
+  if (waiting && (f->timer_mode != TIMER_IDLE || f->armed_for != f->requests))
+    timer_arm(f, TIMER_IDLE, IDLE_SECONDS);
+  else if (!waiting && f->timer_mode != TIMER_NONE)
+    timer_arm(f, TIMER_NONE, 0);
+}
+
 /* Everything was sent and the connection is to end. Closing a socket that has unread input
  * makes the kernel send a reset, which can destroy our last answer (a close frame, an error)
  * before the client reads it; so our side is shut first and what still comes is read and
  * dropped until the client closes, or for LINGER_SECONDS at most. */
 static void linger_begin(vd_front *f) {
-  if (f->linger_timer >= 0) { /* lingering already */
-    f->state = F_LINGER;
+  f->state = F_LINGER;
+  if (f->timer_mode == TIMER_LINGER) /* lingering already */
     return;
-  }
   if (f->inner >= 0) {
     vd_loop_del(f->d, f->inner);
     close(f->inner);
@@ -966,16 +999,7 @@ static void linger_begin(vd_front *f) {
   if (f->tls.established)
     SSL_shutdown(f->tls.ssl);
   shutdown(f->fd, SHUT_WR);
-  f->linger_timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-  struct itimerspec its = {.it_value = {.tv_sec = LINGER_SECONDS}};
-  f->linger_src.kind = VD_SRC_FRONT;
-  f->linger_src.owner = f;
-  if (f->linger_timer < 0 || timerfd_settime(f->linger_timer, 0, &its, NULL) < 0 ||
-      vd_loop_add(f->d, f->linger_timer, EPOLLIN, &f->linger_src, NULL) < 0) {
-    front_close(f);
-    return;
-  }
-  f->state = F_LINGER;
+  timer_arm(f, TIMER_LINGER, LINGER_SECONDS);
 }
 
 /* What is queued for the client, through TLS: false when the connection ended. */
@@ -990,17 +1014,8 @@ static bool flush_client(vd_front *f) {
     }
     buf_take(&f->out, (size_t)n);
   }
-  if (f->state == F_CLOSING) {
+  if (f->state == F_CLOSING)
     linger_begin(f);
-    return !f->dead;
-  }
-  if (f->state == F_LINGER) {
-    uint64_t n = 0;
-    if (read(f->linger_timer, &n, sizeof(n)) == sizeof(n) && n > 0) {
-      front_close(f);
-      return false;
-    }
-  }
   return true;
 }
 
@@ -1071,6 +1086,14 @@ static void read_inner(vd_front *f) {
 }
 
 static void front_run(vd_front *f) {
+  uint64_t expired = 0;
+  if (read(f->timer, &expired, sizeof(expired)) == sizeof(expired) && expired &&
+      f->timer_mode != TIMER_NONE) {
+    if (f->timer_mode == TIMER_IDLE)
+      vs_log_debug("web %s: no request within %d s, closed", f->addr, IDLE_SECONDS);
+    front_close(f);
+    return;
+  }
   for (int round = 0; round < 64 && !f->dead; round++) {
     size_t before = f->in.len + f->out.len + f->to_inner.len;
     front_state st = f->state;
@@ -1110,7 +1133,10 @@ static void front_run(vd_front *f) {
         eofs == f->client_eof + f->inner_eof)
       break;
   }
-  front_update(f);
+  if (!f->dead) {
+    timer_update(f);
+    front_update(f);
+  }
 }
 
 /* ---------------------------------------------------------------- listeners */
@@ -1122,7 +1148,7 @@ void vd_front_listener_event(vd_daemon *d, vd_front_listener *l) {
     int fd = accept4(l->fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
       return;
-    if (d->n_conns >= VD_MAX_CONNS) {
+    if (d->n_conns >= VD_MAX_CONNS || d->n_fronts >= VD_MAX_FRONTS) {
       close(fd);
       continue;
     }
@@ -1130,7 +1156,9 @@ void vd_front_listener_event(vd_daemon *d, vd_front_listener *l) {
     f->d = d;
     f->fd = fd;
     f->inner = -1;
-    f->linger_timer = -1;
+    f->timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    f->timer_src.kind = VD_SRC_FRONT;
+    f->timer_src.owner = f;
     f->web = l->web;
     f->src.kind = VD_SRC_FRONT;
     f->src.owner = f;
@@ -1138,13 +1166,25 @@ void vd_front_listener_event(vd_daemon *d, vd_front_listener *l) {
     if (getnameinfo((struct sockaddr *)&sa, sl, f->addr, sizeof(f->addr), NULL, 0,
                     NI_NUMERICHOST) != 0)
       snprintf(f->addr, sizeof(f->addr), "?");
-    if (vd_tls_init(&f->tls, l->ctx, fd, NULL) < 0 ||
-        vd_loop_add(d, fd, EPOLLIN | EPOLLRDHUP, &f->src, NULL) < 0) {
+    if (f->timer < 0 || vd_tls_init(&f->tls, l->ctx, fd, NULL) < 0 ||
+        vd_loop_add(d, f->timer, EPOLLIN, &f->timer_src, NULL) < 0) {
+      vd_tls_clear(&f->tls);
+      if (f->timer >= 0)
+        close(f->timer);
+      close(fd);
+      free(f);
+      continue;
+    }
+    if (vd_loop_add(d, fd, EPOLLIN | EPOLLRDHUP, &f->src, NULL) < 0) {
+      vd_loop_del(d, f->timer);
+      close(f->timer);
       vd_tls_clear(&f->tls);
       close(fd);
       free(f);
       continue;
     }
+    timer_arm(f, TIMER_IDLE, IDLE_SECONDS);
+    d->n_fronts++;
     f->next = d->fronts;
     if (d->fronts)
       d->fronts->prev = f;
