@@ -25,6 +25,7 @@
 #define BUF_HIGH ((size_t)1 << 20) /* stop reading a side while this much waits for the other */
 #define READ_CHUNK 16384
 #define LINGER_SECONDS 2
+#define INSPECT_MAX ((size_t)1 << 20)
 #define IDLE_SECONDS 30 /* for a handshake, a request head, a login body */
 #define VD_MAX_FRONTS 512
 
@@ -76,6 +77,7 @@ typedef enum {
   F_BUSY,       /* web: a worker checks a password */
   F_PROXY_BODY, /* web: passing an API request's body to the router */
   F_PROXY,      /* web: the request went in, its answer comes back; input is dropped */
+  F_WS_INSPECT, /* web: websocket to a container: is it a TTY? (its inspect, read whole) */
   F_WS_WAIT,    /* web: websocket asked, waiting for the router's 101 */
   F_WS,         /* web: websocket terminal */
   F_RELAY,      /* API over TLS: bytes both ways */
@@ -111,6 +113,10 @@ struct vd_front {
   bool have_req;
   bool keep_body; /* F_LOCAL_BODY: the body is wanted (login), not only read */
   bool ws_close_sent;
+  bool ws_demux;      /* the container has no TTY: its output comes in Docker's frames */
+  uint8_t mux_hdr[8]; /* a frame header being read */
+  size_t mux_hdr_len; /* of mux_hdr */
+  uint32_t mux_left;  /* bytes of the current frame still to come */
 };
 
 static vd_web *web_of(vd_daemon *d) { return d->web; }
@@ -391,6 +397,45 @@ static void ws_accept_value(const char *key, char out[29]) {
   EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
 }
 
+/* Terminal output to the client, as binary messages of at most 64 KiB (what we accept). */
+static void ws_output_raw(vd_front *f, const char *data, size_t len) {
+  for (size_t off = 0; off < len;) {
+    size_t n = len - off < WS_MAX_MESSAGE ? len - off : WS_MAX_MESSAGE;
+    ws_send(f, WS_OP_BINARY, data + off, n);
+    off += n;
+  }
+}
+
+/* The same from a container without a TTY: Docker's 8-byte frame headers (stream, 0, 0, 0,
+ * big-endian length) come off; stdout and stderr both go to the terminal. */
+static void ws_output(vd_front *f, const char *data, size_t len) {
+  if (!f->ws_demux) {
+    ws_output_raw(f, data, len);
+    return;
+  }
+  while (len) {
+    if (f->mux_left == 0) {
+      size_t take = sizeof(f->mux_hdr) - f->mux_hdr_len;
+      take = take < len ? take : len;
+      memcpy(f->mux_hdr + f->mux_hdr_len, data, take);
+      f->mux_hdr_len += take;
+      data += take;
+      len -= take;
+      if (f->mux_hdr_len == sizeof(f->mux_hdr)) {
+        f->mux_left = (uint32_t)f->mux_hdr[4] << 24 | (uint32_t)f->mux_hdr[5] << 16 |
+                      (uint32_t)f->mux_hdr[6] << 8 | f->mux_hdr[7];
+        f->mux_hdr_len = 0;
+      }
+      continue;
+    }
+    size_t n = len < f->mux_left ? len : f->mux_left;
+    ws_output_raw(f, data, n);
+    f->mux_left -= (uint32_t)n;
+    data += n;
+    len -= n;
+  }
+}
+
 /* ---------------------------------------------------------------- the inner answer */
 
 /* A complete inner head: security headers go in; a websocket's 101 becomes the handshake. */
@@ -412,7 +457,7 @@ static void inner_head(vd_front *f, size_t hl) {
       ws_reader_init(&f->ws, WS_MAX_MESSAGE);
       buf_take(&f->ihead, hl);
       if (f->ihead.len)
-        ws_send(f, WS_OP_BINARY, f->ihead.p, f->ihead.len);
+        ws_output(f, f->ihead.p, f->ihead.len);
       buf_free(&f->ihead);
       f->ihead_done = true;
       return;
@@ -429,13 +474,16 @@ static void inner_head(vd_front *f, size_t hl) {
 }
 
 static void inner_data(vd_front *f, const char *data, size_t len) {
+  if (f->state == F_WS_INSPECT) { /* read whole, at its end (ws_inspected) */
+    if (f->ihead.len + len > INSPECT_MAX)
+      front_close(f);
+    else
+      buf_add(&f->ihead, data, len);
+    return;
+  }
   if (!f->web || f->ihead_done) {
     if (f->state == F_WS)
-      for (size_t off = 0; off < len;) { /* frames of at most 64 KiB, as we accept */
-        size_t n = len - off < WS_MAX_MESSAGE ? len - off : WS_MAX_MESSAGE;
-        ws_send(f, WS_OP_BINARY, data + off, n);
-        off += n;
-      }
+      ws_output(f, data, len);
     else
       buf_add(&f->out, data, len);
     return;
@@ -505,20 +553,58 @@ static void web_websocket(vd_front *f, const char *rest) {
     respond_error(f, 404, "no such websocket endpoint", false);
     return;
   }
-  bool vm = !strcmp(kind, "vms");
-  _cleanup_free_ char *req =
-      vm ? vs_asprintf("POST /vessel/v1/vms/%s/console?logs=1 HTTP/1.1\r\n", id)
-         : vs_asprintf("POST /containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n",
-                       id);
   if (inner_open(f) < 0) {
     respond_error(f, 503, "cannot reach the API router", false);
     return;
   }
+  if (!strcmp(kind, "vms")) {
+    _cleanup_free_ char *req =
+        vs_asprintf("POST /vessel/v1/vms/%s/console?logs=1 HTTP/1.1\r\n", id);
+    buf_str(&f->to_inner, req);
+    buf_str(&f->to_inner, "Host: vesseld\r\nUpgrade: tcp\r\nConnection: Upgrade, close\r\n"
+                          "Content-Length: 0\r\n\r\n");
+    f->state = F_WS_WAIT;
+    return;
+  }
+  /* a container: whether it has a TTY says how its output comes (ws_inspected) */
+  f->ws_ctr = vs_strdup(id);
+  _cleanup_free_ char *req = vs_asprintf(
+      "GET /containers/%s/json HTTP/1.1\r\nHost: vesseld\r\nConnection: close\r\n\r\n", id);
   buf_str(&f->to_inner, req);
-  buf_str(&f->to_inner, "Host: vesseld\r\nUpgrade: tcp\r\nConnection: Upgrade, close\r\n"
-                        "Content-Length: 0\r\n\r\n");
-  if (!vm)
-    f->ws_ctr = vs_strdup(id);
+  f->state = F_WS_INSPECT;
+}
+
+/* The container's inspect came (the inner connection closed): attach to it, or pass the
+ * router's refusal (404 no such container) on. */
+static void ws_inspected(vd_front *f) {
+  const char *end = f->ihead.p ? memmem(f->ihead.p, f->ihead.len, "\r\n\r\n", 4) : NULL;
+  if (!end) {
+    respond_error(f, 502, "no answer from the API router", false);
+    return;
+  }
+  size_t hl = (size_t)(end - f->ihead.p) + 4;
+  int status = f->ihead.len > 12 ? (int)strtol(f->ihead.p + 9, NULL, 10) : 0;
+  if (status != 200) {
+    f->state = F_PROXY;
+    inner_head(f, hl);
+    f->state = F_CLOSING;
+    return;
+  }
+  json_t *j = json_loadb(f->ihead.p + hl, f->ihead.len - hl, 0, NULL);
+  f->ws_demux = !json_is_true(json_object_get(json_object_get(j, "Config"), "Tty"));
+  json_decref(j);
+  buf_free(&f->ihead);
+  f->inner_eof = false;
+  f->ihead_done = false;
+  if (inner_open(f) < 0) {
+    respond_error(f, 503, "cannot reach the API router", false);
+    return;
+  }
+  _cleanup_free_ char *req = vs_asprintf(
+      "POST /containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: vesseld\r\n"
+      "Upgrade: tcp\r\nConnection: Upgrade, close\r\nContent-Length: 0\r\n\r\n",
+      f->ws_ctr);
+  buf_str(&f->to_inner, req);
   f->state = F_WS_WAIT;
 }
 
@@ -942,6 +1028,7 @@ static void client_input(vd_front *f) {
       break;
     }
     case F_PROXY:
+    case F_WS_INSPECT:
     case F_WS_WAIT:
     case F_LINGER:
       buf_free(&f->in); /* one request per connection from here: the rest is dropped */
@@ -1075,13 +1162,17 @@ static void read_inner(vd_front *f) {
     inner_data(f, chunk, (size_t)n);
   }
   if (f->inner_eof && !f->dead) {
+    vd_loop_del(f->d, f->inner);
+    close(f->inner);
+    f->inner = -1;
+    if (f->state == F_WS_INSPECT) {
+      ws_inspected(f);
+      return;
+    }
     /* the answer (or the stream) ended: so does the client's connection */
     if (f->state == F_WS)
       ws_close(f, WS_CLOSE_NORMAL, "the stream ended");
     f->state = F_CLOSING;
-    vd_loop_del(f->d, f->inner);
-    close(f->inner);
-    f->inner = -1;
   }
 }
 

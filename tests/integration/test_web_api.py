@@ -517,6 +517,15 @@ def test_websocket_terminal(site, logged_in):
     assert site.request("GET", "/api/_ping", cookie=cookie)[2] == b"OK"
     vd.docker("rm", "-f", "term")
 
+    # a container without a TTY: its output arrives without Docker's stream headers
+    vd.docker("run", "-d", "-i", "--name", "plain", "busybox", "sh")
+    ws, _ = WebSocket.connect(site, f"/api/ws/containers/plain/attach?csrf={csrf}", cookie)
+    ws.send_frame(2, b"echo plain-$((2+3)); echo err-out >&2\n")
+    out = ws.read_until(b"err-out\n")
+    assert b"plain-5\n" in out and b"\x00" not in out, out
+    ws.close()
+    vd.docker("rm", "-f", "plain")
+
 
 def test_docker_api_over_tls(site):
     vd = site.vd
