@@ -278,7 +278,7 @@ static void front_update(vd_front *f) {
     return;
   uint32_t ev = EPOLLRDHUP;
   bool reading = f->state != F_CLOSING && f->state != F_BUSY && !f->client_eof;
-  if (reading && f->to_inner.len < BUF_HIGH && f->in.len < BUF_HIGH)
+  if (reading && f->to_inner.len < BUF_HIGH && f->in.len < BUF_HIGH && f->out.len < BUF_HIGH)
     ev |= EPOLLIN;
   if (f->out.len || f->tls.want_write || f->state == F_HANDSHAKE)
     ev |= EPOLLOUT;
@@ -1108,8 +1108,9 @@ static bool flush_client(vd_front *f) {
 
 static bool read_client(vd_front *f) {
   char chunk[READ_CHUNK];
+  /* answers made here (files, pongs) wait in out: a client that does not read them is not read */
   while (!f->client_eof && f->in.len < BUF_HIGH && f->to_inner.len < BUF_HIGH &&
-         f->state != F_BUSY && f->state != F_CLOSING) {
+         f->out.len < BUF_HIGH && f->state != F_BUSY && f->state != F_CLOSING) {
     ssize_t n = vd_tls_read(&f->tls, chunk, sizeof(chunk));
     if (f->state == F_LINGER && n < 0 && errno != EAGAIN)
       n = 0; /* after our close_notify the session may refuse more: the end */
