@@ -276,14 +276,15 @@ static int inner_open(vd_front *f) {
 static void front_update(vd_front *f) {
   if (f->dead)
     return;
-  uint32_t ev = EPOLLRDHUP;
+  /* once the client shut its side, RDHUP would fire on every wait: stop asking */
+  uint32_t ev = f->client_eof ? 0 : EPOLLRDHUP;
   bool reading = f->state != F_CLOSING && f->state != F_BUSY && !f->client_eof;
   if (reading && f->to_inner.len < BUF_HIGH && f->in.len < BUF_HIGH && f->out.len < BUF_HIGH)
     ev |= EPOLLIN;
   if (f->out.len || f->tls.want_write || f->state == F_HANDSHAKE)
     ev |= EPOLLOUT;
   if (f->state == F_HANDSHAKE && !f->tls.want_write)
-    ev = EPOLLIN | EPOLLRDHUP;
+    ev = EPOLLIN | (ev & EPOLLRDHUP);
   struct epoll_event e = {.events = ev, .data.ptr = &f->src};
   epoll_ctl(f->d->epfd, EPOLL_CTL_MOD, f->fd, &e);
   if (f->inner >= 0) {
@@ -297,10 +298,15 @@ static void front_update(vd_front *f) {
   }
 }
 
-void vd_front_event(vd_front *f, uint32_t events) {
-  (void)events;
-  if (!f->dead)
-    front_run(f);
+void vd_front_event(vd_src *src, uint32_t events) {
+  vd_front *f = src->owner;
+  if (f->dead)
+    return;
+  if (src == &f->src && (events & (EPOLLERR | EPOLLHUP))) { /* the client's socket is gone */
+    front_close(f);
+    return;
+  }
+  front_run(f);
 }
 
 /* ---------------------------------------------------------------- websockets */

@@ -68,7 +68,8 @@ int vd_web_init(vd_daemon *d, const vd_options *o, vs_error **err);
 /* A TLS relay listener for -H tcp://... (fd listening), with its context (taken). */
 int vd_front_listen_relay(vd_daemon *d, int fd, SSL_CTX *ctx, const char *name, vs_error **err);
 void vd_front_listener_event(vd_daemon *d, vd_front_listener *l);
-void vd_front_event(vd_front *f, uint32_t events);
+/* An event on one of a front connection's descriptors (client, internal, timer). */
+void vd_front_event(vd_src *src, uint32_t events);
 /* End of a loop iteration: free the front connections that closed. */
 void vd_front_sweep(vd_daemon *d);
 void vd_web_free(vd_daemon *d);

@@ -532,14 +532,18 @@ def test_docker_api_over_tls(site):
     env = dict(vd.env, DOCKER_HOST=f"tcp://127.0.0.1:{TLS_PORT}", DOCKER_TLS_VERIFY="1",
                DOCKER_CERT_PATH=str(vd.tls_dir))
 
-    def docker(*args):
+    def docker(*args, input=None):
         return subprocess.run(["nsenter", f"--net={NS_PATH}", test_daemon.DOCKER, *args],
-                              env=env, capture_output=True, text=True, timeout=60)
+                              env=env, capture_output=True, text=True, timeout=60, input=input)
 
     r = docker("version", "--format", "{{.Server.APIVersion}}")
     assert r.returncode == 0 and r.stdout.strip() == "1.41", r.stderr
     r = docker("run", "--rm", "busybox", "echo", "over-tls")  # attach: a hijacked stream
     assert r.returncode == 0 and r.stdout == "over-tls\n", r.stderr
+    # stdin through the relay, and its end (the client shuts its side) reaching the container
+    r = docker("run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo stdin-ended",
+               input="via-stdin\n")
+    assert r.returncode == 0 and r.stdout == "via-stdin\nstdin-ended\n", r.stderr
     # without a client certificate the handshake fails
     ctx = ssl.create_default_context(cafile=str(vd.tls_dir / "ca.pem"))
     s = ctx.wrap_socket(ns_socket("127.0.0.1", TLS_PORT), server_hostname="127.0.0.1")
