@@ -281,12 +281,14 @@ def site(tmp_path_factory, netns, build_dir):
     tls = root / "tls"
     tls.mkdir()
     make_tls_files(tls)
+    # the TLS settings as dockerd's daemon.json keys
+    (root / "daemon.json").write_text(json.dumps({
+        "tlsverify": True, "tlscacert": str(tls / "ca.pem"),
+        "tlscert": str(tls / "server-cert.pem"), "tlskey": str(tls / "server-key.pem")}))
     vd = test_daemon.Vesseld(
         build_dir, root, prefix=["nsenter", f"--net={netns}"],
         extra=["--web", f"127.0.0.1:{WEB_PORT}", "--web-root", str(webroot),
-               "-H", f"tcp://127.0.0.1:{TLS_PORT}", "--tlsverify",
-               "--tlscacert", str(tls / "ca.pem"), "--tlscert", str(tls / "server-cert.pem"),
-               "--tlskey", str(tls / "server-key.pem")])
+               "-H", f"tcp://127.0.0.1:{TLS_PORT}", "--config", str(root / "daemon.json")])
     vd.tls_dir = tls
     try:
         image = busybox_archive(root / "busybox.tar")
