@@ -333,7 +333,11 @@ struct vd_daemon {
   vd_job *queue, *queue_tail;
   vd_job *done;
   bool quit_workers;
-  char *started;      /* RFC 3339 */
+  char *started; /* RFC 3339 */
+  /* the spare monitor, started ahead for the next container (supervisor.c): under spare_lock */
+  pthread_mutex_t spare_lock;
+  int spare_fd; /* its socket, -1 when there is none */
+  pid_t spare_pid;
   struct vd_vms *vms; /* the VM table (vms.h) */
   vd_net *net;        /* networks.c */
 };
@@ -547,6 +551,11 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
 /* A container whose monitor died without recording its exit (c->monitor_lost): end what is
  * left of it and record exit.json (worker or start-up; see supervisor.c). */
 void vd_supervise_end_orphan(vd_daemon *d, vd_container *c);
+/* Start the spare monitor if there is none (a worker's job: it waits for the program's start);
+ * the daemon's end closes its socket, which ends it. */
+void vd_monitor_spare_refill(vd_daemon *d);
+void vd_monitor_spare_submit(vd_daemon *d);
+void vd_monitor_spare_close(vd_daemon *d);
 /* Send sig to the container's processes. */
 int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
 /* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */

@@ -6,6 +6,35 @@
 #include <getopt.h>
 #include <string.h>
 
+/* `--spare`: receive the argument vector (NUL-separated) and the ready pipe (which becomes fd 3,
+ * replacing the socket) and the monitor's log (fd 2). Returns the new argc, 0 at the socket's
+ * end, -1 on a malformed message. */
+static int spare_arguments(char ***out) {
+  static char buf[8192];
+  int fds[2];
+  size_t nfds = 0;
+  ssize_t n = vs_recv_fds(3, buf, sizeof(buf) - 1, fds, 2, &nfds, NULL);
+  if (n <= 0 || nfds < 1) {
+    for (size_t i = 0; i < nfds; i++)
+      close(fds[i]);
+    return n == 0 ? 0 : -1;
+  }
+  if (dup2(fds[0], 3) < 0 || (nfds == 2 && dup2(fds[1], 2) < 0))
+    return -1;
+  for (size_t i = 0; i < nfds; i++)
+    close(fds[i]);
+  buf[n] = 0;
+  size_t argc = 0;
+  for (ssize_t i = 0; i < n; i++)
+    argc += buf[i] == 0;
+  char **argv = vs_malloc0((argc + 1) * sizeof(char *));
+  char *p = buf;
+  for (size_t i = 0; i < argc; i++, p += strlen(p) + 1)
+    argv[i] = p;
+  *out = argv;
+  return (int)argc;
+}
+
 int main(int argc, char **argv) {
   static const struct option opts[] = {{"id", required_argument, NULL, 'i'},
                                        {"bundle", required_argument, NULL, 'b'},
@@ -26,6 +55,15 @@ int main(int argc, char **argv) {
     vs_error_print(err, "vessel-monitor");
     vs_error_free(err);
     return 1;
+  }
+  char **spare_argv = NULL;
+  if (argc >= 2 && !strcmp(argv[1], "--spare")) {
+    /* started ahead by vesseld: the real arguments and descriptors come on fd 3 (see
+     * supervisor.c); its end without them means vesseld went away */
+    argc = spare_arguments(&spare_argv);
+    if (argc <= 0)
+      return argc < 0 ? 2 : 0;
+    argv = spare_argv;
   }
   vd_monitor_options o = {.ready_fd = -1};
   const char *exec_file = NULL;
