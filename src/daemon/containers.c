@@ -258,10 +258,6 @@ static int check_create_body(json_t *body, vs_error **err) {
       free(sv);
       sv = NULL;
     }
-    /* refused rather than ignored: a container must not run with less isolation or other
-     * behaviour than asked for without the client knowing */
-    if (json_array_size(json_object_get(hc, "VolumesFrom")))
-      return vs_error_set(err, 0, "HostConfig.VolumesFrom: not supported by vesseld yet");
     const char *policy;
     int64_t max;
     int restarts =

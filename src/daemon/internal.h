@@ -193,7 +193,7 @@ struct vd_conn {
   bool peer_eof; /* the client shut its side (hijacked streams keep going) */
   bool dead;     /* closed: freed at the end of the loop iteration or when its worker returns */
   bool chunked;  /* response body in chunked encoding */
-  bool out_stdout, out_stderr, follow, timestamps;
+  bool out_stdout, out_stderr, follow, timestamps, details;
   bool ctr_ended; /* the container exited or went away: drain the log, then end */
   bool raw;       /* TTY: no multiplexing headers */
   /* attach with stdin: what the client sends goes to the monitor's attach.sock */
@@ -638,8 +638,13 @@ typedef struct vd_log_opts {
   int64_t max_size;   /* bytes; -1: no limit */
   unsigned max_files; /* the log and its rotated files, at least 1 */
 } vd_log_opts;
-/* HostConfig.LogConfig checked (json-file only; max-size, max-file) and read into *out. */
+/* HostConfig.LogConfig checked (json-file only; max-size, max-file, labels, labels-regex, env,
+ * env-regex, tag) and the rotation read into *out. */
 int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err);
+/* The attrs every json-file entry of the container carries (dockerd's: the labels and
+ * environment variables its labels/env options name or their -regex options match, and the
+ * expanded tag), from its record; NULL when there are none. */
+json_t *vd_log_attrs(json_t *rec);
 /* path, or path.i for the i-th rotated file (1 is the newest of them). */
 char *vd_log_rotated_path(const char *path, unsigned i);
 /* Shift path.i to path.i+1 (the one beyond max_files - 1 goes) and path to path.1. -1, errno. */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <libgen.h>
+#include <regex.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -46,6 +47,125 @@ static int parse_ram_size(const char *s, int64_t *out, vs_error **err) {
     return vs_error_set(err, EINVAL, "invalid size: '%s'", s);
   *out = (int64_t)(v * mult);
   return 0;
+}
+
+/* The tag log option's template with the container's fields, as dockerd's json-file driver
+ * expands it into attrs.tag: {{.ID}} (12 digits), {{.FullID}}, {{.Name}}, {{.ImageID}} (12),
+ * {{.ImageFullID}}, {{.ImageName}}, {{.DaemonName}}. rec NULL only checks the template. */
+static char *expand_tag(const char *tmpl, json_t *rec, vs_error **err) {
+  const char *id = json_string_value(json_object_get(rec, "Id"));
+  const char *name = json_string_value(json_object_get(rec, "Name"));
+  const char *image = json_string_value(json_object_get(rec, "Image"));
+  const char *iname = json_string_value(json_object_get(json_object_get(rec, "Config"), "Image"));
+  id = id ? id : "";
+  name = name ? name + (name[0] == '/') : "";
+  image = image ? image + (strncmp(image, "sha256:", 7) ? 0 : 7) : "";
+  iname = iname ? iname : "";
+  char *out = vs_strdup("");
+  for (const char *p = tmpl; *p;) {
+    const char *open = strstr(p, "{{");
+    size_t lit = open ? (size_t)(open - p) : strlen(p);
+    char *next = vs_asprintf("%s%.*s", out, (int)lit, p);
+    free(out);
+    out = next;
+    if (!open)
+      break;
+    const char *close = strstr(open, "}}");
+    if (!close) {
+      free(out);
+      vs_error_set(err, EINVAL, "template: unclosed action in %s", tmpl);
+      return NULL;
+    }
+    char field[32] = "";
+    size_t fl = (size_t)(close - open - 2);
+    const char *f = open + 2;
+    while (fl && *f == ' ')
+      f++, fl--;
+    while (fl && f[fl - 1] == ' ')
+      fl--;
+    if (fl < sizeof(field))
+      snprintf(field, sizeof(field), "%.*s", (int)fl, f);
+    const char *val = !strcmp(field, ".ID")            ? vs_asprintf("%.12s", id)
+                      : !strcmp(field, ".FullID")      ? vs_strdup(id)
+                      : !strcmp(field, ".Name")        ? vs_strdup(name)
+                      : !strcmp(field, ".ImageID")     ? vs_asprintf("%.12s", image)
+                      : !strcmp(field, ".ImageFullID") ? vs_strdup(image)
+                      : !strcmp(field, ".ImageName")   ? vs_strdup(iname)
+                      : !strcmp(field, ".DaemonName")  ? vs_strdup("docker")
+                                                       : NULL;
+    if (!val) {
+      vs_error_set(err, EINVAL, "template: can't evaluate %.*s", (int)(close + 2 - open), open);
+      free(out);
+      return NULL;
+    }
+    next = vs_asprintf("%s%s", out, val);
+    free((char *)val);
+    free(out);
+    out = next;
+    p = close + 2;
+  }
+  return out;
+}
+
+/* Names from a comma-separated option ("a,b") or matching its regular expression. */
+static bool attr_wanted(const char *list, const regex_t *re, const char *name) {
+  if (re && regexec(re, name, 0, NULL, 0) == 0)
+    return true;
+  if (!list)
+    return false;
+  size_t n = strlen(name);
+  for (const char *p = list; *p;) {
+    const char *comma = strchr(p, ',');
+    size_t l = comma ? (size_t)(comma - p) : strlen(p);
+    if (l == n && !memcmp(p, name, n))
+      return true;
+    p += l + (comma != NULL);
+  }
+  return false;
+}
+
+json_t *vd_log_attrs(json_t *rec) {
+  json_t *opts =
+      json_object_get(json_object_get(json_object_get(rec, "HostConfig"), "LogConfig"), "Config");
+  json_t *cfg = json_object_get(rec, "Config");
+  const char *labels = json_string_value(json_object_get(opts, "labels"));
+  const char *labels_re = json_string_value(json_object_get(opts, "labels-regex"));
+  const char *env = json_string_value(json_object_get(opts, "env"));
+  const char *env_re = json_string_value(json_object_get(opts, "env-regex"));
+  const char *tag = json_string_value(json_object_get(opts, "tag"));
+  json_t *attrs = json_object();
+  regex_t lre, ere;
+  bool have_lre = labels_re && regcomp(&lre, labels_re, REG_EXTENDED | REG_NOSUB) == 0;
+  bool have_ere = env_re && regcomp(&ere, env_re, REG_EXTENDED | REG_NOSUB) == 0;
+  const char *key;
+  json_t *v;
+  json_object_foreach(json_object_get(cfg, "Labels"), key, v) {
+    if (json_is_string(v) && attr_wanted(labels, have_lre ? &lre : NULL, key))
+      json_object_set(attrs, key, v);
+  }
+  size_t i;
+  json_array_foreach(json_object_get(cfg, "Env"), i, v) {
+    const char *kv = json_string_value(v);
+    const char *eq = kv ? strchr(kv, '=') : NULL;
+    if (!eq)
+      continue;
+    _cleanup_free_ char *name = vs_asprintf("%.*s", (int)(eq - kv), kv);
+    if (attr_wanted(env, have_ere ? &ere : NULL, name))
+      json_object_set_new(attrs, name, json_string(eq + 1));
+  }
+  if (have_lre)
+    regfree(&lre);
+  if (have_ere)
+    regfree(&ere);
+  char *t = tag ? expand_tag(tag, rec, NULL) : NULL;
+  if (t && *t)
+    json_object_set_new(attrs, "tag", json_string(t));
+  free(t);
+  if (!json_object_size(attrs)) {
+    json_decref(attrs);
+    return NULL;
+  }
+  return attrs;
 }
 
 int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err) {
@@ -81,10 +201,19 @@ int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err) {
       if (n > MAX_LOG_FILES)
         return vs_error_set(err, EINVAL, "max-file cannot be more than %d", MAX_LOG_FILES);
       out->max_files = (unsigned)n;
-    } else if (!strcmp(key, "compress") || !strcmp(key, "labels") || !strcmp(key, "labels-regex") ||
-               !strcmp(key, "env") || !strcmp(key, "env-regex") || !strcmp(key, "tag")) {
-      return vs_error_set(err, EINVAL, "log opt %s: not supported by vesseld yet", key);
-    } else {
+    } else if (!strcmp(key, "labels-regex") || !strcmp(key, "env-regex")) {
+      regex_t re;
+      int rc = regcomp(&re, s, REG_EXTENDED | REG_NOSUB);
+      if (rc)
+        return vs_error_set(err, EINVAL, "log opt %s: invalid regular expression %s", key, s);
+      regfree(&re);
+    } else if (!strcmp(key, "tag")) {
+      _cleanup_free_ char *t = expand_tag(s, NULL, err);
+      if (!t)
+        return vs_error_wrap(err, "log opt tag");
+    } else if (!strcmp(key, "compress")) {
+      return vs_error_set(err, EINVAL, "log opt compress: not supported by vesseld yet");
+    } else if (strcmp(key, "labels") != 0 && strcmp(key, "env") != 0) {
       return vs_error_set(err, EINVAL, "unknown log opt '%s' for json-file log driver", key);
     }
   }

@@ -173,7 +173,7 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
   _cleanup_close_ int mlog_fd =
       open(mlog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   json_t *cfg = json_object_get(c->rec, "Config");
-  char *argv[20] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
+  char *argv[24] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
                     d->rt.root,      "--log", log,   "--ready-fd", "3"};
   size_t argc = 11;
   vd_log_opts lo;
@@ -190,6 +190,12 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
     argv[argc++] = max_size;
     argv[argc++] = "--log-max-files";
     argv[argc++] = max_files;
+  }
+  _cleanup_json_ json_t *attrs = vd_log_attrs(c->rec);
+  _cleanup_free_ char *attrs_text = attrs ? json_dumps(attrs, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+  if (attrs_text) {
+    argv[argc++] = "--log-attrs";
+    argv[argc++] = attrs_text;
   }
   if (json_is_true(json_object_get(cfg, "Tty")))
     argv[argc++] = "--tty";

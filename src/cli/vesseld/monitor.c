@@ -46,6 +46,7 @@ int main(int argc, char **argv) {
                                        {"exec", required_argument, NULL, 'e'},
                                        {"log-max-size", required_argument, NULL, 'S'},
                                        {"log-max-files", required_argument, NULL, 'F'},
+                                       {"log-attrs", required_argument, NULL, 'A'},
                                        {NULL, 0, NULL, 0}};
   vs_log_configure("vessel-monitor", VS_LOG_INFO, VS_LOG_FORMAT_TEXT, 2);
   vs_error *err = NULL;
@@ -91,6 +92,9 @@ int main(int argc, char **argv) {
       break;
     case 'l':
       o.log_path = optarg;
+      break;
+    case 'A':
+      o.log_attrs = optarg;
       break;
     case 'S':
     case 'F':
