@@ -601,6 +601,29 @@ def test_log_rotation(vdi):
     vdi.docker("rm", "kept", "all", "one")
 
 
+def test_log_attrs_and_details(vdi):
+    """json-file's labels, labels-regex, env, env-regex and tag options put attrs into every
+    entry, which logs --details shows before each line (query-escaped, sorted), as dockerd."""
+    vdi.docker("run", "--name", "lg", "-e", "FOO=bar baz", "-e", "OTHER=1", "-e", "SKIP=1",
+               "-l", "team=a", "-l", "x.y=2", "--log-opt", "labels=team", "--log-opt",
+               "labels-regex=^x\\.", "--log-opt", "env=FOO", "--log-opt", "env-regex=^OTH",
+               "--log-opt", "tag={{.Name}}/{{.ID}}", "busybox", "echo", "hello")
+    cid = json.loads(vdi.docker("inspect", "lg").stdout)[0]["Id"]
+    entry = json.loads((vdi.data / "containers" / cid / f"{cid}-json.log").read_text())
+    want = {"FOO": "bar baz", "OTHER": "1", "team": "a", "x.y": "2", "tag": f"lg/{cid[:12]}"}
+    assert entry["attrs"] == want and entry["log"] == "hello\n"
+    assert vdi.docker("logs", "lg").stdout == "hello\n"
+    details = f"FOO=bar+baz,OTHER=1,tag=lg%2F{cid[:12]},team=a,x.y=2 hello\n"
+    assert vdi.docker("logs", "--details", "lg").stdout == details
+    stamped = vdi.docker("logs", "-t", "--details", "lg").stdout
+    assert stamped.split(" ", 1)[1] == details and stamped.startswith(entry["time"])
+    vdi.docker("rm", "lg")
+    for opts, msg in [(["--log-opt", "tag={{.Bogus}}"], "can't evaluate {{.Bogus}}"),
+                      (["--log-opt", "env-regex=("], "invalid regular expression")]:
+        r = vdi.docker("create", *opts, "busybox", "true", check=False)
+        assert r.returncode != 0 and msg in r.stderr, (opts, r.stderr)
+
+
 def test_cp_stopped_container_volumes_and_binds(vdi, tmp_path):
     rw, ro = tmp_path / "rw", tmp_path / "ro"
     rw.mkdir()
