@@ -788,10 +788,7 @@ void vd_h_image_save(vd_call *c) {
   c->content_type = "application/x-tar";
 }
 
-/* An `until` filter: a Unix time ("1700000000", "1700000000.5"), an RFC 3339 time or date, or
- * a Go duration back from now ("24h", "90m", "1h30m", "10s"), as dockerd's GetTimestamp takes
- * them. Seconds since the epoch, or -1. */
-static long long until_time(const char *s, time_t now) {
+long long vd_until_time(const char *s, time_t now) {
   char *end;
   double v = strtod(s, &end);
   if (end != s && *end == 0 && isdigit((unsigned char)s[0]) && strchr(s, '.') == strrchr(s, '.'))
@@ -866,7 +863,7 @@ void vd_h_images_prune(vd_call *c) {
   long long until = 0;
   _cleanup_json_ json_t *untils = vd_filter_values(filters, "until");
   json_array_foreach(untils, i, v) {
-    until = until_time(json_string_value(v), time(NULL));
+    until = vd_until_time(json_string_value(v), time(NULL));
     if (until < 0) {
       vd_call_error(c, 400, "failed to parse value as time or duration: \"%s\"",
                     json_string_value(v));

@@ -374,6 +374,10 @@ const char *vd_api_path(const char *path, char **msg);
 /* images.c: the full reference a commit or import names (repo, with tag or ":latest"), in *full
  * (NULL when repo is empty: an untagged image). 0, or -1 with the call answered (400). */
 int vd_call_image_ref(vd_call *c, const char *repo, const char *tag, char **full);
+/* An `until` filter: a Unix time ("1700000000", "1700000000.5"), an RFC 3339 time or date, or
+ * a Go duration back from now ("24h", "90m", "1h30m", "10s"), as dockerd's GetTimestamp takes
+ * them. Seconds since the epoch, or -1. */
+long long vd_until_time(const char *s, time_t now);
 
 /* handlers */
 void vd_h_ping(vd_call *c);
