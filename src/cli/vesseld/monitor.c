@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 
 /* `--spare`: receive the argument vector (NUL-separated) and the ready pipe (which becomes fd 3,
@@ -50,6 +52,18 @@ int main(int argc, char **argv) {
                                        {NULL, 0, NULL, 0}};
   vs_log_configure("vessel-monitor", VS_LOG_INFO, VS_LOG_FORMAT_TEXT, 2);
   vs_error *err = NULL;
+  /* A spare warms up (the sealed re-exec and its dynamic linking) in the background: at a low
+   * priority, so that it does not slow the container start that made vesseld ask for it. */
+  bool spare = argc >= 2 && !strcmp(argv[1], "--spare");
+  if (spare && !getenv("VESSEL_SPARE_NICE")) {
+    errno = 0;
+    int prio = getpriority(PRIO_PROCESS, 0);
+    char text[16];
+    snprintf(text, sizeof(text), "%d", errno ? 0 : prio);
+    setenv("VESSEL_SPARE_NICE", text, 1); /* once: the re-exec below comes here again */
+    if (setpriority(PRIO_PROCESS, 0, 10) < 0)
+      vs_log_debug("spare monitor: setpriority: %s", strerror(errno));
+  }
   /* the container's init is cloned from this process: run from a copy nobody can write to, as
    * vessel-runtime does (CVE-2019-5736) */
   if (ctr_reexec_sealed(argv, &err) < 0) {
@@ -58,7 +72,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   char **spare_argv = NULL;
-  if (argc >= 2 && !strcmp(argv[1], "--spare")) {
+  if (spare) {
+    /* warm: back to the priority every monitor has (and its container inherits) before
+     * waiting; a spare that cannot ends, and vesseld starts monitors the slow way */
+    const char *prio = getenv("VESSEL_SPARE_NICE");
+    int was = prio ? atoi(prio) : 0;
+    unsetenv("VESSEL_SPARE_NICE");
+    if (setpriority(PRIO_PROCESS, 0, was) < 0)
+      return 0;
     /* started ahead by vesseld: the real arguments and descriptors come on fd 3 (see
      * supervisor.c); its end without them means vesseld went away */
     argc = spare_arguments(&spare_argv);
