@@ -641,9 +641,10 @@ void vd_h_network_disconnect(vd_call *c);
 typedef struct vd_log_opts {
   int64_t max_size;   /* bytes; -1: no limit */
   unsigned max_files; /* the log and its rotated files, at least 1 */
+  bool compress;      /* rotated files are gzipped (.1.gz, .2.gz, ...) */
 } vd_log_opts;
-/* HostConfig.LogConfig checked (json-file only; max-size, max-file, labels, labels-regex, env,
- * env-regex, tag) and the rotation read into *out. */
+/* HostConfig.LogConfig checked (json-file only; max-size, max-file, compress, labels,
+ * labels-regex, env, env-regex, tag) and the rotation read into *out. */
 int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err);
 /* The attrs every json-file entry of the container carries (dockerd's: the labels and
  * environment variables its labels/env options name or their -regex options match, and the
@@ -651,8 +652,9 @@ int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err);
 json_t *vd_log_attrs(json_t *rec);
 /* path, or path.i for the i-th rotated file (1 is the newest of them). */
 char *vd_log_rotated_path(const char *path, unsigned i);
-/* Shift path.i to path.i+1 (the one beyond max_files - 1 goes) and path to path.1. -1, errno. */
-int vd_log_rotate(const char *path, unsigned max_files);
+/* Shift path.i to path.i+1 (the one beyond max_files - 1 goes) and path to path.1, each file
+ * plain or gzipped (.gz); with compress path.1 is then gzipped. -1, errno. */
+int vd_log_rotate(const char *path, unsigned max_files, bool compress);
 /* The oldest file of the log, opened for reading (-1 if none). */
 int vd_log_open_oldest(const char *path);
 /* The file after the one fd reads, opened (-1 when fd's is the newest). */

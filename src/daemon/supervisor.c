@@ -190,6 +190,8 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
     argv[argc++] = max_size;
     argv[argc++] = "--log-max-files";
     argv[argc++] = max_files;
+    if (lo.compress)
+      argv[argc++] = "--log-compress";
   }
   _cleanup_json_ json_t *attrs = vd_log_attrs(c->rec);
   _cleanup_free_ char *attrs_text = attrs ? json_dumps(attrs, JSON_COMPACT | JSON_SORT_KEYS) : NULL;

@@ -594,11 +594,33 @@ def test_log_rotation(vdi):
                        "max-file cannot be less than 1"),
                       (["--log-opt", "max-file=2"], "max-file cannot be set when max-size"),
                       (["--log-opt", "bogus=1"], "unknown log opt 'bogus'"),
-                      (["--log-opt", "compress=true"], "compress: not supported"),
+                      (["--log-opt", "compress=maybe"], "error reading compress log option"),
                       (["--log-driver", "syslog"], "logging driver syslog")]:
         r = vdi.docker("create", *opts, "busybox", "true", check=False)
         assert r.returncode != 0 and msg in r.stderr, (opts, r.stderr)
     vdi.docker("rm", "kept", "all", "one")
+
+
+def test_log_rotation_compressed(vdi):
+    """compress=true: rotated files are gzipped (.1.gz, .2.gz), and logs, --tail and a follower
+    read through them as through plain ones."""
+    import gzip
+    import subprocess
+    script = "i=1; while [ $i -le 300 ]; do echo line-$i; i=$((i+1)); done"
+    follow = subprocess.Popen(["docker", "run", "--name", "gz", "--log-opt", "max-size=1k",
+                               "--log-opt", "max-file=50", "--log-opt", "compress=true",
+                               "busybox", "sh", "-c", script],
+                              env=vdi.env, stdout=subprocess.PIPE, text=True)
+    out, _ = follow.communicate(timeout=60)
+    want = [f"line-{i}" for i in range(1, 301)]
+    assert follow.returncode == 0 and out.split() == want
+    files = log_files(vdi, "gz")
+    rotated = [p for p in files if not p.name.endswith(".log")]
+    assert len(rotated) > 20 and all(p.name.endswith(".gz") for p in rotated)
+    assert json.loads(gzip.decompress(rotated[0].read_bytes()).splitlines()[0])["log"]
+    assert vdi.docker("logs", "gz").stdout.split() == want
+    assert vdi.docker("logs", "--tail", "50", "gz").stdout.split() == want[-50:]
+    vdi.docker("rm", "gz")
 
 
 def test_log_attrs_and_details(vdi):

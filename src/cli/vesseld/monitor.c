@@ -49,6 +49,7 @@ int main(int argc, char **argv) {
                                        {"log-max-size", required_argument, NULL, 'S'},
                                        {"log-max-files", required_argument, NULL, 'F'},
                                        {"log-attrs", required_argument, NULL, 'A'},
+                                       {"log-compress", no_argument, NULL, 'C'},
                                        {NULL, 0, NULL, 0}};
   vs_log_configure("vessel-monitor", VS_LOG_INFO, VS_LOG_FORMAT_TEXT, 2);
   vs_error *err = NULL;
@@ -116,6 +117,9 @@ int main(int argc, char **argv) {
       break;
     case 'A':
       o.log_attrs = optarg;
+      break;
+    case 'C':
+      o.log_compress = true;
       break;
     case 'S':
     case 'F':
