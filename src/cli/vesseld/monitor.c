@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
     /* warm: back to the priority every monitor has (and its container inherits) before
      * waiting; a spare that cannot ends, and vesseld starts monitors the slow way */
     const char *prio = getenv("VESSEL_SPARE_NICE");
-    int was = prio ? atoi(prio) : 0;
+    int was = prio ? (int)strtol(prio, NULL, 10) : 0;
     unsetenv("VESSEL_SPARE_NICE");
     if (setpriority(PRIO_PROCESS, 0, was) < 0)
       return 0;
