@@ -324,9 +324,75 @@ out:
   return r;
 }
 
-int vs_image_commit(vs_store *s, const vs_image *base, const char *upper, const char *name,
-                    json_t *changes, const char *comment, const char *author,
-                    char digest_out[VS_DIGEST_MAX], vs_error **err) {
+/* Drop overlayfs' private xattrs (origin, impure, redirect, ...) from one entry of an upper
+ * directory, keeping only an opaque marker of "y": what unpacking the layer's tar would give. */
+static int drop_overlay_xattrs(const char *path, vs_error **err) {
+  ssize_t size = llistxattr(path, NULL, 0);
+  if (size <= 0)
+    return size < 0 && errno != ENOTSUP ? vs_error_set(err, errno, "list xattrs of %s", path) : 0;
+  _cleanup_free_ char *names = vs_malloc0((size_t)size + 1);
+  size = llistxattr(path, names, (size_t)size);
+  if (size < 0)
+    return vs_error_set(err, errno, "list xattrs of %s", path);
+  for (const char *x = names; x < names + size; x += strlen(x) + 1) {
+    if (strncmp(x, "trusted.overlay.", 16) != 0)
+      continue;
+    if (!strcmp(x, "trusted.overlay.opaque") && is_opaque(path))
+      continue;
+    if (lremovexattr(path, x) < 0 && errno != ENODATA)
+      return vs_error_set(err, errno, "remove %s from %s", x, path);
+  }
+  return 0;
+}
+
+static int drop_overlay_xattrs_tree(const char *dir, vs_error **err) {
+  if (drop_overlay_xattrs(dir, err) < 0)
+    return -1;
+  DIR *d = opendir(dir);
+  if (!d)
+    return vs_error_set(err, errno, "open %s", dir);
+  int r = 0;
+  struct dirent *de;
+  while (r == 0 && (de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+      continue;
+    _cleanup_free_ char *path = vs_asprintf("%s/%s", dir, de->d_name);
+    struct stat st;
+    if (lstat(path, &st) < 0)
+      r = vs_error_set(err, errno, "stat %s", path);
+    else if (S_ISDIR(st.st_mode))
+      r = drop_overlay_xattrs_tree(path, err);
+    else
+      r = drop_overlay_xattrs(path, err);
+  }
+  closedir(d);
+  return r;
+}
+
+/* The upper directory, which the caller no longer needs, becomes the unpacked layer itself (as
+ * dockerd's overlay2 keeps a step's diff directory): renamed into the store instead of unpacking
+ * the blob just written from it, which wrote every file a second time (bench/build). Its root
+ * gets the owner and mode an unpacked layer's root has. Falls back to unpacking when the upper
+ * directory is on another file system. */
+static int layer_take_upper(vs_store *s, const char *upper, const char *blob, const char *diff,
+                            vs_error **err) {
+  if (vs_store_has_layer(s, diff))
+    return 0;
+  if (drop_overlay_xattrs_tree(upper, err) < 0)
+    return -1;
+  if (lchown(upper, 0, 0) < 0 || chmod(upper, 0755) < 0)
+    return vs_error_set(err, errno, "prepare %s as a layer", upper);
+  _cleanup_free_ char *dst = vs_store_layer_path(s, diff);
+  if (rename(upper, dst) == 0 || errno == EEXIST || errno == ENOTEMPTY)
+    return 0;
+  if (errno == EXDEV)
+    return vs_store_unpack_layer(s, blob, diff, err);
+  return vs_error_set(err, errno, "store layer %s", diff);
+}
+
+static int commit(vs_store *s, const vs_image *base, const char *upper, bool take_upper,
+                  const char *name, json_t *changes, const char *comment, const char *author,
+                  char digest_out[VS_DIGEST_MAX], vs_error **err) {
   if (vs_store_lock(s, false, err) < 0)
     return -1;
   int r = -1;
@@ -336,7 +402,8 @@ int vs_image_commit(vs_store *s, const vs_image *base, const char *upper, const 
   vs_descriptor *layers = vs_malloc0(sizeof(vs_descriptor) * (n + 1));
   _cleanup_free_ char *now = now_rfc3339();
   if (layer_from_upper(s, upper, blob, diff, err) < 0 ||
-      vs_store_unpack_layer(s, blob, diff, err) < 0) {
+      (take_upper ? layer_take_upper(s, upper, blob, diff, err)
+                  : vs_store_unpack_layer(s, blob, diff, err)) < 0) {
     vs_error_wrap(err, "commit %s", upper);
     goto out;
   }
@@ -374,6 +441,17 @@ out:
   json_decref(config);
   vs_store_unlock(s);
   return r;
+}
+
+int vs_image_commit(vs_store *s, const vs_image *base, const char *upper, const char *name,
+                    json_t *changes, const char *comment, const char *author,
+                    char digest_out[VS_DIGEST_MAX], vs_error **err) {
+  return commit(s, base, upper, false, name, changes, comment, author, digest_out, err);
+}
+
+int vs_image_commit_taking_upper(vs_store *s, const vs_image *base, const char *upper,
+                                 char digest_out[VS_DIGEST_MAX], vs_error **err) {
+  return commit(s, base, upper, true, NULL, NULL, NULL, NULL, digest_out, err);
 }
 
 /* ---------------------------------------------------------------- load */
