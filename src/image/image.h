@@ -221,10 +221,10 @@ int vs_image_import(vs_store *s, const char *tar_path, const char *name, json_t 
  * image's "config" object: Cmd, Env, ...). Other instructions and malformed arguments are errors
  * naming them. */
 int vs_config_apply_changes(json_t *config, json_t *changes, vs_error **err);
-/* vessel commit: the overlay upper directory becomes a new gzip layer on top of base (overlay
- * whiteouts and opaque dirs turned back into .wh. entries); config_changes (may be NULL) are
- * merged into the image's "config" object; comment and author (may be NULL) go into the
- * history entry and the image's author. */
+/* vessel commit: the overlay upper directory becomes a new layer on top of base, an uncompressed
+ * tar as dockerd keeps its layers (overlay whiteouts and opaque dirs turned back into .wh.
+ * entries); config_changes (may be NULL) are merged into the image's "config" object; comment
+ * and author (may be NULL) go into the history entry and the image's author. */
 int vs_image_commit(vs_store *s, const vs_image *base, const char *upper_dir, const char *name,
                     json_t *changes, const char *comment, const char *author,
                     char digest_out[VS_DIGEST_MAX], vs_error **err);
