@@ -18,6 +18,7 @@
 #include "ctr/ctr.h"
 #include "image/image.h"
 #include "net/net.h"
+#include "cluster/cluster.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -292,6 +293,41 @@ void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
 
 /* ---- the daemon */
 
+/* cluster.c: this node's membership (everything zero when not in a cluster) */
+typedef struct vd_cluster {
+  bool enabled;
+  vc_etcd *etcd;
+  char **endpoints;
+  size_t n_endpoints;
+  char *node_name, *advertise, *token;
+  json_t *labels;             /* given at start (--node-label) */
+  int64_t cpus, memory, disk; /* --node-capacity, 0: the host's */
+  double cpu_overcommit, memory_overcommit;
+  int64_t lease;
+  pthread_mutex_t lock; /* stop; the cond wakes the threads */
+  pthread_cond_t cond;
+  bool stop;
+  pthread_t keeper;
+  bool keeper_started;
+} vd_cluster;
+
+int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
+/* Wait for etcd (logging so, until SIGTERM/SIGINT), check the cluster token, register. */
+int vd_cluster_join(vd_daemon *d, vs_error **err);
+/* Start the lease keeper (after the workers). */
+int vd_cluster_start(vd_daemon *d, vs_error **err);
+void vd_cluster_free(vd_daemon *d);
+json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
+int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t *spec, void *arg),
+                           void *arg, vs_error **err);
+void vd_h_nodes_list(vd_call *c);
+void vd_h_node_inspect(vd_call *c);
+void vd_h_node_cordon(vd_call *c);
+void vd_h_node_uncordon(vd_call *c);
+void vd_h_node_drain(vd_call *c);
+void vd_h_node_labels(vd_call *c);
+void vd_h_node_delete(vd_call *c);
+
 struct vd_daemon {
   char *data_root, *exec_root, *containers_dir, *monitor_path;
   json_t *default_ulimits; /* daemon.json's default-ulimits as OCI rlimits, or NULL */
@@ -336,6 +372,7 @@ struct vd_daemon {
   char *started;      /* RFC 3339 */
   struct vd_vms *vms; /* the VM table (vms.h) */
   vd_net *net;        /* networks.c */
+  vd_cluster cluster; /* cluster.c */
 };
 
 /* server.c: connections and responses (loop thread only) */

@@ -14,6 +14,11 @@ static void usage(FILE *f) {
              "               [-H unix:///PATH | -H tcp://ADDRESS:PORT]... [-D|--debug]\n"
              "               [--log-level error|warn|info|debug] [--log-format text|json]\n"
              "               [-b|--bridge NAME|none]\n"
+             "               [--cluster etcd=URL[,URL...] --node-name N --advertise ADDR\n"
+             "                [--cluster-token T] [--node-label K=V]... [--node-capacity "
+             "cpus=N,memory=SIZE,disk=SIZE]\n"
+             "                [--etcd-cacert F] [--etcd-cert F --etcd-key F] [--etcd-user "
+             "USER:PASSWORD]]\n"
              "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
              " -H " VD_DEFAULT_HOST " --bridge " VD_DEFAULT_BRIDGE "\n");
 }
@@ -129,11 +134,23 @@ int main(int argc, char **argv) {
                                        {"config", required_argument, NULL, 'c'},
                                        {"debug", no_argument, NULL, 'D'},
                                        {"bridge", required_argument, NULL, 'b'},
+                                       {"cluster", required_argument, NULL, 'C'},
+                                       {"node-name", required_argument, NULL, 'N'},
+                                       {"advertise", required_argument, NULL, 'A'},
+                                       {"cluster-token", required_argument, NULL, 'T'},
+                                       {"node-label", required_argument, NULL, 'L'},
+                                       {"node-capacity", required_argument, NULL, 'P'},
+                                       {"etcd-cacert", required_argument, NULL, 1},
+                                       {"etcd-cert", required_argument, NULL, 2},
+                                       {"etcd-key", required_argument, NULL, 3},
+                                       {"etcd-user", required_argument, NULL, 4},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   vd_options o = {0};
   vd_config cfg = {0};
   const char **hosts = vs_malloc0(sizeof(char *) * (size_t)(argc + 1));
+  const char **labels = vs_malloc0(sizeof(char *) * (size_t)(argc + 1));
+  o.cluster.labels = labels;
   flags f = {.hosts = hosts};
   const char *config = NULL;
   vs_log_level level = VS_LOG_INFO;
@@ -166,13 +183,45 @@ int main(int argc, char **argv) {
     case 'D':
       f.debug = true;
       break;
+    case 'C':
+      o.cluster.cluster = optarg;
+      break;
+    case 'N':
+      o.cluster.node_name = optarg;
+      break;
+    case 'A':
+      o.cluster.advertise = optarg;
+      break;
+    case 'T':
+      o.cluster.token = optarg;
+      break;
+    case 'L':
+      labels[o.cluster.n_labels++] = optarg;
+      break;
+    case 'P':
+      o.cluster.capacity = optarg;
+      break;
+    case 1:
+      o.cluster.etcd_cacert = optarg;
+      break;
+    case 2:
+      o.cluster.etcd_cert = optarg;
+      break;
+    case 3:
+      o.cluster.etcd_key = optarg;
+      break;
+    case 4:
+      o.cluster.etcd_user = optarg;
+      break;
     case 'h':
       usage(stdout);
       free(hosts);
+      free(labels);
       return 0;
     default:
       usage(stderr);
       free(hosts);
+      free(labels);
       return 2;
     }
   }
@@ -215,11 +264,13 @@ int main(int argc, char **argv) {
   }
   vd_config_clear(&cfg);
   free(hosts);
+  free(labels);
   return rc;
 fail:
   vs_error_print(err, "vesseld");
   vs_error_free(err);
   vd_config_clear(&cfg);
   free(hosts);
+  free(labels);
   return 2;
 }
