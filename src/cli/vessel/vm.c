@@ -178,8 +178,7 @@ static int vm_ls(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return 0;
 }
 
-/* The objects argv[first...] name under prefix ("/vessel/v1/vms/"), as one JSON array. */
-static int inspect_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *prefix,
+int vessel_inspect_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *prefix,
                         const char *what) {
   json_t *all = json_array();
   int rc = 0;
@@ -203,7 +202,7 @@ static int inspect_each(vessel_ctx *ctx, int argc, char **argv, int first, const
 static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   if (argc < 2)
     return vm_usage(err, "inspect NAME...");
-  return inspect_each(ctx, argc, argv, 1, "/vessel/v1/vms/", "vessel vm inspect");
+  return vessel_inspect_each(ctx, argc, argv, 1, "/vessel/v1/vms/", "vessel vm inspect");
 }
 
 static int write_out(void *arg, const char *data, size_t len, vs_error **err) {
@@ -473,6 +472,6 @@ int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   if (!strcmp(sub, "rm") && argc > 2)
     return vessel_api_each(ctx, argc, argv, 2, "DELETE", "/vessel/v1/pools/", "", "vessel pool rm");
   if (!strcmp(sub, "inspect") && argc > 2)
-    return inspect_each(ctx, argc, argv, 2, "/vessel/v1/pools/", "vessel pool inspect");
+    return vessel_inspect_each(ctx, argc, argv, 2, "/vessel/v1/pools/", "vessel pool inspect");
   return vs_error_set(err, 0, "%s", usage), 125;
 }
