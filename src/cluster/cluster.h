@@ -76,6 +76,20 @@ int vc_parse_token(const char *body, size_t len, char **token, vs_error **err);
 /* One line of a watch stream ({"result": {...}} or {"error": {...}}). */
 int vc_parse_watch(const char *body, size_t len, vc_watch_msg *out, vs_error **err);
 
+/* ------------------------------------------------------------------- placement */
+
+/* Choose a node for one guest (src/cluster/place.c: Kubernetes' filter-then-score).
+ *   nodes:  [{Name, Status ("ready"), Unschedulable, Draining, Cpus, Memory, CpuOvercommit,
+ *             MemoryOvercommit, Labels}]
+ *   guests: [{Name, Node, Cpus, Memory, Labels}]  (every guest placed so far)
+ *   req:    {Name, Cpus, Memory, Labels, Node (pinned), NodeSelector, AntiAffinity, Affinity}
+ * Returns 0 with *node (malloc'd) when some node fits, or 0 with *reason saying, node by node,
+ * why none does; -1 when the input has the wrong shape (they come from etcd: checked). */
+int vc_place(const json_t *nodes, const json_t *guests, const json_t *req, char **node,
+             char **reason, vs_error **err);
+/* The shape checks of vc_place alone. */
+int vc_place_check(const json_t *nodes, const json_t *guests, const json_t *req, vs_error **err);
+
 /* ------------------------------------------------------------------- the client */
 
 typedef struct vc_etcd_options {
