@@ -127,6 +127,16 @@ int vc_etcd_put(vc_etcd *e, const char *key, const char *value, size_t len, int6
 int vc_etcd_put_if(vc_etcd *e, const char *key, const char *value, size_t len, int64_t lease,
                    int64_t expected_mod_revision, bool *succeeded, vc_range *current,
                    int64_t *revision, vs_error **err);
+/* Several puts in one transaction, each only if its key's mod_revision is still as expected (0:
+ * the key must not exist): all are written or none (*succeeded false: some key changed). etcd
+ * takes at most 128 operations in one transaction (--max-txn-ops). */
+typedef struct vc_put {
+  const char *key, *value;
+  size_t len;
+  int64_t lease, expected_mod_revision;
+} vc_put;
+int vc_etcd_put_all_if(vc_etcd *e, const vc_put *puts, size_t n, bool *succeeded, int64_t *revision,
+                       vs_error **err);
 /* Delete key (or every key under it with prefix); *deleted: how many. */
 int vc_etcd_delete(vc_etcd *e, const char *key, bool prefix, int64_t *deleted, vs_error **err);
 /* Delete key only if its mod_revision is still expected. */
@@ -139,11 +149,11 @@ int vc_etcd_lease_keepalive(vc_etcd *e, int64_t id, int64_t *ttl, vs_error **err
 int vc_etcd_lease_revoke(vc_etcd *e, int64_t id, vs_error **err);
 
 /* Watch key (or the prefix) from start_revision (0: from now) on a connection of its own, and
- * hand every message to cb on the calling thread. Returns 0 when cb returns non-zero, -1 when
- * the stream fails or the watch is cancelled (compaction: re-read and watch again). The stream
- * is also ended when *stop becomes true (checked about every 200 ms). */
+ * hand every message to cb on the calling thread. Returns 0 when cb returns non-zero, when
+ * timeout_ms passed (0: no limit) or *stop became true (checked about once a second); -1 when the
+ * stream fails or etcd cancels the watch (compaction: read again and watch from there). */
 typedef int (*vc_watch_cb)(void *arg, const vc_watch_msg *m);
 int vc_etcd_watch(vc_etcd *e, const char *key, bool prefix, int64_t start_revision, vc_watch_cb cb,
-                  void *arg, const volatile bool *stop, vs_error **err);
+                  void *arg, const volatile bool *stop, long timeout_ms, vs_error **err);
 
 #endif

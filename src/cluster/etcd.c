@@ -345,16 +345,48 @@ int vc_etcd_put(vc_etcd *e, const char *key, const char *value, size_t len, int6
   return 0;
 }
 
-/* A txn whose only compare is key's mod_revision == expected (create_revision == 0 when
- * expected is 0, i.e. the key does not exist), with `success` as its then-branch and a range of
- * the key as its else-branch. */
-static int txn_if(vc_etcd *e, const char *key, int64_t expected, json_t *success, bool *succeeded,
-                  vc_range *current, int64_t *revision, vs_error **err) {
+/* The compare of a compare-and-swap: key's mod_revision == expected, or create_revision == 0
+ * (the key does not exist) when expected is 0. */
+static json_t *revision_compare(const char *key, int64_t expected) {
   json_t *cmp = json_object();
   json_object_set_new(cmp, "key", b64_string(key));
   json_object_set_new(cmp, "result", json_string("EQUAL"));
   json_object_set_new(cmp, "target", json_string(expected ? "MOD" : "CREATE"));
   json_object_set_new(cmp, expected ? "mod_revision" : "create_revision", json_integer(expected));
+  return cmp;
+}
+
+int vc_etcd_put_all_if(vc_etcd *e, const vc_put *puts, size_t n, bool *succeeded, int64_t *revision,
+                       vs_error **err) {
+  if (n == 0 || n > 128)
+    return vs_error_set(err, EINVAL, "etcd txn: %zu puts (1 to 128)", n);
+  json_t *cmps = json_array(), *ops = json_array();
+  for (size_t i = 0; i < n; i++) {
+    json_array_append_new(cmps, revision_compare(puts[i].key, puts[i].expected_mod_revision));
+    json_array_append_new(
+        ops, json_pack("{s:o}", "request_put",
+                       put_request(puts[i].key, puts[i].value, puts[i].len, puts[i].lease)));
+  }
+  json_t *req = json_pack("{s:o, s:o}", "compare", cmps, "success", ops);
+  reply r = {0};
+  if (call(e, "/v3/kv/txn", req, &r, err) < 0)
+    return vs_error_wrap(err, "etcd txn of %zu puts (first %s)", n, puts[0].key);
+  int64_t rev = 0;
+  int rc = vc_parse_txn(r.body, r.len, succeeded, &rev, NULL, err);
+  free(r.body);
+  if (rc < 0)
+    return vs_error_wrap(err, "etcd txn of %zu puts (first %s)", n, puts[0].key);
+  if (revision)
+    *revision = rev;
+  return 0;
+}
+
+/* A txn whose only compare is key's mod_revision == expected (create_revision == 0 when
+ * expected is 0, i.e. the key does not exist), with `success` as its then-branch and a range of
+ * the key as its else-branch. */
+static int txn_if(vc_etcd *e, const char *key, int64_t expected, json_t *success, bool *succeeded,
+                  vc_range *current, int64_t *revision, vs_error **err) {
+  json_t *cmp = revision_compare(key, expected);
   json_t *req = json_object();
   json_object_set_new(req, "compare", json_pack("[o]", cmp));
   json_object_set_new(req, "success", json_pack("[o]", success));
@@ -464,7 +496,7 @@ typedef struct watch_state {
   const volatile bool *stop;
   char *line;
   size_t len;
-  bool done, failed;
+  bool done, failed, created;
   vs_error *err;
 } watch_state;
 
@@ -487,6 +519,8 @@ static int watch_line(watch_state *w, const char *s, size_t n) {
     w->failed = true;
     return -1;
   }
+  if (m.created)
+    w->created = true;
   int stop = w->cb(w->arg, &m);
   vc_watch_msg_clear(&m);
   if (stop) {
@@ -526,7 +560,7 @@ static int on_watch_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c
 }
 
 int vc_etcd_watch(vc_etcd *e, const char *key, bool prefix, int64_t start_revision, vc_watch_cb cb,
-                  void *arg, const volatile bool *stop, vs_error **err) {
+                  void *arg, const volatile bool *stop, long timeout_ms, vs_error **err) {
   json_t *create = range_request(key, prefix, 0);
   if (start_revision > 0)
     json_object_set_new(create, "start_revision", json_integer(start_revision));
@@ -554,6 +588,8 @@ int vc_etcd_watch(vc_etcd *e, const char *key, bool prefix, int64_t start_revisi
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+  if (timeout_ms > 0)
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
   curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_watch_data);
@@ -566,7 +602,7 @@ int vc_etcd_watch(vc_etcd *e, const char *key, bool prefix, int64_t start_revisi
   curl_slist_free_all(hd);
   curl_easy_cleanup(h);
   free(w.line);
-  if (w.done || (stop && *stop)) {
+  if (w.done || (stop && *stop) || (cc == CURLE_OPERATION_TIMEDOUT && !w.err && w.created)) {
     vs_error_free(w.err);
     return 0;
   }

@@ -281,7 +281,7 @@ int vd_cluster_start(vd_daemon *d, vs_error **err) {
   if (rc)
     return vs_error_set(err, rc, "cluster: starting the lease keeper");
   cl->keeper_started = true;
-  return 0;
+  return vd_cluster_start_guests(d, err);
 }
 
 /* Stop the threads. The lease is left to expire rather than revoked: the node's guests outlive
@@ -295,6 +295,10 @@ void vd_cluster_free(vd_daemon *d) {
     pthread_mutex_unlock(&cl->lock);
     if (cl->keeper_started)
       pthread_join(cl->keeper, NULL);
+    if (cl->scheduler_started)
+      pthread_join(cl->scheduler, NULL);
+    if (cl->reconciler_started)
+      pthread_join(cl->reconciler, NULL);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->cond);
   }
@@ -349,6 +353,38 @@ static int node_name_of(const char *key, const char *prefix, const char **name) 
   return 0;
 }
 
+/* The guests placed on each node of by_name ({name: {"guests": [...], "cpus", "memory"}}). */
+static int add_guests(vd_cluster *cl, json_t *by_name, vs_error **err) {
+  vc_range g;
+  if (vc_etcd_get_prefix(cl->etcd, "/vessel/guests/", 0, &g, err) < 0)
+    return -1;
+  for (size_t i = 0; i < g.n; i++) {
+    json_t *rec = kv_object(&g.kvs[i]);
+    const char *node = rec ? json_string_value(json_object_get(rec, "Node")) : NULL;
+    const char *phase = rec ? json_string_value(json_object_get(rec, "Phase")) : NULL;
+    json_t *e = node ? json_object_get(by_name, node) : NULL;
+    if (e && phase && strcmp(phase, "pending") != 0 && strcmp(phase, "refused") != 0 &&
+        strcmp(phase, "failed") != 0) {
+      json_t *list = json_object_get(e, "guests");
+      if (!list)
+        json_object_set_new(e, "guests", list = json_array());
+      json_array_append_new(list, json_string(json_string_value(json_object_get(rec, "Name"))
+                                                  ? json_string_value(json_object_get(rec, "Name"))
+                                                  : "?"));
+      double cpus = json_number_value(json_object_get(rec, "Cpus"));
+      double mem = json_number_value(json_object_get(rec, "Memory"));
+      json_object_set_new(e, "cpus",
+                          json_real(json_number_value(json_object_get(e, "cpus")) + cpus));
+      json_object_set_new(e, "memory",
+                          json_real(json_number_value(json_object_get(e, "memory")) + mem));
+    }
+    if (rec)
+      json_decref(rec);
+  }
+  vc_range_clear(&g);
+  return 0;
+}
+
 /* Every node (ready or down) as the API shows it, in name order. */
 json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
@@ -383,12 +419,24 @@ json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err) {
   }
   vc_range_clear(&st);
   vc_range_clear(&sp);
+  if (add_guests(cl, by_name, err) < 0) {
+    json_decref(by_name);
+    return NULL;
+  }
   json_t *out = json_array();
   const char *name;
   json_t *e;
   /* jansson keeps insertion order; etcd returned keys sorted, the spec-only ones go after */
-  json_object_foreach(by_name, name, e) json_array_append_new(
-      out, node_view(name, json_object_get(e, "status"), json_object_get(e, "spec")));
+  json_object_foreach(by_name, name, e) {
+    json_t *v = node_view(name, json_object_get(e, "status"), json_object_get(e, "spec"));
+    json_t *g = json_object_get(e, "guests");
+    json_object_set(v, "Guests", g ? g : json_array());
+    json_object_set_new(v, "Allocated",
+                        json_pack("{s:f, s:I}", "Cpus",
+                                  json_number_value(json_object_get(e, "cpus")), "Memory",
+                                  (json_int_t)json_number_value(json_object_get(e, "memory"))));
+    json_array_append_new(out, v);
+  }
   json_decref(by_name);
   return out;
 }

@@ -306,16 +306,17 @@ typedef struct vd_cluster {
   int64_t lease;
   pthread_mutex_t lock; /* stop; the cond wakes the threads */
   pthread_cond_t cond;
-  bool stop;
-  pthread_t keeper;
-  bool keeper_started;
+  volatile bool stop; /* written under lock; watches poll it */
+  pthread_t keeper, scheduler, reconciler;
+  bool keeper_started, scheduler_started, reconciler_started;
 } vd_cluster;
 
 int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
 /* Wait for etcd (logging so, until SIGTERM/SIGINT), check the cluster token, register. */
 int vd_cluster_join(vd_daemon *d, vs_error **err);
-/* Start the lease keeper (after the workers). */
+/* Start the lease keeper, the scheduler and the reconciler (after the workers). */
 int vd_cluster_start(vd_daemon *d, vs_error **err);
+int vd_cluster_start_guests(vd_daemon *d, vs_error **err); /* cluster_guests.c */
 void vd_cluster_free(vd_daemon *d);
 json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
 int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t *spec, void *arg),
