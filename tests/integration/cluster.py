@@ -201,12 +201,27 @@ class Cluster:
     def cleanup(self):
         """Stop everything started here (each by its pid), remove the namespaces and what the
         vesselds left; safe to call whatever state a failed test left."""
+        vmm_pids = set()
+        for h in self.hosts:
+            if h.vd is not None and h.vd.alive():
+                try:
+                    _, vms = h.api("GET", "/vessel/v1/vms", timeout=10)
+                    for vm in vms:
+                        vmm_pids.add(vm["Pid"])
+                        h.api("DELETE", f"/vessel/v1/vms/{vm['Id']}?force=1", timeout=30)
+                except Exception:  # pylint: disable=broad-except (go on cleaning)
+                    pass
         for h in self.hosts:
             if h.vd is not None:
                 try:
                     h.vd.cleanup()
                 except Exception:  # pylint: disable=broad-except (go on cleaning)
                     pass
+        for pid in vmm_pids - {0}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for pid in self.pids:
             try:
                 os.killpg(pid, signal.SIGKILL) if pid_is_group_leader(pid) else \

@@ -11,6 +11,7 @@ so; a vesseld started while etcd is down waits, says so in its log, and joins on
 """
 import json
 import os
+import pathlib
 import subprocess
 import threading
 
@@ -25,15 +26,27 @@ pytestmark = [
 ]
 
 
+GIB = 1 << 30
+MIB = 1 << 20
+
+
 @pytest.fixture(scope="module")
-def cl(build_dir, tmp_path_factory):
+def cl(build_dir, guest_assets, tmp_path_factory):
+    saved = os.environ.get("VESSEL_CACHE")
+    # the vesselds find the default guest where scripts/fetch-guest put it
+    os.environ["VESSEL_CACHE"] = str(pathlib.Path(guest_assets).parent)
     c = Cluster(build_dir, tmp_path_factory.mktemp("cluster"))
     try:
         c.start_etcd()
-        c.start_vesselds(labels=["zone=a"])
+        # fake capacity: every node declares 2 CPUs and 1 GiB, whatever this machine has
+        c.start_vesselds(labels=["zone=a"], capacity="cpus=2,memory=1G")
         yield c
     finally:
         c.cleanup()
+        if saved is None:
+            del os.environ["VESSEL_CACHE"]
+        else:
+            os.environ["VESSEL_CACHE"] = saved
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert cluster.PREFIX not in left, f"namespaces left behind: {left}"
 
@@ -51,7 +64,7 @@ def test_three_nodes_register_and_are_listed_from_any_node(cl):
         for name, n in ns.items():
             i = int(name[1:])
             assert n["Status"] == "ready" and n["Address"] == f"{cluster.SUBNET}.{i}"
-            assert n["Cpus"] == os.cpu_count() and n["Memory"] > 0 and n["Disk"] > 0
+            assert n["Cpus"] == 2 and n["Memory"] == GIB and n["Disk"] > 0
             assert n["Labels"] == {"zone": "a"} and n["Unschedulable"] is False
     out = cl.hosts[2].vessel("node", "ls").stdout.splitlines()
     assert out[0].split()[:4] == ["NAME", "ADDRESS", "STATUS", "SCHEDULING"]
@@ -104,6 +117,136 @@ def test_conflicting_writes_are_decided_by_revision(cl):
     retried = h1.vd.log_text().count("spec changed under us") + \
         h2.vd.log_text().count("spec changed under us")
     print(f"conflicting writes retried: {retried}")
+
+
+def local_vms(host):
+    status, vms = host.api("GET", "/vessel/v1/vms")
+    assert status == 200, vms
+    return {v["Name"]: v for v in vms}
+
+
+def create(host, name, *opts, check=True):
+    return host.vessel("vm", "create", name, "--cpus", "1", "--memory", "512M", *opts,
+                       check=check)
+
+
+def test_placement_spreads_holds_anti_affinity_and_refuses_with_the_reason(cl):
+    """Six VMs of 1 CPU and 512 MiB fill three nodes of 2 CPUs and 1 GiB exactly: the
+    scheduler spreads them (least allocated first, then by name), two groups of three are each
+    anti-affine within the group, and what fits nowhere is refused with each node's reason."""
+    h1, h2, h3 = cl.hosts
+    order = []
+    for i, host in enumerate((h1, h2, h3)):
+        r = create(host, f"web{i + 1}", "--label", "app=web", "--anti-affinity", "app=web")
+        order.append(r.stderr.strip().rsplit(" ", 1)[-1])
+        assert len(r.stdout.strip()) == 64, r.stdout
+    assert order == ["n1", "n2", "n3"]
+    # a fourth web VM would share a node with another: refused, each node named with its reason
+    r = create(h2, "web4", "--label", "app=web", "--anti-affinity", "app=web", check=False)
+    assert r.returncode != 0
+    for i in (1, 2, 3):
+        assert f"n{i}: anti-affinity: it hosts web{i} (app=web)" in r.stderr, r.stderr
+    for i in range(3):
+        r = create(cl.hosts[2 - i], f"db{i + 1}", "--label", "app=db", "--anti-affinity",
+                   "app=db")
+        order.append(r.stderr.strip().rsplit(" ", 1)[-1])
+    assert order == ["n1", "n2", "n3", "n1", "n2", "n3"]
+    # each node made its two VMs itself (not started: placement alone)
+    for i, host in enumerate(cl.hosts):
+        vms = local_vms(host)
+        assert sorted(vms) == sorted([f"web{i + 1}", f"db{i + 1}"])
+        assert all(v["Status"] == "created" and v["Cpus"] == 1 for v in vms.values())
+    ns = nodes(h1)
+    for i in (1, 2, 3):
+        assert sorted(ns[f"n{i}"]["Guests"]) == sorted([f"web{i}", f"db{i}"])
+        assert ns[f"n{i}"]["Allocated"] == {"Cpus": 2.0, "Memory": GIB}
+    # a seventh fits nowhere
+    r = create(h3, "seventh", check=False)
+    assert r.returncode != 0
+    assert "cannot place VM seventh: no node can take 1.00 CPUs and 512 MiB" in r.stderr
+    for i in (1, 2, 3):
+        assert f"n{i}: 0.00 CPUs and 0 MiB free of 2.00 and 1024 MiB" in r.stderr
+    # and nothing of it stays behind
+    assert "seventh" not in json.dumps(nodes(h1))
+    r = h1.vessel("vm", "create", "seventh", "--cpus", "1", "--memory", "64M", "--node", "n9",
+                  check=False)
+    assert r.returncode != 0 and "no node n9 in the cluster" in r.stderr
+    leader = h1.etcdctl("get", "--print-value-only", "/vessel/leader").stdout.strip()
+    assert leader in ("n1", "n2", "n3")
+    assert sum("this node is the scheduler now" in h.vd.log_text() for h in cl.hosts) == 1
+
+
+def test_cordon_and_removal_from_another_node(cl):
+    h1, h2, h3 = cl.hosts
+    # remove web2 (on n2) from n1: n2's reconciler removes its VM
+    h1.vessel("vm", "rm", "web2")
+    wait_for("web2 gone from n2", lambda: "web2" not in local_vms(h2))
+    assert "removed VM web2" in h2.vd.log_text()
+    # n2 has room for one again, but is cordoned: a VM pinned to it is refused
+    h3.vessel("node", "cordon", "n2")
+    r = create(h1, "late", "--node", "n2", check=False)
+    assert r.returncode != 0 and "n2: cordoned" in r.stderr
+    h3.vessel("node", "uncordon", "n2")
+    r = create(h1, "late", "--node", "n2")
+    assert "on node n2" in r.stderr and "late" in local_vms(h2)
+
+
+def test_same_name_from_two_nodes_one_wins(cl):
+    h1, _, h3 = cl.hosts
+    for vm in ("web1", "web3", "db1", "db2", "db3", "late"):
+        h1.vessel("vm", "rm", vm)
+    wait_for("the VMs gone", lambda: not any(local_vms(h) for h in cl.hosts))
+    results = {}
+
+    def make(host):
+        results[host.name] = create(host, "twin", "--memory", "64M", check=False)
+
+    ts = [threading.Thread(target=make, args=(h,)) for h in (h1, h3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    codes = sorted(r.returncode for r in results.values())
+    assert codes[0] == 0 and codes[1] != 0, results
+    loser = [r for r in results.values() if r.returncode][0]
+    assert "already in use by a VM of the cluster" in loser.stderr
+    assert sum("twin" in local_vms(h) for h in cl.hosts) == 1
+    h3.vessel("vm", "rm", "twin")
+    wait_for("twin gone", lambda: not any("twin" in local_vms(h) for h in cl.hosts))
+
+
+def test_a_real_vm_placed_and_started_on_a_remote_node(cl):
+    """vessel vm create --start on n1, pinned to n3: n3 makes and boots it."""
+    from guestconsole import BOOT_TIMEOUT, PROMPT
+    h1, _, h3 = cl.hosts
+    r = h1.vessel("vm", "create", "real", "--node", "n3", "--start", timeout=BOOT_TIMEOUT)
+    assert "on node n3" in r.stderr
+    vm = local_vms(h3)["real"]
+    assert vm["Status"] == "running" and vm["Pid"] > 0
+    assert "real" not in local_vms(h1)
+
+    def booted():
+        status, text = h3.api("GET", "/vessel/v1/vms/real/logs")
+        return status == 200 and PROMPT in (text or "")
+
+    wait_for("the guest's shell prompt on n3", booted, timeout=BOOT_TIMEOUT, step=0.5)
+    # a running VM of another node goes only with force
+    r = h1.vessel("vm", "rm", "real", check=False)
+    assert r.returncode != 0 and "running on node n3" in r.stderr
+    h1.vessel("vm", "rm", "-f", "real")
+    wait_for("real gone from n3", lambda: "real" not in local_vms(h3))
+    wait_for("its VMM gone", lambda: not os.path.exists(f"/proc/{vm['Pid']}"), timeout=30)
+
+
+def test_a_restarted_node_converges(cl):
+    """A guest removed while its node's vesseld was down is removed when it comes back."""
+    h1, h2, _ = cl.hosts
+    create(h1, "gone", "--node", "n2", "--memory", "64M")
+    assert "gone" in local_vms(h2)
+    h2.vd.kill9()
+    h1.vessel("vm", "rm", "gone")
+    h2.vd.start()
+    wait_for("gone removed by n2 after its restart", lambda: "gone" not in local_vms(h2))
 
 
 def test_lease_expiry_marks_a_node_down_and_a_restart_brings_it_back(cl):
