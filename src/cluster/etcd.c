@@ -127,6 +127,23 @@ void vc_etcd_free(vc_etcd *e) {
 
 const char *vc_etcd_endpoint(const vc_etcd *e) { return e->endpoints[e->current]; }
 
+/* What a transport failure means to the caller: ECONNREFUSED or ETIMEDOUT (the member is not
+ * there yet: worth waiting for), EPROTO (TLS or a protocol error: a configuration to fix). */
+static int transport_errno(CURLcode cc) {
+  switch (cc) {
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_RECV_ERROR:
+  case CURLE_SEND_ERROR:
+  case CURLE_GOT_NOTHING:
+    return ECONNREFUSED;
+  case CURLE_OPERATION_TIMEDOUT:
+    return ETIMEDOUT;
+  default:
+    return EPROTO;
+  }
+}
+
 /* One POST to one endpoint on the shared handle (lock held). *status: the HTTP status. */
 static int post_once(vc_etcd *e, const char *endpoint, const char *path, const char *json, reply *r,
                      long *status, vs_error **err) {
@@ -153,7 +170,7 @@ static int post_once(vc_etcd *e, const char *endpoint, const char *path, const c
   if (r->too_big)
     return vs_error_set(err, EMSGSIZE, "%s: the reply is larger than %u MiB", url, MAX_REPLY >> 20);
   if (cc != CURLE_OK)
-    return vs_error_set(err, ECONNREFUSED, "%s: %s", url, curl_easy_strerror(cc));
+    return vs_error_set(err, transport_errno(cc), "%s: %s", url, curl_easy_strerror(cc));
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
   return 0;
 }
@@ -228,6 +245,9 @@ static int authenticate_locked(vc_etcd *e, const char *endpoint, vs_error **err)
       free(e->token);
       e->token = tok;
     } else {
+      /* etcd answered and refused: wrong credentials, not a member to wait for */
+      if ((*err)->errnum == EIO)
+        (*err)->errnum = EACCES;
       vs_error_wrap(err, "etcd authentication as %s at %s", e->user, endpoint);
     }
   }

@@ -173,6 +173,19 @@ static int header_revision(const json_t *j, int64_t *rev, vs_error **err) {
 /* The body as a JSON object; a gateway error object ({"error": "...", "message": "...", "code":
  * N}) becomes an error carrying its message. */
 static json_t *load_reply(const char *body, size_t len, const char *what, vs_error **err) {
+  size_t skip = 0;
+  while (skip < len && (body[skip] == ' ' || body[skip] == '\n' || body[skip] == '\r'))
+    skip++;
+  if (skip == len || (body[skip] != '{' && body[skip] != '[')) {
+    /* the gateway answers some refusals in plain text (a client certificate with a
+     * CommonName, for one): say what it said */
+    size_t n = len - skip;
+    while (n > 0 && (body[skip + n - 1] == '\n' || body[skip + n - 1] == '\r'))
+      n--;
+    vs_error_set(err, EPROTO, "%s: not JSON: \"%.*s\"", what, (int)(n > 300 ? 300 : n),
+                 body + skip);
+    return NULL;
+  }
   json_t *j = vs_json_loads(body, len, what, err);
   if (!j)
     return NULL;

@@ -229,6 +229,11 @@ int vd_cluster_join(vd_daemon *d, vs_error **err) {
     _cleanup_error_ vs_error *e = NULL;
     if (vc_etcd_status(cl->etcd, &e) == 0)
       break;
+    /* refused credentials, TLS failures, something that is no etcd: waiting will not help */
+    if (e->errnum == EACCES || e->errnum == EPROTO) {
+      *err = steal_pointer(&e);
+      return vs_error_wrap(err, "cluster: joining as node %s", cl->node_name);
+    }
     if (tries % 10 == 0)
       vs_log_warn("cluster: waiting for etcd (%zu endpoint%s, first %s): %s", cl->n_endpoints,
                   cl->n_endpoints == 1 ? "" : "s", cl->endpoints[0], e->msg);

@@ -68,7 +68,9 @@ TEST(range_reply_of_etcd_3_4) {
 
 TEST(range_reply_hostile) {
   const char *bad[][2] = {
-      {"", "etcd range reply"},
+      {"", "etcd range reply: not JSON"},
+      {"CommonName of client sending a request against gateway will be ignored\n",
+       "not JSON: \"CommonName of client sending"},
       {"[]", "expected a JSON object"},
       {"{\"kvs\":{}}", "kvs: expected an array"},
       {"{\"kvs\":[{\"key\":\"!!\"}]}", "kvs[0]: key: not base64"},
