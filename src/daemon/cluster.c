@@ -167,6 +167,7 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   cl->enabled = true;
   pthread_mutex_init(&cl->lock, NULL);
   pthread_cond_init(&cl->cond, NULL);
+  pthread_cond_init(&cl->guests_cond, NULL);
   return 0;
 }
 
@@ -297,6 +298,7 @@ void vd_cluster_free(vd_daemon *d) {
     pthread_mutex_lock(&cl->lock);
     cl->stop = true;
     pthread_cond_broadcast(&cl->cond);
+    pthread_cond_broadcast(&cl->guests_cond);
     pthread_mutex_unlock(&cl->lock);
     if (cl->keeper_started)
       pthread_join(cl->keeper, NULL);
@@ -304,8 +306,11 @@ void vd_cluster_free(vd_daemon *d) {
       pthread_join(cl->scheduler, NULL);
     if (cl->reconciler_started)
       pthread_join(cl->reconciler, NULL);
+    if (cl->watcher_started)
+      pthread_join(cl->watcher, NULL);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->cond);
+    pthread_cond_destroy(&cl->guests_cond);
   }
   vc_etcd_free(cl->etcd);
   for (size_t i = 0; i < cl->n_endpoints; i++)

@@ -363,17 +363,59 @@ static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   return 0;
 }
 
-static int any_event(void *arg, const vc_watch_msg *m) { return m->n > 0; }
+/* The watcher: every message of the guests' watch marks both passes due. */
+static int on_guests_change(void *arg, const vc_watch_msg *m) {
+  vd_cluster *cl = arg;
+  int64_t *last = &cl->guests_revision;
+  if (m->n == 0 && !m->created)
+    return 0;
+  pthread_mutex_lock(&cl->lock);
+  if (m->revision > *last)
+    *last = m->revision;
+  cl->schedule_dirty = cl->reconcile_dirty = true;
+  pthread_cond_broadcast(&cl->guests_cond);
+  pthread_mutex_unlock(&cl->lock);
+  return 0;
+}
 
-/* Wait until something under prefix changes after revision (or timeout_ms, or stop). */
-static void wait_change(vd_cluster *cl, const char *prefix, int64_t revision, long timeout_ms) {
-  vs_error *e = NULL;
-  if (vc_etcd_watch(cl->etcd, prefix, true, revision + 1, any_event, NULL, &cl->stop, timeout_ms,
-                    &e) < 0) {
-    vs_log_debug("cluster: %s", e->msg);
-    vs_error_free(e);
-    sleep_or_stop(cl, 500);
+static void *watcher_thread(void *arg) {
+  vd_daemon *d = arg;
+  vd_cluster *cl = &d->cluster;
+  while (!cl->stop) {
+    pthread_mutex_lock(&cl->lock);
+    int64_t from = cl->guests_revision ? cl->guests_revision + 1 : 0;
+    pthread_mutex_unlock(&cl->lock);
+    vs_error *e = NULL;
+    if (vc_etcd_watch(cl->etcd, GUESTS, true, from, on_guests_change, cl, &cl->stop, 0, &e) < 0) {
+      vs_log_debug("cluster: %s", e->msg);
+      if (e->errnum == ECANCELED) { /* compacted: watch from now; the passes read everything */
+        pthread_mutex_lock(&cl->lock);
+        cl->guests_revision = 0;
+        pthread_mutex_unlock(&cl->lock);
+      }
+      vs_error_free(e);
+      sleep_or_stop(cl, 500);
+    }
   }
+  return NULL;
+}
+
+/* Until *dirty (then cleared: a change after this point marks it again) or timeout_ms. */
+static void wait_dirty(vd_cluster *cl, bool *dirty, int timeout_ms) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += timeout_ms / 1000;
+  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&cl->lock);
+  while (!*dirty && !cl->stop)
+    if (pthread_cond_timedwait(&cl->guests_cond, &cl->lock, &until) != 0)
+      break;
+  *dirty = false;
+  pthread_mutex_unlock(&cl->lock);
 }
 
 static void *scheduler_thread(void *arg) {
@@ -387,8 +429,8 @@ static void *scheduler_thread(void *arg) {
                          : "cluster: this node is no longer the scheduler");
     was_leader = leader;
     if (!leader) {
-      /* wake when the leader key goes (its node's lease expired) */
-      wait_change(cl, LEADER_KEY, 0, 2000);
+      /* the leader key goes with its node's lease: try again now and then */
+      sleep_or_stop(cl, 1000);
       continue;
     }
     int64_t rev = 0;
@@ -399,7 +441,7 @@ static void *scheduler_thread(void *arg) {
       sleep_or_stop(cl, 500);
       continue;
     }
-    wait_change(cl, GUESTS, rev, 2000);
+    wait_dirty(cl, &cl->schedule_dirty, 2000);
   }
   return NULL;
 }
@@ -528,14 +570,18 @@ static void *reconciler_thread(void *arg) {
       sleep_or_stop(cl, 500);
       continue;
     }
-    wait_change(cl, GUESTS, rev, 5000);
+    wait_dirty(cl, &cl->reconcile_dirty, 5000);
   }
   return NULL;
 }
 
 int vd_cluster_start_guests(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
-  int rc = pthread_create(&cl->scheduler, NULL, scheduler_thread, d);
+  int rc = pthread_create(&cl->watcher, NULL, watcher_thread, d);
+  if (rc)
+    return vs_error_set(err, rc, "cluster: starting the watch of guests");
+  cl->watcher_started = true;
+  rc = pthread_create(&cl->scheduler, NULL, scheduler_thread, d);
   if (rc)
     return vs_error_set(err, rc, "cluster: starting the scheduler");
   cl->scheduler_started = true;

@@ -307,8 +307,13 @@ typedef struct vd_cluster {
   pthread_mutex_t lock; /* stop; the cond wakes the threads */
   pthread_cond_t cond;
   volatile bool stop; /* written under lock; watches poll it */
-  pthread_t keeper, scheduler, reconciler;
-  bool keeper_started, scheduler_started, reconciler_started;
+  pthread_t keeper, scheduler, reconciler, watcher;
+  bool keeper_started, scheduler_started, reconciler_started, watcher_started;
+  /* cluster_guests.c: one watch of the guests' records for the whole node, kept open (a watch
+   * made anew from a past revision waits for etcd's 100 ms sync of lagging watchers) */
+  pthread_cond_t guests_cond; /* with lock: a change of the records */
+  bool schedule_dirty, reconcile_dirty;
+  int64_t guests_revision; /* the last the watch saw */
 } vd_cluster;
 
 int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
