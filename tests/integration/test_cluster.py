@@ -18,6 +18,7 @@ import threading
 import pytest
 
 import cluster
+import test_daemon_vm
 from cluster import Cluster, wait_for
 
 pytestmark = [
@@ -51,8 +52,16 @@ def cl(build_dir, guest_assets, tmp_path_factory):
     assert cluster.PREFIX not in left, f"namespaces left behind: {left}"
 
 
+def api(host, method, path, body=None):
+    """A request whose reply is checked against docs/api/vessel-v1.yaml."""
+    status, reply = host.api(method, path, body)
+    text = json.dumps(reply) if isinstance(reply, (dict, list)) else (reply or "")
+    test_daemon_vm.validate(method, path, status, text)
+    return status, reply
+
+
 def nodes(host):
-    status, body = host.api("GET", "/vessel/v1/nodes")
+    status, body = api(host, "GET", "/vessel/v1/nodes")
     assert status == 200, body
     return {n["Name"]: n for n in body}
 
@@ -95,6 +104,16 @@ def test_cordon_drain_uncordon_label_from_any_node(cl):
     assert r.returncode != 0 and "label bad key" in r.stderr
     r = h1.vessel("node", "rm", "n3", check=False)
     assert r.returncode != 0 and "node n3 is up" in r.stderr
+    # the API's answers, each checked against the OpenAPI description
+    assert api(h2, "GET", "/vessel/v1/nodes/n3")[1]["Labels"]["disk"] == "ssd"
+    assert api(h2, "POST", "/vessel/v1/nodes/n3/cordon")[1]["Unschedulable"] is True
+    assert api(h2, "POST", "/vessel/v1/nodes/n3/uncordon")[1]["Unschedulable"] is False
+    status, n3 = api(h2, "POST", "/vessel/v1/nodes/n3/labels", {"Set": {"x": "1"},
+                                                                "Remove": ["x"]})
+    assert status == 200 and "x" not in n3["Labels"]
+    assert api(h2, "POST", "/vessel/v1/nodes/n3/labels", {"Bad": 1})[0] == 400
+    assert api(h2, "GET", "/vessel/v1/nodes/nope")[0] == 404
+    assert api(h2, "DELETE", "/vessel/v1/nodes/n3")[0] == 409
 
 
 def test_conflicting_writes_are_decided_by_revision(cl):
