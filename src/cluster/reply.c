@@ -87,8 +87,8 @@ char *vc_base64_encode(const void *data, size_t len) {
       v |= p[i + 2];
     out[o++] = alphabet[(v >> 18) & 63];
     out[o++] = alphabet[(v >> 12) & 63];
-    out[o++] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
-    out[o++] = i + 2 < len ? alphabet[v & 63] : '=';
+    out[o++] = (char)(i + 1 < len ? alphabet[(v >> 6) & 63] : '=');
+    out[o++] = (char)(i + 2 < len ? alphabet[v & 63] : '=');
   }
   out[o] = 0;
   return out;
@@ -328,15 +328,16 @@ int vc_parse_token(const char *body, size_t len, char **token, vs_error **err) {
 static int parse_event(const json_t *ev, vc_event *out, vs_error **err) {
   if (!json_is_object(ev))
     return vs_error_set(err, EINVAL, "expected an object");
+  /* proto3's JSON leaves the zero value (PUT) out; the enum may come as its name or number */
   json_t *t = json_object_get(ev, "type");
-  out->type = VC_EVENT_PUT;
-  if (t && json_is_string(t) && !strcmp(json_string_value(t), "DELETE"))
+  const char *name = json_string_value(t);
+  json_int_t num = json_is_integer(t) ? json_integer_value(t) : -1;
+  if (!t || (name && !strcmp(name, "PUT")) || num == 0)
+    out->type = VC_EVENT_PUT;
+  else if ((name && !strcmp(name, "DELETE")) || num == 1)
     out->type = VC_EVENT_DELETE;
-  else if (t && !(json_is_string(t) && !strcmp(json_string_value(t), "PUT")) &&
-           !(json_is_integer(t) && json_integer_value(t) <= 1 && json_integer_value(t) >= 0))
+  else
     return vs_error_set(err, EINVAL, "type: expected PUT or DELETE");
-  else if (t && json_is_integer(t))
-    out->type = json_integer_value(t) ? VC_EVENT_DELETE : VC_EVENT_PUT;
   json_t *kv = json_object_get(ev, "kv");
   if (!kv)
     return vs_error_set(err, EINVAL, "kv: missing");

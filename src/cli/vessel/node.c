@@ -58,7 +58,7 @@ static int node_label(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     const char *eq = strchr(argv[i], '=');
     size_t len = strlen(argv[i]);
     if (eq) {
-      _cleanup_free_ char *k = strndup(argv[i], (size_t)(eq - argv[i]));
+      _cleanup_free_ char *k = vs_asprintf("%.*s", (int)(eq - argv[i]), argv[i]);
       json_object_set_new(set, k, json_string(eq + 1));
     } else if (len > 1 && argv[i][len - 1] == '-') {
       json_array_append_new(rm, json_stringn(argv[i], len - 1));

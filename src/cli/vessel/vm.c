@@ -38,7 +38,7 @@ static int label_option(const char *field, const char *s, json_t *body, vs_error
   json_t *o = json_object_get(body, field);
   if (!o)
     json_object_set_new(body, field, o = json_object());
-  _cleanup_free_ char *k = strndup(s, (size_t)(eq - s));
+  _cleanup_free_ char *k = vs_asprintf("%.*s", (int)(eq - s), s);
   json_object_set_new(o, k, json_string(eq + 1));
   return 0;
 }
