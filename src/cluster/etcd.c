@@ -630,6 +630,13 @@ int vc_etcd_watch(vc_etcd *e, const char *key, bool prefix, int64_t start_revisi
     *err = w.err;
     return vs_error_wrap(err, "etcd watch %s at %s", key, url);
   }
+  /* the member went away: the next watch (and call) tries the next one */
+  if (cc != CURLE_OK && transport_errno(cc) != EPROTO && e->n_endpoints > 1) {
+    pthread_mutex_lock(&e->lock);
+    if (!strncmp(url, e->endpoints[e->current], strlen(e->endpoints[e->current])))
+      e->current = (e->current + 1) % e->n_endpoints;
+    pthread_mutex_unlock(&e->lock);
+  }
   return vs_error_set(err, EIO, "etcd watch %s at %s: %s", key, url,
                       cc == CURLE_OK ? "the stream ended" : curl_easy_strerror(cc));
 }

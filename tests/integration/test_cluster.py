@@ -268,6 +268,48 @@ def test_a_restarted_node_converges(cl):
     wait_for("gone removed by n2 after its restart", lambda: "gone" not in local_vms(h2))
 
 
+def leader_of(host):
+    return host.etcdctl("get", "--print-value-only", "/vessel/leader").stdout.strip()
+
+
+def test_losing_an_etcd_member_changes_nothing(cl):
+    """n1's member (the first endpoint every node tries) is killed: the nodes go on through
+    the other two, placements go on, and the member comes back into the cluster."""
+    h1, h2, h3 = cl.hosts
+    h1.stop_etcd()
+    try:
+        r = create(h2, "quorum", "--memory", "64M")
+        assert r.returncode == 0
+        assert sorted(nodes(h1)) == ["n1", "n2", "n3"]
+        h3.vessel("vm", "rm", "quorum")
+        wait_for("quorum gone", lambda: not any("quorum" in local_vms(h) for h in cl.hosts))
+    finally:
+        h1.start_etcd()
+    wait_for("n1's member back", lambda: h1.etcdctl("endpoint", "health", check=False)
+             .returncode == 0, timeout=60, step=0.2)
+
+
+def test_the_scheduler_moves_when_its_node_dies(cl):
+    """kill -9 of the leader's vesseld: its lease expires, another node takes the leader key
+    (within the lease's 10 s and a campaign's second) and places the next VM."""
+    h1 = cl.hosts[0]
+    old = leader_of(h1)
+    dead = cl.hosts[int(old[1:]) - 1]
+    dead.vd.kill9()
+    try:
+        wait_for("another leader", lambda: leader_of(h1) not in ("", old), timeout=30, step=0.2)
+        new = leader_of(h1)
+        alive = cl.hosts[int(new[1:]) - 1]
+        assert "this node is the scheduler now" in alive.vd.log_text()
+        assert nodes(alive)[old]["Status"] == "down"
+        r = create(alive, "after", "--memory", "64M")
+        assert r.stderr.strip().rsplit(" ", 1)[-1] not in ("", old)
+        alive.vessel("vm", "rm", "after")
+    finally:
+        dead.vd.start()
+    wait_for(f"{old} ready again", lambda: nodes(h1)[old]["Status"] == "ready")
+
+
 def test_lease_expiry_marks_a_node_down_and_a_restart_brings_it_back(cl):
     h1, _, h3 = cl.hosts
     h3.vd.kill9()
