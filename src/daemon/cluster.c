@@ -113,10 +113,11 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   cl->labels = json_object();
   cl->cpu_overcommit = cl->memory_overcommit = 1.0;
   if (!o->cluster) {
-    if (o->node_name || o->advertise || o->token || o->n_labels || o->capacity)
+    if (o->node_name || o->advertise || o->token || o->n_labels || o->capacity || o->etcd_cacert ||
+        o->etcd_cert || o->etcd_key || o->etcd_user)
       return vs_error_set(err, EINVAL,
-                          "--node-name, --advertise, --cluster-token, --node-label and "
-                          "--node-capacity need --cluster etcd=URL");
+                          "--node-name, --advertise, --cluster-token, --node-label, "
+                          "--node-capacity and the --etcd-* options need --cluster etcd=URL");
     return 0;
   }
   if (parse_cluster(o->cluster, cl, err) < 0)
