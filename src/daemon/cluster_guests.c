@@ -230,6 +230,45 @@ out:
   return true;
 }
 
+/* GET /vessel/v1/guests: every guest of the cluster, whichever node holds it (by name). */
+void vd_h_cluster_guests(vd_call *c) {
+  vd_cluster *cl = &c->d->cluster;
+  if (!cl->enabled) {
+    vd_call_error(c, 503,
+                  "this vesseld is not in a cluster (start it with --cluster etcd=URL "
+                  "--node-name N --advertise ADDR)");
+    return;
+  }
+  vc_range r;
+  vs_error *e = NULL;
+  if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, &e) < 0) {
+    vd_call_error(c, 503, "cluster store: %s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  static const char *const shown[] = {"Kind", "Name",   "Node",   "Phase",  "Reason", "Id",
+                                      "Cpus", "Memory", "Labels", "Origin", "Created"};
+  json_t *out = json_array();
+  for (size_t i = 0; i < r.n; i++) {
+    json_t *rec = kv_json(&r.kvs[i]);
+    if (!rec || !str(rec, "Name")) {
+      if (rec)
+        json_decref(rec);
+      continue;
+    }
+    json_t *g = json_object();
+    for (size_t k = 0; k < ARRAY_SIZE(shown); k++) {
+      json_t *v = json_object_get(rec, shown[k]);
+      if (v)
+        json_object_set(g, shown[k], v);
+    }
+    json_array_append_new(out, g);
+    json_decref(rec);
+  }
+  vc_range_clear(&r);
+  vd_call_json(c, 200, out);
+}
+
 /* ------------------------------------------------------------- the scheduler */
 
 static int sleep_or_stop(vd_cluster *cl, int ms) {

@@ -327,6 +327,7 @@ json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
 int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t *spec, void *arg),
                            void *arg, vs_error **err);
 void vd_h_nodes_list(vd_call *c);
+void vd_h_cluster_guests(vd_call *c); /* cluster_guests.c */
 void vd_h_node_inspect(vd_call *c);
 void vd_h_node_cordon(vd_call *c);
 void vd_h_node_uncordon(vd_call *c);

@@ -179,6 +179,15 @@ def test_placement_spreads_holds_anti_affinity_and_refuses_with_the_reason(cl):
     for i in (1, 2, 3):
         assert sorted(ns[f"n{i}"]["Guests"]) == sorted([f"web{i}", f"db{i}"])
         assert ns[f"n{i}"]["Allocated"] == {"Cpus": 2.0, "Memory": GIB}
+    # the whole cluster's guests from any node
+    status, guests = api(h2, "GET", "/vessel/v1/guests")
+    assert status == 200
+    assert {g["Name"]: (g["Node"], g["Phase"]) for g in guests} == {
+        f"{k}{i}": (f"n{i}", "created") for k in ("web", "db") for i in (1, 2, 3)}
+    table = [l.split() for l in h3.vessel("vm", "ls", "--cluster").stdout.splitlines()]
+    assert table[0][:4] == ["NAME", "KIND", "NODE", "PHASE"]
+    assert sorted(r[:4] for r in table[1:]) == sorted(
+        [f"{k}{i}", "vm", f"n{i}", "created"] for k in ("web", "db") for i in (1, 2, 3))
     # a seventh fits nowhere
     r = create(h3, "seventh", check=False)
     assert r.returncode != 0

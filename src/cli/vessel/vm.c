@@ -193,10 +193,41 @@ static int vm_rm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
                          force ? "?force=1" : "", "vessel vm rm");
 }
 
+/* vm ls --cluster: every guest of the cluster, with its node and phase. */
+static int vm_ls_cluster(vessel_ctx *ctx, vs_error **err) {
+  json_t *list = NULL;
+  if (vessel_api_json(ctx, "GET", "/vessel/v1/guests", NULL, &list, err) < 0)
+    return 1;
+  printf("%-20s %-12s %-16s %-8s %-5s %-10s %s\n", "NAME", "KIND", "NODE", "PHASE", "CPUS",
+         "MEMORY", "VM ID");
+  size_t i;
+  json_t *g;
+  json_array_foreach(list, i, g) {
+    const char *node = json_string_value(json_object_get(g, "Node"));
+    const char *id = json_string_value(json_object_get(g, "Id"));
+    _cleanup_free_ char *mem =
+        vessel_human_size((uint64_t)json_integer_value(json_object_get(g, "Memory")));
+    printf("%-20s %-12s %-16s %-8s %-5.4g %-10s %.12s\n",
+           json_string_value(json_object_get(g, "Name")),
+           json_string_value(json_object_get(g, "Kind"))
+               ? json_string_value(json_object_get(g, "Kind"))
+               : "-",
+           node ? node : "-",
+           json_string_value(json_object_get(g, "Phase"))
+               ? json_string_value(json_object_get(g, "Phase"))
+               : "-",
+           json_number_value(json_object_get(g, "Cpus")), mem, id && *id ? id : "-");
+  }
+  json_decref(list);
+  return 0;
+}
+
 static int vm_ls(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  if (argc == 2 && !strcmp(argv[1], "--cluster"))
+    return vm_ls_cluster(ctx, err);
   bool quiet = argc == 2 && (!strcmp(argv[1], "-q") || !strcmp(argv[1], "--quiet"));
   if (argc > 1 && !quiet)
-    return vm_usage(err, "ls [-q]");
+    return vm_usage(err, "ls [-q | --cluster]");
   json_t *list = NULL;
   if (vessel_api_json(ctx, "GET", "/vessel/v1/vms", NULL, &list, err) < 0)
     return 1;
