@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_REPLY (64u << 20) /* a unary reply larger than this is refused */
 #define MAX_WATCH_LINE (16u << 20)
@@ -260,12 +261,24 @@ static int authenticate_locked(vc_etcd *e, const char *endpoint, vs_error **err)
 static int call(vc_etcd *e, const char *path, json_t *req, reply *r, vs_error **err) {
   _cleanup_free_ char *body = json_dumps(req, JSON_COMPACT);
   json_decref(req);
+  /* Reads and lease renewals are asked again, three times at most, while the member answers
+   * that it cannot serve now (gRPC's Unavailable and DeadlineExceeded: 503 and 504 through the
+   * gateway; an election under way, a member catching up). Writes are not: one that timed out
+   * may have been applied, and asking again would report our own write as a conflict. */
+  bool again = !strcmp(path, "/v3/kv/range") || !strcmp(path, "/v3/lease/keepalive");
   long status = 0;
-  pthread_mutex_lock(&e->lock);
-  int rc = post_locked(e, path, body, r, &status, err);
-  pthread_mutex_unlock(&e->lock);
-  if (rc < 0)
-    return -1;
+  for (int attempt = 0;; attempt++) {
+    pthread_mutex_lock(&e->lock);
+    int rc = post_locked(e, path, body, r, &status, err);
+    pthread_mutex_unlock(&e->lock);
+    if (rc < 0)
+      return -1;
+    if (!again || attempt == 3 || (status != 503 && status != 504))
+      break;
+    free(r->body);
+    r->body = NULL;
+    usleep(100000u << attempt);
+  }
   if (status != 200 && (!r->body || !strchr(r->body, '{'))) {
     vs_error_set(err, EIO, "%s: HTTP %ld: %.200s", path, status, r->body ? r->body : "");
     free(r->body);

@@ -73,8 +73,7 @@ class Host:
              "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
              "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
              "--initial-cluster", members, "--initial-cluster-state", state,
-             "--initial-cluster-token", self.cluster.prefix, "--heartbeat-interval", "50",
-             "--election-timeout", "500", *extra],
+             "--initial-cluster-token", self.cluster.prefix, *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.cluster.pids.add(self.etcd.pid)
