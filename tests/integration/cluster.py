@@ -109,7 +109,7 @@ class Host:
         root.mkdir(exist_ok=True)
         self.vd = test_daemon.Vesseld(self.cluster.build, root,
                                       prefix=["nsenter", f"--net={self.ns}"], bridge="vessel0",
-                                      args=self.vesseld_args(**kw), wait=wait)
+                                      extra=self.vesseld_args(**kw), wait=wait)
         self.cluster.pids.add(self.vd.proc.pid)
         return self.vd
 

@@ -418,7 +418,7 @@ def test_tls_and_auth(build_dir, tmp_path_factory):
         assert "etcd authentication as root" in bad.stderr, bad.stderr
         assert "authentication failed, invalid user ID or password" in bad.stderr, bad.stderr
         vd = h.start_vesseld(wait=False)
-        vd.args += [*opts, "--etcd-user", "root:pw-of-root"]
+        vd.extra += [*opts, "--etcd-user", "root:pw-of-root"]
         vd.kill9()
         vd.start(wait=True)
         assert nodes(h)["n1"]["Status"] == "ready"

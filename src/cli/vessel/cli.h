@@ -127,6 +127,8 @@ int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err); /* vm.c */
 /* ---- node.c: vessel node ..., the cluster's nodes through /vessel/v1/nodes */
 int cmd_node(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
+/* web.c: vessel web passwd */
+int cmd_web(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 
 /* Parse the registry options shared by pull/push/login: --tls-verify, --authfile, --platform,
  * -q. Returns the index of the first operand or -1 with *err set. */

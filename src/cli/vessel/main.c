@@ -37,6 +37,7 @@ static const struct {
     {"node", NULL, cmd_node,
      "the cluster's nodes: ls, inspect, cordon, uncordon, drain, label, rm"},
     {"pool", NULL, cmd_pool, "resource pools for VMs: create, ls, inspect, rm (vesseld)"},
+    {"web", NULL, cmd_web, "web console: passwd sets its password (vesseld)"},
     {"mount", cmd_mount, NULL, "mount an image's root file system (overlay) at a directory"},
     {"build", cmd_build, NULL, "build an image from a Dockerfile (on the store, without vesseld)"},
 };
