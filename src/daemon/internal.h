@@ -18,6 +18,7 @@
 #include "ctr/ctr.h"
 #include "image/image.h"
 #include "net/net.h"
+#include "cluster/cluster.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -295,6 +296,48 @@ void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
 
 /* ---- the daemon */
 
+/* cluster.c: this node's membership (everything zero when not in a cluster) */
+typedef struct vd_cluster {
+  bool enabled;
+  vc_etcd *etcd;
+  char **endpoints;
+  size_t n_endpoints;
+  char *node_name, *advertise, *token;
+  json_t *labels;             /* given at start (--node-label) */
+  int64_t cpus, memory, disk; /* --node-capacity, 0: the host's */
+  double cpu_overcommit, memory_overcommit;
+  int64_t lease;
+  pthread_mutex_t lock; /* stop; the cond wakes the threads */
+  pthread_cond_t cond;
+  volatile bool stop; /* written under lock; watches poll it */
+  pthread_t keeper, scheduler, reconciler, watcher;
+  bool keeper_started, scheduler_started, reconciler_started, watcher_started;
+  /* cluster_guests.c: one watch of the guests' records for the whole node, kept open (a watch
+   * made anew from a past revision waits for etcd's 100 ms sync of lagging watchers) */
+  pthread_cond_t guests_cond; /* with lock: a change of the records */
+  bool schedule_dirty, reconcile_dirty;
+  int64_t guests_revision; /* the last the watch saw */
+} vd_cluster;
+
+int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
+/* Wait for etcd (logging so, until SIGTERM/SIGINT), check the cluster token, register. */
+int vd_cluster_join(vd_daemon *d, vs_error **err);
+/* Start the lease keeper, the scheduler and the reconciler (after the workers). */
+int vd_cluster_start(vd_daemon *d, vs_error **err);
+int vd_cluster_start_guests(vd_daemon *d, vs_error **err); /* cluster_guests.c */
+void vd_cluster_free(vd_daemon *d);
+json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
+int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t *spec, void *arg),
+                           void *arg, vs_error **err);
+void vd_h_nodes_list(vd_call *c);
+void vd_h_cluster_guests(vd_call *c); /* cluster_guests.c */
+void vd_h_node_inspect(vd_call *c);
+void vd_h_node_cordon(vd_call *c);
+void vd_h_node_uncordon(vd_call *c);
+void vd_h_node_drain(vd_call *c);
+void vd_h_node_labels(vd_call *c);
+void vd_h_node_delete(vd_call *c);
+
 struct vd_daemon {
   char *data_root, *exec_root, *containers_dir, *monitor_path;
   json_t *default_ulimits; /* daemon.json's default-ulimits as OCI rlimits, or NULL */
@@ -349,6 +392,7 @@ struct vd_daemon {
   size_t n_fronts;
   struct vd_web *web;
   unsigned web_passwd_gen; /* bumped (atomically) when the web password changes */
+  vd_cluster cluster;      /* cluster.c */
 };
 
 /* server.c: connections and responses (loop thread only) */
