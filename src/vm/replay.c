@@ -16,17 +16,41 @@
 #include <time.h>
 
 #include "vm/machine.h"
+#include "vm/netdev/netdev.h"
 #include "vm/vmstate.h"
 
 #define MAX_LOG_FILE (4ull << 30)
+#define MAX_STATE_FILE (64u << 20)
+/* frames a NIC holds between two slices while recording; a backend that hands more in one
+ * slice (slirp cannot be told to wait) loses them, as a NIC with a full ring would */
+#define RR_NET_QUEUE_MAX 1024u
+
+_Static_assert(RR_MAX_NICS >= VM_MAX_NICS, "the log's NIC numbers cover every NIC");
+
+/* Recording: the frames a NIC's backend handed over during a slice, delivered after it. */
+typedef struct rr_frame {
+  uint8_t *data;
+  size_t len;
+} rr_frame;
+
+typedef struct rr_nic {
+  vm *m;
+  unsigned index;
+  rr_frame *q;
+  size_t n, cap;
+} rr_nic;
 
 struct vm_rr {
   bool replaying;
   char *dir;
   int64_t realtime_base; /* host CLOCK_REALTIME (ns) when mtime was 0 */
   uint8_t digest[RR_DIGEST_LEN];
+  uint8_t start_digest[RR_DIGEST_LEN]; /* SHA-256 of start/state */
   /* recording */
   rr_log_writer log;
+  rr_nic nics[VM_MAX_NICS];
+  /* replaying: where the disks' overlays go (removed at the end) */
+  char *clone_dir;
   /* replaying: the log, and its records in two queues: the run loop's (time, interrupts,
    * console, end) and the rng device's, which asks for its bytes inside a slice */
   char *log_data;
@@ -144,6 +168,89 @@ static size_t rr_rng_replay(void *opaque, uint8_t *buf, size_t len) {
   return got;
 }
 
+/* ---- network frames. While recording, what a NIC's backend hands over (slirp often answers at
+ * once, inside the guest's transmit, in the middle of a slice) waits in rr_nic's queue and goes
+ * to the device after the slice, logged with the count it went in at; the device's own flush
+ * runs only then too (its I/O source's prepare and dispatch flush no more), so the frames reach
+ * guest memory at counts the log names. Replay delivers the same frames at the same counts, with
+ * no backend behind the NIC (netdev_offline_open). */
+
+static bool rr_net_can_receive(void *opaque) {
+  rr_nic *nic = opaque;
+  return nic->n < RR_NET_QUEUE_MAX;
+}
+
+static void rr_net_receive(void *opaque, const uint8_t *frame, size_t len) {
+  rr_nic *nic = opaque;
+  if (nic->n == RR_NET_QUEUE_MAX || len == 0 || len > RR_FRAME_MAX)
+    return; /* dropped, as the device drops what it has no room for: nothing to log */
+  if (nic->n == nic->cap) {
+    nic->cap = nic->cap ? nic->cap * 2 : 16;
+    nic->q = vs_realloc(nic->q, nic->cap * sizeof(*nic->q));
+  }
+  nic->q[nic->n].data = vs_malloc0(len);
+  memcpy(nic->q[nic->n].data, frame, len);
+  nic->q[nic->n++].len = len;
+}
+
+/* The NIC's I/O source while recording: its backend, without the device's flush. */
+static void rr_net_prepare(void *opaque, vm_pollset *ps) {
+  virtio_net *n = opaque;
+  netdev_prepare(n->link.opaque, ps);
+}
+
+static void rr_net_dispatch(void *opaque, const vm_pollset *ps) {
+  virtio_net *n = opaque;
+  netdev_dispatch(n->link.opaque, ps);
+}
+
+/* Between slices: log and deliver what the backends handed over. */
+static void rr_net_deliver(vm *m) {
+  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+    rr_nic *nic = &m->rr->nics[i];
+    if (!nic->n)
+      continue;
+    for (size_t k = 0; k < nic->n; k++) {
+      rr_event ev = {.kind = RR_NET,
+                     .nic = i,
+                     .flags = k + 1 == nic->n ? RR_NET_BURST_END : 0,
+                     .icount = icount_of(m),
+                     .data = nic->q[k].data,
+                     .len = nic->q[k].len};
+      rr_log_put(&m->rr->log, &ev);
+      virtio_net_receive(m->net[i], nic->q[k].data, nic->q[k].len);
+      free(nic->q[k].data);
+    }
+    nic->n = 0;
+    virtio_net_flush(m->net[i]);
+  }
+}
+
+static void replay_net(vm *m, const rr_event *ev) {
+  if (ev->nic >= m->cfg.nnets) {
+    diverge(m, "the log delivers a frame to NIC %u, the machine has %u", ev->nic, m->cfg.nnets);
+    return;
+  }
+  virtio_net_receive(m->net[ev->nic], ev->data, ev->len);
+  if (ev->flags & RR_NET_BURST_END)
+    virtio_net_flush(m->net[ev->nic]);
+}
+
+static void install_net_hooks(vm *m) {
+  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+    rr_nic *nic = &m->rr->nics[i];
+    nic->m = m;
+    nic->index = i;
+    m->netdev[i]->peer = (netdev_peer){rr_net_can_receive, rr_net_receive, nic};
+    for (unsigned k = 0; k < m->num_io_sources; k++) {
+      if (m->io_sources[k].opaque == m->net[i]) {
+        m->io_sources[k].prepare = rr_net_prepare;
+        m->io_sources[k].dispatch = rr_net_dispatch;
+      }
+    }
+  }
+}
+
 /* The guest's clock moves to `mtime`: the timers that depend on it follow. */
 static void rr_set_time(vm *m, uint64_t mtime) {
   m->rr_mtime = mtime;
@@ -154,6 +261,7 @@ static void rr_set_time(vm *m, uint64_t mtime) {
 void vm_rr_tick(vm *m) {
   if (m->rr->replaying)
     return;
+  rr_net_deliver(m);
   uint64_t now = vm_host_mtime(m);
   if (now == m->rr_mtime)
     return;
@@ -186,6 +294,8 @@ static void install_hooks(vm *m) {
     m->rng->source = m->rr->replaying ? rr_rng_replay : rr_rng_record;
     m->rng->source_opaque = m;
   }
+  if (!m->rr->replaying)
+    install_net_hooks(m); /* a replay's NICs have no backend */
 }
 
 /* ------------------------------------------------------------------ digest */
@@ -221,12 +331,33 @@ static int check_recordable(const vm *m, vs_error **err) {
                         "--record: %u harts on their own threads; record/replay runs them on "
                         "one thread (--hart-threads off)",
                         m->nharts);
-  if (m->cfg.nnets)
-    return vs_error_set(err, 0, "--record: network frames are not recorded yet (drop --net)");
-  if (m->cfg.ndisks)
-    return vs_error_set(err, 0, "--record: disks are not recorded yet (drop --disk)");
+  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+    netdev_opts o;
+    if (netdev_parse_spec(m->cfg.nets[i], &o, err) < 0)
+      return -1;
+    if (o.kind != NETDEV_USER)
+      return vs_error_set(err, 0,
+                          "--record: network %u is a tap; only user networking (--net user) is "
+                          "recorded (a tap's link depends on the host kernel)",
+                          i);
+  }
   if (m->htif_enabled)
     return vs_error_set(err, 0, "--record: --htif test programs are not supported");
+  return 0;
+}
+
+/* SHA-256 of a snapshot's state file: it names the kernel and the machine and holds the RAM's
+ * digest, so it tells one start from another. */
+static int start_digest_of(const char *start, uint8_t out[RR_DIGEST_LEN], vs_error **err) {
+  _cleanup_free_ char *path = vs_asprintf("%s/state", start);
+  _cleanup_free_ char *img = NULL;
+  size_t len = 0;
+  if (vs_read_file(path, MAX_STATE_FILE, &img, &len, err) < 0)
+    return -1;
+  vs_sha256_ctx ctx;
+  vs_sha256_init(&ctx);
+  vs_sha256_update(&ctx, img, len);
+  vs_sha256_final_raw(&ctx, out);
   return 0;
 }
 
@@ -236,15 +367,21 @@ int vm_record_start(vm *m, const char *dir, vs_error **err) {
   if (vs_mkdir_p(dir, 0700, err) < 0)
     return vs_error_wrap(err, "--record %s", dir);
   _cleanup_free_ char *start = vs_asprintf("%s/start", dir);
-  vm_snapshot_opts so = {0};
-  if (vm_snapshot(m, start, &so, err) < 0)
+  /* Writable disks are frozen as the start's bases and the recording goes on in overlays next
+   * to them (PATH.<n>.qcow2): a replay reads the same bytes from its own overlay on the same
+   * base. A read-only disk is replayed from the image itself. Either way the image must not be
+   * changed afterwards. */
+  vm_snapshot_opts so = {.disk_overlay = true};
+  uint8_t start_digest[RR_DIGEST_LEN];
+  if (vm_snapshot(m, start, &so, err) < 0 || start_digest_of(start, start_digest, err) < 0)
     return vs_error_wrap(err, "--record: the starting snapshot");
   struct vm_rr *rr = vs_malloc0(sizeof(*rr));
   rr->dir = vs_strdup(dir);
+  memcpy(rr->start_digest, start_digest, RR_DIGEST_LEN);
   uint64_t mtime = vm_host_mtime(m);
   rr->realtime_base = host_realtime_ns() - (int64_t)(mtime * (1000000000 / VM_TIMEBASE_HZ));
   _cleanup_free_ char *log = vs_asprintf("%s/log", dir);
-  if (rr_log_create(&rr->log, log, m->nharts, rr->realtime_base, err) < 0) {
+  if (rr_log_create(&rr->log, log, m->nharts, rr->realtime_base, rr->start_digest, err) < 0) {
     free(rr->dir);
     free(rr);
     return vs_error_wrap(err, "--record");
@@ -267,6 +404,7 @@ static int load_log(struct vm_rr *rr, const char *dir, vs_error **err) {
     return vs_error_wrap(err, "%s", path);
   rr->realtime_base = r.realtime_base;
   rr->harts = r.harts;
+  memcpy(rr->start_digest, r.start_digest, RR_DIGEST_LEN);
   size_t cap_loop = 0, cap_rng = 0;
   rr_event ev;
   int rc;
@@ -286,6 +424,19 @@ static int load_log(struct vm_rr *rr, const char *dir, vs_error **err) {
 }
 
 static void rr_free(struct vm_rr *rr) {
+  for (unsigned i = 0; i < VM_MAX_NICS; i++) {
+    for (size_t k = 0; k < rr->nics[i].n; k++)
+      free(rr->nics[i].q[k].data);
+    free(rr->nics[i].q);
+  }
+  if (rr->clone_dir) {
+    vs_error *e = NULL;
+    if (vs_rm_rf(rr->clone_dir, &e) < 0) {
+      vs_log_warn("--replay: remove %s: %s", rr->clone_dir, e->msg);
+      vs_error_free(e);
+    }
+    free(rr->clone_dir);
+  }
   free(rr->dir);
   free(rr->log_data);
   free(rr->loop_ev);
@@ -303,9 +454,37 @@ vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err)
     return NULL;
   }
   _cleanup_free_ char *start = vs_asprintf("%s/start", dir);
+  uint8_t start_digest[RR_DIGEST_LEN];
+  if (start_digest_of(start, start_digest, err) < 0) {
+    rr_free(rr);
+    vs_error_wrap(err, "--replay: the starting snapshot");
+    return NULL;
+  }
+  if (memcmp(start_digest, rr->start_digest, RR_DIGEST_LEN) != 0) {
+    char want[RR_DIGEST_LEN * 2 + 1], got[RR_DIGEST_LEN * 2 + 1];
+    hex_of(rr->start_digest, want);
+    hex_of(start_digest, got);
+    vs_error_set(err, 0,
+                 "--replay %s: the log was recorded from another start (another kernel, machine "
+                 "or snapshot): it names a start with digest %s, %s/state has %s",
+                 dir, want, start, got);
+    rr_free(rr);
+    return NULL;
+  }
+  /* the disks' overlays on their frozen bases: this replay's own, removed at its end */
+  rr->clone_dir = vs_asprintf("%s/replay-XXXXXX", dir);
+  if (!mkdtemp(rr->clone_dir)) {
+    vs_error_set(err, errno, "--replay: create %s", rr->clone_dir);
+    free(rr->clone_dir);
+    rr->clone_dir = NULL;
+    rr_free(rr);
+    return NULL;
+  }
   vm_restore_opts o = *opts;
   o.console_in = -1; /* replay takes no input but the log's */
   o.one_thread = true;
+  o.net_offline = true;
+  o.clone_dir = rr->clone_dir;
   vm *m = vm_restore(start, &o, err);
   if (!m) {
     rr_free(rr);
@@ -375,6 +554,9 @@ static void replay_apply(vm *m, const rr_event *ev) {
     break;
   case RR_IRQ:
     replay_take_irq(m, ev);
+    break;
+  case RR_NET:
+    replay_net(m, ev);
     break;
   case RR_END:
     replay_end(m, ev);

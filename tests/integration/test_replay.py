@@ -1,9 +1,12 @@
 """Deterministic record and replay (vessel-vmm --record DIR / --replay DIR, docs/debugging.md):
-a Debian boot with console input (a shell command, /dev/hwrng, the clock) is recorded once on one
-hart and once on two, and each is replayed with the translator and with the interpreter; each
-replay prints the same console output byte for byte and ends at the recorded instruction count
-with the recorded digest of the harts' state and RAM. A tampered, truncated or foreign log is
-refused before anything runs."""
+a Debian boot with user networking and a disk, and console input (a shell command, /dev/hwrng,
+the clock, a page fetched over the network from a server on host loopback, the disk's first
+bytes, a write to it) is recorded once on one hart and once on two, and each is replayed with the
+translator and with the interpreter, five times in a row for the first (no live network: the
+server is gone by then); each replay prints the same console output byte for byte and ends at the
+recorded instruction count with the recorded digest of the harts' state and RAM. A tampered,
+truncated, newer-format or foreign log (another kernel's start) is refused before anything
+runs."""
 import re
 import shutil
 import subprocess
@@ -12,6 +15,7 @@ import zlib
 import pytest
 
 from test_vm_boot import BOOT_TIMEOUT, CMD_TIMEOUT, Console, vmm
+from test_vm_net import http_server
 
 REPLAY_TIMEOUT = 1800
 END_RE = re.compile(r"recorded (\d+) instructions in .*: log (\d+) bytes, (\d+) records, "
@@ -19,41 +23,64 @@ END_RE = re.compile(r"recorded (\d+) instructions in .*: log (\d+) bytes, (\d+) 
 REPLAY_RE = re.compile(r"replayed (\d+) instructions from .*: digest ([0-9a-f]{64}) \(matches\)")
 
 
+DISK_TOKEN = b"vessel-replay-disk\n"
+
+
 def record(build_dir, guest_assets, d, smp):
-    """A recording of a boot, a few commands typed at the shell, and a poweroff."""
+    """A recording of a boot, a few commands typed at the shell (one fetches a page over user
+    networking, one reads the disk and one writes it), and a poweroff."""
+    d.mkdir(parents=True)
+    disk = d.parent / "disk.raw"
+    disk.write_bytes(DISK_TOKEN + bytes((1 << 20) - len(DISK_TOKEN)))
+    www = d.parent / "www"
+    www.mkdir()
+    token = f"page-{d.parent.name}"
+    (www / "token.txt").write_text(token + "\n")
     argv = [vmm(build_dir), "--kernel", str(guest_assets / "Image"),
             "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
-            "--mem", "256M", "--smp", str(smp), "--record", str(d)]
-    con = Console(argv)
-    try:
-        m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
-        con.send("echo RESULT$((6*7)); grep -c ^processor /proc/cpuinfo; "
-                 "head -c 16 /dev/hwrng | od -An -tx1; date +%s")
-        m = con.wait_for(r"RESULT42\s+(\d+)\s+((?:[0-9a-f]{2} ?){16})\s+(\d+)", CMD_TIMEOUT,
-                         start=m.end())
-        assert int(m.group(1)) == smp
-        con.send("poweroff -f")
-        status = con.proc.wait(timeout=CMD_TIMEOUT)
-        assert status == 0, f"exit status {status}:\n{con.err.decode(errors='replace')}"
-        for t in con.readers:
-            t.join(timeout=30)
-        end = END_RE.search(con.err.decode(errors="replace"))
-        assert end, con.err.decode(errors="replace")
-        return {"dir": d, "out": con.out, "icount": int(end.group(1)),
-                "log_bytes": int(end.group(2)), "digest": end.group(4),
-                "hwrng": m.group(2).split()}
-    finally:
-        con.close()
+            "--mem", "256M", "--smp", str(smp), "--net", "user",
+            "--disk", f"{disk},format=raw", "--record", str(d / "rec")]
+    with http_server(www) as port:
+        con = Console(argv)
+        try:
+            return record_session(con, d / "rec", smp, port, token)
+        finally:
+            con.close()
+
+
+def record_session(con, d, smp, port, token):
+    m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
+    # wget retries until DHCP has configured eth0
+    con.send("echo RESULT$((6*7)); grep -c ^processor /proc/cpuinfo; "
+             "head -c 16 /dev/hwrng | od -An -tx1; date +%s; "
+             f"for i in $(seq 60); do wget -q -O - http://10.0.2.2:{port}/token.txt && break; "
+             "sleep 1; done; head -c 18 /dev/vda; echo; echo written | dd of=/dev/vda bs=512 "
+             "seek=8 conv=fsync 2>/dev/null; echo DONE$((2+2))")
+    m = con.wait_for(r"RESULT42\s+(\d+)\s+((?:[0-9a-f]{2} ?){16})\s+(\d+)\s+(\S+)\s+(\S+)\s+"
+                     r"DONE4", CMD_TIMEOUT, start=m.end())
+    assert int(m.group(1)) == smp
+    assert m.group(4) == token
+    assert m.group(5) == DISK_TOKEN.decode().strip()
+    con.send("poweroff -f")
+    status = con.proc.wait(timeout=CMD_TIMEOUT)
+    assert status == 0, f"exit status {status}:\n{con.err.decode(errors='replace')}"
+    for t in con.readers:
+        t.join(timeout=30)
+    end = END_RE.search(con.err.decode(errors="replace"))
+    assert end, con.err.decode(errors="replace")
+    return {"dir": d, "out": con.out, "icount": int(end.group(1)),
+            "log_bytes": int(end.group(2)), "digest": end.group(4),
+            "hwrng": m.group(2).split(), "token": token}
 
 
 @pytest.fixture(scope="module")
 def recording(build_dir, guest_assets, tmp_path_factory):
-    return record(build_dir, guest_assets, tmp_path_factory.mktemp("rr") / "rec", 1)
+    return record(build_dir, guest_assets, tmp_path_factory.mktemp("rr") / "one", 1)
 
 
 @pytest.fixture(scope="module")
 def recording_smp(build_dir, guest_assets, tmp_path_factory):
-    return record(build_dir, guest_assets, tmp_path_factory.mktemp("rr") / "rec", 2)
+    return record(build_dir, guest_assets, tmp_path_factory.mktemp("rr") / "two", 2)
 
 
 def replay(build_dir, d, *extra):
