@@ -9,11 +9,13 @@
 #include "vm/replay.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "vm/machine.h"
 #include "vm/netdev/netdev.h"
@@ -24,6 +26,10 @@
 /* frames a NIC holds between two slices while recording; a backend that hands more in one
  * slice (slirp cannot be told to wait) loses them, as a NIC with a full ring would */
 #define RR_NET_QUEUE_MAX 1024u
+/* A checkpoint every so many instructions while a debugger can reverse a replay: a step back
+ * re-executes at most this many (about a quarter of a second with the translator) */
+#define RR_CHECKPOINT_INSNS 100000000ull
+#define RR_PAGE 4096u
 
 _Static_assert(RR_MAX_NICS >= VM_MAX_NICS, "the log's NIC numbers cover every NIC");
 
@@ -32,6 +38,19 @@ typedef struct rr_frame {
   uint8_t *data;
   size_t len;
 } rr_frame;
+
+/* Replaying under a debugger: the machine at a count, for reverse execution. RAM is kept as the
+ * pages written since the checkpoint before (the dirty bitmap of migration); a page in none of
+ * the deltas up to a checkpoint is as the starting snapshot's memory file has it. */
+typedef struct rr_checkpoint {
+  uint64_t icount;
+  uint8_t *state; /* vm_state_save: harts, devices, the clock */
+  size_t state_len;
+  uint32_t *pages; /* the pages written since the checkpoint before, and their bytes */
+  uint8_t *data;
+  size_t npages;
+  size_t loop_i, rng_i; /* where the replay stood in the log */
+} rr_checkpoint;
 
 typedef struct rr_nic {
   vm *m;
@@ -63,6 +82,17 @@ struct vm_rr {
   bool ended;
   unsigned harts;            /* the log's */
   bool in_slice[VM_MAX_SMP]; /* replay: a hart is inside a recorded slice */
+  /* replaying under a debugger (one hart): checkpoints for reverse execution */
+  bool debugging;
+  rr_checkpoint *cps;
+  size_t ncps, cps_cap;
+  uint64_t next_checkpoint;
+  uint64_t *dirty;  /* scratch: vm_dirty_words */
+  int start_mem_fd; /* start/memory: RAM as the replay began */
+  uint64_t furthest; /* the count the replay has reached: output before it was printed */
+  int console_fd;
+  uint64_t *hits; /* reverse-continue: breakpoint hits in the window scanned */
+  size_t nhits, hits_cap;
 };
 
 static uint64_t icount_of(const vm *m) { return m->harts[0].minstret; }
@@ -253,7 +283,7 @@ static void install_net_hooks(vm *m) {
 
 /* The guest's clock moves to `mtime`: the timers that depend on it follow. */
 static void rr_set_time(vm *m, uint64_t mtime) {
-  m->rr_mtime = mtime;
+  vm_set_mtime(m, mtime); /* also the clock a paused machine (a debugger's stop) resumes with */
   aclint_update_timers(&m->aclint, mtime);
   rtc_update(&m->rtc);
 }
@@ -325,15 +355,10 @@ static void hex_of(const uint8_t *d, char out[RR_DIGEST_LEN * 2 + 1]) {
 
 /* ------------------------------------------------------------------ recording */
 
-static int check_recordable(const vm *m, vs_error **err) {
-  if (m->nharts > RR_MAX_HARTS || m->threads.on)
-    return vs_error_set(err, 0,
-                        "--record: %u harts on their own threads; record/replay runs them on "
-                        "one thread (--hart-threads off)",
-                        m->nharts);
-  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+int vm_record_check_config(const vm_config *cfg, vs_error **err) {
+  for (unsigned i = 0; i < cfg->nnets; i++) {
     netdev_opts o;
-    if (netdev_parse_spec(m->cfg.nets[i], &o, err) < 0)
+    if (netdev_parse_spec(cfg->nets[i], &o, err) < 0)
       return -1;
     if (o.kind != NETDEV_USER)
       return vs_error_set(err, 0,
@@ -341,6 +366,17 @@ static int check_recordable(const vm *m, vs_error **err) {
                           "recorded (a tap's link depends on the host kernel)",
                           i);
   }
+  return 0;
+}
+
+static int check_recordable(const vm *m, vs_error **err) {
+  if (m->nharts > RR_MAX_HARTS || m->threads.on)
+    return vs_error_set(err, 0,
+                        "--record: %u harts on their own threads; record/replay runs them on "
+                        "one thread (--hart-threads off)",
+                        m->nharts);
+  if (vm_record_check_config(&m->cfg, err) < 0)
+    return -1;
   if (m->htif_enabled)
     return vs_error_set(err, 0, "--record: --htif test programs are not supported");
   return 0;
@@ -423,7 +459,21 @@ static int load_log(struct vm_rr *rr, const char *dir, vs_error **err) {
   return 0;
 }
 
+static void checkpoint_free(rr_checkpoint *cp) {
+  free(cp->state);
+  free(cp->pages);
+  free(cp->data);
+  memset(cp, 0, sizeof(*cp));
+}
+
 static void rr_free(struct vm_rr *rr) {
+  for (size_t i = 0; i < rr->ncps; i++)
+    checkpoint_free(&rr->cps[i]);
+  free(rr->cps);
+  free(rr->dirty);
+  free(rr->hits);
+  if (rr->debugging && rr->start_mem_fd >= 0)
+    close(rr->start_mem_fd);
   for (unsigned i = 0; i < VM_MAX_NICS; i++) {
     for (size_t k = 0; k < rr->nics[i].n; k++)
       free(rr->nics[i].q[k].data);
@@ -631,16 +681,65 @@ static void replay_run_harts(vm *m) {
   uart_flush(&m->uart);
 }
 
-void vm_rr_replay_run(vm *m) {
+/* ------------------------------------------------------------------ one hart, and a debugger */
+
+typedef struct replay_run_opts {
+  uint64_t until;      /* stop when the hart's count reaches it (UINT64_MAX: the log's end) */
+  bool apply_at_until; /* ... after applying the records due there (not the end record) */
+  bool serve;          /* serve the I/O sources (the debugger) between runs */
+  bool scan;           /* note breakpoint hits below `until` and run on (reverse-continue) */
+} replay_run_opts;
+
+static void checkpoint_take(vm *m);
+
+static void note_hit(struct vm_rr *rr, uint64_t icount) {
+  if (rr->nhits == rr->hits_cap) {
+    rr->hits_cap = rr->hits_cap ? rr->hits_cap * 2 : 64;
+    rr->hits = vs_realloc(rr->hits, rr->hits_cap * sizeof(*rr->hits));
+  }
+  rr->hits[rr->nhits++] = icount;
+}
+
+/* Console output the replay printed already (before a reverse step) is not printed again. */
+static void replay_flush_console(vm *m) {
   struct vm_rr *rr = m->rr;
-  if (m->nharts > 1) {
-    replay_run_harts(m);
+  if (!rr->debugging) {
+    uart_flush(&m->uart);
     return;
   }
+  uint64_t now = m->harts[0].minstret;
+  m->uart.out_fd = now <= rr->furthest ? -1 : rr->console_fd;
+  uart_flush(&m->uart);
+  m->uart.out_fd = rr->console_fd;
+  if (now > rr->furthest)
+    rr->furthest = now;
+}
+
+/* The records due at the hart's count, in the log's order. */
+static void replay_apply_due(vm *m, bool end_too) {
+  struct vm_rr *rr = m->rr;
+  while (!rr->divergence && !rr->ended && rr->loop_i < rr->loop_n) {
+    const rr_event *ev = &rr->loop_ev[rr->loop_i];
+    if (ev->icount != m->harts[0].minstret || (ev->kind == RR_END && !end_too))
+      return;
+    rr->loop_i++;
+    replay_apply(m, ev);
+  }
+}
+
+/* One hart from one logged record to the next (apply what is due, run to the next record). */
+static void replay_one_hart(vm *m, const replay_run_opts *o) {
+  struct vm_rr *rr = m->rr;
   rv_hart *h = &m->harts[0];
-  if (m->hsm[0] == HSM_START_PENDING)
-    vm_hart_begin(m, 0);
+  bool step_over = false; /* scanning: past the breakpoint just noted */
   while (!rr->divergence && !rr->ended) {
+    if (o->serve) {
+      vm_serve_io(m, 0);
+      while (m->paused && !m->stop)
+        vm_serve_io(m, INT64_MAX);
+      if (m->stop && m->exit_reason == VM_EXIT_QUIT)
+        break; /* the debugger killed the VM */
+    }
     if (rr->loop_i == rr->loop_n) {
       diverge(m, "the log ends without its end record");
       break;
@@ -652,20 +751,243 @@ void vm_rr_replay_run(vm *m) {
               (unsigned long long)ev->icount);
       break;
     }
+    if (now == o->until && (!o->apply_at_until || ev->icount != now || ev->kind == RR_END))
+      break;
     if (ev->icount == now) {
       rr->loop_i++;
       replay_apply(m, ev);
       continue;
     }
-    uint64_t done = rv_hart_run(h, ev->icount - now);
-    uart_flush(&m->uart);
-    if (done == 0 && (h->wfi || m->hsm[0] != HSM_STARTED))
+    if (rr->debugging && now >= rr->next_checkpoint)
+      checkpoint_take(m);
+    uint64_t budget = ev->icount - now;
+    if (o->until > now && o->until - now < budget)
+      budget = o->until - now;
+    uint64_t done;
+    if (step_over) {
+      done = rv_hart_step(h);
+      step_over = false;
+    } else {
+      done = rv_hart_run(h, budget);
+    }
+    if (o->scan && h->breakpoint_hit) {
+      note_hit(rr, h->minstret);
+      h->breakpoint_hit = false;
+      step_over = true;
+      continue;
+    }
+    replay_flush_console(m);
+    if (done == 0 && !h->breakpoint_hit && (h->wfi || m->hsm[0] != HSM_STARTED))
       diverge(m,
               "the hart waits (wfi %d, hsm %d) with nothing to wake it, but the log's next "
               "record (%s) is at instruction count %llu",
               h->wfi, m->hsm[0], rr_kind_name(ev->kind), (unsigned long long)ev->icount);
   }
-  uart_flush(&m->uart);
+  replay_flush_console(m);
+}
+
+/* ---- checkpoints */
+
+
+static void checkpoint_take(vm *m) {
+  struct vm_rr *rr = m->rr;
+  if (rr->ncps == rr->cps_cap) {
+    rr->cps_cap = rr->cps_cap ? rr->cps_cap * 2 : 64;
+    rr->cps = vs_realloc(rr->cps, rr->cps_cap * sizeof(*rr->cps));
+  }
+  rr_checkpoint *cp = &rr->cps[rr->ncps++];
+  memset(cp, 0, sizeof(*cp));
+  cp->icount = m->harts[0].minstret;
+  cp->loop_i = rr->loop_i;
+  cp->rng_i = rr->rng_i;
+  size_t words = vm_dirty_words(m);
+  vm_dirty_harvest(m, rr->dirty);
+  for (size_t w = 0; w < words; w++)
+    cp->npages += (size_t)__builtin_popcountll(rr->dirty[w]);
+  if (rr->ncps == 1)
+    cp->npages = 0; /* the first: RAM is the start's memory file (tracking began all dirty) */
+  cp->pages = vs_malloc0((cp->npages ? cp->npages : 1) * sizeof(*cp->pages));
+  cp->data = vs_malloc0(cp->npages ? cp->npages * (size_t)RR_PAGE : 1);
+  size_t n = 0;
+  for (size_t w = 0; w < words && n < cp->npages; w++) {
+    for (uint64_t bits = rr->dirty[w]; bits && n < cp->npages; bits &= bits - 1) {
+      size_t page = w * 64 + (size_t)__builtin_ctzll(bits);
+      cp->pages[n] = (uint32_t)page;
+      memcpy(cp->data + n * RR_PAGE, m->ram + page * RR_PAGE, RR_PAGE);
+      n++;
+    }
+  }
+  vmstate_writer w;
+  vmstate_writer_init(&w);
+  vm_state_save(m, &w, NULL);
+  cp->state = w.data; /* the checkpoint keeps the writer's buffer */
+  cp->state_len = w.len;
+  rr->next_checkpoint = cp->icount + RR_CHECKPOINT_INSNS;
+}
+
+static void set_page_bit(uint64_t *bits, size_t page) { bits[page / 64] |= 1ull << (page % 64); }
+
+/* The machine as checkpoint k holds it; the later checkpoints go (they are made again, the
+ * same, as the replay passes their counts). */
+static void checkpoint_restore(vm *m, size_t k) {
+  struct vm_rr *rr = m->rr;
+  size_t words = vm_dirty_words(m);
+  /* the pages that may differ from the start: written since the last checkpoint, or in any */
+  vm_dirty_harvest(m, rr->dirty);
+  for (size_t j = 1; j < rr->ncps; j++)
+    for (size_t i = 0; i < rr->cps[j].npages; i++)
+      set_page_bit(rr->dirty, rr->cps[j].pages[i]);
+  for (size_t w = 0; w < words; w++) {
+    for (uint64_t bits = rr->dirty[w]; bits; bits &= bits - 1) {
+      size_t page = w * 64 + (size_t)__builtin_ctzll(bits);
+      uint8_t *dst = m->ram + page * RR_PAGE;
+      ssize_t got = pread(rr->start_mem_fd, dst, RR_PAGE, (off_t)(page * RR_PAGE));
+      if (got < (ssize_t)RR_PAGE)
+        memset(dst + (got > 0 ? got : 0), 0, RR_PAGE - (size_t)(got > 0 ? got : 0));
+    }
+  }
+  for (size_t j = 1; j <= k; j++)
+    for (size_t i = 0; i < rr->cps[j].npages; i++)
+      memcpy(m->ram + (size_t)rr->cps[j].pages[i] * RR_PAGE, rr->cps[j].data + i * RR_PAGE,
+             RR_PAGE);
+  /* code decoded or translated from the pages is stale */
+  for (size_t w = 0; w < words; w++)
+    for (uint64_t bits = rr->dirty[w]; bits; bits &= bits - 1)
+      vm_ram_mark_dirty(m, VM_RAM_BASE + (w * 64 + (uint64_t)__builtin_ctzll(bits)) * RR_PAGE,
+                        RR_PAGE);
+  rr_checkpoint *cp = &rr->cps[k];
+  vm_config cfg;
+  vm_config_init(&cfg);
+  char *strings[VM_CONFIG_STRINGS] = {0};
+  bool frozen;
+  vmstate_reader rest;
+  vs_error *err = NULL;
+  if (vm_state_open(cp->state, cp->state_len, &cfg, strings, &frozen, &rest, &err) < 0 ||
+      vm_state_load(m, &rest, NULL, &err) < 0) {
+    diverge(m, "restoring the checkpoint at %llu failed: %s", (unsigned long long)cp->icount,
+            err->msg);
+    vs_error_free(err);
+  }
+  for (unsigned i = 0; i < VM_CONFIG_STRINGS; i++)
+    free(strings[i]);
+  for (unsigned h = 0; h < m->nharts; h++) {
+    m->harts[h].breakpoint_hit = false;
+    rv_hart_flush_tlb(&m->harts[h]);
+    rv_hart_flush_icache(&m->harts[h]);
+  }
+  vm_dirty_harvest(m, rr->dirty); /* RAM is the checkpoint's now: nothing written since */
+  while (rr->ncps > k + 1)
+    checkpoint_free(&rr->cps[--rr->ncps]);
+  rr->loop_i = cp->loop_i;
+  rr->rng_i = cp->rng_i;
+  rr->next_checkpoint = cp->icount + RR_CHECKPOINT_INSNS;
+}
+
+/* Checkpoints from the start on: a debugger is attached to a one-hart replay. */
+static int debugging_start(vm *m, vs_error **err) {
+  struct vm_rr *rr = m->rr;
+  _cleanup_free_ char *mem = vs_asprintf("%s/start/memory", rr->dir);
+  rr->start_mem_fd = open(mem, O_RDONLY | O_CLOEXEC);
+  if (rr->start_mem_fd < 0)
+    return vs_error_set(err, errno, "open %s", mem);
+  rr->debugging = true;
+  rr->console_fd = m->uart.out_fd;
+  rr->dirty = vs_malloc0(vm_dirty_words(m) * sizeof(uint64_t));
+  vm_dirty_tracking_start(m);
+  checkpoint_take(m);
+  return 0;
+}
+
+bool vm_rr_can_reverse(const vm *m) { return m->rr && m->rr->debugging; }
+
+void vm_rr_step(vm *m, unsigned h) {
+  struct vm_rr *rr = m->rr;
+  if (!rr->debugging || h != 0) {
+    rv_hart_step(&m->harts[h]);
+    return;
+  }
+  replay_apply_due(m, true);
+  if (!rr->divergence && !rr->ended)
+    rv_hart_step(&m->harts[0]);
+  replay_flush_console(m);
+}
+
+/* The last checkpoint before count c (the first if none is). */
+static size_t checkpoint_before(const struct vm_rr *rr, uint64_t c) {
+  size_t k = rr->ncps - 1;
+  while (k > 0 && rr->cps[k].icount >= c)
+    k--;
+  return k;
+}
+
+/* From checkpoint k to count `to`, without the debugger's breakpoints. */
+static void replay_to(vm *m, size_t k, uint64_t to, bool apply_at_to) {
+  const rv_breakpoints *bp = m->bus.breakpoints;
+  checkpoint_restore(m, k);
+  m->bus.breakpoints = NULL;
+  replay_run_opts o = {.until = to, .apply_at_until = apply_at_to};
+  replay_one_hart(m, &o);
+  m->bus.breakpoints = bp;
+}
+
+int vm_rr_reverse(vm *m, bool step) {
+  struct vm_rr *rr = m->rr;
+  if (!rr || !rr->debugging)
+    return -1;
+  uint64_t now = m->harts[0].minstret;
+  if (now <= rr->cps[0].icount)
+    return 1;
+  if (step) {
+    replay_to(m, checkpoint_before(rr, now - 1), now - 1, false);
+    return 0;
+  }
+  /* back to the last breakpoint hit before now: scan the windows between checkpoints from the
+   * nearest backwards, each run forward with the breakpoints noted */
+  uint64_t window_end = now;
+  for (size_t k = checkpoint_before(rr, now);; k--) {
+    checkpoint_restore(m, k);
+    rr->nhits = 0;
+    replay_run_opts o = {.until = window_end, .scan = true};
+    replay_one_hart(m, &o);
+    if (rr->divergence)
+      return 0;
+    if (rr->nhits) {
+      replay_to(m, k, rr->hits[rr->nhits - 1], true);
+      return 0;
+    }
+    if (k == 0) {
+      checkpoint_restore(m, 0);
+      return 1;
+    }
+    window_end = rr->cps[k].icount;
+  }
+}
+
+void vm_rr_replay_run(vm *m) {
+  if (m->nharts > 1 && m->bus.breakpoints) {
+    m->rr->divergence =
+        vs_asprintf("--gdb: a replay of %u harts cannot be debugged yet (one hart only)",
+                    m->nharts);
+    vm_request_exit(m, VM_EXIT_FAIL, 1);
+    return;
+  }
+  if (m->nharts > 1) {
+    replay_run_harts(m);
+    return;
+  }
+  if (m->hsm[0] == HSM_START_PENDING)
+    vm_hart_begin(m, 0);
+  replay_run_opts o = {.until = UINT64_MAX};
+  if (m->bus.breakpoints) { /* a debugger's stub: serve it, keep checkpoints to go back to */
+    vs_error *err = NULL;
+    if (debugging_start(m, &err) < 0) {
+      diverge(m, "cannot keep checkpoints for the debugger: %s", err->msg);
+      vs_error_free(err);
+      return;
+    }
+    o.serve = true;
+  }
+  replay_one_hart(m, &o);
 }
 
 /* ------------------------------------------------------------------ the end */

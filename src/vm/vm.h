@@ -156,6 +156,8 @@ vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err);
  * checks that the replay reached it with the recorded state, and prints the run's digest; it
  * fails with the first divergence. Up to RR_MAX_HARTS harts on one thread, --net user, disks. */
 int vm_record_start(vm *m, const char *dir, vs_error **err);
+/* What --record refuses before the machine is built (a tap network). */
+int vm_record_check_config(const vm_config *cfg, vs_error **err);
 vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err);
 int vm_rr_finish(vm *m, vs_error **err);
 

@@ -93,8 +93,14 @@ def test_recording_is_a_snapshot_and_a_log(recording):
     assert (d / "start" / "state").is_file() and (d / "start" / "memory").is_file()
     assert (d / "log").stat().st_size == recording["log_bytes"]
     assert recording["icount"] > 0
+    log = (d / "log").read_bytes()
     # the guest read 16 bytes of the host's randomness: they are in the log as they were read
-    assert bytes.fromhex("".join(recording["hwrng"])) in (d / "log").read_bytes()
+    assert bytes.fromhex("".join(recording["hwrng"])) in log
+    # the page came over the network: its bytes are in a frame the log delivers
+    assert recording["token"].encode() in log
+    # the disk was frozen as the start's base and the recording went on in an overlay beside it
+    assert (d.parent.parent / "disk.raw.1.qcow2").is_file()
+    assert (d.parent.parent / "disk.raw").read_bytes().startswith(DISK_TOKEN)
 
 
 def check_replay(build_dir, rec, accel):
@@ -108,7 +114,8 @@ def check_replay(build_dir, rec, accel):
     assert r.stdout == rec["out"]
 
 
-@pytest.mark.parametrize("accel", ["jit", "interp"])
+# five times in a row, both engines, with no live network (the recording's server is gone)
+@pytest.mark.parametrize("accel", ["jit", "interp", "jit", "interp", "jit"])
 def test_replay_reproduces_the_run(build_dir, recording, accel):
     check_replay(build_dir, recording, accel)
 
@@ -137,10 +144,17 @@ def flip_middle(log):
     return log
 
 
-def newer_version(log):
-    log[8] = 2  # the version field; its header checksum is checked first: fix it up
-    log[24:28] = zlib.crc32(bytes(log[:24])).to_bytes(4, "little")
+HEADER_LEN = 60  # src/vm/replay.h: RR_LOG_HEADER_LEN; the header's CRC-32 in its last 4 bytes
+
+
+def fix_header_crc(log):
+    log[HEADER_LEN - 4:HEADER_LEN] = zlib.crc32(bytes(log[:HEADER_LEN - 4])).to_bytes(4, "little")
     return log
+
+
+def newer_version(log):
+    log[8] = 3  # the version field
+    return fix_header_crc(log)
 
 
 def test_tampered_log_is_refused(build_dir, recording, tmp_path):
@@ -155,7 +169,22 @@ def test_truncated_log_is_refused(build_dir, recording, tmp_path):
 
 def test_newer_format_is_refused(build_dir, recording, tmp_path):
     err = replay_damaged(build_dir, recording, tmp_path, newer_version)
-    assert "format version 2 at offset 8, this vessel-vmm reads version 1" in err, err
+    assert "format version 3 at offset 8, this vessel-vmm reads version 2" in err, err
+
+
+def test_log_of_another_start_is_refused(build_dir, recording, recording_smp, tmp_path):
+    """A log put beside another recording's start (another machine; the same goes for another
+    kernel: the start's digest covers the kernel's path and the RAM it was loaded into)."""
+    d = tmp_path / "rec"
+    shutil.copytree(recording["dir"], d)
+    shutil.copy(recording_smp["dir"] / "log", d / "log")
+    r = replay(build_dir, d)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 1, err
+    assert r.stdout == b""
+    assert re.search(r"the log was recorded from another start \(another kernel, machine or "
+                     r"snapshot\): it names a start with digest [0-9a-f]{64}, .*/start/state has "
+                     r"[0-9a-f]{64}", err), err
 
 
 def varint(log, p):
@@ -173,7 +202,7 @@ def first_interrupt_changed(log):
     """Give the log's first interrupt record another cause (1, a supervisor software
     interrupt), with every checksum after it right again: a log that reads well but says what
     did not happen (the record layout is in src/vm/replay.h)."""
-    chunks, p = [], 28
+    chunks, p = [], HEADER_LEN
     while p < len(log):
         n = int.from_bytes(log[p:p + 4], "little")
         chunks.append((p, n))
@@ -188,7 +217,9 @@ def first_interrupt_changed(log):
             break
         if kind == 1:
             _, p = varint(log, p)
-        elif kind in (3, 4):
+        elif kind in (3, 4, 8):
+            if kind == 8:  # NET: NIC, flags, then the frame
+                p += 2
             length, p = varint(log, p)
             p += length
         elif kind in (6, 7):
@@ -217,11 +248,14 @@ def test_divergence_is_reported_where_it_happens(build_dir, recording, tmp_path)
 
 
 def test_record_refuses_what_it_cannot_record(build_dir, guest_assets, tmp_path):
-    r = subprocess.run([vmm(build_dir), "--kernel", str(guest_assets / "Image"), "--net", "user",
-                        "--record", str(tmp_path / "rec")], stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=CMD_TIMEOUT)
+    # refused before anything is opened: no tap is made
+    r = subprocess.run([vmm(build_dir), "--kernel", str(guest_assets / "Image"),
+                        "--net", "tap=vsrr-none0", "--record", str(tmp_path / "rec")],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=CMD_TIMEOUT)
     assert r.returncode == 1
-    assert "network frames are not recorded yet" in r.stderr.decode(errors="replace")
+    assert "network 0 is a tap; only user networking (--net user) is recorded" in \
+        r.stderr.decode(errors="replace")
+    assert not (tmp_path / "rec").exists()
     r = subprocess.run([vmm(build_dir), "--replay", str(tmp_path / "rec"), "--mem", "64M"],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=CMD_TIMEOUT)
     assert r.returncode == 2

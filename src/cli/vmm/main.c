@@ -355,10 +355,10 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
     return usage_error("unexpected argument '%s'", argv[optind]);
   if (a->restore && a->incoming)
     return usage_error("%s", "--restore and --incoming exclude each other");
-  if ((a->record || a->replay) && (a->restore || a->incoming || a->api_sock || a->gdb ||
-                                   a->gdb_wait || (a->record && a->replay)))
-    return usage_error("%s", "--record and --replay take no --restore, --incoming, --api-sock, "
-                             "--gdb or each other");
+  if ((a->record || a->replay) && (a->restore || a->incoming || a->api_sock ||
+                                   (a->record && (a->gdb || a->gdb_wait || a->replay))))
+    return usage_error("%s", "--record and --replay take no --restore, --incoming, --api-sock "
+                             "or each other, --record no --gdb");
   if (a->replay) {
     if (machine_opts)
       return usage_error("%s", "the recording describes the machine: --kernel, --mem, --disk, "
@@ -465,6 +465,10 @@ int main(int argc, char **argv) {
   a.ropts.one_thread = cfg.one_thread;
 
   _cleanup_error_ vs_error *err = NULL;
+  if (a.record && vm_record_check_config(&cfg, &err) < 0) {
+    vs_error_print(err, "vessel-vmm");
+    return EXIT_VMM_ERROR;
+  }
   vm *m = a.restore    ? vm_restore(a.restore, &a.ropts, &err)
           : a.incoming ? vm_migrate_incoming(a.incoming, &a.ropts, &err)
           : a.replay   ? vm_replay_open(a.replay, &a.ropts, &err)
