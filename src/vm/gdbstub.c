@@ -905,7 +905,6 @@ static void cmd_v(gdb_stub *s, const char *p, size_t len) {
     send_str(s, "");
 }
 
-/* The debugger leaves: breakpoints go, the VM runs on. */
 /* bs / bc on a replay: back one instruction, or to the last breakpoint hit before here (the
  * replay restores its nearest checkpoint and runs forward). At the recording's start gdb hears
  * that there is no more history (replaylog:begin), as from QEMU. */
@@ -924,6 +923,7 @@ static void cmd_reverse(gdb_stub *s, const char *p, size_t len) {
   send_str(s, buf);
 }
 
+/* The debugger leaves: breakpoints go, the VM runs on. */
 static void cmd_detach(gdb_stub *s) {
   __atomic_store_n(&s->bp.n, 0, __ATOMIC_RELEASE);
   send_str(s, "OK");

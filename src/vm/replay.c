@@ -87,8 +87,8 @@ struct vm_rr {
   rr_checkpoint *cps;
   size_t ncps, cps_cap;
   uint64_t next_checkpoint;
-  uint64_t *dirty;  /* scratch: vm_dirty_words */
-  int start_mem_fd; /* start/memory: RAM as the replay began */
+  uint64_t *dirty;   /* scratch: vm_dirty_words */
+  int start_mem_fd;  /* start/memory: RAM as the replay began */
   uint64_t furthest; /* the count the replay has reached: output before it was printed */
   int console_fd;
   uint64_t *hits; /* reverse-continue: breakpoint hits in the window scanned */
@@ -283,7 +283,9 @@ static void install_net_hooks(vm *m) {
 
 /* The guest's clock moves to `mtime`: the timers that depend on it follow. */
 static void rr_set_time(vm *m, uint64_t mtime) {
-  vm_set_mtime(m, mtime); /* also the clock a paused machine (a debugger's stop) resumes with */
+  m->rr_mtime = mtime;
+  if (m->paused)
+    m->paused_mtime = mtime; /* the clock a debugger's stop resumes with */
   aclint_update_timers(&m->aclint, mtime);
   rtc_update(&m->rtc);
 }
@@ -788,7 +790,6 @@ static void replay_one_hart(vm *m, const replay_run_opts *o) {
 
 /* ---- checkpoints */
 
-
 static void checkpoint_take(vm *m) {
   struct vm_rr *rr = m->rr;
   if (rr->ncps == rr->cps_cap) {
@@ -965,9 +966,8 @@ int vm_rr_reverse(vm *m, bool step) {
 
 void vm_rr_replay_run(vm *m) {
   if (m->nharts > 1 && m->bus.breakpoints) {
-    m->rr->divergence =
-        vs_asprintf("--gdb: a replay of %u harts cannot be debugged yet (one hart only)",
-                    m->nharts);
+    m->rr->divergence = vs_asprintf(
+        "--gdb: a replay of %u harts cannot be debugged yet (one hart only)", m->nharts);
     vm_request_exit(m, VM_EXIT_FAIL, 1);
     return;
   }

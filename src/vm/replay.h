@@ -23,10 +23,10 @@
  *   records  u8 kind, varint zigzag icount delta, then per kind: TIME varint zigzag mtime delta,
  *            IRQ u8 hart and u8 cause, RUN and BEGIN u8 hart, CONSOLE and RNG varint length
  *            and bytes, NET u8 NIC, u8 flags (1: the last frame of the backend's burst, after
- *            which the device flushes), varint length and the frame, END 32 digest bytes. A record's count is its hart's (hart 0's for
- *            TIME, CONSOLE, RNG and END).
- * A reader checks the whole log before replay starts: a truncated, reordered or altered log is
- * refused with the chunk and offset where it goes wrong. */
+ *            which the device flushes), varint length and the frame, END 32 digest bytes. A
+ * record's count is its hart's (hart 0's for TIME, CONSOLE, RNG and END). A reader checks the whole
+ * log before replay starts: a truncated, reordered or altered log is refused with the chunk and
+ * offset where it goes wrong. */
 #ifndef VESSEL_VM_REPLAY_H
 #define VESSEL_VM_REPLAY_H
 
@@ -41,7 +41,7 @@
 #define RR_LOG_HEADER_CRC_AT 56u /* the header's CRC-32 covers the bytes before it */
 #define RR_CHUNK_TARGET 65536u
 #define RR_CHUNK_MAX 1048576u
-#define RR_DATA_MAX 65536u /* console and rng records */
+#define RR_DATA_MAX 65536u  /* console and rng records */
 #define RR_FRAME_MAX 70000u /* a NIC's largest frame: a 64 KiB TCP packet and its headers */
 #define RR_NET_BURST_END 1u
 #define RR_DIGEST_LEN 32u
@@ -61,9 +61,9 @@ typedef enum rr_kind {
 
 typedef struct rr_event {
   rr_kind kind;
-  unsigned hart;   /* IRQ, RUN, BEGIN */
-  unsigned nic;    /* NET */
-  unsigned flags;  /* NET: RR_NET_BURST_END */
+  unsigned hart;  /* IRQ, RUN, BEGIN */
+  unsigned nic;   /* NET */
+  unsigned flags; /* NET: RR_NET_BURST_END */
   uint64_t icount;
   uint64_t value;      /* TIME: mtime; IRQ: cause */
   const uint8_t *data; /* CONSOLE, RNG: the bytes; NET: the frame; END: the digest (points

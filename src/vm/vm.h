@@ -59,7 +59,7 @@ typedef struct vm_config {
   bool interpreter;      /* run the harts in the interpreter (--accel interp), not translated */
   bool no_hypervisor;    /* --cpu rv64,h=off: harts without the H extension (default: with) */
   bool one_thread;       /* --hart-threads off: every hart on vm_run's thread, round-robin */
-  bool net_offline; /* NICs without a live backend: a replay delivers the recorded frames */
+  bool net_offline;      /* NICs without a live backend: a replay delivers the recorded frames */
   const char *disks[VM_MAX_DISKS]; /* --disk specs (vm_disk_parse_spec syntax) */
   unsigned ndisks;
   const char *nets[VM_MAX_NICS]; /* --net specs (vm_net_check_spec syntax) */

@@ -46,8 +46,8 @@ static size_t sample(rr_event *evs) {
   for (int i = 0; i < 3; i++)
     evs[n++] =
         (rr_event){.kind = RR_RNG, .icount = 1000u + (unsigned)i, .data = big, .len = sizeof(big)};
-  evs[n++] = (rr_event){
-      .kind = RR_NET, .icount = 2000, .nic = 3, .data = frame, .len = sizeof(frame)};
+  evs[n++] =
+      (rr_event){.kind = RR_NET, .icount = 2000, .nic = 3, .data = frame, .len = sizeof(frame)};
   evs[n++] = (rr_event){.kind = RR_NET,
                         .icount = 2000,
                         .nic = 0,
