@@ -4,8 +4,11 @@
  * slice of the run loop and moves only between slices (a TIME record), so however often an
  * engine looks at it inside a slice it reads the same; the RTC follows that clock; interrupts
  * are taken only where the recording took them (the CPU's irq_gate), which replay reaches
- * exactly through the run's instruction budget; console input and rng bytes come from the log.
- * The interpreter and the translator stop at the same counts, so either replays either's log. */
+ * exactly through the run's instruction budget; console input, rng bytes and network frames come
+ * from the log (a replay's NICs have no backend); disks are frozen under an overlay at the start.
+ * The interpreter and the translator stop at the same counts, so either replays either's log.
+ * A debugger on a one-hart replay can go back: checkpoints along the way, re-execution from the
+ * nearest. */
 #include "vm/replay.h"
 
 #include <errno.h>
@@ -54,17 +57,14 @@ typedef struct rr_checkpoint {
 
 typedef struct rr_nic {
   vm *m;
-  unsigned index;
   rr_frame *q;
   size_t n, cap;
+  unsigned index;
 } rr_nic;
 
 struct vm_rr {
-  bool replaying;
   char *dir;
   int64_t realtime_base; /* host CLOCK_REALTIME (ns) when mtime was 0 */
-  uint8_t digest[RR_DIGEST_LEN];
-  uint8_t start_digest[RR_DIGEST_LEN]; /* SHA-256 of start/state */
   /* recording */
   rr_log_writer log;
   rr_nic nics[VM_MAX_NICS];
@@ -76,23 +76,26 @@ struct vm_rr {
   size_t log_len;
   rr_event *loop_ev, *rng_ev;
   size_t loop_n, rng_n, loop_i, rng_i;
-  bool taking;  /* the loop takes the logged interrupt now */
   int64_t took; /* the cause the gate let through, -1: none */
   char *divergence;
-  bool ended;
-  unsigned harts;            /* the log's */
-  bool in_slice[VM_MAX_SMP]; /* replay: a hart is inside a recorded slice */
   /* replaying under a debugger (one hart): checkpoints for reverse execution */
-  bool debugging;
   rr_checkpoint *cps;
   size_t ncps, cps_cap;
   uint64_t next_checkpoint;
   uint64_t *dirty;   /* scratch: vm_dirty_words */
-  int start_mem_fd;  /* start/memory: RAM as the replay began */
   uint64_t furthest; /* the count the replay has reached: output before it was printed */
-  int console_fd;
-  uint64_t *hits; /* reverse-continue: breakpoint hits in the window scanned */
+  uint64_t *hits;    /* reverse-continue: breakpoint hits in the window scanned */
   size_t nhits, hits_cap;
+  unsigned harts;   /* the log's */
+  int start_mem_fd; /* start/memory: RAM as the replay began */
+  int console_fd;
+  bool replaying;
+  bool taking; /* the loop takes the logged interrupt now */
+  bool ended;
+  bool debugging;
+  bool in_slice[VM_MAX_SMP]; /* replay: a hart is inside a recorded slice */
+  uint8_t digest[RR_DIGEST_LEN];
+  uint8_t start_digest[RR_DIGEST_LEN]; /* SHA-256 of start/state */
 };
 
 static uint64_t icount_of(const vm *m) { return m->harts[0].minstret; }
