@@ -60,7 +60,7 @@ static int add_net(vm *m, unsigned i, vs_error **err) {
   virtio_net *n = vs_malloc0(sizeof(*n));
   m->net[i] = n;
   netdev_peer peer = {virtio_net_can_receive, virtio_net_receive, n};
-  netdev *nd = netdev_open(&o, peer, err);
+  netdev *nd = m->cfg.net_offline ? netdev_offline_open(&o, peer, err) : netdev_open(&o, peer, err);
   if (!nd)
     return -1;
   m->netdev[i] = nd;

@@ -602,6 +602,7 @@ static void apply_runtime_opts(vm_config *cfg, const vm_restore_opts *o) {
   cfg->trace = o->trace;
   cfg->interpreter = o->interpreter;
   cfg->one_thread = o->one_thread;
+  cfg->net_offline = o->net_offline;
 }
 
 vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err) {
