@@ -23,6 +23,13 @@ typedef struct vd_options {
   const char *monitor_path; /* the vessel-monitor program */
   json_t *default_ulimits;  /* OCI rlimits every container gets unless it sets its own (or NULL) */
   const char *bridge;       /* the default network's bridge; "none": no default network */
+  /* the web console (docs/web.md): an HTTPS listener when web is "ADDRESS:PORT" */
+  const char *web, *web_cert, *web_key; /* no cert and key: a self-signed pair, made once */
+  const char *web_root;                 /* static files; default <dir of vesseld>/web */
+  long long web_session_ttl;            /* seconds of inactivity (0: 28800) */
+  /* TLS on the tcp:// hosts, as dockerd's --tls, --tlsverify, --tlscacert, --tlscert, --tlskey */
+  bool tls, tls_verify;
+  const char *tls_ca, *tls_cert, *tls_key;
 } vd_options;
 
 /* daemon.json, as --config reads it: each field is NULL (or -1) when the file does not set it.

@@ -52,19 +52,21 @@ typedef enum {
   VD_SRC_LISTENER,
   VD_SRC_CONN,
   VD_SRC_SIGNAL,
-  VD_SRC_DONE,         /* eventfd: worker jobs finished */
-  VD_SRC_INOTIFY,      /* container directories: the logs grew, an exit was recorded */
-  VD_SRC_MONITOR,      /* pidfd of a container's monitor */
-  VD_SRC_RESTART,      /* timerfd of a container waiting to be restarted */
-  VD_SRC_ATTACH,       /* an attach connection's socket to the container's monitor (stdin) */
-  VD_SRC_EXEC_PID,     /* pidfd of an exec's helper */
-  VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
-  VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
-  VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
-  VD_SRC_NET,          /* a network's DHCP or DNS socket */
-  VD_SRC_HEALTH,       /* timerfd of a container's health check: next probe or its timeout */
-  VD_SRC_VM,           /* pidfd of a VM's vessel-vmm (vms.c) */
-  VD_SRC_STATS_TIMER,  /* a streamed stats connection's next sample */
+  VD_SRC_DONE,           /* eventfd: worker jobs finished */
+  VD_SRC_INOTIFY,        /* container directories: the logs grew, an exit was recorded */
+  VD_SRC_MONITOR,        /* pidfd of a container's monitor */
+  VD_SRC_RESTART,        /* timerfd of a container waiting to be restarted */
+  VD_SRC_ATTACH,         /* an attach connection's socket to the container's monitor (stdin) */
+  VD_SRC_EXEC_PID,       /* pidfd of an exec's helper */
+  VD_SRC_EXEC_OUT,       /* an exec's stdout or stderr pipe */
+  VD_SRC_EXEC_IN,        /* an exec's stdin pipe */
+  VD_SRC_EVENTS_TIMER,   /* an events subscriber's until */
+  VD_SRC_NET,            /* a network's DHCP or DNS socket */
+  VD_SRC_HEALTH,         /* timerfd of a container's health check: next probe or its timeout */
+  VD_SRC_VM,             /* pidfd of a VM's vessel-vmm (vms.c) */
+  VD_SRC_STATS_TIMER,    /* a streamed stats connection's next sample */
+  VD_SRC_FRONT_LISTENER, /* a TLS listener: web console or API over TLS (web.c) */
+  VD_SRC_FRONT,          /* a front connection's client socket or its internal one (web.c) */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -183,6 +185,7 @@ struct vd_conn {
   json_t *stats_prev_cpu;  /* the last sample's cpu_stats: the next one's precpu_stats */
   char *stats_prev_read;
   int stats_timer;
+  unsigned long long host_prev_cpu[2]; /* host stats: busy and total ticks of the last sample */
   int fd;
   vd_conn_state state;
   vd_stream_kind stream;
@@ -336,6 +339,12 @@ struct vd_daemon {
   char *started;      /* RFC 3339 */
   struct vd_vms *vms; /* the VM table (vms.h) */
   vd_net *net;        /* networks.c */
+  /* web.c: TLS listeners, front connections, the web console's state */
+  struct vd_front_listener **front_listeners;
+  size_t n_front_listeners;
+  struct vd_front *fronts, *dead_fronts;
+  struct vd_web *web;
+  unsigned web_passwd_gen; /* bumped (atomically) when the web password changes */
 };
 
 /* server.c: connections and responses (loop thread only) */
@@ -358,6 +367,12 @@ void vd_call_free(vd_call *call);
  * route's call is (for a route whose quick or streamed form runs on the loop). */
 void vd_call_defer(vd_call *call, void (*run)(vd_call *call));
 int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **err);
+/* Serve fd (a connected, non-blocking socket) as an API client's connection; NULL (fd closed)
+ * when there is no room. The web front hands its internal socketpair ends in this way. */
+vd_conn *vd_conn_adopt(vd_daemon *d, int fd);
+/* daemon.c: a TCP listening socket on "ADDRESS:PORT" ([v6] or empty for all); what names the
+ * option in errors. */
+int vd_listen_tcp(const char *hostport, const char *what, vs_error **err);
 void vd_loop_del(vd_daemon *d, int fd);
 
 /* router.c */
@@ -474,6 +489,8 @@ void vd_h_vm_snapshot(vd_call *c);
 void vd_h_vm_restore(vd_call *c);
 void vd_h_vm_clone(vd_call *c);
 void vd_h_vm_stats(vd_call *c);
+void vd_h_host_stats(vd_call *c);   /* stats.c: GET /vessel/v1/host/stats */
+void vd_h_web_password(vd_call *c); /* web_auth.c: POST /vessel/v1/web/password */
 /* pools.c: resource pools (/vessel/v1/pools) */
 #define VD_POOL_LABEL "vessel.pool" /* docker run --label vessel.pool=NAME */
 /* A new container with the label: admitted against its pool's capacity (--cpus, --memory), or

@@ -10,12 +10,16 @@
 #include <sys/resource.h>
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: vesseld [--config FILE] [--data-root DIR] [--exec-root DIR]\n"
-             "               [-H unix:///PATH | -H tcp://ADDRESS:PORT]... [-D|--debug]\n"
-             "               [--log-level error|warn|info|debug] [--log-format text|json]\n"
-             "               [-b|--bridge NAME|none]\n"
-             "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
-             " -H " VD_DEFAULT_HOST " --bridge " VD_DEFAULT_BRIDGE "\n");
+  fprintf(f,
+          "usage: vesseld [--config FILE] [--data-root DIR] [--exec-root DIR]\n"
+          "               [-H unix:///PATH | -H tcp://ADDRESS:PORT]... [-D|--debug]\n"
+          "               [--log-level error|warn|info|debug] [--log-format text|json]\n"
+          "               [-b|--bridge NAME|none]\n"
+          "               [--tls] [--tlsverify] [--tlscacert PEM] [--tlscert PEM] [--tlskey PEM]\n"
+          "               [--web ADDRESS:PORT [--web-cert PEM --web-key PEM] [--web-root DIR]\n"
+          "                [--web-session-ttl SECONDS]]\n"
+          "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
+          " -H " VD_DEFAULT_HOST " --bridge " VD_DEFAULT_BRIDGE "\n");
 }
 
 static int parse_level(const char *s, vs_log_level *out, vs_error **err) {
@@ -129,6 +133,16 @@ int main(int argc, char **argv) {
                                        {"config", required_argument, NULL, 'c'},
                                        {"debug", no_argument, NULL, 'D'},
                                        {"bridge", required_argument, NULL, 'b'},
+                                       {"web", required_argument, NULL, 'W'},
+                                       {"web-cert", required_argument, NULL, 'C'},
+                                       {"web-key", required_argument, NULL, 'K'},
+                                       {"web-root", required_argument, NULL, 'R'},
+                                       {"web-session-ttl", required_argument, NULL, 'T'},
+                                       {"tls", no_argument, NULL, 1},
+                                       {"tlsverify", no_argument, NULL, 2},
+                                       {"tlscacert", required_argument, NULL, 3},
+                                       {"tlscert", required_argument, NULL, 4},
+                                       {"tlskey", required_argument, NULL, 5},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   vd_options o = {0};
@@ -153,6 +167,44 @@ int main(int argc, char **argv) {
       break;
     case 'b':
       o.bridge = optarg;
+      break;
+    case 'W':
+      o.web = optarg;
+      break;
+    case 'C':
+      o.web_cert = optarg;
+      break;
+    case 'K':
+      o.web_key = optarg;
+      break;
+    case 'R':
+      o.web_root = optarg;
+      break;
+    case 'T': {
+      uint64_t ttl;
+      if (vs_parse_u64(optarg, "--web-session-ttl", &ttl, &err) < 0)
+        goto fail;
+      if (ttl < 1 || ttl > 365ULL * 24 * 3600) {
+        vs_error_set(&err, EINVAL, "--web-session-ttl %s: expected 1 to 31536000 seconds", optarg);
+        goto fail;
+      }
+      o.web_session_ttl = (long long)ttl;
+      break;
+    }
+    case 1:
+      o.tls = true;
+      break;
+    case 2:
+      o.tls_verify = true;
+      break;
+    case 3:
+      o.tls_ca = optarg;
+      break;
+    case 4:
+      o.tls_cert = optarg;
+      break;
+    case 5:
+      o.tls_key = optarg;
       break;
     case 'l':
       f.level = optarg;
