@@ -68,7 +68,7 @@ export async function request(
   if (!r.ok && r.status !== 304) {
     const e = await errorOf(r);
     if (r.status === 401 && opt.redirect !== false && path.startsWith("/api/")) {
-      csrf = "";
+      forgetSession();
       onUnauthorized(e.message);
     }
     throw e;
@@ -188,6 +188,28 @@ export async function streamJSON(
 
 // ---- the session
 
+// Whether this browser logged in before (no secret: the cookie is HttpOnly). Without it the app
+// shows the login form at once instead of asking /web/session, whose refusal Chromium would log
+// as a console error on every first visit.
+const HINT = "vessel.loggedIn";
+
+function setHint(on: boolean): void {
+  try {
+    if (on) localStorage.setItem(HINT, "1");
+    else localStorage.removeItem(HINT);
+  } catch {
+    /* storage disabled: ask the daemon every time */
+  }
+}
+
+function hint(): boolean {
+  try {
+    return localStorage.getItem(HINT) === "1";
+  } catch {
+    return true;
+  }
+}
+
 export async function login(password: string): Promise<void> {
   const r = await fetch("/web/login", {
     method: "POST",
@@ -199,22 +221,29 @@ export async function login(password: string): Promise<void> {
   if (!r.ok) throw await errorOf(r);
   const j = await r.json();
   csrf = String(j.csrf || "");
+  setHint(true);
 }
 
 // Is the cookie a live session? Sets the CSRF token when it is.
-export async function resumeSession(): Promise<boolean> {
+export async function resumeSession(): Promise<{ live: boolean; message: string }> {
+  if (!hint()) return { live: false, message: "" };
   const r = await fetch("/web/session", { credentials: "same-origin", cache: "no-store" });
-  if (!r.ok) return false;
-  const j = await r.json();
-  csrf = String(j.csrf || "");
-  return csrf !== "";
+  const j = await r.json().catch(() => ({}));
+  csrf = r.ok ? String(j.csrf || "") : "";
+  setHint(csrf !== "");
+  return { live: csrf !== "", message: csrf ? "" : String(j.message || "") };
+}
+
+export function forgetSession(): void {
+  csrf = "";
+  setHint(false);
 }
 
 export async function logout(): Promise<void> {
   try {
     await request("POST", "/web/logout", undefined, { redirect: false });
   } finally {
-    csrf = "";
+    forgetSession();
   }
 }
 

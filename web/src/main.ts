@@ -169,7 +169,10 @@ async function boot(): Promise<void> {
     },
   );
   try {
-    loggedIn = await resumeSession();
+    const s = await resumeSession();
+    loggedIn = s.live;
+    // an old session that ended: say why on the login form
+    if (!s.live && /expired/.test(s.message)) loginMessage = s.message;
   } catch {
     loggedIn = false;
   }
