@@ -292,13 +292,13 @@ const SCENARIOS = {
     await page.click('nav a[href="/guests"]');
     await page.waitForSelector("#guest-table");
     await page.waitForTimeout((ttl + 1.5) * 1000);
-    const r = await pageFetch(page, "GET", "/api/containers/json");
-    assert(r.status === 401, "the expired session still works: " + r.status);
     await page.click('nav a[href="/images"]');
     await page.waitForSelector("#login-form");
     const msg = await page.textContent("#login-error");
     assert(/expired/.test(msg), "the login page does not say the session expired: " + msg);
     await shot(page, "session-expired");
+    const r = await pageFetch(page, "GET", "/api/containers/json");
+    assert(r.status === 401, "the expired session still works: " + r.status);
     return { message: msg };
   },
 

@@ -116,3 +116,12 @@ export function splitCommand(s: string): string[] {
   if (have) out.push(cur);
   return out;
 }
+
+// Terminal output made readable as plain text: escape sequences (colours, cursor moves, queries)
+// and carriage returns before a newline go; other control characters too, but tabs and newlines.
+// eslint-disable-next-line no-control-regex
+const ANSI = /\x1b(?:\[[0-?]*[ -\/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])|\r(?=\n)|[\x00-\x08\x0b-\x1f\x7f]/g;
+
+export function plainText(s: string): string {
+  return s.replace(ANSI, "");
+}

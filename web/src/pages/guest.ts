@@ -4,7 +4,7 @@
 import { enc, get, post, del, q, request, streamBytes, streamJSON } from "../api";
 import { LiveChart } from "../chart";
 import { ask, confirmAction, toast } from "../dialog";
-import { fmtBytes, fmtNum, fmtTime, h } from "../dom";
+import { fmtBytes, fmtNum, fmtTime, h, plainText } from "../dom";
 import { onEvent } from "../events";
 import { updateGuest } from "../guests";
 import { navigate, type PageContext } from "../router";
@@ -61,13 +61,14 @@ function logBox(): { el: HTMLElement; pre: HTMLPreElement; append: (s: string) =
   const stick = () => pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
   const append = (s: string) => {
     const atEnd = stick();
-    let t = (pre.textContent || "") + s;
+    let t = (pre.textContent || "") + plainText(s);
     if (t.length > LOG_MAX) t = t.slice(t.length - LOG_MAX);
     pre.textContent = t;
     if (atEnd) pre.scrollTop = pre.scrollHeight;
   };
   const set = (s: string) => {
-    pre.textContent = s.length > LOG_MAX ? s.slice(s.length - LOG_MAX) : s;
+    const t = plainText(s.length > LOG_MAX ? s.slice(s.length - LOG_MAX) : s);
+    pre.textContent = t;
     pre.scrollTop = pre.scrollHeight;
   };
   return { el, pre, append, set };
