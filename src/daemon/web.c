@@ -19,11 +19,14 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <time.h>
 
 #define BUF_HIGH ((size_t)1 << 20) /* stop reading a side while this much waits for the other */
 #define READ_CHUNK 16384
+#define LINGER_SECONDS 2
 #define LOGIN_BODY_MAX 4096
+#define DISCARD_BODY_MAX ((uint64_t)1 << 20) /* of a request refused or answered here */
 #define STATIC_MAX ((size_t)32 << 20)
 
 #define SECURITY_HEADERS                                                                           \
@@ -75,10 +78,12 @@ typedef enum {
   F_WS,         /* web: websocket terminal */
   F_RELAY,      /* API over TLS: bytes both ways */
   F_CLOSING,    /* send what is queued, then close */
+  F_LINGER,     /* sent all and shut our side: read what the client still sends, a while */
 } front_state;
 
 struct vd_front {
-  vd_src src, inner_src;
+  vd_src src, inner_src, linger_src;
+  int linger_timer; /* F_LINGER: its end */
   vd_daemon *d;
   vd_front *prev, *next;
   bool web;
@@ -95,6 +100,9 @@ struct vd_front {
   bool have_req;
   http_body body;
   fbuf local_body;
+  bool keep_body;          /* F_LOCAL_BODY: the body is wanted (login), not only read */
+  int refusal;             /* an API request's refusal, answered once its body is read */
+  const char *refusal_msg; /* static text */
   /* websocket */
   ws_reader ws;
   char *ws_ctr; /* the container whose TTY this is (resize), NULL for a VM console */
@@ -186,6 +194,11 @@ static void front_close(vd_front *f) {
   vd_tls_clear(&f->tls);
   close(f->fd);
   f->fd = -1;
+  if (f->linger_timer >= 0) {
+    vd_loop_del(d, f->linger_timer);
+    close(f->linger_timer);
+    f->linger_timer = -1;
+  }
   if (f->inner >= 0) {
     vd_loop_del(d, f->inner);
     close(f->inner);
@@ -446,8 +459,8 @@ static bool id_valid(const char *s) {
 static vd_web_session *need_session(vd_front *f) {
   const char *why;
   vd_web_session *s = vd_web_session_get(web_of(f->d), &f->req, &why);
-  if (!s)
-    respond_error(f, 401, why, f->req.keep_alive && !f->req.chunked && !f->req.content_length);
+  if (!s) /* the body, if any, was read: the connection can go on */
+    respond_error(f, 401, why, f->req.keep_alive);
   return s;
 }
 
@@ -482,7 +495,7 @@ static void web_websocket(vd_front *f, const char *rest) {
   if (sscanf(rest, "/%15[a-z]/%159[^/]/%15[a-z]", kind, id, what) != 3 || !id_valid(id) ||
       !((!strcmp(kind, "containers") && !strcmp(what, "attach")) ||
         (!strcmp(kind, "vms") && !strcmp(what, "console"))) ||
-      strlen(rest) != 2 + strlen(kind) + strlen(id) + strlen(what)) {
+      strlen(rest) != 3 + strlen(kind) + strlen(id) + strlen(what)) {
     respond_error(f, 404, "no such websocket endpoint", false);
     return;
   }
@@ -513,32 +526,29 @@ static bool header_dropped(const char *name) {
   return false;
 }
 
-static void web_api(vd_front *f) {
-  const char *rest = f->req.path + 4;
-  if (!strncmp(rest, "/ws/", 4)) {
-    web_websocket(f, rest + 3);
-    return;
-  }
-  vd_web_session *s = need_session(f);
+/* Why an API request may not go to the router: 0, or the status with *msg. */
+static int api_refusal(vd_front *f, const char **msg) {
+  const char *why;
+  vd_web_session *s = vd_web_session_get(web_of(f->d), &f->req, &why);
   if (!s)
-    return;
+    return *msg = why, 401;
   bool safe = !strcmp(f->req.method, "GET") || !strcmp(f->req.method, "HEAD");
   const char *token = http_header_get(&f->req, "X-CSRF-Token");
-  if (!safe && (!token || !vd_web_token_equal(token, s->csrf))) {
-    respond_error(f, 403, "missing or invalid CSRF token", false);
-    return;
-  }
-  _cleanup_free_ char *msg = NULL;
-  const char *api = vd_api_path(rest, &msg);
-  if (api && !strncmp(api, "/vessel/v1/web/", 15)) {
-    respond_error(f, 403, "the web password is set on the host with `vessel web passwd`", false);
-    return;
-  }
+  if (!safe && (!token || !vd_web_token_equal(token, s->csrf)))
+    return *msg = "missing or invalid CSRF token", 403;
+  _cleanup_free_ char *vmsg = NULL;
+  const char *api = vd_api_path(f->req.path + 4, &vmsg);
+  if (api && !strncmp(api, "/vessel/v1/web/", 15))
+    return *msg = "the web password is set on the host with `vessel web passwd`", 403;
   /* the raw target must carry the prefix literally for it to be cut off */
-  if (strncmp(f->req.target, "/api/", 5) != 0) {
-    respond_error(f, 400, "the /api prefix must not be percent-encoded", false);
-    return;
-  }
+  if (strncmp(f->req.target, "/api/", 5) != 0)
+    return *msg = "the /api prefix must not be percent-encoded", 400;
+  return 0;
+}
+
+/* An API request that passed the checks: its head (without the browser's credentials) to a new
+ * internal connection, then its body as it comes. */
+static void web_api_proxy(vd_front *f) {
   if (inner_open(f) < 0) {
     respond_error(f, 503, "cannot reach the API router", false);
     return;
@@ -770,7 +780,8 @@ static void web_local_request(vd_front *f) {
   vd_web *w = web_of(f->d);
   bool keep = f->req.keep_alive;
   const char *p = f->req.path;
-  if (!strcmp(p, "/web/login")) {
+  bool post = !strcmp(f->req.method, "POST");
+  if (!strcmp(p, "/web/login") && post) {
     web_login(f);
     return;
   }
@@ -782,7 +793,7 @@ static void web_local_request(vd_front *f) {
                    keep);
     else
       respond_error(f, 401, why, keep);
-  } else if (!strcmp(p, "/web/logout")) {
+  } else if (!strcmp(p, "/web/logout") && post) {
     vd_web_session *s = need_session(f);
     const char *token = http_header_get(&f->req, "X-CSRF-Token");
     if (s && (!token || !vd_web_token_equal(token, s->csrf))) {
@@ -794,37 +805,66 @@ static void web_local_request(vd_front *f) {
               "Max-Age=0\r\n",
               keep);
     }
+  } else if (!strcmp(p, "/web/login") || !strcmp(p, "/web/logout") || !strcmp(p, "/web/session")) {
+    respond(f, 405, NULL, NULL, 0,
+            !strcmp(p, "/web/session") ? "Allow: GET\r\n" : "Allow: POST\r\n", keep);
   } else {
-    respond_error(f, 405, "method not allowed", keep);
+    respond_error(f, 404, "page not found", keep);
   }
   request_done(f);
 }
 
-/* A parsed head: answer it here, or read its body first, or pass it to the router. */
-static void web_request(vd_front *f) {
+static bool is_api(const char *p) { return !strncmp(p, "/api/", 5) || !strcmp(p, "/api"); }
+
+/* A request answered here, its body (if any) read: login and the rest, websockets, files. */
+static void web_dispatch(vd_front *f) {
   const char *p = f->req.path;
-  bool has_body = f->req.chunked || (f->req.has_length && f->req.content_length > 0);
-  if (!strncmp(p, "/api/", 5) || !strcmp(p, "/api")) {
-    web_api(f);
-    if (f->state == F_HEAD || f->state == F_CLOSING) /* answered here (401, 403) */
+  if (f->refusal) { /* an API request refused before its body was read */
+    respond_error(f, f->refusal, f->refusal_msg, f->req.keep_alive);
+    f->refusal = 0;
+    request_done(f);
+    return;
+  }
+  if (!strncmp(p, "/api/ws/", 8)) {
+    web_websocket(f, p + 7);
+    if (f->state == F_HEAD || f->state == F_CLOSING) /* refused */
       request_done(f);
     return;
   }
-  if ((!strcmp(p, "/web/login") || !strcmp(p, "/web/logout")) && !strcmp(f->req.method, "POST")) {
-    http_body_init(&f->body, &f->req, LOGIN_BODY_MAX);
-    f->state = F_LOCAL_BODY;
+  if (is_api(p)) { /* /api alone */
+    respond_error(f, 404, "page not found", f->req.keep_alive);
+    request_done(f);
     return;
   }
   if (!strncmp(p, "/web/", 5)) {
-    if (has_body) /* the body is not read: the connection cannot go on */
-      f->req.keep_alive = false;
     web_local_request(f);
     return;
   }
-  if (has_body)
-    f->req.keep_alive = false;
   web_static(f);
   request_done(f);
+}
+
+/* A parsed head: pass it to the router, or read its body, then answer it here. A refused
+ * request's body is read all the same (up to a limit), so that the answer is not lost to a
+ * reset when the connection closes with unread input. */
+static void web_request(vd_front *f) {
+  const char *p = f->req.path;
+  bool has_body = f->req.chunked || (f->req.has_length && f->req.content_length > 0);
+  f->refusal = 0;
+  if (is_api(p) && strncmp(p, "/api/ws/", 8) != 0 && strcmp(p, "/api") != 0) {
+    f->refusal = api_refusal(f, &f->refusal_msg);
+    if (!f->refusal) {
+      web_api_proxy(f);
+      return;
+    }
+  }
+  if (has_body) {
+    f->keep_body = !strcmp(p, "/web/login") && !f->refusal;
+    http_body_init(&f->body, &f->req, f->keep_body ? LOGIN_BODY_MAX : DISCARD_BODY_MAX);
+    f->state = F_LOCAL_BODY;
+    return;
+  }
+  web_dispatch(f);
 }
 
 /* Interpret what the client sent, as far as the state allows. */
@@ -869,14 +909,15 @@ static void client_input(vd_front *f) {
         vs_error_free(e);
         return;
       }
-      if (f->state == F_LOCAL_BODY)
+      if (f->state == F_LOCAL_BODY && f->keep_body)
         buf_add(&f->local_body, data, dlen);
       else
         buf_add(&f->to_inner, f->in.p, used); /* the body as it was framed */
       buf_take(&f->in, used);
       if (r == 1) {
         if (f->state == F_LOCAL_BODY) {
-          web_local_request(f);
+          f->state = F_HEAD;
+          web_dispatch(f);
         } else {
           f->state = F_PROXY;
         }
@@ -885,6 +926,7 @@ static void client_input(vd_front *f) {
     }
     case F_PROXY:
     case F_WS_WAIT:
+    case F_LINGER:
       buf_free(&f->in); /* one request per connection from here: the rest is dropped */
       break;
     case F_WS:
@@ -904,6 +946,35 @@ static void client_input(vd_front *f) {
 
 /* ---------------------------------------------------------------- moving bytes */
 
+/* Everything was sent and the connection is to end. Closing a socket that has unread input
+ * makes the kernel send a reset, which can destroy our last answer (a close frame, an error)
+ * before the client reads it; so our side is shut first and what still comes is read and
+ * dropped until the client closes, or for LINGER_SECONDS at most. */
+static void linger_begin(vd_front *f) {
+  if (f->linger_timer >= 0) { /* lingering already */
+    f->state = F_LINGER;
+    return;
+  }
+  if (f->inner >= 0) {
+    vd_loop_del(f->d, f->inner);
+    close(f->inner);
+    f->inner = -1;
+  }
+  if (f->tls.established)
+    SSL_shutdown(f->tls.ssl);
+  shutdown(f->fd, SHUT_WR);
+  f->linger_timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  struct itimerspec its = {.it_value = {.tv_sec = LINGER_SECONDS}};
+  f->linger_src.kind = VD_SRC_FRONT;
+  f->linger_src.owner = f;
+  if (f->linger_timer < 0 || timerfd_settime(f->linger_timer, 0, &its, NULL) < 0 ||
+      vd_loop_add(f->d, f->linger_timer, EPOLLIN, &f->linger_src, NULL) < 0) {
+    front_close(f);
+    return;
+  }
+  f->state = F_LINGER;
+}
+
 /* What is queued for the client, through TLS: false when the connection ended. */
 static bool flush_client(vd_front *f) {
   while (f->out.len) {
@@ -917,8 +988,15 @@ static bool flush_client(vd_front *f) {
     buf_take(&f->out, (size_t)n);
   }
   if (f->state == F_CLOSING) {
-    front_close(f);
-    return false;
+    linger_begin(f);
+    return !f->dead;
+  }
+  if (f->state == F_LINGER) {
+    uint64_t n = 0;
+    if (read(f->linger_timer, &n, sizeof(n)) == sizeof(n) && n > 0) {
+      front_close(f);
+      return false;
+    }
   }
   return true;
 }
@@ -928,6 +1006,8 @@ static bool read_client(vd_front *f) {
   while (!f->client_eof && f->in.len < BUF_HIGH && f->to_inner.len < BUF_HIGH &&
          f->state != F_BUSY && f->state != F_CLOSING) {
     ssize_t n = vd_tls_read(&f->tls, chunk, sizeof(chunk));
+    if (f->state == F_LINGER && n < 0 && errno != EAGAIN)
+      n = 0; /* after our close_notify the session may refuse more: the end */
     if (n < 0 && errno == EAGAIN)
       return true;
     if (n <= 0) {
@@ -964,7 +1044,9 @@ static void flush_inner(vd_front *f) {
 
 static void read_inner(vd_front *f) {
   char chunk[READ_CHUNK];
-  while (f->inner >= 0 && !f->inner_eof && f->out.len < BUF_HIGH && !f->dead) {
+  if (f->inner < 0)
+    return;
+  while (!f->inner_eof && f->out.len < BUF_HIGH && !f->dead) {
     ssize_t n = recv(f->inner, chunk, sizeof(chunk), 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
       return;
@@ -1045,6 +1127,7 @@ void vd_front_listener_event(vd_daemon *d, vd_front_listener *l) {
     f->d = d;
     f->fd = fd;
     f->inner = -1;
+    f->linger_timer = -1;
     f->web = l->web;
     f->src.kind = VD_SRC_FRONT;
     f->src.owner = f;

@@ -51,6 +51,8 @@ static int parse_header(const ws_reader *r, const uint8_t *in, size_t len, size_
     return fail(close_code, WS_CLOSE_PROTOCOL, err, "new message inside a fragmented one");
   uint64_t n = in[1] & 0x7f;
   size_t h = 2;
+  if (is_control(op) && n > 125)
+    return fail(close_code, WS_CLOSE_PROTOCOL, err, "control frame longer than 125 bytes");
   if (n == 126) {
     if (len < 4)
       return 0;
@@ -66,8 +68,6 @@ static int parse_header(const ws_reader *r, const uint8_t *in, size_t len, size_
       n = (n << 8) | in[i];
     h = 10;
   }
-  if (is_control(op) && n > 125)
-    return fail(close_code, WS_CLOSE_PROTOCOL, err, "control frame longer than 125 bytes");
   if (n > r->limit || (op == WS_OP_CONT && n > r->limit - r->frag_len))
     return fail(close_code, WS_CLOSE_TOO_BIG, err, "message larger than 65536 bytes");
   *hlen = h + 4; /* the masking key */

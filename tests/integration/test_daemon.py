@@ -51,12 +51,12 @@ def image_tar(tmp_path_factory):
 class Vesseld:
     """One private vesseld: start, kill -9, restart, and a docker CLI pointed at it."""
 
-    def __init__(self, build_dir, root, prefix=(), bridge="none", args=()):
+    def __init__(self, build_dir, root, prefix=(), bridge="none", extra=()):
         # prefix: a command that runs vesseld (nsenter --net=... in test_daemon_net.py);
         # bridge "none": no default bridge, as this vesseld runs in the host's namespace;
-        # args: more options (--web ... in test_web_ui.py), kept for restarts
+        # extra: more options (--web ... in test_web_api.py)
         self.prefix = list(prefix)
-        self.args = list(args)
+        self.extra = list(extra)
         self.bridge = bridge
         self.build = pathlib.Path(build_dir)
         self.root = pathlib.Path(root)
@@ -75,7 +75,7 @@ class Vesseld:
         self.proc = subprocess.Popen(
             [*self.prefix, str(self.build / "vesseld"), "--data-root", str(self.data),
              "--exec-root", str(self.exec_root), "-H", self.host, "--log-level", "debug",
-             "--bridge", self.bridge, *self.args],
+             "--bridge", self.bridge, *self.extra],
             stdout=log, stderr=subprocess.STDOUT)
         for _ in range(300):
             if self.proc.poll() is not None:
