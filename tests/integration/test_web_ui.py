@@ -4,7 +4,8 @@ against vesseld's HTTPS listener (--web) serving the front end that scripts/buil
 build/web.
 
 vesseld runs inside a network namespace this module makes, with its default bridge there; the
-browser runs in the same namespace and reaches the listener on its loopback. The password is set
+browser runs in a second one, joined to the first by a veth pair (in vesseld's own namespace,
+Chromium saw the containers' veths come and go and aborted loads with ERR_NETWORK_CHANGED). The password is set
 with `vessel web passwd`. The guests the scenarios look at are made through the unix socket API:
 a busybox container left stopped, one whose labels, command and output carry HTML and script, and
 one VM booting the real default Debian guest (shared by the VM scenarios; it boots while the
@@ -33,7 +34,9 @@ CHROMIUM = "/usr/bin/chromium"
 NODE = shutil.which("node") or "/usr/bin/node"
 SHOTS = TOP / "build-logs" / "web"
 NS = f"vsweb{os.getpid() % 100000}"
-WEB_ADDR = "127.0.0.1:8443"
+NS_BROWSER = NS + "b"
+DAEMON_IP, BROWSER_IP = "192.0.2.1", "192.0.2.2"   # TEST-NET-1, on the veth between the two
+WEB_ADDR = f"{DAEMON_IP}:8443"
 PASSWORD = "correct horse battery staple"
 SESSION_TTL = 3   # seconds, for the last scenario's restart of vesseld
 VM = "web-vm"
@@ -118,7 +121,7 @@ class Web:
         self.build = pathlib.Path(build_dir)
         self.web_args = ["--web", WEB_ADDR, "--web-root", str(self.build / "web")]
         self.vd = Vesseld(build_dir, root, prefix=["nsenter", f"--net={ns_path}"],
-                          bridge="vessel0", args=self.web_args)
+                          bridge="vessel0", extra=self.web_args)
         self.vmm_pids = set()
         self.driver = None
         self.vm_id = None
@@ -158,11 +161,17 @@ def web(build_dir, guest_assets, tmp_path_factory):
     saved = os.environ.get("VESSEL_CACHE")
     # vesseld finds the default guest where scripts/fetch-guest put it
     os.environ["VESSEL_CACHE"] = str(pathlib.Path(guest_assets).parent)
-    run("ip", "netns", "add", NS)
-    ns_path = f"/run/netns/{NS}"
+    ns_path, browser_ns = f"/run/netns/{NS}", f"/run/netns/{NS_BROWSER}"
     w = None
     try:
-        run("nsenter", f"--net={ns_path}", "ip", "link", "set", "lo", "up")
+        for ns, ip in ((NS, DAEMON_IP), (NS_BROWSER, BROWSER_IP)):
+            run("ip", "netns", "add", ns)
+        run("ip", "link", "add", "wb0", "netns", NS, "type", "veth", "peer", "name", "wb0",
+            "netns", NS_BROWSER)
+        for ns, ip in ((ns_path, DAEMON_IP), (browser_ns, BROWSER_IP)):
+            run("nsenter", f"--net={ns}", "ip", "link", "set", "lo", "up")
+            run("nsenter", f"--net={ns}", "ip", "addr", "add", f"{ip}/24", "dev", "wb0")
+            run("nsenter", f"--net={ns}", "ip", "link", "set", "wb0", "up")
         w = Web(build_dir, root, image_tar, ns_path)
         w.vd.docker("load", "-i", str(image_tar))
         # the VM boots while the first scenarios run
@@ -173,9 +182,8 @@ def web(build_dir, guest_assets, tmp_path_factory):
         w.vd.docker("run", "-d", "--name", XSS, "--label", f"evil={PAYLOADS[0]}",
                     "--label", f"{PAYLOADS[1]}=key", "busybox", "sh", "-c",
                     f"echo '{PAYLOADS[2]}{PAYLOADS[0]}'; sleep 600")
-        if "unknown command" in w.vessel("web", "passwd", input=PASSWORD + "\n", check=False).stderr:
-            w.api("POST", "/vessel/v1/web/password", {"Password": PASSWORD}, expect=204)  # DEVTMP
-        w.driver = Driver(ns_path, root / "driver.log")
+        w.vessel("web", "passwd", input=PASSWORD + "\n")
+        w.driver = Driver(browser_ns, root / "driver.log")
         yield w
     finally:
         if w is not None:
@@ -192,7 +200,8 @@ def web(build_dir, guest_assets, tmp_path_factory):
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        run("ip", "netns", "del", NS, check=False)
+        for ns in (NS, NS_BROWSER):
+            run("ip", "netns", "del", ns, check=False)
         if saved is None:
             os.environ.pop("VESSEL_CACHE", None)
         else:
@@ -279,7 +288,7 @@ def test_vm_pause_resume(web, vm_ready):
 def test_expired_session_refused(web):
     # a restart with a short session lifetime; the guests run on, the password stays
     web.vd.stop()
-    web.vd.args = web.web_args + ["--web-session-ttl", str(SESSION_TTL)]
+    web.vd.extra = web.web_args + ["--web-session-ttl", str(SESSION_TTL)]
     web.vd.start()
     info = web.driver.scenario("session_expired", ttl=SESSION_TTL)
     assert "expired" in info["message"]
