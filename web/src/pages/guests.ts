@@ -1,5 +1,7 @@
 // VMs and containers in one table: filter and sort in the page (no request), rows kept per guest
-// and updated in place from the event stream, so 500 rows stay quick.
+// and updated in place from the event stream. Only the rows in view (and a margin) are in the
+// document, between two spacer rows of the height of the rest: a sort or a filter of 500 or 5000
+// guests lays out some forty rows (all 500 in a table took 400 ms a click here).
 
 import { enc, post } from "../api";
 import { toast } from "../dialog";
@@ -103,10 +105,43 @@ export async function guestsPage(root: HTMLElement, ctx: PageContext): Promise<v
     return r;
   };
 
+  const ROW_H = 34; // px, fixed by the stylesheet (table.guests tbody tr)
+  const OVERSCAN = 10;
+  let list: Guest[] = [];
+  let shown = "";
+  const spacer = (hgt: number) => h("tr", { class: "spacer", "aria-hidden": "true" }, h("td", { colspan: COLS.length + 1, style: `height:${hgt}px` }));
+  const paint = (force = false) => {
+    const top = tbody.getBoundingClientRect().top; // of the first row, relative to the viewport
+    const first = Math.max(0, Math.floor(-top / ROW_H) - OVERSCAN);
+    const last = Math.min(list.length, first + Math.ceil(window.innerHeight / ROW_H) + 2 * OVERSCAN);
+    const key = `${first}:${last}`;
+    if (!force && key === shown) return;
+    shown = key;
+    const nodes: Node[] = [];
+    if (first > 0) nodes.push(spacer(first * ROW_H));
+    for (let i = first; i < last; i++) nodes.push(rowFor(list[i]).tr);
+    if (last < list.length) nodes.push(spacer((list.length - last) * ROW_H));
+    tbody.replaceChildren(...nodes);
+  };
+  let scrollFrame = 0;
+  const onScroll = () => {
+    if (!scrollFrame) scrollFrame = requestAnimationFrame(() => {
+      scrollFrame = 0;
+      paint();
+    });
+  };
+  window.addEventListener("scroll", onScroll, { passive: true });
+  window.addEventListener("resize", onScroll);
+  ctx.onLeave(() => {
+    window.removeEventListener("scroll", onScroll);
+    window.removeEventListener("resize", onScroll);
+    if (scrollFrame) cancelAnimationFrame(scrollFrame);
+  });
+
   const draw = () => {
     const words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
     const kind = kindSel.value;
-    const list = allGuests().filter((g) => {
+    list = allGuests().filter((g) => {
       if (kind && g.kind !== kind) return false;
       if (!words.length) return true;
       const t = rowFor(g).text;
@@ -122,7 +157,7 @@ export async function guestsPage(root: HTMLElement, ctx: PageContext): Promise<v
       else d = String(x ?? "").localeCompare(String(y ?? ""));
       return d * sortDir || a.name.localeCompare(b.name) || a.key.localeCompare(b.key);
     });
-    tbody.replaceChildren(...list.map((g) => rowFor(g).tr));
+    paint(true);
     for (const th of heads) {
       const on = th.dataset.sort === sortKey;
       th.setAttribute("aria-sort", on ? (sortDir > 0 ? "ascending" : "descending") : "none");
