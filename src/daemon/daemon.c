@@ -374,7 +374,7 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
         vd_front_listener_event(d, src->owner);
         break;
       case VD_SRC_FRONT:
-        vd_front_event(src->owner, evs[i].events);
+        vd_front_event(src, evs[i].events);
         break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:

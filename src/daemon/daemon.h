@@ -40,6 +40,8 @@ typedef struct vd_config {
   const char **hosts; /* NULL-terminated */
   size_t n_hosts;
   int debug, live_restore; /* -1: not set */
+  int tls, tls_verify;     /* -1: not set */
+  const char *tls_ca, *tls_cert, *tls_key;
   json_t *default_ulimits; /* checked, as OCI rlimits: [{"type", "soft", "hard"}] */
 } vd_config;
 

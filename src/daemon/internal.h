@@ -340,9 +340,9 @@ struct vd_daemon {
   struct vd_vms *vms; /* the VM table (vms.h) */
   vd_net *net;        /* networks.c */
   /* web.c: TLS listeners, front connections, the web console's state */
-  struct vd_front_listener **front_listeners;
-  size_t n_front_listeners;
+  struct vd_front_listener *front_listeners;
   struct vd_front *fronts, *dead_fronts;
+  size_t n_fronts;
   struct vd_web *web;
   unsigned web_passwd_gen; /* bumped (atomically) when the web password changes */
 };
@@ -370,9 +370,9 @@ int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **e
 /* Serve fd (a connected, non-blocking socket) as an API client's connection; NULL (fd closed)
  * when there is no room. The web front hands its internal socketpair ends in this way. */
 vd_conn *vd_conn_adopt(vd_daemon *d, int fd);
-/* daemon.c: a TCP listening socket on "ADDRESS:PORT" ([v6] or empty for all); what names the
- * option in errors. */
-int vd_listen_tcp(const char *hostport, const char *what, vs_error **err);
+/* daemon.c: a TCP listening socket on hp, "ADDRESS:PORT" ([v6] or empty for all); what names
+ * the option in errors. */
+int vd_listen_tcp(const char *hp, const char *what, vs_error **err);
 void vd_loop_del(vd_daemon *d, int fd);
 
 /* router.c */

@@ -104,8 +104,16 @@ static bool host_cpu_ticks(unsigned long long *busy, unsigned long long *total) 
   if (vs_read_file("/proc/stat", 1 << 20, &text, NULL, NULL) < 0 || strncmp(text, "cpu ", 4) != 0)
     return false;
   unsigned long long v[8] = {0};
-  if (sscanf(text + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
-             &v[5], &v[6], &v[7]) < 4)
+  char *p = text + 4;
+  int got = 0;
+  for (; got < 8; got++) {
+    char *end;
+    v[got] = strtoull(p, &end, 10);
+    if (end == p)
+      break;
+    p = end;
+  }
+  if (got < 4)
     return false;
   *total = 0;
   for (int i = 0; i < 8; i++)
@@ -155,7 +163,7 @@ static void host_tick(vd_conn *c) {
 static void host_stats_once(vd_call *c) {
   unsigned long long prev[2] = {0, 0};
   json_decref(host_sample(prev));
-  struct timespec ts = {.tv_nsec = 200 * 1000 * 1000};
+  struct timespec ts = {.tv_nsec = 200L * 1000 * 1000};
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
   }
   vd_call_json(c, 200, host_sample(prev));
@@ -169,7 +177,7 @@ void vd_h_host_stats(vd_call *c) {
   vd_conn *conn = c->conn;
   int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
   /* the first object a fifth of a second in (its CPU share needs two samples), then one a second */
-  struct itimerspec its = {.it_value = {.tv_nsec = 200 * 1000 * 1000},
+  struct itimerspec its = {.it_value = {.tv_nsec = 200L * 1000 * 1000},
                            .it_interval = {.tv_sec = 1}};
   vs_error *e = NULL;
   conn->stats_src.kind = VD_SRC_STATS_TIMER;

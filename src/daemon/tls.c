@@ -117,7 +117,7 @@ static X509 *make_cert(EVP_PKEY *pkey, const char *host) {
       X509_set_issuer_name(x, name) != 1)
     goto fail;
   char *san;
-  if (host && *host && strcmp(host, "localhost") && strcmp(host, "127.0.0.1"))
+  if (host && *host && strcmp(host, "localhost") != 0 && strcmp(host, "127.0.0.1") != 0)
     san =
         vs_asprintf("DNS:localhost, IP:127.0.0.1, IP:::1, %s:%s", is_ip(host) ? "IP" : "DNS", host);
   else

@@ -25,6 +25,11 @@
 #define BUF_HIGH ((size_t)1 << 20) /* stop reading a side while this much waits for the other */
 #define READ_CHUNK 16384
 #define LINGER_SECONDS 2
+#define INSPECT_MAX ((size_t)1 << 20)
+#define IDLE_SECONDS 30 /* for a handshake, a request head, a login body */
+#define VD_MAX_FRONTS 512
+
+enum { TIMER_NONE, TIMER_IDLE, TIMER_LINGER };
 #define LOGIN_BODY_MAX 4096
 #define DISCARD_BODY_MAX ((uint64_t)1 << 20) /* of a request refused or answered here */
 #define STATIC_MAX ((size_t)32 << 20)
@@ -34,8 +39,6 @@
   "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'\r\n"                                   \
   "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"                            \
   "Strict-Transport-Security: max-age=31536000\r\nX-Frame-Options: DENY\r\n"
-
-vd_conn *vd_conn_adopt(vd_daemon *d, int fd);
 
 typedef struct fbuf {
   char *p;
@@ -74,6 +77,7 @@ typedef enum {
   F_BUSY,       /* web: a worker checks a password */
   F_PROXY_BODY, /* web: passing an API request's body to the router */
   F_PROXY,      /* web: the request went in, its answer comes back; input is dropped */
+  F_WS_INSPECT, /* web: websocket to a container: is it a TTY? (its inspect, read whole) */
   F_WS_WAIT,    /* web: websocket asked, waiting for the router's 101 */
   F_WS,         /* web: websocket terminal */
   F_RELAY,      /* API over TLS: bytes both ways */
@@ -82,31 +86,37 @@ typedef enum {
 } front_state;
 
 struct vd_front {
-  vd_src src, inner_src, linger_src;
-  int linger_timer; /* F_LINGER: its end */
+  vd_src src, inner_src, timer_src;
   vd_daemon *d;
   vd_front *prev, *next;
-  bool web;
   int fd, inner;
-  vd_tls tls;
-  char addr[48];
+  int timer;          /* timerfd: the deadline of the handshake, a request head, a lingering end */
+  int timer_mode;     /* what it is armed for: TIMER_NONE, TIMER_IDLE, TIMER_LINGER */
+  unsigned requests;  /* requests answered: each new head gets its own deadline */
+  unsigned armed_for; /* the value of requests when the idle deadline was armed */
   front_state state;
+  vd_tls tls;
   fbuf in, out, to_inner, ihead;
+  http_request req;
+  http_body body;
+  fbuf local_body;
+  const char *refusal_msg; /* static text */
+  int refusal;             /* an API request's refusal, answered once its body is read */
+  char addr[48];
+  ws_reader ws;
+  char *ws_ctr; /* the container whose TTY this is (resize), NULL for a VM console */
+  bool web;
   bool ihead_done; /* the inner answer's head went to the client */
   bool client_eof, inner_eof, inner_wr_shut;
   bool dead;
   bool busy; /* a login job holds it */
-  http_request req;
   bool have_req;
-  http_body body;
-  fbuf local_body;
-  bool keep_body;          /* F_LOCAL_BODY: the body is wanted (login), not only read */
-  int refusal;             /* an API request's refusal, answered once its body is read */
-  const char *refusal_msg; /* static text */
-  /* websocket */
-  ws_reader ws;
-  char *ws_ctr; /* the container whose TTY this is (resize), NULL for a VM console */
+  bool keep_body; /* F_LOCAL_BODY: the body is wanted (login), not only read */
   bool ws_close_sent;
+  bool ws_demux;      /* the container has no TTY: its output comes in Docker's frames */
+  uint8_t mux_hdr[8]; /* a frame header being read */
+  size_t mux_hdr_len; /* of mux_hdr */
+  uint32_t mux_left;  /* bytes of the current frame still to come */
 };
 
 static vd_web *web_of(vd_daemon *d) { return d->web; }
@@ -172,6 +182,7 @@ static void respond_error(vd_front *f, int status, const char *msg, bool keep) {
 
 /* After a local answer: the next request, or the end when it could not be kept. */
 static void request_done(vd_front *f) {
+  f->requests++;
   bool keep = f->have_req && f->req.keep_alive && f->state != F_CLOSING;
   if (f->have_req)
     http_request_clear(&f->req);
@@ -194,11 +205,12 @@ static void front_close(vd_front *f) {
   vd_tls_clear(&f->tls);
   close(f->fd);
   f->fd = -1;
-  if (f->linger_timer >= 0) {
-    vd_loop_del(d, f->linger_timer);
-    close(f->linger_timer);
-    f->linger_timer = -1;
+  if (f->timer >= 0) {
+    vd_loop_del(d, f->timer);
+    close(f->timer);
+    f->timer = -1;
   }
+  d->n_fronts--;
   if (f->inner >= 0) {
     vd_loop_del(d, f->inner);
     close(f->inner);
@@ -264,14 +276,15 @@ static int inner_open(vd_front *f) {
 static void front_update(vd_front *f) {
   if (f->dead)
     return;
-  uint32_t ev = EPOLLRDHUP;
+  /* once the client shut its side, RDHUP would fire on every wait: stop asking */
+  uint32_t ev = f->client_eof ? 0 : EPOLLRDHUP;
   bool reading = f->state != F_CLOSING && f->state != F_BUSY && !f->client_eof;
-  if (reading && f->to_inner.len < BUF_HIGH && f->in.len < BUF_HIGH)
+  if (reading && f->to_inner.len < BUF_HIGH && f->in.len < BUF_HIGH && f->out.len < BUF_HIGH)
     ev |= EPOLLIN;
   if (f->out.len || f->tls.want_write || f->state == F_HANDSHAKE)
     ev |= EPOLLOUT;
   if (f->state == F_HANDSHAKE && !f->tls.want_write)
-    ev = EPOLLIN | EPOLLRDHUP;
+    ev = EPOLLIN | (ev & EPOLLRDHUP);
   struct epoll_event e = {.events = ev, .data.ptr = &f->src};
   epoll_ctl(f->d->epfd, EPOLL_CTL_MOD, f->fd, &e);
   if (f->inner >= 0) {
@@ -285,10 +298,15 @@ static void front_update(vd_front *f) {
   }
 }
 
-void vd_front_event(vd_front *f, uint32_t events) {
-  (void)events;
-  if (!f->dead)
-    front_run(f);
+void vd_front_event(vd_src *src, uint32_t events) {
+  vd_front *f = src->owner;
+  if (f->dead)
+    return;
+  if (src == &f->src && (events & (EPOLLERR | EPOLLHUP))) { /* the client's socket is gone */
+    front_close(f);
+    return;
+  }
+  front_run(f);
 }
 
 /* ---------------------------------------------------------------- websockets */
@@ -385,6 +403,45 @@ static void ws_accept_value(const char *key, char out[29]) {
   EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
 }
 
+/* Terminal output to the client, as binary messages of at most 64 KiB (what we accept). */
+static void ws_output_raw(vd_front *f, const char *data, size_t len) {
+  for (size_t off = 0; off < len;) {
+    size_t n = len - off < WS_MAX_MESSAGE ? len - off : WS_MAX_MESSAGE;
+    ws_send(f, WS_OP_BINARY, data + off, n);
+    off += n;
+  }
+}
+
+/* The same from a container without a TTY: Docker's 8-byte frame headers (stream, 0, 0, 0,
+ * big-endian length) come off; stdout and stderr both go to the terminal. */
+static void ws_output(vd_front *f, const char *data, size_t len) {
+  if (!f->ws_demux) {
+    ws_output_raw(f, data, len);
+    return;
+  }
+  while (len) {
+    if (f->mux_left == 0) {
+      size_t take = sizeof(f->mux_hdr) - f->mux_hdr_len;
+      take = take < len ? take : len;
+      memcpy(f->mux_hdr + f->mux_hdr_len, data, take);
+      f->mux_hdr_len += take;
+      data += take;
+      len -= take;
+      if (f->mux_hdr_len == sizeof(f->mux_hdr)) {
+        f->mux_left = (uint32_t)f->mux_hdr[4] << 24 | (uint32_t)f->mux_hdr[5] << 16 |
+                      (uint32_t)f->mux_hdr[6] << 8 | f->mux_hdr[7];
+        f->mux_hdr_len = 0;
+      }
+      continue;
+    }
+    size_t n = len < f->mux_left ? len : f->mux_left;
+    ws_output_raw(f, data, n);
+    f->mux_left -= (uint32_t)n;
+    data += n;
+    len -= n;
+  }
+}
+
 /* ---------------------------------------------------------------- the inner answer */
 
 /* A complete inner head: security headers go in; a websocket's 101 becomes the handshake. */
@@ -392,7 +449,7 @@ static void inner_head(vd_front *f, size_t hl) {
   const char *h = f->ihead.p;
   int status = 0;
   if (hl > 12 && !strncmp(h, "HTTP/1.", 7))
-    status = atoi(h + 9);
+    status = (int)strtol(h + 9, NULL, 10);
   if (f->state == F_WS_WAIT) {
     if (status == 101) {
       char accept[29];
@@ -406,7 +463,7 @@ static void inner_head(vd_front *f, size_t hl) {
       ws_reader_init(&f->ws, WS_MAX_MESSAGE);
       buf_take(&f->ihead, hl);
       if (f->ihead.len)
-        ws_send(f, WS_OP_BINARY, f->ihead.p, f->ihead.len);
+        ws_output(f, f->ihead.p, f->ihead.len);
       buf_free(&f->ihead);
       f->ihead_done = true;
       return;
@@ -423,13 +480,16 @@ static void inner_head(vd_front *f, size_t hl) {
 }
 
 static void inner_data(vd_front *f, const char *data, size_t len) {
+  if (f->state == F_WS_INSPECT) { /* read whole, at its end (ws_inspected) */
+    if (f->ihead.len + len > INSPECT_MAX)
+      front_close(f);
+    else
+      buf_add(&f->ihead, data, len);
+    return;
+  }
   if (!f->web || f->ihead_done) {
     if (f->state == F_WS)
-      for (size_t off = 0; off < len;) { /* frames of at most 64 KiB, as we accept */
-        size_t n = len - off < WS_MAX_MESSAGE ? len - off : WS_MAX_MESSAGE;
-        ws_send(f, WS_OP_BINARY, data + off, n);
-        off += n;
-      }
+      ws_output(f, data, len);
     else
       buf_add(&f->out, data, len);
     return;
@@ -499,27 +559,65 @@ static void web_websocket(vd_front *f, const char *rest) {
     respond_error(f, 404, "no such websocket endpoint", false);
     return;
   }
-  bool vm = !strcmp(kind, "vms");
-  _cleanup_free_ char *req =
-      vm ? vs_asprintf("POST /vessel/v1/vms/%s/console?logs=1 HTTP/1.1\r\n", id)
-         : vs_asprintf("POST /containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n",
-                       id);
   if (inner_open(f) < 0) {
     respond_error(f, 503, "cannot reach the API router", false);
     return;
   }
+  if (!strcmp(kind, "vms")) {
+    _cleanup_free_ char *req =
+        vs_asprintf("POST /vessel/v1/vms/%s/console?logs=1 HTTP/1.1\r\n", id);
+    buf_str(&f->to_inner, req);
+    buf_str(&f->to_inner, "Host: vesseld\r\nUpgrade: tcp\r\nConnection: Upgrade, close\r\n"
+                          "Content-Length: 0\r\n\r\n");
+    f->state = F_WS_WAIT;
+    return;
+  }
+  /* a container: whether it has a TTY says how its output comes (ws_inspected) */
+  f->ws_ctr = vs_strdup(id);
+  _cleanup_free_ char *req = vs_asprintf(
+      "GET /containers/%s/json HTTP/1.1\r\nHost: vesseld\r\nConnection: close\r\n\r\n", id);
   buf_str(&f->to_inner, req);
-  buf_str(&f->to_inner, "Host: vesseld\r\nUpgrade: tcp\r\nConnection: Upgrade, close\r\n"
-                        "Content-Length: 0\r\n\r\n");
-  if (!vm)
-    f->ws_ctr = vs_strdup(id);
+  f->state = F_WS_INSPECT;
+}
+
+/* The container's inspect came (the inner connection closed): attach to it, or pass the
+ * router's refusal (404 no such container) on. */
+static void ws_inspected(vd_front *f) {
+  const char *end = f->ihead.p ? memmem(f->ihead.p, f->ihead.len, "\r\n\r\n", 4) : NULL;
+  if (!end) {
+    respond_error(f, 502, "no answer from the API router", false);
+    return;
+  }
+  size_t hl = (size_t)(end - f->ihead.p) + 4;
+  int status = f->ihead.len > 12 ? (int)strtol(f->ihead.p + 9, NULL, 10) : 0;
+  if (status != 200) {
+    f->state = F_PROXY;
+    inner_head(f, hl);
+    f->state = F_CLOSING;
+    return;
+  }
+  json_t *j = json_loadb(f->ihead.p + hl, f->ihead.len - hl, 0, NULL);
+  f->ws_demux = !json_is_true(json_object_get(json_object_get(j, "Config"), "Tty"));
+  json_decref(j);
+  buf_free(&f->ihead);
+  f->inner_eof = false;
+  f->ihead_done = false;
+  if (inner_open(f) < 0) {
+    respond_error(f, 503, "cannot reach the API router", false);
+    return;
+  }
+  _cleanup_free_ char *req = vs_asprintf(
+      "POST /containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: vesseld\r\n"
+      "Upgrade: tcp\r\nConnection: Upgrade, close\r\nContent-Length: 0\r\n\r\n",
+      f->ws_ctr);
+  buf_str(&f->to_inner, req);
   f->state = F_WS_WAIT;
 }
 
 /* Headers not passed to the router: the browser's credentials and hop-by-hop ones. */
 static bool header_dropped(const char *name) {
   static const char *const drop[] = {"Cookie",  "X-CSRF-Token",     "Connection", "Keep-Alive",
-                                     "Upgrade", "Proxy-Connection", "TE"};
+                                     "Upgrade", "Proxy-Connection", "TE",         "Expect"};
   for (size_t i = 0; i < ARRAY_SIZE(drop); i++)
     if (!strcasecmp(name, drop[i]))
       return true;
@@ -711,6 +809,8 @@ static void login_done(vd_job *job) {
   login_job *lj = (login_job *)job;
   vd_front *f = lj->f;
   f->busy = false;
+  if (web_of(f->d))
+    web_of(f->d)->logins_running--;
   if (!f->dead) {
     vd_web *w = web_of(f->d);
     bool keep = f->req.keep_alive;
@@ -747,6 +847,9 @@ static void web_login(vd_front *f) {
   vd_web *w = web_of(f->d);
   bool keep = f->req.keep_alive;
   long long wait = vd_web_login_wait(w, f->addr);
+  /* each check costs a worker a third of a second: a flood of logins must not take them all */
+  if (wait == 0 && w->logins_running >= VD_WEB_LOGINS_RUNNING_MAX)
+    wait = 1;
   if (wait > 0) {
     _cleanup_free_ char *msg = vs_asprintf("too many login attempts; try again in %lld s", wait);
     _cleanup_free_ char *extra = vs_asprintf("Retry-After: %lld\r\n", wait);
@@ -773,6 +876,7 @@ static void web_login(vd_front *f) {
   OPENSSL_cleanse(f->local_body.p, f->local_body.len);
   f->busy = true;
   f->state = F_BUSY;
+  w->logins_running++;
   vd_job_submit(f->d, &lj->job);
 }
 
@@ -851,6 +955,11 @@ static void web_request(vd_front *f) {
   const char *p = f->req.path;
   bool has_body = f->req.chunked || (f->req.has_length && f->req.content_length > 0);
   f->refusal = 0;
+  /* a client that waits for leave to send its body gets it from here (the router never sees
+   * Expect) */
+  const char *expect = http_header_get(&f->req, "Expect");
+  if (has_body && expect && !strcasecmp(expect, "100-continue") && f->in.len == 0)
+    buf_str(&f->out, "HTTP/1.1 100 Continue\r\n\r\n");
   if (is_api(p) && strncmp(p, "/api/ws/", 8) != 0 && strcmp(p, "/api") != 0) {
     f->refusal = api_refusal(f, &f->refusal_msg);
     if (!f->refusal) {
@@ -925,6 +1034,7 @@ static void client_input(vd_front *f) {
       break;
     }
     case F_PROXY:
+    case F_WS_INSPECT:
     case F_WS_WAIT:
     case F_LINGER:
       buf_free(&f->in); /* one request per connection from here: the rest is dropped */
@@ -946,15 +1056,34 @@ static void client_input(vd_front *f) {
 
 /* ---------------------------------------------------------------- moving bytes */
 
+/* Set the connection's deadline (seconds 0: none). */
+static void timer_arm(vd_front *f, int mode, int seconds) {
+  struct itimerspec its = {.it_value = {.tv_sec = seconds}};
+  timerfd_settime(f->timer, 0, &its, NULL);
+  f->timer_mode = mode;
+  f->armed_for = f->requests;
+}
+
+/* The deadline that goes with the state: a client gets IDLE_SECONDS for its handshake and for
+ * each request's head (and a login's body); answers, streams and terminals have none. */
+static void timer_update(vd_front *f) {
+  bool waiting = f->state == F_HANDSHAKE || f->state == F_HEAD || f->state == F_LOCAL_BODY;
+  if (f->timer_mode == TIMER_LINGER)
+    return;
+  if (waiting && (f->timer_mode != TIMER_IDLE || f->armed_for != f->requests))
+    timer_arm(f, TIMER_IDLE, IDLE_SECONDS);
+  else if (!waiting && f->timer_mode != TIMER_NONE)
+    timer_arm(f, TIMER_NONE, 0);
+}
+
 /* Everything was sent and the connection is to end. Closing a socket that has unread input
  * makes the kernel send a reset, which can destroy our last answer (a close frame, an error)
  * before the client reads it; so our side is shut first and what still comes is read and
  * dropped until the client closes, or for LINGER_SECONDS at most. */
 static void linger_begin(vd_front *f) {
-  if (f->linger_timer >= 0) { /* lingering already */
-    f->state = F_LINGER;
+  f->state = F_LINGER;
+  if (f->timer_mode == TIMER_LINGER) /* lingering already */
     return;
-  }
   if (f->inner >= 0) {
     vd_loop_del(f->d, f->inner);
     close(f->inner);
@@ -963,16 +1092,7 @@ static void linger_begin(vd_front *f) {
   if (f->tls.established)
     SSL_shutdown(f->tls.ssl);
   shutdown(f->fd, SHUT_WR);
-  f->linger_timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-  struct itimerspec its = {.it_value = {.tv_sec = LINGER_SECONDS}};
-  f->linger_src.kind = VD_SRC_FRONT;
-  f->linger_src.owner = f;
-  if (f->linger_timer < 0 || timerfd_settime(f->linger_timer, 0, &its, NULL) < 0 ||
-      vd_loop_add(f->d, f->linger_timer, EPOLLIN, &f->linger_src, NULL) < 0) {
-    front_close(f);
-    return;
-  }
-  f->state = F_LINGER;
+  timer_arm(f, TIMER_LINGER, LINGER_SECONDS);
 }
 
 /* What is queued for the client, through TLS: false when the connection ended. */
@@ -987,24 +1107,16 @@ static bool flush_client(vd_front *f) {
     }
     buf_take(&f->out, (size_t)n);
   }
-  if (f->state == F_CLOSING) {
+  if (f->state == F_CLOSING)
     linger_begin(f);
-    return !f->dead;
-  }
-  if (f->state == F_LINGER) {
-    uint64_t n = 0;
-    if (read(f->linger_timer, &n, sizeof(n)) == sizeof(n) && n > 0) {
-      front_close(f);
-      return false;
-    }
-  }
   return true;
 }
 
 static bool read_client(vd_front *f) {
   char chunk[READ_CHUNK];
+  /* answers made here (files, pongs) wait in out: a client that does not read them is not read */
   while (!f->client_eof && f->in.len < BUF_HIGH && f->to_inner.len < BUF_HIGH &&
-         f->state != F_BUSY && f->state != F_CLOSING) {
+         f->out.len < BUF_HIGH && f->state != F_BUSY && f->state != F_CLOSING) {
     ssize_t n = vd_tls_read(&f->tls, chunk, sizeof(chunk));
     if (f->state == F_LINGER && n < 0 && errno != EAGAIN)
       n = 0; /* after our close_notify the session may refuse more: the end */
@@ -1057,17 +1169,29 @@ static void read_inner(vd_front *f) {
     inner_data(f, chunk, (size_t)n);
   }
   if (f->inner_eof && !f->dead) {
+    vd_loop_del(f->d, f->inner);
+    close(f->inner);
+    f->inner = -1;
+    if (f->state == F_WS_INSPECT) {
+      ws_inspected(f);
+      return;
+    }
     /* the answer (or the stream) ended: so does the client's connection */
     if (f->state == F_WS)
       ws_close(f, WS_CLOSE_NORMAL, "the stream ended");
     f->state = F_CLOSING;
-    vd_loop_del(f->d, f->inner);
-    close(f->inner);
-    f->inner = -1;
   }
 }
 
 static void front_run(vd_front *f) {
+  uint64_t expired = 0;
+  if (read(f->timer, &expired, sizeof(expired)) == sizeof(expired) && expired &&
+      f->timer_mode != TIMER_NONE) {
+    if (f->timer_mode == TIMER_IDLE)
+      vs_log_debug("web %s: no request within %d s, closed", f->addr, IDLE_SECONDS);
+    front_close(f);
+    return;
+  }
   for (int round = 0; round < 64 && !f->dead; round++) {
     size_t before = f->in.len + f->out.len + f->to_inner.len;
     front_state st = f->state;
@@ -1107,7 +1231,10 @@ static void front_run(vd_front *f) {
         eofs == f->client_eof + f->inner_eof)
       break;
   }
-  front_update(f);
+  if (!f->dead) {
+    timer_update(f);
+    front_update(f);
+  }
 }
 
 /* ---------------------------------------------------------------- listeners */
@@ -1119,7 +1246,7 @@ void vd_front_listener_event(vd_daemon *d, vd_front_listener *l) {
     int fd = accept4(l->fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
       return;
-    if (d->n_conns >= VD_MAX_CONNS) {
+    if (d->n_conns >= VD_MAX_CONNS || d->n_fronts >= VD_MAX_FRONTS) {
       close(fd);
       continue;
     }
@@ -1127,7 +1254,9 @@ void vd_front_listener_event(vd_daemon *d, vd_front_listener *l) {
     f->d = d;
     f->fd = fd;
     f->inner = -1;
-    f->linger_timer = -1;
+    f->timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    f->timer_src.kind = VD_SRC_FRONT;
+    f->timer_src.owner = f;
     f->web = l->web;
     f->src.kind = VD_SRC_FRONT;
     f->src.owner = f;
@@ -1135,13 +1264,25 @@ void vd_front_listener_event(vd_daemon *d, vd_front_listener *l) {
     if (getnameinfo((struct sockaddr *)&sa, sl, f->addr, sizeof(f->addr), NULL, 0,
                     NI_NUMERICHOST) != 0)
       snprintf(f->addr, sizeof(f->addr), "?");
-    if (vd_tls_init(&f->tls, l->ctx, fd, NULL) < 0 ||
-        vd_loop_add(d, fd, EPOLLIN | EPOLLRDHUP, &f->src, NULL) < 0) {
+    if (f->timer < 0 || vd_tls_init(&f->tls, l->ctx, fd, NULL) < 0 ||
+        vd_loop_add(d, f->timer, EPOLLIN, &f->timer_src, NULL) < 0) {
+      vd_tls_clear(&f->tls);
+      if (f->timer >= 0)
+        close(f->timer);
+      close(fd);
+      free(f);
+      continue;
+    }
+    if (vd_loop_add(d, fd, EPOLLIN | EPOLLRDHUP, &f->src, NULL) < 0) {
+      vd_loop_del(d, f->timer);
+      close(f->timer);
       vd_tls_clear(&f->tls);
       close(fd);
       free(f);
       continue;
     }
+    timer_arm(f, TIMER_IDLE, IDLE_SECONDS);
+    d->n_fronts++;
     f->next = d->fronts;
     if (d->fronts)
       d->fronts->prev = f;
@@ -1159,8 +1300,8 @@ static int add_front_listener(vd_daemon *d, int fd, bool web, SSL_CTX *ctx, cons
   l->web = web;
   l->ctx = ctx;
   l->name = vs_strdup(name);
-  d->front_listeners = vs_realloc(d->front_listeners, sizeof(l) * (d->n_front_listeners + 1));
-  d->front_listeners[d->n_front_listeners++] = l;
+  l->next = d->front_listeners;
+  d->front_listeners = l;
   return vd_loop_add(d, fd, EPOLLIN, &l->src, err);
 }
 
@@ -1242,16 +1383,14 @@ void vd_web_free(vd_daemon *d) {
   while (d->fronts)
     front_close(d->fronts);
   vd_front_sweep(d);
-  for (size_t i = 0; i < d->n_front_listeners; i++) {
-    vd_front_listener *l = d->front_listeners[i];
+  while (d->front_listeners) {
+    vd_front_listener *l = d->front_listeners;
+    d->front_listeners = l->next;
     close(l->fd);
     SSL_CTX_free(l->ctx);
     free(l->name);
     free(l);
   }
-  free(d->front_listeners);
-  d->front_listeners = NULL;
-  d->n_front_listeners = 0;
   vd_web *w = d->web;
   if (w) {
     if (w->root_fd >= 0)

@@ -21,7 +21,8 @@
 #define VD_WEB_LOGIN_WINDOW 60 /* seconds */
 #define VD_WEB_LOGIN_MAX_PER_ADDR 5
 #define VD_WEB_LOGIN_MAX_ALL 20
-#define VD_WEB_PBKDF2_ITERATIONS 200000
+#define VD_WEB_PBKDF2_ITERATIONS 600000 /* OWASP's figure for PBKDF2-HMAC-SHA256 */
+#define VD_WEB_LOGINS_RUNNING_MAX 2     /* password checks on the workers at once */
 
 typedef struct vd_web_session {
   char token[65]; /* the cookie: 256 random bits in hex */
@@ -44,7 +45,8 @@ typedef struct vd_web {
   size_t n_sessions;
   vd_web_fail fails[VD_WEB_FAILS_KEPT];
   size_t n_fails;
-  char *passwd_path; /* DATA_ROOT/web/passwd */
+  char *passwd_path;       /* DATA_ROOT/web/passwd */
+  unsigned logins_running; /* password checks on the workers now */
 } vd_web;
 
 /* A listener of front connections: web or relay, with its TLS context. */
@@ -54,6 +56,7 @@ typedef struct vd_front_listener {
   bool web;
   SSL_CTX *ctx;
   char *name; /* for the log */
+  struct vd_front_listener *next;
 } vd_front_listener;
 
 typedef struct vd_front vd_front;
@@ -65,7 +68,8 @@ int vd_web_init(vd_daemon *d, const vd_options *o, vs_error **err);
 /* A TLS relay listener for -H tcp://... (fd listening), with its context (taken). */
 int vd_front_listen_relay(vd_daemon *d, int fd, SSL_CTX *ctx, const char *name, vs_error **err);
 void vd_front_listener_event(vd_daemon *d, vd_front_listener *l);
-void vd_front_event(vd_front *f, uint32_t events);
+/* An event on one of a front connection's descriptors (client, internal, timer). */
+void vd_front_event(vd_src *src, uint32_t events);
 /* End of a loop iteration: free the front connections that closed. */
 void vd_front_sweep(vd_daemon *d);
 void vd_web_free(vd_daemon *d);

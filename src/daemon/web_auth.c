@@ -138,8 +138,10 @@ long long vd_web_login_wait(vd_web *w, const char *addr) {
     wait = oldest_mine + VD_WEB_LOGIN_WINDOW - now;
   if (w->n_fails >= VD_WEB_LOGIN_MAX_ALL && oldest + VD_WEB_LOGIN_WINDOW - now > wait)
     wait = oldest + VD_WEB_LOGIN_WINDOW - now;
-  return wait > 0 ? wait
-                  : (mine >= VD_WEB_LOGIN_MAX_PER_ADDR || w->n_fails >= VD_WEB_LOGIN_MAX_ALL);
+  bool limited = mine >= VD_WEB_LOGIN_MAX_PER_ADDR || w->n_fails >= VD_WEB_LOGIN_MAX_ALL;
+  if (limited && wait < 1) /* the window ends within this second */
+    wait = 1;
+  return limited ? wait : 0;
 }
 
 void vd_web_login_failed(vd_web *w, const char *addr) {

@@ -144,8 +144,8 @@ size_t ws_close_payload(uint8_t out[125], uint16_t code, const char *reason) {
   size_t n = reason ? strlen(reason) : 0;
   if (n > 123)
     n = 123;
-  if (n)
-    memcpy(out + 2, reason, n);
+  for (size_t i = 0; i < n; i++) /* bytes of a frame, not a string */
+    out[2 + i] = (uint8_t)reason[i];
   return 2 + n;
 }
 

@@ -281,12 +281,14 @@ def site(tmp_path_factory, netns, build_dir):
     tls = root / "tls"
     tls.mkdir()
     make_tls_files(tls)
+    # the TLS settings as dockerd's daemon.json keys
+    (root / "daemon.json").write_text(json.dumps({
+        "tlsverify": True, "tlscacert": str(tls / "ca.pem"),
+        "tlscert": str(tls / "server-cert.pem"), "tlskey": str(tls / "server-key.pem")}))
     vd = test_daemon.Vesseld(
         build_dir, root, prefix=["nsenter", f"--net={netns}"],
         extra=["--web", f"127.0.0.1:{WEB_PORT}", "--web-root", str(webroot),
-               "-H", f"tcp://127.0.0.1:{TLS_PORT}", "--tlsverify",
-               "--tlscacert", str(tls / "ca.pem"), "--tlscert", str(tls / "server-cert.pem"),
-               "--tlskey", str(tls / "server-key.pem")])
+               "-H", f"tcp://127.0.0.1:{TLS_PORT}", "--config", str(root / "daemon.json")])
     vd.tls_dir = tls
     try:
         image = busybox_archive(root / "busybox.tar")
@@ -517,20 +519,33 @@ def test_websocket_terminal(site, logged_in):
     assert site.request("GET", "/api/_ping", cookie=cookie)[2] == b"OK"
     vd.docker("rm", "-f", "term")
 
+    # a container without a TTY: its output arrives without Docker's stream headers
+    vd.docker("run", "-d", "-i", "--name", "plain", "busybox", "sh")
+    ws, _ = WebSocket.connect(site, f"/api/ws/containers/plain/attach?csrf={csrf}", cookie)
+    ws.send_frame(2, b"echo plain-$((2+3)); echo err-out >&2\n")
+    out = ws.read_until(b"err-out\n")
+    assert b"plain-5\n" in out and b"\x00" not in out, out
+    ws.close()
+    vd.docker("rm", "-f", "plain")
+
 
 def test_docker_api_over_tls(site):
     vd = site.vd
     env = dict(vd.env, DOCKER_HOST=f"tcp://127.0.0.1:{TLS_PORT}", DOCKER_TLS_VERIFY="1",
                DOCKER_CERT_PATH=str(vd.tls_dir))
 
-    def docker(*args):
+    def docker(*args, input=None):
         return subprocess.run(["nsenter", f"--net={NS_PATH}", test_daemon.DOCKER, *args],
-                              env=env, capture_output=True, text=True, timeout=60)
+                              env=env, capture_output=True, text=True, timeout=60, input=input)
 
     r = docker("version", "--format", "{{.Server.APIVersion}}")
     assert r.returncode == 0 and r.stdout.strip() == "1.41", r.stderr
     r = docker("run", "--rm", "busybox", "echo", "over-tls")  # attach: a hijacked stream
     assert r.returncode == 0 and r.stdout == "over-tls\n", r.stderr
+    # stdin through the relay, and its end (the client shuts its side) reaching the container
+    r = docker("run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo stdin-ended",
+               input="via-stdin\n")
+    assert r.returncode == 0 and r.stdout == "via-stdin\nstdin-ended\n", r.stderr
     # without a client certificate the handshake fails
     ctx = ssl.create_default_context(cafile=str(vd.tls_dir / "ca.pem"))
     s = ctx.wrap_socket(ns_socket("127.0.0.1", TLS_PORT), server_hostname="127.0.0.1")

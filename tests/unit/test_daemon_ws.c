@@ -93,9 +93,9 @@ TEST(fragments_reassemble_with_control_frames_between) {
   ws_reader r;
   ws_reader_init(&r, 0);
   uint8_t buf[512];
-  size_t n = client_frame(buf, 0x01, "{\"type\":", 8);   /* text, not final */
-  n += client_frame(buf + n, 0x89, "hi", 2);             /* ping in between */
-  n += client_frame(buf + n, 0x80, "\"resize\"}", 9);    /* continuation, final */
+  size_t n = client_frame(buf, 0x01, "{\"type\":", 8); /* text, not final */
+  n += client_frame(buf + n, 0x89, "hi", 2);           /* ping in between */
+  n += client_frame(buf + n, 0x80, "\"resize\"}", 9);  /* continuation, final */
   ws_message m;
   uint16_t code;
   size_t used, off = 0;

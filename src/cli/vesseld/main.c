@@ -93,6 +93,16 @@ static int merge_config(const char *path, flags *f, vd_config *cfg, vd_options *
     add_conflict(&conflicts, "log-format", f->format, cfg->log_format);
   if (f->debug && cfg->debug >= 0)
     add_conflict(&conflicts, "debug", "true", cfg->debug ? "true" : "false");
+  if (o->tls && cfg->tls >= 0)
+    add_conflict(&conflicts, "tls", "true", cfg->tls ? "true" : "false");
+  if (o->tls_verify && cfg->tls_verify >= 0)
+    add_conflict(&conflicts, "tlsverify", "true", cfg->tls_verify ? "true" : "false");
+  if (o->tls_ca && cfg->tls_ca)
+    add_conflict(&conflicts, "tlscacert", o->tls_ca, cfg->tls_ca);
+  if (o->tls_cert && cfg->tls_cert)
+    add_conflict(&conflicts, "tlscert", o->tls_cert, cfg->tls_cert);
+  if (o->tls_key && cfg->tls_key)
+    add_conflict(&conflicts, "tlskey", o->tls_key, cfg->tls_key);
   if (f->n_hosts && cfg->n_hosts) {
     _cleanup_free_ char *a = join_hosts(f->hosts, f->n_hosts);
     _cleanup_free_ char *b = join_hosts(cfg->hosts, cfg->n_hosts);
@@ -116,6 +126,16 @@ static int merge_config(const char *path, flags *f, vd_config *cfg, vd_options *
     f->format = cfg->log_format;
   if (cfg->debug > 0)
     f->debug = true;
+  if (cfg->tls > 0)
+    o->tls = true;
+  if (cfg->tls_verify > 0)
+    o->tls_verify = true;
+  if (cfg->tls_ca)
+    o->tls_ca = cfg->tls_ca;
+  if (cfg->tls_cert)
+    o->tls_cert = cfg->tls_cert;
+  if (cfg->tls_key)
+    o->tls_key = cfg->tls_key;
   if (cfg->n_hosts) {
     f->hosts = cfg->hosts;
     f->n_hosts = cfg->n_hosts;
