@@ -92,17 +92,27 @@ export async function guestsPage(root: HTMLElement, ctx: PageContext): Promise<v
     table, empty,
   );
 
-  const rows = new Map<string, { tr: HTMLTableRowElement; g: Guest; text: string }>();
+  // a row's element is made when it first comes into view, its search text when first filtered
+  const rows = new Map<string, { tr: HTMLTableRowElement; g: Guest }>();
+  const texts = new WeakMap<Guest, string>();
   const rowFor = (g: Guest) => {
     let r = rows.get(g.key);
     if (!r || r.g !== g) {
       const tr = r?.tr ?? h("tr", { "data-key": g.key });
       tr.dataset.name = g.name;
       tr.replaceChildren(...cells(g));
-      r = { tr, g, text: [g.name, g.id.slice(0, 12), g.kind, g.state, g.pool, g.address, g.image].join("\n").toLowerCase() };
+      r = { tr, g };
       rows.set(g.key, r);
     }
     return r;
+  };
+  const textOf = (g: Guest) => {
+    let t = texts.get(g);
+    if (t === undefined) {
+      t = [g.name, g.id.slice(0, 12), g.kind, g.state, g.pool, g.address, g.image].join("\n").toLowerCase();
+      texts.set(g, t);
+    }
+    return t;
   };
 
   const ROW_H = 34; // px, fixed by the stylesheet (table.guests tbody tr)
@@ -144,7 +154,7 @@ export async function guestsPage(root: HTMLElement, ctx: PageContext): Promise<v
     list = allGuests().filter((g) => {
       if (kind && g.kind !== kind) return false;
       if (!words.length) return true;
-      const t = rowFor(g).text;
+      const t = textOf(g);
       return words.every((w) => t.includes(w));
     });
     const k = sortKey;
@@ -180,7 +190,6 @@ export async function guestsPage(root: HTMLElement, ctx: PageContext): Promise<v
   });
 
   await loadGuests();
-  for (const g of allGuests()) rowFor(g);
   draw();
   let frame = 0;
   ctx.onLeave(onGuests((_changed, removed) => {
