@@ -157,7 +157,9 @@ def web(build_dir, guest_assets, tmp_path_factory):
         # scripts/test builds it after meson; a lone pytest run builds it here
         run("bash", TOP / "scripts/build-web", build_dir / "web")
     root = tmp_path_factory.mktemp("web")
-    image_tar = test_daemon.busybox_archive(root / "busybox.tar")
+    # stty: the container's TTY size after the page resizes its terminal
+    image_tar = test_daemon.busybox_archive(root / "busybox.tar",
+                                            extend=lambda l: l.symlink("bin/stty", "busybox"))
     saved = os.environ.get("VESSEL_CACHE")
     # vesseld finds the default guest where scripts/fetch-guest put it
     os.environ["VESSEL_CACHE"] = str(pathlib.Path(guest_assets).parent)
@@ -255,6 +257,9 @@ def test_create_container_from_the_form(web):
     c = json.loads(web.vd.docker("inspect", "web-formed").stdout)[0]
     assert c["State"]["Status"] == "running" and c["Config"]["Tty"] is True
     assert c["Id"] in info["url"]
+    # the terminal told the TTY its size, and its new one after the window shrank
+    (rows0, cols0), (rows1, cols1) = info["sizes"]
+    assert rows0 > 5 and cols0 > 40 and cols1 < cols0, info["sizes"]
     assert "made-by-the-form" in web.vd.docker("logs", "web-formed").stdout
 
 

@@ -109,7 +109,7 @@ async function waitTerminal(page, text, timeout = STEP) {
   const t0 = Date.now();
   for (;;) {
     const s = await terminalText(page);
-    if (s.includes(text)) return s;
+    if (typeof text === "string" ? s.includes(text) : text.test(s)) return s;
     if (Date.now() - t0 > timeout) throw new Error(`the terminal never showed ${JSON.stringify(text)}; it shows:\n${s}`);
     await page.waitForTimeout(100);
   }
@@ -130,7 +130,7 @@ async function pageFetch(page, method, path, body, token) {
 
 const SCENARIOS = {
   // log in; the overview shows the host, the guests' counts and the pools
-  async login({ page }) {
+  async login({ page, allow }) {
     await page.goto(BASE + "/guests");
     await page.waitForSelector("#login-form");
     await shot(page, "login");
@@ -146,6 +146,12 @@ const SCENARIOS = {
     // the live graph gets samples from the host stats stream
     await page.waitForFunction(() => /%/.test(document.querySelector("#host-cpu")?.textContent || ""));
     await shot(page, "overview");
+    // logging out ends the session: the form is back and the API refuses the old cookie
+    allow(/status of 401/, /\/api\//);
+    await page.click("#logout");
+    await page.waitForSelector("#login-form");
+    const r = await pageFetch(page, "GET", "/api/containers/json");
+    assert(r.status === 401, "the API still answers after logout: " + r.status);
     return { facts };
   },
 
@@ -233,7 +239,7 @@ const SCENARIOS = {
     await page.waitForSelector("#new-container");
     await page.fill("#ctr-image", image);
     await page.fill("#ctr-name", name);
-    await page.fill("#ctr-cmd", "sh -c 'echo made-by-the-form; sleep 600'");
+    await page.fill("#ctr-cmd", "sh -c 'echo made-by-the-form; exec sh'");
     await page.check("#ctr-tty");
     await shot(page, "new-container");
     await page.click("#ctr-submit");
@@ -244,9 +250,20 @@ const SCENARIOS = {
     await page.click("#term-open");
     await page.waitForFunction(() => document.querySelector("#term-status")?.textContent === "connected");
     await page.click("#terminal");
-    await page.keyboard.type("x");
+    // the TTY's size is the terminal's, and follows the window
+    const size = async (tag) => {
+      await page.keyboard.type(`echo ${tag} $(stty size) ${tag}\n`);
+      // (xterm's rows may hold no-break spaces: \s matches them)
+      const rx = new RegExp(`${tag}\\s+(\\d+)\\s+(\\d+)\\s+${tag}`);
+      const m = (await waitTerminal(page, rx)).match(rx);
+      return [Number(m[1]), Number(m[2])];
+    };
+    const s0 = await size("sz1");
+    await page.setViewportSize({ width: 860, height: 760 });
+    await page.waitForTimeout(400);
+    const s1 = await size("sz2");
     await shot(page, "container-terminal");
-    return { url: page.url() };
+    return { url: page.url(), sizes: [s0, s1] };
   },
 
   // a wrong password is refused, and the API stays closed
