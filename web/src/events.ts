@@ -46,10 +46,23 @@ function setConnected(up: boolean): void {
   for (const fn of stateListeners) fn(up);
 }
 
+// Keys of the events of the last second delivered: a stream opened again with `since` (whole
+// seconds) repeats them.
+let seenSecond = 0;
+const seenKeys = new Set<string>();
+
 function deliver(o: any): void {
   if (!o || typeof o !== "object" || typeof o.Type !== "string") return;
   const e = o as DaemonEvent;
   if (!e.Actor) e.Actor = { ID: e.id || "" };
+  const key = `${e.timeNano ?? e.time}|${e.Type}|${e.Action}|${e.Actor.ID}`;
+  if (e.time !== seenSecond) {
+    if (e.time < seenSecond && lastTime && e.time < lastTime) return; // older than what was seen
+    seenSecond = e.time;
+    seenKeys.clear();
+  }
+  if (seenKeys.has(key)) return;
+  seenKeys.add(key);
   if (typeof e.time === "number") lastTime = Math.max(lastTime, e.time);
   recent.push(e);
   if (recent.length > RECENT_MAX) recent.splice(0, recent.length - RECENT_MAX);
@@ -69,7 +82,7 @@ export function startEvents(): void {
   let pause = 1000;
   const run = async () => {
     while (!my.signal.aborted) {
-      const since = lastTime ? `?since=${lastTime + 1}` : "";
+      const since = lastTime ? `?since=${lastTime}` : "";
       setConnected(true);
       try {
         await streamJSON(`/api/events${since}`, (o) => {
