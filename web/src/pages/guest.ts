@@ -379,8 +379,9 @@ export async function containerPage(root: HTMLElement, ctx: PageContext): Promis
     }, confirm: { title: `Remove ${name()}?`, message: "The container and its anonymous volumes are deleted (a running one is killed first).", danger: true } },
   ], name(), state, after);
 
+  // without a TTY the terminal shows the output (and sends input when stdin is open), as docker attach
   const term = terminalBox(ctx, "Terminal", `/api/ws/containers/${enc(c.Id)}/attach`, () =>
-    !c.Config?.Tty ? "no TTY (created without tty)" : state() === "running" ? null : "the container is not running");
+    state() === "running" ? null : "the container is not running");
   const logs = logBox();
 
   const draw = () => {
