@@ -66,7 +66,8 @@ class Driver:
     """tests/web/driver.mjs in the namespace: one request a line in, one RESULT line out."""
 
     def __init__(self, ns_path, log_path):
-        SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(SHOTS, ignore_errors=True)   # this run's screenshots only
+        SHOTS.mkdir(parents=True)
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
