@@ -26,7 +26,6 @@ import pytest
 
 import test_daemon
 import test_daemon_vm
-from guestconsole import BOOT_TIMEOUT
 from test_daemon import Vesseld
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
