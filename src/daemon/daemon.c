@@ -250,6 +250,8 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   pthread_mutex_init(&d->store_lock, NULL);
   pthread_mutex_init(&d->volume_lock, NULL);
   pthread_mutex_init(&d->event_lock, NULL);
+  pthread_mutex_init(&d->spare_lock, NULL);
+  d->spare_fd = -1;
   pthread_cond_init(&d->qcond, NULL);
   d->data_root = vs_strdup(o->data_root ? o->data_root : VD_DEFAULT_DATA_ROOT);
   d->exec_root = vs_strdup(o->exec_root ? o->exec_root : VD_DEFAULT_EXEC_ROOT);
@@ -274,6 +276,7 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
     goto fail;
   if (start_workers(d, err) < 0)
     goto fail;
+  vd_monitor_spare_submit(d);
   return d;
 fail:
   vd_daemon_free(d);
@@ -399,6 +402,7 @@ void vd_daemon_free(vd_daemon *d) {
   vd_execs_free(d);
   stop_workers(d);
   vd_front_sweep(d);
+  vd_monitor_spare_close(d);
   vd_conn_sweep(d);
   for (size_t i = 0; i < d->n_listen; i++) {
     close(d->listen_fds[i]);
@@ -435,6 +439,7 @@ void vd_daemon_free(vd_daemon *d) {
   pthread_mutex_destroy(&d->store_lock);
   pthread_mutex_destroy(&d->volume_lock);
   pthread_mutex_destroy(&d->event_lock);
+  pthread_mutex_destroy(&d->spare_lock);
   vd_events_free(d);
   vd_vms_free(d);
   pthread_cond_destroy(&d->qcond);

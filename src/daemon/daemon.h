@@ -67,6 +67,8 @@ typedef struct vd_monitor_options {
   bool open_stdin;          /* keep the container's stdin open for attach clients */
   int64_t log_max_size;     /* rotate the log past this many bytes (0 or -1: never) */
   unsigned log_max_files;   /* the log and its rotated files (0 or 1: the log is emptied) */
+  const char *log_attrs;    /* a JSON object every log entry carries as "attrs", or NULL */
+  bool log_compress;        /* gzip rotated log files */
 } vd_monitor_options;
 
 /* `vessel-monitor --exec FILE`: run the OCI process in FILE (which is removed) inside the

@@ -196,7 +196,7 @@ struct vd_conn {
   bool peer_eof; /* the client shut its side (hijacked streams keep going) */
   bool dead;     /* closed: freed at the end of the loop iteration or when its worker returns */
   bool chunked;  /* response body in chunked encoding */
-  bool out_stdout, out_stderr, follow, timestamps;
+  bool out_stdout, out_stderr, follow, timestamps, details;
   bool ctr_ended; /* the container exited or went away: drain the log, then end */
   bool raw;       /* TTY: no multiplexing headers */
   /* attach with stdin: what the client sends goes to the monitor's attach.sock */
@@ -336,7 +336,11 @@ struct vd_daemon {
   vd_job *queue, *queue_tail;
   vd_job *done;
   bool quit_workers;
-  char *started;      /* RFC 3339 */
+  char *started; /* RFC 3339 */
+  /* the spare monitor, started ahead for the next container (supervisor.c): under spare_lock */
+  pthread_mutex_t spare_lock;
+  int spare_fd; /* its socket, -1 when there is none */
+  pid_t spare_pid;
   struct vd_vms *vms; /* the VM table (vms.h) */
   vd_net *net;        /* networks.c */
   /* web.c: TLS listeners, front connections, the web console's state */
@@ -385,6 +389,10 @@ const char *vd_api_path(const char *path, char **msg);
 /* images.c: the full reference a commit or import names (repo, with tag or ":latest"), in *full
  * (NULL when repo is empty: an untagged image). 0, or -1 with the call answered (400). */
 int vd_call_image_ref(vd_call *c, const char *repo, const char *tag, char **full);
+/* An `until` filter: a Unix time ("1700000000", "1700000000.5"), an RFC 3339 time or date, or
+ * a Go duration back from now ("24h", "90m", "1h30m", "10s"), as dockerd's GetTimestamp takes
+ * them. Seconds since the epoch, or -1. */
+long long vd_until_time(const char *s, time_t now);
 
 /* handlers */
 void vd_h_ping(vd_call *c);
@@ -564,6 +572,11 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
 /* A container whose monitor died without recording its exit (c->monitor_lost): end what is
  * left of it and record exit.json (worker or start-up; see supervisor.c). */
 void vd_supervise_end_orphan(vd_daemon *d, vd_container *c);
+/* Start the spare monitor if there is none (a worker's job: it waits for the program's start);
+ * the daemon's end closes its socket, which ends it. */
+void vd_monitor_spare_refill(vd_daemon *d);
+void vd_monitor_spare_submit(vd_daemon *d);
+void vd_monitor_spare_close(vd_daemon *d);
 /* Send sig to the container's processes. */
 int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
 /* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */
@@ -645,13 +658,20 @@ void vd_h_network_disconnect(vd_call *c);
 typedef struct vd_log_opts {
   int64_t max_size;   /* bytes; -1: no limit */
   unsigned max_files; /* the log and its rotated files, at least 1 */
+  bool compress;      /* rotated files are gzipped (.1.gz, .2.gz, ...) */
 } vd_log_opts;
-/* HostConfig.LogConfig checked (json-file only; max-size, max-file) and read into *out. */
+/* HostConfig.LogConfig checked (json-file only; max-size, max-file, compress, labels,
+ * labels-regex, env, env-regex, tag) and the rotation read into *out. */
 int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err);
+/* The attrs every json-file entry of the container carries (dockerd's: the labels and
+ * environment variables its labels/env options name or their -regex options match, and the
+ * expanded tag), from its record; NULL when there are none. */
+json_t *vd_log_attrs(json_t *rec);
 /* path, or path.i for the i-th rotated file (1 is the newest of them). */
 char *vd_log_rotated_path(const char *path, unsigned i);
-/* Shift path.i to path.i+1 (the one beyond max_files - 1 goes) and path to path.1. -1, errno. */
-int vd_log_rotate(const char *path, unsigned max_files);
+/* Shift path.i to path.i+1 (the one beyond max_files - 1 goes) and path to path.1, each file
+ * plain or gzipped (.gz); with compress path.1 is then gzipped. -1, errno. */
+int vd_log_rotate(const char *path, unsigned max_files, bool compress);
 /* The oldest file of the log, opened for reading (-1 if none). */
 int vd_log_open_oldest(const char *path);
 /* The file after the one fd reads, opened (-1 when fd's is the newest). */

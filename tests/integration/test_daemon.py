@@ -798,6 +798,34 @@ def test_system_df_and_image_prune(vdi):
     assert vdi.docker("images", "-q").stdout.strip() == ""
 
 
+def test_image_prune_filters_and_import_changes(vdi, tmp_path):
+    """image prune -a narrowed by until, label and label!; import --change through the API."""
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(oci_images.busybox_layer().tar())
+    vdi.docker("import", "--change", 'CMD ["sh", "-c", "echo A=$A; pwd"]', "--change", "ENV A=1",
+               "-c", "WORKDIR /tmp", "-c", "LABEL keep=yes", str(rootfs), "fresh:1")
+    assert vdi.docker("run", "--rm", "fresh:1").stdout == "A=1\n/tmp\n"
+    cfg = json.loads(vdi.docker("inspect", "fresh:1").stdout)[0]["Config"]
+    assert cfg["Env"] == ["A=1"] and cfg["Labels"] == {"keep": "yes"}
+    bad = vdi.docker("import", "--change", "RUN true", str(rootfs), "bad:1", check=False)
+    assert bad.returncode != 0 and "RUN" in bad.stderr
+    vdi.docker("import", str(rootfs), "plain:1")
+    images = lambda: sorted(vdi.docker("images", "--format", "{{.Repository}}").stdout.split())
+    # busybox was made long ago, fresh:1 and plain:1 just now; plain:1 has no label
+    vdi.docker("image", "prune", "-a", "-f", "--filter", "until=10m")
+    assert images() == ["fresh", "plain"]
+    vdi.docker("image", "prune", "-a", "-f", "--filter", "label=keep=no")
+    assert images() == ["fresh", "plain"]
+    vdi.docker("image", "prune", "-a", "-f", "--filter", "label!=keep")
+    assert images() == ["fresh"]
+    for f, msg in [("until=soon", "failed to parse value as time or duration"),
+                   ("colour=red", "invalid filter")]:
+        r = vdi.docker("image", "prune", "-a", "-f", "--filter", f, check=False)
+        assert r.returncode != 0 and msg in r.stderr, (f, r.stderr)
+    vdi.docker("image", "prune", "-a", "-f", "--filter", "label=keep")
+    assert images() == []
+
+
 def test_stats_no_stream(vdi):
     vdi.docker("run", "-d", "--name", "busy", "--memory", "64m", "busybox", "sh", "-c",
                "while true; do :; done")
