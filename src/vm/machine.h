@@ -192,6 +192,7 @@ struct vm {
   struct netdev *netdev[VM_MAX_NICS];
   virtio_console *vconsole; /* --console virtio: console input goes here instead of the UART */
   virtio_rng *rng;
+  virtio_balloon *balloon;    /* --balloon */
   virtio_input *power_button; /* NULL when the disks took every virtio slot */
 
   /* clock: mtime = (CLOCK_MONOTONIC - mtime_epoch_ns) at 10 MHz */

@@ -65,6 +65,7 @@ typedef struct vm_config {
   unsigned nnets;
   vm_console_device console;
   vm_rng_mode rng;
+  bool balloon; /* --balloon: a virtio-balloon device (free page reporting, inflate, stats) */
 } vm_config;
 
 typedef enum {
@@ -140,6 +141,10 @@ typedef struct vm_restore_opts {
   bool clone;            /* a new identity: own disk overlays, new MAC addresses */
   const char *clone_dir; /* where a clone's overlays go (NULL: a new DIR/clone-XXXXXX) */
   bool verify_memory;    /* check the memory file's SHA-256 too (reads all of it) */
+  /* --net with --restore: new backends for the snapshot's NICs, one each, in order (a clone's
+   * own taps); a mac= in them is the clone's new address. nnets 0: the snapshot's own. */
+  const char *nets[VM_MAX_NICS];
+  unsigned nnets;
 } vm_restore_opts;
 
 void vm_restore_opts_init(vm_restore_opts *o);

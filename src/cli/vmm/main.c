@@ -71,12 +71,17 @@ static const char usage_text[] =
     "                    line becomes \"console=hvc0\"). The other device's output still shows.\n"
     "  --rng on|off      a virtio-rng device fed from the host's getrandom() (default: on when\n"
     "                    a virtio slot is left after the disks, NICs and console)\n"
+    "  --balloon         a virtio-balloon device: the guest reports its free pages and the\n"
+    "                    host takes them back; the control socket's balloon command sets a\n"
+    "                    target and reads the guest's memory statistics\n"
     "  --api-sock PATH   serve the JSON control API on a unix socket (mode 0600)\n"
     "  --restore DIR     resume the VM saved in DIR by 'ctl SOCKET snapshot DIR' (the snapshot\n"
     "                    describes the machine: no other machine option is needed)\n"
     "  --clone           with --restore: a new VM from the snapshot (shared RAM pages, its own\n"
     "                    qcow2 overlay per writable disk, new MAC addresses)\n"
     "  --clone-dir DIR   where a clone's overlays go (default: a new DIR/clone-XXXXXX)\n"
+    "                    (--net with --restore: new backends for the snapshot's NICs, one\n"
+    "                    each, in order; a clone takes the mac= they give)\n"
     "  --verify-memory   with --restore: check the memory file's SHA-256 (reads all of it)\n"
     "  --incoming H:P    receive a live migration on TCP H:P, then run the VM\n"
     "  --record DIR      save a starting snapshot in DIR/start and log every outside input\n"
@@ -122,6 +127,7 @@ enum {
   OPT_NET,
   OPT_CONSOLE,
   OPT_RNG,
+  OPT_BALLOON,
   OPT_API_SOCK,
   OPT_RESTORE,
   OPT_CLONE,
@@ -163,6 +169,7 @@ static const struct option long_options[] = {
     {"net", required_argument, NULL, OPT_NET},
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"rng", required_argument, NULL, OPT_RNG},
+    {"balloon", no_argument, NULL, OPT_BALLOON},
     {"api-sock", required_argument, NULL, OPT_API_SOCK},
     {"gdb", required_argument, NULL, OPT_GDB},
     {"gdb-wait", no_argument, NULL, OPT_GDB_WAIT},
@@ -342,6 +349,9 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
       else
         return usage_error("--rng '%s': expected 'on' or 'off'", optarg);
       break;
+    case OPT_BALLOON:
+      cfg->balloon = true;
+      break;
     case 'h':
       fputs(usage_text, stdout);
       return 0;
@@ -463,6 +473,8 @@ int main(int argc, char **argv) {
   a.ropts.trace = cfg.trace;
   a.ropts.interpreter = cfg.interpreter;
   a.ropts.one_thread = cfg.one_thread;
+  for (unsigned i = 0; i < cfg.nnets; i++) /* with --restore: the NICs' new backends */
+    a.ropts.nets[a.ropts.nnets++] = cfg.nets[i];
 
   _cleanup_error_ vs_error *err = NULL;
   vm *m = a.restore    ? vm_restore(a.restore, &a.ropts, &err)
