@@ -6,8 +6,8 @@
  *
  * The shape is a template translator, the simplest that removes the dispatch:
  * - Guest registers live in memory (rv_hart.x; x[0] is always 0). The few a block uses most
- *   (up to four) are loaded into r8-r11 when the block starts and stay there while its inline
- *   instructions run; the ones it changed are written back before every call into C (handlers,
+ *   (up to seven) are loaded into host registers when the block starts and stay there while its
+ * inline instructions run; the ones it changed are written back before every call into C (handlers,
  *   slow paths: they see and may change rv_hart.x, and may trap) and before it leaves, and all
  *   are loaded again after a call. Everything else is "load operands, operate, store".
  * - Loads and stores look up the TLB inline (the same entries rv_load/rv_store use) and call
@@ -28,9 +28,11 @@
  * writable and executable at once). Translated code is dropped together with the decoded blocks
  * (rv_jit_reset when the pool is emptied), so a block and its code always agree.
  *
- * Registers in translated code: rbx = the hart, r12 = the block's pc, r13 = the load TLB set,
- * r14 = the store TLB set, r15 = the TLB tag, r8-r11 = guest registers the block keeps; rax, rcx,
- * rdx, rsi, rdi are scratch. */
+ * Registers in translated code: rbx = the hart, rbp = the instructions of this run, r12 = the
+ * block's pc, r8-r11 and r13-r15 = guest registers the block keeps; rax, rcx, rdx, rsi, rdi are
+ * scratch. The frame of rv_jit_enter holds the run's budget and what the inline TLB lookups need:
+ * the load and store TLB sets serving now and the TLB tag (memory operands cost the lookups one
+ * load more, and free three host registers for guest registers). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -85,6 +87,12 @@ enum { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, 
 enum { CC_B = 2, CC_AE = 3, CC_E = 4, CC_NE = 5, CC_A = 7, CC_L = 0xc, CC_GE = 0xd };
 
 #define HART_OFF(field) ((int32_t)offsetof(rv_hart, field))
+/* The frame of rv_jit_enter (emit_stubs): [rsp + FRAME_*] while translated code runs. */
+#define FRAME_LIMIT 8   /* the most instructions this run may execute */
+#define FRAME_LD_TLB 16 /* the TLB set (read entries) that serves loads now */
+#define FRAME_ST_TLB 24 /* the TLB set (write entries) that serves stores now */
+#define FRAME_TAG 32    /* the TLB tag of the current address space */
+#define FRAME_BYTES 40  /* below the six saved registers; keeps rsp 16-byte aligned for calls */
 #define X_OFF(r) ((int32_t)(8 * (r)))
 #define TLB_ACCESS_BYTES ((int32_t)(RV_TLB_SIZE * sizeof(rv_tlb_entry)))
 #define TLB_SET_BYTES (3 * TLB_ACCESS_BYTES)
@@ -249,7 +257,9 @@ static void call_abs(emitter *e, const void *fn) {
 /* ---------------------------------------------------------------- guest state */
 
 static void load_x(emitter *e, int reg, unsigned r) {
-  if (e->cached & (1U << r))
+  if (r == 0)
+    op_reg(e, false, 0x31, reg, reg); /* xor reg, reg: x0 reads as 0 */
+  else if (e->cached & (1U << r))
     op_reg(e, true, 0x8b, reg, e->host_of[r]); /* mov reg, host */
   else
     mov_load(e, reg, RBX, X_OFF(r));
@@ -266,7 +276,7 @@ static void store_x(emitter *e, unsigned r, int reg) {
 }
 
 /* The host registers that hold guest registers, and how many uses make a register worth one. */
-static const uint8_t cache_regs[] = {R8, R9, R10, R11};
+static const uint8_t cache_regs[] = {R8, R9, R10, R11, R13, R14, R15};
 #define CACHE_MIN_USES 3
 
 /* Store the kept registers in `regs` to rv_hart.x. */
@@ -413,11 +423,11 @@ static unsigned access_size(uint8_t fast) {
 static bool is_load(uint8_t fast) { return fast >= RV_FAST_lb && fast <= RV_FAST_lwu; }
 static bool is_store(uint8_t fast) { return fast >= RV_FAST_sb && fast <= RV_FAST_sd; }
 
-/* rsi = the access's virtual address; rdx = its host address if the TLB set at tlb_reg maps it,
- * else a jump to the slow path (recorded in sp). The entry is the one of va's page, but it is
- * compared with the page of the access's last byte: an access that leaves the page differs
- * there and takes the slow path, with no check of its own. */
-static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int tlb_reg, unsigned size,
+/* rsi = the access's virtual address; rdx = its host address if the TLB set at [rsp + tlb_slot]
+ * maps it, else a jump to the slow path (recorded in sp). The entry is the one of va's page, but it
+ * is compared with the page of the access's last byte: an access that leaves the page differs there
+ * and takes the slow path, with no check of its own. */
+static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int32_t tlb_slot, unsigned size,
                             struct slow_path *sp) {
   emitter *e = &c->e;
   load_x(e, RSI, d->rs1);
@@ -431,16 +441,17 @@ static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int tlb_reg, unsigne
   op_reg(e, false, 0x8b, RCX, RSI); /* ecx = (vpn % RV_TLB_SIZE) * 16 */
   shift_imm(e, false, 5, RCX, 12 - 4);
   alu_imm(e, false, 4, RCX, (RV_TLB_SIZE - 1) << 4);
-  op_reg(e, true, 0x09, R15, RAX);             /* or rax, r15 */
-  op_mem(e, true, 0x3b, RAX, tlb_reg, RCX, 0); /* cmp rax, [tlb + rcx] */
+  op_mem(e, true, 0x0b, RAX, RSP, -1, FRAME_TAG); /* or rax, tag */
+  op_mem(e, true, 0x03, RCX, RSP, -1, tlb_slot);  /* rcx = the entry */
+  op_mem(e, true, 0x3b, RAX, RCX, -1, 0);         /* cmp rax, [rcx].vpn */
   sp->miss = jcc32(e, CC_NE);
-  op_mem(e, true, 0x8b, RDX, tlb_reg, RCX, 8); /* rdx = addend */
+  op_mem(e, true, 0x8b, RDX, RCX, -1, 8); /* rdx = addend */
 }
 
 static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
   struct slow_path *sp = &c->slow[c->n_slow++];
   sp->dirty = c->e.dirty;
-  emit_tlb_lookup(c, d, R13, access_size(kind), sp);
+  emit_tlb_lookup(c, d, FRAME_LD_TLB, access_size(kind), sp);
   load_extend(&c->e, kind, RSI, RDX);
   store_x(&c->e, d->rd, RAX);
   sp->d = d;
@@ -455,7 +466,7 @@ static void emit_store(block_ctx *c, const rv_insn *d, uint8_t kind) {
   struct slow_path *sp = &c->slow[c->n_slow++];
   sp->dirty = e->dirty;
   unsigned size = access_size(kind);
-  emit_tlb_lookup(c, d, R14, size, sp);
+  emit_tlb_lookup(c, d, FRAME_ST_TLB, size, sp);
   load_x(e, RAX, d->rs2);
   switch (size) {
   case 1:
@@ -584,46 +595,68 @@ static void emit_mul_high(block_ctx *c, const rv_insn *d) {
   store_x(e, d->rd, RDX);
 }
 
+/* The host register that holds guest register r, or -1 when it lives in rv_hart.x (x0 too). */
+static int host_reg(const emitter *e, unsigned r) {
+  return r && (e->cached & (1U << r)) ? e->host_of[r] : -1;
+}
+
+/* The host register an ALU operation computes in: rd's own when the block keeps rd and loading
+ * rs1 there does not overwrite the second operand before it is read; else rax (stored after). */
+static int alu_target(const emitter *e, const rv_insn *d, const struct alu_op_desc *a) {
+  int t = host_reg(e, d->rd);
+  if (t < 0 || a->kind == ALU_SET || (!a->imm && d->rs2 == d->rd && d->rs1 != d->rd))
+    return RAX;
+  return t;
+}
+
 static void emit_alu(block_ctx *c, const rv_insn *d, const struct alu_op_desc *a) {
   emitter *e = &c->e;
   if (d->rd == 0)
     return; /* no effect */
   bool w = !a->word;
+  int t = alu_target(e, d, a);
   if (a->kind == ALU_LUI) {
-    mov_imm(e, RAX, (uint64_t)(int64_t)d->imm);
+    mov_imm(e, t, (uint64_t)(int64_t)d->imm);
+  } else {
+    if (t != host_reg(e, d->rs1) || t == RAX)
+      load_x(e, t, d->rs1);
+    /* the second operand: its host register, or rcx (shift counts always go through cl) */
+    int src = host_reg(e, d->rs2);
+    if (!a->imm && (src < 0 || a->kind == ALU_SHIFT)) {
+      load_x(e, RCX, d->rs2);
+      src = RCX;
+    }
+    switch (a->kind) {
+    case ALU_BIN:
+      if (a->imm)
+        alu_imm(e, w, a->ext, t, d->imm);
+      else
+        op_reg(e, w, a->code, src, t);
+      break;
+    case ALU_SHIFT: /* x86 masks the count to 6 (5) bits, as RISC-V does */
+      if (a->imm)
+        shift_imm(e, w, a->ext, t, (unsigned)d->imm & (w ? 63 : 31));
+      else
+        op_reg(e, w, 0xd3, a->ext, t);
+      break;
+    case ALU_SET:
+      if (a->imm)
+        alu_imm(e, true, 7, RAX, d->imm);
+      else
+        op_reg(e, true, 0x39, src, RAX); /* cmp rax, src */
+      setcc_rax(e, a->code);
+      break;
+    default: /* ALU_MUL: the low bits do not depend on signedness */
+      op_reg(e, w, 0x0faf, t, src);
+      break;
+    }
+    if (a->word)
+      movsxd(e, t, t);
+  }
+  if (t == RAX)
     store_x(e, d->rd, RAX);
-    return;
-  }
-  load_x(e, RAX, d->rs1);
-  if (!a->imm)
-    load_x(e, RCX, d->rs2);
-  switch (a->kind) {
-  case ALU_BIN:
-    if (a->imm)
-      alu_imm(e, w, a->ext, RAX, d->imm);
-    else
-      op_reg(e, w, a->code, RCX, RAX);
-    break;
-  case ALU_SHIFT: /* x86 masks the count to 6 (5) bits, as RISC-V does */
-    if (a->imm)
-      shift_imm(e, w, a->ext, RAX, (unsigned)d->imm & (w ? 63 : 31));
-    else
-      op_reg(e, w, 0xd3, a->ext, RAX);
-    break;
-  case ALU_SET:
-    if (a->imm)
-      alu_imm(e, true, 7, RAX, d->imm);
-    else
-      op_reg(e, true, 0x39, RCX, RAX); /* cmp rax, rcx */
-    setcc_rax(e, a->code);
-    break;
-  default: /* ALU_MUL: the low bits do not depend on signedness */
-    op_reg(e, w, 0x0faf, RAX, RCX);
-    break;
-  }
-  if (a->word)
-    movsxd(e, RAX, RAX);
-  store_x(e, d->rd, RAX);
+  else
+    e->dirty |= 1U << d->rd;
 }
 
 /* An instruction translated inline (kind = rv_fast_kind of its handler); false: it is not one. */
@@ -679,8 +712,8 @@ static void exit_indirect(block_ctx *c) {
   op_mem(e, true, 0x3b, R12, RDX, -1, 0); /* cmp r12, [rdx].pc */
   uint8_t *miss = jcc32(e, CC_NE);
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(fetch_tlb));
-  op_reg(e, true, 0x09, R15, RAX);        /* or rax, r15 */
-  op_mem(e, true, 0x3b, RAX, RDX, -1, 8); /* cmp rax, [rdx].tag */
+  op_mem(e, true, 0x0b, RAX, RSP, -1, FRAME_TAG); /* or rax, tag */
+  op_mem(e, true, 0x3b, RAX, RDX, -1, 8);         /* cmp rax, [rdx].tag */
   uint8_t *miss2 = jcc32(e, CC_NE);
   op_mem(e, false, 0xff, 4, RDX, -1, 16); /* jmp [rdx].code */
   patch(e, miss, e->p);
@@ -708,17 +741,21 @@ static void exit_to(block_ctx *c, int64_t delta, unsigned count) {
   exit_indirect(c);
 }
 
-/* r13/r14/r15 for the inline TLB lookups: the sets serving loads and stores now, and the tag. */
+/* The frame's slots for the inline TLB lookups: the sets serving loads and stores now, and the
+ * tag. */
 static void emit_tlb_registers(emitter *e) {
-  mov_load(e, R15, RBX, HART_OFF(tlb_tag));
+  mov_load(e, RAX, RBX, HART_OFF(tlb_tag));
+  mov_store(e, RSP, FRAME_TAG, RAX);
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(ld_tlb)); /* movsxd rax, int */
   op_reg(e, true, 0x69, RAX, RAX);                       /* imul rax, rax, set bytes */
   b4(e, (uint32_t)TLB_SET_BYTES);
-  op_mem(e, true, 0x8d, R13, RBX, RAX, HART_OFF(tlb) + ACC_READ * TLB_ACCESS_BYTES);
+  op_mem(e, true, 0x8d, RAX, RBX, RAX, HART_OFF(tlb) + ACC_READ * TLB_ACCESS_BYTES);
+  mov_store(e, RSP, FRAME_LD_TLB, RAX);
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(st_tlb));
   op_reg(e, true, 0x69, RAX, RAX);
   b4(e, (uint32_t)TLB_SET_BYTES);
-  op_mem(e, true, 0x8d, R14, RBX, RAX, HART_OFF(tlb) + ACC_WRITE * TLB_ACCESS_BYTES);
+  op_mem(e, true, 0x8d, RAX, RBX, RAX, HART_OFF(tlb) + ACC_WRITE * TLB_ACCESS_BYTES);
+  mov_store(e, RSP, FRAME_ST_TLB, RAX);
 }
 
 /* The block's last instruction: a branch or jump inline, anything else through its handler. */
@@ -797,13 +834,13 @@ static void emit_body_insn(block_ctx *c, const rv_insn *d) {
 }
 
 /* The entry for chained jumps from other blocks of the page (rv_jit_link): r12 already holds the
- * pc and r13-r15 the TLB sets. It goes on only if the block still fits in this run's budget
- * ([rsp + 8]) and its page's code counter has not moved since it was decoded; otherwise back to
- * the caller, which looks the block up again. Its length is fixed (rv_jit.chain_bytes). */
+ * pc and the frame the TLB slots. It goes on only if the block still fits in this run's budget
+ * ([rsp + FRAME_LIMIT]) and its page's code counter has not moved since it was decoded; otherwise
+ * back to the caller, which looks the block up again. Its length is fixed (rv_jit.chain_bytes). */
 static void emit_chain_entry(emitter *e, unsigned n, const uint32_t *counter, uint32_t gen,
                              const struct rv_jit *j) {
   lea(e, RAX, RBP, (int32_t)n);
-  op_mem(e, true, 0x3b, RAX, RSP, -1, 8); /* cmp rax, [rsp + 8] */
+  op_mem(e, true, 0x3b, RAX, RSP, -1, FRAME_LIMIT); /* cmp rax, limit */
   uint8_t *over = jcc32(e, CC_A);
   mov_imm64(e, RAX, (uint64_t)(uintptr_t)counter);
   op_mem(e, false, 0x81, 7, RAX, -1, 0); /* cmp dword [rax], gen */
@@ -898,7 +935,7 @@ static void emit_step_stub(struct rv_jit *j, emitter *out) {
   emitter *e = &c.e;
   j->step = (size_t)(e->p - e->start);
   lea(e, RAX, RBP, 1);
-  op_mem(e, true, 0x3b, RAX, RSP, -1, 8); /* over the budget: back to the caller */
+  op_mem(e, true, 0x3b, RAX, RSP, -1, FRAME_LIMIT); /* over the budget: back to the caller */
   uint8_t *over = jcc32(e, CC_A);
   mov_store(e, RBX, HART_OFF(pc), R12);
   op_reg(e, true, 0x8b, RDI, RBX);
@@ -919,9 +956,9 @@ static void emit_step_stub(struct rv_jit *j, emitter *out) {
 }
 
 /* enter(h, code, limit): save the callee-saved registers, rbx = h, rbp = 0 (instructions run),
- * [rsp + 8] = limit, run the block. Blocks end at `left` (rax more instructions ran, h->pc =
- * h->next_pc) or at `out` with
- * h->pc set and rdx = a jump to link or 0; both return rbp (in rax) and rdx. */
+ * [rsp + FRAME_LIMIT] = limit, run the block. Blocks end at `left` (rax more instructions ran,
+ * h->pc = h->next_pc) or at `out` with h->pc set and rdx = a jump to link or 0; both return rbp (in
+ * rax) and rdx. */
 static void emit_stubs(struct rv_jit *j) {
   emitter e = {.start = j->rw, .p = j->rw, .end = j->rw + 1024};
   static const int saved[] = {RBX, RBP, R12, R13, R14, R15};
@@ -930,10 +967,10 @@ static void emit_stubs(struct rv_jit *j) {
     rex(&e, false, 0, 0, saved[i]);
     b1(&e, 0x50 + (saved[i] & 7)); /* push */
   }
-  /* rsp 16-byte aligned for calls; [rsp + 8] holds the limit */
-  alu_imm(&e, true, 5, RSP, 24);
+  /* rsp 16-byte aligned for calls; the frame holds the limit and the TLB slots */
+  alu_imm(&e, true, 5, RSP, FRAME_BYTES);
   op_reg(&e, true, 0x8b, RBX, RDI);
-  mov_store(&e, RSP, 8, RDX);
+  mov_store(&e, RSP, FRAME_LIMIT, RDX);
   op_reg(&e, false, 0x31, RBP, RBP);
   op_reg(&e, false, 0xff, 4, RSI); /* jmp rsi */
 
@@ -945,7 +982,7 @@ static void emit_stubs(struct rv_jit *j) {
   op_reg(&e, false, 0x31, RDX, RDX);
   j->out = (size_t)(e.p - e.start);
   op_reg(&e, true, 0x8b, RAX, RBP);
-  alu_imm(&e, true, 0, RSP, 24);
+  alu_imm(&e, true, 0, RSP, FRAME_BYTES);
   for (size_t i = 6; i-- > 0;) {
     rex(&e, false, 0, 0, saved[i]);
     b1(&e, 0x58 + (saved[i] & 7)); /* pop */
