@@ -44,6 +44,13 @@
 #if defined(__x86_64__)
 
 #define RV_JIT_CODE_SIZE (32U << 20)
+/* The writable view's pages behind the write position are unmapped (madvise) in steps of
+ * RV_JIT_TRIM_STEP, all but the last RV_JIT_TRIM_KEEP bytes: the code stays in the memfd and in
+ * the executable view, and a later link into it maps its page again. Without this every page of
+ * code counted twice in the VMM's RSS (once per view). The pages ahead of the write position are
+ * mapped a step at a time (one system call instead of a page fault per page). */
+#define RV_JIT_TRIM_STEP (1U << 20)
+#define RV_JIT_TRIM_KEEP (256U << 10)
 /* The most code one guest instruction becomes, fast and slow path together (checked). */
 #define RV_JIT_INSN_MAX 224
 #define RV_JIT_BLOCK_EXTRA 128
@@ -67,6 +74,8 @@ struct rv_jit {
   size_t size;
   size_t stubs_end; /* the entry and exit stubs live below this and survive resets */
   size_t used;
+  size_t trimmed;                /* the writable view holds no pages between stubs_end and this */
+  size_t populated;              /* and holds the pages from the write position up to this */
   size_t enter, left, out, step; /* offsets of the stubs */
   size_t chain_bytes;            /* the length of a block's chain entry (emit_chain_entry) */
   /* The jump cache: blocks by virtual pc for jumps that leave their page or go to a computed
@@ -886,11 +895,29 @@ static void choose_cached(emitter *e, const rv_insn *first, unsigned n) {
   }
 }
 
+/* Unmap the writable view's pages from j->trimmed up to `to` (page-aligned). A failure costs
+ * only memory. */
+static void trim_writable(struct rv_jit *j, size_t to) {
+  if (to > j->trimmed)
+    (void)madvise(j->rw + j->trimmed, to - j->trimmed, MADV_DONTNEED);
+  j->trimmed = to;
+}
+
+/* Map the writable view's next step of pages past the write position. */
+static void populate_writable(struct rv_jit *j) {
+  size_t from = j->used & ~(size_t)4095;
+  size_t to = from + RV_JIT_TRIM_STEP < j->size ? from + RV_JIT_TRIM_STEP : j->size;
+  (void)madvise(j->rw + from, to - from, MADV_POPULATE_WRITE);
+  j->populated = to;
+}
+
 const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
                              const uint32_t *counter, uint32_t gen) {
   size_t need = (size_t)n * RV_JIT_INSN_MAX + RV_JIT_BLOCK_EXTRA;
   if (j->size - j->used < need)
     return NULL;
+  if (j->used + need > j->populated)
+    populate_writable(j);
   block_ctx c = {.j = j, .key = first->key};
   c.e.start = c.e.p = j->rw + j->used;
   c.e.end = c.e.start + need;
@@ -915,6 +942,8 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
                                 interpreter runs this block */
   j->used += (size_t)(c.e.p - c.e.start);
   j->used = (j->used + 15) & ~(size_t)15;
+  if (j->used - j->trimmed >= RV_JIT_TRIM_STEP + RV_JIT_TRIM_KEEP)
+    trim_writable(j, (j->used - RV_JIT_TRIM_KEEP) & ~(size_t)4095);
   return j->rx + (entry - j->rw);
 }
 
@@ -989,8 +1018,8 @@ static void emit_stubs(struct rv_jit *j) {
   }
   b1(&e, 0xc3);
   emit_step_stub(j, &e);
-  j->stubs_end = ((size_t)(e.p - e.start) + 63) & ~(size_t)63;
-  j->used = j->stubs_end;
+  j->stubs_end = ((size_t)(e.p - e.start) + 4095) & ~(size_t)4095;
+  j->used = j->trimmed = j->populated = j->stubs_end;
 }
 
 int rv_jit_create(struct rv_jit **out, vs_error **err) {
@@ -1045,7 +1074,8 @@ void rv_jit_forget_all(struct rv_jit *j) {
 }
 
 void rv_jit_reset(struct rv_jit *j) {
-  j->used = j->stubs_end;
+  trim_writable(j, (j->used + 4095) & ~(size_t)4095);
+  j->used = j->trimmed = j->populated = j->stubs_end;
   rv_jit_forget_all(j);
 }
 
