@@ -128,54 +128,95 @@ static void b4(emitter *e, uint32_t v) {
   for (int i = 0; i < 4; i++)
     b1(e, (v >> (8 * i)) & 0xff);
 }
-static void b8(emitter *e, uint64_t v) {
-  b4(e, (uint32_t)v);
-  b4(e, (uint32_t)(v >> 32));
-}
 static bool fits8(int64_t v) { return v >= -128 && v <= 127; }
 static bool fits32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
 
+/* One instruction is written through a local cursor (a host register once inlined: a store
+ * through e->p would make the compiler load e->p again after every byte) into the buffer, or into
+ * a scratch area when the buffer has no room left (the emitter then only counts its bytes, and
+ * rv_jit_translate sees the overflow). */
+#define INSN_MAX_BYTES 16
+static uint8_t *insn_open(const emitter *e, uint8_t *scratch) {
+  return e->end - e->p >= INSN_MAX_BYTES ? e->p : scratch;
+}
+static void insn_close(emitter *e, const uint8_t *first, const uint8_t *p) {
+  size_t n = (size_t)(p - first);
+  if (first != e->p && e->p <= e->end && n <= (size_t)(e->end - e->p))
+    memcpy(e->p, first, n); /* written to the scratch area, and fits after all */
+  e->p += n;
+}
+static uint8_t *w1(uint8_t *p, unsigned v) {
+  *p = (uint8_t)v;
+  return p + 1;
+}
+static uint8_t *w4(uint8_t *p, uint32_t v) {
+  memcpy(p, &v, 4);
+  return p + 4;
+}
+/* an immediate of 0, 1 or 4 bytes */
+static uint8_t *w_imm(uint8_t *p, int32_t imm, unsigned bytes) {
+  if (bytes == 1)
+    return w1(p, (uint8_t)imm);
+  return bytes == 4 ? w4(p, (uint32_t)imm) : p;
+}
+
 /* REX prefix: w = 64-bit operand; reg, index and base contribute their high bits. */
-static void rex(emitter *e, bool w, int reg, int index, int base) {
+static uint8_t *w_rex(uint8_t *p, bool w, int reg, int index, int base) {
   unsigned r = 0x40 | (w ? 8 : 0) | ((reg >> 3) << 2) | ((index >> 3) << 1) | (base >> 3);
-  if (r != 0x40)
-    b1(e, r);
+  return r != 0x40 ? w1(p, r) : p;
+}
+static uint8_t *w_opcode(uint8_t *p, unsigned opcode) {
+  if (opcode > 0xff)
+    p = w1(p, opcode >> 8);
+  return w1(p, opcode & 0xff);
 }
 
 /* ModRM (+SIB, displacement) for [base + disp] or, with index >= 0, [base + index + disp]. */
-static void modrm_mem(emitter *e, int reg, int base, int index, int32_t disp) {
+static uint8_t *w_modrm_mem(uint8_t *p, int reg, int base, int index, int32_t disp) {
   unsigned mod = (disp == 0 && (base & 7) != RBP) ? 0 : fits8(disp) ? 1 : 2;
   if (index >= 0) {
-    b1(e, (mod << 6) | ((unsigned)(reg & 7) << 3) | 4);
-    b1(e, ((unsigned)(index & 7) << 3) | (unsigned)(base & 7));
+    p = w1(p, (mod << 6) | ((unsigned)(reg & 7) << 3) | 4);
+    p = w1(p, ((unsigned)(index & 7) << 3) | (unsigned)(base & 7));
   } else {
-    b1(e, (mod << 6) | ((unsigned)(reg & 7) << 3) | (unsigned)(base & 7));
+    p = w1(p, (mod << 6) | ((unsigned)(reg & 7) << 3) | (unsigned)(base & 7));
     if ((base & 7) == RSP)
-      b1(e, 0x24);
+      p = w1(p, 0x24);
   }
   if (mod == 1)
-    b1(e, (uint8_t)disp);
+    p = w1(p, (uint8_t)disp);
   else if (mod == 2)
-    b4(e, (uint32_t)disp);
+    p = w4(p, (uint32_t)disp);
+  return p;
 }
 
-/* op reg, [base + index + disp] (or the reverse direction, as the opcode says). The opcode may be
- * two bytes (0x0f xx); a 0x66 prefix for 16-bit operands goes before the call. */
+/* op reg, [base + index + disp] (or the reverse direction, as the opcode says), followed by an
+ * immediate of imm_bytes (0, 1 or 4). The opcode may be two bytes (0x0f xx); a 0x66 prefix for
+ * 16-bit operands goes before the call. */
+static void op_mem_imm(emitter *e, bool w, unsigned opcode, int reg, int base, int index,
+                       int32_t disp, int32_t imm, unsigned imm_bytes) {
+  uint8_t scratch[INSN_MAX_BYTES];
+  uint8_t *first = insn_open(e, scratch), *p = first;
+  p = w_rex(p, w, reg, index < 0 ? 0 : index, base);
+  p = w_opcode(p, opcode);
+  p = w_modrm_mem(p, reg, base, index, disp);
+  insn_close(e, first, w_imm(p, imm, imm_bytes));
+}
 static void op_mem(emitter *e, bool w, unsigned opcode, int reg, int base, int index,
                    int32_t disp) {
-  rex(e, w, reg, index < 0 ? 0 : index, base);
-  if (opcode > 0xff)
-    b1(e, opcode >> 8);
-  b1(e, opcode & 0xff);
-  modrm_mem(e, reg, base, index, disp);
+  op_mem_imm(e, w, opcode, reg, base, index, disp, 0, 0);
 }
-/* op reg, rm (register operands). */
+/* op reg, rm (register operands), followed by an immediate of imm_bytes (0, 1 or 4). */
+static void op_reg_imm(emitter *e, bool w, unsigned opcode, int reg, int rm, int32_t imm,
+                       unsigned imm_bytes) {
+  uint8_t scratch[INSN_MAX_BYTES];
+  uint8_t *first = insn_open(e, scratch), *p = first;
+  p = w_rex(p, w, reg, 0, rm);
+  p = w_opcode(p, opcode);
+  p = w1(p, 0xc0 | ((unsigned)(reg & 7) << 3) | (unsigned)(rm & 7));
+  insn_close(e, first, w_imm(p, imm, imm_bytes));
+}
 static void op_reg(emitter *e, bool w, unsigned opcode, int reg, int rm) {
-  rex(e, w, reg, 0, rm);
-  if (opcode > 0xff)
-    b1(e, opcode >> 8);
-  b1(e, opcode & 0xff);
-  b1(e, 0xc0 | ((unsigned)(reg & 7) << 3) | (unsigned)(rm & 7));
+  op_reg_imm(e, w, opcode, reg, rm, 0, 0);
 }
 
 static void mov_load(emitter *e, int reg, int base, int32_t disp) {
@@ -187,43 +228,46 @@ static void mov_store(emitter *e, int base, int32_t disp, int reg) {
 static void lea(emitter *e, int reg, int base, int32_t disp) {
   op_mem(e, true, 0x8d, reg, base, -1, disp);
 }
+/* mov reg, imm64 in its 10-byte form (fixed length) */
+static void mov_imm64(emitter *e, int reg, uint64_t v) {
+  uint8_t scratch[INSN_MAX_BYTES];
+  uint8_t *first = insn_open(e, scratch), *p = first;
+  p = w_rex(p, true, 0, 0, reg);
+  p = w1(p, 0xb8 + (reg & 7));
+  p = w4(p, (uint32_t)v);
+  insn_close(e, first, w4(p, (uint32_t)(v >> 32)));
+}
 /* mov reg, imm: the shortest form that gives the 64-bit value. */
 static void mov_imm(emitter *e, int reg, uint64_t v) {
   if (v <= UINT32_MAX) {
-    rex(e, false, 0, 0, reg);
-    b1(e, 0xb8 + (reg & 7));
-    b4(e, (uint32_t)v);
+    uint8_t scratch[INSN_MAX_BYTES];
+    uint8_t *first = insn_open(e, scratch), *p = first;
+    p = w_rex(p, false, 0, 0, reg);
+    p = w1(p, 0xb8 + (reg & 7));
+    insn_close(e, first, w4(p, (uint32_t)v));
   } else if (fits32((int64_t)v)) {
-    op_reg(e, true, 0xc7, 0, reg);
-    b4(e, (uint32_t)v);
+    op_reg_imm(e, true, 0xc7, 0, reg, (int32_t)v, 4);
   } else {
-    rex(e, true, 0, 0, reg);
-    b1(e, 0xb8 + (reg & 7));
-    b8(e, v);
+    mov_imm64(e, reg, v);
   }
 }
 /* Group-1 ALU with an immediate: ext = 0 add, 1 or, 4 and, 5 sub, 6 xor, 7 cmp. */
 static void alu_imm(emitter *e, bool w, unsigned ext, int reg, int32_t imm) {
-  if (fits8(imm)) {
-    op_reg(e, w, 0x83, (int)ext, reg);
-    b1(e, (uint8_t)imm);
-  } else {
-    op_reg(e, w, 0x81, (int)ext, reg);
-    b4(e, (uint32_t)imm);
-  }
+  if (fits8(imm))
+    op_reg_imm(e, w, 0x83, (int)ext, reg, imm, 1);
+  else
+    op_reg_imm(e, w, 0x81, (int)ext, reg, imm, 4);
 }
 /* The same on a 64-bit memory operand [base + disp]. */
 static void alu_mem_imm(emitter *e, unsigned ext, int base, int32_t disp, int32_t imm) {
-  op_mem(e, true, fits8(imm) ? 0x83 : 0x81, (int)ext, base, -1, disp);
   if (fits8(imm))
-    b1(e, (uint8_t)imm);
+    op_mem_imm(e, true, 0x83, (int)ext, base, -1, disp, imm, 1);
   else
-    b4(e, (uint32_t)imm);
+    op_mem_imm(e, true, 0x81, (int)ext, base, -1, disp, imm, 4);
 }
 /* Shift by an immediate: ext = 4 shl, 5 shr, 7 sar. */
 static void shift_imm(emitter *e, bool w, unsigned ext, int reg, unsigned count) {
-  op_reg(e, w, 0xc1, (int)ext, reg);
-  b1(e, count);
+  op_reg_imm(e, w, 0xc1, (int)ext, reg, (int32_t)count, 1);
 }
 static void movsxd(emitter *e, int reg, int rm) { op_reg(e, true, 0x63, reg, rm); }
 /* setcc al; movzx eax, al */
@@ -231,32 +275,23 @@ static void setcc_rax(emitter *e, unsigned cc) {
   op_reg(e, false, 0x0f90 + cc, 0, RAX);
   op_reg(e, false, 0x0fb6, RAX, RAX);
 }
-/* A jump or conditional jump with a 32-bit displacement; returns where the displacement is. */
-static uint8_t *jcc32(emitter *e, unsigned cc) {
-  b1(e, 0x0f);
-  b1(e, 0x80 + cc);
-  uint8_t *at = e->p;
-  b4(e, 0);
+/* A jump (opcode 0xe9) or conditional jump (0x0f8x) with a 32-bit displacement; returns where
+ * the displacement is. */
+static uint8_t *jump32(emitter *e, unsigned opcode) {
+  uint8_t scratch[INSN_MAX_BYTES];
+  uint8_t *first = insn_open(e, scratch), *p = w_opcode(first, opcode);
+  uint8_t *at = e->p + (p - first);
+  insn_close(e, first, w4(p, 0));
   return at;
 }
-static uint8_t *jmp32(emitter *e) {
-  b1(e, 0xe9);
-  uint8_t *at = e->p;
-  b4(e, 0);
-  return at;
-}
+static uint8_t *jcc32(emitter *e, unsigned cc) { return jump32(e, 0x0f80 + cc); }
+static uint8_t *jmp32(emitter *e) { return jump32(e, 0xe9); }
 /* Point the displacement at `at` to `target` (both in the buffer being written). */
 static void patch(emitter *e, uint8_t *at, const uint8_t *target) {
   if (at + 4 > e->end)
     return;
   int32_t rel = (int32_t)(target - (at + 4));
   memcpy(at, &rel, 4);
-}
-/* mov reg, imm64 in its 10-byte form (fixed length) */
-static void mov_imm64(emitter *e, int reg, uint64_t v) {
-  rex(e, true, 0, 0, reg);
-  b1(e, 0xb8 + (reg & 7));
-  b8(e, v);
 }
 static void call_abs(emitter *e, const void *fn) {
   mov_imm(e, RAX, (uint64_t)(uintptr_t)fn);
@@ -993,7 +1028,8 @@ static void emit_stubs(struct rv_jit *j) {
   static const int saved[] = {RBX, RBP, R12, R13, R14, R15};
   j->enter = 0;
   for (size_t i = 0; i < 6; i++) {
-    rex(&e, false, 0, 0, saved[i]);
+    if (saved[i] >= R8)
+      b1(&e, 0x41);                /* REX.B */
     b1(&e, 0x50 + (saved[i] & 7)); /* push */
   }
   /* rsp 16-byte aligned for calls; the frame holds the limit and the TLB slots */
@@ -1013,7 +1049,8 @@ static void emit_stubs(struct rv_jit *j) {
   op_reg(&e, true, 0x8b, RAX, RBP);
   alu_imm(&e, true, 0, RSP, FRAME_BYTES);
   for (size_t i = 6; i-- > 0;) {
-    rex(&e, false, 0, 0, saved[i]);
+    if (saved[i] >= R8)
+      b1(&e, 0x41);                /* REX.B */
     b1(&e, 0x58 + (saved[i] & 7)); /* pop */
   }
   b1(&e, 0xc3);
