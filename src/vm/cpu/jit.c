@@ -653,10 +653,53 @@ static int alu_target(const emitter *e, const rv_insn *d, const struct alu_op_de
   return t;
 }
 
-static void emit_alu(block_ctx *c, const rv_insn *d, const struct alu_op_desc *a) {
+/* Operations whose operands may be swapped. */
+static bool alu_commutes(const struct alu_op_desc *a) {
+  return a->kind == ALU_MUL || (a->kind == ALU_BIN && a->code != 0x29 /* sub */);
+}
+
+/* A 64-bit add, or, xor (or sub) with x0 or 0 as one operand copies the other (mv, c.mv);
+ * returns that register, or -1. */
+static int alu_copy_of(const rv_insn *d, const struct alu_op_desc *a) {
+  if (a->kind != ALU_BIN || a->word || a->code == 0x21 /* and */)
+    return -1;
+  if (a->imm)
+    return d->imm == 0 && a->code != 0x29 ? d->rs1 : -1;
+  if (d->rs2 == 0)
+    return d->rs1;
+  return d->rs1 == 0 && a->code != 0x29 ? d->rs2 : -1;
+}
+
+/* rd = x[src] */
+static void emit_copy(emitter *e, unsigned rd, unsigned src) {
+  int t = host_reg(e, rd);
+  if (t < 0) {
+    load_x(e, RAX, src);
+    store_x(e, rd, RAX);
+  } else if (src != rd) {
+    load_x(e, t, src);
+    e->dirty |= 1U << rd;
+  }
+}
+
+static void emit_alu(block_ctx *c, const rv_insn *insn, const struct alu_op_desc *a) {
   emitter *e = &c->e;
-  if (d->rd == 0)
+  if (insn->rd == 0)
     return; /* no effect */
+  int copy = alu_copy_of(insn, a);
+  if (copy >= 0) {
+    emit_copy(e, insn->rd, (unsigned)copy);
+    return;
+  }
+  /* rd = rs2 op rd: as rd = rd op rs2 when the operation commutes, so that it computes in rd's
+   * host register */
+  rv_insn swapped = *insn;
+  const rv_insn *d = insn;
+  if (!a->imm && alu_commutes(a) && insn->rs2 == insn->rd && insn->rs1 != insn->rd) {
+    swapped.rs1 = insn->rs2;
+    swapped.rs2 = insn->rs1;
+    d = &swapped;
+  }
   bool w = !a->word;
   int t = alu_target(e, d, a);
   if (a->kind == ALU_LUI) {
