@@ -300,6 +300,11 @@ static void call_abs(emitter *e, const void *fn) {
 
 /* ---------------------------------------------------------------- guest state */
 
+/* The host register that holds guest register r, or -1 when it lives in rv_hart.x (x0 too). */
+static int host_reg(const emitter *e, unsigned r) {
+  return r && (e->cached & (1U << r)) ? e->host_of[r] : -1;
+}
+
 static void load_x(emitter *e, int reg, unsigned r) {
   if (r == 0)
     op_reg(e, false, 0x31, reg, reg); /* xor reg, reg: x0 reads as 0 */
@@ -419,28 +424,28 @@ static void emit_call_handler(block_ctx *c, const rv_insn *d) {
 }
 
 /* The load's sign or zero extension from [base + index]: size and signedness from the kind. */
-static void load_extend(emitter *e, uint8_t fast, int base, int index) {
+static void load_extend(emitter *e, uint8_t fast, int dst, int base, int index) {
   switch (fast) {
   case RV_FAST_lb:
-    op_mem(e, true, 0x0fbe, RAX, base, index, 0);
+    op_mem(e, true, 0x0fbe, dst, base, index, 0);
     break;
   case RV_FAST_lbu:
-    op_mem(e, false, 0x0fb6, RAX, base, index, 0);
+    op_mem(e, false, 0x0fb6, dst, base, index, 0);
     break;
   case RV_FAST_lh:
-    op_mem(e, true, 0x0fbf, RAX, base, index, 0);
+    op_mem(e, true, 0x0fbf, dst, base, index, 0);
     break;
   case RV_FAST_lhu:
-    op_mem(e, false, 0x0fb7, RAX, base, index, 0);
+    op_mem(e, false, 0x0fb7, dst, base, index, 0);
     break;
   case RV_FAST_lw:
-    op_mem(e, true, 0x63, RAX, base, index, 0);
+    op_mem(e, true, 0x63, dst, base, index, 0);
     break;
   case RV_FAST_lwu:
-    op_mem(e, false, 0x8b, RAX, base, index, 0);
+    op_mem(e, false, 0x8b, dst, base, index, 0);
     break;
   default:
-    op_mem(e, true, 0x8b, RAX, base, index, 0);
+    op_mem(e, true, 0x8b, dst, base, index, 0);
     break;
   }
 }
@@ -496,8 +501,12 @@ static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
   struct slow_path *sp = &c->slow[c->n_slow++];
   sp->dirty = c->e.dirty;
   emit_tlb_lookup(c, d, FRAME_LD_TLB, access_size(kind), sp);
-  load_extend(&c->e, kind, RSI, RDX);
-  store_x(&c->e, d->rd, RAX);
+  int dst = host_reg(&c->e, d->rd); /* straight into rd's host register */
+  load_extend(&c->e, kind, dst < 0 ? RAX : dst, RSI, RDX);
+  if (dst < 0)
+    store_x(&c->e, d->rd, RAX);
+  else
+    c->e.dirty |= 1U << d->rd;
   sp->d = d;
   sp->kind = kind;
   sp->resume = c->e.p;
@@ -637,11 +646,6 @@ static void emit_mul_high(block_ctx *c, const rv_insn *d) {
   load_x(e, RCX, d->rs2);
   op_reg(e, true, 0xf7, d->fn == op_mulhu ? 4 : 5, RCX); /* mul/imul rcx */
   store_x(e, d->rd, RDX);
-}
-
-/* The host register that holds guest register r, or -1 when it lives in rv_hart.x (x0 too). */
-static int host_reg(const emitter *e, unsigned r) {
-  return r && (e->cached & (1U << r)) ? e->host_of[r] : -1;
 }
 
 /* The host register an ALU operation computes in: rd's own when the block keeps rd and loading
