@@ -843,7 +843,13 @@ static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uin
         rv_jit_link(ic->jit, link, code);
       else if (clears == ic->clears)
         rv_jit_remember(ic->jit, h->pc, h->tlb_tag | (uint64_t)h->fetch_tlb, code);
-      rv_jit_exit r = rv_jit_enter(ic->jit, h, code, chunk - total);
+      /* Chained blocks may run past the chunk by less than a block, as the interpreter's do:
+       * the chain entry that would overrun this limit is then past the chunk, so a chunk ends
+       * with one exit instead of two (the refused entry, then the block entered from here). */
+      uint64_t limit = chunk - total + RV_BLOCK_MAX;
+      if (limit > left - total)
+        limit = left - total;
+      rv_jit_exit r = rv_jit_enter(ic->jit, h, code, limit);
       total += r.count;
       link = r.link;
     }
