@@ -536,7 +536,20 @@ static uint8_t rv_last_kind(uint8_t fast) {
   return RV_LAST_CALL;
 }
 
-/* Decode the block that starts at host address `host` (guest pc `pc`) into the pool. */
+/* Blocks start anywhere in megabytes of kernel code: fold the higher address bits in. */
+static unsigned rv_block_slot(uintptr_t host) {
+  return (unsigned)((host >> 1) ^ (host >> (1 + RV_BLOCK_BITS))) & (RV_BLOCK_SLOTS - 1);
+}
+
+/* Whether a block decoded under the page's code counter `gen` starts at host address `host`. */
+static bool rv_block_starts_at(struct rv_icache *ic, const uint8_t *host, uint32_t gen) {
+  const rv_block *b = &ic->blocks[rv_block_slot((uintptr_t)host)];
+  return b->where && b->gen == gen && rv_where_first(ic, b->where)->key == (uintptr_t)host;
+}
+
+/* Decode the block that starts at host address `host` (guest pc `pc`) into the pool. It ends
+ * where a block already starts (a join point of branches): the two then run one after the other
+ * instead of decoding (and translating) the rest of the run twice. */
 static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t pc) {
   struct rv_icache *ic = h->icache;
   if (ic->pool_used + RV_BLOCK_MAX > RV_POOL_SIZE)
@@ -547,6 +560,8 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   uint32_t gen = rv_code_page_claim(h, page, (uintptr_t)start & ~(uintptr_t)0xfff);
   unsigned n = 0, off = pc & 0xfff;
   while (n < RV_BLOCK_MAX && off <= 0xffe) {
+    if (n && rv_block_starts_at(ic, host, gen))
+      break;
     uint16_t lo;
     memcpy(&lo, host, 2);
     uint32_t raw = lo;
@@ -573,11 +588,6 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   b->gen = gen;
   ic->pool_used += n;
   return b;
-}
-
-/* Blocks start anywhere in megabytes of kernel code: fold the higher address bits in. */
-static unsigned rv_block_slot(uintptr_t host) {
-  return (unsigned)((host >> 1) ^ (host >> (1 + RV_BLOCK_BITS))) & (RV_BLOCK_SLOTS - 1);
 }
 
 /* The block at h->pc when its page is the current fetch page (translated, executable, one PMP
