@@ -1011,6 +1011,10 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
   reload_cached(&c.e);
   for (unsigned i = 0; i < n; i++) {
     c.index = i;
+    if (i + 1 < n && first[i].fn == op_jal) { /* jal x0 within the page: its target follows */
+      c.off += first[i].imm;
+      continue;
+    }
     if (i + 1 < n)
       emit_body_insn(&c, &first[i]);
     else
