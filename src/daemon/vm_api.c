@@ -119,21 +119,15 @@ void vd_h_vm_inspect(vd_call *c) {
     vd_call_json(c, 200, j);
 }
 
-void vd_h_vm_create(vd_call *c) {
-  json_t *body = vd_call_body_object(c);
-  if (!body)
-    return;
-  vs_error *e = NULL;
-  const char *bname = json_string_value(json_object_get(body, "Name"));
-  _cleanup_free_ char *name = http_query_get(c->req->query, "name");
-  if (bname) {
-    free(name);
-    name = vs_strdup(bname);
-  }
+vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json_t *extra,
+                              vs_error **err) {
   json_t *rec = json_object();
   json_t *cfg = json_object();
   json_t *disk = json_object();
   json_object_set_new(rec, "Config", cfg);
+  if (extra)
+    json_object_update(rec, extra);
+  vs_error *e = NULL;
   if (!vd_vm_name_valid(name))
     vs_error_set(&e, EINVAL,
                  "VM name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', starting with a "
@@ -141,35 +135,58 @@ void vd_h_vm_create(vd_call *c) {
                  name ? name : "");
   else if (vd_vm_config_parse(body, cfg, disk, &e) < 0 && e->errnum == 0)
     e->errnum = EINVAL; /* a field of the wrong type: the request's fault */
-  json_decref(body);
   vd_vm *vm = NULL;
   if (e)
     json_decref(rec);
   else
-    vm = vd_vm_create(c->d, name, rec, &e); /* takes rec */
+    vm = vd_vm_create(d, name, rec, &e); /* takes rec */
   if (!vm)
     goto fail;
   if (json_object_size(disk)) {
-    if (vd_vm_create_disk(c->d, vm, disk, &e) < 0)
+    if (vd_vm_create_disk(d, vm, disk, &e) < 0)
       goto fail;
     json_object_set(vm->rec, "Disk", disk);
   }
-  if (vd_vm_net_attach(c->d, vm, &e) < 0)
+  if (vd_vm_net_attach(d, vm, &e) < 0)
     goto fail;
-  if (vd_vm_commit(c->d, vm, &e) < 0) {
-    vd_vm_net_detach(c->d, vm);
+  if (vd_vm_commit(d, vm, &e) < 0) {
+    vd_vm_net_detach(d, vm);
     goto fail;
   }
   json_decref(disk);
-  vm_release(c->d->vms, vm);
-  vd_call_json(c, 201, json_pack("{s:s, s:s}", "Id", vm->id, "Name", vm->name));
-  return;
+  return vm;
 fail:
   json_decref(disk);
-  vd_call_fail(c, e);
-  vs_error_free(e);
+  *err = e;
   if (vm)
     vd_vm_discard(vm);
+  return NULL;
+}
+
+void vd_h_vm_create(vd_call *c) {
+  json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  const char *bname = json_string_value(json_object_get(body, "Name"));
+  _cleanup_free_ char *name = http_query_get(c->req->query, "name");
+  if (bname) {
+    free(name);
+    name = vs_strdup(bname);
+  }
+  if (c->d->cluster.enabled) {
+    vd_cluster_vm_create(c, name, body); /* takes body */
+    return;
+  }
+  vs_error *e = NULL;
+  vd_vm *vm = vd_vm_new_from_request(c->d, name, body, NULL, &e);
+  json_decref(body);
+  if (!vm) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vm_release(c->d->vms, vm);
+  vd_call_json(c, 201, json_pack("{s:s, s:s}", "Id", vm->id, "Name", vm->name));
 }
 
 void vd_h_vm_start(vd_call *c) {
@@ -307,13 +324,8 @@ static void pause_or_resume(vd_call *c, bool pause) {
 void vd_h_vm_pause(vd_call *c) { pause_or_resume(c, true); }
 void vd_h_vm_resume(vd_call *c) { pause_or_resume(c, false); }
 
-void vd_h_vm_delete(vd_call *c) {
-  bool force = http_query_bool(c->req->query, "force", false);
-  vd_vm *vm = vm_claim(c);
-  if (!vm)
-    return;
-  vs_error *e = NULL;
-  vd_vms *t = c->d->vms;
+int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err) {
+  vd_vms *t = d->vms;
   /* clones run from this VM's snapshots and disks: they must go first */
   pthread_mutex_lock(&t->lock);
   const char *clone = NULL;
@@ -325,32 +337,59 @@ void vd_h_vm_delete(vd_call *c) {
   }
   _cleanup_free_ char *clone_name = clone ? vs_strdup(clone) : NULL;
   pthread_mutex_unlock(&t->lock);
-  if (clone_name) {
-    vd_call_error(c, 409, "VM %s has a clone, %s, that runs from its snapshots: remove it first",
-                  vm->name, clone_name);
-    vm_release(t, vm);
-    return;
-  }
-  if (vd_vm_running(c->d->vms, vm) && !force) {
-    vd_call_error(c, 409, "VM %s is running: stop it first or force the removal", vm->name);
-    vm_release(t, vm);
-    return;
-  }
-  if (vd_vm_running(c->d->vms, vm) && vd_vm_stop(c->d, vm, 0, &e) < 0) {
-    vd_call_fail(c, e);
-    vs_error_free(e);
-    vm_release(t, vm);
-    return;
-  }
+  if (clone_name)
+    return vs_error_set(err, EBUSY,
+                        "VM %s has a clone, %s, that runs from its snapshots: remove it first",
+                        vm->name, clone_name);
+  if (vd_vm_running(t, vm) && !force)
+    return vs_error_set(err, EBUSY, "VM %s is running: stop it first or force the removal",
+                        vm->name);
+  if (vd_vm_running(t, vm) && vd_vm_stop(d, vm, 0, err) < 0)
+    return -1;
   /* the record goes first: a removal cut short leaves a directory that recovery removes */
   _cleanup_free_ char *rpath = vs_asprintf("%s/record.json", vm->dir);
   unlink(rpath);
-  vd_vm_net_detach(c->d, vm);
+  vd_vm_net_detach(d, vm);
   vs_rm_rf(vm->dir, NULL);
   pthread_mutex_lock(&t->lock);
   vd_vm_remove_locked(t, vm);
   pthread_mutex_unlock(&t->lock);
-  vd_event_emit(c->d, "vm", "destroy", vm->id, vd_vm_event_attrs(vm));
+  vd_event_emit(d, "vm", "destroy", vm->id, vd_vm_event_attrs(vm));
+  return 0;
+}
+
+vd_vm *vd_vm_claim_name(vd_vms *t, const char *what, vs_error **err) {
+  pthread_mutex_lock(&t->lock);
+  vd_vm *vm = vd_vm_find_locked(t, what);
+  if (vm && vm->busy) {
+    pthread_mutex_unlock(&t->lock);
+    vs_error_set(err, EBUSY, "VM %s is busy with another request", vm->name);
+    return NULL;
+  }
+  if (vm)
+    vm->busy = true;
+  pthread_mutex_unlock(&t->lock);
+  if (!vm)
+    vs_error_set(err, ENOENT, "No such VM: %s", what);
+  return vm;
+}
+
+void vd_vm_release(vd_vms *t, vd_vm *vm) { vm_release(t, vm); }
+
+void vd_h_vm_delete(vd_call *c) {
+  bool force = http_query_bool(c->req->query, "force", false);
+  if (c->d->cluster.enabled && vd_cluster_vm_delete(c, force))
+    return; /* a guest of the cluster on another node: handled there */
+  vd_vm *vm = vm_claim(c);
+  if (!vm)
+    return;
+  vs_error *e = NULL;
+  if (vd_vm_remove(c->d, vm, force, &e) < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    vm_release(c->d->vms, vm);
+    return;
+  }
   vd_call_status(c, 204);
 }
 

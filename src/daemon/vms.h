@@ -80,6 +80,22 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err);
 int vd_vm_net_attach(vd_daemon *d, vd_vm *vm, vs_error **err);
 void vd_vm_net_detach(vd_daemon *d, vd_vm *vm);
 
+/* vm_api.c: what the API does, for the cluster's reconciler too */
+/* A VM from a create request's body (borrowed; extra's fields are added to its record), made
+ * and committed, not busy. Errors carry errno EINVAL (the request), EEXIST (the name)... */
+vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json_t *extra,
+                              vs_error **err);
+/* Remove a claimed VM (killed first with force); on failure it is still claimed. */
+int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err);
+/* Claim a VM by name, ID or prefix for one request: ENOENT or EBUSY otherwise. */
+vd_vm *vd_vm_claim_name(vd_vms *t, const char *what, vs_error **err);
+void vd_vm_release(vd_vms *t, vd_vm *vm);
+
+/* cluster_guests.c: VMs of the cluster (create places them through the scheduler; delete
+ * removes the guest's record, true when that answered the call) */
+void vd_cluster_vm_create(vd_call *c, const char *name, json_t *body);
+bool vd_cluster_vm_delete(vd_call *c, bool force);
+
 /* A request body with a field not in known: refused, naming the field and what (the body). */
 int vd_body_known_fields(json_t *body, const char *const *known, size_t n, const char *what,
                          vs_error **err);
