@@ -512,14 +512,27 @@ static void put_compressed(gen *g) {
   }
 }
 
-/* A few instructions on x5-x7: a block that uses registers this often keeps them in host
- * registers, so loads into them (slow paths on a TLB miss, page straddles and faults included),
- * stores of them and handler calls between their uses are all exercised. */
+/* A few instructions on three registers (x5-x7), or on eight (more than the translator keeps
+ * in host registers): a block that uses registers this often keeps them in host registers, so
+ * loads into them (slow paths on a TLB miss, page straddles and faults included), stores of them,
+ * handler calls between their uses and inline ALU operations computed in place (rd the same as
+ * rs1 or rs2, or neither) are all exercised. */
 static void put_hot_run(gen *g) {
-  static const unsigned hot[] = {5, 6, 7};
-  for (unsigned n = 3 + rnd(g, 6); n--;) {
-    unsigned rd = hot[rnd(g, 3)], a = hot[rnd(g, 3)], b = hot[rnd(g, 3)];
-    switch (rnd(g, 5)) {
+  static const unsigned hot[] = {5, 6, 7, 8, 9, 18, 19, 20};
+  unsigned k = chance(g, 50) ? 3 : 8;
+  for (unsigned n = 3 + rnd(g, k == 3 ? 6 : 16); n--;) {
+    unsigned rd = hot[rnd(g, k)], a = hot[rnd(g, k)], b = hot[rnd(g, k)];
+    switch (rnd(g, 7)) {
+    case 5: { /* any inline register-register operation */
+      const uint32_t *o = alu_r_inline[rnd(g, sizeof(alu_r_inline) / sizeof(alu_r_inline[0]))];
+      put32(g, enc_r(o[0], b, a, o[1], rd, o[2]));
+      break;
+    }
+    case 6: { /* an inline operation with an immediate (rs1 from the hot set) */
+      uint32_t i = rnd_alu32(g, rd);
+      put32(g, (i & 0x7f) == 0x17 || (i & 0x7f) == 0x37 ? i : (i & ~(31U << 15)) | (a << 15));
+      break;
+    }
     case 0:
       put32(g, enc_i(rnd_imm12(g), R_DATA, rnd(g, 7), rd, 0x03)); /* a load of any size */
       break;

@@ -536,7 +536,28 @@ static uint8_t rv_last_kind(uint8_t fast) {
   return RV_LAST_CALL;
 }
 
-/* Decode the block that starts at host address `host` (guest pc `pc`) into the pool. */
+/* Blocks start anywhere in megabytes of kernel code: fold the higher address bits in. */
+static unsigned rv_block_slot(uintptr_t host) {
+  return (unsigned)((host >> 1) ^ (host >> (1 + RV_BLOCK_BITS))) & (RV_BLOCK_SLOTS - 1);
+}
+
+/* Whether a block decoded under the page's code counter `gen` starts at host address `host`. */
+static bool rv_block_starts_at(struct rv_icache *ic, const uint8_t *host, uint32_t gen) {
+  const rv_block *b = &ic->blocks[rv_block_slot((uintptr_t)host)];
+  return b->where && b->gen == gen && rv_where_first(ic, b->where)->key == (uintptr_t)host;
+}
+
+/* Whether the block goes on past d, at offset `off` in the page: d is `jal x0` (j, c.j) to the
+ * same page, so its target is decoded as the block's next instruction (a loop's back edge then
+ * joins its body into one block, the jump costing nothing). */
+static bool rv_jumps_on(const rv_insn *d, unsigned off) {
+  int64_t to = (int64_t)off + d->imm;
+  return d->fn == op_jal && d->rd == 0 && to >= 0 && to <= 0xffe;
+}
+
+/* Decode the block that starts at host address `host` (guest pc `pc`) into the pool. It ends
+ * where a block already starts (a join point of branches, reached by falling through): the two
+ * then run one after the other instead of decoding (and translating) the rest of the run twice. */
 static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t pc) {
   struct rv_icache *ic = h->icache;
   if (ic->pool_used + RV_BLOCK_MAX > RV_POOL_SIZE)
@@ -546,7 +567,10 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   uint64_t page = rv_ram_page(h->bus, start);
   uint32_t gen = rv_code_page_claim(h, page, (uintptr_t)start & ~(uintptr_t)0xfff);
   unsigned n = 0, off = pc & 0xfff;
+  bool jumped = false;
   while (n < RV_BLOCK_MAX && off <= 0xffe) {
+    if (n && !jumped && rv_block_starts_at(ic, host, gen))
+      break;
     uint16_t lo;
     memcpy(&lo, host, 2);
     uint32_t raw = lo;
@@ -558,10 +582,12 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
     rv_insn *d = &first[n++];
     rv_decode(ic, raw, d);
     d->key = (uintptr_t)host;
-    if (d->ends_block)
+    jumped = d->ends_block && n < RV_BLOCK_MAX && rv_jumps_on(d, off);
+    if (d->ends_block && !jumped)
       break;
-    host += d->len;
-    off += d->len;
+    int64_t step = jumped ? d->imm : d->len;
+    host += step;
+    off = (unsigned)((int64_t)off + step);
   }
   if (!n)
     return NULL;
@@ -573,11 +599,6 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
   b->gen = gen;
   ic->pool_used += n;
   return b;
-}
-
-/* Blocks start anywhere in megabytes of kernel code: fold the higher address bits in. */
-static unsigned rv_block_slot(uintptr_t host) {
-  return (unsigned)((host >> 1) ^ (host >> (1 + RV_BLOCK_BITS))) & (RV_BLOCK_SLOTS - 1);
 }
 
 /* The block at h->pc when its page is the current fetch page (translated, executable, one PMP
@@ -632,7 +653,7 @@ RV_KEEP_DISPATCH_COPIES static uint64_t rv_blocks_run(rv_hart *h, rv_block *blk,
   [RV_LAST_FIRST_JUMP + RV_FAST_##name - RV_FAST_FIRST_JUMP] = &&last_##name,
   static const void *const code[RV_DISPATCH_COUNT] = {
       [RV_FAST_CALL] = &&call,
-      [RV_FAST_jal] = &&call,
+      [RV_FAST_jal] = &&jump_on, /* only jal x0 within the page is not last (rv_block_build) */
       [RV_FAST_jalr] = &&call,
       RV_BRANCH_OPS(RV_CALL_LABEL) RV_STORE_OPS(RV_LABEL) RV_LOAD_OPS(RV_LABEL)
           RV_ALU_I_OPS(RV_LABEL) RV_ALU_R_OPS(RV_LABEL)[RV_LAST_CALL] = &&run_last,
@@ -678,6 +699,11 @@ call:
   x[0] = 0;
   LEAVE_IF_ASKED();
   NEXT();
+
+jump_on: /* jal x0 to the block's next instruction */
+  pc += (uint64_t)(int64_t)d->imm;
+  d++;
+  DISPATCH();
 
 #define RV_INLINE_LOAD(name, size, conv)                                                           \
   fast_##name : {                                                                                  \
@@ -843,7 +869,13 @@ static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uin
         rv_jit_link(ic->jit, link, code);
       else if (clears == ic->clears)
         rv_jit_remember(ic->jit, h->pc, h->tlb_tag | (uint64_t)h->fetch_tlb, code);
-      rv_jit_exit r = rv_jit_enter(ic->jit, h, code, chunk - total);
+      /* Chained blocks may run past the chunk by less than a block, as the interpreter's do:
+       * the chain entry that would overrun this limit is then past the chunk, so a chunk ends
+       * with one exit instead of two (the refused entry, then the block entered from here). */
+      uint64_t limit = chunk - total + RV_BLOCK_MAX;
+      if (limit > left - total)
+        limit = left - total;
+      rv_jit_exit r = rv_jit_enter(ic->jit, h, code, limit);
       total += r.count;
       link = r.link;
     }

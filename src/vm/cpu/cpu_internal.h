@@ -125,7 +125,7 @@ typedef struct rv_op {
  * instructions live in a pool that is emptied when full. A block remembers its page's code
  * counter (rv_bus.code_pages) from when it was decoded: once the page is written the counter
  * moves on and the block is decoded again. */
-#define RV_BLOCK_MAX 32
+#define RV_BLOCK_MAX 63
 #define RV_BLOCK_BITS 16
 #define RV_BLOCK_SLOTS (1U << RV_BLOCK_BITS)
 #define RV_POOL_SIZE (1U << 18)

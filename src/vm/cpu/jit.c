@@ -6,8 +6,8 @@
  *
  * The shape is a template translator, the simplest that removes the dispatch:
  * - Guest registers live in memory (rv_hart.x; x[0] is always 0). The few a block uses most
- *   (up to four) are loaded into r8-r11 when the block starts and stay there while its inline
- *   instructions run; the ones it changed are written back before every call into C (handlers,
+ *   (up to seven) are loaded into host registers when the block starts and stay there while its
+ * inline instructions run; the ones it changed are written back before every call into C (handlers,
  *   slow paths: they see and may change rv_hart.x, and may trap) and before it leaves, and all
  *   are loaded again after a call. Everything else is "load operands, operate, store".
  * - Loads and stores look up the TLB inline (the same entries rv_load/rv_store use) and call
@@ -28,9 +28,11 @@
  * writable and executable at once). Translated code is dropped together with the decoded blocks
  * (rv_jit_reset when the pool is emptied), so a block and its code always agree.
  *
- * Registers in translated code: rbx = the hart, r12 = the block's pc, r13 = the load TLB set,
- * r14 = the store TLB set, r15 = the TLB tag, r8-r11 = guest registers the block keeps; rax, rcx,
- * rdx, rsi, rdi are scratch. */
+ * Registers in translated code: rbx = the hart, rbp = the instructions of this run, r12 = the
+ * block's pc, r8-r11 and r13-r15 = guest registers the block keeps; rax, rcx, rdx, rsi, rdi are
+ * scratch. The frame of rv_jit_enter holds the run's budget and what the inline TLB lookups need:
+ * the load and store TLB sets serving now and the TLB tag (memory operands cost the lookups one
+ * load more, and free three host registers for guest registers). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -42,6 +44,13 @@
 #if defined(__x86_64__)
 
 #define RV_JIT_CODE_SIZE (32U << 20)
+/* The writable view's pages behind the write position are unmapped (madvise) in steps of
+ * RV_JIT_TRIM_STEP, all but the last RV_JIT_TRIM_KEEP bytes: the code stays in the memfd and in
+ * the executable view, and a later link into it maps its page again. Without this every page of
+ * code counted twice in the VMM's RSS (once per view). The pages ahead of the write position are
+ * mapped a step at a time (one system call instead of a page fault per page). */
+#define RV_JIT_TRIM_STEP (1U << 20)
+#define RV_JIT_TRIM_KEEP (256U << 10)
 /* The most code one guest instruction becomes, fast and slow path together (checked). */
 #define RV_JIT_INSN_MAX 224
 #define RV_JIT_BLOCK_EXTRA 128
@@ -65,6 +74,8 @@ struct rv_jit {
   size_t size;
   size_t stubs_end; /* the entry and exit stubs live below this and survive resets */
   size_t used;
+  size_t trimmed;                /* the writable view holds no pages between stubs_end and this */
+  size_t populated;              /* and holds the pages from the write position up to this */
   size_t enter, left, out, step; /* offsets of the stubs */
   size_t chain_bytes;            /* the length of a block's chain entry (emit_chain_entry) */
   /* The jump cache: blocks by virtual pc for jumps that leave their page or go to a computed
@@ -85,6 +96,12 @@ enum { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, 
 enum { CC_B = 2, CC_AE = 3, CC_E = 4, CC_NE = 5, CC_A = 7, CC_L = 0xc, CC_GE = 0xd };
 
 #define HART_OFF(field) ((int32_t)offsetof(rv_hart, field))
+/* The frame of rv_jit_enter (emit_stubs): [rsp + FRAME_*] while translated code runs. */
+#define FRAME_LIMIT 8   /* the most instructions this run may execute */
+#define FRAME_LD_TLB 16 /* the TLB set (read entries) that serves loads now */
+#define FRAME_ST_TLB 24 /* the TLB set (write entries) that serves stores now */
+#define FRAME_TAG 32    /* the TLB tag of the current address space */
+#define FRAME_BYTES 40  /* below the six saved registers; keeps rsp 16-byte aligned for calls */
 #define X_OFF(r) ((int32_t)(8 * (r)))
 #define TLB_ACCESS_BYTES ((int32_t)(RV_TLB_SIZE * sizeof(rv_tlb_entry)))
 #define TLB_SET_BYTES (3 * TLB_ACCESS_BYTES)
@@ -111,54 +128,95 @@ static void b4(emitter *e, uint32_t v) {
   for (int i = 0; i < 4; i++)
     b1(e, (v >> (8 * i)) & 0xff);
 }
-static void b8(emitter *e, uint64_t v) {
-  b4(e, (uint32_t)v);
-  b4(e, (uint32_t)(v >> 32));
-}
 static bool fits8(int64_t v) { return v >= -128 && v <= 127; }
 static bool fits32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
 
+/* One instruction is written through a local cursor (a host register once inlined: a store
+ * through e->p would make the compiler load e->p again after every byte) into the buffer, or into
+ * a scratch area when the buffer has no room left (the emitter then only counts its bytes, and
+ * rv_jit_translate sees the overflow). */
+#define INSN_MAX_BYTES 16
+static uint8_t *insn_open(const emitter *e, uint8_t *scratch) {
+  return e->end - e->p >= INSN_MAX_BYTES ? e->p : scratch;
+}
+static void insn_close(emitter *e, const uint8_t *first, const uint8_t *p) {
+  size_t n = (size_t)(p - first);
+  if (first != e->p && e->p <= e->end && n <= (size_t)(e->end - e->p))
+    memcpy(e->p, first, n); /* written to the scratch area, and fits after all */
+  e->p += n;
+}
+static uint8_t *w1(uint8_t *p, unsigned v) {
+  *p = (uint8_t)v;
+  return p + 1;
+}
+static uint8_t *w4(uint8_t *p, uint32_t v) {
+  memcpy(p, &v, 4);
+  return p + 4;
+}
+/* an immediate of 0, 1 or 4 bytes */
+static uint8_t *w_imm(uint8_t *p, int32_t imm, unsigned bytes) {
+  if (bytes == 1)
+    return w1(p, (uint8_t)imm);
+  return bytes == 4 ? w4(p, (uint32_t)imm) : p;
+}
+
 /* REX prefix: w = 64-bit operand; reg, index and base contribute their high bits. */
-static void rex(emitter *e, bool w, int reg, int index, int base) {
+static uint8_t *w_rex(uint8_t *p, bool w, int reg, int index, int base) {
   unsigned r = 0x40 | (w ? 8 : 0) | ((reg >> 3) << 2) | ((index >> 3) << 1) | (base >> 3);
-  if (r != 0x40)
-    b1(e, r);
+  return r != 0x40 ? w1(p, r) : p;
+}
+static uint8_t *w_opcode(uint8_t *p, unsigned opcode) {
+  if (opcode > 0xff)
+    p = w1(p, opcode >> 8);
+  return w1(p, opcode & 0xff);
 }
 
 /* ModRM (+SIB, displacement) for [base + disp] or, with index >= 0, [base + index + disp]. */
-static void modrm_mem(emitter *e, int reg, int base, int index, int32_t disp) {
+static uint8_t *w_modrm_mem(uint8_t *p, int reg, int base, int index, int32_t disp) {
   unsigned mod = (disp == 0 && (base & 7) != RBP) ? 0 : fits8(disp) ? 1 : 2;
   if (index >= 0) {
-    b1(e, (mod << 6) | ((unsigned)(reg & 7) << 3) | 4);
-    b1(e, ((unsigned)(index & 7) << 3) | (unsigned)(base & 7));
+    p = w1(p, (mod << 6) | ((unsigned)(reg & 7) << 3) | 4);
+    p = w1(p, ((unsigned)(index & 7) << 3) | (unsigned)(base & 7));
   } else {
-    b1(e, (mod << 6) | ((unsigned)(reg & 7) << 3) | (unsigned)(base & 7));
+    p = w1(p, (mod << 6) | ((unsigned)(reg & 7) << 3) | (unsigned)(base & 7));
     if ((base & 7) == RSP)
-      b1(e, 0x24);
+      p = w1(p, 0x24);
   }
   if (mod == 1)
-    b1(e, (uint8_t)disp);
+    p = w1(p, (uint8_t)disp);
   else if (mod == 2)
-    b4(e, (uint32_t)disp);
+    p = w4(p, (uint32_t)disp);
+  return p;
 }
 
-/* op reg, [base + index + disp] (or the reverse direction, as the opcode says). The opcode may be
- * two bytes (0x0f xx); a 0x66 prefix for 16-bit operands goes before the call. */
+/* op reg, [base + index + disp] (or the reverse direction, as the opcode says), followed by an
+ * immediate of imm_bytes (0, 1 or 4). The opcode may be two bytes (0x0f xx); a 0x66 prefix for
+ * 16-bit operands goes before the call. */
+static void op_mem_imm(emitter *e, bool w, unsigned opcode, int reg, int base, int index,
+                       int32_t disp, int32_t imm, unsigned imm_bytes) {
+  uint8_t scratch[INSN_MAX_BYTES];
+  uint8_t *first = insn_open(e, scratch), *p = first;
+  p = w_rex(p, w, reg, index < 0 ? 0 : index, base);
+  p = w_opcode(p, opcode);
+  p = w_modrm_mem(p, reg, base, index, disp);
+  insn_close(e, first, w_imm(p, imm, imm_bytes));
+}
 static void op_mem(emitter *e, bool w, unsigned opcode, int reg, int base, int index,
                    int32_t disp) {
-  rex(e, w, reg, index < 0 ? 0 : index, base);
-  if (opcode > 0xff)
-    b1(e, opcode >> 8);
-  b1(e, opcode & 0xff);
-  modrm_mem(e, reg, base, index, disp);
+  op_mem_imm(e, w, opcode, reg, base, index, disp, 0, 0);
 }
-/* op reg, rm (register operands). */
+/* op reg, rm (register operands), followed by an immediate of imm_bytes (0, 1 or 4). */
+static void op_reg_imm(emitter *e, bool w, unsigned opcode, int reg, int rm, int32_t imm,
+                       unsigned imm_bytes) {
+  uint8_t scratch[INSN_MAX_BYTES];
+  uint8_t *first = insn_open(e, scratch), *p = first;
+  p = w_rex(p, w, reg, 0, rm);
+  p = w_opcode(p, opcode);
+  p = w1(p, 0xc0 | ((unsigned)(reg & 7) << 3) | (unsigned)(rm & 7));
+  insn_close(e, first, w_imm(p, imm, imm_bytes));
+}
 static void op_reg(emitter *e, bool w, unsigned opcode, int reg, int rm) {
-  rex(e, w, reg, 0, rm);
-  if (opcode > 0xff)
-    b1(e, opcode >> 8);
-  b1(e, opcode & 0xff);
-  b1(e, 0xc0 | ((unsigned)(reg & 7) << 3) | (unsigned)(rm & 7));
+  op_reg_imm(e, w, opcode, reg, rm, 0, 0);
 }
 
 static void mov_load(emitter *e, int reg, int base, int32_t disp) {
@@ -170,43 +228,46 @@ static void mov_store(emitter *e, int base, int32_t disp, int reg) {
 static void lea(emitter *e, int reg, int base, int32_t disp) {
   op_mem(e, true, 0x8d, reg, base, -1, disp);
 }
+/* mov reg, imm64 in its 10-byte form (fixed length) */
+static void mov_imm64(emitter *e, int reg, uint64_t v) {
+  uint8_t scratch[INSN_MAX_BYTES];
+  uint8_t *first = insn_open(e, scratch), *p = first;
+  p = w_rex(p, true, 0, 0, reg);
+  p = w1(p, 0xb8 + (reg & 7));
+  p = w4(p, (uint32_t)v);
+  insn_close(e, first, w4(p, (uint32_t)(v >> 32)));
+}
 /* mov reg, imm: the shortest form that gives the 64-bit value. */
 static void mov_imm(emitter *e, int reg, uint64_t v) {
   if (v <= UINT32_MAX) {
-    rex(e, false, 0, 0, reg);
-    b1(e, 0xb8 + (reg & 7));
-    b4(e, (uint32_t)v);
+    uint8_t scratch[INSN_MAX_BYTES];
+    uint8_t *first = insn_open(e, scratch), *p = first;
+    p = w_rex(p, false, 0, 0, reg);
+    p = w1(p, 0xb8 + (reg & 7));
+    insn_close(e, first, w4(p, (uint32_t)v));
   } else if (fits32((int64_t)v)) {
-    op_reg(e, true, 0xc7, 0, reg);
-    b4(e, (uint32_t)v);
+    op_reg_imm(e, true, 0xc7, 0, reg, (int32_t)v, 4);
   } else {
-    rex(e, true, 0, 0, reg);
-    b1(e, 0xb8 + (reg & 7));
-    b8(e, v);
+    mov_imm64(e, reg, v);
   }
 }
 /* Group-1 ALU with an immediate: ext = 0 add, 1 or, 4 and, 5 sub, 6 xor, 7 cmp. */
 static void alu_imm(emitter *e, bool w, unsigned ext, int reg, int32_t imm) {
-  if (fits8(imm)) {
-    op_reg(e, w, 0x83, (int)ext, reg);
-    b1(e, (uint8_t)imm);
-  } else {
-    op_reg(e, w, 0x81, (int)ext, reg);
-    b4(e, (uint32_t)imm);
-  }
+  if (fits8(imm))
+    op_reg_imm(e, w, 0x83, (int)ext, reg, imm, 1);
+  else
+    op_reg_imm(e, w, 0x81, (int)ext, reg, imm, 4);
 }
 /* The same on a 64-bit memory operand [base + disp]. */
 static void alu_mem_imm(emitter *e, unsigned ext, int base, int32_t disp, int32_t imm) {
-  op_mem(e, true, fits8(imm) ? 0x83 : 0x81, (int)ext, base, -1, disp);
   if (fits8(imm))
-    b1(e, (uint8_t)imm);
+    op_mem_imm(e, true, 0x83, (int)ext, base, -1, disp, imm, 1);
   else
-    b4(e, (uint32_t)imm);
+    op_mem_imm(e, true, 0x81, (int)ext, base, -1, disp, imm, 4);
 }
 /* Shift by an immediate: ext = 4 shl, 5 shr, 7 sar. */
 static void shift_imm(emitter *e, bool w, unsigned ext, int reg, unsigned count) {
-  op_reg(e, w, 0xc1, (int)ext, reg);
-  b1(e, count);
+  op_reg_imm(e, w, 0xc1, (int)ext, reg, (int32_t)count, 1);
 }
 static void movsxd(emitter *e, int reg, int rm) { op_reg(e, true, 0x63, reg, rm); }
 /* setcc al; movzx eax, al */
@@ -214,32 +275,23 @@ static void setcc_rax(emitter *e, unsigned cc) {
   op_reg(e, false, 0x0f90 + cc, 0, RAX);
   op_reg(e, false, 0x0fb6, RAX, RAX);
 }
-/* A jump or conditional jump with a 32-bit displacement; returns where the displacement is. */
-static uint8_t *jcc32(emitter *e, unsigned cc) {
-  b1(e, 0x0f);
-  b1(e, 0x80 + cc);
-  uint8_t *at = e->p;
-  b4(e, 0);
+/* A jump (opcode 0xe9) or conditional jump (0x0f8x) with a 32-bit displacement; returns where
+ * the displacement is. */
+static uint8_t *jump32(emitter *e, unsigned opcode) {
+  uint8_t scratch[INSN_MAX_BYTES];
+  uint8_t *first = insn_open(e, scratch), *p = w_opcode(first, opcode);
+  uint8_t *at = e->p + (p - first);
+  insn_close(e, first, w4(p, 0));
   return at;
 }
-static uint8_t *jmp32(emitter *e) {
-  b1(e, 0xe9);
-  uint8_t *at = e->p;
-  b4(e, 0);
-  return at;
-}
+static uint8_t *jcc32(emitter *e, unsigned cc) { return jump32(e, 0x0f80 + cc); }
+static uint8_t *jmp32(emitter *e) { return jump32(e, 0xe9); }
 /* Point the displacement at `at` to `target` (both in the buffer being written). */
 static void patch(emitter *e, uint8_t *at, const uint8_t *target) {
   if (at + 4 > e->end)
     return;
   int32_t rel = (int32_t)(target - (at + 4));
   memcpy(at, &rel, 4);
-}
-/* mov reg, imm64 in its 10-byte form (fixed length) */
-static void mov_imm64(emitter *e, int reg, uint64_t v) {
-  rex(e, true, 0, 0, reg);
-  b1(e, 0xb8 + (reg & 7));
-  b8(e, v);
 }
 static void call_abs(emitter *e, const void *fn) {
   mov_imm(e, RAX, (uint64_t)(uintptr_t)fn);
@@ -248,8 +300,15 @@ static void call_abs(emitter *e, const void *fn) {
 
 /* ---------------------------------------------------------------- guest state */
 
+/* The host register that holds guest register r, or -1 when it lives in rv_hart.x (x0 too). */
+static int host_reg(const emitter *e, unsigned r) {
+  return r && (e->cached & (1U << r)) ? e->host_of[r] : -1;
+}
+
 static void load_x(emitter *e, int reg, unsigned r) {
-  if (e->cached & (1U << r))
+  if (r == 0)
+    op_reg(e, false, 0x31, reg, reg); /* xor reg, reg: x0 reads as 0 */
+  else if (e->cached & (1U << r))
     op_reg(e, true, 0x8b, reg, e->host_of[r]); /* mov reg, host */
   else
     mov_load(e, reg, RBX, X_OFF(r));
@@ -266,7 +325,7 @@ static void store_x(emitter *e, unsigned r, int reg) {
 }
 
 /* The host registers that hold guest registers, and how many uses make a register worth one. */
-static const uint8_t cache_regs[] = {R8, R9, R10, R11};
+static const uint8_t cache_regs[] = {R8, R9, R10, R11, R13, R14, R15};
 #define CACHE_MIN_USES 3
 
 /* Store the kept registers in `regs` to rv_hart.x. */
@@ -365,28 +424,28 @@ static void emit_call_handler(block_ctx *c, const rv_insn *d) {
 }
 
 /* The load's sign or zero extension from [base + index]: size and signedness from the kind. */
-static void load_extend(emitter *e, uint8_t fast, int base, int index) {
+static void load_extend(emitter *e, uint8_t fast, int dst, int base, int index) {
   switch (fast) {
   case RV_FAST_lb:
-    op_mem(e, true, 0x0fbe, RAX, base, index, 0);
+    op_mem(e, true, 0x0fbe, dst, base, index, 0);
     break;
   case RV_FAST_lbu:
-    op_mem(e, false, 0x0fb6, RAX, base, index, 0);
+    op_mem(e, false, 0x0fb6, dst, base, index, 0);
     break;
   case RV_FAST_lh:
-    op_mem(e, true, 0x0fbf, RAX, base, index, 0);
+    op_mem(e, true, 0x0fbf, dst, base, index, 0);
     break;
   case RV_FAST_lhu:
-    op_mem(e, false, 0x0fb7, RAX, base, index, 0);
+    op_mem(e, false, 0x0fb7, dst, base, index, 0);
     break;
   case RV_FAST_lw:
-    op_mem(e, true, 0x63, RAX, base, index, 0);
+    op_mem(e, true, 0x63, dst, base, index, 0);
     break;
   case RV_FAST_lwu:
-    op_mem(e, false, 0x8b, RAX, base, index, 0);
+    op_mem(e, false, 0x8b, dst, base, index, 0);
     break;
   default:
-    op_mem(e, true, 0x8b, RAX, base, index, 0);
+    op_mem(e, true, 0x8b, dst, base, index, 0);
     break;
   }
 }
@@ -413,11 +472,11 @@ static unsigned access_size(uint8_t fast) {
 static bool is_load(uint8_t fast) { return fast >= RV_FAST_lb && fast <= RV_FAST_lwu; }
 static bool is_store(uint8_t fast) { return fast >= RV_FAST_sb && fast <= RV_FAST_sd; }
 
-/* rsi = the access's virtual address; rdx = its host address if the TLB set at tlb_reg maps it,
- * else a jump to the slow path (recorded in sp). The entry is the one of va's page, but it is
- * compared with the page of the access's last byte: an access that leaves the page differs
- * there and takes the slow path, with no check of its own. */
-static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int tlb_reg, unsigned size,
+/* rsi = the access's virtual address; rdx = its host address if the TLB set at [rsp + tlb_slot]
+ * maps it, else a jump to the slow path (recorded in sp). The entry is the one of va's page, but it
+ * is compared with the page of the access's last byte: an access that leaves the page differs there
+ * and takes the slow path, with no check of its own. */
+static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int32_t tlb_slot, unsigned size,
                             struct slow_path *sp) {
   emitter *e = &c->e;
   load_x(e, RSI, d->rs1);
@@ -431,18 +490,23 @@ static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int tlb_reg, unsigne
   op_reg(e, false, 0x8b, RCX, RSI); /* ecx = (vpn % RV_TLB_SIZE) * 16 */
   shift_imm(e, false, 5, RCX, 12 - 4);
   alu_imm(e, false, 4, RCX, (RV_TLB_SIZE - 1) << 4);
-  op_reg(e, true, 0x09, R15, RAX);             /* or rax, r15 */
-  op_mem(e, true, 0x3b, RAX, tlb_reg, RCX, 0); /* cmp rax, [tlb + rcx] */
+  op_mem(e, true, 0x0b, RAX, RSP, -1, FRAME_TAG); /* or rax, tag */
+  op_mem(e, true, 0x03, RCX, RSP, -1, tlb_slot);  /* rcx = the entry */
+  op_mem(e, true, 0x3b, RAX, RCX, -1, 0);         /* cmp rax, [rcx].vpn */
   sp->miss = jcc32(e, CC_NE);
-  op_mem(e, true, 0x8b, RDX, tlb_reg, RCX, 8); /* rdx = addend */
+  op_mem(e, true, 0x8b, RDX, RCX, -1, 8); /* rdx = addend */
 }
 
 static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
   struct slow_path *sp = &c->slow[c->n_slow++];
   sp->dirty = c->e.dirty;
-  emit_tlb_lookup(c, d, R13, access_size(kind), sp);
-  load_extend(&c->e, kind, RSI, RDX);
-  store_x(&c->e, d->rd, RAX);
+  emit_tlb_lookup(c, d, FRAME_LD_TLB, access_size(kind), sp);
+  int dst = host_reg(&c->e, d->rd); /* straight into rd's host register */
+  load_extend(&c->e, kind, dst < 0 ? RAX : dst, RSI, RDX);
+  if (dst < 0)
+    store_x(&c->e, d->rd, RAX);
+  else
+    c->e.dirty |= 1U << d->rd;
   sp->d = d;
   sp->kind = kind;
   sp->resume = c->e.p;
@@ -455,7 +519,7 @@ static void emit_store(block_ctx *c, const rv_insn *d, uint8_t kind) {
   struct slow_path *sp = &c->slow[c->n_slow++];
   sp->dirty = e->dirty;
   unsigned size = access_size(kind);
-  emit_tlb_lookup(c, d, R14, size, sp);
+  emit_tlb_lookup(c, d, FRAME_ST_TLB, size, sp);
   load_x(e, RAX, d->rs2);
   switch (size) {
   case 1:
@@ -584,46 +648,106 @@ static void emit_mul_high(block_ctx *c, const rv_insn *d) {
   store_x(e, d->rd, RDX);
 }
 
-static void emit_alu(block_ctx *c, const rv_insn *d, const struct alu_op_desc *a) {
+/* The host register an ALU operation computes in: rd's own when the block keeps rd and loading
+ * rs1 there does not overwrite the second operand before it is read; else rax (stored after). */
+static int alu_target(const emitter *e, const rv_insn *d, const struct alu_op_desc *a) {
+  int t = host_reg(e, d->rd);
+  if (t < 0 || a->kind == ALU_SET || (!a->imm && d->rs2 == d->rd && d->rs1 != d->rd))
+    return RAX;
+  return t;
+}
+
+/* Operations whose operands may be swapped. */
+static bool alu_commutes(const struct alu_op_desc *a) {
+  return a->kind == ALU_MUL || (a->kind == ALU_BIN && a->code != 0x29 /* sub */);
+}
+
+/* A 64-bit add, or, xor (or sub) with x0 or 0 as one operand copies the other (mv, c.mv);
+ * returns that register, or -1. */
+static int alu_copy_of(const rv_insn *d, const struct alu_op_desc *a) {
+  if (a->kind != ALU_BIN || a->word || a->code == 0x21 /* and */)
+    return -1;
+  if (a->imm)
+    return d->imm == 0 && a->code != 0x29 ? d->rs1 : -1;
+  if (d->rs2 == 0)
+    return d->rs1;
+  return d->rs1 == 0 && a->code != 0x29 ? d->rs2 : -1;
+}
+
+/* rd = x[src] */
+static void emit_copy(emitter *e, unsigned rd, unsigned src) {
+  int t = host_reg(e, rd);
+  if (t < 0) {
+    load_x(e, RAX, src);
+    store_x(e, rd, RAX);
+  } else if (src != rd) {
+    load_x(e, t, src);
+    e->dirty |= 1U << rd;
+  }
+}
+
+static void emit_alu(block_ctx *c, const rv_insn *insn, const struct alu_op_desc *a) {
   emitter *e = &c->e;
-  if (d->rd == 0)
+  if (insn->rd == 0)
     return; /* no effect */
-  bool w = !a->word;
-  if (a->kind == ALU_LUI) {
-    mov_imm(e, RAX, (uint64_t)(int64_t)d->imm);
-    store_x(e, d->rd, RAX);
+  int copy = alu_copy_of(insn, a);
+  if (copy >= 0) {
+    emit_copy(e, insn->rd, (unsigned)copy);
     return;
   }
-  load_x(e, RAX, d->rs1);
-  if (!a->imm)
-    load_x(e, RCX, d->rs2);
-  switch (a->kind) {
-  case ALU_BIN:
-    if (a->imm)
-      alu_imm(e, w, a->ext, RAX, d->imm);
-    else
-      op_reg(e, w, a->code, RCX, RAX);
-    break;
-  case ALU_SHIFT: /* x86 masks the count to 6 (5) bits, as RISC-V does */
-    if (a->imm)
-      shift_imm(e, w, a->ext, RAX, (unsigned)d->imm & (w ? 63 : 31));
-    else
-      op_reg(e, w, 0xd3, a->ext, RAX);
-    break;
-  case ALU_SET:
-    if (a->imm)
-      alu_imm(e, true, 7, RAX, d->imm);
-    else
-      op_reg(e, true, 0x39, RCX, RAX); /* cmp rax, rcx */
-    setcc_rax(e, a->code);
-    break;
-  default: /* ALU_MUL: the low bits do not depend on signedness */
-    op_reg(e, w, 0x0faf, RAX, RCX);
-    break;
+  /* rd = rs2 op rd: as rd = rd op rs2 when the operation commutes, so that it computes in rd's
+   * host register */
+  rv_insn swapped = *insn;
+  const rv_insn *d = insn;
+  if (!a->imm && alu_commutes(a) && insn->rs2 == insn->rd && insn->rs1 != insn->rd) {
+    swapped.rs1 = insn->rs2;
+    swapped.rs2 = insn->rs1;
+    d = &swapped;
   }
-  if (a->word)
-    movsxd(e, RAX, RAX);
-  store_x(e, d->rd, RAX);
+  bool w = !a->word;
+  int t = alu_target(e, d, a);
+  if (a->kind == ALU_LUI) {
+    mov_imm(e, t, (uint64_t)(int64_t)d->imm);
+  } else {
+    if (t != host_reg(e, d->rs1) || t == RAX)
+      load_x(e, t, d->rs1);
+    /* the second operand: its host register, or rcx (shift counts always go through cl) */
+    int src = host_reg(e, d->rs2);
+    if (!a->imm && (src < 0 || a->kind == ALU_SHIFT)) {
+      load_x(e, RCX, d->rs2);
+      src = RCX;
+    }
+    switch (a->kind) {
+    case ALU_BIN:
+      if (a->imm)
+        alu_imm(e, w, a->ext, t, d->imm);
+      else
+        op_reg(e, w, a->code, src, t);
+      break;
+    case ALU_SHIFT: /* x86 masks the count to 6 (5) bits, as RISC-V does */
+      if (a->imm)
+        shift_imm(e, w, a->ext, t, (unsigned)d->imm & (w ? 63 : 31));
+      else
+        op_reg(e, w, 0xd3, a->ext, t);
+      break;
+    case ALU_SET:
+      if (a->imm)
+        alu_imm(e, true, 7, RAX, d->imm);
+      else
+        op_reg(e, true, 0x39, src, RAX); /* cmp rax, src */
+      setcc_rax(e, a->code);
+      break;
+    default: /* ALU_MUL: the low bits do not depend on signedness */
+      op_reg(e, w, 0x0faf, t, src);
+      break;
+    }
+    if (a->word)
+      movsxd(e, t, t);
+  }
+  if (t == RAX)
+    store_x(e, d->rd, RAX);
+  else
+    e->dirty |= 1U << d->rd;
 }
 
 /* An instruction translated inline (kind = rv_fast_kind of its handler); false: it is not one. */
@@ -679,8 +803,8 @@ static void exit_indirect(block_ctx *c) {
   op_mem(e, true, 0x3b, R12, RDX, -1, 0); /* cmp r12, [rdx].pc */
   uint8_t *miss = jcc32(e, CC_NE);
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(fetch_tlb));
-  op_reg(e, true, 0x09, R15, RAX);        /* or rax, r15 */
-  op_mem(e, true, 0x3b, RAX, RDX, -1, 8); /* cmp rax, [rdx].tag */
+  op_mem(e, true, 0x0b, RAX, RSP, -1, FRAME_TAG); /* or rax, tag */
+  op_mem(e, true, 0x3b, RAX, RDX, -1, 8);         /* cmp rax, [rdx].tag */
   uint8_t *miss2 = jcc32(e, CC_NE);
   op_mem(e, false, 0xff, 4, RDX, -1, 16); /* jmp [rdx].code */
   patch(e, miss, e->p);
@@ -708,17 +832,21 @@ static void exit_to(block_ctx *c, int64_t delta, unsigned count) {
   exit_indirect(c);
 }
 
-/* r13/r14/r15 for the inline TLB lookups: the sets serving loads and stores now, and the tag. */
+/* The frame's slots for the inline TLB lookups: the sets serving loads and stores now, and the
+ * tag. */
 static void emit_tlb_registers(emitter *e) {
-  mov_load(e, R15, RBX, HART_OFF(tlb_tag));
+  mov_load(e, RAX, RBX, HART_OFF(tlb_tag));
+  mov_store(e, RSP, FRAME_TAG, RAX);
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(ld_tlb)); /* movsxd rax, int */
   op_reg(e, true, 0x69, RAX, RAX);                       /* imul rax, rax, set bytes */
   b4(e, (uint32_t)TLB_SET_BYTES);
-  op_mem(e, true, 0x8d, R13, RBX, RAX, HART_OFF(tlb) + ACC_READ * TLB_ACCESS_BYTES);
+  op_mem(e, true, 0x8d, RAX, RBX, RAX, HART_OFF(tlb) + ACC_READ * TLB_ACCESS_BYTES);
+  mov_store(e, RSP, FRAME_LD_TLB, RAX);
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(st_tlb));
   op_reg(e, true, 0x69, RAX, RAX);
   b4(e, (uint32_t)TLB_SET_BYTES);
-  op_mem(e, true, 0x8d, R14, RBX, RAX, HART_OFF(tlb) + ACC_WRITE * TLB_ACCESS_BYTES);
+  op_mem(e, true, 0x8d, RAX, RBX, RAX, HART_OFF(tlb) + ACC_WRITE * TLB_ACCESS_BYTES);
+  mov_store(e, RSP, FRAME_ST_TLB, RAX);
 }
 
 /* The block's last instruction: a branch or jump inline, anything else through its handler. */
@@ -797,13 +925,13 @@ static void emit_body_insn(block_ctx *c, const rv_insn *d) {
 }
 
 /* The entry for chained jumps from other blocks of the page (rv_jit_link): r12 already holds the
- * pc and r13-r15 the TLB sets. It goes on only if the block still fits in this run's budget
- * ([rsp + 8]) and its page's code counter has not moved since it was decoded; otherwise back to
- * the caller, which looks the block up again. Its length is fixed (rv_jit.chain_bytes). */
+ * pc and the frame the TLB slots. It goes on only if the block still fits in this run's budget
+ * ([rsp + FRAME_LIMIT]) and its page's code counter has not moved since it was decoded; otherwise
+ * back to the caller, which looks the block up again. Its length is fixed (rv_jit.chain_bytes). */
 static void emit_chain_entry(emitter *e, unsigned n, const uint32_t *counter, uint32_t gen,
                              const struct rv_jit *j) {
   lea(e, RAX, RBP, (int32_t)n);
-  op_mem(e, true, 0x3b, RAX, RSP, -1, 8); /* cmp rax, [rsp + 8] */
+  op_mem(e, true, 0x3b, RAX, RSP, -1, FRAME_LIMIT); /* cmp rax, limit */
   uint8_t *over = jcc32(e, CC_A);
   mov_imm64(e, RAX, (uint64_t)(uintptr_t)counter);
   op_mem(e, false, 0x81, 7, RAX, -1, 0); /* cmp dword [rax], gen */
@@ -849,11 +977,29 @@ static void choose_cached(emitter *e, const rv_insn *first, unsigned n) {
   }
 }
 
+/* Unmap the writable view's pages from j->trimmed up to `to` (page-aligned). A failure costs
+ * only memory. */
+static void trim_writable(struct rv_jit *j, size_t to) {
+  if (to > j->trimmed)
+    (void)madvise(j->rw + j->trimmed, to - j->trimmed, MADV_DONTNEED);
+  j->trimmed = to;
+}
+
+/* Map the writable view's next step of pages past the write position. */
+static void populate_writable(struct rv_jit *j) {
+  size_t from = j->used & ~(size_t)4095;
+  size_t to = from + RV_JIT_TRIM_STEP < j->size ? from + RV_JIT_TRIM_STEP : j->size;
+  (void)madvise(j->rw + from, to - from, MADV_POPULATE_WRITE);
+  j->populated = to;
+}
+
 const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
                              const uint32_t *counter, uint32_t gen) {
   size_t need = (size_t)n * RV_JIT_INSN_MAX + RV_JIT_BLOCK_EXTRA;
   if (j->size - j->used < need)
     return NULL;
+  if (j->used + need > j->populated)
+    populate_writable(j);
   block_ctx c = {.j = j, .key = first->key};
   c.e.start = c.e.p = j->rw + j->used;
   c.e.end = c.e.start + need;
@@ -865,6 +1011,10 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
   reload_cached(&c.e);
   for (unsigned i = 0; i < n; i++) {
     c.index = i;
+    if (i + 1 < n && first[i].fn == op_jal) { /* jal x0 within the page: its target follows */
+      c.off += first[i].imm;
+      continue;
+    }
     if (i + 1 < n)
       emit_body_insn(&c, &first[i]);
     else
@@ -878,6 +1028,8 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
                                 interpreter runs this block */
   j->used += (size_t)(c.e.p - c.e.start);
   j->used = (j->used + 15) & ~(size_t)15;
+  if (j->used - j->trimmed >= RV_JIT_TRIM_STEP + RV_JIT_TRIM_KEEP)
+    trim_writable(j, (j->used - RV_JIT_TRIM_KEEP) & ~(size_t)4095);
   return j->rx + (entry - j->rw);
 }
 
@@ -898,7 +1050,7 @@ static void emit_step_stub(struct rv_jit *j, emitter *out) {
   emitter *e = &c.e;
   j->step = (size_t)(e->p - e->start);
   lea(e, RAX, RBP, 1);
-  op_mem(e, true, 0x3b, RAX, RSP, -1, 8); /* over the budget: back to the caller */
+  op_mem(e, true, 0x3b, RAX, RSP, -1, FRAME_LIMIT); /* over the budget: back to the caller */
   uint8_t *over = jcc32(e, CC_A);
   mov_store(e, RBX, HART_OFF(pc), R12);
   op_reg(e, true, 0x8b, RDI, RBX);
@@ -919,21 +1071,22 @@ static void emit_step_stub(struct rv_jit *j, emitter *out) {
 }
 
 /* enter(h, code, limit): save the callee-saved registers, rbx = h, rbp = 0 (instructions run),
- * [rsp + 8] = limit, run the block. Blocks end at `left` (rax more instructions ran, h->pc =
- * h->next_pc) or at `out` with
- * h->pc set and rdx = a jump to link or 0; both return rbp (in rax) and rdx. */
+ * [rsp + FRAME_LIMIT] = limit, run the block. Blocks end at `left` (rax more instructions ran,
+ * h->pc = h->next_pc) or at `out` with h->pc set and rdx = a jump to link or 0; both return rbp (in
+ * rax) and rdx. */
 static void emit_stubs(struct rv_jit *j) {
   emitter e = {.start = j->rw, .p = j->rw, .end = j->rw + 1024};
   static const int saved[] = {RBX, RBP, R12, R13, R14, R15};
   j->enter = 0;
   for (size_t i = 0; i < 6; i++) {
-    rex(&e, false, 0, 0, saved[i]);
+    if (saved[i] >= R8)
+      b1(&e, 0x41);                /* REX.B */
     b1(&e, 0x50 + (saved[i] & 7)); /* push */
   }
-  /* rsp 16-byte aligned for calls; [rsp + 8] holds the limit */
-  alu_imm(&e, true, 5, RSP, 24);
+  /* rsp 16-byte aligned for calls; the frame holds the limit and the TLB slots */
+  alu_imm(&e, true, 5, RSP, FRAME_BYTES);
   op_reg(&e, true, 0x8b, RBX, RDI);
-  mov_store(&e, RSP, 8, RDX);
+  mov_store(&e, RSP, FRAME_LIMIT, RDX);
   op_reg(&e, false, 0x31, RBP, RBP);
   op_reg(&e, false, 0xff, 4, RSI); /* jmp rsi */
 
@@ -945,15 +1098,16 @@ static void emit_stubs(struct rv_jit *j) {
   op_reg(&e, false, 0x31, RDX, RDX);
   j->out = (size_t)(e.p - e.start);
   op_reg(&e, true, 0x8b, RAX, RBP);
-  alu_imm(&e, true, 0, RSP, 24);
+  alu_imm(&e, true, 0, RSP, FRAME_BYTES);
   for (size_t i = 6; i-- > 0;) {
-    rex(&e, false, 0, 0, saved[i]);
+    if (saved[i] >= R8)
+      b1(&e, 0x41);                /* REX.B */
     b1(&e, 0x58 + (saved[i] & 7)); /* pop */
   }
   b1(&e, 0xc3);
   emit_step_stub(j, &e);
-  j->stubs_end = ((size_t)(e.p - e.start) + 63) & ~(size_t)63;
-  j->used = j->stubs_end;
+  j->stubs_end = ((size_t)(e.p - e.start) + 4095) & ~(size_t)4095;
+  j->used = j->trimmed = j->populated = j->stubs_end;
 }
 
 int rv_jit_create(struct rv_jit **out, vs_error **err) {
@@ -1008,7 +1162,8 @@ void rv_jit_forget_all(struct rv_jit *j) {
 }
 
 void rv_jit_reset(struct rv_jit *j) {
-  j->used = j->stubs_end;
+  trim_writable(j, (j->used + 4095) & ~(size_t)4095);
+  j->used = j->trimmed = j->populated = j->stubs_end;
   rv_jit_forget_all(j);
 }
 
