@@ -10,7 +10,7 @@ runs `modprobe kvm`; it appends a second cpio archive with the program to the de
 
 The nested boot: the disk of scripts/fetch-nested holds trixie's riscv64 qemu-system-riscv; the
 guest mounts it and its /nested/run boots the same kernel and initramfs with -accel kvm, whose
-init prints NESTED-INIT-OK (about 75 s on a loaded 2-core host; bench/vm-nested measures it)."""
+init prints NESTED-INIT-OK (40–110 s on the loaded 2-core host; bench/vm-nested measures it)."""
 import gzip
 import pathlib
 import re
