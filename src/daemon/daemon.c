@@ -1,5 +1,6 @@
 /* The daemon's context: listeners, the event loop, signals, the worker pool. */
 #include "daemon/internal.h"
+#include "daemon/web.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -125,13 +126,10 @@ static int add_listener(vd_daemon *d, int fd, const char *path, vs_error **err) 
   return vd_loop_add(d, fd, EPOLLIN, &d->listen_srcs[i], err);
 }
 
-/* tcp://HOST:PORT (HOST an address, [v6], or empty for every address). No TLS: dockerd's
- * warning goes to the log, as the API gives root to whoever reaches the port. */
-static int listen_tcp(vd_daemon *d, const char *host, vs_error **err) {
-  const char *hp = host + 6;
+int vd_listen_tcp(const char *hp, const char *what, vs_error **err) {
   const char *colon = strrchr(hp, ':');
   if (!colon || !colon[1] || strchr(colon, ']'))
-    return vs_error_set(err, EINVAL, "-H %s: expected tcp://ADDRESS:PORT", host);
+    return vs_error_set(err, EINVAL, "%s %s: expected ADDRESS:PORT", what, hp);
   _cleanup_free_ char *addr = vs_img_strndup(hp, (size_t)(colon - hp));
   char *a = addr;
   size_t alen = strlen(a);
@@ -145,7 +143,7 @@ static int listen_tcp(vd_daemon *d, const char *host, vs_error **err) {
   struct addrinfo *res = NULL;
   int gr = getaddrinfo(*a ? a : NULL, colon + 1, &hints, &res);
   if (gr)
-    return vs_error_set(err, EINVAL, "-H %s: %s", host, gai_strerror(gr));
+    return vs_error_set(err, EINVAL, "%s %s: %s", what, hp, gai_strerror(gr));
   int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
@@ -154,20 +152,49 @@ static int listen_tcp(vd_daemon *d, const char *host, vs_error **err) {
     if (fd >= 0)
       close(fd);
     freeaddrinfo(res);
-    return vs_error_set(err, e, "-H %s: listen", host);
+    return vs_error_set(err, e, "%s %s: listen", what, hp);
   }
   freeaddrinfo(res);
-  vs_log_warn("Binding to IP address without --tlsverify is insecure and gives root access on "
-              "this machine to everyone who has access to your network. host=\"%s\"",
-              host);
-  vs_log_warn("[!] DON'T BIND ON ANY IP ADDRESS WITHOUT setting --tlsverify IF YOU DON'T KNOW "
-              "WHAT YOU'RE DOING [!]");
-  return add_listener(d, fd, NULL, err);
+  return fd;
 }
 
-static int listen_on(vd_daemon *d, const char *host, vs_error **err) {
+/* tcp://HOST:PORT (HOST an address, [v6], or empty for every address). Without --tlsverify,
+ * dockerd's warning goes to the log, as the API gives root to whoever reaches the port. With
+ * --tls the connections go through the TLS front (web.c) to the same router. */
+static int listen_tcp(vd_daemon *d, const vd_options *o, const char *host, vs_error **err) {
+  int fd = vd_listen_tcp(host + 6, "-H", err);
+  if (fd < 0)
+    return -1;
+  if (!o->tls_verify) {
+    vs_log_warn("Binding to IP address without --tlsverify is insecure and gives root access on "
+                "this machine to everyone who has access to your network. host=\"%s\"",
+                host);
+    vs_log_warn("[!] DON'T BIND ON ANY IP ADDRESS WITHOUT setting --tlsverify IF YOU DON'T KNOW "
+                "WHAT YOU'RE DOING [!]");
+  }
+  if (!o->tls && !o->tls_verify)
+    return add_listener(d, fd, NULL, err);
+  if (!o->tls_cert || !o->tls_key) {
+    close(fd);
+    return vs_error_set(err, EINVAL, "-H %s: --tls needs --tlscert and --tlskey", host);
+  }
+  if (o->tls_verify && !o->tls_ca) {
+    close(fd);
+    return vs_error_set(err, EINVAL, "-H %s: --tlsverify needs --tlscacert", host);
+  }
+  vd_tls_options to = {
+      .cert = o->tls_cert, .key = o->tls_key, .ca = o->tls_ca, .verify = o->tls_verify};
+  SSL_CTX *ctx = vd_tls_server_ctx(&to, err);
+  if (!ctx) {
+    close(fd);
+    return vs_error_wrap(err, "-H %s", host);
+  }
+  return vd_front_listen_relay(d, fd, ctx, host, err);
+}
+
+static int listen_on(vd_daemon *d, const vd_options *o, const char *host, vs_error **err) {
   if (!strncmp(host, "tcp://", 6))
-    return listen_tcp(d, host, err);
+    return listen_tcp(d, o, host, err);
   if (strncmp(host, "unix://", 7) != 0 || host[7] != '/')
     return vs_error_set(err, EINVAL, "-H %s: expected unix:///absolute/path or tcp://ADDRESS:PORT",
                         host);
@@ -236,16 +263,19 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   d->listen_fds = vs_malloc0(sizeof(int) * (o->n_hosts + 1));
   d->listen_paths = vs_malloc0(sizeof(char *) * (o->n_hosts + 1));
   d->listen_srcs = vs_malloc0(sizeof(vd_src) * (o->n_hosts + 1));
-  if (vs_mkdir_p(d->data_root, 0711, err) < 0 || vs_mkdir_p(d->rt.root, 0700, err) < 0)
+  if (vd_cluster_configure(&d->cluster, &o->cluster, err) < 0 ||
+      vs_mkdir_p(d->data_root, 0711, err) < 0 || vs_mkdir_p(d->rt.root, 0700, err) < 0)
     goto fail;
   d->store = vs_store_open(d->data_root, err);
   if (!d->store || setup_loop_fds(d, err) < 0 || vd_store_recover(d, err) < 0 ||
-      vd_vms_init(d, err) < 0 || vd_net_init(d, o->bridge, err) < 0)
+      vd_vms_init(d, err) < 0 || vd_net_init(d, o->bridge, err) < 0 || vd_cluster_join(d, err) < 0)
     goto fail;
   for (size_t i = 0; i < o->n_hosts; i++)
-    if (listen_on(d, o->hosts[i], err) < 0)
+    if (listen_on(d, o, o->hosts[i], err) < 0)
       goto fail;
-  if (start_workers(d, err) < 0)
+  if (vd_web_init(d, o, err) < 0)
+    goto fail;
+  if (start_workers(d, err) < 0 || vd_cluster_start(d, err) < 0)
     goto fail;
   vd_monitor_spare_submit(d);
   return d;
@@ -341,8 +371,17 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_VM:
         vd_vms_event(d, src);
         break;
+      case VD_SRC_VM_RESTART:
+        vd_vms_restart_fire(d, src);
+        break;
       case VD_SRC_STATS_TIMER:
         vd_stats_tick(src->owner);
+        break;
+      case VD_SRC_FRONT_LISTENER:
+        vd_front_listener_event(d, src->owner);
+        break;
+      case VD_SRC_FRONT:
+        vd_front_event(src, evs[i].events);
         break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:
@@ -352,6 +391,7 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       }
     }
     vd_events_deliver(d);
+    vd_front_sweep(d);
     vd_conn_sweep(d);
     sweep_removed_containers(d);
   }
@@ -361,9 +401,12 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
 void vd_daemon_free(vd_daemon *d) {
   if (!d)
     return;
+  vd_cluster_free(d);
+  vd_web_free(d);
   vd_conn_close_all(d);
   vd_execs_free(d);
   stop_workers(d);
+  vd_front_sweep(d);
   vd_monitor_spare_close(d);
   vd_conn_sweep(d);
   for (size_t i = 0; i < d->n_listen; i++) {

@@ -15,6 +15,19 @@
 #define VD_API_VERSION "1.41"
 #define VD_MIN_API_VERSION "1.12"
 
+/* Joining a cluster (docs/cluster.md); all NULL/0 without --cluster. */
+typedef struct vd_cluster_options {
+  const char *cluster;   /* "etcd=URL[,URL...]" */
+  const char *node_name; /* this node's name in the cluster */
+  const char *advertise; /* the address other nodes reach this one at */
+  const char *token;     /* the cluster token (the first node sets it) */
+  const char **labels;   /* "key=value" */
+  size_t n_labels;
+  const char *capacity; /* "cpus=N,memory=SIZE,disk=SIZE" instead of the host's */
+  const char *etcd_cacert, *etcd_cert, *etcd_key; /* TLS to etcd */
+  const char *etcd_user;                          /* "USER:PASSWORD" for etcd's auth */
+} vd_cluster_options;
+
 typedef struct vd_options {
   const char *data_root; /* image store and container records (crash-safe) */
   const char *exec_root; /* runtime state, sockets: lost at reboot */
@@ -23,6 +36,14 @@ typedef struct vd_options {
   const char *monitor_path; /* the vessel-monitor program */
   json_t *default_ulimits;  /* OCI rlimits every container gets unless it sets its own (or NULL) */
   const char *bridge;       /* the default network's bridge; "none": no default network */
+  /* the web console (docs/web.md): an HTTPS listener when web is "ADDRESS:PORT" */
+  const char *web, *web_cert, *web_key; /* no cert and key: a self-signed pair, made once */
+  const char *web_root;                 /* static files; default <dir of vesseld>/web */
+  long long web_session_ttl;            /* seconds of inactivity (0: 28800) */
+  /* TLS on the tcp:// hosts, as dockerd's --tls, --tlsverify, --tlscacert, --tlscert, --tlskey */
+  bool tls, tls_verify;
+  const char *tls_ca, *tls_cert, *tls_key;
+  vd_cluster_options cluster;
 } vd_options;
 
 /* daemon.json, as --config reads it: each field is NULL (or -1) when the file does not set it.
@@ -33,6 +54,8 @@ typedef struct vd_config {
   const char **hosts; /* NULL-terminated */
   size_t n_hosts;
   int debug, live_restore; /* -1: not set */
+  int tls, tls_verify;     /* -1: not set */
+  const char *tls_ca, *tls_cert, *tls_key;
   json_t *default_ulimits; /* checked, as OCI rlimits: [{"type", "soft", "hard"}] */
 } vd_config;
 
