@@ -17,7 +17,7 @@ from guestconsole import INIT_FIRST_LINE, PROMPT, GuestConsole, qemu_command
 OPENSBI = pathlib.Path("/usr/lib/riscv64-linux-gnu/opensbi/generic")
 EXPECTED_MODULES = ["virtio_mmio", "virtio_blk", "failover", "net_failover", "virtio_net", "crc16",
                     "mbcache", "jbd2", "crc32c_generic", "ext4", "virtio_rng",
-                    "virtio_input", "evdev"]
+                    "virtio_input", "evdev", "virtio_balloon"]
 EM_RISCV = 243
 
 
