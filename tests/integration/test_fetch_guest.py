@@ -17,7 +17,7 @@ from guestconsole import INIT_FIRST_LINE, PROMPT, GuestConsole, qemu_command
 OPENSBI = pathlib.Path("/usr/lib/riscv64-linux-gnu/opensbi/generic")
 EXPECTED_MODULES = ["virtio_mmio", "virtio_blk", "failover", "net_failover", "virtio_net", "crc16",
                     "mbcache", "jbd2", "crc32c_generic", "ext4", "virtio_rng",
-                    "virtio_input", "evdev"]
+                    "virtio_input", "evdev", "virtio_balloon"]
 EM_RISCV = 243
 
 
@@ -108,7 +108,8 @@ def test_assets_are_sane(guest_assets):
     assert cpio["init"][3].startswith(b"#!/bin/sh")
     bb = cpio["bin/busybox"]
     assert bb[3][:4] == b"\x7fELF" and int.from_bytes(bb[3][18:20], "little") == EM_RISCV
-    for applet in ("sh", "mount", "switch_root", "udhcpc", "insmod", "cttyhack", "init"):
+    for applet in ("sh", "mount", "switch_root", "udhcpc", "insmod", "modprobe", "cttyhack",
+                   "init"):
         mode, _, _, target = cpio[f"bin/{applet}"]
         assert mode & 0o170000 == 0o120000 and target == b"busybox", applet
     assert all(uid == 0 and gid == 0 for _, uid, gid, _ in cpio.values()), "not all root-owned"
@@ -130,6 +131,10 @@ def test_assets_are_sane(guest_assets):
     for i, rel in enumerate(order):
         for d in dep[rel]:
             assert order.index(d) < i, f"{rel} loaded before its dependency {d}"
+    # kvm is shipped for `modprobe kvm` but not loaded at boot (it needs the H extension).
+    kvm = "kernel/arch/riscv/kvm/kvm.ko"
+    assert cpio[f"lib/modules/{kver}/{kvm}"][3][:4] == b"\x7fELF" and kvm in dep
+    assert kvm not in order
 
 
 @needs_unshare
