@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "integration"))
 from guestconsole import PROMPT, GuestConsole  # noqa: E402
 
-SINK = """
+SINK = r"""
 import socket, sys, time
 want = int(sys.argv[1])
 s = socket.socket()

@@ -872,8 +872,11 @@ static uint16_t ephemeral_port(struct in_addr ip, net_proto proto) {
 }
 
 /* The published ports of a container: PortBindings, and with PublishAllPorts every exposed
- * port on an ephemeral host port. *n_random counts those given a random port, for retries. */
-static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error **err) {
+ * port on an ephemeral host port (host_port 0). A HostPort range ("8000-8010", what the docker
+ * CLI sends for -p 8000-8010:80) gives its first port, and its last in *ends_out (when asked
+ * for; 0 for a single port): ports_pick_in_ranges chooses one at start. */
+static int published_ports(json_t *rec, net_port **out, size_t *n_out, uint16_t **ends_out,
+                           vs_error **err) {
   json_t *hc = json_object_get(rec, "HostConfig");
   json_t *bindings = json_object_get(hc, "PortBindings");
   json_t *exposed = json_object_get(json_object_get(rec, "Config"), "ExposedPorts");
@@ -883,6 +886,7 @@ static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error 
   json_t *v;
   json_object_foreach(bindings, key, v) cap += json_array_size(v) + 1;
   net_port *ports = vs_malloc0(cap * sizeof(*ports));
+  uint16_t *ends = vs_malloc0(cap * sizeof(*ends));
   json_object_foreach(bindings, key, v) {
     uint16_t cport = 0;
     net_proto proto = NET_PROTO_TCP;
@@ -898,14 +902,16 @@ static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error 
         net_fail(err, EINVAL, "port %s: host address \"%s\" is not an IPv4 address", key, hip);
         goto fail;
       }
+      uint16_t end = 0;
       if (hport && *hport) {
-        _cleanup_free_ char *full =
-            vs_asprintf("%s:%u/%s", hport, cport, proto == NET_PROTO_UDP ? "udp" : "tcp");
-        net_port parsed;
-        if (net_port_parse(full, &parsed, err) < 0)
+        if (net_port_range_parse(hport, &p.host_port, &end, err) < 0) {
+          vs_error_wrap(err, "port %s", key);
           goto fail;
-        p.host_port = parsed.host_port;
+        }
+        if (end == p.host_port)
+          end = 0;
       }
+      ends[n] = end;
       ports[n++] = p;
     }
   }
@@ -924,10 +930,40 @@ static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error 
   }
   *out = ports;
   *n_out = n;
+  if (ends_out)
+    *ends_out = ends;
+  else
+    free(ends);
   return 0;
 fail:
   free(ports);
+  free(ends);
   return -1;
+}
+
+/* For each port given as a range (ends[i] != 0), the first host port of its range that no
+ * endpoint publishes (ctx: the library's state; NULL: not looked at), no earlier port of the list
+ * has and no program is bound to, as dockerd does; none free is EADDRINUSE naming the range. */
+static int ports_pick_in_ranges(const net_ctx *ctx, net_port *ports, const uint16_t *ends,
+                                size_t n, vs_error **err) {
+  for (size_t i = 0; i < n; i++) {
+    if (!ends[i])
+      continue;
+    unsigned first = ports[i].host_port;
+    bool found = false;
+    for (unsigned hp = first; hp <= ends[i] && !found; hp++) {
+      net_port keep = ports[i];
+      ports[i].host_port = (uint16_t)hp;
+      found = (!ctx || net_ports_check_free(ctx, ports, i + 1, NULL) == 0) &&
+              net_ports_check_host(&ports[i], 1, NULL) == 0;
+      if (!found)
+        ports[i] = keep;
+    }
+    if (!found)
+      return net_fail(err, EADDRINUSE, "port %u/%s: no free host port in %u-%u", ports[i].port,
+                      ports[i].proto == NET_PROTO_UDP ? "udp" : "tcp", first, ends[i]);
+  }
+  return 0;
 }
 
 static void ports_pick_random(net_port *ports, size_t n, const bool *random) {
@@ -1224,8 +1260,9 @@ int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err) {
     return spec_set_netns(c, NULL, mode && !strcmp(mode, "host"), err);
   }
   net_port *ports = NULL;
+  _cleanup_free_ uint16_t *ends = NULL;
   size_t n_ports = 0;
-  if (published_ports(c->rec, &ports, &n_ports, err) < 0) {
+  if (published_ports(c->rec, &ports, &n_ports, &ends, err) < 0) {
     json_decref(wanted);
     return -1;
   }
@@ -1237,6 +1274,8 @@ int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err) {
   _cleanup_close_ int fd = open(nspath, O_RDONLY | O_CLOEXEC);
   int r = fd < 0 ? vs_error_set(err, errno, "open %s", nspath) : 0;
   pthread_mutex_lock(&vn->lock);
+  if (r == 0)
+    r = ports_pick_in_ranges(vn->ctx, ports, ends, n_ports, err);
   size_t i;
   json_t *w;
   json_array_foreach(wanted, i, w) {
@@ -1421,7 +1460,7 @@ int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_imag
   json_object_set_new(cfg, "ExposedPorts", exposed);
   net_port *ports = NULL;
   size_t n = 0;
-  if (published_ports(rec, &ports, &n, err) < 0)
+  if (published_ports(rec, &ports, &n, NULL, err) < 0)
     return -1;
   free(ports);
   json_object_set_new(rec, "NetworkingConfig",
@@ -1784,8 +1823,14 @@ int vd_net_tap_ports(json_t *bindings, net_port **ports, size_t *n_ports, vs_err
     return net_fail(err, EINVAL,
                     "PortBindings: expected an object such as "
                     "{\"80/tcp\": [{\"HostPort\": \"8080\"}]}");
-  if (published_ports(rec, ports, n_ports, err) < 0)
+  _cleanup_free_ uint16_t *ends = NULL;
+  if (published_ports(rec, ports, n_ports, &ends, err) < 0)
     return -1;
+  if (ports_pick_in_ranges(NULL, *ports, ends, *n_ports, err) < 0) {
+    free(*ports);
+    *ports = NULL;
+    return -1;
+  }
   bool *random = vs_malloc0((*n_ports + 1) * sizeof(bool));
   for (size_t i = 0; i < *n_ports; i++)
     random[i] = (*ports)[i].host_port == 0;

@@ -75,10 +75,6 @@ net_endpoint *net_find_endpoint(const net_network *n, const char *id, size_t *in
 /* The next free address of the allocation range, or the explicit request (inside the subnet,
  * not the network, broadcast or gateway address, not taken). */
 int net_ipam_allocate(const net_network *n, const char *request, uint32_t *out, vs_error **err);
-/* Refuse ports that another endpoint (of any network) or the same request already has. */
-int net_ports_check_free(const net_ctx *ctx, const net_port *ports, size_t n, vs_error **err);
-/* Refuse ports a program in the calling thread's namespace is bound to (ports.c). */
-int net_ports_check_host(const net_port *ports, size_t n, vs_error **err);
 void net_default_mac(uint32_t ip, uint8_t mac[6]);
 int net_parse_mac(const char *s, uint8_t mac[6], vs_error **err);
 void net_format_mac(const uint8_t mac[6], char buf[18]);

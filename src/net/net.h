@@ -39,6 +39,8 @@ typedef struct net_network_opts {
 
 typedef enum { NET_PROTO_TCP = 0, NET_PROTO_UDP = 1 } net_proto;
 
+typedef struct net_ctx net_ctx;
+
 typedef struct net_port {
   struct in_addr host_ip; /* INADDR_ANY: every address of the host */
   uint16_t host_port;
@@ -50,6 +52,15 @@ typedef struct net_port {
  * error names the part that is wrong: "port spec \"80:x\": container port \"x\" is not a
  * number in 1..65535". */
 int net_port_parse(const char *spec, net_port *out, vs_error **err);
+/* A host port or a range of them, as Docker's API has HostPort: "8080" or "8000-8010" (first
+ * <= last; a range is where the daemon picks the first free port, as dockerd does for
+ * -p 8000-8010:80). Errors name the part that is wrong. */
+int net_port_range_parse(const char *s, uint16_t *first, uint16_t *last, vs_error **err);
+/* Refuse ports that another endpoint (of any network) or the same request already has. */
+int net_ports_check_free(const net_ctx *ctx, const net_port *ports, size_t n, vs_error **err);
+/* Refuse ports a program in the calling thread's namespace is bound to (ports.c); what
+ * attach checks, for a caller choosing among host ports. */
+int net_ports_check_host(const net_port *ports, size_t n, vs_error **err);
 /* "0.0.0.0:8080:80/tcp" into buf (at least NET_PORT_STR_MAX). */
 #define NET_PORT_STR_MAX 40
 void net_port_format(const net_port *p, char *buf, size_t size);
@@ -90,7 +101,6 @@ typedef struct net_endpoint_info {
 
 /* ------------------------------------------------------------- the context */
 
-typedef struct net_ctx net_ctx;
 
 /* Load STATE_DIR/net.json (missing: no networks yet); creates STATE_DIR. Touches no interface.
  * The context holds an exclusive lock on STATE_DIR/net.lock until net_close: a second owner of

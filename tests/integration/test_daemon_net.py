@@ -437,6 +437,35 @@ def test_published_ports(vdn):
     assert snapshot(w.host, d) == before
 
 
+def test_port_ranges(vdn):
+    """-p 8100-8102:80-82 maps port to port (the CLI expands it); -p 8110-8112:80 takes the first
+    free host port of the range, as dockerd, and a full range is refused naming it."""
+    d, w = vdn, vdn.world
+    three = "; ".join(f"mkdir /w{p}; echo {p} > /w{p}/index.html; httpd -p {p} -h /w{p}"
+                      for p in (80, 81, 82)) + "; exec sleep 1000"
+    d.docker("run", "-d", "--name", "r1", "-p", "8100-8102:80-82", "busybox", "sh", "-c", three)
+    assert [http_get(w.outside, UPLINK_HOST, 8100 + i) for i in range(3)] == ["80", "81", "82"]
+    page = "mkdir /w; echo served by $(hostname) > /w/index.html; exec httpd -f -p 80 -h /w"
+    srv = w.serve(w.host, 8110)  # a program of the host holds the range's first port
+    for name in ("r2", "r3"):
+        d.docker("run", "-d", "--name", name, "--hostname", name, "-p", "8110-8112:80",
+                 "busybox", "sh", "-c", page)
+    assert d.docker("port", "r2", "80").stdout.strip() == "0.0.0.0:8111"
+    assert d.docker("port", "r3", "80").stdout.strip() == "0.0.0.0:8112"
+    assert http_get(w.outside, UPLINK_HOST, 8112) == "served by r3"
+    before = snapshot(w.host, d)
+    full = d.docker("run", "-d", "--name", "r4", "-p", "8110-8112:80", "busybox", "sleep", "100",
+                    check=False)
+    assert full.returncode != 0 and "no free host port in 8110-8112" in full.stderr
+    d.docker("rm", "-f", "r4")
+    assert snapshot(w.host, d) == before
+    bad = d.docker("run", "-d", "--name", "r5", "-p", "8120-8119:80", "busybox", "true",
+                   check=False)
+    assert bad.returncode != 0
+    srv.kill()
+    srv.wait()
+
+
 def test_outbound_nat_and_internal(vdn):
     d, w = vdn, vdn.world
     w.serve(w.outside, 9000)
