@@ -944,8 +944,8 @@ fail:
 /* For each port given as a range (ends[i] != 0), the first host port of its range that no
  * endpoint publishes (ctx: the library's state; NULL: not looked at), no earlier port of the list
  * has and no program is bound to, as dockerd does; none free is EADDRINUSE naming the range. */
-static int ports_pick_in_ranges(const net_ctx *ctx, net_port *ports, const uint16_t *ends,
-                                size_t n, vs_error **err) {
+static int ports_pick_in_ranges(const net_ctx *ctx, net_port *ports, const uint16_t *ends, size_t n,
+                                vs_error **err) {
   for (size_t i = 0; i < n; i++) {
     if (!ends[i])
       continue;

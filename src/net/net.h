@@ -101,7 +101,6 @@ typedef struct net_endpoint_info {
 
 /* ------------------------------------------------------------- the context */
 
-
 /* Load STATE_DIR/net.json (missing: no networks yet); creates STATE_DIR. Touches no interface.
  * The context holds an exclusive lock on STATE_DIR/net.lock until net_close: a second owner of
  * the same state is refused. Not thread-safe: one caller at a time. */
