@@ -1816,6 +1816,18 @@ int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_erro
   return r;
 }
 
+void vd_net_renamed(vd_daemon *d, const char *id, const char *old_name, const char *new_name) {
+  vd_net *vn = d->net;
+  if (!vn)
+    return;
+  _cleanup_error_ vs_error *e = NULL;
+  pthread_mutex_lock(&vn->lock);
+  if (net_endpoint_rename_alias(vn->ctx, id, old_name, new_name, &e) < 0)
+    vs_log_warn("rename %s to %s: the network's name stays the old one: %s", old_name, new_name,
+                e->msg);
+  pthread_mutex_unlock(&vn->lock);
+}
+
 int vd_net_tap_ports(json_t *bindings, net_port **ports, size_t *n_ports, vs_error **err) {
   _cleanup_json_ json_t *rec =
       json_pack("{s:{s:O?}, s:{}}", "HostConfig", "PortBindings", bindings, "Config");

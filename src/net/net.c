@@ -316,6 +316,27 @@ fail:
                        opts->network ? opts->network : "");
 }
 
+/* A renamed container: its endpoints' alias `from` becomes `to` on every network, so the DNS
+ * servers answer the new name at once (they read the aliases at each query). Only the state file
+ * changes: no rule names an alias. */
+int net_endpoint_rename_alias(net_ctx *ctx, const char *id, const char *from, const char *to,
+                              vs_error **err) {
+  if (net_check_name(to, "alias", NET_ALIAS_MAX, err) < 0)
+    return -1;
+  size_t changed = 0;
+  for (size_t i = 0; i < ctx->n_nets; i++) {
+    net_endpoint *ep = net_find_endpoint(ctx->nets[i], id, NULL);
+    for (size_t k = 0; ep && k < ep->n_aliases; k++) {
+      if (strcmp(ep->aliases[k], from) != 0)
+        continue;
+      free(ep->aliases[k]);
+      ep->aliases[k] = vs_strdup(to);
+      changed++;
+    }
+  }
+  return changed ? net_state_save(ctx, err) : 0;
+}
+
 typedef struct endpoint_readd {
   net_network *n;
   net_endpoint *ep;

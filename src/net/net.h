@@ -128,6 +128,9 @@ int net_endpoint_attach_veth(net_ctx *ctx, const net_endpoint_opts *opts, net_en
 int net_endpoint_attach_tap(net_ctx *ctx, const net_endpoint_opts *opts, net_endpoint_info *info,
                             vs_error **err);
 /* Delete the endpoint's interface (if it still exists), release its address and ports. */
+/* Endpoint id's alias `from` becomes `to` on every network it is on (a renamed container). */
+int net_endpoint_rename_alias(net_ctx *ctx, const char *id, const char *from, const char *to,
+                              vs_error **err);
 int net_endpoint_detach(net_ctx *ctx, const char *network, const char *id, vs_error **err);
 
 /* ---------------------------------------------------------------- DHCP */

@@ -319,8 +319,13 @@ def test_names_on_a_user_network(vdn):
     page = d.docker("exec", "client", "sh", "-c",
                     "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 www 80").stdout
     assert page.endswith("hello from web\n")
+    # a renamed container answers to its new name at once, and no longer to the old one
+    d.docker("rename", "web", "web2")
+    assert nslookup(d, "client", "web2") == web
+    assert nslookup(d, "client", "web") is None
+    assert nslookup(d, "client", "www") == web
     # another network: no name, no route
-    assert nslookup(d, "stranger", "web") is None
+    assert nslookup(d, "stranger", "web2") is None
     assert d.docker("exec", "stranger", "ping", "-c", "1", "-W", "2", web,
                     check=False).returncode != 0
 
