@@ -1125,8 +1125,8 @@ static int spec_set_netns(vd_container *c, const char *path, bool host, vs_error
 
 /* On a user network the name server is the network's own, on its gateway (Docker's is
  * 127.0.0.11 inside), with ndots:0 unless --dns-option sets it, as Docker's; --dns-search and
- * --dns-option apply. --dns servers are not used there: the network's server forwards to the
- * host's. */
+ * --dns-option apply. --dns servers are where that server forwards the container's other
+ * names (dns_upstream_of). */
 static char *user_network_resolv_conf(json_t *host_config, const char *gateway) {
   _cleanup_free_ char *search = vs_json_join(json_object_get(host_config, "DnsSearch"), " ");
   _cleanup_free_ char *opts = vs_json_join(json_object_get(host_config, "DnsOptions"), " ");
@@ -1170,6 +1170,20 @@ static int write_etc(vd_container *c, json_t *net, bool user_network, vs_error *
   return 0;
 }
 
+/* The container's first IPv4 --dns server: its network DNS server's upstream for it, as
+ * Docker's embedded server forwards to the container's servers (NULL: the host's). */
+static const char *dns_upstream_of(json_t *host_config) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(json_object_get(host_config, "Dns"), i, v) {
+    struct in_addr a;
+    const char *s = json_string_value(v);
+    if (s && inet_pton(AF_INET, s, &a) == 1)
+      return s;
+  }
+  return NULL;
+}
+
 /* Attach one endpoint; ports with a random host port are drawn again when taken meanwhile. */
 static int attach_one(vd_daemon *d, vd_container *c, json_t *w, int netns_fd, unsigned index,
                       net_port *ports, size_t n_ports, vs_error **err) {
@@ -1199,7 +1213,9 @@ static int attach_one(vd_daemon *d, vd_container *c, json_t *w, int netns_fd, un
                          .ports = ports,
                          .n_ports = n_ports,
                          .aliases = aliases,
-                         .n_aliases = n_aliases};
+                         .n_aliases = n_aliases,
+                         .dns_upstream =
+                             user ? dns_upstream_of(json_object_get(c->rec, "HostConfig")) : NULL};
   bool *random = vs_malloc0((n_ports + 1) * sizeof(bool));
   for (size_t i = 0; i < n_ports; i++)
     random[i] = ports[i].host_port == 0;

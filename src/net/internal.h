@@ -23,6 +23,8 @@ typedef struct net_endpoint {
   size_t n_ports;
   char **aliases; /* names the network's DNS answers besides the id */
   size_t n_aliases;
+  char *dns_upstream;                 /* "IPV4[:PORT]" or NULL: see net_endpoint_opts */
+  struct sockaddr_in dns_upstream_sa; /* ... parsed */
 } net_endpoint;
 
 /* Addresses are kept in host byte order inside IPAM (uint32_t), in struct in_addr at the edges. */
@@ -101,6 +103,10 @@ int net_dhcp_reply(const net_network *n, const uint8_t *msg, size_t len, uint8_t
 int net_dns_answer(const net_network *n, const uint8_t *q, size_t len, uint8_t *out, size_t cap,
                    size_t *out_len, bool *forward, vs_error **err);
 #define NET_ALIAS_MAX 253
+/* "IPV4[:PORT]" (port 53 when left out) of a DNS server (dns.c). */
+int net_dns_parse_upstream(const char *s, struct sockaddr_in *sa, vs_error **err);
+/* Copy and check the endpoint's own DNS upstream into ep; NULL: none (net.c). */
+int net_endpoint_set_dns_upstream(net_endpoint *ep, const char *upstream, vs_error **err);
 /* Copy and check the aliases into ep (net.c). */
 int net_endpoint_set_aliases(net_endpoint *ep, const char *const *aliases, size_t n,
                              vs_error **err);

@@ -138,6 +138,15 @@ int net_endpoint_set_aliases(net_endpoint *ep, const char *const *aliases, size_
   return 0;
 }
 
+int net_endpoint_set_dns_upstream(net_endpoint *ep, const char *upstream, vs_error **err) {
+  if (!upstream)
+    return 0;
+  if (net_dns_parse_upstream(upstream, &ep->dns_upstream_sa, err) < 0)
+    return -1;
+  ep->dns_upstream = vs_strdup(upstream);
+  return 0;
+}
+
 /* Everything about a new endpoint that needs no kernel: the network, the id, IPAM, MAC, ports. */
 static net_endpoint *endpoint_prepare(net_ctx *ctx, const net_endpoint_opts *opts,
                                       net_endpoint_kind kind, net_network **net, vs_error **err) {
@@ -179,7 +188,8 @@ static net_endpoint *endpoint_prepare(net_ctx *ctx, const net_endpoint_opts *opt
   if (opts->n_ports)
     memcpy(ep->ports, opts->ports, opts->n_ports * sizeof(*ep->ports));
   ep->n_ports = opts->n_ports;
-  if (net_endpoint_set_aliases(ep, opts->aliases, opts->n_aliases, err) < 0) {
+  if (net_endpoint_set_aliases(ep, opts->aliases, opts->n_aliases, err) < 0 ||
+      net_endpoint_set_dns_upstream(ep, opts->dns_upstream, err) < 0) {
     net_endpoint_free(ep);
     return NULL;
   }

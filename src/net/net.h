@@ -89,6 +89,10 @@ typedef struct net_endpoint_opts {
    * name, --network-alias); same characters as names, at most 253 bytes. */
   const char *const *aliases;
   size_t n_aliases;
+  /* "IPV4[:PORT]": where the network's DNS server forwards this endpoint's queries for names
+   * that are not on the network (a container's --dns, as Docker's embedded server does); NULL:
+   * the server's own upstream. */
+  const char *dns_upstream;
 } net_endpoint_opts;
 
 typedef struct net_endpoint_info {

@@ -307,6 +307,18 @@ def test_names_on_a_user_network(vdn):
     resolv, hosts = r.stdout.split("---\n")
     assert resolv == "nameserver 10.32.0.1\nsearch example.org\noptions ndots:0 attempts:2\n"
     assert "10.1.2.3\tdb\n" in hosts
+    # --dns: the network's server forwards the container's other names there (Docker's way)
+    up = subprocess.Popen(["nsenter", f"--net={d.world.outside}", PY, "-c",
+                           test_net.UPSTREAM_DNS, "53"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert up.stdout.readline().strip() == "listening"
+        r = d.docker("run", "--rm", "--network", "apps", "--dns", UPLINK_OUTSIDE, "busybox",
+                     "sh", "-c", "cat /etc/resolv.conf; nslookup example.org")
+        assert r.stdout.startswith("nameserver 10.32.0.1\n")
+        assert "Address: 203.0.113.7" in r.stdout
+    finally:
+        up.kill()
+        up.wait()
     short = inspect(d, "web")["Id"][:12]
     for name in ["web", "www", "WEB", short]:
         assert nslookup(d, "client", name) == web, name
