@@ -1,6 +1,7 @@
 /* Published port specs: Docker's -p "[IP:]HOSTPORT:PORT[/tcp|udp]". The spec comes from a user
  * (and, through the daemon, from any API client), so every part is checked and the error names
- * the part that is wrong. Port ranges and IPv6 host addresses are not accepted (yet). */
+ * the part that is wrong. The -p spec takes no ranges (the docker CLI expands them; a host port
+ * range reaches the daemon as HostPort "A-B": net_port_range_parse); no IPv6 host addresses. */
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
