@@ -1136,9 +1136,65 @@ static char *user_network_resolv_conf(json_t *host_config, const char *gateway) 
   return vs_asprintf("nameserver %s\n%soptions %s\n", gateway, search_line, options);
 }
 
+/* --link NAME[:ALIAS] ("/name:/me/alias" as dockerd stores it): the linked container's address
+ * on a network both are on, under the alias and its name, in this container's /etc/hosts (what
+ * Docker writes on the default bridge; on user networks resolvers read /etc/hosts before asking
+ * the network's server, so the alias works there too, for this container only, as Docker's).
+ * The linked container must be running. Docker's link environment variables are not set. */
+static char *link_hosts_lines(vd_daemon *d, vd_container *c, json_t *net, vs_error **err) {
+  _cleanup_free_ char *out = vs_strdup("");
+  size_t i;
+  json_t *v;
+  json_array_foreach(json_object_get(json_object_get(c->rec, "HostConfig"), "Links"), i, v) {
+    const char *spec = json_string_value(v);
+    if (!spec)
+      return net_fail(err, EINVAL, "Links[%zu]: not a string", i), NULL;
+    _cleanup_free_ char *name = vs_strdup(spec[0] == '/' ? spec + 1 : spec);
+    char *colon = strchr(name, ':');
+    const char *alias = name;
+    if (colon) {
+      *colon = '\0';
+      const char *slash = strrchr(colon + 1, '/');
+      alias = slash ? slash + 1 : colon + 1;
+    }
+    if (!*name || !*alias)
+      return net_fail(err, EINVAL, "invalid link \"%s\": expected NAME[:ALIAS]", spec), NULL;
+    _cleanup_free_ char *full = vs_asprintf("/%s", name);
+    _cleanup_free_ char *ip = NULL;
+    pthread_mutex_lock(&d->lock);
+    vd_container *o = vd_ctr_find_name(d, full);
+    if (!o)
+      o = vd_ctr_find(d, name);
+    if (o && o != c && o->state == VD_CTR_RUNNING) {
+      const char *key;
+      json_t *ep;
+      json_object_foreach(json_object_get(o->net, "Networks"), key, ep) {
+        const char *addr = json_string_value(json_object_get(ep, "IPAddress"));
+        if (addr && *addr && json_object_get(json_object_get(net, "Networks"), key)) {
+          ip = vs_strdup(addr);
+          break;
+        }
+      }
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (!ip)
+      return net_fail(err, EINVAL,
+                      "Cannot link to %s: it is not a running container on one of this "
+                      "container's networks",
+                      name),
+             NULL;
+    char *next = strcmp(alias, name) != 0 ? vs_asprintf("%s%s\t%s %s\n", out, ip, alias, name)
+                                          : vs_asprintf("%s%s\t%s\n", out, ip, name);
+    free(out);
+    out = next;
+  }
+  return steal_pointer(&out);
+}
+
 /* hosts and resolv.conf once the addresses are known, with the container's DNS options and
  * --add-host entries (written at create too; rewritten here at every start). */
-static int write_etc(vd_container *c, json_t *net, bool user_network, vs_error **err) {
+static int write_etc(vd_daemon *d, vd_container *c, json_t *net, bool user_network,
+                     vs_error **err) {
   const char *hostname =
       json_string_value(json_object_get(json_object_get(c->rec, "Config"), "Hostname"));
   json_t *hc = json_object_get(c->rec, "HostConfig");
@@ -1153,8 +1209,11 @@ static int write_etc(vd_container *c, json_t *net, bool user_network, vs_error *
     _cleanup_free_ char *old = NULL;
     if (vs_read_file(path, 1 << 16, &old, NULL, err) < 0)
       return -1;
+    _cleanup_free_ char *links = link_hosts_lines(d, c, net, err);
+    if (!links)
+      return -1;
     _cleanup_free_ char *text = vs_asprintf(
-        "%s%s\t%s\n", old, json_string_value(json_object_get(ep, "IPAddress")), hostname);
+        "%s%s\t%s\n%s", old, json_string_value(json_object_get(ep, "IPAddress")), hostname, links);
     if (vs_write_file_atomic(path, text, strlen(text), 0644, err) < 0)
       return -1;
     if (user_network) {
@@ -1305,7 +1364,7 @@ int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err) {
   pthread_mutex_unlock(&vn->lock);
   free(ports);
   const char *first = json_string_value(json_object_get(json_array_get(wanted, 0), "name"));
-  if (r == 0 && (write_etc(c, net, strcmp(first, DEFAULT_BRIDGE_NETWORK) != 0, err) < 0 ||
+  if (r == 0 && (write_etc(d, c, net, strcmp(first, DEFAULT_BRIDGE_NETWORK) != 0, err) < 0 ||
                  spec_set_netns(c, nspath, false, err) < 0))
     r = -1;
   if (r < 0) {

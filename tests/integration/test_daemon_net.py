@@ -483,6 +483,26 @@ def test_port_ranges(vdn):
     srv.wait()
 
 
+def test_links(vdn):
+    """--link NAME[:ALIAS] puts the linked container's address in /etc/hosts (default bridge and
+    user networks); a link to a container that is not running fails the start."""
+    d = vdn
+    page = "mkdir /w; echo linked > /w/index.html; exec httpd -f -p 80 -h /w"
+    d.docker("run", "-d", "--name", "lweb", "busybox", "sh", "-c", page)
+    web = ip_of(d, "lweb", "bridge")
+    r = d.docker("run", "--rm", "--link", "lweb:db", "busybox", "sh", "-c",
+                 "grep db /etc/hosts; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 db 80")
+    assert r.stdout.startswith(f"{web}\tdb lweb\n") and r.stdout.endswith("linked\n")
+    d.docker("network", "create", "--subnet", "10.37.0.0/24", "lnk")
+    d.docker("run", "-d", "--name", "lweb2", "--network", "lnk", "busybox", "sh", "-c", page)
+    r = d.docker("run", "--rm", "--network", "lnk", "--link", "lweb2", "busybox", "grep",
+                 "lweb2", "/etc/hosts")
+    assert r.stdout == f"{ip_of(d, 'lweb2', 'lnk')}\tlweb2\n"
+    d.docker("create", "--name", "lstopped", "busybox", "true")
+    bad = d.docker("run", "--rm", "--link", "lstopped:x", "busybox", "true", check=False)
+    assert bad.returncode != 0 and "Cannot link to lstopped" in bad.stderr
+
+
 def test_outbound_nat_and_internal(vdn):
     d, w = vdn, vdn.world
     w.serve(w.outside, 9000)
