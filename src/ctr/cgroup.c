@@ -2,6 +2,7 @@
  * list, kill, destroy, and the JSON that the state file keeps. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -551,7 +552,8 @@ int ctr_cgroup_make(ctr_cgroup *cg, json_t *resources, vs_error **err) {
   for (size_t i = 0; i < cg->n; i++) {
     cg_dir *d = &cg->d[i];
     const char *inner = d->path + strlen(d->mount);
-    if (make_dirs(d, inner, !d->unified && cg_list_has(d->controllers, "cpuset"), err) < 0)
+    if (!d->premade &&
+        make_dirs(d, inner, !d->unified && cg_list_has(d->controllers, "cpuset"), err) < 0)
       goto out;
     /* The default parent /vessel stays between containers, as runc leaves the parents of its
      * cgroups: making and removing it (and initialising its v1 cpuset) on every container
@@ -784,6 +786,38 @@ int ctr_cgroup_add_pid(ctr_cgroup *cg, pid_t pid, vs_error **err) {
   for (size_t i = 0; i < cg->n; i++)
     if (cg_writef(cg->d[i].path, "cgroup.procs", err, "%d", (int)pid) < 0)
       return vs_error_wrap(err, "add pid %d to cgroup", (int)pid);
+  return 0;
+}
+
+int ctr_cgroup_open_unified(ctr_cgroup *cg, int *fd, vs_error **err) {
+  *fd = -1;
+  if (cg->pure_v2)
+    return 0;
+  for (size_t i = 0; i < cg->n; i++) {
+    cg_dir *d = &cg->d[i];
+    if (!d->unified)
+      continue;
+    if (make_dirs(d, d->path + strlen(d->mount), false, err) < 0)
+      return vs_error_wrap(err, "create cgroup %s", d->path);
+    d->premade = true;
+    if (cg->default_path && d->created > 1)
+      d->created = 1; /* the shared /vessel parent stays (see ctr_cgroup_make) */
+    *fd = open(d->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0)
+      return vs_error_set(err, errno, "open cgroup %s", d->path);
+    return 0;
+  }
+  return 0;
+}
+
+int ctr_cgroup_join_self(ctr_cgroup *cg, bool skip_unified, vs_error **err) {
+  for (size_t i = 0; i < cg->n; i++) {
+    const cg_dir *d = &cg->d[i];
+    if (d->unified && skip_unified)
+      continue;
+    if (cg_write(d->path, d->unified ? "cgroup.procs" : "tasks", "0", err) < 0)
+      return vs_error_wrap(err, "join cgroup %s", d->path);
+  }
   return 0;
 }
 

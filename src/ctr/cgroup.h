@@ -44,6 +44,23 @@ int ctr_cgroup_allow_devices(ctr_cgroup *cg, json_t *devs, vs_error **err);
  * container's cgroup. */
 int ctr_cgroup_add_pid(ctr_cgroup *cg, pid_t pid, vs_error **err);
 
+/* Joining a cgroup v1 hierarchy through cgroup.procs (and any cgroup2 one) takes the kernel's
+ * process-wide cgroup_threadgroup_rwsem for writing: an RCU grace period, 15-25 ms on the hybrid
+ * hosts we run on, paid by every container start. Two ways around it, used together by create:
+ * - the cgroup2 directory is made before the init is cloned and the init is cloned into it
+ *   (clone3 with CLONE_INTO_CGROUP, which takes that lock only for reading);
+ * - in each v1 hierarchy the init moves itself by writing 0 to `tasks`: one thread moving itself
+ *   needs only cgroup_mutex (kernel 6.2 and later; older ones pay the grace period as before).
+ *
+ * Where there is a cgroup2 hierarchy on a host that also has v1 ones (hybrid), make the
+ * container's directory there now and set *fd to an O_RDONLY descriptor of it for
+ * CLONE_INTO_CGROUP; *fd is -1 where there is none to make (pure v1, or pure v2 where the
+ * directory must stay empty until make has enabled its controllers). */
+int ctr_cgroup_open_unified(ctr_cgroup *cg, int *fd, vs_error **err);
+/* In the process to be moved (single-threaded): join every hierarchy, v1 ones through `tasks`,
+ * the cgroup2 one through cgroup.procs unless skip_unified (already cloned into it). */
+int ctr_cgroup_join_self(ctr_cgroup *cg, bool skip_unified, vs_error **err);
+
 /* Serialise for the state file / reopen from it (later commands: kill, pause, update, delete). */
 json_t *ctr_cgroup_to_json(const ctr_cgroup *cg);
 int ctr_cgroup_from_json(json_t *saved, ctr_cgroup **out, vs_error **err);

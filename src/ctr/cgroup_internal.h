@@ -38,9 +38,10 @@ typedef struct cg_dir {
   char *name;        /* see cg_hier_name(); "" for a pure v2 host */
   char *controllers; /* v1: the hierarchy's controllers; v2: those this container uses there */
   bool unified;
-  char *mount; /* the hierarchy's mount point on the host */
-  char *path;  /* absolute directory on the host, below `mount` */
-  int created; /* how many trailing path components the runtime created (removed on destroy) */
+  char *mount;  /* the hierarchy's mount point on the host */
+  char *path;   /* absolute directory on the host, below `mount` */
+  int created;  /* how many trailing path components the runtime created (removed on destroy) */
+  bool premade; /* made before the init's clone (ctr_cgroup_open_unified), not again by make */
 } cg_dir;
 
 struct ctr_cgroup {

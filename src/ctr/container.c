@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -156,6 +157,23 @@ static void create_rollback(const ctr_runtime *rt, const char *id, pid_t pid, ct
   vs_rm_rf(dir, NULL);
 }
 
+/* clone() for the init, into the cgroup2 directory cgroup2_fd when there is one and the
+ * kernel has clone3 with CLONE_INTO_CGROUP (5.7); *into says which happened, in the child too
+ * (it is set before each attempt, so the child's copy tells how it was made). */
+static pid_t clone_init(unsigned long flags, int cgroup2_fd, bool *into) {
+  if (cgroup2_fd >= 0) {
+    struct clone_args ca = {.flags = (flags & ~(unsigned long)CSIGNAL) | CLONE_INTO_CGROUP,
+                            .exit_signal = flags & CSIGNAL,
+                            .cgroup = (uint64_t)cgroup2_fd};
+    *into = true;
+    pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid >= 0)
+      return pid;
+  }
+  *into = false; /* the init writes itself into cgroup.procs instead */
+  return (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+}
+
 /* The SYNC_TTY message carries an fd: it has to be received with recvmsg. Peek first. */
 int ctr_maybe_recv_tty(int sync_fd, int *master, vs_error **err) {
   char c;
@@ -254,7 +272,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   pid_t pid = -1;
   int sp[2] = {-1, -1};
   _cleanup_free_ char *fifo = vs_asprintf("%s/exec.fifo", dir);
-  _cleanup_close_ int fifo_fd = -1, console_fd = -1;
+  _cleanup_close_ int fifo_fd = -1, console_fd = -1, cgroup2_fd = -1;
   int saved_time = -1, saved_pid = -1;
   ctr_state *st = r->state = vs_malloc0(sizeof(ctr_state));
   st->id = vs_strdup(id);
@@ -296,8 +314,17 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
     flags |= CLONE_NEWPID;
   if (s->ns[CTR_NS_USER].present && !s->ns[CTR_NS_USER].path)
     flags |= CLONE_NEWUSER;
+  /* The init joins its cgroups itself (cheaper: see ctr_cgroup_open_unified) unless it may not
+   * reach the host's cgroup files as the host's root by then: in a user namespace, or a mount
+   * or cgroup namespace it joins. */
+  bool self_join = !s->ns[CTR_NS_USER].present &&
+                   !(s->ns[CTR_NS_MNT].present && s->ns[CTR_NS_MNT].path) &&
+                   !(s->ns[CTR_NS_CGROUP].present && s->ns[CTR_NS_CGROUP].path);
+  if (self_join && ctr_cgroup_open_unified(r->cg, &cgroup2_fd, err) < 0)
+    goto fail;
+  bool in_cgroup2 = false;
   fflush(NULL);
-  pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+  pid = clone_init(flags, cgroup2_fd, &in_cgroup2);
   if (pid == 0) {
     close(sp[0]);
     bool have_go = false;
@@ -318,6 +345,8 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
         .new_keyring = !o->no_new_keyring,
         .preserve_fds = o->preserve_fds,
         .cg = r->cg,
+        .join_cgroups = self_join,
+        .in_cgroup2 = in_cgroup2,
         .have_go = &have_go,
         .host_pid = &host_pid,
     };
@@ -337,7 +366,7 @@ static int create_container(const ctr_runtime *rt, const char *id, const ctr_cre
   if (ctr_cgroup_make(r->cg, s->resources, err) < 0 ||
       (s->linux_json &&
        ctr_cgroup_allow_devices(r->cg, json_object_get(s->linux_json, "devices"), err) < 0) ||
-      ctr_cgroup_add_pid(r->cg, pid, err) < 0 ||
+      (!self_join && ctr_cgroup_add_pid(r->cg, pid, err) < 0) ||
       ((flags & CLONE_NEWUSER) && write_id_maps(pid, s, err) < 0))
     goto fail;
   st->cgroup = ctr_cgroup_to_json(r->cg);

@@ -53,7 +53,7 @@ int ctr_sync_recv(int fd, char *payload, size_t size) {
 
 /* Setup errors go to whoever waits on us: create (or run) over the sync socket, `start`
  * after the byte that released us on exec.fifo. */
-__attribute__((noreturn)) static void init_fail(ctr_init_ctx *c, vs_error *e) {
+__attribute__((noreturn)) static void init_fail(const ctr_init_ctx *c, vs_error *e) {
   const char *msg = e ? e->msg : "failed";
   if (c->sync_fd >= 0 && ctr_sync_send(c->sync_fd, SYNC_ERROR, msg) == 0)
     _exit(1);
@@ -246,6 +246,9 @@ void ctr_init_await_go(const ctr_init_ctx *c) {
     _exit(1); /* the runtime gave up; it reports why */
   *c->have_go = true;
   *c->host_pid = (pid_t)strtol(buf, NULL, 10);
+  vs_error *e = NULL;
+  if (c->join_cgroups && ctr_cgroup_join_self(c->cg, c->in_cgroup2, &e) < 0)
+    init_fail(c, e);
 }
 
 static int enter_namespaces(const ctr_spec *s, bool defer_new_cgroup, vs_error **err) {

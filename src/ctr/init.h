@@ -35,13 +35,15 @@ typedef struct ctr_init_ctx {
   bool no_pivot;
   bool new_keyring; /* join a fresh session keyring (runc's default; --no-new-keyring) */
   int preserve_fds;
-  ctr_cgroup *cg;  /* planned (ctr_cgroup_plan); made by the runtime before it sends GO */
-  bool *have_go;   /* the init has received GO */
-  pid_t *host_pid; /* the init's pid in the runtime's pid namespace, from GO */
+  ctr_cgroup *cg;    /* planned (ctr_cgroup_plan); made by the runtime before it sends GO */
+  bool join_cgroups; /* the init joins cg itself on GO (ctr_cgroup_join_self), not the runtime */
+  bool in_cgroup2;   /* cloned into cg's cgroup2 directory already (CLONE_INTO_CGROUP) */
+  bool *have_go;     /* the init has received GO */
+  pid_t *host_pid;   /* the init's pid in the runtime's pid namespace, from GO */
 } ctr_init_ctx;
 
 /* In the init: wait for the runtime's GO unless it came already (exits if the runtime gave
- * up, which reports why). */
+ * up, which reports why), then join the cgroups when join_cgroups says so. */
 void ctr_init_await_go(const ctr_init_ctx *c);
 
 /* The init after clone(): never returns. */

@@ -7,9 +7,10 @@
 
 #define MAX_CONFIG_FILE (1U << 20)
 
-static const char *const known_keys[] = {"data-root",    "exec-root",      "hosts",
-                                         "log-level",    "log-format",     "debug",
-                                         "live-restore", "default-ulimits"};
+static const char *const known_keys[] = {"data-root",      "exec-root", "hosts",        "log-level",
+                                         "log-format",     "debug",     "live-restore", "tls",
+                                         "tlsverify",      "tlscacert", "tlscert",      "tlskey",
+                                         "default-ulimits"};
 
 /* The resources dockerd's ulimit names stand for (setrlimit's, as the OCI spec spells them). */
 static const char *const ulimit_names[][2] = {
@@ -89,7 +90,7 @@ static char *unknown_keys(json_t *root) {
 
 int vd_config_read(const char *path, vd_config *c, vs_error **err) {
   memset(c, 0, sizeof(*c));
-  c->debug = c->live_restore = -1;
+  c->debug = c->live_restore = c->tls = c->tls_verify = -1;
   c->root = vs_json_load_file(path, MAX_CONFIG_FILE, err);
   if (!c->root)
     return vs_error_wrap(err, "configuration file %s", path);
@@ -114,6 +115,9 @@ int vd_config_read(const char *path, vd_config *c, vs_error **err) {
       vs_json_get_string_array(c->root, "hosts", false, &c->hosts, &c->n_hosts, err) < 0 ||
       vs_json_get_string(c->root, "log-level", false, &c->log_level, err) < 0 ||
       vs_json_get_string(c->root, "log-format", false, &c->log_format, err) < 0 ||
+      vs_json_get_string(c->root, "tlscacert", false, &c->tls_ca, err) < 0 ||
+      vs_json_get_string(c->root, "tlscert", false, &c->tls_cert, err) < 0 ||
+      vs_json_get_string(c->root, "tlskey", false, &c->tls_key, err) < 0 ||
       vs_json_get_object(c->root, "default-ulimits", false, &ulimits, err) < 0)
     goto wrap;
   int r = vs_json_get_bool(c->root, "debug", false, &b, err);
@@ -121,6 +125,14 @@ int vd_config_read(const char *path, vd_config *c, vs_error **err) {
     goto wrap;
   if (r > 0)
     c->debug = b;
+  if ((r = vs_json_get_bool(c->root, "tls", false, &b, err)) < 0)
+    goto wrap;
+  if (r > 0)
+    c->tls = b;
+  if ((r = vs_json_get_bool(c->root, "tlsverify", false, &b, err)) < 0)
+    goto wrap;
+  if (r > 0)
+    c->tls_verify = b;
   r = vs_json_get_bool(c->root, "live-restore", false, &b, err);
   if (r < 0)
     goto wrap;

@@ -1,5 +1,6 @@
 /* The daemon's context: listeners, the event loop, signals, the worker pool. */
 #include "daemon/internal.h"
+#include "daemon/web.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -125,13 +126,10 @@ static int add_listener(vd_daemon *d, int fd, const char *path, vs_error **err) 
   return vd_loop_add(d, fd, EPOLLIN, &d->listen_srcs[i], err);
 }
 
-/* tcp://HOST:PORT (HOST an address, [v6], or empty for every address). No TLS: dockerd's
- * warning goes to the log, as the API gives root to whoever reaches the port. */
-static int listen_tcp(vd_daemon *d, const char *host, vs_error **err) {
-  const char *hp = host + 6;
+int vd_listen_tcp(const char *hp, const char *what, vs_error **err) {
   const char *colon = strrchr(hp, ':');
   if (!colon || !colon[1] || strchr(colon, ']'))
-    return vs_error_set(err, EINVAL, "-H %s: expected tcp://ADDRESS:PORT", host);
+    return vs_error_set(err, EINVAL, "%s %s: expected ADDRESS:PORT", what, hp);
   _cleanup_free_ char *addr = vs_img_strndup(hp, (size_t)(colon - hp));
   char *a = addr;
   size_t alen = strlen(a);
@@ -145,7 +143,7 @@ static int listen_tcp(vd_daemon *d, const char *host, vs_error **err) {
   struct addrinfo *res = NULL;
   int gr = getaddrinfo(*a ? a : NULL, colon + 1, &hints, &res);
   if (gr)
-    return vs_error_set(err, EINVAL, "-H %s: %s", host, gai_strerror(gr));
+    return vs_error_set(err, EINVAL, "%s %s: %s", what, hp, gai_strerror(gr));
   int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
@@ -154,20 +152,49 @@ static int listen_tcp(vd_daemon *d, const char *host, vs_error **err) {
     if (fd >= 0)
       close(fd);
     freeaddrinfo(res);
-    return vs_error_set(err, e, "-H %s: listen", host);
+    return vs_error_set(err, e, "%s %s: listen", what, hp);
   }
   freeaddrinfo(res);
-  vs_log_warn("Binding to IP address without --tlsverify is insecure and gives root access on "
-              "this machine to everyone who has access to your network. host=\"%s\"",
-              host);
-  vs_log_warn("[!] DON'T BIND ON ANY IP ADDRESS WITHOUT setting --tlsverify IF YOU DON'T KNOW "
-              "WHAT YOU'RE DOING [!]");
-  return add_listener(d, fd, NULL, err);
+  return fd;
 }
 
-static int listen_on(vd_daemon *d, const char *host, vs_error **err) {
+/* tcp://HOST:PORT (HOST an address, [v6], or empty for every address). Without --tlsverify,
+ * dockerd's warning goes to the log, as the API gives root to whoever reaches the port. With
+ * --tls the connections go through the TLS front (web.c) to the same router. */
+static int listen_tcp(vd_daemon *d, const vd_options *o, const char *host, vs_error **err) {
+  int fd = vd_listen_tcp(host + 6, "-H", err);
+  if (fd < 0)
+    return -1;
+  if (!o->tls_verify) {
+    vs_log_warn("Binding to IP address without --tlsverify is insecure and gives root access on "
+                "this machine to everyone who has access to your network. host=\"%s\"",
+                host);
+    vs_log_warn("[!] DON'T BIND ON ANY IP ADDRESS WITHOUT setting --tlsverify IF YOU DON'T KNOW "
+                "WHAT YOU'RE DOING [!]");
+  }
+  if (!o->tls && !o->tls_verify)
+    return add_listener(d, fd, NULL, err);
+  if (!o->tls_cert || !o->tls_key) {
+    close(fd);
+    return vs_error_set(err, EINVAL, "-H %s: --tls needs --tlscert and --tlskey", host);
+  }
+  if (o->tls_verify && !o->tls_ca) {
+    close(fd);
+    return vs_error_set(err, EINVAL, "-H %s: --tlsverify needs --tlscacert", host);
+  }
+  vd_tls_options to = {
+      .cert = o->tls_cert, .key = o->tls_key, .ca = o->tls_ca, .verify = o->tls_verify};
+  SSL_CTX *ctx = vd_tls_server_ctx(&to, err);
+  if (!ctx) {
+    close(fd);
+    return vs_error_wrap(err, "-H %s", host);
+  }
+  return vd_front_listen_relay(d, fd, ctx, host, err);
+}
+
+static int listen_on(vd_daemon *d, const vd_options *o, const char *host, vs_error **err) {
   if (!strncmp(host, "tcp://", 6))
-    return listen_tcp(d, host, err);
+    return listen_tcp(d, o, host, err);
   if (strncmp(host, "unix://", 7) != 0 || host[7] != '/')
     return vs_error_set(err, EINVAL, "-H %s: expected unix:///absolute/path or tcp://ADDRESS:PORT",
                         host);
@@ -223,6 +250,8 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   pthread_mutex_init(&d->store_lock, NULL);
   pthread_mutex_init(&d->volume_lock, NULL);
   pthread_mutex_init(&d->event_lock, NULL);
+  pthread_mutex_init(&d->spare_lock, NULL);
+  d->spare_fd = -1;
   pthread_cond_init(&d->qcond, NULL);
   d->data_root = vs_strdup(o->data_root ? o->data_root : VD_DEFAULT_DATA_ROOT);
   d->exec_root = vs_strdup(o->exec_root ? o->exec_root : VD_DEFAULT_EXEC_ROOT);
@@ -241,10 +270,13 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
       vd_vms_init(d, err) < 0 || vd_net_init(d, o->bridge, err) < 0)
     goto fail;
   for (size_t i = 0; i < o->n_hosts; i++)
-    if (listen_on(d, o->hosts[i], err) < 0)
+    if (listen_on(d, o, o->hosts[i], err) < 0)
       goto fail;
+  if (vd_web_init(d, o, err) < 0)
+    goto fail;
   if (start_workers(d, err) < 0)
     goto fail;
+  vd_monitor_spare_submit(d);
   return d;
 fail:
   vd_daemon_free(d);
@@ -341,6 +373,12 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_STATS_TIMER:
         vd_stats_tick(src->owner);
         break;
+      case VD_SRC_FRONT_LISTENER:
+        vd_front_listener_event(d, src->owner);
+        break;
+      case VD_SRC_FRONT:
+        vd_front_event(src, evs[i].events);
+        break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:
       case VD_SRC_EXEC_IN:
@@ -349,6 +387,7 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       }
     }
     vd_events_deliver(d);
+    vd_front_sweep(d);
     vd_conn_sweep(d);
     sweep_removed_containers(d);
   }
@@ -358,9 +397,12 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
 void vd_daemon_free(vd_daemon *d) {
   if (!d)
     return;
+  vd_web_free(d);
   vd_conn_close_all(d);
   vd_execs_free(d);
   stop_workers(d);
+  vd_front_sweep(d);
+  vd_monitor_spare_close(d);
   vd_conn_sweep(d);
   for (size_t i = 0; i < d->n_listen; i++) {
     close(d->listen_fds[i]);
@@ -397,6 +439,7 @@ void vd_daemon_free(vd_daemon *d) {
   pthread_mutex_destroy(&d->store_lock);
   pthread_mutex_destroy(&d->volume_lock);
   pthread_mutex_destroy(&d->event_lock);
+  pthread_mutex_destroy(&d->spare_lock);
   vd_events_free(d);
   vd_vms_free(d);
   pthread_cond_destroy(&d->qcond);

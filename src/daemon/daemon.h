@@ -23,6 +23,13 @@ typedef struct vd_options {
   const char *monitor_path; /* the vessel-monitor program */
   json_t *default_ulimits;  /* OCI rlimits every container gets unless it sets its own (or NULL) */
   const char *bridge;       /* the default network's bridge; "none": no default network */
+  /* the web console (docs/web.md): an HTTPS listener when web is "ADDRESS:PORT" */
+  const char *web, *web_cert, *web_key; /* no cert and key: a self-signed pair, made once */
+  const char *web_root;                 /* static files; default <dir of vesseld>/web */
+  long long web_session_ttl;            /* seconds of inactivity (0: 28800) */
+  /* TLS on the tcp:// hosts, as dockerd's --tls, --tlsverify, --tlscacert, --tlscert, --tlskey */
+  bool tls, tls_verify;
+  const char *tls_ca, *tls_cert, *tls_key;
 } vd_options;
 
 /* daemon.json, as --config reads it: each field is NULL (or -1) when the file does not set it.
@@ -33,6 +40,8 @@ typedef struct vd_config {
   const char **hosts; /* NULL-terminated */
   size_t n_hosts;
   int debug, live_restore; /* -1: not set */
+  int tls, tls_verify;     /* -1: not set */
+  const char *tls_ca, *tls_cert, *tls_key;
   json_t *default_ulimits; /* checked, as OCI rlimits: [{"type", "soft", "hard"}] */
 } vd_config;
 
@@ -58,6 +67,8 @@ typedef struct vd_monitor_options {
   bool open_stdin;          /* keep the container's stdin open for attach clients */
   int64_t log_max_size;     /* rotate the log past this many bytes (0 or -1: never) */
   unsigned log_max_files;   /* the log and its rotated files (0 or 1: the log is emptied) */
+  const char *log_attrs;    /* a JSON object every log entry carries as "attrs", or NULL */
+  bool log_compress;        /* gzip rotated log files */
 } vd_monitor_options;
 
 /* `vessel-monitor --exec FILE`: run the OCI process in FILE (which is removed) inside the

@@ -8,6 +8,7 @@
  * prune) that check no container uses an image before collecting it. */
 #include "daemon/internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <string.h>
 #include <fcntl.h>
@@ -665,7 +666,8 @@ void vd_h_auth(vd_call *c) {
   json_decref(body);
 }
 
-/* docker import: a root file system tarball (spooled while it arrived) becomes an image. */
+/* docker import [--change ...]: a root file system tarball (spooled while it arrived) becomes
+ * an image. */
 static void image_import(vd_call *c, const char *repo, const char *tag) {
   vd_daemon *d = c->d;
   if (c->body_fd < 0) {
@@ -676,8 +678,17 @@ static void image_import(vd_call *c, const char *repo, const char *tag) {
   vs_error *e = NULL;
   if (vd_call_image_ref(c, repo, tag, &full) < 0)
     return;
+  /* --change: Dockerfile instructions for the config, as commit takes them (image/changes.c);
+   * a bad one is the client's mistake (400) */
+  _cleanup_json_ json_t *changes = http_query_all(c->req->query, "changes");
+  _cleanup_json_ json_t *config = json_object();
+  if (vs_config_apply_changes(config, changes, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
   char digest[VS_DIGEST_MAX];
-  int r = vs_image_import(d->store, c->body_path, full, NULL, digest, &e);
+  int r = vs_image_import(d->store, c->body_path, full, config, digest, &e);
   vs_image img;
   bool loaded = r == 0 && vs_store_load_image(d->store, digest, &img, &e) == 0;
   if (!loaded) {
@@ -777,13 +788,90 @@ void vd_h_image_save(vd_call *c) {
   c->content_type = "application/x-tar";
 }
 
+long long vd_until_time(const char *s, time_t now) {
+  char *end;
+  double v = strtod(s, &end);
+  if (end != s && *end == 0 && isdigit((unsigned char)s[0]) && strchr(s, '.') == strrchr(s, '.'))
+    return (long long)v;
+  struct tm tm = {0};
+  const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!rest) {
+    memset(&tm, 0, sizeof(tm));
+    rest = strptime(s, "%Y-%m-%d", &tm);
+  }
+  if (rest)
+    return (long long)timegm(&tm);
+  double total = 0;
+  const char *p = s;
+  while (*p) {
+    double n = strtod(p, &end);
+    if (end == p || n < 0)
+      return -1;
+    p = end;
+    double unit = !strncmp(p, "ms", 2) ? 1e-3
+                  : *p == 'h'          ? 3600
+                  : *p == 'm'          ? 60
+                  : *p == 's'          ? 1
+                                       : 0;
+    if (!unit)
+      return -1;
+    p += unit == 1e-3 ? 2 : 1;
+    total += n * unit;
+  }
+  return p == s ? -1 : (long long)now - (long long)total;
+}
+
+/* Whether a tagged image may go in a prune -a: created before until (0: any time), has every
+ * label of want and none of avoid (docker's label and label! filters). */
+static bool prune_match(vd_daemon *d, const char *md, long long until, json_t *want,
+                        json_t *avoid) {
+  vs_image img;
+  if (vs_store_load_image(d->store, md, &img, NULL) < 0)
+    return true; /* a tag whose image is gone goes too */
+  json_t *labels = json_object_get(json_object_get(img.config.root, "config"), "Labels");
+  bool ok = !until || unix_time(img.config.created) < until;
+  size_t i;
+  json_t *v;
+  json_array_foreach(want, i, v) ok = ok && vd_label_match(labels, json_string_value(v));
+  json_array_foreach(avoid, i, v) ok = ok && !vd_label_match(labels, json_string_value(v));
+  vs_image_clear(&img);
+  return ok;
+}
+
 /* docker image prune: unreferenced data always; with dangling=false (-a) also every image no
- * container uses, untagged first. */
+ * container uses (filtered by until, label and label!), untagged first. Untagged images exist
+ * here only while a container uses them, so the default (dangling) prune removes no image. */
 void vd_h_images_prune(vd_call *c) {
   vd_daemon *d = c->d;
-  _cleanup_free_ char *ftext = http_query_get(c->req->query, "filters");
-  bool all =
-      ftext && strstr(ftext, "dangling") && (strstr(ftext, "\"false\"") || strstr(ftext, "\"0\""));
+  static const char *const known[] = {"dangling", "until", "label", "label!"};
+  _cleanup_json_ json_t *filters = NULL;
+  if (vd_call_filters(c, known, ARRAY_SIZE(known), &filters) < 0)
+    return;
+  bool all = false;
+  size_t i;
+  json_t *v;
+  _cleanup_json_ json_t *dangling = vd_filter_values(filters, "dangling");
+  json_array_foreach(dangling, i, v) {
+    const char *b = json_string_value(v);
+    if (!strcasecmp(b, "false") || !strcmp(b, "0")) {
+      all = true;
+    } else if (strcasecmp(b, "true") != 0 && strcmp(b, "1") != 0) {
+      vd_call_error(c, 400, "Invalid filter 'dangling=%s'", b);
+      return;
+    }
+  }
+  long long until = 0;
+  _cleanup_json_ json_t *untils = vd_filter_values(filters, "until");
+  json_array_foreach(untils, i, v) {
+    until = vd_until_time(json_string_value(v), time(NULL));
+    if (until < 0) {
+      vd_call_error(c, 400, "failed to parse value as time or duration: \"%s\"",
+                    json_string_value(v));
+      return;
+    }
+  }
+  _cleanup_json_ json_t *want = vd_filter_values(filters, "label");
+  _cleanup_json_ json_t *avoid = vd_filter_values(filters, "label!");
   json_t *deleted = json_array();
   vs_error *e = NULL;
   pthread_mutex_lock(&d->store_lock);
@@ -793,7 +881,8 @@ void vd_h_images_prune(vd_call *c) {
   json_object_foreach(tags, key, val) {
     const char *md = json_string_value(val);
     _cleanup_free_ char *user = md ? container_using(d, md) : NULL;
-    if (!md || user || vs_store_tag_remove(d->store, key, NULL) < 0)
+    if (!md || user || !prune_match(d, md, until, want, avoid) ||
+        vs_store_tag_remove(d->store, key, NULL) < 0)
       continue;
     _cleanup_free_ char *fam = vs_image_name_familiar(key);
     json_array_append_new(deleted, json_pack("{s:s}", "Untagged", fam));

@@ -52,19 +52,21 @@ typedef enum {
   VD_SRC_LISTENER,
   VD_SRC_CONN,
   VD_SRC_SIGNAL,
-  VD_SRC_DONE,         /* eventfd: worker jobs finished */
-  VD_SRC_INOTIFY,      /* container directories: the logs grew, an exit was recorded */
-  VD_SRC_MONITOR,      /* pidfd of a container's monitor */
-  VD_SRC_RESTART,      /* timerfd of a container waiting to be restarted */
-  VD_SRC_ATTACH,       /* an attach connection's socket to the container's monitor (stdin) */
-  VD_SRC_EXEC_PID,     /* pidfd of an exec's helper */
-  VD_SRC_EXEC_OUT,     /* an exec's stdout or stderr pipe */
-  VD_SRC_EXEC_IN,      /* an exec's stdin pipe */
-  VD_SRC_EVENTS_TIMER, /* an events subscriber's until */
-  VD_SRC_NET,          /* a network's DHCP or DNS socket */
-  VD_SRC_HEALTH,       /* timerfd of a container's health check: next probe or its timeout */
-  VD_SRC_VM,           /* pidfd of a VM's vessel-vmm (vms.c) */
-  VD_SRC_STATS_TIMER,  /* a streamed stats connection's next sample */
+  VD_SRC_DONE,           /* eventfd: worker jobs finished */
+  VD_SRC_INOTIFY,        /* container directories: the logs grew, an exit was recorded */
+  VD_SRC_MONITOR,        /* pidfd of a container's monitor */
+  VD_SRC_RESTART,        /* timerfd of a container waiting to be restarted */
+  VD_SRC_ATTACH,         /* an attach connection's socket to the container's monitor (stdin) */
+  VD_SRC_EXEC_PID,       /* pidfd of an exec's helper */
+  VD_SRC_EXEC_OUT,       /* an exec's stdout or stderr pipe */
+  VD_SRC_EXEC_IN,        /* an exec's stdin pipe */
+  VD_SRC_EVENTS_TIMER,   /* an events subscriber's until */
+  VD_SRC_NET,            /* a network's DHCP or DNS socket */
+  VD_SRC_HEALTH,         /* timerfd of a container's health check: next probe or its timeout */
+  VD_SRC_VM,             /* pidfd of a VM's vessel-vmm (vms.c) */
+  VD_SRC_STATS_TIMER,    /* a streamed stats connection's next sample */
+  VD_SRC_FRONT_LISTENER, /* a TLS listener: web console or API over TLS (web.c) */
+  VD_SRC_FRONT,          /* a front connection's client socket or its internal one (web.c) */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -183,6 +185,7 @@ struct vd_conn {
   json_t *stats_prev_cpu;  /* the last sample's cpu_stats: the next one's precpu_stats */
   char *stats_prev_read;
   int stats_timer;
+  unsigned long long host_prev_cpu[2]; /* host stats: busy and total ticks of the last sample */
   int fd;
   vd_conn_state state;
   vd_stream_kind stream;
@@ -193,7 +196,7 @@ struct vd_conn {
   bool peer_eof; /* the client shut its side (hijacked streams keep going) */
   bool dead;     /* closed: freed at the end of the loop iteration or when its worker returns */
   bool chunked;  /* response body in chunked encoding */
-  bool out_stdout, out_stderr, follow, timestamps;
+  bool out_stdout, out_stderr, follow, timestamps, details;
   bool ctr_ended; /* the container exited or went away: drain the log, then end */
   bool raw;       /* TTY: no multiplexing headers */
   /* attach with stdin: what the client sends goes to the monitor's attach.sock */
@@ -333,9 +336,19 @@ struct vd_daemon {
   vd_job *queue, *queue_tail;
   vd_job *done;
   bool quit_workers;
-  char *started;      /* RFC 3339 */
+  char *started; /* RFC 3339 */
+  /* the spare monitor, started ahead for the next container (supervisor.c): under spare_lock */
+  pthread_mutex_t spare_lock;
+  int spare_fd; /* its socket, -1 when there is none */
+  pid_t spare_pid;
   struct vd_vms *vms; /* the VM table (vms.h) */
   vd_net *net;        /* networks.c */
+  /* web.c: TLS listeners, front connections, the web console's state */
+  struct vd_front_listener *front_listeners;
+  struct vd_front *fronts, *dead_fronts;
+  size_t n_fronts;
+  struct vd_web *web;
+  unsigned web_passwd_gen; /* bumped (atomically) when the web password changes */
 };
 
 /* server.c: connections and responses (loop thread only) */
@@ -358,6 +371,12 @@ void vd_call_free(vd_call *call);
  * route's call is (for a route whose quick or streamed form runs on the loop). */
 void vd_call_defer(vd_call *call, void (*run)(vd_call *call));
 int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **err);
+/* Serve fd (a connected, non-blocking socket) as an API client's connection; NULL (fd closed)
+ * when there is no room. The web front hands its internal socketpair ends in this way. */
+vd_conn *vd_conn_adopt(vd_daemon *d, int fd);
+/* daemon.c: a TCP listening socket on hp, "ADDRESS:PORT" ([v6] or empty for all); what names
+ * the option in errors. */
+int vd_listen_tcp(const char *hp, const char *what, vs_error **err);
 void vd_loop_del(vd_daemon *d, int fd);
 
 /* router.c */
@@ -370,6 +389,10 @@ const char *vd_api_path(const char *path, char **msg);
 /* images.c: the full reference a commit or import names (repo, with tag or ":latest"), in *full
  * (NULL when repo is empty: an untagged image). 0, or -1 with the call answered (400). */
 int vd_call_image_ref(vd_call *c, const char *repo, const char *tag, char **full);
+/* An `until` filter: a Unix time ("1700000000", "1700000000.5"), an RFC 3339 time or date, or
+ * a Go duration back from now ("24h", "90m", "1h30m", "10s"), as dockerd's GetTimestamp takes
+ * them. Seconds since the epoch, or -1. */
+long long vd_until_time(const char *s, time_t now);
 
 /* handlers */
 void vd_h_ping(vd_call *c);
@@ -474,6 +497,8 @@ void vd_h_vm_snapshot(vd_call *c);
 void vd_h_vm_restore(vd_call *c);
 void vd_h_vm_clone(vd_call *c);
 void vd_h_vm_stats(vd_call *c);
+void vd_h_host_stats(vd_call *c);   /* stats.c: GET /vessel/v1/host/stats */
+void vd_h_web_password(vd_call *c); /* web_auth.c: POST /vessel/v1/web/password */
 /* pools.c: resource pools (/vessel/v1/pools) */
 #define VD_POOL_LABEL "vessel.pool" /* docker run --label vessel.pool=NAME */
 /* A new container with the label: admitted against its pool's capacity (--cpus, --memory), or
@@ -547,6 +572,11 @@ int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **er
 /* A container whose monitor died without recording its exit (c->monitor_lost): end what is
  * left of it and record exit.json (worker or start-up; see supervisor.c). */
 void vd_supervise_end_orphan(vd_daemon *d, vd_container *c);
+/* Start the spare monitor if there is none (a worker's job: it waits for the program's start);
+ * the daemon's end closes its socket, which ends it. */
+void vd_monitor_spare_refill(vd_daemon *d);
+void vd_monitor_spare_submit(vd_daemon *d);
+void vd_monitor_spare_close(vd_daemon *d);
 /* Send sig to the container's processes. */
 int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
 /* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */
@@ -630,13 +660,20 @@ void vd_h_network_disconnect(vd_call *c);
 typedef struct vd_log_opts {
   int64_t max_size;   /* bytes; -1: no limit */
   unsigned max_files; /* the log and its rotated files, at least 1 */
+  bool compress;      /* rotated files are gzipped (.1.gz, .2.gz, ...) */
 } vd_log_opts;
-/* HostConfig.LogConfig checked (json-file only; max-size, max-file) and read into *out. */
+/* HostConfig.LogConfig checked (json-file only; max-size, max-file, compress, labels,
+ * labels-regex, env, env-regex, tag) and the rotation read into *out. */
 int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err);
+/* The attrs every json-file entry of the container carries (dockerd's: the labels and
+ * environment variables its labels/env options name or their -regex options match, and the
+ * expanded tag), from its record; NULL when there are none. */
+json_t *vd_log_attrs(json_t *rec);
 /* path, or path.i for the i-th rotated file (1 is the newest of them). */
 char *vd_log_rotated_path(const char *path, unsigned i);
-/* Shift path.i to path.i+1 (the one beyond max_files - 1 goes) and path to path.1. -1, errno. */
-int vd_log_rotate(const char *path, unsigned max_files);
+/* Shift path.i to path.i+1 (the one beyond max_files - 1 goes) and path to path.1, each file
+ * plain or gzipped (.gz); with compress path.1 is then gzipped. -1, errno. */
+int vd_log_rotate(const char *path, unsigned max_files, bool compress);
 /* The oldest file of the log, opened for reading (-1 if none). */
 int vd_log_open_oldest(const char *path);
 /* The file after the one fd reads, opened (-1 when fd's is the newest). */

@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <libgen.h>
+#include <sys/mman.h>
+#include <zlib.h>
+#include <regex.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -46,6 +49,125 @@ static int parse_ram_size(const char *s, int64_t *out, vs_error **err) {
     return vs_error_set(err, EINVAL, "invalid size: '%s'", s);
   *out = (int64_t)(v * mult);
   return 0;
+}
+
+/* The tag log option's template with the container's fields, as dockerd's json-file driver
+ * expands it into attrs.tag: {{.ID}} (12 digits), {{.FullID}}, {{.Name}}, {{.ImageID}} (12),
+ * {{.ImageFullID}}, {{.ImageName}}, {{.DaemonName}}. rec NULL only checks the template. */
+static char *expand_tag(const char *tmpl, json_t *rec, vs_error **err) {
+  const char *id = json_string_value(json_object_get(rec, "Id"));
+  const char *name = json_string_value(json_object_get(rec, "Name"));
+  const char *image = json_string_value(json_object_get(rec, "Image"));
+  const char *iname = json_string_value(json_object_get(json_object_get(rec, "Config"), "Image"));
+  id = id ? id : "";
+  name = name ? name + (name[0] == '/') : "";
+  image = image ? image + (strncmp(image, "sha256:", 7) ? 0 : 7) : "";
+  iname = iname ? iname : "";
+  char *out = vs_strdup("");
+  for (const char *p = tmpl; *p;) {
+    const char *open = strstr(p, "{{");
+    size_t lit = open ? (size_t)(open - p) : strlen(p);
+    char *next = vs_asprintf("%s%.*s", out, (int)lit, p);
+    free(out);
+    out = next;
+    if (!open)
+      break;
+    const char *close = strstr(open, "}}");
+    if (!close) {
+      free(out);
+      vs_error_set(err, EINVAL, "template: unclosed action in %s", tmpl);
+      return NULL;
+    }
+    char field[32] = "";
+    size_t fl = (size_t)(close - open - 2);
+    const char *f = open + 2;
+    while (fl && *f == ' ')
+      f++, fl--;
+    while (fl && f[fl - 1] == ' ')
+      fl--;
+    if (fl < sizeof(field))
+      snprintf(field, sizeof(field), "%.*s", (int)fl, f);
+    const char *val = !strcmp(field, ".ID")            ? vs_asprintf("%.12s", id)
+                      : !strcmp(field, ".FullID")      ? vs_strdup(id)
+                      : !strcmp(field, ".Name")        ? vs_strdup(name)
+                      : !strcmp(field, ".ImageID")     ? vs_asprintf("%.12s", image)
+                      : !strcmp(field, ".ImageFullID") ? vs_strdup(image)
+                      : !strcmp(field, ".ImageName")   ? vs_strdup(iname)
+                      : !strcmp(field, ".DaemonName")  ? vs_strdup("docker")
+                                                       : NULL;
+    if (!val) {
+      vs_error_set(err, EINVAL, "template: can't evaluate %.*s", (int)(close + 2 - open), open);
+      free(out);
+      return NULL;
+    }
+    next = vs_asprintf("%s%s", out, val);
+    free((char *)val);
+    free(out);
+    out = next;
+    p = close + 2;
+  }
+  return out;
+}
+
+/* Names from a comma-separated option ("a,b") or matching its regular expression. */
+static bool attr_wanted(const char *list, const regex_t *re, const char *name) {
+  if (re && regexec(re, name, 0, NULL, 0) == 0)
+    return true;
+  if (!list)
+    return false;
+  size_t n = strlen(name);
+  for (const char *p = list; *p;) {
+    const char *comma = strchr(p, ',');
+    size_t l = comma ? (size_t)(comma - p) : strlen(p);
+    if (l == n && !memcmp(p, name, n))
+      return true;
+    p += l + (comma != NULL);
+  }
+  return false;
+}
+
+json_t *vd_log_attrs(json_t *rec) {
+  json_t *opts =
+      json_object_get(json_object_get(json_object_get(rec, "HostConfig"), "LogConfig"), "Config");
+  json_t *cfg = json_object_get(rec, "Config");
+  const char *labels = json_string_value(json_object_get(opts, "labels"));
+  const char *labels_re = json_string_value(json_object_get(opts, "labels-regex"));
+  const char *env = json_string_value(json_object_get(opts, "env"));
+  const char *env_re = json_string_value(json_object_get(opts, "env-regex"));
+  const char *tag = json_string_value(json_object_get(opts, "tag"));
+  json_t *attrs = json_object();
+  regex_t lre, ere;
+  bool have_lre = labels_re && regcomp(&lre, labels_re, REG_EXTENDED | REG_NOSUB) == 0;
+  bool have_ere = env_re && regcomp(&ere, env_re, REG_EXTENDED | REG_NOSUB) == 0;
+  const char *key;
+  json_t *v;
+  json_object_foreach(json_object_get(cfg, "Labels"), key, v) {
+    if (json_is_string(v) && attr_wanted(labels, have_lre ? &lre : NULL, key))
+      json_object_set(attrs, key, v);
+  }
+  size_t i;
+  json_array_foreach(json_object_get(cfg, "Env"), i, v) {
+    const char *kv = json_string_value(v);
+    const char *eq = kv ? strchr(kv, '=') : NULL;
+    if (!eq)
+      continue;
+    _cleanup_free_ char *name = vs_asprintf("%.*s", (int)(eq - kv), kv);
+    if (attr_wanted(env, have_ere ? &ere : NULL, name))
+      json_object_set_new(attrs, name, json_string(eq + 1));
+  }
+  if (have_lre)
+    regfree(&lre);
+  if (have_ere)
+    regfree(&ere);
+  char *t = tag ? expand_tag(tag, rec, NULL) : NULL;
+  if (t && *t)
+    json_object_set_new(attrs, "tag", json_string(t));
+  free(t);
+  if (!json_object_size(attrs)) {
+    json_decref(attrs);
+    return NULL;
+  }
+  return attrs;
 }
 
 int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err) {
@@ -81,10 +203,31 @@ int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err) {
       if (n > MAX_LOG_FILES)
         return vs_error_set(err, EINVAL, "max-file cannot be more than %d", MAX_LOG_FILES);
       out->max_files = (unsigned)n;
-    } else if (!strcmp(key, "compress") || !strcmp(key, "labels") || !strcmp(key, "labels-regex") ||
-               !strcmp(key, "env") || !strcmp(key, "env-regex") || !strcmp(key, "tag")) {
-      return vs_error_set(err, EINVAL, "log opt %s: not supported by vesseld yet", key);
-    } else {
+    } else if (!strcmp(key, "labels-regex") || !strcmp(key, "env-regex")) {
+      regex_t re;
+      int rc = regcomp(&re, s, REG_EXTENDED | REG_NOSUB);
+      if (rc)
+        return vs_error_set(err, EINVAL, "log opt %s: invalid regular expression %s", key, s);
+      regfree(&re);
+    } else if (!strcmp(key, "tag")) {
+      _cleanup_free_ char *t = expand_tag(s, NULL, err);
+      if (!t)
+        return vs_error_wrap(err, "log opt tag");
+    } else if (!strcmp(key, "compress")) {
+      /* Go's strconv.ParseBool */
+      static const char *const yes[] = {"1", "t", "T", "TRUE", "true", "True"};
+      static const char *const no[] = {"0", "f", "F", "FALSE", "false", "False"};
+      bool known = false;
+      for (size_t k = 0; k < ARRAY_SIZE(yes); k++) {
+        if (!strcmp(s, yes[k]))
+          known = out->compress = true;
+        if (!strcmp(s, no[k]))
+          known = true, out->compress = false;
+      }
+      if (!known)
+        return vs_error_set(err, EINVAL, "error reading compress log option: invalid syntax: %s",
+                            s);
+    } else if (strcmp(key, "labels") != 0 && strcmp(key, "env") != 0) {
       return vs_error_set(err, EINVAL, "unknown log opt '%s' for json-file log driver", key);
     }
   }
@@ -110,32 +253,141 @@ static int lock_log_dir(const char *path, int op) {
   return fd;
 }
 
-int vd_log_rotate(const char *path, unsigned max_files) {
+/* gzip path.1 into path.1.gz (through a temporary name) and remove path.1. */
+static int compress_newest(const char *path) {
+  _cleanup_free_ char *src = vd_log_rotated_path(path, 1);
+  _cleanup_free_ char *tmp = vs_asprintf("%s.gz.tmp", src);
+  _cleanup_free_ char *dst = vs_asprintf("%s.gz", src);
+  _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  int out = in < 0 ? -1 : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  gzFile gz = out < 0 ? NULL : gzdopen(out, "wb");
+  if (!gz) {
+    if (out >= 0)
+      close(out);
+    return -1;
+  }
+  char buf[65536];
+  ssize_t n;
+  bool ok = true;
+  while (ok && (n = read(in, buf, sizeof(buf))) > 0)
+    ok = gzwrite(gz, buf, (unsigned)n) == (int)n;
+  ok = gzclose(gz) == Z_OK && ok && n == 0; /* closes out */
+  if (!ok || rename(tmp, dst) < 0) {
+    unlink(tmp);
+    return -1;
+  }
+  return unlink(src);
+}
+
+/* Both names of rotated file i: path.i and path.i.gz. */
+static int rename_rotated(const char *path, unsigned from_i, unsigned to_i) {
+  int r = 0;
+  for (int gz = 0; gz < 2; gz++) {
+    _cleanup_free_ char *f = vd_log_rotated_path(path, from_i);
+    _cleanup_free_ char *t = vd_log_rotated_path(path, to_i);
+    _cleanup_free_ char *from = gz ? vs_asprintf("%s.gz", f) : vs_strdup(f);
+    _cleanup_free_ char *to = gz ? vs_asprintf("%s.gz", t) : vs_strdup(t);
+    if (rename(from, to) < 0 && errno != ENOENT)
+      r = -1;
+  }
+  return r;
+}
+
+int vd_log_rotate(const char *path, unsigned max_files, bool compress) {
   _cleanup_close_ int lock = lock_log_dir(path, LOCK_EX);
   (void)lock; /* held until the function returns */
-  for (unsigned i = max_files - 1; i >= 1; i--) {
-    _cleanup_free_ char *from = vd_log_rotated_path(path, i - 1);
-    _cleanup_free_ char *to = vd_log_rotated_path(path, i);
-    if (rename(from, to) < 0 && errno != ENOENT)
+  /* the oldest goes in either form (a rename only replaces the same form) */
+  _cleanup_free_ char *last = vd_log_rotated_path(path, max_files - 1);
+  _cleanup_free_ char *last_gz = vs_asprintf("%s.gz", last);
+  unlink(last);
+  unlink(last_gz);
+  for (unsigned i = max_files - 1; i >= 1; i--)
+    if (rename_rotated(path, i - 1, i) < 0)
       return -1;
-  }
+  /* dockerd compresses the newly rotated file on the side; here, under the lock, so a reader
+   * never finds both forms or neither (a full log of max-size is a short stall) */
+  if (compress && compress_newest(path) < 0)
+    vs_log_warn("compress the rotated log %s.1: %s", path, strerror(errno));
   return 0;
 }
 
-/* How many rotated files there are (.1 .. .n). */
+static bool rotated_gz_exists(const char *path, unsigned i) {
+  _cleanup_free_ char *p = vd_log_rotated_path(path, i);
+  _cleanup_free_ char *gz = vs_asprintf("%s.gz", p);
+  return access(gz, F_OK) == 0;
+}
+
+/* How many rotated files there are (.1 .. .n, each plain or compressed). */
 static unsigned rotated_count(const char *path) {
   unsigned n = 0;
   for (; n < MAX_LOG_FILES; n++) {
     _cleanup_free_ char *p = vd_log_rotated_path(path, n + 1);
-    if (access(p, F_OK) < 0)
+    if (access(p, F_OK) < 0 && !rotated_gz_exists(path, n + 1))
       break;
   }
   return n;
 }
 
+/* A compressed rotated file, decompressed into an anonymous file the readers take as any. */
+static int open_gz(const char *gz_path) {
+  int in = open(gz_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  gzFile gz = in < 0 ? NULL : gzdopen(in, "rb");
+  if (!gz) {
+    if (in >= 0)
+      close(in);
+    return -1;
+  }
+  int fd = memfd_create("vessel-log", MFD_CLOEXEC);
+  char buf[65536];
+  int n = 0;
+  while (fd >= 0 && (n = gzread(gz, buf, sizeof(buf))) > 0)
+    if (vs_write_all(fd, buf, (size_t)n, NULL) < 0)
+      n = -1;
+  gzclose(gz);
+  if (fd >= 0 && (n < 0 || lseek(fd, 0, SEEK_SET) < 0)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* The start of a file's first entry (at most size - 1 bytes, NUL-terminated): its length. */
+static ssize_t first_entry_fd(int fd, char *buf, size_t size) {
+  ssize_t n = pread(fd, buf, size - 1, 0);
+  if (n <= 0)
+    return -1;
+  buf[n] = 0;
+  buf[strcspn(buf, "\n")] = 0;
+  return (ssize_t)strlen(buf);
+}
+
+static ssize_t first_entry_gz(const char *path, unsigned i, char *buf, size_t size) {
+  _cleanup_free_ char *p = vd_log_rotated_path(path, i);
+  _cleanup_free_ char *gzp = vs_asprintf("%s.gz", p);
+  int fd = open(gzp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  gzFile gz = fd < 0 ? NULL : gzdopen(fd, "rb");
+  if (!gz) {
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  int n = gzread(gz, buf, (unsigned)size - 1);
+  gzclose(gz);
+  if (n <= 0)
+    return -1;
+  buf[n] = 0;
+  buf[strcspn(buf, "\n")] = 0;
+  return (ssize_t)strlen(buf);
+}
+
 static int open_log_file(const char *path, unsigned i) {
   _cleanup_free_ char *p = vd_log_rotated_path(path, i);
-  return open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0 && errno == ENOENT && i > 0) {
+    _cleanup_free_ char *gz = vs_asprintf("%s.gz", p);
+    fd = open_gz(gz);
+  }
+  return fd;
 }
 
 static int open_oldest(const char *path) {
@@ -162,6 +414,9 @@ int vd_log_open_next(const char *path, int fd) {
     return -1;
   _cleanup_close_ int lock = lock_log_dir(path, LOCK_SH);
   (void)lock; /* held until the function returns */
+  /* again under the lock: a rotation (and its compression) may have ended meanwhile */
+  if (fstat(fd, &cur) < 0)
+    return -1;
   unsigned n = rotated_count(path);
   /* files oldest first: .n … .1, then the log itself; ours is found by its inode */
   bool found = false;
@@ -176,6 +431,14 @@ int vd_log_open_next(const char *path, int fd) {
   }
   if (found)
     return -1; /* ours is the newest */
+  /* with compress, ours may live on as a .gz (its plain name removed): found by its first
+   * entry, which has the time it was written to the nanosecond */
+  char mine[512], theirs[512];
+  if (cur.st_nlink == 0 && first_entry_fd(fd, mine, sizeof(mine)) > 0)
+    for (unsigned i = n; i >= 1; i--)
+      if (rotated_gz_exists(path, i) && first_entry_gz(path, i, theirs, sizeof(theirs)) > 0 &&
+          !strcmp(mine, theirs))
+        return open_log_file(path, i - 1);
   /* ours was rotated away altogether: whatever is left is newer than it */
   return open_oldest(path);
 }

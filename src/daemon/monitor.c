@@ -43,6 +43,8 @@ typedef struct log_writer {
   const char *path;
   int64_t size, max_size; /* max_size -1: no limit */
   unsigned max_files;
+  bool compress;
+  const char *attrs; /* ",\"attrs\":{...}" or "" */
 } log_writer;
 
 /* Make room for an entry of len bytes: rotate when it would pass max-size (an entry larger
@@ -56,7 +58,7 @@ static void log_make_room(log_writer *w, size_t len) {
     return;
   }
   int fd = -1;
-  if (vd_log_rotate(w->path, w->max_files) < 0 ||
+  if (vd_log_rotate(w->path, w->max_files, w->compress) < 0 ||
       (fd = open(w->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
     vs_log_warn("rotate the container log %s: %s", w->path, strerror(errno));
     return; /* keep writing where we were */
@@ -73,8 +75,8 @@ static void log_entry(log_writer *w, const char *stream, const char *data, size_
   char now[64];
   vs_utc_rfc3339(&ts, now, sizeof(now));
   _cleanup_free_ char *esc = vd_json_escape_bytes(data, len);
-  _cleanup_free_ char *line =
-      vs_asprintf("{\"log\":\"%s\",\"stream\":\"%s\",\"time\":\"%s\"}\n", esc, stream, now);
+  _cleanup_free_ char *line = vs_asprintf("{\"log\":\"%s\",\"stream\":\"%s\"%s,\"time\":\"%s\"}\n",
+                                          esc, stream, w->attrs, now);
   vs_error *e = NULL;
   size_t n = strlen(line);
   log_make_room(w, n);
@@ -442,7 +444,10 @@ int vd_monitor_run(const vd_monitor_options *o, vs_error **err) {
     m->clients[i].fd = -1;
   _cleanup_close_ int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   _cleanup_close_ int dirfd = open(o->bundle, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  _cleanup_free_ char *attrs = o->log_attrs ? vs_asprintf(",\"attrs\":%s", o->log_attrs) : NULL;
   m->log = (log_writer){.path = o->log_path,
+                        .attrs = attrs ? attrs : "",
+                        .compress = o->log_compress,
                         .max_size = o->log_max_size ? o->log_max_size : -1,
                         .max_files = o->log_max_files ? o->log_max_files : 1};
   m->log.fd = open(o->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);

@@ -91,6 +91,8 @@ static const vd_route routes[] = {
     {"POST", "/vessel/v1/vms/{}/restore", vd_h_vm_restore, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/vms/{}/clone", vd_h_vm_clone, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/vms/{}/stats", vd_h_vm_stats, VD_RUN_WORKER, false},
+    {"GET", "/vessel/v1/host/stats", vd_h_host_stats, VD_RUN_LOOP, false},
+    {"POST", "/vessel/v1/web/password", vd_h_web_password, VD_RUN_WORKER, false},
     /* swarm mode is out of scope: answered as dockerd does when it is not a manager */
     {"GET", "/swarm", vd_h_swarm, VD_RUN_LOOP, false},
     {"POST", "/swarm/{*}", vd_h_swarm, VD_RUN_LOOP, false},

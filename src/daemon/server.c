@@ -629,39 +629,44 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
   }
 }
 
+vd_conn *vd_conn_adopt(vd_daemon *d, int fd) {
+  if (d->n_conns >= VD_MAX_CONNS) {
+    close(fd);
+    return NULL;
+  }
+  vd_conn *c = vs_malloc0(sizeof(*c));
+  c->src.kind = VD_SRC_CONN;
+  c->src.owner = c;
+  c->fd = fd;
+  c->d = d;
+  c->log_fd = -1;
+  c->mon_fd = -1;
+  c->file_fd = -1;
+  c->events_timer = -1;
+  c->stats_timer = -1;
+  c->mon_src.kind = VD_SRC_ATTACH;
+  c->mon_src.owner = c;
+  c->state = VD_CONN_HEAD;
+  if (vd_loop_add(d, fd, EPOLLIN | EPOLLRDHUP, &c->src, NULL) < 0) {
+    close(fd);
+    free(c);
+    return NULL;
+  }
+  c->next = d->conns;
+  if (d->conns)
+    d->conns->prev = c;
+  d->conns = c;
+  d->n_conns++;
+  return c;
+}
+
 void vd_conn_accept(vd_daemon *d, int lfd);
 void vd_conn_accept(vd_daemon *d, int lfd) {
   for (;;) {
     int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
       return;
-    if (d->n_conns >= VD_MAX_CONNS) {
-      close(fd);
-      continue;
-    }
-    vd_conn *c = vs_malloc0(sizeof(*c));
-    c->src.kind = VD_SRC_CONN;
-    c->src.owner = c;
-    c->fd = fd;
-    c->d = d;
-    c->log_fd = -1;
-    c->mon_fd = -1;
-    c->file_fd = -1;
-    c->events_timer = -1;
-    c->stats_timer = -1;
-    c->mon_src.kind = VD_SRC_ATTACH;
-    c->mon_src.owner = c;
-    c->state = VD_CONN_HEAD;
-    if (vd_loop_add(d, fd, EPOLLIN | EPOLLRDHUP, &c->src, NULL) < 0) {
-      close(fd);
-      free(c);
-      continue;
-    }
-    c->next = d->conns;
-    if (d->conns)
-      d->conns->prev = c;
-    d->conns = c;
-    d->n_conns++;
+    vd_conn_adopt(d, fd);
   }
 }
 

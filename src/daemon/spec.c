@@ -385,6 +385,61 @@ static int add_mounts(vd_daemon *d, json_t *mounts, json_t *points, json_t *hc, 
   return 0;
 }
 
+static json_t *mount_at(json_t *mounts, const char *dst);
+
+/* HostConfig.VolumesFrom: "container[:ro|:rw]": the volumes and bind mounts of another
+ * container at the same places, read-only with :ro, read-write with :rw, else as that container
+ * has them (dockerd's rule; its tmpfs mounts are not shared). A place this container mounts
+ * something at itself keeps its own. The copied mount points name the same volumes, so a volume
+ * stays in use (and is not removed with either container's -v) while either container exists. */
+static int add_volumes_from(vd_daemon *d, json_t *mounts, json_t *points, json_t *hc,
+                            vs_error **err) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(json_object_get(hc, "VolumesFrom"), i, v) {
+    if (!json_is_string(v))
+      return vs_error_set(err, EINVAL, "HostConfig.VolumesFrom[%zu]: expected string", i);
+    _cleanup_free_ char *name = vs_strdup(json_string_value(v));
+    char *mode = strchr(name, ':');
+    if (mode)
+      *mode++ = 0;
+    int force = -1; /* -1: as the other container has it, 0 rw, 1 ro */
+    for (char *save = NULL, *o = mode ? strtok_r(mode, ",", &save) : NULL; o;
+         o = strtok_r(NULL, ",", &save)) {
+      if (!strcmp(o, "ro") || !strcmp(o, "rw"))
+        force = !strcmp(o, "ro");
+      else if (strcmp(o, "z") != 0 && strcmp(o, "Z") != 0)
+        return vs_error_set(err, EINVAL, "invalid mode: %s", o);
+    }
+    pthread_mutex_lock(&d->lock);
+    vd_container *src = *name ? vd_ctr_find(d, name) : NULL;
+    _cleanup_json_ json_t *theirs =
+        src ? json_deep_copy(json_object_get(src->rec, "MountPoints")) : NULL;
+    pthread_mutex_unlock(&d->lock);
+    if (!src)
+      return vs_error_set(err, ENOENT, "No such container: %s", name);
+    size_t k;
+    json_t *p;
+    json_array_foreach(theirs, k, p) {
+      const char *type = json_string_value(json_object_get(p, "Type"));
+      const char *from = json_string_value(json_object_get(p, "Source"));
+      const char *dst = json_string_value(json_object_get(p, "Destination"));
+      if (!type || !from || !*from || !dst || mount_at(mounts, dst) ||
+          (strcmp(type, "volume") != 0 && strcmp(type, "bind") != 0))
+        continue;
+      bool ro = force >= 0 ? force == 1 : !json_is_true(json_object_get(p, "RW"));
+      json_array_append_new(mounts, bind_mount(from, dst, ro));
+      json_t *copy = json_copy(p);
+      json_object_set_new(copy, "RW", json_boolean(!ro));
+      if (force >= 0)
+        json_object_set_new(copy, "Mode", json_string(ro ? "ro" : "rw"));
+      json_object_set_new(copy, "CopyData", json_false()); /* filled by its first user */
+      json_array_append_new(points, copy);
+    }
+  }
+  return 0;
+}
+
 /* Whether the container's own HostConfig.Ulimits names the resource (an OCI "RLIMIT_X"). */
 static bool own_ulimit(json_t *host_config, const char *type) {
   size_t i;
@@ -826,6 +881,7 @@ json_t *vd_spec_build(vd_daemon *d, const vs_image *img, json_t *config, json_t 
   }
   if (!caps || add_binds(d, mounts, points, host_config, err) < 0 ||
       add_mounts(d, mounts, points, host_config, err) < 0 ||
+      add_volumes_from(d, mounts, points, host_config, err) < 0 ||
       add_config_volumes(d, mounts, points, config, err) < 0) {
     json_decref(caps);
     json_decref(mounts);

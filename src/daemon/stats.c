@@ -96,6 +96,109 @@ static void stats_send(vd_conn *c, json_t *obj) {
   vd_conn_flush(c);
 }
 
+/* Host statistics (GET /vessel/v1/host/stats) ------------------------------------------ */
+
+/* The host's CPU time, busy and in all, in clock ticks, from /proc/stat's first line. */
+static bool host_cpu_ticks(unsigned long long *busy, unsigned long long *total) {
+  _cleanup_free_ char *text = NULL;
+  if (vs_read_file("/proc/stat", 1 << 20, &text, NULL, NULL) < 0 || strncmp(text, "cpu ", 4) != 0)
+    return false;
+  unsigned long long v[8] = {0};
+  char *p = text + 4;
+  int got = 0;
+  for (; got < 8; got++) {
+    char *end;
+    v[got] = strtoull(p, &end, 10);
+    if (end == p)
+      break;
+    p = end;
+  }
+  if (got < 4)
+    return false;
+  *total = 0;
+  for (int i = 0; i < 8; i++)
+    *total += v[i];
+  *busy = *total - v[3] - v[4]; /* idle and iowait are not busy */
+  return true;
+}
+
+/* {"Time", "NCPU", "CPUPercent", "Load1", "MemTotal", "MemUsed"}; the CPU share since the
+ * previous sample in *prev (busy, total), which is updated. */
+static json_t *host_sample(unsigned long long prev[2]) {
+  unsigned long long busy = 0, total = 0;
+  double cpu = 0;
+  if (host_cpu_ticks(&busy, &total)) {
+    if (prev[1] && total > prev[1])
+      cpu = 100.0 * (double)(busy - prev[0]) / (double)(total - prev[1]);
+    prev[0] = busy;
+    prev[1] = total;
+  }
+  double load1 = 0;
+  _cleanup_free_ char *la = NULL;
+  if (vs_read_file("/proc/loadavg", 4096, &la, NULL, NULL) == 0)
+    load1 = strtod(la, NULL);
+  long long mem_total = 0, mem_avail = -1;
+  _cleanup_free_ char *mi = NULL;
+  if (vs_read_file("/proc/meminfo", 1 << 16, &mi, NULL, NULL) == 0) {
+    const char *p = strstr(mi, "MemTotal:");
+    if (p)
+      mem_total = strtoll(p + 9, NULL, 10) * 1024;
+    p = strstr(mi, "MemAvailable:");
+    if (p)
+      mem_avail = strtoll(p + 13, NULL, 10) * 1024;
+  }
+  long long used = mem_avail >= 0 && mem_avail <= mem_total ? mem_total - mem_avail : 0;
+  return json_pack("{s:I, s:I, s:f, s:f, s:I, s:I}", "Time", (json_int_t)time(NULL), "NCPU",
+                   (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "CPUPercent", cpu, "Load1", load1,
+                   "MemTotal", (json_int_t)mem_total, "MemUsed", (json_int_t)used);
+}
+
+static void host_tick(vd_conn *c) {
+  if (c->out_len - c->out_off >= VD_OUT_HIGH_WATER)
+    return;
+  stats_send(c, host_sample(c->host_prev_cpu));
+}
+
+/* One sample (worker): the CPU share over a fifth of a second. */
+static void host_stats_once(vd_call *c) {
+  unsigned long long prev[2] = {0, 0};
+  json_decref(host_sample(prev));
+  struct timespec ts = {.tv_nsec = 200L * 1000 * 1000};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+  }
+  vd_call_json(c, 200, host_sample(prev));
+}
+
+void vd_h_host_stats(vd_call *c) {
+  if (!http_query_bool(c->req->query, "stream", false)) {
+    vd_call_defer(c, host_stats_once);
+    return;
+  }
+  vd_conn *conn = c->conn;
+  int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  /* the first object a fifth of a second in (its CPU share needs two samples), then one a second */
+  struct itimerspec its = {.it_value = {.tv_nsec = 200L * 1000 * 1000},
+                           .it_interval = {.tv_sec = 1}};
+  vs_error *e = NULL;
+  conn->stats_src.kind = VD_SRC_STATS_TIMER;
+  conn->stats_src.owner = conn;
+  if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0 ||
+      vd_loop_add(c->d, tfd, EPOLLIN, &conn->stats_src, &e) < 0) {
+    vd_call_error(c, 500, "host stats: cannot arm a timer: %s", e ? e->msg : strerror(errno));
+    vs_error_free(e);
+    if (tfd >= 0)
+      close(tfd);
+    return;
+  }
+  c->streamed = true;
+  conn->stream = VD_STREAM_STATS;
+  conn->stats_timer = tfd;
+  conn->stats_ctr = NULL;
+  conn->host_prev_cpu[0] = conn->host_prev_cpu[1] = 0;
+  json_decref(host_sample(conn->host_prev_cpu));
+  vd_conn_stream_begin(conn, 200, "application/json");
+}
+
 void vd_stats_tick(vd_conn *c) {
   uint64_t n;
   if (c->stats_timer >= 0 && read(c->stats_timer, &n, sizeof(n)) < 0 && errno != EAGAIN)
@@ -104,6 +207,10 @@ void vd_stats_tick(vd_conn *c) {
     return;
   vd_daemon *d = c->d;
   vd_container *ctr = c->stats_ctr;
+  if (!ctr) { /* the host's */
+    host_tick(c);
+    return;
+  }
   pthread_mutex_lock(&d->lock);
   bool gone = ctr->removed || ctr->removing, running = ctr->state == VD_CTR_RUNNING;
   pthread_mutex_unlock(&d->lock);

@@ -9,7 +9,6 @@
 #include "daemon/internal.h"
 
 #include <ctype.h>
-
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -92,6 +91,8 @@ typedef struct log_entry {
   size_t len;
   bool is_err;
   char time[64]; /* "" if none */
+  char
+      *details; /* the entry's attrs as `docker logs --details` shows them ("k=v,k2=v2"), or NULL */
 } log_entry;
 
 static bool take(const char **p, const char *end, const char *lit) {
@@ -145,6 +146,21 @@ static bool entry_parse_fast(const char *line, size_t len, log_entry *e) {
   return true;
 }
 
+/* Go's url.QueryEscape: letters, digits and -_.~ stay, a space is +, the rest %XX. */
+static char *query_escape(const char *s) {
+  char *out = vs_malloc0(strlen(s) * 3 + 1);
+  char *o = out;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (isalnum(*p) || strchr("-_.~", *p))
+      *o++ = (char)*p;
+    else if (*p == ' ')
+      *o++ = '+';
+    else
+      o += sprintf(o, "%%%02X", *p);
+  }
+  return out;
+}
+
 static bool entry_parse(const char *line, size_t len, log_entry *e) {
   memset(e, 0, sizeof(*e));
   if (entry_parse_fast(line, len, e))
@@ -160,6 +176,17 @@ static bool entry_parse(const char *line, size_t len, log_entry *e) {
   memcpy(e->text, log, e->len);
   e->is_err = !strcmp(stream, "stderr");
   snprintf(e->time, sizeof(e->time), "%s", time ? time : "");
+  /* dockerd's form: keys in order (the monitor wrote them sorted), each side query-escaped */
+  const char *key;
+  json_t *v;
+  json_object_foreach(json_object_get(j, "attrs"), key, v) {
+    _cleanup_free_ char *k = query_escape(key);
+    _cleanup_free_ char *val = query_escape(json_is_string(v) ? json_string_value(v) : "");
+    char *next =
+        vs_asprintf("%s%s%s=%s", e->details ? e->details : "", e->details ? "," : "", k, val);
+    free(e->details);
+    e->details = next;
+  }
   return true;
 }
 
@@ -169,6 +196,7 @@ static void emit_line(vd_conn *conn, const char *line, size_t len, out_batch *b)
   if (!entry_parse(line, len, &e))
     return;
   _cleanup_free_ char *text = e.text;
+  _cleanup_free_ char *details = e.details;
   if ((e.is_err && !conn->out_stderr) || (!e.is_err && !conn->out_stdout) || e.len == 0)
     return;
   /* the monitor writes fixed-width UTC times: they compare as strings */
@@ -177,8 +205,10 @@ static void emit_line(vd_conn *conn, const char *line, size_t len, out_batch *b)
     return;
   size_t n = e.len;
   size_t tl = conn->timestamps && e.time[0] ? strlen(e.time) + 1 : 0; /* -t: "TIME " first */
+  /* --details: the attrs next, "k=v,k2=v2 " */
+  size_t dl = conn->details && details ? strlen(details) + 1 : 0;
   if (!conn->raw) { /* a terminal's output is one stream, sent as it is */
-    size_t fl = n + tl;
+    size_t fl = n + tl + dl;
     unsigned char hdr[8] = {e.is_err ? 2 : 1,
                             0,
                             0,
@@ -191,6 +221,10 @@ static void emit_line(vd_conn *conn, const char *line, size_t len, out_batch *b)
   }
   if (tl) {
     batch_add(b, e.time, tl - 1);
+    batch_add(b, " ", 1);
+  }
+  if (dl) {
+    batch_add(b, details, dl - 1);
     batch_add(b, " ", 1);
   }
   batch_add(b, text, n);
@@ -584,6 +618,7 @@ void vd_h_container_logs(vd_call *c) {
   conn->out_stderr = errs;
   conn->follow = http_query_bool(q, "follow", false) && running;
   conn->timestamps = http_query_bool(q, "timestamps", false);
+  conn->details = http_query_bool(q, "details", false);
   conn->logs_since = steal_pointer(&since);
   conn->logs_until = steal_pointer(&until);
   conn->raw = json_is_true(json_object_get(json_object_get(ctr->rec, "Config"), "Tty"));

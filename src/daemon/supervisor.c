@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -66,6 +67,103 @@ static int read_ready(int fd, vs_error **err) {
   return vs_error_set(err, 0, "%s", len ? buf : "the monitor exited without a report");
 }
 
+/* ---------------------------------------------------------------- the spare monitor
+ *
+ * Starting a monitor is two executions of vessel-monitor (its own and the protected re-exec of
+ * selfexe.c), each with its dynamic linking: 10-19 ms of every container start. So one monitor
+ * is started ahead (`vessel-monitor --spare`, once the previous one is taken) and waits on a
+ * socket for the arguments and descriptors a monitor is started with; it ends when the socket
+ * closes unused (vesseld stopped, or was killed). Its command line names the runtime root so
+ * that it is found with the daemon's processes. */
+
+static void spare_job_run(vd_job *j) { vd_monitor_spare_refill(j->d); }
+static void spare_job_done(vd_job *j) { free(j); }
+
+void vd_monitor_spare_submit(vd_daemon *d) {
+  vd_job *j = vs_malloc0(sizeof(*j));
+  j->d = d;
+  j->run = spare_job_run;
+  j->done = spare_job_done;
+  vd_job_submit(d, j);
+}
+
+void vd_monitor_spare_refill(vd_daemon *d) {
+  pthread_mutex_lock(&d->spare_lock);
+  bool have = d->spare_fd >= 0;
+  pthread_mutex_unlock(&d->spare_lock);
+  if (have)
+    return;
+  int sp[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+    return;
+  char *argv[] = {d->monitor_path, "--spare", "--runtime-root", d->rt.root, NULL};
+  vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
+  o.stdin_fd = o.stdout_fd = o.stderr_fd = VS_SPAWN_DEVNULL;
+  o.new_session = true; /* as every monitor (spawn_monitor) */
+  o.extra_fds = &sp[1];
+  o.n_extra_fds = 1;
+  pid_t pid;
+  vs_error *e = NULL;
+  int r = vs_spawn(argv, &o, &pid, &e);
+  close(sp[1]);
+  if (r < 0) {
+    vs_log_warn("start a spare monitor: %s", e->msg);
+    vs_error_free(e);
+    close(sp[0]);
+    return;
+  }
+  pthread_mutex_lock(&d->spare_lock);
+  bool keep = d->spare_fd < 0;
+  if (keep) {
+    d->spare_fd = sp[0];
+    d->spare_pid = pid;
+  }
+  pthread_mutex_unlock(&d->spare_lock);
+  if (!keep) { /* another worker was quicker: this one ends at its socket's end */
+    close(sp[0]);
+    waitpid(pid, NULL, 0);
+  }
+}
+
+void vd_monitor_spare_close(vd_daemon *d) {
+  pthread_mutex_lock(&d->spare_lock);
+  if (d->spare_fd >= 0)
+    close(d->spare_fd);
+  d->spare_fd = -1;
+  pthread_mutex_unlock(&d->spare_lock);
+}
+
+/* Hand argv and the descriptors (the ready pipe, then the monitor's log if any) to the spare:
+ * 0 with its pid, -1 when there is no spare or it could not take them. */
+static int spare_take(vd_daemon *d, char **argv, const int *fds, size_t nfds, pid_t *pid) {
+  pthread_mutex_lock(&d->spare_lock);
+  int fd = d->spare_fd;
+  pid_t spid = d->spare_pid;
+  d->spare_fd = -1;
+  pthread_mutex_unlock(&d->spare_lock);
+  if (fd < 0)
+    return -1;
+  char buf[8192];
+  size_t len = 0;
+  for (size_t i = 0; argv[i]; i++) {
+    size_t n = strlen(argv[i]) + 1;
+    if (len + n > sizeof(buf)) {
+      len = 0;
+      break;
+    }
+    memcpy(buf + len, argv[i], n);
+    len += n;
+  }
+  int r = len ? vs_send_fds(fd, buf, len, fds, nfds, NULL) : -1;
+  close(fd);
+  if (r < 0) { /* it died, or has its socket's end now: gone either way */
+    waitpid(spid, NULL, 0);
+    return -1;
+  }
+  *pid = spid;
+  return 0;
+}
+
 static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **err) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0)
@@ -75,7 +173,7 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
   _cleanup_close_ int mlog_fd =
       open(mlog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   json_t *cfg = json_object_get(c->rec, "Config");
-  char *argv[20] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
+  char *argv[24] = {d->monitor_path, "--id",  c->id, "--bundle",   c->dir, "--runtime-root",
                     d->rt.root,      "--log", log,   "--ready-fd", "3"};
   size_t argc = 11;
   vd_log_opts lo;
@@ -92,19 +190,33 @@ static int spawn_monitor(vd_daemon *d, vd_container *c, pid_t *pid, vs_error **e
     argv[argc++] = max_size;
     argv[argc++] = "--log-max-files";
     argv[argc++] = max_files;
+    if (lo.compress)
+      argv[argc++] = "--log-compress";
+  }
+  _cleanup_json_ json_t *attrs = vd_log_attrs(c->rec);
+  _cleanup_free_ char *attrs_text = attrs ? json_dumps(attrs, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+  if (attrs_text) {
+    argv[argc++] = "--log-attrs";
+    argv[argc++] = attrs_text;
   }
   if (json_is_true(json_object_get(cfg, "Tty")))
     argv[argc++] = "--tty";
   if (json_is_true(json_object_get(cfg, "OpenStdin")))
     argv[argc++] = "--stdin";
-  vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
-  o.stdin_fd = VS_SPAWN_DEVNULL;
-  o.stdout_fd = VS_SPAWN_DEVNULL;
-  o.stderr_fd = mlog_fd >= 0 ? mlog_fd : VS_SPAWN_DEVNULL;
-  o.new_session = true; /* a Ctrl-C at vesseld's terminal must not reach the containers */
-  o.extra_fds = &p[1];
-  o.n_extra_fds = 1;
-  int r = vs_spawn(argv, &o, pid, err);
+  int pass[2] = {p[1], mlog_fd};
+  int r = 0;
+  if (spare_take(d, argv, pass, mlog_fd >= 0 ? 2 : 1, pid) == 0) {
+    vd_monitor_spare_submit(d); /* the next one, while this one starts the container */
+  } else {
+    vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
+    o.stdin_fd = VS_SPAWN_DEVNULL;
+    o.stdout_fd = VS_SPAWN_DEVNULL;
+    o.stderr_fd = mlog_fd >= 0 ? mlog_fd : VS_SPAWN_DEVNULL;
+    o.new_session = true; /* a Ctrl-C at vesseld's terminal must not reach the containers */
+    o.extra_fds = &p[1];
+    o.n_extra_fds = 1;
+    r = vs_spawn(argv, &o, pid, err);
+  }
   close(p[1]);
   if (r < 0) {
     close(p[0]);

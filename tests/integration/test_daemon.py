@@ -51,10 +51,12 @@ def image_tar(tmp_path_factory):
 class Vesseld:
     """One private vesseld: start, kill -9, restart, and a docker CLI pointed at it."""
 
-    def __init__(self, build_dir, root, prefix=(), bridge="none"):
+    def __init__(self, build_dir, root, prefix=(), bridge="none", extra=()):
         # prefix: a command that runs vesseld (nsenter --net=... in test_daemon_net.py);
-        # bridge "none": no default bridge, as this vesseld runs in the host's namespace
+        # bridge "none": no default bridge, as this vesseld runs in the host's namespace;
+        # extra: more options (--web ... in test_web_api.py)
         self.prefix = list(prefix)
+        self.extra = list(extra)
         self.bridge = bridge
         self.build = pathlib.Path(build_dir)
         self.root = pathlib.Path(root)
@@ -73,7 +75,7 @@ class Vesseld:
         self.proc = subprocess.Popen(
             [*self.prefix, str(self.build / "vesseld"), "--data-root", str(self.data),
              "--exec-root", str(self.exec_root), "-H", self.host, "--log-level", "debug",
-             "--bridge", self.bridge],
+             "--bridge", self.bridge, *self.extra],
             stdout=log, stderr=subprocess.STDOUT)
         for _ in range(300):
             if self.proc.poll() is not None:
@@ -794,6 +796,34 @@ def test_system_df_and_image_prune(vdi):
     vdi.docker("volume", "rm", "dfvol")
     vdi.docker("image", "prune", "-a", "-f")
     assert vdi.docker("images", "-q").stdout.strip() == ""
+
+
+def test_image_prune_filters_and_import_changes(vdi, tmp_path):
+    """image prune -a narrowed by until, label and label!; import --change through the API."""
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(oci_images.busybox_layer().tar())
+    vdi.docker("import", "--change", 'CMD ["sh", "-c", "echo A=$A; pwd"]', "--change", "ENV A=1",
+               "-c", "WORKDIR /tmp", "-c", "LABEL keep=yes", str(rootfs), "fresh:1")
+    assert vdi.docker("run", "--rm", "fresh:1").stdout == "A=1\n/tmp\n"
+    cfg = json.loads(vdi.docker("inspect", "fresh:1").stdout)[0]["Config"]
+    assert cfg["Env"] == ["A=1"] and cfg["Labels"] == {"keep": "yes"}
+    bad = vdi.docker("import", "--change", "RUN true", str(rootfs), "bad:1", check=False)
+    assert bad.returncode != 0 and "RUN" in bad.stderr
+    vdi.docker("import", str(rootfs), "plain:1")
+    images = lambda: sorted(vdi.docker("images", "--format", "{{.Repository}}").stdout.split())
+    # busybox was made long ago, fresh:1 and plain:1 just now; plain:1 has no label
+    vdi.docker("image", "prune", "-a", "-f", "--filter", "until=10m")
+    assert images() == ["fresh", "plain"]
+    vdi.docker("image", "prune", "-a", "-f", "--filter", "label=keep=no")
+    assert images() == ["fresh", "plain"]
+    vdi.docker("image", "prune", "-a", "-f", "--filter", "label!=keep")
+    assert images() == ["fresh"]
+    for f, msg in [("until=soon", "failed to parse value as time or duration"),
+                   ("colour=red", "invalid filter")]:
+        r = vdi.docker("image", "prune", "-a", "-f", "--filter", f, check=False)
+        assert r.returncode != 0 and msg in r.stderr, (f, r.stderr)
+    vdi.docker("image", "prune", "-a", "-f", "--filter", "label=keep")
+    assert images() == []
 
 
 def test_stats_no_stream(vdi):

@@ -151,12 +151,47 @@ def test_volume_filters(vd):
     assert volumes(vd) == set()
 
 
-def test_volumes_from_is_refused_not_ignored(vd):
-    vd.docker("create", "--name", "src1", "volbox")
-    r = vd.docker("create", "--volumes-from", "src1", "busybox", check=False)
-    assert r.returncode != 0 and "VolumesFrom" in r.stderr
+def test_volumes_from(vd, tmp_path):
+    """--volumes-from shares another container's volumes and binds (not its tmpfs) at the same
+    places, as that container has them, or all read-only with :ro / read-write with :rw; the
+    shared volumes stay while either container exists (dockerd's rules)."""
+    host = tmp_path / "hostdir"
+    host.mkdir()
+    (host / "f").write_text("from the host\n")
+    vd.docker("run", "--name", "src1", "-v", "named:/n", "-v", f"{host}:/b:ro", "--tmpfs", "/t",
+              "volbox", "sh", "-c", "echo d > /data/x; echo n > /n/y")
+    anon = volumes(vd) - {"named"}
+    assert len(anon) == 1
+    r = vd.docker("run", "--rm", "--volumes-from", "src1", "busybox", "sh", "-c",
+                  "cat /data/hello /data/x /n/y /b/f; echo w > /data/w; touch /b/q; "
+                  "grep -c ' /t ' /proc/mounts", check=False)
+    assert r.stdout.split("\n")[:5] == ["from the image", "d", "n", "from the host", "0"]
+    assert "/b/q: Read-only file system" in r.stderr  # the bind is read-only in src1 too
+    r = vd.docker("run", "--rm", "--volumes-from", "src1:ro", "busybox", "sh", "-c",
+                  "cat /data/w; touch /data/z", check=False)
+    assert r.stdout == "w\n" and "/data/z: Read-only file system" in r.stderr
+    vd.docker("run", "--name", "c2", "--volumes-from", "src1:rw", "busybox", "sh", "-c", "touch /b/rw")
+    assert (host / "rw").exists()
+    mounts = {m["Destination"]: m for m in
+              json.loads(vd.docker("inspect", "-f", "{{json .Mounts}}", "c2").stdout)}
+    assert set(mounts) == {"/data", "/n", "/b"} and all(m["RW"] for m in mounts.values())
+    assert mounts["/data"]["Name"] in anon and mounts["/n"]["Name"] == "named"
+    # removing either container with -v keeps what the other still uses
+    vd.docker("rm", "-v", "c2")
+    assert volumes(vd) == anon | {"named"}
     vd.docker("rm", "-v", "src1")
-    assert volumes(vd) == set()
+    assert volumes(vd) == {"named"}
+    vd.docker("volume", "rm", "named")
+    # a container that does not exist is Docker's 404 (the CLI then tries a pull, as with dockerd)
+    docker = pytest.importorskip("docker")
+    client = docker.APIClient(base_url=vd.host, version="auto")
+    try:
+        with pytest.raises(docker.errors.NotFound, match="No such container: nosuch"):
+            client.create_container("busybox", "true",
+                                    host_config=client.create_host_config(volumes_from=["nosuch"]))
+    finally:
+        client.close()
+    assert vd.docker("ps", "-aq").stdout == ""
 
 
 def test_docker_py_volumes(vd):

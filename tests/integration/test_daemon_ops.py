@@ -594,11 +594,56 @@ def test_log_rotation(vdi):
                        "max-file cannot be less than 1"),
                       (["--log-opt", "max-file=2"], "max-file cannot be set when max-size"),
                       (["--log-opt", "bogus=1"], "unknown log opt 'bogus'"),
-                      (["--log-opt", "compress=true"], "compress: not supported"),
+                      (["--log-opt", "compress=maybe"], "error reading compress log option"),
                       (["--log-driver", "syslog"], "logging driver syslog")]:
         r = vdi.docker("create", *opts, "busybox", "true", check=False)
         assert r.returncode != 0 and msg in r.stderr, (opts, r.stderr)
     vdi.docker("rm", "kept", "all", "one")
+
+
+def test_log_rotation_compressed(vdi):
+    """compress=true: rotated files are gzipped (.1.gz, .2.gz), and logs, --tail and a follower
+    read through them as through plain ones."""
+    import gzip
+    import subprocess
+    script = "i=1; while [ $i -le 300 ]; do echo line-$i; i=$((i+1)); done"
+    follow = subprocess.Popen(["docker", "run", "--name", "gz", "--log-opt", "max-size=1k",
+                               "--log-opt", "max-file=50", "--log-opt", "compress=true",
+                               "busybox", "sh", "-c", script],
+                              env=vdi.env, stdout=subprocess.PIPE, text=True)
+    out, _ = follow.communicate(timeout=60)
+    want = [f"line-{i}" for i in range(1, 301)]
+    assert follow.returncode == 0 and out.split() == want
+    files = log_files(vdi, "gz")
+    rotated = [p for p in files if not p.name.endswith(".log")]
+    assert len(rotated) > 20 and all(p.name.endswith(".gz") for p in rotated)
+    assert json.loads(gzip.decompress(rotated[0].read_bytes()).splitlines()[0])["log"]
+    assert vdi.docker("logs", "gz").stdout.split() == want
+    assert vdi.docker("logs", "--tail", "50", "gz").stdout.split() == want[-50:]
+    vdi.docker("rm", "gz")
+
+
+def test_log_attrs_and_details(vdi):
+    """json-file's labels, labels-regex, env, env-regex and tag options put attrs into every
+    entry, which logs --details shows before each line (query-escaped, sorted), as dockerd."""
+    vdi.docker("run", "--name", "lg", "-e", "FOO=bar baz", "-e", "OTHER=1", "-e", "SKIP=1",
+               "-l", "team=a", "-l", "x.y=2", "--log-opt", "labels=team", "--log-opt",
+               "labels-regex=^x\\.", "--log-opt", "env=FOO", "--log-opt", "env-regex=^OTH",
+               "--log-opt", "tag={{.Name}}/{{.ID}}", "busybox", "echo", "hello")
+    cid = json.loads(vdi.docker("inspect", "lg").stdout)[0]["Id"]
+    entry = json.loads((vdi.data / "containers" / cid / f"{cid}-json.log").read_text())
+    want = {"FOO": "bar baz", "OTHER": "1", "team": "a", "x.y": "2", "tag": f"lg/{cid[:12]}"}
+    assert entry["attrs"] == want and entry["log"] == "hello\n"
+    assert vdi.docker("logs", "lg").stdout == "hello\n"
+    details = f"FOO=bar+baz,OTHER=1,tag=lg%2F{cid[:12]},team=a,x.y=2 hello\n"
+    assert vdi.docker("logs", "--details", "lg").stdout == details
+    stamped = vdi.docker("logs", "-t", "--details", "lg").stdout
+    assert stamped.split(" ", 1)[1] == details and stamped.startswith(entry["time"])
+    vdi.docker("rm", "lg")
+    for opts, msg in [(["--log-opt", "tag={{.Bogus}}"], "can't evaluate {{.Bogus}}"),
+                      (["--log-opt", "env-regex=("], "invalid regular expression")]:
+        r = vdi.docker("create", *opts, "busybox", "true", check=False)
+        assert r.returncode != 0 and msg in r.stderr, (opts, r.stderr)
 
 
 def test_cp_stopped_container_volumes_and_binds(vdi, tmp_path):

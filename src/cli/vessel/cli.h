@@ -121,6 +121,8 @@ int remote_tag(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 /* ---- vm.c: vessel vm ..., through vesseld's /vessel/v1 API */
 int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err); /* vm.c */
+/* web.c: vessel web passwd */
+int cmd_web(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 
 /* Parse the registry options shared by pull/push/login: --tls-verify, --authfile, --platform,
  * -q. Returns the index of the first operand or -1 with *err set. */

@@ -35,6 +35,7 @@ static const struct {
     {"save", cmd_save, NULL, "save images to a docker-archive or OCI layout tar"},
     {"vm", NULL, cmd_vm, "virtual machines: create, start, stop, console, snapshot... (vesseld)"},
     {"pool", NULL, cmd_pool, "resource pools for VMs: create, ls, inspect, rm (vesseld)"},
+    {"web", NULL, cmd_web, "web console: passwd sets its password (vesseld)"},
     {"mount", cmd_mount, NULL, "mount an image's root file system (overlay) at a directory"},
     {"build", cmd_build, NULL, "build an image from a Dockerfile (on the store, without vesseld)"},
 };

@@ -10,12 +10,16 @@
 #include <sys/resource.h>
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: vesseld [--config FILE] [--data-root DIR] [--exec-root DIR]\n"
-             "               [-H unix:///PATH | -H tcp://ADDRESS:PORT]... [-D|--debug]\n"
-             "               [--log-level error|warn|info|debug] [--log-format text|json]\n"
-             "               [-b|--bridge NAME|none]\n"
-             "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
-             " -H " VD_DEFAULT_HOST " --bridge " VD_DEFAULT_BRIDGE "\n");
+  fprintf(f,
+          "usage: vesseld [--config FILE] [--data-root DIR] [--exec-root DIR]\n"
+          "               [-H unix:///PATH | -H tcp://ADDRESS:PORT]... [-D|--debug]\n"
+          "               [--log-level error|warn|info|debug] [--log-format text|json]\n"
+          "               [-b|--bridge NAME|none]\n"
+          "               [--tls] [--tlsverify] [--tlscacert PEM] [--tlscert PEM] [--tlskey PEM]\n"
+          "               [--web ADDRESS:PORT [--web-cert PEM --web-key PEM] [--web-root DIR]\n"
+          "                [--web-session-ttl SECONDS]]\n"
+          "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
+          " -H " VD_DEFAULT_HOST " --bridge " VD_DEFAULT_BRIDGE "\n");
 }
 
 static int parse_level(const char *s, vs_log_level *out, vs_error **err) {
@@ -89,6 +93,16 @@ static int merge_config(const char *path, flags *f, vd_config *cfg, vd_options *
     add_conflict(&conflicts, "log-format", f->format, cfg->log_format);
   if (f->debug && cfg->debug >= 0)
     add_conflict(&conflicts, "debug", "true", cfg->debug ? "true" : "false");
+  if (o->tls && cfg->tls >= 0)
+    add_conflict(&conflicts, "tls", "true", cfg->tls ? "true" : "false");
+  if (o->tls_verify && cfg->tls_verify >= 0)
+    add_conflict(&conflicts, "tlsverify", "true", cfg->tls_verify ? "true" : "false");
+  if (o->tls_ca && cfg->tls_ca)
+    add_conflict(&conflicts, "tlscacert", o->tls_ca, cfg->tls_ca);
+  if (o->tls_cert && cfg->tls_cert)
+    add_conflict(&conflicts, "tlscert", o->tls_cert, cfg->tls_cert);
+  if (o->tls_key && cfg->tls_key)
+    add_conflict(&conflicts, "tlskey", o->tls_key, cfg->tls_key);
   if (f->n_hosts && cfg->n_hosts) {
     _cleanup_free_ char *a = join_hosts(f->hosts, f->n_hosts);
     _cleanup_free_ char *b = join_hosts(cfg->hosts, cfg->n_hosts);
@@ -112,6 +126,16 @@ static int merge_config(const char *path, flags *f, vd_config *cfg, vd_options *
     f->format = cfg->log_format;
   if (cfg->debug > 0)
     f->debug = true;
+  if (cfg->tls > 0)
+    o->tls = true;
+  if (cfg->tls_verify > 0)
+    o->tls_verify = true;
+  if (cfg->tls_ca)
+    o->tls_ca = cfg->tls_ca;
+  if (cfg->tls_cert)
+    o->tls_cert = cfg->tls_cert;
+  if (cfg->tls_key)
+    o->tls_key = cfg->tls_key;
   if (cfg->n_hosts) {
     f->hosts = cfg->hosts;
     f->n_hosts = cfg->n_hosts;
@@ -129,6 +153,16 @@ int main(int argc, char **argv) {
                                        {"config", required_argument, NULL, 'c'},
                                        {"debug", no_argument, NULL, 'D'},
                                        {"bridge", required_argument, NULL, 'b'},
+                                       {"web", required_argument, NULL, 'W'},
+                                       {"web-cert", required_argument, NULL, 'C'},
+                                       {"web-key", required_argument, NULL, 'K'},
+                                       {"web-root", required_argument, NULL, 'R'},
+                                       {"web-session-ttl", required_argument, NULL, 'T'},
+                                       {"tls", no_argument, NULL, 1},
+                                       {"tlsverify", no_argument, NULL, 2},
+                                       {"tlscacert", required_argument, NULL, 3},
+                                       {"tlscert", required_argument, NULL, 4},
+                                       {"tlskey", required_argument, NULL, 5},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   vd_options o = {0};
@@ -153,6 +187,44 @@ int main(int argc, char **argv) {
       break;
     case 'b':
       o.bridge = optarg;
+      break;
+    case 'W':
+      o.web = optarg;
+      break;
+    case 'C':
+      o.web_cert = optarg;
+      break;
+    case 'K':
+      o.web_key = optarg;
+      break;
+    case 'R':
+      o.web_root = optarg;
+      break;
+    case 'T': {
+      uint64_t ttl;
+      if (vs_parse_u64(optarg, "--web-session-ttl", &ttl, &err) < 0)
+        goto fail;
+      if (ttl < 1 || ttl > 365ULL * 24 * 3600) {
+        vs_error_set(&err, EINVAL, "--web-session-ttl %s: expected 1 to 31536000 seconds", optarg);
+        goto fail;
+      }
+      o.web_session_ttl = (long long)ttl;
+      break;
+    }
+    case 1:
+      o.tls = true;
+      break;
+    case 2:
+      o.tls_verify = true;
+      break;
+    case 3:
+      o.tls_ca = optarg;
+      break;
+    case 4:
+      o.tls_cert = optarg;
+      break;
+    case 5:
+      o.tls_key = optarg;
       break;
     case 'l':
       f.level = optarg;
