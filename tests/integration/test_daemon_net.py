@@ -560,7 +560,8 @@ def test_bad_input_leaves_nothing(vdn):
                             ({"80/sctp": [{"HostPort": "80"}]}, "sctp"),
                             ({"eighty/tcp": [{"HostPort": "80"}]}, "eighty"),
                             ({"80/tcp": [{"HostIp": "1.2.3", "HostPort": "80"}]}, "1.2.3"),
-                            ({"80/tcp": [{"HostPort": "80-90"}]}, "80-90")]:
+                            ({"80/tcp": [{"HostPort": "90-80"}]}, "ends before it starts"),
+                            ({"80/tcp": [{"HostPort": "80-90-95"}]}, "90-95")]:
         st, r = d.api("POST", "/containers/create", {"Image": "busybox", "Cmd": ["true"],
                                                      "HostConfig": {"PortBindings": bindings}})
         assert st == 400 and words in r["message"], (bindings, st, r)
