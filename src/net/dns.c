@@ -370,7 +370,7 @@ static void forward_query(net_dns *d, const net_network *n, uint8_t *q, size_t l
 
 static bool handle_query(net_dns *d, const net_network *n) {
   uint8_t q[DNS_MSG_MAX], out[DNS_MSG_MAX];
-  struct sockaddr_in from;
+  struct sockaddr_in from = {0}; /* recvfrom fills it; the analyzer cannot tell */
   socklen_t fl = sizeof(from);
   ssize_t len = recvfrom(d->listen_fd, q, sizeof(q), 0, (struct sockaddr *)&from, &fl);
   if (len <= 0)
