@@ -263,18 +263,19 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   d->listen_fds = vs_malloc0(sizeof(int) * (o->n_hosts + 1));
   d->listen_paths = vs_malloc0(sizeof(char *) * (o->n_hosts + 1));
   d->listen_srcs = vs_malloc0(sizeof(vd_src) * (o->n_hosts + 1));
-  if (vs_mkdir_p(d->data_root, 0711, err) < 0 || vs_mkdir_p(d->rt.root, 0700, err) < 0)
+  if (vd_cluster_configure(&d->cluster, &o->cluster, err) < 0 ||
+      vs_mkdir_p(d->data_root, 0711, err) < 0 || vs_mkdir_p(d->rt.root, 0700, err) < 0)
     goto fail;
   d->store = vs_store_open(d->data_root, err);
   if (!d->store || setup_loop_fds(d, err) < 0 || vd_store_recover(d, err) < 0 ||
-      vd_vms_init(d, err) < 0 || vd_net_init(d, o->bridge, err) < 0)
+      vd_vms_init(d, err) < 0 || vd_net_init(d, o->bridge, err) < 0 || vd_cluster_join(d, err) < 0)
     goto fail;
   for (size_t i = 0; i < o->n_hosts; i++)
     if (listen_on(d, o, o->hosts[i], err) < 0)
       goto fail;
   if (vd_web_init(d, o, err) < 0)
     goto fail;
-  if (start_workers(d, err) < 0)
+  if (start_workers(d, err) < 0 || vd_cluster_start(d, err) < 0)
     goto fail;
   vd_monitor_spare_submit(d);
   return d;
@@ -370,6 +371,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
       case VD_SRC_VM:
         vd_vms_event(d, src);
         break;
+      case VD_SRC_VM_RESTART:
+        vd_vms_restart_fire(d, src);
+        break;
       case VD_SRC_STATS_TIMER:
         vd_stats_tick(src->owner);
         break;
@@ -397,6 +401,7 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
 void vd_daemon_free(vd_daemon *d) {
   if (!d)
     return;
+  vd_cluster_free(d);
   vd_web_free(d);
   vd_conn_close_all(d);
   vd_execs_free(d);

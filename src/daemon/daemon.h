@@ -15,6 +15,19 @@
 #define VD_API_VERSION "1.41"
 #define VD_MIN_API_VERSION "1.12"
 
+/* Joining a cluster (docs/cluster.md); all NULL/0 without --cluster. */
+typedef struct vd_cluster_options {
+  const char *cluster;   /* "etcd=URL[,URL...]" */
+  const char *node_name; /* this node's name in the cluster */
+  const char *advertise; /* the address other nodes reach this one at */
+  const char *token;     /* the cluster token (the first node sets it) */
+  const char **labels;   /* "key=value" */
+  size_t n_labels;
+  const char *capacity; /* "cpus=N,memory=SIZE,disk=SIZE" instead of the host's */
+  const char *etcd_cacert, *etcd_cert, *etcd_key; /* TLS to etcd */
+  const char *etcd_user;                          /* "USER:PASSWORD" for etcd's auth */
+} vd_cluster_options;
+
 typedef struct vd_options {
   const char *data_root; /* image store and container records (crash-safe) */
   const char *exec_root; /* runtime state, sockets: lost at reboot */
@@ -30,6 +43,7 @@ typedef struct vd_options {
   /* TLS on the tcp:// hosts, as dockerd's --tls, --tlsverify, --tlscacert, --tlscert, --tlskey */
   bool tls, tls_verify;
   const char *tls_ca, *tls_cert, *tls_key;
+  vd_cluster_options cluster;
 } vd_options;
 
 /* daemon.json, as --config reads it: each field is NULL (or -1) when the file does not set it.

@@ -18,6 +18,7 @@
 #include "ctr/ctr.h"
 #include "image/image.h"
 #include "net/net.h"
+#include "cluster/cluster.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -56,6 +57,7 @@ typedef enum {
   VD_SRC_INOTIFY,        /* container directories: the logs grew, an exit was recorded */
   VD_SRC_MONITOR,        /* pidfd of a container's monitor */
   VD_SRC_RESTART,        /* timerfd of a container waiting to be restarted */
+  VD_SRC_VM_RESTART,     /* timerfd of a VM waiting to be restarted (vms.c) */
   VD_SRC_ATTACH,         /* an attach connection's socket to the container's monitor (stdin) */
   VD_SRC_EXEC_PID,       /* pidfd of an exec's helper */
   VD_SRC_EXEC_OUT,       /* an exec's stdout or stderr pipe */
@@ -295,6 +297,48 @@ void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
 
 /* ---- the daemon */
 
+/* cluster.c: this node's membership (everything zero when not in a cluster) */
+typedef struct vd_cluster {
+  bool enabled;
+  vc_etcd *etcd;
+  char **endpoints;
+  size_t n_endpoints;
+  char *node_name, *advertise, *token;
+  json_t *labels;             /* given at start (--node-label) */
+  int64_t cpus, memory, disk; /* --node-capacity, 0: the host's */
+  double cpu_overcommit, memory_overcommit;
+  int64_t lease;
+  pthread_mutex_t lock; /* stop; the cond wakes the threads */
+  pthread_cond_t cond;
+  volatile bool stop; /* written under lock; watches poll it */
+  pthread_t keeper, scheduler, reconciler, watcher;
+  bool keeper_started, scheduler_started, reconciler_started, watcher_started;
+  /* cluster_guests.c: one watch of the guests' records for the whole node, kept open (a watch
+   * made anew from a past revision waits for etcd's 100 ms sync of lagging watchers) */
+  pthread_cond_t guests_cond; /* with lock: a change of the records */
+  bool schedule_dirty, reconcile_dirty;
+  int64_t guests_revision; /* the last the watch saw */
+} vd_cluster;
+
+int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
+/* Wait for etcd (logging so, until SIGTERM/SIGINT), check the cluster token, register. */
+int vd_cluster_join(vd_daemon *d, vs_error **err);
+/* Start the lease keeper, the scheduler and the reconciler (after the workers). */
+int vd_cluster_start(vd_daemon *d, vs_error **err);
+int vd_cluster_start_guests(vd_daemon *d, vs_error **err); /* cluster_guests.c */
+void vd_cluster_free(vd_daemon *d);
+json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
+int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t *spec, void *arg),
+                           void *arg, vs_error **err);
+void vd_h_nodes_list(vd_call *c);
+void vd_h_cluster_guests(vd_call *c); /* cluster_guests.c */
+void vd_h_node_inspect(vd_call *c);
+void vd_h_node_cordon(vd_call *c);
+void vd_h_node_uncordon(vd_call *c);
+void vd_h_node_drain(vd_call *c);
+void vd_h_node_labels(vd_call *c);
+void vd_h_node_delete(vd_call *c);
+
 struct vd_daemon {
   char *data_root, *exec_root, *containers_dir, *monitor_path;
   json_t *default_ulimits; /* daemon.json's default-ulimits as OCI rlimits, or NULL */
@@ -349,6 +393,7 @@ struct vd_daemon {
   size_t n_fronts;
   struct vd_web *web;
   unsigned web_passwd_gen; /* bumped (atomically) when the web password changes */
+  vd_cluster cluster;      /* cluster.c */
 };
 
 /* server.c: connections and responses (loop thread only) */
@@ -481,6 +526,8 @@ void vd_h_exec_resize(vd_call *c);
 int vd_vms_init(vd_daemon *d, vs_error **err); /* the table, and the VMs a previous run left */
 void vd_vms_free(vd_daemon *d);
 void vd_vms_event(vd_daemon *d, vd_src *src); /* a VMM's pidfd (loop) */
+/* a VM's restart timer fired (loop): the start goes to a worker */
+void vd_vms_restart_fire(vd_daemon *d, vd_src *src);
 void vd_h_vms_list(vd_call *c);
 void vd_h_vm_create(vd_call *c);
 void vd_h_vm_inspect(vd_call *c);
@@ -488,6 +535,9 @@ void vd_h_vm_start(vd_call *c);
 void vd_h_vm_stop(vd_call *c);
 void vd_h_vm_kill(vd_call *c);
 void vd_h_vm_restart(vd_call *c);
+void vd_h_vm_update(vd_call *c);
+void vd_h_vm_images_list(vd_call *c);
+void vd_h_vm_image_push(vd_call *c);
 void vd_h_vm_pause(vd_call *c);
 void vd_h_vm_resume(vd_call *c);
 void vd_h_vm_delete(vd_call *c);
@@ -501,6 +551,7 @@ void vd_h_host_stats(vd_call *c);   /* stats.c: GET /vessel/v1/host/stats */
 void vd_h_web_password(vd_call *c); /* web_auth.c: POST /vessel/v1/web/password */
 /* pools.c: resource pools (/vessel/v1/pools) */
 #define VD_POOL_LABEL "vessel.pool" /* docker run --label vessel.pool=NAME */
+#define VD_DEFAULT_POOL "default"   /* the pool of guests that name none (pools.c) */
 /* A new container with the label: admitted against its pool's capacity (--cpus, --memory), or
  * refused (409) with what is left; and its spec's cgroupsPath under the pool's cgroup. */
 int vd_pool_ctr_admit(vd_daemon *d, json_t *rec, vs_error **err);

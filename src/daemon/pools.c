@@ -9,7 +9,14 @@
  * /vessel-pools/<name> in every hierarchy (src/ctr's cgroup code, so v1, v2 and this host's
  * hybrid layout alike), is limited to the capacity itself (CPU quota of Cpus whole CPUs, memory
  * limit of Memory); each running VMM sits in /vessel-pools/<name>/vm-<id> with its QoS class's
- * weight and limits (qos_resources). */
+ * weight and limits (qos_resources).
+ *
+ * The pool "default" always exists: its capacity is the host's (online CPUs, physical memory)
+ * with generous overcommit (VD_DEFAULT_CPU_OVERCOMMIT, VD_DEFAULT_MEMORY_OVERCOMMIT), and it
+ * holds every guest that names no pool: VMs are admitted against it; containers without the
+ * label are listed in it. Its guests stay in vesseld's own cgroup unless they ask for a QoS
+ * class (a VM's --qos): the host's capacity needs no bound of its own. It is not written to a
+ * file until an update changes it, and cannot be removed. */
 #include "ctr/cgroup.h"
 #include "daemon/vms.h"
 
@@ -27,6 +34,8 @@
 #define CPU_SHARES_MIN 2          /* Kubernetes' best-effort shares */
 /* What a VMM holds beyond the guest's RAM (code, device buffers, page tables) */
 #define VMM_OVERHEAD (64LL << 20)
+#define VD_DEFAULT_CPU_OVERCOMMIT 16.0
+#define VD_DEFAULT_MEMORY_OVERCOMMIT 1.5
 
 /* ---------------------------------------------------------------- the pools */
 
@@ -63,6 +72,16 @@ int vd_pools_load(vd_daemon *d, vs_error **err) {
     json_object_set_new(t->pools, name, pool);
   }
   closedir(dir);
+  if (!json_object_get(t->pools, VD_DEFAULT_POOL)) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    json_object_set_new(t->pools, VD_DEFAULT_POOL,
+                        json_pack("{s:s, s:I, s:I, s:f, s:f, s:s}", "Name", VD_DEFAULT_POOL, "Cpus",
+                                  (json_int_t)(cpus > 0 ? cpus : 1), "Memory",
+                                  (json_int_t)(pages > 0 && page > 0 ? pages * page : 1LL << 30),
+                                  "CpuOvercommit", VD_DEFAULT_CPU_OVERCOMMIT, "MemoryOvercommit",
+                                  VD_DEFAULT_MEMORY_OVERCOMMIT, "Created", d->started));
+  }
   return 0;
 }
 
@@ -96,7 +115,7 @@ static json_t *pool_usage_locked(vd_daemon *d, const char *name) {
   for (size_t i = 0; i < t->n; i++) {
     json_t *cfg = json_object_get(t->vms[i]->rec, "Config");
     const char *p = json_string_value(json_object_get(cfg, "Pool"));
-    if (!p || strcmp(p, name) != 0)
+    if (strcmp(p ? p : VD_DEFAULT_POOL, name) != 0) /* VMs older than the default pool too */
       continue;
     cpus += (double)json_integer_value(json_object_get(cfg, "Cpus"));
     mem += json_integer_value(json_object_get(cfg, "Memory"));
@@ -106,7 +125,7 @@ static json_t *pool_usage_locked(vd_daemon *d, const char *name) {
   for (size_t i = 0; i < d->n_ctrs; i++) {
     vd_container *c = d->ctrs[i];
     const char *p = ctr_pool(c->rec);
-    if (!p || strcmp(p, name) != 0 || c->removed)
+    if (strcmp(p ? p : VD_DEFAULT_POOL, name) != 0 || c->removed)
       continue;
     double ccpus;
     int64_t cmem;
@@ -211,10 +230,16 @@ const char *vd_vm_qos(const vd_vm *vm) {
   return q ? q : "guaranteed";
 }
 
+bool vd_pool_cgroup_wanted(const vd_vm *vm) {
+  json_t *cfg = json_object_get(vm->rec, "Config");
+  const char *name = json_string_value(json_object_get(cfg, "Pool"));
+  return name && (strcmp(name, VD_DEFAULT_POOL) != 0 || json_object_get(cfg, "Qos"));
+}
+
 json_t *vd_pool_cgroup_enter(vd_daemon *d, const vd_vm *vm, pid_t pid, vs_error **err) {
   json_t *cfg = json_object_get(vm->rec, "Config");
   const char *name = json_string_value(json_object_get(cfg, "Pool"));
-  if (!name)
+  if (!vd_pool_cgroup_wanted(vm))
     return NULL;
   vd_vms *t = d->vms;
   pthread_mutex_lock(&t->lock);
@@ -515,6 +540,14 @@ void vd_h_pool_delete(vd_call *c) {
   pthread_mutex_lock(&c->d->lock);
   pthread_mutex_lock(&t->lock);
   json_t *pool = json_object_get(t->pools, c->arg);
+  if (pool && !strcmp(c->arg, VD_DEFAULT_POOL)) {
+    pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(&c->d->lock);
+    vd_call_error(c, 409,
+                  "the default pool cannot be removed (it holds the guests that name no "
+                  "pool)");
+    return;
+  }
   json_t *use = pool ? pool_usage_locked(c->d, c->arg) : NULL;
   size_t n = json_array_size(json_object_get(use, "Guests"));
   _cleanup_free_ char *first = n ? vs_strdup(json_string_value(json_object_get(

@@ -54,13 +54,13 @@ static json_t *vm_inspect_locked(const vd_vm *vm) {
                             "Error", vm->error ? vm->error : "");
   json_t *restore = json_object_get(vm->rec, "Restore");
   json_t *net = json_object_get(vm->rec, "NetworkSettings");
-  return json_pack("{s:s, s:s, s:O, s:O, s:o, s:O, s:O, s:s, s:o, s:O}", "Id", vm->id, "Name",
-                   vm->name, "Created", json_object_get(vm->rec, "Created"), "Config",
-                   json_object_get(vm->rec, "Config"), "State", state, "Disk",
-                   json_object_get(vm->rec, "Disk") ? json_object_get(vm->rec, "Disk")
-                                                    : json_null(),
-                   "Restore", restore ? restore : json_null(), "Dir", vm->dir, "Snapshots",
-                   vm_snapshots(vm), "NetworkSettings", net ? net : json_null());
+  return json_pack(
+      "{s:s, s:s, s:O, s:O, s:o, s:O, s:O, s:s, s:o, s:O, s:i}", "Id", vm->id, "Name", vm->name,
+      "Created", json_object_get(vm->rec, "Created"), "Config", json_object_get(vm->rec, "Config"),
+      "State", state, "Disk",
+      json_object_get(vm->rec, "Disk") ? json_object_get(vm->rec, "Disk") : json_null(), "Restore",
+      restore ? restore : json_null(), "Dir", vm->dir, "Snapshots", vm_snapshots(vm),
+      "NetworkSettings", net ? net : json_null(), "RestartCount", vm->restart_count);
 }
 
 static json_t *vm_summary_locked(const vd_vm *vm) {
@@ -119,57 +119,83 @@ void vd_h_vm_inspect(vd_call *c) {
     vd_call_json(c, 200, j);
 }
 
-void vd_h_vm_create(vd_call *c) {
-  json_t *body = vd_call_body_object(c);
-  if (!body)
-    return;
-  vs_error *e = NULL;
-  const char *bname = json_string_value(json_object_get(body, "Name"));
-  _cleanup_free_ char *name = http_query_get(c->req->query, "name");
-  if (bname) {
-    free(name);
-    name = vs_strdup(bname);
-  }
+vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json_t *extra,
+                              vs_error **err) {
   json_t *rec = json_object();
   json_t *cfg = json_object();
   json_t *disk = json_object();
   json_object_set_new(rec, "Config", cfg);
-  if (!vd_vm_name_valid(name))
+  if (extra)
+    json_object_update(rec, extra);
+  vs_error *e = NULL;
+  _cleanup_free_ char *image = NULL;
+  vs_registry_opts ro = {.tls_verify = 1, .quiet = true};
+  if (json_object_get(body, "Image") && vd_vm_name_valid(name) &&
+      vd_vm_image_prepare(d, body, &ro, &image, &e) < 0 && e->errnum == 0)
+    e->errnum = EINVAL;
+  if (e)
+    ; /* the image's error */
+  else if (!vd_vm_name_valid(name))
     vs_error_set(&e, EINVAL,
                  "VM name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', starting with a "
                  "letter or digit",
                  name ? name : "");
   else if (vd_vm_config_parse(body, cfg, disk, &e) < 0 && e->errnum == 0)
     e->errnum = EINVAL; /* a field of the wrong type: the request's fault */
-  json_decref(body);
+  if (!e && image)
+    json_object_set_new(cfg, "Image", json_string(image));
   vd_vm *vm = NULL;
   if (e)
     json_decref(rec);
   else
-    vm = vd_vm_create(c->d, name, rec, &e); /* takes rec */
+    vm = vd_vm_create(d, name, rec, &e); /* takes rec */
   if (!vm)
     goto fail;
   if (json_object_size(disk)) {
-    if (vd_vm_create_disk(c->d, vm, disk, &e) < 0)
+    if (vd_vm_create_disk(d, vm, disk, &e) < 0)
       goto fail;
     json_object_set(vm->rec, "Disk", disk);
   }
-  if (vd_vm_net_attach(c->d, vm, &e) < 0)
+  if (vd_vm_net_attach(d, vm, &e) < 0)
     goto fail;
-  if (vd_vm_commit(c->d, vm, &e) < 0) {
-    vd_vm_net_detach(c->d, vm);
+  if (vd_vm_commit(d, vm, &e) < 0) {
+    vd_vm_net_detach(d, vm);
     goto fail;
   }
   json_decref(disk);
-  vm_release(c->d->vms, vm);
-  vd_call_json(c, 201, json_pack("{s:s, s:s}", "Id", vm->id, "Name", vm->name));
-  return;
+  return vm;
 fail:
   json_decref(disk);
-  vd_call_fail(c, e);
-  vs_error_free(e);
+  *err = e;
   if (vm)
     vd_vm_discard(vm);
+  return NULL;
+}
+
+void vd_h_vm_create(vd_call *c) {
+  json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  const char *bname = json_string_value(json_object_get(body, "Name"));
+  _cleanup_free_ char *name = http_query_get(c->req->query, "name");
+  if (bname) {
+    free(name);
+    name = vs_strdup(bname);
+  }
+  if (c->d->cluster.enabled) {
+    vd_cluster_vm_create(c, name, body); /* takes body */
+    return;
+  }
+  vs_error *e = NULL;
+  vd_vm *vm = vd_vm_new_from_request(c->d, name, body, NULL, &e);
+  json_decref(body);
+  if (!vm) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vm_release(c->d->vms, vm);
+  vd_call_json(c, 201, json_pack("{s:s, s:s}", "Id", vm->id, "Name", vm->name));
 }
 
 void vd_h_vm_start(vd_call *c) {
@@ -179,7 +205,7 @@ void vd_h_vm_start(vd_call *c) {
   vs_error *e = NULL;
   if (vd_vm_running(c->d->vms, vm))
     vd_call_status(c, 304);
-  else if (vd_vm_start(c->d, vm, &e) < 0)
+  else if (vd_vm_note_manual(c->d->vms, vm, false), vd_vm_start(c->d, vm, &e) < 0)
     vd_call_error(c, 500, "start VM %s: %s", vm->name, e->msg);
   else
     vd_call_status(c, 204);
@@ -229,7 +255,8 @@ void vd_h_vm_restart(vd_call *c) {
   if (!vm)
     return;
   vs_error *e = NULL;
-  if (vd_vm_stop(c->d, vm, timeout, &e) < 0 || vd_vm_start(c->d, vm, &e) < 0)
+  if (vd_vm_stop(c->d, vm, timeout, &e) < 0 ||
+      (vd_vm_note_manual(c->d->vms, vm, false), vd_vm_start(c->d, vm, &e) < 0))
     vd_call_error(c, 500, "restart VM %s: %s", vm->name, e->msg);
   else {
     vd_call_status(c, 204);
@@ -270,6 +297,7 @@ void vd_h_vm_kill(vd_call *c) {
   if (!vd_vm_running(c->d->vms, vm)) {
     vd_call_error(c, 409, "VM %s is not running", vm->name);
   } else {
+    vd_vm_note_manual(c->d->vms, vm, true); /* as docker kill: the restart policy stops */
     pthread_mutex_lock(&c->d->vms->lock);
     vm->stopping = true;
     pthread_mutex_unlock(&c->d->vms->lock);
@@ -307,13 +335,8 @@ static void pause_or_resume(vd_call *c, bool pause) {
 void vd_h_vm_pause(vd_call *c) { pause_or_resume(c, true); }
 void vd_h_vm_resume(vd_call *c) { pause_or_resume(c, false); }
 
-void vd_h_vm_delete(vd_call *c) {
-  bool force = http_query_bool(c->req->query, "force", false);
-  vd_vm *vm = vm_claim(c);
-  if (!vm)
-    return;
-  vs_error *e = NULL;
-  vd_vms *t = c->d->vms;
+int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err) {
+  vd_vms *t = d->vms;
   /* clones run from this VM's snapshots and disks: they must go first */
   pthread_mutex_lock(&t->lock);
   const char *clone = NULL;
@@ -325,32 +348,59 @@ void vd_h_vm_delete(vd_call *c) {
   }
   _cleanup_free_ char *clone_name = clone ? vs_strdup(clone) : NULL;
   pthread_mutex_unlock(&t->lock);
-  if (clone_name) {
-    vd_call_error(c, 409, "VM %s has a clone, %s, that runs from its snapshots: remove it first",
-                  vm->name, clone_name);
-    vm_release(t, vm);
-    return;
-  }
-  if (vd_vm_running(c->d->vms, vm) && !force) {
-    vd_call_error(c, 409, "VM %s is running: stop it first or force the removal", vm->name);
-    vm_release(t, vm);
-    return;
-  }
-  if (vd_vm_running(c->d->vms, vm) && vd_vm_stop(c->d, vm, 0, &e) < 0) {
-    vd_call_fail(c, e);
-    vs_error_free(e);
-    vm_release(t, vm);
-    return;
-  }
+  if (clone_name)
+    return vs_error_set(err, EBUSY,
+                        "VM %s has a clone, %s, that runs from its snapshots: remove it first",
+                        vm->name, clone_name);
+  if (vd_vm_running(t, vm) && !force)
+    return vs_error_set(err, EBUSY, "VM %s is running: stop it first or force the removal",
+                        vm->name);
+  if (vd_vm_running(t, vm) && vd_vm_stop(d, vm, 0, err) < 0)
+    return -1;
   /* the record goes first: a removal cut short leaves a directory that recovery removes */
   _cleanup_free_ char *rpath = vs_asprintf("%s/record.json", vm->dir);
   unlink(rpath);
-  vd_vm_net_detach(c->d, vm);
+  vd_vm_net_detach(d, vm);
   vs_rm_rf(vm->dir, NULL);
   pthread_mutex_lock(&t->lock);
   vd_vm_remove_locked(t, vm);
   pthread_mutex_unlock(&t->lock);
-  vd_event_emit(c->d, "vm", "destroy", vm->id, vd_vm_event_attrs(vm));
+  vd_event_emit(d, "vm", "destroy", vm->id, vd_vm_event_attrs(vm));
+  return 0;
+}
+
+vd_vm *vd_vm_claim_name(vd_vms *t, const char *what, vs_error **err) {
+  pthread_mutex_lock(&t->lock);
+  vd_vm *vm = vd_vm_find_locked(t, what);
+  if (vm && vm->busy) {
+    pthread_mutex_unlock(&t->lock);
+    vs_error_set(err, EBUSY, "VM %s is busy with another request", vm->name);
+    return NULL;
+  }
+  if (vm)
+    vm->busy = true;
+  pthread_mutex_unlock(&t->lock);
+  if (!vm)
+    vs_error_set(err, ENOENT, "No such VM: %s", what);
+  return vm;
+}
+
+void vd_vm_release(vd_vms *t, vd_vm *vm) { vm_release(t, vm); }
+
+void vd_h_vm_delete(vd_call *c) {
+  bool force = http_query_bool(c->req->query, "force", false);
+  if (c->d->cluster.enabled && vd_cluster_vm_delete(c, force))
+    return; /* a guest of the cluster on another node: handled there */
+  vd_vm *vm = vm_claim(c);
+  if (!vm)
+    return;
+  vs_error *e = NULL;
+  if (vd_vm_remove(c->d, vm, force, &e) < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    vm_release(c->d->vms, vm);
+    return;
+  }
   vd_call_status(c, 204);
 }
 
@@ -489,12 +539,19 @@ void vd_h_vm_clone(vd_call *c) {
   json_t *rec = json_pack("{s:o, s:{s:s, s:b, s:s, s:s, s:b}}", "Config",
                           json_deep_copy(json_object_get(src->rec, "Config")), "Restore", "Dir",
                           dir, "Clone", 1, "Snapshot", snapname, "Source", src->id, "Pending", 1);
-  /* the clone's VMM restores the source's devices; it gets no tap of its own (yet) */
-  json_object_del(json_object_get(rec, "Config"), "Network");
-  json_object_del(json_object_get(rec, "Config"), "PortBindings");
+  /* the clone gets a tap of its own on the source's network, with a new MAC and address (the
+   * guest sees them once its driver probes the NIC again); published ports stay the source's */
+  json_object_set_new(json_object_get(rec, "Config"), "PortBindings", json_object());
+  if (!json_object_get(json_object_get(rec, "Config"), "Network"))
+    json_object_del(json_object_get(rec, "Config"), "PortBindings");
   vd_vm *vm = vd_vm_create(c->d, name, rec, &e);
-  if (!vm || vd_vm_commit(c->d, vm, &e) < 0) {
+  bool attached = false;
+  if (vm && vd_vm_net_attach(c->d, vm, &e) == 0)
+    attached = true;
+  if (!vm || !attached || vd_vm_commit(c->d, vm, &e) < 0) {
     vd_call_fail(c, e);
+    if (attached)
+      vd_vm_net_detach(c->d, vm);
     if (vm)
       vd_vm_discard(vm);
     goto out;
@@ -559,7 +616,20 @@ static void proc_io(pid_t pid, uint64_t *rd, uint64_t *wr) {
 
 /* The guest's side from the VMM's info (vCPUs and instructions retired, memory, disks, NICs)
  * and the host's side from /proc (CPU time, resident memory, storage I/O of the process). */
-static json_t *vm_stats_doc(const vd_vm *vm, json_t *info) {
+/* The balloon's side (the VMM's balloon command): what the guest says it holds and what it gave
+ * back; null for a VMM without the device (a VM restored from an older snapshot). */
+static json_t *balloon_doc(json_t *b) {
+  if (!b)
+    return json_null();
+  json_t *st = json_object_get(b, "stats");
+  return json_pack("{s:O, s:O, s:O, s:O, s:O*, s:O*}", "Target", json_object_get(b, "target"),
+                   "Inflated", json_object_get(b, "balloon"), "Reported",
+                   json_object_get(b, "reported"), "Stats", st, "GuestFree",
+                   json_object_get(st, "free_memory"), "GuestAvailable",
+                   json_object_get(st, "available"));
+}
+
+static json_t *vm_stats_doc(const vd_vm *vm, json_t *info, json_t *balloon) {
   uint64_t cpu_ns, rss, rd, wr;
   proc_usage(vm->pid, &cpu_ns, &rss);
   proc_io(vm->pid, &rd, &wr);
@@ -584,14 +654,14 @@ static json_t *vm_stats_doc(const vd_vm *vm, json_t *info) {
                 json_object_get(h, "rx_dropped"), "TxFrames", json_object_get(h, "tx_frames"),
                 "TxDropped", json_object_get(h, "tx_dropped")));
   char *now = vd_now();
-  json_t *doc =
-      json_pack("{s:s, s:s, s:s%, s:{s:I, s:I, s:I}, s:{s:O, s:I}, s:{s:I, s:I, s:o}, s:{s:o}}",
-                "Id", vm->id, "Name", vm->name, "Read", now, strlen(now), "Cpu", "Count",
-                (json_int_t)json_array_size(harts), "Instructions", (json_int_t)instret, "HostNs",
-                (json_int_t)cpu_ns, "Memory", "Guest",
-                json_object_get(json_object_get(info, "memory"), "size"), "HostRss",
-                (json_int_t)rss, "Disk", "HostReadBytes", (json_int_t)rd, "HostWriteBytes",
-                (json_int_t)wr, "Disks", disks, "Net", "Nics", nics);
+  json_t *doc = json_pack(
+      "{s:s, s:s, s:s%, s:{s:I, s:I, s:I}, s:{s:O, s:I, s:o}, s:{s:I, s:I, s:o}, s:{s:o}}", "Id",
+      vm->id, "Name", vm->name, "Read", now, strlen(now), "Cpu", "Count",
+      (json_int_t)json_array_size(harts), "Instructions", (json_int_t)instret, "HostNs",
+      (json_int_t)cpu_ns, "Memory", "Guest",
+      json_object_get(json_object_get(info, "memory"), "size"), "HostRss", (json_int_t)rss,
+      "Balloon", balloon_doc(balloon), "Disk", "HostReadBytes", (json_int_t)rd, "HostWriteBytes",
+      (json_int_t)wr, "Disks", disks, "Net", "Nics", nics);
   free(now);
   return doc;
 }
@@ -606,9 +676,133 @@ void vd_h_vm_stats(vd_call *c) {
     vd_call_error(c, 409, "VM %s is not running", vm->name);
   else if (vd_vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, &e) < 0)
     vd_call_error(c, 500, "stats of VM %s: %s", vm->name, e->msg);
-  else
-    vd_call_json(c, 200, vm_stats_doc(vm, info));
+  else {
+    json_t *balloon = NULL;
+    vs_error *be = NULL;
+    vd_vm_ctl(vm, json_pack("{s:s}", "command", "balloon"), &balloon, &be);
+    vs_error_free(be);
+    vd_call_json(c, 200, vm_stats_doc(vm, info, balloon));
+    json_decref(balloon);
+  }
   json_decref(info);
+  vs_error_free(e);
+  vm_release(c->d->vms, vm);
+}
+
+/* ---------------------------------------------------------------- update */
+
+/* {"MemoryTarget": SIZE, "RestartPolicy": NAME}: the balloon's target (what the guest keeps of
+ * its RAM; its Memory empties the balloon) and the restart policy, both kept in the record. */
+void vd_h_vm_update(vd_call *c) {
+  json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  static const char *const known[] = {"MemoryTarget", "RestartPolicy"};
+  vs_error *e = NULL;
+  uint64_t target = 0;
+  const char *policy = NULL;
+  json_t *rp = NULL;
+  if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a VM update", &e) == 0 &&
+      vd_body_size(body, "MemoryTarget", 0, &target, &e) == 0 &&
+      vs_json_get_string(body, "RestartPolicy", false, &policy, &e) == 0 && policy) {
+    const char *name;
+    int64_t max;
+    rp = json_pack("{s:s}", "Name", policy);
+    if (vd_restart_policy_check(rp, &name, &max, &e) < 0)
+      vs_error_wrap(&e, "RestartPolicy");
+  }
+  if (e) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    json_decref(rp);
+    json_decref(body);
+    return;
+  }
+  vd_vm *vm = vm_claim(c);
+  if (!vm) {
+    json_decref(rp);
+    json_decref(body);
+    return;
+  }
+  uint64_t mem =
+      (uint64_t)json_integer_value(json_object_get(json_object_get(vm->rec, "Config"), "Memory"));
+  if (target && (target > mem || target < (16ULL << 20)))
+    vd_call_error(c, 400, "MemoryTarget %llu: between 16 MiB and the VM's memory (%llu)",
+                  (unsigned long long)target, (unsigned long long)mem);
+  else {
+    int r = 0;
+    if (policy) {
+      pthread_mutex_lock(&c->d->vms->lock);
+      json_object_set_new(json_object_get(vm->rec, "Config"), "RestartPolicy", json_string(policy));
+      r = vd_vm_save(vm, &e);
+      pthread_mutex_unlock(&c->d->vms->lock);
+    }
+    if (r == 0 && target)
+      r = vd_vm_set_memory_target(c->d->vms, vm, target, &e);
+    if (r < 0)
+      vd_call_error(c, 500, "update VM %s: %s", vm->name, e->msg);
+    else {
+      vd_event_emit(c->d, "vm", "update", vm->id, vd_vm_event_attrs(vm));
+      vd_call_status(c, 204);
+    }
+  }
+  vs_error_free(e);
+  json_decref(rp);
+  json_decref(body);
+  vm_release(c->d->vms, vm);
+}
+
+/* ---------------------------------------------------------------- VM images */
+
+void vd_h_vm_images_list(vd_call *c) {
+  vs_error *e = NULL;
+  json_t *a = vd_vm_images_list(c->d, &e);
+  if (!a) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  vd_call_json(c, 200, a);
+}
+
+/* {"Vm": NAME, "Ref": REF}: the stopped VM's machine becomes the image REF, pushed to its
+ * registry. */
+void vd_h_vm_image_push(vd_call *c) {
+  json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  static const char *const known[] = {"Vm", "Ref"};
+  const char *vmname = NULL, *ref = NULL;
+  vs_error *e = NULL;
+  if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a VM image push", &e) < 0 ||
+      vs_json_get_string(body, "Vm", true, &vmname, &e) < 0 ||
+      vs_json_get_string(body, "Ref", true, &ref, &e) < 0) {
+    vd_call_error(c, 400, "%s", e->msg);
+    vs_error_free(e);
+    json_decref(body);
+    return;
+  }
+  free(c->arg);
+  c->arg = vs_strdup(vmname);
+  _cleanup_free_ char *r = vs_strdup(ref);
+  json_decref(body);
+  vd_vm *vm = vm_claim(c);
+  if (!vm)
+    return;
+  _cleanup_free_ char *full = NULL;
+  char digest[VS_DIGEST_MAX];
+  vs_registry_opts o = {.tls_verify = 1, .quiet = true};
+  if (vd_vm_running(c->d->vms, vm))
+    vd_call_error(c, 409, "VM %s is running: stop it first (its disk must hold still)", vm->name);
+  else if (vd_vm_image_commit(c->d, vm, r, &full, digest, &e) < 0)
+    vd_call_fail(c, e);
+  else if (vs_image_push(c->d->vms->images, full, full, &o, &e) < 0)
+    vd_call_error(c, 500, "push %s: %s", full, e->msg);
+  else {
+    vd_event_emit(c->d, "vm", "push", vm->id,
+                  json_pack("{s:s, s:s}", "name", vm->name, "image", full));
+    vd_call_json(c, 200, json_pack("{s:s, s:s}", "Ref", full, "Digest", digest));
+  }
   vs_error_free(e);
   vm_release(c->d->vms, vm);
 }

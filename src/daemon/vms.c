@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <arpa/inet.h>
@@ -32,6 +33,13 @@
 #define VM_DEFAULT_APPEND "console=ttyS0"
 #define VM_API_WAIT_MS 10000    /* for a new VMM's control socket */
 #define VM_LOG_MAX (16LL << 20) /* console and VMM logs are rotated past this at a start */
+/* restart back-off, as Docker's (restart.c): 100 ms, doubling up to a minute, reset after a run
+ * of 10 seconds */
+#define VM_RESTART_FIRST_MS 100
+#define VM_RESTART_MAX_MS 60000
+#define VM_RAN_LONG_ENOUGH_S 10
+
+static void vm_restart_schedule(vd_daemon *d, vd_vm *vm, bool daemon_start);
 
 /* ---------------------------------------------------------------- the table */
 
@@ -40,6 +48,8 @@ void vd_vm_free(vd_vm *vm) {
     return;
   if (vm->pidfd >= 0)
     close(vm->pidfd);
+  if (vm->restart_timerfd >= 0)
+    close(vm->restart_timerfd);
   json_decref(vm->rec);
   free(vm->name);
   free(vm->dir);
@@ -95,6 +105,8 @@ bool vd_vm_name_valid(const char *s) {
 }
 
 const char *vd_vm_status(const vd_vm *vm) {
+  if (vm->restarting && vm->pid == 0)
+    return "restarting";
   if (vm->pid > 0)
     return vm->paused ? "paused" : "running";
   return vm->finished_at ? "stopped" : "created";
@@ -211,14 +223,16 @@ void vd_vms_event(vd_daemon *d, vd_src *src) {
   vd_vm *vm = src->owner;
   vd_vms *t = d->vms;
   siginfo_t si = {0};
-  int code = -1;
+  int code = -1, sig = 0;
   _cleanup_free_ char *why = NULL;
   /* our child: reap it and learn how it ended; a VMM an earlier vesseld started is not */
   if (waitid((idtype_t)P_PIDFD, (id_t)vm->pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid) {
     if (si.si_code == CLD_EXITED)
       code = si.si_status;
-    else
+    else {
+      sig = si.si_status;
       code = 128 + si.si_status;
+    }
   }
   pthread_mutex_lock(&t->lock);
   vd_loop_del(d, vm->pidfd);
@@ -226,16 +240,21 @@ void vd_vms_event(vd_daemon *d, vd_src *src) {
   vm->pidfd = -1;
   if (code < 0)
     why = vs_strdup("vessel-vmm ended; its exit status is unknown (an earlier vesseld started it)");
+  else if (sig && !vm->stopping)
+    why = vs_asprintf("vessel-vmm was killed by signal %d (%s)", sig, strsignal(sig));
   else if (code != 0 && !vm->stopping)
     why = vs_asprintf("vessel-vmm ended with status %d (see vmm.log)", code);
   vm_mark_stopped_locked(vm, code, why);
   pthread_cond_broadcast(&t->cond);
   json_t *attrs = vd_vm_event_attrs(vm);
   json_object_set_new(attrs, "exitCode", json_sprintf("%d", code));
+  if (why)
+    json_object_set_new(attrs, "error", json_string(why));
   char id[65];
   memcpy(id, vm->id, sizeof(id));
   pthread_mutex_unlock(&t->lock);
   vd_event_emit(d, "vm", "die", id, attrs);
+  vm_restart_schedule(d, vm, false);
 }
 
 /* The paths of the default guest that scripts/fetch-guest fills. */
@@ -269,6 +288,13 @@ static char **vmm_argv(const vd_daemon *d, const vd_vm *vm, size_t *n) {
     /* each start gets fresh overlays over the snapshot's (frozen) disks */
     argv[i++] = vs_strdup("--clone-dir");
     argv[i++] = vs_asprintf("%s/run-%lld", vm->dir, (long long)time(NULL));
+    /* the VM's own tap (a clone's is not its source's) and the address its DHCP knows */
+    json_t *ns = json_object_get(vm->rec, "NetworkSettings");
+    if (json_string_value(json_object_get(ns, "Tap"))) {
+      argv[i++] = vs_strdup("--net");
+      argv[i++] = vs_asprintf("tap=%s,mac=%s", json_string_value(json_object_get(ns, "Tap")),
+                              json_string_value(json_object_get(ns, "MacAddress")));
+    }
   } else {
     argv[i++] = vs_strdup("--kernel");
     argv[i++] = vs_strdup(json_string_value(json_object_get(cfg, "Kernel")));
@@ -284,6 +310,8 @@ static char **vmm_argv(const vd_daemon *d, const vd_vm *vm, size_t *n) {
     argv[i++] = vs_strdup("--mem");
     argv[i++] =
         vs_asprintf("%lldK", (long long)(json_integer_value(json_object_get(cfg, "Memory")) >> 10));
+    /* the guest gives the memory it frees back to the host (free page reporting) */
+    argv[i++] = vs_strdup("--balloon");
     const char *disk = json_string_value(json_object_get(vm->rec, "DiskPath"));
     if (disk && *disk) {
       argv[i++] = vs_strdup("--disk");
@@ -406,7 +434,7 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   _cleanup_close_ int pidfd = pidfd_of(pid);
   /* into its pool's cgroup at once, before the guest's RAM is touched */
   json_t *cgroup = vd_pool_cgroup_enter(d, vm, pid, err);
-  if (!cgroup && json_object_get(json_object_get(vm->rec, "Config"), "Pool")) {
+  if (!cgroup && vd_pool_cgroup_wanted(vm)) {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     return -1;
@@ -466,6 +494,15 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
     return -1;
   }
   vd_event_emit(d, "vm", "start", vm->id, vd_vm_event_attrs(vm));
+  json_t *target = json_object_get(json_object_get(vm->rec, "Config"), "MemoryTarget");
+  vs_error *e = NULL;
+  if (target &&
+      vd_vm_ctl(vm,
+                json_pack("{s:s, s:I}", "command", "balloon", "target", json_integer_value(target)),
+                NULL, &e) < 0) {
+    vs_log_warn("vm %s: memory target: %s", vm->name, e->msg);
+    vs_error_free(e);
+  }
   return 0;
 }
 
@@ -499,6 +536,7 @@ void vd_vm_kill(vd_vms *t, vd_vm *vm, int sig) {
 /* Power-down request, then a kill after timeout seconds (worker). */
 int vd_vm_stop(vd_daemon *d, vd_vm *vm, int timeout, vs_error **err) {
   vd_vms *t = d->vms;
+  vd_vm_note_manual(t, vm, true); /* its restart policy leaves it stopped */
   pthread_mutex_lock(&t->lock);
   bool running = vm->pid > 0;
   vm->stopping = true;
@@ -529,6 +567,177 @@ int vd_vm_stop(vd_daemon *d, vd_vm *vm, int timeout, vs_error **err) {
   return 0;
 }
 
+/* ---------------------------------------------------------------- restart policies */
+
+static const char *restart_policy(const vd_vm *vm) {
+  const char *p =
+      json_string_value(json_object_get(json_object_get(vm->rec, "Config"), "RestartPolicy"));
+  return p ? p : "no";
+}
+
+/* Whether a VM that is not running should be started again (under t->lock). At the daemon's
+ * start, `always` also brings back VMs a request stopped, as Docker does. */
+static bool restart_wanted_locked(const vd_vm *vm, bool daemon_start) {
+  if (vm->removed || vm->pid > 0 || vm->restarting)
+    return false;
+  const char *p = restart_policy(vm);
+  if (!strcmp(p, "always"))
+    return daemon_start || !vm->manual_stop;
+  if (!strcmp(p, "unless-stopped"))
+    return !vm->manual_stop;
+  if (!strcmp(p, "on-failure"))
+    return !vm->manual_stop && vm->finished_at && vm->exit_code != 0;
+  return false;
+}
+
+static void save_restart_state_locked(vd_vm *vm) {
+  json_object_set_new(vm->rec, "RestartCount", json_integer(vm->restart_count));
+  json_object_set_new(vm->rec, "ManuallyStopped", json_boolean(vm->manual_stop));
+  vs_error *e = NULL;
+  if (vd_vm_save(vm, &e) < 0) {
+    vs_log_warn("vm %s: %s", vm->name, e->msg);
+    vs_error_free(e);
+  }
+}
+
+void vd_vm_note_manual(vd_vms *t, vd_vm *vm, bool stopped) {
+  pthread_mutex_lock(&t->lock);
+  bool changed = vm->manual_stop != stopped || (!stopped && vm->restart_count != 0);
+  vm->manual_stop = stopped;
+  if (!stopped) /* a start by a request begins a new count */
+    vm->restart_count = 0;
+  if (changed)
+    save_restart_state_locked(vm);
+  pthread_mutex_unlock(&t->lock);
+}
+
+static long long seconds_since(const char *rfc3339) {
+  struct tm tm = {0};
+  if (!rfc3339 || !strptime(rfc3339, "%Y-%m-%dT%H:%M:%S", &tm))
+    return 0;
+  return (long long)time(NULL) - (long long)timegm(&tm);
+}
+
+static void restart_timer_close(vd_daemon *d, vd_vm *vm) {
+  if (vm->restart_timerfd < 0)
+    return;
+  vd_loop_del(d, vm->restart_timerfd);
+  close(vm->restart_timerfd);
+  vm->restart_timerfd = -1;
+}
+
+/* Arm the VM's restart timer if its policy wants it back (loop). */
+static void vm_restart_schedule(vd_daemon *d, vd_vm *vm, bool daemon_start) {
+  vd_vms *t = d->vms;
+  pthread_mutex_lock(&t->lock);
+  bool wanted = restart_wanted_locked(vm, daemon_start);
+  if (wanted) {
+    long long ran = seconds_since(vm->started_at) - seconds_since(vm->finished_at);
+    if (ran >= VM_RAN_LONG_ENOUGH_S || vm->restart_delay_ms <= 0 || daemon_start)
+      vm->restart_delay_ms = VM_RESTART_FIRST_MS;
+    vm->restarting = true;
+  }
+  int delay = vm->restart_delay_ms;
+  if (wanted) /* the next one waits twice as long, unless this run was long enough */
+    vm->restart_delay_ms = delay * 2 > VM_RESTART_MAX_MS ? VM_RESTART_MAX_MS : delay * 2;
+  pthread_mutex_unlock(&t->lock);
+  if (!wanted)
+    return;
+  vm->restart_timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  struct itimerspec its = {
+      .it_value = {.tv_sec = delay / 1000, .tv_nsec = (long)(delay % 1000) * 1000000}};
+  if (vm->restart_timerfd < 0 || timerfd_settime(vm->restart_timerfd, 0, &its, NULL) < 0 ||
+      vd_loop_add(d, vm->restart_timerfd, EPOLLIN, &vm->restart_src, NULL) < 0) {
+    vs_log_warn("vm %s: cannot arm the restart timer: %s", vm->name, strerror(errno));
+    if (vm->restart_timerfd >= 0)
+      close(vm->restart_timerfd);
+    vm->restart_timerfd = -1;
+    pthread_mutex_lock(&t->lock);
+    vm->restarting = false;
+    pthread_mutex_unlock(&t->lock);
+    return;
+  }
+  vs_log_info("vm %s: restart policy %s: starting it again in %d ms", vm->name, restart_policy(vm),
+              delay);
+}
+
+typedef struct vm_restart_job {
+  vd_job job; /* first */
+  vd_vm *vm;
+} vm_restart_job;
+
+static void restart_job_run(vd_job *job) {
+  vd_vm *vm = ((vm_restart_job *)job)->vm;
+  vd_vms *t = job->d->vms;
+  pthread_mutex_lock(&t->lock);
+  /* a request may have started, stopped or removed it meanwhile */
+  bool go = !vm->removed && !vm->busy && vm->pid == 0 && vm->restarting &&
+            (!vm->manual_stop || !strcmp(restart_policy(vm), "always"));
+  if (go) {
+    vm->busy = true;
+    vm->restart_count++;
+    vm->manual_stop = false;
+    save_restart_state_locked(vm);
+  }
+  pthread_mutex_unlock(&t->lock);
+  job->result = -1;
+  if (!go)
+    return;
+  vs_error *e = NULL;
+  job->result = vd_vm_start(job->d, vm, &e);
+  pthread_mutex_lock(&t->lock);
+  vm->busy = false;
+  if (job->result < 0) {
+    free(vm->error);
+    vm->error = vs_asprintf("restart: %s", e->msg);
+  }
+  pthread_mutex_unlock(&t->lock);
+  if (job->result < 0) {
+    vs_log_warn("vm %s: restart: %s", vm->name, e->msg);
+    vs_error_free(e);
+  } else {
+    vs_log_info("vm %s restarted (%d)", vm->name, vm->restart_count);
+  }
+}
+
+static void restart_job_done(vd_job *job) {
+  vd_vm *vm = ((vm_restart_job *)job)->vm;
+  vd_daemon *d = job->d;
+  pthread_mutex_lock(&d->vms->lock);
+  vm->restarting = false;
+  bool failed = job->result < 0 && !vm->removed && vm->pid == 0;
+  pthread_mutex_unlock(&d->vms->lock);
+  if (failed) /* a start that failed is tried again, later each time */
+    vm_restart_schedule(d, vm, false);
+  free(job);
+}
+
+void vd_vms_restart_fire(vd_daemon *d, vd_src *src) {
+  vd_vm *vm = src->owner;
+  restart_timer_close(d, vm);
+  vm_restart_job *j = vs_malloc0(sizeof(*j));
+  j->job.d = d;
+  j->job.run = restart_job_run;
+  j->job.done = restart_job_done;
+  j->vm = vm;
+  vd_job_submit(d, &j->job);
+}
+
+/* ---------------------------------------------------------------- the balloon */
+
+int vd_vm_set_memory_target(vd_vms *t, vd_vm *vm, uint64_t target, vs_error **err) {
+  pthread_mutex_lock(&t->lock);
+  json_object_set_new(json_object_get(vm->rec, "Config"), "MemoryTarget",
+                      json_integer((json_int_t)target));
+  int r = vd_vm_save(vm, err);
+  bool running = vm->pid > 0;
+  pthread_mutex_unlock(&t->lock);
+  if (r < 0 || !running)
+    return r;
+  return vd_vm_ctl(vm, json_pack("{s:s, s:I}", "command", "balloon", "target", (json_int_t)target),
+                   NULL, err);
+}
+
 /* ---------------------------------------------------------------- recovery */
 
 static vd_vm *vm_new(vd_daemon *d, const char *id, json_t *rec) {
@@ -540,6 +749,11 @@ static vd_vm *vm_new(vd_daemon *d, const char *id, json_t *rec) {
   vm->pidfd = -1;
   vm->src.kind = VD_SRC_VM;
   vm->src.owner = vm;
+  vm->restart_timerfd = -1;
+  vm->restart_src.kind = VD_SRC_VM_RESTART;
+  vm->restart_src.owner = vm;
+  vm->manual_stop = json_is_true(json_object_get(rec, "ManuallyStopped"));
+  vm->restart_count = (int)json_integer_value(json_object_get(rec, "RestartCount"));
   return vm;
 }
 
@@ -584,6 +798,8 @@ static void vm_recover_one(vd_daemon *d, const char *id) {
     vm->paused = s && !strcmp(s, "paused");
     json_decref(st);
   }
+  if (vm->pid == 0)
+    vm_restart_schedule(d, vm, true);
 }
 
 int vd_vms_init(vd_daemon *d, vs_error **err) {
@@ -594,6 +810,10 @@ int vd_vms_init(vd_daemon *d, vs_error **err) {
   d->vms = t;
   if (vs_mkdir_p(t->dir, 0700, err) < 0 || vd_pools_load(d, err) < 0)
     return -1;
+  _cleanup_free_ char *images = vs_asprintf("%s/vm-images", d->data_root);
+  t->images = vs_store_open(images, err);
+  if (!t->images)
+    return vs_error_wrap(err, "the VM image store");
   DIR *dir = opendir(t->dir);
   if (!dir)
     return vs_error_set(err, errno, "open %s", t->dir);
@@ -618,6 +838,8 @@ void vd_vms_free(vd_daemon *d) {
   }
   free(t->vms);
   free(t->dir);
+  if (t->images)
+    vs_store_close(t->images);
   vd_pools_free(t);
   pthread_mutex_destroy(&t->lock);
   pthread_cond_destroy(&t->cond);
@@ -703,9 +925,9 @@ int vd_body_known_fields(json_t *body, const char *const *known, size_t n, const
 }
 
 int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
-  static const char *const known[] = {"Name",    "Cpus", "Memory",   "Kernel",  "Initrd",
-                                      "Append",  "Disk", "DiskSize", "Network", "PortBindings",
-                                      "Publish", "Pool", "Qos"};
+  static const char *const known[] = {"Name",    "Cpus", "Memory",   "Kernel",       "Initrd",
+                                      "Append",  "Disk", "DiskSize", "Network",      "PortBindings",
+                                      "Publish", "Pool", "Qos",      "RestartPolicy"};
   if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a VM's configuration", err) < 0)
     return -1;
   int64_t cpus = 1;
@@ -779,11 +1001,25 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
       strcmp(qos, "best-effort") != 0)
     return vs_error_set(
         err, EINVAL, "Qos \"%s\": use guaranteed, burstable or best-effort (as Kubernetes)", qos);
-  if (qos && !(pool && *pool))
-    return vs_error_set(err, EINVAL, "Qos: a QoS class needs a Pool");
-  if (pool && *pool) {
+  const char *policy = NULL;
+  if (vs_json_get_string(body, "RestartPolicy", false, &policy, err) < 0)
+    return -1;
+  if (policy && *policy) {
+    const char *name;
+    int64_t max;
+    _cleanup_json_ json_t *rp = json_pack("{s:s}", "Name", policy);
+    if (vd_restart_policy_check(rp, &name, &max, err) < 0)
+      return vs_error_wrap(err, "RestartPolicy");
+    json_object_set_new(cfg, "RestartPolicy", json_string(policy));
+  }
+  if (pool && *pool && strcmp(pool, VD_DEFAULT_POOL) != 0) {
     json_object_set_new(cfg, "Pool", json_string(pool));
     json_object_set_new(cfg, "Qos", json_string(qos ? qos : "guaranteed"));
+  } else {
+    /* the default pool: admitted against the host's capacity; a cgroup only for a QoS class */
+    json_object_set_new(cfg, "Pool", json_string(VD_DEFAULT_POOL));
+    if (qos)
+      json_object_set_new(cfg, "Qos", json_string(qos));
   }
   if (network) {
     json_object_set_new(cfg, "Network", json_string(network));

@@ -19,6 +19,12 @@ typedef struct vd_vm {
   char *started_at, *finished_at, *error;
   int pidfd; /* on the loop while it runs */
   vd_src src;
+  /* restart policy (Config.RestartPolicy), as Docker's for containers */
+  bool manual_stop; /* stopped or killed by a request: policies other than always keep it down */
+  bool restarting;  /* its restart timer is armed */
+  int restart_count, restart_delay_ms;
+  int restart_timerfd; /* on the loop while restarting (loop only) */
+  vd_src restart_src;
   struct vd_vm *next_dead;
 } vd_vm;
 
@@ -29,8 +35,9 @@ typedef struct vd_vms {
   vd_vm **vms;
   size_t n;
   vd_vm *dead;
-  json_t *pools;   /* pools.c: name -> the pool's file */
-  char *pools_dir; /* <data-root>/pools */
+  vs_store *images; /* vm_images.c: <data-root>/vm-images */
+  json_t *pools;    /* pools.c: name -> the pool's file */
+  char *pools_dir;  /* <data-root>/pools */
 } vd_vms;
 
 /* vms.c: the table (callers hold t->lock for the _locked ones) */
@@ -59,6 +66,23 @@ bool vd_vm_wait_stopped(vd_vms *t, vd_vm *vm, int timeout_ms);
 int vd_vm_snapshot(vd_vms *t, vd_vm *vm, const char *dir, json_t **res, vs_error **err);
 char *vd_vm_snapshot_dir(const vd_vm *vm, const char *snap);
 
+/* vms.c: restart policies. A stop or kill by a request sets manual_stop (persisted); a start by
+ * one clears it and the restart count (takes t->lock). */
+void vd_vm_note_manual(vd_vms *t, vd_vm *vm, bool stopped);
+/* The balloon's memory target (bytes the guest keeps) recorded in Config.MemoryTarget, given to
+ * the running VMM (worker). */
+int vd_vm_set_memory_target(vd_vms *t, vd_vm *vm, uint64_t target, vs_error **err);
+
+/* vm_images.c: VM images (workers). Commit a stopped VM's kernel, initramfs and standalone
+ * disk as the image ref (tagged in the VM image store; *full_out: the full reference). */
+int vd_vm_image_commit(vd_daemon *d, vd_vm *vm, const char *ref, char **full_out,
+                       char digest_out[VS_DIGEST_MAX], vs_error **err);
+/* A create request's Image (pulled when the store lacks it) into its Kernel, Initrd, Disk and
+ * defaults (Cpus, Memory, Append) where the request gives none; Image leaves the body. */
+int vd_vm_image_prepare(vd_daemon *d, json_t *body, const vs_registry_opts *o, char **full_out,
+                        vs_error **err);
+json_t *vd_vm_images_list(vd_daemon *d, vs_error **err); /* [{Ref, Digest}] */
+
 /* vms.c: creating (workers) */
 /* A new VM's directory and object (busy, not yet in the table); rec is stolen. */
 vd_vm *vd_vm_create(vd_daemon *d, const char *name, json_t *rec, vs_error **err);
@@ -79,6 +103,22 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err);
  * NetworkSettings; detached when the VM is removed. */
 int vd_vm_net_attach(vd_daemon *d, vd_vm *vm, vs_error **err);
 void vd_vm_net_detach(vd_daemon *d, vd_vm *vm);
+
+/* vm_api.c: what the API does, for the cluster's reconciler too */
+/* A VM from a create request's body (borrowed; extra's fields are added to its record), made
+ * and committed, not busy. Errors carry errno EINVAL (the request), EEXIST (the name)... */
+vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json_t *extra,
+                              vs_error **err);
+/* Remove a claimed VM (killed first with force); on failure it is still claimed. */
+int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err);
+/* Claim a VM by name, ID or prefix for one request: ENOENT or EBUSY otherwise. */
+vd_vm *vd_vm_claim_name(vd_vms *t, const char *what, vs_error **err);
+void vd_vm_release(vd_vms *t, vd_vm *vm);
+
+/* cluster_guests.c: VMs of the cluster (create places them through the scheduler; delete
+ * removes the guest's record, true when that answered the call) */
+void vd_cluster_vm_create(vd_call *c, const char *name, json_t *body);
+bool vd_cluster_vm_delete(vd_call *c, bool force);
 
 /* A request body with a field not in known: refused, naming the field and what (the body). */
 int vd_body_known_fields(json_t *body, const char *const *known, size_t n, const char *what,
@@ -101,5 +141,8 @@ const char *vd_vm_qos(const vd_vm *vm);
  * is returned is kept to remove the cgroup with vd_pool_cgroup_leave when the VMM ended. */
 json_t *vd_pool_cgroup_enter(vd_daemon *d, const vd_vm *vm, pid_t pid, vs_error **err);
 void vd_pool_cgroup_leave(json_t *saved);
+/* Whether the VM's VMM goes into a cgroup of its pool: any pool but the default one, and the
+ * default one for a VM that asked for a QoS class. */
+bool vd_pool_cgroup_wanted(const vd_vm *vm);
 
 #endif

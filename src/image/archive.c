@@ -12,7 +12,6 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <time.h>
-#include <zlib.h>
 
 #define MAX_JSON_ENTRY (4u << 20)
 
@@ -117,36 +116,18 @@ out:
 
 /* ---------------------------------------------------------------- commit */
 
-/* The tar stream goes through here: hashed (the diff_id) and gzip-compressed into a blob. */
-typedef struct gz_sink {
-  z_stream z;
-  vs_hasher *diff;
+/* The tar stream goes straight into a blob: an uncompressed layer, whose digest is its diff_id.
+ * As dockerd keeps layers uncompressed locally: compressing each committed step cost half the CPU
+ * of a build (bench/build, docs/performance.md). */
+typedef struct tar_sink {
   vs_blob_writer *w;
   vs_error *err;
-  unsigned char out[1 << 16];
-} gz_sink;
+} tar_sink;
 
-static int gz_pump(gz_sink *g, int flush) {
-  do {
-    g->z.next_out = g->out;
-    g->z.avail_out = sizeof(g->out);
-    int zr = deflate(&g->z, flush);
-    if (zr == Z_STREAM_ERROR)
-      return vs_error_set(&g->err, 0, "gzip failed");
-    size_t have = sizeof(g->out) - g->z.avail_out;
-    if (have && vs_blob_writer_write(g->w, g->out, have, &g->err) < 0)
-      return -1;
-  } while (g->z.avail_out == 0);
-  return 0;
-}
-
-static la_ssize_t gz_write(struct archive *a, void *ctx, const void *buf, size_t len) {
-  gz_sink *g = ctx;
+static la_ssize_t tar_sink_write(struct archive *a, void *ctx, const void *buf, size_t len) {
+  tar_sink *t = ctx;
   (void)a;
-  vs_hasher_update(g->diff, buf, len);
-  g->z.next_in = (unsigned char *)buf;
-  g->z.avail_in = (uInt)len;
-  if (gz_pump(g, Z_NO_FLUSH) < 0)
+  if (vs_blob_writer_write(t->w, buf, len, &t->err) < 0)
     return -1;
   return (la_ssize_t)len;
 }
@@ -267,14 +248,8 @@ static int tar_upper(struct archive *out, struct archive *disk,
 }
 
 static int layer_from_upper(vs_store *s, const char *upper, char blob[VS_DIGEST_MAX],
-                            char diff[VS_DIGEST_MAX], vs_error **err) {
-  gz_sink g = {0};
-  /* level 1: a build commits a layer per step and unpacks it again at once; level 6 spent
-   * seconds of CPU on incompressible files (bench/build, docs/performance.md) */
-  if (deflateInit2(&g.z, 1, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-    return vs_error_set(err, 0, "gzip init failed");
-  g.diff = vs_hasher_new();
-  g.w = vs_blob_writer_new(s, err);
+                            vs_error **err) {
+  tar_sink t = {.w = vs_blob_writer_new(s, err)};
   int r = -1;
   _cleanup_close_ int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   struct archive *out = archive_write_new();
@@ -283,13 +258,13 @@ static int layer_from_upper(vs_store *s, const char *upper, char blob[VS_DIGEST_
   archive_write_set_format_pax_restricted(out);
   archive_entry_linkresolver_set_strategy(lr, archive_format(out));
   archive_read_disk_set_symlink_physical(disk);
-  if (!g.w || cwd < 0)
+  if (!t.w || cwd < 0)
     goto out;
   if (chdir(upper) < 0) {
     vs_error_set(err, errno, "chdir %s", upper);
     goto out;
   }
-  if (archive_write_open(out, &g, NULL, gz_write, NULL) != ARCHIVE_OK) {
+  if (archive_write_open(out, &t, NULL, tar_sink_write, NULL) != ARCHIVE_OK) {
     vs_error_set(err, 0, "tar: %s", archive_error_string(out));
     goto back;
   }
@@ -299,17 +274,11 @@ static int layer_from_upper(vs_store *s, const char *upper, char blob[VS_DIGEST_
     struct archive_entry *e = NULL, *sp = NULL;
     archive_entry_linkify(lr, &e, &sp); /* flush deferred entries (none for tar strategies) */
   }
-  if (archive_write_close(out) != ARCHIVE_OK || g.err) {
-    vs_error_set(err, 0, "finish layer: %s", g.err ? g.err->msg : archive_error_string(out));
+  if (archive_write_close(out) != ARCHIVE_OK || t.err) {
+    vs_error_set(err, 0, "finish layer: %s", t.err ? t.err->msg : archive_error_string(out));
     goto back;
   }
-  if (gz_pump(&g, Z_FINISH) < 0) {
-    vs_error_set(err, 0, "%s", g.err->msg);
-    goto back;
-  }
-  vs_hasher_finish(g.diff, diff);
-  g.diff = NULL;
-  r = vs_blob_writer_commit(g.w, NULL, blob, err);
+  r = vs_blob_writer_commit(t.w, NULL, blob, err);
 back:
   if (fchdir(cwd) < 0)
     vs_log_warn("could not return to the previous directory");
@@ -317,26 +286,90 @@ out:
   archive_entry_linkresolver_free(lr);
   archive_read_free(disk);
   archive_write_free(out);
-  deflateEnd(&g.z);
-  vs_hasher_free(g.diff);
-  vs_blob_writer_free(g.w);
-  vs_error_free(g.err);
+  vs_blob_writer_free(t.w);
+  vs_error_free(t.err);
   return r;
 }
 
-int vs_image_commit(vs_store *s, const vs_image *base, const char *upper, const char *name,
-                    json_t *changes, const char *comment, const char *author,
-                    char digest_out[VS_DIGEST_MAX], vs_error **err) {
+/* Drop overlayfs' private xattrs (origin, impure, redirect, ...) from one entry of an upper
+ * directory, keeping only an opaque marker of "y": what unpacking the layer's tar would give. */
+static int drop_overlay_xattrs(const char *path, vs_error **err) {
+  ssize_t size = llistxattr(path, NULL, 0);
+  if (size <= 0)
+    return size < 0 && errno != ENOTSUP ? vs_error_set(err, errno, "list xattrs of %s", path) : 0;
+  _cleanup_free_ char *names = vs_malloc0((size_t)size + 1);
+  size = llistxattr(path, names, (size_t)size);
+  if (size < 0)
+    return vs_error_set(err, errno, "list xattrs of %s", path);
+  for (const char *x = names; x < names + size; x += strlen(x) + 1) {
+    if (strncmp(x, "trusted.overlay.", 16) != 0)
+      continue;
+    if (!strcmp(x, "trusted.overlay.opaque") && is_opaque(path))
+      continue;
+    if (lremovexattr(path, x) < 0 && errno != ENODATA)
+      return vs_error_set(err, errno, "remove %s from %s", x, path);
+  }
+  return 0;
+}
+
+static int drop_overlay_xattrs_tree(const char *dir, vs_error **err) {
+  if (drop_overlay_xattrs(dir, err) < 0)
+    return -1;
+  DIR *d = opendir(dir);
+  if (!d)
+    return vs_error_set(err, errno, "open %s", dir);
+  int r = 0;
+  struct dirent *de;
+  while (r == 0 && (de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+      continue;
+    _cleanup_free_ char *path = vs_asprintf("%s/%s", dir, de->d_name);
+    struct stat st;
+    if (lstat(path, &st) < 0)
+      r = vs_error_set(err, errno, "stat %s", path);
+    else if (S_ISDIR(st.st_mode))
+      r = drop_overlay_xattrs_tree(path, err);
+    else
+      r = drop_overlay_xattrs(path, err);
+  }
+  closedir(d);
+  return r;
+}
+
+/* The upper directory, which the caller no longer needs, becomes the unpacked layer itself (as
+ * dockerd's overlay2 keeps a step's diff directory): renamed into the store instead of unpacking
+ * the blob just written from it, which wrote every file a second time (bench/build). Its root
+ * gets the owner and mode an unpacked layer's root has. Falls back to unpacking when the upper
+ * directory is on another file system. */
+static int layer_take_upper(vs_store *s, const char *upper, const char *diff, vs_error **err) {
+  if (vs_store_has_layer(s, diff))
+    return 0;
+  if (drop_overlay_xattrs_tree(upper, err) < 0)
+    return -1;
+  if (lchown(upper, 0, 0) < 0 || chmod(upper, 0755) < 0)
+    return vs_error_set(err, errno, "prepare %s as a layer", upper);
+  _cleanup_free_ char *dst = vs_store_layer_path(s, diff);
+  if (rename(upper, dst) == 0 || errno == EEXIST || errno == ENOTEMPTY)
+    return 0;
+  if (errno == EXDEV)
+    return vs_store_unpack_layer(s, diff, diff, err);
+  return vs_error_set(err, errno, "store layer %s", diff);
+}
+
+static int commit(vs_store *s, const vs_image *base, const char *upper, bool take_upper,
+                  const char *name, json_t *changes, const char *comment, const char *author,
+                  char digest_out[VS_DIGEST_MAX], vs_error **err) {
   if (vs_store_lock(s, false, err) < 0)
     return -1;
   int r = -1;
-  char blob[VS_DIGEST_MAX], diff[VS_DIGEST_MAX], cfg[VS_DIGEST_MAX];
+  char diff[VS_DIGEST_MAX], cfg[VS_DIGEST_MAX];
   json_t *config = json_deep_copy(base->config.root);
   size_t n = base->manifest.n_layers;
   vs_descriptor *layers = vs_malloc0(sizeof(vs_descriptor) * (n + 1));
   _cleanup_free_ char *now = now_rfc3339();
-  if (layer_from_upper(s, upper, blob, diff, err) < 0 ||
-      vs_store_unpack_layer(s, blob, diff, err) < 0) {
+  if (layer_from_upper(s, upper, diff, err) < 0 ||
+      (take_upper ? layer_take_upper(s, upper, diff, err)
+                  : vs_store_unpack_layer(s, diff, diff, err)) < 0) {
     vs_error_wrap(err, "commit %s", upper);
     goto out;
   }
@@ -366,14 +399,25 @@ int vs_image_commit(vs_store *s, const vs_image *base, const char *upper, const 
     goto out;
   for (size_t i = 0; i < n; i++)
     layers[i] = base->manifest.layers[i];
-  layers[n] = (vs_descriptor){
-      .media_type = VS_MT_OCI_LAYER_GZIP, .digest = blob, .size = blob_size(s, blob)};
+  layers[n] =
+      (vs_descriptor){.media_type = VS_MT_OCI_LAYER, .digest = diff, .size = blob_size(s, diff)};
   r = vs_store_add_image(s, name, cfg, layers, n + 1, digest_out, err);
 out:
   free(layers);
   json_decref(config);
   vs_store_unlock(s);
   return r;
+}
+
+int vs_image_commit(vs_store *s, const vs_image *base, const char *upper, const char *name,
+                    json_t *changes, const char *comment, const char *author,
+                    char digest_out[VS_DIGEST_MAX], vs_error **err) {
+  return commit(s, base, upper, false, name, changes, comment, author, digest_out, err);
+}
+
+int vs_image_commit_taking_upper(vs_store *s, const vs_image *base, const char *upper,
+                                 char digest_out[VS_DIGEST_MAX], vs_error **err) {
+  return commit(s, base, upper, true, NULL, NULL, NULL, NULL, digest_out, err);
 }
 
 /* ---------------------------------------------------------------- load */

@@ -448,7 +448,7 @@ static int from_image(builder *b, const char *from, vs_image *img, vs_error **er
 static int commit_upper(builder *b, const char *upper, const char *created_by, vs_error **err) {
   char md[VS_DIGEST_MAX];
   vs_image made;
-  if (vs_image_commit(b->s, &b->cur, upper, NULL, NULL, NULL, NULL, md, err) < 0 ||
+  if (vs_image_commit_taking_upper(b->s, &b->cur, upper, md, err) < 0 ||
       vs_store_load_image(b->s, md, &made, err) < 0)
     return -1;
   json_t *doc = json_deep_copy(made.config.root);

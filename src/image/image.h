@@ -71,6 +71,16 @@ char *vs_image_name_familiar(const char *full);
 #define VS_MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
 #define VS_MT_DOCKER_LAYER_GZIP "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
+/* VM images (OCI artifacts, docs/daemon.md): a config of this type and one layer per file of the
+ * machine, stored and moved as they are (never unpacked). Their config still has rootfs.diff_ids
+ * (the layers' own digests) so that the store loads them like any image. */
+#define VS_MT_VM_CONFIG "application/vnd.vessel.vm.config.v1+json"
+#define VS_MT_VM_KERNEL "application/vnd.vessel.vm.kernel.v1"
+#define VS_MT_VM_INITRD "application/vnd.vessel.vm.initrd.v1"
+#define VS_MT_VM_DISK "application/vnd.vessel.vm.disk.v1.qcow2"
+/* Whether a layer of this media type is one of a VM image's files (not a file system tree). */
+bool vs_media_type_is_vm_file(const char *mt);
+
 typedef struct vs_descriptor {
   char *media_type;
   char *digest;
@@ -221,13 +231,17 @@ int vs_image_import(vs_store *s, const char *tar_path, const char *name, json_t 
  * image's "config" object: Cmd, Env, ...). Other instructions and malformed arguments are errors
  * naming them. */
 int vs_config_apply_changes(json_t *config, json_t *changes, vs_error **err);
-/* vessel commit: the overlay upper directory becomes a new gzip layer on top of base (overlay
- * whiteouts and opaque dirs turned back into .wh. entries); config_changes (may be NULL) are
- * merged into the image's "config" object; comment and author (may be NULL) go into the
- * history entry and the image's author. */
+/* vessel commit: the overlay upper directory becomes a new layer on top of base, an uncompressed
+ * tar as dockerd keeps its layers (overlay whiteouts and opaque dirs turned back into .wh.
+ * entries); config_changes (may be NULL) are merged into the image's "config" object; comment
+ * and author (may be NULL) go into the history entry and the image's author. */
 int vs_image_commit(vs_store *s, const vs_image *base, const char *upper_dir, const char *name,
                     json_t *changes, const char *comment, const char *author,
                     char digest_out[VS_DIGEST_MAX], vs_error **err);
+/* The same for a builder's step, whose upper directory (no longer mounted, not needed after)
+ * becomes the store's unpacked layer by a rename; the directory is gone on success. */
+int vs_image_commit_taking_upper(vs_store *s, const vs_image *base, const char *upper_dir,
+                                 char digest_out[VS_DIGEST_MAX], vs_error **err);
 /* vessel image load: a docker-archive (docker save) or OCI layout tar. Names of the loaded images
  * go to *names (a JSON array, caller decrefs). */
 int vs_image_load(vs_store *s, const char *path, const char *fallback_name, json_t **names,

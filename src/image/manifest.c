@@ -13,7 +13,14 @@ static void descriptor_clear(vs_descriptor *d) {
   memset(d, 0, sizeof(*d));
 }
 
+bool vs_media_type_is_vm_file(const char *mt) {
+  return mt && (!strcmp(mt, VS_MT_VM_KERNEL) || !strcmp(mt, VS_MT_VM_INITRD) ||
+                !strcmp(mt, VS_MT_VM_DISK));
+}
+
 static bool layer_type_known(const char *mt) {
+  if (vs_media_type_is_vm_file(mt))
+    return true;
   static const char *const known[] = {
       VS_MT_OCI_LAYER,
       VS_MT_OCI_LAYER_GZIP,

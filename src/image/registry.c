@@ -872,6 +872,12 @@ static int finish_download(layer_job *j, CURLcode cc, bool *retry, vs_error **er
   return *retry ? 0 : ret;
 }
 
+/* A layer needs nothing after its download when it is unpacked already, or when it is a VM
+ * image's file (kept as the blob itself). */
+static bool layer_ready(vs_store *s, const layer_job *j) {
+  return vs_media_type_is_vm_file(j->desc->media_type) || vs_store_has_layer(s, j->diff_id);
+}
+
 static int pull_layers(reg_client *c, vs_store *s, const vs_image *img, vs_error **err) {
   size_t n = img->manifest.n_layers;
   progress prog;
@@ -897,11 +903,11 @@ static int pull_layers(reg_client *c, vs_store *s, const vs_image *img, vs_error
     prog.total[i] = (uint64_t)j->desc->size;
   }
   for (size_t i = 0; i < n && prog.cb; i++)
-    if (!vs_store_has_layer(s, jobs[i].diff_id) || !vs_store_has_blob(s, jobs[i].desc->digest))
+    if (!layer_ready(s, &jobs[i]) || !vs_store_has_blob(s, jobs[i].desc->digest))
       progress_event(&prog, i, "Pulling fs layer");
   for (size_t i = 0; i < n; i++) {
     layer_job *j = &jobs[i];
-    if (vs_store_has_layer(s, j->diff_id) && vs_store_has_blob(s, j->desc->digest)) {
+    if (layer_ready(s, j) && vs_store_has_blob(s, j->desc->digest)) {
       j->downloaded = true;
       progress_event(&prog, i, "Already exists");
     } else if (vs_store_has_blob(s, j->desc->digest)) {
@@ -956,7 +962,7 @@ static int pull_layers(reg_client *c, vs_store *s, const vs_image *img, vs_error
       }
       j->downloaded = true;
       progress_event(&prog, j->index, "Download complete");
-      if (!vs_store_has_layer(s, j->diff_id))
+      if (!layer_ready(s, j))
         start_unpack(j);
       else
         progress_event(&prog, j->index, "Already exists");

@@ -271,13 +271,49 @@ static json_t *cmd_migrate(vm *m, const json_t *req, vs_error **err) {
   return json_pack("{s:s}", "state", state_name(m));
 }
 
+/* {"command": "balloon", "target": BYTES}: the guest's memory target (what it keeps; the rest
+ * goes into the balloon; target = the RAM size empties it). Without target, only the state. Each
+ * call also asks the guest for fresh statistics, which the next call returns. */
+static json_t *cmd_balloon(vm *m, const json_t *req, vs_error **err) {
+  virtio_balloon *b = m->balloon;
+  if (!b) {
+    vs_error_set(err, 0, "this machine has no balloon device (vessel-vmm --balloon)");
+    return NULL;
+  }
+  json_t *t = json_object_get(req, "target");
+  if (t) {
+    if (!json_is_integer(t) || json_integer_value(t) < 0 ||
+        (uint64_t)json_integer_value(t) > m->ram_size) {
+      vs_error_set(err, 0,
+                   "balloon: target must be a number of bytes from 0 to the RAM size (%llu)",
+                   (unsigned long long)m->ram_size);
+      return NULL;
+    }
+    uint64_t keep = (uint64_t)json_integer_value(t);
+    virtio_balloon_set_target(b, (uint32_t)((m->ram_size - keep) / VIRTIO_BALLOON_PAGE_SIZE));
+  }
+  virtio_balloon_request_stats(b);
+  json_t *stats = json_object();
+  for (unsigned i = 0; i < VIRTIO_BALLOON_NUM_STATS; i++)
+    if (b->stats_valid & (1u << i))
+      json_object_set_new(stats, virtio_balloon_stat_name(i),
+                          json_integer((json_int_t)b->stats[i]));
+  const uint64_t page = VIRTIO_BALLOON_PAGE_SIZE;
+  return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "size", (json_int_t)m->ram_size, "target",
+                   (json_int_t)(m->ram_size - (uint64_t)b->target_pages * page), "balloon",
+                   (json_int_t)((uint64_t)b->actual_pages * page), "inflated",
+                   (json_int_t)(b->inflated_pages * page), "deflated",
+                   (json_int_t)(b->deflated_pages * page), "reported",
+                   (json_int_t)b->reported_bytes, "stats", stats);
+}
+
 static const struct {
   const char *name;
   ctl_handler fn;
 } ctl_commands[] = {
     {"status", cmd_status},     {"pause", cmd_pause},     {"resume", cmd_resume},
     {"info", cmd_info},         {"quit", cmd_quit},       {"powerdown", cmd_powerdown},
-    {"snapshot", cmd_snapshot}, {"migrate", cmd_migrate},
+    {"snapshot", cmd_snapshot}, {"migrate", cmd_migrate}, {"balloon", cmd_balloon},
 };
 
 static void serve_line(vm *m, ctl_client *c, const char *line, size_t len) {

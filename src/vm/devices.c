@@ -1,6 +1,7 @@
 /* The machine's network, console and entropy devices: virtio-net with its backend (one per --net),
- * virtio-console (--console virtio) and virtio-rng. They take the virtio-mmio slots after the
- * disks, in that order; each network backend is an I/O source of the run loop.
+ * virtio-console (--console virtio), virtio-balloon (--balloon) and virtio-rng. They take the
+ * virtio-mmio slots after the disks, in that order; each network backend is an I/O source of the
+ * run loop.
  */
 #include <string.h>
 #include <sys/random.h>
@@ -59,7 +60,7 @@ static int add_net(vm *m, unsigned i, vs_error **err) {
   virtio_net *n = vs_malloc0(sizeof(*n));
   m->net[i] = n;
   netdev_peer peer = {virtio_net_can_receive, virtio_net_receive, n};
-  netdev *nd = netdev_open(&o, peer, err);
+  netdev *nd = m->cfg.net_offline ? netdev_offline_open(&o, peer, err) : netdev_open(&o, peer, err);
   if (!nd)
     return -1;
   m->netdev[i] = nd;
@@ -101,6 +102,18 @@ static int add_rng(vm *m, vs_error **err) {
   return 0;
 }
 
+static int add_balloon(vm *m, vs_error **err) {
+  if (!m->cfg.balloon)
+    return 0;
+  vm_virtio_slot slot;
+  if (vm_virtio_claim(m, "virtio-balloon", &slot, err) < 0)
+    return -1;
+  m->balloon = vs_malloc0(sizeof(*m->balloon));
+  virtio_balloon_init(m->balloon, vm_virtio_mem(m), vm_virtio_irq(m, &slot));
+  vm_virtio_map(m, &slot, "virtio-balloon", &m->balloon->mmio);
+  return 0;
+}
+
 int vm_add_io_devices(vm *m, vs_error **err) {
   if (m->cfg.nnets > VM_MAX_NICS)
     return vs_error_set(err, 0, "too many network devices (%u, at most %d)", m->cfg.nnets,
@@ -108,7 +121,8 @@ int vm_add_io_devices(vm *m, vs_error **err) {
   for (unsigned i = 0; i < m->cfg.nnets; i++)
     if (add_net(m, i, err) < 0)
       return vs_error_wrap(err, "network device %u", i);
-  return add_console(m, err) < 0 || add_rng(m, err) < 0 ? -1 : 0;
+  /* the balloon before the rng: the default rng gives way when the slots run out */
+  return add_console(m, err) < 0 || add_balloon(m, err) < 0 || add_rng(m, err) < 0 ? -1 : 0;
 }
 
 void vm_destroy_io_devices(vm *m) {
@@ -124,6 +138,8 @@ void vm_destroy_io_devices(vm *m) {
   m->vconsole = NULL;
   free(m->rng);
   m->rng = NULL;
+  free(m->balloon);
+  m->balloon = NULL;
 }
 
 /* ------------------------------------------------------------------ snapshots */
@@ -133,6 +149,8 @@ void vm_io_devices_save(vm *m, vmstate_writer *w) {
     virtio_net_save(m->net[i], w);
   if (m->vconsole)
     virtio_console_save(m->vconsole, w);
+  if (m->balloon)
+    virtio_balloon_save(m->balloon, w);
   if (m->rng)
     virtio_rng_save(m->rng, w);
 }
@@ -143,17 +161,23 @@ int vm_io_devices_load(vm *m, vmstate_reader *r, vs_error **err) {
       return -1;
   if (m->vconsole && virtio_console_load(m->vconsole, r, err) < 0)
     return -1;
+  if (m->balloon && virtio_balloon_load(m->balloon, r, err) < 0)
+    return vs_error_wrap(err, "balloon");
   if (m->rng && virtio_rng_load(m->rng, r, err) < 0)
     return -1;
   return 0;
 }
 
-/* A clone's NICs: new locally administered addresses (52:54:00 and three random bytes), so
- * clones on one bridge do not collide with each other or with their original. */
+/* A clone's NICs: the address its --net spec gives (the daemon's, whose DHCP knows it), or new
+ * locally administered addresses (52:54:00 and three random bytes), so clones on one bridge do
+ * not collide with each other or with their original. */
 void vm_io_devices_new_identity(vm *m) {
   for (unsigned i = 0; i < m->cfg.nnets; i++) {
     uint8_t mac[6] = {0x52, 0x54, 0x00, 0, 0, 0};
-    if (getrandom(mac + 3, 3, 0) != 3)
+    netdev_opts o;
+    if (netdev_parse_spec(m->cfg.nets[i], &o, NULL) == 0 && o.mac_set)
+      memcpy(mac, o.mac, sizeof(mac));
+    else if (getrandom(mac + 3, 3, 0) != 3)
       mac[5] = (uint8_t)(mac[5] ^ (uint8_t)getpid() ^ (uint8_t)i);
     virtio_net_set_mac(m->net[i], mac);
   }

@@ -317,7 +317,10 @@ static void step_hart(gdb_stub *s, unsigned h) {
   vm_pause(m);
   if (vm_hsm_state(m, h) == HSM_STARTED) {
     rv_hart *hart = &m->harts[h];
-    rv_hart_step(hart);
+    if (vm_rr_replaying(m))
+      vm_rr_step(m, h); /* the log's records due first, as the replay would */
+    else
+      rv_hart_step(hart);
     if (m->htif_enabled)
       vm_poll_htif(m, hart);
   }
@@ -789,6 +792,8 @@ static void cmd_query(gdb_stub *s, const char *p, size_t len) {
     reply_reset(s);
     reply_str(s, buf);
     reply_str(s, ";qXfer:features:read+;QStartNoAckMode+;vContSupported+");
+    if (vm_rr_can_reverse(s->m))
+      reply_str(s, ";ReverseStep+;ReverseContinue+");
     send_reply(s);
   } else if (starts_with(p, len, "qXfer:features:read:", &k)) {
     cmd_read_features(s, p + k, len - k);
@@ -900,6 +905,24 @@ static void cmd_v(gdb_stub *s, const char *p, size_t len) {
     send_str(s, "");
 }
 
+/* bs / bc on a replay: back one instruction, or to the last breakpoint hit before here (the
+ * replay restores its nearest checkpoint and runs forward). At the recording's start gdb hears
+ * that there is no more history (replaylog:begin), as from QEMU. */
+static void cmd_reverse(gdb_stub *s, const char *p, size_t len) {
+  if (len != 2 || (p[1] != 's' && p[1] != 'c') || !vm_rr_can_reverse(s->m)) {
+    send_str(s, len == 2 && (p[1] == 's' || p[1] == 'c') ? "E22" : "");
+    return;
+  }
+  vm_pause(s->m);
+  int rc = vm_rr_reverse(s->m, p[1] == 's');
+  s->stop_hart = 0;
+  s->g_hart = 0;
+  char buf[64];
+  snprintf(buf, sizeof(buf), "T%02x%sthread:%x;", GDB_SIGTRAP, rc == 1 ? "replaylog:begin;" : "",
+           thread_of(0));
+  send_str(s, buf);
+}
+
 /* The debugger leaves: breakpoints go, the VM runs on. */
 static void cmd_detach(gdb_stub *s) {
   __atomic_store_n(&s->bp.n, 0, __ATOMIC_RELEASE);
@@ -979,6 +1002,9 @@ static void handle_packet(gdb_stub *s, const char *p, size_t len) {
     break;
   case 'v':
     cmd_v(s, p, len);
+    break;
+  case 'b':
+    cmd_reverse(s, p, len);
     break;
   case 'D':
     cmd_detach(s);

@@ -783,6 +783,8 @@ static void vm_service(vm *m, int64_t sleep_ns) {
   rtc_update(&m->rtc);
 }
 
+void vm_serve_io(vm *m, int64_t sleep_ns) { vm_service(m, sleep_ns); }
+
 /* --trace: a line per hart every few seconds, to see where a stuck guest is. */
 static void vm_trace_harts(vm *m, int64_t *next_ns) {
   int64_t now_ns = monotonic_ns();

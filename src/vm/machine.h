@@ -150,6 +150,16 @@ void vm_rr_hart_ran(vm *m, unsigned h);
 bool vm_rr_replaying(const vm *m);
 /* The replay's run loop: the hart runs from one logged record to the next. */
 void vm_rr_replay_run(vm *m);
+/* A debugger on a replay (gdbstub.c; one hart): a single step that applies the log's records
+ * due first; reverse execution (a step back, or back to the previous breakpoint hit) by
+ * restoring the nearest checkpoint and running forward. Returns 0 when it landed, 1 when it
+ * stopped at the start of the recording (no more history), -1 when the replay cannot go back
+ * (no checkpoints: several harts). */
+bool vm_rr_can_reverse(const vm *m);
+void vm_rr_step(vm *m, unsigned h);
+int vm_rr_reverse(vm *m, bool step);
+/* Serve the I/O sources once (the run loop's service between slices; sleep_ns 0: just look). */
+void vm_serve_io(vm *m, int64_t sleep_ns);
 
 /* control.c */
 struct vm_migration; /* migrate.c */
@@ -192,6 +202,7 @@ struct vm {
   struct netdev *netdev[VM_MAX_NICS];
   virtio_console *vconsole; /* --console virtio: console input goes here instead of the UART */
   virtio_rng *rng;
+  virtio_balloon *balloon;    /* --balloon */
   virtio_input *power_button; /* NULL when the disks took every virtio slot */
 
   /* clock: mtime = (CLOCK_MONOTONIC - mtime_epoch_ns) at 10 MHz */

@@ -4,41 +4,98 @@
  * slice of the run loop and moves only between slices (a TIME record), so however often an
  * engine looks at it inside a slice it reads the same; the RTC follows that clock; interrupts
  * are taken only where the recording took them (the CPU's irq_gate), which replay reaches
- * exactly through the run's instruction budget; console input and rng bytes come from the log.
- * The interpreter and the translator stop at the same counts, so either replays either's log. */
+ * exactly through the run's instruction budget; console input, rng bytes and network frames come
+ * from the log (a replay's NICs have no backend); disks are frozen under an overlay at the start.
+ * The interpreter and the translator stop at the same counts, so either replays either's log.
+ * A debugger on a one-hart replay can go back: checkpoints along the way, re-execution from the
+ * nearest. */
 #include "vm/replay.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "vm/machine.h"
+#include "vm/netdev/netdev.h"
 #include "vm/vmstate.h"
 
 #define MAX_LOG_FILE (4ull << 30)
+#define MAX_STATE_FILE (64u << 20)
+/* frames a NIC holds between two slices while recording; a backend that hands more in one
+ * slice (slirp cannot be told to wait) loses them, as a NIC with a full ring would */
+#define RR_NET_QUEUE_MAX 1024u
+/* A checkpoint every so many instructions while a debugger can reverse a replay: a step back
+ * re-executes at most this many (about a quarter of a second with the translator) */
+#define RR_CHECKPOINT_INSNS 100000000ull
+#define RR_PAGE 4096u
+
+_Static_assert(RR_MAX_NICS >= VM_MAX_NICS, "the log's NIC numbers cover every NIC");
+
+/* Recording: the frames a NIC's backend handed over during a slice, delivered after it. */
+typedef struct rr_frame {
+  uint8_t *data;
+  size_t len;
+} rr_frame;
+
+/* Replaying under a debugger: the machine at a count, for reverse execution. RAM is kept as the
+ * pages written since the checkpoint before (the dirty bitmap of migration); a page in none of
+ * the deltas up to a checkpoint is as the starting snapshot's memory file has it. */
+typedef struct rr_checkpoint {
+  uint64_t icount;
+  uint8_t *state; /* vm_state_save: harts, devices, the clock */
+  size_t state_len;
+  uint32_t *pages; /* the pages written since the checkpoint before, and their bytes */
+  uint8_t *data;
+  size_t npages;
+  size_t loop_i, rng_i; /* where the replay stood in the log */
+} rr_checkpoint;
+
+typedef struct rr_nic {
+  vm *m;
+  rr_frame *q;
+  size_t n, cap;
+  unsigned index;
+} rr_nic;
 
 struct vm_rr {
-  bool replaying;
   char *dir;
   int64_t realtime_base; /* host CLOCK_REALTIME (ns) when mtime was 0 */
-  uint8_t digest[RR_DIGEST_LEN];
   /* recording */
   rr_log_writer log;
+  rr_nic nics[VM_MAX_NICS];
+  /* replaying: where the disks' overlays go (removed at the end) */
+  char *clone_dir;
   /* replaying: the log, and its records in two queues: the run loop's (time, interrupts,
    * console, end) and the rng device's, which asks for its bytes inside a slice */
   char *log_data;
   size_t log_len;
   rr_event *loop_ev, *rng_ev;
   size_t loop_n, rng_n, loop_i, rng_i;
-  bool taking;  /* the loop takes the logged interrupt now */
   int64_t took; /* the cause the gate let through, -1: none */
   char *divergence;
+  /* replaying under a debugger (one hart): checkpoints for reverse execution */
+  rr_checkpoint *cps;
+  size_t ncps, cps_cap;
+  uint64_t next_checkpoint;
+  uint64_t *dirty;   /* scratch: vm_dirty_words */
+  uint64_t furthest; /* the count the replay has reached: output before it was printed */
+  uint64_t *hits;    /* reverse-continue: breakpoint hits in the window scanned */
+  size_t nhits, hits_cap;
+  unsigned harts;   /* the log's */
+  int start_mem_fd; /* start/memory: RAM as the replay began */
+  int console_fd;
+  bool replaying;
+  bool taking; /* the loop takes the logged interrupt now */
   bool ended;
-  unsigned harts;            /* the log's */
+  bool debugging;
   bool in_slice[VM_MAX_SMP]; /* replay: a hart is inside a recorded slice */
+  uint8_t digest[RR_DIGEST_LEN];
+  uint8_t start_digest[RR_DIGEST_LEN]; /* SHA-256 of start/state */
 };
 
 static uint64_t icount_of(const vm *m) { return m->harts[0].minstret; }
@@ -144,9 +201,94 @@ static size_t rr_rng_replay(void *opaque, uint8_t *buf, size_t len) {
   return got;
 }
 
+/* ---- network frames. While recording, what a NIC's backend hands over (slirp often answers at
+ * once, inside the guest's transmit, in the middle of a slice) waits in rr_nic's queue and goes
+ * to the device after the slice, logged with the count it went in at; the device's own flush
+ * runs only then too (its I/O source's prepare and dispatch flush no more), so the frames reach
+ * guest memory at counts the log names. Replay delivers the same frames at the same counts, with
+ * no backend behind the NIC (netdev_offline_open). */
+
+static bool rr_net_can_receive(void *opaque) {
+  rr_nic *nic = opaque;
+  return nic->n < RR_NET_QUEUE_MAX;
+}
+
+static void rr_net_receive(void *opaque, const uint8_t *frame, size_t len) {
+  rr_nic *nic = opaque;
+  if (nic->n == RR_NET_QUEUE_MAX || len == 0 || len > RR_FRAME_MAX)
+    return; /* dropped, as the device drops what it has no room for: nothing to log */
+  if (nic->n == nic->cap) {
+    nic->cap = nic->cap ? nic->cap * 2 : 16;
+    nic->q = vs_realloc(nic->q, nic->cap * sizeof(*nic->q));
+  }
+  nic->q[nic->n].data = vs_malloc0(len);
+  memcpy(nic->q[nic->n].data, frame, len);
+  nic->q[nic->n++].len = len;
+}
+
+/* The NIC's I/O source while recording: its backend, without the device's flush. */
+static void rr_net_prepare(void *opaque, vm_pollset *ps) {
+  virtio_net *n = opaque;
+  netdev_prepare(n->link.opaque, ps);
+}
+
+static void rr_net_dispatch(void *opaque, const vm_pollset *ps) {
+  virtio_net *n = opaque;
+  netdev_dispatch(n->link.opaque, ps);
+}
+
+/* Between slices: log and deliver what the backends handed over. */
+static void rr_net_deliver(vm *m) {
+  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+    rr_nic *nic = &m->rr->nics[i];
+    if (!nic->n)
+      continue;
+    for (size_t k = 0; k < nic->n; k++) {
+      rr_event ev = {.kind = RR_NET,
+                     .nic = i,
+                     .flags = k + 1 == nic->n ? RR_NET_BURST_END : 0,
+                     .icount = icount_of(m),
+                     .data = nic->q[k].data,
+                     .len = nic->q[k].len};
+      rr_log_put(&m->rr->log, &ev);
+      virtio_net_receive(m->net[i], nic->q[k].data, nic->q[k].len);
+      free(nic->q[k].data);
+    }
+    nic->n = 0;
+    virtio_net_flush(m->net[i]);
+  }
+}
+
+static void replay_net(vm *m, const rr_event *ev) {
+  if (ev->nic >= m->cfg.nnets) {
+    diverge(m, "the log delivers a frame to NIC %u, the machine has %u", ev->nic, m->cfg.nnets);
+    return;
+  }
+  virtio_net_receive(m->net[ev->nic], ev->data, ev->len);
+  if (ev->flags & RR_NET_BURST_END)
+    virtio_net_flush(m->net[ev->nic]);
+}
+
+static void install_net_hooks(vm *m) {
+  for (unsigned i = 0; i < m->cfg.nnets; i++) {
+    rr_nic *nic = &m->rr->nics[i];
+    nic->m = m;
+    nic->index = i;
+    m->netdev[i]->peer = (netdev_peer){rr_net_can_receive, rr_net_receive, nic};
+    for (unsigned k = 0; k < m->num_io_sources; k++) {
+      if (m->io_sources[k].opaque == m->net[i]) {
+        m->io_sources[k].prepare = rr_net_prepare;
+        m->io_sources[k].dispatch = rr_net_dispatch;
+      }
+    }
+  }
+}
+
 /* The guest's clock moves to `mtime`: the timers that depend on it follow. */
 static void rr_set_time(vm *m, uint64_t mtime) {
   m->rr_mtime = mtime;
+  if (m->paused)
+    m->paused_mtime = mtime; /* the clock a debugger's stop resumes with */
   aclint_update_timers(&m->aclint, mtime);
   rtc_update(&m->rtc);
 }
@@ -154,6 +296,7 @@ static void rr_set_time(vm *m, uint64_t mtime) {
 void vm_rr_tick(vm *m) {
   if (m->rr->replaying)
     return;
+  rr_net_deliver(m);
   uint64_t now = vm_host_mtime(m);
   if (now == m->rr_mtime)
     return;
@@ -186,6 +329,8 @@ static void install_hooks(vm *m) {
     m->rng->source = m->rr->replaying ? rr_rng_replay : rr_rng_record;
     m->rng->source_opaque = m;
   }
+  if (!m->rr->replaying)
+    install_net_hooks(m); /* a replay's NICs have no backend */
 }
 
 /* ------------------------------------------------------------------ digest */
@@ -215,18 +360,45 @@ static void hex_of(const uint8_t *d, char out[RR_DIGEST_LEN * 2 + 1]) {
 
 /* ------------------------------------------------------------------ recording */
 
+int vm_record_check_config(const vm_config *cfg, vs_error **err) {
+  for (unsigned i = 0; i < cfg->nnets; i++) {
+    netdev_opts o;
+    if (netdev_parse_spec(cfg->nets[i], &o, err) < 0)
+      return -1;
+    if (o.kind != NETDEV_USER)
+      return vs_error_set(err, 0,
+                          "--record: network %u is a tap; only user networking (--net user) is "
+                          "recorded (a tap's link depends on the host kernel)",
+                          i);
+  }
+  return 0;
+}
+
 static int check_recordable(const vm *m, vs_error **err) {
   if (m->nharts > RR_MAX_HARTS || m->threads.on)
     return vs_error_set(err, 0,
                         "--record: %u harts on their own threads; record/replay runs them on "
                         "one thread (--hart-threads off)",
                         m->nharts);
-  if (m->cfg.nnets)
-    return vs_error_set(err, 0, "--record: network frames are not recorded yet (drop --net)");
-  if (m->cfg.ndisks)
-    return vs_error_set(err, 0, "--record: disks are not recorded yet (drop --disk)");
+  if (vm_record_check_config(&m->cfg, err) < 0)
+    return -1;
   if (m->htif_enabled)
     return vs_error_set(err, 0, "--record: --htif test programs are not supported");
+  return 0;
+}
+
+/* SHA-256 of a snapshot's state file: it names the kernel and the machine and holds the RAM's
+ * digest, so it tells one start from another. */
+static int start_digest_of(const char *start, uint8_t out[RR_DIGEST_LEN], vs_error **err) {
+  _cleanup_free_ char *path = vs_asprintf("%s/state", start);
+  _cleanup_free_ char *img = NULL;
+  size_t len = 0;
+  if (vs_read_file(path, MAX_STATE_FILE, &img, &len, err) < 0)
+    return -1;
+  vs_sha256_ctx ctx;
+  vs_sha256_init(&ctx);
+  vs_sha256_update(&ctx, img, len);
+  vs_sha256_final_raw(&ctx, out);
   return 0;
 }
 
@@ -236,15 +408,21 @@ int vm_record_start(vm *m, const char *dir, vs_error **err) {
   if (vs_mkdir_p(dir, 0700, err) < 0)
     return vs_error_wrap(err, "--record %s", dir);
   _cleanup_free_ char *start = vs_asprintf("%s/start", dir);
-  vm_snapshot_opts so = {0};
-  if (vm_snapshot(m, start, &so, err) < 0)
+  /* Writable disks are frozen as the start's bases and the recording goes on in overlays next
+   * to them (PATH.<n>.qcow2): a replay reads the same bytes from its own overlay on the same
+   * base. A read-only disk is replayed from the image itself. Either way the image must not be
+   * changed afterwards. */
+  vm_snapshot_opts so = {.disk_overlay = true};
+  uint8_t start_digest[RR_DIGEST_LEN];
+  if (vm_snapshot(m, start, &so, err) < 0 || start_digest_of(start, start_digest, err) < 0)
     return vs_error_wrap(err, "--record: the starting snapshot");
   struct vm_rr *rr = vs_malloc0(sizeof(*rr));
   rr->dir = vs_strdup(dir);
+  memcpy(rr->start_digest, start_digest, RR_DIGEST_LEN);
   uint64_t mtime = vm_host_mtime(m);
   rr->realtime_base = host_realtime_ns() - (int64_t)(mtime * (1000000000 / VM_TIMEBASE_HZ));
   _cleanup_free_ char *log = vs_asprintf("%s/log", dir);
-  if (rr_log_create(&rr->log, log, m->nharts, rr->realtime_base, err) < 0) {
+  if (rr_log_create(&rr->log, log, m->nharts, rr->realtime_base, rr->start_digest, err) < 0) {
     free(rr->dir);
     free(rr);
     return vs_error_wrap(err, "--record");
@@ -267,6 +445,7 @@ static int load_log(struct vm_rr *rr, const char *dir, vs_error **err) {
     return vs_error_wrap(err, "%s", path);
   rr->realtime_base = r.realtime_base;
   rr->harts = r.harts;
+  memcpy(rr->start_digest, r.start_digest, RR_DIGEST_LEN);
   size_t cap_loop = 0, cap_rng = 0;
   rr_event ev;
   int rc;
@@ -285,7 +464,34 @@ static int load_log(struct vm_rr *rr, const char *dir, vs_error **err) {
   return 0;
 }
 
+static void checkpoint_free(rr_checkpoint *cp) {
+  free(cp->state);
+  free(cp->pages);
+  free(cp->data);
+  memset(cp, 0, sizeof(*cp));
+}
+
 static void rr_free(struct vm_rr *rr) {
+  for (size_t i = 0; i < rr->ncps; i++)
+    checkpoint_free(&rr->cps[i]);
+  free(rr->cps);
+  free(rr->dirty);
+  free(rr->hits);
+  if (rr->debugging && rr->start_mem_fd >= 0)
+    close(rr->start_mem_fd);
+  for (unsigned i = 0; i < VM_MAX_NICS; i++) {
+    for (size_t k = 0; k < rr->nics[i].n; k++)
+      free(rr->nics[i].q[k].data);
+    free(rr->nics[i].q);
+  }
+  if (rr->clone_dir) {
+    vs_error *e = NULL;
+    if (vs_rm_rf(rr->clone_dir, &e) < 0) {
+      vs_log_warn("--replay: remove %s: %s", rr->clone_dir, e->msg);
+      vs_error_free(e);
+    }
+    free(rr->clone_dir);
+  }
   free(rr->dir);
   free(rr->log_data);
   free(rr->loop_ev);
@@ -303,9 +509,37 @@ vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err)
     return NULL;
   }
   _cleanup_free_ char *start = vs_asprintf("%s/start", dir);
+  uint8_t start_digest[RR_DIGEST_LEN];
+  if (start_digest_of(start, start_digest, err) < 0) {
+    rr_free(rr);
+    vs_error_wrap(err, "--replay: the starting snapshot");
+    return NULL;
+  }
+  if (memcmp(start_digest, rr->start_digest, RR_DIGEST_LEN) != 0) {
+    char want[RR_DIGEST_LEN * 2 + 1], got[RR_DIGEST_LEN * 2 + 1];
+    hex_of(rr->start_digest, want);
+    hex_of(start_digest, got);
+    vs_error_set(err, 0,
+                 "--replay %s: the log was recorded from another start (another kernel, machine "
+                 "or snapshot): it names a start with digest %s, %s/state has %s",
+                 dir, want, start, got);
+    rr_free(rr);
+    return NULL;
+  }
+  /* the disks' overlays on their frozen bases: this replay's own, removed at its end */
+  rr->clone_dir = vs_asprintf("%s/replay-XXXXXX", dir);
+  if (!mkdtemp(rr->clone_dir)) {
+    vs_error_set(err, errno, "--replay: create %s", rr->clone_dir);
+    free(rr->clone_dir);
+    rr->clone_dir = NULL;
+    rr_free(rr);
+    return NULL;
+  }
   vm_restore_opts o = *opts;
   o.console_in = -1; /* replay takes no input but the log's */
   o.one_thread = true;
+  o.net_offline = true;
+  o.clone_dir = rr->clone_dir;
   vm *m = vm_restore(start, &o, err);
   if (!m) {
     rr_free(rr);
@@ -375,6 +609,9 @@ static void replay_apply(vm *m, const rr_event *ev) {
     break;
   case RR_IRQ:
     replay_take_irq(m, ev);
+    break;
+  case RR_NET:
+    replay_net(m, ev);
     break;
   case RR_END:
     replay_end(m, ev);
@@ -449,16 +686,65 @@ static void replay_run_harts(vm *m) {
   uart_flush(&m->uart);
 }
 
-void vm_rr_replay_run(vm *m) {
+/* ------------------------------------------------------------------ one hart, and a debugger */
+
+typedef struct replay_run_opts {
+  uint64_t until;      /* stop when the hart's count reaches it (UINT64_MAX: the log's end) */
+  bool apply_at_until; /* ... after applying the records due there (not the end record) */
+  bool serve;          /* serve the I/O sources (the debugger) between runs */
+  bool scan;           /* note breakpoint hits below `until` and run on (reverse-continue) */
+} replay_run_opts;
+
+static void checkpoint_take(vm *m);
+
+static void note_hit(struct vm_rr *rr, uint64_t icount) {
+  if (rr->nhits == rr->hits_cap) {
+    rr->hits_cap = rr->hits_cap ? rr->hits_cap * 2 : 64;
+    rr->hits = vs_realloc(rr->hits, rr->hits_cap * sizeof(*rr->hits));
+  }
+  rr->hits[rr->nhits++] = icount;
+}
+
+/* Console output the replay printed already (before a reverse step) is not printed again. */
+static void replay_flush_console(vm *m) {
   struct vm_rr *rr = m->rr;
-  if (m->nharts > 1) {
-    replay_run_harts(m);
+  if (!rr->debugging) {
+    uart_flush(&m->uart);
     return;
   }
+  uint64_t now = m->harts[0].minstret;
+  m->uart.out_fd = now <= rr->furthest ? -1 : rr->console_fd;
+  uart_flush(&m->uart);
+  m->uart.out_fd = rr->console_fd;
+  if (now > rr->furthest)
+    rr->furthest = now;
+}
+
+/* The records due at the hart's count, in the log's order. */
+static void replay_apply_due(vm *m, bool end_too) {
+  struct vm_rr *rr = m->rr;
+  while (!rr->divergence && !rr->ended && rr->loop_i < rr->loop_n) {
+    const rr_event *ev = &rr->loop_ev[rr->loop_i];
+    if (ev->icount != m->harts[0].minstret || (ev->kind == RR_END && !end_too))
+      return;
+    rr->loop_i++;
+    replay_apply(m, ev);
+  }
+}
+
+/* One hart from one logged record to the next (apply what is due, run to the next record). */
+static void replay_one_hart(vm *m, const replay_run_opts *o) {
+  struct vm_rr *rr = m->rr;
   rv_hart *h = &m->harts[0];
-  if (m->hsm[0] == HSM_START_PENDING)
-    vm_hart_begin(m, 0);
+  bool step_over = false; /* scanning: past the breakpoint just noted */
   while (!rr->divergence && !rr->ended) {
+    if (o->serve) {
+      vm_serve_io(m, 0);
+      while (m->paused && !m->stop)
+        vm_serve_io(m, INT64_MAX);
+      if (m->stop && m->exit_reason == VM_EXIT_QUIT)
+        break; /* the debugger killed the VM */
+    }
     if (rr->loop_i == rr->loop_n) {
       diverge(m, "the log ends without its end record");
       break;
@@ -470,20 +756,241 @@ void vm_rr_replay_run(vm *m) {
               (unsigned long long)ev->icount);
       break;
     }
+    if (now == o->until && (!o->apply_at_until || ev->icount != now || ev->kind == RR_END))
+      break;
     if (ev->icount == now) {
       rr->loop_i++;
       replay_apply(m, ev);
       continue;
     }
-    uint64_t done = rv_hart_run(h, ev->icount - now);
-    uart_flush(&m->uart);
-    if (done == 0 && (h->wfi || m->hsm[0] != HSM_STARTED))
+    if (rr->debugging && now >= rr->next_checkpoint)
+      checkpoint_take(m);
+    uint64_t budget = ev->icount - now;
+    if (o->until > now && o->until - now < budget)
+      budget = o->until - now;
+    uint64_t done;
+    if (step_over) {
+      done = rv_hart_step(h);
+      step_over = false;
+    } else {
+      done = rv_hart_run(h, budget);
+    }
+    if (o->scan && h->breakpoint_hit) {
+      note_hit(rr, h->minstret);
+      h->breakpoint_hit = false;
+      step_over = true;
+      continue;
+    }
+    replay_flush_console(m);
+    if (done == 0 && !h->breakpoint_hit && (h->wfi || m->hsm[0] != HSM_STARTED))
       diverge(m,
               "the hart waits (wfi %d, hsm %d) with nothing to wake it, but the log's next "
               "record (%s) is at instruction count %llu",
               h->wfi, m->hsm[0], rr_kind_name(ev->kind), (unsigned long long)ev->icount);
   }
-  uart_flush(&m->uart);
+  replay_flush_console(m);
+}
+
+/* ---- checkpoints */
+
+static void checkpoint_take(vm *m) {
+  struct vm_rr *rr = m->rr;
+  if (rr->ncps == rr->cps_cap) {
+    rr->cps_cap = rr->cps_cap ? rr->cps_cap * 2 : 64;
+    rr->cps = vs_realloc(rr->cps, rr->cps_cap * sizeof(*rr->cps));
+  }
+  rr_checkpoint *cp = &rr->cps[rr->ncps++];
+  memset(cp, 0, sizeof(*cp));
+  cp->icount = m->harts[0].minstret;
+  cp->loop_i = rr->loop_i;
+  cp->rng_i = rr->rng_i;
+  size_t words = vm_dirty_words(m);
+  vm_dirty_harvest(m, rr->dirty);
+  for (size_t w = 0; w < words; w++)
+    cp->npages += (size_t)__builtin_popcountll(rr->dirty[w]);
+  if (rr->ncps == 1)
+    cp->npages = 0; /* the first: RAM is the start's memory file (tracking began all dirty) */
+  cp->pages = vs_malloc0((cp->npages ? cp->npages : 1) * sizeof(*cp->pages));
+  cp->data = vs_malloc0(cp->npages ? cp->npages * (size_t)RR_PAGE : 1);
+  size_t n = 0;
+  for (size_t w = 0; w < words && n < cp->npages; w++) {
+    for (uint64_t bits = rr->dirty[w]; bits && n < cp->npages; bits &= bits - 1) {
+      size_t page = w * 64 + (size_t)__builtin_ctzll(bits);
+      cp->pages[n] = (uint32_t)page;
+      memcpy(cp->data + n * RR_PAGE, m->ram + page * RR_PAGE, RR_PAGE);
+      n++;
+    }
+  }
+  vmstate_writer w;
+  vmstate_writer_init(&w);
+  vm_state_save(m, &w, NULL);
+  cp->state = w.data; /* the checkpoint keeps the writer's buffer */
+  cp->state_len = w.len;
+  rr->next_checkpoint = cp->icount + RR_CHECKPOINT_INSNS;
+}
+
+static void set_page_bit(uint64_t *bits, size_t page) { bits[page / 64] |= 1ull << (page % 64); }
+
+/* The machine as checkpoint k holds it; the later checkpoints go (they are made again, the
+ * same, as the replay passes their counts). */
+static void checkpoint_restore(vm *m, size_t k) {
+  struct vm_rr *rr = m->rr;
+  size_t words = vm_dirty_words(m);
+  /* the pages that may differ from the start: written since the last checkpoint, or in any */
+  vm_dirty_harvest(m, rr->dirty);
+  for (size_t j = 1; j < rr->ncps; j++)
+    for (size_t i = 0; i < rr->cps[j].npages; i++)
+      set_page_bit(rr->dirty, rr->cps[j].pages[i]);
+  for (size_t w = 0; w < words; w++) {
+    for (uint64_t bits = rr->dirty[w]; bits; bits &= bits - 1) {
+      size_t page = w * 64 + (size_t)__builtin_ctzll(bits);
+      uint8_t *dst = m->ram + page * RR_PAGE;
+      ssize_t got = pread(rr->start_mem_fd, dst, RR_PAGE, (off_t)(page * RR_PAGE));
+      if (got < (ssize_t)RR_PAGE)
+        memset(dst + (got > 0 ? got : 0), 0, RR_PAGE - (size_t)(got > 0 ? got : 0));
+    }
+  }
+  for (size_t j = 1; j <= k; j++)
+    for (size_t i = 0; i < rr->cps[j].npages; i++)
+      memcpy(m->ram + (size_t)rr->cps[j].pages[i] * RR_PAGE, rr->cps[j].data + i * RR_PAGE,
+             RR_PAGE);
+  /* code decoded or translated from the pages is stale */
+  for (size_t w = 0; w < words; w++)
+    for (uint64_t bits = rr->dirty[w]; bits; bits &= bits - 1)
+      vm_ram_mark_dirty(m, VM_RAM_BASE + (w * 64 + (uint64_t)__builtin_ctzll(bits)) * RR_PAGE,
+                        RR_PAGE);
+  rr_checkpoint *cp = &rr->cps[k];
+  vm_config cfg;
+  vm_config_init(&cfg);
+  char *strings[VM_CONFIG_STRINGS] = {0};
+  bool frozen;
+  vmstate_reader rest;
+  vs_error *err = NULL;
+  if (vm_state_open(cp->state, cp->state_len, &cfg, strings, &frozen, &rest, &err) < 0 ||
+      vm_state_load(m, &rest, NULL, &err) < 0) {
+    diverge(m, "restoring the checkpoint at %llu failed: %s", (unsigned long long)cp->icount,
+            err->msg);
+    vs_error_free(err);
+  }
+  for (unsigned i = 0; i < VM_CONFIG_STRINGS; i++)
+    free(strings[i]);
+  for (unsigned h = 0; h < m->nharts; h++) {
+    m->harts[h].breakpoint_hit = false;
+    rv_hart_flush_tlb(&m->harts[h]);
+    rv_hart_flush_icache(&m->harts[h]);
+  }
+  vm_dirty_harvest(m, rr->dirty); /* RAM is the checkpoint's now: nothing written since */
+  while (rr->ncps > k + 1)
+    checkpoint_free(&rr->cps[--rr->ncps]);
+  rr->loop_i = cp->loop_i;
+  rr->rng_i = cp->rng_i;
+  rr->next_checkpoint = cp->icount + RR_CHECKPOINT_INSNS;
+}
+
+/* Checkpoints from the start on: a debugger is attached to a one-hart replay. */
+static int debugging_start(vm *m, vs_error **err) {
+  struct vm_rr *rr = m->rr;
+  _cleanup_free_ char *mem = vs_asprintf("%s/start/memory", rr->dir);
+  rr->start_mem_fd = open(mem, O_RDONLY | O_CLOEXEC);
+  if (rr->start_mem_fd < 0)
+    return vs_error_set(err, errno, "open %s", mem);
+  rr->debugging = true;
+  rr->console_fd = m->uart.out_fd;
+  rr->dirty = vs_malloc0(vm_dirty_words(m) * sizeof(uint64_t));
+  vm_dirty_tracking_start(m);
+  checkpoint_take(m);
+  return 0;
+}
+
+bool vm_rr_can_reverse(const vm *m) { return m->rr && m->rr->debugging; }
+
+void vm_rr_step(vm *m, unsigned h) {
+  struct vm_rr *rr = m->rr;
+  if (!rr->debugging || h != 0) {
+    rv_hart_step(&m->harts[h]);
+    return;
+  }
+  replay_apply_due(m, true);
+  if (!rr->divergence && !rr->ended)
+    rv_hart_step(&m->harts[0]);
+  replay_flush_console(m);
+}
+
+/* The last checkpoint before count c (the first if none is). */
+static size_t checkpoint_before(const struct vm_rr *rr, uint64_t c) {
+  size_t k = rr->ncps - 1;
+  while (k > 0 && rr->cps[k].icount >= c)
+    k--;
+  return k;
+}
+
+/* From checkpoint k to count `to`, without the debugger's breakpoints. */
+static void replay_to(vm *m, size_t k, uint64_t to, bool apply_at_to) {
+  const rv_breakpoints *bp = m->bus.breakpoints;
+  checkpoint_restore(m, k);
+  m->bus.breakpoints = NULL;
+  replay_run_opts o = {.until = to, .apply_at_until = apply_at_to};
+  replay_one_hart(m, &o);
+  m->bus.breakpoints = bp;
+}
+
+int vm_rr_reverse(vm *m, bool step) {
+  struct vm_rr *rr = m->rr;
+  if (!rr || !rr->debugging)
+    return -1;
+  uint64_t now = m->harts[0].minstret;
+  if (now <= rr->cps[0].icount)
+    return 1;
+  if (step) {
+    replay_to(m, checkpoint_before(rr, now - 1), now - 1, false);
+    return 0;
+  }
+  /* back to the last breakpoint hit before now: scan the windows between checkpoints from the
+   * nearest backwards, each run forward with the breakpoints noted */
+  uint64_t window_end = now;
+  for (size_t k = checkpoint_before(rr, now);; k--) {
+    checkpoint_restore(m, k);
+    rr->nhits = 0;
+    replay_run_opts o = {.until = window_end, .scan = true};
+    replay_one_hart(m, &o);
+    if (rr->divergence)
+      return 0;
+    if (rr->nhits) {
+      replay_to(m, k, rr->hits[rr->nhits - 1], true);
+      return 0;
+    }
+    if (k == 0) {
+      checkpoint_restore(m, 0);
+      return 1;
+    }
+    window_end = rr->cps[k].icount;
+  }
+}
+
+void vm_rr_replay_run(vm *m) {
+  if (m->nharts > 1 && m->bus.breakpoints) {
+    m->rr->divergence = vs_asprintf(
+        "--gdb: a replay of %u harts cannot be debugged yet (one hart only)", m->nharts);
+    vm_request_exit(m, VM_EXIT_FAIL, 1);
+    return;
+  }
+  if (m->nharts > 1) {
+    replay_run_harts(m);
+    return;
+  }
+  if (m->hsm[0] == HSM_START_PENDING)
+    vm_hart_begin(m, 0);
+  replay_run_opts o = {.until = UINT64_MAX};
+  if (m->bus.breakpoints) { /* a debugger's stub: serve it, keep checkpoints to go back to */
+    vs_error *err = NULL;
+    if (debugging_start(m, &err) < 0) {
+      diverge(m, "cannot keep checkpoints for the debugger: %s", err->msg);
+      vs_error_free(err);
+      return;
+    }
+    o.serve = true;
+  }
+  replay_one_hart(m, &o);
 }
 
 /* ------------------------------------------------------------------ the end */

@@ -8,20 +8,25 @@
  *   IRQ      an interrupt was taken (its cause): replay takes it at exactly that count
  *   CONSOLE  bytes of console input delivered to the guest
  *   RNG      bytes virtio-rng handed to the guest
+ *   NET      a frame the network backend handed to a NIC (delivered between two slices)
  *   END      the run ended: instruction count and a digest of the harts' state and of RAM
  * and with several harts, which take turns on one thread in slices:
  *   RUN      a hart ran a slice, up to this count of its own (replay runs it just as far)
  *   BEGIN    the run loop started a hart that another one had asked to start (SBI HSM)
  *
  * The log format (all integers little-endian, varints LEB128):
- *   header   "VSSLRRLG", u32 version, u32 harts, u64 realtime base (ns), u32 CRC-32 of these
+ *   header   "VSSLRRLG", u32 version, u32 harts, u64 realtime base (ns), 32 bytes: SHA-256 of
+ *            the starting snapshot's state file (it names the kernel, the machine and the RAM's
+ *            digest: a log is replayed only from the start it was recorded from), u32 CRC-32 of
+ *            these
  *   chunks   u32 payload length, u32 CRC-32 running over every chunk so far, payload
  *   records  u8 kind, varint zigzag icount delta, then per kind: TIME varint zigzag mtime delta,
  *            IRQ u8 hart and u8 cause, RUN and BEGIN u8 hart, CONSOLE and RNG varint length
- *            and bytes, END 32 digest bytes. A record's count is its hart's (hart 0's for
- *            TIME, CONSOLE, RNG and END).
- * A reader checks the whole log before replay starts: a truncated, reordered or altered log is
- * refused with the chunk and offset where it goes wrong. */
+ *            and bytes, NET u8 NIC, u8 flags (1: the last frame of the backend's burst, after
+ *            which the device flushes), varint length and the frame, END 32 digest bytes. A
+ * record's count is its hart's (hart 0's for TIME, CONSOLE, RNG and END). A reader checks the whole
+ * log before replay starts: a truncated, reordered or altered log is refused with the chunk and
+ * offset where it goes wrong. */
 #ifndef VESSEL_VM_REPLAY_H
 #define VESSEL_VM_REPLAY_H
 
@@ -31,13 +36,17 @@
 #include "base/base.h"
 
 #define RR_LOG_MAGIC "VSSLRRLG"
-#define RR_LOG_VERSION 1u
-#define RR_LOG_HEADER_LEN 28u
+#define RR_LOG_VERSION 2u /* 2: the start's digest in the header, NET records */
+#define RR_LOG_HEADER_LEN 60u
+#define RR_LOG_HEADER_CRC_AT 56u /* the header's CRC-32 covers the bytes before it */
 #define RR_CHUNK_TARGET 65536u
 #define RR_CHUNK_MAX 1048576u
-#define RR_DATA_MAX 65536u /* console and rng records */
+#define RR_DATA_MAX 65536u  /* console and rng records */
+#define RR_FRAME_MAX 70000u /* a NIC's largest frame: a 64 KiB TCP packet and its headers */
+#define RR_NET_BURST_END 1u
 #define RR_DIGEST_LEN 32u
 #define RR_MAX_HARTS 8u
+#define RR_MAX_NICS 4u
 
 typedef enum rr_kind {
   RR_TIME = 1,
@@ -47,14 +56,18 @@ typedef enum rr_kind {
   RR_END = 5,
   RR_RUN = 6,
   RR_BEGIN = 7,
+  RR_NET = 8,
 } rr_kind;
 
 typedef struct rr_event {
   rr_kind kind;
-  unsigned hart; /* IRQ, RUN, BEGIN */
+  unsigned hart;  /* IRQ, RUN, BEGIN */
+  unsigned nic;   /* NET */
+  unsigned flags; /* NET: RR_NET_BURST_END */
   uint64_t icount;
   uint64_t value;      /* TIME: mtime; IRQ: cause */
-  const uint8_t *data; /* CONSOLE, RNG: the bytes; END: the digest (points into the log) */
+  const uint8_t *data; /* CONSOLE, RNG: the bytes; NET: the frame; END: the digest (points
+                          into the log) */
   size_t len;
 } rr_event;
 
@@ -71,7 +84,7 @@ typedef struct rr_log_writer {
 } rr_log_writer;
 
 int rr_log_create(rr_log_writer *w, const char *path, uint32_t harts, int64_t realtime_base,
-                  vs_error **err);
+                  const uint8_t start_digest[RR_DIGEST_LEN], vs_error **err);
 void rr_log_put(rr_log_writer *w, const rr_event *ev);
 /* Write what remains and close; fails if any write failed. */
 int rr_log_close(rr_log_writer *w, vs_error **err);
@@ -82,6 +95,7 @@ typedef struct rr_log_reader {
   size_t len;
   uint32_t harts;
   int64_t realtime_base;
+  uint8_t start_digest[RR_DIGEST_LEN];
   size_t chunk; /* offset of the current chunk's payload */
   size_t chunk_end;
   size_t pos;        /* next record */

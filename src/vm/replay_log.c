@@ -25,6 +25,8 @@ const char *rr_kind_name(rr_kind k) {
     return "slice";
   case RR_BEGIN:
     return "hart start";
+  case RR_NET:
+    return "network frame";
   }
   return "unknown";
 }
@@ -98,7 +100,7 @@ static void flush_chunk(rr_log_writer *w) {
 }
 
 int rr_log_create(rr_log_writer *w, const char *path, uint32_t harts, int64_t realtime_base,
-                  vs_error **err) {
+                  const uint8_t start_digest[RR_DIGEST_LEN], vs_error **err) {
   memset(w, 0, sizeof(*w));
   w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (w->fd < 0)
@@ -108,7 +110,8 @@ int rr_log_create(rr_log_writer *w, const char *path, uint32_t harts, int64_t re
   vmstate_store_le(head + 8, RR_LOG_VERSION, 4);
   vmstate_store_le(head + 12, harts, 4);
   vmstate_store_le(head + 16, (uint64_t)realtime_base, 8);
-  vmstate_store_le(head + 24, crc_of(0, head, 24), 4);
+  memcpy(head + 24, start_digest, RR_DIGEST_LEN);
+  vmstate_store_le(head + RR_LOG_HEADER_CRC_AT, crc_of(0, head, RR_LOG_HEADER_CRC_AT), 4);
   write_all(w, head, sizeof(head));
   return 0;
 }
@@ -129,6 +132,12 @@ void rr_log_put(rr_log_writer *w, const rr_event *ev) {
   case RR_RUN:
   case RR_BEGIN:
     put_byte(w, (uint8_t)ev->hart);
+    break;
+  case RR_NET:
+    put_byte(w, (uint8_t)ev->nic);
+    put_byte(w, (uint8_t)ev->flags);
+    put_varint(w, ev->len);
+    put_bytes(w, ev->data, ev->len);
     break;
   case RR_CONSOLE:
   case RR_RNG:
@@ -218,6 +227,17 @@ static bool get_varint(rr_log_reader *r, size_t *p, uint64_t *out) {
   return false;
 }
 
+/* A varint length (1 to max) and that many bytes, inside the chunk. */
+static bool get_data(rr_log_reader *r, size_t *p, uint64_t max, rr_event *ev) {
+  uint64_t n;
+  if (!get_varint(r, p, &n) || n == 0 || n > max || n > r->chunk_end - *p)
+    return false;
+  ev->data = r->data + *p;
+  ev->len = (size_t)n;
+  *p += n;
+  return true;
+}
+
 int rr_log_next(rr_log_reader *r, rr_event *ev, vs_error **err) {
   if (r->ended)
     return 0;
@@ -253,16 +273,21 @@ int rr_log_next(rr_log_reader *r, rr_event *ev, vs_error **err) {
     if (ev->hart >= r->harts)
       return bad_record(r, "hart out of range", err);
     break;
-  case RR_CONSOLE:
-  case RR_RNG: {
-    uint64_t n;
-    if (!get_varint(r, &p, &n) || n == 0 || n > RR_DATA_MAX || n > r->chunk_end - p)
-      return bad_record(r, "data length out of range or cut short", err);
-    ev->data = r->data + p;
-    ev->len = (size_t)n;
-    p += n;
+  case RR_NET:
+    if (r->chunk_end - p < 2)
+      return bad_record(r, "network frame cut short", err);
+    ev->nic = r->data[p++];
+    ev->flags = r->data[p++];
+    if (ev->nic >= RR_MAX_NICS || (ev->flags & ~RR_NET_BURST_END))
+      return bad_record(r, "network frame's NIC or flags out of range", err);
+    if (!get_data(r, &p, RR_FRAME_MAX, ev))
+      return bad_record(r, "frame length out of range or cut short", err);
     break;
-  }
+  case RR_CONSOLE:
+  case RR_RNG:
+    if (!get_data(r, &p, RR_DATA_MAX, ev))
+      return bad_record(r, "data length out of range or cut short", err);
+    break;
   case RR_END:
     if (r->chunk_end - p < RR_DIGEST_LEN)
       return bad_record(r, "digest cut short", err);
@@ -302,19 +327,23 @@ int rr_log_open(rr_log_reader *r, const uint8_t *data, size_t len, vs_error **er
                         RR_LOG_HEADER_LEN);
   if (memcmp(data, RR_LOG_MAGIC, 8) != 0)
     return vs_error_set(err, 0, "record/replay log: bad magic at offset 0 (not a vessel log)");
-  if ((uint32_t)vmstate_load_le(data + 24, 4) != crc_of(0, data, 24))
-    return vs_error_set(err, 0, "record/replay log: header checksum mismatch at offset 24");
+  /* the version first: every version has it here, and the rest of the header is the version's */
   uint32_t version = (uint32_t)vmstate_load_le(data + 8, 4);
   if (version != RR_LOG_VERSION)
     return vs_error_set(err, 0,
                         "record/replay log: format version %u at offset 8, this vessel-vmm "
                         "reads version %u",
                         version, RR_LOG_VERSION);
+  if ((uint32_t)vmstate_load_le(data + RR_LOG_HEADER_CRC_AT, 4) !=
+      crc_of(0, data, RR_LOG_HEADER_CRC_AT))
+    return vs_error_set(err, 0, "record/replay log: header checksum mismatch at offset %u",
+                        RR_LOG_HEADER_CRC_AT);
   r->harts = (uint32_t)vmstate_load_le(data + 12, 4);
   if (r->harts < 1 || r->harts > RR_MAX_HARTS)
     return vs_error_set(err, 0, "record/replay log: %u harts at offset 12 (1 to %u)", r->harts,
                         RR_MAX_HARTS);
   r->realtime_base = (int64_t)vmstate_load_le(data + 16, 8);
+  memcpy(r->start_digest, data + 24, RR_DIGEST_LEN);
   /* check all of it now: a bad log is refused before anything runs */
   reader_rewind(r);
   rr_event ev;

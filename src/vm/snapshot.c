@@ -22,7 +22,7 @@
 
 #include "vm/machine.h"
 
-#define CONF_VERSION 3 /* 3: the CPU model (H extension or not) */
+#define CONF_VERSION 4 /* 3: the CPU model (H extension or not); 4: the balloon */
 #define MACH_VERSION 1
 #define RAM_VERSION 1
 #define SUM_VERSION 1
@@ -107,6 +107,7 @@ void vm_config_save(vm *m, vmstate_writer *w, bool disks_frozen) {
   vmstate_put_u32(w, (uint32_t)m->cfg.console);
   vmstate_put_u32(w, (uint32_t)m->cfg.rng);
   vmstate_put_bool(w, m->cfg.no_hypervisor);
+  vmstate_put_bool(w, m->cfg.balloon);
   vmstate_end_section(w);
 }
 
@@ -243,6 +244,7 @@ int vm_config_load(vmstate_reader *img, vm_config *cfg, char *strings[VM_CONFIG_
   cfg->rng = (vm_rng_mode)rng;
   /* images before version 3 come from harts without the H extension */
   cfg->no_hypervisor = r.version >= 3 ? vmstate_get_bool(&r) : true;
+  cfg->balloon = r.version >= 4 ? vmstate_get_bool(&r) : false;
   if (cfg->smp < 1 || cfg->smp > VM_MAX_SMP)
     vmstate_refuse(&r, "number of harts out of range");
   if (cfg->mem_size < VM_MIN_MEM || cfg->mem_size > VM_MAX_MEM || (cfg->mem_size & 0xfff))
@@ -600,6 +602,7 @@ static void apply_runtime_opts(vm_config *cfg, const vm_restore_opts *o) {
   cfg->trace = o->trace;
   cfg->interpreter = o->interpreter;
   cfg->one_thread = o->one_thread;
+  cfg->net_offline = o->net_offline;
 }
 
 vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err) {
@@ -619,6 +622,16 @@ vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err) {
     return NULL;
   }
   apply_runtime_opts(&cfg, opts);
+  if (opts->nnets && opts->nnets != cfg.nnets) {
+    vs_error_set(err, 0, "%u --net given for a snapshot with %u network devices", opts->nnets,
+                 cfg.nnets);
+    free_strings(strings);
+    return NULL;
+  }
+  for (unsigned i = 0; i < opts->nnets; i++) {
+    free(strings[STRING_SLOT_NET0 + i]);
+    cfg.nets[i] = strings[STRING_SLOT_NET0 + i] = vs_strdup(opts->nets[i]);
+  }
   if ((opts->clone || frozen) && cfg.ndisks) {
     _cleanup_free_ char *cdir = make_clone_dir(dir, opts->clone_dir, err);
     if (!cdir || make_clone_overlays(&cfg, strings, cdir, err) < 0) {

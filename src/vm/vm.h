@@ -59,12 +59,14 @@ typedef struct vm_config {
   bool interpreter;      /* run the harts in the interpreter (--accel interp), not translated */
   bool no_hypervisor;    /* --cpu rv64,h=off: harts without the H extension (default: with) */
   bool one_thread;       /* --hart-threads off: every hart on vm_run's thread, round-robin */
+  bool net_offline;      /* NICs without a live backend: a replay delivers the recorded frames */
   const char *disks[VM_MAX_DISKS]; /* --disk specs (vm_disk_parse_spec syntax) */
   unsigned ndisks;
   const char *nets[VM_MAX_NICS]; /* --net specs (vm_net_check_spec syntax) */
   unsigned nnets;
   vm_console_device console;
   vm_rng_mode rng;
+  bool balloon; /* --balloon: a virtio-balloon device (free page reporting, inflate, stats) */
 } vm_config;
 
 typedef enum {
@@ -137,9 +139,14 @@ typedef struct vm_restore_opts {
   bool console_escape, trace;
   bool interpreter;      /* as vm_config.interpreter */
   bool one_thread;       /* as vm_config.one_thread */
+  bool net_offline;      /* as vm_config.net_offline */
   bool clone;            /* a new identity: own disk overlays, new MAC addresses */
   const char *clone_dir; /* where a clone's overlays go (NULL: a new DIR/clone-XXXXXX) */
   bool verify_memory;    /* check the memory file's SHA-256 too (reads all of it) */
+  /* --net with --restore: new backends for the snapshot's NICs, one each, in order (a clone's
+   * own taps); a mac= in them is the clone's new address. nnets 0: the snapshot's own. */
+  const char *nets[VM_MAX_NICS];
+  unsigned nnets;
 } vm_restore_opts;
 
 void vm_restore_opts_init(vm_restore_opts *o);
@@ -152,8 +159,10 @@ vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err);
  * the run that follows into dir/log. vm_replay_open builds the VM of dir/start to replay dir/log
  * (vm_run then takes no outside input). After vm_run, vm_rr_finish writes the log's end, or
  * checks that the replay reached it with the recorded state, and prints the run's digest; it
- * fails with the first divergence. One hart, no --net and no --disk yet. */
+ * fails with the first divergence. Up to RR_MAX_HARTS harts on one thread, --net user, disks. */
 int vm_record_start(vm *m, const char *dir, vs_error **err);
+/* What --record refuses before the machine is built (a tap network). */
+int vm_record_check_config(const vm_config *cfg, vs_error **err);
 vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err);
 int vm_rr_finish(vm *m, vs_error **err);
 

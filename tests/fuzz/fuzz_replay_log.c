@@ -23,7 +23,7 @@ static uint32_t get_le32(const uint8_t *p) {
 static void fix_checksums(uint8_t *log, size_t len) {
   if (len < RR_LOG_HEADER_LEN)
     return;
-  put_le32(log + 24, (uint32_t)crc32(0, log, 24));
+  put_le32(log + RR_LOG_HEADER_CRC_AT, (uint32_t)crc32(0, log, RR_LOG_HEADER_CRC_AT));
   uint32_t crc = 0;
   size_t at = RR_LOG_HEADER_LEN;
   while (len - at >= 8) {
@@ -65,6 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   while ((rc = rr_log_next(&r, &ev, &err)) == 1) {
     records++;
     if ((ev.kind == RR_CONSOLE || ev.kind == RR_RNG) && (ev.len == 0 || ev.len > RR_DATA_MAX))
+      __builtin_trap();
+    if (ev.kind == RR_NET && (ev.len == 0 || ev.len > RR_FRAME_MAX || ev.nic >= RR_MAX_NICS))
       __builtin_trap();
   }
   if (rc < 0 || !r.ended)

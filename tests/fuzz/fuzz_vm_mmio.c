@@ -1,6 +1,8 @@
 /* libFuzzer harness: a hostile guest. The input is a sequence of operations on a small machine:
  * MMIO reads and writes anywhere in the physical address space below RAM (devices and holes),
- * and SBI calls with arbitrary registers. Nothing may crash or corrupt the VMM. */
+ * writes into guest RAM (so virtqueue rings and what they point to are the fuzzer's), and SBI
+ * calls with arbitrary registers. The first byte's top bit adds a virtio-balloon (inflated and
+ * reported pages are dropped from RAM). Nothing may crash or corrupt the VMM. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,6 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.kernel = path;
   cfg.mem_size = 4ull << 20;
   cfg.smp = 1 + (size ? data[0] % 4 : 0);
+  cfg.balloon = size && (data[0] & 0x80);
   cfg.console_in = -1;
   cfg.console_out = -1;
   vs_error *err = NULL;
@@ -63,6 +66,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if ((h->x[11] & 0xff) == 0x80) /* sometimes a valid guest address for DBCN */
         h->x[11] = VM_RAM_BASE + (h->x[11] >> 40);
       vm_sbi_call(m, h);
+      continue;
+    }
+    if ((op & 0xf8) == 0xb0) { /* 1 to 8 bytes into RAM */
+      uint64_t off = take(&p, end, 3) % (m->ram_size - 8);
+      uint64_t v = take(&p, end, 8);
+      memcpy(m->ram + off, &v, 1 + (op & 7));
       continue;
     }
     uint64_t addr = bases[(op >> 3) & 7] + take(&p, end, 3);

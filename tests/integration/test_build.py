@@ -229,10 +229,11 @@ ENV FOO=bar
 WORKDIR /app/sub
 RUN echo "hello $WHO $FOO from $(pwd)" > greeting && mkdir /made && echo x > /made/x
 RUN ["sh", "-c", "cat /app/sub/greeting; rm /bin/seq"]
+RUN rm -r /made && mkdir /made && echo y > /made/y
 SHELL ["/bin/sh", "-e", "-c"]
 USER 1000
 RUN id -u > /tmp/uid
-CMD ["cat", "/app/sub/greeting", "/tmp/uid", "/made/x"]
+CMD ["cat", "/app/sub/greeting", "/tmp/uid", "/made/y"]
 """
 
 
@@ -244,11 +245,22 @@ def test_run_steps(store, tmp_path):
     assert "hello you bar from /app/sub" in out  # the second RUN's output
     running = [line for line in out if line.startswith(" ---> Running in ")]
     removed = [line for line in out if line.startswith("Removing intermediate container ")]
-    assert len(running) == len(removed) == 3
-    assert vessel("run", "--rm", "t-run").stdout == "hello you bar from /app/sub\n1000\nx\n"
-    # a file removed by a RUN is gone from the image (a whiteout in its layer)
-    gone = vessel("run", "--rm", "t-run", "sh", "-c", "test -e /bin/seq || echo gone")
-    assert gone.stdout == "gone\n"
+    assert len(running) == len(removed) == 4
+    assert vessel("run", "--rm", "t-run").stdout == "hello you bar from /app/sub\n1000\ny\n"
+    # a file removed by a RUN is gone from the image (a whiteout in its layer), and a directory
+    # made again holds only what the later step put there (an opaque directory)
+    gone = vessel("run", "--rm", "t-run", "sh", "-c", "test -e /bin/seq || echo gone; ls /made")
+    assert gone.stdout == "gone\ny\n"
+    # a step's upper directory became its layer: overlayfs' own xattrs (origin, impure) are
+    # dropped from it, as unpacking the layer's tar would, and only the opaque marker stays
+    for layer in (root / "layers").glob("sha256/*"):
+        for dirpath, dirs, files in os.walk(layer):
+            for name in [dirpath] + [os.path.join(dirpath, f) for f in files + dirs]:
+                if os.path.islink(name):
+                    continue
+                private = [x for x in os.listxattr(name, follow_symlinks=False)
+                           if x.startswith("trusted.overlay.") and x != "trusted.overlay.opaque"]
+                assert private == [], name
     d = inspect(vessel, "t-run")
     assert d["Config"]["Shell"] == ["/bin/sh", "-e", "-c"]
     assert vessel("ps", "-a", "-q").stdout.strip() == ""

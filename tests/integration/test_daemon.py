@@ -51,10 +51,11 @@ def image_tar(tmp_path_factory):
 class Vesseld:
     """One private vesseld: start, kill -9, restart, and a docker CLI pointed at it."""
 
-    def __init__(self, build_dir, root, prefix=(), bridge="none", extra=()):
+    def __init__(self, build_dir, root, prefix=(), bridge="none", extra=(), wait=True):
         # prefix: a command that runs vesseld (nsenter --net=... in test_daemon_net.py);
         # bridge "none": no default bridge, as this vesseld runs in the host's namespace;
-        # extra: more options (--web ... in test_web_api.py)
+        # extra: more options (--web ... in test_web_api.py, --cluster ... in cluster.py);
+        # wait: for its /_ping answer
         self.prefix = list(prefix)
         self.extra = list(extra)
         self.bridge = bridge
@@ -67,9 +68,9 @@ class Vesseld:
         self.env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_CONFIG=str(self.root / "cfg"))
         self.proc = None
         self.logs = []
-        self.start()
+        self.start(wait=wait)
 
-    def start(self):
+    def start(self, wait=True):
         log = open(self.root / f"vesseld-{len(self.logs)}.log", "w")
         self.logs.append(log)
         self.proc = subprocess.Popen(
@@ -77,7 +78,12 @@ class Vesseld:
              "--exec-root", str(self.exec_root), "-H", self.host, "--log-level", "debug",
              "--bridge", self.bridge, *self.extra],
             stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(300):
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, tries=300):
+        """Wait for /_ping's answer (tries of 20 ms); vesseld exiting meanwhile is an error."""
+        for _ in range(tries):
             if self.proc.poll() is not None:
                 raise RuntimeError("vesseld exited: " + self.log_text())
             if self.sock.exists() and self.raw(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n",

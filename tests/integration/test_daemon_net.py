@@ -747,7 +747,34 @@ def test_vm_object_on_a_network(vdn, build_dir, guest_assets):
         assert vm["State"]["Pid"] == pid and vm["NetworkSettings"] == ns
         assert nslookup(d, "peer", "vm2") == ns["IPAddress"]
         assert http_get(w.outside, UPLINK_HOST, 8085, wait=30) == "vm says hi"
+
+        # a clone of the running VM: a tap of its own on the network, a new MAC and address
+        vessel("clone", "vm2", "vm3")
+        cns = vm_api(d, "GET", "/vessel/v1/vms/vm3", expect=200)["NetworkSettings"]
+        assert cns["Network"] == "vmnet" and cns["Tap"] != ns["Tap"], cns
+        assert cns["Tap"] in links(w.host) and ns["Tap"] in links(w.host)
+        assert cns["MacAddress"] != ns["MacAddress"] and cns["IPAddress"] != ns["IPAddress"]
+        vessel("start", "vm3")
+        c = Console(type("E", (), {"vd": d}), "vm3")
+        # the guest's driver reads the new MAC when it probes the NIC again; DHCP then gives
+        # the clone its own address (short lines: the console's echo wraps long ones)
+        c.run("v=$(basename $(readlink /sys/class/net/eth0/device))")
+        c.run("echo $v > /sys/bus/virtio/drivers/virtio_net/unbind")
+        c.run("echo $v > /sys/bus/virtio/drivers/virtio_net/bind")
+        assert c.run("cat /sys/class/net/eth0/address") == cns["MacAddress"] + "\r\n"
+        out = c.run("udhcpc -i eth0 -n -q -s /usr/share/udhcpc/default.script")
+        assert f"udhcpc: eth0 {cns['IPAddress']}/24" in out, out
+        c.close()
+        assert nslookup(d, "peer", "vm3") == cns["IPAddress"]
+        # the clone goes on from the original's memory: its web server answers at the new address
+        page = d.docker("exec", "peer", "sh", "-c",
+                        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 vm3 8080").stdout
+        assert page.endswith("vm says hi\n"), page
+        assert nslookup(d, "peer", "vm2") == ns["IPAddress"]
+        vessel("rm", "-f", "vm3")
+        assert cns["Tap"] not in links(w.host)
     finally:
+        vessel("rm", "-f", "vm3", check=False)
         vessel("rm", "-f", "vm2", check=False)
         try:
             os.kill(pid, signal.SIGKILL)

@@ -318,3 +318,59 @@ def test_interrupt_step_and_continue_a_booting_kernel(build_dir, guest_assets, s
         assert con.proc.wait(timeout=CMD_TIMEOUT) == 0
     finally:
         con.close()
+
+
+# ------------------------------------------------------------------ a replay, backwards
+
+@pytest.fixture(scope="module")
+def kernel_recording(build_dir, guest_assets, tmp_path_factory):
+    """A recording of Debian's kernel booting to the shell, where the guest reads the address of
+    the kernel's trap entry from /proc/kallsyms, and powering off (one hart)."""
+    d = tmp_path_factory.mktemp("gdbrr") / "rec"
+    argv = [str(build_dir / "vessel-vmm"), "--kernel", str(guest_assets / "Image"),
+            "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
+            "--mem", "256M", "--record", str(d)]
+    con = Console(argv)
+    try:
+        m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
+        con.send("grep -w handle_exception /proc/kallsyms; echo KS$((1+1))")
+        m = con.wait_for(r"([0-9a-f]{16}) T handle_exception\s+KS2", CMD_TIMEOUT, start=m.end())
+        con.send("poweroff -f")
+        assert con.proc.wait(timeout=CMD_TIMEOUT) == 0, con.err.decode(errors="replace")
+        return d, int(m.group(1), 16)
+    finally:
+        con.close()
+
+
+def _counts(out):
+    """The values gdb printed for `printf "COUNT %lu\\n", $minstret`, in order."""
+    return [int(c) for c in re.findall(r"COUNT (\d+)", out)]
+
+
+def test_reverse_step_and_continue_on_a_replay(build_dir, kernel_recording):
+    """gdb on a replay: the kernel's trap entry is hit three times going forward; going back,
+    reverse-continue lands on the hit before (across the replay's checkpoints, every 10^8
+    instructions), reverse-stepi on the instruction before it, a step forward on the hit again,
+    and reverse-stepi at the very start finds no more history."""
+    _need_gdb()
+    rec, trap_entry = kernel_recording
+    count = 'printf "COUNT %lu\\n", $minstret'
+    with Vmm(build_dir, "--replay", str(rec), "--gdb-wait") as vm:
+        out = _gdb(None, vm.port, [
+            "set architecture riscv:rv64", count, "reverse-stepi", count,
+            f"break *{trap_entry:#x}", "continue", count, "continue", count, "continue", count,
+            "reverse-continue", count, 'printf "PC %#lx\\n", $pc',
+            "reverse-stepi", count, "stepi", count, 'printf "PC %#lx\\n", $pc',
+            "reverse-continue", count, "kill"])
+        c = _counts(out)
+        assert len(c) == 9, out
+        assert c[0] == 0 and c[1] == 0, out
+        assert "No more reverse-execution history" in out, out
+        hit1, hit2, hit3 = c[2:5]
+        assert 0 < hit1 < hit2 < hit3, out
+        assert c[5] == hit2, out  # back to the hit before
+        assert c[6] == hit2 - 1, out  # the instruction before it
+        assert c[7] == hit2, out  # forward again onto the breakpoint
+        assert c[8] == hit1, out
+        pcs = [int(p, 16) for p in re.findall(r"PC (0x[0-9a-f]+)", out)]
+        assert pcs == [trap_entry, trap_entry], out

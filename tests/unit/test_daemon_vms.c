@@ -4,6 +4,7 @@
 #include "tap.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Parse a body given as JSON text: 0 with cfg and disk filled, or -1 with *msg (caller frees). */
 static int parse(const char *text, json_t **cfg, json_t **disk, char **msg) {
@@ -137,7 +138,21 @@ TEST(pool_requests) {
     json_decref(body);
     json_decref(pool);
   }
-  check_refused("{\"Kernel\": \"/proc/self/exe\", \"Qos\": \"burstable\"}", "needs a Pool");
+  /* no Pool: the default one; a QoS class there asks for a cgroup */
+  json_t *cfg, *disk;
+  char *msg;
+  CHECK(parse("{\"Kernel\": \"/proc/self/exe\", \"Qos\": \"burstable\"}", &cfg, &disk, &msg) == 0);
+  CHECK(!strcmp(json_string_value(json_object_get(cfg, "Pool")), "default"));
+  CHECK(!strcmp(json_string_value(json_object_get(cfg, "Qos")), "burstable"));
+  json_decref(cfg);
+  json_decref(disk);
+  CHECK(parse("{\"Kernel\": \"/proc/self/exe\"}", &cfg, &disk, &msg) == 0);
+  CHECK(!strcmp(json_string_value(json_object_get(cfg, "Pool")), "default"));
+  CHECK(json_object_get(cfg, "Qos") == NULL);
+  json_decref(cfg);
+  json_decref(disk);
+  check_refused("{\"Kernel\": \"/proc/self/exe\", \"RestartPolicy\": \"sometimes\"}",
+                "invalid restart policy 'sometimes'");
   check_refused("{\"Kernel\": \"/proc/self/exe\", \"Pool\": \"p\", \"Qos\": \"gold\"}",
                 "guaranteed, burstable or best-effort");
 }

@@ -8,12 +8,14 @@
 #include "testutil.h"
 #include "vm/replay.h"
 
+static const uint8_t start_digest[RR_DIGEST_LEN] = {9, 8, 7};
+
 static char *write_log(const rr_event *evs, size_t n, size_t *len) {
   char *dir = test_tmpdir();
   char *path = vs_asprintf("%s/log", dir);
   rr_log_writer w;
   vs_error *err = NULL;
-  if (rr_log_create(&w, path, 1, 1234567, &err) < 0)
+  if (rr_log_create(&w, path, 1, 1234567, start_digest, &err) < 0)
     abort();
   for (size_t i = 0; i < n; i++)
     rr_log_put(&w, &evs[i]);
@@ -29,6 +31,7 @@ static char *write_log(const rr_event *evs, size_t n, size_t *len) {
 }
 
 static uint8_t big[RR_DATA_MAX];
+static uint8_t frame[RR_FRAME_MAX];
 static const uint8_t digest[RR_DIGEST_LEN] = {1, 2, 3};
 
 /* time going backwards (a guest that set mtime), a count that fell (a guest that wrote
@@ -44,6 +47,14 @@ static size_t sample(rr_event *evs) {
     evs[n++] =
         (rr_event){.kind = RR_RNG, .icount = 1000u + (unsigned)i, .data = big, .len = sizeof(big)};
   evs[n++] =
+      (rr_event){.kind = RR_NET, .icount = 2000, .nic = 3, .data = frame, .len = sizeof(frame)};
+  evs[n++] = (rr_event){.kind = RR_NET,
+                        .icount = 2000,
+                        .nic = 0,
+                        .flags = RR_NET_BURST_END,
+                        .data = frame,
+                        .len = 60};
+  evs[n++] =
       (rr_event){.kind = RR_END, .icount = UINT64_MAX - 1, .data = digest, .len = RR_DIGEST_LEN};
   return n;
 }
@@ -51,6 +62,8 @@ static size_t sample(rr_event *evs) {
 TEST(records_come_back_as_written) {
   for (size_t i = 0; i < sizeof(big); i++)
     big[i] = (uint8_t)(i * 7);
+  for (size_t i = 0; i < sizeof(frame); i++)
+    frame[i] = (uint8_t)(i * 13);
   rr_event evs[16];
   size_t n = sample(evs), len;
   char *log = write_log(evs, n, &len);
@@ -58,6 +71,7 @@ TEST(records_come_back_as_written) {
   vs_error *err = NULL;
   CHECK(rr_log_open(&r, (const uint8_t *)log, len, &err) == 0);
   CHECK_EQ(r.realtime_base, 1234567);
+  CHECK(memcmp(r.start_digest, start_digest, RR_DIGEST_LEN) == 0);
   for (size_t i = 0; i < n; i++) {
     rr_event ev;
     CHECK_EQ(rr_log_next(&r, &ev, &err), 1);
@@ -65,6 +79,10 @@ TEST(records_come_back_as_written) {
     CHECK_U64(ev.icount, evs[i].icount);
     if (ev.kind == RR_TIME || ev.kind == RR_IRQ)
       CHECK_U64(ev.value, evs[i].value);
+    if (ev.kind == RR_NET) {
+      CHECK_EQ(ev.nic, evs[i].nic);
+      CHECK_EQ(ev.flags, evs[i].flags);
+    }
     if (ev.kind != RR_TIME && ev.kind != RR_IRQ) {
       CHECK_EQ(ev.len, evs[i].len);
       CHECK(memcmp(ev.data, evs[i].data, ev.len) == 0);
@@ -127,6 +145,12 @@ TEST(magic_and_version_are_checked) {
   char *log = write_log(evs, n, &len);
   rr_log_reader r;
   vs_error *err = NULL;
+  log[8] = RR_LOG_VERSION + 1; /* a newer format: refused by its version, whatever follows */
+  CHECK(rr_log_open(&r, (const uint8_t *)log, len, &err) < 0);
+  CHECK_CONTAINS(err->msg, "format version 3 at offset 8, this vessel-vmm reads version 2");
+  vs_error_free(err);
+  err = NULL;
+  log[8] = RR_LOG_VERSION;
   log[0] = 'X';
   CHECK(rr_log_open(&r, (const uint8_t *)log, len, &err) < 0);
   CHECK_CONTAINS(err->msg, "bad magic");

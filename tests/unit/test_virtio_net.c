@@ -1,6 +1,6 @@
-/* virtio-net with a fake backend, virtio-console, virtio-rng and the --net option parser, driven
- * through the MMIO registers like a guest driver would, with a fake guest RAM. Hostile chains
- * must put the device in DEVICE_NEEDS_RESET or drop the packet, never crash. */
+/* virtio-net with a fake backend, virtio-console, virtio-rng, virtio-balloon and the --net option
+ * parser, driven through the MMIO registers like a guest driver would, with a fake guest RAM.
+ * Hostile chains must put the device in DEVICE_NEEDS_RESET or drop the packet, never crash. */
 #include "tap.h"
 #include "vm/dev/virtio.h"
 #include "vm/netdev/netdev.h"
@@ -33,7 +33,7 @@ static uint8_t *ram;
 static virtio_mmio *dev; /* the device under test */
 static virtio_net net;
 static int irq_level;
-static uint16_t avail_idx[3];
+static uint16_t avail_idx[4];
 
 /* the fake backend: the last frame the device sent */
 static uint8_t sent[70000];
@@ -112,7 +112,7 @@ static void setup_queue(unsigned q) {
 
 /* The driver's side of the handshake with the given feature bits (low word). */
 static void bring_up(uint32_t features_lo, unsigned nqueues) {
-  avail_idx[0] = avail_idx[1] = avail_idx[2] = 0;
+  avail_idx[0] = avail_idx[1] = avail_idx[2] = avail_idx[3] = 0;
   irq_level = 0;
   mmio_w(0x070, VIRTIO_STATUS_ACKNOWLEDGE);
   mmio_w(0x070, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
@@ -1130,6 +1130,62 @@ TEST(rng_fills_buffers_and_caps_requests) {
   CHECK(!needs_reset());
   set_desc(0, 3, BUFS, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 3); /* loops */
   kick(0, 3);
+  CHECK(needs_reset());
+}
+
+/* ------------------------------------------------------------------ virtio-balloon */
+
+static virtio_balloon bal;
+
+TEST(balloon_drops_inflated_and_reported_pages_checking_each) {
+  fresh_ram();
+  virtio_balloon_init(&bal, (virtio_mem){.ram = ram, .base = RAM_BASE, .size = RAM_SIZE},
+                      (dev_irq_line){.set = irq_set});
+  dev = &bal.mmio;
+  CHECK_EQ(mmio_r(0x008), VIRTIO_ID_BALLOON);
+  bring_up(1u << 1 | 1u << 5, 4); /* STATS_VQ, PAGE_REPORTING: statsq 2, reporting_vq 3 */
+  /* inflate: two pages of guest data, then page numbers below and beyond RAM (skipped) */
+  uint64_t page = BUFS + 0x10000;
+  memset(gp(page), 0xab, 8192);
+  w32(BUFS, (uint32_t)(page >> 12));
+  w32(BUFS + 4, (uint32_t)(page >> 12) + 1);
+  w32(BUFS + 8, 0x10);
+  w32(BUFS + 12, (uint32_t)((RAM_BASE + RAM_SIZE) >> 12));
+  set_desc(0, 0, BUFS, 16, 0, 0);
+  kick(0, 0);
+  CHECK_EQ(used_idx(0), 1);
+  CHECK_EQ(*gp(page), 0);
+  CHECK_EQ(*gp(page + 8191), 0);
+  CHECK_EQ(bal.inflated_pages, 2);
+  CHECK_EQ(bal.bad_pfns, 2);
+  /* a reported range of two and a half pages: the whole pages go */
+  uint64_t free_range = BUFS + 0x20000;
+  memset(gp(free_range), 0xcd, 3 * 4096);
+  set_desc(3, 0, free_range, 2 * 4096 + 2048, VIRTQ_DESC_F_WRITE, 0);
+  kick(3, 0);
+  CHECK_EQ(used_idx(3), 1);
+  CHECK_EQ(*gp(free_range), 0);
+  CHECK_EQ(*gp(free_range + 2 * 4096), 0xcd);
+  CHECK_EQ(bal.reported_bytes, 8192);
+  /* statistics: the buffer is held until the host asks again; unknown tags are skipped */
+  static const uint8_t st[20] = {4, 0, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 99, 0, 1, 0, 0, 0, 0, 0, 0, 0};
+  memcpy(gp(BUFS + 0x30000), st, sizeof(st));
+  set_desc(2, 0, BUFS + 0x30000, sizeof(st), 0, 0);
+  kick(2, 0);
+  CHECK_EQ(used_idx(2), 0);
+  CHECK_EQ(bal.stats[4], 0x1000);
+  CHECK_EQ(bal.stats_valid, 1u << 4);
+  virtio_balloon_request_stats(&bal);
+  CHECK_EQ(used_idx(2), 1);
+  /* the target in the config space, the driver's actual written back */
+  virtio_balloon_set_target(&bal, 100);
+  CHECK_EQ(mmio_r(0x100), 100);
+  mmio_w(0x104, 60);
+  CHECK_EQ(bal.actual_pages, 60);
+  CHECK(!needs_reset());
+  /* a chain that loops: the device needs a reset, nothing else happens */
+  set_desc(0, 1, BUFS, 16, VIRTQ_DESC_F_NEXT, 1);
+  kick(0, 1);
   CHECK(needs_reset());
 }
 

@@ -82,6 +82,10 @@ int vessel_api_hijack(vessel_ctx *ctx, const char *method, const char *target, v
  * on success and the error (prefixed with what) otherwise. Returns 0, or 1 if any failed. */
 int vessel_api_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *method,
                     const char *prefix, const char *suffix, const char *what);
+/* GET PREFIX<operand> for each operand, printed as one JSON array (docker inspect's form);
+ * errors are printed prefixed with what. Returns 0, or 1 if any failed. (vm.c) */
+int vessel_inspect_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *prefix,
+                        const char *what);
 /* Leading -f/--force options of rm-like commands: the index of the first operand, or -1 for an
  * unknown option or no operand. */
 int vessel_force_operands(int argc, char **argv, bool *force);
@@ -121,6 +125,8 @@ int remote_tag(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 /* ---- vm.c: vessel vm ..., through vesseld's /vessel/v1 API */
 int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err); /* vm.c */
+/* ---- node.c: vessel node ..., the cluster's nodes through /vessel/v1/nodes */
+int cmd_node(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 /* web.c: vessel web passwd */
 int cmd_web(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 

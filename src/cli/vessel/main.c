@@ -34,6 +34,8 @@ static const struct {
     {"load", cmd_load, remote_load, "load images from a docker-archive or OCI layout tar"},
     {"save", cmd_save, NULL, "save images to a docker-archive or OCI layout tar"},
     {"vm", NULL, cmd_vm, "virtual machines: create, start, stop, console, snapshot... (vesseld)"},
+    {"node", NULL, cmd_node,
+     "the cluster's nodes: ls, inspect, cordon, uncordon, drain, label, rm"},
     {"pool", NULL, cmd_pool, "resource pools for VMs: create, ls, inspect, rm (vesseld)"},
     {"web", NULL, cmd_web, "web console: passwd sets its password (vesseld)"},
     {"mount", cmd_mount, NULL, "mount an image's root file system (overlay) at a directory"},

@@ -30,19 +30,47 @@ static int size_option(const char *what, const char *s, json_t *body, const char
   return 0;
 }
 
+/* KEY=VALUE into the object body[field] (labels, and the placement rules made of them). */
+static int label_option(const char *field, const char *s, json_t *body, vs_error **err) {
+  const char *eq = strchr(s, '=');
+  if (!eq || eq == s)
+    return vs_error_set(err, 0, "%s: expected KEY=VALUE", s);
+  json_t *o = json_object_get(body, field);
+  if (!o)
+    json_object_set_new(body, field, o = json_object());
+  _cleanup_free_ char *k = vs_asprintf("%.*s", (int)(eq - s), s);
+  json_object_set_new(o, k, json_string(eq + 1));
+  return 0;
+}
+
 static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  static const struct option opts[] = {
-      {"cpus", required_argument, 0, 'c'},      {"memory", required_argument, 0, 'm'},
-      {"kernel", required_argument, 0, 'k'},    {"initrd", required_argument, 0, 'i'},
-      {"append", required_argument, 0, 'a'},    {"disk", required_argument, 0, 'd'},
-      {"disk-size", required_argument, 0, 's'}, {"network", required_argument, 0, 'n'},
-      {"publish", required_argument, 0, 'p'},   {"pool", required_argument, 0, 'P'},
-      {"qos", required_argument, 0, 'q'},       {0, 0, 0, 0}};
+  static const struct option opts[] = {{"cpus", required_argument, 0, 'c'},
+                                       {"memory", required_argument, 0, 'm'},
+                                       {"kernel", required_argument, 0, 'k'},
+                                       {"initrd", required_argument, 0, 'i'},
+                                       {"append", required_argument, 0, 'a'},
+                                       {"disk", required_argument, 0, 'd'},
+                                       {"disk-size", required_argument, 0, 's'},
+                                       {"network", required_argument, 0, 'n'},
+                                       {"publish", required_argument, 0, 'p'},
+                                       {"pool", required_argument, 0, 'P'},
+                                       {"qos", required_argument, 0, 'q'},
+                                       {"node", required_argument, 0, 'N'},
+                                       {"label", required_argument, 0, 'l'},
+                                       {"node-selector", required_argument, 0, 'S'},
+                                       {"anti-affinity", required_argument, 0, 'A'},
+                                       {"affinity", required_argument, 0, 'F'},
+                                       {"start", no_argument, 0, 'T'},
+                                       {"restart", required_argument, 0, 'r'},
+                                       {"image", required_argument, 0, 'I'},
+                                       {0, 0, 0, 0}};
   static const char usage[] =
-      "create NAME [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] [--network NET "
+      "create NAME [--image REF] [--cpus N] [--memory SIZE] [--disk BASE] [--disk-size SIZE] "
+      "[--network NET "
       "[--publish [IP:]HOST:GUEST[/udp]]...] [--pool POOL [--qos "
-      "guaranteed|burstable|best-effort]] "
-      "[--kernel PATH --initrd PATH --append ARGS]";
+      "guaranteed|burstable|best-effort]] [--restart no|always|on-failure|unless-stopped] "
+      "[--kernel PATH --initrd PATH --append ARGS] [cluster: --node N --label K=V "
+      "--node-selector K=V --anti-affinity K=V --affinity K=V --start]";
   _cleanup_(vs_json_decrefp) json_t *body = json_object();
   int c;
   optind = 1;
@@ -86,6 +114,29 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     case 'q':
       json_object_set_new(body, "Qos", json_string(optarg));
       break;
+    case 'r':
+      json_object_set_new(body, "RestartPolicy", json_string(optarg));
+      break;
+    case 'I':
+      json_object_set_new(body, "Image", json_string(optarg));
+      break;
+    case 'N':
+      json_object_set_new(body, "Node", json_string(optarg));
+      break;
+    case 'T':
+      json_object_set_new(body, "Start", json_true());
+      break;
+    case 'l':
+    case 'S':
+    case 'A':
+    case 'F':
+      if (label_option(c == 'l'   ? "Labels"
+                       : c == 'S' ? "NodeSelector"
+                       : c == 'A' ? "AntiAffinity"
+                                  : "Affinity",
+                       optarg, body, err) < 0)
+        return 125;
+      break;
     case 'p': {
       /* the daemon parses the specs: its errors name the one that is wrong */
       json_t *list = json_object_get(body, "Publish");
@@ -104,6 +155,10 @@ static int vm_create(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   json_t *out = NULL;
   if (vessel_api_json(ctx, "POST", "/vessel/v1/vms", body, &out, err) < 0)
     return 1;
+  /* the ID alone on stdout, as docker create prints it; in a cluster, where it went on stderr */
+  const char *node = json_string_value(json_object_get(out, "Node"));
+  if (node)
+    fprintf(stderr, "%s: on node %s\n", argv[optind], node);
   printf("%s\n", json_string_value(json_object_get(out, "Id")));
   json_decref(out);
   return 0;
@@ -147,10 +202,41 @@ static int vm_rm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
                          force ? "?force=1" : "", "vessel vm rm");
 }
 
+/* vm ls --cluster: every guest of the cluster, with its node and phase. */
+static int vm_ls_cluster(vessel_ctx *ctx, vs_error **err) {
+  json_t *list = NULL;
+  if (vessel_api_json(ctx, "GET", "/vessel/v1/guests", NULL, &list, err) < 0)
+    return 1;
+  printf("%-20s %-12s %-16s %-8s %-5s %-10s %s\n", "NAME", "KIND", "NODE", "PHASE", "CPUS",
+         "MEMORY", "VM ID");
+  size_t i;
+  json_t *g;
+  json_array_foreach(list, i, g) {
+    const char *node = json_string_value(json_object_get(g, "Node"));
+    const char *id = json_string_value(json_object_get(g, "Id"));
+    _cleanup_free_ char *mem =
+        vessel_human_size((uint64_t)json_integer_value(json_object_get(g, "Memory")));
+    printf("%-20s %-12s %-16s %-8s %-5.4g %-10s %.12s\n",
+           json_string_value(json_object_get(g, "Name")),
+           json_string_value(json_object_get(g, "Kind"))
+               ? json_string_value(json_object_get(g, "Kind"))
+               : "-",
+           node ? node : "-",
+           json_string_value(json_object_get(g, "Phase"))
+               ? json_string_value(json_object_get(g, "Phase"))
+               : "-",
+           json_number_value(json_object_get(g, "Cpus")), mem, id && *id ? id : "-");
+  }
+  json_decref(list);
+  return 0;
+}
+
 static int vm_ls(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  if (argc == 2 && !strcmp(argv[1], "--cluster"))
+    return vm_ls_cluster(ctx, err);
   bool quiet = argc == 2 && (!strcmp(argv[1], "-q") || !strcmp(argv[1], "--quiet"));
   if (argc > 1 && !quiet)
-    return vm_usage(err, "ls [-q]");
+    return vm_usage(err, "ls [-q | --cluster]");
   json_t *list = NULL;
   if (vessel_api_json(ctx, "GET", "/vessel/v1/vms", NULL, &list, err) < 0)
     return 1;
@@ -178,8 +264,7 @@ static int vm_ls(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return 0;
 }
 
-/* The objects argv[first...] name under prefix ("/vessel/v1/vms/"), as one JSON array. */
-static int inspect_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *prefix,
+int vessel_inspect_each(vessel_ctx *ctx, int argc, char **argv, int first, const char *prefix,
                         const char *what) {
   json_t *all = json_array();
   int rc = 0;
@@ -203,7 +288,7 @@ static int inspect_each(vessel_ctx *ctx, int argc, char **argv, int first, const
 static int vm_inspect(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   if (argc < 2)
     return vm_usage(err, "inspect NAME...");
-  return inspect_each(ctx, argc, argv, 1, "/vessel/v1/vms/", "vessel vm inspect");
+  return vessel_inspect_each(ctx, argc, argv, 1, "/vessel/v1/vms/", "vessel vm inspect");
 }
 
 static int write_out(void *arg, const char *data, size_t len, vs_error **err) {
@@ -323,10 +408,63 @@ static int vm_stats(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return rc;
 }
 
+/* vessel vm update NAME [--memory-target SIZE] [--restart POLICY] */
+static int vm_update(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  static const struct option opts[] = {{"memory-target", required_argument, 0, 'm'},
+                                       {"restart", required_argument, 0, 'r'},
+                                       {0, 0, 0, 0}};
+  static const char usage[] = "update NAME [--memory-target SIZE] [--restart POLICY]";
+  _cleanup_(vs_json_decrefp) json_t *body = json_object();
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (c == 'm') {
+      if (size_option("--memory-target", optarg, body, "MemoryTarget", err) < 0)
+        return 125;
+    } else if (c == 'r')
+      json_object_set_new(body, "RestartPolicy", json_string(optarg));
+    else
+      return 125;
+  }
+  if (optind != argc - 1 || json_object_size(body) == 0)
+    return vm_usage(err, usage);
+  _cleanup_free_ char *target = vm_path(argv[optind], "/update");
+  if (vessel_api_json(ctx, "POST", target, body, NULL, err) < 0)
+    return 1;
+  return 0;
+}
+
+/* vessel vm image push VM REF | ls */
+static int vm_image(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  static const char usage[] = "image push VM REF | image ls";
+  if (argc == 2 && (!strcmp(argv[1], "ls") || !strcmp(argv[1], "list"))) {
+    json_t *out = NULL;
+    if (vessel_api_json(ctx, "GET", "/vessel/v1/images/vm", NULL, &out, err) < 0)
+      return 1;
+    printf("%-50s %s\n", "REFERENCE", "DIGEST");
+    size_t i;
+    json_t *v;
+    json_array_foreach(out, i, v) printf("%-50s %s\n", json_string_value(json_object_get(v, "Ref")),
+                                         json_string_value(json_object_get(v, "Digest")));
+    json_decref(out);
+    return 0;
+  }
+  if (argc != 4 || strcmp(argv[1], "push") != 0)
+    return vm_usage(err, usage);
+  _cleanup_(vs_json_decrefp) json_t *body = json_pack("{s:s, s:s}", "Vm", argv[2], "Ref", argv[3]);
+  json_t *out = NULL;
+  if (vessel_api_json(ctx, "POST", "/vessel/v1/images/vm/push", body, &out, err) < 0)
+    return 1;
+  printf("%s: digest: %s\n", json_string_value(json_object_get(out, "Ref")),
+         json_string_value(json_object_get(out, "Digest")));
+  json_decref(out);
+  return 0;
+}
+
 int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   static const char usage[] =
       "COMMAND: create, start, stop, kill, restart, pause, resume, rm, ls, inspect, logs, "
-      "console, snapshot, restore, clone, stats";
+      "console, snapshot, restore, clone, stats, update, image";
   if (argc < 2)
     return vm_usage(err, usage);
   const char *sub = argv[1];
@@ -357,6 +495,10 @@ int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     return vm_clone(ctx, argc, argv, err);
   if (!strcmp(sub, "stats"))
     return vm_stats(ctx, argc, argv, err);
+  if (!strcmp(sub, "update"))
+    return vm_update(ctx, argc, argv, err);
+  if (!strcmp(sub, "image"))
+    return vm_image(ctx, argc, argv, err);
   vs_error_set(err, 0, "vm: unknown command \"%s\"; %s", sub, usage);
   return 125;
 }
@@ -473,6 +615,6 @@ int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   if (!strcmp(sub, "rm") && argc > 2)
     return vessel_api_each(ctx, argc, argv, 2, "DELETE", "/vessel/v1/pools/", "", "vessel pool rm");
   if (!strcmp(sub, "inspect") && argc > 2)
-    return inspect_each(ctx, argc, argv, 2, "/vessel/v1/pools/", "vessel pool inspect");
+    return vessel_inspect_each(ctx, argc, argv, 2, "/vessel/v1/pools/", "vessel pool inspect");
   return vs_error_set(err, 0, "%s", usage), 125;
 }

@@ -18,6 +18,11 @@ static void usage(FILE *f) {
           "               [--tls] [--tlsverify] [--tlscacert PEM] [--tlscert PEM] [--tlskey PEM]\n"
           "               [--web ADDRESS:PORT [--web-cert PEM --web-key PEM] [--web-root DIR]\n"
           "                [--web-session-ttl SECONDS]]\n"
+          "               [--cluster etcd=URL[,URL...] --node-name N --advertise ADDR\n"
+          "                [--cluster-token T] [--node-label K=V]... [--node-capacity "
+          "cpus=N,memory=SIZE,disk=SIZE]\n"
+          "                [--etcd-cacert F] [--etcd-cert F --etcd-key F] [--etcd-user "
+          "USER:PASSWORD]]\n"
           "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
           " -H " VD_DEFAULT_HOST " --bridge " VD_DEFAULT_BRIDGE "\n");
 }
@@ -163,11 +168,25 @@ int main(int argc, char **argv) {
                                        {"tlscacert", required_argument, NULL, 3},
                                        {"tlscert", required_argument, NULL, 4},
                                        {"tlskey", required_argument, NULL, 5},
+                                       /* the cluster's (docs/cluster.md): long only, past
+                                        * every character code */
+                                       {"cluster", required_argument, NULL, 300},
+                                       {"node-name", required_argument, NULL, 301},
+                                       {"advertise", required_argument, NULL, 302},
+                                       {"cluster-token", required_argument, NULL, 303},
+                                       {"node-label", required_argument, NULL, 304},
+                                       {"node-capacity", required_argument, NULL, 305},
+                                       {"etcd-cacert", required_argument, NULL, 306},
+                                       {"etcd-cert", required_argument, NULL, 307},
+                                       {"etcd-key", required_argument, NULL, 308},
+                                       {"etcd-user", required_argument, NULL, 309},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   vd_options o = {0};
   vd_config cfg = {0};
   const char **hosts = vs_malloc0(sizeof(char *) * (size_t)(argc + 1));
+  const char **labels = vs_malloc0(sizeof(char *) * (size_t)(argc + 1));
+  o.cluster.labels = labels;
   flags f = {.hosts = hosts};
   const char *config = NULL;
   vs_log_level level = VS_LOG_INFO;
@@ -238,13 +257,45 @@ int main(int argc, char **argv) {
     case 'D':
       f.debug = true;
       break;
+    case 300:
+      o.cluster.cluster = optarg;
+      break;
+    case 301:
+      o.cluster.node_name = optarg;
+      break;
+    case 302:
+      o.cluster.advertise = optarg;
+      break;
+    case 303:
+      o.cluster.token = optarg;
+      break;
+    case 304:
+      labels[o.cluster.n_labels++] = optarg;
+      break;
+    case 305:
+      o.cluster.capacity = optarg;
+      break;
+    case 306:
+      o.cluster.etcd_cacert = optarg;
+      break;
+    case 307:
+      o.cluster.etcd_cert = optarg;
+      break;
+    case 308:
+      o.cluster.etcd_key = optarg;
+      break;
+    case 309:
+      o.cluster.etcd_user = optarg;
+      break;
     case 'h':
       usage(stdout);
       free(hosts);
+      free(labels);
       return 0;
     default:
       usage(stderr);
       free(hosts);
+      free(labels);
       return 2;
     }
   }
@@ -287,11 +338,13 @@ int main(int argc, char **argv) {
   }
   vd_config_clear(&cfg);
   free(hosts);
+  free(labels);
   return rc;
 fail:
   vs_error_print(err, "vesseld");
   vs_error_free(err);
   vd_config_clear(&cfg);
   free(hosts);
+  free(labels);
   return 2;
 }

@@ -25,7 +25,9 @@ static const char ctl_usage[] =
     "                              --disk-overlay freezes each writable disk as the snapshot's\n"
     "                              base and continues on a new overlay PATH.N.qcow2\n"
     "  migrate HOST:PORT           live-migrate to 'vessel-vmm --incoming HOST:PORT' and wait\n"
-    "                              until it completed or failed\n";
+    "                              until it completed or failed\n"
+    "  balloon [TARGET]            (--balloon) the guest's memory target (512M, ...: what it\n"
+    "                              keeps; the rest goes into the balloon) and its statistics\n";
 
 typedef struct ctl_cmd {
   const char *name;
@@ -33,8 +35,8 @@ typedef struct ctl_cmd {
 } ctl_cmd;
 
 static const ctl_cmd ctl_cmds[] = {
-    {"status", 0, 0}, {"info", 0, 0},      {"pause", 0, 0},    {"resume", 0, 0},
-    {"quit", 0, 0},   {"powerdown", 0, 0}, {"snapshot", 1, 1}, {"migrate", 1, 1},
+    {"status", 0, 0},    {"info", 0, 0},     {"pause", 0, 0},   {"resume", 0, 0},  {"quit", 0, 0},
+    {"powerdown", 0, 0}, {"snapshot", 1, 1}, {"migrate", 1, 1}, {"balloon", 0, 1},
 };
 
 static int ctl_usage_error(const char *msg) {
@@ -82,6 +84,14 @@ static json_t *build_request(const ctl_cmd *cmd, int argc, char **argv) {
     json_object_set_new(req, "dir", json_string(argv[first]));
   else if (strcmp(cmd->name, "migrate") == 0)
     json_object_set_new(req, "dest", json_string(argv[first]));
+  else if (strcmp(cmd->name, "balloon") == 0 && nargs == 1) {
+    uint64_t target;
+    if (vs_parse_size(argv[first], "TARGET", &target, NULL) < 0) {
+      json_decref(req);
+      return NULL;
+    }
+    json_object_set_new(req, "target", json_integer((json_int_t)target));
+  }
   return req;
 }
 

@@ -26,7 +26,7 @@ static const char usage_text[] =
     "Usage: vessel-vmm --kernel PATH [OPTIONS]\n"
     "       vessel-vmm --restore DIR [--clone [--clone-dir DIR]] [--api-sock PATH]\n"
     "       vessel-vmm --incoming HOST:PORT [--api-sock PATH]\n"
-    "       vessel-vmm --replay DIR [--accel jit|interp]\n"
+    "       vessel-vmm --replay DIR [--accel jit|interp] [--gdb tcp:[HOST]:PORT [--gdb-wait]]\n"
     "       vessel-vmm img SUBCOMMAND ...   (disk images, see 'vessel-vmm img --help')\n"
     "       vessel-vmm ctl SOCKET COMMAND   (control a running VM, see 'vessel-vmm ctl --help')\n"
     "\n"
@@ -71,19 +71,26 @@ static const char usage_text[] =
     "                    line becomes \"console=hvc0\"). The other device's output still shows.\n"
     "  --rng on|off      a virtio-rng device fed from the host's getrandom() (default: on when\n"
     "                    a virtio slot is left after the disks, NICs and console)\n"
+    "  --balloon         a virtio-balloon device: the guest reports its free pages and the\n"
+    "                    host takes them back; the control socket's balloon command sets a\n"
+    "                    target and reads the guest's memory statistics\n"
     "  --api-sock PATH   serve the JSON control API on a unix socket (mode 0600)\n"
     "  --restore DIR     resume the VM saved in DIR by 'ctl SOCKET snapshot DIR' (the snapshot\n"
     "                    describes the machine: no other machine option is needed)\n"
     "  --clone           with --restore: a new VM from the snapshot (shared RAM pages, its own\n"
     "                    qcow2 overlay per writable disk, new MAC addresses)\n"
     "  --clone-dir DIR   where a clone's overlays go (default: a new DIR/clone-XXXXXX)\n"
+    "                    (--net with --restore: new backends for the snapshot's NICs, one\n"
+    "                    each, in order; a clone takes the mac= they give)\n"
     "  --verify-memory   with --restore: check the memory file's SHA-256 (reads all of it)\n"
     "  --incoming H:P    receive a live migration on TCP H:P, then run the VM\n"
     "  --record DIR      save a starting snapshot in DIR/start and log every outside input\n"
-    "                    (clock, interrupts, console input, rng bytes) in DIR/log; prints the\n"
+    "                    (clock, interrupts, console input, rng bytes, network frames) in\n"
+    "                    DIR/log, writable disks frozen under an overlay; prints the\n"
     "                    instruction count and a digest of the final state at the end\n"
     "  --replay DIR      run DIR's recording again with no outside input; fails at the first\n"
-    "                    divergence (see docs/debugging.md)\n"
+    "                    divergence; with --gdb, gdb can also run it backwards (reverse-stepi,\n"
+    "                    reverse-continue; see docs/debugging.md)\n"
     "  --accel KIND      how the harts run: 'jit' (default on x86-64 hosts; guest code is\n"
     "                    translated to host code) or 'interp' (the interpreter)\n"
     "  --cpu MODEL       the harts' ISA: 'rv64' (default: RV64GC with the hypervisor\n"
@@ -122,6 +129,7 @@ enum {
   OPT_NET,
   OPT_CONSOLE,
   OPT_RNG,
+  OPT_BALLOON,
   OPT_API_SOCK,
   OPT_RESTORE,
   OPT_CLONE,
@@ -163,6 +171,7 @@ static const struct option long_options[] = {
     {"net", required_argument, NULL, OPT_NET},
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"rng", required_argument, NULL, OPT_RNG},
+    {"balloon", no_argument, NULL, OPT_BALLOON},
     {"api-sock", required_argument, NULL, OPT_API_SOCK},
     {"gdb", required_argument, NULL, OPT_GDB},
     {"gdb-wait", no_argument, NULL, OPT_GDB_WAIT},
@@ -342,6 +351,9 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
       else
         return usage_error("--rng '%s': expected 'on' or 'off'", optarg);
       break;
+    case OPT_BALLOON:
+      cfg->balloon = true;
+      break;
     case 'h':
       fputs(usage_text, stdout);
       return 0;
@@ -355,10 +367,10 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
     return usage_error("unexpected argument '%s'", argv[optind]);
   if (a->restore && a->incoming)
     return usage_error("%s", "--restore and --incoming exclude each other");
-  if ((a->record || a->replay) && (a->restore || a->incoming || a->api_sock || a->gdb ||
-                                   a->gdb_wait || (a->record && a->replay)))
-    return usage_error("%s", "--record and --replay take no --restore, --incoming, --api-sock, "
-                             "--gdb or each other");
+  if ((a->record || a->replay) && (a->restore || a->incoming || a->api_sock ||
+                                   (a->record && (a->gdb || a->gdb_wait || a->replay))))
+    return usage_error("%s", "--record and --replay take no --restore, --incoming, --api-sock "
+                             "or each other, --record no --gdb");
   if (a->replay) {
     if (machine_opts)
       return usage_error("%s", "the recording describes the machine: --kernel, --mem, --disk, "
@@ -463,8 +475,14 @@ int main(int argc, char **argv) {
   a.ropts.trace = cfg.trace;
   a.ropts.interpreter = cfg.interpreter;
   a.ropts.one_thread = cfg.one_thread;
+  for (unsigned i = 0; i < cfg.nnets; i++) /* with --restore: the NICs' new backends */
+    a.ropts.nets[a.ropts.nnets++] = cfg.nets[i];
 
   _cleanup_error_ vs_error *err = NULL;
+  if (a.record && vm_record_check_config(&cfg, &err) < 0) {
+    vs_error_print(err, "vessel-vmm");
+    return EXIT_VMM_ERROR;
+  }
   vm *m = a.restore    ? vm_restore(a.restore, &a.ropts, &err)
           : a.incoming ? vm_migrate_incoming(a.incoming, &a.ropts, &err)
           : a.replay   ? vm_replay_open(a.replay, &a.ropts, &err)

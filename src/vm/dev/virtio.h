@@ -177,6 +177,9 @@ bool virtio_mmio_write(void *dev, uint64_t off, unsigned size, uint64_t val);
 void virtio_mmio_notify_used(virtio_mmio *t, unsigned q);
 /* The driver broke the protocol: DEVICE_NEEDS_RESET and a configuration interrupt. */
 void virtio_mmio_set_needs_reset(virtio_mmio *t, const char *why);
+/* The device changed its configuration space: a new generation and a configuration change
+ * interrupt for a live driver. */
+void virtio_mmio_config_changed(virtio_mmio *t);
 /* The next chain of queue qi into *e: 1 = got one, 0 = none, -1 = the ring or the chain is
  * malformed and the device now needs a reset. */
 int virtio_mmio_pop(virtio_mmio *t, unsigned qi, virtq_elem *e);
@@ -400,5 +403,40 @@ typedef struct virtio_rng {
 void virtio_rng_init(virtio_rng *r, virtio_mem mem, dev_irq_line irq);
 void virtio_rng_save(const virtio_rng *r, vmstate_writer *w);
 int virtio_rng_load(virtio_rng *r, vmstate_reader *img, vs_error **err);
+
+/* ------------------------------------------------------------------ virtio-balloon */
+
+#define VIRTIO_ID_BALLOON 5
+#define VIRTIO_BALLOON_CONFIG_SIZE 8 /* num_pages, actual (no free page hints, no poison) */
+#define VIRTIO_BALLOON_NUM_STATS 16  /* the tags Linux 6.12 knows (SWAP_IN .. DIRECT_RECLAIM) */
+#define VIRTIO_BALLOON_PAGE_SIZE 4096u
+
+/* Memory the guest gives back: pages it puts in the balloon (inflateq), free pages it reports
+ * (free page reporting, reporting_vq) are dropped from the host with madvise, so the host takes
+ * them back at once; the guest touches them again only after a deflate or an allocation, and then
+ * gets zero (or, over a restored snapshot's file mapping, the saved) pages. Statistics come on
+ * statsq: the driver's buffer is held until the host wants fresher numbers. */
+typedef struct virtio_balloon {
+  virtio_mmio mmio; /* first */
+  uint8_t config[VIRTIO_BALLOON_CONFIG_SIZE];
+  uint32_t target_pages; /* num_pages: what the host asks the guest to hold in the balloon */
+  uint32_t actual_pages; /* what the driver says it holds */
+  bool stats_held;       /* the driver's stats buffer, taken and not yet given back */
+  uint16_t stats_head;
+  uint32_t stats_valid; /* bit per tag the guest has reported */
+  uint64_t stats[VIRTIO_BALLOON_NUM_STATS];
+  uint64_t inflated_pages, deflated_pages, reported_bytes, bad_pfns;
+  virtq_elem elem;
+} virtio_balloon;
+
+void virtio_balloon_init(virtio_balloon *b, virtio_mem mem, dev_irq_line irq);
+/* Ask the guest to hold `pages` pages in its balloon (a configuration change). */
+void virtio_balloon_set_target(virtio_balloon *b, uint32_t pages);
+/* Give the driver's stats buffer back, so it sends fresh numbers (the answer arrives later). */
+void virtio_balloon_request_stats(virtio_balloon *b);
+/* Name of stats tag i (NULL beyond the known ones). */
+const char *virtio_balloon_stat_name(unsigned tag);
+void virtio_balloon_save(const virtio_balloon *b, vmstate_writer *w);
+int virtio_balloon_load(virtio_balloon *b, vmstate_reader *img, vs_error **err);
 
 #endif

@@ -35,11 +35,18 @@
 #define MAX_DISCARD_SECTORS (1u << 22) /* 2 GiB per segment */
 #define MAX_DISCARD_SEGS 32u
 
+#define CONFIG_DISCARD_ALIGNMENT 0x2c /* discard_sector_alignment in the config space */
+
 static virtio_blk *blk_of(virtio_mmio *t) { return (virtio_blk *)t; }
 
 static void put_le32(uint8_t *p, uint32_t v) {
   v = htole32(v);
   memcpy(p, &v, 4);
+}
+static uint32_t get_le32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return le32toh(v);
 }
 static void put_le64(uint8_t *p, uint64_t v) {
   v = htole64(v);
@@ -223,7 +230,7 @@ void virtio_blk_init(virtio_blk *b, vm_disk *disk, const char *serial, virtio_me
   c[0x22] = 1;                                     /* num_queues (le16) */
   put_le32(c + 0x24, MAX_DISCARD_SECTORS);         /* max_discard_sectors */
   put_le32(c + 0x28, MAX_DISCARD_SEGS);            /* max_discard_seg */
-  put_le32(c + 0x2c, align);                       /* discard_sector_alignment */
+  put_le32(c + CONFIG_DISCARD_ALIGNMENT, align);   /* discard_sector_alignment */
   put_le32(c + 0x30, MAX_DISCARD_SECTORS);         /* max_write_zeroes_sectors */
   put_le32(c + 0x34, MAX_DISCARD_SEGS);            /* max_write_zeroes_seg */
   c[0x38] = 1;                                     /* write_zeroes_may_unmap */
@@ -231,7 +238,7 @@ void virtio_blk_init(virtio_blk *b, vm_disk *disk, const char *serial, virtio_me
 
 /* ------------------------------------------------------------------ save / restore */
 
-#define VIRTIO_BLK_STATE_VERSION 1
+#define VIRTIO_BLK_STATE_VERSION 2 /* 2: the discard alignment the guest was shown */
 
 void virtio_blk_save(const virtio_blk *b, vmstate_writer *w) {
   virtio_mmio_save(&b->mmio, w);
@@ -240,6 +247,7 @@ void virtio_blk_save(const virtio_blk *b, vmstate_writer *w) {
   vmstate_put_bool(w, b->readonly);
   vmstate_put_u64(w, b->requests);
   vmstate_put_u64(w, b->errors);
+  vmstate_put_u32(w, get_le32(b->config + CONFIG_DISCARD_ALIGNMENT));
   vmstate_end_section(w);
 }
 
@@ -256,5 +264,10 @@ int virtio_blk_load(virtio_blk *b, vmstate_reader *img, vs_error **err) {
     vmstate_refuse(&r, "the disk's read-only mode differs from the saved one");
   b->requests = vmstate_get_u64(&r);
   b->errors = vmstate_get_u64(&r);
+  /* The guest read it when its driver started, from the disk of that time; a snapshot that
+   * froze the disk goes on in a qcow2 overlay of another cluster size. It keeps what it saw
+   * (and a replay sees what the recording saw). */
+  if (r.version >= 2)
+    put_le32(b->config + CONFIG_DISCARD_ALIGNMENT, vmstate_get_u32(&r));
   return vmstate_end(&r, err);
 }

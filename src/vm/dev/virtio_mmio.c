@@ -76,6 +76,14 @@ void virtio_mmio_set_needs_reset(virtio_mmio *t, const char *why) {
   }
 }
 
+void virtio_mmio_config_changed(virtio_mmio *t) {
+  t->config_generation++;
+  if (t->status & VIRTIO_STATUS_DRIVER_OK) {
+    t->interrupt_status |= VIRTIO_INT_CONFIG;
+    update_irq(t);
+  }
+}
+
 int virtio_mmio_pop(virtio_mmio *t, unsigned qi, virtq_elem *e) {
   vs_error *err = NULL;
   int r = virtq_pop(&t->queues[qi], &t->mem, e, &err);

@@ -201,6 +201,14 @@ netdev *netdev_open(const netdev_opts *opts, netdev_peer peer, vs_error **err) {
   return NULL;
 }
 
+netdev *netdev_offline_open(const netdev_opts *opts, netdev_peer peer, vs_error **err) {
+  if (opts->kind == NETDEV_USER)
+    return netdev_user_offline(peer);
+  vs_error_set(err, 0, "a %s network is not recorded or replayed (only --net user)",
+               opts->kind == NETDEV_TAP ? "tap" : "unknown");
+  return NULL;
+}
+
 void netdev_send(netdev *nd, const uint8_t *frame, size_t len) { nd->ops->send(nd, frame, len); }
 
 int netdev_set_offloads(netdev *nd, netdev_offloads off, vs_error **err) {

@@ -122,4 +122,11 @@ void netdev_close(netdev *nd);
 netdev *netdev_user_open(const netdev_opts *opts, netdev_peer peer, vs_error **err);
 netdev *netdev_tap_open(const netdev_opts *opts, netdev_peer peer, vs_error **err);
 
+/* A replay's stand-in for the backend opts describe (docs/debugging.md, record and replay): the
+ * device sees the same link (offered features, receive headers), but frames the guest sends go
+ * nowhere and none arrive except those the replay delivers from its log. Only user networking
+ * has one: a tap's link depends on what the host kernel offers. */
+netdev *netdev_offline_open(const netdev_opts *opts, netdev_peer peer, vs_error **err);
+netdev *netdev_user_offline(netdev_peer peer);
+
 #endif

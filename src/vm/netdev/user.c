@@ -240,11 +240,47 @@ static int add_hostfwd(netdev_user *u, const netdev_hostfwd *fw, vs_error **err)
   return 0;
 }
 
+/* What the device learns from a user backend (offered features, receive headers). */
+static netdev user_link(const netdev_ops *ops, netdev_peer peer) {
+  /* slirp terminates the guest's TCP itself: a 64 KiB segment is as good as 45 small ones */
+  return (netdev){
+      .ops = ops, .peer = peer, .name = "user", .rx_csum_valid = true, .accepts_tso = true};
+}
+
+static void offline_send(netdev *nd, const uint8_t *frame, size_t len) {
+  (void)nd;
+  (void)frame;
+  (void)len;
+}
+
+static void offline_prepare(netdev *nd, vm_pollset *ps) {
+  (void)nd;
+  (void)ps;
+}
+
+static void offline_dispatch(netdev *nd, const vm_pollset *ps) {
+  (void)nd;
+  (void)ps;
+}
+
+static void offline_destroy(netdev *nd) { free(nd); }
+
+static const netdev_ops offline_ops = {
+    .send = offline_send,
+    .prepare = offline_prepare,
+    .dispatch = offline_dispatch,
+    .destroy = offline_destroy,
+};
+
+netdev *netdev_user_offline(netdev_peer peer) {
+  netdev *nd = vs_malloc0(sizeof(*nd));
+  *nd = user_link(&offline_ops, peer);
+  return nd;
+}
+
 netdev *netdev_user_open(const netdev_opts *opts, netdev_peer peer, vs_error **err) {
   netdev_user *u = vs_malloc0(sizeof(*u));
-  /* slirp terminates the guest's TCP itself: a 64 KiB segment is as good as 45 small ones */
-  u->base = (netdev){
-      .ops = &user_ops, .peer = peer, .name = "user", .rx_csum_valid = true, .accepts_tso = true};
+  u->base = user_link(&user_ops, peer);
   unsigned mtu = opts->mtu ? opts->mtu : VIRTIO_NET_DEFAULT_MTU;
   SlirpConfig cfg = {
       .version = 4,

@@ -1,0 +1,632 @@
+/* Guests of the cluster (docs/cluster.md): a VM created on any node becomes a record under
+ * /vessel/guests/NAME; the scheduler (one node at a time, the leader) places it; the node it is
+ * placed on creates (and starts) it locally — the way Kubernetes' scheduler binds a pod and the
+ * node's kubelet runs it. Every write is a compare-and-swap on the record's revision, so two
+ * writers never both win, and each node's reconciler works from the whole list again after
+ * every change (and every restart), so a lost event or a restart converges.
+ *
+ * A record's Phase: pending (written by the create) -> placed (Node chosen) or refused (Reason)
+ * -> created or running (the node made the VM: Id) or failed (Reason). */
+#include "daemon/internal.h"
+#include "daemon/vms.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GUESTS "/vessel/guests/"
+#define LEADER_KEY "/vessel/leader"
+#define CREATE_WAIT_S 300 /* a create waits this long for the node to make the VM */
+#define BATCH 64          /* placements written in one etcd transaction */
+
+static const char *str(const json_t *o, const char *f) {
+  return json_string_value(json_object_get(o, f));
+}
+
+static char *guest_key(const char *name) { return vs_asprintf(GUESTS "%s", name); }
+
+static json_t *kv_json(const vc_kv *kv) {
+  json_t *j = json_loadb(kv->value, kv->value_len, JSON_REJECT_DUPLICATES, NULL);
+  if (j && !json_is_object(j)) {
+    json_decref(j);
+    j = NULL;
+  }
+  return j;
+}
+
+/* Write rec over the record at revision rev; false when someone wrote first. */
+static int put_record(vd_cluster *cl, const char *name, json_t *rec, int64_t rev, bool *ok,
+                      vs_error **err) {
+  _cleanup_free_ char *key = guest_key(name);
+  _cleanup_free_ char *doc = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+  return vc_etcd_put_if(cl->etcd, key, doc, strlen(doc), 0, rev, ok, NULL, NULL, err);
+}
+
+/* The record of one guest and its revision (NULL when there is none). */
+static json_t *get_record(vd_cluster *cl, const char *name, int64_t *rev, vs_error **err) {
+  _cleanup_free_ char *key = guest_key(name);
+  vc_range r;
+  *rev = 0;
+  if (vc_etcd_get(cl->etcd, key, &r, err) < 0)
+    return NULL;
+  json_t *j = r.n ? kv_json(&r.kvs[0]) : NULL;
+  if (r.n)
+    *rev = r.kvs[0].mod_revision;
+  if (r.n && !j)
+    vs_error_set(err, EINVAL, "the cluster's record of %s is not a JSON object", name);
+  vc_range_clear(&r);
+  return j;
+}
+
+/* ------------------------------------------------------------- create and delete */
+
+/* The placement fields of a create: taken out of body into guest, checked. */
+static int take_cluster_fields(json_t *body, json_t *guest, vs_error **err) {
+  static const char *const maps[] = {"Labels", "NodeSelector", "AntiAffinity", "Affinity"};
+  for (size_t i = 0; i < ARRAY_SIZE(maps); i++) {
+    json_t *v = json_object_get(body, maps[i]);
+    if (!v || json_is_null(v))
+      continue;
+    const char *k;
+    json_t *x;
+    if (!json_is_object(v))
+      return vs_error_set(err, EINVAL, "%s: expected an object of labels", maps[i]);
+    json_object_foreach(v, k, x) if (!json_is_string(x) || !*k) return vs_error_set(
+        err, EINVAL, "%s.%s: expected a non-empty key and a string value", maps[i], k);
+    json_object_set(guest, maps[i], v);
+    json_object_del(body, maps[i]);
+  }
+  json_t *node = json_object_get(body, "Node");
+  if (node && !json_is_null(node)) {
+    if (!json_is_string(node) || !vd_vm_name_valid(json_string_value(node)))
+      return vs_error_set(err, EINVAL, "Node: expected a node's name");
+    json_object_set(guest, "Node", node);
+  }
+  json_object_del(body, "Node");
+  json_t *start = json_object_get(body, "Start");
+  if (start && !json_is_boolean(start))
+    return vs_error_set(err, EINVAL, "Start: expected true or false");
+  json_object_set_new(guest, "Start", json_boolean(json_is_true(start)));
+  json_object_del(body, "Start");
+  return 0;
+}
+
+/* Wait for the record to leave pending and the node to make the VM; answers the call. */
+static void wait_created(vd_call *c, const char *name) {
+  vd_cluster *cl = &c->d->cluster;
+  useconds_t pause = 2000;
+  for (time_t end = time(NULL) + CREATE_WAIT_S; time(NULL) < end;) {
+    vs_error *e = NULL;
+    int64_t rev;
+    json_t *rec = get_record(cl, name, &rev, &e);
+    if (!rec) {
+      if (e)
+        vd_call_error(c, 503, "cluster store: %s", e->msg);
+      else
+        vd_call_error(c, 409, "VM %s was removed while it was being created", name);
+      vs_error_free(e);
+      return;
+    }
+    const char *phase = str(rec, "Phase");
+    if (phase && (!strcmp(phase, "refused") || !strcmp(phase, "failed"))) {
+      _cleanup_free_ char *key = guest_key(name);
+      bool gone = false;
+      vc_etcd_delete_if(cl->etcd, key, rev, &gone, &e);
+      vs_error_free(e);
+      bool refused = !strcmp(phase, "refused");
+      vd_call_error(c, refused ? 409 : 500, "%s VM %s: %s",
+                    refused ? "cannot place" : "cannot create", name,
+                    str(rec, "Reason") ? str(rec, "Reason") : "no reason given");
+      json_decref(rec);
+      return;
+    }
+    if (phase && (!strcmp(phase, "created") || !strcmp(phase, "running"))) {
+      vd_call_json(c, 201,
+                   json_pack("{s:s, s:s, s:s}", "Id", str(rec, "Id") ? str(rec, "Id") : "", "Name",
+                             name, "Node", str(rec, "Node") ? str(rec, "Node") : ""));
+      json_decref(rec);
+      return;
+    }
+    json_decref(rec);
+    usleep(pause);
+    if (pause < 100000)
+      pause *= 2;
+  }
+  vd_call_error(c, 504,
+                "VM %s: not created by its node within %d s (it stays in the cluster's "
+                "records)",
+                name, CREATE_WAIT_S);
+}
+
+void vd_cluster_vm_create(vd_call *c, const char *name, json_t *body) {
+  vd_cluster *cl = &c->d->cluster;
+  vs_error *e = NULL;
+  json_t *guest = json_pack("{s:s, s:s}", "Kind", "vm", "Name", name ? name : "");
+  json_t *cfg = json_object(), *disk = json_object();
+  if (!vd_vm_name_valid(name))
+    vs_error_set(&e, EINVAL,
+                 "VM name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', starting with a "
+                 "letter or digit",
+                 name ? name : "");
+  else if (take_cluster_fields(body, guest, &e) == 0 &&
+           vd_vm_config_parse(body, cfg, disk, &e) < 0 && e->errnum == 0)
+    e->errnum = EINVAL;
+  if (!e) {
+    json_object_set(guest, "Cpus", json_object_get(cfg, "Cpus"));
+    json_object_set(guest, "Memory", json_object_get(cfg, "Memory"));
+    json_object_del(body, "Name");
+    json_object_set(guest, "Spec", body);
+    json_object_set_new(guest, "Phase", json_string("pending"));
+    json_object_set_new(guest, "Origin", json_string(cl->node_name));
+    char *now = vd_now();
+    json_object_set_new(guest, "Created", json_string(now));
+    free(now);
+  }
+  json_decref(cfg);
+  json_decref(disk);
+  json_decref(body);
+  if (e) {
+    json_decref(guest);
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  bool ok = false;
+  if (put_record(cl, name, guest, 0, &ok, &e) < 0) {
+    vd_call_error(c, 503, "cluster store: %s", e->msg);
+    vs_error_free(e);
+  } else if (!ok) {
+    vd_call_error(c, 409, "the name %s is already in use by a VM of the cluster", name);
+  } else {
+    wait_created(c, name);
+  }
+  json_decref(guest);
+}
+
+bool vd_cluster_vm_delete(vd_call *c, bool force) {
+  vd_cluster *cl = &c->d->cluster;
+  _cleanup_free_ char *key = guest_key(c->arg);
+  vs_error *e = NULL;
+  int64_t rev;
+  json_t *rec = get_record(cl, c->arg, &rev, &e);
+  if (!rec) {
+    if (!e)
+      return false; /* not a guest of the cluster: a VM of this node alone */
+    vd_call_error(c, 503, "cluster store: %s", e->msg);
+    vs_error_free(e);
+    return true;
+  }
+  const char *node = str(rec, "Node");
+  bool here = node && !strcmp(node, cl->node_name);
+  bool running = !strcmp(str(rec, "Phase") ? str(rec, "Phase") : "", "running");
+  if (running && !force && !here) {
+    vd_call_error(c, 409, "VM %s is running on node %s: stop it first or force the removal", c->arg,
+                  node);
+    json_decref(rec);
+    return true;
+  }
+  vd_vm *vm = here ? vd_vm_claim_name(c->d->vms, c->arg, &e) : NULL;
+  if (here && !vm && e->errnum != ENOENT) {
+    vd_call_fail(c, e);
+    goto out;
+  }
+  vs_error_free(e);
+  e = NULL;
+  if (vm && vd_vm_remove(c->d, vm, force, &e) < 0) {
+    vd_vm_release(c->d->vms, vm);
+    vd_call_fail(c, e);
+    goto out;
+  }
+  /* the record goes last: another node's reconciler removes its VM when it sees it gone */
+  if (vc_etcd_delete(cl->etcd, key, false, NULL, &e) < 0)
+    vd_call_error(c, 503, "cluster store: %s", e->msg);
+  else
+    vd_call_status(c, 204);
+out:
+  vs_error_free(e);
+  json_decref(rec);
+  return true;
+}
+
+/* GET /vessel/v1/guests: every guest of the cluster, whichever node holds it (by name). */
+void vd_h_cluster_guests(vd_call *c) {
+  vd_cluster *cl = &c->d->cluster;
+  if (!cl->enabled) {
+    vd_call_error(c, 503,
+                  "this vesseld is not in a cluster (start it with --cluster etcd=URL "
+                  "--node-name N --advertise ADDR)");
+    return;
+  }
+  vc_range r;
+  vs_error *e = NULL;
+  if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, &e) < 0) {
+    vd_call_error(c, 503, "cluster store: %s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  static const char *const shown[] = {"Kind", "Name",   "Node",   "Phase",  "Reason", "Id",
+                                      "Cpus", "Memory", "Labels", "Origin", "Created"};
+  json_t *out = json_array();
+  for (size_t i = 0; i < r.n; i++) {
+    json_t *rec = kv_json(&r.kvs[i]);
+    if (!rec || !str(rec, "Name")) {
+      if (rec)
+        json_decref(rec);
+      continue;
+    }
+    json_t *g = json_object();
+    for (size_t k = 0; k < ARRAY_SIZE(shown); k++) {
+      json_t *v = json_object_get(rec, shown[k]);
+      if (v)
+        json_object_set(g, shown[k], v);
+    }
+    json_array_append_new(out, g);
+    json_decref(rec);
+  }
+  vc_range_clear(&r);
+  vd_call_json(c, 200, out);
+}
+
+/* ------------------------------------------------------------- the scheduler */
+
+static int sleep_or_stop(vd_cluster *cl, int ms) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += ms / 1000;
+  until.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&cl->lock);
+  if (!cl->stop)
+    pthread_cond_timedwait(&cl->cond, &cl->lock, &until);
+  bool stop = cl->stop;
+  pthread_mutex_unlock(&cl->lock);
+  return stop;
+}
+
+/* Leadership: the leader key, held under this node's lease (it goes when the node does). */
+static bool campaign(vd_cluster *cl) {
+  bool ok = false;
+  vc_range cur;
+  vs_error *e = NULL;
+  if (vc_etcd_put_if(cl->etcd, LEADER_KEY, cl->node_name, strlen(cl->node_name), cl->lease, 0, &ok,
+                     &cur, NULL, &e) < 0) {
+    vs_log_debug("cluster: campaign: %s", e->msg);
+    vs_error_free(e);
+    return false;
+  }
+  if (!ok)
+    ok = cur.n == 1 && !strcmp(cur.kvs[0].value, cl->node_name) && cur.kvs[0].lease == cl->lease;
+  vc_range_clear(&cur);
+  return ok;
+}
+
+typedef struct pending {
+  json_t *rec;
+  const char *key;
+  int64_t rev, created;
+} pending;
+
+static int by_creation(const void *a, const void *b) {
+  const pending *x = a, *y = b;
+  return x->created < y->created ? -1 : x->created > y->created;
+}
+
+/* Write the decisions of pend[0..n) in one transaction; when it fails (some record changed),
+ * each alone, so that the others still land. */
+static void write_decisions(vd_cluster *cl, pending *pend, size_t n) {
+  vc_put puts[BATCH];
+  char *docs[BATCH];
+  for (size_t i = 0; i < n; i++) {
+    docs[i] = json_dumps(pend[i].rec, JSON_COMPACT | JSON_SORT_KEYS);
+    puts[i] = (vc_put){pend[i].key, docs[i], strlen(docs[i]), 0, pend[i].rev};
+  }
+  bool ok = false;
+  vs_error *e = NULL;
+  bool batch_ok = vc_etcd_put_all_if(cl->etcd, puts, n, &ok, NULL, &e) == 0 && ok;
+  vs_error_free(e);
+  for (size_t i = 0; i < n && !batch_ok; i++) {
+    e = NULL;
+    if (vc_etcd_put_all_if(cl->etcd, &puts[i], 1, &ok, NULL, &e) < 0 || !ok)
+      vs_log_debug("cluster: placing %s: %s", puts[i].key, e ? e->msg : "changed meanwhile");
+    vs_error_free(e);
+  }
+  for (size_t i = 0; i < n; i++)
+    free(docs[i]);
+}
+
+/* One pass: place every pending guest, oldest first, each seeing the ones placed before it. */
+static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
+  vd_cluster *cl = &d->cluster;
+  json_t *nodes = vd_cluster_nodes(d, err);
+  if (!nodes)
+    return -1;
+  vc_range r;
+  if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, err) < 0) {
+    json_decref(nodes);
+    return -1;
+  }
+  *revision = r.revision;
+  json_t *placed = json_array();
+  pending *pend = vs_malloc0(sizeof(pending) * (r.n + 1));
+  size_t np = 0;
+  for (size_t i = 0; i < r.n; i++) {
+    json_t *rec = kv_json(&r.kvs[i]);
+    const char *phase = rec ? str(rec, "Phase") : NULL;
+    if (!phase) {
+      if (rec)
+        json_decref(rec);
+      continue;
+    }
+    if (!strcmp(phase, "pending")) {
+      pend[np++] = (pending){rec, r.kvs[i].key, r.kvs[i].mod_revision, r.kvs[i].create_revision};
+      continue;
+    }
+    if (strcmp(phase, "refused") != 0 && strcmp(phase, "failed") != 0 && str(rec, "Node"))
+      json_array_append(placed, rec);
+    json_decref(rec);
+  }
+  qsort(pend, np, sizeof(*pend), by_creation);
+  for (size_t i = 0; i < np; i++) {
+    char *node = NULL, *reason = NULL;
+    vs_error *e = NULL;
+    if (vc_place(nodes, placed, pend[i].rec, &node, &reason, &e) < 0) {
+      reason = vs_strdup(e->msg);
+      vs_error_free(e);
+    }
+    if (node) {
+      json_object_set_new(pend[i].rec, "Node", json_string(node));
+      json_object_set_new(pend[i].rec, "Phase", json_string("placed"));
+      json_array_append(placed, pend[i].rec);
+      vs_log_debug("cluster: placed %s on %s", str(pend[i].rec, "Name"), node);
+    } else {
+      json_object_set_new(pend[i].rec, "Phase", json_string("refused"));
+      json_object_set_new(pend[i].rec, "Reason", json_string(reason));
+      vs_log_info("cluster: cannot place %s: %s", str(pend[i].rec, "Name"), reason);
+    }
+    free(node);
+    free(reason);
+  }
+  for (size_t i = 0; i < np; i += BATCH)
+    write_decisions(cl, pend + i, np - i < BATCH ? np - i : BATCH);
+  for (size_t i = 0; i < np; i++)
+    json_decref(pend[i].rec);
+  free(pend);
+  vc_range_clear(&r);
+  json_decref(placed);
+  json_decref(nodes);
+  return 0;
+}
+
+/* The watcher: every message of the guests' watch marks both passes due. */
+static int on_guests_change(void *arg, const vc_watch_msg *m) {
+  vd_cluster *cl = arg;
+  int64_t *last = &cl->guests_revision;
+  if (m->n == 0 && !m->created)
+    return 0;
+  pthread_mutex_lock(&cl->lock);
+  if (m->revision > *last)
+    *last = m->revision;
+  cl->schedule_dirty = cl->reconcile_dirty = true;
+  pthread_cond_broadcast(&cl->guests_cond);
+  pthread_mutex_unlock(&cl->lock);
+  return 0;
+}
+
+static void *watcher_thread(void *arg) {
+  vd_daemon *d = arg;
+  vd_cluster *cl = &d->cluster;
+  while (!cl->stop) {
+    pthread_mutex_lock(&cl->lock);
+    int64_t from = cl->guests_revision ? cl->guests_revision + 1 : 0;
+    pthread_mutex_unlock(&cl->lock);
+    vs_error *e = NULL;
+    if (vc_etcd_watch(cl->etcd, GUESTS, true, from, on_guests_change, cl, &cl->stop, 0, &e) < 0) {
+      vs_log_debug("cluster: %s", e->msg);
+      if (e->errnum == ECANCELED) { /* compacted: watch from now; the passes read everything */
+        pthread_mutex_lock(&cl->lock);
+        cl->guests_revision = 0;
+        pthread_mutex_unlock(&cl->lock);
+      }
+      vs_error_free(e);
+      sleep_or_stop(cl, 500);
+    }
+  }
+  return NULL;
+}
+
+/* Until *dirty (then cleared: a change after this point marks it again) or timeout_ms. */
+static void wait_dirty(vd_cluster *cl, bool *dirty, int timeout_ms) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += timeout_ms / 1000;
+  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&cl->lock);
+  while (!*dirty && !cl->stop)
+    if (pthread_cond_timedwait(&cl->guests_cond, &cl->lock, &until) != 0)
+      break;
+  *dirty = false;
+  pthread_mutex_unlock(&cl->lock);
+}
+
+static void *scheduler_thread(void *arg) {
+  vd_daemon *d = arg;
+  vd_cluster *cl = &d->cluster;
+  bool was_leader = false;
+  while (!cl->stop) {
+    bool leader = campaign(cl);
+    if (leader != was_leader)
+      vs_log_info(leader ? "cluster: this node is the scheduler now (leader)"
+                         : "cluster: this node is no longer the scheduler");
+    was_leader = leader;
+    if (!leader) {
+      /* the leader key goes with its node's lease: try again now and then */
+      sleep_or_stop(cl, 1000);
+      continue;
+    }
+    int64_t rev = 0;
+    vs_error *e = NULL;
+    if (schedule_pass(d, &rev, &e) < 0) {
+      vs_log_warn("cluster: scheduling: %s", e->msg);
+      vs_error_free(e);
+      sleep_or_stop(cl, 500);
+      continue;
+    }
+    wait_dirty(cl, &cl->schedule_dirty, 2000);
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------- the reconciler */
+
+/* Make (and start) the VM of a record placed on this node; the record then says so. */
+static void make_local(vd_daemon *d, json_t *rec, int64_t rev) {
+  vd_cluster *cl = &d->cluster;
+  const char *name = str(rec, "Name");
+  json_t *spec = json_object_get(rec, "Spec");
+  vs_error *e = NULL;
+  vd_vm *vm = vd_vm_claim_name(d->vms, name, &e);
+  if (vm && !json_object_get(vm->rec, "Cluster")) {
+    vd_vm_release(d->vms, vm);
+    vm = NULL;
+    vs_error_set(&e, EEXIST, "node %s has a VM of its own named %s", cl->node_name, name);
+  } else if (!vm && e->errnum == ENOENT) {
+    vs_error_free(e);
+    e = NULL;
+    json_t *extra = json_pack("{s:{s:s}}", "Cluster", "Node", cl->node_name);
+    vm = json_is_object(spec) ? vd_vm_new_from_request(d, name, spec, extra, &e) : NULL;
+    if (!vm && !e)
+      vs_error_set(&e, EINVAL, "the record has no Spec");
+    json_decref(extra);
+  }
+  if (vm && json_is_true(json_object_get(rec, "Start")) && !vd_vm_running(d->vms, vm) &&
+      vd_vm_start(d, vm, &e) < 0)
+    vs_error_wrap(&e, "start");
+  json_t *next = json_deep_copy(rec);
+  if (vm && !e) {
+    json_object_set_new(next, "Id", json_string(vm->id));
+    json_object_set_new(next, "Phase",
+                        json_string(vd_vm_running(d->vms, vm) ? "running" : "created"));
+    vs_log_info("cluster: made VM %s placed on this node", name);
+  } else {
+    json_object_set_new(next, "Phase", json_string("failed"));
+    json_object_set_new(next, "Reason", json_string(e ? e->msg : "unknown"));
+    vs_log_warn("cluster: cannot make VM %s: %s", name, e ? e->msg : "unknown");
+  }
+  if (vm)
+    vd_vm_release(d->vms, vm);
+  vs_error_free(e);
+  e = NULL;
+  bool ok = false;
+  if (put_record(cl, name, next, rev, &ok, &e) < 0 || !ok)
+    vs_log_debug("cluster: recording VM %s: %s", name, e ? e->msg : "changed meanwhile");
+  vs_error_free(e);
+  json_decref(next);
+}
+
+/* VMs this node made for the cluster whose record is gone or placed elsewhere: removed. */
+static void remove_orphans(vd_daemon *d, json_t *mine) {
+  vd_vms *t = d->vms;
+  json_t *names = json_array();
+  pthread_mutex_lock(&t->lock);
+  for (size_t i = 0; i < t->n; i++)
+    if (json_object_get(t->vms[i]->rec, "Cluster") && !json_object_get(mine, t->vms[i]->name))
+      json_array_append_new(names, json_string(t->vms[i]->name));
+  pthread_mutex_unlock(&t->lock);
+  size_t i;
+  json_t *n;
+  json_array_foreach(names, i, n) {
+    vs_error *e = NULL;
+    vd_vm *vm = vd_vm_claim_name(t, json_string_value(n), &e);
+    if (vm && vd_vm_remove(d, vm, true, &e) < 0)
+      vd_vm_release(t, vm);
+    if (e)
+      vs_log_debug("cluster: removing VM %s: %s", json_string_value(n), e->msg);
+    else
+      vs_log_info("cluster: removed VM %s, no longer the cluster's on this node",
+                  json_string_value(n));
+    vs_error_free(e);
+  }
+  json_decref(names);
+}
+
+static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
+  vd_cluster *cl = &d->cluster;
+  vc_range r;
+  if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, err) < 0)
+    return -1;
+  *revision = r.revision;
+  json_t *mine = json_object();
+  for (size_t i = 0; i < r.n; i++) {
+    json_t *rec = kv_json(&r.kvs[i]);
+    const char *node = rec ? str(rec, "Node") : NULL;
+    const char *phase = rec ? str(rec, "Phase") : NULL;
+    const char *kind = rec ? str(rec, "Kind") : NULL;
+    if (!node || !phase || !kind || strcmp(node, cl->node_name) != 0 || strcmp(kind, "vm") != 0 ||
+        !vd_vm_name_valid(str(rec, "Name"))) {
+      if (rec)
+        json_decref(rec);
+      continue;
+    }
+    if (strcmp(phase, "pending") != 0 && strcmp(phase, "refused") != 0)
+      json_object_set(mine, str(rec, "Name"), rec);
+    /* placed: make it; created or running: make it again if this node lost it */
+    bool have = false;
+    if (strcmp(phase, "created") == 0 || strcmp(phase, "running") == 0) {
+      vd_vms *t = d->vms;
+      pthread_mutex_lock(&t->lock);
+      have = vd_vm_find_locked(t, str(rec, "Name")) != NULL;
+      pthread_mutex_unlock(&t->lock);
+    }
+    if (!strcmp(phase, "placed") ||
+        ((!strcmp(phase, "created") || !strcmp(phase, "running")) && !have))
+      make_local(d, rec, r.kvs[i].mod_revision);
+    json_decref(rec);
+  }
+  remove_orphans(d, mine);
+  json_decref(mine);
+  vc_range_clear(&r);
+  return 0;
+}
+
+static void *reconciler_thread(void *arg) {
+  vd_daemon *d = arg;
+  vd_cluster *cl = &d->cluster;
+  while (!cl->stop) {
+    int64_t rev = 0;
+    vs_error *e = NULL;
+    if (reconcile_pass(d, &rev, &e) < 0) {
+      vs_log_warn("cluster: reconciling: %s", e->msg);
+      vs_error_free(e);
+      sleep_or_stop(cl, 500);
+      continue;
+    }
+    wait_dirty(cl, &cl->reconcile_dirty, 5000);
+  }
+  return NULL;
+}
+
+int vd_cluster_start_guests(vd_daemon *d, vs_error **err) {
+  vd_cluster *cl = &d->cluster;
+  int rc = pthread_create(&cl->watcher, NULL, watcher_thread, d);
+  if (rc)
+    return vs_error_set(err, rc, "cluster: starting the watch of guests");
+  cl->watcher_started = true;
+  rc = pthread_create(&cl->scheduler, NULL, scheduler_thread, d);
+  if (rc)
+    return vs_error_set(err, rc, "cluster: starting the scheduler");
+  cl->scheduler_started = true;
+  rc = pthread_create(&cl->reconciler, NULL, reconciler_thread, d);
+  if (rc)
+    return vs_error_set(err, rc, "cluster: starting the reconciler");
+  cl->reconciler_started = true;
+  return 0;
+}

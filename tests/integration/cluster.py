@@ -1,0 +1,245 @@
+"""A vessel cluster on this one machine, for the cluster tests and bench/cluster.
+
+Three "hosts" are network namespaces (PREFIX-n1..n3), each with one veth into a fourth namespace
+(PREFIX-sw) that holds the bridge joining them, so nothing is made in the test's own namespace.
+Each host runs one member of a three-member etcd cluster (Debian's etcd-server 3.4) on its
+address and, when asked, a vesseld with its own data root, socket and default bridge, joined to
+the cluster. `Cluster.cleanup` stops every process it started (by pid) and deletes the
+namespaces, whatever state a failed test left; the fixtures call it in `finally`.
+"""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import test_daemon
+
+PREFIX = f"vcl{os.getpid() % 100000}"
+SUBNET = "10.77.0"
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+TOKEN = "s3cret-cluster-token"
+
+
+def run(*args, ns=None, check=True, timeout=60, env=None, input=None):
+    cmd = (["nsenter", f"--net={ns}"] if ns else []) + [str(a) for a in args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                       input=input)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}): {r.stderr}{r.stdout}")
+    return r
+
+
+def wait_for(what, cond, timeout=30.0, step=0.05):
+    """Poll cond() until it is true (returned); fail naming what after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(step)
+
+
+class Host:
+    """One namespace: its address, its etcd member, its vesseld."""
+
+    def __init__(self, cluster, index):
+        self.cluster = cluster
+        self.index = index
+        self.name = f"n{index}"
+        self.ns_name = f"{cluster.prefix}-{self.name}"
+        self.ns = f"/run/netns/{self.ns_name}"
+        self.ip = f"{SUBNET}.{index}"
+        self.client_url = f"http://{self.ip}:2379"
+        self.peer_url = f"http://{self.ip}:2380"
+        self.root = cluster.root / self.name
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.etcd = None
+        self.vd = None
+
+    # ---------------------------------------------------------------- etcd
+    def start_etcd(self, state="new", extra=()):
+        log = open(self.root / "etcd.log", "a")
+        members = ",".join(f"{h.name}={h.peer_url}" for h in self.cluster.hosts)
+        self.etcd = subprocess.Popen(
+            ["nsenter", f"--net={self.ns}", ETCD, "--name", self.name,
+             "--data-dir", str(self.root / "etcd"),
+             "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
+             "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
+             "--initial-cluster", members, "--initial-cluster-state", state,
+             "--initial-cluster-token", self.cluster.prefix, *extra],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.cluster.pids.add(self.etcd.pid)
+
+    def stop_etcd(self):
+        if self.etcd and self.etcd.poll() is None:
+            self.etcd.terminate()
+            try:
+                self.etcd.wait(10)
+            except subprocess.TimeoutExpired:
+                self.etcd.kill()
+                self.etcd.wait()
+
+    def etcdctl(self, *args, check=True):
+        env = dict(os.environ, ETCDCTL_API="3")
+        return run(ETCDCTL, "--endpoints", self.client_url, *args, ns=self.ns, check=check,
+                   env=env)
+
+    # ---------------------------------------------------------------- vesseld
+    def vesseld_args(self, token=TOKEN, capacity=None, labels=(), endpoints=None):
+        urls = endpoints or ",".join(h.client_url for h in self.cluster.hosts)
+        args = ["--cluster", f"etcd={urls}", "--node-name", self.name, "--advertise", self.ip]
+        if token is not None:
+            args += ["--cluster-token", token]
+        if capacity:
+            args += ["--node-capacity", capacity]
+        for l in labels:
+            args += ["--node-label", l]
+        return args
+
+    def start_vesseld(self, wait=True, **kw):
+        root = self.root / "vd"
+        root.mkdir(exist_ok=True)
+        self.vd = test_daemon.Vesseld(self.cluster.build, root,
+                                      prefix=["nsenter", f"--net={self.ns}"], bridge="vessel0",
+                                      extra=self.vesseld_args(**kw), wait=wait)
+        self.cluster.pids.add(self.vd.proc.pid)
+        return self.vd
+
+    def api(self, method, path, body=None, timeout=60):
+        """(status, decoded JSON or text) of one request to this host's vesseld."""
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(timeout)
+        s.connect(str(self.vd.sock))
+        data = json.dumps(body).encode() if body is not None else b""
+        s.sendall((f"{method} {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")
+                  .encode() + data)
+        out = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+        s.close()
+        head, _, rest = out.partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        if b"chunked" in head.lower():
+            body_bytes, text = b"", rest
+            while text:
+                size, _, text = text.partition(b"\r\n")
+                n = int(size, 16)
+                if n == 0:
+                    break
+                body_bytes, text = body_bytes + text[:n], text[n + 2:]
+            rest = body_bytes
+        try:
+            return status, json.loads(rest) if rest else None
+        except ValueError:
+            return status, rest.decode()
+
+    def vessel(self, *args, check=True, timeout=120):
+        r = subprocess.run([str(self.cluster.build / "vessel"), "-H", self.vd.host, *args],
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"vessel {' '.join(args)} on {self.name}: rc {r.returncode}\n"
+                                 f"{r.stdout}{r.stderr}\n--- vesseld:\n"
+                                 f"{self.vd.log_text()[-3000:]}")
+        return r
+
+
+class Cluster:
+    def __init__(self, build_dir, root, n=3, name="c"):
+        # name tells two clusters of one test run apart (their namespaces' names)
+        self.prefix = f"{PREFIX}{name}"
+        self.build = pathlib.Path(build_dir)
+        self.root = pathlib.Path(root)
+        self.pids = set()
+        self.netns = []
+        self.hosts = []
+        self.switch = self._add_netns("sw")
+        run("ip", "link", "add", "br0", "type", "bridge", ns=self.switch)
+        run("ip", "link", "set", "br0", "up", ns=self.switch)
+        for i in range(1, n + 1):
+            h = Host(self, i)
+            self._add_netns(h.name)
+            run("ip", "link", "add", "eth0", "netns", h.ns_name, "type", "veth", "peer", "name",
+                f"p{i}", "netns", f"{self.prefix}-sw")
+            run("ip", "link", "set", f"p{i}", "master", "br0", "up", ns=self.switch)
+            run("ip", "addr", "add", f"{h.ip}/24", "dev", "eth0", ns=h.ns)
+            run("ip", "link", "set", "eth0", "up", ns=h.ns)
+            self.hosts.append(h)
+
+    def _add_netns(self, name):
+        full = f"{self.prefix}-{name}"
+        run("ip", "netns", "add", full)
+        self.netns.append(full)
+        path = f"/run/netns/{full}"
+        run("ip", "link", "set", "lo", "up", ns=path)
+        return path
+
+    def start_etcd(self):
+        for h in self.hosts:
+            h.start_etcd()
+        h = self.hosts[0]
+        wait_for("etcd's three members to agree",
+                 lambda: h.etcdctl("endpoint", "health", "--cluster", check=False)
+                 .returncode == 0, timeout=60, step=0.2)
+
+    def start_vesselds(self, **kw):
+        for h in self.hosts:
+            h.start_vesseld(**kw)
+
+    def cleanup(self):
+        """Stop everything started here (each by its pid), remove the namespaces and what the
+        vesselds left; safe to call whatever state a failed test left."""
+        vmm_pids = set()
+        for h in self.hosts:
+            if h.vd is not None and h.vd.alive():
+                try:
+                    _, vms = h.api("GET", "/vessel/v1/vms", timeout=10)
+                    for vm in vms:
+                        vmm_pids.add(vm["Pid"])
+                        h.api("DELETE", f"/vessel/v1/vms/{vm['Id']}?force=1", timeout=30)
+                except Exception:  # pylint: disable=broad-except (go on cleaning)
+                    pass
+        for h in self.hosts:
+            if h.vd is not None:
+                try:
+                    h.vd.cleanup()
+                except Exception:  # pylint: disable=broad-except (go on cleaning)
+                    pass
+        for pid in vmm_pids - {0}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in self.pids:
+            try:
+                os.killpg(pid, signal.SIGKILL) if pid_is_group_leader(pid) else \
+                    os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for h in self.hosts:
+            for p in (h.etcd, h.vd.proc if h.vd else None):
+                if p is not None:
+                    try:
+                        p.wait(10)
+                    except subprocess.TimeoutExpired:
+                        pass
+        for n in self.netns:
+            run("ip", "netns", "del", n, check=False)
+
+
+def pid_is_group_leader(pid):
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
