@@ -338,7 +338,10 @@ static const net_endpoint *routed_client(const net_network *n, struct in_addr cl
 static void forward_query(net_dns *d, const net_network *n, uint8_t *q, size_t len,
                           const struct sockaddr_in *from, int tcp) {
   time_t now = time(NULL);
-  const net_endpoint *own = routed_client(n, from ? from->sin_addr : d->tcp[tcp].peer.sin_addr);
+  struct in_addr client = tcp >= 0 ? d->tcp[tcp].peer.sin_addr
+                          : from   ? from->sin_addr
+                                   : (struct in_addr){0};
+  const net_endpoint *own = routed_client(n, client);
   dns_pending *p = own || d->upstream_fd >= 0 ? pending_slot(d, now) : NULL;
   if (!p) {
     if (tcp < 0) {
