@@ -131,6 +131,8 @@ typedef struct vs_logger {
  * gmtime_r, it never loads the time zone database (/etc/localtime): a container start is
  * short enough for those seven system calls to show. */
 void vs_utc_rfc3339(const struct timespec *ts, char *buf, size_t size);
+/* The CLOCK_REALTIME time ms milliseconds from now: the deadline pthread_cond_timedwait takes. */
+struct timespec vs_realtime_after_ms(int ms);
 
 vs_logger *vs_log_get(void);
 void vs_log_configure(const char *prog, vs_log_level level, vs_log_format format, int fd);

@@ -24,6 +24,18 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
   *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
+struct timespec vs_realtime_after_ms(int ms) {
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  t.tv_sec += ms / 1000;
+  t.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (t.tv_nsec >= 1000000000L) {
+    t.tv_sec++;
+    t.tv_nsec -= 1000000000L;
+  }
+  return t;
+}
+
 void vs_utc_rfc3339(const struct timespec *ts, char *buf, size_t size) {
   int64_t secs = ts->tv_sec;
   int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);

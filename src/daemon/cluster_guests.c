@@ -272,14 +272,7 @@ void vd_h_cluster_guests(vd_call *c) {
 /* ------------------------------------------------------------- the scheduler */
 
 static int sleep_or_stop(vd_cluster *cl, int ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += ms / 1000;
-  until.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  struct timespec until = vs_realtime_after_ms(ms);
   pthread_mutex_lock(&cl->lock);
   if (!cl->stop)
     pthread_cond_timedwait(&cl->cond, &cl->lock, &until);
@@ -441,14 +434,7 @@ static void *watcher_thread(void *arg) {
 
 /* Until *dirty (then cleared: a change after this point marks it again) or timeout_ms. */
 static void wait_dirty(vd_cluster *cl, bool *dirty, int timeout_ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  struct timespec until = vs_realtime_after_ms(timeout_ms);
   pthread_mutex_lock(&cl->lock);
   while (!*dirty && !cl->stop)
     if (pthread_cond_timedwait(&cl->guests_cond, &cl->lock, &until) != 0)

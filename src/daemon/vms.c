@@ -508,14 +508,7 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
 
 /* Wait (worker) until the loop has seen the VMM end, at most timeout_ms (-1: no limit). */
 bool vd_vm_wait_stopped(vd_vms *t, vd_vm *vm, int timeout_ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  struct timespec until = vs_realtime_after_ms(timeout_ms);
   pthread_mutex_lock(&t->lock);
   int r = 0;
   while (vm->pid > 0 && r != ETIMEDOUT)

@@ -1018,10 +1018,12 @@ static void client_input(vd_front *f) {
         vs_error_free(e);
         return;
       }
-      if (f->state == F_LOCAL_BODY && f->keep_body)
-        buf_add(&f->local_body, data, dlen);
-      else
+      if (f->state == F_PROXY_BODY)
         buf_add(&f->to_inner, f->in.p, used); /* the body as it was framed */
+      else if (f->keep_body)
+        buf_add(&f->local_body, data, dlen);
+      /* else a refused request's body, read only to be dropped: kept for the next request's
+       * inner connection, it came before that request's head there (400 "malformed method") */
       buf_take(&f->in, used);
       if (r == 1) {
         if (f->state == F_LOCAL_BODY) {

@@ -129,21 +129,7 @@ class Host:
                 break
             out += b
         s.close()
-        head, _, rest = out.partition(b"\r\n\r\n")
-        status = int(head.split()[1])
-        if b"chunked" in head.lower():
-            body_bytes, text = b"", rest
-            while text:
-                size, _, text = text.partition(b"\r\n")
-                n = int(size, 16)
-                if n == 0:
-                    break
-                body_bytes, text = body_bytes + text[:n], text[n + 2:]
-            rest = body_bytes
-        try:
-            return status, json.loads(rest) if rest else None
-        except ValueError:
-            return status, rest.decode()
+        return test_daemon.decode_reply(out)
 
     def vessel(self, *args, check=True, timeout=120):
         r = subprocess.run([str(self.cluster.build / "vessel"), "-H", self.vd.host, *args],

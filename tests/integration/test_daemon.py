@@ -48,6 +48,25 @@ def image_tar(tmp_path_factory):
     return busybox_archive(tmp_path_factory.mktemp("image") / "busybox.tar")
 
 
+def decode_reply(raw):
+    """(status, decoded JSON or text) of a raw HTTP/1.1 reply, chunked or not."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    if b"chunked" in head.lower():
+        body, text = b"", rest
+        while text:
+            size, _, text = text.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            body, text = body + text[:n], text[n + 2:]
+        rest = body
+    try:
+        return status, json.loads(rest) if rest else None
+    except ValueError:
+        return status, rest.decode()
+
+
 class Vesseld:
     """One private vesseld: start, kill -9, restart, and a docker CLI pointed at it."""
 

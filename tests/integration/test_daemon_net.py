@@ -84,21 +84,7 @@ class NsVesseld(test_daemon.Vesseld):
         req = (f"{method} /v1.41{path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
         out = self.raw(req + data)
-        head, _, rest = out.partition(b"\r\n\r\n")
-        status = int(head.split()[1])
-        if b"chunked" in head.lower():
-            body_bytes, text = b"", rest
-            while text:
-                size, _, text = text.partition(b"\r\n")
-                n = int(size, 16)
-                if n == 0:
-                    break
-                body_bytes, text = body_bytes + text[:n], text[n + 2:]
-            rest = body_bytes
-        try:
-            return status, json.loads(rest) if rest else None
-        except ValueError:
-            return status, rest.decode()
+        return test_daemon.decode_reply(out)
 
 
 class World(test_net.World):
