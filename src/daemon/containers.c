@@ -1083,8 +1083,9 @@ void vd_h_container_rename(vd_call *c) {
   pthread_mutex_lock(&d->lock);
   vd_container *other = vd_ctr_find_name(d, full);
   json_t *copy = NULL;
+  _cleanup_free_ char *old_name = NULL;
   if (!other) {
-    free(ctr->name);
+    old_name = ctr->name;
     ctr->name = vs_strdup(full);
     json_object_set_new(ctr->rec, "Name", json_string(full));
     copy = json_deep_copy(ctr->rec);
@@ -1107,6 +1108,8 @@ void vd_h_container_rename(vd_call *c) {
     return;
   }
   json_decref(copy);
+  if (old_name)
+    vd_net_renamed(d, ctr->id, old_name + 1, full + 1);
   ctr_event(d, ctr, "rename", NULL);
   vd_call_status(c, 204);
 }

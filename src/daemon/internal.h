@@ -695,6 +695,8 @@ int vd_net_attach_tap(vd_daemon *d, const char *network, const char *id, const c
 int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_error **err);
 /* A tap's published ports from Docker's PortBindings (NULL: none); an empty HostPort gets a free
  * ephemeral port. */
+/* A renamed container answers to its new name on its user networks' DNS at once (as Docker's). */
+void vd_net_renamed(vd_daemon *d, const char *id, const char *old_name, const char *new_name);
 int vd_net_tap_ports(json_t *bindings, net_port **ports, size_t *n_ports, vs_error **err);
 void vd_h_network_tap_attach(vd_call *c);
 void vd_h_network_tap_detach(vd_call *c);

@@ -872,8 +872,11 @@ static uint16_t ephemeral_port(struct in_addr ip, net_proto proto) {
 }
 
 /* The published ports of a container: PortBindings, and with PublishAllPorts every exposed
- * port on an ephemeral host port. *n_random counts those given a random port, for retries. */
-static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error **err) {
+ * port on an ephemeral host port (host_port 0). A HostPort range ("8000-8010", what the docker
+ * CLI sends for -p 8000-8010:80) gives its first port, and its last in *ends_out (when asked
+ * for; 0 for a single port): ports_pick_in_ranges chooses one at start. */
+static int published_ports(json_t *rec, net_port **out, size_t *n_out, uint16_t **ends_out,
+                           vs_error **err) {
   json_t *hc = json_object_get(rec, "HostConfig");
   json_t *bindings = json_object_get(hc, "PortBindings");
   json_t *exposed = json_object_get(json_object_get(rec, "Config"), "ExposedPorts");
@@ -883,6 +886,7 @@ static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error 
   json_t *v;
   json_object_foreach(bindings, key, v) cap += json_array_size(v) + 1;
   net_port *ports = vs_malloc0(cap * sizeof(*ports));
+  uint16_t *ends = vs_malloc0(cap * sizeof(*ends));
   json_object_foreach(bindings, key, v) {
     uint16_t cport = 0;
     net_proto proto = NET_PROTO_TCP;
@@ -898,14 +902,16 @@ static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error 
         net_fail(err, EINVAL, "port %s: host address \"%s\" is not an IPv4 address", key, hip);
         goto fail;
       }
+      uint16_t end = 0;
       if (hport && *hport) {
-        _cleanup_free_ char *full =
-            vs_asprintf("%s:%u/%s", hport, cport, proto == NET_PROTO_UDP ? "udp" : "tcp");
-        net_port parsed;
-        if (net_port_parse(full, &parsed, err) < 0)
+        if (net_port_range_parse(hport, &p.host_port, &end, err) < 0) {
+          vs_error_wrap(err, "port %s", key);
           goto fail;
-        p.host_port = parsed.host_port;
+        }
+        if (end == p.host_port)
+          end = 0;
       }
+      ends[n] = end;
       ports[n++] = p;
     }
   }
@@ -924,10 +930,40 @@ static int published_ports(json_t *rec, net_port **out, size_t *n_out, vs_error 
   }
   *out = ports;
   *n_out = n;
+  if (ends_out)
+    *ends_out = ends;
+  else
+    free(ends);
   return 0;
 fail:
   free(ports);
+  free(ends);
   return -1;
+}
+
+/* For each port given as a range (ends[i] != 0), the first host port of its range that no
+ * endpoint publishes (ctx: the library's state; NULL: not looked at), no earlier port of the list
+ * has and no program is bound to, as dockerd does; none free is EADDRINUSE naming the range. */
+static int ports_pick_in_ranges(const net_ctx *ctx, net_port *ports, const uint16_t *ends, size_t n,
+                                vs_error **err) {
+  for (size_t i = 0; i < n; i++) {
+    if (!ends[i])
+      continue;
+    unsigned first = ports[i].host_port;
+    bool found = false;
+    for (unsigned hp = first; hp <= ends[i] && !found; hp++) {
+      net_port keep = ports[i];
+      ports[i].host_port = (uint16_t)hp;
+      found = (!ctx || net_ports_check_free(ctx, ports, i + 1, NULL) == 0) &&
+              net_ports_check_host(&ports[i], 1, NULL) == 0;
+      if (!found)
+        ports[i] = keep;
+    }
+    if (!found)
+      return net_fail(err, EADDRINUSE, "port %u/%s: no free host port in %u-%u", ports[i].port,
+                      ports[i].proto == NET_PROTO_UDP ? "udp" : "tcp", first, ends[i]);
+  }
+  return 0;
 }
 
 static void ports_pick_random(net_port *ports, size_t n, const bool *random) {
@@ -1089,8 +1125,8 @@ static int spec_set_netns(vd_container *c, const char *path, bool host, vs_error
 
 /* On a user network the name server is the network's own, on its gateway (Docker's is
  * 127.0.0.11 inside), with ndots:0 unless --dns-option sets it, as Docker's; --dns-search and
- * --dns-option apply. --dns servers are not used there: the network's server forwards to the
- * host's. */
+ * --dns-option apply. --dns servers are where that server forwards the container's other
+ * names (dns_upstream_of). */
 static char *user_network_resolv_conf(json_t *host_config, const char *gateway) {
   _cleanup_free_ char *search = vs_json_join(json_object_get(host_config, "DnsSearch"), " ");
   _cleanup_free_ char *opts = vs_json_join(json_object_get(host_config, "DnsOptions"), " ");
@@ -1100,9 +1136,65 @@ static char *user_network_resolv_conf(json_t *host_config, const char *gateway) 
   return vs_asprintf("nameserver %s\n%soptions %s\n", gateway, search_line, options);
 }
 
+/* --link NAME[:ALIAS] ("/name:/me/alias" as dockerd stores it): the linked container's address
+ * on a network both are on, under the alias and its name, in this container's /etc/hosts (what
+ * Docker writes on the default bridge; on user networks resolvers read /etc/hosts before asking
+ * the network's server, so the alias works there too, for this container only, as Docker's).
+ * The linked container must be running. Docker's link environment variables are not set. */
+static char *link_hosts_lines(vd_daemon *d, vd_container *c, json_t *net, vs_error **err) {
+  _cleanup_free_ char *out = vs_strdup("");
+  size_t i;
+  json_t *v;
+  json_array_foreach(json_object_get(json_object_get(c->rec, "HostConfig"), "Links"), i, v) {
+    const char *spec = json_string_value(v);
+    if (!spec)
+      return net_fail(err, EINVAL, "Links[%zu]: not a string", i), NULL;
+    _cleanup_free_ char *name = vs_strdup(spec[0] == '/' ? spec + 1 : spec);
+    char *colon = strchr(name, ':');
+    const char *alias = name;
+    if (colon) {
+      *colon = '\0';
+      const char *slash = strrchr(colon + 1, '/');
+      alias = slash ? slash + 1 : colon + 1;
+    }
+    if (!*name || !*alias)
+      return net_fail(err, EINVAL, "invalid link \"%s\": expected NAME[:ALIAS]", spec), NULL;
+    _cleanup_free_ char *full = vs_asprintf("/%s", name);
+    _cleanup_free_ char *ip = NULL;
+    pthread_mutex_lock(&d->lock);
+    vd_container *o = vd_ctr_find_name(d, full);
+    if (!o)
+      o = vd_ctr_find(d, name);
+    if (o && o != c && o->state == VD_CTR_RUNNING) {
+      const char *key;
+      json_t *ep;
+      json_object_foreach(json_object_get(o->net, "Networks"), key, ep) {
+        const char *addr = json_string_value(json_object_get(ep, "IPAddress"));
+        if (addr && *addr && json_object_get(json_object_get(net, "Networks"), key)) {
+          ip = vs_strdup(addr);
+          break;
+        }
+      }
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (!ip)
+      return net_fail(err, EINVAL,
+                      "Cannot link to %s: it is not a running container on one of this "
+                      "container's networks",
+                      name),
+             NULL;
+    char *next = strcmp(alias, name) != 0 ? vs_asprintf("%s%s\t%s %s\n", out, ip, alias, name)
+                                          : vs_asprintf("%s%s\t%s\n", out, ip, name);
+    free(out);
+    out = next;
+  }
+  return steal_pointer(&out);
+}
+
 /* hosts and resolv.conf once the addresses are known, with the container's DNS options and
  * --add-host entries (written at create too; rewritten here at every start). */
-static int write_etc(vd_container *c, json_t *net, bool user_network, vs_error **err) {
+static int write_etc(vd_daemon *d, vd_container *c, json_t *net, bool user_network,
+                     vs_error **err) {
   const char *hostname =
       json_string_value(json_object_get(json_object_get(c->rec, "Config"), "Hostname"));
   json_t *hc = json_object_get(c->rec, "HostConfig");
@@ -1117,8 +1209,11 @@ static int write_etc(vd_container *c, json_t *net, bool user_network, vs_error *
     _cleanup_free_ char *old = NULL;
     if (vs_read_file(path, 1 << 16, &old, NULL, err) < 0)
       return -1;
+    _cleanup_free_ char *links = link_hosts_lines(d, c, net, err);
+    if (!links)
+      return -1;
     _cleanup_free_ char *text = vs_asprintf(
-        "%s%s\t%s\n", old, json_string_value(json_object_get(ep, "IPAddress")), hostname);
+        "%s%s\t%s\n%s", old, json_string_value(json_object_get(ep, "IPAddress")), hostname, links);
     if (vs_write_file_atomic(path, text, strlen(text), 0644, err) < 0)
       return -1;
     if (user_network) {
@@ -1132,6 +1227,20 @@ static int write_etc(vd_container *c, json_t *net, bool user_network, vs_error *
     break; /* the first network's address names the host, as Docker */
   }
   return 0;
+}
+
+/* The container's first IPv4 --dns server: its network DNS server's upstream for it, as
+ * Docker's embedded server forwards to the container's servers (NULL: the host's). */
+static const char *dns_upstream_of(json_t *host_config) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(json_object_get(host_config, "Dns"), i, v) {
+    struct in_addr a;
+    const char *s = json_string_value(v);
+    if (s && inet_pton(AF_INET, s, &a) == 1)
+      return s;
+  }
+  return NULL;
 }
 
 /* Attach one endpoint; ports with a random host port are drawn again when taken meanwhile. */
@@ -1163,7 +1272,9 @@ static int attach_one(vd_daemon *d, vd_container *c, json_t *w, int netns_fd, un
                          .ports = ports,
                          .n_ports = n_ports,
                          .aliases = aliases,
-                         .n_aliases = n_aliases};
+                         .n_aliases = n_aliases,
+                         .dns_upstream =
+                             user ? dns_upstream_of(json_object_get(c->rec, "HostConfig")) : NULL};
   bool *random = vs_malloc0((n_ports + 1) * sizeof(bool));
   for (size_t i = 0; i < n_ports; i++)
     random[i] = ports[i].host_port == 0;
@@ -1224,8 +1335,9 @@ int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err) {
     return spec_set_netns(c, NULL, mode && !strcmp(mode, "host"), err);
   }
   net_port *ports = NULL;
+  _cleanup_free_ uint16_t *ends = NULL;
   size_t n_ports = 0;
-  if (published_ports(c->rec, &ports, &n_ports, err) < 0) {
+  if (published_ports(c->rec, &ports, &n_ports, &ends, err) < 0) {
     json_decref(wanted);
     return -1;
   }
@@ -1237,6 +1349,8 @@ int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err) {
   _cleanup_close_ int fd = open(nspath, O_RDONLY | O_CLOEXEC);
   int r = fd < 0 ? vs_error_set(err, errno, "open %s", nspath) : 0;
   pthread_mutex_lock(&vn->lock);
+  if (r == 0)
+    r = ports_pick_in_ranges(vn->ctx, ports, ends, n_ports, err);
   size_t i;
   json_t *w;
   json_array_foreach(wanted, i, w) {
@@ -1250,7 +1364,7 @@ int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err) {
   pthread_mutex_unlock(&vn->lock);
   free(ports);
   const char *first = json_string_value(json_object_get(json_array_get(wanted, 0), "name"));
-  if (r == 0 && (write_etc(c, net, strcmp(first, DEFAULT_BRIDGE_NETWORK) != 0, err) < 0 ||
+  if (r == 0 && (write_etc(d, c, net, strcmp(first, DEFAULT_BRIDGE_NETWORK) != 0, err) < 0 ||
                  spec_set_netns(c, nspath, false, err) < 0))
     r = -1;
   if (r < 0) {
@@ -1421,7 +1535,7 @@ int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_imag
   json_object_set_new(cfg, "ExposedPorts", exposed);
   net_port *ports = NULL;
   size_t n = 0;
-  if (published_ports(rec, &ports, &n, err) < 0)
+  if (published_ports(rec, &ports, &n, NULL, err) < 0)
     return -1;
   free(ports);
   json_object_set_new(rec, "NetworkingConfig",
@@ -1777,6 +1891,18 @@ int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_erro
   return r;
 }
 
+void vd_net_renamed(vd_daemon *d, const char *id, const char *old_name, const char *new_name) {
+  vd_net *vn = d->net;
+  if (!vn)
+    return;
+  _cleanup_error_ vs_error *e = NULL;
+  pthread_mutex_lock(&vn->lock);
+  if (net_endpoint_rename_alias(vn->ctx, id, old_name, new_name, &e) < 0)
+    vs_log_warn("rename %s to %s: the network's name stays the old one: %s", old_name, new_name,
+                e->msg);
+  pthread_mutex_unlock(&vn->lock);
+}
+
 int vd_net_tap_ports(json_t *bindings, net_port **ports, size_t *n_ports, vs_error **err) {
   _cleanup_json_ json_t *rec =
       json_pack("{s:{s:O?}, s:{}}", "HostConfig", "PortBindings", bindings, "Config");
@@ -1784,8 +1910,14 @@ int vd_net_tap_ports(json_t *bindings, net_port **ports, size_t *n_ports, vs_err
     return net_fail(err, EINVAL,
                     "PortBindings: expected an object such as "
                     "{\"80/tcp\": [{\"HostPort\": \"8080\"}]}");
-  if (published_ports(rec, ports, n_ports, err) < 0)
+  _cleanup_free_ uint16_t *ends = NULL;
+  if (published_ports(rec, ports, n_ports, &ends, err) < 0)
     return -1;
+  if (ports_pick_in_ranges(NULL, *ports, ends, *n_ports, err) < 0) {
+    free(*ports);
+    *ports = NULL;
+    return -1;
+  }
   bool *random = vs_malloc0((*n_ports + 1) * sizeof(bool));
   for (size_t i = 0; i < *n_ports; i++)
     random[i] = (*ports)[i].host_port == 0;

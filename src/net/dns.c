@@ -42,12 +42,15 @@ typedef struct dns_pending {
   struct sockaddr_in client;
   int tcp;          /* the TCP connection's slot, or -1 for a UDP client */
   unsigned tcp_gen; /* ... and which connection in that slot */
+  bool routed;      /* sent to the client endpoint's own upstream (server), by routed_fd */
+  struct sockaddr_in server;
   time_t deadline;
 } dns_pending;
 
 typedef struct dns_tcp_conn {
   int fd; /* -1: free */
   unsigned gen;
+  struct sockaddr_in peer;
   time_t idle_until;
   size_t len; /* bytes of the current message read so far, its two-byte length included */
   uint8_t buf[2 + DNS_MSG_MAX];
@@ -59,6 +62,7 @@ struct net_dns {
   int listen_fd;   /* UDP */
   int tcp_fd;      /* TCP listener */
   int upstream_fd; /* connected to the upstream resolver; -1 when there is none */
+  int routed_fd;   /* unconnected: to endpoints' own upstreams (net_endpoint_opts.dns_upstream) */
   uint16_t next_id;
   unsigned next_gen;
   dns_pending pending[DNS_PENDING];
@@ -157,7 +161,7 @@ int net_dns_answer(const net_network *n, const uint8_t *q, size_t len, uint8_t *
   return 0;
 }
 
-static int parse_upstream(const char *s, struct sockaddr_in *sa, vs_error **err) {
+int net_dns_parse_upstream(const char *s, struct sockaddr_in *sa, vs_error **err) {
   char host[INET_ADDRSTRLEN];
   const char *colon = strchr(s, ':');
   size_t hl = colon ? (size_t)(colon - s) : strlen(s);
@@ -185,7 +189,8 @@ static int upstream_from_resolv_conf(struct sockaddr_in *sa, bool *found, vs_err
   for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
        line = strtok_r(NULL, "\n", &save)) {
     char addr[64];
-    if (sscanf(line, " nameserver %63s", addr) == 1 && parse_upstream(addr, sa, NULL) == 0) {
+    if (sscanf(line, " nameserver %63s", addr) == 1 &&
+        net_dns_parse_upstream(addr, sa, NULL) == 0) {
       *found = true;
       return 0;
     }
@@ -198,7 +203,7 @@ static void dns_closep(net_dns **d) { net_dns_close(*d); }
 static int open_upstream(net_dns *d, const char *upstream, vs_error **err) {
   struct sockaddr_in sa;
   bool found = true;
-  if (upstream ? parse_upstream(upstream, &sa, err) < 0
+  if (upstream ? net_dns_parse_upstream(upstream, &sa, err) < 0
                : upstream_from_resolv_conf(&sa, &found, err) < 0)
     return -1;
   if (!found)
@@ -231,7 +236,7 @@ net_dns *net_dns_open(const net_ctx *ctx, const char *network, const char *upstr
   }
   _cleanup_(dns_closep) net_dns *d = vs_malloc0(sizeof(*d));
   d->network = vs_strdup(network);
-  d->upstream_fd = d->tcp_fd = d->ep_fd = -1;
+  d->upstream_fd = d->tcp_fd = d->ep_fd = d->routed_fd = -1;
   for (size_t i = 0; i < DNS_TCP_CONNS; i++)
     d->tcp[i].fd = -1;
   d->next_id = (uint16_t)(time(NULL) ^ getpid());
@@ -259,12 +264,17 @@ net_dns *net_dns_open(const net_ctx *ctx, const char *network, const char *upstr
     vs_error_wrap(err, "dns: network %s", network);
     return NULL;
   }
+  d->routed_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (d->routed_fd < 0) {
+    vs_error_set(err, errno, "dns: socket");
+    return NULL;
+  }
   d->ep_fd = epoll_create1(EPOLL_CLOEXEC);
   if (d->ep_fd < 0) {
     vs_error_set(err, errno, "dns: epoll_create1");
     return NULL;
   }
-  int fds[] = {d->listen_fd, d->tcp_fd, d->upstream_fd};
+  int fds[] = {d->listen_fd, d->tcp_fd, d->upstream_fd, d->routed_fd};
   for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
     struct epoll_event ev = {.events = EPOLLIN};
     if (fds[i] >= 0 && epoll_ctl(d->ep_fd, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
@@ -294,6 +304,8 @@ void net_dns_close(net_dns *d) {
     close(d->listen_fd);
   if (d->upstream_fd >= 0)
     close(d->upstream_fd);
+  if (d->routed_fd >= 0)
+    close(d->routed_fd);
   free(d->network);
   free(d);
 }
@@ -315,10 +327,22 @@ static void reply_servfail(net_dns *d, uint8_t *q, size_t len, const struct sock
 
 static void tcp_send(net_dns *d, int slot, const uint8_t *msg, size_t len);
 
-static void forward_query(net_dns *d, uint8_t *q, size_t len, const struct sockaddr_in *from,
-                          int tcp) {
+/* The endpoint the query came from, if it has an upstream of its own. */
+static const net_endpoint *routed_client(const net_network *n, struct in_addr client) {
+  for (size_t i = 0; i < n->n_eps; i++)
+    if (n->eps[i]->ip.s_addr == client.s_addr && n->eps[i]->dns_upstream)
+      return n->eps[i];
+  return NULL;
+}
+
+static void forward_query(net_dns *d, const net_network *n, uint8_t *q, size_t len,
+                          const struct sockaddr_in *from, int tcp) {
   time_t now = time(NULL);
-  dns_pending *p = d->upstream_fd >= 0 ? pending_slot(d, now) : NULL;
+  struct in_addr client = tcp >= 0 ? d->tcp[tcp].peer.sin_addr
+                          : from   ? from->sin_addr
+                                   : (struct in_addr){0};
+  const net_endpoint *own = routed_client(n, client);
+  dns_pending *p = own || d->upstream_fd >= 0 ? pending_slot(d, now) : NULL;
   if (!p) {
     if (tcp < 0) {
       reply_servfail(d, q, len, from);
@@ -335,16 +359,21 @@ static void forward_query(net_dns *d, uint8_t *q, size_t len, const struct socka
                      .client = from ? *from : (struct sockaddr_in){0},
                      .tcp = tcp,
                      .tcp_gen = tcp >= 0 ? d->tcp[tcp].gen : 0,
+                     .routed = own != NULL,
+                     .server = own ? own->dns_upstream_sa : (struct sockaddr_in){0},
                      .deadline = now + DNS_PENDING_SECONDS};
   q[0] = (uint8_t)(p->upstream_id >> 8);
   q[1] = (uint8_t)p->upstream_id;
-  if (send(d->upstream_fd, q, len, 0) < 0)
+  ssize_t sent =
+      own ? sendto(d->routed_fd, q, len, 0, (const struct sockaddr *)&p->server, sizeof(p->server))
+          : send(d->upstream_fd, q, len, 0);
+  if (sent < 0)
     p->used = false;
 }
 
 static bool handle_query(net_dns *d, const net_network *n) {
   uint8_t q[DNS_MSG_MAX], out[DNS_MSG_MAX];
-  struct sockaddr_in from;
+  struct sockaddr_in from = {0}; /* recvfrom fills it; the analyzer cannot tell */
   socklen_t fl = sizeof(from);
   ssize_t len = recvfrom(d->listen_fd, q, sizeof(q), 0, (struct sockaddr *)&from, &fl);
   if (len <= 0)
@@ -357,15 +386,20 @@ static bool handle_query(net_dns *d, const net_network *n) {
     return true;
   }
   if (forward)
-    forward_query(d, q, (size_t)len, &from, -1);
+    forward_query(d, n, q, (size_t)len, &from, -1);
   else
     (void)sendto(d->listen_fd, out, out_len, 0, (struct sockaddr *)&from, sizeof(from));
   return true;
 }
 
-static bool handle_upstream_reply(net_dns *d) {
+/* An answer from an upstream (routed: by routed_fd, from the server the query went to; else
+ * from the connected upstream): back to the guest with its own id. */
+static bool handle_reply(net_dns *d, bool routed) {
   uint8_t r[DNS_MSG_MAX];
-  ssize_t len = recv(d->upstream_fd, r, sizeof(r), 0);
+  struct sockaddr_in src = {0};
+  socklen_t sl = sizeof(src);
+  ssize_t len = recvfrom(routed ? d->routed_fd : d->upstream_fd, r, sizeof(r), 0,
+                         (struct sockaddr *)&src, &sl);
   if (len < 0)
     return false;
   if (len < DNS_HEADER_LEN)
@@ -373,17 +407,20 @@ static bool handle_upstream_reply(net_dns *d) {
   uint16_t id = (uint16_t)(r[0] << 8 | r[1]);
   for (size_t i = 0; i < DNS_PENDING; i++) {
     dns_pending *p = &d->pending[i];
-    if (p->used && p->upstream_id == id) {
-      r[0] = (uint8_t)(p->client_id >> 8);
-      r[1] = (uint8_t)p->client_id;
-      if (p->tcp < 0)
-        (void)sendto(d->listen_fd, r, (size_t)len, 0, (struct sockaddr *)&p->client,
-                     sizeof(p->client));
-      else if (d->tcp[p->tcp].fd >= 0 && d->tcp[p->tcp].gen == p->tcp_gen)
-        tcp_send(d, p->tcp, r, (size_t)len);
-      p->used = false;
-      return true;
-    }
+    if (!p->used || p->upstream_id != id || p->routed != routed)
+      continue;
+    if (routed &&
+        (src.sin_addr.s_addr != p->server.sin_addr.s_addr || src.sin_port != p->server.sin_port))
+      continue; /* not from the server asked: an unconnected socket takes anyone's datagrams */
+    r[0] = (uint8_t)(p->client_id >> 8);
+    r[1] = (uint8_t)p->client_id;
+    if (p->tcp < 0)
+      (void)sendto(d->listen_fd, r, (size_t)len, 0, (struct sockaddr *)&p->client,
+                   sizeof(p->client));
+    else if (d->tcp[p->tcp].fd >= 0 && d->tcp[p->tcp].gen == p->tcp_gen)
+      tcp_send(d, p->tcp, r, (size_t)len);
+    p->used = false;
+    return true;
   }
   return true;
 }
@@ -414,7 +451,9 @@ static void tcp_send(net_dns *d, int slot, const uint8_t *msg, size_t len) {
 
 static void tcp_accept(net_dns *d, time_t now) {
   for (int budget = 0; budget < DNS_TCP_CONNS; budget++) {
-    int fd = accept4(d->tcp_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    struct sockaddr_in peer = {0};
+    socklen_t pl = sizeof(peer);
+    int fd = accept4(d->tcp_fd, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0)
       return;
     int slot = 0;
@@ -432,8 +471,11 @@ static void tcp_accept(net_dns *d, time_t now) {
       close(fd);
       continue;
     }
-    d->tcp[slot] = (dns_tcp_conn){
-        .fd = fd, .gen = ++d->next_gen, .idle_until = now + DNS_TCP_IDLE_SECONDS, .len = 0};
+    d->tcp[slot] = (dns_tcp_conn){.fd = fd,
+                                  .gen = ++d->next_gen,
+                                  .peer = peer,
+                                  .idle_until = now + DNS_TCP_IDLE_SECONDS,
+                                  .len = 0};
   }
 }
 
@@ -472,7 +514,7 @@ static void tcp_read(net_dns *d, const net_network *n, int slot, time_t now) {
       return;
     }
     if (forward)
-      forward_query(d, c->buf + 2, qlen, NULL, slot);
+      forward_query(d, n, c->buf + 2, qlen, NULL, slot);
     else
       tcp_send(d, slot, out, out_len);
   }
@@ -487,7 +529,9 @@ int net_dns_handle(net_dns *d, const net_ctx *ctx, vs_error **err) {
     return vs_error_set(err, ENOENT, "dns: network %s: no such network", d->network);
   for (int i = 0; i < DNS_BUDGET && handle_query(d, n); i++)
     ;
-  for (int i = 0; d->upstream_fd >= 0 && i < DNS_BUDGET && handle_upstream_reply(d); i++)
+  for (int i = 0; d->upstream_fd >= 0 && i < DNS_BUDGET && handle_reply(d, false); i++)
+    ;
+  for (int i = 0; i < DNS_BUDGET && handle_reply(d, true); i++)
     ;
   time_t now = time(NULL);
   tcp_accept(d, now);

@@ -23,6 +23,8 @@ typedef struct net_endpoint {
   size_t n_ports;
   char **aliases; /* names the network's DNS answers besides the id */
   size_t n_aliases;
+  char *dns_upstream;                 /* "IPV4[:PORT]" or NULL: see net_endpoint_opts */
+  struct sockaddr_in dns_upstream_sa; /* ... parsed */
 } net_endpoint;
 
 /* Addresses are kept in host byte order inside IPAM (uint32_t), in struct in_addr at the edges. */
@@ -75,10 +77,6 @@ net_endpoint *net_find_endpoint(const net_network *n, const char *id, size_t *in
 /* The next free address of the allocation range, or the explicit request (inside the subnet,
  * not the network, broadcast or gateway address, not taken). */
 int net_ipam_allocate(const net_network *n, const char *request, uint32_t *out, vs_error **err);
-/* Refuse ports that another endpoint (of any network) or the same request already has. */
-int net_ports_check_free(const net_ctx *ctx, const net_port *ports, size_t n, vs_error **err);
-/* Refuse ports a program in the calling thread's namespace is bound to (ports.c). */
-int net_ports_check_host(const net_port *ports, size_t n, vs_error **err);
 void net_default_mac(uint32_t ip, uint8_t mac[6]);
 int net_parse_mac(const char *s, uint8_t mac[6], vs_error **err);
 void net_format_mac(const uint8_t mac[6], char buf[18]);
@@ -105,6 +103,10 @@ int net_dhcp_reply(const net_network *n, const uint8_t *msg, size_t len, uint8_t
 int net_dns_answer(const net_network *n, const uint8_t *q, size_t len, uint8_t *out, size_t cap,
                    size_t *out_len, bool *forward, vs_error **err);
 #define NET_ALIAS_MAX 253
+/* "IPV4[:PORT]" (port 53 when left out) of a DNS server (dns.c). */
+int net_dns_parse_upstream(const char *s, struct sockaddr_in *sa, vs_error **err);
+/* Copy and check the endpoint's own DNS upstream into ep; NULL: none (net.c). */
+int net_endpoint_set_dns_upstream(net_endpoint *ep, const char *upstream, vs_error **err);
 /* Copy and check the aliases into ep (net.c). */
 int net_endpoint_set_aliases(net_endpoint *ep, const char *const *aliases, size_t n,
                              vs_error **err);

@@ -126,6 +126,7 @@ void net_endpoint_free(net_endpoint *ep) {
   for (size_t i = 0; i < ep->n_aliases; i++)
     free(ep->aliases[i]);
   free(ep->aliases);
+  free(ep->dns_upstream);
   free(ep);
 }
 

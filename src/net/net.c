@@ -138,6 +138,15 @@ int net_endpoint_set_aliases(net_endpoint *ep, const char *const *aliases, size_
   return 0;
 }
 
+int net_endpoint_set_dns_upstream(net_endpoint *ep, const char *upstream, vs_error **err) {
+  if (!upstream)
+    return 0;
+  if (net_dns_parse_upstream(upstream, &ep->dns_upstream_sa, err) < 0)
+    return -1;
+  ep->dns_upstream = vs_strdup(upstream);
+  return 0;
+}
+
 /* Everything about a new endpoint that needs no kernel: the network, the id, IPAM, MAC, ports. */
 static net_endpoint *endpoint_prepare(net_ctx *ctx, const net_endpoint_opts *opts,
                                       net_endpoint_kind kind, net_network **net, vs_error **err) {
@@ -179,7 +188,8 @@ static net_endpoint *endpoint_prepare(net_ctx *ctx, const net_endpoint_opts *opt
   if (opts->n_ports)
     memcpy(ep->ports, opts->ports, opts->n_ports * sizeof(*ep->ports));
   ep->n_ports = opts->n_ports;
-  if (net_endpoint_set_aliases(ep, opts->aliases, opts->n_aliases, err) < 0) {
+  if (net_endpoint_set_aliases(ep, opts->aliases, opts->n_aliases, err) < 0 ||
+      net_endpoint_set_dns_upstream(ep, opts->dns_upstream, err) < 0) {
     net_endpoint_free(ep);
     return NULL;
   }
@@ -314,6 +324,27 @@ fail:
   net_endpoint_free(ep);
   return vs_error_wrap(err, "attach tap for %s to network %s", opts->id ? opts->id : "",
                        opts->network ? opts->network : "");
+}
+
+/* A renamed container: its endpoints' alias `from` becomes `to` on every network, so the DNS
+ * servers answer the new name at once (they read the aliases at each query). Only the state file
+ * changes: no rule names an alias. */
+int net_endpoint_rename_alias(net_ctx *ctx, const char *id, const char *from, const char *to,
+                              vs_error **err) {
+  if (net_check_name(to, "alias", NET_ALIAS_MAX, err) < 0)
+    return -1;
+  size_t changed = 0;
+  for (size_t i = 0; i < ctx->n_nets; i++) {
+    net_endpoint *ep = net_find_endpoint(ctx->nets[i], id, NULL);
+    for (size_t k = 0; ep && k < ep->n_aliases; k++) {
+      if (strcmp(ep->aliases[k], from) != 0)
+        continue;
+      free(ep->aliases[k]);
+      ep->aliases[k] = vs_strdup(to);
+      changed++;
+    }
+  }
+  return changed ? net_state_save(ctx, err) : 0;
 }
 
 typedef struct endpoint_readd {

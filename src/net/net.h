@@ -39,6 +39,8 @@ typedef struct net_network_opts {
 
 typedef enum { NET_PROTO_TCP = 0, NET_PROTO_UDP = 1 } net_proto;
 
+typedef struct net_ctx net_ctx;
+
 typedef struct net_port {
   struct in_addr host_ip; /* INADDR_ANY: every address of the host */
   uint16_t host_port;
@@ -50,6 +52,15 @@ typedef struct net_port {
  * error names the part that is wrong: "port spec \"80:x\": container port \"x\" is not a
  * number in 1..65535". */
 int net_port_parse(const char *spec, net_port *out, vs_error **err);
+/* A host port or a range of them, as Docker's API has HostPort: "8080" or "8000-8010" (first
+ * <= last; a range is where the daemon picks the first free port, as dockerd does for
+ * -p 8000-8010:80). Errors name the part that is wrong. */
+int net_port_range_parse(const char *s, uint16_t *first, uint16_t *last, vs_error **err);
+/* Refuse ports that another endpoint (of any network) or the same request already has. */
+int net_ports_check_free(const net_ctx *ctx, const net_port *ports, size_t n, vs_error **err);
+/* Refuse ports a program in the calling thread's namespace is bound to (ports.c); what
+ * attach checks, for a caller choosing among host ports. */
+int net_ports_check_host(const net_port *ports, size_t n, vs_error **err);
 /* "0.0.0.0:8080:80/tcp" into buf (at least NET_PORT_STR_MAX). */
 #define NET_PORT_STR_MAX 40
 void net_port_format(const net_port *p, char *buf, size_t size);
@@ -78,6 +89,10 @@ typedef struct net_endpoint_opts {
    * name, --network-alias); same characters as names, at most 253 bytes. */
   const char *const *aliases;
   size_t n_aliases;
+  /* "IPV4[:PORT]": where the network's DNS server forwards this endpoint's queries for names
+   * that are not on the network (a container's --dns, as Docker's embedded server does); NULL:
+   * the server's own upstream. */
+  const char *dns_upstream;
 } net_endpoint_opts;
 
 typedef struct net_endpoint_info {
@@ -89,8 +104,6 @@ typedef struct net_endpoint_info {
 } net_endpoint_info;
 
 /* ------------------------------------------------------------- the context */
-
-typedef struct net_ctx net_ctx;
 
 /* Load STATE_DIR/net.json (missing: no networks yet); creates STATE_DIR. Touches no interface.
  * The context holds an exclusive lock on STATE_DIR/net.lock until net_close: a second owner of
@@ -119,6 +132,9 @@ int net_endpoint_attach_veth(net_ctx *ctx, const net_endpoint_opts *opts, net_en
 int net_endpoint_attach_tap(net_ctx *ctx, const net_endpoint_opts *opts, net_endpoint_info *info,
                             vs_error **err);
 /* Delete the endpoint's interface (if it still exists), release its address and ports. */
+/* Endpoint id's alias `from` becomes `to` on every network it is on (a renamed container). */
+int net_endpoint_rename_alias(net_ctx *ctx, const char *id, const char *from, const char *to,
+                              vs_error **err);
 int net_endpoint_detach(net_ctx *ctx, const char *network, const char *id, vs_error **err);
 
 /* ---------------------------------------------------------------- DHCP */

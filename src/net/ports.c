@@ -1,6 +1,7 @@
 /* Published port specs: Docker's -p "[IP:]HOSTPORT:PORT[/tcp|udp]". The spec comes from a user
  * (and, through the daemon, from any API client), so every part is checked and the error names
- * the part that is wrong. Port ranges and IPv6 host addresses are not accepted (yet). */
+ * the part that is wrong. The -p spec takes no ranges (the docker CLI expands them; a host port
+ * range reaches the daemon as HostPort "A-B": net_port_range_parse); no IPv6 host addresses. */
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -90,6 +91,33 @@ int net_port_parse(const char *spec, net_port *out, vs_error **err) {
   if (parse_port_number(host_port, spec, "host port", &p.host_port, err) < 0)
     return -1;
   *out = p;
+  return 0;
+}
+
+int net_port_range_parse(const char *s, uint16_t *first, uint16_t *last, vs_error **err) {
+  if (!s || !*s)
+    return vs_error_set(err, EINVAL, "host port: empty");
+  size_t len = strnlen(s, PORT_SPEC_MAX + 1);
+  if (len > PORT_SPEC_MAX)
+    return vs_error_set(err, EINVAL, "host port: longer than %d bytes", PORT_SPEC_MAX);
+  char buf[PORT_SPEC_MAX + 1];
+  memcpy(buf, s, len + 1);
+  char *dash = strchr(buf, '-');
+  if (dash)
+    *dash = '\0';
+  uint16_t a, b;
+  if (parse_port_number(buf, s, "first host port", &a, err) < 0)
+    return -1;
+  if (!dash) {
+    *first = *last = a;
+    return 0;
+  }
+  if (parse_port_number(dash + 1, s, "last host port", &b, err) < 0)
+    return -1;
+  if (b < a)
+    return vs_error_set(err, EINVAL, "port spec \"%s\": the range ends before it starts", s);
+  *first = a;
+  *last = b;
   return 0;
 }
 

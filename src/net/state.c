@@ -59,10 +59,13 @@ static json_t *endpoint_to_json(const net_endpoint *ep) {
   json_t *aliases = json_array();
   for (size_t i = 0; i < ep->n_aliases; i++)
     json_array_append_new(aliases, json_string(ep->aliases[i]));
-  return json_pack("{s:s, s:s, s:o, s:s, s:s, s:o, s:o}", "id", ep->id, "kind",
-                   ep->kind == NET_ENDPOINT_TAP ? "tap" : "veth", "ip",
-                   ipv4_json(ntohl(ep->ip.s_addr)), "mac", mac, "host_ifname", ep->host_ifname,
-                   "ports", ports, "aliases", aliases);
+  json_t *j = json_pack("{s:s, s:s, s:o, s:s, s:s, s:o, s:o}", "id", ep->id, "kind",
+                        ep->kind == NET_ENDPOINT_TAP ? "tap" : "veth", "ip",
+                        ipv4_json(ntohl(ep->ip.s_addr)), "mac", mac, "host_ifname", ep->host_ifname,
+                        "ports", ports, "aliases", aliases);
+  if (ep->dns_upstream)
+    json_object_set_new(j, "dns_upstream", json_string(ep->dns_upstream));
+  return j;
 }
 
 static json_t *network_to_json(const net_network *n) {
@@ -110,6 +113,10 @@ static int endpoint_lists_from_json(net_endpoint *ep, const json_t *j, vs_error 
     return -1;
   int r = net_endpoint_set_aliases(ep, aliases, aliases ? n : 0, err);
   free(aliases);
+  const char *upstream = NULL;
+  if (r == 0 && (vs_json_get_string(j, "dns_upstream", false, &upstream, err) < 0 ||
+                 net_endpoint_set_dns_upstream(ep, upstream, err) < 0))
+    r = -1;
   return r;
 }
 

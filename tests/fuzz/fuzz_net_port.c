@@ -1,6 +1,6 @@
-/* Fuzz the published-port parser (Docker's -p, from any API client): every input is accepted or
- * refused with a message; an accepted spec formats to a canonical form that parses back to the
- * same port. */
+/* Fuzz the published-port parsers (Docker's -p and the API's HostPort ranges, from any API client):
+ * every input is accepted or refused with a message; an accepted spec formats to a canonical form
+ * that parses back to the same port. */
 #include <arpa/inet.h>
 #include <stdint.h>
 #include <string.h>
@@ -15,6 +15,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   memcpy(spec, data, size);
   spec[size] = '\0';
+  uint16_t first, last;
+  vs_error *rerr = NULL;
+  if (net_port_range_parse(spec, &first, &last, &rerr) < 0) {
+    if (!rerr || !rerr->msg || !*rerr->msg)
+      abort();
+    vs_error_free(rerr);
+  } else if (first == 0 || last < first) {
+    abort(); /* a range is 1..65535 and in order */
+  }
   net_port p;
   vs_error *err = NULL;
   if (net_port_parse(spec, &p, &err) < 0) {

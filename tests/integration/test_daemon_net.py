@@ -293,6 +293,18 @@ def test_names_on_a_user_network(vdn):
     resolv, hosts = r.stdout.split("---\n")
     assert resolv == "nameserver 10.32.0.1\nsearch example.org\noptions ndots:0 attempts:2\n"
     assert "10.1.2.3\tdb\n" in hosts
+    # --dns: the network's server forwards the container's other names there (Docker's way)
+    up = subprocess.Popen(["nsenter", f"--net={d.world.outside}", PY, "-c",
+                           test_net.UPSTREAM_DNS, "53"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert up.stdout.readline().strip() == "listening"
+        r = d.docker("run", "--rm", "--network", "apps", "--dns", UPLINK_OUTSIDE, "busybox",
+                     "sh", "-c", "cat /etc/resolv.conf; nslookup example.org")
+        assert r.stdout.startswith("nameserver 10.32.0.1\n")
+        assert "Address: 203.0.113.7" in r.stdout
+    finally:
+        up.kill()
+        up.wait()
     short = inspect(d, "web")["Id"][:12]
     for name in ["web", "www", "WEB", short]:
         assert nslookup(d, "client", name) == web, name
@@ -305,8 +317,13 @@ def test_names_on_a_user_network(vdn):
     page = d.docker("exec", "client", "sh", "-c",
                     "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 www 80").stdout
     assert page.endswith("hello from web\n")
+    # a renamed container answers to its new name at once, and no longer to the old one
+    d.docker("rename", "web", "web2")
+    assert nslookup(d, "client", "web2") == web
+    assert nslookup(d, "client", "web") is None
+    assert nslookup(d, "client", "www") == web
     # another network: no name, no route
-    assert nslookup(d, "stranger", "web") is None
+    assert nslookup(d, "stranger", "web2") is None
     assert d.docker("exec", "stranger", "ping", "-c", "1", "-W", "2", web,
                     check=False).returncode != 0
 
@@ -423,6 +440,55 @@ def test_published_ports(vdn):
     assert snapshot(w.host, d) == before
 
 
+def test_port_ranges(vdn):
+    """-p 8100-8102:80-82 maps port to port (the CLI expands it); -p 8110-8112:80 takes the first
+    free host port of the range, as dockerd, and a full range is refused naming it."""
+    d, w = vdn, vdn.world
+    three = "; ".join(f"mkdir /w{p}; echo {p} > /w{p}/index.html; httpd -p {p} -h /w{p}"
+                      for p in (80, 81, 82)) + "; exec sleep 1000"
+    d.docker("run", "-d", "--name", "r1", "-p", "8100-8102:80-82", "busybox", "sh", "-c", three)
+    assert [http_get(w.outside, UPLINK_HOST, 8100 + i) for i in range(3)] == ["80", "81", "82"]
+    page = "mkdir /w; echo served by $(hostname) > /w/index.html; exec httpd -f -p 80 -h /w"
+    srv = w.serve(w.host, 8110)  # a program of the host holds the range's first port
+    for name in ("r2", "r3"):
+        d.docker("run", "-d", "--name", name, "--hostname", name, "-p", "8110-8112:80",
+                 "busybox", "sh", "-c", page)
+    assert d.docker("port", "r2", "80").stdout.strip() == "0.0.0.0:8111"
+    assert d.docker("port", "r3", "80").stdout.strip() == "0.0.0.0:8112"
+    assert http_get(w.outside, UPLINK_HOST, 8112) == "served by r3"
+    before = snapshot(w.host, d)
+    full = d.docker("run", "-d", "--name", "r4", "-p", "8110-8112:80", "busybox", "sleep", "100",
+                    check=False)
+    assert full.returncode != 0 and "no free host port in 8110-8112" in full.stderr
+    d.docker("rm", "-f", "r4")
+    assert snapshot(w.host, d) == before
+    bad = d.docker("run", "-d", "--name", "r5", "-p", "8120-8119:80", "busybox", "true",
+                   check=False)
+    assert bad.returncode != 0
+    srv.kill()
+    srv.wait()
+
+
+def test_links(vdn):
+    """--link NAME[:ALIAS] puts the linked container's address in /etc/hosts (default bridge and
+    user networks); a link to a container that is not running fails the start."""
+    d = vdn
+    page = "mkdir /w; echo linked > /w/index.html; exec httpd -f -p 80 -h /w"
+    d.docker("run", "-d", "--name", "lweb", "busybox", "sh", "-c", page)
+    web = ip_of(d, "lweb", "bridge")
+    r = d.docker("run", "--rm", "--link", "lweb:db", "busybox", "sh", "-c",
+                 "grep db /etc/hosts; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 db 80")
+    assert r.stdout.startswith(f"{web}\tdb lweb\n") and r.stdout.endswith("linked\n")
+    d.docker("network", "create", "--subnet", "10.37.0.0/24", "lnk")
+    d.docker("run", "-d", "--name", "lweb2", "--network", "lnk", "busybox", "sh", "-c", page)
+    r = d.docker("run", "--rm", "--network", "lnk", "--link", "lweb2", "busybox", "grep",
+                 "lweb2", "/etc/hosts")
+    assert r.stdout == f"{ip_of(d, 'lweb2', 'lnk')}\tlweb2\n"
+    d.docker("create", "--name", "lstopped", "busybox", "true")
+    bad = d.docker("run", "--rm", "--link", "lstopped:x", "busybox", "true", check=False)
+    assert bad.returncode != 0 and "Cannot link to lstopped" in bad.stderr
+
+
 def test_outbound_nat_and_internal(vdn):
     d, w = vdn, vdn.world
     w.serve(w.outside, 9000)
@@ -480,7 +546,8 @@ def test_bad_input_leaves_nothing(vdn):
                             ({"80/sctp": [{"HostPort": "80"}]}, "sctp"),
                             ({"eighty/tcp": [{"HostPort": "80"}]}, "eighty"),
                             ({"80/tcp": [{"HostIp": "1.2.3", "HostPort": "80"}]}, "1.2.3"),
-                            ({"80/tcp": [{"HostPort": "80-90"}]}, "80-90")]:
+                            ({"80/tcp": [{"HostPort": "90-80"}]}, "ends before it starts"),
+                            ({"80/tcp": [{"HostPort": "80-90-95"}]}, "90-95")]:
         st, r = d.api("POST", "/containers/create", {"Image": "busybox", "Cmd": ["true"],
                                                      "HostConfig": {"PortBindings": bindings}})
         assert st == 400 and words in r["message"], (bindings, st, r)

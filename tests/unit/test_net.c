@@ -57,6 +57,31 @@ TEST(port_spec_errors_name_the_part) {
            "longer than 64 bytes");
 }
 
+static void range_bad(const char *s, const char *msg) {
+  uint16_t a = 0, b = 0;
+  _cleanup_error_ vs_error *err = NULL;
+  CHECK(net_port_range_parse(s, &a, &b, &err) == -1);
+  CHECK(err != NULL);
+  if (!strstr(err->msg, msg))
+    TAP_FAIL("%s: error \"%s\" lacks \"%s\"", s, err->msg, msg);
+}
+
+TEST(host_port_ranges) {
+  uint16_t a = 0, b = 0;
+  CHECK(net_port_range_parse("8080", &a, &b, NULL) == 0 && a == 8080 && b == 8080);
+  CHECK(net_port_range_parse("8000-8010", &a, &b, NULL) == 0 && a == 8000 && b == 8010);
+  CHECK(net_port_range_parse("1-65535", &a, &b, NULL) == 0 && a == 1 && b == 65535);
+  CHECK(net_port_range_parse("7-7", &a, &b, NULL) == 0 && a == 7 && b == 7);
+  range_bad("", "empty");
+  range_bad("8010-8000", "the range ends before it starts");
+  range_bad("-8000", "first host port \"\"");
+  range_bad("8000-", "last host port \"\"");
+  range_bad("8000-8001-8002", "last host port \"8001-8002\"");
+  range_bad("0-10", "first host port \"0\"");
+  range_bad("1-65536", "last host port \"65536\"");
+  range_bad("80 -90", "first host port");
+}
+
 TEST(cidr_parse) {
   uint32_t a;
   unsigned p;
