@@ -318,7 +318,8 @@ static char *prefix_end_b64(const char *prefix) {
   return vc_base64_encode("", 1);
 }
 
-static json_t *range_request(const char *key, bool prefix, int64_t limit) {
+/* {key, range_end}: one key, or every key under it as a prefix (ranges, deletes). */
+static json_t *key_range(const char *key, bool prefix) {
   json_t *req = json_object();
   json_object_set_new(req, "key", b64_string(key));
   if (prefix) {
@@ -326,6 +327,11 @@ static json_t *range_request(const char *key, bool prefix, int64_t limit) {
     json_object_set_new(req, "range_end", json_string(end));
     free(end);
   }
+  return req;
+}
+
+static json_t *range_request(const char *key, bool prefix, int64_t limit) {
+  json_t *req = key_range(key, prefix);
   if (limit > 0)
     json_object_set_new(req, "limit", json_integer(limit));
   return req;
@@ -455,21 +461,10 @@ int vc_etcd_put_if(vc_etcd *e, const char *key, const char *value, size_t len, i
   return 0;
 }
 
-static json_t *delete_request(const char *key, bool prefix) {
-  json_t *req = json_object();
-  json_object_set_new(req, "key", b64_string(key));
-  if (prefix) {
-    char *end = prefix_end_b64(key);
-    json_object_set_new(req, "range_end", json_string(end));
-    free(end);
-  }
-  return req;
-}
-
 int vc_etcd_delete(vc_etcd *e, const char *key, bool prefix, int64_t *deleted, vs_error **err) {
   reply r = {0};
   int64_t rev = 0, n = 0;
-  if (call(e, "/v3/kv/deleterange", delete_request(key, prefix), &r, err) < 0)
+  if (call(e, "/v3/kv/deleterange", key_range(key, prefix), &r, err) < 0)
     return vs_error_wrap(err, "etcd delete %s%s", key, prefix ? "*" : "");
   int rc = vc_parse_delete(r.body, r.len, &rev, &n, err);
   free(r.body);
@@ -482,7 +477,7 @@ int vc_etcd_delete(vc_etcd *e, const char *key, bool prefix, int64_t *deleted, v
 
 int vc_etcd_delete_if(vc_etcd *e, const char *key, int64_t expected_mod_revision, bool *succeeded,
                       vs_error **err) {
-  json_t *op = json_pack("{s:o}", "request_delete_range", delete_request(key, false));
+  json_t *op = json_pack("{s:o}", "request_delete_range", key_range(key, false));
   if (txn_if(e, key, expected_mod_revision, op, succeeded, NULL, NULL, err) < 0)
     return vs_error_wrap(err, "etcd delete %s (if at revision %lld)", key,
                          (long long)expected_mod_revision);
