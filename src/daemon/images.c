@@ -788,11 +788,15 @@ void vd_h_image_save(vd_call *c) {
   c->content_type = "application/x-tar";
 }
 
+/* Seconds beyond this (some 30,000 years) are no time a filter means, and a double that large
+ * would not fit the long long it becomes (found by fuzz_log_opts: "6.8e+100"). */
+#define UNTIL_MAX_SECONDS 1e12
+
 long long vd_until_time(const char *s, time_t now) {
   char *end;
   double v = strtod(s, &end);
   if (end != s && *end == 0 && isdigit((unsigned char)s[0]) && strchr(s, '.') == strrchr(s, '.'))
-    return (long long)v;
+    return v < UNTIL_MAX_SECONDS ? (long long)v : -1;
   struct tm tm = {0};
   const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
   if (!rest) {
@@ -817,6 +821,8 @@ long long vd_until_time(const char *s, time_t now) {
       return -1;
     p += unit == 1e-3 ? 2 : 1;
     total += n * unit;
+    if (!(total < UNTIL_MAX_SECONDS))
+      return -1;
   }
   return p == s ? -1 : (long long)now - (long long)total;
 }
