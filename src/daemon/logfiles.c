@@ -109,6 +109,142 @@ static char *expand_tag(const char *tmpl, json_t *rec, vs_error **err) {
   return out;
 }
 
+/* glibc's regcomp builds a repetition by copying its operand (x+ is x x*, x{2,5} five copies of
+ * x), so stacked or nested repetitions grow exponentially: "x++++…" of 300 bytes wants
+ * gigabytes. dockerd compiles these options with Go's linear-time engine, which also has no
+ * back-references (their matching is exponential). So a pattern is measured before regcomp sees
+ * it: the size its expansion would have is summed as glibc builds it, saturating just past
+ * REGEX_MAX_NODES (about 25 MB of glibc's tree; a real labels pattern needs a few dozen), and
+ * back-references are refused. */
+#define REGEX_MAX_NODES 10000
+#define REGEX_MAX_DEPTH 64
+
+static uint64_t regex_cap(uint64_t n) { return n > REGEX_MAX_NODES ? REGEX_MAX_NODES + 1 : n; }
+
+/* The end of the bracket expression that opens at p[0] == '[', or NULL when it is not closed. */
+static const char *regex_bracket_end(const char *p) {
+  p++;
+  if (*p == '^')
+    p++;
+  if (*p == ']')
+    p++;
+  for (; *p && *p != ']'; p++) {
+    if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+      char kind = p[1];
+      const char *q = p + 2;
+      while (*q && !(q[0] == kind && q[1] == ']'))
+        q++;
+      if (!*q)
+        return NULL;
+      p = q + 1;
+    }
+  }
+  return *p ? p : NULL;
+}
+
+/* A counted repetition "{n}", "{n,}" or "{n,m}" at p: the most copies it makes (at least 1) and
+ * its length, or 0 when p does not hold one (regcomp then decides what the brace is). */
+static size_t regex_interval(const char *p, uint64_t *copies) {
+  const char *q = p + 1;
+  uint64_t n = 0, m = 0;
+  bool have_m = false, comma = false;
+  while (isdigit((unsigned char)*q))
+    n = regex_cap(n * 10 + (uint64_t)(*q++ - '0'));
+  if (*q == ',') {
+    comma = true;
+    q++;
+    while (isdigit((unsigned char)*q))
+      have_m = true, m = regex_cap(m * 10 + (uint64_t)(*q++ - '0'));
+  }
+  if (*q != '}' || q == p + 1)
+    return 0;
+  uint64_t most = have_m ? m : comma ? n + 1 : n;
+  *copies = most ? most : 1;
+  return (size_t)(q + 1 - p);
+}
+
+/* One open group while a pattern is measured: the sizes of its finished alternatives, of the
+ * current one, and of the last atom in it (what a following repetition copies). */
+struct regex_group {
+  uint64_t alts, seq, last;
+};
+
+static int regex_check(const char *re, vs_error **err) {
+  struct regex_group stack[REGEX_MAX_DEPTH + 1] = {{0}}, *f = stack;
+  for (const char *p = re; *p; p++) {
+    uint64_t atom = 0, copies;
+    size_t len;
+    switch (*p) {
+    case '\\':
+      if (isdigit((unsigned char)p[1]))
+        return vs_error_set(err, EINVAL, "back-reference \\%c: not supported", p[1]);
+      p += p[1] != 0;
+      atom = 1;
+      break;
+    case '[': {
+      /* unclosed, regcomp refuses it, but only after it has built what comes before */
+      const char *end = regex_bracket_end(p);
+      p = end ? end : p + strlen(p) - 1;
+      atom = 1;
+      break;
+    }
+    case '(':
+      if (f == stack + REGEX_MAX_DEPTH)
+        return vs_error_set(err, EINVAL, "groups nested more than %d deep", REGEX_MAX_DEPTH);
+      *++f = (struct regex_group){0};
+      continue;
+    case ')':
+      if (f == stack) {
+        atom = 1;
+        break;
+      }
+      atom = regex_cap(f->alts + f->seq + 1);
+      f--;
+      break;
+    case '|':
+      f->alts = regex_cap(f->alts + f->seq + 1);
+      f->seq = f->last = 0;
+      continue;
+    case '*':
+    case '?':
+    case '+':
+    case '{':
+      len = *p == '{' ? regex_interval(p, &copies) : 1;
+      if (!len || !f->last) {
+        atom = 1;
+        break;
+      }
+      uint64_t grown = *p == '{'   ? f->last * (copies + 1) + 1
+                       : *p == '+' ? 2 * f->last + 1
+                                   : f->last + 1;
+      grown = regex_cap(grown);
+      f->seq = regex_cap(f->seq - f->last + grown);
+      f->last = grown;
+      p += len - 1;
+      continue;
+    default:
+      atom = 1;
+    }
+    f->seq = regex_cap(f->seq + atom);
+    f->last = atom;
+  }
+  uint64_t total = 0;
+  for (; f >= stack; f--)
+    total = regex_cap(total + f->alts + f->seq);
+  if (total > REGEX_MAX_NODES)
+    return vs_error_set(err, EINVAL, "its repetitions expand past %d nodes", REGEX_MAX_NODES);
+  return 0;
+}
+
+/* regcomp for a labels-regex or env-regex option, after regex_check. */
+static int compile_log_regex(regex_t *re, const char *key, const char *s, vs_error **err) {
+  if (regex_check(s, err) < 0)
+    return vs_error_wrap(err, "log opt %s: regular expression %s", key, s);
+  if (regcomp(re, s, REG_EXTENDED | REG_NOSUB))
+    return vs_error_set(err, EINVAL, "log opt %s: invalid regular expression %s", key, s);
+  return 0;
+}
+
 /* Names from a comma-separated option ("a,b") or matching its regular expression. */
 static bool attr_wanted(const char *list, const regex_t *re, const char *name) {
   if (re && regexec(re, name, 0, NULL, 0) == 0)
@@ -137,8 +273,8 @@ json_t *vd_log_attrs(json_t *rec) {
   const char *tag = json_string_value(json_object_get(opts, "tag"));
   json_t *attrs = json_object();
   regex_t lre, ere;
-  bool have_lre = labels_re && regcomp(&lre, labels_re, REG_EXTENDED | REG_NOSUB) == 0;
-  bool have_ere = env_re && regcomp(&ere, env_re, REG_EXTENDED | REG_NOSUB) == 0;
+  bool have_lre = labels_re && compile_log_regex(&lre, "labels-regex", labels_re, NULL) == 0;
+  bool have_ere = env_re && compile_log_regex(&ere, "env-regex", env_re, NULL) == 0;
   const char *key;
   json_t *v;
   json_object_foreach(json_object_get(cfg, "Labels"), key, v) {
@@ -205,9 +341,8 @@ int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err) {
       out->max_files = (unsigned)n;
     } else if (!strcmp(key, "labels-regex") || !strcmp(key, "env-regex")) {
       regex_t re;
-      int rc = regcomp(&re, s, REG_EXTENDED | REG_NOSUB);
-      if (rc)
-        return vs_error_set(err, EINVAL, "log opt %s: invalid regular expression %s", key, s);
+      if (compile_log_regex(&re, key, s, err) < 0)
+        return -1;
       regfree(&re);
     } else if (!strcmp(key, "tag")) {
       _cleanup_free_ char *t = expand_tag(s, NULL, err);

@@ -641,7 +641,12 @@ def test_log_attrs_and_details(vdi):
     assert stamped.split(" ", 1)[1] == details and stamped.startswith(entry["time"])
     vdi.docker("rm", "lg")
     for opts, msg in [(["--log-opt", "tag={{.Bogus}}"], "can't evaluate {{.Bogus}}"),
-                      (["--log-opt", "env-regex=("], "invalid regular expression")]:
+                      (["--log-opt", "env-regex=("], "invalid regular expression"),
+                      # glibc's regcomp would copy x 2^200 times; Go's engine has no back-references
+                      (["--log-opt", "labels-regex=x" + "+" * 200], "expand past 10000 nodes"),
+                      (["--log-opt", "env-regex=(a)\\1"], "back-reference \\1: not supported"),
+                      (["--log-opt", "env-regex=" + "(" * 70 + "a" + ")" * 70],
+                       "nested more than 64 deep")]:
         r = vdi.docker("create", *opts, "busybox", "true", check=False)
         assert r.returncode != 0 and msg in r.stderr, (opts, r.stderr)
 
