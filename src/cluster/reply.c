@@ -108,7 +108,8 @@ static int get_i64(const json_t *obj, const char *field, int64_t *out, vs_error 
   const char *s = json_string_value(v);
   if (!s)
     return vs_error_set(err, EINVAL, "%s: expected an integer or a decimal string", field);
-  if (!*s || strlen(s) > 20 || strspn(s + (*s == '-'), "0123456789") != strlen(s + (*s == '-')))
+  const char *digits = s + (*s == '-');
+  if (!*digits || strlen(s) > 20 || strspn(digits, "0123456789") != strlen(digits))
     return vs_error_set(err, EINVAL, "%s: \"%.40s\" is not a decimal integer", field, s);
   errno = 0;
   long long n = strtoll(s, NULL, 10);
@@ -352,7 +353,8 @@ int vc_parse_watch(const char *body, size_t len, vc_watch_msg *out, vs_error **e
   json_t *r = json_object_get(j, "result");
   if (!json_is_object(r))
     return vs_error_set(err, EINVAL, "etcd watch message: result: expected an object");
-  if (header_revision(r, &out->revision, err) < 0 || get_i64(r, "watch_id", &out->watch_id, err) ||
+  if (header_revision(r, &out->revision, err) < 0 ||
+      get_i64(r, "watch_id", &out->watch_id, err) < 0 ||
       get_i64(r, "compact_revision", &out->compact_revision, err) < 0 ||
       get_bool(r, "created", &out->created, err) < 0 ||
       get_bool(r, "canceled", &out->canceled, err) < 0)
@@ -363,8 +365,10 @@ int vc_parse_watch(const char *body, size_t len, vc_watch_msg *out, vs_error **e
   json_t *evs = json_object_get(r, "events");
   if (!evs || json_is_null(evs))
     return 0;
-  if (!json_is_array(evs))
+  if (!json_is_array(evs)) {
+    vc_watch_msg_clear(out);
     return vs_error_set(err, EINVAL, "etcd watch message: events: expected an array");
+  }
   size_t n = json_array_size(evs);
   out->events = vs_malloc0(sizeof(vc_event) * (n ? n : 1));
   for (size_t i = 0; i < n; i++) {

@@ -17,7 +17,8 @@
 #include <libgen.h>
 #include <sys/mman.h>
 #include <zlib.h>
-#include <regex.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -109,145 +110,63 @@ static char *expand_tag(const char *tmpl, json_t *rec, vs_error **err) {
   return out;
 }
 
-/* glibc's regcomp builds a repetition by copying its operand (x+ is x x*, x{2,5} five copies of
- * x), so stacked or nested repetitions grow exponentially: "x++++…" of 300 bytes wants
- * gigabytes. dockerd compiles these options with Go's linear-time engine, which also has no
- * back-references (their matching is exponential). So a pattern is measured before regcomp sees
- * it: the size its expansion would have is summed as glibc builds it, saturating just past
- * REGEX_MAX_NODES (about 25 MB of glibc's tree; a real labels pattern needs a few dozen), and
- * back-references are refused. */
-#define REGEX_MAX_NODES 10000
-#define REGEX_MAX_DEPTH 64
+/* labels-regex and env-regex are Go regular expressions in dockerd (RE2 syntax, matched in
+ * linear time). They are compiled here with PCRE2, whose syntax is a superset of RE2's, and
+ * matched under a match and heap limit; glibc's regcomp is not fit for a pattern from a client:
+ * it copies the operand of every repetition, and nested repetitions ("((a*)+)+…", "x+++…" of a
+ * few dozen bytes) take it minutes or gigabytes to compile. A match that reaches a limit counts
+ * as no match (only a hostile pattern gets there: names are short). */
+#define LOG_REGEX_MAX_LEN 1024
+#define LOG_REGEX_MATCH_LIMIT 100000
+#define LOG_REGEX_HEAP_KIB 4096
 
-static uint64_t regex_cap(uint64_t n) { return n > REGEX_MAX_NODES ? REGEX_MAX_NODES + 1 : n; }
+typedef struct {
+  pcre2_code *code;
+  pcre2_match_data *md;
+  pcre2_match_context *mctx;
+} log_regex;
 
-/* The end of the bracket expression that opens at p[0] == '[', or NULL when it is not closed. */
-static const char *regex_bracket_end(const char *p) {
-  p++;
-  if (*p == '^')
-    p++;
-  if (*p == ']')
-    p++;
-  for (; *p && *p != ']'; p++) {
-    if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
-      char kind = p[1];
-      const char *q = p + 2;
-      while (*q && !(q[0] == kind && q[1] == ']'))
-        q++;
-      if (!*q)
-        return NULL;
-      p = q + 1;
-    }
-  }
-  return *p ? p : NULL;
+static void log_regex_free(log_regex *re) {
+  pcre2_match_context_free(re->mctx);
+  pcre2_match_data_free(re->md);
+  pcre2_code_free(re->code);
+  *re = (log_regex){0};
 }
 
-/* A counted repetition "{n}", "{n,}" or "{n,m}" at p: the most copies it makes (at least 1) and
- * its length, or 0 when p does not hold one (regcomp then decides what the brace is). */
-static size_t regex_interval(const char *p, uint64_t *copies) {
-  const char *q = p + 1;
-  uint64_t n = 0, m = 0;
-  bool have_m = false, comma = false;
-  while (isdigit((unsigned char)*q))
-    n = regex_cap(n * 10 + (uint64_t)(*q++ - '0'));
-  if (*q == ',') {
-    comma = true;
-    q++;
-    while (isdigit((unsigned char)*q))
-      have_m = true, m = regex_cap(m * 10 + (uint64_t)(*q++ - '0'));
+static int log_regex_compile(log_regex *re, const char *key, const char *s, vs_error **err) {
+  *re = (log_regex){0};
+  size_t len = strlen(s);
+  if (len > LOG_REGEX_MAX_LEN)
+    return vs_error_set(err, EINVAL, "log opt %s: regular expression longer than %d bytes", key,
+                        LOG_REGEX_MAX_LEN);
+  int code;
+  PCRE2_SIZE off;
+  re->code =
+      pcre2_compile((PCRE2_SPTR)s, len, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &code, &off, NULL);
+  if (!re->code) {
+    PCRE2_UCHAR msg[160];
+    pcre2_get_error_message(code, msg, sizeof(msg));
+    return vs_error_set(err, EINVAL, "log opt %s: invalid regular expression %s: %s at offset %zu",
+                        key, s, (const char *)msg, (size_t)off);
   }
-  if (*q != '}' || q == p + 1)
-    return 0;
-  uint64_t most = have_m ? m : comma ? n + 1 : n;
-  *copies = most ? most : 1;
-  return (size_t)(q + 1 - p);
-}
-
-/* One open group while a pattern is measured: the sizes of its finished alternatives, of the
- * current one, and of the last atom in it (what a following repetition copies). */
-struct regex_group {
-  uint64_t alts, seq, last;
-};
-
-static int regex_check(const char *re, vs_error **err) {
-  struct regex_group stack[REGEX_MAX_DEPTH + 1] = {{0}}, *f = stack;
-  for (const char *p = re; *p; p++) {
-    uint64_t atom = 0, copies;
-    size_t len;
-    switch (*p) {
-    case '\\':
-      if (isdigit((unsigned char)p[1]))
-        return vs_error_set(err, EINVAL, "back-reference \\%c: not supported", p[1]);
-      p += p[1] != 0;
-      atom = 1;
-      break;
-    case '[': {
-      /* unclosed, regcomp refuses it, but only after it has built what comes before */
-      const char *end = regex_bracket_end(p);
-      p = end ? end : p + strlen(p) - 1;
-      atom = 1;
-      break;
-    }
-    case '(':
-      if (f == stack + REGEX_MAX_DEPTH)
-        return vs_error_set(err, EINVAL, "groups nested more than %d deep", REGEX_MAX_DEPTH);
-      *++f = (struct regex_group){0};
-      continue;
-    case ')':
-      if (f == stack) {
-        atom = 1;
-        break;
-      }
-      atom = regex_cap(f->alts + f->seq + 1);
-      f--;
-      break;
-    case '|':
-      f->alts = regex_cap(f->alts + f->seq + 1);
-      f->seq = f->last = 0;
-      continue;
-    case '*':
-    case '?':
-    case '+':
-    case '{':
-      len = *p == '{' ? regex_interval(p, &copies) : 1;
-      if (!len || !f->last) {
-        atom = 1;
-        break;
-      }
-      uint64_t grown = *p == '{'   ? f->last * (copies + 1) + 1
-                       : *p == '+' ? 2 * f->last + 1
-                                   : f->last + 1;
-      grown = regex_cap(grown);
-      f->seq = regex_cap(f->seq - f->last + grown);
-      f->last = grown;
-      p += len - 1;
-      continue;
-    default:
-      atom = 1;
-    }
-    f->seq = regex_cap(f->seq + atom);
-    f->last = atom;
+  re->md = pcre2_match_data_create(1, NULL);
+  re->mctx = pcre2_match_context_create(NULL);
+  if (!re->md || !re->mctx) {
+    log_regex_free(re);
+    return vs_error_set(err, ENOMEM, "log opt %s: out of memory", key);
   }
-  uint64_t total = 0;
-  for (; f >= stack; f--)
-    total = regex_cap(total + f->alts + f->seq);
-  if (total > REGEX_MAX_NODES)
-    return vs_error_set(err, EINVAL, "its repetitions expand past %d nodes", REGEX_MAX_NODES);
+  pcre2_set_match_limit(re->mctx, LOG_REGEX_MATCH_LIMIT);
+  pcre2_set_heap_limit(re->mctx, LOG_REGEX_HEAP_KIB);
   return 0;
 }
 
-/* regcomp for a labels-regex or env-regex option, after regex_check. */
-static int compile_log_regex(regex_t *re, const char *key, const char *s, vs_error **err) {
-  if (regex_check(s, err) < 0)
-    return vs_error_wrap(err, "log opt %s: regular expression %s", key, s);
-  if (regcomp(re, s, REG_EXTENDED | REG_NOSUB))
-    return vs_error_set(err, EINVAL, "log opt %s: invalid regular expression %s", key, s);
-  return 0;
+static bool log_regex_matches(const log_regex *re, const char *name) {
+  return pcre2_match(re->code, (PCRE2_SPTR)name, strlen(name), 0, 0, re->md, re->mctx) >= 0;
 }
 
 /* Names from a comma-separated option ("a,b") or matching its regular expression. */
-static bool attr_wanted(const char *list, const regex_t *re, const char *name) {
-  if (re && regexec(re, name, 0, NULL, 0) == 0)
+static bool attr_wanted(const char *list, const log_regex *re, const char *name) {
+  if (re && re->code && log_regex_matches(re, name))
     return true;
   if (!list)
     return false;
@@ -272,13 +191,15 @@ json_t *vd_log_attrs(json_t *rec) {
   const char *env_re = json_string_value(json_object_get(opts, "env-regex"));
   const char *tag = json_string_value(json_object_get(opts, "tag"));
   json_t *attrs = json_object();
-  regex_t lre, ere;
-  bool have_lre = labels_re && compile_log_regex(&lre, "labels-regex", labels_re, NULL) == 0;
-  bool have_ere = env_re && compile_log_regex(&ere, "env-regex", env_re, NULL) == 0;
+  log_regex lre = {0}, ere = {0};
+  if (labels_re)
+    (void)log_regex_compile(&lre, "labels-regex", labels_re, NULL);
+  if (env_re)
+    (void)log_regex_compile(&ere, "env-regex", env_re, NULL);
   const char *key;
   json_t *v;
   json_object_foreach(json_object_get(cfg, "Labels"), key, v) {
-    if (json_is_string(v) && attr_wanted(labels, have_lre ? &lre : NULL, key))
+    if (json_is_string(v) && attr_wanted(labels, &lre, key))
       json_object_set(attrs, key, v);
   }
   size_t i;
@@ -288,13 +209,11 @@ json_t *vd_log_attrs(json_t *rec) {
     if (!eq)
       continue;
     _cleanup_free_ char *name = vs_asprintf("%.*s", (int)(eq - kv), kv);
-    if (attr_wanted(env, have_ere ? &ere : NULL, name))
+    if (attr_wanted(env, &ere, name))
       json_object_set_new(attrs, name, json_string(eq + 1));
   }
-  if (have_lre)
-    regfree(&lre);
-  if (have_ere)
-    regfree(&ere);
+  log_regex_free(&lre);
+  log_regex_free(&ere);
   char *t = tag ? expand_tag(tag, rec, NULL) : NULL;
   if (t && *t)
     json_object_set_new(attrs, "tag", json_string(t));
@@ -340,10 +259,10 @@ int vd_log_options(json_t *host_config, vd_log_opts *out, vs_error **err) {
         return vs_error_set(err, EINVAL, "max-file cannot be more than %d", MAX_LOG_FILES);
       out->max_files = (unsigned)n;
     } else if (!strcmp(key, "labels-regex") || !strcmp(key, "env-regex")) {
-      regex_t re;
-      if (compile_log_regex(&re, key, s, err) < 0)
+      log_regex re;
+      if (log_regex_compile(&re, key, s, err) < 0)
         return -1;
-      regfree(&re);
+      log_regex_free(&re);
     } else if (!strcmp(key, "tag")) {
       _cleanup_free_ char *t = expand_tag(s, NULL, err);
       if (!t)
