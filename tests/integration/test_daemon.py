@@ -67,6 +67,16 @@ def decode_reply(raw):
         return status, rest.decode()
 
 
+def kill_pids(pids):
+    """SIGKILL each process left behind by a test (VMMs outlive their daemon by design); pid 0
+    (a VM that never ran) and processes already gone are skipped."""
+    for pid in set(pids) - {0}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Vesseld:
     """One private vesseld: start, kill -9, restart, and a docker CLI pointed at it."""
 

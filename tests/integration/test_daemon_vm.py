@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from guestconsole import BOOT_TIMEOUT, PROMPT
-from test_daemon import Vesseld
+from test_daemon import Vesseld, kill_pids
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((TOP / "docs/api/vessel-v1.yaml").read_text())
@@ -160,11 +160,7 @@ def env(build_dir, guest_assets, tmp_path_factory):
             for vm in sorted(vms, key=lambda v: v["Name"] != "copy"):
                 e.api("DELETE", f"/vessel/v1/vms/{vm['Id']}?force=1")
         e.vd.stop()
-        for pid in e.vmm_pids - {0}:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_pids(e.vmm_pids)
         if saved is None:
             del os.environ["VESSEL_CACHE"]
         else:
@@ -549,11 +545,7 @@ def test_vm_image_push_then_create_from_it_on_a_fresh_data_root(env, build_dir, 
         if fresh:
             fresh.api("DELETE", "/vessel/v1/vms/copy?force=1", spec=False)
             fresh.vd.stop()
-            for pid in fresh.vmm_pids - {0}:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_pids(fresh.vmm_pids)
         if not env.vd.alive():
             env.vd.start()
         env.api("DELETE", "/vessel/v1/vms/src?force=1", spec=False)

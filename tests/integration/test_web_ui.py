@@ -18,7 +18,6 @@ import os
 import pathlib
 import select
 import shutil
-import signal
 import subprocess
 import time
 
@@ -26,7 +25,7 @@ import pytest
 
 import test_daemon
 import test_daemon_vm
-from test_daemon import Vesseld
+from test_daemon import Vesseld, kill_pids
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -197,11 +196,7 @@ def web(build_dir, guest_assets, tmp_path_factory):
                     w.vmm_pids.add(vm["Pid"])
                     w.api("DELETE", f"/vessel/v1/vms/{vm['Id']}?force=1")
             w.vd.cleanup()
-            for pid in w.vmm_pids - {0}:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_pids(w.vmm_pids)
         for ns in (NS, NS_BROWSER):
             run("ip", "netns", "del", ns, check=False)
         if saved is None:
