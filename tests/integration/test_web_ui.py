@@ -41,6 +41,8 @@ SESSION_TTL = 3   # seconds, for the last scenario's restart of vesseld
 VM = "web-vm"
 STOPPED = "web-stopped"
 XSS = "web-xss"
+NET_VM = "web-netvm"     # created, never started: on the bridge network
+LIMITED = "web-limited"  # a container with CPU and memory limits
 # markup in a label's value, a label's key (no "=" there) and the output; CSP would block inline
 # script anyway, and its refusal would be a console error: the scenario fails either way
 PAYLOADS = ['<img src=x onerror="window.__xss=1">', "<script>alert(document.domain)</script>",
@@ -290,10 +292,45 @@ def test_vm_pause_resume(web, vm_ready):
     assert "pause" in actions and "resume" in actions[actions.index("pause"):]
 
 
+def test_guest_table_shows_pool_address_and_limits(web):
+    # a VM on the bridge network has its address from create on (the network reserves it for
+    # the DHCP lease); a container with limits
+    web.api("POST", "/vessel/v1/vms", {"Name": NET_VM, "Network": "bridge", "Memory": "64M"},
+            expect=201)
+    _, vms = web.api("GET", "/vessel/v1/vms", expect=200)
+    test_daemon_vm.validate("GET", "/vessel/v1/vms", 200, json.dumps(vms))
+    line = next(v for v in vms if v["Name"] == NET_VM)
+    assert line["Pool"] and line["IPAddress"], line
+    web.vd.docker("create", "--name", LIMITED, "--cpus", "0.5", "-m", "64m", "busybox",
+                  "sleep", "600")
+    info = web.driver.scenario("guest_columns", vm=NET_VM, pool=line["Pool"],
+                               address=line["IPAddress"], container=LIMITED, cpus="0.50",
+                               memory="64.0 MiB")
+    assert info["vm"][4] == line["IPAddress"]
+
+
+def test_vm_stats_stream_and_migrate_offered_only_in_a_cluster(web, vm_ready):
+    # the stream itself, on the unix socket: one object a line, each as the API describes
+    c = test_daemon_vm.UnixHTTP(str(web.vd.sock))
+    c.request("GET", f"/vessel/v1/vms/{VM}/stats?stream=1")
+    r = c.getresponse()
+    assert r.status == 200
+    samples = [json.loads(r.readline()) for _ in range(2)]
+    c.close()
+    for s in samples:
+        test_daemon_vm.validate("GET", f"/vessel/v1/vms/{VM}/stats", 200, json.dumps(s))
+    assert samples[1]["Cpu"]["HostNs"] >= samples[0]["Cpu"]["HostNs"]
+    info = web.driver.scenario("vm_stats_migrate", vmId=vm_ready)
+    assert info["requests"] == ["?stream=1"]
+
+
 def test_expired_session_refused(web):
     # a restart with a short session lifetime; the guests run on, the password stays
     web.vd.stop()
     web.vd.extra = web.web_args + ["--web-session-ttl", str(SESSION_TTL)]
     web.vd.start()
     info = web.driver.scenario("session_expired", ttl=SESSION_TTL)
+    assert "expired" in info["message"]
+    # a reload then shows the login form saying so, with no error in the console
+    info = web.driver.scenario("reload_after_expiry", ttl=SESSION_TTL)
     assert "expired" in info["message"]
