@@ -365,7 +365,9 @@ void vd_web_end_session_streams(vd_daemon *d, uint64_t serial) {
     f->session = 0;
     if (f->state == F_WS) { /* a close frame says why */
       vd_front_ws_close(f, WS_CLOSE_POLICY, "the session ended");
-      vd_front_run(f); /* may close f, never another: next stays in the list */
+      vd_front_run(f);                   /* may close f, never another: next stays in the list */
+    } else if (vd_front_answer_cut(f)) { /* a stream ends as streams end */
+      vd_front_run(f);
     } else if (f->state == F_PROXY || f->state == F_PROXY_BODY || f->state == F_WS_WAIT ||
                f->state == F_WS_INSPECT) {
       vd_front_close(f);

@@ -107,12 +107,12 @@ struct vd_front {
   bool keep_body; /* F_LOCAL_BODY: the body is wanted (login), not only read */
   bool ws_close_sent;
   bool ws_demux;      /* the container has no TTY: its output comes in Docker's frames */
-  bool proxy_keep;    /* F_PROXY: the client's connection goes on after this answer */
+  bool proxy_keep;    /* F_PROXY: the client wants its connection kept after this answer */
   uint8_t mux_hdr[8]; /* a frame header being read */
   size_t mux_hdr_len; /* of mux_hdr */
   uint32_t mux_left;  /* bytes of the current frame still to come */
-  http_body answer;   /* F_PROXY with proxy_keep: where the inner answer's body ends */
-  bool answer_framed; /* its head was read and answer tells where its body ends */
+  http_body answer;   /* F_PROXY: where the inner answer's body ends, while answer_framed */
+  bool answer_framed; /* its head said where its body ends, and the body kept to it so far */
   fbuf answer_tail;   /* a line of its chunked framing not whole yet */
 };
 
@@ -152,6 +152,10 @@ void vd_front_api_proxy(vd_front *f);
 void vd_front_inner_data(vd_front *f, const char *data, size_t len);
 /* A complete inner head of hl bytes at the start of f->ihead. */
 void vd_front_inner_head(vd_front *f, size_t hl);
+/* A chunked answer cut short (its session ended) at a chunk's boundary: its last chunk is sent
+ * as the router would send it, so that the browser sees the stream's end rather than an error,
+ * and the connection ends; false (nothing done) when it is not at such a boundary. */
+bool vd_front_answer_cut(vd_front *f);
 /* The inner connection ended: true when the client's connection goes on with its next request. */
 bool vd_front_inner_ended(vd_front *f);
 

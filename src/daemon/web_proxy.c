@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------- the inner answer */
 
@@ -30,7 +31,7 @@ static bool head_header(const char *head, size_t hl, const char *name, const cha
 static bool answer_framing(vd_front *f, const char *head, size_t hl, int status) {
   http_request framing = {0};
   const char *v;
-  if (status < 200 || status == 101)
+  if (status < 200) /* 1xx, 101 among them: no body of a known end follows */
     return false;
   if (head_header(head, hl, "Transfer-Encoding", &v)) {
     if (strncasecmp(v, "chunked\r\n", 9) != 0)
@@ -98,11 +99,12 @@ void vd_front_inner_head(vd_front *f, size_t hl) {
   buf_free(&got);
 }
 
-/* The body of an answer the client's connection outlives: followed to its end, which must be
- * the end of what the router sends. A line of chunked framing cut between two reads waits in
- * answer_tail for the rest (the decoder takes whole lines). */
+/* The body of a framed answer, followed to its end (which must be the end of what the router
+ * sends): then the client's connection may go on, and a stream ended early by the session's end
+ * can be ended cleanly at a chunk's boundary. A line of chunked framing cut between two reads waits
+ * in answer_tail for the rest (the decoder takes whole lines). */
 static void follow_answer(vd_front *f, const char *data, size_t len) {
-  if (!f->proxy_keep)
+  if (!f->answer_framed)
     return;
   bool tail = f->answer_tail.len > 0;
   if (tail) {
@@ -111,9 +113,9 @@ static void follow_answer(vd_front *f, const char *data, size_t len) {
     len = f->answer_tail.len;
   }
   size_t off = 0;
-  while (f->proxy_keep && off < len) {
+  while (f->answer_framed && off < len) {
     if (f->answer.state == HTTP_BODY_DONE) { /* bytes past its end: the connection ends */
-      f->proxy_keep = false;
+      f->answer_framed = false;
       break;
     }
     size_t used = 0;
@@ -123,14 +125,14 @@ static void follow_answer(vd_front *f, const char *data, size_t len) {
     int r = http_body_decode(&f->answer, data + off, len - off, &used, &d, &dl, &e);
     vs_error_free(e);
     if (r > 1) {
-      f->proxy_keep = false;
+      f->answer_framed = false;
       break;
     }
     off += used;
     if (r == 0 && used == 0)
       break;
   }
-  if (!f->proxy_keep)
+  if (!f->answer_framed)
     buf_free(&f->answer_tail);
   else if (tail)
     buf_take(&f->answer_tail, off);
@@ -161,6 +163,21 @@ void vd_front_inner_data(vd_front *f, const char *data, size_t len) {
     vd_front_inner_head(f, (size_t)(end - f->ihead.p) + 4);
   else if (f->ihead.len > HTTP_MAX_HEAD_BYTES)
     vd_front_close(f);
+}
+
+bool vd_front_answer_cut(vd_front *f) {
+  if (f->state != F_PROXY || !f->answer_framed || f->answer.state != HTTP_BODY_CHUNK_SIZE ||
+      f->answer_tail.len)
+    return false;
+  buf_str(&f->out, "0\r\n\r\n");
+  f->answer_framed = f->proxy_keep = false;
+  if (f->inner >= 0) {
+    vd_loop_del(f->d, f->inner);
+    close(f->inner);
+    f->inner = -1;
+  }
+  f->state = F_CLOSING;
+  return true;
 }
 
 bool vd_front_inner_ended(vd_front *f) {
