@@ -403,6 +403,31 @@ const SCENARIOS = {
     return { message: msg };
   },
 
+  // in a cluster: Migrate offers the other ready nodes, confirms in its chooser, posts
+  // {"Node": ...} and shows the daemon's answer (its refusal is a provoked error)
+  async migrate_in_cluster({ page, allow }, { vmId, target }) {
+    allow(/status of (400|404|409|500|503)/, /\/migrate/);
+    let body = null;
+    page.on("request", (r) => {
+      if (r.method() === "POST" && /\/migrate$/.test(new URL(r.url()).pathname)) body = r.postData();
+    });
+    await loggedIn(page);
+    await page.goto(BASE + "/vm/" + vmId);
+    const btn = page.locator('#guest-actions button[data-action="migrate"]');
+    await btn.waitFor();
+    assert(!(await btn.isDisabled()), "Migrate is disabled in a cluster: " + (await btn.getAttribute("title")));
+    await btn.click();
+    const sel = page.locator("dialog.confirm select");
+    await sel.waitFor();
+    const options = await sel.locator("option").allTextContents();
+    await sel.selectOption(target);
+    await shot(page, "vm-migrate");
+    await page.click("dialog.confirm button[type=submit]");
+    const toast = page.locator("#toasts .toast").first();
+    await toast.waitFor();
+    return { options, body: body && JSON.parse(body), outcome: await toast.textContent() };
+  },
+
   async pages({ page }, { vmId }) {
     await loggedIn(page);
     const visits = [
