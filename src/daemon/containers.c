@@ -629,14 +629,18 @@ json_t *vd_ctr_summary(const vd_container *c) {
   json_t *hc = json_object_get(c->rec, "HostConfig");
   _cleanup_free_ char *status = status_text(c);
   _cleanup_free_ char *cmd = command_text(c->rec);
-  return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:o, s:O, s:s, s:s, s:{s:O}, s:{s:o}, "
-                   "s:o}",
+  /* HostConfig: dockerd's NetworkMode, and the limits, so that a list of guests can show them
+   * without an inspect each */
+  return json_pack("{s:s, s:[s], s:O, s:O, s:s, s:I, s:o, s:O, s:s, s:s, s:{s:O, s:I, s:I}, "
+                   "s:{s:o}, s:o}",
                    "Id", c->id, "Names", c->name, "Image", json_object_get(cfg, "Image"), "ImageID",
                    json_object_get(c->rec, "Image"), "Command", cmd, "Created",
                    (json_int_t)unix_time(json_string_value(json_object_get(c->rec, "Created"))),
                    "Ports", vd_net_summary_ports(c), "Labels", json_object_get(cfg, "Labels"),
                    "State", vd_ctr_state_name(c), "Status", status, "HostConfig", "NetworkMode",
-                   json_object_get(hc, "NetworkMode"), "NetworkSettings", "Networks",
+                   json_object_get(hc, "NetworkMode"), "NanoCpus",
+                   json_integer_value(json_object_get(hc, "NanoCpus")), "Memory",
+                   json_integer_value(json_object_get(hc, "Memory")), "NetworkSettings", "Networks",
                    vd_net_summary_networks(c), "Mounts", inspect_mounts(c));
 }
 

@@ -188,6 +188,8 @@ struct vd_conn {
   char *stats_prev_read;
   int stats_timer;
   unsigned long long host_prev_cpu[2]; /* host stats: busy and total ticks of the last sample */
+  struct vd_vm *stats_vm;              /* a VM's stats (vm_api.c) */
+  bool stats_job;                      /* a worker samples the VM: the connection waits for it */
   int fd;
   vd_conn_state state;
   vd_stream_kind stream;
@@ -508,6 +510,8 @@ void vd_h_container_stats(vd_call *c);
 /* stats.c (loop): a stream's timer; its end */
 void vd_stats_tick(vd_conn *c);
 void vd_stats_detach(vd_conn *c);
+/* vm_api.c (loop): a VM's stats stream, its next sample */
+void vd_vm_stats_tick(vd_conn *c);
 void vd_h_commit(vd_call *c);
 /* build.c */
 void vd_h_build(vd_call *c);

@@ -98,7 +98,7 @@ static const vd_route routes[] = {
     {"POST", "/vessel/v1/vms/{}/snapshot", vd_h_vm_snapshot, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/vms/{}/restore", vd_h_vm_restore, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/vms/{}/clone", vd_h_vm_clone, VD_RUN_WORKER, false},
-    {"GET", "/vessel/v1/vms/{}/stats", vd_h_vm_stats, VD_RUN_WORKER, false},
+    {"GET", "/vessel/v1/vms/{}/stats", vd_h_vm_stats, VD_RUN_LOOP, false},
     {"POST", "/vessel/v1/vms/{}/update", vd_h_vm_update, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/images/vm", vd_h_vm_images_list, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/images/vm/push", vd_h_vm_image_push, VD_RUN_WORKER, false},

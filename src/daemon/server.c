@@ -708,7 +708,8 @@ void vd_conn_sweep(vd_daemon *d) {
   vd_conn **pp = &d->dead_conns;
   while (*pp) {
     vd_conn *c = *pp;
-    if (c->state == VD_CONN_BUSY) { /* http_job_done lets it go */
+    /* a worker holds it: http_job_done, or a VM stats sample's job, lets it go */
+    if (c->state == VD_CONN_BUSY || c->stats_job) {
       pp = &c->next;
       continue;
     }

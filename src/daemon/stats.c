@@ -207,6 +207,10 @@ void vd_stats_tick(vd_conn *c) {
     return;
   vd_daemon *d = c->d;
   vd_container *ctr = c->stats_ctr;
+  if (c->stats_vm) {
+    vd_vm_stats_tick(c);
+    return;
+  }
   if (!ctr) { /* the host's */
     host_tick(c);
     return;
@@ -248,6 +252,7 @@ void vd_stats_detach(vd_conn *c) {
   if (c->stats_ctr)
     vd_ctr_unref(c->d, c->stats_ctr);
   c->stats_ctr = NULL;
+  c->stats_vm = NULL; /* VMs stay allocated; a sample under way finds the stream gone */
   json_decref(c->stats_prev_cpu);
   c->stats_prev_cpu = NULL;
   free(c->stats_prev_read);

@@ -107,6 +107,11 @@ void vd_h_info(vd_call *c) {
                       json_pack("{s:s, s:s, s:s, s:b, s:n}", "NodeID", "", "NodeAddr", "",
                                 "LocalNodeState", "inactive", "ControlAvailable", 0,
                                 "RemoteManagers"));
+  /* vessel's own: whether this daemon is a node of a cluster (the web console offers migration
+   * only then; /vessel/v1/nodes answers 503 otherwise) */
+  json_object_set_new(j, "VesselCluster",
+                      json_pack("{s:b, s:s}", "Enabled", d->cluster.enabled, "NodeName",
+                                d->cluster.node_name ? d->cluster.node_name : ""));
   json_object_set_new(j, "RegistryConfig",
                       json_pack("{s:[], s:[], s:[s], s:{s:{s:s, s:[], s:b, s:b}}, s:[]}",
                                 "AllowNondistributableArtifactsCIDRs",

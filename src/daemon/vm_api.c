@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #define VM_STOP_TIMEOUT 30 /* seconds for the guest to power off, unless the request says */
@@ -63,12 +65,17 @@ static json_t *vm_inspect_locked(const vd_vm *vm) {
       "NetworkSettings", net ? net : json_null(), "RestartCount", vm->restart_count);
 }
 
+/* The list's line: what a table of guests shows, the pool and the address its network's DHCP
+ * leases to the VM ("" when it has none) included. */
 static json_t *vm_summary_locked(const vd_vm *vm) {
   json_t *cfg = json_object_get(vm->rec, "Config");
-  return json_pack("{s:s, s:s, s:s, s:O, s:O, s:O, s:i}", "Id", vm->id, "Name", vm->name, "Status",
-                   vd_vm_status(vm), "Created", json_object_get(vm->rec, "Created"), "Cpus",
-                   json_object_get(cfg, "Cpus"), "Memory", json_object_get(cfg, "Memory"), "Pid",
-                   (int)vm->pid);
+  const char *pool = json_string_value(json_object_get(cfg, "Pool"));
+  const char *ip =
+      json_string_value(json_object_get(json_object_get(vm->rec, "NetworkSettings"), "IPAddress"));
+  return json_pack("{s:s, s:s, s:s, s:O, s:O, s:O, s:i, s:s, s:s}", "Id", vm->id, "Name", vm->name,
+                   "Status", vd_vm_status(vm), "Created", json_object_get(vm->rec, "Created"),
+                   "Cpus", json_object_get(cfg, "Cpus"), "Memory", json_object_get(cfg, "Memory"),
+                   "Pid", (int)vm->pid, "Pool", pool ? pool : "", "IPAddress", ip ? ip : "");
 }
 
 /* The VM a call names, marked busy for this call: NULL after answering 404 or 409. */
@@ -629,10 +636,10 @@ static json_t *balloon_doc(json_t *b) {
                    json_object_get(st, "available"));
 }
 
-static json_t *vm_stats_doc(const vd_vm *vm, json_t *info, json_t *balloon) {
+static json_t *vm_stats_doc(const vd_vm *vm, pid_t pid, json_t *info, json_t *balloon) {
   uint64_t cpu_ns, rss, rd, wr;
-  proc_usage(vm->pid, &cpu_ns, &rss);
-  proc_io(vm->pid, &rd, &wr);
+  proc_usage(pid, &cpu_ns, &rss);
+  proc_io(pid, &rd, &wr);
   json_t *harts = json_object_get(info, "harts");
   uint64_t instret = 0;
   size_t i;
@@ -666,27 +673,138 @@ static json_t *vm_stats_doc(const vd_vm *vm, json_t *info, json_t *balloon) {
   return doc;
 }
 
-void vd_h_vm_stats(vd_call *c) {
+/* One sample of a running VM (worker): NULL with *err when it does not run or its VMM does not
+ * answer. */
+static json_t *vm_stats_sample(vd_vms *t, vd_vm *vm, vs_error **err) {
+  pthread_mutex_lock(&t->lock);
+  pid_t pid = vm->removed ? 0 : vm->pid;
+  pthread_mutex_unlock(&t->lock);
+  if (pid <= 0) {
+    vs_error_set(err, EBUSY, "VM %s is not running", vm->name);
+    return NULL;
+  }
+  json_t *info = NULL;
+  if (vd_vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, err) < 0) {
+    vs_error_wrap(err, "stats of VM %s", vm->name);
+    return NULL;
+  }
+  json_t *balloon = NULL;
+  vs_error *be = NULL;
+  vd_vm_ctl(vm, json_pack("{s:s}", "command", "balloon"), &balloon, &be);
+  vs_error_free(be);
+  json_t *doc = vm_stats_doc(vm, pid, info, balloon);
+  json_decref(balloon);
+  json_decref(info);
+  return doc;
+}
+
+/* The single answer (worker): claimed, so that the VM does not stop in between. */
+static void vm_stats_once(vd_call *c) {
   vd_vm *vm = vm_claim(c);
   if (!vm)
     return;
   vs_error *e = NULL;
-  json_t *info = NULL;
-  if (!vd_vm_running(c->d->vms, vm))
-    vd_call_error(c, 409, "VM %s is not running", vm->name);
-  else if (vd_vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, &e) < 0)
-    vd_call_error(c, 500, "stats of VM %s: %s", vm->name, e->msg);
-  else {
-    json_t *balloon = NULL;
-    vs_error *be = NULL;
-    vd_vm_ctl(vm, json_pack("{s:s}", "command", "balloon"), &balloon, &be);
-    vs_error_free(be);
-    vd_call_json(c, 200, vm_stats_doc(vm, info, balloon));
-    json_decref(balloon);
-  }
-  json_decref(info);
+  json_t *doc = vm_stats_sample(c->d->vms, vm, &e);
+  if (doc)
+    vd_call_json(c, 200, doc);
+  else if (e->errnum == EBUSY)
+    vd_call_error(c, 409, "%s", e->msg);
+  else
+    vd_call_error(c, 500, "%s", e->msg);
   vs_error_free(e);
   vm_release(c->d->vms, vm);
+}
+
+/* ---- the stream (?stream=1): a timer on the loop, each sample from a worker (the VMM's control
+ * socket blocks), one at a time; one JSON object a line until the client leaves or the VM stops */
+
+typedef struct vm_stats_job {
+  vd_job job;
+  vd_conn *conn;
+  vd_vm *vm;
+  json_t *doc; /* NULL: the VM stopped (or its VMM does not answer) */
+} vm_stats_job;
+
+static void vm_stats_job_run(vd_job *job) {
+  vm_stats_job *j = (vm_stats_job *)job;
+  vs_error *e = NULL;
+  j->doc = vm_stats_sample(job->d->vms, j->vm, &e);
+  if (e)
+    vs_log_debug("%s", e->msg);
+  vs_error_free(e);
+}
+
+static void vm_stats_job_done(vd_job *job) {
+  vm_stats_job *j = (vm_stats_job *)job;
+  vd_conn *c = j->conn;
+  c->stats_job = false; /* a closed connection is freed at the next sweep */
+  if (!c->dead && c->stream == VD_STREAM_STATS && c->stats_vm == j->vm) {
+    if (j->doc) {
+      _cleanup_free_ char *text = json_dumps(j->doc, JSON_COMPACT);
+      _cleanup_free_ char *line = vs_asprintf("%s\n", text);
+      vd_conn_stream_write(c, line, strlen(line));
+      vd_conn_flush(c);
+    } else {
+      vd_conn_stream_end(c);
+    }
+  }
+  json_decref(j->doc);
+  free(j);
+}
+
+void vd_vm_stats_tick(vd_conn *c) {
+  if (c->stats_job || c->out_len - c->out_off >= VD_OUT_HIGH_WATER)
+    return; /* the last sample is not back, or the client does not read: skip this second */
+  vm_stats_job *j = vs_malloc0(sizeof(*j));
+  j->job.d = c->d;
+  j->job.run = vm_stats_job_run;
+  j->job.done = vm_stats_job_done;
+  j->conn = c;
+  j->vm = c->stats_vm;
+  c->stats_job = true;
+  vd_job_submit(c->d, &j->job);
+}
+
+/* GET /vessel/v1/vms/{}/stats (loop): the stream stays here, the single answer goes to a worker. */
+void vd_h_vm_stats(vd_call *c) {
+  if (!http_query_bool(c->req->query, "stream", false)) {
+    vd_call_defer(c, vm_stats_once);
+    return;
+  }
+  vd_vms *t = c->d->vms;
+  pthread_mutex_lock(&t->lock);
+  vd_vm *vm = vd_vm_find_locked(t, c->arg);
+  bool running = vm && vm->pid > 0;
+  pthread_mutex_unlock(&t->lock);
+  if (!vm) {
+    vd_call_error(c, 404, "No such VM: %s", c->arg);
+    return;
+  }
+  if (!running) {
+    vd_call_error(c, 409, "VM %s is not running", vm->name);
+    return;
+  }
+  vd_conn *conn = c->conn;
+  int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  struct itimerspec its = {.it_value = {.tv_sec = 1}, .it_interval = {.tv_sec = 1}};
+  vs_error *e = NULL;
+  conn->stats_src.kind = VD_SRC_STATS_TIMER;
+  conn->stats_src.owner = conn;
+  if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0 ||
+      vd_loop_add(c->d, tfd, EPOLLIN, &conn->stats_src, &e) < 0) {
+    vd_call_error(c, 500, "VM stats: cannot arm a timer: %s", e ? e->msg : strerror(errno));
+    vs_error_free(e);
+    if (tfd >= 0)
+      close(tfd);
+    return;
+  }
+  c->streamed = true;
+  conn->stream = VD_STREAM_STATS;
+  conn->stats_timer = tfd;
+  conn->stats_ctr = NULL;
+  conn->stats_vm = vm;
+  vd_conn_stream_begin(conn, 200, "application/json");
+  vd_vm_stats_tick(conn); /* the first sample now */
 }
 
 /* ---------------------------------------------------------------- update */

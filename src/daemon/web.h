@@ -23,12 +23,15 @@
 #define VD_WEB_LOGIN_MAX_ALL 20
 #define VD_WEB_PBKDF2_ITERATIONS 600000 /* OWASP's figure for PBKDF2-HMAC-SHA256 */
 #define VD_WEB_LOGINS_RUNNING_MAX 2     /* password checks on the workers at once */
+#define VD_WEB_MAX_FRONTS_PER_ADDR 128  /* connections of one client address at once */
+#define VD_WEB_SAVE_EVERY 300           /* seconds: how stale a saved session's last use may be */
 
 typedef struct vd_web_session {
-  char token[65]; /* the cookie: 256 random bits in hex */
+  char token_sha[65]; /* SHA-256 of the cookie (256 random bits in hex): the cookie is not kept */
   char csrf[65];
   long long last_used; /* monotonic seconds */
   unsigned gen;        /* the password generation it was made under */
+  uint64_t serial;     /* names it for the streams and terminals opened under it */
 } vd_web_session;
 
 typedef struct vd_web_fail {
@@ -46,7 +49,10 @@ typedef struct vd_web {
   vd_web_fail fails[VD_WEB_FAILS_KEPT];
   size_t n_fails;
   char *passwd_path;       /* DATA_ROOT/web/passwd */
+  char *sessions_path;     /* DATA_ROOT/web/sessions.json: the sessions across restarts */
   unsigned logins_running; /* password checks on the workers now */
+  uint64_t next_serial;
+  long long saved_at; /* monotonic seconds of the last save of the sessions */
 } vd_web;
 
 /* A listener of front connections: web or relay, with its TLS context. */
@@ -77,8 +83,16 @@ void vd_web_free(vd_daemon *d);
 /* web_auth.c (loop, except where said) */
 /* The session a request's Cookie names, touched; NULL with *why (401 message) when none. */
 vd_web_session *vd_web_session_get(vd_web *w, const http_request *req, const char **why);
-vd_web_session *vd_web_session_new(vd_web *w);
+/* A new session; *token gets its cookie value (caller frees), which is not kept. */
+vd_web_session *vd_web_session_new(vd_web *w, char **token);
 void vd_web_session_end(vd_web *w, vd_web_session *s);
+/* Sessions kept under the data root (0600, tokens hashed) so that a restart keeps them: read at
+ * start (those of another password are dropped), written when one begins or ends, at most every
+ * VD_WEB_SAVE_EVERY s for their last use, and at the end. */
+void vd_web_sessions_load(vd_web *w);
+void vd_web_sessions_save(vd_web *w);
+/* The password changed (a worker's vd_h_web_password): its sessions end, with their streams. */
+void vd_web_password_changed(vd_daemon *d);
 /* 0 when a login from addr may be tried now, else the seconds to wait. */
 long long vd_web_login_wait(vd_web *w, const char *addr);
 void vd_web_login_failed(vd_web *w, const char *addr);
@@ -87,5 +101,8 @@ void vd_web_login_failed(vd_web *w, const char *addr);
 int vd_web_password_check(const char *path, const char *password, vs_error **err);
 /* Equal strings, in time independent of where they differ. */
 bool vd_web_token_equal(const char *a, const char *b);
+
+/* web.c: end the streams and terminals of a session (serial), or of every session (0). */
+void vd_web_end_session_streams(vd_daemon *d, uint64_t serial);
 
 #endif

@@ -1,7 +1,8 @@
 /* The web console's authentication: the password (a salted PBKDF2-SHA256 hash under the data
  * root, set through the root-only unix socket), sessions (random cookies with a CSRF token each,
  * ended after --web-session-ttl seconds of inactivity or when the password changes) and the
- * rate limit of failed logins. Sessions live in memory: a restarted daemon asks to log in again. */
+ * rate limit of failed logins. Sessions live in memory and in DATA_ROOT/web/sessions.json (0600,
+ * the cookies only as their SHA-256), so that a restarted daemon keeps them. */
 #include "daemon/web.h"
 
 #include <errno.h>
@@ -54,39 +55,59 @@ static bool cookie_value(const char *header, const char *name, char *out, size_t
   return false;
 }
 
+static long long real_now(void) { return (long long)time(NULL); }
+
+static void token_sha(const char *token, char out[65]) {
+  vs_sha256_ctx ctx;
+  vs_sha256_init(&ctx);
+  vs_sha256_update(&ctx, token, strlen(token));
+  vs_sha256_final(&ctx, out);
+}
+
 static void session_drop(vd_web *w, size_t i) {
-  memset(&w->sessions[i], 0, sizeof(w->sessions[i]));
+  OPENSSL_cleanse(&w->sessions[i], sizeof(w->sessions[i]));
   w->sessions[i] = w->sessions[--w->n_sessions];
+}
+
+/* A session that ended while streams or terminals ran under it: they end too. */
+static void session_ended(vd_web *w, size_t i) {
+  uint64_t serial = w->sessions[i].serial;
+  session_drop(w, i);
+  vd_web_end_session_streams(w->d, serial);
 }
 
 vd_web_session *vd_web_session_get(vd_web *w, const http_request *req, const char **why) {
   *why = "login required";
-  char token[65];
+  char token[65], sha[65];
   const char *cookie = http_header_get(req, "Cookie");
   if (!cookie || !cookie_value(cookie, "vessel_session", token, sizeof(token)))
     return NULL;
+  token_sha(token, sha);
+  OPENSSL_cleanse(token, sizeof(token));
   long long now = mono_now();
   for (size_t i = 0; i < w->n_sessions; i++) {
     vd_web_session *s = &w->sessions[i];
-    if (!vd_web_token_equal(s->token, token))
+    if (!vd_web_token_equal(s->token_sha, sha))
       continue;
     if (now - s->last_used > w->session_ttl || s->gen != passwd_gen(w->d)) {
       *why = "session expired; log in again";
-      session_drop(w, i);
+      session_ended(w, i);
+      vd_web_sessions_save(w);
       return NULL;
     }
     s->last_used = now;
+    if (now - w->saved_at >= VD_WEB_SAVE_EVERY)
+      vd_web_sessions_save(w);
     return s;
   }
   return NULL;
 }
 
-vd_web_session *vd_web_session_new(vd_web *w) {
-  long long now = mono_now();
-  /* make room: expired sessions go first, then the least recently used */
+/* A new slot: expired sessions go first, then the least recently used. */
+static vd_web_session *session_slot(vd_web *w, long long now) {
   for (size_t i = 0; i < w->n_sessions;) {
     if (now - w->sessions[i].last_used > w->session_ttl)
-      session_drop(w, i);
+      session_ended(w, i);
     else
       i++;
   }
@@ -95,22 +116,134 @@ vd_web_session *vd_web_session_new(vd_web *w) {
     for (size_t i = 1; i < w->n_sessions; i++)
       if (w->sessions[i].last_used < w->sessions[oldest].last_used)
         oldest = i;
-    session_drop(w, oldest);
+    session_ended(w, oldest);
   }
   vd_web_session *s = &w->sessions[w->n_sessions++];
-  _cleanup_free_ char *token = vd_random_id();
+  memset(s, 0, sizeof(*s));
+  s->serial = ++w->next_serial;
+  return s;
+}
+
+vd_web_session *vd_web_session_new(vd_web *w, char **token) {
+  long long now = mono_now();
+  vd_web_session *s = session_slot(w, now);
+  *token = vd_random_id();
   _cleanup_free_ char *csrf = vd_random_id();
-  memcpy(s->token, token, 65);
+  token_sha(*token, s->token_sha);
   memcpy(s->csrf, csrf, 65);
   s->last_used = now;
   s->gen = passwd_gen(w->d);
+  vd_web_sessions_save(w);
   return s;
 }
 
 void vd_web_session_end(vd_web *w, vd_web_session *s) {
   size_t i = (size_t)(s - w->sessions);
-  if (i < w->n_sessions)
-    session_drop(w, i);
+  if (i < w->n_sessions) {
+    session_ended(w, i);
+    vd_web_sessions_save(w);
+  }
+}
+
+void vd_web_password_changed(vd_daemon *d) {
+  vd_web *w = d->web;
+  if (!w)
+    return;
+  for (size_t i = 0; i < w->n_sessions;) {
+    if (w->sessions[i].gen != passwd_gen(d))
+      session_ended(w, i);
+    else
+      i++;
+  }
+  vd_web_sessions_save(w);
+}
+
+/* ---- kept across restarts */
+
+/* What the sessions were made under: the password record's SHA-256 ("" when there is none). A
+ * new password makes the saved sessions another record's, which are not taken back. */
+static void password_fingerprint(const vd_web *w, char out[65]) {
+  _cleanup_free_ char *rec = NULL;
+  size_t len = 0;
+  out[0] = 0;
+  if (vs_read_file(w->passwd_path, 4096, &rec, &len, NULL) < 0)
+    return;
+  vs_sha256_ctx ctx;
+  vs_sha256_init(&ctx);
+  vs_sha256_update(&ctx, rec, len);
+  vs_sha256_final(&ctx, out);
+}
+
+void vd_web_sessions_save(vd_web *w) {
+  long long now = mono_now(), real = real_now();
+  w->saved_at = now;
+  char fp[65];
+  password_fingerprint(w, fp);
+  json_t *list = json_array();
+  for (size_t i = 0; i < w->n_sessions; i++) {
+    const vd_web_session *s = &w->sessions[i];
+    if (s->gen != passwd_gen(w->d) || !fp[0])
+      continue;
+    json_array_append_new(list,
+                          json_pack("{s:s, s:s, s:I}", "TokenSHA256", s->token_sha, "CSRF", s->csrf,
+                                    "LastUsed", (json_int_t)(real - (now - s->last_used))));
+  }
+  _cleanup_json_ json_t *doc = json_pack("{s:s, s:o}", "Password", fp, "Sessions", list);
+  vs_error *e = NULL;
+  if (vs_json_write_file(w->sessions_path, doc, 0600, &e) < 0) {
+    vs_log_warn("web: keep the sessions: %s", e->msg);
+    vs_error_free(e);
+  }
+}
+
+static bool hex64(const char *s) {
+  if (!s || strlen(s) != 64)
+    return false;
+  for (size_t i = 0; i < 64; i++)
+    if (vs_hex_digit(s[i]) < 0)
+      return false;
+  return true;
+}
+
+void vd_web_sessions_load(vd_web *w) {
+  vs_error *e = NULL;
+  _cleanup_json_ json_t *doc = vs_json_load_file(w->sessions_path, (size_t)1 << 20, &e);
+  if (!doc) {
+    if (e && e->errnum != ENOENT)
+      vs_log_warn("web: saved sessions not taken back: %s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  char fp[65];
+  password_fingerprint(w, fp);
+  const char *was = json_string_value(json_object_get(doc, "Password"));
+  if (!fp[0] || !was || strcmp(was, fp) != 0)
+    return; /* made under another password (or none is set now) */
+  long long now = mono_now(), real = real_now();
+  size_t i;
+  json_t *j;
+  json_array_foreach(json_object_get(doc, "Sessions"), i, j) {
+    const char *sha = json_string_value(json_object_get(j, "TokenSHA256"));
+    const char *csrf = json_string_value(json_object_get(j, "CSRF"));
+    json_t *used = json_object_get(j, "LastUsed");
+    if (!hex64(sha) || !hex64(csrf) || !json_is_integer(used) ||
+        w->n_sessions == VD_WEB_MAX_SESSIONS)
+      continue;
+    long long idle = real - (long long)json_integer_value(used);
+    if (idle < 0) /* the clock went back: as if used now */
+      idle = 0;
+    if (idle > w->session_ttl)
+      continue;
+    vd_web_session *s = &w->sessions[w->n_sessions++];
+    memset(s, 0, sizeof(*s));
+    memcpy(s->token_sha, sha, 65);
+    memcpy(s->csrf, csrf, 65);
+    s->last_used = now - idle;
+    s->gen = passwd_gen(w->d);
+    s->serial = ++w->next_serial;
+  }
+  if (w->n_sessions)
+    vs_log_info("web: %zu session(s) taken back from %s", w->n_sessions, w->sessions_path);
 }
 
 /* ---------------------------------------------------------------- the login rate limit */
@@ -207,6 +340,13 @@ out:
   return r;
 }
 
+static void password_changed_run(vd_job *job) { (void)job; }
+
+static void password_changed_done(vd_job *job) {
+  vd_web_password_changed(job->d);
+  free(job);
+}
+
 /* POST /vessel/v1/web/password {"Password": "..."} (worker): a new salt and hash, written
  * atomically with mode 0600; every web session ends. */
 void vd_h_web_password(vd_call *c) {
@@ -251,5 +391,11 @@ void vd_h_web_password(vd_call *c) {
   }
   __atomic_add_fetch(&c->d->web_passwd_gen, 1, __ATOMIC_ACQ_REL);
   vs_log_info("web: the password was changed; web sessions end");
+  /* their streams and terminals too, which happens on the loop */
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = c->d;
+  job->run = password_changed_run;
+  job->done = password_changed_done;
+  vd_job_submit(c->d, job);
   vd_call_status(c, 204);
 }

@@ -13,6 +13,7 @@ void ws_reader_clear(ws_reader *r) {
   free(r->frag);
   r->frag = NULL;
   r->frag_len = 0;
+  r->frag_cap = 0;
   r->frag_opcode = 0;
 }
 
@@ -92,7 +93,13 @@ int ws_read(ws_reader *r, const uint8_t *in, size_t len, size_t *consumed, ws_me
   size_t n = (size_t)plen;
   *consumed = hlen + n;
   if (op == WS_OP_CONT || (!fin && !is_control(op))) { /* a piece of a fragmented message */
-    r->frag = vs_realloc(r->frag, r->frag_len + n + 1);
+    if (r->frag_len + n + 1 > r->frag_cap) {
+      size_t cap = r->frag_cap ? r->frag_cap : 256;
+      while (cap < r->frag_len + n + 1)
+        cap *= 2;
+      r->frag = vs_realloc(r->frag, cap);
+      r->frag_cap = cap;
+    }
     for (size_t i = 0; i < n; i++)
       r->frag[r->frag_len + i] = in[hlen + i] ^ key[i & 3];
     r->frag_len += n;
@@ -106,6 +113,7 @@ int ws_read(ws_reader *r, const uint8_t *in, size_t len, size_t *consumed, ws_me
     msg->len = r->frag_len;
     r->frag = NULL;
     r->frag_len = 0;
+    r->frag_cap = 0;
     r->frag_opcode = 0;
     return 1;
   }

@@ -30,6 +30,7 @@ enum {
   WS_CLOSE_GOING_AWAY = 1001,
   WS_CLOSE_PROTOCOL = 1002,
   WS_CLOSE_BAD_DATA = 1007,
+  WS_CLOSE_POLICY = 1008,
   WS_CLOSE_TOO_BIG = 1009,
 };
 
@@ -38,6 +39,7 @@ typedef struct ws_reader {
   size_t limit;  /* most bytes of one message (WS_MAX_MESSAGE unless set) */
   uint8_t *frag; /* a fragmented message so far */
   size_t frag_len;
+  size_t frag_cap; /* grown by doubling: a message of many tiny fragments costs linear time */
   int frag_opcode; /* WS_OP_TEXT or WS_OP_BINARY while a fragmented message is open, else 0 */
 } ws_reader;
 

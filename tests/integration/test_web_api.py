@@ -42,8 +42,9 @@ PASSWORD = "correct horse battery"
 CLONE_NEWNET = 0x40000000
 
 
-def ns_socket(addr, port, source=None, timeout=10):
-    """A TCP connection made inside the test's network namespace."""
+def ns_socket(addr, port, source=None, timeout=10, rcvbuf=None):
+    """A TCP connection made inside the test's network namespace (rcvbuf: a small receive buffer
+    for a client that does not read)."""
     out = {}
 
     def run():
@@ -55,10 +56,17 @@ def ns_socket(addr, port, source=None, timeout=10):
                 return
         finally:
             os.close(fd)
+        s = socket.socket()
         try:
-            out["sock"] = socket.create_connection(
-                (addr, port), timeout, source_address=(source, 0) if source else None)
+            if rcvbuf:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if source:
+                s.bind((source, 0))
+            s.settimeout(timeout)
+            s.connect((addr, port))
+            out["sock"] = s
         except OSError as e:
+            s.close()
             out["err"] = e
 
     t = threading.Thread(target=run)
@@ -77,8 +85,8 @@ class Web:
         self.port = port
         self.ctx = ssl.create_default_context(cafile=str(vd.data / "web" / "cert.pem"))
 
-    def tls_socket(self, source=None):
-        return self.ctx.wrap_socket(ns_socket("127.0.0.1", self.port, source),
+    def tls_socket(self, source=None, rcvbuf=None):
+        return self.ctx.wrap_socket(ns_socket("127.0.0.1", self.port, source, rcvbuf=rcvbuf),
                                     server_hostname="127.0.0.1")
 
     def conn(self, source=None):
@@ -170,6 +178,10 @@ class WebSocket:
         return cls(s, rest), None
 
     def send_frame(self, opcode, payload, mask=True, fin=True, rsv=0, length=None):
+        self.sock.sendall(self.frame(opcode, payload, mask, fin, rsv, length))
+
+    @staticmethod
+    def frame(opcode, payload, mask=True, fin=True, rsv=0, length=None):
         n = len(payload) if length is None else length
         b0 = (0x80 if fin else 0) | rsv | opcode
         if n < 126:
@@ -182,7 +194,7 @@ class WebSocket:
             key = os.urandom(4)
             payload = bytes(c ^ key[i % 4] for i, c in enumerate(payload))
             hdr += key
-        self.sock.sendall(hdr + payload)
+        return hdr + payload
 
     def _need(self, n):
         while len(self.buf) < n:
@@ -257,6 +269,7 @@ def make_tls_files(d):
 
 
 APP_JS = b"console.log('vessel web console test asset');\n" * 40
+BIG_FILE = 20 << 20  # more than the kernel's socket buffers and the front's 1 MiB together
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +291,7 @@ def site(tmp_path_factory, netns, build_dir):
     (webroot / "index.html").write_text("<!doctype html><title>vessel</title>\n")
     (webroot / "assets" / "app.js").write_bytes(APP_JS)
     (webroot / "assets" / "app.js.gz").write_bytes(gzip.compress(APP_JS))
+    (webroot / "assets" / "big.bin").write_bytes(os.urandom(BIG_FILE))
     tls = root / "tls"
     tls.mkdir()
     make_tls_files(tls)
@@ -349,8 +363,11 @@ def test_login_session_cookie_and_logout(site, logged_in):
     assert {"Path=/", "Secure", "HttpOnly", "SameSite=Strict"} <= set(flags)
     st, _, sess = site.request("GET", "/web/session", cookie=cookie)
     assert st == 200 and json.loads(sess)["csrf"] == body["csrf"]
-    assert site.request("GET", "/web/session")[0] == 401
-    assert site.request("GET", "/web/session", cookie="0" * 64)[0] == 401
+    # no live session is an answer, not an error (a browser would log a 401 on every reload)
+    for cookie_sent in (None, "0" * 64):
+        st, h, sess = site.request("GET", "/web/session", cookie=cookie_sent)
+        assert st == 200 and json.loads(sess) == {"message": "login required"}
+        assert h["Cache-Control"] == "no-store"
     # logout needs the CSRF token too
     assert site.request("POST", "/web/logout", cookie=cookie)[0] == 403
     st, h, _ = site.request("POST", "/web/logout", cookie=cookie,
@@ -568,6 +585,248 @@ def test_session_expires(netns, build_dir, tmp_path):
         time.sleep(2.5)  # the lifetime counts whole seconds: two have passed
         st, _, body = web.request("GET", "/api/containers/json", cookie=cookie)
         assert st == 401 and json.loads(body) == {"message": "session expired; log in again"}
-        assert web.request("GET", "/web/session", cookie=cookie)[0] == 401
+        st, _, body = web.request("GET", "/web/session", cookie=cookie)
+        assert st == 200 and "csrf" not in json.loads(body)
+    finally:
+        vd.cleanup()
+
+
+# ------------------------------------------------------------------ the security review's findings
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of a process so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def read_to_end(resp, timeout=20):
+    """The rest of a streamed answer until the server ends it (cut off or not)."""
+    resp.fp.raw._sock.settimeout(timeout)
+    try:
+        return resp.read()
+    except http.client.IncompleteRead as e:
+        return e.partial
+
+
+def test_client_that_does_not_read_costs_no_cpu(site, logged_in):
+    """Two clients that leave their answers unread: one asked for a 20 MiB file and then shut its
+    side (the daemon cannot read, and was woken for that end again and again), one whose API
+    answer the router sent whole and closed its end of (woken for the hang-up likewise). The
+    daemon waits for both without spinning, and serves others meanwhile."""
+    cookie, _ = logged_in
+    vd = site.vd
+    vd.docker("run", "--name", "chatty", "busybox", "sh", "-c",
+              "head -c 1100000 /dev/zero | tr '\\0' x; echo")
+    held = []
+    try:
+        s = site.tls_socket(rcvbuf=4096)
+        s.sendall(b"GET /assets/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(1)  # the answer is queued
+        s.shutdown(socket.SHUT_WR)  # SSLSocket: the TCP side only, no close_notify
+        held.append(s)
+        s = site.tls_socket(rcvbuf=4096)
+        s.sendall(f"GET /api/containers/chatty/logs?stdout=1 HTTP/1.1\r\nHost: x\r\n"
+                  f"Cookie: vessel_session={cookie}\r\n\r\n".encode())
+        held.append(s)
+        time.sleep(2)  # the router writes the answer and closes its end
+        before = cpu_seconds(vd.proc.pid)
+        time.sleep(6)
+        used = cpu_seconds(vd.proc.pid) - before
+        assert used < 0.6, f"vesseld used {used:.2f} s of CPU in 6 s while two clients waited"
+        assert site.request("GET", "/api/_ping", cookie=cookie)[2] == b"OK"
+    finally:
+        for s in held:
+            s.close()
+        vd.docker("rm", "-f", "chatty")
+
+
+def test_api_connection_kept_alive(site, logged_in):
+    """One TLS connection carries request after request: API answers (their ends known from
+    their length or chunks), refusals, files; requests sent at once are answered in order."""
+    cookie, csrf = logged_in
+    auth = {"Cookie": f"vessel_session={cookie}"}
+    c = site.conn()
+    c.request("GET", "/api/_ping", headers=auth)
+    r = c.getresponse()
+    assert r.status == 200 and r.read() == b"OK" and r.getheader("Connection") is None
+    sock = c.sock
+    assert sock is not None
+    c.request("GET", "/api/containers/json?all=1", headers=auth)
+    r = c.getresponse()
+    assert r.status == 200 and isinstance(json.loads(r.read()), list)
+    assert r.getheader("Cache-Control") == "no-store"  # inspect documents hold environments
+    c.request("POST", "/api/containers/create?name=kept",
+              body=json.dumps({"Image": "busybox", "Cmd": ["true"]}),
+              headers=dict(auth, **{"X-CSRF-Token": csrf, "Content-Type": "application/json"}))
+    r = c.getresponse()
+    assert r.status == 201, r.read()
+    r.read()
+    c.request("DELETE", "/api/containers/kept", headers=dict(auth, **{"X-CSRF-Token": csrf}))
+    r = c.getresponse()
+    assert r.status == 204
+    r.read()
+    c.request("GET", "/api/containers/json")  # refused: the connection goes on all the same
+    r = c.getresponse()
+    assert r.status == 401
+    r.read()
+    c.request("GET", "/index.html")
+    r = c.getresponse()
+    assert r.status == 200
+    r.read()
+    assert c.sock is sock, "the connection was not kept"
+    c.close()
+    s = site.tls_socket()
+    s.sendall((f"GET /api/_ping HTTP/1.1\r\nHost: x\r\nCookie: vessel_session={cookie}\r\n\r\n"
+               f"GET /api/version HTTP/1.1\r\nHost: x\r\nCookie: vessel_session={cookie}\r\n"
+               "Connection: close\r\n\r\n").encode())
+    s.settimeout(20)
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    assert data.count(b"HTTP/1.1 200 ") == 2, data
+    assert data.index(b"\r\n\r\nOK") < data.index(b'"ApiVersion"'), data
+
+
+def test_connections_per_address_bounded(site, logged_in):
+    """One address cannot take every connection the listener allows (each may wait 30 s for a
+    request): past 128 its new ones are closed at once; other addresses are served meanwhile."""
+    held = [ns_socket("127.0.0.1", WEB_PORT, "127.0.0.3") for _ in range(128)]
+    try:
+        extra = ns_socket("127.0.0.1", WEB_PORT, "127.0.0.3", timeout=20)
+        try:
+            got = extra.recv(1)
+        except ConnectionResetError:
+            got = b""
+        extra.close()
+        assert got == b"", "the 129th connection of one address was kept"
+        assert site.request("GET", "/index.html")[0] == 200
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 30
+    while True:  # the daemon sees the 128 go, then serves the address again
+        try:
+            st = site.request("GET", "/index.html", source="127.0.0.3")[0]
+            break
+        except (ssl.SSLError, OSError):
+            assert time.monotonic() < deadline, "the address stayed refused"
+            time.sleep(0.2)
+    assert st == 200
+
+
+def test_resize_flood_is_coalesced(site, logged_in):
+    """3000 resize messages at once cost a few resize requests to the router (one per batch of
+    frames read), not 3000 internal connections; the last size wins."""
+    cookie, csrf = logged_in
+    vd = site.vd
+    vd.docker("run", "-d", "-it", "--name", "sizes", "busybox", "sh")
+    try:
+        before = vd.log_text().count("/containers/sizes/resize?")
+        ws, _ = WebSocket.connect(site, f"/api/ws/containers/sizes/attach?csrf={csrf}", cookie)
+        burst = b"".join(WebSocket.frame(1, json.dumps(
+            {"type": "resize", "cols": 80 + i % 7, "rows": 20 + i % 5}).encode())
+            for i in range(3000))
+        burst += WebSocket.frame(1, b'{"type": "resize", "cols": 123, "rows": 45}')
+        ws.sock.sendall(burst)
+        deadline = time.monotonic() + 20
+        out = b""
+        while b"45 123" not in out:
+            assert time.monotonic() < deadline, out
+            ws.send_frame(2, b"stty size\n")
+            try:
+                out += ws.read_until(b"#", timeout=5)
+            except socket.timeout:
+                pass
+        ws.close()
+        sent = vd.log_text().count("/containers/sizes/resize?") - before
+        assert 1 <= sent <= 300, f"{sent} resize requests for 3001 messages"
+    finally:
+        vd.docker("rm", "-f", "sizes")
+
+
+def test_session_end_ends_its_streams(site, logged_in):
+    """A logout ends what its session opened: the terminal gets close 1008, the event stream
+    its end; another session's stream goes on."""
+    cookie, csrf = logged_in
+    vd = site.vd
+    st, h, body = site.login()
+    mine, my_csrf = session_cookie(h)[0], body["csrf"]
+    vd.docker("run", "-d", "-it", "--name", "held", "busybox", "sh")
+    try:
+        ws, _ = WebSocket.connect(site, f"/api/ws/containers/held/attach?csrf={my_csrf}", mine)
+        ws.send_frame(2, b"echo held-$((3*3))\n")
+        ws.read_until(b"held-9")
+        c = site.conn()
+        c.request("GET", "/api/events", headers={"Cookie": f"vessel_session={mine}"})
+        r = c.getresponse()
+        assert r.status == 200
+        other = site.conn()
+        other.request("GET", "/api/events?filters=" + '{"event":["create"]}',
+                      headers={"Cookie": f"vessel_session={cookie}"})
+        r2 = other.getresponse()
+        assert r2.status == 200
+        st, _, _ = site.request("POST", "/web/logout", cookie=mine,
+                                headers={"X-CSRF-Token": my_csrf})
+        assert st == 204
+        assert ws.close_code() == 1008
+        ws.close()
+        read_to_end(r)  # ends (a read that never ended would time out)
+        c.close()
+        vd.docker("create", "--name", "after-logout", "busybox", "true")
+        event = json.loads(r2.readline())
+        assert event["Actor"]["Attributes"]["name"] == "after-logout"
+        other.close()
+    finally:
+        vd.docker("rm", "-f", "held", "after-logout", check=False)
+
+
+SESSIONS_PORT = 8445
+
+
+def test_sessions_survive_restart(netns, build_dir, tmp_path):
+    """Sessions are kept under the data root (0600, the cookie only as its SHA-256): a restart
+    keeps them; a new password ends them with their streams, and a restart does not bring them
+    back; nor a logged-out one."""
+    vd = test_daemon.Vesseld(build_dir, tmp_path, prefix=["nsenter", f"--net={netns}"],
+                             extra=["--web", f"127.0.0.1:{SESSIONS_PORT}"])
+    try:
+        web = Web(vd, SESSIONS_PORT)
+        set_password(vd, PASSWORD)
+        st, h, body = web.login()
+        assert st == 200
+        cookie, csrf = session_cookie(h)[0], body["csrf"]
+        path = vd.data / "web" / "sessions.json"
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        saved = path.read_text()
+        assert cookie not in saved and hashlib.sha256(cookie.encode()).hexdigest() in saved
+        vd.stop()
+        vd.start()
+        st, _, body = web.request("GET", "/web/session", cookie=cookie)
+        assert st == 200 and json.loads(body)["csrf"] == csrf
+        assert web.request("GET", "/api/_ping", cookie=cookie)[2] == b"OK"
+        c = web.conn()
+        c.request("GET", "/api/events", headers={"Cookie": f"vessel_session={cookie}"})
+        r = c.getresponse()
+        assert r.status == 200
+        set_password(vd, PASSWORD + " again")
+        read_to_end(r)
+        c.close()
+        assert web.request("GET", "/api/_ping", cookie=cookie)[0] == 401
+        vd.stop()
+        vd.start()
+        assert web.request("GET", "/api/_ping", cookie=cookie)[0] == 401
+        st, h, body = web.login(PASSWORD + " again")
+        assert st == 200
+        cookie, csrf = session_cookie(h)[0], body["csrf"]
+        assert web.request("POST", "/web/logout", cookie=cookie,
+                           headers={"X-CSRF-Token": csrf})[0] == 204
+        vd.stop()
+        vd.start()
+        assert web.request("GET", "/api/_ping", cookie=cookie)[0] == 401
     finally:
         vd.cleanup()

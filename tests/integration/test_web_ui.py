@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+import cluster as vcluster
 import test_daemon
 import test_daemon_vm
 from test_daemon import Vesseld, kill_pids
@@ -40,6 +41,8 @@ SESSION_TTL = 3   # seconds, for the last scenario's restart of vesseld
 VM = "web-vm"
 STOPPED = "web-stopped"
 XSS = "web-xss"
+NET_VM = "web-netvm"     # created, never started: on the bridge network
+LIMITED = "web-limited"  # a container with CPU and memory limits
 # markup in a label's value, a label's key (no "=" there) and the output; CSP would block inline
 # script anyway, and its refusal would be a console error: the scenario fails either way
 PAYLOADS = ['<img src=x onerror="window.__xss=1">', "<script>alert(document.domain)</script>",
@@ -63,14 +66,15 @@ def run(*args, check=True, **kw):
 class Driver:
     """tests/web/driver.mjs in the namespace: one request a line in, one RESULT line out."""
 
-    def __init__(self, ns_path, log_path):
-        shutil.rmtree(SHOTS, ignore_errors=True)   # this run's screenshots only
-        SHOTS.mkdir(parents=True)
+    def __init__(self, ns_path, log_path, base=f"https://{WEB_ADDR}", fresh=True):
+        if fresh:
+            shutil.rmtree(SHOTS, ignore_errors=True)   # this run's screenshots only
+        SHOTS.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
             ["nsenter", f"--net={ns_path}", NODE, str(TOP / "tests/web/driver.mjs"),
-             "--base", f"https://{WEB_ADDR}", "--password", PASSWORD, "--shots", str(SHOTS),
+             "--base", base, "--password", PASSWORD, "--shots", str(SHOTS),
              "--chromium", CHROMIUM],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
         line = self._line(120)
@@ -285,6 +289,38 @@ def test_vm_pause_resume(web, vm_ready):
     assert "pause" in actions and "resume" in actions[actions.index("pause"):]
 
 
+def test_guest_table_shows_pool_address_and_limits(web):
+    # a VM on the bridge network has its address from create on (the network reserves it for
+    # the DHCP lease); a container with limits
+    web.api("POST", "/vessel/v1/vms", {"Name": NET_VM, "Network": "bridge", "Memory": "64M"},
+            expect=201)
+    _, vms = web.api("GET", "/vessel/v1/vms", expect=200)
+    test_daemon_vm.validate("GET", "/vessel/v1/vms", 200, json.dumps(vms))
+    line = next(v for v in vms if v["Name"] == NET_VM)
+    assert line["Pool"] and line["IPAddress"], line
+    web.vd.docker("create", "--name", LIMITED, "--cpus", "0.5", "-m", "64m", "busybox",
+                  "sleep", "600")
+    info = web.driver.scenario("guest_columns", vm=NET_VM, pool=line["Pool"],
+                               address=line["IPAddress"], container=LIMITED, cpus="0.50",
+                               memory="64.0 MiB")
+    assert info["vm"][4] == line["IPAddress"]
+
+
+def test_vm_stats_stream_and_migrate_offered_only_in_a_cluster(web, vm_ready):
+    # the stream itself, on the unix socket: one object a line, each as the API describes
+    c = test_daemon_vm.UnixHTTP(str(web.vd.sock))
+    c.request("GET", f"/vessel/v1/vms/{VM}/stats?stream=1")
+    r = c.getresponse()
+    assert r.status == 200
+    samples = [json.loads(r.readline()) for _ in range(2)]
+    c.close()
+    for s in samples:
+        test_daemon_vm.validate("GET", f"/vessel/v1/vms/{VM}/stats", 200, json.dumps(s))
+    assert samples[1]["Cpu"]["HostNs"] >= samples[0]["Cpu"]["HostNs"]
+    info = web.driver.scenario("vm_stats_migrate", vmId=vm_ready)
+    assert info["requests"] == ["?stream=1"]
+
+
 def test_expired_session_refused(web):
     # a restart with a short session lifetime; the guests run on, the password stays
     web.vd.stop()
@@ -292,3 +328,42 @@ def test_expired_session_refused(web):
     web.vd.start()
     info = web.driver.scenario("session_expired", ttl=SESSION_TTL)
     assert "expired" in info["message"]
+    # a reload then shows the login form saying so, with no error in the console
+    info = web.driver.scenario("reload_after_expiry", ttl=SESSION_TTL)
+    assert "expired" in info["message"]
+
+
+@pytest.mark.skipif(not os.path.exists(vcluster.ETCD), reason="no etcd-server (scripts/setup)")
+def test_migrate_offered_in_a_cluster(build_dir, tmp_path):
+    """In a cluster (etcd's three members and two vesselds in namespaces, cluster.py), a VM's
+    Migrate is enabled, offers the other ready node (not this one), confirms in its chooser and
+    posts {"Node": ...}; the daemon's answer, whatever it is, shows on the page."""
+    c = vcluster.Cluster(build_dir, tmp_path, n=3, name="w")
+    driver = None
+    try:
+        c.start_etcd()
+        h1, h2 = c.hosts[0], c.hosts[1]
+        root = h1.root / "vd"
+        root.mkdir(parents=True, exist_ok=True)
+        h1.vd = Vesseld(build_dir, root, prefix=["nsenter", f"--net={h1.ns}"], bridge="vessel0",
+                        extra=h1.vesseld_args() + ["--web", "127.0.0.1:8443", "--web-root",
+                                                   str(pathlib.Path(build_dir) / "web")])
+        c.pids.add(h1.vd.proc.pid)
+        h2.start_vesseld()
+        run(pathlib.Path(build_dir) / "vessel", "-H", h1.vd.host, "web", "passwd",
+            input=PASSWORD + "\n")
+        vcluster.wait_for("both nodes ready", lambda: sorted(
+            n["Name"] for n in (h1.api("GET", "/vessel/v1/nodes")[1] or [])
+            if isinstance(n, dict) and n.get("Status") == "ready") == ["n1", "n2"], timeout=60)
+        st, vm = h1.api("POST", "/vessel/v1/vms", {"Name": "mig", "Memory": "64M", "Node": "n1"})
+        assert st == 201, vm
+        driver = Driver(h1.ns, tmp_path / "driver.log", base="https://127.0.0.1:8443",
+                        fresh=False)
+        info = driver.scenario("migrate_in_cluster", vmId=vm["Id"], target="n2")
+        assert info["options"] == ["n2"], info
+        assert info["body"] == {"Node": "n2"}, info
+        assert "mig" in info["outcome"], info
+    finally:
+        if driver:
+            driver.close()
+        c.cleanup()

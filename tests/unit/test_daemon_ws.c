@@ -115,6 +115,36 @@ TEST(fragments_reassemble_with_control_frames_between) {
   ws_reader_clear(&r);
 }
 
+/* A message of the most one-byte fragments the limit allows: reassembled whole, byte for byte
+ * (the buffer grows by doubling, so this costs linear time, not a copy per fragment). */
+TEST(many_tiny_fragments_reassemble) {
+  ws_reader r;
+  ws_reader_init(&r, 0);
+  uint8_t frame[16];
+  ws_message m;
+  uint16_t code = 0;
+  size_t used;
+  for (size_t i = 0; i < WS_MAX_MESSAGE; i++) {
+    uint8_t c = (uint8_t)('a' + i % 26);
+    int first = i == 0 ? 0x02 : (i == WS_MAX_MESSAGE - 1 ? 0x80 : 0x00);
+    size_t n = client_frame(frame, first, &c, 1);
+    int res = read_one(&r, frame, n, &m, &code, &used);
+    CHECK_EQ(used, n);
+    if (i < WS_MAX_MESSAGE - 1 && res != 0) {
+      CHECK_EQ(res, 0);
+      break;
+    }
+  }
+  CHECK_EQ(m.opcode, WS_OP_BINARY);
+  CHECK_EQ(m.len, WS_MAX_MESSAGE);
+  bool same = m.data != NULL;
+  for (size_t i = 0; same && i < m.len; i++)
+    same = m.data[i] == (uint8_t)('a' + i % 26);
+  CHECK(same);
+  free(m.data);
+  ws_reader_clear(&r);
+}
+
 TEST(too_big_is_1009) {
   ws_reader r;
   ws_reader_init(&r, 0);

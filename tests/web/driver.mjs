@@ -343,6 +343,91 @@ const SCENARIOS = {
   },
 
   // every page renders without errors; screenshots of each
+  // the table shows what the daemon knows of each guest: a VM's pool and the address its DHCP
+  // leases it, a container's CPU and memory limits
+  async guest_columns({ page }, { vm, pool, address, container, cpus, memory }) {
+    await loggedIn(page);
+    await page.click('nav a[href="/guests"]');
+    const cells = async (name) => {
+      await rowOf(page, name).waitFor();
+      return rowOf(page, name).locator("td").allTextContents();
+    };
+    // columns: name, kind, state, pool, address, CPUs, memory, image
+    const v = await cells(vm);
+    assert(v[3] === pool, `the VM's pool shows ${JSON.stringify(v[3])}, not ${pool}`);
+    assert(v[4] === address, `the VM's address shows ${JSON.stringify(v[4])}, not ${address}`);
+    const c = await cells(container);
+    assert(c[5] === cpus && c[6] === memory, `the container's limits show ${c[5]} / ${c[6]}, not ${cpus} / ${memory}`);
+    // sorting by address works on the new values
+    await page.click('th[data-sort="address"]');
+    await shot(page, "guests-columns");
+    return { vm: v, container: c };
+  },
+
+  // a VM's graphs come from one stats stream (no request a second); migration is offered only
+  // in a cluster: here the button shows, disabled, and says why
+  async vm_stats_migrate({ page }, { vmId }) {
+    const statsRequests = [];
+    page.on("request", (r) => {
+      if (/\/vessel\/v1\/vms\/[^/]+\/stats/.test(r.url())) statsRequests.push(new URL(r.url()).search);
+    });
+    await loggedIn(page);
+    await page.goto(BASE + "/vm/" + vmId);
+    await page.waitForSelector("#guest-details dl");
+    // samples reach the graphs: the memory legend shows a size
+    await page.waitForFunction(() => /\d (KiB|MiB|GiB)/.test(document.querySelector("#guest-charts")?.textContent || ""));
+    await page.waitForTimeout(3500);
+    assert(statsRequests.length === 1 && statsRequests[0] === "?stream=1",
+      "stats were not read as one stream: " + JSON.stringify(statsRequests));
+    const cpuLegend = await page.textContent("#guest-charts");
+    const btn = page.locator('#guest-actions button[data-action="migrate"]');
+    await btn.waitFor();
+    assert(await btn.isDisabled(), "Migrate is enabled outside a cluster");
+    const title = await btn.getAttribute("title");
+    assert(/not in a cluster/.test(title || ""), "Migrate's tooltip does not say why: " + title);
+    await shot(page, "vm-stats");
+    return { requests: statsRequests, legend: cpuLegend, title };
+  },
+
+  // a reload after the session expired shows the login form saying so, without an error in the
+  // console (asking whether a session lives is not refused with a 401)
+  async reload_after_expiry({ page }, { ttl }) {
+    await loggedIn(page);
+    await page.waitForTimeout((ttl + 1.5) * 1000);
+    await page.reload();
+    await page.waitForSelector("#login-form");
+    const msg = await page.textContent("#login-error");
+    assert(/expired/.test(msg), "the login form does not say the session expired: " + msg);
+    await submitLogin(page);
+    await page.waitForSelector("#host-facts dd");
+    return { message: msg };
+  },
+
+  // in a cluster: Migrate offers the other ready nodes, confirms in its chooser, posts
+  // {"Node": ...} and shows the daemon's answer (its refusal is a provoked error)
+  async migrate_in_cluster({ page, allow }, { vmId, target }) {
+    allow(/status of (400|404|409|500|503)/, /\/migrate/);
+    let body = null;
+    page.on("request", (r) => {
+      if (r.method() === "POST" && /\/migrate$/.test(new URL(r.url()).pathname)) body = r.postData();
+    });
+    await loggedIn(page);
+    await page.goto(BASE + "/vm/" + vmId);
+    const btn = page.locator('#guest-actions button[data-action="migrate"]');
+    await btn.waitFor();
+    assert(!(await btn.isDisabled()), "Migrate is disabled in a cluster: " + (await btn.getAttribute("title")));
+    await btn.click();
+    const sel = page.locator("dialog.confirm select");
+    await sel.waitFor();
+    const options = await sel.locator("option").allTextContents();
+    await sel.selectOption(target);
+    await shot(page, "vm-migrate");
+    await page.click("dialog.confirm button[type=submit]");
+    const toast = page.locator("#toasts .toast").first();
+    await toast.waitFor();
+    return { options, body: body && JSON.parse(body), outcome: await toast.textContent() };
+  },
+
   async pages({ page }, { vmId }) {
     await loggedIn(page);
     const visits = [

@@ -8,6 +8,8 @@ export interface ConfirmOptions {
   ok?: string;
   danger?: boolean;
   input?: { label: string; value?: string; pattern?: string; placeholder?: string };
+  // a choice instead of a text: [value, label] pairs
+  select?: { label: string; options: [string, string][] };
 }
 
 // Resolves to the input's value (or "" without one) when confirmed, null when cancelled.
@@ -25,6 +27,11 @@ export function ask(o: ConfirmOptions): Promise<string | null> {
         autocomplete: "off",
       });
     }
+    let select: HTMLSelectElement | null = null;
+    if (o.select) {
+      select = h("select", { name: "value", required: true },
+        o.select.options.map(([v, label]) => h("option", { value: v }, label)));
+    }
     const okBtn = h("button", { type: "submit", class: o.danger ? "danger" : "primary", value: "ok" }, o.ok ?? "OK");
     const cancel = h("button", { type: "button", class: "secondary", value: "cancel" }, "Cancel");
     const form = h(
@@ -33,6 +40,7 @@ export function ask(o: ConfirmOptions): Promise<string | null> {
       h("h2", null, o.title),
       o.message ? h("p", null, o.message) : null,
       input ? h("label", null, o.input!.label, input) : null,
+      select ? h("label", null, o.select!.label, select) : null,
       h("div", { class: "dialog-buttons" }, cancel, okBtn),
     );
     const dlg = h("dialog", { class: "confirm" }, form);
@@ -47,13 +55,13 @@ export function ask(o: ConfirmOptions): Promise<string | null> {
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       if (input && !input.reportValidity()) return;
-      finish(input ? input.value.trim() : "");
+      finish(input ? input.value.trim() : select ? select.value : "");
     });
     cancel.addEventListener("click", () => finish(null));
     dlg.addEventListener("cancel", () => finish(null));
     document.body.appendChild(dlg);
     dlg.showModal();
-    (input ?? okBtn).focus();
+    (input ?? select ?? okBtn).focus();
   });
 }
 

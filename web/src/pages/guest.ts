@@ -19,6 +19,23 @@ interface Action {
   when: (state: string) => boolean;
   run: () => Promise<unknown>;
   confirm?: { title: string; message: string; danger?: boolean };
+  // why the action cannot be taken here (the button shows, disabled, with this as its tooltip)
+  unavailable?: () => string | null;
+}
+
+// Whether this daemon is a node of a cluster (/info's VesselCluster), asked once per login.
+let clusterInfo: Promise<{ enabled: boolean; node: string }> | null = null;
+function cluster(): Promise<{ enabled: boolean; node: string }> {
+  if (!clusterInfo) {
+    clusterInfo = get<any>("/api/info").then(
+      (i) => ({ enabled: !!i?.VesselCluster?.Enabled, node: String(i?.VesselCluster?.NodeName || "") }),
+      () => {
+        clusterInfo = null;
+        return { enabled: false, node: "" };
+      },
+    );
+  }
+  return clusterInfo;
 }
 
 function detailList(pairs: [string, string | Node][]): HTMLElement {
@@ -48,7 +65,10 @@ function actionBar(actions: Action[], name: string, state: () => string, after: 
     const s = state();
     for (const { a, b } of buttons) {
       b.hidden = !a.when(s);
-      b.disabled = false;
+      const why = a.unavailable?.() ?? null;
+      b.disabled = why !== null;
+      if (why !== null) b.title = why;
+      else b.removeAttribute("title");
     }
   };
   update();
@@ -117,6 +137,7 @@ export async function vmPage(root: HTMLElement, ctx: PageContext): Promise<void>
   const id = ctx.params.id;
   const base = "/api/vessel/v1/vms/" + enc(id);
   let vm = await get<any>(base, { signal: ctx.signal });
+  const cl = await cluster();
   const title = h("span", { class: "guest-name", id: "guest-name" }, vm.Name);
   const pill = h("span", { class: "pill", id: "guest-state" });
   const details = h("div", { id: "guest-details" });
@@ -162,6 +183,19 @@ export async function vmPage(root: HTMLElement, ctx: PageContext): Promise<void>
       toast(`clone ${n} created`);
       if (r?.Id) updateGuest("vm:" + r.Id, "vm");
     } },
+    { id: "migrate", label: "Migrate", when: () => true,
+      unavailable: () => (cl.enabled ? null : "this vesseld is not in a cluster: VMs migrate between the nodes of one"),
+      run: async () => {
+        const nodes = await get<any[]>("/api/vessel/v1/nodes");
+        const options: [string, string][] = (Array.isArray(nodes) ? nodes : [])
+          .filter((n) => n && n.Name !== cl.node && n.Status === "ready" && !n.Unschedulable)
+          .map((n) => [String(n.Name), String(n.Name)]);
+        if (!options.length) throw new Error("no other node is ready to take it");
+        const node = await ask({ title: `Migrate ${vm.Name}`, message: `${vm.Name} moves to the node chosen: a running VM goes on running there (its memory is copied while it runs), a stopped one starts there next time.`, ok: "Migrate", select: { label: "To node", options } });
+        if (node === null) return;
+        await post(base + "/migrate", { Node: node });
+        toast(`${vm.Name} migrated to ${node}`);
+      } },
     { id: "kill", label: "Kill", when: (s) => s === "running" || s === "paused", run: () => post(base + "/kill"),
       confirm: { title: `Kill ${vm.Name}?`, message: "The VMM is killed at once, as pulling the plug.", danger: true } },
     { id: "remove", label: "Remove", when: () => true, run: async () => {
@@ -219,12 +253,13 @@ export async function vmPage(root: HTMLElement, ctx: PageContext): Promise<void>
     h("div", { class: "grid" },
       h("section", { class: "card" }, h("h2", null, "Details"), details),
       h("section", { class: "card" }, h("h2", null, "Snapshots"), snaps),
-      h("section", { class: "card wide charts" }, cpu.el, mem.el, net.el),
+      h("section", { class: "card wide charts", id: "guest-charts" }, cpu.el, mem.el, net.el),
       term.el,
       logs.el),
   );
 
-  // live stats: the stream when the daemon has it, else one request a second while open
+  // live stats: GET .../stats?stream=1, one sample a second while the page is open and the VM
+  // runs (the stream ends when it stops; an event about the VM opens it again)
   let statsCtl: AbortController | null = null;
   let prev: any = null;
   const sample = (s: any) => {
@@ -251,24 +286,9 @@ export async function vmPage(root: HTMLElement, ctx: PageContext): Promise<void>
     const my = new AbortController();
     statsCtl = my;
     ctx.signal.addEventListener("abort", () => my.abort());
-    void (async () => {
-      let n = 0;
-      await streamJSON(base + "/stats?stream=1", (s) => {
-        n++;
-        sample(s);
-      }, my.signal).catch(() => {});
-      // a daemon without the stream answers once: ask again each second while the page is open
-      while (n <= 1 && !my.signal.aborted) {
-        await new Promise((r) => setTimeout(r, 1000));
-        if (my.signal.aborted) break;
-        try {
-          sample(await get(base + "/stats", { signal: my.signal }));
-        } catch {
-          break;
-        }
-      }
+    void streamJSON(base + "/stats?stream=1", sample, my.signal).catch(() => {}).finally(() => {
       if (statsCtl === my) statsCtl = null;
-    })();
+    });
   }
 
   draw();
@@ -423,7 +443,7 @@ export async function containerPage(root: HTMLElement, ctx: PageContext): Promis
     h("div", { class: "grid" },
       h("section", { class: "card" }, h("h2", null, "Details"), details),
       h("section", { class: "card" }, h("h2", null, "Labels"), labels),
-      h("section", { class: "card wide charts" }, cpu.el, mem.el, net.el),
+      h("section", { class: "card wide charts", id: "guest-charts" }, cpu.el, mem.el, net.el),
       term.el,
       logs.el),
   );
