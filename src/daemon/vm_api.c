@@ -63,6 +63,13 @@ static json_t *vm_inspect_locked(const vd_vm *vm) {
       "NetworkSettings", net ? net : json_null(), "RestartCount", vm->restart_count);
 }
 
+json_t *vd_vm_inspect(vd_vms *t, const vd_vm *vm) {
+  pthread_mutex_lock(&t->lock);
+  json_t *j = vm_inspect_locked(vm);
+  pthread_mutex_unlock(&t->lock);
+  return j;
+}
+
 static json_t *vm_summary_locked(const vd_vm *vm) {
   json_t *cfg = json_object_get(vm->rec, "Config");
   return json_pack("{s:s, s:s, s:s, s:O, s:O, s:O, s:i}", "Id", vm->id, "Name", vm->name, "Status",
@@ -361,6 +368,9 @@ int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err) {
   _cleanup_free_ char *rpath = vs_asprintf("%s/record.json", vm->dir);
   unlink(rpath);
   vd_vm_net_detach(d, vm);
+  const char *shared = json_string_value(json_object_get(vm->rec, "DiskDir"));
+  if (shared && !json_object_get(vm->rec, "Migrating"))
+    vs_rm_rf(shared, NULL);
   vs_rm_rf(vm->dir, NULL);
   pthread_mutex_lock(&t->lock);
   vd_vm_remove_locked(t, vm);
