@@ -99,6 +99,42 @@ static bool mig_in_progress(const json_t *rec) {
          json_integer_value(json_object_get(mig, "Expires")) > (json_int_t)time(NULL);
 }
 
+/* An ID as vd_random_id makes them: it names files in the shared directory. */
+static bool id_valid(const char *id) {
+  if (!id || strlen(id) != 64)
+    return false;
+  for (const char *p = id; *p; p++)
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+      return false;
+  return true;
+}
+
+bool vd_cluster_owns_disk_dir(const vd_cluster *cl, const char *dir) {
+  if (!cl->shared_dir || !dir)
+    return false;
+  size_t n = strlen(cl->shared_dir);
+  if (strncmp(dir, cl->shared_dir, n) != 0 || strncmp(dir + n, "/disks/", 7) != 0)
+    return false;
+  const char *leaf = dir + n + 7;
+  if (strlen(leaf) != 16)
+    return false;
+  for (const char *p = leaf; *p; p++)
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+      return false;
+  return true;
+}
+
+/* The disk paths of an offer (from etcd: checked): the directory one of the shared
+ * directory's, the disk in it. */
+static bool offer_paths_valid(const vd_cluster *cl, const json_t *offer) {
+  const char *ddir = str(offer, "DiskDir"), *disk = str(offer, "DiskPath");
+  if (!ddir)
+    return !disk || !*disk;
+  size_t n = strlen(ddir);
+  return vd_cluster_owns_disk_dir(cl, ddir) &&
+         (!disk || (!strncmp(disk, ddir, n) && disk[n] == '/' && !strstr(disk, "/..")));
+}
+
 bool vd_cluster_migrating_to(const json_t *rec, const char *node) {
   return mig_in_progress(rec) && str_is(json_object_get(rec, "Migration"), "To", node);
 }
@@ -461,8 +497,11 @@ static void target_prepare(vd_daemon *d, const char *name, const json_t *mig) {
                    cl->node_name);
     return;
   }
-  if (!json_is_object(json_object_get(offer, "Config"))) {
-    fail_migration(cl, name, id, 500, "the source's offer has no Config");
+  if (!json_is_object(json_object_get(offer, "Config")) || !offer_paths_valid(cl, offer)) {
+    fail_migration(cl, name, id, 500,
+                   "the source's offer has no Config, or disk paths outside the shared "
+                   "directory %s/disks",
+                   cl->shared_dir);
     return;
   }
   pthread_mutex_lock(&t->lock);
@@ -647,7 +686,7 @@ static int migrate_pass(vd_daemon *d, vs_error **err) {
     json_t *mig = json_object_get(rec, "Migration");
     const char *phase = str(mig, "Phase"), *id = str(mig, "Id");
     bool from_me = str_is(mig, "From", cl->node_name), to_me = str_is(mig, "To", cl->node_name);
-    if (!phase || !id || !str(mig, "From") || !str(mig, "To") || mig_final(mig) ||
+    if (!phase || !id_valid(id) || !str(mig, "From") || !str(mig, "To") || mig_final(mig) ||
         !(from_me || to_me))
       continue;
     if (!mig_in_progress(rec)) { /* expired before it was sent */

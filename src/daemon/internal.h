@@ -350,6 +350,9 @@ bool vd_cluster_migrating_to(const json_t *rec, const char *node);
 /* The fields a node adds to the record of a VM it makes for the cluster (its disk goes to the
  * shared directory when there is one). */
 json_t *vd_cluster_guest_extra(const vd_cluster *cl);
+/* Whether dir is a VM's disk directory in this node's shared directory (what a removal may
+ * delete there). */
+bool vd_cluster_owns_disk_dir(const vd_cluster *cl, const char *dir);
 void vd_h_vm_migrate(vd_call *c);
 
 struct vd_daemon {

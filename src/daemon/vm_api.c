@@ -369,7 +369,8 @@ int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err) {
   unlink(rpath);
   vd_vm_net_detach(d, vm);
   const char *shared = json_string_value(json_object_get(vm->rec, "DiskDir"));
-  if (shared && !json_object_get(vm->rec, "Migrating"))
+  if (shared && !json_object_get(vm->rec, "Migrating") &&
+      vd_cluster_owns_disk_dir(&d->cluster, shared))
     vs_rm_rf(shared, NULL);
   vs_rm_rf(vm->dir, NULL);
   pthread_mutex_lock(&t->lock);
