@@ -52,9 +52,9 @@ def cl(build_dir, guest_assets, tmp_path_factory):
     assert cluster.PREFIX not in left, f"namespaces left behind: {left}"
 
 
-def api(host, method, path, body=None):
+def api(host, method, path, body=None, timeout=60):
     """A request whose reply is checked against docs/api/vessel-v1.yaml."""
-    status, reply = host.api(method, path, body)
+    status, reply = host.api(method, path, body, timeout=timeout)
     text = json.dumps(reply) if isinstance(reply, (dict, list)) else (reply or "")
     test_daemon_vm.validate(method, path, status, text)
     return status, reply
@@ -494,7 +494,8 @@ def test_live_migration_moves_a_running_guest_with_its_disk_and_console(cl):
     before = console_log(h1, "mover")
     pid_n1 = local_vms(h1)["mover"]["Pid"]
 
-    status, moved = api(h3, "POST", "/vessel/v1/vms/mover/migrate", {"Node": "n2"})
+    status, moved = api(h3, "POST", "/vessel/v1/vms/mover/migrate", {"Node": "n2"},
+                        timeout=900)
     assert status == 200, moved
     assert moved["Name"] == "mover" and moved["State"]["Running"] is True
     assert moved["Disk"]["Path"] == disk
