@@ -474,7 +474,12 @@ static void source_send(vd_daemon *d, const char *name, const json_t *mig) {
     e = NULL;
   }
   vd_vm_release(t, vm);
-  vs_log_info("cluster: migration of %s to %s: sent", name, to);
+  vs_log_info("cluster: migration of %s to %s: sent (%lld ms in all, the guest stopped for %lld "
+              "us, %lld rounds, %lld bytes)",
+              name, to, (long long)json_integer_value(json_object_get(done, "total_ms")),
+              (long long)json_integer_value(json_object_get(done, "downtime_us")),
+              (long long)json_integer_value(json_object_get(done, "rounds")),
+              (long long)json_integer_value(json_object_get(done, "bytes")));
   set_phase(cl, name, id, NULL,
             json_pack("{s:s, s:O?, s:O?, s:O?, s:O?}", "Phase", "sent", "TotalMs",
                       json_object_get(done, "total_ms"), "DowntimeUs",
