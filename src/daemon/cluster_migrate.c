@@ -35,11 +35,11 @@
 #include <unistd.h>
 
 #define GUESTS "/vessel/guests/"
-#define MIGRATE_WAIT_S 900            /* a request waits this long for the outcome */
-#define MIGRATE_EXPIRES_S 900         /* a migration not sent by then is abandoned */
-#define SEND_TIMEOUT_MS (600 * 1000)  /* the source VMM's transfer, acknowledgement included */
-#define ARRIVE_TIMEOUT_MS (60 * 1000) /* the target VMM's control socket after the ack */
-#define EXIT_TIMEOUT_MS (60 * 1000)   /* the source VMM's exit after the ack */
+#define MIGRATE_WAIT_S 900      /* a request waits this long for the outcome */
+#define MIGRATE_EXPIRES_S 900   /* a migration not sent by then is abandoned */
+#define SEND_TIMEOUT_MS 600000  /* the source VMM's transfer, acknowledgement included */
+#define ARRIVE_TIMEOUT_MS 60000 /* the target VMM's control socket after the ack */
+#define EXIT_TIMEOUT_MS 60000   /* the source VMM's exit after the ack */
 #define CTL_LINE_MAX 65536
 
 static const char *str(const json_t *o, const char *f) {
