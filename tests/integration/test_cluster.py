@@ -546,6 +546,25 @@ def test_migrate_refuses_what_it_cannot_do(cl):
         h1.vessel("node", "uncordon", "n3")
     r = h1.vessel("vm", "migrate", "mover", "--to", "n9", check=False)
     assert r.returncode != 0 and "No such node: n9" in r.stderr
+    # n3 restarted without the shared directory refuses to take part once the migration has
+    # begun: it fails (409, n3's reason) and the guest goes on counting on n2 as before
+    saved = list(h3.vd.extra)
+    h3.vd.stop()
+    i = h3.vd.extra.index("--cluster-shared-dir")
+    del h3.vd.extra[i:i + 2]
+    h3.vd.start()
+    try:
+        last = max(ticks(console_log(h2, "mover")))
+        status, reply = api(h1, "POST", "/vessel/v1/vms/mover/migrate", {"Node": "n3"},
+                            timeout=300)
+        assert status == 409 and "node n3 has no --cluster-shared-dir" in reply["message"], reply
+        assert local_vms(h2)["mover"]["Status"] == "running"
+        assert "mover" not in local_vms(h3)
+        assert_counts_on(h2, "mover", last + 5)
+    finally:
+        h3.vd.stop()
+        h3.vd.extra = saved
+        h3.vd.start()
     # nothing of the refused requests stayed: the guest runs on n2, no migration pending
     status, guests = api(h2, "GET", "/vessel/v1/guests")
     assert {g["Name"]: g["Node"] for g in guests}["mover"] == "n2"
