@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysinfo.h>
 #include <time.h>
@@ -114,10 +115,11 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   cl->cpu_overcommit = cl->memory_overcommit = 1.0;
   if (!o->cluster) {
     if (o->node_name || o->advertise || o->token || o->n_labels || o->capacity || o->etcd_cacert ||
-        o->etcd_cert || o->etcd_key || o->etcd_user)
+        o->etcd_cert || o->etcd_key || o->etcd_user || o->shared_dir)
       return vs_error_set(err, EINVAL,
                           "--node-name, --advertise, --cluster-token, --node-label, "
-                          "--node-capacity and the --etcd-* options need --cluster etcd=URL");
+                          "--node-capacity, --cluster-shared-dir and the --etcd-* options need "
+                          "--cluster etcd=URL");
     return 0;
   }
   if (parse_cluster(o->cluster, cl, err) < 0)
@@ -147,6 +149,15 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   }
   if (o->capacity && parse_capacity(o->capacity, cl, err) < 0)
     return -1;
+  if (o->shared_dir) {
+    struct stat st;
+    if (o->shared_dir[0] != '/' || stat(o->shared_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+      return vs_error_set(err, EINVAL,
+                          "--cluster-shared-dir %s: expected the absolute path of a directory "
+                          "(storage every node mounts at the same path)",
+                          o->shared_dir);
+    cl->shared_dir = vs_strdup(o->shared_dir);
+  }
   vc_etcd_options eo = {.endpoints = (const char *const *)cl->endpoints,
                         .n_endpoints = cl->n_endpoints,
                         .cacert = o->etcd_cacert,
@@ -288,7 +299,9 @@ int vd_cluster_start(vd_daemon *d, vs_error **err) {
   if (rc)
     return vs_error_set(err, rc, "cluster: starting the lease keeper");
   cl->keeper_started = true;
-  return vd_cluster_start_guests(d, err);
+  if (vd_cluster_start_guests(d, err) < 0)
+    return -1;
+  return vd_cluster_start_migrator(d, err);
 }
 
 /* Stop the threads. The lease is left to expire rather than revoked: the node's guests outlive
@@ -309,6 +322,8 @@ void vd_cluster_free(vd_daemon *d) {
       pthread_join(cl->reconciler, NULL);
     if (cl->watcher_started)
       pthread_join(cl->watcher, NULL);
+    if (cl->migrator_started)
+      pthread_join(cl->migrator, NULL);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->cond);
     pthread_cond_destroy(&cl->guests_cond);
@@ -320,6 +335,7 @@ void vd_cluster_free(vd_daemon *d) {
   free(cl->node_name);
   free(cl->advertise);
   free(cl->token);
+  free(cl->shared_dir);
   if (cl->labels)
     json_decref(cl->labels);
   memset(cl, 0, sizeof(*cl));
@@ -578,10 +594,8 @@ static void set_flags(vd_call *c, flags_change f, const char *action) {
 }
 
 void vd_h_node_cordon(vd_call *c) { set_flags(c, (flags_change){1, -1}, "cordon"); }
+/* uncordon also ends a drain (which cluster_migrate.c does) */
 void vd_h_node_uncordon(vd_call *c) { set_flags(c, (flags_change){0, 0}, "uncordon"); }
-/* Draining marks the node so that nothing new is placed on it and (once guests can move
- * between hosts) its guests are moved off; `uncordon` ends it. */
-void vd_h_node_drain(vd_call *c) { set_flags(c, (flags_change){-1, 1}, "drain"); }
 
 typedef struct labels_change {
   json_t *set;    /* {key: value} */

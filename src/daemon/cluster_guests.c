@@ -404,7 +404,7 @@ static int on_guests_change(void *arg, const vc_watch_msg *m) {
   pthread_mutex_lock(&cl->lock);
   if (m->revision > *last)
     *last = m->revision;
-  cl->schedule_dirty = cl->reconcile_dirty = true;
+  cl->schedule_dirty = cl->reconcile_dirty = cl->migrate_dirty = true;
   pthread_cond_broadcast(&cl->guests_cond);
   pthread_mutex_unlock(&cl->lock);
   return 0;
@@ -487,7 +487,7 @@ static void make_local(vd_daemon *d, json_t *rec, int64_t rev) {
   } else if (!vm && e->errnum == ENOENT) {
     vs_error_free(e);
     e = NULL;
-    json_t *extra = json_pack("{s:{s:s}}", "Cluster", "Node", cl->node_name);
+    json_t *extra = vd_cluster_guest_extra(cl);
     vm = json_is_object(spec) ? vd_vm_new_from_request(d, name, spec, extra, &e) : NULL;
     if (!vm && !e)
       vs_error_set(&e, EINVAL, "the record has no Spec");
@@ -556,6 +556,8 @@ static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
     const char *node = rec ? str(rec, "Node") : NULL;
     const char *phase = rec ? str(rec, "Phase") : NULL;
     const char *kind = rec ? str(rec, "Kind") : NULL;
+    if (rec && vd_cluster_migrating_to(rec, cl->node_name) && vd_vm_name_valid(str(rec, "Name")))
+      json_object_set(mine, str(rec, "Name"), rec); /* arriving by migration: its VM stays */
     if (!node || !phase || !kind || strcmp(node, cl->node_name) != 0 || strcmp(kind, "vm") != 0 ||
         !vd_vm_name_valid(str(rec, "Name"))) {
       if (rec)

@@ -320,6 +320,11 @@ typedef struct vd_cluster {
   pthread_cond_t guests_cond; /* with lock: a change of the records */
   bool schedule_dirty, reconcile_dirty;
   int64_t guests_revision; /* the last the watch saw */
+  /* cluster_migrate.c: live migration between nodes */
+  char *shared_dir; /* --cluster-shared-dir: disks and console histories every node sees */
+  pthread_t migrator;
+  bool migrator_started;
+  bool migrate_dirty; /* with lock: a change of the records for the migrator */
 } vd_cluster;
 
 int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
@@ -340,6 +345,17 @@ void vd_h_node_uncordon(vd_call *c);
 void vd_h_node_drain(vd_call *c);
 void vd_h_node_labels(vd_call *c);
 void vd_h_node_delete(vd_call *c);
+/* cluster_migrate.c: live migration between nodes, drain (docs/cluster.md) */
+int vd_cluster_start_migrator(vd_daemon *d, vs_error **err);
+/* Whether the record's guest is on its way to node (its VM there must stay). */
+bool vd_cluster_migrating_to(const json_t *rec, const char *node);
+/* The fields a node adds to the record of a VM it makes for the cluster (its disk goes to the
+ * shared directory when there is one). */
+json_t *vd_cluster_guest_extra(const vd_cluster *cl);
+/* Whether dir is a VM's disk directory in this node's shared directory (what a removal may
+ * delete there). */
+bool vd_cluster_owns_disk_dir(const vd_cluster *cl, const char *dir);
+void vd_h_vm_migrate(vd_call *c);
 
 struct vd_daemon {
   char *data_root, *exec_root, *containers_dir, *monitor_path;

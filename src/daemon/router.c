@@ -93,6 +93,7 @@ static const vd_route routes[] = {
     {"POST", "/vessel/v1/vms/{}/restart", vd_h_vm_restart, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/vms/{}/pause", vd_h_vm_pause, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/vms/{}/resume", vd_h_vm_resume, VD_RUN_WORKER, false},
+    {"POST", "/vessel/v1/vms/{}/migrate", vd_h_vm_migrate, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/vms/{}/logs", vd_h_vm_logs, VD_RUN_LOOP, false},
     {"POST", "/vessel/v1/vms/{}/console", vd_h_vm_console, VD_RUN_LOOP, false},
     {"POST", "/vessel/v1/vms/{}/snapshot", vd_h_vm_snapshot, VD_RUN_WORKER, false},

@@ -65,6 +65,13 @@ static json_t *vm_inspect_locked(const vd_vm *vm) {
       "NetworkSettings", net ? net : json_null(), "RestartCount", vm->restart_count);
 }
 
+json_t *vd_vm_inspect(vd_vms *t, const vd_vm *vm) {
+  pthread_mutex_lock(&t->lock);
+  json_t *j = vm_inspect_locked(vm);
+  pthread_mutex_unlock(&t->lock);
+  return j;
+}
+
 /* The list's line: what a table of guests shows, the pool and the address its network's DHCP
  * leases to the VM ("" when it has none) included. */
 static json_t *vm_summary_locked(const vd_vm *vm) {
@@ -368,6 +375,10 @@ int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err) {
   _cleanup_free_ char *rpath = vs_asprintf("%s/record.json", vm->dir);
   unlink(rpath);
   vd_vm_net_detach(d, vm);
+  const char *shared = json_string_value(json_object_get(vm->rec, "DiskDir"));
+  if (shared && !json_object_get(vm->rec, "Migrating") &&
+      vd_cluster_owns_disk_dir(&d->cluster, shared))
+    vs_rm_rf(shared, NULL);
   vs_rm_rf(vm->dir, NULL);
   pthread_mutex_lock(&t->lock);
   vd_vm_remove_locked(t, vm);

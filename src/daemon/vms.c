@@ -401,8 +401,17 @@ static int open_console_files(const vd_vm *vm, int *in, int *out, int *log, vs_e
   return 0;
 }
 
+/* A VM that a live migration moves (docs/cluster.md): it arrives in a VMM that waits for the
+ * stream, or it left in one that ended; either way no other VMM may start from its disks. */
+static bool vm_migrating(const vd_vm *vm) { return json_object_get(vm->rec, "Migrating") != NULL; }
+
 /* Start the VM's VMM and wait until it serves its control socket (worker). */
 int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
+  if (vm_migrating(vm))
+    return vs_error_set(err, EBUSY,
+                        "VM %s is being migrated: its guest runs in another VMM (or is on its "
+                        "way there)",
+                        vm->name);
   int in = -1, out = -1, log = -1;
   _cleanup_close_ int dfd = open(vm->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
   int r = dfd < 0 ? vs_error_set(err, errno, "open %s", vm->dir)
@@ -506,6 +515,74 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   return 0;
 }
 
+int vd_vm_start_incoming(vd_daemon *d, vd_vm *vm, int listen_fd, vs_error **err) {
+  int in = -1, out = -1, log = -1;
+  _cleanup_close_ int dfd = open(vm->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int r = dfd < 0 ? vs_error_set(err, errno, "open %s", vm->dir)
+                  : open_console_files(vm, &in, &out, &log, err);
+  _cleanup_free_ char *sock = vs_asprintf("%s/api.sock", vm->dir);
+  if (r == 0)
+    r = vs_unix_remove_stale(sock, err);
+  _cleanup_free_ char *vmm = vmm_path(d);
+  /* the directory is descriptor 3 (the socket's path may be too long), the listener 4 */
+  char *argv[] = {vmm, "--incoming", "fd:4", "--paused", "--api-sock", "/proc/self/fd/3/api.sock",
+                  NULL};
+  int fds[2] = {dfd, listen_fd};
+  pid_t pid = 0;
+  if (r == 0) {
+    vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
+    o.stdin_fd = in;
+    o.stdout_fd = out;
+    o.stderr_fd = log;
+    o.new_session = true;
+    o.extra_fds = fds;
+    o.n_extra_fds = 2;
+    r = vs_spawn(argv, &o, &pid, err);
+    if (r < 0)
+      vs_error_wrap(err, "start %s --incoming", vmm);
+  }
+  for (int *fd = (int[]){in, out, log}, k = 0; k < 3; k++)
+    if (fd[k] >= 0)
+      close(fd[k]);
+  if (r < 0)
+    return -1;
+  json_t *cgroup = vd_pool_cgroup_enter(d, vm, pid, err);
+  if (!cgroup && vd_pool_cgroup_wanted(vm)) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+  }
+  vd_vms *t = d->vms;
+  pthread_mutex_lock(&t->lock);
+  vm->pid = pid;
+  vm->pid_start = vd_pid_start_time(pid);
+  vm->paused = true; /* it starts paused, once the stream is in */
+  vm->stopping = false;
+  free(vm->started_at);
+  vm->started_at = vd_now();
+  free(vm->finished_at);
+  vm->finished_at = NULL;
+  free(vm->error);
+  vm->error = NULL;
+  json_t *m = json_pack("{s:i, s:I, s:s, s:o*}", "Pid", (int)pid, "StartTime",
+                        (json_int_t)vm->pid_start, "StartedAt", vm->started_at, "Cgroup", cgroup);
+  _cleanup_free_ char *mpath = vs_asprintf("%s/vmm.json", vm->dir);
+  r = vs_json_write_file(mpath, m, 0600, err);
+  json_decref(m);
+  if (r == 0)
+    r = vd_vm_save(vm, err);
+  if (r == 0)
+    vm_watch_locked(d, vm);
+  pthread_mutex_unlock(&t->lock);
+  if (r < 0) {
+    kill(pid, SIGKILL);
+    return -1;
+  }
+  return 0;
+}
+
+int vd_vm_ctl_connect(const vd_vm *vm, vs_error **err) { return vm_connect(vm, err); }
+
 /* Wait (worker) until the loop has seen the VMM end, at most timeout_ms (-1: no limit). */
 bool vd_vm_wait_stopped(vd_vms *t, vd_vm *vm, int timeout_ms) {
   struct timespec until = vs_realtime_after_ms(timeout_ms);
@@ -571,7 +648,7 @@ static const char *restart_policy(const vd_vm *vm) {
 /* Whether a VM that is not running should be started again (under t->lock). At the daemon's
  * start, `always` also brings back VMs a request stopped, as Docker does. */
 static bool restart_wanted_locked(const vd_vm *vm, bool daemon_start) {
-  if (vm->removed || vm->pid > 0 || vm->restarting)
+  if (vm->removed || vm->pid > 0 || vm->restarting || vm_migrating(vm))
     return false;
   const char *p = restart_policy(vm);
   if (!strcmp(p, "always"))
@@ -1035,7 +1112,11 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err) 
 int vd_vm_create_disk(vd_daemon *d, vd_vm *vm, json_t *disk, vs_error **err) {
   const char *base = json_string_value(json_object_get(disk, "Base"));
   uint64_t size = (uint64_t)json_integer_value(json_object_get(disk, "Size"));
-  _cleanup_free_ char *path = vs_asprintf("%s/disk.qcow2", vm->dir);
+  /* a guest of a cluster with shared storage keeps its disk there, where every node sees it */
+  const char *shared = json_string_value(json_object_get(vm->rec, "DiskDir"));
+  if (shared && vs_mkdir_p(shared, 0700, err) < 0)
+    return vs_error_wrap(err, "make the VM's disk");
+  _cleanup_free_ char *path = vs_asprintf("%s/disk.qcow2", shared ? shared : vm->dir);
   _cleanup_free_ char *vmm = vmm_path(d);
   _cleanup_free_ char *sz = size ? vs_asprintf("%llu", (unsigned long long)size) : NULL;
   char *argv[12] = {vmm, "img", "create", "-f", "qcow2"};

@@ -57,6 +57,13 @@ int vd_vm_ctl(const vd_vm *vm, json_t *req, json_t **result, vs_error **err);
 int vd_vm_ctl_simple(const vd_vm *vm, const char *command, vs_error **err);
 /* Start the VMM (a cold boot, or a pending restore) and wait until it serves its socket. */
 int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err);
+/* Start a VMM that receives a live migration on listen_fd (a listening TCP socket, kept by the
+ * caller) and then waits paused: the VM counts as running (paused) from now on; its control
+ * socket appears once the stream is in. The record's Migrating keeps restart policies and
+ * starts away meanwhile (docs/cluster.md). */
+int vd_vm_start_incoming(vd_daemon *d, vd_vm *vm, int listen_fd, vs_error **err);
+/* A connection to the VMM's control socket (for a caller that reads its events too). */
+int vd_vm_ctl_connect(const vd_vm *vm, vs_error **err);
 /* The power button, up to timeout seconds for the guest to power off, then SIGKILL. */
 int vd_vm_stop(vd_daemon *d, vd_vm *vm, int timeout, vs_error **err);
 void vd_vm_kill(vd_vms *t, vd_vm *vm, int sig);
@@ -109,7 +116,10 @@ void vd_vm_net_detach(vd_daemon *d, vd_vm *vm);
  * and committed, not busy. Errors carry errno EINVAL (the request), EEXIST (the name)... */
 vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json_t *extra,
                               vs_error **err);
-/* Remove a claimed VM (killed first with force); on failure it is still claimed. */
+/* The inspect document of a VM (takes t->lock). */
+json_t *vd_vm_inspect(vd_vms *t, const vd_vm *vm);
+/* Remove a claimed VM (killed first with force); on failure it is still claimed. Its disk in
+ * the cluster's shared storage (DiskDir) goes too, unless a migration moves it (Migrating). */
 int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err);
 /* Claim a VM by name, ID or prefix for one request: ENOENT or EBUSY otherwise. */
 vd_vm *vd_vm_claim_name(vd_vms *t, const char *what, vs_error **err);

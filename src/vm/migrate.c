@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -692,7 +693,40 @@ static void send_refusal(int fd, const char *msg) {
     write_full(fd, msg, n, NULL);
 }
 
+/* "fd:N": a listening socket its parent made (and chose the port of) before starting us. */
+static int inherited_listener(const char *spec, vs_error **err) {
+  char *end = NULL;
+  errno = 0;
+  long n = strtol(spec + 3, &end, 10);
+  int listening = 0;
+  socklen_t len = sizeof(listening);
+  if (errno || end == spec + 3 || *end || n < 3 || n > 65535)
+    return vs_error_set(err, EINVAL, "--incoming %s: expected fd:N with N a descriptor above 2",
+                        spec);
+  if (getsockopt((int)n, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening)
+    return vs_error_set(err, errno ? errno : ENOTSOCK,
+                        "--incoming %s: descriptor %ld is not a listening socket", spec, n);
+  return (int)n;
+}
+
+static int accept_on(int lfd, const char *hostport, vs_error **err) {
+  vs_log_info("waiting for a migration on %s", hostport);
+  int fd;
+  do
+    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  int saved = errno;
+  close(lfd);
+  if (fd < 0)
+    return vs_error_set(err, saved, "accept on %s", hostport);
+  return fd;
+}
+
 static int accept_one(const char *hostport, vs_error **err) {
+  if (!strncmp(hostport, "fd:", 3)) {
+    int lfd = inherited_listener(hostport, err);
+    return lfd < 0 ? -1 : accept_on(lfd, hostport, err);
+  }
   struct addrinfo *ai = resolve(hostport, true, err);
   if (!ai)
     return -1;
@@ -707,16 +741,7 @@ static int accept_one(const char *hostport, vs_error **err) {
     return -1;
   }
   freeaddrinfo(ai);
-  vs_log_info("waiting for a migration on %s", hostport);
-  int fd;
-  do
-    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
-  int saved = errno;
-  close(lfd);
-  if (fd < 0)
-    return vs_error_set(err, saved, "accept on %s", hostport);
-  return fd;
+  return accept_on(lfd, hostport, err);
 }
 
 static void free_strings(char *strings[VM_CONFIG_STRINGS]) {

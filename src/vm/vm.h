@@ -166,8 +166,10 @@ int vm_record_check_config(const vm_config *cfg, vs_error **err);
 vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err);
 int vm_rr_finish(vm *m, vs_error **err);
 
-/* Live migration. The receiver listens on host:port, takes one stream and returns the migrated
- * VM ready for vm_run (or an error: a stream cut short or malformed). */
+/* Live migration. The receiver listens on host:port (or "fd:N", a listening socket it inherited:
+ * its parent picked the port and can tell the sender before this process runs), takes one
+ * stream and returns the migrated VM ready for vm_run (or an error: a stream cut short or
+ * malformed). */
 vm *vm_migrate_incoming(const char *hostport, const vm_restore_opts *opts, vs_error **err);
 /* The sender: starts pre-copy to host:port from the run loop; the guest keeps running until the
  * final stop-and-copy, then vm_run returns VM_EXIT_MIGRATED. Failures are reported as events and

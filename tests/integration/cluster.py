@@ -4,7 +4,9 @@ Three "hosts" are network namespaces (PREFIX-n1..n3), each with one veth into a 
 (PREFIX-sw) that holds the bridge joining them, so nothing is made in the test's own namespace.
 Each host runs one member of a three-member etcd cluster (Debian's etcd-server 3.4) on its
 address and, when asked, a vesseld with its own data root, socket and default bridge, joined to
-the cluster. `Cluster.cleanup` stops every process it started (by pid) and deletes the
+the cluster, and one directory every vesseld is given as the cluster's shared storage
+(`--cluster-shared-dir`: where a real deployment mounts NFS or CephFS on every host; here the
+hosts share this machine's file system). `Cluster.cleanup` stops every process it started (by pid) and deletes the
 namespaces, whatever state a failed test left; the fixtures call it in `finally`.
 """
 import json
@@ -93,9 +95,11 @@ class Host:
                    env=env)
 
     # ---------------------------------------------------------------- vesseld
-    def vesseld_args(self, token=TOKEN, capacity=None, labels=(), endpoints=None):
+    def vesseld_args(self, token=TOKEN, capacity=None, labels=(), endpoints=None, shared=True):
         urls = endpoints or ",".join(h.client_url for h in self.cluster.hosts)
         args = ["--cluster", f"etcd={urls}", "--node-name", self.name, "--advertise", self.ip]
+        if shared:
+            args += ["--cluster-shared-dir", str(self.cluster.shared)]
         if token is not None:
             args += ["--cluster-token", token]
         if capacity:
@@ -147,6 +151,8 @@ class Cluster:
         self.prefix = f"{PREFIX}{name}"
         self.build = pathlib.Path(build_dir)
         self.root = pathlib.Path(root)
+        self.shared = self.root / "shared"
+        self.shared.mkdir(parents=True, exist_ok=True)
         self.pids = set()
         self.netns = []
         self.hosts = []

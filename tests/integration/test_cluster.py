@@ -52,9 +52,9 @@ def cl(build_dir, guest_assets, tmp_path_factory):
     assert cluster.PREFIX not in left, f"namespaces left behind: {left}"
 
 
-def api(host, method, path, body=None):
+def api(host, method, path, body=None, timeout=60):
     """A request whose reply is checked against docs/api/vessel-v1.yaml."""
-    status, reply = host.api(method, path, body)
+    status, reply = host.api(method, path, body, timeout=timeout)
     text = json.dumps(reply) if isinstance(reply, (dict, list)) else (reply or "")
     test_daemon_vm.validate(method, path, status, text)
     return status, reply
@@ -351,6 +351,9 @@ def test_not_in_a_cluster_is_503(build_dir, tmp_path):
         r = subprocess.run([str(build_dir / "vessel"), "-H", vd.host, "node", "ls"],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode != 0 and "not in a cluster" in r.stderr
+        r = subprocess.run([str(build_dir / "vessel"), "-H", vd.host, "vm", "migrate", "x",
+                            "--to", "n2"], capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "not in a cluster" in r.stderr
     finally:
         vd.cleanup()
 
@@ -427,3 +430,169 @@ def test_tls_and_auth(build_dir, tmp_path_factory):
         assert "/vessel/nodes/n1" in out and "/vessel/cluster/token" in out
     finally:
         c.cleanup()
+
+
+# ---------------------------------------------------------------- live migration, drain
+
+# Typed at the guest's shell: a word on its disk (written through to the qcow2 file in the
+# shared directory), then a count on the console, one number every 0.2 s, that runs on while
+# the guest moves. "DISK$((6*7))DATA" and "tick $i" as typed never match what they print.
+COUNT = ('echo DISK$((6*7))DATA > /dev/vda; sync; '
+         'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.2; done &\n')
+# Read the word back from the disk itself: the page cache (which moved with the guest's RAM)
+# is dropped first.
+READ_BACK = ('sync; echo 3 > /proc/sys/vm/drop_caches; blockdev --flushbufs /dev/vda; '
+             'echo R$((1+1)):$(head -c 10 /dev/vda)\n')
+
+
+def console_log(host, name):
+    status, text = host.api("GET", f"/vessel/v1/vms/{name}/logs")
+    assert status == 200, text
+    return text or ""
+
+
+def ticks(text):
+    import re
+    return [int(n) for n in re.findall(r"tick (\d+)\r?\n", text)]
+
+
+def type_into(host, name, line):
+    """Write a line to the guest's console input (the FIFO in its directory on that host)."""
+    vm = api(host, "GET", f"/vessel/v1/vms/{name}")[1]
+    fd = os.open(os.path.join(vm["Dir"], "console.in"), os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def assert_counts_on(host, name, beyond):
+    """The guest counts on at host past beyond, and its console's whole history there holds
+    every number once, in order (nothing lost or repeated by the moves)."""
+    wait_for(f"{name} counting past {beyond} on {host.name}",
+             lambda: max(ticks(console_log(host, name)) or [0]) > beyond, timeout=300, step=0.5)
+    seen = ticks(console_log(host, name))
+    assert seen == list(range(1, len(seen) + 1)), seen
+
+
+def test_live_migration_moves_a_running_guest_with_its_disk_and_console(cl):
+    """A guest that counts on its console and wrote a word to its disk moves from n1 to n2
+    (asked on n3): the count goes on without a gap or a repeat, n2's console log holds n1's
+    whole history first, the word is read back from the disk on n2, and n1 has nothing left."""
+    from guestconsole import BOOT_TIMEOUT, PROMPT
+    h1, h2, h3 = cl.hosts
+    r = h3.vessel("vm", "create", "mover", "--node", "n1", "--memory", "256M", "--disk-size",
+                  "16M", "--start", timeout=BOOT_TIMEOUT)
+    assert "on node n1" in r.stderr
+    wait_for("the guest's prompt on n1", lambda: PROMPT in console_log(h1, "mover"),
+             timeout=BOOT_TIMEOUT, step=0.5)
+    disk = api(h1, "GET", "/vessel/v1/vms/mover")[1]["Disk"]["Path"]
+    assert disk.startswith(str(cl.shared) + "/disks/"), disk
+    type_into(h1, "mover", COUNT)
+    wait_for("ten ticks on n1", lambda: len(ticks(console_log(h1, "mover"))) >= 10,
+             timeout=300, step=0.5)
+    before = console_log(h1, "mover")
+    pid_n1 = local_vms(h1)["mover"]["Pid"]
+
+    status, moved = api(h3, "POST", "/vessel/v1/vms/mover/migrate", {"Node": "n2"},
+                        timeout=900)
+    assert status == 200, moved
+    assert moved["Name"] == "mover" and moved["State"]["Running"] is True
+    assert moved["Disk"]["Path"] == disk
+    vm = local_vms(h2)["mover"]
+    assert vm["Status"] == "running" and vm["Id"] == moved["Id"]
+    wait_for("mover gone from n1", lambda: "mover" not in local_vms(h1))
+    assert not os.path.exists(f"/proc/{pid_n1}")
+    status, guests = api(h1, "GET", "/vessel/v1/guests")
+    assert {g["Name"]: (g["Node"], g["Phase"]) for g in guests}["mover"] == ("n2", "running")
+    sent = [l for l in h1.vd.log_text().splitlines() if "migration of mover to n2: sent" in l]
+    assert sent
+    print(sent[0])
+    assert "migration of mover from n1: done" in h2.vd.log_text()
+
+    after = console_log(h2, "mover")
+    assert after.startswith(before), "n2's console log does not begin with n1's history"
+    assert_counts_on(h2, "mover", max(ticks(before)) + 10)
+    type_into(h2, "mover", READ_BACK)
+    wait_for("the word read back from the disk on n2",
+             lambda: "R2:DISK42DATA" in console_log(h2, "mover"), timeout=120, step=0.5)
+    assert os.path.exists(disk)
+
+
+def test_migrate_refuses_what_it_cannot_do(cl):
+    h1, h2, h3 = cl.hosts
+    assert local_vms(h2)["mover"]["Status"] == "running"
+    create(h3, "idle", "--node", "n3", "--memory", "64M")
+    create(h1, "big", "--node", "n1", "--memory", "900M")
+    cases = [
+        ("nosuch", {"Node": "n1"}, 404, "No such VM: nosuch"),
+        ("mover", {"Node": "n9"}, 404, "No such node: n9"),
+        ("mover", {"Node": "n2"}, 409, "VM mover already runs on node n2"),
+        ("idle", {"Node": "n1"}, 409, "VM idle is not running"),
+        ("mover", {"Node": "n1"}, 409, "n1: "),  # 900M of n1's 1G are taken by big
+        ("mover", {"Nodes": "n1"}, 400, "unknown field Nodes"),
+        ("mover", {"Node": 5}, 400, "Node"),
+        ("mover", {}, 400, "Node"),
+        ("mover", [], 400, ""),
+    ]
+    for name, body, code, text in cases:
+        status, reply = api(h1, "POST", f"/vessel/v1/vms/{name}/migrate", body)
+        assert status == code and text in reply["message"], (name, body, status, reply)
+    h1.vessel("node", "cordon", "n3")
+    try:
+        status, reply = api(h1, "POST", "/vessel/v1/vms/mover/migrate", {"Node": "n3"})
+        assert status == 409 and "node n3 is cordoned" in reply["message"], reply
+    finally:
+        h1.vessel("node", "uncordon", "n3")
+    r = h1.vessel("vm", "migrate", "mover", "--to", "n9", check=False)
+    assert r.returncode != 0 and "No such node: n9" in r.stderr
+    # n3 restarted without the shared directory refuses to take part once the migration has
+    # begun: it fails (409, n3's reason) and the guest goes on counting on n2 as before
+    saved = list(h3.vd.extra)
+    h3.vd.stop()
+    i = h3.vd.extra.index("--cluster-shared-dir")
+    del h3.vd.extra[i:i + 2]
+    h3.vd.start()
+    try:
+        last = max(ticks(console_log(h2, "mover")))
+        status, reply = api(h1, "POST", "/vessel/v1/vms/mover/migrate", {"Node": "n3"},
+                            timeout=300)
+        assert status == 409 and "node n3 has no --cluster-shared-dir" in reply["message"], reply
+        assert local_vms(h2)["mover"]["Status"] == "running"
+        assert "mover" not in local_vms(h3)
+        assert_counts_on(h2, "mover", last + 5)
+    finally:
+        h3.vd.stop()
+        h3.vd.extra = saved
+        h3.vd.start()
+    # nothing of the refused requests stayed: the guest runs on n2, no migration pending
+    status, guests = api(h2, "GET", "/vessel/v1/guests")
+    assert {g["Name"]: g["Node"] for g in guests}["mover"] == "n2"
+    h1.vessel("vm", "rm", "big")
+    h1.vessel("vm", "rm", "idle")
+
+
+def test_drain_moves_every_running_vm_off_a_node(cl):
+    """drain n2: the running guest moves where the scheduler puts it (n1 or n3) and counts on
+    there; a VM that is not running stays, said so; the node is left draining."""
+    h1, h2, h3 = cl.hosts
+    create(h1, "asleep", "--node", "n2", "--memory", "64M")
+    last = max(ticks(console_log(h2, "mover")))
+    r = h1.vessel("node", "drain", "n2", timeout=900)
+    moved = [l.split() for l in r.stdout.splitlines()]
+    assert len(moved) == 1 and moved[0][:3] == ["mover", "n2", "->"], r.stdout
+    to = moved[0][3]
+    assert to in ("n1", "n3")
+    assert "asleep stays on n2 (created" in r.stderr
+    assert not [v for v in local_vms(h2).values() if v["Status"] == "running"]
+    assert nodes(h3)["n2"]["Draining"] is True
+    # again through the API (its answer checked against the OpenAPI description): nothing left
+    status, n2 = api(h3, "POST", "/vessel/v1/nodes/n2/drain", timeout=300)
+    assert status == 200 and n2["Draining"] is True and n2["Migrated"] == []
+    assert n2["Failed"] == [] and n2["Stayed"] == [{"Name": "asleep", "Phase": "created"}]
+    assert api(h3, "POST", "/vessel/v1/nodes/nope/drain")[0] == 404
+    assert_counts_on(cl.hosts[int(to[1:]) - 1], "mover", last + 10)
+    h1.vessel("node", "uncordon", "n2")
+    h1.vessel("vm", "rm", "asleep")
+    h1.vessel("vm", "rm", "-f", "mover")
+    wait_for("mover gone", lambda: not any("mover" in local_vms(h) for h in cl.hosts))

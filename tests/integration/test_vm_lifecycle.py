@@ -436,6 +436,31 @@ def test_garbage_migration_streams(env):
                 p.wait()
 
 
+def test_incoming_on_an_inherited_socket(env):
+    """--incoming fd:N takes a listening socket made by the parent (which knew the port before
+    the receiver ran): a stream sent before the VMM even started waits in its backlog and is
+    judged like any other; a descriptor that is not a listening socket is refused."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    early = socket.create_connection(lsock.getsockname())  # queued before the VMM runs
+    early.sendall(b"VSSLMIGR\x09\x00\x00\x00")
+    early.close()
+    fd = lsock.fileno()
+    r = subprocess.run([env["vmm"], "--incoming", f"fd:{fd}", "--paused"], pass_fds=(fd,),
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    lsock.close()
+    assert r.returncode == 1 and "incoming migration" in r.stderr, r.stderr
+    with socket.socket() as unbound, open(os.devnull) as devnull:
+        for f in (unbound.fileno(), devnull.fileno()):
+            r = subprocess.run([env["vmm"], "--incoming", f"fd:{f}"], pass_fds=(f,),
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1 and "is not a listening socket" in r.stderr, r.stderr
+    for bad in ("fd:", "fd:1", "fd:x3"):
+        r = run_vmm(env, "--incoming", bad)
+        assert r.returncode == 1 and "expected fd:N" in r.stderr, r.stderr
+
+
 def test_failed_migration_leaves_the_source_running(env):
     snap = need(env, "snap_b")
     sock = env["work"] / "keep.sock"

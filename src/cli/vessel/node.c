@@ -49,6 +49,41 @@ static int node_ls(vessel_ctx *ctx, bool quiet, vs_error **err) {
   return 0;
 }
 
+/* drain NAME...: each node's running VMs move elsewhere; prints "VM FROM -> TO" for each, and
+ * on stderr what could not move or stays (not running). */
+static int node_drain(vessel_ctx *ctx, int argc, char **argv) {
+  int rc = 0;
+  for (int i = 1; i < argc; i++) {
+    _cleanup_free_ char *esc = vessel_query_escape(argv[i]);
+    _cleanup_free_ char *target = vs_asprintf("/vessel/v1/nodes/%s/drain", esc);
+    json_t *out = NULL;
+    vs_error *e = NULL;
+    if (vessel_api_json(ctx, "POST", target, NULL, &out, &e) < 0) {
+      vs_error_print(e, "vessel node drain");
+      vs_error_free(e);
+      rc = 1;
+      continue;
+    }
+    size_t k;
+    json_t *v;
+    json_array_foreach(json_object_get(out, "Migrated"), k, v) printf(
+        "%s %s -> %s\n", json_string_value(json_object_get(v, "Name")),
+        json_string_value(json_object_get(v, "From")), json_string_value(json_object_get(v, "To")));
+    json_array_foreach(json_object_get(out, "Failed"), k, v) {
+      fprintf(stderr, "vessel node drain: %s stays on %s: %s\n",
+              json_string_value(json_object_get(v, "Name")), argv[i],
+              json_string_value(json_object_get(v, "Error")));
+      rc = 1;
+    }
+    json_array_foreach(json_object_get(out, "Stayed"), k, v)
+        fprintf(stderr, "%s stays on %s (%s: only running VMs move)\n",
+                json_string_value(json_object_get(v, "Name")), argv[i],
+                json_string_value(json_object_get(v, "Phase")));
+    json_decref(out);
+  }
+  return rc;
+}
+
 /* KEY=VALUE sets, KEY- removes (kubectl label's form). */
 static int node_label(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   if (argc < 3)
@@ -93,7 +128,9 @@ int cmd_node(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   }
   if (!strcmp(sub, "inspect") && argc > 1)
     return vessel_inspect_each(ctx, argc, argv, 1, "/vessel/v1/nodes/", "vessel node inspect");
-  static const char *const actions[] = {"cordon", "uncordon", "drain"};
+  if (!strcmp(sub, "drain") && argc > 1)
+    return node_drain(ctx, argc, argv);
+  static const char *const actions[] = {"cordon", "uncordon"};
   for (size_t k = 0; k < ARRAY_SIZE(actions); k++)
     if (!strcmp(sub, actions[k]) && argc > 1) {
       _cleanup_free_ char *suffix = vs_asprintf("/%s", actions[k]);

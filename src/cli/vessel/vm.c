@@ -434,6 +434,32 @@ static int vm_update(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return 0;
 }
 
+/* vessel vm migrate NAME --to NODE: live, to another node of the cluster (docs/cluster.md) */
+static int vm_migrate(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  static const struct option opts[] = {{"to", required_argument, 0, 't'}, {0, 0, 0, 0}};
+  static const char usage[] = "migrate NAME --to NODE";
+  const char *to = NULL;
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (c == 't')
+      to = optarg;
+    else
+      return 125;
+  }
+  if (optind != argc - 1 || !to)
+    return vm_usage(err, usage);
+  _cleanup_(vs_json_decrefp) json_t *body = json_pack("{s:s}", "Node", to);
+  _cleanup_free_ char *target = vm_path(argv[optind], "/migrate");
+  json_t *out = NULL;
+  if (vessel_api_json(ctx, "POST", target, body, &out, err) < 0)
+    return 1;
+  fprintf(stderr, "%s: on node %s\n", argv[optind], to);
+  printf("%s\n", json_string_value(json_object_get(out, "Id")));
+  json_decref(out);
+  return 0;
+}
+
 /* vessel vm image push VM REF | ls */
 static int vm_image(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   static const char usage[] = "image push VM REF | image ls";
@@ -464,7 +490,7 @@ static int vm_image(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
 int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   static const char usage[] =
       "COMMAND: create, start, stop, kill, restart, pause, resume, rm, ls, inspect, logs, "
-      "console, snapshot, restore, clone, stats, update, image";
+      "console, snapshot, restore, clone, stats, update, image, migrate";
   if (argc < 2)
     return vm_usage(err, usage);
   const char *sub = argv[1];
@@ -499,6 +525,8 @@ int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     return vm_update(ctx, argc, argv, err);
   if (!strcmp(sub, "image"))
     return vm_image(ctx, argc, argv, err);
+  if (!strcmp(sub, "migrate"))
+    return vm_migrate(ctx, argc, argv, err);
   vs_error_set(err, 0, "vm: unknown command \"%s\"; %s", sub, usage);
   return 125;
 }

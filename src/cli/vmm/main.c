@@ -25,7 +25,7 @@ enum {
 static const char usage_text[] =
     "Usage: vessel-vmm --kernel PATH [OPTIONS]\n"
     "       vessel-vmm --restore DIR [--clone [--clone-dir DIR]] [--api-sock PATH]\n"
-    "       vessel-vmm --incoming HOST:PORT [--api-sock PATH]\n"
+    "       vessel-vmm --incoming HOST:PORT|fd:N [--paused] [--api-sock PATH]\n"
     "       vessel-vmm --replay DIR [--accel jit|interp] [--gdb tcp:[HOST]:PORT [--gdb-wait]]\n"
     "       vessel-vmm img SUBCOMMAND ...   (disk images, see 'vessel-vmm img --help')\n"
     "       vessel-vmm ctl SOCKET COMMAND   (control a running VM, see 'vessel-vmm ctl --help')\n"
@@ -83,7 +83,10 @@ static const char usage_text[] =
     "                    (--net with --restore: new backends for the snapshot's NICs, one\n"
     "                    each, in order; a clone takes the mac= they give)\n"
     "  --verify-memory   with --restore: check the memory file's SHA-256 (reads all of it)\n"
-    "  --incoming H:P    receive a live migration on TCP H:P, then run the VM\n"
+    "  --incoming H:P    receive a live migration on TCP H:P, then run the VM (fd:N: accept\n"
+    "                    on the listening socket inherited as descriptor N)\n"
+    "  --paused          start with the harts stopped; 'resume' on the control socket runs\n"
+    "                    them (a migration's receiver waits so for its daemon)\n"
     "  --record DIR      save a starting snapshot in DIR/start and log every outside input\n"
     "                    (clock, interrupts, console input, rng bytes, network frames) in\n"
     "                    DIR/log, writable disks frozen under an overlay; prints the\n"
@@ -140,6 +143,7 @@ enum {
   OPT_GDB_WAIT,
   OPT_RECORD,
   OPT_REPLAY,
+  OPT_PAUSED,
 };
 
 /* What to run: a new VM from cfg, a snapshot, or an incoming migration. */
@@ -150,6 +154,7 @@ typedef struct vmm_args {
   const char *incoming;
   const char *gdb;
   bool gdb_wait;
+  bool paused;        /* --paused */
   const char *record; /* --record DIR */
   const char *replay; /* --replay DIR */
   vm_restore_opts ropts;
@@ -182,6 +187,7 @@ static const struct option long_options[] = {
     {"incoming", required_argument, NULL, OPT_INCOMING},
     {"record", required_argument, NULL, OPT_RECORD},
     {"replay", required_argument, NULL, OPT_REPLAY},
+    {"paused", no_argument, NULL, OPT_PAUSED},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -262,6 +268,9 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
       break;
     case OPT_INCOMING:
       a->incoming = optarg;
+      break;
+    case OPT_PAUSED:
+      a->paused = true;
       break;
     case OPT_KERNEL:
       cfg->kernel = optarg;
@@ -367,6 +376,8 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
     return usage_error("unexpected argument '%s'", argv[optind]);
   if (a->restore && a->incoming)
     return usage_error("%s", "--restore and --incoming exclude each other");
+  if (a->paused && (a->record || a->replay))
+    return usage_error("%s", "--paused does not go with --record or --replay");
   if ((a->record || a->replay) && (a->restore || a->incoming || a->api_sock ||
                                    (a->record && (a->gdb || a->gdb_wait || a->replay))))
     return usage_error("%s", "--record and --replay take no --restore, --incoming, --api-sock "
@@ -501,6 +512,8 @@ int main(int argc, char **argv) {
     vm_destroy(m);
     return EXIT_VMM_ERROR;
   }
+  if (a.paused)
+    vm_pause(m); /* until a client of the control socket says resume */
   if ((a.gdb || a.gdb_wait) &&
       vm_gdb_listen(m, a.gdb ? a.gdb : "tcp::1234", a.gdb_wait, &err) < 0) {
     vs_error_print(err, "vessel-vmm");
