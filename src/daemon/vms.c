@@ -266,7 +266,7 @@ static char *default_guest_dir(void) {
   return vs_asprintf("%s/.cache/vessel/guest", home && *home ? home : "/root");
 }
 
-static char *vmm_path(const vd_daemon *d) {
+char *vd_vmm_path(const vd_daemon *d) {
   const char *slash = strrchr(d->monitor_path, '/');
   if (!slash)
     return vs_strdup("vessel-vmm");
@@ -279,7 +279,7 @@ static char **vmm_argv(const vd_daemon *d, const vd_vm *vm, size_t *n) {
   json_t *restore = json_object_get(vm->rec, "Restore");
   char **argv = vs_malloc0(sizeof(char *) * 24);
   size_t i = 0;
-  argv[i++] = vmm_path(d);
+  argv[i++] = vd_vmm_path(d);
   if (json_is_true(json_object_get(restore, "Pending"))) {
     argv[i++] = vs_strdup("--restore");
     argv[i++] = vs_strdup(json_string_value(json_object_get(restore, "Dir")));
@@ -1036,7 +1036,7 @@ int vd_vm_create_disk(vd_daemon *d, vd_vm *vm, json_t *disk, vs_error **err) {
   const char *base = json_string_value(json_object_get(disk, "Base"));
   uint64_t size = (uint64_t)json_integer_value(json_object_get(disk, "Size"));
   _cleanup_free_ char *path = vs_asprintf("%s/disk.qcow2", vm->dir);
-  _cleanup_free_ char *vmm = vmm_path(d);
+  _cleanup_free_ char *vmm = vd_vmm_path(d);
   _cleanup_free_ char *sz = size ? vs_asprintf("%llu", (unsigned long long)size) : NULL;
   char *argv[12] = {vmm, "img", "create", "-f", "qcow2"};
   size_t n = 5;
