@@ -816,7 +816,7 @@ def test_container_admission_default_pool_update_and_stats(env, tmp_path):
             "Memory"] == 200 << 20
         env.vd.docker("update", "--memory", "300m", "spin")
         st, reply = env.api("POST", "/vessel/v1/pools/ps/update", {"Memory": "512M"})
-        assert st == 409 and "request 1 CPUs and 684 MiB" in reply["message"], reply
+        assert st == 409 and "request 2 CPUs and 684 MiB" in reply["message"], reply
 
         _, stats = env.api("GET", "/vessel/v1/pools/ps/stats", expect=200)
         guests = {g["Name"]: g for g in stats["Guests"]}
