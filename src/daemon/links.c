@@ -148,7 +148,7 @@ static void link_vars(vd_daemon *d, vd_container *c, const char *spec, json_t *e
     return;
   _cleanup_free_ char *upper = vs_strdup(alias);
   for (char *p = upper; *p; p++)
-    *p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    *p = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
   const char *ip = json_string_value(json_object_get(t, "IP"));
   link_port *ports = NULL;
   size_t n = exposed_ports(json_object_get(t, "ExposedPorts"), &ports);
