@@ -172,7 +172,7 @@ struct regex_group {
 static int regex_check(const char *re, vs_error **err) {
   struct regex_group stack[REGEX_MAX_DEPTH + 1] = {{0}}, *f = stack;
   for (const char *p = re; *p; p++) {
-    uint64_t atom = 0, copies;
+    uint64_t atom = 0, copies = 0;
     size_t len;
     switch (*p) {
     case '\\':
