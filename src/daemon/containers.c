@@ -457,20 +457,29 @@ static json_t *new_record(vd_call *c, json_t *body, const vs_image *img, const c
                    args);
 }
 
-/* Reserve the name in the table (under d->lock) by adding the container. */
+/* Reserve the name in the table (under d->lock) by adding the container, once its pool admits
+ * it: under the same lock, so that two creates cannot both take the pool's last room. */
 static bool add_if_name_free(vd_call *c, vd_container *ctr) {
   vd_daemon *d = c->d;
+  vs_error *e = NULL;
   pthread_mutex_lock(&d->lock);
   vd_container *other = vd_ctr_find_name(d, ctr->name);
-  if (!other)
+  char other_id[sizeof(ctr->id)] = "";
+  if (other)
+    snprintf(other_id, sizeof(other_id), "%s", other->id);
+  bool admitted = !other && vd_pool_ctr_admit_locked(d, ctr->rec, &e) == 0;
+  if (admitted)
     vd_ctr_add(d, ctr);
   pthread_mutex_unlock(&d->lock);
   if (other)
     vd_call_error(c, 409,
                   "Conflict. The container name \"%s\" is already in use by container \"%s\". "
                   "You have to remove (or rename) that container to be able to reuse that name.",
-                  ctr->name, other->id);
-  return !other;
+                  ctr->name, other_id);
+  else if (!admitted)
+    vd_call_fail(c, e);
+  vs_error_free(e);
+  return admitted;
 }
 
 void vd_h_container_create(vd_call *c) {
@@ -500,6 +509,14 @@ void vd_h_container_create(vd_call *c) {
     vs_error_free(e);
     return;
   }
+  if (img.manifest.config.media_type && !strcmp(img.manifest.config.media_type, VS_MT_VM_CONFIG)) {
+    vd_call_error(c, 400,
+                  "%s is a VM image (a machine's kernel and disk), not a container image: boot "
+                  "it with vessel vm create --image",
+                  image);
+    vs_image_clear(&img);
+    return;
+  }
   _cleanup_free_ char *id = vd_random_id();
   pthread_mutex_lock(&d->lock);
   _cleanup_free_ char *name = qname && *qname
@@ -507,8 +524,7 @@ void vd_h_container_create(vd_call *c) {
                                   : generated_name(d, id);
   pthread_mutex_unlock(&d->lock);
   json_t *rec = new_record(c, body, &img, id, name, &e);
-  if (rec &&
-      (vd_net_create_prepare(d, body, rec, &img, &e) < 0 || vd_pool_ctr_admit(d, rec, &e) < 0)) {
+  if (rec && vd_net_create_prepare(d, body, rec, &img, &e) < 0) {
     json_decref(rec);
     rec = NULL;
   }

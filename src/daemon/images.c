@@ -570,6 +570,7 @@ static void image_pull(vd_call *c, const char *from, const char *tag) {
   _cleanup_free_ char *basic = NULL;
   if (!registry_opts(c, &o, &basic))
     return;
+  o.containers_only = true; /* VM images live in their own store (vm_images.c) */
   /* what the name meant before: "Image is up to date" when the pull changed nothing */
   vs_image before;
   bool had = vs_store_resolve(d->store, ref, &before, NULL) == 0;
@@ -577,7 +578,7 @@ static void image_pull(vd_call *c, const char *from, const char *tag) {
   vs_error *e = NULL;
   if (vs_image_pull(d->store, ref, &o, digest, &e) < 0) {
     _cleanup_free_ char *msg = vs_asprintf("pull %s: %s", ref, e->msg);
-    progress_fail(c, e->errnum == ENOENT ? 404 : 500, msg);
+    progress_fail(c, e->errnum == ENOENT ? 404 : e->errnum == EMEDIUMTYPE ? 400 : 500, msg);
     vs_error_free(e);
     if (had)
       vs_image_clear(&before);

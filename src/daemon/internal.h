@@ -572,15 +572,21 @@ void vd_h_web_password(vd_call *c); /* web_auth.c: POST /vessel/v1/web/password 
 /* pools.c: resource pools (/vessel/v1/pools) */
 #define VD_POOL_LABEL "vessel.pool" /* docker run --label vessel.pool=NAME */
 #define VD_DEFAULT_POOL "default"   /* the pool of guests that name none (pools.c) */
-/* A new container with the label: admitted against its pool's capacity (--cpus, --memory), or
- * refused (409) with what is left; and its spec's cgroupsPath under the pool's cgroup. */
-int vd_pool_ctr_admit(vd_daemon *d, json_t *rec, vs_error **err);
+/* A new container (d->lock held, so that the admission and the name's reservation are one
+ * step): admitted against its pool's capacity (--cpus, --memory; the default pool without the
+ * label), or refused (EBUSY: 409) with what is left; an unknown pool is EINVAL. */
+int vd_pool_ctr_admit_locked(vd_daemon *d, json_t *rec, vs_error **err);
+/* docker update of a container (d->lock held): new limits that ask for more than its record's
+ * are admitted for the growth, as a new guest would be. */
+int vd_pool_ctr_update_admit_locked(vd_daemon *d, json_t *rec, json_t *host_config, vs_error **err);
+/* Its spec's cgroupsPath under the pool's cgroup (a container with the label). */
 int vd_pool_ctr_spec(vd_daemon *d, json_t *rec, json_t *spec, vs_error **err);
 void vd_h_pools_list(vd_call *c);
 void vd_h_pool_create(vd_call *c);
 void vd_h_pool_inspect(vd_call *c);
 void vd_h_pool_delete(vd_call *c);
 void vd_h_pool_update(vd_call *c);
+void vd_h_pool_stats(vd_call *c); /* pool_stats.c: GET /vessel/v1/pools/{name}/stats */
 
 /* exec.c (loop) */
 void vd_exec_event(vd_daemon *d, vd_src *src, uint32_t events);
@@ -705,6 +711,9 @@ void vd_net_teardown(vd_daemon *d, vd_container *c);
 /* The same on a worker, from the loop; skipped if the container was started again meanwhile. */
 void vd_net_teardown_later(vd_daemon *d, vd_container *c);
 /* Inspect's NetworkSettings and ps's Ports and networks (d->lock held). */
+/* links.c: Docker's legacy --link variables into the spec's process.env, at every start after
+ * vd_net_setup (both containers on the default bridge, as dockerd). */
+int vd_links_env(vd_daemon *d, vd_container *c, vs_error **err);
 json_t *vd_net_settings(const vd_container *c);
 json_t *vd_net_summary_ports(const vd_container *c);
 json_t *vd_net_summary_networks(const vd_container *c);

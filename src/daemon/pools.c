@@ -13,9 +13,9 @@
  *
  * The pool "default" always exists: its capacity is the host's (online CPUs, physical memory)
  * with generous overcommit (VD_DEFAULT_CPU_OVERCOMMIT, VD_DEFAULT_MEMORY_OVERCOMMIT), and it
- * holds every guest that names no pool: VMs are admitted against it; containers without the
- * label are listed in it. Its guests stay in vesseld's own cgroup unless they ask for a QoS
- * class (a VM's --qos): the host's capacity needs no bound of its own. It is not written to a
+ * holds every guest that names no pool: VMs and containers without the label are admitted
+ * against it. Its guests stay in vesseld's own cgroup unless they ask for a QoS class (a VM's
+ * --qos): the host's capacity needs no bound of its own. It is not written to a
  * file until an update changes it, and cannot be removed. */
 #include "ctr/cgroup.h"
 #include "daemon/vms.h"
@@ -105,22 +105,42 @@ static const char *ctr_request(json_t *rec, double *cpus, int64_t *mem) {
   return *cpus > 0 && *mem > 0 ? "guaranteed" : *cpus > 0 || *mem > 0 ? "burstable" : "best-effort";
 }
 
-/* What the pool's guests request (d->lock and t->lock held, in that order): {Cpus, Memory,
- * Guests}. Every guest counts, running or not. */
-static json_t *pool_usage_locked(vd_daemon *d, const char *name) {
+/* One guest of a pool in {Kind, Name, Qos}; with detail, what pool_stats.c measures it by too:
+ * Id, Cpus and Memory requested, Running, and a running VM's Pid and Dir. */
+static json_t *guest_json(const char *kind, const char *id, const char *name, const char *qos,
+                          double cpus, int64_t mem, bool running, pid_t pid, const char *dir,
+                          bool detail) {
+  json_t *g = json_pack("{s:s, s:s, s:s}", "Kind", kind, "Name", name, "Qos", qos);
+  if (detail) {
+    json_object_set_new(g, "Id", json_string(id));
+    json_object_set_new(g, "Cpus", json_real(cpus));
+    json_object_set_new(g, "Memory", json_integer((json_int_t)mem));
+    json_object_set_new(g, "Running", json_boolean(running));
+    if (pid > 0 && dir) {
+      json_object_set_new(g, "Pid", json_integer(pid));
+      json_object_set_new(g, "Dir", json_string(dir));
+    }
+  }
+  return g;
+}
+
+json_t *vd_pool_usage_locked(vd_daemon *d, const char *name, bool detail) {
   const vd_vms *t = d->vms;
   double cpus = 0;
   int64_t mem = 0;
   json_t *guests = json_array();
   for (size_t i = 0; i < t->n; i++) {
-    json_t *cfg = json_object_get(t->vms[i]->rec, "Config");
+    const vd_vm *vm = t->vms[i];
+    json_t *cfg = json_object_get(vm->rec, "Config");
     const char *p = json_string_value(json_object_get(cfg, "Pool"));
     if (strcmp(p ? p : VD_DEFAULT_POOL, name) != 0) /* VMs older than the default pool too */
       continue;
-    cpus += (double)json_integer_value(json_object_get(cfg, "Cpus"));
-    mem += json_integer_value(json_object_get(cfg, "Memory"));
-    json_array_append_new(guests, json_pack("{s:s, s:s, s:s}", "Kind", "vm", "Name",
-                                            t->vms[i]->name, "Qos", vd_vm_qos(t->vms[i])));
+    double vcpus = (double)json_integer_value(json_object_get(cfg, "Cpus"));
+    int64_t vmem = json_integer_value(json_object_get(cfg, "Memory"));
+    cpus += vcpus;
+    mem += vmem;
+    json_array_append_new(guests, guest_json("vm", vm->id, vm->name, vd_vm_qos(vm), vcpus, vmem,
+                                             vm->pid > 0, vm->pid, vm->dir, detail));
   }
   for (size_t i = 0; i < d->n_ctrs; i++) {
     vd_container *c = d->ctrs[i];
@@ -132,8 +152,9 @@ static json_t *pool_usage_locked(vd_daemon *d, const char *name) {
     const char *qos = ctr_request(c->rec, &ccpus, &cmem);
     cpus += ccpus;
     mem += cmem;
-    json_array_append_new(guests, json_pack("{s:s, s:s, s:s}", "Kind", "container", "Name",
-                                            c->name[0] == '/' ? c->name + 1 : c->name, "Qos", qos));
+    json_array_append_new(guests, guest_json("container", c->id,
+                                             c->name[0] == '/' ? c->name + 1 : c->name, qos, ccpus,
+                                             cmem, c->state == VD_CTR_RUNNING, 0, NULL, detail));
   }
   return json_pack("{s:f, s:I, s:o}", "Cpus", cpus, "Memory", (json_int_t)mem, "Guests", guests);
 }
@@ -150,7 +171,7 @@ int vd_pool_admit_locked(vd_daemon *d, const char *name, double cpus, int64_t me
   json_t *pool = json_object_get(d->vms->pools, name);
   if (!pool)
     return vs_error_set(err, ENOENT, "pool %s not found", name);
-  json_t *use = pool_usage_locked(d, name);
+  json_t *use = vd_pool_usage_locked(d, name, false);
   double used_cpus = json_number_value(json_object_get(use, "Cpus"));
   int64_t used_mem = json_integer_value(json_object_get(use, "Memory"));
   json_decref(use);
@@ -174,26 +195,49 @@ int vd_pool_admit_locked(vd_daemon *d, const char *name, double cpus, int64_t me
   return -1;
 }
 
-int vd_pool_ctr_admit(vd_daemon *d, json_t *rec, vs_error **err) {
+/* A 404 would make the docker CLI look for the image: an unknown pool is a bad request. */
+static void ctr_pool_not_found(const char *name, vs_error **err) {
+  if (!err || !*err || (*err)->errnum != ENOENT)
+    return;
+  vs_error_free(*err);
+  *err = NULL;
+  vs_error_set(err, 0, "pool %s not found (label " VD_POOL_LABEL ")", name);
+  if (*err)
+    (*err)->errnum = EINVAL;
+}
+
+int vd_pool_ctr_admit_locked(vd_daemon *d, json_t *rec, vs_error **err) {
   const char *name = ctr_pool(rec);
-  if (!name)
-    return 0;
   double cpus;
   int64_t mem;
   ctr_request(rec, &cpus, &mem);
-  pthread_mutex_lock(&d->lock);
+  /* a container that names no pool is admitted against the default one, as a VM is */
   pthread_mutex_lock(&d->vms->lock);
-  int r = vd_pool_admit_locked(d, name, cpus, mem, err);
-  /* a 404 would make the docker CLI look for the image */
-  if (r < 0 && err && *err && (*err)->errnum == ENOENT) {
-    vs_error_free(*err);
-    *err = NULL;
-    vs_error_set(err, 0, "pool %s not found (label " VD_POOL_LABEL ")", name);
-    if (*err)
-      (*err)->errnum = EINVAL;
-  }
+  int r = vd_pool_admit_locked(d, name ? name : VD_DEFAULT_POOL, cpus, mem, err);
   pthread_mutex_unlock(&d->vms->lock);
-  pthread_mutex_unlock(&d->lock);
+  if (r < 0)
+    ctr_pool_not_found(name ? name : VD_DEFAULT_POOL, err);
+  return r;
+}
+
+int vd_pool_ctr_update_admit_locked(vd_daemon *d, json_t *rec, json_t *host_config,
+                                    vs_error **err) {
+  const char *name = ctr_pool(rec);
+  double old_cpus, new_cpus;
+  int64_t old_mem, new_mem;
+  ctr_request(rec, &old_cpus, &old_mem);
+  _cleanup_json_ json_t *next = json_pack("{s:O}", "HostConfig", host_config);
+  ctr_request(next, &new_cpus, &new_mem);
+  /* the pool already counts the old request: only growth needs room */
+  double more_cpus = new_cpus > old_cpus ? new_cpus - old_cpus : 0;
+  int64_t more_mem = new_mem > old_mem ? new_mem - old_mem : 0;
+  if (more_cpus <= 0 && more_mem <= 0)
+    return 0;
+  pthread_mutex_lock(&d->vms->lock);
+  int r = vd_pool_admit_locked(d, name ? name : VD_DEFAULT_POOL, more_cpus, more_mem, err);
+  pthread_mutex_unlock(&d->vms->lock);
+  if (r < 0)
+    ctr_pool_not_found(name ? name : VD_DEFAULT_POOL, err);
   return r;
 }
 
@@ -333,7 +377,7 @@ static json_t *pool_json_locked(vd_daemon *d, json_t *pool) {
   const char *name = json_string_value(json_object_get(pool, "Name"));
   double max_cpus, max_mem;
   pool_limits(pool, &max_cpus, &max_mem);
-  json_t *use = pool_usage_locked(d, name);
+  json_t *use = vd_pool_usage_locked(d, name, false);
   json_t *j = json_deep_copy(pool);
   _cleanup_free_ char *cgpath = pool_cgroup_path(name);
   json_object_set_new(j, "CgroupPath", json_string(cgpath));
@@ -486,7 +530,7 @@ void vd_h_pool_update(vd_call *c) {
     status = 400;
   } else {
     json_object_set(pool, "Created", json_object_get(old, "Created"));
-    json_t *use = pool_usage_locked(c->d, c->arg);
+    json_t *use = vd_pool_usage_locked(c->d, c->arg, false);
     double max_cpus, max_mem;
     pool_limits(pool, &max_cpus, &max_mem);
     double cpus = json_number_value(json_object_get(use, "Cpus"));
@@ -548,7 +592,7 @@ void vd_h_pool_delete(vd_call *c) {
                   "pool)");
     return;
   }
-  json_t *use = pool ? pool_usage_locked(c->d, c->arg) : NULL;
+  json_t *use = pool ? vd_pool_usage_locked(c->d, c->arg, false) : NULL;
   size_t n = json_array_size(json_object_get(use, "Guests"));
   _cleanup_free_ char *first = n ? vs_strdup(json_string_value(json_object_get(
                                        json_array_get(json_object_get(use, "Guests"), 0), "Name")))

@@ -74,6 +74,7 @@ static const vd_route routes[] = {
     {"POST", "/vessel/v1/pools", vd_h_pool_create, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/pools/{}", vd_h_pool_inspect, VD_RUN_LOOP, false},
     {"POST", "/vessel/v1/pools/{}/update", vd_h_pool_update, VD_RUN_WORKER, false},
+    {"GET", "/vessel/v1/pools/{}/stats", vd_h_pool_stats, VD_RUN_WORKER, false},
     {"DELETE", "/vessel/v1/pools/{}", vd_h_pool_delete, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/nodes", vd_h_nodes_list, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/guests", vd_h_cluster_guests, VD_RUN_WORKER, false},

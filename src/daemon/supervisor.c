@@ -241,6 +241,10 @@ int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
   pid_t pid;
   if (vd_net_setup(d, c, err) < 0)
     return vs_error_wrap(err, "network");
+  if (vd_links_env(d, c, err) < 0) {
+    vd_net_teardown(d, c);
+    return -1;
+  }
   if (spawn_monitor(d, c, &pid, err) < 0) {
     vd_net_teardown(d, c);
     return -1;

@@ -149,6 +149,16 @@ void vd_h_container_update(vd_call *c) {
     vs_error_free(e);
     return;
   }
+  /* more --cpus or --memory than it had must fit its pool, as a new guest's request */
+  pthread_mutex_lock(&d->lock);
+  int admitted = vd_pool_ctr_update_admit_locked(d, ctr->rec, hc, &e);
+  pthread_mutex_unlock(&d->lock);
+  if (admitted < 0) {
+    vd_call_error(c, e->errnum == EINVAL ? 400 : 409, "Cannot update container %.12s: %s", ctr->id,
+                  e->msg);
+    vs_error_free(e);
+    return;
+  }
   if (running) {
     _cleanup_json_ json_t *res = cgroup_resources(hc, body);
     if (ctr_update(&d->rt, ctr->id, res, &e) < 0) {

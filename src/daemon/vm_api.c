@@ -587,7 +587,7 @@ out:
 /* ---------------------------------------------------------------- stats */
 
 /* utime + stime of a process in nanoseconds, and its resident memory in bytes. */
-static void proc_usage(pid_t pid, uint64_t *cpu_ns, uint64_t *rss) {
+void vd_proc_usage(pid_t pid, uint64_t *cpu_ns, uint64_t *rss) {
   *cpu_ns = *rss = 0;
   char path[64];
   snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
@@ -649,7 +649,7 @@ static json_t *balloon_doc(json_t *b) {
 
 static json_t *vm_stats_doc(const vd_vm *vm, pid_t pid, json_t *info, json_t *balloon) {
   uint64_t cpu_ns, rss, rd, wr;
-  proc_usage(pid, &cpu_ns, &rss);
+  vd_proc_usage(pid, &cpu_ns, &rss);
   proc_io(pid, &rd, &wr);
   json_t *harts = json_object_get(info, "harts");
   uint64_t instret = 0;

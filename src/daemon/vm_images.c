@@ -8,7 +8,8 @@
  * (vCPUs, memory, kernel command line) under "vessel.vm", and rootfs.diff_ids (the layers' own
  * digests) so that the store and the registry client load and move it like any image. A VM made
  * from an image boots the kernel and initramfs blobs of the store and gets a qcow2 overlay on
- * the disk blob: creating one copies nothing. */
+ * the disk blob: creating one copies nothing. A VM whose disk is such an overlay (or one a
+ * snapshot made) is pushed with its chain flattened into one standalone qcow2. */
 #include "daemon/vms.h"
 
 #include <errno.h>
@@ -55,9 +56,9 @@ static int put_file_blob(vs_store *s, const char *path, char digest[VS_DIGEST_MA
   return r;
 }
 
-/* A qcow2 image with a backing file cannot travel alone: its header's backing file offset
- * (bytes 8 to 15, big-endian) is not zero. */
-static int disk_standalone(const char *path, vs_error **err) {
+/* Whether a qcow2 image has a backing file (1) or stands alone (0): its header's backing file
+ * offset (bytes 8 to 15, big-endian) is not zero. */
+static int disk_is_overlay(const char *path, vs_error **err) {
   _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
   uint8_t h[16];
   if (fd < 0 || pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
@@ -67,11 +68,26 @@ static int disk_standalone(const char *path, vs_error **err) {
   uint64_t off = 0;
   for (int i = 8; i < 16; i++)
     off = off << 8 | h[i];
-  if (off)
-    return vs_error_set(err, EBUSY,
-                        "the VM's disk %s is an overlay on another image (a VM made from an "
-                        "image or snapshotted): pushing an overlay chain is not supported yet",
-                        path);
+  return off != 0;
+}
+
+/* An overlay cannot travel alone (its base is a file of this host): its whole chain flattened
+ * into one standalone qcow2 at out (vessel-vmm img convert, the VMM's own disk code, which
+ * leaves clusters of zeros unallocated). */
+static int flatten_disk(vd_daemon *d, const char *disk, const char *out, vs_error **err) {
+  unlink(out); /* a previous push's, cut short */
+  _cleanup_free_ char *vmm = vd_vmm_path(d);
+  char *argv[] = {vmm, "img", "convert", "-f", "qcow2", (char *)disk, (char *)out, NULL};
+  vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
+  o.stdout_fd = VS_SPAWN_DEVNULL;
+  pid_t pid;
+  int status;
+  if (vs_spawn(argv, &o, &pid, err) < 0 || vs_wait_pid(pid, &status, err) < 0)
+    return vs_error_wrap(err, "flatten the VM's disk");
+  if (status != 0) {
+    unlink(out);
+    return vs_error_set(err, 0, "flatten the VM's disk: vessel-vmm img convert %s failed", disk);
+  }
   return 0;
 }
 
@@ -102,8 +118,16 @@ int vd_vm_image_commit(vd_daemon *d, vd_vm *vm, const char *ref, char **full_out
       {json_string_value(json_object_get(cfg, "Initrd")), VS_MT_VM_INITRD, "initrd"},
       {disk, VS_MT_VM_DISK, "disk.qcow2"},
   };
-  if (disk && disk_standalone(disk, err) < 0)
+  /* an overlay (a VM made from an image, or snapshotted) is pushed flattened */
+  int overlay = disk ? disk_is_overlay(disk, err) : 0;
+  if (overlay < 0)
     return -1;
+  _cleanup_free_ char *flat = overlay ? vs_asprintf("%s/push-disk.qcow2", vm->dir) : NULL;
+  if (flat) {
+    if (flatten_disk(d, disk, flat, err) < 0)
+      return -1;
+    files[2].path = flat;
+  }
   _cleanup_json_ json_t *layers = json_array();
   _cleanup_json_ json_t *diff_ids = json_array();
   for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
@@ -111,7 +135,10 @@ int vd_vm_image_commit(vd_daemon *d, vd_vm *vm, const char *ref, char **full_out
       continue;
     char digest[VS_DIGEST_MAX];
     int64_t size = 0;
-    if (put_file_blob(t->images, files[i].path, digest, &size, err) < 0)
+    int r = put_file_blob(t->images, files[i].path, digest, &size, err);
+    if (flat && files[i].path == flat)
+      unlink(flat); /* its blob is in the store now */
+    if (r < 0)
       return vs_error_wrap(err, "the VM's %s", files[i].title);
     json_array_append_new(layers,
                           json_pack("{s:s, s:s, s:I, s:{s:s}}", "mediaType", files[i].media_type,

@@ -266,7 +266,7 @@ static char *default_guest_dir(void) {
   return vs_asprintf("%s/.cache/vessel/guest", home && *home ? home : "/root");
 }
 
-static char *vmm_path(const vd_daemon *d) {
+char *vd_vmm_path(const vd_daemon *d) {
   const char *slash = strrchr(d->monitor_path, '/');
   if (!slash)
     return vs_strdup("vessel-vmm");
@@ -279,7 +279,7 @@ static char **vmm_argv(const vd_daemon *d, const vd_vm *vm, size_t *n) {
   json_t *restore = json_object_get(vm->rec, "Restore");
   char **argv = vs_malloc0(sizeof(char *) * 24);
   size_t i = 0;
-  argv[i++] = vmm_path(d);
+  argv[i++] = vd_vmm_path(d);
   if (json_is_true(json_object_get(restore, "Pending"))) {
     argv[i++] = vs_strdup("--restore");
     argv[i++] = vs_strdup(json_string_value(json_object_get(restore, "Dir")));
@@ -523,7 +523,7 @@ int vd_vm_start_incoming(vd_daemon *d, vd_vm *vm, int listen_fd, vs_error **err)
   _cleanup_free_ char *sock = vs_asprintf("%s/api.sock", vm->dir);
   if (r == 0)
     r = vs_unix_remove_stale(sock, err);
-  _cleanup_free_ char *vmm = vmm_path(d);
+  _cleanup_free_ char *vmm = vd_vmm_path(d);
   /* the directory is descriptor 3 (the socket's path may be too long), the listener 4 */
   char *argv[] = {vmm, "--incoming", "fd:4", "--paused", "--api-sock", "/proc/self/fd/3/api.sock",
                   NULL};
@@ -1117,7 +1117,7 @@ int vd_vm_create_disk(vd_daemon *d, vd_vm *vm, json_t *disk, vs_error **err) {
   if (shared && vs_mkdir_p(shared, 0700, err) < 0)
     return vs_error_wrap(err, "make the VM's disk");
   _cleanup_free_ char *path = vs_asprintf("%s/disk.qcow2", shared ? shared : vm->dir);
-  _cleanup_free_ char *vmm = vmm_path(d);
+  _cleanup_free_ char *vmm = vd_vmm_path(d);
   _cleanup_free_ char *sz = size ? vs_asprintf("%llu", (unsigned long long)size) : NULL;
   char *argv[12] = {vmm, "img", "create", "-f", "qcow2"};
   size_t n = 5;

@@ -111,7 +111,11 @@ int vd_vm_config_parse(json_t *body, json_t *cfg, json_t *disk, vs_error **err);
 int vd_vm_net_attach(vd_daemon *d, vd_vm *vm, vs_error **err);
 void vd_vm_net_detach(vd_daemon *d, vd_vm *vm);
 
+/* vms.c: the vessel-vmm program beside vesseld's monitor */
+char *vd_vmm_path(const vd_daemon *d);
 /* vm_api.c: what the API does, for the cluster's reconciler too */
+/* utime + stime of a process in nanoseconds, and its resident memory in bytes (0 when gone). */
+void vd_proc_usage(pid_t pid, uint64_t *cpu_ns, uint64_t *rss);
 /* A VM from a create request's body (borrowed; extra's fields are added to its record), made
  * and committed, not busy. Errors carry errno EINVAL (the request), EEXIST (the name)... */
 vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json_t *extra,
@@ -145,6 +149,10 @@ int vd_pool_parse(json_t *body, json_t *pool, vs_error **err);
 /* Whether a guest of cpus and mem bytes fits what the pool has left; the error says what is
  * (d->lock and the VMs' lock held, in that order). */
 int vd_pool_admit_locked(vd_daemon *d, const char *name, double cpus, int64_t mem, vs_error **err);
+/* What the pool's guests request (d->lock and t->lock held, in that order): {Cpus, Memory,
+ * Guests: [{Kind, Name, Qos}]}. Every guest counts, running or not. With detail, each guest
+ * also has Id, Cpus, Memory, Running, and a running VM its VMM's Pid and its Dir. */
+json_t *vd_pool_usage_locked(vd_daemon *d, const char *name, bool detail);
 /* The VM's QoS class: guaranteed (the default), burstable or best-effort. */
 const char *vd_vm_qos(const vd_vm *vm);
 /* Put a VM's new VMM (pid) in its cgroup under its pool's (NULL: no pool, or an error); what

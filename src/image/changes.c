@@ -2,7 +2,10 @@
  * --change` and vessel's own commit and import. The text comes from clients, so every word is
  * checked and a bad one is an error naming it. The instructions dockerd accepts there are the
  * ones that change only the config; the rest (RUN, COPY, FROM, ...) are refused as dockerd
- * refuses them. Variables ($VAR) are not substituted. */
+ * refuses them. Variables ($VAR, ${VAR:-x}...) in the arguments of ENV, LABEL, EXPOSE, VOLUME,
+ * WORKDIR, USER and STOPSIGNAL are replaced with the config's Env as it is when the instruction
+ * comes (earlier changes included), as dockerd's commit does (it runs them through its Dockerfile
+ * dispatcher); CMD, ENTRYPOINT, HEALTHCHECK and ONBUILD keep theirs for the shell or the build. */
 #include "image/image.h"
 
 #include <ctype.h>
@@ -70,8 +73,46 @@ static const char *next_word(const char *p, char **out, vs_error **err) {
   return skip_space(p);
 }
 
-/* KEY=VALUE pairs (or the old "KEY VALUE" form) into set(key, value). */
-static int key_values(const char *args, const char *what, json_t *obj,
+/* A variable of the config's Env for the expansion, NULL when it has none. */
+static const char *env_lookup(const char *name, void *ctx) {
+  size_t n = strlen(name), i;
+  json_t *e;
+  json_array_foreach(json_object_get((json_t *)ctx, "Env"), i, e) {
+    const char *s = json_string_value(e);
+    if (s && !strncmp(s, name, n) && s[n] == '=')
+      return s + n + 1;
+  }
+  return NULL;
+}
+
+/* One word as written (quotes and escapes kept), up to unquoted whitespace. */
+static const char *raw_word(const char *p, char **out, vs_error **err) {
+  const char *start = p;
+  char quote = 0;
+  for (; *p; p++) {
+    if (!quote && (*p == ' ' || *p == '\t'))
+      break;
+    if (*p == '\\' && p[1] && quote != '\'')
+      p++;
+    else if (!quote && (*p == '"' || *p == '\''))
+      quote = *p;
+    else if (quote && *p == quote)
+      quote = 0;
+  }
+  if (quote)
+    return vs_error_set(err, EINVAL, "unterminated %c quote", quote), NULL;
+  *out = vs_img_strndup(start, (size_t)(p - start));
+  return skip_space(p);
+}
+
+/* Quotes removed and variables replaced, as Docker's shell lexer does with a word. */
+static int expand(json_t *config, const char *word, char **out, vs_error **err) {
+  return vs_df_expand_word(word, '\\', env_lookup, config, out, err);
+}
+
+/* KEY=VALUE pairs (or the old "KEY VALUE" form) into set(key, value), every word expanded with
+ * the Env from before the instruction (ENV A=1 B=$A gives B the old A, as in a Dockerfile). */
+static int key_values(json_t *config, const char *args, const char *what,
                       void (*set)(json_t *obj, const char *k, const char *v), vs_error **err) {
   if (!*args)
     return vs_error_set(err, EINVAL, "%s needs at least one argument", what);
@@ -82,20 +123,31 @@ static int key_values(const char *args, const char *what, json_t *obj,
     if (!first_sp)
       return vs_error_set(err, EINVAL, "%s %s: a value is missing (KEY=VALUE or KEY VALUE)", what,
                           args);
-    _cleanup_free_ char *k = vs_img_strndup(args, (size_t)(first_sp - args));
-    set(obj, k, skip_space(first_sp));
+    _cleanup_free_ char *raw = vs_img_strndup(args, (size_t)(first_sp - args));
+    _cleanup_free_ char *k = NULL, *v = NULL;
+    if (expand(config, raw, &k, err) < 0 || expand(config, skip_space(first_sp), &v, err) < 0)
+      return vs_error_wrap(err, "%s", what);
+    set(config, k, v);
     return 0;
   }
+  _cleanup_json_ json_t *pairs = json_array();
   for (const char *p = args; *p;) {
-    _cleanup_free_ char *w = NULL;
-    p = next_word(p, &w, err);
-    if (!p)
+    _cleanup_free_ char *raw = NULL, *w = NULL;
+    p = raw_word(p, &raw, err);
+    if (!p || expand(config, raw, &w, err) < 0)
       return vs_error_wrap(err, "%s", what);
     char *eq = strchr(w, '=');
     if (!eq || eq == w)
       return vs_error_set(err, EINVAL, "%s: \"%s\" is not KEY=VALUE", what, w);
+    json_array_append_new(pairs, json_string(w));
+  }
+  size_t i;
+  json_t *kv;
+  json_array_foreach(pairs, i, kv) {
+    _cleanup_free_ char *k = vs_strdup(json_string_value(kv));
+    char *eq = strchr(k, '=');
     *eq = 0;
-    set(obj, w, eq + 1);
+    set(config, k, eq + 1);
   }
   return 0;
 }
@@ -361,9 +413,19 @@ static int apply_line(json_t *config, const char *line, bool *cmd_set, vs_error 
     return 0;
   }
   if (!strcmp(kw, "ENV"))
-    return key_values(args, "ENV", config, set_env, err);
+    return key_values(config, args, "ENV", set_env, err);
   if (!strcmp(kw, "LABEL"))
-    return key_values(args, "LABEL", config, set_label, err);
+    return key_values(config, args, "LABEL", set_label, err);
+  static const char *const expanded[] = {"EXPOSE", "VOLUME", "WORKDIR", "USER", "STOPSIGNAL"};
+  for (size_t i = 0; i < ARRAY_SIZE(expanded); i++) {
+    if (strcmp(kw, expanded[i]) != 0 || args[0] == '[') /* VOLUME's JSON form as written */
+      continue;
+    char *words = NULL;
+    if (expand(config, args, &words, err) < 0)
+      return vs_error_wrap(err, "%s", kw);
+    free(args);
+    args = words;
+  }
   if (!strcmp(kw, "EXPOSE"))
     return expose(config, args, err);
   if (!strcmp(kw, "VOLUME"))

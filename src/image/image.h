@@ -280,6 +280,7 @@ typedef struct vs_registry_opts {
   vs_progress_fn progress_cb; /* instead of text on progress_fd, when set */
   void *progress_ctx;
   const char *credentials; /* base64("user:password") to use instead of the auth files */
+  bool containers_only;    /* pull: refuse a VM image (config VS_MT_VM_CONFIG) before its blobs */
 } vs_registry_opts;
 
 /* Pull ref into the store and tag it. manifest_digest_out receives the image manifest digest. */

@@ -1035,6 +1035,15 @@ int vs_image_pull(vs_store *s, const char *ref, const vs_registry_opts *o,
       goto unlock;
     }
   }
+  if (o->containers_only && m.config.media_type && !strcmp(m.config.media_type, VS_MT_VM_CONFIG)) {
+    vs_error_set(err, 0,
+                 "%s is a VM image (a machine's kernel and disk), not a container image: boot it "
+                 "with vessel vm create --image",
+                 c.display);
+    if (*err)
+      (*err)->errnum = EMEDIUMTYPE;
+    goto unlock;
+  }
   if (o->progress_cb) {
     _cleanup_free_ char *from = vs_asprintf("Pulling from %s", c.ref.repository);
     o->progress_cb(o->progress_ctx, c.ref.tag ? c.ref.tag : c.ref.digest, from, 0, 0);

@@ -686,6 +686,40 @@ def test_exec(vdi):
     vdi.docker("rm", "host")
 
 
+def _cgroup_lines(text):
+    return sorted(line for line in text.splitlines() if line)
+
+
+def test_exec_joins_the_container_cgroups(vdi):
+    """An exec'd process is in the container's cgroup in every hierarchy (cgroup v2 and each v1
+    one): inside, its /proc/self/cgroup reads as the container's init's; on the host, its
+    process is in the same directories as the init."""
+    vdi.docker("run", "-d", "--name", "cg", "busybox", "sleep", "300")
+    try:
+        init = vdi.docker("exec", "cg", "cat", "/proc/1/cgroup").stdout
+        mine = vdi.docker("exec", "cg", "cat", "/proc/self/cgroup").stdout
+        assert _cgroup_lines(mine) == _cgroup_lines(init) and init.strip()
+        pid = int(vdi.docker("inspect", "-f", "{{.State.Pid}}", "cg").stdout)
+        host_init = _cgroup_lines(open(f"/proc/{pid}/cgroup").read())
+        cid = vdi.docker("inspect", "-f", "{{.Id}}", "cg").stdout.strip()
+        # the container has a cgroup of its own in the memory hierarchy at least
+        assert any(cid in line for line in host_init), host_init
+        vdi.docker("exec", "-d", "cg", "sleep", "301")
+
+        def exec_pid():
+            for p in os.listdir("/proc"):
+                try:
+                    if p.isdigit() and open(f"/proc/{p}/cmdline", "rb").read() == b"sleep\x00301\x00":
+                        return int(p)
+                except OSError:
+                    pass
+            return None
+        assert wait_for(lambda: exec_pid() is not None)
+        assert _cgroup_lines(open(f"/proc/{exec_pid()}/cgroup").read()) == host_init
+    finally:
+        vdi.docker("rm", "-f", "cg", check=False)
+
+
 def test_pull_run_and_import(vd, tmp_path):
     registry = oci_images.Registry(tmp_path / "registry")
     try:

@@ -489,6 +489,63 @@ def test_links(vdn):
     assert bad.returncode != 0 and "Cannot link to lstopped" in bad.stderr
 
 
+def link_env_expected(alias, ip, name, env):
+    """Docker's legacy link variables for a container exposing 53/udp, 80/tcp and 7000-7002/tcp,
+    as dockerd 20.10 sets them (compared with it on this machine): the lowest port as ALIAS_PORT
+    (by number), every port's four variables, a run of three or more consecutive ports also as
+    _START/_END, the link's full name, the linked container's Env but PATH and HOME."""
+    a = alias.upper().replace("-", "_")
+    out = {f"{a}_PORT": f"udp://{ip}:53", f"{a}_NAME": name}
+    for port, proto in [(53, "udp"), (80, "tcp"), (7000, "tcp"), (7001, "tcp"), (7002, "tcp")]:
+        p = f"{a}_PORT_{port}_{proto.upper()}"
+        out.update({p: f"{proto}://{ip}:{port}", p + "_ADDR": ip, p + "_PORT": str(port),
+                    p + "_PROTO": proto})
+    r = f"{a}_PORT_7000_TCP"
+    out.update({r + "_START": f"tcp://{ip}:7000", r + "_PORT_START": "7000",
+                r + "_END": f"tcp://{ip}:7002", r + "_PORT_END": "7002"})
+    out.update({f"{a}_ENV_{k}": v for k, v in env.items()})
+    return out
+
+
+def test_link_environment_variables(vdn):
+    """--link on the default bridge sets Docker's link variables (ALIAS_PORT_80_TCP=...,
+    ALIAS_NAME, ALIAS_ENV_*); the container's own -e wins; a restart gets them anew; a link on a
+    user network sets none (as dockerd)."""
+    d = vdn
+    d.docker("run", "-d", "--name", "lenv", "-e", "SECRET=s3", "-e", "HOME=/root", "--expose",
+             "80", "--expose", "53/udp", "--expose", "7000-7002", "busybox", "sleep", "1000")
+    ip = ip_of(d, "lenv", "bridge")
+
+    def link_vars(ctr_args, prefix="MY_DB_"):
+        out = d.docker(*ctr_args).stdout
+        return {k: v for k, v in (line.split("=", 1) for line in out.splitlines() if "=" in line)
+                if k.startswith(prefix)}
+
+    got = link_vars(["run", "--name", "lme", "--link", "lenv:my-db", "-e", "MY_DB_ENV_X=mine",
+                     "busybox", "env"])
+    want = link_env_expected("my-db", ip, "/lme/my-db", {"SECRET": "s3"})
+    want["MY_DB_ENV_X"] = "mine"
+    assert got == want
+    # a second start replaces them (the linked container's new address), never adds up
+    d.docker("stop", "-t", "0", "lenv")
+    d.docker("start", "lenv")
+    ip2 = ip_of(d, "lenv", "bridge")
+    out = d.docker("start", "-a", "lme").stdout
+    assert sum(line.startswith("MY_DB_NAME=") for line in out.splitlines()) == 1
+    got = {k: v for k, v in (l.split("=", 1) for l in out.splitlines() if "=" in l)
+           if k.startswith("MY_DB_")}
+    want = link_env_expected("my-db", ip2, "/lme/my-db", {"SECRET": "s3"})
+    want["MY_DB_ENV_X"] = "mine"
+    assert got == want
+    d.docker("rm", "lme")
+    # on a user network a link gives a hosts entry, no variables
+    d.docker("network", "create", "--subnet", "10.39.0.0/24", "lnv")
+    d.docker("run", "-d", "--name", "lenv2", "--network", "lnv", "-e", "SECRET=s3", "busybox",
+             "sleep", "1000")
+    assert link_vars(["run", "--rm", "--network", "lnv", "--link", "lenv2:db", "busybox", "env"],
+                     "DB_") == {}
+
+
 def test_outbound_nat_and_internal(vdn):
     d, w = vdn, vdn.world
     w.serve(w.outside, 9000)

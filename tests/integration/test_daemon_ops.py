@@ -243,6 +243,34 @@ def test_commit_changes_message_author_pause(vdi):
     vdi.docker("rmi", "changed:1", "changed:2", "changed:3")
 
 
+def test_commit_changes_expand_variables(vdi):
+    """commit --change expands $VAR in ENV, LABEL, EXPOSE, WORKDIR and USER with the container's
+    Env; earlier changes are seen by later ones, all words of one ENV are expanded before it sets
+    any, CMD keeps its variables for the shell: what dockerd 20.10 gave for the same changes."""
+    vdi.docker("run", "-d", "--name", "vbox", "-e", "BASE=/opt/app", "-e", "PORT=8080", "-e",
+               "WHO=nobody", "busybox", "sleep", "600")
+    try:
+        changes = ["ENV BIN=$BASE/bin A=1 B=x$A", "ENV C=${A}2 D=${NOPE:-dflt} E='$BASE'",
+                   "ENV LEGACY ${BASE} and more", "LABEL where=\"${BASE}\" n=$PORT",
+                   "EXPOSE $PORT ${PORT}/udp", "WORKDIR $BASE", "USER $WHO", "CMD echo $BASE"]
+        args = ["commit"]
+        for ch in changes:
+            args += ["--change", ch]
+        vdi.docker(*args, "vbox", "expanded:1")
+        cfg = json.loads(vdi.docker("image", "inspect", "expanded:1").stdout)[0]["Config"]
+        env = dict(e.split("=", 1) for e in cfg["Env"])
+        assert (env["BIN"], env["A"], env["B"], env["C"], env["D"], env["E"]) == \
+            ("/opt/app/bin", "1", "x", "12", "dflt", "$BASE")
+        assert env["LEGACY"] == "/opt/app and more"
+        assert (cfg["Labels"]["where"], cfg["Labels"]["n"]) == ("/opt/app", "8080")
+        assert sorted(cfg["ExposedPorts"]) == ["8080/tcp", "8080/udp"]
+        assert (cfg["WorkingDir"], cfg["User"]) == ("/opt/app", "nobody")
+        assert cfg["Cmd"] == ["/bin/sh", "-c", "echo $BASE"]
+    finally:
+        vdi.docker("rm", "-f", "vbox", check=False)
+        vdi.docker("rmi", "expanded:1", check=False)
+
+
 # ------------------------------------------------------------------ update
 
 

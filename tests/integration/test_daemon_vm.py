@@ -533,6 +533,38 @@ def test_vm_image_push_then_create_from_it_on_a_fresh_data_root(env, build_dir, 
         assert "imgtest=1" in vm["Config"]["Append"]
         _, images = fresh.api("GET", "/vessel/v1/images/vm", expect=200)
         assert [i["Digest"] for i in images] == [digest]
+        # the copy's disk is an overlay on the pulled disk blob: pushed, its chain is flattened
+        # into one standalone qcow2 that holds what both layers did
+        copy_disk = fresh.inspect("copy")["Disk"]["Path"]
+        marker2 = b"written-on-top!!"
+        (tmp_path / "marker2").write_bytes(marker2)
+        subprocess.run([str(env.build / "vessel-vmm"), "img", "io", "--data",
+                        str(tmp_path / "marker2"), copy_disk], input="write 65536 16 0\n",
+                       text=True, check=True, capture_output=True)
+        ref2 = f"{reg.host}/vm/copy:v1"
+        fresh.vessel("image", "push", "copy", ref2)
+        req = urllib.request.Request(f"http://{reg.host}/v2/vm/copy/manifests/v1", headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json"})
+        manifest2 = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        blob = reg.blob_path(manifest2["layers"][2]["digest"])
+        flat = tmp_path / "flat.qcow2"
+        shutil.copy(blob, flat)
+        info = json.loads(subprocess.run([str(env.build / "vessel-vmm"), "img", "info",
+                                          "--output=json", str(flat)], check=True,
+                                         capture_output=True, text=True).stdout)
+        assert not info.get("backing-filename") and not info.get("backing_file"), info
+        if shutil.which("qemu-img"):
+            subprocess.run(["qemu-img", "check", str(flat)], check=True, capture_output=True)
+            qi = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(flat)],
+                                           check=True, capture_output=True, text=True).stdout)
+            assert "backing-filename" not in qi and qi["virtual-size"] == 64 << 20
+        raw = subprocess.run([str(env.build / "vessel-vmm"), "img", "read", str(flat), "-"],
+                             check=True, capture_output=True).stdout
+        assert raw[:16] == marker and raw[65536:65536 + 16] == marker2 and len(raw) == 64 << 20
+        assert not (pathlib.Path(copy_disk).parent / "push-disk.qcow2").exists()
+        # a VM image is no container image: docker run says so instead of failing a mount
+        r = fresh.vd.docker("run", "--rm", ref, check=False)
+        assert r.returncode != 0 and "is a VM image" in r.stderr, r.stderr
         fresh.vessel("start", "copy")
         fresh.inspect("copy")
         c = boot_console(fresh, "copy")
@@ -730,6 +762,87 @@ def test_containers_in_a_pool(env, tmp_path):
         env.api("DELETE", "/vessel/v1/vms/small?force=1", spec=False)
         env.api("DELETE", "/vessel/v1/pools/pc", spec=False)
     assert not pool_dirs["memory"][0].exists()
+
+
+def test_container_admission_default_pool_update_and_stats(env, tmp_path):
+    """Containers are admitted as VMs are: one without the label against the default pool (a
+    request beyond the host's capacity x overcommit is refused with what is left), `vessel run
+    --pool` sets the label, a `docker update` that grows a container past its pool is refused,
+    a pool is not shrunk below its guests. `vessel pool stats` / GET .../stats: live CPU and
+    memory of each guest (a busy container, an idle one, a running VM) from their cgroups."""
+    import test_daemon
+    env.vd.docker("load", "-i", str(test_daemon.busybox_archive(tmp_path / "busybox.tar")))
+    _, dp = env.api("GET", "/vessel/v1/pools/default", expect=200)
+    too_much = int(dp["Memory"] * dp["MemoryOvercommit"]) + (1 << 30)
+    r = env.vd.docker("create", "--memory", str(too_much), "busybox", check=False)
+    assert r.returncode != 0 and "pool default cannot admit" in r.stderr \
+        and "MiB left" in r.stderr, r.stderr
+    assert env.vd.docker("ps", "-aq").stdout.split() == []
+
+    def vessel(*args, check=True):
+        r = subprocess.run([str(env.build / "vessel"), "-H", env.vd.host, *args],
+                           capture_output=True, text=True, timeout=120)
+        assert not check or r.returncode == 0, (args, r.stdout, r.stderr)
+        return r
+
+    r = vessel("run", "-d", "--pool", "nopool", "busybox", "true", check=False)
+    assert r.returncode != 0 and "pool nopool not found" in r.stderr, r.stderr
+    env.api("POST", "/vessel/v1/pools", {"Name": "ps", "Cpus": 2, "Memory": "1G"}, expect=201)
+    try:
+        vessel("run", "-d", "--name", "spin", "--pool", "ps", "--cpus", "1", "--memory", "200m",
+               "--label", "role=busy", "busybox", "sh", "-c", "while :; do :; done")
+        spin = json.loads(env.vd.docker("inspect", "spin").stdout)[0]
+        assert {"vessel.pool": "ps", "role": "busy"}.items() <= spin["Config"]["Labels"].items()
+        assert spin["HostConfig"]["NanoCpus"] == 10 ** 9
+        assert spin["HostConfig"]["Memory"] == 200 << 20
+        env.vd.docker("run", "-d", "--name", "idle", "--label", "vessel.pool=ps", "--memory",
+                      "256m", "busybox", "sleep", "1000")
+        env.vessel("create", "pst", "--pool", "ps", "--memory", "128M")
+        env.vessel("start", "pst")
+        env.inspect("pst")
+        # 584 MiB requested of 1024: 440 left; growing spin by 500 MiB does not fit
+        r = env.vd.docker("update", "--memory", "700m", "spin", check=False)
+        assert r.returncode != 0 and "pool ps cannot admit 0 CPUs and 500 MiB" in r.stderr \
+            and "440 MiB left" in r.stderr, r.stderr
+        assert json.loads(env.vd.docker("inspect", "spin").stdout)[0]["HostConfig"][
+            "Memory"] == 200 << 20
+        env.vd.docker("update", "--memory", "300m", "spin")
+        st, reply = env.api("POST", "/vessel/v1/pools/ps/update", {"Memory": "512M"})
+        assert st == 409 and "request 2 CPUs and 684 MiB" in reply["message"], reply
+
+        _, stats = env.api("GET", "/vessel/v1/pools/ps/stats", expect=200)
+        guests = {g["Name"]: g for g in stats["Guests"]}
+        assert sorted(guests) == ["idle", "pst", "spin"]
+        assert stats["Capacity"] == {"Cpus": 2, "Memory": 1 << 30}
+        assert stats["Requested"] == {"Cpus": 2, "Memory": 684 << 20}
+        assert all(g["State"] == "running" and g["Source"] == "cgroup" for g in guests.values())
+        assert guests["spin"]["Request"] == {"Cpus": 1, "Memory": 300 << 20}
+        # the busy loop runs, bounded by its quota of one CPU; sleep does not (loose bounds:
+        # the host is shared)
+        busy, still = guests["spin"]["Cpu"]["Percent"], guests["idle"]["Cpu"]["Percent"]
+        assert busy > still and busy < 150, (busy, still)
+        assert abs(guests["spin"]["Cpu"]["PoolPercent"] - busy / 2) < 0.01
+        # the VMM holds memory in its cgroup; the pool's figures are its guests' sums
+        assert guests["pst"]["Memory"]["Usage"] > 1 << 20
+        total = sum(g["Memory"]["Usage"] for g in guests.values())
+        assert stats["Memory"]["Usage"] == total
+        assert abs(stats["Memory"]["PoolPercent"] - 100 * total / (1 << 30)) < 0.01
+        out = vessel("pool", "stats", "ps").stdout
+        assert re.search(r"^ps\s+pool\s", out, re.M) and re.search(r"^  spin\s+container\s", out, re.M)
+        assert re.search(r"^  pst\s+vm\s", out, re.M), out
+        top = vessel("top").stdout
+        assert re.search(r"^default\s+pool", top, re.M) and re.search(r"^ps\s+pool", top, re.M)
+        st, _ = env.api("GET", "/vessel/v1/pools/nopool/stats")
+        assert st == 404
+        # a guest that does not run is listed with zeros
+        env.vessel("kill", "pst")
+        _, stats = env.api("GET", "/vessel/v1/pools/ps/stats", expect=200)
+        pst = [g for g in stats["Guests"] if g["Name"] == "pst"][0]
+        assert pst["State"] == "stopped" and pst["Memory"]["Usage"] == 0
+    finally:
+        env.vd.docker("rm", "-f", "spin", "idle", check=False)
+        env.api("DELETE", "/vessel/v1/vms/pst?force=1", spec=False)
+        env.api("DELETE", "/vessel/v1/pools/ps", spec=False)
 
 
 def test_qos_best_effort_gets_less_cpu_than_guaranteed(env):

@@ -155,6 +155,34 @@ def test_reads_qemu_backing_chain(img, tmp_path):
     assert vessel_raw(img, prev, tmp_path) == qemu_raw(prev, tmp_path)
 
 
+def test_convert_flattens_a_chain_into_one_qcow2(img, tmp_path):
+    """`img convert` writes a chain (raw base, qcow2 overlays written by qemu-io) into one
+    standalone qcow2: qemu-img check passes, it has no backing file, its bytes are the chain's,
+    and clusters of zeros stay unallocated (the file is far smaller than the disk)."""
+    prev, prev_fmt = None, None
+    for i, fmt in enumerate(["raw", "qcow2", "qcow2"]):
+        path = tmp_path / f"layer{i}.{fmt}"
+        argv = [QEMU_IMG, "create", "-f", fmt]
+        if prev:
+            argv += ["-b", prev.name, "-F", prev_fmt]
+        run(argv + [path, "64M"])
+        if QEMU_IO:
+            run([QEMU_IO, "-f", fmt, "-c", f"write -P {0x41 + i} {i * 5}M 1M", path])
+        prev, prev_fmt = path, fmt
+    flat = tmp_path / "flat.qcow2"
+    run(img + ["convert", "-f", "qcow2", prev, flat])
+    assert qemu_check(flat)[0] == 0
+    info = json.loads(run([QEMU_IMG, "info", "--output=json", flat]).stdout)
+    assert info["format"] == "qcow2" and "backing-filename" not in info
+    assert info["virtual-size"] == 64 << 20
+    assert qemu_raw(flat, tmp_path) == qemu_raw(prev, tmp_path)
+    assert flat.stat().st_size < 16 << 20
+    # an existing destination is refused and left as it was
+    flat.write_bytes(b"keep")
+    r = run(img + ["convert", prev, flat], check=False)
+    assert r.returncode != 0 and flat.read_bytes() == b"keep"
+
+
 # ------------------------------------------------------------------ images written by vessel
 
 

@@ -493,6 +493,16 @@ TEST(config_changes) {
   CHECK_STREQ(json_string_value(json_object_get(cfg, "User")), "u:g");
   CHECK(json_is_null(json_object_get(cfg, "Cmd"))); /* the entrypoint dropped the image's cmd */
   CHECK(json_object_get(json_object_get(cfg, "Volumes"), "/v") != NULL);
+  /* variables take the Env as it is when the instruction comes (all words of one ENV the Env
+   * from before it), as dockerd's commit; single quotes keep a '$' */
+  _cleanup_json_ json_t *vars = json_pack("[s,s,s]", "ENV G=$A H=${UNSET:-d} I='$A' A=2 J=${A}",
+                                          "LABEL l=\"${A}\"x", "USER $A");
+  CHECK(vs_config_apply_changes(cfg, vars, NULL) == 0);
+  _cleanup_free_ char *env2 = json_dumps(json_object_get(cfg, "Env"), JSON_COMPACT);
+  CHECK_STREQ(env2, "[\"PATH=/bin\",\"A=2\",\"B=x y\",\"C=$no\",\"D=a b\",\"G=1\",\"H=d\","
+                    "\"I=$A\",\"J=1\"]");
+  CHECK_STREQ(json_string_value(json_object_get(json_object_get(cfg, "Labels"), "l")), "2x");
+  CHECK_STREQ(json_string_value(json_object_get(cfg, "User")), "2");
   static const char *const bad[][2] = {
       {"RUN x", "RUN is not a valid change command"},
       {"EXPOSE 0", "invalid port"},
@@ -502,6 +512,7 @@ TEST(config_changes) {
       {"USER a b", "exactly one"},
       {"ONBUILD ONBUILD x", "isn't allowed"},
       {"VOLUME [\"\"]", "empty string"},
+      {"WORKDIR ${NOPE:?no dir}", "no dir"},
   };
   _cleanup_json_ json_t *hc = json_pack(
       "[s]",

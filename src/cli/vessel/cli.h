@@ -125,6 +125,9 @@ int remote_tag(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 /* ---- vm.c: vessel vm ..., through vesseld's /vessel/v1 API */
 int cmd_vm(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err); /* vm.c */
+/* pool stats [NAME...] from argv[first] on (every pool without a name); `vessel top` too */
+int vessel_pool_stats(vessel_ctx *ctx, int argc, char **argv, int first, vs_error **err);
+int cmd_top(vessel_ctx *ctx, int argc, char **argv, vs_error **err); /* vm.c */
 /* ---- node.c: vessel node ..., the cluster's nodes through /vessel/v1/nodes */
 int cmd_node(vessel_ctx *ctx, int argc, char **argv, vs_error **err);
 /* web.c: vessel web passwd */

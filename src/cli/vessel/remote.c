@@ -68,6 +68,17 @@ static int usage_error(vs_error **err, const char *usage) {
   return 125;
 }
 
+/* --cpus 1.5: HostConfig.NanoCpus, as docker run (the daemon checks the range). */
+static int cpus_option(const char *s, json_t *host, vs_error **err) {
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end || !(v > 0) || v > 1e6)
+    return vs_error_set(err, 0, "--cpus \"%s\": expected a number of CPUs such as 1.5", s);
+  json_object_set_new(host, "NanoCpus", json_integer((json_int_t)(v * 1e9 + 0.5)));
+  return 0;
+}
+
 static json_t *string_array(char **v, int n) {
   json_t *a = json_array();
   for (int i = 0; i < n; i++)
@@ -127,6 +138,8 @@ int remote_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   json_object_set_new(cfg, "HostConfig", host);
   json_t *env = json_array();
   json_object_set_new(cfg, "Env", env);
+  json_t *labels = json_object();
+  json_object_set_new(cfg, "Labels", labels);
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "+itde:w:u:", vessel_run_options, NULL)) != -1) {
@@ -169,6 +182,29 @@ int remote_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     case 'N':
       json_object_set_new(host, "NetworkMode", json_string(optarg));
       break;
+    case 'P': /* the label docker run --label vessel.pool=NAME sets */
+      json_object_set_new(labels, "vessel.pool", json_string(optarg));
+      break;
+    case 'l': {
+      _cleanup_free_ char *key = vs_strdup(optarg);
+      char *eq = strchr(key, '=');
+      if (!eq || eq == key)
+        return vs_error_set(err, 0, "--label %s: expected KEY=VALUE", optarg), 125;
+      *eq = '\0';
+      json_object_set_new(labels, key, json_string(eq + 1));
+      break;
+    }
+    case 'c':
+      if (cpus_option(optarg, host, err) < 0)
+        return 125;
+      break;
+    case 'm': {
+      uint64_t mem;
+      if (vs_parse_size(optarg, "--memory", &mem, err) < 0)
+        return 125;
+      json_object_set_new(host, "Memory", json_integer((json_int_t)mem));
+      break;
+    }
     default:
       return 125;
     }

@@ -357,6 +357,10 @@ const struct option vessel_run_options[] = {{"rm", no_argument, 0, 'R'},
                                             {"entrypoint", required_argument, 0, 'E'},
                                             {"runtime", required_argument, 0, 'r'},
                                             {"network", required_argument, 0, 'N'},
+                                            {"pool", required_argument, 0, 'P'},
+                                            {"cpus", required_argument, 0, 'c'},
+                                            {"memory", required_argument, 0, 'm'},
+                                            {"label", required_argument, 0, 'l'},
                                             {0, 0, 0, 0}};
 
 int cmd_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
@@ -404,6 +408,15 @@ int cmd_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
       vs_error_set(err, 0,
                    "run -d: a detached container needs vesseld (without a daemon vessel "
                    "runs containers in the foreground)");
+      return 125;
+    case 'P':
+    case 'c':
+    case 'm':
+    case 'l':
+      json_decref(ro.env);
+      vs_error_set(err, 0,
+                   "run --pool, --cpus, --memory and --label need vesseld (its pools admit "
+                   "and limit containers)");
       return 125;
     default:
       json_decref(ro.env);

@@ -614,7 +614,7 @@ static int pool_ls(vessel_ctx *ctx, vs_error **err) {
   json_array_foreach(list, i, p) {
     json_t *use = json_object_get(p, "Usage");
     _cleanup_free_ char *cpus =
-        vs_asprintf("%lld/%lld", (long long)json_integer_value(json_object_get(use, "Cpus")),
+        vs_asprintf("%g/%lld", json_number_value(json_object_get(use, "Cpus")),
                     (long long)json_integer_value(json_object_get(p, "Cpus")));
     _cleanup_free_ char *mu =
         vessel_human_size((uint64_t)json_integer_value(json_object_get(use, "Memory")));
@@ -631,8 +631,86 @@ static int pool_ls(vessel_ctx *ctx, vs_error **err) {
   return 0;
 }
 
+/* One pool's live figures (GET /vessel/v1/pools/NAME/stats, a second's sample): a line for the
+ * pool, one per guest under it. */
+static int pool_stats_one(vessel_ctx *ctx, const char *name, vs_error **err) {
+  _cleanup_free_ char *esc = vessel_query_escape(name);
+  _cleanup_free_ char *target = vs_asprintf("/vessel/v1/pools/%s/stats", esc);
+  json_t *st = NULL;
+  if (vessel_api_json(ctx, "GET", target, NULL, &st, err) < 0)
+    return -1;
+  json_t *cap = json_object_get(st, "Capacity");
+  json_t *cpu = json_object_get(st, "Cpu"), *mem = json_object_get(st, "Memory");
+  _cleanup_free_ char *used =
+      vessel_human_size((uint64_t)json_integer_value(json_object_get(mem, "Usage")));
+  _cleanup_free_ char *total =
+      vessel_human_size((uint64_t)json_integer_value(json_object_get(cap, "Memory")));
+  _cleanup_free_ char *memtext = vs_asprintf("%s / %s", used, total);
+  _cleanup_free_ char *cputext =
+      vs_asprintf("%.1f%% of %lld", json_number_value(json_object_get(cpu, "Percent")),
+                  (long long)json_integer_value(json_object_get(cap, "Cpus")));
+  printf("%-24s %-11s %-18s %7.1f%% %-21s %6.1f%%\n", name, "pool", cputext,
+         json_number_value(json_object_get(cpu, "PoolPercent")), memtext,
+         json_number_value(json_object_get(mem, "PoolPercent")));
+  size_t i;
+  json_t *g;
+  json_array_foreach(json_object_get(st, "Guests"), i, g) {
+    json_t *gc = json_object_get(g, "Cpu"), *gm = json_object_get(g, "Memory");
+    _cleanup_free_ char *gmem =
+        vessel_human_size((uint64_t)json_integer_value(json_object_get(gm, "Usage")));
+    _cleanup_free_ char *gname = vs_asprintf("  %s", json_string_value(json_object_get(g, "Name")));
+    _cleanup_free_ char *kind = vs_asprintf(
+        "%s%s", json_string_value(json_object_get(g, "Kind")),
+        strcmp(json_string_value(json_object_get(g, "State")) ?: "", "running") ? " (off)" : "");
+    _cleanup_free_ char *gcpu =
+        vs_asprintf("%.1f%%", json_number_value(json_object_get(gc, "Percent")));
+    printf("%-24s %-11s %-18s %7.1f%% %-21s %6.1f%%\n", gname, kind, gcpu,
+           json_number_value(json_object_get(gc, "PoolPercent")), gmem,
+           json_number_value(json_object_get(gm, "PoolPercent")));
+  }
+  json_decref(st);
+  return 0;
+}
+
+/* pool stats [NAME...] (every pool without a name), also `vessel top`. */
+int vessel_pool_stats(vessel_ctx *ctx, int argc, char **argv, int first, vs_error **err) {
+  json_t *names = json_array();
+  for (int i = first; i < argc; i++)
+    json_array_append_new(names, json_string(argv[i]));
+  if (!json_array_size(names)) {
+    json_t *list = NULL;
+    if (vessel_api_json(ctx, "GET", "/vessel/v1/pools", NULL, &list, err) < 0) {
+      json_decref(names);
+      return 1;
+    }
+    size_t i;
+    json_t *p;
+    json_array_foreach(list, i, p) json_array_append(names, json_object_get(p, "Name"));
+    json_decref(list);
+  }
+  printf("%-24s %-11s %-18s %8s %-21s %7s\n", "POOL / GUEST", "KIND", "CPU (100% = 1 CPU)",
+         "OF POOL", "MEMORY", "OF POOL");
+  int rc = 0;
+  size_t i;
+  json_t *n;
+  json_array_foreach(names, i, n) {
+    vs_error *e = NULL;
+    if (pool_stats_one(ctx, json_string_value(n), &e) < 0) {
+      vs_error_print(e, "vessel pool stats");
+      vs_error_free(e);
+      rc = 1;
+    }
+  }
+  json_decref(names);
+  return rc;
+}
+
+int cmd_top(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  return vessel_pool_stats(ctx, argc, argv, 1, err);
+}
+
 int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  static const char usage[] = "usage: vessel pool create|update|ls|inspect|rm ...";
+  static const char usage[] = "usage: vessel pool create|update|ls|inspect|stats|rm ...";
   if (argc < 2)
     return vs_error_set(err, 0, "%s", usage), 125;
   const char *sub = argv[1];
@@ -642,6 +720,8 @@ int cmd_pool(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     return argc == 2 ? pool_ls(ctx, err) : (vs_error_set(err, 0, "usage: vessel pool ls"), 125);
   if (!strcmp(sub, "rm") && argc > 2)
     return vessel_api_each(ctx, argc, argv, 2, "DELETE", "/vessel/v1/pools/", "", "vessel pool rm");
+  if (!strcmp(sub, "stats"))
+    return vessel_pool_stats(ctx, argc, argv, 2, err);
   if (!strcmp(sub, "inspect") && argc > 2)
     return vessel_inspect_each(ctx, argc, argv, 2, "/vessel/v1/pools/", "vessel pool inspect");
   return vs_error_set(err, 0, "%s", usage), 125;

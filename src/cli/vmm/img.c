@@ -2,6 +2,7 @@
  *
  *   img create [-f raw|qcow2] [-b BACKING [-F raw|qcow2]] [-o OPT,...] FILE [SIZE]
  *   img info [-f FMT] [--output=json] FILE
+ *   img convert [-f FMT] SRC DST                    a standalone qcow2 of SRC's whole chain
  * Debugging and test helpers (they drive the same code the VM uses):
  *   img read [-f FMT] [-t CACHE] FILE OUT          the whole virtual disk as raw bytes into OUT
  * ("-": stdout) img io [-f FMT] [--data DATA] FILE  requests from stdin, one per line: write OFFSET
@@ -19,6 +20,7 @@
 #include <jansson.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char img_usage[] =
     "usage: vessel-vmm img COMMAND [OPTIONS]\n"
@@ -29,6 +31,9 @@ static const char img_usage[] =
     "      FILE's directory. OPTIONS (qcow2): cluster_size=N, compat=0.10|1.1, refcount_bits=N.\n"
     "  info [-f FMT] [--output=human|json] FILE\n"
     "      Show format, virtual size, file size, cluster size, backing file.\n"
+    "  convert [-f FMT] SRC DST\n"
+    "      Write SRC's virtual disk (through its backing chain) into a new standalone qcow2\n"
+    "      DST: clusters that read as zeros are left unallocated. DST must not exist.\n"
     "\n"
     "  Debugging helpers (used by the tests):\n"
     "  read [-f FMT] [-t none|writeback] FILE OUT\n"
@@ -334,6 +339,65 @@ static int cmd_read(int argc, char **argv) {
   return status;
 }
 
+static bool all_zero(const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i])
+      return false;
+  return true;
+}
+
+/* SRC's virtual disk, backing files included, copied cluster by cluster into DST; clusters of
+ * zeros are not written, so DST stays as sparse as the chain. */
+static int convert_into(vm_disk *src, const char *dst, vs_error **err) {
+  const uint32_t cluster = 65536;
+  vm_disk_create_opts co = {
+      .format = VM_DISK_FORMAT_QCOW2, .size = vm_disk_size(src), .cluster_size = cluster};
+  if (vm_disk_create(dst, &co, err) < 0)
+    return -1;
+  vm_disk_opts o = {.format = VM_DISK_FORMAT_QCOW2};
+  vm_disk *out = NULL;
+  if (vm_disk_open(dst, &o, &out, err) < 0) {
+    unlink(dst);
+    return -1;
+  }
+  const size_t chunk = 1 << 20;
+  _cleanup_free_ uint8_t *buf = vs_malloc0(chunk);
+  uint64_t size = vm_disk_size(src);
+  int r = 0;
+  for (uint64_t off = 0; off < size && r == 0; off += chunk) {
+    size_t n = size - off < chunk ? (size_t)(size - off) : chunk;
+    if (vm_disk_read(src, buf, off, n, err) < 0) {
+      r = -1;
+      break;
+    }
+    for (size_t k = 0; k < n && r == 0; k += cluster) {
+      size_t len = n - k < cluster ? n - k : cluster;
+      if (!all_zero(buf + k, len))
+        r = vm_disk_write(out, buf + k, off + k, len, err);
+    }
+  }
+  if (vm_disk_close(out, r == 0 ? err : NULL) < 0)
+    r = -1;
+  if (r < 0)
+    unlink(dst); /* made here: a half copy is no image */
+  return r;
+}
+
+static int cmd_convert(int argc, char **argv) {
+  vm_disk *d = NULL;
+  char **rest = NULL;
+  int r = open_for_cmd(argc, argv, true, "convert", 2, NULL, &d, &rest);
+  if (r)
+    return r < 0 ? 0 : r;
+  vs_error *err = NULL;
+  if (convert_into(d, rest[0], &err) < 0) {
+    vm_disk_close(d, NULL);
+    return fail(err);
+  }
+  vm_disk_close(d, NULL);
+  return 0;
+}
+
 static int run_io_line(vm_disk *d, int data_fd, const char *line, vs_error **err) {
   char op[16];
   uint64_t a = 0, b = 0, c = 0;
@@ -411,6 +475,8 @@ int vmm_img_main(int argc, char **argv) {
     return cmd_info(argc, argv);
   if (strcmp(cmd, "read") == 0)
     return cmd_read(argc, argv);
+  if (strcmp(cmd, "convert") == 0)
+    return cmd_convert(argc, argv);
   if (strcmp(cmd, "io") == 0)
     return cmd_io(argc, argv);
   return usage_error("unknown command '%s'", cmd);
