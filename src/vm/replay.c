@@ -464,6 +464,14 @@ int vm_rr_snapshot(vm *m, const char *dir, const vm_snapshot_opts *opts, vs_erro
                         "snapshot during a recording: a directory name of %zu bytes (at "
                         "most %u)",
                         name_len, RR_NAME_MAX);
+  /* frames a NIC holds until the guest gives it buffers are not in a snapshot: a replay from
+   * it would go without them */
+  for (unsigned i = 0; i < m->cfg.nnets; i++)
+    if (m->net[i]->pending_count)
+      return vs_error_set(err, EAGAIN,
+                          "snapshot during a recording: NIC %u holds %u received frames the "
+                          "guest has not taken yet (a snapshot does not keep them): try again",
+                          i, m->net[i]->pending_count);
   vm_snapshot_opts o = *opts;
   o.disk_overlay = true;
   uint8_t digest[RR_DIGEST_LEN];

@@ -297,7 +297,7 @@ int rr_log_next(rr_log_reader *r, rr_event *ev, vs_error **err) {
       return bad_record(r, "data length out of range or cut short", err);
     break;
   case RR_SNAPSHOT: {
-    rr_event name;
+    rr_event name = {0};
     if (!get_varint(r, &p, &ev->value))
       return bad_record(r, "snapshot's time cut short", err);
     if (r->chunk_end - p < RR_DIGEST_LEN)
