@@ -372,7 +372,7 @@ def test_dump_shows_every_record_and_the_replay_point(build_dir, recording):
     assert {"time", "irq", "console", "rng", "net"} <= kinds, kinds
     r = subprocess.run([vmm(build_dir), "replay-dump", str(recording["dir"] / "nothing")],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=CMD_TIMEOUT)
-    assert r.returncode == 1 and b"nothing/log" in r.stderr
+    assert r.returncode == 1 and b"rec/nothing: No such file or directory" in r.stderr
 
 
 # ------------------------------------------------------------------ two recordings of one run
