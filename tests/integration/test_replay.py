@@ -388,15 +388,20 @@ def rr_inputs_elf(build_dir):
     return path
 
 
-def record_inputs(build_dir, d):
+def record_inputs(build_dir, d, snap=None):
     """Record tests/guest/rr_inputs.c: it reads the clock, takes timer interrupts and reads a
-    line of console input, which the test types when the program asks for it."""
+    line of console input, which the test types when the program asks for it (after taking a
+    snapshot `snap` through the control socket, if given)."""
+    sock = d.parent / f"{d.name}.sock"
     argv = [vmm(build_dir), "--bios", "none", "--kernel", str(rr_inputs_elf(build_dir)),
-            "--mem", "64M", "--record", str(d)]
+            "--mem", "64M", "--record", str(d)] + (["--api-sock", str(sock)] if snap else [])
     before = time.time_ns()
     con = Console(argv)
     try:
         con.wait_for(r"rr-inputs: type a line", CMD_TIMEOUT)
+        if snap:
+            rc, out = ctl(build_dir, sock, "snapshot", str(snap))
+            assert rc == 0, out
         con.send(INPUT_LINE)  # one write: the program gets it in one piece
         status = con.proc.wait(timeout=CMD_TIMEOUT)
         for t in con.readers:
@@ -407,8 +412,10 @@ def record_inputs(build_dir, d):
     assert status == 0, con.err.decode(errors="replace")
     assert f"got {INPUT_LINE}\nrr-inputs: end\n".encode() in con.out, con.out
     header, records = dump(build_dir, d)
+    end = END_RE.search(con.err.decode(errors="replace"))
+    assert end, con.err
     return {"dir": d, "out": con.out, "header": header, "records": records,
-            "before": before, "after": after}
+            "before": before, "after": after, "digest": end.group(4)}
 
 
 def mtime_at(records, icount):
@@ -485,3 +492,24 @@ def test_two_recordings_of_one_run_differ_only_in_outside_inputs(build_dir, tmp_
         r = replay(build_dir, rec["dir"])
         assert r.returncode == 0, r.stderr.decode(errors="replace")
         assert r.stdout == rec["out"]
+
+
+@pytest.mark.parametrize("accel", ["jit", "interp"])
+def test_replay_from_a_snapshot_of_a_bare_metal_run(build_dir, tmp_path, accel):
+    """A replay point taken while the program waits for its console input: the replay from it
+    prints only what came after (the line it got, its end) and ends with the recorded digest,
+    on either engine; the snapshot changed nothing in the recorded run (a recording without one
+    ends with the same digest, as two recordings of this program must)."""
+    rec = record_inputs(build_dir, tmp_path / "rec", snap=tmp_path / "waiting")
+    plain = record_inputs(build_dir, tmp_path / "plain")
+    assert rec["digest"] == plain["digest"]
+    snaps = [f for kind, f in rec["records"] if kind == "snapshot"]
+    assert len(snaps) == 1 and snaps[0]["name"] == str(tmp_path / "waiting")
+    r = replay(build_dir, rec["dir"], "--from", str(tmp_path / "waiting"), "--accel", accel)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 0, err
+    m = REPLAY_RE.search(err)
+    assert m and m.group(2) == rec["digest"], err
+    assert f"(from the snapshot at {snaps[0]['icount']})" in err
+    assert r.stdout == f"got {INPUT_LINE}\nrr-inputs: end\n".encode()
+    assert rec["out"].endswith(r.stdout)
