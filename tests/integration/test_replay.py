@@ -64,7 +64,11 @@ def record_session(build_dir, con, top, smp, port, token):
     m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
     # a replay point at the shell; what the recording cannot log is refused meanwhile
     snap = top / "at-shell"
-    rc, out = ctl(build_dir, top / "api.sock", "snapshot", str(snap))
+    for _ in range(30):  # refused while the NIC holds frames the guest has not taken yet
+        rc, out = ctl(build_dir, top / "api.sock", "snapshot", str(snap))
+        if rc == 0 or "try again" not in out:
+            break
+        time.sleep(1)
     assert rc == 0, out
     rc, out = ctl(build_dir, top / "api.sock", "balloon", "128M")
     assert rc != 0 and "balloon: not during a recording" in out, out
