@@ -253,7 +253,8 @@ static json_t *cmd_snapshot(vm *m, const json_t *req, vs_error **err) {
   }
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  if (vm_snapshot(m, dir, &o, err) < 0)
+  /* during a recording the snapshot is a replay point (and the disks go on in overlays) */
+  if ((vm_rr_recording(m) ? vm_rr_snapshot(m, dir, &o, err) : vm_snapshot(m, dir, &o, err)) < 0)
     return NULL;
   json_t *disks = json_array();
   for (unsigned i = 0; i < m->cfg.ndisks; i++)
@@ -307,13 +308,19 @@ static json_t *cmd_balloon(vm *m, const json_t *req, vs_error **err) {
                    (json_int_t)b->reported_bytes, "stats", stats);
 }
 
+/* recorded: allowed during a recording (--record). The others would reach the guest without
+ * a record in the log (a power button press, a balloon target) or take the VM away (a
+ * migration). Pausing only moves the guest's clock, which the log has. */
 static const struct {
   const char *name;
   ctl_handler fn;
+  bool recorded;
 } ctl_commands[] = {
-    {"status", cmd_status},     {"pause", cmd_pause},     {"resume", cmd_resume},
-    {"info", cmd_info},         {"quit", cmd_quit},       {"powerdown", cmd_powerdown},
-    {"snapshot", cmd_snapshot}, {"migrate", cmd_migrate}, {"balloon", cmd_balloon},
+    {"status", cmd_status, true},     {"pause", cmd_pause, true},
+    {"resume", cmd_resume, true},     {"info", cmd_info, true},
+    {"quit", cmd_quit, true},         {"powerdown", cmd_powerdown, false},
+    {"snapshot", cmd_snapshot, true}, {"migrate", cmd_migrate, false},
+    {"balloon", cmd_balloon, false},
 };
 
 static void serve_line(vm *m, ctl_client *c, const char *line, size_t len) {
@@ -339,6 +346,13 @@ static void serve_line(vm *m, ctl_client *c, const char *line, size_t len) {
   for (size_t i = 0; i < ARRAY_SIZE(ctl_commands); i++) {
     if (strcmp(cmd, ctl_commands[i].name) != 0)
       continue;
+    if (!ctl_commands[i].recorded && vm_rr_recording(m)) {
+      char msg[160];
+      snprintf(msg, sizeof(msg),
+               "%s: not during a recording (the log would not have what it changes)", cmd);
+      reply_error(c, id, msg);
+      return;
+    }
     json_t *result = ctl_commands[i].fn(m, req, &err);
     if (result)
       reply_ok(c, id, result);

@@ -148,6 +148,11 @@ void vm_rr_console_input(vm *m, const uint8_t *buf, size_t len);
 void vm_rr_hart_began(vm *m, unsigned h);
 void vm_rr_hart_ran(vm *m, unsigned h);
 bool vm_rr_replaying(const vm *m);
+/* The control socket during a recording (control.c): only commands that change nothing the
+ * guest sees outside the log are served, and a snapshot becomes a replay point (logged with
+ * its count and state digest; the disks go on in new overlays). */
+bool vm_rr_recording(const vm *m);
+int vm_rr_snapshot(vm *m, const char *dir, const vm_snapshot_opts *opts, vs_error **err);
 /* The replay's run loop: the hart runs from one logged record to the next. */
 void vm_rr_replay_run(vm *m);
 /* A debugger on a replay (gdbstub.c; one hart): a single step that applies the log's records

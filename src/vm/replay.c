@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,8 +69,12 @@ struct vm_rr {
   /* recording */
   rr_log_writer log;
   rr_nic nics[VM_MAX_NICS];
-  /* replaying: where the disks' overlays go (removed at the end) */
+  /* replaying: where the disks' overlays go (removed at the end), and the snapshot the replay
+   * began from (DIR/start, or a snapshot taken during the recording: --from) */
   char *clone_dir;
+  char *from_dir;
+  bool from_snapshot; /* from_dir is a replay point, taken at from_icount */
+  uint64_t from_icount;
   /* replaying: the log, and its records in two queues: the run loop's (time, interrupts,
    * console, end) and the rng device's, which asks for its bytes inside a slice */
   char *log_data;
@@ -87,7 +92,7 @@ struct vm_rr {
   uint64_t *hits;    /* reverse-continue: breakpoint hits in the window scanned */
   size_t nhits, hits_cap;
   unsigned harts;   /* the log's */
-  int start_mem_fd; /* start/memory: RAM as the replay began */
+  int start_mem_fd; /* the memory file of from_dir: RAM as the replay began */
   int console_fd;
   bool replaying;
   bool taking; /* the loop takes the logged interrupt now */
@@ -389,7 +394,7 @@ static int check_recordable(const vm *m, vs_error **err) {
 
 /* SHA-256 of a snapshot's state file: it names the kernel and the machine and holds the RAM's
  * digest, so it tells one start from another. */
-static int start_digest_of(const char *start, uint8_t out[RR_DIGEST_LEN], vs_error **err) {
+static int snapshot_digest_of(const char *start, uint8_t out[RR_DIGEST_LEN], vs_error **err) {
   _cleanup_free_ char *path = vs_asprintf("%s/state", start);
   _cleanup_free_ char *img = NULL;
   size_t len = 0;
@@ -414,13 +419,23 @@ int vm_record_start(vm *m, const char *dir, vs_error **err) {
    * changed afterwards. */
   vm_snapshot_opts so = {.disk_overlay = true};
   uint8_t start_digest[RR_DIGEST_LEN];
-  if (vm_snapshot(m, start, &so, err) < 0 || start_digest_of(start, start_digest, err) < 0)
-    return vs_error_wrap(err, "--record: the starting snapshot");
   struct vm_rr *rr = vs_malloc0(sizeof(*rr));
   rr->dir = vs_strdup(dir);
+  /* The guest's clock starts at 0 with its first instruction (the machine's stands still while
+   * rr is set): the start then holds no host time, and two recordings of one program start
+   * from the same state and digest */
+  m->rr = rr;
+  vm_set_mtime(m, 0);
+  if (vm_snapshot(m, start, &so, err) < 0 || snapshot_digest_of(start, start_digest, err) < 0) {
+    m->rr = NULL;
+    free(rr->dir);
+    free(rr);
+    return vs_error_wrap(err, "--record: the starting snapshot");
+  }
+  m->rr = NULL;
   memcpy(rr->start_digest, start_digest, RR_DIGEST_LEN);
-  uint64_t mtime = vm_host_mtime(m);
-  rr->realtime_base = host_realtime_ns() - (int64_t)(mtime * (1000000000 / VM_TIMEBASE_HZ));
+  const uint64_t mtime = 0;
+  rr->realtime_base = host_realtime_ns();
   _cleanup_free_ char *log = vs_asprintf("%s/log", dir);
   if (rr_log_create(&rr->log, log, m->nharts, rr->realtime_base, rr->start_digest, err) < 0) {
     free(rr->dir);
@@ -434,9 +449,58 @@ int vm_record_start(vm *m, const char *dir, vs_error **err) {
   return 0;
 }
 
+bool vm_rr_recording(const vm *m) { return m->rr && !m->rr->replaying; }
+
+/* A snapshot during a recording is a replay point: it is taken between two slices (the control
+ * socket is served there), and the log says at which count and clock, and which snapshot (its
+ * state file's digest), so that a replay can begin there (--from) and read the log on from the
+ * record after it. The disks always go on in new overlays, so the snapshot's stay as they were
+ * when it was taken. */
+int vm_rr_snapshot(vm *m, const char *dir, const vm_snapshot_opts *opts, vs_error **err) {
+  struct vm_rr *rr = m->rr;
+  size_t name_len = strlen(dir);
+  if (name_len > RR_NAME_MAX)
+    return vs_error_set(err, 0,
+                        "snapshot during a recording: a directory name of %zu bytes (at "
+                        "most %u)",
+                        name_len, RR_NAME_MAX);
+  /* frames a NIC holds until the guest gives it buffers are not in a snapshot: a replay from
+   * it would go without them */
+  for (unsigned i = 0; i < m->cfg.nnets; i++)
+    if (m->net[i]->pending_count)
+      return vs_error_set(err, EAGAIN,
+                          "snapshot during a recording: NIC %u holds %u received frames the "
+                          "guest has not taken yet (a snapshot does not keep them): try again",
+                          i, m->net[i]->pending_count);
+  vm_snapshot_opts o = *opts;
+  o.disk_overlay = true;
+  uint8_t digest[RR_DIGEST_LEN];
+  if (vm_snapshot(m, dir, &o, err) < 0)
+    return -1;
+  if (snapshot_digest_of(dir, digest, err) < 0)
+    return vs_error_wrap(err, "snapshot %s", dir);
+  rr_event ev = {.kind = RR_SNAPSHOT,
+                 .icount = icount_of(m),
+                 .value = m->rr_mtime,
+                 .data = digest,
+                 .len = RR_DIGEST_LEN,
+                 .name = (const uint8_t *)dir,
+                 .name_len = name_len};
+  rr_log_put(&rr->log, &ev);
+  return 0;
+}
+
 /* ------------------------------------------------------------------ replaying */
 
-static int load_log(struct vm_rr *rr, const char *dir, vs_error **err) {
+/* Where a replay begins: the start, or the SNAPSHOT record of the snapshot it was given. */
+typedef struct replay_from {
+  const uint8_t *digest; /* the snapshot's state digest; NULL: the start */
+  bool found;
+  rr_event ev;          /* its record */
+  size_t loop_i, rng_i; /* the queues' records after it */
+} replay_from;
+
+static int load_log(struct vm_rr *rr, const char *dir, replay_from *from, vs_error **err) {
   _cleanup_free_ char *path = vs_asprintf("%s/log", dir);
   if (vs_read_file(path, MAX_LOG_FILE, &rr->log_data, &rr->log_len, err) < 0)
     return -1;
@@ -450,6 +514,13 @@ static int load_log(struct vm_rr *rr, const char *dir, vs_error **err) {
   rr_event ev;
   int rc;
   while ((rc = rr_log_next(&r, &ev, err)) == 1) {
+    if (ev.kind == RR_SNAPSHOT && from->digest && !from->found &&
+        memcmp(ev.data, from->digest, RR_DIGEST_LEN) == 0) {
+      from->found = true;
+      from->ev = ev;
+      from->loop_i = rr->loop_n + 1;
+      from->rng_i = rr->rng_n;
+    }
     rr_event **q = ev.kind == RR_RNG ? &rr->rng_ev : &rr->loop_ev;
     size_t *n = ev.kind == RR_RNG ? &rr->rng_n : &rr->loop_n;
     size_t *cap = ev.kind == RR_RNG ? &cap_rng : &cap_loop;
@@ -493,6 +564,7 @@ static void rr_free(struct vm_rr *rr) {
     free(rr->clone_dir);
   }
   free(rr->dir);
+  free(rr->from_dir);
   free(rr->log_data);
   free(rr->loop_ev);
   free(rr->rng_ev);
@@ -500,17 +572,41 @@ static void rr_free(struct vm_rr *rr) {
   free(rr);
 }
 
-vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err) {
+/* --from SNAP: SNAP must be a snapshot this recording took (its digest in a SNAPSHOT record). */
+static int find_from(struct vm_rr *rr, const char *dir, const char *snap, replay_from *from,
+                     uint8_t digest[RR_DIGEST_LEN], vs_error **err) {
+  if (snapshot_digest_of(snap, digest, err) < 0)
+    return vs_error_wrap(err, "--replay %s --from %s", dir, snap);
+  from->digest = digest;
+  if (load_log(rr, dir, from, err) < 0)
+    return -1;
+  if (!from->found) {
+    char hex[RR_DIGEST_LEN * 2 + 1];
+    hex_of(digest, hex);
+    return vs_error_set(err, 0,
+                        "--replay %s --from %s: not a snapshot of this recording (no snapshot "
+                        "record in %s/log names its state, digest %s)",
+                        dir, snap, dir, hex);
+  }
+  return 0;
+}
+
+vm *vm_replay_open(const char *dir, const char *from_snapshot, const vm_restore_opts *opts,
+                   vs_error **err) {
   struct vm_rr *rr = vs_malloc0(sizeof(*rr));
   rr->replaying = true;
   rr->dir = vs_strdup(dir);
-  if (load_log(rr, dir, err) < 0) {
+  replay_from from = {0};
+  uint8_t from_digest[RR_DIGEST_LEN];
+  if (from_snapshot ? find_from(rr, dir, from_snapshot, &from, from_digest, err) < 0
+                    : load_log(rr, dir, &from, err) < 0) {
     rr_free(rr);
     return NULL;
   }
   _cleanup_free_ char *start = vs_asprintf("%s/start", dir);
+  rr->from_dir = from_snapshot ? vs_strdup(from_snapshot) : vs_strdup(start);
   uint8_t start_digest[RR_DIGEST_LEN];
-  if (start_digest_of(start, start_digest, err) < 0) {
+  if (snapshot_digest_of(start, start_digest, err) < 0) {
     rr_free(rr);
     vs_error_wrap(err, "--replay: the starting snapshot");
     return NULL;
@@ -540,10 +636,10 @@ vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err)
   o.one_thread = true;
   o.net_offline = true;
   o.clone_dir = rr->clone_dir;
-  vm *m = vm_restore(start, &o, err);
+  vm *m = vm_restore(rr->from_dir, &o, err);
   if (!m) {
+    vs_error_wrap(err, "--replay: the snapshot %s", rr->from_dir);
     rr_free(rr);
-    vs_error_wrap(err, "--replay: the starting snapshot");
     return NULL;
   }
   vs_error *why = NULL;
@@ -558,6 +654,16 @@ vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err)
   }
   m->rr = rr;
   install_hooks(m);
+  if (from.found) { /* the log on from the record after the snapshot's, the clock as it was */
+    rr->loop_i = from.loop_i;
+    rr->rng_i = from.rng_i;
+    rr->from_snapshot = true;
+    rr->from_icount = from.ev.icount;
+    rr_set_time(m, from.ev.value);
+    if (icount_of(m) != from.ev.icount)
+      diverge(m, "the snapshot %s holds instruction count %llu, its record in the log %llu",
+              from_snapshot, (unsigned long long)icount_of(m), (unsigned long long)from.ev.icount);
+  }
   return m;
 }
 
@@ -619,7 +725,8 @@ static void replay_apply(vm *m, const rr_event *ev) {
   case RR_RNG:
   case RR_RUN:
   case RR_BEGIN:
-    break; /* the device's queue; several harts' records (replay_run_harts) */
+  case RR_SNAPSHOT: /* a replay point: --from begins after it */
+    break;          /* the device's queue; several harts' records (replay_run_harts) */
   }
 }
 
@@ -890,7 +997,7 @@ static void checkpoint_restore(vm *m, size_t k) {
 /* Checkpoints from the start on: a debugger is attached to a one-hart replay. */
 static int debugging_start(vm *m, vs_error **err) {
   struct vm_rr *rr = m->rr;
-  _cleanup_free_ char *mem = vs_asprintf("%s/start/memory", rr->dir);
+  _cleanup_free_ char *mem = vs_asprintf("%s/memory", rr->from_dir);
   rr->start_mem_fd = open(mem, O_RDONLY | O_CLOEXEC);
   if (rr->start_mem_fd < 0)
     return vs_error_set(err, errno, "open %s", mem);
@@ -1026,8 +1133,12 @@ int vm_rr_finish(vm *m, vs_error **err) {
                       rr->dir, (unsigned long long)icount_of(m));
   } else {
     hex_of(rr->digest, hex);
-    fprintf(stderr, "vessel-vmm: replayed %llu instructions from %s: digest %s (matches)\n",
-            (unsigned long long)icount_of(m), rr->dir, hex);
+    char from[64] = "";
+    if (rr->from_snapshot)
+      snprintf(from, sizeof(from), " (from the snapshot at %llu)",
+               (unsigned long long)rr->from_icount);
+    fprintf(stderr, "vessel-vmm: replayed %llu instructions from %s%s: digest %s (matches)\n",
+            (unsigned long long)icount_of(m), rr->dir, from, hex);
   }
   m->bus.irq_gate = NULL;
   m->rtc.clock_ns = NULL;
@@ -1035,4 +1146,19 @@ int vm_rr_finish(vm *m, vs_error **err) {
     m->rng->source = NULL;
   rr_free(rr);
   return rc;
+}
+
+/* ------------------------------------------------------------------ as text */
+
+int vm_replay_dump(const char *dir, FILE *out, vs_error **err) {
+  struct stat st;
+  _cleanup_free_ char *path =
+      stat(dir, &st) == 0 && S_ISDIR(st.st_mode) ? vs_asprintf("%s/log", dir) : vs_strdup(dir);
+  _cleanup_free_ char *data = NULL;
+  size_t len = 0;
+  if (vs_read_file(path, MAX_LOG_FILE, &data, &len, err) < 0)
+    return -1;
+  if (rr_log_dump((const uint8_t *)data, len, out, err) < 0)
+    return vs_error_wrap(err, "%s", path);
+  return 0;
 }

@@ -10,6 +10,8 @@
  *   RNG      bytes virtio-rng handed to the guest
  *   NET      a frame the network backend handed to a NIC (delivered between two slices)
  *   END      the run ended: instruction count and a digest of the harts' state and of RAM
+ *   SNAPSHOT `ctl SOCK snapshot DIR` took a snapshot here: a point a replay can start from
+ *            (--from DIR), named by the SHA-256 of its state file
  * and with several harts, which take turns on one thread in slices:
  *   RUN      a hart ran a slice, up to this count of its own (replay runs it just as far)
  *   BEGIN    the run loop started a hart that another one had asked to start (SBI HSM)
@@ -23,7 +25,9 @@
  *   records  u8 kind, varint zigzag icount delta, then per kind: TIME varint zigzag mtime delta,
  *            IRQ u8 hart and u8 cause, RUN and BEGIN u8 hart, CONSOLE and RNG varint length
  *            and bytes, NET u8 NIC, u8 flags (1: the last frame of the backend's burst, after
- *            which the device flushes), varint length and the frame, END 32 digest bytes. A
+ *            which the device flushes), varint length and the frame, END 32 digest bytes,
+ *            SNAPSHOT varint mtime (the clock then, not a delta), 32 bytes: SHA-256 of the
+ *            snapshot's state file, varint length and the directory's name as given. A
  * record's count is its hart's (hart 0's for TIME, CONSOLE, RNG and END). A reader checks the whole
  * log before replay starts: a truncated, reordered or altered log is refused with the chunk and
  * offset where it goes wrong. */
@@ -31,12 +35,14 @@
 #define VESSEL_VM_REPLAY_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "base/base.h"
 
 #define RR_LOG_MAGIC "VSSLRRLG"
-#define RR_LOG_VERSION 2u /* 2: the start's digest in the header, NET records */
+/* 2: the start's digest in the header, NET records; 3: SNAPSHOT records */
+#define RR_LOG_VERSION 3u
 #define RR_LOG_HEADER_LEN 60u
 #define RR_LOG_HEADER_CRC_AT 56u /* the header's CRC-32 covers the bytes before it */
 #define RR_CHUNK_TARGET 65536u
@@ -45,6 +51,7 @@
 #define RR_FRAME_MAX 70000u /* a NIC's largest frame: a 64 KiB TCP packet and its headers */
 #define RR_NET_BURST_END 1u
 #define RR_DIGEST_LEN 32u
+#define RR_NAME_MAX 4096u /* a SNAPSHOT record's directory name */
 #define RR_MAX_HARTS 8u
 #define RR_MAX_NICS 4u
 
@@ -57,6 +64,7 @@ typedef enum rr_kind {
   RR_RUN = 6,
   RR_BEGIN = 7,
   RR_NET = 8,
+  RR_SNAPSHOT = 9,
 } rr_kind;
 
 typedef struct rr_event {
@@ -65,10 +73,12 @@ typedef struct rr_event {
   unsigned nic;   /* NET */
   unsigned flags; /* NET: RR_NET_BURST_END */
   uint64_t icount;
-  uint64_t value;      /* TIME: mtime; IRQ: cause */
-  const uint8_t *data; /* CONSOLE, RNG: the bytes; NET: the frame; END: the digest (points
-                          into the log) */
+  uint64_t value;      /* TIME, SNAPSHOT: mtime; IRQ: cause */
+  const uint8_t *data; /* CONSOLE, RNG: the bytes; NET: the frame; END: the digest; SNAPSHOT:
+                          the state file's digest (points into the log) */
   size_t len;
+  const uint8_t *name; /* SNAPSHOT: the directory as `ctl snapshot` named it (not terminated) */
+  size_t name_len;
 } rr_event;
 
 /* ---- writing: records go to a buffer, whole chunks to the file */
@@ -112,5 +122,9 @@ int rr_log_open(rr_log_reader *r, const uint8_t *data, size_t len, vs_error **er
 /* The next record: 1, or 0 after END, or -1 with a message naming the chunk and offset. */
 int rr_log_next(rr_log_reader *r, rr_event *ev, vs_error **err);
 const char *rr_kind_name(rr_kind k);
+/* The log as text, one record per line (vessel-vmm replay-dump; docs/debugging.md): a header
+ * line, then per record its number, kind, instruction count and payload. A log rr_log_open
+ * refuses is not printed (the error says why). */
+int rr_log_dump(const uint8_t *data, size_t len, FILE *out, vs_error **err);
 
 #endif

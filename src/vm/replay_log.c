@@ -27,6 +27,8 @@ const char *rr_kind_name(rr_kind k) {
     return "hart start";
   case RR_NET:
     return "network frame";
+  case RR_SNAPSHOT:
+    return "snapshot";
   }
   return "unknown";
 }
@@ -146,6 +148,12 @@ void rr_log_put(rr_log_writer *w, const rr_event *ev) {
     break;
   case RR_END:
     put_bytes(w, ev->data, RR_DIGEST_LEN);
+    break;
+  case RR_SNAPSHOT:
+    put_varint(w, ev->value);
+    put_bytes(w, ev->data, RR_DIGEST_LEN);
+    put_varint(w, ev->name_len);
+    put_bytes(w, ev->name, ev->name_len);
     break;
   }
   w->records++;
@@ -288,6 +296,21 @@ int rr_log_next(rr_log_reader *r, rr_event *ev, vs_error **err) {
     if (!get_data(r, &p, RR_DATA_MAX, ev))
       return bad_record(r, "data length out of range or cut short", err);
     break;
+  case RR_SNAPSHOT: {
+    rr_event name = {0};
+    if (!get_varint(r, &p, &ev->value))
+      return bad_record(r, "snapshot's time cut short", err);
+    if (r->chunk_end - p < RR_DIGEST_LEN)
+      return bad_record(r, "snapshot's digest cut short", err);
+    ev->data = r->data + p;
+    ev->len = RR_DIGEST_LEN;
+    p += RR_DIGEST_LEN;
+    if (!get_data(r, &p, RR_NAME_MAX, &name))
+      return bad_record(r, "snapshot's name length out of range or cut short", err);
+    ev->name = name.data;
+    ev->name_len = name.len;
+    break;
+  }
   case RR_END:
     if (r->chunk_end - p < RR_DIGEST_LEN)
       return bad_record(r, "digest cut short", err);
@@ -329,7 +352,12 @@ int rr_log_open(rr_log_reader *r, const uint8_t *data, size_t len, vs_error **er
     return vs_error_set(err, 0, "record/replay log: bad magic at offset 0 (not a vessel log)");
   /* the version first: every version has it here, and the rest of the header is the version's */
   uint32_t version = (uint32_t)vmstate_load_le(data + 8, 4);
-  if (version != RR_LOG_VERSION)
+  if (version < RR_LOG_VERSION)
+    return vs_error_set(err, 0,
+                        "record/replay log: format version %u at offset 8, older than this "
+                        "vessel-vmm reads (version %u): record the run again",
+                        version, RR_LOG_VERSION);
+  if (version > RR_LOG_VERSION)
     return vs_error_set(err, 0,
                         "record/replay log: format version %u at offset 8, this vessel-vmm "
                         "reads version %u",
@@ -353,5 +381,120 @@ int rr_log_open(rr_log_reader *r, const uint8_t *data, size_t len, vs_error **er
   if (rc < 0)
     return -1;
   reader_rewind(r);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ as text */
+
+/* Short names, one word each, for lines a script can split. */
+static const char *dump_kind(rr_kind k) {
+  switch (k) {
+  case RR_TIME:
+    return "time";
+  case RR_IRQ:
+    return "irq";
+  case RR_CONSOLE:
+    return "console";
+  case RR_RNG:
+    return "rng";
+  case RR_END:
+    return "end";
+  case RR_RUN:
+    return "run";
+  case RR_BEGIN:
+    return "begin";
+  case RR_NET:
+    return "net";
+  case RR_SNAPSHOT:
+    return "snapshot";
+  }
+  return "unknown";
+}
+
+static void dump_hex(FILE *out, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    fprintf(out, "%02x", p[i]);
+}
+
+/* Data records show their length and the start of their bytes' SHA-256: enough to tell two
+ * payloads apart without printing frames of 64 KiB. */
+static void dump_payload(FILE *out, const uint8_t *p, size_t n) {
+  uint8_t sum[RR_DIGEST_LEN];
+  vs_sha256_ctx ctx;
+  vs_sha256_init(&ctx);
+  vs_sha256_update(&ctx, p, n);
+  vs_sha256_final_raw(&ctx, sum);
+  fprintf(out, " len=%zu sha256=", n);
+  dump_hex(out, sum, 8);
+}
+
+/* Bytes a person can read: printable ASCII as it is, the rest (and the space, the quote and
+ * the backslash, so a line splits on spaces) as \xNN. */
+static void dump_text(FILE *out, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (p[i] > ' ' && p[i] < 0x7f && p[i] != '\\' && p[i] != '"')
+      fputc(p[i], out);
+    else
+      fprintf(out, "\\x%02x", p[i]);
+  }
+}
+
+static void dump_record(FILE *out, uint64_t n, const rr_event *ev) {
+  fprintf(out, "%llu %s icount=%llu", (unsigned long long)n, dump_kind(ev->kind),
+          (unsigned long long)ev->icount);
+  switch (ev->kind) {
+  case RR_TIME:
+    fprintf(out, " mtime=%llu", (unsigned long long)ev->value);
+    break;
+  case RR_IRQ:
+    fprintf(out, " hart=%u cause=%llu", ev->hart, (unsigned long long)ev->value);
+    break;
+  case RR_RUN:
+  case RR_BEGIN:
+    fprintf(out, " hart=%u", ev->hart);
+    break;
+  case RR_CONSOLE:
+    dump_payload(out, ev->data, ev->len);
+    fputs(" text=", out);
+    dump_text(out, ev->data, ev->len);
+    break;
+  case RR_RNG:
+    dump_payload(out, ev->data, ev->len);
+    break;
+  case RR_NET:
+    fprintf(out, " nic=%u burst_end=%u", ev->nic, ev->flags & RR_NET_BURST_END ? 1u : 0u);
+    dump_payload(out, ev->data, ev->len);
+    break;
+  case RR_SNAPSHOT:
+    fprintf(out, " mtime=%llu state_sha256=", (unsigned long long)ev->value);
+    dump_hex(out, ev->data, RR_DIGEST_LEN);
+    fputs(" name=", out);
+    dump_text(out, ev->name, ev->name_len);
+    break;
+  case RR_END:
+    fputs(" digest=", out);
+    dump_hex(out, ev->data, RR_DIGEST_LEN);
+    break;
+  }
+  fputc('\n', out);
+}
+
+int rr_log_dump(const uint8_t *data, size_t len, FILE *out, vs_error **err) {
+  rr_log_reader r;
+  if (rr_log_open(&r, data, len, err) < 0)
+    return -1;
+  fprintf(out, "log version=%u harts=%u realtime_base_ns=%lld start_sha256=", RR_LOG_VERSION,
+          r.harts, (long long)r.realtime_base);
+  dump_hex(out, r.start_digest, RR_DIGEST_LEN);
+  fputc('\n', out);
+  rr_event ev;
+  int rc;
+  uint64_t n = 0;
+  while ((rc = rr_log_next(&r, &ev, err)) == 1)
+    dump_record(out, ++n, &ev);
+  if (rc < 0)
+    return -1;
+  if (fflush(out) != 0 || ferror(out))
+    return vs_error_set(err, errno, "write the log's records");
   return 0;
 }

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base/base.h"
 
@@ -163,8 +164,14 @@ vm *vm_restore(const char *dir, const vm_restore_opts *opts, vs_error **err);
 int vm_record_start(vm *m, const char *dir, vs_error **err);
 /* What --record refuses before the machine is built (a tap network). */
 int vm_record_check_config(const vm_config *cfg, vs_error **err);
-vm *vm_replay_open(const char *dir, const vm_restore_opts *opts, vs_error **err);
+/* from_snapshot NULL: from dir/start; else a snapshot that `ctl snapshot` took during the
+ * recording (named in the log by its state's digest; any other is refused): the replay begins
+ * there and reads the log on from that point. */
+vm *vm_replay_open(const char *dir, const char *from_snapshot, const vm_restore_opts *opts,
+                   vs_error **err);
 int vm_rr_finish(vm *m, vs_error **err);
+/* dir/log (or the file dir) as text, one record per line (vessel-vmm replay-dump). */
+int vm_replay_dump(const char *dir, FILE *out, vs_error **err);
 
 /* Live migration. The receiver listens on host:port (or "fd:N", a listening socket it inherited:
  * its parent picked the port and can tell the sender before this process runs), takes one

@@ -2,7 +2,7 @@
  * the mode: odd, the rest is a log as found in a file; even, the harness first sets the header's
  * and every chunk's checksum right, so the fuzzer gets past them into the records. Any log must
  * be read to its end or refused with a message, never crash; a log rr_log_open accepted must
- * read to its end record without an error. */
+ * read to its end record without an error, and print as text (rr_log_dump) without one. */
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -68,9 +68,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       __builtin_trap();
     if (ev.kind == RR_NET && (ev.len == 0 || ev.len > RR_FRAME_MAX || ev.nic >= RR_MAX_NICS))
       __builtin_trap();
+    if (ev.kind == RR_SNAPSHOT &&
+        (ev.len != RR_DIGEST_LEN || ev.name_len == 0 || ev.name_len > RR_NAME_MAX))
+      __builtin_trap();
   }
   if (rc < 0 || !r.ended)
     __builtin_trap(); /* rr_log_open checked all of it */
+  /* the dump reads the same records: it must print them all without an error */
+  FILE *out = fopen("/dev/null", "w");
+  if (out) {
+    if (rr_log_dump(log, len, out, &err) < 0)
+      __builtin_trap();
+    fclose(out);
+  }
   (void)records;
   free(log);
   return 0;

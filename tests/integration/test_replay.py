@@ -5,11 +5,15 @@ bytes, a write to it) is recorded once on one hart and once on two, and each is 
 translator and with the interpreter, five times in a row for the first (no live network: the
 server is gone by then); each replay prints the same console output byte for byte and ends at the
 recorded instruction count with the recorded digest of the harts' state and RAM. A tampered,
-truncated, newer-format or foreign log (another kernel's start) is refused before anything
-runs."""
+truncated, older- or newer-format or foreign log (another kernel's start) is refused before
+anything runs. The one-hart recording takes a snapshot at the shell (`ctl SOCK snapshot`): a
+replay point, from which `--replay --from` reproduces the rest of the run. A bare-metal program
+(tests/guest/rr_inputs.c) recorded twice shows that two recordings of one run differ only in
+their outside inputs, and that the time values in the log are the ones the guest read."""
 import re
 import shutil
 import subprocess
+import time
 import zlib
 
 import pytest
@@ -36,20 +40,38 @@ def record(build_dir, guest_assets, d, smp):
     www.mkdir()
     token = f"page-{d.parent.name}"
     (www / "token.txt").write_text(token + "\n")
+    sock = d / "api.sock"
     argv = [vmm(build_dir), "--kernel", str(guest_assets / "Image"),
             "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
             "--mem", "256M", "--smp", str(smp), "--net", "user",
-            "--disk", f"{disk},format=raw", "--record", str(d / "rec")]
+            "--disk", f"{disk},format=raw", "--record", str(d / "rec"), "--api-sock", str(sock)]
     with http_server(www) as port:
         con = Console(argv)
         try:
-            return record_session(con, d / "rec", smp, port, token)
+            return record_session(build_dir, con, d, smp, port, token)
         finally:
             con.close()
 
 
-def record_session(con, d, smp, port, token):
+def ctl(build_dir, sock, *args):
+    r = subprocess.run([vmm(build_dir), "ctl", str(sock), *args], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=CMD_TIMEOUT)
+    return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
+
+
+def record_session(build_dir, con, top, smp, port, token):
+    d = top / "rec"
     m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
+    # a replay point at the shell; what the recording cannot log is refused meanwhile
+    snap = top / "at-shell"
+    for _ in range(30):  # refused while the NIC holds frames the guest has not taken yet
+        rc, out = ctl(build_dir, top / "api.sock", "snapshot", str(snap))
+        if rc == 0 or "try again" not in out:
+            break
+        time.sleep(1)
+    assert rc == 0, out
+    rc, out = ctl(build_dir, top / "api.sock", "balloon", "128M")
+    assert rc != 0 and "balloon: not during a recording" in out, out
     # wget retries until DHCP has configured eth0
     con.send("echo RESULT$((6*7)); grep -c ^processor /proc/cpuinfo; "
              "head -c 16 /dev/hwrng | od -An -tx1; date +%s; "
@@ -69,8 +91,8 @@ def record_session(con, d, smp, port, token):
     end = END_RE.search(con.err.decode(errors="replace"))
     assert end, con.err.decode(errors="replace")
     return {"dir": d, "out": con.out, "icount": int(end.group(1)),
-            "log_bytes": int(end.group(2)), "digest": end.group(4),
-            "hwrng": m.group(2).split(), "token": token}
+            "log_bytes": int(end.group(2)), "records": int(end.group(3)),
+            "digest": end.group(4), "hwrng": m.group(2).split(), "token": token, "snap": snap}
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +175,12 @@ def fix_header_crc(log):
 
 
 def newer_version(log):
-    log[8] = 3  # the version field
+    log[8] = 4  # the version field
+    return fix_header_crc(log)
+
+
+def older_version(log):
+    log[8] = 2  # version 2 had no snapshot records
     return fix_header_crc(log)
 
 
@@ -169,7 +196,13 @@ def test_truncated_log_is_refused(build_dir, recording, tmp_path):
 
 def test_newer_format_is_refused(build_dir, recording, tmp_path):
     err = replay_damaged(build_dir, recording, tmp_path, newer_version)
-    assert "format version 3 at offset 8, this vessel-vmm reads version 2" in err, err
+    assert "format version 4 at offset 8, this vessel-vmm reads version 3" in err, err
+
+
+def test_older_format_is_refused(build_dir, recording, tmp_path):
+    err = replay_damaged(build_dir, recording, tmp_path, older_version)
+    assert ("format version 2 at offset 8, older than this vessel-vmm reads (version 3): "
+            "record the run again") in err, err
 
 
 def test_log_of_another_start_is_refused(build_dir, recording, recording_smp, tmp_path):
@@ -224,6 +257,10 @@ def first_interrupt_changed(log):
             p += length
         elif kind in (6, 7):
             p += 1
+        elif kind == 9:  # SNAPSHOT: mtime, state digest, name
+            _, p = varint(log, p)
+            length, p = varint(log, p + 32)
+            p += length
         else:
             raise AssertionError(f"no interrupt record in the first chunk (kind {kind})")
     crc = 0
@@ -260,3 +297,223 @@ def test_record_refuses_what_it_cannot_record(build_dir, guest_assets, tmp_path)
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=CMD_TIMEOUT)
     assert r.returncode == 2
     assert "not allowed with --replay" in r.stderr.decode(errors="replace")
+
+
+# ------------------------------------------------------------------ replay points
+
+def test_replay_from_a_snapshot_taken_during_the_recording(build_dir, recording):
+    """--from the snapshot taken at the shell: the replay begins at its instruction count and
+    prints the rest of the console output (the commands typed after it, the page fetched, the
+    disk read and written) byte for byte, ending with the recorded count and digest."""
+    r = replay(build_dir, recording["dir"], "--from", str(recording["snap"]))
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 0, err
+    m = REPLAY_RE.search(err)
+    assert m, err
+    assert int(m.group(1)) == recording["icount"]
+    assert m.group(2) == recording["digest"]
+    full, part = recording["out"], r.stdout
+    assert part and len(part) < len(full) and full.endswith(part), (full[-400:], part[:400])
+    assert b"READY2" in full[:len(full) - len(part)]
+    assert b"RESULT42" in part and recording["token"].encode() in part
+
+
+def test_a_snapshot_not_of_this_recording_is_refused(build_dir, recording, recording_smp,
+                                                      tmp_path):
+    # another recording's start, and this recording's snapshot with its state altered
+    other = recording_smp["dir"] / "start"
+    altered = tmp_path / "altered"
+    altered.mkdir()
+    state = bytearray((recording["snap"] / "state").read_bytes())
+    state[len(state) // 2] ^= 1
+    (altered / "state").write_bytes(bytes(state))
+    for snap in (other, altered):
+        r = replay(build_dir, recording["dir"], "--from", str(snap))
+        err = r.stderr.decode(errors="replace")
+        assert r.returncode == 1, err
+        assert r.stdout == b""
+        assert re.search(rf"--from {re.escape(str(snap))}: not a snapshot of this recording "
+                         rf"\(no snapshot record in .*/log names its state, digest [0-9a-f]{{64}}\)",
+                         err), err
+    r = subprocess.run([vmm(build_dir), "--from", str(other), "--kernel", "x"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=CMD_TIMEOUT)
+    assert r.returncode == 2 and b"--from needs --replay" in r.stderr
+
+
+def parse_dump(text):
+    """vessel-vmm replay-dump's lines: the header's fields, then (kind, fields) per record."""
+    lines = text.splitlines()
+    head = lines[0].split()
+    assert head[0] == "log", lines[0]
+    header = dict(f.split("=", 1) for f in head[1:])
+    records = []
+    for n, line in enumerate(lines[1:], 1):
+        parts = line.split()
+        assert int(parts[0]) == n, line
+        fields = dict(f.split("=", 1) for f in parts[2:])
+        fields["icount"] = int(fields["icount"])
+        records.append((parts[1], fields))
+    return header, records
+
+
+def dump(build_dir, d):
+    r = subprocess.run([vmm(build_dir), "replay-dump", str(d)], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=CMD_TIMEOUT)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    return parse_dump(r.stdout.decode())
+
+
+def test_dump_shows_every_record_and_the_replay_point(build_dir, recording):
+    header, records = dump(build_dir, recording["dir"])
+    assert header["version"] == "3" and header["harts"] == "1"
+    assert len(records) == recording["records"]
+    assert records[-1] == ("end", {"icount": recording["icount"],
+                                   "digest": recording["digest"]})
+    snaps = [f for kind, f in records if kind == "snapshot"]
+    assert len(snaps) == 1 and snaps[0]["name"] == str(recording["snap"])
+    assert 0 < snaps[0]["icount"] < recording["icount"]
+    kinds = {kind for kind, _ in records}
+    assert {"time", "irq", "console", "rng", "net"} <= kinds, kinds
+    r = subprocess.run([vmm(build_dir), "replay-dump", str(recording["dir"] / "nothing")],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=CMD_TIMEOUT)
+    assert r.returncode == 1 and b"rec/nothing: No such file or directory" in r.stderr
+
+
+# ------------------------------------------------------------------ two recordings of one run
+
+INPUT_LINE = "hello replay"
+CLOCK_LINE = re.compile(rb"^(time|mtime|rtc) ([0-9a-f]{16}) ([0-9a-f]{16})$", re.M)
+
+
+def rr_inputs_elf(build_dir):
+    path = build_dir / "tests" / "unit" / "rr_inputs.elf"
+    if not path.is_file():
+        pytest.skip(f"{path} not built (riscv64-unknown-elf-gcc missing?)")
+    return path
+
+
+def record_inputs(build_dir, d, snap=None):
+    """Record tests/guest/rr_inputs.c: it reads the clock, takes timer interrupts and reads a
+    line of console input, which the test types when the program asks for it (after taking a
+    snapshot `snap` through the control socket, if given)."""
+    sock = d.parent / f"{d.name}.sock"
+    argv = [vmm(build_dir), "--bios", "none", "--kernel", str(rr_inputs_elf(build_dir)),
+            "--mem", "64M", "--record", str(d)] + (["--api-sock", str(sock)] if snap else [])
+    before = time.time_ns()
+    con = Console(argv)
+    try:
+        con.wait_for(r"rr-inputs: type a line", CMD_TIMEOUT)
+        if snap:
+            rc, out = ctl(build_dir, sock, "snapshot", str(snap))
+            assert rc == 0, out
+        con.send(INPUT_LINE)  # one write: the program gets it in one piece
+        status = con.proc.wait(timeout=CMD_TIMEOUT)
+        for t in con.readers:
+            t.join(timeout=30)
+    finally:
+        con.close()
+    after = time.time_ns()
+    assert status == 0, con.err.decode(errors="replace")
+    assert f"got {INPUT_LINE}\nrr-inputs: end\n".encode() in con.out, con.out
+    header, records = dump(build_dir, d)
+    end = END_RE.search(con.err.decode(errors="replace"))
+    assert end, con.err
+    return {"dir": d, "out": con.out, "header": header, "records": records,
+            "before": before, "after": after, "digest": end.group(4)}
+
+
+def mtime_at(records, icount):
+    """The guest's clock for the instruction at `icount`: the last TIME record at or before it
+    (a record at count c is applied before the instruction numbered c runs)."""
+    value = None
+    for kind, f in records:
+        if f["icount"] > icount:
+            break
+        if kind == "time":
+            value = int(f["mtime"])
+    assert value is not None
+    return value
+
+
+def check_time_values(rec):
+    """The time values in the log are the ones the guest read: the time CSR and the CLINT's
+    mtime read the clock the log's TIME records set, the RTC reads the log header's wall clock
+    at mtime 0 plus mtime (in ns); the clock starts at 0 and never goes back."""
+    records, base = rec["records"], int(rec["header"]["realtime_base_ns"])
+    assert rec["before"] <= base <= rec["after"]
+    times = [(f["icount"], int(f["mtime"])) for kind, f in records if kind == "time"]
+    assert times[0] == (0, 0)
+    assert all(a[1] <= b[1] and a[0] <= b[0] for a, b in zip(times, times[1:]))
+    lines = CLOCK_LINE.findall(rec["out"])
+    assert len(lines) == 15, rec["out"]
+    for what, at, value in lines:
+        # the value was read by the instruction after the one that read the count
+        now = mtime_at(records, int(at, 16) + 1)
+        want = base + now * 100 if what == b"rtc" else now
+        assert int(value, 16) == want, (what, at, value, now)
+
+
+def test_two_recordings_of_one_run_differ_only_in_outside_inputs(build_dir, tmp_path):
+    """The same program with the same console input, recorded twice. What may differ between
+    the two logs is what came from outside: the wall clock at the start (the header), the
+    clock's values and where the recorder sampled them (TIME records: one between two slices
+    when the host clock moved, any number while the hart waits), and when the console input
+    came (a CONSOLE record's count; its bytes are the same, they were typed the same). Every
+    other record -- interrupts and where they were taken, the end's count and digest -- and the
+    start's digest must be equal, and so must the console output but for the clock values the
+    program printed. (The program has no rng or network driver: entropy bytes and frames,
+    outside inputs too, are compared by length and count in docs/debugging.md's terms but do
+    not occur here.)"""
+    one = record_inputs(build_dir, tmp_path / "one")
+    two = record_inputs(build_dir, tmp_path / "two")
+    for rec in (one, two):
+        check_time_values(rec)
+    h1, h2 = one["header"], two["header"]
+    assert (h1["version"], h1["harts"], h1["start_sha256"]) == \
+        (h2["version"], h2["harts"], h2["start_sha256"])
+    assert h1["realtime_base_ns"] != h2["realtime_base_ns"]
+
+    def guest_determined(records):
+        return [(kind, f) for kind, f in records if kind != "time"]
+
+    a, b = guest_determined(one["records"]), guest_determined(two["records"])
+    assert [k for k, _ in a] == [k for k, _ in b], ([k for k, _ in a], [k for k, _ in b])
+    assert not {"rng", "net"} & {k for k, _ in a}
+    for (kind, fa), (_, fb) in zip(a, b):
+        if kind == "console":
+            fa, fb = dict(fa, icount=None), dict(fb, icount=None)
+        assert fa == fb, (kind, fa, fb)
+    assert sum(1 for k, _ in a if k == "irq") == 5
+    assert [k for k, _ in a][-1] == "end"
+
+    def masked(out):
+        return CLOCK_LINE.sub(lambda m: m.group(1) + b" " + m.group(2) + b" <value>", out)
+
+    assert masked(one["out"]) == masked(two["out"])
+    assert CLOCK_LINE.findall(one["out"]) != CLOCK_LINE.findall(two["out"])
+    # and each replays to its own digest, printing what its recording printed
+    for rec in (one, two):
+        r = replay(build_dir, rec["dir"])
+        assert r.returncode == 0, r.stderr.decode(errors="replace")
+        assert r.stdout == rec["out"]
+
+
+@pytest.mark.parametrize("accel", ["jit", "interp"])
+def test_replay_from_a_snapshot_of_a_bare_metal_run(build_dir, tmp_path, accel):
+    """A replay point taken while the program waits for its console input: the replay from it
+    prints only what came after (the line it got, its end) and ends with the recorded digest,
+    on either engine; the snapshot changed nothing in the recorded run (a recording without one
+    ends with the same digest, as two recordings of this program must)."""
+    rec = record_inputs(build_dir, tmp_path / "rec", snap=tmp_path / "waiting")
+    plain = record_inputs(build_dir, tmp_path / "plain")
+    assert rec["digest"] == plain["digest"]
+    snaps = [f for kind, f in rec["records"] if kind == "snapshot"]
+    assert len(snaps) == 1 and snaps[0]["name"] == str(tmp_path / "waiting")
+    r = replay(build_dir, rec["dir"], "--from", str(tmp_path / "waiting"), "--accel", accel)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 0, err
+    m = REPLAY_RE.search(err)
+    assert m and m.group(2) == rec["digest"], err
+    assert f"(from the snapshot at {snaps[0]['icount']})" in err
+    assert r.stdout == f"got {INPUT_LINE}\nrr-inputs: end\n".encode()
+    assert rec["out"].endswith(r.stdout)

@@ -54,6 +54,14 @@ static size_t sample(rr_event *evs) {
                         .flags = RR_NET_BURST_END,
                         .data = frame,
                         .len = 60};
+  evs[n++] = (rr_event){.kind = RR_SNAPSHOT,
+                        .icount = 2000,
+                        .value = UINT64_MAX - 5, /* absolute, not a delta */
+                        .data = digest,
+                        .len = RR_DIGEST_LEN,
+                        .name = (const uint8_t *)"/var/lib/snap 1",
+                        .name_len = 15};
+  evs[n++] = (rr_event){.kind = RR_TIME, .icount = 2100, .value = 20};
   evs[n++] =
       (rr_event){.kind = RR_END, .icount = UINT64_MAX - 1, .data = digest, .len = RR_DIGEST_LEN};
   return n;
@@ -77,8 +85,12 @@ TEST(records_come_back_as_written) {
     CHECK_EQ(rr_log_next(&r, &ev, &err), 1);
     CHECK_EQ(ev.kind, evs[i].kind);
     CHECK_U64(ev.icount, evs[i].icount);
-    if (ev.kind == RR_TIME || ev.kind == RR_IRQ)
+    if (ev.kind == RR_TIME || ev.kind == RR_IRQ || ev.kind == RR_SNAPSHOT)
       CHECK_U64(ev.value, evs[i].value);
+    if (ev.kind == RR_SNAPSHOT) {
+      CHECK_EQ(ev.name_len, evs[i].name_len);
+      CHECK(memcmp(ev.name, evs[i].name, ev.name_len) == 0);
+    }
     if (ev.kind == RR_NET) {
       CHECK_EQ(ev.nic, evs[i].nic);
       CHECK_EQ(ev.flags, evs[i].flags);
@@ -147,7 +159,13 @@ TEST(magic_and_version_are_checked) {
   vs_error *err = NULL;
   log[8] = RR_LOG_VERSION + 1; /* a newer format: refused by its version, whatever follows */
   CHECK(rr_log_open(&r, (const uint8_t *)log, len, &err) < 0);
-  CHECK_CONTAINS(err->msg, "format version 3 at offset 8, this vessel-vmm reads version 2");
+  CHECK_CONTAINS(err->msg, "format version 4 at offset 8, this vessel-vmm reads version 3");
+  vs_error_free(err);
+  err = NULL;
+  log[8] = RR_LOG_VERSION - 1; /* an older one: record again */
+  CHECK(rr_log_open(&r, (const uint8_t *)log, len, &err) < 0);
+  CHECK_CONTAINS(err->msg, "format version 2 at offset 8, older than this vessel-vmm reads "
+                           "(version 3): record the run again");
   vs_error_free(err);
   err = NULL;
   log[8] = RR_LOG_VERSION;
@@ -155,6 +173,42 @@ TEST(magic_and_version_are_checked) {
   CHECK(rr_log_open(&r, (const uint8_t *)log, len, &err) < 0);
   CHECK_CONTAINS(err->msg, "bad magic");
   vs_error_free(err);
+  free(log);
+}
+
+/* The dump prints every record on its own line, the snapshot's name escaped so a line still
+ * splits on spaces. */
+TEST(dump_prints_one_line_per_record) {
+  rr_event evs[16];
+  size_t n = sample(evs), len;
+  char *log = write_log(evs, n, &len);
+  char *text = NULL;
+  size_t text_len = 0;
+  FILE *out = open_memstream(&text, &text_len);
+  vs_error *err = NULL;
+  CHECK_EQ(rr_log_dump((const uint8_t *)log, len, out, &err), 0);
+  fclose(out);
+  size_t lines = 0;
+  for (size_t i = 0; i < text_len; i++)
+    lines += text[i] == '\n';
+  CHECK_EQ(lines, n + 1);
+  CHECK_CONTAINS(text, "log version=3 harts=1 realtime_base_ns=1234567 start_sha256=090807");
+  CHECK_CONTAINS(text, "\n1 time icount=0 mtime=1000\n2 irq icount=500 hart=0 cause=5\n");
+  CHECK_CONTAINS(text, "3 console icount=900 len=3 sha256=");
+  CHECK_CONTAINS(text, " text=ls\\x0a\n");
+  CHECK_CONTAINS(text, "nic=3 burst_end=0 len=70000 sha256=");
+  CHECK_CONTAINS(text, "snapshot icount=2000 mtime=18446744073709551610 state_sha256=010203");
+  CHECK_CONTAINS(text, " name=/var/lib/snap\\x201\n");
+  CHECK_CONTAINS(text, "end icount=18446744073709551614 digest=010203");
+  free(text);
+  log[len / 2] ^= 1; /* a damaged log prints nothing */
+  text = NULL;
+  out = open_memstream(&text, &text_len);
+  CHECK(rr_log_dump((const uint8_t *)log, len, out, &err) < 0);
+  fclose(out);
+  CHECK_EQ(text_len, 0);
+  vs_error_free(err);
+  free(text);
   free(log);
 }
 

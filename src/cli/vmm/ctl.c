@@ -24,6 +24,7 @@ static const char ctl_usage[] =
     "                              --quit stops it afterwards (suspend to disk);\n"
     "                              --disk-overlay freezes each writable disk as the snapshot's\n"
     "                              base and continues on a new overlay PATH.N.qcow2\n"
+    "                              (during --record: a replay point, --replay --from DIR)\n"
     "  migrate HOST:PORT           live-migrate to 'vessel-vmm --incoming HOST:PORT' and wait\n"
     "                              until it completed or failed\n"
     "  balloon [TARGET]            (--balloon) the guest's memory target (512M, ...: what it\n"

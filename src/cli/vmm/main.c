@@ -26,7 +26,9 @@ static const char usage_text[] =
     "Usage: vessel-vmm --kernel PATH [OPTIONS]\n"
     "       vessel-vmm --restore DIR [--clone [--clone-dir DIR]] [--api-sock PATH]\n"
     "       vessel-vmm --incoming HOST:PORT|fd:N [--paused] [--api-sock PATH]\n"
-    "       vessel-vmm --replay DIR [--accel jit|interp] [--gdb tcp:[HOST]:PORT [--gdb-wait]]\n"
+    "       vessel-vmm --replay DIR [--from SNAPSHOT] [--accel jit|interp]\n"
+    "                  [--gdb tcp:[HOST]:PORT [--gdb-wait]]\n"
+    "       vessel-vmm replay-dump DIR      (a recording's log, one record per line)\n"
     "       vessel-vmm img SUBCOMMAND ...   (disk images, see 'vessel-vmm img --help')\n"
     "       vessel-vmm ctl SOCKET COMMAND   (control a running VM, see 'vessel-vmm ctl --help')\n"
     "\n"
@@ -90,10 +92,12 @@ static const char usage_text[] =
     "  --record DIR      save a starting snapshot in DIR/start and log every outside input\n"
     "                    (clock, interrupts, console input, rng bytes, network frames) in\n"
     "                    DIR/log, writable disks frozen under an overlay; prints the\n"
-    "                    instruction count and a digest of the final state at the end\n"
+    "                    instruction count and a digest of the final state at the end;\n"
+    "                    with --api-sock, 'ctl SOCKET snapshot DIR' takes a replay point\n"
     "  --replay DIR      run DIR's recording again with no outside input; fails at the first\n"
     "                    divergence; with --gdb, gdb can also run it backwards (reverse-stepi,\n"
     "                    reverse-continue; see docs/debugging.md)\n"
+    "  --from SNAPSHOT   with --replay: begin at a snapshot taken during the recording\n"
     "  --accel KIND      how the harts run: 'jit' (default on x86-64 hosts; guest code is\n"
     "                    translated to host code) or 'interp' (the interpreter)\n"
     "  --cpu MODEL       the harts' ISA: 'rv64' (default: RV64GC with the hypervisor\n"
@@ -144,6 +148,7 @@ enum {
   OPT_RECORD,
   OPT_REPLAY,
   OPT_PAUSED,
+  OPT_FROM,
 };
 
 /* What to run: a new VM from cfg, a snapshot, or an incoming migration. */
@@ -157,6 +162,7 @@ typedef struct vmm_args {
   bool paused;        /* --paused */
   const char *record; /* --record DIR */
   const char *replay; /* --replay DIR */
+  const char *from;   /* --from SNAPSHOT */
   vm_restore_opts ropts;
 } vmm_args;
 
@@ -188,6 +194,7 @@ static const struct option long_options[] = {
     {"record", required_argument, NULL, OPT_RECORD},
     {"replay", required_argument, NULL, OPT_REPLAY},
     {"paused", no_argument, NULL, OPT_PAUSED},
+    {"from", required_argument, NULL, OPT_FROM},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -256,6 +263,9 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
       break;
     case OPT_REPLAY:
       a->replay = optarg;
+      break;
+    case OPT_FROM:
+      a->from = optarg;
       break;
     case OPT_CLONE:
       a->ropts.clone = true;
@@ -378,10 +388,12 @@ static int parse_args(int argc, char **argv, vmm_args *a) {
     return usage_error("%s", "--restore and --incoming exclude each other");
   if (a->paused && (a->record || a->replay))
     return usage_error("%s", "--paused does not go with --record or --replay");
-  if ((a->record || a->replay) && (a->restore || a->incoming || a->api_sock ||
+  if ((a->record || a->replay) && (a->restore || a->incoming || (a->replay && a->api_sock) ||
                                    (a->record && (a->gdb || a->gdb_wait || a->replay))))
-    return usage_error("%s", "--record and --replay take no --restore, --incoming, --api-sock "
-                             "or each other, --record no --gdb");
+    return usage_error("%s", "--record and --replay take no --restore, --incoming or each "
+                             "other, --record no --gdb, --replay no --api-sock");
+  if (a->from && !a->replay)
+    return usage_error("%s", "--from needs --replay");
   if (a->replay) {
     if (machine_opts)
       return usage_error("%s", "the recording describes the machine: --kernel, --mem, --disk, "
@@ -443,6 +455,25 @@ static void tty_make_raw(void) {
 
 /* ------------------------------------------------------------------ main */
 
+/* vessel-vmm replay-dump DIR: the log of a recording as text (docs/debugging.md). */
+static int replay_dump_main(int argc, char **argv) {
+  if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+    fputs("Usage: vessel-vmm replay-dump DIR|LOG\n"
+          "Print a recording's log (DIR/log) one record per line: a header line, then the\n"
+          "record's number, kind, instruction count and payload (docs/debugging.md).\n",
+          stdout);
+    return 0;
+  }
+  if (argc != 2)
+    return usage_error("%s", "replay-dump takes one argument: the recording's directory");
+  _cleanup_error_ vs_error *err = NULL;
+  if (vm_replay_dump(argv[1], stdout, &err) < 0) {
+    vs_error_print(err, "vessel-vmm replay-dump");
+    return EXIT_VMM_ERROR;
+  }
+  return 0;
+}
+
 static int exit_status(vm_exit_reason reason, int code, bool htif) {
   switch (reason) {
   case VM_EXIT_POWEROFF:
@@ -463,6 +494,8 @@ int main(int argc, char **argv) {
   vs_log_configure("vessel-vmm", VS_LOG_WARN, VS_LOG_FORMAT_TEXT, 2);
   if (argc > 1 && strcmp(argv[1], "ctl") == 0)
     return vmm_ctl_main(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "replay-dump") == 0)
+    return replay_dump_main(argc - 1, argv + 1);
   vmm_args a = {0};
   vm_config_init(&a.cfg);
   vm_restore_opts_init(&a.ropts);
@@ -496,7 +529,7 @@ int main(int argc, char **argv) {
   }
   vm *m = a.restore    ? vm_restore(a.restore, &a.ropts, &err)
           : a.incoming ? vm_migrate_incoming(a.incoming, &a.ropts, &err)
-          : a.replay   ? vm_replay_open(a.replay, &a.ropts, &err)
+          : a.replay   ? vm_replay_open(a.replay, a.from, &a.ropts, &err)
                        : vm_create(&cfg, &err);
   if (!m) {
     vs_error_print(err, "vessel-vmm");

@@ -28,10 +28,12 @@ static int64_t host_realtime_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static uint64_t rtc_now(const rtc_state *r) {
-  int64_t host = r->clock_ns ? r->clock_ns(r->clock_opaque) : host_realtime_ns();
-  return (uint64_t)(host + r->offset_ns);
+/* The host's clock as the RTC sees it: record/replay gives it the recording's (clock_ns) */
+static int64_t rtc_host_ns(const rtc_state *r) {
+  return r->clock_ns ? r->clock_ns(r->clock_opaque) : host_realtime_ns();
 }
+
+static uint64_t rtc_now(const rtc_state *r) { return (uint64_t)(rtc_host_ns(r) + r->offset_ns); }
 
 void rtc_init(rtc_state *r, dev_irq_line irq) {
   memset(r, 0, sizeof(*r));
@@ -95,7 +97,7 @@ bool rtc_write(void *dev, uint64_t off, unsigned size, uint64_t val) {
   case RTC_TIME_LOW: {
     /* the guest writes TIME_HIGH first, then TIME_LOW to commit the new time */
     uint64_t t = ((uint64_t)r->time_high_latch << 32) | v;
-    r->offset_ns = (int64_t)(t - (uint64_t)host_realtime_ns());
+    r->offset_ns = (int64_t)(t - (uint64_t)rtc_host_ns(r));
     break;
   }
   case RTC_TIME_HIGH:
