@@ -1,5 +1,7 @@
 /* POST /build: Docker's classic builder protocol. The body (a tar of the build context) is
- * unpacked into a temporary directory as a layer is (every path inside it), the image is built
+ * unpacked into a temporary directory as a layer is (every path inside it) while it arrives (the
+ * route streams it through a pipe, server.c), each file hashed as it lands for the step cache;
+ * the image is built
  * by src/image's builder and the reply is the JSON stream docker's CLI reads, sent as the build
  * goes: {"stream": line} for each progress line, {"aux": {"ID": ...}} for the image, {"error": ...}
  * on failure. */
@@ -118,13 +120,15 @@ static void *pump_thread(void *arg) {
   return NULL;
 }
 
-static int unpack_context(vd_call *c, const char *dir, vs_error **err) {
+/* The context from the request body (a pipe the loop fills as the client sends: the upload
+ * and the unpack overlap). The docker CLI and docker-py leave out what .dockerignore names
+ * before they send; the builder applies .dockerignore again to what it reads (other clients). */
+static int unpack_context(vd_call *c, const char *dir, vs_file_digests *digests, vs_error **err) {
   _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  _cleanup_close_ int body = open(c->body_path, O_RDONLY | O_CLOEXEC);
-  if (dfd < 0 || body < 0)
+  if (dfd < 0)
     return vs_error_set(err, errno, "open the build context");
-  vs_layer_limits lim = {.allow_devices = false};
-  if (vs_layer_apply(body, dfd, &lim, NULL, err) < 0)
+  vs_layer_limits lim = {.allow_devices = false, .file_digests = digests};
+  if (vs_layer_apply(c->body_fd, dfd, &lim, NULL, err) < 0)
     return vs_error_wrap(err, "unpack the build context");
   return 0;
 }
@@ -257,13 +261,15 @@ void vd_h_build(vd_call *c) {
   }
   char id[VS_DIGEST_MAX];
   int r = -1;
+  vs_file_digests *digests = vs_file_digests_new();
   run_ctx rctx = {.d = d, .out_fd = http_query_bool(q, "q", false) ? VS_SPAWN_DEVNULL : progress};
   if (!pumping)
     vs_error_set(&e, errno, "start the progress stream");
   else if (!mkdtemp(tmp))
     vs_error_set(&e, errno, "mkdtemp %s", tmp);
-  else if (unpack_context(c, tmp, &e) == 0) {
+  else if (unpack_context(c, tmp, digests, &e) == 0) {
     vs_build_opts o = {.context = tmp,
+                       .context_digests = digests,
                        .dockerfile = dockerfile && *dockerfile ? dockerfile : NULL,
                        .tags = tags,
                        .ntags = ntags,
@@ -309,6 +315,7 @@ void vd_h_build(vd_call *c) {
     post_line(c, json_pack("{s:{s:s}, s:s}", "errorDetail", "message", msg, "error", msg));
   }
   vs_error_free(e);
+  vs_file_digests_free(digests);
   vs_error *re = NULL;
   if (vs_rm_rf(tmp, &re) < 0)
     vs_log_warn("remove %s: %s", tmp, re->msg);

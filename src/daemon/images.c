@@ -618,7 +618,9 @@ void vd_h_image_push(vd_call *c) {
     vs_error_free(e);
     return;
   }
-  int rc = vs_image_push(d->store, full, full, &o, &e);
+  char pushed[VS_DIGEST_MAX];
+  size_t pushed_len = 0;
+  int rc = vs_image_push(d->store, full, full, &o, pushed, &pushed_len, &e);
   if (rc < 0) {
     progress_fail(c, 500, e->msg);
     vs_error_free(e);
@@ -627,8 +629,8 @@ void vd_h_image_push(vd_call *c) {
     vd_event_emit(d, "image", "push", fam, json_pack("{s:s}", "name", fam));
     const char *t = strrchr(full, ':');
     post_json(c, json_pack("{s:{}, s:{s:s, s:s, s:I}}", "progressDetail", "aux", "Tag",
-                           t && !strchr(t, '/') ? t + 1 : "latest", "Digest", img.manifest_digest,
-                           "Size", (json_int_t)img.manifest_len));
+                           t && !strchr(t, '/') ? t + 1 : "latest", "Digest", pushed, "Size",
+                           (json_int_t)pushed_len));
   }
   vs_image_clear(&img);
 }

@@ -12,7 +12,7 @@ static const vd_route routes[] = {
     {"GET", "/info", vd_h_info, VD_RUN_WORKER, false},
     {"GET", "/events", vd_h_events, VD_RUN_LOOP, false},
     {"POST", "/commit", vd_h_commit, VD_RUN_WORKER, false},
-    {"POST", "/build", vd_h_build, VD_RUN_WORKER, true},
+    {"POST", "/build", vd_h_build, VD_RUN_WORKER_STREAMED, false},
     {"GET", "/images/json", vd_h_images_list, VD_RUN_WORKER, false},
     {"POST", "/images/load", vd_h_image_load, VD_RUN_WORKER, true},
     {"POST", "/images/prune", vd_h_images_prune, VD_RUN_WORKER, false},

@@ -34,7 +34,8 @@ typedef struct applier {
   uint64_t max_bytes, max_entries, bytes, entries;
   bool allow_devices, plain, no_overwrite_dir_nondir, owner_root;
   struct archive *raw; /* decompressor */
-  vs_hasher *hasher;
+  vs_hasher *hasher;   /* the diff_id; NULL when nobody wants it */
+  vs_file_digests *file_digests;
   char *buf;
   size_t buf_size;
   uint64_t raw_bytes;
@@ -168,20 +169,35 @@ static int apply_xattrs(struct archive_entry *ae, int fd, vs_error **err) {
   return 0;
 }
 
-static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size, vs_error **err) {
+/* The file's data from the archive. With a->file_digests, digest receives the sha256 of the
+ * data as it passed ("" when the file has holes: its data did not come in one run). */
+static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size,
+                           char digest[VS_DIGEST_MAX], vs_error **err) {
   const void *block;
   size_t len;
   la_int64_t off;
   int64_t end = 0;
+  vs_hasher *h = a->file_digests ? vs_hasher_new() : NULL;
+  digest[0] = 0;
   for (;;) {
     int r = archive_read_data_block(ar, &block, &len, &off);
     if (r == ARCHIVE_EOF)
       break;
-    if (r < ARCHIVE_WARN)
+    if (r < ARCHIVE_WARN) {
+      vs_hasher_free(h);
       return vs_error_set(err, 0, "read data: %s", archive_error_string(ar));
-    if (off < 0 || (uint64_t)off + len > a->max_bytes || a->bytes + len > a->max_bytes)
+    }
+    if (off < 0 || (uint64_t)off + len > a->max_bytes || a->bytes + len > a->max_bytes) {
+      vs_hasher_free(h);
       return vs_error_set(err, 0, "layer data exceeds the limit of %llu bytes",
                           (unsigned long long)a->max_bytes);
+    }
+    if (h && off != end) { /* a hole: the data alone is not the content */
+      vs_hasher_free(h);
+      h = NULL;
+    }
+    if (h)
+      vs_hasher_update(h, block, len);
     a->bytes += len;
     const char *p = block;
     size_t left = len;
@@ -190,6 +206,7 @@ static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size,
       if (w < 0) {
         if (errno == EINTR)
           continue;
+        vs_hasher_free(h);
         return vs_error_set(err, errno, "write");
       }
       p += w;
@@ -199,8 +216,27 @@ static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size,
     if (off > end)
       end = off;
   }
+  if (h && end == size)
+    vs_hasher_finish(h, digest);
+  else
+    vs_hasher_free(h);
   if (size > end && ftruncate(fd, size) < 0)
     return vs_error_set(err, errno, "truncate");
+  return 0;
+}
+
+/* Remember (or forget) the digest of a file just written: its inode may have been another
+ * file's, whose entry must not outlive it. */
+static int record_file_digest(applier *a, int fd, const char *digest, vs_error **err) {
+  if (!a->file_digests)
+    return 0;
+  struct stat st;
+  if (fstat(fd, &st) < 0)
+    return vs_error_set(err, errno, "stat");
+  if (*digest)
+    vs_file_digests_put(a->file_digests, &st, digest);
+  else
+    vs_file_digests_drop(a->file_digests, &st);
   return 0;
 }
 
@@ -326,7 +362,9 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
         openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
       return vs_error_set(err, errno, "create");
-    if (write_file_data(a, ar, fd, size, err) < 0)
+    char digest[VS_DIGEST_MAX];
+    if (write_file_data(a, ar, fd, size, digest, err) < 0 ||
+        record_file_digest(a, fd, digest, err) < 0)
       return -1;
     if (fchown(fd, uid, gid) < 0 || fchmod(fd, perm) < 0)
       return vs_error_set(err, errno, "set owner/mode");
@@ -403,7 +441,8 @@ static la_ssize_t inner_read(struct archive *ar, void *ctx, const void **buf) {
     vs_error_set(&a->read_err, 0, "uncompressed layer exceeds the size limit");
     return -1;
   }
-  vs_hasher_update(a->hasher, a->buf, (size_t)n);
+  if (a->hasher)
+    vs_hasher_update(a->hasher, a->buf, (size_t)n);
   *buf = a->buf;
   return n;
 }
@@ -426,10 +465,12 @@ int vs_layer_apply(int fd, int dirfd, const vs_layer_limits *lim, char diff_id_o
       .plain = lim && lim->plain,
       .no_overwrite_dir_nondir = lim && lim->no_overwrite_dir_nondir,
       .owner_root = lim && lim->owner_root,
+      .file_digests = lim ? lim->file_digests : NULL,
       .buf_size = (size_t)256 << 10,
   };
   a.buf = vs_malloc0(a.buf_size);
-  a.hasher = vs_hasher_new();
+  /* a build context or docker cp wants no diff_id: hashing the whole stream would cost a pass */
+  a.hasher = diff_id_out ? vs_hasher_new() : NULL;
   struct archive *inner = NULL;
   int r = -1;
 
