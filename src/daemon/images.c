@@ -982,7 +982,9 @@ void vd_h_system_df(vd_call *c) {
                          "Containers", ctrs, "Volumes", vd_volumes_usage(d), "BuildCache"));
 }
 
-/* docker system prune also prunes the build cache: there is none (no BuildKit here). */
+/* docker builder prune (and system prune): the step cache is made of images (image prune takes
+ * them); what goes here is the context directory kept for the next build (build.c). */
 void vd_h_build_prune(vd_call *c) {
+  vd_build_contexts_drop(c->d);
   vd_call_json(c, 200, json_pack("{s:[], s:I}", "CachesDeleted", "SpaceReclaimed", (json_int_t)0));
 }

@@ -523,6 +523,8 @@ void vd_stats_detach(vd_conn *c);
 void vd_h_commit(vd_call *c);
 /* build.c */
 void vd_h_build(vd_call *c);
+/* Remove the context directory kept for the next build (docker builder prune). */
+void vd_build_contexts_drop(vd_daemon *d);
 void vd_h_container_changes(vd_call *c);
 /* archive.c: docker cp and docker export */
 void vd_h_container_archive_get(vd_call *c); /* GET and HEAD */

@@ -17,7 +17,7 @@ static const vd_route routes[] = {
     {"POST", "/images/load", vd_h_image_load, VD_RUN_WORKER, true},
     {"POST", "/images/prune", vd_h_images_prune, VD_RUN_WORKER, false},
     {"GET", "/system/df", vd_h_system_df, VD_RUN_WORKER, false},
-    {"POST", "/build/prune", vd_h_build_prune, VD_RUN_LOOP, false},
+    {"POST", "/build/prune", vd_h_build_prune, VD_RUN_WORKER, false},
     {"POST", "/images/create", vd_h_image_create, VD_RUN_WORKER, true},
     {"GET", "/images/{*}/json", vd_h_image_inspect, VD_RUN_WORKER, false},
     {"GET", "/images/{*}/history", vd_h_image_history, VD_RUN_WORKER, false},

@@ -135,6 +135,12 @@ typedef struct vs_layer_limits {
   /* When set, the sha256 of every regular file's data is recorded here as the file is written
    * (a build context hashed as it arrives, so the builder need not read the files again). */
   struct vs_file_digests *file_digests;
+  /* When set, the directory holds an earlier archive of the same kind (a build context) and
+   * this one goes over it: its regular files that are not hard-linked are rewritten in place
+   * (their inodes kept), and every path this archive names is added here (an object used as a
+   * set) for vs_dir_prune to remove the rest. Files of the earlier archive are never a hard
+   * link's target; symbolic links and other non-files must be gone before (vs_dir_prune). */
+  json_t *reuse_paths;
 } vs_layer_limits;
 
 /* The digests ("sha256:…") of regular files' data, keyed by device and inode and checked
@@ -148,6 +154,12 @@ void vs_file_digests_put(vs_file_digests *t, const struct stat *st, const char *
 void vs_file_digests_drop(vs_file_digests *t, const struct stat *st);
 bool vs_file_digests_get(const vs_file_digests *t, const struct stat *st,
                          char digest[VS_DIGEST_MAX]);
+
+/* Remove from the directory dirfd what keep (an object used as a set of relative paths) does
+ * not name, keeping the directories above what it names; keep NULL: remove everything that is
+ * neither a regular file nor a directory (what an archive applied with reuse_paths must not
+ * find). */
+int vs_dir_prune(int dirfd, const json_t *keep, vs_error **err);
 
 /* Apply a layer tar (plain, gzip or zstd; detected from the content) read from fd into the
  * directory dirfd. Every path is resolved inside dirfd: entries with "..", absolute paths,

@@ -629,6 +629,59 @@ TEST(layer_apply_records_file_digests) {
   sandbox_done(&s);
 }
 
+/* A build context unpacked over the previous one: files rewritten in place (same inode), the
+ * old tail cut, a file in the way of a directory replaced, what the new archive lacks pruned,
+ * and no hard link to a file of the old archive. */
+TEST(layer_apply_over_an_earlier_archive) {
+  sandbox s;
+  sandbox_init(&s);
+  tarbuf t;
+  tar_begin(&t, NULL);
+  tar_file(&t, "keep", "a longer first content\n");
+  tar_file(&t, "gone", "old\n");
+  tar_file(&t, "d", "a file where a directory comes\n");
+  tar_add(&t, "sub", AE_IFDIR, NULL, 0, NULL);
+  tar_file(&t, "sub/old", "x\n");
+  tar_add(&t, "link", AE_IFLNK, NULL, 0, "keep");
+  CHECK(apply(&s, &t, NULL, NULL, NULL) == 0);
+  _cleanup_free_ char *keep = in_root(&s, "keep");
+  struct stat before, after;
+  CHECK(stat(keep, &before) == 0);
+
+  CHECK(vs_dir_prune(s.rootfd, NULL, NULL) == 0); /* links and other non-files go first */
+  _cleanup_free_ char *link = in_root(&s, "link");
+  CHECK(lstat(link, &after) < 0 && errno == ENOENT);
+  tar_begin(&t, NULL);
+  tar_file(&t, "keep", "short\n");
+  tar_file(&t, "d/inside", "in\n");
+  tar_file(&t, "sub/new", "y\n");
+  _cleanup_json_ json_t *named = json_object();
+  vs_layer_limits lim = {.reuse_paths = named};
+  CHECK(apply(&s, &t, &lim, NULL, NULL) == 0);
+  CHECK(vs_dir_prune(s.rootfd, named, NULL) == 0);
+  CHECK(stat(keep, &after) == 0 && after.st_ino == before.st_ino && after.st_size == 6);
+  _cleanup_free_ char *text = NULL;
+  CHECK(vs_read_file(keep, 100, &text, NULL, NULL) == 0);
+  CHECK_STREQ(text, "short\n");
+  _cleanup_free_ char *inside = in_root(&s, "d/inside");
+  _cleanup_free_ char *gone = in_root(&s, "gone");
+  _cleanup_free_ char *old = in_root(&s, "sub/old");
+  _cleanup_free_ char *nw = in_root(&s, "sub/new");
+  CHECK(access(inside, F_OK) == 0 && access(nw, F_OK) == 0);
+  CHECK(access(gone, F_OK) < 0 && access(old, F_OK) < 0);
+
+  /* a hard link may only name what this archive brought */
+  tar_begin(&t, NULL);
+  tar_add(&t, "h", AE_IFREG, NULL, 0, "keep");
+  json_t *again = json_object();
+  lim.reuse_paths = again;
+  _cleanup_error_ vs_error *e = NULL;
+  CHECK(apply(&s, &t, &lim, NULL, &e) < 0);
+  CHECK_CONTAINS(e->msg, "not in the archive");
+  json_decref(again);
+  sandbox_done(&s);
+}
+
 /* Many files: the table grows and finds every one again. */
 TEST(file_digests_table_grows) {
   vs_file_digests *t = vs_file_digests_new();
