@@ -39,8 +39,6 @@ typedef struct applier {
   vs_hasher *hasher;   /* the diff_id; NULL when nobody wants it */
   vs_file_digests *file_digests;
   json_t *reuse; /* the paths this archive named, when unpacking over an earlier one */
-  char *buf;
-  size_t buf_size;
   uint64_t raw_bytes;
   dir_time *dirs;
   size_t n_dirs, cap_dirs;
@@ -465,14 +463,26 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
   }
 }
 
+/* The tar reader's bytes: whatever the decompressor has now, handed over in its own buffer
+ * (valid until the next call). archive_read_data would wait to fill a whole buffer, holding
+ * back the last part of a stream that is still arriving (a build context) and copying it. */
 static la_ssize_t inner_read(struct archive *ar, void *ctx, const void **buf) {
   applier *a = ctx;
   (void)ar;
-  la_ssize_t n = archive_read_data(a->raw, a->buf, a->buf_size);
-  if (n < 0) {
+  const void *block = NULL;
+  size_t len = 0;
+  la_int64_t off;
+  int r;
+  do
+    r = archive_read_data_block(a->raw, &block, &len, &off);
+  while (r == ARCHIVE_OK && len == 0);
+  if (r == ARCHIVE_EOF)
+    return 0;
+  if (r < ARCHIVE_WARN) {
     vs_error_set(&a->read_err, 0, "decompress: %s", archive_error_string(a->raw));
     return -1;
   }
+  la_ssize_t n = (la_ssize_t)len;
   a->raw_bytes += (uint64_t)n;
   /* Headers and padding count too: a stream of empty blocks is a bomb as well. */
   if (a->raw_bytes > a->max_bytes + (a->max_entries + 16) * 1024) {
@@ -480,8 +490,8 @@ static la_ssize_t inner_read(struct archive *ar, void *ctx, const void **buf) {
     return -1;
   }
   if (a->hasher)
-    vs_hasher_update(a->hasher, a->buf, (size_t)n);
-  *buf = a->buf;
+    vs_hasher_update(a->hasher, block, (size_t)n);
+  *buf = block;
   return n;
 }
 
@@ -505,9 +515,7 @@ int vs_layer_apply(int fd, int dirfd, const vs_layer_limits *lim, char diff_id_o
       .owner_root = lim && lim->owner_root,
       .file_digests = lim ? lim->file_digests : NULL,
       .reuse = lim ? lim->reuse_paths : NULL,
-      .buf_size = (size_t)256 << 10,
   };
-  a.buf = vs_malloc0(a.buf_size);
   /* a build context or docker cp wants no diff_id: hashing the whole stream would cost a pass */
   a.hasher = diff_id_out ? vs_hasher_new() : NULL;
   struct archive *inner = NULL;
@@ -584,7 +592,6 @@ out:
   for (size_t i = 0; i < a.n_dirs; i++)
     free(a.dirs[i].path);
   free(a.dirs);
-  free(a.buf);
   vs_error_free(a.read_err);
   return r;
 }

@@ -660,8 +660,11 @@ def test_context_is_unpacked_while_it_arrives(vdb, tmp_path):
     client has not sent the rest: the upload and the unpack overlap. The build then completes
     on the same connection, which serves a next request."""
     late = os.urandom(3 << 20)
+    # libarchive looks at up to a few hundred KiB to tell the compression before it reads the
+    # first entry: the part sent first is larger than that
     tar = context_tar([("Dockerfile", b"FROM busybox\nCOPY . /ctx/\n"),
-                       ("first.txt", b"here early\n"), ("late.bin", late)])
+                       ("pad.bin", os.urandom(1 << 20)), ("first.txt", b"here early\n"),
+                       ("late.bin", late)])
     cut = tar.index(b"here early\n") + 1024  # past first.txt's data block, inside late.bin's
     s = build_socket(vdb, "t=streamed")
     try:
@@ -769,3 +772,26 @@ def test_cache_follows_what_the_context_holds(vdb):
     text, out = api_build(vdb, context_tar([("Dockerfile", df), ("a", b"BBBB\n"),
                                             ("a", b"CCCC\n")]), "tw2")
     assert out == "CCCC\n" and "Using cache" not in text
+
+
+def test_next_context_is_unpacked_over_the_last(vdb, tmp_path):
+    """The daemon keeps the last context's directory and unpacks the next one over it: what
+    the next build sees is exactly its own context (files rewritten, shorter ones cut, a file
+    where a directory was and back, links, nothing left from before), and `docker builder
+    prune` removes the kept directory."""
+    df = "FROM busybox\nCOPY . /c/\nCMD [\"sh\", \"-c\", \"cd /c && find . | sort && cat x sub\"]\n"
+    a = context(tmp_path / "a", {"Dockerfile": df, "x": "a long first x\n", "y": "y\n",
+                                 "sub/z": "z\n", "l": ("link", "x")})
+    vdb.docker("build", "-t", "ctx-a", str(a))
+    kept = vdb.data / "build-context.idle"
+    assert (kept / "x").is_file()
+    b = context(tmp_path / "b", {"Dockerfile": df, "x": "x2\n", "sub": "now a file\n",
+                                 "y/inner": "y is a directory now\n"})
+    vdb.docker("build", "-t", "ctx-b", str(b))
+    out = vdb.docker("run", "--rm", "ctx-b").stdout.split("\n")
+    assert out == [".", "./Dockerfile", "./sub", "./x", "./y", "./y/inner", "x2", "now a file",
+                   ""], out
+    out = vdb.docker("run", "--rm", "ctx-a", "sh", "-c", "cd /c && find . | sort").stdout
+    assert out.split() == [".", "./Dockerfile", "./l", "./sub", "./sub/z", "./x", "./y"]
+    vdb.docker("builder", "prune", "-f")
+    assert not kept.exists()
