@@ -608,8 +608,8 @@ static int file_digest(int srcfd, const char *rel, const struct stat *st,
 }
 
 /* Path, type, mode, owner-independent: what COPY takes from a source tree. */
-static int hash_tree(int srcfd, const char *rel, const vs_ignore *ig,
-                     const vs_file_digests *known, vs_hasher *h, vs_error **err) {
+static int hash_tree(int srcfd, const char *rel, const vs_ignore *ig, const vs_file_digests *known,
+                     vs_hasher *h, vs_error **err) {
   struct stat st;
   if (fstatat(srcfd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
     return vs_error_set(err, errno, "stat %s in the build context", rel);

@@ -206,8 +206,8 @@ static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size,
       vs_hasher_free(h);
       h = NULL;
     }
-    if (over && off > end && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, end,
-                                       off - end) < 0) {
+    if (over && off > end &&
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, end, off - end) < 0) {
       vs_hasher_free(h);
       return vs_error_set(err, errno, "clear a hole");
     }

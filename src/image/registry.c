@@ -1355,9 +1355,8 @@ int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_reg
     reply_clear(&r);
   }
   if (o->progress_cb) {
-    _cleanup_free_ char *line =
-        vs_asprintf("%s: digest: %s size: %zu", c.ref.tag ? c.ref.tag : plan.digest, plan.digest,
-                    plan.len);
+    _cleanup_free_ char *line = vs_asprintf(
+        "%s: digest: %s size: %zu", c.ref.tag ? c.ref.tag : plan.digest, plan.digest, plan.len);
     o->progress_cb(o->progress_ctx, NULL, line, 0, 0);
   } else if (!o->quiet) {
     dprintf(o->progress_fd > 0 ? o->progress_fd : 2, "%s: digest: %s size: %zu\n", c.display,

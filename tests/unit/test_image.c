@@ -718,7 +718,9 @@ static char *gunzip_file(const char *path, size_t *len) {
     return NULL;
   size_t cap = 64 << 20;
   char *out = vs_malloc0(cap);
-  z_stream z = {.next_in = (Bytef *)gz, .avail_in = (uInt)gzlen, .next_out = (Bytef *)out,
+  z_stream z = {.next_in = (Bytef *)gz,
+                .avail_in = (uInt)gzlen,
+                .next_out = (Bytef *)out,
                 .avail_out = (uInt)cap};
   if (inflateInit2(&z, 15 + 16) != Z_OK || inflate(&z, Z_FINISH) != Z_STREAM_END) {
     inflateEnd(&z);
