@@ -116,7 +116,9 @@ def test_push_sends_plain_layers_gzipped_once(vdi, tmp_path):
         vdi.docker("tag", "busybox:latest", name)
         r = vdi.docker("push", name)
         digest = r.stdout.split("digest: ")[1].split()[0]
-        raw = urllib.request.urlopen(f"http://{reg.host}/v2/gz/box/manifests/v1").read()
+        raw = urllib.request.urlopen(urllib.request.Request(
+            f"http://{reg.host}/v2/gz/box/manifests/v1",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})).read()
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
         manifest = json.loads(raw)
         diff_ids = json.loads(vdi.docker("image", "inspect", "busybox:latest").stdout)[0][
