@@ -1,5 +1,7 @@
 /* POST /build: Docker's classic builder protocol. The body (a tar of the build context) is
- * unpacked into a temporary directory as a layer is (every path inside it), the image is built
+ * unpacked into a temporary directory as a layer is (every path inside it) while it arrives (the
+ * route streams it through a pipe, server.c), each file hashed as it lands for the step cache;
+ * the image is built
  * by src/image's builder and the reply is the JSON stream docker's CLI reads, sent as the build
  * goes: {"stream": line} for each progress line, {"aux": {"ID": ...}} for the image, {"error": ...}
  * on failure. */
@@ -118,15 +120,54 @@ static void *pump_thread(void *arg) {
   return NULL;
 }
 
-static int unpack_context(vd_call *c, const char *dir, vs_error **err) {
+/* The context from the request body (a pipe the loop fills as the client sends: the upload
+ * and the unpack overlap). The docker CLI and docker-py leave out what .dockerignore names
+ * before they send; the builder applies .dockerignore again to what it reads (other clients). */
+static int unpack_context(vd_call *c, const char *dir, bool reused, vs_file_digests *digests,
+                          vs_error **err) {
   _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  _cleanup_close_ int body = open(c->body_path, O_RDONLY | O_CLOEXEC);
-  if (dfd < 0 || body < 0)
+  if (dfd < 0)
     return vs_error_set(err, errno, "open the build context");
-  vs_layer_limits lim = {.allow_devices = false};
-  if (vs_layer_apply(body, dfd, &lim, NULL, err) < 0)
+  _cleanup_json_ json_t *named = reused ? json_object() : NULL;
+  vs_layer_limits lim = {.allow_devices = false, .file_digests = digests, .reuse_paths = named};
+  if ((reused && vs_dir_prune(dfd, NULL, err) < 0) ||
+      vs_layer_apply(c->body_fd, dfd, &lim, NULL, err) < 0 ||
+      (reused && vs_dir_prune(dfd, named, err) < 0))
     return vs_error_wrap(err, "unpack the build context");
   return 0;
+}
+
+/* The last build's context directory is kept for the next build, which unpacks over it
+ * (rewriting its files in place, then removing what the new context lacks): on ext4 without a
+ * journal, creating files right after thousands were deleted scans the freed inodes on every
+ * creation, which made each cached build of bench/build slower than the one before. One
+ * directory is kept, <data-root>/build-context.idle, taken and given back by rename. */
+static char *idle_context(const vd_daemon *d) {
+  return vs_asprintf("%s/build-context.idle", d->data_root);
+}
+
+/* The idle directory in place of the empty one mkdtemp made; false when there is none. */
+static bool take_idle_context(const vd_daemon *d, const char *dir) {
+  _cleanup_free_ char *idle = idle_context(d);
+  return rename(idle, dir) == 0;
+}
+
+static void give_back_context(const vd_daemon *d, const char *dir, bool keep) {
+  _cleanup_free_ char *idle = idle_context(d);
+  if (keep && rename(dir, idle) == 0)
+    return;
+  vs_error *e = NULL;
+  if (vs_rm_rf(dir, &e) < 0) /* another build's directory is kept already */
+    vs_log_warn("remove %s: %s", dir, e->msg);
+  vs_error_free(e);
+}
+
+void vd_build_contexts_drop(vd_daemon *d) {
+  _cleanup_free_ char *idle = idle_context(d);
+  vs_error *e = NULL;
+  if (vs_rm_rf(idle, &e) < 0)
+    vs_log_warn("remove %s: %s", idle, e->msg);
+  vs_error_free(e);
 }
 
 /* RUN steps in the daemon: a bundle on an overlay of the step's image under the data root's
@@ -257,13 +298,16 @@ void vd_h_build(vd_call *c) {
   }
   char id[VS_DIGEST_MAX];
   int r = -1;
+  vs_file_digests *digests = vs_file_digests_new();
   run_ctx rctx = {.d = d, .out_fd = http_query_bool(q, "q", false) ? VS_SPAWN_DEVNULL : progress};
+  bool made = false, unpacked = false;
   if (!pumping)
     vs_error_set(&e, errno, "start the progress stream");
-  else if (!mkdtemp(tmp))
+  else if (!(made = mkdtemp(tmp) != NULL))
     vs_error_set(&e, errno, "mkdtemp %s", tmp);
-  else if (unpack_context(c, tmp, &e) == 0) {
+  else if ((unpacked = unpack_context(c, tmp, take_idle_context(d, tmp), digests, &e) == 0)) {
     vs_build_opts o = {.context = tmp,
+                       .context_digests = digests,
                        .dockerfile = dockerfile && *dockerfile ? dockerfile : NULL,
                        .tags = tags,
                        .ntags = ntags,
@@ -309,10 +353,9 @@ void vd_h_build(vd_call *c) {
     post_line(c, json_pack("{s:{s:s}, s:s}", "errorDetail", "message", msg, "error", msg));
   }
   vs_error_free(e);
-  vs_error *re = NULL;
-  if (vs_rm_rf(tmp, &re) < 0)
-    vs_log_warn("remove %s: %s", tmp, re->msg);
-  vs_error_free(re);
+  vs_file_digests_free(digests);
+  if (made)
+    give_back_context(d, tmp, unpacked);
   for (size_t i = 0; i < ntags; i++)
     free(tags[i]);
   free(tags);

@@ -16,6 +16,7 @@
 
 void vd_conn_event(vd_conn *c, uint32_t events);
 void vd_conn_accept(vd_daemon *d, int lfd);
+void vd_conn_pipe_event(vd_conn *c);
 void vd_conn_close_all(vd_daemon *d);
 void vd_conn_sweep(vd_daemon *d);
 
@@ -382,6 +383,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
         break;
       case VD_SRC_FRONT:
         vd_front_event(src, evs[i].events);
+        break;
+      case VD_SRC_BODY_PIPE:
+        vd_conn_pipe_event(src->owner);
         break;
       case VD_SRC_EXEC_PID:
       case VD_SRC_EXEC_OUT:

@@ -619,7 +619,9 @@ void vd_h_image_push(vd_call *c) {
     vs_error_free(e);
     return;
   }
-  int rc = vs_image_push(d->store, full, full, &o, &e);
+  char pushed[VS_DIGEST_MAX];
+  size_t pushed_len = 0;
+  int rc = vs_image_push(d->store, full, full, &o, pushed, &pushed_len, &e);
   if (rc < 0) {
     progress_fail(c, 500, e->msg);
     vs_error_free(e);
@@ -628,8 +630,8 @@ void vd_h_image_push(vd_call *c) {
     vd_event_emit(d, "image", "push", fam, json_pack("{s:s}", "name", fam));
     const char *t = strrchr(full, ':');
     post_json(c, json_pack("{s:{}, s:{s:s, s:s, s:I}}", "progressDetail", "aux", "Tag",
-                           t && !strchr(t, '/') ? t + 1 : "latest", "Digest", img.manifest_digest,
-                           "Size", (json_int_t)img.manifest_len));
+                           t && !strchr(t, '/') ? t + 1 : "latest", "Digest", pushed, "Size",
+                           (json_int_t)pushed_len));
   }
   vs_image_clear(&img);
 }
@@ -981,7 +983,9 @@ void vd_h_system_df(vd_call *c) {
                          "Containers", ctrs, "Volumes", vd_volumes_usage(d), "BuildCache"));
 }
 
-/* docker system prune also prunes the build cache: there is none (no BuildKit here). */
+/* docker builder prune (and system prune): the step cache is made of images (image prune takes
+ * them); what goes here is the context directory kept for the next build (build.c). */
 void vd_h_build_prune(vd_call *c) {
+  vd_build_contexts_drop(c->d);
   vd_call_json(c, 200, json_pack("{s:[], s:I}", "CachesDeleted", "SpaceReclaimed", (json_int_t)0));
 }

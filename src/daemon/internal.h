@@ -69,6 +69,7 @@ typedef enum {
   VD_SRC_STATS_TIMER,    /* a streamed stats connection's next sample */
   VD_SRC_FRONT_LISTENER, /* a TLS listener: web console or API over TLS (web.c) */
   VD_SRC_FRONT,          /* a front connection's client socket or its internal one (web.c) */
+  VD_SRC_BODY_PIPE,      /* the pipe a streamed request body goes into (server.c) */
 } vd_src_kind;
 
 typedef struct vd_src {
@@ -209,11 +210,22 @@ struct vd_conn {
   unsigned char detach_keys[VD_DETACH_KEYS_MAX];
   size_t n_detach_keys, detach_matched;
   bool detach_seen; /* the whole sequence came: the client leaves, the container runs on */
+  /* a body streamed to its worker (VD_RUN_WORKER_STREAMED): the pipe's write end, the decoded bytes
+   * it has not taken yet, and whether the worker has the call while the body still comes */
+  int pipe_fd;
+  vd_src pipe_src;
+  char *pipe_buf;
+  size_t pipe_len, pipe_off;
+  bool pipe_polled;    /* pipe_fd is in the epoll set, waiting to be writable */
+  bool body_in_worker; /* from the head until the body's end */
 };
 
 typedef enum {
   VD_RUN_LOOP,   /* quick: runs on the event loop */
   VD_RUN_WORKER, /* may block: runs on a worker thread */
+  /* a worker from the moment the head is read, which reads the body from a pipe (body_fd) as
+   * it arrives (docker build); the handler need not read all of it */
+  VD_RUN_WORKER_STREAMED,
 } vd_run_mode;
 
 struct vd_route {
@@ -232,7 +244,7 @@ struct vd_call {
   char *arg;  /* what {} or {*} matched, decoded */
   char *body; /* JSON bodies, NUL-terminated */
   size_t body_len;
-  int body_fd; /* spooled bodies */
+  int body_fd; /* spooled bodies, or the read end of a streamed one (VD_RUN_WORKER_STREAMED) */
   char *body_path;
   /* the answer */
   int status;
@@ -531,6 +543,8 @@ void vd_vm_stats_tick(vd_conn *c);
 void vd_h_commit(vd_call *c);
 /* build.c */
 void vd_h_build(vd_call *c);
+/* Remove the context directory kept for the next build (docker builder prune). */
+void vd_build_contexts_drop(vd_daemon *d);
 void vd_h_container_changes(vd_call *c);
 /* archive.c: docker cp and docker export */
 void vd_h_container_archive_get(vd_call *c); /* GET and HEAD */

@@ -2,8 +2,9 @@
  *
  * Everything here runs on the loop thread. A connection reads a head, then its body (into
  * memory, or into a temporary file for image archives), then hands the call to its handler:
- * right away for quick handlers, through a worker for those that may block. Output is queued
- * and written as the socket accepts it, so a slow client never blocks the loop. */
+ * right away for quick handlers, through a worker for those that may block. A build's body goes
+ * to its worker through a pipe instead, as it arrives (see "streamed bodies" below). Output is
+ * queued and written as the socket accepts it, so a slow client never blocks the loop. */
 #include "daemon/internal.h"
 
 #include <errno.h>
@@ -39,6 +40,8 @@ static void conn_update_events(vd_conn *c) {
   /* once the client shut its side, RDHUP would fire on every wait: stop asking */
   uint32_t ev = c->peer_eof ? 0 : EPOLLRDHUP;
   bool reading = c->state == VD_CONN_HEAD || c->state == VD_CONN_BODY;
+  if (c->pipe_off < c->pipe_len)
+    reading = false; /* a streamed body waits for its worker: keep the rest in the socket */
   if (!c->peer_eof && (reading || c->in_len < IN_LIMIT))
     ev |= EPOLLIN;
   if (c->out_len > c->out_off || c->file_fd >= 0)
@@ -329,10 +332,135 @@ static void conn_consume(vd_conn *c, size_t n) {
   c->in_len -= n;
 }
 
+/* ---------------------------------------------------------------- streamed bodies
+ *
+ * A VD_RUN_WORKER_STREAMED route (docker build) goes to its worker as soon as its head is read; the
+ * loop writes the decoded body into a pipe that the worker reads (call->body_fd), so the build
+ * context is unpacked while it arrives instead of after a spool file holds all of it. The pipe
+ * is the only buffer: while it is full the loop keeps what it decoded in pipe_buf and stops
+ * reading the socket until the pipe drains. The worker reads the pipe to its end after the
+ * handler (http_job_run), so the call completes only once the whole body is read and the
+ * connection is ready for its next request. The end of the body closes the write end; so does
+ * the end of the connection, and the worker then sees a truncated body. */
+
+static void pipe_close(vd_conn *c) {
+  if (c->pipe_fd >= 0) {
+    if (c->pipe_polled)
+      vd_loop_del(c->d, c->pipe_fd);
+    close(c->pipe_fd);
+  }
+  c->pipe_fd = -1;
+  c->pipe_polled = false;
+  free(c->pipe_buf);
+  c->pipe_buf = NULL;
+  c->pipe_len = c->pipe_off = 0;
+}
+
+/* Write what waits into the pipe: 1 when all of it went, 0 while the pipe is full (the loop
+ * then waits for it to become writable), -1 when the pipe failed: the worker still reads it to
+ * its end before the call completes, so nothing but closing the connection is safe then. */
+static int pipe_flush(vd_conn *c) {
+  while (c->pipe_off < c->pipe_len) {
+    ssize_t n = write(c->pipe_fd, c->pipe_buf + c->pipe_off, c->pipe_len - c->pipe_off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN) {
+      struct epoll_event e = {.events = EPOLLOUT, .data.ptr = &c->pipe_src};
+      int op = c->pipe_polled ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+      if (epoll_ctl(c->d->epfd, op, c->pipe_fd, &e) < 0)
+        break;
+      c->pipe_polled = true;
+      return 0;
+    }
+    if (n <= 0)
+      break;
+    c->pipe_off += (size_t)n;
+  }
+  if (c->pipe_off < c->pipe_len) {
+    vs_log_warn("%s %s: pass the body on: %s", c->req.method, c->req.target, strerror(errno));
+    conn_close(c);
+    return -1;
+  }
+  c->pipe_off = c->pipe_len = 0;
+  if (c->pipe_polled) {
+    vd_loop_del(c->d, c->pipe_fd);
+    c->pipe_polled = false;
+  }
+  return 1;
+}
+
+/* Decoded body bytes to the worker: false when the connection had to close. */
+static bool pipe_put(vd_conn *c, const char *data, size_t len) {
+  /* first straight into the pipe; only what it does not take now is copied */
+  size_t off = 0;
+  while (c->pipe_len == 0 && off < len) {
+    ssize_t n = write(c->pipe_fd, data + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break; /* full, or failed: pipe_flush tells which */
+    off += (size_t)n;
+  }
+  if (off == len)
+    return true;
+  c->pipe_buf = vs_realloc(c->pipe_buf, c->pipe_len + len - off);
+  memcpy(c->pipe_buf + c->pipe_len, data + off, len - off);
+  c->pipe_len += len - off;
+  return pipe_flush(c) >= 0;
+}
+
+/* The body's end (or a body that cannot be decoded): the worker sees EOF once the pipe drained.
+ * The connection waits for the worker's answer as for any worker call. */
+static void pipe_body_end(vd_conn *c) {
+  c->body_in_worker = false;
+  c->state = VD_CONN_BUSY;
+  if (c->pipe_off == c->pipe_len)
+    pipe_close(c);
+  conn_update_events(c);
+}
+
+/* The client stopped sending before the body's end: once what it sent is in the pipe, the
+ * worker gets the end of a truncated body. */
+static void pipe_check_peer_eof(vd_conn *c) {
+  if (c->dead || !c->body_in_worker || !c->peer_eof || c->pipe_off < c->pipe_len)
+    return;
+  c->req.keep_alive = false;
+  pipe_close(c);
+  pipe_body_end(c);
+}
+
+void vd_conn_pipe_event(vd_conn *c);
+void vd_conn_pipe_event(vd_conn *c) {
+  if (c->dead || pipe_flush(c) <= 0)
+    return;
+  if (!c->body_in_worker) {
+    pipe_close(c); /* the body ended while the pipe was full: now the worker may see EOF */
+    return;
+  }
+  conn_process(c); /* decode what waited in the input buffer */
+  pipe_check_peer_eof(c);
+}
+
+/* Create the pipe and hand the call to its worker now. */
+static int pipe_open(vd_conn *c, vd_call *call, vs_error **err) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0)
+    return vs_error_set(err, errno, "pipe for the request body");
+  /* a larger pipe wakes the worker less often; the default (64 KiB) is enough when refused */
+  fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+  fcntl(p[1], F_SETFL, O_NONBLOCK);
+  call->body_fd = p[0];
+  c->pipe_fd = p[1];
+  c->body_in_worker = true;
+  return 0;
+}
+
 static bool body_store(vd_conn *c, const char *data, size_t len) {
   vd_call *call = c->call;
   if (len == 0)
     return true;
+  if (c->body_in_worker)
+    return pipe_put(c, data, len);
   if (call->body_fd >= 0) {
     vs_error *e = NULL;
     if (vs_write_all(call->body_fd, data, len, &e) < 0) {
@@ -350,7 +478,23 @@ static bool body_store(vd_conn *c, const char *data, size_t len) {
   return true;
 }
 
-static void http_job_run(vd_job *job) { job->call->route->handler(job->call); }
+/* A streamed body is read to its end whatever the handler did with it: the call must not
+ * complete (and the connection read its next request) while the body still comes. */
+static void drain_body(int fd) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n == 0 || (n < 0 && errno != EINTR))
+      return;
+  }
+}
+
+static void http_job_run(vd_job *job) {
+  vd_call *call = job->call;
+  call->route->handler(call);
+  if (call->route->mode == VD_RUN_WORKER_STREAMED && call->body_fd >= 0)
+    drain_body(call->body_fd);
+}
 
 /* On the loop: what a worker posted goes out, after the head when it is the first piece. */
 static void post_deliver(vd_job *job) {
@@ -449,7 +593,7 @@ void vd_call_defer(vd_call *call, void (*run)(vd_call *call)) {
 
 static void conn_dispatch(vd_conn *c) {
   vd_call *call = c->call;
-  if (call->route->mode == VD_RUN_WORKER) {
+  if (call->route->mode != VD_RUN_LOOP) {
     c->state = VD_CONN_BUSY;
     submit_call(call, http_job_run);
     conn_update_events(c);
@@ -469,29 +613,52 @@ static void conn_dispatch(vd_conn *c) {
   }
 }
 
+/* Decode what is buffered; what was decoded leaves the input buffer once at the end (a body of
+ * many small chunks would otherwise move the buffer's rest three times per chunk). */
 static void conn_read_body(vd_conn *c) {
+  size_t off = 0;
   for (;;) {
+    if (c->pipe_off < c->pipe_len)
+      break; /* the worker's pipe is full: vd_conn_pipe_event goes on */
     size_t used;
     const char *data;
     size_t dlen;
     vs_error *e = NULL;
-    int r = http_body_decode(&c->body, c->in, c->in_len, &used, &data, &dlen, &e);
+    int r = http_body_decode(&c->body, c->in + off, c->in_len - off, &used, &data, &dlen, &e);
+    if (r > 1 && c->body_in_worker) {
+      /* the worker has the call: it sees a truncated body and answers; then the connection,
+       * whose framing is lost, closes */
+      vs_log_warn("%s %s: %s", c->req.method, c->req.target, e->msg);
+      vs_error_free(e);
+      conn_consume(c, off);
+      c->req.keep_alive = false;
+      pipe_close(c);
+      pipe_body_end(c);
+      return;
+    }
     if (r > 1) {
       _cleanup_free_ char *msg = vs_strdup(e->msg);
       vs_error_free(e);
+      conn_consume(c, off);
       conn_fail(c, r, msg, false);
       return;
     }
     if (!body_store(c, data, dlen))
-      return;
-    conn_consume(c, used);
+      return; /* the call or the connection ended */
+    off += used;
     if (r == 1) {
-      conn_dispatch(c);
+      /* consumed first: a quick handler may go on to the next request in the buffer */
+      conn_consume(c, off);
+      if (c->body_in_worker)
+        pipe_body_end(c);
+      else
+        conn_dispatch(c);
       return;
     }
     if (used == 0)
-      return;
+      break;
   }
+  conn_consume(c, off);
 }
 
 /* A parsed head: find the handler, then read the body where the route wants it. */
@@ -526,8 +693,20 @@ static void conn_start_call(vd_conn *c) {
     call->body_path = steal_pointer(&tmpl);
     limit = VD_MAX_LOAD_BODY;
   }
+  if (call->route->mode == VD_RUN_WORKER_STREAMED && has_body) {
+    vs_error *e = NULL;
+    if (pipe_open(c, call, &e) < 0) {
+      _cleanup_free_ char *m = vs_strdup(e->msg);
+      vs_error_free(e);
+      conn_fail(c, 500, m, false);
+      return;
+    }
+    limit = VD_MAX_LOAD_BODY;
+  }
   http_body_init(&c->body, &c->req, limit);
   c->state = VD_CONN_BODY;
+  if (c->body_in_worker)
+    submit_call(call, http_job_run);
   /* curl waits a second for this before it sends a large body */
   const char *expect = http_header_get(&c->req, "Expect");
   if (has_body && expect && !strcasecmp(expect, "100-continue") && c->in_len == 0) {
@@ -612,6 +791,11 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
         conn_update_events(c);
         return;
       }
+      if (c->body_in_worker) { /* what came before the client's end still goes to the worker */
+        conn_process(c);
+        pipe_check_peer_eof(c);
+        return;
+      }
       conn_close(c);
       return;
     }
@@ -644,6 +828,9 @@ vd_conn *vd_conn_adopt(vd_daemon *d, int fd) {
   c->file_fd = -1;
   c->events_timer = -1;
   c->stats_timer = -1;
+  c->pipe_fd = -1;
+  c->pipe_src.kind = VD_SRC_BODY_PIPE;
+  c->pipe_src.owner = c;
   c->mon_src.kind = VD_SRC_ATTACH;
   c->mon_src.owner = c;
   c->state = VD_CONN_HEAD;
@@ -671,6 +858,7 @@ void vd_conn_accept(vd_daemon *d, int lfd) {
 }
 
 static void conn_free(vd_conn *c) {
+  pipe_close(c);
   if (c->file_fd >= 0)
     close(c->file_fd);
   vd_call_free(c->call);
@@ -691,6 +879,13 @@ static void conn_close(vd_conn *c) {
   c->fd = -1;
   vd_stream_detach(c);
   c->dead = true;
+  /* a worker reading a streamed body gets its end (a truncated body) and still has the call:
+   * the connection is freed when it returns, as for any worker call */
+  pipe_close(c);
+  if (c->body_in_worker) {
+    c->body_in_worker = false;
+    c->state = VD_CONN_BUSY;
+  }
   if (c->prev)
     c->prev->next = c->next;
   else

@@ -925,7 +925,7 @@ void vd_h_vm_image_push(vd_call *c) {
     vd_call_error(c, 409, "VM %s is running: stop it first (its disk must hold still)", vm->name);
   else if (vd_vm_image_commit(c->d, vm, r, &full, digest, &e) < 0)
     vd_call_fail(c, e);
-  else if (vs_image_push(c->d->vms->images, full, full, &o, &e) < 0)
+  else if (vs_image_push(c->d->vms->images, full, full, &o, NULL, NULL, &e) < 0)
     vd_call_error(c, 500, "push %s: %s", full, e->msg);
   else {
     vd_event_emit(c->d, "vm", "push", vm->id,

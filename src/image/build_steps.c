@@ -583,9 +583,33 @@ static int cmp_names(const void *a, const void *b) {
 
 static void hash_str(vs_hasher *h, const char *s) { vs_hasher_update(h, s, strlen(s) + 1); }
 
+/* A file's data enters the key as its own sha256: the daemon hashed the context's files while
+ * they arrived (known), so a cached build need not read them again. */
+static int file_digest(int srcfd, const char *rel, const struct stat *st,
+                       const vs_file_digests *known, char digest[VS_DIGEST_MAX], vs_error **err) {
+  if (vs_file_digests_get(known, st, digest))
+    return 0;
+  int fd = openat(srcfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return vs_error_set(err, errno, "open %s in the build context", rel);
+  vs_hasher *fh = vs_hasher_new();
+  char buf[1 << 16];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0)
+    vs_hasher_update(fh, buf, (size_t)n);
+  int e = errno;
+  close(fd);
+  if (n < 0) {
+    vs_hasher_free(fh);
+    return vs_error_set(err, e, "read %s", rel);
+  }
+  vs_hasher_finish(fh, digest);
+  return 0;
+}
+
 /* Path, type, mode, owner-independent: what COPY takes from a source tree. */
-static int hash_tree(int srcfd, const char *rel, const vs_ignore *ig, vs_hasher *h,
-                     vs_error **err) {
+static int hash_tree(int srcfd, const char *rel, const vs_ignore *ig, const vs_file_digests *known,
+                     vs_hasher *h, vs_error **err) {
   struct stat st;
   if (fstatat(srcfd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
     return vs_error_set(err, errno, "stat %s in the build context", rel);
@@ -603,15 +627,11 @@ static int hash_tree(int srcfd, const char *rel, const vs_ignore *ig, vs_hasher 
     return 0;
   }
   if (S_ISREG(st.st_mode)) {
-    int fd = openat(srcfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-      return vs_error_set(err, errno, "open %s in the build context", rel);
-    char buf[1 << 16];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof(buf))) > 0)
-      vs_hasher_update(h, buf, (size_t)n);
-    close(fd);
-    return n < 0 ? vs_error_set(err, errno, "read %s", rel) : 0;
+    char digest[VS_DIGEST_MAX];
+    if (file_digest(srcfd, rel, &st, known, digest, err) < 0)
+      return -1;
+    hash_str(h, digest);
+    return 0;
   }
   if (!S_ISDIR(st.st_mode))
     return 0;
@@ -637,7 +657,7 @@ static int hash_tree(int srcfd, const char *rel, const vs_ignore *ig, vs_hasher 
   int r = 0;
   for (size_t i = 0; i < n; i++) {
     if (r == 0 && !vs_dockerignore_match(ig, names[i]))
-      r = hash_tree(srcfd, names[i], ig, h, err);
+      r = hash_tree(srcfd, names[i], ig, known, h, err);
     free(names[i]);
   }
   free(names);
@@ -667,7 +687,7 @@ static int copy_checksum(builder *b, const vs_df_instr *in, vs_hasher *h, vs_err
         r = vs_build_context_glob(b->ctxfd, words[j], b->ig, &srcs, &n, err);
       for (size_t k = 0; k < n; k++) {
         if (r == 0)
-          r = hash_tree(b->ctxfd, srcs[k], b->ig, h, err);
+          r = hash_tree(b->ctxfd, srcs[k], b->ig, b->o->context_digests, h, err);
         free(srcs[k]);
       }
       free(srcs);

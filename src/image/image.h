@@ -132,7 +132,34 @@ typedef struct vs_layer_limits {
   bool plain;
   bool no_overwrite_dir_nondir; /* refuse to replace a directory by a non-directory or back */
   bool owner_root;              /* every entry owned by 0:0 instead of the archive's owners */
+  /* When set, the sha256 of every regular file's data is recorded here as the file is written
+   * (a build context hashed as it arrives, so the builder need not read the files again). */
+  struct vs_file_digests *file_digests;
+  /* When set, the directory holds an earlier archive of the same kind (a build context) and
+   * this one goes over it: its regular files that are not hard-linked are rewritten in place
+   * (their inodes kept), and every path this archive names is added here (an object used as a
+   * set) for vs_dir_prune to remove the rest. Files of the earlier archive are never a hard
+   * link's target; symbolic links and other non-files must be gone before (vs_dir_prune). */
+  json_t *reuse_paths;
 } vs_layer_limits;
+
+/* The digests ("sha256:…") of regular files' data, keyed by device and inode and checked
+ * against the size: valid while nobody writes to those files (the builder's private context
+ * directory). get is false for anything not recorded or recorded with another size. */
+typedef struct vs_file_digests vs_file_digests;
+struct stat;
+vs_file_digests *vs_file_digests_new(void);
+void vs_file_digests_free(vs_file_digests *t);
+void vs_file_digests_put(vs_file_digests *t, const struct stat *st, const char *digest);
+void vs_file_digests_drop(vs_file_digests *t, const struct stat *st);
+bool vs_file_digests_get(const vs_file_digests *t, const struct stat *st,
+                         char digest[VS_DIGEST_MAX]);
+
+/* Remove from the directory dirfd what keep (an object used as a set of relative paths) does
+ * not name, keeping the directories above what it names; keep NULL: remove everything that is
+ * neither a regular file nor a directory (what an archive applied with reuse_paths must not
+ * find). */
+int vs_dir_prune(int dirfd, const json_t *keep, vs_error **err);
 
 /* Apply a layer tar (plain, gzip or zstd; detected from the content) read from fd into the
  * directory dirfd. Every path is resolved inside dirfd: entries with "..", absolute paths,
@@ -208,6 +235,15 @@ typedef struct vs_gc_stats {
   uint64_t blobs_removed, layers_removed, bytes_freed;
 } vs_gc_stats;
 int vs_store_gc(vs_store *s, vs_gc_stats *stats, vs_error **err);
+
+/* The gzip form of the uncompressed layer blob tar_digest (what a push sends for it): made once,
+ * stored as a blob, its digest remembered in compressed/sha256/<hex of the tar> (layer_gzip.c).
+ * gz_out receives its digest, size_out its size. gc keeps it while it keeps the tar. */
+int vs_store_gzip_blob(vs_store *s, const char *tar_digest, char gz_out[VS_DIGEST_MAX],
+                       int64_t *size_out, vs_error **err);
+/* The compressed form recorded for tar_digest, when its blob is still there. */
+bool vs_store_gzip_known(const vs_store *s, const char *tar_digest, char gz_out[VS_DIGEST_MAX]);
+char *vs_store_gzip_map_path(const vs_store *s, const char *tar_digest);
 
 /* Store a manifest for an image assembled locally (import, commit, load): the config and layer
  * blobs must already be in the store. Tags it as `name` (full name) when name is non-NULL. */
@@ -286,9 +322,11 @@ typedef struct vs_registry_opts {
 /* Pull ref into the store and tag it. manifest_digest_out receives the image manifest digest. */
 int vs_image_pull(vs_store *s, const char *ref, const vs_registry_opts *o,
                   char manifest_digest_out[VS_DIGEST_MAX], vs_error **err);
-/* Push the stored image `local` to `dest` (a reference). */
+/* Push the stored image `local` to `dest` (a reference). Uncompressed layers are sent gzipped
+ * (vs_store_gzip_blob), in a manifest of their own: digest_out (may be NULL) receives the digest
+ * of the manifest sent, size_out (may be NULL) its size. */
 int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_registry_opts *o,
-                  vs_error **err);
+                  char digest_out[VS_DIGEST_MAX], size_t *size_out, vs_error **err);
 /* Check credentials against the registry (nothing is saved). */
 int vs_registry_check_login(const char *registry, const char *user, const char *password,
                             const vs_registry_opts *o, vs_error **err);
@@ -441,6 +479,9 @@ typedef struct vs_build_opts {
   const char *target;       /* stop after this stage; NULL: the last */
   bool nocache;             /* build every step again instead of reusing the cache */
   int progress_fd;          /* "Step N/M : ..." lines go here */
+  /* the context's files hashed while they were unpacked (vs_layer_limits.file_digests); NULL:
+   * COPY's cache key reads the files */
+  const vs_file_digests *context_digests;
   /* RUN: run args (a JSON array) in a container of the stored image whose manifest digest is
    * `image` (its Env, User and WorkingDir) with the "K=V" strings of env added to its
    * environment. *upper receives the container's upper directory (its changes) and *handle what

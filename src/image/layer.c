@@ -9,6 +9,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,6 +19,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #define DEFAULT_MAX_BYTES (64ULL << 30)
 #define DEFAULT_MAX_ENTRIES 4000000ULL
@@ -34,9 +36,9 @@ typedef struct applier {
   uint64_t max_bytes, max_entries, bytes, entries;
   bool allow_devices, plain, no_overwrite_dir_nondir, owner_root;
   struct archive *raw; /* decompressor */
-  vs_hasher *hasher;
-  char *buf;
-  size_t buf_size;
+  vs_hasher *hasher;   /* the diff_id; NULL when nobody wants it */
+  vs_file_digests *file_digests;
+  json_t *reuse; /* the paths this archive named, when unpacking over an earlier one */
   uint64_t raw_bytes;
   dir_time *dirs;
   size_t n_dirs, cap_dirs;
@@ -91,10 +93,12 @@ static int clean_path(const char *in, char **out, vs_error **err) {
   return 0;
 }
 
-/* Open (creating as needed, mode 0755) the directory `path` inside the root. */
+/* Open (creating as needed, mode 0755) the directory `path` inside the root. Over an earlier
+ * archive (a->reuse) a file of that one may stand where this one wants a directory: it goes. */
 static int ensure_dir(const applier *a, const char *path, vs_error **err) {
   int fd = openat2_in_root(a, path, O_RDONLY | O_DIRECTORY);
-  if (fd >= 0 || errno != ENOENT) {
+  bool stale = fd < 0 && errno == ENOTDIR && a->reuse;
+  if (!stale && (fd >= 0 || errno != ENOENT)) {
     if (fd < 0 && errno == ELOOP && a->plain)
       return vs_error_set(err, ELOOP, "directory %.200s goes through a symbolic link", path);
     if (fd < 0)
@@ -114,6 +118,11 @@ static int ensure_dir(const applier *a, const char *path, vs_error **err) {
   }
   if (parent < 0)
     return -1;
+  struct stat st;
+  if (stale && !json_object_get(a->reuse, path) &&
+      fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode) &&
+      unlinkat(parent, base, 0) < 0)
+    return vs_error_set(err, errno, "remove %.200s", path);
   if (mkdirat(parent, base, 0755) < 0 && errno != EEXIST)
     return vs_error_set(err, errno, "mkdir %.200s", path);
   fd = openat2_in_root(a, path, O_RDONLY | O_DIRECTORY);
@@ -168,20 +177,42 @@ static int apply_xattrs(struct archive_entry *ae, int fd, vs_error **err) {
   return 0;
 }
 
-static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size, vs_error **err) {
+/* The file's data from the archive. With a->file_digests, digest receives the sha256 of the
+ * data as it passed ("" when the file has holes: its data did not come in one run). A file of an
+ * earlier archive being rewritten (over) keeps its blocks where the new data covers them; its
+ * holes and its old tail are cut (freeing blocks costs a discard on this class of machine). */
+static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size, bool over,
+                           char digest[VS_DIGEST_MAX], vs_error **err) {
   const void *block;
   size_t len;
   la_int64_t off;
   int64_t end = 0;
+  vs_hasher *h = a->file_digests ? vs_hasher_new() : NULL;
+  digest[0] = 0;
   for (;;) {
     int r = archive_read_data_block(ar, &block, &len, &off);
     if (r == ARCHIVE_EOF)
       break;
-    if (r < ARCHIVE_WARN)
+    if (r < ARCHIVE_WARN) {
+      vs_hasher_free(h);
       return vs_error_set(err, 0, "read data: %s", archive_error_string(ar));
-    if (off < 0 || (uint64_t)off + len > a->max_bytes || a->bytes + len > a->max_bytes)
+    }
+    if (off < 0 || (uint64_t)off + len > a->max_bytes || a->bytes + len > a->max_bytes) {
+      vs_hasher_free(h);
       return vs_error_set(err, 0, "layer data exceeds the limit of %llu bytes",
                           (unsigned long long)a->max_bytes);
+    }
+    if (h && off != end) { /* a hole: the data alone is not the content */
+      vs_hasher_free(h);
+      h = NULL;
+    }
+    if (over && off > end &&
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, end, off - end) < 0) {
+      vs_hasher_free(h);
+      return vs_error_set(err, errno, "clear a hole");
+    }
+    if (h)
+      vs_hasher_update(h, block, len);
     a->bytes += len;
     const char *p = block;
     size_t left = len;
@@ -190,6 +221,7 @@ static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size,
       if (w < 0) {
         if (errno == EINTR)
           continue;
+        vs_hasher_free(h);
         return vs_error_set(err, errno, "write");
       }
       p += w;
@@ -199,8 +231,29 @@ static int write_file_data(applier *a, struct archive *ar, int fd, int64_t size,
     if (off > end)
       end = off;
   }
+  if (h && end == size)
+    vs_hasher_finish(h, digest);
+  else
+    vs_hasher_free(h);
+  if (over && ftruncate(fd, end) < 0) /* the old data past the new: gone (a no-op when equal) */
+    return vs_error_set(err, errno, "truncate");
   if (size > end && ftruncate(fd, size) < 0)
     return vs_error_set(err, errno, "truncate");
+  return 0;
+}
+
+/* Remember (or forget) the digest of a file just written: its inode may have been another
+ * file's, whose entry must not outlive it. */
+static int record_file_digest(applier *a, int fd, const char *digest, vs_error **err) {
+  if (!a->file_digests)
+    return 0;
+  struct stat st;
+  if (fstat(fd, &st) < 0)
+    return vs_error_set(err, errno, "stat");
+  if (*digest)
+    vs_file_digests_put(a->file_digests, &st, digest);
+  else
+    vs_file_digests_drop(a->file_digests, &st);
   return 0;
 }
 
@@ -251,6 +304,8 @@ static int apply_hardlink(applier *a, int parent, const char *base, const char *
     return vs_error_wrap(err, "hardlink target");
   if (!*t)
     return vs_error_set(err, 0, "hardlink to the layer root");
+  if (a->reuse && !json_object_get(a->reuse, t)) /* not a file left from the earlier archive */
+    return vs_error_set(err, ENOENT, "hardlink target %.200s is not in the archive", target);
   const char *tdir, *tbase;
   split_path(t, &tdir, &tbase);
   _cleanup_close_ int tparent = openat2_in_root(a, tdir, O_RDONLY | O_DIRECTORY);
@@ -280,6 +335,19 @@ static int remember_dir(applier *a, const char *path, struct archive_entry *ae) 
   return 0;
 }
 
+/* Over an earlier archive: a regular file of that one, not hard-linked, is written again in
+ * place, keeping its inode and its blocks (ext4 without a journal scans the inodes freed in the
+ * last minutes on every allocation, and discards freed blocks synchronously: thousands of files
+ * replaced per build made each build slower than the one before). -1 when there is none (the
+ * entry is then made as usual). */
+static int reopen_for_rewrite(int parent, const char *base) {
+  struct stat st;
+  if (fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+      st.st_nlink != 1)
+    return -1;
+  return openat(parent, base, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+}
+
 static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae, vs_error **err) {
   const char *raw_path = archive_entry_pathname(ae);
   if (!raw_path)
@@ -291,6 +359,8 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
     return -1;
   if (!*path)
     return 0; /* the layer root itself: keep the store's own directory */
+  if (a->reuse)
+    json_object_set_new(a->reuse, path, json_true());
   _cleanup_free_ char *full = vs_strdup(path);
   const char *dir, *base;
   split_path(path, &dir, &base);
@@ -314,19 +384,23 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
   entry_times(ae, ts);
   mode_t type = archive_entry_filetype(ae);
 
-  if (make_room(a, parent, base, type == AE_IFDIR, err) < 0)
+  int rewrite = a->reuse && type == AE_IFREG ? reopen_for_rewrite(parent, base) : -1;
+  if (rewrite < 0 && make_room(a, parent, base, type == AE_IFDIR, err) < 0)
     return -1;
 
   switch (type) {
   case AE_IFREG: {
+    _cleanup_close_ int fd = rewrite;
     la_int64_t size = archive_entry_size(ae);
     if (size < 0 || (uint64_t)size > a->max_bytes || a->bytes + (uint64_t)size > a->max_bytes)
       return vs_error_set(err, 0, "file of %lld bytes exceeds the layer limit", (long long)size);
-    _cleanup_close_ int fd =
-        openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+      fd = openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
       return vs_error_set(err, errno, "create");
-    if (write_file_data(a, ar, fd, size, err) < 0)
+    char digest[VS_DIGEST_MAX];
+    if (write_file_data(a, ar, fd, size, rewrite >= 0, digest, err) < 0 ||
+        record_file_digest(a, fd, digest, err) < 0)
       return -1;
     if (fchown(fd, uid, gid) < 0 || fchmod(fd, perm) < 0)
       return vs_error_set(err, errno, "set owner/mode");
@@ -389,22 +463,35 @@ static int apply_entry(applier *a, struct archive *ar, struct archive_entry *ae,
   }
 }
 
+/* The tar reader's bytes: whatever the decompressor has now, handed over in its own buffer
+ * (valid until the next call). archive_read_data would wait to fill a whole buffer, holding
+ * back the last part of a stream that is still arriving (a build context) and copying it. */
 static la_ssize_t inner_read(struct archive *ar, void *ctx, const void **buf) {
   applier *a = ctx;
   (void)ar;
-  la_ssize_t n = archive_read_data(a->raw, a->buf, a->buf_size);
-  if (n < 0) {
+  const void *block = NULL;
+  size_t len = 0;
+  la_int64_t off;
+  int r;
+  do
+    r = archive_read_data_block(a->raw, &block, &len, &off);
+  while (r == ARCHIVE_OK && len == 0);
+  if (r == ARCHIVE_EOF)
+    return 0;
+  if (r < ARCHIVE_WARN) {
     vs_error_set(&a->read_err, 0, "decompress: %s", archive_error_string(a->raw));
     return -1;
   }
+  la_ssize_t n = (la_ssize_t)len;
   a->raw_bytes += (uint64_t)n;
   /* Headers and padding count too: a stream of empty blocks is a bomb as well. */
   if (a->raw_bytes > a->max_bytes + (a->max_entries + 16) * 1024) {
     vs_error_set(&a->read_err, 0, "uncompressed layer exceeds the size limit");
     return -1;
   }
-  vs_hasher_update(a->hasher, a->buf, (size_t)n);
-  *buf = a->buf;
+  if (a->hasher)
+    vs_hasher_update(a->hasher, block, (size_t)n);
+  *buf = block;
   return n;
 }
 
@@ -426,10 +513,11 @@ int vs_layer_apply(int fd, int dirfd, const vs_layer_limits *lim, char diff_id_o
       .plain = lim && lim->plain,
       .no_overwrite_dir_nondir = lim && lim->no_overwrite_dir_nondir,
       .owner_root = lim && lim->owner_root,
-      .buf_size = (size_t)256 << 10,
+      .file_digests = lim ? lim->file_digests : NULL,
+      .reuse = lim ? lim->reuse_paths : NULL,
   };
-  a.buf = vs_malloc0(a.buf_size);
-  a.hasher = vs_hasher_new();
+  /* a build context or docker cp wants no diff_id: hashing the whole stream would cost a pass */
+  a.hasher = diff_id_out ? vs_hasher_new() : NULL;
   struct archive *inner = NULL;
   int r = -1;
 
@@ -504,7 +592,70 @@ out:
   for (size_t i = 0; i < a.n_dirs; i++)
     free(a.dirs[i].path);
   free(a.dirs);
-  free(a.buf);
   vs_error_free(a.read_err);
   return r;
+}
+
+/* ---------------------------------------------------------------- pruning after a reuse */
+
+static int prune_dir(int fd, const char *prefix, const json_t *keep, const json_t *above,
+                     vs_error **err) {
+  int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
+  if (!d) {
+    if (dfd >= 0)
+      close(dfd);
+    return vs_error_set(err, errno, "read directory %.200s", *prefix ? prefix : ".");
+  }
+  char **names = NULL;
+  size_t n = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+      names = vs_realloc(names, (n + 1) * sizeof(char *));
+      names[n++] = vs_strdup(de->d_name);
+    }
+  }
+  closedir(d);
+  int r = 0;
+  for (size_t i = 0; i < n; i++) {
+    _cleanup_free_ char *name = names[i];
+    if (r < 0)
+      continue;
+    _cleanup_free_ char *rel = *prefix ? vs_asprintf("%s/%s", prefix, name) : vs_strdup(name);
+    struct stat st;
+    if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+      if (errno != ENOENT)
+        r = vs_error_set(err, errno, "stat %.200s", rel);
+      continue;
+    }
+    bool is_dir = S_ISDIR(st.st_mode);
+    bool kept = keep ? json_object_get(keep, rel) || (is_dir && json_object_get(above, rel))
+                     : is_dir || S_ISREG(st.st_mode);
+    if (!kept) {
+      r = vs_rm_rf_at(fd, name, err);
+    } else if (is_dir) {
+      int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      r = sub < 0 ? vs_error_set(err, errno, "open directory %.200s", rel)
+                  : prune_dir(sub, rel, keep, above, err);
+      if (sub >= 0)
+        close(sub);
+    }
+  }
+  free(names);
+  return r;
+}
+
+int vs_dir_prune(int dirfd, const json_t *keep, vs_error **err) {
+  _cleanup_json_ json_t *above = json_object();
+  const char *key;
+  json_t *v;
+  json_object_foreach((json_t *)keep, key, v) {
+    _cleanup_free_ char *p = vs_strdup(key);
+    for (char *slash; (slash = strrchr(p, '/'));) {
+      *slash = 0;
+      json_object_set_new(above, p, json_true());
+    }
+  }
+  return prune_dir(dirfd, "", keep, above, err);
 }

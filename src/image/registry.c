@@ -1243,8 +1243,75 @@ static char *mount_source(vs_store *s, reg_client *c, const char *manifest_diges
   return found;
 }
 
+/* What a push sends: the stored manifest when every layer is compressed already (a pulled image
+ * goes back byte for byte), else a copy in which each uncompressed layer (built, committed or
+ * loaded: VS_MT_OCI_LAYER) is replaced by its gzip form with the standard media type, as docker
+ * push does. The config is the same (its diff_ids are the tars'), so is the image ID. */
+typedef struct push_plan {
+  char *manifest;
+  size_t len;
+  char digest[VS_DIGEST_MAX];
+  char **layers; /* the layer blobs to send, in the manifest's order */
+  size_t n_layers;
+} push_plan;
+
+static void push_plan_clear(push_plan *p) {
+  free(p->manifest);
+  for (size_t i = 0; i < p->n_layers; i++)
+    free(p->layers[i]);
+  free(p->layers);
+  memset(p, 0, sizeof(*p));
+}
+
+static int push_plan_make(vs_store *s, const vs_image *img, push_plan *p, vs_error **err) {
+  memset(p, 0, sizeof(*p));
+  size_t n = img->manifest.n_layers;
+  p->layers = vs_malloc0((n ? n : 1) * sizeof(char *));
+  p->n_layers = n;
+  bool plain = false;
+  for (size_t i = 0; i < n; i++) {
+    p->layers[i] = vs_strdup(img->manifest.layers[i].digest);
+    plain = plain || !strcmp(img->manifest.layers[i].media_type, VS_MT_OCI_LAYER);
+  }
+  if (!plain) {
+    p->manifest = vs_img_strndup(img->manifest_raw, img->manifest_len);
+    p->len = img->manifest_len;
+    snprintf(p->digest, sizeof(p->digest), "%s", img->manifest_digest);
+    return 0;
+  }
+  json_error_t je;
+  _cleanup_json_ json_t *m = json_loadb(img->manifest_raw, img->manifest_len, 0, &je);
+  json_t *ls = json_object_get(m, "layers");
+  if (!json_is_array(ls) || json_array_size(ls) != n)
+    return vs_error_set(err, EINVAL, "manifest %s: its layers cannot be rewritten",
+                        img->manifest_digest);
+  const char *gz_type = strcmp(img->manifest.media_type, VS_MT_DOCKER_MANIFEST) == 0
+                            ? VS_MT_DOCKER_LAYER_GZIP
+                            : VS_MT_OCI_LAYER_GZIP;
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(img->manifest.layers[i].media_type, VS_MT_OCI_LAYER) != 0)
+      continue;
+    char gz[VS_DIGEST_MAX];
+    int64_t size = 0;
+    if (vs_store_gzip_blob(s, img->manifest.layers[i].digest, gz, &size, err) < 0)
+      return -1;
+    json_t *l = json_array_get(ls, i);
+    json_object_set_new(l, "mediaType", json_string(gz_type));
+    json_object_set_new(l, "digest", json_string(gz));
+    json_object_set_new(l, "size", json_integer((json_int_t)size));
+    free(p->layers[i]);
+    p->layers[i] = vs_strdup(gz);
+  }
+  p->manifest = json_dumps(m, JSON_COMPACT);
+  if (!p->manifest)
+    return vs_error_set(err, ENOMEM, "manifest %s", img->manifest_digest);
+  p->len = strlen(p->manifest);
+  vs_digest_buffer(p->manifest, p->len, p->digest);
+  return 0;
+}
+
 int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_registry_opts *o,
-                  vs_error **err) {
+                  char digest_out[VS_DIGEST_MAX], size_t *size_out, vs_error **err) {
   vs_image img;
   if (vs_store_resolve(s, local, &img, err) < 0)
     return vs_error_wrap(err, "push %s", local);
@@ -1254,30 +1321,35 @@ int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_reg
     return vs_error_wrap(err, "push %s", dest);
   }
   int ret = -1;
+  push_plan plan = {0};
   _cleanup_free_ char *from = mount_source(s, &c, img.manifest_digest);
   if (vs_store_lock(s, false, err) < 0)
     goto out;
+  if (push_plan_make(s, &img, &plan, err) < 0) {
+    vs_error_wrap(err, "push %s", dest);
+    goto unlock;
+  }
   if (o->progress_cb) {
     _cleanup_free_ char *name = vs_image_ref_name(&c.ref);
     _cleanup_free_ char *fam = vs_image_name_familiar(name);
     _cleanup_free_ char *line = vs_asprintf("The push refers to repository [%s]", fam);
     o->progress_cb(o->progress_ctx, NULL, line, 0, 0);
-    for (size_t i = img.manifest.n_layers; i-- > 0;)
-      push_note(&c, img.manifest.layers[i].digest, true, "Preparing");
+    for (size_t i = plan.n_layers; i-- > 0;)
+      push_note(&c, plan.layers[i], true, "Preparing");
   }
-  for (size_t i = img.manifest.n_layers; i-- > 0;)
-    if (push_blob(&c, s, img.manifest.layers[i].digest, from, true, err) < 0)
+  for (size_t i = plan.n_layers; i-- > 0;)
+    if (push_blob(&c, s, plan.layers[i], from, true, err) < 0)
       goto unlock;
   if (push_blob(&c, s, img.manifest.config.digest, from, false, err) < 0)
     goto unlock;
   {
-    const char *reference = c.ref.tag ? c.ref.tag : img.manifest_digest;
+    const char *reference = c.ref.tag ? c.ref.tag : plan.digest;
     _cleanup_free_ char *url =
         vs_asprintf("%s/v2/%s/manifests/%s", c.base, c.ref.repository, reference);
     _cleanup_free_ char *ct = vs_asprintf("Content-Type: %s", img.manifest.media_type);
     struct curl_slist *hd = curl_slist_append(NULL, ct);
     http_reply r = {.max = MAX_SMALL_REPLY, .expect_size = -1};
-    int rr = reg_request(&c, "PUT", url, hd, img.manifest_raw, img.manifest_len, NULL, &r, err);
+    int rr = reg_request(&c, "PUT", url, hd, plan.manifest, plan.len, NULL, &r, err);
     curl_slist_free_all(hd);
     if (rr < 0)
       goto unlock;
@@ -1286,24 +1358,28 @@ int vs_image_push(vs_store *s, const char *local, const char *dest, const vs_reg
       reply_clear(&r);
       goto unlock;
     }
-    if (r.digest && strcmp(r.digest, img.manifest_digest) != 0)
+    if (r.digest && strcmp(r.digest, plan.digest) != 0)
       vs_log_warn("%s: registry reports manifest digest %s, expected %s", c.display, r.digest,
-                  img.manifest_digest);
+                  plan.digest);
     reply_clear(&r);
   }
   if (o->progress_cb) {
-    _cleanup_free_ char *line =
-        vs_asprintf("%s: digest: %s size: %zu", c.ref.tag ? c.ref.tag : img.manifest_digest,
-                    img.manifest_digest, img.manifest_len);
+    _cleanup_free_ char *line = vs_asprintf(
+        "%s: digest: %s size: %zu", c.ref.tag ? c.ref.tag : plan.digest, plan.digest, plan.len);
     o->progress_cb(o->progress_ctx, NULL, line, 0, 0);
   } else if (!o->quiet) {
     dprintf(o->progress_fd > 0 ? o->progress_fd : 2, "%s: digest: %s size: %zu\n", c.display,
-            img.manifest_digest, img.manifest_len);
+            plan.digest, plan.len);
   }
+  if (digest_out)
+    snprintf(digest_out, VS_DIGEST_MAX, "%s", plan.digest);
+  if (size_out)
+    *size_out = plan.len;
   ret = 0;
 unlock:
   vs_store_unlock(s);
 out:
+  push_plan_clear(&plan);
   vs_image_clear(&img);
   client_clear(&c);
   return ret;

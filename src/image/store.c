@@ -344,6 +344,12 @@ int vs_store_tag_set(vs_store *s, const char *name, const char *manifest_digest,
   json_t *tags = tags_load(s, err);
   if (!tags)
     return -1;
+  /* a rebuild from the cache tags the same image again: no write, no two fsyncs */
+  json_t *was = json_object_get(tags, name);
+  if (json_is_string(was) && !strcmp(json_string_value(was), manifest_digest)) {
+    json_decref(tags);
+    return 0;
+  }
   json_object_set_new(tags, name, json_string(manifest_digest));
   int r = tags_save(s, tags, err);
   json_decref(tags);
@@ -519,6 +525,34 @@ static void sweep(const char *dir, json_t *keep, vs_gc_stats *st, bool is_layer)
   closedir(d);
 }
 
+/* The gzip forms made for pushes (layer_gzip.c) live as long as their tars: kept tars keep
+ * theirs, and the record of a tar that goes is removed (its blob, unmarked, goes with it). */
+static void keep_compressed(vs_store *s, json_t *blobs) {
+  _cleanup_free_ char *cdir = vs_asprintf("%s/compressed/sha256", s->root);
+  DIR *d = opendir(cdir);
+  if (!d)
+    return;
+  json_t *keep = json_array();
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (de->d_name[0] == '.')
+      continue;
+    _cleanup_free_ char *tar = vs_asprintf("sha256:%s", de->d_name);
+    char gz[VS_DIGEST_MAX];
+    if (json_object_get(blobs, tar) && vs_store_gzip_known(s, tar, gz)) {
+      json_array_append_new(keep, json_string(gz));
+    } else {
+      _cleanup_free_ char *p = vs_asprintf("%s/%s", cdir, de->d_name);
+      unlink(p);
+    }
+  }
+  closedir(d);
+  size_t i;
+  json_t *v;
+  json_array_foreach(keep, i, v) json_object_set_new(blobs, json_string_value(v), json_true());
+  json_decref(keep);
+}
+
 int vs_store_gc(vs_store *s, vs_gc_stats *stats, vs_error **err) {
   vs_gc_stats st = {0};
   if (vs_store_lock(s, true, err) < 0)
@@ -551,6 +585,7 @@ int vs_store_gc(vs_store *s, vs_gc_stats *stats, vs_error **err) {
     }
     closedir(d);
   }
+  keep_compressed(s, blobs);
   _cleanup_free_ char *bdir = vs_asprintf("%s/blobs/sha256", s->root);
   _cleanup_free_ char *ldir = vs_asprintf("%s/layers/sha256", s->root);
   _cleanup_free_ char *tdir = vs_asprintf("%s/tmp", s->root);

@@ -1,13 +1,17 @@
 """vessel build without a daemon: Dockerfiles built on a private store from the busybox image the
 daemon tests make offline (Debian's busybox-static), the results run with vessel run. Hostile
 contexts (a path or a link leading out) are refused and leave no mount or temp directory."""
+import hashlib
+import io
 import json
 import os
 import pathlib
 import selectors
 import shutil
+import socket
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -136,8 +140,6 @@ def test_multi_stage_build_and_run(store, tmp_path):
 
 
 def tgz(path, entries):
-    import io
-    import tarfile
     with tarfile.open(path, "w:gz") as tf:
         for name, data in entries:
             ti = tarfile.TarInfo(name)
@@ -579,3 +581,217 @@ def test_compose_build(vdb, tmp_path):
     assert "hello from web" in logs and "worker in /job" in logs
     compose("down")
     assert vdb.docker("ps", "-aq").stdout.strip() == ""
+
+
+# ---- the context streamed into the unpack (POST /build through a pipe, server.c)
+
+
+def context_tar(entries):
+    """An uncompressed tar: (name, bytes) files in order, ("hardlink", name, target) links."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for e in entries:
+            if e[0] == "hardlink":
+                ti = tarfile.TarInfo(e[1])
+                ti.type = tarfile.LNKTYPE
+                ti.linkname = e[2]
+                tf.addfile(ti)
+            else:
+                ti = tarfile.TarInfo(e[0])
+                ti.size = len(e[1])
+                ti.mode = 0o644
+                tf.addfile(ti, io.BytesIO(e[1]))
+    return buf.getvalue()
+
+
+def build_socket(vdb, query):
+    """A connection with the head of a chunked POST /build sent, as docker's CLI sends it."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(120)
+    s.connect(str(vdb.sock))
+    s.sendall(f"POST /v1.41/build?{query} HTTP/1.1\r\nHost: d\r\n"
+              "Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    return s
+
+
+def send_chunk(s, data):
+    s.sendall(b"%x\r\n" % len(data) + data + b"\r\n")
+
+
+def read_chunked_reply(s):
+    """The status line and the JSON objects of a chunked reply, read to its last chunk."""
+    data = b""
+    while True:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            body, objs, pos = data[head_end + 4:], [], 0
+            done = False
+            while True:
+                nl = body.find(b"\r\n", pos)
+                if nl < 0:
+                    break
+                size = int(body[pos:nl], 16)
+                if len(body) < nl + 2 + size + 2:
+                    break
+                if size == 0:
+                    done = True
+                    break
+                for line in body[nl + 2:nl + 2 + size].splitlines():
+                    if line.strip():
+                        objs.append(json.loads(line))
+                pos = nl + 2 + size + 2
+            if done:
+                return data[:data.find(b"\r\n")].decode(), objs
+        more = s.recv(65536)
+        assert more, f"the connection closed before the reply's end: {data[-300:]!r}"
+        data += more
+
+
+def wait_for(what, cond):
+    for _ in range(1200):  # a hang guard of two minutes, not a timing assertion
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"still waiting for {what}")
+
+
+def test_context_is_unpacked_while_it_arrives(vdb, tmp_path):
+    """The files at the front of the context are in the daemon's context directory while the
+    client has not sent the rest: the upload and the unpack overlap. The build then completes
+    on the same connection, which serves a next request."""
+    late = os.urandom(3 << 20)
+    # libarchive looks at up to a few hundred KiB to tell the compression before it reads the
+    # first entry: the part sent first is larger than that
+    tar = context_tar([("Dockerfile", b"FROM busybox\nCOPY . /ctx/\n"),
+                       ("pad.bin", os.urandom(1 << 20)), ("first.txt", b"here early\n"),
+                       ("late.bin", late)])
+    cut = tar.index(b"here early\n") + 1024  # past first.txt's data block, inside late.bin's
+    s = build_socket(vdb, "t=streamed")
+    try:
+        send_chunk(s, tar[:cut])
+        tmp = vdb.data / "tmp"
+        wait_for("first.txt unpacked before the body's end",
+                 lambda: any((d / "first.txt").is_file() and
+                             (d / "first.txt").read_bytes() == b"here early\n"
+                             for d in tmp.glob("build-context-*")))
+        assert not any((d / "late.bin").exists() and (d / "late.bin").stat().st_size == len(late)
+                       for d in tmp.glob("build-context-*"))
+        for off in range(cut, len(tar), 1 << 20):
+            send_chunk(s, tar[off:off + (1 << 20)])
+        s.sendall(b"0\r\n\r\n")
+        status, objs = read_chunked_reply(s)
+        assert status.startswith("HTTP/1.1 200"), status
+        assert not [o for o in objs if "error" in o], objs
+        assert any("aux" in o for o in objs), objs
+        s.sendall(b"GET /v1.41/_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        s.close()
+    out = vdb.docker("run", "--rm", "streamed", "sh", "-c",
+                     "cat /ctx/first.txt; md5sum < /ctx/late.bin").stdout
+    assert out == f"here early\n{hashlib.md5(late).hexdigest()}  -\n"
+
+
+def test_client_leaving_mid_context_leaves_nothing(vdb, tmp_path):
+    """A client that goes away halfway through its context: the worker sees a truncated tar,
+    the context directory goes, and the daemon builds on."""
+    tar = context_tar([("Dockerfile", b"FROM busybox\n"), ("big.bin", os.urandom(2 << 20))])
+    s = build_socket(vdb, "t=never")
+    send_chunk(s, tar[:len(tar) // 2])
+    tmp = vdb.data / "tmp"
+    wait_for("the context directory", lambda: list(tmp.glob("build-context-*")))
+    s.close()
+    wait_for("the context directory to go", lambda: not list(tmp.glob("build-context-*")))
+    assert vdb.docker("images", "-q", "never").stdout == ""
+    ok = context(tmp_path / "ok", {"Dockerfile": "FROM busybox\nLABEL after=leaving\n"})
+    vdb.docker("build", "-t", "after", str(ok))
+    assert '"after":"leaving"' in vdb.docker("inspect", "-f", "{{json .Config.Labels}}",
+                                             "after").stdout
+
+
+def test_broken_chunked_context_is_an_error(vdb):
+    """Chunk framing that breaks mid-body: the build fails with the truncated context named, and
+    the connection (whose framing is lost) closes after the answer."""
+    tar = context_tar([("Dockerfile", b"FROM busybox\n"), ("f", os.urandom(300000))])
+    s = build_socket(vdb, "t=broken")
+    try:
+        send_chunk(s, tar[:100000])
+        s.sendall(b"zz-not-a-size\r\n")
+        status, objs = read_chunked_reply(s)
+        assert status.startswith("HTTP/1.1 200"), status
+        errors = [o["error"] for o in objs if "error" in o]
+        assert errors and "unpack the build context" in errors[0], objs
+        s.settimeout(120)
+        rest = b""
+        while True:
+            more = s.recv(65536)
+            if not more:
+                break
+            rest += more
+        assert rest == b""
+    finally:
+        s.close()
+    assert vdb.docker("images", "-q", "broken").stdout == ""
+
+
+def api_build(vdb, tar, tag):
+    """POST /build with a Content-Length body; the image's output of `cat /out`."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(120)
+    s.connect(str(vdb.sock))
+    try:
+        s.sendall(f"POST /v1.41/build?t={tag} HTTP/1.1\r\nHost: d\r\n"
+                  f"Content-Type: application/x-tar\r\nContent-Length: {len(tar)}\r\n\r\n"
+                  .encode() + tar)
+        status, objs = read_chunked_reply(s)
+    finally:
+        s.close()
+    assert status.startswith("HTTP/1.1 200") and not [o for o in objs if "error" in o], objs
+    text = "".join(o.get("stream", "") for o in objs)
+    return text, vdb.docker("run", "--rm", tag, "cat", "/out").stdout
+
+
+def test_cache_follows_what_the_context_holds(vdb):
+    """The files are hashed as they are unpacked; the cache key must still be what the context
+    finally holds: a hard link carries its target's content, a path written twice its last
+    content, and a changed content is a miss even at the same size."""
+    df = b"FROM busybox\nCOPY b /out\n"
+    text, out = api_build(vdb, context_tar([("Dockerfile", df), ("a", b"one\n"),
+                                            ("hardlink", "b", "a")]), "hl1")
+    assert out == "one\n" and "Using cache" not in text
+    text, out = api_build(vdb, context_tar([("Dockerfile", df), ("a", b"two\n"),
+                                            ("hardlink", "b", "a")]), "hl2")
+    assert out == "two\n" and "Using cache" not in text
+    text, out = api_build(vdb, context_tar([("Dockerfile", df), ("a", b"two\n"),
+                                            ("hardlink", "b", "a")]), "hl3")
+    assert out == "two\n" and "Using cache" in text  # the same content: the same image
+    df = b"FROM busybox\nCOPY a /out\n"
+    text, out = api_build(vdb, context_tar([("Dockerfile", df), ("a", b"AAAA\n"),
+                                            ("a", b"BBBB\n")]), "tw1")
+    assert out == "BBBB\n"
+    text, out = api_build(vdb, context_tar([("Dockerfile", df), ("a", b"BBBB\n"),
+                                            ("a", b"CCCC\n")]), "tw2")
+    assert out == "CCCC\n" and "Using cache" not in text
+
+
+def test_next_context_is_unpacked_over_the_last(vdb, tmp_path):
+    """The daemon keeps the last context's directory and unpacks the next one over it: what
+    the next build sees is exactly its own context (files rewritten, shorter ones cut, a file
+    where a directory was and back, links, nothing left from before), and `docker builder
+    prune` removes the kept directory."""
+    df = "FROM busybox\nCOPY . /c/\nCMD [\"sh\", \"-c\", \"cd /c && find . | sort && cat x sub\"]\n"
+    a = context(tmp_path / "a", {"Dockerfile": df, "x": "a long first x\n", "y": "y\n",
+                                 "sub/z": "z\n", "l": ("link", "x")})
+    vdb.docker("build", "-t", "ctx-a", str(a))
+    kept = vdb.data / "build-context.idle"
+    assert (kept / "x").is_file()
+    b = context(tmp_path / "b", {"Dockerfile": df, "x": "x2\n", "sub": "now a file\n",
+                                 "y/inner": "y is a directory now\n"})
+    vdb.docker("build", "-t", "ctx-b", str(b))
+    out = vdb.docker("run", "--rm", "ctx-b").stdout.split("\n")
+    assert out == [".", "./Dockerfile", "./sub", "./x", "./y", "./y/inner", "x2", "now a file",
+                   ""], out
+    out = vdb.docker("run", "--rm", "ctx-a", "sh", "-c", "cd /c && find . | sort").stdout
+    assert out.split() == [".", "./Dockerfile", "./l", "./sub", "./sub/z", "./x", "./y"]
+    vdb.docker("builder", "prune", "-f")
+    assert not kept.exists()

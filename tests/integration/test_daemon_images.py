@@ -105,6 +105,51 @@ def test_login_push_pull_with_htpasswd_and_tls(vdi, tmp_path):
         reg.stop()
 
 
+def test_push_sends_plain_layers_gzipped_once(vdi, tmp_path):
+    """Layers stored as plain tars (a load, a build) go to the registry gzipped, with the
+    standard media type; each gzip blob is made once, so pushing the image again (another tag,
+    another repository) compresses nothing and gives the same manifest."""
+    import urllib.request
+    reg = oci_images.Registry(tmp_path / "registry")
+    try:
+        name = f"{reg.host}/gz/box:v1"
+        vdi.docker("tag", "busybox:latest", name)
+        r = vdi.docker("push", name)
+        digest = r.stdout.split("digest: ")[1].split()[0]
+        raw = urllib.request.urlopen(urllib.request.Request(
+            f"http://{reg.host}/v2/gz/box/manifests/v1",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})).read()
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
+        manifest = json.loads(raw)
+        diff_ids = json.loads(vdi.docker("image", "inspect", "busybox:latest").stdout)[0][
+            "RootFS"]["Layers"]
+        assert len(manifest["layers"]) == len(diff_ids)
+        for layer, diff_id in zip(manifest["layers"], diff_ids):
+            assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+            blob = urllib.request.urlopen(
+                f"http://{reg.host}/v2/gz/box/blobs/{layer['digest']}").read()
+            assert len(blob) == layer["size"]
+            assert "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"]
+            assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == diff_id
+        made = sorted((vdi.data / "compressed/sha256").iterdir())
+        assert len(made) == len(diff_ids)
+        stamps = [(p.stat().st_mtime_ns, p.stat().st_ino) for p in made]
+        # again, under another repository: the same blobs, the same manifest, nothing compressed
+        other = f"{reg.host}/gz/again:v2"
+        vdi.docker("tag", "busybox:latest", other)
+        r = vdi.docker("push", other)
+        assert r.stdout.split("digest: ")[1].split()[0] == digest
+        assert sorted((vdi.data / "compressed/sha256").iterdir()) == made
+        assert [(p.stat().st_mtime_ns, p.stat().st_ino) for p in made] == stamps
+        assert "Layer already exists" in vdi.docker("push", name).stdout
+        # what the registry has runs: pulled back after the local image is gone
+        vdi.docker("rmi", name, other, "busybox:latest")
+        vdi.docker("pull", name)
+        assert vdi.docker("run", "--rm", name, "echo", "pulled").stdout == "pulled\n"
+    finally:
+        reg.stop()
+
+
 def test_bad_registry_auth_header_is_refused(vdi):
     conn = UnixHTTP(str(vdi.sock))
     conn.request("POST", "/v1.41/images/busybox/push?tag=latest",

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <zlib.h>
 
 /* ------------------------------------------------------------ tar building */
 
@@ -597,7 +598,192 @@ TEST(garbage_is_not_a_layer) {
   sandbox_done(&s);
 }
 
+/* The digests recorded while a tar lands are those of what the files finally hold. */
+TEST(layer_apply_records_file_digests) {
+  sandbox s;
+  sandbox_init(&s);
+  tarbuf t;
+  tar_begin(&t, NULL);
+  tar_file(&t, "a", "one\n");
+  tar_add(&t, "b", AE_IFREG, NULL, 0, "a"); /* a hard link: the same inode */
+  tar_file(&t, "c", "first\n");
+  tar_file(&t, "c", "second and longer\n"); /* written twice: the last content counts */
+  tar_add(&t, "l", AE_IFLNK, NULL, 0, "a");
+  tar_file(&t, "empty", "");
+  vs_file_digests *fd = vs_file_digests_new();
+  vs_layer_limits lim = {.file_digests = fd};
+  char diff[VS_DIGEST_MAX];
+  CHECK(apply(&s, &t, &lim, diff, NULL) == 0);
+  CHECK(vs_digest_valid(diff)); /* the diff_id still comes when asked for */
+  static const struct {
+    const char *path, *content;
+  } want[] = {{"a", "one\n"}, {"b", "one\n"}, {"c", "second and longer\n"}, {"empty", ""}};
+  for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+    _cleanup_free_ char *p = in_root(&s, want[i].path);
+    struct stat st;
+    CHECK(stat(p, &st) == 0);
+    char got[VS_DIGEST_MAX], expect[VS_DIGEST_MAX];
+    vs_digest_buffer(want[i].content, strlen(want[i].content), expect);
+    CHECK(vs_file_digests_get(fd, &st, got));
+    CHECK_STREQ(got, expect);
+  }
+  /* a link is not a regular file; a file whose size changed afterwards is not trusted */
+  _cleanup_free_ char *l = in_root(&s, "l");
+  _cleanup_free_ char *a = in_root(&s, "a");
+  struct stat st;
+  char got[VS_DIGEST_MAX];
+  CHECK(lstat(l, &st) == 0 && !vs_file_digests_get(fd, &st, got));
+  test_write(a, "one more\n");
+  CHECK(stat(a, &st) == 0 && !vs_file_digests_get(fd, &st, got));
+  CHECK(!vs_file_digests_get(NULL, &st, got));
+  vs_file_digests_free(fd);
+  sandbox_done(&s);
+}
+
+/* A build context unpacked over the previous one: files rewritten in place (same inode), the
+ * old tail cut, a file in the way of a directory replaced, what the new archive lacks pruned,
+ * and no hard link to a file of the old archive. */
+TEST(layer_apply_over_an_earlier_archive) {
+  sandbox s;
+  sandbox_init(&s);
+  tarbuf t;
+  tar_begin(&t, NULL);
+  tar_file(&t, "keep", "a longer first content\n");
+  tar_file(&t, "gone", "old\n");
+  tar_file(&t, "d", "a file where a directory comes\n");
+  tar_add(&t, "sub", AE_IFDIR, NULL, 0, NULL);
+  tar_file(&t, "sub/old", "x\n");
+  tar_add(&t, "link", AE_IFLNK, NULL, 0, "keep");
+  CHECK(apply(&s, &t, NULL, NULL, NULL) == 0);
+  _cleanup_free_ char *keep = in_root(&s, "keep");
+  struct stat before, after;
+  CHECK(stat(keep, &before) == 0);
+
+  CHECK(vs_dir_prune(s.rootfd, NULL, NULL) == 0); /* links and other non-files go first */
+  _cleanup_free_ char *link = in_root(&s, "link");
+  CHECK(lstat(link, &after) < 0 && errno == ENOENT);
+  tar_begin(&t, NULL);
+  tar_file(&t, "keep", "short\n");
+  tar_file(&t, "d/inside", "in\n");
+  tar_file(&t, "sub/new", "y\n");
+  _cleanup_json_ json_t *named = json_object();
+  vs_layer_limits lim = {.reuse_paths = named};
+  CHECK(apply(&s, &t, &lim, NULL, NULL) == 0);
+  CHECK(vs_dir_prune(s.rootfd, named, NULL) == 0);
+  CHECK(stat(keep, &after) == 0 && after.st_ino == before.st_ino && after.st_size == 6);
+  _cleanup_free_ char *text = NULL;
+  CHECK(vs_read_file(keep, 100, &text, NULL, NULL) == 0);
+  CHECK_STREQ(text, "short\n");
+  _cleanup_free_ char *inside = in_root(&s, "d/inside");
+  _cleanup_free_ char *gone = in_root(&s, "gone");
+  _cleanup_free_ char *old = in_root(&s, "sub/old");
+  _cleanup_free_ char *nw = in_root(&s, "sub/new");
+  CHECK(access(inside, F_OK) == 0 && access(nw, F_OK) == 0);
+  CHECK(access(gone, F_OK) < 0 && access(old, F_OK) < 0);
+
+  /* a hard link may only name what this archive brought */
+  tar_begin(&t, NULL);
+  tar_add(&t, "h", AE_IFREG, NULL, 0, "keep");
+  json_t *again = json_object();
+  lim.reuse_paths = again;
+  _cleanup_error_ vs_error *e = NULL;
+  CHECK(apply(&s, &t, &lim, NULL, &e) < 0);
+  CHECK_CONTAINS(e->msg, "not in the archive");
+  json_decref(again);
+  sandbox_done(&s);
+}
+
+/* Many files: the table grows and finds every one again. */
+TEST(file_digests_table_grows) {
+  vs_file_digests *t = vs_file_digests_new();
+  char d[VS_DIGEST_MAX], got[VS_DIGEST_MAX];
+  for (ino_t i = 1; i <= 5000; i++) {
+    struct stat st = {.st_dev = 7, .st_ino = i, .st_size = (off_t)i, .st_mode = S_IFREG | 0644};
+    char text[32];
+    snprintf(text, sizeof(text), "%lu", (unsigned long)i);
+    vs_digest_buffer(text, strlen(text), d);
+    vs_file_digests_put(t, &st, d);
+  }
+  for (ino_t i = 1; i <= 5000; i++) {
+    struct stat st = {.st_dev = 7, .st_ino = i, .st_size = (off_t)i, .st_mode = S_IFREG | 0644};
+    char text[32];
+    snprintf(text, sizeof(text), "%lu", (unsigned long)i);
+    vs_digest_buffer(text, strlen(text), d);
+    CHECK(vs_file_digests_get(t, &st, got));
+    CHECK_STREQ(got, d);
+  }
+  struct stat other = {.st_dev = 8, .st_ino = 1, .st_size = 1, .st_mode = S_IFREG | 0644};
+  CHECK(!vs_file_digests_get(t, &other, got));
+  other.st_dev = 7;
+  vs_file_digests_drop(t, &other);
+  CHECK(!vs_file_digests_get(t, &other, got));
+  vs_file_digests_free(t);
+}
+
 /* ------------------------------------------------------------ store */
+
+static char *gunzip_file(const char *path, size_t *len) {
+  _cleanup_free_ char *gz = NULL;
+  size_t gzlen = 0;
+  if (vs_read_file(path, 64 << 20, &gz, &gzlen, NULL) < 0)
+    return NULL;
+  size_t cap = 64 << 20;
+  char *out = vs_malloc0(cap);
+  z_stream z = {.next_in = (Bytef *)gz,
+                .avail_in = (uInt)gzlen,
+                .next_out = (Bytef *)out,
+                .avail_out = (uInt)cap};
+  if (inflateInit2(&z, 15 + 16) != Z_OK || inflate(&z, Z_FINISH) != Z_STREAM_END) {
+    inflateEnd(&z);
+    free(out);
+    return NULL;
+  }
+  *len = z.total_out;
+  inflateEnd(&z);
+  return out;
+}
+
+/* A push's gzip form of a plain layer: made once, the same every time, gone with its tar. */
+TEST(store_gzip_blob_is_made_once_and_collected) {
+  _cleanup_free_ char *dir = test_tmpdir();
+  vs_store *s = vs_store_open(dir, NULL);
+  CHECK(s != NULL);
+  size_t n = 3 << 20;
+  char *data = vs_malloc0(n);
+  for (size_t i = 0; i < n; i++)
+    data[i] = (char)(i % 251 < 40 ? i % 7 : 'x');
+  char tar[VS_DIGEST_MAX], gz[VS_DIGEST_MAX], gz2[VS_DIGEST_MAX];
+  CHECK(vs_store_put_blob(s, NULL, data, n, tar, NULL) == 0);
+  int64_t size = 0, size2 = 0;
+  CHECK(vs_store_gzip_blob(s, tar, gz, &size, NULL) == 0);
+  CHECK(strcmp(gz, tar) != 0 && size > 0 && (size_t)size < n);
+  _cleanup_free_ char *gzpath = vs_store_blob_path(s, gz);
+  size_t len = 0;
+  _cleanup_free_ char *back = gunzip_file(gzpath, &len);
+  CHECK(back && len == n && memcmp(back, data, n) == 0);
+  struct stat st1, st2;
+  CHECK(stat(gzpath, &st1) == 0);
+  CHECK(vs_store_gzip_blob(s, tar, gz2, &size2, NULL) == 0); /* remembered: not made again */
+  CHECK_STREQ(gz2, gz);
+  CHECK(size2 == size && stat(gzpath, &st2) == 0 && st2.st_ino == st1.st_ino);
+  CHECK(vs_store_gzip_known(s, tar, gz2));
+  unlink(gzpath); /* a lost blob is made again, the same */
+  CHECK(!vs_store_gzip_known(s, tar, gz2));
+  CHECK(vs_store_gzip_blob(s, tar, gz2, &size2, NULL) == 0);
+  CHECK_STREQ(gz2, gz);
+  _cleanup_error_ vs_error *e = NULL;
+  CHECK(vs_store_gzip_blob(s, D1, gz2, &size2, &e) < 0); /* no such tar */
+  CHECK(e != NULL);
+  /* nothing keeps the tar: gc takes it, its gzip form and the record */
+  vs_gc_stats gs;
+  CHECK(vs_store_gc(s, &gs, NULL) == 0);
+  CHECK(!vs_store_has_blob(s, tar) && !vs_store_has_blob(s, gz));
+  _cleanup_free_ char *map = vs_store_gzip_map_path(s, tar);
+  CHECK(access(map, F_OK) < 0);
+  free(data);
+  vs_store_close(s);
+  vs_rm_rf(dir, NULL);
+}
 
 TEST(store_verifies_digest_before_publishing) {
   _cleanup_free_ char *dir = test_tmpdir();

@@ -80,7 +80,7 @@ int cmd_push(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   if (!s)
     return 125;
   const char *dest = i == argc - 2 ? argv[i + 1] : argv[i];
-  return vs_image_push(s, argv[i], dest, &o, err) < 0 ? 125 : 0;
+  return vs_image_push(s, argv[i], dest, &o, NULL, NULL, err) < 0 ? 125 : 0;
 }
 
 static char *read_secret(const char *prompt) {
