@@ -190,8 +190,10 @@ int vd_vm_image_import(vd_daemon *d, json_t *body, char **full_out, char digest_
       vs_json_get_string(body, "Disk", false, &disk, err) < 0 ||
       vs_json_get_string(body, "Append", false, &append, err) < 0 ||
       vs_json_get_int(body, "Cpus", false, &cpus, err) < 0 ||
-      vd_body_size(body, "Memory", VM_IMAGE_DEFAULT_MEMORY, &mem, err) < 0)
+      vd_body_size(body, "Memory", VM_IMAGE_DEFAULT_MEMORY, &mem, err) < 0) {
+    (*err)->errnum = EINVAL; /* a missing or mistyped field: the request is wrong (400) */
     return -1;
+  }
   if (!json_object_get(body, "Cpus"))
     cpus = 1;
   if (cpus < 1 || cpus > 8)
@@ -200,8 +202,10 @@ int vd_vm_image_import(vd_daemon *d, json_t *body, char **full_out, char digest_
     return vs_error_set(err, EINVAL, "Memory %llu: a VM has 16 MiB to 64 GiB",
                         (unsigned long long)mem);
   _cleanup_free_ char *full = full_reference(ref, err);
-  if (!full)
+  if (!full) {
+    (*err)->errnum = EINVAL;
     return vs_error_wrap(err, "Ref: invalid reference format");
+  }
   if (import_file("Kernel", kernel, true, err) < 0 ||
       import_file("Initrd", initrd, false, err) < 0 || import_file("Disk", disk, false, err) < 0)
     return -1;
