@@ -572,6 +572,7 @@ void vd_h_vm_restart(vd_call *c);
 void vd_h_vm_update(vd_call *c);
 void vd_h_vm_images_list(vd_call *c);
 void vd_h_vm_image_push(vd_call *c);
+void vd_h_vm_image_import(vd_call *c);
 void vd_h_vm_pause(vd_call *c);
 void vd_h_vm_resume(vd_call *c);
 void vd_h_vm_delete(vd_call *c);

@@ -104,6 +104,7 @@ static const vd_route routes[] = {
     {"POST", "/vessel/v1/vms/{}/update", vd_h_vm_update, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/images/vm", vd_h_vm_images_list, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/images/vm/push", vd_h_vm_image_push, VD_RUN_WORKER, false},
+    {"POST", "/vessel/v1/images/vm/import", vd_h_vm_image_import, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/host/stats", vd_h_host_stats, VD_RUN_LOOP, false},
     {"POST", "/vessel/v1/web/password", vd_h_web_password, VD_RUN_WORKER, false},
     /* swarm mode is out of scope: answered as dockerd does when it is not a manager */

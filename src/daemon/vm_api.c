@@ -896,19 +896,70 @@ void vd_h_vm_images_list(vd_call *c) {
 
 /* {"Vm": NAME, "Ref": REF}: the stopped VM's machine becomes the image REF, pushed to its
  * registry. */
+/* Push a stored image (its manifest and blobs, as they are) to dest's registry, tagging it dest
+ * in the store too. */
+static void push_stored_image(vd_call *c, const char *src, const char *dest) {
+  vs_error *e = NULL;
+  vs_store *s = c->d->vms->images;
+  vs_image_ref r;
+  char *full_src = NULL, *full_dest = NULL;
+  vs_image img;
+  if (vs_image_ref_parse(src, &r, &e) == 0) {
+    full_src = vs_image_ref_string(&r);
+    vs_image_ref_clear(&r);
+  }
+  if (full_src && vs_image_ref_parse(dest, &r, &e) == 0) {
+    full_dest = vs_image_ref_string(&r);
+    vs_image_ref_clear(&r);
+  }
+  vs_registry_opts o = {.tls_verify = 1, .quiet = true};
+  if (!full_src || !full_dest)
+    vd_call_error(c, 400, "invalid reference format: %s", e->msg);
+  else if (vs_store_resolve(s, full_src, &img, &e) < 0)
+    vd_call_error(c, 404, "no VM image %s in the store: %s", src, e->msg);
+  else {
+    char digest[VS_DIGEST_MAX];
+    snprintf(digest, sizeof(digest), "%s", img.manifest_digest);
+    vs_image_clear(&img);
+    if (strcmp(full_src, full_dest) != 0 && vs_store_tag_set(s, full_dest, digest, &e) < 0)
+      vd_call_fail(c, e);
+    else if (vs_image_push(s, full_dest, full_dest, &o, NULL, NULL, &e) < 0)
+      vd_call_error(c, 500, "push %s: %s", full_dest, e->msg);
+    else
+      vd_call_json(c, 200, json_pack("{s:s, s:s}", "Ref", full_dest, "Digest", digest));
+  }
+  vs_error_free(e);
+  free(full_src);
+  free(full_dest);
+}
+
 void vd_h_vm_image_push(vd_call *c) {
   json_t *body = vd_call_body_object(c);
   if (!body)
     return;
-  static const char *const known[] = {"Vm", "Ref"};
-  const char *vmname = NULL, *ref = NULL;
+  static const char *const known[] = {"Vm", "Image", "Ref"};
+  const char *vmname = NULL, *image = NULL, *ref = NULL;
   vs_error *e = NULL;
   if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a VM image push", &e) < 0 ||
-      vs_json_get_string(body, "Vm", true, &vmname, &e) < 0 ||
+      vs_json_get_string(body, "Vm", false, &vmname, &e) < 0 ||
+      vs_json_get_string(body, "Image", false, &image, &e) < 0 ||
       vs_json_get_string(body, "Ref", true, &ref, &e) < 0) {
     vd_call_error(c, 400, "%s", e->msg);
     vs_error_free(e);
     json_decref(body);
+    return;
+  }
+  if (!vmname == !image) {
+    vd_call_error(c, 400,
+                  "a VM image push names either a Vm (committed, then pushed) or an "
+                  "Image of the store");
+    json_decref(body);
+    return;
+  }
+  if (image) {
+    _cleanup_free_ char *src = vs_strdup(image), *dest = vs_strdup(ref);
+    json_decref(body);
+    push_stored_image(c, src, dest);
     return;
   }
   free(c->arg);
@@ -934,4 +985,20 @@ void vd_h_vm_image_push(vd_call *c) {
   }
   vs_error_free(e);
   vm_release(c->d->vms, vm);
+}
+
+void vd_h_vm_image_import(vd_call *c) {
+  json_t *body = vd_call_body_object(c);
+  if (!body)
+    return;
+  vs_error *e = NULL;
+  char *full = NULL;
+  char digest[VS_DIGEST_MAX];
+  if (vd_vm_image_import(c->d, body, &full, digest, &e) < 0)
+    vd_call_fail(c, e);
+  else
+    vd_call_json(c, 201, json_pack("{s:s, s:s}", "Ref", full, "Digest", digest));
+  vs_error_free(e);
+  free(full);
+  json_decref(body);
 }

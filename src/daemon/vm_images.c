@@ -8,16 +8,19 @@
  * (vCPUs, memory, kernel command line) under "vessel.vm", and rootfs.diff_ids (the layers' own
  * digests) so that the store and the registry client load and move it like any image. A VM made
  * from an image boots the kernel and initramfs blobs of the store and gets a qcow2 overlay on
- * the disk blob: creating one copies nothing. A VM whose disk is such an overlay (or one a
- * snapshot made) is pushed with its chain flattened into one standalone qcow2. */
+ * the disk blob: creating one copies nothing. */
 #include "daemon/vms.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define VM_IMAGE_FILE_MAX (64ULL << 30)
+/* What an imported image's VMs default to when the import does not say (as a created VM's). */
+#define VM_IMAGE_DEFAULT_MEMORY (256ULL << 20)
+#define VM_IMAGE_DEFAULT_APPEND "console=ttyS0"
 
 /* A file into the store as a blob, streamed (disks are large). */
 static int put_file_blob(vs_store *s, const char *path, char digest[VS_DIGEST_MAX], int64_t *size,
@@ -56,9 +59,9 @@ static int put_file_blob(vs_store *s, const char *path, char digest[VS_DIGEST_MA
   return r;
 }
 
-/* Whether a qcow2 image has a backing file (1) or stands alone (0): its header's backing file
- * offset (bytes 8 to 15, big-endian) is not zero. */
-static int disk_is_overlay(const char *path, vs_error **err) {
+/* A qcow2 image with a backing file cannot travel alone: its header's backing file offset
+ * (bytes 8 to 15, big-endian) is not zero. *backed tells which; an error if it is no qcow2. */
+static int disk_has_backing_file(const char *path, bool *backed, vs_error **err) {
   _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
   uint8_t h[16];
   if (fd < 0 || pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
@@ -68,7 +71,17 @@ static int disk_is_overlay(const char *path, vs_error **err) {
   uint64_t off = 0;
   for (int i = 8; i < 16; i++)
     off = off << 8 | h[i];
-  return off != 0;
+  *backed = off != 0;
+  return 0;
+}
+
+static char *full_reference(const char *ref, vs_error **err) {
+  vs_image_ref r;
+  if (vs_image_ref_parse(ref, &r, err) < 0)
+    return NULL;
+  char *full = vs_image_ref_string(&r);
+  vs_image_ref_clear(&r);
+  return full;
 }
 
 /* An overlay cannot travel alone (its base is a file of this host): its whole chain flattened
@@ -91,13 +104,53 @@ static int flatten_disk(vd_daemon *d, const char *disk, const char *out, vs_erro
   return 0;
 }
 
-static char *full_reference(const char *ref, vs_error **err) {
-  vs_image_ref r;
-  if (vs_image_ref_parse(ref, &r, err) < 0)
-    return NULL;
-  char *full = vs_image_ref_string(&r);
-  vs_image_ref_clear(&r);
-  return full;
+/* A machine's files (kernel required; initramfs and standalone qcow2 disk optional) and the
+ * defaults of the VMs made from it ({Cpus, Memory, Append}) into the store as the image full. */
+static int store_machine(vs_store *s, const char *kernel, const char *initrd, const char *disk,
+                         json_t *defaults, const char *full, char digest_out[VS_DIGEST_MAX],
+                         vs_error **err) {
+  struct {
+    const char *path, *media_type, *title;
+  } files[] = {
+      {kernel, VS_MT_VM_KERNEL, "kernel"},
+      {initrd, VS_MT_VM_INITRD, "initrd"},
+      {disk, VS_MT_VM_DISK, "disk.qcow2"},
+  };
+  _cleanup_json_ json_t *layers = json_array();
+  _cleanup_json_ json_t *diff_ids = json_array();
+  for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+    if (!files[i].path || !*files[i].path)
+      continue;
+    char digest[VS_DIGEST_MAX];
+    int64_t size = 0;
+    if (put_file_blob(s, files[i].path, digest, &size, err) < 0)
+      return vs_error_wrap(err, "the machine's %s", files[i].title);
+    json_array_append_new(layers,
+                          json_pack("{s:s, s:s, s:I, s:{s:s}}", "mediaType", files[i].media_type,
+                                    "digest", digest, "size", (json_int_t)size, "annotations",
+                                    "org.opencontainers.image.title", files[i].title));
+    json_array_append_new(diff_ids, json_string(digest));
+  }
+  char *now = vd_now();
+  json_t *config = json_pack("{s:s, s:s, s:s, s:{s:s, s:O}, s:O}", "architecture", "riscv64", "os",
+                             "linux", "created", now, "rootfs", "type", "layers", "diff_ids",
+                             diff_ids, "vessel.vm", defaults);
+  free(now);
+  _cleanup_free_ char *config_text = json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(config);
+  char config_digest[VS_DIGEST_MAX];
+  if (vs_store_put_blob(s, NULL, config_text, strlen(config_text), config_digest, err) < 0)
+    return -1;
+  json_t *manifest =
+      json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:O}", "schemaVersion", 2, "mediaType",
+                VS_MT_OCI_MANIFEST, "config", "mediaType", VS_MT_VM_CONFIG, "digest", config_digest,
+                "size", (json_int_t)strlen(config_text), "layers", layers);
+  _cleanup_free_ char *manifest_text = json_dumps(manifest, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(manifest);
+  if (vs_store_put_blob(s, NULL, manifest_text, strlen(manifest_text), digest_out, err) < 0 ||
+      vs_store_tag_set(s, full, digest_out, err) < 0)
+    return -1;
+  return 0;
 }
 
 int vd_vm_image_commit(vd_daemon *d, vd_vm *vm, const char *ref, char **full_out,
@@ -111,62 +164,85 @@ int vd_vm_image_commit(vd_daemon *d, vd_vm *vm, const char *ref, char **full_out
   const char *dp = json_string_value(json_object_get(vm->rec, "DiskPath"));
   _cleanup_free_ char *disk = dp && *dp ? vs_strdup(dp) : NULL;
   pthread_mutex_unlock(&t->lock);
-  struct {
-    const char *path, *media_type, *title;
-  } files[] = {
-      {json_string_value(json_object_get(cfg, "Kernel")), VS_MT_VM_KERNEL, "kernel"},
-      {json_string_value(json_object_get(cfg, "Initrd")), VS_MT_VM_INITRD, "initrd"},
-      {disk, VS_MT_VM_DISK, "disk.qcow2"},
-  };
   /* an overlay (a VM made from an image, or snapshotted) is pushed flattened */
-  int overlay = disk ? disk_is_overlay(disk, err) : 0;
-  if (overlay < 0)
+  bool backed = false;
+  if (disk && disk_has_backing_file(disk, &backed, err) < 0)
     return -1;
-  _cleanup_free_ char *flat = overlay ? vs_asprintf("%s/push-disk.qcow2", vm->dir) : NULL;
-  if (flat) {
-    if (flatten_disk(d, disk, flat, err) < 0)
-      return -1;
-    files[2].path = flat;
-  }
-  _cleanup_json_ json_t *layers = json_array();
-  _cleanup_json_ json_t *diff_ids = json_array();
-  for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-    if (!files[i].path || !*files[i].path)
-      continue;
-    char digest[VS_DIGEST_MAX];
-    int64_t size = 0;
-    int r = put_file_blob(t->images, files[i].path, digest, &size, err);
-    if (flat && files[i].path == flat)
-      unlink(flat); /* its blob is in the store now */
-    if (r < 0)
-      return vs_error_wrap(err, "the VM's %s", files[i].title);
-    json_array_append_new(layers,
-                          json_pack("{s:s, s:s, s:I, s:{s:s}}", "mediaType", files[i].media_type,
-                                    "digest", digest, "size", (json_int_t)size, "annotations",
-                                    "org.opencontainers.image.title", files[i].title));
-    json_array_append_new(diff_ids, json_string(digest));
-  }
-  char *now = vd_now();
-  json_t *config =
-      json_pack("{s:s, s:s, s:s, s:{s:s, s:O}, s:{s:O, s:O, s:O}}", "architecture", "riscv64", "os",
-                "linux", "created", now, "rootfs", "type", "layers", "diff_ids", diff_ids,
-                "vessel.vm", "Cpus", json_object_get(cfg, "Cpus"), "Memory",
+  _cleanup_free_ char *flat = backed ? vs_asprintf("%s/push-disk.qcow2", vm->dir) : NULL;
+  if (flat && flatten_disk(d, disk, flat, err) < 0)
+    return -1;
+  _cleanup_json_ json_t *defaults =
+      json_pack("{s:O, s:O, s:O}", "Cpus", json_object_get(cfg, "Cpus"), "Memory",
                 json_object_get(cfg, "Memory"), "Append", json_object_get(cfg, "Append"));
-  free(now);
-  _cleanup_free_ char *config_text = json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS);
-  json_decref(config);
-  char config_digest[VS_DIGEST_MAX];
-  if (vs_store_put_blob(t->images, NULL, config_text, strlen(config_text), config_digest, err) < 0)
+  int r = store_machine(t->images, json_string_value(json_object_get(cfg, "Kernel")),
+                        json_string_value(json_object_get(cfg, "Initrd")), flat ? flat : disk,
+                        defaults, full, digest_out, err);
+  if (flat)
+    unlink(flat); /* its blob is in the store now */
+  if (r < 0)
     return -1;
-  json_t *manifest =
-      json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:O}", "schemaVersion", 2, "mediaType",
-                VS_MT_OCI_MANIFEST, "config", "mediaType", VS_MT_VM_CONFIG, "digest", config_digest,
-                "size", (json_int_t)strlen(config_text), "layers", layers);
-  _cleanup_free_ char *manifest_text = json_dumps(manifest, JSON_COMPACT | JSON_SORT_KEYS);
-  json_decref(manifest);
-  if (vs_store_put_blob(t->images, NULL, manifest_text, strlen(manifest_text), digest_out, err) <
-          0 ||
-      vs_store_tag_set(t->images, full, digest_out, err) < 0)
+  *full_out = vs_strdup(full);
+  return 0;
+}
+
+static int import_file(const char *field, const char *path, bool required, vs_error **err) {
+  if (!path || !*path)
+    return required ? vs_error_set(err, EINVAL, "%s: the path of a file is needed", field) : 0;
+  if (path[0] != '/')
+    return vs_error_set(err, EINVAL, "%s %s: an absolute path is needed", field, path);
+  struct stat st;
+  if (stat(path, &st) < 0)
+    return vs_error_set(err, errno, "%s %s", field, path);
+  if (!S_ISREG(st.st_mode))
+    return vs_error_set(err, EINVAL, "%s %s: not a regular file", field, path);
+  return access(path, R_OK) < 0 ? vs_error_set(err, errno, "%s %s", field, path) : 0;
+}
+
+int vd_vm_image_import(vd_daemon *d, json_t *body, char **full_out, char digest_out[VS_DIGEST_MAX],
+                       vs_error **err) {
+  static const char *const known[] = {"Ref",  "Kernel", "Initrd", "Disk",
+                                      "Cpus", "Memory", "Append"};
+  const char *ref = NULL, *kernel = NULL, *initrd = NULL, *disk = NULL, *append = NULL;
+  int64_t cpus = 1;
+  uint64_t mem = 0;
+  if (vd_body_known_fields(body, known, ARRAY_SIZE(known), "a VM image import", err) < 0 ||
+      vs_json_get_string(body, "Ref", true, &ref, err) < 0 ||
+      vs_json_get_string(body, "Kernel", true, &kernel, err) < 0 ||
+      vs_json_get_string(body, "Initrd", false, &initrd, err) < 0 ||
+      vs_json_get_string(body, "Disk", false, &disk, err) < 0 ||
+      vs_json_get_string(body, "Append", false, &append, err) < 0 ||
+      vs_json_get_int(body, "Cpus", false, &cpus, err) < 0 ||
+      vd_body_size(body, "Memory", VM_IMAGE_DEFAULT_MEMORY, &mem, err) < 0) {
+    (*err)->errnum = EINVAL; /* a missing or mistyped field: the request is wrong (400) */
+    return -1;
+  }
+  if (!json_object_get(body, "Cpus"))
+    cpus = 1;
+  if (cpus < 1 || cpus > 8)
+    return vs_error_set(err, EINVAL, "Cpus %lld: a VM has 1 to 8 vCPUs", (long long)cpus);
+  if (mem < (16ULL << 20) || mem > (64ULL << 30))
+    return vs_error_set(err, EINVAL, "Memory %llu: a VM has 16 MiB to 64 GiB",
+                        (unsigned long long)mem);
+  _cleanup_free_ char *full = full_reference(ref, err);
+  if (!full) {
+    (*err)->errnum = EINVAL;
+    return vs_error_wrap(err, "Ref: invalid reference format");
+  }
+  if (import_file("Kernel", kernel, true, err) < 0 ||
+      import_file("Initrd", initrd, false, err) < 0 || import_file("Disk", disk, false, err) < 0)
+    return -1;
+  bool backed = false;
+  if (disk && *disk && disk_has_backing_file(disk, &backed, err) < 0)
+    return vs_error_wrap(err, "Disk");
+  if (backed)
+    return vs_error_set(err, EINVAL,
+                        "Disk %s has a backing file: an image's disk must be a standalone qcow2 "
+                        "(qemu-img convert -O qcow2 makes one)",
+                        disk);
+  _cleanup_json_ json_t *defaults =
+      json_pack("{s:I, s:I, s:s}", "Cpus", (json_int_t)cpus, "Memory", (json_int_t)mem, "Append",
+                append ? append : VM_IMAGE_DEFAULT_APPEND);
+  if (store_machine(d->vms->images, kernel, initrd, disk, defaults, full, digest_out, err) < 0)
     return -1;
   *full_out = vs_strdup(full);
   return 0;

@@ -84,6 +84,10 @@ int vd_vm_set_memory_target(vd_vms *t, vd_vm *vm, uint64_t target, vs_error **er
  * disk as the image ref (tagged in the VM image store; *full_out: the full reference). */
 int vd_vm_image_commit(vd_daemon *d, vd_vm *vm, const char *ref, char **full_out,
                        char digest_out[VS_DIGEST_MAX], vs_error **err);
+/* A machine's files given by path (POST /vessel/v1/images/vm/import: Ref, Kernel, Initrd, Disk,
+ * Cpus, Memory, Append; the files are copied into the store) as the image Ref. */
+int vd_vm_image_import(vd_daemon *d, json_t *body, char **full_out, char digest_out[VS_DIGEST_MAX],
+                       vs_error **err);
 /* A create request's Image (pulled when the store lacks it) into its Kernel, Initrd, Disk and
  * defaults (Cpus, Memory, Append) where the request gives none; Image leaves the body. */
 int vd_vm_image_prepare(vd_daemon *d, json_t *body, const vs_registry_opts *o, char **full_out,

@@ -2,13 +2,17 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <termios.h>
+#include <unistd.h>
 
 #define VM_DETACH_KEY 0x1d /* Ctrl-] */
+/* What `vessel vm image build` tags the default VM image (docs/guest.md). */
+#define VESSEL_DEFAULT_VM_IMAGE "vessel/debian:trixie"
 
 static int vm_usage(vs_error **err, const char *usage) {
   vs_error_set(err, 0, "usage: vessel vm %s", usage);
@@ -460,9 +464,164 @@ static int vm_migrate(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return 0;
 }
 
-/* vessel vm image push VM REF | ls */
+/* The directory of the running vessel (where vessel-vmm is, in the build tree and installed). */
+static char *exe_dir(vs_error **err) {
+  char path[4096];
+  ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0) {
+    vs_error_set(err, errno, "readlink /proc/self/exe");
+    return NULL;
+  }
+  path[n] = 0;
+  char *slash = strrchr(path, '/');
+  if (slash)
+    *slash = 0;
+  return vs_strdup(path);
+}
+
+/* The builder: $VESSEL_SCRIPTS/build-vm-image, or scripts/build-vm-image of the checkout whose
+ * build directory holds this vessel. */
+static char *find_image_builder(const char *dir, vs_error **err) {
+  const char *env = getenv("VESSEL_SCRIPTS");
+  char *p = env && *env ? vs_asprintf("%s/build-vm-image", env)
+                        : vs_asprintf("%s/../scripts/build-vm-image", dir);
+  if (access(p, R_OK) < 0) {
+    vs_error_set(err, errno,
+                 "the VM image builder %s (set VESSEL_SCRIPTS to the scripts directory of a vessel "
+                 "checkout)",
+                 p);
+    free(p);
+    return NULL;
+  }
+  return p;
+}
+
+/* Run the builder with its progress on our stderr; the result directory (its last line of
+ * stdout) into *out_dir. */
+static int run_image_builder(const char *builder, const char *ssh_key, bool rebuild, char **out_dir,
+                             vs_error **err) {
+  const char *argv[6] = {"bash", builder};
+  size_t n = 2;
+  if (ssh_key) {
+    argv[n++] = "--ssh-key";
+    argv[n++] = ssh_key;
+  }
+  if (rebuild)
+    argv[n++] = "--rebuild";
+  argv[n] = NULL;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0)
+    return vs_error_set(err, errno, "pipe");
+  vs_spawn_opts o = VS_SPAWN_OPTS_INIT;
+  o.stdout_fd = fds[1];
+  pid_t pid;
+  int r = vs_spawn((char *const *)argv, &o, &pid, err);
+  close(fds[1]);
+  if (r < 0) {
+    close(fds[0]);
+    return -1;
+  }
+  char buf[8192];
+  size_t len = 0;
+  for (;;) {
+    ssize_t k = read(fds[0], buf + len, sizeof(buf) - 1 - len);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      break;
+    len += (size_t)k;
+    if (len == sizeof(buf) - 1) { /* keep the tail: the last line is what counts */
+      memmove(buf, buf + len / 2, len - len / 2);
+      len -= len / 2;
+    }
+  }
+  close(fds[0]);
+  buf[len] = 0;
+  int status;
+  if (vs_wait_pid(pid, &status, err) < 0)
+    return -1;
+  if (status != 0) {
+    _cleanup_free_ char *how = vs_wait_status_str(status);
+    return vs_error_set(err, 0, "%s %s", builder, how);
+  }
+  while (len && buf[len - 1] == '\n')
+    buf[--len] = 0;
+  char *last = strrchr(buf, '\n');
+  last = last ? last + 1 : buf;
+  if (last[0] != '/')
+    return vs_error_set(err, 0, "%s printed no result directory", builder);
+  *out_dir = vs_strdup(last);
+  return 0;
+}
+
+/* vessel vm image build [--tag REF] [--ssh-key FILE.pub] [--rebuild]: the default VM image
+ * (scripts/build-vm-image, on this host), imported into the daemon's VM image store. */
+static int vm_image_build(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
+  static const char usage[] = "image build [--tag REF] [--ssh-key FILE.pub] [--rebuild]";
+  static const struct option opts[] = {{"tag", required_argument, 0, 't'},
+                                       {"ssh-key", required_argument, 0, 'k'},
+                                       {"rebuild", no_argument, 0, 'r'},
+                                       {0, 0, 0, 0}};
+  const char *tag = VESSEL_DEFAULT_VM_IMAGE, *key = NULL;
+  bool rebuild = false;
+  optind = 1;
+  int ch;
+  while ((ch = getopt_long(argc, argv, "+t:", opts, NULL)) != -1) {
+    if (ch == 't')
+      tag = optarg;
+    else if (ch == 'k')
+      key = optarg;
+    else if (ch == 'r')
+      rebuild = true;
+    else
+      return vm_usage(err, usage);
+  }
+  if (optind != argc)
+    return vm_usage(err, usage);
+  _cleanup_free_ char *dir = exe_dir(err);
+  if (!dir)
+    return 1;
+  _cleanup_free_ char *builder = find_image_builder(dir, err);
+  if (!builder)
+    return 1;
+  /* the builder boots the second stage in the vessel-vmm that sits beside this vessel */
+  _cleanup_free_ char *vmm = vs_asprintf("%s/vessel-vmm", dir);
+  if (!getenv("VESSEL_VMM") && access(vmm, X_OK) == 0)
+    setenv("VESSEL_VMM", vmm, 1);
+  _cleanup_free_ char *out = NULL;
+  if (run_image_builder(builder, key, rebuild, &out, err) < 0)
+    return 1;
+  _cleanup_free_ char *vmjson = vs_asprintf("%s/vm.json", out);
+  _cleanup_free_ char *text = NULL;
+  if (vs_read_file(vmjson, 1 << 16, &text, NULL, err) < 0)
+    return 1;
+  json_error_t je;
+  _cleanup_(vs_json_decrefp) json_t *body = json_loads(text, 0, &je);
+  if (!json_is_object(body)) {
+    vs_error_set(err, 0, "%s: %s", vmjson, body ? "not an object" : je.text);
+    return 1;
+  }
+  json_object_set_new(body, "Ref", json_string(tag));
+  static const struct {
+    const char *field, *file;
+  } files[] = {{"Kernel", "Image"}, {"Initrd", "initrd.img"}, {"Disk", "disk.qcow2"}};
+  for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+    _cleanup_free_ char *p = vs_asprintf("%s/%s", out, files[i].file);
+    json_object_set_new(body, files[i].field, json_string(p));
+  }
+  json_t *res = NULL;
+  if (vessel_api_json(ctx, "POST", "/vessel/v1/images/vm/import", body, &res, err) < 0)
+    return 1;
+  printf("%s: digest: %s\n", json_string_value(json_object_get(res, "Ref")),
+         json_string_value(json_object_get(res, "Digest")));
+  json_decref(res);
+  return 0;
+}
+
+/* vessel vm image push VM REF | push [--image SRC] REF | build ... | ls */
 static int vm_image(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  static const char usage[] = "image push VM REF | image ls";
+  static const char usage[] = "image push VM REF | image push [--image SRC] REF | image build "
+                              "[--tag REF] [--ssh-key FILE.pub] [--rebuild] | image ls";
   if (argc == 2 && (!strcmp(argv[1], "ls") || !strcmp(argv[1], "list"))) {
     json_t *out = NULL;
     if (vessel_api_json(ctx, "GET", "/vessel/v1/images/vm", NULL, &out, err) < 0)
@@ -475,9 +634,19 @@ static int vm_image(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     json_decref(out);
     return 0;
   }
-  if (argc != 4 || strcmp(argv[1], "push") != 0)
+  if (argc >= 2 && !strcmp(argv[1], "build"))
+    return vm_image_build(ctx, argc - 1, argv + 1, err);
+  if (argc < 3 || strcmp(argv[1], "push") != 0)
     return vm_usage(err, usage);
-  _cleanup_(vs_json_decrefp) json_t *body = json_pack("{s:s, s:s}", "Vm", argv[2], "Ref", argv[3]);
+  _cleanup_(vs_json_decrefp) json_t *body = NULL;
+  if (argc == 3) /* push REF: the stored image REF, to its registry */
+    body = json_pack("{s:s, s:s}", "Image", argv[2], "Ref", argv[2]);
+  else if (argc == 5 && !strcmp(argv[2], "--image"))
+    body = json_pack("{s:s, s:s}", "Image", argv[3], "Ref", argv[4]);
+  else if (argc == 4)
+    body = json_pack("{s:s, s:s}", "Vm", argv[2], "Ref", argv[3]);
+  else
+    return vm_usage(err, usage);
   json_t *out = NULL;
   if (vessel_api_json(ctx, "POST", "/vessel/v1/images/vm/push", body, &out, err) < 0)
     return 1;
