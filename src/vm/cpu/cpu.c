@@ -44,6 +44,7 @@ int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   if (!h->icache)
     return vs_error_set(err, ENOMEM, "hart %u: allocate the decoded-instruction cache", hartid);
   rv_decode_index(h->icache);
+  h->icache->jit_warmup = RV_JIT_WARMUP;
   if (!bus->interpreter && rv_jit_create(&h->icache->jit, err) < 0) {
     free(h->icache);
     h->icache = NULL;
@@ -830,13 +831,20 @@ left: /* d trapped or asked to leave: it ran */
 #undef DISPATCH
 }
 
-/* blk's translated code, translated now if it has none; NULL if the code buffer was full and
- * everything was dropped (blk too). */
+/* blk's translated code, translated now if it has none and has warmed up (ic->jit_warmup runs in
+ * the interpreter, counted in ic->code); RV_JIT_INTERPRET while it warms up or when it cannot be
+ * translated; NULL if the code buffer was full and everything was dropped (blk too). */
 static const void *rv_jit_code(rv_hart *h, const rv_block *blk) {
   struct rv_icache *ic = h->icache;
   uint32_t at = blk->where >> RV_BLOCK_N_BITS;
-  if (likely(ic->code[at] != NULL))
+  uintptr_t seen = (uintptr_t)ic->code[at];
+  if (likely(seen >= RV_JIT_CODE_MIN) || seen == (uintptr_t)RV_JIT_INTERPRET)
     return ic->code[at];
+  uintptr_t runs = seen ? seen - 1 : 0; /* runs so far, all in the interpreter */
+  if (runs < ic->jit_warmup) {
+    ic->code[at] = (const void *)(runs + 2);
+    return RV_JIT_INTERPRET;
+  }
   const uint8_t *host = (const uint8_t *)ic->pool[at].key; // NOLINT(performance-no-int-to-ptr)
   const uint32_t *counter = &h->bus->code_pages[rv_ram_page(h->bus, host)];
   const void *code =
@@ -849,9 +857,9 @@ static const void *rv_jit_code(rv_hart *h, const rv_block *blk) {
 
 /* Run blk and the blocks that follow it as translated code, with the limits of rv_blocks_run:
  * while fewer than `chunk` instructions have run, the next block fits in `left` and no
- * instruction asked to leave. A block is translated the first time it runs; a direct jump to
- * another block of its page is then linked to that block's code, so the two run on without
- * coming back here. */
+ * instruction asked to leave. A block is translated once it has warmed up (rv_jit_code; until
+ * then the interpreter runs it); a direct jump to another block of its page is then linked to
+ * that block's code, so the two run on without coming back here. */
 static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uint64_t left) {
   struct rv_icache *ic = h->icache;
   uint64_t total = 0;

@@ -146,10 +146,15 @@ struct rv_icache {
   /* pool indices must fit in a slot */
   _Static_assert(RV_POOL_SIZE <= (1ULL << (32 - RV_BLOCK_N_BITS)), "pool too large");
   rv_insn pool[RV_POOL_SIZE];
-  /* The translated code of the block whose first instruction is pool[i] (NULL: not yet;
-   * RV_JIT_INTERPRET: the interpreter runs it); dropped with the pool. */
+  /* The translated code of the block whose first instruction is pool[i] (NULL: it has not run;
+   * RV_JIT_INTERPRET: the interpreter runs it; below RV_JIT_CODE_MIN: it ran that many times
+   * less one in the interpreter, warming up); dropped with the pool. */
   const void *code[RV_POOL_SIZE];
   struct rv_jit *jit; /* NULL: the interpreter runs every block */
+  /* A block runs this many times in the interpreter before it is translated (at most
+   * RV_JIT_WARMUP_MAX): most of a boot's code runs only a few times, and translating it cost more
+   * than interpreting it. */
+  uint8_t jit_warmup;
   uint32_t pool_used;
   uint32_t clears;      /* times the pool was emptied: links into it are only made within one */
   uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
@@ -159,6 +164,13 @@ struct rv_icache {
 };
 
 #define RV_JIT_INTERPRET ((const void *)1)
+/* rv_icache.code values from here on are code; those below count a block's warm-up runs */
+#define RV_JIT_CODE_MIN 64U
+#define RV_JIT_WARMUP_MAX (RV_JIT_CODE_MIN - 3)
+/* The default of rv_icache.jit_warmup (measured with a boot of Debian's kernel: see
+ * docs/performance.md) */
+#define RV_JIT_WARMUP 2
+static inline bool rv_jit_is_code(const void *code) { return (uintptr_t)code >= RV_JIT_CODE_MIN; }
 
 /* jit.c: the translator from decoded blocks to x86-64 code. */
 struct rv_jit;
