@@ -849,9 +849,7 @@ static void engine_load(engine *e, const program *p) {
   rv_hart *h = &e->hart;
   memcpy(e->bus.ram, p->img, RAM_SIZE);
   memset(e->bus.code_pages, 0, RAM_PAGES * sizeof(uint32_t));
-  /* only a block's first instruction gets code: clear the rest so that they can be counted */
-  memset(h->icache->code, 0, h->icache->pool_used * sizeof(h->icache->code[0]));
-  rv_hart_flush_icache(h);
+  rv_hart_flush_icache(h); /* its blocks (and their code) go */
   e->mtime_reads = 0;
   e->mmio_reads = e->mmio_writes = e->mmio_hash = 0;
   h->check_irq = h->yield = false;
@@ -1004,8 +1002,8 @@ static void run_program(diff_ctx *c, uint64_t seed, enum prog_kind kind) {
   c->programs++;
   c->insns += total;
   const struct rv_icache *ic = c->jit->hart.icache;
-  for (uint32_t i = 0; i < ic->pool_used; i++)
-    c->translated += rv_jit_is_code(ic->code[i]);
+  for (uint32_t i = 0; i < RV_BLOCK_SLOTS; i++) /* the blocks that have code now */
+    c->translated += ic->blocks[i].where && rv_jit_is_code(ic->blocks[i].code);
 }
 
 /* warmup: the runs of a block in the interpreter before it is translated (rv_icache.jit_warmup);
