@@ -1129,7 +1129,7 @@ TEST(sv39_programs_in_s_mode) { run_many("S-mode Sv39", KIND_S, 200000, 3000, 0)
 /* Blocks first run in the interpreter, then translated: links and jump-cache entries between
  * interpreted and translated blocks, and blocks translated in the middle of a loop. */
 TEST(programs_whose_blocks_warm_up) {
-  run_many("M-mode, default warm-up", KIND_M, 400000, 1000, RV_JIT_WARMUP);
+  run_many("M-mode, warm-up 2", KIND_M, 400000, 1000, 2);
   run_many("S-mode Sv39, warm-up 1", KIND_S, 500000, 1000, 1);
 }
 

@@ -153,8 +153,7 @@ struct rv_icache {
   rv_insn pool[RV_POOL_SIZE];
   struct rv_jit *jit; /* NULL: the interpreter runs every block */
   /* A block runs this many times in the interpreter before it is translated (at most
-   * RV_JIT_WARMUP_MAX): most of a boot's code runs only a few times, and translating it cost more
-   * than interpreting it. */
+   * RV_JIT_WARMUP_MAX; RV_JIT_WARMUP unless a test sets it). */
   uint8_t jit_warmup;
   uint32_t pool_used;
   uint32_t clears;      /* times the pool was emptied: links into it are only made within one */
@@ -168,9 +167,11 @@ struct rv_icache {
 /* rv_block.code values from here on are code; those below count a block's warm-up runs */
 #define RV_JIT_CODE_MIN 64U
 #define RV_JIT_WARMUP_MAX (RV_JIT_CODE_MIN - 3)
-/* The default of rv_icache.jit_warmup (measured with a boot of Debian's kernel: see
- * docs/performance.md) */
-#define RV_JIT_WARMUP 2
+/* The default of rv_icache.jit_warmup. Much of a boot's code runs only a few times, but with
+ * 2 the emitter's time saved in a boot + sha256 run went to the interpreter and the scans of
+ * warming blocks instead (perf, 2026-12-07: no net gain), so blocks are translated when they
+ * first run. */
+#define RV_JIT_WARMUP 0
 static inline bool rv_jit_is_code(const void *code) { return (uintptr_t)code >= RV_JIT_CODE_MIN; }
 
 /* jit.c: the translator from decoded blocks to x86-64 code. */
