@@ -167,6 +167,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint64_t tvec = take64(&p, &n), hyp = take64(&p, &n);
   machine_load(&interp, sel, mstatus, satp_ppn, deleg, tvec, hyp, p, n);
   machine_load(&jit, sel, mstatus, satp_ppn, deleg, tvec, hyp, p, n);
+  /* runs of a block in the interpreter before it is translated: 0 (every block translated at
+   * once) to 3, so interpreted and translated blocks follow one another */
+  jit.hart.icache->jit_warmup = (uint8_t)(sel >> 62);
   /* budgets that end runs inside blocks and chains as well as after them */
   static const uint64_t budgets[8] = {1, 7, 33, 512, 3, 100, 1000, 2};
   for (int i = 0; i < 12 && !interp.hart.wfi; i++) {

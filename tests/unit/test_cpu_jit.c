@@ -13,7 +13,8 @@
  * a faulting instruction, so a program goes on after its faults;
  * every program ends in WFI.
  *
- *   JIT_DIFF_SEED=N JIT_DIFF_KIND=m|s|vs|line  runs one program and prints its code and each step.
+ *   JIT_DIFF_SEED=N JIT_DIFF_KIND=m|s|vs|line [JIT_DIFF_WARMUP=runs]  runs one program and prints
+ *   its code and each step.
  */
 #include "tap.h"
 
@@ -512,15 +513,15 @@ static void put_compressed(gen *g) {
   }
 }
 
-/* A few instructions on three registers (x5-x7), or on eight (more than the translator keeps
+/* A few instructions on three registers (x5-x7), or on twelve (more than the translator keeps
  * in host registers): a block that uses registers this often keeps them in host registers, so
  * loads into them (slow paths on a TLB miss, page straddles and faults included), stores of them,
  * handler calls between their uses and inline ALU operations computed in place (rd the same as
  * rs1 or rs2, or neither) are all exercised. */
 static void put_hot_run(gen *g) {
-  static const unsigned hot[] = {5, 6, 7, 8, 9, 18, 19, 20};
-  unsigned k = chance(g, 50) ? 3 : 8;
-  for (unsigned n = 3 + rnd(g, k == 3 ? 6 : 16); n--;) {
+  static const unsigned hot[] = {5, 6, 7, 8, 9, 18, 19, 20, 21, 22, 23, 24};
+  unsigned k = chance(g, 50) ? 3 : 12;
+  for (unsigned n = 3 + rnd(g, k == 3 ? 6 : 24); n--;) {
     unsigned rd = hot[rnd(g, k)], a = hot[rnd(g, k)], b = hot[rnd(g, k)];
     switch (rnd(g, 7)) {
     case 5: { /* any inline register-register operation */
@@ -848,9 +849,7 @@ static void engine_load(engine *e, const program *p) {
   rv_hart *h = &e->hart;
   memcpy(e->bus.ram, p->img, RAM_SIZE);
   memset(e->bus.code_pages, 0, RAM_PAGES * sizeof(uint32_t));
-  /* only a block's first instruction gets code: clear the rest so that they can be counted */
-  memset(h->icache->code, 0, h->icache->pool_used * sizeof(h->icache->code[0]));
-  rv_hart_flush_icache(h);
+  rv_hart_flush_icache(h); /* its blocks (and their code) go */
   e->mtime_reads = 0;
   e->mmio_reads = e->mmio_writes = e->mmio_hash = 0;
   h->check_irq = h->yield = false;
@@ -1003,11 +1002,13 @@ static void run_program(diff_ctx *c, uint64_t seed, enum prog_kind kind) {
   c->programs++;
   c->insns += total;
   const struct rv_icache *ic = c->jit->hart.icache;
-  for (uint32_t i = 0; i < ic->pool_used; i++)
-    c->translated += ic->code[i] != NULL && ic->code[i] != RV_JIT_INTERPRET;
+  for (uint32_t i = 0; i < RV_BLOCK_SLOTS; i++) /* the blocks that have code now */
+    c->translated += ic->blocks[i].where && rv_jit_is_code(ic->blocks[i].code);
 }
 
-static diff_ctx diff_open(const char *what) {
+/* warmup: the runs of a block in the interpreter before it is translated (rv_icache.jit_warmup);
+ * 0 translates every block at its first run, so the translator runs everything the program runs */
+static diff_ctx diff_open(const char *what, unsigned warmup) {
   diff_ctx c = {.what = what, .interp = engine_new(true), .jit = engine_new(false)};
   c.prog = malloc(sizeof(*c.prog));
   if (!c.prog)
@@ -1018,6 +1019,7 @@ static diff_ctx diff_open(const char *what) {
     free(c.prog);
     SKIP("no translator for this host");
   }
+  c.jit->hart.icache->jit_warmup = (uint8_t)warmup;
   return c;
 }
 
@@ -1030,13 +1032,15 @@ static void diff_close(diff_ctx *c) {
   free(c->prog);
 }
 
-static void run_many(const char *what, enum prog_kind kind, uint64_t first, unsigned count) {
-  diff_ctx c = diff_open(what);
+static void run_many(const char *what, enum prog_kind kind, uint64_t first, unsigned count,
+                     unsigned warmup) {
+  diff_ctx c = diff_open(what, warmup);
   for (unsigned i = 0; i < count; i++)
     run_program(&c, first + i, kind);
   CHECK_EQ(c.programs, count);
-  CHECK(c.insns > count);      /* the programs ran */
-  CHECK(c.translated > count); /* and the translator ran them */
+  CHECK(c.insns > count); /* the programs ran */
+  /* and the translator ran them (warming up: their loops) */
+  CHECK(c.translated > (warmup ? count / 4 : count));
   CHECK(c.finished > count / 2);
   if (kind == KIND_VS)
     CHECK(c.ended_virt > count / 2); /* most ran to their end in VS-mode */
@@ -1069,7 +1073,7 @@ TEST(encoders_match_the_decoder) {
 TEST(self_modifying_code_is_seen_by_both_engines) {
   /* A store rewrites (1) an instruction ahead in its own block and (2) an instruction of a loop
    * body that already ran; both engines must run the new instructions. */
-  diff_ctx c = diff_open("smc");
+  diff_ctx c = diff_open("smc", 0);
   program *p = c.prog;
   memset(p, 0, sizeof(*p));
   gen g = {.rng = 1, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
@@ -1116,14 +1120,23 @@ TEST(self_modifying_code_is_seen_by_both_engines) {
   diff_close(&c);
 }
 
-TEST(straight_line_programs) { run_many("straight-line", KIND_LINE, 1, 3000); }
+TEST(straight_line_programs) { run_many("straight-line", KIND_LINE, 1, 3000, 0); }
 
-TEST(programs_with_loops_jumps_and_traps) { run_many("M-mode", KIND_M, 100000, 3000); }
+TEST(programs_with_loops_jumps_and_traps) { run_many("M-mode", KIND_M, 100000, 3000, 0); }
 
-TEST(sv39_programs_in_s_mode) { run_many("S-mode Sv39", KIND_S, 200000, 3000); }
+TEST(sv39_programs_in_s_mode) { run_many("S-mode Sv39", KIND_S, 200000, 3000, 0); }
+
+/* Blocks first run in the interpreter, then translated: links and jump-cache entries between
+ * interpreted and translated blocks, and blocks translated in the middle of a loop. */
+TEST(programs_whose_blocks_warm_up) {
+  run_many("M-mode, warm-up 2", KIND_M, 400000, 1000, 2);
+  run_many("S-mode Sv39, warm-up 1", KIND_S, 500000, 1000, 1);
+}
 
 /* V=1: the translator runs guest code through the V=1 TLB sets (its jump cache keyed by them) */
-TEST(two_stage_programs_in_vs_mode) { run_many("VS-mode Sv39 over Sv39x4", KIND_VS, 300000, 3000); }
+TEST(two_stage_programs_in_vs_mode) {
+  run_many("VS-mode Sv39 over Sv39x4", KIND_VS, 300000, 3000, 0);
+}
 
 int main(void) {
   const char *seed = getenv("JIT_DIFF_SEED");
@@ -1135,7 +1148,8 @@ int main(void) {
                                                     : KIND_LINE;
     volatile int failed = 0;
     if (setjmp(tap.fail_jmp) == 0) {
-      diff_ctx c = diff_open("one");
+      const char *w = getenv("JIT_DIFF_WARMUP");
+      diff_ctx c = diff_open("one", w ? (unsigned)strtoul(w, NULL, 0) : 0);
       c.verbose = true;
       generate(c.prog, strtoull(seed, NULL, 0), kind, c.interp->hart.icache);
       for (uint64_t o = PAGE_CODE * 4096ULL; o < (PAGE_CODE + CODE_PAGES) * 4096ULL; o += 2) {

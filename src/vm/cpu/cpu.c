@@ -44,6 +44,7 @@ int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
   if (!h->icache)
     return vs_error_set(err, ENOMEM, "hart %u: allocate the decoded-instruction cache", hartid);
   rv_decode_index(h->icache);
+  h->icache->jit_warmup = RV_JIT_WARMUP;
   if (!bus->interpreter && rv_jit_create(&h->icache->jit, err) < 0) {
     free(h->icache);
     h->icache = NULL;
@@ -544,7 +545,7 @@ static unsigned rv_block_slot(uintptr_t host) {
 /* Whether a block decoded under the page's code counter `gen` starts at host address `host`. */
 static bool rv_block_starts_at(struct rv_icache *ic, const uint8_t *host, uint32_t gen) {
   const rv_block *b = &ic->blocks[rv_block_slot((uintptr_t)host)];
-  return b->where && b->gen == gen && rv_where_first(ic, b->where)->key == (uintptr_t)host;
+  return b->where && b->gen == gen && b->key == (uintptr_t)host;
 }
 
 /* Whether the block goes on past d, at offset `off` in the page: d is `jal x0` (j, c.j) to the
@@ -593,8 +594,9 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
     return NULL;
   first[n - 1].fast = rv_last_kind(first[n - 1].fast);
   first[n - 1].next[0] = first[n - 1].next[1] = 0;
-  ic->code[ic->pool_used] = NULL;
   b->where = (ic->pool_used << RV_BLOCK_N_BITS) | n;
+  b->key = (uintptr_t)start;
+  b->code = NULL;
   /* a store since the claim moved the counter on: the block is then never used */
   b->gen = gen;
   ic->pool_used += n;
@@ -616,8 +618,8 @@ static rv_block *rv_block_lookup(rv_hart *h) {
   }
   uint8_t *host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
   rv_block *b = &h->icache->blocks[rv_block_slot((uintptr_t)host)];
-  if (likely(b->where && b->gen == rv_code_gen(h->bus, rv_ram_page(h->bus, host)) &&
-             rv_where_first(h->icache, b->where)->key == (uintptr_t)host))
+  if (likely(b->where && b->key == (uintptr_t)host &&
+             b->gen == rv_code_gen(h->bus, rv_ram_page(h->bus, host))))
     return b;
   return rv_block_build(h, b, host, pc);
 }
@@ -830,28 +832,36 @@ left: /* d trapped or asked to leave: it ran */
 #undef DISPATCH
 }
 
-/* blk's translated code, translated now if it has none; NULL if the code buffer was full and
- * everything was dropped (blk too). */
-static const void *rv_jit_code(rv_hart *h, const rv_block *blk) {
+/* blk's translated code, translated now if it has none and has warmed up (ic->jit_warmup runs in
+ * the interpreter, counted in blk->code); RV_JIT_INTERPRET while it warms up or when it cannot be
+ * translated; NULL if the code buffer was full and everything was dropped (blk too). */
+static const void *rv_jit_code(rv_hart *h, rv_block *blk) {
   struct rv_icache *ic = h->icache;
   uint32_t at = blk->where >> RV_BLOCK_N_BITS;
-  if (likely(ic->code[at] != NULL))
-    return ic->code[at];
-  const uint8_t *host = (const uint8_t *)ic->pool[at].key; // NOLINT(performance-no-int-to-ptr)
+  uintptr_t seen = (uintptr_t)blk->code;
+  if (likely(seen >= RV_JIT_CODE_MIN) || seen == (uintptr_t)RV_JIT_INTERPRET)
+    return blk->code;
+  uintptr_t runs = seen ? seen - 1 : 0; /* runs so far, all in the interpreter */
+  if (runs < ic->jit_warmup) {
+    blk->code = (const void *)(runs + 2);
+    return RV_JIT_INTERPRET;
+  }
+  const uint8_t *host = (const uint8_t *)blk->key; // NOLINT(performance-no-int-to-ptr)
   const uint32_t *counter = &h->bus->code_pages[rv_ram_page(h->bus, host)];
   const void *code =
       rv_jit_translate(ic->jit, &ic->pool[at], rv_where_len(blk->where), counter, blk->gen);
   if (!code)
-    rv_blocks_clear(ic);
-  ic->code[at] = code;
+    rv_blocks_clear(ic); /* blk is empty now */
+  else
+    blk->code = code;
   return code;
 }
 
 /* Run blk and the blocks that follow it as translated code, with the limits of rv_blocks_run:
  * while fewer than `chunk` instructions have run, the next block fits in `left` and no
- * instruction asked to leave. A block is translated the first time it runs; a direct jump to
- * another block of its page is then linked to that block's code, so the two run on without
- * coming back here. */
+ * instruction asked to leave. A block is translated once it has warmed up (rv_jit_code; until
+ * then the interpreter runs it); a direct jump to another block of its page is then linked to
+ * that block's code, so the two run on without coming back here. */
 static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uint64_t left) {
   struct rv_icache *ic = h->icache;
   uint64_t total = 0;

@@ -131,12 +131,17 @@ typedef struct rv_op {
 #define RV_POOL_SIZE (1U << 18)
 
 /* A block table slot: where = (index of the first instruction in the pool << 6) | instruction
- * count (1..RV_BLOCK_MAX), 0 = empty; gen = the page's code counter when it was decoded. The first
- * instruction's key tells which block it is. Slots are small so that the table stays in the host's
- * caches. */
+ * count (1..RV_BLOCK_MAX), 0 = empty; gen = the page's code counter when it was decoded; key = the
+ * host address of its first instruction (as the pool's copy: which block it is); code = its
+ * translated code (NULL: it has not run; RV_JIT_INTERPRET: the interpreter runs it; below
+ * RV_JIT_CODE_MIN: it ran that many times less one in the interpreter, warming up). A lookup
+ * after an exit from translated code reads this one slot: the pool (megabytes) and a separate
+ * code table cost a cache miss each, about a tenth of the VMM's time in a guest's sha256 run. */
 typedef struct rv_block {
   uint32_t where;
   uint32_t gen;
+  uintptr_t key;
+  const void *code;
 } rv_block;
 #define RV_BLOCK_N_BITS 6
 
@@ -146,10 +151,10 @@ struct rv_icache {
   /* pool indices must fit in a slot */
   _Static_assert(RV_POOL_SIZE <= (1ULL << (32 - RV_BLOCK_N_BITS)), "pool too large");
   rv_insn pool[RV_POOL_SIZE];
-  /* The translated code of the block whose first instruction is pool[i] (NULL: not yet;
-   * RV_JIT_INTERPRET: the interpreter runs it); dropped with the pool. */
-  const void *code[RV_POOL_SIZE];
   struct rv_jit *jit; /* NULL: the interpreter runs every block */
+  /* A block runs this many times in the interpreter before it is translated (at most
+   * RV_JIT_WARMUP_MAX; RV_JIT_WARMUP unless a test sets it). */
+  uint8_t jit_warmup;
   uint32_t pool_used;
   uint32_t clears;      /* times the pool was emptied: links into it are only made within one */
   uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
@@ -159,6 +164,15 @@ struct rv_icache {
 };
 
 #define RV_JIT_INTERPRET ((const void *)1)
+/* rv_block.code values from here on are code; those below count a block's warm-up runs */
+#define RV_JIT_CODE_MIN 64U
+#define RV_JIT_WARMUP_MAX (RV_JIT_CODE_MIN - 3)
+/* The default of rv_icache.jit_warmup. Much of a boot's code runs only a few times, but with
+ * 2 the emitter's time saved in a boot + sha256 run went to the interpreter and the scans of
+ * warming blocks instead (perf, 2026-12-07: no net gain), so blocks are translated when they
+ * first run. */
+#define RV_JIT_WARMUP 0
+static inline bool rv_jit_is_code(const void *code) { return (uintptr_t)code >= RV_JIT_CODE_MIN; }
 
 /* jit.c: the translator from decoded blocks to x86-64 code. */
 struct rv_jit;

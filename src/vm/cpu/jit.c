@@ -6,7 +6,7 @@
  *
  * The shape is a template translator, the simplest that removes the dispatch:
  * - Guest registers live in memory (rv_hart.x; x[0] is always 0). The few a block uses most
- *   (up to seven) are loaded into host registers when the block starts and stay there while its
+ *   (up to ten) are loaded into host registers when the block starts and stay there while its
  * inline instructions run; the ones it changed are written back before every call into C (handlers,
  *   slow paths: they see and may change rv_hart.x, and may trap) and before it leaves, and all
  *   are loaded again after a call. Everything else is "load operands, operate, store".
@@ -28,11 +28,12 @@
  * writable and executable at once). Translated code is dropped together with the decoded blocks
  * (rv_jit_reset when the pool is emptied), so a block and its code always agree.
  *
- * Registers in translated code: rbx = the hart, rbp = the instructions of this run, r12 = the
- * block's pc, r8-r11 and r13-r15 = guest registers the block keeps; rax, rcx, rdx, rsi, rdi are
- * scratch. The frame of rv_jit_enter holds the run's budget and what the inline TLB lookups need:
- * the load and store TLB sets serving now and the TLB tag (memory operands cost the lookups one
- * load more, and free three host registers for guest registers). */
+ * Registers in translated code: rbx = the hart, r12 = the block's pc, rbp, rsi, rdi, r8-r11 and
+ * r13-r15 = guest registers the block keeps (ten); rax, rcx, rdx are scratch (the inline TLB
+ * lookup needs no more). The frame of rv_jit_enter holds the run's budget and how much of it is
+ * left (a count in a register cost that register a guest value), and what the inline TLB lookups
+ * need: the load and store TLB sets serving now and the TLB tag (memory operands cost the
+ * lookups one load more, and free three host registers for guest registers). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -97,6 +98,7 @@ enum { CC_B = 2, CC_AE = 3, CC_E = 4, CC_NE = 5, CC_A = 7, CC_L = 0xc, CC_GE = 0
 
 #define HART_OFF(field) ((int32_t)offsetof(rv_hart, field))
 /* The frame of rv_jit_enter (emit_stubs): [rsp + FRAME_*] while translated code runs. */
+#define FRAME_LEFT 0    /* of those, the instructions not yet run: blocks subtract their own */
 #define FRAME_LIMIT 8   /* the most instructions this run may execute */
 #define FRAME_LD_TLB 16 /* the TLB set (read entries) that serves loads now */
 #define FRAME_ST_TLB 24 /* the TLB set (write entries) that serves stores now */
@@ -324,8 +326,11 @@ static void store_x(emitter *e, unsigned r, int reg) {
   }
 }
 
-/* The host registers that hold guest registers, and how many uses make a register worth one. */
-static const uint8_t cache_regs[] = {R8, R9, R10, R11, R13, R14, R15};
+/* The host registers that hold guest registers, and how many uses make a register worth one.
+ * rsi, rdi and rbp are spread among the others so that blocks with few kept registers use them
+ * too (the differential test then covers their encodings: no REX prefix of their own, rbp's
+ * special base form). */
+static const uint8_t cache_regs[] = {R8, RSI, R9, RDI, R10, RBP, R11, R13, R14, R15};
 #define CACHE_MIN_USES 3
 
 /* Store the kept registers in `regs` to rv_hart.x. */
@@ -334,12 +339,14 @@ static void write_back(emitter *e, uint32_t regs) {
     if (regs & e->cached & (1U << r))
       mov_store(e, RBX, X_OFF(r), e->host_of[r]);
 }
-/* Load every kept register from rv_hart.x (at the block's start and after a call). */
-static void reload_cached(emitter *e) {
+/* Load the kept registers in `regs` from rv_hart.x. */
+static void load_cached(emitter *e, uint32_t regs) {
   for (unsigned r = 1; r < 32; r++)
-    if (e->cached & (1U << r))
+    if (regs & e->cached & (1U << r))
       mov_load(e, e->host_of[r], RBX, X_OFF(r));
 }
+/* Load every kept register (after a call: it may have changed any). */
+static void reload_cached(emitter *e) { load_cached(e, e->cached); }
 /* reg = the pc of the block plus delta */
 static void pc_plus(emitter *e, int reg, int64_t delta) {
   if (fits32(delta)) {
@@ -381,10 +388,10 @@ typedef struct block_ctx {
 
 static uint8_t *stub(const block_ctx *c, size_t off) { return c->j->rw + off; }
 
-/* `count` more instructions ran: minstret and the count of this run (rbp). */
+/* `count` more instructions ran: minstret, and what is left of this run's budget. */
 static void count_insns(emitter *e, unsigned count) {
   alu_mem_imm(e, 0, RBX, HART_OFF(minstret), (int32_t)count);
-  alu_imm(e, true, 0, RBP, (int32_t)count);
+  alu_mem_imm(e, 5, RSP, FRAME_LEFT, (int32_t)count);
 }
 /* The instruction that just ran trapped or asked to leave: h->pc = h->next_pc, `count`
  * instructions of the block ran (the stub counts them). */
@@ -472,29 +479,35 @@ static unsigned access_size(uint8_t fast) {
 static bool is_load(uint8_t fast) { return fast >= RV_FAST_lb && fast <= RV_FAST_lwu; }
 static bool is_store(uint8_t fast) { return fast >= RV_FAST_sb && fast <= RV_FAST_sd; }
 
-/* rsi = the access's virtual address; rdx = its host address if the TLB set at [rsp + tlb_slot]
- * maps it, else a jump to the slow path (recorded in sp). The entry is the one of va's page, but it
- * is compared with the page of the access's last byte: an access that leaves the page differs there
- * and takes the slow path, with no check of its own. */
+/* rdx = the access's host address if the TLB set at [rsp + tlb_slot] maps it, else a jump to the
+ * slow path (recorded in sp) with rdx = its virtual address. The entry is the one of va's page,
+ * but it is compared with the page of the access's last byte: an access that leaves the page
+ * differs there and takes the slow path, with no check of its own. Only rax, rcx and rdx are
+ * used, so that the others can hold guest registers. */
 static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int32_t tlb_slot, unsigned size,
                             struct slow_path *sp) {
   emitter *e = &c->e;
-  load_x(e, RSI, d->rs1);
-  if (d->imm)
-    lea(e, RSI, RSI, d->imm);
+  int base = host_reg(e, d->rs1);
+  if (base >= 0 && d->imm) {
+    lea(e, RDX, base, d->imm);
+  } else {
+    load_x(e, RDX, d->rs1);
+    if (d->imm)
+      lea(e, RDX, RDX, d->imm);
+  }
   if (size > 1) /* rax = (va + size - 1) >> 12 | tag */
-    lea(e, RAX, RSI, (int32_t)size - 1);
+    lea(e, RAX, RDX, (int32_t)size - 1);
   else
-    op_reg(e, true, 0x8b, RAX, RSI);
+    op_reg(e, true, 0x8b, RAX, RDX);
   shift_imm(e, true, 5, RAX, 12);
-  op_reg(e, false, 0x8b, RCX, RSI); /* ecx = (vpn % RV_TLB_SIZE) * 16 */
+  op_reg(e, false, 0x8b, RCX, RDX); /* ecx = (vpn % RV_TLB_SIZE) * 16 */
   shift_imm(e, false, 5, RCX, 12 - 4);
   alu_imm(e, false, 4, RCX, (RV_TLB_SIZE - 1) << 4);
   op_mem(e, true, 0x0b, RAX, RSP, -1, FRAME_TAG); /* or rax, tag */
   op_mem(e, true, 0x03, RCX, RSP, -1, tlb_slot);  /* rcx = the entry */
   op_mem(e, true, 0x3b, RAX, RCX, -1, 0);         /* cmp rax, [rcx].vpn */
   sp->miss = jcc32(e, CC_NE);
-  op_mem(e, true, 0x8b, RDX, RCX, -1, 8); /* rdx = addend */
+  op_mem(e, true, 0x03, RDX, RCX, -1, 8); /* add rdx, [rcx].addend */
 }
 
 static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
@@ -502,7 +515,7 @@ static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
   sp->dirty = c->e.dirty;
   emit_tlb_lookup(c, d, FRAME_LD_TLB, access_size(kind), sp);
   int dst = host_reg(&c->e, d->rd); /* straight into rd's host register */
-  load_extend(&c->e, kind, dst < 0 ? RAX : dst, RSI, RDX);
+  load_extend(&c->e, kind, dst < 0 ? RAX : dst, RDX, -1);
   if (dst < 0)
     store_x(&c->e, d->rd, RAX);
   else
@@ -520,20 +533,26 @@ static void emit_store(block_ctx *c, const rv_insn *d, uint8_t kind) {
   sp->dirty = e->dirty;
   unsigned size = access_size(kind);
   emit_tlb_lookup(c, d, FRAME_ST_TLB, size, sp);
-  load_x(e, RAX, d->rs2);
+  /* the value from its host register; a byte of rsi, rdi or rbp needs a REX prefix that w_rex
+   * leaves out (without one their numbers name ah..bh), so those go through rax */
+  int src = host_reg(e, d->rs2);
+  if (src < 0 || (size == 1 && src >= RSP && src <= RDI)) {
+    load_x(e, RAX, d->rs2);
+    src = RAX;
+  }
   switch (size) {
   case 1:
-    op_mem(e, false, 0x88, RAX, RSI, RDX, 0);
+    op_mem(e, false, 0x88, src, RDX, -1, 0);
     break;
   case 2:
     b1(e, 0x66);
-    op_mem(e, false, 0x89, RAX, RSI, RDX, 0);
+    op_mem(e, false, 0x89, src, RDX, -1, 0);
     break;
   case 4:
-    op_mem(e, false, 0x89, RAX, RSI, RDX, 0);
+    op_mem(e, false, 0x89, src, RDX, -1, 0);
     break;
   default:
-    op_mem(e, true, 0x89, RAX, RSI, RDX, 0);
+    op_mem(e, true, 0x89, src, RDX, -1, 0);
     break;
   }
   sp->d = d;
@@ -570,11 +589,12 @@ static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc, 
 }
 
 /* The out-of-line half of a load or store: access_slow(h, va, d, pc, kind), with va still in
- * rsi. */
+ * rdx. */
 static void emit_slow_path(block_ctx *c, const struct slow_path *sp) {
   emitter *e = &c->e;
   patch(e, sp->miss, e->p);
   write_back(e, sp->dirty);
+  op_reg(e, true, 0x8b, RSI, RDX);
   op_reg(e, true, 0x8b, RDI, RBX);
   mov_imm64(e, RDX, (uint64_t)(uintptr_t)sp->d);
   pc_plus(e, RCX, sp->off);
@@ -750,9 +770,18 @@ static void emit_alu(block_ctx *c, const rv_insn *insn, const struct alu_op_desc
     e->dirty |= 1U << d->rd;
 }
 
+/* Whether an instruction (kind = rv_fast_kind of its handler) is translated inline, not as a call
+ * of its handler. */
+static bool is_inline(const rv_insn *d, uint8_t kind) {
+  return is_load(kind) || is_store(kind) || alu_desc(kind) != NULL || d->fn == op_auipc ||
+         d->fn == op_mulh || d->fn == op_mulhu;
+}
+
 /* An instruction translated inline (kind = rv_fast_kind of its handler); false: it is not one. */
 static bool emit_inline(block_ctx *c, const rv_insn *d, uint8_t kind) {
   const struct alu_op_desc *a;
+  if (!is_inline(d, kind))
+    return false;
   if (is_load(kind))
     emit_load(c, d, kind); /* even into x0: it may fault or reach a device */
   else if (is_store(kind))
@@ -761,10 +790,8 @@ static bool emit_inline(block_ctx *c, const rv_insn *d, uint8_t kind) {
     emit_alu(c, d, a);
   else if (d->fn == op_auipc)
     emit_auipc(c, d);
-  else if (d->fn == op_mulh || d->fn == op_mulhu)
-    emit_mul_high(c, d);
   else
-    return false;
+    emit_mul_high(c, d); /* mulh, mulhu */
   return true;
 }
 
@@ -889,7 +916,7 @@ static void emit_last(block_ctx *c, const rv_insn *d) {
       alu_mem_imm(e, 0, RBX, HART_OFF(minstret), (int32_t)c->index);
     emit_call_handler(c, d);
     alu_mem_imm(e, 0, RBX, HART_OFF(minstret), 1);
-    alu_imm(e, true, 0, RBP, (int32_t)count);
+    alu_mem_imm(e, 5, RSP, FRAME_LEFT, (int32_t)count);
     mov_load(e, R12, RBX, HART_OFF(next_pc));
     /* A trap, xRET, WFI or an interrupt made deliverable asks to leave. Otherwise go on: the
      * instruction may have changed the translation (satp, sfence.vma, MPRV), so reload the TLB
@@ -925,14 +952,14 @@ static void emit_body_insn(block_ctx *c, const rv_insn *d) {
 }
 
 /* The entry for chained jumps from other blocks of the page (rv_jit_link): r12 already holds the
- * pc and the frame the TLB slots. It goes on only if the block still fits in this run's budget
- * ([rsp + FRAME_LIMIT]) and its page's code counter has not moved since it was decoded; otherwise
- * back to the caller, which looks the block up again. Its length is fixed (rv_jit.chain_bytes). */
+ * pc and the frame the TLB slots. It goes on only if the block still fits in what is left of this
+ * run's budget ([rsp + FRAME_LEFT]) and its page's code counter has not moved since it was
+ * decoded; otherwise back to the caller, which looks the block up again. Its length is fixed
+ * (rv_jit.chain_bytes: n < 128 is one immediate byte). */
 static void emit_chain_entry(emitter *e, unsigned n, const uint32_t *counter, uint32_t gen,
                              const struct rv_jit *j) {
-  lea(e, RAX, RBP, (int32_t)n);
-  op_mem(e, true, 0x3b, RAX, RSP, -1, FRAME_LIMIT); /* cmp rax, limit */
-  uint8_t *over = jcc32(e, CC_A);
+  alu_mem_imm(e, 7, RSP, FRAME_LEFT, (int32_t)n); /* cmp qword [left], n */
+  uint8_t *over = jcc32(e, CC_B);
   mov_imm64(e, RAX, (uint64_t)(uintptr_t)counter);
   op_mem(e, false, 0x81, 7, RAX, -1, 0); /* cmp dword [rax], gen */
   b4(e, gen);
@@ -977,6 +1004,30 @@ static void choose_cached(emitter *e, const rv_insn *first, unsigned n) {
   }
 }
 
+/* The guest registers the block may read from their host registers before it has written them
+ * there: only these are loaded when it starts (a register the block first sets, as a temporary
+ * usually is, needs no load). The scan stops at the first handler call, which loads every kept
+ * register again after it; an inline instruction (translated by emit_inline or emit_last) reads
+ * its rs1 and rs2 fields (whether its format has them or not: a needless load at worst) and then
+ * sets all of rd, except a store, which sets nothing. */
+static uint32_t read_before_written(const rv_insn *first, unsigned n) {
+  uint32_t read = 0, written = 0;
+  for (unsigned i = 0; i < n; i++) {
+    const rv_insn *d = &first[i];
+    uint8_t kind = rv_fast_kind(d->fn);
+    bool last = i + 1 == n;
+    if (!last && d->fn == op_jal)
+      continue; /* jal x0 within the page: not translated, its target follows */
+    bool jump = last && kind >= RV_FAST_FIRST_JUMP && kind <= RV_FAST_LAST_JUMP;
+    if (!jump && !is_inline(d, kind))
+      break; /* a handler call */
+    read |= ((1U << d->rs1) | (1U << d->rs2)) & ~written;
+    if (!jump && !is_store(kind))
+      written |= 1U << d->rd;
+  }
+  return read;
+}
+
 /* Unmap the writable view's pages from j->trimmed up to `to` (page-aligned). A failure costs
  * only memory. */
 static void trim_writable(struct rv_jit *j, size_t to) {
@@ -1008,7 +1059,7 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
   emit_prologue(&c);
   patch(&c.e, c.e.chain_go, c.e.p);
   choose_cached(&c.e, first, n);
-  reload_cached(&c.e);
+  load_cached(&c.e, read_before_written(first, n));
   for (unsigned i = 0; i < n; i++) {
     c.index = i;
     if (i + 1 < n && first[i].fn == op_jal) { /* jal x0 within the page: its target follows */
@@ -1049,13 +1100,12 @@ static void emit_step_stub(struct rv_jit *j, emitter *out) {
   block_ctx c = {.j = j, .e = *out};
   emitter *e = &c.e;
   j->step = (size_t)(e->p - e->start);
-  lea(e, RAX, RBP, 1);
-  op_mem(e, true, 0x3b, RAX, RSP, -1, FRAME_LIMIT); /* over the budget: back to the caller */
-  uint8_t *over = jcc32(e, CC_A);
+  alu_mem_imm(e, 7, RSP, FRAME_LEFT, 1); /* nothing left of the budget: back to the caller */
+  uint8_t *over = jcc32(e, CC_B);
   mov_store(e, RBX, HART_OFF(pc), R12);
   op_reg(e, true, 0x8b, RDI, RBX);
   call_abs(e, (const void *)rv_jit_step);
-  alu_imm(e, true, 0, RBP, 1);
+  alu_mem_imm(e, 5, RSP, FRAME_LEFT, 1);
   mov_load(e, R12, RBX, HART_OFF(pc));
   op_mem(e, false, 0x80, 7, RBX, -1, HART_OFF(check_irq));
   b1(e, 0);
@@ -1070,10 +1120,10 @@ static void emit_step_stub(struct rv_jit *j, emitter *out) {
   *out = c.e;
 }
 
-/* enter(h, code, limit): save the callee-saved registers, rbx = h, rbp = 0 (instructions run),
- * [rsp + FRAME_LIMIT] = limit, run the block. Blocks end at `left` (rax more instructions ran,
- * h->pc = h->next_pc) or at `out` with h->pc set and rdx = a jump to link or 0; both return rbp (in
- * rax) and rdx. */
+/* enter(h, code, limit): save the callee-saved registers, rbx = h, [rsp + FRAME_LIMIT] and
+ * [rsp + FRAME_LEFT] = limit, run the block. Blocks end at `left` (rax more instructions ran,
+ * h->pc = h->next_pc) or at `out` with h->pc set and rdx = a jump to link or 0; both return the
+ * instructions run (limit - left, in rax) and rdx. */
 static void emit_stubs(struct rv_jit *j) {
   emitter e = {.start = j->rw, .p = j->rw, .end = j->rw + 1024};
   static const int saved[] = {RBX, RBP, R12, R13, R14, R15};
@@ -1087,17 +1137,18 @@ static void emit_stubs(struct rv_jit *j) {
   alu_imm(&e, true, 5, RSP, FRAME_BYTES);
   op_reg(&e, true, 0x8b, RBX, RDI);
   mov_store(&e, RSP, FRAME_LIMIT, RDX);
-  op_reg(&e, false, 0x31, RBP, RBP);
+  mov_store(&e, RSP, FRAME_LEFT, RDX);
   op_reg(&e, false, 0xff, 4, RSI); /* jmp rsi */
 
   j->left = (size_t)(e.p - e.start);
   op_mem(&e, true, 0x01, RAX, RBX, -1, HART_OFF(minstret)); /* add [minstret], rax */
-  op_reg(&e, true, 0x01, RAX, RBP);                         /* add rbp, rax */
+  op_mem(&e, true, 0x29, RAX, RSP, -1, FRAME_LEFT);         /* sub [left], rax */
   mov_load(&e, RCX, RBX, HART_OFF(next_pc));
   mov_store(&e, RBX, HART_OFF(pc), RCX);
   op_reg(&e, false, 0x31, RDX, RDX);
   j->out = (size_t)(e.p - e.start);
-  op_reg(&e, true, 0x8b, RAX, RBP);
+  mov_load(&e, RAX, RSP, FRAME_LIMIT);
+  op_mem(&e, true, 0x2b, RAX, RSP, -1, FRAME_LEFT); /* sub rax, [left] */
   alu_imm(&e, true, 0, RSP, FRAME_BYTES);
   for (size_t i = 6; i-- > 0;) {
     if (saved[i] >= R8)
