@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LEASE_TTL 10 /* seconds: a node that stops renewing is down after at most this */
+#define LEASE_TTL VD_CLUSTER_LEASE_TTL
 
 static char *node_key(const char *prefix, const char *name) {
   return vs_asprintf("/vessel/%s/%s", prefix, name);
@@ -114,10 +114,11 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   cl->cpu_overcommit = cl->memory_overcommit = 1.0;
   if (!o->cluster) {
     if (o->node_name || o->advertise || o->token || o->n_labels || o->capacity || o->etcd_cacert ||
-        o->etcd_cert || o->etcd_key || o->etcd_user)
+        o->etcd_cert || o->etcd_key || o->etcd_user || o->shared_dir)
       return vs_error_set(err, EINVAL,
                           "--node-name, --advertise, --cluster-token, --node-label, "
-                          "--node-capacity and the --etcd-* options need --cluster etcd=URL");
+                          "--node-capacity, --cluster-shared-dir and the --etcd-* options need "
+                          "--cluster etcd=URL");
     return 0;
   }
   if (parse_cluster(o->cluster, cl, err) < 0)
@@ -146,6 +147,8 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
     json_object_set_new(cl->labels, kv, json_string(eq ? eq + 1 : ""));
   }
   if (o->capacity && parse_capacity(o->capacity, cl, err) < 0)
+    return -1;
+  if (vd_ha_configure(cl, o, err) < 0)
     return -1;
   vc_etcd_options eo = {.endpoints = (const char *const *)cl->endpoints,
                         .n_endpoints = cl->n_endpoints,
@@ -214,13 +217,18 @@ static int check_token(vd_cluster *cl, vs_error **err) {
 }
 
 static int register_node(vd_daemon *d, vd_cluster *cl, vs_error **err) {
+  int64_t sent =
+      vd_ha_now_ms(); /* the lease is granted after this: it ends TTL after it or later */
   if (vc_etcd_lease_grant(cl->etcd, LEASE_TTL, &cl->lease, err) < 0)
     return -1;
   json_t *st = node_status(d, cl);
   _cleanup_free_ char *doc = json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(st);
   _cleanup_free_ char *key = node_key("nodes", cl->node_name);
-  return vc_etcd_put(cl->etcd, key, doc, strlen(doc), cl->lease, NULL, err);
+  if (vc_etcd_put(cl->etcd, key, doc, strlen(doc), cl->lease, NULL, err) < 0)
+    return -1;
+  vd_ha_renewed(cl, sent);
+  return 0;
 }
 
 int vd_cluster_join(vd_daemon *d, vs_error **err) {
@@ -250,28 +258,35 @@ int vd_cluster_join(vd_daemon *d, vs_error **err) {
   return 0;
 }
 
-/* The lease's keeper: renews every third of the TTL; a lease found expired (etcd unreachable
- * for longer than the TTL) is replaced and the record written again. */
+/* The lease's keeper: renews every third of the TTL, and a second after a renewal that failed
+ * (the fencing watchdog, cluster_ha.c, counts from the last one that worked); a lease found
+ * expired (etcd unreachable for longer than the TTL) is replaced and the record written again. */
 static void *keepalive_thread(void *arg) {
   vd_daemon *d = arg;
   vd_cluster *cl = &d->cluster;
+  bool failed = false;
   pthread_mutex_lock(&cl->lock);
   while (!cl->stop) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += LEASE_TTL / 3;
+    struct timespec until = vs_realtime_after_ms(failed ? 1000 : LEASE_TTL * 1000 / 3);
     pthread_cond_timedwait(&cl->cond, &cl->lock, &until);
     if (cl->stop)
       break;
     pthread_mutex_unlock(&cl->lock);
     vs_error *e = NULL;
     int64_t ttl = 0;
+    int64_t sent = vd_ha_now_ms();
+    failed = true;
     if (vc_etcd_lease_keepalive(cl->etcd, cl->lease, &ttl, &e) < 0) {
       vs_log_warn("cluster: %s", e->msg);
-    } else if (ttl <= 0) {
+    } else if (ttl > 0) {
+      vd_ha_renewed(cl, sent);
+      failed = false;
+    } else {
       vs_log_warn("cluster: the node's lease expired: registering again");
       if (register_node(d, cl, &e) < 0)
         vs_log_warn("cluster: %s", e->msg);
+      else
+        failed = false;
     }
     vs_error_free(e);
     pthread_mutex_lock(&cl->lock);
@@ -288,6 +303,8 @@ int vd_cluster_start(vd_daemon *d, vs_error **err) {
   if (rc)
     return vs_error_set(err, rc, "cluster: starting the lease keeper");
   cl->keeper_started = true;
+  if (vd_ha_start(d, err) < 0)
+    return -1;
   return vd_cluster_start_guests(d, err);
 }
 
@@ -309,6 +326,7 @@ void vd_cluster_free(vd_daemon *d) {
       pthread_join(cl->reconciler, NULL);
     if (cl->watcher_started)
       pthread_join(cl->watcher, NULL);
+    vd_ha_stop(d);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->cond);
     pthread_cond_destroy(&cl->guests_cond);
@@ -320,6 +338,7 @@ void vd_cluster_free(vd_daemon *d) {
   free(cl->node_name);
   free(cl->advertise);
   free(cl->token);
+  free(cl->shared_dir);
   if (cl->labels)
     json_decref(cl->labels);
   memset(cl, 0, sizeof(*cl));

@@ -318,7 +318,18 @@ typedef struct vd_cluster {
   pthread_cond_t guests_cond; /* with lock: a change of the records */
   bool schedule_dirty, reconcile_dirty;
   int64_t guests_revision; /* the last the watch saw */
+  /* cluster_ha.c: failover and fencing */
+  char *shared_dir;   /* --cluster-shared-dir: guests' disks under <dir>/guests/NAME */
+  int64_t renewed_ms; /* CLOCK_MONOTONIC ms when the last renewal that etcd confirmed was sent
+                       * (atomic): the lease ends no earlier than LEASE_TTL after it */
+  bool fenced;        /* (atomic) no renewal for too long: guests of the cluster are killed and
+                       * none starts here until the lease is renewed */
+  pthread_t ha;
+  bool ha_started;
 } vd_cluster;
+
+#define VD_CLUSTER_LEASE_TTL 10 /* seconds: a node that stops renewing is down after at most this  \
+                                 */
 
 int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
 /* Wait for etcd (logging so, until SIGTERM/SIGINT), check the cluster token, register. */
@@ -330,6 +341,26 @@ void vd_cluster_free(vd_daemon *d);
 json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
 int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t *spec, void *arg),
                            void *arg, vs_error **err);
+/* cluster_ha.c: --cluster-shared-dir, checked */
+int vd_ha_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
+/* The keeper's news: a renewal (or a registration) sent at sent_ms succeeded. */
+void vd_ha_renewed(vd_cluster *cl, int64_t sent_ms);
+int64_t vd_ha_now_ms(void); /* CLOCK_MONOTONIC */
+/* The fencing watchdog (and the restart of this node's own guests once it holds its lease). */
+int vd_ha_start(vd_daemon *d, vs_error **err);
+void vd_ha_stop(vd_daemon *d); /* after cl->stop is set */
+/* The scheduler's part of failover: the names of the ready nodes ({name: true}); whether a
+ * record is to be placed again (its node is down); that record made ready for vc_place (the
+ * node it ran on goes into Failover) and, once placed, marked to start there. */
+json_t *vd_ha_ready_nodes(const json_t *nodes);
+bool vd_ha_failover_wanted(const json_t *ready, const json_t *rec);
+void vd_ha_failover_prepare(json_t *rec);
+void vd_ha_failover_placed(json_t *rec, const char *node);
+/* The reconciler's part: what a VM made here for rec adds to its record (Cluster, DiskDir,
+ * DiskAdopt; an error when the record's DiskDir is not this node's), and what the guest's
+ * record keeps of the made VM (DiskDir). */
+json_t *vd_ha_vm_extra(const vd_cluster *cl, const json_t *rec, vs_error **err);
+void vd_ha_note_made(json_t *next, const json_t *vm_rec);
 void vd_h_nodes_list(vd_call *c);
 void vd_h_cluster_guests(vd_call *c); /* cluster_guests.c */
 void vd_h_node_inspect(vd_call *c);

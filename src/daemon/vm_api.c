@@ -361,6 +361,9 @@ int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err) {
   _cleanup_free_ char *rpath = vs_asprintf("%s/record.json", vm->dir);
   unlink(rpath);
   vd_vm_net_detach(d, vm);
+  const char *shared = json_string_value(json_object_get(vm->rec, "DiskDir"));
+  if (shared && !json_object_get(vm->rec, "Migrating"))
+    vs_rm_rf(shared, NULL);
   vs_rm_rf(vm->dir, NULL);
   pthread_mutex_lock(&t->lock);
   vd_vm_remove_locked(t, vm);

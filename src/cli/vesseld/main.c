@@ -22,7 +22,8 @@ static void usage(FILE *f) {
           "                [--cluster-token T] [--node-label K=V]... [--node-capacity "
           "cpus=N,memory=SIZE,disk=SIZE]\n"
           "                [--etcd-cacert F] [--etcd-cert F --etcd-key F] [--etcd-user "
-          "USER:PASSWORD]]\n"
+          "USER:PASSWORD]\n"
+          "                [--cluster-shared-dir DIR]]\n"
           "defaults: --data-root " VD_DEFAULT_DATA_ROOT " --exec-root " VD_DEFAULT_EXEC_ROOT
           " -H " VD_DEFAULT_HOST " --bridge " VD_DEFAULT_BRIDGE "\n");
 }
@@ -180,6 +181,7 @@ int main(int argc, char **argv) {
                                        {"etcd-cert", required_argument, NULL, 307},
                                        {"etcd-key", required_argument, NULL, 308},
                                        {"etcd-user", required_argument, NULL, 309},
+                                       {"cluster-shared-dir", required_argument, NULL, 310},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   vd_options o = {0};
@@ -286,6 +288,9 @@ int main(int argc, char **argv) {
       break;
     case 309:
       o.cluster.etcd_user = optarg;
+      break;
+    case 310:
+      o.cluster.shared_dir = optarg;
       break;
     case 'h':
       usage(stdout);
