@@ -5,6 +5,7 @@
 #include "daemon/vms.h"
 #include "tap.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,12 +75,16 @@ TEST(ha_which_guests_move) {
        false},
       {"{\"Kind\": \"vm\", \"Node\": 3, \"Phase\": \"running\"}", false},
   };
+  size_t wrong = 0;
   for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
     json_t *r = rec(cases[i].rec);
-    if (vd_ha_failover_wanted(ready, r) != cases[i].moves)
-      CHECK_STREQ(cases[i].rec, "(this record decided wrongly)");
+    if (vd_ha_failover_wanted(ready, r) != cases[i].moves) {
+      fprintf(stderr, "# decided wrongly: %s\n", cases[i].rec);
+      wrong++;
+    }
     json_decref(r);
   }
+  CHECK(wrong == 0);
   json_decref(ready);
 }
 
