@@ -317,19 +317,19 @@ typedef struct vd_cluster {
    * made anew from a past revision waits for etcd's 100 ms sync of lagging watchers) */
   pthread_cond_t guests_cond; /* with lock: a change of the records */
   bool schedule_dirty, reconcile_dirty;
-  int64_t guests_revision; /* the last the watch saw */
   /* cluster_ha.c: failover and fencing */
-  char *shared_dir;   /* --cluster-shared-dir: guests' disks under <dir>/guests/NAME */
-  int64_t renewed_ms; /* CLOCK_MONOTONIC ms when the last renewal that etcd confirmed was sent
-                       * (atomic): the lease ends no earlier than LEASE_TTL after it */
-  bool fenced;        /* (atomic) no renewal for too long: guests of the cluster are killed and
-                       * none starts here until the lease is renewed */
-  pthread_t ha;
+  bool fenced; /* (atomic) no renewal for too long: guests of the cluster are killed and none
+                * starts here until the lease is renewed */
   bool ha_started;
+  int64_t guests_revision; /* the last the watch saw */
+  char *shared_dir;        /* --cluster-shared-dir: guests' disks under <dir>/guests/NAME */
+  int64_t renewed_ms;      /* CLOCK_MONOTONIC ms when the last renewal that etcd confirmed was sent
+                            * (atomic): the lease ends no earlier than the TTL after it */
+  pthread_t ha;
 } vd_cluster;
 
-#define VD_CLUSTER_LEASE_TTL 10 /* seconds: a node that stops renewing is down after at most this  \
-                                 */
+/* seconds: a node that stops renewing is down after at most this */
+#define VD_CLUSTER_LEASE_TTL 10
 
 int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
 /* Wait for etcd (logging so, until SIGTERM/SIGINT), check the cluster token, register. */
