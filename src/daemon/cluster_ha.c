@@ -16,22 +16,36 @@
  * restarts its own guests that etcd still places on it, after a compare-and-swap on each
  * record: a leader that moved the guest meanwhile changed the revision, and the start is left
  * to the node it went to; a leader that reads the record after the swap reads the node ready
- * too (it reads the records before the nodes). */
+ * too (it reads the records before the nodes).
+ *
+ * Guests outlive vesseld, so a vesseld that dies cannot fence them itself: the fencer, a process
+ * forked from vesseld at the start, holds pidfds of the running VMMs of the cluster's guests and
+ * the deadline, both sent by the watchdog at every look. When vesseld is gone (its end of the
+ * socket closes), the fencer kills them at the last deadline it got and exits. A vesseld that
+ * starts again on the same data root (and so holds a lease again) tells the old fencer to stand
+ * down, through an abstract socket named after the data root, before it forks its own. */
 #include "daemon/internal.h"
 #include "daemon/vms.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #define KILL_MARGIN_MS 3000
 #define FENCE_AFTER_MS (VD_CLUSTER_LEASE_TTL * 1000 - KILL_MARGIN_MS)
 #define WATCH_MS 200 /* how often the watchdog looks */
+/* the fencer process is the backstop for a vesseld that is gone: it kills a second later than
+ * vesseld's own watchdog, still 2 s before the lease can end */
+#define FENCER_LAG_MS 1000
 
 static const char *str(const json_t *o, const char *f) {
   return json_string_value(json_object_get(o, f));
@@ -68,6 +82,12 @@ static bool is_fenced(const vd_cluster *cl) {
   return __atomic_load_n(&cl->fenced, __ATOMIC_ACQUIRE);
 }
 
+/* Fenced, or about to be at the watchdog's next look: what the starts ask. */
+static bool fenced_now(const vd_cluster *cl) {
+  return is_fenced(cl) ||
+         vd_ha_now_ms() - __atomic_load_n(&cl->renewed_ms, __ATOMIC_ACQUIRE) >= FENCE_AFTER_MS;
+}
+
 /* ------------------------------------------------------------- what the VMs may do */
 
 static bool of_cluster(const vd_daemon *d, const vd_vm *vm) {
@@ -75,7 +95,7 @@ static bool of_cluster(const vd_daemon *d, const vd_vm *vm) {
 }
 
 int vd_ha_start_allowed(vd_daemon *d, const vd_vm *vm, vs_error **err) {
-  if (of_cluster(d, vm) && is_fenced(&d->cluster))
+  if (of_cluster(d, vm) && fenced_now(&d->cluster))
     return vs_error_set(err, EAGAIN,
                         "node %s lost its lease in the cluster (etcd cannot be reached): its "
                         "guests of the cluster do not start until it holds one again (another "
@@ -85,7 +105,7 @@ int vd_ha_start_allowed(vd_daemon *d, const vd_vm *vm, vs_error **err) {
 }
 
 bool vd_ha_local_restart_allowed(vd_daemon *d, const vd_vm *vm, bool daemon_start) {
-  return !of_cluster(d, vm) || (!daemon_start && !is_fenced(&d->cluster));
+  return !of_cluster(d, vm) || (!daemon_start && !fenced_now(&d->cluster));
 }
 
 /* ------------------------------------------------------------- the leader's part */
@@ -178,6 +198,193 @@ void vd_ha_note_made(json_t *next, const json_t *vm_rec) {
   /* only a disk that was made there: a VM without one has nothing on the shared storage */
   if (dir && str(vm_rec, "DiskPath"))
     json_object_set_new(next, "DiskDir", json_string(dir));
+}
+
+/* ------------------------------------------------------------- the fencer process */
+
+#define FENCER_MAX_FDS                                                                             \
+  253 /* SCM_RIGHTS' limit: more guests than this are fenced by vesseld only                       \
+       */
+
+typedef struct fence_msg {
+  int64_t deadline_ms; /* CLOCK_MONOTONIC */
+  uint32_t stand_down; /* from a new vesseld: exit without killing */
+} fence_msg;
+
+/* The fencer's listening address: abstract, so nothing is left on disk, and per network
+ * namespace (the tests' nodes each have their own). */
+static socklen_t fencer_addr(const char *data_root, struct sockaddr_un *a) {
+  char hash[VS_SHA256_HEX_LEN + 1];
+  vs_sha256_hex(data_root, strlen(data_root), hash);
+  memset(a, 0, sizeof(*a));
+  a->sun_family = AF_UNIX;
+  int n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, "vessel-fencer/%.32s", hash);
+  return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+static void fencer_say(const char *what) {
+  /* write(2) only: the fencer is a fork of a threaded process and never calls malloc */
+  static const char tag[] = "vessel-fencer: ";
+  (void)!write(2, tag, sizeof(tag) - 1);
+  (void)!write(2, what, strlen(what));
+  (void)!write(2, "\n", 1);
+}
+
+/* The fencer's loop (a forked child: async-signal-safe calls only). sock: from vesseld. */
+static _Noreturn void fencer_main(int sock, const struct sockaddr_un *addr, socklen_t alen,
+                                  int64_t deadline) {
+  static int held[FENCER_MAX_FDS];
+  size_t nheld = 0;
+  bool parent = true;
+  /* nothing of vesseld's stays open here (its API socket would look alive to the next one) */
+  if (sock != 3) {
+    dup2(sock, 3);
+    sock = 3;
+  }
+  syscall(SYS_close_range, 4U, ~0U, 0U);
+  setsid();
+  prctl(PR_SET_NAME, "vessel-fencer", 0, 0, 0);
+  int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  /* the fencer of an earlier vesseld may take a moment to go after it was told to */
+  for (int i = 0; lfd >= 0 && i < 40; i++) {
+    if (bind(lfd, (const struct sockaddr *)addr, alen) == 0 && listen(lfd, 4) == 0)
+      break;
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    if (i == 39) {
+      close(lfd);
+      lfd = -1;
+      fencer_say("cannot listen: a vesseld started later cannot tell this fencer to stand down");
+    }
+  }
+  for (;;) {
+    int64_t now = vd_ha_now_ms();
+    if (now >= deadline) {
+      for (size_t i = 0; i < nheld; i++)
+        syscall(SYS_pidfd_send_signal, held[i], SIGKILL, NULL, 0);
+      if (!parent) {
+        if (nheld)
+          fencer_say("vesseld is gone and its lease ends: killed its VMMs of the cluster");
+        _exit(0);
+      }
+      deadline = INT64_MAX; /* until vesseld sends a new one */
+    }
+    int64_t wait = deadline == INT64_MAX ? 1000 : deadline - now;
+    struct pollfd p[2] = {{parent ? sock : -1, POLLIN, 0}, {lfd, POLLIN, 0}};
+    poll(p, 2, (int)(wait < 1000 ? wait : 1000));
+    if (p[0].revents) {
+      fence_msg m;
+      union {
+        char buf[CMSG_SPACE(sizeof(int) * FENCER_MAX_FDS)];
+        struct cmsghdr align;
+      } c;
+      struct iovec iov = {&m, sizeof(m)};
+      struct msghdr mh = {
+          .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof(c.buf)};
+      ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+      if (n <= 0 && !(n < 0 && errno == EINTR)) {
+        parent = false; /* vesseld is gone: the last deadline stands */
+        close(sock);
+      } else if (n == (ssize_t)sizeof(m)) {
+        for (size_t i = 0; i < nheld; i++)
+          close(held[i]);
+        nheld = 0;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+          if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+            for (size_t i = 0;
+                 i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int) && nheld < FENCER_MAX_FDS; i++)
+              memcpy(&held[nheld++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+        deadline = m.deadline_ms;
+      }
+    }
+    if (lfd >= 0 && (p[1].revents & POLLIN)) {
+      int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+      struct ucred cred;
+      socklen_t cl = sizeof(cred);
+      fence_msg m;
+      if (c >= 0 && getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0 &&
+          cred.uid == getuid() && read(c, &m, sizeof(m)) == (ssize_t)sizeof(m) && m.stand_down &&
+          !parent) {
+        fencer_say("a new vesseld holds the node's lease: standing down");
+        _exit(0);
+      }
+      if (c >= 0)
+        close(c);
+    }
+  }
+}
+
+/* Tell the fencer an earlier vesseld of this data root left to stand down (none: nothing). */
+static void fencer_stand_down(const struct sockaddr_un *addr, socklen_t alen) {
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  fence_msg m = {.deadline_ms = 0, .stand_down = 1};
+  if (fd >= 0 && connect(fd, (const struct sockaddr *)addr, alen) == 0 &&
+      write(fd, &m, sizeof(m)) == (ssize_t)sizeof(m))
+    vs_log_info("cluster: told the fencer of the previous vesseld to stand down");
+  if (fd >= 0)
+    close(fd);
+}
+
+static int fencer_start(vd_daemon *d, vs_error **err) {
+  vd_cluster *cl = &d->cluster;
+  struct sockaddr_un addr;
+  socklen_t alen = fencer_addr(d->data_root, &addr);
+  fencer_stand_down(&addr, alen);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+    return vs_error_set(err, errno, "cluster: the fencer's socket");
+  int64_t deadline =
+      __atomic_load_n(&cl->renewed_ms, __ATOMIC_ACQUIRE) + FENCE_AFTER_MS + FENCER_LAG_MS;
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(sv[0]);
+    close(sv[1]);
+    return vs_error_set(err, errno, "cluster: starting the fencer");
+  }
+  if (pid == 0) {
+    close(sv[0]);
+    fencer_main(sv[1], &addr, alen, deadline);
+  }
+  close(sv[1]);
+  cl->fence_fd = sv[0];
+  cl->fencer_on = true;
+  vs_log_debug("cluster: fencer process %d", (int)pid);
+  return 0;
+}
+
+/* The deadline and the pidfds of the running VMMs of the cluster's guests, to the fencer. */
+static void fencer_update(vd_daemon *d) {
+  vd_cluster *cl = &d->cluster;
+  vd_vms *t = d->vms;
+  fence_msg m = {.deadline_ms = __atomic_load_n(&cl->renewed_ms, __ATOMIC_ACQUIRE) +
+                                FENCE_AFTER_MS + FENCER_LAG_MS};
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * FENCER_MAX_FDS)];
+    struct cmsghdr align;
+  } c;
+  memset(&c, 0, sizeof(c));
+  struct iovec iov = {&m, sizeof(m)};
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+  int fds[FENCER_MAX_FDS];
+  size_t n = 0;
+  /* under the lock while sent: a pidfd is closed only under it */
+  pthread_mutex_lock(&t->lock);
+  for (size_t i = 0; i < t->n && n < FENCER_MAX_FDS; i++)
+    if (t->vms[i]->pid > 0 && t->vms[i]->pidfd >= 0 && of_cluster(d, t->vms[i]))
+      fds[n++] = t->vms[i]->pidfd;
+  if (n) {
+    mh.msg_control = c.buf;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+  }
+  ssize_t r = sendmsg(cl->fence_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+  pthread_mutex_unlock(&t->lock);
+  if (r < 0 && errno != EAGAIN)
+    vs_log_warn("cluster: the fencer process: %s", strerror(errno));
 }
 
 /* ------------------------------------------------------------- the watchdog */
@@ -295,6 +502,8 @@ static void *ha_thread(void *arg) {
   bool recheck = true; /* at start: guests whose VMMs ended while vesseld was not running */
   int64_t last_retry = 0;
   while (!ha_sleep(cl, WATCH_MS)) {
+    if (cl->fencer_on)
+      fencer_update(d);
     int64_t now = vd_ha_now_ms();
     int64_t late = now - __atomic_load_n(&cl->renewed_ms, __ATOMIC_ACQUIRE);
     if (late >= FENCE_AFTER_MS) {
@@ -324,6 +533,8 @@ static void *ha_thread(void *arg) {
 
 int vd_ha_start(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
+  if (fencer_start(d, err) < 0)
+    return -1;
   int rc = pthread_create(&cl->ha, NULL, ha_thread, d);
   if (rc)
     return vs_error_set(err, rc, "cluster: starting the fencing watchdog");
@@ -336,4 +547,9 @@ void vd_ha_stop(vd_daemon *d) {
   if (cl->ha_started)
     pthread_join(cl->ha, NULL);
   cl->ha_started = false;
+  /* the fencer sees the end of the socket: it kills the guests at the deadline unless a new
+   * vesseld on this data root tells it to stand down first */
+  if (cl->fencer_on)
+    close(cl->fence_fd);
+  cl->fencer_on = false;
 }

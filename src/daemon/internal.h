@@ -320,12 +320,13 @@ typedef struct vd_cluster {
   /* cluster_ha.c: failover and fencing */
   bool fenced; /* (atomic) no renewal for too long: guests of the cluster are killed and none
                 * starts here until the lease is renewed */
-  bool ha_started;
+  bool ha_started, fencer_on;
   int64_t guests_revision; /* the last the watch saw */
   char *shared_dir;        /* --cluster-shared-dir: guests' disks under <dir>/guests/NAME */
   int64_t renewed_ms;      /* CLOCK_MONOTONIC ms when the last renewal that etcd confirmed was sent
                             * (atomic): the lease ends no earlier than the TTL after it */
   pthread_t ha;
+  int fence_fd; /* to the fencer process (when fencer_on): the deadline and the VMMs to kill */
 } vd_cluster;
 
 /* seconds: a node that stops renewing is down after at most this */

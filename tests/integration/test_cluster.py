@@ -14,6 +14,7 @@ import os
 import pathlib
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -29,6 +30,7 @@ pytestmark = [
 
 GIB = 1 << 30
 MIB = 1 << 20
+cluster_ttl_s = 10  # a node's lease (docs/cluster.md)
 
 
 @pytest.fixture(scope="module")
@@ -585,3 +587,39 @@ def test_ha_a_partitioned_node_fences_itself_then_cleans_up(ha):
     for n in names:
         h2.vessel("vm", "rm", "-f", n)
     wait_for("the guests gone", lambda: not any(local_vms(h) for h in ha.hosts))
+
+
+def test_ha_the_fencer_outlives_vesseld(ha):
+    """Guests outlive vesseld, so its fencer process does too: kill -9 of n1's vesseld
+    restarted at once leaves its guest running (the new vesseld holds a lease and tells the old
+    fencer to stand down); kill -9 with vesseld left down, its VMM alive: the fencer kills the
+    VMM before the lease ends, and the guest restarts on n2 or n3, never twice at once."""
+    h1, h2, h3 = ha.hosts
+    ha_create(ha, h2, "fe1", "--node", "n1", "--restart", "always")
+    pid = local_vms(h1)["fe1"]["Pid"]
+    h1.vd.kill9()
+    h1.vd.start()
+    time.sleep(cluster_ttl_s + 2)  # past the deadline the first vesseld's fencer had
+    assert alive(pid) and local_vms(h1)["fe1"]["Pid"] == pid
+    assert "told the fencer of the previous vesseld to stand down" in h1.vd.log_text()
+    h1.vd.kill9()
+    twice = []
+
+    def moved():
+        pids = cluster.vmm_pids(disk_of(ha, "fe1"))
+        if len(pids) > 1:
+            twice.append(pids)
+        g = guests(h2)
+        return g["fe1"]["Phase"] == "running" and g["fe1"]["Node"] in ("n2", "n3") and g
+
+    try:
+        g = wait_for("fe1 running on n2 or n3", moved, timeout=60, step=0.1)
+        assert not twice, f"fe1 ran twice at once: {twice}"
+        assert not alive(pid)
+        assert "killed its VMMs of the cluster" in h1.vd.log_text()
+        check_runs_once(ha, g, "fe1", [h2, h3])
+    finally:
+        h1.vd.start()
+    wait_for("n1's copy removed", lambda: "fe1" not in local_vms(h1), timeout=30)
+    h3.vessel("vm", "rm", "-f", "fe1")
+    wait_for("fe1 gone", lambda: not any(local_vms(h) for h in ha.hosts))
