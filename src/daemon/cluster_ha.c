@@ -249,7 +249,7 @@ static _Noreturn void fencer_main(int sock, const struct sockaddr_un *addr, sock
   for (int i = 0; lfd >= 0 && i < 40; i++) {
     if (bind(lfd, (const struct sockaddr *)addr, alen) == 0 && listen(lfd, 4) == 0)
       break;
-    struct timespec ts = {0, 50 * 1000 * 1000};
+    struct timespec ts = {0, 50L * 1000 * 1000};
     nanosleep(&ts, NULL);
     if (i == 39) {
       close(lfd);
