@@ -18,13 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
-#define LEASE_TTL 10 /* seconds: a node that stops renewing is down after at most this */
+#define LEASE_TTL VD_CLUSTER_LEASE_TTL
 
 static char *node_key(const char *prefix, const char *name) {
   return vs_asprintf("/vessel/%s/%s", prefix, name);
@@ -149,15 +148,8 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   }
   if (o->capacity && parse_capacity(o->capacity, cl, err) < 0)
     return -1;
-  if (o->shared_dir) {
-    struct stat st;
-    if (o->shared_dir[0] != '/' || stat(o->shared_dir, &st) < 0 || !S_ISDIR(st.st_mode))
-      return vs_error_set(err, EINVAL,
-                          "--cluster-shared-dir %s: expected the absolute path of a directory "
-                          "(storage every node mounts at the same path)",
-                          o->shared_dir);
-    cl->shared_dir = vs_strdup(o->shared_dir);
-  }
+  if (vd_ha_configure(cl, o, err) < 0)
+    return -1;
   vc_etcd_options eo = {.endpoints = (const char *const *)cl->endpoints,
                         .n_endpoints = cl->n_endpoints,
                         .cacert = o->etcd_cacert,
@@ -225,13 +217,18 @@ static int check_token(vd_cluster *cl, vs_error **err) {
 }
 
 static int register_node(vd_daemon *d, vd_cluster *cl, vs_error **err) {
+  int64_t sent =
+      vd_ha_now_ms(); /* the lease is granted after this: it ends TTL after it or later */
   if (vc_etcd_lease_grant(cl->etcd, LEASE_TTL, &cl->lease, err) < 0)
     return -1;
   json_t *st = node_status(d, cl);
   _cleanup_free_ char *doc = json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(st);
   _cleanup_free_ char *key = node_key("nodes", cl->node_name);
-  return vc_etcd_put(cl->etcd, key, doc, strlen(doc), cl->lease, NULL, err);
+  if (vc_etcd_put(cl->etcd, key, doc, strlen(doc), cl->lease, NULL, err) < 0)
+    return -1;
+  vd_ha_renewed(cl, sent);
+  return 0;
 }
 
 int vd_cluster_join(vd_daemon *d, vs_error **err) {
@@ -261,28 +258,35 @@ int vd_cluster_join(vd_daemon *d, vs_error **err) {
   return 0;
 }
 
-/* The lease's keeper: renews every third of the TTL; a lease found expired (etcd unreachable
- * for longer than the TTL) is replaced and the record written again. */
+/* The lease's keeper: renews every third of the TTL, and a second after a renewal that failed
+ * (the fencing watchdog, cluster_ha.c, counts from the last one that worked); a lease found
+ * expired (etcd unreachable for longer than the TTL) is replaced and the record written again. */
 static void *keepalive_thread(void *arg) {
   vd_daemon *d = arg;
   vd_cluster *cl = &d->cluster;
+  bool failed = false;
   pthread_mutex_lock(&cl->lock);
   while (!cl->stop) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += LEASE_TTL / 3;
+    struct timespec until = vs_realtime_after_ms(failed ? 1000 : LEASE_TTL * 1000 / 3);
     pthread_cond_timedwait(&cl->cond, &cl->lock, &until);
     if (cl->stop)
       break;
     pthread_mutex_unlock(&cl->lock);
     vs_error *e = NULL;
     int64_t ttl = 0;
+    int64_t sent = vd_ha_now_ms();
+    failed = true;
     if (vc_etcd_lease_keepalive(cl->etcd, cl->lease, &ttl, &e) < 0) {
       vs_log_warn("cluster: %s", e->msg);
-    } else if (ttl <= 0) {
+    } else if (ttl > 0) {
+      vd_ha_renewed(cl, sent);
+      failed = false;
+    } else {
       vs_log_warn("cluster: the node's lease expired: registering again");
       if (register_node(d, cl, &e) < 0)
         vs_log_warn("cluster: %s", e->msg);
+      else
+        failed = false;
     }
     vs_error_free(e);
     pthread_mutex_lock(&cl->lock);
@@ -299,6 +303,8 @@ int vd_cluster_start(vd_daemon *d, vs_error **err) {
   if (rc)
     return vs_error_set(err, rc, "cluster: starting the lease keeper");
   cl->keeper_started = true;
+  if (vd_ha_start(d, err) < 0)
+    return -1;
   if (vd_cluster_start_guests(d, err) < 0)
     return -1;
   return vd_cluster_start_migrator(d, err);
@@ -324,6 +330,7 @@ void vd_cluster_free(vd_daemon *d) {
       pthread_join(cl->watcher, NULL);
     if (cl->migrator_started)
       pthread_join(cl->migrator, NULL);
+    vd_ha_stop(d);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->cond);
     pthread_cond_destroy(&cl->guests_cond);

@@ -302,6 +302,7 @@ typedef struct pending {
   json_t *rec;
   const char *key;
   int64_t rev, created;
+  bool failover; /* placed again: its node is down (cluster_ha.c) */
 } pending;
 
 static int by_creation(const void *a, const void *b) {
@@ -332,21 +333,26 @@ static void write_decisions(vd_cluster *cl, pending *pend, size_t n) {
     free(docs[i]);
 }
 
-/* One pass: place every pending guest, oldest first, each seeing the ones placed before it. */
+/* One pass: place every pending guest, and every guest of a node that is down which HA restarts
+ * elsewhere, oldest first, each seeing the ones placed before it. */
 static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   vd_cluster *cl = &d->cluster;
-  json_t *nodes = vd_cluster_nodes(d, err);
-  if (!nodes)
-    return -1;
   vc_range r;
-  if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, err) < 0) {
-    json_decref(nodes);
+  /* the records before the nodes: a node that comes back and claims a guest of its own
+   * (cluster_ha.c) between the two reads is seen ready, or changed the record's revision */
+  if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, err) < 0)
+    return -1;
+  json_t *nodes = vd_cluster_nodes(d, err);
+  if (!nodes) {
+    vc_range_clear(&r);
     return -1;
   }
+  json_t *ready = vd_ha_ready_nodes(nodes);
   *revision = r.revision;
   json_t *placed = json_array();
   pending *pend = vs_malloc0(sizeof(pending) * (r.n + 1));
-  size_t np = 0;
+  pending *decided = vs_malloc0(sizeof(pending) * (r.n + 1));
+  size_t np = 0, nd = 0;
   for (size_t i = 0; i < r.n; i++) {
     json_t *rec = kv_json(&r.kvs[i]);
     const char *phase = rec ? str(rec, "Phase") : NULL;
@@ -356,7 +362,14 @@ static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
       continue;
     }
     if (!strcmp(phase, "pending")) {
-      pend[np++] = (pending){rec, r.kvs[i].key, r.kvs[i].mod_revision, r.kvs[i].create_revision};
+      pend[np++] =
+          (pending){rec, r.kvs[i].key, r.kvs[i].mod_revision, r.kvs[i].create_revision, false};
+      continue;
+    }
+    if (vd_ha_failover_wanted(ready, rec)) {
+      vd_ha_failover_prepare(rec);
+      pend[np++] =
+          (pending){rec, r.kvs[i].key, r.kvs[i].mod_revision, r.kvs[i].create_revision, true};
       continue;
     }
     if (strcmp(phase, "refused") != 0 && strcmp(phase, "failed") != 0 && str(rec, "Node"))
@@ -371,26 +384,38 @@ static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
       reason = vs_strdup(e->msg);
       vs_error_free(e);
     }
-    if (node) {
+    if (node && pend[i].failover) {
+      vd_ha_failover_placed(pend[i].rec, node);
+      json_array_append(placed, pend[i].rec);
+      decided[nd++] = pend[i];
+    } else if (node) {
       json_object_set_new(pend[i].rec, "Node", json_string(node));
       json_object_set_new(pend[i].rec, "Phase", json_string("placed"));
       json_array_append(placed, pend[i].rec);
       vs_log_debug("cluster: placed %s on %s", str(pend[i].rec, "Name"), node);
+      decided[nd++] = pend[i];
+    } else if (pend[i].failover) {
+      /* it stays on its node, which is down, and is tried again at the next pass */
+      vs_log_debug("cluster: cannot restart %s elsewhere yet: %s", str(pend[i].rec, "Name"),
+                   reason);
     } else {
       json_object_set_new(pend[i].rec, "Phase", json_string("refused"));
       json_object_set_new(pend[i].rec, "Reason", json_string(reason));
       vs_log_info("cluster: cannot place %s: %s", str(pend[i].rec, "Name"), reason);
+      decided[nd++] = pend[i];
     }
     free(node);
     free(reason);
   }
-  for (size_t i = 0; i < np; i += BATCH)
-    write_decisions(cl, pend + i, np - i < BATCH ? np - i : BATCH);
+  for (size_t i = 0; i < nd; i += BATCH)
+    write_decisions(cl, decided + i, nd - i < BATCH ? nd - i : BATCH);
   for (size_t i = 0; i < np; i++)
     json_decref(pend[i].rec);
   free(pend);
+  free(decided);
   vc_range_clear(&r);
   json_decref(placed);
+  json_decref(ready);
   json_decref(nodes);
   return 0;
 }
@@ -487,8 +512,8 @@ static void make_local(vd_daemon *d, json_t *rec, int64_t rev) {
   } else if (!vm && e->errnum == ENOENT) {
     vs_error_free(e);
     e = NULL;
-    json_t *extra = vd_cluster_guest_extra(cl);
-    vm = json_is_object(spec) ? vd_vm_new_from_request(d, name, spec, extra, &e) : NULL;
+    json_t *extra = vd_cluster_guest_extra(cl, rec, &e);
+    vm = extra && json_is_object(spec) ? vd_vm_new_from_request(d, name, spec, extra, &e) : NULL;
     if (!vm && !e)
       vs_error_set(&e, EINVAL, "the record has no Spec");
     json_decref(extra);
@@ -499,6 +524,7 @@ static void make_local(vd_daemon *d, json_t *rec, int64_t rev) {
   json_t *next = json_deep_copy(rec);
   if (vm && !e) {
     json_object_set_new(next, "Id", json_string(vm->id));
+    vd_ha_note_made(next, vm->rec);
     json_object_set_new(next, "Phase",
                         json_string(vd_vm_running(d->vms, vm) ? "running" : "created"));
     vs_log_info("cluster: made VM %s placed on this node", name);
@@ -518,8 +544,9 @@ static void make_local(vd_daemon *d, json_t *rec, int64_t rev) {
   json_decref(next);
 }
 
-/* VMs this node made for the cluster whose record is gone or placed elsewhere: removed. */
-static void remove_orphans(vd_daemon *d, json_t *mine) {
+/* VMs this node made for the cluster whose record is gone or placed elsewhere: removed. The disk
+ * on shared storage goes with a guest that is gone, not with one that another node runs now. */
+static void remove_orphans(vd_daemon *d, json_t *mine, json_t *all) {
   vd_vms *t = d->vms;
   json_t *names = json_array();
   pthread_mutex_lock(&t->lock);
@@ -532,6 +559,11 @@ static void remove_orphans(vd_daemon *d, json_t *mine) {
   json_array_foreach(names, i, n) {
     vs_error *e = NULL;
     vd_vm *vm = vd_vm_claim_name(t, json_string_value(n), &e);
+    if (vm && json_object_get(all, json_string_value(n))) {
+      pthread_mutex_lock(&t->lock);
+      json_object_del(vm->rec, "DiskDir"); /* not saved: the record goes first in the removal */
+      pthread_mutex_unlock(&t->lock);
+    }
     if (vm && vd_vm_remove(d, vm, true, &e) < 0)
       vd_vm_release(t, vm);
     if (e)
@@ -550,9 +582,11 @@ static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, err) < 0)
     return -1;
   *revision = r.revision;
-  json_t *mine = json_object();
+  json_t *mine = json_object(), *all = json_object();
   for (size_t i = 0; i < r.n; i++) {
     json_t *rec = kv_json(&r.kvs[i]);
+    if (rec && vd_vm_name_valid(str(rec, "Name")))
+      json_object_set_new(all, str(rec, "Name"), json_true());
     const char *node = rec ? str(rec, "Node") : NULL;
     const char *phase = rec ? str(rec, "Phase") : NULL;
     const char *kind = rec ? str(rec, "Kind") : NULL;
@@ -579,8 +613,9 @@ static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
       make_local(d, rec, r.kvs[i].mod_revision);
     json_decref(rec);
   }
-  remove_orphans(d, mine);
+  remove_orphans(d, mine, all);
   json_decref(mine);
+  json_decref(all);
   vc_range_clear(&r);
   return 0;
 }

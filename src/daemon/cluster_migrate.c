@@ -135,6 +135,8 @@ static bool offer_paths_valid(const vd_cluster *cl, const json_t *offer) {
          (!disk || (!strncmp(disk, ddir, n) && disk[n] == '/' && !strstr(disk, "/..")));
 }
 
+bool vd_cluster_migration_in_progress(const json_t *rec) { return mig_in_progress(rec); }
+
 bool vd_cluster_migrating_to(const json_t *rec, const char *node) {
   return mig_in_progress(rec) && str_is(json_object_get(rec, "Migration"), "To", node);
 }
@@ -742,9 +744,23 @@ int vd_cluster_start_migrator(vd_daemon *d, vs_error **err) {
   return 0;
 }
 
-json_t *vd_cluster_guest_extra(const vd_cluster *cl) {
+json_t *vd_cluster_guest_extra(const vd_cluster *cl, const json_t *rec, vs_error **err) {
+  const char *name = str(rec, "Name"), *dir = str(rec, "DiskDir");
+  /* the record comes from etcd and this directory is removed with the guest: only one of this
+   * node's shared directory's disks/ is taken */
+  if (dir && !vd_cluster_owns_disk_dir(cl, dir))
+    return vs_error_set(err, EINVAL,
+                        "VM %s: its disk is in %s, not in a directory of this node's "
+                        "--cluster-shared-dir %s/disks",
+                        name ? name : "?", dir, cl->shared_dir ? cl->shared_dir : "(none)"),
+           NULL;
   json_t *extra = json_pack("{s:{s:s}}", "Cluster", "Node", cl->node_name);
-  if (cl->shared_dir) {
+  if (dir) {
+    /* made before on some node (a failover): its disk is on the shared storage already */
+    json_object_set_new(extra, "DiskDir", json_string(dir));
+    json_object_set_new(extra, "DiskAdopt", json_true());
+  } else if (cl->shared_dir) {
+    /* a directory of its own that a later guest of the same name cannot reuse by mistake */
     _cleanup_free_ char *rnd = vd_random_id();
     json_object_set_new(extra, "DiskDir", json_sprintf("%s/disks/%.16s", cl->shared_dir, rnd));
   }
@@ -836,9 +852,14 @@ static int check_target(vd_daemon *d, const json_t *rec, const char *name, const
   else /* drain: anywhere the scheduler's rules allow (the draining node is filtered out) */
     json_object_del(req, "Node");
   json_t *n = to ? find_node(nodes, to) : NULL;
+  const json_t *src = find_node(nodes, str(rec, "Node"));
   char *node = NULL, *reason = NULL;
   int r = 0;
-  if (to && !n)
+  if (!str_is(src, "Status", "ready")) /* HA's failover restarts it elsewhere (cluster_ha.c) */
+    r = outcome_error(o, 409,
+                      "VM %s's node %s is down: it is to be restarted elsewhere, not migrated",
+                      name, str(rec, "Node"));
+  else if (to && !n)
     r = outcome_error(o, 404, "No such node: %s", to);
   else if (to && !str_is(n, "Status", "ready"))
     r = outcome_error(o, 409, "node %s is down", to);

@@ -26,7 +26,7 @@ typedef struct vd_cluster_options {
   const char *capacity; /* "cpus=N,memory=SIZE,disk=SIZE" instead of the host's */
   const char *etcd_cacert, *etcd_cert, *etcd_key; /* TLS to etcd */
   const char *etcd_user;                          /* "USER:PASSWORD" for etcd's auth */
-  const char *shared_dir; /* storage every node sees, for disks that migrate */
+  const char *shared_dir; /* storage every node sees: the guests' disks (HA, migration) */
 } vd_cluster_options;
 
 typedef struct vd_options {

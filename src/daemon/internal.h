@@ -331,13 +331,26 @@ typedef struct vd_cluster {
    * made anew from a past revision waits for etcd's 100 ms sync of lagging watchers) */
   pthread_cond_t guests_cond; /* with lock: a change of the records */
   bool schedule_dirty, reconcile_dirty;
-  int64_t guests_revision; /* the last the watch saw */
+  /* cluster_ha.c: failover and fencing */
+  bool fenced; /* (atomic) no renewal for too long: guests of the cluster are killed and none
+                * starts here until the lease is renewed */
+  bool ha_started, fencer_on;
   /* cluster_migrate.c: live migration between nodes */
-  char *shared_dir; /* --cluster-shared-dir: disks and console histories every node sees */
-  pthread_t migrator;
   bool migrator_started;
-  bool migrate_dirty; /* with lock: a change of the records for the migrator */
+  bool migrate_dirty;      /* with lock: a change of the records for the migrator */
+  int64_t guests_revision; /* the last the watch saw */
+  /* --cluster-shared-dir: the guests' disks under <dir>/disks/<random> (HA, migration) and
+   * console histories under <dir>/migrations */
+  char *shared_dir;
+  int64_t renewed_ms; /* CLOCK_MONOTONIC ms when the last renewal that etcd confirmed was sent
+                       * (atomic): the lease ends no earlier than the TTL after it */
+  pthread_t ha;
+  int fence_fd; /* to the fencer process (when fencer_on): the deadline and the VMMs to kill */
+  pthread_t migrator; /* cluster_migrate.c */
 } vd_cluster;
+
+/* seconds: a node that stops renewing is down after at most this */
+#define VD_CLUSTER_LEASE_TTL 10
 
 int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
 /* Wait for etcd (logging so, until SIGTERM/SIGINT), check the cluster token, register. */
@@ -349,6 +362,23 @@ void vd_cluster_free(vd_daemon *d);
 json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
 int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t *spec, void *arg),
                            void *arg, vs_error **err);
+/* cluster_ha.c: --cluster-shared-dir, checked */
+int vd_ha_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
+/* The keeper's news: a renewal (or a registration) sent at sent_ms succeeded. */
+void vd_ha_renewed(vd_cluster *cl, int64_t sent_ms);
+int64_t vd_ha_now_ms(void); /* CLOCK_MONOTONIC */
+/* The fencing watchdog (and the restart of this node's own guests once it holds its lease). */
+int vd_ha_start(vd_daemon *d, vs_error **err);
+void vd_ha_stop(vd_daemon *d); /* after cl->stop is set */
+/* The scheduler's part of failover: the names of the ready nodes ({name: true}); whether a
+ * record is to be placed again (its node is down); that record made ready for vc_place (the
+ * node it ran on goes into Failover) and, once placed, marked to start there. */
+json_t *vd_ha_ready_nodes(const json_t *nodes);
+bool vd_ha_failover_wanted(const json_t *ready, const json_t *rec);
+void vd_ha_failover_prepare(json_t *rec);
+void vd_ha_failover_placed(json_t *rec, const char *node);
+/* What the guest's record keeps of the VM made for it (DiskDir), for a failover to adopt. */
+void vd_ha_note_made(json_t *next, const json_t *vm_rec);
 void vd_h_nodes_list(vd_call *c);
 void vd_h_cluster_guests(vd_call *c); /* cluster_guests.c */
 void vd_h_node_inspect(vd_call *c);
@@ -361,9 +391,12 @@ void vd_h_node_delete(vd_call *c);
 int vd_cluster_start_migrator(vd_daemon *d, vs_error **err);
 /* Whether the record's guest is on its way to node (its VM there must stay). */
 bool vd_cluster_migrating_to(const json_t *rec, const char *node);
-/* The fields a node adds to the record of a VM it makes for the cluster (its disk goes to the
- * shared directory when there is one). */
-json_t *vd_cluster_guest_extra(const vd_cluster *cl);
+/* Whether the record's guest has a migration under way (one sent must be left to finish). */
+bool vd_cluster_migration_in_progress(const json_t *rec);
+/* The fields a node adds to the record of a VM it makes for the guest record rec: Cluster; with
+ * shared storage a DiskDir, a new <dir>/disks/<random> or, when rec has one already (a failover),
+ * that one with DiskAdopt (an error when it is not one of this node's shared directory). */
+json_t *vd_cluster_guest_extra(const vd_cluster *cl, const json_t *rec, vs_error **err);
 /* Whether dir is a VM's disk directory in this node's shared directory (what a removal may
  * delete there). */
 bool vd_cluster_owns_disk_dir(const vd_cluster *cl, const char *dir);

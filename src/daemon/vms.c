@@ -412,6 +412,8 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
                         "VM %s is being migrated: its guest runs in another VMM (or is on its "
                         "way there)",
                         vm->name);
+  if (vd_ha_start_allowed(d, vm, err) < 0)
+    return -1;
   int in = -1, out = -1, log = -1;
   _cleanup_close_ int dfd = open(vm->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
   int r = dfd < 0 ? vs_error_set(err, errno, "open %s", vm->dir)
@@ -660,6 +662,13 @@ static bool restart_wanted_locked(const vd_vm *vm, bool daemon_start) {
   return false;
 }
 
+bool vd_vm_restart_wanted(vd_vms *t, const vd_vm *vm) {
+  pthread_mutex_lock(&t->lock);
+  bool wanted = restart_wanted_locked(vm, false);
+  pthread_mutex_unlock(&t->lock);
+  return wanted;
+}
+
 static void save_restart_state_locked(vd_vm *vm) {
   json_object_set_new(vm->rec, "RestartCount", json_integer(vm->restart_count));
   json_object_set_new(vm->rec, "ManuallyStopped", json_boolean(vm->manual_stop));
@@ -700,7 +709,8 @@ static void restart_timer_close(vd_daemon *d, vd_vm *vm) {
 static void vm_restart_schedule(vd_daemon *d, vd_vm *vm, bool daemon_start) {
   vd_vms *t = d->vms;
   pthread_mutex_lock(&t->lock);
-  bool wanted = restart_wanted_locked(vm, daemon_start);
+  bool wanted =
+      restart_wanted_locked(vm, daemon_start) && vd_ha_local_restart_allowed(d, vm, daemon_start);
   if (wanted) {
     long long ran = seconds_since(vm->started_at) - seconds_since(vm->finished_at);
     if (ran >= VM_RAN_LONG_ENOUGH_S || vm->restart_delay_ms <= 0 || daemon_start)
@@ -742,7 +752,8 @@ static void restart_job_run(vd_job *job) {
   pthread_mutex_lock(&t->lock);
   /* a request may have started, stopped or removed it meanwhile */
   bool go = !vm->removed && !vm->busy && vm->pid == 0 && vm->restarting &&
-            (!vm->manual_stop || !strcmp(restart_policy(vm), "always"));
+            (!vm->manual_stop || !strcmp(restart_policy(vm), "always")) &&
+            vd_ha_local_restart_allowed(job->d, vm, false);
   if (go) {
     vm->busy = true;
     vm->restart_count++;
@@ -1117,6 +1128,14 @@ int vd_vm_create_disk(vd_daemon *d, vd_vm *vm, json_t *disk, vs_error **err) {
   if (shared && vs_mkdir_p(shared, 0700, err) < 0)
     return vs_error_wrap(err, "make the VM's disk");
   _cleanup_free_ char *path = vs_asprintf("%s/disk.qcow2", shared ? shared : vm->dir);
+  if (shared && json_is_true(json_object_get(vm->rec, "DiskAdopt"))) {
+    /* restarted by HA on another node (docs/cluster.md): the disk its guest left is the disk */
+    if (access(path, R_OK | W_OK) < 0)
+      return vs_error_set(err, errno, "the VM's disk %s on the cluster's shared storage", path);
+    json_object_set_new(disk, "Path", json_string(path));
+    json_object_set_new(vm->rec, "DiskPath", json_string(path));
+    return 0;
+  }
   _cleanup_free_ char *vmm = vd_vmm_path(d);
   _cleanup_free_ char *sz = size ? vs_asprintf("%llu", (unsigned long long)size) : NULL;
   char *argv[12] = {vmm, "img", "create", "-f", "qcow2"};

@@ -76,6 +76,9 @@ char *vd_vm_snapshot_dir(const vd_vm *vm, const char *snap);
 /* vms.c: restart policies. A stop or kill by a request sets manual_stop (persisted); a start by
  * one clears it and the restart count (takes t->lock). */
 void vd_vm_note_manual(vd_vms *t, vd_vm *vm, bool stopped);
+/* Whether the VM's restart policy wants it started again now that it is not running (takes
+ * t->lock). */
+bool vd_vm_restart_wanted(vd_vms *t, const vd_vm *vm);
 /* The balloon's memory target (bytes the guest keeps) recorded in Config.MemoryTarget, given to
  * the running VMM (worker). */
 int vd_vm_set_memory_target(vd_vms *t, vd_vm *vm, uint64_t target, vs_error **err);
@@ -132,6 +135,13 @@ int vd_vm_remove(vd_daemon *d, vd_vm *vm, bool force, vs_error **err);
 /* Claim a VM by name, ID or prefix for one request: ENOENT or EBUSY otherwise. */
 vd_vm *vd_vm_claim_name(vd_vms *t, const char *what, vs_error **err);
 void vd_vm_release(vd_vms *t, vd_vm *vm);
+
+/* cluster_ha.c: a guest of the cluster does not start while its node is fenced (it lost its
+ * lease: another node may start the guest from the same disk), and its restart policy does not
+ * act at vesseld's start (the node restarts it once it holds its lease and etcd still places
+ * the guest here) nor while fenced. */
+int vd_ha_start_allowed(vd_daemon *d, const vd_vm *vm, vs_error **err);
+bool vd_ha_local_restart_allowed(vd_daemon *d, const vd_vm *vm, bool daemon_start);
 
 /* cluster_guests.c: VMs of the cluster (create places them through the scheduler; delete
  * removes the guest's record, true when that answered the call) */

@@ -15,6 +15,7 @@ import pathlib
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -96,10 +97,13 @@ class Host:
 
     # ---------------------------------------------------------------- vesseld
     def vesseld_args(self, token=TOKEN, capacity=None, labels=(), endpoints=None, shared=True):
+        """shared: True for the cluster's shared directory, a path for another, None for none."""
         urls = endpoints or ",".join(h.client_url for h in self.cluster.hosts)
         args = ["--cluster", f"etcd={urls}", "--node-name", self.name, "--advertise", self.ip]
+        if shared is True:
+            shared = self.cluster.shared
         if shared:
-            args += ["--cluster-shared-dir", str(self.cluster.shared)]
+            args += ["--cluster-shared-dir", str(shared)]
         if token is not None:
             args += ["--cluster-token", token]
         if capacity:
@@ -228,6 +232,38 @@ class Cluster:
                         pass
         for n in self.netns:
             run("ip", "netns", "del", n, check=False)
+
+
+def write_idle_kernel(path):
+    """A RISC-V ELF program that waits for interrupts forever (wfi; j .-4), linked where a
+    kernel goes: a guest whose VMM runs and sleeps, for the HA tests and bench, many of which
+    fit on this machine where as many booting Debian kernels would not."""
+    base = 0x80200000
+    code = struct.pack("<II", 0x10500073, 0xFFDFF06F)
+    ehsize, phsize = 64, 56
+    entry = base + ehsize + phsize
+    size = ehsize + phsize + len(code)
+    ehdr = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, 2, 243, 1, entry,
+                       ehsize, 0, 0, ehsize, phsize, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    pathlib.Path(path).write_bytes(ehdr + phdr + code)
+    return pathlib.Path(path)
+
+
+def vmm_pids(needle):
+    """The pids of every vessel-vmm on this machine whose command line holds needle (a disk's
+    path): how many copies of a guest run, whichever node started them."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            argv = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"vessel-vmm") and any(needle.encode() in a for a in argv):
+            pids.append(int(d))
+    return sorted(pids)
 
 
 def pid_is_group_leader(pid):

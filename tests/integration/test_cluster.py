@@ -14,6 +14,7 @@ import os
 import pathlib
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -29,6 +30,7 @@ pytestmark = [
 
 GIB = 1 << 30
 MIB = 1 << 20
+cluster_ttl_s = 10  # a node's lease (docs/cluster.md)
 
 
 @pytest.fixture(scope="module")
@@ -596,3 +598,205 @@ def test_drain_moves_every_running_vm_off_a_node(cl):
     h1.vessel("vm", "rm", "asleep")
     h1.vessel("vm", "rm", "-f", "mover")
     wait_for("mover gone", lambda: not any("mover" in local_vms(h) for h in cl.hosts))
+
+
+# ---------------------------------------------------------------- HA: failover and fencing
+
+@pytest.fixture(scope="module")
+def ha(build_dir, tmp_path_factory):
+    """A cluster of its own for the HA tests (they kill nodes and cut links): the three nodes
+    share a directory for the guests' disks (--cluster-shared-dir), and the guests are idle
+    RISC-V programs (a real VMM each, sleeping in wfi)."""
+    root = tmp_path_factory.mktemp("cluster-ha")
+    c = Cluster(build_dir, root, name="ha")
+    c.disks = {}
+    c.kernel = cluster.write_idle_kernel(root / "idle.elf")
+    try:
+        c.start_etcd()
+        c.start_vesselds(capacity="cpus=8,memory=4G")
+        yield c
+    finally:
+        c.cleanup()
+
+
+def guests(host):
+    status, body = host.api("GET", "/vessel/v1/guests")
+    assert status == 200, body
+    return {g["Name"]: g for g in body}
+
+
+def ha_create(c, host, name, *opts):
+    r = host.vessel("vm", "create", name, "--cpus", "1", "--memory", "32M", "--kernel",
+                    str(c.kernel), "--disk-size", "16M", "--start", *opts)
+    # the disk's directory as etcd records it once the guest is made: a failover adopts it
+    def disk_dir():
+        out = host.etcdctl("get", "--print-value-only", f"/vessel/guests/{name}").stdout
+        return out.strip() and json.loads(out).get("DiskDir")
+
+    ddir = wait_for(f"{name}'s DiskDir in etcd", disk_dir, timeout=30, step=0.2)
+    assert ddir.startswith(f"{c.shared}/disks/"), ddir
+    c.disks[name] = f"{ddir}/disk.qcow2"
+    return r
+
+
+def disk_of(c, name):
+    return c.disks[name]
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def check_runs_once(c, g, name, live):
+    """The guest runs on the node etcd names, as the VM whose ID etcd has, and in exactly one
+    VMM on this machine (all nodes' processes are here): no other live node has a copy."""
+    rec = g[name]
+    assert rec["Phase"] == "running" and rec["Node"] in [h.name for h in live], rec
+    host = c.hosts[int(rec["Node"][1:]) - 1]
+    vm = local_vms(host)[name]
+    assert vm["Status"] == "running" and vm["Id"] == rec["Id"], vm
+    assert cluster.vmm_pids(disk_of(c, name)) == [vm["Pid"]]
+    for other in live:
+        if other is not host:
+            assert name not in local_vms(other), (name, other.name)
+    return vm
+
+
+def qemu_img_check(path):
+    r = subprocess.run(["qemu-img", "check", "-U", "-f", "qcow2", path], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, f"qemu-img check {path}: {r.stdout}{r.stderr}"
+
+
+def test_ha_restarts_the_guests_of_a_dead_node_elsewhere_once(ha):
+    """kill -9 of n2's vesseld and of its VMMs: once its lease has expired, the leader places
+    n2's guests with a restart policy on n1 and n3, which start them from their disks on the
+    shared directory (each exactly once, as etcd says); a guest without a policy stays with
+    n2. n2 comes back: it finds its guests gone elsewhere and removes its copies, starting
+    none, and the disks stay."""
+    h1, h2, h3 = ha.hosts
+    names = ["ha1", "ha2", "ha3"]
+    for n in names:
+        ha_create(ha, h1, n, "--node", "n2", "--restart", "always")
+    ha_create(ha, h1, "plain", "--node", "n2")
+    old = {n: v["Pid"] for n, v in local_vms(h2).items()}
+    assert sorted(old) == sorted(names + ["plain"]) and all(old.values())
+    assert all(cluster.vmm_pids(disk_of(ha, n)) == [old[n]] for n in names)
+    h2.vd.kill9()
+    for pid in old.values():
+        os.kill(pid, 9)
+
+    def moved():
+        g = guests(h1)
+        return all(g[n]["Phase"] == "running" and g[n]["Node"] in ("n1", "n3")
+                   and g[n].get("Id") for n in names) and g
+
+    g = wait_for("n2's guests running on n1 and n3", moved, timeout=30, step=0.2)
+    for n in names:
+        check_runs_once(ha, g, n, [h1, h3])
+        assert not any(alive(p) for p in old.values())
+        qemu_img_check(disk_of(ha, n))
+    assert g["plain"]["Node"] == "n2", g["plain"]
+    assert not any("plain" in local_vms(h) for h in (h1, h3))
+    leader = leader_of(h1)
+    assert "restarts on" in ha.hosts[int(leader[1:]) - 1].vd.log_text()
+
+    h2.vd.start()
+    wait_for("n2 ready again", lambda: nodes(h1).get("n2", {}).get("Status") == "ready",
+             timeout=30)
+    wait_for("n2's copies removed", lambda: not set(names) & set(local_vms(h2)), timeout=30)
+    g = guests(h1)
+    for n in names:
+        check_runs_once(ha, g, n, ha.hosts)
+        assert os.path.exists(disk_of(ha, n))
+    # the guest without a restart policy is back in n2's list, stopped: nothing restarts it
+    assert local_vms(h2)["plain"]["Status"] != "running"
+    for n in names + ["plain"]:
+        h1.vessel("vm", "rm", "-f", n)
+    wait_for("the guests gone", lambda: not any(local_vms(h) for h in ha.hosts))
+    assert not any(os.path.exists(disk_of(ha, n)) for n in names + ["plain"])
+
+
+def test_ha_a_partitioned_node_fences_itself_then_cleans_up(ha):
+    """n3's link is cut (its etcd member and vesseld with it): n3 cannot renew its lease and
+    kills its guests before the lease ends, so that at no moment does a guest run twice while
+    n1 and n2 restart them; the link comes back, n3 holds a lease again and removes its copies."""
+    h1, h2, h3 = ha.hosts
+    names = ["pa1", "pa2"]
+    for n in names:
+        ha_create(ha, h1, n, "--node", "n3", "--restart", "always")
+    old = {n: local_vms(h3)[n]["Pid"] for n in names}
+    cluster.run("ip", "link", "set", "p3", "down", ns=ha.switch)
+    twice = []
+    try:
+        def moved():
+            for n in names:
+                pids = cluster.vmm_pids(disk_of(ha, n))
+                if len(pids) > 1:
+                    twice.append((n, pids))
+            g = guests(h1)
+            return all(g[n]["Phase"] == "running" and g[n]["Node"] in ("n1", "n2")
+                       for n in names) and g
+
+        g = wait_for("n3's guests running on n1 and n2", moved, timeout=60, step=0.1)
+        assert not twice, f"a guest ran on two nodes at once: {twice}"
+        assert not any(alive(p) for p in old.values())
+        log = h3.vd.log_text()
+        assert "fencing: no lease renewal" in log and "fencing: sent SIGKILL" in log, log[-3000:]
+        for n in names:
+            check_runs_once(ha, g, n, [h1, h2])
+    finally:
+        cluster.run("ip", "link", "set", "p3", "up", ns=ha.switch)
+    # (a node that never had an operator's spec is not listed at all while its lease is gone)
+    wait_for("n3 ready again", lambda: nodes(h1).get("n3", {}).get("Status") == "ready",
+             timeout=60, step=0.5)
+    wait_for("n3's copies removed", lambda: not set(names) & set(local_vms(h3)), timeout=60,
+             step=0.5)
+    wait_for("n3's fencing to end", lambda: "fencing ends" in h3.vd.log_text(), timeout=30)
+    g = guests(h1)
+    for n in names:
+        check_runs_once(ha, g, n, ha.hosts)
+        qemu_img_check(disk_of(ha, n))
+    for n in names:
+        h2.vessel("vm", "rm", "-f", n)
+    wait_for("the guests gone", lambda: not any(local_vms(h) for h in ha.hosts))
+
+
+def test_ha_the_fencer_outlives_vesseld(ha):
+    """Guests outlive vesseld, so its fencer process does too: kill -9 of n1's vesseld
+    restarted at once leaves its guest running (the new vesseld holds a lease and tells the old
+    fencer to stand down); kill -9 with vesseld left down, its VMM alive: the fencer kills the
+    VMM before the lease ends, and the guest restarts on n2 or n3, never twice at once."""
+    h1, h2, h3 = ha.hosts
+    ha_create(ha, h2, "fe1", "--node", "n1", "--restart", "always")
+    pid = local_vms(h1)["fe1"]["Pid"]
+    h1.vd.kill9()
+    h1.vd.start()
+    time.sleep(cluster_ttl_s + 2)  # past the deadline the first vesseld's fencer had
+    assert alive(pid) and local_vms(h1)["fe1"]["Pid"] == pid
+    assert "told the fencer of the previous vesseld to stand down" in h1.vd.log_text()
+    h1.vd.kill9()
+    twice = []
+
+    def moved():
+        pids = cluster.vmm_pids(disk_of(ha, "fe1"))
+        if len(pids) > 1:
+            twice.append(pids)
+        g = guests(h2)
+        return g["fe1"]["Phase"] == "running" and g["fe1"]["Node"] in ("n2", "n3") and g
+
+    try:
+        g = wait_for("fe1 running on n2 or n3", moved, timeout=60, step=0.1)
+        assert not twice, f"fe1 ran twice at once: {twice}"
+        assert not alive(pid)
+        assert "killed its VMMs of the cluster" in h1.vd.log_text()
+        check_runs_once(ha, g, "fe1", [h2, h3])
+    finally:
+        h1.vd.start()
+    wait_for("n1's copy removed", lambda: "fe1" not in local_vms(h1), timeout=30)
+    h3.vessel("vm", "rm", "-f", "fe1")
+    wait_for("fe1 gone", lambda: not any(local_vms(h) for h in ha.hosts))
