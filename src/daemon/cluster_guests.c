@@ -27,7 +27,7 @@ static const char *str(const json_t *o, const char *f) {
 
 static char *guest_key(const char *name) { return vs_asprintf(GUESTS "%s", name); }
 
-static json_t *kv_json(const vc_kv *kv) {
+json_t *vd_guest_record_of(const vc_kv *kv) {
   json_t *j = json_loadb(kv->value, kv->value_len, JSON_REJECT_DUPLICATES, NULL);
   if (j && !json_is_object(j)) {
     json_decref(j);
@@ -36,22 +36,20 @@ static json_t *kv_json(const vc_kv *kv) {
   return j;
 }
 
-/* Write rec over the record at revision rev; false when someone wrote first. */
-static int put_record(vd_cluster *cl, const char *name, json_t *rec, int64_t rev, bool *ok,
-                      vs_error **err) {
+int vd_guest_record_put(vd_cluster *cl, const char *name, json_t *rec, int64_t rev, bool *ok,
+                        vs_error **err) {
   _cleanup_free_ char *key = guest_key(name);
   _cleanup_free_ char *doc = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
   return vc_etcd_put_if(cl->etcd, key, doc, strlen(doc), 0, rev, ok, NULL, NULL, err);
 }
 
-/* The record of one guest and its revision (NULL when there is none). */
-static json_t *get_record(vd_cluster *cl, const char *name, int64_t *rev, vs_error **err) {
+json_t *vd_guest_record_get(vd_cluster *cl, const char *name, int64_t *rev, vs_error **err) {
   _cleanup_free_ char *key = guest_key(name);
   vc_range r;
   *rev = 0;
   if (vc_etcd_get(cl->etcd, key, &r, err) < 0)
     return NULL;
-  json_t *j = r.n ? kv_json(&r.kvs[0]) : NULL;
+  json_t *j = r.n ? vd_guest_record_of(&r.kvs[0]) : NULL;
   if (r.n)
     *rev = r.kvs[0].mod_revision;
   if (r.n && !j)
@@ -100,7 +98,7 @@ static void wait_created(vd_call *c, const char *name) {
   for (time_t end = time(NULL) + CREATE_WAIT_S; time(NULL) < end;) {
     vs_error *e = NULL;
     int64_t rev;
-    json_t *rec = get_record(cl, name, &rev, &e);
+    json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
     if (!rec) {
       if (e)
         vd_call_error(c, 503, "cluster store: %s", e->msg);
@@ -174,7 +172,7 @@ void vd_cluster_vm_create(vd_call *c, const char *name, json_t *body) {
     return;
   }
   bool ok = false;
-  if (put_record(cl, name, guest, 0, &ok, &e) < 0) {
+  if (vd_guest_record_put(cl, name, guest, 0, &ok, &e) < 0) {
     vd_call_error(c, 503, "cluster store: %s", e->msg);
     vs_error_free(e);
   } else if (!ok) {
@@ -190,7 +188,7 @@ bool vd_cluster_vm_delete(vd_call *c, bool force) {
   _cleanup_free_ char *key = guest_key(c->arg);
   vs_error *e = NULL;
   int64_t rev;
-  json_t *rec = get_record(cl, c->arg, &rev, &e);
+  json_t *rec = vd_guest_record_get(cl, c->arg, &rev, &e);
   if (!rec) {
     if (!e)
       return false; /* not a guest of the cluster: a VM of this node alone */
@@ -250,7 +248,7 @@ void vd_h_cluster_guests(vd_call *c) {
                                       "Cpus", "Memory", "Labels", "Origin", "Created"};
   json_t *out = json_array();
   for (size_t i = 0; i < r.n; i++) {
-    json_t *rec = kv_json(&r.kvs[i]);
+    json_t *rec = vd_guest_record_of(&r.kvs[i]);
     if (!rec || !str(rec, "Name")) {
       if (rec)
         json_decref(rec);
@@ -271,7 +269,7 @@ void vd_h_cluster_guests(vd_call *c) {
 
 /* ------------------------------------------------------------- the scheduler */
 
-static int sleep_or_stop(vd_cluster *cl, int ms) {
+bool vd_cluster_sleep(vd_cluster *cl, int ms) {
   struct timespec until = vs_realtime_after_ms(ms);
   pthread_mutex_lock(&cl->lock);
   if (!cl->stop)
@@ -354,7 +352,7 @@ static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   pending *decided = vs_malloc0(sizeof(pending) * (r.n + 1));
   size_t np = 0, nd = 0;
   for (size_t i = 0; i < r.n; i++) {
-    json_t *rec = kv_json(&r.kvs[i]);
+    json_t *rec = vd_guest_record_of(&r.kvs[i]);
     const char *phase = rec ? str(rec, "Phase") : NULL;
     if (!phase) {
       if (rec)
@@ -451,7 +449,7 @@ static void *watcher_thread(void *arg) {
         pthread_mutex_unlock(&cl->lock);
       }
       vs_error_free(e);
-      sleep_or_stop(cl, 500);
+      vd_cluster_sleep(cl, 500);
     }
   }
   return NULL;
@@ -480,7 +478,7 @@ static void *scheduler_thread(void *arg) {
     was_leader = leader;
     if (!leader) {
       /* the leader key goes with its node's lease: try again now and then */
-      sleep_or_stop(cl, 1000);
+      vd_cluster_sleep(cl, 1000);
       continue;
     }
     int64_t rev = 0;
@@ -488,7 +486,7 @@ static void *scheduler_thread(void *arg) {
     if (schedule_pass(d, &rev, &e) < 0) {
       vs_log_warn("cluster: scheduling: %s", e->msg);
       vs_error_free(e);
-      sleep_or_stop(cl, 500);
+      vd_cluster_sleep(cl, 500);
       continue;
     }
     wait_dirty(cl, &cl->schedule_dirty, 2000);
@@ -538,7 +536,7 @@ static void make_local(vd_daemon *d, json_t *rec, int64_t rev) {
   vs_error_free(e);
   e = NULL;
   bool ok = false;
-  if (put_record(cl, name, next, rev, &ok, &e) < 0 || !ok)
+  if (vd_guest_record_put(cl, name, next, rev, &ok, &e) < 0 || !ok)
     vs_log_debug("cluster: recording VM %s: %s", name, e ? e->msg : "changed meanwhile");
   vs_error_free(e);
   json_decref(next);
@@ -584,7 +582,7 @@ static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   *revision = r.revision;
   json_t *mine = json_object(), *all = json_object();
   for (size_t i = 0; i < r.n; i++) {
-    json_t *rec = kv_json(&r.kvs[i]);
+    json_t *rec = vd_guest_record_of(&r.kvs[i]);
     if (rec && vd_vm_name_valid(str(rec, "Name")))
       json_object_set_new(all, str(rec, "Name"), json_true());
     const char *node = rec ? str(rec, "Node") : NULL;
@@ -629,7 +627,7 @@ static void *reconciler_thread(void *arg) {
     if (reconcile_pass(d, &rev, &e) < 0) {
       vs_log_warn("cluster: reconciling: %s", e->msg);
       vs_error_free(e);
-      sleep_or_stop(cl, 500);
+      vd_cluster_sleep(cl, 500);
       continue;
     }
     wait_dirty(cl, &cl->reconcile_dirty, 5000);

@@ -392,16 +392,6 @@ static void fencer_update(vd_daemon *d) {
 
 /* ------------------------------------------------------------- the watchdog */
 
-static bool ha_sleep(vd_cluster *cl, int ms) {
-  struct timespec until = vs_realtime_after_ms(ms);
-  pthread_mutex_lock(&cl->lock);
-  if (!cl->stop)
-    pthread_cond_timedwait(&cl->cond, &cl->lock, &until);
-  bool stop = cl->stop;
-  pthread_mutex_unlock(&cl->lock);
-  return stop;
-}
-
 /* SIGKILL to every running VMM of the cluster's guests; how many were sent one. Called again
  * and again while fenced: a VMM that a start had under way is caught at the next look. */
 static int fence_kill(vd_daemon *d) {
@@ -419,28 +409,11 @@ static int fence_kill(vd_daemon *d) {
   return n;
 }
 
-/* The record of one guest and its revision; NULL (no error) when there is none. */
-static json_t *get_record(vd_cluster *cl, const char *name, int64_t *rev, vs_error **err) {
-  _cleanup_free_ char *key = vs_asprintf("/vessel/guests/%s", name);
-  vc_range r;
-  if (vc_etcd_get(cl->etcd, key, &r, err) < 0)
-    return NULL;
-  json_t *j =
-      r.n ? json_loadb(r.kvs[0].value, r.kvs[0].value_len, JSON_REJECT_DUPLICATES, NULL) : NULL;
-  *rev = r.n ? r.kvs[0].mod_revision : 0;
-  vc_range_clear(&r);
-  if (j && !json_is_object(j)) {
-    json_decref(j);
-    j = NULL;
-  }
-  return j;
-}
-
 /* Claim the guest's record for this node (a compare-and-swap that changes its revision): true
  * when etcd still places it here and no leader moved it first. */
 static bool claim_own(vd_cluster *cl, const char *name, vs_error **err) {
   int64_t rev = 0;
-  json_t *rec = get_record(cl, name, &rev, err);
+  json_t *rec = vd_guest_record_get(cl, name, &rev, err);
   if (!rec)
     return false;
   bool mine = str(rec, "Node") && !strcmp(str(rec, "Node"), cl->node_name) && str(rec, "Phase") &&
@@ -504,7 +477,7 @@ static void *ha_thread(void *arg) {
   vd_cluster *cl = &d->cluster;
   bool recheck = true; /* at start: guests whose VMMs ended while vesseld was not running */
   int64_t last_retry = 0;
-  while (!ha_sleep(cl, WATCH_MS)) {
+  while (!vd_cluster_sleep(cl, WATCH_MS)) {
     if (cl->fencer_on)
       fencer_update(d);
     int64_t now = vd_ha_now_ms();

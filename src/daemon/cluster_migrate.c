@@ -51,40 +51,6 @@ static bool str_is(const json_t *o, const char *f, const char *want) {
   return v && want && !strcmp(v, want);
 }
 
-static char *guest_key(const char *name) { return vs_asprintf(GUESTS "%s", name); }
-
-static json_t *kv_json(const vc_kv *kv) {
-  json_t *j = json_loadb(kv->value, kv->value_len, JSON_REJECT_DUPLICATES, NULL);
-  if (j && !json_is_object(j)) {
-    json_decref(j);
-    j = NULL;
-  }
-  return j;
-}
-
-/* The record of one guest and its revision (NULL without an error when there is none). */
-static json_t *get_record(vd_cluster *cl, const char *name, int64_t *rev, vs_error **err) {
-  _cleanup_free_ char *key = guest_key(name);
-  vc_range r;
-  *rev = 0;
-  if (vc_etcd_get(cl->etcd, key, &r, err) < 0)
-    return NULL;
-  json_t *j = r.n ? kv_json(&r.kvs[0]) : NULL;
-  if (r.n)
-    *rev = r.kvs[0].mod_revision;
-  if (r.n && !j)
-    vs_error_set(err, EINVAL, "the cluster's record of %s is not a JSON object", name);
-  vc_range_clear(&r);
-  return j;
-}
-
-static int put_record(vd_cluster *cl, const char *name, json_t *rec, int64_t rev, bool *ok,
-                      vs_error **err) {
-  _cleanup_free_ char *key = guest_key(name);
-  _cleanup_free_ char *doc = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
-  return vc_etcd_put_if(cl->etcd, key, doc, strlen(doc), 0, rev, ok, NULL, NULL, err);
-}
-
 static bool mig_final(const json_t *mig) {
   return str_is(mig, "Phase", "done") || str_is(mig, "Phase", "failed");
 }
@@ -155,7 +121,7 @@ static int update_migration(vd_cluster *cl, const char *name, const char *id, co
   for (int attempt = 0; attempt < 50; attempt++) {
     int64_t rev;
     vs_error *e = NULL;
-    json_t *rec = get_record(cl, name, &rev, &e);
+    json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
     if (!rec) {
       if (!e)
         return 0;
@@ -171,7 +137,7 @@ static int update_migration(vd_cluster *cl, const char *name, const char *id, co
       json_object_update(rec, u->rec_fields);
     json_object_update(mig, u->mig_fields);
     bool ok = false;
-    int r = put_record(cl, name, rec, rev, &ok, err);
+    int r = vd_guest_record_put(cl, name, rec, rev, &ok, err);
     json_decref(rec);
     if (r < 0)
       return -1;
@@ -679,7 +645,7 @@ static int migrate_pass(vd_daemon *d, vs_error **err) {
     return -1;
   json_t *by_name = json_object();
   for (size_t i = 0; i < r.n; i++) {
-    json_t *rec = kv_json(&r.kvs[i]);
+    json_t *rec = vd_guest_record_of(&r.kvs[i]);
     const char *name = rec ? str(rec, "Name") : NULL;
     if (name && vd_vm_name_valid(name))
       json_object_set(by_name, name, rec);
@@ -777,7 +743,7 @@ static json_t *guests_but(vd_cluster *cl, const char *name, vs_error **err) {
     return NULL;
   json_t *out = json_array();
   for (size_t i = 0; i < r.n; i++) {
-    json_t *rec = kv_json(&r.kvs[i]);
+    json_t *rec = vd_guest_record_of(&r.kvs[i]);
     const char *phase = rec ? str(rec, "Phase") : NULL;
     if (!phase || !str(rec, "Node") || str_is(rec, "Name", name) || !strcmp(phase, "pending") ||
         !strcmp(phase, "refused") || !strcmp(phase, "failed")) {
@@ -890,7 +856,7 @@ static int request_migration(vd_daemon *d, const char *name, const char *to, cha
   for (int attempt = 0; attempt < 20; attempt++) {
     int64_t rev;
     vs_error *e = NULL;
-    json_t *rec = get_record(cl, name, &rev, &e);
+    json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
     if (!rec) {
       if (e) {
         outcome_error(o, 503, "cluster store: %s", e->msg);
@@ -935,7 +901,7 @@ static int request_migration(vd_daemon *d, const char *name, const char *to, cha
                                   (json_int_t)time(NULL) + MIGRATE_EXPIRES_S));
     free(now);
     bool ok = false;
-    r = put_record(cl, name, rec, rev, &ok, &e);
+    r = vd_guest_record_put(cl, name, rec, rev, &ok, &e);
     json_decref(rec);
     if (r < 0) {
       free(*id);
@@ -962,7 +928,7 @@ static void await_migration(vd_cluster *cl, const char *name, const char *id, mi
   for (time_t end = time(NULL) + MIGRATE_WAIT_S; time(NULL) < end;) {
     int64_t rev;
     vs_error *e = NULL;
-    json_t *rec = get_record(cl, name, &rev, &e);
+    json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
     if (!rec) {
       if (e)
         outcome_error(o, 503, "cluster store: %s", e->msg);
@@ -1088,7 +1054,7 @@ void vd_h_node_drain(vd_call *c) {
   }
   json_t *moving = json_array(), *stayed = json_array();
   for (size_t i = 0; i < r.n; i++) {
-    json_t *rec = kv_json(&r.kvs[i]);
+    json_t *rec = vd_guest_record_of(&r.kvs[i]);
     if (rec && str_is(rec, "Node", c->arg) && str(rec, "Name")) {
       if (str_is(rec, "Kind", "vm") && str_is(rec, "Phase", "running"))
         json_array_append_new(moving, json_string(str(rec, "Name")));

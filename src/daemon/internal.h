@@ -387,6 +387,17 @@ void vd_h_node_uncordon(vd_call *c);
 void vd_h_node_drain(vd_call *c);
 void vd_h_node_labels(vd_call *c);
 void vd_h_node_delete(vd_call *c);
+/* cluster_guests.c: a guest's record under /vessel/guests/NAME, shared by the scheduler, the
+ * reconciler, the migrator and HA. The record a range entry holds (NULL when it is not a JSON
+ * object); one record and its revision (NULL without an error when there is none, with one when
+ * it is no JSON object); rec written over the record at revision rev (0: only if there is none),
+ * *ok false when someone wrote first; a wait of ms on the cluster's condition, true when the
+ * cluster stops. */
+json_t *vd_guest_record_of(const vc_kv *kv);
+json_t *vd_guest_record_get(vd_cluster *cl, const char *name, int64_t *rev, vs_error **err);
+int vd_guest_record_put(vd_cluster *cl, const char *name, json_t *rec, int64_t rev, bool *ok,
+                        vs_error **err);
+bool vd_cluster_sleep(vd_cluster *cl, int ms);
 /* cluster_migrate.c: live migration between nodes, drain (docs/cluster.md) */
 int vd_cluster_start_migrator(vd_daemon *d, vs_error **err);
 /* Whether the record's guest is on its way to node (its VM there must stay). */

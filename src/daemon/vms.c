@@ -405,6 +405,28 @@ static int open_console_files(const vd_vm *vm, int *in, int *out, int *log, vs_e
  * stream, or it left in one that ended; either way no other VMM may start from its disks. */
 static bool vm_migrating(const vd_vm *vm) { return json_object_get(vm->rec, "Migrating") != NULL; }
 
+/* A VMM process now runs the VM: its pid and start time, kept in vmm.json (how a restarted
+ * daemon finds it again); cgroup (taken) is the cgroup it runs in, NULL when none of its own. */
+static int vm_note_started_locked(vd_vm *vm, pid_t pid, bool paused, json_t *cgroup,
+                                  vs_error **err) {
+  vm->pid = pid;
+  vm->pid_start = vd_pid_start_time(pid);
+  vm->paused = paused;
+  vm->stopping = false;
+  free(vm->started_at);
+  vm->started_at = vd_now();
+  free(vm->finished_at);
+  vm->finished_at = NULL;
+  free(vm->error);
+  vm->error = NULL;
+  json_t *m = json_pack("{s:i, s:I, s:s, s:o*}", "Pid", (int)pid, "StartTime",
+                        (json_int_t)vm->pid_start, "StartedAt", vm->started_at, "Cgroup", cgroup);
+  _cleanup_free_ char *mpath = vs_asprintf("%s/vmm.json", vm->dir);
+  int r = vs_json_write_file(mpath, m, 0600, err);
+  json_decref(m);
+  return r;
+}
+
 /* Start the VM's VMM and wait until it serves its control socket (worker). */
 int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   if (vm_migrating(vm))
@@ -476,21 +498,7 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
       json_object_set_new(vm->rec, "DiskPath", json_stringn(spec, strcspn(spec, ",")));
     json_decref(info);
   }
-  vm->pid = pid;
-  vm->pid_start = vd_pid_start_time(pid);
-  vm->paused = false;
-  vm->stopping = false;
-  free(vm->started_at);
-  vm->started_at = vd_now();
-  free(vm->finished_at);
-  vm->finished_at = NULL;
-  free(vm->error);
-  vm->error = NULL;
-  json_t *m = json_pack("{s:i, s:I, s:s, s:o*}", "Pid", (int)pid, "StartTime",
-                        (json_int_t)vm->pid_start, "StartedAt", vm->started_at, "Cgroup", cgroup);
-  _cleanup_free_ char *mpath = vs_asprintf("%s/vmm.json", vm->dir);
-  r = vs_json_write_file(mpath, m, 0600, err);
-  json_decref(m);
+  r = vm_note_started_locked(vm, pid, false, cgroup, err);
   json_object_del(vm->rec, "FinishedAt");
   json_object_del(vm->rec, "Error");
   json_object_set_new(vm->rec, "ExitCode", json_integer(0));
@@ -556,21 +564,7 @@ int vd_vm_start_incoming(vd_daemon *d, vd_vm *vm, int listen_fd, vs_error **err)
   }
   vd_vms *t = d->vms;
   pthread_mutex_lock(&t->lock);
-  vm->pid = pid;
-  vm->pid_start = vd_pid_start_time(pid);
-  vm->paused = true; /* it starts paused, once the stream is in */
-  vm->stopping = false;
-  free(vm->started_at);
-  vm->started_at = vd_now();
-  free(vm->finished_at);
-  vm->finished_at = NULL;
-  free(vm->error);
-  vm->error = NULL;
-  json_t *m = json_pack("{s:i, s:I, s:s, s:o*}", "Pid", (int)pid, "StartTime",
-                        (json_int_t)vm->pid_start, "StartedAt", vm->started_at, "Cgroup", cgroup);
-  _cleanup_free_ char *mpath = vs_asprintf("%s/vmm.json", vm->dir);
-  r = vs_json_write_file(mpath, m, 0600, err);
-  json_decref(m);
+  r = vm_note_started_locked(vm, pid, true, cgroup, err); /* paused until the stream is in */
   if (r == 0)
     r = vd_vm_save(vm, err);
   if (r == 0)
