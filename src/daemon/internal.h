@@ -626,7 +626,12 @@ void vd_h_vm_snapshot(vd_call *c);
 void vd_h_vm_restore(vd_call *c);
 void vd_h_vm_clone(vd_call *c);
 void vd_h_vm_stats(vd_call *c);
-void vd_h_host_stats(vd_call *c);   /* stats.c: GET /vessel/v1/host/stats */
+void vd_h_host_stats(vd_call *c); /* stats.c: GET /vessel/v1/host/stats */
+/* stats.c: turn the call into a stream of statistics objects, one per tick of a timer armed
+ * with its (on the daemon's loop; the connection's stats fields say what is sampled); -1 after
+ * answering 500 (what names the stream in the message). */
+struct itimerspec;
+int vd_stats_stream_arm(vd_call *c, const struct itimerspec *its, const char *what);
 void vd_h_web_password(vd_call *c); /* web_auth.c: POST /vessel/v1/web/password */
 /* pools.c: resource pools (/vessel/v1/pools) */
 #define VD_POOL_LABEL "vessel.pool" /* docker run --label vessel.pool=NAME */
@@ -773,6 +778,10 @@ void vd_net_teardown_later(vd_daemon *d, vd_container *c);
 /* links.c: Docker's legacy --link variables into the spec's process.env, at every start after
  * vd_net_setup (both containers on the default bridge, as dockerd). */
 int vd_links_env(vd_daemon *d, vd_container *c, vs_error **err);
+/* links.c: a link as HostConfig.Links holds it ("/name:/me/alias", as dockerd stores it, or
+ * "name[:alias]"): the linked container's name (allocated) and *alias, inside it (the name when
+ * there is no alias); either may be empty, which the caller refuses. */
+char *vd_link_split(const char *spec, const char **alias);
 json_t *vd_net_settings(const vd_container *c);
 json_t *vd_net_summary_ports(const vd_container *c);
 json_t *vd_net_summary_networks(const vd_container *c);

@@ -131,16 +131,22 @@ static json_t *link_target(vd_daemon *d, vd_container *self, const char *name) {
   return t;
 }
 
-/* The variables of one link (spec "/name:/me/alias" as dockerd stores it, or "name[:alias]"). */
-static void link_vars(vd_daemon *d, vd_container *c, const char *spec, json_t *env) {
-  _cleanup_free_ char *name = vs_strdup(spec[0] == '/' ? spec + 1 : spec);
+char *vd_link_split(const char *spec, const char **alias) {
+  char *name = vs_strdup(spec[0] == '/' ? spec + 1 : spec);
   char *colon = strchr(name, ':');
-  const char *alias = name;
+  *alias = name;
   if (colon) {
     *colon = '\0';
     const char *slash = strrchr(colon + 1, '/');
-    alias = slash ? slash + 1 : colon + 1;
+    *alias = slash ? slash + 1 : colon + 1;
   }
+  return name;
+}
+
+/* The variables of one link (spec "/name:/me/alias" as dockerd stores it, or "name[:alias]"). */
+static void link_vars(vd_daemon *d, vd_container *c, const char *spec, json_t *env) {
+  const char *alias;
+  _cleanup_free_ char *name = vd_link_split(spec, &alias);
   if (!*name || !*alias)
     return; /* the start's /etc/hosts step refuses it with a message */
   _cleanup_json_ json_t *t = link_target(d, c, name);

@@ -1140,7 +1140,7 @@ static char *user_network_resolv_conf(json_t *host_config, const char *gateway) 
  * on a network both are on, under the alias and its name, in this container's /etc/hosts (what
  * Docker writes on the default bridge; on user networks resolvers read /etc/hosts before asking
  * the network's server, so the alias works there too, for this container only, as Docker's).
- * The linked container must be running. Docker's link environment variables are not set. */
+ * The linked container must be running. Docker's link environment variables: links.c. */
 static char *link_hosts_lines(vd_daemon *d, vd_container *c, json_t *net, vs_error **err) {
   _cleanup_free_ char *out = vs_strdup("");
   size_t i;
@@ -1149,14 +1149,8 @@ static char *link_hosts_lines(vd_daemon *d, vd_container *c, json_t *net, vs_err
     const char *spec = json_string_value(v);
     if (!spec)
       return net_fail(err, EINVAL, "Links[%zu]: not a string", i), NULL;
-    _cleanup_free_ char *name = vs_strdup(spec[0] == '/' ? spec + 1 : spec);
-    char *colon = strchr(name, ':');
-    const char *alias = name;
-    if (colon) {
-      *colon = '\0';
-      const char *slash = strrchr(colon + 1, '/');
-      alias = slash ? slash + 1 : colon + 1;
-    }
+    const char *alias;
+    _cleanup_free_ char *name = vd_link_split(spec, &alias);
     if (!*name || !*alias)
       return net_fail(err, EINVAL, "invalid link \"%s\": expected NAME[:ALIAS]", spec), NULL;
     _cleanup_free_ char *full = vs_asprintf("/%s", name);

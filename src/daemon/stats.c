@@ -169,31 +169,38 @@ static void host_stats_once(vd_call *c) {
   vd_call_json(c, 200, host_sample(prev));
 }
 
-void vd_h_host_stats(vd_call *c) {
-  if (!http_query_bool(c->req->query, "stream", false)) {
-    vd_call_defer(c, host_stats_once);
-    return;
-  }
+int vd_stats_stream_arm(vd_call *c, const struct itimerspec *its, const char *what) {
   vd_conn *conn = c->conn;
   int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-  /* the first object a fifth of a second in (its CPU share needs two samples), then one a second */
-  struct itimerspec its = {.it_value = {.tv_nsec = 200L * 1000 * 1000},
-                           .it_interval = {.tv_sec = 1}};
   vs_error *e = NULL;
   conn->stats_src.kind = VD_SRC_STATS_TIMER;
   conn->stats_src.owner = conn;
-  if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0 ||
+  if (tfd < 0 || timerfd_settime(tfd, 0, its, NULL) < 0 ||
       vd_loop_add(c->d, tfd, EPOLLIN, &conn->stats_src, &e) < 0) {
-    vd_call_error(c, 500, "host stats: cannot arm a timer: %s", e ? e->msg : strerror(errno));
+    vd_call_error(c, 500, "%s: cannot arm a timer: %s", what, e ? e->msg : strerror(errno));
     vs_error_free(e);
     if (tfd >= 0)
       close(tfd);
-    return;
+    return -1;
   }
   c->streamed = true;
   conn->stream = VD_STREAM_STATS;
   conn->stats_timer = tfd;
   conn->stats_ctr = NULL;
+  return 0;
+}
+
+void vd_h_host_stats(vd_call *c) {
+  if (!http_query_bool(c->req->query, "stream", false)) {
+    vd_call_defer(c, host_stats_once);
+    return;
+  }
+  /* the first object a fifth of a second in (its CPU share needs two samples), then one a second */
+  struct itimerspec its = {.it_value = {.tv_nsec = 200L * 1000 * 1000},
+                           .it_interval = {.tv_sec = 1}};
+  if (vd_stats_stream_arm(c, &its, "host stats") < 0)
+    return;
+  vd_conn *conn = c->conn;
   conn->host_prev_cpu[0] = conn->host_prev_cpu[1] = 0;
   json_decref(host_sample(conn->host_prev_cpu));
   vd_conn_stream_begin(conn, 200, "application/json");

@@ -795,24 +795,10 @@ void vd_h_vm_stats(vd_call *c) {
     vd_call_error(c, 409, "VM %s is not running", vm->name);
     return;
   }
-  vd_conn *conn = c->conn;
-  int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
   struct itimerspec its = {.it_value = {.tv_sec = 1}, .it_interval = {.tv_sec = 1}};
-  vs_error *e = NULL;
-  conn->stats_src.kind = VD_SRC_STATS_TIMER;
-  conn->stats_src.owner = conn;
-  if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0 ||
-      vd_loop_add(c->d, tfd, EPOLLIN, &conn->stats_src, &e) < 0) {
-    vd_call_error(c, 500, "VM stats: cannot arm a timer: %s", e ? e->msg : strerror(errno));
-    vs_error_free(e);
-    if (tfd >= 0)
-      close(tfd);
+  if (vd_stats_stream_arm(c, &its, "VM stats") < 0)
     return;
-  }
-  c->streamed = true;
-  conn->stream = VD_STREAM_STATS;
-  conn->stats_timer = tfd;
-  conn->stats_ctr = NULL;
+  vd_conn *conn = c->conn;
   conn->stats_vm = vm;
   vd_conn_stream_begin(conn, 200, "application/json");
   vd_vm_stats_tick(conn); /* the first sample now */
