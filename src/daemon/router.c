@@ -38,7 +38,9 @@ static const vd_route routes[] = {
     {"GET", "/containers/{}/logs", vd_h_container_logs, VD_RUN_LOOP, false},
     {"POST", "/containers/{}/restart", vd_h_container_restart, VD_RUN_WORKER, false},
     {"POST", "/containers/{}/pause", vd_h_container_pause, VD_RUN_WORKER, false},
-    {"POST", "/containers/{}/resize", vd_h_container_resize, VD_RUN_WORKER, false},
+    /* on the loop, so that resizes are applied in the order they came (on workers a burst of
+     * them raced and an earlier size could land last); a local connect and a 9-byte write */
+    {"POST", "/containers/{}/resize", vd_h_container_resize, VD_RUN_LOOP, false},
     {"POST", "/containers/{}/unpause", vd_h_container_unpause, VD_RUN_WORKER, false},
     {"DELETE", "/containers/{}", vd_h_container_delete, VD_RUN_WORKER, false},
     {"POST", "/containers/{}/exec", vd_h_exec_create, VD_RUN_LOOP, false},
