@@ -36,6 +36,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -233,6 +234,24 @@ static void fencer_say(const char *what) {
   (void)!write(2, "\n", 1);
 }
 
+/* One connection to the fencer's socket: whether it is a vesseld of this node (same user)
+ * asking it to stand down. A peer that connects and sends nothing is given 200 ms: the fencer
+ * must be back at its deadline, whoever holds a connection open. */
+static bool stand_down_asked(int lfd) {
+  int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  if (c < 0)
+    return false;
+  struct ucred cred;
+  socklen_t cl = sizeof(cred);
+  struct timeval patience = {.tv_sec = 0, .tv_usec = 200000};
+  fence_msg m;
+  bool asked = getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0 && cred.uid == getuid() &&
+               setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience)) == 0 &&
+               read(c, &m, sizeof(m)) == (ssize_t)sizeof(m) && m.stand_down;
+  close(c);
+  return asked;
+}
+
 /* The fencer's loop (a forked child: async-signal-safe calls only). sock: from vesseld. */
 static _Noreturn void fencer_main(int sock, const struct sockaddr_un *addr, socklen_t alen,
                                   int64_t deadline) {
@@ -300,19 +319,9 @@ static _Noreturn void fencer_main(int sock, const struct sockaddr_un *addr, sock
         deadline = m.deadline_ms;
       }
     }
-    if (lfd >= 0 && (p[1].revents & POLLIN)) {
-      int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-      struct ucred cred;
-      socklen_t cl = sizeof(cred);
-      fence_msg m;
-      if (c >= 0 && getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0 &&
-          cred.uid == getuid() && read(c, &m, sizeof(m)) == (ssize_t)sizeof(m) && m.stand_down &&
-          !parent) {
-        fencer_say("a new vesseld holds the node's lease: standing down");
-        _exit(0);
-      }
-      if (c >= 0)
-        close(c);
+    if (lfd >= 0 && (p[1].revents & POLLIN) && stand_down_asked(lfd) && !parent) {
+      fencer_say("a new vesseld holds the node's lease: standing down");
+      _exit(0);
     }
   }
 }

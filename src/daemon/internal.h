@@ -824,7 +824,9 @@ char *vd_log_rotated_path(const char *path, unsigned i);
 int vd_log_rotate(const char *path, unsigned max_files, bool compress);
 /* The oldest file of the log, opened for reading (-1 if none). */
 int vd_log_open_oldest(const char *path);
-/* The file after the one fd reads, opened (-1 when fd's is the newest). */
+/* The file after the one fd reads, opened (-1 when fd's is the newest): for a reader at the
+ * end of fd. VD_LOG_UNREAD when fd's file grew since that end (read it first). */
+#define VD_LOG_UNREAD (-2)
 int vd_log_open_next(const char *path, int fd);
 /* Position fd so that its last n lines remain; how many lines remain (fewer: all of them). */
 long long vd_log_fd_seek_tail(int fd, long long n);

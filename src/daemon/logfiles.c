@@ -471,6 +471,12 @@ int vd_log_open_next(const char *path, int fd) {
   /* again under the lock: a rotation (and its compression) may have ended meanwhile */
   if (fstat(fd, &cur) < 0)
     return -1;
+  /* The monitor moves to a new file only after its last write to ours, but that write may
+   * have come after the caller's read found the end: ours is read to its real end (final now
+   * that it is rotated) before the caller moves on. */
+  off_t pos = lseek(fd, 0, SEEK_CUR);
+  if (pos >= 0 && pos < cur.st_size)
+    return VD_LOG_UNREAD;
   unsigned n = rotated_count(path);
   /* files oldest first: .n … .1, then the log itself; ours is found by its inode */
   bool found = false;

@@ -275,6 +275,8 @@ static bool log_next_file(vd_conn *conn) {
   }
   _cleanup_free_ char *path = vd_ctr_log_path(conn->ctr);
   int fd = vd_log_open_next(path, conn->log_fd);
+  if (fd == VD_LOG_UNREAD)
+    return true;
   if (fd < 0)
     return false;
   close(conn->log_fd);

@@ -9,10 +9,12 @@ written by two nodes at once are all kept (compare-and-swap on etcd's revisions 
 order, nothing is lost); a node with a wrong cluster token is refused with a message that says
 so; a vesseld started while etcd is down waits, says so in its log, and joins once etcd is up.
 """
+import hashlib
 import json
 import os
 import pathlib
 import subprocess
+import sys
 import threading
 import time
 
@@ -766,6 +768,20 @@ def test_ha_a_partitioned_node_fences_itself_then_cleans_up(ha):
     wait_for("the guests gone", lambda: not any(local_vms(h) for h in ha.hosts))
 
 
+def silent_fencer_client(h):
+    """A process in h's namespace connected to its fencer's socket, sending nothing."""
+    digest = hashlib.sha256(str(h.vd.data).encode()).hexdigest()[:32]
+    code = ("import socket, sys, time\n"
+            "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+            f"s.connect('\\0vessel-fencer/{digest}')\n"
+            "print('connected', flush=True)\n"
+            "time.sleep(120)\n")
+    p = subprocess.Popen(["nsenter", f"--net={h.ns}", sys.executable, "-c", code],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "connected"
+    return p
+
+
 def test_ha_the_fencer_outlives_vesseld(ha):
     """Guests outlive vesseld, so its fencer process does too: kill -9 of n1's vesseld
     restarted at once leaves its guest running (the new vesseld holds a lease and tells the old
@@ -780,6 +796,9 @@ def test_ha_the_fencer_outlives_vesseld(ha):
     assert alive(pid) and local_vms(h1)["fe1"]["Pid"] == pid
     assert "told the fencer of the previous vesseld to stand down" in h1.vd.log_text()
     h1.vd.kill9()
+    # a root client that connects to the fencer and sends nothing must not hold it past its
+    # deadline (it used to block in read, and the guest then ran on two nodes at once)
+    silent = silent_fencer_client(h1)
     twice = []
 
     def moved():
@@ -796,6 +815,8 @@ def test_ha_the_fencer_outlives_vesseld(ha):
         assert "killed its VMMs of the cluster" in h1.vd.log_text()
         check_runs_once(ha, g, "fe1", [h2, h3])
     finally:
+        silent.kill()
+        silent.wait()
         h1.vd.start()
     wait_for("n1's copy removed", lambda: "fe1" not in local_vms(h1), timeout=30)
     h3.vessel("vm", "rm", "-f", "fe1")
