@@ -542,6 +542,48 @@ static void make_local(vd_daemon *d, json_t *rec, int64_t rev) {
   json_decref(next);
 }
 
+/* The Phase a record of this node's VM should have: running while the user wants it to run
+ * (started, not stopped or killed by a request since: a VMM that died still wants to run, and
+ * HA restarts it elsewhere if the node goes), created once stopped by a request. NULL: as it is. */
+static const char *wanted_phase(vd_vms *t, const char *name) {
+  pthread_mutex_lock(&t->lock);
+  const vd_vm *vm = vd_vm_find_locked(t, name);
+  const char *phase = !vm ? NULL : vm->manual_stop ? "created" : vm->pid > 0 ? "running" : NULL;
+  pthread_mutex_unlock(&t->lock);
+  return phase;
+}
+
+/* A start or stop of the VM on this node, by a request to this node, written back to the record
+ * (the cluster's desired state follows the user; HA acts on it). */
+static void sync_phase(vd_daemon *d, const json_t *rec, int64_t rev) {
+  const char *name = str(rec, "Name");
+  const char *want = wanted_phase(d->vms, name);
+  if (!want || !strcmp(want, str(rec, "Phase")))
+    return;
+  json_t *next = json_deep_copy(rec);
+  json_object_set_new(next, "Phase", json_string(want));
+  json_object_set_new(next, "Start", json_boolean(!strcmp(want, "running")));
+  vs_error *e = NULL;
+  bool ok = false;
+  if (vd_guest_record_put(&d->cluster, name, next, rev, &ok, &e) < 0 || !ok)
+    vs_log_debug("cluster: recording VM %s as %s: %s", name, want,
+                 e ? e->msg : "changed meanwhile");
+  else
+    vs_log_info("cluster: VM %s is %s on this node", name, want);
+  vs_error_free(e);
+  json_decref(next);
+}
+
+void vd_cluster_note_local_change(vd_daemon *d) {
+  vd_cluster *cl = &d->cluster;
+  if (!cl->enabled)
+    return;
+  pthread_mutex_lock(&cl->lock);
+  cl->reconcile_dirty = true;
+  pthread_cond_broadcast(&cl->guests_cond);
+  pthread_mutex_unlock(&cl->lock);
+}
+
 /* VMs this node made for the cluster whose record is gone or placed elsewhere: removed. The disk
  * on shared storage goes with a guest that is gone, not with one that another node runs now. */
 static void remove_orphans(vd_daemon *d, json_t *mine, json_t *all) {
@@ -609,6 +651,8 @@ static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
     if (!strcmp(phase, "placed") ||
         ((!strcmp(phase, "created") || !strcmp(phase, "running")) && !have))
       make_local(d, rec, r.kvs[i].mod_revision);
+    else if (have && !vd_cluster_migration_in_progress(rec))
+      sync_phase(d, rec, r.kvs[i].mod_revision);
     json_decref(rec);
   }
   remove_orphans(d, mine, all);

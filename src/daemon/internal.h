@@ -358,6 +358,8 @@ int vd_cluster_join(vd_daemon *d, vs_error **err);
 /* Start the lease keeper, the scheduler and the reconciler (after the workers). */
 int vd_cluster_start(vd_daemon *d, vs_error **err);
 int vd_cluster_start_guests(vd_daemon *d, vs_error **err); /* cluster_guests.c */
+/* A VM of the cluster was started or stopped here by a request: its record follows (soon). */
+void vd_cluster_note_local_change(vd_daemon *d);
 void vd_cluster_free(vd_daemon *d);
 json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
 int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t *spec, void *arg),

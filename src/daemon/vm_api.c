@@ -223,6 +223,7 @@ void vd_h_vm_start(vd_call *c) {
     vd_call_error(c, 500, "start VM %s: %s", vm->name, e->msg);
   else
     vd_call_status(c, 204);
+  vd_cluster_note_local_change(c->d);
   vs_error_free(e);
   vm_release(c->d->vms, vm);
 }
@@ -257,6 +258,7 @@ void vd_h_vm_stop(vd_call *c) {
     vd_call_fail(c, e);
   else
     vd_call_status(c, 204);
+  vd_cluster_note_local_change(c->d);
   vs_error_free(e);
   vm_release(c->d->vms, vm);
 }
@@ -320,6 +322,7 @@ void vd_h_vm_kill(vd_call *c) {
       vd_vm_wait_stopped(c->d->vms, vm, 10000);
     vd_event_emit(c->d, "vm", "kill", vm->id, vd_vm_event_attrs(vm));
     vd_call_status(c, 204);
+    vd_cluster_note_local_change(c->d);
   }
   vm_release(c->d->vms, vm);
 }

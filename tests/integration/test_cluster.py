@@ -627,9 +627,9 @@ def guests(host):
     return {g["Name"]: g for g in body}
 
 
-def ha_create(c, host, name, *opts):
+def ha_create(c, host, name, *opts, start=True):
     r = host.vessel("vm", "create", name, "--cpus", "1", "--memory", "32M", "--kernel",
-                    str(c.kernel), "--disk-size", "16M", "--start", *opts)
+                    str(c.kernel), "--disk-size", "16M", *(["--start"] if start else []), *opts)
     # the disk's directory as etcd records it once the guest is made: a failover adopts it
     def disk_dir():
         out = host.etcdctl("get", "--print-value-only", f"/vessel/guests/{name}").stdout
@@ -721,6 +721,33 @@ def test_ha_restarts_the_guests_of_a_dead_node_elsewhere_once(ha):
         h1.vessel("vm", "rm", "-f", n)
     wait_for("the guests gone", lambda: not any(local_vms(h) for h in ha.hosts))
     assert not any(os.path.exists(disk_of(ha, n)) for n in names + ["plain"])
+
+
+def test_ha_follows_starts_and_stops_made_on_the_node(ha):
+    """A guest created stopped and started later by a request to its node is one HA must
+    restart: the node writes the start back to the guest's record (Phase running), and a stop
+    by a request back again (Phase created: a stopped guest stays stopped when its node dies)."""
+    h1, h2, h3 = ha.hosts
+    ha_create(ha, h1, "late", "--node", "n2", "--restart", "always", start=False)
+
+    def phase(want):
+        def check():
+            out = h3.etcdctl("get", "--print-value-only", "/vessel/guests/late").stdout
+            rec = json.loads(out)
+            return rec["Phase"] == want and guests(h3)["late"]["Phase"] == want and rec
+
+        return wait_for(f"late's record {want}", check, timeout=30, step=0.2)
+
+    phase("created")
+    h2.vessel("vm", "start", "late")
+    rec = phase("running")
+    assert rec["Node"] == "n2" and rec.get("Start") is True, rec
+    assert "VM late is running on this node" in h2.vd.log_text()
+    h2.vessel("vm", "stop", "-t", "1", "late")
+    rec = phase("created")
+    assert rec.get("Start") is False, rec
+    h1.vessel("vm", "rm", "-f", "late")
+    wait_for("late gone", lambda: not any(local_vms(h) for h in ha.hosts))
 
 
 def test_ha_a_partitioned_node_fences_itself_then_cleans_up(ha):
