@@ -392,6 +392,8 @@ typedef struct block_ctx {
   unsigned n_slow;
   /* Instructions translated otherwise than by their template (plan_rotates, plan_dead). */
   struct plan {
+    uint8_t kind; /* rv_fast_kind of the instruction's handler */
+    bool alu;     /* an ALU operation of alu_ops[] (no fault, no call) */
     uint8_t what; /* PLAN_EMIT, PLAN_SKIP (nothing sees the result), PLAN_ROR (an or) */
     uint8_t bits, amount, src; /* PLAN_ROR: rd = x[src] rotated right by amount, in bits */
   } plan[RV_BLOCK_MAX];
@@ -805,10 +807,10 @@ static unsigned insn_writes(const rv_insn *d, uint8_t kind) { return is_store(ki
 
 /* The instruction before index k that last wrote guest register r, or -1 if that is not known: a
  * call (which may write anything) or a folded jump comes first. */
-static int last_write(const rv_insn *first, unsigned k, unsigned r) {
+static int last_write(const rv_insn *first, const struct plan *plan, unsigned k, unsigned r) {
   for (unsigned j = k; j-- > 0;) {
-    uint8_t kind = rv_fast_kind(first[j].fn);
-    if (first[j].fn == op_jal || (!is_load(kind) && !is_store(kind) && !alu_desc(kind)))
+    uint8_t kind = plan[j].kind;
+    if (!plan[j].alu && !is_load(kind) && !is_store(kind))
       return -1;
     if (insn_writes(&first[j], kind) == r)
       return (int)j;
@@ -823,12 +825,12 @@ static int last_write(const rv_insn *first, unsigned k, unsigned r) {
 static void plan_rotates(const rv_insn *first, unsigned n, struct plan *plan) {
   for (unsigned k = 0; k + 1 < n; k++) {
     const rv_insn *d = &first[k];
-    if (rv_fast_kind(d->fn) != RV_FAST_or || !d->rd || !d->rs1 || !d->rs2 || d->rs1 == d->rs2)
+    if (plan[k].kind != RV_FAST_or || !d->rd || !d->rs1 || !d->rs2 || d->rs1 == d->rs2)
       continue;
-    int a = last_write(first, k, d->rs1), b = last_write(first, k, d->rs2);
+    int a = last_write(first, plan, k, d->rs1), b = last_write(first, plan, k, d->rs2);
     if (a < 0 || b < 0)
       continue;
-    uint8_t ka = rv_fast_kind(first[a].fn), kb = rv_fast_kind(first[b].fn);
+    uint8_t ka = plan[a].kind, kb = plan[b].kind;
     bool a_left = ka == RV_FAST_slli || ka == RV_FAST_slliw;
     const rv_insn *shl = &first[a_left ? a : b], *shr = &first[a_left ? b : a];
     uint8_t kl = a_left ? ka : kb, kr = a_left ? kb : ka;
@@ -841,10 +843,13 @@ static void plan_rotates(const rv_insn *first, unsigned n, struct plan *plan) {
       continue;
     bool changed = false; /* x written from the first shift on (by a shift itself too) */
     for (unsigned j = (unsigned)(a < b ? a : b); j < k; j++)
-      changed |= insn_writes(&first[j], rv_fast_kind(first[j].fn)) == x;
-    if (!changed)
-      plan[k] = (struct plan){
-          .what = PLAN_ROR, .bits = (uint8_t)bits, .amount = (uint8_t)right, .src = (uint8_t)x};
+      changed |= insn_writes(&first[j], plan[j].kind) == x;
+    if (!changed) {
+      plan[k].what = PLAN_ROR;
+      plan[k].bits = (uint8_t)bits;
+      plan[k].amount = (uint8_t)right;
+      plan[k].src = (uint8_t)x;
+    }
   }
 }
 
@@ -858,7 +863,7 @@ static bool reg_read_later(unsigned r, const rv_insn *first, unsigned from, unsi
     const rv_insn *d = &first[j];
     if (plan[j].what == PLAN_SKIP)
       continue;
-    if (d->fn == op_jal || alu_desc(rv_fast_kind(d->fn)) == NULL)
+    if (!plan[j].alu)
       return true;
     if (plan[j].what == PLAN_ROR ? plan[j].src == r : d->rs1 == r || d->rs2 == r)
       return true;
@@ -868,13 +873,20 @@ static bool reg_read_later(unsigned r, const rv_insn *first, unsigned from, unsi
   return true;
 }
 
+/* What plan_rotates and plan_dead need to know of each instruction (looked up once). */
+static void plan_kinds(const rv_insn *first, unsigned n, struct plan *plan) {
+  for (unsigned i = 0; i < n; i++) {
+    plan[i].kind = rv_fast_kind(first[i].fn);
+    plan[i].alu = first[i].fn != op_jal && alu_desc(plan[i].kind) != NULL;
+  }
+}
+
 /* ALU instructions whose result nothing can see (the shifts of a planned ror, mostly) are not
  * translated. Backwards, so that a result read only by a dropped instruction is dropped too. */
 static void plan_dead(const rv_insn *first, unsigned n, struct plan *plan) {
   for (unsigned i = n - 1; i-- > 0;) {
     const rv_insn *d = &first[i];
-    if (d->fn != op_jal && d->rd && alu_desc(rv_fast_kind(d->fn)) != NULL &&
-        !reg_read_later(d->rd, first, i + 1, n, plan))
+    if (plan[i].alu && d->rd && !reg_read_later(d->rd, first, i + 1, n, plan))
       plan[i].what = PLAN_SKIP;
   }
 }
@@ -1228,6 +1240,7 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
   emit_prologue(&c);
   patch(&c.e, c.e.chain_go, c.e.p);
   choose_cached(&c.e, first, n);
+  plan_kinds(first, n, c.plan);
   plan_rotates(first, n, c.plan);
   plan_dead(first, n, c.plan);
   c.loops = branches_to_start(first, n);
