@@ -853,41 +853,36 @@ static void plan_rotates(const rv_insn *first, unsigned n, struct plan *plan) {
   }
 }
 
-/* Whether the block may still read guest register r after instruction index `from` - 1: false
- * only when an inline ALU instruction (which cannot fault or call) overwrites r before any
- * instruction reads it (its rs1 or rs2 field, used or not; a planned ror reads its source only),
- * faults, calls into C or leaves. Instruction n - 1 (the last) leaves. */
-static bool reg_read_later(unsigned r, const rv_insn *first, unsigned from, unsigned n,
-                           const struct plan *plan) {
-  for (unsigned j = from; j + 1 < n; j++) {
-    const rv_insn *d = &first[j];
-    if (plan[j].what == PLAN_SKIP)
-      continue;
-    if (!plan[j].alu)
-      return true;
-    if (plan[j].what == PLAN_ROR ? plan[j].src == r : d->rs1 == r || d->rs2 == r)
-      return true;
-    if (d->rd == r)
-      return false;
-  }
-  return true;
-}
-
 /* What plan_rotates and plan_dead need to know of each instruction (looked up once). */
 static void plan_kinds(const rv_insn *first, unsigned n, struct plan *plan) {
   for (unsigned i = 0; i < n; i++) {
-    plan[i].kind = rv_fast_kind(first[i].fn);
+    /* the decoder's dispatch kind is the handler's, except for a block's last instruction and
+     * an inline operation into x0 (both dispatched otherwise) */
+    uint8_t fast = first[i].fast;
+    plan[i].kind = fast != RV_FAST_CALL && fast < RV_FAST_COUNT ? fast : rv_fast_kind(first[i].fn);
     plan[i].alu = first[i].fn != op_jal && alu_desc(plan[i].kind) != NULL;
   }
 }
 
 /* ALU instructions whose result nothing can see (the shifts of a planned ror, mostly) are not
- * translated. Backwards, so that a result read only by a dropped instruction is dropped too. */
+ * translated: another ALU instruction (which cannot fault or call) overwrites it before any
+ * instruction reads it (its rs1 or rs2 field, used or not; a planned ror reads its source only),
+ * faults, calls into C or leaves. One pass backwards over the registers whose value may still be
+ * seen: all of them at the last instruction and before anything but an ALU instruction. */
 static void plan_dead(const rv_insn *first, unsigned n, struct plan *plan) {
+  uint32_t seen = UINT32_MAX;
   for (unsigned i = n - 1; i-- > 0;) {
     const rv_insn *d = &first[i];
-    if (plan[i].alu && d->rd && !reg_read_later(d->rd, first, i + 1, n, plan))
+    if (!plan[i].alu) {
+      seen = UINT32_MAX;
+      continue;
+    }
+    if (d->rd && !(seen & (1U << d->rd))) {
       plan[i].what = PLAN_SKIP;
+      continue;
+    }
+    seen &= ~(1U << d->rd);
+    seen |= plan[i].what == PLAN_ROR ? 1U << plan[i].src : (1U << d->rs1) | (1U << d->rs2);
   }
 }
 
