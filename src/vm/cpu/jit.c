@@ -661,6 +661,11 @@ static const struct alu_op_desc {
     {RV_FAST_lui, ALU_LUI, 0, 0, 0, 1},
 };
 
+/* alu_ops covers RV_ALU_I_OPS and RV_ALU_R_OPS, the last kinds before RV_FAST_COUNT (plan_kinds
+ * tells them by their range) */
+_Static_assert(sizeof(alu_ops) / sizeof(alu_ops[0]) == RV_FAST_COUNT - RV_FAST_addi,
+               "every ALU kind has an x86 form");
+
 static const struct alu_op_desc *alu_desc(uint8_t fast) {
   for (size_t i = 0; i < sizeof(alu_ops) / sizeof(alu_ops[0]); i++)
     if (alu_ops[i].fast == fast)
@@ -860,7 +865,7 @@ static void plan_kinds(const rv_insn *first, unsigned n, struct plan *plan) {
      * an inline operation into x0 (both dispatched otherwise) */
     uint8_t fast = first[i].fast;
     plan[i].kind = fast != RV_FAST_CALL && fast < RV_FAST_COUNT ? fast : rv_fast_kind(first[i].fn);
-    plan[i].alu = first[i].fn != op_jal && alu_desc(plan[i].kind) != NULL;
+    plan[i].alu = plan[i].kind >= RV_FAST_addi && plan[i].kind < RV_FAST_COUNT;
   }
 }
 
