@@ -1094,56 +1094,6 @@ TEST(encoders_match_the_decoder) {
   CHECK_U64(rv_expand_compressed(c_j(-1366)), 0xaabff06f);          /* c.j -1366 */
 }
 
-TEST(self_modifying_code_is_seen_by_both_engines) {
-  /* A store rewrites (1) an instruction ahead in its own block and (2) an instruction of a loop
-   * body that already ran; both engines must run the new instructions. */
-  diff_ctx c = diff_open("smc", 0);
-  program *p = c.prog;
-  memset(p, 0, sizeof(*p));
-  gen g = {.rng = 1, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
-  p->kind = KIND_M;
-  put_handler(&g, false);
-  g.at = PAGE_CODE * 4096ULL;
-  p->entry = pc_of(&g, g.at);
-  uint32_t addi5 = enc_i(5, 5, 0, 5, 0x13); /* addi x5, x5, 5 */
-  put_li32(&g, 6, addi5);
-  put32(&g, enc_u(0, 7, 0x17));            /* auipc x7, 0 */
-  put32(&g, enc_s(12, 6, 7, 2, 0x23));     /* sw x6, 12(x7): two instructions ahead */
-  put32(&g, enc_i(1, 5, 0, 5, 0x13));      /* addi x5, x5, 1 (runs) */
-  put32(&g, enc_i(100, 5, 0, 5, 0x13));    /* replaced by addi x5, x5, 5 */
-  put32(&g, enc_i(3, 0, 0, R_LOOP, 0x13)); /* x27 = 3 */
-  uint64_t top = g.at;
-  put32(&g, enc_i(1000, 8, 0, 8, 0x13)); /* x8 += 1000, then += 5 after the first pass */
-  put32(&g, enc_b(8, 0, 0, 0));          /* beq x0, x0, +8: a block of its own above */
-  put_raw32(&g, 0);
-  put_li32(&g, 6, enc_i(5, 8, 0, 8, 0x13)); /* addi x8, x8, 5 */
-  put32(&g, enc_u(0, 7, 0x17));
-  put32(&g, enc_s((int32_t)(top - (g.at - 4)), 6, 7, 2, 0x23));
-  put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
-  put32(&g, enc_b((int32_t)(top - g.at), R_LOOP, 0, 1));
-  put_jump_to(&g, PAGE_END * 4096ULL);
-  for (unsigned pass = 0; pass < 3; pass++) {
-    static const uint64_t pass_budget[] = {100000, 1, 7};
-    engine_load(c.interp, p);
-    engine_load(c.jit, p);
-    for (int i = 0; i < 200 && !(c.interp->hart.wfi && c.jit->hart.wfi); i++) {
-      uint64_t ra = rv_hart_run(&c.interp->hart, pass_budget[pass]);
-      uint64_t rb = rv_hart_run(&c.jit->hart, pass_budget[pass]);
-      CHECK_EQ(ra, rb);
-      char buf[256];
-      const char *d = engine_diff(c.interp, c.jit, buf, sizeof(buf));
-      if (d)
-        TAP_FAIL("pass %u step %d: %s", pass, i, d);
-    }
-    CHECK(c.jit->hart.wfi);
-    c.programs++;
-    c.finished++;
-    CHECK_U64(c.jit->hart.x[5], 6);            /* 1 + 5, not 1 + 100 */
-    CHECK_U64(c.jit->hart.x[8], 1000 + 5 + 5); /* the rewritten body ran twice */
-  }
-  diff_close(&c);
-}
-
 static uint64_t sx32(uint64_t v) { return (uint64_t)(int64_t)(int32_t)(uint32_t)v; }
 
 TEST(rotates_in_a_loop_that_branches_to_itself) {
@@ -1235,6 +1185,56 @@ TEST(rotates_in_a_loop_that_branches_to_itself) {
     CHECK_U64(stored, mem);
     c.programs++;
     c.finished++;
+  }
+  diff_close(&c);
+}
+
+TEST(self_modifying_code_is_seen_by_both_engines) {
+  /* A store rewrites (1) an instruction ahead in its own block and (2) an instruction of a loop
+   * body that already ran; both engines must run the new instructions. */
+  diff_ctx c = diff_open("smc", 0);
+  program *p = c.prog;
+  memset(p, 0, sizeof(*p));
+  gen g = {.rng = 1, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
+  p->kind = KIND_M;
+  put_handler(&g, false);
+  g.at = PAGE_CODE * 4096ULL;
+  p->entry = pc_of(&g, g.at);
+  uint32_t addi5 = enc_i(5, 5, 0, 5, 0x13); /* addi x5, x5, 5 */
+  put_li32(&g, 6, addi5);
+  put32(&g, enc_u(0, 7, 0x17));            /* auipc x7, 0 */
+  put32(&g, enc_s(12, 6, 7, 2, 0x23));     /* sw x6, 12(x7): two instructions ahead */
+  put32(&g, enc_i(1, 5, 0, 5, 0x13));      /* addi x5, x5, 1 (runs) */
+  put32(&g, enc_i(100, 5, 0, 5, 0x13));    /* replaced by addi x5, x5, 5 */
+  put32(&g, enc_i(3, 0, 0, R_LOOP, 0x13)); /* x27 = 3 */
+  uint64_t top = g.at;
+  put32(&g, enc_i(1000, 8, 0, 8, 0x13)); /* x8 += 1000, then += 5 after the first pass */
+  put32(&g, enc_b(8, 0, 0, 0));          /* beq x0, x0, +8: a block of its own above */
+  put_raw32(&g, 0);
+  put_li32(&g, 6, enc_i(5, 8, 0, 8, 0x13)); /* addi x8, x8, 5 */
+  put32(&g, enc_u(0, 7, 0x17));
+  put32(&g, enc_s((int32_t)(top - (g.at - 4)), 6, 7, 2, 0x23));
+  put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
+  put32(&g, enc_b((int32_t)(top - g.at), R_LOOP, 0, 1));
+  put_jump_to(&g, PAGE_END * 4096ULL);
+  for (unsigned pass = 0; pass < 3; pass++) {
+    static const uint64_t pass_budget[] = {100000, 1, 7};
+    engine_load(c.interp, p);
+    engine_load(c.jit, p);
+    for (int i = 0; i < 200 && !(c.interp->hart.wfi && c.jit->hart.wfi); i++) {
+      uint64_t ra = rv_hart_run(&c.interp->hart, pass_budget[pass]);
+      uint64_t rb = rv_hart_run(&c.jit->hart, pass_budget[pass]);
+      CHECK_EQ(ra, rb);
+      char buf[256];
+      const char *d = engine_diff(c.interp, c.jit, buf, sizeof(buf));
+      if (d)
+        TAP_FAIL("pass %u step %d: %s", pass, i, d);
+    }
+    CHECK(c.jit->hart.wfi);
+    c.programs++;
+    c.finished++;
+    CHECK_U64(c.jit->hart.x[5], 6);            /* 1 + 5, not 1 + 100 */
+    CHECK_U64(c.jit->hart.x[8], 1000 + 5 + 5); /* the rewritten body ran twice */
   }
   diff_close(&c);
 }
