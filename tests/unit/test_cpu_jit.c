@@ -9,9 +9,9 @@
  * misaligned, fault or reach MMIO, loops, jumps between pages, self-modifying code, Sv39 paging
  * in S-mode, the same in VS-mode (V=1: Sv39 over an Sv39x4 G stage, traps to VS, HS and M), runs
  * of instructions on three registers (which the translator keeps in host registers: loads into
- * them through slow paths, handler calls between their uses). A trap handler in the program skips
- * a faulting instruction, so a program goes on after its faults;
- * every program ends in WFI.
+ * them through slow paths, handler calls between their uses), rotates spelled as two shifts and
+ * an or, loops whose body is one block branching to its own start. A trap handler in the program
+ * skips a faulting instruction, so a program goes on after its faults; every program ends in WFI.
  *
  *   JIT_DIFF_SEED=N JIT_DIFF_KIND=m|s|vs|line [JIT_DIFF_WARMUP=runs]  runs one program and prints
  *   its code and each step.
@@ -523,7 +523,26 @@ static void put_hot_run(gen *g) {
   unsigned k = chance(g, 50) ? 3 : 12;
   for (unsigned n = 3 + rnd(g, k == 3 ? 6 : 24); n--;) {
     unsigned rd = hot[rnd(g, k)], a = hot[rnd(g, k)], b = hot[rnd(g, k)];
-    switch (rnd(g, 7)) {
+    switch (rnd(g, 8)) {
+    case 7: { /* rotate rd = a by two shifts (into b and rd) and an or, which the translator
+                 fuses into one ror; sometimes almost a rotate (amounts, registers) */
+      bool word = chance(g, 50);
+      unsigned bits = word ? 32 : 64, right = 1 + rnd(g, bits - 1);
+      unsigned left = chance(g, 85) ? bits - right : rnd(g, bits);
+      uint32_t op = word ? 0x1b : 0x13;
+      uint32_t shl = enc_i((int32_t)left, a, 1, b, op), shr = enc_i((int32_t)right, a, 5, rd, op);
+      bool shl_first = chance(g, 50);
+      put32(g, shl_first ? shl : shr);
+      if (chance(g, 30)) /* between the shifts or after them: may change x or a shift's result */
+        put32(g, rnd_alu32(g, hot[rnd(g, k)]));
+      put32(g, shl_first ? shr : shl);
+      if (chance(g, 30))
+        put32(g, chance(g, 50) ? rnd_alu32(g, hot[rnd(g, k)])
+                               : enc_i(rnd_imm12(g), R_DATA, 2, hot[rnd(g, k)], 0x03));
+      unsigned to = chance(g, 80) ? rd : hot[rnd(g, k)]; /* or into the right shift's register */
+      put32(g, chance(g, 50) ? enc_r(0, b, rd, 6, to, 0x33) : enc_r(0, rd, b, 6, to, 0x33));
+      break;
+    }
     case 5: { /* any inline register-register operation */
       const uint32_t *o = alu_r_inline[rnd(g, sizeof(alu_r_inline) / sizeof(alu_r_inline[0]))];
       put32(g, enc_r(o[0], b, a, o[1], rd, o[2]));
@@ -659,9 +678,14 @@ static void put_loop(gen *g) {
   uint64_t top = g->at;
   g->in_loop = true;
   g->n_loop_alu = 0;
-  for (unsigned n = 1 + rnd(g, 5); n--;) {
-    unsigned k = rnd(g, 10);
-    if (k < 2)
+  /* only hot runs: often one block that branches back to its own start, which the translator
+   * runs as a loop with the registers it keeps in host registers */
+  bool tight = chance(g, 25);
+  for (unsigned n = 1 + rnd(g, tight ? 3 : 5); n--;) {
+    unsigned k = tight ? 9 : rnd(g, 10);
+    if (k == 9)
+      put_hot_run(g);
+    else if (k < 2)
       put_forward_branch(g);
     else if (k < 3)
       put_smc(g, false);
@@ -1068,6 +1092,101 @@ TEST(encoders_match_the_decoder) {
   CHECK_U64(rv_expand_compressed(c_sp(3, 15, 8 * 33)), 0x10813783); /* c.ldsp a5, 264(sp) */
   CHECK_U64(rv_expand_compressed(c_bz(true, 8, 130)), 0x08041163);  /* c.bnez s0, 130 */
   CHECK_U64(rv_expand_compressed(c_j(-1366)), 0xaabff06f);          /* c.j -1366 */
+}
+
+static uint64_t sx32(uint64_t v) { return (uint64_t)(int64_t)(int32_t)(uint32_t)v; }
+
+TEST(rotates_in_a_loop_that_branches_to_itself) {
+  /* sha256's shape: a loop body that is one block branching back to its start (the translator
+   * loops in it with the registers kept in host registers) and rotates spelled as two shifts and
+   * an or (translated as one ror): 32- and 64-bit, either shift first, the shifted temporary dead
+   * or read later (after a load that may fault: it must hold its value there). Both engines
+   * against each other and against the same computation in C, under budgets that end runs inside
+   * the loop. */
+  diff_ctx c = diff_open("rotate loop", 0);
+  program *p = c.prog;
+  enum { ITER = 300 };
+  const uint64_t data = RAM_BASE + PAGE_DATA * 4096ULL;
+  for (unsigned pass = 0; pass < 4; pass++) {
+    static const uint64_t pass_budget[] = {100000, 1, 7, 33};
+    memset(p, 0, sizeof(*p));
+    gen g = {
+        .rng = 1, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
+    p->kind = KIND_M;
+    put_handler(&g, false);
+    g.at = PAGE_CODE * 4096ULL;
+    p->entry = pc_of(&g, g.at);
+    p->x[5] = 0x0123456789abcdefULL;
+    p->x[31] = data;
+    put32(&g, enc_i(ITER, 0, 0, R_LOOP, 0x13));
+    uint64_t top = g.at;
+    put32(&g, enc_i(26, 5, 1, 6, 0x1b));                   /* slliw x6, x5, 26 */
+    put32(&g, enc_i(6, 5, 5, 7, 0x1b));                    /* srliw x7, x5, 6 */
+    put32(&g, enc_r(0, 6, 7, 6, 7, 0x33));                 /* or x7, x7, x6 (x6 dead) */
+    put32(&g, enc_i(13, 5, 1, 6, 0x13));                   /* slli x6, x5, 13 */
+    put32(&g, enc_i(51, 5, 5, 8, 0x13));                   /* srli x8, x5, 51 */
+    put32(&g, enc_r(0, 8, 6, 6, 8, 0x33));                 /* or x8, x6, x8 (x6 read next) */
+    put32(&g, enc_r(0, 6, 9, 0, 9, 0x33));                 /* add x9, x9, x6 */
+    put32(&g, enc_i(11, 8, 5, 18, 0x1b));                  /* srliw x18, x8, 11 */
+    put32(&g, enc_i(21, 8, 1, 19, 0x1b));                  /* slliw x19, x8, 21 */
+    put32(&g, enc_r(0, 18, 19, 6, 18, 0x33));              /* or x18, x19, x18 */
+    put32(&g, enc_i(30, 5, 1, 21, 0x1b));                  /* slliw x21, x5, 30 */
+    put32(&g, enc_i(0, R_DATA, 2, 20, 0x03));              /* lw x20, 0(x31): x19 live across it */
+    put32(&g, enc_i(2, 19, 0, 19, 0x13));                  /* addi x19, x19, 2 */
+    put32(&g, enc_i(2, 5, 5, 22, 0x1b));                   /* srliw x22, x5, 2 */
+    put32(&g, enc_r(0, 21, 22, 6, 22, 0x33));              /* or x22, x22, x21: the shifts apart */
+    put32(&g, enc_r(0, 22, 5, 0, 5, 0x33));                /* add x5, x5, x22 */
+    put32(&g, enc_r(0, 7, 5, 0, 5, 0x33));                 /* add x5, x5, x7 */
+    put32(&g, enc_r(0, 8, 5, 4, 5, 0x33));                 /* xor x5, x5, x8 */
+    put32(&g, enc_r(0, 20, 5, 0, 5, 0x33));                /* add x5, x5, x20 */
+    put32(&g, enc_r(0, 18, 5, 0, 5, 0x33));                /* add x5, x5, x18 */
+    put32(&g, enc_s(0, 5, R_DATA, 2, 0x23));               /* sw x5, 0(x31) */
+    put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));         /* addi x27, x27, -1 */
+    put32(&g, enc_b((int32_t)(top - g.at), R_LOOP, 0, 1)); /* bne x27, x0, top */
+    put_jump_to(&g, PAGE_END * 4096ULL);
+    engine_load(c.interp, p);
+    engine_load(c.jit, p);
+    for (int i = 0; i < 100000 && !(c.interp->hart.wfi && c.jit->hart.wfi); i++) {
+      uint64_t ra = rv_hart_run(&c.interp->hart, pass_budget[pass]);
+      uint64_t rb = rv_hart_run(&c.jit->hart, pass_budget[pass]);
+      CHECK_EQ(ra, rb);
+      char buf[256];
+      const char *d = engine_diff(c.interp, c.jit, buf, sizeof(buf));
+      if (d)
+        TAP_FAIL("pass %u step %d: %s", pass, i, d);
+    }
+    CHECK(c.jit->hart.wfi);
+    uint64_t x5 = p->x[5], x6 = 0, x7, x8, x9 = 0, x18, x19 = 0, x20, x21 = 0, x22 = 0;
+    uint32_t mem = 0;
+    for (unsigned i = 0; i < ITER; i++) {
+      x7 = sx32((uint32_t)x5 >> 6) | sx32((uint32_t)x5 << 26);
+      x6 = x5 << 13;
+      x8 = x6 | x5 >> 51;
+      x9 += x6;
+      x19 = sx32((uint32_t)x8 << 21);
+      x18 = sx32((uint32_t)x8 >> 11) | x19;
+      x21 = sx32((uint32_t)x5 << 30);
+      x20 = sx32(mem);
+      x19 += 2;
+      x22 = sx32((uint32_t)x5 >> 2) | x21;
+      x5 += x22;
+      x5 = (((x5 + x7) ^ x8) + x20) + x18;
+      mem = (uint32_t)x5;
+    }
+    const rv_hart *h = &c.jit->hart;
+    CHECK_U64(h->x[5], x5);
+    CHECK_U64(h->x[6], x6);
+    CHECK_U64(h->x[9], x9);
+    CHECK_U64(h->x[19], x19);
+    CHECK_U64(h->x[21], x21);
+    CHECK_U64(h->x[22], x22);
+    uint32_t stored;
+    memcpy(&stored, c.jit->bus.ram + PAGE_DATA * 4096ULL, 4);
+    CHECK_U64(stored, mem);
+    c.programs++;
+    c.finished++;
+  }
+  diff_close(&c);
 }
 
 TEST(self_modifying_code_is_seen_by_both_engines) {

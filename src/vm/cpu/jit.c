@@ -18,7 +18,11 @@
  *   interpreter, with h->pc = h->next_pc and the instruction counted.
  * - Blocks go on to the next without returning to C: a direct jump within the page is linked to
  *   the next block's code (rv_jit_link), other jumps look in the jump cache; every block's chain
- *   entry checks the run's budget and its page's code counter first.
+ *   entry checks the run's budget and its page's code counter first. A block that branches back
+ *   to its own start (a tight loop) goes round in its own code, its kept registers staying in
+ *   host registers between iterations; the same checks guard each iteration.
+ * - A few idioms become one host instruction: a rotate spelled as two shifts and an or is a ror,
+ *   and the shifts go when nothing can see their results.
  *
  * The block's code does not depend on its virtual address: blocks are keyed by physical address
  * (a page may be mapped at several addresses), so the code takes the block's pc from h->pc on
@@ -267,7 +271,7 @@ static void alu_mem_imm(emitter *e, unsigned ext, int base, int32_t disp, int32_
   else
     op_mem_imm(e, true, 0x81, (int)ext, base, -1, disp, imm, 4);
 }
-/* Shift by an immediate: ext = 4 shl, 5 shr, 7 sar. */
+/* Shift by an immediate: ext = 1 ror, 4 shl, 5 shr, 7 sar. */
 static void shift_imm(emitter *e, bool w, unsigned ext, int reg, unsigned count) {
   op_reg_imm(e, w, 0xc1, (int)ext, reg, (int32_t)count, 1);
 }
@@ -367,6 +371,8 @@ static void set_pc(emitter *e, int64_t off, unsigned len) {
 
 /* ---------------------------------------------------------------- block exits */
 
+enum { PLAN_EMIT, PLAN_SKIP, PLAN_ROR };
+
 typedef struct block_ctx {
   struct rv_jit *j;
   emitter e;
@@ -384,6 +390,19 @@ typedef struct block_ctx {
     unsigned index;
   } slow[RV_BLOCK_MAX];
   unsigned n_slow;
+  /* Instructions translated otherwise than by their template (plan_rotates, plan_dead). */
+  struct plan {
+    uint8_t kind; /* rv_fast_kind of the instruction's handler */
+    bool alu;     /* an ALU operation of alu_ops[] (no fault, no call) */
+    uint8_t what; /* PLAN_EMIT, PLAN_SKIP (nothing sees the result), PLAN_ROR (an or) */
+    uint8_t bits, amount, src; /* PLAN_ROR: rd = x[src] rotated right by amount, in bits */
+  } plan[RV_BLOCK_MAX];
+  /* A block whose last instruction branches back to its start runs its loop without leaving
+   * (emit_loop_edge): the kept registers stay in host registers, all counted as changed. */
+  bool loops;
+  uint8_t *loop_top;       /* where the body starts, the kept registers loaded */
+  const uint32_t *counter; /* the code counter of the block's page */
+  uint32_t gen;            /* and its value when the block was decoded */
 } block_ctx;
 
 static uint8_t *stub(const block_ctx *c, size_t off) { return c->j->rw + off; }
@@ -642,6 +661,11 @@ static const struct alu_op_desc {
     {RV_FAST_lui, ALU_LUI, 0, 0, 0, 1},
 };
 
+/* alu_ops covers RV_ALU_I_OPS and RV_ALU_R_OPS, the last kinds before RV_FAST_COUNT (plan_kinds
+ * tells them by their range) */
+_Static_assert(sizeof(alu_ops) / sizeof(alu_ops[0]) == RV_FAST_COUNT - RV_FAST_addi,
+               "every ALU kind has an x86 form");
+
 static const struct alu_op_desc *alu_desc(uint8_t fast) {
   for (size_t i = 0; i < sizeof(alu_ops) / sizeof(alu_ops[0]); i++)
     if (alu_ops[i].fast == fast)
@@ -696,8 +720,10 @@ static int alu_copy_of(const rv_insn *d, const struct alu_op_desc *a) {
 
 /* rd = x[src] */
 static void emit_copy(emitter *e, unsigned rd, unsigned src) {
-  int t = host_reg(e, rd);
-  if (t < 0) {
+  int t = host_reg(e, rd), from = host_reg(e, src);
+  if (t < 0 && from >= 0) {
+    mov_store(e, RBX, X_OFF(rd), from); /* rd lives in rv_hart.x: one store */
+  } else if (t < 0) {
     load_x(e, RAX, src);
     store_x(e, rd, RAX);
   } else if (src != rd) {
@@ -731,9 +757,11 @@ static void emit_alu(block_ctx *c, const rv_insn *insn, const struct alu_op_desc
   } else {
     if (t != host_reg(e, d->rs1) || t == RAX)
       load_x(e, t, d->rs1);
-    /* the second operand: its host register, or rcx (shift counts always go through cl) */
+    /* the second operand: its host register, its place in rv_hart.x (a memory operand), or rcx
+     * (shift counts always go through cl) */
     int src = host_reg(e, d->rs2);
-    if (!a->imm && (src < 0 || a->kind == ALU_SHIFT)) {
+    bool src_mem = !a->imm && src < 0 && d->rs2 != 0 && a->kind != ALU_SHIFT;
+    if (!a->imm && !src_mem && (src < 0 || a->kind == ALU_SHIFT)) {
       load_x(e, RCX, d->rs2);
       src = RCX;
     }
@@ -741,6 +769,8 @@ static void emit_alu(block_ctx *c, const rv_insn *insn, const struct alu_op_desc
     case ALU_BIN:
       if (a->imm)
         alu_imm(e, w, a->ext, t, d->imm);
+      else if (src_mem) /* op t, [x]: the "reg, r/m" opcode is the "r/m, reg" one + 2 */
+        op_mem(e, w, a->code + 2U, t, RBX, -1, X_OFF(d->rs2));
       else
         op_reg(e, w, a->code, src, t);
       break;
@@ -753,17 +783,125 @@ static void emit_alu(block_ctx *c, const rv_insn *insn, const struct alu_op_desc
     case ALU_SET:
       if (a->imm)
         alu_imm(e, true, 7, RAX, d->imm);
+      else if (src_mem)
+        op_mem(e, true, 0x3b, RAX, RBX, -1, X_OFF(d->rs2)); /* cmp rax, [x] */
       else
         op_reg(e, true, 0x39, src, RAX); /* cmp rax, src */
       setcc_rax(e, a->code);
       break;
     default: /* ALU_MUL: the low bits do not depend on signedness */
-      op_reg(e, w, 0x0faf, t, src);
+      if (src_mem)
+        op_mem(e, w, 0x0faf, t, RBX, -1, X_OFF(d->rs2));
+      else
+        op_reg(e, w, 0x0faf, t, src);
       break;
     }
-    if (a->word)
+    /* srliw by 1..31 leaves bit 31 clear: the 32-bit shift's zero extension is the sign's */
+    bool zero_extends = a->kind == ALU_SHIFT && a->imm && a->ext == 5 && (d->imm & 31) != 0;
+    if (a->word && !zero_extends)
       movsxd(e, t, t);
   }
+  if (t == RAX)
+    store_x(e, d->rd, RAX);
+  else
+    e->dirty |= 1U << d->rd;
+}
+
+/* The guest register an instruction that is neither a call nor a jump writes (0: none). */
+static unsigned insn_writes(const rv_insn *d, uint8_t kind) { return is_store(kind) ? 0 : d->rd; }
+
+/* The instruction before index k that last wrote guest register r, or -1 if that is not known: a
+ * call (which may write anything) or a folded jump comes first. */
+static int last_write(const rv_insn *first, const struct plan *plan, unsigned k, unsigned r) {
+  for (unsigned j = k; j-- > 0;) {
+    uint8_t kind = plan[j].kind;
+    if (!plan[j].alu && !is_load(kind) && !is_store(kind))
+      return -1;
+    if (insn_writes(&first[j], kind) == r)
+      return (int)j;
+  }
+  return -1;
+}
+
+/* Rotates as RV64GC without Zbb spells them (busybox's sha256 has ten per round and schedule
+ * step): or r, p, q where p and q were last set by srli(w) p, x, n and slli(w) q, x, 64 (32) - n
+ * and x has not changed since. The or becomes r = x rotated right by n (an x86 ror, sign-extended
+ * in the word form: bit 31 of the or is q's); the shifts stay, unless plan_dead drops them. */
+static void plan_rotates(const rv_insn *first, unsigned n, struct plan *plan) {
+  for (unsigned k = 0; k + 1 < n; k++) {
+    const rv_insn *d = &first[k];
+    if (plan[k].kind != RV_FAST_or || !d->rd || !d->rs1 || !d->rs2 || d->rs1 == d->rs2)
+      continue;
+    int a = last_write(first, plan, k, d->rs1), b = last_write(first, plan, k, d->rs2);
+    if (a < 0 || b < 0)
+      continue;
+    uint8_t ka = plan[a].kind, kb = plan[b].kind;
+    bool a_left = ka == RV_FAST_slli || ka == RV_FAST_slliw;
+    const rv_insn *shl = &first[a_left ? a : b], *shr = &first[a_left ? b : a];
+    uint8_t kl = a_left ? ka : kb, kr = a_left ? kb : ka;
+    bool word = kl == RV_FAST_slliw;
+    if (!((kl == RV_FAST_slli && kr == RV_FAST_srli) || (word && kr == RV_FAST_srliw)))
+      continue;
+    unsigned bits = word ? 32 : 64, x = shl->rs1;
+    unsigned left = (unsigned)shl->imm & (bits - 1), right = (unsigned)shr->imm & (bits - 1);
+    if (shr->rs1 != x || x == 0 || right == 0 || left + right != bits)
+      continue;
+    bool changed = false; /* x written from the first shift on (by a shift itself too) */
+    for (unsigned j = (unsigned)(a < b ? a : b); j < k; j++)
+      changed |= insn_writes(&first[j], plan[j].kind) == x;
+    if (!changed) {
+      plan[k].what = PLAN_ROR;
+      plan[k].bits = (uint8_t)bits;
+      plan[k].amount = (uint8_t)right;
+      plan[k].src = (uint8_t)x;
+    }
+  }
+}
+
+/* What plan_rotates and plan_dead need to know of each instruction (looked up once). */
+static void plan_kinds(const rv_insn *first, unsigned n, struct plan *plan) {
+  for (unsigned i = 0; i < n; i++) {
+    /* the decoder's dispatch kind is the handler's, except for a block's last instruction and
+     * an inline operation into x0 (both dispatched otherwise) */
+    uint8_t fast = first[i].fast;
+    plan[i].kind = fast != RV_FAST_CALL && fast < RV_FAST_COUNT ? fast : rv_fast_kind(first[i].fn);
+    plan[i].alu = plan[i].kind >= RV_FAST_addi && plan[i].kind < RV_FAST_COUNT;
+  }
+}
+
+/* ALU instructions whose result nothing can see (the shifts of a planned ror, mostly) are not
+ * translated: another ALU instruction (which cannot fault or call) overwrites it before any
+ * instruction reads it (its rs1 or rs2 field, used or not; a planned ror reads its source only),
+ * faults, calls into C or leaves. One pass backwards over the registers whose value may still be
+ * seen: all of them at the last instruction and before anything but an ALU instruction. */
+static void plan_dead(const rv_insn *first, unsigned n, struct plan *plan) {
+  uint32_t seen = UINT32_MAX;
+  for (unsigned i = n - 1; i-- > 0;) {
+    const rv_insn *d = &first[i];
+    if (!plan[i].alu) {
+      seen = UINT32_MAX;
+      continue;
+    }
+    if (d->rd && !(seen & (1U << d->rd))) {
+      plan[i].what = PLAN_SKIP;
+      continue;
+    }
+    seen &= ~(1U << d->rd);
+    seen |= plan[i].what == PLAN_ROR ? 1U << plan[i].src : (1U << d->rs1) | (1U << d->rs2);
+  }
+}
+
+/* A planned ror: rd = x[src] rotated right. */
+static void emit_ror(block_ctx *c, const rv_insn *d, const struct plan *p) {
+  emitter *e = &c->e;
+  int t = host_reg(e, d->rd);
+  if (t < 0)
+    t = RAX;
+  if (t == RAX || t != host_reg(e, p->src))
+    load_x(e, t, p->src);
+  shift_imm(e, p->bits == 64, 1, t, p->amount); /* ror */
+  if (p->bits == 32)
+    movsxd(e, t, t);
   if (t == RAX)
     store_x(e, d->rd, RAX);
   else
@@ -859,6 +997,40 @@ static void exit_to(block_ctx *c, int64_t delta, unsigned count) {
   exit_indirect(c);
 }
 
+/* The back edge of a block that loops on itself (block_ctx.loops): count the iteration and run
+ * the body again, with the kept registers where they are, if the next iteration passes what the
+ * block's chain entry checks (it fits in the budget, the page's code counter has not moved);
+ * otherwise write them back and leave with h->pc = the block's pc. */
+static void emit_loop_edge(block_ctx *c, unsigned count) {
+  emitter *e = &c->e;
+  count_insns(e, count);
+  alu_mem_imm(e, 7, RSP, FRAME_LEFT, (int32_t)count); /* cmp qword [left], n */
+  uint8_t *over = jcc32(e, CC_B);
+  mov_imm64(e, RAX, (uint64_t)(uintptr_t)c->counter);
+  op_mem(e, false, 0x81, 7, RAX, -1, 0); /* cmp dword [rax], gen */
+  b4(e, c->gen);
+  uint8_t *stale = jcc32(e, CC_NE);
+  patch(e, jmp32(e), c->loop_top);
+  patch(e, over, e->p);
+  patch(e, stale, e->p);
+  write_back(e, e->dirty);
+  mov_store(e, RBX, HART_OFF(pc), R12);
+  exit_out(c);
+}
+
+/* Whether the block's last instruction is a conditional branch to the block's own start. */
+static bool branches_to_start(const rv_insn *first, unsigned n) {
+  const rv_insn *last = &first[n - 1];
+  uint8_t kind = rv_fast_kind(last->fn);
+  if (kind < RV_FAST_FIRST_JUMP || kind > RV_FAST_LAST_JUMP || kind == RV_FAST_jal ||
+      kind == RV_FAST_jalr)
+    return false;
+  int64_t off = 0; /* the last instruction's offset from the block's pc */
+  for (unsigned i = 0; i + 1 < n; i++)
+    off += first[i].fn == op_jal ? first[i].imm : first[i].len;
+  return off + last->imm == 0;
+}
+
 /* The frame's slots for the inline TLB lookups: the sets serving loads and stores now, and the
  * tag. */
 static void emit_tlb_registers(emitter *e) {
@@ -933,6 +1105,15 @@ static void emit_last(block_ctx *c, const rv_insn *d) {
   default: { /* conditional branch */
     load_x(e, RAX, d->rs1);
     load_x(e, RCX, d->rs2);
+    if (c->loops) { /* taken: back to the block's start */
+      op_reg(e, true, 0x39, RCX, RAX);
+      uint8_t *taken = jcc32(e, branch_cc(kind));
+      write_back(e, e->dirty);
+      exit_to(c, c->off + d->len, count);
+      patch(e, taken, e->p);
+      emit_loop_edge(c, count);
+      return;
+    }
     write_back(e, e->dirty);
     op_reg(e, true, 0x39, RCX, RAX); /* cmp rax, rcx */
     uint8_t *taken = jcc32(e, branch_cc(kind));
@@ -1051,7 +1232,7 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
     return NULL;
   if (j->used + need > j->populated)
     populate_writable(j);
-  block_ctx c = {.j = j, .key = first->key};
+  block_ctx c = {.j = j, .key = first->key, .counter = counter, .gen = gen};
   c.e.start = c.e.p = j->rw + j->used;
   c.e.end = c.e.start + need;
   emit_chain_entry(&c.e, n, counter, gen, j);
@@ -1059,14 +1240,31 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
   emit_prologue(&c);
   patch(&c.e, c.e.chain_go, c.e.p);
   choose_cached(&c.e, first, n);
-  load_cached(&c.e, read_before_written(first, n));
+  plan_kinds(first, n, c.plan);
+  plan_rotates(first, n, c.plan);
+  plan_dead(first, n, c.plan);
+  c.loops = branches_to_start(first, n);
+  if (c.loops) {
+    /* every iteration after the first enters with the kept registers possibly changed */
+    load_cached(&c.e, c.e.cached);
+    c.e.dirty = c.e.cached;
+    c.loop_top = c.e.p;
+  } else {
+    load_cached(&c.e, read_before_written(first, n));
+  }
   for (unsigned i = 0; i < n; i++) {
     c.index = i;
     if (i + 1 < n && first[i].fn == op_jal) { /* jal x0 within the page: its target follows */
       c.off += first[i].imm;
       continue;
     }
-    if (i + 1 < n)
+    if (i + 1 < n && c.plan[i].what == PLAN_SKIP) {
+      c.off += first[i].len;
+      continue;
+    }
+    if (i + 1 < n && c.plan[i].what == PLAN_ROR)
+      emit_ror(&c, &first[i], &c.plan[i]);
+    else if (i + 1 < n)
       emit_body_insn(&c, &first[i]);
     else
       emit_last(&c, &first[i]);
