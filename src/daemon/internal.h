@@ -199,6 +199,7 @@ struct vd_conn {
   int file_fd;
   int events_timer;
   bool peer_eof; /* the client shut its side (hijacked streams keep going) */
+  bool hung_up;  /* the client is gone both ways: the socket left the epoll set (server.c) */
   bool dead;     /* closed: freed at the end of the loop iteration or when its worker returns */
   bool chunked;  /* response body in chunked encoding */
   bool out_stdout, out_stderr, follow, timestamps, details;

@@ -35,8 +35,18 @@ int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **e
 
 void vd_loop_del(vd_daemon *d, int fd) { epoll_ctl(d->epfd, EPOLL_CTL_DEL, fd, NULL); }
 
+/* Between requests, with this much of the answers made so far still unsent (or a file body
+ * going out), the client is not reading them: its next requests stay in its socket until it
+ * does. Reading on would only queue answers nobody takes, as fast as the client sends. */
+static bool conn_answers_backed_up(const vd_conn *c) {
+  return c->state == VD_CONN_HEAD &&
+         (c->file_fd >= 0 || c->out_len - c->out_off >= VD_OUT_HIGH_WATER);
+}
+
 /* Which events the connection wants now: input while it may use it, output while some waits. */
 static void conn_update_events(vd_conn *c) {
+  if (c->hung_up)
+    return; /* out of the epoll set for good: nothing can come or go */
   /* once the client shut its side, RDHUP would fire on every wait: stop asking */
   uint32_t ev = c->peer_eof ? 0 : EPOLLRDHUP;
   bool reading = c->state == VD_CONN_HEAD || c->state == VD_CONN_BODY;
@@ -49,6 +59,10 @@ static void conn_update_events(vd_conn *c) {
   if (((c->stream == VD_STREAM_ATTACH && c->attach_stdin) || c->stream == VD_STREAM_EXEC) &&
       c->in_len >= IN_LIMIT)
     ev &= ~(uint32_t)EPOLLIN; /* the container does not read its stdin: stop reading ours */
+  /* a client that does not read its answers is not read either, nor woken for its end (RDHUP
+   * fires until the input is read): only the answers' going out wakes it */
+  if (conn_answers_backed_up(c))
+    ev &= ~(uint32_t)(EPOLLIN | EPOLLRDHUP);
   struct epoll_event e = {.events = ev, .data.ptr = &c->src};
   epoll_ctl(c->d->epfd, EPOLL_CTL_MOD, c->fd, &e);
 }
@@ -742,6 +756,8 @@ static void conn_process(vd_conn *c) {
   for (;;) {
     vd_conn_state before = c->state;
     size_t in_before = c->in_len;
+    if (conn_answers_backed_up(c))
+      break; /* pipelined requests wait until the client takes what it was answered */
     if (c->state == VD_CONN_HEAD)
       conn_read_head(c);
     else if (c->state == VD_CONN_BODY)
@@ -775,6 +791,13 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
   }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) {
     bool open = conn_read(c);
+    if (!open && (events & EPOLLHUP) && (c->state == VD_CONN_BUSY || c->body_in_worker)) {
+      /* Gone both ways while a worker has its call: HUP cannot be masked and would wake the
+       * loop on every wait until the worker returns, so the socket leaves the epoll set; the
+       * answer's first send then fails and closes it (the worker's pipe still drains). */
+      vd_loop_del(c->d, c->fd);
+      c->hung_up = true;
+    }
     if (!open) {
       /* a hijacked client may shut its sending side and still read the stream */
       if (c->stream == VD_STREAM_ATTACH && !(events & EPOLLHUP)) {
@@ -794,6 +817,12 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
       if (c->body_in_worker) { /* what came before the client's end still goes to the worker */
         conn_process(c);
         pipe_check_peer_eof(c);
+        return;
+      }
+      if (c->state == VD_CONN_HEAD && !(events & EPOLLHUP) &&
+          (c->out_len > c->out_off || c->file_fd >= 0)) {
+        c->state = VD_CONN_CLOSING; /* it shut its side only: the answers made still go out */
+        conn_flush(c);
         return;
       }
       conn_close(c);

@@ -501,6 +501,79 @@ def test_many_clients_and_disconnects_mid_stream(vdi):
     vdi.docker("rm", "-f", "chatty")
 
 
+def _cpu_seconds(pid):
+    """User and system CPU time of a process so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_clients_that_do_not_read_are_not_read(vdi):
+    """A client that pipelines requests and reads none of the answers: the daemon stops reading
+    it once about 1 MiB of answers waits (before, it read and answered as fast as the client
+    sent, queueing answers without bound), costs no CPU meanwhile, and answers every request in
+    order once the client reads. A client that hangs up while a worker has its call (a stop that
+    waits out its timeout): the hang-up is not reported to the loop again and again meanwhile."""
+    import select
+    import threading
+    ping = b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"
+    s = socket.socket(socket.AF_UNIX)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(str(vdi.sock))
+    s.setblocking(False)
+    sent, cap = 0, 8 << 20
+    batch = ping * 256
+    while sent < cap:
+        try:
+            sent += s.send(batch[sent % len(ping):])
+            continue
+        except BlockingIOError:
+            pass
+        # the daemon may be slow to read on a loaded machine: only a socket that stays full
+        # for 5 s counts as not read any more
+        _, w, _ = select.select([], [s], [], 5)
+        if not w:
+            break
+    assert sent < 4 << 20, f"the daemon read {sent} bytes of requests whose answers were unread"
+    before = _cpu_seconds(vdi.proc.pid)
+    time.sleep(3)
+    used = _cpu_seconds(vdi.proc.pid) - before
+    assert used < 0.5, f"vesseld used {used:.2f} s of CPU in 3 s while a client did not read"
+    assert vdi.raw(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n").endswith(b"OK")
+    # now read: every request is answered, the partial last one once it is complete
+    got = bytearray()
+    s.setblocking(True)
+    s.settimeout(60)
+    def read_to_end():
+        while chunk := s.recv(1 << 16):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read_to_end)
+    reader.start()
+    rest = len(ping) - sent % len(ping) if sent % len(ping) else 0
+    s.sendall(ping[len(ping) - rest:] + b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    reader.join(90)
+    assert not reader.is_alive()
+    expected = -(-sent // len(ping)) + 1
+    assert got.count(b"HTTP/1.1 200 OK\r\n") == expected
+    assert got.count(b"\r\n\r\nOK") == expected
+    s.close()
+
+    vdi.docker("run", "-d", "--name", "deaf", "busybox", "sleep", "1000")  # pid 1: TERM ignored
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(vdi.sock))
+    s.sendall(b"POST /v1.41/containers/deaf/stop?t=6 HTTP/1.1\r\nHost: d\r\n\r\n")
+    time.sleep(1)  # the worker has it
+    s.close()
+    before = _cpu_seconds(vdi.proc.pid)
+    time.sleep(3)
+    used = _cpu_seconds(vdi.proc.pid) - before
+    assert used < 0.5, f"vesseld used {used:.2f} s of CPU in 3 s after a client hung up"
+    assert wait_for(lambda: not json.loads(vdi.docker("inspect", "deaf").stdout)[0]["State"][
+        "Running"], timeout=60)
+    assert vdi.alive()
+    vdi.docker("rm", "-f", "deaf")
+
+
 def test_restart_pause_start_again_timestamps_swarm(vdi):
     vdi.docker("run", "-d", "--name", "r1", "busybox", "sh", "-c",
                "echo started; trap 'exit 0' TERM; while true; do sleep 0.1; done")
