@@ -127,7 +127,7 @@ int vd_cnet_publish(vd_daemon *d, json_t *rec, int64_t *revision, vs_error **err
     for (size_t i = 0; i < nets.n; i++) {
       _cleanup_json_ json_t *other = kv_json(&nets.kvs[i]);
       const char *oname = str(other, "Name");
-      int code = oname && !strcmp(oname, name) ? EEXIST
+      int code = oname && !strcmp(oname, name)                        ? EEXIST
                  : overlaps(str(other, "Subnet"), str(rec, "Subnet")) ? EADDRINUSE
                                                                       : 0;
       if (code) {
@@ -283,8 +283,8 @@ int vd_cnet_claim(vd_daemon *d, const char *network, const char *id, const char 
         continue;
       /* the endpoint's own claim: a VM that moved here keeps its address */
       own = true;
-      if (claim_put(cl, network, cip, doc, json_integer_value(json_object_get(c, "Revision")),
-                    &ok, err) < 0)
+      if (claim_put(cl, network, cip, doc, json_integer_value(json_object_get(c, "Revision")), &ok,
+                    err) < 0)
         return vs_error_wrap(err, "claim an address on network %s", network);
       if (ok) {
         snprintf(ip, INET_ADDRSTRLEN, "%s", cip);
@@ -299,8 +299,8 @@ int vd_cnet_claim(vd_daemon *d, const char *network, const char *id, const char 
         return vs_error_wrap(err, "claim %s on network %s", want, network);
       if (!ok) {
         json_t *o = json_object_get(claims, want);
-        vs_error_set(err, 0, "address %s is already in use on network %s (node %s)", want,
-                     network, o && str(o, "Node") ? str(o, "Node") : "?");
+        vs_error_set(err, 0, "address %s is already in use on network %s (node %s)", want, network,
+                     o && str(o, "Node") ? str(o, "Node") : "?");
         if (err && *err)
           (*err)->errnum = EADDRINUSE;
         return -1;
@@ -435,8 +435,8 @@ static json_t *remote_names(vd_cluster *cl, json_t *claims) {
     json_t *list = json_array();
     json_object_foreach(per, ip, c) {
       if (str(c, "Node") && strcmp(str(c, "Node"), cl->node_name) != 0)
-        json_array_append_new(list,
-                              json_pack("{s:s, s:O?}", "Ip", ip, "Names", json_object_get(c, "Names")));
+        json_array_append_new(
+            list, json_pack("{s:s, s:O?}", "Ip", ip, "Names", json_object_get(c, "Names")));
     }
     json_object_set_new(out, net, list);
   }
@@ -495,8 +495,8 @@ static void claims_converge(vd_cluster *cl, json_t *claims, json_t *eps) {
       _cleanup_free_ char *key = vs_asprintf(ADDRS "%s/%s", net, ip);
       bool ok;
       vs_error *e = NULL;
-      if (vc_etcd_delete_if(cl->etcd, key, json_integer_value(json_object_get(c, "Revision")),
-                            &ok, &e) < 0) {
+      if (vc_etcd_delete_if(cl->etcd, key, json_integer_value(json_object_get(c, "Revision")), &ok,
+                            &e) < 0) {
         vs_log_warn("network %s: give back %s: %s", net, ip, e->msg);
         vs_error_free(e);
       }

@@ -2103,8 +2103,8 @@ static int cluster_network_make(vd_daemon *d, const char *name, json_t *rec, vs_
                  .id = json_string_value(json_object_get(rec, "Id")),
                  .mtu = (unsigned)json_integer_value(json_object_get(rec, "Mtu")),
                  .revision = json_integer_value(json_object_get(rec, "Revision"))};
-  if (!c.subnet || !c.gateway || !c.id || !json_is_object(c.labels) ||
-      !json_is_object(c.options) || c.mtu < 68)
+  if (!c.subnet || !c.gateway || !c.id || !json_is_object(c.labels) || !json_is_object(c.options) ||
+      c.mtu < 68)
     return net_fail(err, EINVAL, "the cluster's record of network %s is incomplete", name);
   if (network_make(d, &c, NULL, err) < 0)
     return -1;
@@ -2134,8 +2134,13 @@ static int cluster_network_overlay(vd_daemon *d, const char *name, json_t *rec, 
                       .vni = (uint32_t)json_integer_value(json_object_get(rec, "Vni")),
                       .local = d->cluster.advertise,
                       .port = (uint16_t)json_integer_value(json_object_get(rec, "Port"))};
-  if (net_vxlan_ensure(vn->ctx, &o, had == NULL, ifname, err) < 0)
+  int made = net_vxlan_ensure(vn->ctx, &o, had == NULL, ifname, err);
+  if (made < 0)
     return -1;
+  if (made && had) { /* deleted behind our back: made again, without its peers */
+    vs_log_warn("network %s: its VXLAN device %s was gone: made again", name, ifname);
+    json_array_clear(had);
+  }
   if (!had) {
     had = json_array();
     json_object_set_new(vn->vx_peers, name, had);
@@ -2212,7 +2217,8 @@ void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_
   _cleanup_json_ json_t *gone = json_array();
   json_t *m;
   json_object_foreach(meta_networks(vn), name, m) {
-    json_int_t made = json_integer_value(json_object_get(json_object_get(m, "Cluster"), "Revision"));
+    json_int_t made =
+        json_integer_value(json_object_get(json_object_get(m, "Cluster"), "Revision"));
     if (json_object_get(m, "Cluster") && !json_object_get(records, name) && made < revision)
       json_array_append_new(gone, json_string(name));
   }

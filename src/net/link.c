@@ -247,8 +247,8 @@ int nl_vxlan_create(nl_sock *s, const char *name, uint32_t vni, uint32_t local, 
  * a copy of every flooded frame. Appending a peer that is there already changes nothing. */
 int nl_fdb_peer(nl_sock *s, int index, uint32_t peer, bool add, vs_error **err) {
   char buf[MNL_SOCKET_BUFFER_SIZE];
-  struct nlmsghdr *nlh = nl_request(buf, add ? RTM_NEWNEIGH : RTM_DELNEIGH,
-                                    add ? NLM_F_CREATE | NLM_F_APPEND : 0);
+  struct nlmsghdr *nlh =
+      nl_request(buf, add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_APPEND : 0);
   struct ndmsg *ndm = mnl_nlmsg_put_extra_header(nlh, sizeof(*ndm));
   ndm->ndm_family = AF_BRIDGE;
   ndm->ndm_ifindex = index;

@@ -183,7 +183,8 @@ typedef struct net_vxlan_opts {
 
 /* Make the network's VXLAN device (on its bridge, the network's MTU, up) unless it exists;
  * fresh: delete an existing one first (its flooding entries are then those added after).
- * ifname gets its name. */
+ * ifname gets its name. Returns 1 when it made the device (it has no peers yet), 0 when it was
+ * there. */
 int net_vxlan_ensure(net_ctx *ctx, const net_vxlan_opts *o, bool fresh, char ifname[IFNAMSIZ],
                      vs_error **err);
 /* Add (or delete) a host that gets a copy of the network's flooded frames (broadcast, unknown

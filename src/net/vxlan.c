@@ -56,11 +56,10 @@ int net_vxlan_ensure(net_ctx *ctx, const net_vxlan_opts *o, bool fresh, char ifn
     return vs_error_wrap(err, "network %s", o->network);
   if (vxlan_make(&s, n, o, local, ifname, err) < 0)
     return vs_error_wrap(err, "network %s", o->network);
-  return 0;
+  return 1;
 }
 
-int net_vxlan_peer(net_ctx *ctx, const char *network, const char *peer, bool add,
-                   vs_error **err) {
+int net_vxlan_peer(net_ctx *ctx, const char *network, const char *peer, bool add, vs_error **err) {
   if (!net_find_network(ctx, network))
     return vs_error_set(err, ENOENT, "network %s: no such network", network);
   uint32_t ip;
