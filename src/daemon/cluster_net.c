@@ -410,10 +410,13 @@ static int view_read(vd_cluster *cl, cnet_view *v, vs_error **err) {
   for (size_t i = 0; i < addrs.n; i++) {
     const char *rest = addrs.kvs[i].key + strlen(ADDRS);
     const char *slash = strchr(rest, '/');
-    json_t *c = slash ? kv_json(&addrs.kvs[i]) : NULL;
+    char net[256]; /* a network's name is at most 64 bytes */
+    if (!slash || (size_t)(slash - rest) >= sizeof(net))
+      continue;
+    json_t *c = kv_json(&addrs.kvs[i]);
     if (!c)
       continue;
-    _cleanup_free_ char *net = strndup(rest, (size_t)(slash - rest));
+    snprintf(net, sizeof(net), "%.*s", (int)(slash - rest), rest);
     json_t *per = json_object_get(v->claims, net);
     if (!per) {
       per = json_object();
