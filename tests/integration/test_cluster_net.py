@@ -219,6 +219,15 @@ def test_a_migrated_vm_keeps_its_address(cl):
     after = moved["NetworkSettings"]
     assert after["IPAddress"] == before["IPAddress"] and after["MacAddress"] == before["MacAddress"]
     wait_for("web gone from n3", lambda: h3.api("GET", "/vessel/v1/vms/web")[0] == 404, timeout=60)
+    # n1's VXLAN device sends web's frames to n2 now (the target's VMM announced the guest)
+    [dev] = vxlans(h1)
+    mac = before["MacAddress"]
+
+    def learned_at():
+        fdb = json.loads(run("bridge", "-j", "fdb", "show", "dev", dev, ns=h1.ns).stdout or "[]")
+        return [e["dst"] for e in fdb if e.get("mac") == mac and "dst" in e]
+
+    wait_for("web's MAC at n2 in n1's overlay", lambda: learned_at() == [h2.ip], timeout=30)
     assert nslookup(h1, "cli", "web") == before["IPAddress"]
     page = wait_for("the page from n2 now", lambda: fetch(h1, "cli", "web", 8080), timeout=120,
                     step=1)
