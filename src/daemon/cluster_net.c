@@ -188,10 +188,20 @@ int vd_cnet_unpublish(vd_daemon *d, const char *network, vs_error **err) {
   _cleanup_json_ json_t *claims = claims_of(cl->etcd, network, err);
   if (!claims)
     return vs_error_wrap(err, "network %s", network);
+  /* claims of nodes that are down or gone do not hold the network: such a node removes its
+   * copy when its guests have left it */
+  vc_range nodes;
+  if (vc_etcd_get_prefix(cl->etcd, NODES, 0, &nodes, err) < 0)
+    return vs_error_wrap(err, "network %s", network);
+  _cleanup_json_ json_t *up = json_object();
+  for (size_t i = 0; i < nodes.n; i++)
+    json_object_set_new(up, nodes.kvs[i].key + strlen(NODES), json_true());
+  vc_range_clear(&nodes);
   const char *ip;
   json_t *c;
   json_object_foreach(claims, ip, c) {
-    if (str(c, "Node") && strcmp(str(c, "Node"), cl->node_name) != 0) {
+    if (str(c, "Node") && strcmp(str(c, "Node"), cl->node_name) != 0 &&
+        json_object_get(up, str(c, "Node"))) {
       vs_error_set(err, 0,
                    "error while removing network: network %s has active endpoints on node %s "
                    "(%s: %.12s)",
