@@ -307,6 +307,8 @@ int vd_cluster_start(vd_daemon *d, vs_error **err) {
     return -1;
   if (vd_cluster_start_guests(d, err) < 0)
     return -1;
+  if (vd_cluster_start_networks(d, err) < 0)
+    return -1;
   return vd_cluster_start_migrator(d, err);
 }
 
@@ -330,6 +332,8 @@ void vd_cluster_free(vd_daemon *d) {
       pthread_join(cl->watcher, NULL);
     if (cl->migrator_started)
       pthread_join(cl->migrator, NULL);
+    if (cl->netter_started)
+      pthread_join(cl->netter, NULL);
     vd_ha_stop(d);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->cond);

@@ -348,6 +348,8 @@ typedef struct vd_cluster {
   pthread_t ha;
   int fence_fd; /* to the fencer process (when fencer_on): the deadline and the VMMs to kill */
   pthread_t migrator; /* cluster_migrate.c */
+  pthread_t netter;   /* cluster_net.c */
+  bool netter_started, net_dirty;
 } vd_cluster;
 
 /* seconds: a node that stops renewing is down after at most this */
@@ -415,6 +417,37 @@ json_t *vd_cluster_guest_extra(const vd_cluster *cl, const json_t *rec, vs_error
  * delete there). */
 bool vd_cluster_owns_disk_dir(const vd_cluster *cl, const char *dir);
 void vd_h_vm_migrate(vd_call *c);
+/* cluster_net.c: networks across the nodes (docs/cluster.md, "Networks across hosts"). A
+ * network made while in a cluster is the cluster's: its record in etcd (subnet, gateway, VNI,
+ * MTU), which a thread of every node makes on that node (the bridge and a VXLAN device that
+ * floods to the other nodes); addresses are claimed in etcd, so no two nodes hand out one. */
+int vd_cluster_start_networks(vd_daemon *d, vs_error **err);
+/* The overlay's MTU: the MTU of the interface with this node's --advertise address, minus
+ * the VXLAN overhead. */
+int vd_cnet_overlay_mtu(vd_daemon *d, unsigned *mtu, vs_error **err);
+/* Write a new network's record ({Name, Id, Subnet, Gateway, Mtu, ...}: a VNI is added) by a
+ * create-only transaction: EEXIST when the cluster has one of that name. */
+int vd_cnet_publish(vd_daemon *d, json_t *rec, int64_t *revision, vs_error **err);
+/* Remove the network's record and its address claims: EBUSY while another node's guests hold
+ * addresses on it. */
+int vd_cnet_unpublish(vd_daemon *d, const char *network, vs_error **err);
+/* An address on the network for the endpoint id (its names for the other nodes' DNS): the one
+ * its claim holds already (taken over by this node: a migrated or failed-over VM), want, or the
+ * lowest unclaimed one; claimed by a create-only transaction. */
+int vd_cnet_claim(vd_daemon *d, const char *network, const char *id, const char *want,
+                  const char *const *names, size_t n_names, char ip[INET_ADDRSTRLEN],
+                  vs_error **err);
+/* Give back the endpoint's claim when this node holds it (best effort: logged). */
+void vd_cnet_release(vd_daemon *d, const char *network, const char *id);
+/* Wake the network pass (a network was made or removed here). */
+void vd_cnet_kick(vd_daemon *d);
+/* networks.c, for the network pass: make the records' networks here (with their VXLAN devices
+ * flooding to peers, and the names of remote_claims {network: [{Ip, Names}]} in their DNS) and
+ * remove the networks of the cluster that have no record at revision; the endpoints of this
+ * node on networks of the cluster ([{Network, Id, Ip, Names}]). */
+void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_t *peers,
+                          json_t *remote_claims);
+json_t *vd_net_cluster_endpoints(vd_daemon *d);
 
 struct vd_daemon {
   char *data_root, *exec_root, *containers_dir, *monitor_path;

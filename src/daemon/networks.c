@@ -52,6 +52,10 @@ struct vd_net {
   char *default_bridge; /* the default network's bridge, NULL with --bridge none */
   json_t *meta;         /* {"networks": {name: {Id, Created, Driver, Labels, Options, ...}}} */
   vn_server *servers;
+  /* networks across hosts (cluster_net.c): the peers each network's VXLAN device floods to, as
+   * made since this daemon started ({name: [address...]}); a network not in it gets its
+   * device made afresh */
+  json_t *vx_peers;
 };
 
 /* An error whose message is ours alone (no strerror appended), with errnum for the status. */
@@ -219,6 +223,19 @@ void vd_net_event(vd_daemon *d, vd_src *src) {
 
 /* ---------------------------------------------------------------- networks */
 
+static bool is_cluster_network(vd_net *vn, const char *name);
+
+/* net_endpoint_detach, and on a network of the cluster the address's claim given back. */
+static int endpoint_detach(vd_daemon *d, const char *network, const char *id, vs_error **err) {
+  if (net_endpoint_detach(d->net->ctx, network, id, err) < 0)
+    return -1;
+  /* before the node has joined (endpoints of containers that ended while no daemon ran), the
+   * network pass gives the claim back later */
+  if (d->cluster.enabled && d->cluster.lease && is_cluster_network(d->net, network))
+    vd_cnet_release(d, network, id);
+  return 0;
+}
+
 static bool cidr_parse(const char *s, uint32_t *addr, unsigned *prefix) {
   char buf[32];
   const char *slash = strchr(s, '/');
@@ -268,6 +285,12 @@ typedef struct vn_create {
   const char *subnet, *gateway, *ip_range;
   bool internal;
   json_t *labels, *options;
+  /* a network of the cluster (docs/cluster.md): its Id is the cluster's, its MTU the
+   * overlay's (at most), and it spans the nodes through a VXLAN device */
+  bool cluster;
+  const char *id;
+  unsigned mtu;
+  int64_t revision; /* of its record in etcd, when made from it */
 } vn_create;
 
 static int check_options(json_t *options, net_network_opts *o, vs_error **err) {
@@ -325,6 +348,8 @@ static int network_make(vd_daemon *d, const vn_create *c, char **id_out, vs_erro
                         .internal = c->internal};
   if (check_options(c->options, &o, err) < 0)
     return -1;
+  if (c->mtu && (!o.mtu || o.mtu > c->mtu))
+    o.mtu = c->mtu;
   _cleanup_free_ char *subnet = NULL;
   if (!o.subnet || !*o.subnet) {
     if (o.gateway || o.ip_range)
@@ -337,6 +362,10 @@ static int network_make(vd_daemon *d, const vn_create *c, char **id_out, vs_erro
     o.subnet = subnet;
   }
   json_t *meta = new_meta("bridge", c->internal, c->labels, c->options, NULL);
+  if (c->id)
+    json_object_set_new(meta, "Id", json_string(c->id));
+  if (c->cluster)
+    json_object_set_new(meta, "Cluster", json_pack("{s:I}", "Revision", (json_int_t)c->revision));
   _cleanup_free_ char *bridge = NULL;
   if (!o.bridge) {
     /* Docker's br-<first 12 digits of the id>; the default network's from --bridge */
@@ -554,6 +583,40 @@ static int string_map(json_t *body, const char *field, json_t **out, vs_error **
   return 0;
 }
 
+/* A network just made here becomes the cluster's (vn->lock held): its record in etcd, which
+ * every node's network pass makes on that node; refused (and the network removed again) when
+ * the cluster has one of that name. */
+static int network_publish(vd_daemon *d, const char *name, vs_error **err) {
+  vd_net *vn = d->net;
+  json_t *m = json_object_get(meta_networks(vn), name);
+  _cleanup_json_ json_t *ln = lib_network(vn, name);
+  _cleanup_json_ json_t *rec = json_pack(
+      "{s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:O}", "Name", name, "Id", json_object_get(m, "Id"),
+      "Subnet", json_object_get(ln, "subnet"), "Gateway", json_object_get(ln, "gateway"), "Mtu",
+      json_object_get(ln, "mtu"), "Internal", json_object_get(m, "Internal"), "Labels",
+      json_object_get(m, "Labels"), "Options", json_object_get(m, "Options"));
+  if (json_object_get(ln, "ip_range"))
+    json_object_set(rec, "IPRange", json_object_get(ln, "ip_range"));
+  int64_t rev = 0;
+  if (vd_cnet_publish(d, rec, &rev, err) == 0) {
+    json_object_set_new(json_object_get(m, "Cluster"), "Revision", json_integer(rev));
+    vs_error *e = NULL;
+    if (meta_save(vn, &e) < 0) {
+      vs_log_warn("network %s: %s", name, e->msg);
+      vs_error_free(e);
+    }
+    return 0;
+  }
+  servers_close(d, name);
+  json_object_del(meta_networks(vn), name);
+  vs_error *e = NULL;
+  if (net_network_remove(vn->ctx, name, &e) < 0 || meta_save(vn, &e) < 0) {
+    vs_log_warn("undo network %s: %s", name, e->msg);
+    vs_error_free(e);
+  }
+  return -1;
+}
+
 void vd_h_network_create(vd_call *c) {
   vd_daemon *d = c->d;
   _cleanup_json_ json_t *body = vd_call_body_object(c);
@@ -582,9 +645,19 @@ void vd_h_network_create(vd_call *c) {
     return;
   }
   _cleanup_free_ char *id = NULL;
+  o.cluster = d->cluster.enabled;
+  if (o.cluster && vd_cnet_overlay_mtu(d, &o.mtu, &e) < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
   pthread_mutex_lock(&d->net->lock);
   int r = network_make(d, &o, &id, &e);
+  if (r == 0 && o.cluster)
+    r = network_publish(d, o.name, &e);
   pthread_mutex_unlock(&d->net->lock);
+  if (r == 0 && o.cluster)
+    vd_cnet_kick(d);
   if (r < 0) {
     vd_call_fail(c, e);
     vs_error_free(e);
@@ -612,7 +685,7 @@ static void drop_stopped_endpoints(vd_daemon *d, const char *name) {
     vs_error *e = NULL;
     if (!stopped)
       continue;
-    if (net_endpoint_detach(d->net->ctx, name, id, &e) < 0) {
+    if (endpoint_detach(d, name, id, &e) < 0) {
       vs_log_warn("%s", e->msg);
       vs_error_free(e);
       continue;
@@ -622,8 +695,20 @@ static void drop_stopped_endpoints(vd_daemon *d, const char *name) {
   }
 }
 
-/* Remove a user-defined network (vn->lock held). */
+static bool is_cluster_network(vd_net *vn, const char *name) {
+  return json_object_get(json_object_get(meta_networks(vn), name), "Cluster") != NULL;
+}
+
+/* Remove a user-defined network (vn->lock held). A network of the cluster goes from etcd first
+ * (refused while guests of other nodes are on it), unless local_only: the network pass, which
+ * removes a network whose record is gone. */
+static int network_remove_ex(vd_daemon *d, const char *name, bool local_only, char **id_out,
+                             vs_error **err);
 static int network_remove(vd_daemon *d, const char *name, char **id_out, vs_error **err) {
+  return network_remove_ex(d, name, false, id_out, err);
+}
+static int network_remove_ex(vd_daemon *d, const char *name, bool local_only, char **id_out,
+                             vs_error **err) {
   vd_net *vn = d->net;
   json_t *m = json_object_get(meta_networks(vn), name);
   const char *id = json_string_value(json_object_get(m, "Id"));
@@ -635,6 +720,18 @@ static int network_remove(vd_daemon *d, const char *name, char **id_out, vs_erro
     return net_fail(err, EBUSY,
                     "error while removing network: network %s id %s has active endpoints", name,
                     id);
+  bool cluster = is_cluster_network(vn, name);
+  if (cluster && !local_only && d->cluster.enabled && vd_cnet_unpublish(d, name, err) < 0)
+    return -1;
+  if (cluster) {
+    vs_error *e = NULL;
+    if (net_vxlan_remove(name, &e) < 0) {
+      vs_log_warn("%s", e->msg);
+      vs_error_free(e);
+    }
+    if (vn->vx_peers)
+      json_object_del(vn->vx_peers, name);
+  }
   servers_close(d, name);
   if (ln && net_network_remove(vn->ctx, name, err) < 0) {
     servers_open(d, name);
@@ -1082,7 +1179,7 @@ static json_t *detach_all(vd_daemon *d, const char *id) {
         continue;
       const char *name = json_string_value(json_object_get(n, "name"));
       vs_error *e = NULL;
-      if (net_endpoint_detach(vn->ctx, name, id, &e) < 0) {
+      if (endpoint_detach(d, name, id, &e) < 0) {
         vs_log_warn("detach %.12s from %s: %s", id, name, e->msg);
         vs_error_free(e);
       }
@@ -1269,6 +1366,13 @@ static int attach_one(vd_daemon *d, vd_container *c, json_t *w, int netns_fd, un
                          .n_aliases = n_aliases,
                          .dns_upstream =
                              user ? dns_upstream_of(json_object_get(c->rec, "HostConfig")) : NULL};
+  /* on a network of the cluster the address comes from etcd, where no other node can take it */
+  char claimed[INET_ADDRSTRLEN] = "";
+  if (is_cluster_network(vn, name)) {
+    if (vd_cnet_claim(d, name, c->id, o.ip, aliases, n_aliases, claimed, err) < 0)
+      return vs_error_wrap(err, "connect to network %s", name);
+    o.ip = claimed;
+  }
   bool *random = vs_malloc0((n_ports + 1) * sizeof(bool));
   for (size_t i = 0; i < n_ports; i++)
     random[i] = ports[i].host_port == 0;
@@ -1289,6 +1393,8 @@ static int attach_one(vd_daemon *d, vd_container *c, json_t *w, int netns_fd, un
     vs_error_free(e);
   }
   free(random);
+  if (r < 0 && claimed[0])
+    vd_cnet_release(d, name, c->id);
   return r < 0 ? vs_error_wrap(err, "connect to network %s", name) : 0;
 }
 
@@ -1812,7 +1918,7 @@ void vd_h_network_disconnect(vd_call *c) {
   vs_error *e = NULL;
   if (live) {
     pthread_mutex_lock(&vn->lock);
-    int r = net_endpoint_detach(vn->ctx, name, ctr->id, &e);
+    int r = endpoint_detach(d, name, ctr->id, &e);
     pthread_mutex_unlock(&vn->lock);
     if (r < 0) {
       vd_call_fail(c, e);
@@ -1846,20 +1952,28 @@ int vd_net_attach_tap(vd_daemon *d, const char *network, const char *id, const c
   const char *name = meta_find(vn, network);
   json_t *m = name ? json_object_get(meta_networks(vn), name) : NULL;
   int r;
+  char claimed[INET_ADDRSTRLEN] = "";
   if (!name)
     r = net_fail(err, ENOENT, "network %s not found", network);
   else if (strcmp(json_string_value(json_object_get(m, "Driver")), "bridge") != 0)
     r = net_fail(err, EINVAL, "network %s has no bridge for a VM", name);
+  /* a VM of the cluster keeps its address wherever it goes: its claim names it, and the node
+   * that makes its tap (a migration's or a failover's target) takes the claim over */
+  else if (is_cluster_network(vn, name) &&
+           vd_cnet_claim(d, name, id, ip, (const char *const[]){id}, 1, claimed, err) < 0)
+    r = -1;
   else
     r = net_endpoint_attach_tap(vn->ctx,
                                 &(net_endpoint_opts){.network = name,
                                                      .id = id,
-                                                     .ip = ip,
+                                                     .ip = claimed[0] ? claimed : ip,
                                                      .ports = ports,
                                                      .n_ports = n_ports,
                                                      .aliases = (const char *[]){id},
                                                      .n_aliases = 1},
                                 info, err);
+  if (r < 0 && claimed[0])
+    vd_cnet_release(d, name, id);
   _cleanup_free_ char *nid = m ? vs_strdup(json_string_value(json_object_get(m, "Id"))) : NULL;
   _cleanup_free_ char *nname = name ? vs_strdup(name) : NULL;
   pthread_mutex_unlock(&vn->lock);
@@ -1877,7 +1991,7 @@ int vd_net_detach_tap(vd_daemon *d, const char *network, const char *id, vs_erro
       name ? vs_strdup(
                  json_string_value(json_object_get(json_object_get(meta_networks(vn), name), "Id")))
            : NULL;
-  int r = name ? net_endpoint_detach(vn->ctx, name, id, err)
+  int r = name ? endpoint_detach(d, name, id, err)
                : net_fail(err, ENOENT, "network %s not found", network);
   pthread_mutex_unlock(&vn->lock);
   if (r == 0)
@@ -1973,6 +2087,182 @@ void vd_h_network_tap_detach(vd_call *c) {
   vd_call_status(c, 204);
 }
 
+/* ---------------------------------------------------------------- networks of the cluster */
+
+/* Make the network of a cluster record here (vn->lock held). */
+static int cluster_network_make(vd_daemon *d, const char *name, json_t *rec, vs_error **err) {
+  vn_create c = {.name = name,
+                 .driver = "bridge",
+                 .subnet = json_string_value(json_object_get(rec, "Subnet")),
+                 .gateway = json_string_value(json_object_get(rec, "Gateway")),
+                 .ip_range = json_string_value(json_object_get(rec, "IPRange")),
+                 .internal = json_is_true(json_object_get(rec, "Internal")),
+                 .labels = json_object_get(rec, "Labels"),
+                 .options = json_object_get(rec, "Options"),
+                 .cluster = true,
+                 .id = json_string_value(json_object_get(rec, "Id")),
+                 .mtu = (unsigned)json_integer_value(json_object_get(rec, "Mtu")),
+                 .revision = json_integer_value(json_object_get(rec, "Revision"))};
+  if (!c.subnet || !c.gateway || !c.id || !json_is_object(c.labels) || !json_is_object(c.options) ||
+      c.mtu < 68)
+    return net_fail(err, EINVAL, "the cluster's record of network %s is incomplete", name);
+  if (network_make(d, &c, NULL, err) < 0)
+    return -1;
+  vs_log_info("network %s of the cluster made here (%s)", name, c.subnet);
+  return 0;
+}
+
+static bool strings_have(const json_t *a, const char *s) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(a, i, v) {
+    if (json_is_string(v) && !strcmp(json_string_value(v), s))
+      return true;
+  }
+  return false;
+}
+
+/* The network's VXLAN device and its flooding peers as wanted (vn->lock held). */
+static int cluster_network_overlay(vd_daemon *d, const char *name, json_t *rec, json_t *peers,
+                                   vs_error **err) {
+  vd_net *vn = d->net;
+  if (!vn->vx_peers)
+    vn->vx_peers = json_object();
+  json_t *had = json_object_get(vn->vx_peers, name);
+  char ifname[IFNAMSIZ];
+  net_vxlan_opts o = {.network = name,
+                      .vni = (uint32_t)json_integer_value(json_object_get(rec, "Vni")),
+                      .local = d->cluster.advertise,
+                      .port = (uint16_t)json_integer_value(json_object_get(rec, "Port"))};
+  int made = net_vxlan_ensure(vn->ctx, &o, had == NULL, ifname, err);
+  if (made < 0)
+    return -1;
+  if (made && had) { /* deleted behind our back: made again, without its peers */
+    vs_log_warn("network %s: its VXLAN device %s was gone: made again", name, ifname);
+    json_array_clear(had);
+  }
+  if (!had) {
+    had = json_array();
+    json_object_set_new(vn->vx_peers, name, had);
+  }
+  size_t i;
+  json_t *p;
+  json_array_foreach(peers, i, p) {
+    if (strings_have(had, json_string_value(p)))
+      continue;
+    if (net_vxlan_peer(vn->ctx, name, json_string_value(p), true, err) < 0)
+      return -1;
+    json_array_append(had, p);
+  }
+  for (i = json_array_size(had); i-- > 0;) {
+    const char *peer = json_string_value(json_array_get(had, i));
+    if (strings_have(peers, peer))
+      continue;
+    if (net_vxlan_peer(vn->ctx, name, peer, false, err) < 0)
+      return -1;
+    json_array_remove(had, i);
+  }
+  return 0;
+}
+
+/* The names of the guests other nodes have on the network, for its DNS server. */
+static void cluster_network_names(vd_net *vn, const char *name, json_t *claims) {
+  size_t n = 0, i, k;
+  json_t *cl, *nm;
+  json_array_foreach(claims, i, cl) n += json_array_size(json_object_get(cl, "Names"));
+  _cleanup_free_ const char **names = vs_malloc0((n + 1) * sizeof(char *));
+  _cleanup_free_ struct in_addr *ips = vs_malloc0((n + 1) * sizeof(struct in_addr));
+  n = 0;
+  json_array_foreach(claims, i, cl) {
+    struct in_addr ip;
+    if (inet_pton(AF_INET, json_string_value(json_object_get(cl, "Ip")), &ip) != 1)
+      continue;
+    json_array_foreach(json_object_get(cl, "Names"), k, nm) {
+      if (json_is_string(nm)) {
+        names[n] = json_string_value(nm);
+        ips[n++] = ip;
+      }
+    }
+  }
+  vs_error *e = NULL;
+  if (net_network_set_remote_names(vn->ctx, name, names, ips, n, &e) < 0) {
+    vs_log_warn("%s", e->msg);
+    vs_error_free(e);
+  }
+}
+
+void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_t *peers,
+                          json_t *remote_claims) {
+  vd_net *vn = d->net;
+  pthread_mutex_lock(&vn->lock);
+  const char *name;
+  json_t *rec;
+  json_object_foreach(records, name, rec) {
+    vs_error *e = NULL;
+    json_t *m = json_object_get(meta_networks(vn), name);
+    if (m && !json_object_get(m, "Cluster")) {
+      vs_log_warn("network %s of the cluster: this node has a network of its own by that name",
+                  name);
+      continue;
+    }
+    if ((!m && cluster_network_make(d, name, rec, &e) < 0) ||
+        cluster_network_overlay(d, name, rec, peers, &e) < 0) {
+      vs_log_warn("network %s of the cluster: %s", name, e->msg);
+      vs_error_free(e);
+      continue;
+    }
+    cluster_network_names(vn, name, json_object_get(remote_claims, name));
+  }
+  /* networks of the cluster whose records are gone (read after they were made here) */
+  _cleanup_json_ json_t *gone = json_array();
+  json_t *m;
+  json_object_foreach(meta_networks(vn), name, m) {
+    json_int_t made =
+        json_integer_value(json_object_get(json_object_get(m, "Cluster"), "Revision"));
+    if (json_object_get(m, "Cluster") && !json_object_get(records, name) && made < revision)
+      json_array_append_new(gone, json_string(name));
+  }
+  size_t i;
+  json_t *v;
+  json_array_foreach(gone, i, v) {
+    vs_error *e = NULL;
+    char *id = NULL;
+    if (network_remove_ex(d, json_string_value(v), true, &id, &e) < 0) {
+      vs_log_warn("network %s was removed from the cluster: %s", json_string_value(v), e->msg);
+      vs_error_free(e);
+    } else {
+      vs_log_info("network %s was removed from the cluster: removed here", json_string_value(v));
+    }
+    if (id)
+      network_event(d, json_string_value(v), id, "destroy", NULL);
+    free(id);
+  }
+  pthread_mutex_unlock(&vn->lock);
+}
+
+json_t *vd_net_cluster_endpoints(vd_daemon *d) {
+  vd_net *vn = d->net;
+  json_t *out = json_array();
+  pthread_mutex_lock(&vn->lock);
+  _cleanup_json_ json_t *st = net_state_json(vn->ctx);
+  size_t i, k;
+  json_t *n, *ep;
+  json_array_foreach(json_object_get(st, "networks"), i, n) {
+    const char *name = json_string_value(json_object_get(n, "name"));
+    if (!is_cluster_network(vn, name))
+      continue;
+    json_array_foreach(json_object_get(n, "endpoints"), k, ep) {
+      json_t *names = json_deep_copy(json_object_get(ep, "aliases"));
+      json_array_append(names, json_object_get(ep, "id"));
+      json_array_append_new(out, json_pack("{s:s, s:O, s:O, s:o}", "Network", name, "Id",
+                                           json_object_get(ep, "id"), "Ip",
+                                           json_object_get(ep, "ip"), "Names", names));
+    }
+  }
+  pthread_mutex_unlock(&vn->lock);
+  return out;
+}
+
 /* ---------------------------------------------------------------- start and end */
 
 /* Networks in src/net without metadata (a kill between the two writes) are removed when
@@ -2062,7 +2352,7 @@ static void recover_containers(vd_daemon *d) {
           ctr_is_running(d, id))
         continue;
       vs_error *e = NULL;
-      if (net_endpoint_detach(vn->ctx, json_string_value(json_object_get(n, "name")), id, &e) < 0) {
+      if (endpoint_detach(d, json_string_value(json_object_get(n, "name")), id, &e) < 0) {
         vs_log_warn("%s", e->msg);
         vs_error_free(e);
       }
@@ -2159,6 +2449,8 @@ void vd_net_free(vd_daemon *d) {
   if (vn->ctx)
     net_close(vn->ctx);
   json_decref(vn->meta);
+  if (vn->vx_peers)
+    json_decref(vn->vx_peers);
   free(vn->dir);
   free(vn->meta_path);
   free(vn->netns_dir);

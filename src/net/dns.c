@@ -100,21 +100,26 @@ static int parse_question(const uint8_t *msg, size_t len, char name[DNS_NAME_MAX
 
 static bool name_is(const char *name, const char *s) { return strcasecmp(name, s) == 0; }
 
-static const net_endpoint *endpoint_by_name(const net_network *n, const char *name) {
+/* The address of a name on the network: its own endpoints first, then the guests of other
+ * hosts (a network across hosts). */
+static const struct in_addr *address_by_name(const net_network *n, const char *name) {
   for (size_t i = 0; i < n->n_eps; i++) {
     const net_endpoint *ep = n->eps[i];
     if (name_is(name, ep->id))
-      return ep;
+      return &ep->ip;
     for (size_t k = 0; k < ep->n_aliases; k++)
       if (name_is(name, ep->aliases[k]))
-        return ep;
+        return &ep->ip;
   }
+  for (size_t i = 0; i < n->n_remote; i++)
+    if (name_is(name, n->remote_names[i]))
+      return &n->remote_ips[i];
   return NULL;
 }
 
 /* Header and question of the query, flags of an authoritative answer, then the A record (its
  * name a pointer to the question's, 0xc00c) when there is one. */
-static size_t build_answer(const uint8_t *q, size_t q_end, const net_endpoint *ep, bool with_a,
+static size_t build_answer(const uint8_t *q, size_t q_end, const struct in_addr *ip, bool with_a,
                            uint8_t rcode, uint8_t *out) {
   memcpy(out, q, q_end);
   out[2] = (uint8_t)(0x80 | 0x04 | (q[2] & 0x01)); /* QR, AA, RD as asked */
@@ -130,7 +135,7 @@ static size_t build_answer(const uint8_t *q, size_t q_end, const net_endpoint *e
   _Static_assert(DNS_TTL == 0x258, "the record's TTL bytes");
   memcpy(out + len, rr, sizeof(rr));
   len += sizeof(rr);
-  memcpy(out + len, &ep->ip.s_addr, 4);
+  memcpy(out + len, &ip->s_addr, 4);
   return len + 4;
 }
 
@@ -149,15 +154,15 @@ int net_dns_answer(const net_network *n, const uint8_t *q, size_t len, uint8_t *
   uint16_t qtype, qclass;
   if (parse_question(q, len, name, &q_end, &qtype, &qclass, err) < 0)
     return -1;
-  const net_endpoint *ep = qclass == DNS_CLASS_IN ? endpoint_by_name(n, name) : NULL;
-  if (!ep) {
+  const struct in_addr *ip = qclass == DNS_CLASS_IN ? address_by_name(n, name) : NULL;
+  if (!ip) {
     *forward = true;
     return 0;
   }
   if (cap < q_end + 16)
     return vs_error_set(err, EINVAL, "dns: answer buffer of %zu bytes is too small", cap);
   /* a name of ours with no record of the type asked (AAAA): NOERROR with no answer */
-  *out_len = build_answer(q, q_end, ep, qtype == DNS_TYPE_A || qtype == DNS_TYPE_ANY, 0, out);
+  *out_len = build_answer(q, q_end, ip, qtype == DNS_TYPE_A || qtype == DNS_TYPE_ANY, 0, out);
   return 0;
 }
 

@@ -42,6 +42,11 @@ typedef struct net_network {
   bool disable_icc;
   net_endpoint **eps;
   size_t n_eps;
+  /* Names of guests on other nodes of a cluster network, which the DNS server answers too
+   * (net_network_set_remote_names; not in the state file: the daemon sets them again). */
+  char **remote_names;
+  struct in_addr *remote_ips;
+  size_t n_remote;
 } net_network;
 
 struct net_ctx {
@@ -71,6 +76,7 @@ void net_format_ipv4(uint32_t addr, char buf[INET_ADDRSTRLEN]);
 net_network *net_network_from_opts(const net_ctx *ctx, const net_network_opts *opts,
                                    vs_error **err);
 void net_network_free(net_network *n);
+void net_network_remote_names_free(net_network *n); /* vxlan.c */
 void net_endpoint_free(net_endpoint *ep);
 net_network *net_find_network(const net_ctx *ctx, const char *name);
 net_endpoint *net_find_endpoint(const net_network *n, const char *id, size_t *index);
@@ -134,6 +140,11 @@ int nl_bridge_create(nl_sock *s, const char *name, unsigned mtu, const uint8_t m
 int nl_veth_create(nl_sock *s, const char *host_name, const char *peer_name, int peer_netns_fd,
                    const uint8_t peer_mac[6], unsigned mtu, vs_error **err);
 int nl_link_delete(nl_sock *s, const char *name, vs_error **err);
+/* A VXLAN device (vni, source address local and UDP port, both in host order) with learning. */
+int nl_vxlan_create(nl_sock *s, const char *name, uint32_t vni, uint32_t local, uint16_t port,
+                    unsigned mtu, vs_error **err);
+/* Add or delete the all-zero FDB entry of the VXLAN device index that sends to peer. */
+int nl_fdb_peer(nl_sock *s, int index, uint32_t peer, bool add, vs_error **err);
 int nl_link_set_up(nl_sock *s, int index, vs_error **err);
 int nl_link_set_master(nl_sock *s, int index, int master, vs_error **err);
 int nl_link_set_mtu(nl_sock *s, int index, unsigned mtu, vs_error **err);

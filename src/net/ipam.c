@@ -136,6 +136,7 @@ void net_network_free(net_network *n) {
   for (size_t i = 0; i < n->n_eps; i++)
     net_endpoint_free(n->eps[i]);
   free(n->eps);
+  net_network_remote_names_free(n);
   free(n->name);
   free(n);
 }

@@ -6,6 +6,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/if_link.h>
 #include <linux/if_tun.h>
+#include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
@@ -213,6 +214,54 @@ int nl_veth_create(nl_sock *s, const char *host_name, const char *peer_name, int
   nl_reply r = {0};
   char what[96];
   snprintf(what, sizeof(what), "create veth %s (peer %s in the guest)", host_name, peer_name);
+  return nl_talk(s, nlh, &r, what, err);
+}
+
+/* A VXLAN device with learning: the bridge it joins learns the remote guests' MAC addresses
+ * from the frames that arrive, and the device maps them to the node they came from. No
+ * multicast group: frames for unknown or broadcast destinations go to every peer of the
+ * all-zero FDB entries (head-end replication, nl_fdb_peer). */
+int nl_vxlan_create(nl_sock *s, const char *name, uint32_t vni, uint32_t local, uint16_t port,
+                    unsigned mtu, vs_error **err) {
+  char buf[MNL_SOCKET_BUFFER_SIZE];
+  struct nlmsghdr *nlh = nl_request(buf, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+  put_ifinfo(nlh, 0);
+  mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
+  mnl_attr_put_u32(nlh, IFLA_MTU, mtu);
+  struct nlattr *info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
+  mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "vxlan");
+  struct nlattr *data = mnl_attr_nest_start(nlh, IFLA_INFO_DATA);
+  mnl_attr_put_u32(nlh, IFLA_VXLAN_ID, vni);
+  mnl_attr_put_u32(nlh, IFLA_VXLAN_LOCAL, htonl(local));
+  mnl_attr_put_u16(nlh, IFLA_VXLAN_PORT, htons(port));
+  mnl_attr_put_u8(nlh, IFLA_VXLAN_LEARNING, 1);
+  mnl_attr_nest_end(nlh, data);
+  mnl_attr_nest_end(nlh, info);
+  nl_reply r = {0};
+  char what[96];
+  snprintf(what, sizeof(what), "create vxlan %s (VNI %u, UDP %u)", name, vni, port);
+  return nl_talk(s, nlh, &r, what, err);
+}
+
+/* `bridge fdb append 00:00:00:00:00:00 dev DEV dst PEER` (or `del`): one more node that gets
+ * a copy of every flooded frame. Appending a peer that is there already changes nothing. */
+int nl_fdb_peer(nl_sock *s, int index, uint32_t peer, bool add, vs_error **err) {
+  char buf[MNL_SOCKET_BUFFER_SIZE];
+  struct nlmsghdr *nlh =
+      nl_request(buf, add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_APPEND : 0);
+  struct ndmsg *ndm = mnl_nlmsg_put_extra_header(nlh, sizeof(*ndm));
+  ndm->ndm_family = AF_BRIDGE;
+  ndm->ndm_ifindex = index;
+  ndm->ndm_state = NUD_NOARP | NUD_PERMANENT;
+  ndm->ndm_flags = NTF_SELF;
+  static const uint8_t zero[6] = {0};
+  mnl_attr_put(nlh, NDA_LLADDR, sizeof(zero), zero);
+  uint32_t dst = htonl(peer);
+  mnl_attr_put(nlh, NDA_DST, sizeof(dst), &dst);
+  nl_reply r = {0};
+  char what[96], ip[INET_ADDRSTRLEN];
+  net_format_ipv4(peer, ip);
+  snprintf(what, sizeof(what), "%s the flooding entry of peer %s", add ? "add" : "delete", ip);
   return nl_talk(s, nlh, &r, what, err);
 }
 

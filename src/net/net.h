@@ -163,6 +163,43 @@ void net_dns_fds(const net_dns *d, int fds[2]);
 int net_dns_handle(net_dns *d, const net_ctx *ctx, vs_error **err);
 void net_dns_close(net_dns *d);
 
+/* -------------------------------------------------------- overlay across hosts (VXLAN) */
+
+/* A network spread over several hosts (a vessel cluster): each host has the network's bridge
+ * with the same subnet and gateway address, and a VXLAN device on it that carries the bridge's
+ * frames to the other hosts in UDP. The device is named "vsvx-" and 8 hex digits of the
+ * network's name; it is the caller's to make again after a restart (not in the state file). */
+typedef struct net_vxlan_opts {
+  const char *network;
+  uint32_t vni;      /* 1..16777215, the same on every host */
+  const char *local; /* this host's address: the tunnels' source */
+  uint16_t port;     /* UDP; 0: 4789 (IANA's VXLAN port) */
+} net_vxlan_opts;
+
+#define NET_VXLAN_PORT 4789
+/* What the encapsulation takes from each packet: outer IPv4 (20), UDP (8), VXLAN (8) and the
+ * inner Ethernet header (14). An overlay network's MTU is its uplink's minus this. */
+#define NET_VXLAN_OVERHEAD 50
+
+/* Make the network's VXLAN device (on its bridge, the network's MTU, up) unless it exists;
+ * fresh: delete an existing one first (its flooding entries are then those added after).
+ * ifname gets its name. Returns 1 when it made the device (it has no peers yet), 0 when it was
+ * there. */
+int net_vxlan_ensure(net_ctx *ctx, const net_vxlan_opts *o, bool fresh, char ifname[IFNAMSIZ],
+                     vs_error **err);
+/* Add (or delete) a host that gets a copy of the network's flooded frames (broadcast, unknown
+ * unicast): unicast head-end replication, no multicast needed on the hosts' network. */
+int net_vxlan_peer(net_ctx *ctx, const char *network, const char *peer, bool add, vs_error **err);
+/* Delete the network's VXLAN device (and with it its flooding entries); none is fine. */
+int net_vxlan_remove(const char *network, vs_error **err);
+/* The MTU of the interface that holds the IPv4 address local (the overlay's uplink). */
+int net_uplink_mtu(const char *local, unsigned *mtu, vs_error **err);
+/* The names of guests on other hosts and their addresses, which the network's DNS server
+ * answers besides its own endpoints' (these win no clash: a local name is answered first).
+ * Replaces the previous list. */
+int net_network_set_remote_names(net_ctx *ctx, const char *network, const char *const *names,
+                                 const struct in_addr *ips, size_t n, vs_error **err);
+
 /* The state as JSON (a new reference): what `network inspect` shows. */
 json_t *net_state_json(const net_ctx *ctx);
 

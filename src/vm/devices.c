@@ -77,6 +77,28 @@ static int add_net(vm *m, unsigned i, vs_error **err) {
   return vm_add_io_source(m, &src, err);
 }
 
+void vm_io_devices_announce(vm *m) {
+  for (unsigned i = 0; i < VM_MAX_NICS; i++) {
+    if (!m->net[i] || !m->netdev[i])
+      continue;
+    netdev *nd = m->netdev[i];
+    /* RFC 903 reverse ARP "request reverse", sender and target the NIC's own MAC */
+    uint8_t frame[12 + 60] = {0};
+    size_t hdr = nd->vnet_hdr ? 12 : 0; /* a zero virtio-net header: nothing to offload */
+    uint8_t *f = frame + hdr;
+    const uint8_t *mac = m->net[i]->st.mac;
+    memset(f, 0xff, 6);
+    memcpy(f + 6, mac, 6);
+    f[12] = 0x80; /* ethertype 0x8035: RARP */
+    f[13] = 0x35;
+    static const uint8_t arp_hdr[8] = {0, 1, 0x08, 0x00, 6, 4, 0, 3};
+    memcpy(f + 14, arp_hdr, sizeof(arp_hdr));
+    memcpy(f + 22, mac, 6); /* sender hardware address; sender IP 0 */
+    memcpy(f + 32, mac, 6); /* target hardware address; target IP 0 */
+    netdev_send(nd, frame, hdr + 60);
+  }
+}
+
 static int add_console(vm *m, vs_error **err) {
   if (m->cfg.console != VM_CONSOLE_VIRTIO)
     return 0;

@@ -317,6 +317,11 @@ void vm_destroy_io_devices(vm *m);
 void vm_io_devices_save(vm *m, vmstate_writer *w);
 int vm_io_devices_load(vm *m, vmstate_reader *r, vs_error **err);
 void vm_io_devices_new_identity(vm *m);
+/* After an incoming migration: a RARP broadcast from each NIC's MAC into its backend, as QEMU
+ * announces a migrated guest, so the switches on the way (the host's bridge, a VXLAN overlay's
+ * forwarding tables on other hosts) learn at once where the guest is now instead of sending its
+ * frames to the host it left until it speaks. */
+void vm_io_devices_announce(vm *m);
 
 /* fdt.c */
 int vm_fdt_build(vm *m, void *buf, size_t bufsize, vs_error **err);

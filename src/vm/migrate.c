@@ -846,5 +846,6 @@ vm *vm_migrate_incoming(const char *hostport, const vm_restore_opts *opts, vs_er
     return NULL;
   }
   close(in.fd);
+  vm_io_devices_announce(m);
   return m;
 }

@@ -475,4 +475,40 @@ TEST(dns_answers_names_of_the_network) {
   free(ctx.nets);
 }
 
+/* A network across hosts: the names of guests on other hosts are answered too, after the
+ * network's own endpoints (a local name wins a clash), and replaced as a whole. */
+TEST(dns_answers_names_of_other_hosts) {
+  net_ctx ctx = {0};
+  net_network *n = make_net(&ctx, "overlay", "10.58.0.0/24", NULL, NULL);
+  add_ep(n, "web-1", 0x0a3a0002, NULL);
+  const char *names[] = {"far-vm", "web-1"};
+  struct in_addr ips[] = {{htonl(0x0a3a0009)}, {htonl(0x0a3a000a)}};
+  CHECK(net_network_set_remote_names(&ctx, "overlay", names, ips, 2, NULL) == 0);
+  uint8_t q[300], out[600];
+  size_t len, out_len;
+  bool forward;
+  len = dns_query(q, "FAR-VM", 1);
+  CHECK(net_dns_answer(n, q, len, out, sizeof(out), &out_len, &forward, NULL) == 0);
+  CHECK(!forward && out_len == len + 16 && out[7] == 1);
+  CHECK(memcmp(out + len + 12, (uint8_t[]){10, 58, 0, 9}, 4) == 0);
+  len = dns_query(q, "web-1", 1);
+  CHECK(net_dns_answer(n, q, len, out, sizeof(out), &out_len, &forward, NULL) == 0);
+  CHECK(memcmp(out + len + 12, (uint8_t[]){10, 58, 0, 2}, 4) == 0);
+  /* replaced: far-vm is gone, forwarded like any other name */
+  CHECK(net_network_set_remote_names(&ctx, "overlay", NULL, NULL, 0, NULL) == 0);
+  len = dns_query(q, "far-vm", 1);
+  CHECK(net_dns_answer(n, q, len, out, sizeof(out), &out_len, &forward, NULL) == 0);
+  CHECK(forward && out_len == 0);
+  /* names are checked like aliases; an unknown network is refused */
+  _cleanup_error_ vs_error *err = NULL;
+  const char *bad[] = {"a b"};
+  CHECK(net_network_set_remote_names(&ctx, "overlay", bad, ips, 1, &err) == -1);
+  CHECK(strstr(err->msg, "another host") != NULL);
+  CHECK(net_network_set_remote_names(&ctx, "nope", names, ips, 1, NULL) == -1);
+  CHECK(net_network_set_remote_names(&ctx, "overlay", names, ips, 1, NULL) == 0);
+  net_ctx_remove_network(&ctx, n);
+  net_network_free(n); /* frees the remote names too (ASan checks) */
+  free(ctx.nets);
+}
+
 int main(void) { return tap_run(); }
