@@ -18,16 +18,28 @@
 
 #define ROOT "/vessel/"
 
-void vd_cache_init(vd_cluster *cl) { cl->cache = json_object(); }
+void vd_cache_init(vd_cluster *cl) {
+  cl->cache = json_object();
+  pthread_mutex_init(&cl->reload_lock, NULL);
+}
 
 void vd_cache_free(vd_cluster *cl) {
+  if (!cl->cache)
+    return;
   json_decref(cl->cache);
   cl->cache = NULL;
+  pthread_mutex_destroy(&cl->reload_lock);
 }
 
 static int64_t held_revision(const json_t *e) {
   return e ? (int64_t)json_integer_value(json_object_get(e, "m")) : 0;
 }
+
+/* A key removed at "m" is kept as a tombstone ({"d": true, "m"}) for a while, so that a range
+ * read before its removal (a reload) or a write noted late cannot bring it back. */
+static bool is_tombstone(const json_t *e) { return json_is_true(json_object_get(e, "d")); }
+
+#define MAX_TOMBSTONES 4096
 
 /* key = value at revision mod (created at create), unless what is held is newer. */
 static void put_locked(vd_cluster *cl, const char *key, const char *value, size_t len, int64_t mod,
@@ -35,17 +47,38 @@ static void put_locked(vd_cluster *cl, const char *key, const char *value, size_
   json_t *old = json_object_get(cl->cache, key);
   if (old && held_revision(old) >= mod)
     return;
-  if (!create && old)
+  if (!create && old && !is_tombstone(old))
     create = (int64_t)json_integer_value(json_object_get(old, "c"));
+  if (old && is_tombstone(old))
+    cl->tombstones--;
+  /* no UTF-8 check: a value is any bytes, read back as they came */
   json_object_set_new(cl->cache, key,
-                      json_pack("{s:s%, s:I, s:I}", "v", value, len, "m", (json_int_t)mod, "c",
-                                (json_int_t)(create ? create : mod)));
+                      json_pack("{s:o, s:I, s:I}", "v", json_stringn_nocheck(value, len), "m",
+                                (json_int_t)mod, "c", (json_int_t)(create ? create : mod)));
+}
+
+/* Forget the tombstones at or before revision (every one with 0). */
+static void purge_tombstones_locked(vd_cluster *cl, int64_t revision) {
+  const char *key;
+  json_t *e;
+  void *tmp;
+  json_object_foreach_safe(cl->cache, tmp, key, e) {
+    if (is_tombstone(e) && (revision == 0 || held_revision(e) <= revision)) {
+      json_object_del(cl->cache, key);
+      cl->tombstones--;
+    }
+  }
 }
 
 static void delete_locked(vd_cluster *cl, const char *key, int64_t revision) {
   json_t *old = json_object_get(cl->cache, key);
-  if (old && held_revision(old) < revision)
-    json_object_del(cl->cache, key);
+  if (old && held_revision(old) >= revision)
+    return;
+  if (!old || !is_tombstone(old))
+    cl->tombstones++;
+  json_object_set_new(cl->cache, key, json_pack("{s:b, s:I}", "d", 1, "m", (json_int_t)revision));
+  if (cl->tombstones > MAX_TOMBSTONES)
+    purge_tombstones_locked(cl, 0);
 }
 
 void vd_cache_apply_locked(vd_cluster *cl, const vc_watch_msg *m) {
@@ -66,15 +99,19 @@ void vd_cache_note_put(vd_cluster *cl, const char *key, const char *value, size_
   if (revision <= 0)
     return;
   pthread_mutex_lock(&cl->lock);
-  if (cl->cache)
+  /* a reload at or after it already holds its outcome (the key, or its removal forgotten) */
+  if (cl->cache && revision > cl->reload_revision)
     put_locked(cl, key, value, len, revision, 0);
   pthread_mutex_unlock(&cl->lock);
 }
 
 int vd_cache_reload(vd_cluster *cl, int64_t *revision, vs_error **err) {
   vc_range r;
-  if (vc_etcd_get_prefix(cl->etcd, ROOT, 0, &r, err) < 0)
+  pthread_mutex_lock(&cl->reload_lock);
+  if (vc_etcd_get_prefix(cl->etcd, ROOT, 0, &r, err) < 0) {
+    pthread_mutex_unlock(&cl->reload_lock);
     return -1;
+  }
   pthread_mutex_lock(&cl->lock);
   /* a key held but not in the range went before r.revision, unless it changed after it */
   json_t *seen = json_object();
@@ -87,18 +124,23 @@ int vd_cache_reload(vd_cluster *cl, int64_t *revision, vs_error **err) {
   json_t *e;
   void *tmp;
   json_object_foreach_safe(cl->cache, tmp, key, e) {
-    if (!json_object_get(seen, key) && held_revision(e) <= r.revision)
+    if (!json_object_get(seen, key) && held_revision(e) <= r.revision && !is_tombstone(e))
       json_object_del(cl->cache, key);
   }
   json_decref(seen);
+  /* what the range shows is at least as new as the removals before it */
+  purge_tombstones_locked(cl, r.revision);
   cl->cache_ok = true;
   /* the copy holds everything up to r.revision: a watch made again starts after it */
   if (r.revision > cl->guests_revision)
     cl->guests_revision = r.revision;
   if (revision)
     *revision = r.revision;
+  if (r.revision > cl->reload_revision)
+    cl->reload_revision = r.revision;
   pthread_cond_broadcast(&cl->guests_cond);
   pthread_mutex_unlock(&cl->lock);
+  pthread_mutex_unlock(&cl->reload_lock);
   vc_range_clear(&r);
   return 0;
 }
@@ -119,7 +161,7 @@ bool vd_cache_range(vd_cluster *cl, const char *prefix, vc_range *out) {
   const char *key;
   json_t *e;
   json_object_foreach(cl->cache, key, e) {
-    if (strncmp(key, prefix, plen) != 0)
+    if (strncmp(key, prefix, plen) != 0 || is_tombstone(e))
       continue;
     json_t *v = json_object_get(e, "v");
     vc_kv *kv = &out->kvs[out->n++];
@@ -143,7 +185,7 @@ json_t *vd_cache_get(vd_cluster *cl, const char *key, int64_t *revision) {
   *revision = 0;
   pthread_mutex_lock(&cl->lock);
   json_t *e = cl->cache_ok ? json_object_get(cl->cache, key) : NULL;
-  if (e) {
+  if (e && !is_tombstone(e)) {
     json_t *v = json_object_get(e, "v");
     rec = json_loadb(json_string_value(v), json_string_length(v), JSON_REJECT_DUPLICATES, NULL);
     *revision = held_revision(e);

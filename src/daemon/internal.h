@@ -351,7 +351,10 @@ typedef struct vd_cluster {
    * "c"}}), with lock; cache_ok once loaded */
   json_t *cache;
   bool cache_ok;
-  int64_t leader_revision; /* the scheduler's: the leader key's revision while it leads */
+  size_t tombstones;           /* keys removed, kept as such in the copy for a while */
+  pthread_mutex_t reload_lock; /* one reload at a time (a later one may forget tombstones) */
+  int64_t reload_revision;     /* with lock: the store's revision at the last reload */
+  int64_t leader_revision;     /* the scheduler's: the leader key's revision while it leads */
   int64_t last_campaign_ms;
 } vd_cluster;
 
