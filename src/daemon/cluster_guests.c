@@ -507,7 +507,10 @@ static int schedule_pass(vd_daemon *d, vs_error **err) {
         json_decref(rec);
       continue;
     }
-    pending p = {rec, r.kvs[i].key, r.kvs[i].mod_revision, r.kvs[i].create_revision, false};
+    pending p = {.rec = rec,
+                 .key = r.kvs[i].key,
+                 .rev = r.kvs[i].mod_revision,
+                 .created = r.kvs[i].create_revision};
     if (!strcmp(phase, "pending")) {
       pend[np++] = p;
       continue;
