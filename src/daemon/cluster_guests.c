@@ -593,16 +593,17 @@ static int on_change(void *arg, const vc_watch_msg *m) {
   vd_cluster *cl = &d->cluster;
   if (m->n == 0 && !m->created)
     return 0;
-  bool sched = m->created, recon = m->created, mig = m->created;
+  /* a watch made (again): everything may have changed */
+  bool wake[3] = {m->created, m->created, m->created}; /* scheduler, reconciler, migrator */
   for (size_t i = 0; i < m->n; i++)
-    classify(d, &m->events[i], &sched, &recon, &mig);
+    classify(d, &m->events[i], &wake[0], &wake[1], &wake[2]);
   pthread_mutex_lock(&cl->lock);
   vd_cache_apply_locked(cl, m);
   if (m->revision > cl->guests_revision)
     cl->guests_revision = m->revision;
-  cl->schedule_dirty |= sched;
-  cl->reconcile_dirty |= recon;
-  cl->migrate_dirty |= mig;
+  cl->schedule_dirty |= wake[0];
+  cl->reconcile_dirty |= wake[1];
+  cl->migrate_dirty |= wake[2];
   pthread_cond_broadcast(&cl->guests_cond);
   pthread_mutex_unlock(&cl->lock);
   return 0;
