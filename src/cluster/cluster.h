@@ -129,7 +129,9 @@ int vc_etcd_put_if(vc_etcd *e, const char *key, const char *value, size_t len, i
                    int64_t *revision, vs_error **err);
 /* Several puts in one transaction, each only if its key's mod_revision is still as expected (0:
  * the key must not exist): all are written or none (*succeeded false: some key changed). etcd
- * takes at most 128 operations in one transaction (--max-txn-ops). */
+ * takes at most 128 operations in one transaction (--max-txn-ops). An entry whose value is NULL
+ * is a guard: its key's revision is compared and nothing is written to it (the scheduler's
+ * leadership, a pool's definition). */
 typedef struct vc_put {
   const char *key, *value;
   size_t len;

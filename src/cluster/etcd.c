@@ -402,9 +402,10 @@ int vc_etcd_put_all_if(vc_etcd *e, const vc_put *puts, size_t n, bool *succeeded
   json_t *cmps = json_array(), *ops = json_array();
   for (size_t i = 0; i < n; i++) {
     json_array_append_new(cmps, revision_compare(puts[i].key, puts[i].expected_mod_revision));
-    json_array_append_new(
-        ops, json_pack("{s:o}", "request_put",
-                       put_request(puts[i].key, puts[i].value, puts[i].len, puts[i].lease)));
+    if (puts[i].value) /* NULL: a guard, compared and not written */
+      json_array_append_new(
+          ops, json_pack("{s:o}", "request_put",
+                         put_request(puts[i].key, puts[i].value, puts[i].len, puts[i].lease)));
   }
   json_t *req = json_pack("{s:o, s:o}", "compare", cmps, "success", ops);
   reply r = {0};

@@ -172,6 +172,7 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   pthread_mutex_init(&cl->lock, NULL);
   pthread_cond_init(&cl->cond, NULL);
   pthread_cond_init(&cl->guests_cond, NULL);
+  vd_cache_init(cl);
   return 0;
 }
 
@@ -347,6 +348,7 @@ void vd_cluster_free(vd_daemon *d) {
   free(cl->advertise);
   free(cl->token);
   free(cl->shared_dir);
+  vd_cache_free(cl);
   if (cl->labels)
     json_decref(cl->labels);
   memset(cl, 0, sizeof(*cl));
@@ -392,12 +394,9 @@ static int node_name_of(const char *key, const char *prefix, const char **name) 
 }
 
 /* The guests placed on each node of by_name ({name: {"guests": [...], "cpus", "memory"}}). */
-static int add_guests(vd_cluster *cl, json_t *by_name, vs_error **err) {
-  vc_range g;
-  if (vc_etcd_get_prefix(cl->etcd, "/vessel/guests/", 0, &g, err) < 0)
-    return -1;
-  for (size_t i = 0; i < g.n; i++) {
-    json_t *rec = kv_object(&g.kvs[i]);
+static void add_guests(json_t *by_name, const vc_range *g) {
+  for (size_t i = 0; i < g->n; i++) {
+    json_t *rec = kv_object(&g->kvs[i]);
     const char *node = rec ? json_string_value(json_object_get(rec, "Node")) : NULL;
     const char *phase = rec ? json_string_value(json_object_get(rec, "Phase")) : NULL;
     json_t *e = node ? json_object_get(by_name, node) : NULL;
@@ -419,33 +418,23 @@ static int add_guests(vd_cluster *cl, json_t *by_name, vs_error **err) {
     if (rec)
       json_decref(rec);
   }
-  vc_range_clear(&g);
-  return 0;
 }
 
-/* Every node (ready or down) as the API shows it, in name order. */
-json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err) {
-  vd_cluster *cl = &d->cluster;
-  vc_range st, sp;
-  if (vc_etcd_get_prefix(cl->etcd, "/vessel/nodes/", 0, &st, err) < 0)
-    return NULL;
-  if (vc_etcd_get_prefix(cl->etcd, "/vessel/nodespec/", 0, &sp, err) < 0) {
-    vc_range_clear(&st);
-    return NULL;
-  }
+/* The nodes from their records (st), specs (sp) and, when g is given, guests. */
+static json_t *nodes_of(const vc_range *st, const vc_range *sp, const vc_range *g) {
   json_t *by_name = json_object();
-  for (size_t i = 0; i < st.n; i++) {
+  for (size_t i = 0; i < st->n; i++) {
     const char *name;
-    json_t *s = kv_object(&st.kvs[i]);
-    if (s && node_name_of(st.kvs[i].key, "/vessel/nodes/", &name) == 0)
+    json_t *s = kv_object(&st->kvs[i]);
+    if (s && node_name_of(st->kvs[i].key, "/vessel/nodes/", &name) == 0)
       json_object_set_new(by_name, name, json_pack("{s:o}", "status", s));
     else if (s)
       json_decref(s);
   }
-  for (size_t i = 0; i < sp.n; i++) {
+  for (size_t i = 0; i < sp->n; i++) {
     const char *name;
-    json_t *s = kv_object(&sp.kvs[i]);
-    if (!s || node_name_of(sp.kvs[i].key, "/vessel/nodespec/", &name) < 0) {
+    json_t *s = kv_object(&sp->kvs[i]);
+    if (!s || node_name_of(sp->kvs[i].key, "/vessel/nodespec/", &name) < 0) {
       if (s)
         json_decref(s);
       continue;
@@ -455,20 +444,20 @@ json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err) {
       json_object_set_new(by_name, name, e = json_object());
     json_object_set_new(e, "spec", s);
   }
-  vc_range_clear(&st);
-  vc_range_clear(&sp);
-  if (add_guests(cl, by_name, err) < 0) {
-    json_decref(by_name);
-    return NULL;
-  }
+  if (g)
+    add_guests(by_name, g);
   json_t *out = json_array();
   const char *name;
   json_t *e;
   /* jansson keeps insertion order; etcd returned keys sorted, the spec-only ones go after */
   json_object_foreach(by_name, name, e) {
     json_t *v = node_view(name, json_object_get(e, "status"), json_object_get(e, "spec"));
-    json_t *g = json_object_get(e, "guests");
-    json_object_set(v, "Guests", g ? g : json_array());
+    json_t *gs = json_object_get(e, "guests");
+    if (!g) {
+      json_array_append_new(out, v);
+      continue;
+    }
+    json_object_set(v, "Guests", gs ? gs : json_array());
     json_object_set_new(v, "Allocated",
                         json_pack("{s:f, s:I}", "Cpus",
                                   json_number_value(json_object_get(e, "cpus")), "Memory",
@@ -476,6 +465,46 @@ json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err) {
     json_array_append_new(out, v);
   }
   json_decref(by_name);
+  return out;
+}
+
+/* Every node (ready or down) as the API shows it, in name order: read from etcd, so that what
+ * a request just changed is seen by the next. */
+json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err) {
+  vd_cluster *cl = &d->cluster;
+  vc_range st, sp, g;
+  if (vc_etcd_get_prefix(cl->etcd, "/vessel/nodes/", 0, &st, err) < 0)
+    return NULL;
+  if (vc_etcd_get_prefix(cl->etcd, "/vessel/nodespec/", 0, &sp, err) < 0) {
+    vc_range_clear(&st);
+    return NULL;
+  }
+  if (vc_etcd_get_prefix(cl->etcd, "/vessel/guests/", 0, &g, err) < 0) {
+    vc_range_clear(&st);
+    vc_range_clear(&sp);
+    return NULL;
+  }
+  json_t *out = nodes_of(&st, &sp, &g);
+  vc_range_clear(&st);
+  vc_range_clear(&sp);
+  vc_range_clear(&g);
+  return out;
+}
+
+json_t *vd_cluster_nodes_cached(vd_daemon *d, bool with_guests, vs_error **err) {
+  vd_cluster *cl = &d->cluster;
+  vc_range st, sp, g = {0};
+  if (!vd_cache_range(cl, "/vessel/nodes/", &st) || !vd_cache_range(cl, "/vessel/nodespec/", &sp) ||
+      (with_guests && !vd_cache_range(cl, "/vessel/guests/", &g))) {
+    vc_range_clear(&st);
+    vc_range_clear(&sp);
+    vs_error_set(err, EAGAIN, "the cluster's records are not loaded yet");
+    return NULL;
+  }
+  json_t *out = nodes_of(&st, &sp, with_guests ? &g : NULL);
+  vc_range_clear(&st);
+  vc_range_clear(&sp);
+  vc_range_clear(&g);
   return out;
 }
 

@@ -19,7 +19,9 @@
 #define GUESTS "/vessel/guests/"
 #define LEADER_KEY "/vessel/leader"
 #define CREATE_WAIT_S 300 /* a create waits this long for the node to make the VM */
-#define BATCH 64          /* placements written in one etcd transaction */
+/* placements written in one etcd transaction: with their guards (the leader key, a pool each at
+ * most) within etcd's 128 compares of one transaction */
+#define BATCH 63
 
 static const char *str(const json_t *o, const char *f) {
   return json_string_value(json_object_get(o, f));
@@ -40,7 +42,12 @@ int vd_guest_record_put(vd_cluster *cl, const char *name, json_t *rec, int64_t r
                         vs_error **err) {
   _cleanup_free_ char *key = guest_key(name);
   _cleanup_free_ char *doc = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
-  return vc_etcd_put_if(cl->etcd, key, doc, strlen(doc), 0, rev, ok, NULL, NULL, err);
+  int64_t at = 0;
+  if (vc_etcd_put_if(cl->etcd, key, doc, strlen(doc), 0, rev, ok, NULL, &at, err) < 0)
+    return -1;
+  if (*ok) /* the next pass (of any thread here) sees it without waiting for its event */
+    vd_cache_note_put(cl, key, doc, strlen(doc), at);
+  return 0;
 }
 
 json_t *vd_guest_record_get(vd_cluster *cl, const char *name, int64_t *rev, vs_error **err) {
@@ -91,14 +98,30 @@ static int take_cluster_fields(json_t *body, json_t *guest, vs_error **err) {
   return 0;
 }
 
+/* The record as the watch's copy has it, or (not loaded, or not there: a copy that lags, or a
+ * record removed) as etcd has it. */
+static json_t *record_now(vd_cluster *cl, const char *name, int64_t *rev, vs_error **err) {
+  _cleanup_free_ char *key = guest_key(name);
+  json_t *rec = vd_cache_get(cl, key, rev);
+  return rec ? rec : vd_guest_record_get(cl, name, rev, err);
+}
+
+/* Until the watch's copy changes (or timeout_ms). */
+static void wait_change(vd_cluster *cl, int timeout_ms) {
+  struct timespec until = vs_realtime_after_ms(timeout_ms);
+  pthread_mutex_lock(&cl->lock);
+  if (!cl->stop)
+    pthread_cond_timedwait(&cl->guests_cond, &cl->lock, &until);
+  pthread_mutex_unlock(&cl->lock);
+}
+
 /* Wait for the record to leave pending and the node to make the VM; answers the call. */
 static void wait_created(vd_call *c, const char *name) {
   vd_cluster *cl = &c->d->cluster;
-  useconds_t pause = 2000;
   for (time_t end = time(NULL) + CREATE_WAIT_S; time(NULL) < end;) {
     vs_error *e = NULL;
     int64_t rev;
-    json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
+    json_t *rec = record_now(cl, name, &rev, &e);
     if (!rec) {
       if (e)
         vd_call_error(c, 503, "cluster store: %s", e->msg);
@@ -128,14 +151,26 @@ static void wait_created(vd_call *c, const char *name) {
       return;
     }
     json_decref(rec);
-    usleep(pause);
-    if (pause < 100000)
-      pause *= 2;
+    /* woken by the watch; the timeout only bounds a change missed between look and wait */
+    wait_change(cl, 200);
   }
   vd_call_error(c, 504,
                 "VM %s: not created by its node within %d s (it stays in the cluster's "
                 "records)",
                 name, CREATE_WAIT_S);
+}
+
+/* The create's configuration checked as a local create would, except its Image: the node the
+ * guest lands on takes it from its store or pulls it (vd_vm_image_prepare), and the image's
+ * defaults are not known here; the request's Cpus and Memory (or 1 CPU and the default memory)
+ * are what the scheduler places. */
+static int config_check(json_t *body, json_t *cfg, json_t *disk, vs_error **err) {
+  json_t *image = json_object_get(body, "Image");
+  if (image && (!json_is_string(image) || !*json_string_value(image)))
+    return vs_error_set(err, EINVAL, "Image: expected a reference such as registry/vm:tag");
+  _cleanup_json_ json_t *rest = json_deep_copy(body);
+  json_object_del(rest, "Image");
+  return vd_vm_config_parse(rest, cfg, disk, err);
 }
 
 void vd_cluster_vm_create(vd_call *c, const char *name, json_t *body) {
@@ -149,7 +184,8 @@ void vd_cluster_vm_create(vd_call *c, const char *name, json_t *body) {
                  "letter or digit",
                  name ? name : "");
   else if (take_cluster_fields(body, guest, &e) == 0 &&
-           vd_vm_config_parse(body, cfg, disk, &e) < 0 && e->errnum == 0)
+           vd_cluster_take_pool(cl, body, guest, &e) == 0 &&
+           config_check(body, cfg, disk, &e) < 0 && e->errnum == 0)
     e->errnum = EINVAL;
   if (!e) {
     json_object_set(guest, "Cpus", json_object_get(cfg, "Cpus"));
@@ -244,8 +280,8 @@ void vd_h_cluster_guests(vd_call *c) {
     vs_error_free(e);
     return;
   }
-  static const char *const shown[] = {"Kind", "Name",   "Node",   "Phase",  "Reason", "Id",
-                                      "Cpus", "Memory", "Labels", "Origin", "Created"};
+  static const char *const shown[] = {"Kind", "Name",   "Node",   "Phase",  "Reason",  "Id",
+                                      "Cpus", "Memory", "Labels", "Origin", "Created", "Pool"};
   json_t *out = json_array();
   for (size_t i = 0; i < r.n; i++) {
     json_t *rec = vd_guest_record_of(&r.kvs[i]);
@@ -279,19 +315,26 @@ bool vd_cluster_sleep(vd_cluster *cl, int ms) {
   return stop;
 }
 
-/* Leadership: the leader key, held under this node's lease (it goes when the node does). */
+/* Leadership: the leader key, held under this node's lease (it goes when the node does). Its
+ * revision while this node holds it guards every placement (write_decisions): a node that
+ * lost the key (its lease ended) cannot place anything, even before it notices. */
 static bool campaign(vd_cluster *cl) {
   bool ok = false;
   vc_range cur;
   vs_error *e = NULL;
+  int64_t at = 0;
   if (vc_etcd_put_if(cl->etcd, LEADER_KEY, cl->node_name, strlen(cl->node_name), cl->lease, 0, &ok,
-                     &cur, NULL, &e) < 0) {
+                     &cur, &at, &e) < 0) {
     vs_log_debug("cluster: campaign: %s", e->msg);
     vs_error_free(e);
     return false;
   }
-  if (!ok)
+  if (ok) {
+    cl->leader_revision = at;
+  } else {
     ok = cur.n == 1 && !strcmp(cur.kvs[0].value, cl->node_name) && cur.kvs[0].lease == cl->lease;
+    cl->leader_revision = ok ? cur.kvs[0].mod_revision : 0;
+  }
   vc_range_clear(&cur);
   return ok;
 }
@@ -300,7 +343,9 @@ typedef struct pending {
   json_t *rec;
   const char *key;
   int64_t rev, created;
-  bool failover; /* placed again: its node is down (cluster_ha.c) */
+  bool failover;    /* placed again: its node is down (cluster_ha.c) */
+  const char *pool; /* placed in this pool of the cluster (its key guards the write) */
+  int64_t pool_rev;
 } pending;
 
 static int by_creation(const void *a, const void *b) {
@@ -308,45 +353,148 @@ static int by_creation(const void *a, const void *b) {
   return x->created < y->created ? -1 : x->created > y->created;
 }
 
-/* Write the decisions of pend[0..n) in one transaction; when it fails (some record changed),
- * each alone, so that the others still land. */
-static void write_decisions(vd_cluster *cl, pending *pend, size_t n) {
-  vc_put puts[BATCH];
+/* The guards of a transaction: the leader key, and the pools its placements were admitted to
+ * (a pool removed or changed meanwhile fails the write). 0 when leadership is unknown. */
+static size_t guards(vd_cluster *cl, const pending *pend, size_t n, vc_put *out, char **pool_keys) {
+  size_t k = 0;
+  out[k++] = (vc_put){LEADER_KEY, NULL, 0, 0, cl->leader_revision};
+  for (size_t i = 0; i < n; i++) {
+    if (!pend[i].pool)
+      continue;
+    _cleanup_free_ char *key = vs_asprintf("/vessel/pools/%s", pend[i].pool);
+    bool dup = false;
+    for (size_t j = 1; j < k && !dup; j++)
+      dup = !strcmp(out[j].key, key);
+    if (dup)
+      continue;
+    pool_keys[k] = steal_pointer(&key);
+    out[k] = (vc_put){pool_keys[k], NULL, 0, 0, pend[i].pool_rev};
+    k++;
+  }
+  return k;
+}
+
+/* Write the decisions of pend[0..n) in one transaction, guarded; when it fails (some record
+ * changed), each alone, so that the others still land. Returns false when some write failed:
+ * the copy of the records was stale. */
+static bool write_decisions(vd_cluster *cl, pending *pend, size_t n) {
+  vc_put puts[2 * BATCH + 1];
   char *docs[BATCH];
+  char *pool_keys[BATCH + 1] = {0};
+  size_t ng = guards(cl, pend, n, puts, pool_keys);
   for (size_t i = 0; i < n; i++) {
     docs[i] = json_dumps(pend[i].rec, JSON_COMPACT | JSON_SORT_KEYS);
-    puts[i] = (vc_put){pend[i].key, docs[i], strlen(docs[i]), 0, pend[i].rev};
+    puts[ng + i] = (vc_put){pend[i].key, docs[i], strlen(docs[i]), 0, pend[i].rev};
   }
-  bool ok = false;
+  bool ok = false, all = true;
+  int64_t at = 0;
   vs_error *e = NULL;
-  bool batch_ok = vc_etcd_put_all_if(cl->etcd, puts, n, &ok, NULL, &e) == 0 && ok;
+  bool batch_ok = vc_etcd_put_all_if(cl->etcd, puts, ng + n, &ok, &at, &e) == 0 && ok;
   vs_error_free(e);
-  for (size_t i = 0; i < n && !batch_ok; i++) {
+  for (size_t i = 0; i < n; i++) {
+    if (batch_ok) {
+      vd_cache_note_put(cl, puts[ng + i].key, docs[i], puts[ng + i].len, at);
+      continue;
+    }
     e = NULL;
-    if (vc_etcd_put_all_if(cl->etcd, &puts[i], 1, &ok, NULL, &e) < 0 || !ok)
-      vs_log_debug("cluster: placing %s: %s", puts[i].key, e ? e->msg : "changed meanwhile");
+    vc_put one[3];
+    char *one_keys[2] = {0};
+    size_t k = guards(cl, &pend[i], 1, one, one_keys); /* its own pool only */
+    one[k] = puts[ng + i];
+    if (vc_etcd_put_all_if(cl->etcd, one, k + 1, &ok, &at, &e) < 0 || !ok) {
+      vs_log_debug("cluster: placing %s: %s", one[k].key, e ? e->msg : "changed meanwhile");
+      all = false;
+    } else {
+      vd_cache_note_put(cl, one[k].key, docs[i], one[k].len, at);
+    }
     vs_error_free(e);
+    free(one_keys[1]);
   }
   for (size_t i = 0; i < n; i++)
     free(docs[i]);
+  for (size_t i = 0; i < BATCH + 1; i++)
+    free(pool_keys[i]);
+  return batch_ok || all;
+}
+
+/* The guests' records and the nodes, from the watch's copy (or from etcd while it is not
+ * loaded). The records before the nodes: a node that comes back and claims a guest of its own
+ * (cluster_ha.c) between the two reads is seen ready, or changed the record's revision. */
+static int pass_inputs(vd_daemon *d, vc_range *r, json_t **nodes, json_t **pools, vs_error **err) {
+  vd_cluster *cl = &d->cluster;
+  vc_range pr;
+  if (vd_cache_range(cl, GUESTS, r)) {
+    *nodes = vd_cluster_nodes_cached(d, false, err);
+    vd_cache_range(cl, VD_POOLS_PREFIX, &pr);
+  } else {
+    if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, r, err) < 0)
+      return -1;
+    *nodes = vd_cluster_nodes(d, err);
+    if (*nodes && vc_etcd_get_prefix(cl->etcd, VD_POOLS_PREFIX, 0, &pr, err) < 0) {
+      json_decref(*nodes);
+      *nodes = NULL;
+    }
+  }
+  if (!*nodes) {
+    vc_range_clear(r);
+    return -1;
+  }
+  *pools = vd_cluster_pools_of(&pr);
+  vc_range_clear(&pr);
+  return 0;
+}
+
+static int64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* One guest's decision: placed (or placed again by HA), refused, or left for the next pass. */
+static bool decide(json_t *nodes, json_t *pools, json_t *placed, pending *p) {
+  char *node = NULL, *reason = NULL;
+  vs_error *e = NULL;
+  json_t *req = vd_cluster_pool_admit(pools, nodes, placed, p->rec, &p->pool_rev, &reason);
+  if (req && vc_place(nodes, placed, req, &node, &reason, &e) < 0) {
+    reason = vs_strdup(e->msg);
+    vs_error_free(e);
+  }
+  json_decref(req);
+  p->pool = node ? str(p->rec, "Pool") : NULL;
+  bool decided = true;
+  if (node && p->failover) {
+    vd_ha_failover_placed(p->rec, node);
+    json_array_append(placed, p->rec);
+  } else if (node) {
+    json_object_set_new(p->rec, "Node", json_string(node));
+    json_object_set_new(p->rec, "Phase", json_string("placed"));
+    json_array_append(placed, p->rec);
+    vs_log_debug("cluster: placed %s on %s", str(p->rec, "Name"), node);
+  } else if (p->failover) {
+    /* it stays on its node, which is down, and is tried again at the next pass */
+    vs_log_debug("cluster: cannot restart %s elsewhere yet: %s", str(p->rec, "Name"), reason);
+    decided = false;
+  } else {
+    json_object_set_new(p->rec, "Phase", json_string("refused"));
+    json_object_set_new(p->rec, "Reason", json_string(reason));
+    vs_log_info("cluster: cannot place %s: %s", str(p->rec, "Name"), reason);
+  }
+  free(node);
+  free(reason);
+  return decided;
 }
 
 /* One pass: place every pending guest, and every guest of a node that is down which HA restarts
- * elsewhere, oldest first, each seeing the ones placed before it. */
-static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
+ * elsewhere, oldest first, each seeing the ones placed before it. Returns 1 when a write found
+ * the copy of the records stale. */
+static int schedule_pass(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
   vc_range r;
-  /* the records before the nodes: a node that comes back and claims a guest of its own
-   * (cluster_ha.c) between the two reads is seen ready, or changed the record's revision */
-  if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, err) < 0)
+  json_t *nodes, *pools;
+  int64_t t0 = now_us();
+  if (pass_inputs(d, &r, &nodes, &pools, err) < 0)
     return -1;
-  json_t *nodes = vd_cluster_nodes(d, err);
-  if (!nodes) {
-    vc_range_clear(&r);
-    return -1;
-  }
   json_t *ready = vd_ha_ready_nodes(nodes);
-  *revision = r.revision;
   json_t *placed = json_array();
   pending *pend = vs_malloc0(sizeof(pending) * (r.n + 1));
   pending *decided = vs_malloc0(sizeof(pending) * (r.n + 1));
@@ -359,15 +507,18 @@ static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
         json_decref(rec);
       continue;
     }
+    pending p = {.rec = rec,
+                 .key = r.kvs[i].key,
+                 .rev = r.kvs[i].mod_revision,
+                 .created = r.kvs[i].create_revision};
     if (!strcmp(phase, "pending")) {
-      pend[np++] =
-          (pending){rec, r.kvs[i].key, r.kvs[i].mod_revision, r.kvs[i].create_revision, false};
+      pend[np++] = p;
       continue;
     }
     if (vd_ha_failover_wanted(ready, rec)) {
       vd_ha_failover_prepare(rec);
-      pend[np++] =
-          (pending){rec, r.kvs[i].key, r.kvs[i].mod_revision, r.kvs[i].create_revision, true};
+      p.failover = true;
+      pend[np++] = p;
       continue;
     }
     if (strcmp(phase, "refused") != 0 && strcmp(phase, "failed") != 0 && str(rec, "Node"))
@@ -375,38 +526,16 @@ static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
     json_decref(rec);
   }
   qsort(pend, np, sizeof(*pend), by_creation);
-  for (size_t i = 0; i < np; i++) {
-    char *node = NULL, *reason = NULL;
-    vs_error *e = NULL;
-    if (vc_place(nodes, placed, pend[i].rec, &node, &reason, &e) < 0) {
-      reason = vs_strdup(e->msg);
-      vs_error_free(e);
-    }
-    if (node && pend[i].failover) {
-      vd_ha_failover_placed(pend[i].rec, node);
-      json_array_append(placed, pend[i].rec);
+  for (size_t i = 0; i < np; i++)
+    if (decide(nodes, pools, placed, &pend[i]))
       decided[nd++] = pend[i];
-    } else if (node) {
-      json_object_set_new(pend[i].rec, "Node", json_string(node));
-      json_object_set_new(pend[i].rec, "Phase", json_string("placed"));
-      json_array_append(placed, pend[i].rec);
-      vs_log_debug("cluster: placed %s on %s", str(pend[i].rec, "Name"), node);
-      decided[nd++] = pend[i];
-    } else if (pend[i].failover) {
-      /* it stays on its node, which is down, and is tried again at the next pass */
-      vs_log_debug("cluster: cannot restart %s elsewhere yet: %s", str(pend[i].rec, "Name"),
-                   reason);
-    } else {
-      json_object_set_new(pend[i].rec, "Phase", json_string("refused"));
-      json_object_set_new(pend[i].rec, "Reason", json_string(reason));
-      vs_log_info("cluster: cannot place %s: %s", str(pend[i].rec, "Name"), reason);
-      decided[nd++] = pend[i];
-    }
-    free(node);
-    free(reason);
-  }
+  bool stale = false;
+  int64_t t1 = now_us();
   for (size_t i = 0; i < nd; i += BATCH)
-    write_decisions(cl, decided + i, nd - i < BATCH ? nd - i : BATCH);
+    stale |= !write_decisions(cl, decided + i, nd - i < BATCH ? nd - i : BATCH);
+  if (nd) /* where a placement's time goes (docs/performance.md) */
+    vs_log_debug("cluster: pass: %zu decided of %zu records in %lld us, written in %lld us", nd,
+                 r.n, (long long)(t1 - t0), (long long)(now_us() - t1));
   for (size_t i = 0; i < np; i++)
     json_decref(pend[i].rec);
   free(pend);
@@ -415,19 +544,66 @@ static int schedule_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   json_decref(placed);
   json_decref(ready);
   json_decref(nodes);
-  return 0;
+  json_decref(pools);
+  return stale ? 1 : 0;
 }
 
-/* The watcher: every message of the guests' watch marks both passes due. */
-static int on_guests_change(void *arg, const vc_watch_msg *m) {
-  vd_cluster *cl = arg;
-  int64_t *last = &cl->guests_revision;
+/* What a change of one key concerns on this node: the scheduler (a guest to place, one gone,
+ * a node or a pool changed), the reconciler (a guest on this node, arriving, gone, or one this
+ * node has a VM of), the migrator (a guest with a migration, or gone). The others' passes read
+ * the whole list: waking them for every record of the cluster made a placement cost three
+ * nodes' full reads. */
+static void classify(vd_daemon *d, const vc_event *ev, bool *sched, bool *recon, bool *mig) {
+  vd_cluster *cl = &d->cluster;
+  const char *key = ev->kv.key;
+  if (!key || strncmp(key, GUESTS, strlen(GUESTS)) != 0) {
+    *sched |= key && (!strncmp(key, "/vessel/node", 12) ||
+                      !strncmp(key, VD_POOLS_PREFIX, strlen(VD_POOLS_PREFIX)));
+    return;
+  }
+  if (ev->type == VC_EVENT_DELETE) {
+    *sched = *recon = *mig = true;
+    return;
+  }
+  json_t *rec = vd_guest_record_of(&ev->kv);
+  if (!rec) {
+    *sched = *recon = *mig = true;
+    return;
+  }
+  const char *phase = str(rec, "Phase"), *node = str(rec, "Node"), *name = str(rec, "Name");
+  const char *kind = str(rec, "Kind");
+  *sched |= phase && !strcmp(phase, "pending");
+  bool migration = json_object_get(rec, "Migration") != NULL;
+  *mig |= migration;
+  /* a VM placed here (a placeholder is made by no node), or one this node has a VM of */
+  bool mine = kind && !strcmp(kind, "vm") && node && !strcmp(node, cl->node_name);
+  if (!mine && !migration && name) {
+    vd_vms *t = d->vms;
+    pthread_mutex_lock(&t->lock);
+    mine = vd_vm_find_locked(t, name) != NULL;
+    pthread_mutex_unlock(&t->lock);
+  }
+  *recon |= mine || migration;
+  json_decref(rec);
+}
+
+/* The watcher: every message goes into the copy and wakes the passes it concerns. */
+static int on_change(void *arg, const vc_watch_msg *m) {
+  vd_daemon *d = arg;
+  vd_cluster *cl = &d->cluster;
   if (m->n == 0 && !m->created)
     return 0;
+  /* a watch made (again): everything may have changed */
+  bool wake[3] = {m->created, m->created, m->created}; /* scheduler, reconciler, migrator */
+  for (size_t i = 0; i < m->n; i++)
+    classify(d, &m->events[i], &wake[0], &wake[1], &wake[2]);
   pthread_mutex_lock(&cl->lock);
-  if (m->revision > *last)
-    *last = m->revision;
-  cl->schedule_dirty = cl->reconcile_dirty = cl->migrate_dirty = true;
+  vd_cache_apply_locked(cl, m);
+  if (m->revision > cl->guests_revision)
+    cl->guests_revision = m->revision;
+  cl->schedule_dirty |= wake[0];
+  cl->reconcile_dirty |= wake[1];
+  cl->migrate_dirty |= wake[2];
   pthread_cond_broadcast(&cl->guests_cond);
   pthread_mutex_unlock(&cl->lock);
   return 0;
@@ -437,15 +613,24 @@ static void *watcher_thread(void *arg) {
   vd_daemon *d = arg;
   vd_cluster *cl = &d->cluster;
   while (!cl->stop) {
-    pthread_mutex_lock(&cl->lock);
-    int64_t from = cl->guests_revision ? cl->guests_revision + 1 : 0;
-    pthread_mutex_unlock(&cl->lock);
     vs_error *e = NULL;
-    if (vc_etcd_watch(cl->etcd, GUESTS, true, from, on_guests_change, cl, &cl->stop, 0, &e) < 0) {
+    pthread_mutex_lock(&cl->lock);
+    bool loaded = cl->cache_ok;
+    pthread_mutex_unlock(&cl->lock);
+    if (!loaded && vd_cache_reload(cl, NULL, &e) < 0) {
       vs_log_debug("cluster: %s", e->msg);
-      if (e->errnum == ECANCELED) { /* compacted: watch from now; the passes read everything */
+      vs_error_free(e);
+      vd_cluster_sleep(cl, 500);
+      continue;
+    }
+    pthread_mutex_lock(&cl->lock);
+    int64_t from = cl->guests_revision + 1;
+    pthread_mutex_unlock(&cl->lock);
+    if (vc_etcd_watch(cl->etcd, "/vessel/", true, from, on_change, d, &cl->stop, 0, &e) < 0) {
+      vs_log_debug("cluster: %s", e->msg);
+      if (e->errnum == ECANCELED) { /* compacted: read everything again, watch from there */
         pthread_mutex_lock(&cl->lock);
-        cl->guests_revision = 0;
+        cl->cache_ok = false;
         pthread_mutex_unlock(&cl->lock);
       }
       vs_error_free(e);
@@ -470,23 +655,47 @@ static void *scheduler_thread(void *arg) {
   vd_daemon *d = arg;
   vd_cluster *cl = &d->cluster;
   bool was_leader = false;
+  int64_t campaigned = 0;
   while (!cl->stop) {
-    bool leader = campaign(cl);
+    /* the key stays while the lease does: asking again once a second is enough, and each ask
+     * is an etcd write (a commit) that a pass per placement would pay */
+    bool leader = was_leader;
+    if (!was_leader || vd_ha_now_ms() - campaigned >= 1000) {
+      leader = campaign(cl);
+      campaigned = vd_ha_now_ms();
+    }
     if (leader != was_leader)
       vs_log_info(leader ? "cluster: this node is the scheduler now (leader)"
                          : "cluster: this node is no longer the scheduler");
+    if (leader && !was_leader) {
+      /* what an earlier leader placed is in the copy before this one places anything */
+      vs_error *e = NULL;
+      if (vd_cache_reload(cl, NULL, &e) < 0) {
+        vs_log_debug("cluster: %s", e->msg);
+        vs_error_free(e);
+      }
+    }
     was_leader = leader;
     if (!leader) {
       /* the leader key goes with its node's lease: try again now and then */
       vd_cluster_sleep(cl, 1000);
       continue;
     }
-    int64_t rev = 0;
     vs_error *e = NULL;
-    if (schedule_pass(d, &rev, &e) < 0) {
+    int rc = schedule_pass(d, &e);
+    if (rc < 0) {
       vs_log_warn("cluster: scheduling: %s", e->msg);
       vs_error_free(e);
       vd_cluster_sleep(cl, 500);
+      continue;
+    }
+    if (rc == 1) { /* a write found the copy stale: read it again, and the leadership */
+      campaigned = 0;
+      if (vd_cache_reload(cl, NULL, &e) < 0) {
+        vs_log_debug("cluster: %s", e->msg);
+        vs_error_free(e);
+      }
+      vd_cluster_sleep(cl, 20); /* a write that keeps failing does not spin */
       continue;
     }
     wait_dirty(cl, &cl->schedule_dirty, 2000);
@@ -528,7 +737,8 @@ static void make_local(vd_daemon *d, json_t *rec, int64_t rev) {
     vs_log_info("cluster: made VM %s placed on this node", name);
   } else {
     json_object_set_new(next, "Phase", json_string("failed"));
-    json_object_set_new(next, "Reason", json_string(e ? e->msg : "unknown"));
+    _cleanup_free_ char *why = vs_asprintf("on node %s: %s", cl->node_name, e ? e->msg : "unknown");
+    json_object_set_new(next, "Reason", json_string(why));
     vs_log_warn("cluster: cannot make VM %s: %s", name, e ? e->msg : "unknown");
   }
   if (vm)

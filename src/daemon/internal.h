@@ -350,6 +350,15 @@ typedef struct vd_cluster {
   pthread_t migrator; /* cluster_migrate.c */
   pthread_t netter;   /* cluster_net.c */
   bool netter_started, net_dirty;
+  /* cluster_cache.c: the keys under /vessel/ as the watch delivered them ({key: {"v", "m",
+   * "c"}}), with lock; cache_ok once loaded */
+  json_t *cache;
+  bool cache_ok;
+  size_t tombstones;           /* keys removed, kept as such in the copy for a while */
+  pthread_mutex_t reload_lock; /* one reload at a time (a later one may forget tombstones) */
+  int64_t reload_revision;     /* with lock: the store's revision at the last reload */
+  int64_t leader_revision;     /* the scheduler's: the leader key's revision while it leads */
+  int64_t last_campaign_ms;
 } vd_cluster;
 
 /* seconds: a node that stops renewing is down after at most this */
@@ -365,6 +374,41 @@ int vd_cluster_start_guests(vd_daemon *d, vs_error **err); /* cluster_guests.c *
 void vd_cluster_note_local_change(vd_daemon *d);
 void vd_cluster_free(vd_daemon *d);
 json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
+/* The same from the watch's copy (the scheduler); without Guests and Allocated unless asked. */
+json_t *vd_cluster_nodes_cached(vd_daemon *d, bool with_guests, vs_error **err);
+/* cluster_pools.c: pools of the cluster, /vessel/pools/NAME */
+#define VD_POOLS_PREFIX "/vessel/pools/"
+/* {name: {"Pool": the pool, "Rev": its revision}} of a range of VD_POOLS_PREFIX */
+json_t *vd_cluster_pools_of(const vc_range *r);
+/* Admission of a guest's record against its pool (none: admitted): the request to place (the
+ * pool's NodeSelector added; a new reference), or NULL with *reason (malloc'd). placed: every
+ * guest placed so far; *pool_rev: the pool's revision, the guard of the placement's write. */
+json_t *vd_cluster_pool_admit(const json_t *pools, const json_t *nodes, const json_t *placed,
+                              const json_t *rec, int64_t *pool_rev, char **reason);
+/* A pool create that asks for a pool of the cluster ("Cluster": true or a NodeSelector). */
+bool vd_cluster_pool_wanted(const json_t *body);
+void vd_cluster_pool_create(vd_call *c, json_t *body);
+/* The pools of the cluster as the API shows them (only: that one), from the watch's copy. */
+json_t *vd_cluster_pools_view(vd_daemon *d, const char *only);
+/* DELETE of a pool of the cluster; false when it is not one (a pool of this node). */
+bool vd_cluster_pool_delete(vd_call *c);
+/* A VM create's Pool that names a pool of the cluster: moved from body into the guest record. */
+int vd_cluster_take_pool(vd_cluster *cl, json_t *body, json_t *guest, vs_error **err);
+/* cluster_cache.c: the copy of /vessel/ kept by the watch */
+void vd_cache_init(vd_cluster *cl);
+void vd_cache_free(vd_cluster *cl);
+/* Apply a watch message's events (cl->lock held). */
+void vd_cache_apply_locked(vd_cluster *cl, const vc_watch_msg *m);
+/* A write this node made and etcd confirmed at revision: in the copy at once. */
+void vd_cache_note_put(vd_cluster *cl, const char *key, const char *value, size_t len,
+                       int64_t revision);
+/* Read everything under /vessel/ from etcd into the copy (at start, after a compaction, when a
+ * write found the copy stale); *revision: the store's at the read. */
+int vd_cache_reload(vd_cluster *cl, int64_t *revision, vs_error **err);
+/* The keys under prefix as a range reply would give them; false while the copy is not loaded. */
+bool vd_cache_range(vd_cluster *cl, const char *prefix, vc_range *out);
+/* One key's JSON object and revision; NULL when absent (or not loaded: see cache_ok). */
+json_t *vd_cache_get(vd_cluster *cl, const char *key, int64_t *revision);
 int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t *spec, void *arg),
                            void *arg, vs_error **err);
 /* cluster_ha.c: --cluster-shared-dir, checked */

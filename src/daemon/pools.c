@@ -401,6 +401,10 @@ void vd_h_pools_list(vd_call *c) {
   json_object_foreach(t->pools, key, pool) json_array_append_new(a, pool_json_locked(c->d, pool));
   pthread_mutex_unlock(&t->lock);
   pthread_mutex_unlock(&c->d->lock);
+  /* and the cluster's pools (cluster_pools.c), from the watch's copy: no etcd call here */
+  json_t *cp = vd_cluster_pools_view(c->d, NULL);
+  json_array_extend(a, cp);
+  json_decref(cp);
   vd_call_json(c, 200, a);
 }
 
@@ -412,6 +416,11 @@ void vd_h_pool_inspect(vd_call *c) {
   json_t *j = pool ? pool_json_locked(c->d, pool) : NULL;
   pthread_mutex_unlock(&t->lock);
   pthread_mutex_unlock(&c->d->lock);
+  if (!j) {
+    json_t *cp = vd_cluster_pools_view(c->d, c->arg);
+    j = json_array_size(cp) ? json_incref(json_array_get(cp, 0)) : NULL;
+    json_decref(cp);
+  }
   if (!j)
     vd_call_error(c, 404, "No such pool: %s", c->arg);
   else
@@ -472,6 +481,10 @@ void vd_h_pool_create(vd_call *c) {
   _cleanup_json_ json_t *body = vd_call_body_object(c);
   if (!body)
     return;
+  if (c->d->cluster.enabled && vd_cluster_pool_wanted(body)) {
+    vd_cluster_pool_create(c, body);
+    return;
+  }
   vs_error *e = NULL;
   json_t *pool = json_object();
   if (vd_pool_parse(body, pool, &e) < 0) {
@@ -581,6 +594,8 @@ void vd_h_pool_update(vd_call *c) {
 
 void vd_h_pool_delete(vd_call *c) {
   vd_vms *t = c->d->vms;
+  if (vd_cluster_pool_delete(c))
+    return;
   pthread_mutex_lock(&c->d->lock);
   pthread_mutex_lock(&t->lock);
   json_t *pool = json_object_get(t->pools, c->arg);

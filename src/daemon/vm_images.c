@@ -297,8 +297,13 @@ int vd_vm_image_prepare(vd_daemon *d, json_t *body, const vs_registry_opts *o, c
   if (vs_store_resolve(s, full, &img, &e) < 0) {
     vs_error_free(e);
     char digest[VS_DIGEST_MAX];
+    /* a VM of the cluster placed on a node that never had its image comes here too: the
+     * message says where the image was looked for */
     if (vs_image_pull(s, full, o, digest, err) < 0)
-      return -1;
+      return vs_error_wrap(err,
+                           "VM image %s: not in this host's image store, and pulling it from "
+                           "its registry failed",
+                           full);
     if (vs_store_resolve(s, full, &img, err) < 0)
       return -1;
   }

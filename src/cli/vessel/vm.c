@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <termios.h>
@@ -720,6 +721,8 @@ static int pool_options(int argc, char **argv, json_t *body, vs_error **err) {
                                        {"memory", required_argument, 0, 'm'},
                                        {"cpu-overcommit", required_argument, 0, 'C'},
                                        {"memory-overcommit", required_argument, 0, 'M'},
+                                       {"cluster", no_argument, 0, 'K'},
+                                       {"node-selector", required_argument, 0, 'S'},
                                        {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -741,6 +744,24 @@ static int pool_options(int argc, char **argv, json_t *body, vs_error **err) {
     case 'M':
       r = ratio_option("--memory-overcommit", optarg, body, "MemoryOvercommit", err);
       break;
+    case 'K': /* a pool of the cluster: its capacity is the sum of its nodes' */
+      json_object_set_new(body, "Cluster", json_true());
+      break;
+    case 'S': {
+      const char *eq = strchr(optarg, '=');
+      if (!eq || eq == optarg) {
+        r = vs_error_set(err, 0, "--node-selector \"%s\": expected KEY=VALUE", optarg);
+        break;
+      }
+      json_t *sel = json_object_get(body, "NodeSelector");
+      if (!sel)
+        json_object_set_new(body, "NodeSelector", sel = json_object());
+      char *k = vs_strdup(optarg);
+      k[eq - optarg] = 0;
+      json_object_set_new(sel, k, json_string(eq + 1));
+      free(k);
+      break;
+    }
     default:
       return -1;
     }
@@ -753,6 +774,8 @@ static int pool_options(int argc, char **argv, json_t *body, vs_error **err) {
 /* pool create NAME ... (POST /vessel/v1/pools), pool update NAME ... (POST .../update) */
 static int pool_set(vessel_ctx *ctx, bool create, int argc, char **argv, vs_error **err) {
   static const char usage[] = "usage: vessel pool create|update NAME --cpus N --memory SIZE "
+                              "[--cpu-overcommit R] [--memory-overcommit R]\n"
+                              "       vessel pool create NAME --cluster [--node-selector K=V]... "
                               "[--cpu-overcommit R] [--memory-overcommit R]";
   _cleanup_(vs_json_decrefp) json_t *body = json_object();
   int first = pool_options(argc, argv, body, err);
