@@ -265,9 +265,11 @@ void vd_pool_reclaim_locked(vd_daemon *d, const char *name, json_t *pool) {
     if (c->state == VD_CTR_RUNNING && !c->removed && !strcmp(p ? p : VD_DEFAULT_POOL, name))
       pressure += vd_ctr_memory_counted_locked(t, c, &held);
   }
-  if ((double)pressure > cap * RECLAIM_HIGH)
+  if ((double)pressure > cap * RECLAIM_HIGH) {
+    vs_log_debug("pool %s: its running guests count %lld of %lld MiB; %zu VMs can give", name,
+                 (long long)(pressure >> 20), (long long)((int64_t)cap >> 20), n);
     squeeze(name, cand, n, pressure - (int64_t)(cap * RECLAIM_TO));
-  else if ((double)pressure < cap * RELEASE_BELOW)
+  } else if ((double)pressure < cap * RELEASE_BELOW)
     release(name, cand, n, (int64_t)(cap * RECLAIM_TO) - pressure);
   free(cand);
 }
