@@ -202,7 +202,7 @@ static int64_t pressure_of(const vd_vm *vm, int64_t counted) {
 }
 
 static void squeeze(const char *pool, vd_vm **cand, size_t n, int64_t need) {
-  qsort(cand, n, sizeof(*cand), squeeze_order);
+  qsort(cand, n, sizeof(vd_vm *), squeeze_order);
   for (size_t i = 0; i < n && need > 0; i++) {
     vd_vm *vm = cand[i];
     int64_t held, now = pressure_of(vm, vd_vm_memory_counted_locked(vm, &held));
@@ -223,7 +223,7 @@ static void squeeze(const char *pool, vd_vm **cand, size_t n, int64_t need) {
 
 /* The room below RECLAIM_TO goes back to the squeezed VMs, the burstable ones first. */
 static void release(const char *pool, vd_vm **cand, size_t n, int64_t room) {
-  qsort(cand, n, sizeof(*cand), squeeze_order);
+  qsort(cand, n, sizeof(vd_vm *), squeeze_order);
   for (size_t k = n; k-- > 0 && room > 0;) {
     vd_vm *vm = cand[k];
     if (!vm->squeeze)
@@ -244,7 +244,7 @@ static void release(const char *pool, vd_vm **cand, size_t n, int64_t room) {
 void vd_pool_reclaim_locked(vd_daemon *d, const char *name, json_t *pool) {
   vd_vms *t = d->vms;
   double cap = (double)json_integer_value(json_object_get(pool, "Memory"));
-  vd_vm **cand = vs_malloc0(sizeof(*cand) * (t->n + 1));
+  vd_vm **cand = vs_malloc0(sizeof(vd_vm *) * (t->n + 1));
   size_t n = 0;
   int64_t pressure = 0, held;
   for (size_t i = 0; i < t->n; i++) {

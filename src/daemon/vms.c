@@ -146,7 +146,7 @@ int vd_vm_ctl_within(const vd_vm *vm, json_t *req, int timeout_ms, json_t **resu
   if (timeout_ms >= 0) {
     /* a VMM that does not answer (stopped by a debugger, swapped out) must not hold the
      * caller: reads and writes then fail with EAGAIN */
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    struct timeval tv = {timeout_ms / 1000, (suseconds_t)(timeout_ms % 1000) * 1000};
     if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
       json_decref(req);
