@@ -279,6 +279,7 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   if (start_workers(d, err) < 0 || vd_cluster_start(d, err) < 0)
     goto fail;
   vd_monitor_spare_submit(d);
+  vd_pool_memory_start(d);
   return d;
 fail:
   vd_daemon_free(d);
@@ -405,6 +406,7 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
 void vd_daemon_free(vd_daemon *d) {
   if (!d)
     return;
+  vd_pool_memory_stop(d);
   vd_cluster_free(d);
   vd_web_free(d);
   vd_conn_close_all(d);

@@ -683,6 +683,10 @@ void vd_h_exec_resize(vd_call *c);
 /* vms.c, vm_console.c: VMs (/vessel/v1/vms) */
 int vd_vms_init(vd_daemon *d, vs_error **err); /* the table, and the VMs a previous run left */
 void vd_vms_free(vd_daemon *d);
+/* The sampler of what guests hold and the balloons' reclaim (pool_memory.c): started when the
+ * daemon is ready, stopped first when it ends. */
+void vd_pool_memory_start(vd_daemon *d);
+void vd_pool_memory_stop(vd_daemon *d);
 void vd_vms_event(vd_daemon *d, vd_src *src); /* a VMM's pidfd (loop) */
 /* a VM's restart timer fired (loop): the start goes to a worker */
 void vd_vms_restart_fire(vd_daemon *d, vd_src *src);

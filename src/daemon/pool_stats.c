@@ -8,7 +8,8 @@
  * the default pool without a QoS class has no cgroup of its own (it stays in vesseld's): its
  * VMM's /proc entry gives its CPU time and resident memory. Memory is what docker stats shows:
  * the cgroup's usage without its inactive page cache, which the kernel reclaims first. Guests
- * that do not run are listed with zeros. */
+ * that do not run are listed with zeros. Beside them, what admission counts (pool_memory.c's
+ * last sample: Held, Counted, a squeezed VM's BalloonTarget). */
 #include "ctr/cgroup.h"
 #include "daemon/vms.h"
 
@@ -20,7 +21,7 @@
 
 /* The memory a cgroup's statistics say is in use, without the inactive file cache (v1's
  * total_inactive_file, v2's inactive_file), as the docker CLI computes it. */
-static uint64_t cgroup_memory_in_use(json_t *data) {
+uint64_t vd_cgroup_memory_in_use(json_t *data) {
   json_t *mem = json_object_get(data, "memory");
   json_t *raw = json_object_get(mem, "raw");
   uint64_t usage =
@@ -52,7 +53,7 @@ static void sample_vm(json_t *g, uint64_t *cpu_ns, uint64_t *mem) {
   ctr_cgroup_free(cg);
   if (st) {
     *cpu_ns = cgroup_cpu_ns(st);
-    *mem = cgroup_memory_in_use(st);
+    *mem = vd_cgroup_memory_in_use(st);
     json_decref(st);
     json_object_set_new(g, "Source", json_string("cgroup"));
     return;
@@ -67,7 +68,7 @@ static void sample_container(vd_daemon *d, json_t *g, uint64_t *cpu_ns, uint64_t
   vs_error_free(e); /* it stopped since the guests were listed: zeros */
   json_t *data = json_object_get(st, "data");
   *cpu_ns = data ? cgroup_cpu_ns(data) : 0;
-  *mem = data ? cgroup_memory_in_use(data) : 0;
+  *mem = data ? vd_cgroup_memory_in_use(data) : 0;
   json_object_set_new(g, "Source", json_string("cgroup"));
   json_decref(st);
 }
@@ -115,6 +116,11 @@ static json_t *guest_stats(json_t *g, long long interval_ns, double pool_cpus, d
                         "Memory", "Usage", mem, "PoolPercent", percent((double)mem, pool_mem));
   if (running && json_object_get(g, "Source"))
     json_object_set(s, "Source", json_object_get(g, "Source"));
+  /* what admission counts of it (pool_memory.c): the sampler's last figure, not this second's */
+  json_object_set(s, "Held", json_object_get(g, "Held"));
+  json_object_set(s, "Counted", json_object_get(g, "Counted"));
+  if (json_object_get(g, "BalloonTarget"))
+    json_object_set(s, "BalloonTarget", json_object_get(g, "BalloonTarget"));
   return s;
 }
 
@@ -158,6 +164,9 @@ static json_t *pool_stats(vd_daemon *d, const char *name, vs_error **err) {
       json_integer_value(json_object_get(use, "Memory")), "Cpu", "Percent", 100.0 * cpus_used,
       "PoolPercent", percent(cpus_used, (double)cap_cpus), "Memory", "Usage", mem, "PoolPercent",
       percent((double)mem, (double)cap_mem), "Guests", out_guests);
+  json_object_set_new(doc, "Held",
+                      json_pack("{s:O, s:O}", "Memory", json_object_get(use, "Held"), "Counted",
+                                json_object_get(use, "Counted")));
   json_decref(use);
   return doc;
 }

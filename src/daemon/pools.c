@@ -3,13 +3,14 @@
  * use.
  *
  * A pool is one file, <data-root>/pools/<name>.json (atomically replaced), kept in memory in
- * vd_vms (under its lock, as the VMs that count against it). Admission counts every VM of the
- * pool, running or not, as Kubernetes counts requests: a guest is admitted when the pool's
- * requests plus its own stay within capacity times the ratio. Enforcement: the pool's cgroup,
- * /vessel-pools/<name> in every hierarchy (src/ctr's cgroup code, so v1, v2 and this host's
- * hybrid layout alike), is limited to the capacity itself (CPU quota of Cpus whole CPUs, memory
- * limit of Memory); each running VMM sits in /vessel-pools/<name>/vm-<id> with its QoS class's
- * weight and limits (qos_resources).
+ * vd_vms (under its lock, as the VMs that count against it). Admission counts every guest of
+ * the pool, running or not: CPUs as Kubernetes counts requests, memory as pool_memory.c counts
+ * it (what a guest holds where the daemon can take it back, its request otherwise); a guest is
+ * admitted when that plus its own request stays within capacity times the ratio.
+ * Enforcement: the pool's cgroup, /vessel-pools/<name> in every hierarchy (src/ctr's cgroup
+ * code, so v1, v2 and this host's hybrid layout alike), is limited to the capacity itself (CPU
+ * quota of Cpus whole CPUs, memory limit of Memory); each running VMM sits in
+ * /vessel-pools/<name>/vm-<id> with its QoS class's weight and limits (qos_resources).
  *
  * The pool "default" always exists: its capacity is the host's (online CPUs, physical memory)
  * with generous overcommit (VD_DEFAULT_CPU_OVERCOMMIT, VD_DEFAULT_MEMORY_OVERCOMMIT), and it
@@ -91,30 +92,33 @@ void vd_pools_free(vd_vms *t) {
 }
 
 /* A container's pool: its label vessel.pool (docker run --label vessel.pool=NAME). */
-static const char *ctr_pool(json_t *rec) {
+const char *vd_pool_ctr_name(json_t *rec) {
   return json_string_value(
       json_object_get(json_object_get(json_object_get(rec, "Config"), "Labels"), VD_POOL_LABEL));
 }
 
 /* A container's request, from docker run's --cpus and --memory, and its QoS class as Kubernetes
  * derives it: both limits set, guaranteed; one, burstable; none, best-effort. */
-static const char *ctr_request(json_t *rec, double *cpus, int64_t *mem) {
+const char *vd_pool_ctr_request(json_t *rec, double *cpus, int64_t *mem) {
   json_t *hc = json_object_get(rec, "HostConfig");
   *cpus = (double)json_integer_value(json_object_get(hc, "NanoCpus")) / 1e9;
   *mem = json_integer_value(json_object_get(hc, "Memory"));
   return *cpus > 0 && *mem > 0 ? "guaranteed" : *cpus > 0 || *mem > 0 ? "burstable" : "best-effort";
 }
 
-/* One guest of a pool in {Kind, Name, Qos}; with detail, what pool_stats.c measures it by too:
- * Id, Cpus and Memory requested, Running, and a running VM's Pid and Dir. */
+/* One guest of a pool in {Kind, Name, Qos, Memory, Held, Counted}: its memory request, what it
+ * holds (null: not running, or not measured yet) and what admission counts of it; with detail,
+ * what pool_stats.c measures it by too: Id, Cpus, Running, and a running VM's Pid and Dir. */
 static json_t *guest_json(const char *kind, const char *id, const char *name, const char *qos,
-                          double cpus, int64_t mem, bool running, pid_t pid, const char *dir,
-                          bool detail) {
-  json_t *g = json_pack("{s:s, s:s, s:s}", "Kind", kind, "Name", name, "Qos", qos);
+                          double cpus, int64_t mem, int64_t held, int64_t counted, bool running,
+                          pid_t pid, const char *dir, bool detail) {
+  json_t *g =
+      json_pack("{s:s, s:s, s:s, s:I, s:o, s:I}", "Kind", kind, "Name", name, "Qos", qos, "Memory",
+                (json_int_t)mem, "Held", held >= 0 ? json_integer((json_int_t)held) : json_null(),
+                "Counted", (json_int_t)counted);
   if (detail) {
     json_object_set_new(g, "Id", json_string(id));
     json_object_set_new(g, "Cpus", json_real(cpus));
-    json_object_set_new(g, "Memory", json_integer((json_int_t)mem));
     json_object_set_new(g, "Running", json_boolean(running));
     if (pid > 0 && dir) {
       json_object_set_new(g, "Pid", json_integer(pid));
@@ -125,9 +129,9 @@ static json_t *guest_json(const char *kind, const char *id, const char *name, co
 }
 
 json_t *vd_pool_usage_locked(vd_daemon *d, const char *name, bool detail) {
-  const vd_vms *t = d->vms;
+  vd_vms *t = d->vms;
   double cpus = 0;
-  int64_t mem = 0;
+  int64_t mem = 0, held = 0, counted = 0;
   json_t *guests = json_array();
   for (size_t i = 0; i < t->n; i++) {
     const vd_vm *vm = t->vms[i];
@@ -136,27 +140,38 @@ json_t *vd_pool_usage_locked(vd_daemon *d, const char *name, bool detail) {
     if (strcmp(p ? p : VD_DEFAULT_POOL, name) != 0) /* VMs older than the default pool too */
       continue;
     double vcpus = (double)json_integer_value(json_object_get(cfg, "Cpus"));
-    int64_t vmem = json_integer_value(json_object_get(cfg, "Memory"));
+    int64_t vmem = json_integer_value(json_object_get(cfg, "Memory")), vheld;
+    int64_t vcounted = vd_vm_memory_counted_locked(vm, &vheld);
     cpus += vcpus;
     mem += vmem;
-    json_array_append_new(guests, guest_json("vm", vm->id, vm->name, vd_vm_qos(vm), vcpus, vmem,
-                                             vm->pid > 0, vm->pid, vm->dir, detail));
+    counted += vcounted;
+    held += vheld > 0 ? vheld : 0;
+    json_t *g = guest_json("vm", vm->id, vm->name, vd_vm_qos(vm), vcpus, vmem, vheld, vcounted,
+                           vm->pid > 0, vm->pid, vm->dir, detail);
+    if (vm->pid > 0 && vm->squeeze)
+      json_object_set_new(g, "BalloonTarget", json_integer((json_int_t)vm->squeeze));
+    json_array_append_new(guests, g);
   }
   for (size_t i = 0; i < d->n_ctrs; i++) {
     vd_container *c = d->ctrs[i];
-    const char *p = ctr_pool(c->rec);
+    const char *p = vd_pool_ctr_name(c->rec);
     if (strcmp(p ? p : VD_DEFAULT_POOL, name) != 0 || c->removed)
       continue;
     double ccpus;
-    int64_t cmem;
-    const char *qos = ctr_request(c->rec, &ccpus, &cmem);
+    int64_t cmem, cheld;
+    const char *qos = vd_pool_ctr_request(c->rec, &ccpus, &cmem);
+    int64_t ccounted = vd_ctr_memory_counted_locked(t, c, &cheld);
     cpus += ccpus;
     mem += cmem;
-    json_array_append_new(guests, guest_json("container", c->id,
-                                             c->name[0] == '/' ? c->name + 1 : c->name, qos, ccpus,
-                                             cmem, c->state == VD_CTR_RUNNING, 0, NULL, detail));
+    counted += ccounted;
+    held += cheld > 0 ? cheld : 0;
+    json_array_append_new(guests,
+                          guest_json("container", c->id, c->name[0] == '/' ? c->name + 1 : c->name,
+                                     qos, ccpus, cmem, cheld, ccounted, c->state == VD_CTR_RUNNING,
+                                     0, NULL, detail));
   }
-  return json_pack("{s:f, s:I, s:o}", "Cpus", cpus, "Memory", (json_int_t)mem, "Guests", guests);
+  return json_pack("{s:f, s:I, s:I, s:I, s:o}", "Cpus", cpus, "Memory", (json_int_t)mem, "Held",
+                   (json_int_t)held, "Counted", (json_int_t)counted, "Guests", guests);
 }
 
 /* The admissible totals: capacity times the overcommit ratio. */
@@ -173,7 +188,10 @@ int vd_pool_admit_locked(vd_daemon *d, const char *name, double cpus, int64_t me
     return vs_error_set(err, ENOENT, "pool %s not found", name);
   json_t *use = vd_pool_usage_locked(d, name, false);
   double used_cpus = json_number_value(json_object_get(use, "Cpus"));
-  int64_t used_mem = json_integer_value(json_object_get(use, "Memory"));
+  int64_t requested = json_integer_value(json_object_get(use, "Memory"));
+  int64_t held = json_integer_value(json_object_get(use, "Held"));
+  /* memory by what the guests hold, at least what cannot be taken back (pool_memory.c) */
+  int64_t used_mem = json_integer_value(json_object_get(use, "Counted"));
   json_decref(use);
   double max_cpus, max_mem;
   pool_limits(pool, &max_cpus, &max_mem);
@@ -183,13 +201,16 @@ int vd_pool_admit_locked(vd_daemon *d, const char *name, double cpus, int64_t me
   /* the message alone (no strerror); EBUSY makes it a 409 */
   vs_error_set(err, 0,
                "pool %s cannot admit %g CPUs and %lld MiB: it has %.2f CPUs and %lld "
-               "MiB left (capacity %lld CPUs x %.2f, %lld MiB x %.2f)",
+               "MiB left (capacity %lld CPUs x %.2f, %lld MiB x %.2f); its guests hold %lld MiB "
+               "of the %lld MiB they request and count as %lld MiB (guaranteed and stopped "
+               "guests at their request)",
                name, cpus, (long long)(mem >> 20), left_cpus > 0 ? left_cpus : 0,
                (long long)(left_mem > 0 ? (int64_t)left_mem >> 20 : 0),
                (long long)json_integer_value(json_object_get(pool, "Cpus")),
                json_number_value(json_object_get(pool, "CpuOvercommit")),
                (long long)(json_integer_value(json_object_get(pool, "Memory")) >> 20),
-               json_number_value(json_object_get(pool, "MemoryOvercommit")));
+               json_number_value(json_object_get(pool, "MemoryOvercommit")),
+               (long long)(held >> 20), (long long)(requested >> 20), (long long)(used_mem >> 20));
   if (err && *err)
     (*err)->errnum = EBUSY;
   return -1;
@@ -207,10 +228,10 @@ static void ctr_pool_not_found(const char *name, vs_error **err) {
 }
 
 int vd_pool_ctr_admit_locked(vd_daemon *d, json_t *rec, vs_error **err) {
-  const char *name = ctr_pool(rec);
+  const char *name = vd_pool_ctr_name(rec);
   double cpus;
   int64_t mem;
-  ctr_request(rec, &cpus, &mem);
+  vd_pool_ctr_request(rec, &cpus, &mem);
   /* a container that names no pool is admitted against the default one, as a VM is */
   pthread_mutex_lock(&d->vms->lock);
   int r = vd_pool_admit_locked(d, name ? name : VD_DEFAULT_POOL, cpus, mem, err);
@@ -222,12 +243,12 @@ int vd_pool_ctr_admit_locked(vd_daemon *d, json_t *rec, vs_error **err) {
 
 int vd_pool_ctr_update_admit_locked(vd_daemon *d, json_t *rec, json_t *host_config,
                                     vs_error **err) {
-  const char *name = ctr_pool(rec);
+  const char *name = vd_pool_ctr_name(rec);
   double old_cpus, new_cpus;
   int64_t old_mem, new_mem;
-  ctr_request(rec, &old_cpus, &old_mem);
+  vd_pool_ctr_request(rec, &old_cpus, &old_mem);
   _cleanup_json_ json_t *next = json_pack("{s:O}", "HostConfig", host_config);
-  ctr_request(next, &new_cpus, &new_mem);
+  vd_pool_ctr_request(next, &new_cpus, &new_mem);
   /* the pool already counts the old request: only growth needs room */
   double more_cpus = new_cpus > old_cpus ? new_cpus - old_cpus : 0;
   int64_t more_mem = new_mem > old_mem ? new_mem - old_mem : 0;
@@ -316,7 +337,7 @@ json_t *vd_pool_cgroup_enter(vd_daemon *d, const vd_vm *vm, pid_t pid, vs_error 
 }
 
 int vd_pool_ctr_spec(vd_daemon *d, json_t *rec, json_t *spec, vs_error **err) {
-  const char *name = ctr_pool(rec);
+  const char *name = vd_pool_ctr_name(rec);
   if (!name)
     return 0;
   vd_vms *t = d->vms;
@@ -343,7 +364,7 @@ int vd_pool_ctr_spec(vd_daemon *d, json_t *rec, json_t *spec, vs_error **err) {
   if (!json_integer_value(json_object_get(json_object_get(rec, "HostConfig"), "CpuShares"))) {
     double cpus;
     int64_t mem;
-    const char *qos = ctr_request(rec, &cpus, &mem);
+    const char *qos = vd_pool_ctr_request(rec, &cpus, &mem);
     json_int_t shares = !strcmp(qos, "best-effort") || cpus <= 0
                             ? CPU_SHARES_MIN
                             : (json_int_t)(cpus * (double)CPU_SHARES_PER_CPU);
@@ -386,7 +407,7 @@ static json_t *pool_json_locked(vd_daemon *d, json_t *pool) {
       json_pack(
           "{s:f, s:I}", "Cpus", max_cpus - json_number_value(json_object_get(use, "Cpus")),
           "Memory",
-          (json_int_t)(max_mem - (double)json_integer_value(json_object_get(use, "Memory")))));
+          (json_int_t)(max_mem - (double)json_integer_value(json_object_get(use, "Counted")))));
   json_object_set_new(j, "Usage", use);
   return j;
 }
@@ -548,12 +569,15 @@ void vd_h_pool_update(vd_call *c) {
     pool_limits(pool, &max_cpus, &max_mem);
     double cpus = json_number_value(json_object_get(use, "Cpus"));
     int64_t mem = json_integer_value(json_object_get(use, "Memory"));
-    if (cpus > max_cpus + 1e-9 || (double)mem > max_mem + 0.5) {
+    int64_t counted = json_integer_value(json_object_get(use, "Counted"));
+    /* memory as admission counts it: what the guests hold, at least what cannot be taken back */
+    if (cpus > max_cpus + 1e-9 || (double)counted > max_mem + 0.5) {
       status = 409;
       vs_error_set(&e, 0,
-                   "pool %s: its guests request %g CPUs and %lld MiB, more than the update "
-                   "leaves (%.2f CPUs, %lld MiB): remove guests first",
-                   c->arg, cpus, (long long)(mem >> 20), max_cpus, (long long)max_mem >> 20);
+                   "pool %s: its guests request %g CPUs and %lld MiB and count as %lld MiB, "
+                   "more than the update leaves (%.2f CPUs, %lld MiB): remove guests first",
+                   c->arg, cpus, (long long)(mem >> 20), (long long)(counted >> 20), max_cpus,
+                   (long long)max_mem >> 20);
     }
     json_decref(use);
     _cleanup_free_ char *path = pool_file(t, c->arg);

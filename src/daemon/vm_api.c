@@ -643,11 +643,11 @@ static json_t *balloon_doc(json_t *b) {
   if (!b)
     return json_null();
   json_t *st = json_object_get(b, "stats");
-  return json_pack("{s:O, s:O, s:O, s:O, s:O*, s:O*}", "Target", json_object_get(b, "target"),
+  return json_pack("{s:O, s:O, s:O, s:O, s:O*, s:O*, s:O*}", "Target", json_object_get(b, "target"),
                    "Inflated", json_object_get(b, "balloon"), "Reported",
                    json_object_get(b, "reported"), "Stats", st, "GuestFree",
                    json_object_get(st, "free_memory"), "GuestAvailable",
-                   json_object_get(st, "available"));
+                   json_object_get(st, "available"), "Ready", json_object_get(b, "ready"));
 }
 
 static json_t *vm_stats_doc(const vd_vm *vm, pid_t pid, json_t *info, json_t *balloon) {

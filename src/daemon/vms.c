@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -132,10 +133,25 @@ static int vm_connect(const vd_vm *vm, vs_error **err) {
 /* One request to the VMM; *result (if result) gets the reply's result. Events in between are
  * skipped. Blocking: workers only. */
 int vd_vm_ctl(const vd_vm *vm, json_t *req, json_t **result, vs_error **err) {
+  return vd_vm_ctl_within(vm, req, -1, result, err);
+}
+
+int vd_vm_ctl_within(const vd_vm *vm, json_t *req, int timeout_ms, json_t **result,
+                     vs_error **err) {
   _cleanup_close_ int fd = vm_connect(vm, err);
   if (fd < 0) {
     json_decref(req);
     return vs_error_wrap(err, "the VM's control socket");
+  }
+  if (timeout_ms >= 0) {
+    /* a VMM that does not answer (stopped by a debugger, swapped out) must not hold the
+     * caller: reads and writes then fail with EAGAIN */
+    struct timeval tv = {timeout_ms / 1000, (suseconds_t)(timeout_ms % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+      json_decref(req);
+      return vs_error_set(err, errno, "the VM's control socket: set a timeout");
+    }
   }
   _cleanup_free_ char *line = json_dumps(req, JSON_COMPACT);
   json_decref(req);
@@ -151,6 +167,8 @@ int vd_vm_ctl(const vd_vm *vm, json_t *req, json_t **result, vs_error **err) {
       ssize_t n = read(fd, buf + len, sizeof(buf) - len);
       if (n < 0 && errno == EINTR)
         continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return vs_error_set(err, ETIMEDOUT, "the VMM did not answer within %d ms", timeout_ms);
       if (n <= 0)
         return vs_error_set(err, n < 0 ? errno : EPIPE, "the VMM closed its control socket");
       len += (size_t)n;
@@ -413,6 +431,10 @@ static int vm_note_started_locked(vd_vm *vm, pid_t pid, bool paused, json_t *cgr
   vm->pid_start = vd_pid_start_time(pid);
   vm->paused = paused;
   vm->stopping = false;
+  /* a new VMM: not measured yet, and no squeeze of the last one's balloon */
+  vm->held_pid = 0;
+  vm->balloon_ready = false;
+  vm->squeeze = 0;
   free(vm->started_at);
   vm->started_at = vd_now();
   free(vm->finished_at);
@@ -806,10 +828,12 @@ int vd_vm_set_memory_target(vd_vms *t, vd_vm *vm, uint64_t target, vs_error **er
                       json_integer((json_int_t)target));
   int r = vd_vm_save(vm, err);
   bool running = vm->pid > 0;
+  /* a pool under pressure may hold it lower for now (pool_memory.c) */
+  uint64_t goal = vd_vm_balloon_goal_locked(vm);
   pthread_mutex_unlock(&t->lock);
   if (r < 0 || !running)
     return r;
-  return vd_vm_ctl(vm, json_pack("{s:s, s:I}", "command", "balloon", "target", (json_int_t)target),
+  return vd_vm_ctl(vm, json_pack("{s:s, s:I}", "command", "balloon", "target", (json_int_t)goal),
                    NULL, err);
 }
 
@@ -881,6 +905,8 @@ int vd_vms_init(vd_daemon *d, vs_error **err) {
   vd_vms *t = vs_malloc0(sizeof(*t));
   pthread_mutex_init(&t->lock, NULL);
   pthread_cond_init(&t->cond, NULL);
+  pthread_cond_init(&t->sampler_cond, NULL);
+  t->ctr_held = json_object();
   t->dir = vs_asprintf("%s/vms", d->data_root);
   d->vms = t;
   if (vs_mkdir_p(t->dir, 0700, err) < 0 || vd_pools_load(d, err) < 0)
@@ -916,8 +942,10 @@ void vd_vms_free(vd_daemon *d) {
   if (t->images)
     vs_store_close(t->images);
   vd_pools_free(t);
+  json_decref(t->ctr_held);
   pthread_mutex_destroy(&t->lock);
   pthread_cond_destroy(&t->cond);
+  pthread_cond_destroy(&t->sampler_cond);
   free(t);
   d->vms = NULL;
 }

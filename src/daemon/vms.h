@@ -25,6 +25,12 @@ typedef struct vd_vm {
   int restart_count, restart_delay_ms;
   int restart_timerfd; /* on the loop while restarting (loop only) */
   vd_src restart_src;
+  /* what its VMM holds (pool_memory.c's sampler), for the VMM held_pid only */
+  pid_t held_pid;          /* the VMM the figures are of; another pid: not measured yet */
+  uint64_t held;           /* the VMM's resident memory, bytes */
+  bool balloon_ready;      /* the guest's balloon driver is up: the VM can give memory back */
+  uint64_t balloon_target; /* the target the VMM reported (bytes the guest keeps) */
+  uint64_t squeeze;        /* the daemon's balloon target under pool pressure; 0: none */
   struct vd_vm *next_dead;
 } vd_vm;
 
@@ -38,6 +44,11 @@ typedef struct vd_vms {
   vs_store *images; /* vm_images.c: <data-root>/vm-images */
   json_t *pools;    /* pools.c: name -> the pool's file */
   char *pools_dir;  /* <data-root>/pools */
+  json_t *ctr_held; /* pool_memory.c: running container id -> bytes in use, last sample */
+  /* pool_memory.c: the sampler thread */
+  pthread_t sampler;
+  bool sampler_running, sampler_stop;
+  pthread_cond_t sampler_cond; /* with lock: wakes the sampler to stop */
 } vd_vms;
 
 /* vms.c: the table (callers hold t->lock for the _locked ones) */
@@ -54,6 +65,8 @@ json_t *vd_vm_event_attrs(const vd_vm *vm);
 /* vms.c: the VMM (workers: these block) */
 /* One request on the VMM's control socket ({"command": ...}, stolen); *result gets its result. */
 int vd_vm_ctl(const vd_vm *vm, json_t *req, json_t **result, vs_error **err);
+/* The same, giving up after timeout_ms without an answer (-1: no limit; ETIMEDOUT). */
+int vd_vm_ctl_within(const vd_vm *vm, json_t *req, int timeout_ms, json_t **result, vs_error **err);
 int vd_vm_ctl_simple(const vd_vm *vm, const char *command, vs_error **err);
 /* Start the VMM (a cold boot, or a pending restore) and wait until it serves its socket. */
 int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err);
@@ -163,9 +176,11 @@ int vd_pool_parse(json_t *body, json_t *pool, vs_error **err);
 /* Whether a guest of cpus and mem bytes fits what the pool has left; the error says what is
  * (d->lock and the VMs' lock held, in that order). */
 int vd_pool_admit_locked(vd_daemon *d, const char *name, double cpus, int64_t mem, vs_error **err);
-/* What the pool's guests request (d->lock and t->lock held, in that order): {Cpus, Memory,
- * Guests: [{Kind, Name, Qos}]}. Every guest counts, running or not. With detail, each guest
- * also has Id, Cpus, Memory, Running, and a running VM its VMM's Pid and its Dir. */
+/* What the pool's guests request and hold (d->lock and t->lock held, in that order): {Cpus,
+ * Memory (requested), Held (what the running ones hold, as last sampled), Counted (what
+ * admission counts: pool_memory.c), Guests: [{Kind, Name, Qos, Memory, Held, Counted,
+ * BalloonTarget?}]}. Every guest counts, running or not. With detail, each guest also has Id,
+ * Cpus, Running, and a running VM its VMM's Pid and its Dir. */
 json_t *vd_pool_usage_locked(vd_daemon *d, const char *name, bool detail);
 /* The VM's QoS class: guaranteed (the default), burstable or best-effort. */
 const char *vd_vm_qos(const vd_vm *vm);
@@ -176,5 +191,25 @@ void vd_pool_cgroup_leave(json_t *saved);
 /* Whether the VM's VMM goes into a cgroup of its pool: any pool but the default one, and the
  * default one for a VM that asked for a QoS class. */
 bool vd_pool_cgroup_wanted(const vd_vm *vm);
+/* A container's pool (its label, NULL: the default one) and its request (--cpus, --memory)
+ * with its QoS class as Kubernetes derives it. */
+const char *vd_pool_ctr_name(json_t *rec);
+const char *vd_pool_ctr_request(json_t *rec, double *cpus, int64_t *mem);
+
+/* pool_memory.c: what guests really hold, and the balloons that give it back (docs/daemon.md
+ * "Held memory"). A sampler thread measures every running guest every few seconds; admission
+ * counts each guest's memory as vd_*_memory_counted_locked say (t->lock held; *held: what it
+ * holds, -1 when not known). */
+int64_t vd_vm_memory_counted_locked(const vd_vm *vm, int64_t *held);
+int64_t vd_ctr_memory_counted_locked(vd_vms *t, const vd_container *c, int64_t *held);
+/* The balloon target a VM's VMM should have: its MemoryTarget (or Memory), lowered to the
+ * daemon's squeeze under pool pressure (t->lock held). */
+uint64_t vd_vm_balloon_goal_locked(const vd_vm *vm);
+/* One pool (d->lock and t->lock held): what its running guests count against its capacity,
+ * and the squeezes (vd_vm.squeeze) that follow: past 90 % the best-effort then burstable VMs
+ * give memory until 70 %, below 60 % they get it back. The sampler then sets the balloons. */
+void vd_pool_reclaim_locked(vd_daemon *d, const char *name, json_t *pool);
+/* pool_stats.c: the memory a container's cgroup statistics say is in use (docker stats'). */
+uint64_t vd_cgroup_memory_in_use(json_t *data);
 
 #endif

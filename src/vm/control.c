@@ -300,12 +300,15 @@ static json_t *cmd_balloon(vm *m, const json_t *req, vs_error **err) {
       json_object_set_new(stats, virtio_balloon_stat_name(i),
                           json_integer((json_int_t)b->stats[i]));
   const uint64_t page = VIRTIO_BALLOON_PAGE_SIZE;
-  return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "size", (json_int_t)m->ram_size, "target",
-                   (json_int_t)(m->ram_size - (uint64_t)b->target_pages * page), "balloon",
-                   (json_int_t)((uint64_t)b->actual_pages * page), "inflated",
+  /* ready: the guest's driver runs, so a target is acted on (vesseld counts on it) */
+  bool ready =
+      (b->mmio.status & VIRTIO_STATUS_DRIVER_OK) && !(b->mmio.status & VIRTIO_STATUS_NEEDS_RESET);
+  return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "size", (json_int_t)m->ram_size,
+                   "target", (json_int_t)(m->ram_size - (uint64_t)b->target_pages * page),
+                   "balloon", (json_int_t)((uint64_t)b->actual_pages * page), "inflated",
                    (json_int_t)(b->inflated_pages * page), "deflated",
                    (json_int_t)(b->deflated_pages * page), "reported",
-                   (json_int_t)b->reported_bytes, "stats", stats);
+                   (json_int_t)b->reported_bytes, "ready", ready, "stats", stats);
 }
 
 /* recorded: allowed during a recording (--record). The others would reach the guest without

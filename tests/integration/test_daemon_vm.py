@@ -394,14 +394,16 @@ def host_rss(pid):
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def wait_for(what, cond, timeout=120):
-    """Poll cond until it returns a true value (returned) or fail after timeout seconds."""
+def wait_for(what, cond, timeout=120, state=None):
+    """Poll cond until it returns a true value (returned) or fail after timeout seconds (saying
+    what state() returns then, if given)."""
     end = time.monotonic() + timeout
     while True:
         v = cond()
         if v:
             return v
-        assert time.monotonic() < end, f"timed out waiting for {what}"
+        assert time.monotonic() < end, f"timed out waiting for {what}" + (
+            f": {state()}" if state else "")
         time.sleep(0.2)
 
 
@@ -884,3 +886,125 @@ def test_qos_best_effort_gets_less_cpu_than_guaranteed(env):
         for name in ("be", "gu"):
             env.api("DELETE", f"/vessel/v1/vms/{name}?force=1", spec=False)
         env.api("DELETE", "/vessel/v1/pools/pq", spec=False)
+
+
+def pool_guests(env, pool):
+    """A pool as inspect shows it, and its guests by name."""
+    _, p = env.api("GET", f"/vessel/v1/pools/{pool}", expect=200)
+    return p, {g["Name"]: g for g in p["Usage"]["Guests"]}
+
+
+def test_pool_counts_what_vms_hold_and_squeezes_balloons(env):
+    """Memory overcommit that works for VMs: a pool counts a running burstable VM by what its
+    VMM holds on the host (its balloon driver being up, so the memory can be taken back) and a
+    guaranteed one by its full request. In a pool of 544 MiB, a 192 MiB guaranteed VM and a
+    256 MiB burstable one that filled 100 MiB refuse a third guest of 128 MiB, saying what is
+    held and what is left; once the guest freed it (free page reporting), the third guest is
+    admitted, though the configured sizes (576 MiB) would refuse it. Then the burstable guest
+    fills its page cache and the pool shrinks to 448 MiB: the daemon inflates that VM's balloon
+    (never the guaranteed one's), its VMM's resident memory on the host drops, and when the
+    guaranteed VM goes the balloon is given back."""
+    env.api("POST", "/vessel/v1/pools", {"Name": "ph", "Cpus": 2, "Memory": "544M",
+                                         "CpuOvercommit": 4}, expect=201)
+    try:
+        env.vessel("create", "hg", "--pool", "ph", "--memory", "192M")
+        env.vessel("create", "hb", "--pool", "ph", "--memory", "256M", "--qos", "burstable",
+                   "--disk-size", "256M")
+        # guests that do not run count their request
+        p, gs = pool_guests(env, "ph")
+        assert p["Usage"]["Counted"] == p["Usage"]["Memory"] == 448 << 20
+        assert gs["hb"]["Held"] is None and gs["hb"]["Counted"] == 256 << 20, gs
+        env.vessel("start", "hg")
+        env.vessel("start", "hb")
+        hb_pid = env.inspect("hb")["State"]["Pid"]
+        env.inspect("hg")
+        boot_console(env, "hg").close()
+        c = boot_console(env, "hb")
+
+        def measured():
+            p, gs = pool_guests(env, "ph")
+            ok = gs["hg"]["Held"] is not None and gs["hb"]["Held"] is not None and \
+                gs["hb"]["Counted"] == gs["hb"]["Held"]
+            return ok and (p, gs)
+        p, gs = wait_for("both VMs measured, the burstable one's balloon up", measured, 300)
+        # the guaranteed VM counts its full request whatever it holds; the burstable one what
+        # it holds
+        assert gs["hg"]["Counted"] == 192 << 20 > gs["hg"]["Held"], gs
+        assert 0 < gs["hb"]["Held"] < 256 << 20, gs
+        assert p["Usage"]["Held"] == gs["hg"]["Held"] + gs["hb"]["Held"]
+        assert p["Usage"]["Counted"] == (192 << 20) + gs["hb"]["Held"]
+        assert p["Available"]["Memory"] == (544 << 20) - p["Usage"]["Counted"]
+
+        print(f"held after boot: {gs['hg']['Held'] >> 20} and {gs['hb']['Held'] >> 20} MiB")
+        # the burstable guest holds 100 MiB more: a third guest does not fit
+        c.run("mount -t tmpfs -o size=120m f /mnt")
+        assert "100+0 records out" in c.run("dd if=/dev/zero of=/mnt/x bs=1M count=100")
+        wait_for("the filled guest's memory counted",
+                 lambda: pool_guests(env, "ph")[1]["hb"]["Counted"] > 224 << 20, 120,
+                 lambda: pool_guests(env, "ph"))
+        r = env.vessel("create", "hc", "--pool", "ph", "--memory", "128M", check=False)
+        assert r.returncode == 1 and "pool ph cannot admit 1 CPUs and 128 MiB" in r.stderr, \
+            r.stderr
+        m = re.search(r"it has [\d.]+ CPUs and (\d+) MiB left .*its guests hold (\d+) MiB of "
+                      r"the 448 MiB they request and count as (\d+) MiB", r.stderr)
+        assert m and int(m[1]) < 128 and int(m[2]) > 200 and int(m[3]) > 384, r.stderr
+        # freed: free page reporting gives it back to the host, and the pool counts it so
+        c.run("rm /mnt/x")
+        wait_for("the freed memory counted",
+                 lambda: pool_guests(env, "ph")[0]["Available"]["Memory"] >= 128 << 20, 120)
+        env.vessel("create", "hc", "--pool", "ph", "--memory", "128M")
+        p, gs = pool_guests(env, "ph")
+        assert p["Usage"]["Memory"] == 576 << 20 > p["Usage"]["Counted"], p["Usage"]
+        assert gs["hc"]["Held"] is None and gs["hc"]["Counted"] == 128 << 20
+        _, st = env.api("GET", "/vessel/v1/pools/ph/stats", expect=200)
+        assert st["Requested"]["Memory"] == 576 << 20 and st["Held"]["Counted"] <= 544 << 20
+        out = subprocess.run([str(env.build / "vessel"), "-H", env.vd.host, "top"],
+                             capture_output=True, text=True, timeout=120).stdout
+        assert re.search(r"HELD\s+REQUESTED", out) and re.search(r"^  hc\s+vm \(off\)", out, re.M)
+        env.api("DELETE", "/vessel/v1/vms/hc", expect=204)
+
+        # pressure: the burstable guest fills its page cache, then the pool shrinks to 448 MiB
+        # (what its guests count still fits); past 90 % of it the daemon inflates the
+        # burstable VM's balloon, the guaranteed one keeps all of its memory
+        # (the shell keeps the disk open: Linux drops a block device's cache at its last close)
+        c.run("exec 3</dev/vda")
+        c.run("cat /dev/vda >/dev/null")
+
+        def cached():
+            hb = pool_guests(env, "ph")[1]["hb"]
+            return hb["Held"] is not None and hb["Counted"] == hb["Held"] >= 224 << 20
+        wait_for("the page cache held", cached, 120, lambda: pool_guests(env, "ph"))
+        full = host_rss(hb_pid)
+        env.api("POST", "/vessel/v1/pools/ph/update", {"Memory": "448M"}, expect=200)
+        gs = wait_for("the burstable VM squeezed",
+                      lambda: (lambda gs: "BalloonTarget" in gs["hb"] and gs)(
+                          pool_guests(env, "ph")[1]), 60, lambda: pool_guests(env, "ph"))
+        target = gs["hb"]["BalloonTarget"]
+        assert 64 << 20 <= target < 224 << 20 and "BalloonTarget" not in gs["hg"], gs
+        low = wait_for("the squeezed VM's host memory to drop",
+                       lambda: host_rss(hb_pid) <= full - (64 << 20) and host_rss(hb_pid), 180)
+        print(f"balloon squeeze: RSS {full >> 20} -> {low >> 20} MiB, target {target >> 20} MiB")
+
+        def balloon(name):
+            return env.api("GET", f"/vessel/v1/vms/{name}/stats", expect=200)[1]["Memory"][
+                "Balloon"]
+        b = balloon("hb")
+        assert b["Target"] == target and b["Inflated"] > 0, b
+        assert balloon("hg")["Target"] == 192 << 20
+        _, st = env.api("GET", "/vessel/v1/pools/ph/stats", expect=200)
+        assert [g["BalloonTarget"] for g in st["Guests"] if g["Name"] == "hb"] == [target]
+        out = subprocess.run([str(env.build / "vessel"), "-H", env.vd.host, "pool", "stats",
+                              "ph"], capture_output=True, text=True, timeout=120).stdout
+        assert re.search(r"^  hb\s+vm\s.*squeezed to", out, re.M), out
+        # the pressure goes with the guaranteed VM: the balloon deflates
+        env.api("DELETE", "/vessel/v1/vms/hg?force=1", expect=204)
+        wait_for("the squeeze lifted",
+                 lambda: "BalloonTarget" not in pool_guests(env, "ph")[1]["hb"], 60)
+        wait_for("the balloon to deflate",
+                 lambda: balloon("hb")["Target"] == 256 << 20 and balloon("hb")["Inflated"] == 0,
+                 120)
+        c.close()
+    finally:
+        for name in ("hg", "hb", "hc"):
+            env.api("DELETE", f"/vessel/v1/vms/{name}?force=1", spec=False)
+        env.api("DELETE", "/vessel/v1/pools/ph", spec=False)

@@ -163,4 +163,114 @@ TEST(vm_config_default_guest_missing_says_how_to_get_it) {
   unsetenv("VESSEL_CACHE");
 }
 
+/* ---- held memory (src/daemon/pool_memory.c): what admission counts, and the squeezes */
+
+#define MiB (1LL << 20)
+
+/* A VM of pool "p" as the sampler leaves it: running, measured (held MiB), its balloon driver
+ * up or not. */
+static vd_vm *held_vm(const char *name, const char *qos, long long mem, long long held,
+                      bool ready) {
+  vd_vm *vm = calloc(1, sizeof(*vm));
+  vm->name = strdup(name);
+  vm->pidfd = vm->restart_timerfd = -1;
+  vm->rec = json_pack("{s:s, s:{s:I, s:s, s:s}}", "Name", name, "Config", "Memory",
+                      (json_int_t)(mem * MiB), "Pool", "p", "Qos", qos);
+  vm->pid = vm->held_pid = 4242;
+  vm->held = (uint64_t)(held * MiB);
+  vm->balloon_ready = ready;
+  return vm;
+}
+
+typedef struct pool_fixture {
+  vd_daemon d;
+  vd_vms t;
+  vd_vm *vms[4];
+  json_t *pool;
+} pool_fixture;
+
+static void fixture_init(pool_fixture *f, long long cap, size_t n, vd_vm **vms) {
+  memset(f, 0, sizeof(*f));
+  for (size_t i = 0; i < n; i++)
+    f->vms[i] = vms[i];
+  f->t.vms = f->vms;
+  f->t.n = n;
+  f->t.ctr_held = json_object();
+  f->d.vms = &f->t;
+  f->pool = json_pack("{s:s, s:I}", "Name", "p", "Memory", (json_int_t)(cap * MiB));
+}
+
+static void fixture_free(pool_fixture *f) {
+  for (size_t i = 0; i < f->t.n; i++)
+    vd_vm_free(f->vms[i]);
+  json_decref(f->t.ctr_held);
+  json_decref(f->pool);
+}
+
+TEST(held_memory_counted) {
+  int64_t held;
+  vd_vm *g = held_vm("g", "guaranteed", 192, 100, false);
+  CHECK(vd_vm_memory_counted_locked(g, &held) == 192 * MiB && held == 100 * MiB);
+  vd_vm *b = held_vm("b", "burstable", 256, 100, true);
+  CHECK(vd_vm_memory_counted_locked(b, &held) == 100 * MiB && held == 100 * MiB);
+  /* no balloon driver: nothing can take it back, so its request */
+  b->balloon_ready = false;
+  CHECK(vd_vm_memory_counted_locked(b, &held) == 256 * MiB && held == 100 * MiB);
+  /* the VMM's own memory on top of a full guest: never more than the request */
+  b->balloon_ready = true;
+  b->held = (uint64_t)(300 * MiB);
+  CHECK(vd_vm_memory_counted_locked(b, &held) == 256 * MiB && held == 256 * MiB);
+  /* a new VMM not measured yet, and a stopped VM: the request */
+  b->pid = 4343;
+  CHECK(vd_vm_memory_counted_locked(b, &held) == 256 * MiB && held == -1);
+  b->pid = 0;
+  CHECK(vd_vm_memory_counted_locked(b, &held) == 256 * MiB && held == -1);
+  /* the balloon's goal: the user's target, lowered by a squeeze */
+  json_object_set_new(json_object_get(b->rec, "Config"), "MemoryTarget", json_integer(200 * MiB));
+  CHECK_U64(vd_vm_balloon_goal_locked(b), 200 * MiB);
+  b->squeeze = (uint64_t)(102 * MiB);
+  CHECK_U64(vd_vm_balloon_goal_locked(b), 102 * MiB);
+  b->squeeze = (uint64_t)(220 * MiB);
+  CHECK_U64(vd_vm_balloon_goal_locked(b), 200 * MiB);
+  vd_vm_free(g);
+  vd_vm_free(b);
+}
+
+TEST(held_memory_squeeze_and_release) {
+  /* 192 (guaranteed) + 256 + 128 held in 512 MiB: past 90 %, down to 70 % (358.4 MiB); the
+   * best-effort VM gives first, down to its floor of 64 MiB, then the burstable one */
+  vd_vm *vms[] = {held_vm("g", "guaranteed", 192, 100, false),
+                  held_vm("b", "burstable", 256, 256, true),
+                  held_vm("e", "best-effort", 128, 128, true)};
+  pool_fixture f;
+  fixture_init(&f, 512, 3, vms);
+  vd_pool_reclaim_locked(&f.d, "p", f.pool);
+  CHECK_U64(vms[0]->squeeze, 0);
+  CHECK_U64(vms[2]->squeeze, 64 * MiB);
+  CHECK_U64(vms[1]->squeeze, 102 * MiB);
+  /* the squeezes stand while the pressure (192 + 102 + 64) sits between 60 and 90 % */
+  vd_pool_reclaim_locked(&f.d, "p", f.pool);
+  CHECK_U64(vms[1]->squeeze, 102 * MiB);
+  CHECK_U64(vms[2]->squeeze, 64 * MiB);
+  /* the guaranteed VM stops: 166 MiB < 60 %; the room up to 70 % goes back, the burstable VM
+   * first (all of its 256 MiB), the rest to the best-effort one */
+  vms[0]->pid = 0;
+  vd_pool_reclaim_locked(&f.d, "p", f.pool);
+  CHECK_U64(vms[1]->squeeze, 0);
+  CHECK_U64(vms[2]->squeeze, 102 * MiB);
+  fixture_free(&f);
+}
+
+TEST(held_memory_guaranteed_never_squeezed) {
+  /* only guaranteed VMs, over capacity: nothing to squeeze */
+  vd_vm *vms[] = {held_vm("g1", "guaranteed", 256, 250, true),
+                  held_vm("g2", "guaranteed", 256, 250, true)};
+  pool_fixture f;
+  fixture_init(&f, 384, 2, vms);
+  vd_pool_reclaim_locked(&f.d, "p", f.pool);
+  CHECK_U64(vms[0]->squeeze, 0);
+  CHECK_U64(vms[1]->squeeze, 0);
+  fixture_free(&f);
+}
+
 int main(void) { return tap_run(); }

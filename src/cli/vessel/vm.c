@@ -796,11 +796,17 @@ static int pool_set(vessel_ctx *ctx, bool create, int argc, char **argv, vs_erro
   return 0;
 }
 
+/* A size column: "-" for a figure not known (a guest that does not run, or not measured). */
+static char *size_or_dash(json_t *v) {
+  return json_is_integer(v) ? vessel_human_size((uint64_t)json_integer_value(v)) : vs_strdup("-");
+}
+
 static int pool_ls(vessel_ctx *ctx, vs_error **err) {
   json_t *list = NULL;
   if (vessel_api_json(ctx, "GET", "/vessel/v1/pools", NULL, &list, err) < 0)
     return 1;
-  printf("%-20s %-11s %-21s %-7s %s\n", "NAME", "CPUS", "MEMORY", "GUESTS", "OVERCOMMIT");
+  printf("%-20s %-11s %-21s %-10s %-7s %s\n", "NAME", "CPUS", "MEMORY", "HELD", "GUESTS",
+         "OVERCOMMIT");
   size_t i;
   json_t *p;
   json_array_foreach(list, i, p) {
@@ -813,8 +819,9 @@ static int pool_ls(vessel_ctx *ctx, vs_error **err) {
     _cleanup_free_ char *mc =
         vessel_human_size((uint64_t)json_integer_value(json_object_get(p, "Memory")));
     _cleanup_free_ char *mem = vs_asprintf("%s/%s", mu, mc);
-    printf("%-20s %-11s %-21s %-7zu cpu %.2f, memory %.2f\n",
-           json_string_value(json_object_get(p, "Name")), cpus, mem,
+    _cleanup_free_ char *held = size_or_dash(json_object_get(use, "Held"));
+    printf("%-20s %-11s %-21s %-10s %-7zu cpu %.2f, memory %.2f\n",
+           json_string_value(json_object_get(p, "Name")), cpus, mem, held,
            json_array_size(json_object_get(use, "Guests")),
            json_number_value(json_object_get(p, "CpuOvercommit")),
            json_number_value(json_object_get(p, "MemoryOvercommit")));
@@ -823,8 +830,11 @@ static int pool_ls(vessel_ctx *ctx, vs_error **err) {
   return 0;
 }
 
+#define POOL_STATS_ROW "%-24s %-11s %-18s %7.1f%% %-21s %6.1f%% %-10s %-10s%s\n"
+
 /* One pool's live figures (GET /vessel/v1/pools/NAME/stats, a second's sample): a line for the
- * pool, one per guest under it. */
+ * pool, one per guest under it. HELD is what admission counts a guest by (what it holds, as
+ * the daemon last measured it), REQUESTED its configured size. */
 static int pool_stats_one(vessel_ctx *ctx, const char *name, vs_error **err) {
   _cleanup_free_ char *esc = vessel_query_escape(name);
   _cleanup_free_ char *target = vs_asprintf("/vessel/v1/pools/%s/stats", esc);
@@ -841,9 +851,12 @@ static int pool_stats_one(vessel_ctx *ctx, const char *name, vs_error **err) {
   _cleanup_free_ char *cputext =
       vs_asprintf("%.1f%% of %lld", json_number_value(json_object_get(cpu, "Percent")),
                   (long long)json_integer_value(json_object_get(cap, "Cpus")));
-  printf("%-24s %-11s %-18s %7.1f%% %-21s %6.1f%%\n", name, "pool", cputext,
+  _cleanup_free_ char *held = size_or_dash(json_object_get(json_object_get(st, "Held"), "Memory"));
+  _cleanup_free_ char *requested =
+      size_or_dash(json_object_get(json_object_get(st, "Requested"), "Memory"));
+  printf(POOL_STATS_ROW, name, "pool", cputext,
          json_number_value(json_object_get(cpu, "PoolPercent")), memtext,
-         json_number_value(json_object_get(mem, "PoolPercent")));
+         json_number_value(json_object_get(mem, "PoolPercent")), held, requested, "");
   size_t i;
   json_t *g;
   json_array_foreach(json_object_get(st, "Guests"), i, g) {
@@ -856,9 +869,14 @@ static int pool_stats_one(vessel_ctx *ctx, const char *name, vs_error **err) {
         strcmp(json_string_value(json_object_get(g, "State")) ?: "", "running") ? " (off)" : "");
     _cleanup_free_ char *gcpu =
         vs_asprintf("%.1f%%", json_number_value(json_object_get(gc, "Percent")));
-    printf("%-24s %-11s %-18s %7.1f%% %-21s %6.1f%%\n", gname, kind, gcpu,
-           json_number_value(json_object_get(gc, "PoolPercent")), gmem,
-           json_number_value(json_object_get(gm, "PoolPercent")));
+    _cleanup_free_ char *gheld = size_or_dash(json_object_get(g, "Held"));
+    _cleanup_free_ char *greq =
+        size_or_dash(json_object_get(json_object_get(g, "Request"), "Memory"));
+    json_t *bt = json_object_get(g, "BalloonTarget");
+    _cleanup_free_ char *btsize = bt ? vessel_human_size((uint64_t)json_integer_value(bt)) : NULL;
+    _cleanup_free_ char *note = bt ? vs_asprintf(" squeezed to %s", btsize) : vs_strdup("");
+    printf(POOL_STATS_ROW, gname, kind, gcpu, json_number_value(json_object_get(gc, "PoolPercent")),
+           gmem, json_number_value(json_object_get(gm, "PoolPercent")), gheld, greq, note);
   }
   json_decref(st);
   return 0;
@@ -880,8 +898,8 @@ int vessel_pool_stats(vessel_ctx *ctx, int argc, char **argv, int first, vs_erro
     json_array_foreach(list, i, p) json_array_append(names, json_object_get(p, "Name"));
     json_decref(list);
   }
-  printf("%-24s %-11s %-18s %8s %-21s %7s\n", "POOL / GUEST", "KIND", "CPU (100% = 1 CPU)",
-         "OF POOL", "MEMORY", "OF POOL");
+  printf("%-24s %-11s %-18s %8s %-21s %7s %-10s %-10s\n", "POOL / GUEST", "KIND",
+         "CPU (100% = 1 CPU)", "OF POOL", "MEMORY", "OF POOL", "HELD", "REQUESTED");
   int rc = 0;
   size_t i;
   json_t *n;
