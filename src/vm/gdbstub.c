@@ -311,14 +311,17 @@ static void release_held_harts(gdb_stub *s) {
       vm_wake_hart(m, h);
 }
 
-/* One instruction of one hart while the others stay parked (the VM is paused). */
+/* One instruction of one hart while the others stay parked (the VM is paused). On a replay of
+ * several harts the others cannot be held (the log says who runs when): the interleaving runs
+ * on until the hart has executed one instruction, and a breakpoint another hart reaches first
+ * is where it stops. */
 static void step_hart(gdb_stub *s, unsigned h) {
   vm *m = s->m;
   vm_pause(m);
   if (vm_hsm_state(m, h) == HSM_STARTED) {
     rv_hart *hart = &m->harts[h];
     if (vm_rr_replaying(m))
-      vm_rr_step(m, h); /* the log's records due first, as the replay would */
+      h = vm_rr_step(m, h); /* the log's records due first, as the replay would */
     else
       rv_hart_step(hart);
     if (m->htif_enabled)
@@ -905,21 +908,32 @@ static void cmd_v(gdb_stub *s, const char *p, size_t len) {
     send_str(s, "");
 }
 
-/* bs / bc on a replay: back one instruction, or to the last breakpoint hit before here (the
- * replay restores its nearest checkpoint and runs forward). At the recording's start gdb hears
- * that there is no more history (replaylog:begin), as from QEMU. */
+/* The hart a reverse step moves: gdb names it with Hc, or leaves it to us (Hc0, any thread:
+ * gdb resumes every thread unless scheduler-locking says otherwise), and then it is the thread
+ * gdb looks at, whose registers it read last (Hg), or else the one that stopped. */
+static unsigned reverse_step_hart(const gdb_stub *s) {
+  if (s->c_hart >= 0 && (unsigned)s->c_hart < s->m->nharts)
+    return (unsigned)s->c_hart;
+  return selected_hart(s, s->g_hart);
+}
+
+/* bs / bc on a replay: back one instruction of the selected hart, or to the last breakpoint
+ * hit of any hart before here (the replay restores its nearest checkpoint and runs forward).
+ * The stop names the hart that landed: the stepped one, or the one at the breakpoint. At the
+ * recording's start gdb hears that there is no more history (replaylog:begin), as from QEMU. */
 static void cmd_reverse(gdb_stub *s, const char *p, size_t len) {
   if (len != 2 || (p[1] != 's' && p[1] != 'c') || !vm_rr_can_reverse(s->m)) {
     send_str(s, len == 2 && (p[1] == 's' || p[1] == 'c') ? "E22" : "");
     return;
   }
   vm_pause(s->m);
-  int rc = vm_rr_reverse(s->m, p[1] == 's');
-  s->stop_hart = 0;
-  s->g_hart = 0;
+  unsigned stopped = 0;
+  int rc = vm_rr_reverse(s->m, p[1] == 's', reverse_step_hart(s), &stopped);
+  s->stop_hart = stopped;
+  s->g_hart = (int)stopped;
   char buf[64];
   snprintf(buf, sizeof(buf), "T%02x%sthread:%x;", GDB_SIGTRAP, rc == 1 ? "replaylog:begin;" : "",
-           thread_of(0));
+           thread_of(stopped));
   send_str(s, buf);
 }
 

@@ -155,14 +155,16 @@ bool vm_rr_recording(const vm *m);
 int vm_rr_snapshot(vm *m, const char *dir, const vm_snapshot_opts *opts, vs_error **err);
 /* The replay's run loop: the hart runs from one logged record to the next. */
 void vm_rr_replay_run(vm *m);
-/* A debugger on a replay (gdbstub.c; one hart): a single step that applies the log's records
- * due first; reverse execution (a step back, or back to the previous breakpoint hit) by
- * restoring the nearest checkpoint and running forward. Returns 0 when it landed, 1 when it
- * stopped at the start of the recording (no more history), -1 when the replay cannot go back
- * (no checkpoints: several harts). */
+/* A debugger on a replay (gdbstub.c): a single step of hart h that applies the log's records
+ * due first (with several harts the recorded interleaving runs on until h has executed one
+ * instruction, and stops early where another hart reaches a breakpoint); returns the hart that
+ * stopped. Reverse execution, by restoring the nearest checkpoint and running forward: a step
+ * back of hart `hart` (to its previous instruction), or back to the previous breakpoint hit of
+ * any hart. Returns 0 when it landed (*stopped: the hart to report), 1 when it stopped at the
+ * start of the recording (no more history), -1 when the replay cannot go back (no debugger). */
 bool vm_rr_can_reverse(const vm *m);
-void vm_rr_step(vm *m, unsigned h);
-int vm_rr_reverse(vm *m, bool step);
+unsigned vm_rr_step(vm *m, unsigned h);
+int vm_rr_reverse(vm *m, bool step, unsigned hart, unsigned *stopped);
 /* Serve the I/O sources once (the run loop's service between slices; sleep_ns 0: just look). */
 void vm_serve_io(vm *m, int64_t sleep_ns);
 

@@ -7,8 +7,8 @@
  * exactly through the run's instruction budget; console input, rng bytes and network frames come
  * from the log (a replay's NICs have no backend); disks are frozen under an overlay at the start.
  * The interpreter and the translator stop at the same counts, so either replays either's log.
- * A debugger on a one-hart replay can go back: checkpoints along the way, re-execution from the
- * nearest. */
+ * A debugger on a replay can go back: checkpoints along the way, re-execution from the nearest;
+ * with several harts the position is the recorded interleaving's step count. */
 #include "vm/replay.h"
 
 #include <errno.h>
@@ -47,14 +47,22 @@ typedef struct rr_frame {
  * pages written since the checkpoint before (the dirty bitmap of migration); a page in none of
  * the deltas up to a checkpoint is as the starting snapshot's memory file has it. */
 typedef struct rr_checkpoint {
-  uint64_t icount;
-  uint8_t *state; /* vm_state_save: harts, devices, the clock */
+  uint64_t icount;             /* the replay's position (replay_position) */
+  uint64_t counts[VM_MAX_SMP]; /* each hart's instruction count */
+  bool in_slice[VM_MAX_SMP];   /* several harts: a hart was inside a recorded slice */
+  uint8_t *state;              /* vm_state_save: harts, devices, the clock */
   size_t state_len;
   uint32_t *pages; /* the pages written since the checkpoint before, and their bytes */
   uint8_t *data;
   size_t npages;
   size_t loop_i, rng_i; /* where the replay stood in the log */
 } rr_checkpoint;
+
+/* reverse-continue: a breakpoint hit noted while re-running a window forward */
+typedef struct rr_hit {
+  uint64_t pos; /* the replay's position when the hart was about to execute the instruction */
+  unsigned hart;
+} rr_hit;
 
 typedef struct rr_nic {
   vm *m;
@@ -83,13 +91,13 @@ struct vm_rr {
   size_t loop_n, rng_n, loop_i, rng_i;
   int64_t took; /* the cause the gate let through, -1: none */
   char *divergence;
-  /* replaying under a debugger (one hart): checkpoints for reverse execution */
+  /* replaying under a debugger: checkpoints for reverse execution */
   rr_checkpoint *cps;
   size_t ncps, cps_cap;
   uint64_t next_checkpoint;
   uint64_t *dirty;   /* scratch: vm_dirty_words */
   uint64_t furthest; /* the count the replay has reached: output before it was printed */
-  uint64_t *hits;    /* reverse-continue: breakpoint hits in the window scanned */
+  rr_hit *hits;      /* reverse-continue: breakpoint hits in the window scanned */
   size_t nhits, hits_cap;
   unsigned harts;   /* the log's */
   int start_mem_fd; /* the memory file of from_dir: RAM as the replay began */
@@ -104,6 +112,16 @@ struct vm_rr {
 };
 
 static uint64_t icount_of(const vm *m) { return m->harts[0].minstret; }
+
+/* Where a replay stands: the sum of the harts' instruction counts. The recorded interleaving
+ * runs one hart at a time, so it moves by one with each instruction whichever hart executes
+ * it, and names one point of the run (with one hart it is that hart's count). */
+static uint64_t replay_position(const vm *m) {
+  uint64_t pos = 0;
+  for (unsigned h = 0; h < m->nharts; h++)
+    pos += m->harts[h].minstret;
+  return pos;
+}
 
 static void rr_put_hart(vm *m, rr_kind kind, unsigned hart, uint64_t value, const uint8_t *data,
                         size_t len) {
@@ -755,6 +773,14 @@ static void replay_advance(vm *m, unsigned h, uint64_t to, const rr_event *ev) {
             rr_kind_name(ev->kind), (unsigned long long)to, (unsigned long long)hart->minstret);
 }
 
+static void replay_begin(vm *m, const rr_event *ev) {
+  if (m->hsm[ev->hart] != HSM_START_PENDING)
+    diverge(m, "the recording started hart %u here, replay has no start pending (hsm %d)", ev->hart,
+            m->hsm[ev->hart]);
+  else
+    vm_hart_begin(m, ev->hart);
+}
+
 static void replay_run_harts(vm *m) {
   struct vm_rr *rr = m->rr;
   while (!rr->divergence && !rr->ended) {
@@ -765,11 +791,7 @@ static void replay_run_harts(vm *m) {
     const rr_event *ev = &rr->loop_ev[rr->loop_i++];
     switch (ev->kind) {
     case RR_BEGIN:
-      if (m->hsm[ev->hart] != HSM_START_PENDING)
-        diverge(m, "the recording started hart %u here, replay has no start pending (hsm %d)",
-                ev->hart, m->hsm[ev->hart]);
-      else
-        vm_hart_begin(m, ev->hart);
+      replay_begin(m, ev);
       break;
     case RR_IRQ:
       replay_advance(m, ev->hart, ev->icount, ev);
@@ -804,12 +826,12 @@ typedef struct replay_run_opts {
 
 static void checkpoint_take(vm *m);
 
-static void note_hit(struct vm_rr *rr, uint64_t icount) {
+static void note_hit(struct vm_rr *rr, uint64_t pos, unsigned hart) {
   if (rr->nhits == rr->hits_cap) {
     rr->hits_cap = rr->hits_cap ? rr->hits_cap * 2 : 64;
     rr->hits = vs_realloc(rr->hits, rr->hits_cap * sizeof(*rr->hits));
   }
-  rr->hits[rr->nhits++] = icount;
+  rr->hits[rr->nhits++] = (rr_hit){.pos = pos, .hart = hart};
 }
 
 /* Console output the replay printed already (before a reverse step) is not printed again. */
@@ -819,7 +841,7 @@ static void replay_flush_console(vm *m) {
     uart_flush(&m->uart);
     return;
   }
-  uint64_t now = m->harts[0].minstret;
+  uint64_t now = replay_position(m);
   m->uart.out_fd = now <= rr->furthest ? -1 : rr->console_fd;
   uart_flush(&m->uart);
   m->uart.out_fd = rr->console_fd;
@@ -883,7 +905,7 @@ static void replay_one_hart(vm *m, const replay_run_opts *o) {
       done = rv_hart_run(h, budget);
     }
     if (o->scan && h->breakpoint_hit) {
-      note_hit(rr, h->minstret);
+      note_hit(rr, h->minstret, 0);
       h->breakpoint_hit = false;
       step_over = true;
       continue;
@@ -908,7 +930,11 @@ static void checkpoint_take(vm *m) {
   }
   rr_checkpoint *cp = &rr->cps[rr->ncps++];
   memset(cp, 0, sizeof(*cp));
-  cp->icount = m->harts[0].minstret;
+  cp->icount = replay_position(m);
+  for (unsigned h = 0; h < m->nharts; h++) {
+    cp->counts[h] = m->harts[h].minstret;
+    cp->in_slice[h] = rr->in_slice[h];
+  }
   cp->loop_i = rr->loop_i;
   cp->rng_i = rr->rng_i;
   size_t words = vm_dirty_words(m);
@@ -991,10 +1017,11 @@ static void checkpoint_restore(vm *m, size_t k) {
     checkpoint_free(&rr->cps[--rr->ncps]);
   rr->loop_i = cp->loop_i;
   rr->rng_i = cp->rng_i;
+  memcpy(rr->in_slice, cp->in_slice, sizeof(rr->in_slice));
   rr->next_checkpoint = cp->icount + RR_CHECKPOINT_INSNS;
 }
 
-/* Checkpoints from the start on: a debugger is attached to a one-hart replay. */
+/* Checkpoints from the start on: a debugger is attached to the replay. */
 static int debugging_start(vm *m, vs_error **err) {
   struct vm_rr *rr = m->rr;
   _cleanup_free_ char *mem = vs_asprintf("%s/memory", rr->from_dir);
@@ -1011,19 +1038,7 @@ static int debugging_start(vm *m, vs_error **err) {
 
 bool vm_rr_can_reverse(const vm *m) { return m->rr && m->rr->debugging; }
 
-void vm_rr_step(vm *m, unsigned h) {
-  struct vm_rr *rr = m->rr;
-  if (!rr->debugging || h != 0) {
-    rv_hart_step(&m->harts[h]);
-    return;
-  }
-  replay_apply_due(m, true);
-  if (!rr->divergence && !rr->ended)
-    rv_hart_step(&m->harts[0]);
-  replay_flush_console(m);
-}
-
-/* The last checkpoint before count c (the first if none is). */
+/* The last checkpoint before position c (the first if none is). */
 static size_t checkpoint_before(const struct vm_rr *rr, uint64_t c) {
   size_t k = rr->ncps - 1;
   while (k > 0 && rr->cps[k].icount >= c)
@@ -1041,10 +1056,226 @@ static void replay_to(vm *m, size_t k, uint64_t to, bool apply_at_to) {
   m->bus.breakpoints = bp;
 }
 
-int vm_rr_reverse(vm *m, bool step) {
+/* ---- several harts under a debugger
+ *
+ * The replay's position is the interleaving's step count (replay_position). Every stop is at a
+ * boundary where the next hart to run is about to execute an instruction, with every record
+ * due before that instruction applied (an interrupt taken, a hart started, the clock moved): a
+ * stop reached by running on, by stepping or by re-running from a checkpoint is then the same
+ * state, and a breakpoint hit is "hart h about to execute an instruction at the breakpoint". A
+ * run's budget never crosses a record, so where a run is cut (a checkpoint, a stop) changes
+ * nothing: the harts check breakpoints before every instruction but the one a slice ends at,
+ * which that slice does not execute. */
+
+typedef struct harts_run_opts {
+  uint64_t until_pos;   /* stop at this position (UINT64_MAX: no such stop) */
+  int until_hart;       /* >= 0: stop when this hart is about to execute ... */
+  uint64_t until_count; /* ... with this instruction count */
+  int step_hart;        /* >= 0: this hart executes one instruction (whatever its pc), then stop */
+  bool serve;           /* serve the debugger between runs; its stub stops the VM at a hit */
+  bool scan;            /* reverse-continue: note breakpoint hits and run on */
+  bool stop_at_hit;     /* a step: another hart's breakpoint hit on the way ends it */
+} harts_run_opts;
+
+/* Consume the record at loop_i if it needs no hart to run; false when hart *h must run first. */
+static bool replay_harts_apply_next(vm *m, unsigned *h) {
   struct vm_rr *rr = m->rr;
-  if (!rr || !rr->debugging)
+  const rr_event *ev = &rr->loop_ev[rr->loop_i];
+  if (ev->kind != RR_RUN && ev->kind != RR_IRQ) {
+    rr->loop_i++;
+    if (ev->kind == RR_BEGIN)
+      replay_begin(m, ev);
+    else if (ev->kind == RR_END && icount_of(m) != ev->icount)
+      diverge(m, "the recording ended with hart 0 at %llu", (unsigned long long)ev->icount);
+    else
+      replay_apply(m, ev); /* between slices: time, console, frames, the end */
+    return true;
+  }
+  rv_hart *hart = &m->harts[ev->hart];
+  if (!rr->in_slice[ev->hart]) { /* as replay_advance: the slice begins */
+    rv_hart_clear_reservation(hart);
+    rr->in_slice[ev->hart] = true;
+  }
+  if (hart->minstret > ev->icount) {
+    diverge(m, "hart %u ran past the log's %s record at its count %llu (now %llu)", ev->hart,
+            rr_kind_name(ev->kind), (unsigned long long)ev->icount,
+            (unsigned long long)hart->minstret);
+    return true;
+  }
+  if (hart->minstret < ev->icount) {
+    *h = ev->hart;
+    return false;
+  }
+  rr->loop_i++;
+  if (ev->kind == RR_IRQ)
+    replay_take_irq(m, ev);
+  else
+    rr->in_slice[ev->hart] = false;
+  return true;
+}
+
+/* Run the recorded interleaving until a stop `o` asks for (or a divergence, or the end).
+ * Returns the hart about to execute where it stopped. */
+static unsigned replay_harts_debug(vm *m, const harts_run_opts *o) {
+  struct vm_rr *rr = m->rr;
+  unsigned next = o->step_hart >= 0 ? (unsigned)o->step_hart : 0;
+  int over = -1; /* scanning: the hart that steps past the breakpoint just noted */
+  bool stepped = false;
+  uint64_t step_to = o->step_hart >= 0 ? m->harts[o->step_hart].minstret + 1 : 0;
+  while (!rr->divergence && !rr->ended) {
+    if (o->serve) {
+      vm_serve_io(m, 0);
+      while (m->paused && !m->stop)
+        vm_serve_io(m, INT64_MAX);
+      if (m->stop && m->exit_reason == VM_EXIT_QUIT)
+        break; /* the debugger killed the VM */
+    }
+    if (rr->loop_i == rr->loop_n) {
+      diverge(m, "the log ends without its end record");
+      break;
+    }
+    unsigned h;
+    if (replay_harts_apply_next(m, &h))
+      continue;
+    /* hart h executes next */
+    rv_hart *hart = &m->harts[h];
+    const rr_event *ev = &rr->loop_ev[rr->loop_i];
+    uint64_t pos = replay_position(m);
+    next = h;
+    if (stepped || pos >= o->until_pos ||
+        ((int)h == o->until_hart && hart->minstret >= o->until_count))
+      break;
+    if (rr->debugging && pos >= rr->next_checkpoint)
+      checkpoint_take(m);
+    uint64_t budget = ev->icount - hart->minstret;
+    if (o->until_pos != UINT64_MAX && o->until_pos - pos < budget)
+      budget = o->until_pos - pos;
+    if ((int)h == o->until_hart && o->until_count - hart->minstret < budget)
+      budget = o->until_count - hart->minstret;
+    uint64_t done;
+    if ((int)h == o->step_hart || (int)h == over) {
+      done = rv_hart_step(hart);
+      over = -1;
+      stepped = (int)h == o->step_hart && hart->minstret >= step_to;
+    } else {
+      done = rv_hart_run(hart, budget);
+    }
+    replay_flush_console(m);
+    if (hart->breakpoint_hit) {
+      if (o->scan) {
+        note_hit(rr, replay_position(m), h);
+        hart->breakpoint_hit = false;
+        over = (int)h;
+        continue;
+      }
+      if (o->stop_at_hit)
+        break;
+      continue; /* serving: the stub sees the hit and stops the VM */
+    }
+    if (done == 0)
+      diverge(m,
+              "hart %u stops (wfi %d, hsm %d) at its count %llu, but the log's %s record wants "
+              "it at %llu",
+              h, hart->wfi, m->hsm[h], (unsigned long long)hart->minstret, rr_kind_name(ev->kind),
+              (unsigned long long)ev->icount);
+  }
+  replay_flush_console(m);
+  return next;
+}
+
+/* The last checkpoint at which hart h had not yet executed its instruction number `count`. */
+static size_t checkpoint_before_hart(const struct vm_rr *rr, unsigned h, uint64_t count) {
+  size_t k = rr->ncps - 1;
+  while (k > 0 && rr->cps[k].counts[h] > count)
+    k--;
+  return k;
+}
+
+static void clear_breakpoint_hits(vm *m) {
+  for (unsigned h = 0; h < m->nharts; h++)
+    m->harts[h].breakpoint_hit = false;
+}
+
+/* A step of hart h on a replay of several harts: the interleaving runs on (the other harts
+ * cannot be held: the log says who runs when) until h has executed one instruction; a
+ * breakpoint another hart reaches on the way stops it there. */
+static unsigned replay_harts_step(vm *m, unsigned h) {
+  clear_breakpoint_hits(m);
+  harts_run_opts o = {
+      .until_pos = UINT64_MAX, .until_hart = -1, .step_hart = (int)h, .stop_at_hit = true};
+  return replay_harts_debug(m, &o);
+}
+
+/* Back on a replay of several harts. A step goes to where hart h was about to execute its
+ * previous instruction (the other harts as they were then); a continue to the last breakpoint
+ * hit of any hart before the current position. */
+static int replay_harts_reverse(vm *m, bool step, unsigned h, unsigned *stopped) {
+  struct vm_rr *rr = m->rr;
+  const rv_breakpoints *bp = m->bus.breakpoints;
+  *stopped = h;
+  if (step) {
+    uint64_t count = m->harts[h].minstret;
+    if (count <= rr->cps[0].counts[h])
+      return 1;
+    checkpoint_restore(m, checkpoint_before_hart(rr, h, count - 1));
+    m->bus.breakpoints = NULL;
+    harts_run_opts o = {
+        .until_pos = UINT64_MAX, .until_hart = (int)h, .until_count = count - 1, .step_hart = -1};
+    *stopped = replay_harts_debug(m, &o);
+    m->bus.breakpoints = bp;
+    return 0;
+  }
+  uint64_t window_end = replay_position(m);
+  if (window_end <= rr->cps[0].icount)
+    return 1;
+  for (size_t k = checkpoint_before(rr, window_end);; k--) {
+    checkpoint_restore(m, k);
+    rr->nhits = 0;
+    harts_run_opts scan = {
+        .until_pos = window_end, .until_hart = -1, .step_hart = -1, .scan = true};
+    replay_harts_debug(m, &scan);
+    if (rr->divergence)
+      return 0;
+    if (rr->nhits) {
+      checkpoint_restore(m, k);
+      m->bus.breakpoints = NULL;
+      harts_run_opts land = {
+          .until_pos = rr->hits[rr->nhits - 1].pos, .until_hart = -1, .step_hart = -1};
+      *stopped = replay_harts_debug(m, &land);
+      m->bus.breakpoints = bp;
+      return 0;
+    }
+    if (k == 0) {
+      checkpoint_restore(m, 0);
+      *stopped = 0;
+      return 1;
+    }
+    window_end = rr->cps[k].icount;
+  }
+}
+
+unsigned vm_rr_step(vm *m, unsigned h) {
+  struct vm_rr *rr = m->rr;
+  if (!rr->debugging) {
+    rv_hart_step(&m->harts[h]);
+    return h;
+  }
+  if (m->nharts > 1)
+    return replay_harts_step(m, h);
+  replay_apply_due(m, true);
+  if (!rr->divergence && !rr->ended)
+    rv_hart_step(&m->harts[0]);
+  replay_flush_console(m);
+  return 0;
+}
+
+int vm_rr_reverse(vm *m, bool step, unsigned hart, unsigned *stopped) {
+  struct vm_rr *rr = m->rr;
+  *stopped = 0;
+  if (!rr || !rr->debugging || hart >= m->nharts)
     return -1;
+  if (m->nharts > 1)
+    return replay_harts_reverse(m, step, hart, stopped);
   uint64_t now = m->harts[0].minstret;
   if (now <= rr->cps[0].icount)
     return 1;
@@ -1063,7 +1294,7 @@ int vm_rr_reverse(vm *m, bool step) {
     if (rr->divergence)
       return 0;
     if (rr->nhits) {
-      replay_to(m, k, rr->hits[rr->nhits - 1], true);
+      replay_to(m, k, rr->hits[rr->nhits - 1].pos, true);
       return 0;
     }
     if (k == 0) {
@@ -1075,29 +1306,26 @@ int vm_rr_reverse(vm *m, bool step) {
 }
 
 void vm_rr_replay_run(vm *m) {
-  if (m->nharts > 1 && m->bus.breakpoints) {
-    m->rr->divergence = vs_asprintf(
-        "--gdb: a replay of %u harts cannot be debugged yet (one hart only)", m->nharts);
-    vm_request_exit(m, VM_EXIT_FAIL, 1);
-    return;
-  }
-  if (m->nharts > 1) {
-    replay_run_harts(m);
-    return;
-  }
-  if (m->hsm[0] == HSM_START_PENDING)
-    vm_hart_begin(m, 0);
-  replay_run_opts o = {.until = UINT64_MAX};
-  if (m->bus.breakpoints) { /* a debugger's stub: serve it, keep checkpoints to go back to */
+  struct vm_rr *rr = m->rr;
+  if (m->nharts == 1 && m->hsm[0] == HSM_START_PENDING)
+    vm_hart_begin(m, 0);    /* several harts: the log's BEGIN records start them */
+  if (m->bus.breakpoints) { /* a debugger's stub: keep checkpoints to go back to */
     vs_error *err = NULL;
     if (debugging_start(m, &err) < 0) {
       diverge(m, "cannot keep checkpoints for the debugger: %s", err->msg);
       vs_error_free(err);
       return;
     }
-    o.serve = true;
   }
-  replay_one_hart(m, &o);
+  if (m->nharts > 1 && rr->debugging) {
+    harts_run_opts o = {.until_pos = UINT64_MAX, .until_hart = -1, .step_hart = -1, .serve = true};
+    replay_harts_debug(m, &o);
+  } else if (m->nharts > 1) {
+    replay_run_harts(m);
+  } else {
+    replay_run_opts o = {.until = UINT64_MAX, .serve = rr->debugging};
+    replay_one_hart(m, &o);
+  }
 }
 
 /* ------------------------------------------------------------------ the end */

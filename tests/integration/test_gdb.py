@@ -374,3 +374,116 @@ def test_reverse_step_and_continue_on_a_replay(build_dir, kernel_recording):
         assert c[8] == hit1, out
         pcs = [int(p, 16) for p in re.findall(r"PC (0x[0-9a-f]+)", out)]
         assert pcs == [trap_entry, trap_entry], out
+
+
+# ------------------------------------------------------------------ a replay of two harts, backwards
+
+@pytest.fixture(scope="module")
+def kernel_recording_smp(build_dir, guest_assets, tmp_path_factory):
+    """A recording of Debian's kernel booting on two harts to the shell, where the guest reads
+    the addresses of the kernel's trap entry and of smp_callin (the first C function a
+    secondary hart runs) from /proc/kallsyms, and powering off."""
+    d = tmp_path_factory.mktemp("gdbrr2") / "rec"
+    argv = [str(build_dir / "vessel-vmm"), "--kernel", str(guest_assets / "Image"),
+            "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
+            "--mem", "256M", "--smp", "2", "--record", str(d)]
+    con = Console(argv)
+    try:
+        m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
+        con.send("grep -w -e handle_exception -e smp_callin /proc/kallsyms; echo KS$((1+1))")
+        m = con.wait_for(r"KS2", CMD_TIMEOUT, start=m.end())
+        syms = dict((name, int(addr, 16)) for addr, name in
+                    re.findall(r"([0-9a-f]{16}) [Tt] (handle_exception|smp_callin)\b",
+                               con.out.decode(errors="replace")))
+        con.send("poweroff -f")
+        assert con.proc.wait(timeout=CMD_TIMEOUT) == 0, con.err.decode(errors="replace")
+        assert set(syms) == {"handle_exception", "smp_callin"}, con.out
+        return d, syms["handle_exception"], syms["smp_callin"]
+    finally:
+        con.close()
+
+
+# What gdb prints after each move: the thread that stopped, its pc, and every hart's
+# instruction count (`thread apply` puts the selected thread back afterwards).
+STATE_SCRIPT = """
+define state
+  printf "STATE %d %#lx\\n", $_thread, $pc
+  thread apply all -q printf "COUNT %d %lu\\n", $_thread, $minstret
+  printf "END\\n"
+end
+"""
+STATE_RE = re.compile(r"STATE (\d+) (0x[0-9a-f]+)\n((?:COUNT \d+ \d+\n)+)END")
+
+
+def _states(out):
+    """(thread, pc, {thread: count}) for every `state` gdb printed, in order."""
+    return [(int(t), int(pc, 16), {int(a): int(b) for a, b in re.findall(r"COUNT (\d+) (\d+)", c)})
+            for t, pc, c in STATE_RE.findall(out)]
+
+
+def _gdb_script(port, script, tmp_path, timeout):
+    path = tmp_path / "commands.gdb"
+    path.write_text(STATE_SCRIPT + script)
+    argv = [GDB, "-q", "-batch", "-nx", "-ex", "set confirm off", "-ex",
+            "set architecture riscv:rv64", "-ex", f"target remote 127.0.0.1:{port}",
+            "-x", str(path)]
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=timeout,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+    return r.stdout + r.stderr
+
+
+FORWARD_HITS = 12
+
+
+def test_reverse_on_a_two_hart_replay(build_dir, kernel_recording_smp, tmp_path):
+    """gdb on a replay of two harts (one thread per hart). Going forward from where the second
+    hart comes up (smp_callin), the kernel's trap entry is hit on either hart; going back,
+    each reverse-continue lands on the hit before, with the hart that hit it and every hart's
+    count as they were going forward. At a hit, three stepi of its hart and three reverse-stepi
+    retrace the same states (the position is the interleaving's step count; reverse-stepi goes
+    to the previous instruction of the selected hart), three stepi again reach them again, and
+    a reverse-continue returns to the hit. A reverse-stepi of the other hart moves that hart
+    back by one instruction, and the others no further forward."""
+    _need_gdb()
+    rec, trap_entry, callin = kernel_recording_smp
+    script = [f"tbreak *{callin:#x}", "continue", "state", f"break *{trap_entry:#x}"]
+    script += ["continue", "state"] * FORWARD_HITS
+    script += ["reverse-continue", "state"] * 4
+    script += ["stepi", "state"] * 3 + ["reverse-stepi", "state"] * 3 + ["stepi", "state"] * 3
+    script += ["reverse-continue", "state"]
+    # the other hart, selected by hand: back by one instruction, twice
+    script += ["delete", 'eval "thread %d", 3 - $_thread', "state", "reverse-stepi", "state",
+               "reverse-stepi", "state", "kill"]
+    with Vmm(build_dir, "--replay", str(rec), "--gdb-wait") as vm:
+        out = _gdb_script(vm.port, "\n".join(script) + "\n", tmp_path, timeout=1800)
+    st = _states(out)
+    assert len(st) == 1 + FORWARD_HITS + 4 + 9 + 1 + 3, out
+    callin_stop, hits = st[0], st[1:1 + FORWARD_HITS]
+    back = st[1 + FORWARD_HITS:5 + FORWARD_HITS]
+    steps = st[5 + FORWARD_HITS:14 + FORWARD_HITS]
+    again = st[14 + FORWARD_HITS]
+    other = st[15 + FORWARD_HITS:]
+    assert callin_stop[0] == 2 and callin_stop[1] == callin, out  # hart 1 comes up
+    assert all(h[1] == trap_entry for h in hits), out
+    # the hits go forward: the interleaving's position (the sum of the counts) grows
+    positions = [sum(h[2].values()) for h in hits]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions), out
+    assert {h[0] for h in hits} == {1, 2}, out  # both harts hit it
+    # back: each reverse-continue lands on the hit before, on its hart, the counts the same
+    assert back == hits[-2:-6:-1], out
+    # at hits[-5] (its thread t): three stepi, three reverse-stepi, three stepi
+    t = hits[-5][0]
+    f1, f2, f3, r2, r1, r0, g1, g2, g3 = steps
+    assert all(s[0] == t for s in steps), out
+    assert [f1[2][t], f2[2][t], f3[2][t]] == [hits[-5][2][t] + i for i in (1, 2, 3)], out
+    assert [r2, r1, r0] == [f2, f1, hits[-5]], out
+    assert [g1, g2, g3] == [f1, f2, f3], out
+    assert again == hits[-5], out
+    # the other hart, selected: its previous instruction, and the one before
+    o = 3 - t
+    sel, rev1, rev2 = other
+    assert sel[0] == o and rev1[0] == o and rev2[0] == o, out
+    assert sel[2] == again[2], out
+    assert rev1[2][o] == sel[2][o] - 1 and rev2[2][o] == sel[2][o] - 2, out
+    assert rev2[2][t] <= rev1[2][t] <= sel[2][t], out

@@ -220,6 +220,50 @@ def test_log_of_another_start_is_refused(build_dir, recording, recording_smp, tm
                      r"[0-9a-f]{64}", err), err
 
 
+def first_chunk_end(log):
+    """Where the log's first chunk ends: its 8-byte head (length, running CRC) and payload."""
+    return HEADER_LEN + 8 + int.from_bytes(log[HEADER_LEN:HEADER_LEN + 4], "little")
+
+
+# a log cut where a crash or a full disk would cut it: inside the header, between two chunks
+# (every chunk reads well, the end record is missing), inside a chunk's head
+@pytest.mark.parametrize("cut, message", [
+    (lambda log: log[:30], r"record/replay log: 30 bytes, shorter than its header \(60\)"),
+    (lambda log: log[:0], r"record/replay log: 0 bytes, shorter than its header \(60\)"),
+    (lambda log: log[:first_chunk_end(log)],
+     r"record/replay log: ends at offset \d+ after 1 chunks without its end record "
+     r"\(truncated\)"),
+    (lambda log: log[:first_chunk_end(log) + 4],
+     r"record/replay log: chunk 2 at offset \d+: truncated header"),
+], ids=["in-header", "empty", "at-chunk-boundary", "in-chunk-head"])
+def test_log_cut_anywhere_is_refused(build_dir, recording, tmp_path, cut, message):
+    err = replay_damaged(build_dir, recording, tmp_path, cut)
+    assert re.search(message, err), err
+
+
+def test_log_of_another_kernel_is_refused(build_dir, recording, tmp_path):
+    """The log of a recording of another kernel (a bare-metal program instead of Debian's),
+    put beside the Debian recording's start: refused before anything runs, naming both
+    starts."""
+    other = tmp_path / "other"
+    record_inputs(build_dir, other)
+    d = tmp_path / "rec"
+    shutil.copytree(recording["dir"], d)
+    shutil.copy(other / "log", d / "log")
+    r = replay(build_dir, d)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 1, err
+    assert r.stdout == b""
+    assert re.search(r"the log was recorded from another start \(another kernel, machine or "
+                     r"snapshot\): it names a start with digest [0-9a-f]{64}, .*/start/state has "
+                     r"[0-9a-f]{64}", err), err
+    # and the other way round: the Debian log beside the bare-metal program's start
+    shutil.copy(recording["dir"] / "log", other / "log")
+    r = replay(build_dir, other)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 1 and "the log was recorded from another start" in err, err
+
+
 def varint(log, p):
     v, shift = 0, 0
     while True:

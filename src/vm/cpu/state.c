@@ -61,8 +61,14 @@ void rv_hart_save(const rv_hart *h, vmstate_writer *w) {
   vmstate_put_u32(w, (uint32_t)h->priv);
   vmstate_put_u32(w, h->fflags);
   vmstate_put_u32(w, h->frm);
-  for (size_t i = 0; i < ARRAY_SIZE(csr_offsets); i++)
-    vmstate_put_u64(w, csr_value(h, csr_offsets[i]));
+  for (size_t i = 0; i < ARRAY_SIZE(csr_offsets); i++) {
+    uint64_t v = csr_value(h, csr_offsets[i]);
+    /* an IPI another hart posted (SBI) is an SSIP the hart folds into mip when it runs next:
+     * on one thread (--hart-threads off, record/replay) it may wait for its turn at a save */
+    if (csr_offsets[i] == offsetof(rv_hart, mip))
+      v |= __atomic_load_n(&h->mip_posted, __ATOMIC_ACQUIRE);
+    vmstate_put_u64(w, v);
+  }
   for (size_t i = 0; i < ARRAY_SIZE(h->pmpcfg); i++)
     vmstate_put_u64(w, h->pmpcfg[i]);
   for (size_t i = 0; i < ARRAY_SIZE(h->pmpaddr); i++)
@@ -125,6 +131,7 @@ int rv_hart_load(rv_hart *h, vmstate_reader *img, vs_error **err) {
     vmstate_refuse(&r, "fflags or frm out of range");
   for (size_t i = 0; i < ARRAY_SIZE(csr_offsets); i++)
     *csr_at(h, csr_offsets[i]) = vmstate_get_u64(&r);
+  __atomic_store_n(&h->mip_posted, 0, __ATOMIC_RELEASE); /* the saved mip holds what was posted */
   for (size_t i = 0; i < ARRAY_SIZE(h->pmpcfg); i++)
     h->pmpcfg[i] = vmstate_get_u64(&r);
   for (size_t i = 0; i < ARRAY_SIZE(h->pmpaddr); i++)
