@@ -253,9 +253,25 @@ static unsigned selected_hart(const gdb_stub *s, int sel) {
   return sel >= 0 && (unsigned)sel < s->m->nharts ? (unsigned)sel : s->stop_hart;
 }
 
+/* "watch:ADDR;" (rwatch, awatch) when hart h stopped after an access a watchpoint caught, as
+ * the remote protocol's stop reply names it; else "". */
+static void watch_stop_reason(const gdb_stub *s, unsigned h, char *buf, size_t size) {
+  buf[0] = '\0';
+  if (h >= s->m->nharts)
+    return;
+  const rv_hart *hart = &s->m->harts[h];
+  if (!__atomic_load_n(&hart->breakpoint_hit, __ATOMIC_ACQUIRE) || !hart->watch_hit)
+    return;
+  const char *name = hart->watch_hit == RV_WATCH_WRITE  ? "watch"
+                     : hart->watch_hit == RV_WATCH_READ ? "rwatch"
+                                                        : "awatch";
+  snprintf(buf, size, "%s:%llx;", name, (unsigned long long)hart->watch_addr);
+}
+
 static void send_stop_reply(gdb_stub *s, int sig) {
-  char buf[48];
-  snprintf(buf, sizeof(buf), "T%02xthread:%x;", sig, thread_of(s->stop_hart));
+  char watch[48], buf[96];
+  watch_stop_reason(s, s->stop_hart, watch, sizeof(watch));
+  snprintf(buf, sizeof(buf), "T%02x%sthread:%x;", sig, watch, thread_of(s->stop_hart));
   send_str(s, buf);
 }
 
@@ -320,6 +336,8 @@ static void step_hart(gdb_stub *s, unsigned h) {
   vm_pause(m);
   if (vm_hsm_state(m, h) == HSM_STARTED) {
     rv_hart *hart = &m->harts[h];
+    /* a watchpoint the step's access triggers is reported with the step's stop */
+    __atomic_store_n(&hart->breakpoint_hit, false, __ATOMIC_RELEASE);
     if (vm_rr_replaying(m))
       h = vm_rr_step(m, h); /* the log's records due first, as the replay would */
     else
@@ -668,9 +686,50 @@ static void breakpoint_remove(gdb_stub *s, uint64_t pc) {
     }
 }
 
-/* Z0/Z1 (software and hardware breakpoints are the same here), z0/z1. Watchpoints: not yet. */
+/* The set of watchpoints changed (the VM is stopped): no TLB may keep mapping a page that now
+ * has one, and the translator's code looks pages up in the TLB, so all of them start afresh. */
+static void watchpoints_changed(gdb_stub *s) {
+  for (unsigned h = 0; h < s->m->nharts; h++)
+    rv_hart_flush_tlb(&s->m->harts[h]);
+}
+
+/* gdb's Z2/Z3/Z4 (write, read, access) as a kind of rv_watchpoint */
+static unsigned watch_kind_of(char type) {
+  return type == '2' ? RV_WATCH_WRITE : type == '3' ? RV_WATCH_READ : RV_WATCH_ACCESS;
+}
+
+/* A watchpoint of `len` bytes at addr: true if it is set (or was already), else the error. */
+static const char *watchpoint_add(gdb_stub *s, uint64_t addr, uint64_t len, unsigned kind) {
+  rv_breakpoints *bp = &s->bp;
+  if (len == 0 || len > RV_MAX_WATCH_LEN || addr + (len - 1) < addr)
+    return "E16"; /* EINVAL: empty, too long, or wrapping around the address space */
+  for (unsigned i = 0; i < bp->nwatch; i++)
+    if (bp->watch[i].addr == addr && bp->watch[i].len == len && bp->watch[i].kind == kind)
+      return NULL;
+  if (bp->nwatch == RV_MAX_WATCHPOINTS)
+    return "E0c"; /* ENOMEM: gdb says it cannot insert more */
+  bp->watch[bp->nwatch] = (rv_watchpoint){.addr = addr, .len = len, .kind = kind};
+  __atomic_store_n(&bp->nwatch, bp->nwatch + 1, __ATOMIC_RELEASE);
+  watchpoints_changed(s);
+  return NULL;
+}
+
+static void watchpoint_remove(gdb_stub *s, uint64_t addr, uint64_t len, unsigned kind) {
+  rv_breakpoints *bp = &s->bp;
+  for (unsigned i = 0; i < bp->nwatch; i++)
+    if (bp->watch[i].addr == addr && bp->watch[i].len == len && bp->watch[i].kind == kind) {
+      bp->watch[i] = bp->watch[bp->nwatch - 1];
+      __atomic_store_n(&bp->nwatch, bp->nwatch - 1, __ATOMIC_RELEASE);
+      return; /* TLBs without its page's entries only fill them again */
+    }
+}
+
+/* Z0/Z1 (software and hardware breakpoints are the same here), z0/z1; Z2/Z3/Z4 (write, read
+ * and access watchpoints: addr,length), z2-z4. A watchpoint's address is virtual, as the
+ * accessing hart translates it at the access: one on an unmapped address is set and triggers
+ * once something maps it. */
 static void cmd_breakpoint(gdb_stub *s, bool insert, const char *p, size_t len) {
-  if (len < 2 || (p[0] != '0' && p[0] != '1') || p[1] != ',') {
+  if (len < 2 || p[0] < '0' || p[0] > '4' || p[1] != ',') {
     send_str(s, ""); /* unsupported kind */
     return;
   }
@@ -680,6 +739,16 @@ static void cmd_breakpoint(gdb_stub *s, bool insert, const char *p, size_t len) 
   if (!comma || !gdb_parse_hex_u64(q, (size_t)(comma - q), &addr) ||
       !gdb_parse_hex_u64(comma + 1, (size_t)(end - comma - 1), &kind)) {
     send_str(s, "E01");
+    return;
+  }
+  if (p[0] >= '2') {
+    if (insert) {
+      const char *e = watchpoint_add(s, addr, kind, watch_kind_of(p[0]));
+      send_str(s, e ? e : "OK");
+    } else {
+      watchpoint_remove(s, addr, kind, watch_kind_of(p[0]));
+      send_str(s, "OK");
+    }
     return;
   }
   if (!insert) {
@@ -931,21 +1000,24 @@ static void cmd_reverse(gdb_stub *s, const char *p, size_t len) {
   int rc = vm_rr_reverse(s->m, p[1] == 's', reverse_step_hart(s), &stopped);
   s->stop_hart = stopped;
   s->g_hart = (int)stopped;
-  char buf[64];
-  snprintf(buf, sizeof(buf), "T%02x%sthread:%x;", GDB_SIGTRAP, rc == 1 ? "replaylog:begin;" : "",
-           thread_of(stopped));
+  char watch[48], buf[128];
+  watch_stop_reason(s, stopped, watch, sizeof(watch));
+  snprintf(buf, sizeof(buf), "T%02x%s%sthread:%x;", GDB_SIGTRAP, rc == 1 ? "replaylog:begin;" : "",
+           watch, thread_of(stopped));
   send_str(s, buf);
 }
 
 /* The debugger leaves: breakpoints go, the VM runs on. */
 static void cmd_detach(gdb_stub *s) {
   __atomic_store_n(&s->bp.n, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->bp.nwatch, 0, __ATOMIC_RELEASE);
   send_str(s, "OK");
   stub_disconnect(s);
 }
 
 static void cmd_kill(gdb_stub *s) {
   __atomic_store_n(&s->bp.n, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->bp.nwatch, 0, __ATOMIC_RELEASE);
   vm_request_exit(s->m, VM_EXIT_QUIT, 0);
   stub_disconnect(s);
 }
@@ -1063,6 +1135,7 @@ static void stub_disconnect(gdb_stub *s) {
   s->fd = -1;
   s->running = false;
   __atomic_store_n(&s->bp.n, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->bp.nwatch, 0, __ATOMIC_RELEASE);
   /* a debugger that went away without detaching leaves the VM running, as after D */
   for (unsigned h = 0; h < s->m->nharts; h++)
     __atomic_store_n(&s->m->harts[h].breakpoint_hit, false, __ATOMIC_RELEASE);
@@ -1107,7 +1180,8 @@ static void stub_prepare(void *opaque, vm_pollset *ps) {
   gdb_stub *s = opaque;
   s->listen_idx = vm_pollset_add(ps, s->listen_fd, POLLIN);
   s->fd_idx = s->fd >= 0 ? vm_pollset_add(ps, s->fd, POLLIN) : -1;
-  if (!s->running || __atomic_load_n(&s->bp.n, __ATOMIC_ACQUIRE) == 0)
+  if (!s->running || (__atomic_load_n(&s->bp.n, __ATOMIC_ACQUIRE) == 0 &&
+                      __atomic_load_n(&s->bp.nwatch, __ATOMIC_ACQUIRE) == 0))
     return;
   if (hart_at_breakpoint(s) >= 0)
     stop_vm(s, GDB_SIGTRAP);

@@ -58,10 +58,13 @@ typedef struct rr_checkpoint {
   size_t loop_i, rng_i; /* where the replay stood in the log */
 } rr_checkpoint;
 
-/* reverse-continue: a breakpoint hit noted while re-running a window forward */
+/* reverse-continue: a breakpoint or watchpoint hit noted while re-running a window forward */
 typedef struct rr_hit {
-  uint64_t pos; /* the replay's position when the hart was about to execute the instruction */
+  uint64_t pos; /* the replay's position when the hart was about to execute the instruction at
+                   the breakpoint, or had just executed the one that triggered the watchpoint */
   unsigned hart;
+  unsigned watch_hit; /* rv_hart.watch_hit and watch_addr of a watchpoint hit */
+  uint64_t watch_addr;
 } rr_hit;
 
 typedef struct rr_nic {
@@ -826,12 +829,41 @@ typedef struct replay_run_opts {
 
 static void checkpoint_take(vm *m);
 
-static void note_hit(struct vm_rr *rr, uint64_t pos, unsigned hart) {
+/* Hart h (index hart) stopped at a hit at position pos while scanning up to `until`: note it
+ * unless it is a watchpoint hit at `until` itself (the one reverse-continue starts from) and
+ * clear it. Returns whether the hart must step past a breakpoint before running on (after a
+ * watchpoint hit it stands after the access already). */
+static bool note_hit(struct vm_rr *rr, rv_hart *h, unsigned hart, uint64_t pos, uint64_t until) {
+  rr_hit hit = {.pos = pos, .hart = hart, .watch_hit = h->watch_hit, .watch_addr = h->watch_addr};
+  h->breakpoint_hit = false;
+  h->watch_hit = 0;
+  if (pos >= until)
+    return !hit.watch_hit;
   if (rr->nhits == rr->hits_cap) {
     rr->hits_cap = rr->hits_cap ? rr->hits_cap * 2 : 64;
     rr->hits = vs_realloc(rr->hits, rr->hits_cap * sizeof(*rr->hits));
   }
-  rr->hits[rr->nhits++] = (rr_hit){.pos = pos, .hart = hart};
+  rr->hits[rr->nhits++] = hit;
+  return !hit.watch_hit;
+}
+
+/* The debugger's breakpoints are back after a run without them: TLB entries that run made for
+ * watched pages must go. */
+static void breakpoints_back(vm *m, const rv_breakpoints *bp) {
+  m->bus.breakpoints = bp;
+  if (bp && __atomic_load_n(&bp->nwatch, __ATOMIC_ACQUIRE))
+    for (unsigned h = 0; h < m->nharts; h++)
+      rv_hart_flush_tlb(&m->harts[h]);
+}
+
+/* Landed on `hit` by re-running: a watchpoint hit is reported as the forward run saw it. */
+static void show_hit(vm *m, const rr_hit *hit) {
+  if (!hit->watch_hit || hit->hart >= m->nharts)
+    return;
+  rv_hart *h = &m->harts[hit->hart];
+  h->watch_hit = hit->watch_hit;
+  h->watch_addr = hit->watch_addr;
+  h->breakpoint_hit = true;
 }
 
 /* Console output the replay printed already (before a reverse step) is not printed again. */
@@ -905,9 +937,7 @@ static void replay_one_hart(vm *m, const replay_run_opts *o) {
       done = rv_hart_run(h, budget);
     }
     if (o->scan && h->breakpoint_hit) {
-      note_hit(rr, h->minstret, 0);
-      h->breakpoint_hit = false;
-      step_over = true;
+      step_over = note_hit(rr, h, 0, h->minstret, o->until);
       continue;
     }
     replay_flush_console(m);
@@ -1053,7 +1083,7 @@ static void replay_to(vm *m, size_t k, uint64_t to, bool apply_at_to) {
   m->bus.breakpoints = NULL;
   replay_run_opts o = {.until = to, .apply_at_until = apply_at_to};
   replay_one_hart(m, &o);
-  m->bus.breakpoints = bp;
+  breakpoints_back(m, bp);
 }
 
 /* ---- several harts under a debugger
@@ -1163,9 +1193,8 @@ static unsigned replay_harts_debug(vm *m, const harts_run_opts *o) {
     replay_flush_console(m);
     if (hart->breakpoint_hit) {
       if (o->scan) {
-        note_hit(rr, replay_position(m), h);
-        hart->breakpoint_hit = false;
-        over = (int)h;
+        if (note_hit(rr, hart, h, replay_position(m), o->until_pos))
+          over = (int)h;
         continue;
       }
       if (o->stop_at_hit)
@@ -1192,8 +1221,10 @@ static size_t checkpoint_before_hart(const struct vm_rr *rr, unsigned h, uint64_
 }
 
 static void clear_breakpoint_hits(vm *m) {
-  for (unsigned h = 0; h < m->nharts; h++)
+  for (unsigned h = 0; h < m->nharts; h++) {
     m->harts[h].breakpoint_hit = false;
+    m->harts[h].watch_hit = 0;
+  }
 }
 
 /* A step of hart h on a replay of several harts: the interleaving runs on (the other harts
@@ -1222,7 +1253,7 @@ static int replay_harts_reverse(vm *m, bool step, unsigned h, unsigned *stopped)
     harts_run_opts o = {
         .until_pos = UINT64_MAX, .until_hart = (int)h, .until_count = count - 1, .step_hart = -1};
     *stopped = replay_harts_debug(m, &o);
-    m->bus.breakpoints = bp;
+    breakpoints_back(m, bp);
     return 0;
   }
   uint64_t window_end = replay_position(m);
@@ -1239,10 +1270,13 @@ static int replay_harts_reverse(vm *m, bool step, unsigned h, unsigned *stopped)
     if (rr->nhits) {
       checkpoint_restore(m, k);
       m->bus.breakpoints = NULL;
-      harts_run_opts land = {
-          .until_pos = rr->hits[rr->nhits - 1].pos, .until_hart = -1, .step_hart = -1};
+      const rr_hit *hit = &rr->hits[rr->nhits - 1];
+      harts_run_opts land = {.until_pos = hit->pos, .until_hart = -1, .step_hart = -1};
       *stopped = replay_harts_debug(m, &land);
-      m->bus.breakpoints = bp;
+      breakpoints_back(m, bp);
+      if (hit->watch_hit) /* it stands after the access, and may not be the next to run */
+        *stopped = hit->hart;
+      show_hit(m, hit);
       return 0;
     }
     if (k == 0) {
@@ -1295,6 +1329,7 @@ int vm_rr_reverse(vm *m, bool step, unsigned hart, unsigned *stopped) {
       return 0;
     if (rr->nhits) {
       replay_to(m, k, rr->hits[rr->nhits - 1].pos, true);
+      show_hit(m, &rr->hits[rr->nhits - 1]);
       return 0;
     }
     if (k == 0) {

@@ -424,4 +424,151 @@ TEST(elf_loader_rejects_hostile_files) {
   CHECK_CONTAINS(elf_error(len), "file size exceeds memory size");
 }
 
+/* ---- debugger watchpoints (mmu.c): the range checks, and hits on both engines */
+
+TEST(watch_ranges_overlap_exactly) {
+  rv_breakpoints bp = {0};
+  bp.watch[0] = (rv_watchpoint){.addr = 0x1000, .len = 4, .kind = RV_WATCH_WRITE};
+  bp.watch[1] = (rv_watchpoint){.addr = 0x2000, .len = 8, .kind = RV_WATCH_READ};
+  bp.watch[2] = (rv_watchpoint){.addr = 0x3000, .len = 1, .kind = RV_WATCH_ACCESS};
+  bp.watch[3] = (rv_watchpoint){.addr = 0xfffffffffffffff8ULL, .len = 8, .kind = RV_WATCH_WRITE};
+  bp.nwatch = 4;
+  CHECK_EQ(rv_watch_find(&bp, 0xffc, 4, RV_WATCH_WRITE), -1); /* ends just before */
+  CHECK_EQ(rv_watch_find(&bp, 0xffd, 4, RV_WATCH_WRITE), 0);  /* its last byte is the first */
+  CHECK_EQ(rv_watch_find(&bp, 0x1003, 1, RV_WATCH_WRITE), 0);
+  CHECK_EQ(rv_watch_find(&bp, 0x1004, 1, RV_WATCH_WRITE), -1); /* just after */
+  CHECK_EQ(rv_watch_find(&bp, 0x1000, 4, RV_WATCH_READ), -1);  /* a write watchpoint */
+  CHECK_EQ(rv_watch_find(&bp, 0x1000, 4, RV_WATCH_ACCESS), 0); /* an AMO reads and writes */
+  CHECK_EQ(rv_watch_find(&bp, 0x2007, 1, RV_WATCH_READ), 1);
+  CHECK_EQ(rv_watch_find(&bp, 0x2000, 8, RV_WATCH_WRITE), -1);
+  CHECK_EQ(rv_watch_find(&bp, 0x1ff8, 8, RV_WATCH_READ), -1);
+  CHECK_EQ(rv_watch_find(&bp, 0x1ff9, 8, RV_WATCH_READ), 1);
+  CHECK_EQ(rv_watch_find(&bp, 0x3000, 1, RV_WATCH_WRITE), 2);
+  CHECK_EQ(rv_watch_find(&bp, 0x3000, 1, RV_WATCH_READ), 2);
+  CHECK_EQ(rv_watch_find(&bp, 0xfffffffffffffffcULL, 4, RV_WATCH_WRITE), 3);  /* the top */
+  CHECK_EQ(rv_watch_find(&bp, 0xffffffffffffffffULL, 2, RV_WATCH_WRITE), -1); /* wraps: none */
+  CHECK_EQ(rv_watch_find(&bp, 0x1000, 0, RV_WATCH_WRITE), -1);
+  CHECK(rv_watch_covers_page(&bp, 0x1abc));
+  CHECK(rv_watch_covers_page(&bp, 0x2fff));
+  CHECK(!rv_watch_covers_page(&bp, 0x4000));
+  CHECK(!rv_watch_covers_page(&bp, 0xfff));
+  CHECK(rv_watch_covers_page(&bp, 0xfffffffffffff123ULL));
+  bp.nwatch = 0;
+  CHECK(!rv_watch_covers_page(&bp, 0x1abc));
+  CHECK_EQ(rv_watch_find(&bp, 0x1000, 4, RV_WATCH_WRITE), -1);
+}
+
+static uint32_t enc_i(int32_t imm, unsigned rs1, unsigned f3, unsigned rd, unsigned op) {
+  return ((uint32_t)imm << 20) | (rs1 << 15) | (f3 << 12) | (rd << 7) | op;
+}
+static uint32_t enc_s(int32_t imm, unsigned rs2, unsigned rs1, unsigned f3) {
+  uint32_t u = (uint32_t)imm;
+  return ((u >> 5 & 0x7f) << 25) | (rs2 << 20) | (rs1 << 15) | (f3 << 12) | ((u & 0x1f) << 7) |
+         0x23;
+}
+static uint32_t enc_jal0(int32_t off) {
+  uint32_t u = (uint32_t)off;
+  return ((u >> 20 & 1) << 31) | ((u >> 1 & 0x3ff) << 21) | ((u >> 11 & 1) << 20) |
+         ((u >> 12 & 0xff) << 12) | 0x6f;
+}
+
+/* A loop over data at RAM + 0x1000 (t0): a counter read and incremented (+0x08), a doubleword
+ * read (+0x10), an AMO (+0x20) and a store that crosses into RAM + 0x3000. Offsets of the
+ * instructions after each access: */
+enum {
+  W_AFTER_LW = 0x0c,
+  W_AFTER_SW = 0x14,
+  W_AFTER_LD = 0x18,
+  W_AFTER_AMO = 0x24,
+  W_AFTER_SD = 0x28
+};
+static const uint32_t *watch_program(void) {
+  static uint32_t p[11];
+  p[0] = 0x00001297;                                    /* auipc t0, 1 */
+  p[1] = 0x00003f97;                                    /* auipc t6, 3 (t6 = RAM + 0x3004) */
+  p[2] = enc_i(8, 5, 2, 6, 0x03);                       /* lw t1, 8(t0) */
+  p[3] = enc_i(1, 6, 0, 6, 0x13);                       /* addi t1, t1, 1 */
+  p[4] = enc_s(8, 6, 5, 2);                             /* sw t1, 8(t0) */
+  p[5] = enc_i(16, 5, 3, 7, 0x03);                      /* ld t2, 16(t0) */
+  p[6] = enc_i(1, 0, 0, 28, 0x13);                      /* addi t3, x0, 1 */
+  p[7] = enc_i(32, 5, 0, 29, 0x13);                     /* addi t4, t0, 32 */
+  p[8] = (28u << 20) | (29u << 15) | (2u << 12) | 0x2f; /* amoadd.w x0, t3, (t4) */
+  p[9] = enc_s(-8, 6, 31, 3);                           /* sd t1, -8(t6): RAM + 0x2ffc..0x3003 */
+  p[10] = enc_jal0(-32);                                /* j p[2] */
+  return p;
+}
+
+static void watch_only(rv_hart *h, rv_breakpoints *bp, uint64_t off, uint64_t len, unsigned kind) {
+  bp->watch[0] = (rv_watchpoint){.addr = TB_RAM_BASE + off, .len = len, .kind = kind};
+  bp->nwatch = 1;
+  rv_hart_flush_tlb(h); /* as the gdb stub does when the set changes */
+  h->breakpoint_hit = false;
+}
+
+/* Run until a hit; it must be after the instruction at RAM + `after`, of `kind`. */
+static void expect_hit(rv_hart *h, uint64_t after, unsigned kind, uint64_t watch_off) {
+  uint64_t done = rv_hart_run(h, 100000);
+  CHECK(done > 0 && done < 100000);
+  CHECK(h->breakpoint_hit);
+  CHECK_EQ(h->watch_hit, kind);
+  CHECK_U64(h->watch_addr, TB_RAM_BASE + watch_off);
+  CHECK_U64(h->pc, TB_RAM_BASE + after);
+  CHECK_U64(rv_hart_run(h, 100), 0); /* stopped until the debugger clears the hit */
+}
+
+static void watchpoints_on(bool interpreter) {
+  static testbus tb;
+  _cleanup_error_ vs_error *err = NULL;
+  if (tb_init_engine(&tb, 16 << 20, interpreter, &err) < 0)
+    TAP_FAIL("tb_init: %s", err->msg);
+  rv_breakpoints bp = {0};
+  tb.bus.breakpoints = &bp;
+  rv_hart *h = &tb.hart;
+  load_program(&tb, watch_program(), 11, RV_PRIV_M);
+  uint32_t *counter = (uint32_t *)(tb.bus.ram + 0x1008);
+  /* warm: the blocks are translated and the data pages are in the TLB */
+  CHECK_U64(rv_hart_run(h, 5000), 5000);
+  CHECK(!h->breakpoint_hit);
+  uint32_t before = *counter;
+  CHECK(before > 100);
+
+  watch_only(h, &bp, 0x1008, 4, RV_WATCH_WRITE);
+  expect_hit(h, W_AFTER_SW, RV_WATCH_WRITE, 0x1008);
+  CHECK_EQ(*counter, before + 1); /* stopped after the store: gdb compares old and new */
+  h->breakpoint_hit = false;
+  expect_hit(h, W_AFTER_SW, RV_WATCH_WRITE, 0x1008); /* the next round */
+  CHECK_EQ(*counter, before + 2);
+
+  watch_only(h, &bp, 0x1008, 4, RV_WATCH_READ); /* the lw, not the sw */
+  expect_hit(h, W_AFTER_LW, RV_WATCH_READ, 0x1008);
+  watch_only(h, &bp, 0x1014, 4, RV_WATCH_READ); /* the ld's upper half */
+  expect_hit(h, W_AFTER_LD, RV_WATCH_READ, 0x1014);
+  watch_only(h, &bp, 0x1022, 1, RV_WATCH_ACCESS); /* inside the AMO's word */
+  expect_hit(h, W_AFTER_AMO, RV_WATCH_ACCESS, 0x1022);
+  watch_only(h, &bp, 0x1020, 4, RV_WATCH_READ); /* an AMO reads too */
+  expect_hit(h, W_AFTER_AMO, RV_WATCH_READ, 0x1020);
+  watch_only(h, &bp, 0x3002, 1, RV_WATCH_WRITE); /* the second page of a crossing store */
+  expect_hit(h, W_AFTER_SD, RV_WATCH_WRITE, 0x3002);
+  CHECK_U64(*(uint64_t *)(tb.bus.ram + 0x2ffc), h->x[6]);
+
+  /* with a breakpoint as well (the harts then run an instruction at a time) */
+  bp.pc[0] = TB_RAM_BASE + 0x800; /* never reached */
+  bp.n = 1;
+  watch_only(h, &bp, 0x1008, 4, RV_WATCH_WRITE);
+  expect_hit(h, W_AFTER_SW, RV_WATCH_WRITE, 0x1008);
+  bp.n = 0;
+
+  /* a watchpoint elsewhere, then none: the loop runs its whole budget */
+  watch_only(h, &bp, 0x5000, 8, RV_WATCH_ACCESS);
+  CHECK_U64(rv_hart_run(h, 10000), 10000);
+  CHECK(!h->breakpoint_hit);
+  bp.nwatch = 0;
+  CHECK_U64(rv_hart_run(h, 10000), 10000);
+  CHECK(!h->breakpoint_hit);
+  tb_destroy(&tb);
+}
+
+TEST(watchpoints_stop_the_interpreter_after_the_access) { watchpoints_on(true); }
+TEST(watchpoints_stop_the_translator_after_the_access) { watchpoints_on(false); }
+
 int main(void) { return tap_run(); }

@@ -942,7 +942,7 @@ static uint64_t rv_hart_run_insns(rv_hart *h, uint64_t max_insns) {
         break;
     }
     done += i;
-    if (h->wfi)
+    if (h->wfi || unlikely(h->breakpoint_hit)) /* WFI, or a watchpoint triggered */
       break;
     if (h->yield) {
       h->yield = false;
@@ -964,7 +964,10 @@ static uint64_t rv_hart_run_to_breakpoint(rv_hart *h, const rv_breakpoints *bp, 
                                           uint64_t max_insns) {
   uint64_t done = 0;
   while (done < max_insns && !__atomic_load_n(&h->stop_request, __ATOMIC_RELAXED)) {
-    if (h->breakpoint_hit || rv_at_breakpoint(h, bp, n)) {
+    if (h->breakpoint_hit)
+      break;
+    if (rv_at_breakpoint(h, bp, n)) {
+      h->watch_hit = 0;
       h->breakpoint_hit = true;
       break;
     }
@@ -981,6 +984,8 @@ uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
   unsigned n = bp ? __atomic_load_n(&bp->n, __ATOMIC_ACQUIRE) : 0;
   if (unlikely(n))
     return rv_hart_run_to_breakpoint(h, bp, n, max_insns);
+  if (unlikely(h->breakpoint_hit)) /* it stopped at a watchpoint: the debugger resumes it */
+    return 0;
   return rv_hart_run_insns(h, max_insns);
 }
 

@@ -34,10 +34,30 @@ typedef struct rv_hart rv_hart;
  * speed, otherwise one instruction at a time through the normal engine (rv_hart_run), so
  * translated blocks never run past a breakpoint. */
 #define RV_MAX_BREAKPOINTS 64
+/* Debugger watchpoints: ranges of guest virtual addresses (as the access's own translation sees
+ * them) whose data accesses stop the hart after the accessing instruction completes. While any
+ * is set, no TLB maps a page a watchpoint touches, so every access to such a page takes the C
+ * slow path, which compares it with the ranges (as QEMU does); other pages keep their fast paths
+ * and with none set nothing changes. Whoever changes the set (with the harts standing still)
+ * flushes every hart's TLB. Instruction fetches and device (DMA) accesses do not trigger. */
+#define RV_MAX_WATCHPOINTS 16
+#define RV_MAX_WATCH_LEN 65536 /* the longest range one watchpoint covers */
+enum { RV_WATCH_WRITE = 1, RV_WATCH_READ = 2, RV_WATCH_ACCESS = 3 }; /* a mask of accesses */
+typedef struct rv_watchpoint {
+  uint64_t addr, len; /* [addr, addr + len), len 1..RV_MAX_WATCH_LEN, not wrapping around */
+  unsigned kind;      /* RV_WATCH_* */
+} rv_watchpoint;
 typedef struct rv_breakpoints {
   unsigned n;
   uint64_t pc[RV_MAX_BREAKPOINTS];
+  unsigned nwatch;
+  rv_watchpoint watch[RV_MAX_WATCHPOINTS];
 } rv_breakpoints;
+/* The first watchpoint that an access of `size` bytes at va, of kind `access` (RV_WATCH_READ,
+ * RV_WATCH_WRITE or both for a read-modify-write), triggers; -1 if none. */
+int rv_watch_find(const rv_breakpoints *bp, uint64_t va, uint64_t size, unsigned access);
+/* Whether a watchpoint touches the 4 KiB virtual page of va (its TLB entries must stay out). */
+bool rv_watch_covers_page(const rv_breakpoints *bp, uint64_t va);
 
 typedef struct rv_bus {
   uint8_t *ram;      /* host mapping of guest RAM */
@@ -149,7 +169,12 @@ struct rv_hart {
   bool reservation_valid;
   bool wfi;            /* WFI executed with nothing pending: the machine may sleep */
   bool stop_request;   /* set by the machine (another thread, __atomic) to leave rv_hart_run */
-  bool breakpoint_hit; /* rv_hart_run stopped at a debugger breakpoint (cleared by the debugger) */
+  bool breakpoint_hit; /* rv_hart_run stopped at a debugger breakpoint or watchpoint (cleared by
+                          the debugger) */
+  /* With breakpoint_hit: 0 = a breakpoint (the hart is about to execute at pc), else the
+   * RV_WATCH_* kind of the watchpoint at watch_addr that the instruction before pc triggered. */
+  unsigned watch_hit;
+  uint64_t watch_addr;
   /* Set where a fault is found, consumed by the trap: whether tval is a guest virtual address of
    * a two-stage access (hstatus.GVA/mstatus.GVA); whether the last CSR access failed with a
    * virtual-instruction exception rather than an illegal one. */

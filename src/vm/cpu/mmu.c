@@ -248,6 +248,53 @@ bool rv_hart_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa) {
   return false;
 }
 
+/* ---------------------------------------------------------------- debugger watchpoints */
+
+static bool rv_ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
+  /* inclusive last bytes: neither range wraps around the address space */
+  return a <= b + (blen - 1) && b <= a + (alen - 1);
+}
+
+int rv_watch_find(const rv_breakpoints *bp, uint64_t va, uint64_t size, unsigned access) {
+  unsigned n = __atomic_load_n(&bp->nwatch, __ATOMIC_ACQUIRE);
+  if (size == 0 || va + (size - 1) < va)
+    return -1;
+  for (unsigned i = 0; i < n && i < RV_MAX_WATCHPOINTS; i++) {
+    const rv_watchpoint *w = &bp->watch[i];
+    if ((w->kind & access) && rv_ranges_overlap(va, size, w->addr, w->len))
+      return (int)i;
+  }
+  return -1;
+}
+
+bool rv_watch_covers_page(const rv_breakpoints *bp, uint64_t va) {
+  return rv_watch_find(bp, va & ~0xfffULL, 4096, RV_WATCH_ACCESS) >= 0;
+}
+
+/* The watchpoints in force, or NULL (no debugger, or none set: the common case). */
+static inline const rv_breakpoints *rv_watching(const rv_hart *h) {
+  const rv_breakpoints *bp = h->bus->breakpoints;
+  if (likely(!bp || !__atomic_load_n(&bp->nwatch, __ATOMIC_RELAXED)))
+    return NULL;
+  return bp;
+}
+
+/* A data access of the current instruction reached memory: if it triggers a watchpoint, the
+ * hart leaves its block after this instruction and rv_hart_run returns (the first hit of an
+ * instruction is the one reported). */
+static void rv_watch_access(rv_hart *h, uint64_t va, unsigned size, unsigned access) {
+  const rv_breakpoints *bp = rv_watching(h);
+  if (likely(!bp) || h->breakpoint_hit)
+    return;
+  int i = rv_watch_find(bp, va, size, access);
+  if (i < 0)
+    return;
+  h->watch_hit = bp->watch[i].kind;
+  h->watch_addr = bp->watch[i].addr;
+  h->check_irq = true;
+  __atomic_store_n(&h->breakpoint_hit, true, __ATOMIC_RELEASE);
+}
+
 /* Map va's page to host RAM in the TLB when the whole physical page is RAM and one PMP decision
  * allows the access on all of it; returns whether it did. */
 static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t pa) {
@@ -258,6 +305,10 @@ static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t p
   /* M-mode's MPRV accesses with MPV translate through vsatp under HS-mode's address space tag:
    * kept out of the V=1 sets, whose entries carry the tags of the guest's satp values */
   if (set >= TLB_VU && !h->virt)
+    return false;
+  /* a watched page's data accesses all come to the slow path, which checks them */
+  const rv_breakpoints *bp = rv_watching(h);
+  if (unlikely(bp) && access != ACC_EXEC && rv_watch_covers_page(bp, va))
     return false;
   if (access == ACC_WRITE)
     rv_ram_written(h, ppage);
@@ -326,6 +377,7 @@ bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
       break;
     }
     }
+    rv_watch_access(h, va, size, RV_WATCH_READ);
     return true;
   }
   if (va & (size - 1)) {
@@ -340,6 +392,7 @@ bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
   if (size < 8)
     v &= (1ULL << (8 * size)) - 1;
   *out = v;
+  rv_watch_access(h, va, size, RV_WATCH_READ);
   return true;
 }
 
@@ -391,6 +444,7 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
       memcpy(p, &val, 8);
       break;
     }
+    rv_watch_access(h, va, size, RV_WATCH_WRITE);
     return true;
   }
   if (va & (size - 1)) {
@@ -401,6 +455,7 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
     rv_raise(h, EXC_STORE_ACCESS, va);
     return false;
   }
+  rv_watch_access(h, va, size, RV_WATCH_WRITE);
   return true;
 }
 
@@ -423,6 +478,9 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
   rv_tlb_fill(h, set, access, va, *pa);
   if (access == ACC_WRITE)
     rv_ram_written(h, *pa); /* also when PMP kept the page out of the TLB */
+  /* LR reads; SC and the AMOs are taken as reading and writing (a failing SC writes nothing,
+   * and gdb's write watchpoint then sees an unchanged value and goes on) */
+  rv_watch_access(h, va, size, access == ACC_READ ? RV_WATCH_READ : RV_WATCH_ACCESS);
   return bus->ram + (*pa - bus->ram_base);
 }
 
