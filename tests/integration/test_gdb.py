@@ -2,7 +2,8 @@
 GDB-remote-protocol client: a bare-metal program with symbols (break at a function, check its
 arguments, step, read and write a variable, continue to its exit) on both engines and with two
 harts; Debian's kernel interrupted while it boots (0x03), looked at, stepped and let go on to a
-shell; hostile packets (bad checksums, bad hex, oversized packets, unmapped memory)."""
+shell; hostile packets (bad checksums, bad hex, oversized packets, unmapped memory); watchpoints
+(watch, rwatch, awatch) on the program, on the running kernel and on a replay, backwards too."""
 import re
 import resource
 import shutil
@@ -168,6 +169,38 @@ def test_break_step_read_write_continue(build_dir, accel):
         assert vm.proc.wait(timeout=30) == 0
 
 
+@pytest.mark.parametrize("accel", ["jit", "interp"])
+def test_watchpoints_on_the_program(build_dir, accel):
+    """gdb_fill writes gdb_watched three times, smp_main reads it, gdb_add reads gdb_counter: a
+    write watchpoint sees the first two writes with their old and new values in gdb_fill, and
+    once deleted no more; a read watchpoint then sees the read (not the third write); an access
+    watchpoint sees gdb_counter read in gdb_add. With them gone the program runs to its end."""
+    _need_gdb()
+    elf = _elf(build_dir)
+    with Vmm(build_dir, "--bios", "none", "--htif", "--accel", accel, "--gdb-wait",
+             "--kernel", str(elf)) as vm:
+        out = _gdb(elf, vm.port, [
+            "set var gdb_counter = 0",
+            "watch gdb_watched", "continue", "info symbol $pc", "continue", "info symbol $pc",
+            "delete", "rwatch gdb_watched", "continue", "info symbol $pc",
+            "delete", "awatch gdb_counter", "continue", "info symbol $pc",
+            "delete", "continue"])
+        assert re.search(r"Hardware watchpoint 1: gdb_watched\s+Old value = 0\s+"
+                         r"New value = 10\s", out), out
+        assert re.search(r"Hardware watchpoint 1: gdb_watched\s+Old value = 10\s+"
+                         r"New value = 20\s", out), out
+        assert "New value = 30" not in out, out  # deleted before the third write
+        assert re.search(r"Hardware read watchpoint 2: gdb_watched\s+Value = 30\s", out), out
+        assert re.search(r"Hardware access \(read/write\) watchpoint 3: gdb_counter\s+"
+                         r"Value = 0\s", out), out
+        # where each stop was: the writer, the reader, the function that reads gdb_counter
+        where = re.findall(r"^(\w+) \+ \d+ in section \.text", out, re.M)
+        assert where[:2] == ["gdb_fill", "gdb_fill"], out
+        assert where[2] == "smp_main" and where[3] == "gdb_add", out
+        assert "exited normally" in out, out
+        assert vm.proc.wait(timeout=30) == 0
+
+
 def test_program_alone_fails_without_the_debugger(build_dir):
     r = subprocess.run([str(build_dir / "vessel-vmm"), "--bios", "none", "--htif", "--kernel",
                         str(_elf(build_dir))], stdin=subprocess.DEVNULL, capture_output=True,
@@ -227,7 +260,22 @@ def test_protocol_checks_its_input(build_dir):
             assert c.command("P5=nothex") == "E01"
             assert c.command("M80000000,4:0011") == "E01"
             assert c.command("Hg9") == "E01"
-            assert c.command("Z2,80000000,4") == ""
+            # watchpoints: kinds 2-4 only, a sane length, a bounded number; an address nothing
+            # maps is accepted (it triggers once something maps it and accesses it)
+            assert c.command("Z5,80000000,4") == ""
+            assert c.command("Z2,80000000,0") == "E16"
+            assert c.command("Z2,80000000,10001") == "E16"
+            assert c.command("Z2,fffffffffffffffc,8") == "E16"  # wraps around
+            assert c.command("Z2,zz,4") == "E01"
+            assert c.command("Z2,10,4") == "OK"
+            assert c.command("z2,10,4") == "OK"
+            assert c.command("z2,10,4") == "OK"  # removing one that is not there
+            for i in range(16):
+                assert c.command("Z3,%x,8" % (0x100 + 8 * i)) == "OK"
+            assert c.command("Z3,100,8") == "OK"  # the same again: still one
+            assert c.command("Z4,800,8") == "E0c"  # one too many
+            for i in range(16):
+                assert c.command("z3,%x,8" % (0x100 + 8 * i)) == "OK"
             assert c.command("unknown") == ""
             # unmapped memory: an error, not a crash
             assert c.command("m10,4") == "E14"
