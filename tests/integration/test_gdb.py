@@ -468,8 +468,9 @@ def test_watchpoints_on_a_running_kernel(build_dir, guest_assets, accel):
 
 @pytest.fixture(scope="module")
 def kernel_recording(build_dir, guest_assets, tmp_path_factory):
-    """A recording of Debian's kernel booting to the shell, where the guest reads the address of
-    the kernel's trap entry from /proc/kallsyms, and powering off (one hart)."""
+    """A recording of Debian's kernel booting to the shell, where the guest reads the addresses
+    of the kernel's trap entry and of vm_swappiness from /proc/kallsyms, sets vm.swappiness to
+    33, 61 and 34, and powers off (one hart)."""
     d = tmp_path_factory.mktemp("gdbrr") / "rec"
     argv = [str(build_dir / "vessel-vmm"), "--kernel", str(guest_assets / "Image"),
             "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
@@ -479,9 +480,13 @@ def kernel_recording(build_dir, guest_assets, tmp_path_factory):
         m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
         con.send("grep -w handle_exception /proc/kallsyms; echo KS$((1+1))")
         m = con.wait_for(r"([0-9a-f]{16}) T handle_exception\s+KS2", CMD_TIMEOUT, start=m.end())
+        trap_entry = int(m.group(1), 16)
+        syms, m = _kallsyms(con, ["vm_swappiness"], m.end())
+        con.send("for v in 33 61 34; do echo $v > /proc/sys/vm/swappiness; done; echo SW$((1+1))")
+        con.wait_for(r"SW2", CMD_TIMEOUT, start=m.end())
         con.send("poweroff -f")
         assert con.proc.wait(timeout=CMD_TIMEOUT) == 0, con.err.decode(errors="replace")
-        return d, int(m.group(1), 16)
+        return d, trap_entry, syms["vm_swappiness"]
     finally:
         con.close()
 
@@ -497,7 +502,7 @@ def test_reverse_step_and_continue_on_a_replay(build_dir, kernel_recording):
     instructions), reverse-stepi on the instruction before it, a step forward on the hit again,
     and reverse-stepi at the very start finds no more history."""
     _need_gdb()
-    rec, trap_entry = kernel_recording
+    rec, trap_entry, _ = kernel_recording
     count = 'printf "COUNT %lu\\n", $minstret'
     with Vmm(build_dir, "--replay", str(rec), "--gdb-wait") as vm:
         out = _gdb(None, vm.port, [
@@ -518,6 +523,77 @@ def test_reverse_step_and_continue_on_a_replay(build_dir, kernel_recording):
         assert c[8] == hit1, out
         pcs = [int(p, 16) for p in re.findall(r"PC (0x[0-9a-f]+)", out)]
         assert pcs == [trap_entry, trap_entry], out
+
+
+MINSTRET = "p%x" % (65 + 0xb02)  # the CSR's register number in the target description
+
+
+def _replay_state(c, var):
+    """(instruction count, pc, the watched int) of the stopped replay."""
+    count = int.from_bytes(bytes.fromhex(c.command(MINSTRET)), "little")
+    _, pc = _regs(c.command("g"))
+    value = int.from_bytes(bytes.fromhex(c.command("m%x,4" % var)), "little")
+    return count, pc, value
+
+
+def test_watchpoint_hits_backwards_on_a_replay(build_dir, kernel_recording):
+    """The stub alone on a replay: a write watchpoint on vm_swappiness stops after each of the
+    recording's three writes (33, 61, 34); reverse-continue from the third lands on the second
+    and then the first, at the instruction counts (and pcs) the forward run found, reported as
+    watchpoint hits; once more finds no earlier hit (the start); forward again, the first hit
+    is where it was."""
+    rec, _, var = kernel_recording
+    with Vmm(build_dir, "--replay", str(rec), "--gdb-wait") as vm:
+        c = RawClient(vm.port)
+        try:
+            c.command("qSupported")
+            assert c.command("Z2,%x,4" % var) == "OK"
+            watch_stop = "T05watch:%x;thread:1;" % var
+            forward = []
+            for _ in range(3):
+                assert c.command("c") == watch_stop
+                forward.append(_replay_state(c, var))
+            assert [v for _, _, v in forward] == [33, 61, 34], forward
+            assert forward[0][0] < forward[1][0] < forward[2][0], forward
+            assert c.command("bc") == watch_stop
+            assert _replay_state(c, var) == forward[1]
+            assert c.command("bc") == watch_stop
+            assert _replay_state(c, var) == forward[0]
+            assert c.command("bc") == "T05replaylog:begin;thread:1;"
+            # at the start (nothing maps the kernel yet): count 0
+            assert int.from_bytes(bytes.fromhex(c.command(MINSTRET)), "little") == 0
+            assert c.command("c") == watch_stop
+            assert _replay_state(c, var) == forward[0]
+            c.send_raw(b"$k#6b")
+        finally:
+            c.close()
+        assert vm.proc.wait(timeout=60) is not None
+
+
+def test_watch_and_reverse_continue_with_gdb_on_a_replay(build_dir, kernel_recording):
+    """gdb-multiarch on a replay with a write watchpoint: forward it shows each write's old and
+    new value; reverse-continue goes back to the write before, as gdb does it for RISC-V (the
+    stub lands just past the store, gdb steps back over it and compares): the pc is then at the
+    store, one instruction before the count at which the stub stopped going forward."""
+    _need_gdb()
+    rec, _, var = kernel_recording
+    count = 'printf "COUNT %lu\n", $minstret'
+    with Vmm(build_dir, "--replay", str(rec), "--gdb-wait") as vm:
+        out = _gdb(None, vm.port, [
+            "set architecture riscv:rv64", f"watch *(int *){var:#x}",
+            "continue", count, "continue", count, "continue", count,
+            "reverse-continue", count, "reverse-continue", count, "kill"])
+    c = _counts(out)
+    assert len(c) == 5, out
+    # (at the start nothing maps the kernel: gdb cannot read the old value of the first)
+    assert re.search(r"New value = 33\s(.|\n)*Old value = 33\s+New value = 61\s"
+                     r"(.|\n)*Old value = 61\s+New value = 34\s", out), out
+    assert re.search(r"Old value = 34\s+New value = 61\s(.|\n)*Old value = 61\s+New value = 33",
+                     out), out
+    assert c[0] < c[1] < c[2], out
+    # gdb shows a hit one instruction past the stub's stop (it steps over the access), and
+    # going back one before it (the store): two apart
+    assert c[3] == c[2] - 2 and c[4] == c[1] - 2, out
 
 
 # ------------------------------------------------------------------ a replay of two harts, backwards
