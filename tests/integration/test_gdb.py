@@ -602,7 +602,8 @@ def test_watch_and_reverse_continue_with_gdb_on_a_replay(build_dir, kernel_recor
 def kernel_recording_smp(build_dir, guest_assets, tmp_path_factory):
     """A recording of Debian's kernel booting on two harts to the shell, where the guest reads
     the addresses of the kernel's trap entry and of smp_callin (the first C function a
-    secondary hart runs) from /proc/kallsyms, and powering off."""
+    secondary hart runs) from /proc/kallsyms, sets vm.swappiness to 33, 61 and 34 (on either
+    hart), and powering off."""
     d = tmp_path_factory.mktemp("gdbrr2") / "rec"
     argv = [str(build_dir / "vessel-vmm"), "--kernel", str(guest_assets / "Image"),
             "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
@@ -615,10 +616,13 @@ def kernel_recording_smp(build_dir, guest_assets, tmp_path_factory):
         syms = dict((name, int(addr, 16)) for addr, name in
                     re.findall(r"([0-9a-f]{16}) [Tt] (handle_exception|smp_callin)\b",
                                con.out.decode(errors="replace")))
+        assert set(syms) == {"handle_exception", "smp_callin"}, con.out
+        more, m = _kallsyms(con, ["vm_swappiness"], m.end())
+        con.send("for v in 33 61 34; do echo $v > /proc/sys/vm/swappiness; done; echo SW$((1+1))")
+        con.wait_for(r"SW2", CMD_TIMEOUT, start=m.end())
         con.send("poweroff -f")
         assert con.proc.wait(timeout=CMD_TIMEOUT) == 0, con.err.decode(errors="replace")
-        assert set(syms) == {"handle_exception", "smp_callin"}, con.out
-        return d, syms["handle_exception"], syms["smp_callin"]
+        return d, syms["handle_exception"], syms["smp_callin"], more["vm_swappiness"]
     finally:
         con.close()
 
@@ -666,7 +670,7 @@ def test_reverse_on_a_two_hart_replay(build_dir, kernel_recording_smp, tmp_path)
     a reverse-continue returns to the hit. A reverse-stepi of the other hart moves that hart
     back by one instruction, and the others no further forward."""
     _need_gdb()
-    rec, trap_entry, callin = kernel_recording_smp
+    rec, trap_entry, callin, _ = kernel_recording_smp
     script = [f"tbreak *{callin:#x}", "continue", "state", f"break *{trap_entry:#x}"]
     script += ["continue", "state"] * FORWARD_HITS
     script += ["reverse-continue", "state"] * 4
@@ -707,3 +711,42 @@ def test_reverse_on_a_two_hart_replay(build_dir, kernel_recording_smp, tmp_path)
     assert sel[2] == again[2], out
     assert rev1[2][o] == sel[2][o] - 1 and rev2[2][o] == sel[2][o] - 2, out
     assert rev2[2][t] <= rev1[2][t] <= sel[2][t], out
+
+
+def _harts_state(c, var):
+    """(the thread that stopped, each hart's count, the watched int) of a stopped replay."""
+    stop_thread = int(re.search(r"thread:(\d+);", c.command("?")).group(1), 16)
+    counts = []
+    for t in (1, 2):
+        assert c.command("Hg%x" % t) == "OK"
+        counts.append(int.from_bytes(bytes.fromhex(c.command(MINSTRET)), "little"))
+    value = int.from_bytes(bytes.fromhex(c.command("m%x,4" % var)), "little")
+    return stop_thread, counts, value
+
+
+def test_watchpoint_hits_backwards_on_a_two_hart_replay(build_dir, kernel_recording_smp):
+    """A write watchpoint on a replay of two harts: the three writes stop the hart that made
+    each; reverse-continue lands on the second and the first again, the hart and every hart's
+    count as going forward."""
+    rec, _, _, var = kernel_recording_smp
+    with Vmm(build_dir, "--replay", str(rec), "--gdb-wait") as vm:
+        c = RawClient(vm.port)
+        try:
+            c.command("qSupported")
+            assert c.command("Z2,%x,4" % var) == "OK"
+            watch_stop = re.compile(r"T05watch:%x;thread:[12];" % var)
+            forward = []
+            for _ in range(3):
+                stop = c.command("c")
+                assert watch_stop.fullmatch(stop), stop
+                forward.append(_harts_state(c, var))
+            assert [v for _, _, v in forward] == [33, 61, 34], forward
+            assert sum(forward[0][1]) < sum(forward[1][1]) < sum(forward[2][1]), forward
+            for back in (1, 0):
+                stop = c.command("bc")
+                assert watch_stop.fullmatch(stop), stop
+                assert _harts_state(c, var) == forward[back]
+            c.send_raw(b"$k#6b")
+        finally:
+            c.close()
+        assert vm.proc.wait(timeout=60) is not None
