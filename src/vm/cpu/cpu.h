@@ -171,10 +171,6 @@ struct rv_hart {
   bool stop_request;   /* set by the machine (another thread, __atomic) to leave rv_hart_run */
   bool breakpoint_hit; /* rv_hart_run stopped at a debugger breakpoint or watchpoint (cleared by
                           the debugger) */
-  /* With breakpoint_hit: 0 = a breakpoint (the hart is about to execute at pc), else the
-   * RV_WATCH_* kind of the watchpoint at watch_addr that the instruction before pc triggered. */
-  unsigned watch_hit;
-  uint64_t watch_addr;
   /* Set where a fault is found, consumed by the trap: whether tval is a guest virtual address of
    * a two-stage access (hstatus.GVA/mstatus.GVA); whether the last CSR access failed with a
    * virtual-instruction exception rather than an illegal one. */
@@ -216,6 +212,11 @@ struct rv_hart {
   rv_tlb_entry tlb[RV_TLB_SETS][3][RV_TLB_SIZE]; /* [set][read, write, exec][index]; only pages one
                                           PMP decision covers */
   struct rv_icache *icache;
+  /* With breakpoint_hit: 0 = a breakpoint (the hart is about to execute at pc), else the
+   * RV_WATCH_* kind of the watchpoint at watch_addr that the instruction before pc triggered
+   * (last: the hot fields above keep their places). */
+  unsigned watch_hit;
+  uint64_t watch_addr;
 };
 
 int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err);
