@@ -550,6 +550,20 @@ static void put_hot_run(gen *g) {
   }
 }
 
+/* Another address space with the same page tables: satp's ASID bit 0 flips (csrr, li 1 << 44,
+ * xor, csrw). The TLB and the jump cache find global pages (put_page_tables) under either ASID's
+ * tag, the others under their own. */
+static void put_asid_switch(gen *g) {
+  unsigned rt = rd_any(g), ru = rd_any(g);
+  if (ru == rt)
+    ru = rt % 26 + 1;
+  put32(g, enc_csrr(rt, 0x180));
+  put32(g, enc_i(1, 0, 0, ru, 0x13));
+  put32(g, enc_i(44, ru, 1, ru, 0x13));    /* slli */
+  put32(g, enc_r(0, ru, rt, 4, rt, 0x33)); /* xor */
+  put32(g, enc_csrw(0x180, rt));
+}
+
 /* One instruction (or a short sequence) that does not transfer control. */
 static void put_simple(gen *g, bool line_only) {
   unsigned k = rnd(g, 100);
@@ -579,9 +593,11 @@ static void put_simple(gen *g, bool line_only) {
         0x0ff0000f, /* fence */
         0x12000073, /* sfence.vma */
     };
-    unsigned s = rnd(g, 6);
+    unsigned s = rnd(g, 7);
     if (s == 5)
       put_raw32(g, chance(g, 50) ? 0 : 0xffffffff); /* illegal */
+    else if (s == 6)
+      put_asid_switch(g);
     else
       put32(g, sys[s]);
   } else if (k < 95) {
@@ -761,12 +777,13 @@ static void put_handler(gen *g, bool s) {
 static void put_page_tables(uint8_t *img) {
   uint64_t *root = (uint64_t *)(img + PAGE_PT * 4096ULL);
   uint64_t *l1 = root + 512, *l0 = root + 1024;
-  const uint64_t V = 1, R = 2, W = 4, X = 8, A = 64, D = 128;
+  const uint64_t V = 1, R = 2, W = 4, X = 8, G = 32, A = 64, D = 128;
   uint64_t ram_ppn = RAM_BASE >> 12;
   root[VA_BASE >> 30] = ((ram_ppn + PAGE_PT + 1) << 10) | V;
   l1[0] = ((ram_ppn + PAGE_PT + 2) << 10) | V;
+  /* RAM's pages are global mappings (as Linux maps the kernel), the aliases are not */
   for (unsigned i = 0; i <= PAGE_SPARE; i++)
-    l0[i] = ((ram_ppn + i) << 10) | V | R | W | X | A | D;
+    l0[i] = ((ram_ppn + i) << 10) | V | R | W | X | G | A | D;
   l0[PAGE_DATA + DATA_PAGES - 1] &= ~W;     /* read-only: stores fault */
   l0[PAGE_DATA + 1] &= ~(A | D);            /* the walk sets A and D */
   l0[PAGE_SPARE] = 0;                       /* unmapped */

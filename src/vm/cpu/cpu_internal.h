@@ -197,8 +197,9 @@ typedef struct rv_jit_exit {
  * while their instructions keep the count within limit. */
 rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit);
 void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code);
-/* The block at virtual pc under translation tag (tlb_tag | fetch_tlb) has this code: jumps into
- * other pages and computed jumps find it there without leaving translated code. */
+/* The block at virtual pc under translation tag `tag` (rv_tlb_jump_tag: tlb_tag or, for a page of
+ * a global mapping, tlb_gtag, | fetch_tlb) has this code: jumps into other pages and computed
+ * jumps find it there without leaving translated code. */
 void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code);
 /* The instruction at pc straddles two pages (no block holds it): the jump cache sends jumps to it
  * to a stub that runs it with rv_jit_step. */
@@ -250,6 +251,7 @@ const rv_op *rv_decode_table(size_t *n);
 #define PTE_W (1ULL << 2)
 #define PTE_X (1ULL << 3)
 #define PTE_U (1ULL << 4)
+#define PTE_G (1ULL << 5)
 #define PTE_A (1ULL << 6)
 #define PTE_D (1ULL << 7)
 #define PTE_PPN_MASK ((1ULL << 44) - 1)
@@ -397,6 +399,12 @@ uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc);
 void rv_tlb_flush_all(rv_hart *h);
 /* satp was written: use the tag of its address space, or a fresh one. */
 void rv_tlb_switch_space(rv_hart *h);
+/* va's entry in TLB set `set` maps it from a global mapping under another address space's tag: it
+ * is the current space's now, without a walk; false if it is not so. */
+bool rv_tlb_take_global(rv_hart *h, int set, int access, uint64_t va);
+/* The jump cache's tag for a block at pc (whose page is in the fetch TLB): the global tag | the
+ * fetch set when its page is a global mapping, else the address space's tag | the fetch set. */
+uint64_t rv_tlb_jump_tag(const rv_hart *h, uint64_t pc);
 /* The superpage [first, last] was translated (it may enter the TLB as 4 KiB entries): a one-page
  * SFENCE.VMA inside it then drops the whole address space (hyp_mmu.c notes the guest's too). */
 void rv_tlb_note_superpage(rv_hart *h, uint64_t first, uint64_t last);
