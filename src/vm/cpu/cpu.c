@@ -622,10 +622,13 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
 static rv_block *rv_block_lookup(rv_hart *h) {
   uint64_t pc = h->pc;
   if (unlikely((pc >> 12) != h->fetch_vpn)) {
-    /* Another page: the fetch TLB holds it if it was fetched before (and PMP allows all of it);
-     * otherwise rv_step translates it and raises any fault. */
+    /* Another page: the fetch TLB holds it if it was fetched before (and PMP allows all of it),
+     * or it is filled now; if it cannot be, rv_step translates it and raises any fault. (When
+     * rv_step ran the first instruction of each newly mapped page, the block after it was decoded
+     * and translated as well as the block at pc later: a block too many per fetch TLB miss.) */
     const rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(pc)];
-    if (e->vpn != ((pc >> 12) | h->tlb_tag) && !rv_tlb_take_global(h, h->fetch_tlb, ACC_EXEC, pc))
+    if (e->vpn != ((pc >> 12) | h->tlb_tag) && !rv_tlb_take_global(h, h->fetch_tlb, ACC_EXEC, pc) &&
+        !rv_fetch_fill(h, pc))
       return NULL;
     h->fetch_vpn = pc >> 12;
     h->fetch_addend = e->addend;

@@ -392,6 +392,9 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val);
 /* Host pointer for an aligned atomic access (LR: ACC_READ, SC/AMO: ACC_WRITE) in RAM, or NULL
  * after raising the exception. *pa receives the physical address. */
 void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t *pa);
+/* Fill the fetch TLB with pc's page when it translates, is RAM and one PMP decision allows
+ * fetches from all of it; false otherwise, with nothing raised (rv_fetch_slow raises). */
+bool rv_fetch_fill(rv_hart *h, uint64_t pc);
 /* Host pointer of the instruction at h->pc (fills the fetch cache), or NULL after raising. */
 uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc);
 /* The TLB keeps the entries of several address spaces (satp values) apart by tag, so a satp

@@ -498,6 +498,15 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
   return bus->ram + (*pa - bus->ram_base);
 }
 
+bool rv_fetch_fill(rv_hart *h, uint64_t pc) {
+  int set = h->fetch_tlb;
+  uint64_t pa = 0;
+  if (rv_translate_checked(h, pc, 2, ACC_EXEC, set, &pa) != 0 ||
+      !rv_ram_contains(h->bus, pa & ~0xfffULL, 4096))
+    return false;
+  return rv_tlb_fill(h, set, ACC_EXEC, pc, pa);
+}
+
 uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc) {
   int set = h->fetch_tlb;
   rv_tlb_entry *e = &h->tlb[set][ACC_EXEC][rv_tlb_index(pc)];
