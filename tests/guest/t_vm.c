@@ -49,6 +49,7 @@ static volatile uint64_t *map(uint64_t va, uint64_t pa, int leaf_level, uint64_t
 #define VA_SUPER 0x40400000ul       /* a 2 MiB page of address space B */
 #define VA_GDATA (VA_BASE + 0xc000) /* a global mapping in both address spaces */
 #define VA_GCODE (VA_BASE + 0xd000) /* and one of code */
+#define VA_OWN (VA_BASE + 0xe000)   /* code that is not global: another page in each space */
 #define ASID_A 1ul
 #define ASID_B 2ul
 
@@ -134,6 +135,14 @@ static void s_global_move(const void *data, const void *code) {
 }
 
 static void s_global(void) {
+  /* a mapping without G is each space's own, also for code reached from the same call site */
+  long (*own)(void) = (long (*)(void))VA_OWN;
+  for (int i = 0; i < 4; i++) {
+    CSRW(satp, i % 2 ? satp_b : satp_a);
+    if (own() != (i % 2 ? 43 : 42))
+      test_exit(__LINE__);
+  }
+  CSRW(satp, satp_a);
   s_global_check(0xa, 42, __LINE__);
   s_global_move(space_page[1], code_page2);
   __asm__ volatile("sfence.vma %0" ::"r"(VA_GDATA) : "memory");
@@ -275,6 +284,7 @@ static void run_mode(int lv, uint64_t satp_mode) {
   pte_code_a = map(VA_CODE, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A);
   pte_gdata[0] = map(VA_GDATA, (uint64_t)space_page[0], 0, PTE_R | PTE_A | PTE_G);
   pte_gcode[0] = map(VA_GCODE, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A | PTE_G);
+  map(VA_OWN, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A);
   uint64_t *root_a = root;
   /* address space B: RAM, VA_SPACE elsewhere, a 2 MiB page */
   root = new_table();
@@ -283,6 +293,7 @@ static void run_mode(int lv, uint64_t satp_mode) {
   pte_super_b = map(VA_SUPER, (uint64_t)space_page[1] & ~0x1ffffful, 1, PTE_R | PTE_A);
   pte_gdata[1] = map(VA_GDATA, (uint64_t)space_page[0], 0, PTE_R | PTE_A | PTE_G);
   pte_gcode[1] = map(VA_GCODE, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A | PTE_G);
+  map(VA_OWN, (uint64_t)code_page2, 0, PTE_X | PTE_R | PTE_A);
   satp_b = (satp_mode << 60) | (ASID_B << 44) | ((uint64_t)root >> 12);
   root = root_a;
   satp_a = (satp_mode << 60) | (ASID_A << 44) | ((uint64_t)root >> 12);
