@@ -208,6 +208,10 @@ void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag);
  * about every page (the TLB tags wrapped around). */
 void rv_jit_forget_page(struct rv_jit *j, uint64_t va);
 void rv_jit_forget_all(struct rv_jit *j);
+/* No tag the jump cache holds can match again (every address space and the global mappings got
+ * new tags): its entries stay, dead, but the page filter starts empty, so a one-page fence later
+ * scans the cache only for pages remembered since. */
+void rv_jit_forget_tags(struct rv_jit *j);
 /* cpu.c: execute the one instruction at h->pc in the interpreter, counted in minstret. */
 void rv_jit_step(rv_hart *h);
 

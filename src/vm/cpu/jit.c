@@ -1219,6 +1219,8 @@ void rv_jit_forget_all(struct rv_jit *j) {
   memset(j->jmp_pages, 0, sizeof(j->jmp_pages));
 }
 
+void rv_jit_forget_tags(struct rv_jit *j) { memset(j->jmp_pages, 0, sizeof(j->jmp_pages)); }
+
 void rv_jit_reset(struct rv_jit *j) {
   trim_writable(j, (j->used + 4095) & ~(size_t)4095);
   j->used = j->trimmed = j->populated = j->stubs_end;
@@ -1296,5 +1298,6 @@ void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
 }
 void rv_jit_forget_page(struct rv_jit *j, uint64_t va) { (void)j, (void)va; }
 void rv_jit_forget_all(struct rv_jit *j) { (void)j; }
+void rv_jit_forget_tags(struct rv_jit *j) { (void)j; }
 
 #endif
