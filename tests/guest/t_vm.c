@@ -1,6 +1,6 @@
 /* Paging: Sv39, Sv48 and Sv57 with A/D updates, permission checks, SUM, MXR, MPRV, superpages,
  * page-fault causes (12/13/15) and stval, non-canonical addresses, sfence.vma (all, one page, one
- * address space), address spaces switched by satp (ASIDs). */
+ * address space), address spaces switched by satp (ASIDs), global mappings (G bit). */
 #include "test.h"
 
 #define N_TABLES 40
@@ -47,11 +47,15 @@ static volatile uint64_t *map(uint64_t va, uint64_t pa, int leaf_level, uint64_t
 #define VA_SPACE (VA_BASE + 0xa000) /* a page that each address space maps elsewhere */
 #define VA_CODE (VA_BASE + 0xb000)  /* code remapped by a one-page sfence.vma */
 #define VA_SUPER 0x40400000ul       /* a 2 MiB page of address space B */
+#define VA_GDATA (VA_BASE + 0xc000) /* a global mapping in both address spaces */
+#define VA_GCODE (VA_BASE + 0xd000) /* and one of code */
+#define VA_OWN (VA_BASE + 0xe000)   /* code that is not global: another page in each space */
 #define ASID_A 1ul
 #define ASID_B 2ul
 
 static volatile uint64_t *pte_rw, *pte_ro, *pte_u, *pte_x, *pte_code, *pte_nx;
 static volatile uint64_t *pte_space_a, *pte_space_b, *pte_super_b, *pte_code_a;
+static volatile uint64_t *pte_gdata[2], *pte_gcode[2]; /* in A and B */
 static volatile uint64_t s_val;
 static uint64_t satp_a, satp_b;
 
@@ -107,6 +111,52 @@ static void s_spaces(void) {
   __asm__ volatile("sfence.vma %0" ::"r"(VA_CODE) : "memory");
   if (fn() != 43)
     test_exit(__LINE__);
+}
+
+/* Both spaces map VA_GDATA and VA_GCODE with the G bit to the same pages: the hart may keep
+ * them across satp writes, but a fence without an ASID, of the page or of everything, must reach
+ * them in every space, for data and for code (a call through the same site). Runs with satp_a. */
+static void s_global_check(uint64_t want_data, long want_code, int line) {
+  volatile uint64_t *g = (volatile uint64_t *)VA_GDATA;
+  long (*fn)(void) = (long (*)(void))VA_GCODE;
+  for (int i = 0; i < 3; i++) {
+    if (*g != want_data || fn() != want_code)
+      test_exit(line);
+    CSRW(satp, i % 2 ? satp_a : satp_b);
+  }
+  CSRW(satp, satp_a);
+}
+
+static void s_global_move(const void *data, const void *code) {
+  for (int s = 0; s < 2; s++) {
+    *pte_gdata[s] = leaf(data, PTE_R | PTE_A | PTE_G);
+    *pte_gcode[s] = leaf(code, PTE_X | PTE_R | PTE_A | PTE_G);
+  }
+}
+
+static void s_global(void) {
+  /* a mapping without G is each space's own, also for code reached from the same call site */
+  long (*own)(void) = (long (*)(void))VA_OWN;
+  for (int i = 0; i < 4; i++) {
+    CSRW(satp, i % 2 ? satp_b : satp_a);
+    if (own() != (i % 2 ? 43 : 42))
+      test_exit(__LINE__);
+  }
+  CSRW(satp, satp_a);
+  s_global_check(0xa, 42, __LINE__);
+  s_global_move(space_page[1], code_page2);
+  __asm__ volatile("sfence.vma %0" ::"r"(VA_GDATA) : "memory");
+  __asm__ volatile("sfence.vma %0" ::"r"(VA_GCODE) : "memory");
+  s_global_check(0xb, 43, __LINE__);
+  s_global_move(space_page[0], code_page);
+  __asm__ volatile("sfence.vma" ::: "memory");
+  s_global_check(0xa, 42, __LINE__);
+  /* moved under B, fenced there: A sees it too */
+  CSRW(satp, satp_b);
+  s_global_move(space_page[1], code_page2);
+  __asm__ volatile("sfence.vma" ::: "memory");
+  CSRW(satp, satp_a);
+  s_global_check(0xb, 43, __LINE__);
 }
 
 static void s_body(void) {
@@ -201,6 +251,7 @@ static void s_body(void) {
   if (*(volatile uint64_t *)(VA_BASE + 0x1000) != 0x2222)
     test_exit(__LINE__);
   s_spaces();
+  s_global();
   back_to_m();
 }
 
@@ -231,12 +282,18 @@ static void run_mode(int lv, uint64_t satp_mode) {
   map(VA_BASE + 0x9000, (uint64_t)data_page4, 0, PTE_R | PTE_W | PTE_A | PTE_D);
   pte_space_a = map(VA_SPACE, (uint64_t)space_page[0], 0, PTE_R | PTE_A);
   pte_code_a = map(VA_CODE, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A);
+  pte_gdata[0] = map(VA_GDATA, (uint64_t)space_page[0], 0, PTE_R | PTE_A | PTE_G);
+  pte_gcode[0] = map(VA_GCODE, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A | PTE_G);
+  map(VA_OWN, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A);
   uint64_t *root_a = root;
   /* address space B: RAM, VA_SPACE elsewhere, a 2 MiB page */
   root = new_table();
   map(0x80000000ul, 0x80000000ul, 2, PTE_R | PTE_W | PTE_X | PTE_A | PTE_D);
   pte_space_b = map(VA_SPACE, (uint64_t)space_page[1], 0, PTE_R | PTE_A);
   pte_super_b = map(VA_SUPER, (uint64_t)space_page[1] & ~0x1ffffful, 1, PTE_R | PTE_A);
+  pte_gdata[1] = map(VA_GDATA, (uint64_t)space_page[0], 0, PTE_R | PTE_A | PTE_G);
+  pte_gcode[1] = map(VA_GCODE, (uint64_t)code_page, 0, PTE_X | PTE_R | PTE_A | PTE_G);
+  map(VA_OWN, (uint64_t)code_page2, 0, PTE_X | PTE_R | PTE_A);
   satp_b = (satp_mode << 60) | (ASID_B << 44) | ((uint64_t)root >> 12);
   root = root_a;
   satp_a = (satp_mode << 60) | (ASID_A << 44) | ((uint64_t)root >> 12);

@@ -70,6 +70,7 @@ static inline void reset_trap(void) {
 #define PTE_W 0x4ul
 #define PTE_X 0x8ul
 #define PTE_U 0x10ul
+#define PTE_G 0x20ul
 #define PTE_A 0x40ul
 #define PTE_D 0x80ul
 

@@ -28,6 +28,7 @@
 #define MMIO_BASE 0x10000000ULL
 #define MMIO_IRQ (MMIO_BASE + 0x800) /* writes raise or lower SEIP (never enabled) */
 #define VA_BASE 0x40000000ULL        /* S-mode programs see RAM page i at VA_BASE + i * 4096 */
+#define RAM_ALIGN (1ULL << 18)
 
 /* RAM pages (index from RAM_BASE) */
 enum {
@@ -95,9 +96,16 @@ static engine *engine_new(bool interpreter) {
   engine *e = calloc(1, sizeof(*e));
   if (!e)
     abort();
-  void *ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (ram == MAP_FAILED)
+  /* RAM at a multiple of RAM_ALIGN: code RAM_ALIGN / 2 apart then shares a pair of block slots
+   * in both engines (blocks_that_share_a_slot_pair) */
+  uint8_t *map =
+      mmap(NULL, RAM_SIZE + RAM_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (map == MAP_FAILED)
     abort();
+  uint8_t *ram = (uint8_t *)(((uintptr_t)map + RAM_ALIGN - 1) & ~(uintptr_t)(RAM_ALIGN - 1));
+  if (ram > map)
+    munmap(map, (size_t)(ram - map));
+  munmap(ram + RAM_SIZE, (size_t)(map + RAM_ALIGN - ram));
   e->bus = (rv_bus){.ram = ram,
                     .ram_base = RAM_BASE,
                     .ram_size = RAM_SIZE,
@@ -569,6 +577,20 @@ static void put_hot_run(gen *g) {
   }
 }
 
+/* Another address space with the same page tables: satp's ASID bit 0 flips (csrr, li 1 << 44,
+ * xor, csrw). The TLB and the jump cache find global pages (put_page_tables) under either ASID's
+ * tag, the others under their own. */
+static void put_asid_switch(gen *g) {
+  unsigned rt = rd_any(g), ru = rd_any(g);
+  if (ru == rt)
+    ru = rt % 26 + 1;
+  put32(g, enc_csrr(rt, 0x180));
+  put32(g, enc_i(1, 0, 0, ru, 0x13));
+  put32(g, enc_i(44, ru, 1, ru, 0x13));    /* slli */
+  put32(g, enc_r(0, ru, rt, 4, rt, 0x33)); /* xor */
+  put32(g, enc_csrw(0x180, rt));
+}
+
 /* One instruction (or a short sequence) that does not transfer control. */
 static void put_simple(gen *g, bool line_only) {
   unsigned k = rnd(g, 100);
@@ -598,9 +620,11 @@ static void put_simple(gen *g, bool line_only) {
         0x0ff0000f, /* fence */
         0x12000073, /* sfence.vma */
     };
-    unsigned s = rnd(g, 6);
+    unsigned s = rnd(g, 7);
     if (s == 5)
       put_raw32(g, chance(g, 50) ? 0 : 0xffffffff); /* illegal */
+    else if (s == 6)
+      put_asid_switch(g);
     else
       put32(g, sys[s]);
   } else if (k < 95) {
@@ -785,12 +809,13 @@ static void put_handler(gen *g, bool s) {
 static void put_page_tables(uint8_t *img) {
   uint64_t *root = (uint64_t *)(img + PAGE_PT * 4096ULL);
   uint64_t *l1 = root + 512, *l0 = root + 1024;
-  const uint64_t V = 1, R = 2, W = 4, X = 8, A = 64, D = 128;
+  const uint64_t V = 1, R = 2, W = 4, X = 8, G = 32, A = 64, D = 128;
   uint64_t ram_ppn = RAM_BASE >> 12;
   root[VA_BASE >> 30] = ((ram_ppn + PAGE_PT + 1) << 10) | V;
   l1[0] = ((ram_ppn + PAGE_PT + 2) << 10) | V;
+  /* RAM's pages are global mappings (as Linux maps the kernel), the aliases are not */
   for (unsigned i = 0; i <= PAGE_SPARE; i++)
-    l0[i] = ((ram_ppn + i) << 10) | V | R | W | X | A | D;
+    l0[i] = ((ram_ppn + i) << 10) | V | R | W | X | G | A | D;
   l0[PAGE_DATA + DATA_PAGES - 1] &= ~W;     /* read-only: stores fault */
   l0[PAGE_DATA + 1] &= ~(A | D);            /* the walk sets A and D */
   l0[PAGE_SPARE] = 0;                       /* unmapped */
@@ -1236,6 +1261,72 @@ TEST(self_modifying_code_is_seen_by_both_engines) {
     CHECK_U64(c.jit->hart.x[5], 6);            /* 1 + 5, not 1 + 100 */
     CHECK_U64(c.jit->hart.x[8], 1000 + 5 + 5); /* the rewritten body ran twice */
   }
+  diff_close(&c);
+}
+
+/* Block slots come in pairs (cpu.c: rv_block_pair): with RAM at a multiple of 256 KiB, blocks at
+ * RAM offsets o and o + 128 KiB (and o + 2 for o % 4 == 0) hash to one pair. A loop calls two such
+ * functions alternately: both stay decoded (the pool stops growing; with one slot per address
+ * each call decoded its function again). With a third one they evict each other and must still
+ * run right. */
+static void run_pair_program(diff_ctx *c, bool third, unsigned rounds, bool short_runs) {
+  program *p = c->prog;
+  memset(p, 0, sizeof(*p));
+  gen g = {
+      .rng = 7, .kind = KIND_M, .img = p->img, .dec = c->interp->hart.icache, .view = RAM_BASE};
+  p->kind = KIND_M;
+  put_handler(&g, false);
+  const uint64_t f1 = (PAGE_CODE + 4) * 4096ULL, f2 = f1 + RAM_ALIGN / 2, f3 = f1 + 2;
+  g.at = f1;
+  put16(&g, c_ci(0, 1, 5, 1));        /* c.addi x5, 1 */
+  put32(&g, enc_i(1, 6, 0, 6, 0x13)); /* f3: addi x6, x6, 1 */
+  put32(&g, enc_i(0, 1, 0, 0, 0x67)); /* ret */
+  g.at = f2;
+  put32(&g, enc_i(1, 7, 0, 7, 0x13)); /* addi x7, x7, 1 */
+  put32(&g, enc_i(0, 1, 0, 0, 0x67)); /* ret */
+  g.at = PAGE_CODE * 4096ULL;
+  p->entry = pc_of(&g, g.at);
+  put32(&g, enc_i((int32_t)rounds, 0, 0, R_LOOP, 0x13));
+  uint64_t top = g.at;
+  put32(&g, enc_j((int32_t)(f1 - g.at), 1));
+  put32(&g, enc_j((int32_t)(f2 - g.at), 1));
+  if (third)
+    put32(&g, enc_j((int32_t)(f3 - g.at), 1));
+  put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
+  put32(&g, enc_b((int32_t)(top - g.at), R_LOOP, 0, 1));
+  put_jump_to(&g, PAGE_END * 4096ULL);
+  engine_load(c->interp, p);
+  engine_load(c->jit, p);
+  for (unsigned i = 0; i < 100000 && !(c->interp->hart.wfi && c->jit->hart.wfi); i++) {
+    /* short runs start anywhere, with a lookup (also of blocks that begin inside others) */
+    uint64_t n = short_runs ? 1 + i % 13 : 100000;
+    uint64_t ra = rv_hart_run(&c->interp->hart, n), rb = rv_hart_run(&c->jit->hart, n);
+    CHECK_EQ(ra, rb);
+    char buf[256];
+    const char *d = engine_diff(c->interp, c->jit, buf, sizeof(buf));
+    if (d)
+      TAP_FAIL("%s functions, step %u: %s", third ? "three" : "two", i, d);
+  }
+  CHECK(c->jit->hart.wfi);
+  CHECK_U64(c->jit->hart.x[5], rounds);
+  CHECK_U64(c->jit->hart.x[6], third ? 2 * rounds : rounds);
+  CHECK_U64(c->jit->hart.x[7], rounds);
+  c->programs++;
+  c->finished++;
+}
+
+TEST(blocks_that_share_a_slot_pair) {
+  diff_ctx c = diff_open("slot pairs", 0);
+  const unsigned rounds = 300;
+  run_pair_program(&c, false, rounds, false);
+  /* both functions stayed decoded: far fewer instructions in the pool than calls made (the
+   * interpreter looks each call's block up; translated code finds it in the jump cache) */
+  printf("# pool after %u rounds: %u and %u instructions\n", rounds,
+         c.interp->hart.icache->pool_used, c.jit->hart.icache->pool_used);
+  CHECK(c.interp->hart.icache->pool_used < rounds);
+  CHECK(c.jit->hart.icache->pool_used < rounds);
+  run_pair_program(&c, true, rounds, true);
+  run_pair_program(&c, false, rounds, true);
   diff_close(&c);
 }
 

@@ -537,15 +537,29 @@ static uint8_t rv_last_kind(uint8_t fast) {
   return RV_LAST_CALL;
 }
 
-/* Blocks start anywhere in megabytes of kernel code: fold the higher address bits in. */
-static unsigned rv_block_slot(uintptr_t host) {
-  return (unsigned)((host >> 1) ^ (host >> (1 + RV_BLOCK_BITS))) & (RV_BLOCK_SLOTS - 1);
+/* Blocks start anywhere in megabytes of kernel code: fold the higher address bits in. A block
+ * may sit in either slot of its pair (two ways, the one used last first): with one slot per
+ * address, hot blocks that hashed alike evicted each other at every lookup and were decoded and
+ * translated again each time (in a boot, 287,000 of 950,000 block builds; the pool then filled
+ * and emptied that much sooner). */
+static rv_block *rv_block_pair(struct rv_icache *ic, uintptr_t host) {
+  unsigned slot = (unsigned)((host >> 1) ^ (host >> (1 + RV_BLOCK_BITS))) & (RV_BLOCK_SLOTS - 1);
+  return &ic->blocks[slot & ~1U];
+}
+
+/* The slot of the pair that holds the block starting at `host` (of any generation), or NULL. */
+static rv_block *rv_block_find(rv_block *pair, uintptr_t host) {
+  if (pair[0].key == host && pair[0].where)
+    return &pair[0];
+  if (pair[1].key == host && pair[1].where)
+    return &pair[1];
+  return NULL;
 }
 
 /* Whether a block decoded under the page's code counter `gen` starts at host address `host`. */
 static bool rv_block_starts_at(struct rv_icache *ic, const uint8_t *host, uint32_t gen) {
-  const rv_block *b = &ic->blocks[rv_block_slot((uintptr_t)host)];
-  return b->where && b->gen == gen && b->key == (uintptr_t)host;
+  const rv_block *b = rv_block_find(rv_block_pair(ic, (uintptr_t)host), (uintptr_t)host);
+  return b && b->gen == gen;
 }
 
 /* Whether the block goes on past d, at offset `off` in the page: d is `jal x0` (j, c.j) to the
@@ -608,20 +622,33 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
 static rv_block *rv_block_lookup(rv_hart *h) {
   uint64_t pc = h->pc;
   if (unlikely((pc >> 12) != h->fetch_vpn)) {
-    /* Another page: the fetch TLB holds it if it was fetched before (and PMP allows all of it);
-     * otherwise rv_step translates it and raises any fault. */
+    /* Another page: the fetch TLB holds it if it was fetched before (and PMP allows all of it),
+     * or it is filled now; if it cannot be, rv_step translates it and raises any fault. (When
+     * rv_step ran the first instruction of each newly mapped page, the block after it was decoded
+     * and translated as well as the block at pc later: a block too many per fetch TLB miss.) */
     const rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(pc)];
-    if (e->vpn != ((pc >> 12) | h->tlb_tag))
+    if (e->vpn != ((pc >> 12) | h->tlb_tag) && !rv_tlb_take_global(h, h->fetch_tlb, ACC_EXEC, pc) &&
+        !rv_fetch_fill(h, pc))
       return NULL;
     h->fetch_vpn = pc >> 12;
     h->fetch_addend = e->addend;
   }
   uint8_t *host = (uint8_t *)(uintptr_t)(pc + h->fetch_addend); // NOLINT(performance-no-int-to-ptr)
-  rv_block *b = &h->icache->blocks[rv_block_slot((uintptr_t)host)];
-  if (likely(b->where && b->key == (uintptr_t)host &&
-             b->gen == rv_code_gen(h->bus, rv_ram_page(h->bus, host))))
-    return b;
-  return rv_block_build(h, b, host, pc);
+  rv_block *pair = rv_block_pair(h->icache, (uintptr_t)host);
+  if (likely(pair[0].key == (uintptr_t)host && pair[0].where)) {
+    if (likely(pair[0].gen == rv_code_gen(h->bus, rv_ram_page(h->bus, host))))
+      return &pair[0];
+    return rv_block_build(h, &pair[0], host, pc); /* its page was written */
+  }
+  /* the other way, or a block that is not there: either way it becomes the pair's first (the
+   * first moves over, the second goes) */
+  rv_block second = pair[1];
+  pair[1] = pair[0];
+  pair[0] = second;
+  if (second.key == (uintptr_t)host && second.where &&
+      second.gen == rv_code_gen(h->bus, rv_ram_page(h->bus, host)))
+    return &pair[0];
+  return rv_block_build(h, &pair[0], host, pc);
 }
 
 /* Run blk and the blocks that follow it while fewer than `chunk` instructions have run, the next
@@ -878,7 +905,7 @@ static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uin
       if (link && clears == ic->clears)
         rv_jit_link(ic->jit, link, code);
       else if (clears == ic->clears)
-        rv_jit_remember(ic->jit, h->pc, h->tlb_tag | (uint64_t)h->fetch_tlb, code);
+        rv_jit_remember(ic->jit, h->pc, rv_tlb_jump_tag(h, h->pc), code);
       /* Chained blocks may run past the chunk by less than a block, as the interpreter's do:
        * the chain entry that would overrun this limit is then past the chunk, so a chunk ends
        * with one exit instead of two (the refused entry, then the block entered from here). */

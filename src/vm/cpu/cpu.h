@@ -132,6 +132,9 @@ static inline void rv_code_page_written(uint32_t *code_pages, uint64_t page) {
 #define RV_TLB_SETS 7
 /* Address spaces (satp values: root table and ASID) whose TLB entries stay while another runs */
 #define RV_TLB_SPACES 16
+/* The TLB sets whose entries may come from global mappings (U, S, M, S with SUM; M translates
+ * nothing, V=1 sets are the guest's own) */
+#define RV_TLB_GLOBAL_SETS 4
 
 /* One TLB entry maps a virtual page straight to host memory (RAM only):
  * host address = vaddr + addend. */
@@ -204,6 +207,12 @@ struct rv_hart {
   struct rv_tlb_space {
     uint64_t satp, tag; /* tag 0: unused */
   } tlb_spaces[RV_TLB_SPACES];
+  /* Global mappings (PTE G bit: Linux maps the kernel so) are the same in every address space
+   * (mmu.c): the tag their jump-cache entries carry, renewed by fences that reach them; the satp
+   * MODE it was handed out under; and whether the last page-table walk went through a G bit. */
+  uint64_t tlb_gtag;
+  uint64_t tlb_gmode;
+  bool walk_global;
   uint64_t tlb_super[2][2]; /* [lower, upper half of the address space][first, last] virtual
                                address mapped by a superpage since the last full flush */
   uint32_t code_epoch;      /* bus->code_epoch when the write mappings were last checked */
@@ -211,6 +220,9 @@ struct rv_hart {
   uintptr_t fetch_addend;
   rv_tlb_entry tlb[RV_TLB_SETS][3][RV_TLB_SIZE]; /* [set][read, write, exec][index]; only pages one
                                           PMP decision covers */
+  /* per entry of the first RV_TLB_GLOBAL_SETS sets: tlb_gtag >> 52 when it maps a page of a
+   * global mapping, else 0 */
+  uint16_t tlb_global[RV_TLB_GLOBAL_SETS][3][RV_TLB_SIZE];
   struct rv_icache *icache;
   /* With breakpoint_hit: 0 = a breakpoint (the hart is about to execute at pc), else the
    * RV_WATCH_* kind of the watchpoint at watch_addr that the instruction before pc triggered

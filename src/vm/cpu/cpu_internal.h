@@ -197,8 +197,9 @@ typedef struct rv_jit_exit {
  * while their instructions keep the count within limit. */
 rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit);
 void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code);
-/* The block at virtual pc under translation tag (tlb_tag | fetch_tlb) has this code: jumps into
- * other pages and computed jumps find it there without leaving translated code. */
+/* The block at virtual pc under translation tag `tag` (rv_tlb_jump_tag: tlb_tag or, for a page of
+ * a global mapping, tlb_gtag, | fetch_tlb) has this code: jumps into other pages and computed
+ * jumps find it there without leaving translated code. */
 void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *code);
 /* The instruction at pc straddles two pages (no block holds it): the jump cache sends jumps to it
  * to a stub that runs it with rv_jit_step. */
@@ -207,6 +208,10 @@ void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag);
  * about every page (the TLB tags wrapped around). */
 void rv_jit_forget_page(struct rv_jit *j, uint64_t va);
 void rv_jit_forget_all(struct rv_jit *j);
+/* No tag the jump cache holds can match again (every address space and the global mappings got
+ * new tags): its entries stay, dead, but the page filter starts empty, so a one-page fence later
+ * scans the cache only for pages remembered since. */
+void rv_jit_forget_tags(struct rv_jit *j);
 /* cpu.c: execute the one instruction at h->pc in the interpreter, counted in minstret. */
 void rv_jit_step(rv_hart *h);
 
@@ -250,6 +255,7 @@ const rv_op *rv_decode_table(size_t *n);
 #define PTE_W (1ULL << 2)
 #define PTE_X (1ULL << 3)
 #define PTE_U (1ULL << 4)
+#define PTE_G (1ULL << 5)
 #define PTE_A (1ULL << 6)
 #define PTE_D (1ULL << 7)
 #define PTE_PPN_MASK ((1ULL << 44) - 1)
@@ -390,6 +396,9 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val);
 /* Host pointer for an aligned atomic access (LR: ACC_READ, SC/AMO: ACC_WRITE) in RAM, or NULL
  * after raising the exception. *pa receives the physical address. */
 void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t *pa);
+/* Fill the fetch TLB with pc's page when it translates, is RAM and one PMP decision allows
+ * fetches from all of it; false otherwise, with nothing raised (rv_fetch_slow raises). */
+bool rv_fetch_fill(rv_hart *h, uint64_t pc);
 /* Host pointer of the instruction at h->pc (fills the fetch cache), or NULL after raising. */
 uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc);
 /* The TLB keeps the entries of several address spaces (satp values) apart by tag, so a satp
@@ -397,6 +406,12 @@ uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc);
 void rv_tlb_flush_all(rv_hart *h);
 /* satp was written: use the tag of its address space, or a fresh one. */
 void rv_tlb_switch_space(rv_hart *h);
+/* va's entry in TLB set `set` maps it from a global mapping under another address space's tag: it
+ * is the current space's now, without a walk; false if it is not so. */
+bool rv_tlb_take_global(rv_hart *h, int set, int access, uint64_t va);
+/* The jump cache's tag for a block at pc (whose page is in the fetch TLB): the global tag | the
+ * fetch set when its page is a global mapping, else the address space's tag | the fetch set. */
+uint64_t rv_tlb_jump_tag(const rv_hart *h, uint64_t pc);
 /* The superpage [first, last] was translated (it may enter the TLB as 4 KiB entries): a one-page
  * SFENCE.VMA inside it then drops the whole address space (hyp_mmu.c notes the guest's too). */
 void rv_tlb_note_superpage(rv_hart *h, uint64_t first, uint64_t last);

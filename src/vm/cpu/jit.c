@@ -87,7 +87,7 @@ struct rv_jit {
    * address (the translation can differ at each run, so these cannot be linked). */
   struct rv_jit_jmp {
     uint64_t pc;
-    uint64_t tag;      /* tlb_tag | fetch_tlb when it was filled: the same translation of pc */
+    uint64_t tag; /* tlb_tag (or tlb_gtag) | fetch_tlb when it was filled: the same translation */
     const void *chain; /* the block's chain entry */
     uint64_t unused;   /* entries are 32 bytes: the lookup scales the index by shifting */
   } jmp[RV_JIT_JMP_SIZE];
@@ -952,8 +952,10 @@ static unsigned branch_cc(uint8_t fast) {
 }
 
 /* Go on at the pc in r12, in another page or at a computed address: through the jump cache when it
- * knows the block there under the current translation (tlb_tag, fetch set), else back to the
- * caller. The target's chain entry checks the budget and the code counter as for linked jumps. */
+ * knows the block there under the current translation (tlb_tag, fetch set) or as a block of a
+ * global mapping (tlb_gtag, fetch set: kernel code, the same in every address space), else back
+ * to the caller. The target's chain entry checks the budget and the code counter as for linked
+ * jumps. */
 static void exit_indirect(block_ctx *c) {
   emitter *e = &c->e;
   op_reg(e, true, 0x8b, RAX, R12); /* eax = jmp_index(pc) * entry bytes */
@@ -970,7 +972,12 @@ static void exit_indirect(block_ctx *c) {
   op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(fetch_tlb));
   op_mem(e, true, 0x0b, RAX, RSP, -1, FRAME_TAG); /* or rax, tag */
   op_mem(e, true, 0x3b, RAX, RDX, -1, 8);         /* cmp rax, [rdx].tag */
+  uint8_t *hit = jcc32(e, CC_E);
+  op_mem(e, true, 0x63, RAX, RBX, -1, HART_OFF(fetch_tlb));
+  op_mem(e, true, 0x0b, RAX, RBX, -1, HART_OFF(tlb_gtag)); /* or rax, global tag */
+  op_mem(e, true, 0x3b, RAX, RDX, -1, 8);
   uint8_t *miss2 = jcc32(e, CC_NE);
+  patch(e, hit, e->p);
   op_mem(e, false, 0xff, 4, RDX, -1, 16); /* jmp [rdx].code */
   patch(e, miss, e->p);
   patch(e, miss2, e->p);
@@ -1410,6 +1417,8 @@ void rv_jit_forget_all(struct rv_jit *j) {
   memset(j->jmp_pages, 0, sizeof(j->jmp_pages));
 }
 
+void rv_jit_forget_tags(struct rv_jit *j) { memset(j->jmp_pages, 0, sizeof(j->jmp_pages)); }
+
 void rv_jit_reset(struct rv_jit *j) {
   trim_writable(j, (j->used + 4095) & ~(size_t)4095);
   j->used = j->trimmed = j->populated = j->stubs_end;
@@ -1487,5 +1496,6 @@ void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
 }
 void rv_jit_forget_page(struct rv_jit *j, uint64_t va) { (void)j, (void)va; }
 void rv_jit_forget_all(struct rv_jit *j) { (void)j; }
+void rv_jit_forget_tags(struct rv_jit *j) { (void)j; }
 
 #endif

@@ -39,9 +39,19 @@ static int rv_set_priv(int set) {
  * unless a superpage might cover it: the TLB holds superpages as 4 KiB entries, so then the whole
  * address space goes. Tags are handed out in order and never reused until the 12-bit counter
  * wraps around; then the table, the spaces and the jump cache are cleared. Cleared entries get vpn
- * 0: a live tag is never 0, so no address matches them. */
+ * 0: a live tag is never 0, so no address matches them.
+ *
+ * Global mappings (a G bit on the walk's path) exist in every address space: Linux maps the kernel
+ * so. An entry filled from one is marked with the global tag (tlb_global); a miss in another
+ * address space that finds va's page there under an older tag takes the entry over without a
+ * walk, and the jump cache keeps blocks of global pages under the global tag, which every address
+ * space matches (jit.c), so kernel code is not looked up again after each context switch. Fences
+ * without an ASID and full flushes renew the global tag; those of one ASID leave global mappings
+ * alone, as the privileged specification allows. A change of satp's MODE renews it too (bare
+ * satp has no global mappings). */
 
 #define TLB_TAG_STEP (1ULL << 52)
+#define TLB_VPN_MASK (TLB_TAG_STEP - 1)
 
 static void rv_tlb_clear_supers(rv_hart *h) {
   for (int half = 0; half < 2; half++) {
@@ -74,9 +84,45 @@ static uint64_t rv_tlb_new_tag(rv_hart *h) {
     memset(h->tlb_spaces, 0, sizeof(h->tlb_spaces));
     if (h->icache && h->icache->jit)
       rv_jit_forget_all(h->icache->jit); /* it is keyed by tags as well */
-    h->tlb_gen = TLB_TAG_STEP;
+    /* the global tag is from before the wrap: take the first new one (never 0) */
+    h->tlb_gtag = TLB_TAG_STEP;
+    h->tlb_gen = 2 * TLB_TAG_STEP;
   }
   return h->tlb_gen;
+}
+
+/* Global mappings are forgotten: entries and jump-cache entries marked with the old global tag
+ * no longer count as global. */
+static void rv_tlb_renew_global(rv_hart *h) {
+  h->tlb_gtag = rv_tlb_new_tag(h);
+  h->tlb_gmode = h->satp >> 60;
+}
+
+/* The entry of va in TLB set `set` (access type `access`) holds va's page from a global mapping
+ * under another address space's tag: it becomes the current space's (no walk). */
+bool rv_tlb_take_global(rv_hart *h, int set, int access, uint64_t va) {
+  if (set >= RV_TLB_GLOBAL_SETS || set == TLB_M)
+    return false;
+  unsigned i = rv_tlb_index(va);
+  rv_tlb_entry *e = &h->tlb[set][access][i];
+  uint16_t global = (uint16_t)(h->tlb_gtag >> 52); /* 0 until the first flush: none yet */
+  /* a cleared entry (vpn 0) has no tag and is never taken over */
+  if (!global || h->tlb_global[set][access][i] != global || (e->vpn & TLB_VPN_MASK) != va >> 12 ||
+      !(e->vpn & ~TLB_VPN_MASK))
+    return false;
+  e->vpn = (va >> 12) | h->tlb_tag;
+  return true;
+}
+
+uint64_t rv_tlb_jump_tag(const rv_hart *h, uint64_t pc) {
+  int set = h->fetch_tlb;
+  unsigned i = rv_tlb_index(pc);
+  uint16_t global = (uint16_t)(h->tlb_gtag >> 52);
+  if (global && set < RV_TLB_GLOBAL_SETS && set != TLB_M &&
+      h->tlb_global[set][ACC_EXEC][i] == global &&
+      h->tlb[set][ACC_EXEC][i].vpn == ((pc >> 12) | h->tlb_tag))
+    return h->tlb_gtag | (uint64_t)set;
+  return h->tlb_tag | (uint64_t)set;
 }
 
 static struct rv_tlb_space *rv_tlb_space_of(rv_hart *h, uint64_t satp) {
@@ -98,10 +144,18 @@ static void rv_tlb_renew_space(rv_hart *h) {
 void rv_tlb_flush_all(rv_hart *h) {
   memset(h->tlb_spaces, 0, sizeof(h->tlb_spaces));
   rv_tlb_clear_supers(h);
+  rv_tlb_renew_global(h);
   rv_tlb_renew_space(h);
+  /* the tags of the jump cache's entries are all dead now (a one-page fence of a page it has
+   * entries of scanned 2048 of them: 3% of a boot, 2026-12-07) */
+  if (h->icache && h->icache->jit)
+    rv_jit_forget_tags(h->icache->jit);
 }
 
 void rv_tlb_switch_space(rv_hart *h) {
+  /* with V=1 satp holds the guest's vsatp, whose translations use other sets */
+  if (!h->virt && h->satp >> 60 != h->tlb_gmode)
+    rv_tlb_renew_global(h);
   const struct rv_tlb_space *sp = rv_tlb_space_of(h, h->satp);
   if (sp->tag && sp->satp == h->satp)
     h->tlb_tag = sp->tag;
@@ -110,7 +164,7 @@ void rv_tlb_switch_space(rv_hart *h) {
   rv_update_modes(h);
 }
 
-/* Every entry of address space asid goes (and those of global mappings with it). */
+/* Every entry of address space asid goes; global mappings stay (rv_tlb_take_global). */
 static void rv_tlb_flush_asid(rv_hart *h, uint64_t asid) {
   for (unsigned i = 0; i < RV_TLB_SPACES; i++)
     if (rv_satp_asid(h->tlb_spaces[i].satp) == asid)
@@ -130,7 +184,8 @@ void rv_tlb_sfence(rv_hart *h, uint64_t va, bool by_va, uint64_t asid, bool by_a
     return;
   }
   /* The slots that can hold va's page, in every set: entries of other address spaces there go
-   * too, which is only more than asked. */
+   * too, which is only more than asked (global ones as well, and the jump cache forgets the
+   * page under every tag). */
   unsigned i = rv_tlb_index(va);
   for (int s = 0; s < RV_TLB_SETS; s++)
     for (int a = 0; a < 3; a++)
@@ -144,6 +199,7 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
   if (set >= TLB_VU) /* V=1: two stages (hyp_mmu.c) */
     return rv_hyp_translate(h, va, access, set, false, pa);
   h->trap_gva = false;
+  h->walk_global = false;
   if (set == TLB_M || !(h->satp >> 60)) {
     *pa = va;
     return 0;
@@ -155,6 +211,7 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
     return rv_fault_cause(access, true);
   uint64_t table = (h->satp & PTE_PPN_MASK) << 12;
   const rv_bus *bus = h->bus;
+  bool global = false;
   for (int level = levels - 1; level >= 0; level--) {
     uint64_t pte_addr = table + ((va >> (12 + 9 * level)) & 511) * 8;
     /* Page-table accesses are S-mode accesses for PMP; failing ones are access faults. */
@@ -165,6 +222,7 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
     if (!(pte & PTE_V) || ((pte & (PTE_R | PTE_W)) == PTE_W) || (pte >> 54))
       return rv_fault_cause(access, true);
     uint64_t ppn = (pte >> 10) & PTE_PPN_MASK;
+    global |= (pte & PTE_G) != 0; /* a global table makes everything below it global */
     if (!(pte & (PTE_R | PTE_X))) {
       if (level == 0 || (pte & (PTE_A | PTE_D | PTE_U)))
         return rv_fault_cause(access, true);
@@ -207,6 +265,7 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa) {
     *pa = ((ppn << 12) & ~off_mask) | (va & off_mask);
     if (level > 0)
       rv_tlb_note_superpage(h, va & ~off_mask, va | off_mask);
+    h->walk_global = global;
     return 0;
   }
   return rv_fault_cause(access, true);
@@ -312,9 +371,14 @@ static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t p
     return false;
   if (access == ACC_WRITE)
     rv_ram_written(h, ppage);
-  rv_tlb_entry *e = &h->tlb[set][access][rv_tlb_index(va)];
+  unsigned i = rv_tlb_index(va);
+  rv_tlb_entry *e = &h->tlb[set][access][i];
   e->vpn = (va >> 12) | h->tlb_tag;
   e->addend = (uintptr_t)(bus->ram + (ppage - bus->ram_base)) - (va & ~0xfffULL);
+  /* walk_global is from the walk that translated va (M translates nothing) */
+  if (set < RV_TLB_GLOBAL_SETS)
+    h->tlb_global[set][access][i] =
+        set != TLB_M && h->walk_global ? (uint16_t)(h->tlb_gtag >> 52) : 0;
   return true;
 }
 
@@ -344,6 +408,8 @@ static bool rv_load_bytewise(rv_hart *h, uint64_t va, unsigned size, uint64_t *o
 bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
   if ((va & 0xfff) + size > 4096)
     return rv_load_bytewise(h, va, size, out);
+  if (rv_tlb_take_global(h, h->ld_tlb, ACC_READ, va))
+    return rv_load(h, va, size, out);
   uint64_t pa;
   int cause = rv_translate_checked(h, va, size, ACC_READ, h->ld_tlb, &pa);
   if (cause) {
@@ -415,6 +481,8 @@ static bool rv_store_bytewise(rv_hart *h, uint64_t va, unsigned size, uint64_t v
 bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
   if ((va & 0xfff) + size > 4096)
     return rv_store_bytewise(h, va, size, val);
+  if (rv_tlb_take_global(h, h->st_tlb, ACC_WRITE, va))
+    return rv_store(h, va, size, val);
   uint64_t pa;
   int cause = rv_translate_checked(h, va, size, ACC_WRITE, h->st_tlb, &pa);
   if (cause) {
@@ -465,12 +533,20 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
     return NULL;
   }
   int set = access == ACC_READ ? h->ld_tlb : h->st_tlb;
+  const rv_bus *bus = h->bus;
+  /* the TLB as loads and stores use it (an aligned access stays in its page): without this every
+   * LR, SC and AMO walked the page table, half the walks of a boot */
+  const rv_tlb_entry *e = &h->tlb[set][access][rv_tlb_index(va)];
+  if (e->vpn == ((va >> 12) | h->tlb_tag) || rv_tlb_take_global(h, set, access, va)) {
+    uint8_t *host = (uint8_t *)(uintptr_t)(va + e->addend); // NOLINT(performance-no-int-to-ptr)
+    *pa = bus->ram_base + (uint64_t)(host - bus->ram);
+    return host;
+  }
   int cause = rv_translate_checked(h, va, size, access, set, pa);
   if (cause) {
     rv_raise(h, cause, va);
     return NULL;
   }
-  const rv_bus *bus = h->bus;
   if (!rv_ram_contains(bus, *pa, size)) {
     rv_raise(h, access == ACC_READ ? EXC_LOAD_ACCESS : EXC_STORE_ACCESS, va);
     return NULL;
@@ -484,10 +560,19 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
   return bus->ram + (*pa - bus->ram_base);
 }
 
+bool rv_fetch_fill(rv_hart *h, uint64_t pc) {
+  int set = h->fetch_tlb;
+  uint64_t pa = 0;
+  if (rv_translate_checked(h, pc, 2, ACC_EXEC, set, &pa) != 0 ||
+      !rv_ram_contains(h->bus, pa & ~0xfffULL, 4096))
+    return false;
+  return rv_tlb_fill(h, set, ACC_EXEC, pc, pa);
+}
+
 uint8_t *rv_fetch_slow(rv_hart *h, uint64_t pc) {
   int set = h->fetch_tlb;
   rv_tlb_entry *e = &h->tlb[set][ACC_EXEC][rv_tlb_index(pc)];
-  if (e->vpn == ((pc >> 12) | h->tlb_tag)) {
+  if (e->vpn == ((pc >> 12) | h->tlb_tag) || rv_tlb_take_global(h, set, ACC_EXEC, pc)) {
     h->fetch_vpn = pc >> 12;
     h->fetch_addend = e->addend;
     return (uint8_t *)(uintptr_t)(pc + e->addend); // NOLINT(performance-no-int-to-ptr)
