@@ -341,9 +341,9 @@ static inline const rv_breakpoints *rv_watching(const rv_hart *h) {
 /* A data access of the current instruction reached memory: if it triggers a watchpoint, the
  * hart leaves its block after this instruction and rv_hart_run returns (the first hit of an
  * instruction is the one reported). */
-static void rv_watch_access(rv_hart *h, uint64_t va, unsigned size, unsigned access) {
-  const rv_breakpoints *bp = rv_watching(h);
-  if (likely(!bp) || h->breakpoint_hit)
+static __attribute__((noinline, cold)) void
+rv_watch_hit(rv_hart *h, const rv_breakpoints *bp, uint64_t va, unsigned size, unsigned access) {
+  if (h->breakpoint_hit)
     return;
   int i = rv_watch_find(bp, va, size, access);
   if (i < 0)
@@ -352,6 +352,12 @@ static void rv_watch_access(rv_hart *h, uint64_t va, unsigned size, unsigned acc
   h->watch_addr = bp->watch[i].addr;
   h->check_irq = true;
   __atomic_store_n(&h->breakpoint_hit, true, __ATOMIC_RELEASE);
+}
+
+static inline void rv_watch_access(rv_hart *h, uint64_t va, unsigned size, unsigned access) {
+  const rv_breakpoints *bp = rv_watching(h);
+  if (unlikely(bp))
+    rv_watch_hit(h, bp, va, size, access);
 }
 
 /* Map va's page to host RAM in the TLB when the whole physical page is RAM and one PMP decision
