@@ -398,18 +398,19 @@ TOGGLE = ("(while [ ! -e /tmp/stop ]; do echo 33 > /proc/sys/vm/swappiness; slee
           "done; echo TOGGLED$((1+1))) &")
 
 
-@pytest.mark.parametrize("accel", ["jit", "interp"])
-def test_watchpoints_on_a_running_kernel(build_dir, guest_assets, accel):
+@pytest.mark.parametrize("accel,smp", [("jit", 1), ("interp", 1), ("jit", 2)])
+def test_watchpoints_on_a_running_kernel(build_dir, guest_assets, accel, smp):
     """gdb-multiarch attaches to Debian's kernel while the guest's shell changes vm.swappiness:
     a write watchpoint on vm_swappiness stops the kernel with the old and the new value, at a
     pc in the kernel's text just past a store; a read and an access watchpoint stop it too; a
     watchpoint on an address nothing maps is accepted and harmless; after detaching the guest
-    runs on as before."""
+    runs on as before. With two harts (each on its own host thread) the hit names the hart that
+    wrote."""
     _need_gdb()
     port = _free_port()
     argv = [str(build_dir / "vessel-vmm"), "--kernel", str(guest_assets / "Image"),
             "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
-            "--mem", "256M", "--accel", accel, "--gdb", f"tcp::{port}"]
+            "--mem", "256M", "--accel", accel, "--smp", str(smp), "--gdb", f"tcp::{port}"]
     con = Console(argv)
     try:
         m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
@@ -443,7 +444,9 @@ def test_watchpoints_on_a_running_kernel(build_dir, guest_assets, accel):
             c.send_raw(b"$c#63")
             assert c.read_ack() == b"+"
             stop = c.read_packet()
-            assert re.fullmatch(r"T05watch:%x;thread:1;" % var, stop), stop
+            m = re.fullmatch(r"T05watch:%x;thread:([12]);" % var, stop)
+            assert m and int(m.group(1)) <= smp, stop
+            assert c.command("Hg%s" % m.group(1)) == "OK"  # the hart that wrote
             _, stop_pc = _regs(c.command("g"))
 
             def read_mem(addr):
