@@ -698,7 +698,7 @@ static unsigned watch_kind_of(char type) {
   return type == '2' ? RV_WATCH_WRITE : type == '3' ? RV_WATCH_READ : RV_WATCH_ACCESS;
 }
 
-/* A watchpoint of `len` bytes at addr: true if it is set (or was already), else the error. */
+/* A watchpoint of `len` bytes at addr: NULL when it is set (or was already), else the error. */
 static const char *watchpoint_add(gdb_stub *s, uint64_t addr, uint64_t len, unsigned kind) {
   rv_breakpoints *bp = &s->bp;
   if (len == 0 || len > RV_MAX_WATCH_LEN || addr + (len - 1) < addr)
