@@ -9,16 +9,14 @@ a vesseld in each declaring a fake capacity.
 import datetime
 import json
 import os
-import pathlib
 import shutil
-import subprocess
 import threading
 import time
 
 import pytest
 
 import cluster
-from cluster import Cluster, wait_for
+from cluster import wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -31,21 +29,9 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def cl(build_dir, guest_assets, tmp_path_factory):
-    saved = os.environ.get("VESSEL_CACHE")
-    os.environ["VESSEL_CACHE"] = str(pathlib.Path(guest_assets).parent)
-    c = Cluster(build_dir, tmp_path_factory.mktemp("csched"), name="s")
-    try:
-        c.start_etcd()
-        c.start_vesselds(capacity="cpus=2,memory=2G")
+    with cluster.running(build_dir, tmp_path_factory.mktemp("csched"), guest_assets, name="s",
+                         capacity="cpus=2,memory=2G") as c:
         yield c
-    finally:
-        c.cleanup()
-        if saved is None:
-            del os.environ["VESSEL_CACHE"]
-        else:
-            os.environ["VESSEL_CACHE"] = saved
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"{cluster.PREFIX}s-" not in left, f"namespaces left behind: {left}"
 
 
 def local_vms(host):
