@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 
@@ -195,6 +196,16 @@ def test_one_by_one_creates_all_land_and_the_copy_follows_deletes(cl):
     assert json.dumps(guests(h1)) == "{}"
 
 
+def kill9_under_faketime(vd):
+    """kill -9 of a vesseld that faketime runs: faketime forks it and waits, so the process the
+    test started is faketime's, and killing it alone would leave that vesseld running."""
+    pid = vd.proc.pid
+    kids = open(f"/proc/{pid}/task/{pid}/children").read().split() if vd.alive() else []
+    for kid in kids:
+        os.kill(int(kid), signal.SIGKILL)
+    vd.kill9()
+
+
 @pytest.mark.skipif(not shutil.which("faketime"), reason="no faketime (scripts/setup)")
 def test_clock_skew_between_nodes_changes_nothing(cl):
     """n2's clock three hours behind, n3's three hours ahead (libfaketime under each vesseld
@@ -241,7 +252,7 @@ def test_clock_skew_between_nodes_changes_nothing(cl):
         remove_all(cl)
     finally:
         for h in (h2, h3):
-            h.vd.kill9()
+            kill9_under_faketime(h.vd)
             h.vd.prefix = saved[h.name]
             h.vd.start()
 
