@@ -314,7 +314,6 @@ void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
 
 /* cluster.c: this node's membership (everything zero when not in a cluster) */
 typedef struct vd_cluster {
-  bool enabled;
   vc_etcd *etcd;
   char **endpoints;
   size_t n_endpoints;
@@ -325,40 +324,40 @@ typedef struct vd_cluster {
   int64_t lease;
   pthread_mutex_t lock; /* stop; the cond wakes the threads */
   pthread_cond_t cond;
-  volatile bool stop; /* written under lock; watches poll it */
   pthread_t keeper, scheduler, reconciler, watcher;
-  bool keeper_started, scheduler_started, reconciler_started, watcher_started;
   /* cluster_guests.c: one watch of the guests' records for the whole node, kept open (a watch
    * made anew from a past revision waits for etcd's 100 ms sync of lagging watchers) */
   pthread_cond_t guests_cond; /* with lock: a change of the records */
-  bool schedule_dirty, reconcile_dirty;
-  /* cluster_ha.c: failover and fencing */
-  bool fenced; /* (atomic) no renewal for too long: guests of the cluster are killed and none
-                * starts here until the lease is renewed */
-  bool ha_started, fencer_on;
-  /* cluster_migrate.c: live migration between nodes */
-  bool migrator_started;
-  bool migrate_dirty;      /* with lock: a change of the records for the migrator */
-  int64_t guests_revision; /* the last the watch saw */
+  int64_t guests_revision;    /* the last the watch saw */
   /* --cluster-shared-dir: the guests' disks under <dir>/disks/<random> (HA, migration) and
    * console histories under <dir>/migrations */
   char *shared_dir;
   int64_t renewed_ms; /* CLOCK_MONOTONIC ms when the last renewal that etcd confirmed was sent
                        * (atomic): the lease ends no earlier than the TTL after it */
-  pthread_t ha;
-  int fence_fd; /* to the fencer process (when fencer_on): the deadline and the VMMs to kill */
-  pthread_t migrator; /* cluster_migrate.c */
+  pthread_t ha;       /* cluster_ha.c: failover and fencing */
+  pthread_t migrator; /* cluster_migrate.c: live migration between nodes */
   pthread_t netter;   /* cluster_net.c */
-  bool netter_started, net_dirty;
   /* cluster_cache.c: the keys under /vessel/ as the watch delivered them ({key: {"v", "m",
    * "c"}}), with lock; cache_ok once loaded */
   json_t *cache;
-  bool cache_ok;
   size_t tombstones;           /* keys removed, kept as such in the copy for a while */
   pthread_mutex_t reload_lock; /* one reload at a time (a later one may forget tombstones) */
   int64_t reload_revision;     /* with lock: the store's revision at the last reload */
   int64_t leader_revision;     /* the scheduler's: the leader key's revision while it leads */
   int64_t last_campaign_ms;
+  int fence_fd; /* to the fencer process (when fencer_on): the deadline and the VMMs to kill */
+  /* the flags, together (the struct's padding) */
+  bool enabled;
+  volatile bool stop; /* written under lock; watches poll it */
+  bool keeper_started, scheduler_started, reconciler_started, watcher_started;
+  bool schedule_dirty, reconcile_dirty; /* with lock: a change for the scheduler, the reconciler */
+  bool fenced; /* (atomic) no renewal for too long: guests of the cluster are killed and none
+                * starts here until the lease is renewed */
+  bool ha_started, fencer_on;
+  bool migrator_started;
+  bool migrate_dirty; /* with lock: a change of the records for the migrator */
+  bool netter_started, net_dirty;
+  bool cache_ok;
 } vd_cluster;
 
 /* seconds: a node that stops renewing is down after at most this */

@@ -893,23 +893,32 @@ static void replay_apply_due(vm *m, bool end_too) {
   }
 }
 
+/* Between two steps of a replay: serve the debugger (waiting while it holds the VM paused) and
+ * check that the log goes on. False: stop replaying (the debugger killed the VM, or the log
+ * ends without its end record: a divergence). */
+static bool replay_goes_on(vm *m, bool serve) {
+  if (serve) {
+    vm_serve_io(m, 0);
+    while (m->paused && !m->stop)
+      vm_serve_io(m, INT64_MAX);
+    if (m->stop && m->exit_reason == VM_EXIT_QUIT)
+      return false;
+  }
+  if (m->rr->loop_i == m->rr->loop_n) {
+    diverge(m, "the log ends without its end record");
+    return false;
+  }
+  return true;
+}
+
 /* One hart from one logged record to the next (apply what is due, run to the next record). */
 static void replay_one_hart(vm *m, const replay_run_opts *o) {
   struct vm_rr *rr = m->rr;
   rv_hart *h = &m->harts[0];
   bool step_over = false; /* scanning: past the breakpoint just noted */
   while (!rr->divergence && !rr->ended) {
-    if (o->serve) {
-      vm_serve_io(m, 0);
-      while (m->paused && !m->stop)
-        vm_serve_io(m, INT64_MAX);
-      if (m->stop && m->exit_reason == VM_EXIT_QUIT)
-        break; /* the debugger killed the VM */
-    }
-    if (rr->loop_i == rr->loop_n) {
-      diverge(m, "the log ends without its end record");
+    if (!replay_goes_on(m, o->serve))
       break;
-    }
     const rr_event *ev = &rr->loop_ev[rr->loop_i];
     uint64_t now = h->minstret;
     if (ev->icount < now) {
@@ -1153,17 +1162,8 @@ static unsigned replay_harts_debug(vm *m, const harts_run_opts *o) {
   bool stepped = false;
   uint64_t step_to = o->step_hart >= 0 ? m->harts[o->step_hart].minstret + 1 : 0;
   while (!rr->divergence && !rr->ended) {
-    if (o->serve) {
-      vm_serve_io(m, 0);
-      while (m->paused && !m->stop)
-        vm_serve_io(m, INT64_MAX);
-      if (m->stop && m->exit_reason == VM_EXIT_QUIT)
-        break; /* the debugger killed the VM */
-    }
-    if (rr->loop_i == rr->loop_n) {
-      diverge(m, "the log ends without its end record");
+    if (!replay_goes_on(m, o->serve))
       break;
-    }
     unsigned h;
     if (replay_harts_apply_next(m, &h))
       continue;

@@ -9,6 +9,7 @@ the cluster, and one directory every vesseld is given as the cluster's shared st
 hosts share this machine's file system). `Cluster.cleanup` stops every process it started (by pid) and deletes the
 namespaces, whatever state a failed test left; the fixtures call it in `finally`.
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -271,3 +272,25 @@ def pid_is_group_leader(pid):
         return os.getpgid(pid) == pid
     except ProcessLookupError:
         return False
+
+
+@contextlib.contextmanager
+def running(build_dir, root, guest_assets, name="c", **vesselds):
+    """A cluster with its etcd members and a vesseld per host started (start_vesselds' options),
+    the vesselds finding the default guest where scripts/fetch-guest put it; afterwards
+    everything is removed, and no namespace of it may be left."""
+    saved = os.environ.get("VESSEL_CACHE")
+    os.environ["VESSEL_CACHE"] = str(pathlib.Path(guest_assets).parent)
+    c = Cluster(build_dir, root, name=name)
+    try:
+        c.start_etcd()
+        c.start_vesselds(**vesselds)
+        yield c
+    finally:
+        c.cleanup()
+        if saved is None:
+            os.environ.pop("VESSEL_CACHE", None)
+        else:
+            os.environ["VESSEL_CACHE"] = saved
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{c.prefix}-" not in left, f"namespaces left behind: {left}"

@@ -12,7 +12,6 @@ so; a vesseld started while etcd is down waits, says so in its log, and joins on
 import hashlib
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import threading
@@ -37,23 +36,10 @@ cluster_ttl_s = 10  # a node's lease (docs/cluster.md)
 
 @pytest.fixture(scope="module")
 def cl(build_dir, guest_assets, tmp_path_factory):
-    saved = os.environ.get("VESSEL_CACHE")
-    # the vesselds find the default guest where scripts/fetch-guest put it
-    os.environ["VESSEL_CACHE"] = str(pathlib.Path(guest_assets).parent)
-    c = Cluster(build_dir, tmp_path_factory.mktemp("cluster"))
-    try:
-        c.start_etcd()
-        # fake capacity: every node declares 2 CPUs and 1 GiB, whatever this machine has
-        c.start_vesselds(labels=["zone=a"], capacity="cpus=2,memory=1G")
+    # fake capacity: every node declares 2 CPUs and 1 GiB, whatever this machine has
+    with cluster.running(build_dir, tmp_path_factory.mktemp("cluster"), guest_assets,
+                         labels=["zone=a"], capacity="cpus=2,memory=1G") as c:
         yield c
-    finally:
-        c.cleanup()
-        if saved is None:
-            del os.environ["VESSEL_CACHE"]
-        else:
-            os.environ["VESSEL_CACHE"] = saved
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert cluster.PREFIX not in left, f"namespaces left behind: {left}"
 
 
 def api(host, method, path, body=None, timeout=60):

@@ -12,15 +12,13 @@ the VXLAN devices, their FDB entries and the cluster's keys on every node.
 """
 import json
 import os
-import pathlib
-import subprocess
 import threading
 
 import pytest
 
 import cluster
 import test_daemon
-from cluster import Cluster, run, wait_for
+from cluster import run, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -46,23 +44,11 @@ def image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cl(build_dir, guest_assets, image, tmp_path_factory):
-    saved = os.environ.get("VESSEL_CACHE")
-    os.environ["VESSEL_CACHE"] = str(pathlib.Path(guest_assets).parent)
-    c = Cluster(build_dir, tmp_path_factory.mktemp("cluster"), name="n")
-    try:
-        c.start_etcd()
-        c.start_vesselds(capacity="cpus=2,memory=1G")
+    with cluster.running(build_dir, tmp_path_factory.mktemp("cluster"), guest_assets, name="n",
+                         capacity="cpus=2,memory=1G") as c:
         for h in c.hosts:
             assert "Loaded image" in h.vd.docker("load", "-i", str(image)).stdout
         yield c
-    finally:
-        c.cleanup()
-        if saved is None:
-            del os.environ["VESSEL_CACHE"]
-        else:
-            os.environ["VESSEL_CACHE"] = saved
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert c.prefix not in left, f"namespaces left behind: {left}"
 
 
 def links(host):

@@ -9,16 +9,15 @@ a vesseld in each declaring a fake capacity.
 import datetime
 import json
 import os
-import pathlib
 import shutil
-import subprocess
+import signal
 import threading
 import time
 
 import pytest
 
 import cluster
-from cluster import Cluster, wait_for
+from cluster import wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -31,21 +30,9 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def cl(build_dir, guest_assets, tmp_path_factory):
-    saved = os.environ.get("VESSEL_CACHE")
-    os.environ["VESSEL_CACHE"] = str(pathlib.Path(guest_assets).parent)
-    c = Cluster(build_dir, tmp_path_factory.mktemp("csched"), name="s")
-    try:
-        c.start_etcd()
-        c.start_vesselds(capacity="cpus=2,memory=2G")
+    with cluster.running(build_dir, tmp_path_factory.mktemp("csched"), guest_assets, name="s",
+                         capacity="cpus=2,memory=2G") as c:
         yield c
-    finally:
-        c.cleanup()
-        if saved is None:
-            del os.environ["VESSEL_CACHE"]
-        else:
-            os.environ["VESSEL_CACHE"] = saved
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"{cluster.PREFIX}s-" not in left, f"namespaces left behind: {left}"
 
 
 def local_vms(host):
@@ -209,6 +196,16 @@ def test_one_by_one_creates_all_land_and_the_copy_follows_deletes(cl):
     assert json.dumps(guests(h1)) == "{}"
 
 
+def kill9_under_faketime(vd):
+    """kill -9 of a vesseld that faketime runs: faketime forks it and waits, so the process the
+    test started is faketime's, and killing it alone would leave that vesseld running."""
+    pid = vd.proc.pid
+    kids = open(f"/proc/{pid}/task/{pid}/children").read().split() if vd.alive() else []
+    for kid in kids:
+        os.kill(int(kid), signal.SIGKILL)
+    vd.kill9()
+
+
 @pytest.mark.skipif(not shutil.which("faketime"), reason="no faketime (scripts/setup)")
 def test_clock_skew_between_nodes_changes_nothing(cl):
     """n2's clock three hours behind, n3's three hours ahead (libfaketime under each vesseld
@@ -255,7 +252,7 @@ def test_clock_skew_between_nodes_changes_nothing(cl):
         remove_all(cl)
     finally:
         for h in (h2, h3):
-            h.vd.kill9()
+            kill9_under_faketime(h.vd)
             h.vd.prefix = saved[h.name]
             h.vd.start()
 

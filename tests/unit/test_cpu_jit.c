@@ -1003,6 +1003,21 @@ typedef struct diff_ctx {
   bool verbose;
 } diff_ctx;
 
+/* Both engines in lockstep, budget instructions at a time, until both wait for an interrupt (at
+ * most max_runs runs), their states compared after every run. */
+static void lockstep_until_wfi(diff_ctx *c, uint64_t budget, int max_runs, unsigned pass) {
+  for (int i = 0; i < max_runs && !(c->interp->hart.wfi && c->jit->hart.wfi); i++) {
+    uint64_t ra = rv_hart_run(&c->interp->hart, budget);
+    uint64_t rb = rv_hart_run(&c->jit->hart, budget);
+    CHECK_EQ(ra, rb);
+    char buf[256];
+    const char *d = engine_diff(c->interp, c->jit, buf, sizeof(buf));
+    if (d)
+      TAP_FAIL("pass %u step %d: %s", pass, i, d);
+  }
+  CHECK(c->jit->hart.wfi);
+}
+
 static const uint64_t budgets[] = {1, 7, 33, 2, 100, 5, 1000, 64, 3, 4096, 17, 250};
 
 /* Run one program on both engines; fail the test at the first difference. */
@@ -1171,16 +1186,7 @@ TEST(rotates_in_a_loop_that_branches_to_itself) {
     put_jump_to(&g, PAGE_END * 4096ULL);
     engine_load(c.interp, p);
     engine_load(c.jit, p);
-    for (int i = 0; i < 100000 && !(c.interp->hart.wfi && c.jit->hart.wfi); i++) {
-      uint64_t ra = rv_hart_run(&c.interp->hart, pass_budget[pass]);
-      uint64_t rb = rv_hart_run(&c.jit->hart, pass_budget[pass]);
-      CHECK_EQ(ra, rb);
-      char buf[256];
-      const char *d = engine_diff(c.interp, c.jit, buf, sizeof(buf));
-      if (d)
-        TAP_FAIL("pass %u step %d: %s", pass, i, d);
-    }
-    CHECK(c.jit->hart.wfi);
+    lockstep_until_wfi(&c, pass_budget[pass], 100000, pass);
     uint64_t x5 = p->x[5], x6 = 0, x7, x8, x9 = 0, x18, x19 = 0, x20, x21 = 0, x22 = 0;
     uint32_t mem = 0;
     for (unsigned i = 0; i < ITER; i++) {
@@ -1246,16 +1252,7 @@ TEST(self_modifying_code_is_seen_by_both_engines) {
     static const uint64_t pass_budget[] = {100000, 1, 7};
     engine_load(c.interp, p);
     engine_load(c.jit, p);
-    for (int i = 0; i < 200 && !(c.interp->hart.wfi && c.jit->hart.wfi); i++) {
-      uint64_t ra = rv_hart_run(&c.interp->hart, pass_budget[pass]);
-      uint64_t rb = rv_hart_run(&c.jit->hart, pass_budget[pass]);
-      CHECK_EQ(ra, rb);
-      char buf[256];
-      const char *d = engine_diff(c.interp, c.jit, buf, sizeof(buf));
-      if (d)
-        TAP_FAIL("pass %u step %d: %s", pass, i, d);
-    }
-    CHECK(c.jit->hart.wfi);
+    lockstep_until_wfi(&c, pass_budget[pass], 200, pass);
     c.programs++;
     c.finished++;
     CHECK_U64(c.jit->hart.x[5], 6);            /* 1 + 5, not 1 + 100 */
