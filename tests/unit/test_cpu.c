@@ -568,6 +568,36 @@ static void watchpoints_on(bool interpreter) {
   tb_destroy(&tb);
 }
 
+/* HLV/HSV bypass the TLB (hyp.c): they report to the watchpoints themselves. In M-mode with
+ * hgatp and vsatp bare, the guest's virtual address is the physical one. */
+TEST(watchpoints_see_hypervisor_loads_and_stores) {
+  static testbus tb;
+  _cleanup_error_ vs_error *err = NULL;
+  if (tb_init_engine(&tb, 16 << 20, false, &err) < 0)
+    TAP_FAIL("tb_init: %s", err->msg);
+  rv_breakpoints bp = {0};
+  tb.bus.breakpoints = &bp;
+  rv_hart *h = &tb.hart;
+  const uint32_t prog[] = {
+      0x00001297,                                                  /* auipc t0, 1 */
+      (0x34u << 25) | (5u << 15) | (4u << 12) | (6u << 7) | 0x73,  /* hlv.w t1, (t0) */
+      (0x35u << 25) | (6u << 20) | (5u << 15) | (4u << 12) | 0x73, /* hsv.w t1, (t0) */
+      enc_jal0(-8),                                                /* j the hlv.w */
+  };
+  load_program(&tb, prog, 4, RV_PRIV_M);
+  /* the accesses are checked by PMP as U-mode ones: one entry allows everything */
+  h->pmpaddr[0] = RV_PMPADDR_MASK;
+  h->pmpcfg[0] = 0x1f; /* NAPOT, R, W, X */
+  rv_pmp_update(h);
+  CHECK_U64(rv_hart_run(h, 1000), 1000); /* they work, and nothing stops */
+  CHECK_U64(h->mcause, 0);
+  watch_only(h, &bp, 0x1000, 4, RV_WATCH_READ);
+  expect_hit(h, 0x08, RV_WATCH_READ, 0x1000);
+  watch_only(h, &bp, 0x1002, 2, RV_WATCH_WRITE);
+  expect_hit(h, 0x0c, RV_WATCH_WRITE, 0x1002);
+  tb_destroy(&tb);
+}
+
 TEST(watchpoints_stop_the_interpreter_after_the_access) { watchpoints_on(true); }
 TEST(watchpoints_stop_the_translator_after_the_access) { watchpoints_on(false); }
 

@@ -619,8 +619,10 @@ static void hlv(rv_hart *h, const rv_insn *d, unsigned size, bool sign, bool hlv
   if (!hyp_insn_allowed(h, d, true))
     return;
   uint64_t v;
-  if (!hlv_access(h, h->x[d->rs1], size, ACC_READ, hlvx, &v))
+  uint64_t va = h->x[d->rs1];
+  if (!hlv_access(h, va, size, ACC_READ, hlvx, &v))
     return;
+  rv_watch_data_access(h, va, size, RV_WATCH_READ); /* the guest's virtual address */
   h->trap_gva = false;
   if (sign && size < 8) {
     unsigned shift = 64 - 8 * size;
@@ -632,9 +634,11 @@ static void hlv(rv_hart *h, const rv_insn *d, unsigned size, bool sign, bool hlv
 static void hsv(rv_hart *h, const rv_insn *d, unsigned size) {
   if (!hyp_insn_allowed(h, d, true))
     return;
-  uint64_t v = h->x[d->rs2];
-  if (hlv_access(h, h->x[d->rs1], size, ACC_WRITE, false, &v))
+  uint64_t v = h->x[d->rs2], va = h->x[d->rs1];
+  if (hlv_access(h, va, size, ACC_WRITE, false, &v)) {
+    rv_watch_data_access(h, va, size, RV_WATCH_WRITE);
     h->trap_gva = false;
+  }
   h->check_irq = true; /* the store may have written decoded code or a device */
 }
 

@@ -360,6 +360,10 @@ static inline void rv_watch_access(rv_hart *h, uint64_t va, unsigned size, unsig
     rv_watch_hit(h, bp, va, size, access);
 }
 
+void rv_watch_data_access(rv_hart *h, uint64_t va, unsigned size, unsigned access) {
+  rv_watch_access(h, va, size, access);
+}
+
 /* Map va's page to host RAM in the TLB when the whole physical page is RAM and one PMP decision
  * allows the access on all of it; returns whether it did. */
 static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t pa) {
