@@ -150,7 +150,7 @@ static void diverge(vm *m, const char *fmt, ...) {
   char what[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(what, sizeof(what), fmt, ap);
+  vsnprintf(what, sizeof(what), fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized)
   va_end(ap);
   rr->divergence =
       vs_asprintf("replay diverged at instruction count %llu (pc 0x%llx): %s",
