@@ -12,6 +12,7 @@
  * container's node carries out and answers in the same key; a removal deletes the record, and
  * the node removes what it made when it sees the record gone. */
 #include "daemon/internal.h"
+#include "daemon/vms.h"
 
 #include <errno.h>
 #include <fcntl.h>
