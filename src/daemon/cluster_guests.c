@@ -279,9 +279,9 @@ void vd_h_cluster_guests(vd_call *c) {
     vs_error_free(e);
     return;
   }
-  static const char *const shown[] = {"Kind",   "Name",    "Node", "Phase", "Reason",
-                                      "Id",     "Cpus",    "Memory", "Labels", "Origin",
-                                      "Created", "Pool",   "Image", "Command"};
+  static const char *const shown[] = {"Kind",    "Name", "Node",   "Phase",   "Reason",
+                                      "Id",      "Cpus", "Memory", "Labels",  "Origin",
+                                      "Created", "Pool", "Image",  "Command", "Failover"};
   json_t *out = json_array();
   for (size_t i = 0; i < r.n; i++) {
     json_t *rec = vd_guest_record_of(&r.kvs[i]);

@@ -266,6 +266,24 @@ http:
         log.close()
 
 
+def fencer_holds(vesseld_pid):
+    """The pids the fencer of that vesseld holds pidfds of (what it kills when vesseld is gone)."""
+    held = set()
+    for p in pathlib.Path("/proc").iterdir():
+        try:
+            if not p.name.isdigit() or (p / "comm").read_text().strip() != "vessel-fencer":
+                continue
+            if monitor_of(int(p.name)) != vesseld_pid:
+                continue
+            for info in (p / "fdinfo").iterdir():
+                for line in info.read_text().splitlines():
+                    if line.startswith("Pid:"):
+                        held.add(int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return held
+
+
 def monitor_of(pid):
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(") ", 1)[1].split()[1])
@@ -286,6 +304,9 @@ def test_ha_restarts_containers_of_a_dead_node_once(cl):
     old = {n: sleepers(m) for n, m in list(names.items()) + [("plain", MARK + 43)]}
     assert all(len(p) == 1 for p in old.values()), old
     monitors = [monitor_of(p[0]) for p in old.values()]
+    # the watchdog hands the fencer the guests' pidfds at its next look (every 200 ms)
+    wait_for("n2's fencer holding its containers",
+             lambda: {p[0] for p in old.values()} <= fencer_holds(h2.vd.proc.pid), timeout=30)
     h2.vd.kill9()
     for pid in monitors:
         try:
