@@ -26,9 +26,9 @@
 
 #define GUESTS "/vessel/guests/"
 #define OPS "/vessel/ctrops/"
-#define OP_WAIT_S 120           /* a stop, start or logs from another node waits this long */
-#define LOGS_MAX (256 * 1024)   /* of a remote logs request: the newest this many bytes */
-#define STOP_TIMEOUT_MAX 86400L /* seconds, as a local stop takes them */
+#define OP_WAIT_S 120                 /* a stop, start or logs from another node waits this long */
+#define LOGS_MAX ((size_t)256 * 1024) /* of a remote logs request: the newest this many bytes */
+#define STOP_TIMEOUT_MAX 86400L       /* seconds, as a local stop takes them */
 
 static const char *str(const json_t *o, const char *f) {
   return json_string_value(json_object_get(o, f));
@@ -311,8 +311,9 @@ static json_t *read_logs(vd_daemon *d, const char *name, const char *tail, vs_er
     return out; /* nothing written yet */
   struct stat st;
   off_t pos = lseek(fd, 0, SEEK_CUR);
-  if (fstat(fd, &st) == 0 && st.st_size - pos > 4 * LOGS_MAX) /* the JSON lines' overhead */
-    lseek(fd, st.st_size - 4 * LOGS_MAX, SEEK_SET);
+  off_t window = (off_t)(4 * LOGS_MAX); /* the text, and the JSON lines' overhead */
+  if (fstat(fd, &st) == 0 && st.st_size - pos > window)
+    lseek(fd, st.st_size - window, SEEK_SET);
   FILE *f = fdopen(fd, "r");
   char *line = NULL;
   size_t cap = 0, total = 0;
@@ -354,15 +355,16 @@ static json_t *do_op(vd_daemon *d, const char *name, const json_t *op) {
     json_t *out = read_logs(d, name, str(op, "Tail"), &e);
     if (out)
       return json_pack("{s:i, s:o}", "Status", 200, "Output", out);
-    status = e->errnum == ENOENT ? 404 : e->errnum == EINVAL ? 400 : 500;
-    json_t *r = json_pack("{s:i, s:s}", "Status", status, "Message", e->msg);
+    int errnum = e ? e->errnum : 0;
+    status = errnum == ENOENT ? 404 : errnum == EINVAL ? 400 : 500;
+    json_t *r = json_pack("{s:i, s:s}", "Status", status, "Message", e ? e->msg : "no message");
     vs_error_free(e);
     return r;
   }
   if (what && !strcmp(what, "stop")) {
     json_int_t t = json_integer_value(json_object_get(op, "Timeout"));
-    _cleanup_free_ char *q = json_object_get(op, "Timeout") ? vs_asprintf("t=%lld", (long long)t)
-                                                             : NULL;
+    _cleanup_free_ char *q =
+        json_object_get(op, "Timeout") ? vs_asprintf("t=%lld", (long long)t) : NULL;
     status = internal_call(d, vd_h_container_stop, name, q, NULL, &reply);
   } else if (what && !strcmp(what, "start")) {
     status = internal_call(d, vd_h_container_start, name, NULL, NULL, &reply);
@@ -401,8 +403,8 @@ void vd_cctr_ops_pass(vd_daemon *d) {
     bool ok = false;
     /* under the asking node's lease still: the key goes with that node */
     if (vc_etcd_put_if(cl->etcd, r.kvs[i].key, doc, strlen(doc),
-                       json_integer_value(json_object_get(op, "Lease")), r.kvs[i].mod_revision,
-                       &ok, NULL, NULL, &e) < 0 ||
+                       json_integer_value(json_object_get(op, "Lease")), r.kvs[i].mod_revision, &ok,
+                       NULL, NULL, &e) < 0 ||
         !ok)
       vs_log_debug("cluster: answering a request on container %s: %s", name,
                    e ? e->msg : "withdrawn meanwhile");
@@ -452,7 +454,8 @@ static void take_display(const json_t *body, json_t *guest) {
   json_t *a;
   char *text = vs_strdup("");
   json_array_foreach(cmd, i, a) {
-    char *next = vs_asprintf("%s%s%s", text, i ? " " : "", json_string_value(a) ? json_string_value(a) : "");
+    char *next =
+        vs_asprintf("%s%s%s", text, i ? " " : "", json_string_value(a) ? json_string_value(a) : "");
     free(text);
     text = next;
   }
@@ -714,8 +717,7 @@ void vd_h_cluster_ctr_delete(vd_call *c) {
     return;
   const char *node = str(rec, "Node");
   if (!strcmp(phase_of(rec), "running") && !force) {
-    vd_call_error(c, 409,
-                  "container %s is running on node %s: stop it first or force the removal",
+    vd_call_error(c, 409, "container %s is running on node %s: stop it first or force the removal",
                   c->arg, node ? node : "?");
     json_decref(rec);
     return;

@@ -95,8 +95,8 @@ static int restart_option(const char *s, json_t *host, vs_error **err) {
   static const char *const names[] = {"no", "always", "unless-stopped", "on-failure"};
   for (size_t i = 0; i < ARRAY_SIZE(names); i++)
     if (strlen(names[i]) == len && !strncmp(s, names[i], len)) {
-      json_object_set_new(host, "RestartPolicy", json_pack("{s:s%, s:I}", "Name", s, len,
-                                                           "MaximumRetryCount", max));
+      json_object_set_new(host, "RestartPolicy",
+                          json_pack("{s:s%, s:I}", "Name", s, len, "MaximumRetryCount", max));
       return 0;
     }
   return vs_error_set(err, 0, "--restart %s: expected no, always, unless-stopped or on-failure[:N]",
@@ -173,8 +173,7 @@ static int run_attached(vessel_ctx *ctx, const char *id, const remote_run_opts *
 /* vessel run -d in a cluster: the container is a guest of the cluster, placed by the scheduler
  * and made by the node it lands on (docs/cluster.md). 1 when this vesseld is not in a cluster
  * (the caller runs it here), else the command's status. */
-static int run_in_cluster(vessel_ctx *ctx, json_t *cfg, const remote_run_opts *o,
-                          vs_error **err) {
+static int run_in_cluster(vessel_ctx *ctx, json_t *cfg, const remote_run_opts *o, vs_error **err) {
   json_t *body = json_deep_copy(cfg);
   json_object_update(body, o->place);
   _cleanup_free_ char *doc = json_dumps(body, JSON_COMPACT);
