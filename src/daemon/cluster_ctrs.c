@@ -177,13 +177,16 @@ static int local_start(vd_daemon *d, const char *name, vs_error **err) {
 }
 
 /* Write the record's Phase (and Start) as this node's container is, when it differs: the
- * cluster's desired state follows the user (a stop by a request: created, HA leaves it). */
-static void sync_phase(vd_daemon *d, const char *name) {
+ * cluster's desired state follows the user (a stop by a request: created, HA leaves it). seen:
+ * the record as the caller read it (compared first: etcd is read only when it differs). */
+static void sync_phase(vd_daemon *d, const char *name, const json_t *seen) {
   vd_cluster *cl = &d->cluster;
   local_state s = local_of(d, name);
   if (!s.exists || !s.ours)
     return;
   const char *want = s.running ? "running" : s.manual_stop ? "created" : NULL;
+  if (!want || (seen && !strcmp(phase_of(seen), want)))
+    return;
   int64_t rev = 0;
   vs_error *e = NULL;
   json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
@@ -253,7 +256,7 @@ void vd_cctr_reconcile(vd_daemon *d, json_t *rec, int64_t rev) {
   if (!strcmp(phase, "placed") || (made && !s.exists))
     make_local(d, rec, rev);
   else if (made && s.ours)
-    sync_phase(d, str(rec, "Name"));
+    sync_phase(d, str(rec, "Name"), rec);
 }
 
 void vd_cctr_remove_orphans(vd_daemon *d, const json_t *mine) {
@@ -372,7 +375,7 @@ static json_t *do_op(vd_daemon *d, const char *name, const json_t *op) {
     status = 400;
     reply = json_pack("{s:s}", "message", "unknown operation");
   }
-  sync_phase(d, name);
+  sync_phase(d, name, NULL);
   json_t *r = json_pack("{s:i}", "Status", status);
   if (status >= 400)
     json_object_set_new(r, "Message", json_string(reply_message(reply)));
