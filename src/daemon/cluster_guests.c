@@ -67,8 +67,7 @@ json_t *vd_guest_record_get(vd_cluster *cl, const char *name, int64_t *rev, vs_e
 
 /* ------------------------------------------------------------- create and delete */
 
-/* The placement fields of a create: taken out of body into guest, checked. */
-static int take_cluster_fields(json_t *body, json_t *guest, vs_error **err) {
+int vd_cluster_take_placement(json_t *body, json_t *guest, bool keep_labels, vs_error **err) {
   static const char *const maps[] = {"Labels", "NodeSelector", "AntiAffinity", "Affinity"};
   for (size_t i = 0; i < ARRAY_SIZE(maps); i++) {
     json_t *v = json_object_get(body, maps[i]);
@@ -81,7 +80,8 @@ static int take_cluster_fields(json_t *body, json_t *guest, vs_error **err) {
     json_object_foreach(v, k, x) if (!json_is_string(x) || !*k) return vs_error_set(
         err, EINVAL, "%s.%s: expected a non-empty key and a string value", maps[i], k);
     json_object_set(guest, maps[i], v);
-    json_object_del(body, maps[i]);
+    if (!(keep_labels && !strcmp(maps[i], "Labels")))
+      json_object_del(body, maps[i]);
   }
   json_t *node = json_object_get(body, "Node");
   if (node && !json_is_null(node)) {
@@ -115,8 +115,7 @@ static void wait_change(vd_cluster *cl, int timeout_ms) {
   pthread_mutex_unlock(&cl->lock);
 }
 
-/* Wait for the record to leave pending and the node to make the VM; answers the call. */
-static void wait_created(vd_call *c, const char *name) {
+void vd_cluster_wait_created(vd_call *c, const char *name, const char *kind) {
   vd_cluster *cl = &c->d->cluster;
   for (time_t end = time(NULL) + CREATE_WAIT_S; time(NULL) < end;) {
     vs_error *e = NULL;
@@ -126,7 +125,7 @@ static void wait_created(vd_call *c, const char *name) {
       if (e)
         vd_call_error(c, 503, "cluster store: %s", e->msg);
       else
-        vd_call_error(c, 409, "VM %s was removed while it was being created", name);
+        vd_call_error(c, 409, "%s %s was removed while it was being created", kind, name);
       vs_error_free(e);
       return;
     }
@@ -137,8 +136,8 @@ static void wait_created(vd_call *c, const char *name) {
       vc_etcd_delete_if(cl->etcd, key, rev, &gone, &e);
       vs_error_free(e);
       bool refused = !strcmp(phase, "refused");
-      vd_call_error(c, refused ? 409 : 500, "%s VM %s: %s",
-                    refused ? "cannot place" : "cannot create", name,
+      vd_call_error(c, refused ? 409 : 500, "%s %s %s: %s",
+                    refused ? "cannot place" : "cannot create", kind, name,
                     str(rec, "Reason") ? str(rec, "Reason") : "no reason given");
       json_decref(rec);
       return;
@@ -155,9 +154,9 @@ static void wait_created(vd_call *c, const char *name) {
     wait_change(cl, 200);
   }
   vd_call_error(c, 504,
-                "VM %s: not created by its node within %d s (it stays in the cluster's "
+                "%s %s: not created by its node within %d s (it stays in the cluster's "
                 "records)",
-                name, CREATE_WAIT_S);
+                kind, name, CREATE_WAIT_S);
 }
 
 /* The create's configuration checked as a local create would, except its Image: the node the
@@ -183,7 +182,7 @@ void vd_cluster_vm_create(vd_call *c, const char *name, json_t *body) {
                  "VM name \"%s\": use 1 to 64 letters, digits, '_', '.' or '-', starting with a "
                  "letter or digit",
                  name ? name : "");
-  else if (take_cluster_fields(body, guest, &e) == 0 &&
+  else if (vd_cluster_take_placement(body, guest, false, &e) == 0 &&
            vd_cluster_take_pool(cl, body, guest, &e) == 0 &&
            config_check(body, cfg, disk, &e) < 0 && e->errnum == 0)
     e->errnum = EINVAL;
@@ -214,7 +213,7 @@ void vd_cluster_vm_create(vd_call *c, const char *name, json_t *body) {
   } else if (!ok) {
     vd_call_error(c, 409, "the name %s is already in use by a VM of the cluster", name);
   } else {
-    wait_created(c, name);
+    vd_cluster_wait_created(c, name, "VM");
   }
   json_decref(guest);
 }
@@ -280,8 +279,9 @@ void vd_h_cluster_guests(vd_call *c) {
     vs_error_free(e);
     return;
   }
-  static const char *const shown[] = {"Kind", "Name",   "Node",   "Phase",  "Reason",  "Id",
-                                      "Cpus", "Memory", "Labels", "Origin", "Created", "Pool"};
+  static const char *const shown[] = {"Kind",    "Name", "Node",   "Phase",   "Reason",
+                                      "Id",      "Cpus", "Memory", "Labels",  "Origin",
+                                      "Created", "Pool", "Image",  "Command", "Failover"};
   json_t *out = json_array();
   for (size_t i = 0; i < r.n; i++) {
     json_t *rec = vd_guest_record_of(&r.kvs[i]);
@@ -556,6 +556,10 @@ static int schedule_pass(vd_daemon *d, vs_error **err) {
 static void classify(vd_daemon *d, const vc_event *ev, bool *sched, bool *recon, bool *mig) {
   vd_cluster *cl = &d->cluster;
   const char *key = ev->kv.key;
+  if (key && !strncmp(key, VD_CCTR_OPS_PREFIX, strlen(VD_CCTR_OPS_PREFIX))) {
+    *recon = true; /* a request on a container (cluster_ctrs.c) */
+    return;
+  }
   if (!key || strncmp(key, GUESTS, strlen(GUESTS)) != 0) {
     *sched |= key && (!strncmp(key, "/vessel/node", 12) ||
                       !strncmp(key, VD_POOLS_PREFIX, strlen(VD_POOLS_PREFIX)));
@@ -576,12 +580,16 @@ static void classify(vd_daemon *d, const vc_event *ev, bool *sched, bool *recon,
   bool migration = json_object_get(rec, "Migration") != NULL;
   *mig |= migration;
   /* a VM placed here (a placeholder is made by no node), or one this node has a VM of */
-  bool mine = kind && !strcmp(kind, "vm") && node && !strcmp(node, cl->node_name);
+  bool made_here = kind && (!strcmp(kind, "vm") || !strcmp(kind, "container"));
+  bool mine = made_here && node && !strcmp(node, cl->node_name);
   if (!mine && !migration && name) {
     vd_vms *t = d->vms;
     pthread_mutex_lock(&t->lock);
     mine = vd_vm_find_locked(t, name) != NULL;
     pthread_mutex_unlock(&t->lock);
+    pthread_mutex_lock(&d->lock);
+    mine = mine || vd_ctr_find_name(d, name) != NULL;
+    pthread_mutex_unlock(&d->lock);
   }
   *recon |= mine || migration;
   json_decref(rec);
@@ -829,10 +837,11 @@ static void remove_orphans(vd_daemon *d, json_t *mine, json_t *all) {
 static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   vd_cluster *cl = &d->cluster;
   vc_range r;
+  vd_cctr_ops_pass(d); /* first: a stop it does is written back by this pass */
   if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, err) < 0)
     return -1;
   *revision = r.revision;
-  json_t *mine = json_object(), *all = json_object();
+  json_t *mine = json_object(), *all = json_object(), *ctrs = json_object();
   for (size_t i = 0; i < r.n; i++) {
     json_t *rec = vd_guest_record_of(&r.kvs[i]);
     if (rec && vd_vm_name_valid(str(rec, "Name")))
@@ -842,6 +851,13 @@ static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
     const char *kind = rec ? str(rec, "Kind") : NULL;
     if (rec && vd_cluster_migrating_to(rec, cl->node_name) && vd_vm_name_valid(str(rec, "Name")))
       json_object_set(mine, str(rec, "Name"), rec); /* arriving by migration: its VM stays */
+    bool container = kind && !strcmp(kind, "container");
+    if (container && node && phase && !strcmp(node, cl->node_name) &&
+        vd_vm_name_valid(str(rec, "Name"))) {
+      if (strcmp(phase, "pending") != 0 && strcmp(phase, "refused") != 0)
+        json_object_set(ctrs, str(rec, "Name"), rec);
+      vd_cctr_reconcile(d, rec, r.kvs[i].mod_revision);
+    }
     if (!node || !phase || !kind || strcmp(node, cl->node_name) != 0 || strcmp(kind, "vm") != 0 ||
         !vd_vm_name_valid(str(rec, "Name"))) {
       if (rec)
@@ -866,6 +882,8 @@ static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
     json_decref(rec);
   }
   remove_orphans(d, mine, all);
+  vd_cctr_remove_orphans(d, ctrs);
+  json_decref(ctrs);
   json_decref(mine);
   json_decref(all);
   vc_range_clear(&r);

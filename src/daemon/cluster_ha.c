@@ -89,6 +89,8 @@ static bool fenced_now(const vd_cluster *cl) {
          vd_ha_now_ms() - __atomic_load_n(&cl->renewed_ms, __ATOMIC_ACQUIRE) >= FENCE_AFTER_MS;
 }
 
+bool vd_ha_fenced(const vd_cluster *cl) { return cl->enabled && fenced_now(cl); }
+
 /* ------------------------------------------------------------- what the VMs may do */
 
 static bool of_cluster(const vd_daemon *d, const vd_vm *vm) {
@@ -123,8 +125,16 @@ json_t *vd_ha_ready_nodes(const json_t *nodes) {
   return ready;
 }
 
+static bool is_container(const json_t *rec) {
+  const char *k = str(rec, "Kind");
+  return k && !strcmp(k, "container");
+}
+
 static bool restart_policy_set(const json_t *rec) {
-  const char *p = str(json_object_get(rec, "Spec"), "RestartPolicy");
+  const json_t *spec = json_object_get(rec, "Spec");
+  const char *p = str(spec, "RestartPolicy");
+  if (is_container(rec)) /* the Docker create body's */
+    p = str(json_object_get(json_object_get(spec, "HostConfig"), "RestartPolicy"), "Name");
   return p && (!strcmp(p, "always") || !strcmp(p, "unless-stopped") ||
                !strncmp(p, "on-failure", strlen("on-failure")));
 }
@@ -132,6 +142,8 @@ static bool restart_policy_set(const json_t *rec) {
 /* A guest with a disk moves only when that disk is on the shared storage (DiskDir): a disk on
  * the dead node's own storage cannot be reached, and a new blank one would lose its data. */
 static bool disk_reachable(const json_t *rec) {
+  if (is_container(rec))
+    return true; /* its image is pulled by the node it goes to */
   const json_t *spec = json_object_get(rec, "Spec");
   bool has_disk = (str(spec, "Disk") && *str(spec, "Disk")) || str(spec, "Image") ||
                   json_integer_value(json_object_get(spec, "DiskSize")) > 0 ||
@@ -151,7 +163,8 @@ static bool migration_sent_to_ready(const json_t *ready, const json_t *rec) {
 
 bool vd_ha_failover_wanted(const json_t *ready, const json_t *rec) {
   const char *node = str(rec, "Node"), *phase = str(rec, "Phase"), *kind = str(rec, "Kind");
-  if (!node || !phase || !kind || strcmp(kind, "vm") != 0 || json_object_get(ready, node))
+  if (!node || !phase || !kind || (strcmp(kind, "vm") != 0 && strcmp(kind, "container") != 0) ||
+      json_object_get(ready, node))
     return false;
   if (migration_sent_to_ready(ready, rec))
     return false;
@@ -188,8 +201,9 @@ void vd_ha_failover_prepare(json_t *rec) {
 
 void vd_ha_failover_placed(json_t *rec, const char *node) {
   json_t *f = json_object_get(rec, "Failover");
-  vs_log_info("cluster: node %s is down: VM %s restarts on %s (failover %lld)", str(f, "From"),
-              str(rec, "Name"), node, (long long)json_integer_value(json_object_get(f, "Count")));
+  vs_log_info("cluster: node %s is down: %s %s restarts on %s (failover %lld)", str(f, "From"),
+              is_container(rec) ? "container" : "VM", str(rec, "Name"), node,
+              (long long)json_integer_value(json_object_get(f, "Count")));
   json_object_set_new(rec, "Node", json_string(node));
   json_object_set_new(rec, "Phase", json_string("placed"));
   json_object_del(rec, "Reason");
@@ -378,7 +392,10 @@ static void fencer_update(vd_daemon *d) {
   struct iovec iov = {&m, sizeof(m)};
   struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
   int fds[FENCER_MAX_FDS];
-  size_t n = 0;
+  /* the containers' processes (pidfds opened for this message, closed after it; taken before
+   * the VMs' lock, not under it) */
+  size_t n_ctrs = vd_cctr_pidfds(d, fds, FENCER_MAX_FDS / 2);
+  size_t n = n_ctrs;
   /* under the lock while sent: a pidfd is closed only under it */
   pthread_mutex_lock(&t->lock);
   for (size_t i = 0; i < t->n && n < FENCER_MAX_FDS; i++)
@@ -395,6 +412,8 @@ static void fencer_update(vd_daemon *d) {
   }
   ssize_t r = sendmsg(cl->fence_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
   pthread_mutex_unlock(&t->lock);
+  for (size_t i = 0; i < n_ctrs; i++)
+    close(fds[i]);
   if (r < 0 && errno != EAGAIN)
     vs_log_warn("cluster: the fencer process: %s", strerror(errno));
 }
@@ -415,12 +434,12 @@ static int fence_kill(vd_daemon *d) {
     }
   }
   pthread_mutex_unlock(&t->lock);
-  return n;
+  return n + vd_cctr_fence_kill(d);
 }
 
 /* Claim the guest's record for this node (a compare-and-swap that changes its revision): true
  * when etcd still places it here and no leader moved it first. */
-static bool claim_own(vd_cluster *cl, const char *name, vs_error **err) {
+bool vd_ha_claim_own(vd_cluster *cl, const char *name, vs_error **err) {
   int64_t rev = 0;
   json_t *rec = vd_guest_record_get(cl, name, &rev, err);
   if (!rec)
@@ -466,7 +485,7 @@ static int restart_own(vd_daemon *d) {
     }
     /* claimed (busy) before the record: no request starts it between the two */
     if (vd_vm_restart_wanted(t, vm)) {
-      bool mine = claim_own(&d->cluster, name, &e);
+      bool mine = vd_ha_claim_own(&d->cluster, name, &e);
       if (e) /* etcd did not answer: again later */
         rc = -1;
       else if (mine && vd_vm_start(d, vm, &e) == 0)
@@ -478,7 +497,7 @@ static int restart_own(vd_daemon *d) {
     vs_error_free(e);
   }
   json_decref(names);
-  return rc;
+  return vd_cctr_restart_own(d) < 0 ? -1 : rc;
 }
 
 static void *ha_thread(void *arg) {
@@ -500,7 +519,7 @@ static void *ha_thread(void *arg) {
       }
       int killed = fence_kill(d);
       if (killed)
-        vs_log_warn("cluster: fencing: sent SIGKILL to %d VMM%s", killed, killed == 1 ? "" : "s");
+        vs_log_warn("cluster: fencing: sent SIGKILL to %d guest%s", killed, killed == 1 ? "" : "s");
       continue;
     }
     if (is_fenced(cl)) {

@@ -795,8 +795,16 @@ static void start_container(vd_call *c, vd_container *ctr) {
     vd_call_error(c, 409, "container %s is being started or removed", c->arg);
     return;
   }
-  vd_restart_note_manual(d, ctr, false);
   vs_error *e = NULL;
+  if (!vd_cctr_start_allowed(d, ctr, &e)) {
+    pthread_mutex_lock(&d->lock);
+    ctr->starting = false;
+    pthread_mutex_unlock(&d->lock);
+    vd_call_error(c, 409, "%s", e->msg);
+    vs_error_free(e);
+    return;
+  }
+  vd_restart_note_manual(d, ctr, false);
   int r = vd_supervise_start(d, ctr, &e);
   pthread_mutex_lock(&d->lock);
   ctr->starting = false;

@@ -446,6 +446,45 @@ json_t *vd_guest_record_get(vd_cluster *cl, const char *name, int64_t *rev, vs_e
 int vd_guest_record_put(vd_cluster *cl, const char *name, json_t *rec, int64_t rev, bool *ok,
                         vs_error **err);
 bool vd_cluster_sleep(vd_cluster *cl, int ms);
+/* The placement fields of a create (Labels, NodeSelector, AntiAffinity, Affinity, Node, Start)
+ * taken out of body into guest, checked; with keep_labels the Labels stay in body too (a
+ * container's labels are its Docker labels). */
+int vd_cluster_take_placement(json_t *body, json_t *guest, bool keep_labels, vs_error **err);
+/* Wait for the record to leave pending and its node to make the guest (kind: "VM",
+ * "container", for the messages); answers the call: 201 {Id, Name, Node}, 409, 500, 504. */
+void vd_cluster_wait_created(vd_call *c, const char *name, const char *kind);
+/* cluster_ha.c: whether this node is fenced (or about to be): no guest of the cluster starts */
+bool vd_ha_fenced(const vd_cluster *cl);
+/* Claim a guest's record for this node before restarting it (a compare-and-swap): true when
+ * etcd still places it here, running, and no leader moved it first. */
+bool vd_ha_claim_own(vd_cluster *cl, const char *name, vs_error **err);
+/* cluster_ctrs.c: containers as guests of the cluster (docs/cluster.md). A container the node
+ * made for the cluster carries this label (its value: the node); requests of other nodes on
+ * them are keys under VD_CCTR_OPS_PREFIX. */
+#define VD_CCTR_NODE_LABEL "vessel.cluster.node"
+#define VD_CCTR_OPS_PREFIX "/vessel/ctrops/"
+bool vd_cctr_of_cluster_locked(const vd_daemon *d, const vd_container *c); /* d->lock held */
+/* false with *err while this node is fenced and c is the cluster's */
+bool vd_cctr_start_allowed(vd_daemon *d, vd_container *c, vs_error **err);
+/* The reconciler's part: the record of a container placed on this node (made, or its phase
+ * written back), the containers of the cluster here that mine ({name: record}) lacks (removed),
+ * and the requests of other nodes on this node's containers (carried out and answered). */
+void vd_cctr_reconcile(vd_daemon *d, json_t *rec, int64_t rev);
+void vd_cctr_remove_orphans(vd_daemon *d, const json_t *mine);
+void vd_cctr_ops_pass(vd_daemon *d);
+/* Fencing: SIGKILL to the running containers of the cluster (how many); pidfds of them for the
+ * fencer (the caller closes them); the restart of those etcd still places here. */
+int vd_cctr_fence_kill(vd_daemon *d);
+size_t vd_cctr_pidfds(vd_daemon *d, int *fds, size_t max);
+int vd_cctr_restart_own(vd_daemon *d);
+void vd_h_cluster_ctr_create(vd_call *c);
+void vd_h_cluster_ctr_stop(vd_call *c);
+void vd_h_cluster_ctr_start(vd_call *c);
+void vd_h_cluster_ctr_logs(vd_call *c);
+void vd_h_cluster_ctr_delete(vd_call *c);
+/* server.c: what a call made inside the daemon leaves for the loop (call->after), done there;
+ * takes the call's reference of ctr. */
+void vd_loop_after_call(vd_daemon *d, vd_container *ctr, int after);
 /* cluster_migrate.c: live migration between nodes, drain (docs/cluster.md) */
 int vd_cluster_start_migrator(vd_daemon *d, vs_error **err);
 /* Whether the record's guest is on its way to node (its VM there must stay). */

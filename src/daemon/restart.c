@@ -87,6 +87,15 @@ static void restart_job_run(vd_job *job) {
   vd_container *c = job->ctr;
   pthread_mutex_lock(&d->lock);
   bool go = !c->removing && !c->manual_stop && c->state != VD_CTR_RUNNING && !c->starting;
+  pthread_mutex_unlock(&d->lock);
+  vs_error *fence = NULL;
+  if (go && !vd_cctr_start_allowed(d, c, &fence)) { /* a fenced node starts none of the cluster's */
+    vs_log_warn("restart container %.12s: %s", c->id, fence->msg);
+    vs_error_free(fence);
+    go = false;
+  }
+  pthread_mutex_lock(&d->lock);
+  go = go && !c->removing && !c->manual_stop && c->state != VD_CTR_RUNNING && !c->starting;
   if (go) {
     c->starting = true;
     c->restart_count++;

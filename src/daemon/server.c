@@ -559,6 +559,35 @@ void vd_call_post(vd_call *call, const char *data, size_t len) {
     vs_log_warn("wake the event loop: %s", strerror(errno));
 }
 
+/* The loop's part of a call made inside the daemon (cluster_ctrs.c), as http_job_done does it
+ * for a client's. */
+static void after_call_done(vd_job *job) {
+  vd_container *ctr = job->ctr;
+  if (job->result == VD_AFTER_WATCH)
+    vd_supervise_watch(job->d, ctr);
+  else if (job->result == VD_AFTER_REMOVED)
+    vd_supervise_removed(job->d, ctr);
+  else if (job->result == VD_AFTER_START_FAILED)
+    vd_supervise_start_failed(job->d, ctr);
+  vd_ctr_unref(job->d, ctr);
+  free(job);
+}
+
+void vd_loop_after_call(vd_daemon *d, vd_container *ctr, int after) {
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = d;
+  job->ctr = ctr;
+  job->result = after;
+  job->done = after_call_done;
+  pthread_mutex_lock(&d->qlock);
+  job->next = d->done;
+  d->done = job;
+  pthread_mutex_unlock(&d->qlock);
+  uint64_t one = 1;
+  if (write(d->donefd, &one, sizeof(one)) < 0)
+    vs_log_warn("wake the event loop: %s", strerror(errno));
+}
+
 static void http_job_done(vd_job *job) {
   vd_call *call = job->call;
   vd_conn *c = call->conn;

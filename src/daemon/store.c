@@ -290,8 +290,11 @@ int vd_store_recover(vd_daemon *d, vs_error **err) {
     vd_ctr_add(d, c);
     if (c->state == VD_CTR_RUNNING)
       vd_supervise_watch(d, c);
-    else /* died while no daemon ran: the policy brings it back now */
+    else if (!vd_cctr_of_cluster_locked(d, c)) /* died while no daemon ran: the policy brings
+                                                * it back now */
       vd_restart_schedule(d, c);
+    /* a container of the cluster is restarted only if etcd still places it here, once this
+     * node holds its lease (cluster_ha.c): another node may run it now */
     vs_log_info("found container %.12s (%s)", c->id, vd_ctr_state_name(c));
   }
   closedir(dir);

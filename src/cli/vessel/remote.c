@@ -61,6 +61,7 @@ static char *container_path(const char *what, const char *suffix) {
 typedef struct remote_run_opts {
   bool rm, tty, interactive, detach;
   const char *name;
+  json_t *place; /* the cluster's placement fields: Node, NodeSelector, AntiAffinity, Affinity */
 } remote_run_opts;
 
 static int usage_error(vs_error **err, const char *usage) {
@@ -76,6 +77,45 @@ static int cpus_option(const char *s, json_t *host, vs_error **err) {
   if (errno || end == s || *end || !(v > 0) || v > 1e6)
     return vs_error_set(err, 0, "--cpus \"%s\": expected a number of CPUs such as 1.5", s);
   json_object_set_new(host, "NanoCpus", json_integer((json_int_t)(v * 1e9 + 0.5)));
+  return 0;
+}
+
+/* --restart always|unless-stopped|no|on-failure[:N]: HostConfig.RestartPolicy, as docker run. */
+static int restart_option(const char *s, json_t *host, vs_error **err) {
+  const char *colon = strchr(s, ':');
+  size_t len = colon ? (size_t)(colon - s) : strlen(s);
+  json_int_t max = 0;
+  if (colon) {
+    char *end = NULL;
+    long long v = strtoll(colon + 1, &end, 10);
+    if (!*(colon + 1) || *end || v < 0 || strncmp(s, "on-failure", len) != 0 || len != 10)
+      return vs_error_set(err, 0, "--restart %s: expected on-failure:N with N a count", s);
+    max = v;
+  }
+  static const char *const names[] = {"no", "always", "unless-stopped", "on-failure"};
+  for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+    if (strlen(names[i]) == len && !strncmp(s, names[i], len)) {
+      json_object_set_new(host, "RestartPolicy",
+                          json_pack("{s:s%, s:I}", "Name", s, len, "MaximumRetryCount", max));
+      return 0;
+    }
+  return vs_error_set(err, 0, "--restart %s: expected no, always, unless-stopped or on-failure[:N]",
+                      s);
+}
+
+/* --node-selector K=V and the like: into place[field]. */
+static int place_label(json_t *place, const char *field, const char *opt, const char *kv,
+                       vs_error **err) {
+  const char *eq = strchr(kv, '=');
+  if (!eq || eq == kv)
+    return vs_error_set(err, 0, "--%s %s: expected KEY=VALUE", opt, kv);
+  json_t *m = json_object_get(place, field);
+  if (!m) {
+    m = json_object();
+    json_object_set_new(place, field, m);
+  }
+  _cleanup_free_ char *key = vs_asprintf("%.*s", (int)(eq - kv), kv);
+  json_object_set_new(m, key, json_string(eq + 1));
   return 0;
 }
 
@@ -130,9 +170,44 @@ static int run_attached(vessel_ctx *ctx, const char *id, const remote_run_opts *
   return rc;
 }
 
+/* vessel run -d in a cluster: the container is a guest of the cluster, placed by the scheduler
+ * and made by the node it lands on (docs/cluster.md). 1 when this vesseld is not in a cluster
+ * (the caller runs it here), else the command's status. */
+static int run_in_cluster(vessel_ctx *ctx, json_t *cfg, const remote_run_opts *o, vs_error **err) {
+  json_t *body = json_deep_copy(cfg);
+  json_object_update(body, o->place);
+  _cleanup_free_ char *doc = json_dumps(body, JSON_COMPACT);
+  json_decref(body);
+  _cleanup_free_ char *name = o->name ? vessel_query_escape(o->name) : NULL;
+  _cleanup_free_ char *target =
+      vs_asprintf("/vessel/v1/containers%s%s", name ? "?name=" : "", name ? name : "");
+  vessel_reply r;
+  if (vessel_api(ctx, "POST", target, "application/json", doc, strlen(doc), &r, err) < 0)
+    return 125;
+  json_t *j = json_loadb(r.body, r.len, 0, NULL);
+  int rc = 0;
+  if (r.status == 503 || r.status == 404) {
+    rc = 1; /* not in a cluster (or a vesseld without the endpoint): a container of this node */
+  } else if (r.status != 201) {
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    vs_error_set(err, 0, "Error response from daemon: %s", msg ? msg : r.body);
+    rc = 125;
+  } else {
+    const char *node = json_string_value(json_object_get(j, "Node"));
+    if (node)
+      fprintf(stderr, "%s: on node %s\n", json_string_value(json_object_get(j, "Name")), node);
+    printf("%s\n", json_string_value(json_object_get(j, "Id")));
+  }
+  json_decref(j);
+  free(r.body);
+  return rc;
+}
+
 int remote_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
 
   remote_run_opts o = {0};
+  _cleanup_(vs_json_decrefp) json_t *place = json_object();
+  o.place = place;
   _cleanup_(vs_json_decrefp) json_t *cfg = json_object();
   json_t *host = json_object();
   json_object_set_new(cfg, "HostConfig", host);
@@ -198,6 +273,25 @@ int remote_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
       if (cpus_option(optarg, host, err) < 0)
         return 125;
       break;
+    case 'S':
+      if (restart_option(optarg, host, err) < 0)
+        return 125;
+      break;
+    case 'O':
+      json_object_set_new(place, "Node", json_string(optarg));
+      break;
+    case 'L':
+      if (place_label(place, "NodeSelector", "node-selector", optarg, err) < 0)
+        return 125;
+      break;
+    case 'A':
+      if (place_label(place, "AntiAffinity", "anti-affinity", optarg, err) < 0)
+        return 125;
+      break;
+    case 'F':
+      if (place_label(place, "Affinity", "affinity", optarg, err) < 0)
+        return 125;
+      break;
     case 'm': {
       uint64_t mem;
       if (vs_parse_size(optarg, "--memory", &mem, err) < 0)
@@ -223,6 +317,17 @@ int remote_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   /* With -d the daemon removes the container at its exit; attached, vessel does after reading
    * the exit status. */
   json_object_set_new(host, "AutoRemove", json_boolean(o.rm && o.detach));
+  if (o.detach && !o.rm) { /* in a cluster: a guest of the cluster, placed by its scheduler */
+    int rc = run_in_cluster(ctx, cfg, &o, err);
+    if (rc != 1)
+      return rc;
+  }
+  if (json_object_size(place))
+    return vs_error_set(err, 0,
+                        "--node, --node-selector, --anti-affinity and --affinity place a "
+                        "container of a cluster: they need vesseld in a cluster and run -d "
+                        "without --rm (an attached run stays on the node it is sent to)"),
+           125;
   _cleanup_free_ char *name = o.name ? vessel_query_escape(o.name) : NULL;
   _cleanup_free_ char *target =
       vs_asprintf("/containers/create%s%s", name ? "?name=" : "", name ? name : "");
@@ -267,6 +372,58 @@ static char *unix_time_ago(json_int_t t) {
   return vessel_human_time(buf);
 }
 
+/* The cluster's containers ({name: guest record}), or NULL when this vesseld is in none. */
+static json_t *cluster_containers(vessel_ctx *ctx) {
+  vessel_reply r;
+  vs_error *e = NULL;
+  if (vessel_api(ctx, "GET", "/vessel/v1/guests", NULL, NULL, 0, &r, &e) < 0) {
+    vs_error_free(e);
+    return NULL;
+  }
+  json_t *list = r.status == 200 ? json_loadb(r.body, r.len, 0, NULL) : NULL;
+  free(r.body);
+  if (!json_is_array(list)) {
+    json_decref(list);
+    return NULL;
+  }
+  json_t *out = json_object();
+  size_t i;
+  json_t *g;
+  json_array_foreach(list, i, g) {
+    const char *kind = json_string_value(json_object_get(g, "Kind"));
+    const char *name = json_string_value(json_object_get(g, "Name"));
+    if (kind && name && !strcmp(kind, "container"))
+      json_object_set(out, name, g);
+  }
+  json_decref(list);
+  return out;
+}
+
+static char *rfc3339_ago(const char *t) { return t ? vessel_human_time(t) : vs_strdup(""); }
+
+/* The cluster's containers that are not this node's, as lines of ps (running ones, or all). */
+static void ps_cluster_rest(json_t *guests, json_t *shown, bool all, bool quiet) {
+  const char *name;
+  json_t *g;
+  json_object_foreach(guests, name, g) {
+    const char *phase = json_string_value(json_object_get(g, "Phase"));
+    if (json_object_get(shown, name) || (!all && (!phase || strcmp(phase, "running") != 0)))
+      continue;
+    const char *id = json_string_value(json_object_get(g, "Id"));
+    if (quiet) {
+      printf("%.12s\n", id ? id : name);
+      continue;
+    }
+    const char *node = json_string_value(json_object_get(g, "Node"));
+    const char *image = json_string_value(json_object_get(g, "Image"));
+    const char *cmd = json_string_value(json_object_get(g, "Command"));
+    _cleanup_free_ char *created = rfc3339_ago(json_string_value(json_object_get(g, "Created")));
+    _cleanup_free_ char *status = vs_asprintf("%s", phase ? phase : "-");
+    printf("%-14.12s %-20.20s %-24.24s %-16s %-22s %-10s %s\n", id && *id ? id : "-",
+           image ? image : "", cmd ? cmd : "", created, status, node ? node : "-", name);
+  }
+}
+
 int remote_ps(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   bool all = false, quiet = false;
   for (int i = 1; i < argc; i++) {
@@ -283,27 +440,97 @@ int remote_ps(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   if (vessel_api_json(ctx, "GET", all ? "/containers/json?all=1" : "/containers/json", NULL, &list,
                       err) < 0)
     return 125;
-  if (!quiet)
+  /* in a cluster: a NODE column, and the cluster's containers on the other nodes */
+  _cleanup_(vs_json_decrefp) json_t *guests = cluster_containers(ctx);
+  _cleanup_(vs_json_decrefp) json_t *shown = json_object();
+  if (!quiet && guests)
+    printf("%-14s %-20s %-24s %-16s %-22s %-10s %s\n", "CONTAINER ID", "IMAGE", "COMMAND",
+           "CREATED", "STATUS", "NODE", "NAMES");
+  else if (!quiet)
     printf("%-14s %-20s %-24s %-16s %-22s %s\n", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED",
            "STATUS", "NAMES");
   size_t i;
   json_t *c;
   json_array_foreach(list, i, c) {
     const char *id = json_string_value(json_object_get(c, "Id"));
+    const char *name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
+    name = name ? name + (*name == '/') : "";
+    json_t *g = guests ? json_object_get(guests, name) : NULL;
+    const char *gid = json_string_value(json_object_get(g, "Id"));
+    if (g && gid && id && !strcmp(gid, id)) /* this node's container of the cluster */
+      json_object_set_new(shown, name, json_true());
+    else
+      g = NULL;
     if (quiet) {
       printf("%.12s\n", id ? id : "");
       continue;
     }
     _cleanup_free_ char *created = unix_time_ago(json_integer_value(json_object_get(c, "Created")));
-    const char *name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
     const char *image = json_string_value(json_object_get(c, "Image"));
     const char *cmd = json_string_value(json_object_get(c, "Command"));
     const char *status = json_string_value(json_object_get(c, "Status"));
-    printf("%-14.12s %-20.20s %-24.24s %-16s %-22s %s\n", id ? id : "", image ? image : "",
-           cmd ? cmd : "", created, status ? status : "", name ? name + (*name == '/') : "");
+    if (guests) {
+      const char *node = json_string_value(json_object_get(g, "Node"));
+      printf("%-14.12s %-20.20s %-24.24s %-16s %-22s %-10s %s\n", id ? id : "", image ? image : "",
+             cmd ? cmd : "", created, status ? status : "", node ? node : "-", name);
+    } else {
+      printf("%-14.12s %-20.20s %-24.24s %-16s %-22s %s\n", id ? id : "", image ? image : "",
+             cmd ? cmd : "", created, status ? status : "", name);
+    }
   }
   json_decref(list);
+  if (guests)
+    ps_cluster_rest(guests, shown, all, quiet);
   return 0;
+}
+
+/* A container of the cluster on another node: its output so far, through this node
+ * (GET /vessel/v1/containers/NAME/logs). -1 when the cluster has no such container (*err as
+ * it was: the local answer), else the status. */
+static int cluster_logs(vessel_ctx *ctx, const char *name, const char *tail, bool follow,
+                        vs_error **err) {
+  _cleanup_free_ char *esc = vessel_query_escape(name);
+  _cleanup_free_ char *t = vessel_query_escape(tail);
+  _cleanup_free_ char *target = vs_asprintf("/vessel/v1/containers/%s/logs?tail=%s", esc, t);
+  vessel_reply r;
+  vs_error *e = NULL;
+  if (vessel_api(ctx, "GET", target, NULL, NULL, 0, &r, &e) < 0) {
+    vs_error_free(e);
+    return -1;
+  }
+  json_t *j = json_loadb(r.body, r.len, 0, NULL);
+  int rc = -1;
+  if (r.status == 200 && follow) {
+    vs_error_free(*err);
+    *err = NULL;
+    vs_error_set(err, 0,
+                 "logs -f: container %s runs on node %s; follow its output there (here: "
+                 "vessel logs without -f)",
+                 name, json_string_value(json_object_get(j, "Node")));
+    rc = 1;
+  } else if (r.status == 200) {
+    vs_error_free(*err);
+    *err = NULL;
+    size_t i;
+    json_t *line;
+    json_array_foreach(json_object_get(j, "Output"), i, line) {
+      const char *stream = json_string_value(json_object_get(line, "Stream"));
+      json_t *text = json_object_get(line, "Text");
+      int fd = stream && !strcmp(stream, "stderr") ? 2 : 1;
+      if (vs_write_all(fd, json_string_value(text), json_string_length(text), NULL) < 0)
+        break;
+    }
+    rc = 0;
+  } else if (r.status != 404 && r.status != 503) {
+    vs_error_free(*err);
+    *err = NULL;
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    vs_error_set(err, 0, "Error response from daemon: %s", msg ? msg : r.body);
+    rc = 1;
+  }
+  json_decref(j);
+  free(r.body);
+  return rc;
 }
 
 int remote_logs(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
@@ -329,8 +556,10 @@ int remote_logs(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
     return usage_error(err, "vessel logs [-f] [-t] [--tail N] CONTAINER");
   _cleanup_free_ char *inspect = container_path(argv[optind], "/json");
   json_t *info = NULL;
-  if (vessel_api_json(ctx, "GET", inspect, NULL, &info, err) < 0)
-    return 1;
+  if (vessel_api_json(ctx, "GET", inspect, NULL, &info, err) < 0) {
+    int rc = (*err)->errnum == ENOENT ? cluster_logs(ctx, argv[optind], tail, follow, err) : -1;
+    return rc < 0 ? 1 : rc;
+  }
   demux m = {.raw = json_is_true(json_object_get(json_object_get(info, "Config"), "Tty"))};
   json_decref(info);
   _cleanup_free_ char *t = vessel_query_escape(tail);
@@ -342,13 +571,63 @@ int remote_logs(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
 
 /* ---------------------------------------------------------------- rm, stop, start */
 
+/* Each container: method on /containers/NAME+suffix (this node's), or when this node has none
+ * of that name, on the cluster's (/vessel/v1/containers/NAME+cluster_suffix: it goes to the
+ * container's node). Prints each name done, as docker does. */
+static int each_container(vessel_ctx *ctx, int argc, char **argv, int first, const char *method,
+                          const char *suffix, const char *cluster_suffix, const char *what) {
+  int rc = 0;
+  /* a removal asks the cluster first: its record goes with the container (this node's
+   * reconciler would make again a container of the cluster removed here alone) */
+  bool cluster_first = !strcmp(method, "DELETE");
+  for (int i = first; i < argc; i++) {
+    _cleanup_free_ char *esc = vessel_query_escape(argv[i]);
+    _cleanup_free_ char *local = vs_asprintf("/containers/%s%s", esc, suffix);
+    vs_error *e = NULL;
+    if (cluster_first)
+      vs_error_set(&e, ENOENT, "not asked yet");
+    if ((cluster_first || vessel_api_json(ctx, method, local, NULL, NULL, &e) < 0) &&
+        e->errnum == ENOENT) {
+      _cleanup_free_ char *target = vs_asprintf("/vessel/v1/containers/%s%s", esc, cluster_suffix);
+      vessel_reply r;
+      vs_error *ce = NULL;
+      if (vessel_api(ctx, method, target, NULL, NULL, 0, &r, &ce) == 0 && r.status != 404 &&
+          r.status != 503) {
+        vs_error_free(e);
+        e = NULL;
+        json_t *j = json_loadb(r.body, r.len, 0, NULL);
+        const char *msg = json_string_value(json_object_get(j, "message"));
+        if (r.status >= 400)
+          vs_error_set(&e, 0, "Error response from daemon: %s", msg ? msg : r.body);
+        json_decref(j);
+      }
+      if (!ce)
+        free(r.body);
+      vs_error_free(ce);
+      if (cluster_first && e && e->errnum == ENOENT) { /* not the cluster's: this node's */
+        vs_error_free(e);
+        e = NULL;
+        vessel_api_json(ctx, method, local, NULL, NULL, &e);
+      }
+    }
+    if (e) {
+      vs_error_print(e, what);
+      vs_error_free(e);
+      rc = 1;
+    } else {
+      printf("%s\n", argv[i]);
+    }
+  }
+  return rc;
+}
+
 int remote_rm(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   bool force;
   int first = vessel_force_operands(argc, argv, &force);
   if (first < 0)
     return usage_error(err, "vessel rm [-f] CONTAINER...");
-  return vessel_api_each(ctx, argc, argv, first, "DELETE", "/containers/", force ? "?force=1" : "",
-                         "vessel rm");
+  return each_container(ctx, argc, argv, first, "DELETE", force ? "?force=1" : "",
+                        force ? "?force=1" : "", "vessel rm");
 }
 
 int remote_stop(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
@@ -364,13 +643,13 @@ int remote_stop(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   }
   if (first >= argc)
     return usage_error(err, "vessel stop [-t SECONDS] CONTAINER...");
-  return vessel_api_each(ctx, argc, argv, first, "POST", "/containers/", suffix, "vessel stop");
+  return each_container(ctx, argc, argv, first, "POST", suffix, suffix, "vessel stop");
 }
 
 int remote_start(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   if (argc < 2 || argv[1][0] == '-')
     return usage_error(err, "vessel start CONTAINER...");
-  return vessel_api_each(ctx, argc, argv, 1, "POST", "/containers/", "/start", "vessel start");
+  return each_container(ctx, argc, argv, 1, "POST", "/start", "/start", "vessel start");
 }
 
 /* ---------------------------------------------------------------- images */

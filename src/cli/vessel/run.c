@@ -361,6 +361,11 @@ const struct option vessel_run_options[] = {{"rm", no_argument, 0, 'R'},
                                             {"cpus", required_argument, 0, 'c'},
                                             {"memory", required_argument, 0, 'm'},
                                             {"label", required_argument, 0, 'l'},
+                                            {"restart", required_argument, 0, 'S'},
+                                            {"node", required_argument, 0, 'O'},
+                                            {"node-selector", required_argument, 0, 'L'},
+                                            {"anti-affinity", required_argument, 0, 'A'},
+                                            {"affinity", required_argument, 0, 'F'},
                                             {0, 0, 0, 0}};
 
 int cmd_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
@@ -417,6 +422,16 @@ int cmd_run(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
       vs_error_set(err, 0,
                    "run --pool, --cpus, --memory and --label need vesseld (its pools admit "
                    "and limit containers)");
+      return 125;
+    case 'S':
+    case 'O':
+    case 'L':
+    case 'A':
+    case 'F':
+      json_decref(ro.env);
+      vs_error_set(err, 0,
+                   "run --restart, --node, --node-selector, --anti-affinity and --affinity need "
+                   "vesseld (the placement ones a vesseld in a cluster)");
       return 125;
     default:
       json_decref(ro.env);
