@@ -1,5 +1,6 @@
 /* daemon.json (vesseld --config FILE), read as dockerd reads its own: the keys dockerd uses for
- * what vesseld does, every other key an error naming it, every value checked for its type. */
+ * what vesseld does (and body-idle-timeout, vesseld's own), every other key an error naming it,
+ * every value checked for its type. */
 #include "daemon/daemon.h"
 
 #include <errno.h>
@@ -7,10 +8,13 @@
 
 #define MAX_CONFIG_FILE (1U << 20)
 
-static const char *const known_keys[] = {"data-root",      "exec-root", "hosts",        "log-level",
-                                         "log-format",     "debug",     "live-restore", "tls",
-                                         "tlsverify",      "tlscacert", "tlscert",      "tlskey",
-                                         "default-ulimits"};
+static const char *const known_keys[] = {"data-root",       "exec-root",
+                                         "hosts",           "log-level",
+                                         "log-format",      "debug",
+                                         "live-restore",    "tls",
+                                         "tlsverify",       "tlscacert",
+                                         "tlscert",         "tlskey",
+                                         "default-ulimits", "body-idle-timeout"};
 
 /* The resources dockerd's ulimit names stand for (setrlimit's, as the OCI spec spells them). */
 static const char *const ulimit_names[][2] = {
@@ -91,6 +95,7 @@ static char *unknown_keys(json_t *root) {
 int vd_config_read(const char *path, vd_config *c, vs_error **err) {
   memset(c, 0, sizeof(*c));
   c->debug = c->live_restore = c->tls = c->tls_verify = -1;
+  c->body_idle_timeout = -1;
   c->root = vs_json_load_file(path, MAX_CONFIG_FILE, err);
   if (!c->root)
     return vs_error_wrap(err, "configuration file %s", path);
@@ -147,6 +152,17 @@ int vd_config_read(const char *path, vd_config *c, vs_error **err) {
   }
   if (ulimits && !(c->default_ulimits = parse_ulimits(ulimits, err)))
     goto wrap;
+  int64_t idle;
+  if ((r = vs_json_get_int(c->root, "body-idle-timeout", false, &idle, err)) < 0)
+    goto wrap;
+  if (r > 0 && (idle < 1 || idle > VD_MAX_BODY_IDLE_TIMEOUT)) {
+    vs_error_set(err, EINVAL,
+                 "configuration file %s: body-idle-timeout %lld: expected 1 to %d seconds", path,
+                 (long long)idle, VD_MAX_BODY_IDLE_TIMEOUT);
+    goto fail;
+  }
+  if (r > 0)
+    c->body_idle_timeout = idle;
   return 0;
 wrap:
   vs_error_wrap(err, "configuration file %s", path);

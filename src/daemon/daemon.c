@@ -19,6 +19,9 @@ void vd_conn_accept(vd_daemon *d, int lfd);
 void vd_conn_pipe_event(vd_conn *c);
 void vd_conn_close_all(vd_daemon *d);
 void vd_conn_sweep(vd_daemon *d);
+/* Close the connections whose request body has been idle too long; the epoll timeout (ms) to
+ * the next such deadline, or -1. */
+int vd_conn_expire_idle_bodies(vd_daemon *d);
 
 /* ---------------------------------------------------------------- workers */
 
@@ -255,6 +258,8 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   d->spare_fd = -1;
   pthread_cond_init(&d->qcond, NULL);
   d->data_root = vs_strdup(o->data_root ? o->data_root : VD_DEFAULT_DATA_ROOT);
+  d->body_idle_ns =
+      (o->body_idle_timeout > 0 ? o->body_idle_timeout : VD_BODY_IDLE_TIMEOUT_S) * 1000000000LL;
   d->exec_root = vs_strdup(o->exec_root ? o->exec_root : VD_DEFAULT_EXEC_ROOT);
   d->monitor_path = vs_strdup(o->monitor_path);
   d->default_ulimits = o->default_ulimits ? json_incref(o->default_ulimits) : NULL;
@@ -330,8 +335,9 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
   vs_log_info("API listening on %s (data root %s)",
               d->n_listen && d->listen_paths[0] ? d->listen_paths[0] : "-", d->data_root);
   struct epoll_event evs[64];
+  int timeout = -1;
   while (!d->stopping) {
-    int n = epoll_wait(d->epfd, evs, 64, -1);
+    int n = epoll_wait(d->epfd, evs, 64, timeout);
     if (n < 0 && errno != EINTR)
       return vs_error_set(err, errno, "epoll_wait");
     for (int i = 0; i < n; i++) {
@@ -395,6 +401,7 @@ int vd_daemon_run(vd_daemon *d, vs_error **err) {
         break;
       }
     }
+    timeout = vd_conn_expire_idle_bodies(d);
     vd_events_deliver(d);
     vd_front_sweep(d);
     vd_conn_sweep(d);

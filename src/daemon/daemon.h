@@ -14,6 +14,7 @@
 #define VD_DEFAULT_BRIDGE "vessel0" /* the default network's bridge, as Docker's docker0 */
 #define VD_API_VERSION "1.41"
 #define VD_MIN_API_VERSION "1.12"
+#define VD_MAX_BODY_IDLE_TIMEOUT 86400 /* seconds: --body-idle-timeout's largest value */
 
 /* Joining a cluster (docs/cluster.md); all NULL/0 without --cluster. */
 typedef struct vd_cluster_options {
@@ -41,6 +42,8 @@ typedef struct vd_options {
   const char *web, *web_cert, *web_key; /* no cert and key: a self-signed pair, made once */
   const char *web_root;                 /* static files; default <dir of vesseld>/web */
   long long web_session_ttl;            /* seconds of inactivity (0: 28800) */
+  /* how long a request body may pause (no byte) before its connection is closed (0: 300 s) */
+  long long body_idle_timeout;
   /* TLS on the tcp:// hosts, as dockerd's --tls, --tlsverify, --tlscacert, --tlscert, --tlskey */
   bool tls, tls_verify;
   const char *tls_ca, *tls_cert, *tls_key;
@@ -57,7 +60,8 @@ typedef struct vd_config {
   int debug, live_restore; /* -1: not set */
   int tls, tls_verify;     /* -1: not set */
   const char *tls_ca, *tls_cert, *tls_key;
-  json_t *default_ulimits; /* checked, as OCI rlimits: [{"type", "soft", "hard"}] */
+  json_t *default_ulimits;     /* checked, as OCI rlimits: [{"type", "soft", "hard"}] */
+  long long body_idle_timeout; /* seconds, vesseld's own key; -1: not set */
 } vd_config;
 
 int vd_config_read(const char *path, vd_config *c, vs_error **err);

@@ -24,6 +24,7 @@
 #include <stdbool.h>
 
 #define VD_WORKERS 4
+#define VD_BODY_IDLE_TIMEOUT_S 300     /* the default of vd_options.body_idle_timeout */
 #define VD_MAX_JSON_BODY (4U << 20)    /* create, and every other JSON request */
 #define VD_MAX_LOAD_BODY (64ULL << 30) /* docker load: an image archive */
 #define VD_MAX_CONNS 1024
@@ -219,6 +220,9 @@ struct vd_conn {
   size_t pipe_len, pipe_off;
   bool pipe_polled;    /* pipe_fd is in the epoll set, waiting to be writable */
   bool body_in_worker; /* from the head until the body's end */
+  /* while a body is read (VD_CONN_BODY): when its last bytes came, or the loop last waited for
+   * the worker's pipe (the client is not idle then), on CLOCK_MONOTONIC */
+  long long body_active_ns;
 };
 
 typedef enum {
@@ -533,6 +537,7 @@ json_t *vd_net_cluster_endpoints(vd_daemon *d);
 
 struct vd_daemon {
   char *data_root, *exec_root, *containers_dir, *monitor_path;
+  long long body_idle_ns;  /* a request body that sends nothing this long is dropped */
   json_t *default_ulimits; /* daemon.json's default-ulimits as OCI rlimits, or NULL */
   ctr_runtime rt;
   vs_store *store;

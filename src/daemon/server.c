@@ -26,6 +26,12 @@ static void conn_close(vd_conn *c);
 static void conn_free(vd_conn *c);
 static void conn_process(vd_conn *c);
 
+static long long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **err) {
   struct epoll_event ev = {.events = events, .data.ptr = src};
   if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
@@ -334,6 +340,8 @@ static bool conn_read(vd_conn *c) {
     return false;
   }
   c->in_len += (size_t)n;
+  if (c->state == VD_CONN_BODY)
+    c->body_active_ns = now_ns();
   if (c->stream == VD_STREAM_ATTACH || c->stream == VD_STREAM_EXEC)
     vd_detach_filter(c, c->in_len - (size_t)n);
   return true;
@@ -447,6 +455,7 @@ void vd_conn_pipe_event(vd_conn *c);
 void vd_conn_pipe_event(vd_conn *c) {
   if (c->dead || pipe_flush(c) <= 0)
     return;
+  c->body_active_ns = now_ns(); /* the client's idle time counts from here again */
   if (!c->body_in_worker) {
     pipe_close(c); /* the body ended while the pipe was full: now the worker may see EOF */
     return;
@@ -748,6 +757,7 @@ static void conn_start_call(vd_conn *c) {
   }
   http_body_init(&c->body, &c->req, limit);
   c->state = VD_CONN_BODY;
+  c->body_active_ns = now_ns();
   if (c->body_in_worker)
     submit_call(call, http_job_run);
   /* curl waits a second for this before it sends a large body */
@@ -869,6 +879,49 @@ void vd_conn_event(vd_conn *c, uint32_t events) {
     if (!c->dead && c->detach_seen)
       vd_conn_stream_end(c);
   }
+}
+
+/* ---------------------------------------------------------------- idle bodies
+ *
+ * A client that sent a request head and then stops sending its body would hold what the body
+ * is for as long as it keeps the connection: a build's worker thread (the body streams to it),
+ * and a connection slot with a half-read body for every other route. dockerd waits forever;
+ * vesseld gives a body d->body_idle_ns (--body-idle-timeout, 5 minutes by default) without a
+ * byte, then closes the connection: a worker that had the call reads the end of a truncated
+ * body and answers into the void, and is free again. The clock stands still while the loop
+ * itself holds the client back (the worker's pipe is full). A body still in the loop's hands
+ * gets 408 before the close. */
+
+static void conn_expire_body(vd_conn *c) {
+  long long secs = c->d->body_idle_ns / 1000000000LL;
+  vs_log_warn("%s %s: no request body bytes for %lld s: closing the connection", c->req.method,
+              c->req.target, secs);
+  if (c->body_in_worker) {
+    conn_close(c);
+    return;
+  }
+  _cleanup_free_ char *msg =
+      vs_asprintf("request body timed out: nothing received for %lld seconds", secs);
+  conn_fail(c, 408, msg, false);
+}
+
+int vd_conn_expire_idle_bodies(vd_daemon *d);
+int vd_conn_expire_idle_bodies(vd_daemon *d) {
+  long long now = now_ns(), next = -1;
+  for (vd_conn *c = d->conns, *after; c; c = after) {
+    after = c->next; /* expiring unlinks c */
+    if (c->dead || c->state != VD_CONN_BODY || c->pipe_off < c->pipe_len)
+      continue;
+    long long deadline = c->body_active_ns + d->body_idle_ns;
+    if (deadline <= now)
+      conn_expire_body(c);
+    else if (next < 0 || deadline < next)
+      next = deadline;
+  }
+  if (next < 0)
+    return -1;
+  long long ms = (next - now + 999999) / 1000000;
+  return ms > 3600000 ? 3600000 : (int)ms;
 }
 
 vd_conn *vd_conn_adopt(vd_daemon *d, int fd) {

@@ -15,6 +15,11 @@
  * Everything the debugger sends is untrusted: lengths are checked against the buffers, bad hex
  * is an error reply, memory goes through the hart's page tables without side effects and only
  * reaches RAM.
+ *
+ * QEMU's physical memory mode (`maintenance packet Qqemu.PhyMemMode:1`) is offered as QEMU's
+ * users know it: for the rest of the connection m, M and X take guest physical addresses, and
+ * so do the watchpoints set meanwhile (in QEMU they stay virtual): such a watchpoint triggers
+ * on any hart's access to that physical address, through whatever mapping.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -61,6 +66,7 @@ struct gdb_stub {
   int g_hart, c_hart; /* Hg / Hc selection: hart index, -1 = any */
   int only_hart;      /* the hart that alone runs (vCont;c:N), -1 = all */
   unsigned stop_hart; /* the hart the last stop reply named */
+  bool phys_mode;     /* Qqemu.PhyMemMode:1: memory and new watchpoints by physical address */
   rv_breakpoints bp;
   char *target_xml;
   size_t target_xml_len;
@@ -546,11 +552,12 @@ static void cmd_write_reg(gdb_stub *s, const char *p, size_t len) {
 
 /* ------------------------------------------------------------------ memory */
 
-/* The host address of guest virtual va as hart h sees it now, if RAM holds it; NULL otherwise.
- * *room: bytes from there to the end of the page. */
-static uint8_t *guest_ptr(gdb_stub *s, const rv_hart *h, uint64_t va, size_t *room) {
-  uint64_t pa;
-  if (!rv_hart_debug_translate(h, va, &pa) || !vm_ram_range_ok(s->m, pa, 1))
+/* The host address of guest address `addr` — virtual as hart h sees it now, or physical in
+ * the physical memory mode — if RAM holds it; NULL otherwise. *room: bytes from there to the
+ * end of the page. */
+static uint8_t *guest_ptr(gdb_stub *s, const rv_hart *h, uint64_t addr, size_t *room) {
+  uint64_t pa = addr;
+  if ((!s->phys_mode && !rv_hart_debug_translate(h, addr, &pa)) || !vm_ram_range_ok(s->m, pa, 1))
     return NULL;
   *room = (size_t)(VM_PAGE_SIZE - (pa & (VM_PAGE_SIZE - 1)));
   return vm_ram_ptr(s->m, pa);
@@ -598,7 +605,8 @@ static void cmd_read_mem(gdb_stub *s, const char *p, size_t len) {
   send_reply(s); /* a short read is allowed: gdb asks again for the rest */
 }
 
-/* Write n bytes at guest virtual addr: all of them, or nothing if any is not in RAM. */
+/* Write n bytes at guest address addr (virtual, or physical in the physical memory mode): all
+ * of them, or nothing if any is not in RAM. */
 static bool write_guest(gdb_stub *s, uint64_t addr, const uint8_t *data, uint64_t n) {
   const rv_hart *h = &s->m->harts[selected_hart(s, s->g_hart)];
   for (uint64_t done = 0; done < n;) {
@@ -698,17 +706,24 @@ static unsigned watch_kind_of(char type) {
   return type == '2' ? RV_WATCH_WRITE : type == '3' ? RV_WATCH_READ : RV_WATCH_ACCESS;
 }
 
-/* A watchpoint of `len` bytes at addr: NULL when it is set (or was already), else the error. */
+static bool watchpoint_is(const rv_watchpoint *w, uint64_t addr, uint64_t len, unsigned kind,
+                          bool phys) {
+  return w->addr == addr && w->len == len && w->kind == kind && w->phys == phys;
+}
+
+/* A watchpoint of `len` bytes at addr (physical in the physical memory mode): NULL when it is
+ * set (or was already), else the error. */
 static const char *watchpoint_add(gdb_stub *s, uint64_t addr, uint64_t len, unsigned kind) {
   rv_breakpoints *bp = &s->bp;
   if (len == 0 || len > RV_MAX_WATCH_LEN || addr + (len - 1) < addr)
     return "E16"; /* EINVAL: empty, too long, or wrapping around the address space */
   for (unsigned i = 0; i < bp->nwatch; i++)
-    if (bp->watch[i].addr == addr && bp->watch[i].len == len && bp->watch[i].kind == kind)
+    if (watchpoint_is(&bp->watch[i], addr, len, kind, s->phys_mode))
       return NULL;
   if (bp->nwatch == RV_MAX_WATCHPOINTS)
     return "E0c"; /* ENOMEM: gdb says it cannot insert more */
-  bp->watch[bp->nwatch] = (rv_watchpoint){.addr = addr, .len = len, .kind = kind};
+  bp->watch[bp->nwatch] =
+      (rv_watchpoint){.addr = addr, .len = len, .kind = kind, .phys = s->phys_mode};
   __atomic_store_n(&bp->nwatch, bp->nwatch + 1, __ATOMIC_RELEASE);
   watchpoints_changed(s);
   return NULL;
@@ -717,7 +732,7 @@ static const char *watchpoint_add(gdb_stub *s, uint64_t addr, uint64_t len, unsi
 static void watchpoint_remove(gdb_stub *s, uint64_t addr, uint64_t len, unsigned kind) {
   rv_breakpoints *bp = &s->bp;
   for (unsigned i = 0; i < bp->nwatch; i++)
-    if (bp->watch[i].addr == addr && bp->watch[i].len == len && bp->watch[i].kind == kind) {
+    if (watchpoint_is(&bp->watch[i], addr, len, kind, s->phys_mode)) {
       bp->watch[i] = bp->watch[bp->nwatch - 1];
       __atomic_store_n(&bp->nwatch, bp->nwatch - 1, __ATOMIC_RELEASE);
       return; /* TLBs without its page's entries only fill them again */
@@ -727,7 +742,8 @@ static void watchpoint_remove(gdb_stub *s, uint64_t addr, uint64_t len, unsigned
 /* Z0/Z1 (software and hardware breakpoints are the same here), z0/z1; Z2/Z3/Z4 (write, read
  * and access watchpoints: addr,length), z2-z4. A watchpoint's address is virtual, as the
  * accessing hart translates it at the access: one on an unmapped address is set and triggers
- * once something maps it. */
+ * once something maps it. In the physical memory mode it is physical (and z removes the
+ * physical one). */
 static void cmd_breakpoint(gdb_stub *s, bool insert, const char *p, size_t len) {
   if (len < 2 || p[0] < '0' || p[0] > '4' || p[1] != ',') {
     send_str(s, ""); /* unsupported kind */
@@ -882,6 +898,34 @@ static void cmd_query(gdb_stub *s, const char *p, size_t len) {
     send_str(s, "1"); /* detaching lets the VM run on rather than killing it */
   } else if (starts_with(p, len, "qSymbol", &k)) {
     send_str(s, "OK");
+  } else if (len == 16 && memcmp(p, "qqemu.PhyMemMode", 16) == 0) {
+    send_str(s, s->phys_mode ? "1" : "0");
+  } else if (len == 15 && memcmp(p, "qqemu.Supported", 15) == 0) {
+    send_str(s, "PhyMemMode");
+  } else {
+    send_str(s, "");
+  }
+}
+
+/* Qqemu.PhyMemMode:0 or :1 (QEMU's, as gdb users send it with `maintenance packet`): any other
+ * value is EINVAL. */
+static void cmd_phys_mode(gdb_stub *s, const char *v, size_t len) {
+  if (len != 1 || (v[0] != '0' && v[0] != '1')) {
+    send_str(s, "E22");
+    return;
+  }
+  s->phys_mode = v[0] == '1';
+  send_str(s, "OK");
+}
+
+static void cmd_set(gdb_stub *s, const char *p, size_t len) {
+  size_t k;
+  if (len == 15 && memcmp(p, "QStartNoAckMode", 15) == 0) {
+    send_str(s, "OK");
+    s->no_ack = true;
+  } else if (starts_with(p, len, "Qqemu.PhyMemMode", &k) && (len == k || p[k] == ':')) {
+    size_t value = len > k ? k + 1 : k; /* past the ':' */
+    cmd_phys_mode(s, p + value, len - value);
   } else {
     send_str(s, "");
   }
@@ -1079,12 +1123,7 @@ static void handle_packet(gdb_stub *s, const char *p, size_t len) {
     cmd_query(s, p, len);
     break;
   case 'Q':
-    if (len == 15 && memcmp(p, "QStartNoAckMode", 15) == 0) {
-      send_str(s, "OK");
-      s->no_ack = true;
-    } else {
-      send_str(s, "");
-    }
+    cmd_set(s, p, len);
     break;
   case 'v':
     cmd_v(s, p, len);
@@ -1159,6 +1198,7 @@ static void stub_accept(gdb_stub *s) {
   s->no_ack = false;
   s->g_hart = s->c_hart = s->only_hart = -1;
   s->stop_hart = 0;
+  s->phys_mode = false; /* the mode is the connection's */
   /* as QEMU: a debugger that attaches finds the VM stopped */
   vm_pause(s->m);
   s->running = false;

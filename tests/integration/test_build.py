@@ -734,6 +734,80 @@ def test_broken_chunked_context_is_an_error(vdb):
     assert vdb.docker("images", "-q", "broken").stdout == ""
 
 
+def _read_to_end(s):
+    """What the daemon sends until it closes the connection (a hang guard of two minutes)."""
+    s.settimeout(120)
+    data = b""
+    while True:
+        more = s.recv(65536)
+        if not more:
+            return data
+        data += more
+
+
+def test_stalled_bodies_are_dropped_after_the_idle_timeout(build_dir, tmp_path):
+    """Clients that send a request head and then stall: with body-idle-timeout 3 (from the
+    config file), five builds whose context never comes (one more than the daemon's four
+    workers, so every worker is held) and two stalled bodies the loop reads (an image archive
+    and a JSON document). A request that needs a worker is still answered, the stalled builds'
+    connections are closed without an answer and their context directories removed, the other
+    two get 408 and the close. Bad values of the option are refused."""
+    from test_daemon import Vesseld
+    from test_daemon_images import refused
+    for args, words in [(["--body-idle-timeout", "0"], "expected 1 to 86400 seconds"),
+                        (["--body-idle-timeout", "soon"], "--body-idle-timeout")]:
+        assert words in refused(build_dir, *args)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"body-idle-timeout": "300"}))
+    assert "body-idle-timeout" in refused(build_dir, "--config", str(bad))
+    (tmp_path / "vd").mkdir()
+    cfg = tmp_path / "daemon.json"
+    cfg.write_text(json.dumps({"body-idle-timeout": 3}))
+    vd = Vesseld(build_dir, tmp_path / "vd", extra=["--config", str(cfg)])
+    conns = []
+    try:
+        def stalled(head):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(vd.sock))
+            s.sendall(head)
+            conns.append(s)
+            return s
+        builds = [stalled(f"POST /v1.41/build?t=stall{i} HTTP/1.1\r\nHost: d\r\n"
+                          "Content-Type: application/x-tar\r\nContent-Length: 100000\r\n\r\n"
+                          .encode()) for i in range(5)]
+        load = stalled(b"POST /v1.41/images/load HTTP/1.1\r\nHost: d\r\n"
+                       b"Content-Type: application/x-tar\r\nContent-Length: 100000\r\n\r\n"
+                       + b"\0" * 512)
+        create = stalled(b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        tmp = vd.data / "tmp"
+        wait_for("the stalled builds' context directories",
+                 lambda: len(list(tmp.glob("build-context-*"))) >= 1)
+        # a request for a worker: queued behind the stalled builds until they are dropped
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(120)
+        s.connect(str(vd.sock))
+        s.sendall(b"GET /v1.41/images/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        reply = _read_to_end(s)
+        s.close()
+        assert reply.startswith(b"HTTP/1.1 200") and reply.rstrip().endswith(b"[]"), reply
+        for b in builds:
+            assert _read_to_end(b) == b""  # the build's answer went nowhere
+        for c in (load, create):
+            reply = _read_to_end(c)
+            assert reply.startswith(b"HTTP/1.1 408"), reply
+            assert b"request body timed out: nothing received for 3 seconds" in reply, reply
+        wait_for("the context directories to go", lambda: not list(tmp.glob("build-context-*")))
+        assert vd.log_text().count("no request body bytes for 3 s: closing the connection") == 7
+        # the daemon serves on
+        assert vd.raw(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n").startswith(b"HTTP/1.1 200")
+    finally:
+        for c in conns:
+            c.close()
+        vd.cleanup()
+    assert list((vd.data / "tmp").glob("build-*")) == []
+
+
 def api_build(vdb, tar, tag):
     """POST /build with a Content-Length body; the image's output of `cat /out`."""
     s = socket.socket(socket.AF_UNIX)

@@ -3,7 +3,8 @@ GDB-remote-protocol client: a bare-metal program with symbols (break at a functi
 arguments, step, read and write a variable, continue to its exit) on both engines and with two
 harts; Debian's kernel interrupted while it boots (0x03), looked at, stepped and let go on to a
 shell; hostile packets (bad checksums, bad hex, oversized packets, unmapped memory); watchpoints
-(watch, rwatch, awatch) on the program, on the running kernel and on a replay, backwards too."""
+(watch, rwatch, awatch) on the program, on the running kernel and on a replay, backwards too;
+QEMU's physical memory mode (memory and a watchpoint by physical address) on the kernel."""
 import re
 import resource
 import shutil
@@ -458,6 +459,110 @@ def test_watchpoints_on_a_running_kernel(build_dir, guest_assets, accel, smp):
             assert c.command("D") == "OK"
         finally:
             c.close()
+        con.send("touch /tmp/stop")
+        m = con.wait_for(r"TOGGLED2", CMD_TIMEOUT, start=m.end())
+        con.wait_for(r"READY3", CMD_TIMEOUT, poke="echo READY$((1+2))", start=m.end())
+        con.send("poweroff -f")
+        assert con.proc.wait(timeout=CMD_TIMEOUT) == 0
+    finally:
+        con.close()
+
+
+def _page_walk(read_phys, satp, va):
+    """va's physical address by the guest's own page tables (Sv39, Sv48 or Sv57, as satp says),
+    read through the stub's physical memory mode; None when nothing maps it."""
+    levels = {8: 3, 9: 4, 10: 5}[satp >> 60]
+    table = (satp & ((1 << 44) - 1)) << 12
+    for level in range(levels - 1, -1, -1):
+        pte = read_phys(table + 8 * ((va >> (12 + 9 * level)) & 0x1ff))
+        if pte is None or not pte & 1:
+            return None
+        ppn = (pte >> 10) & ((1 << 44) - 1)
+        if pte & 0xa:  # R or X: a leaf (a superpage above level 0)
+            offset = (1 << (12 + 9 * level)) - 1
+            return ((ppn << 12) & ~offset) | (va & offset)
+        table = ppn << 12
+    return None
+
+
+@pytest.mark.parametrize("accel", ["jit", "interp"])
+def test_physical_memory_and_watchpoints_on_a_running_kernel(build_dir, guest_assets, accel):
+    """QEMU's physical memory mode (Qqemu.PhyMemMode) on Debian's kernel while the guest's shell
+    changes vm.swappiness: vm_swappiness's physical address, found by walking the guest's page
+    tables from satp in that mode, reads the same as its virtual address; a physical write
+    watchpoint on it stops the kernel just past the store that changed it, naming the physical
+    address; bad mode values are refused and change nothing; gdb-multiarch reads the variable
+    by its physical address with `maintenance packet`."""
+    port = _free_port()
+    argv = [str(build_dir / "vessel-vmm"), "--kernel", str(guest_assets / "Image"),
+            "--initrd", str(guest_assets / "initrd.img"), "--append", "console=ttyS0",
+            "--mem", "256M", "--accel", accel, "--gdb", f"tcp::{port}"]
+    con = Console(argv)
+    try:
+        m = con.wait_for(r"READY2", BOOT_TIMEOUT, poke="echo READY$((1+1))")
+        syms, m = _kallsyms(con, ["vm_swappiness", "_stext", "_etext"], m.end())
+        var = syms["vm_swappiness"]
+        con.send(TOGGLE)
+        c = RawClient(port)
+        try:
+            c.command("qSupported")
+            assert c.command("qqemu.Supported") == "PhyMemMode"
+            assert c.command("qqemu.PhyMemMode") == "0"
+            for bad in ("Qqemu.PhyMemMode:2", "Qqemu.PhyMemMode:", "Qqemu.PhyMemMode",
+                        "Qqemu.PhyMemMode:01", "Qqemu.PhyMemMode:x"):
+                assert c.command(bad) == "E22", bad
+            assert c.command("qqemu.PhyMemMode") == "0"  # unchanged
+            virt = c.command("m%x,4" % var)
+            assert re.fullmatch(r"[0-9a-f]{8}", virt), virt
+            satp = int.from_bytes(bytes.fromhex(c.command("p1c1")), "little")
+            assert satp >> 60 in (8, 9, 10), hex(satp)
+
+            def read_phys(addr, n=8):
+                r = c.command("m%x,%x" % (addr, n))
+                return int.from_bytes(bytes.fromhex(r), "little") if len(r) == 2 * n else None
+            assert c.command("Qqemu.PhyMemMode:1") == "OK"
+            assert c.command("qqemu.PhyMemMode") == "1"
+            pa = _page_walk(read_phys, satp, var)
+            assert pa is not None and 0x80000000 <= pa < 0x80000000 + (256 << 20), pa
+            assert c.command("m%x,4" % pa) == virt
+            assert c.command("m%x,4" % var) == "E14"  # no RAM at that physical address
+            assert c.command("m10,4") == "E14"
+            # a physical write watchpoint: the write, through whatever mapping the kernel used
+            assert c.command("Z2,%x,4" % pa) == "OK"
+            c.send_raw(b"$c#63")
+            assert c.read_ack() == b"+"
+            stop = c.read_packet()
+            assert re.fullmatch(r"T05watch:%x;thread:1;" % pa, stop), stop
+            assert read_phys(pa, 4) in (33, 60)
+            assert c.command("z2,%x,4" % pa) == "OK"
+            # virtual again: the hart stopped in the kernel's text, just past the store
+            assert c.command("Qqemu.PhyMemMode:0") == "OK"
+            _, stop_pc = _regs(c.command("g"))
+            assert syms["_stext"] <= stop_pc < syms["_etext"], hex(stop_pc)
+
+            def read_mem(addr):
+                r = c.command("m%x,4" % addr)
+                return int.from_bytes(bytes.fromhex(r), "little") if len(r) == 8 else None
+            assert _stored_before(read_mem, stop_pc), hex(stop_pc)
+            assert read_mem(var) in (33, 60)
+            assert c.command("D") == "OK"
+        finally:
+            c.close()
+        if GDB:
+            out = _gdb(None, port, [
+                "set architecture riscv:rv64",
+                f'printf "VIRT %d\\n", *(int *){var:#x}',
+                "maintenance packet qqemu.PhyMemMode",
+                "maintenance packet Qqemu.PhyMemMode:1",
+                f'printf "PHYS %d\\n", *(int *){pa:#x}',
+                "maintenance packet Qqemu.PhyMemMode:3",
+                "maintenance packet Qqemu.PhyMemMode:0",
+                "detach"])
+            assert re.search(r'received: "0"', out), out
+            assert re.search(r'received: "E22"', out), out
+            virt_val = re.search(r"VIRT (\d+)", out)
+            phys_val = re.search(r"PHYS (\d+)", out)
+            assert virt_val and phys_val and virt_val.group(1) == phys_val.group(1), out
         con.send("touch /tmp/stop")
         m = con.wait_for(r"TOGGLED2", CMD_TIMEOUT, start=m.end())
         con.wait_for(r"READY3", CMD_TIMEOUT, poke="echo READY$((1+2))", start=m.end())

@@ -43,6 +43,8 @@ STOPPED = "web-stopped"
 XSS = "web-xss"
 NET_VM = "web-netvm"     # created, never started: on the bridge network
 LIMITED = "web-limited"  # a container with CPU and memory limits
+USE_POOL = "web-use"       # a pool whose guests use memory and CPU: the pools page shows it
+USE_FILL, USE_SPIN = "web-use-fill", "web-use-spin"
 # markup in a label's value, a label's key (no "=" there) and the output; CSP would block inline
 # script anyway, and its refusal would be a console error: the scenario fails either way
 PAYLOADS = ['<img src=x onerror="window.__xss=1">', "<script>alert(document.domain)</script>",
@@ -304,6 +306,53 @@ def test_guest_table_shows_pool_address_and_limits(web):
                                address=line["IPAddress"], container=LIMITED, cpus="0.50",
                                memory="64.0 MiB")
     assert info["vm"][4] == line["IPAddress"]
+
+
+def _fmt_bytes(n):
+    """web/src/dom.ts's fmtBytes."""
+    units, i, v = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"], 0, float(n)
+    while abs(v) >= 1024 and i < len(units) - 1:
+        v /= 1024
+        i += 1
+    return (str(int(v)) if i == 0 else f"{v:.{0 if v >= 100 else 1}f}") + " " + units[i]
+
+
+def test_pools_page_shows_what_the_guests_use(web):
+    """A pool with a container that holds 16 MiB (in its /dev/shm) and one that spins: the pools
+    page shows the pool's CPU and memory use, as GET /vessel/v1/pools/NAME/stats (what `vessel
+    pool stats` reads) answered the page, beside its limit and requests; the API's own reading
+    agrees (memory within a few MiB: it moves a little between two samples)."""
+    web.api("POST", "/vessel/v1/pools", {"Name": USE_POOL, "Cpus": 1, "Memory": "256M"},
+            expect=201)
+    web.vd.docker("run", "-d", "--name", USE_FILL, "--label", f"vessel.pool={USE_POOL}",
+                  "-m", "64m", "busybox", "sh", "-c",
+                  "dd if=/dev/zero of=/dev/shm/fill bs=1M count=16 2>/dev/null && echo FILLED; "
+                  "sleep 600")
+    web.vd.docker("run", "-d", "--name", USE_SPIN, "--label", f"vessel.pool={USE_POOL}",
+                  "busybox", "sh", "-c", "while :; do :; done")
+    for _ in range(600):
+        if "FILLED" in web.vd.docker("logs", USE_FILL).stdout:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the container did not fill its /dev/shm")
+    info = web.driver.scenario("pool_use", pool=USE_POOL)
+    shown, answers = info["shown"], info["answers"]
+    # what the page shows is one of the API's answers to it, formatted as the page formats
+    match = [a for a in answers if a["memory"] == shown["memory"] and a["cpu"] == shown["cpu"]]
+    assert match, info
+    a = match[0]
+    assert shown["memoryText"] == f"{_fmt_bytes(a['memory'])} ({a['memoryPool']:.1f} % of the pool)", info
+    assert shown["cpuText"] == f"{a['cpu']:.1f} % ({a['cpuPool']:.1f} % of the pool)", info
+    # beside the limit and what the guests request (the filler asks for 64 MiB)
+    assert "64.0 MiB of 256 MiB" in " ".join(shown["cells"]), info
+    assert shown["memory"] >= 16 << 20, info
+    assert shown["cpu"] > 0, info  # the spinner runs (how fast depends on the machine's load)
+    _, st = web.api("GET", f"/vessel/v1/pools/{USE_POOL}/stats", expect=200)
+    assert abs(st["Memory"]["Usage"] - shown["memory"]) <= 4 << 20, (st, shown)
+    assert st["Memory"]["Usage"] >= 16 << 20 and st["Cpu"]["Percent"] > 0, st
+    web.vd.docker("rm", "-f", USE_FILL, USE_SPIN)
+    web.api("DELETE", f"/vessel/v1/pools/{USE_POOL}", expect=204)
 
 
 def test_vm_stats_stream_and_migrate_offered_only_in_a_cluster(web, vm_ready):

@@ -433,29 +433,42 @@ TEST(watch_ranges_overlap_exactly) {
   bp.watch[2] = (rv_watchpoint){.addr = 0x3000, .len = 1, .kind = RV_WATCH_ACCESS};
   bp.watch[3] = (rv_watchpoint){.addr = 0xfffffffffffffff8ULL, .len = 8, .kind = RV_WATCH_WRITE};
   bp.nwatch = 4;
-  CHECK_EQ(rv_watch_find(&bp, 0xffc, 4, RV_WATCH_WRITE), -1); /* ends just before */
-  CHECK_EQ(rv_watch_find(&bp, 0xffd, 4, RV_WATCH_WRITE), 0);  /* its last byte is the first */
-  CHECK_EQ(rv_watch_find(&bp, 0x1003, 1, RV_WATCH_WRITE), 0);
-  CHECK_EQ(rv_watch_find(&bp, 0x1004, 1, RV_WATCH_WRITE), -1); /* just after */
-  CHECK_EQ(rv_watch_find(&bp, 0x1000, 4, RV_WATCH_READ), -1);  /* a write watchpoint */
-  CHECK_EQ(rv_watch_find(&bp, 0x1000, 4, RV_WATCH_ACCESS), 0); /* an AMO reads and writes */
-  CHECK_EQ(rv_watch_find(&bp, 0x2007, 1, RV_WATCH_READ), 1);
-  CHECK_EQ(rv_watch_find(&bp, 0x2000, 8, RV_WATCH_WRITE), -1);
-  CHECK_EQ(rv_watch_find(&bp, 0x1ff8, 8, RV_WATCH_READ), -1);
-  CHECK_EQ(rv_watch_find(&bp, 0x1ff9, 8, RV_WATCH_READ), 1);
-  CHECK_EQ(rv_watch_find(&bp, 0x3000, 1, RV_WATCH_WRITE), 2);
-  CHECK_EQ(rv_watch_find(&bp, 0x3000, 1, RV_WATCH_READ), 2);
-  CHECK_EQ(rv_watch_find(&bp, 0xfffffffffffffffcULL, 4, RV_WATCH_WRITE), 3);  /* the top */
-  CHECK_EQ(rv_watch_find(&bp, 0xffffffffffffffffULL, 2, RV_WATCH_WRITE), -1); /* wraps: none */
-  CHECK_EQ(rv_watch_find(&bp, 0x1000, 0, RV_WATCH_WRITE), -1);
-  CHECK(rv_watch_covers_page(&bp, 0x1abc));
-  CHECK(rv_watch_covers_page(&bp, 0x2fff));
-  CHECK(!rv_watch_covers_page(&bp, 0x4000));
-  CHECK(!rv_watch_covers_page(&bp, 0xfff));
-  CHECK(rv_watch_covers_page(&bp, 0xfffffffffffff123ULL));
+  CHECK_EQ(rv_watch_find(&bp, 0xffc, 0xffc, 4, RV_WATCH_WRITE), -1); /* ends just before */
+  CHECK_EQ(rv_watch_find(&bp, 0xffd, 0xffd, 4, RV_WATCH_WRITE), 0); /* its last byte is the first */
+  CHECK_EQ(rv_watch_find(&bp, 0x1003, 0x1003, 1, RV_WATCH_WRITE), 0);
+  CHECK_EQ(rv_watch_find(&bp, 0x1004, 0x1004, 1, RV_WATCH_WRITE), -1); /* just after */
+  CHECK_EQ(rv_watch_find(&bp, 0x1000, 0x1000, 4, RV_WATCH_READ), -1);  /* a write watchpoint */
+  CHECK_EQ(rv_watch_find(&bp, 0x1000, 0x1000, 4, RV_WATCH_ACCESS), 0); /* an AMO reads and writes */
+  CHECK_EQ(rv_watch_find(&bp, 0x2007, 0x2007, 1, RV_WATCH_READ), 1);
+  CHECK_EQ(rv_watch_find(&bp, 0x2000, 0x2000, 8, RV_WATCH_WRITE), -1);
+  CHECK_EQ(rv_watch_find(&bp, 0x1ff8, 0x1ff8, 8, RV_WATCH_READ), -1);
+  CHECK_EQ(rv_watch_find(&bp, 0x1ff9, 0x1ff9, 8, RV_WATCH_READ), 1);
+  CHECK_EQ(rv_watch_find(&bp, 0x3000, 0x3000, 1, RV_WATCH_WRITE), 2);
+  CHECK_EQ(rv_watch_find(&bp, 0x3000, 0x3000, 1, RV_WATCH_READ), 2);
+  CHECK_EQ(rv_watch_find(&bp, 0xfffffffffffffffcULL, 0xfffffffffffffffcULL, 4, RV_WATCH_WRITE),
+           3); /* the top */
+  CHECK_EQ(rv_watch_find(&bp, 0xffffffffffffffffULL, 0xffffffffffffffffULL, 2, RV_WATCH_WRITE),
+           -1); /* wraps: none */
+  CHECK_EQ(rv_watch_find(&bp, 0x1000, 0x1000, 0, RV_WATCH_WRITE), -1);
+  CHECK(rv_watch_covers_page(&bp, 0x1abc, 0x1abc));
+  CHECK(rv_watch_covers_page(&bp, 0x2fff, 0x2fff));
+  CHECK(!rv_watch_covers_page(&bp, 0x4000, 0x4000));
+  CHECK(!rv_watch_covers_page(&bp, 0xfff, 0xfff));
+  CHECK(rv_watch_covers_page(&bp, 0xfffffffffffff123ULL, 0xfffffffffffff123ULL));
+  /* a physical watchpoint compares the physical address, whatever the virtual one */
+  bp.watch[4] = (rv_watchpoint){.addr = 0x9000, .len = 4, .kind = RV_WATCH_WRITE, .phys = true};
+  bp.nwatch = 5;
+  CHECK_EQ(rv_watch_find(&bp, 0x5000, 0x9000, 4, RV_WATCH_WRITE), 4);
+  CHECK_EQ(rv_watch_find(&bp, 0x6ffe, 0x8ffe, 4, RV_WATCH_WRITE), 4); /* its first bytes */
+  CHECK_EQ(rv_watch_find(&bp, 0x5004, 0x9004, 4, RV_WATCH_WRITE), -1);
+  CHECK_EQ(rv_watch_find(&bp, 0x9000, 0x5000, 4, RV_WATCH_WRITE), -1); /* only the va matches */
+  CHECK_EQ(rv_watch_find(&bp, 0x5000, 0x9000, 4, RV_WATCH_READ), -1);
+  CHECK_EQ(rv_watch_find(&bp, 0x1000, 0x9000, 4, RV_WATCH_WRITE), 0); /* the virtual one first */
+  CHECK(rv_watch_covers_page(&bp, 0x7123, 0x9123));
+  CHECK(!rv_watch_covers_page(&bp, 0x9123, 0x7123));
   bp.nwatch = 0;
-  CHECK(!rv_watch_covers_page(&bp, 0x1abc));
-  CHECK_EQ(rv_watch_find(&bp, 0x1000, 4, RV_WATCH_WRITE), -1);
+  CHECK(!rv_watch_covers_page(&bp, 0x1abc, 0x1abc));
+  CHECK_EQ(rv_watch_find(&bp, 0x1000, 0x1000, 4, RV_WATCH_WRITE), -1);
 }
 
 static uint32_t enc_i(int32_t imm, unsigned rs1, unsigned f3, unsigned rd, unsigned op) {
@@ -599,6 +612,92 @@ TEST(watchpoints_see_hypervisor_loads_and_stores) {
   expect_hit(h, 0x0c, RV_WATCH_WRITE, 0x1002);
   tb_destroy(&tb);
 }
+
+/* Physical watchpoints, in S-mode with Sv39 paging: the code runs from a gigapage that maps
+ * RAM onto itself; virtual pages 0x4000_0000 and 0x4000_1000 both map the data page at RAM +
+ * 0x20000. The loop reads a counter through the first mapping and writes it through the
+ * second. */
+enum { P_DATA = 0x20000, P_AFTER_LW = 0x0c, P_AFTER_SW = 0x14 };
+#define P_VA_READ 0x40000000ULL
+
+static void map_two_aliases(testbus *tb) {
+  rv_hart *h = &tb->hart;
+  uint64_t *root = (uint64_t *)(tb->bus.ram + 0x10000), *l1 = (uint64_t *)(tb->bus.ram + 0x11000),
+           *l0 = (uint64_t *)(tb->bus.ram + 0x12000);
+  root[TB_RAM_BASE >> 30] = ((TB_RAM_BASE >> 12) << 10) | 0xcf; /* V R W X A D */
+  root[P_VA_READ >> 30] = (((TB_RAM_BASE + 0x11000) >> 12) << 10) | 1;
+  l1[0] = (((TB_RAM_BASE + 0x12000) >> 12) << 10) | 1;
+  l0[0] = l0[1] = (((TB_RAM_BASE + P_DATA) >> 12) << 10) | 0xc7; /* V R W A D */
+  h->pmpaddr[0] = RV_PMPADDR_MASK;                               /* S-mode may access everything */
+  h->pmpcfg[0] = 0x1f;
+  rv_pmp_update(h);
+  h->satp = (8ull << 60) | ((TB_RAM_BASE + 0x10000) >> 12);
+  rv_update_modes(h);
+}
+
+static void watch_set(rv_hart *h, rv_breakpoints *bp, uint64_t addr, unsigned kind, bool phys) {
+  bp->watch[0] = (rv_watchpoint){.addr = addr, .len = 4, .kind = kind, .phys = phys};
+  bp->nwatch = 1;
+  rv_hart_flush_tlb(h);
+  h->breakpoint_hit = false;
+}
+
+static void physical_watchpoints_on(bool interpreter) {
+  static testbus tb;
+  _cleanup_error_ vs_error *err = NULL;
+  if (tb_init_engine(&tb, 16 << 20, interpreter, &err) < 0)
+    TAP_FAIL("tb_init: %s", err->msg);
+  rv_breakpoints bp = {0};
+  tb.bus.breakpoints = &bp;
+  rv_hart *h = &tb.hart;
+  const uint32_t prog[] = {
+      0x400002b7,              /* lui t0, 0x40000 (the mapping read through) */
+      0x40001337,              /* lui t1, 0x40001 (the mapping written through) */
+      enc_i(8, 5, 2, 7, 0x03), /* lw t2, 8(t0) */
+      enc_i(1, 7, 0, 7, 0x13), /* addi t2, t2, 1 */
+      enc_s(8, 7, 6, 2),       /* sw t2, 8(t1) */
+      enc_jal0(-12),           /* j the lw */
+  };
+  load_program(&tb, prog, 6, RV_PRIV_S);
+  map_two_aliases(&tb);
+  uint32_t *counter = (uint32_t *)(tb.bus.ram + P_DATA + 8);
+  /* warm: the blocks are translated and both mappings are in the TLB */
+  CHECK_U64(rv_hart_run(h, 5000), 5000);
+  CHECK(!h->breakpoint_hit);
+  CHECK_U64(h->mcause, 0);
+  uint32_t before = *counter;
+  CHECK(before > 100);
+
+  uint64_t pa = TB_RAM_BASE + P_DATA + 8;
+  watch_set(h, &bp, pa, RV_WATCH_WRITE, true); /* the store, through the second mapping */
+  expect_hit(h, P_AFTER_SW, RV_WATCH_WRITE, P_DATA + 8);
+  CHECK_EQ(*counter, before + 1);
+  h->breakpoint_hit = false; /* the next round: neither mapping went into the TLB meanwhile */
+  expect_hit(h, P_AFTER_SW, RV_WATCH_WRITE, P_DATA + 8);
+  CHECK_EQ(*counter, before + 2);
+  watch_set(h, &bp, pa, RV_WATCH_READ, true); /* the load, through the first */
+  expect_hit(h, P_AFTER_LW, RV_WATCH_READ, P_DATA + 8);
+  h->breakpoint_hit = false;
+  expect_hit(h, P_AFTER_LW, RV_WATCH_READ, P_DATA + 8);
+  /* a virtual write watchpoint on the mapping only read through sees nothing; a read one
+   * does */
+  watch_set(h, &bp, P_VA_READ + 8, RV_WATCH_WRITE, false);
+  CHECK_U64(rv_hart_run(h, 10000), 10000);
+  CHECK(!h->breakpoint_hit);
+  watch_set(h, &bp, P_VA_READ + 8, RV_WATCH_READ, false);
+  CHECK(rv_hart_run(h, 100000) < 100000 && h->breakpoint_hit);
+  CHECK_U64(h->watch_addr, P_VA_READ + 8);
+  CHECK_U64(h->pc, TB_RAM_BASE + P_AFTER_LW);
+  /* another word of the watched page: its accesses are checked (slow path) and run on */
+  watch_set(h, &bp, pa + 0x100, RV_WATCH_ACCESS, true);
+  CHECK_U64(rv_hart_run(h, 10000), 10000);
+  CHECK(!h->breakpoint_hit);
+  CHECK_U64(h->mcause, 0);
+  tb_destroy(&tb);
+}
+
+TEST(physical_watchpoints_see_every_mapping_interpreter) { physical_watchpoints_on(true); }
+TEST(physical_watchpoints_see_every_mapping_translator) { physical_watchpoints_on(false); }
 
 TEST(watchpoints_stop_the_interpreter_after_the_access) { watchpoints_on(true); }
 TEST(watchpoints_stop_the_translator_after_the_access) { watchpoints_on(false); }

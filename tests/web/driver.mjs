@@ -428,6 +428,32 @@ const SCENARIOS = {
     return { options, body: body && JSON.parse(body), outcome: await toast.textContent() };
   },
 
+  // the pools page shows each pool's live use beside its limit and requests: what the page
+  // shows must be what the API answered it (every answer of the pool's stats is kept)
+  async pool_use({ page }, { pool }) {
+    const answers = [];
+    page.on("response", async (r) => {
+      if (!r.url().endsWith("/vessel/v1/pools/" + pool + "/stats") || !r.ok()) return;
+      const st = await r.json();
+      answers.push({ cpu: st.Cpu.Percent, cpuPool: st.Cpu.PoolPercent, memory: st.Memory.Usage, memoryPool: st.Memory.PoolPercent });
+    });
+    await loggedIn(page);
+    await page.goto(BASE + "/pools");
+    const row = page.locator(`#pools-rows tr[data-key="${pool}"]`);
+    const mem = row.locator('[data-use="memory"][data-value]');
+    const cpu = row.locator('[data-use="cpu"][data-value]');
+    await mem.waitFor();
+    await cpu.waitFor();
+    // the values and texts of one sample (a refresh comes five seconds later at the earliest)
+    const shown = await row.evaluate((tr) => {
+      const m = tr.querySelector('[data-use="memory"]'), c = tr.querySelector('[data-use="cpu"]');
+      return { memory: Number(m.dataset.value), memoryText: m.textContent, cpu: Number(c.dataset.value), cpuText: c.textContent, cells: [...tr.querySelectorAll("td")].map((td) => td.textContent) };
+    });
+    for (let i = 0; i < STEP / 100 && !answers.length; i++) await page.waitForTimeout(100); // its body read
+    await shot(page, "pools-use");
+    return { shown, answers };
+  },
+
   async pages({ page }, { vmId }) {
     await loggedIn(page);
     const visits = [

@@ -14,7 +14,7 @@ static void usage(FILE *f) {
           "usage: vesseld [--config FILE] [--data-root DIR] [--exec-root DIR]\n"
           "               [-H unix:///PATH | -H tcp://ADDRESS:PORT]... [-D|--debug]\n"
           "               [--log-level error|warn|info|debug] [--log-format text|json]\n"
-          "               [-b|--bridge NAME|none]\n"
+          "               [-b|--bridge NAME|none] [--body-idle-timeout SECONDS]\n"
           "               [--tls] [--tlsverify] [--tlscacert PEM] [--tlscert PEM] [--tlskey PEM]\n"
           "               [--web ADDRESS:PORT [--web-cert PEM --web-key PEM] [--web-root DIR]\n"
           "                [--web-session-ttl SECONDS]]\n"
@@ -109,6 +109,11 @@ static int merge_config(const char *path, flags *f, vd_config *cfg, vd_options *
     add_conflict(&conflicts, "tlscert", o->tls_cert, cfg->tls_cert);
   if (o->tls_key && cfg->tls_key)
     add_conflict(&conflicts, "tlskey", o->tls_key, cfg->tls_key);
+  if (o->body_idle_timeout > 0 && cfg->body_idle_timeout > 0) {
+    _cleanup_free_ char *a = vs_asprintf("%lld", o->body_idle_timeout);
+    _cleanup_free_ char *b = vs_asprintf("%lld", cfg->body_idle_timeout);
+    add_conflict(&conflicts, "body-idle-timeout", a, b);
+  }
   if (f->n_hosts && cfg->n_hosts) {
     _cleanup_free_ char *a = join_hosts(f->hosts, f->n_hosts);
     _cleanup_free_ char *b = join_hosts(cfg->hosts, cfg->n_hosts);
@@ -147,6 +152,8 @@ static int merge_config(const char *path, flags *f, vd_config *cfg, vd_options *
     f->n_hosts = cfg->n_hosts;
   }
   o->default_ulimits = cfg->default_ulimits;
+  if (cfg->body_idle_timeout > 0)
+    o->body_idle_timeout = cfg->body_idle_timeout;
   return 0;
 }
 
@@ -182,6 +189,7 @@ int main(int argc, char **argv) {
                                        {"etcd-key", required_argument, NULL, 308},
                                        {"etcd-user", required_argument, NULL, 309},
                                        {"cluster-shared-dir", required_argument, NULL, 310},
+                                       {"body-idle-timeout", required_argument, NULL, 320},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   vd_options o = {0};
@@ -230,6 +238,18 @@ int main(int argc, char **argv) {
         goto fail;
       }
       o.web_session_ttl = (long long)ttl;
+      break;
+    }
+    case 320: {
+      uint64_t secs;
+      if (vs_parse_u64(optarg, "--body-idle-timeout", &secs, &err) < 0)
+        goto fail;
+      if (secs < 1 || secs > VD_MAX_BODY_IDLE_TIMEOUT) {
+        vs_error_set(&err, EINVAL, "--body-idle-timeout %s: expected 1 to %d seconds", optarg,
+                     VD_MAX_BODY_IDLE_TIMEOUT);
+        goto fail;
+      }
+      o.body_idle_timeout = (long long)secs;
       break;
     }
     case 1:

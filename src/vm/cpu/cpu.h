@@ -35,17 +35,21 @@ typedef struct rv_hart rv_hart;
  * translated blocks never run past a breakpoint. */
 #define RV_MAX_BREAKPOINTS 64
 /* Debugger watchpoints: ranges of guest virtual addresses (as the access's own translation sees
- * them) whose data accesses stop the hart after the accessing instruction completes. While any
- * is set, no TLB maps a page a watchpoint touches, so every access to such a page takes the C
- * slow path, which compares it with the ranges (as QEMU does); other pages keep their fast paths
- * and with none set nothing changes. Whoever changes the set (with the harts standing still)
- * flushes every hart's TLB. Instruction fetches and device (DMA) accesses do not trigger. */
+ * them), or of guest physical addresses (`phys`: whatever virtual address, hart or mapping the
+ * access came through), whose data accesses stop the hart after the accessing instruction
+ * completes. While any is set, no TLB maps a page a watchpoint touches (a virtual page for a
+ * virtual watchpoint, any page mapped onto the physical page of a physical one), so every
+ * access to such a page takes the C slow path, which compares it with the ranges (as QEMU
+ * does); other pages keep their fast paths and with none set nothing changes. Whoever changes
+ * the set (with the harts standing still) flushes every hart's TLB. Instruction fetches,
+ * page-table walks and device (DMA) accesses do not trigger. */
 #define RV_MAX_WATCHPOINTS 16
 #define RV_MAX_WATCH_LEN 65536 /* the longest range one watchpoint covers */
 enum { RV_WATCH_WRITE = 1, RV_WATCH_READ = 2, RV_WATCH_ACCESS = 3 }; /* a mask of accesses */
 typedef struct rv_watchpoint {
   uint64_t addr, len; /* [addr, addr + len), len 1..RV_MAX_WATCH_LEN, not wrapping around */
   unsigned kind;      /* RV_WATCH_* */
+  bool phys;          /* addr is a guest physical address */
 } rv_watchpoint;
 typedef struct rv_breakpoints {
   unsigned n;
@@ -53,11 +57,14 @@ typedef struct rv_breakpoints {
   unsigned nwatch;
   rv_watchpoint watch[RV_MAX_WATCHPOINTS];
 } rv_breakpoints;
-/* The first watchpoint that an access of `size` bytes at va, of kind `access` (RV_WATCH_READ,
- * RV_WATCH_WRITE or both for a read-modify-write), triggers; -1 if none. */
-int rv_watch_find(const rv_breakpoints *bp, uint64_t va, uint64_t size, unsigned access);
-/* Whether a watchpoint touches the 4 KiB virtual page of va (its TLB entries must stay out). */
-bool rv_watch_covers_page(const rv_breakpoints *bp, uint64_t va);
+/* The first watchpoint that an access of `size` bytes at va, translated to pa (the same page:
+ * accesses that cross one are split), of kind `access` (RV_WATCH_READ, RV_WATCH_WRITE or both
+ * for a read-modify-write), triggers; -1 if none. */
+int rv_watch_find(const rv_breakpoints *bp, uint64_t va, uint64_t pa, uint64_t size,
+                  unsigned access);
+/* Whether a watchpoint touches the 4 KiB virtual page of va or the physical page of pa that it
+ * maps to (its TLB entries must stay out). */
+bool rv_watch_covers_page(const rv_breakpoints *bp, uint64_t va, uint64_t pa);
 
 typedef struct rv_bus {
   uint8_t *ram;      /* host mapping of guest RAM */

@@ -392,9 +392,10 @@ int rv_translate(rv_hart *h, uint64_t va, int access, int set, uint64_t *pa);
 /* The hart wrote RAM at pa outside a store (page-table A/D bits): dirty tracking and code pages. */
 void rv_ram_written_at(rv_hart *h, uint64_t pa);
 bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out);
-/* A data access that bypasses the TLB (HLV/HSV) reached memory: the debugger's watchpoints see
- * it (access: RV_WATCH_READ or RV_WATCH_WRITE); the slow paths below check theirs themselves. */
-void rv_watch_data_access(rv_hart *h, uint64_t va, unsigned size, unsigned access);
+/* A data access that bypasses the TLB (HLV/HSV) reached memory at va, translated to pa: the
+ * debugger's watchpoints see it (access: RV_WATCH_READ or RV_WATCH_WRITE); the slow paths below
+ * check theirs themselves. */
+void rv_watch_data_access(rv_hart *h, uint64_t va, uint64_t pa, unsigned size, unsigned access);
 bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val);
 /* Host pointer for an aligned atomic access (LR: ACC_READ, SC/AMO: ACC_WRITE) in RAM, or NULL
  * after raising the exception. *pa receives the physical address. */

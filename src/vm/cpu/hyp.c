@@ -559,12 +559,16 @@ static bool hlv_translate(rv_hart *h, uint64_t va, unsigned size, int access, bo
   return true;
 }
 
+/* One piece of a hypervisor access: the debugger's watchpoints see each piece with its guest
+ * virtual address and the physical address it reached (a misaligned access's bytes may lie in
+ * two pages). */
 static bool hlv_byte_or_aligned(rv_hart *h, uint64_t va, unsigned size, int access, bool hlvx,
                                 uint64_t *val) {
   uint64_t pa;
   if (!hlv_translate(h, va, size, access, hlvx, &pa))
     return false;
   rv_bus *bus = h->bus;
+  unsigned watched = access == ACC_WRITE ? RV_WATCH_WRITE : RV_WATCH_READ;
   if (rv_ram_contains(bus, pa, size)) {
     uint8_t *p = bus->ram + (pa - bus->ram_base);
     if (access == ACC_WRITE) {
@@ -574,6 +578,7 @@ static bool hlv_byte_or_aligned(rv_hart *h, uint64_t va, unsigned size, int acce
       *val = 0;
       memcpy(val, p, size);
     }
+    rv_watch_data_access(h, va, pa, size, watched);
     return true;
   }
   bool ok = access == ACC_WRITE ? bus->mmio_write && bus->mmio_write(bus->opaque, pa, size, *val)
@@ -584,6 +589,7 @@ static bool hlv_byte_or_aligned(rv_hart *h, uint64_t va, unsigned size, int acce
   }
   if (size < 8 && access != ACC_WRITE)
     *val &= (1ULL << (8 * size)) - 1;
+  rv_watch_data_access(h, va, pa, size, watched);
   return true;
 }
 
@@ -622,7 +628,6 @@ static void hlv(rv_hart *h, const rv_insn *d, unsigned size, bool sign, bool hlv
   uint64_t va = h->x[d->rs1];
   if (!hlv_access(h, va, size, ACC_READ, hlvx, &v))
     return;
-  rv_watch_data_access(h, va, size, RV_WATCH_READ); /* the guest's virtual address */
   h->trap_gva = false;
   if (sign && size < 8) {
     unsigned shift = 64 - 8 * size;
@@ -635,10 +640,8 @@ static void hsv(rv_hart *h, const rv_insn *d, unsigned size) {
   if (!hyp_insn_allowed(h, d, true))
     return;
   uint64_t v = h->x[d->rs2], va = h->x[d->rs1];
-  if (hlv_access(h, va, size, ACC_WRITE, false, &v)) {
-    rv_watch_data_access(h, va, size, RV_WATCH_WRITE);
+  if (hlv_access(h, va, size, ACC_WRITE, false, &v))
     h->trap_gva = false;
-  }
   h->check_irq = true; /* the store may have written decoded code or a device */
 }
 

@@ -314,20 +314,24 @@ static bool rv_ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t bl
   return a <= b + (blen - 1) && b <= a + (alen - 1);
 }
 
-int rv_watch_find(const rv_breakpoints *bp, uint64_t va, uint64_t size, unsigned access) {
+int rv_watch_find(const rv_breakpoints *bp, uint64_t va, uint64_t pa, uint64_t size,
+                  unsigned access) {
   unsigned n = __atomic_load_n(&bp->nwatch, __ATOMIC_ACQUIRE);
-  if (size == 0 || va + (size - 1) < va)
+  if (size == 0)
     return -1;
+  bool va_ok = va + (size - 1) >= va, pa_ok = pa + (size - 1) >= pa; /* not wrapping around */
   for (unsigned i = 0; i < n && i < RV_MAX_WATCHPOINTS; i++) {
     const rv_watchpoint *w = &bp->watch[i];
-    if ((w->kind & access) && rv_ranges_overlap(va, size, w->addr, w->len))
+    uint64_t a = w->phys ? pa : va;
+    if ((w->kind & access) && (w->phys ? pa_ok : va_ok) &&
+        rv_ranges_overlap(a, size, w->addr, w->len))
       return (int)i;
   }
   return -1;
 }
 
-bool rv_watch_covers_page(const rv_breakpoints *bp, uint64_t va) {
-  return rv_watch_find(bp, va & ~0xfffULL, 4096, RV_WATCH_ACCESS) >= 0;
+bool rv_watch_covers_page(const rv_breakpoints *bp, uint64_t va, uint64_t pa) {
+  return rv_watch_find(bp, va & ~0xfffULL, pa & ~0xfffULL, 4096, RV_WATCH_ACCESS) >= 0;
 }
 
 /* The watchpoints in force, or NULL (no debugger, or none set: the common case). */
@@ -341,11 +345,12 @@ static inline const rv_breakpoints *rv_watching(const rv_hart *h) {
 /* A data access of the current instruction reached memory: if it triggers a watchpoint, the
  * hart leaves its block after this instruction and rv_hart_run returns (the first hit of an
  * instruction is the one reported). */
-static __attribute__((noinline, cold)) void
-rv_watch_hit(rv_hart *h, const rv_breakpoints *bp, uint64_t va, unsigned size, unsigned access) {
+static __attribute__((noinline, cold)) void rv_watch_hit(rv_hart *h, const rv_breakpoints *bp,
+                                                         uint64_t va, uint64_t pa, unsigned size,
+                                                         unsigned access) {
   if (h->breakpoint_hit)
     return;
-  int i = rv_watch_find(bp, va, size, access);
+  int i = rv_watch_find(bp, va, pa, size, access);
   if (i < 0)
     return;
   h->watch_hit = bp->watch[i].kind;
@@ -354,14 +359,15 @@ rv_watch_hit(rv_hart *h, const rv_breakpoints *bp, uint64_t va, unsigned size, u
   __atomic_store_n(&h->breakpoint_hit, true, __ATOMIC_RELEASE);
 }
 
-static inline void rv_watch_access(rv_hart *h, uint64_t va, unsigned size, unsigned access) {
+static inline void rv_watch_access(rv_hart *h, uint64_t va, uint64_t pa, unsigned size,
+                                   unsigned access) {
   const rv_breakpoints *bp = rv_watching(h);
   if (unlikely(bp))
-    rv_watch_hit(h, bp, va, size, access);
+    rv_watch_hit(h, bp, va, pa, size, access);
 }
 
-void rv_watch_data_access(rv_hart *h, uint64_t va, unsigned size, unsigned access) {
-  rv_watch_access(h, va, size, access);
+void rv_watch_data_access(rv_hart *h, uint64_t va, uint64_t pa, unsigned size, unsigned access) {
+  rv_watch_access(h, va, pa, size, access);
 }
 
 /* Map va's page to host RAM in the TLB when the whole physical page is RAM and one PMP decision
@@ -377,7 +383,7 @@ static bool rv_tlb_fill(rv_hart *h, int set, int access, uint64_t va, uint64_t p
     return false;
   /* a watched page's data accesses all come to the slow path, which checks them */
   const rv_breakpoints *bp = rv_watching(h);
-  if (unlikely(bp) && access != ACC_EXEC && rv_watch_covers_page(bp, va))
+  if (unlikely(bp) && access != ACC_EXEC && rv_watch_covers_page(bp, va, pa))
     return false;
   if (access == ACC_WRITE)
     rv_ram_written(h, ppage);
@@ -453,7 +459,7 @@ bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
       break;
     }
     }
-    rv_watch_access(h, va, size, RV_WATCH_READ);
+    rv_watch_access(h, va, pa, size, RV_WATCH_READ);
     return true;
   }
   if (va & (size - 1)) {
@@ -468,7 +474,7 @@ bool rv_load_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t *out) {
   if (size < 8)
     v &= (1ULL << (8 * size)) - 1;
   *out = v;
-  rv_watch_access(h, va, size, RV_WATCH_READ);
+  rv_watch_access(h, va, pa, size, RV_WATCH_READ);
   return true;
 }
 
@@ -522,7 +528,7 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
       memcpy(p, &val, 8);
       break;
     }
-    rv_watch_access(h, va, size, RV_WATCH_WRITE);
+    rv_watch_access(h, va, pa, size, RV_WATCH_WRITE);
     return true;
   }
   if (va & (size - 1)) {
@@ -533,7 +539,7 @@ bool rv_store_slow(rv_hart *h, uint64_t va, unsigned size, uint64_t val) {
     rv_raise(h, EXC_STORE_ACCESS, va);
     return false;
   }
-  rv_watch_access(h, va, size, RV_WATCH_WRITE);
+  rv_watch_access(h, va, pa, size, RV_WATCH_WRITE);
   return true;
 }
 
@@ -566,7 +572,7 @@ void *rv_atomic_ptr(rv_hart *h, uint64_t va, unsigned size, int access, uint64_t
     rv_ram_written(h, *pa); /* also when PMP kept the page out of the TLB */
   /* LR reads; SC and the AMOs are taken as reading and writing (a failing SC writes nothing,
    * and gdb's write watchpoint then sees an unchanged value and goes on) */
-  rv_watch_access(h, va, size, access == ACC_READ ? RV_WATCH_READ : RV_WATCH_ACCESS);
+  rv_watch_access(h, va, *pa, size, access == ACC_READ ? RV_WATCH_READ : RV_WATCH_ACCESS);
   return bus->ram + (*pa - bus->ram_base);
 }
 

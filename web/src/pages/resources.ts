@@ -31,12 +31,17 @@ interface ListSpec<T> {
   eventTypes: string[];
   create?: (reload: () => void) => HTMLElement;
   empty: string;
+  // after the rows are in the table: fill in what comes later (each pool's live use); `current`
+  // says whether these rows are still the table's
+  rendered?: (items: T[], tbody: HTMLElement, current: () => boolean) => void;
 }
 
 async function listPage<T>(root: HTMLElement, ctx: PageContext, spec: ListSpec<T>): Promise<void> {
   const tbody = h("tbody", { id: spec.id + "-rows" });
   const empty = h("p", { class: "muted", hidden: true }, spec.empty);
+  let generation = 0;
   const reload = async () => {
+    const gen = ++generation;
     let items: T[];
     try {
       items = await spec.load(ctx.signal);
@@ -63,6 +68,7 @@ async function listPage<T>(root: HTMLElement, ctx: PageContext, spec: ListSpec<T
         });
         return b;
       })))));
+    spec.rendered?.(items, tbody, () => gen === generation && !ctx.signal.aborted);
   };
   root.append(
     h("h1", null, spec.title),
@@ -212,6 +218,51 @@ export function volumesPage(root: HTMLElement, ctx: PageContext): Promise<void> 
 
 // ---------------------------------------------------------------- pools
 
+// How often the pools page samples its pools' live use again (each sample takes the daemon a
+// second: GET /vessel/v1/pools/{name}/stats, what `vessel pool stats` shows).
+const POOL_USE_REFRESH_MS = 5000;
+
+// A pool's live use, filled in when its sample comes: data-value holds the number shown.
+function useCell(kind: "cpu" | "memory"): HTMLElement {
+  return h("span", { class: "pool-use", "data-use": kind }, "…");
+}
+
+function showUse(row: Element, st: any): void {
+  const cpu = row.querySelector<HTMLElement>('[data-use="cpu"]');
+  const mem = row.querySelector<HTMLElement>('[data-use="memory"]');
+  if (!cpu || !mem) return;
+  if (!st) {
+    cpu.textContent = mem.textContent = "—";
+    return;
+  }
+  cpu.dataset.value = String(st.Cpu.Percent);
+  cpu.textContent = `${st.Cpu.Percent.toFixed(1)} % (${st.Cpu.PoolPercent.toFixed(1)} % of the pool)`;
+  mem.dataset.value = String(st.Memory.Usage);
+  mem.textContent = `${fmtBytes(st.Memory.Usage)} (${st.Memory.PoolPercent.toFixed(1)} % of the pool)`;
+}
+
+// One pool at a time (a sample holds a daemon worker for its second), then again a while
+// later, for as long as these rows are the table's.
+async function fillPoolUse(tbody: HTMLElement, pools: any[], current: () => boolean): Promise<void> {
+  while (current()) {
+    for (const p of pools) {
+      if (!current()) return;
+      let st: any = null;
+      // a pool of the cluster has no one cgroup to sample: its guests are on many nodes
+      if (!p.Cluster) {
+        try {
+          st = await get<any>("/api/vessel/v1/pools/" + enc(p.Name) + "/stats");
+        } catch {
+          st = null; // removed meanwhile
+        }
+      }
+      const row = tbody.querySelector(`tr[data-key="${CSS.escape(p.Name)}"]`);
+      if (row && current()) showUse(row, st);
+    }
+    await new Promise((r) => setTimeout(r, POOL_USE_REFRESH_MS));
+  }
+}
+
 export function poolsPage(root: HTMLElement, ctx: PageContext): Promise<void> {
   const name = h("input", { name: "name", placeholder: "name", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}", "aria-label": "pool name" });
   const cpus = h("input", { name: "cpus", type: "number", min: "1", placeholder: "CPUs", required: true, "aria-label": "CPUs" });
@@ -224,11 +275,14 @@ export function poolsPage(root: HTMLElement, ctx: PageContext): Promise<void> {
     empty: "No pools.",
     load: (signal) => get<any[]>("/api/vessel/v1/pools", { signal }),
     key: (p) => p.Name,
+    rendered: (pools, tbody, current) => void fillPoolUse(tbody, pools, current),
     eventTypes: ["pool", "vm", "container"],
     columns: [
       { label: "Name", cell: (p) => p.Name },
       { label: "CPUs", cell: (p) => `${fmtNum(p.Usage.Cpus)} of ${p.Cpus} × ${fmtNum(p.CpuOvercommit, 2)} (${fmtNum(p.Available.Cpus)} left)` },
+      { label: "CPU use", cell: () => useCell("cpu") },
       { label: "Memory", cell: (p) => `${fmtBytes(p.Usage.Memory)} of ${fmtBytes(p.Memory)} × ${fmtNum(p.MemoryOvercommit, 2)} (${fmtBytes(p.Available.Memory)} left)` },
+      { label: "Memory use", cell: () => useCell("memory") },
       { label: "Guests", cell: (p) => p.Usage.Guests.map((g: any) => `${g.Name} (${g.Kind}, ${g.Qos})`).join(", ") },
       { label: "Created", cell: (p) => fmtTime(p.Created) },
     ],
