@@ -45,6 +45,7 @@ int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
     return vs_error_set(err, ENOMEM, "hart %u: allocate the decoded-instruction cache", hartid);
   rv_decode_index(h->icache);
   h->icache->jit_warmup = RV_JIT_WARMUP;
+  h->icache->pool_limit = RV_POOL_SIZE;
   if (!bus->interpreter && rv_jit_create(&h->icache->jit, err) < 0) {
     free(h->icache);
     h->icache = NULL;
@@ -575,7 +576,7 @@ static bool rv_jumps_on(const rv_insn *d, unsigned off) {
  * then run one after the other instead of decoding (and translating) the rest of the run twice. */
 static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t pc) {
   struct rv_icache *ic = h->icache;
-  if (ic->pool_used + RV_BLOCK_MAX > RV_POOL_SIZE)
+  if (ic->pool_used + RV_BLOCK_MAX > ic->pool_limit)
     rv_blocks_clear(ic);
   rv_insn *first = &ic->pool[ic->pool_used];
   uint8_t *start = host;

@@ -156,6 +156,9 @@ struct rv_icache {
    * RV_JIT_WARMUP_MAX; RV_JIT_WARMUP unless a test sets it). */
   uint8_t jit_warmup;
   uint32_t pool_used;
+  /* The pool is emptied when a block might not fit below this: RV_POOL_SIZE, less in tests
+   * (cpu_jit empties it every few blocks, under linked and running code). */
+  uint32_t pool_limit;
   uint32_t clears;      /* times the pool was emptied: links into it are only made within one */
   uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
   uint16_t order[512];  /* decode table indices grouped by major opcode */
