@@ -1343,7 +1343,8 @@ TEST(a_fenced_page_leaves_the_jump_cache) {
   for (unsigned pass = 0; pass < 4; pass++) {
     static const uint64_t pass_budget[] = {100000, 1, 7, 33};
     memset(p, 0, sizeof(*p));
-    gen g = {.rng = 3, .kind = KIND_S, .img = p->img, .dec = c.interp->hart.icache, .view = VA_BASE};
+    gen g = {
+        .rng = 3, .kind = KIND_S, .img = p->img, .dec = c.interp->hart.icache, .view = VA_BASE};
     p->kind = KIND_S;
     put_handler(&g, true);
     put_page_tables(p->img);
@@ -1364,7 +1365,7 @@ TEST(a_fenced_page_leaves_the_jump_cache) {
         put32(&g, enc_j((int32_t)(alias_va - pc_of(&g, g.at)), 1));
       /* the alias page shows f_b in round 0, f_a in round 1 */
       put_li32(&g, 8, (uint32_t)(((ram_ppn + (round == 0 ? F_B : F_A)) << 10) | pte_flags));
-      put32(&g, enc_s(0, 8, 6, 3, 0x23));      /* sd x8, 0(x6) */
+      put32(&g, enc_s(0, 8, 6, 3, 0x23));       /* sd x8, 0(x6) */
       put32(&g, enc_r(0x09, 0, 7, 0, 0, 0x73)); /* sfence.vma x7, x0 */
     }
     put_jump_to(&g, PAGE_END * 4096ULL);
@@ -1392,8 +1393,8 @@ static void run_many_small_pool(const char *what, enum prog_kind kind, uint64_t 
   c.jit->hart.icache->pool_limit = 3 * RV_BLOCK_MAX;
   for (unsigned i = 0; i < count; i++)
     run_program(&c, first + i, kind);
-  printf("# %s: the pool was emptied %u times (interpreter %u)\n", what,
-         c.jit->hart.icache->clears, c.interp->hart.icache->clears);
+  printf("# %s: the pool was emptied %u times (interpreter %u)\n", what, c.jit->hart.icache->clears,
+         c.interp->hart.icache->clears);
   CHECK(c.jit->hart.icache->clears > count); /* more than once per program */
   CHECK(c.finished > count / 2);
   diff_close(&c);
