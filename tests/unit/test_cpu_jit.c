@@ -1383,6 +1383,65 @@ TEST(a_fenced_page_leaves_the_jump_cache) {
   diff_close(&c);
 }
 
+/* Block shapes (cpu.c: rv_block_build): a loop entered by falling into it and a `j` to where a
+ * block already starts are decoded once, not a second time as the tail of the block before. Both
+ * engines run the program alike, and each decodes (pool_used) no more than the blocks' own
+ * instructions. */
+TEST(loop_heads_and_jumps_to_blocks_are_decoded_once) {
+  diff_ctx c = diff_open("block shapes", 0);
+  program *p = c.prog;
+  memset(p, 0, sizeof(*p));
+  gen g = {.rng = 5, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
+  p->kind = KIND_M;
+  put_handler(&g, false);
+  g.at = PAGE_CODE * 4096ULL;
+  p->entry = pc_of(&g, g.at);
+  /* 1: a block of 2, then the loop (10) entered by falling into it, branching back to its head */
+  put32(&g, enc_i(50, 0, 0, R_LOOP, 0x13)); /* x27 = 50 */
+  put32(&g, enc_i(1, 5, 0, 5, 0x13));       /* addi x5, x5, 1 */
+  uint64_t head = g.at;
+  for (unsigned k = 0; k < 8; k++)
+    put32(&g, enc_i((int32_t)k + 1, 6, 0, 6, 0x13)); /* addi x6, x6, k + 1 */
+  put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
+  put32(&g, enc_b((int32_t)(head - g.at), R_LOOP, 0, 1)); /* bne x27, x0, head */
+  /* 2: call L (7), then a block of 3 that ends with a `j` to L, which already starts a block */
+  uint64_t call = g.at, l = call + 64;
+  put32(&g, enc_j((int32_t)(l - g.at), 1)); /* jal ra, L */
+  put32(&g, enc_i(1, 9, 0, 9, 0x13));       /* addi x9, x9, 1 */
+  put32(&g, enc_i(1, 11, 0, 11, 0x13));     /* addi x11, x11, 1 */
+  put32(&g, enc_j((int32_t)(l - g.at), 0)); /* j L */
+  uint64_t end = l + 64;
+  g.at = l;
+  for (unsigned k = 0; k < 5; k++)
+    put32(&g, enc_i(1, 8, 0, 8, 0x13));              /* addi x8, x8, 1 */
+  put32(&g, enc_b((int32_t)(end - g.at), 11, 0, 1)); /* bne x11, x0, end */
+  put32(&g, enc_i(0, 1, 0, 0, 0x67));                /* ret */
+  g.at = end;
+  put_jump_to(&g, PAGE_END * 4096ULL);
+  for (unsigned pass = 0; pass < 3; pass++) {
+    static const uint64_t pass_budget[] = {100000, 1, 7};
+    engine_load(c.interp, p);
+    engine_load(c.jit, p);
+    lockstep_until_wfi(&c, pass_budget[pass], 100000, pass);
+    CHECK_U64(c.jit->hart.x[6], 50 * 36);
+    CHECK_U64(c.jit->hart.x[8], 10);
+    CHECK_U64(c.jit->hart.x[9], 1);
+    /* 2 + 10 + 1 + 3 + 7 (L to its branch; its ret and the way to the end are one or two more
+     * each) and the end: without the two rules the loop (10) and L's block (6) come twice */
+    const struct rv_icache *ics[] = {c.interp->hart.icache, c.jit->hart.icache};
+    for (unsigned e = 0; e < 2; e++) {
+      if (pass == 0)
+        printf("# pool after the program: %u instructions\n", ics[e]->pool_used);
+      if (pass_budget[pass] == 100000) /* short runs may start blocks anywhere */
+        CHECK(ics[e]->pool_used <= 2 + 10 + 1 + 3 + 6 + 1 + 2 + 2);
+    }
+    c.programs++;
+    c.finished++;
+  }
+  (void)call;
+  diff_close(&c);
+}
+
 /* The pool of decoded blocks (and the code translated from them) emptied every few blocks:
  * blocks that are linked to each other, sit in the jump cache or were entered by a link are
  * dropped between and during runs, in both engines. */
