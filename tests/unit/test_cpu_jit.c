@@ -23,12 +23,13 @@
 #include "vm/cpu/cpu_internal.h"
 
 #define RAM_BASE 0x80000000ULL
-#define RAM_PAGES 48U
+#define RAM_PAGES 72U
 #define RAM_SIZE (RAM_PAGES * 4096ULL)
 #define MMIO_BASE 0x10000000ULL
 #define MMIO_IRQ (MMIO_BASE + 0x800) /* writes raise or lower SEIP (never enabled) */
 #define VA_BASE 0x40000000ULL        /* S-mode programs see RAM page i at VA_BASE + i * 4096 */
-#define RAM_ALIGN (1ULL << 18)
+#define RAM_ALIGN (1ULL << 19)
+_Static_assert(RAM_ALIGN == 2ULL << (1 + RV_BLOCK_BITS), "code RAM_ALIGN / 2 apart shares a pair");
 
 /* RAM pages (index from RAM_BASE) */
 enum {
@@ -1261,8 +1262,9 @@ TEST(self_modifying_code_is_seen_by_both_engines) {
   diff_close(&c);
 }
 
-/* Block slots come in pairs (cpu.c: rv_block_pair): with RAM at a multiple of 256 KiB, blocks at
- * RAM offsets o and o + 128 KiB (and o + 2 for o % 4 == 0) hash to one pair. A loop calls two such
+/* Block slots come in pairs (cpu.c: rv_block_pair): with RAM at a multiple of 512 KiB, blocks at
+ * RAM offsets o and o + 256 KiB (and o + 2 for o % 4 == 0) hash to one pair (RAM_ALIGN follows
+ * RV_BLOCK_BITS). A loop calls two such
  * functions alternately: both stay decoded (the pool stops growing; with one slot per address
  * each call decoded its function again). With a third one they evict each other and must still
  * run right. */
