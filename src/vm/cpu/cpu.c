@@ -584,12 +584,13 @@ static unsigned rv_block_index_of(const rv_insn *first, unsigned n, uintptr_t at
  * where a block already starts (a join point of branches, reached by falling through): the two
  * then run one after the other instead of decoding (and translating) the rest of the run twice.
  * For the same reason it ends before its own instruction that its last branch (or a `j` it goes
- * on through) goes back to (a loop entered by falling into it: its body would be decoded behind
- * the code before the loop and again from its head), and after a `j` to where a block starts (the
- * jump is linked). A boot decodes each instruction six times (2.8 million decodes of 430,000
- * instructions): about 1.2 million after the pool was emptied, 1.0 million as a second copy in
- * the same pool, mostly blocks that start inside another (branch targets reached after the code
- * before them); these two rules take 5% off the total. */
+ * on through) goes back to: a loop entered by falling into it, whose body would otherwise be
+ * decoded behind the code before the loop and again from its head. (A boot decodes 2.8 million
+ * instructions, 430,000 different ones: 1.2 million again after the pool was emptied, 1.0 million
+ * as a second copy in the same pool, mostly blocks that start inside another at a branch target
+ * reached after the code before it; loops are a small part of those. Ending a block at a `j` to
+ * another block saved 5% more decoding but cost loops whose back edge is that `j` a link per
+ * iteration.) */
 static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t pc) {
   struct rv_icache *ic = h->icache;
   if (ic->pool_used + RV_BLOCK_MAX > ic->pool_limit)
@@ -623,9 +624,6 @@ static rv_block *rv_block_build(rv_hart *h, rv_block *b, uint8_t *host, uint64_t
         break;
       }
     }
-    if (jumped && (uintptr_t)(host + d->imm) != (uintptr_t)start &&
-        rv_block_starts_at(ic, host + d->imm, gen))
-      break; /* a `j` to another block: it follows by a link, not decoded twice */
     if (d->ends_block && !jumped)
       break;
     int64_t step = jumped ? d->imm : d->len;
