@@ -170,6 +170,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* runs of a block in the interpreter before it is translated: 0 (every block translated at
    * once) to 3, so interpreted and translated blocks follow one another */
   jit.hart.icache->jit_warmup = (uint8_t)(sel >> 62);
+  /* a pool with room for two blocks (emptied under linked and running code) or a full one, in
+   * both engines (tvec's high half is otherwise unused) */
+  uint32_t pool = (tvec >> 32) & 1 ? 2 * RV_BLOCK_MAX : RV_POOL_SIZE;
+  interp.hart.icache->pool_limit = pool;
+  jit.hart.icache->pool_limit = pool;
   /* budgets that end runs inside blocks and chains as well as after them */
   static const uint64_t budgets[8] = {1, 7, 33, 512, 3, 100, 1000, 2};
   for (int i = 0; i < 12 && !interp.hart.wfi; i++) {

@@ -23,12 +23,13 @@
 #include "vm/cpu/cpu_internal.h"
 
 #define RAM_BASE 0x80000000ULL
-#define RAM_PAGES 48U
+#define RAM_PAGES 72U
 #define RAM_SIZE (RAM_PAGES * 4096ULL)
 #define MMIO_BASE 0x10000000ULL
 #define MMIO_IRQ (MMIO_BASE + 0x800) /* writes raise or lower SEIP (never enabled) */
 #define VA_BASE 0x40000000ULL        /* S-mode programs see RAM page i at VA_BASE + i * 4096 */
-#define RAM_ALIGN (1ULL << 18)
+#define RAM_ALIGN (1ULL << 19)
+_Static_assert(RAM_ALIGN == 2ULL << (1 + RV_BLOCK_BITS), "code RAM_ALIGN / 2 apart shares a pair");
 
 /* RAM pages (index from RAM_BASE) */
 enum {
@@ -1261,8 +1262,9 @@ TEST(self_modifying_code_is_seen_by_both_engines) {
   diff_close(&c);
 }
 
-/* Block slots come in pairs (cpu.c: rv_block_pair): with RAM at a multiple of 256 KiB, blocks at
- * RAM offsets o and o + 128 KiB (and o + 2 for o % 4 == 0) hash to one pair. A loop calls two such
+/* Block slots come in pairs (cpu.c: rv_block_pair): with RAM at a multiple of 512 KiB, blocks at
+ * RAM offsets o and o + 256 KiB (and o + 2 for o % 4 == 0) hash to one pair (RAM_ALIGN follows
+ * RV_BLOCK_BITS). A loop calls two such
  * functions alternately: both stay decoded (the pool stops growing; with one slot per address
  * each call decoded its function again). With a third one they evict each other and must still
  * run right. */
@@ -1325,6 +1327,143 @@ TEST(blocks_that_share_a_slot_pair) {
   run_pair_program(&c, true, rounds, true);
   run_pair_program(&c, false, rounds, true);
   diff_close(&c);
+}
+
+/* A one-page SFENCE.VMA of a page whose code the jump cache knows (jit.c: rv_jit_forget_page).
+ * An S-mode loop calls a function through the alias page VPAGE_ALIAS + 5 (a jump to another page:
+ * the translated caller finds it in the jump cache), then points that page's PTE at other code and
+ * fences the page, by its first address or one inside it, or fences another page (which must not
+ * change what runs: the old mapping is still in the TLB, as the interpreter sees it too). */
+TEST(a_fenced_page_leaves_the_jump_cache) {
+  diff_ctx c = diff_open("fenced page", 0);
+  program *p = c.prog;
+  enum { F_A = PAGE_CODE + 5, F_B = PAGE_CODE + 6, ALIAS = VPAGE_ALIAS + 5, CALLS = 3 };
+  const uint64_t ram_ppn = RAM_BASE >> 12, alias_va = VA_BASE + ALIAS * 4096ULL;
+  /* the level-0 table is the third page of PAGE_PT (put_page_tables) */
+  const uint64_t pte_va = VA_BASE + (PAGE_PT + 2) * 4096ULL + ALIAS * 8ULL;
+  const uint32_t pte_flags = 0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80; /* V R W X A D */
+  for (unsigned pass = 0; pass < 4; pass++) {
+    static const uint64_t pass_budget[] = {100000, 1, 7, 33};
+    memset(p, 0, sizeof(*p));
+    gen g = {
+        .rng = 3, .kind = KIND_S, .img = p->img, .dec = c.interp->hart.icache, .view = VA_BASE};
+    p->kind = KIND_S;
+    put_handler(&g, true);
+    put_page_tables(p->img);
+    g.at = F_A * 4096ULL;
+    put32(&g, enc_i(1, 5, 0, 5, 0x13)); /* f_a: addi x5, x5, 1; ret */
+    put32(&g, enc_i(0, 1, 0, 0, 0x67));
+    g.at = F_B * 4096ULL;
+    put32(&g, enc_i(100, 5, 0, 5, 0x13)); /* f_b: addi x5, x5, 100; ret */
+    put32(&g, enc_i(0, 1, 0, 0, 0x67));
+    g.at = PAGE_CODE * 4096ULL;
+    p->entry = pc_of(&g, g.at);
+    put_li32(&g, 6, (uint32_t)pte_va);
+    /* x7: the fence's address: the alias page itself, an address inside it, or the next page */
+    static const uint32_t fence_off[] = {0, 0x7fe, 4096, 0x10};
+    put_li32(&g, 7, (uint32_t)(alias_va + fence_off[pass]));
+    for (unsigned round = 0; round < 3; round++) {
+      for (unsigned k = 0; k < CALLS; k++) /* jal ra, alias_va */
+        put32(&g, enc_j((int32_t)(alias_va - pc_of(&g, g.at)), 1));
+      /* the alias page shows f_b in round 0, f_a in round 1 */
+      put_li32(&g, 8, (uint32_t)(((ram_ppn + (round == 0 ? F_B : F_A)) << 10) | pte_flags));
+      put32(&g, enc_s(0, 8, 6, 3, 0x23));       /* sd x8, 0(x6) */
+      put32(&g, enc_r(0x09, 0, 7, 0, 0, 0x73)); /* sfence.vma x7, x0 */
+    }
+    put_jump_to(&g, PAGE_END * 4096ULL);
+    engine_load(c.interp, p);
+    engine_load(c.jit, p);
+    lockstep_until_wfi(&c, pass_budget[pass], 100000, pass);
+    /* rounds 0, 1, 2 ran f_a, f_b, f_a when the fence hit the alias page; with the fence of the
+     * next page the TLB may keep the old entry (both engines alike), so only the engines'
+     * agreement is checked then */
+    if (fence_off[pass] < 4096)
+      CHECK_U64(c.jit->hart.x[5], CALLS * (1 + 100 + 1));
+    c.programs++;
+    c.finished++;
+  }
+  diff_close(&c);
+}
+
+/* Block shapes (cpu.c: rv_block_build): a loop entered by falling into it is decoded once, not a
+ * second time as the tail of the block before it; a `j` within the page goes on into its target
+ * (here a block that already starts there). Both engines run the program alike, and each decodes
+ * (pool_used) no more than these blocks. */
+TEST(loop_heads_and_jumps_to_blocks_are_decoded_once) {
+  diff_ctx c = diff_open("block shapes", 0);
+  program *p = c.prog;
+  memset(p, 0, sizeof(*p));
+  gen g = {.rng = 5, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
+  p->kind = KIND_M;
+  put_handler(&g, false);
+  g.at = PAGE_CODE * 4096ULL;
+  p->entry = pc_of(&g, g.at);
+  /* 1: a block of 2, then the loop (10) entered by falling into it, branching back to its head */
+  put32(&g, enc_i(50, 0, 0, R_LOOP, 0x13)); /* x27 = 50 */
+  put32(&g, enc_i(1, 5, 0, 5, 0x13));       /* addi x5, x5, 1 */
+  uint64_t head = g.at;
+  for (unsigned k = 0; k < 8; k++)
+    put32(&g, enc_i((int32_t)k + 1, 6, 0, 6, 0x13)); /* addi x6, x6, k + 1 */
+  put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
+  put32(&g, enc_b((int32_t)(head - g.at), R_LOOP, 0, 1)); /* bne x27, x0, head */
+  /* 2: call L (7), then a block of 3 that ends with a `j` to L, which already starts a block */
+  uint64_t call = g.at, l = call + 64;
+  put32(&g, enc_j((int32_t)(l - g.at), 1)); /* jal ra, L */
+  put32(&g, enc_i(1, 9, 0, 9, 0x13));       /* addi x9, x9, 1 */
+  put32(&g, enc_i(1, 11, 0, 11, 0x13));     /* addi x11, x11, 1 */
+  put32(&g, enc_j((int32_t)(l - g.at), 0)); /* j L */
+  uint64_t end = l + 64;
+  g.at = l;
+  for (unsigned k = 0; k < 5; k++)
+    put32(&g, enc_i(1, 8, 0, 8, 0x13));              /* addi x8, x8, 1 */
+  put32(&g, enc_b((int32_t)(end - g.at), 11, 0, 1)); /* bne x11, x0, end */
+  put32(&g, enc_i(0, 1, 0, 0, 0x67));                /* ret */
+  g.at = end;
+  put_jump_to(&g, PAGE_END * 4096ULL);
+  for (unsigned pass = 0; pass < 3; pass++) {
+    static const uint64_t pass_budget[] = {100000, 1, 7};
+    engine_load(c.interp, p);
+    engine_load(c.jit, p);
+    lockstep_until_wfi(&c, pass_budget[pass], 100000, pass);
+    CHECK_U64(c.jit->hart.x[6], 50 * 36);
+    CHECK_U64(c.jit->hart.x[8], 10);
+    CHECK_U64(c.jit->hart.x[9], 1);
+    /* 2 + 10, the call 1, 3 + 6 (on through the `j` to L's branch), L's block 6 and its ret 1,
+     * the way to the end 2 and the end 2: without the rule the loop's 10 come twice */
+    const struct rv_icache *ics[] = {c.interp->hart.icache, c.jit->hart.icache};
+    for (unsigned e = 0; e < 2; e++) {
+      if (pass == 0)
+        printf("# pool after the program: %u instructions\n", ics[e]->pool_used);
+      if (pass_budget[pass] == 100000) /* short runs may start blocks anywhere */
+        CHECK(ics[e]->pool_used <= 2 + 10 + 1 + 3 + 6 + 6 + 1 + 2 + 2);
+    }
+    c.programs++;
+    c.finished++;
+  }
+  (void)call;
+  diff_close(&c);
+}
+
+/* The pool of decoded blocks (and the code translated from them) emptied every few blocks:
+ * blocks that are linked to each other, sit in the jump cache or were entered by a link are
+ * dropped between and during runs, in both engines. */
+static void run_many_small_pool(const char *what, enum prog_kind kind, uint64_t first,
+                                unsigned count, unsigned warmup) {
+  diff_ctx c = diff_open(what, warmup);
+  c.interp->hart.icache->pool_limit = 3 * RV_BLOCK_MAX;
+  c.jit->hart.icache->pool_limit = 3 * RV_BLOCK_MAX;
+  for (unsigned i = 0; i < count; i++)
+    run_program(&c, first + i, kind);
+  printf("# %s: the pool was emptied %u times (interpreter %u)\n", what, c.jit->hart.icache->clears,
+         c.interp->hart.icache->clears);
+  CHECK(c.jit->hart.icache->clears > count); /* more than once per program */
+  CHECK(c.finished > count / 2);
+  diff_close(&c);
+}
+
+TEST(programs_whose_pool_empties) {
+  run_many_small_pool("M-mode, small pool", KIND_M, 600000, 1000, 0);
+  run_many_small_pool("S-mode Sv39, small pool, warm-up 1", KIND_S, 700000, 1000, 1);
 }
 
 TEST(straight_line_programs) { run_many("straight-line", KIND_LINE, 1, 3000, 0); }

@@ -69,6 +69,9 @@ static unsigned jmp_index(uint64_t pc) {
   return (unsigned)((pc >> 1) ^ (pc >> RV_JIT_JMP_HASH_SHIFT)) & (RV_JIT_JMP_SIZE - 1);
 }
 #define RV_JIT_JMP_PAGE_BITS 32768
+#define RV_JIT_JMP_MARKED 0x8000U
+_Static_assert(RV_JIT_JMP_PAGE_BITS <= RV_JIT_JMP_MARKED, "a page bit fits beside the mark");
+#define RV_JIT_KIND_MEMO 64
 static unsigned jmp_page_bit(uint64_t vpn) {
   return (unsigned)(vpn ^ (vpn >> 15) ^ (vpn >> 30)) & (RV_JIT_JMP_PAGE_BITS - 1);
 }
@@ -95,6 +98,15 @@ struct rv_jit {
    * any (most are data pages: Linux fences each page it faults in) need not look through the
    * quarter of the cache its pcs index. */
   uint64_t jmp_pages[RV_JIT_JMP_PAGE_BITS / 64];
+  /* Each jmp entry's page (its jmp_page_bit | RV_JIT_JMP_MARKED; 0 once forgotten), apart from
+   * the entries: a one-page fence reads these 4 KiB of its quarter of the cache and only the
+   * entries they point at, instead of the quarter's 64 KiB (17,000 such fences in a boot). */
+  uint16_t jmp_page[RV_JIT_JMP_SIZE];
+  /* rv_fast_kind of handlers seen at a block's end or writing x0 (handler_kind) */
+  struct rv_jit_kind {
+    rv_exec_fn fn;
+    uint8_t kind;
+  } kinds[RV_JIT_KIND_MEMO];
 };
 
 enum { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15 };
@@ -339,15 +351,17 @@ static const uint8_t cache_regs[] = {R8, RSI, R9, RDI, R10, RBP, R11, R13, R14, 
 
 /* Store the kept registers in `regs` to rv_hart.x. */
 static void write_back(emitter *e, uint32_t regs) {
-  for (unsigned r = 1; r < 32; r++)
-    if (regs & e->cached & (1U << r))
-      mov_store(e, RBX, X_OFF(r), e->host_of[r]);
+  for (uint32_t m = regs & e->cached & ~1U; m; m &= m - 1) {
+    unsigned r = (unsigned)__builtin_ctz(m);
+    mov_store(e, RBX, X_OFF(r), e->host_of[r]);
+  }
 }
 /* Load the kept registers in `regs` from rv_hart.x. */
 static void load_cached(emitter *e, uint32_t regs) {
-  for (unsigned r = 1; r < 32; r++)
-    if (regs & e->cached & (1U << r))
-      mov_load(e, e->host_of[r], RBX, X_OFF(r));
+  for (uint32_t m = regs & e->cached & ~1U; m; m &= m - 1) {
+    unsigned r = (unsigned)__builtin_ctz(m);
+    mov_load(e, e->host_of[r], RBX, X_OFF(r));
+  }
 }
 /* Load every kept register (after a call: it may have changed any). */
 static void reload_cached(emitter *e) { load_cached(e, e->cached); }
@@ -640,37 +654,39 @@ enum { ALU_BIN, ALU_SHIFT, ALU_SET, ALU_MUL, ALU_LUI };
 #define BIN_SUB 0x29, 5
 #define BIN_XOR 0x31, 6
 
+/* Indexed by kind (fast - RV_FAST_addi): the translator looks each ALU instruction up several
+ * times, and a search through the list was a visible part of translating. */
+#define ALU(name, ...) [RV_FAST_##name - RV_FAST_addi] = {RV_FAST_##name, __VA_ARGS__}
 static const struct alu_op_desc {
   uint8_t fast, kind, code, ext, word, imm;
 } alu_ops[] = {
-    {RV_FAST_add, ALU_BIN, BIN_ADD, 0, 0},  {RV_FAST_sub, ALU_BIN, BIN_SUB, 0, 0},
-    {RV_FAST_xor, ALU_BIN, BIN_XOR, 0, 0},  {RV_FAST_or, ALU_BIN, BIN_OR, 0, 0},
-    {RV_FAST_and, ALU_BIN, BIN_AND, 0, 0},  {RV_FAST_addw, ALU_BIN, BIN_ADD, 1, 0},
-    {RV_FAST_subw, ALU_BIN, BIN_SUB, 1, 0}, {RV_FAST_addi, ALU_BIN, BIN_ADD, 0, 1},
-    {RV_FAST_xori, ALU_BIN, BIN_XOR, 0, 1}, {RV_FAST_ori, ALU_BIN, BIN_OR, 0, 1},
-    {RV_FAST_andi, ALU_BIN, BIN_AND, 0, 1}, {RV_FAST_addiw, ALU_BIN, BIN_ADD, 1, 1},
-    {RV_FAST_sll, ALU_SHIFT, 0, 4, 0, 0},   {RV_FAST_srl, ALU_SHIFT, 0, 5, 0, 0},
-    {RV_FAST_sra, ALU_SHIFT, 0, 7, 0, 0},   {RV_FAST_sllw, ALU_SHIFT, 0, 4, 1, 0},
-    {RV_FAST_srlw, ALU_SHIFT, 0, 5, 1, 0},  {RV_FAST_sraw, ALU_SHIFT, 0, 7, 1, 0},
-    {RV_FAST_slli, ALU_SHIFT, 0, 4, 0, 1},  {RV_FAST_srli, ALU_SHIFT, 0, 5, 0, 1},
-    {RV_FAST_srai, ALU_SHIFT, 0, 7, 0, 1},  {RV_FAST_slliw, ALU_SHIFT, 0, 4, 1, 1},
-    {RV_FAST_srliw, ALU_SHIFT, 0, 5, 1, 1}, {RV_FAST_sraiw, ALU_SHIFT, 0, 7, 1, 1},
-    {RV_FAST_slt, ALU_SET, CC_L, 7, 0, 0},  {RV_FAST_sltu, ALU_SET, CC_B, 7, 0, 0},
-    {RV_FAST_slti, ALU_SET, CC_L, 7, 0, 1}, {RV_FAST_sltiu, ALU_SET, CC_B, 7, 0, 1},
-    {RV_FAST_mul, ALU_MUL, 0, 0, 0, 0},     {RV_FAST_mulw, ALU_MUL, 0, 0, 1, 0},
-    {RV_FAST_lui, ALU_LUI, 0, 0, 0, 1},
+    ALU(add, ALU_BIN, BIN_ADD, 0, 0),  ALU(sub, ALU_BIN, BIN_SUB, 0, 0),
+    ALU(xor, ALU_BIN, BIN_XOR, 0, 0),  ALU(or, ALU_BIN, BIN_OR, 0, 0),
+    ALU(and, ALU_BIN, BIN_AND, 0, 0),  ALU(addw, ALU_BIN, BIN_ADD, 1, 0),
+    ALU(subw, ALU_BIN, BIN_SUB, 1, 0), ALU(addi, ALU_BIN, BIN_ADD, 0, 1),
+    ALU(xori, ALU_BIN, BIN_XOR, 0, 1), ALU(ori, ALU_BIN, BIN_OR, 0, 1),
+    ALU(andi, ALU_BIN, BIN_AND, 0, 1), ALU(addiw, ALU_BIN, BIN_ADD, 1, 1),
+    ALU(sll, ALU_SHIFT, 0, 4, 0, 0),   ALU(srl, ALU_SHIFT, 0, 5, 0, 0),
+    ALU(sra, ALU_SHIFT, 0, 7, 0, 0),   ALU(sllw, ALU_SHIFT, 0, 4, 1, 0),
+    ALU(srlw, ALU_SHIFT, 0, 5, 1, 0),  ALU(sraw, ALU_SHIFT, 0, 7, 1, 0),
+    ALU(slli, ALU_SHIFT, 0, 4, 0, 1),  ALU(srli, ALU_SHIFT, 0, 5, 0, 1),
+    ALU(srai, ALU_SHIFT, 0, 7, 0, 1),  ALU(slliw, ALU_SHIFT, 0, 4, 1, 1),
+    ALU(srliw, ALU_SHIFT, 0, 5, 1, 1), ALU(sraiw, ALU_SHIFT, 0, 7, 1, 1),
+    ALU(slt, ALU_SET, CC_L, 7, 0, 0),  ALU(sltu, ALU_SET, CC_B, 7, 0, 0),
+    ALU(slti, ALU_SET, CC_L, 7, 0, 1), ALU(sltiu, ALU_SET, CC_B, 7, 0, 1),
+    ALU(mul, ALU_MUL, 0, 0, 0, 0),     ALU(mulw, ALU_MUL, 0, 0, 1, 0),
+    ALU(lui, ALU_LUI, 0, 0, 0, 1),
 };
+#undef ALU
 
 /* alu_ops covers RV_ALU_I_OPS and RV_ALU_R_OPS, the last kinds before RV_FAST_COUNT (plan_kinds
- * tells them by their range) */
+ * tells them by their range); a kind left out would have fast 0 (RV_FAST_CALL), which
+ * rv_jit_create checks */
 _Static_assert(sizeof(alu_ops) / sizeof(alu_ops[0]) == RV_FAST_COUNT - RV_FAST_addi,
                "every ALU kind has an x86 form");
 
 static const struct alu_op_desc *alu_desc(uint8_t fast) {
-  for (size_t i = 0; i < sizeof(alu_ops) / sizeof(alu_ops[0]); i++)
-    if (alu_ops[i].fast == fast)
-      return &alu_ops[i];
-  return NULL;
+  return fast >= RV_FAST_addi && fast < RV_FAST_COUNT ? &alu_ops[fast - RV_FAST_addi] : NULL;
 }
 
 static void emit_auipc(block_ctx *c, const rv_insn *d) {
@@ -858,14 +874,33 @@ static void plan_rotates(const rv_insn *first, unsigned n, struct plan *plan) {
   }
 }
 
-/* What plan_rotates and plan_dead need to know of each instruction (looked up once). */
-static void plan_kinds(const rv_insn *first, unsigned n, struct plan *plan) {
+/* rv_fast_kind of a handler, remembered by the handler's address: rv_fast_kind searches a list,
+ * and plan_kinds needs it for every block's last instruction. */
+static uint8_t handler_kind(struct rv_jit *j, rv_exec_fn fn) {
+  uintptr_t a = (uintptr_t)fn;
+  struct rv_jit_kind *m = &j->kinds[(a >> 4 ^ a >> 10) & (RV_JIT_KIND_MEMO - 1)];
+  if (m->fn != fn) {
+    m->fn = fn;
+    m->kind = rv_fast_kind(fn);
+  }
+  return m->kind;
+}
+
+/* The kind of each instruction (rv_fast_kind of its handler), found once per block: the decoder's
+ * dispatch kind is the handler's, except for a block's last instruction (a jump's tells which)
+ * and an inline operation into x0, which the decoder dispatches as a call (so a call that writes
+ * a register other than x0 is one). */
+static void plan_kinds(struct rv_jit *j, const rv_insn *first, unsigned n, struct plan *plan) {
   for (unsigned i = 0; i < n; i++) {
-    /* the decoder's dispatch kind is the handler's, except for a block's last instruction and
-     * an inline operation into x0 (both dispatched otherwise) */
-    uint8_t fast = first[i].fast;
-    plan[i].kind = fast != RV_FAST_CALL && fast < RV_FAST_COUNT ? fast : rv_fast_kind(first[i].fn);
-    plan[i].alu = plan[i].kind >= RV_FAST_addi && plan[i].kind < RV_FAST_COUNT;
+    uint8_t fast = first[i].fast, kind;
+    if (fast >= RV_LAST_FIRST_JUMP && fast < RV_DISPATCH_COUNT)
+      kind = (uint8_t)(fast - RV_LAST_FIRST_JUMP + RV_FAST_FIRST_JUMP);
+    else if ((fast != RV_FAST_CALL || first[i].rd != 0) && fast < RV_FAST_COUNT)
+      kind = fast;
+    else
+      kind = handler_kind(j, first[i].fn);
+    plan[i].kind = kind;
+    plan[i].alu = kind >= RV_FAST_addi && kind < RV_FAST_COUNT;
   }
 }
 
@@ -1026,9 +1061,9 @@ static void emit_loop_edge(block_ctx *c, unsigned count) {
 }
 
 /* Whether the block's last instruction is a conditional branch to the block's own start. */
-static bool branches_to_start(const rv_insn *first, unsigned n) {
+static bool branches_to_start(const rv_insn *first, unsigned n, const struct plan *plan) {
   const rv_insn *last = &first[n - 1];
-  uint8_t kind = rv_fast_kind(last->fn);
+  uint8_t kind = plan[n - 1].kind;
   if (kind < RV_FAST_FIRST_JUMP || kind > RV_FAST_LAST_JUMP || kind == RV_FAST_jal ||
       kind == RV_FAST_jalr)
     return false;
@@ -1059,7 +1094,7 @@ static void emit_tlb_registers(emitter *e) {
 static void emit_last(block_ctx *c, const rv_insn *d) {
   emitter *e = &c->e;
   unsigned count = c->index + 1;
-  uint8_t kind = rv_fast_kind(d->fn);
+  uint8_t kind = c->plan[c->index].kind;
   if (kind < RV_FAST_FIRST_JUMP || kind > RV_FAST_LAST_JUMP) {
     /* a block cut at its length limit or the page end: the next one follows */
     if (emit_inline(c, d, kind)) {
@@ -1133,7 +1168,7 @@ static void emit_last(block_ctx *c, const rv_insn *d) {
 }
 
 static void emit_body_insn(block_ctx *c, const rv_insn *d) {
-  if (!emit_inline(c, d, rv_fast_kind(d->fn))) {
+  if (!emit_inline(c, d, c->plan[c->index].kind)) {
     emit_call_handler(c, d);
     leave_if_asked(c);
   }
@@ -1198,11 +1233,11 @@ static void choose_cached(emitter *e, const rv_insn *first, unsigned n) {
  * register again after it; an inline instruction (translated by emit_inline or emit_last) reads
  * its rs1 and rs2 fields (whether its format has them or not: a needless load at worst) and then
  * sets all of rd, except a store, which sets nothing. */
-static uint32_t read_before_written(const rv_insn *first, unsigned n) {
+static uint32_t read_before_written(const rv_insn *first, unsigned n, const struct plan *plan) {
   uint32_t read = 0, written = 0;
   for (unsigned i = 0; i < n; i++) {
     const rv_insn *d = &first[i];
-    uint8_t kind = rv_fast_kind(d->fn);
+    uint8_t kind = plan[i].kind;
     bool last = i + 1 == n;
     if (!last && d->fn == op_jal)
       continue; /* jal x0 within the page: not translated, its target follows */
@@ -1247,17 +1282,17 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
   emit_prologue(&c);
   patch(&c.e, c.e.chain_go, c.e.p);
   choose_cached(&c.e, first, n);
-  plan_kinds(first, n, c.plan);
+  plan_kinds(j, first, n, c.plan);
   plan_rotates(first, n, c.plan);
   plan_dead(first, n, c.plan);
-  c.loops = branches_to_start(first, n);
+  c.loops = branches_to_start(first, n, c.plan);
   if (c.loops) {
     /* every iteration after the first enters with the kept registers possibly changed */
     load_cached(&c.e, c.e.cached);
     c.e.dirty = c.e.cached;
     c.loop_top = c.e.p;
   } else {
-    load_cached(&c.e, read_before_written(first, n));
+    load_cached(&c.e, read_before_written(first, n, c.plan));
   }
   for (unsigned i = 0; i < n; i++) {
     c.index = i;
@@ -1367,6 +1402,9 @@ static void emit_stubs(struct rv_jit *j) {
 }
 
 int rv_jit_create(struct rv_jit **out, vs_error **err) {
+  for (size_t i = 0; i < sizeof(alu_ops) / sizeof(alu_ops[0]); i++)
+    if (alu_ops[i].fast != RV_FAST_addi + i) /* a hole in the table: a bug, caught by any test */
+      return vs_error_set(err, EINVAL, "translator: no x86 form for ALU kind %zu", i);
   struct rv_jit *j = calloc(1, sizeof(*j));
   if (!j)
     return vs_error_set(err, ENOMEM, "translator: allocate its state");
@@ -1415,6 +1453,7 @@ void rv_jit_destroy(struct rv_jit *j) {
 void rv_jit_forget_all(struct rv_jit *j) {
   memset(j->jmp, 0, sizeof(j->jmp));
   memset(j->jmp_pages, 0, sizeof(j->jmp_pages));
+  memset(j->jmp_page, 0, sizeof(j->jmp_page));
 }
 
 void rv_jit_forget_tags(struct rv_jit *j) { memset(j->jmp_pages, 0, sizeof(j->jmp_pages)); }
@@ -1434,12 +1473,18 @@ void rv_jit_forget_page(struct rv_jit *j, uint64_t va) {
   if (!(*pages & bit))
     return;
   *pages &= ~bit;
+  uint16_t mark = (uint16_t)(at | RV_JIT_JMP_MARKED);
   for (uint64_t pc = vpn << 12; pc < (vpn + 1) << 12; pc += 2) {
-    struct rv_jit_jmp *m = &j->jmp[jmp_index(pc)];
-    if ((m->pc >> 12) == vpn)
+    unsigned i = jmp_index(pc);
+    if (j->jmp_page[i] != mark)
+      continue; /* another page's entry, or none */
+    struct rv_jit_jmp *m = &j->jmp[i];
+    if ((m->pc >> 12) == vpn) {
       m->tag = 0;
-    else if (m->tag && jmp_page_bit(m->pc >> 12) == at)
+      j->jmp_page[i] = 0;
+    } else if (m->tag) {
       *pages |= bit; /* another page that shares the bit keeps it */
+    }
   }
 }
 
@@ -1447,6 +1492,7 @@ static void remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *ch
   struct rv_jit_jmp *m = &j->jmp[jmp_index(pc)];
   unsigned at = jmp_page_bit(pc >> 12);
   j->jmp_pages[at / 64] |= 1ULL << (at % 64);
+  j->jmp_page[jmp_index(pc)] = (uint16_t)(at | RV_JIT_JMP_MARKED);
   m->pc = pc;
   m->tag = tag;
   m->chain = chain;
