@@ -172,6 +172,7 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   pthread_mutex_init(&cl->lock, NULL);
   pthread_cond_init(&cl->cond, NULL);
   pthread_cond_init(&cl->guests_cond, NULL);
+  pthread_cond_init(&cl->images_cond, NULL);
   vd_cache_init(cl);
   return 0;
 }
@@ -310,6 +311,8 @@ int vd_cluster_start(vd_daemon *d, vs_error **err) {
     return -1;
   if (vd_cluster_start_networks(d, err) < 0)
     return -1;
+  if (vd_cluster_start_images(d, err) < 0)
+    return -1;
   return vd_cluster_start_migrator(d, err);
 }
 
@@ -322,6 +325,7 @@ void vd_cluster_free(vd_daemon *d) {
     cl->stop = true;
     pthread_cond_broadcast(&cl->cond);
     pthread_cond_broadcast(&cl->guests_cond);
+    pthread_cond_broadcast(&cl->images_cond);
     pthread_mutex_unlock(&cl->lock);
     if (cl->keeper_started)
       pthread_join(cl->keeper, NULL);
@@ -335,10 +339,13 @@ void vd_cluster_free(vd_daemon *d) {
       pthread_join(cl->migrator, NULL);
     if (cl->netter_started)
       pthread_join(cl->netter, NULL);
+    if (cl->imager_started)
+      pthread_join(cl->imager, NULL);
     vd_ha_stop(d);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->cond);
     pthread_cond_destroy(&cl->guests_cond);
+    pthread_cond_destroy(&cl->images_cond);
   }
   vc_etcd_free(cl->etcd);
   for (size_t i = 0; i < cl->n_endpoints; i++)
@@ -723,7 +730,8 @@ void vd_h_node_delete(vd_call *c) {
   _cleanup_free_ char *spec = node_key("nodespec", c->arg);
   _cleanup_free_ char *status = node_key("nodes", c->arg);
   if (vc_etcd_delete(c->d->cluster.etcd, spec, false, NULL, &e) < 0 ||
-      vc_etcd_delete(c->d->cluster.etcd, status, false, NULL, &e) < 0) {
+      vc_etcd_delete(c->d->cluster.etcd, status, false, NULL, &e) < 0 ||
+      vd_cluster_images_forget(&c->d->cluster, c->arg, &e) < 0) {
     answer_nodes_error(c, e);
     return;
   }

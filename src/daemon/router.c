@@ -80,6 +80,7 @@ static const vd_route routes[] = {
     {"DELETE", "/vessel/v1/pools/{}", vd_h_pool_delete, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/nodes", vd_h_nodes_list, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/guests", vd_h_cluster_guests, VD_RUN_WORKER, false},
+    {"GET", "/vessel/v1/cluster/images", vd_h_cluster_images, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/nodes/{}", vd_h_node_inspect, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/nodes/{}/cordon", vd_h_node_cordon, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/nodes/{}/uncordon", vd_h_node_uncordon, VD_RUN_WORKER, false},
