@@ -240,7 +240,7 @@ def test_a_migrated_vm_keeps_its_id_and_one_with_snapshots_stays(cl):
         assert status == 200, moved
         assert moved["Id"] == vm_id, moved
         status, vm = api(h2, "GET", "/vessel/v1/vms/keeper")
-        assert status == 200 and vm["Id"] == vm_id and vm["Status"] == "running", vm
+        assert status == 200 and vm["Id"] == vm_id and vm["State"]["Running"] is True, vm
         assert guests(h1)["keeper"]["Id"] == vm_id and guests(h1)["keeper"]["Node"] == "n2"
         wait_for("n1's copy removed", lambda: h1.api("GET", "/vessel/v1/vms/keeper")[0] == 404,
                  timeout=60)
@@ -257,7 +257,7 @@ def test_a_migrated_vm_keeps_its_id_and_one_with_snapshots_stays(cl):
         assert "VM keeper has 1 snapshot (s1) kept in node n1's data root" in reply["message"]
         assert "a VM with snapshots stays on its node" in reply["message"]
         status, vm = api(h1, "GET", "/vessel/v1/vms/keeper")
-        assert status == 200 and vm["Id"] == vm_id and vm["Status"] == "running", vm
+        assert status == 200 and vm["Id"] == vm_id and vm["State"]["Running"] is True, vm
         assert guests(h2)["keeper"]["Node"] == "n1"
     finally:
         remove_guests(cl)
