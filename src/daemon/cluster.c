@@ -714,11 +714,17 @@ void vd_h_node_delete(vd_call *c) {
   if (!need_cluster(c))
     return;
   bool force = http_query_bool(c->req->query, "force", false);
-  json_t *n = one_node(c, c->arg);
-  if (!n)
+  vs_error *e = NULL;
+  json_t *nodes = vd_cluster_nodes(c->d, &e);
+  if (!nodes) {
+    answer_nodes_error(c, e);
     return;
-  bool up = !strcmp(json_string_value(json_object_get(n, "Status")), "ready");
-  json_decref(n);
+  }
+  /* a node whose lease ended and that has no spec is known only by its record of images */
+  json_t *n = find_node(nodes, c->arg);
+  bool known = n != NULL;
+  bool up = n && !strcmp(json_string_value(json_object_get(n, "Status")), "ready");
+  json_decref(nodes);
   if (up && !force) {
     vd_call_error(c, 409,
                   "node %s is up (its lease is alive): stop its vesseld first, or "
@@ -726,13 +732,17 @@ void vd_h_node_delete(vd_call *c) {
                   c->arg);
     return;
   }
-  vs_error *e = NULL;
   _cleanup_free_ char *spec = node_key("nodespec", c->arg);
   _cleanup_free_ char *status = node_key("nodes", c->arg);
+  int64_t images = 0;
   if (vc_etcd_delete(c->d->cluster.etcd, spec, false, NULL, &e) < 0 ||
       vc_etcd_delete(c->d->cluster.etcd, status, false, NULL, &e) < 0 ||
-      vd_cluster_images_forget(&c->d->cluster, c->arg, &e) < 0) {
+      vd_cluster_images_forget(&c->d->cluster, c->arg, &images, &e) < 0) {
     answer_nodes_error(c, e);
+    return;
+  }
+  if (!known && !images) {
+    vd_call_error(c, 404, "No such node: %s", c->arg);
     return;
   }
   vd_event_emit(c->d, "node", "remove", c->arg, json_pack("{s:s}", "name", c->arg));

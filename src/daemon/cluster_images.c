@@ -169,9 +169,9 @@ void vd_cluster_images_kick(vd_daemon *d) {
   pthread_mutex_unlock(&cl->lock);
 }
 
-int vd_cluster_images_forget(vd_cluster *cl, const char *node, vs_error **err) {
+int vd_cluster_images_forget(vd_cluster *cl, const char *node, int64_t *deleted, vs_error **err) {
   _cleanup_free_ char *key = vs_asprintf(IMAGES_PREFIX "%s", node);
-  return vc_etcd_delete(cl->etcd, key, false, NULL, err);
+  return vc_etcd_delete(cl->etcd, key, false, deleted, err);
 }
 
 /* ------------------------------------------------------------- the cluster's view */

@@ -403,8 +403,8 @@ int vd_cluster_take_pool(vd_cluster *cl, json_t *body, json_t *guest, vs_error *
 int vd_cluster_start_images(vd_daemon *d, vs_error **err);
 /* An image was pulled, loaded, tagged, removed or imported here: record the stores again now. */
 void vd_cluster_images_kick(vd_daemon *d);
-/* The record of a node that is removed from the cluster. */
-int vd_cluster_images_forget(vd_cluster *cl, const char *node, vs_error **err);
+/* The record of a node that is removed from the cluster (*deleted: 1 if it had one). */
+int vd_cluster_images_forget(vd_cluster *cl, const char *node, int64_t *deleted, vs_error **err);
 void vd_h_cluster_images(vd_call *c);
 /* {"KIND REFERENCE": [nodes]} from the watch's copy (NULL while it is not loaded); the nodes of
  * that index holding the image a guest's record asks for (Spec.Image; NULL: none or unknown). */

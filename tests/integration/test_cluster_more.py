@@ -261,3 +261,33 @@ def test_a_migrated_vm_keeps_its_id_and_one_with_snapshots_stays(cl):
         assert guests(h2)["keeper"]["Node"] == "n1"
     finally:
         remove_guests(cl)
+
+
+# ------------------------------------------------------------------ last: a node removed
+
+def test_removing_a_node_removes_its_images_and_a_returning_node_records_them_again(cl, image):
+    """n3 holds busybox; its vesseld dies, its lease ends, `vessel node rm n3` forgets it: its
+    record of images goes with it (an image listing never names a node the cluster forgot).
+    Started again, n3 joins and records what its store holds."""
+    h1, h2, h3 = cl.hosts
+    assert "Loaded image" in h3.vd.docker("load", "-i", str(image)).stdout
+    wait_for("busybox on n3", lambda: "n3" in (holders(h1, BUSYBOX) or []), timeout=60)
+    h3.vd.kill9()
+
+    def n3_down():
+        # a node with no spec whose lease ended: 404 (it is known by its images alone)
+        status, n = api(h1, "GET", "/vessel/v1/nodes/n3")
+        return status == 404 or n["Status"] == "down"
+
+    wait_for("n3 down", n3_down, timeout=60, step=0.5)
+    # while it is down its images are still known (they are on its disk)
+    assert "n3" in holders(h2, BUSYBOX)
+    h1.vessel("node", "rm", "n3")
+    assert etcd_json(h1, "/vessel/images/n3") is None
+    r = h1.vessel("node", "rm", "n3", check=False)  # nothing of it left
+    assert r.returncode != 0 and "No such node: n3" in r.stderr, r.stderr
+    assert "n3" not in (holders(h2, BUSYBOX) or [])
+    assert not any("n3" in i["Nodes"] for i in cluster_images(h2))
+    h3.vd.start()
+    wait_for("n3's images recorded again", lambda: "n3" in (holders(h1, BUSYBOX) or []),
+             timeout=60)
