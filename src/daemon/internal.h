@@ -499,6 +499,11 @@ int vd_cnet_claim(vd_daemon *d, const char *network, const char *id, const char 
                   vs_error **err);
 /* Give back the endpoint's claim when this node holds it (best effort: logged). */
 void vd_cnet_release(vd_daemon *d, const char *network, const char *id);
+/* A network of the cluster by name from the watch's copy, for a node that makes it on demand:
+ * its record (with Revision), *peers the other nodes' addresses, *names the other nodes'
+ * claims' names ([{Ip, Names}]); NULL when the cluster has no such network (or the copy is not
+ * loaded). */
+json_t *vd_cnet_record(vd_daemon *d, const char *name, json_t **peers, json_t **names);
 /* Wake the network pass (a network was made or removed here). */
 void vd_cnet_kick(vd_daemon *d);
 /* networks.c, for the network pass: make the records' networks here (with their VXLAN devices
@@ -506,7 +511,7 @@ void vd_cnet_kick(vd_daemon *d);
  * remove the networks of the cluster that have no record at revision; the endpoints of this
  * node on networks of the cluster ([{Network, Id, Ip, Names}]). */
 void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_t *peers,
-                          json_t *remote_claims);
+                          json_t *remote_claims, json_t *wanted);
 json_t *vd_net_cluster_endpoints(vd_daemon *d);
 
 struct vd_daemon {
