@@ -139,6 +139,13 @@ typedef struct vc_put {
 } vc_put;
 int vc_etcd_put_all_if(vc_etcd *e, const vc_put *puts, size_t n, bool *succeeded, int64_t *revision,
                        vs_error **err);
+/* Put key only if its mod_revision is still expected (0: it does not exist) and no key under
+ * prefix was written after revision since (a read of prefix at since still holds; a key
+ * removed meanwhile is not seen). The check of a change that must agree with a whole list: a
+ * pool of the cluster shrunk only while its guests are as counted. */
+int vc_etcd_put_if_quiet(vc_etcd *e, const char *key, const char *value, size_t len,
+                         int64_t expected_mod_revision, const char *prefix, int64_t since,
+                         bool *succeeded, int64_t *revision, vs_error **err);
 /* Delete key (or every key under it with prefix); *deleted: how many. */
 int vc_etcd_delete(vc_etcd *e, const char *key, bool prefix, int64_t *deleted, vs_error **err);
 /* Delete key only if its mod_revision is still expected. */

@@ -462,6 +462,32 @@ int vc_etcd_put_if(vc_etcd *e, const char *key, const char *value, size_t len, i
   return 0;
 }
 
+int vc_etcd_put_if_quiet(vc_etcd *e, const char *key, const char *value, size_t len,
+                         int64_t expected_mod_revision, const char *prefix, int64_t since,
+                         bool *succeeded, int64_t *revision, vs_error **err) {
+  /* etcd compares every key of a compare's range: all of them last written before since+1 */
+  json_t *quiet = key_range(prefix, true);
+  json_object_set_new(quiet, "result", json_string("LESS"));
+  json_object_set_new(quiet, "target", json_string("MOD"));
+  json_object_set_new(quiet, "mod_revision", json_integer(since + 1));
+  json_t *req =
+      json_pack("{s:[o, o], s:[{s:o}]}", "compare", revision_compare(key, expected_mod_revision),
+                quiet, "success", "request_put", put_request(key, value, len, 0));
+  reply r = {0};
+  if (call(e, "/v3/kv/txn", req, &r, err) < 0)
+    return vs_error_wrap(err, "etcd put %s (if at revision %lld and %s* unchanged since %lld)", key,
+                         (long long)expected_mod_revision, prefix, (long long)since);
+  int64_t rev = 0;
+  int rc = vc_parse_txn(r.body, r.len, succeeded, &rev, NULL, err);
+  free(r.body);
+  if (rc < 0)
+    return vs_error_wrap(err, "etcd put %s (if at revision %lld)", key,
+                         (long long)expected_mod_revision);
+  if (revision)
+    *revision = rev;
+  return 0;
+}
+
 int vc_etcd_delete(vc_etcd *e, const char *key, bool prefix, int64_t *deleted, vs_error **err) {
   reply r = {0};
   int64_t rev = 0, n = 0;

@@ -5,13 +5,22 @@
  * exists anywhere), and has room for the request within its capacity times its overcommit
  * ratio, counting every guest placed on it (running or not). Score: spread — fewest guests
  * with the same labels (replicas of one service apart), then the lowest load after placement
- * (the larger of its CPU and memory fractions: least-allocated), then the name. */
+ * (the larger of its CPU and memory fractions: least-allocated), then the name.
+ *
+ * Image locality, as Kubernetes' ImageLocality score, but below spread: a node that holds the
+ * guest's image already (the request's ImageNodes) wins over one that does not when their loads
+ * after placement are within IMAGE_LOAD_SLACK of each other. It saves the pull (and lets a
+ * guest of an image that is in no registry land where the image is) without piling the guests
+ * of one image onto one node: a node fuller by more than the slack still loses. */
 #include "cluster/internal.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Loads (fractions of capacity) this close count as equal for image locality. */
+#define IMAGE_LOAD_SLACK 0.05
 
 typedef struct node_use {
   double cpus;
@@ -156,6 +165,15 @@ int vc_place_check(const json_t *nodes, const json_t *guests, const json_t *req,
     if (v && (!json_is_number(v) || json_number_value(v) < 0 || isnan(json_number_value(v))))
       return vs_error_set(err, EINVAL, "placement: %s: expected a number of 0 or more", f[i]);
   }
+  json_t *have = json_object_get(req, "ImageNodes");
+  if (have && !json_is_null(have)) {
+    size_t k;
+    json_t *x;
+    if (!json_is_array(have))
+      return vs_error_set(err, EINVAL, "placement: ImageNodes: expected an array of node names");
+    json_array_foreach(have, k, x) if (!json_is_string(x)) return vs_error_set(
+        err, EINVAL, "placement: ImageNodes[%zu]: expected a node name", k);
+  }
   const char *o[] = {"Labels", "NodeSelector", "AntiAffinity", "Affinity"};
   for (size_t i = 0; i < ARRAY_SIZE(o); i++) {
     json_t *v = json_object_get(req, o[i]);
@@ -176,6 +194,22 @@ int vc_place_check(const json_t *nodes, const json_t *guests, const json_t *req,
   return 0;
 }
 
+/* Whether the request's image is on node already (ImageNodes: checked by vc_place_check). */
+static bool has_image(const json_t *req, const char *node) {
+  size_t i;
+  json_t *n;
+  json_array_foreach(json_object_get(req, "ImageNodes"), i,
+                     n) if (!strcmp(json_string_value(n), node)) return true;
+  return false;
+}
+
+/* Of two nodes as loaded as spread sees them, whether the one with load and image is better. */
+static bool better_load(double load, bool image, double best_load, bool best_image) {
+  if (image != best_image && fabs(load - best_load) <= IMAGE_LOAD_SLACK)
+    return image;
+  return load < best_load - 1e-12;
+}
+
 int vc_place(const json_t *nodes, const json_t *guests, const json_t *req, char **node,
              char **reason, vs_error **err) {
   *node = *reason = NULL;
@@ -185,6 +219,7 @@ int vc_place(const json_t *nodes, const json_t *guests, const json_t *req, char 
   const json_t *best = NULL;
   double best_load = 0;
   size_t best_replicas = 0;
+  bool best_image = false;
   char *why = vs_strdup("");
   size_t i;
   json_t *n;
@@ -202,11 +237,13 @@ int vc_place(const json_t *nodes, const json_t *guests, const json_t *req, char 
       free(no);
       continue;
     }
+    bool image = has_image(req, str(n, "Name"));
     if (!best || replicas < best_replicas ||
-        (replicas == best_replicas && load < best_load - 1e-12)) {
+        (replicas == best_replicas && better_load(load, image, best_load, best_image))) {
       best = n;
       best_load = load;
       best_replicas = replicas;
+      best_image = image;
     }
   }
   if (best) {

@@ -172,6 +172,7 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   pthread_mutex_init(&cl->lock, NULL);
   pthread_cond_init(&cl->cond, NULL);
   pthread_cond_init(&cl->guests_cond, NULL);
+  pthread_cond_init(&cl->images_cond, NULL);
   vd_cache_init(cl);
   return 0;
 }
@@ -310,6 +311,8 @@ int vd_cluster_start(vd_daemon *d, vs_error **err) {
     return -1;
   if (vd_cluster_start_networks(d, err) < 0)
     return -1;
+  if (vd_cluster_start_images(d, err) < 0)
+    return -1;
   return vd_cluster_start_migrator(d, err);
 }
 
@@ -322,6 +325,7 @@ void vd_cluster_free(vd_daemon *d) {
     cl->stop = true;
     pthread_cond_broadcast(&cl->cond);
     pthread_cond_broadcast(&cl->guests_cond);
+    pthread_cond_broadcast(&cl->images_cond);
     pthread_mutex_unlock(&cl->lock);
     if (cl->keeper_started)
       pthread_join(cl->keeper, NULL);
@@ -335,10 +339,13 @@ void vd_cluster_free(vd_daemon *d) {
       pthread_join(cl->migrator, NULL);
     if (cl->netter_started)
       pthread_join(cl->netter, NULL);
+    if (cl->imager_started)
+      pthread_join(cl->imager, NULL);
     vd_ha_stop(d);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->cond);
     pthread_cond_destroy(&cl->guests_cond);
+    pthread_cond_destroy(&cl->images_cond);
   }
   vc_etcd_free(cl->etcd);
   for (size_t i = 0; i < cl->n_endpoints; i++)
@@ -707,11 +714,17 @@ void vd_h_node_delete(vd_call *c) {
   if (!need_cluster(c))
     return;
   bool force = http_query_bool(c->req->query, "force", false);
-  json_t *n = one_node(c, c->arg);
-  if (!n)
+  vs_error *e = NULL;
+  json_t *nodes = vd_cluster_nodes(c->d, &e);
+  if (!nodes) {
+    answer_nodes_error(c, e);
     return;
-  bool up = !strcmp(json_string_value(json_object_get(n, "Status")), "ready");
-  json_decref(n);
+  }
+  /* a node whose lease ended and that has no spec is known only by its record of images */
+  json_t *n = find_node(nodes, c->arg);
+  bool known = n != NULL;
+  bool up = n && !strcmp(json_string_value(json_object_get(n, "Status")), "ready");
+  json_decref(nodes);
   if (up && !force) {
     vd_call_error(c, 409,
                   "node %s is up (its lease is alive): stop its vesseld first, or "
@@ -719,12 +732,17 @@ void vd_h_node_delete(vd_call *c) {
                   c->arg);
     return;
   }
-  vs_error *e = NULL;
   _cleanup_free_ char *spec = node_key("nodespec", c->arg);
   _cleanup_free_ char *status = node_key("nodes", c->arg);
+  int64_t images = 0;
   if (vc_etcd_delete(c->d->cluster.etcd, spec, false, NULL, &e) < 0 ||
-      vc_etcd_delete(c->d->cluster.etcd, status, false, NULL, &e) < 0) {
+      vc_etcd_delete(c->d->cluster.etcd, status, false, NULL, &e) < 0 ||
+      vd_cluster_images_forget(&c->d->cluster, c->arg, &images, &e) < 0) {
     answer_nodes_error(c, e);
+    return;
+  }
+  if (!known && !images) {
+    vd_call_error(c, 404, "No such node: %s", c->arg);
     return;
   }
   vd_event_emit(c->d, "node", "remove", c->arg, json_pack("{s:s}", "name", c->arg));

@@ -451,10 +451,17 @@ static int64_t now_us(void) {
 }
 
 /* One guest's decision: placed (or placed again by HA), refused, or left for the next pass. */
-static bool decide(json_t *nodes, json_t *pools, json_t *placed, pending *p) {
+static bool decide(json_t *nodes, json_t *pools, const json_t *images, json_t *placed, pending *p) {
   char *node = NULL, *reason = NULL;
   vs_error *e = NULL;
   json_t *req = vd_cluster_pool_admit(pools, nodes, placed, p->rec, &p->pool_rev, &reason);
+  json_t *have_image = vd_cluster_image_nodes(images, p->rec);
+  if (req && have_image) { /* image locality: a copy, the record is written as it is */
+    json_t *copy = json_deep_copy(req);
+    json_object_set(copy, "ImageNodes", have_image);
+    json_decref(req);
+    req = copy;
+  }
   if (req && vc_place(nodes, placed, req, &node, &reason, &e) < 0) {
     reason = vs_strdup(e->msg);
     vs_error_free(e);
@@ -526,9 +533,11 @@ static int schedule_pass(vd_daemon *d, vs_error **err) {
     json_decref(rec);
   }
   qsort(pend, np, sizeof(*pend), by_creation);
+  json_t *images = np ? vd_cluster_image_index(cl) : NULL;
   for (size_t i = 0; i < np; i++)
-    if (decide(nodes, pools, placed, &pend[i]))
+    if (decide(nodes, pools, images, placed, &pend[i]))
       decided[nd++] = pend[i];
+  json_decref(images);
   bool stale = false;
   int64_t t1 = now_us();
   for (size_t i = 0; i < nd; i += BATCH)

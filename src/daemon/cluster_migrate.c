@@ -21,6 +21,7 @@
 #include "daemon/internal.h"
 #include "daemon/vms.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -260,6 +261,25 @@ static vd_vm *claim_cluster_vm(vd_daemon *d, const char *name, bool *busy) {
   return vm;
 }
 
+/* The names of the VM's snapshots, ", "-separated ("" when it has none). */
+static char *snapshot_names(const vd_vm *vm, size_t *n) {
+  _cleanup_free_ char *p = vs_asprintf("%s/snapshots", vm->dir);
+  char *names = vs_strdup("");
+  *n = 0;
+  DIR *dir = opendir(p);
+  if (!dir)
+    return names;
+  struct dirent *de;
+  while ((de = readdir(dir)))
+    if (de->d_name[0] != '.') {
+      char *next = vs_asprintf("%s%s%s", names, (*n)++ ? ", " : "", de->d_name);
+      free(names);
+      names = next;
+    }
+  closedir(dir);
+  return names;
+}
+
 static void source_offer(vd_daemon *d, const char *name, const json_t *mig) {
   vd_cluster *cl = &d->cluster;
   const char *id = str(mig, "Id");
@@ -272,6 +292,8 @@ static void source_offer(vd_daemon *d, const char *name, const json_t *mig) {
   }
   const char *disk = str(vm->rec, "DiskPath");
   const char *ddir = str(vm->rec, "DiskDir");
+  size_t n_snaps = 0;
+  _cleanup_free_ char *snaps = snapshot_names(vm, &n_snaps);
   if (!vd_vm_running(d->vms, vm))
     fail_migration(cl, name, id, 409, "VM %s is not running on node %s", name, cl->node_name);
   else if (!cl->shared_dir)
@@ -284,8 +306,17 @@ static void source_offer(vd_daemon *d, const char *name, const json_t *mig) {
                    "VM %s keeps its disk %s in node %s's own data root (it was made before "
                    "--cluster-shared-dir): it cannot move",
                    name, disk, cl->node_name);
+  else if (n_snaps)
+    /* a snapshot's saved RAM and devices are in this node's data root, and a restore on the
+     * target would need them: the VM stays rather than leave them behind */
+    fail_migration(cl, name, id, 409,
+                   "VM %s has %zu snapshot%s (%s) kept in node %s's data root, which do not "
+                   "move with it: a VM with snapshots stays on its node",
+                   name, n_snaps, n_snaps == 1 ? "" : "s", snaps, cl->node_name);
   else {
-    json_t *offer = json_pack("{s:O}", "Config", json_object_get(vm->rec, "Config"));
+    /* VmId: the VM keeps its ID on the target */
+    json_t *offer =
+        json_pack("{s:O, s:s}", "Config", json_object_get(vm->rec, "Config"), "VmId", vm->id);
     static const char *const fields[] = {"Disk", "DiskPath", "DiskDir"};
     for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
       if (json_object_get(vm->rec, fields[i]))
@@ -497,7 +528,9 @@ static void target_prepare(vd_daemon *d, const char *name, const json_t *mig) {
     if (json_object_get(offer, fields[i]))
       json_object_set(rec, fields[i], json_object_get(offer, fields[i]));
   vs_error *e = NULL;
-  vd_vm *vm = vd_vm_create(d, name, rec, &e); /* takes rec */
+  /* the VM keeps its ID (a source that did not say it: a new one) */
+  const char *vm_id_wanted = str(offer, "VmId");
+  vd_vm *vm = vd_vm_create_with_id(d, name, vm_id_wanted, rec, &e); /* takes rec */
   if (vm && vd_vm_net_attach(d, vm, &e) < 0) {
     vd_vm_discard(vm);
     vm = NULL;

@@ -19,6 +19,7 @@
  * whose endpoint is gone, after a grace for attaches under way, is deleted).
  */
 #include "daemon/internal.h"
+#include "daemon/vms.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -517,6 +518,99 @@ static void claims_converge(vd_cluster *cl, json_t *claims, json_t *eps) {
   }
 }
 
+/* ------------------------------------------------------------------ made where needed */
+
+json_t *vd_cnet_record(vd_daemon *d, const char *name, json_t **peers, json_t **names) {
+  vd_cluster *cl = &d->cluster;
+  *peers = *names = NULL;
+  if (!vd_vm_name_valid(name))
+    return NULL;
+  _cleanup_free_ char *key = vs_asprintf(NETS "%s", name);
+  int64_t rev = 0;
+  json_t *rec = vd_cache_get(cl, key, &rev);
+  if (!rec)
+    return NULL;
+  json_object_set_new(rec, "Revision", json_integer(rev));
+  *peers = json_array();
+  vc_range r;
+  if (vd_cache_range(cl, NODES, &r)) {
+    for (size_t i = 0; i < r.n; i++) {
+      _cleanup_json_ json_t *n = kv_json(&r.kvs[i]);
+      const char *addr = str(n, "Address");
+      struct in_addr a;
+      if (addr && inet_pton(AF_INET, addr, &a) == 1 &&
+          strcmp(r.kvs[i].key + strlen(NODES), cl->node_name) != 0)
+        json_array_append_new(*peers, json_string(addr));
+    }
+    vc_range_clear(&r);
+  }
+  *names = json_array();
+  _cleanup_free_ char *prefix = vs_asprintf(ADDRS "%s/", name);
+  if (vd_cache_range(cl, prefix, &r)) {
+    for (size_t i = 0; i < r.n; i++) {
+      _cleanup_json_ json_t *c = kv_json(&r.kvs[i]);
+      if (c && str(c, "Node") && strcmp(str(c, "Node"), cl->node_name) != 0)
+        json_array_append_new(*names, json_pack("{s:s, s:O?}", "Ip", r.kvs[i].key + strlen(prefix),
+                                                "Names", json_object_get(c, "Names")));
+    }
+    vc_range_clear(&r);
+  }
+  return rec;
+}
+
+/* Mark name (or the record whose Id is it) wanted. */
+static void want(json_t *wanted, json_t *records, const char *name) {
+  if (!name)
+    return;
+  if (json_object_get(records, name)) {
+    json_object_set_new(wanted, name, json_true());
+    return;
+  }
+  const char *n;
+  json_t *rec;
+  json_object_foreach(records, n, rec) {
+    if (str(rec, "Id") && !strcmp(str(rec, "Id"), name))
+      json_object_set_new(wanted, n, json_true());
+  }
+}
+
+/* The networks of the cluster this node needs ({name: true}): those its endpoints are on, those
+ * its containers name (running or not: a start attaches them), and those of the guests of the
+ * cluster placed on it or migrating to it (a VM's Network, before its tap exists). */
+static json_t *wanted_here(vd_daemon *d, json_t *records, json_t *eps) {
+  vd_cluster *cl = &d->cluster;
+  json_t *wanted = json_object();
+  size_t i;
+  json_t *ep;
+  json_array_foreach(eps, i, ep) want(wanted, records, str(ep, "Network"));
+  pthread_mutex_lock(&d->lock);
+  for (size_t k = 0; k < d->n_ctrs; k++) {
+    json_t *rec = d->ctrs[k]->rec;
+    want(wanted, records,
+         json_string_value(json_object_get(json_object_get(rec, "HostConfig"), "NetworkMode")));
+    const char *key;
+    json_t *cfg;
+    json_object_foreach(
+        json_object_get(json_object_get(rec, "NetworkingConfig"), "EndpointsConfig"), key, cfg)
+        want(wanted, records, key);
+  }
+  pthread_mutex_unlock(&d->lock);
+  vc_range g;
+  if (!vd_cache_range(cl, "/vessel/guests/", &g))
+    return wanted;
+  for (size_t k = 0; k < g.n; k++) {
+    _cleanup_json_ json_t *rec = kv_json(&g.kvs[k]);
+    const char *phase = str(rec, "Phase");
+    bool mine = str(rec, "Node") && !strcmp(str(rec, "Node"), cl->node_name);
+    if (!phase || !strcmp(phase, "refused") || !strcmp(phase, "failed") ||
+        !(mine || vd_cluster_migrating_to(rec, cl->node_name)))
+      continue;
+    want(wanted, records, str(json_object_get(rec, "Spec"), "Network"));
+  }
+  vc_range_clear(&g);
+  return wanted;
+}
+
 static int net_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   vd_cluster *cl = &d->cluster;
   cnet_view v = {0};
@@ -526,7 +620,9 @@ static int net_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   }
   *revision = v.revision;
   _cleanup_json_ json_t *names = remote_names(cl, v.claims);
-  vd_net_cluster_apply(d, v.records, v.revision, v.peers, names);
+  _cleanup_json_ json_t *before = vd_net_cluster_endpoints(d);
+  _cleanup_json_ json_t *wanted = wanted_here(d, v.records, before);
+  vd_net_cluster_apply(d, v.records, v.revision, v.peers, names, wanted);
   _cleanup_json_ json_t *eps = vd_net_cluster_endpoints(d);
   claims_converge(cl, v.claims, eps);
   view_clear(&v);

@@ -359,6 +359,152 @@ bool vd_cluster_pool_delete(vd_call *c) {
   return true;
 }
 
+/* ------------------------------------------------------------- update */
+
+/* The pool after the update: its fields with body's over them, checked as a create's; Name and
+ * Created kept. */
+static int pool_updated(const json_t *old, const json_t *body, json_t *pool, vs_error **err) {
+  if (json_object_get(body, "Name"))
+    return vs_error_set(err, EINVAL, "Name: a pool cannot be renamed");
+  _cleanup_json_ json_t *merged = json_deep_copy(old);
+  json_object_del(merged, "Created");
+  json_object_update(merged, (json_t *)body);
+  if (parse_pool(merged, pool, err) < 0)
+    return -1;
+  json_object_set(pool, "Created", json_object_get(old, "Created"));
+  return 0;
+}
+
+/* Why the pool cannot become pool (NULL: it can): what its guests request must stay within
+ * what its nodes give times its ratios after the change. */
+static char *shrink_refused(const char *name, const json_t *pool, const json_t *nodes,
+                            const json_t *placed) {
+  double cap_cpus, cap_mem, used_cpus, used_mem;
+  json_t *members = json_array(), *guests = json_array();
+  pool_capacity(pool, nodes, &cap_cpus, &cap_mem, members);
+  pool_usage(name, placed, &used_cpus, &used_mem, guests);
+  double rc = ratio_of(pool, "CpuOvercommit"), rm = ratio_of(pool, "MemoryOvercommit");
+  char *why = NULL;
+  if (used_cpus > cap_cpus * rc + 1e-9 || used_mem > cap_mem * rm + 0.5) {
+    _cleanup_free_ char *names = vs_strdup("");
+    size_t i;
+    json_t *m;
+    json_array_foreach(members, i, m) {
+      char *n = vs_asprintf("%s%s%s", names, i ? ", " : "", json_string_value(m));
+      free(names);
+      names = n;
+    }
+    why = vs_asprintf("pool %s of the cluster: its %zu guests request %.2f CPUs and %lld MiB, "
+                      "more than the update leaves (%.2f CPUs x %.2f and %lld MiB x %.2f on %s%s): "
+                      "remove guests first",
+                      name, json_array_size(guests), used_cpus, (long long)(used_mem / (1 << 20)),
+                      cap_cpus, rc, (long long)(cap_mem / (1 << 20)), rm,
+                      *names ? "nodes " : "no ready node", names);
+  }
+  json_decref(members);
+  json_decref(guests);
+  return why;
+}
+
+/* One try: read the pool and its guests, check, write if neither changed meanwhile. 1: written,
+ * 0: changed meanwhile (try again); -1 with *status and err: refused or failed. */
+static int pool_update_once(vd_call *c, const json_t *body, json_t **out, int *status,
+                            vs_error **err) {
+  vd_cluster *cl = &c->d->cluster;
+  _cleanup_free_ char *key = pool_key(c->arg);
+  vc_range cur, g;
+  if (vc_etcd_get(cl->etcd, key, &cur, err) < 0)
+    return *status = 503, -1;
+  json_t *old = cur.n ? vd_guest_record_of(&cur.kvs[0]) : NULL;
+  int64_t rev = cur.n ? cur.kvs[0].mod_revision : 0;
+  vc_range_clear(&cur);
+  if (!old)
+    return *status = 404, vs_error_set(err, ENOENT, "No such pool: %s", c->arg);
+  json_t *pool = json_object();
+  if (pool_updated(old, body, pool, err) < 0) {
+    json_decref(old);
+    json_decref(pool);
+    return *status = 400, -1;
+  }
+  json_decref(old);
+  /* the guests first: the nodes read after them are at least as new */
+  if (vc_etcd_get_prefix(cl->etcd, GUESTS_PREFIX, 0, &g, err) < 0) {
+    json_decref(pool);
+    return *status = 503, -1;
+  }
+  json_t *placed = placed_guests(&g);
+  int64_t since = g.revision;
+  vc_range_clear(&g);
+  json_t *nodes = vd_cluster_nodes(c->d, err);
+  char *why = nodes ? shrink_refused(c->arg, pool, nodes, placed) : NULL;
+  int r = 1;
+  if (!nodes) {
+    *status = 503;
+    r = -1;
+  } else if (why) {
+    *status = 409;
+    vs_error_set(err, EBUSY, "%s", why);
+    r = -1;
+  } else {
+    _cleanup_free_ char *doc = json_dumps(pool, JSON_COMPACT | JSON_SORT_KEYS);
+    bool ok = false;
+    int64_t at = 0;
+    /* a guest admitted since the read changed a record under the prefix: counted again */
+    if (vc_etcd_put_if_quiet(cl->etcd, key, doc, strlen(doc), rev, GUESTS_PREFIX, since, &ok, &at,
+                             err) < 0) {
+      *status = 503;
+      r = -1;
+    } else if (ok) {
+      vd_cache_note_put(cl, key, doc, strlen(doc), at);
+      *out = pool_view(c->arg, pool, nodes, placed);
+    } else {
+      r = 0;
+    }
+  }
+  free(why);
+  json_decref(placed);
+  json_decref(nodes);
+  json_decref(pool);
+  return r;
+}
+
+bool vd_cluster_pool_update(vd_call *c, const json_t *body) {
+  vd_cluster *cl = &c->d->cluster;
+  if (!cl->enabled)
+    return false;
+  if (!json_is_true(json_object_get(body, "Cluster"))) {
+    /* without --cluster: the node's own pool of that name first, as inspect */
+    pthread_mutex_lock(&c->d->vms->lock);
+    bool local = json_object_get(c->d->vms->pools, c->arg) != NULL;
+    pthread_mutex_unlock(&c->d->vms->lock);
+    if (local)
+      return false;
+  }
+  for (int attempt = 0; attempt < 50; attempt++) {
+    json_t *out = NULL;
+    int status = 0;
+    vs_error *e = NULL;
+    int r = pool_update_once(c, body, &out, &status, &e);
+    if (r == 1) {
+      vd_call_json(c, 200, out);
+      return true;
+    }
+    if (r < 0) {
+      if (status == 404 && !json_is_true(json_object_get(body, "Cluster"))) {
+        vs_error_free(e);
+        return false; /* neither the node's nor the cluster's: the local path says 404 */
+      }
+      vd_call_error(c, status, "%s%s", status == 503 ? "cluster store: " : "", e->msg);
+      vs_error_free(e);
+      return true;
+    }
+    vs_log_debug("cluster: pool %s or its guests changed during an update: again", c->arg);
+  }
+  vd_call_error(c, 409, "pool %s of the cluster: 50 conflicting writes in a row: try again",
+                c->arg);
+  return true;
+}
+
 int vd_cluster_take_pool(vd_cluster *cl, json_t *body, json_t *guest, vs_error **err) {
   const char *name = str(body, "Pool");
   if (!name || !vd_vm_name_valid(name))

@@ -331,6 +331,7 @@ void vd_h_image_load(vd_call *c) {
   c->status = 200;
   c->text = steal_pointer(&text);
   c->content_type = "application/json";
+  vd_cluster_images_kick(c->d); /* the cluster's record of this node's images */
 }
 
 /* "repo" + "tag" query values as a full reference ("docker.io/library/x:latest"). */
@@ -377,6 +378,7 @@ void vd_h_image_tag(vd_call *c) {
   }
   pthread_mutex_unlock(&d->store_lock);
   vs_error_free(e);
+  vd_cluster_images_kick(c->d); /* the cluster's record of this node's images */
 }
 
 /* A container (other than one being removed) made from this manifest, or NULL. */
@@ -487,6 +489,7 @@ void vd_h_image_delete(vd_call *c) {
   json_decref(names);
   vs_image_clear(&img);
   pthread_mutex_unlock(&d->store_lock);
+  vd_cluster_images_kick(c->d); /* the cluster's record of this node's images */
 }
 
 /* ---------------------------------------------------------------- pull, import */
@@ -592,6 +595,7 @@ static void image_pull(vd_call *c, const char *from, const char *tag) {
       same ? "Status: Image is up to date for %s" : "Status: Downloaded newer image for %s", fam);
   vd_event_emit(d, "image", "pull", fam, json_pack("{s:s}", "name", fam));
   post_status(c, last);
+  vd_cluster_images_kick(c->d); /* the cluster's record of this node's images */
 }
 
 /* docker push: POST /images/{name}/push?tag=T, the progress streamed as dockerd does. */
@@ -705,6 +709,7 @@ static void image_import(vd_call *c, const char *repo, const char *tag) {
   c->status = 200;
   c->text = vs_asprintf("%s\n", line);
   c->content_type = "application/json";
+  vd_cluster_images_kick(c->d); /* the cluster's record of this node's images */
 }
 
 void vd_h_image_create(vd_call *c) {
@@ -909,6 +914,7 @@ void vd_h_images_prune(vd_call *c) {
   vd_call_json(c, 200,
                json_pack("{s:o, s:I}", "ImagesDeleted", deleted, "SpaceReclaimed",
                          (json_int_t)st.bytes_freed));
+  vd_cluster_images_kick(c->d); /* the cluster's record of this node's images */
 }
 
 /* How many of the images use each layer (by blob digest). */

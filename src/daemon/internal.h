@@ -341,6 +341,8 @@ typedef struct vd_cluster {
   pthread_t ha;       /* cluster_ha.c: failover and fencing */
   pthread_t migrator; /* cluster_migrate.c: live migration between nodes */
   pthread_t netter;   /* cluster_net.c */
+  pthread_t imager;   /* cluster_images.c: this node's images recorded in etcd */
+  pthread_cond_t images_cond; /* with lock: an image changed here (images_dirty) */
   /* cluster_cache.c: the keys under /vessel/ as the watch delivered them ({key: {"v", "m",
    * "c"}}), with lock; cache_ok once loaded */
   json_t *cache;
@@ -361,6 +363,7 @@ typedef struct vd_cluster {
   bool migrator_started;
   bool migrate_dirty; /* with lock: a change of the records for the migrator */
   bool netter_started, net_dirty;
+  bool imager_started, images_dirty;
   bool cache_ok;
 } vd_cluster;
 
@@ -393,10 +396,24 @@ bool vd_cluster_pool_wanted(const json_t *body);
 void vd_cluster_pool_create(vd_call *c, json_t *body);
 /* The pools of the cluster as the API shows them (only: that one), from the watch's copy. */
 json_t *vd_cluster_pools_view(vd_daemon *d, const char *only);
+/* POST .../update of a pool of the cluster (its NodeSelector, its ratios), refused when what its
+ * guests request would no longer fit; false when it is a pool of this node (or neither). */
+bool vd_cluster_pool_update(vd_call *c, const json_t *body);
 /* DELETE of a pool of the cluster; false when it is not one (a pool of this node). */
 bool vd_cluster_pool_delete(vd_call *c);
 /* A VM create's Pool that names a pool of the cluster: moved from body into the guest record. */
 int vd_cluster_take_pool(vd_cluster *cl, json_t *body, json_t *guest, vs_error **err);
+/* cluster_images.c: the images of each node, /vessel/images/NODE (docs/cluster.md) */
+int vd_cluster_start_images(vd_daemon *d, vs_error **err);
+/* An image was pulled, loaded, tagged, removed or imported here: record the stores again now. */
+void vd_cluster_images_kick(vd_daemon *d);
+/* The record of a node that is removed from the cluster (*deleted: 1 if it had one). */
+int vd_cluster_images_forget(vd_cluster *cl, const char *node, int64_t *deleted, vs_error **err);
+void vd_h_cluster_images(vd_call *c);
+/* {"KIND REFERENCE": [nodes]} from the watch's copy (NULL while it is not loaded); the nodes of
+ * that index holding the image a guest's record asks for (Spec.Image; NULL: none or unknown). */
+json_t *vd_cluster_image_index(vd_cluster *cl);
+json_t *vd_cluster_image_nodes(const json_t *index, const json_t *rec);
 /* cluster_cache.c: the copy of /vessel/ kept by the watch */
 void vd_cache_init(vd_cluster *cl);
 void vd_cache_free(vd_cluster *cl);
@@ -525,6 +542,11 @@ int vd_cnet_claim(vd_daemon *d, const char *network, const char *id, const char 
                   vs_error **err);
 /* Give back the endpoint's claim when this node holds it (best effort: logged). */
 void vd_cnet_release(vd_daemon *d, const char *network, const char *id);
+/* A network of the cluster by name from the watch's copy, for a node that makes it on demand:
+ * its record (with Revision), *peers the other nodes' addresses, *names the other nodes'
+ * claims' names ([{Ip, Names}]); NULL when the cluster has no such network (or the copy is not
+ * loaded). */
+json_t *vd_cnet_record(vd_daemon *d, const char *name, json_t **peers, json_t **names);
 /* Wake the network pass (a network was made or removed here). */
 void vd_cnet_kick(vd_daemon *d);
 /* networks.c, for the network pass: make the records' networks here (with their VXLAN devices
@@ -532,7 +554,7 @@ void vd_cnet_kick(vd_daemon *d);
  * remove the networks of the cluster that have no record at revision; the endpoints of this
  * node on networks of the cluster ([{Network, Id, Ip, Names}]). */
 void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_t *peers,
-                          json_t *remote_claims);
+                          json_t *remote_claims, json_t *wanted);
 json_t *vd_net_cluster_endpoints(vd_daemon *d);
 
 struct vd_daemon {

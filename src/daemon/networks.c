@@ -56,6 +56,10 @@ struct vd_net {
    * made since this daemon started ({name: [address...]}); a network not in it gets its
    * device made afresh */
   json_t *vx_peers;
+  /* networks of the cluster are made on a node only while it needs them: when each was made here
+   * ({name: CLOCK_MONOTONIC ms}), for the grace before an unused one goes */
+  json_t *made_ms;
+  vd_daemon *d; /* the network of the cluster a lookup names is made here on demand */
 };
 
 /* An error whose message is ours alone (no strerror appended), with errnum for the status. */
@@ -83,13 +87,22 @@ static bool is_predefined(const char *name) {
   return !strcmp(name, DEFAULT_BRIDGE_NETWORK) || !strcmp(name, "host") || !strcmp(name, "none");
 }
 
-/* A network by name, full id or unique id prefix: its name (borrowed from the metadata). */
+static const char *cluster_network_on_demand(vd_net *vn, const char *name);
+
+/* A network by name, full id or unique id prefix: its name (borrowed from the metadata). A
+ * network of the cluster that this node has not made (it makes them only while it has guests on
+ * them) is made here when named. */
 static const char *meta_find(vd_net *vn, const char *what) {
   json_t *nets = meta_networks(vn);
   if (!what || !*what)
     return NULL;
   if (json_object_get(nets, what))
     return json_object_iter_key(json_object_iter_at(nets, what));
+  if (vn->d && vn->d->cluster.enabled) {
+    const char *made = cluster_network_on_demand(vn, what);
+    if (made)
+      return made;
+  }
   const char *name, *found = NULL;
   json_t *m;
   json_object_foreach(nets, name, m) {
@@ -2191,12 +2204,63 @@ static void cluster_network_names(vd_net *vn, const char *name, json_t *claims) 
   }
 }
 
+/* Milliseconds a network of the cluster made here stays unused before it goes: the node that
+ * took its create keeps it a while, and a guest being set up on it meanwhile keeps it. */
+#define UNUSED_GRACE_MS 30000
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void note_made(vd_net *vn, const char *name) {
+  if (!vn->made_ms)
+    vn->made_ms = json_object();
+  json_object_set_new(vn->made_ms, name, json_integer(mono_ms()));
+}
+
+/* Whether the network of the cluster made here has been unused past the grace (one this daemon
+ * found at its start counts from then). */
+static bool unused_long_enough(vd_net *vn, const char *name) {
+  json_t *at = vn->made_ms ? json_object_get(vn->made_ms, name) : NULL;
+  if (!at) {
+    note_made(vn, name);
+    return false;
+  }
+  return mono_ms() - json_integer_value(at) > UNUSED_GRACE_MS;
+}
+
+static const char *cluster_network_on_demand(vd_net *vn, const char *name) {
+  vd_daemon *d = vn->d;
+  json_t *peers = NULL, *names = NULL;
+  json_t *rec = vd_cnet_record(d, name, &peers, &names);
+  if (!rec)
+    return NULL;
+  vs_error *e = NULL;
+  if (cluster_network_make(d, name, rec, &e) < 0 ||
+      cluster_network_overlay(d, name, rec, peers, &e) < 0) {
+    vs_log_warn("network %s of the cluster: making it here: %s", name, e->msg);
+    vs_error_free(e);
+  } else {
+    cluster_network_names(vn, name, names);
+  }
+  if (json_object_get(meta_networks(vn), name))
+    note_made(vn, name);
+  json_decref(rec);
+  json_decref(peers);
+  json_decref(names);
+  json_t *nets = meta_networks(vn);
+  return json_object_get(nets, name) ? json_object_iter_key(json_object_iter_at(nets, name)) : NULL;
+}
+
 void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_t *peers,
-                          json_t *remote_claims) {
+                          json_t *remote_claims, json_t *wanted) {
   vd_net *vn = d->net;
   pthread_mutex_lock(&vn->lock);
   const char *name;
   json_t *rec;
+  _cleanup_json_ json_t *unused = json_array();
   json_object_foreach(records, name, rec) {
     vs_error *e = NULL;
     json_t *m = json_object_get(meta_networks(vn), name);
@@ -2205,6 +2269,20 @@ void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_
                   name);
       continue;
     }
+    /* made only on the nodes whose guests need it, removed when the last one there goes (one
+     * made here lately, by a create or on demand, is kept as it is for the grace) */
+    if (!json_object_get(wanted, name)) {
+      if (!m)
+        continue;
+      if (unused_long_enough(vn, name)) {
+        json_array_append_new(unused, json_string(name));
+        continue;
+      }
+    } else if (m && vn->made_ms) {
+      json_object_set_new(vn->made_ms, name, json_integer(mono_ms())); /* in use now */
+    }
+    if (!m)
+      note_made(vn, name);
     if ((!m && cluster_network_make(d, name, rec, &e) < 0) ||
         cluster_network_overlay(d, name, rec, peers, &e) < 0) {
       vs_log_warn("network %s of the cluster: %s", name, e->msg);
@@ -2224,6 +2302,19 @@ void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_
   }
   size_t i;
   json_t *v;
+  json_array_foreach(unused, i, v) {
+    vs_error *e = NULL;
+    char *id = NULL;
+    if (network_remove_ex(d, json_string_value(v), true, &id, &e) < 0) {
+      vs_log_debug("network %s of the cluster is unused here: %s", json_string_value(v), e->msg);
+      vs_error_free(e);
+    } else {
+      vs_log_info("network %s of the cluster: no guest here needs it: removed here",
+                  json_string_value(v));
+      json_object_del(vn->made_ms, json_string_value(v));
+    }
+    free(id);
+  }
   json_array_foreach(gone, i, v) {
     vs_error *e = NULL;
     char *id = NULL;
@@ -2386,6 +2477,7 @@ int vd_net_init(vd_daemon *d, const char *bridge, vs_error **err) {
   vd_net *vn = vs_malloc0(sizeof(*vn));
   pthread_mutex_init(&vn->lock, NULL);
   d->net = vn;
+  vn->d = d;
   vn->dir = vs_asprintf("%s/network", d->data_root);
   vn->meta_path = vs_asprintf("%s/networks.json", vn->dir);
   vn->netns_dir = vs_asprintf("%s/netns", d->exec_root);
@@ -2451,6 +2543,8 @@ void vd_net_free(vd_daemon *d) {
   json_decref(vn->meta);
   if (vn->vx_peers)
     json_decref(vn->vx_peers);
+  if (vn->made_ms)
+    json_decref(vn->made_ms);
   free(vn->dir);
   free(vn->meta_path);
   free(vn->netns_dir);

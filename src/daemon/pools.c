@@ -545,6 +545,8 @@ void vd_h_pool_update(vd_call *c) {
   _cleanup_json_ json_t *body = vd_call_body_object(c);
   if (!body)
     return;
+  if (vd_cluster_pool_update(c, body))
+    return;
   vd_vms *t = c->d->vms;
   vs_error *e = NULL;
   int status = 200;

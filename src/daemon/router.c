@@ -85,6 +85,7 @@ static const vd_route routes[] = {
     {"POST", "/vessel/v1/containers/{}/start", vd_h_cluster_ctr_start, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/containers/{}/logs", vd_h_cluster_ctr_logs, VD_RUN_WORKER, false},
     {"DELETE", "/vessel/v1/containers/{}", vd_h_cluster_ctr_delete, VD_RUN_WORKER, false},
+    {"GET", "/vessel/v1/cluster/images", vd_h_cluster_images, VD_RUN_WORKER, false},
     {"GET", "/vessel/v1/nodes/{}", vd_h_node_inspect, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/nodes/{}/cordon", vd_h_node_cordon, VD_RUN_WORKER, false},
     {"POST", "/vessel/v1/nodes/{}/uncordon", vd_h_node_uncordon, VD_RUN_WORKER, false},

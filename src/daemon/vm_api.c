@@ -990,4 +990,5 @@ void vd_h_vm_image_import(vd_call *c) {
   vs_error_free(e);
   free(full);
   json_decref(body);
+  vd_cluster_images_kick(c->d); /* the cluster's record of this node's images */
 }

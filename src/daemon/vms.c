@@ -1184,9 +1184,27 @@ int vd_vm_create_disk(vd_daemon *d, vd_vm *vm, json_t *disk, vs_error **err) {
 }
 
 /* Make the directory and the record of a new VM and add it to the table (worker). */
+static bool id_valid(const char *id) {
+  size_t n = 0;
+  for (; id[n]; n++)
+    if (!((id[n] >= '0' && id[n] <= '9') || (id[n] >= 'a' && id[n] <= 'f')))
+      return false;
+  return n == 64;
+}
+
 vd_vm *vd_vm_create(vd_daemon *d, const char *name, json_t *rec, vs_error **err) {
+  return vd_vm_create_with_id(d, name, NULL, rec, err);
+}
+
+vd_vm *vd_vm_create_with_id(vd_daemon *d, const char *name, const char *want_id, json_t *rec,
+                            vs_error **err) {
+  vd_vm *vm_found;
   vd_vms *t = d->vms;
-  _cleanup_free_ char *id = vd_random_id();
+  if (want_id && !id_valid(want_id)) {
+    json_decref(rec);
+    return vs_error_set(err, EINVAL, "VM ID %.80s: expected 64 hex digits", want_id), NULL;
+  }
+  _cleanup_free_ char *id = want_id ? vs_strdup(want_id) : vd_random_id();
   json_object_set_new(rec, "Id", json_string(id));
   json_object_set_new(rec, "Name", json_string(name));
   char *now = vd_now();
@@ -1194,10 +1212,13 @@ vd_vm *vd_vm_create(vd_daemon *d, const char *name, json_t *rec, vs_error **err)
   free(now);
   pthread_mutex_lock(&t->lock);
   bool taken = vd_vm_find_locked(t, name) && !strcmp(vd_vm_find_locked(t, name)->name, name);
+  bool id_taken = want_id && (vm_found = vd_vm_find_locked(t, id)) && !strcmp(vm_found->id, id);
   pthread_mutex_unlock(&t->lock);
-  if (taken) {
+  if (taken || id_taken) {
     json_decref(rec);
-    return vs_error_set(err, EEXIST, "the name %s is already in use by a VM", name), NULL;
+    if (taken)
+      return vs_error_set(err, EEXIST, "the name %s is already in use by a VM", name), NULL;
+    return vs_error_set(err, EEXIST, "the ID %.12s is already in use by a VM", id), NULL;
   }
   vd_vm *vm = vm_new(d, id, rec);
   vm->busy = true;

@@ -113,6 +113,10 @@ json_t *vd_vm_images_list(vd_daemon *d, vs_error **err); /* [{Ref, Digest}] */
 /* vms.c: creating (workers) */
 /* A new VM's directory and object (busy, not yet in the table); rec is stolen. */
 vd_vm *vd_vm_create(vd_daemon *d, const char *name, json_t *rec, vs_error **err);
+/* The same with the ID given (64 lowercase hex digits: a VM that moves here from another node of
+ * the cluster keeps its ID); EEXIST when this node has a VM with that ID or name. */
+vd_vm *vd_vm_create_with_id(vd_daemon *d, const char *name, const char *id, json_t *rec,
+                            vs_error **err);
 /* Its qcow2 disk as the request's Base and Size ask (fills disk's Path). */
 int vd_vm_create_disk(vd_daemon *d, vd_vm *vm, json_t *disk, vs_error **err);
 /* Write its record (the commit point) and add it to the table. */

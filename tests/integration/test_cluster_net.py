@@ -106,7 +106,18 @@ def test_a_network_spans_the_nodes_and_containers_reach_each_other(cl):
                                                f"/vessel/networks/{NET}").stdout.split("\n") if v]
     assert rec["Subnet"] == f"{SUBNET}.0/24" and rec["Gateway"] == f"{SUBNET}.1"
     assert rec["Mtu"] == 1450 and rec["Vni"] >= 4096, rec
-    for h in cl.hosts:
+    # made on the node that took the create; the others make it once a guest there needs it
+    wait_for(f"{NET} on n1", lambda: NET in networks(h1) and vxlans(h1), timeout=60)
+    assert NET not in networks(h2) and not vxlans(h2) and not vxlans(h3)
+    # a network of that name again, from another node: refused by the cluster
+    r = h3.vd.docker("network", "create", "--subnet", "10.59.0.0/24", NET, check=False)
+    assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
+    # a server on n2 (which makes the network as the container names it), a client on n1
+    h2.vd.docker("run", "-d", "--name", "srv", "--network", NET, "busybox", "sh", "-c",
+                 "mkdir /w; echo served on n2 > /w/index.html; exec httpd -f -p 80 -h /w")
+    h1.vd.docker("run", "-d", "--name", "cli", "--network", NET, "busybox", "sleep", "1000")
+    assert NET not in networks(h3) and not vxlans(h3)  # no guest of n3 is on it
+    for h in (h1, h2):
         wait_for(f"{NET} on {h.name}", lambda h=h: NET in networks(h) and vxlans(h), timeout=60)
         [(dev, vx)] = vxlans(h).items()
         data = vx["linkinfo"]["info_data"]
@@ -119,13 +130,7 @@ def test_a_network_spans_the_nodes_and_containers_reach_each_other(cl):
         others = sorted(o.ip for o in cl.hosts if o is not h)
         wait_for(f"{h.name} flooding to the two others",
                  lambda h=h, dev=dev, others=others: flood_peers(h, dev) == others)
-    # a network of that name again, from another node: refused by the cluster
-    r = h3.vd.docker("network", "create", "--subnet", "10.59.0.0/24", NET, check=False)
-    assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
-    # a server on n2, a client on n1, by name across the overlay
-    h2.vd.docker("run", "-d", "--name", "srv", "--network", NET, "busybox", "sh", "-c",
-                 "mkdir /w; echo served on n2 > /w/index.html; exec httpd -f -p 80 -h /w")
-    h1.vd.docker("run", "-d", "--name", "cli", "--network", NET, "busybox", "sleep", "1000")
+    # by name across the overlay
     srv_ip = ip_of(h2, "srv")
     assert srv_ip != ip_of(h1, "cli")
     assert wait_for("srv's name on n1", lambda: nslookup(h1, "cli", "srv") == srv_ip, timeout=60)
@@ -234,6 +239,11 @@ def test_removing_the_network_removes_it_on_every_node(cl):
     h2.vd.docker("rm", "-f", "srv")
     wait_for("the claims given back",
              lambda: etcd_keys(h1, f"/vessel/netaddrs/{NET}/") == [], timeout=60)
+    # n2's last guests on it are gone: n2 removes its copy by itself (after 30 s unused), the
+    # network stays in the cluster
+    wait_for(f"{NET} gone from n2 alone", lambda: NET not in networks(h2) and not vxlans(h2),
+             timeout=120, step=1)
+    assert etcd_keys(h1, f"/vessel/networks/{NET}")
     h3.vd.docker("network", "rm", NET)
     for h in cl.hosts:
         wait_for(f"{NET} gone from {h.name}",

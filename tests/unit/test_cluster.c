@@ -294,4 +294,62 @@ TEST(placement_anti_affinity_pin_cordon_selector_overcommit) {
   json_decref(nodes);
 }
 
+TEST(placement_prefers_a_node_with_the_image_below_spread) {
+  json_t *nodes =
+      json_pack("[o, o, o]", node("n1", 4, 4096), node("n2", 4, 4096), node("n3", 4, 4096));
+  json_t *guests = json_array();
+  bool ok;
+  /* equal nodes: the one holding the image wins over the name order */
+  char *n = place(nodes, guests,
+                  json_pack("{s:s, s:i, s:I, s:[s]}", "Name", "a", "Cpus", 1, "Memory",
+                            (json_int_t)64 << 20, "ImageNodes", "n2"),
+                  &ok);
+  CHECK(ok);
+  CHECK_STREQ(n, "n2");
+  free(n);
+  /* n2 is now 25 points fuller than the others: spread wins, the image does not pile them up */
+  n = place(nodes, guests,
+            json_pack("{s:s, s:i, s:I, s:[s]}", "Name", "b", "Cpus", 1, "Memory",
+                      (json_int_t)64 << 20, "ImageNodes", "n2"),
+            &ok);
+  CHECK(ok);
+  CHECK_STREQ(n, "n1");
+  free(n);
+  /* a node filtered out (cordoned) never wins by its image */
+  json_object_set_new(json_array_get(nodes, 2), "Unschedulable", json_true());
+  n = place(nodes, guests,
+            json_pack("{s:s, s:i, s:I, s:[s]}", "Name", "c", "Cpus", 1, "Memory",
+                      (json_int_t)64 << 20, "ImageNodes", "n3"),
+            &ok);
+  CHECK(ok);
+  CHECK(strcmp(n, "n3") != 0);
+  free(n);
+  /* replicas apart comes first: a replica's node loses even with the image */
+  json_object_set_new(json_array_get(nodes, 2), "Unschedulable", json_false());
+  json_t *g2 = json_array();
+  n = place(nodes, g2,
+            json_pack("{s:s, s:i, s:{s:s}, s:[s]}", "Name", "r0", "Cpus", 1, "Labels", "app", "w",
+                      "ImageNodes", "n1"),
+            &ok);
+  CHECK_STREQ(n, "n1");
+  free(n);
+  n = place(nodes, g2,
+            json_pack("{s:s, s:i, s:{s:s}, s:[s]}", "Name", "r1", "Cpus", 1, "Labels", "app", "w",
+                      "ImageNodes", "n1"),
+            &ok);
+  CHECK_STREQ(n, "n2");
+  free(n);
+  /* a wrong shape from etcd is an error */
+  vs_error *err = NULL;
+  char *a = NULL, *b = NULL;
+  json_t *req = json_pack("{s:s, s:[i]}", "Name", "x", "ImageNodes", 3);
+  CHECK_EQ(vc_place(nodes, guests, req, &a, &b, &err), -1);
+  CHECK_CONTAINS(err->msg, "ImageNodes[0]");
+  vs_error_free(err);
+  json_decref(req);
+  json_decref(g2);
+  json_decref(guests);
+  json_decref(nodes);
+}
+
 int main(void) { return tap_run(); }

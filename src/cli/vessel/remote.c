@@ -654,14 +654,56 @@ int remote_start(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
 
 /* ---------------------------------------------------------------- images */
 
+/* vessel images --cluster: every image a node of the cluster holds (GET
+ * /vessel/v1/cluster/images), a line per reference with the nodes that have it. */
+static int cluster_images(vessel_ctx *ctx, bool quiet, vs_error **err) {
+  json_t *list = NULL;
+  if (vessel_api_json(ctx, "GET", "/vessel/v1/cluster/images", NULL, &list, err) < 0)
+    return 125;
+  if (!quiet)
+    printf("%-10s %-50s %-14s %-10s %s\n", "KIND", "REFERENCE", "IMAGE ID", "SIZE", "NODES");
+  size_t i;
+  json_t *img;
+  json_array_foreach(list, i, img) {
+    const char *id = json_string_value(json_object_get(img, "Id"));
+    const char *hex = id && !strncmp(id, "sha256:", 7) ? id + 7 : (id ? id : "");
+    if (quiet) {
+      printf("%.12s\n", hex);
+      continue;
+    }
+    _cleanup_free_ char *size =
+        vessel_human_size((uint64_t)json_integer_value(json_object_get(img, "Size")));
+    char *nodes = vs_strdup("");
+    size_t k;
+    json_t *n;
+    json_array_foreach(json_object_get(img, "Nodes"), k, n) {
+      char *next = vs_asprintf("%s%s%s", nodes, k ? "," : "", json_string_value(n));
+      free(nodes);
+      nodes = next;
+    }
+    json_t *ref;
+    json_array_foreach(json_object_get(img, "References"), k, ref) {
+      printf("%-10s %-50s %-14.12s %-10s %s\n", json_string_value(json_object_get(img, "Kind")),
+             json_string_value(ref), hex, size, nodes);
+    }
+    free(nodes);
+  }
+  json_decref(list);
+  return 0;
+}
+
 int remote_images(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
-  bool quiet = false;
+  bool quiet = false, cluster = false;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet"))
       quiet = true;
+    else if (!strcmp(argv[i], "--cluster"))
+      cluster = true;
     else
-      return usage_error(err, "vessel images [-q]");
+      return usage_error(err, "vessel images [-q] [--cluster]");
   }
+  if (cluster)
+    return cluster_images(ctx, quiet, err);
   json_t *list = NULL;
   if (vessel_api_json(ctx, "GET", "/images/json", NULL, &list, err) < 0)
     return 125;

@@ -775,8 +775,8 @@ static int pool_options(int argc, char **argv, json_t *body, vs_error **err) {
 static int pool_set(vessel_ctx *ctx, bool create, int argc, char **argv, vs_error **err) {
   static const char usage[] = "usage: vessel pool create|update NAME --cpus N --memory SIZE "
                               "[--cpu-overcommit R] [--memory-overcommit R]\n"
-                              "       vessel pool create NAME --cluster [--node-selector K=V]... "
-                              "[--cpu-overcommit R] [--memory-overcommit R]";
+                              "       vessel pool create|update NAME --cluster [--node-selector "
+                              "K=V]... [--cpu-overcommit R] [--memory-overcommit R]";
   _cleanup_(vs_json_decrefp) json_t *body = json_object();
   int first = pool_options(argc, argv, body, err);
   if (first < 0)
