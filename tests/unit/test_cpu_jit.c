@@ -1406,7 +1406,8 @@ TEST(blocks_that_share_a_slot_pair) {
  * page ends (the source's and the destination's at different iterations: groups that leave
  * their page there), then groups of loads and stores to the device (MMIO: never in the TLB), to
  * nothing (access faults the trap handler skips, one by one) and over the instructions that
- * follow (self-modifying code: stores to a code page are never in the TLB). Both engines against
+ * follow (self-modifying code: stores to a code page are never in the TLB), and a group whose
+ * last access leaves RAM. Both engines against
  * each other under budgets that end runs inside groups, and the copy against C. */
 TEST(grouped_loads_and_stores_at_page_ends_devices_and_code) {
   diff_ctx c = diff_open("groups", 0);
@@ -1429,6 +1430,7 @@ TEST(grouped_loads_and_stores_at_page_ends_devices_and_code) {
     p->x[11] = dst;
     p->x[12] = MMIO_BASE + 0x40;
     p->x[13] = 0x90000000ULL; /* nothing there */
+    p->x[26] = RAM_BASE + RAM_SIZE - 16;
     put32(&g, enc_i(ITER, 0, 0, R_LOOP, 0x13));
     uint64_t top = g.at;
     for (unsigned i = 0; i < 8; i++) {
@@ -1454,6 +1456,13 @@ TEST(grouped_loads_and_stores_at_page_ends_devices_and_code) {
     put32(&g, enc_i(8, 13, 3, 18, 0x03));
     put32(&g, enc_s(0, 9, 13, 3, 0x23));
     put32(&g, enc_s(8, 9, 13, 3, 0x23));
+    /* the end of RAM: the group's last load and store fault, the others do not */
+    put32(&g, enc_i(0, 26, 3, 9, 0x03));  /* ld x9, 0(x26) */
+    put32(&g, enc_i(8, 26, 3, 18, 0x03)); /* ld x18, 8(x26) */
+    put32(&g, enc_i(16, 26, 2, 9, 0x03)); /* lw x9, 16(x26): beyond */
+    put32(&g, enc_s(0, 18, 26, 3, 0x23));
+    put32(&g, enc_s(8, 18, 26, 3, 0x23));
+    put32(&g, enc_s(16, 18, 26, 1, 0x23)); /* beyond */
     /* code: two stores over the two instructions after them */
     put_li32(&g, 23, enc_i(5, 24, 0, 24, 0x13)); /* addi x24, x24, 5 */
     put32(&g, enc_u(0, 25, 0x17));               /* auipc x25, 0 */
