@@ -400,9 +400,9 @@ static unsigned rd_other(gen *g, unsigned not ) {
  * only for that check's result. The base: the data pointer, a special place (a device, a page
  * boundary, nothing, code, a read-only page, a page whose walk sets A and D) or a register of its
  * own (x8..x15 sometimes, for compressed forms); offsets in a row, mixed or around a page end;
- * inline ALU operations between them (which the group spans), and what ends a group: the base
- * written (by an ALU operation or a load into it), an access of the other kind or through another
- * register, a handler call. */
+ * inline ALU operations between them and addi of the base to itself (which the group spans), and
+ * what ends a group: the base written otherwise (addiw, a load into it), an access of the other
+ * kind or through another register, a handler call. */
 static void put_mem_group(gen *g) {
   unsigned base = R_DATA;
   unsigned k = rnd(g, 100);
@@ -446,11 +446,17 @@ static void put_mem_group(gen *g) {
     unsigned between = rnd(g, 100);
     if (between < 25) {
       put32(g, rnd_alu32(g, rd_other(g, base)));
-    } else if (between < 28 && base != R_DATA) {
-      put32(g, enc_i((int32_t)rnd(g, 33) - 16, base, 0, base, 0x13)); /* addi base, base, ... */
-    } else if (between < 31) {
+    } else if (between < 30 && base != R_DATA) { /* the pointer moves (the group goes on) */
+      int32_t by = (int32_t)rnd(g, 33) - 16;
+      if (chance(g, 50) && by)
+        put16(g, c_ci(0, 1, base, by)); /* c.addi */
+      else
+        put32(g, enc_i(by, base, 0, base, 0x13)); /* addi */
+    } else if (between < 31 && base != R_DATA) {  /* another write of the base: the group ends */
+      put32(g, enc_i((int32_t)rnd(g, 33) - 16, base, 0, base, 0x1b)); /* addiw */
+    } else if (between < 34) {
       put_mem(g, chance(g, 50) ? base : R_DATA, rnd_imm12(g) & ~7);
-    } else if (between < 33) {
+    } else if (between < 36) {
       put32(g, rnd_handler32(g, rd_other(g, base)));
     }
   }

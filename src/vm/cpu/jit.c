@@ -400,6 +400,7 @@ typedef struct block_ctx {
     uint8_t bits, amount, src; /* PLAN_ROR: rd = x[src] rotated right by amount, in bits */
     uint8_t group;             /* GROUP_NONE, GROUP_LEAD or GROUP_MEMBER (plan_groups) */
     int16_t lo, hi; /* GROUP_LEAD: the bytes the group reaches, as offsets from its base */
+    int32_t delta;  /* GROUP_MEMBER: what addi added to the base since the group's first access */
   } plan[RV_BLOCK_MAX];
   /* A block whose last instruction branches back to its start runs its loop without leaving
    * (emit_loop_edge): the kept registers stay in host registers, all counted as changed. */
@@ -533,12 +534,15 @@ static void emit_lookup(emitter *e, const rv_insn *d, int32_t tlb_slot, int32_t 
 }
 
 /* The access itself, through what emit_lookup left in rdx: [rdx + kept rs1 + imm] or
- * [rdx + imm]. A load goes straight into rd's host register when the block keeps rd. */
-static void emit_access_op(emitter *e, const rv_insn *d, uint8_t kind) {
+ * [rdx + moved + imm], where moved is what addi added to rs1 since that lookup (the host address
+ * in rdx is the one of rs1 then). A load goes straight into rd's host register when the block
+ * keeps rd. */
+static void emit_access_op(emitter *e, const rv_insn *d, uint8_t kind, int32_t moved) {
   int index = host_reg(e, d->rs1);
+  int32_t disp = index >= 0 ? d->imm : d->imm + moved;
   if (is_load(kind)) {
     int dst = host_reg(e, d->rd);
-    load_extend(e, kind, dst < 0 ? RAX : dst, RDX, index, d->imm);
+    load_extend(e, kind, dst < 0 ? RAX : dst, RDX, index, disp);
     if (dst < 0)
       store_x(e, d->rd, RAX);
     else
@@ -555,7 +559,7 @@ static void emit_access_op(emitter *e, const rv_insn *d, uint8_t kind) {
   }
   if (size == 2)
     b1(e, 0x66);
-  op_mem(e, size == 8, size == 1 ? 0x88 : 0x89, src, RDX, index, d->imm);
+  op_mem(e, size == 8, size == 1 ? 0x88 : 0x89, src, RDX, index, disp);
 }
 
 /* Accesses of a group after the first (plan_groups) trust rdx from the first one's lookup unless
@@ -600,7 +604,7 @@ static void emit_mem(block_ctx *c, const rv_insn *d, uint8_t kind) {
     emit_lookup(e, d, slot, p->lo, p->hi, &sp->miss);
   else
     emit_lookup(e, d, slot, d->imm, d->imm + (int32_t)access_size(kind) - 1, &sp->miss);
-  emit_access_op(e, d, kind);
+  emit_access_op(e, d, kind, p->group == GROUP_MEMBER ? p->delta : 0);
   sp->resume = e->p;
 }
 
@@ -642,7 +646,7 @@ static void emit_slow_path(block_ctx *c, const struct slow_path *sp) {
   if (sp->group) {
     emit_lookup(e, d, is_store(sp->kind) ? FRAME_ST_TLB : FRAME_LD_TLB, d->imm,
                 d->imm + (int32_t)access_size(sp->kind) - 1, &miss);
-    emit_access_op(e, d, sp->kind);
+    emit_access_op(e, d, sp->kind, 0);
     emit_group_unchecked(e, d);
     patch(e, jmp32(e), sp->resume);
     patch(e, miss, e->p);
@@ -940,8 +944,10 @@ static void plan_dead(const rv_insn *first, unsigned n, struct plan *plan) {
  * reaching no more than a page with the others, with only inline ALU operations in between (they
  * use rax and rcx only, and cannot fault or call into C: the TLB and the translation cannot change
  * between the accesses, so one lookup for the bytes of all of them answers as each would). memcpy
- * and memset are runs of these, the kernel's crypto code loads its state so. Another access, a
- * handler call, mulh (rdx) or the block's last instruction ends a group. */
+ * and memset are runs of these, the kernel's crypto code loads its state so. addi of the base
+ * register to itself (a pointer moving along) does not end a group: the offsets after it count
+ * from the base at the first access. Another access, a handler call, mulh (rdx), any other write
+ * of the base or the block's last instruction ends a group. */
 static void plan_groups(const rv_insn *first, unsigned n, struct plan *plan) {
   for (unsigned i = 0; i + 1 < n; i++) {
     const rv_insn *d = &first[i];
@@ -949,7 +955,7 @@ static void plan_groups(const rv_insn *first, unsigned n, struct plan *plan) {
     bool store = is_store(kind);
     if ((!store && !is_load(kind)) || plan[i].group != GROUP_NONE || (!store && d->rd == d->rs1))
       continue;
-    int32_t lo = d->imm, hi = d->imm + (int32_t)access_size(kind) - 1;
+    int32_t lo = d->imm, hi = d->imm + (int32_t)access_size(kind) - 1, delta = 0;
     bool members = false;
     for (unsigned j = i + 1; j + 1 < n; j++) {
       const rv_insn *m = &first[j];
@@ -957,19 +963,25 @@ static void plan_groups(const rv_insn *first, unsigned n, struct plan *plan) {
       if (m->fn == op_jal || plan[j].what == PLAN_SKIP)
         continue; /* emits nothing */
       if (plan[j].alu || m->fn == op_auipc) {
-        if (m->rd == d->rs1)
+        if (m->rd != d->rs1 || m->rd == 0)
+          continue;
+        /* addi base, base, k (a pointer moving along): later offsets count from the first */
+        if (kj != RV_FAST_addi || plan[j].what != PLAN_EMIT || m->rs1 != d->rs1 ||
+            delta + m->imm < -16384 || delta + m->imm > 16384)
           break;
+        delta += m->imm;
         continue;
       }
       if (!(store ? is_store(kj) : is_load(kj)) || m->rs1 != d->rs1)
         break;
-      int32_t mlo = lo < m->imm ? lo : m->imm;
-      int32_t end = m->imm + (int32_t)access_size(kj) - 1, mhi = hi > end ? hi : end;
+      int32_t at = delta + m->imm, mlo = lo < at ? lo : at;
+      int32_t end = at + (int32_t)access_size(kj) - 1, mhi = hi > end ? hi : end;
       if (mhi - mlo >= 4096)
-        break;
+        break; /* bytes in two pages: the lookup would always miss */
       lo = mlo;
       hi = mhi;
       plan[j].group = GROUP_MEMBER;
+      plan[j].delta = delta;
       members = true;
       if (!store && m->rd == d->rs1)
         break; /* the base changes */
