@@ -11,7 +11,8 @@
  *   slow paths: they see and may change rv_hart.x, and may trap) and before it leaves, and all
  *   are loaded again after a call. Everything else is "load operands, operate, store".
  * - Loads and stores look up the TLB inline (the same entries rv_load/rv_store use) and call
- *   one C slow path (access_slow) when it misses.
+ *   one C slow path (access_slow) when it misses. Accesses through one base register with only
+ *   ALU operations between them are checked once for all (plan_groups).
  * - Everything else calls the instruction's handler with h->pc and h->next_pc set, exactly as the
  *   interpreter does.
  * - A block leaves early when an instruction trapped or asked to leave (h->check_irq), as in the
