@@ -564,8 +564,9 @@ static void emit_access_op(emitter *e, const rv_insn *d, uint8_t kind, int32_t m
 }
 
 /* Accesses of a group after the first (plan_groups) trust rdx from the first one's lookup unless
- * it holds the "unchecked" mark: 1 where rdx holds an addend (a page's addend has its low 12 bits
- * clear), 0 where it holds a host address (RAM is mapped far above 0). */
+ * it holds the "unchecked" mark: 1 where rdx holds an addend (RAM is mapped at a page boundary,
+ * so a page's addend has its low 12 bits clear), 0 where it holds a host address (RAM is mapped
+ * far above 0, and that address is at most 2 KiB below RAM's). */
 static bool group_rdx_is_addend(const emitter *e, const rv_insn *d) {
   return host_reg(e, d->rs1) >= 0;
 }
