@@ -219,6 +219,7 @@ typedef struct gen {
   uint64_t code_end; /* offset where code must stop */
   uint64_t view;     /* the address the program sees for RAM offset 0 */
   const struct rv_icache *dec;
+  uint64_t data; /* x31's value */
   bool in_loop;
   uint64_t loop_alu[16]; /* 4-byte ALU instructions of the current loop body (offsets) */
   unsigned n_loop_alu;
@@ -384,6 +385,81 @@ static void put_mem(gen *g, unsigned base, int32_t off) {
     put32(g, enc_i(off, base, f3s[rnd(g, 7)], rd_any(g), 0x03));
   } else {
     put32(g, enc_s(off, rs_any(g), base, rnd(g, 4), 0x23));
+  }
+}
+
+static void put_special_base(gen *g);
+
+/* A register other than `not` (and than x27..x31) for an ALU result. */
+static unsigned rd_other(gen *g, unsigned not ) {
+  unsigned rd = rd_any(g);
+  return rd == not ? rd % 26 + 1 : rd;
+}
+
+/* Loads (or stores) through one base register, as memcpy, memset and the kernel's crypto code do:
+ * the translator checks the first for the bytes of all (a group, jit.c's plan_groups) and the rest
+ * only for that check's result. The base: the data pointer, a special place (a device, a page
+ * boundary, nothing, code, a read-only page, a page whose walk sets A and D) or a register of its
+ * own (x8..x15 sometimes, for compressed forms); offsets in a row, mixed or around a page end;
+ * inline ALU operations between them and addi of the base to itself (which the group spans), and
+ * what ends a group: the base written otherwise (addiw, a load into it), an access of the other
+ * kind or through another register, a handler call. */
+static void put_mem_group(gen *g) {
+  unsigned base = R_DATA;
+  unsigned k = rnd(g, 100);
+  int32_t moved = 0; /* the base's value less x31's */
+  if (k < 30) {
+    put_special_base(g);
+    base = R_SPECIAL;
+  } else if (k < 55) {
+    base = chance(g, 50) ? rc_any(g) : rd_any(g);
+    moved = (int32_t)rnd(g, 256) - 128;
+    put_addr(g, base, R_DATA, moved);
+  }
+  bool store = chance(g, 50);
+  unsigned n = 2 + rnd(g, 8);
+  unsigned stride = 1U << rnd(g, 4);
+  int32_t off = chance(g, 50) ? (int32_t)rnd(g, 64) - 32 : rnd_imm12(g);
+  if (base != R_SPECIAL && chance(g, 25)) { /* around a page end: the bytes leave the page */
+    int32_t in_page = (int32_t)((g->data + (uint64_t)(int64_t)moved) % 4096);
+    off = (in_page >= 2048 ? 4096 - in_page : -in_page) - (int32_t)(n * stride / 2);
+  }
+  for (unsigned i = 0; i < n; i++) {
+    int32_t o = chance(g, 80) ? off + (int32_t)(i * stride) : off + (int32_t)rnd(g, 128) - 64;
+    if (o < -2048 || o > 2047)
+      o = off;
+    bool compressed = base >= 8 && base <= 15 && o >= 0 && chance(g, 40);
+    if (compressed) {
+      bool wide = chance(g, 50);
+      unsigned co = (unsigned)o & (wide ? 0xf8U : 0x7cU);
+      unsigned f3 = (store ? 6U : 2U) + (wide ? 1U : 0U);
+      unsigned r = rc_any(g);
+      if (!store && r == base && chance(g, 70))
+        r = base == 15 ? 8 : base + 1;
+      put16(g, c_ls(f3, base, r, co));
+    } else if (store) {
+      put32(g, enc_s(o, rs_any(g), base, rnd(g, 4), 0x23));
+    } else {
+      /* a load into the base itself ends the group (rarely: the base moves) */
+      unsigned rd = base != R_DATA && chance(g, 8) ? base : rd_other(g, base);
+      put32(g, enc_i(o, base, rnd(g, 7), rd, 0x03));
+    }
+    unsigned between = rnd(g, 100);
+    if (between < 25) {
+      put32(g, rnd_alu32(g, rd_other(g, base)));
+    } else if (between < 30 && base != R_DATA) { /* the pointer moves (the group goes on) */
+      int32_t by = (int32_t)rnd(g, 33) - 16;
+      if (chance(g, 50) && by)
+        put16(g, c_ci(0, 1, base, by)); /* c.addi */
+      else
+        put32(g, enc_i(by, base, 0, base, 0x13)); /* addi */
+    } else if (between < 31 && base != R_DATA) {  /* another write of the base: the group ends */
+      put32(g, enc_i((int32_t)rnd(g, 33) - 16, base, 0, base, 0x1b)); /* addiw */
+    } else if (between < 34) {
+      put_mem(g, chance(g, 50) ? base : R_DATA, rnd_imm12(g) & ~7);
+    } else if (between < 36) {
+      put32(g, rnd_handler32(g, rd_other(g, base)));
+    }
   }
 }
 
@@ -599,8 +675,10 @@ static void put_simple(gen *g, bool line_only) {
     put32(g, rnd_alu32(g, chance(g, 3) ? 0 : rd_any(g)));
   } else if (k < 40) {
     put32(g, rnd_handler32(g, rd_any(g)));
-  } else if (k < 55) { /* data: anywhere around the pointer, misaligned too, across pages */
+  } else if (k < 47) { /* data: anywhere around the pointer, misaligned too, across pages */
     put_mem(g, R_DATA, rnd_imm12(g));
+  } else if (k < 55) {
+    put_mem_group(g);
   } else if (k < 62) {
     put_special_base(g);
     for (unsigned n = 1 + rnd(g, 3); n--;)
@@ -865,6 +943,7 @@ static void generate(program *p, uint64_t seed, enum prog_kind kind, const struc
   for (unsigned i = 1; i < 32; i++)
     p->x[i] = rnd_value(&g);
   p->x[R_DATA] = pc_of(&g, (PAGE_DATA + 1 + rnd(&g, DATA_PAGES - 2)) * 4096ULL + rnd(&g, 4096));
+  g.data = p->x[R_DATA];
   g.at = PAGE_CODE * 4096ULL + 2 * rnd(&g, 64);
   g.code_end = (PAGE_CODE + CODE_PAGES) * 4096ULL - 64;
   p->entry = pc_of(&g, g.at);
@@ -1464,6 +1543,164 @@ static void run_many_small_pool(const char *what, enum prog_kind kind, uint64_t 
 TEST(programs_whose_pool_empties) {
   run_many_small_pool("M-mode, small pool", KIND_M, 600000, 1000, 0);
   run_many_small_pool("S-mode Sv39, small pool, warm-up 1", KIND_S, 700000, 1000, 1);
+}
+
+/* memcpy's shape (jit.c's plan_groups: the first load of a group looks the TLB up for the bytes
+ * of all): eight loads through one register with an ALU operation between two of them, then
+ * eight stores through another, in a loop whose pointers move 8 bytes per iteration across two
+ * page ends (the source's and the destination's at different iterations: groups that leave
+ * their page there), then groups of loads and stores to the device (MMIO: never in the TLB), to
+ * nothing (access faults the trap handler skips, one by one) and over the instructions that
+ * follow (self-modifying code: stores to a code page are never in the TLB), and a group whose
+ * last access leaves RAM. Both engines against
+ * each other under budgets that end runs inside groups, and the copy against C. */
+TEST(grouped_loads_and_stores_at_page_ends_devices_and_code) {
+  diff_ctx c = diff_open("groups", 0);
+  program *p = c.prog;
+  enum { ITER = 40, SRC_PAGE = PAGE_DATA + 2, DST_PAGE = PAGE_DATA + 5 };
+  const uint64_t src = RAM_BASE + SRC_PAGE * 4096ULL - 200,
+                 dst = RAM_BASE + DST_PAGE * 4096ULL - 96;
+  for (unsigned pass = 0; pass < 5; pass++) {
+    static const uint64_t pass_budget[] = {100000, 1, 7, 33, 3};
+    memset(p, 0, sizeof(*p));
+    gen g = {
+        .rng = 3, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
+    p->kind = KIND_M;
+    put_handler(&g, false);
+    for (uint64_t o = (SRC_PAGE - 1) * 4096ULL; o < (SRC_PAGE + 1) * 4096ULL; o++)
+      p->img[o] = (uint8_t)mix64(o);
+    g.at = PAGE_CODE * 4096ULL;
+    p->entry = pc_of(&g, g.at);
+    p->x[10] = src;
+    p->x[11] = dst;
+    p->x[12] = MMIO_BASE + 0x40;
+    p->x[13] = 0x90000000ULL; /* nothing there */
+    p->x[26] = RAM_BASE + RAM_SIZE - 16;
+    put32(&g, enc_i(ITER, 0, 0, R_LOOP, 0x13));
+    uint64_t top = g.at;
+    for (unsigned i = 0; i < 8; i++) {
+      put32(&g, enc_i((int32_t)(8 * i), 10, 3, 14 + i, 0x03)); /* ld x14+i, 8i(x10) */
+      if (i == 3)
+        put32(&g, enc_r(0, 14, 6, 0, 6, 0x33)); /* add x6, x6, x14 */
+    }
+    for (unsigned i = 0; i < 8; i++)
+      put32(&g, enc_s((int32_t)(8 * i), 14 + i, 11, 3, 0x23)); /* sd x14+i, 8i(x11) */
+    put32(&g, enc_i(8, 10, 0, 10, 0x13));
+    put32(&g, enc_i(8, 11, 0, 11, 0x13));
+    put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
+    put32(&g, enc_b((int32_t)(top - g.at), R_LOOP, 0, 1)); /* bne x27, x0, top */
+    /* the device: loads of each size, a store between two, stores */
+    put32(&g, enc_i(0, 12, 2, 5, 0x03));  /* lw x5, 0(x12) */
+    put32(&g, enc_i(4, 12, 4, 7, 0x03));  /* lbu x7, 4(x12) */
+    put32(&g, enc_i(8, 12, 3, 8, 0x03));  /* ld x8, 8(x12) */
+    put32(&g, enc_s(16, 8, 12, 3, 0x23)); /* sd x8, 16(x12) */
+    put32(&g, enc_s(24, 5, 12, 2, 0x23)); /* sw x5, 24(x12) */
+    put32(&g, enc_s(30, 7, 12, 1, 0x23)); /* sh x7, 30(x12) */
+    /* nothing: every access faults and is skipped */
+    put32(&g, enc_i(0, 13, 3, 9, 0x03));
+    put32(&g, enc_i(8, 13, 3, 18, 0x03));
+    put32(&g, enc_s(0, 9, 13, 3, 0x23));
+    put32(&g, enc_s(8, 9, 13, 3, 0x23));
+    /* the end of RAM: the group's last load and store fault, the others do not */
+    put32(&g, enc_i(0, 26, 3, 9, 0x03));  /* ld x9, 0(x26) */
+    put32(&g, enc_i(8, 26, 3, 18, 0x03)); /* ld x18, 8(x26) */
+    put32(&g, enc_i(16, 26, 2, 9, 0x03)); /* lw x9, 16(x26): beyond */
+    put32(&g, enc_s(0, 18, 26, 3, 0x23));
+    put32(&g, enc_s(8, 18, 26, 3, 0x23));
+    put32(&g, enc_s(16, 18, 26, 1, 0x23)); /* beyond */
+    /* code: two stores over the two instructions after them */
+    put_li32(&g, 23, enc_i(5, 24, 0, 24, 0x13)); /* addi x24, x24, 5 */
+    put32(&g, enc_u(0, 25, 0x17));               /* auipc x25, 0 */
+    put32(&g, enc_s(12, 23, 25, 2, 0x23));       /* sw x23, 12(x25) */
+    put32(&g, enc_s(16, 23, 25, 2, 0x23));       /* sw x23, 16(x25) */
+    put32(&g, enc_i(100, 24, 0, 24, 0x13));      /* replaced */
+    put32(&g, enc_i(100, 24, 0, 24, 0x13));      /* replaced */
+    put_jump_to(&g, PAGE_END * 4096ULL);
+    engine_load(c.interp, p);
+    engine_load(c.jit, p);
+    lockstep_until_wfi(&c, pass_budget[pass], 100000, pass);
+    const rv_hart *h = &c.jit->hart;
+    CHECK(memcmp(c.jit->bus.ram + (dst - RAM_BASE), p->img + (src - RAM_BASE), 8 * ITER + 56) == 0);
+    uint64_t x6 = 0;
+    for (unsigned i = 0; i < ITER; i++) {
+      uint64_t v;
+      memcpy(&v, p->img + (src - RAM_BASE) + 8 * i, 8);
+      x6 += v;
+    }
+    CHECK_U64(h->x[6], x6);
+    CHECK_U64(h->x[24], 10);         /* both new instructions ran */
+    CHECK_U64(c.jit->mmio_reads, 3); /* the device saw every access */
+    CHECK_U64(c.jit->mmio_writes, 3);
+    c.programs++;
+    c.finished++;
+  }
+  diff_close(&c);
+}
+
+/* Another hart unmaps the page that a group of loads reads and fences (SBI RFENCE: a flush this
+ * hart serves between its runs) while this one is in the middle of the group's loop: from the
+ * next run on every load faults (the handler skips it), until the page comes back. The runs are
+ * short and end inside groups, so groups start at each of their loads. */
+TEST(a_page_unmapped_between_grouped_loads_by_another_harts_fence) {
+  diff_ctx c = diff_open("unmapped", 0);
+  program *p = c.prog;
+  memset(p, 0, sizeof(*p));
+  gen g = {.rng = 5, .kind = KIND_S, .img = p->img, .dec = c.interp->hart.icache, .view = VA_BASE};
+  p->kind = KIND_S;
+  put_handler(&g, true);
+  put_page_tables(p->img);
+  const unsigned page = PAGE_DATA + 3;
+  for (uint64_t o = page * 4096ULL; o < (page + 1) * 4096ULL; o++)
+    p->img[o] = (uint8_t)mix64(o);
+  g.at = PAGE_CODE * 4096ULL;
+  p->entry = pc_of(&g, g.at);
+  p->x[R_DATA] = VA_BASE + page * 4096ULL + 64;
+  put32(&g, enc_i(400, 0, 0, R_LOOP, 0x13));
+  uint64_t top = g.at;
+  put32(&g, enc_i(0, R_DATA, 3, 5, 0x03));  /* ld x5, 0(x31) */
+  put32(&g, enc_r(0, 5, 6, 0, 6, 0x33));    /* add x6, x6, x5 */
+  put32(&g, enc_i(8, R_DATA, 3, 7, 0x03));  /* ld x7, 8(x31) */
+  put32(&g, enc_r(0, 7, 6, 4, 6, 0x33));    /* xor x6, x6, x7 */
+  put32(&g, enc_i(16, R_DATA, 2, 8, 0x03)); /* lw x8, 16(x31) */
+  put32(&g, enc_i(24, R_DATA, 4, 9, 0x03)); /* lbu x9, 24(x31) */
+  put32(&g, enc_r(0, 8, 6, 0, 6, 0x33));    /* add x6, x6, x8 */
+  put32(&g, enc_r(0, 9, 6, 0, 6, 0x33));    /* add x6, x6, x9 */
+  put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
+  put32(&g, enc_b((int32_t)(top - g.at), R_LOOP, 0, 1));
+  put_jump_to(&g, PAGE_END * 4096ULL);
+  engine_load(c.interp, p);
+  engine_load(c.jit, p);
+  c.interp->bus.threaded = c.jit->bus.threaded = true; /* harts serve fences asked of them */
+  uint64_t *pte[2] = {(uint64_t *)(c.interp->bus.ram + PAGE_PT * 4096ULL + 8192) + page,
+                      (uint64_t *)(c.jit->bus.ram + PAGE_PT * 4096ULL + 8192) + page};
+  const uint64_t mapped = *pte[0];
+  uint64_t faults = 0;
+  for (int i = 0; i < 100000 && !(c.interp->hart.wfi && c.jit->hart.wfi); i++) {
+    if (i % 40 == 13 || i % 40 == 27) { /* the other hart: unmap or map again, then fence */
+      for (int k = 0; k < 2; k++) {
+        *pte[k] = i % 40 == 13 ? 0 : mapped;
+        rv_hart_ask_tlb_flush(k ? &c.jit->hart : &c.interp->hart);
+      }
+    }
+    uint64_t budget = 1 + (uint64_t)i % 9;
+    uint64_t ra = rv_hart_run(&c.interp->hart, budget);
+    uint64_t rb = rv_hart_run(&c.jit->hart, budget);
+    CHECK_EQ(ra, rb);
+    char buf[256];
+    const char *d = engine_diff(c.interp, c.jit, buf, sizeof(buf));
+    if (d)
+      TAP_FAIL("step %d: %s", i, d);
+    if (c.jit->hart.scause == 13) { /* a load page fault: counted, and forgotten by both */
+      faults++;
+      c.jit->hart.scause = c.interp->hart.scause = 0;
+    }
+  }
+  CHECK(c.jit->hart.wfi);
+  CHECK(faults > 0); /* loads faulted while the page was away */
+  c.interp->bus.threaded = c.jit->bus.threaded = false;
+  c.programs++;
+  c.finished++;
+  diff_close(&c);
 }
 
 TEST(straight_line_programs) { run_many("straight-line", KIND_LINE, 1, 3000, 0); }

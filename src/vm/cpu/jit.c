@@ -11,7 +11,8 @@
  *   slow paths: they see and may change rv_hart.x, and may trap) and before it leaves, and all
  *   are loaded again after a call. Everything else is "load operands, operate, store".
  * - Loads and stores look up the TLB inline (the same entries rv_load/rv_store use) and call
- *   one C slow path (access_slow) when it misses.
+ *   one C slow path (access_slow) when it misses. Accesses through one base register with only
+ *   ALU operations between them are checked once for all (plan_groups).
  * - Everything else calls the instruction's handler with h->pc and h->next_pc set, exactly as the
  *   interpreter does.
  * - A block leaves early when an instruction trapped or asked to leave (h->check_irq), as in the
@@ -57,7 +58,7 @@
 #define RV_JIT_TRIM_STEP (1U << 20)
 #define RV_JIT_TRIM_KEEP (256U << 10)
 /* The most code one guest instruction becomes, fast and slow path together (checked). */
-#define RV_JIT_INSN_MAX 224
+#define RV_JIT_INSN_MAX 320
 #define RV_JIT_BLOCK_EXTRA 128
 #define RV_JIT_JMP_SIZE 8192
 _Static_assert((RV_JIT_JMP_SIZE & (RV_JIT_JMP_SIZE - 1)) == 0, "a power of two");
@@ -386,6 +387,7 @@ static void set_pc(emitter *e, int64_t off, unsigned len) {
 /* ---------------------------------------------------------------- block exits */
 
 enum { PLAN_EMIT, PLAN_SKIP, PLAN_ROR };
+enum { GROUP_NONE, GROUP_LEAD, GROUP_MEMBER };
 
 typedef struct block_ctx {
   struct rv_jit *j;
@@ -397,6 +399,7 @@ typedef struct block_ctx {
   struct slow_path {
     const rv_insn *d;
     uint8_t kind;
+    bool group;     /* of a group (plan_groups): retry alone, then leave rdx "unchecked" */
     uint8_t *miss;  /* the jump that takes it */
     uint32_t dirty; /* kept registers not yet written back at the instruction */
     uint8_t *resume;
@@ -410,6 +413,9 @@ typedef struct block_ctx {
     bool alu;     /* an ALU operation of alu_ops[] (no fault, no call) */
     uint8_t what; /* PLAN_EMIT, PLAN_SKIP (nothing sees the result), PLAN_ROR (an or) */
     uint8_t bits, amount, src; /* PLAN_ROR: rd = x[src] rotated right by amount, in bits */
+    uint8_t group;             /* GROUP_NONE, GROUP_LEAD or GROUP_MEMBER (plan_groups) */
+    int16_t lo, hi; /* GROUP_LEAD: the bytes the group reaches, as offsets from its base */
+    int32_t delta;  /* GROUP_MEMBER: what addi added to the base since the group's first access */
   } plan[RV_BLOCK_MAX];
   /* A block whose last instruction branches back to its start runs its loop without leaving
    * (emit_loop_edge): the kept registers stay in host registers, all counted as changed. */
@@ -463,29 +469,30 @@ static void emit_call_handler(block_ctx *c, const rv_insn *d) {
   reload_cached(e);
 }
 
-/* The load's sign or zero extension from [base + index]: size and signedness from the kind. */
-static void load_extend(emitter *e, uint8_t fast, int dst, int base, int index) {
+/* The load's sign or zero extension from [base + index + disp]: size and signedness from the
+ * kind (movsx/movzx: no separate extension). */
+static void load_extend(emitter *e, uint8_t fast, int dst, int base, int index, int32_t disp) {
   switch (fast) {
   case RV_FAST_lb:
-    op_mem(e, true, 0x0fbe, dst, base, index, 0);
+    op_mem(e, true, 0x0fbe, dst, base, index, disp);
     break;
   case RV_FAST_lbu:
-    op_mem(e, false, 0x0fb6, dst, base, index, 0);
+    op_mem(e, false, 0x0fb6, dst, base, index, disp);
     break;
   case RV_FAST_lh:
-    op_mem(e, true, 0x0fbf, dst, base, index, 0);
+    op_mem(e, true, 0x0fbf, dst, base, index, disp);
     break;
   case RV_FAST_lhu:
-    op_mem(e, false, 0x0fb7, dst, base, index, 0);
+    op_mem(e, false, 0x0fb7, dst, base, index, disp);
     break;
   case RV_FAST_lw:
-    op_mem(e, true, 0x63, dst, base, index, 0);
+    op_mem(e, true, 0x63, dst, base, index, disp);
     break;
   case RV_FAST_lwu:
-    op_mem(e, false, 0x8b, dst, base, index, 0);
+    op_mem(e, false, 0x8b, dst, base, index, disp);
     break;
   default:
-    op_mem(e, true, 0x8b, dst, base, index, 0);
+    op_mem(e, true, 0x8b, dst, base, index, disp);
     break;
   }
 }
@@ -512,87 +519,109 @@ static unsigned access_size(uint8_t fast) {
 static bool is_load(uint8_t fast) { return fast >= RV_FAST_lb && fast <= RV_FAST_lwu; }
 static bool is_store(uint8_t fast) { return fast >= RV_FAST_sb && fast <= RV_FAST_sd; }
 
-/* rdx = the access's host address if the TLB set at [rsp + tlb_slot] maps it, else a jump to the
- * slow path (recorded in sp) with rdx = its virtual address. The entry is the one of va's page,
- * but it is compared with the page of the access's last byte: an access that leaves the page
- * differs there and takes the slow path, with no check of its own. Only rax, rcx and rdx are
- * used, so that the others can hold guest registers. */
-static void emit_tlb_lookup(block_ctx *c, const rv_insn *d, int32_t tlb_slot, unsigned size,
-                            struct slow_path *sp) {
-  emitter *e = &c->e;
+/* The inline TLB lookup of a load or store through base register rs1 for the bytes [x[rs1] + lo,
+ * x[rs1] + hi]: the entry of the first byte's page is compared with the page of the last byte, so
+ * that a range that leaves its page differs there and misses, with no check of its own. On a hit
+ * rdx = what emit_access_op addresses through: the entry's addend when the block keeps rs1 in a
+ * host register, else rs1's host address (x[rs1] + addend); on a miss a jump (*miss, to patch)
+ * with nothing changed but rax, rcx and rdx. Only rax, rcx and rdx are used, so that the other
+ * registers can hold guest registers. */
+static void emit_lookup(emitter *e, const rv_insn *d, int32_t tlb_slot, int32_t lo, int32_t hi,
+                        uint8_t **miss) {
   int base = host_reg(e, d->rs1);
-  if (base >= 0 && d->imm) {
-    lea(e, RDX, base, d->imm);
-  } else {
+  if (base < 0) {
     load_x(e, RDX, d->rs1);
-    if (d->imm)
-      lea(e, RDX, RDX, d->imm);
+    base = RDX;
   }
-  if (size > 1) /* rax = (va + size - 1) >> 12 | tag */
-    lea(e, RAX, RDX, (int32_t)size - 1);
-  else
-    op_reg(e, true, 0x8b, RAX, RDX);
+  lea(e, RAX, base, hi); /* rax = (last byte >> 12) | tag */
   shift_imm(e, true, 5, RAX, 12);
-  op_reg(e, false, 0x8b, RCX, RDX); /* ecx = (vpn % RV_TLB_SIZE) * 16 */
+  op_mem(e, false, 0x8d, RCX, base, -1, lo); /* ecx = (first byte's vpn % RV_TLB_SIZE) * 16 */
   shift_imm(e, false, 5, RCX, 12 - 4);
   alu_imm(e, false, 4, RCX, (RV_TLB_SIZE - 1) << 4);
   op_mem(e, true, 0x0b, RAX, RSP, -1, FRAME_TAG); /* or rax, tag */
   op_mem(e, true, 0x03, RCX, RSP, -1, tlb_slot);  /* rcx = the entry */
   op_mem(e, true, 0x3b, RAX, RCX, -1, 0);         /* cmp rax, [rcx].vpn */
-  sp->miss = jcc32(e, CC_NE);
-  op_mem(e, true, 0x03, RDX, RCX, -1, 8); /* add rdx, [rcx].addend */
-}
-
-static void emit_load(block_ctx *c, const rv_insn *d, uint8_t kind) {
-  struct slow_path *sp = &c->slow[c->n_slow++];
-  sp->dirty = c->e.dirty;
-  emit_tlb_lookup(c, d, FRAME_LD_TLB, access_size(kind), sp);
-  int dst = host_reg(&c->e, d->rd); /* straight into rd's host register */
-  load_extend(&c->e, kind, dst < 0 ? RAX : dst, RDX, -1);
-  if (dst < 0)
-    store_x(&c->e, d->rd, RAX);
+  *miss = jcc32(e, CC_NE);
+  if (base == RDX)
+    op_mem(e, true, 0x03, RDX, RCX, -1, 8); /* add rdx, [rcx].addend */
   else
-    c->e.dirty |= 1U << d->rd;
-  sp->d = d;
-  sp->kind = kind;
-  sp->resume = c->e.p;
-  sp->off = c->off;
-  sp->index = c->index;
+    mov_load(e, RDX, RCX, 8); /* mov rdx, [rcx].addend */
 }
 
-static void emit_store(block_ctx *c, const rv_insn *d, uint8_t kind) {
-  emitter *e = &c->e;
-  struct slow_path *sp = &c->slow[c->n_slow++];
-  sp->dirty = e->dirty;
-  unsigned size = access_size(kind);
-  emit_tlb_lookup(c, d, FRAME_ST_TLB, size, sp);
+/* The access itself, through what emit_lookup left in rdx: [rdx + kept rs1 + imm] or
+ * [rdx + moved + imm], where moved is what addi added to rs1 since that lookup (the host address
+ * in rdx is the one of rs1 then). A load goes straight into rd's host register when the block
+ * keeps rd. */
+static void emit_access_op(emitter *e, const rv_insn *d, uint8_t kind, int32_t moved) {
+  int index = host_reg(e, d->rs1);
+  int32_t disp = index >= 0 ? d->imm : d->imm + moved;
+  if (is_load(kind)) {
+    int dst = host_reg(e, d->rd);
+    load_extend(e, kind, dst < 0 ? RAX : dst, RDX, index, disp);
+    if (dst < 0)
+      store_x(e, d->rd, RAX);
+    else
+      e->dirty |= 1U << d->rd;
+    return;
+  }
   /* the value from its host register; a byte of rsi, rdi or rbp needs a REX prefix that w_rex
-   * leaves out (without one their numbers name ah..bh), so those go through rax */
+   * leaves out (without one their numbers name dh..bh), so those go through rax */
+  unsigned size = access_size(kind);
   int src = host_reg(e, d->rs2);
   if (src < 0 || (size == 1 && src >= RSP && src <= RDI)) {
     load_x(e, RAX, d->rs2);
     src = RAX;
   }
-  switch (size) {
-  case 1:
-    op_mem(e, false, 0x88, src, RDX, -1, 0);
-    break;
-  case 2:
+  if (size == 2)
     b1(e, 0x66);
-    op_mem(e, false, 0x89, src, RDX, -1, 0);
-    break;
-  case 4:
-    op_mem(e, false, 0x89, src, RDX, -1, 0);
-    break;
-  default:
-    op_mem(e, true, 0x89, src, RDX, -1, 0);
-    break;
+  op_mem(e, size == 8, size == 1 ? 0x88 : 0x89, src, RDX, index, disp);
+}
+
+/* Accesses of a group after the first (plan_groups) trust rdx from the first one's lookup unless
+ * it holds the "unchecked" mark: 1 where rdx holds an addend (RAM is mapped at a page boundary,
+ * so a page's addend has its low 12 bits clear), 0 where it holds a host address (RAM is mapped
+ * far above 0, and that address is at most 2 KiB below RAM's). */
+static bool group_rdx_is_addend(const emitter *e, const rv_insn *d) {
+  return host_reg(e, d->rs1) >= 0;
+}
+static void emit_group_unchecked(emitter *e, const rv_insn *d) {
+  if (group_rdx_is_addend(e, d))
+    mov_imm(e, RDX, 1);
+  else
+    op_reg(e, false, 0x31, RDX, RDX); /* xor edx, edx */
+}
+/* A jump taken when rdx holds the mark. */
+static uint8_t *emit_group_guard(emitter *e, const rv_insn *d) {
+  if (group_rdx_is_addend(e, d)) {
+    op_reg_imm(e, false, 0xf6, 0, RDX, 1, 1); /* test dl, 1 */
+    return jcc32(e, CC_NE);
   }
-  sp->d = d;
-  sp->kind = kind;
+  op_reg(e, true, 0x85, RDX, RDX); /* test rdx, rdx */
+  return jcc32(e, CC_E);
+}
+
+/* A load or store (kind) in the block's body or at its end. Alone it looks up the TLB for its own
+ * bytes; the first of a group (plan_groups) for the bytes of all of them, the others only check
+ * that this lookup hit (rdx not "unchecked"). Misses go to the slow path (emit_slow_path). */
+static void emit_mem(block_ctx *c, const rv_insn *d, uint8_t kind) {
+  emitter *e = &c->e;
+  const struct plan *p = &c->plan[c->index];
+  struct slow_path *sp = &c->slow[c->n_slow++];
+  *sp = (struct slow_path){.d = d,
+                           .kind = kind,
+                           .group = p->group != GROUP_NONE,
+                           .dirty = e->dirty,
+                           .off = c->off,
+                           .index = c->index};
+  int32_t slot = is_store(kind) ? FRAME_ST_TLB : FRAME_LD_TLB;
+  if (p->group == GROUP_MEMBER)
+    sp->miss = emit_group_guard(e, d);
+  else if (p->group == GROUP_LEAD)
+    emit_lookup(e, d, slot, p->lo, p->hi, &sp->miss);
+  else
+    emit_lookup(e, d, slot, d->imm, d->imm + (int32_t)access_size(kind) - 1, &sp->miss);
+  emit_access_op(e, d, kind, p->group == GROUP_MEMBER ? p->delta : 0);
   sp->resume = e->p;
-  sp->off = c->off;
-  sp->index = c->index;
 }
 
 /* A load or store that the inline TLB lookup did not serve, at pc: the C slow path fills the TLB,
@@ -621,19 +650,40 @@ static bool access_slow(rv_hart *h, uint64_t va, const rv_insn *d, uint64_t pc, 
   return h->check_irq;
 }
 
-/* The out-of-line half of a load or store: access_slow(h, va, d, pc, kind), with va still in
- * rdx. */
+/* The out-of-line half of a load or store. One of a group first looks the TLB up for its own
+ * bytes alone (the group's bytes missed: they may leave the page that this one's are in) and
+ * goes back with rdx "unchecked", so that the rest of the group checks for itself too. Then the
+ * call access_slow(h, va, d, pc, kind). */
 static void emit_slow_path(block_ctx *c, const struct slow_path *sp) {
   emitter *e = &c->e;
+  const rv_insn *d = sp->d;
   patch(e, sp->miss, e->p);
+  uint8_t *miss = NULL;
+  if (sp->group) {
+    emit_lookup(e, d, is_store(sp->kind) ? FRAME_ST_TLB : FRAME_LD_TLB, d->imm,
+                d->imm + (int32_t)access_size(sp->kind) - 1, &miss);
+    emit_access_op(e, d, sp->kind, 0);
+    emit_group_unchecked(e, d);
+    patch(e, jmp32(e), sp->resume);
+    patch(e, miss, e->p);
+  }
   write_back(e, sp->dirty);
-  op_reg(e, true, 0x8b, RSI, RDX);
+  int base = host_reg(e, d->rs1); /* rsi = va, before rsi (or rdi, r8) are set */
+  if (base >= 0) {
+    lea(e, RSI, base, d->imm);
+  } else {
+    load_x(e, RSI, d->rs1);
+    if (d->imm)
+      lea(e, RSI, RSI, d->imm);
+  }
   op_reg(e, true, 0x8b, RDI, RBX);
-  mov_imm64(e, RDX, (uint64_t)(uintptr_t)sp->d);
+  mov_imm64(e, RDX, (uint64_t)(uintptr_t)d);
   pc_plus(e, RCX, sp->off);
   mov_imm(e, R8, sp->kind);
   call_abs(e, (const void *)access_slow);
-  reload_cached(e);                 /* a load wrote rv_hart.x[rd] */
+  reload_cached(e); /* a load wrote rv_hart.x[rd] */
+  if (sp->group)
+    emit_group_unchecked(e, d);
   op_reg(e, false, 0x84, RAX, RAX); /* test al, al */
   patch(e, jcc32(e, CC_E), sp->resume);
   exit_left(c, sp->index + 1);
@@ -926,6 +976,61 @@ static void plan_dead(const rv_insn *first, unsigned n, struct plan *plan) {
   }
 }
 
+/* Loads (or stores) through one base register that its group's first access checks for all of
+ * them (emit_mem): after it, up to where the register changes, the same kind of access through it
+ * reaching no more than a page with the others, with only inline ALU operations in between (they
+ * use rax and rcx only, and cannot fault or call into C: the TLB and the translation cannot change
+ * between the accesses, so one lookup for the bytes of all of them answers as each would). memcpy
+ * and memset are runs of these, the kernel's crypto code loads its state so. addi of the base
+ * register to itself (a pointer moving along) does not end a group: the offsets after it count
+ * from the base at the first access. Another access, a handler call, mulh (rdx), any other write
+ * of the base or the block's last instruction ends a group. */
+static void plan_groups(const rv_insn *first, unsigned n, struct plan *plan) {
+  for (unsigned i = 0; i + 1 < n; i++) {
+    const rv_insn *d = &first[i];
+    uint8_t kind = plan[i].kind;
+    bool store = is_store(kind);
+    if ((!store && !is_load(kind)) || plan[i].group != GROUP_NONE || (!store && d->rd == d->rs1))
+      continue;
+    int32_t lo = d->imm, hi = d->imm + (int32_t)access_size(kind) - 1, delta = 0;
+    bool members = false;
+    for (unsigned j = i + 1; j + 1 < n; j++) {
+      const rv_insn *m = &first[j];
+      uint8_t kj = plan[j].kind;
+      if (m->fn == op_jal || plan[j].what == PLAN_SKIP)
+        continue; /* emits nothing */
+      if (plan[j].alu || m->fn == op_auipc) {
+        if (m->rd != d->rs1 || m->rd == 0)
+          continue;
+        /* addi base, base, k (a pointer moving along): later offsets count from the first */
+        if (kj != RV_FAST_addi || plan[j].what != PLAN_EMIT || m->rs1 != d->rs1 ||
+            delta + m->imm < -16384 || delta + m->imm > 16384)
+          break;
+        delta += m->imm;
+        continue;
+      }
+      if (!(store ? is_store(kj) : is_load(kj)) || m->rs1 != d->rs1)
+        break;
+      int32_t at = delta + m->imm, mlo = lo < at ? lo : at;
+      int32_t end = at + (int32_t)access_size(kj) - 1, mhi = hi > end ? hi : end;
+      if (mhi - mlo >= 4096)
+        break; /* bytes in two pages: the lookup would always miss */
+      lo = mlo;
+      hi = mhi;
+      plan[j].group = GROUP_MEMBER;
+      plan[j].delta = delta;
+      members = true;
+      if (!store && m->rd == d->rs1)
+        break; /* the base changes */
+    }
+    if (members) {
+      plan[i].group = GROUP_LEAD;
+      plan[i].lo = (int16_t)lo;
+      plan[i].hi = (int16_t)hi;
+    }
+  }
+}
+
 /* A planned ror: rd = x[src] rotated right. */
 static void emit_ror(block_ctx *c, const rv_insn *d, const struct plan *p) {
   emitter *e = &c->e;
@@ -955,10 +1060,8 @@ static bool emit_inline(block_ctx *c, const rv_insn *d, uint8_t kind) {
   const struct alu_op_desc *a;
   if (!is_inline(d, kind))
     return false;
-  if (is_load(kind))
-    emit_load(c, d, kind); /* even into x0: it may fault or reach a device */
-  else if (is_store(kind))
-    emit_store(c, d, kind);
+  if (is_load(kind) || is_store(kind))
+    emit_mem(c, d, kind); /* a load even into x0: it may fault or reach a device */
   else if ((a = alu_desc(kind)) != NULL)
     emit_alu(c, d, a);
   else if (d->fn == op_auipc)
@@ -1285,6 +1388,7 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
   plan_kinds(j, first, n, c.plan);
   plan_rotates(first, n, c.plan);
   plan_dead(first, n, c.plan);
+  plan_groups(first, n, c.plan);
   c.loops = branches_to_start(first, n, c.plan);
   if (c.loops) {
     /* every iteration after the first enters with the kept registers possibly changed */
