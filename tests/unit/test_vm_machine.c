@@ -517,12 +517,20 @@ TEST(spinning_harts_sleep_until_another_makes_progress) {
   CHECK(vm_harts_wait_progress(m, 1, seen, true, hour));
   CHECK(vm_harts_wait_progress(m, 1, seen, false, hour));
 
-  /* a sleeper for its own requests sleeps through others' work and through a request to
-   * another hart, and wakes for one to itself (an IPI's wake-up) */
+  /* a sleeper for its own requests sleeps through others' work (while a sleeper for any
+   * progress beside it wakes) and through a request to another hart, and wakes for one to
+   * itself (an IPI's wake-up) */
   w = (progress_waiter){.m = m, .self = 1, .any = false};
   w.seen = __atomic_load_n(&m->threads.progress, __ATOMIC_ACQUIRE);
   start_waiter(&th, &w);
+  progress_waiter w2 = {.m = m, .self = 2, .seen = w.seen, .any = true};
+  pthread_t th2;
+  CHECK_EQ(pthread_create(&th2, NULL, wait_progress_thread, &w2), 0);
+  while (__atomic_load_n(&m->threads.sleepers, __ATOMIC_ACQUIRE) < 2)
+    usleep(1000);
   vm_harts_progress(m, VM_PROGRESS_ANY);
+  CHECK_EQ(pthread_join(th2, NULL), 0);
+  CHECK(w2.woken);
   vm_wake_hart(m, 2);
   usleep(20000);
   CHECK_EQ(__atomic_load_n(&m->threads.sleepers, __ATOMIC_ACQUIRE), 1); /* still asleep */
