@@ -39,8 +39,10 @@
  * sleeps instead, until another hart did work (vm_harts_progress) or VM_SPIN_SLEEP_NS passed
  * (the guest may also wait for time to pass, udelay spins on the time CSR, or for a device), and
  * yields once every VM_SPIN_PROBE_NS to measure again. A futex hand-off costs 50-100 us on this
- * host, so sleeping pays only when yields are slower than that. */
-#define VM_SPIN_SLOW_YIELD_NS 200000
+ * host, and a yield that lets a sibling hart run its slice is long for a good reason: at 200 us
+ * the harts slept already at load 8-11 and were slower there (smp_litmus, 2-hart sha256), so
+ * only yields that take a millisecond on average (lost rounds) make them sleep. */
+#define VM_SPIN_SLOW_YIELD_NS 1000000
 #define VM_SPIN_PROBE_NS 50000000
 #define VM_SPIN_SLEEP_NS 200000
 #define VM_SPIN_FUTILE 2
