@@ -14,9 +14,12 @@
  * the big lock and the harts take it for every MMIO access.
  */
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
+#include <linux/futex.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +30,22 @@
 #define VM_THREAD_SLICE 100000
 /* Longest sleep of an idle hart or of the I/O thread: bounds what nobody wakes them for. */
 #define VM_THREAD_MAX_SLEEP_NS 100000000ll
+/* A hart whose guest spins (cpu_relax: a lock, another hart's answer to an IPI, a barrier) gives
+ * its CPU away with sched_yield after each short run, as long as yielding is quick: on an idle or
+ * lightly loaded host the hart it waits for then runs at once (a hand-off costs ~15 us here).
+ * On a loaded host a yield loses a whole scheduling round (issue 18: a 4-hart litmus test took
+ * 91 s of wall time for 0.4 s of CPU at load 26, ~2 ms per hand-off). So the harts keep a moving
+ * average of how long their yields take; while it is above VM_SPIN_SLOW_YIELD_NS a spinning hart
+ * sleeps instead, until another hart did work (vm_harts_progress) or VM_SPIN_SLEEP_NS passed
+ * (the guest may also wait for time to pass, udelay spins on the time CSR, or for a device), and
+ * yields once every VM_SPIN_PROBE_NS to measure again. A futex hand-off costs 50-100 us on this
+ * host, and a yield that lets a sibling hart run its slice is long for a good reason: at 200 us
+ * the harts slept already at load 8-11 and were slower there (smp_litmus, 2-hart sha256), so
+ * only yields that take a millisecond on average (lost rounds) make them sleep. */
+#define VM_SPIN_SLOW_YIELD_NS 1000000
+#define VM_SPIN_PROBE_NS 50000000
+#define VM_SPIN_SLEEP_NS 200000
+#define VM_SPIN_FUTILE 2
 
 static int64_t thread_now_ns(void) {
   struct timespec ts;
@@ -87,6 +106,36 @@ void vm_big_unlock(vm *m) {
     pthread_mutex_unlock(&m->threads.big_lock);
 }
 
+void vm_harts_progress(vm *m, uint32_t whom) {
+  vm_threads *t = &m->threads;
+  if (!t->on)
+    return;
+  /* sequentially consistent with the sleepers' counts and futex read: either a sleeper sees the
+   * new value and does not sleep, or this sees it counted and wakes it */
+  __atomic_add_fetch(&t->progress, 1, __ATOMIC_SEQ_CST);
+  uint32_t sleeping = __atomic_load_n(&t->sleepers, __ATOMIC_SEQ_CST);
+  if (sleeping == 0 ||
+      (whom == VM_PROGRESS_ANY && __atomic_load_n(&t->sleepers_any, __ATOMIC_SEQ_CST) == 0))
+    return;
+  (void)syscall(SYS_futex, &t->progress, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL, NULL, whom);
+}
+
+bool vm_harts_wait_progress(vm *m, unsigned self, uint32_t seen, bool any, int64_t timeout_ns) {
+  vm_threads *t = &m->threads;
+  int64_t until = thread_now_ns() + timeout_ns;
+  struct timespec ts = {until / 1000000000, until % 1000000000};
+  uint32_t mask = (1U << self) | (any ? VM_PROGRESS_ANY : 0);
+  __atomic_add_fetch(&t->sleepers, 1, __ATOMIC_SEQ_CST);
+  if (any)
+    __atomic_add_fetch(&t->sleepers_any, 1, __ATOMIC_SEQ_CST);
+  /* returns at once (EAGAIN) if the word moved on since `seen`; the time is absolute */
+  (void)syscall(SYS_futex, &t->progress, FUTEX_WAIT_BITSET_PRIVATE, seen, &ts, NULL, mask);
+  if (any)
+    __atomic_sub_fetch(&t->sleepers_any, 1, __ATOMIC_SEQ_CST);
+  __atomic_sub_fetch(&t->sleepers, 1, __ATOMIC_SEQ_CST);
+  return __atomic_load_n(&t->progress, __ATOMIC_ACQUIRE) != seen;
+}
+
 void vm_wake_hart(vm *m, unsigned h) {
   vm_threads *t = &m->threads;
   if (!t->on || h >= m->nharts)
@@ -94,6 +143,7 @@ void vm_wake_hart(vm *m, unsigned h) {
   pthread_mutex_lock(&t->sched_lock);
   pthread_cond_signal(&t->harts[h].wake);
   pthread_mutex_unlock(&t->sched_lock);
+  vm_harts_progress(m, 1U << h); /* or it spins, asleep in vm_harts_wait_progress */
 }
 
 static void vm_wake_all_harts(vm *m) {
@@ -102,6 +152,7 @@ static void vm_wake_all_harts(vm *m) {
   for (unsigned h = 0; h < m->nharts; h++)
     pthread_cond_signal(&t->harts[h].wake);
   pthread_mutex_unlock(&t->sched_lock);
+  vm_harts_progress(m, VM_PROGRESS_ALL_HARTS);
 }
 
 void vm_kick_io(vm *m) {
@@ -136,6 +187,7 @@ void vm_hart_start(vm *m, unsigned h) {
   vm_set_hsm_state(m, h, HSM_START_PENDING);
   pthread_cond_signal(&t->harts[h].wake);
   pthread_mutex_unlock(&t->sched_lock);
+  vm_harts_progress(m, 1U << h);
 }
 
 /* ------------------------------------------------------------------ remote TLB flushes */
@@ -153,6 +205,7 @@ uint32_t vm_hart_ask_tlb_flush(vm *m, unsigned h) {
     pthread_cond_signal(&t->harts[h].wake);
   }
   pthread_mutex_unlock(&t->sched_lock);
+  vm_harts_progress(m, 1U << h); /* a spinning target serves it when it runs again */
   return ticket;
 }
 
@@ -170,6 +223,7 @@ void vm_stop_harts(vm *m) {
     __atomic_store_n(&m->harts[h].stop_request, true, __ATOMIC_SEQ_CST);
     pthread_cond_signal(&t->harts[h].wake);
   }
+  vm_harts_progress(m, VM_PROGRESS_ALL_HARTS); /* spinning harts asleep park when they wake */
   while (t->parked < t->live)
     pthread_cond_wait(&t->parked_cv, &t->sched_lock);
   pthread_mutex_unlock(&t->sched_lock);
@@ -290,17 +344,60 @@ static void vm_thread_poll_htif(vm *m, const rv_hart *hart) {
   pthread_mutex_unlock(&m->threads.big_lock);
 }
 
+/* After a slice: wake the spinning harts if this one did work (its stores may be what they wait
+ * for), and if its guest only spun, let the others run (yield or sleep, VM_SPIN_SLOW_YIELD_NS).
+ * `seen` is the progress word before the slice: what others did during it ends the sleep at
+ * once. A hart that others' work woke VM_SPIN_FUTILE times in a row only to spin again (it waits
+ * for something rarer: a barrier, a lock held long) sleeps its whole timeout unless asked for
+ * something itself, instead of waking at every hand-off between two other harts. */
+static void vm_hart_after_run(vm *m, vm_hart_thread *ht, uint32_t seen, uint64_t done) {
+  vm_threads *t = &m->threads;
+  const rv_hart *h = &m->harts[ht->index];
+  /* a run that ends spinning where the last one did, after as many instructions, went round the
+   * same loop again: it wrote nothing another hart waits for (a miss only costs a wake-up) */
+  bool only_spun = h->spun && ht->spinning && ht->spin_insns == done && ht->spin_pc == h->pc;
+  if (!only_spun)
+    vm_harts_progress(m, VM_PROGRESS_ANY);
+  if (!only_spun)
+    ht->spin_futile = 0;
+  else if (ht->spin_woken)
+    ht->spin_futile++;
+  ht->spin_woken = false;
+  ht->spinning = h->spun;
+  ht->spin_pc = h->pc;
+  ht->spin_insns = done;
+  if (!h->spun || __atomic_load_n(&h->stop_request, __ATOMIC_ACQUIRE))
+    return;
+  int64_t now = thread_now_ns();
+  /* the harts update the average without a lock: a lost update only delays a switch */
+  int64_t avg = __atomic_load_n(&t->spin_yield_ns, __ATOMIC_RELAXED);
+  if (avg <= VM_SPIN_SLOW_YIELD_NS || now >= __atomic_load_n(&t->spin_probe_at, __ATOMIC_RELAXED)) {
+    sched_yield();
+    int64_t back = thread_now_ns();
+    avg += (back - now - avg) / 8;
+    __atomic_store_n(&t->spin_yield_ns, avg, __ATOMIC_RELAXED);
+    if (avg > VM_SPIN_SLOW_YIELD_NS)
+      __atomic_store_n(&t->spin_probe_at, back + VM_SPIN_PROBE_NS, __ATOMIC_RELAXED);
+    return;
+  }
+  if (!only_spun)
+    return; /* it did something: it may get further at once */
+  bool any = ht->spin_futile < VM_SPIN_FUTILE;
+  if (!any)
+    seen = __atomic_load_n(&t->progress, __ATOMIC_ACQUIRE);
+  ht->spin_woken = vm_harts_wait_progress(m, ht->index, seen, any, VM_SPIN_SLEEP_NS);
+}
+
 static void *vm_hart_thread_main(void *arg) {
   vm_hart_thread *ht = arg;
   vm *m = ht->m;
   rv_hart *h = &m->harts[ht->index];
   while (vm_hart_wait_for_work(m, ht)) {
+    uint32_t seen = __atomic_load_n(&m->threads.progress, __ATOMIC_ACQUIRE);
     uint64_t done = rv_hart_run(h, VM_THREAD_SLICE);
     vm_hart_update_mtip(m, ht->index);
     vm_thread_poll_htif(m, h);
-    /* the guest spins waiting for another hart (cpu_relax): let that one have the host CPU */
-    if (done < VM_THREAD_SLICE && !h->wfi)
-      sched_yield();
+    vm_hart_after_run(m, ht, seen, done);
   }
   vm_threads *t = &m->threads;
   pthread_mutex_lock(&t->sched_lock);

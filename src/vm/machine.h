@@ -107,6 +107,12 @@ typedef struct vm_hart_thread {
   bool started;
   bool idle;           /* (sched_lock) the thread is in its wait loop, not running the hart */
   pthread_cond_t wake; /* with sched_lock: an idle, stopped or parked hart sleeps on it */
+  /* The guest spins on this hart (harts.c: vm_hart_after_run) */
+  bool spinning;        /* its last run ended with h->spun */
+  uint64_t spin_pc;     /* where that run ended */
+  uint64_t spin_insns;  /* and how many instructions it ran */
+  bool spin_woken;      /* its last sleep ended by progress (or did not begin: progress came) */
+  unsigned spin_futile; /* wake-ups by progress in a row after which it only spun again */
 } vm_hart_thread;
 
 typedef struct vm_threads {
@@ -120,6 +126,14 @@ typedef struct vm_threads {
   int kick_fd;              /* eventfd that wakes the I/O thread out of ppoll */
   bool kicked;              /* a kick is in flight: later ones need no system call */
   bool io_running;          /* vm_run's thread serves the I/O sources, holding big_lock */
+  /* A spinning hart sleeps on this futex word until another hart did work or something was
+   * asked of it (vm_harts_progress bumps it), or a short timeout; `sleepers` counts them and
+   * `sleepers_any` those woken by any hart's work, so the bumps need no system call while
+   * nobody sleeps. */
+  uint32_t progress;
+  uint32_t sleepers, sleepers_any;
+  int64_t spin_yield_ns; /* how long a spinning hart's sched_yield took (a moving average) */
+  int64_t spin_probe_at; /* while that is long: when a spinning hart next yields (to measure) */
   vm_hart_thread harts[VM_MAX_SMP];
 } vm_threads;
 
@@ -351,6 +365,19 @@ void vm_big_unlock(vm *m);
 uint32_t vm_hart_ask_tlb_flush(vm *m, unsigned h);
 /* Wake hart h's thread if it sleeps (an interrupt became pending, a request was posted). */
 void vm_wake_hart(vm *m, unsigned h);
+/* Spinning harts (the guest waits in cpu_relax) sleep on the progress word. Its events: a hart did
+ * work (VM_PROGRESS_ANY: its stores may be what the others wait for), or something was asked of
+ * the harts of a mask (bit h: hart h; an interrupt posted, a TLB flush, a start or stop). */
+#define VM_PROGRESS_ANY (1U << 31)
+#define VM_PROGRESS_ALL_HARTS ((1U << VM_MAX_SMP) - 1)
+_Static_assert(VM_MAX_SMP < 31, "hart bits below VM_PROGRESS_ANY");
+/* Count an event and wake the sleepers it concerns: with VM_PROGRESS_ANY in `whom` those that
+ * wait for any progress, and the harts of `whom` whatever they wait for. */
+void vm_harts_progress(vm *m, uint32_t whom);
+/* Hart `self` sleeps until an event after the progress word read `seen` concerns it (any
+ * progress, or with !any only what is asked of it), or timeout_ns passed; it does not sleep if
+ * the word moved on already. Returns whether the word moved on since `seen`. */
+bool vm_harts_wait_progress(vm *m, unsigned self, uint32_t seen, bool any, int64_t timeout_ns);
 /* Wake the I/O thread: a device may want its sources prepared again (console output, virtio
  * buffers), or the machine is stopping. */
 void vm_kick_io(vm *m);

@@ -1,7 +1,8 @@
 /* Unit tests of the machine: devices (UART, PLIC, ACLINT, syscon, RTC) through their MMIO
- * handlers, hostile accesses, memory-size parsing, the device tree, the built-in SBI and the boot
- * loader's handling of bad kernels and initrds. */
+ * handlers, hostile accesses, memory-size parsing, the device tree, the built-in SBI, the boot
+ * loader's handling of bad kernels and initrds, and how a spinning hart waits for the others. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <time.h>
 #include <libfdt.h>
 #include <string.h>
@@ -459,6 +460,99 @@ TEST(boot_rejects_bad_kernels_and_initrds) {
   vm_destroy(m);
   unlink(junk);
   unlink(kernel);
+}
+
+/* ------------------------------------------------------------------ spinning harts */
+
+typedef struct progress_waiter {
+  vm *m;
+  unsigned self;
+  uint32_t seen;
+  bool any;
+  bool woken;
+} progress_waiter;
+
+static void *wait_progress_thread(void *arg) {
+  progress_waiter *w = arg;
+  /* an hour: only vm_harts_progress ends this wait within the test's time */
+  w->woken = vm_harts_wait_progress(w->m, w->self, w->seen, w->any, 3600ll * 1000000000);
+  return NULL;
+}
+
+static void start_waiter(pthread_t *th, progress_waiter *w) {
+  CHECK_EQ(pthread_create(th, NULL, wait_progress_thread, w), 0);
+  while (__atomic_load_n(&w->m->threads.sleepers, __ATOMIC_ACQUIRE) == 0)
+    usleep(1000);
+}
+
+/* A hart whose guest spins sleeps on the machine's progress word (harts.c): it wakes when
+ * another hart did work or something was asked of it, and does not sleep when that happened
+ * before it went to sleep (no lost wake-up). One that waits only for what is asked of it (it was
+ * woken for nothing too often) sleeps through the other harts' work. */
+TEST(spinning_harts_sleep_until_another_makes_progress) {
+  _cleanup_free_ char *kernel = write_image(0x100000);
+  _cleanup_error_ vs_error *err = NULL;
+  vm *m = test_vm(kernel, NULL, 3, 64ull << 20, &err);
+  unlink(kernel);
+  CHECK(m != NULL);
+  CHECK(m->threads.on); /* several harts: a thread each */
+  const int64_t hour = 3600ll * 1000000000;
+
+  /* nobody makes progress: the timeout ends the wait */
+  uint32_t seen = __atomic_load_n(&m->threads.progress, __ATOMIC_ACQUIRE);
+  CHECK(!vm_harts_wait_progress(m, 1, seen, true, 1000000));
+  CHECK_EQ(__atomic_load_n(&m->threads.sleepers, __ATOMIC_ACQUIRE), 0);
+
+  /* a sleeper for any progress is woken by another hart's work */
+  progress_waiter w = {.m = m, .self = 1, .seen = seen, .any = true};
+  pthread_t th;
+  start_waiter(&th, &w);
+  vm_harts_progress(m, VM_PROGRESS_ANY);
+  CHECK_EQ(pthread_join(th, NULL), 0);
+  CHECK(w.woken);
+  CHECK_EQ(__atomic_load_n(&m->threads.sleepers, __ATOMIC_ACQUIRE), 0);
+  CHECK_EQ(__atomic_load_n(&m->threads.sleepers_any, __ATOMIC_ACQUIRE), 0);
+
+  /* progress made before the wait: no sleep at all (an hour would time the test out) */
+  CHECK(vm_harts_wait_progress(m, 1, seen, true, hour));
+  CHECK(vm_harts_wait_progress(m, 1, seen, false, hour));
+
+  /* a sleeper for its own requests sleeps through others' work (while a sleeper for any
+   * progress beside it wakes) and through a request to another hart, and wakes for one to
+   * itself (an IPI's wake-up) */
+  w = (progress_waiter){.m = m, .self = 1, .any = false};
+  w.seen = __atomic_load_n(&m->threads.progress, __ATOMIC_ACQUIRE);
+  start_waiter(&th, &w);
+  progress_waiter w2 = {.m = m, .self = 2, .seen = w.seen, .any = true};
+  pthread_t th2;
+  CHECK_EQ(pthread_create(&th2, NULL, wait_progress_thread, &w2), 0);
+  while (__atomic_load_n(&m->threads.sleepers, __ATOMIC_ACQUIRE) < 2)
+    usleep(1000);
+  vm_harts_progress(m, VM_PROGRESS_ANY);
+  CHECK_EQ(pthread_join(th2, NULL), 0);
+  CHECK(w2.woken);
+  vm_wake_hart(m, 2);
+  usleep(20000);
+  CHECK_EQ(__atomic_load_n(&m->threads.sleepers, __ATOMIC_ACQUIRE), 1); /* still asleep */
+  vm_wake_hart(m, 1);
+  CHECK_EQ(pthread_join(th, NULL), 0);
+  CHECK(w.woken);
+
+  /* what else is asked of a hart wakes it too: a TLB shootdown, an HSM start, a stop */
+  w.seen = __atomic_load_n(&m->threads.progress, __ATOMIC_ACQUIRE);
+  start_waiter(&th, &w);
+  (void)vm_hart_ask_tlb_flush(m, 1);
+  CHECK_EQ(pthread_join(th, NULL), 0);
+  w.seen = __atomic_load_n(&m->threads.progress, __ATOMIC_ACQUIRE);
+  start_waiter(&th, &w);
+  vm_hart_start(m, 1);
+  CHECK_EQ(pthread_join(th, NULL), 0);
+  w.seen = __atomic_load_n(&m->threads.progress, __ATOMIC_ACQUIRE);
+  start_waiter(&th, &w);
+  vm_request_exit(m, VM_EXIT_POWEROFF, 0);
+  CHECK_EQ(pthread_join(th, NULL), 0);
+  CHECK(w.woken);
+  vm_destroy(m);
 }
 
 int main(void) { return tap_run(); }

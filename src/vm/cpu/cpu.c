@@ -999,6 +999,7 @@ static uint64_t rv_hart_run_insns(rv_hart *h, uint64_t max_insns) {
       break;
     if (h->yield) {
       h->yield = false;
+      h->spun = true;
       break;
     }
   }
@@ -1035,6 +1036,7 @@ static uint64_t rv_hart_run_to_breakpoint(rv_hart *h, const rv_breakpoints *bp, 
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns) {
   const rv_breakpoints *bp = h->bus->breakpoints;
   unsigned n = bp ? __atomic_load_n(&bp->n, __ATOMIC_ACQUIRE) : 0;
+  h->spun = false;
   if (unlikely(n))
     return rv_hart_run_to_breakpoint(h, bp, n, max_insns);
   if (unlikely(h->breakpoint_hit)) /* it stopped at a watchpoint: the debugger resumes it */

@@ -202,6 +202,7 @@ struct rv_hart {
   uint64_t next_pc;
   bool check_irq; /* leave the inner block loop and re-check interrupts */
   bool yield;     /* the hart is spinning: end rv_hart_run early */
+  bool spun;      /* the last rv_hart_run ended early for that (the machine may let it sleep) */
   unsigned spin_hints;
   int ld_tlb, st_tlb, fetch_tlb; /* which TLB set serves data/fetch: the effective privilege
                                    (0 U, 1 S, 2 M: no translation) */
@@ -247,8 +248,8 @@ void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
 
 /* Run until max_insns retired, WFI with nothing pending (h->wfi = true), h->stop_request (seen at
  * least every 4096 instructions, at an instruction boundary), or
- * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early so the
- * machine can run the other harts. Returns the number of instructions executed. */
+ * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early (h->spun)
+ * so the machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
 /* The debugger: exactly one instruction (or the trap it takes), breakpoints and stop requests
  * ignored (it steps a hart the machine parked). Returns
