@@ -558,7 +558,7 @@ int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t 
 
 /* ------------------------------------------------------------- the API */
 
-static bool need_cluster(vd_call *c) {
+bool vd_cluster_required(vd_call *c) {
   if (c->d->cluster.enabled)
     return true;
   vd_call_error(c, 503,
@@ -567,13 +567,25 @@ static bool need_cluster(vd_call *c) {
   return false;
 }
 
+bool vd_cluster_read_prefix(vd_call *c, const char *prefix, vc_range *r) {
+  if (!vd_cluster_required(c))
+    return false;
+  vs_error *e = NULL;
+  if (vc_etcd_get_prefix(c->d->cluster.etcd, prefix, 0, r, &e) < 0) {
+    vd_call_error(c, 503, "cluster store: %s", e->msg);
+    vs_error_free(e);
+    return false;
+  }
+  return true;
+}
+
 static void answer_nodes_error(vd_call *c, vs_error *e) {
   vd_call_error(c, 503, "cluster store: %s", e->msg);
   vs_error_free(e);
 }
 
 void vd_h_nodes_list(vd_call *c) {
-  if (!need_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   vs_error *e = NULL;
   json_t *nodes = vd_cluster_nodes(c->d, &e);
@@ -602,7 +614,7 @@ static json_t *one_node(vd_call *c, const char *name) {
 }
 
 void vd_h_node_inspect(vd_call *c) {
-  if (!need_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   json_t *n = one_node(c, c->arg);
   if (n)
@@ -623,7 +635,7 @@ static int change_flags(json_t *spec, void *arg) {
 }
 
 static void set_flags(vd_call *c, flags_change f, const char *action) {
-  if (!need_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   json_t *n = one_node(c, c->arg);
   if (!n)
@@ -666,7 +678,7 @@ static int change_labels(json_t *spec, void *arg) {
 
 /* POST /vessel/v1/nodes/{name}/labels {"Set": {"k": "v"}, "Remove": ["k2"]} */
 void vd_h_node_labels(vd_call *c) {
-  if (!need_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   _cleanup_json_ json_t *body = vd_call_body_object(c);
   if (!body)
@@ -711,7 +723,7 @@ void vd_h_node_labels(vd_call *c) {
 /* DELETE /vessel/v1/nodes/{name}[?force=1]: forget a node. A node whose lease is alive would
  * only register again; it is refused unless forced. */
 void vd_h_node_delete(vd_call *c) {
-  if (!need_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   bool force = http_query_bool(c->req->query, "force", false);
   vs_error *e = NULL;

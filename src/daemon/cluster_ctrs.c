@@ -420,15 +420,6 @@ void vd_cctr_ops_pass(vd_daemon *d) {
 
 /* ------------------------------------------------------------- the API */
 
-static bool require_cluster(vd_call *c) {
-  if (c->d->cluster.enabled)
-    return true;
-  vd_call_error(c, 503,
-                "this vesseld is not in a cluster (start it with --cluster etcd=URL "
-                "--node-name N --advertise ADDR)");
-  return false;
-}
-
 /* The placement request of a container: its CPUs (HostConfig.NanoCpus) and memory
  * (HostConfig.Memory), 0 when not limited, as Kubernetes counts a pod without requests. */
 static int take_requests(const json_t *body, json_t *guest, vs_error **err) {
@@ -488,7 +479,7 @@ static int check_create(vd_cluster *cl, json_t *body, json_t *guest, vs_error **
 
 /* POST /vessel/v1/containers?name=NAME: a container of the cluster (started once made). */
 void vd_h_cluster_ctr_create(vd_call *c) {
-  if (!require_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   vd_cluster *cl = &c->d->cluster;
   json_t *body = vd_call_body_object(c);
@@ -658,7 +649,7 @@ static void answer_op(vd_call *c, json_t *answer) {
 }
 
 void vd_h_cluster_ctr_stop(vd_call *c) {
-  if (!require_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   json_t *op = json_pack("{s:s}", "Op", "stop");
   _cleanup_free_ char *t = http_query_get(c->req->query, "t");
@@ -677,7 +668,7 @@ void vd_h_cluster_ctr_stop(vd_call *c) {
 }
 
 void vd_h_cluster_ctr_start(vd_call *c) {
-  if (!require_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   json_t *op = json_pack("{s:s}", "Op", "start");
   answer_op(c, run_op(c, op));
@@ -687,7 +678,7 @@ void vd_h_cluster_ctr_start(vd_call *c) {
 /* GET /vessel/v1/containers/{name}/logs[?tail=N]: {"Node", "Tty", "Output": [{"Stream",
  * "Text"}]} from the container's node (no follow: the output so far). */
 void vd_h_cluster_ctr_logs(vd_call *c) {
-  if (!require_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   _cleanup_free_ char *tail = http_query_get(c->req->query, "tail");
   json_t *op = json_pack("{s:s, s:s}", "Op", "logs", "Tail", tail && *tail ? tail : "all");
@@ -710,7 +701,7 @@ void vd_h_cluster_ctr_logs(vd_call *c) {
 /* DELETE /vessel/v1/containers/{name}[?force=1]: the record goes (a running container only
  * with force); its node removes the container, at once when it is this one. */
 void vd_h_cluster_ctr_delete(vd_call *c) {
-  if (!require_cluster(c))
+  if (!vd_cluster_required(c))
     return;
   vd_cluster *cl = &c->d->cluster;
   bool force = http_query_bool(c->req->query, "force", false);

@@ -265,20 +265,9 @@ out:
 
 /* GET /vessel/v1/guests: every guest of the cluster, whichever node holds it (by name). */
 void vd_h_cluster_guests(vd_call *c) {
-  vd_cluster *cl = &c->d->cluster;
-  if (!cl->enabled) {
-    vd_call_error(c, 503,
-                  "this vesseld is not in a cluster (start it with --cluster etcd=URL "
-                  "--node-name N --advertise ADDR)");
-    return;
-  }
   vc_range r;
-  vs_error *e = NULL;
-  if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, &e) < 0) {
-    vd_call_error(c, 503, "cluster store: %s", e->msg);
-    vs_error_free(e);
+  if (!vd_cluster_read_prefix(c, GUESTS, &r))
     return;
-  }
   static const char *const shown[] = {"Kind",    "Name", "Node",   "Phase",   "Reason",
                                       "Id",      "Cpus", "Memory", "Labels",  "Origin",
                                       "Created", "Pool", "Image",  "Command", "Failover"};

@@ -229,20 +229,9 @@ static json_t *merge_records(const vc_range *r) {
 
 /* GET /vessel/v1/cluster/images: every image some node of the cluster holds, with its nodes. */
 void vd_h_cluster_images(vd_call *c) {
-  vd_cluster *cl = &c->d->cluster;
-  if (!cl->enabled) {
-    vd_call_error(c, 503,
-                  "this vesseld is not in a cluster (start it with --cluster etcd=URL "
-                  "--node-name N --advertise ADDR)");
-    return;
-  }
   vc_range r;
-  vs_error *e = NULL;
-  if (vc_etcd_get_prefix(cl->etcd, IMAGES_PREFIX, 0, &r, &e) < 0) {
-    vd_call_error(c, 503, "cluster store: %s", e->msg);
-    vs_error_free(e);
+  if (!vd_cluster_read_prefix(c, IMAGES_PREFIX, &r))
     return;
-  }
   json_t *out = merge_records(&r);
   vc_range_clear(&r);
   vd_call_json(c, 200, out);

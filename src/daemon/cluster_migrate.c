@@ -1058,12 +1058,8 @@ static int set_draining(json_t *spec, void *arg) {
 void vd_h_node_drain(vd_call *c) {
   vd_daemon *d = c->d;
   vd_cluster *cl = &d->cluster;
-  if (!cl->enabled) {
-    vd_call_error(c, 503,
-                  "this vesseld is not in a cluster (start it with --cluster etcd=URL "
-                  "--node-name N --advertise ADDR)");
+  if (!vd_cluster_required(c))
     return;
-  }
   vs_error *e = NULL;
   json_t *nodes = vd_cluster_nodes(d, &e);
   bool known = nodes && find_node(nodes, c->arg);

@@ -380,6 +380,12 @@ int vd_cluster_start_guests(vd_daemon *d, vs_error **err); /* cluster_guests.c *
 void vd_cluster_note_local_change(vd_daemon *d);
 void vd_cluster_free(vd_daemon *d);
 json_t *vd_cluster_nodes(vd_daemon *d, vs_error **err);
+/* For an API handler: true when this vesseld is in a cluster, else answers 503 saying how to
+ * join one. */
+bool vd_cluster_required(vd_call *c);
+/* For an API handler: the keys under prefix read into *r (true), or the call answered with
+ * 503 (not in a cluster, or etcd failed: false). */
+bool vd_cluster_read_prefix(vd_call *c, const char *prefix, vc_range *r);
 /* The same from the watch's copy (the scheduler); without Guests and Allocated unless asked. */
 json_t *vd_cluster_nodes_cached(vd_daemon *d, bool with_guests, vs_error **err);
 /* cluster_pools.c: pools of the cluster, /vessel/pools/NAME */

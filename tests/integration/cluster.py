@@ -21,6 +21,7 @@ import subprocess
 import time
 
 import test_daemon
+import test_daemon_vm
 
 PREFIX = f"vcl{os.getpid() % 100000}"
 SUBNET = "10.77.0"
@@ -294,3 +295,18 @@ def running(build_dir, root, guest_assets, name="c", **vesselds):
             os.environ["VESSEL_CACHE"] = saved
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"{c.prefix}-" not in left, f"namespaces left behind: {left}"
+
+
+def api(host, method, path, body=None, timeout=120):
+    """A request to a node whose reply is checked against docs/api/vessel-v1.yaml."""
+    status, reply = host.api(method, path, body, timeout=timeout)
+    text = json.dumps(reply) if isinstance(reply, (dict, list)) else (reply or "")
+    test_daemon_vm.validate(method, path, status, text)
+    return status, reply
+
+
+def guests(host):
+    """The cluster's guests as a node lists them (GET /vessel/v1/guests), by name."""
+    status, body = api(host, "GET", "/vessel/v1/guests")
+    assert status == 200, body
+    return {g["Name"]: g for g in body}

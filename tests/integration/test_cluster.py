@@ -20,8 +20,7 @@ import time
 import pytest
 
 import cluster
-import test_daemon_vm
-from cluster import Cluster, wait_for
+from cluster import Cluster, api, guests, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -40,14 +39,6 @@ def cl(build_dir, guest_assets, tmp_path_factory):
     with cluster.running(build_dir, tmp_path_factory.mktemp("cluster"), guest_assets,
                          labels=["zone=a"], capacity="cpus=2,memory=1G") as c:
         yield c
-
-
-def api(host, method, path, body=None, timeout=60):
-    """A request whose reply is checked against docs/api/vessel-v1.yaml."""
-    status, reply = host.api(method, path, body, timeout=timeout)
-    text = json.dumps(reply) if isinstance(reply, (dict, list)) else (reply or "")
-    test_daemon_vm.validate(method, path, status, text)
-    return status, reply
 
 
 def nodes(host):
@@ -605,12 +596,6 @@ def ha(build_dir, tmp_path_factory):
         yield c
     finally:
         c.cleanup()
-
-
-def guests(host):
-    status, body = host.api("GET", "/vessel/v1/guests")
-    assert status == 200, body
-    return {g["Name"]: g for g in body}
 
 
 def ha_create(c, host, name, *opts, start=True):

@@ -10,7 +10,6 @@ vesseld and of its containers' monitors, and its `--restart always` containers r
 nodes within 30 s, each exactly once on the machine, while one without a policy stays with its
 node; the node back removes its copies.
 """
-import json
 import os
 import pathlib
 import signal
@@ -22,8 +21,7 @@ import pytest
 import cluster
 import oci_images
 import test_daemon
-import test_daemon_vm
-from cluster import run, wait_for
+from cluster import api, guests, run, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -46,20 +44,6 @@ def cl(build_dir, guest_assets, image, tmp_path_factory):
         for h in c.hosts:
             assert "Loaded image" in h.vd.docker("load", "-i", str(image)).stdout
         yield c
-
-
-def api(host, method, path, body=None, timeout=60):
-    """A request whose reply is checked against docs/api/vessel-v1.yaml."""
-    status, reply = host.api(method, path, body, timeout=timeout)
-    text = json.dumps(reply) if isinstance(reply, (dict, list)) else (reply or "")
-    test_daemon_vm.validate(method, path, status, text)
-    return status, reply
-
-
-def guests(host):
-    status, body = api(host, "GET", "/vessel/v1/guests")
-    assert status == 200, body
-    return {g["Name"]: g for g in body}
 
 
 def local_ctrs(host):

@@ -15,8 +15,7 @@ import pytest
 
 import cluster
 import test_daemon
-import test_daemon_vm
-from cluster import wait_for
+from cluster import api, guests, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -41,14 +40,6 @@ def cl(build_dir, guest_assets, tmp_path_factory):
         yield c
 
 
-def api(host, method, path, body=None, timeout=120):
-    """A request whose reply is checked against docs/api/vessel-v1.yaml."""
-    status, reply = host.api(method, path, body, timeout=timeout)
-    text = json.dumps(reply) if isinstance(reply, (dict, list)) else (reply or "")
-    test_daemon_vm.validate(method, path, status, text)
-    return status, reply
-
-
 def cluster_images(host):
     status, body = api(host, "GET", "/vessel/v1/cluster/images")
     assert status == 200, body
@@ -61,12 +52,6 @@ def holders(host, ref, kind="container"):
         if img["Kind"] == kind and ref in img["References"]:
             return sorted(img["Nodes"])
     return None
-
-
-def guests(host):
-    status, body = api(host, "GET", "/vessel/v1/guests")
-    assert status == 200, body
-    return {g["Name"]: g for g in body}
 
 
 def etcd_json(host, key):

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import cluster
-from cluster import wait_for
+from cluster import guests, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -39,12 +39,6 @@ def local_vms(host):
     status, vms = host.api("GET", "/vessel/v1/vms")
     assert status == 200, vms
     return {v["Name"]: v for v in vms}
-
-
-def guests(host):
-    status, body = host.api("GET", "/vessel/v1/guests")
-    assert status == 200, body
-    return {g["Name"]: g for g in body}
 
 
 def pool(host, name):

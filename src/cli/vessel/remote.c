@@ -654,6 +654,12 @@ int remote_start(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
 
 /* ---------------------------------------------------------------- images */
 
+/* An image's Id ("sha256:HEX") without its algorithm, "" when it has none. */
+static const char *image_id_hex(const json_t *img) {
+  const char *id = json_string_value(json_object_get(img, "Id"));
+  return id && !strncmp(id, "sha256:", 7) ? id + 7 : (id ? id : "");
+}
+
 /* vessel images --cluster: every image a node of the cluster holds (GET
  * /vessel/v1/cluster/images), a line per reference with the nodes that have it. */
 static int cluster_images(vessel_ctx *ctx, bool quiet, vs_error **err) {
@@ -665,8 +671,7 @@ static int cluster_images(vessel_ctx *ctx, bool quiet, vs_error **err) {
   size_t i;
   json_t *img;
   json_array_foreach(list, i, img) {
-    const char *id = json_string_value(json_object_get(img, "Id"));
-    const char *hex = id && !strncmp(id, "sha256:", 7) ? id + 7 : (id ? id : "");
+    const char *hex = image_id_hex(img);
     if (quiet) {
       printf("%.12s\n", hex);
       continue;
@@ -712,8 +717,7 @@ int remote_images(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   size_t i;
   json_t *img;
   json_array_foreach(list, i, img) {
-    const char *id = json_string_value(json_object_get(img, "Id"));
-    const char *hex = id && !strncmp(id, "sha256:", 7) ? id + 7 : (id ? id : "");
+    const char *hex = image_id_hex(img);
     if (quiet) {
       printf("%.12s\n", hex);
       continue;
