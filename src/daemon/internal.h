@@ -319,6 +319,7 @@ void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
 /* cluster.c: this node's membership (everything zero when not in a cluster) */
 typedef struct vd_cluster {
   vc_etcd *etcd;
+  vc_etcd *lease_etcd; /* the lease keeper's own client (cluster.c) */
   char **endpoints;
   size_t n_endpoints;
   char *node_name, *advertise, *token;
