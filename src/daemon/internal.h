@@ -442,6 +442,10 @@ int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t 
 int vd_ha_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
 /* The keeper's news: a renewal (or a registration) sent at sent_ms succeeded. */
 void vd_ha_renewed(vd_cluster *cl, int64_t sent_ms);
+/* The deadline and the running (and starting) VMMs and containers of the cluster's guests, to the
+ * fencer process now, not at the watchdog's next look (200 ms): a vesseld that dies right after
+ * a start leaves no guest unfenced. Nothing outside a cluster. */
+void vd_ha_fencer_update(vd_daemon *d);
 int64_t vd_ha_now_ms(void); /* CLOCK_MONOTONIC */
 /* The fencing watchdog (and the restart of this node's own guests once it holds its lease). */
 int vd_ha_start(vd_daemon *d, vs_error **err);

@@ -18,6 +18,9 @@ typedef struct vd_vm {
   int exit_code;
   char *started_at, *finished_at, *error;
   int pidfd; /* on the loop while it runs */
+  /* the VMM being started, until pid is set: the fencer holds it from its spawn on
+   * (cluster_ha.c), so that a vesseld that dies during a start leaves no guest unfenced */
+  int spawn_pidfd;
   vd_src src;
   /* restart policy (Config.RestartPolicy), as Docker's for containers */
   bool manual_stop; /* stopped or killed by a request: policies other than always keep it down */

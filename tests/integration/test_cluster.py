@@ -816,16 +816,21 @@ def test_ha_the_fencer_outlives_vesseld(ha):
     """Guests outlive vesseld, so its fencer process does too: kill -9 of n1's vesseld
     restarted at once leaves its guest running (the new vesseld holds a lease and tells the old
     fencer to stand down); kill -9 with vesseld left down, its VMM alive: the fencer kills the
-    VMM before the lease ends, and the guest restarts on n2 or n3, never twice at once."""
+    VMM before the lease ends, and the guest restarts on n2 or n3, never twice at once. The
+    fencer holds a VMM from its spawn: one whose start returned just before the kill dies too."""
     h1, h2, h3 = ha.hosts
     ha_create(ha, h2, "fe1", "--node", "n1", "--restart", "always")
+    ha_create(ha, h2, "fe2", "--node", "n1", start=False)
     pid = local_vms(h1)["fe1"]["Pid"]
     h1.vd.kill9()
     h1.vd.start()
     time.sleep(cluster_ttl_s + 2)  # past the deadline the first vesseld's fencer had
     assert alive(pid) and local_vms(h1)["fe1"]["Pid"] == pid
     assert "told the fencer of the previous vesseld to stand down" in h1.vd.log_text()
-    h1.vd.kill9()
+    h1.vessel("vm", "start", "fe2")
+    h1.vd.kill9()  # at once: before the watchdog's next look (every 200 ms)
+    fe2 = cluster.vmm_pids(disk_of(ha, "fe2"))
+    assert len(fe2) == 1, fe2
     # a root client that connects to the fencer and sends nothing must not hold it past its
     # deadline (it used to block in read, and the guest then ran on two nodes at once)
     silent = silent_fencer_client(h1)
@@ -842,6 +847,7 @@ def test_ha_the_fencer_outlives_vesseld(ha):
         g = wait_for("fe1 running on n2 or n3", moved, timeout=60, step=0.1)
         assert not twice, f"fe1 ran twice at once: {twice}"
         assert not alive(pid)
+        assert not alive(fe2[0]), "the VMM started just before vesseld died outlived the lease"
         assert "killed its VMMs of the cluster" in h1.vd.log_text()
         check_runs_once(ha, g, "fe1", [h2, h3])
     finally:
@@ -849,5 +855,6 @@ def test_ha_the_fencer_outlives_vesseld(ha):
         silent.wait()
         h1.vd.start()
     wait_for("n1's copy removed", lambda: "fe1" not in local_vms(h1), timeout=30)
-    h3.vessel("vm", "rm", "-f", "fe1")
-    wait_for("fe1 gone", lambda: not any(local_vms(h) for h in ha.hosts))
+    for n in ("fe1", "fe2"):
+        h3.vessel("vm", "rm", "-f", n)
+    wait_for("fe1 and fe2 gone", lambda: not any(local_vms(h) for h in ha.hosts))
