@@ -69,11 +69,10 @@ bool vd_cctr_start_allowed(vd_daemon *d, vd_container *c, vs_error **err) {
 /* A handler of the Docker API run on this thread as if a client had called it (the node's own
  * container code, unchanged): its status, and its JSON answer in *reply (NULL: none). What the
  * handler leaves for the loop (watch a started container, finish a removal) goes there. */
-static int internal_call_id(vd_daemon *d, void (*handler)(vd_call *), const char *arg,
-                            const char *query, const json_t *body, const char *ctr_id,
-                            json_t **reply) {
+static int internal_call(vd_daemon *d, void (*handler)(vd_call *), const char *arg,
+                         const char *query, const json_t *body, json_t **reply) {
   http_request req = {.method = (char *)"POST", .query = vs_strdup(query ? query : "")};
-  vd_call call = {.d = d, .req = &req, .body_fd = -1, .file_fd = -1, .want_ctr_id = ctr_id};
+  vd_call call = {.d = d, .req = &req, .body_fd = -1, .file_fd = -1};
   call.arg = arg ? vs_strdup(arg) : NULL;
   if (body) {
     call.body = json_dumps(body, JSON_COMPACT);
@@ -91,11 +90,6 @@ static int internal_call_id(vd_daemon *d, void (*handler)(vd_call *), const char
   else
     json_decref(call.json);
   return call.status;
-}
-
-static int internal_call(vd_daemon *d, void (*handler)(vd_call *), const char *arg,
-                         const char *query, const json_t *body, json_t **reply) {
-  return internal_call_id(d, handler, arg, query, body, NULL, reply);
 }
 
 static const char *reply_message(const json_t *reply) {
@@ -150,10 +144,7 @@ static local_state local_of(vd_daemon *d, const char *name) {
   return s;
 }
 
-/* id: the Id the container had where it was made before (a failover, a drain), kept here; NULL
- * for a new one. */
-static int local_create(vd_daemon *d, const char *name, const json_t *spec, const char *id,
-                        vs_error **err) {
+static int local_create(vd_daemon *d, const char *name, const json_t *spec, vs_error **err) {
   const char *image = str(spec, "Image");
   if (!image)
     return vs_error_set(err, EINVAL, "the record's Spec has no Image");
@@ -169,7 +160,7 @@ static int local_create(vd_daemon *d, const char *name, const json_t *spec, cons
   json_object_set_new(labels, VD_CCTR_NODE_LABEL, json_string(d->cluster.node_name));
   _cleanup_free_ char *esc = vs_asprintf("name=%s", name);
   json_t *reply = NULL;
-  int status = internal_call_id(d, vd_h_container_create, NULL, esc, body, id, &reply);
+  int status = internal_call(d, vd_h_container_create, NULL, esc, body, &reply);
   if (status != 201)
     vs_error_set(err, status == 404 ? ENOENT : EIO, "create: %s", reply_message(reply));
   json_decref(reply);
@@ -230,7 +221,7 @@ static void make_local(vd_daemon *d, json_t *rec, int64_t rev) {
   else if (!json_is_object(spec))
     vs_error_set(&e, EINVAL, "the record has no Spec");
   else if (!s.exists)
-    local_create(d, name, spec, str(rec, "Id"), &e);
+    local_create(d, name, spec, &e);
   bool start = json_is_true(json_object_get(rec, "Start"));
   if (!e && start && vd_ha_fenced(cl))
     vs_error_set(&e, EAGAIN, "node %s lost its lease in the cluster", cl->node_name);

@@ -861,7 +861,8 @@ static int check_target(vd_daemon *d, const json_t *rec, const char *name, const
   char *node = NULL, *reason = NULL;
   int r = 0;
   if (!str_is(src, "Status", "ready")) /* HA's failover restarts it elsewhere (cluster_ha.c) */
-    r = outcome_error(o, 409, "%s %s's node %s is down: it is to be restarted elsewhere, not migrated",
+    r = outcome_error(o, 409,
+                      "%s %s's node %s is down: it is to be restarted elsewhere, not migrated",
                       kind, name, str(rec, "Node"));
   else if (to && !n)
     r = outcome_error(o, 404, "No such node: %s", to);
@@ -1058,16 +1059,15 @@ void vd_h_vm_migrate(vd_call *c) {
  * compare-and-swap; the new node's reconciler makes and starts it from its Spec, and the old
  * node's removes its copy when it sees the record placed elsewhere (cluster_ctrs.c). 0 with
  * o->to, or -1 with the answer in o. */
-static int place_container_again(vd_daemon *d, const char *name, const char *from,
-                                 mig_outcome *o) {
+static int place_container_again(vd_daemon *d, const char *name, const char *from, mig_outcome *o) {
   vd_cluster *cl = &d->cluster;
   for (int attempt = 0; attempt < 20; attempt++) {
     int64_t rev;
     vs_error *e = NULL;
     json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
     if (!rec) {
-      outcome_error(o, e ? 503 : 404, "%s%s", e ? "cluster store: " : "No such container: ",
-                    e ? e->msg : name);
+      outcome_error(o, e ? 503 : 404, "%s%s",
+                    e ? "cluster store: " : "No such container: ", e ? e->msg : name);
       vs_error_free(e);
       return -1;
     }
@@ -1081,8 +1081,9 @@ static int place_container_again(vd_daemon *d, const char *name, const char *fro
     }
     char *now = vd_now();
     /* Start: as it was wanted (a stopped container is made on the new node, not started) */
-    json_object_set_new(rec, "Start", json_boolean(json_is_true(json_object_get(rec, "Start")) ||
-                                                   str_is(rec, "Phase", "running")));
+    json_object_set_new(rec, "Start",
+                        json_boolean(json_is_true(json_object_get(rec, "Start")) ||
+                                     str_is(rec, "Phase", "running")));
     json_object_set_new(rec, "Moved", json_pack("{s:s, s:s}", "From", from, "At", now));
     free(now);
     json_object_set_new(rec, "Node", json_string(o->to));
@@ -1123,10 +1124,10 @@ static void await_container(vd_cluster *cl, const char *name, mig_outcome *o) {
       return;
     }
     const char *want = json_is_true(json_object_get(rec, "Start")) ? "running" : "created";
-    int done = !str_is(rec, "Node", o->to)           ? -1
-               : str_is(rec, "Phase", want)          ? 1
-               : str_is(rec, "Phase", "failed")      ? -2
-               : 0;
+    int done = !str_is(rec, "Node", o->to)      ? -1
+               : str_is(rec, "Phase", want)     ? 1
+               : str_is(rec, "Phase", "failed") ? -2
+                                                : 0;
     if (done == -1)
       outcome_error(o, 409, "container %s was placed elsewhere (on %s) while it moved", name,
                     str(rec, "Node") ? str(rec, "Node") : "no node");

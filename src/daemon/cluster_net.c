@@ -35,7 +35,7 @@
 #define VNIS "/vessel/netvnis/"
 #define ADDRS "/vessel/netaddrs/"
 #define HOLDERS "/vessel/netnodes/" /* NAME/NODE: the node has made the network (its lease) */
-#define NET_WATCH "/vessel/net"       /* the four above */
+#define NET_WATCH "/vessel/net"     /* the four above */
 #define NODES "/vessel/nodes/"
 #define VNI_FIRST 4096
 #define PASS_MS 2000
@@ -463,8 +463,9 @@ static int view_read(vd_cluster *cl, cnet_view *v, vs_error **err) {
     if (!strcmp(node, cl->node_name)) {
       _cleanup_json_ json_t *h = kv_json(&holders.kvs[i]);
       json_object_set_new(v->held, net,
-                          json_pack("{s:I, s:I}", "Lease", json_integer_value(json_object_get(h, "Lease")),
-                                    "Revision", (json_int_t)holders.kvs[i].mod_revision));
+                          json_pack("{s:I, s:I}", "Lease",
+                                    json_integer_value(json_object_get(h, "Lease")), "Revision",
+                                    (json_int_t)holders.kvs[i].mod_revision));
       continue;
     }
     add_peer(v->peers, net, json_object_get(addrs_of, node));
@@ -701,8 +702,7 @@ static void holders_converge(vd_daemon *d, json_t *records, json_t *held) {
     vs_error *e = NULL;
     if (vc_etcd_delete_if(cl->etcd, key, json_integer_value(json_object_get(h, "Revision")), &ok,
                           &e) < 0) {
-      vs_log_warn("network %s: say that node %s no longer has it: %s", net, cl->node_name,
-                  e->msg);
+      vs_log_warn("network %s: say that node %s no longer has it: %s", net, cl->node_name, e->msg);
       vs_error_free(e);
     }
   }

@@ -467,18 +467,11 @@ static bool add_if_name_free(vd_call *c, vd_container *ctr) {
   char other_id[sizeof(ctr->id)] = "";
   if (other)
     snprintf(other_id, sizeof(other_id), "%s", other->id);
-  /* an Id given by the cluster (c->want_ctr_id) may clash; a random one does not */
-  bool id_taken = false;
-  for (size_t i = 0; c->want_ctr_id && !other && i < d->n_ctrs; i++)
-    id_taken |= !strcmp(d->ctrs[i]->id, ctr->id);
-  bool admitted = !other && !id_taken && vd_pool_ctr_admit_locked(d, ctr->rec, &e) == 0;
+  bool admitted = !other && vd_pool_ctr_admit_locked(d, ctr->rec, &e) == 0;
   if (admitted)
     vd_ctr_add(d, ctr);
   pthread_mutex_unlock(&d->lock);
-  if (id_taken)
-    vd_call_error(c, 409, "Conflict. The container ID %.12s is already in use on this host",
-                  ctr->id);
-  else if (other)
+  if (other)
     vd_call_error(c, 409,
                   "Conflict. The container name \"%s\" is already in use by container \"%s\". "
                   "You have to remove (or rename) that container to be able to reuse that name.",
@@ -524,12 +517,7 @@ void vd_h_container_create(vd_call *c) {
     vs_image_clear(&img);
     return;
   }
-  if (c->want_ctr_id && !vd_id_valid(c->want_ctr_id)) {
-    vd_call_error(c, 400, "container ID %.80s: expected 64 lowercase hex digits", c->want_ctr_id);
-    vs_image_clear(&img);
-    return;
-  }
-  _cleanup_free_ char *id = c->want_ctr_id ? vs_strdup(c->want_ctr_id) : vd_random_id();
+  _cleanup_free_ char *id = vd_random_id();
   pthread_mutex_lock(&d->lock);
   _cleanup_free_ char *name = qname && *qname
                                   ? vs_asprintf("/%s", qname[0] == '/' ? qname + 1 : qname)

@@ -42,8 +42,6 @@ unsigned long long vd_pid_start_time(pid_t pid);
 char *vd_now(void);
 /* 64 random hex digits. */
 char *vd_random_id(void);
-/* Whether id is what vd_random_id makes: 64 lowercase hex digits (an ID from outside). */
-bool vd_id_valid(const char *id);
 /* The values of one key of a filters query: Docker sends {"name": ["a"]} or {"name": {"a":
  * true}}. A new array. */
 json_t *vd_filter_values(json_t *filters, const char *key);
@@ -273,9 +271,6 @@ struct vd_call {
   /* a worker handler's container: referenced, and what the loop does with it afterwards */
   vd_container *ctr;
   enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED, VD_AFTER_START_FAILED } after;
-  /* a container create called inside the daemon: the Id to give it (a container of the cluster
-   * made again on another node keeps its Id); never set from a client's request */
-  const char *want_ctr_id;
 };
 
 /* From a worker: append to the call's streamed answer (200, chunked, application/json); the loop
@@ -555,15 +550,16 @@ int vd_cnet_claim(vd_daemon *d, const char *network, const char *id, const char 
 void vd_cnet_release(vd_daemon *d, const char *network, const char *id);
 /* A network of the cluster by name from the watch's copy, for a node that makes it on demand:
  * its record (with Revision), *peers the addresses of the other nodes that have made it, *names
- * the other nodes' claims' names ([{Ip, Names}]); NULL when the cluster has no such network (or the copy is not
- * loaded). */
+ * the other nodes' claims' names ([{Ip, Names}]); NULL when the cluster has no such network (or the
+ * copy is not loaded). */
 json_t *vd_cnet_record(vd_daemon *d, const char *name, json_t **peers, json_t **names);
 /* Wake the network pass (a network was made or removed here). */
 void vd_cnet_kick(vd_daemon *d);
 /* networks.c, for the network pass: make the records' networks here (with their VXLAN devices
- * flooding to peers {network: [address]}, the other nodes that have each, and the names of remote_claims {network: [{Ip, Names}]} in their DNS) and
- * remove the networks of the cluster that have no record at revision; the endpoints of this
- * node on networks of the cluster ([{Network, Id, Ip, Names}]). */
+ * flooding to peers {network: [address]}, the other nodes that have each, and the names of
+ * remote_claims {network: [{Ip, Names}]} in their DNS) and remove the networks of the cluster that
+ * have no record at revision; the endpoints of this node on networks of the cluster ([{Network, Id,
+ * Ip, Names}]). */
 void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_t *peers,
                           json_t *remote_claims, json_t *wanted);
 json_t *vd_net_cluster_endpoints(vd_daemon *d);

@@ -115,14 +115,6 @@ char *vd_now(void) {
   return vs_strdup(buf);
 }
 
-bool vd_id_valid(const char *id) {
-  size_t n = 0;
-  for (; id[n]; n++)
-    if (!((id[n] >= '0' && id[n] <= '9') || (id[n] >= 'a' && id[n] <= 'f')))
-      return false;
-  return n == 64;
-}
-
 char *vd_random_id(void) {
   unsigned char b[32];
   size_t got = 0;

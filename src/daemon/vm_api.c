@@ -142,10 +142,9 @@ vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json
   if (extra)
     json_object_update(rec, extra);
   /* the ID the cluster asks for (a guest restarted elsewhere keeps it), not a field of the VM's */
-  _cleanup_free_ char *want_id =
-      json_string_value(json_object_get(rec, "VmId"))
-          ? vs_strdup(json_string_value(json_object_get(rec, "VmId")))
-          : NULL;
+  _cleanup_free_ char *want_id = json_string_value(json_object_get(rec, "VmId"))
+                                     ? vs_strdup(json_string_value(json_object_get(rec, "VmId")))
+                                     : NULL;
   json_object_del(rec, "VmId");
   vs_error *e = NULL;
   _cleanup_free_ char *image = NULL;

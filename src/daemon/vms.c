@@ -1184,6 +1184,14 @@ int vd_vm_create_disk(vd_daemon *d, vd_vm *vm, json_t *disk, vs_error **err) {
 }
 
 /* Make the directory and the record of a new VM and add it to the table (worker). */
+static bool id_valid(const char *id) {
+  size_t n = 0;
+  for (; id[n]; n++)
+    if (!((id[n] >= '0' && id[n] <= '9') || (id[n] >= 'a' && id[n] <= 'f')))
+      return false;
+  return n == 64;
+}
+
 vd_vm *vd_vm_create(vd_daemon *d, const char *name, json_t *rec, vs_error **err) {
   return vd_vm_create_with_id(d, name, NULL, rec, err);
 }
@@ -1192,7 +1200,7 @@ vd_vm *vd_vm_create_with_id(vd_daemon *d, const char *name, const char *want_id,
                             vs_error **err) {
   vd_vm *vm_found;
   vd_vms *t = d->vms;
-  if (want_id && !vd_id_valid(want_id)) {
+  if (want_id && !id_valid(want_id)) {
     json_decref(rec);
     return vs_error_set(err, EINVAL, "VM ID %.80s: expected 64 hex digits", want_id), NULL;
   }
