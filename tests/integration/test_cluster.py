@@ -678,6 +678,7 @@ def test_ha_restarts_the_guests_of_a_dead_node_elsewhere_once(ha):
     old = {n: v["Pid"] for n, v in local_vms(h2).items()}
     assert sorted(old) == sorted(names + ["plain"]) and all(old.values())
     assert all(cluster.vmm_pids(disk_of(ha, n)) == [old[n]] for n in names)
+    ids = {n: guests(h1)[n]["Id"] for n in names}
     h2.vd.kill9()
     for pid in old.values():
         os.kill(pid, 9)
@@ -691,6 +692,7 @@ def test_ha_restarts_the_guests_of_a_dead_node_elsewhere_once(ha):
     for n in names:
         check_runs_once(ha, g, n, [h1, h3])
         assert not any(alive(p) for p in old.values())
+        assert g[n]["Id"] == ids[n]  # the VM keeps its ID where it restarts
         qemu_img_check(disk_of(ha, n))
     assert g["plain"]["Node"] == "n2", g["plain"]
     assert not any("plain" in local_vms(h) for h in (h1, h3))
