@@ -1500,10 +1500,10 @@ static void run_remapped_tail(diff_ctx *c, bool by_satp, uint64_t budget) {
   put_jump_to(&g, PAGE_END * 4096ULL);
   for (unsigned v = 0; v < 2; v++) { /* B's two versions, the same place in their pages */
     g.at = (v ? PAGE_ALT * 4096ULL : page_b * 4096ULL) + (at_b & 0xfff);
-    put32(&g, enc_i(v ? 1000 : 1, 9, 0, 9, 0x13));                  /* addi x9, x9, 1 / 1000 */
-    put32(&g, enc_r(0, 6, 5, 0, 5, 0x33));                          /* add x5, x5, x6 */
-    put32(&g, enc_r(0, 5, 6, 4, 6, 0x33));                          /* xor x6, x6, x5 */
-    put32(&g, enc_j((int32_t)(inner - (at_b + 12)), 0));            /* back to the loop's block */
+    put32(&g, enc_i(v ? 1000 : 1, 9, 0, 9, 0x13));       /* addi x9, x9, 1 / 1000 */
+    put32(&g, enc_r(0, 6, 5, 0, 5, 0x33));               /* add x5, x5, x6 */
+    put32(&g, enc_r(0, 5, 6, 4, 6, 0x33));               /* xor x6, x6, x5 */
+    put32(&g, enc_j((int32_t)(inner - (at_b + 12)), 0)); /* back to the loop's block */
   }
   engine_load(c->interp, p);
   engine_load(c->jit, p);

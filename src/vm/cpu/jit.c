@@ -419,7 +419,7 @@ typedef struct block_ctx {
     uint8_t group;             /* GROUP_NONE, GROUP_LEAD or GROUP_MEMBER (plan_groups) */
     int16_t lo, hi; /* GROUP_LEAD: the bytes the group reaches, as offsets from its base */
     int32_t delta;  /* GROUP_MEMBER: what addi added to the base since the group's first access */
-  } plan[RV_BLOCK_MAX + RV_JIT_TAIL_MAX]; /* the block's, then its tail's (find_tail) */
+  } plan[RV_BLOCK_MAX + 2 * RV_JIT_TAIL_MAX]; /* the block's, then its tail's (find_tail) */
   /* A block whose last instruction branches back to its start, or to a tail that jumps back to
    * it (find_tail), runs its loop without leaving (emit_loop_edge): the kept registers stay in
    * host registers, all counted as changed. */
@@ -1209,6 +1209,13 @@ struct tail {
   uint32_t gen;            /* and its value before the tail was read */
   unsigned m;              /* instructions, the jump back included; 0: no tail */
   rv_insn insn[RV_JIT_TAIL_MAX];
+  /* The branch to T may also follow the block (k instructions, the branch last: ALU operations
+   * before it), in its page: a block ends where another starts, and the loop's body can be cut
+   * so, just before its branch (busybox's round is: a longer block ran into it first). These
+   * run after the block's own instructions, as the block would go on into them. */
+  unsigned k;
+  int64_t cont_off; /* the first one's offset from the block's pc */
+  rv_insn cont[RV_JIT_TAIL_MAX];
 };
 
 /* The kind (rv_fast_kind) of an instruction decoded outside a block, as plan_kinds finds it. */
@@ -1218,27 +1225,35 @@ static uint8_t decoded_kind(struct rv_jit *j, const rv_insn *d) {
   return handler_kind(j, d->fn);
 }
 
+/* Decode the instruction at host address `host` into d unless it crosses its page; false if it
+ * does. */
+static bool decode_at(const rv_hart *h, uintptr_t host, rv_insn *d) {
+  unsigned in_page = (unsigned)(host & 0xfff);
+  if (in_page > 0xffe)
+    return false;
+  const uint8_t *at = (const uint8_t *)host; // NOLINT(performance-no-int-to-ptr)
+  uint16_t lo;
+  memcpy(&lo, at, 2);
+  uint32_t raw = lo;
+  if ((lo & 3) == 3) {
+    if (in_page > 0xffc)
+      return false;
+    memcpy(&raw, at, 4);
+  }
+  memset(d, 0, sizeof(*d));
+  rv_decode(h->icache, raw, d);
+  d->key = host;
+  return true;
+}
+
 /* Decode the tail at host address `host`, T's offset `off` from the block's pc, into t (t->m = 0
  * when the code there is not a tail). */
 static void decode_tail(struct rv_jit *j, const rv_hart *h, uintptr_t host, int64_t off,
                         struct tail *t) {
   for (unsigned k = 0; k < RV_JIT_TAIL_MAX; k++) {
-    unsigned in_page = (unsigned)(host & 0xfff);
-    if (in_page > 0xffe)
-      return;
-    const uint8_t *at = (const uint8_t *)host; // NOLINT(performance-no-int-to-ptr)
-    uint16_t lo;
-    memcpy(&lo, at, 2);
-    uint32_t raw = lo;
-    if ((lo & 3) == 3) {
-      if (in_page > 0xffc)
-        return; /* crosses the page */
-      memcpy(&raw, at, 4);
-    }
     rv_insn *d = &t->insn[k];
-    memset(d, 0, sizeof(*d));
-    rv_decode(h->icache, raw, d);
-    d->key = host;
+    if (!decode_at(h, host, d))
+      return;
     if (d->fn == op_jal) {
       if (d->rd != 0 || off + d->imm != 0)
         return; /* not back to the block's start */
@@ -1253,37 +1268,87 @@ static void decode_tail(struct rv_jit *j, const rv_hart *h, uintptr_t host, int6
   }
 }
 
-/* The tail of the block's loop, if its last instruction branches to one (see struct tail); h is
- * the hart about to run the block, at its pc. False: the branch goes to another page that the
- * fetch TLB does not hold (not fetched yet: the block has not run, or not branched, yet). */
+/* The instructions after a block that ends without a jump, up to a conditional branch, when
+ * all before it are ALU operations (see struct tail); t->k = 0 if not. The block's page must
+ * still hold what the block was decoded from (its counter is gen), and the branch's offset is
+ * returned in *branch_off. */
+static void decode_continuation(struct rv_jit *j, const rv_hart *h, const rv_insn *first,
+                                unsigned n, const uint32_t *counter, uint32_t gen, struct tail *t) {
+  const rv_insn *last = &first[n - 1];
+  t->k = 0;
+  if (last->ends_block || __atomic_load_n(counter, __ATOMIC_ACQUIRE) != gen)
+    return;
+  uintptr_t host = last->key + last->len;
+  if ((host & 0xfff) < (last->key & 0xfff))
+    return; /* the block ends its page */
+  for (unsigned k = 0; k < RV_JIT_TAIL_MAX; k++) {
+    rv_insn *d = &t->cont[k];
+    if (!decode_at(h, host, d))
+      return;
+    uint8_t kind = decoded_kind(j, d);
+    if (kind >= RV_FAST_FIRST_JUMP && kind < RV_FAST_jal) {
+      t->k = k + 1;
+      return;
+    }
+    if (!alu_desc(kind))
+      return;
+    host += d->len;
+  }
+}
+
+/* The tail of the block's loop, if its last instruction (or the one after it, decode_continuation)
+ * branches to one (see struct tail); h is the hart about to run the block, at its pc; the block was
+ * decoded when its page's counter was gen. False: the branch goes to another page that the fetch
+ * TLB does not hold (not fetched yet: the block has not run, or not branched, yet). */
 static bool find_tail(struct rv_jit *j, const rv_hart *h, const rv_insn *first, unsigned n,
-                      const struct plan *plan, struct tail *t) {
-  t->m = 0;
-  if (!h || !ends_with_branch(n, plan))
+                      const struct plan *plan, const uint32_t *counter, uint32_t gen,
+                      struct tail *t) {
+  t->m = t->k = 0;
+  if (!h)
     return true;
-  int64_t off = last_offset(first, n) + first[n - 1].imm;
-  uint64_t pc = h->pc, va = pc + (uint64_t)off;
-  if (off == 0 || (pc >> 12) != h->fetch_vpn || pc + h->fetch_addend != first->key)
-    return true; /* a loop on itself; or the fetch cache does not say where pc is */
+  uint64_t pc = h->pc;
+  if ((pc >> 12) != h->fetch_vpn || pc + h->fetch_addend != first->key)
+    return true; /* the fetch cache does not say where pc is */
+  const rv_insn *branch = &first[n - 1];
+  int64_t off = last_offset(first, n);
+  if (!ends_with_branch(n, plan)) {
+    decode_continuation(j, h, first, n, counter, gen, t);
+    if (!t->k)
+      return true;
+    t->cont_off = off + first[n - 1].len;
+    off = t->cont_off;
+    for (unsigned k = 0; k + 1 < t->k; k++)
+      off += t->cont[k].len;
+    branch = &t->cont[t->k - 1];
+  }
+  off += branch->imm; /* T */
+  uint64_t va = pc + (uint64_t)off;
+  if (off == 0) {
+    t->k = 0;
+    return true; /* a loop on itself */
+  }
   t->other_page = (va >> 12) != (pc >> 12);
   if (t->other_page) {
     const rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(va)];
-    if (e->vpn != ((va >> 12) | h->tlb_tag))
+    if (e->vpn != ((va >> 12) | h->tlb_tag)) {
+      t->k = 0;
       return false;
+    }
     t->host = (uintptr_t)(va + e->addend);
   } else {
     t->host = first->key + (uintptr_t)off;
   }
   const rv_bus *bus = h->bus;
   uint64_t page = (uint64_t)(t->host - (uintptr_t)bus->ram) >> 12;
-  if (t->host < (uintptr_t)bus->ram || page >= bus->ram_size >> 12)
-    return true;
   t->counter = &bus->code_pages[page];
-  t->gen = __atomic_load_n(t->counter, __ATOMIC_ACQUIRE);
-  if (!(t->gen & 1))
-    return true; /* not claimed as code: stores to it would not move the counter */
-  t->off = off;
-  decode_tail(j, h, t->host, off, t);
+  if (t->host >= (uintptr_t)bus->ram && page < bus->ram_size >> 12) {
+    t->gen = __atomic_load_n(t->counter, __ATOMIC_ACQUIRE);
+    t->off = off;
+    if (t->gen & 1) /* claimed as code: a store to it moves the counter */
+      decode_tail(j, h, t->host, off, t);
+  }
+  if (!t->m)
+    t->k = 0;
   return true;
 }
 
@@ -1311,12 +1376,36 @@ static void emit_tail_mapped(emitter *e, const struct tail *t, uint8_t **out) {
   out[1] = jcc32(e, CC_NE);
 }
 
-/* The block's last instruction, a branch to its loop's tail (find_tail). Not taken: leave as
- * usual. Taken: run the tail if the budget holds body and tail and the tail is still what was
- * decoded where it was, then go round (emit_loop_edge); otherwise leave for T as without a tail. */
+/* The branch to the block's loop's tail (find_tail): the block's last instruction (at c->index),
+ * or, when t->k, the last of the instructions after the block (c->index = the block's last, done;
+ * c->off = where they start), which run only if the run's budget holds them (else the block leaves
+ * as it would have). Not taken: leave as usual. Taken: run the tail if the budget holds block,
+ * branch and tail and the tail is still what was decoded where it was, then go round
+ * (emit_loop_edge); otherwise leave for T as without a tail. */
 static void emit_tail(block_ctx *c, const rv_insn *d, const struct tail *t) {
   emitter *e = &c->e;
-  unsigned n = c->index + 1, all = n + t->m;
+  unsigned n = c->index + 1, all;
+  if (t->k) {
+    unsigned block = c->index + 1;
+    n = block + t->k;
+    alu_mem_imm(e, 7, RSP, FRAME_LEFT, (int32_t)n); /* cmp qword [left], block + these */
+    uint8_t *fits = jcc32(e, CC_AE);
+    write_back(e, e->dirty);
+    exit_to(c, c->off, block);
+    patch(e, fits, e->p);
+    for (unsigned k = 0; k + 1 < t->k; k++) { /* ALU operations: no fault, no call */
+      c->index = block + k;
+      const struct plan *p = &c->plan[c->index];
+      if (p->what == PLAN_ROR)
+        emit_ror(c, &t->cont[k], p);
+      else if (p->what == PLAN_EMIT)
+        (void)emit_inline(c, &t->cont[k], p->kind);
+      c->off += t->cont[k].len;
+    }
+    c->index = n - 1;
+    d = &t->cont[t->k - 1];
+  }
+  all = n + t->m;
   load_x(e, RAX, d->rs1);
   load_x(e, RCX, d->rs2);
   op_reg(e, true, 0x39, RCX, RAX); /* cmp rax, rcx */
@@ -1326,7 +1415,7 @@ static void emit_tail(block_ctx *c, const rv_insn *d, const struct tail *t) {
   patch(e, taken, e->p);
   uint8_t *stay_out[4];
   unsigned outs = 0;
-  alu_mem_imm(e, 7, RSP, FRAME_LEFT, (int32_t)all); /* cmp qword [left], body + tail */
+  alu_mem_imm(e, 7, RSP, FRAME_LEFT, (int32_t)all); /* cmp qword [left], with the tail */
   stay_out[outs++] = jcc32(e, CC_B);
   if (t->other_page) {
     emit_tail_mapped(e, t, &stay_out[outs]);
@@ -1558,20 +1647,22 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_hart *h, const rv_insn *
   block_ctx c = {.j = j, .key = first->key, .counter = counter, .gen = gen};
   plan_kinds(j, first, n, c.plan);
   struct tail tail;
-  if (!find_tail(j, h, first, n, c.plan, &tail) && may_wait)
+  if (!find_tail(j, h, first, n, c.plan, counter, gen, &tail) && may_wait)
     return RV_JIT_AGAIN;
-  /* the plans see the block and its tail as one run of instructions (the branch between them
-   * ends every run they look for) */
-  rv_insn seq[RV_BLOCK_MAX + RV_JIT_TAIL_MAX];
+  /* the plans see the block, what follows it and its tail as one run of instructions (the branch
+   * to the tail ends every run they look for) */
+  rv_insn seq[RV_BLOCK_MAX + 2 * RV_JIT_TAIL_MAX];
   const rv_insn *all = first;
-  unsigned total = n + tail.m;
+  unsigned total = n + tail.k + tail.m;
   if (tail.m) {
     memcpy(seq, first, n * sizeof(*first));
-    memcpy(seq + n, tail.insn, tail.m * sizeof(*first));
-    plan_kinds(j, tail.insn, tail.m, c.plan + n);
+    memcpy(seq + n, tail.cont, tail.k * sizeof(*first));
+    memcpy(seq + n + tail.k, tail.insn, tail.m * sizeof(*first));
+    plan_kinds(j, tail.cont, tail.k, c.plan + n);
+    plan_kinds(j, tail.insn, tail.m, c.plan + n + tail.k);
     all = seq;
   }
-  size_t need = (size_t)total * RV_JIT_INSN_MAX + RV_JIT_BLOCK_EXTRA * (tail.m ? 2 : 1);
+  size_t need = (size_t)total * RV_JIT_INSN_MAX + RV_JIT_BLOCK_EXTRA * (tail.m ? 3 : 1);
   if (j->size - j->used < need)
     return NULL;
   if (j->used + need > j->populated)
@@ -1598,23 +1689,28 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_hart *h, const rv_insn *
   }
   for (unsigned i = 0; i < n; i++) {
     c.index = i;
-    if (i + 1 < n && first[i].fn == op_jal) { /* jal x0 within the page: its target follows */
+    bool body = i + 1 < n || tail.k;     /* not the block's end: instructions follow it */
+    if (body && first[i].fn == op_jal) { /* jal x0 within the page: its target follows */
       c.off += first[i].imm;
       continue;
     }
-    if (i + 1 < n && c.plan[i].what == PLAN_SKIP) {
+    if (body && c.plan[i].what == PLAN_SKIP) {
       c.off += first[i].len;
       continue;
     }
-    if (i + 1 < n && c.plan[i].what == PLAN_ROR)
+    if (body && c.plan[i].what == PLAN_ROR)
       emit_ror(&c, &first[i], &c.plan[i]);
-    else if (i + 1 < n)
+    else if (body)
       emit_body_insn(&c, &first[i]);
     else if (tail.m)
       emit_tail(&c, &first[i], &tail);
     else
       emit_last(&c, &first[i]);
     c.off += first[i].len;
+  }
+  if (tail.k) {
+    c.index = n - 1;
+    emit_tail(&c, NULL, &tail);
   }
   for (unsigned i = 0; i < c.n_slow; i++)
     emit_slow_path(&c, &c.slow[i]);
