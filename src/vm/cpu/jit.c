@@ -21,7 +21,10 @@
  *   the next block's code (rv_jit_link), other jumps look in the jump cache; every block's chain
  *   entry checks the run's budget and its page's code counter first. A block that branches back
  *   to its own start (a tight loop) goes round in its own code, its kept registers staying in
- *   host registers between iterations; the same checks guard each iteration.
+ *   host registers between iterations; the same checks guard each iteration. So does a block
+ *   whose branch goes to a short tail of ALU operations and a jump back, in another page too
+ *   (find_tail: the tail is translated into the block, checked against the fetch TLB and its
+ *   page's code counter each time it runs).
  * - A few idioms become one host instruction: a rotate spelled as two shifts and an or is a ror,
  *   and the shifts go when nothing can see their results.
  *
@@ -73,8 +76,11 @@ static unsigned jmp_index(uint64_t pc) {
 #define RV_JIT_JMP_MARKED 0x8000U
 _Static_assert(RV_JIT_JMP_PAGE_BITS <= RV_JIT_JMP_MARKED, "a page bit fits beside the mark");
 #define RV_JIT_KIND_MEMO 64
-/* The most instructions of a loop's tail (find_tail), its jump back included. */
+/* The most instructions of a loop's tail (find_tail), its jump back included, and of the
+ * instructions between a block and its branch to the tail (decode_continuation: every block that
+ * ends without a jump looks at these, so few). */
 #define RV_JIT_TAIL_MAX 12
+#define RV_JIT_CONT_MAX 3
 static unsigned jmp_page_bit(uint64_t vpn) {
   return (unsigned)(vpn ^ (vpn >> 15) ^ (vpn >> 30)) & (RV_JIT_JMP_PAGE_BITS - 1);
 }
@@ -419,7 +425,7 @@ typedef struct block_ctx {
     uint8_t group;             /* GROUP_NONE, GROUP_LEAD or GROUP_MEMBER (plan_groups) */
     int16_t lo, hi; /* GROUP_LEAD: the bytes the group reaches, as offsets from its base */
     int32_t delta;  /* GROUP_MEMBER: what addi added to the base since the group's first access */
-  } plan[RV_BLOCK_MAX + 2 * RV_JIT_TAIL_MAX]; /* the block's, then its tail's (find_tail) */
+  } plan[RV_BLOCK_MAX + RV_JIT_CONT_MAX + RV_JIT_TAIL_MAX]; /* the block's, then its tail's */
   /* A block whose last instruction branches back to its start, or to a tail that jumps back to
    * it (find_tail), runs its loop without leaving (emit_loop_edge): the kept registers stay in
    * host registers, all counted as changed. */
@@ -1215,7 +1221,7 @@ struct tail {
    * run after the block's own instructions, as the block would go on into them. */
   unsigned k;
   int64_t cont_off; /* the first one's offset from the block's pc */
-  rv_insn cont[RV_JIT_TAIL_MAX];
+  rv_insn cont[RV_JIT_CONT_MAX];
 };
 
 /* The kind (rv_fast_kind) of an instruction decoded outside a block, as plan_kinds finds it. */
@@ -1281,7 +1287,7 @@ static void decode_continuation(struct rv_jit *j, const rv_hart *h, const rv_ins
   uintptr_t host = last->key + last->len;
   if ((host & 0xfff) < (last->key & 0xfff))
     return; /* the block ends its page */
-  for (unsigned k = 0; k < RV_JIT_TAIL_MAX; k++) {
+  for (unsigned k = 0; k < RV_JIT_CONT_MAX; k++) {
     rv_insn *d = &t->cont[k];
     if (!decode_at(h, host, d))
       return;
@@ -1651,7 +1657,7 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_hart *h, const rv_insn *
     return RV_JIT_AGAIN;
   /* the plans see the block, what follows it and its tail as one run of instructions (the branch
    * to the tail ends every run they look for) */
-  rv_insn seq[RV_BLOCK_MAX + 2 * RV_JIT_TAIL_MAX];
+  rv_insn seq[RV_BLOCK_MAX + RV_JIT_CONT_MAX + RV_JIT_TAIL_MAX];
   const rv_insn *all = first;
   unsigned total = n + tail.k + tail.m;
   if (tail.m) {
