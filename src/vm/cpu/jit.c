@@ -1668,7 +1668,7 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_hart *h, const rv_insn *
     plan_kinds(j, tail.insn, tail.m, c.plan + n + tail.k);
     all = seq;
   }
-  size_t need = (size_t)total * RV_JIT_INSN_MAX + RV_JIT_BLOCK_EXTRA * (tail.m ? 3 : 1);
+  size_t need = (size_t)total * RV_JIT_INSN_MAX + (size_t)RV_JIT_BLOCK_EXTRA * (tail.m ? 3 : 1);
   if (j->size - j->used < need)
     return NULL;
   if (j->used + need > j->populated)
