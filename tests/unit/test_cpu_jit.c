@@ -1502,10 +1502,12 @@ static void run_remapped_tail(diff_ctx *c, bool by_satp, bool cut, uint64_t budg
   put32(&g, enc_r(0, 5, 6, 0, 6, 0x33));   /* add x6, x6, x5 */
   put32(&g, enc_r(0, 6, 5, 4, 5, 0x33));   /* xor x5, x5, x6 */
   put32(&g, enc_i(-1, 26, 0, 26, 0x13));   /* addi x26, x26, -1 */
-  if (cut) {
+  put32(&g, enc_r(0, 6, 5, 0, 8, 0x33));   /* add x8, x5, x6: dead if what follows runs */
+  if (cut) { /* (the branch and what comes before it follow the block: a block starts here) */
     uint32_t b = enc_b((int32_t)(g.at - to_branch), 0, 0, 0);
     memcpy(p->img + to_branch, &b, 4);
   }
+  put32(&g, enc_i(7, 0, 0, 8, 0x13));                 /* li x8, 7 */
   put32(&g, enc_b((int32_t)(at_b - g.at), 26, 0, 1)); /* bne x26, x0, B: the tail */
   put32(&g, enc_r(0, 5, 7, 0, 7, 0x33));              /* add x7, x7, x5 */
   put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));

@@ -1681,7 +1681,13 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_hart *h, const rv_insn *
   patch(&c.e, c.e.chain_go, c.e.p);
   choose_cached(&c.e, all, total);
   plan_rotates(all, total, c.plan);
-  plan_dead(all, total, c.plan);
+  if (tail.k) { /* the block may leave before what follows it runs (emit_tail's budget check):
+                 * nothing after it may make its results dead */
+    plan_dead(all, n, c.plan);
+    plan_dead(all + n, total - n, c.plan + n);
+  } else {
+    plan_dead(all, total, c.plan);
+  }
   plan_groups(all, total, c.plan);
   c.loops = tail.m || branches_to_start(first, n, c.plan);
   j->tails += tail.m != 0;
