@@ -189,56 +189,31 @@ static int tunnel_open(vd_daemon *d, tunnel_job *t) {
   return fd;
 }
 
-/* Copy what one socket gives to the other: false at its end (or an error). The first
- * ANSWER_PEEK bytes are kept in peek when it is given. */
-static bool pass(int from, int to, char *buf, char *peek, size_t *peek_len) {
-  ssize_t n = recv(from, buf, PIPE_CHUNK, 0);
-  if (n < 0 && (errno == EINTR || errno == EAGAIN))
-    return true;
-  if (n <= 0)
-    return false;
-  if (peek && *peek_len < ANSWER_PEEK) {
-    size_t k = ANSWER_PEEK - *peek_len < (size_t)n ? ANSWER_PEEK - *peek_len : (size_t)n;
-    memcpy(peek + *peek_len, buf, k);
-    *peek_len += k;
-  }
-  return vs_write_all(to, buf, (size_t)n, NULL) == 0;
-}
+/* The start of B's answer to an exec's create, kept until it is whole: the exec's ID is then
+ * remembered as B's before the client has the answer (it asks for the exec's start at once). */
+typedef struct answer_peek {
+  vd_cluster *cl;
+  const char *node;
+  char buf[ANSWER_PEEK];
+  size_t len;
+  bool done;
+} answer_peek;
 
-/* Bytes both ways until B ends (or the client is gone both ways, or the daemon stops); a
- * client that shuts its sending side has that passed on, and the answer still comes. */
-static void tunnel_pipe(vd_cluster *cl, int client, int tunnel, char *peek, size_t *peek_len) {
-  _cleanup_free_ char *buf = vs_malloc0(PIPE_CHUNK);
-  bool client_open = true;
-  while (!stopping(cl)) {
-    struct pollfd p[2] = {{.fd = tunnel, .events = POLLIN},
-                          {.fd = client_open ? client : -1, .events = POLLIN}};
-    int r = poll(p, 2, 500);
-    if (r < 0 && errno != EINTR)
-      break;
-    if (r <= 0)
-      continue;
-    if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && !pass(tunnel, client, buf, peek, peek_len))
-      break;
-    if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-      if (!pass(client, tunnel, buf, NULL, NULL)) {
-        client_open = false;
-        shutdown(tunnel, SHUT_WR);
-      }
-    }
-  }
-}
-
-/* B's answer to an exec's create (201 {"Id": ...}): that exec is B's. */
-static void learn_exec(vd_cluster *cl, const char *node, const char *answer, size_t len) {
+/* B's answer to an exec's create (201 {"Id": ...}), whole: that exec is B's. Whether the answer
+ * is whole (or will never be of use). */
+static bool learn_exec(vd_cluster *cl, const char *node, const char *answer, size_t len) {
   const char *end = memmem(answer, len, "\r\n\r\n", 4);
-  if (!end || len < 12 || strncmp(answer + 8, " 201", 4) != 0)
-    return;
+  if (!end)
+    return len >= ANSWER_PEEK;
+  if (len < 12 || strncmp(answer + 8, " 201", 4) != 0)
+    return true;
   end += 4;
   _cleanup_json_ json_t *j = json_loadb(end, len - (size_t)(end - answer), 0, NULL);
+  if (!j)
+    return len >= ANSWER_PEEK; /* not all of it yet */
   const char *id = str(j, "Id");
   if (!id || strlen(id) != 64 || strspn(id, "0123456789abcdef") != 64)
-    return;
+    return true;
   pthread_mutex_lock(&cl->lock);
   if (!cl->tunnel_execs || json_object_size(cl->tunnel_execs) >= EXECS_MAX) {
     json_decref(cl->tunnel_execs); /* the oldest go with the rest: execs are short-lived */
@@ -246,6 +221,7 @@ static void learn_exec(vd_cluster *cl, const char *node, const char *answer, siz
   }
   json_object_set_new(cl->tunnel_execs, id, json_string(node));
   pthread_mutex_unlock(&cl->lock);
+  return true;
 }
 
 /* The node an exec made through this node is on; NULL. */
@@ -257,6 +233,47 @@ static char *exec_node(vd_cluster *cl, const char *id) {
   return node;
 }
 
+/* Copy what one socket gives to the other: false at its end (or an error). An answer peeked at
+ * is looked at before the client gets it. */
+static bool pass(int from, int to, char *buf, answer_peek *peek) {
+  ssize_t n = recv(from, buf, PIPE_CHUNK, 0);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    return true;
+  if (n <= 0)
+    return false;
+  if (peek && !peek->done) {
+    size_t k = ANSWER_PEEK - peek->len < (size_t)n ? ANSWER_PEEK - peek->len : (size_t)n;
+    memcpy(peek->buf + peek->len, buf, k);
+    peek->len += k;
+    peek->done = learn_exec(peek->cl, peek->node, peek->buf, peek->len);
+  }
+  return vs_write_all(to, buf, (size_t)n, NULL) == 0;
+}
+
+/* Bytes both ways until B ends (or the client is gone both ways, or the daemon stops); a
+ * client that shuts its sending side has that passed on, and the answer still comes. */
+static void tunnel_pipe(vd_cluster *cl, int client, int tunnel, answer_peek *peek) {
+  _cleanup_free_ char *buf = vs_malloc0(PIPE_CHUNK);
+  bool client_open = true;
+  while (!stopping(cl)) {
+    struct pollfd p[2] = {{.fd = tunnel, .events = POLLIN},
+                          {.fd = client_open ? client : -1, .events = POLLIN}};
+    int r = poll(p, 2, 500);
+    if (r < 0 && errno != EINTR)
+      break;
+    if (r <= 0)
+      continue;
+    if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && !pass(tunnel, client, buf, peek))
+      break;
+    if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (!pass(client, tunnel, buf, NULL)) {
+        client_open = false;
+        shutdown(tunnel, SHUT_WR);
+      }
+    }
+  }
+}
+
 static void *tunnel_thread(void *arg) {
   tunnel_job *t = arg;
   vd_cluster *cl = &t->d->cluster;
@@ -266,13 +283,14 @@ static void *tunnel_thread(void *arg) {
     struct timeval tv = {.tv_sec = 60};
     setsockopt(t->client, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    _cleanup_free_ char *peek = t->learn_exec ? vs_malloc0(ANSWER_PEEK) : NULL;
-    size_t peek_len = 0;
+    _cleanup_free_ answer_peek *peek = t->learn_exec ? vs_malloc0(sizeof(*peek)) : NULL;
+    if (peek) {
+      peek->cl = cl;
+      peek->node = t->node;
+    }
     if (vs_write_all(fd, t->request, t->request_len, NULL) == 0)
-      tunnel_pipe(cl, t->client, fd, peek, &peek_len);
+      tunnel_pipe(cl, t->client, fd, peek);
     close(fd);
-    if (peek)
-      learn_exec(cl, t->node, peek, peek_len);
   }
   tunnel_job_free(t);
   pthread_mutex_lock(&cl->lock);

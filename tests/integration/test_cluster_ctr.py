@@ -111,9 +111,12 @@ def test_placement_apart_refusal_and_ps_from_any_node(cl):
             if other is not host:
                 assert name not in local_ctrs(other)
         assert len(sleepers(MARK + int(name[3:]))) == 1
-    # the Docker API of a node stays its own: n3 answers 404 for a container of n1
+    # a node's Docker API lists its own containers, and carries a request naming a container
+    # of the cluster on another node to that node: n3 answers with n1's container
     on_n1 = [n for n, node in nodes.items() if node == "n1"][0]
-    assert h3.api("GET", f"/containers/{on_n1}/json")[0] == 404
+    status, doc = h3.api("GET", f"/containers/{on_n1}/json")
+    assert status == 200 and doc["Id"] == g[on_n1]["Id"], doc
+    assert on_n1 not in local_ctrs(h3)
 
     # a fourth replica: every node hosts one already
     r = h2.vessel("run", "-d", "--name", "web4", "--label", "app=web", "--anti-affinity",
