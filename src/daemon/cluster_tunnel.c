@@ -125,7 +125,7 @@ static bool read_within(int fd, char *buf, size_t len, int ms) {
 
 /* The one connection that presents ticket, within CONNECT_WAIT_S; others are dropped. */
 static int accept_ticket(vd_cluster *cl, int lfd, const char *ticket) {
-  int64_t end = vd_ha_now_ms() + CONNECT_WAIT_S * 1000;
+  int64_t end = vd_ha_now_ms() + (int64_t)CONNECT_WAIT_S * 1000;
   while (vd_ha_now_ms() < end && !stopping(cl)) {
     struct pollfd p = {.fd = lfd, .events = POLLIN};
     if (poll(&p, 1, 200) <= 0)
