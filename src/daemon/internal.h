@@ -491,19 +491,16 @@ bool vd_ha_fenced(const vd_cluster *cl);
  * etcd still places it here, running, and no leader moved it first. */
 bool vd_ha_claim_own(vd_cluster *cl, const char *name, vs_error **err);
 /* cluster_ctrs.c: containers as guests of the cluster (docs/cluster.md). A container the node
- * made for the cluster carries this label (its value: the node); requests of other nodes on
- * them are keys under VD_CCTR_OPS_PREFIX. */
+ * made for the cluster carries this label (its value: the node). */
 #define VD_CCTR_NODE_LABEL "vessel.cluster.node"
-#define VD_CCTR_OPS_PREFIX "/vessel/ctrops/"
 bool vd_cctr_of_cluster_locked(const vd_daemon *d, const vd_container *c); /* d->lock held */
 /* false with *err while this node is fenced and c is the cluster's */
 bool vd_cctr_start_allowed(vd_daemon *d, vd_container *c, vs_error **err);
 /* The reconciler's part: the record of a container placed on this node (made, or its phase
- * written back), the containers of the cluster here that mine ({name: record}) lacks (removed),
- * and the requests of other nodes on this node's containers (carried out and answered). */
+ * written back), and the containers of the cluster here that mine ({name: record}) lacks
+ * (removed). */
 void vd_cctr_reconcile(vd_daemon *d, json_t *rec, int64_t rev);
 void vd_cctr_remove_orphans(vd_daemon *d, const json_t *mine);
-void vd_cctr_ops_pass(vd_daemon *d);
 /* Fencing: SIGKILL to the running containers of the cluster (how many); pidfds of them for the
  * fencer (the caller closes them); the restart of those etcd still places here. */
 int vd_cctr_fence_kill(vd_daemon *d);

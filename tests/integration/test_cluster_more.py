@@ -1,7 +1,8 @@
 """More of the cluster (docs/cluster.md): the images known to the cluster (each node's record in
 etcd, `vessel images --cluster`, the scheduler's image locality), `vessel pool update` of a pool
-of the cluster (by revision, refusing a shrink below what its guests request), and a migrated
-VM keeping its ID (and a VM with snapshots staying where it is).
+of the cluster (by revision, refusing a shrink below what its guests request), a migrated
+VM keeping its ID (and a VM with snapshots staying where it is), and requests for a guest of
+another node carried to it (docs/cluster.md, "From any node").
 
 The cluster is tests/integration/cluster.py's: three network namespaces, a three-member etcd,
 a vesseld in each declaring a fake capacity. Every reply of /vessel/v1 is checked against
