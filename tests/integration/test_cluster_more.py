@@ -356,6 +356,21 @@ def test_vm_and_container_requests_go_to_their_node(cl, image, tmp_path):
         finally:
             follow.kill()
             follow.wait()
+        # docker attach from n1: the hijacked stream of n3's container
+        att = subprocess.Popen([test_daemon.DOCKER, "attach", "--no-stdin", "talker"],
+                               env=h1.vd.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out = b""
+            while out.count(b"\n") < 2:
+                r, _, _ = select.select([att.stdout], [], [], 60)
+                assert r, out
+                b = os.read(att.stdout.fileno(), 65536)
+                assert b, (out, att.stderr.read())
+                out += b
+            assert out.startswith(b"line"), out
+        finally:
+            att.kill()
+            att.wait()
         r = h1.vd.docker("exec", "talker", "sh", "-c", "echo from-$((6*7)); exit 3", check=False)
         assert r.returncode == 3 and r.stdout == "from-42\n", (r.returncode, r.stdout, r.stderr)
         r = h1.vd.docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", "talker")
