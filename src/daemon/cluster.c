@@ -327,6 +327,8 @@ int vd_cluster_start(vd_daemon *d, vs_error **err) {
     return -1;
   if (vd_cluster_start_images(d, err) < 0)
     return -1;
+  if (vd_cluster_start_tunnels(d, err) < 0)
+    return -1;
   return vd_cluster_start_migrator(d, err);
 }
 
@@ -355,6 +357,10 @@ void vd_cluster_free(vd_daemon *d) {
       pthread_join(cl->netter, NULL);
     if (cl->imager_started)
       pthread_join(cl->imager, NULL);
+    if (cl->tunneler_started)
+      pthread_join(cl->tunneler, NULL);
+    vd_tunnels_wait(cl);
+    json_decref(cl->tunnel_execs);
     vd_ha_stop(d);
     pthread_mutex_destroy(&cl->lock);
     pthread_cond_destroy(&cl->cond);

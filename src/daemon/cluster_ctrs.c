@@ -6,11 +6,10 @@
  * called inside the daemon), then records Phase and Id. The Docker API of each node still
  * serves that node's containers alone, unchanged.
  *
- * What a node does for a container of another node goes through etcd, as everything else of the
- * cluster does (the nodes have no API between them): a stop, start or logs request is a key
- * /vessel/ctrops/NAME written under the asking node's lease (it goes with that node), which the
- * container's node carries out and answers in the same key; a removal deletes the record, and
- * the node removes what it made when it sees the record gone. */
+ * A request for a container of another node is carried to that node and served there
+ * (cluster_tunnel.c), /vessel/v1/containers/NAME/stop|start|logs included: those handlers act on
+ * this node's container. A removal deletes the record, and the node removes what it made when
+ * it sees the record gone. */
 #include "daemon/internal.h"
 #include "daemon/vms.h"
 
@@ -25,8 +24,6 @@
 #include <unistd.h>
 
 #define GUESTS "/vessel/guests/"
-#define OPS "/vessel/ctrops/"
-#define OP_WAIT_S 120                 /* a stop, start or logs from another node waits this long */
 #define LOGS_MAX ((size_t)256 * 1024) /* of a remote logs request: the newest this many bytes */
 #define STOP_TIMEOUT_MAX 86400L       /* seconds, as a local stop takes them */
 
@@ -383,41 +380,6 @@ static json_t *do_op(vd_daemon *d, const char *name, const json_t *op) {
   return r;
 }
 
-void vd_cctr_ops_pass(vd_daemon *d) {
-  vd_cluster *cl = &d->cluster;
-  vc_range r;
-  vs_error *e = NULL;
-  if (!vd_cache_range(cl, OPS, &r) && vc_etcd_get_prefix(cl->etcd, OPS, 0, &r, &e) < 0) {
-    vs_log_debug("cluster: container requests: %s", e->msg);
-    vs_error_free(e);
-    return;
-  }
-  for (size_t i = 0; i < r.n; i++) {
-    json_t *op = vd_guest_record_of(&r.kvs[i]);
-    const char *name = r.kvs[i].key + strlen(OPS);
-    if (!op || !str(op, "Node") || strcmp(str(op, "Node"), cl->node_name) != 0 ||
-        json_object_get(op, "Done") || !vd_vm_name_valid(name)) {
-      json_decref(op);
-      continue;
-    }
-    json_t *answer = do_op(d, name, op);
-    json_object_set_new(op, "Done", answer);
-    _cleanup_free_ char *doc = json_dumps(op, JSON_COMPACT);
-    bool ok = false;
-    /* under the asking node's lease still: the key goes with that node */
-    if (vc_etcd_put_if(cl->etcd, r.kvs[i].key, doc, strlen(doc),
-                       json_integer_value(json_object_get(op, "Lease")), r.kvs[i].mod_revision, &ok,
-                       NULL, NULL, &e) < 0 ||
-        !ok)
-      vs_log_debug("cluster: answering a request on container %s: %s", name,
-                   e ? e->msg : "withdrawn meanwhile");
-    vs_error_free(e);
-    e = NULL;
-    json_decref(op);
-  }
-  vc_range_clear(&r);
-}
-
 /* ------------------------------------------------------------- the API */
 
 /* The placement request of a container: its CPUs (HostConfig.NanoCpus) and memory
@@ -558,45 +520,9 @@ static bool node_alive(vd_cluster *cl, const char *node) {
   return true;
 }
 
-/* Until the key's answer is there (Done) or OP_WAIT_S: the answer, or NULL after answering. */
-static json_t *wait_answer(vd_call *c, const char *key) {
-  vd_cluster *cl = &c->d->cluster;
-  for (time_t end = time(NULL) + OP_WAIT_S; time(NULL) < end;) {
-    int64_t rev = 0;
-    json_t *op = vd_cache_get(cl, key, &rev);
-    if (!op) {
-      vc_range r;
-      vs_error *e = NULL;
-      if (vc_etcd_get(cl->etcd, key, &r, &e) == 0) {
-        op = r.n ? vd_guest_record_of(&r.kvs[0]) : NULL;
-        rev = r.n ? r.kvs[0].mod_revision : 0;
-        vc_range_clear(&r);
-      }
-      vs_error_free(e);
-    }
-    json_t *done = json_object_get(op, "Done");
-    if (done) {
-      json_incref(done);
-      json_decref(op);
-      bool gone = false;
-      vc_etcd_delete_if(cl->etcd, key, rev, &gone, NULL);
-      return done;
-    }
-    json_decref(op);
-    struct timespec until = vs_realtime_after_ms(200);
-    pthread_mutex_lock(&cl->lock);
-    if (!cl->stop)
-      pthread_cond_timedwait(&cl->guests_cond, &cl->lock, &until);
-    pthread_mutex_unlock(&cl->lock);
-  }
-  vc_etcd_delete(cl->etcd, key, false, NULL, NULL);
-  vd_call_error(c, 504, "container %s: its node did not answer within %d s", c->arg, OP_WAIT_S);
-  return NULL;
-}
-
-/* A stop, start or logs of a container of the cluster: done here when it is this node's, else
- * asked of its node through etcd. The answer {Status, Message, Output}, or NULL after answering
- * the call. */
+/* A stop, start or logs of a container of the cluster on this node (one of another node was
+ * carried to it before the handler: cluster_tunnel.c). The answer {Status, Message, Output}, or
+ * NULL after answering the call. */
 static json_t *run_op(vd_call *c, json_t *op) {
   vd_cluster *cl = &c->d->cluster;
   int64_t rev = 0;
@@ -614,20 +540,12 @@ static json_t *run_op(vd_call *c, json_t *op) {
   } else if (!node_alive(cl, node)) {
     vd_call_error(c, 409, "container %s is on node %s, which is down", c->arg, node);
   } else {
-    _cleanup_free_ char *key = vs_asprintf(OPS "%s", c->arg);
-    json_object_set_new(op, "Node", json_string(node));
-    json_object_set_new(op, "From", json_string(cl->node_name));
-    json_object_set_new(op, "Lease", json_integer(cl->lease));
-    _cleanup_free_ char *doc = json_dumps(op, JSON_COMPACT);
-    bool ok = false;
-    vs_error *e = NULL;
-    if (vc_etcd_put_if(cl->etcd, key, doc, strlen(doc), cl->lease, 0, &ok, NULL, NULL, &e) < 0)
-      vd_call_error(c, 503, "cluster store: %s", e->msg);
-    else if (!ok)
-      vd_call_error(c, 409, "another request on container %s is under way: try again", c->arg);
-    else
-      answer = wait_answer(c, key);
-    vs_error_free(e);
+    /* the tunnel carries the request to that node from this node's copy of the records, which
+     * did not have it there yet */
+    vd_call_error(c, 503,
+                  "container %s is on node %s: this node's copy of the cluster's records "
+                  "did not say so yet; try again",
+                  c->arg, node);
   }
   if (answer && !json_object_get(answer, "Node"))
     json_object_set_new(answer, "Node", json_string(node));

@@ -554,10 +554,6 @@ static int schedule_pass(vd_daemon *d, vs_error **err) {
 static void classify(vd_daemon *d, const vc_event *ev, bool *sched, bool *recon, bool *mig) {
   vd_cluster *cl = &d->cluster;
   const char *key = ev->kv.key;
-  if (key && !strncmp(key, VD_CCTR_OPS_PREFIX, strlen(VD_CCTR_OPS_PREFIX))) {
-    *recon = true; /* a request on a container (cluster_ctrs.c) */
-    return;
-  }
   if (!key || strncmp(key, GUESTS, strlen(GUESTS)) != 0) {
     *sched |= key && (!strncmp(key, "/vessel/node", 12) ||
                       !strncmp(key, VD_POOLS_PREFIX, strlen(VD_POOLS_PREFIX)));
@@ -835,7 +831,6 @@ static void remove_orphans(vd_daemon *d, json_t *mine, json_t *all) {
 static int reconcile_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   vd_cluster *cl = &d->cluster;
   vc_range r;
-  vd_cctr_ops_pass(d); /* first: a stop it does is written back by this pass */
   if (vc_etcd_get_prefix(cl->etcd, GUESTS, 0, &r, err) < 0)
     return -1;
   *revision = r.revision;

@@ -217,7 +217,7 @@ static int append_file(const char *from, const char *to, bool create, vs_error *
 
 /* A listening TCP socket on this node's advertised address, on a port the kernel picks: made
  * here so the port is known (and accepting) before the VMM that inherits it runs. */
-static int listen_advertised(const char *host, char **address, vs_error **err) {
+int vd_cluster_listen_advertised(const char *host, char **address, vs_error **err) {
   struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
   struct addrinfo *ai = NULL;
   int rc = getaddrinfo(host, "0", &hints, &ai);
@@ -228,7 +228,7 @@ static int listen_advertised(const char *host, char **address, vs_error **err) {
   socklen_t len = sizeof(sa);
   if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1) < 0 ||
       getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
-    vs_error_set(err, errno, "listen on %s for a migration", host);
+    vs_error_set(err, errno, "listen on %s", host);
     if (fd >= 0)
       close(fd);
     freeaddrinfo(ai);
@@ -240,7 +240,7 @@ static int listen_advertised(const char *host, char **address, vs_error **err) {
   freeaddrinfo(ai);
   if (rc) {
     close(fd);
-    return vs_error_set(err, EINVAL, "the migration socket's address: %s", gai_strerror(rc));
+    return vs_error_set(err, EINVAL, "the listening socket's address: %s", gai_strerror(rc));
   }
   *address = strchr(h, ':') ? vs_asprintf("[%s]:%s", h, p) : vs_asprintf("%s:%s", h, p);
   return fd;
@@ -547,7 +547,7 @@ static void target_prepare(vd_daemon *d, const char *name, const json_t *mig) {
     return;
   }
   char *address = NULL;
-  int lfd = listen_advertised(cl->advertise, &address, &e);
+  int lfd = vd_cluster_listen_advertised(cl->advertise, &address, &e);
   if (lfd < 0 || vd_vm_start_incoming(d, vm, lfd, &e) < 0) {
     if (lfd >= 0)
       close(lfd);

@@ -200,6 +200,7 @@ struct vd_conn {
   int file_fd;
   int events_timer;
   bool peer_eof; /* the client shut its side (hijacked streams keep going) */
+  bool tunneled; /* it came from another node through a tunnel: never carried on again */
   bool hung_up;  /* the client is gone both ways: the socket left the epoll set (server.c) */
   bool dead;     /* closed: freed at the end of the loop iteration or when its worker returns */
   bool chunked;  /* response body in chunked encoding */
@@ -365,6 +366,10 @@ typedef struct vd_cluster {
   bool migrate_dirty; /* with lock: a change of the records for the migrator */
   bool netter_started, net_dirty;
   bool imager_started, images_dirty;
+  bool tunneler_started;
+  pthread_t tunneler; /* cluster_tunnel.c: connects to the nodes that ask for this node's guests */
+  int tunnels_active; /* with lock: requests this node carries to another (their threads) */
+  json_t *tunnel_execs; /* with lock: execs made on other nodes through this one, {id: node} */
   bool cache_ok;
 } vd_cluster;
 
@@ -491,19 +496,16 @@ bool vd_ha_fenced(const vd_cluster *cl);
  * etcd still places it here, running, and no leader moved it first. */
 bool vd_ha_claim_own(vd_cluster *cl, const char *name, vs_error **err);
 /* cluster_ctrs.c: containers as guests of the cluster (docs/cluster.md). A container the node
- * made for the cluster carries this label (its value: the node); requests of other nodes on
- * them are keys under VD_CCTR_OPS_PREFIX. */
+ * made for the cluster carries this label (its value: the node). */
 #define VD_CCTR_NODE_LABEL "vessel.cluster.node"
-#define VD_CCTR_OPS_PREFIX "/vessel/ctrops/"
 bool vd_cctr_of_cluster_locked(const vd_daemon *d, const vd_container *c); /* d->lock held */
 /* false with *err while this node is fenced and c is the cluster's */
 bool vd_cctr_start_allowed(vd_daemon *d, vd_container *c, vs_error **err);
 /* The reconciler's part: the record of a container placed on this node (made, or its phase
- * written back), the containers of the cluster here that mine ({name: record}) lacks (removed),
- * and the requests of other nodes on this node's containers (carried out and answered). */
+ * written back), and the containers of the cluster here that mine ({name: record}) lacks
+ * (removed). */
 void vd_cctr_reconcile(vd_daemon *d, json_t *rec, int64_t rev);
 void vd_cctr_remove_orphans(vd_daemon *d, const json_t *mine);
-void vd_cctr_ops_pass(vd_daemon *d);
 /* Fencing: SIGKILL to the running containers of the cluster (how many); pidfds of them for the
  * fencer (the caller closes them); the restart of those etcd still places here. */
 int vd_cctr_fence_kill(vd_daemon *d);
@@ -519,6 +521,16 @@ void vd_h_cluster_ctr_delete(vd_call *c);
 void vd_loop_after_call(vd_daemon *d, vd_container *ctr, int after);
 /* cluster_migrate.c: live migration between nodes, drain (docs/cluster.md) */
 int vd_cluster_start_migrator(vd_daemon *d, vs_error **err);
+/* A socket listening on --advertise's address at a port of the kernel's choice ("HOST:PORT" or
+ * "[V6]:PORT" in *address); -1 and *err. */
+int vd_cluster_listen_advertised(const char *host, char **address, vs_error **err);
+/* cluster_tunnel.c: requests for a guest of another node carried there (docs/cluster.md) */
+int vd_cluster_start_tunnels(vd_daemon *d, vs_error **err);
+/* On the loop, once the call's body is read: 0 when this node serves it; 1 when it went to the
+ * guest's node (the connection is gone from the loop, the call freed); 2 when answered in the
+ * call (the node is down). */
+int vd_tunnel_take(vd_conn *c, vd_call *call);
+void vd_tunnels_wait(vd_cluster *cl); /* after cl->stop: until the tunnels' threads ended */
 /* Whether the record's guest is on its way to node (its VM there must stay). */
 bool vd_cluster_migrating_to(const json_t *rec, const char *node);
 /* Whether the record's guest has a migration under way (one sent must be left to finish). */
@@ -652,6 +664,9 @@ int vd_loop_add(vd_daemon *d, int fd, uint32_t events, vd_src *src, vs_error **e
 /* Serve fd (a connected, non-blocking socket) as an API client's connection; NULL (fd closed)
  * when there is no room. The web front hands its internal socketpair ends in this way. */
 vd_conn *vd_conn_adopt(vd_daemon *d, int fd);
+/* From any thread: fd (connected, non-blocking) served as a client's connection that came
+ * through a tunnel from another node. */
+void vd_loop_adopt_tunnel(vd_daemon *d, int fd);
 /* daemon.c: a TCP listening socket on hp, "ADDRESS:PORT" ([v6] or empty for all); what names
  * the option in errors. */
 int vd_listen_tcp(const char *hp, const char *what, vs_error **err);

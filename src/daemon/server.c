@@ -645,6 +645,15 @@ void vd_call_defer(vd_call *call, void (*run)(vd_call *call)) {
 
 static void conn_dispatch(vd_conn *c) {
   vd_call *call = c->call;
+  /* a guest of the cluster on another node: the request goes there (cluster_tunnel.c) */
+  int taken = vd_tunnel_take(c, call);
+  if (taken == 1)
+    return;
+  if (taken == 2) {
+    c->state = VD_CONN_BUSY;
+    vd_conn_finish_call(c, call);
+    return;
+  }
   if (call->route->mode != VD_RUN_LOOP) {
     c->state = VD_CONN_BUSY;
     submit_call(call, http_job_run);
@@ -956,6 +965,27 @@ vd_conn *vd_conn_adopt(vd_daemon *d, int fd) {
   d->conns = c;
   d->n_conns++;
   return c;
+}
+
+static void adopt_tunnel_done(vd_job *job) {
+  vd_conn *c = vd_conn_adopt(job->d, job->result);
+  if (c)
+    c->tunneled = true;
+  free(job);
+}
+
+void vd_loop_adopt_tunnel(vd_daemon *d, int fd) {
+  vd_job *job = vs_malloc0(sizeof(*job));
+  job->d = d;
+  job->result = fd;
+  job->done = adopt_tunnel_done;
+  pthread_mutex_lock(&d->qlock);
+  job->next = d->done;
+  d->done = job;
+  pthread_mutex_unlock(&d->qlock);
+  uint64_t one = 1;
+  if (write(d->donefd, &one, sizeof(one)) < 0)
+    vs_log_warn("wake the event loop: %s", strerror(errno));
 }
 
 void vd_conn_accept(vd_daemon *d, int lfd);

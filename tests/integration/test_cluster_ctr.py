@@ -112,9 +112,12 @@ def test_placement_apart_refusal_and_ps_from_any_node(cl):
             if other is not host:
                 assert name not in local_ctrs(other)
         assert len(sleepers(MARK + int(name[3:]))) == 1
-    # the Docker API of a node stays its own: n3 answers 404 for a container of n1
+    # a node's Docker API lists its own containers, and carries a request naming a container
+    # of the cluster on another node to that node: n3 answers with n1's container
     on_n1 = [n for n, node in nodes.items() if node == "n1"][0]
-    assert h3.api("GET", f"/containers/{on_n1}/json")[0] == 404
+    status, doc = h3.api("GET", f"/containers/{on_n1}/json")
+    assert status == 200 and doc["Id"] == g[on_n1]["Id"], doc
+    assert on_n1 not in local_ctrs(h3)
 
     # a fourth replica: every node hosts one already
     r = h2.vessel("run", "-d", "--name", "web4", "--label", "app=web", "--anti-affinity",
@@ -168,8 +171,19 @@ def test_logs_stop_start_rm_from_other_nodes(cl):
     status, body = api(h3, "GET", "/vessel/v1/containers/echoer/logs?tail=1")
     assert status == 200 and body["Node"] == "n2", body
     assert [o["Text"] for o in body["Output"]] in (["to-stderr\n"], ["hello-from-n2\n"]), body
-    r = h3.vessel("logs", "-f", "echoer", check=False)
-    assert r.returncode != 0 and "runs on node n2" in r.stderr, r.stderr
+    # followed from n3 (the request is carried to n2): its output comes, and the stream stays
+    f = subprocess.Popen([str(cl.build / "vessel"), "-H", h3.vd.host, "logs", "-f", "echoer"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out = b""
+        while b"hello-from-n2\n" not in out:
+            b = os.read(f.stdout.fileno(), 65536)
+            assert b, (out, f.stderr.read())
+            out += b
+        assert f.poll() is None
+    finally:
+        f.kill()
+        f.wait()
 
     # stop from n1: the container stops on n2, and the record says so (HA leaves it stopped)
     assert h1.vessel("stop", "-t", "1", "echoer").stdout.strip() == "echoer"

@@ -1,7 +1,8 @@
 """More of the cluster (docs/cluster.md): the images known to the cluster (each node's record in
 etcd, `vessel images --cluster`, the scheduler's image locality), `vessel pool update` of a pool
-of the cluster (by revision, refusing a shrink below what its guests request), and a migrated
-VM keeping its ID (and a VM with snapshots staying where it is).
+of the cluster (by revision, refusing a shrink below what its guests request), a migrated
+VM keeping its ID (and a VM with snapshots staying where it is), and requests for a guest of
+another node carried to it (docs/cluster.md, "From any node").
 
 The cluster is tests/integration/cluster.py's: three network namespaces, a three-member etcd,
 a vesseld in each declaring a fake capacity. Every reply of /vessel/v1 is checked against
@@ -9,13 +10,19 @@ docs/api/vessel-v1.yaml.
 """
 import json
 import os
+import pathlib
+import select
+import signal
+import struct
+import subprocess
 import threading
+import time
 
 import pytest
 
 import cluster
 import test_daemon
-from cluster import api, guests, wait_for
+from cluster import api, guests, run, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -227,7 +234,9 @@ def test_a_migrated_vm_keeps_its_id_and_one_with_snapshots_stays(cl):
         status, vm = api(h2, "GET", "/vessel/v1/vms/keeper")
         assert status == 200 and vm["Id"] == vm_id and vm["State"]["Running"] is True, vm
         assert guests(h1)["keeper"]["Id"] == vm_id and guests(h1)["keeper"]["Node"] == "n2"
-        wait_for("n1's copy removed", lambda: h1.api("GET", "/vessel/v1/vms/keeper")[0] == 404,
+        # (n1's own list: a request for keeper sent to n1 is answered by n2 now)
+        wait_for("n1's copy removed",
+                 lambda: "keeper" not in [v["Name"] for v in h1.api("GET", "/vessel/v1/vms")[1]],
                  timeout=60)
         # and back: the ID is free again on n1
         status, moved = api(h1, "POST", "/vessel/v1/vms/keeper/migrate", {"Node": "n1"},
@@ -248,6 +257,157 @@ def test_a_migrated_vm_keeps_its_id_and_one_with_snapshots_stays(cl):
         remove_guests(cl)
 
 
+# ------------------------------------------------------------------ requests from any node
+
+def write_echo_kernel(path):
+    """A RISC-V ELF program that answers on its console: every byte typed comes back plus one
+    ("HAL" -> "IBM"), through the SBI's legacy getchar and putchar, so what a test reads is the
+    guest's answer and never an echo of what it typed."""
+    def i_type(rd, rs1, imm):                      # addi rd, rs1, imm
+        return (imm & 0xFFF) << 20 | rs1 << 15 | rd << 7 | 0x13
+
+    def bltz(rs1, off):                            # blt rs1, x0, off
+        o = off & 0x1FFF
+        return ((o >> 12 & 1) << 31 | (o >> 5 & 0x3F) << 25 | rs1 << 15 | 4 << 12 |
+                (o >> 1 & 0xF) << 8 | (o >> 11 & 1) << 7 | 0x63)
+
+    def j(off):                                    # jal x0, off
+        o = off & 0x1FFFFF
+        return ((o >> 20 & 1) << 31 | (o >> 1 & 0x3FF) << 21 | (o >> 11 & 1) << 20 |
+                (o >> 12 & 0xFF) << 12 | 0x6F)
+
+    ecall = 0x00000073
+    words = [i_type(17, 0, 2), ecall, bltz(10, -8),          # a0 = getchar() until one comes
+             i_type(10, 10, 1), i_type(17, 0, 1), ecall,      # putchar(a0 + 1)
+             j(-24)]
+    base = 0x80200000
+    code = struct.pack(f"<{len(words)}I", *words)
+    ehsize, phsize = 64, 56
+    entry = base + ehsize + phsize
+    size = ehsize + phsize + len(code)
+    ehdr = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, 2, 243, 1, entry,
+                       ehsize, 0, 0, ehsize, phsize, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    pathlib.Path(path).write_bytes(ehdr + phdr + code)
+    return pathlib.Path(path)
+
+
+def console_answer(host, name, line, wanted, timeout=120):
+    """`vessel vm console NAME` on host, line typed into it: what came out once wanted did."""
+    p = subprocess.Popen([str(host.cluster.build / "vessel"), "-H", host.vd.host, "vm",
+                          "console", name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    out = b""
+    try:
+        p.stdin.write(line)
+        p.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while wanted not in out:
+            r, _, _ = select.select([p.stdout], [], [], max(0.1, deadline - time.monotonic()))
+            assert r, f"no {wanted!r} from the console of {name}: {out!r}"
+            b = os.read(p.stdout.fileno(), 65536)
+            assert b, f"console of {name} ended: {out!r} {p.stderr.read()!r}"
+            out += b
+    finally:
+        p.kill()
+        p.wait()
+    return out
+
+
+def test_vm_and_container_requests_go_to_their_node(cl, image, tmp_path):
+    """From n1: stop, start, inspect, logs, stats and the console of a VM on n2 act on n2's VM
+    (a line typed on n1 reaches the guest and its answer comes back); logs -f, exec and stats
+    of a container on n3 are n3's. While n2's vesseld is stopped, a connection to the tunnel
+    n1 opened for it with a wrong ticket is dropped, and n2 back, its request is answered."""
+    h1, h2, h3 = cl.hosts
+    kernel = write_echo_kernel(tmp_path / "echo.elf")
+    try:
+        h1.vessel("vm", "create", "echo1", "--node", "n2", "--cpus", "1", "--memory", "32M",
+                  "--kernel", str(kernel), "--start")
+        status, vm = api(h1, "GET", "/vessel/v1/vms/echo1")   # n2's VM, asked of n1
+        assert status == 200 and vm["State"]["Running"] is True, vm
+        assert vm["Id"] == api(h2, "GET", "/vessel/v1/vms/echo1")[1]["Id"]
+        assert console_answer(h1, "echo1", b"HAL\n", b"IBM").count(b"IBM") == 1
+        assert b"IBM" in h1.vessel("vm", "logs", "echo1").stdout.encode()
+        r = h1.vessel("vm", "stats", "echo1")
+        assert r.stdout.splitlines()[1].split()[0] == "echo1", r.stdout
+        h1.vessel("vm", "stop", "-t", "1", "echo1")
+        status, vm = api(h2, "GET", "/vessel/v1/vms/echo1")
+        assert status == 200 and vm["State"]["Running"] is False, vm
+        h1.vessel("vm", "start", "echo1")
+        status, vm = api(h2, "GET", "/vessel/v1/vms/echo1")
+        assert status == 200 and vm["State"]["Running"] is True, vm
+        assert console_answer(h3, "echo1", b"abc\n", b"bcd")
+
+        # a container of n3, from n1 (the stock docker CLI, and vessel logs -f)
+        assert "Loaded image" in h3.vd.docker("load", "-i", str(image)).stdout
+        h1.vessel("run", "-d", "--name", "talker", "--node", "n3", "busybox", "sh", "-c",
+                  "i=0; while :; do i=$((i+1)); echo line$i; sleep 0.3; done")
+        follow = subprocess.Popen([str(cl.build / "vessel"), "-H", h1.vd.host, "logs", "-f",
+                                   "talker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out = b""
+            while b"line6\n" not in out:     # lines written after the request came
+                r, _, _ = select.select([follow.stdout], [], [], 60)
+                assert r, out
+                b = os.read(follow.stdout.fileno(), 65536)
+                assert b, (out, follow.stderr.read())
+                out += b
+        finally:
+            follow.kill()
+            follow.wait()
+        # docker attach from n1: the hijacked stream of n3's container
+        att = subprocess.Popen([test_daemon.DOCKER, "attach", "--no-stdin", "talker"],
+                               env=h1.vd.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out = b""
+            while out.count(b"\n") < 2:
+                r, _, _ = select.select([att.stdout], [], [], 60)
+                assert r, out
+                b = os.read(att.stdout.fileno(), 65536)
+                assert b, (out, att.stderr.read())
+                out += b
+            assert out.startswith(b"line"), out
+        finally:
+            att.kill()
+            att.wait()
+        r = h1.vd.docker("exec", "talker", "sh", "-c", "echo from-$((6*7)); exit 3", check=False)
+        assert r.returncode == 3 and r.stdout == "from-42\n", (r.returncode, r.stdout, r.stderr)
+        r = h1.vd.docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", "talker")
+        assert r.stdout.split()[0] == "talker" and "iB / " in r.stdout, r.stdout
+
+        # a wrong ticket is refused while n2 does not answer; n2 back serves the request
+        os.kill(h2.vd.proc.pid, signal.SIGSTOP)
+        try:
+            waiting = subprocess.Popen([str(cl.build / "vessel"), "-H", h1.vd.host, "vm",
+                                        "inspect", "echo1"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            tunnel = {}
+
+            def tunnel_key():
+                out = h1.etcdctl("get", "--prefix", "/vessel/tunnels/", "--print-value-only")
+                if out.stdout.strip():
+                    tunnel.update(json.loads(out.stdout.strip().splitlines()[0]))
+                return tunnel
+            wait_for("n1's tunnel key", tunnel_key, timeout=30, step=0.1)
+            assert tunnel["Node"] == "n2" and tunnel["From"] == "n1", tunnel
+            host, port = tunnel["Address"].rsplit(":", 1)
+            bad = "0" * 64 if tunnel["Ticket"] != "0" * 64 else "1" * 64
+            out = run("/usr/bin/python3", "-c", (
+                "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])),"
+                " timeout=30); s.sendall(sys.argv[3].encode()+b'\\n'); "
+                "print('dropped' if s.recv(1) == b'' else 'kept')"), host, port, bad, ns=h1.ns)
+            assert out.stdout.strip() == "dropped", out.stdout
+        finally:
+            os.kill(h2.vd.proc.pid, signal.SIGCONT)
+        out, err = waiting.communicate(timeout=120)
+        assert waiting.returncode == 0, err
+        assert '"echo1"' in out, out
+    finally:
+        h1.vessel("rm", "-f", "talker", check=False)
+        remove_guests(cl)
+
+
 # ------------------------------------------------------------------ last: a node removed
 
 def test_removing_a_node_removes_its_images_and_a_returning_node_records_them_again(cl, image):
@@ -257,6 +417,8 @@ def test_removing_a_node_removes_its_images_and_a_returning_node_records_them_ag
     h1, h2, h3 = cl.hosts
     assert "Loaded image" in h3.vd.docker("load", "-i", str(image)).stdout
     wait_for("busybox on n3", lambda: "n3" in (holders(h1, BUSYBOX) or []), timeout=60)
+    h1.vessel("vm", "create", "stray", "--node", "n3", "--cpus", "1", "--memory", "32M",
+              "--kernel", str(cl.kernel))
     h3.vd.kill9()
 
     def n3_down():
@@ -265,6 +427,10 @@ def test_removing_a_node_removes_its_images_and_a_returning_node_records_them_ag
         return status == 404 or n["Status"] == "down"
 
     wait_for("n3 down", n3_down, timeout=60, step=0.5)
+    # a request for its VM is refused at once, naming the node
+    status, reply = api(h1, "POST", "/vessel/v1/vms/stray/start")
+    assert status == 409 and reply["message"] == "VM stray is on node n3, which is down", reply
+    h1.vessel("vm", "rm", "-f", "stray")
     # while it is down its images are still known (they are on its disk)
     assert "n3" in holders(h2, BUSYBOX)
     h1.vessel("node", "rm", "n3")

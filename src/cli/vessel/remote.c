@@ -484,9 +484,9 @@ int remote_ps(vessel_ctx *ctx, int argc, char **argv, vs_error **err) {
   return 0;
 }
 
-/* A container of the cluster on another node: its output so far, through this node
- * (GET /vessel/v1/containers/NAME/logs). -1 when the cluster has no such container (*err as
- * it was: the local answer), else the status. */
+/* A container of the cluster on another node that the node's inspect did not carry there (its
+ * copy of the records lagged): its output so far (GET /vessel/v1/containers/NAME/logs). -1 when the
+ * cluster has no such container (*err as it was: the local answer), else the status. */
 static int cluster_logs(vessel_ctx *ctx, const char *name, const char *tail, bool follow,
                         vs_error **err) {
   _cleanup_free_ char *esc = vessel_query_escape(name);
@@ -504,8 +504,9 @@ static int cluster_logs(vessel_ctx *ctx, const char *name, const char *tail, boo
     vs_error_free(*err);
     *err = NULL;
     vs_error_set(err, 0,
-                 "logs -f: container %s runs on node %s; follow its output there (here: "
-                 "vessel logs without -f)",
+                 "logs -f: container %s runs on node %s, and this node did not carry the "
+                 "request there (its copy of the cluster's records is not loaded yet): try "
+                 "again",
                  name, json_string_value(json_object_get(j, "Node")));
     rc = 1;
   } else if (r.status == 200) {
