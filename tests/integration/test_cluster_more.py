@@ -165,8 +165,11 @@ def test_pool_update_of_the_cluster_by_revision_refusing_a_shrink(cl):
         # more room: the ratio goes up, from another node than the one that made the pool
         r = h1.vessel("pool", "update", "silver", "--cluster", "--cpu-overcommit", "2")
         assert r.stdout.strip() == "silver"
-        p = pool(h2, "silver")
-        assert p["CpuOvercommit"] == 2 and p["Available"]["Cpus"] == 5, p
+        # n2 answers from its copy of etcd, which its watch brings up to date a moment later
+        p = wait_for("n2's copy of the updated pool",
+                     lambda: (lambda p: p["CpuOvercommit"] == 2 and p)(pool(h2, "silver")),
+                     timeout=30, step=0.1)
+        assert p["Available"]["Cpus"] == 5, p
         assert etcd_json(h1, "/vessel/pools/silver")["CpuOvercommit"] == 2
 
         # a shrink below what the guests request: refused, naming the pool and the use
