@@ -132,16 +132,15 @@ typedef struct rv_op {
 #define RV_BLOCK_BITS 17
 #define RV_BLOCK_SLOTS (1U << RV_BLOCK_BITS)
 /* One hart's pool: 327,680 instructions (12.5 MiB; and ~25 MiB of translated code per fill).
- * With 2^18 a boot to init emptied it 9 times; a quarter more cut the CPU time of a boot to init
- * by ~6% for 3.6 MiB more peak RSS (2026-12-07, issue 18). */
+ * With 2^18 a boot (to init and power-off) emptied it 9 times, with a quarter more 5: the CPU time
+ * to init fell by 6-10% for 2-4 MiB more peak RSS (2026-12-07, issue 18). */
 #define RV_POOL_SIZE (5U << 16)
 /* Each hart's pool when the bus has several: the harts of an SMP guest run the same kernel, so
  * each one's cache holds another copy of the same hot code, and a full pool per hart made the
  * second hart cost ~40 MiB. 229,376 instructions (7/8 of the former 2^18; 8.75 MiB, ~18 MiB of
  * code per fill) took 7 MiB off a 2-hart boot + sha256 run's peak RSS (205 -> 198 MiB) for 15
- * pool empties instead of 10 (3/4 of 2^18: -15 MiB, but 20 empties). The pool's size is a step
- * function of cost: the boot's code is ~300,000 instructions, and a pool smaller than that
- * empties again and again. */
+ * pool empties instead of 10 (3/4 of 2^18: -15 MiB, but 20 empties). The boot's code is
+ * ~300,000 different instructions: a pool much smaller than that empties again and again. */
 #define RV_POOL_SIZE_SMP (7U << 15)
 
 /* A block table slot: where = (index of the first instruction in the pool << 6) | instruction
