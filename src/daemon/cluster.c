@@ -24,6 +24,13 @@
 #include <unistd.h>
 
 #define LEASE_TTL VD_CLUSTER_LEASE_TTL
+/* Renewals every RENEW_MS; one that fails is tried again RETRY_MS later, each member given
+ * KEEPER_TIMEOUT_MS. The watchdog fences FENCE_AFTER_MS (7 s) after the last renewal that worked,
+ * so a member that hangs (its raft leader cut off, an election under way) leaves time for about
+ * three tries of every member first. */
+#define RENEW_MS 2000
+#define RETRY_MS 250
+#define KEEPER_TIMEOUT_MS 1500
 
 static char *node_key(const char *prefix, const char *name) {
   return vs_asprintf("/vessel/%s/%s", prefix, name);
@@ -168,6 +175,13 @@ int vd_cluster_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error *
   cl->etcd = vc_etcd_new(&eo, err);
   if (!cl->etcd)
     return -1;
+  /* the keeper's own client: a renewal never waits behind another thread's request (one that
+   * an etcd member without a leader holds for the whole timeout), and a member that does not
+   * answer is left for the next one soon enough to try them all before the watchdog fences */
+  eo.timeout_ms = KEEPER_TIMEOUT_MS;
+  cl->lease_etcd = vc_etcd_new(&eo, err);
+  if (!cl->lease_etcd)
+    return -1;
   cl->enabled = true;
   pthread_mutex_init(&cl->lock, NULL);
   pthread_cond_init(&cl->cond, NULL);
@@ -221,13 +235,13 @@ static int check_token(vd_cluster *cl, vs_error **err) {
 static int register_node(vd_daemon *d, vd_cluster *cl, vs_error **err) {
   int64_t sent =
       vd_ha_now_ms(); /* the lease is granted after this: it ends TTL after it or later */
-  if (vc_etcd_lease_grant(cl->etcd, LEASE_TTL, &cl->lease, err) < 0)
+  if (vc_etcd_lease_grant(cl->lease_etcd, LEASE_TTL, &cl->lease, err) < 0)
     return -1;
   json_t *st = node_status(d, cl);
   _cleanup_free_ char *doc = json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(st);
   _cleanup_free_ char *key = node_key("nodes", cl->node_name);
-  if (vc_etcd_put(cl->etcd, key, doc, strlen(doc), cl->lease, NULL, err) < 0)
+  if (vc_etcd_put(cl->lease_etcd, key, doc, strlen(doc), cl->lease, NULL, err) < 0)
     return -1;
   vd_ha_renewed(cl, sent);
   return 0;
@@ -260,16 +274,16 @@ int vd_cluster_join(vd_daemon *d, vs_error **err) {
   return 0;
 }
 
-/* The lease's keeper: renews every third of the TTL, and a second after a renewal that failed
- * (the fencing watchdog, cluster_ha.c, counts from the last one that worked); a lease found
- * expired (etcd unreachable for longer than the TTL) is replaced and the record written again. */
+/* The lease's keeper: renews every RENEW_MS, and RETRY_MS after a renewal that failed (the
+ * fencing watchdog, cluster_ha.c, counts from the last one that worked); a lease found expired
+ * (etcd unreachable for longer than the TTL) is replaced and the record written again. */
 static void *keepalive_thread(void *arg) {
   vd_daemon *d = arg;
   vd_cluster *cl = &d->cluster;
   bool failed = false;
   pthread_mutex_lock(&cl->lock);
   while (!cl->stop) {
-    struct timespec until = vs_realtime_after_ms(failed ? 1000 : LEASE_TTL * 1000 / 3);
+    struct timespec until = vs_realtime_after_ms(failed ? RETRY_MS : RENEW_MS);
     pthread_cond_timedwait(&cl->cond, &cl->lock, &until);
     if (cl->stop)
       break;
@@ -278,7 +292,7 @@ static void *keepalive_thread(void *arg) {
     int64_t ttl = 0;
     int64_t sent = vd_ha_now_ms();
     failed = true;
-    if (vc_etcd_lease_keepalive(cl->etcd, cl->lease, &ttl, &e) < 0) {
+    if (vc_etcd_lease_keepalive(cl->lease_etcd, cl->lease, &ttl, &e) < 0) {
       vs_log_warn("cluster: %s", e->msg);
     } else if (ttl > 0) {
       vd_ha_renewed(cl, sent);
@@ -348,6 +362,7 @@ void vd_cluster_free(vd_daemon *d) {
     pthread_cond_destroy(&cl->images_cond);
   }
   vc_etcd_free(cl->etcd);
+  vc_etcd_free(cl->lease_etcd);
   for (size_t i = 0; i < cl->n_endpoints; i++)
     free(cl->endpoints[i]);
   free(cl->endpoints);

@@ -268,9 +268,9 @@ void vd_h_cluster_guests(vd_call *c) {
   vc_range r;
   if (!vd_cluster_read_prefix(c, GUESTS, &r))
     return;
-  static const char *const shown[] = {"Kind",    "Name", "Node",   "Phase",   "Reason",
-                                      "Id",      "Cpus", "Memory", "Labels",  "Origin",
-                                      "Created", "Pool", "Image",  "Command", "Failover"};
+  static const char *const shown[] = {"Kind",  "Name",    "Node",     "Phase",  "Reason",  "Id",
+                                      "Cpus",  "Memory",  "Labels",   "Origin", "Created", "Pool",
+                                      "Image", "Command", "Failover", "Moved"};
   json_t *out = json_array();
   for (size_t i = 0; i < r.n; i++) {
     json_t *rec = vd_guest_record_of(&r.kvs[i]);

@@ -372,15 +372,20 @@ static int fencer_start(vd_daemon *d, vs_error **err) {
     fencer_main(sv[1], &addr, alen, deadline);
   }
   close(sv[1]);
+  pthread_mutex_lock(&d->vms->lock);
   cl->fence_fd = sv[0];
   cl->fencer_on = true;
+  pthread_mutex_unlock(&d->vms->lock);
   vs_log_debug("cluster: fencer process %d", (int)pid);
   return 0;
 }
 
-/* The deadline and the pidfds of the running VMMs of the cluster's guests, to the fencer. */
-static void fencer_update(vd_daemon *d) {
+/* The deadline and the pidfds of the running VMMs of the cluster's guests and of those being
+ * started, to the fencer. */
+void vd_ha_fencer_update(vd_daemon *d) {
   vd_cluster *cl = &d->cluster;
+  if (!cl->enabled)
+    return;
   vd_vms *t = d->vms;
   fence_msg m = {.deadline_ms = __atomic_load_n(&cl->renewed_ms, __ATOMIC_ACQUIRE) +
                                 FENCE_AFTER_MS + FENCER_LAG_MS};
@@ -396,11 +401,23 @@ static void fencer_update(vd_daemon *d) {
    * the VMs' lock, not under it) */
   size_t n_ctrs = vd_cctr_pidfds(d, fds, FENCER_MAX_FDS / 2);
   size_t n = n_ctrs;
-  /* under the lock while sent: a pidfd is closed only under it */
+  /* under the lock while sent: a pidfd is closed only under it, and the fencer's socket too */
   pthread_mutex_lock(&t->lock);
-  for (size_t i = 0; i < t->n && n < FENCER_MAX_FDS; i++)
-    if (t->vms[i]->pid > 0 && t->vms[i]->pidfd >= 0 && of_cluster(d, t->vms[i]))
-      fds[n++] = t->vms[i]->pidfd;
+  if (!cl->fencer_on) {
+    pthread_mutex_unlock(&t->lock);
+    for (size_t i = 0; i < n_ctrs; i++)
+      close(fds[i]);
+    return;
+  }
+  for (size_t i = 0; i < t->n && n < FENCER_MAX_FDS; i++) {
+    const vd_vm *vm = t->vms[i];
+    if (!of_cluster(d, vm))
+      continue;
+    if (vm->pid > 0 && vm->pidfd >= 0)
+      fds[n++] = vm->pidfd;
+    if (vm->spawn_pidfd >= 0 && n < FENCER_MAX_FDS)
+      fds[n++] = vm->spawn_pidfd;
+  }
   if (n) {
     mh.msg_control = c.buf;
     mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
@@ -428,7 +445,11 @@ static int fence_kill(vd_daemon *d) {
   pthread_mutex_lock(&t->lock);
   for (size_t i = 0; i < t->n; i++) {
     vd_vm *vm = t->vms[i];
-    if (vm->pid > 0 && vm->pidfd >= 0 && of_cluster(d, vm)) {
+    if (!of_cluster(d, vm))
+      continue;
+    if (vm->spawn_pidfd >= 0) /* a start under way: its VMM runs already */
+      syscall(SYS_pidfd_send_signal, vm->spawn_pidfd, SIGKILL, NULL, 0);
+    if (vm->pid > 0 && vm->pidfd >= 0) {
       syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
       n++;
     }
@@ -506,8 +527,7 @@ static void *ha_thread(void *arg) {
   bool recheck = true; /* at start: guests whose VMMs ended while vesseld was not running */
   int64_t last_retry = 0;
   while (!vd_cluster_sleep(cl, WATCH_MS)) {
-    if (cl->fencer_on)
-      fencer_update(d);
+    vd_ha_fencer_update(d);
     int64_t now = vd_ha_now_ms();
     int64_t late = now - __atomic_load_n(&cl->renewed_ms, __ATOMIC_ACQUIRE);
     if (late >= FENCE_AFTER_MS) {
@@ -553,7 +573,9 @@ void vd_ha_stop(vd_daemon *d) {
   cl->ha_started = false;
   /* the fencer sees the end of the socket: it kills the guests at the deadline unless a new
    * vesseld on this data root tells it to stand down first */
+  pthread_mutex_lock(&d->vms->lock); /* a start may be telling the fencer of its VMM */
   if (cl->fencer_on)
     close(cl->fence_fd);
   cl->fencer_on = false;
+  pthread_mutex_unlock(&d->vms->lock);
 }

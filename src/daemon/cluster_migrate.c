@@ -42,6 +42,7 @@
 #define ARRIVE_TIMEOUT_MS 60000 /* the target VMM's control socket after the ack */
 #define EXIT_TIMEOUT_MS 60000   /* the source VMM's exit after the ack */
 #define CTL_LINE_MAX 65536
+#define MOVE_WAIT_S 300 /* a drain waits this long for a moved container to be made again */
 
 static const char *str(const json_t *o, const char *f) {
   return json_string_value(json_object_get(o, f));
@@ -754,6 +755,10 @@ json_t *vd_cluster_guest_extra(const vd_cluster *cl, const json_t *rec, vs_error
                         name ? name : "?", dir, cl->shared_dir ? cl->shared_dir : "(none)"),
            NULL;
   json_t *extra = json_pack("{s:{s:s}}", "Cluster", "Node", cl->node_name);
+  /* a guest made before on some node (a failover, or made again here) keeps its VM's ID, as a
+   * migrated one does; the create refuses one that is malformed or this node has already */
+  if (str(rec, "Id"))
+    json_object_set_new(extra, "VmId", json_string(str(rec, "Id")));
   if (dir) {
     /* made before on some node (a failover): its disk is on the shared storage already */
     json_object_set_new(extra, "DiskDir", json_string(dir));
@@ -852,12 +857,13 @@ static int check_target(vd_daemon *d, const json_t *rec, const char *name, const
     json_object_del(req, "Node");
   json_t *n = to ? find_node(nodes, to) : NULL;
   const json_t *src = find_node(nodes, str(rec, "Node"));
+  const char *kind = str_is(rec, "Kind", "container") ? "container" : "VM";
   char *node = NULL, *reason = NULL;
   int r = 0;
   if (!str_is(src, "Status", "ready")) /* HA's failover restarts it elsewhere (cluster_ha.c) */
     r = outcome_error(o, 409,
-                      "VM %s's node %s is down: it is to be restarted elsewhere, not migrated",
-                      name, str(rec, "Node"));
+                      "%s %s's node %s is down: it is to be restarted elsewhere, not migrated",
+                      kind, name, str(rec, "Node"));
   else if (to && !n)
     r = outcome_error(o, 404, "No such node: %s", to);
   else if (to && !str_is(n, "Status", "ready"))
@@ -870,7 +876,7 @@ static int check_target(vd_daemon *d, const json_t *rec, const char *name, const
     r = outcome_error(o, 500, "placement: %s", e->msg);
     vs_error_free(e);
   } else if (!node)
-    r = outcome_error(o, 409, "cannot move VM %s: %s", name, reason);
+    r = outcome_error(o, 409, "cannot move %s %s: %s", kind, name, reason);
   else
     o->to = vs_strdup(node);
   free(node);
@@ -1045,6 +1051,136 @@ void vd_h_vm_migrate(vd_call *c) {
   outcome_clear(&o);
 }
 
+/* ------------------------------------------------------------- containers moved by drain */
+
+/* A container cannot move live: as Kubernetes' drain evicts a pod and its controller makes it
+ * again elsewhere, the container's record is placed again (the scheduler's filter and score,
+ * the draining node filtered out) and written with the new Node and Phase "placed" by a
+ * compare-and-swap; the new node's reconciler makes and starts it from its Spec, and the old
+ * node's removes its copy when it sees the record placed elsewhere (cluster_ctrs.c). 0 with
+ * o->to, or -1 with the answer in o. */
+static int place_container_again(vd_daemon *d, const char *name, const char *from, mig_outcome *o) {
+  vd_cluster *cl = &d->cluster;
+  for (int attempt = 0; attempt < 20; attempt++) {
+    int64_t rev;
+    vs_error *e = NULL;
+    json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
+    if (!rec) {
+      outcome_error(o, e ? 503 : 404, "%s%s",
+                    e ? "cluster store: " : "No such container: ", e ? e->msg : name);
+      vs_error_free(e);
+      return -1;
+    }
+    if (!str_is(rec, "Node", from)) { /* removed and made again, or moved meanwhile */
+      json_decref(rec);
+      return outcome_error(o, 409, "container %s is no longer on node %s", name, from);
+    }
+    if (check_target(d, rec, name, NULL, o) < 0) {
+      json_decref(rec);
+      return -1;
+    }
+    char *now = vd_now();
+    /* Start: as it was wanted (a stopped container is made on the new node, not started) */
+    json_object_set_new(rec, "Start",
+                        json_boolean(json_is_true(json_object_get(rec, "Start")) ||
+                                     str_is(rec, "Phase", "running")));
+    json_object_set_new(rec, "Moved", json_pack("{s:s, s:s}", "From", from, "At", now));
+    free(now);
+    json_object_set_new(rec, "Node", json_string(o->to));
+    json_object_set_new(rec, "Phase", json_string("placed"));
+    json_object_del(rec, "Reason");
+    bool ok = false;
+    int r = vd_guest_record_put(cl, name, rec, rev, &ok, &e);
+    json_decref(rec);
+    if (r < 0) {
+      outcome_error(o, 503, "cluster store: %s", e->msg);
+      vs_error_free(e);
+      return -1;
+    }
+    if (ok) {
+      vs_log_info("cluster: drain of %s: container %s placed again on %s", from, name, o->to);
+      return 0;
+    }
+    free(o->to); /* the record changed meanwhile: place it again */
+    o->to = NULL;
+  }
+  return outcome_error(o, 409, "container %s: its record keeps changing; try again", name);
+}
+
+/* Wait for the container placed again on o->to to be made there (running, or created when it
+ * was stopped): o->code 200, or the node's reason. */
+static void await_container(vd_cluster *cl, const char *name, mig_outcome *o) {
+  useconds_t pause = 20000;
+  for (time_t end = time(NULL) + MOVE_WAIT_S; time(NULL) < end;) {
+    int64_t rev;
+    vs_error *e = NULL;
+    json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
+    if (!rec) {
+      if (e)
+        outcome_error(o, 503, "cluster store: %s", e->msg);
+      else
+        outcome_error(o, 409, "container %s was removed while it moved", name);
+      vs_error_free(e);
+      return;
+    }
+    const char *want = json_is_true(json_object_get(rec, "Start")) ? "running" : "created";
+    int done = !str_is(rec, "Node", o->to)      ? -1
+               : str_is(rec, "Phase", want)     ? 1
+               : str_is(rec, "Phase", "failed") ? -2
+                                                : 0;
+    if (done == -1)
+      outcome_error(o, 409, "container %s was placed elsewhere (on %s) while it moved", name,
+                    str(rec, "Node") ? str(rec, "Node") : "no node");
+    else if (done == -2)
+      outcome_error(o, 500, "container %s: %s", name,
+                    str(rec, "Reason") ? str(rec, "Reason") : "failed on its new node");
+    else if (done == 1)
+      o->code = 200;
+    json_decref(rec);
+    if (done)
+      return;
+    usleep(pause);
+    if (pause < 200000)
+      pause *= 2;
+  }
+  outcome_error(o, 504, "container %s was not made on node %s within %d s", name, o->to,
+                MOVE_WAIT_S);
+}
+
+/* The containers of a drained node that are placed again elsewhere: made there or to be made
+ * (placed, created, running); one that failed on this node or was refused stays. */
+static bool container_moves(const json_t *rec) {
+  return str_is(rec, "Kind", "container") &&
+         (str_is(rec, "Phase", "placed") || str_is(rec, "Phase", "created") ||
+          str_is(rec, "Phase", "running"));
+}
+
+/* Place every container of names again, one after the other (each placement sees the ones
+ * before it), then wait for each to be made where it went: into migrated or failed. */
+static void drain_containers(vd_daemon *d, const char *from, json_t *names, json_t *migrated,
+                             json_t *failed) {
+  size_t n = json_array_size(names);
+  mig_outcome *o = vs_malloc0(sizeof(*o) * (n + 1));
+  for (size_t i = 0; i < n; i++)
+    if (place_container_again(d, json_string_value(json_array_get(names, i)), from, &o[i]) == 0)
+      o[i].code = 100; /* placed: its node makes it */
+  /* the old node's reconciler is woken by the watch; this one's at once, it may be either */
+  vd_cluster_note_local_change(d);
+  for (size_t i = 0; i < n; i++) {
+    json_t *v = json_array_get(names, i);
+    if (o[i].code == 100)
+      await_container(&d->cluster, json_string_value(v), &o[i]);
+    if (o[i].code == 200)
+      json_array_append_new(migrated, json_pack("{s:O, s:s, s:s, s:s}", "Name", v, "Kind",
+                                                "container", "From", from, "To", o[i].to));
+    else
+      json_array_append_new(failed, json_pack("{s:O, s:s}", "Name", v, "Error",
+                                              o[i].message ? o[i].message : "move failed"));
+    outcome_clear(&o[i]);
+  }
+  free(o);
+}
+
 static int set_draining(json_t *spec, void *arg) {
   (void)arg;
   json_object_set_new(spec, "Draining", json_true());
@@ -1081,12 +1217,14 @@ void vd_h_node_drain(vd_call *c) {
     vs_error_free(e);
     return;
   }
-  json_t *moving = json_array(), *stayed = json_array();
+  json_t *moving = json_array(), *ctrs = json_array(), *stayed = json_array();
   for (size_t i = 0; i < r.n; i++) {
     json_t *rec = vd_guest_record_of(&r.kvs[i]);
     if (rec && str_is(rec, "Node", c->arg) && str(rec, "Name")) {
       if (str_is(rec, "Kind", "vm") && str_is(rec, "Phase", "running"))
         json_array_append_new(moving, json_string(str(rec, "Name")));
+      else if (container_moves(rec))
+        json_array_append_new(ctrs, json_string(str(rec, "Name")));
       else
         json_array_append_new(stayed, json_pack("{s:s, s:s}", "Name", str(rec, "Name"), "Phase",
                                                 str(rec, "Phase") ? str(rec, "Phase") : ""));
@@ -1102,14 +1240,16 @@ void vd_h_node_drain(vd_call *c) {
     mig_outcome o = {0};
     migrate_one(d, json_string_value(v), NULL, &o);
     if (o.code == 200)
-      json_array_append_new(migrated, json_pack("{s:O, s:s, s:s}", "Name", v, "From", c->arg, "To",
-                                                o.to ? o.to : ""));
+      json_array_append_new(migrated, json_pack("{s:O, s:s, s:s, s:s}", "Name", v, "Kind", "vm",
+                                                "From", c->arg, "To", o.to ? o.to : ""));
     else
       json_array_append_new(failed, json_pack("{s:O, s:s}", "Name", v, "Error",
                                               o.message ? o.message : "migration failed"));
     outcome_clear(&o);
   }
   json_decref(moving);
+  drain_containers(d, c->arg, ctrs, migrated, failed);
+  json_decref(ctrs);
   nodes = vd_cluster_nodes(d, &e);
   json_t *n = nodes ? find_node(nodes, c->arg) : NULL;
   if (!n) {

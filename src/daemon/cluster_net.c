@@ -4,8 +4,13 @@
  * the subnet, the gateway, the MTU and a VNI (claimed under /vessel/netvnis/VNI in the same
  * transaction, so two networks never share one). Every node's network pass makes each record's
  * network on that node (networks.c: the bridge with the gateway address, as on every other node,
- * and a VXLAN device on it whose flooding peers are the other nodes' --advertise addresses) and
+ * and a VXLAN device on it whose flooding peers are the --advertise addresses of the other nodes
+ * that have the network) and
  * removes the networks whose records went.
+ *
+ * Each node that has made a network says so, /vessel/netnodes/NAME/NODE under its own lease
+ * (written and deleted by its pass, gone with the node): a network's VXLAN device floods to the
+ * nodes that have the network, not to every node, and follows that set as it changes.
  *
  * Addresses are claimed in etcd, /vessel/netaddrs/NAME/IP = {Node, Id, Names, At}, by a
  * create-only transaction before the endpoint is made: of two nodes that want one address, one
@@ -29,7 +34,8 @@
 #define NETS "/vessel/networks/"
 #define VNIS "/vessel/netvnis/"
 #define ADDRS "/vessel/netaddrs/"
-#define NET_WATCH "/vessel/net" /* the three above */
+#define HOLDERS "/vessel/netnodes/" /* NAME/NODE: the node has made the network (its lease) */
+#define NET_WATCH "/vessel/net"     /* the four above */
 #define NODES "/vessel/nodes/"
 #define VNI_FIRST 4096
 #define PASS_MS 2000
@@ -221,9 +227,11 @@ int vd_cnet_unpublish(vd_daemon *d, const char *network, vs_error **err) {
   _cleanup_free_ char *vkey =
       vs_asprintf(VNIS "%lld", (long long)json_integer_value(json_object_get(rec, "Vni")));
   _cleanup_free_ char *akey = vs_asprintf(ADDRS "%s/", network);
+  _cleanup_free_ char *hkey = vs_asprintf(HOLDERS "%s/", network);
   if (vc_etcd_delete(cl->etcd, key, false, NULL, err) < 0 ||
       (rec && vc_etcd_delete(cl->etcd, vkey, false, NULL, err) < 0) ||
-      vc_etcd_delete(cl->etcd, akey, true, NULL, err) < 0)
+      vc_etcd_delete(cl->etcd, akey, true, NULL, err) < 0 ||
+      vc_etcd_delete(cl->etcd, hkey, true, NULL, err) < 0)
     return vs_error_wrap(err, "network %s: remove it from the cluster", network);
   return 0;
 }
@@ -377,15 +385,51 @@ void vd_cnet_release(vd_daemon *d, const char *network, const char *id) {
 typedef struct cnet_view {
   json_t *records; /* {name: record + Revision} */
   int64_t revision;
-  json_t *peers;  /* [address] of the other nodes */
+  json_t *peers;  /* {network: [address]}: the other nodes that have made it */
+  json_t *held;   /* {network: {Lease, Revision}}: this node's keys under HOLDERS */
   json_t *claims; /* {network: {ip: claim}} */
 } cnet_view;
 
 static void view_clear(cnet_view *v) {
   json_decref(v->records);
   json_decref(v->peers);
+  json_decref(v->held);
   json_decref(v->claims);
   memset(v, 0, sizeof(*v));
+}
+
+/* {node: address} of the nodes registered (their lease alive), this one left out. */
+static json_t *node_addresses(vd_cluster *cl, const vc_range *nodes) {
+  json_t *out = json_object();
+  for (size_t i = 0; i < nodes->n; i++) {
+    _cleanup_json_ json_t *n = kv_json(&nodes->kvs[i]);
+    const char *addr = str(n, "Address"), *name = nodes->kvs[i].key + strlen(NODES);
+    struct in_addr a;
+    if (addr && inet_pton(AF_INET, addr, &a) == 1 && strcmp(name, cl->node_name) != 0)
+      json_object_set_new(out, name, json_string(addr));
+  }
+  return out;
+}
+
+/* The node of a key HOLDERS NET/NODE, and NET in net; NULL for a key not of that form. */
+static const char *holder_of(const char *key, char *net, size_t size) {
+  const char *rest = key + strlen(HOLDERS), *slash = strchr(rest, '/');
+  if (!slash || (size_t)(slash - rest) >= size || !slash[1])
+    return NULL;
+  snprintf(net, size, "%.*s", (int)(slash - rest), rest);
+  return slash + 1;
+}
+
+/* peers[net] gets addr (a node that has the network; NULL: one not registered, left out). */
+static void add_peer(json_t *peers, const char *net, const json_t *addr) {
+  if (!json_is_string(addr))
+    return;
+  json_t *list = json_object_get(peers, net);
+  if (!list) {
+    list = json_array();
+    json_object_set_new(peers, net, list);
+  }
+  json_array_append(list, (json_t *)addr);
 }
 
 static int view_read(vd_cluster *cl, cnet_view *v, vs_error **err) {
@@ -402,19 +446,31 @@ static int view_read(vd_cluster *cl, cnet_view *v, vs_error **err) {
     json_object_set_new(v->records, nets.kvs[i].key + strlen(NETS), rec);
   }
   vc_range_clear(&nets);
+  vc_range holders;
   if (vc_etcd_get_prefix(cl->etcd, NODES, 0, &nodes, err) < 0)
     return -1;
-  v->peers = json_array();
-  for (size_t i = 0; i < nodes.n; i++) {
-    _cleanup_json_ json_t *n = kv_json(&nodes.kvs[i]);
-    const char *addr = str(n, "Address");
-    struct in_addr a;
-    if (!addr || inet_pton(AF_INET, addr, &a) != 1 ||
-        !strcmp(nodes.kvs[i].key + strlen(NODES), cl->node_name))
-      continue;
-    json_array_append_new(v->peers, json_string(addr));
-  }
+  _cleanup_json_ json_t *addrs_of = node_addresses(cl, &nodes);
   vc_range_clear(&nodes);
+  if (vc_etcd_get_prefix(cl->etcd, HOLDERS, 0, &holders, err) < 0)
+    return -1;
+  v->peers = json_object();
+  v->held = json_object();
+  for (size_t i = 0; i < holders.n; i++) {
+    char net[256];
+    const char *node = holder_of(holders.kvs[i].key, net, sizeof(net));
+    if (!node)
+      continue;
+    if (!strcmp(node, cl->node_name)) {
+      _cleanup_json_ json_t *h = kv_json(&holders.kvs[i]);
+      json_object_set_new(v->held, net,
+                          json_pack("{s:I, s:I}", "Lease",
+                                    json_integer_value(json_object_get(h, "Lease")), "Revision",
+                                    (json_int_t)holders.kvs[i].mod_revision));
+      continue;
+    }
+    add_peer(v->peers, net, json_object_get(addrs_of, node));
+  }
+  vc_range_clear(&holders);
   if (vc_etcd_get_prefix(cl->etcd, ADDRS, 0, &addrs, err) < 0)
     return -1;
   v->claims = json_object();
@@ -533,14 +589,18 @@ json_t *vd_cnet_record(vd_daemon *d, const char *name, json_t **peers, json_t **
   json_object_set_new(rec, "Revision", json_integer(rev));
   *peers = json_array();
   vc_range r;
+  _cleanup_json_ json_t *addrs_of = NULL;
   if (vd_cache_range(cl, NODES, &r)) {
+    addrs_of = node_addresses(cl, &r);
+    vc_range_clear(&r);
+  }
+  /* the nodes that have made it (this one has not yet: it says so at its pass) */
+  _cleanup_free_ char *hprefix = vs_asprintf(HOLDERS "%s/", name);
+  if (addrs_of && vd_cache_range(cl, hprefix, &r)) {
     for (size_t i = 0; i < r.n; i++) {
-      _cleanup_json_ json_t *n = kv_json(&r.kvs[i]);
-      const char *addr = str(n, "Address");
-      struct in_addr a;
-      if (addr && inet_pton(AF_INET, addr, &a) == 1 &&
-          strcmp(r.kvs[i].key + strlen(NODES), cl->node_name) != 0)
-        json_array_append_new(*peers, json_string(addr));
+      const json_t *addr = json_object_get(addrs_of, r.kvs[i].key + strlen(hprefix));
+      if (json_is_string(addr))
+        json_array_append(*peers, (json_t *)addr);
     }
     vc_range_clear(&r);
   }
@@ -611,6 +671,43 @@ static json_t *wanted_here(vd_daemon *d, json_t *records, json_t *eps) {
   return wanted;
 }
 
+/* Make this node's keys under HOLDERS say which networks of the cluster it has made: one for
+ * each (written again under the current lease after the node registered anew), none for a
+ * network it removed. The other nodes flood to it for those networks alone. */
+static void holders_converge(vd_daemon *d, json_t *records, json_t *held) {
+  vd_cluster *cl = &d->cluster;
+  int64_t lease = cl->lease;
+  _cleanup_json_ json_t *made = vd_net_cluster_made(d);
+  const char *net;
+  json_t *h, *v;
+  json_object_foreach(made, net, v) {
+    h = json_object_get(held, net);
+    if (!lease || !json_object_get(records, net) ||
+        (h && json_integer_value(json_object_get(h, "Lease")) == lease))
+      continue;
+    _cleanup_free_ char *key = vs_asprintf(HOLDERS "%s/%s", net, cl->node_name);
+    _cleanup_free_ char *doc =
+        vs_asprintf("{\"Node\":\"%s\",\"Lease\":%lld}", cl->node_name, (long long)lease);
+    vs_error *e = NULL;
+    if (vc_etcd_put(cl->etcd, key, doc, strlen(doc), lease, NULL, &e) < 0) {
+      vs_log_warn("network %s: say that node %s has it: %s", net, cl->node_name, e->msg);
+      vs_error_free(e);
+    }
+  }
+  json_object_foreach(held, net, h) {
+    if (json_object_get(made, net))
+      continue;
+    _cleanup_free_ char *key = vs_asprintf(HOLDERS "%s/%s", net, cl->node_name);
+    bool ok;
+    vs_error *e = NULL;
+    if (vc_etcd_delete_if(cl->etcd, key, json_integer_value(json_object_get(h, "Revision")), &ok,
+                          &e) < 0) {
+      vs_log_warn("network %s: say that node %s no longer has it: %s", net, cl->node_name, e->msg);
+      vs_error_free(e);
+    }
+  }
+}
+
 static int net_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   vd_cluster *cl = &d->cluster;
   cnet_view v = {0};
@@ -625,6 +722,7 @@ static int net_pass(vd_daemon *d, int64_t *revision, vs_error **err) {
   vd_net_cluster_apply(d, v.records, v.revision, v.peers, names, wanted);
   _cleanup_json_ json_t *eps = vd_net_cluster_endpoints(d);
   claims_converge(cl, v.claims, eps);
+  holders_converge(d, v.records, v.held);
   view_clear(&v);
   return 0;
 }

@@ -247,24 +247,45 @@ void vd_cluster_pool_create(vd_call *c, json_t *body) {
 }
 
 /* The API's view of a pool of the cluster: its capacity now, what is admitted, what is left. */
+/* A pool of the cluster as its member nodes and placed guests make it. */
+typedef struct pool_figures {
+  double cap_cpus, cap_mem;   /* the ready member nodes' sum */
+  double used_cpus, used_mem; /* the requests of the guests placed in it */
+  double cpu_ratio, mem_ratio;
+  json_t *members, *guests; /* their names */
+} pool_figures;
+
+static void pool_figures_of(const char *name, const json_t *pool, const json_t *nodes,
+                            const json_t *placed, pool_figures *f) {
+  f->members = json_array();
+  f->guests = json_array();
+  pool_capacity(pool, nodes, &f->cap_cpus, &f->cap_mem, f->members);
+  pool_usage(name, placed, &f->used_cpus, &f->used_mem, f->guests);
+  f->cpu_ratio = ratio_of(pool, "CpuOvercommit");
+  f->mem_ratio = ratio_of(pool, "MemoryOvercommit");
+}
+
+static void pool_figures_clear(pool_figures *f) {
+  json_decref(f->members);
+  json_decref(f->guests);
+}
+
 static json_t *pool_view(const char *name, const json_t *pool, const json_t *nodes,
                          const json_t *placed) {
-  double cap_cpus, cap_mem, used_cpus, used_mem;
-  json_t *members = json_array(), *guests = json_array();
-  pool_capacity(pool, nodes, &cap_cpus, &cap_mem, members);
-  pool_usage(name, placed, &used_cpus, &used_mem, guests);
-  double rc = ratio_of(pool, "CpuOvercommit"), rm = ratio_of(pool, "MemoryOvercommit");
+  pool_figures f;
+  pool_figures_of(name, pool, nodes, placed, &f);
   json_t *v = json_deep_copy(pool);
   json_object_set_new(v, "Cluster", json_true());
-  json_object_set_new(v, "Cpus", json_integer((json_int_t)(cap_cpus + 0.5)));
-  json_object_set_new(v, "Memory", json_integer((json_int_t)cap_mem));
-  json_object_set_new(v, "Nodes", members);
+  json_object_set_new(v, "Cpus", json_integer((json_int_t)(f.cap_cpus + 0.5)));
+  json_object_set_new(v, "Memory", json_integer((json_int_t)f.cap_mem));
+  json_object_set(v, "Nodes", f.members);
   json_object_set_new(v, "Available",
-                      json_pack("{s:f, s:I}", "Cpus", cap_cpus * rc - used_cpus, "Memory",
-                                (json_int_t)(cap_mem * rm - used_mem)));
+                      json_pack("{s:f, s:I}", "Cpus", f.cap_cpus * f.cpu_ratio - f.used_cpus,
+                                "Memory", (json_int_t)(f.cap_mem * f.mem_ratio - f.used_mem)));
   json_object_set_new(v, "Usage",
-                      json_pack("{s:f, s:I, s:o}", "Cpus", used_cpus, "Memory",
-                                (json_int_t)used_mem, "Guests", guests));
+                      json_pack("{s:f, s:I, s:O}", "Cpus", f.used_cpus, "Memory",
+                                (json_int_t)f.used_mem, "Guests", f.guests));
+  pool_figures_clear(&f);
   return v;
 }
 
@@ -379,17 +400,14 @@ static int pool_updated(const json_t *old, const json_t *body, json_t *pool, vs_
  * what its nodes give times its ratios after the change. */
 static char *shrink_refused(const char *name, const json_t *pool, const json_t *nodes,
                             const json_t *placed) {
-  double cap_cpus, cap_mem, used_cpus, used_mem;
-  json_t *members = json_array(), *guests = json_array();
-  pool_capacity(pool, nodes, &cap_cpus, &cap_mem, members);
-  pool_usage(name, placed, &used_cpus, &used_mem, guests);
-  double rc = ratio_of(pool, "CpuOvercommit"), rm = ratio_of(pool, "MemoryOvercommit");
+  pool_figures f;
+  pool_figures_of(name, pool, nodes, placed, &f);
   char *why = NULL;
-  if (used_cpus > cap_cpus * rc + 1e-9 || used_mem > cap_mem * rm + 0.5) {
+  if (f.used_cpus > f.cap_cpus * f.cpu_ratio + 1e-9 || f.used_mem > f.cap_mem * f.mem_ratio + 0.5) {
     _cleanup_free_ char *names = vs_strdup("");
     size_t i;
     json_t *m;
-    json_array_foreach(members, i, m) {
+    json_array_foreach(f.members, i, m) {
       char *n = vs_asprintf("%s%s%s", names, i ? ", " : "", json_string_value(m));
       free(names);
       names = n;
@@ -397,12 +415,12 @@ static char *shrink_refused(const char *name, const json_t *pool, const json_t *
     why = vs_asprintf("pool %s of the cluster: its %zu guests request %.2f CPUs and %lld MiB, "
                       "more than the update leaves (%.2f CPUs x %.2f and %lld MiB x %.2f on %s%s): "
                       "remove guests first",
-                      name, json_array_size(guests), used_cpus, (long long)(used_mem / (1 << 20)),
-                      cap_cpus, rc, (long long)(cap_mem / (1 << 20)), rm,
+                      name, json_array_size(f.guests), f.used_cpus,
+                      (long long)(f.used_mem / (1 << 20)), f.cap_cpus, f.cpu_ratio,
+                      (long long)(f.cap_mem / (1 << 20)), f.mem_ratio,
                       *names ? "nodes " : "no ready node", names);
   }
-  json_decref(members);
-  json_decref(guests);
+  pool_figures_clear(&f);
   return why;
 }
 

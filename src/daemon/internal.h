@@ -319,6 +319,7 @@ void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
 /* cluster.c: this node's membership (everything zero when not in a cluster) */
 typedef struct vd_cluster {
   vc_etcd *etcd;
+  vc_etcd *lease_etcd; /* the lease keeper's own client (cluster.c) */
   char **endpoints;
   size_t n_endpoints;
   char *node_name, *advertise, *token;
@@ -441,6 +442,10 @@ int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t 
 int vd_ha_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
 /* The keeper's news: a renewal (or a registration) sent at sent_ms succeeded. */
 void vd_ha_renewed(vd_cluster *cl, int64_t sent_ms);
+/* The deadline and the running (and starting) VMMs and containers of the cluster's guests, to the
+ * fencer process now, not at the watchdog's next look (200 ms): a vesseld that dies right after
+ * a start leaves no guest unfenced. Nothing outside a cluster. */
+void vd_ha_fencer_update(vd_daemon *d);
 int64_t vd_ha_now_ms(void); /* CLOCK_MONOTONIC */
 /* The fencing watchdog (and the restart of this node's own guests once it holds its lease). */
 int vd_ha_start(vd_daemon *d, vs_error **err);
@@ -549,19 +554,22 @@ int vd_cnet_claim(vd_daemon *d, const char *network, const char *id, const char 
 /* Give back the endpoint's claim when this node holds it (best effort: logged). */
 void vd_cnet_release(vd_daemon *d, const char *network, const char *id);
 /* A network of the cluster by name from the watch's copy, for a node that makes it on demand:
- * its record (with Revision), *peers the other nodes' addresses, *names the other nodes'
- * claims' names ([{Ip, Names}]); NULL when the cluster has no such network (or the copy is not
- * loaded). */
+ * its record (with Revision), *peers the addresses of the other nodes that have made it, *names
+ * the other nodes' claims' names ([{Ip, Names}]); NULL when the cluster has no such network (or the
+ * copy is not loaded). */
 json_t *vd_cnet_record(vd_daemon *d, const char *name, json_t **peers, json_t **names);
 /* Wake the network pass (a network was made or removed here). */
 void vd_cnet_kick(vd_daemon *d);
 /* networks.c, for the network pass: make the records' networks here (with their VXLAN devices
- * flooding to peers, and the names of remote_claims {network: [{Ip, Names}]} in their DNS) and
- * remove the networks of the cluster that have no record at revision; the endpoints of this
- * node on networks of the cluster ([{Network, Id, Ip, Names}]). */
+ * flooding to peers {network: [address]}, the other nodes that have each, and the names of
+ * remote_claims {network: [{Ip, Names}]} in their DNS) and remove the networks of the cluster that
+ * have no record at revision; the endpoints of this node on networks of the cluster ([{Network, Id,
+ * Ip, Names}]). */
 void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_t *peers,
                           json_t *remote_claims, json_t *wanted);
 json_t *vd_net_cluster_endpoints(vd_daemon *d);
+/* The networks of the cluster made on this node ({name: true}). */
+json_t *vd_net_cluster_made(vd_daemon *d);
 
 struct vd_daemon {
   char *data_root, *exec_root, *containers_dir, *monitor_path;

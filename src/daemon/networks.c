@@ -2245,8 +2245,10 @@ static const char *cluster_network_on_demand(vd_net *vn, const char *name) {
   } else {
     cluster_network_names(vn, name, names);
   }
-  if (json_object_get(meta_networks(vn), name))
+  if (json_object_get(meta_networks(vn), name)) {
     note_made(vn, name);
+    vd_cnet_kick(d); /* its pass tells the other nodes, which then flood to this one */
+  }
   json_decref(rec);
   json_decref(peers);
   json_decref(names);
@@ -2261,6 +2263,7 @@ void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_
   const char *name;
   json_t *rec;
   _cleanup_json_ json_t *unused = json_array();
+  _cleanup_json_ json_t *none = json_array(); /* the peers of a network no other node has */
   json_object_foreach(records, name, rec) {
     vs_error *e = NULL;
     json_t *m = json_object_get(meta_networks(vn), name);
@@ -2283,8 +2286,9 @@ void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_
     }
     if (!m)
       note_made(vn, name);
+    json_t *floods = json_object_get(peers, name);
     if ((!m && cluster_network_make(d, name, rec, &e) < 0) ||
-        cluster_network_overlay(d, name, rec, peers, &e) < 0) {
+        cluster_network_overlay(d, name, rec, floods ? floods : none, &e) < 0) {
       vs_log_warn("network %s of the cluster: %s", name, e->msg);
       vs_error_free(e);
       continue;
@@ -2329,6 +2333,20 @@ void vd_net_cluster_apply(vd_daemon *d, json_t *records, int64_t revision, json_
     free(id);
   }
   pthread_mutex_unlock(&vn->lock);
+}
+
+json_t *vd_net_cluster_made(vd_daemon *d) {
+  vd_net *vn = d->net;
+  json_t *out = json_object();
+  pthread_mutex_lock(&vn->lock);
+  const char *name;
+  json_t *m;
+  json_object_foreach(meta_networks(vn), name, m) {
+    if (json_object_get(m, "Cluster"))
+      json_object_set_new(out, name, json_true());
+  }
+  pthread_mutex_unlock(&vn->lock);
+  return out;
 }
 
 json_t *vd_net_cluster_endpoints(vd_daemon *d) {

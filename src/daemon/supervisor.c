@@ -254,6 +254,7 @@ int vd_supervise_start(vd_daemon *d, vd_container *c, vs_error **err) {
   free(c->error);
   c->error = NULL;
   pthread_mutex_unlock(&d->lock);
+  vd_ha_fencer_update(d); /* a container of the cluster is fenced from now on */
   return 0;
 }
 

@@ -141,6 +141,11 @@ vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json
   json_object_set_new(rec, "Config", cfg);
   if (extra)
     json_object_update(rec, extra);
+  /* the ID the cluster asks for (a guest restarted elsewhere keeps it), not a field of the VM's */
+  _cleanup_free_ char *want_id = json_string_value(json_object_get(rec, "VmId"))
+                                     ? vs_strdup(json_string_value(json_object_get(rec, "VmId")))
+                                     : NULL;
+  json_object_del(rec, "VmId");
   vs_error *e = NULL;
   _cleanup_free_ char *image = NULL;
   vs_registry_opts ro = {.tls_verify = 1, .quiet = true};
@@ -162,7 +167,7 @@ vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json
   if (e)
     json_decref(rec);
   else
-    vm = vd_vm_create(d, name, rec, &e); /* takes rec */
+    vm = vd_vm_create_with_id(d, name, want_id, rec, &e); /* takes rec */
   if (!vm)
     goto fail;
   if (json_object_size(disk)) {

@@ -449,6 +449,78 @@ static int vm_note_started_locked(vd_vm *vm, pid_t pid, bool paused, json_t *cgr
   return r;
 }
 
+/* The VMM a start spawned (pidfd), or none (-1) once the start has ended: the fencer is told at
+ * once, not at the watchdog's next look. */
+static void spawned(vd_daemon *d, vd_vm *vm, int pidfd) {
+  pthread_mutex_lock(&d->vms->lock);
+  vm->spawn_pidfd = pidfd;
+  pthread_mutex_unlock(&d->vms->lock);
+  if (pidfd >= 0)
+    vd_ha_fencer_update(d);
+}
+
+/* The rest of a start, once the VMM runs: its pool, its control socket, its record. */
+static int start_spawned(vd_daemon *d, vd_vm *vm, pid_t pid, int pidfd, vs_error **err) {
+  /* into its pool's cgroup at once, before the guest's RAM is touched */
+  json_t *cgroup = vd_pool_cgroup_enter(d, vm, pid, err);
+  if (!cgroup && vd_pool_cgroup_wanted(vm)) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+  }
+  if (pidfd < 0 || wait_vmm_ready(vm, pid, pidfd, err) < 0) {
+    vd_pool_cgroup_leave(cgroup);
+    json_decref(cgroup);
+    return -1;
+  }
+  /* a restore or a clone resumes once: later it boots cold from the disk its VMM left */
+  json_t *restore = json_object_get(vm->rec, "Restore");
+  json_t *info = NULL;
+  if (json_is_true(json_object_get(restore, "Pending")) &&
+      vd_vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, err) < 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    vd_pool_cgroup_leave(cgroup);
+    json_decref(cgroup);
+    return vs_error_wrap(err, "the restored VMM");
+  }
+  const char *spec =
+      json_string_value(json_object_get(json_array_get(json_object_get(info, "disks"), 0), "spec"));
+  vd_vms *t = d->vms;
+  pthread_mutex_lock(&t->lock);
+  if (info) {
+    json_object_set_new(restore, "Pending", json_false());
+    if (spec)
+      json_object_set_new(vm->rec, "DiskPath", json_stringn(spec, strcspn(spec, ",")));
+    json_decref(info);
+  }
+  int r = vm_note_started_locked(vm, pid, false, cgroup, err);
+  json_object_del(vm->rec, "FinishedAt");
+  json_object_del(vm->rec, "Error");
+  json_object_set_new(vm->rec, "ExitCode", json_integer(0));
+  vm->exit_code = 0;
+  if (r == 0)
+    r = vd_vm_save(vm, err);
+  if (r == 0)
+    vm_watch_locked(d, vm);
+  pthread_mutex_unlock(&t->lock);
+  if (r < 0) {
+    kill(pid, SIGKILL);
+    return -1;
+  }
+  vd_event_emit(d, "vm", "start", vm->id, vd_vm_event_attrs(vm));
+  json_t *target = json_object_get(json_object_get(vm->rec, "Config"), "MemoryTarget");
+  vs_error *e = NULL;
+  if (target &&
+      vd_vm_ctl(vm,
+                json_pack("{s:s, s:I}", "command", "balloon", "target", json_integer_value(target)),
+                NULL, &e) < 0) {
+    vs_log_warn("vm %s: memory target: %s", vm->name, e->msg);
+    vs_error_free(e);
+  }
+  return 0;
+}
+
 /* Start the VM's VMM and wait until it serves its control socket (worker). */
 int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   if (vm_migrating(vm))
@@ -487,64 +559,10 @@ int vd_vm_start(vd_daemon *d, vd_vm *vm, vs_error **err) {
   if (r < 0)
     return -1;
   _cleanup_close_ int pidfd = pidfd_of(pid);
-  /* into its pool's cgroup at once, before the guest's RAM is touched */
-  json_t *cgroup = vd_pool_cgroup_enter(d, vm, pid, err);
-  if (!cgroup && vd_pool_cgroup_wanted(vm)) {
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-  }
-  if (pidfd < 0 || wait_vmm_ready(vm, pid, pidfd, err) < 0) {
-    vd_pool_cgroup_leave(cgroup);
-    json_decref(cgroup);
-    return -1;
-  }
-  /* a restore or a clone resumes once: later it boots cold from the disk its VMM left */
-  json_t *restore = json_object_get(vm->rec, "Restore");
-  json_t *info = NULL;
-  if (json_is_true(json_object_get(restore, "Pending")) &&
-      vd_vm_ctl(vm, json_pack("{s:s}", "command", "info"), &info, err) < 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    vd_pool_cgroup_leave(cgroup);
-    json_decref(cgroup);
-    return vs_error_wrap(err, "the restored VMM");
-  }
-  const char *spec =
-      json_string_value(json_object_get(json_array_get(json_object_get(info, "disks"), 0), "spec"));
-  vd_vms *t = d->vms;
-  pthread_mutex_lock(&t->lock);
-  if (info) {
-    json_object_set_new(restore, "Pending", json_false());
-    if (spec)
-      json_object_set_new(vm->rec, "DiskPath", json_stringn(spec, strcspn(spec, ",")));
-    json_decref(info);
-  }
-  r = vm_note_started_locked(vm, pid, false, cgroup, err);
-  json_object_del(vm->rec, "FinishedAt");
-  json_object_del(vm->rec, "Error");
-  json_object_set_new(vm->rec, "ExitCode", json_integer(0));
-  vm->exit_code = 0;
-  if (r == 0)
-    r = vd_vm_save(vm, err);
-  if (r == 0)
-    vm_watch_locked(d, vm);
-  pthread_mutex_unlock(&t->lock);
-  if (r < 0) {
-    kill(pid, SIGKILL);
-    return -1;
-  }
-  vd_event_emit(d, "vm", "start", vm->id, vd_vm_event_attrs(vm));
-  json_t *target = json_object_get(json_object_get(vm->rec, "Config"), "MemoryTarget");
-  vs_error *e = NULL;
-  if (target &&
-      vd_vm_ctl(vm,
-                json_pack("{s:s, s:I}", "command", "balloon", "target", json_integer_value(target)),
-                NULL, &e) < 0) {
-    vs_log_warn("vm %s: memory target: %s", vm->name, e->msg);
-    vs_error_free(e);
-  }
-  return 0;
+  spawned(d, vm, pidfd);
+  r = start_spawned(d, vm, pid, pidfd, err);
+  spawned(d, vm, -1);
+  return r;
 }
 
 int vd_vm_start_incoming(vd_daemon *d, vd_vm *vm, int listen_fd, vs_error **err) {
@@ -846,6 +864,7 @@ static vd_vm *vm_new(vd_daemon *d, const char *id, json_t *rec) {
   vm->name = vs_strdup(json_string_value(json_object_get(rec, "Name")));
   vm->dir = vs_asprintf("%s/%s", d->vms->dir, id);
   vm->pidfd = -1;
+  vm->spawn_pidfd = -1;
   vm->src.kind = VD_SRC_VM;
   vm->src.owner = vm;
   vm->restart_timerfd = -1;

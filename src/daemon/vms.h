@@ -18,6 +18,9 @@ typedef struct vd_vm {
   int exit_code;
   char *started_at, *finished_at, *error;
   int pidfd; /* on the loop while it runs */
+  /* the VMM being started, until pid is set: the fencer holds it from its spawn on
+   * (cluster_ha.c), so that a vesseld that dies during a start leaves no guest unfenced */
+  int spawn_pidfd;
   vd_src src;
   /* restart policy (Config.RestartPolicy), as Docker's for containers */
   bool manual_stop; /* stopped or killed by a request: policies other than always keep it down */
@@ -140,7 +143,8 @@ char *vd_vmm_path(const vd_daemon *d);
 /* vm_api.c: what the API does, for the cluster's reconciler too */
 /* utime + stime of a process in nanoseconds, and its resident memory in bytes (0 when gone). */
 void vd_proc_usage(pid_t pid, uint64_t *cpu_ns, uint64_t *rss);
-/* A VM from a create request's body (borrowed; extra's fields are added to its record), made
+/* A VM from a create request's body (borrowed; extra's fields are added to its record, but
+ * for VmId: the ID it is made with, as vd_vm_create_with_id takes it), made
  * and committed, not busy. Errors carry errno EINVAL (the request), EEXIST (the name)... */
 vd_vm *vd_vm_new_from_request(vd_daemon *d, const char *name, json_t *body, json_t *extra,
                               vs_error **err);

@@ -191,6 +191,25 @@ class Cluster:
                  lambda: h.etcdctl("endpoint", "health", "--cluster", check=False)
                  .returncode == 0, timeout=60, step=0.2)
 
+    def raft_leader(self):
+        """The host whose etcd member is the raft leader now."""
+        out = self.hosts[0].etcdctl("endpoint", "status", "--cluster", "-w", "json").stdout
+        st = json.loads(out)
+        leader = st[0]["Status"]["leader"]
+        url = next(m["Endpoint"] for m in st if m["Status"]["header"]["member_id"] == leader)
+        return next(h for h in self.hosts if h.client_url == url)
+
+    def move_raft_leader(self, to):
+        """Make host to's etcd member the raft leader (etcdctl move-leader), and wait for it."""
+        cur = self.raft_leader()
+        if cur is to:
+            return
+        out = to.etcdctl("endpoint", "status", "-w", "json").stdout
+        member = json.loads(out)[0]["Status"]["header"]["member_id"]
+        cur.etcdctl("move-leader", format(member, "x"))
+        wait_for(f"{to.name}'s etcd member to lead", lambda: self.raft_leader() is to,
+                 timeout=30, step=0.2)
+
     def start_vesselds(self, **kw):
         for h in self.hosts:
             h.start_vesseld(**kw)

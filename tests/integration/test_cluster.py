@@ -582,7 +582,7 @@ def test_drain_moves_every_running_vm_off_a_node(cl):
 # ---------------------------------------------------------------- HA: failover and fencing
 
 @pytest.fixture(scope="module")
-def ha(build_dir, tmp_path_factory):
+def ha_cluster(build_dir, tmp_path_factory):
     """A cluster of its own for the HA tests (they kill nodes and cut links): the three nodes
     share a directory for the guests' disks (--cluster-shared-dir), and the guests are idle
     RISC-V programs (a real VMM each, sleeping in wfi)."""
@@ -596,6 +596,25 @@ def ha(build_dir, tmp_path_factory):
         yield c
     finally:
         c.cleanup()
+
+
+@pytest.fixture
+def ha(ha_cluster):
+    """The HA cluster for one test; what a failed test left (a node down, guests) is undone
+    after it, so that the next test starts from three ready nodes and no guests."""
+    c = ha_cluster
+    yield c
+    for i, h in enumerate(c.hosts, 1):
+        cluster.run("ip", "link", "set", f"p{i}", "up", ns=c.switch)
+        if not h.vd.alive():
+            h.vd.start()
+    names = set()
+    for h in c.hosts:
+        names |= set(guests(h)) | set(local_vms(h))
+    for n in names:
+        c.hosts[0].vessel("vm", "rm", "-f", n, check=False)
+    wait_for("the HA tests' guests gone", lambda: not any(local_vms(h) for h in c.hosts),
+             timeout=60)
 
 
 def ha_create(c, host, name, *opts, start=True):
@@ -659,6 +678,7 @@ def test_ha_restarts_the_guests_of_a_dead_node_elsewhere_once(ha):
     old = {n: v["Pid"] for n, v in local_vms(h2).items()}
     assert sorted(old) == sorted(names + ["plain"]) and all(old.values())
     assert all(cluster.vmm_pids(disk_of(ha, n)) == [old[n]] for n in names)
+    ids = {n: guests(h1)[n]["Id"] for n in names}
     h2.vd.kill9()
     for pid in old.values():
         os.kill(pid, 9)
@@ -672,6 +692,7 @@ def test_ha_restarts_the_guests_of_a_dead_node_elsewhere_once(ha):
     for n in names:
         check_runs_once(ha, g, n, [h1, h3])
         assert not any(alive(p) for p in old.values())
+        assert g[n]["Id"] == ids[n]  # the VM keeps its ID where it restarts
         qemu_img_check(disk_of(ha, n))
     assert g["plain"]["Node"] == "n2", g["plain"]
     assert not any("plain" in local_vms(h) for h in (h1, h3))
@@ -722,15 +743,18 @@ def test_ha_follows_starts_and_stops_made_on_the_node(ha):
 
 
 def test_ha_a_partitioned_node_fences_itself_then_cleans_up(ha):
-    """n3's link is cut (its etcd member and vesseld with it): n3 cannot renew its lease and
-    kills its guests before the lease ends, so that at no moment does a guest run twice while
-    n1 and n2 restart them; the link comes back, n3 holds a lease again and removes its copies."""
+    """n1's link is cut, in the hardest place: its etcd member is the raft leader and the first
+    endpoint every node tries. n1 cannot renew its lease and kills its guests before the lease
+    ends, so that at no moment does a guest run twice while n2 and n3 restart them; n2 and n3
+    renew through the other members meanwhile and never fence themselves. The link comes back:
+    n1 holds a lease again and removes its copies."""
     h1, h2, h3 = ha.hosts
     names = ["pa1", "pa2"]
     for n in names:
-        ha_create(ha, h1, n, "--node", "n3", "--restart", "always")
-    old = {n: local_vms(h3)[n]["Pid"] for n in names}
-    cluster.run("ip", "link", "set", "p3", "down", ns=ha.switch)
+        ha_create(ha, h2, n, "--node", "n1", "--restart", "always")
+    old = {n: local_vms(h1)[n]["Pid"] for n in names}
+    ha.move_raft_leader(h1)
+    cluster.run("ip", "link", "set", "p1", "down", ns=ha.switch)
     twice = []
     try:
         def moved():
@@ -738,31 +762,41 @@ def test_ha_a_partitioned_node_fences_itself_then_cleans_up(ha):
                 pids = cluster.vmm_pids(disk_of(ha, n))
                 if len(pids) > 1:
                     twice.append((n, pids))
-            g = guests(h1)
-            return all(g[n]["Phase"] == "running" and g[n]["Node"] in ("n1", "n2")
-                       for n in names) and g
+            g = guests(h2)
+            return all(g[n]["Phase"] == "running" and g[n]["Node"] in ("n2", "n3")
+                       and g[n].get("Id") for n in names) and g
 
-        g = wait_for("n3's guests running on n1 and n2", moved, timeout=60, step=0.1)
+        g = wait_for("n1's guests running on n2 and n3", moved, timeout=60, step=0.1)
         assert not twice, f"a guest ran on two nodes at once: {twice}"
         assert not any(alive(p) for p in old.values())
-        log = h3.vd.log_text()
+        log = h1.vd.log_text()
         assert "fencing: no lease renewal" in log and "fencing: sent SIGKILL" in log, log[-3000:]
+        for h in (h2, h3):
+            assert "fencing" not in h.vd.log_text(), (h.name, h.vd.log_text()[-3000:])
         for n in names:
-            check_runs_once(ha, g, n, [h1, h2])
+            host = ha.hosts[int(g[n]["Node"][1:]) - 1]
+            wait_for(f"{n} running on {host.name}",
+                     lambda n=n, host=host: local_vms(host).get(n, {}).get("Status") == "running",
+                     timeout=30)
+        g = guests(h2)
+        for n in names:
+            check_runs_once(ha, g, n, [h2, h3])
     finally:
-        cluster.run("ip", "link", "set", "p3", "up", ns=ha.switch)
+        cluster.run("ip", "link", "set", "p1", "up", ns=ha.switch)
     # (a node that never had an operator's spec is not listed at all while its lease is gone)
-    wait_for("n3 ready again", lambda: nodes(h1).get("n3", {}).get("Status") == "ready",
+    wait_for("n1 ready again", lambda: nodes(h2).get("n1", {}).get("Status") == "ready",
              timeout=60, step=0.5)
-    wait_for("n3's copies removed", lambda: not set(names) & set(local_vms(h3)), timeout=60,
+    wait_for("n1's copies removed", lambda: not set(names) & set(local_vms(h1)), timeout=60,
              step=0.5)
-    wait_for("n3's fencing to end", lambda: "fencing ends" in h3.vd.log_text(), timeout=30)
-    g = guests(h1)
+    wait_for("n1's fencing to end", lambda: "fencing ends" in h1.vd.log_text(), timeout=30)
+    g = guests(h2)
     for n in names:
         check_runs_once(ha, g, n, ha.hosts)
         qemu_img_check(disk_of(ha, n))
+    for h in (h2, h3):
+        assert "fencing" not in h.vd.log_text(), (h.name, h.vd.log_text()[-3000:])
     for n in names:
-        h2.vessel("vm", "rm", "-f", n)
+        h3.vessel("vm", "rm", "-f", n)
     wait_for("the guests gone", lambda: not any(local_vms(h) for h in ha.hosts))
 
 
@@ -784,16 +818,21 @@ def test_ha_the_fencer_outlives_vesseld(ha):
     """Guests outlive vesseld, so its fencer process does too: kill -9 of n1's vesseld
     restarted at once leaves its guest running (the new vesseld holds a lease and tells the old
     fencer to stand down); kill -9 with vesseld left down, its VMM alive: the fencer kills the
-    VMM before the lease ends, and the guest restarts on n2 or n3, never twice at once."""
+    VMM before the lease ends, and the guest restarts on n2 or n3, never twice at once. The
+    fencer holds a VMM from its spawn: one whose start returned just before the kill dies too."""
     h1, h2, h3 = ha.hosts
     ha_create(ha, h2, "fe1", "--node", "n1", "--restart", "always")
+    ha_create(ha, h2, "fe2", "--node", "n1", start=False)
     pid = local_vms(h1)["fe1"]["Pid"]
     h1.vd.kill9()
     h1.vd.start()
     time.sleep(cluster_ttl_s + 2)  # past the deadline the first vesseld's fencer had
     assert alive(pid) and local_vms(h1)["fe1"]["Pid"] == pid
     assert "told the fencer of the previous vesseld to stand down" in h1.vd.log_text()
-    h1.vd.kill9()
+    h1.vessel("vm", "start", "fe2")
+    h1.vd.kill9()  # at once: before the watchdog's next look (every 200 ms)
+    fe2 = cluster.vmm_pids(disk_of(ha, "fe2"))
+    assert len(fe2) == 1, fe2
     # a root client that connects to the fencer and sends nothing must not hold it past its
     # deadline (it used to block in read, and the guest then ran on two nodes at once)
     silent = silent_fencer_client(h1)
@@ -810,6 +849,7 @@ def test_ha_the_fencer_outlives_vesseld(ha):
         g = wait_for("fe1 running on n2 or n3", moved, timeout=60, step=0.1)
         assert not twice, f"fe1 ran twice at once: {twice}"
         assert not alive(pid)
+        assert not alive(fe2[0]), "the VMM started just before vesseld died outlived the lease"
         assert "killed its VMMs of the cluster" in h1.vd.log_text()
         check_runs_once(ha, g, "fe1", [h2, h3])
     finally:
@@ -817,5 +857,6 @@ def test_ha_the_fencer_outlives_vesseld(ha):
         silent.wait()
         h1.vd.start()
     wait_for("n1's copy removed", lambda: "fe1" not in local_vms(h1), timeout=30)
-    h3.vessel("vm", "rm", "-f", "fe1")
-    wait_for("fe1 gone", lambda: not any(local_vms(h) for h in ha.hosts))
+    for n in ("fe1", "fe2"):
+        h3.vessel("vm", "rm", "-f", n)
+    wait_for("fe1 and fe2 gone", lambda: not any(local_vms(h) for h in ha.hosts))

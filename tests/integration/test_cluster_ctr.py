@@ -8,7 +8,8 @@ start and rm of a container of another node work from any node; an image that on
 has is pulled by the node the container lands on (and only there); and HA: kill -9 of a node's
 vesseld and of its containers' monitors, and its `--restart always` containers run on the other
 nodes within 30 s, each exactly once on the machine, while one without a policy stays with its
-node; the node back removes its copies.
+node; the node back removes its copies. `vessel node drain` makes a node's containers again on
+the others, where the scheduler's rules (anti-affinity) put them.
 """
 import os
 import pathlib
@@ -248,6 +249,35 @@ http:
         reg.terminate()
         reg.wait(10)
         log.close()
+
+
+def test_drain_makes_a_nodes_containers_again_elsewhere(cl):
+    """drain n2: its two containers are placed again (n2 draining) and made on their new nodes,
+    n2 removes its copies; dw2's anti-affinity keeps it off n1, where dw1 runs."""
+    h1, h2, h3 = cl.hosts
+    h1.vessel("run", "-d", "--name", "dw1", "--node", "n1", "--label", "app=dw", "busybox",
+              "sleep", str(MARK + 51))
+    h1.vessel("run", "-d", "--name", "dw2", "--node", "n2", "--label", "app=dw",
+              "--anti-affinity", "app=dw", "busybox", "sleep", str(MARK + 52))
+    h1.vessel("run", "-d", "--name", "dp", "--node", "n2", "busybox", "sleep", str(MARK + 53))
+    r = h3.vessel("node", "drain", "n2", timeout=600)
+    moved = {l.split()[0]: l.split()[1:] for l in r.stdout.splitlines()}
+    assert moved["dw2"] == ["n2", "->", "n3"], r.stdout  # n1 hosts dw1 (app=dw)
+    assert moved["dp"][:2] == ["n2", "->"] and moved["dp"][2] in ("n1", "n3"), r.stdout
+    to = {"dw2": "n3", "dp": moved["dp"][2]}
+    g = guests(h2)
+    for n, node in to.items():
+        assert g[n]["Node"] == node and g[n]["Phase"] == "running", g[n]
+        assert g[n]["Moved"]["From"] == "n2", g[n]
+        local = local_ctrs(cl.hosts[int(node[1:]) - 1])[n]
+        assert local["State"] == "running" and local["Id"] == g[n]["Id"], local
+    wait_for("n2's copies removed", lambda: not {"dw2", "dp"} & set(local_ctrs(h2)), timeout=30,
+             step=0.2)
+    assert len(sleepers(MARK + 52)) == 1 and len(sleepers(MARK + 53)) == 1
+    rows = {line.split()[-1]: line.split()[-2] for line in h1.vessel("ps").stdout.splitlines()[1:]}
+    assert rows["dw2"] == "n3" and rows["dp"] == to["dp"] and rows["dw1"] == "n1", rows
+    h1.vessel("node", "uncordon", "n2")
+    remove_all(cl)
 
 
 def fencer_holds(vesseld_pid):

@@ -3,7 +3,8 @@ three-host cluster of tests/integration/cluster.py: three network namespaces joi
 the test's own, a three-member etcd and a vesseld in each.
 
 Shown: a network made on one node is made on every node (its bridge with the same gateway, a
-VXLAN device with the cluster's VNI and the overlay's MTU, flooding to the two other nodes);
+VXLAN device with the cluster's VNI and the overlay's MTU, flooding to exactly the other nodes
+that have the network, as that set grows and shrinks);
 containers on different nodes reach each other by name; their addresses, claimed in etcd, are
 unique across the nodes even when they start at the same moment; a container on n1 fetches a
 page from a VM on n3 by the VM's name; the VM migrated to n2 keeps its address and answers
@@ -109,6 +110,8 @@ def test_a_network_spans_the_nodes_and_containers_reach_each_other(cl):
     # made on the node that took the create; the others make it once a guest there needs it
     wait_for(f"{NET} on n1", lambda: NET in networks(h1) and vxlans(h1), timeout=60)
     assert NET not in networks(h2) and not vxlans(h2) and not vxlans(h3)
+    [n1_dev] = vxlans(h1)
+    assert flood_peers(h1, n1_dev) == []  # no other node has the network
     # a network of that name again, from another node: refused by the cluster
     r = h3.vd.docker("network", "create", "--subnet", "10.59.0.0/24", NET, check=False)
     assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
@@ -127,8 +130,8 @@ def test_a_network_spans_the_nodes_and_containers_reach_each_other(cl):
         assert bridge["mtu"] == 1450
         addrs = json.loads(run("ip", "-j", "addr", "show", vx["master"], ns=h.ns).stdout)
         assert f"{SUBNET}.1" in [a["local"] for a in addrs[0]["addr_info"]]  # the same gateway
-        others = sorted(o.ip for o in cl.hosts if o is not h)
-        wait_for(f"{h.name} flooding to the two others",
+        others = sorted(o.ip for o in (h1, h2) if o is not h)  # n3 has not made it
+        wait_for(f"{h.name} flooding to the other node that has it",
                  lambda h=h, dev=dev, others=others: flood_peers(h, dev) == others)
     # by name across the overlay
     srv_ip = ip_of(h2, "srv")
@@ -197,6 +200,12 @@ def test_a_container_on_n1_fetches_a_page_from_a_vm_on_n3_by_name(cl):
         c.close()
     assert wait_for("web's name on n1", lambda: nslookup(h1, "cli", "web") == ns["IPAddress"],
                     timeout=60)
+    # n3 has the network now: every node floods to the two others
+    for h in cl.hosts:
+        [dev] = vxlans(h)
+        others = sorted(o.ip for o in cl.hosts if o is not h)
+        wait_for(f"{h.name} flooding to the two others",
+                 lambda h=h, dev=dev, others=others: flood_peers(h, dev) == others, timeout=30)
     page = wait_for("the VM's page on n1", lambda: fetch(h1, "cli", "web", 8080), timeout=120,
                     step=1)
     assert page.endswith("\nvm on n3 says hi\n"), page
@@ -244,6 +253,18 @@ def test_removing_the_network_removes_it_on_every_node(cl):
     wait_for(f"{NET} gone from n2 alone", lambda: NET not in networks(h2) and not vxlans(h2),
              timeout=120, step=1)
     assert etcd_keys(h1, f"/vessel/networks/{NET}")
+    # ...and the nodes that still have it (n1 and n3 remove theirs too once unused) flood
+    # only to each other, not to n2
+
+    def floods_follow():
+        have = {h: list(vxlans(h)) for h in (h1, h3)}
+        try:
+            return all(flood_peers(h, devs[0]) == [o.ip for o in have if o is not h and have[o]]
+                       for h, devs in have.items() if devs)
+        except AssertionError:  # a device removed meanwhile: look again
+            return False
+
+    wait_for("the flooding entries following the nodes that have it", floods_follow, timeout=30)
     h3.vd.docker("network", "rm", NET)
     for h in cl.hosts:
         wait_for(f"{NET} gone from {h.name}",
@@ -251,4 +272,4 @@ def test_removing_the_network_removes_it_on_every_node(cl):
         fdb = run("bridge", "fdb", "show", ns=h.ns).stdout
         assert "vsvx-" not in fdb and "dst 10.77" not in fdb, fdb
         assert not [n for n in links(h) if n.startswith(("vsvx-", "br-"))]
-    assert etcd_keys(h1, "/vessel/net") == []
+    wait_for("the network's keys gone", lambda: etcd_keys(h1, "/vessel/net") == [], timeout=30)

@@ -1300,6 +1300,265 @@ TEST(rotates_in_a_loop_that_branches_to_itself) {
   diff_close(&c);
 }
 
+/* Another hart on the engine's bus (rv_hart_init: its own caches, the bus's code counters) runs
+ * "sw x6, 0(x7); fence.i; wfi" at RAM offset `at`: it writes instruction `insn` at RAM offset
+ * `where` while the engine's hart is stopped somewhere in a loop whose code may hold it. */
+static void other_hart_writes(engine *e, uint64_t at, uint64_t where, uint32_t insn) {
+  rv_hart *h = calloc(1, sizeof(*h));
+  if (!h)
+    abort();
+  _cleanup_error_ vs_error *err = NULL;
+  if (rv_hart_init(h, 1, &e->bus, &err) < 0)
+    TAP_FAIL("rv_hart_init: %s", err->msg);
+  rv_hart_reset(h, RAM_BASE + at, RV_PRIV_M);
+  h->x[6] = insn;
+  h->x[7] = RAM_BASE + where;
+  rv_hart_run(h, 100);
+  CHECK(h->wfi);
+  rv_hart_destroy(h);
+  free(h);
+}
+
+/* sha256's round and moves: a loop whose body ends a page with a branch to a tail on the next page
+ * (moves of the registers the body keeps, then a jump back to the body's start). The translator
+ * runs the tail inside the body's code (jit.c: find_tail), checking each time that the tail's
+ * page still maps where it did and its code is unchanged. Both engines against each other and the
+ * same computation in C, under budgets that end runs anywhere in the loop. Passes 4 and 5:
+ * another hart rewrites one of the moves (then one of the body's instructions) between runs: the
+ * new instructions must run. */
+TEST(a_loop_whose_tail_is_on_the_next_page) {
+  diff_ctx c = diff_open("tail loop", 0);
+  program *p = c.prog;
+  enum { ITER = 200 };
+  const uint64_t data = RAM_BASE + PAGE_DATA * 4096ULL;
+  const uint64_t body = (PAGE_CODE + 2) * 4096ULL - 14 * 4, moves = (PAGE_CODE + 2) * 4096ULL + 64;
+  const uint64_t other = (PAGE_CODE + 6) * 4096ULL;
+  const uint32_t count10 = enc_i(1, 10, 0, 10, 0x13), count11 = enc_i(1, 11, 0, 11, 0x13);
+  for (unsigned pass = 0; pass < 6; pass++) {
+    /* passes 4 and 5: budgets that hold a whole iteration (21 instructions), so that the
+     * translated loop runs its tail between the other hart's writes */
+    static const uint64_t pass_budget[] = {100000, 1, 7, 33, 30, 45};
+    memset(p, 0, sizeof(*p));
+    gen g = {
+        .rng = 1, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
+    p->kind = KIND_M;
+    put_handler(&g, false);
+    g.at = other; /* the other hart's program */
+    put32(&g, enc_s(0, 6, 7, 2, 0x23));
+    put32(&g, 0x0000100f); /* fence.i */
+    put32(&g, 0x10500073); /* wfi */
+    g.at = PAGE_CODE * 4096ULL;
+    p->entry = pc_of(&g, g.at);
+    for (unsigned r = 1; r < 27; r++)
+      p->x[r] = 0x9e3779b97f4a7c15ULL * r;
+    p->x[10] = p->x[11] = 0;
+    p->x[31] = data;
+    put32(&g, enc_i(ITER, 0, 0, R_LOOP, 0x13));
+    put32(&g, enc_j((int32_t)(body - g.at), 0));
+    g.at = body;
+    put32(&g, enc_r(0, 18, 5, 0, 5, 0x33));   /* add x5, x5, x18 */
+    put32(&g, enc_r(0, 5, 6, 4, 6, 0x33));    /* xor x6, x6, x5 */
+    put32(&g, enc_i(26, 5, 1, 7, 0x1b));      /* slliw x7, x5, 26 */
+    put32(&g, enc_i(6, 5, 5, 8, 0x1b));       /* srliw x8, x5, 6 */
+    put32(&g, enc_r(0, 7, 8, 6, 8, 0x33));    /* or x8, x8, x7 */
+    put32(&g, enc_r(0, 8, 19, 0, 19, 0x33));  /* add x19, x19, x8 */
+    put32(&g, enc_i(0, R_DATA, 2, 20, 0x03)); /* lw x20, 0(x31) */
+    put32(&g, enc_r(0, 20, 5, 0, 5, 0x33));   /* add x5, x5, x20 */
+    put32(&g, enc_s(0, 5, R_DATA, 2, 0x23));  /* sw x5, 0(x31) */
+    put32(&g, enc_r(0, 19, 21, 0, 21, 0x33)); /* add x21, x21, x19 */
+    uint64_t xor_at = g.at;
+    put32(&g, enc_r(0, 6, 22, 4, 22, 0x33));                 /* xor x22, x22, x6 */
+    put32(&g, enc_r(0, 22, 23, 0, 23, 0x33));                /* add x23, x23, x22 */
+    put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));           /* addi x27, x27, -1 */
+    put32(&g, enc_b((int32_t)(moves - g.at), R_LOOP, 0, 1)); /* bne x27, x0, moves */
+    /* the fall-through, the next page's first bytes */
+    put32(&g, enc_j((int32_t)(PAGE_END * 4096ULL - g.at), 0));
+    g.at = moves;
+    static const unsigned to[] = {24, 23, 22, 21, 19, 18, 9}, from[] = {23, 22, 21, 19, 18, 9, 5};
+    for (unsigned k = 0; k < 7; k++) /* mv, as c.mv and as addi */
+      if (k % 2)
+        put16(&g, (uint16_t)(0x8002 | to[k] << 7 | from[k] << 2));
+      else
+        put32(&g, enc_i(0, from[k], 0, to[k], 0x13));
+    uint64_t last_move = g.at - 4;
+    put32(&g, enc_j((int32_t)(body - g.at), 0));
+    engine_load(c.interp, p);
+    engine_load(c.jit, p);
+    if (pass < 4) {
+      lockstep_until_wfi(&c, pass_budget[pass], 100000, pass);
+      uint64_t x[32];
+      memcpy(x, p->x, sizeof(x));
+      uint32_t mem = 0;
+      for (unsigned i = 0; i < ITER; i++) {
+        x[5] += x[18];
+        x[6] ^= x[5];
+        x[7] = sx32((uint32_t)x[5] << 26);
+        x[8] = sx32((uint32_t)x[5] >> 6) | x[7];
+        x[19] += x[8];
+        x[20] = sx32(mem);
+        x[5] += x[20];
+        mem = (uint32_t)x[5];
+        x[21] += x[19];
+        x[22] ^= x[6];
+        x[23] += x[22];
+        if (i + 1 < ITER)
+          for (unsigned k = 0; k < 7; k++)
+            x[to[k]] = x[from[k]];
+      }
+      for (unsigned r = 1; r < 27; r++)
+        if (c.jit->hart.x[r] != x[r])
+          TAP_FAIL("pass %u: x%u = 0x%" PRIx64 ", computed 0x%" PRIx64, pass, r, c.jit->hart.x[r],
+                   x[r]);
+    } else {
+      /* part of the way, another hart replaces the last move, later the body's xor; then on */
+      for (unsigned phase = 0; phase < 3; phase++) {
+        for (int i = 0; i < (phase < 2 ? 30 : 100000) && !c.jit->hart.wfi; i++) {
+          uint64_t ra = rv_hart_run(&c.interp->hart, pass_budget[pass]);
+          uint64_t rb = rv_hart_run(&c.jit->hart, pass_budget[pass]);
+          CHECK_EQ(ra, rb);
+          char buf[256];
+          const char *d = engine_diff(c.interp, c.jit, buf, sizeof(buf));
+          if (d)
+            TAP_FAIL("pass %u phase %u step %d: %s", pass, phase, i, d);
+        }
+        if (phase < 2) {
+          CHECK(!c.jit->hart.wfi);
+          uint64_t where = phase ? xor_at : last_move;
+          other_hart_writes(c.interp, other, where, phase ? count11 : count10);
+          other_hart_writes(c.jit, other, where, phase ? count11 : count10);
+        }
+      }
+      CHECK(c.jit->hart.wfi);
+      /* the new instructions ran from where they were written on */
+      CHECK(c.jit->hart.x[10] > 0 && c.jit->hart.x[10] < ITER);
+      CHECK(c.jit->hart.x[11] > 0 && c.jit->hart.x[11] < c.jit->hart.x[10]);
+    }
+    c.programs++;
+    c.finished++;
+  }
+  CHECK(rv_jit_tails(c.jit->hart.icache->jit) > 0); /* the loop did run through a tail */
+  diff_close(&c);
+}
+
+/* A tail in S-mode whose page changes under it: the loop's block on page A branches to a tail on
+ * page B whose code differs by the mapping (x9 += 1 or += 1000), and each outer iteration changes
+ * the mapping first: (satp) it switches between two address spaces (ASIDs 1 and 2, their own
+ * page tables) that map B's virtual page to different physical pages, or (fence) it rewrites B's
+ * page table entry in one address space and fences that page (sfence.vma rs1 = B). A tail that
+ * did not check where B's page maps now would run the other page's code. */
+static void run_remapped_tail(diff_ctx *c, bool by_satp, bool cut, uint64_t budget) {
+  program *p = c->prog;
+  enum { ITER = 60, INNER = 3, PAGE_ALT = 12, PAGE_PT2 = 32 };
+  memset(p, 0, sizeof(*p));
+  gen g = {.rng = 3, .kind = KIND_S, .img = p->img, .dec = c->interp->hart.icache, .view = VA_BASE};
+  p->kind = KIND_S;
+  put_handler(&g, true);
+  put_page_tables(p->img);
+  const uint64_t ram_ppn = RAM_BASE >> 12, G = 32;
+  const unsigned page_b = PAGE_CODE + 1;
+  uint64_t *l0 = (uint64_t *)(p->img + (PAGE_PT + 2) * 4096ULL);
+  l0[page_b] &= ~G; /* B is not a global mapping */
+  uint64_t pte_b = l0[page_b], pte_alt = (pte_b & 0x3ff) | ((ram_ppn + PAGE_ALT) << 10);
+  /* the second address space: a copy of the tables, B mapped to PAGE_ALT */
+  memcpy(p->img + PAGE_PT2 * 4096ULL, p->img + PAGE_PT * 4096ULL, 3 * 4096);
+  uint64_t *root2 = (uint64_t *)(p->img + PAGE_PT2 * 4096ULL);
+  root2[VA_BASE >> 30] = ((ram_ppn + PAGE_PT2 + 1) << 10) | 1;
+  root2[512] = ((ram_ppn + PAGE_PT2 + 2) << 10) | 1; /* its level 1 -> its level 0 */
+  root2[1024 + page_b] = pte_alt;
+  const uint64_t satp1 = (8ULL << 60) | (1ULL << 44) | (ram_ppn + PAGE_PT);
+  const uint64_t satp2 = (8ULL << 60) | (2ULL << 44) | (ram_ppn + PAGE_PT2);
+  for (unsigned r = 1; r < 27; r++)
+    p->x[r] = 0x2545f4914f6cdd1dULL * r;
+  p->x[9] = 0;
+  p->x[20] = satp2;
+  p->x[22] = satp1 ^ satp2;
+  p->x[21] = pte_alt;
+  p->x[23] = pte_alt ^ pte_b;
+  p->x[R_SPECIAL] = VA_BASE + (PAGE_PT + 2) * 4096ULL + 8 * page_b; /* B's PTE */
+  p->x[24] = VA_BASE + page_b * 4096ULL;
+  const uint64_t at_b = page_b * 4096ULL + 0x10; /* within a branch's reach */
+  g.at = PAGE_CODE * 4096ULL;
+  p->entry = pc_of(&g, g.at);
+  put32(&g, enc_i(ITER, 0, 0, R_LOOP, 0x13));
+  uint64_t to_branch = g.at;
+  if (cut) { /* first straight to the branch: a block starts there, so the loop's block ends
+              * before it and the branch follows the block (jit.c: decode_continuation) */
+    put32(&g, enc_i(1, 0, 0, 26, 0x13)); /* li x26, 1 */
+    to_branch = g.at;
+    put32(&g, enc_b(0, 0, 0, 0)); /* beq x0, x0, (the branch): a block starts there */
+  }
+  uint64_t top = g.at;
+  if (by_satp) {
+    put32(&g, enc_csrw(0x180, 20));           /* csrw satp, x20 */
+    put32(&g, enc_r(0, 22, 20, 4, 20, 0x33)); /* xor x20, x20, x22: the other one next */
+  } else {
+    put32(&g, enc_s(0, 21, R_SPECIAL, 3, 0x23)); /* sd x21, 0(x30): B's PTE */
+    put32(&g, enc_r(9, 0, 24, 0, 0, 0x73));      /* sfence.vma x24, x0 */
+    put32(&g, enc_r(0, 23, 21, 4, 21, 0x33));    /* xor x21, x21, x23 */
+  }
+  put32(&g, enc_i(INNER, 0, 0, 26, 0x13)); /* li x26, INNER */
+  uint64_t inner = g.at;                   /* a block of its own once the tail jumps back here */
+  put32(&g, enc_r(0, 6, 5, 0, 5, 0x33));   /* add x5, x5, x6 (x5, x6 kept) */
+  put32(&g, enc_r(0, 5, 6, 0, 6, 0x33));   /* add x6, x6, x5 */
+  put32(&g, enc_r(0, 6, 5, 4, 5, 0x33));   /* xor x5, x5, x6 */
+  put32(&g, enc_i(-1, 26, 0, 26, 0x13));   /* addi x26, x26, -1 */
+  put32(&g, enc_r(0, 6, 5, 0, 8, 0x33));   /* add x8, x5, x6: dead if what follows runs */
+  if (cut) { /* (the branch and what comes before it follow the block: a block starts here) */
+    uint32_t b = enc_b((int32_t)(g.at - to_branch), 0, 0, 0);
+    memcpy(p->img + to_branch, &b, 4);
+  }
+  put32(&g, enc_i(7, 0, 0, 8, 0x13));                 /* li x8, 7 */
+  put32(&g, enc_b((int32_t)(at_b - g.at), 26, 0, 1)); /* bne x26, x0, B: the tail */
+  put32(&g, enc_r(0, 5, 7, 0, 7, 0x33));              /* add x7, x7, x5 */
+  put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));
+  put32(&g, enc_b((int32_t)(top - g.at), R_LOOP, 0, 1));
+  put_jump_to(&g, PAGE_END * 4096ULL);
+  for (unsigned v = 0; v < 2; v++) { /* B's two versions, the same place in their pages */
+    g.at = (v ? PAGE_ALT * 4096ULL : page_b * 4096ULL) + (at_b & 0xfff);
+    put32(&g, enc_i(v ? 1000 : 1, 9, 0, 9, 0x13));       /* addi x9, x9, 1 / 1000 */
+    put32(&g, enc_r(0, 6, 5, 0, 5, 0x33));               /* add x5, x5, x6 */
+    put32(&g, enc_r(0, 5, 6, 4, 6, 0x33));               /* xor x6, x6, x5 */
+    put32(&g, enc_j((int32_t)(inner - (at_b + 12)), 0)); /* back to the loop's block */
+  }
+  engine_load(c->interp, p);
+  engine_load(c->jit, p);
+  lockstep_until_wfi(c, budget, 100000, by_satp);
+  c->programs++;
+  c->finished++;
+  if (cut)
+    return; /* the engines agree; the detour's extra turn is not modelled here */
+  uint64_t x5 = p->x[5], x6 = p->x[6], x7 = p->x[7], x9 = 0;
+  for (unsigned i = 0; i < ITER; i++) {
+    for (unsigned k = 0; k < INNER; k++) {
+      x5 += x6;
+      x6 += x5;
+      x5 ^= x6;
+      if (k + 1 < INNER) {
+        x9 += i % 2 ? 1 : 1000;
+        x5 += x6;
+        x6 ^= x5;
+      }
+    }
+    x7 += x5;
+  }
+  CHECK_U64(c->jit->hart.x[9], x9);
+  CHECK_U64(c->jit->hart.x[5], x5);
+  CHECK_U64(c->jit->hart.x[6], x6);
+  CHECK_U64(c->jit->hart.x[7], x7);
+}
+
+TEST(a_tail_follows_satp_and_sfence_vma_of_its_page) {
+  diff_ctx c = diff_open("tail, remapped", 0);
+  static const uint64_t budgets_here[] = {100000, 1, 7, 33};
+  for (unsigned i = 0; i < 4; i++)
+    for (unsigned cut = 0; cut < 2; cut++) {
+      run_remapped_tail(&c, true, cut, budgets_here[i]);
+      run_remapped_tail(&c, false, cut, budgets_here[i]);
+    }
+  CHECK(rv_jit_tails(c.jit->hart.icache->jit) > 0);
+  diff_close(&c);
+}
+
 TEST(self_modifying_code_is_seen_by_both_engines) {
   /* A store rewrites (1) an instruction ahead in its own block and (2) an instruction of a loop
    * body that already ran; both engines must run the new instructions. */

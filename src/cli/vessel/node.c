@@ -49,8 +49,8 @@ static int node_ls(vessel_ctx *ctx, bool quiet, vs_error **err) {
   return 0;
 }
 
-/* drain NAME...: each node's running VMs move elsewhere; prints "VM FROM -> TO" for each, and
- * on stderr what could not move or stays (not running). */
+/* drain NAME...: each node's running VMs move elsewhere, its containers are made again
+ * elsewhere; prints "NAME FROM -> TO" for each, and on stderr what could not move or stays. */
 static int node_drain(vessel_ctx *ctx, int argc, char **argv) {
   int rc = 0;
   for (int i = 1; i < argc; i++) {
@@ -76,7 +76,7 @@ static int node_drain(vessel_ctx *ctx, int argc, char **argv) {
       rc = 1;
     }
     json_array_foreach(json_object_get(out, "Stayed"), k, v)
-        fprintf(stderr, "%s stays on %s (%s: only running VMs move)\n",
+        fprintf(stderr, "%s stays on %s (%s: only running VMs and made containers move)\n",
                 json_string_value(json_object_get(v, "Name")), argv[i],
                 json_string_value(json_object_get(v, "Phase")));
     json_decref(out);

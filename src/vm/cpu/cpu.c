@@ -901,8 +901,14 @@ static const void *rv_jit_code(rv_hart *h, rv_block *blk) {
   }
   const uint8_t *host = (const uint8_t *)blk->key; // NOLINT(performance-no-int-to-ptr)
   const uint32_t *counter = &h->bus->code_pages[rv_ram_page(h->bus, host)];
-  const void *code =
-      rv_jit_translate(ic->jit, &ic->pool[at], rv_where_len(blk->where), counter, blk->gen);
+  /* At the first try the translator may ask for one more run in the interpreter: a loop's tail
+   * in a page the fetch TLB does not hold yet (the run fetches it) */
+  const void *code = rv_jit_translate(ic->jit, h, &ic->pool[at], rv_where_len(blk->where), counter,
+                                      blk->gen, runs == ic->jit_warmup);
+  if (code == RV_JIT_AGAIN) {
+    blk->code = (const void *)(runs + 2);
+    return RV_JIT_INTERPRET;
+  }
   if (!code)
     rv_blocks_clear(ic); /* blk is empty now */
   else

@@ -181,6 +181,8 @@ struct rv_icache {
 };
 
 #define RV_JIT_INTERPRET ((const void *)1)
+/* rv_jit_translate: not now; the interpreter runs the block once more, then ask again */
+#define RV_JIT_AGAIN ((const void *)2)
 /* rv_block.code values from here on are code; those below count a block's warm-up runs */
 #define RV_JIT_CODE_MIN 64U
 #define RV_JIT_WARMUP_MAX (RV_JIT_CODE_MIN - 3)
@@ -200,9 +202,11 @@ void rv_jit_destroy(struct rv_jit *j);
 void rv_jit_reset(struct rv_jit *j);
 /* Translate the block of n decoded instructions at first, decoded when its page's code counter
  * (*counter) was gen; NULL when the code buffer is full. The instructions must stay where they are
- * while the code lives (the code calls their handlers with them). */
-const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
-                             const uint32_t *counter, uint32_t gen);
+ * while the code lives (the code calls their handlers with them). h: the hart about to run the
+ * block, at its pc (NULL: none), whose fetch TLB tells where a loop's tail is; may_wait: the
+ * translator may answer RV_JIT_AGAIN when that page is not in the fetch TLB yet. */
+const void *rv_jit_translate(struct rv_jit *j, const rv_hart *h, const rv_insn *first, unsigned n,
+                             const uint32_t *counter, uint32_t gen, bool may_wait);
 /* What a run of translated code did: the instructions it executed (counted in minstret; h->pc is
  * at the next one), and link: when the last block left by a direct jump within its page, that
  * jump's place, which rv_jit_link can point at the next block's code (else 0). */
@@ -214,6 +218,8 @@ typedef struct rv_jit_exit {
  * while their instructions keep the count within limit. */
 rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit);
 void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code);
+/* How many blocks were translated with their loop's tail in them (jit.c: find_tail; for tests). */
+uint64_t rv_jit_tails(const struct rv_jit *j);
 /* The block at virtual pc under translation tag `tag` (rv_tlb_jump_tag: tlb_tag or, for a page of
  * a global mapping, tlb_gtag, | fetch_tlb) has this code: jumps into other pages and computed
  * jumps find it there without leaving translated code. */

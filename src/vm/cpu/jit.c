@@ -21,7 +21,10 @@
  *   the next block's code (rv_jit_link), other jumps look in the jump cache; every block's chain
  *   entry checks the run's budget and its page's code counter first. A block that branches back
  *   to its own start (a tight loop) goes round in its own code, its kept registers staying in
- *   host registers between iterations; the same checks guard each iteration.
+ *   host registers between iterations; the same checks guard each iteration. So does a block
+ *   whose branch goes to a short tail of ALU operations and a jump back, in another page too
+ *   (find_tail: the tail is translated into the block, checked against the fetch TLB and its
+ *   page's code counter each time it runs).
  * - A few idioms become one host instruction: a rotate spelled as two shifts and an or is a ror,
  *   and the shifts go when nothing can see their results.
  *
@@ -76,6 +79,11 @@ static unsigned jmp_index(uint64_t pc) {
 #define RV_JIT_JMP_MARKED 0x8000U
 _Static_assert(RV_JIT_JMP_PAGE_BITS <= RV_JIT_JMP_MARKED, "a page bit fits beside the mark");
 #define RV_JIT_KIND_MEMO 64
+/* The most instructions of a loop's tail (find_tail), its jump back included, and of the
+ * instructions between a block and its branch to the tail (decode_continuation: every block that
+ * ends without a jump looks at these, so few). */
+#define RV_JIT_TAIL_MAX 12
+#define RV_JIT_CONT_MAX 3
 static unsigned jmp_page_bit(uint64_t vpn) {
   return (unsigned)(vpn ^ (vpn >> 15) ^ (vpn >> 30)) & (RV_JIT_JMP_PAGE_BITS - 1);
 }
@@ -111,6 +119,7 @@ struct rv_jit {
     rv_exec_fn fn;
     uint8_t kind;
   } kinds[RV_JIT_KIND_MEMO];
+  uint64_t tails; /* blocks translated with their loop's tail (find_tail) */
 };
 
 enum { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15 };
@@ -419,9 +428,10 @@ typedef struct block_ctx {
     uint8_t group;             /* GROUP_NONE, GROUP_LEAD or GROUP_MEMBER (plan_groups) */
     int16_t lo, hi; /* GROUP_LEAD: the bytes the group reaches, as offsets from its base */
     int32_t delta;  /* GROUP_MEMBER: what addi added to the base since the group's first access */
-  } plan[RV_BLOCK_MAX];
-  /* A block whose last instruction branches back to its start runs its loop without leaving
-   * (emit_loop_edge): the kept registers stay in host registers, all counted as changed. */
+  } plan[RV_BLOCK_MAX + RV_JIT_CONT_MAX + RV_JIT_TAIL_MAX]; /* the block's, then its tail's */
+  /* A block whose last instruction branches back to its start, or to a tail that jumps back to
+   * it (find_tail), runs its loop without leaving (emit_loop_edge): the kept registers stay in
+   * host registers, all counted as changed. */
   bool loops;
   uint8_t *loop_top;       /* where the body starts, the kept registers loaded */
   const uint32_t *counter; /* the code counter of the block's page */
@@ -1166,17 +1176,283 @@ static void emit_loop_edge(block_ctx *c, unsigned count) {
   exit_out(c);
 }
 
-/* Whether the block's last instruction is a conditional branch to the block's own start. */
-static bool branches_to_start(const rv_insn *first, unsigned n, const struct plan *plan) {
-  const rv_insn *last = &first[n - 1];
+/* Whether the block's last instruction is a conditional branch (beq ... bgeu). */
+static bool ends_with_branch(unsigned n, const struct plan *plan) {
   uint8_t kind = plan[n - 1].kind;
-  if (kind < RV_FAST_FIRST_JUMP || kind > RV_FAST_LAST_JUMP || kind == RV_FAST_jal ||
-      kind == RV_FAST_jalr)
-    return false;
-  int64_t off = 0; /* the last instruction's offset from the block's pc */
+  return kind >= RV_FAST_FIRST_JUMP && kind < RV_FAST_jal;
+}
+
+/* The offset of the block's last instruction from the block's pc (a `jal x0` inside the block
+ * goes on at its target). */
+static int64_t last_offset(const rv_insn *first, unsigned n) {
+  int64_t off = 0;
   for (unsigned i = 0; i + 1 < n; i++)
     off += first[i].fn == op_jal ? first[i].imm : first[i].len;
-  return off + last->imm == 0;
+  return off;
+}
+
+/* Whether the block's last instruction is a conditional branch to the block's own start. */
+static bool branches_to_start(const rv_insn *first, unsigned n, const struct plan *plan) {
+  return ends_with_branch(n, plan) && last_offset(first, n) + first[n - 1].imm == 0;
+}
+
+/* A loop whose back edge goes through a short tail elsewhere: the block's last instruction
+ * branches to T, and T's instructions are ALU operations (translated inline: no fault, no call)
+ * ending with `j` back to the block's start. busybox's sha256 round is one: its body ends its page
+ * with `bne` to 7 moves and a `j` back on the next page; as two blocks each iteration went
+ * through the jump cache twice and wrote back and loaded the kept registers twice. The tail is
+ * translated into the block (emit_tail): the taken branch runs it and goes round again with the
+ * kept registers where they are, as a block that branches to itself does.
+ *
+ * The tail is decoded here from RAM, so what the code assumes of it is checked each time it is
+ * about to run, as rv_block_lookup would check the block at T: that T's virtual page still maps
+ * to the same host page (the fetch TLB under the current tag and fetch set; not needed when T is
+ * in the block's own page, which runs where it is mapped) and that T's page's code counter has
+ * not moved since (it was odd, claimed as code, before its bytes were read: a store to them moves
+ * it). Otherwise the branch leaves as it would without a tail. */
+struct tail {
+  int64_t off;             /* T's offset from the block's pc */
+  uintptr_t host;          /* T's host address */
+  bool other_page;         /* T is not in the block's page */
+  const uint32_t *counter; /* T's page's code counter */
+  uint32_t gen;            /* and its value before the tail was read */
+  unsigned m;              /* instructions, the jump back included; 0: no tail */
+  rv_insn insn[RV_JIT_TAIL_MAX];
+  /* The branch to T may also follow the block (k instructions, the branch last: ALU operations
+   * before it), in its page: a block ends where another starts, and the loop's body can be cut
+   * so, just before its branch (busybox's round is: a longer block ran into it first). These
+   * run after the block's own instructions, as the block would go on into them. */
+  unsigned k;
+  int64_t cont_off; /* the first one's offset from the block's pc */
+  rv_insn cont[RV_JIT_CONT_MAX];
+};
+
+/* The kind (rv_fast_kind) of an instruction decoded outside a block, as plan_kinds finds it. */
+static uint8_t decoded_kind(struct rv_jit *j, const rv_insn *d) {
+  if ((d->fast != RV_FAST_CALL || d->rd != 0) && d->fast < RV_FAST_COUNT)
+    return d->fast;
+  return handler_kind(j, d->fn);
+}
+
+/* Decode the instruction at host address `host` into d unless it crosses its page; false if it
+ * does. */
+static bool decode_at(const rv_hart *h, uintptr_t host, rv_insn *d) {
+  unsigned in_page = (unsigned)(host & 0xfff);
+  if (in_page > 0xffe)
+    return false;
+  const uint8_t *at = (const uint8_t *)host; // NOLINT(performance-no-int-to-ptr)
+  uint16_t lo;
+  memcpy(&lo, at, 2);
+  uint32_t raw = lo;
+  if ((lo & 3) == 3) {
+    if (in_page > 0xffc)
+      return false;
+    memcpy(&raw, at, 4);
+  }
+  memset(d, 0, sizeof(*d));
+  rv_decode(h->icache, raw, d);
+  d->key = host;
+  return true;
+}
+
+/* Decode the tail at host address `host`, T's offset `off` from the block's pc, into t (t->m = 0
+ * when the code there is not a tail). */
+static void decode_tail(struct rv_jit *j, const rv_hart *h, uintptr_t host, int64_t off,
+                        struct tail *t) {
+  for (unsigned k = 0; k < RV_JIT_TAIL_MAX; k++) {
+    rv_insn *d = &t->insn[k];
+    if (!decode_at(h, host, d))
+      return;
+    if (d->fn == op_jal) {
+      if (d->rd != 0 || off + d->imm != 0)
+        return; /* not back to the block's start */
+      d->fast = (uint8_t)(RV_LAST_FIRST_JUMP + RV_FAST_jal - RV_FAST_FIRST_JUMP);
+      t->m = k + 1;
+      return;
+    }
+    if (!alu_desc(decoded_kind(j, d)))
+      return;
+    host += d->len;
+    off += d->len;
+  }
+}
+
+/* The instructions after a block that ends without a jump, up to a conditional branch, when
+ * all before it are ALU operations (see struct tail); t->k = 0 if not. The block's page must
+ * still hold what the block was decoded from (its counter is gen), and the branch's offset is
+ * returned in *branch_off. */
+static void decode_continuation(struct rv_jit *j, const rv_hart *h, const rv_insn *first,
+                                unsigned n, const uint32_t *counter, uint32_t gen, struct tail *t) {
+  const rv_insn *last = &first[n - 1];
+  t->k = 0;
+  if (last->ends_block || __atomic_load_n(counter, __ATOMIC_ACQUIRE) != gen)
+    return;
+  uintptr_t host = last->key + last->len;
+  if ((host & 0xfff) < (last->key & 0xfff))
+    return; /* the block ends its page */
+  for (unsigned k = 0; k < RV_JIT_CONT_MAX; k++) {
+    rv_insn *d = &t->cont[k];
+    if (!decode_at(h, host, d))
+      return;
+    uint8_t kind = decoded_kind(j, d);
+    if (kind >= RV_FAST_FIRST_JUMP && kind < RV_FAST_jal) {
+      t->k = k + 1;
+      return;
+    }
+    if (!alu_desc(kind))
+      return;
+    host += d->len;
+  }
+}
+
+/* The tail of the block's loop, if its last instruction (or the one after it, decode_continuation)
+ * branches to one (see struct tail); h is the hart about to run the block, at its pc; the block was
+ * decoded when its page's counter was gen. False: the branch goes to another page that the fetch
+ * TLB does not hold (not fetched yet: the block has not run, or not branched, yet). */
+static bool find_tail(struct rv_jit *j, const rv_hart *h, const rv_insn *first, unsigned n,
+                      const struct plan *plan, const uint32_t *counter, uint32_t gen,
+                      struct tail *t) {
+  t->m = t->k = 0;
+  if (!h)
+    return true;
+  uint64_t pc = h->pc;
+  if ((pc >> 12) != h->fetch_vpn || pc + h->fetch_addend != first->key)
+    return true; /* the fetch cache does not say where pc is */
+  const rv_insn *branch = &first[n - 1];
+  int64_t off = last_offset(first, n);
+  if (!ends_with_branch(n, plan)) {
+    decode_continuation(j, h, first, n, counter, gen, t);
+    if (!t->k)
+      return true;
+    t->cont_off = off + first[n - 1].len;
+    off = t->cont_off;
+    for (unsigned k = 0; k + 1 < t->k; k++)
+      off += t->cont[k].len;
+    branch = &t->cont[t->k - 1];
+  }
+  off += branch->imm; /* T */
+  uint64_t va = pc + (uint64_t)off;
+  if (off == 0) {
+    t->k = 0;
+    return true; /* a loop on itself */
+  }
+  t->other_page = (va >> 12) != (pc >> 12);
+  if (t->other_page) {
+    const rv_tlb_entry *e = &h->tlb[h->fetch_tlb][ACC_EXEC][rv_tlb_index(va)];
+    if (e->vpn != ((va >> 12) | h->tlb_tag)) {
+      t->k = 0;
+      return false;
+    }
+    t->host = (uintptr_t)(va + e->addend);
+  } else {
+    t->host = first->key + (uintptr_t)off;
+  }
+  const rv_bus *bus = h->bus;
+  uint64_t page = (uint64_t)(t->host - (uintptr_t)bus->ram) >> 12;
+  t->counter = &bus->code_pages[page];
+  if (t->host >= (uintptr_t)bus->ram && page < bus->ram_size >> 12) {
+    t->gen = __atomic_load_n(t->counter, __ATOMIC_ACQUIRE);
+    t->off = off;
+    if (t->gen & 1) /* claimed as code: a store to it moves the counter */
+      decode_tail(j, h, t->host, off, t);
+  }
+  if (!t->m)
+    t->k = 0;
+  return true;
+}
+
+/* Jumps (two, into out) taken unless the fetch TLB maps the virtual page of the tail (block pc +
+ * t->off) to the tail's host page now, under the current tag and fetch set: what rv_block_lookup
+ * would find. */
+static void emit_tail_mapped(emitter *e, const struct tail *t, uint8_t **out) {
+  const int32_t entry = HART_OFF(tlb) + ACC_EXEC * TLB_ACCESS_BYTES;
+  lea(e, RAX, R12, (int32_t)t->off); /* rax = (T >> 12) | tag */
+  op_reg(e, true, 0x8b, RCX, RAX);
+  shift_imm(e, true, 5, RAX, 12);
+  op_mem(e, true, 0x0b, RAX, RSP, -1, FRAME_TAG);
+  shift_imm(e, false, 5, RCX, 12 - 4); /* rcx = the entry's offset in the fetch set */
+  alu_imm(e, false, 4, RCX, (RV_TLB_SIZE - 1) << 4);
+  op_mem(e, true, 0x63, RDX, RBX, -1, HART_OFF(fetch_tlb)); /* + the set's */
+  op_reg(e, true, 0x69, RDX, RDX);
+  b4(e, (uint32_t)TLB_SET_BYTES);
+  op_reg(e, true, 0x01, RDX, RCX);             /* add rcx, rdx */
+  op_mem(e, true, 0x3b, RAX, RBX, RCX, entry); /* cmp rax, [entry].vpn */
+  out[0] = jcc32(e, CC_NE);
+  lea(e, RAX, R12, (int32_t)t->off);
+  op_mem(e, true, 0x03, RAX, RBX, RCX, entry + 8); /* add rax, [entry].addend */
+  mov_imm64(e, RCX, (uint64_t)t->host);
+  op_reg(e, true, 0x39, RCX, RAX); /* cmp rax, rcx */
+  out[1] = jcc32(e, CC_NE);
+}
+
+/* The branch to the block's loop's tail (find_tail): the block's last instruction (at c->index),
+ * or, when t->k, the last of the instructions after the block (c->index = the block's last, done;
+ * c->off = where they start), which run only if the run's budget holds them (else the block leaves
+ * as it would have). Not taken: leave as usual. Taken: run the tail if the budget holds block,
+ * branch and tail and the tail is still what was decoded where it was, then go round
+ * (emit_loop_edge); otherwise leave for T as without a tail. */
+static void emit_tail(block_ctx *c, const rv_insn *d, const struct tail *t) {
+  emitter *e = &c->e;
+  unsigned n = c->index + 1, all;
+  if (t->k) {
+    unsigned block = c->index + 1;
+    n = block + t->k;
+    alu_mem_imm(e, 7, RSP, FRAME_LEFT, (int32_t)n); /* cmp qword [left], block + these */
+    uint8_t *fits = jcc32(e, CC_AE);
+    write_back(e, e->dirty);
+    exit_to(c, c->off, block);
+    patch(e, fits, e->p);
+    for (unsigned k = 0; k + 1 < t->k; k++) { /* ALU operations: no fault, no call */
+      c->index = block + k;
+      const struct plan *p = &c->plan[c->index];
+      if (p->what == PLAN_ROR)
+        emit_ror(c, &t->cont[k], p);
+      else if (p->what == PLAN_EMIT)
+        (void)emit_inline(c, &t->cont[k], p->kind);
+      c->off += t->cont[k].len;
+    }
+    c->index = n - 1;
+    d = &t->cont[t->k - 1];
+  }
+  all = n + t->m;
+  load_x(e, RAX, d->rs1);
+  load_x(e, RCX, d->rs2);
+  op_reg(e, true, 0x39, RCX, RAX); /* cmp rax, rcx */
+  uint8_t *taken = jcc32(e, branch_cc(c->plan[c->index].kind));
+  write_back(e, e->dirty);
+  exit_to(c, c->off + d->len, n);
+  patch(e, taken, e->p);
+  uint8_t *stay_out[4];
+  unsigned outs = 0;
+  alu_mem_imm(e, 7, RSP, FRAME_LEFT, (int32_t)all); /* cmp qword [left], with the tail */
+  stay_out[outs++] = jcc32(e, CC_B);
+  if (t->other_page) {
+    emit_tail_mapped(e, t, &stay_out[outs]);
+    outs += 2;
+  }
+  mov_imm64(e, RAX, (uint64_t)(uintptr_t)t->counter);
+  op_mem(e, false, 0x81, 7, RAX, -1, 0); /* cmp dword [rax], gen */
+  b4(e, t->gen);
+  stay_out[outs++] = jcc32(e, CC_NE);
+  int64_t branch_off = c->off;
+  c->off = t->off;
+  for (unsigned k = 0; k + 1 < t->m; k++) { /* ALU operations: no fault, no call */
+    c->index = n + k;
+    const struct plan *p = &c->plan[c->index];
+    if (p->what == PLAN_ROR)
+      emit_ror(c, &t->insn[k], p);
+    else if (p->what == PLAN_EMIT)
+      (void)emit_inline(c, &t->insn[k], p->kind);
+    c->off += t->insn[k].len;
+  }
+  c->index = all - 1;
+  emit_loop_edge(c, all);
+  for (unsigned k = 0; k < outs; k++)
+    patch(e, stay_out[k], e->p);
+  c->off = branch_off;
+  c->index = n - 1;
+  write_back(e, e->dirty);
+  exit_to(c, t->off, n);
 }
 
 /* The frame's slots for the inline TLB lookups: the sets serving loads and stores now, and the
@@ -1375,26 +1651,49 @@ static void populate_writable(struct rv_jit *j) {
   j->populated = to;
 }
 
-const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
-                             const uint32_t *counter, uint32_t gen) {
-  size_t need = (size_t)n * RV_JIT_INSN_MAX + RV_JIT_BLOCK_EXTRA;
+const void *rv_jit_translate(struct rv_jit *j, const rv_hart *h, const rv_insn *first, unsigned n,
+                             const uint32_t *counter, uint32_t gen, bool may_wait) {
+  block_ctx c = {.j = j, .key = first->key, .counter = counter, .gen = gen};
+  plan_kinds(j, first, n, c.plan);
+  struct tail tail;
+  if (!find_tail(j, h, first, n, c.plan, counter, gen, &tail) && may_wait)
+    return RV_JIT_AGAIN;
+  /* the plans see the block, what follows it and its tail as one run of instructions (the branch
+   * to the tail ends every run they look for) */
+  rv_insn seq[RV_BLOCK_MAX + RV_JIT_CONT_MAX + RV_JIT_TAIL_MAX];
+  const rv_insn *all = first;
+  unsigned total = n + tail.k + tail.m;
+  if (tail.m) {
+    memcpy(seq, first, n * sizeof(*first));
+    memcpy(seq + n, tail.cont, tail.k * sizeof(*first));
+    memcpy(seq + n + tail.k, tail.insn, tail.m * sizeof(*first));
+    plan_kinds(j, tail.cont, tail.k, c.plan + n);
+    plan_kinds(j, tail.insn, tail.m, c.plan + n + tail.k);
+    all = seq;
+  }
+  size_t need = (size_t)total * RV_JIT_INSN_MAX + (size_t)RV_JIT_BLOCK_EXTRA * (tail.m ? 3 : 1);
   if (j->size - j->used < need)
     return NULL;
   if (j->used + need > j->populated)
     populate_writable(j);
-  block_ctx c = {.j = j, .key = first->key, .counter = counter, .gen = gen};
   c.e.start = c.e.p = j->rw + j->used;
   c.e.end = c.e.start + need;
   emit_chain_entry(&c.e, n, counter, gen, j);
   uint8_t *entry = c.e.p;
   emit_prologue(&c);
   patch(&c.e, c.e.chain_go, c.e.p);
-  choose_cached(&c.e, first, n);
-  plan_kinds(j, first, n, c.plan);
-  plan_rotates(first, n, c.plan);
-  plan_dead(first, n, c.plan);
-  plan_groups(first, n, c.plan);
-  c.loops = branches_to_start(first, n, c.plan);
+  choose_cached(&c.e, all, total);
+  plan_rotates(all, total, c.plan);
+  if (tail.k) { /* the block may leave before what follows it runs (emit_tail's budget check):
+                 * nothing after it may make its results dead */
+    plan_dead(all, n, c.plan);
+    plan_dead(all + n, total - n, c.plan + n);
+  } else {
+    plan_dead(all, total, c.plan);
+  }
+  plan_groups(all, total, c.plan);
+  c.loops = tail.m || branches_to_start(first, n, c.plan);
+  j->tails += tail.m != 0;
   if (c.loops) {
     /* every iteration after the first enters with the kept registers possibly changed */
     load_cached(&c.e, c.e.cached);
@@ -1405,21 +1704,28 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
   }
   for (unsigned i = 0; i < n; i++) {
     c.index = i;
-    if (i + 1 < n && first[i].fn == op_jal) { /* jal x0 within the page: its target follows */
+    bool body = i + 1 < n || tail.k;     /* not the block's end: instructions follow it */
+    if (body && first[i].fn == op_jal) { /* jal x0 within the page: its target follows */
       c.off += first[i].imm;
       continue;
     }
-    if (i + 1 < n && c.plan[i].what == PLAN_SKIP) {
+    if (body && c.plan[i].what == PLAN_SKIP) {
       c.off += first[i].len;
       continue;
     }
-    if (i + 1 < n && c.plan[i].what == PLAN_ROR)
+    if (body && c.plan[i].what == PLAN_ROR)
       emit_ror(&c, &first[i], &c.plan[i]);
-    else if (i + 1 < n)
+    else if (body)
       emit_body_insn(&c, &first[i]);
+    else if (tail.m)
+      emit_tail(&c, &first[i], &tail);
     else
       emit_last(&c, &first[i]);
     c.off += first[i].len;
+  }
+  if (tail.k) {
+    c.index = n - 1;
+    emit_tail(&c, NULL, &tail);
   }
   for (unsigned i = 0; i < c.n_slow; i++)
     emit_slow_path(&c, &c.slow[i]);
@@ -1432,6 +1738,8 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
     trim_writable(j, (j->used - RV_JIT_TRIM_KEEP) & ~(size_t)4095);
   return j->rx + (entry - j->rw);
 }
+
+uint64_t rv_jit_tails(const struct rv_jit *j) { return j->tails; }
 
 void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code) {
   uint8_t *at = j->rw + (site - (uintptr_t)j->rx);
@@ -1631,9 +1939,9 @@ int rv_jit_create(struct rv_jit **out, vs_error **err) {
 }
 void rv_jit_destroy(struct rv_jit *j) { (void)j; }
 void rv_jit_reset(struct rv_jit *j) { (void)j; }
-const void *rv_jit_translate(struct rv_jit *j, const rv_insn *first, unsigned n,
-                             const uint32_t *counter, uint32_t gen) {
-  (void)j, (void)first, (void)n, (void)counter, (void)gen;
+const void *rv_jit_translate(struct rv_jit *j, const rv_hart *h, const rv_insn *first, unsigned n,
+                             const uint32_t *counter, uint32_t gen, bool may_wait) {
+  (void)j, (void)h, (void)first, (void)n, (void)counter, (void)gen, (void)may_wait;
   return RV_JIT_INTERPRET;
 }
 rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit) {
@@ -1652,5 +1960,9 @@ void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
 void rv_jit_forget_page(struct rv_jit *j, uint64_t va) { (void)j, (void)va; }
 void rv_jit_forget_all(struct rv_jit *j) { (void)j; }
 void rv_jit_forget_tags(struct rv_jit *j) { (void)j; }
+uint64_t rv_jit_tails(const struct rv_jit *j) {
+  (void)j;
+  return 0;
+}
 
 #endif
