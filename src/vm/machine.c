@@ -388,6 +388,7 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
       .code_pages = vs_malloc0(vm_ram_pages(m) * sizeof(uint32_t)),
       .interpreter = m->cfg.interpreter,
       .no_hypervisor = m->cfg.no_hypervisor,
+      .nharts = m->nharts,
   };
   for (unsigned h = 0; h < m->nharts; h++) {
     if (rv_hart_init(&m->harts[h], h, &m->bus, err) < 0) {

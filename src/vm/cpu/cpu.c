@@ -45,7 +45,7 @@ int rv_hart_init(rv_hart *h, unsigned hartid, rv_bus *bus, vs_error **err) {
     return vs_error_set(err, ENOMEM, "hart %u: allocate the decoded-instruction cache", hartid);
   rv_decode_index(h->icache);
   h->icache->jit_warmup = RV_JIT_WARMUP;
-  h->icache->pool_limit = RV_POOL_SIZE;
+  h->icache->pool_limit = bus->nharts > 1 ? RV_POOL_SIZE_SMP : RV_POOL_SIZE;
   if (!bus->interpreter && rv_jit_create(&h->icache->jit, err) < 0) {
     free(h->icache);
     h->icache = NULL;

@@ -99,6 +99,9 @@ typedef struct rv_bus {
   /* Each hart runs on its own host thread: what one hart does to another (code pages, IPIs, TLB
    * shootdowns, memory ordering) goes through atomics and requests the target serves itself. */
   bool threaded;
+  /* How many harts share the bus (0 counts as 1): with several, each hart's decoded-block pool
+   * and translated code are smaller (cpu_internal.h: RV_POOL_SIZE_SMP). */
+  unsigned nharts;
   /* NULL or the debugger's breakpoints (rv_breakpoints) */
   const rv_breakpoints *breakpoints;
 } rv_bus;

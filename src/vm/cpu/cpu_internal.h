@@ -131,7 +131,17 @@ typedef struct rv_op {
  * twice the slots halve that (decoding 6% less) */
 #define RV_BLOCK_BITS 17
 #define RV_BLOCK_SLOTS (1U << RV_BLOCK_BITS)
-#define RV_POOL_SIZE (1U << 18)
+/* One hart's pool: 327,680 instructions (12.5 MiB; and ~25 MiB of translated code per fill).
+ * With 2^18 a boot (to init and power-off) emptied it 9 times, with a quarter more 5: the CPU time
+ * to init fell by 6-10% for 2-4 MiB more peak RSS (2026-12-07, issue 18). */
+#define RV_POOL_SIZE (5U << 16)
+/* Each hart's pool when the bus has several: the harts of an SMP guest run the same kernel, so
+ * each one's cache holds another copy of the same hot code, and a full pool per hart made the
+ * second hart cost ~40 MiB. 229,376 instructions (7/8 of the former 2^18; 8.75 MiB, ~18 MiB of
+ * code per fill) took 7 MiB off a 2-hart boot + sha256 run's peak RSS (205 -> 198 MiB) for 15
+ * pool empties instead of 10 (3/4 of 2^18: -15 MiB, but 20 empties). The boot's code is
+ * ~300,000 different instructions: a pool much smaller than that empties again and again. */
+#define RV_POOL_SIZE_SMP (7U << 15)
 
 /* A block table slot: where = (index of the first instruction in the pool << 6) | instruction
  * count (1..RV_BLOCK_MAX), 0 = empty; gen = the page's code counter when it was decoded; key = the
@@ -159,8 +169,9 @@ struct rv_icache {
    * RV_JIT_WARMUP_MAX; RV_JIT_WARMUP unless a test sets it). */
   uint8_t jit_warmup;
   uint32_t pool_used;
-  /* The pool is emptied when a block might not fit below this: RV_POOL_SIZE, less in tests
-   * (cpu_jit empties it every few blocks, under linked and running code). */
+  /* The pool is emptied when a block might not fit below this: RV_POOL_SIZE (RV_POOL_SIZE_SMP
+   * with several harts; its pages past this are never touched), less in tests (cpu_jit empties
+   * it every few blocks, under linked and running code). */
   uint32_t pool_limit;
   uint32_t clears;      /* times the pool was emptied: links into it are only made within one */
   uint8_t fast_of[512]; /* enum rv_fast of each decode table entry */
