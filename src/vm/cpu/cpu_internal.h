@@ -137,11 +137,12 @@ typedef struct rv_op {
 #define RV_POOL_SIZE (5U << 16)
 /* Each hart's pool when the bus has several: the harts of an SMP guest run the same kernel, so
  * each one's cache holds another copy of the same hot code, and a full pool per hart made the
- * second hart cost ~40 MiB. 229,376 instructions (7/8 of the former 2^18; 8.75 MiB, ~18 MiB of
- * code per fill) took 7 MiB off a 2-hart boot + sha256 run's peak RSS (205 -> 198 MiB) for 15
- * pool empties instead of 10 (3/4 of 2^18: -15 MiB, but 20 empties). The boot's code is
+ * second hart cost ~40 MiB. 196,608 instructions (3/4 of the former 2^18; 7.5 MiB, ~15 MiB of
+ * code per fill): bench/vm-boot's 2-hart peak RSS 193 MiB against 203 with 7/8 and 199 with
+ * 13/16 of 2^18 (RVVM 202), boot and sha256 times the same within the noise (4 alternating
+ * rounds, 2026-12-07 13:52), for ~20 pool empties per boot instead of 10. The boot's code is
  * ~300,000 different instructions: a pool much smaller than that empties again and again. */
-#define RV_POOL_SIZE_SMP (7U << 15)
+#define RV_POOL_SIZE_SMP (3U << 16)
 
 /* A block table slot: where = (index of the first instruction in the pool << 6) | instruction
  * count (1..RV_BLOCK_MAX), 0 = empty; gen = the page's code counter when it was decoded; key = the
