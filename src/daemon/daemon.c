@@ -63,14 +63,18 @@ static void *worker_main(void *arg) {
       d->queue_tail = NULL;
     pthread_mutex_unlock(&d->qlock);
     job->run(job);
-    pthread_mutex_lock(&d->qlock);
-    job->next = d->done;
-    d->done = job;
-    pthread_mutex_unlock(&d->qlock);
-    uint64_t one = 1;
-    if (write(d->donefd, &one, sizeof(one)) < 0)
-      vs_log_warn("wake the event loop: %s", strerror(errno));
+    vd_loop_done(d, job);
   }
+}
+
+void vd_loop_done(vd_daemon *d, vd_job *job) {
+  pthread_mutex_lock(&d->qlock);
+  job->next = d->done;
+  d->done = job;
+  pthread_mutex_unlock(&d->qlock);
+  uint64_t one = 1;
+  if (write(d->donefd, &one, sizeof(one)) < 0)
+    vs_log_warn("wake the event loop: %s", strerror(errno));
 }
 
 /* Finished jobs, oldest first, completed on the loop. */

@@ -519,6 +519,8 @@ void vd_h_cluster_ctr_delete(vd_call *c);
 /* server.c: what a call made inside the daemon leaves for the loop (call->after), done there;
  * takes the call's reference of ctr. */
 void vd_loop_after_call(vd_daemon *d, vd_container *ctr, int after);
+/* daemon.c: a job onto the event loop's done list (its done() runs on the loop), waking it. */
+void vd_loop_done(vd_daemon *d, vd_job *job);
 /* cluster_migrate.c: live migration between nodes, drain (docs/cluster.md) */
 int vd_cluster_start_migrator(vd_daemon *d, vs_error **err);
 /* A socket listening on --advertise's address at a port of the kernel's choice ("HOST:PORT" or

@@ -588,13 +588,7 @@ void vd_loop_after_call(vd_daemon *d, vd_container *ctr, int after) {
   job->ctr = ctr;
   job->result = after;
   job->done = after_call_done;
-  pthread_mutex_lock(&d->qlock);
-  job->next = d->done;
-  d->done = job;
-  pthread_mutex_unlock(&d->qlock);
-  uint64_t one = 1;
-  if (write(d->donefd, &one, sizeof(one)) < 0)
-    vs_log_warn("wake the event loop: %s", strerror(errno));
+  vd_loop_done(d, job);
 }
 
 static void http_job_done(vd_job *job) {
@@ -979,13 +973,7 @@ void vd_loop_adopt_tunnel(vd_daemon *d, int fd) {
   job->d = d;
   job->result = fd;
   job->done = adopt_tunnel_done;
-  pthread_mutex_lock(&d->qlock);
-  job->next = d->done;
-  d->done = job;
-  pthread_mutex_unlock(&d->qlock);
-  uint64_t one = 1;
-  if (write(d->donefd, &one, sizeof(one)) < 0)
-    vs_log_warn("wake the event loop: %s", strerror(errno));
+  vd_loop_done(d, job);
 }
 
 void vd_conn_accept(vd_daemon *d, int lfd);
