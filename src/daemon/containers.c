@@ -934,6 +934,7 @@ static bool stop_container(vd_call *c, vd_container *ctr) {
     vd_call_status(c, 304);
     return true;
   }
+  unsigned run = vd_net_run(d, ctr);
   vs_error *e = NULL;
   if (vd_supervise_kill(d, ctr, sig ? sig : SIGTERM, &e) < 0)
     vs_error_free(e); /* it may have just exited: the wait below tells */
@@ -948,6 +949,7 @@ static bool stop_container(vd_call *c, vd_container *ctr) {
     }
   }
   refresh_after_exit(d, ctr);
+  vd_net_teardown_run(d, ctr, run);
   ctr_event(d, ctr, "stop", NULL);
   vd_call_status(c, 204);
   return true;

@@ -954,6 +954,11 @@ int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err);
 void vd_net_teardown(vd_daemon *d, vd_container *c);
 /* The same on a worker, from the loop; skipped if the container was started again meanwhile. */
 void vd_net_teardown_later(vd_daemon *d, vd_container *c);
+/* Which run's endpoints the container has (read before a stop), and their teardown once that
+ * run ended: skipped when a start made new ones since. A stop answers after it, as dockerd's
+ * does, so a stopped container's interfaces are gone when the client hears it stopped. */
+unsigned vd_net_run(vd_daemon *d, vd_container *c);
+void vd_net_teardown_run(vd_daemon *d, vd_container *c, unsigned run);
 /* Inspect's NetworkSettings and ps's Ports and networks (d->lock held). */
 /* links.c: Docker's legacy --link variables into the spec's process.env, at every start after
  * vd_net_setup (both containers on the default bridge, as dockerd). */

@@ -1538,6 +1538,17 @@ static void teardown(vd_daemon *d, vd_container *c, bool check, unsigned gen) {
 
 void vd_net_teardown(vd_daemon *d, vd_container *c) { teardown(d, c, false, 0); }
 
+unsigned vd_net_run(vd_daemon *d, vd_container *c) {
+  if (!d->net)
+    return 0;
+  pthread_mutex_lock(&d->net->lock);
+  unsigned run = c->net_gen;
+  pthread_mutex_unlock(&d->net->lock);
+  return run;
+}
+
+void vd_net_teardown_run(vd_daemon *d, vd_container *c, unsigned run) { teardown(d, c, true, run); }
+
 static void teardown_job_run(vd_job *job) {
   teardown(job->d, job->ctr, true, (unsigned)job->result);
 }
@@ -1553,9 +1564,7 @@ void vd_net_teardown_later(vd_daemon *d, vd_container *c) {
   vd_job *job = vs_malloc0(sizeof(*job));
   job->d = d;
   job->ctr = c;
-  pthread_mutex_lock(&d->net->lock);
-  job->result = (int)c->net_gen;
-  pthread_mutex_unlock(&d->net->lock);
+  job->result = (int)vd_net_run(d, c);
   pthread_mutex_lock(&d->lock);
   vd_ctr_ref(c);
   pthread_mutex_unlock(&d->lock);
