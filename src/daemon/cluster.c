@@ -232,16 +232,22 @@ static int check_token(vd_cluster *cl, vs_error **err) {
   return 0;
 }
 
+int64_t vd_cluster_lease(const vd_cluster *cl) {
+  return __atomic_load_n(&cl->lease, __ATOMIC_ACQUIRE);
+}
+
 static int register_node(vd_daemon *d, vd_cluster *cl, vs_error **err) {
   int64_t sent =
       vd_ha_now_ms(); /* the lease is granted after this: it ends TTL after it or later */
-  if (vc_etcd_lease_grant(cl->lease_etcd, LEASE_TTL, &cl->lease, err) < 0)
+  int64_t lease;
+  if (vc_etcd_lease_grant(cl->lease_etcd, LEASE_TTL, &lease, err) < 0)
     return -1;
+  __atomic_store_n(&cl->lease, lease, __ATOMIC_RELEASE);
   json_t *st = node_status(d, cl);
   _cleanup_free_ char *doc = json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(st);
   _cleanup_free_ char *key = node_key("nodes", cl->node_name);
-  if (vc_etcd_put(cl->lease_etcd, key, doc, strlen(doc), cl->lease, NULL, err) < 0)
+  if (vc_etcd_put(cl->lease_etcd, key, doc, strlen(doc), lease, NULL, err) < 0)
     return -1;
   vd_ha_renewed(cl, sent);
   return 0;
@@ -270,7 +276,7 @@ int vd_cluster_join(vd_daemon *d, vs_error **err) {
   if (check_token(cl, err) < 0 || register_node(d, cl, err) < 0)
     return vs_error_wrap(err, "cluster: joining as node %s", cl->node_name);
   vs_log_info("cluster: node %s joined through etcd at %s (lease %llx, %d s)", cl->node_name,
-              vc_etcd_endpoint(cl->etcd), (unsigned long long)cl->lease, LEASE_TTL);
+              vc_etcd_endpoint(cl->etcd), (unsigned long long)vd_cluster_lease(cl), LEASE_TTL);
   return 0;
 }
 
@@ -292,7 +298,7 @@ static void *keepalive_thread(void *arg) {
     int64_t ttl = 0;
     int64_t sent = vd_ha_now_ms();
     failed = true;
-    if (vc_etcd_lease_keepalive(cl->lease_etcd, cl->lease, &ttl, &e) < 0) {
+    if (vc_etcd_lease_keepalive(cl->lease_etcd, vd_cluster_lease(cl), &ttl, &e) < 0) {
       vs_log_warn("cluster: %s", e->msg);
     } else if (ttl > 0) {
       vd_ha_renewed(cl, sent);

@@ -311,8 +311,8 @@ static bool campaign(vd_cluster *cl) {
   bool ok = false;
   vc_range cur;
   vs_error *e = NULL;
-  int64_t at = 0;
-  if (vc_etcd_put_if(cl->etcd, LEADER_KEY, cl->node_name, strlen(cl->node_name), cl->lease, 0, &ok,
+  int64_t at = 0, lease = vd_cluster_lease(cl);
+  if (vc_etcd_put_if(cl->etcd, LEADER_KEY, cl->node_name, strlen(cl->node_name), lease, 0, &ok,
                      &cur, &at, &e) < 0) {
     vs_log_debug("cluster: campaign: %s", e->msg);
     vs_error_free(e);
@@ -321,7 +321,7 @@ static bool campaign(vd_cluster *cl) {
   if (ok) {
     cl->leader_revision = at;
   } else {
-    ok = cur.n == 1 && !strcmp(cur.kvs[0].value, cl->node_name) && cur.kvs[0].lease == cl->lease;
+    ok = cur.n == 1 && !strcmp(cur.kvs[0].value, cl->node_name) && cur.kvs[0].lease == lease;
     cl->leader_revision = ok ? cur.kvs[0].mod_revision : 0;
   }
   vc_range_clear(&cur);

@@ -676,7 +676,7 @@ static json_t *wanted_here(vd_daemon *d, json_t *records, json_t *eps) {
  * network it removed. The other nodes flood to it for those networks alone. */
 static void holders_converge(vd_daemon *d, json_t *records, json_t *held) {
   vd_cluster *cl = &d->cluster;
-  int64_t lease = cl->lease;
+  int64_t lease = vd_cluster_lease(cl);
   _cleanup_json_ json_t *made = vd_net_cluster_made(d);
   const char *net;
   json_t *h, *v;

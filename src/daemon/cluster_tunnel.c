@@ -182,7 +182,8 @@ static int tunnel_open(vd_daemon *d, tunnel_job *t) {
                                          cl->node_name, "Address", address, "Ticket", ticket);
   _cleanup_free_ char *text = json_dumps(doc, JSON_COMPACT);
   bool ok = false;
-  if (vc_etcd_put_if(cl->etcd, key, text, strlen(text), cl->lease, 0, &ok, NULL, NULL, &e) < 0 ||
+  if (vc_etcd_put_if(cl->etcd, key, text, strlen(text), vd_cluster_lease(cl), 0, &ok, NULL, NULL,
+                     &e) < 0 ||
       !ok) {
     _cleanup_free_ char *m =
         vs_asprintf("cluster store: %s", e ? e->msg : "the tunnel's key exists already");

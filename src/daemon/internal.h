@@ -327,7 +327,7 @@ typedef struct vd_cluster {
   json_t *labels;             /* given at start (--node-label) */
   int64_t cpus, memory, disk; /* --node-capacity, 0: the host's */
   double cpu_overcommit, memory_overcommit;
-  int64_t lease;
+  int64_t lease; /* the keeper replaces it (an expired lease): read it with vd_cluster_lease */
   pthread_mutex_t lock; /* stop; the cond wakes the threads */
   pthread_cond_t cond;
   pthread_t keeper, scheduler, reconciler, watcher;
@@ -445,6 +445,8 @@ int vd_cluster_update_spec(vd_daemon *d, const char *name, int (*change)(json_t 
                            void *arg, vs_error **err);
 /* cluster_ha.c: --cluster-shared-dir, checked */
 int vd_ha_configure(vd_cluster *cl, const vd_cluster_options *o, vs_error **err);
+/* cluster.c: the node's lease now (the keeper thread may be replacing it). */
+int64_t vd_cluster_lease(const vd_cluster *cl);
 /* The keeper's news: a renewal (or a registration) sent at sent_ms succeeded. */
 void vd_ha_renewed(vd_cluster *cl, int64_t sent_ms);
 /* The deadline and the running (and starting) VMMs and containers of the cluster's guests, to the

@@ -1349,8 +1349,8 @@ static bool find_tail(struct rv_jit *j, const rv_hart *h, const rv_insn *first, 
   }
   const rv_bus *bus = h->bus;
   uint64_t page = (uint64_t)(t->host - (uintptr_t)bus->ram) >> 12;
-  t->counter = &bus->code_pages[page];
   if (t->host >= (uintptr_t)bus->ram && page < bus->ram_size >> 12) {
+    t->counter = &bus->code_pages[page]; /* only in bounds: outside RAM it is no pointer */
     t->gen = __atomic_load_n(t->counter, __ATOMIC_ACQUIRE);
     t->off = off;
     if (t->gen & 1) /* claimed as code: a store to it moves the counter */
