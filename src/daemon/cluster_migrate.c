@@ -961,10 +961,15 @@ static int request_migration(vd_daemon *d, const char *name, const char *to, cha
   return outcome_error(o, 409, "VM %s: its record keeps changing; try again", name);
 }
 
-/* Wait for the migration id of name to end: o says how. */
-static void await_migration(vd_cluster *cl, const char *name, const char *id, mig_outcome *o) {
+/* What a wait reads in the guest's record each time: 0 to go on waiting, 1 when o is filled. */
+typedef int (*record_judge)(const json_t *rec, const char *name, const void *arg, mig_outcome *o);
+
+/* Read name's record until judge decides (20 ms apart at first, 200 ms at most): true, or false
+ * when wait_s passed. A record gone is decided here: "<what> <name> was removed while <doing>". */
+static bool await_record(vd_cluster *cl, const char *name, int wait_s, const char *what,
+                         const char *doing, record_judge judge, const void *arg, mig_outcome *o) {
   useconds_t pause = 20000;
-  for (time_t end = time(NULL) + MIGRATE_WAIT_S; time(NULL) < end;) {
+  for (time_t end = time(NULL) + wait_s; time(NULL) < end;) {
     int64_t rev;
     vs_error *e = NULL;
     json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
@@ -972,35 +977,47 @@ static void await_migration(vd_cluster *cl, const char *name, const char *id, mi
       if (e)
         outcome_error(o, 503, "cluster store: %s", e->msg);
       else
-        outcome_error(o, 409, "VM %s was removed while it was being migrated", name);
+        outcome_error(o, 409, "%s %s was removed while %s", what, name, doing);
       vs_error_free(e);
-      return;
+      return true;
     }
-    json_t *mig = json_object_get(rec, "Migration");
-    if (!str_is(mig, "Id", id)) {
-      json_decref(rec);
-      outcome_error(o, 409, "the migration of VM %s was replaced by another", name);
-      return;
-    }
-    if (str_is(mig, "Phase", "done")) {
-      o->code = 200;
-      o->inspect = json_incref(json_object_get(mig, "Inspect"));
-      json_decref(rec);
-      return;
-    }
-    if (str_is(mig, "Phase", "failed")) {
-      int code = (int)json_integer_value(json_object_get(mig, "Code"));
-      outcome_error(o, code == 409 ? 409 : 500, "cannot migrate VM %s to %s: %s", name,
-                    str(mig, "To"), str(mig, "Reason") ? str(mig, "Reason") : "no reason given");
-      json_decref(rec);
-      return;
-    }
+    int decided = judge(rec, name, arg, o);
     json_decref(rec);
+    if (decided)
+      return true;
     usleep(pause);
     if (pause < 200000)
       pause *= 2;
   }
-  outcome_error(o, 504, "VM %s: the migration did not end within %d s", name, MIGRATE_WAIT_S);
+  return false;
+}
+
+/* A migration (its id in arg) replaced, done or failed. */
+static int migration_ended(const json_t *rec, const char *name, const void *arg, mig_outcome *o) {
+  json_t *mig = json_object_get(rec, "Migration");
+  if (!str_is(mig, "Id", arg)) {
+    outcome_error(o, 409, "the migration of VM %s was replaced by another", name);
+    return 1;
+  }
+  if (str_is(mig, "Phase", "done")) {
+    o->code = 200;
+    o->inspect = json_incref(json_object_get(mig, "Inspect"));
+    return 1;
+  }
+  if (str_is(mig, "Phase", "failed")) {
+    int code = (int)json_integer_value(json_object_get(mig, "Code"));
+    outcome_error(o, code == 409 ? 409 : 500, "cannot migrate VM %s to %s: %s", name,
+                  str(mig, "To"), str(mig, "Reason") ? str(mig, "Reason") : "no reason given");
+    return 1;
+  }
+  return 0;
+}
+
+/* Wait for the migration id of name to end: o says how. */
+static void await_migration(vd_cluster *cl, const char *name, const char *id, mig_outcome *o) {
+  if (!await_record(cl, name, MIGRATE_WAIT_S, "VM", "it was being migrated", migration_ended, id,
+                    o))
+    outcome_error(o, 504, "VM %s: the migration did not end within %d s", name, MIGRATE_WAIT_S);
 }
 
 static void migrate_one(vd_daemon *d, const char *name, const char *to, mig_outcome *o) {
@@ -1107,44 +1124,34 @@ static int place_container_again(vd_daemon *d, const char *name, const char *fro
   return outcome_error(o, 409, "container %s: its record keeps changing; try again", name);
 }
 
-/* Wait for the container placed again on o->to to be made there (running, or created when it
- * was stopped): o->code 200, or the node's reason. */
-static void await_container(vd_cluster *cl, const char *name, mig_outcome *o) {
-  useconds_t pause = 20000;
-  for (time_t end = time(NULL) + MOVE_WAIT_S; time(NULL) < end;) {
-    int64_t rev;
-    vs_error *e = NULL;
-    json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
-    if (!rec) {
-      if (e)
-        outcome_error(o, 503, "cluster store: %s", e->msg);
-      else
-        outcome_error(o, 409, "container %s was removed while it moved", name);
-      vs_error_free(e);
-      return;
-    }
-    const char *want = json_is_true(json_object_get(rec, "Start")) ? "running" : "created";
-    int done = !str_is(rec, "Node", o->to)      ? -1
-               : str_is(rec, "Phase", want)     ? 1
-               : str_is(rec, "Phase", "failed") ? -2
-                                                : 0;
-    if (done == -1)
-      outcome_error(o, 409, "container %s was placed elsewhere (on %s) while it moved", name,
-                    str(rec, "Node") ? str(rec, "Node") : "no node");
-    else if (done == -2)
-      outcome_error(o, 500, "container %s: %s", name,
-                    str(rec, "Reason") ? str(rec, "Reason") : "failed on its new node");
-    else if (done == 1)
-      o->code = 200;
-    json_decref(rec);
-    if (done)
-      return;
-    usleep(pause);
-    if (pause < 200000)
-      pause *= 2;
+/* A container placed again on o->to made there (running, or created when it was stopped),
+ * failed there, or placed elsewhere meanwhile. */
+static int container_made(const json_t *rec, const char *name, const void *arg, mig_outcome *o) {
+  (void)arg;
+  const char *want = json_is_true(json_object_get(rec, "Start")) ? "running" : "created";
+  if (!str_is(rec, "Node", o->to)) {
+    outcome_error(o, 409, "container %s was placed elsewhere (on %s) while it moved", name,
+                  str(rec, "Node") ? str(rec, "Node") : "no node");
+    return 1;
   }
-  outcome_error(o, 504, "container %s was not made on node %s within %d s", name, o->to,
-                MOVE_WAIT_S);
+  if (str_is(rec, "Phase", "failed")) {
+    outcome_error(o, 500, "container %s: %s", name,
+                  str(rec, "Reason") ? str(rec, "Reason") : "failed on its new node");
+    return 1;
+  }
+  if (str_is(rec, "Phase", want)) {
+    o->code = 200;
+    return 1;
+  }
+  return 0;
+}
+
+/* Wait for the container placed again on o->to to be made there: o->code 200, or the node's
+ * reason. */
+static void await_container(vd_cluster *cl, const char *name, mig_outcome *o) {
+  if (!await_record(cl, name, MOVE_WAIT_S, "container", "it moved", container_made, NULL, o))
+    outcome_error(o, 504, "container %s was not made on node %s within %d s", name, o->to,
+                  MOVE_WAIT_S);
 }
 
 /* The containers of a drained node that are placed again elsewhere: made there or to be made

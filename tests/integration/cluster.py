@@ -255,12 +255,11 @@ class Cluster:
             run("ip", "netns", "del", n, check=False)
 
 
-def write_idle_kernel(path):
-    """A RISC-V ELF program that waits for interrupts forever (wfi; j .-4), linked where a
-    kernel goes: a guest whose VMM runs and sleeps, for the HA tests and bench, many of which
-    fit on this machine where as many booting Debian kernels would not."""
+def write_elf(path, words):
+    """A RISC-V ELF program of the instruction words given, linked and entered where a kernel
+    goes (0x80200000, as vessel-vmm's builtin SBI jumps): a tiny guest for tests and bench."""
     base = 0x80200000
-    code = struct.pack("<II", 0x10500073, 0xFFDFF06F)
+    code = struct.pack(f"<{len(words)}I", *words)
     ehsize, phsize = 64, 56
     entry = base + ehsize + phsize
     size = ehsize + phsize + len(code)
@@ -269,6 +268,13 @@ def write_idle_kernel(path):
     phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
     pathlib.Path(path).write_bytes(ehdr + phdr + code)
     return pathlib.Path(path)
+
+
+def write_idle_kernel(path):
+    """A program that waits for interrupts forever (wfi; j .-4): a guest whose VMM runs and
+    sleeps, for the HA tests and bench, many of which fit on this machine where as many booting
+    Debian kernels would not."""
+    return write_elf(path, [0x10500073, 0xFFDFF06F])
 
 
 def vmm_pids(needle):

@@ -10,10 +10,8 @@ docs/api/vessel-v1.yaml.
 """
 import json
 import os
-import pathlib
 import select
 import signal
-import struct
 import subprocess
 import threading
 import time
@@ -283,16 +281,7 @@ def write_echo_kernel(path):
     words = [i_type(17, 0, 2), ecall, bltz(10, -8),          # a0 = getchar() until one comes
              i_type(10, 10, 1), i_type(17, 0, 1), ecall,      # putchar(a0 + 1)
              j(-24)]
-    base = 0x80200000
-    code = struct.pack(f"<{len(words)}I", *words)
-    ehsize, phsize = 64, 56
-    entry = base + ehsize + phsize
-    size = ehsize + phsize + len(code)
-    ehdr = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, 2, 243, 1, entry,
-                       ehsize, 0, 0, ehsize, phsize, 1, 0, 0, 0)
-    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
-    pathlib.Path(path).write_bytes(ehdr + phdr + code)
-    return pathlib.Path(path)
+    return cluster.write_elf(path, words)
 
 
 def console_answer(host, name, line, wanted, timeout=120):
