@@ -268,8 +268,9 @@ void vd_h_build(vd_call *c) {
     return;
   }
   _cleanup_free_ char *platform = http_query_get(q, "platform");
-  if (platform && *platform && strcmp(platform, "linux/amd64") != 0) {
-    vd_call_error(c, 400, "platform %s: this builder makes linux/amd64 images only", platform);
+  if (platform && *platform && strcmp(platform, vs_platform_native()) != 0) {
+    vd_call_error(c, 400, "platform %s: this builder makes %s images only", platform,
+                  vs_platform_native());
     return;
   }
   vs_error *e = NULL;

@@ -107,8 +107,7 @@ static int ensure_image(vd_daemon *d, const char *ref, vs_error **err) {
     return 0;
   }
   vs_error_free(e);
-  vs_registry_opts o = {
-      .tls_verify = 1, .platform = "linux/amd64", .quiet = true, .containers_only = true};
+  vs_registry_opts o = {.tls_verify = 1, .quiet = true, .containers_only = true};
   char digest[VS_DIGEST_MAX];
   if (vs_image_pull(d->store, ref, &o, digest, err) < 0)
     return vs_error_wrap(err,

@@ -550,8 +550,7 @@ static void progress_fail(vd_call *c, int status, const char *msg) {
 /* The registry options of a pull or push: credentials from X-Registry-Auth, progress to the
  * stream. false after answering 400 for a malformed header. */
 static bool registry_opts(vd_call *c, vs_registry_opts *o, char **basic) {
-  *o = (vs_registry_opts){
-      .tls_verify = 1, .platform = "linux/amd64", .progress_cb = on_progress, .progress_ctx = c};
+  *o = (vs_registry_opts){.tls_verify = 1, .progress_cb = on_progress, .progress_ctx = c};
   *basic = NULL;
   const char *h = http_header_get(c->req, "X-Registry-Auth");
   vs_error *e = NULL;

@@ -22,22 +22,13 @@ void vd_h_ping(vd_call *c) {
                      "must-revalidate\r\nPragma: no-cache\r\n";
 }
 
-/* Docker's architecture names are Go's. */
-static const char *go_arch(const char *machine) {
-  if (!strcmp(machine, "x86_64"))
-    return "amd64";
-  if (!strcmp(machine, "aarch64"))
-    return "arm64";
-  return machine;
-}
-
 void vd_h_version(vd_call *c) {
   struct utsname u;
   uname(&u);
   /* Details is a map of strings for clients (Go's map[string]string) */
   json_t *details =
       json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "ApiVersion", VD_API_VERSION, "Arch",
-                go_arch(u.machine), "BuildTime", "", "GitCommit", "", "KernelVersion", u.release,
+                vs_arch_native(), "BuildTime", "", "GitCommit", "", "KernelVersion", u.release,
                 "MinAPIVersion", VD_MIN_API_VERSION, "Experimental", "false");
   json_object_set_new(details, "Os", json_string("linux"));
   vd_call_json(
@@ -46,7 +37,7 @@ void vd_h_version(vd_call *c) {
                 "Platform", "Name", "vessel", "Components", "Name", "Engine", "Version", VD_VERSION,
                 "Details", details, "Version", VD_VERSION, "ApiVersion", VD_API_VERSION,
                 "MinAPIVersion", VD_MIN_API_VERSION, "GitCommit", "", "GoVersion", "none", "Os",
-                "linux", "Arch", go_arch(u.machine), "KernelVersion", u.release, "BuildTime", ""));
+                "linux", "Arch", vs_arch_native(), "KernelVersion", u.release, "BuildTime", ""));
 }
 
 static long long mem_total(void) {

@@ -66,8 +66,8 @@ static int store_file_as_blob(vs_store *s, int fd, char digest[VS_DIGEST_MAX], v
 
 static json_t *default_config(void) {
   _cleanup_free_ char *now = now_rfc3339();
-  return json_pack("{s:s, s:s, s:s, s:{s:[s]}, s:[]}", "created", now, "architecture", "amd64",
-                   "os", "linux", "config", "Env",
+  return json_pack("{s:s, s:s, s:s, s:{s:[s]}, s:[]}", "created", now, "architecture",
+                   vs_arch_native(), "os", "linux", "config", "Env",
                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "history");
 }
 
@@ -637,7 +637,7 @@ static int load_oci_layout(vs_store *s, loaded *l, const char *fallback, json_t 
         r = -1;
         break;
       }
-      const vs_descriptor *pick = vs_index_select(&sub, "linux/amd64", err);
+      const vs_descriptor *pick = vs_index_select(&sub, NULL, err);
       if (pick)
         snprintf(chosen, sizeof(chosen), "%s", pick->digest);
       vs_manifest_clear(&sub);

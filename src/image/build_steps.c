@@ -101,8 +101,8 @@ static void add_history(json_t *doc, const char *created_by, bool empty_layer) {
 }
 
 static int load_scratch(builder *b, vs_error **err) {
-  json_t *doc = json_pack("{s:s, s:s, s:{s:s, s:[]}, s:{}}", "architecture", "amd64", "os", "linux",
-                          "rootfs", "type", "layers", "diff_ids", "config");
+  json_t *doc = json_pack("{s:s, s:s, s:{s:s, s:[]}, s:{}}", "architecture", vs_arch_native(), "os",
+                          "linux", "rootfs", "type", "layers", "diff_ids", "config");
   int r = save_image(b, doc, NULL, 0, err);
   json_decref(doc);
   return r;
@@ -155,9 +155,9 @@ static int step_from(builder *b, const vs_df_instr *in, vs_error **err) {
   if (vs_df_flags_check(in, flags, err) < 0)
     return -1;
   const char *platform = vs_df_flag(in, "platform");
-  if (platform && strcmp(platform, "linux/amd64") != 0)
-    return vs_error_set(err, 0, "FROM --platform=%s: this builder makes linux/amd64 images only",
-                        platform);
+  if (platform && strcmp(platform, vs_platform_native()) != 0)
+    return vs_error_set(err, 0, "FROM --platform=%s: this builder makes %s images only", platform,
+                        vs_platform_native());
   _cleanup_free_ char *ref = NULL;
   if (vs_df_expand_word(in->args[0], b->df.escape, meta_lookup, b->meta_args, &ref, err) < 0)
     return -1;

@@ -106,7 +106,13 @@ typedef struct vs_manifest {
 int vs_manifest_parse(const char *data, size_t len, const char *media_type, vs_manifest *out,
                       vs_error **err);
 void vs_manifest_clear(vs_manifest *m);
-/* Pick the manifest for "os/arch[/variant]" from an index; NULL with an error if none fits. */
+/* The platform this build runs containers of, in Go's names as registries and Docker give them
+ * ("linux/amd64" on x86-64): what a pull picks from an index and a build writes, unless told. */
+const char *vs_platform_native(void);
+/* Its architecture alone ("amd64"). */
+const char *vs_arch_native(void);
+/* Pick the manifest for "os/arch[/variant]" (NULL: the native platform) from an index; NULL with
+ * an error if none fits. */
 const vs_descriptor *vs_index_select(const vs_manifest *idx, const char *platform, vs_error **err);
 
 typedef struct vs_image_config {
@@ -308,7 +314,7 @@ typedef struct vs_registry_opts {
   int tls_verify;        /* 1 default; 0 = plain http / no verification */
   const char *auth_file; /* NULL: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
                             ~/.docker/config.json */
-  const char *platform;  /* "linux/amd64" default */
+  const char *platform;  /* NULL: vs_platform_native() */
   int parallel;          /* concurrent blob transfers (default 4) */
   uint64_t chunk_size;   /* push: PATCH chunks of this size; 0 = monolithic up to 64 MiB */
   bool quiet;

@@ -161,8 +161,27 @@ out:
   return r;
 }
 
+/* The compiler's target, not uname: a 32-bit build on a 64-bit kernel runs its own kind. */
+#if defined(__x86_64__)
+#define NATIVE_ARCH "amd64"
+#elif defined(__aarch64__)
+#define NATIVE_ARCH "arm64"
+#elif defined(__riscv) && __riscv_xlen == 64
+#define NATIVE_ARCH "riscv64"
+#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define NATIVE_ARCH "ppc64le"
+#elif defined(__s390x__)
+#define NATIVE_ARCH "s390x"
+#else
+#error "vessel does not know this architecture's name in OCI platforms"
+#endif
+
+const char *vs_platform_native(void) { return "linux/" NATIVE_ARCH; }
+
+const char *vs_arch_native(void) { return NATIVE_ARCH; }
+
 const vs_descriptor *vs_index_select(const vs_manifest *idx, const char *platform, vs_error **err) {
-  _cleanup_free_ char *p = vs_strdup(platform ? platform : "linux/amd64");
+  _cleanup_free_ char *p = vs_strdup(platform ? platform : vs_platform_native());
   char *os = p, *arch = strchr(p, '/'), *variant = NULL;
   if (!arch) {
     vs_error_set(err, 0, "bad platform \"%s\" (want os/arch[/variant])", p);

@@ -13,7 +13,7 @@ int vessel_registry_args(int argc, char **argv, vs_registry_opts *o, vs_error **
       {"username", required_argument, 0, 'u'},   {"password", required_argument, 0, 'P'},
       {"password-stdin", no_argument, 0, 'S'},   {"jobs", required_argument, 0, 'j'},
       {"chunk-size", required_argument, 0, 'C'}, {0, 0, 0, 0}};
-  *o = (vs_registry_opts){.tls_verify = 1, .platform = "linux/amd64", .progress_fd = 2};
+  *o = (vs_registry_opts){.tls_verify = 1, .progress_fd = 2};
   int c;
   optind = 1;
   opterr = 1;

@@ -339,7 +339,7 @@ static int ensure_image(vessel_ctx *ctx, vs_store *s, const char *what, vs_image
   if (vs_store_resolve(s, what, img, &e) == 0)
     return 0;
   vs_error_free(e);
-  vs_registry_opts o = {.tls_verify = 1, .platform = "linux/amd64", .progress_fd = 2};
+  vs_registry_opts o = {.tls_verify = 1, .progress_fd = 2};
   char digest[VS_DIGEST_MAX];
   if (vs_image_pull(s, what, &o, digest, err) < 0)
     return -1;
