@@ -573,6 +573,10 @@ static void image_pull(vd_call *c, const char *from, const char *tag) {
   if (!registry_opts(c, &o, &basic))
     return;
   o.containers_only = true; /* VM images live in their own store (vm_images.c) */
+  /* docker pull --platform: which manifest of an index (the index checks its form) */
+  _cleanup_free_ char *platform = http_query_get(c->req->query, "platform");
+  if (platform && *platform)
+    o.platform = platform;
   /* what the name meant before: "Image is up to date" when the pull changed nothing */
   vs_image before;
   bool had = vs_store_resolve(d->store, ref, &before, NULL) == 0;

@@ -114,6 +114,23 @@ def make_image(layout, tars, arch="amd64", cmd=("/bin/sh",), env=None, compress=
             "platform": {"architecture": arch, "os": "linux"}}
 
 
+def make_index(layout, manifests):
+    """An OCI image index of the manifest descriptors given (each with its platform), written
+    as a blob of layout; returns its descriptor."""
+    idx = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+           "manifests": list(manifests)}
+    data = json.dumps(idx).encode()
+    return {"mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": write_blob(layout, data), "size": len(data)}
+
+
+def make_arch_images(layout, arches):
+    """One busybox image per architecture, each with /arch naming it, and their index."""
+    return make_index(layout, [
+        make_image(layout, [busybox_layer().file("arch", f"{a}\n").tar()], arch=a)
+        for a in arches])
+
+
 def write_index(layout, entries, tag):
     """index.json naming one entry per tag: entries is a list of (descriptor, tag)."""
     idx = {"schemaVersion": 2, "manifests": []}

@@ -150,6 +150,29 @@ def test_push_sends_plain_layers_gzipped_once(vdi, tmp_path):
         reg.stop()
 
 
+def test_pull_picks_the_platform_from_an_index(vd, tmp_path):
+    """docker pull takes the host's platform from a multi-platform index, or the one asked for
+    with --platform; a platform the index lacks is refused by name."""
+    layout = tmp_path / "layout"
+    oi_index = oci_images.make_arch_images(layout, ["riscv64", "amd64"])
+    oci_images.write_index(layout, [(oi_index, "multi")], None)
+    reg = oci_images.Registry(tmp_path / "registry")
+    try:
+        name = f"{reg.host}/test/multi:latest"
+        oci_images.skopeo_push(layout, "multi", name, extra=["--all"])
+        vd.docker("pull", name)
+        assert json.loads(vd.docker("image", "inspect", name).stdout)[0]["Architecture"] == \
+            "amd64"
+        assert vd.docker("run", "--rm", name, "cat", "/arch").stdout == "amd64\n"
+        vd.docker("pull", "--platform", "linux/riscv64", name)
+        assert json.loads(vd.docker("image", "inspect", name).stdout)[0]["Architecture"] == \
+            "riscv64"
+        r = vd.docker("pull", "--platform", "linux/s390x", name, check=False)
+        assert r.returncode != 0 and "linux/s390x" in r.stderr
+    finally:
+        reg.stop()
+
+
 def test_bad_registry_auth_header_is_refused(vdi):
     conn = UnixHTTP(str(vdi.sock))
     conn.request("POST", "/v1.41/images/busybox/push?tag=latest",

@@ -47,14 +47,7 @@ def seeded(work, registry):
     """test/bb:latest (3 layers), test/multi:latest (amd64 + riscv64 index)."""
     layout = work / "layout"
     d = oi.make_image(layout, layers_main())
-    amd = oi.make_image(layout, [oi.busybox_layer().file("arch", "amd64\n").tar()], arch="amd64")
-    rv = oi.make_image(layout, [oi.busybox_layer().file("arch", "riscv64\n").tar()],
-                       arch="riscv64")
-    idx = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-           "manifests": [rv, amd]}
-    idata = json.dumps(idx).encode()
-    idesc = {"mediaType": "application/vnd.oci.image.index.v1+json",
-             "digest": oi.write_blob(layout, idata), "size": len(idata)}
+    idesc = oi.make_arch_images(layout, ["riscv64", "amd64"])
     oi.write_index(layout, [(d, "bb"), (idesc, "multi")], None)
     oi.skopeo_push(layout, "bb", f"{registry.host}/test/bb:latest")
     oi.skopeo_push(layout, "multi", f"{registry.host}/test/multi:latest", extra=["--all"])
