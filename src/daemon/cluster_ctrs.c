@@ -69,7 +69,7 @@ bool vd_cctr_start_allowed(vd_daemon *d, vd_container *c, vs_error **err) {
 static int internal_call(vd_daemon *d, void (*handler)(vd_call *), const char *arg,
                          const char *query, const json_t *body, json_t **reply) {
   http_request req = {.method = (char *)"POST", .query = vs_strdup(query ? query : "")};
-  vd_call call = {.d = d, .req = &req, .body_fd = -1, .file_fd = -1};
+  vd_call call = {.d = d, .req = &req, .body_fd = -1, .file_fd = -1, .internal = true};
   call.arg = arg ? vs_strdup(arg) : NULL;
   if (body) {
     call.body = json_dumps(body, JSON_COMPACT);
@@ -280,6 +280,32 @@ void vd_cctr_remove_orphans(vd_daemon *d, const json_t *mine) {
     json_decref(reply);
   }
   json_decref(names);
+}
+
+void vd_cctr_forget(vd_daemon *d, vd_container *c) {
+  vd_cluster *cl = &d->cluster;
+  if (!cl->enabled)
+    return;
+  pthread_mutex_lock(&d->lock);
+  _cleanup_free_ char *name =
+      c->name && vd_cctr_of_cluster_locked(d, c) ? vs_strdup(c->name + 1) : NULL;
+  pthread_mutex_unlock(&d->lock);
+  if (!name)
+    return;
+  int64_t rev = 0;
+  vs_error *e = NULL;
+  json_t *rec = vd_guest_record_get(cl, name, &rev, &e);
+  /* the same Id on this node, made: not a record placed here again since (drain, failover) */
+  bool ours = rec && is_container_record(rec) && !strcmp(str(rec, "Node") ?: "", cl->node_name) &&
+              !strcmp(str(rec, "Id") ?: "", c->id) && strcmp(phase_of(rec), "placed") != 0;
+  json_decref(rec);
+  bool gone = false;
+  _cleanup_free_ char *key = vs_asprintf(GUESTS "%s", name);
+  if (ours && vc_etcd_delete_if(cl->etcd, key, rev, &gone, &e) == 0 && gone)
+    vs_log_info("cluster: container %s removed on its node: its record too", name);
+  if (e)
+    vs_log_warn("cluster: the record of removed container %s: %s", name, e->msg);
+  vs_error_free(e);
 }
 
 /* ------------------------------------------------------------- requests of other nodes */

@@ -1091,6 +1091,8 @@ void vd_h_container_delete(vd_call *c) {
   }
   if (http_query_bool(c->req->query, "v", false))
     vd_volumes_release(d, json_object_get(ctr->rec, "MountPoints"), ctr->id);
+  if (!c->internal)
+    vd_cctr_forget(d, ctr);
   c->after = VD_AFTER_REMOVED;
   vd_call_status(c, 204);
 }

@@ -272,6 +272,7 @@ struct vd_call {
   /* a worker handler's container: referenced, and what the loop does with it afterwards */
   vd_container *ctr;
   enum { VD_AFTER_NONE, VD_AFTER_WATCH, VD_AFTER_REMOVED, VD_AFTER_START_FAILED } after;
+  bool internal; /* made by the daemon itself (cluster_ctrs.c's reconciler), not by a client */
 };
 
 /* From a worker: append to the call's streamed answer (200, chunked, application/json); the loop
@@ -508,6 +509,9 @@ bool vd_cctr_start_allowed(vd_daemon *d, vd_container *c, vs_error **err);
  * (removed). */
 void vd_cctr_reconcile(vd_daemon *d, json_t *rec, int64_t rev);
 void vd_cctr_remove_orphans(vd_daemon *d, const json_t *mine);
+/* A client removed c on this node (docker rm): the cluster's record of it goes too, or the
+ * reconciler would make it again. Only a record that still places this very container here. */
+void vd_cctr_forget(vd_daemon *d, vd_container *c);
 /* Fencing: SIGKILL to the running containers of the cluster (how many); pidfds of them for the
  * fencer (the caller closes them); the restart of those etcd still places here. */
 int vd_cctr_fence_kill(vd_daemon *d);

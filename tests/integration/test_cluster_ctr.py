@@ -207,6 +207,12 @@ def test_logs_stop_start_rm_from_other_nodes(cl):
     assert "echoer" not in guests(h1) and not sleepers(MARK + 20)
     r = h1.vessel("logs", "echoer", check=False)
     assert r.returncode != 0 and "No such container" in r.stderr
+    # docker rm on its node: the record goes with the container (nothing makes it again there)
+    h1.vessel("run", "-d", "--name", "plain", "--node", "n2", "busybox", "sleep", str(MARK + 21))
+    assert local_ctrs(h2)["plain"]["State"] == "running"
+    h2.vd.docker("rm", "-f", "plain")
+    wait_for("plain's record gone", lambda: "plain" not in guests(h1), timeout=30, step=0.2)
+    assert "plain" not in local_ctrs(h2) and not sleepers(MARK + 21)
 
 
 def test_an_image_only_in_a_registry_is_pulled_by_its_node(cl, tmp_path):
