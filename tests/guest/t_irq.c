@@ -70,6 +70,20 @@ static void s_timer_wfi(void) {
   back_to_m();
 }
 
+/* A due Sstc timer waits while SIE is off (the interrupt checks then skip the clock read) and is
+ * taken right after SIE is set. */
+static volatile uint64_t irqs_while_masked;
+static void s_timer_masked(void) {
+  CSRW(stimecmp, 0);
+  for (volatile int i = 0; i < 20000; i++)
+    ;
+  irqs_while_masked = irqs_seen;
+  CSRS(sstatus, MSTATUS_SIE);
+  __asm__ volatile("nop");
+  CSRC(sstatus, MSTATUS_SIE);
+  back_to_m();
+}
+
 static void s_masked_m_irq(void) {
   /* SIE is off, but M-level interrupts are always enabled below M */
   *CLINT_MSIP = 1;
@@ -110,6 +124,26 @@ int main(void) {
   enter_mode(1, s_timer_wfi);
   CHECK(irqs_seen & (1ul << 5));
   CHECK(last_trap.cause == (IRQ_BIT | 5) && last_trap.s_mode);
+  /* a due timer masked by SIE=0, taken once SIE is set */
+  irqs_seen = 0;
+  reset_trap();
+  enter_mode(1, s_timer_masked);
+  CHECK(irqs_while_masked == 0);
+  CHECK(irqs_seen == (1ul << 5) && last_trap.cause == (IRQ_BIT | 5) && last_trap.s_mode);
+  /* not delegated: a due STIP waits in M while MIE is off, and is taken in M once it is set */
+  irqs_seen = 0;
+  reset_trap();
+  CSRC(mstatus, MSTATUS_MIE); /* the return from S-mode may have left it set */
+  CSRW(mideleg, MIP_SSIP);
+  CSRW(stimecmp, 0);
+  for (volatile int i = 0; i < 20000; i++)
+    ;
+  CHECK(irqs_seen == 0);
+  CSRS(mstatus, MSTATUS_MIE);
+  __asm__ volatile("nop");
+  CSRC(mstatus, MSTATUS_MIE);
+  CHECK(irqs_seen == (1ul << 5) && last_trap.cause == (IRQ_BIT | 5) && !last_trap.s_mode);
+  CSRW(mideleg, MIP_SSIP | MIP_STIP);
   /* with STCE, mip.STIP reflects stimecmp and cannot be written */
   CSRW(stimecmp, 0);
   CHECK(CSRR(mip) & MIP_STIP);

@@ -192,6 +192,12 @@ struct rv_icache {
  * warming blocks instead (perf, 2026-12-07: no net gain), so blocks are translated when they
  * first run. */
 #define RV_JIT_WARMUP 0
+/* With several harts each one translates the code it runs for itself, and a boot spreads the
+ * kernel's run-once work (async initcalls, kworkers, crypto self-tests) over them: the second
+ * hart meets most of it cold while the first waits for it. Interpreting a block twice before
+ * translating it cut a 2-hart boot's CPU time by ~5% and its peak RSS by 6-8 MiB (2026-12-07,
+ * issue 18, docs/performance.md "Seventh round"). */
+#define RV_JIT_WARMUP_SMP 2
 static inline bool rv_jit_is_code(const void *code) { return (uintptr_t)code >= RV_JIT_CODE_MIN; }
 
 /* jit.c: the translator from decoded blocks to x86-64 code. */
