@@ -89,7 +89,9 @@ class RawClient:
     """The GDB remote serial protocol by hand: checksums, acks, 0x03."""
 
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        # a continue on a replay runs a whole recorded boot (with a watchpoint, every store
+        # checked): seconds when the machine is quiet, minutes when it is not
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=GDB_TIMEOUT)
         self.buf = b""
 
     def close(self):
