@@ -347,6 +347,10 @@ def test_kill_wait_and_force_remove(vdi):
     vdi.docker("kill", "sleeper")
     assert waiter.communicate(timeout=15)[0].strip() == "137"
     assert json.loads(vdi.docker("inspect", "sleeper").stdout)[0]["State"]["ExitCode"] == 137
+    # a SIGKILL answers once the container has stopped, as dockerd's: rm needs no -f after it
+    vdi.docker("run", "-d", "--name", "sleeper3", "busybox", "sleep", "300")
+    vdi.docker("kill", "sleeper3")
+    vdi.docker("rm", "sleeper3")
     vdi.docker("run", "-d", "--name", "sleeper2", "busybox", "sleep", "300")
     vdi.docker("rm", "-f", "sleeper", "sleeper2")
     assert vdi.docker("ps", "-aq").stdout.strip() == ""
