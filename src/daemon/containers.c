@@ -905,7 +905,8 @@ void vd_h_container_kill(vd_call *c) {
     vs_error_free(e);
     return;
   }
-  ctr_event(d, ctr, "kill", json_pack("{s:i}", "signal", sig));
+  /* Docker's attributes are strings: the CLI cannot decode an event with a number there */
+  ctr_event(d, ctr, "kill", json_pack("{s:o}", "signal", json_sprintf("%d", sig)));
   /* SIGKILL answers once the container is stopped, as dockerd's kill does: `docker kill c &&
    * docker rm c` works, and its endpoints are gone as after a stop */
   if (sig == SIGKILL) {

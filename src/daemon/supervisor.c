@@ -420,16 +420,22 @@ typedef struct {
   unsigned run;
 } exit_job;
 
+static void emit_die(vd_daemon *d, vd_container *c, int code) {
+  pthread_mutex_lock(&d->lock);
+  json_t *attrs = vd_event_ctr_attrs(c);
+  pthread_mutex_unlock(&d->lock);
+  json_object_set_new(attrs, "exitCode", json_sprintf("%d", code));
+  vd_event_emit(d, "container", "die", c->id, attrs);
+}
+
 /* The die event, then streams, waiters and restart policy (loop). */
 static void report_exit(vd_daemon *d, vd_container *c, pid_t ended, int code) {
   pthread_mutex_lock(&d->lock);
   c->exit_settling = false;
   /* a start may have come while the endpoints were being torn down (it refreshed the state) */
   bool restarted = c->state == VD_CTR_RUNNING && c->monitor_pid != ended;
-  json_t *attrs = vd_event_ctr_attrs(c);
   pthread_mutex_unlock(&d->lock);
-  json_object_set_new(attrs, "exitCode", json_sprintf("%d", code));
-  vd_event_emit(d, "container", "die", c->id, attrs);
+  emit_die(d, c, code);
   after_exit(d, c, restarted);
 }
 
@@ -440,7 +446,7 @@ static void exit_teardown_run(vd_job *job) {
 static void exit_teardown_done(vd_job *job) {
   exit_job *x = (exit_job *)job;
   vd_container *c = job->ctr;
-  if (!c->removed) /* a removal answered the waiters and said destroy */
+  if (!c->removed) /* a removal answered the waiters and said die and destroy */
     report_exit(job->d, c, x->ended, x->code);
   vd_ctr_unref(job->d, c);
   free(x);
@@ -561,7 +567,13 @@ void vd_supervise_removed(vd_daemon *d, vd_container *c) {
   }
   vd_ctr_remove(d, c);
   c->removed = true;
+  /* removed while its exit was being settled (a stop, then rm at once): die comes first */
+  bool settling = c->exit_settling;
+  c->exit_settling = false;
+  int code = c->exit_code;
   pthread_mutex_unlock(&d->lock);
+  if (settling)
+    emit_die(d, c, code);
   vs_log_info("container %.12s removed", c->id);
   pthread_mutex_lock(&d->lock);
   json_t *attrs = vd_event_ctr_attrs(c);

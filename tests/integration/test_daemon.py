@@ -357,6 +357,10 @@ def test_kill_wait_and_force_remove(vdi):
     vdi.docker("run", "-d", "--name", "sleeper3", "busybox", "sleep", "300")
     vdi.docker("kill", "sleeper3")
     vdi.docker("rm", "sleeper3")
+    # removed at once, maybe while its exit was still being reported: die all the same, first
+    ev = vdi.docker("events", "--since", "0", "--until", f"{time.time():.3f}", "--filter",
+                    "container=sleeper3", "--format", "{{.Action}}").stdout.split()
+    assert "die" in ev and ev.index("die") < ev.index("destroy") == len(ev) - 1, ev
     vdi.docker("run", "-d", "--name", "sleeper2", "busybox", "sleep", "300")
     vdi.docker("rm", "-f", "sleeper", "sleeper2")
     assert vdi.docker("ps", "-aq").stdout.strip() == ""
