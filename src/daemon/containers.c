@@ -870,28 +870,6 @@ static int parse_signal(const char *s) {
   return 0;
 }
 
-void vd_h_container_kill(vd_call *c) {
-  vd_daemon *d = c->d;
-  _cleanup_free_ char *sq = http_query_get(c->req->query, "signal");
-  int sig = sq && *sq ? parse_signal(sq) : SIGKILL;
-  if (!sig) {
-    vd_call_error(c, 400, "Invalid signal: %s", sq);
-    return;
-  }
-  vd_container *ctr = call_running_container(c);
-  if (!ctr)
-    return;
-  vd_restart_note_manual(d, ctr, true);
-  vs_error *e = NULL;
-  if (vd_supervise_kill(d, ctr, sig, &e) < 0) {
-    vd_call_fail(c, e);
-    vs_error_free(e);
-    return;
-  }
-  ctr_event(d, ctr, "kill", json_pack("{s:i}", "signal", sig));
-  vd_call_status(c, 204);
-}
-
 static void refresh_after_exit(vd_daemon *d, vd_container *ctr) {
   pthread_mutex_lock(&d->lock);
   vd_ctr_refresh(d, ctr);
@@ -906,6 +884,41 @@ static void thaw_if_paused(vd_daemon *d, vd_container *ctr) {
   pthread_mutex_unlock(&d->lock);
   if (paused)
     ctr_pause(&d->rt, ctr->id, false, NULL);
+}
+
+void vd_h_container_kill(vd_call *c) {
+  vd_daemon *d = c->d;
+  _cleanup_free_ char *sq = http_query_get(c->req->query, "signal");
+  int sig = sq && *sq ? parse_signal(sq) : SIGKILL;
+  if (!sig) {
+    vd_call_error(c, 400, "Invalid signal: %s", sq);
+    return;
+  }
+  vd_container *ctr = call_running_container(c);
+  if (!ctr)
+    return;
+  vd_restart_note_manual(d, ctr, true);
+  unsigned run = vd_net_run(d, ctr);
+  vs_error *e = NULL;
+  if (vd_supervise_kill(d, ctr, sig, &e) < 0) {
+    vd_call_fail(c, e);
+    vs_error_free(e);
+    return;
+  }
+  /* Docker's attributes are strings: the CLI cannot decode an event with a number there */
+  ctr_event(d, ctr, "kill", json_pack("{s:o}", "signal", json_sprintf("%d", sig)));
+  /* SIGKILL answers once the container is stopped, as dockerd's kill does: `docker kill c &&
+   * docker rm c` works, and its endpoints are gone as after a stop */
+  if (sig == SIGKILL) {
+    thaw_if_paused(d, ctr);
+    if (!vd_supervise_wait_exit(ctr, 10000)) {
+      vd_call_error(c, 500, "container %.12s did not stop after SIGKILL", ctr->id);
+      return;
+    }
+    refresh_after_exit(d, ctr);
+    vd_net_teardown_run(d, ctr, run);
+  }
+  vd_call_status(c, 204);
 }
 
 /* Stop ctr: its stop signal, the timeout, then SIGKILL. Answers 204, 304 or an error; returns

@@ -101,8 +101,10 @@ struct vd_container {
   /* status, under d->lock */
   vd_ctr_state state;
   bool starting, stopping, removing, removed;
-  bool paused;       /* its cgroup is frozen */
-  bool monitor_lost; /* its monitor died without recording an exit */
+  bool paused;        /* its cgroup is frozen */
+  bool monitor_lost;  /* its monitor died without recording an exit */
+  bool exit_settling; /* its exit is seen, its endpoints not yet gone: not yet stopped for a
+                       * waiter (supervisor.c reports the exit once they are) */
   /* restart policy */
   bool restarting;  /* waiting for its restart timer */
   bool manual_stop; /* stopped or killed through the API: "always" does not bring it back */
@@ -958,11 +960,10 @@ int vd_net_create_prepare(vd_daemon *d, json_t *body, json_t *rec, const vs_imag
 int vd_net_setup(vd_daemon *d, vd_container *c, vs_error **err);
 /* After the container ended or failed to start, or before it is removed (worker). */
 void vd_net_teardown(vd_daemon *d, vd_container *c);
-/* The same on a worker, from the loop; skipped if the container was started again meanwhile. */
-void vd_net_teardown_later(vd_daemon *d, vd_container *c);
-/* Which run's endpoints the container has (read before a stop), and their teardown once that
- * run ended: skipped when a start made new ones since. A stop answers after it, as dockerd's
- * does, so a stopped container's interfaces are gone when the client hears it stopped. */
+/* Which run's endpoints the container has (read before a stop or at an exit), and their
+ * teardown once that run ended: skipped when a start made new ones since. A stop answers, and
+ * an exit is reported (die, waiters), after it, as dockerd's do, so a stopped container's
+ * interfaces and addresses are gone when the client hears it stopped. */
 unsigned vd_net_run(vd_daemon *d, vd_container *c);
 void vd_net_teardown_run(vd_daemon *d, vd_container *c, unsigned run);
 /* Inspect's NetworkSettings and ps's Ports and networks (d->lock held). */

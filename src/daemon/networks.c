@@ -1549,30 +1549,6 @@ unsigned vd_net_run(vd_daemon *d, vd_container *c) {
 
 void vd_net_teardown_run(vd_daemon *d, vd_container *c, unsigned run) { teardown(d, c, true, run); }
 
-static void teardown_job_run(vd_job *job) {
-  teardown(job->d, job->ctr, true, (unsigned)job->result);
-}
-
-static void teardown_job_done(vd_job *job) {
-  vd_ctr_unref(job->d, job->ctr);
-  free(job);
-}
-
-void vd_net_teardown_later(vd_daemon *d, vd_container *c) {
-  if (!d->net)
-    return;
-  vd_job *job = vs_malloc0(sizeof(*job));
-  job->d = d;
-  job->ctr = c;
-  job->result = (int)vd_net_run(d, c);
-  pthread_mutex_lock(&d->lock);
-  vd_ctr_ref(c);
-  pthread_mutex_unlock(&d->lock);
-  job->run = teardown_job_run;
-  job->done = teardown_job_done;
-  vd_job_submit(d, job);
-}
-
 /* ---------------------------------------------------------------- create, inspect, ps */
 
 /* "02:42:ac:11:00:02": six pairs of hex digits (the library checks the rest at attach). */

@@ -699,7 +699,9 @@ void vd_h_container_wait(vd_call *c) {
   vd_container *ctr = vd_ctr_find(d, c->arg);
   /* a container whose monitor died is not stopped for a waiter until vd_supervise_end_orphan
    * has ended it and recorded the true exit (its 255 until then is a placeholder) */
-  bool stopped = ctr && ctr->state != VD_CTR_RUNNING && !ctr->starting && !ctr->monitor_lost;
+  /* nor one whose exit is still being settled: finish_exit answers its waiters after that */
+  bool stopped = ctr && ctr->state != VD_CTR_RUNNING && !ctr->starting && !ctr->monitor_lost &&
+                 !ctr->exit_settling;
   int code = ctr ? ctr->exit_code : 0;
   pthread_mutex_unlock(&d->lock);
   if (!ctr) {

@@ -412,7 +412,51 @@ void vd_supervise_exited(vd_daemon *d, vd_container *c) {
   finish_exit(d, c, ended);
 }
 
-/* The exit is recorded (or never will be): events, streams, waiters, restart policy. */
+/* An exit whose report waits for the teardown of the ended run's endpoints. */
+typedef struct {
+  vd_job job; /* first: the job is the exit */
+  pid_t ended;
+  int code;
+  unsigned run;
+} exit_job;
+
+static void emit_die(vd_daemon *d, vd_container *c, int code) {
+  pthread_mutex_lock(&d->lock);
+  json_t *attrs = vd_event_ctr_attrs(c);
+  pthread_mutex_unlock(&d->lock);
+  json_object_set_new(attrs, "exitCode", json_sprintf("%d", code));
+  vd_event_emit(d, "container", "die", c->id, attrs);
+}
+
+/* The die event, then streams, waiters and restart policy (loop). */
+static void report_exit(vd_daemon *d, vd_container *c, pid_t ended, int code) {
+  pthread_mutex_lock(&d->lock);
+  c->exit_settling = false;
+  /* a start may have come while the endpoints were being torn down (it refreshed the state) */
+  bool restarted = c->state == VD_CTR_RUNNING && c->monitor_pid != ended;
+  pthread_mutex_unlock(&d->lock);
+  emit_die(d, c, code);
+  after_exit(d, c, restarted);
+}
+
+static void exit_teardown_run(vd_job *job) {
+  vd_net_teardown_run(job->d, job->ctr, ((exit_job *)job)->run);
+}
+
+static void exit_teardown_done(vd_job *job) {
+  exit_job *x = (exit_job *)job;
+  vd_container *c = job->ctr;
+  if (!c->removed) /* a removal answered the waiters and said die and destroy */
+    report_exit(job->d, c, x->ended, x->code);
+  vd_ctr_unref(job->d, c);
+  free(x);
+}
+
+/* The exit is recorded (or never will be): the container's endpoints go with it, as Docker's
+ * do, before anybody hears of the exit. dockerd releases the network before it marks the
+ * container stopped, so a client that saw the exit (a wait, `docker run`, the die event) can
+ * reuse the address or remove the network at once. The teardown (netlink and a ruleset load)
+ * runs on a worker; the report follows on the loop. */
 static void finish_exit(vd_daemon *d, vd_container *c, pid_t ended) {
   pthread_mutex_lock(&d->lock);
   vd_ctr_refresh(d, c);
@@ -423,17 +467,26 @@ static void finish_exit(vd_daemon *d, vd_container *c, pid_t ended) {
     c->exit_code = 255;
   }
   int code = c->exit_code;
+  bool teardown = !restarted && d->net;
+  if (teardown) {
+    c->exit_settling = true;
+    vd_ctr_ref(c);
+  }
   pthread_mutex_unlock(&d->lock);
   vs_log_info("container %.12s exited with %d", c->id, code);
-  /* its endpoints go with it, as Docker's (netlink and a ruleset load: on a worker) */
-  if (!restarted)
-    vd_net_teardown_later(d, c);
-  pthread_mutex_lock(&d->lock);
-  json_t *attrs = vd_event_ctr_attrs(c);
-  pthread_mutex_unlock(&d->lock);
-  json_object_set_new(attrs, "exitCode", json_sprintf("%d", code));
-  vd_event_emit(d, "container", "die", c->id, attrs);
-  after_exit(d, c, restarted);
+  if (!teardown) {
+    report_exit(d, c, ended, code);
+    return;
+  }
+  exit_job *x = vs_malloc0(sizeof(*x));
+  x->job.d = d;
+  x->job.ctr = c;
+  x->job.run = exit_teardown_run;
+  x->job.done = exit_teardown_done;
+  x->ended = ended;
+  x->code = code;
+  x->run = vd_net_run(d, c);
+  vd_job_submit(d, &x->job);
 }
 
 int vd_monitor_connect(const vd_container *c, vs_error **err) {
@@ -514,7 +567,13 @@ void vd_supervise_removed(vd_daemon *d, vd_container *c) {
   }
   vd_ctr_remove(d, c);
   c->removed = true;
+  /* removed while its exit was being settled (a stop, then rm at once): die comes first */
+  bool settling = c->exit_settling;
+  c->exit_settling = false;
+  int code = c->exit_code;
   pthread_mutex_unlock(&d->lock);
+  if (settling)
+    emit_die(d, c, code);
   vs_log_info("container %.12s removed", c->id);
   pthread_mutex_lock(&d->lock);
   json_t *attrs = vd_event_ctr_attrs(c);

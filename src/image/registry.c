@@ -597,6 +597,7 @@ typedef struct progress {
   char **names;
   char **state;
   uint64_t *done, *total;
+  uint64_t *told; /* the byte count the callback last had, per layer */
   bool drawn;
   struct timespec last;
   pthread_mutex_t lock;
@@ -658,9 +659,10 @@ static void progress_event(progress *p, size_t i, const char *state) {
   pthread_mutex_lock(&p->lock);
   free(p->state[i]);
   p->state[i] = vs_strdup(state);
-  if (p->cb && !strcmp(state, "Downloading"))
+  if (p->cb && !strcmp(state, "Downloading")) {
     progress_report(p, i, state, p->done[i], p->total[i]);
-  else if (p->cb)
+    p->told[i] = p->done[i];
+  } else if (p->cb)
     progress_report(p, i, state, 0, 0);
   else if (!p->quiet && !p->tty)
     dprintf(p->fd, "%.12s: %s\n", p->names[i], state);
@@ -680,6 +682,7 @@ static void progress_init(progress *p, const vs_registry_opts *o, size_t n) {
   p->state = vs_malloc0(sizeof(char *) * (n + 1));
   p->done = vs_malloc0(sizeof(uint64_t) * (n + 1));
   p->total = vs_malloc0(sizeof(uint64_t) * (n + 1));
+  p->told = vs_malloc0(sizeof(uint64_t) * (n + 1));
   pthread_mutex_init(&p->lock, NULL);
 }
 
@@ -692,6 +695,7 @@ static void progress_free(progress *p) {
   free(p->state);
   free(p->done);
   free(p->total);
+  free(p->told);
   pthread_mutex_destroy(&p->lock);
 }
 
@@ -802,10 +806,14 @@ static int on_xfer(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t u
   (void)uln;
   progress *p = j->prog;
   pthread_mutex_lock(&p->lock);
-  bool moved = p->done[j->index] != (uint64_t)dlnow;
   p->done[j->index] = (uint64_t)dlnow;
-  if (p->cb && moved && progress_due(p))
+  /* a count the tenth-of-a-second throttle held back goes out at a later call: curl goes on
+   * calling while a transfer stalls, so the bytes that came before a stall are told during it
+   * (not only once it ends, or once the low-speed limit gives up on it a minute later) */
+  if (p->cb && p->told[j->index] != (uint64_t)dlnow && progress_due(p)) {
     progress_report(p, j->index, "Downloading", (uint64_t)dlnow, p->total[j->index]);
+    p->told[j->index] = (uint64_t)dlnow;
+  }
   progress_draw(p, false);
   pthread_mutex_unlock(&p->lock);
   return 0;

@@ -271,6 +271,7 @@ class AuthProxy:
         self.faults = {}
         self.stall_gate = None
         self.token_requests = []
+        self.requests = []  # (method, path) of every request but the token server's
         proxy = self
         good_basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.port = free_port()
@@ -303,6 +304,7 @@ class AuthProxy:
                     if self.headers.get("Authorization") != good_basic:
                         return self._reply(401, b'{"details":"bad credentials"}')
                     return self._reply(200, b'{"token":"tok-123"}')
+                proxy.requests.append((self.command, self.path))
                 if self.headers.get("Authorization") != "Bearer tok-123":
                     scope = ""
                     parts = self.path.split("/")

@@ -115,8 +115,9 @@ class Vesseld:
         for _ in range(tries):
             if self.proc.poll() is not None:
                 raise RuntimeError("vesseld exited: " + self.log_text())
-            if self.sock.exists() and self.raw(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n",
-                                               quiet=True):
+            # Connection: close, or raw() waits out its 2 s for a keep-alive connection's end
+            if self.sock.exists() and self.raw(b"GET /_ping HTTP/1.1\r\nHost: d\r\n"
+                                               b"Connection: close\r\n\r\n", quiet=True):
                 return
             time.sleep(0.02)
         raise RuntimeError("vesseld did not answer /_ping: " + self.log_text())
@@ -314,7 +315,12 @@ def test_detached_ps_logs_stop_rm(vdi):
     assert len(cid) == 64
     ps = vdi.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Status}}").stdout.split()
     assert ps[:3] == [cid[:12], "ticker", "Up"]
-    time.sleep(0.5)
+    # its first two lines of each stream, however slowly a loaded machine runs the loop
+    def two_each():
+        r = vdi.docker("logs", "ticker")
+        return r.stdout.count("\n") >= 2 and r.stderr.count("\n") >= 2
+
+    assert wait_for(two_each, timeout=60)
     logs = vdi.docker("logs", "ticker")
     assert logs.stdout.startswith("line 0\nline 1\n")
     assert logs.stderr.startswith("err 0\nerr 1\n")
@@ -347,6 +353,14 @@ def test_kill_wait_and_force_remove(vdi):
     vdi.docker("kill", "sleeper")
     assert waiter.communicate(timeout=15)[0].strip() == "137"
     assert json.loads(vdi.docker("inspect", "sleeper").stdout)[0]["State"]["ExitCode"] == 137
+    # a SIGKILL answers once the container has stopped, as dockerd's: rm needs no -f after it
+    vdi.docker("run", "-d", "--name", "sleeper3", "busybox", "sleep", "300")
+    vdi.docker("kill", "sleeper3")
+    vdi.docker("rm", "sleeper3")
+    # removed at once, maybe while its exit was still being reported: die all the same, first
+    ev = vdi.docker("events", "--since", "0", "--until", f"{time.time():.3f}", "--filter",
+                    "container=sleeper3", "--format", "{{.Action}}").stdout.split()
+    assert "die" in ev and ev.index("die") < ev.index("destroy") == len(ev) - 1, ev
     vdi.docker("run", "-d", "--name", "sleeper2", "busybox", "sleep", "300")
     vdi.docker("rm", "-f", "sleeper", "sleeper2")
     assert vdi.docker("ps", "-aq").stdout.strip() == ""
@@ -585,9 +599,10 @@ def test_restart_pause_start_again_timestamps_swarm(vdi):
     assert state["Paused"] and state["Status"] == "paused"
     vdi.docker("unpause", "r1")
     vdi.docker("restart", "-t", "2", "r1")
-    time.sleep(0.3)
     state = json.loads(vdi.docker("inspect", "r1").stdout)[0]["State"]
     assert state["Running"] and state["Pid"] != first_pid
+    # the new run's line is in the log once its monitor has read it: no fixed time for that
+    assert wait_for(lambda: vdi.docker("logs", "r1").stdout.count("started") >= 2, timeout=60)
     assert vdi.docker("logs", "r1").stdout == "started\nstarted\n"
     stamped = vdi.docker("logs", "-t", "r1").stdout.splitlines()
     assert len(stamped) == 2 and stamped[0].endswith("Z started") and stamped[0][:4].isdigit()
@@ -894,16 +909,30 @@ def test_rename_top_prune(vdi):
     vdi.docker("rm", "-f", "after")
 
 
+def read_lines(proc, n, timeout=60):
+    """The first n lines proc prints (fewer if it ends or timeout seconds pass)."""
+    import select
+    out, end = b"", time.time() + timeout
+    while out.count(b"\n") < n and time.time() < end:
+        if not select.select([proc.stdout], [], [], max(0.0, end - time.time()))[0]:
+            break
+        b = os.read(proc.stdout.fileno(), 65536)
+        if not b:
+            break
+        out += b
+    return out.decode().split("\n")[:n]
+
+
 def test_events(vdi):
     since = str(int(time.time()) - 1)
-    follow = subprocess.Popen([DOCKER, "events", "--format", "{{.Type}} {{.Action}}",
-                               "--filter", "type=container"], env=vdi.env, text=True,
-                              stdout=subprocess.PIPE)
-    time.sleep(0.3)
+    # a follower from since: the ring's events, then the new ones as they come. Without since,
+    # what came before its CLI subscribed was lost (a sleep of 0.3 s was not enough under load)
+    follow = subprocess.Popen([DOCKER, "events", "--since", since, "--format",
+                               "{{.Type}} {{.Action}}", "--filter", "type=container"],
+                              env=vdi.env, stdout=subprocess.PIPE)
     vdi.docker("run", "--rm", "--name", "evented", "-l", "team=x", "busybox", "sh", "-c", "exit 2",
                check=False)
     vdi.docker("volume", "create", "evvol")
-    time.sleep(0.3)
     until = str(int(time.time()) + 1)
     r = vdi.docker("events", "--since", since, "--until", until, "--format",
                    "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}", "--filter",
@@ -917,9 +946,11 @@ def test_events(vdi):
     r = vdi.docker("events", "--since", since, "--until", until, "--filter", "type=volume",
                    "--format", "{{.Action}} {{.Actor.ID}}", timeout=20)
     assert r.stdout.strip() == "create evvol"
+    # the follower's four lines, however long its CLI takes to print them
+    assert read_lines(follow, 4) == ["container create", "container start", "container die",
+                                     "container destroy"]
     follow.kill()
-    out = follow.communicate()[0].split("\n")
-    assert out[:4] == ["container create", "container start", "container die", "container destroy"]
+    follow.wait()
     vdi.docker("volume", "rm", "evvol")
 
 

@@ -239,6 +239,9 @@ def test_pull_progress_streams_as_it_happens(vd, tmp_path):
             seen = [s for s in order if s in states]
             assert seen == order or (seen == [s for s in order if s != "Downloading"]), states
             assert [states.index(s) for s in seen] == sorted(states.index(s) for s in seen)
+        # told during the stall, not after curl gave the stalled transfer up and fetched again
+        assert [p for m, p in proxy.requests if m == "GET" and big_digest in p] == \
+            [f"/v2/live/img/blobs/{big_digest}"], proxy.requests
         assert msgs[-2]["status"] == "Digest: " + desc["digest"]
         assert msgs[-1]["status"] == f"Status: Downloaded newer image for {name}:latest"
         assert name in vd.docker("images", "--format", "{{.Repository}}").stdout.split()

@@ -256,6 +256,14 @@ def test_network_api(vdn):
     # prune takes the unused ones only
     pruned = d.docker("network", "prune", "-f").stdout
     assert "auto1" in pruned and "inside" in pruned and "front" not in pruned
+    # a container that ended on its own holds no endpoint once a wait says it ended (dockerd
+    # releases the network before it reports the exit): checked at once, through the raw API
+    d.docker("run", "-d", "--name", "brief", "--network", "front", "busybox", "true")
+    assert d.docker("wait", "brief").stdout.strip() == "0"
+    st, brief = d.api("GET", "/containers/brief/json")
+    assert st == 200 and brief["NetworkSettings"]["Networks"]["front"]["IPAddress"] == "", brief
+    assert len([l for l in links(w.host) if l.startswith("vsv-")]) == 1  # member's
+    d.docker("rm", "brief")
     # a stopped container holds no endpoint: the network can go at once
     d.docker("stop", "-t", "1", "member")
     d.docker("network", "rm", "front")
