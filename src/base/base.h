@@ -209,6 +209,9 @@ static inline int vs_hex_digit(int c) {
 /* A size with an optional binary suffix: "4096", "512K", "512M", "2G", "1T" (also "KiB", "MiB",
  * "GiB", "TiB"); overflow is an error. */
 int vs_parse_size(const char *s, const char *what, uint64_t *out, vs_error **err);
+/* d as an integer, truncated and saturated at INT64_MIN and INT64_MAX, NaN as 0: for figures
+ * from untrusted JSON, where a plain cast of 1e300 would be undefined behaviour. */
+int64_t vs_i64_saturate(double d);
 
 /* ------------------------------------------------------------------ JSON */
 

@@ -47,3 +47,14 @@ int vs_parse_size(const char *s, const char *what, uint64_t *out, vs_error **err
   return vs_error_set(err, EINVAL, "%s: \"%s\": unknown unit \"%s\" (use K, M, G or T)", what, s,
                       end);
 }
+
+int64_t vs_i64_saturate(double d) {
+  if (d != d)
+    return 0;
+  /* 2^63 is exact in a double; INT64_MAX is not, so compare against the power of two */
+  if (d >= 9223372036854775808.0)
+    return INT64_MAX;
+  if (d <= -9223372036854775808.0)
+    return INT64_MIN;
+  return (int64_t)d;
+}

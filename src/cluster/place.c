@@ -22,9 +22,10 @@
 /* Loads (fractions of capacity) this close count as equal for image locality. */
 #define IMAGE_LOAD_SLACK 0.05
 
+/* Figures are doubles, as JSON gives them: a guest's or node's numbers come from etcd, and a
+ * cast of 1e300 to an integer would be undefined. Bytes are exact in a double up to 8 PiB. */
 typedef struct node_use {
-  double cpus;
-  int64_t memory;
+  double cpus, memory;
   size_t guests, replicas;
   const char *anti; /* a guest on it the request is anti-affine to */
   bool affine;      /* hosts a guest the request is affine to */
@@ -66,6 +67,9 @@ static double num(const json_t *o, const char *f, double dflt) {
   return json_is_number(v) ? json_number_value(v) : dflt;
 }
 
+/* Whole MiB of a byte count, for messages: truncated as an integer division would. */
+static double mib(double bytes) { return trunc(bytes / 1048576.0); }
+
 static const char *str(const json_t *o, const char *f) {
   return json_string_value(json_object_get(o, f));
 }
@@ -83,7 +87,7 @@ static void account(const json_t *node, const json_t *guests, const json_t *req,
     if (!on || !name || strcmp(on, name) != 0)
       continue;
     u->cpus += num(g, "Cpus", 0);
-    u->memory += (int64_t)num(g, "Memory", 0);
+    u->memory += num(g, "Memory", 0);
     u->guests++;
     const json_t *gl = json_object_get(g, "Labels");
     if (has_labels(mine) && json_equal((json_t *)gl, (json_t *)mine))
@@ -139,16 +143,14 @@ static char *filter(const json_t *node, const json_t *guests, const json_t *req,
   double cap_cpus = num(node, "Cpus", 0) * num(node, "CpuOvercommit", 1.0);
   double cap_mem = num(node, "Memory", 0) * num(node, "MemoryOvercommit", 1.0);
   double want_cpus = num(req, "Cpus", 1), want_mem = num(req, "Memory", 0);
-  double free_cpus = cap_cpus - u.cpus, free_mem = cap_mem - (double)u.memory;
+  double free_cpus = cap_cpus - u.cpus, free_mem = cap_mem - u.memory;
   if (want_cpus > free_cpus + 1e-9 || want_mem > free_mem) {
-    return vs_asprintf(
-        "%.2f CPUs and %lld MiB free of %.2f and %lld MiB (needs %.2f and %lld "
-        "MiB)",
-        free_cpus > 0 ? free_cpus : 0.0, (long long)((free_mem > 0 ? free_mem : 0) / 1048576.0),
-        cap_cpus, (long long)(cap_mem / 1048576.0), want_cpus, (long long)(want_mem / 1048576.0));
+    return vs_asprintf("%.2f CPUs and %.0f MiB free of %.2f and %.0f MiB (needs %.2f and %.0f MiB)",
+                       free_cpus > 0 ? free_cpus : 0.0, mib(free_mem > 0 ? free_mem : 0), cap_cpus,
+                       mib(cap_mem), want_cpus, mib(want_mem));
   }
   double lc = cap_cpus > 0 ? (u.cpus + want_cpus) / cap_cpus : 1.0;
-  double lm = cap_mem > 0 ? ((double)u.memory + want_mem) / cap_mem : 1.0;
+  double lm = cap_mem > 0 ? (u.memory + want_mem) / cap_mem : 1.0;
   *load = lc > lm ? lc : lm;
   *replicas = u.replicas;
   return NULL;
@@ -257,8 +259,8 @@ int vc_place(const json_t *nodes, const json_t *guests, const json_t *req, char 
   else if (!*why)
     *reason = vs_strdup("the cluster has no nodes");
   else
-    *reason = vs_asprintf("no node can take %.2f CPUs and %lld MiB: %s", num(req, "Cpus", 1),
-                          (long long)(num(req, "Memory", 0) / 1048576.0), why);
+    *reason = vs_asprintf("no node can take %.2f CPUs and %.0f MiB: %s", num(req, "Cpus", 1),
+                          mib(num(req, "Memory", 0)), why);
   free(why);
   return 0;
 }

@@ -492,10 +492,10 @@ static json_t *nodes_of(const vc_range *st, const vc_range *sp, const vc_range *
       continue;
     }
     json_object_set(v, "Guests", gs ? gs : json_array());
-    json_object_set_new(v, "Allocated",
-                        json_pack("{s:f, s:I}", "Cpus",
-                                  json_number_value(json_object_get(e, "cpus")), "Memory",
-                                  (json_int_t)json_number_value(json_object_get(e, "memory"))));
+    json_object_set_new(
+        v, "Allocated",
+        json_pack("{s:f, s:I}", "Cpus", json_number_value(json_object_get(e, "cpus")), "Memory",
+                  vs_i64_saturate(json_number_value(json_object_get(e, "memory")))));
     json_array_append_new(out, v);
   }
   json_decref(by_name);

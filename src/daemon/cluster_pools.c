@@ -130,10 +130,10 @@ json_t *vd_cluster_pool_admit(const json_t *pools, const json_t *nodes, const js
     *reason = vs_asprintf(
         "pool %s cannot admit %.2f CPUs and %lld MiB: it has %.2f CPUs and %lld MiB left of "
         "%.2f CPUs x %.2f and %lld MiB x %.2f (%s%s)",
-        name, cpus, (long long)(mem / (1 << 20)), left_cpus > 0 ? left_cpus : 0,
-        (long long)(left_mem > 0 ? left_mem / (1 << 20) : 0), cap_cpus, rc,
-        (long long)(cap_mem / (1 << 20)), rm, *names ? "nodes " : "no ready node matches it",
-        names);
+        name, cpus, (long long)vs_i64_saturate(mem / (1 << 20)), left_cpus > 0 ? left_cpus : 0,
+        (long long)vs_i64_saturate(left_mem > 0 ? left_mem / (1 << 20) : 0), cap_cpus, rc,
+        (long long)vs_i64_saturate(cap_mem / (1 << 20)), rm,
+        *names ? "nodes " : "no ready node matches it", names);
     free(names);
     json_decref(members);
     return NULL;
@@ -276,15 +276,15 @@ static json_t *pool_view(const char *name, const json_t *pool, const json_t *nod
   pool_figures_of(name, pool, nodes, placed, &f);
   json_t *v = json_deep_copy(pool);
   json_object_set_new(v, "Cluster", json_true());
-  json_object_set_new(v, "Cpus", json_integer((json_int_t)(f.cap_cpus + 0.5)));
-  json_object_set_new(v, "Memory", json_integer((json_int_t)f.cap_mem));
+  json_object_set_new(v, "Cpus", json_integer(vs_i64_saturate(f.cap_cpus + 0.5)));
+  json_object_set_new(v, "Memory", json_integer(vs_i64_saturate(f.cap_mem)));
   json_object_set(v, "Nodes", f.members);
   json_object_set_new(v, "Available",
                       json_pack("{s:f, s:I}", "Cpus", f.cap_cpus * f.cpu_ratio - f.used_cpus,
-                                "Memory", (json_int_t)(f.cap_mem * f.mem_ratio - f.used_mem)));
+                                "Memory", vs_i64_saturate(f.cap_mem * f.mem_ratio - f.used_mem)));
   json_object_set_new(v, "Usage",
                       json_pack("{s:f, s:I, s:O}", "Cpus", f.used_cpus, "Memory",
-                                (json_int_t)f.used_mem, "Guests", f.guests));
+                                vs_i64_saturate(f.used_mem), "Guests", f.guests));
   pool_figures_clear(&f);
   return v;
 }
@@ -416,8 +416,8 @@ static char *shrink_refused(const char *name, const json_t *pool, const json_t *
                       "more than the update leaves (%.2f CPUs x %.2f and %lld MiB x %.2f on %s%s): "
                       "remove guests first",
                       name, json_array_size(f.guests), f.used_cpus,
-                      (long long)(f.used_mem / (1 << 20)), f.cap_cpus, f.cpu_ratio,
-                      (long long)(f.cap_mem / (1 << 20)), f.mem_ratio,
+                      (long long)vs_i64_saturate(f.used_mem / (1 << 20)), f.cap_cpus, f.cpu_ratio,
+                      (long long)vs_i64_saturate(f.cap_mem / (1 << 20)), f.mem_ratio,
                       *names ? "nodes " : "no ready node", names);
   }
   pool_figures_clear(&f);

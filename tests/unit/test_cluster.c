@@ -294,6 +294,24 @@ TEST(placement_anti_affinity_pin_cordon_selector_overcommit) {
   json_decref(nodes);
 }
 
+/* Figures beyond any integer (a hostile or corrupt record in etcd) refuse with a reason; the
+ * fuzzer found the message's integer casts of them undefined. */
+TEST(placement_of_figures_beyond_any_integer) {
+  json_t *nodes = json_pack("[o]", node("n1", 2, 1024));
+  json_object_set_new(json_array_get(nodes, 0), "Memory", json_real(1e300));
+  json_t *guests =
+      json_pack("[{s:s, s:s, s:f, s:f}]", "Name", "g", "Node", "n1", "Memory", 1e300, "Cpus", 1.0);
+  bool ok;
+  char *why = place(nodes, guests,
+                    json_pack("{s:s, s:f, s:f}", "Name", "v", "Cpus", 1.0, "Memory", 1e30), &ok);
+  CHECK(!ok);
+  CHECK_CONTAINS(why, "no node can take 1.00 CPUs and ");
+  CHECK_CONTAINS(why, "n1: 1.00 CPUs and 0 MiB free of 2.00 and ");
+  free(why);
+  json_decref(guests);
+  json_decref(nodes);
+}
+
 TEST(placement_prefers_a_node_with_the_image_below_spread) {
   json_t *nodes =
       json_pack("[o, o, o]", node("n1", 4, 4096), node("n2", 4, 4096), node("n3", 4, 4096));

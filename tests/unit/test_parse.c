@@ -2,6 +2,7 @@
 #include "tap.h"
 
 #include <errno.h>
+#include <math.h>
 
 TEST(parse_u64_accepts_decimal_and_hex) {
   _cleanup_error_ vs_error *err = NULL;
@@ -57,6 +58,17 @@ TEST(parse_size_errors) {
   CHECK_CONTAINS(err->msg, "is not a size");
   CHECK_EQ(vs_parse_size("M", "--memory", &v, &err), -1);
   CHECK_EQ(err->errnum, EINVAL);
+}
+
+TEST(i64_saturate_of_any_double) {
+  CHECK_EQ(vs_i64_saturate(1536.9), 1536);
+  CHECK_EQ(vs_i64_saturate(-2.5), -2);
+  CHECK_EQ(vs_i64_saturate(9007199254740992.0), 9007199254740992LL);
+  CHECK(vs_i64_saturate(9223372036854775808.0) == INT64_MAX);
+  CHECK(vs_i64_saturate(1e300) == INT64_MAX);
+  CHECK(vs_i64_saturate(-1e300) == INT64_MIN);
+  CHECK(vs_i64_saturate(-INFINITY) == INT64_MIN);
+  CHECK_EQ(vs_i64_saturate(NAN), 0);
 }
 
 int main(void) { return tap_run(); }
