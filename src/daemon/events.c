@@ -171,8 +171,9 @@ static long long parse_time(const char *s) {
     return 0;
   char *end;
   double v = strtod(s, &end);
+  /* beyond some 30,000 years is no time a client means, and would not fit the long long */
   if (end != s && (*end == 0 || *end == '.'))
-    return (long long)v;
+    return v >= 0 && v < 1e12 ? (long long)v : -1;
   struct tm tm = {0};
   if (strptime(s, "%Y-%m-%dT%H:%M:%S", &tm))
     return (long long)timegm(&tm);

@@ -560,7 +560,8 @@ static char *log_bound(const char *q, const char *name, bool *bad) {
     return NULL;
   char *end;
   double secs = strtod(v, &end);
-  if (end == v || *end || secs < 0) {
+  /* 1e12 s (some 30,000 years) bounds what fits a time_t cast; NaN fails it too */
+  if (end == v || *end || !(secs >= 0 && secs < 1e12)) {
     *bad = true;
     return NULL;
   }

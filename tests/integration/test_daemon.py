@@ -1022,6 +1022,16 @@ def test_logs_since_until(vdi):
     middle = f"{t_first + 0.75:.3f}"
     assert vdi.docker("logs", "--since", middle, "timed").stdout == "second\n"
     assert vdi.docker("logs", "--until", middle, "timed").stdout == "first\n"
+    # times beyond any time_t are refused, not cast (undefined behaviour in C)
+    for bound in [b"since=1e300", b"until=-1e300", b"since=nan"]:
+        reply = vdi.raw(b"GET /v1.41/containers/timed/logs?stdout=1&" + bound +
+                        b" HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        assert status_line(reply).startswith("HTTP/1.1 400"), reply
+    for bound in [b"since=1e300", b"until=-1e300"]:
+        reply = vdi.raw(b"GET /v1.41/events?" + bound +
+                        b" HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        assert status_line(reply).startswith("HTTP/1.1 400"), reply
+        assert "invalid time" in json_body(reply)["message"]
     vdi.docker("rm", "-f", "timed")
 
 
