@@ -317,14 +317,27 @@ static void *keepalive_thread(void *arg) {
   return NULL;
 }
 
+int vd_cluster_thread_start(vd_daemon *d, vd_cluster_thread *t, void *(*fn)(void *),
+                            const char *what, vs_error **err) {
+  int rc = pthread_create(&t->id, NULL, fn, d);
+  if (rc)
+    return vs_error_set(err, rc, "cluster: starting %s", what);
+  t->started = true;
+  return 0;
+}
+
+void vd_cluster_thread_join(vd_cluster_thread *t) {
+  if (t->started)
+    pthread_join(t->id, NULL);
+  t->started = false;
+}
+
 int vd_cluster_start(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
   if (!cl->enabled)
     return 0;
-  int rc = pthread_create(&cl->keeper, NULL, keepalive_thread, d);
-  if (rc)
-    return vs_error_set(err, rc, "cluster: starting the lease keeper");
-  cl->keeper_started = true;
+  if (vd_cluster_thread_start(d, &cl->keeper, keepalive_thread, "the lease keeper", err) < 0)
+    return -1;
   if (vd_ha_start(d, err) < 0)
     return -1;
   if (vd_cluster_start_guests(d, err) < 0)
@@ -349,22 +362,10 @@ void vd_cluster_free(vd_daemon *d) {
     pthread_cond_broadcast(&cl->guests_cond);
     pthread_cond_broadcast(&cl->images_cond);
     pthread_mutex_unlock(&cl->lock);
-    if (cl->keeper_started)
-      pthread_join(cl->keeper, NULL);
-    if (cl->scheduler_started)
-      pthread_join(cl->scheduler, NULL);
-    if (cl->reconciler_started)
-      pthread_join(cl->reconciler, NULL);
-    if (cl->watcher_started)
-      pthread_join(cl->watcher, NULL);
-    if (cl->migrator_started)
-      pthread_join(cl->migrator, NULL);
-    if (cl->netter_started)
-      pthread_join(cl->netter, NULL);
-    if (cl->imager_started)
-      pthread_join(cl->imager, NULL);
-    if (cl->tunneler_started)
-      pthread_join(cl->tunneler, NULL);
+    vd_cluster_thread *threads[] = {&cl->keeper,   &cl->scheduler, &cl->reconciler, &cl->watcher,
+                                    &cl->migrator, &cl->netter,    &cl->imager,     &cl->tunneler};
+    for (size_t i = 0; i < ARRAY_SIZE(threads); i++)
+      vd_cluster_thread_join(threads[i]);
     vd_tunnels_wait(cl);
     json_decref(cl->tunnel_execs);
     vd_ha_stop(d);

@@ -902,17 +902,8 @@ static void *reconciler_thread(void *arg) {
 
 int vd_cluster_start_guests(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
-  int rc = pthread_create(&cl->watcher, NULL, watcher_thread, d);
-  if (rc)
-    return vs_error_set(err, rc, "cluster: starting the watch of guests");
-  cl->watcher_started = true;
-  rc = pthread_create(&cl->scheduler, NULL, scheduler_thread, d);
-  if (rc)
-    return vs_error_set(err, rc, "cluster: starting the scheduler");
-  cl->scheduler_started = true;
-  rc = pthread_create(&cl->reconciler, NULL, reconciler_thread, d);
-  if (rc)
-    return vs_error_set(err, rc, "cluster: starting the reconciler");
-  cl->reconciler_started = true;
-  return 0;
+  if (vd_cluster_thread_start(d, &cl->watcher, watcher_thread, "the watch of guests", err) < 0 ||
+      vd_cluster_thread_start(d, &cl->scheduler, scheduler_thread, "the scheduler", err) < 0)
+    return -1;
+  return vd_cluster_thread_start(d, &cl->reconciler, reconciler_thread, "the reconciler", err);
 }

@@ -559,18 +559,12 @@ int vd_ha_start(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
   if (fencer_start(d, err) < 0)
     return -1;
-  int rc = pthread_create(&cl->ha, NULL, ha_thread, d);
-  if (rc)
-    return vs_error_set(err, rc, "cluster: starting the fencing watchdog");
-  cl->ha_started = true;
-  return 0;
+  return vd_cluster_thread_start(d, &cl->ha, ha_thread, "the fencing watchdog", err);
 }
 
 void vd_ha_stop(vd_daemon *d) {
   vd_cluster *cl = &d->cluster;
-  if (cl->ha_started)
-    pthread_join(cl->ha, NULL);
-  cl->ha_started = false;
+  vd_cluster_thread_join(&cl->ha);
   /* the fencer sees the end of the socket: it kills the guests at the deadline unless a new
    * vesseld on this data root tells it to stand down first */
   pthread_mutex_lock(&d->vms->lock); /* a start may be telling the fencer of its VMM */

@@ -152,11 +152,7 @@ static void *images_thread(void *arg) {
 
 int vd_cluster_start_images(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
-  int rc = pthread_create(&cl->imager, NULL, images_thread, d);
-  if (rc)
-    return vs_error_set(err, rc, "cluster: starting the images' record");
-  cl->imager_started = true;
-  return 0;
+  return vd_cluster_thread_start(d, &cl->imager, images_thread, "the images' record", err);
 }
 
 void vd_cluster_images_kick(vd_daemon *d) {

@@ -737,11 +737,7 @@ static void *migrator_thread(void *arg) {
 
 int vd_cluster_start_migrator(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
-  int rc = pthread_create(&cl->migrator, NULL, migrator_thread, d);
-  if (rc)
-    return vs_error_set(err, rc, "cluster: starting the migrator");
-  cl->migrator_started = true;
-  return 0;
+  return vd_cluster_thread_start(d, &cl->migrator, migrator_thread, "the migrator", err);
 }
 
 json_t *vd_cluster_guest_extra(const vd_cluster *cl, const json_t *rec, vs_error **err) {

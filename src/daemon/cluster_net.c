@@ -769,9 +769,5 @@ static void *net_thread(void *arg) {
 
 int vd_cluster_start_networks(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
-  int rc = pthread_create(&cl->netter, NULL, net_thread, d);
-  if (rc)
-    return vs_error_set(err, rc, "cluster: starting the network pass");
-  cl->netter_started = true;
-  return 0;
+  return vd_cluster_thread_start(d, &cl->netter, net_thread, "the network pass", err);
 }

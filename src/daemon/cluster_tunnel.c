@@ -569,9 +569,5 @@ static void *tunneler_thread(void *arg) {
 
 int vd_cluster_start_tunnels(vd_daemon *d, vs_error **err) {
   vd_cluster *cl = &d->cluster;
-  int rc = pthread_create(&cl->tunneler, NULL, tunneler_thread, d);
-  if (rc)
-    return vs_error_set(err, rc, "cluster: starting the tunnel thread");
-  cl->tunneler_started = true;
-  return 0;
+  return vd_cluster_thread_start(d, &cl->tunneler, tunneler_thread, "the tunnel thread", err);
 }

@@ -320,6 +320,12 @@ void vd_job_submit_ctr(vd_daemon *d, vd_container *c, void (*run)(vd_job *),
 
 /* ---- the daemon */
 
+/* One of the cluster's threads: joined at the end only if it was started. */
+typedef struct vd_cluster_thread {
+  pthread_t id;
+  bool started;
+} vd_cluster_thread;
+
 /* cluster.c: this node's membership (everything zero when not in a cluster) */
 typedef struct vd_cluster {
   vc_etcd *etcd;
@@ -333,7 +339,7 @@ typedef struct vd_cluster {
   int64_t lease; /* the keeper replaces it (an expired lease): read it with vd_cluster_lease */
   pthread_mutex_t lock; /* stop; the cond wakes the threads */
   pthread_cond_t cond;
-  pthread_t keeper, scheduler, reconciler, watcher;
+  vd_cluster_thread keeper, scheduler, reconciler, watcher;
   /* cluster_guests.c: one watch of the guests' records for the whole node, kept open (a watch
    * made anew from a past revision waits for etcd's 100 ms sync of lagging watchers) */
   pthread_cond_t guests_cond; /* with lock: a change of the records */
@@ -341,12 +347,12 @@ typedef struct vd_cluster {
   /* --cluster-shared-dir: the guests' disks under <dir>/disks/<random> (HA, migration) and
    * console histories under <dir>/migrations */
   char *shared_dir;
-  int64_t renewed_ms; /* CLOCK_MONOTONIC ms when the last renewal that etcd confirmed was sent
-                       * (atomic): the lease ends no earlier than the TTL after it */
-  pthread_t ha;       /* cluster_ha.c: failover and fencing */
-  pthread_t migrator; /* cluster_migrate.c: live migration between nodes */
-  pthread_t netter;   /* cluster_net.c */
-  pthread_t imager;   /* cluster_images.c: this node's images recorded in etcd */
+  int64_t renewed_ms;   /* CLOCK_MONOTONIC ms when the last renewal that etcd confirmed was sent
+                         * (atomic): the lease ends no earlier than the TTL after it */
+  vd_cluster_thread ha; /* cluster_ha.c: failover and fencing */
+  vd_cluster_thread migrator; /* cluster_migrate.c: live migration between nodes */
+  vd_cluster_thread netter;   /* cluster_net.c */
+  vd_cluster_thread imager;   /* cluster_images.c: this node's images recorded in etcd */
   pthread_cond_t images_cond; /* with lock: an image changed here (images_dirty) */
   /* cluster_cache.c: the keys under /vessel/ as the watch delivered them ({key: {"v", "m",
    * "c"}}), with lock; cache_ok once loaded */
@@ -359,19 +365,17 @@ typedef struct vd_cluster {
   int fence_fd; /* to the fencer process (when fencer_on): the deadline and the VMMs to kill */
   /* the flags, together (the struct's padding) */
   bool enabled;
-  volatile bool stop; /* written under lock; watches poll it */
-  bool keeper_started, scheduler_started, reconciler_started, watcher_started;
+  volatile bool stop;                   /* written under lock; watches poll it */
   bool schedule_dirty, reconcile_dirty; /* with lock: a change for the scheduler, the reconciler */
   bool fenced; /* (atomic) no renewal for too long: guests of the cluster are killed and none
                 * starts here until the lease is renewed */
-  bool ha_started, fencer_on;
-  bool migrator_started;
+  bool fencer_on;
   bool migrate_dirty; /* with lock: a change of the records for the migrator */
-  bool netter_started, net_dirty;
-  bool imager_started, images_dirty;
-  bool tunneler_started;
-  pthread_t tunneler; /* cluster_tunnel.c: connects to the nodes that ask for this node's guests */
-  int tunnels_active; /* with lock: requests this node carries to another (their threads) */
+  bool net_dirty;
+  bool images_dirty;
+  vd_cluster_thread tunneler; /* cluster_tunnel.c: connects to the nodes that ask for this node's
+                               * guests */
+  int tunnels_active;         /* with lock: requests this node carries to another (their threads) */
   json_t *tunnel_execs; /* with lock: execs made on other nodes through this one, {id: node} */
   bool cache_ok;
 } vd_cluster;
@@ -385,6 +389,11 @@ int vd_cluster_join(vd_daemon *d, vs_error **err);
 /* Start the lease keeper, the scheduler and the reconciler (after the workers). */
 int vd_cluster_start(vd_daemon *d, vs_error **err);
 int vd_cluster_start_guests(vd_daemon *d, vs_error **err); /* cluster_guests.c */
+/* Start fn(d) on t; the error says "cluster: starting <what>". */
+int vd_cluster_thread_start(vd_daemon *d, vd_cluster_thread *t, void *(*fn)(void *),
+                            const char *what, vs_error **err);
+/* Join t if it was started. */
+void vd_cluster_thread_join(vd_cluster_thread *t);
 /* A VM of the cluster was started or stopped here by a request: its record follows (soon). */
 void vd_cluster_note_local_change(vd_daemon *d);
 void vd_cluster_free(vd_daemon *d);
