@@ -2,50 +2,23 @@
  * registers, with a fake guest RAM and a raw disk image; hostile rings must put the device in
  * DEVICE_NEEDS_RESET (never crash), bad requests must complete with an error status. */
 #include "tap.h"
+#include "virtio_guest.h"
 #include "vm/dev/virtio.h"
 
 #include <endian.h>
 #include <stdlib.h>
 
-#define RAM_BASE 0x80000000ull
-#define RAM_SIZE (4u << 20)
-#define QSIZE 16
 #define DESC (RAM_BASE + 0x1000)
 #define AVAIL (RAM_BASE + 0x2000)
 #define USED (RAM_BASE + 0x3000)
 #define BUFS (RAM_BASE + 0x10000)
 
-static uint8_t *ram;
 static virtio_blk blk;
 static int irq_level;
 static char tmpdir[64];
 static vm_disk *disk;
 
 static void irq_set(void *ctrl, unsigned irq, bool level) { irq_level = level; }
-
-static uint8_t *gp(uint64_t gpa) { return ram + (gpa - RAM_BASE); }
-static void w16(uint64_t gpa, uint16_t v) {
-  v = htole16(v);
-  memcpy(gp(gpa), &v, 2);
-}
-static void w32(uint64_t gpa, uint32_t v) {
-  v = htole32(v);
-  memcpy(gp(gpa), &v, 4);
-}
-static void w64(uint64_t gpa, uint64_t v) {
-  v = htole64(v);
-  memcpy(gp(gpa), &v, 8);
-}
-static uint16_t r16(uint64_t gpa) {
-  uint16_t v;
-  memcpy(&v, gp(gpa), 2);
-  return le16toh(v);
-}
-static uint32_t r32(uint64_t gpa) {
-  uint32_t v;
-  memcpy(&v, gp(gpa), 4);
-  return le32toh(v);
-}
 
 static uint32_t mmio_r(uint64_t off) {
   uint64_t v = 0;

@@ -2,6 +2,7 @@
  * parser, driven through the MMIO registers like a guest driver would, with a fake guest RAM.
  * Hostile chains must put the device in DEVICE_NEEDS_RESET or drop the packet, never crash. */
 #include "tap.h"
+#include "virtio_guest.h"
 #include "vm/dev/virtio.h"
 #include "vm/netdev/netdev.h"
 
@@ -11,9 +12,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define RAM_BASE 0x80000000ull
-#define RAM_SIZE (4u << 20)
-#define QSIZE 16
 /* rings of queue q at RING(q) + {0, 0x1000, 0x2000} */
 #define RING(q) (RAM_BASE + 0x1000 + 0x4000ull * (q))
 #define BUFS (RAM_BASE + 0x20000)
@@ -29,7 +27,6 @@
 #define F_MRG_RXBUF (1u << 15)
 #define F_STATUS (1u << 16)
 
-static uint8_t *ram;
 static virtio_mmio *dev; /* the device under test */
 static virtio_net net;
 static int irq_level;
@@ -56,30 +53,6 @@ static void fake_send(void *opaque, const uint8_t *frame, size_t len) {
   memcpy(sent, frame, len);
   sent_len = len;
   sent_count++;
-}
-
-static uint8_t *gp(uint64_t gpa) { return ram + (gpa - RAM_BASE); }
-static void w16(uint64_t gpa, uint16_t v) {
-  v = htole16(v);
-  memcpy(gp(gpa), &v, 2);
-}
-static void w32(uint64_t gpa, uint32_t v) {
-  v = htole32(v);
-  memcpy(gp(gpa), &v, 4);
-}
-static void w64(uint64_t gpa, uint64_t v) {
-  v = htole64(v);
-  memcpy(gp(gpa), &v, 8);
-}
-static uint16_t r16(uint64_t gpa) {
-  uint16_t v;
-  memcpy(&v, gp(gpa), 2);
-  return le16toh(v);
-}
-static uint32_t r32(uint64_t gpa) {
-  uint32_t v;
-  memcpy(&v, gp(gpa), 4);
-  return le32toh(v);
 }
 
 static uint32_t mmio_r(uint64_t off) {
