@@ -921,6 +921,17 @@ void vd_h_container_kill(vd_call *c) {
   vd_call_status(c, 204);
 }
 
+/* A signal of a stop, with its kill event as dockerd's stop sends them. A failure is no error:
+ * the container may have just exited, and the wait that follows tells. */
+static void stop_signal(vd_daemon *d, vd_container *ctr, int sig) {
+  vs_error *e = NULL;
+  if (vd_supervise_kill(d, ctr, sig, &e) < 0) {
+    vs_error_free(e);
+    return;
+  }
+  ctr_event(d, ctr, "kill", json_pack("{s:o}", "signal", json_sprintf("%d", sig)));
+}
+
 /* Stop ctr: its stop signal, the timeout, then SIGKILL. Answers 204, 304 or an error; returns
  * whether it is stopped. */
 static bool stop_container(vd_call *c, vd_container *ctr) {
@@ -930,6 +941,7 @@ static bool stop_container(vd_call *c, vd_container *ctr) {
   json_t *cfg = json_object_get(ctr->rec, "Config");
   int sig = parse_signal(json_string_value(json_object_get(cfg, "StopSignal")));
   json_int_t timeout = json_integer_value(json_object_get(cfg, "StopTimeout"));
+  unsigned reported = ctr->exits_reported;
   pthread_mutex_unlock(&d->lock);
   _cleanup_free_ char *tq = http_query_get(c->req->query, "t");
   if (tq && *tq) {
@@ -948,14 +960,10 @@ static bool stop_container(vd_call *c, vd_container *ctr) {
     return true;
   }
   unsigned run = vd_net_run(d, ctr);
-  vs_error *e = NULL;
-  if (vd_supervise_kill(d, ctr, sig ? sig : SIGTERM, &e) < 0)
-    vs_error_free(e); /* it may have just exited: the wait below tells */
+  stop_signal(d, ctr, sig ? sig : SIGTERM);
   thaw_if_paused(d, ctr);
   if (timeout < 0 || !vd_supervise_wait_exit(ctr, (int)timeout * 1000)) {
-    e = NULL;
-    if (vd_supervise_kill(d, ctr, SIGKILL, &e) < 0)
-      vs_error_free(e);
+    stop_signal(d, ctr, SIGKILL);
     if (!vd_supervise_wait_exit(ctr, 10000)) {
       vd_call_error(c, 500, "container %.12s did not stop after SIGKILL", ctr->id);
       return false;
@@ -963,6 +971,9 @@ static bool stop_container(vd_call *c, vd_container *ctr) {
   }
   refresh_after_exit(d, ctr);
   vd_net_teardown_run(d, ctr, run);
+  /* dockerd's order is kill, die, stop: the die goes out on the loop once it has seen the exit
+   * (a client that waits for stop may look for die before it) */
+  vd_supervise_wait_reported(d, ctr, reported, 5000);
   ctr_event(d, ctr, "stop", NULL);
   vd_call_status(c, 204);
   return true;

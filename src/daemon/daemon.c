@@ -261,6 +261,7 @@ vd_daemon *vd_daemon_new(const vd_options *o, vs_error **err) {
   pthread_mutex_init(&d->spare_lock, NULL);
   d->spare_fd = -1;
   pthread_cond_init(&d->qcond, NULL);
+  pthread_cond_init(&d->exit_cond, NULL);
   d->data_root = vs_strdup(o->data_root ? o->data_root : VD_DEFAULT_DATA_ROOT);
   d->body_idle_ns =
       (o->body_idle_timeout > 0 ? o->body_idle_timeout : VD_BODY_IDLE_TIMEOUT_S) * 1000000000LL;
@@ -465,6 +466,7 @@ void vd_daemon_free(vd_daemon *d) {
   vd_events_free(d);
   vd_vms_free(d);
   pthread_cond_destroy(&d->qcond);
+  pthread_cond_destroy(&d->exit_cond);
   free(d->data_root);
   free(d->exec_root);
   free(d->monitor_path);

@@ -101,10 +101,11 @@ struct vd_container {
   /* status, under d->lock */
   vd_ctr_state state;
   bool starting, stopping, removing, removed;
-  bool paused;        /* its cgroup is frozen */
-  bool monitor_lost;  /* its monitor died without recording an exit */
-  bool exit_settling; /* its exit is seen, its endpoints not yet gone: not yet stopped for a
-                       * waiter (supervisor.c reports the exit once they are) */
+  bool paused;             /* its cgroup is frozen */
+  bool monitor_lost;       /* its monitor died without recording an exit */
+  bool exit_settling;      /* its exit is seen, its endpoints not yet gone: not yet stopped for a
+                            * waiter (supervisor.c reports the exit once they are) */
+  unsigned exits_reported; /* exits whose die event went out (d->exit_cond) */
   /* restart policy */
   bool restarting;  /* waiting for its restart timer */
   bool manual_stop; /* stopped or killed through the API: "always" does not bring it back */
@@ -632,6 +633,7 @@ struct vd_daemon {
   /* the container table and every container's status: under lock (short holds, also on the
    * loop); the image store object: under store_lock (long holds, workers only) */
   pthread_mutex_t lock;
+  pthread_cond_t exit_cond; /* with lock: a container's exits_reported grew */
   pthread_mutex_t store_lock;
   pthread_mutex_t volume_lock; /* making and removing volumes */
   vd_container **ctrs;
@@ -919,6 +921,9 @@ void vd_monitor_spare_close(vd_daemon *d);
 int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
 /* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */
 int vd_supervise_wait_exit(vd_container *c, int timeout_ms);
+/* Wait, up to timeout_ms, until an exit after the before'th has been reported (its die event
+ * sent) or the container is removed: a stop says stop after die, as dockerd does. */
+void vd_supervise_wait_reported(vd_daemon *d, vd_container *c, unsigned before, int timeout_ms);
 /* A start failed (loop): as dockerd, its attach streams end, its waiters get the exit code
  * (127, 126 or 128) and --rm removes it. */
 void vd_supervise_start_failed(vd_daemon *d, vd_container *c);

@@ -426,6 +426,10 @@ static void emit_die(vd_daemon *d, vd_container *c, int code) {
   pthread_mutex_unlock(&d->lock);
   json_object_set_new(attrs, "exitCode", json_sprintf("%d", code));
   vd_event_emit(d, "container", "die", c->id, attrs);
+  pthread_mutex_lock(&d->lock);
+  c->exits_reported++;
+  pthread_cond_broadcast(&d->exit_cond);
+  pthread_mutex_unlock(&d->lock);
 }
 
 /* The die event, then streams, waiters and restart policy (loop). */
@@ -525,6 +529,15 @@ int vd_supervise_wait_exit(vd_container *c, int timeout_ms) {
   while (r < 0 && errno == EINTR);
   close(fd);
   return r > 0 ? 1 : 0;
+}
+
+void vd_supervise_wait_reported(vd_daemon *d, vd_container *c, unsigned before, int timeout_ms) {
+  struct timespec until = vs_realtime_after_ms(timeout_ms);
+  pthread_mutex_lock(&d->lock);
+  while (c->exits_reported == before && !c->removed &&
+         pthread_cond_timedwait(&d->exit_cond, &d->lock, &until) == 0)
+    ;
+  pthread_mutex_unlock(&d->lock);
 }
 
 int vd_supervise_remove(vd_daemon *d, vd_container *c, bool force, vs_error **err) {

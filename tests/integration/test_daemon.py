@@ -953,6 +953,17 @@ def test_events(vdi):
     follow.kill()
     follow.wait()
     vdi.docker("volume", "rm", "evvol")
+    # a stop says what dockerd's says, in its order: the signal, the exit, the stop (once the
+    # stop has answered, its events are all there)
+    vdi.docker("run", "-d", "--name", "stopped", "busybox", "sh", "-c",
+               "trap 'exit 3' TERM; while true; do sleep 0.1; done")
+    vdi.docker("stop", "-t", "20", "stopped")
+    until = str(int(time.time()) + 1)
+    r = vdi.docker("events", "--since", since, "--until", until, "--filter", "container=stopped",
+                   "--format", '{{.Action}} {{index .Actor.Attributes "signal"}}'
+                   '{{index .Actor.Attributes "exitCode"}}', timeout=20)
+    assert r.stdout.split("\n")[:5] == ["create ", "start ", "kill 15", "die 3", "stop "]
+    vdi.docker("rm", "stopped")
 
 
 def test_system_df_and_image_prune(vdi):
