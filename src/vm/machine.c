@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -43,13 +44,72 @@ static int64_t monotonic_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* mtime's pace (rv_mtime_pace) is measured over the first VM_PACE_SPAN_NS of clock reads, and
+ * offered with a margin of 1/VM_PACE_MARGIN below the measured cycles per tick (the clock may be
+ * slewed by NTP, ~0.05%, and the two reads at each end are not simultaneous). */
+#define VM_PACE_SPAN_NS 20000000
+#define VM_PACE_MARGIN 64
+
+/* Whether the host's cycle counter runs at a constant rate with the clock: the kernel keeps its
+ * clock on the TSC only then (a TSC it distrusts is replaced by another clocksource). */
+static bool vm_cycles_follow_clock(void) {
+#if defined(__x86_64__)
+  char src[16] = "";
+  FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
+  if (!f)
+    return false;
+  bool tsc = fgets(src, sizeof(src), f) && strcmp(src, "tsc\n") == 0;
+  fclose(f);
+  return tsc;
+#else
+  return false;
+#endif
+}
+
+static void vm_start_pace(vm *m) {
+  if (!vm_cycles_follow_clock())
+    return;
+  m->pace_start_cycles = rv_cycles();
+  m->pace_start_ns = monotonic_ns();
+  m->pace_measuring = true;
+}
+
+/* Once VM_PACE_SPAN_NS have passed since vm_start_pace, offer the harts mtime's pace. */
+static void vm_measure_pace(vm *m) {
+  uint64_t cycles = rv_cycles();
+  int64_t span = monotonic_ns() - m->pace_start_ns;
+  if (span < VM_PACE_SPAN_NS || !__atomic_exchange_n(&m->pace_measuring, false, __ATOMIC_ACQ_REL))
+    return;
+  /* the cycles read before the clock: if anything, fewer cycles per ns than the truth */
+  uint64_t per_tick =
+      (cycles - m->pace_start_cycles) * (1000000000 / VM_TIMEBASE_HZ) / (uint64_t)span;
+  per_tick -= per_tick / VM_PACE_MARGIN + 1;
+  if (per_tick > 0 && per_tick < (1ULL << 24) && !m->rr)
+    __atomic_store_n(&m->pace.cycles_per_tick, per_tick, __ATOMIC_RELEASE);
+}
+
+/* Record/replay drives the guest's clock from its log: no pace is offered again, and the harts
+ * forget what they inferred from the host's. */
+static void vm_stop_pace(vm *m) {
+  __atomic_store_n(&m->pace_measuring, false, __ATOMIC_RELEASE);
+  __atomic_store_n(&m->pace.cycles_per_tick, 0, __ATOMIC_RELEASE);
+  __atomic_add_fetch(&m->pace.gen, 1, __ATOMIC_ACQ_REL);
+}
+
 /* Every hart thread reads the clock; the big lock's holder sets it: the fields are atomics. */
 uint64_t vm_read_mtime(void *opaque) {
   vm *m = opaque;
-  if (m->rr)
+  if (m->rr) {
+    if (__builtin_expect(__atomic_load_n(&m->pace.cycles_per_tick, __ATOMIC_RELAXED) ||
+                             __atomic_load_n(&m->pace_measuring, __ATOMIC_RELAXED),
+                         0))
+      vm_stop_pace(m);
     return m->rr_mtime;
+  }
   if (__atomic_load_n(&m->paused, __ATOMIC_ACQUIRE))
     return m->paused_mtime;
+  if (__builtin_expect(__atomic_load_n(&m->pace_measuring, __ATOMIC_RELAXED), 0))
+    vm_measure_pace(m);
   return vm_host_mtime(m);
 }
 
@@ -63,10 +123,14 @@ uint64_t vm_host_mtime(const vm *m) {
 void vm_set_mtime(vm *m, uint64_t mtime) {
   int64_t epoch = (int64_t)((uint64_t)monotonic_ns() - mtime * (1000000000 / VM_TIMEBASE_HZ));
   __atomic_store_n(&m->mtime_epoch_ns, epoch, __ATOMIC_RELAXED);
-  if (m->rr)
+  if (m->rr) {
     m->rr_mtime = mtime;
+    vm_stop_pace(m);
+  }
   if (m->paused)
     m->paused_mtime = mtime;
+  /* mtime jumped: what the harts inferred from its pace no longer holds */
+  __atomic_add_fetch(&m->pace.gen, 1, __ATOMIC_ACQ_REL);
 }
 
 static void vm_write_mtime(void *opaque, uint64_t val) { vm_set_mtime(opaque, val); }
@@ -385,11 +449,13 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
       .mmio_write = vm_mmio_write,
       .sbi_call = cfg->bios == VM_BIOS_BUILTIN ? vm_sbi_call : NULL,
       .read_mtime = vm_read_mtime,
+      .mtime_pace = &m->pace,
       .code_pages = vs_malloc0(vm_ram_pages(m) * sizeof(uint32_t)),
       .interpreter = m->cfg.interpreter,
       .no_hypervisor = m->cfg.no_hypervisor,
       .nharts = m->nharts,
   };
+  vm_start_pace(m);
   for (unsigned h = 0; h < m->nharts; h++) {
     if (rv_hart_init(&m->harts[h], h, &m->bus, err) < 0) {
       m->nharts = h;

@@ -228,6 +228,12 @@ struct vm {
 
   /* clock: mtime = (CLOCK_MONOTONIC - mtime_epoch_ns) at 10 MHz */
   int64_t mtime_epoch_ns;
+  /* mtime's pace in host cycles, offered to the harts (bus.mtime_pace) once measured: from
+   * pace_start (cycles, ns) to a clock read VM_PACE_SPAN_NS later (vm_measure_pace) */
+  rv_mtime_pace pace;
+  bool pace_measuring; /* __atomic */
+  uint64_t pace_start_cycles;
+  int64_t pace_start_ns;
   /* record/replay (replay.c; NULL: off): the guest's clock then stands at rr_mtime */
   struct vm_rr *rr;
   uint64_t rr_mtime;

@@ -172,6 +172,83 @@ TEST(wfi_stops_the_run_until_an_interrupt) {
   tb_destroy(tb);
 }
 
+/* A clock for the pace test: it moves only when told, and its reads are counted. */
+static uint64_t fake_now;
+static unsigned fake_reads;
+static uint64_t fake_mtime(void *opaque) {
+  (void)opaque;
+  fake_reads++;
+  return fake_now;
+}
+
+/* Reads of the clock by one Sstc timer check (rv_hart_irq_pending), and whether it saw STIP. */
+static unsigned reads_of_one_check(rv_hart *h, bool *pending) {
+  unsigned before = fake_reads;
+  *pending = rv_hart_irq_pending(h);
+  return fake_reads - before;
+}
+
+TEST(stimecmp_checks_skip_the_clock_only_while_it_is_provably_ahead) {
+  testbus *tb = new_bus();
+  rv_hart *h = &tb->hart;
+  rv_hart_reset(h, TB_RAM_BASE, RV_PRIV_S);
+  rv_mtime_pace pace = {.cycles_per_tick = 0, .gen = 7};
+  tb->bus.read_mtime = fake_mtime;
+  tb->bus.mtime_pace = &pace;
+  h->mie = RV_MIP_STIP;
+  h->stimecmp = 1000;
+  fake_now = 10;
+  bool pending;
+  /* no pace measured yet: every check reads */
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK(!pending);
+  /* a slow pace (2^20 cycles per tick): after one read the next checks need none */
+  pace.cycles_per_tick = 1ULL << 20;
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK_EQ(reads_of_one_check(h, &pending), 0);
+  CHECK(!pending);
+  /* a new stimecmp is read against the clock again */
+  h->stimecmp = 900;
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK_EQ(reads_of_one_check(h, &pending), 0);
+  /* mtime jumps past it: the owner bumps the generation, and the check sees the timer */
+  fake_now = 5000;
+  __atomic_add_fetch(&pace.gen, 1, __ATOMIC_ACQ_REL);
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK(pending);
+  CHECK_EQ(reads_of_one_check(h, &pending), 1); /* due: always read (it may be cleared) */
+  CHECK(pending);
+  /* one tick ahead: the tick it read may end at once, so nothing is inferred */
+  h->stimecmp = 5001;
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK(!pending);
+  fake_now = 5001;
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK(pending);
+#if defined(__x86_64__)
+  /* a fast pace: once its cycles have passed, the clock decides again */
+  pace.cycles_per_tick = 1;
+  h->stimecmp = 6000;
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  uint64_t start = rv_cycles();
+  while (rv_cycles() - start < 100000) {
+  }
+  fake_now = 6000;
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK(pending);
+#endif
+  /* no pace on the bus: every check reads, as before */
+  tb->bus.mtime_pace = NULL;
+  h->stimecmp = 9000;
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK_EQ(reads_of_one_check(h, &pending), 1);
+  CHECK(!pending);
+  tb->bus.read_mtime = tb_mtime;
+  tb_destroy(tb);
+}
+
 TEST(sv39_translation_sets_accessed_and_dirty) {
   testbus *tb = new_bus();
   rv_hart *h = &tb->hart;

@@ -423,6 +423,33 @@ TEST(sbi_base_hsm_ipi_and_srst) {
   vm_destroy(m);
 }
 
+TEST(the_clock_offers_its_pace_and_withdraws_it_when_it_jumps) {
+  _cleanup_free_ char *kernel = write_image(0x100000);
+  _cleanup_error_ vs_error *err = NULL;
+  vm *m = test_vm(kernel, NULL, 1, 64ull << 20, &err);
+  unlink(kernel);
+  CHECK(m != NULL);
+  CHECK(m->bus.mtime_pace == &m->pace);
+  /* measured over the first clock reads of VM_PACE_SPAN_NS, where the kernel's clock is the TSC */
+  struct timespec wait = {.tv_nsec = 30000000};
+  nanosleep(&wait, NULL);
+  uint64_t before = vm_read_mtime(m);
+  if (m->pace.cycles_per_tick) {
+    /* a lower bound of the real pace: 10 ms of mtime take at least that many cycles */
+    uint64_t c0 = rv_cycles(), t0 = vm_read_mtime(m);
+    wait.tv_nsec = 10000000;
+    nanosleep(&wait, NULL);
+    uint64_t c1 = rv_cycles(), t1 = vm_read_mtime(m);
+    CHECK(c1 - c0 >= (t1 - t0 - 1) * m->pace.cycles_per_tick);
+  }
+  /* a jump of mtime (a guest's write, a snapshot's restore) moves the generation */
+  uint32_t gen = m->pace.gen;
+  vm_set_mtime(m, before + 100000000);
+  CHECK(m->pace.gen != gen);
+  CHECK(vm_read_mtime(m) >= before + 100000000);
+  vm_destroy(m);
+}
+
 TEST(boot_rejects_bad_kernels_and_initrds) {
   _cleanup_error_ vs_error *err = NULL;
   char junk[] = "/tmp/vessel-test-junk-XXXXXX";

@@ -325,11 +325,46 @@ void rv_raise(rv_hart *h, uint64_t cause, uint64_t tval) { rv_take_trap(h, cause
 
 void rv_illegal(rv_hart *h, const rv_insn *d) { rv_raise(h, EXC_ILLEGAL, d->raw); }
 
-/* mip as the hart sees it; with_timer: also the Sstc timer's level, a read of the host clock. */
+/* The longest wait rv_stimer_due trusts the pace for (ticks: 1 s), and keeps its product small. */
+#define RV_STIP_QUIET_MAX_TICKS 10000000ULL
+
+/* Has mtime reached stimecmp (the Sstc timer's level)? A read of the host clock, ~1.6 million of
+ * them in a boot (the interrupt checks), unless the bus offers mtime's pace: then the last read
+ * bounds when mtime can reach stimecmp in host cycles, and until that cycle count the answer is
+ * no without a clock read. Exact: the bound is taken before the read and the pace is a lower
+ * bound of the cycles per tick, so the interrupt is never seen before the guest could read
+ * time >= stimecmp; once the bound passes, the clock decides as before. */
+static bool rv_stimer_due(rv_hart *h) {
+  uint64_t cmp = h->stimecmp;
+  const rv_mtime_pace *pace = h->bus->mtime_pace;
+  if (!pace)
+    return h->bus->read_mtime(h->bus->opaque) >= cmp;
+  uint32_t gen = __atomic_load_n(&pace->gen, __ATOMIC_ACQUIRE);
+  uint64_t cycles_per_tick = __atomic_load_n(&pace->cycles_per_tick, __ATOMIC_ACQUIRE);
+  uint64_t start = rv_cycles();
+  if (cmp == h->stip_quiet_cmp && gen == h->stip_quiet_gen && start < h->stip_quiet_until)
+    return false;
+  uint64_t now = h->bus->read_mtime(h->bus->opaque);
+  if (now >= cmp)
+    return true;
+  if (cycles_per_tick) {
+    /* mtime read `now` at or after `start`: it reaches cmp no sooner than (cmp - now - 1) whole
+     * ticks after `start` (the tick it read may be about to end) */
+    uint64_t ticks = cmp - now - 1;
+    if (ticks > RV_STIP_QUIET_MAX_TICKS)
+      ticks = RV_STIP_QUIET_MAX_TICKS;
+    h->stip_quiet_until = start + ticks * cycles_per_tick;
+    h->stip_quiet_cmp = cmp;
+    h->stip_quiet_gen = gen;
+  }
+  return false;
+}
+
+/* mip as the hart sees it; with_timer: also the Sstc timer's level (rv_stimer_due). */
 static uint64_t rv_mip_now(rv_hart *h, bool with_timer) {
   rv_fold_posted_mip(h);
   uint64_t mip = h->mip | __atomic_load_n(&h->ext_mip, __ATOMIC_RELAXED);
-  if (with_timer && h->stimecmp != UINT64_MAX && h->bus->read_mtime(h->bus->opaque) >= h->stimecmp)
+  if (with_timer && h->stimecmp != UINT64_MAX && rv_stimer_due(h))
     mip |= RV_MIP_STIP;
   if (rv_has_h(h))
     mip |= rv_hyp_mip(h);

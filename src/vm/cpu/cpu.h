@@ -66,6 +66,21 @@ int rv_watch_find(const rv_breakpoints *bp, uint64_t va, uint64_t pa, uint64_t s
  * maps to (its TLB entries must stay out). */
 bool rv_watch_covers_page(const rv_breakpoints *bp, uint64_t va, uint64_t pa);
 
+/* The host's cycle counter (x86-64: the TSC; 0 elsewhere, where no pace is ever offered). */
+#if defined(__x86_64__)
+static inline uint64_t rv_cycles(void) { return __builtin_ia32_rdtsc(); }
+#else
+static inline uint64_t rv_cycles(void) { return 0; }
+#endif
+
+/* A bound on mtime's speed, set by the bus's owner: while `gen` stays the same, mtime advances at
+ * most one tick per `cycles_per_tick` rv_cycles(). The owner bumps `gen` whenever mtime jumps (a
+ * guest or snapshot sets it); cycles_per_tick 0 = no bound (not calibrated yet, record/replay). */
+typedef struct rv_mtime_pace {
+  uint64_t cycles_per_tick; /* __atomic */
+  uint32_t gen;             /* __atomic */
+} rv_mtime_pace;
+
 typedef struct rv_bus {
   uint8_t *ram;      /* host mapping of guest RAM */
   uint64_t ram_base; /* 0x8000_0000 */
@@ -80,6 +95,9 @@ typedef struct rv_bus {
   bool (*sbi_call)(void *opaque, rv_hart *hart);
   /* mtime: 10 MHz timebase (time CSR, Sstc stimecmp). */
   uint64_t (*read_mtime)(void *opaque);
+  /* NULL, or how fast mtime can advance in rv_cycles() (rv_mtime_pace): lets the interrupt
+   * checks see that stimecmp is still ahead without reading the clock. */
+  const struct rv_mtime_pace *mtime_pace;
   /* Record/replay: asked before the hart takes interrupt `cause`. Recording logs it and says
    * yes; replaying says yes only where the log took it. NULL: always taken. */
   bool (*irq_gate)(void *opaque, rv_hart *hart, uint64_t cause);
@@ -202,6 +220,10 @@ struct rv_hart {
 
   /* ---- derived state (rebuilt; not saved) */
   rv_bus *bus;
+  /* stimecmp is known to be ahead of mtime until rv_cycles() reaches stip_quiet_until, as long
+   * as stimecmp is still stip_quiet_cmp and the pace's generation stip_quiet_gen (rv_stimer_due) */
+  uint64_t stip_quiet_until, stip_quiet_cmp;
+  uint32_t stip_quiet_gen;
   uint64_t next_pc;
   bool check_irq; /* leave the inner block loop and re-check interrupts */
   bool yield;     /* the hart is spinning: end rv_hart_run early */
