@@ -1300,6 +1300,57 @@ TEST(rotates_in_a_loop_that_branches_to_itself) {
   diff_close(&c);
 }
 
+/* A loop through a 32-bit instruction at a page's last halfword (0xffe), which no block holds:
+ * the interpreter steps it (rv_step fetches both halves), translated code reaches it through the
+ * jump cache and its step stub, both by falling into it from the block before (a block that ends
+ * at 0xffe) and by a branch to it, and goes on to the next page. In a boot such instructions in
+ * hot loops (blake2s, filemap_map_pages) were each a return to the run loop and two failed
+ * decodes per iteration. Both engines against each other and the same computation in C, under
+ * budgets that end runs anywhere in the loop, the instruction itself included. */
+TEST(a_loop_through_an_instruction_that_straddles_two_pages) {
+  diff_ctx c = diff_open("straddling loop", 0);
+  program *p = c.prog;
+  enum { ITER = 400 };
+  const uint64_t head = (PAGE_CODE + 1) * 4096ULL - 32, straddle = head + 30;
+  for (unsigned pass = 0; pass < 4; pass++) {
+    static const uint64_t pass_budget[] = {100000, 1, 7, 33};
+    memset(p, 0, sizeof(*p));
+    gen g = {
+        .rng = 3, .kind = KIND_M, .img = p->img, .dec = c.interp->hart.icache, .view = RAM_BASE};
+    p->kind = KIND_M;
+    put_handler(&g, false);
+    g.at = PAGE_CODE * 4096ULL;
+    p->entry = pc_of(&g, g.at);
+    put32(&g, enc_i(ITER, 0, 0, R_LOOP, 0x13));  /* x27 = ITER */
+    put32(&g, enc_j((int32_t)(head - g.at), 0)); /* j head */
+    g.at = head;
+    put32(&g, enc_i(1, 6, 0, 6, 0x13));                    /* addi x6, x6, 1 */
+    put32(&g, enc_i(1, 6, 0, 6, 0x13));                    /* addi x6, x6, 1 */
+    put32(&g, enc_i(1, 6, 0, 6, 0x13));                    /* addi x6, x6, 1 */
+    put32(&g, enc_i(1, R_LOOP, 7, 9, 0x13));               /* andi x9, x27, 1 */
+    put32(&g, enc_b((int32_t)(straddle - g.at), 9, 0, 1)); /* bne x9, x0, straddle */
+    put32(&g, enc_i(2, 6, 0, 6, 0x13));                    /* addi x6, x6, 2 */
+    put32(&g, enc_i(5, 10, 0, 10, 0x13));                  /* addi x10, x10, 5 */
+    put16(&g, 0x0405);                                     /* c.addi x8, 1 */
+    CHECK_U64(g.at, straddle);
+    put32(&g, enc_i(3, 7, 0, 7, 0x13));                     /* addi x7, x7, 3: 0xffe..0x1001 */
+    put32(&g, enc_i(-1, R_LOOP, 0, R_LOOP, 0x13));          /* addi x27, x27, -1 */
+    put32(&g, enc_b((int32_t)(head - g.at), R_LOOP, 0, 1)); /* bne x27, x0, head */
+    put_jump_to(&g, PAGE_END * 4096ULL);
+    engine_load(c.interp, p);
+    engine_load(c.jit, p);
+    lockstep_until_wfi(&c, pass_budget[pass], 100000, pass);
+    const rv_hart *h = &c.jit->hart;
+    CHECK_U64(h->x[6], 3 * ITER + 2 * (ITER / 2)); /* the even counts fall into it */
+    CHECK_U64(h->x[7], 3 * ITER);
+    CHECK_U64(h->x[8], ITER / 2);
+    CHECK_U64(h->x[10], 5 * (ITER / 2));
+    c.programs++;
+    c.finished++;
+  }
+  diff_close(&c);
+}
+
 /* Another hart on the engine's bus (rv_hart_init: its own caches, the bus's code counters) runs
  * "sw x6, 0(x7); fence.i; wfi" at RAM offset `at`: it writes instruction `insn` at RAM offset
  * `where` while the engine's hart is stopped somewhere in a loop whose code may hold it. */

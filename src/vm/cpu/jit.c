@@ -1144,7 +1144,7 @@ static void exit_to(block_ctx *c, int64_t delta, unsigned count) {
   count_insns(e, count);
   pc_plus(e, R12, delta);
   int64_t page_off = (int64_t)(c->key & 0xfff) + delta;
-  if (page_off >= 0 && page_off < 4096) {
+  if (page_off >= 0 && page_off < 4094) {
     uint8_t *site = jmp32(e);
     patch(e, site, e->p);
     mov_store(e, RBX, HART_OFF(pc), R12);
