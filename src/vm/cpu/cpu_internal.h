@@ -131,10 +131,13 @@ typedef struct rv_op {
  * twice the slots halve that (decoding 6% less) */
 #define RV_BLOCK_BITS 17
 #define RV_BLOCK_SLOTS (1U << RV_BLOCK_BITS)
-/* One hart's pool: 327,680 instructions (12.5 MiB; and ~25 MiB of translated code per fill).
- * With 2^18 a boot (to init and power-off) emptied it 9 times, with a quarter more 5: the CPU time
- * to init fell by 6-10% for 2-4 MiB more peak RSS (2026-12-07, issue 18). */
-#define RV_POOL_SIZE (5U << 16)
+/* One hart's pool: 262,144 instructions (10 MiB; and ~20 MiB of translated code per fill). Once
+ * the run loop stopped decoding blocks it could not run (near the end of a slice every step had
+ * decoded a block at its pc), a boot's pool filled less than half as fast: the 327,680 it had
+ * then held ~9 MiB more translated code at the peak (172 MiB, RVVM's size) for no CPU time
+ * measurable against this size, and 196,608 cost 7% more CPU (4 alternating boots each,
+ * 2026-12-07, issue 18). */
+#define RV_POOL_SIZE (4U << 16)
 /* Each hart's pool when the bus has several: the harts of an SMP guest run the same kernel, so
  * each one's cache holds another copy of the same hot code, and a full pool per hart made the
  * second hart cost ~40 MiB. 196,608 instructions (3/4 of the former 2^18; 7.5 MiB, ~15 MiB of
