@@ -932,6 +932,19 @@ static void stop_signal(vd_daemon *d, vd_container *ctr, int sig) {
   ctr_event(d, ctr, "kill", json_pack("{s:o}", "signal", json_sprintf("%d", sig)));
 }
 
+/* Wait for ctr's exit after its stop signal: up to timeout_s seconds, or with a negative timeout
+ * until it exits (dockerd and podman take -1 as no limit), a second at a time so that such a wait
+ * does not hold up the daemon's end. 1: it exited; 0: the timeout passed; -1: the daemon is
+ * ending (the container is left running, as the daemon leaves every container). */
+static int wait_stopped(vd_daemon *d, vd_container *ctr, json_int_t timeout_s) {
+  if (timeout_s >= 0)
+    return vd_supervise_wait_exit(ctr, (int)timeout_s * 1000);
+  while (!vd_supervise_wait_exit(ctr, 1000))
+    if (vd_workers_quitting(d))
+      return -1;
+  return 1;
+}
+
 /* Stop ctr: its stop signal, the timeout, then SIGKILL. Answers 204, 304 or an error; returns
  * whether it is stopped. */
 static bool stop_container(vd_call *c, vd_container *ctr) {
@@ -962,7 +975,12 @@ static bool stop_container(vd_call *c, vd_container *ctr) {
   unsigned run = vd_net_run(d, ctr);
   stop_signal(d, ctr, sig ? sig : SIGTERM);
   thaw_if_paused(d, ctr);
-  if (timeout < 0 || !vd_supervise_wait_exit(ctr, (int)timeout * 1000)) {
+  int stopped = wait_stopped(d, ctr, timeout);
+  if (stopped < 0) {
+    vd_call_error(c, 503, "the daemon is shutting down: container %.12s was left running", ctr->id);
+    return false;
+  }
+  if (!stopped) {
     stop_signal(d, ctr, SIGKILL);
     if (!vd_supervise_wait_exit(ctr, 10000)) {
       vd_call_error(c, 500, "container %.12s did not stop after SIGKILL", ctr->id);

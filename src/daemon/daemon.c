@@ -110,6 +110,13 @@ static int start_workers(vd_daemon *d, vs_error **err) {
   return 0;
 }
 
+bool vd_workers_quitting(vd_daemon *d) {
+  pthread_mutex_lock(&d->qlock);
+  bool quit = d->quit_workers;
+  pthread_mutex_unlock(&d->qlock);
+  return quit;
+}
+
 static void stop_workers(vd_daemon *d) {
   pthread_mutex_lock(&d->qlock);
   d->quit_workers = true;

@@ -917,6 +917,9 @@ void vd_supervise_end_orphan(vd_daemon *d, vd_container *c);
 void vd_monitor_spare_refill(vd_daemon *d);
 void vd_monitor_spare_submit(vd_daemon *d);
 void vd_monitor_spare_close(vd_daemon *d);
+/* Whether the daemon is ending and waits for its workers: a call that could wait for ever gives
+ * up. */
+bool vd_workers_quitting(vd_daemon *d);
 /* Send sig to the container's processes. */
 int vd_supervise_kill(vd_daemon *d, vd_container *c, int sig, vs_error **err);
 /* Wait for the monitor to exit, up to timeout_ms (-1: forever). 1 when it exited. */

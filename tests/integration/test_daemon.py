@@ -368,6 +368,42 @@ def test_kill_wait_and_force_remove(vdi):
     assert gone.returncode != 0 and "No such container" in gone.stderr
 
 
+def test_stop_with_a_negative_timeout_waits_for_the_exit(vdi):
+    """`docker stop -t -1` sends the stop signal and waits with no limit, as dockerd and podman
+    do (it was a kill at once): the container's init ignores SIGTERM, so the stop still waits
+    after 2 s, and answers once a kill has ended the container."""
+    vdi.docker("run", "-d", "--name", "deaf", "busybox", "sleep", "300")
+    stop = subprocess.Popen([DOCKER, "stop", "-t", "-1", "deaf"], env=vdi.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2)
+    assert stop.poll() is None
+    state = json.loads(vdi.docker("inspect", "deaf").stdout)[0]["State"]
+    assert state["Running"], state
+    vdi.docker("kill", "deaf")
+    out, err = stop.communicate(timeout=30)
+    assert stop.returncode == 0, err
+    assert out.strip() == "deaf"
+    state = json.loads(vdi.docker("inspect", "deaf").stdout)[0]["State"]
+    assert not state["Running"] and state["ExitCode"] == 137, state
+    ev = vdi.docker("events", "--since", "0", "--until", f"{time.time():.3f}", "--filter",
+                    "container=deaf", "--format", "{{.Action}}").stdout.split()
+    assert ev.count("kill") == 2 and "die" in ev, ev
+    vdi.docker("rm", "deaf")
+    # such a stop does not hold up the daemon's end, and leaves the container running
+    vdi.docker("run", "-d", "--name", "deaf2", "busybox", "sleep", "300")
+    pid = json.loads(vdi.docker("inspect", "deaf2").stdout)[0]["State"]["Pid"]
+    stop = subprocess.Popen([DOCKER, "stop", "-t", "-1", "deaf2"], env=vdi.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1)
+    assert vdi.stop() == 0
+    stop.communicate(timeout=30)
+    assert stop.returncode != 0
+    os.kill(pid, 0)
+    vdi.start()
+    assert json.loads(vdi.docker("inspect", "deaf2").stdout)[0]["State"]["Running"]
+    vdi.docker("rm", "-f", "deaf2")
+
+
 def test_container_survives_daemon_kill9(vdi):
     vdi.docker("run", "-d", "--name", "survivor", "busybox", "sh", "-c",
                "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done")
