@@ -1028,7 +1028,7 @@ static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uin
  * computed. With several harts, 4096 keeps an RFENCE or an IPI within a few microseconds. A lone
  * hart has no other hart to answer and its devices are served between slices (machine.c), so
  * only its own timer waits for the look: 16384 (~10 us) took a boot's looks from 1.0 million to
- * 250,000 and its CPU time down by ~4% (2026-12-07, issue 18). */
+ * 280,000 and its CPU time down by ~4% (2026-12-07, issue 18). */
 #define RV_BLOCK_SMP 4096
 #define RV_BLOCK_UP 16384
 
