@@ -52,16 +52,39 @@ async function open(allowed = []) {
   context.setDefaultTimeout(STEP);
   const page = await context.newPage();
   const errors = [];
+  page.netChanges = 0;
+  page.on("requestfailed", (r) => {
+    if (/ERR_NETWORK_CHANGED/.test(r.failure()?.errorText || "")) page.netChanges++;
+  });
   page.on("console", (m) => {
     if (m.type() !== "error") return;
     const text = m.text();
     const url = m.location()?.url || "";
+    if (/ERR_NETWORK_CHANGED/.test(text)) return log(`dropped by a network change: ${url}`);
     if (allowed.some((a) => a.text.test(text) && (!a.url || a.url.test(url)))) return;
     errors.push(`console: ${text} (${url})`);
   });
   page.on("pageerror", (e) => errors.push(`page error: ${e.message}`));
   page.on("crash", () => errors.push("the page crashed"));
   return { context, page, errors };
+}
+
+// Chromium drops the requests in flight when the host's network changes (a link or address
+// comes or goes: net::ERR_NETWORK_CHANGED). In a test's namespace the daemon adds bridges, taps
+// and VXLAN links while a page loads, and a dropped script leaves the page blank, so such a load
+// is done again, as a user would reload (a CI run lost the console's script so).
+async function gotoApp(page, url) {
+  for (let tries = 1; ; tries++) {
+    const before = page.netChanges;
+    try {
+      await page.goto(url);
+    } catch (e) {
+      if (!/ERR_NETWORK_CHANGED/.test(String(e)) || tries === 3) throw e;
+      page.netChanges++;
+    }
+    if (page.netChanges === before || tries === 3) return;
+    log(`the network changed while ${url} loaded: loading it again`);
+  }
 }
 
 async function shot(page, name) {
@@ -77,7 +100,7 @@ async function submitLogin(page, password = PASSWORD) {
 }
 
 async function login(page, password = PASSWORD) {
-  await page.goto(BASE + "/");
+  await gotoApp(page, BASE + "/");
   await submitLogin(page, password);
 }
 
@@ -131,7 +154,7 @@ async function pageFetch(page, method, path, body, token) {
 const SCENARIOS = {
   // log in; the overview shows the host, the guests' counts and the pools
   async login({ page, allow }) {
-    await page.goto(BASE + "/guests");
+    await gotoApp(page, BASE + "/guests");
     await page.waitForSelector("#login-form");
     await shot(page, "login");
     await submitLogin(page);
@@ -196,7 +219,7 @@ const SCENARIOS = {
   // the VM's serial console in the page: type a command and read its output
   async vm_console({ page }, { vmId }) {
     await loggedIn(page);
-    await page.goto(BASE + "/vm/" + vmId);
+    await gotoApp(page, BASE + "/vm/" + vmId);
     await waitState(page, "running");
     await page.click("#term-open");
     await page.waitForSelector("#terminal .xterm-rows");
@@ -217,7 +240,7 @@ const SCENARIOS = {
   // pause and resume the VM from its page (confirmation for the pause)
   async pause_resume({ page }, { vmId }) {
     await loggedIn(page);
-    await page.goto(BASE + "/vm/" + vmId);
+    await gotoApp(page, BASE + "/vm/" + vmId);
     await waitState(page, "running");
     await page.click('#guest-actions button[data-action="pause"]');
     await page.waitForSelector("dialog.confirm[open]");
@@ -372,7 +395,7 @@ const SCENARIOS = {
       if (/\/vessel\/v1\/vms\/[^/]+\/stats/.test(r.url())) statsRequests.push(new URL(r.url()).search);
     });
     await loggedIn(page);
-    await page.goto(BASE + "/vm/" + vmId);
+    await gotoApp(page, BASE + "/vm/" + vmId);
     await page.waitForSelector("#guest-details dl");
     // samples reach the graphs: the memory legend shows a size
     await page.waitForFunction(() => /\d (KiB|MiB|GiB)/.test(document.querySelector("#guest-charts")?.textContent || ""));
@@ -412,7 +435,7 @@ const SCENARIOS = {
       if (r.method() === "POST" && /\/migrate$/.test(new URL(r.url()).pathname)) body = r.postData();
     });
     await loggedIn(page);
-    await page.goto(BASE + "/vm/" + vmId);
+    await gotoApp(page, BASE + "/vm/" + vmId);
     const btn = page.locator('#guest-actions button[data-action="migrate"]');
     await btn.waitFor();
     assert(!(await btn.isDisabled()), "Migrate is disabled in a cluster: " + (await btn.getAttribute("title")));
@@ -438,7 +461,7 @@ const SCENARIOS = {
       answers.push({ cpu: st.Cpu.Percent, cpuPool: st.Cpu.PoolPercent, memory: st.Memory.Usage, memoryPool: st.Memory.PoolPercent });
     });
     await loggedIn(page);
-    await page.goto(BASE + "/pools");
+    await gotoApp(page, BASE + "/pools");
     const row = page.locator(`#pools-rows tr[data-key="${pool}"]`);
     const mem = row.locator('[data-use="memory"][data-value]');
     const cpu = row.locator('[data-use="cpu"][data-value]');
@@ -466,17 +489,17 @@ const SCENARIOS = {
       ["/vm/" + vmId, "#guest-details dl", "vm-details"],
     ];
     for (const [path, sel, name] of visits) {
-      await page.goto(BASE + path);
+      await gotoApp(page, BASE + path);
       await page.waitForSelector(sel);
       await shot(page, name);
     }
-    await page.goto(BASE + "/pools");
+    await gotoApp(page, BASE + "/pools");
     await page.fill('#pool-form input[name="name"]', "web-pool");
     await page.fill('#pool-form input[name="cpus"]', "2");
     await page.fill('#pool-form input[name="memory"]', "1G");
     await page.click("#pool-form button[type=submit]");
     await page.waitForSelector('#pools-rows tr[data-key="web-pool"]');
-    await page.goto(BASE + "/");
+    await gotoApp(page, BASE + "/");
     await page.waitForSelector('#pools-box tr[data-pool="web-pool"]');
     await shot(page, "overview-pools");
     return { pages: visits.length };
