@@ -99,6 +99,9 @@ static inline int steal_fd(int *fd) {
 /* Allocation that cannot fail from the caller's point of view: aborts on out-of-memory, like
  * glib's g_malloc. Out-of-memory is not an error vessel can report usefully. */
 void *vs_malloc0(size_t n) __attribute__((returns_nonnull, malloc));
+/* The same for a type whose _Alignas asks more than malloc gives (16): `align` is a power of two
+ * and a multiple of sizeof(void *); free() releases it. */
+void *vs_malloc0_aligned(size_t align, size_t n) __attribute__((returns_nonnull, malloc));
 void *vs_realloc(void *p, size_t n) __attribute__((returns_nonnull));
 char *vs_strdup(const char *s) __attribute__((returns_nonnull, malloc));
 char *vs_asprintf(const char *fmt, ...)

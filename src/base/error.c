@@ -11,6 +11,13 @@ void *vs_malloc0(size_t n) {
   return p;
 }
 
+void *vs_malloc0_aligned(size_t align, size_t n) {
+  void *p = NULL;
+  if (posix_memalign(&p, align, n ? n : 1) != 0)
+    abort();
+  return memset(p, 0, n);
+}
+
 void *vs_realloc(void *p, size_t n) {
   void *q = realloc(p, n ? n : 1);
   if (!q)

@@ -5,10 +5,11 @@
  * network backends, control socket) and serves them under the machine's big lock. Each hart
  * thread runs its hart in slices; between slices it serves what other threads asked of it (TLB
  * flushes, posted IPIs), raises its own machine timer, and sleeps on its condition variable
- * while it waits in WFI, is stopped (SBI HSM) or is parked by a stop-the-world request.
+ * while it waits in WFI, is stopped (SBI HSM) or is parked by a stop-the-world request. What is
+ * asked of a running hart cuts its run short (a kick, below).
  *
  * Stop-the-world (vm_stop_harts): every hart leaves rv_hart_run at an instruction boundary
- * within 4096 instructions (rv_hart.stop_request) and parks; the caller continues once all are
+ * within a block of its kick (rv_hart.stop_request) and parks; the caller continues once all are
  * parked. Pause, snapshots, migration's dirty-page harvest and the control socket's hart queries
  * use it; nothing else the I/O thread does needs the harts stopped, since the devices are under
  * the big lock and the harts take it for every MMIO access.
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -25,8 +27,8 @@
 
 #include "vm/machine.h"
 
-/* A hart's slice between looks at its timer and the machine (interrupts, remote requests and
- * stop requests are seen inside rv_hart_run every 4096 instructions). */
+/* A hart's slice between looks at its machine timer and its HTIF (interrupts, remote requests and
+ * stop requests are seen inside rv_hart_run). */
 #define VM_THREAD_SLICE 100000
 /* Longest sleep of an idle hart or of the I/O thread: bounds what nobody wakes them for. */
 #define VM_THREAD_MAX_SLEEP_NS 100000000ll
@@ -55,6 +57,39 @@ static int64_t thread_now_ns(void) {
 
 static bool vm_stopping(const vm *m) { return __atomic_load_n(&m->stop, __ATOMIC_ACQUIRE); }
 
+/* ------------------------------------------------------------------ kicks
+ *
+ * A running hart looks at interrupts and requests only every 16384 instructions (cpu.c), for its
+ * own timer's sake. What another thread asks of it and should not wait that long (an RFENCE whose
+ * caller spins until it is served, an IPI, a device interrupt, a stop) interrupts the hart's
+ * thread with VM_KICK_SIGNAL: the handler runs on that thread between two of its instructions and
+ * cuts the hart's run short (rv_hart_cut_run), so the hart looks within a block. This costs the
+ * running code nothing, where a flag tested by every translated block would cost every block a
+ * load and a branch. */
+#define VM_KICK_SIGNAL SIGRTMIN
+
+static void vm_kick_handler(int sig, siginfo_t *si, void *uc) {
+  (void)sig, (void)uc;
+  rv_hart_cut_run(si->si_value.sival_ptr);
+}
+
+static int vm_kicks_init(vs_error **err) {
+  struct sigaction sa = {.sa_sigaction = vm_kick_handler, .sa_flags = SA_SIGINFO | SA_RESTART};
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(VM_KICK_SIGNAL, &sa, NULL) < 0)
+    return vs_error_set(err, errno, "install the signal handler that interrupts a hart's run");
+  return 0;
+}
+
+/* (sched_lock held) Interrupt the thread of hart h if it runs the hart; an idle thread waits on
+ * its condition variable instead, and one not started yet or ended has nothing to cut. */
+static void vm_kick_locked(vm *m, unsigned h) {
+  vm_hart_thread *ht = &m->threads.harts[h];
+  if (!ht->runs)
+    return;
+  (void)pthread_sigqueue(ht->thread, VM_KICK_SIGNAL, (union sigval){.sival_ptr = &m->harts[h]});
+}
+
 /* ------------------------------------------------------------------ set-up */
 
 int vm_threads_init(vm *m, vs_error **err) {
@@ -62,6 +97,8 @@ int vm_threads_init(vm *m, vs_error **err) {
   t->kick_fd = -1;
   if (m->nharts < 2 || m->cfg.one_thread)
     return 0;
+  if (vm_kicks_init(err) < 0)
+    return -1;
   t->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (t->kick_fd < 0)
     return vs_error_set(err, errno, "eventfd for the I/O thread");
@@ -142,6 +179,7 @@ void vm_wake_hart(vm *m, unsigned h) {
     return;
   pthread_mutex_lock(&t->sched_lock);
   pthread_cond_signal(&t->harts[h].wake);
+  vm_kick_locked(m, h);
   pthread_mutex_unlock(&t->sched_lock);
   vm_harts_progress(m, 1U << h); /* or it spins, asleep in vm_harts_wait_progress */
 }
@@ -203,6 +241,7 @@ uint32_t vm_hart_ask_tlb_flush(vm *m, unsigned h) {
     rv_hart_serve_requests(target);
   } else {
     pthread_cond_signal(&t->harts[h].wake);
+    vm_kick_locked(m, h);
   }
   pthread_mutex_unlock(&t->sched_lock);
   vm_harts_progress(m, 1U << h); /* a spinning target serves it when it runs again */
@@ -222,6 +261,7 @@ void vm_stop_harts(vm *m) {
   for (unsigned h = 0; h < m->nharts; h++) {
     __atomic_store_n(&m->harts[h].stop_request, true, __ATOMIC_SEQ_CST);
     pthread_cond_signal(&t->harts[h].wake);
+    vm_kick_locked(m, h);
   }
   vm_harts_progress(m, VM_PROGRESS_ALL_HARTS); /* spinning harts asleep park when they wake */
   while (t->parked < t->live)
@@ -307,6 +347,7 @@ static bool vm_hart_wait_for_work(vm *m, vm_hart_thread *ht) {
   unsigned h = ht->index;
   pthread_mutex_lock(&t->sched_lock);
   ht->idle = true;
+  ht->runs = false;
   for (;;) {
     rv_hart_serve_requests(&m->harts[h]);
     if (vm_stopping(m))
@@ -322,6 +363,7 @@ static bool vm_hart_wait_for_work(vm *m, vm_hart_thread *ht) {
        * under: a request after this point sets it again */
       __atomic_store_n(&m->harts[h].stop_request, false, __ATOMIC_SEQ_CST);
       ht->idle = false;
+      ht->runs = true;
       pthread_mutex_unlock(&t->sched_lock);
       return true;
     }

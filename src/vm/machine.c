@@ -242,7 +242,7 @@ static void vm_set_hart_irq(void *machine, unsigned hart, uint64_t mip_bit, bool
     rv_hart_set_irq(&m->harts[hart], mip_bit, level);
     return;
   }
-  /* another thread's hart: it sees the line within 4096 instructions, or wakes from WFI */
+  /* another thread's hart: its run is cut short to look at the line, or it wakes from WFI */
   if (rv_hart_post_irq(&m->harts[hart], mip_bit, level))
     vm_wake_hart(m, hart);
 }
@@ -433,7 +433,7 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
     munmap(ram, cfg->mem_size);
     return NULL;
   }
-  vm *m = vs_malloc0(sizeof(*m));
+  vm *m = vs_malloc0_aligned(_Alignof(vm), sizeof(*m)); /* the harts are cache-line aligned */
   m->cfg = *cfg;
   m->nharts = cfg->smp;
   m->ram_size = cfg->mem_size;

@@ -101,11 +101,12 @@ typedef struct vm_io_source {
  * Cross-hart CPU state (IPIs, TLB shootdowns, code pages) needs neither: it goes through the
  * hart's request fields (cpu.h), which the target serves on its own thread. */
 typedef struct vm_hart_thread {
-  struct vm *m;
+  _Alignas(RV_CACHE_LINE) struct vm *m; /* each hart's thread writes its own entry every slice */
   unsigned index;
   pthread_t thread;
   bool started;
   bool idle;           /* (sched_lock) the thread is in its wait loop, not running the hart */
+  bool runs;           /* (sched_lock) the thread runs the hart: a kick interrupts it (harts.c) */
   pthread_cond_t wake; /* with sched_lock: an idle, stopped or parked hart sleeps on it */
   /* The guest spins on this hart (harts.c: vm_hart_after_run) */
   bool spinning;        /* its last run ended with h->spun */
@@ -185,6 +186,7 @@ void vm_serve_io(vm *m, int64_t sleep_ns);
 /* control.c */
 struct vm_migration; /* migrate.c */
 
+// NOLINTNEXTLINE(clang-analyzer-optin.performance.Padding): the harts are cache-line aligned
 struct vm {
   vm_config cfg;
   /* strings cfg points to when the configuration came from a snapshot or a migration stream */

@@ -64,7 +64,7 @@ static unsigned sbi_hart_index(const vm *m, const rv_hart *hart) {
 static void sbi_kick(rv_hart *h) { h->check_irq = true; }
 
 /* Tell another hart to look at what was posted to it: on one thread it leaves its block at its
- * next turn; on its own thread it wakes if it sleeps (it looks every 4096 instructions anyway). */
+ * next turn; on its own thread it wakes if it sleeps, and its run is cut short if it runs. */
 static void sbi_notify(vm *m, unsigned h) {
   if (m->threads.on)
     vm_wake_hart(m, h);

@@ -18,7 +18,10 @@
  */
 #include "tap.h"
 
+#include <signal.h>
 #include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "vm/cpu/cpu_internal.h"
 
@@ -94,9 +97,7 @@ static bool eng_mmio_write(void *opaque, uint64_t pa, unsigned size, uint64_t va
 }
 
 static engine *engine_new(bool interpreter) {
-  engine *e = calloc(1, sizeof(*e));
-  if (!e)
-    abort();
+  engine *e = vs_malloc0_aligned(_Alignof(engine), sizeof(*e));
   /* RAM at a multiple of RAM_ALIGN: code RAM_ALIGN / 2 apart then shares a pair of block slots
    * in both engines (blocks_that_share_a_slot_pair) */
   uint8_t *map =
@@ -1355,9 +1356,7 @@ TEST(a_loop_through_an_instruction_that_straddles_two_pages) {
  * "sw x6, 0(x7); fence.i; wfi" at RAM offset `at`: it writes instruction `insn` at RAM offset
  * `where` while the engine's hart is stopped somewhere in a loop whose code may hold it. */
 static void other_hart_writes(engine *e, uint64_t at, uint64_t where, uint32_t insn) {
-  rv_hart *h = calloc(1, sizeof(*h));
-  if (!h)
-    abort();
+  rv_hart *h = vs_malloc0_aligned(_Alignof(rv_hart), sizeof(*h));
   _cleanup_error_ vs_error *err = NULL;
   if (rv_hart_init(h, 1, &e->bus, &err) < 0)
     TAP_FAIL("rv_hart_init: %s", err->msg);
@@ -2010,6 +2009,96 @@ TEST(a_page_unmapped_between_grouped_loads_by_another_harts_fence) {
   c.interp->bus.threaded = c.jit->bus.threaded = false;
   c.programs++;
   c.finished++;
+  diff_close(&c);
+}
+
+/* A kick (harts.c): a signal on the hart's own thread cuts its run short (rv_hart_cut_run), here
+ * with a stop request as a stop-the-world sends. */
+typedef struct kick_target {
+  rv_hart *hart;
+  volatile sig_atomic_t in_code; /* kicks that found translated code running */
+} kick_target;
+
+static void kick_handler(int sig, siginfo_t *si, void *uc) {
+  (void)sig, (void)uc;
+  kick_target *k = si->si_value.sival_ptr;
+  if (k->hart->jit_frame)
+    k->in_code++;
+  __atomic_store_n(&k->hart->stop_request, true, __ATOMIC_RELAXED);
+  rv_hart_cut_run(k->hart);
+}
+
+/* A loop that never ends: sha256-like rotates, a load and a store, a CSR read (a call into C that
+ * ends its block) and a jump back. */
+static void put_endless_loop(program *p, const struct rv_icache *dec) {
+  memset(p, 0, sizeof(*p));
+  gen g = {.rng = 1, .kind = KIND_M, .img = p->img, .dec = dec, .view = RAM_BASE};
+  p->kind = KIND_M;
+  put_handler(&g, false);
+  g.at = PAGE_CODE * 4096ULL;
+  p->entry = pc_of(&g, g.at);
+  p->x[5] = 0x0123456789abcdefULL;
+  p->x[R_DATA] = RAM_BASE + PAGE_DATA * 4096ULL;
+  uint64_t top = g.at;
+  put32(&g, enc_i(26, 5, 1, 6, 0x1b));        /* slliw x6, x5, 26 */
+  put32(&g, enc_i(6, 5, 5, 7, 0x1b));         /* srliw x7, x5, 6 */
+  put32(&g, enc_r(0, 6, 7, 6, 7, 0x33));      /* or x7, x7, x6 */
+  put32(&g, enc_i(0, R_DATA, 3, 20, 0x03));   /* ld x20, 0(x31) */
+  put32(&g, enc_r(0, 7, 5, 0, 5, 0x33));      /* add x5, x5, x7 */
+  put32(&g, enc_r(0, 20, 5, 4, 5, 0x33));     /* xor x5, x5, x20 */
+  put32(&g, enc_s(0, 5, R_DATA, 3, 0x23));    /* sd x5, 0(x31) */
+  put32(&g, enc_i(1, 9, 0, 9, 0x13));         /* addi x9, x9, 1 */
+  put32(&g, enc_csrr(23, 0x340));             /* csrr x23, mscratch */
+  put32(&g, enc_r(0, 23, 5, 0, 5, 0x33));     /* add x5, x5, x23 */
+  put32(&g, enc_j((int32_t)(top - g.at), 0)); /* j top */
+}
+
+TEST(a_run_cut_short_by_a_signal_keeps_its_count_exact) {
+  /* The handler may stop translated code anywhere: in a block, between a block's count and its
+   * budget update, in a C function a block called, in the exit stub. Each run, cut at a
+   * different moment, must end at an instruction boundary with the count it returns exact:
+   * the other engine, run for that many instructions, reaches the same state. The engines take
+   * turns being cut. */
+  diff_ctx c = diff_open("cut runs", 0);
+  put_endless_loop(c.prog, c.interp->hart.icache);
+  engine_load(c.interp, c.prog);
+  engine_load(c.jit, c.prog);
+  struct sigaction sa = {.sa_sigaction = kick_handler, .sa_flags = SA_SIGINFO}, old;
+  sigemptyset(&sa.sa_mask);
+  CHECK(sigaction(SIGRTMIN, &sa, &old) == 0);
+  kick_target targets[2] = {{.hart = &c.jit->hart}, {.hart = &c.interp->hart}};
+  enum { ROUNDS = 40 };
+  const uint64_t budget = 1ULL << 50;
+  for (unsigned round = 0; round < ROUNDS; round++) {
+    kick_target *k = &targets[round % 2];
+    engine *cut = round % 2 ? c.interp : c.jit, *other = round % 2 ? c.jit : c.interp;
+    struct sigevent ev = {
+        .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGRTMIN, .sigev_value.sival_ptr = k};
+    ev._sigev_un._tid = gettid();
+    timer_t timer;
+    CHECK(timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0);
+    long us = 50 + (long)(round * 53 % 400);
+    struct itimerspec when = {.it_value = {.tv_sec = 0, .tv_nsec = us * 1000}};
+    CHECK(timer_settime(timer, 0, &when, NULL) == 0);
+    cut->hart.stop_request = false;
+    uint64_t n = rv_hart_run(&cut->hart, budget);
+    timer_delete(timer);
+    cut->hart.stop_request = false;
+    CHECK(n > 0 && n < budget);
+    CHECK_EQ(rv_hart_run(&other->hart, n), n);
+    char buf[256];
+    const char *d = engine_diff(c.interp, c.jit, buf, sizeof(buf));
+    if (d)
+      TAP_FAIL("round %u (%s cut after %" PRIu64 " instructions): %s", round,
+               round % 2 ? "interpreter" : "translated code", n, d);
+    c.steps += 2;
+    c.insns += n;
+  }
+  sigaction(SIGRTMIN, &old, NULL);
+  /* the loop ran as translated code, where most kicks found it */
+  CHECK(targets[0].in_code > 0);
+  CHECK(c.jit->hart.x[9] > 0);
+  c.programs++;
   diff_close(&c);
 }
 

@@ -167,6 +167,15 @@ void rv_hart_serve_requests(rv_hart *h) {
   rv_serve_tlb_flush(h);
 }
 
+void rv_hart_cut_run(rv_hart *h) {
+  /* check_irq ends the interpreter's and the run loop's inner loops, the cut budget the
+   * translated code's chain of blocks (the thread may be in either, or in neither) */
+  __atomic_store_n(&h->check_irq, true, __ATOMIC_RELAXED);
+  int64_t *frame = __atomic_load_n(&h->jit_frame, __ATOMIC_RELAXED);
+  if (frame)
+    rv_jit_cut_run(frame);
+}
+
 uint64_t rv_hart_next_timer(const rv_hart *h) {
   uint64_t t = h->stimecmp;
   /* the guest's timer, in host mtime ticks (a deadline already behind mtime stays due) */
@@ -906,7 +915,7 @@ jumped:
   h->minstret += n + 1;
   total += n + 1;
 chain: /* on to the next block, while the chunk lasts and it fits in the budget */
-  if (total >= chunk)
+  if (total >= chunk || unlikely(h->check_irq)) /* check_irq: rv_hart_cut_run */
     return total;
   if (link && *link && (h->pc >> 12) == h->fetch_vpn) {
     /* A successor in the same page: valid while the page's code counter has not moved (it was
@@ -1025,12 +1034,14 @@ static uint64_t rv_jit_blocks_run(rv_hart *h, rv_block *blk, uint64_t chunk, uin
 /* Instructions between looks at interrupts and other harts' requests. Each look leaves
  * translated code and finds the block again (two exits: the chain entry refuses the block that
  * would overrun the budget); at 1024 those exits were about half of all exits while the guest
- * computed. With several harts, 4096 keeps an RFENCE or an IPI within a few microseconds. A lone
- * hart has no other hart to answer and its devices are served between slices (machine.c), so
- * only its own timer waits for the look: 16384 (~10 us) took a boot's looks from 1.0 million to
- * 280,000 and its CPU time down by ~4% (2026-12-07, issue 18). */
-#define RV_BLOCK_SMP 4096
-#define RV_BLOCK_UP 16384
+ * computed, and 16384 (~10 us) rather than 4096 took a 1-hart boot's looks from 1.0 million to
+ * 280,000 and its CPU time down by ~4% (2026-12-07, issue 18). The looks are for the hart's own
+ * timer: what another thread asks of a hart (an RFENCE whose caller waits, an IPI, a stop) cuts
+ * its run short at once (harts.c: a signal, rv_hart_cut_run). With harts that waited for the look
+ * instead (every 4096 instructions, to keep an RFENCE within a few microseconds), a hart running
+ * busybox's sha256 beside another looked every ~1 us, and two jobs on 2 harts ran 1.63x as fast
+ * as on 1. */
+#define RV_BLOCK_LOOK 16384
 
 static uint64_t rv_hart_run_insns(rv_hart *h, uint64_t max_insns) {
   uint64_t done = 0;
@@ -1040,7 +1051,7 @@ static uint64_t rv_hart_run_insns(rv_hart *h, uint64_t max_insns) {
     h->wfi = false;
   }
   rv_check_code_epoch(h);
-  const uint64_t chunk = h->bus->nharts > 1 ? RV_BLOCK_SMP : RV_BLOCK_UP;
+  const uint64_t chunk = RV_BLOCK_LOOK;
   while (done < max_insns && !__atomic_load_n(&h->stop_request, __ATOMIC_RELAXED)) {
     h->check_irq = false;
     if (h->bus->threaded)

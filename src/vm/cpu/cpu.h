@@ -173,9 +173,16 @@ typedef struct rv_tlb_entry {
 
 struct rv_icache; /* decoded-instruction cache, private to the cpu */
 
+/* Host cache line: what other host threads write in a hart lives on lines of its own. */
+#define RV_CACHE_LINE 64
+
+// NOLINTNEXTLINE(clang-analyzer-optin.performance.Padding): cache-line groups, on purpose
 struct rv_hart {
-  /* ---- architectural state (saved/restored) */
-  uint64_t x[32];
+  /* ---- architectural state (saved/restored). The hart is cache-line aligned: the harts of a
+   * machine lie side by side, and one hart's registers, written back at every exit from
+   * translated code, shared a line with the next hart's hot fields (its icache pointer) and the
+   * bus; the other host core then missed on them at every look at interrupts (issue 18) */
+  _Alignas(RV_CACHE_LINE) uint64_t x[32];
   uint64_t f[32]; /* NaN-boxed single values in the low 32 bits */
   uint64_t pc;
   int priv;
@@ -199,7 +206,6 @@ struct rv_hart {
   uint64_t reservation; /* LR/SC reserved physical address */
   bool reservation_valid;
   bool wfi;            /* WFI executed with nothing pending: the machine may sleep */
-  bool stop_request;   /* set by the machine (another thread, __atomic) to leave rv_hart_run */
   bool breakpoint_hit; /* rv_hart_run stopped at a debugger breakpoint or watchpoint (cleared by
                           the debugger) */
   /* Set where a fault is found, consumed by the trap: whether tval is a guest virtual address of
@@ -207,27 +213,31 @@ struct rv_hart {
    * virtual-instruction exception rather than an illegal one. */
   bool trap_gva;
   bool csr_virtual;
-  uint64_t ext_mip; /* device interrupt lines, updated atomically (rv_hart_set_irq) */
   /* What the next trap writes besides its cause and tval: htval/mtval2 (a guest physical
    * address >> 2) and htinst/mtinst, for guest-page faults. */
   uint64_t trap_gpa, trap_tinst;
 
-  /* ---- requests from other host threads (rv_bus.threaded; not saved: served before a stop) */
-  uint64_t reservation_value; /* what LR read: SC succeeds if memory still holds it (cmpxchg) */
-  uint64_t mip_posted;        /* software-writable mip bits another hart set (SBI IPI) */
-  uint32_t tlb_flush_asked;   /* TLB flush tickets handed out to other harts (SBI RFENCE) */
-  uint32_t tlb_flush_done;    /* the last ticket this hart has served */
+  /* ---- what other host threads write (__atomic; rv_bus.threaded; not saved: served before a
+   * stop), on a line of its own, so that a request or the polls of the harts waiting for an
+   * answer take none of the hart's hot lines away from its core */
+  _Alignas(RV_CACHE_LINE) uint64_t ext_mip; /* device interrupt lines (rv_hart_set_irq) */
+  uint64_t mip_posted;      /* software-writable mip bits another hart set (SBI IPI) */
+  uint32_t tlb_flush_asked; /* TLB flush tickets handed out to other harts (SBI RFENCE) */
+  uint32_t tlb_flush_done;  /* the last ticket this hart has served */
+  bool stop_request;        /* set by the machine to leave rv_hart_run */
 
   /* ---- derived state (rebuilt; not saved) */
-  rv_bus *bus;
+  _Alignas(RV_CACHE_LINE) rv_bus *bus;
+  uint64_t reservation_value; /* what LR read: SC succeeds if memory still holds it (cmpxchg) */
   /* stimecmp is known to be ahead of mtime until rv_cycles() reaches stip_quiet_until, as long
    * as stimecmp is still stip_quiet_cmp and the pace's generation stip_quiet_gen (rv_stimer_due) */
   uint64_t stip_quiet_until, stip_quiet_cmp;
   uint32_t stip_quiet_gen;
   uint64_t next_pc;
-  bool check_irq; /* leave the inner block loop and re-check interrupts */
-  bool yield;     /* the hart is spinning: end rv_hart_run early */
-  bool spun;      /* the last rv_hart_run ended early for that (the machine may let it sleep) */
+  int64_t *jit_frame; /* while translated code runs: its frame (jit.c; rv_hart_cut_run), or NULL */
+  bool check_irq;     /* leave the inner block loop and re-check interrupts */
+  bool yield;         /* the hart is spinning: end rv_hart_run early */
+  bool spun;          /* the last rv_hart_run ended early for that (the machine may let it sleep) */
   unsigned spin_hints;
   int ld_tlb, st_tlb, fetch_tlb; /* which TLB set serves data/fetch: the effective privilege
                                    (0 U, 1 S, 2 M: no translation) */
@@ -272,7 +282,8 @@ void rv_hart_destroy(rv_hart *h);
 void rv_hart_reset(rv_hart *h, uint64_t pc, int priv);
 
 /* Run until max_insns retired, WFI with nothing pending (h->wfi = true), h->stop_request (seen at
- * least every 4096 instructions, at an instruction boundary), or
+ * an instruction boundary where the hart looks at interrupts: every 16384 instructions, and
+ * within a block after rv_hart_cut_run), or
  * the guest spins waiting for another hart (Linux's cpu_relax()): then it returns early (h->spun)
  * so the machine can run the other harts. Returns the number of instructions executed. */
 uint64_t rv_hart_run(rv_hart *h, uint64_t max_insns);
@@ -288,8 +299,9 @@ bool rv_hart_debug_translate(const rv_hart *h, uint64_t va, uint64_t *pa);
 /* Devices raise/lower MSIP, MTIP, MEIP, SEIP, on the hart's own thread (it leaves its block to
  * look at once). */
 void rv_hart_set_irq(rv_hart *h, uint64_t mip_bit, bool level);
-/* The same from another thread: the hart sees the line within 4096 instructions. Returns whether
- * the line went up (the caller then wakes the hart's thread if it sleeps). */
+/* The same from another thread: the hart sees the line where it next looks at interrupts.
+ * Returns whether the line went up (the caller then wakes the hart's thread if it sleeps, or cuts
+ * its run short). */
 bool rv_hart_post_irq(rv_hart *h, uint64_t mip_bit, bool level);
 
 /* Interrupts pending and enabled in mie (ignoring global enables): WFI wakes on these. */
@@ -304,8 +316,9 @@ void rv_hart_clear_reservation(rv_hart *h);
 
 /* Cross-hart requests, for harts on their own host threads (rv_bus.threaded). Another thread
  * never touches a hart's TLB or mip itself: it posts, and the hart serves the request in
- * rv_hart_run (at least every 4096 instructions) or when its thread calls rv_hart_serve_requests
- * (idle, stopped or parked harts). */
+ * rv_hart_run (where it looks at interrupts: every 16384 instructions, or at once after
+ * rv_hart_cut_run) or when its thread calls rv_hart_serve_requests (idle, stopped or parked
+ * harts). */
 /* Set software-writable mip bits (SSIP from an SBI IPI). */
 void rv_hart_post_mip(rv_hart *h, uint64_t bits);
 /* Ask for a TLB flush; returns the ticket that rv_hart_tlb_flushed(h, ticket) waits for. */
@@ -313,6 +326,9 @@ uint32_t rv_hart_ask_tlb_flush(rv_hart *h);
 bool rv_hart_tlb_flushed(rv_hart *h, uint32_t ticket);
 /* The hart's own thread: serve what was posted and asked. */
 void rv_hart_serve_requests(rv_hart *h);
+/* From a signal handler on the hart's own thread (async-signal-safe): make the running
+ * rv_hart_run look at interrupts and requests within a block, wherever the thread was stopped. */
+void rv_hart_cut_run(rv_hart *h);
 
 /* The earliest timer deadline (stimecmp, and the guest's vstimecmp), in mtime ticks. */
 uint64_t rv_hart_next_timer(const rv_hart *h);

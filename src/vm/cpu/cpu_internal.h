@@ -228,6 +228,9 @@ typedef struct rv_jit_exit {
  * while their instructions keep the count within limit. */
 rv_jit_exit rv_jit_enter(const struct rv_jit *j, rv_hart *h, const void *code, uint64_t limit);
 void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code);
+/* Make the run of translated code whose frame is rv_hart.jit_frame end at its next block (from a
+ * signal handler on the hart's own thread: rv_hart_cut_run). */
+void rv_jit_cut_run(volatile int64_t *frame);
 /* How many blocks were translated with their loop's tail in them (jit.c: find_tail; for tests). */
 uint64_t rv_jit_tails(const struct rv_jit *j);
 /* The block at virtual pc under translation tag `tag` (rv_tlb_jump_tag: tlb_tag or, for a page of

@@ -1741,6 +1741,18 @@ const void *rv_jit_translate(struct rv_jit *j, const rv_hart *h, const rv_insn *
 
 uint64_t rv_jit_tails(const struct rv_jit *j) { return j->tails; }
 
+void rv_jit_cut_run(volatile int64_t *frame) {
+  /* The thread is stopped between two host instructions of translated code or of a C function it
+   * called. Blocks check [left] before they run and subtract their count at any point; the run's
+   * count is limit - left. Lowering both by the same amount keeps that count exact whatever the
+   * code does next, and the next block's check ends the run. */
+  int64_t left = frame[FRAME_LEFT / 8];
+  if (left > 0) {
+    frame[FRAME_LIMIT / 8] -= left;
+    frame[FRAME_LEFT / 8] = 0;
+  }
+}
+
 void rv_jit_link(struct rv_jit *j, uintptr_t site, const void *code) {
   uint8_t *at = j->rw + (site - (uintptr_t)j->rx);
   int32_t rel = (int32_t)((const uint8_t *)code - j->chain_bytes - (j->rx + (at - j->rw) + 4));
@@ -1795,7 +1807,8 @@ static void emit_stubs(struct rv_jit *j) {
   op_reg(&e, true, 0x8b, RBX, RDI);
   mov_store(&e, RSP, FRAME_LIMIT, RDX);
   mov_store(&e, RSP, FRAME_LEFT, RDX);
-  op_reg(&e, false, 0xff, 4, RSI); /* jmp rsi */
+  mov_store(&e, RBX, HART_OFF(jit_frame), RSP); /* the budget may be cut from now on */
+  op_reg(&e, false, 0xff, 4, RSI);              /* jmp rsi */
 
   j->left = (size_t)(e.p - e.start);
   op_mem(&e, true, 0x01, RAX, RBX, -1, HART_OFF(minstret)); /* add [minstret], rax */
@@ -1804,6 +1817,8 @@ static void emit_stubs(struct rv_jit *j) {
   mov_store(&e, RBX, HART_OFF(pc), RCX);
   op_reg(&e, false, 0x31, RDX, RDX);
   j->out = (size_t)(e.p - e.start);
+  /* no cut between the two reads of the count (rv_jit_cut_run) */
+  op_mem_imm(&e, true, 0xc7, 0, RBX, -1, HART_OFF(jit_frame), 0, 4); /* mov qword [], 0 */
   mov_load(&e, RAX, RSP, FRAME_LIMIT);
   op_mem(&e, true, 0x2b, RAX, RSP, -1, FRAME_LEFT); /* sub rax, [left] */
   alu_imm(&e, true, 0, RSP, FRAME_BYTES);
@@ -1957,6 +1972,7 @@ void rv_jit_remember(struct rv_jit *j, uint64_t pc, uint64_t tag, const void *co
 void rv_jit_remember_step(struct rv_jit *j, uint64_t pc, uint64_t tag) {
   (void)j, (void)pc, (void)tag;
 }
+void rv_jit_cut_run(volatile int64_t *frame) { (void)frame; }
 void rv_jit_forget_page(struct rv_jit *j, uint64_t va) { (void)j, (void)va; }
 void rv_jit_forget_all(struct rv_jit *j) { (void)j; }
 void rv_jit_forget_tags(struct rv_jit *j) { (void)j; }
