@@ -341,10 +341,22 @@ static bool vm_hart_ready(vm *m, unsigned h) {
   return rv_hart_irq_pending(t);
 }
 
+/* After a slice the hart mostly runs on with nothing asked of it: then it needs no lock, whose
+ * cache line would go back and forth between the harts' cores at every slice. The requests and
+ * interrupts posted to it are served where its run looks at them; a request to stop, or a stop
+ * of its own (HSM, WFI), takes it through the lock. */
+static bool vm_hart_runs_on(vm *m, const vm_hart_thread *ht) {
+  const rv_hart *h = &m->harts[ht->index];
+  return ht->runs && !h->wfi && !__atomic_load_n(&h->stop_request, __ATOMIC_ACQUIRE) &&
+         !vm_stopping(m);
+}
+
 /* Wait until the hart has something to run; false when the machine stops. */
 static bool vm_hart_wait_for_work(vm *m, vm_hart_thread *ht) {
   vm_threads *t = &m->threads;
   unsigned h = ht->index;
+  if (vm_hart_runs_on(m, ht))
+    return true;
   pthread_mutex_lock(&t->sched_lock);
   ht->idle = true;
   ht->runs = false;

@@ -433,7 +433,15 @@ vm *vm_build(const vm_config *cfg, uint8_t *ram, vs_error **err) {
     munmap(ram, cfg->mem_size);
     return NULL;
   }
-  vm *m = vs_malloc0_aligned(_Alignof(vm), sizeof(*m)); /* the harts are cache-line aligned */
+  /* Mapped, not allocated: page-aligned (the harts are cache-line aligned), and the pages of the
+   * harts a machine does not have (there is room for VM_MAX_SMP) are never touched. An aligned
+   * allocation zeroed by memset cost a 1-hart VM 2.3 MiB of RSS. */
+  vm *m = mmap(NULL, sizeof(*m), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    vs_error_set(err, errno, "map the machine's state (%zu bytes)", sizeof(*m));
+    munmap(ram, cfg->mem_size);
+    return NULL;
+  }
   m->cfg = *cfg;
   m->nharts = cfg->smp;
   m->ram_size = cfg->mem_size;
@@ -522,7 +530,7 @@ void vm_destroy(vm *m) {
   for (unsigned i = 0; i < ARRAY_SIZE(m->cfg_strings); i++)
     free(m->cfg_strings[i]);
   vm_threads_destroy(m);
-  free(m);
+  munmap(m, sizeof(*m));
 }
 
 /* ------------------------------------------------------------------ pause and dirty pages */
