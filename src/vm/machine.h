@@ -105,8 +105,10 @@ typedef struct vm_hart_thread {
   unsigned index;
   pthread_t thread;
   bool started;
-  bool idle;           /* (sched_lock) the thread is in its wait loop, not running the hart */
-  bool runs;           /* (sched_lock) the thread runs the hart: a kick interrupts it (harts.c) */
+  bool idle; /* (sched_lock) the thread is in its wait loop, not running the hart */
+  /* the thread runs the hart: a kick interrupts it (harts.c). Written by the thread itself under
+   * sched_lock, read by others under it and by the thread without it */
+  bool runs;
   pthread_cond_t wake; /* with sched_lock: an idle, stopped or parked hart sleeps on it */
   /* The guest spins on this hart (harts.c: vm_hart_after_run) */
   bool spinning;        /* its last run ended with h->spun */
